@@ -1,0 +1,15 @@
+//! RESP2/RESP3 codec for Tidewire.
+//!
+//! Two halves, no I/O and no server logic:
+//! - [`request`]: turns bytes from a client into commands (`Vec<Bytes>`), for both the
+//!   multibulk form real clients send and the inline form telnet and redis-benchmark
+//!   send. Limits are enforced while parsing so a hostile client cannot make the server
+//!   buffer unbounded data; violations come back as [`ProtocolError`] with Redis's text.
+//! - [`reply`]: the [`Reply`] value tree handlers produce, encoded for either protocol
+//!   version (RESP3 types degrade to their RESP2 shapes the way Redis does).
+
+pub mod reply;
+pub mod request;
+
+pub use reply::{format_double, Protocol, Reply};
+pub use request::{Limits, ProtocolError, RequestParser};

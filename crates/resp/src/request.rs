@@ -1,0 +1,414 @@
+//! Request parsing: multibulk (`*2\r\n$3\r\nGET\r\n$1\r\nk\r\n`) and inline (`GET k\r\n`).
+//!
+//! The parser is incremental: a large multibulk arriving over many reads is consumed
+//! argument by argument, so each byte is looked at once. Arguments are zero-copy slices
+//! (`Bytes`) of the read buffer.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Inline requests and the header lines of multibulk requests may not exceed this
+/// without a newline (Redis's `PROTO_INLINE_MAX_SIZE`).
+pub const INLINE_MAX_SIZE: usize = 64 * 1024;
+
+/// Size limits applied while parsing; violations close the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest single argument (`proto-max-bulk-len`, 512 MB by default).
+    pub max_bulk_len: u64,
+    /// Largest argument count of one multibulk request.
+    pub max_multibulk_len: u64,
+    /// Longest inline request line.
+    pub max_inline_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_multibulk_len: i32::MAX as u64,
+            max_inline_len: INLINE_MAX_SIZE,
+        }
+    }
+}
+
+/// A framing error. The text is what follows `-ERR ` in Redis's reply, e.g.
+/// `Protocol error: invalid bulk length`. After one of these the stream position is
+/// unknown, so the connection must be closed once the error is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl ProtocolError {
+    fn new(what: &str) -> Self {
+        ProtocolError(format!("Protocol error: {what}"))
+    }
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A multibulk request whose arguments are still arriving.
+#[derive(Debug)]
+struct Partial {
+    remaining: usize,
+    args: Vec<Bytes>,
+    /// Length of the bulk currently awaited, once its `$n` header has been read.
+    bulk_len: Option<usize>,
+}
+
+/// Incremental request parser; one per connection.
+#[derive(Debug)]
+pub struct RequestParser {
+    limits: Limits,
+    partial: Option<Partial>,
+}
+
+impl RequestParser {
+    pub fn new(limits: Limits) -> Self {
+        RequestParser {
+            limits,
+            partial: None,
+        }
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Bytes still needed to complete the bulk being read, so the caller can reserve a
+    /// buffer of the right size for large values instead of growing it step by step.
+    pub fn pending_bulk_len(&self) -> Option<usize> {
+        self.partial.as_ref().and_then(|p| p.bulk_len)
+    }
+
+    /// Whether the parser is in the middle of a request.
+    pub fn is_mid_request(&self) -> bool {
+        self.partial.is_some()
+    }
+
+    /// Takes the next complete command out of `buf`, if there is one. Empty requests
+    /// (blank inline lines, `*0`) are skipped, as Redis does.
+    pub fn next_command(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        loop {
+            if self.partial.is_none() {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                if buf[0] == b'*' {
+                    match self.start_multibulk(buf)? {
+                        Start::Incomplete => return Ok(None),
+                        Start::Empty => continue,
+                        Start::Started => {}
+                    }
+                } else {
+                    match self.inline(buf)? {
+                        None => return Ok(None),
+                        Some(args) if args.is_empty() => continue,
+                        Some(args) => return Ok(Some(args)),
+                    }
+                }
+            }
+            return self.continue_multibulk(buf);
+        }
+    }
+
+    fn start_multibulk(&mut self, buf: &mut BytesMut) -> Result<Start, ProtocolError> {
+        let Some(line_end) = find_crlf(buf) else {
+            if buf.len() > self.limits.max_inline_len {
+                return Err(ProtocolError::new("too big mbulk count string"));
+            }
+            return Ok(Start::Incomplete);
+        };
+        let count = parse_i64(&buf[1..line_end])
+            .filter(|n| *n <= self.limits.max_multibulk_len as i64 && *n <= i32::MAX as i64)
+            .ok_or_else(|| ProtocolError::new("invalid multibulk length"))?;
+        buf.advance(line_end + 2);
+        if count <= 0 {
+            return Ok(Start::Empty);
+        }
+        let count = count as usize;
+        self.partial = Some(Partial {
+            remaining: count,
+            // Never trust the client's count for an allocation.
+            args: Vec::with_capacity(count.min(1024)),
+            bulk_len: None,
+        });
+        Ok(Start::Started)
+    }
+
+    fn continue_multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let Some(partial) = self.partial.as_mut() else {
+            return Ok(None);
+        };
+        while partial.remaining > 0 {
+            let len = match partial.bulk_len {
+                Some(len) => len,
+                None => {
+                    let Some(line_end) = find_crlf(buf) else {
+                        if buf.len() > self.limits.max_inline_len {
+                            return Err(ProtocolError::new("too big bulk count string"));
+                        }
+                        return Ok(None);
+                    };
+                    if buf[0] != b'$' {
+                        return Err(ProtocolError(format!(
+                            "Protocol error: expected '$', got '{}'",
+                            buf[0] as char
+                        )));
+                    }
+                    let len = parse_i64(&buf[1..line_end])
+                        .filter(|n| *n >= 0 && (*n as u64) <= self.limits.max_bulk_len)
+                        .ok_or_else(|| ProtocolError::new("invalid bulk length"))?;
+                    buf.advance(line_end + 2);
+                    partial.bulk_len = Some(len as usize);
+                    len as usize
+                }
+            };
+            if buf.len() < len + 2 {
+                return Ok(None);
+            }
+            let arg = buf.split_to(len).freeze();
+            // Like Redis, the two bytes after the payload are skipped unchecked.
+            buf.advance(2);
+            partial.args.push(arg);
+            partial.bulk_len = None;
+            partial.remaining -= 1;
+        }
+        Ok(self.partial.take().map(|p| p.args))
+    }
+
+    fn inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let Some(nl) = buf.iter().position(|b| *b == b'\n') else {
+            if buf.len() > self.limits.max_inline_len {
+                return Err(ProtocolError::new("too big inline request"));
+            }
+            return Ok(None);
+        };
+        if nl > self.limits.max_inline_len {
+            return Err(ProtocolError::new("too big inline request"));
+        }
+        let line = buf.split_to(nl + 1);
+        let mut end = nl;
+        if end > 0 && line[end - 1] == b'\r' {
+            end -= 1;
+        }
+        split_args(&line[..end])
+            .map(Some)
+            .ok_or_else(|| ProtocolError::new("unbalanced quotes in request"))
+    }
+}
+
+enum Start {
+    Incomplete,
+    Empty,
+    Started,
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    let cr = buf.iter().position(|b| *b == b'\r')?;
+    (cr + 1 < buf.len()).then_some(cr)
+}
+
+/// Strict decimal integer as Redis's `string2ll`: optional '-', digits, no spaces.
+fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// Splits an inline line into arguments the way Redis's `sdssplitargs` does: spaces
+/// separate, `"..."` understands `\n \r \t \b \a \\ \" \xHH`, `'...'` understands `\'`.
+/// A closing quote must be followed by a space or the end. `None` means unbalanced.
+pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Some(args);
+        }
+        let mut current = Vec::new();
+        let mut in_double = false;
+        let mut in_single = false;
+        loop {
+            if in_double {
+                let c = *line.get(i)?;
+                if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                    current.push(hex_val(line[i + 2]) * 16 + hex_val(line[i + 3]));
+                    i += 3;
+                } else if c == b'\\' && i + 1 < line.len() {
+                    i += 1;
+                    current.push(match line[i] {
+                        b'n' => b'\n',
+                        b'r' => b'\r',
+                        b't' => b'\t',
+                        b'b' => 8,
+                        b'a' => 7,
+                        other => other,
+                    });
+                } else if c == b'"' {
+                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    current.push(c);
+                }
+            } else if in_single {
+                let c = *line.get(i)?;
+                if c == b'\\' && i + 1 < line.len() && line[i + 1] == b'\'' {
+                    i += 1;
+                    current.push(b'\'');
+                } else if c == b'\'' {
+                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                        return None;
+                    }
+                    i += 1;
+                    break;
+                } else {
+                    current.push(c);
+                }
+            } else {
+                match line.get(i) {
+                    None => break,
+                    Some(b' ' | b'\n' | b'\r' | b'\t' | 0) => break,
+                    Some(b'"') => in_double = true,
+                    Some(b'\'') => in_single = true,
+                    Some(c) => current.push(*c),
+                }
+            }
+            i += 1;
+        }
+        args.push(Bytes::from(current));
+    }
+}
+
+fn is_hex(c: u8) -> bool {
+    c.is_ascii_hexdigit()
+}
+
+fn hex_val(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Bytes>>, ProtocolError> {
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(input);
+        let mut out = Vec::new();
+        while let Some(cmd) = p.next_command(&mut buf)? {
+            out.push(cmd);
+        }
+        Ok(out)
+    }
+
+    fn strs(cmds: Vec<Vec<Bytes>>) -> Vec<Vec<String>> {
+        cmds.into_iter()
+            .map(|c| c.into_iter().map(|a| String::from_utf8_lossy(&a).into_owned()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn multibulk_pipeline() {
+        let cmds = parse_all(b"*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").unwrap();
+        assert_eq!(strs(cmds), vec![vec!["PING"], vec!["GET", "k"]]);
+    }
+
+    #[test]
+    fn multibulk_byte_by_byte() {
+        let input = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n";
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::new();
+        let mut got = None;
+        for b in input.iter() {
+            buf.extend_from_slice(&[*b]);
+            if let Some(cmd) = p.next_command(&mut buf).unwrap() {
+                got = Some(cmd);
+            }
+        }
+        assert_eq!(strs(vec![got.unwrap()]), vec![vec!["SET", "k", "hello"]]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn binary_safe_bulk() {
+        let cmds = parse_all(b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n").unwrap();
+        assert_eq!(&cmds[0][1][..], b"a\r\nb");
+    }
+
+    #[test]
+    fn empty_requests_skipped() {
+        let cmds = parse_all(b"\r\n*0\r\n*-1\r\n  \r\nPING\r\n").unwrap();
+        assert_eq!(strs(cmds), vec![vec!["PING"]]);
+    }
+
+    #[test]
+    fn inline_quotes() {
+        let cmds = parse_all(b"set \"a b\" 'c\\'d' \"\\x41\\n\"\n").unwrap();
+        assert_eq!(strs(cmds), vec![vec!["set", "a b", "c'd", "A\n"]]);
+    }
+
+    #[test]
+    fn inline_unbalanced() {
+        let err = parse_all(b"set \"abc\r\n").unwrap_err();
+        assert_eq!(err.0, "Protocol error: unbalanced quotes in request");
+        let err = parse_all(b"set \"abc\"x\r\n").unwrap_err();
+        assert_eq!(err.0, "Protocol error: unbalanced quotes in request");
+    }
+
+    #[test]
+    fn errors_match_redis() {
+        assert_eq!(parse_all(b"*x\r\n").unwrap_err().0, "Protocol error: invalid multibulk length");
+        assert_eq!(parse_all(b"*3000000000\r\n").unwrap_err().0, "Protocol error: invalid multibulk length");
+        assert_eq!(parse_all(b"*1\r\n+GET\r\n").unwrap_err().0, "Protocol error: expected '$', got '+'");
+        assert_eq!(parse_all(b"*1\r\n$-1\r\n").unwrap_err().0, "Protocol error: invalid bulk length");
+        assert_eq!(parse_all(b"*1\r\n$600000000\r\n").unwrap_err().0, "Protocol error: invalid bulk length");
+        let big = vec![b'a'; INLINE_MAX_SIZE + 1];
+        assert_eq!(parse_all(&big).unwrap_err().0, "Protocol error: too big inline request");
+        let mut big_mb = b"*1".to_vec();
+        big_mb.extend(vec![b'1'; INLINE_MAX_SIZE + 1]);
+        assert_eq!(parse_all(&big_mb).unwrap_err().0, "Protocol error: too big mbulk count string");
+    }
+
+    #[test]
+    fn huge_count_does_not_allocate() {
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"*2000000000\r\n$1\r\na\r\n"[..]);
+        assert!(p.next_command(&mut buf).unwrap().is_none());
+        assert!(p.is_mid_request());
+    }
+
+    #[test]
+    fn pending_bulk_len_hint() {
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$100000\r\nabc"[..]);
+        assert!(p.next_command(&mut buf).unwrap().is_none());
+        assert_eq!(p.pending_bulk_len(), Some(100000));
+    }
+}
