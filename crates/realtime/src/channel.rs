@@ -1,0 +1,285 @@
+//! A channel: its serial counter and its attached connections.
+//!
+//! All publishes to one channel pass through [`Channel::publish`], which holds the
+//! channel's mutex while it assigns the serial, appends to history and queues the
+//! message for every subscriber. That lock is the ordering point: every subscriber and
+//! the history see one channel's messages in the same order. Nothing under it awaits;
+//! delivery is a non-blocking `try_send` into each connection's bounded queue, and a
+//! connection whose queue is full is told to disconnect rather than slowing the
+//! channel down.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::codec::{encode_frame, Format, Frame};
+use crate::history::{HistoryStore, StoredMessage};
+use crate::protocol::{Action, Message, ProtocolMessage};
+
+/// An outbound protocol message shared by every recipient, encoded at most once per
+/// format however many connections receive it.
+#[derive(Debug)]
+pub struct SharedFrame {
+    pub message: ProtocolMessage,
+    json: OnceLock<Option<Frame>>,
+    msgpack: OnceLock<Option<Frame>>,
+}
+
+impl SharedFrame {
+    pub fn new(message: ProtocolMessage) -> Arc<Self> {
+        Arc::new(SharedFrame {
+            message,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        })
+    }
+
+    /// The encoded frame for `format`; `None` if encoding failed (logged once).
+    pub fn frame(&self, format: Format) -> Option<Frame> {
+        let cell = match format {
+            Format::Json => &self.json,
+            Format::Msgpack => &self.msgpack,
+        };
+        cell.get_or_init(|| match encode_frame(&self.message, format) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(error = %e, "failed to encode outbound message");
+                None
+            }
+        })
+        .clone()
+    }
+}
+
+/// What the hub needs to reach one connection.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Process-unique numeric id (cheap map key).
+    pub id: u64,
+    /// Ably connectionId.
+    pub connection_id: String,
+    pub tx: mpsc::Sender<Arc<SharedFrame>>,
+    /// Signalled when the connection fell too far behind and must be dropped.
+    pub overflow: Arc<Notify>,
+}
+
+/// A connection's attachment to a channel.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub conn: ConnHandle,
+    /// Whether messages are delivered (capability and mode both allow subscribe).
+    pub receive: bool,
+    /// Whether the connection wants its own publishes back.
+    pub echo: bool,
+}
+
+/// Who published a message.
+#[derive(Debug, Clone, Default)]
+pub struct Publisher {
+    /// Internal id of the publishing connection (for echo suppression).
+    pub conn: Option<u64>,
+    pub connection_id: Option<String>,
+    /// clientId to stamp on messages that carry none.
+    pub client_id: Option<String>,
+}
+
+/// Where a message entered Tidewire, so bridges can avoid loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Realtime,
+    Rest,
+    Backend,
+}
+
+/// A published message as seen by [`crate::Hub::subscribe_all`] observers.
+#[derive(Debug, Clone)]
+pub struct ChannelEvent {
+    pub channel: String,
+    pub serial: u64,
+    pub origin: Origin,
+    pub message: Message,
+}
+
+impl ChannelEvent {
+    /// The message in Ably's JSON wire form (binary data as base64 + encoding).
+    pub fn message_json(&self) -> String {
+        let mut m = self.message.clone();
+        crate::codec::message_to_json_wire(&mut m);
+        serde_json::to_string(&m).unwrap_or_default()
+    }
+}
+
+struct State {
+    last_serial: u64,
+    subscribers: HashMap<u64, Subscriber>,
+}
+
+/// One channel.
+pub struct Channel {
+    name: String,
+    state: Mutex<State>,
+}
+
+/// Outcome of a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// One serial per message, in order (duplicates dropped by the hub report the
+    /// empty string).
+    pub serials: Vec<String>,
+    pub channel_serial: String,
+}
+
+/// Inputs to [`Channel::publish`] besides the messages.
+pub struct PublishCtx<'a> {
+    pub publisher: &'a Publisher,
+    /// Protocol message id; children without ids become `<id>:<index>`.
+    pub proto_id: &'a str,
+    pub now_ms: i64,
+    pub history: &'a dyn HistoryStore,
+    pub retention: std::time::Duration,
+    pub origin: Origin,
+    pub observers: &'a tokio::sync::broadcast::Sender<Arc<ChannelEvent>>,
+}
+
+/// Channel serials are rendered as fixed-width hex so that they sort as text too.
+pub fn format_serial(serial: u64) -> String {
+    format!("{serial:016x}")
+}
+
+/// Inverse of [`format_serial`], tolerant of `epoch:serial` forms from older versions.
+pub fn parse_serial(s: &str) -> Option<u64> {
+    let tail = s.rsplit(':').next().unwrap_or(s);
+    u64::from_str_radix(tail, 16).ok()
+}
+
+impl Channel {
+    /// A channel whose serials continue after `last_serial`.
+    pub fn new(name: &str, last_serial: u64) -> Self {
+        Channel {
+            name: name.to_owned(),
+            state: Mutex::new(State {
+                last_serial,
+                subscribers: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere must not take the channel down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds or replaces a subscriber; returns the channel's current serial.
+    pub fn attach(&self, sub: Subscriber) -> String {
+        let mut st = self.lock();
+        st.subscribers.insert(sub.conn.id, sub);
+        format_serial(st.last_serial)
+    }
+
+    /// Removes a subscriber; returns whether the channel has none left.
+    pub fn detach(&self, conn: u64) -> bool {
+        let mut st = self.lock();
+        st.subscribers.remove(&conn);
+        st.subscribers.is_empty()
+    }
+
+    /// Whether nobody is attached.
+    pub fn is_idle(&self) -> bool {
+        self.lock().subscribers.is_empty()
+    }
+
+    /// (attached connections, receiving connections) for channel metadata.
+    pub fn occupancy(&self) -> (usize, usize) {
+        let st = self.lock();
+        let subs = st.subscribers.values().filter(|s| s.receive).count();
+        (st.subscribers.len(), subs)
+    }
+
+    /// Current serial, rendered.
+    pub fn serial(&self) -> String {
+        format_serial(self.lock().last_serial)
+    }
+
+    /// Assigns serials, records history and fans `messages` out, atomically with
+    /// respect to other publishes on this channel.
+    pub fn publish(&self, mut messages: Vec<Message>, ctx: &PublishCtx<'_>) -> Published {
+        let mut st = self.lock();
+        // Serials also advance with the clock so that a channel re-created after its
+        // history expired never reuses a serial.
+        let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);
+        let mut serials = Vec::with_capacity(messages.len());
+        let mut fresh = Vec::with_capacity(messages.len());
+        for (i, mut m) in messages.drain(..).enumerate() {
+            if m.id.is_none() {
+                m.id = Some(format!("{}:{}", ctx.proto_id, i));
+            }
+            m.timestamp.get_or_insert(ctx.now_ms);
+            if m.connection_id.is_none() {
+                m.connection_id.clone_from(&ctx.publisher.connection_id);
+            }
+            if m.client_id.is_none() {
+                m.client_id.clone_from(&ctx.publisher.client_id);
+            }
+            m.connection_key = None;
+            let serial = (st.last_serial + 1).max(floor);
+            st.last_serial = serial;
+            let rendered = format_serial(serial);
+            m.serial = Some(rendered.clone());
+            serials.push(rendered);
+            ctx.history.append(
+                &self.name,
+                StoredMessage {
+                    serial,
+                    received_ms: ctx.now_ms,
+                    message: m.clone(),
+                },
+                ctx.retention,
+            );
+            if ctx.observers.receiver_count() > 0 {
+                let _ = ctx.observers.send(Arc::new(ChannelEvent {
+                    channel: self.name.clone(),
+                    serial,
+                    origin: ctx.origin,
+                    message: m.clone(),
+                }));
+            }
+            fresh.push(m);
+        }
+        let channel_serial = format_serial(st.last_serial);
+        if fresh.is_empty() {
+            return Published {
+                serials,
+                channel_serial,
+            };
+        }
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Message,
+            channel: Some(self.name.clone()),
+            channel_serial: Some(channel_serial.clone()),
+            id: Some(ctx.proto_id.to_owned()),
+            connection_id: ctx.publisher.connection_id.clone(),
+            timestamp: Some(ctx.now_ms),
+            messages: Some(fresh),
+            ..Default::default()
+        });
+        for sub in st.subscribers.values() {
+            if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
+                continue;
+            }
+            if let Err(mpsc::error::TrySendError::Full(_)) = sub.conn.tx.try_send(frame.clone()) {
+                // Falling behind loses continuity; drop the connection so the client
+                // reconnects instead of silently missing messages.
+                sub.conn.overflow.notify_one();
+            }
+        }
+        Published {
+            serials,
+            channel_serial,
+        }
+    }
+}

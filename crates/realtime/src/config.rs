@@ -1,0 +1,103 @@
+//! [`RealtimeConfig`]: keys, limits and retention for the realtime layer.
+//!
+//! Deserialisable (the server reads it from its config file) and `Default` (every
+//! field has Ably's published default, or a generous one where Ably's would throttle
+//! ordinary benchmarks).
+
+use serde::Deserialize;
+
+/// One API key: `appId.keyId:secret` and what it may do.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct KeyConfig {
+    /// The full key, `appId.keyId:secret`.
+    pub key: String,
+    /// Capability as a JSON string or an inline map; absent means `{"*":["*"]}`.
+    #[serde(default)]
+    pub capability: Option<CapabilityConfig>,
+}
+
+/// Capability in either form a config file is likely to use.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CapabilityConfig {
+    Text(String),
+    Map(serde_json::Value),
+}
+
+/// Realtime layer configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct RealtimeConfig {
+    /// API keys accepted by this server.
+    pub keys: Vec<KeyConfig>,
+    /// How long channel history is kept, in seconds (Ably's default persistence is 2 min
+    /// of ephemeral history unless persisted).
+    pub history_retention_secs: u64,
+    /// Largest total size of the messages in one publish (Ably default 64 KiB).
+    pub max_message_size: usize,
+    /// Largest inbound WebSocket frame accepted; bounds per-connection buffering.
+    pub max_frame_size: usize,
+    /// Channels one connection may have attached at once (Ably: 200).
+    pub max_channels_per_connection: usize,
+    /// Messages per second a connection may publish (token bucket, burst = 1 s worth).
+    pub max_inbound_rate: u32,
+    /// Concurrent WebSocket connections this hub accepts.
+    pub max_connections: usize,
+    /// Announced in CONNECTED as `serverId`.
+    pub server_id: String,
+    /// Promised maximum silence on a connection, ms (Ably: 15000).
+    pub max_idle_interval_ms: u64,
+    /// How long connection state is kept for resume, ms (Ably: 120000).
+    pub connection_state_ttl_ms: u64,
+    /// Default token lifetime when a TokenRequest gives none, ms (Ably: 60 min).
+    pub default_token_ttl_ms: i64,
+    /// Messages queued for a slow subscriber before it is disconnected.
+    pub outbound_queue: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        RealtimeConfig {
+            keys: Vec::new(),
+            history_retention_secs: 120,
+            max_message_size: 65536,
+            max_frame_size: 262_144,
+            max_channels_per_connection: 200,
+            max_inbound_rate: 1000,
+            max_connections: 100_000,
+            server_id: "tidewire".to_owned(),
+            max_idle_interval_ms: 15_000,
+            connection_state_ttl_ms: 120_000,
+            default_token_ttl_ms: 3_600_000,
+            outbound_queue: 4096,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_capability_forms_and_defaults() {
+        let c: RealtimeConfig = serde_json::from_str(
+            r#"{"keys":[{"key":"a.b:s","capability":"{\"*\":[\"*\"]}"},
+                        {"key":"a.c:t","capability":{"x":["subscribe"]}},
+                        {"key":"a.d:u"}],
+                "max_inbound_rate": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(c.keys.len(), 3);
+        assert!(matches!(
+            c.keys[0].capability,
+            Some(CapabilityConfig::Text(_))
+        ));
+        assert!(matches!(
+            c.keys[1].capability,
+            Some(CapabilityConfig::Map(_))
+        ));
+        assert_eq!(c.max_inbound_rate, 5);
+        assert_eq!(c.max_message_size, 65536);
+        assert_eq!(c.history_retention_secs, 120);
+    }
+}

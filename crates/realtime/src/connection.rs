@@ -1,0 +1,950 @@
+//! One realtime connection: the session state machine behind a WebSocket.
+//!
+//! [`run_session`] is generic over a `Sink<Frame>` and a `Stream<Result<Frame, _>>`, so
+//! the WebSocket adapter in [`crate::ws`] and unit tests drive the same code. The
+//! session authenticates from the connect query, sends CONNECTED, then runs one
+//! `select!` loop over: inbound frames, the connection's outbound queue (fan-out from
+//! channels), the heartbeat timer and the token-expiry timer. Per-action logic lives
+//! in [`Session::on_message`], an exhaustive `match` over [`Action`]. Frames that
+//! arrive together are handled as a batch so consecutive ACKs collapse into one
+//! `ACK{msgSerial, count}`. States and transitions are described in `LIFECYCLE.md`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::auth::{now_ms, AuthMethod, Principal};
+use crate::capability::ops;
+use crate::channel::{ConnHandle, Origin, Publisher, SharedFrame, Subscriber};
+use crate::codec::{decode_frame, encode_frame, Format, Frame};
+use crate::error::{AblyError, ErrorCode};
+use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
+use crate::protocol::{flags, Action, ConnectionDetails, ProtocolMessage};
+
+/// Oldest and newest Ably protocol versions accepted in `v=`.
+const MIN_VERSION: u32 = 2;
+const MAX_VERSION: u32 = 6;
+/// Most frames handled before outbound traffic gets a turn.
+const BATCH: usize = 64;
+/// The server asks for a new token this long before expiry (or a quarter of the
+/// remaining lifetime for short tokens).
+const RENEW_AHEAD: Duration = Duration::from_secs(30);
+
+/// Connect-time options parsed from the WebSocket query string.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectParams {
+    pub format: Format,
+    pub heartbeats: bool,
+    pub echo: bool,
+    pub client_id: Option<String>,
+    pub key: Option<String>,
+    pub token: Option<String>,
+}
+
+impl ConnectParams {
+    /// Parses the query; errors are reported to the client after the upgrade.
+    pub fn from_query(q: &HashMap<String, String>) -> Result<Self, AblyError> {
+        let format = Format::from_param(q.get("format").map(String::as_str))?;
+        if let Some(v) = q.get("v") {
+            let ok = v
+                .parse::<f64>()
+                .ok()
+                .filter(|n| *n >= MIN_VERSION as f64 && *n < (MAX_VERSION + 1) as f64)
+                .is_some();
+            if !ok {
+                return Err(AblyError::new(
+                    ErrorCode::UnsupportedProtocolVersion,
+                    format!("Unsupported protocol version {v:?}; supported: {MIN_VERSION}..{MAX_VERSION}"),
+                ));
+            }
+        }
+        let flag = |name: &str, default: bool| match q.get(name).map(String::as_str) {
+            Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            _ => default,
+        };
+        Ok(ConnectParams {
+            format,
+            heartbeats: flag("heartbeats", false),
+            echo: flag("echo", true),
+            client_id: q.get("clientId").filter(|c| !c.is_empty()).cloned(),
+            key: q.get("key").cloned(),
+            token: q
+                .get("access_token")
+                .or_else(|| q.get("accessToken"))
+                .cloned(),
+        })
+    }
+}
+
+/// Whether the session continues after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// Token bucket for the per-connection inbound message rate.
+struct Bucket {
+    capacity: f64,
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(per_second: u32) -> Self {
+        let rate = f64::from(per_second.max(1));
+        Bucket {
+            capacity: rate,
+            tokens: rate,
+            rate,
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        if self.tokens >= n as f64 {
+            self.tokens -= n as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+enum Outgoing {
+    Message(Box<ProtocolMessage>),
+    Shared(Arc<SharedFrame>),
+    Ping,
+}
+
+struct Session {
+    hub: Arc<Hub>,
+    format: Format,
+    heartbeats: bool,
+    echo: bool,
+    conn: ConnHandle,
+    connection_key: String,
+    client_id: Option<String>,
+    principal: Principal,
+    /// Attached channels and their granted mode flags.
+    attached: HashMap<String, u64>,
+    bucket: Bucket,
+    last_msg_serial: Option<i64>,
+    pending_ack: Option<(i64, u64)>,
+    out: Vec<Outgoing>,
+    renew_at: Option<Instant>,
+    expires_at: Option<Instant>,
+    renew_requested: bool,
+}
+
+fn random_id(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn error_message(e: &AblyError) -> ProtocolMessage {
+    ProtocolMessage {
+        action: Action::Error,
+        error: Some(e.to_info()),
+        ..Default::default()
+    }
+}
+
+async fn send_frame<S>(sink: &mut S, frame: Frame) -> bool
+where
+    S: Sink<Frame> + Unpin,
+    S::Error: Display,
+{
+    match sink.send(frame).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "realtime transport write failed");
+            false
+        }
+    }
+}
+
+/// Sends a fatal error then closes: used before a session exists.
+async fn refuse<S>(sink: &mut S, format: Format, err: &AblyError)
+where
+    S: Sink<Frame> + Unpin,
+    S::Error: Display,
+{
+    if let Ok(f) = encode_frame(&error_message(err), format) {
+        let _ = send_frame(sink, f).await;
+    }
+    let _ = send_frame(sink, Frame::Close).await;
+    let _ = sink.close().await;
+}
+
+/// Runs one realtime connection to completion.
+pub async fn run_session<S, R, E>(
+    hub: Arc<Hub>,
+    query: HashMap<String, String>,
+    mut sink: S,
+    mut stream: R,
+) where
+    S: Sink<Frame> + Unpin,
+    S::Error: Display,
+    R: Stream<Item = Result<Frame, E>> + Unpin,
+    E: Display,
+{
+    let params = match ConnectParams::from_query(&query) {
+        Ok(p) => p,
+        Err(e) => {
+            let format = if query.get("format").map(String::as_str) == Some("msgpack") {
+                Format::Msgpack
+            } else {
+                Format::Json
+            };
+            return refuse(&mut sink, format, &e).await;
+        }
+    };
+    let format = params.format;
+    let mut slot = match hub.open_connection() {
+        Ok(s) => s,
+        Err(e) => return refuse(&mut sink, format, &e).await,
+    };
+    let (principal, client_id) = match authenticate(&hub, &params) {
+        Ok(v) => v,
+        Err(e) => return refuse(&mut sink, format, &e).await,
+    };
+    let connection_id = random_id(10);
+    let connection_key = format!("{}!{}", random_id(12), connection_id);
+    slot.register(ConnectionRecord {
+        connection_id: connection_id.clone(),
+        connection_key: connection_key.clone(),
+        client_id: client_id.clone(),
+        connected_ms: now_ms(),
+    });
+    let (tx, mut rx) = mpsc::channel(hub.config().outbound_queue.max(1));
+    let overflow = Arc::new(Notify::new());
+    let mut s = Session {
+        bucket: Bucket::new(hub.config().max_inbound_rate),
+        hub: hub.clone(),
+        format,
+        heartbeats: params.heartbeats,
+        echo: params.echo,
+        conn: ConnHandle {
+            id: slot.id,
+            connection_id,
+            tx,
+            overflow: overflow.clone(),
+        },
+        connection_key,
+        client_id,
+        principal,
+        attached: HashMap::new(),
+        last_msg_serial: None,
+        pending_ack: None,
+        out: Vec::new(),
+        renew_at: None,
+        expires_at: None,
+        renew_requested: false,
+    };
+    s.schedule_renewal();
+    let connected = s.connected_message();
+    s.push(connected);
+
+    let idle = Duration::from_millis(hub.config().max_idle_interval_ms.max(100));
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + idle, idle);
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    let mut flow = s.flush(&mut sink).await;
+    while flow == Flow::Continue {
+        let deadline = s.next_deadline();
+        tokio::select! {
+            _ = overflow.notified() => {
+                let e = AblyError::new(ErrorCode::Disconnected, "Connection fell behind; outbound queue full");
+                s.push(ProtocolMessage { action: Action::Disconnected, error: Some(e.to_info()), ..Default::default() });
+                s.flush(&mut sink).await;
+                flow = Flow::Close;
+            }
+            frame = stream.next() => {
+                flow = match frame {
+                    Some(Ok(f)) => s.on_frame(f),
+                    _ => Flow::Close,
+                };
+                // Drain whatever else already arrived so ACKs can be coalesced.
+                let mut n = 1;
+                while flow == Flow::Continue && n < BATCH {
+                    match stream.next().now_or_never() {
+                        Some(Some(Ok(f))) => flow = s.on_frame(f),
+                        Some(_) => flow = Flow::Close,
+                        None => break,
+                    }
+                    n += 1;
+                }
+                if s.flush(&mut sink).await == Flow::Close {
+                    flow = Flow::Close;
+                }
+            }
+            Some(frame) = rx.recv() => {
+                s.out.push(Outgoing::Shared(frame));
+                // Forward more queued fan-out without another trip through select.
+                while s.out.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(f) => s.out.push(Outgoing::Shared(f)),
+                        Err(_) => break,
+                    }
+                }
+                flow = s.flush(&mut sink).await;
+            }
+            _ = heartbeat.tick() => {
+                if s.heartbeats {
+                    s.push(ProtocolMessage::new(Action::Heartbeat));
+                } else {
+                    s.out.push(Outgoing::Ping);
+                }
+                flow = s.flush(&mut sink).await;
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                flow = s.on_deadline();
+                if s.flush(&mut sink).await == Flow::Close {
+                    flow = Flow::Close;
+                }
+            }
+        }
+    }
+    let _ = sink.close().await;
+    s.detach_all();
+    drop(slot);
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+/// Checks credentials and resolves the connection's clientId.
+fn authenticate(
+    hub: &Hub,
+    params: &ConnectParams,
+) -> Result<(Principal, Option<String>), AblyError> {
+    let principal = match (&params.key, &params.token) {
+        (Some(k), _) => hub.keyring().principal_for_key(k)?,
+        (None, Some(t)) => hub.keyring().principal_for_token(t, now_ms())?,
+        (None, None) => {
+            return Err(AblyError::new(
+                ErrorCode::NoCredentials,
+                "No key or access_token in the connection request",
+            ))
+        }
+    };
+    let client_id = resolve_client_id(&principal, params.client_id.as_deref())?;
+    Ok((principal, client_id))
+}
+
+/// The clientId a connection runs as, given its credentials and requested id.
+fn resolve_client_id(p: &Principal, requested: Option<&str>) -> Result<Option<String>, AblyError> {
+    if requested == Some("*") {
+        return Err(AblyError::new(
+            ErrorCode::InvalidClientId,
+            "A connection cannot use the wildcard clientId",
+        ));
+    }
+    match (p.method, p.client_id.as_deref(), requested) {
+        (AuthMethod::Token, Some(bound), Some(req)) if bound != "*" && bound != req => {
+            Err(AblyError::new(
+                ErrorCode::IncompatibleCredentials,
+                format!("clientId {req:?} is incompatible with the token's clientId {bound:?}"),
+            ))
+        }
+        (AuthMethod::Token, None, Some(_)) => Err(AblyError::new(
+            ErrorCode::IncompatibleCredentials,
+            "The token does not permit a clientId",
+        )),
+        (_, _, Some(req)) => Ok(Some(req.to_owned())),
+        (_, Some(bound), None) if bound != "*" => Ok(Some(bound.to_owned())),
+        _ => Ok(None),
+    }
+}
+
+impl Session {
+    fn connected_message(&self) -> ProtocolMessage {
+        let cfg = self.hub.config();
+        ProtocolMessage {
+            action: Action::Connected,
+            connection_id: Some(self.conn.connection_id.clone()),
+            connection_details: Some(ConnectionDetails {
+                client_id: self.client_id.clone(),
+                connection_key: self.connection_key.clone(),
+                max_message_size: cfg.max_message_size as u64,
+                max_frame_size: cfg.max_frame_size as u64,
+                max_inbound_rate: u64::from(cfg.max_inbound_rate),
+                connection_state_ttl: cfg.connection_state_ttl_ms,
+                server_id: cfg.server_id.clone(),
+                max_idle_interval: cfg.max_idle_interval_ms,
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Queues a message, first flushing any coalesced ACK so order is preserved.
+    fn push(&mut self, pm: ProtocolMessage) {
+        self.flush_ack();
+        self.out.push(Outgoing::Message(Box::new(pm)));
+    }
+
+    fn flush_ack(&mut self) {
+        if let Some((serial, count)) = self.pending_ack.take() {
+            self.out.push(Outgoing::Message(Box::new(ProtocolMessage {
+                action: Action::Ack,
+                msg_serial: Some(serial),
+                count: Some(count),
+                ..Default::default()
+            })));
+        }
+    }
+
+    fn ack(&mut self, serial: i64) {
+        match &mut self.pending_ack {
+            Some((start, count)) if *start + *count as i64 == serial => *count += 1,
+            _ => {
+                self.flush_ack();
+                self.pending_ack = Some((serial, 1));
+            }
+        }
+    }
+
+    fn nack(&mut self, serial: i64, err: &AblyError) {
+        self.push(ProtocolMessage {
+            action: Action::Nack,
+            msg_serial: Some(serial),
+            count: Some(1),
+            error: Some(err.to_info()),
+            ..Default::default()
+        });
+    }
+
+    /// Writes everything queued; `Close` if the transport failed.
+    async fn flush<S>(&mut self, sink: &mut S) -> Flow
+    where
+        S: Sink<Frame> + Unpin,
+        S::Error: Display,
+    {
+        self.flush_ack();
+        for item in std::mem::take(&mut self.out) {
+            let frame = match item {
+                Outgoing::Message(pm) => match encode_frame(&pm, self.format) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(error = %e, "encoding failed");
+                        continue;
+                    }
+                },
+                Outgoing::Shared(sf) => match sf.frame(self.format) {
+                    Some(f) => f,
+                    None => continue,
+                },
+                Outgoing::Ping => Frame::Ping(bytes::Bytes::new()),
+            };
+            if sink.feed(frame).await.is_err() {
+                return Flow::Close;
+            }
+        }
+        match sink.flush().await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close,
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame) -> Flow {
+        if frame == Frame::Close {
+            return Flow::Close;
+        }
+        match decode_frame(&frame) {
+            Ok(Some(pm)) => self.on_message(pm),
+            Ok(None) => Flow::Continue,
+            Err(e) => {
+                // Broken framing: say why, then close; other connections are untouched.
+                self.push(error_message(&e));
+                Flow::Close
+            }
+        }
+    }
+
+    fn on_message(&mut self, pm: ProtocolMessage) -> Flow {
+        match pm.action {
+            Action::Heartbeat => {
+                self.push(ProtocolMessage {
+                    action: Action::Heartbeat,
+                    id: pm.id,
+                    ..Default::default()
+                });
+                Flow::Continue
+            }
+            Action::Close => {
+                self.push(ProtocolMessage::new(Action::Closed));
+                Flow::Close
+            }
+            Action::Disconnect => {
+                self.push(ProtocolMessage::new(Action::Disconnected));
+                Flow::Close
+            }
+            Action::Attach => {
+                self.on_attach(pm);
+                Flow::Continue
+            }
+            Action::Detach => {
+                self.on_detach(pm);
+                Flow::Continue
+            }
+            Action::Message => {
+                self.on_publish(pm);
+                Flow::Continue
+            }
+            Action::Auth => self.on_auth(pm),
+            Action::Presence | Action::Object | Action::Annotation => {
+                if let Some(serial) = pm.msg_serial {
+                    self.last_msg_serial = Some(serial);
+                    let e = AblyError::new(
+                        ErrorCode::BadRequest,
+                        "This operation is not supported by this server yet",
+                    );
+                    self.nack(serial, &e);
+                }
+                Flow::Continue
+            }
+            // Client-bound actions or ones with no meaning from a client: ignored, as
+            // Ably does, rather than failing a connection over them.
+            Action::Connect
+            | Action::Ack
+            | Action::Nack
+            | Action::Connected
+            | Action::Disconnected
+            | Action::Closed
+            | Action::Error
+            | Action::Attached
+            | Action::Detached
+            | Action::Sync
+            | Action::Activate
+            | Action::ObjectSync => Flow::Continue,
+        }
+    }
+
+    fn channel_error(&mut self, channel: String, e: &AblyError) {
+        self.push(ProtocolMessage {
+            action: Action::Error,
+            channel: Some(channel),
+            error: Some(e.to_info()),
+            ..Default::default()
+        });
+    }
+
+    /// Modes the current capability allows on `channel`.
+    fn allowed_modes(&self, channel: &str) -> u64 {
+        let cap = &self.principal.capability;
+        let mut m = 0;
+        if cap.allows(channel, ops::PUBLISH) {
+            m |= flags::PUBLISH;
+        }
+        if cap.allows(channel, ops::SUBSCRIBE) {
+            m |= flags::SUBSCRIBE | flags::PRESENCE_SUBSCRIBE;
+        }
+        if cap.allows(channel, ops::PRESENCE) {
+            m |= flags::PRESENCE;
+        }
+        m
+    }
+
+    fn on_attach(&mut self, pm: ProtocolMessage) {
+        let Some(name) = pm.channel.clone() else {
+            return;
+        };
+        if let Err(e) = validate_channel_name(&name) {
+            return self.channel_error(name, &e);
+        }
+        let requested = match pm.flags.unwrap_or(0) & flags::MODES {
+            0 => flags::MODES,
+            m => m,
+        };
+        let granted = requested & self.allowed_modes(&name);
+        if granted == 0 {
+            let e = AblyError::new(
+                ErrorCode::CapabilityDenied,
+                format!("Channel denied access based on given capability; channel = {name}"),
+            );
+            return self.channel_error(name, &e);
+        }
+        if !self.attached.contains_key(&name)
+            && self.attached.len() >= self.hub.config().max_channels_per_connection
+        {
+            let e = AblyError::new(
+                ErrorCode::TooManyChannels,
+                format!(
+                    "Maximum number of channels per connection ({}) exceeded",
+                    self.hub.config().max_channels_per_connection
+                ),
+            );
+            return self.channel_error(name, &e);
+        }
+        let serial = self.hub.channel(&name).attach(Subscriber {
+            conn: self.conn.clone(),
+            receive: granted & flags::SUBSCRIBE != 0,
+            echo: self.echo,
+        });
+        self.attached.insert(name.clone(), granted);
+        let params: Option<BTreeMap<String, String>> = pm.params.filter(|p| !p.is_empty());
+        self.push(ProtocolMessage {
+            action: Action::Attached,
+            channel: Some(name),
+            channel_serial: Some(serial),
+            flags: Some(granted),
+            params,
+            ..Default::default()
+        });
+    }
+
+    fn on_detach(&mut self, pm: ProtocolMessage) {
+        let Some(name) = pm.channel else {
+            return;
+        };
+        if self.attached.remove(&name).is_some() {
+            self.detach_channel(&name);
+        }
+        self.push(ProtocolMessage {
+            action: Action::Detached,
+            channel: Some(name),
+            ..Default::default()
+        });
+    }
+
+    fn detach_channel(&self, name: &str) {
+        if let Some(ch) = self.hub.existing_channel(name) {
+            ch.detach(self.conn.id);
+            drop(ch);
+            self.hub.release_channel(name);
+        }
+    }
+
+    fn detach_all(&mut self) {
+        for name in std::mem::take(&mut self.attached).into_keys() {
+            self.detach_channel(&name);
+        }
+    }
+
+    fn on_publish(&mut self, pm: ProtocolMessage) {
+        let serial = pm
+            .msg_serial
+            .unwrap_or_else(|| self.last_msg_serial.map_or(0, |s| s + 1));
+        if self.last_msg_serial.is_some_and(|last| serial <= last) {
+            // A resend after reconnect: already handled, acknowledge again.
+            return self.ack(serial);
+        }
+        self.last_msg_serial = Some(serial);
+        match self.check_publish(&pm) {
+            Ok(()) => {}
+            Err(e) => return self.nack(serial, &e),
+        }
+        let (Some(channel), Some(messages)) = (pm.channel, pm.messages) else {
+            return self.ack(serial);
+        };
+        let proto_id = pm
+            .id
+            .unwrap_or_else(|| format!("{}:{}", self.conn.connection_id, serial));
+        let publisher = Publisher {
+            conn: Some(self.conn.id),
+            connection_id: Some(self.conn.connection_id.clone()),
+            client_id: self.client_id.clone(),
+        };
+        self.hub.publish(
+            &channel,
+            messages,
+            &publisher,
+            Some(proto_id),
+            Origin::Realtime,
+        );
+        self.ack(serial);
+    }
+
+    fn check_publish(&mut self, pm: &ProtocolMessage) -> Result<(), AblyError> {
+        let Some(channel) = pm.channel.as_deref() else {
+            return Err(AblyError::new(
+                ErrorCode::BadRequest,
+                "MESSAGE without channel",
+            ));
+        };
+        validate_channel_name(channel)?;
+        let msgs = pm.messages.as_deref().unwrap_or(&[]);
+        if !self.principal.capability.allows(channel, ops::PUBLISH) {
+            return Err(AblyError::new(
+                ErrorCode::CapabilityDenied,
+                format!(
+                    "Unable to perform channel operation (permission denied); channel = {channel}"
+                ),
+            ));
+        }
+        let size: usize = msgs.iter().map(|m| m.size()).sum();
+        let max = self.hub.config().max_message_size;
+        if size > max {
+            return Err(AblyError::new(
+                ErrorCode::MessageTooLarge,
+                format!("Maximum size of messages that can be published at once exceeded (was {size} bytes; limit is {max} bytes)"),
+            ));
+        }
+        for m in msgs {
+            let cid = m.client_id.as_deref();
+            let ok = match (self.client_id.as_deref(), cid) {
+                (_, None) => true,
+                (Some(own), Some(c)) => {
+                    own == c || self.principal.client_id.as_deref() == Some("*")
+                }
+                (None, Some(_)) => self.principal.may_use_client_id(cid),
+            };
+            if !ok {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidClientId,
+                    format!(
+                        "Mismatched clientId {:?} for this connection",
+                        cid.unwrap_or("")
+                    ),
+                ));
+            }
+        }
+        if !msgs.is_empty() && !self.bucket.take(msgs.len()) {
+            return Err(AblyError::new(
+                ErrorCode::RateLimited,
+                "Rate limit exceeded; request rejected (max inbound rate per connection)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// In-band re-authentication: swap the principal, keep connection and channels.
+    fn on_auth(&mut self, pm: ProtocolMessage) -> Flow {
+        let token = pm.auth.and_then(|a| a.access_token);
+        let result = match token {
+            None => Err(AblyError::new(
+                ErrorCode::NoCredentials,
+                "AUTH without accessToken",
+            )),
+            Some(t) => self.hub.keyring().principal_for_token(&t, now_ms()),
+        };
+        let principal = match result {
+            Ok(p) => p,
+            Err(e) => {
+                self.push(error_message(&e));
+                return Flow::Close;
+            }
+        };
+        let new_cid = principal.client_id.as_deref().filter(|c| *c != "*");
+        if principal.client_id.as_deref() != Some("*") && new_cid != self.client_id.as_deref() {
+            let e = AblyError::new(
+                ErrorCode::IncompatibleCredentials,
+                "New token's clientId does not match the connection's clientId",
+            );
+            self.push(error_message(&e));
+            return Flow::Close;
+        }
+        self.principal = principal;
+        self.renew_requested = false;
+        self.schedule_renewal();
+        // Capabilities may have narrowed: re-evaluate every attachment.
+        let names: Vec<String> = self.attached.keys().cloned().collect();
+        for name in names {
+            let granted =
+                self.attached.get(&name).copied().unwrap_or(0) & self.allowed_modes(&name);
+            if granted == 0 {
+                self.attached.remove(&name);
+                self.detach_channel(&name);
+                let e = AblyError::new(
+                    ErrorCode::CapabilityDenied,
+                    format!("Capability no longer permits channel {name}"),
+                );
+                self.push(ProtocolMessage {
+                    action: Action::Detached,
+                    channel: Some(name),
+                    error: Some(e.to_info()),
+                    ..Default::default()
+                });
+            } else {
+                self.attached.insert(name.clone(), granted);
+                self.hub.channel(&name).attach(Subscriber {
+                    conn: self.conn.clone(),
+                    receive: granted & flags::SUBSCRIBE != 0,
+                    echo: self.echo,
+                });
+            }
+        }
+        let connected = self.connected_message();
+        self.push(connected);
+        Flow::Continue
+    }
+
+    fn schedule_renewal(&mut self) {
+        let Some(expires) = self.principal.expires_ms else {
+            self.renew_at = None;
+            self.expires_at = None;
+            return;
+        };
+        let remaining = Duration::from_millis((expires - now_ms()).max(0) as u64);
+        let ahead = RENEW_AHEAD.min(remaining / 4);
+        let now = Instant::now();
+        self.expires_at = Some(now + remaining);
+        self.renew_at = Some(now + remaining - ahead);
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.renew_requested {
+            self.expires_at
+        } else {
+            self.renew_at
+        }
+    }
+
+    fn on_deadline(&mut self) -> Flow {
+        let now = Instant::now();
+        if self.expires_at.is_some_and(|e| now >= e) {
+            let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
+            self.push(ProtocolMessage {
+                action: Action::Disconnected,
+                error: Some(e.to_info()),
+                ..Default::default()
+            });
+            return Flow::Close;
+        }
+        if !self.renew_requested {
+            self.renew_requested = true;
+            self.push(ProtocolMessage::new(Action::Auth));
+        }
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyConfig, RealtimeConfig};
+    use crate::history::MemoryHistoryStore;
+    use futures::channel::mpsc as fmpsc;
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(
+            RealtimeConfig {
+                keys: vec![KeyConfig {
+                    key: "app.k:s".into(),
+                    capability: None,
+                }],
+                ..Default::default()
+            },
+            Arc::new(MemoryHistoryStore::default()),
+        )
+    }
+
+    type Client = (
+        fmpsc::UnboundedSender<Result<Frame, String>>,
+        fmpsc::UnboundedReceiver<Frame>,
+    );
+
+    /// Runs a session over in-memory channels (no sockets).
+    fn start(hub: Arc<Hub>, query: &[(&str, &str)]) -> Client {
+        let q = query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (to_server, from_client) = fmpsc::unbounded::<Result<Frame, String>>();
+        let (to_client, from_server) = fmpsc::unbounded::<Frame>();
+        tokio::spawn(run_session(hub, q, to_client, from_client));
+        (to_server, from_server)
+    }
+
+    async fn next_json(rx: &mut fmpsc::UnboundedReceiver<Frame>) -> serde_json::Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
+                Ok(Some(Frame::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Ok(Some(_)) => continue,
+                other => panic!("no frame: {other:?}"),
+            }
+        }
+    }
+
+    fn send(tx: &fmpsc::UnboundedSender<Result<Frame, String>>, v: serde_json::Value) {
+        tx.unbounded_send(Ok(Frame::Text(v.to_string()))).unwrap();
+    }
+
+    #[tokio::test]
+    async fn connect_attach_publish_ack_over_channels() {
+        let (tx, mut rx) = start(hub(), &[("key", "app.k:s"), ("format", "json")]);
+        let c = next_json(&mut rx).await;
+        assert_eq!(c["action"], 4);
+        assert_eq!(c["connectionDetails"]["maxMessageSize"], 65536);
+        send(&tx, serde_json::json!({"action": 10, "channel": "a"}));
+        let a = next_json(&mut rx).await;
+        assert_eq!(a["action"], 11);
+        send(
+            &tx,
+            serde_json::json!({"action": 15, "channel": "a", "msgSerial": 0, "messages": [{"name": "x", "data": "y"}]}),
+        );
+        let mut got_ack = false;
+        let mut got_msg = false;
+        for _ in 0..2 {
+            let m = next_json(&mut rx).await;
+            match m["action"].as_u64() {
+                Some(1) => got_ack = m["msgSerial"] == 0 && m["count"] == 1,
+                Some(15) => {
+                    got_msg = m["messages"][0]["id"]
+                        .as_str()
+                        .is_some_and(|id| id.ends_with(":0:0"))
+                }
+                _ => panic!("unexpected {m}"),
+            }
+        }
+        assert!(got_ack && got_msg);
+    }
+
+    #[tokio::test]
+    async fn bad_key_gets_error_then_close() {
+        let (_tx, mut rx) = start(hub(), &[("key", "app.k:wrong")]);
+        let e = next_json(&mut rx).await;
+        assert_eq!(e["action"], 9);
+        assert_eq!(e["error"]["code"], 40101);
+        let mut closed = false;
+        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
+            if f == Frame::Close {
+                closed = true;
+            }
+        }
+        assert!(closed);
+    }
+
+    #[test]
+    fn client_id_resolution() {
+        let h = hub();
+        let basic = h.keyring().principal_for_key("app.k:s").unwrap();
+        assert_eq!(
+            resolve_client_id(&basic, Some("a")).unwrap().as_deref(),
+            Some("a")
+        );
+        assert!(resolve_client_id(&basic, Some("*")).is_err());
+        let mut tok = basic.clone();
+        tok.method = AuthMethod::Token;
+        tok.client_id = Some("bob".into());
+        assert_eq!(
+            resolve_client_id(&tok, None).unwrap().as_deref(),
+            Some("bob")
+        );
+        assert!(resolve_client_id(&tok, Some("eve")).is_err());
+        tok.client_id = Some("*".into());
+        assert_eq!(resolve_client_id(&tok, None).unwrap(), None);
+        assert_eq!(
+            resolve_client_id(&tok, Some("eve")).unwrap().as_deref(),
+            Some("eve")
+        );
+    }
+}

@@ -1,0 +1,466 @@
+//! The [`Hub`]: channels, the connection registry, publishing and the backend bridge.
+//!
+//! Everything that publishes (WebSocket sessions, REST, the Redis bridge) goes through
+//! [`Hub::publish`], which finds or creates the [`Channel`] and lets it order, store
+//! and fan out. The channel map and registry are std mutexes held only for map
+//! operations, never across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use crate::auth::{now_ms, Keyring};
+use crate::channel::{Channel, ChannelEvent, Origin, PublishCtx, Published, Publisher};
+use crate::config::RealtimeConfig;
+use crate::error::{AblyError, ErrorCode};
+use crate::history::{HistoryPage, HistoryQuery, HistoryStore};
+use crate::protocol::{Message, MessageData};
+
+/// Window in which REST message ids are deduplicated (Ably: 2 minutes).
+const DEDUPE_MS: i64 = 120_000;
+/// Capacity of the [`Hub::subscribe_all`] broadcast; slower observers see `Lagged`.
+const OBSERVER_CAPACITY: usize = 4096;
+
+/// Registry entry for a live connection; the seed of resume/recover support.
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    pub connection_key: String,
+    pub client_id: Option<String>,
+    pub connected_ms: i64,
+}
+
+/// Shared realtime state. Create with [`Hub::new`], serve with [`crate::router`].
+pub struct Hub {
+    config: RealtimeConfig,
+    keyring: Keyring,
+    history: Arc<dyn HistoryStore>,
+    channels: RwLock<HashMap<String, Arc<Channel>>>,
+    connections: Mutex<HashMap<String, ConnectionRecord>>,
+    connection_count: AtomicUsize,
+    next_conn: AtomicU64,
+    next_publish: AtomicU64,
+    observers: broadcast::Sender<Arc<ChannelEvent>>,
+    recent_ids: Mutex<IdCache>,
+}
+
+/// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
+/// idempotent REST publishing. Kept at hub level because channels without
+/// subscribers are released between publishes.
+#[derive(Default)]
+struct IdCache {
+    seen: HashMap<(String, String), i64>,
+    order: VecDeque<(i64, (String, String))>,
+}
+
+impl IdCache {
+    /// Records `id` on `channel`; false if it was already seen inside the window.
+    fn insert(&mut self, channel: &str, id: &str, now: i64) -> bool {
+        while let Some((t, _)) = self.order.front() {
+            if *t >= now - DEDUPE_MS {
+                break;
+            }
+            if let Some((t, k)) = self.order.pop_front() {
+                if self.seen.get(&k) == Some(&t) {
+                    self.seen.remove(&k);
+                }
+            }
+        }
+        let k = (channel.to_owned(), id.to_owned());
+        if self.seen.contains_key(&k) {
+            return false;
+        }
+        self.seen.insert(k.clone(), now);
+        self.order.push_back((now, k));
+        true
+    }
+}
+
+/// A live connection's slot in the hub; releases the slot on drop.
+pub struct ConnectionSlot {
+    hub: Arc<Hub>,
+    pub id: u64,
+    connection_id: Option<String>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.hub.connection_count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(cid) = &self.connection_id {
+            self.hub.registry().remove(cid);
+        }
+    }
+}
+
+impl ConnectionSlot {
+    /// Records the connection in the registry (after authentication succeeded).
+    pub fn register(&mut self, rec: ConnectionRecord) {
+        self.connection_id = Some(rec.connection_id.clone());
+        self.hub.registry().insert(rec.connection_id.clone(), rec);
+    }
+}
+
+impl Hub {
+    /// Builds a hub. Panics only on invalid configured keys (a startup error); use
+    /// [`Hub::try_new`] to handle that yourself.
+    pub fn new(config: RealtimeConfig, history: Arc<dyn HistoryStore>) -> Arc<Hub> {
+        match Hub::try_new(config, history) {
+            Ok(h) => h,
+            Err(e) => panic!("invalid realtime configuration: {e}"),
+        }
+    }
+
+    /// Builds a hub, reporting invalid keys or capabilities as an error.
+    pub fn try_new(
+        config: RealtimeConfig,
+        history: Arc<dyn HistoryStore>,
+    ) -> Result<Arc<Hub>, String> {
+        let keyring = Keyring::from_config(&config)?;
+        let (observers, _) = broadcast::channel(OBSERVER_CAPACITY);
+        Ok(Arc::new(Hub {
+            config,
+            keyring,
+            history,
+            channels: RwLock::new(HashMap::new()),
+            connections: Mutex::new(HashMap::new()),
+            connection_count: AtomicUsize::new(0),
+            next_conn: AtomicU64::new(1),
+            next_publish: AtomicU64::new(1),
+            observers,
+            recent_ids: Mutex::new(IdCache::default()),
+        }))
+    }
+
+    pub fn config(&self) -> &RealtimeConfig {
+        &self.config
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub fn history(&self) -> &dyn HistoryStore {
+        self.history.as_ref()
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionRecord>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Looks up a live connection by connectionId.
+    pub fn connection(&self, connection_id: &str) -> Option<ConnectionRecord> {
+        self.registry().get(connection_id).cloned()
+    }
+
+    /// Number of live WebSocket connections.
+    pub fn connection_count(&self) -> usize {
+        self.connection_count.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a connection slot, refusing past `max_connections` (40111).
+    pub fn open_connection(self: &Arc<Self>) -> Result<ConnectionSlot, AblyError> {
+        let prev = self.connection_count.fetch_add(1, Ordering::Relaxed);
+        let slot = ConnectionSlot {
+            hub: self.clone(),
+            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            connection_id: None,
+        };
+        if prev >= self.config.max_connections {
+            // Dropping the slot gives the count back.
+            drop(slot);
+            return Err(AblyError::new(
+                ErrorCode::ConnectionLimit,
+                "Maximum number of connections exceeded",
+            ));
+        }
+        Ok(slot)
+    }
+
+    /// The channel, created on first use with its serial continuing from history.
+    pub fn channel(&self, name: &str) -> Arc<Channel> {
+        if let Some(c) = self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return c.clone();
+        }
+        let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_owned())
+            .or_insert_with(|| {
+                let last = self.history.last_serial(name).unwrap_or(0);
+                Arc::new(Channel::new(name, last))
+            })
+            .clone()
+    }
+
+    /// An existing channel, if any connection or publish has it live.
+    pub fn existing_channel(&self, name: &str) -> Option<Arc<Channel>> {
+        self.channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Names of live channels starting with `prefix`, sorted.
+    pub fn channel_names(&self, prefix: &str) -> Vec<String> {
+        let map = self.channels.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = map
+            .iter()
+            .filter(|(n, c)| n.starts_with(prefix) && !c.is_idle())
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Forgets `name` if nobody is attached and nobody else holds it. Holding the
+    /// write lock while checking the reference count makes this race-free: new users
+    /// must take the lock to obtain the channel.
+    pub fn release_channel(&self, name: &str) {
+        let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(name) {
+            if Arc::strong_count(c) == 1 && c.is_idle() {
+                map.remove(name);
+            }
+        }
+    }
+
+    /// Publishes `messages` on `channel`: orders, stores, fans out, notifies observers.
+    /// `proto_id` defaults to a hub-unique id.
+    pub fn publish(
+        &self,
+        channel: &str,
+        messages: Vec<Message>,
+        publisher: &Publisher,
+        proto_id: Option<String>,
+        origin: Origin,
+    ) -> Published {
+        let proto_id = proto_id.unwrap_or_else(|| self.next_publish_id());
+        let now = now_ms();
+        // REST ids make publishes idempotent: drop messages whose id was seen recently.
+        let mut fresh_mask = vec![true; messages.len()];
+        let messages = if origin == Origin::Rest && messages.iter().any(|m| m.id.is_some()) {
+            let mut cache = self.recent_ids.lock().unwrap_or_else(|p| p.into_inner());
+            let mut kept = Vec::with_capacity(messages.len());
+            for (i, m) in messages.into_iter().enumerate() {
+                match &m.id {
+                    Some(id) if !cache.insert(channel, id, now) => fresh_mask[i] = false,
+                    _ => kept.push(m),
+                }
+            }
+            kept
+        } else {
+            messages
+        };
+        let ch = self.channel(channel);
+        let mut published = ch.publish(
+            messages,
+            &PublishCtx {
+                publisher,
+                proto_id: &proto_id,
+                now_ms: now,
+                history: self.history.as_ref(),
+                retention: Duration::from_secs(self.config.history_retention_secs),
+                origin,
+                observers: &self.observers,
+            },
+        );
+        drop(ch);
+        self.release_channel(channel);
+        if fresh_mask.iter().any(|f| !f) {
+            let mut assigned = std::mem::take(&mut published.serials).into_iter();
+            published.serials = fresh_mask
+                .iter()
+                .map(|fresh| {
+                    if *fresh {
+                        assigned.next().unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                })
+                .collect();
+        }
+        published
+    }
+
+    fn next_publish_id(&self) -> String {
+        format!(
+            "{}:{}",
+            self.config.server_id,
+            self.next_publish.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Bridge entry point: delivers a message produced by the Redis side (e.g.
+    /// `PUBLISH`) to realtime subscribers of `channel`, and records it in history.
+    /// See docs/realtime.md for the name/data/encoding mapping.
+    pub fn publish_from_backend(
+        &self,
+        channel: &str,
+        name: Option<String>,
+        data: impl Into<MessageData>,
+        encoding: Option<String>,
+    ) -> Result<String, AblyError> {
+        validate_channel_name(channel)?;
+        let m = Message {
+            name,
+            data: Some(data.into()),
+            encoding,
+            ..Default::default()
+        };
+        if m.size() > self.config.max_message_size {
+            return Err(AblyError::of(ErrorCode::MessageTooLarge));
+        }
+        let p = self.publish(
+            channel,
+            vec![m],
+            &Publisher::default(),
+            None,
+            Origin::Backend,
+        );
+        Ok(p.channel_serial)
+    }
+
+    /// Every message published on any channel, in per-channel order, for bridging
+    /// to Redis `SUBSCRIBE`. Check [`ChannelEvent::origin`] to avoid echo loops.
+    /// A receiver that falls more than 4096 events behind gets `Lagged`.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<ChannelEvent>> {
+        self.observers.subscribe()
+    }
+
+    /// Reads a page of `channel`'s history.
+    pub fn history_page(&self, channel: &str, q: &HistoryQuery) -> HistoryPage {
+        self.history.query(channel, q, now_ms())
+    }
+}
+
+/// Longest channel name accepted.
+const MAX_CHANNEL_NAME: usize = 1024;
+
+/// Rejects empty, oversized or control-character channel names (40010).
+pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
+    if name.is_empty() || name.len() > MAX_CHANNEL_NAME || name.chars().any(char::is_control) {
+        return Err(AblyError::new(
+            ErrorCode::InvalidChannelName,
+            format!("Invalid channel name {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{ConnHandle, Subscriber};
+    use crate::history::MemoryHistoryStore;
+    use tokio::sync::{mpsc, Notify};
+
+    fn hub() -> Arc<Hub> {
+        Hub::new(
+            RealtimeConfig::default(),
+            Arc::new(MemoryHistoryStore::default()),
+        )
+    }
+
+    fn subscribe(h: &Hub, ch: &str, id: u64) -> mpsc::Receiver<Arc<crate::channel::SharedFrame>> {
+        let (tx, rx) = mpsc::channel(16);
+        h.channel(ch).attach(Subscriber {
+            conn: ConnHandle {
+                id,
+                connection_id: format!("c{id}"),
+                tx,
+                overflow: Arc::new(Notify::new()),
+            },
+            receive: true,
+            echo: true,
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn backend_publish_reaches_subscribers_observers_and_history() {
+        let h = hub();
+        let mut rx = subscribe(&h, "news", 1);
+        let mut all = h.subscribe_all();
+        h.publish_from_backend("news", Some("n".into()), "hello", None)
+            .unwrap();
+        let f = rx.recv().await.unwrap();
+        let m = &f.message.messages.as_ref().unwrap()[0];
+        assert_eq!(m.data, Some(MessageData::String("hello".into())));
+        let ev = all.recv().await.unwrap();
+        assert_eq!(ev.channel, "news");
+        assert_eq!(ev.origin, Origin::Backend);
+        assert!(ev.message_json().contains("\"hello\""));
+        let page = h.history_page("news", &HistoryQuery::default());
+        assert_eq!(page.messages.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn serials_increase_across_channel_recreation() {
+        let h = hub();
+        let a = h.publish(
+            "x",
+            vec![Message::default()],
+            &Publisher::default(),
+            None,
+            Origin::Rest,
+        );
+        assert!(h.existing_channel("x").is_none(), "idle channel released");
+        let b = h.publish(
+            "x",
+            vec![Message::default()],
+            &Publisher::default(),
+            None,
+            Origin::Rest,
+        );
+        assert!(b.channel_serial > a.channel_serial);
+    }
+
+    #[tokio::test]
+    async fn rest_ids_are_idempotent() {
+        let h = hub();
+        let _keep = subscribe(&h, "d", 1);
+        let m = Message {
+            id: Some("fixed:0".into()),
+            ..Default::default()
+        };
+        let a = h.publish(
+            "d",
+            vec![m.clone()],
+            &Publisher::default(),
+            None,
+            Origin::Rest,
+        );
+        let b = h.publish("d", vec![m], &Publisher::default(), None, Origin::Rest);
+        assert!(!a.serials[0].is_empty());
+        assert!(b.serials[0].is_empty());
+        assert_eq!(
+            h.history_page("d", &HistoryQuery::default()).messages.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn connection_limit() {
+        let h = Hub::new(
+            RealtimeConfig {
+                max_connections: 1,
+                ..Default::default()
+            },
+            Arc::new(MemoryHistoryStore::default()),
+        );
+        let a = h.open_connection().unwrap();
+        assert_eq!(
+            h.open_connection().err().map(|e| e.code),
+            Some(ErrorCode::ConnectionLimit)
+        );
+        drop(a);
+        assert!(h.open_connection().is_ok());
+    }
+}

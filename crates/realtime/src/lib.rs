@@ -1,0 +1,72 @@
+//! Tidewire's Ably-compatible realtime layer.
+//!
+//! Key types and data flow:
+//! - [`Hub`] (shared as `Arc<Hub>`) owns the channels, the connection registry, the
+//!   [`auth::Keyring`] and a [`HistoryStore`]. Build it with [`Hub::new`] from a
+//!   [`RealtimeConfig`].
+//! - [`router`] serves the WebSocket endpoint at `/` ([`ws`] → [`connection`]) and the
+//!   Ably REST routes ([`rest`]). A WebSocket frame is decoded by [`codec`] into a
+//!   [`protocol::ProtocolMessage`], handled by the session in [`connection`], and
+//!   publishes go to [`Hub::publish`] → [`channel::Channel::publish`], which assigns the
+//!   channel serial, appends to history and queues the message for every attached
+//!   connection under the channel's lock (the per-channel ordering point).
+//! - Access control: [`auth`] turns keys and tokens ([`token`]) into a principal with a
+//!   [`capability::Capability`], checked on attach, publish, subscribe and history.
+//! - Bridge to the Redis side: [`Hub::publish_from_backend`] injects messages and
+//!   [`Hub::subscribe_all`] observes every message (see docs/realtime.md).
+//! - Errors: every client-visible failure is an [`AblyError`] from the single
+//!   [`error::ErrorCode`] table.
+
+pub mod auth;
+pub mod capability;
+pub mod channel;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod history;
+pub mod hub;
+pub mod protocol;
+pub mod rest;
+pub mod token;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderName, Method};
+use axum::routing::get;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+
+pub use channel::{ChannelEvent, Origin};
+pub use config::{CapabilityConfig, KeyConfig, RealtimeConfig};
+pub use error::{AblyError, ErrorCode};
+pub use history::{HistoryQuery, HistoryStore, MemoryHistoryStore, StoredMessage};
+pub use hub::Hub;
+pub use protocol::{Message, MessageData};
+
+/// The realtime HTTP surface: WebSocket at `/`, Ably REST routes, CORS for browsers.
+/// Merge it at the root of the HTTP port; it claims no path under `/redis`.
+pub fn router(hub: Arc<Hub>) -> axum::Router {
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::mirror_request())
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            header::LINK,
+            HeaderName::from_static("x-ably-errorcode"),
+            HeaderName::from_static("x-ably-errormessage"),
+            HeaderName::from_static("x-ably-serverid"),
+        ]);
+    rest::routes()
+        .route("/", get(ws::ws_root))
+        .layer(cors)
+        .with_state(hub)
+}

@@ -1,0 +1,474 @@
+//! Ably protocol types: [`Action`], [`ProtocolMessage`], [`Message`], [`MessageData`],
+//! [`ConnectionDetails`], [`ErrorInfo`] and the flag bits.
+//!
+//! The same serde derives serve JSON and msgpack; format-specific differences (binary
+//! data travels as base64 text in JSON) are handled by [`crate::codec`], so everything
+//! past the codec sees data in one canonical form: text, bytes or a JSON value.
+//! Integer fields are read leniently because some msgpack encoders write large integers
+//! (timestamps) as float64.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Protocol message actions (Ably protocol v2..v6).
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Action {
+    #[default]
+    Heartbeat = 0,
+    Ack = 1,
+    Nack = 2,
+    Connect = 3,
+    Connected = 4,
+    Disconnect = 5,
+    Disconnected = 6,
+    Close = 7,
+    Closed = 8,
+    Error = 9,
+    Attach = 10,
+    Attached = 11,
+    Detach = 12,
+    Detached = 13,
+    Presence = 14,
+    Message = 15,
+    Sync = 16,
+    Auth = 17,
+    Activate = 18,
+    Object = 19,
+    ObjectSync = 20,
+    Annotation = 21,
+}
+
+impl TryFrom<u64> for Action {
+    type Error = u64;
+
+    fn try_from(v: u64) -> Result<Self, u64> {
+        use Action::*;
+        Ok(match v {
+            0 => Heartbeat,
+            1 => Ack,
+            2 => Nack,
+            3 => Connect,
+            4 => Connected,
+            5 => Disconnect,
+            6 => Disconnected,
+            7 => Close,
+            8 => Closed,
+            9 => Error,
+            10 => Attach,
+            11 => Attached,
+            12 => Detach,
+            13 => Detached,
+            14 => Presence,
+            15 => Message,
+            16 => Sync,
+            17 => Auth,
+            18 => Activate,
+            19 => Object,
+            20 => ObjectSync,
+            21 => Annotation,
+            other => return Err(other),
+        })
+    }
+}
+
+impl Serialize for Action {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(*self as u8)
+    }
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = lenient::u64_value(d)?;
+        Action::try_from(n).map_err(|n| de::Error::custom(format!("unknown action {n}")))
+    }
+}
+
+/// Flag bits on ATTACH/ATTACHED and friends.
+pub mod flags {
+    pub const HAS_PRESENCE: u64 = 1 << 0;
+    pub const HAS_BACKLOG: u64 = 1 << 1;
+    pub const RESUMED: u64 = 1 << 2;
+    pub const TRANSIENT: u64 = 1 << 4;
+    pub const ATTACH_RESUME: u64 = 1 << 5;
+    pub const PRESENCE: u64 = 1 << 16;
+    pub const PUBLISH: u64 = 1 << 17;
+    pub const SUBSCRIBE: u64 = 1 << 18;
+    pub const PRESENCE_SUBSCRIBE: u64 = 1 << 19;
+    /// All channel mode bits.
+    pub const MODES: u64 = PRESENCE | PUBLISH | SUBSCRIBE | PRESENCE_SUBSCRIBE;
+}
+
+/// `error` field of protocol messages and REST error bodies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u32"
+    )]
+    pub code: Option<u32>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u16"
+    )]
+    pub status_code: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
+}
+
+/// Limits and identity the server announces in CONNECTED.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub connection_key: String,
+    pub max_message_size: u64,
+    pub max_frame_size: u64,
+    pub max_inbound_rate: u64,
+    pub connection_state_ttl: u64,
+    pub server_id: String,
+    pub max_idle_interval: u64,
+}
+
+/// `auth` field of an AUTH message from the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthDetails {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+}
+
+/// Message payload in canonical form.
+///
+/// JSON clients send binary as base64 text plus a `base64` encoding step; the codec
+/// decodes that into [`MessageData::Binary`] on the way in and re-encodes it on the way
+/// out, so a binary payload published over msgpack reaches a JSON subscriber as base64
+/// and vice versa, byte for byte.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageData {
+    String(String),
+    Binary(Bytes),
+    /// A structured JSON value sent without an encoding (raw JSON clients, REST).
+    Json(serde_json::Value),
+}
+
+impl MessageData {
+    /// Payload size as Ably counts it for the message size limit.
+    pub fn size(&self) -> usize {
+        match self {
+            MessageData::String(s) => s.len(),
+            MessageData::Binary(b) => b.len(),
+            MessageData::Json(v) => v.to_string().len(),
+        }
+    }
+}
+
+impl From<String> for MessageData {
+    fn from(s: String) -> Self {
+        MessageData::String(s)
+    }
+}
+impl From<&str> for MessageData {
+    fn from(s: &str) -> Self {
+        MessageData::String(s.to_owned())
+    }
+}
+impl From<Bytes> for MessageData {
+    fn from(b: Bytes) -> Self {
+        MessageData::Binary(b)
+    }
+}
+impl From<Vec<u8>> for MessageData {
+    fn from(b: Vec<u8>) -> Self {
+        MessageData::Binary(Bytes::from(b))
+    }
+}
+
+impl Serialize for MessageData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MessageData::String(v) => s.serialize_str(v),
+            MessageData::Binary(b) => s.serialize_bytes(b),
+            MessageData::Json(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MessageData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = MessageData;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("string, binary or JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<MessageData, E> {
+                Ok(MessageData::String(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<MessageData, E> {
+                Ok(MessageData::String(v))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<MessageData, E> {
+                Ok(MessageData::Binary(Bytes::copy_from_slice(v)))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<MessageData, E> {
+                Ok(MessageData::Binary(Bytes::from(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<MessageData, E> {
+                Ok(MessageData::Json(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<MessageData, E> {
+                Ok(MessageData::Json(v.into()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<MessageData, E> {
+                Ok(MessageData::Json(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<MessageData, E> {
+                Ok(MessageData::Json(
+                    serde_json::Number::from_f64(v)
+                        .map(serde_json::Value::Number)
+                        .unwrap_or(serde_json::Value::Null),
+                ))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<MessageData, E> {
+                Ok(MessageData::Json(serde_json::Value::Null))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MessageData, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(MessageData::Json(v))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<MessageData, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(MessageData::Json(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One published message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<MessageData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
+    pub timestamp: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+}
+
+impl Message {
+    /// Size counted against `maxMessageSize`: data, name, clientId and extras.
+    pub fn size(&self) -> usize {
+        self.data.as_ref().map_or(0, MessageData::size)
+            + self.name.as_ref().map_or(0, String::len)
+            + self.client_id.as_ref().map_or(0, String::len)
+            + self.extras.as_ref().map_or(0, |e| e.to_string().len())
+    }
+}
+
+/// Presence message (carried for forward compatibility; presence is a later issue).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceMessage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub action: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<MessageData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extras: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
+    pub timestamp: Option<i64>,
+}
+
+/// The frame unit of the realtime protocol.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtocolMessage {
+    pub action: Action,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub flags: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
+    pub timestamp: Option<i64>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_serial: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
+    pub msg_serial: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<Vec<PresenceMessage>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_details: Option<ConnectionDetails>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<BTreeMap<String, String>>,
+}
+
+impl ProtocolMessage {
+    /// A message with only an action set.
+    pub fn new(action: Action) -> Self {
+        ProtocolMessage {
+            action,
+            ..Default::default()
+        }
+    }
+
+    /// Whether `flag` is set.
+    pub fn has_flag(&self, flag: u64) -> bool {
+        self.flags.unwrap_or(0) & flag != 0
+    }
+}
+
+/// Integer deserializers that also accept integral floats and (for params) strings,
+/// because msgpack encoders in the wild write large integers as float64.
+pub(crate) mod lenient {
+    use super::*;
+
+    struct NumVisitor;
+
+    impl Visitor<'_> for NumVisitor {
+        type Value = i128;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
+            Ok(v as i128)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
+            Ok(v as i128)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i128, E> {
+            if v.fract() == 0.0 && v.is_finite() {
+                Ok(v as i128)
+            } else {
+                Err(E::custom("expected an integer"))
+            }
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i128, E> {
+            v.parse::<i128>()
+                .map_err(|_| E::custom("expected an integer"))
+        }
+    }
+
+    fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+        d.deserialize_any(NumVisitor)
+    }
+
+    fn opt_int<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i128>, D::Error> {
+        struct OptV;
+        impl<'de> Visitor<'de> for OptV {
+            type Value = Option<i128>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an optional number")
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Option<i128>, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Option<i128>, E> {
+                Ok(None)
+            }
+            fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Option<i128>, D2::Error> {
+                int(d).map(Some)
+            }
+        }
+        d.deserialize_option(OptV)
+    }
+
+    fn conv<T: TryFrom<i128>, E: de::Error>(v: i128) -> Result<T, E> {
+        T::try_from(v).map_err(|_| E::custom("integer out of range"))
+    }
+
+    pub fn u64_value<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        conv(int(d)?)
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        opt_int(d)?.map(conv).transpose()
+    }
+
+    pub fn opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        opt_int(d)?.map(conv).transpose()
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        opt_int(d)?.map(conv).transpose()
+    }
+
+    pub fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+        opt_int(d)?.map(conv).transpose()
+    }
+}
