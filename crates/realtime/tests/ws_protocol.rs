@@ -1,0 +1,403 @@
+//! WebSocket protocol behaviour against a real server on 127.0.0.1:0.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message as WsMsg;
+
+#[tokio::test]
+async fn connected_carries_full_connection_details_in_both_formats() {
+    let s = start(base_config()).await;
+    for fmt in ["json", "msgpack"] {
+        let q = format!("key={FULL_KEY}&format={fmt}&v=3&clientId=alice");
+        let (_c, m) = Client::connected(&s, &q).await;
+        let d = &m["connectionDetails"];
+        assert!(m["connectionId"].as_str().is_some_and(|s| !s.is_empty()));
+        assert_eq!(d["clientId"], "alice");
+        assert!(d["connectionKey"].as_str().is_some_and(|k| k.contains('!')));
+        assert_eq!(d["maxMessageSize"], 65536);
+        assert!(d["maxFrameSize"].as_u64().is_some());
+        assert!(d["maxInboundRate"].as_u64().is_some());
+        assert_eq!(d["connectionStateTtl"], 120000);
+        assert_eq!(d["maxIdleInterval"], 15000);
+        assert_eq!(d["serverId"], "tidewire");
+        let rec = s
+            .hub
+            .connection(m["connectionId"].as_str().unwrap())
+            .expect("registered");
+        assert_eq!(rec.client_id.as_deref(), Some("alice"));
+    }
+}
+
+#[tokio::test]
+async fn protocol_versions_two_to_six_accepted_others_refused() {
+    let s = start(base_config()).await;
+    for v in ["2", "3", "4", "5", "6"] {
+        Client::connected(&s, &format!("key={FULL_KEY}&v={v}")).await;
+    }
+    for v in ["1", "7", "x"] {
+        let mut c = Client::connect(&s, &format!("key={FULL_KEY}&v={v}")).await;
+        let m = c.recv().await.expect("error frame");
+        assert_eq!(m["action"], 9);
+        assert_eq!(m["error"]["code"], 40017);
+        assert!(c.closes().await);
+    }
+}
+
+#[tokio::test]
+async fn ping_heartbeat_is_echoed_with_id() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.send(json!({"action": 0, "id": "ping-1"})).await;
+    let m = c.expect(0).await;
+    assert_eq!(m["id"], "ping-1");
+}
+
+#[tokio::test]
+async fn heartbeat_frames_or_ws_pings_by_heartbeats_param() {
+    let mut cfg = base_config();
+    cfg.max_idle_interval_ms = 150;
+    let s = start(cfg).await;
+    let (mut c, m) = Client::connected(&s, &format!("key={FULL_KEY}&heartbeats=true")).await;
+    assert_eq!(m["connectionDetails"]["maxIdleInterval"], 150);
+    let hb = c.expect(0).await;
+    assert!(hb.get("id").is_none());
+
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}&heartbeats=false")).await;
+    let mut got_ping = false;
+    for _ in 0..5 {
+        if let Some(WsMsg::Ping(_)) = c.recv_raw().await {
+            got_ping = true;
+            break;
+        }
+    }
+    assert!(got_ping);
+}
+
+#[tokio::test]
+async fn close_gets_closed() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.send(json!({"action": 7})).await;
+    assert_eq!(c.expect(8).await["action"], 8);
+    assert!(c.closes().await);
+}
+
+#[tokio::test]
+async fn attach_echoes_modes_and_params_detach_replies_detached() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let subscribe_publish = (1u64 << 17) | (1u64 << 18);
+    c.send(json!({"action": 10, "channel": "modes", "flags": subscribe_publish, "params": {"delta": "vcdiff"}}))
+        .await;
+    let m = c.expect(11).await;
+    assert_eq!(m["flags"].as_u64().unwrap() & 0xF0000, subscribe_publish);
+    assert_eq!(m["params"]["delta"], "vcdiff");
+    assert!(m["channelSerial"].is_string());
+    c.send(json!({"action": 12, "channel": "modes"})).await;
+    let d = c.expect(13).await;
+    assert_eq!(d["channel"], "modes");
+}
+
+#[tokio::test]
+async fn publishes_are_acked_in_contiguous_ranges_and_fanned_out_in_order() {
+    let s = start(base_config()).await;
+    let (mut sub, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    sub.attach("order").await;
+    let (mut publ, connected) =
+        Client::connected(&s, &format!("key={FULL_KEY}&format=msgpack")).await;
+    let conn_id = connected["connectionId"].as_str().unwrap().to_owned();
+    for i in 0..20 {
+        publ.send(json!({"action": 15, "channel": "order", "msgSerial": i,
+            "messages": [{"name": "n", "data": format!("m{i}")}]}))
+            .await;
+    }
+    let mut next_expected = 0;
+    while next_expected < 20 {
+        let ack = publ.expect(1).await;
+        assert_eq!(
+            ack["msgSerial"], next_expected,
+            "ACK ranges contiguous: {ack}"
+        );
+        next_expected += ack["count"].as_i64().unwrap();
+    }
+    assert_eq!(next_expected, 20);
+    let mut prev_serial = String::new();
+    for i in 0..20 {
+        let m = sub.expect(15).await;
+        let msg = &m["messages"][0];
+        assert_eq!(msg["data"], format!("m{i}"));
+        assert_eq!(msg["id"], format!("{conn_id}:{i}:0"));
+        assert_eq!(msg["connectionId"], conn_id.as_str());
+        assert!(msg["timestamp"].as_i64().is_some());
+        let serial = m["channelSerial"].as_str().unwrap().to_owned();
+        assert!(serial > prev_serial);
+        prev_serial = serial;
+    }
+}
+
+#[tokio::test]
+async fn resent_msg_serial_is_acked_not_republished() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("dup").await;
+    let publish =
+        json!({"action": 15, "channel": "dup", "msgSerial": 0, "messages": [{"data": "once"}]});
+    c.send(publish.clone()).await;
+    c.send(publish).await;
+    c.send(
+        json!({"action": 15, "channel": "dup", "msgSerial": 1, "messages": [{"data": "twice"}]}),
+    )
+    .await;
+    let mut datas = Vec::new();
+    let mut acked = 0;
+    while acked < 3 || datas.len() < 2 {
+        let m = c.recv().await.expect("frame");
+        match m["action"].as_u64() {
+            Some(1) => acked += m["count"].as_i64().unwrap(),
+            Some(15) => datas.push(m["messages"][0]["data"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(datas, vec![json!("once"), json!("twice")]);
+}
+
+#[tokio::test]
+async fn malformed_frame_gets_error_and_close_without_affecting_others() {
+    let s = start(base_config()).await;
+    let (mut good, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    good.attach("calm").await;
+    for bad in [
+        WsMsg::Text("{not json".into()),
+        WsMsg::Binary(vec![0xc1u8, 0x00].into()),
+        WsMsg::Text(r#"{"action": 250}"#.into()),
+    ] {
+        let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+        c.send_raw(bad).await;
+        let e = c.expect(9).await;
+        assert_eq!(e["error"]["code"], 40000);
+        assert!(e.get("channel").is_none());
+        assert!(c.closes().await);
+    }
+    good.send(json!({"action": 15, "channel": "calm", "msgSerial": 0, "messages": [{"data": "still here"}]}))
+        .await;
+    assert_eq!(good.expect(15).await["messages"][0]["data"], "still here");
+}
+
+#[tokio::test]
+async fn echo_false_suppresses_own_messages_only() {
+    let s = start(base_config()).await;
+    let (mut quiet, _) = Client::connected(&s, &format!("key={FULL_KEY}&echo=false")).await;
+    let (mut other, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    quiet.attach("echo").await;
+    other.attach("echo").await;
+    quiet
+        .send(json!({"action": 15, "channel": "echo", "msgSerial": 0, "messages": [{"data": "mine"}]}))
+        .await;
+    other
+        .send(json!({"action": 15, "channel": "echo", "msgSerial": 0, "messages": [{"data": "theirs"}]}))
+        .await;
+    // `quiet` sees its ACK and then only the other connection's message.
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        let m = quiet.recv().await.expect("frame");
+        if m["action"] == 15 {
+            seen.push(m["messages"][0]["data"].clone());
+        }
+    }
+    assert_eq!(seen, vec![json!("theirs")]);
+    let mut other_seen = Vec::new();
+    while other_seen.len() < 2 {
+        let m = other.expect(15).await;
+        other_seen.push(m["messages"][0]["data"].clone());
+    }
+    assert!(other_seen.contains(&json!("mine")));
+}
+
+#[tokio::test]
+async fn payloads_survive_between_json_and_msgpack_clients() {
+    let s = start(base_config()).await;
+    let (mut js, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let (mut mp, _) = Client::connected(&s, &format!("key={FULL_KEY}&format=msgpack")).await;
+    js.attach("mix").await;
+    mp.attach("mix").await;
+    // msgpack publisher: binary, JSON-encoded string, plain string with encoding chain.
+    let pm = json!({"action": 15, "channel": "mix", "msgSerial": 0, "messages": [
+        {"name": "s", "data": "plain"},
+        {"name": "j", "data": "{\"a\":1}", "encoding": "json"},
+    ]});
+    mp.send(pm).await;
+    // Raw msgpack with a real `bin` payload.
+    #[derive(serde::Serialize)]
+    struct M {
+        name: &'static str,
+        #[serde(with = "serde_bytes_compat")]
+        data: Vec<u8>,
+    }
+    mod serde_bytes_compat {
+        pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(v)
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct P {
+        action: u8,
+        channel: &'static str,
+        #[serde(rename = "msgSerial")]
+        msg_serial: u32,
+        messages: Vec<M>,
+    }
+    let raw = rmp_serde::to_vec_named(&P {
+        action: 15,
+        channel: "mix",
+        msg_serial: 1,
+        messages: vec![M {
+            name: "b",
+            data: vec![0, 1, 2, 254, 255],
+        }],
+    })
+    .unwrap();
+    mp.send_raw(WsMsg::Binary(raw.into())).await;
+
+    let first = js.expect(15).await;
+    assert_eq!(first["messages"][0]["data"], "plain");
+    assert!(first["messages"][0].get("encoding").is_none());
+    assert_eq!(first["messages"][1]["data"], "{\"a\":1}");
+    assert_eq!(first["messages"][1]["encoding"], "json");
+    let second = js.expect(15).await;
+    assert_eq!(second["messages"][0]["data"], "AAEC/v8=");
+    assert_eq!(second["messages"][0]["encoding"], "base64");
+
+    // JSON publisher sending base64 reaches msgpack as bin.
+    js.send(json!({"action": 15, "channel": "mix", "msgSerial": 0,
+        "messages": [{"name": "b64", "data": "AAEC/v8=", "encoding": "utf-8/base64"}]}))
+        .await;
+    let mut found = None;
+    for _ in 0..10 {
+        let m = mp.expect(15).await;
+        if m["messages"][0]["name"] == "b64" {
+            found = Some(m);
+            break;
+        }
+    }
+    let m = found.expect("b64 message");
+    assert_eq!(m["messages"][0]["data"], json!([0, 1, 2, 254, 255]));
+    assert_eq!(m["messages"][0]["encoding"], "utf-8");
+}
+
+#[tokio::test]
+async fn capability_refusals_40160_on_publish_and_attach() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={SUB_KEY}")).await;
+    c.attach("public:news").await;
+    c.send(json!({"action": 15, "channel": "public:news", "msgSerial": 0, "messages": [{"data": "x"}]}))
+        .await;
+    let nack = c.expect(2).await;
+    assert_eq!(nack["msgSerial"], 0);
+    assert_eq!(nack["error"]["code"], 40160);
+    assert_eq!(nack["error"]["statusCode"], 401);
+    c.send(json!({"action": 10, "channel": "private"})).await;
+    let e = c.expect(9).await;
+    assert_eq!(e["channel"], "private");
+    assert_eq!(e["error"]["code"], 40160);
+    // The connection survives a channel-scoped refusal.
+    c.send(json!({"action": 15, "channel": "chat", "msgSerial": 1, "messages": [{"data": "ok"}]}))
+        .await;
+    assert_eq!(c.expect(1).await["msgSerial"], 1);
+}
+
+#[tokio::test]
+async fn oversize_publish_is_nacked_40009() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}&format=msgpack")).await;
+    let big = "x".repeat(65537);
+    c.send(json!({"action": 15, "channel": "big", "msgSerial": 0, "messages": [{"data": big}]}))
+        .await;
+    let nack = c.expect(2).await;
+    assert_eq!(nack["error"]["code"], 40009);
+    let fits = "x".repeat(60000);
+    c.send(json!({"action": 15, "channel": "big", "msgSerial": 1, "messages": [{"data": fits}]}))
+        .await;
+    assert_eq!(c.expect(1).await["msgSerial"], 1);
+}
+
+#[tokio::test]
+async fn channel_limit_90010_rate_limit_42910_connection_limit_40111() {
+    let mut cfg = base_config();
+    cfg.max_channels_per_connection = 2;
+    cfg.max_inbound_rate = 3;
+    cfg.max_connections = 1;
+    let s = start(cfg).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("a").await;
+    c.attach("b").await;
+    c.send(json!({"action": 10, "channel": "c"})).await;
+    let e = c.expect(9).await;
+    assert_eq!(e["error"]["code"], 90010);
+    assert_eq!(e["channel"], "c");
+
+    for i in 0..10 {
+        c.send(json!({"action": 15, "channel": "a", "msgSerial": i, "messages": [{"data": i}]}))
+            .await;
+    }
+    let mut nacked = false;
+    let mut settled = 0;
+    while settled < 10 {
+        let m = c.recv().await.expect("frame");
+        match m["action"].as_u64() {
+            Some(1) => settled += m["count"].as_i64().unwrap(),
+            Some(2) => {
+                settled += m["count"].as_i64().unwrap();
+                assert_eq!(m["error"]["code"], 42910);
+                nacked = true;
+            }
+            _ => {}
+        }
+    }
+    assert!(nacked);
+
+    let mut second = Client::connect(&s, &format!("key={FULL_KEY}")).await;
+    let e = second.expect(9).await;
+    assert_eq!(e["error"]["code"], 40111);
+    assert!(second.closes().await);
+}
+
+#[tokio::test]
+async fn bad_credentials_complete_upgrade_then_error() {
+    let s = start(base_config()).await;
+    for (q, code) in [
+        ("key=test.full:wrong".to_owned(), 40101),
+        ("key=nope.none:x".to_owned(), 40101),
+        (String::new(), 40106),
+        ("access_token=garbage".to_owned(), 40145),
+    ] {
+        let mut c = Client::connect(&s, &q).await;
+        let m = c.expect(9).await;
+        assert_eq!(m["error"]["code"], code, "query {q}");
+        assert!(c.closes().await);
+    }
+}
+
+#[tokio::test]
+async fn backend_bridge_delivers_and_observes() {
+    let s = start(base_config()).await;
+    let mut all = s.hub.subscribe_all();
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("bridge").await;
+    s.hub
+        .publish_from_backend("bridge", Some("evt".into()), "payload", None)
+        .unwrap();
+    let m = c.expect(15).await;
+    assert_eq!(m["messages"][0]["name"], "evt");
+    assert_eq!(m["messages"][0]["data"], "payload");
+    c.send(json!({"action": 15, "channel": "bridge", "msgSerial": 0, "messages": [{"name": "up", "data": "from ws"}]}))
+        .await;
+    let first = all.recv().await.unwrap();
+    assert_eq!(first.origin, tidewire_realtime::Origin::Backend);
+    let second = all.recv().await.unwrap();
+    assert_eq!(second.origin, tidewire_realtime::Origin::Realtime);
+    assert_eq!(second.channel, "bridge");
+    let v: serde_json::Value = serde_json::from_str(&second.message_json()).unwrap();
+    assert_eq!(v["data"], "from ws");
+}
