@@ -1,0 +1,142 @@
+// Spawns Tidewire's realtime test server and builds ably clients pointed at it.
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import readline from 'node:readline';
+import Ably from 'ably';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export const FULL_KEY = 'test.full:fullsecret';
+export const SUB_KEY = 'test.sub:subsecret';
+
+export const CONFIG = {
+  keys: [
+    { key: FULL_KEY },
+    {
+      key: SUB_KEY,
+      capability: { 'public:*': ['subscribe', 'history'], chat: ['subscribe', 'publish'] },
+    },
+  ],
+};
+
+/** Starts the server binary; resolves to { port, stop }. */
+export async function startServer(config = CONFIG) {
+  const bin = process.env.TIDEWIRE_REALTIME_BIN;
+  const arg = JSON.stringify(config);
+  const [cmd, args] = bin
+    ? [bin, [arg]]
+    : ['cargo', ['run', '-q', '-p', 'tidewire-realtime', '--example', 'realtime_test_server', '--', arg]];
+  const child = spawn(cmd, args, {
+    cwd: repoRoot,
+    env: { CARGO_TARGET_DIR: path.join(repoRoot, 'target-realtime'), ...process.env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('server did not print LISTENING in time')), 300_000);
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      const m = /^LISTENING (\d+)$/.exec(line.trim());
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited early with ${code}`));
+    });
+  });
+  return {
+    port,
+    stop: () => new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    }),
+  };
+}
+
+/** Connection options shared by every client. */
+export function baseOptions(port, useBinaryProtocol, extra = {}) {
+  return {
+    endpoint: 'localhost',
+    port,
+    tls: false,
+    disableConnectivityCheck: true,
+    transports: ['web_socket'],
+    useBinaryProtocol,
+    logLevel: 0,
+    ...extra,
+  };
+}
+
+export function realtime(port, useBinaryProtocol, extra) {
+  return new Ably.Realtime(baseOptions(port, useBinaryProtocol, extra));
+}
+
+export function rest(port, useBinaryProtocol, extra) {
+  return new Ably.Rest(baseOptions(port, useBinaryProtocol, extra));
+}
+
+/** Resolves when the connection is connected; rejects on failed. */
+export function connected(client, ms = 15_000) {
+  return new Promise((resolve, reject) => {
+    if (client.connection.state === 'connected') return resolve();
+    const timer = setTimeout(() => reject(new Error(`not connected: ${client.connection.state}`)), ms);
+    client.connection.once('connected', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    client.connection.once('failed', (change) => {
+      clearTimeout(timer);
+      reject(change.reason);
+    });
+  });
+}
+
+/** Resolves with the next message delivered to `listener` registration. */
+export function nextMessage(channel, name, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no message ${name ?? '(any)'}`)), ms);
+    const fn = (msg) => {
+      clearTimeout(timer);
+      channel.unsubscribe(fn);
+      resolve(msg);
+    };
+    if (name) channel.subscribe(name, fn);
+    else channel.subscribe(fn);
+  });
+}
+
+export function close(client) {
+  return new Promise((resolve) => {
+    if (['closed', 'failed', 'initialized'].includes(client.connection.state)) {
+      client.close();
+      return resolve();
+    }
+    const timer = setTimeout(resolve, 5_000);
+    client.connection.once('closed', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    client.close();
+  });
+}
+
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/** An Ably JWT signed with the given key. */
+export function makeJwt(key, { ttlSeconds = 600, capability = { '*': ['*'] }, clientId } = {}) {
+  const [keyName, secret] = key.split(':');
+  const now = Math.floor(Date.now() / 1000);
+  const header = b64url(JSON.stringify({ typ: 'JWT', alg: 'HS256', kid: keyName }));
+  const claims = { iat: now, exp: now + ttlSeconds, 'x-ably-capability': JSON.stringify(capability) };
+  if (clientId) claims['x-ably-clientId'] = clientId;
+  const body = b64url(JSON.stringify(claims));
+  const sig = createHmac('sha256', secret).update(`${header}.${body}`).digest('base64url');
+  return `${header}.${body}.${sig}`;
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
