@@ -1,0 +1,208 @@
+//! Configuration: defaults, then `tidewire.toml` (`--config`), then `TIDEWIRE_*`
+//! environment variables, then command-line flags — each later source wins.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tidewire",
+    version,
+    about = "Redis-compatible state layer and Ably-compatible realtime layer in one binary"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub server: ServerFlags,
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Sub {
+    /// Print the effective configuration and exit.
+    ShowConfig,
+}
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct ServerFlags {
+    /// Path of a TOML configuration file.
+    #[arg(long, short = 'c', env = "TIDEWIRE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the RESP and HTTP listeners bind to.
+    #[arg(long, env = "TIDEWIRE_BIND")]
+    pub bind: Option<String>,
+    /// RESP (Redis protocol) port; 0 picks a free port.
+    #[arg(long, env = "TIDEWIRE_PORT")]
+    pub port: Option<u16>,
+    /// HTTP port (Upstash REST, Ably realtime, health, metrics); 0 picks a free port.
+    #[arg(long, env = "TIDEWIRE_HTTP_PORT")]
+    pub http_port: Option<u16>,
+    /// Directory for persistent data.
+    #[arg(long, env = "TIDEWIRE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Password clients must send with AUTH (Redis's `requirepass`).
+    #[arg(long, env = "TIDEWIRE_REQUIREPASS")]
+    pub requirepass: Option<String>,
+    /// Log output format.
+    #[arg(long, env = "TIDEWIRE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `tidewire=debug`.
+    #[arg(long, env = "TIDEWIRE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Print `LISTENING resp=<port> http=<port>` on stdout once bound (for scripts
+    /// and tests that start the server on port 0).
+    #[arg(long, hide = true)]
+    pub print_ports: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The file form: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    port: Option<u16>,
+    http_port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    requirepass: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    /// Any Redis CONFIG parameter (`maxmemory = "1gb"`, `notify-keyspace-events = "Ex"`).
+    #[serde(default)]
+    redis: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    pub port: u16,
+    pub http_port: u16,
+    pub data_dir: PathBuf,
+    pub requirepass: Option<String>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub print_ports: bool,
+    /// Redis CONFIG parameters from the file, applied at start.
+    pub redis: Vec<(String, String)>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1".into(),
+            port: 6379,
+            http_port: 8080,
+            data_dir: PathBuf::from("./data"),
+            requirepass: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            print_ports: false,
+            redis: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Layers file, environment and flags (clap already merged the last two).
+    pub fn resolve(flags: &ServerFlags) -> anyhow::Result<Config> {
+        let file = match &flags.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let redis = file
+            .redis
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        Ok(Config {
+            bind: flags.bind.clone().or(file.bind).unwrap_or(d.bind),
+            port: flags.port.or(file.port).unwrap_or(d.port),
+            http_port: flags.http_port.or(file.http_port).unwrap_or(d.http_port),
+            data_dir: flags
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or(d.data_dir),
+            requirepass: flags
+                .requirepass
+                .clone()
+                .or(file.requirepass)
+                .filter(|p| !p.is_empty()),
+            log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: flags
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or(d.log_level),
+            print_ports: flags.print_ports,
+            redis,
+        })
+    }
+
+    /// Whether the listeners are reachable only from this machine.
+    pub fn is_loopback(&self) -> bool {
+        matches!(self.bind.as_str(), "127.0.0.1" | "localhost" | "::1")
+            || self.bind.starts_with("127.")
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "port = 7000\nhttp_port = 7001\n[redis]\nmaxmemory = \"1mb\"\n",
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            config: Some(path),
+            port: Some(7100),
+            ..Default::default()
+        };
+        let c = Config::resolve(&flags).unwrap();
+        assert_eq!(c.port, 7100);
+        assert_eq!(c.http_port, 7001);
+        assert_eq!(c.redis, vec![("maxmemory".to_string(), "1mb".to_string())]);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let flags = ServerFlags {
+            config: Some(path),
+            ..Default::default()
+        };
+        assert!(Config::resolve(&flags).is_err());
+    }
+}

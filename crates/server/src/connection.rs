@@ -1,0 +1,248 @@
+//! One RESP connection: read, parse every complete command in the buffer, execute,
+//! and write all replies with one write. Out-of-band pushes (pub/sub, MONITOR)
+//! arrive on a channel and are interleaved between batches. A framing error gets
+//! Redis's `-ERR Protocol error: …` and closes only this connection.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tidewire_resp::{Limits, Reply, RequestParser};
+use tidewire_store::client::ReplyMode;
+use tidewire_store::{Blocked, Client, Outcome, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// Replies are flushed once this much is buffered even mid-pipeline, so a huge
+/// pipeline does not buffer all its replies in memory.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+/// Pushes written per wake-up before looking at the socket again.
+const PUSH_BATCH: usize = 256;
+
+pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let local = stream
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = stream.set_nodelay(true);
+    let mut client = store.new_client(peer, local, "resp");
+    let (push_tx, mut push_rx) = mpsc::unbounded_channel::<(Reply, usize)>();
+    client.info.set_push_channel(push_tx);
+    let info = client.info.clone();
+    let mut conn = Conn {
+        store: store.clone(),
+        stream,
+        parser: RequestParser::new(limits(&store)),
+        inbuf: BytesMut::with_capacity(16 * 1024),
+        out: BytesMut::with_capacity(16 * 1024),
+        replies: Vec::new(),
+    };
+    loop {
+        tokio::select! {
+            biased;
+            _ = info.killed() => break,
+            _ = shutdown.changed() => break,
+            Some((push, size)) = push_rx.recv() => {
+                conn.encode(&client, push);
+                let mut sizes = size;
+                for _ in 0..PUSH_BATCH {
+                    match push_rx.try_recv() {
+                        Ok((p, s)) => { conn.encode(&client, p); sizes += s; }
+                        Err(_) => break,
+                    }
+                }
+                let ok = conn.flush().await;
+                info.pushed(sizes);
+                if !ok { break; }
+            }
+            read = conn.stream.read_buf(&mut conn.inbuf) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        store.stats.total_net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        if !conn.process(&mut client, &mut push_rx).await {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    store.drop_client(&mut client);
+}
+
+fn limits(store: &Store) -> Limits {
+    Limits {
+        max_bulk_len: store.config.proto_max_bulk_len.load(Ordering::Relaxed),
+        ..Limits::default()
+    }
+}
+
+struct Conn {
+    store: Arc<Store>,
+    stream: TcpStream,
+    parser: RequestParser,
+    inbuf: BytesMut,
+    out: BytesMut,
+    replies: Vec<Reply>,
+}
+
+impl Conn {
+    fn encode(&mut self, client: &Client, reply: Reply) {
+        reply.encode(&mut self.out, client.proto);
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        self.store
+            .stats
+            .total_net_output_bytes
+            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+        let ok = self.stream.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    /// Executes every complete command in the input buffer. False: close.
+    async fn process(
+        &mut self,
+        client: &mut Client,
+        push_rx: &mut mpsc::UnboundedReceiver<(Reply, usize)>,
+    ) -> bool {
+        self.parser.set_limits(limits(&self.store));
+        loop {
+            let argv = match self.parser.next_command(&mut self.inbuf) {
+                Ok(Some(argv)) => argv,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(client = client.id(), error = %e, "protocol error");
+                    self.encode(client, Reply::Error(format!("ERR {e}")));
+                    self.flush().await;
+                    return false;
+                }
+            };
+            let outcome = self.store.execute(client, &argv, &mut self.replies);
+            if let Outcome::Blocked(blocked) = outcome {
+                if !self.flush().await {
+                    return false;
+                }
+                if !self.wait_blocked(client, &argv, blocked, push_rx).await {
+                    return false;
+                }
+            }
+            self.take_replies(client);
+            if client.close_after_reply || client.info.is_killed() {
+                self.flush().await;
+                return false;
+            }
+            if self.out.len() >= FLUSH_THRESHOLD && !self.flush().await {
+                return false;
+            }
+        }
+        if let Some(need) = self.parser.pending_bulk_len() {
+            // Reserve for a large value in one go rather than growing repeatedly.
+            if need > self.inbuf.capacity() - self.inbuf.len() {
+                self.inbuf.reserve(need.min(64 * 1024 * 1024) + 2);
+            }
+        }
+        self.flush().await
+    }
+
+    fn take_replies(&mut self, client: &mut Client) {
+        let replies = std::mem::take(&mut self.replies);
+        for r in replies {
+            match client.reply_mode {
+                ReplyMode::On => self.encode(client, r),
+                ReplyMode::Off => {}
+                ReplyMode::Skip => client.reply_mode = ReplyMode::On,
+            }
+        }
+    }
+
+    /// Parks the client until a key it waits on gets data, its timeout passes, it is
+    /// unblocked or killed, or it disconnects. Pushes keep flowing meanwhile.
+    async fn wait_blocked(
+        &mut self,
+        client: &mut Client,
+        argv: &[Bytes],
+        mut blocked: Blocked,
+        push_rx: &mut mpsc::UnboundedReceiver<(Reply, usize)>,
+    ) -> bool {
+        let info = client.info.clone();
+        info.blocked.store(true, Ordering::Relaxed);
+        info.unblock.store(0, Ordering::Relaxed);
+        let result = loop {
+            let deadline = blocked.deadline;
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = info.killed() => break false,
+                _ = blocked.waiter.notify.notified() => {
+                    blocked.waiter.take_wakeup();
+                    // Run the command again; it may be served or block once more.
+                    let again = self.store.execute(client, argv, &mut self.replies);
+                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    match again {
+                        Outcome::Replies => {
+                            // Others may wait on what is left.
+                            for (db, key) in &blocked.keys {
+                                self.store.blocking.signal(*db, key);
+                            }
+                            break true;
+                        }
+                        Outcome::Blocked(next) => {
+                            blocked = Blocked { deadline: blocked.deadline, ..next };
+                            continue;
+                        }
+                    }
+                }
+                _ = sleep => {
+                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    self.replies.push(blocked.timeout_reply.clone());
+                    break true;
+                }
+                _ = info.unblock_notify.notified() => {
+                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    let reply = if info.unblock.load(Ordering::Relaxed) == 2 {
+                        Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into())
+                    } else {
+                        blocked.timeout_reply.clone()
+                    };
+                    self.replies.push(reply);
+                    break true;
+                }
+                Some((push, size)) = push_rx.recv() => {
+                    self.encode(client, push);
+                    let ok = self.flush().await;
+                    info.pushed(size);
+                    if !ok {
+                        self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                        break false;
+                    }
+                }
+                read = self.stream.read_buf(&mut self.inbuf), if self.inbuf.len() < 1024 * 1024 => {
+                    // Commands sent while blocked wait their turn; a closed socket ends
+                    // the wait so no waiter is left behind.
+                    if matches!(read, Ok(0) | Err(_)) {
+                        self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                        break false;
+                    }
+                }
+            }
+        };
+        info.blocked.store(false, Ordering::Relaxed);
+        result
+    }
+}

@@ -1,0 +1,163 @@
+//! The `tidewire` server: configuration, listeners and wiring.
+//!
+//! [`start`] binds the RESP listener ([`connection`] per client) and the HTTP
+//! listener ([`http`]), starts the background cron (active expiry, clocks), and
+//! returns a [`Server`] handle whose `shutdown` stops accepting, lets connections
+//! finish the replies in flight, and waits for them.
+
+pub mod config;
+pub mod connection;
+pub mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tidewire_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use config::Config;
+
+pub struct Server {
+    pub store: Arc<Store>,
+    pub resp_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Graceful shutdown: stop accepting, close connections after their current
+    /// batch of replies, stop background work.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+    }
+
+    /// Resolves when something asked the server to stop (SHUTDOWN).
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+}
+
+/// Applies the configuration to a new store.
+pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
+    let store = Store::new();
+    store.config.set("port", &config.port.to_string())?;
+    store.config.set("bind", &config.bind)?;
+    store
+        .config
+        .set("dir", &config.data_dir.to_string_lossy())?;
+    if let Some(pass) = &config.requirepass {
+        store.config.set("requirepass", pass)?;
+    }
+    for (k, v) in &config.redis {
+        store
+            .config
+            .set(k, v)
+            .map_err(|e| anyhow::anyhow!("config parameter {k}: {e}"))?;
+    }
+    Ok(store)
+}
+
+pub async fn start(config: Config) -> anyhow::Result<Server> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let store = build_store(&config)?;
+    let resp = TcpListener::bind((config.bind.as_str(), config.port))
+        .await
+        .with_context(|| format!("cannot bind RESP port {}:{}", config.bind, config.port))?;
+    let http = TcpListener::bind((config.bind.as_str(), config.http_port))
+        .await
+        .with_context(|| format!("cannot bind HTTP port {}:{}", config.bind, config.http_port))?;
+    let resp_addr = resp.local_addr()?;
+    let http_addr = http.local_addr()?;
+    store.config.set("port", &resp_addr.port().to_string())?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    {
+        let tx = shutdown_tx.clone();
+        store.hooks.lock().shutdown = Some(Box::new(move || {
+            let _ = tx.send(true);
+        }));
+    }
+    let mut tasks = JoinSet::new();
+    tasks.spawn(accept_loop(store.clone(), resp, shutdown_rx.clone()));
+    tasks.spawn(cron(store.clone(), shutdown_rx.clone()));
+    let app = http::router(store.clone());
+    let mut http_shutdown = shutdown_rx.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+            let _ = http_shutdown.changed().await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP listener failed");
+        }
+    });
+    Ok(Server {
+        store,
+        resp_addr,
+        http_addr,
+        shutdown_tx,
+        tasks,
+    })
+}
+
+async fn accept_loop(
+    store: Arc<Store>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let maxclients = store.config.get_u64("maxclients") as usize;
+                    if store.connected_clients("resp") >= maxclients {
+                        store.stats.rejected_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let mut stream = stream;
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
+                        });
+                        continue;
+                    }
+                    conns.spawn(connection::serve(store.clone(), stream, shutdown.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// Background work at Redis's default 10 Hz.
+async fn cron(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = tick.tick() => {
+                tidewire_store::clock::refresh_lru_clock();
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || tidewire_store::expire::active_expire_cycle(&s)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `tidewire`: run the server with embedded defaults, or a subcommand.
+
+use clap::Parser;
+use tidewire_server::config::{Cli, Config, LogFormat, Sub};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn memory_probe() -> (u64, u64) {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    let _ = epoch::advance();
+    let allocated = stats::allocated::read().unwrap_or(0) as u64;
+    let resident = stats::resident::read().unwrap_or(0) as u64;
+    (allocated, resident)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::resolve(&cli.server)?;
+    if let Some(Sub::ShowConfig) = cli.command {
+        println!("{config:#?}");
+        return Ok(());
+    }
+    init_logging(&config);
+    let _ = tidewire_store::families::server_info::MEMORY_PROBE.set(memory_probe);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    if !config.is_loopback() && config.requirepass.is_none() {
+        tracing::warn!(
+            bind = %config.bind,
+            "!!! Tidewire is listening on a non-loopback address WITHOUT a password. Anyone who can reach this address can read and change all data. Set --requirepass (TIDEWIRE_REQUIREPASS) or bind to 127.0.0.1. !!!"
+        );
+    }
+    let server = tidewire_server::start(config.clone()).await?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        resp = %server.resp_addr,
+        http = %server.http_addr,
+        data_dir = %config.data_dir.display(),
+        "Tidewire ready"
+    );
+    eprintln!(
+        "Tidewire {} ready: RESP on {}  HTTP on {}  data in {}",
+        env!("CARGO_PKG_VERSION"),
+        server.resp_addr,
+        server.http_addr,
+        config.data_dir.display()
+    );
+    if config.print_ports {
+        println!(
+            "LISTENING resp={} http={}",
+            server.resp_addr.port(),
+            server.http_addr.port()
+        );
+    }
+    let mut requested = server.shutdown_requested();
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
+        _ = requested.changed() => tracing::info!("shutdown requested"),
+    }
+    server.shutdown().await;
+    tracing::info!("bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

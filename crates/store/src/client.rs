@@ -1,0 +1,218 @@
+//! Per-connection state (`Client`) and the part of it other connections may see or
+//! act on (`ClientInfo`: CLIENT LIST, CLIENT KILL, pub/sub delivery).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tidewire_resp::{Protocol, Reply};
+use tokio::sync::{mpsc, Notify};
+
+use crate::command::Command;
+
+/// What other connections can see of a client and how they can reach it.
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: String,
+    pub laddr: String,
+    /// `resp`, `http`, `script`, `internal`: which front door made it.
+    pub kind: &'static str,
+    pub created_ms: u64,
+    pub name: Mutex<Option<Bytes>>,
+    pub lib_name: Mutex<Option<Bytes>>,
+    pub lib_ver: Mutex<Option<Bytes>>,
+    pub db: AtomicUsize,
+    pub last_interaction_ms: AtomicU64,
+    pub last_cmd: Mutex<&'static str>,
+    pub resp: AtomicUsize,
+    pub subscriptions: AtomicUsize,
+    pub psubscriptions: AtomicUsize,
+    pub ssubscriptions: AtomicUsize,
+    pub in_multi: AtomicBool,
+    pub is_monitor: AtomicBool,
+    pub blocked: AtomicBool,
+    pub no_evict: AtomicBool,
+    /// Bytes queued for this client by others (pub/sub, monitor) but not yet written.
+    pub pending_push_bytes: AtomicUsize,
+    killed: AtomicBool,
+    kill_notify: Notify,
+    /// CLIENT UNBLOCK: 1 = timeout, 2 = error.
+    pub unblock: AtomicUsize,
+    pub unblock_notify: Notify,
+    push_tx: Mutex<Option<mpsc::UnboundedSender<(Reply, usize)>>>,
+}
+
+impl ClientInfo {
+    pub fn new(id: u64, addr: String, laddr: String, kind: &'static str) -> Self {
+        let now = crate::clock::now_ms();
+        ClientInfo {
+            id,
+            addr,
+            laddr,
+            kind,
+            created_ms: now,
+            name: Mutex::new(None),
+            lib_name: Mutex::new(None),
+            lib_ver: Mutex::new(None),
+            db: AtomicUsize::new(0),
+            last_interaction_ms: AtomicU64::new(now),
+            last_cmd: Mutex::new("NULL"),
+            resp: AtomicUsize::new(2),
+            subscriptions: AtomicUsize::new(0),
+            psubscriptions: AtomicUsize::new(0),
+            ssubscriptions: AtomicUsize::new(0),
+            in_multi: AtomicBool::new(false),
+            is_monitor: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            no_evict: AtomicBool::new(false),
+            pending_push_bytes: AtomicUsize::new(0),
+            killed: AtomicBool::new(false),
+            kill_notify: Notify::new(),
+            unblock: AtomicUsize::new(0),
+            unblock_notify: Notify::new(),
+            push_tx: Mutex::new(None),
+        }
+    }
+
+    /// Asks the connection to close (CLIENT KILL, output buffer limit, shutdown).
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.kill_notify.notify_one();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the client has been killed.
+    pub async fn killed(&self) {
+        loop {
+            if self.is_killed() {
+                return;
+            }
+            self.kill_notify.notified().await;
+        }
+    }
+
+    /// Installs the channel on which out-of-band replies (pub/sub, monitor) reach the
+    /// connection's writer.
+    pub fn set_push_channel(&self, tx: mpsc::UnboundedSender<(Reply, usize)>) {
+        *self.push_tx.lock() = Some(tx);
+    }
+
+    /// Queues an out-of-band reply. `size` is its approximate wire size, counted
+    /// against the output-buffer limit: a client over `limit` bytes of unwritten
+    /// pushes is disconnected rather than allowed to grow memory without bound.
+    pub fn push(&self, reply: Reply, size: usize, limit: usize) -> bool {
+        if self.is_killed() {
+            return false;
+        }
+        let pending = self.pending_push_bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if limit > 0 && pending > limit {
+            tracing::warn!(
+                client = self.id,
+                pending,
+                "client output buffer limit reached, closing"
+            );
+            self.kill();
+            return false;
+        }
+        match self.push_tx.lock().as_ref() {
+            Some(tx) => tx.send((reply, size)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Called by the writer once pushed bytes reached the socket.
+    pub fn pushed(&self, size: usize) {
+        let _ = self
+            .pending_push_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(size))
+            });
+    }
+
+    pub fn name_string(&self) -> String {
+        self.name
+            .lock()
+            .as_ref()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// A queued MULTI.
+pub struct MultiState {
+    pub queue: Vec<(&'static Command, Vec<Bytes>)>,
+    /// A command failed to queue: EXEC must answer EXECABORT.
+    pub aborted: bool,
+}
+
+/// Keys watched by WATCH and the flag any change to them raises.
+#[derive(Default)]
+pub struct WatchState {
+    /// (db, key, had a TTL and was live when watched)
+    pub keys: Vec<(usize, Bytes, bool)>,
+    pub dirty: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplyMode {
+    #[default]
+    On,
+    Off,
+    /// Skip the next reply only.
+    Skip,
+}
+
+/// A connection's private state, owned by the task serving it.
+pub struct Client {
+    pub info: Arc<ClientInfo>,
+    pub db: usize,
+    pub proto: Protocol,
+    pub authenticated: bool,
+    pub multi: Option<MultiState>,
+    pub watch: WatchState,
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub shard_channels: HashSet<Bytes>,
+    pub reply_mode: ReplyMode,
+    /// Set by QUIT: the connection closes once this reply is written.
+    pub close_after_reply: bool,
+    /// True for clients that must never block (HTTP, scripts).
+    pub no_block: bool,
+}
+
+impl Client {
+    pub fn new(info: Arc<ClientInfo>, authenticated: bool) -> Self {
+        Client {
+            info,
+            db: 0,
+            proto: Protocol::Resp2,
+            authenticated,
+            multi: None,
+            watch: WatchState::default(),
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            shard_channels: HashSet::new(),
+            reply_mode: ReplyMode::On,
+            close_after_reply: false,
+            no_block: false,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.info.id
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
+    }
+
+    pub fn select(&mut self, db: usize) {
+        self.db = db;
+        self.info.db.store(db, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,323 @@
+//! The command table: one spec per command (name, arity, flags, key positions,
+//! handler), gathered from every family in `families::all()`. The dispatcher checks
+//! existence, arity, flags and locks keys from this data once, so handlers never
+//! count arguments; `COMMAND`, read-only access for REST tokens and script rules are
+//! answered from the same data.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+
+use crate::args::Args;
+use crate::error::CmdResult;
+use crate::exec::Ctx;
+
+pub type Handler = fn(&mut Ctx<'_>, &mut Args<'_>) -> CmdResult;
+
+/// Command flags, as Redis names them (COMMAND INFO reports these names).
+pub mod flag {
+    pub const WRITE: u32 = 1 << 0;
+    pub const READONLY: u32 = 1 << 1;
+    pub const DENYOOM: u32 = 1 << 2;
+    pub const ADMIN: u32 = 1 << 3;
+    pub const PUBSUB: u32 = 1 << 4;
+    pub const NOSCRIPT: u32 = 1 << 5;
+    pub const BLOCKING: u32 = 1 << 6;
+    pub const LOADING: u32 = 1 << 7;
+    pub const STALE: u32 = 1 << 8;
+    pub const FAST: u32 = 1 << 9;
+    pub const NO_AUTH: u32 = 1 << 10;
+    pub const NO_MULTI: u32 = 1 << 11;
+    pub const ALLOW_BUSY: u32 = 1 << 12;
+    pub const SKIP_MONITOR: u32 = 1 << 13;
+    pub const SKIP_SLOWLOG: u32 = 1 << 14;
+    /// Not a Redis flag: the command reads or writes the keyspace as a whole (KEYS,
+    /// SCAN, FLUSHDB …) and so must hold every shard.
+    pub const ALL_KEYS: u32 = 1 << 20;
+    /// Not a Redis flag: the command is about the connection or the server and takes
+    /// no keyspace lock at all.
+    pub const NO_KEYSPACE: u32 = 1 << 21;
+    /// Allowed while a RESP2 client is in subscribed mode.
+    pub const SUBSCRIBED_OK: u32 = 1 << 22;
+    /// Not queued by MULTI: runs immediately (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET).
+    pub const TX_CONTROL: u32 = 1 << 23;
+
+    pub const NAMES: &[(u32, &str)] = &[
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (DENYOOM, "denyoom"),
+        (ADMIN, "admin"),
+        (PUBSUB, "pubsub"),
+        (NOSCRIPT, "noscript"),
+        (BLOCKING, "blocking"),
+        (LOADING, "loading"),
+        (STALE, "stale"),
+        (FAST, "fast"),
+        (NO_AUTH, "no_auth"),
+        (NO_MULTI, "no_multi"),
+        (ALLOW_BUSY, "allow_busy"),
+        (SKIP_MONITOR, "skip_monitor"),
+        (SKIP_SLOWLOG, "skip_slowlog"),
+    ];
+}
+
+/// Where a command's keys are in its argument vector.
+#[derive(Clone, Copy)]
+pub enum Keys {
+    None,
+    /// Redis's legacy (first, last, step); a negative `last` counts from the end.
+    Range {
+        first: i32,
+        last: i32,
+        step: i32,
+    },
+    /// Positions computed from the arguments (ZUNIONSTORE's numkeys, XREAD's STREAMS).
+    Custom(fn(&[Bytes]) -> Vec<usize>),
+}
+
+pub const fn keys(first: i32, last: i32, step: i32) -> Keys {
+    Keys::Range { first, last, step }
+}
+
+pub const NO_KEYS: Keys = Keys::None;
+
+impl Keys {
+    /// Positions of the keys in `argv`; positions past the end are dropped.
+    pub fn positions(&self, argv: &[Bytes]) -> Vec<usize> {
+        match *self {
+            Keys::None => Vec::new(),
+            Keys::Range { first, last, step } => {
+                if first <= 0 || argv.len() <= first as usize {
+                    return Vec::new();
+                }
+                let last = if last < 0 {
+                    argv.len() as i32 + last
+                } else {
+                    last.min(argv.len() as i32 - 1)
+                };
+                let step = step.max(1);
+                (first..=last)
+                    .step_by(step as usize)
+                    .map(|i| i as usize)
+                    .collect()
+            }
+            Keys::Custom(f) => f(argv).into_iter().filter(|p| *p < argv.len()).collect(),
+        }
+    }
+
+    pub fn legacy_triple(&self) -> (i64, i64, i64) {
+        match *self {
+            Keys::None => (0, 0, 0),
+            Keys::Range { first, last, step } => (first as i64, last as i64, step as i64),
+            Keys::Custom(_) => (0, 0, 0),
+        }
+    }
+}
+
+pub struct CommandSpec {
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: u32,
+    pub keys: Keys,
+    pub handler: Handler,
+    /// Redis's command group (`string`, `generic`, `server`, …) for COMMAND DOCS.
+    pub group: &'static str,
+    pub summary: &'static str,
+    pub subcommands: Vec<CommandSpec>,
+}
+
+/// Declares a command in one line: `cmd("get", 2, READONLY | FAST, keys(1, 1, 1), get)`.
+pub fn cmd(
+    name: &'static str,
+    arity: i32,
+    flags: u32,
+    keys: Keys,
+    handler: Handler,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        keys,
+        handler,
+        group: "generic",
+        summary: "",
+        subcommands: Vec::new(),
+    }
+}
+
+impl CommandSpec {
+    pub fn group(mut self, group: &'static str) -> Self {
+        self.group = group;
+        self
+    }
+
+    pub fn summary(mut self, summary: &'static str) -> Self {
+        self.summary = summary;
+        self
+    }
+
+    pub fn subs(mut self, subs: Vec<CommandSpec>) -> Self {
+        self.subcommands = subs;
+        self
+    }
+
+    pub fn has(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+}
+
+#[derive(Default)]
+pub struct CommandStats {
+    pub calls: AtomicU64,
+    pub usec: AtomicU64,
+    pub rejected_calls: AtomicU64,
+    pub failed_calls: AtomicU64,
+}
+
+impl CommandStats {
+    pub fn reset(&self) {
+        self.calls.store(0, Ordering::Relaxed);
+        self.usec.store(0, Ordering::Relaxed);
+        self.rejected_calls.store(0, Ordering::Relaxed);
+        self.failed_calls.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A registered command: its spec, statistics, and subcommands by lower-case name.
+pub struct Command {
+    pub spec: CommandSpec,
+    /// `get`, or `client|list` for a subcommand.
+    pub full_name: String,
+    pub stats: CommandStats,
+    pub subs: HashMap<String, Command>,
+    pub is_sub: bool,
+}
+
+impl Command {
+    fn new(mut spec: CommandSpec, parent: Option<&str>) -> Command {
+        let full_name = match parent {
+            Some(p) => format!("{p}|{}", spec.name),
+            None => spec.name.to_string(),
+        };
+        let subs = std::mem::take(&mut spec.subcommands)
+            .into_iter()
+            .map(|s| (s.name.to_string(), Command::new(s, Some(spec.name))))
+            .collect();
+        Command {
+            spec,
+            full_name,
+            stats: CommandStats::default(),
+            subs,
+            is_sub: parent.is_some(),
+        }
+    }
+
+    pub fn has(&self, f: u32) -> bool {
+        self.spec.flags & f != 0
+    }
+
+    pub fn is_write(&self) -> bool {
+        self.has(flag::WRITE)
+    }
+
+    /// Whether `argc` arguments (command name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let a = self.spec.arity;
+        (a > 0 && argc == a as usize) || (a < 0 && argc >= a.unsigned_abs() as usize)
+    }
+
+    pub fn sub(&self, name: &[u8]) -> Option<&Command> {
+        let lower = lower(name)?;
+        self.subs.get(lower.as_str())
+    }
+}
+
+pub struct Registry {
+    pub commands: HashMap<String, Command>,
+}
+
+impl Registry {
+    fn build(specs: Vec<CommandSpec>) -> Registry {
+        let mut commands = HashMap::new();
+        for spec in specs {
+            let name = spec.name.to_string();
+            let prev = commands.insert(name.clone(), Command::new(spec, None));
+            assert!(prev.is_none(), "command {name} registered twice");
+        }
+        Registry { commands }
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Command> {
+        let lower = lower(name)?;
+        self.commands.get(lower.as_str())
+    }
+
+    /// Every command and subcommand, for INFO commandstats and CONFIG RESETSTAT.
+    pub fn all(&self) -> impl Iterator<Item = &Command> {
+        self.commands
+            .values()
+            .flat_map(|c| std::iter::once(c).chain(c.subs.values()))
+    }
+}
+
+/// Lower-cases a command name; names longer than any command are not looked up.
+fn lower(name: &[u8]) -> Option<String> {
+    if name.len() > 64 {
+        return None;
+    }
+    let s = std::str::from_utf8(name).ok()?;
+    Some(s.to_ascii_lowercase())
+}
+
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
+
+pub fn registry() -> &'static Registry {
+    REGISTRY.get_or_init(|| Registry::build(crate::families::all()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unique_lowercase_and_keys_consistent() {
+        let reg = registry();
+        for c in reg.all() {
+            assert_eq!(
+                c.spec.name,
+                c.spec.name.to_ascii_lowercase(),
+                "{}",
+                c.full_name
+            );
+            assert!(c.spec.arity != 0, "{} has arity 0", c.full_name);
+            if let Keys::Range { first, last, .. } = c.spec.keys {
+                assert!(first >= 1, "{}", c.full_name);
+                if c.spec.arity > 0 && last > 0 {
+                    assert!(last < c.spec.arity, "{} key spec beyond arity", c.full_name);
+                }
+            }
+            assert!(
+                !(c.has(flag::WRITE) && c.has(flag::READONLY)),
+                "{} both write and readonly",
+                c.full_name
+            );
+            if !c.is_sub && c.subs.is_empty() {
+                assert!(!c.spec.summary.is_empty(), "{} has no summary", c.full_name);
+            }
+        }
+    }
+
+    #[test]
+    fn key_positions() {
+        let argv: Vec<Bytes> = ["mset", "a", "1", "b", "2"]
+            .iter()
+            .map(|s| Bytes::from(*s))
+            .collect();
+        assert_eq!(keys(1, -1, 2).positions(&argv), vec![1, 3]);
+        assert_eq!(keys(1, 1, 1).positions(&argv), vec![1]);
+        assert_eq!(keys(1, -1, 1).positions(&argv), vec![1, 2, 3, 4]);
+    }
+}

@@ -1,0 +1,448 @@
+//! Runtime configuration: every parameter CONFIG GET/SET knows, with Redis's names and
+//! defaults. Parameters that only tune Redis's internal encodings are accepted and
+//! stored (Redis's own test suite sets them) even where Tidewire's representation does
+//! not depend on them. The few read on hot paths are mirrored in atomics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::error::CmdError;
+use crate::glob::glob_match;
+
+/// Keyspace notification classes (`notify-keyspace-events`).
+pub mod notify {
+    pub const KEYSPACE: u32 = 1 << 0;
+    pub const KEYEVENT: u32 = 1 << 1;
+    pub const GENERIC: u32 = 1 << 2;
+    pub const STRING: u32 = 1 << 3;
+    pub const LIST: u32 = 1 << 4;
+    pub const SET: u32 = 1 << 5;
+    pub const HASH: u32 = 1 << 6;
+    pub const ZSET: u32 = 1 << 7;
+    pub const EXPIRED: u32 = 1 << 8;
+    pub const EVICTED: u32 = 1 << 9;
+    pub const STREAM: u32 = 1 << 10;
+    pub const KEY_MISS: u32 = 1 << 11;
+    pub const MODULE: u32 = 1 << 12;
+    pub const NEW: u32 = 1 << 13;
+    pub const ALL: u32 =
+        GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
+
+    pub fn parse(s: &str) -> Option<u32> {
+        let mut flags = 0;
+        for c in s.chars() {
+            flags |= match c {
+                'A' => ALL,
+                'g' => GENERIC,
+                '$' => STRING,
+                'l' => LIST,
+                's' => SET,
+                'h' => HASH,
+                'z' => ZSET,
+                'x' => EXPIRED,
+                'e' => EVICTED,
+                'K' => KEYSPACE,
+                'E' => KEYEVENT,
+                't' => STREAM,
+                'm' => KEY_MISS,
+                'd' => MODULE,
+                'n' => NEW,
+                _ => return None,
+            };
+        }
+        Some(flags)
+    }
+
+    pub fn to_string(flags: u32) -> String {
+        let mut s = String::new();
+        if flags & ALL == ALL {
+            s.push('A');
+        } else {
+            for (f, c) in [
+                (GENERIC, 'g'),
+                (STRING, '$'),
+                (LIST, 'l'),
+                (SET, 's'),
+                (HASH, 'h'),
+                (ZSET, 'z'),
+                (EXPIRED, 'x'),
+                (EVICTED, 'e'),
+                (STREAM, 't'),
+                (MODULE, 'd'),
+            ] {
+                if flags & f != 0 {
+                    s.push(c);
+                }
+            }
+        }
+        for (f, c) in [
+            (KEYSPACE, 'K'),
+            (KEYEVENT, 'E'),
+            (KEY_MISS, 'm'),
+            (NEW, 'n'),
+        ] {
+            if flags & f != 0 {
+                s.push(c);
+            }
+        }
+        s
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Memory,
+    Bool,
+    Enum(&'static [&'static str]),
+    Special,
+}
+
+const YES_NO: Kind = Kind::Bool;
+
+/// (name, default, kind). Aliases (the `ziplist` names) are separate entries.
+const PARAMS: &[(&str, &str, Kind)] = &[
+    ("requirepass", "", Kind::Str),
+    ("bind", "127.0.0.1", Kind::Str),
+    ("port", "6379", Kind::Int),
+    ("dir", "./data", Kind::Str),
+    ("dbfilename", "dump.tw", Kind::Str),
+    ("appendonly", "no", YES_NO),
+    ("appendfilename", "appendonly.aof", Kind::Str),
+    ("appenddirname", "appendonlydir", Kind::Str),
+    (
+        "appendfsync",
+        "everysec",
+        Kind::Enum(&["always", "everysec", "no"]),
+    ),
+    ("auto-aof-rewrite-percentage", "100", Kind::Int),
+    ("auto-aof-rewrite-min-size", "67108864", Kind::Memory),
+    ("aof-load-truncated", "yes", YES_NO),
+    ("aof-use-rdb-preamble", "yes", YES_NO),
+    ("aof-timestamp-enabled", "no", YES_NO),
+    ("no-appendfsync-on-rewrite", "no", YES_NO),
+    ("save", "3600 1 300 100 60 10000", Kind::Str),
+    ("stop-writes-on-bgsave-error", "yes", YES_NO),
+    ("rdbcompression", "yes", YES_NO),
+    ("rdbchecksum", "yes", YES_NO),
+    ("maxmemory", "0", Kind::Memory),
+    (
+        "maxmemory-policy",
+        "noeviction",
+        Kind::Enum(&[
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "noeviction",
+        ]),
+    ),
+    ("maxmemory-samples", "5", Kind::Int),
+    ("maxmemory-eviction-tenacity", "10", Kind::Int),
+    ("lfu-log-factor", "10", Kind::Int),
+    ("lfu-decay-time", "1", Kind::Int),
+    ("notify-keyspace-events", "", Kind::Special),
+    ("hash-max-listpack-entries", "128", Kind::Int),
+    ("hash-max-listpack-value", "64", Kind::Memory),
+    ("hash-max-ziplist-entries", "128", Kind::Int),
+    ("hash-max-ziplist-value", "64", Kind::Memory),
+    ("set-max-intset-entries", "512", Kind::Int),
+    ("set-max-listpack-entries", "128", Kind::Int),
+    ("set-max-listpack-value", "64", Kind::Memory),
+    ("zset-max-listpack-entries", "128", Kind::Int),
+    ("zset-max-listpack-value", "64", Kind::Memory),
+    ("zset-max-ziplist-entries", "128", Kind::Int),
+    ("zset-max-ziplist-value", "64", Kind::Memory),
+    ("list-max-listpack-size", "-2", Kind::Int),
+    ("list-max-ziplist-size", "-2", Kind::Int),
+    ("list-compress-depth", "0", Kind::Int),
+    ("stream-node-max-bytes", "4096", Kind::Memory),
+    ("stream-node-max-entries", "100", Kind::Int),
+    ("hll-sparse-max-bytes", "3000", Kind::Memory),
+    ("proto-max-bulk-len", "536870912", Kind::Memory),
+    ("client-query-buffer-limit", "1073741824", Kind::Memory),
+    (
+        "client-output-buffer-limit",
+        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+        Kind::Str,
+    ),
+    ("lua-time-limit", "5000", Kind::Int),
+    ("busy-reply-threshold", "5000", Kind::Int),
+    ("hz", "10", Kind::Int),
+    ("dynamic-hz", "yes", YES_NO),
+    ("timeout", "0", Kind::Int),
+    ("tcp-keepalive", "300", Kind::Int),
+    ("databases", "16", Kind::Int),
+    ("maxclients", "10000", Kind::Int),
+    ("slowlog-log-slower-than", "10000", Kind::Int),
+    ("slowlog-max-len", "128", Kind::Int),
+    ("latency-monitor-threshold", "0", Kind::Int),
+    ("latency-tracking", "yes", YES_NO),
+    ("activerehashing", "yes", YES_NO),
+    ("active-expire-effort", "1", Kind::Int),
+    ("lazyfree-lazy-eviction", "no", YES_NO),
+    ("lazyfree-lazy-expire", "no", YES_NO),
+    ("lazyfree-lazy-server-del", "no", YES_NO),
+    ("lazyfree-lazy-user-del", "no", YES_NO),
+    ("lazyfree-lazy-user-flush", "no", YES_NO),
+    ("protected-mode", "yes", YES_NO),
+    (
+        "loglevel",
+        "notice",
+        Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
+    ),
+    ("io-threads", "1", Kind::Int),
+    ("appendonly-fsync-always-group", "yes", YES_NO),
+    ("close-on-oom", "no", YES_NO),
+    ("enable-debug-command", "no", Kind::Str),
+    ("set-proc-title", "yes", YES_NO),
+    ("replica-read-only", "yes", YES_NO),
+    ("min-replicas-to-write", "0", Kind::Int),
+    ("cluster-enabled", "no", YES_NO),
+    ("tracking-table-max-keys", "1000000", Kind::Int),
+    ("activedefrag", "no", YES_NO),
+    ("jemalloc-bg-thread", "yes", YES_NO),
+    (
+        "sanitize-dump-payload",
+        "no",
+        Kind::Enum(&["no", "yes", "clients"]),
+    ),
+    ("lua-replicate-commands", "yes", YES_NO),
+    ("oom-score-adj", "no", Kind::Str),
+];
+
+pub struct Config {
+    values: RwLock<BTreeMap<&'static str, String>>,
+    /// Hot values mirrored from `values`.
+    pub notify_flags: AtomicU32,
+    pub proto_max_bulk_len: AtomicU64,
+    pub pubsub_output_limit: AtomicUsize,
+    pub slowlog_slower_than: AtomicU64,
+    pub slowlog_max_len: AtomicUsize,
+    pub maxmemory: AtomicU64,
+    requirepass: RwLock<Option<String>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let values = PARAMS.iter().map(|(n, d, _)| (*n, d.to_string())).collect();
+
+        Config {
+            values: RwLock::new(values),
+            notify_flags: AtomicU32::new(0),
+            proto_max_bulk_len: AtomicU64::new(512 * 1024 * 1024),
+            pubsub_output_limit: AtomicUsize::new(32 * 1024 * 1024),
+            slowlog_slower_than: AtomicU64::new(10_000),
+            slowlog_max_len: AtomicUsize::new(128),
+            maxmemory: AtomicU64::new(0),
+            requirepass: RwLock::new(None),
+        }
+    }
+}
+
+fn set_failed(name: &str, why: &str) -> CmdError {
+    CmdError::err(format!(
+        "CONFIG SET failed (possibly related to argument '{name}') - {why}"
+    ))
+}
+
+/// Parses `100`, `1kb`, `5mb`, `1gb` (and `k`/`m`/`g` as powers of ten) like Redis.
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let lower = s.to_ascii_lowercase();
+    let units: [(&str, u64); 6] = [
+        ("gb", 1 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1_000),
+    ];
+    for (suffix, mul) in units {
+        if let Some(n) = lower.strip_suffix(suffix) {
+            return n.parse::<u64>().ok()?.checked_mul(mul);
+        }
+    }
+    if let Some(n) = lower.strip_suffix('b') {
+        return n.parse().ok();
+    }
+    lower.parse().ok()
+}
+
+impl Config {
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.values.read().get(name).cloned()
+    }
+
+    pub fn get_u64(&self, name: &str) -> u64 {
+        self.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    pub fn get_bool(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| v == "yes")
+    }
+
+    /// Every (name, value) whose name matches the glob, for CONFIG GET.
+    pub fn matching(&self, pattern: &[u8]) -> Vec<(String, String)> {
+        self.values
+            .read()
+            .iter()
+            .filter(|(n, _)| glob_match(pattern, n.as_bytes(), true))
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+
+    pub fn requirepass(&self) -> Option<String> {
+        self.requirepass.read().clone()
+    }
+
+    /// Sets a parameter after validating it; the value stored is the normalised one
+    /// CONFIG GET will report.
+    pub fn set(&self, name: &str, value: &str) -> Result<(), CmdError> {
+        let lname = name.to_ascii_lowercase();
+        let Some((pname, _, kind)) = PARAMS.iter().find(|(n, _, _)| *n == lname) else {
+            return Err(CmdError::err(format!(
+                "Unknown option or number of arguments for CONFIG SET - '{name}'"
+            )));
+        };
+        let normalised = match kind {
+            Kind::Str => value.to_string(),
+            Kind::Int => value
+                .parse::<i64>()
+                .map_err(|_| set_failed(pname, "argument couldn't be parsed into an integer"))?
+                .to_string(),
+            Kind::Memory => {
+                if let Some(stripped) = value.strip_prefix('-') {
+                    // Only list sizes may be negative; memory values never.
+                    let _ = stripped;
+                    return Err(set_failed(pname, "argument must be a memory value"));
+                }
+                parse_memory(value)
+                    .ok_or_else(|| set_failed(pname, "argument must be a memory value"))?
+                    .to_string()
+            }
+            Kind::Bool => match value.to_ascii_lowercase().as_str() {
+                "yes" => "yes".into(),
+                "no" => "no".into(),
+                _ => return Err(set_failed(pname, "argument must be 'yes' or 'no'")),
+            },
+            Kind::Enum(options) => {
+                let v = value.to_ascii_lowercase();
+                if !options.contains(&v.as_str()) {
+                    return Err(set_failed(
+                        pname,
+                        &format!(
+                            "argument(s) must be one of the following: {}",
+                            options.join(", ")
+                        ),
+                    ));
+                }
+                v
+            }
+            Kind::Special => {
+                let flags = notify::parse(value).ok_or_else(|| {
+                    set_failed(
+                        pname,
+                        "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.",
+                    )
+                })?;
+                self.notify_flags.store(flags, Ordering::Relaxed);
+                notify::to_string(flags)
+            }
+        };
+        self.apply_hot(pname, &normalised)?;
+        self.values.write().insert(pname, normalised);
+        Ok(())
+    }
+
+    fn apply_hot(&self, name: &str, value: &str) -> Result<(), CmdError> {
+        match name {
+            "requirepass" => {
+                *self.requirepass.write() = (!value.is_empty()).then(|| value.to_string());
+            }
+            "proto-max-bulk-len" => {
+                let v: u64 = value.parse().unwrap_or(0);
+                if v < 1024 * 1024 {
+                    // Redis refuses values below 1mb.
+                    return Err(set_failed(
+                        name,
+                        "argument must be between 1048576 and 9223372036854775807 inclusive",
+                    ));
+                }
+                self.proto_max_bulk_len.store(v, Ordering::Relaxed);
+            }
+            "client-output-buffer-limit" => {
+                let parts: Vec<&str> = value.split_whitespace().collect();
+                if !parts.len().is_multiple_of(4) {
+                    return Err(set_failed(
+                        name,
+                        "Wrong number of arguments in buffer limit configuration.",
+                    ));
+                }
+                for chunk in parts.chunks(4) {
+                    if !matches!(chunk[0], "normal" | "slave" | "replica" | "pubsub") {
+                        return Err(set_failed(
+                            name,
+                            "Invalid client class specified in buffer limit configuration.",
+                        ));
+                    }
+                    let hard = parse_memory(chunk[1]).ok_or_else(|| set_failed(name, "Error in hard, soft or soft_seconds setting in buffer limit configuration."))?;
+                    if chunk[0] == "pubsub" {
+                        self.pubsub_output_limit
+                            .store(hard as usize, Ordering::Relaxed);
+                    }
+                }
+            }
+            "slowlog-log-slower-than" => {
+                let v: i64 = value.parse().unwrap_or(10_000);
+                self.slowlog_slower_than
+                    .store(if v < 0 { u64::MAX } else { v as u64 }, Ordering::Relaxed);
+            }
+            "slowlog-max-len" => {
+                self.slowlog_max_len
+                    .store(value.parse().unwrap_or(128), Ordering::Relaxed);
+            }
+            "maxmemory" => {
+                self.maxmemory
+                    .store(value.parse().unwrap_or(0), Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    pub fn notify_flags(&self) -> u32 {
+        self.notify_flags.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_get() {
+        let c = Config::default();
+        c.set("maxmemory", "1mb").unwrap();
+        assert_eq!(c.get("maxmemory").unwrap(), "1048576");
+        c.set("notify-keyspace-events", "KEA").unwrap();
+        assert_eq!(c.get("notify-keyspace-events").unwrap(), "AKE");
+        assert!(c.set("nope", "1").is_err());
+        assert!(c.set("appendfsync", "sometimes").is_err());
+        c.set("hash-max-ziplist-entries", "5").unwrap();
+        assert_eq!(c.matching(b"hash-max-*-entries").len(), 2);
+    }
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("1gb"), Some(1 << 30));
+        assert_eq!(parse_memory("2k"), Some(2000));
+        assert_eq!(parse_memory("100"), Some(100));
+        assert_eq!(parse_memory("x"), None);
+    }
+}

@@ -1,0 +1,67 @@
+//! The active expiry cycle. Lazy expiry alone would keep keys nobody reads forever;
+//! like Redis, each tick samples keys with a TTL in every shard and database, deletes
+//! the expired ones, and repeats while more than a quarter of a sample was expired,
+//! within a time budget so that the cycle never stalls command execution for long.
+
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::exec::Events;
+use crate::keyspace::{NUM_DBS, NUM_SHARDS};
+use crate::Store;
+
+const SAMPLE: usize = 20;
+/// CPU budget per tick (Redis: 25% of a 100 ms tick).
+const TICK_BUDGET: Duration = Duration::from_millis(25);
+
+/// One tick of the cycle. Returns the number of keys expired.
+pub fn active_expire_cycle(store: &Store) -> u64 {
+    let start = Instant::now();
+    let mut expired_total = 0;
+    let mut rng = rand::thread_rng();
+    for shard in 0..NUM_SHARDS {
+        let mut ks = store.keyspace.lock_shard(shard);
+        let now = crate::clock::now_ms();
+        for db in 0..NUM_DBS {
+            loop {
+                let part = &mut ks.shard_mut(shard).dbs[db];
+                let n = part.expires.len();
+                if n == 0 {
+                    break;
+                }
+                let mut due = Vec::new();
+                for _ in 0..SAMPLE.min(n) {
+                    let i = rng.gen_range(0..n);
+                    if let Some(key) = part.expires.get_index(i) {
+                        if part.map.get(key).is_some_and(|e| e.is_expired(now)) {
+                            due.push(key.clone());
+                        }
+                    }
+                }
+                due.sort_unstable();
+                due.dedup();
+                let found = due.len();
+                for key in due {
+                    ks.expire_now(db, &key);
+                }
+                expired_total += found as u64;
+                if found * 4 <= SAMPLE.min(n) || start.elapsed() > TICK_BUDGET {
+                    break;
+                }
+            }
+        }
+        let mut ev = Events::default();
+        store.finish_locked(&mut ks, &mut ev);
+        drop(ks);
+        store.after_unlock(&mut ev);
+        if start.elapsed() > TICK_BUDGET {
+            break;
+        }
+    }
+    store
+        .stats
+        .expired_keys_active
+        .fetch_add(expired_total, std::sync::atomic::Ordering::Relaxed);
+    expired_total
+}

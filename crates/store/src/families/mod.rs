@@ -1,0 +1,27 @@
+//! Command families, one module each, in the spirit of Redis's `t_string.c`. Each
+//! exports `commands()`, its part of the command table; `all()` gathers them.
+
+pub mod connection;
+pub mod keys;
+pub mod pubsub;
+pub mod server;
+pub mod server_info;
+pub mod strings;
+pub mod transactions;
+
+use crate::command::CommandSpec;
+
+/// The version reported to clients (INFO, HELLO). BullMQ and ioredis read it.
+pub const REDIS_VERSION: &str = "7.2.4";
+pub const TIDEWIRE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub fn all() -> Vec<CommandSpec> {
+    let mut v = Vec::new();
+    v.extend(connection::commands());
+    v.extend(keys::commands());
+    v.extend(strings::commands());
+    v.extend(server::commands());
+    v.extend(pubsub::commands());
+    v.extend(transactions::commands());
+    v
+}

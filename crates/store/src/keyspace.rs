@@ -1,0 +1,344 @@
+//! The keyspace: 16 databases spread over shards by key hash, so commands on
+//! different keys run on different cores without meeting on one lock.
+//!
+//! A key lives in shard `shard_index(key)` in every database, so MOVE and SWAPDB
+//! never cross shards. A command locks the shards of its keys in ascending order
+//! (the one global order, so no deadlock), runs, and releases them; a multi-key
+//! command, MULTI/EXEC or a script holds all its shards for its whole run, which is
+//! what makes it atomic. Locks are `parking_lot` mutexes: never held across `.await`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use indexmap::{IndexMap, IndexSet};
+use parking_lot::ArcMutexGuard;
+use parking_lot::{Mutex, RawMutex};
+
+use crate::value::Entry;
+
+pub const NUM_DBS: usize = 16;
+pub const NUM_SHARDS: usize = 64;
+const SHARD_BITS: u32 = NUM_SHARDS.trailing_zeros();
+
+pub type Map = IndexMap<Bytes, Entry, ahash::RandomState>;
+pub type KeySet = IndexSet<Bytes, ahash::RandomState>;
+
+/// Fixed seeds: shard placement must not change between runs of the same binary
+/// only for reproducibility of tests; it is never persisted.
+static SHARD_HASHER: ahash::RandomState =
+    ahash::RandomState::with_seeds(0x7469_6465, 0x7769_7265, 0x5348_4152, 0x4421_0001);
+
+/// The shard a key lives in (the same in every database).
+pub fn shard_index(key: &[u8]) -> usize {
+    (SHARD_HASHER.hash_one(key) >> (64 - SHARD_BITS)) as usize
+}
+
+/// One database's part of one shard.
+#[derive(Default)]
+pub struct DbShard {
+    pub map: Map,
+    /// Keys with a TTL, for the active expiry cycle's sampling.
+    pub expires: KeySet,
+}
+
+impl DbShard {
+    pub fn insert(&mut self, key: Bytes, entry: Entry) -> Option<Entry> {
+        if entry.expire_at != 0 {
+            self.expires.insert(key.clone());
+        } else if !self.expires.is_empty() {
+            self.expires.swap_remove(&key[..]);
+        }
+        self.map.insert(key, entry)
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let old = self.map.swap_remove(key)?;
+        if old.expire_at != 0 {
+            self.expires.swap_remove(key);
+        }
+        Some(old)
+    }
+
+    /// Sets or clears (`0`) the expiry of an existing key; false if it is absent.
+    pub fn set_expire(&mut self, key: &[u8], at: u64) -> bool {
+        let Some((_, k, e)) = self.map.get_full_mut(key) else {
+            return false;
+        };
+        let had = e.expire_at != 0;
+        e.expire_at = at;
+        if at != 0 && !had {
+            let k = k.clone();
+            self.expires.insert(k);
+        } else if at == 0 && had {
+            self.expires.swap_remove(key);
+        }
+        true
+    }
+
+    pub fn clear(&mut self) {
+        self.map = Map::default();
+        self.expires = KeySet::default();
+    }
+}
+
+pub struct Shard {
+    pub dbs: Vec<DbShard>,
+    pub hits: u64,
+    pub misses: u64,
+    pub expired_keys: u64,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            dbs: (0..NUM_DBS).map(|_| DbShard::default()).collect(),
+            hits: 0,
+            misses: 0,
+            expired_keys: 0,
+        }
+    }
+}
+
+pub struct Keyspace {
+    shards: Box<[Arc<Mutex<Shard>>]>,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Keyspace {
+            shards: (0..NUM_SHARDS)
+                .map(|_| Arc::new(Mutex::new(Shard::new())))
+                .collect(),
+        }
+    }
+}
+
+type Guard = ArcMutexGuard<RawMutex, Shard>;
+
+impl Keyspace {
+    /// Locks the given shards (any order, duplicates allowed) in ascending order.
+    pub fn lock(&self, mut shards: Vec<usize>) -> Locked {
+        shards.sort_unstable();
+        shards.dedup();
+        if shards.len() == NUM_SHARDS {
+            return self.lock_all();
+        }
+        let guards = shards
+            .into_iter()
+            .map(|i| (i, self.shards[i].lock_arc()))
+            .collect();
+        Locked {
+            guards,
+            all: false,
+            expired: Vec::new(),
+        }
+    }
+
+    pub fn lock_keys<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> Locked {
+        self.lock(keys.into_iter().map(shard_index).collect())
+    }
+
+    pub fn lock_all(&self) -> Locked {
+        Locked {
+            guards: self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.lock_arc()))
+                .collect(),
+            all: true,
+            expired: Vec::new(),
+        }
+    }
+
+    /// Locks nothing: for commands that do not touch keys.
+    pub fn lock_none(&self) -> Locked {
+        Locked {
+            guards: Vec::new(),
+            all: false,
+            expired: Vec::new(),
+        }
+    }
+
+    /// Locks one shard by index, for background work (active expiry, eviction).
+    pub fn lock_shard(&self, idx: usize) -> Locked {
+        self.lock(vec![idx])
+    }
+}
+
+/// The shards one command holds while it runs, and the keys found expired on the way
+/// (the dispatcher turns those into notifications and log records afterwards).
+pub struct Locked {
+    guards: Vec<(usize, Guard)>,
+    all: bool,
+    pub expired: Vec<(usize, Bytes)>,
+}
+
+impl Locked {
+    pub fn holds_all(&self) -> bool {
+        self.all
+    }
+
+    /// Indices of the shards held, ascending.
+    pub fn shard_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.guards.iter().map(|(i, _)| *i)
+    }
+
+    pub fn shard_mut(&mut self, idx: usize) -> &mut Shard {
+        if self.all {
+            return &mut self.guards[idx].1;
+        }
+        let pos = self
+            .guards
+            .iter()
+            .position(|(i, _)| *i == idx)
+            .expect("command touched a key whose shard it did not declare");
+        &mut self.guards[pos].1
+    }
+
+    pub fn db(&mut self, db: usize, key: &[u8]) -> &mut DbShard {
+        &mut self.shard_mut(shard_index(key)).dbs[db]
+    }
+
+    /// Every held part of database `db`.
+    pub fn db_parts(&mut self, db: usize) -> impl Iterator<Item = &mut DbShard> {
+        self.guards.iter_mut().map(move |(_, g)| &mut g.dbs[db])
+    }
+
+    /// Looks a key up, deleting it first if its TTL has passed, so that an expired
+    /// key is never visible to any command.
+    pub fn get_mut(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
+        let expired = self.db(db, key).map.get(key)?.is_expired(now);
+        if expired {
+            self.expire_now(db, key);
+            return None;
+        }
+        self.db(db, key).map.get_mut(key)
+    }
+
+    pub fn get(&mut self, db: usize, key: &[u8], now: u64) -> Option<&Entry> {
+        self.get_mut(db, key, now).map(|e| &*e)
+    }
+
+    /// A read lookup: also counts keyspace hits/misses and refreshes the access clock.
+    pub fn lookup_read(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
+        let shard = shard_index(key);
+        let found = self.get_mut(db, key, now).is_some();
+        let s = self.shard_mut(shard);
+        if found {
+            s.hits += 1;
+        } else {
+            s.misses += 1;
+        }
+        let e = s.dbs[db].map.get_mut(key)?;
+        e.access = crate::clock::lru_clock();
+        Some(e)
+    }
+
+    pub fn exists(&mut self, db: usize, key: &[u8], now: u64) -> bool {
+        self.get_mut(db, key, now).is_some()
+    }
+
+    /// Inserts or replaces a key. `key` must be owned (not a slice of a read buffer).
+    pub fn insert(&mut self, db: usize, key: Bytes, entry: Entry) -> Option<Entry> {
+        let idx = shard_index(&key);
+        self.shard_mut(idx).dbs[db].insert(key, entry)
+    }
+
+    pub fn remove(&mut self, db: usize, key: &[u8]) -> Option<Entry> {
+        self.db(db, key).remove(key)
+    }
+
+    pub fn set_expire(&mut self, db: usize, key: &[u8], at: u64) -> bool {
+        self.db(db, key).set_expire(key, at)
+    }
+
+    /// Removes an expired key and records it for notification and propagation.
+    pub fn expire_now(&mut self, db: usize, key: &[u8]) {
+        let idx = shard_index(key);
+        let shard = self.shard_mut(idx);
+        if let Some((k, _)) = shard.dbs[db]
+            .map
+            .get_key_value(key)
+            .map(|(k, v)| (k.clone(), v.expire_at))
+        {
+            shard.dbs[db].remove(key);
+            shard.expired_keys += 1;
+            self.expired.push((db, k));
+        }
+    }
+
+    /// Number of keys in `db` over the held shards (expired-but-unreaped included,
+    /// as Redis's DBSIZE does).
+    pub fn len(&mut self, db: usize) -> usize {
+        self.db_parts(db).map(|d| d.map.len()).sum()
+    }
+
+    pub fn is_empty(&mut self, db: usize) -> bool {
+        self.len(db) == 0
+    }
+}
+
+/// SCAN cursors: the high bits name the shard, the low 40 bits how many positions of
+/// that shard are still to visit. Each shard is walked from its last index down,
+/// which together with swap-removal guarantees that every key present for the whole
+/// scan is returned (a removal only moves the last, already visited, key).
+pub mod cursor {
+    pub const POS_BITS: u32 = 40;
+    const POS_MASK: u64 = (1 << POS_BITS) - 1;
+
+    pub fn split(cursor: u64) -> (usize, u64) {
+        ((cursor >> POS_BITS) as usize, cursor & POS_MASK)
+    }
+
+    pub fn join(shard: usize, remaining: u64) -> u64 {
+        ((shard as u64) << POS_BITS) | (remaining & POS_MASK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    fn entry(v: &str, exp: u64) -> Entry {
+        Entry::with_expiry(Value::Str(Bytes::copy_from_slice(v.as_bytes())), exp)
+    }
+
+    #[test]
+    fn lazy_expiry_hides_and_records() {
+        let ks = Keyspace::default();
+        let mut l = ks.lock_all();
+        l.insert(0, Bytes::from_static(b"a"), entry("1", 100));
+        l.insert(0, Bytes::from_static(b"b"), entry("2", 0));
+        assert!(l.get(0, b"a", 50).is_some());
+        assert!(l.get(0, b"a", 100).is_none());
+        assert_eq!(l.expired, vec![(0, Bytes::from_static(b"a"))]);
+        assert!(l.get(0, b"b", 1_000_000).is_some());
+        assert_eq!(l.len(0), 1);
+    }
+
+    #[test]
+    fn expires_index_follows_entries() {
+        let ks = Keyspace::default();
+        let mut l = ks.lock_all();
+        l.insert(3, Bytes::from_static(b"k"), entry("v", 0));
+        assert!(l.set_expire(3, b"k", 500));
+        assert_eq!(l.db(3, b"k").expires.len(), 1);
+        assert!(l.set_expire(3, b"k", 0));
+        assert_eq!(l.db(3, b"k").expires.len(), 0);
+        l.insert(3, Bytes::from_static(b"k"), entry("v", 7));
+        assert_eq!(l.db(3, b"k").expires.len(), 1);
+        l.remove(3, b"k");
+        assert_eq!(l.db(3, b"k").expires.len(), 0);
+    }
+
+    #[test]
+    fn partial_lock_reaches_its_keys() {
+        let ks = Keyspace::default();
+        let mut l = ks.lock_keys([&b"x"[..], &b"y"[..]]);
+        l.insert(0, Bytes::from_static(b"x"), entry("1", 0));
+        l.insert(0, Bytes::from_static(b"y"), entry("2", 0));
+        assert!(l.get(0, b"y", 0).is_some());
+    }
+}

@@ -1,0 +1,258 @@
+//! Tidewire's state layer: the keyspace, the value types, and the command engine.
+//!
+//! Data flow: a front door (RESP listener, REST API, scripts) owns a [`Client`] and
+//! hands each command's arguments to [`Store::execute`]. The dispatcher in [`exec`]
+//! finds the command in the table ([`command`]), checks arity, auth and flags once,
+//! locks the shards of the command's keys ([`keyspace`]), runs the handler from its
+//! family module ([`families`]) and, while the locks are still held, hands the
+//! effects of a write to the [`WriteLog`] in execution order (persistence, later
+//! replication). After unlocking it delivers keyspace notifications ([`pubsub`]),
+//! wakes clients blocked on keys ([`blocking`]) and feeds MONITOR.
+
+pub mod args;
+pub mod blocking;
+pub mod client;
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod exec;
+pub mod expire;
+pub mod families;
+pub mod glob;
+pub mod keyspace;
+pub mod num;
+pub mod pubsub;
+pub mod slowlog;
+#[doc(hidden)]
+pub mod testkit;
+pub mod types;
+pub mod value;
+pub mod watch;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+pub use args::Args;
+pub use client::{Client, ClientInfo};
+pub use command::{registry, Command};
+pub use error::{CmdError, CmdResult};
+pub use exec::{Blocked, Ctx, Outcome};
+pub use tidewire_resp::{Protocol, Reply};
+
+/// Where executed writes go, in execution order: the append-only log, later replicas.
+/// `append` is called while the written keys' shards are still locked, so two writes
+/// to one key always arrive in the order they were applied. It must not block on I/O.
+pub trait WriteLog: Send + Sync {
+    /// Records the effects of one command (or one whole transaction) as commands to
+    /// replay, each tagged with its database. Returns a sequence number that
+    /// [`WriteLog::durable`] can wait for.
+    fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64;
+}
+
+/// Server-wide counters for INFO.
+#[derive(Default)]
+pub struct Stats {
+    pub total_connections_received: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub expired_keys_active: AtomicU64,
+    pub evicted_keys: AtomicU64,
+    pub total_net_input_bytes: AtomicU64,
+    pub total_net_output_bytes: AtomicU64,
+    pub total_error_replies: AtomicU64,
+    pub unexpected_error_replies: AtomicU64,
+    pub dirty: AtomicU64,
+}
+
+/// The whole state layer. Shared by every front door as `Arc<Store>`.
+pub struct Store {
+    pub keyspace: keyspace::Keyspace,
+    pub pubsub: pubsub::PubSub,
+    pub config: config::Config,
+    pub stats: Stats,
+    pub blocking: blocking::Blocking,
+    pub watches: watch::Watches,
+    pub slowlog: slowlog::Slowlog,
+    clients: RwLock<std::collections::HashMap<u64, Arc<ClientInfo>>>,
+    monitors: RwLock<Vec<Arc<ClientInfo>>>,
+    has_monitors: AtomicBool,
+    next_client_id: AtomicU64,
+    write_log: RwLock<Option<Arc<dyn WriteLog>>>,
+    pub loading: AtomicBool,
+    pub started: Instant,
+    pub started_ms: u64,
+    pub last_save_secs: AtomicU64,
+    /// Server-level hooks the binary installs (SHUTDOWN, BGSAVE …).
+    pub hooks: Mutex<Hooks>,
+    pub run_id: String,
+}
+
+/// Callbacks for commands whose work belongs to the server binary, not the store.
+#[derive(Default)]
+pub struct Hooks {
+    pub shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl Store {
+    pub fn new() -> Arc<Store> {
+        let now = clock::now_ms();
+        Arc::new(Store {
+            keyspace: Default::default(),
+            pubsub: Default::default(),
+            config: Default::default(),
+            stats: Default::default(),
+            blocking: Default::default(),
+            watches: Default::default(),
+            slowlog: Default::default(),
+            clients: Default::default(),
+            monitors: Default::default(),
+            has_monitors: AtomicBool::new(false),
+            next_client_id: AtomicU64::new(1),
+            write_log: RwLock::new(None),
+            loading: AtomicBool::new(false),
+            started: Instant::now(),
+            started_ms: now,
+            last_save_secs: AtomicU64::new(now / 1000),
+            hooks: Mutex::new(Hooks::default()),
+            run_id: random_hex(40),
+        })
+    }
+
+    pub fn set_write_log(&self, log: Arc<dyn WriteLog>) {
+        *self.write_log.write() = Some(log);
+    }
+
+    pub fn write_log(&self) -> Option<Arc<dyn WriteLog>> {
+        self.write_log.read().clone()
+    }
+
+    /// Creates a client for a new connection and registers it for CLIENT LIST.
+    pub fn new_client(&self, addr: String, laddr: String, kind: &'static str) -> Client {
+        let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(ClientInfo::new(id, addr, laddr, kind));
+        self.clients.write().insert(id, info.clone());
+        if kind == "resp" {
+            self.stats
+                .total_connections_received
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let authenticated = self.config.requirepass().is_none();
+        Client::new(info, authenticated)
+    }
+
+    /// Forgets a closed connection: its subscriptions, watches, monitor slot.
+    pub fn drop_client(&self, client: &mut Client) {
+        families::pubsub::unsubscribe_all(self, client);
+        families::transactions::unwatch_all(self, client);
+        self.clients.write().remove(&client.id());
+        if client.info.is_monitor.load(Ordering::Relaxed) {
+            self.monitors.write().retain(|m| m.id != client.id());
+            self.has_monitors
+                .store(!self.monitors.read().is_empty(), Ordering::Relaxed);
+        }
+    }
+
+    pub fn clients(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self.clients.read().values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    pub fn client_by_id(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.clients.read().get(&id).cloned()
+    }
+
+    pub fn connected_clients(&self, kind: &str) -> usize {
+        self.clients
+            .read()
+            .values()
+            .filter(|c| c.kind == kind)
+            .count()
+    }
+
+    pub fn add_monitor(&self, info: Arc<ClientInfo>) {
+        info.is_monitor.store(true, Ordering::Relaxed);
+        self.monitors.write().push(info);
+        self.has_monitors.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn feed_monitors(&self, client: &Client, argv: &[Bytes]) {
+        if !self.has_monitors.load(Ordering::Relaxed) {
+            return;
+        }
+        let us = clock::now_us();
+        let mut line = format!(
+            "{}.{:06} [{} {}]",
+            us / 1_000_000,
+            us % 1_000_000,
+            client.db,
+            if client.info.kind == "resp" {
+                client.info.addr.as_str()
+            } else {
+                client.info.kind
+            }
+        );
+        for a in argv {
+            line.push(' ');
+            line.push_str(&quote_arg(a));
+        }
+        let limit = self.config.pubsub_output_limit.load(Ordering::Relaxed);
+        for m in self.monitors.read().iter() {
+            if m.id != client.id() {
+                m.push(Reply::SimpleString(line.clone()), line.len() + 3, limit);
+            }
+        }
+    }
+
+    /// Whether connections must AUTH before running commands.
+    pub fn requires_auth(&self) -> bool {
+        self.config.requirepass().is_some()
+    }
+
+    /// Sums keyspace hit/miss/expired counters over shards.
+    pub fn keyspace_counters(&self) -> (u64, u64, u64) {
+        let l = self.keyspace.lock_all();
+        let mut t = (0, 0, 0);
+        let mut l = l;
+        for i in 0..keyspace::NUM_SHARDS {
+            let s = l.shard_mut(i);
+            t.0 += s.hits;
+            t.1 += s.misses;
+            t.2 += s.expired_keys;
+        }
+        t
+    }
+}
+
+/// Quotes an argument as MONITOR and SLOWLOG show it (Redis's `sdscatrepr`).
+pub fn quote_arg(a: &[u8]) -> String {
+    let mut s = String::with_capacity(a.len() + 2);
+    s.push('"');
+    for &c in a {
+        match c {
+            b'\\' => s.push_str("\\\\"),
+            b'"' => s.push_str("\\\""),
+            b'\n' => s.push_str("\\n"),
+            b'\r' => s.push_str("\\r"),
+            b'\t' => s.push_str("\\t"),
+            7 => s.push_str("\\a"),
+            8 => s.push_str("\\b"),
+            c if c.is_ascii_graphic() || c == b' ' => s.push(c as char),
+            c => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s.push('"');
+    s
+}
+
+pub fn random_hex(n: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| format!("{:x}", rng.gen_range(0..16u8)))
+        .collect()
+}

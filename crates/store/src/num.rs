@@ -1,0 +1,112 @@
+//! Number parsing and printing with Redis's exact rules (`string2ll`, `strtold`-based
+//! float parsing that rejects NaN and trailing garbage).
+
+/// Strict integer: optional '-', digits, no leading '+', no spaces, no leading zeros
+/// except "0" itself, within i64.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    let (neg, digits) = match s[0] {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    if neg {
+        if n > i64::MAX as u64 + 1 {
+            None
+        } else {
+            Some((n as i64).wrapping_neg())
+        }
+    } else {
+        i64::try_from(n).ok()
+    }
+}
+
+/// A float as Redis accepts it: what `strtod` reads with nothing left over, no
+/// surrounding spaces, not NaN. `inf`, `+inf`, `-inf` are accepted.
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    if s.is_empty() || s[0].is_ascii_whitespace() || s[s.len() - 1].is_ascii_whitespace() {
+        return None;
+    }
+    let text = std::str::from_utf8(s).ok()?;
+    let lower = text.to_ascii_lowercase();
+    let v = match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => {
+            if lower.contains("nan") || lower.contains("inf") {
+                return None;
+            }
+            // Rust accepts a few forms strtod does not ("1." is fine in both); reject
+            // hex floats and the like by only allowing the decimal alphabet.
+            if !lower
+                .bytes()
+                .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+'))
+            {
+                return None;
+            }
+            lower.parse::<f64>().ok()?
+        }
+    };
+    (!v.is_nan()).then_some(v)
+}
+
+pub fn i64_to_bytes(n: i64) -> bytes::Bytes {
+    let mut buf = itoa::Buffer::new();
+    bytes::Bytes::copy_from_slice(buf.format(n).as_bytes())
+}
+
+/// INCRBYFLOAT's output: Redis prints with `%.17Lf` and trims trailing zeros, which
+/// never uses an exponent. We print the shortest round-trip digits in plain notation.
+pub fn format_float_plain(v: f64) -> String {
+    if v.is_infinite() {
+        return if v > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let s = format!("{v}");
+    if s == "-0" {
+        "0".into()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ints() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b"01"), None);
+        assert_eq!(parse_i64(b"-0"), None);
+        assert_eq!(parse_i64(b"+1"), None);
+        assert_eq!(parse_i64(b" 1"), None);
+        assert_eq!(parse_i64(b""), None);
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"1e3"), Some(1000.0));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b"1.5x"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(format_float_plain(10.5), "10.5");
+        assert_eq!(format_float_plain(3.0), "3");
+        assert_eq!(format_float_plain(5.0e3), "5000");
+    }
+}

@@ -1,0 +1,102 @@
+//! The value stored under a key. Each data type lives in its own module under
+//! `types/`; this enum only ties them together and answers the questions every
+//! type must answer (its TYPE name, its OBJECT ENCODING, a rough memory size).
+
+use bytes::Bytes;
+
+use crate::types::{hash::HashValue, list::ListValue, set::SetValue, zset::ZSetValue};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(Bytes),
+    List(Box<ListValue>),
+    Hash(Box<HashValue>),
+    Set(Box<SetValue>),
+    ZSet(Box<ZSetValue>),
+}
+
+impl Value {
+    /// The name `TYPE` replies with.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Str(_) => "string",
+            Value::List(_) => "list",
+            Value::Hash(_) => "hash",
+            Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
+        }
+    }
+
+    /// The encoding `OBJECT ENCODING` reports, following Redis's thresholds.
+    pub fn encoding(&self) -> &'static str {
+        match self {
+            Value::Str(b) => {
+                if b.len() <= 20 && crate::num::parse_i64(b).is_some() {
+                    "int"
+                } else if b.len() <= 44 {
+                    "embstr"
+                } else {
+                    "raw"
+                }
+            }
+            Value::List(v) => v.encoding(),
+            Value::Hash(v) => v.encoding(),
+            Value::Set(v) => v.encoding(),
+            Value::ZSet(v) => v.encoding(),
+        }
+    }
+
+    /// Approximate heap bytes held, for MEMORY USAGE and eviction accounting.
+    pub fn mem_usage(&self) -> usize {
+        match self {
+            Value::Str(b) => b.len(),
+            Value::List(v) => v.mem_usage(),
+            Value::Hash(v) => v.mem_usage(),
+            Value::Set(v) => v.mem_usage(),
+            Value::ZSet(v) => v.mem_usage(),
+        }
+    }
+
+    /// Commands that recreate this value under `key`, for AOF rewrite. The TTL is
+    /// not included (the caller adds PEXPIREAT).
+    pub fn rewrite_commands(&self, key: &Bytes) -> Vec<Vec<Bytes>> {
+        match self {
+            Value::Str(b) => vec![vec![Bytes::from_static(b"SET"), key.clone(), b.clone()]],
+            Value::List(v) => v.rewrite_commands(key),
+            Value::Hash(v) => v.rewrite_commands(key),
+            Value::Set(v) => v.rewrite_commands(key),
+            Value::ZSet(v) => v.rewrite_commands(key),
+        }
+    }
+}
+
+/// A keyspace entry: the value, its absolute expiry, and access data for eviction.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub value: Value,
+    /// Absolute expiry in unix milliseconds; 0 means no expiry.
+    pub expire_at: u64,
+    /// Seconds-resolution access clock for OBJECT IDLETIME and LRU eviction.
+    pub access: u32,
+}
+
+impl Entry {
+    pub fn new(value: Value) -> Self {
+        Entry {
+            value,
+            expire_at: 0,
+            access: crate::clock::lru_clock(),
+        }
+    }
+
+    pub fn with_expiry(value: Value, expire_at: u64) -> Self {
+        Entry {
+            expire_at,
+            ..Entry::new(value)
+        }
+    }
+
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now
+    }
+}
