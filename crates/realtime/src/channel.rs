@@ -181,6 +181,25 @@ impl Channel {
         format_serial(st.last_serial)
     }
 
+    /// Attaches and reads a backlog (rewind) atomically: no message can fall between
+    /// the history read and the subscription, nor appear in both. Returns the serial
+    /// and the backlog in publish order.
+    pub fn attach_with_backlog(
+        &self,
+        sub: Subscriber,
+        history: &dyn HistoryStore,
+        query: &crate::history::HistoryQuery,
+        now_ms: i64,
+    ) -> (String, Vec<StoredMessage>) {
+        let mut st = self.lock();
+        let mut backlog = history.query(&self.name, query, now_ms).messages;
+        if query.direction == crate::history::Direction::Backwards {
+            backlog.reverse();
+        }
+        st.subscribers.insert(sub.conn.id, sub);
+        (format_serial(st.last_serial), backlog)
+    }
+
     /// Removes a subscriber; returns whether the channel has none left.
     pub fn detach(&self, conn: u64) -> bool {
         let mut st = self.lock();

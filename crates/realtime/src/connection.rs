@@ -37,6 +37,43 @@ const BATCH: usize = 64;
 /// remaining lifetime for short tokens).
 const RENEW_AHEAD: Duration = Duration::from_secs(30);
 
+/// Most messages a rewind replays (Ably: 100).
+const MAX_REWIND: usize = 100;
+
+/// Parses the `rewind` channel param: a message count (`"10"`) or a duration
+/// (`"30s"`, `"2m"`, `"1h"`), at most [`MAX_REWIND`] messages either way.
+fn parse_rewind(v: &str) -> Result<Option<crate::history::HistoryQuery>, AblyError> {
+    use crate::history::{Direction, HistoryQuery};
+    let bad = || {
+        AblyError::new(
+            ErrorCode::InvalidParameterValue,
+            format!("Invalid rewind {v:?}"),
+        )
+    };
+    let v = v.trim();
+    if let Ok(n) = v.parse::<usize>() {
+        return Ok((n > 0).then(|| HistoryQuery {
+            limit: n.min(MAX_REWIND),
+            direction: Direction::Backwards,
+            ..Default::default()
+        }));
+    }
+    let (num, unit) = v.split_at(v.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: i64 = num.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    Ok((ms > 0).then(|| HistoryQuery {
+        start: Some(now_ms().saturating_sub(ms)),
+        limit: MAX_REWIND,
+        direction: Direction::Backwards,
+        ..Default::default()
+    }))
+}
+
 /// Connect-time options parsed from the WebSocket query string.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectParams {
@@ -46,6 +83,10 @@ pub struct ConnectParams {
     pub client_id: Option<String>,
     pub key: Option<String>,
     pub token: Option<String>,
+    /// connectionKey from `resume=` or `recover=`. Connection state is not retained
+    /// across transports yet, so this is answered with a new connection plus an
+    /// 80008 error, which makes the SDK re-attach its channels.
+    pub resume: Option<String>,
 }
 
 impl ConnectParams {
@@ -79,6 +120,11 @@ impl ConnectParams {
             token: q
                 .get("access_token")
                 .or_else(|| q.get("accessToken"))
+                .cloned(),
+            resume: q
+                .get("resume")
+                .or_else(|| q.get("recover"))
+                .filter(|k| !k.is_empty())
                 .cloned(),
         })
     }
@@ -259,7 +305,14 @@ pub async fn run_session<S, R, E>(
         renew_requested: false,
     };
     s.schedule_renewal();
-    let connected = s.connected_message();
+    let mut connected = s.connected_message();
+    if params.resume.is_some() {
+        let e = AblyError::new(
+            ErrorCode::ConnectionExpired,
+            "Unable to resume connection: state not retained; a new connection was created",
+        );
+        connected.error = Some(e.to_info());
+    }
     s.push(connected);
 
     let idle = Duration::from_millis(hub.config().max_idle_interval_ms.max(100));
@@ -594,21 +647,56 @@ impl Session {
             );
             return self.channel_error(name, &e);
         }
-        let serial = self.hub.channel(&name).attach(Subscriber {
+        // Rewind applies to a first attach only, not to re-attaches after reconnect.
+        let rewind = match pm.params.as_ref().and_then(|p| p.get("rewind")) {
+            Some(r)
+                if !self.attached.contains_key(&name)
+                    && !pm.has_flag(flags::ATTACH_RESUME)
+                    && granted & flags::SUBSCRIBE != 0 =>
+            {
+                match parse_rewind(r) {
+                    Ok(q) => q,
+                    Err(e) => return self.channel_error(name, &e),
+                }
+            }
+            _ => None,
+        };
+        let sub = Subscriber {
             conn: self.conn.clone(),
             receive: granted & flags::SUBSCRIBE != 0,
             echo: self.echo,
-        });
+        };
+        let channel = self.hub.channel(&name);
+        let (serial, backlog) = match rewind {
+            Some(q) => channel.attach_with_backlog(sub, self.hub.history(), &q, now_ms()),
+            None => (channel.attach(sub), Vec::new()),
+        };
         self.attached.insert(name.clone(), granted);
         let params: Option<BTreeMap<String, String>> = pm.params.filter(|p| !p.is_empty());
+        let mut attached_flags = granted;
+        if !backlog.is_empty() {
+            attached_flags |= flags::HAS_BACKLOG;
+        }
         self.push(ProtocolMessage {
             action: Action::Attached,
-            channel: Some(name),
+            channel: Some(name.clone()),
             channel_serial: Some(serial),
-            flags: Some(granted),
+            flags: Some(attached_flags),
             params,
             ..Default::default()
         });
+        for stored in backlog {
+            let m = stored.message;
+            self.push(ProtocolMessage {
+                action: Action::Message,
+                channel: Some(name.clone()),
+                channel_serial: Some(crate::channel::format_serial(stored.serial)),
+                connection_id: m.connection_id.clone(),
+                timestamp: m.timestamp,
+                messages: Some(vec![m]),
+                ..Default::default()
+            });
+        }
     }
 
     fn on_detach(&mut self, pm: ProtocolMessage) {
@@ -921,6 +1009,18 @@ mod tests {
             }
         }
         assert!(closed);
+    }
+
+    #[test]
+    fn rewind_parsing() {
+        assert_eq!(parse_rewind("5").unwrap().unwrap().limit, 5);
+        assert_eq!(parse_rewind("500").unwrap().unwrap().limit, MAX_REWIND);
+        assert!(parse_rewind("0").unwrap().is_none());
+        let q = parse_rewind("2m").unwrap().unwrap();
+        assert!(q.start.unwrap() <= now_ms() - 119_000);
+        for bad in ["x", "5d", "-1", "s"] {
+            assert!(parse_rewind(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

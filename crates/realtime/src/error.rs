@@ -76,6 +76,7 @@ error_codes! {
     Internal = 50000, 500, "Internal error";
     ConnectionFailed = 80000, 400, "Connection failed";
     Disconnected = 80003, 400, "Disconnected";
+    ConnectionExpired = 80008, 400, "Unable to recover connection (connection expired)";
     ProtocolError = 80013, 400, "Protocol error";
     ConnectionClosed = 80017, 400, "Connection closed";
     InvalidConnectionKey = 80018, 400, "Invalid connection key";

@@ -106,6 +106,10 @@ pub trait HistoryStore: Send + Sync {
 
     /// Highest retained serial of `channel`.
     fn last_serial(&self, channel: &str) -> Option<u64>;
+
+    /// Drops expired messages; the hub calls this periodically. Stores that expire
+    /// entries themselves (e.g. keyspace TTLs) keep the default no-op.
+    fn expire(&self, _now_ms: i64) {}
 }
 
 struct ChannelLog {
@@ -126,9 +130,16 @@ impl ChannelLog {
     }
 }
 
-/// In-memory history: a deque per channel behind one mutex, pruned on every access.
+/// Shards of the in-memory store; channels hash to one, so publishes on different
+/// channels rarely contend.
+const SHARDS: usize = 16;
+
+type Shard = Mutex<HashMap<String, ChannelLog>>;
+
+/// In-memory history: a deque per channel, channels spread over mutex-guarded shards,
+/// pruned on every access.
 pub struct MemoryHistoryStore {
-    channels: Mutex<HashMap<String, ChannelLog>>,
+    shards: Vec<Shard>,
     /// Hard cap per channel so that a retention misconfiguration cannot exhaust memory.
     max_per_channel: usize,
 }
@@ -143,25 +154,36 @@ impl MemoryHistoryStore {
     /// A store keeping at most `max_per_channel` messages per channel.
     pub fn new(max_per_channel: usize) -> Self {
         MemoryHistoryStore {
-            channels: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             max_per_channel: max_per_channel.max(1),
         }
     }
 
+    fn shard(&self, channel: &str) -> std::sync::MutexGuard<'_, HashMap<String, ChannelLog>> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        channel.hash(&mut h);
+        let i = (h.finish() as usize) % self.shards.len();
+        // A panic while holding a shard must not make history unusable.
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Drops channels whose every message has expired; call periodically.
     pub fn sweep(&self, now_ms: i64) {
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        ch.retain(|_, log| {
-            log.prune(now_ms, self.max_per_channel);
-            !log.items.is_empty()
-        });
+        for shard in &self.shards {
+            let mut ch = shard.lock().unwrap_or_else(|p| p.into_inner());
+            ch.retain(|_, log| {
+                log.prune(now_ms, self.max_per_channel);
+                !log.items.is_empty()
+            });
+        }
     }
 }
 
 impl HistoryStore for MemoryHistoryStore {
     fn append(&self, channel: &str, msg: StoredMessage, retention: Duration) {
         let now = msg.received_ms;
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ch = self.shard(channel);
         let log = ch.entry(channel.to_owned()).or_insert_with(|| ChannelLog {
             retention_ms: 0,
             items: VecDeque::new(),
@@ -172,7 +194,7 @@ impl HistoryStore for MemoryHistoryStore {
     }
 
     fn query(&self, channel: &str, q: &HistoryQuery, now_ms: i64) -> HistoryPage {
-        let mut ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ch = self.shard(channel);
         let Some(log) = ch.get_mut(channel) else {
             return HistoryPage::default();
         };
@@ -228,8 +250,12 @@ impl HistoryStore for MemoryHistoryStore {
         }
     }
 
+    fn expire(&self, now_ms: i64) {
+        self.sweep(now_ms);
+    }
+
     fn last_serial(&self, channel: &str) -> Option<u64> {
-        let ch = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let ch = self.shard(channel);
         ch.get(channel)
             .and_then(|log| log.items.back())
             .map(|m| m.serial)

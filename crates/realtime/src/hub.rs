@@ -21,6 +21,8 @@ use crate::protocol::{Message, MessageData};
 
 /// Window in which REST message ids are deduplicated (Ably: 2 minutes).
 const DEDUPE_MS: i64 = 120_000;
+/// How often expired history is swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Capacity of the [`Hub::subscribe_all`] broadcast; slower observers see `Lagged`.
 const OBSERVER_CAPACITY: usize = 4096;
 
@@ -120,7 +122,7 @@ impl Hub {
     ) -> Result<Arc<Hub>, String> {
         let keyring = Keyring::from_config(&config)?;
         let (observers, _) = broadcast::channel(OBSERVER_CAPACITY);
-        Ok(Arc::new(Hub {
+        let hub = Arc::new(Hub {
             config,
             keyring,
             history,
@@ -131,7 +133,27 @@ impl Hub {
             next_publish: AtomicU64::new(1),
             observers,
             recent_ids: Mutex::new(IdCache::default()),
-        }))
+        });
+        hub.spawn_sweeper();
+        Ok(hub)
+    }
+
+    /// Periodically expires history, when built inside a tokio runtime. Holds only a
+    /// weak reference so that dropping the last `Arc<Hub>` stops it.
+    fn spawn_sweeper(self: &Arc<Self>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(hub) = weak.upgrade() else { break };
+                hub.history.expire(now_ms());
+            }
+        });
     }
 
     pub fn config(&self) -> &RealtimeConfig {
@@ -153,6 +175,16 @@ impl Hub {
     /// Looks up a live connection by connectionId.
     pub fn connection(&self, connection_id: &str) -> Option<ConnectionRecord> {
         self.registry().get(connection_id).cloned()
+    }
+
+    /// Looks up a live connection by its connectionKey (`<secret>!<connectionId>`),
+    /// the handle clients present in `resume=`/`recover=`.
+    pub fn connection_by_key(&self, connection_key: &str) -> Option<ConnectionRecord> {
+        let (_, id) = connection_key.split_once('!')?;
+        self.registry()
+            .get(id)
+            .filter(|r| r.connection_key == connection_key)
+            .cloned()
     }
 
     /// Number of live WebSocket connections.

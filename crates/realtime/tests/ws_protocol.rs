@@ -401,3 +401,52 @@ async fn backend_bridge_delivers_and_observes() {
     let v: serde_json::Value = serde_json::from_str(&second.message_json()).unwrap();
     assert_eq!(v["data"], "from ws");
 }
+
+#[tokio::test]
+async fn rewind_replays_backlog_in_order_then_live_messages() {
+    let s = start(base_config()).await;
+    for i in 0..5 {
+        s.hub
+            .publish_from_backend("rewind", Some("r".into()), format!("old{i}"), None)
+            .unwrap();
+    }
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}&format=msgpack")).await;
+    c.send(json!({"action": 10, "channel": "rewind", "params": {"rewind": "3"}}))
+        .await;
+    let attached = c.expect(11).await;
+    assert_eq!(attached["params"]["rewind"], "3");
+    assert_ne!(attached["flags"].as_u64().unwrap() & 2, 0, "HAS_BACKLOG");
+    s.hub
+        .publish_from_backend("rewind", Some("r".into()), "live", None)
+        .unwrap();
+    let mut datas = Vec::new();
+    while datas.len() < 4 {
+        let m = c.expect(15).await;
+        datas.push(m["messages"][0]["data"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(datas, ["old2", "old3", "old4", "live"]);
+
+    // A re-attach flagged ATTACH_RESUME does not replay again.
+    let (mut again, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    again
+        .send(json!({"action": 10, "channel": "rewind", "flags": 32, "params": {"rewind": "3"}}))
+        .await;
+    again.expect(11).await;
+    s.hub
+        .publish_from_backend("rewind", None, "after", None)
+        .unwrap();
+    assert_eq!(again.expect(15).await["messages"][0]["data"], "after");
+}
+
+#[tokio::test]
+async fn resume_gets_a_new_connection_with_80008_and_registry_finds_keys() {
+    let s = start(base_config()).await;
+    let (_first, m) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let key = m["connectionDetails"]["connectionKey"].as_str().unwrap();
+    let rec = s.hub.connection_by_key(key).expect("registered by key");
+    assert_eq!(rec.connection_id, m["connectionId"].as_str().unwrap());
+    assert!(s.hub.connection_by_key("forged!nope").is_none());
+    let (_second, m2) = Client::connected(&s, &format!("key={FULL_KEY}&resume={key}")).await;
+    assert_ne!(m2["connectionId"], m["connectionId"]);
+    assert_eq!(m2["error"]["code"], 80008);
+}
