@@ -2,12 +2,18 @@
 //! exports `commands()`, its part of the command table; `all()` gathers them.
 
 pub mod connection;
+pub mod hashes;
+pub mod hyperloglog;
 pub mod keys;
+pub mod lists;
 pub mod pubsub;
 pub mod server;
 pub mod server_info;
+pub mod sets;
+pub mod sort;
 pub mod strings;
 pub mod transactions;
+pub mod zsets;
 
 use crate::command::CommandSpec;
 
@@ -23,5 +29,11 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(server::commands());
     v.extend(pubsub::commands());
     v.extend(transactions::commands());
+    v.extend(hashes::commands());
+    v.extend(sets::commands());
+    v.extend(zsets::commands());
+    v.extend(lists::commands());
+    v.extend(hyperloglog::commands());
+    v.extend(sort::commands());
     v
 }
