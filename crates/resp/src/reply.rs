@@ -221,7 +221,11 @@ pub fn format_double(d: f64) -> String {
         return if d > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if d == 0.0 {
-        return if d.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if d.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // `{:e}` gives the shortest round-trip digits: "1.2345e-7", "-5e20".
     let sci = format!("{d:e}");
@@ -288,7 +292,10 @@ mod tests {
         assert_eq!(enc(Reply::Bool(true), Protocol::Resp2), ":1\r\n");
         let m = Reply::Map(vec![(Reply::bulk_str("a"), Reply::Int(1))]);
         assert_eq!(enc(m, Protocol::Resp2), "*2\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(enc(Reply::error("ERR a\r\nb"), Protocol::Resp2), "-ERR a  b\r\n");
+        assert_eq!(
+            enc(Reply::error("ERR a\r\nb"), Protocol::Resp2),
+            "-ERR a  b\r\n"
+        );
     }
 
     #[test]

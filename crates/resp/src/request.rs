@@ -92,7 +92,10 @@ impl RequestParser {
 
     /// Takes the next complete command out of `buf`, if there is one. Empty requests
     /// (blank inline lines, `*0`) are skipped, as Redis does.
-    pub fn next_command(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    pub fn next_command(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         loop {
             if self.partial.is_none() {
                 if buf.is_empty() {
@@ -140,7 +143,10 @@ impl RequestParser {
         Ok(Start::Started)
     }
 
-    fn continue_multibulk(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    fn continue_multibulk(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         let Some(partial) = self.partial.as_mut() else {
             return Ok(None);
         };
@@ -251,7 +257,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         loop {
             if in_double {
                 let c = *line.get(i)?;
-                if c == b'\\' && i + 3 < line.len() && line[i + 1] == b'x' && is_hex(line[i + 2]) && is_hex(line[i + 3]) {
+                if c == b'\\'
+                    && i + 3 < line.len()
+                    && line[i + 1] == b'x'
+                    && is_hex(line[i + 2])
+                    && is_hex(line[i + 3])
+                {
                     current.push(hex_val(line[i + 2]) * 16 + hex_val(line[i + 3]));
                     i += 3;
                 } else if c == b'\\' && i + 1 < line.len() {
@@ -330,7 +341,11 @@ mod tests {
 
     fn strs(cmds: Vec<Vec<Bytes>>) -> Vec<Vec<String>> {
         cmds.into_iter()
-            .map(|c| c.into_iter().map(|a| String::from_utf8_lossy(&a).into_owned()).collect())
+            .map(|c| {
+                c.into_iter()
+                    .map(|a| String::from_utf8_lossy(&a).into_owned())
+                    .collect()
+            })
             .collect()
     }
 
@@ -384,16 +399,37 @@ mod tests {
 
     #[test]
     fn errors_match_redis() {
-        assert_eq!(parse_all(b"*x\r\n").unwrap_err().0, "Protocol error: invalid multibulk length");
-        assert_eq!(parse_all(b"*3000000000\r\n").unwrap_err().0, "Protocol error: invalid multibulk length");
-        assert_eq!(parse_all(b"*1\r\n+GET\r\n").unwrap_err().0, "Protocol error: expected '$', got '+'");
-        assert_eq!(parse_all(b"*1\r\n$-1\r\n").unwrap_err().0, "Protocol error: invalid bulk length");
-        assert_eq!(parse_all(b"*1\r\n$600000000\r\n").unwrap_err().0, "Protocol error: invalid bulk length");
+        assert_eq!(
+            parse_all(b"*x\r\n").unwrap_err().0,
+            "Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            parse_all(b"*3000000000\r\n").unwrap_err().0,
+            "Protocol error: invalid multibulk length"
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n+GET\r\n").unwrap_err().0,
+            "Protocol error: expected '$', got '+'"
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$-1\r\n").unwrap_err().0,
+            "Protocol error: invalid bulk length"
+        );
+        assert_eq!(
+            parse_all(b"*1\r\n$600000000\r\n").unwrap_err().0,
+            "Protocol error: invalid bulk length"
+        );
         let big = vec![b'a'; INLINE_MAX_SIZE + 1];
-        assert_eq!(parse_all(&big).unwrap_err().0, "Protocol error: too big inline request");
+        assert_eq!(
+            parse_all(&big).unwrap_err().0,
+            "Protocol error: too big inline request"
+        );
         let mut big_mb = b"*1".to_vec();
         big_mb.extend(vec![b'1'; INLINE_MAX_SIZE + 1]);
-        assert_eq!(parse_all(&big_mb).unwrap_err().0, "Protocol error: too big mbulk count string");
+        assert_eq!(
+            parse_all(&big_mb).unwrap_err().0,
+            "Protocol error: too big mbulk count string"
+        );
     }
 
     #[test]

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# RESP throughput: redis-benchmark against tidewire and redis-server in the same run,
+# same machine, same settings (no persistence on either side), alternating so that
+# neither gets a warmer machine. Prints requests/s, p50 and p99 per test and the
+# ratio tidewire/redis. Usage: bench/resp.sh [-n requests] [-c clients]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=200000
+C=50
+while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
+TESTS="${TESTS:-ping_mbulk,set,get,incr,mset,lpush,rpop,sadd,hset,zadd,lrange_100}"
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  echo "installing redis-server and redis-tools" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+cargo build --release -q -p tidewire-server
+work="$(mktemp -d)"
+cleanup() { kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+printf 'appendonly = "no"\n' > "$work/tw.toml"
+sed -i '1s/^/[redis]\n/' "$work/tw.toml"
+./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports --data-dir "$work/tw" --log-level warn >"$work/tw.out" 2>"$work/tw.err" &
+tw_pid=$!
+for _ in $(seq 1 100); do grep -q LISTENING "$work/tw.out" && break; sleep 0.1; done
+tw_port="$(grep -o 'resp=[0-9]*' "$work/tw.out" | cut -d= -f2)"
+rs_port=$(( (tw_port % 20000) + 30000 ))
+redis-server --port "$rs_port" --save "" --appendonly no --daemonize no --dir "$work" --logfile "$work/redis.log" &
+rs_pid=$!
+for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+# One CSV line per test: "test","rps","avg","min","p50","p95","p99","max"
+bench() { # port pipeline test
+  redis-benchmark -p "$1" -n "$N" -c "$C" -P "$2" -t "$3" --csv -q 2>/dev/null | tail -n +2
+}
+zrange() { # port pipeline
+  redis-cli -p "$1" del tw:bench:z >/dev/null
+  for i in $(seq 1 100); do echo "ZADD tw:bench:z $i m$i"; done | redis-cli -p "$1" >/dev/null
+  redis-benchmark -p "$1" -n "$N" -c "$C" -P "$2" --csv -q zrange tw:bench:z 0 9 2>/dev/null | tail -n +2 | sed 's/^"[^"]*"/"ZRANGE 0 9"/'
+}
+
+field() { echo "$1" | tr -d '"' | cut -d, -f"$2"; }
+
+printf '\n%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' test P "tidewire rps" p50 p99 "redis rps" p50 p99 ratio
+printf '%s\n' "-------------------------------------------------------------------------------------------"
+for P in 1 16; do
+  for t in ${TESTS//,/ } zrange; do
+    if [ "$t" = zrange ]; then
+      tw="$(zrange "$tw_port" "$P")"; rs="$(zrange "$rs_port" "$P")"
+    else
+      tw="$(bench "$tw_port" "$P" "$t")"; rs="$(bench "$rs_port" "$P" "$t")"
+    fi
+    [ -n "$tw" ] && [ -n "$rs" ] || { echo "$t: no result"; continue; }
+    name="$(field "$tw" 1 | cut -d' ' -f1)"
+    ratio="$(awk -v a="$(field "$tw" 2)" -v b="$(field "$rs" 2)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+    printf '%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' "$name" "$P" \
+      "$(field "$tw" 2)" "$(field "$tw" 5)" "$(field "$tw" 7)" \
+      "$(field "$rs" 2)" "$(field "$rs" 5)" "$(field "$rs" 7)" "$ratio"
+  done
+done
+echo
+echo "clients=$C requests=$N; latencies in ms; ratio = tidewire rps / redis rps (target >= 1.0)"

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every Tidewire test on a fresh machine: installs what the suites need
+# (Debian's redis-tools for redis-cli, npm packages, a Python venv with redis-py),
+# builds the workspace, runs the Rust tests, then the compat suites that drive a
+# started tidewire with real, unmodified clients. Exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")"
+root="$(pwd)"
+
+log() { printf '\n=== %s\n' "$*"; }
+
+if ! command -v redis-cli >/dev/null 2>&1; then
+  log "installing redis-tools (redis-cli)"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools >/dev/null
+  else
+    echo "redis-cli missing and cannot install it (need root + apt-get); its suite will fail"
+  fi
+fi
+
+log "building"
+cargo build --workspace --all-targets || { echo "build: 0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+failed_names=()
+run_suite() {
+  local name="$1"; shift
+  log "$name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failed_names+=("$name")
+  fi
+}
+
+export TIDEWIRE_BIN="$root/target/debug/tidewire"
+export CARGO_TARGET_DIR="$root/target"
+
+run_suite "rust: cargo test" cargo test --workspace
+run_suite "compat: redis-cli" bash compat/redis-cli/test.sh
+run_suite "compat: ioredis" bash compat/ioredis/run.sh
+run_suite "compat: redis-py" bash compat/python/run.sh
+for suite in compat/*/run.sh; do
+  case "$suite" in
+    compat/ioredis/run.sh|compat/python/run.sh) ;;
+    *) run_suite "compat: $(basename "$(dirname "$suite")")" bash "$suite" ;;
+  esac
+done
+
+log "summary"
+if [ "$failed" -gt 0 ]; then
+  printf 'failed suite: %s\n' "${failed_names[@]}"
+fi
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
