@@ -200,6 +200,46 @@ impl Channel {
         (format_serial(st.last_serial), backlog)
     }
 
+    /// Attaches a connection that last saw serial `from` (its `channelSerial`) and
+    /// reads what it missed, atomically with the subscription. Continuity holds when
+    /// `from` is the current serial, or when the message with serial `from` is still
+    /// in history (retention drops oldest first, so everything after it is too) and at
+    /// most `cap` messages followed it; `from == 0` means "saw nothing yet". Without
+    /// continuity nothing is replayed. Returns (serial, backlog, continuity).
+    pub fn attach_from_serial(
+        &self,
+        sub: Subscriber,
+        history: &dyn HistoryStore,
+        from: u64,
+        now_ms: i64,
+        cap: usize,
+    ) -> (String, Vec<StoredMessage>, bool) {
+        let mut st = self.lock();
+        let (backlog, continuous) = if from >= st.last_serial {
+            (Vec::new(), from == st.last_serial)
+        } else {
+            let q = crate::history::HistoryQuery {
+                direction: crate::history::Direction::Forwards,
+                from_serial: from.checked_sub(1),
+                limit: cap.saturating_add(1),
+                ..Default::default()
+            };
+            let page = history.query(&self.name, &q, now_ms);
+            let mut msgs = page.messages;
+            let anchored = msgs.first().is_some_and(|m| m.serial == from);
+            if anchored {
+                msgs.remove(0);
+            }
+            if (anchored || from == 0) && page.next.is_none() && msgs.len() <= cap {
+                (msgs, true)
+            } else {
+                (Vec::new(), false)
+            }
+        };
+        st.subscribers.insert(sub.conn.id, sub);
+        (format_serial(st.last_serial), backlog, continuous)
+    }
+
     /// Removes a subscriber; returns whether the channel has none left.
     pub fn detach(&self, conn: u64) -> bool {
         let mut st = self.lock();

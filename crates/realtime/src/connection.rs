@@ -29,7 +29,11 @@ use crate::error::{AblyError, ErrorCode};
 use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
 use crate::protocol::{flags, Action, ConnectionDetails, ProtocolMessage};
 use crate::ratelimit::Bucket;
+use crate::registry::SessionLink;
 
+/// Most messages replayed to a re-attaching channel before continuity is declared
+/// lost.
+const MAX_RESUME_BACKLOG: usize = 1000;
 /// Most frames handled before outbound traffic gets a turn.
 const BATCH: usize = 64;
 /// The server asks for a new token this long before expiry (or a quarter of the
@@ -61,7 +65,12 @@ struct Session {
     /// Attached channels and their granted mode flags.
     attached: HashMap<String, u64>,
     bucket: Bucket,
-    last_msg_serial: Option<i64>,
+    /// Shared with the registry so a resumed transport continues the msgSerial
+    /// sequence (duplicate detection for publishes re-sent after resume).
+    link: SessionLink,
+    /// Whether the connection may be resumed when this transport ends: true unless
+    /// the client closed it or it failed fatally.
+    resumable: bool,
     pending_ack: Option<(i64, u64)>,
     out: Vec<Outgoing>,
     renew_at: Option<Instant>,
@@ -144,14 +153,33 @@ pub async fn run_session<S, R, E>(
         Ok(v) => v,
         Err(e) => return refuse(&mut sink, format, &e).await,
     };
-    let connection_id = random_id(10);
-    let connection_key = format!("{}!{}", random_id(12), connection_id);
-    slot.register(ConnectionRecord {
-        connection_id: connection_id.clone(),
-        connection_key: connection_key.clone(),
-        client_id: client_id.clone(),
-        connected_ms: now_ms(),
-    });
+    let fresh = |slot: &mut crate::hub::ConnectionSlot| {
+        let connection_id = random_id(10);
+        let connection_key = format!("{}!{}", random_id(12), connection_id);
+        let link = slot.register(ConnectionRecord {
+            connection_id: connection_id.clone(),
+            connection_key: connection_key.clone(),
+            client_id: client_id.clone(),
+            key_name: principal.key_name.clone(),
+            connected_ms: now_ms(),
+            disconnected_ms: None,
+        });
+        (connection_id, connection_key, link)
+    };
+    let (connection_id, connection_key, link, resume_error) = match params.resume.as_deref() {
+        None => {
+            let (id, key, link) = fresh(&mut slot);
+            (id, key, link, None)
+        }
+        Some(key) => match slot.resume(key, &principal.key_name, client_id.as_deref()) {
+            Ok((rec, link)) => (rec.connection_id, rec.connection_key, link, None),
+            Err(e) => {
+                let (id, key, link) = fresh(&mut slot);
+                (id, key, link, Some(e))
+            }
+        },
+    };
+    let superseded = link.superseded.clone();
     let (tx, mut rx) = mpsc::channel(hub.config().outbound_queue.max(1));
     let overflow = Arc::new(Notify::new());
     let mut s = Session {
@@ -170,7 +198,8 @@ pub async fn run_session<S, R, E>(
         client_id,
         principal,
         attached: HashMap::new(),
-        last_msg_serial: None,
+        link,
+        resumable: true,
         pending_ack: None,
         out: Vec::new(),
         renew_at: None,
@@ -179,13 +208,7 @@ pub async fn run_session<S, R, E>(
     };
     s.schedule_renewal();
     let mut connected = s.connected_message();
-    if params.resume.is_some() {
-        let e = AblyError::new(
-            ErrorCode::ConnectionExpired,
-            "Unable to resume connection: state not retained; a new connection was created",
-        );
-        connected.error = Some(e.to_info());
-    }
+    connected.error = resume_error.map(|e| e.to_info());
     s.push(connected);
 
     let idle = Duration::from_millis(hub.config().max_idle_interval_ms.max(100));
@@ -196,6 +219,10 @@ pub async fn run_session<S, R, E>(
     while flow == Flow::Continue {
         let deadline = s.next_deadline();
         tokio::select! {
+            _ = superseded.notified() => {
+                // A resume took this connection over; the registry entry is theirs now.
+                flow = Flow::Close;
+            }
             _ = overflow.notified() => {
                 let e = AblyError::new(ErrorCode::Disconnected, "Connection fell behind; outbound queue full");
                 s.push(ProtocolMessage { action: Action::Disconnected, error: Some(e.to_info()), ..Default::default() });
@@ -250,6 +277,7 @@ pub async fn run_session<S, R, E>(
     }
     let _ = sink.close().await;
     s.detach_all();
+    slot.set_resumable(s.resumable);
     drop(slot);
 }
 
@@ -356,6 +384,7 @@ impl Session {
             Err(e) => {
                 // Broken framing: say why, then close; other connections are untouched.
                 self.push(error_message(&e));
+                self.resumable = false;
                 Flow::Close
             }
         }
@@ -373,6 +402,7 @@ impl Session {
             }
             Action::Close => {
                 self.push(ProtocolMessage::new(Action::Closed));
+                self.resumable = false;
                 Flow::Close
             }
             Action::Disconnect => {
@@ -394,7 +424,7 @@ impl Session {
             Action::Auth => self.on_auth(pm),
             Action::Presence | Action::Object | Action::Annotation => {
                 if let Some(serial) = pm.msg_serial {
-                    self.last_msg_serial = Some(serial);
+                    self.link.set_last_msg_serial(serial);
                     let e = AblyError::new(
                         ErrorCode::BadRequest,
                         "This operation is not supported by this server yet",
@@ -476,12 +506,16 @@ impl Session {
             );
             return self.channel_error(name, &e);
         }
+        let already = self.attached.contains_key(&name);
+        let receive = granted & flags::SUBSCRIBE != 0;
+        let from = pm
+            .channel_serial
+            .as_deref()
+            .and_then(crate::channel::parse_serial);
         // Rewind applies to a first attach only, not to re-attaches after reconnect.
         let rewind = match pm.params.as_ref().and_then(|p| p.get("rewind")) {
             Some(r)
-                if !self.attached.contains_key(&name)
-                    && !pm.has_flag(flags::ATTACH_RESUME)
-                    && granted & flags::SUBSCRIBE != 0 =>
+                if !already && from.is_none() && !pm.has_flag(flags::ATTACH_RESUME) && receive =>
             {
                 match parse_rewind(r) {
                     Ok(q) => q,
@@ -492,26 +526,46 @@ impl Session {
         };
         let sub = Subscriber {
             conn: self.conn.clone(),
-            receive: granted & flags::SUBSCRIBE != 0,
+            receive,
             echo: self.echo,
         };
         let channel = self.hub.channel(&name);
-        let (serial, backlog) = match rewind {
-            Some(q) => channel.attach_with_backlog(sub, self.hub.history(), &q, now_ms()),
-            None => (channel.attach(sub), Vec::new()),
+        let history = self.hub.history();
+        let mut attached_flags = granted;
+        let mut error = None;
+        let (serial, backlog) = if already {
+            // Still attached on this transport: nothing was missed.
+            attached_flags |= flags::RESUMED;
+            (channel.attach(sub), Vec::new())
+        } else if let (Some(f), true) = (from, receive) {
+            // Re-attach after a reconnect: replay from the client's channelSerial.
+            let (serial, backlog, continuous) =
+                channel.attach_from_serial(sub, history, f, now_ms(), MAX_RESUME_BACKLOG);
+            if continuous {
+                attached_flags |= flags::RESUMED;
+            } else {
+                error = Some(AblyError::of(ErrorCode::ChannelContinuityLost).to_info());
+            }
+            (serial, backlog)
+        } else if let Some(q) = rewind {
+            let (serial, backlog) = channel.attach_with_backlog(sub, history, &q, now_ms());
+            if !backlog.is_empty() {
+                attached_flags |= flags::HAS_BACKLOG;
+            }
+            (serial, backlog)
+        } else {
+            (channel.attach(sub), Vec::new())
         };
+        drop(channel);
         self.attached.insert(name.clone(), granted);
         let params: Option<BTreeMap<String, String>> = pm.params.filter(|p| !p.is_empty());
-        let mut attached_flags = granted;
-        if !backlog.is_empty() {
-            attached_flags |= flags::HAS_BACKLOG;
-        }
         self.push(ProtocolMessage {
             action: Action::Attached,
             channel: Some(name.clone()),
             channel_serial: Some(serial),
             flags: Some(attached_flags),
             params,
+            error,
             ..Default::default()
         });
         for stored in backlog {
@@ -557,14 +611,13 @@ impl Session {
     }
 
     fn on_publish(&mut self, pm: ProtocolMessage) {
-        let serial = pm
-            .msg_serial
-            .unwrap_or_else(|| self.last_msg_serial.map_or(0, |s| s + 1));
-        if self.last_msg_serial.is_some_and(|last| serial <= last) {
-            // A resend after reconnect: already handled, acknowledge again.
+        let last = self.link.last_msg_serial();
+        let serial = pm.msg_serial.unwrap_or_else(|| last.map_or(0, |s| s + 1));
+        if last.is_some_and(|last| serial <= last) {
+            // A resend after resume: already handled, acknowledge again.
             return self.ack(serial);
         }
-        self.last_msg_serial = Some(serial);
+        self.link.set_last_msg_serial(serial);
         match self.check_publish(&pm) {
             Ok(()) => {}
             Err(e) => return self.nack(serial, &e),
@@ -657,6 +710,7 @@ impl Session {
             Ok(p) => p,
             Err(e) => {
                 self.push(error_message(&e));
+                self.resumable = false;
                 return Flow::Close;
             }
         };
@@ -667,6 +721,7 @@ impl Session {
                 "New token's clientId does not match the connection's clientId",
             );
             self.push(error_message(&e));
+            self.resumable = false;
             return Flow::Close;
         }
         self.principal = principal;

@@ -77,6 +77,7 @@ error_codes! {
     ConnectionFailed = 80000, 400, "Connection failed";
     Disconnected = 80003, 400, "Disconnected";
     ConnectionExpired = 80008, 400, "Unable to recover connection (connection expired)";
+    IncompatibleResumeAuth = 80011, 400, "Unable to recover connection (incompatible auth params)";
     ProtocolError = 80013, 400, "Protocol error";
     ConnectionClosed = 80017, 400, "Connection closed";
     InvalidConnectionKey = 80018, 400, "Invalid connection key";

@@ -18,6 +18,9 @@ use crate::config::RealtimeConfig;
 use crate::error::{AblyError, ErrorCode};
 use crate::history::{HistoryPage, HistoryQuery, HistoryStore};
 use crate::protocol::{Message, MessageData};
+use crate::registry::{Registry, SessionLink};
+
+pub use crate::registry::ConnectionRecord;
 
 /// Window in which REST message ids are deduplicated (Ably: 2 minutes).
 const DEDUPE_MS: i64 = 120_000;
@@ -26,22 +29,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Capacity of the [`Hub::subscribe_all`] broadcast; slower observers see `Lagged`.
 const OBSERVER_CAPACITY: usize = 4096;
 
-/// Registry entry for a live connection; the seed of resume/recover support.
-#[derive(Debug, Clone)]
-pub struct ConnectionRecord {
-    pub connection_id: String,
-    pub connection_key: String,
-    pub client_id: Option<String>,
-    pub connected_ms: i64,
-}
-
 /// Shared realtime state. Create with [`Hub::new`], serve with [`crate::router`].
 pub struct Hub {
     config: RealtimeConfig,
     keyring: Keyring,
     history: Arc<dyn HistoryStore>,
     channels: RwLock<HashMap<String, Arc<Channel>>>,
-    connections: Mutex<HashMap<String, ConnectionRecord>>,
+    registry: Registry,
     connection_count: AtomicUsize,
     next_conn: AtomicU64,
     next_publish: AtomicU64,
@@ -81,27 +75,55 @@ impl IdCache {
     }
 }
 
-/// A live connection's slot in the hub; releases the slot on drop.
+/// A transport's slot in the hub: counts toward `max_connections` and, once the
+/// connection is registered, reports the transport's end to the registry on drop
+/// (so a panicking session still leaves a consistent registry).
 pub struct ConnectionSlot {
     hub: Arc<Hub>,
+    /// Transport id, also the registry generation.
     pub id: u64,
     connection_id: Option<String>,
+    resumable: bool,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.connection_count.fetch_sub(1, Ordering::Relaxed);
         if let Some(cid) = &self.connection_id {
-            self.hub.registry().remove(cid);
+            self.hub
+                .registry
+                .ended(cid, self.id, self.resumable, now_ms());
         }
     }
 }
 
 impl ConnectionSlot {
-    /// Records the connection in the registry (after authentication succeeded).
-    pub fn register(&mut self, rec: ConnectionRecord) {
+    /// Registers a new connection served by this transport.
+    pub fn register(&mut self, rec: ConnectionRecord) -> SessionLink {
         self.connection_id = Some(rec.connection_id.clone());
-        self.hub.registry().insert(rec.connection_id.clone(), rec);
+        self.hub.registry.register(rec, self.id)
+    }
+
+    /// Takes over the connection named by `key` (resume/recover).
+    pub fn resume(
+        &mut self,
+        key: &str,
+        key_name: &str,
+        client_id: Option<&str>,
+    ) -> Result<(ConnectionRecord, SessionLink), AblyError> {
+        let ttl = self.hub.config.connection_state_ttl_ms as i64;
+        let (rec, link) =
+            self.hub
+                .registry
+                .resume(key, key_name, client_id, self.id, now_ms(), ttl)?;
+        self.connection_id = Some(rec.connection_id.clone());
+        Ok((rec, link))
+    }
+
+    /// Whether the connection may be resumed after this transport ends (true for a
+    /// lost transport, false after CLOSE or a fatal error).
+    pub fn set_resumable(&mut self, resumable: bool) {
+        self.resumable = resumable;
     }
 }
 
@@ -127,7 +149,7 @@ impl Hub {
             keyring,
             history,
             channels: RwLock::new(HashMap::new()),
-            connections: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
             connection_count: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             next_publish: AtomicU64::new(1),
@@ -151,7 +173,10 @@ impl Hub {
             loop {
                 tick.tick().await;
                 let Some(hub) = weak.upgrade() else { break };
-                hub.history.expire(now_ms());
+                let now = now_ms();
+                hub.history.expire(now);
+                hub.registry
+                    .sweep(now, hub.config.connection_state_ttl_ms as i64);
             }
         });
     }
@@ -168,23 +193,15 @@ impl Hub {
         self.history.as_ref()
     }
 
-    fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<String, ConnectionRecord>> {
-        self.connections.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Looks up a live connection by connectionId.
+    /// Looks up a connection (live or resumable) by connectionId.
     pub fn connection(&self, connection_id: &str) -> Option<ConnectionRecord> {
-        self.registry().get(connection_id).cloned()
+        self.registry.get(connection_id)
     }
 
-    /// Looks up a live connection by its connectionKey (`<secret>!<connectionId>`),
-    /// the handle clients present in `resume=`/`recover=`.
+    /// Looks up a connection by its connectionKey, the handle clients present in
+    /// `resume=`/`recover=`.
     pub fn connection_by_key(&self, connection_key: &str) -> Option<ConnectionRecord> {
-        let (_, id) = connection_key.split_once('!')?;
-        self.registry()
-            .get(id)
-            .filter(|r| r.connection_key == connection_key)
-            .cloned()
+        self.registry.get_by_key(connection_key)
     }
 
     /// Number of live WebSocket connections.
@@ -199,6 +216,7 @@ impl Hub {
             hub: self.clone(),
             id: self.next_conn.fetch_add(1, Ordering::Relaxed),
             connection_id: None,
+            resumable: true,
         };
         if prev >= self.config.max_connections {
             // Dropping the slot gives the count back.

@@ -29,6 +29,7 @@ pub mod history;
 pub mod hub;
 pub mod protocol;
 pub mod ratelimit;
+pub mod registry;
 pub mod rest;
 pub mod token;
 pub mod ws;

@@ -439,14 +439,113 @@ async fn rewind_replays_backlog_in_order_then_live_messages() {
 }
 
 #[tokio::test]
-async fn resume_gets_a_new_connection_with_80008_and_registry_finds_keys() {
+async fn resume_keeps_connection_id_and_replays_missed_messages() {
     let s = start(base_config()).await;
-    let (_first, m) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
-    let key = m["connectionDetails"]["connectionKey"].as_str().unwrap();
-    let rec = s.hub.connection_by_key(key).expect("registered by key");
-    assert_eq!(rec.connection_id, m["connectionId"].as_str().unwrap());
+    let (mut c, m) = Client::connected(&s, &format!("key={FULL_KEY}&clientId=res")).await;
+    let id = m["connectionId"].as_str().unwrap().to_owned();
+    let key = m["connectionDetails"]["connectionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.hub.connection_by_key(&key).unwrap().connection_id, id);
     assert!(s.hub.connection_by_key("forged!nope").is_none());
-    let (_second, m2) = Client::connected(&s, &format!("key={FULL_KEY}&resume={key}")).await;
+    c.attach("resume").await;
+    c.send(
+        json!({"action": 15, "channel": "resume", "msgSerial": 0, "messages": [{"data": "seen"}]}),
+    )
+    .await;
+    let seen = c.expect(15).await;
+    let channel_serial = seen["channelSerial"].as_str().unwrap().to_owned();
+    // The transport drops without CLOSE.
+    drop(c);
+    for i in 0..3 {
+        s.hub
+            .publish_from_backend("resume", None, format!("missed{i}"), None)
+            .unwrap();
+    }
+    let (mut c, m) =
+        Client::connected(&s, &format!("key={FULL_KEY}&clientId=res&resume={key}")).await;
+    assert_eq!(m["connectionId"], id.as_str());
+    assert!(m.get("error").is_none(), "resume succeeded: {m}");
+    c.send(
+        json!({"action": 10, "channel": "resume", "channelSerial": channel_serial, "flags": 32}),
+    )
+    .await;
+    let attached = c.expect(11).await;
+    assert_ne!(
+        attached["flags"].as_u64().unwrap() & 4,
+        0,
+        "RESUMED: {attached}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            c.expect(15).await["messages"][0]["data"],
+            format!("missed{i}")
+        );
+    }
+    // msgSerial continues across the resume: a re-sent 0 is ACKed, not republished.
+    c.send(
+        json!({"action": 15, "channel": "resume", "msgSerial": 0, "messages": [{"data": "seen"}]}),
+    )
+    .await;
+    c.send(
+        json!({"action": 15, "channel": "resume", "msgSerial": 1, "messages": [{"data": "new"}]}),
+    )
+    .await;
+    let mut acked = 0;
+    let mut datas = Vec::new();
+    while acked < 2 || datas.is_empty() {
+        let m = c.recv().await.expect("frame");
+        match m["action"].as_u64() {
+            Some(1) => acked += m["count"].as_i64().unwrap(),
+            Some(15) => datas.push(m["messages"][0]["data"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(datas, vec![json!("new")]);
+}
+
+#[tokio::test]
+async fn resume_refusals_and_continuity_loss() {
+    let s = start(base_config()).await;
+    // Closed connections cannot be resumed.
+    let (mut c, m) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let key = m["connectionDetails"]["connectionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.send(json!({"action": 7})).await;
+    c.expect(8).await;
+    let (_c2, m2) = Client::connected(&s, &format!("key={FULL_KEY}&resume={key}")).await;
     assert_ne!(m2["connectionId"], m["connectionId"]);
     assert_eq!(m2["error"]["code"], 80008);
+
+    // Other credentials cannot take a connection over.
+    let (c3, m3) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let key3 = m3["connectionDetails"]["connectionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(c3);
+    let (_c4, m4) = Client::connected(&s, &format!("key={SUB_KEY}&resume={key3}")).await;
+    assert_eq!(m4["error"]["code"], 80011);
+
+    // A resume while the old transport is still open supersedes it.
+    let (mut old, m5) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let key5 = m5["connectionDetails"]["connectionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_new, m6) = Client::connected(&s, &format!("key={FULL_KEY}&resume={key5}")).await;
+    assert_eq!(m6["connectionId"], m5["connectionId"]);
+    assert!(old.closes().await);
+
+    // A channelSerial history cannot bridge: attached, but continuity lost.
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    s.hub.publish_from_backend("gap", None, "x", None).unwrap();
+    c.send(json!({"action": 10, "channel": "gap", "channelSerial": "0000000000000001"}))
+        .await;
+    let a = c.expect(11).await;
+    assert_eq!(a["flags"].as_u64().unwrap() & 4, 0);
+    assert_eq!(a["error"]["code"], 90003);
 }

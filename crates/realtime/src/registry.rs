@@ -1,0 +1,267 @@
+//! The connection registry: every connection by connectionId, live or resumable.
+//!
+//! A connection whose transport drops (as opposed to a CLOSE or a fatal error) stays
+//! registered as *disconnected* for `connectionStateTtl`; a new transport presenting
+//! its connectionKey in `resume=`/`recover=` takes it over and keeps the
+//! connectionId and the msgSerial sequence (so re-sent publishes are not duplicated).
+//! Channel continuity is restored separately, from history, when the client
+//! re-attaches with its last `channelSerial` (see `Channel::attach_from_serial`).
+//!
+//! Each registration carries a *generation* (the transport's slot id) so that a stale
+//! transport finishing late cannot clobber the entry a newer one took over.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::error::{AblyError, ErrorCode};
+
+/// A registered connection, as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    pub connection_id: String,
+    /// `<secret>!<connectionId>`: names the connection and proves possession.
+    pub connection_key: String,
+    pub client_id: Option<String>,
+    /// Key the connection authenticated with (resume requires the same one).
+    pub key_name: String,
+    pub connected_ms: i64,
+    /// `None` while a transport is attached; otherwise when it was lost.
+    pub disconnected_ms: Option<i64>,
+}
+
+/// State shared between a registry entry and the transport currently serving it.
+#[derive(Debug, Clone)]
+pub struct SessionLink {
+    /// Last msgSerial processed, `i64::MIN` when none.
+    pub msg_serial: Arc<AtomicI64>,
+    /// Signalled when a resume takes the connection over from a transport that has
+    /// not noticed its own loss yet.
+    pub superseded: Arc<Notify>,
+}
+
+impl SessionLink {
+    fn new() -> Self {
+        SessionLink {
+            msg_serial: Arc::new(AtomicI64::new(i64::MIN)),
+            superseded: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Last processed msgSerial.
+    pub fn last_msg_serial(&self) -> Option<i64> {
+        match self.msg_serial.load(Ordering::Relaxed) {
+            i64::MIN => None,
+            n => Some(n),
+        }
+    }
+
+    pub fn set_last_msg_serial(&self, n: i64) {
+        self.msg_serial.store(n, Ordering::Relaxed);
+    }
+}
+
+struct Entry {
+    record: ConnectionRecord,
+    generation: u64,
+    link: SessionLink,
+}
+
+/// All connections, keyed by connectionId.
+#[derive(Default)]
+pub struct Registry {
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+/// Why a resume could not take over a connection (reported in CONNECTED.error).
+fn resume_error(code: ErrorCode, why: &str) -> AblyError {
+    AblyError::new(
+        code,
+        format!("Unable to resume connection ({why}); a new connection was created"),
+    )
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new live connection served by transport `generation`.
+    pub fn register(&self, record: ConnectionRecord, generation: u64) -> SessionLink {
+        let link = SessionLink::new();
+        self.lock().insert(
+            record.connection_id.clone(),
+            Entry {
+                record,
+                generation,
+                link: link.clone(),
+            },
+        );
+        link
+    }
+
+    /// Lets transport `generation` take over the connection named by `key`, if the
+    /// credentials match and its state is still within `ttl_ms`.
+    pub fn resume(
+        &self,
+        key: &str,
+        key_name: &str,
+        client_id: Option<&str>,
+        generation: u64,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<(ConnectionRecord, SessionLink), AblyError> {
+        let Some((_, id)) = key.split_once('!') else {
+            return Err(resume_error(
+                ErrorCode::InvalidConnectionKey,
+                "invalid connection key",
+            ));
+        };
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(id).filter(|e| e.record.connection_key == key) else {
+            return Err(resume_error(
+                ErrorCode::ConnectionExpired,
+                "connection not found or expired",
+            ));
+        };
+        if entry
+            .record
+            .disconnected_ms
+            .is_some_and(|t| now_ms - t > ttl_ms)
+        {
+            map.remove(id);
+            return Err(resume_error(
+                ErrorCode::ConnectionExpired,
+                "connection expired",
+            ));
+        }
+        if entry.record.key_name != key_name || entry.record.client_id.as_deref() != client_id {
+            return Err(resume_error(
+                ErrorCode::IncompatibleResumeAuth,
+                "incompatible auth params",
+            ));
+        }
+        if entry.record.disconnected_ms.is_none() {
+            // The old transport is still running: tell it to step aside.
+            entry.link.superseded.notify_one();
+        }
+        entry.generation = generation;
+        entry.record.disconnected_ms = None;
+        entry.link.superseded = Arc::new(Notify::new());
+        Ok((entry.record.clone(), entry.link.clone()))
+    }
+
+    /// Transport `generation` ended. A resumable end keeps the entry for resume; any
+    /// other end forgets it. Ignored if a newer transport owns the entry.
+    pub fn ended(&self, connection_id: &str, generation: u64, resumable: bool, now_ms: i64) {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(connection_id) else {
+            return;
+        };
+        if entry.generation != generation {
+            return;
+        }
+        if resumable {
+            entry.record.disconnected_ms = Some(now_ms);
+        } else {
+            map.remove(connection_id);
+        }
+    }
+
+    /// Forgets disconnected connections older than `ttl_ms`.
+    pub fn sweep(&self, now_ms: i64, ttl_ms: i64) {
+        self.lock().retain(|_, e| {
+            e.record
+                .disconnected_ms
+                .map_or(true, |t| now_ms - t <= ttl_ms)
+        });
+    }
+
+    /// Snapshot of one connection.
+    pub fn get(&self, connection_id: &str) -> Option<ConnectionRecord> {
+        self.lock().get(connection_id).map(|e| e.record.clone())
+    }
+
+    /// Snapshot of the connection named by a connectionKey.
+    pub fn get_by_key(&self, key: &str) -> Option<ConnectionRecord> {
+        let (_, id) = key.split_once('!')?;
+        self.lock()
+            .get(id)
+            .filter(|e| e.record.connection_key == key)
+            .map(|e| e.record.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> ConnectionRecord {
+        ConnectionRecord {
+            connection_id: id.into(),
+            connection_key: format!("s3cr3t!{id}"),
+            client_id: Some("c".into()),
+            key_name: "a.b".into(),
+            connected_ms: 0,
+            disconnected_ms: None,
+        }
+    }
+
+    #[test]
+    fn resume_within_ttl_keeps_id_and_msg_serial() {
+        let r = Registry::default();
+        let link = r.register(rec("x"), 1);
+        link.set_last_msg_serial(7);
+        r.ended("x", 1, true, 1_000);
+        let (got, link2) = r
+            .resume("s3cr3t!x", "a.b", Some("c"), 2, 2_000, 120_000)
+            .unwrap();
+        assert_eq!(got.connection_id, "x");
+        assert_eq!(got.disconnected_ms, None);
+        assert_eq!(link2.last_msg_serial(), Some(7));
+        // The old transport ending late changes nothing.
+        r.ended("x", 1, false, 3_000);
+        assert!(r.get("x").is_some());
+    }
+
+    #[test]
+    fn resume_refusals() {
+        let r = Registry::default();
+        r.register(rec("x"), 1);
+        r.ended("x", 1, true, 0);
+        let code = |res: Result<_, AblyError>| res.map(|_| ()).unwrap_err().code;
+        assert_eq!(
+            code(r.resume("nobang", "a.b", Some("c"), 2, 0, 10)),
+            ErrorCode::InvalidConnectionKey
+        );
+        assert_eq!(
+            code(r.resume("wrong!x", "a.b", Some("c"), 2, 0, 10)),
+            ErrorCode::ConnectionExpired
+        );
+        assert_eq!(
+            code(r.resume("s3cr3t!x", "a.other", Some("c"), 2, 0, 10)),
+            ErrorCode::IncompatibleResumeAuth
+        );
+        assert_eq!(
+            code(r.resume("s3cr3t!x", "a.b", Some("c"), 2, 100, 10)),
+            ErrorCode::ConnectionExpired
+        );
+        assert!(r.get("x").is_none());
+    }
+
+    #[test]
+    fn clean_end_forgets_and_sweep_expires() {
+        let r = Registry::default();
+        r.register(rec("x"), 1);
+        r.ended("x", 1, false, 0);
+        assert!(r.get("x").is_none());
+        r.register(rec("y"), 2);
+        r.ended("y", 2, true, 0);
+        r.sweep(5, 10);
+        assert!(r.get_by_key("s3cr3t!y").is_some());
+        r.sweep(11, 10);
+        assert!(r.get_by_key("s3cr3t!y").is_none());
+    }
+}
