@@ -96,9 +96,9 @@ for (const useBinaryProtocol of [true, false]) {
       await assert.rejects(r.channels.get('private').publish('n', 'x'), (e) => e.code === 40160);
     });
 
-    it('keeps subscriptions across a server-initiated disconnect', { timeout: 30_000 }, async () => {
+    it('resumes the connection after a token-expiry disconnect', { timeout: 30_000 }, async () => {
       // A token that expires without being renewed in-band (authCallback fails once)
-      // makes the server send DISCONNECTED 40142; the SDK renews and reconnects.
+      // makes the server send DISCONNECTED 40142; the SDK renews and resumes.
       const signer = rest(server.port, useBinaryProtocol, { key: FULL_KEY });
       let calls = 0;
       const c = realtime(server.port, useBinaryProtocol, {
@@ -113,10 +113,13 @@ for (const useBinaryProtocol of [true, false]) {
         const firstId = c.connection.id;
         const ch = c.channels.get(`reconnect-${mode}`);
         await ch.attach();
-        for (let i = 0; i < 150 && !(calls >= 3 && c.connection.state === 'connected' && c.connection.id !== firstId); i++) {
+        let disconnected = 0;
+        c.connection.on('disconnected', () => { disconnected += 1; });
+        for (let i = 0; i < 150 && !(calls >= 3 && disconnected > 0 && c.connection.state === 'connected'); i++) {
           await sleep(100);
         }
-        assert.notEqual(c.connection.id, firstId);
+        assert.ok(disconnected > 0, 'the server disconnected the expired token');
+        assert.equal(c.connection.id, firstId, 'resumed the same connection');
         for (let i = 0; i < 50 && ch.state !== 'attached'; i++) await sleep(100);
         assert.equal(ch.state, 'attached');
         const got = nextMessage(ch, 'again');
