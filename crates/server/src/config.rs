@@ -79,6 +79,8 @@ struct FileConfig {
     /// Any Redis CONFIG parameter (`maxmemory = "1gb"`, `notify-keyspace-events = "Ex"`).
     #[serde(default)]
     redis: std::collections::BTreeMap<String, toml::Value>,
+    /// The realtime layer: API keys, limits, history retention.
+    realtime: Option<tidewire_realtime::RealtimeConfig>,
 }
 
 /// The effective configuration.
@@ -94,6 +96,7 @@ pub struct Config {
     pub print_ports: bool,
     /// Redis CONFIG parameters from the file, applied at start.
     pub redis: Vec<(String, String)>,
+    pub realtime: tidewire_realtime::RealtimeConfig,
 }
 
 impl Default for Config {
@@ -108,6 +111,7 @@ impl Default for Config {
             log_level: "info".into(),
             print_ports: false,
             redis: Vec::new(),
+            realtime: Default::default(),
         }
     }
 }
@@ -153,6 +157,7 @@ impl Config {
                 .unwrap_or(d.log_level),
             print_ports: flags.print_ports,
             redis,
+            realtime: file.realtime.unwrap_or_default(),
         })
     }
 

@@ -8,6 +8,8 @@
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod realtime;
+pub mod secrets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +25,9 @@ pub use config::Config;
 
 pub struct Server {
     pub store: Arc<Store>,
+    pub hub: Arc<tidewire_realtime::Hub>,
+    /// The realtime root key generated or loaded from the data dir (no key configured).
+    pub realtime_root_key: Option<String>,
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
     shutdown_tx: watch::Sender<bool>,
@@ -74,6 +79,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store = build_store(&config)?;
+    let mut realtime_config = config.realtime.clone();
+    let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
+    let hub = realtime::build_hub(realtime_config)?;
     let resp = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("cannot bind RESP port {}:{}", config.bind, config.port))?;
@@ -93,7 +101,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(store.clone(), resp, shutdown_rx.clone()));
     tasks.spawn(cron(store.clone(), shutdown_rx.clone()));
-    let app = http::router(store.clone());
+    let bridge = realtime::connect_bridge(&store, &hub, shutdown_rx.clone());
+    tasks.spawn(async move {
+        let _ = bridge.await;
+    });
+    let app = http::router(store.clone()).merge(tidewire_realtime::router(hub.clone()));
     let mut http_shutdown = shutdown_rx.clone();
     tasks.spawn(async move {
         let serve = axum::serve(http, app).with_graceful_shutdown(async move {
@@ -105,6 +117,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     });
     Ok(Server {
         store,
+        hub,
+        realtime_root_key,
         resp_addr,
         http_addr,
         shutdown_tx,

@@ -64,6 +64,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         server.http_addr,
         config.data_dir.display()
     );
+    if let Some(key) = &server.realtime_root_key {
+        eprintln!(
+            "Realtime (Ably) root key: {key}   (stored in {})",
+            config.data_dir.join("realtime-root-key").display()
+        );
+    }
     if config.print_ports {
         println!(
             "LISTENING resp={} http={}",

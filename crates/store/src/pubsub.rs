@@ -66,8 +66,20 @@ impl PubSub {
         }
     }
 
-    /// Delivers `message` and returns the number of receivers, as PUBLISH replies.
+    /// Delivers `message` to Redis subscribers and to the bridge (the realtime layer);
+    /// returns the number of receivers, as PUBLISH replies.
     pub fn publish(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+        let mut receivers = self.publish_local(channel, message, limit);
+        let bridge = self.bridge.read().clone();
+        if let Some(bridge) = bridge {
+            receivers += bridge.on_publish(channel, message);
+        }
+        receivers
+    }
+
+    /// Delivers `message` to Redis subscribers only: used for messages that came from
+    /// the bridge, so they do not loop back into it.
+    pub fn publish_local(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
         let mut receivers = 0;
         let size = channel.len() + message.len() + 32;
         let channel_b = Bytes::copy_from_slice(channel);
@@ -99,10 +111,6 @@ impl PubSub {
                     receivers += 1;
                 }
             }
-        }
-        let bridge = self.bridge.read().clone();
-        if let Some(bridge) = bridge {
-            receivers += bridge.on_publish(channel, message);
         }
         receivers
     }

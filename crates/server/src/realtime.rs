@@ -1,0 +1,177 @@
+//! Wiring of the realtime (Ably-compatible) layer into the server: its API keys
+//! (a root key generated on first start and kept in the data dir), its router at the
+//! root of the HTTP port, and the bridge between Redis pub/sub and realtime channels.
+//!
+//! Bridge mapping (documented in docs/realtime.md):
+//! - Redis `PUBLISH ch payload` reaches realtime subscribers of `ch` when that channel
+//!   is active (someone attached). A payload that is a JSON object with a string
+//!   `name` and a `data` member (and optionally a string `encoding`) is taken as an
+//!   Ably message envelope; any other payload becomes the message's `data` (a string
+//!   when it is UTF-8, binary otherwise) with no name.
+//! - Every realtime message (from WebSocket or REST publishers) is published to Redis
+//!   subscribers of the same channel name as its Ably JSON wire form.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::distributions::{Alphanumeric, DistString};
+use tidewire_realtime::{Hub, KeyConfig, MemoryHistoryStore, Origin, RealtimeConfig};
+use tidewire_store::pubsub::PublishBridge;
+use tidewire_store::Store;
+use tokio::sync::{broadcast, watch};
+
+const ROOT_KEY_FILE: &str = "realtime-root-key";
+
+/// Ensures the realtime config has at least one key: with none configured, a root
+/// key is generated on first start, stored in the data dir and reused afterwards.
+/// Returns the generated/loaded root key when one was used, for the banner.
+pub fn ensure_keys(config: &mut RealtimeConfig, data_dir: &Path) -> anyhow::Result<Option<String>> {
+    if !config.keys.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join(ROOT_KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(k) if !k.trim().is_empty() => k.trim().to_string(),
+        _ => {
+            let mut rng = rand::thread_rng();
+            let key = format!(
+                "tidewire.{}:{}",
+                Alphanumeric.sample_string(&mut rng, 6),
+                Alphanumeric.sample_string(&mut rng, 32)
+            );
+            crate::secrets::write_private(&path, &key)?;
+            key
+        }
+    };
+    config.keys.push(KeyConfig {
+        key: key.clone(),
+        capability: None,
+    });
+    Ok(Some(key))
+}
+
+pub fn build_hub(config: RealtimeConfig) -> anyhow::Result<Arc<Hub>> {
+    // History: in memory, bounded per channel. (The keyspace-backed store that makes
+    // history persistent is wired by `history_store` once sorted sets exist.)
+    let history = Arc::new(MemoryHistoryStore::new(10_000));
+    Hub::try_new(config, history).map_err(|e| anyhow::anyhow!("realtime config: {e}"))
+}
+
+/// Redis → realtime: PUBLISH on a channel that realtime clients are attached to.
+struct RedisToRealtime {
+    hub: Arc<Hub>,
+}
+
+impl PublishBridge for RedisToRealtime {
+    fn on_publish(&self, channel: &[u8], message: &[u8]) -> usize {
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return 0;
+        };
+        if channel.starts_with("__key") || self.hub.existing_channel(channel).is_none() {
+            return 0;
+        }
+        let (name, data, encoding) = decode_envelope(message);
+        match self.hub.publish_from_backend(channel, name, data, encoding) {
+            Ok(_) => 1,
+            Err(e) => {
+                tracing::debug!(channel, error = %e.message, "bridge publish refused");
+                0
+            }
+        }
+    }
+}
+
+/// Splits a Redis payload into Ably (name, data, encoding) per the mapping above.
+fn decode_envelope(
+    payload: &[u8],
+) -> (
+    Option<String>,
+    tidewire_realtime::MessageData,
+    Option<String>,
+) {
+    use tidewire_realtime::MessageData;
+    if payload.first() == Some(&b'{') {
+        if let Ok(serde_json::Value::Object(obj)) =
+            serde_json::from_slice::<serde_json::Value>(payload)
+        {
+            if let (Some(serde_json::Value::String(name)), Some(data)) =
+                (obj.get("name"), obj.get("data"))
+            {
+                let encoding = obj
+                    .get("encoding")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_string);
+                let data = match data {
+                    serde_json::Value::String(s) => MessageData::String(s.clone()),
+                    other => MessageData::Json(other.clone()),
+                };
+                return (Some(name.clone()), data, encoding);
+            }
+        }
+    }
+    match std::str::from_utf8(payload) {
+        Ok(s) => (None, MessageData::String(s.to_string()), None),
+        Err(_) => (
+            None,
+            MessageData::Binary(Bytes::copy_from_slice(payload)),
+            None,
+        ),
+    }
+}
+
+/// Connects both directions of the bridge; the realtime → Redis half runs as a task
+/// until shutdown.
+pub fn connect_bridge(
+    store: &Arc<Store>,
+    hub: &Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    store
+        .pubsub
+        .set_bridge(Arc::new(RedisToRealtime { hub: hub.clone() }));
+    let mut events = hub.subscribe_all();
+    let store = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                ev = events.recv() => match ev {
+                    Ok(ev) => {
+                        if ev.origin == Origin::Backend {
+                            continue;
+                        }
+                        let limit = store.config.pubsub_output_limit.load(Ordering::Relaxed);
+                        store.pubsub.publish_local(ev.channel.as_bytes(), ev.message_json().as_bytes(), limit);
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "realtime → Redis bridge fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidewire_realtime::MessageData;
+
+    #[test]
+    fn envelope_mapping() {
+        let (n, d, e) = decode_envelope(br#"{"name":"tip:new","data":{"amount":5}}"#);
+        assert_eq!(n.as_deref(), Some("tip:new"));
+        assert_eq!(d, MessageData::Json(serde_json::json!({"amount": 5})));
+        assert_eq!(e, None);
+        let (n, d, _) = decode_envelope(b"plain text");
+        assert_eq!(n, None);
+        assert_eq!(d, MessageData::String("plain text".into()));
+        let (_, d, _) = decode_envelope(&[0xff, 0x00]);
+        assert_eq!(d, MessageData::Binary(Bytes::from_static(&[0xff, 0x00])));
+        let (n, _, _) = decode_envelope(br#"{"amount":5}"#);
+        assert_eq!(n, None);
+    }
+}
