@@ -192,7 +192,7 @@ pub struct Command {
     /// `get`, or `client|list` for a subcommand.
     pub full_name: String,
     pub stats: CommandStats,
-    pub subs: HashMap<String, Command>,
+    pub subs: HashMap<String, Command, ahash::RandomState>,
     pub is_sub: bool,
 }
 
@@ -230,18 +230,17 @@ impl Command {
     }
 
     pub fn sub(&self, name: &[u8]) -> Option<&Command> {
-        let lower = lower(name)?;
-        self.subs.get(lower.as_str())
+        with_lower(name, |n| self.subs.get(n)).flatten()
     }
 }
 
 pub struct Registry {
-    pub commands: HashMap<String, Command>,
+    pub commands: HashMap<String, Command, ahash::RandomState>,
 }
 
 impl Registry {
     fn build(specs: Vec<CommandSpec>) -> Registry {
-        let mut commands = HashMap::new();
+        let mut commands = HashMap::default();
         for spec in specs {
             let name = spec.name.to_string();
             let prev = commands.insert(name.clone(), Command::new(spec, None));
@@ -251,8 +250,7 @@ impl Registry {
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Command> {
-        let lower = lower(name)?;
-        self.commands.get(lower.as_str())
+        with_lower(name, |n| self.commands.get(n)).flatten()
     }
 
     /// Every command and subcommand, for INFO commandstats and CONFIG RESETSTAT.
@@ -263,13 +261,19 @@ impl Registry {
     }
 }
 
-/// Lower-cases a command name; names longer than any command are not looked up.
-fn lower(name: &[u8]) -> Option<String> {
-    if name.len() > 64 {
+/// Runs `f` on the lower-cased name without allocating (this is on every command's
+/// path); names longer than any command are not looked up.
+fn with_lower<R>(name: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
+    const MAX: usize = 64;
+    if name.len() > MAX {
         return None;
     }
-    let s = std::str::from_utf8(name).ok()?;
-    Some(s.to_ascii_lowercase())
+    let mut buf = [0u8; MAX];
+    for (dst, src) in buf.iter_mut().zip(name) {
+        *dst = src.to_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
+    Some(f(lower))
 }
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
