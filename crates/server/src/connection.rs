@@ -191,11 +191,12 @@ impl Conn {
                 _ = info.killed() => break false,
                 _ = blocked.waiter.notify.notified() => {
                     blocked.waiter.take_wakeup();
-                    // Run the command again; it may be served or block once more.
+                    // Run the command again; it may be served or find nothing (another
+                    // client got there first).
                     let again = self.store.execute(client, argv, &mut self.replies);
-                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                     match again {
                         Outcome::Replies => {
+                            self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                             // Others may wait on what is left.
                             for (db, key) in &blocked.keys {
                                 self.store.blocking.signal(*db, key);
@@ -203,18 +204,23 @@ impl Conn {
                             break true;
                         }
                         Outcome::Blocked(next) => {
-                            blocked = Blocked { deadline: blocked.deadline, ..next };
+                            // Nothing for us after all: keep our original place in each
+                            // key's queue (FIFO) and drop the new registration, which
+                            // went to the back.
+                            self.store.blocking.unregister(&next.waiter, &next.keys);
                             continue;
                         }
                     }
                 }
                 _ = sleep => {
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    self.store.account_unblocked(argv);
                     self.replies.push(blocked.timeout_reply.clone());
                     break true;
                 }
                 _ = info.unblock_notify.notified() => {
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    self.store.account_unblocked(argv);
                     let reply = if info.unblock.load(Ordering::Relaxed) == 2 {
                         Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into())
                     } else {

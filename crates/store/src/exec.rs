@@ -257,7 +257,8 @@ impl Store {
             Blocked {
                 waiter,
                 keys,
-                deadline: spec.timeout.map(|t| Instant::now() + t),
+                // A deadline too far to represent is as good as none.
+                deadline: spec.timeout.and_then(|t| Instant::now().checked_add(t)),
                 timeout_reply: spec.timeout_reply,
             }
         });
@@ -270,6 +271,14 @@ impl Store {
         out.append(&mut ev.extra_replies);
         out.push(reply);
         Outcome::Replies
+    }
+
+    /// Counts the call of a blocked command that ends without being served (timeout,
+    /// CLIENT UNBLOCK): its blocked runs were not counted.
+    pub fn account_unblocked(&self, argv: &[Bytes]) {
+        if let Ok(cmd) = resolve(argv) {
+            cmd.stats.calls.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn count_error(&self) {
@@ -359,7 +368,11 @@ impl Store {
             (cmd.spec.handler)(&mut ctx, &mut args)
         };
         let elapsed_us = start.elapsed().as_micros() as u64;
-        cmd.stats.calls.fetch_add(1, Ordering::Relaxed);
+        // A blocking command is counted once, when it completes: served on a later
+        // run, or timed out / unblocked (`account_unblocked`).
+        if ev.block.is_none() {
+            cmd.stats.calls.fetch_add(1, Ordering::Relaxed);
+        }
         cmd.stats.usec.fetch_add(elapsed_us, Ordering::Relaxed);
         let reply = match result {
             Ok(r) => r,

@@ -88,3 +88,10 @@ pub fn int(n: i64) -> Reply {
 pub fn bulks(items: &[&str]) -> Reply {
     Reply::Array(items.iter().map(|s| bulk(s)).collect())
 }
+
+/// OBJECT ENCODING of a key in db 0, read straight from the keyspace.
+pub fn encoding_of(t: &TestClient, key: &str) -> &'static str {
+    let mut ks = t.store.keyspace.lock_all();
+    ks.get(0, key.as_bytes(), crate::clock::now_ms())
+        .map_or("none", |e| e.value.encoding())
+}

@@ -1,13 +1,47 @@
-//! The list type. (Skeleton: the collections work fills this in.)
+//! The list type: a `VecDeque` of owned byte strings, O(1) at both ends. The
+//! encoding Redis would report (`listpack` while small, `quicklist` once past
+//! `list-max-listpack-size`) is tracked as a flag updated by the list commands,
+//! with Redis 7.2's hysteresis (back to listpack only when half the limit).
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListValue {
-    items: Vec<Bytes>,
+    items: VecDeque<Bytes>,
+    quicklist: bool,
+}
+
+/// `list-max-listpack-size`: positive = max entries per node, negative = max bytes
+/// (-1 = 4k … -5 = 64k).
+fn fits_listpack(count: usize, bytes: usize, limit: i64) -> bool {
+    if limit >= 0 {
+        count <= limit.max(1) as usize
+    } else {
+        let max = match limit {
+            -1 => 4096,
+            -2 => 8192,
+            -3 => 16384,
+            -4 => 32768,
+            _ => 65536,
+        };
+        bytes + 11 * count <= max
+    }
 }
 
 impl ListValue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn from_items(items: impl IntoIterator<Item = Bytes>) -> Self {
+        ListValue {
+            items: items.into_iter().collect(),
+            quicklist: false,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -17,15 +51,167 @@ impl ListValue {
     }
 
     pub fn encoding(&self) -> &'static str {
-        "listpack"
+        if self.quicklist {
+            "quicklist"
+        } else {
+            "listpack"
+        }
+    }
+
+    /// Re-evaluates the reported encoding against `list-max-listpack-size`.
+    pub fn update_encoding(&mut self, limit: i64) {
+        let bytes = || self.items.iter().map(|b| b.len()).sum::<usize>();
+        if !self.quicklist {
+            if !fits_listpack(self.items.len(), bytes(), limit) {
+                self.quicklist = true;
+            }
+        } else {
+            // Redis 7.2 converts back only when well under the limit (half of it).
+            let (n, b) = (self.items.len(), bytes());
+            let back = if limit >= 0 {
+                n <= (limit.max(1) as usize) / 2
+            } else {
+                fits_listpack(n * 2, b * 2, limit)
+            };
+            if back {
+                self.quicklist = false;
+            }
+        }
     }
 
     pub fn mem_usage(&self) -> usize {
         self.items.iter().map(|b| b.len() + 16).sum()
     }
 
-    /// Commands that recreate this value under `key` (AOF rewrite, COPY-free replay).
-    pub fn rewrite_commands(&self, _key: &Bytes) -> Vec<Vec<Bytes>> {
-        Vec::new()
+    /// Elements head to tail.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator + '_ {
+        self.items.iter()
+    }
+
+    pub fn push_front(&mut self, v: Bytes) {
+        self.items.push_front(v);
+    }
+
+    pub fn push_back(&mut self, v: Bytes) {
+        self.items.push_back(v);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Bytes> {
+        self.items.pop_front()
+    }
+
+    pub fn pop_back(&mut self) -> Option<Bytes> {
+        self.items.pop_back()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Bytes> {
+        self.items.get(i)
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Bytes> {
+        self.items.get_mut(i)
+    }
+
+    pub fn insert(&mut self, i: usize, v: Bytes) {
+        self.items.insert(i, v);
+    }
+
+    /// Elements in `[start, end]` (inclusive, already clamped).
+    pub fn range(&self, start: usize, end: usize) -> impl Iterator<Item = &Bytes> + '_ {
+        self.items.range(start..=end)
+    }
+
+    /// Keeps only `[start, end]`; an empty range (start > end) clears the list.
+    pub fn trim(&mut self, start: usize, end: usize) {
+        if start > end || start >= self.items.len() {
+            self.items.clear();
+            return;
+        }
+        self.items.truncate(end + 1);
+        self.items.drain(..start);
+    }
+
+    /// Removes up to `count` elements equal to `v` (0 = all), from the head when
+    /// `from_head`, else from the tail. Returns how many went.
+    pub fn remove_matching(&mut self, v: &[u8], count: usize, from_head: bool) -> usize {
+        let mut removed = 0;
+        let limit = if count == 0 { usize::MAX } else { count };
+        if from_head {
+            let mut i = 0;
+            while i < self.items.len() && removed < limit {
+                if self.items[i] == v {
+                    self.items.remove(i);
+                    removed += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            let mut i = self.items.len();
+            while i > 0 && removed < limit {
+                i -= 1;
+                if self.items[i] == v {
+                    self.items.remove(i);
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
+    /// Commands that recreate this value under `key` (AOF rewrite): RPUSH batches
+    /// of at most 64 elements.
+    pub fn rewrite_commands(&self, key: &Bytes) -> Vec<Vec<Bytes>> {
+        let items: Vec<&Bytes> = self.items.iter().collect();
+        items
+            .chunks(64)
+            .map(|chunk| {
+                let mut c = Vec::with_capacity(chunk.len() + 2);
+                c.push(Bytes::from_static(b"RPUSH"));
+                c.push(key.clone());
+                c.extend(chunk.iter().map(|b| (*b).clone()));
+                c
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn trim_remove_rewrite() {
+        let mut l = ListValue::from_items(["a", "b", "a", "c", "a"].map(b));
+        assert_eq!(l.remove_matching(b"a", 1, false), 1);
+        assert_eq!(
+            l.iter().cloned().collect::<Vec<_>>(),
+            ["a", "b", "a", "c"].map(b)
+        );
+        assert_eq!(l.remove_matching(b"a", 0, true), 2);
+        l.trim(1, 5);
+        assert_eq!(l.iter().cloned().collect::<Vec<_>>(), [b("c")]);
+        let big = ListValue::from_items((0..130).map(|i| b(&i.to_string())));
+        let cmds = big.rewrite_commands(&b("k"));
+        assert_eq!(cmds.len(), 3);
+        assert_eq!(cmds[0].len(), 66);
+        assert_eq!(cmds[2].len(), 4);
+    }
+
+    #[test]
+    fn encoding_hysteresis() {
+        let mut l = ListValue::from_items((0..10).map(|i| b(&i.to_string())));
+        l.update_encoding(4);
+        assert_eq!(l.encoding(), "quicklist");
+        l.trim(0, 2);
+        l.update_encoding(4);
+        assert_eq!(l.encoding(), "quicklist");
+        l.trim(0, 1);
+        l.update_encoding(4);
+        assert_eq!(l.encoding(), "listpack");
     }
 }
