@@ -8,14 +8,14 @@
 //! connection whose queue is full is told to disconnect rather than slowing the
 //! channel down.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{mpsc, Notify};
 
 use crate::codec::{encode_frame, Format, Frame};
-use crate::history::{HistoryStore, StoredMessage};
-use crate::protocol::{Action, Message, ProtocolMessage};
+use crate::history::{Direction, HistoryQuery, HistoryStore, StoredMessage};
+use crate::protocol::{Action, Message, PresenceMessage, ProtocolMessage};
 
 /// An outbound protocol message shared by every recipient, encoded at most once per
 /// format however many connections receive it.
@@ -70,6 +70,8 @@ pub struct Subscriber {
     pub conn: ConnHandle,
     /// Whether messages are delivered (capability and mode both allow subscribe).
     pub receive: bool,
+    /// Whether presence events and SYNC are delivered (PRESENCE_SUBSCRIBE mode).
+    pub presence: bool,
     /// Whether the connection wants its own publishes back.
     pub echo: bool,
 }
@@ -110,14 +112,46 @@ impl ChannelEvent {
     }
 }
 
-struct State {
-    last_serial: u64,
-    subscribers: HashMap<u64, Subscriber>,
+pub(crate) struct State {
+    pub(crate) last_serial: u64,
+    pub(crate) subscribers: HashMap<u64, Subscriber>,
+    /// Presence set: (connectionId, clientId) → latest PRESENT message.
+    pub(crate) members: BTreeMap<(String, String), PresenceMessage>,
+}
+
+/// What an attaching connection wants replayed.
+#[derive(Debug, Clone)]
+pub enum Backlog {
+    None,
+    /// The `rewind` channel param.
+    Rewind(HistoryQuery),
+    /// Everything after the client's last `channelSerial`. Continuity holds when
+    /// `from` is the current serial, or when the message with serial `from` is still
+    /// in history (retention drops oldest first, so everything after it is too) and at
+    /// most `cap` messages followed it; `from == 0` means "saw nothing yet". Without
+    /// continuity nothing is replayed.
+    FromSerial {
+        from: u64,
+        cap: usize,
+    },
+}
+
+/// The result of [`Channel::attach`].
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// Current channel serial.
+    pub serial: String,
+    /// Messages to replay, in publish order.
+    pub backlog: Vec<StoredMessage>,
+    /// For [`Backlog::FromSerial`]: whether nothing was lost.
+    pub continuous: bool,
+    /// The presence set (empty unless the subscriber receives presence).
+    pub members: Vec<PresenceMessage>,
 }
 
 /// One channel.
 pub struct Channel {
-    name: String,
+    pub(crate) name: String,
     state: Mutex<State>,
 }
 
@@ -161,6 +195,7 @@ impl Channel {
             state: Mutex::new(State {
                 last_serial,
                 subscribers: HashMap::new(),
+                members: BTreeMap::new(),
             }),
         }
     }
@@ -169,75 +204,79 @@ impl Channel {
         &self.name
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic elsewhere must not take the channel down with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds or replaces a subscriber; returns the channel's current serial.
-    pub fn attach(&self, sub: Subscriber) -> String {
-        let mut st = self.lock();
-        st.subscribers.insert(sub.conn.id, sub);
-        format_serial(st.last_serial)
-    }
-
-    /// Attaches and reads a backlog (rewind) atomically: no message can fall between
-    /// the history read and the subscription, nor appear in both. Returns the serial
-    /// and the backlog in publish order.
-    pub fn attach_with_backlog(
+    /// Adds or replaces a subscriber and, atomically with that (no message or
+    /// presence event can fall between, nor appear twice), reads what the connection
+    /// needs to start from: a message backlog per `backlog`, and the presence set.
+    pub fn attach(
         &self,
         sub: Subscriber,
+        backlog: Backlog,
         history: &dyn HistoryStore,
-        query: &crate::history::HistoryQuery,
         now_ms: i64,
-    ) -> (String, Vec<StoredMessage>) {
+    ) -> Attachment {
         let mut st = self.lock();
-        let mut backlog = history.query(&self.name, query, now_ms).messages;
-        if query.direction == crate::history::Direction::Backwards {
-            backlog.reverse();
-        }
-        st.subscribers.insert(sub.conn.id, sub);
-        (format_serial(st.last_serial), backlog)
-    }
-
-    /// Attaches a connection that last saw serial `from` (its `channelSerial`) and
-    /// reads what it missed, atomically with the subscription. Continuity holds when
-    /// `from` is the current serial, or when the message with serial `from` is still
-    /// in history (retention drops oldest first, so everything after it is too) and at
-    /// most `cap` messages followed it; `from == 0` means "saw nothing yet". Without
-    /// continuity nothing is replayed. Returns (serial, backlog, continuity).
-    pub fn attach_from_serial(
-        &self,
-        sub: Subscriber,
-        history: &dyn HistoryStore,
-        from: u64,
-        now_ms: i64,
-        cap: usize,
-    ) -> (String, Vec<StoredMessage>, bool) {
-        let mut st = self.lock();
-        let (backlog, continuous) = if from >= st.last_serial {
-            (Vec::new(), from == st.last_serial)
-        } else {
-            let q = crate::history::HistoryQuery {
-                direction: crate::history::Direction::Forwards,
-                from_serial: from.checked_sub(1),
-                limit: cap.saturating_add(1),
-                ..Default::default()
-            };
-            let page = history.query(&self.name, &q, now_ms);
-            let mut msgs = page.messages;
-            let anchored = msgs.first().is_some_and(|m| m.serial == from);
-            if anchored {
-                msgs.remove(0);
-            }
-            if (anchored || from == 0) && page.next.is_none() && msgs.len() <= cap {
+        let (messages, continuous) = match backlog {
+            Backlog::None => (Vec::new(), true),
+            Backlog::Rewind(q) => {
+                let mut msgs = history.query(&self.name, &q, now_ms).messages;
+                if q.direction == Direction::Backwards {
+                    msgs.reverse();
+                }
                 (msgs, true)
-            } else {
-                (Vec::new(), false)
+            }
+            Backlog::FromSerial { from, cap } => {
+                self.read_from_serial(st.last_serial, history, from, cap, now_ms)
             }
         };
+        let members = if sub.presence {
+            st.members.values().cloned().collect()
+        } else {
+            Vec::new()
+        };
         st.subscribers.insert(sub.conn.id, sub);
-        (format_serial(st.last_serial), backlog, continuous)
+        Attachment {
+            serial: format_serial(st.last_serial),
+            backlog: messages,
+            continuous,
+            members,
+        }
+    }
+
+    /// Messages after serial `from` (see [`Backlog::FromSerial`]) and whether they
+    /// bridge the gap.
+    fn read_from_serial(
+        &self,
+        last_serial: u64,
+        history: &dyn HistoryStore,
+        from: u64,
+        cap: usize,
+        now_ms: i64,
+    ) -> (Vec<StoredMessage>, bool) {
+        if from >= last_serial {
+            return (Vec::new(), from == last_serial);
+        }
+        let q = HistoryQuery {
+            direction: Direction::Forwards,
+            from_serial: from.checked_sub(1),
+            limit: cap.saturating_add(1),
+            ..Default::default()
+        };
+        let page = history.query(&self.name, &q, now_ms);
+        let mut msgs = page.messages;
+        let anchored = msgs.first().is_some_and(|m| m.serial == from);
+        if anchored {
+            msgs.remove(0);
+        }
+        if (anchored || from == 0) && page.next.is_none() && msgs.len() <= cap {
+            (msgs, true)
+        } else {
+            (Vec::new(), false)
+        }
     }
 
     /// Removes a subscriber; returns whether the channel has none left.
@@ -247,16 +286,10 @@ impl Channel {
         st.subscribers.is_empty()
     }
 
-    /// Whether nobody is attached.
+    /// Whether nobody is attached or present (an idle channel may be released).
     pub fn is_idle(&self) -> bool {
-        self.lock().subscribers.is_empty()
-    }
-
-    /// (attached connections, receiving connections) for channel metadata.
-    pub fn occupancy(&self) -> (usize, usize) {
         let st = self.lock();
-        let subs = st.subscribers.values().filter(|s| s.receive).count();
-        (st.subscribers.len(), subs)
+        st.subscribers.is_empty() && st.members.is_empty()
     }
 
     /// Current serial, rendered.

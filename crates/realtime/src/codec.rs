@@ -192,7 +192,8 @@ pub fn message_to_json_wire(m: &mut Message) {
     to_json_data(&mut m.data, &mut m.encoding);
 }
 
-fn presence_to_json_wire(p: &mut PresenceMessage) {
+/// Rewrites binary presence data as base64 text for JSON output.
+pub fn presence_to_json_wire(p: &mut PresenceMessage) {
     to_json_data(&mut p.data, &mut p.encoding);
 }
 

@@ -53,6 +53,11 @@ pub struct RealtimeConfig {
     pub default_token_ttl_ms: i64,
     /// Messages queued for a slow subscriber before it is disconnected.
     pub outbound_queue: usize,
+    /// Presence members one channel may hold (Ably's default is 200).
+    pub max_presence_members: usize,
+    /// How long members of an abruptly disconnected connection stay present
+    /// waiting for a resume, ms (Ably: 15000).
+    pub presence_leave_grace_ms: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -70,6 +75,8 @@ impl Default for RealtimeConfig {
             connection_state_ttl_ms: 120_000,
             default_token_ttl_ms: 3_600_000,
             outbound_queue: 4096,
+            max_presence_members: 10_000,
+            presence_leave_grace_ms: 15_000,
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{now_ms, Principal};
 use crate::capability::ops;
-use crate::channel::{ConnHandle, Origin, Publisher, SharedFrame, Subscriber};
+use crate::channel::{Backlog, ConnHandle, Origin, Publisher, SharedFrame, Subscriber};
 use crate::codec::{decode_frame, encode_frame, Format, Frame};
 use crate::connect::{authenticate, parse_rewind, ConnectParams};
 use crate::error::{AblyError, ErrorCode};
@@ -215,12 +215,14 @@ pub async fn run_session<S, R, E>(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + idle, idle);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+    let mut superseded_now = false;
     let mut flow = s.flush(&mut sink).await;
     while flow == Flow::Continue {
         let deadline = s.next_deadline();
         tokio::select! {
             _ = superseded.notified() => {
                 // A resume took this connection over; the registry entry is theirs now.
+                superseded_now = true;
                 flow = Flow::Close;
             }
             _ = overflow.notified() => {
@@ -277,6 +279,7 @@ pub async fn run_session<S, R, E>(
     }
     let _ = sink.close().await;
     s.detach_all();
+    s.end_presence(superseded_now);
     slot.set_resumable(s.resumable);
     drop(slot);
 }
@@ -422,7 +425,11 @@ impl Session {
                 Flow::Continue
             }
             Action::Auth => self.on_auth(pm),
-            Action::Presence | Action::Object | Action::Annotation => {
+            Action::Presence => {
+                self.on_presence(pm);
+                Flow::Continue
+            }
+            Action::Object | Action::Annotation => {
                 if let Some(serial) = pm.msg_serial {
                     self.link.set_last_msg_serial(serial);
                     let e = AblyError::new(
@@ -527,48 +534,63 @@ impl Session {
         let sub = Subscriber {
             conn: self.conn.clone(),
             receive,
+            presence: granted & flags::PRESENCE_SUBSCRIBE != 0,
             echo: self.echo,
         };
+        let backlog = if already {
+            // Still attached on this transport: nothing was missed.
+            Backlog::None
+        } else if let (Some(from), true) = (from, receive) {
+            // Re-attach after a reconnect: replay from the client's channelSerial.
+            Backlog::FromSerial {
+                from,
+                cap: MAX_RESUME_BACKLOG,
+            }
+        } else if let Some(q) = rewind {
+            Backlog::Rewind(q)
+        } else {
+            Backlog::None
+        };
+        let resuming = matches!(backlog, Backlog::FromSerial { .. });
+        let rewinding = matches!(backlog, Backlog::Rewind(_));
         let channel = self.hub.channel(&name);
-        let history = self.hub.history();
+        let att = channel.attach(sub, backlog, self.hub.history(), now_ms());
+        drop(channel);
         let mut attached_flags = granted;
         let mut error = None;
-        let (serial, backlog) = if already {
-            // Still attached on this transport: nothing was missed.
+        if already {
             attached_flags |= flags::RESUMED;
-            (channel.attach(sub), Vec::new())
-        } else if let (Some(f), true) = (from, receive) {
-            // Re-attach after a reconnect: replay from the client's channelSerial.
-            let (serial, backlog, continuous) =
-                channel.attach_from_serial(sub, history, f, now_ms(), MAX_RESUME_BACKLOG);
-            if continuous {
+        } else if resuming {
+            // Presence removed while parked also breaks continuity: without RESUMED
+            // the client re-enters its members.
+            let presence_lost = self.link.take_presence_lost(&name);
+            if att.continuous && !presence_lost {
                 attached_flags |= flags::RESUMED;
-            } else {
+            } else if !att.continuous {
                 error = Some(AblyError::of(ErrorCode::ChannelContinuityLost).to_info());
             }
-            (serial, backlog)
-        } else if let Some(q) = rewind {
-            let (serial, backlog) = channel.attach_with_backlog(sub, history, &q, now_ms());
-            if !backlog.is_empty() {
-                attached_flags |= flags::HAS_BACKLOG;
-            }
-            (serial, backlog)
-        } else {
-            (channel.attach(sub), Vec::new())
-        };
-        drop(channel);
+        }
+        if rewinding && !att.backlog.is_empty() {
+            attached_flags |= flags::HAS_BACKLOG;
+        }
+        if !att.members.is_empty() {
+            attached_flags |= flags::HAS_PRESENCE;
+        }
         self.attached.insert(name.clone(), granted);
         let params: Option<BTreeMap<String, String>> = pm.params.filter(|p| !p.is_empty());
         self.push(ProtocolMessage {
             action: Action::Attached,
             channel: Some(name.clone()),
-            channel_serial: Some(serial),
+            channel_serial: Some(att.serial),
             flags: Some(attached_flags),
             params,
             error,
             ..Default::default()
         });
-        for stored in backlog {
+        for sync in crate::presence::sync_messages(&name, att.members) {
+            self.push(sync);
+        }
+        for stored in att.backlog {
             let m = stored.message;
             self.push(ProtocolMessage {
                 action: Action::Message,
@@ -602,6 +624,34 @@ impl Session {
             drop(ch);
             self.hub.release_channel(name);
         }
+    }
+
+    /// Presence when the transport ends: members leave now after CLOSE or a fatal
+    /// error; after a transport loss they wait `presence_leave_grace_ms` for a resume.
+    /// A superseded transport leaves them to its successor.
+    fn end_presence(&self, superseded: bool) {
+        if superseded {
+            return;
+        }
+        let id = self.conn.connection_id.clone();
+        if !self.resumable {
+            let channels = self.link.take_presence_channels();
+            self.hub.remove_presence(&id, &channels);
+            return;
+        }
+        let grace = Duration::from_millis(self.hub.config().presence_leave_grace_ms);
+        let hub = Arc::downgrade(&self.hub);
+        let link = self.link.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let Some(hub) = hub.upgrade() else { return };
+            if hub.is_connection_live(&id) {
+                return;
+            }
+            let channels = link.take_presence_channels();
+            hub.remove_presence(&id, &channels);
+            link.mark_presence_lost(&channels);
+        });
     }
 
     fn detach_all(&mut self) {
@@ -641,6 +691,105 @@ impl Session {
             Origin::Realtime,
         );
         self.ack(serial);
+    }
+
+    fn on_presence(&mut self, pm: ProtocolMessage) {
+        let last = self.link.last_msg_serial();
+        let serial = pm.msg_serial.unwrap_or_else(|| last.map_or(0, |s| s + 1));
+        if last.is_some_and(|last| serial <= last) {
+            return self.ack(serial);
+        }
+        self.link.set_last_msg_serial(serial);
+        match self.stamp_presence(pm, serial) {
+            Ok(None) => self.ack(serial),
+            Ok(Some((channel, msgs))) => {
+                match self.hub.presence(&channel, msgs, &self.conn.connection_id) {
+                    Ok(()) => {
+                        self.link.note_presence(&channel);
+                        self.ack(serial);
+                    }
+                    Err(e) => self.nack(serial, &e),
+                }
+            }
+            Err(e) => self.nack(serial, &e),
+        }
+    }
+
+    /// Checks a PRESENCE publish and fills in ids (`connectionId:msgSerial:index`,
+    /// which clients parse to order presence), clientId, connectionId and timestamp.
+    #[allow(clippy::type_complexity)]
+    fn stamp_presence(
+        &mut self,
+        pm: ProtocolMessage,
+        serial: i64,
+    ) -> Result<Option<(String, Vec<crate::protocol::PresenceMessage>)>, AblyError> {
+        use crate::presence::actions;
+        let Some(channel) = pm.channel else {
+            return Err(AblyError::new(
+                ErrorCode::BadRequest,
+                "PRESENCE without channel",
+            ));
+        };
+        validate_channel_name(&channel)?;
+        let Some(mut msgs) = pm.presence.filter(|p| !p.is_empty()) else {
+            return Ok(None);
+        };
+        if !self.principal.capability.allows(&channel, ops::PRESENCE) {
+            return Err(AblyError::new(
+                ErrorCode::CapabilityDenied,
+                format!("Unable to enter presence (permission denied); channel = {channel}"),
+            ));
+        }
+        let now = now_ms();
+        let mut size = 0;
+        for (i, m) in msgs.iter_mut().enumerate() {
+            if !matches!(
+                m.action,
+                Some(actions::ENTER | actions::LEAVE | actions::UPDATE | actions::PRESENT)
+            ) {
+                return Err(AblyError::new(
+                    ErrorCode::BadRequest,
+                    format!("Invalid presence action {:?}", m.action),
+                ));
+            }
+            let cid = m.client_id.clone().or_else(|| self.client_id.clone());
+            let Some(cid) = cid else {
+                return Err(AblyError::of(ErrorCode::PresenceNoClientId));
+            };
+            let permitted = match self.client_id.as_deref() {
+                Some(own) => own == cid || self.principal.client_id.as_deref() == Some("*"),
+                None => self.principal.may_use_client_id(Some(&cid)),
+            };
+            if !permitted {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidClientId,
+                    format!("Mismatched clientId {cid:?} for this connection"),
+                ));
+            }
+            m.client_id = Some(cid);
+            m.connection_id = Some(self.conn.connection_id.clone());
+            m.id = Some(format!("{}:{}:{}", self.conn.connection_id, serial, i));
+            m.timestamp = Some(now);
+            size += m
+                .data
+                .as_ref()
+                .map_or(0, crate::protocol::MessageData::size)
+                + m.client_id.as_ref().map_or(0, String::len);
+        }
+        let max = self.hub.config().max_message_size;
+        if size > max {
+            return Err(AblyError::new(
+                ErrorCode::MessageTooLarge,
+                format!("Presence data too large (was {size} bytes; limit is {max} bytes)"),
+            ));
+        }
+        if !self.bucket.take(msgs.len()) {
+            return Err(AblyError::new(
+                ErrorCode::RateLimited,
+                "Rate limit exceeded; request rejected (max inbound rate per connection)",
+            ));
+        }
+        Ok(Some((channel, msgs)))
     }
 
     fn check_publish(&mut self, pm: &ProtocolMessage) -> Result<(), AblyError> {
@@ -747,11 +896,15 @@ impl Session {
                 });
             } else {
                 self.attached.insert(name.clone(), granted);
-                self.hub.channel(&name).attach(Subscriber {
+                let sub = Subscriber {
                     conn: self.conn.clone(),
                     receive: granted & flags::SUBSCRIBE != 0,
+                    presence: granted & flags::PRESENCE_SUBSCRIBE != 0,
                     echo: self.echo,
-                });
+                };
+                self.hub
+                    .channel(&name)
+                    .attach(sub, Backlog::None, self.hub.history(), now_ms());
             }
         }
         let connected = self.connected_message();

@@ -84,6 +84,8 @@ error_codes! {
     ChannelOperationFailed = 90000, 400, "Channel operation failed";
     ChannelContinuityLost = 90003, 400, "Unable to recover channel (messages expired)";
     TooManyChannels = 90010, 400, "Maximum number of channels per connection exceeded";
+    PresenceNoClientId = 91000, 400, "Unable to enter presence channel (no clientId)";
+    PresenceLimit = 91003, 400, "Unable to enter presence channel (maximum member limit exceeded)";
 }
 
 /// Documentation link Ably puts in every error.

@@ -384,6 +384,44 @@ impl Hub {
         self.observers.subscribe()
     }
 
+    /// Applies stamped presence messages from `connection_id` on `channel`.
+    pub fn presence(
+        &self,
+        channel: &str,
+        msgs: Vec<crate::protocol::PresenceMessage>,
+        connection_id: &str,
+    ) -> Result<(), AblyError> {
+        let ch = self.channel(channel);
+        let result = ch.presence_update(
+            msgs,
+            connection_id,
+            now_ms(),
+            self.config.max_presence_members,
+        );
+        drop(ch);
+        self.release_channel(channel);
+        result
+    }
+
+    /// Makes every member `connection_id` entered on `channels` leave.
+    pub fn remove_presence(&self, connection_id: &str, channels: &[String]) {
+        let now = now_ms();
+        for name in channels {
+            if let Some(ch) = self.existing_channel(name) {
+                ch.remove_connection_members(connection_id, now);
+                drop(ch);
+                self.release_channel(name);
+            }
+        }
+    }
+
+    /// Whether a transport currently serves `connection_id`.
+    pub fn is_connection_live(&self, connection_id: &str) -> bool {
+        self.registry
+            .get(connection_id)
+            .is_some_and(|r| r.disconnected_ms.is_none())
+    }
+
     /// Reads a page of `channel`'s history.
     pub fn history_page(&self, channel: &str, q: &HistoryQuery) -> HistoryPage {
         self.history.query(channel, q, now_ms())
@@ -420,16 +458,22 @@ mod tests {
 
     fn subscribe(h: &Hub, ch: &str, id: u64) -> mpsc::Receiver<Arc<crate::channel::SharedFrame>> {
         let (tx, rx) = mpsc::channel(16);
-        h.channel(ch).attach(Subscriber {
-            conn: ConnHandle {
-                id,
-                connection_id: format!("c{id}"),
-                tx,
-                overflow: Arc::new(Notify::new()),
+        h.channel(ch).attach(
+            Subscriber {
+                conn: ConnHandle {
+                    id,
+                    connection_id: format!("c{id}"),
+                    tx,
+                    overflow: Arc::new(Notify::new()),
+                },
+                receive: true,
+                presence: true,
+                echo: true,
             },
-            receive: true,
-            echo: true,
-        });
+            crate::channel::Backlog::None,
+            h.history(),
+            0,
+        );
         rx
     }
 

@@ -27,6 +27,7 @@ pub mod connection;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod ratelimit;
 pub mod registry;

@@ -10,7 +10,7 @@
 //! Each registration carries a *generation* (the transport's slot id) so that a stale
 //! transport finishing late cannot clobber the entry a newer one took over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,6 +40,11 @@ pub struct SessionLink {
     /// Signalled when a resume takes the connection over from a transport that has
     /// not noticed its own loss yet.
     pub superseded: Arc<Notify>,
+    /// Channels where this connection has entered presence members.
+    presence_channels: Arc<Mutex<HashSet<String>>>,
+    /// Channels whose members were removed while the connection was parked: the
+    /// next re-attach must not claim continuity, so the client re-enters.
+    presence_lost: Arc<Mutex<HashSet<String>>>,
 }
 
 impl SessionLink {
@@ -47,7 +52,41 @@ impl SessionLink {
         SessionLink {
             msg_serial: Arc::new(AtomicI64::new(i64::MIN)),
             superseded: Arc::new(Notify::new()),
+            presence_channels: Arc::default(),
+            presence_lost: Arc::default(),
         }
+    }
+
+    /// Records that the connection has presence members on `channel`.
+    pub fn note_presence(&self, channel: &str) {
+        let mut set = self
+            .presence_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !set.contains(channel) {
+            set.insert(channel.to_owned());
+        }
+    }
+
+    /// Channels with presence members, forgetting them (they are being removed).
+    pub fn take_presence_channels(&self) -> Vec<String> {
+        let mut set = self
+            .presence_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        set.drain().collect()
+    }
+
+    /// Notes that members on `channels` were removed while parked.
+    pub fn mark_presence_lost(&self, channels: &[String]) {
+        let mut set = self.presence_lost.lock().unwrap_or_else(|p| p.into_inner());
+        set.extend(channels.iter().cloned());
+    }
+
+    /// Whether members on `channel` were removed while parked (clears the mark).
+    pub fn take_presence_lost(&self, channel: &str) -> bool {
+        let mut set = self.presence_lost.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(channel)
     }
 
     /// Last processed msgSerial.

@@ -39,7 +39,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/channels", get(list_channels))
         .route("/channels/{channel}", get(channel_details))
         .route("/channels/{channel}/messages", get(history).post(publish))
-        .route("/channels/{channel}/presence", get(empty_list))
+        .route("/channels/{channel}/presence", get(presence))
         .route("/channels/{channel}/presence/history", get(empty_list))
         .route("/messages", post(batch_publish))
         .route("/keys/{key_name}/requestToken", post(request_token))
@@ -444,29 +444,82 @@ async fn history(
 }
 
 fn details(hub: &Hub, name: &str) -> serde_json::Value {
-    let (connections, subscribers) = hub
+    let o = hub
         .existing_channel(name)
         .map(|c| c.occupancy())
-        .unwrap_or((0, 0));
+        .unwrap_or_default();
     serde_json::json!({
         "channelId": name,
         "name": name,
         "status": {
-            "isActive": connections > 0,
+            "isActive": o.connections > 0 || o.presence_members > 0,
             "occupancy": {
                 "metrics": {
-                    "connections": connections,
-                    "publishers": connections,
-                    "subscribers": subscribers,
-                    "presenceConnections": 0,
-                    "presenceMembers": 0,
-                    "presenceSubscribers": 0,
+                    "connections": o.connections,
+                    "publishers": o.connections,
+                    "subscribers": o.subscribers,
+                    "presenceConnections": o.presence_connections,
+                    "presenceMembers": o.presence_members,
+                    "presenceSubscribers": o.presence_subscribers,
                     "objectPublishers": 0,
                     "objectSubscribers": 0
                 }
             }
         }
     })
+}
+
+async fn presence(
+    State(hub): State<Arc<Hub>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        require(&p, &channel, ops::SUBSCRIBE)?;
+        let limit = parse_num::<usize>(&q, "limit")?
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, MAX_LIMIT);
+        let members: Vec<_> = hub
+            .existing_channel(&channel)
+            .map(|c| {
+                c.members(
+                    q.get("clientId").map(String::as_str),
+                    q.get("connectionId").map(String::as_str),
+                )
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .take(limit)
+            .map(|mut m| {
+                if ctx.format == Format::Json {
+                    codec::presence_to_json_wire(&mut m);
+                }
+                m
+            })
+            .collect();
+        let body = match ctx.format {
+            Format::Json if !ctx.envelope => {
+                serde_json::to_vec(&members).map_err(|_| AblyError::of(ErrorCode::Internal))?
+            }
+            Format::Json => {
+                let v = serde_json::to_value(&members)
+                    .map_err(|_| AblyError::of(ErrorCode::Internal))?;
+                return Ok(ctx.reply(StatusCode::OK, Payload::Value(v), None));
+            }
+            Format::Msgpack => codec::to_msgpack(&members)?,
+        };
+        let mut resp = (StatusCode::OK, body).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(ctx.format.content_type()),
+        );
+        Ok(resp)
+    })();
+    ctx.finish(r)
 }
 
 async fn channel_details(

@@ -1,0 +1,294 @@
+//! Presence: the per-channel member set, its events and its SYNC.
+//!
+//! Members live in the channel's state, keyed by (connectionId, clientId), and change
+//! under the same lock as messages, so presence events and messages reach every
+//! subscriber in one order. ENTER/UPDATE/PRESENT store the member (as PRESENT, the
+//! form SYNC sends); LEAVE removes it. When a connection goes away for good its
+//! members leave with *synthesized* LEAVE events whose ids do not start with the
+//! connectionId, which tells clients to order them by timestamp (Ably's rule for
+//! server-generated presence).
+
+use std::sync::Arc;
+
+use crate::channel::{Channel, SharedFrame};
+use crate::error::{AblyError, ErrorCode};
+use crate::protocol::{Action, PresenceMessage, ProtocolMessage};
+
+/// Presence actions on the wire.
+pub mod actions {
+    pub const ABSENT: u64 = 0;
+    pub const PRESENT: u64 = 1;
+    pub const ENTER: u64 = 2;
+    pub const LEAVE: u64 = 3;
+    pub const UPDATE: u64 = 4;
+}
+
+/// Members per SYNC protocol message.
+const SYNC_PAGE: usize = 100;
+
+/// Occupancy figures for channel metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub connections: usize,
+    pub subscribers: usize,
+    pub presence_connections: usize,
+    pub presence_members: usize,
+    pub presence_subscribers: usize,
+}
+
+impl Channel {
+    /// Applies presence messages (already stamped with id, connectionId, clientId and
+    /// timestamp) and fans them out to presence subscribers. Refuses (91003) an enter
+    /// that would take the set past `max_members`.
+    pub fn presence_update(
+        &self,
+        msgs: Vec<PresenceMessage>,
+        connection_id: &str,
+        now_ms: i64,
+        max_members: usize,
+    ) -> Result<(), AblyError> {
+        let mut st = self.lock();
+        let new_members = msgs
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.action,
+                    Some(actions::ENTER | actions::UPDATE | actions::PRESENT)
+                )
+            })
+            .filter(|m| {
+                let key = (
+                    connection_id.to_owned(),
+                    m.client_id.clone().unwrap_or_default(),
+                );
+                !st.members.contains_key(&key)
+            })
+            .count();
+        if st.members.len() + new_members > max_members {
+            return Err(AblyError::new(
+                ErrorCode::PresenceLimit,
+                format!("Unable to enter presence channel (maximum member limit {max_members} exceeded)"),
+            ));
+        }
+        for m in &msgs {
+            let key = (
+                connection_id.to_owned(),
+                m.client_id.clone().unwrap_or_default(),
+            );
+            match m.action {
+                Some(actions::LEAVE) => {
+                    st.members.remove(&key);
+                }
+                _ => {
+                    let mut stored = m.clone();
+                    stored.action = Some(actions::PRESENT);
+                    st.members.insert(key, stored);
+                }
+            }
+        }
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Presence,
+            channel: Some(self.name.clone()),
+            connection_id: Some(connection_id.to_owned()),
+            timestamp: Some(now_ms),
+            presence: Some(msgs),
+            ..Default::default()
+        });
+        Self::fan_out_presence(&st, &frame);
+        Ok(())
+    }
+
+    /// Removes every member entered by `connection_id`, announcing synthesized
+    /// LEAVEs. Returns how many left.
+    pub fn remove_connection_members(&self, connection_id: &str, now_ms: i64) -> usize {
+        let mut st = self.lock();
+        let keys: Vec<(String, String)> = st
+            .members
+            .keys()
+            .filter(|(c, _)| c == connection_id)
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return 0;
+        }
+        let mut leaves = Vec::with_capacity(keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(m) = st.members.remove(key) {
+                leaves.push(PresenceMessage {
+                    id: Some(format!("synthetic-leave-{connection_id}:{now_ms}:{i}")),
+                    action: Some(actions::LEAVE),
+                    client_id: m.client_id,
+                    connection_id: Some(connection_id.to_owned()),
+                    data: m.data,
+                    encoding: m.encoding,
+                    extras: None,
+                    timestamp: Some(now_ms),
+                });
+            }
+        }
+        let n = leaves.len();
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Presence,
+            channel: Some(self.name.clone()),
+            timestamp: Some(now_ms),
+            presence: Some(leaves),
+            ..Default::default()
+        });
+        Self::fan_out_presence(&st, &frame);
+        n
+    }
+
+    fn fan_out_presence(st: &crate::channel::State, frame: &Arc<SharedFrame>) {
+        for sub in st.subscribers.values().filter(|s| s.presence) {
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                sub.conn.tx.try_send(frame.clone())
+            {
+                sub.conn.overflow.notify_one();
+            }
+        }
+    }
+
+    /// Current members, optionally filtered.
+    pub fn members(
+        &self,
+        client_id: Option<&str>,
+        connection_id: Option<&str>,
+    ) -> Vec<PresenceMessage> {
+        self.lock()
+            .members
+            .iter()
+            .filter(|((c, k), _)| {
+                connection_id.map_or(true, |x| x == c) && client_id.map_or(true, |x| x == k)
+            })
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// Occupancy figures.
+    pub fn occupancy(&self) -> Occupancy {
+        let st = self.lock();
+        let mut presence_connections: Vec<&String> = st.members.keys().map(|(c, _)| c).collect();
+        presence_connections.dedup();
+        Occupancy {
+            connections: st.subscribers.len(),
+            subscribers: st.subscribers.values().filter(|s| s.receive).count(),
+            presence_connections: presence_connections.len(),
+            presence_members: st.members.len(),
+            presence_subscribers: st.subscribers.values().filter(|s| s.presence).count(),
+        }
+    }
+}
+
+/// SYNC protocol messages carrying `members` to one attaching connection; the cursor
+/// after the `:` is empty on the last one, which ends the sync.
+pub fn sync_messages(channel: &str, members: Vec<PresenceMessage>) -> Vec<ProtocolMessage> {
+    let sync_id = format!("{:x}", crate::auth::now_ms());
+    let pages: Vec<Vec<PresenceMessage>> = members
+        .chunks(SYNC_PAGE)
+        .map(<[PresenceMessage]>::to_vec)
+        .collect();
+    let n = pages.len();
+    pages
+        .into_iter()
+        .enumerate()
+        .map(|(i, page)| ProtocolMessage {
+            action: Action::Sync,
+            channel: Some(channel.to_owned()),
+            channel_serial: Some(if i + 1 == n {
+                format!("{sync_id}:")
+            } else {
+                format!("{sync_id}:{}", i + 1)
+            }),
+            presence: Some(page),
+            ..Default::default()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{Backlog, ConnHandle, Subscriber};
+    use crate::history::MemoryHistoryStore;
+    use tokio::sync::{mpsc, Notify};
+
+    fn member(conn: &str, client: &str, action: u64) -> PresenceMessage {
+        PresenceMessage {
+            id: Some(format!("{conn}:0:0")),
+            action: Some(action),
+            client_id: Some(client.into()),
+            connection_id: Some(conn.into()),
+            timestamp: Some(1),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn enter_update_leave_and_connection_cleanup() {
+        let ch = Channel::new("p", 0);
+        let (tx, mut rx) = mpsc::channel(16);
+        let history = MemoryHistoryStore::default();
+        let att = ch.attach(
+            Subscriber {
+                conn: ConnHandle {
+                    id: 9,
+                    connection_id: "watcher".into(),
+                    tx,
+                    overflow: Arc::new(Notify::new()),
+                },
+                receive: true,
+                presence: true,
+                echo: true,
+            },
+            Backlog::None,
+            &history,
+            0,
+        );
+        assert!(att.members.is_empty());
+        ch.presence_update(vec![member("c1", "alice", actions::ENTER)], "c1", 1, 10)
+            .unwrap();
+        ch.presence_update(vec![member("c1", "bob", actions::ENTER)], "c1", 1, 10)
+            .unwrap();
+        ch.presence_update(vec![member("c2", "carol", actions::ENTER)], "c2", 1, 10)
+            .unwrap();
+        ch.presence_update(vec![member("c1", "alice", actions::UPDATE)], "c1", 1, 10)
+            .unwrap();
+        assert_eq!(ch.members(None, None).len(), 3);
+        assert!(ch
+            .members(None, None)
+            .iter()
+            .all(|m| m.action == Some(actions::PRESENT)));
+        assert_eq!(ch.occupancy().presence_connections, 2);
+        assert_eq!(
+            ch.presence_update(vec![member("c3", "dave", actions::ENTER)], "c3", 1, 3)
+                .unwrap_err()
+                .code,
+            ErrorCode::PresenceLimit
+        );
+        ch.presence_update(vec![member("c2", "carol", actions::LEAVE)], "c2", 1, 10)
+            .unwrap();
+        assert_eq!(ch.remove_connection_members("c1", 5), 2);
+        assert!(ch.members(None, None).is_empty());
+        let mut last = None;
+        while let Ok(f) = rx.try_recv() {
+            last = Some(f);
+        }
+        let leaves = last.unwrap().message.presence.clone().unwrap();
+        assert_eq!(leaves.len(), 2);
+        assert!(leaves.iter().all(
+            |m| m.action == Some(actions::LEAVE) && !m.id.as_deref().unwrap().starts_with("c1")
+        ));
+    }
+
+    #[test]
+    fn sync_pages_end_with_an_empty_cursor() {
+        let members: Vec<_> = (0..250)
+            .map(|i| member("c", &format!("m{i}"), actions::PRESENT))
+            .collect();
+        let pages = sync_messages("p", members);
+        assert_eq!(pages.len(), 3);
+        assert!(pages[0].channel_serial.as_deref().unwrap().ends_with(":1"));
+        assert!(pages[2].channel_serial.as_deref().unwrap().ends_with(':'));
+        assert_eq!(pages[2].presence.as_ref().unwrap().len(), 50);
+    }
+}
