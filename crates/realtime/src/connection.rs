@@ -29,6 +29,9 @@ use crate::error::{AblyError, ErrorCode};
 use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
 use crate::protocol::{flags, Action, ConnectionDetails, ProtocolMessage};
 use crate::ratelimit::Bucket;
+
+mod presence_ops;
+mod renewal;
 use crate::registry::SessionLink;
 
 /// Most messages replayed to a re-attaching channel before continuity is declared
@@ -626,34 +629,6 @@ impl Session {
         }
     }
 
-    /// Presence when the transport ends: members leave now after CLOSE or a fatal
-    /// error; after a transport loss they wait `presence_leave_grace_ms` for a resume.
-    /// A superseded transport leaves them to its successor.
-    fn end_presence(&self, superseded: bool) {
-        if superseded {
-            return;
-        }
-        let id = self.conn.connection_id.clone();
-        if !self.resumable {
-            let channels = self.link.take_presence_channels();
-            self.hub.remove_presence(&id, &channels);
-            return;
-        }
-        let grace = Duration::from_millis(self.hub.config().presence_leave_grace_ms);
-        let hub = Arc::downgrade(&self.hub);
-        let link = self.link.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            let Some(hub) = hub.upgrade() else { return };
-            if hub.is_connection_live(&id) {
-                return;
-            }
-            let channels = link.take_presence_channels();
-            hub.remove_presence(&id, &channels);
-            link.mark_presence_lost(&channels);
-        });
-    }
-
     fn detach_all(&mut self) {
         for name in std::mem::take(&mut self.attached).into_keys() {
             self.detach_channel(&name);
@@ -691,105 +666,6 @@ impl Session {
             Origin::Realtime,
         );
         self.ack(serial);
-    }
-
-    fn on_presence(&mut self, pm: ProtocolMessage) {
-        let last = self.link.last_msg_serial();
-        let serial = pm.msg_serial.unwrap_or_else(|| last.map_or(0, |s| s + 1));
-        if last.is_some_and(|last| serial <= last) {
-            return self.ack(serial);
-        }
-        self.link.set_last_msg_serial(serial);
-        match self.stamp_presence(pm, serial) {
-            Ok(None) => self.ack(serial),
-            Ok(Some((channel, msgs))) => {
-                match self.hub.presence(&channel, msgs, &self.conn.connection_id) {
-                    Ok(()) => {
-                        self.link.note_presence(&channel);
-                        self.ack(serial);
-                    }
-                    Err(e) => self.nack(serial, &e),
-                }
-            }
-            Err(e) => self.nack(serial, &e),
-        }
-    }
-
-    /// Checks a PRESENCE publish and fills in ids (`connectionId:msgSerial:index`,
-    /// which clients parse to order presence), clientId, connectionId and timestamp.
-    #[allow(clippy::type_complexity)]
-    fn stamp_presence(
-        &mut self,
-        pm: ProtocolMessage,
-        serial: i64,
-    ) -> Result<Option<(String, Vec<crate::protocol::PresenceMessage>)>, AblyError> {
-        use crate::presence::actions;
-        let Some(channel) = pm.channel else {
-            return Err(AblyError::new(
-                ErrorCode::BadRequest,
-                "PRESENCE without channel",
-            ));
-        };
-        validate_channel_name(&channel)?;
-        let Some(mut msgs) = pm.presence.filter(|p| !p.is_empty()) else {
-            return Ok(None);
-        };
-        if !self.principal.capability.allows(&channel, ops::PRESENCE) {
-            return Err(AblyError::new(
-                ErrorCode::CapabilityDenied,
-                format!("Unable to enter presence (permission denied); channel = {channel}"),
-            ));
-        }
-        let now = now_ms();
-        let mut size = 0;
-        for (i, m) in msgs.iter_mut().enumerate() {
-            if !matches!(
-                m.action,
-                Some(actions::ENTER | actions::LEAVE | actions::UPDATE | actions::PRESENT)
-            ) {
-                return Err(AblyError::new(
-                    ErrorCode::BadRequest,
-                    format!("Invalid presence action {:?}", m.action),
-                ));
-            }
-            let cid = m.client_id.clone().or_else(|| self.client_id.clone());
-            let Some(cid) = cid else {
-                return Err(AblyError::of(ErrorCode::PresenceNoClientId));
-            };
-            let permitted = match self.client_id.as_deref() {
-                Some(own) => own == cid || self.principal.client_id.as_deref() == Some("*"),
-                None => self.principal.may_use_client_id(Some(&cid)),
-            };
-            if !permitted {
-                return Err(AblyError::new(
-                    ErrorCode::InvalidClientId,
-                    format!("Mismatched clientId {cid:?} for this connection"),
-                ));
-            }
-            m.client_id = Some(cid);
-            m.connection_id = Some(self.conn.connection_id.clone());
-            m.id = Some(format!("{}:{}:{}", self.conn.connection_id, serial, i));
-            m.timestamp = Some(now);
-            size += m
-                .data
-                .as_ref()
-                .map_or(0, crate::protocol::MessageData::size)
-                + m.client_id.as_ref().map_or(0, String::len);
-        }
-        let max = self.hub.config().max_message_size;
-        if size > max {
-            return Err(AblyError::new(
-                ErrorCode::MessageTooLarge,
-                format!("Presence data too large (was {size} bytes; limit is {max} bytes)"),
-            ));
-        }
-        if !self.bucket.take(msgs.len()) {
-            return Err(AblyError::new(
-                ErrorCode::RateLimited,
-                "Rate limit exceeded; request rejected (max inbound rate per connection)",
-            ));
-        }
-        Ok(Some((channel, msgs)))
     }
 
     fn check_publish(&mut self, pm: &ProtocolMessage) -> Result<(), AblyError> {
@@ -843,112 +719,6 @@ impl Session {
             ));
         }
         Ok(())
-    }
-
-    /// In-band re-authentication: swap the principal, keep connection and channels.
-    fn on_auth(&mut self, pm: ProtocolMessage) -> Flow {
-        let token = pm.auth.and_then(|a| a.access_token);
-        let result = match token {
-            None => Err(AblyError::new(
-                ErrorCode::NoCredentials,
-                "AUTH without accessToken",
-            )),
-            Some(t) => self.hub.keyring().principal_for_token(&t, now_ms()),
-        };
-        let principal = match result {
-            Ok(p) => p,
-            Err(e) => {
-                self.push(error_message(&e));
-                self.resumable = false;
-                return Flow::Close;
-            }
-        };
-        let new_cid = principal.client_id.as_deref().filter(|c| *c != "*");
-        if principal.client_id.as_deref() != Some("*") && new_cid != self.client_id.as_deref() {
-            let e = AblyError::new(
-                ErrorCode::IncompatibleCredentials,
-                "New token's clientId does not match the connection's clientId",
-            );
-            self.push(error_message(&e));
-            self.resumable = false;
-            return Flow::Close;
-        }
-        self.principal = principal;
-        self.renew_requested = false;
-        self.schedule_renewal();
-        // Capabilities may have narrowed: re-evaluate every attachment.
-        let names: Vec<String> = self.attached.keys().cloned().collect();
-        for name in names {
-            let granted =
-                self.attached.get(&name).copied().unwrap_or(0) & self.allowed_modes(&name);
-            if granted == 0 {
-                self.attached.remove(&name);
-                self.detach_channel(&name);
-                let e = AblyError::new(
-                    ErrorCode::CapabilityDenied,
-                    format!("Capability no longer permits channel {name}"),
-                );
-                self.push(ProtocolMessage {
-                    action: Action::Detached,
-                    channel: Some(name),
-                    error: Some(e.to_info()),
-                    ..Default::default()
-                });
-            } else {
-                self.attached.insert(name.clone(), granted);
-                let sub = Subscriber {
-                    conn: self.conn.clone(),
-                    receive: granted & flags::SUBSCRIBE != 0,
-                    presence: granted & flags::PRESENCE_SUBSCRIBE != 0,
-                    echo: self.echo,
-                };
-                self.hub
-                    .channel(&name)
-                    .attach(sub, Backlog::None, self.hub.history(), now_ms());
-            }
-        }
-        let connected = self.connected_message();
-        self.push(connected);
-        Flow::Continue
-    }
-
-    fn schedule_renewal(&mut self) {
-        let Some(expires) = self.principal.expires_ms else {
-            self.renew_at = None;
-            self.expires_at = None;
-            return;
-        };
-        let remaining = Duration::from_millis((expires - now_ms()).max(0) as u64);
-        let ahead = RENEW_AHEAD.min(remaining / 4);
-        let now = Instant::now();
-        self.expires_at = Some(now + remaining);
-        self.renew_at = Some(now + remaining - ahead);
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        if self.renew_requested {
-            self.expires_at
-        } else {
-            self.renew_at
-        }
-    }
-
-    fn on_deadline(&mut self) -> Flow {
-        let now = Instant::now();
-        if self.expires_at.is_some_and(|e| now >= e) {
-            let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
-            self.push(ProtocolMessage {
-                action: Action::Disconnected,
-                error: Some(e.to_info()),
-                ..Default::default()
-            });
-            return Flow::Close;
-        }
-        if !self.renew_requested {
-            self.renew_requested = true;
-            self.push(ProtocolMessage::new(Action::Auth));
-        }
-        Flow::Continue
     }
 }
 

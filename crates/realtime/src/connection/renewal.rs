@@ -1,0 +1,120 @@
+//! Session handling of tokens over time: in-band AUTH from the client, the server's
+//! renewal request before expiry, and disconnection at expiry.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{error_message, Flow, Session, RENEW_AHEAD};
+use crate::auth::now_ms;
+use crate::channel::{Backlog, Subscriber};
+use crate::error::{AblyError, ErrorCode};
+use crate::protocol::{flags, Action, ProtocolMessage};
+
+impl Session {
+    /// In-band re-authentication: swap the principal, keep connection and channels.
+    pub(super) fn on_auth(&mut self, pm: ProtocolMessage) -> Flow {
+        let token = pm.auth.and_then(|a| a.access_token);
+        let result = match token {
+            None => Err(AblyError::new(
+                ErrorCode::NoCredentials,
+                "AUTH without accessToken",
+            )),
+            Some(t) => self.hub.keyring().principal_for_token(&t, now_ms()),
+        };
+        let principal = match result {
+            Ok(p) => p,
+            Err(e) => {
+                self.push(error_message(&e));
+                self.resumable = false;
+                return Flow::Close;
+            }
+        };
+        let new_cid = principal.client_id.as_deref().filter(|c| *c != "*");
+        if principal.client_id.as_deref() != Some("*") && new_cid != self.client_id.as_deref() {
+            let e = AblyError::new(
+                ErrorCode::IncompatibleCredentials,
+                "New token's clientId does not match the connection's clientId",
+            );
+            self.push(error_message(&e));
+            self.resumable = false;
+            return Flow::Close;
+        }
+        self.principal = principal;
+        self.renew_requested = false;
+        self.schedule_renewal();
+        // Capabilities may have narrowed: re-evaluate every attachment.
+        let names: Vec<String> = self.attached.keys().cloned().collect();
+        for name in names {
+            let granted =
+                self.attached.get(&name).copied().unwrap_or(0) & self.allowed_modes(&name);
+            if granted == 0 {
+                self.attached.remove(&name);
+                self.detach_channel(&name);
+                let e = AblyError::new(
+                    ErrorCode::CapabilityDenied,
+                    format!("Capability no longer permits channel {name}"),
+                );
+                self.push(ProtocolMessage {
+                    action: Action::Detached,
+                    channel: Some(name),
+                    error: Some(e.to_info()),
+                    ..Default::default()
+                });
+            } else {
+                self.attached.insert(name.clone(), granted);
+                let sub = Subscriber {
+                    conn: self.conn.clone(),
+                    receive: granted & flags::SUBSCRIBE != 0,
+                    presence: granted & flags::PRESENCE_SUBSCRIBE != 0,
+                    echo: self.echo,
+                };
+                self.hub
+                    .channel(&name)
+                    .attach(sub, Backlog::None, self.hub.history(), now_ms());
+            }
+        }
+        let connected = self.connected_message();
+        self.push(connected);
+        Flow::Continue
+    }
+
+    pub(super) fn schedule_renewal(&mut self) {
+        let Some(expires) = self.principal.expires_ms else {
+            self.renew_at = None;
+            self.expires_at = None;
+            return;
+        };
+        let remaining = Duration::from_millis((expires - now_ms()).max(0) as u64);
+        let ahead = RENEW_AHEAD.min(remaining / 4);
+        let now = Instant::now();
+        self.expires_at = Some(now + remaining);
+        self.renew_at = Some(now + remaining - ahead);
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        if self.renew_requested {
+            self.expires_at
+        } else {
+            self.renew_at
+        }
+    }
+
+    pub(super) fn on_deadline(&mut self) -> Flow {
+        let now = Instant::now();
+        if self.expires_at.is_some_and(|e| now >= e) {
+            let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
+            self.push(ProtocolMessage {
+                action: Action::Disconnected,
+                error: Some(e.to_info()),
+                ..Default::default()
+            });
+            return Flow::Close;
+        }
+        if !self.renew_requested {
+            self.renew_requested = true;
+            self.push(ProtocolMessage::new(Action::Auth));
+        }
+        Flow::Continue
+    }
+}
