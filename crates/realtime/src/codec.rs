@@ -94,9 +94,16 @@ pub fn from_json<T: DeserializeOwned>(b: &[u8]) -> Result<T, AblyError> {
         .map_err(|e| AblyError::new(ErrorCode::BadRequest, format!("Malformed JSON: {e}")))
 }
 
+/// Deepest msgpack nesting accepted. rmp-serde's default (1024) lets a ~100-byte
+/// frame of nested arrays overflow a worker thread's stack; Ably payloads never need
+/// more than a few levels.
+const MSGPACK_MAX_DEPTH: usize = 64;
+
 /// Decodes a msgpack document (REST body or binary frame).
 pub fn from_msgpack<T: DeserializeOwned>(b: &[u8]) -> Result<T, AblyError> {
-    rmp_serde::from_slice(b)
+    let mut de = rmp_serde::Deserializer::from_read_ref(b);
+    de.set_max_depth(MSGPACK_MAX_DEPTH);
+    T::deserialize(&mut de)
         .map_err(|e| AblyError::new(ErrorCode::BadRequest, format!("Malformed msgpack: {e}")))
 }
 
@@ -292,6 +299,59 @@ mod tests {
         let pm = decode_frame(&f).unwrap().unwrap();
         assert_eq!(pm.msg_serial, Some(1));
         assert_eq!(pm.timestamp, Some(1_700_000_000_000));
+    }
+
+    /// Deterministic garbage, truncations and bit flips of valid frames must decode
+    /// to a message or an error, never panic.
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let valid = publish_with(
+            MessageData::Binary(Bytes::from_static(&[1, 2, 3])),
+            Some("json"),
+        );
+        let Frame::Binary(mp) = encode_frame(&valid, Format::Msgpack).unwrap() else {
+            panic!("binary expected")
+        };
+        let Frame::Text(js) = encode_frame(&valid, Format::Json).unwrap() else {
+            panic!("text expected")
+        };
+        for round in 0..3000 {
+            let len = (next() % 64) as usize;
+            let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let _ = decode_frame(&Frame::Binary(Bytes::from(random.clone())));
+            let _ = decode_frame(&Frame::Text(String::from_utf8_lossy(&random).into_owned()));
+            let mut flipped = mp.to_vec();
+            let i = (next() as usize) % flipped.len();
+            flipped[i] ^= 1 << (round % 8);
+            flipped.truncate((next() as usize) % (flipped.len() + 1));
+            let _ = decode_frame(&Frame::Binary(Bytes::from(flipped)));
+            let cut = (next() as usize) % (js.len() + 1);
+            if js.is_char_boundary(cut) {
+                let _ = decode_frame(&Frame::Text(js[..cut].to_owned()));
+            }
+        }
+        // Deep nesting is bounded by the decoders' recursion limits.
+        let deep = format!(
+            "{{\"action\":15,\"messages\":[{{\"extras\":{}}}]}}",
+            "[".repeat(10_000)
+        );
+        assert!(decode_frame(&Frame::Text(deep)).is_err());
+        let mut deep_mp = vec![0x82, 0xa6];
+        deep_mp.extend_from_slice(b"action");
+        deep_mp.extend_from_slice(&[0x0f, 0xa8]);
+        deep_mp.extend_from_slice(b"messages");
+        deep_mp.extend_from_slice(&[0x91, 0x81, 0xa6]);
+        deep_mp.extend_from_slice(b"extras");
+        deep_mp.extend(std::iter::repeat(0x91).take(100_000));
+        deep_mp.push(0xc0);
+        assert!(decode_frame(&Frame::Binary(Bytes::from(deep_mp))).is_err());
     }
 
     #[test]

@@ -34,7 +34,7 @@ impl StoredMessage {
 
     /// Inverse of [`StoredMessage::to_bytes`].
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        rmp_serde::from_slice(b).ok()
+        crate::codec::from_msgpack(b).ok()
     }
 }
 

@@ -163,6 +163,19 @@ async fn resent_msg_serial_is_acked_not_republished() {
     assert_eq!(datas, vec![json!("once"), json!("twice")]);
 }
 
+/// A MESSAGE whose extras nest 100k arrays deep: must be refused, not overflow a stack.
+fn deep_msgpack() -> Vec<u8> {
+    let mut b = vec![0x82, 0xa6];
+    b.extend_from_slice(b"action");
+    b.extend_from_slice(&[0x0f, 0xa8]);
+    b.extend_from_slice(b"messages");
+    b.extend_from_slice(&[0x91, 0x81, 0xa6]);
+    b.extend_from_slice(b"extras");
+    b.extend(std::iter::repeat(0x91).take(100_000));
+    b.push(0xc0);
+    b
+}
+
 #[tokio::test]
 async fn malformed_frame_gets_error_and_close_without_affecting_others() {
     let s = start(base_config()).await;
@@ -172,6 +185,7 @@ async fn malformed_frame_gets_error_and_close_without_affecting_others() {
         WsMsg::Text("{not json".into()),
         WsMsg::Binary(vec![0xc1u8, 0x00].into()),
         WsMsg::Text(r#"{"action": 250}"#.into()),
+        WsMsg::Binary(deep_msgpack().into()),
     ] {
         let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
         c.send_raw(bad).await;
