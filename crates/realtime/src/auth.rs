@@ -201,7 +201,7 @@ impl Keyring {
                     "TokenRequest has no timestamp",
                 )
             })?;
-            if (ts - now).abs() > CLOCK_WINDOW_MS {
+            if ts.saturating_sub(now).saturating_abs() > CLOCK_WINDOW_MS {
                 return Err(AblyError::of(ErrorCode::TimestampNotCurrent));
             }
             let nonce = req.nonce.as_deref().unwrap_or("");

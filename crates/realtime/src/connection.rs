@@ -330,7 +330,7 @@ impl Session {
 
     fn ack(&mut self, serial: i64) {
         match &mut self.pending_ack {
-            Some((start, count)) if *start + *count as i64 == serial => *count += 1,
+            Some((start, count)) if start.checked_add(*count as i64) == Some(serial) => *count += 1,
             _ => {
                 self.flush_ack();
                 self.pending_ack = Some((serial, 1));
@@ -637,7 +637,9 @@ impl Session {
 
     fn on_publish(&mut self, pm: ProtocolMessage) {
         let last = self.link.last_msg_serial();
-        let serial = pm.msg_serial.unwrap_or_else(|| last.map_or(0, |s| s + 1));
+        let serial = pm
+            .msg_serial
+            .unwrap_or_else(|| last.map_or(0, |s| s.saturating_add(1)));
         if last.is_some_and(|last| serial <= last) {
             // A resend after resume: already handled, acknowledge again.
             return self.ack(serial);

@@ -563,3 +563,18 @@ async fn resume_refusals_and_continuity_loss() {
     assert_eq!(a["flags"].as_u64().unwrap() & 4, 0);
     assert_eq!(a["error"]["code"], 90003);
 }
+
+#[tokio::test]
+async fn extreme_msg_serials_do_not_break_the_connection() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.send(
+        json!({"action": 15, "channel": "x", "msgSerial": i64::MAX, "messages": [{"data": "a"}]}),
+    )
+    .await;
+    assert_eq!(c.expect(1).await["msgSerial"], i64::MAX);
+    c.send(json!({"action": 15, "channel": "x", "messages": [{"data": "b"}]}))
+        .await;
+    c.send(json!({"action": 0, "id": "still-alive"})).await;
+    assert_eq!(c.expect(0).await["id"], "still-alive");
+}

@@ -42,7 +42,9 @@ impl Session {
 
     pub(super) fn on_presence(&mut self, pm: ProtocolMessage) {
         let last = self.link.last_msg_serial();
-        let serial = pm.msg_serial.unwrap_or_else(|| last.map_or(0, |s| s + 1));
+        let serial = pm
+            .msg_serial
+            .unwrap_or_else(|| last.map_or(0, |s| s.saturating_add(1)));
         if last.is_some_and(|last| serial <= last) {
             return self.ack(serial);
         }

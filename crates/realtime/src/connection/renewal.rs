@@ -11,6 +11,9 @@ use crate::channel::{Backlog, Subscriber};
 use crate::error::{AblyError, ErrorCode};
 use crate::protocol::{flags, Action, ProtocolMessage};
 
+/// Longest timer the session arms (about 24 days); longer tokens re-arm on renewal.
+const MAX_TIMER_MS: i64 = 1 << 31;
+
 impl Session {
     /// In-band re-authentication: swap the principal, keep connection and channels.
     pub(super) fn on_auth(&mut self, pm: ProtocolMessage) -> Flow {
@@ -85,7 +88,9 @@ impl Session {
             self.expires_at = None;
             return;
         };
-        let remaining = Duration::from_millis((expires - now_ms()).max(0) as u64);
+        // Capped so that an absurd expiry cannot overflow `Instant` arithmetic.
+        let remaining =
+            Duration::from_millis(expires.saturating_sub(now_ms()).clamp(0, MAX_TIMER_MS) as u64);
         let ahead = RENEW_AHEAD.min(remaining / 4);
         let now = Instant::now();
         self.expires_at = Some(now + remaining);
@@ -102,6 +107,12 @@ impl Session {
 
     pub(super) fn on_deadline(&mut self) -> Flow {
         let now = Instant::now();
+        let really_expired = self.principal.expires_ms.is_some_and(|e| e <= now_ms());
+        if self.expires_at.is_some_and(|e| now >= e) && !really_expired {
+            // A capped timer fired early: re-arm from the true expiry.
+            self.schedule_renewal();
+            return Flow::Continue;
+        }
         if self.expires_at.is_some_and(|e| now >= e) {
             let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
             self.push(ProtocolMessage {
