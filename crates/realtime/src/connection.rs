@@ -354,6 +354,22 @@ impl Session {
         S: Sink<Frame> + Unpin,
         S::Error: Display,
     {
+        // A peer that stops reading must not pin this task (and its queue) forever.
+        let limit = Duration::from_millis(self.hub.config().max_idle_interval_ms.max(1000) * 2);
+        match tokio::time::timeout(limit, self.write_out(sink)).await {
+            Ok(flow) => flow,
+            Err(_) => {
+                tracing::debug!("realtime transport write timed out");
+                Flow::Close
+            }
+        }
+    }
+
+    async fn write_out<S>(&mut self, sink: &mut S) -> Flow
+    where
+        S: Sink<Frame> + Unpin,
+        S::Error: Display,
+    {
         self.flush_ack();
         for item in std::mem::take(&mut self.out) {
             let frame = match item {

@@ -578,3 +578,52 @@ async fn extreme_msg_serials_do_not_break_the_connection() {
     c.send(json!({"action": 0, "id": "still-alive"})).await;
     assert_eq!(c.expect(0).await["id"], "still-alive");
 }
+
+#[tokio::test]
+async fn slow_subscriber_is_disconnected_without_stalling_the_channel() {
+    let mut cfg = base_config();
+    cfg.outbound_queue = 8;
+    let s = start(cfg).await;
+    let (mut slow, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    slow.attach("firehose").await;
+    let (mut fast, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    fast.attach("firehose").await;
+    // `slow` reads nothing while far more than socket buffers hold is published.
+    let payload = "x".repeat(32 * 1024);
+    for _ in 0..600 {
+        s.hub
+            .publish_from_backend("firehose", None, payload.as_str(), None)
+            .unwrap();
+    }
+    // The channel kept flowing: `fast` can read its share, then a marker.
+    s.hub
+        .publish_from_backend("firehose", Some("end".into()), "marker", None)
+        .unwrap();
+    let mut got_marker = false;
+    for _ in 0..700 {
+        match fast.recv().await {
+            Some(m) if m["action"] == 15 && m["messages"][0]["name"] == "end" => {
+                got_marker = true;
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    // `fast` may itself have been cut off if it fell behind; what matters is that
+    // `slow` is told why and closed, and that the hub never blocked.
+    let mut disconnected = false;
+    for _ in 0..1000 {
+        match slow.recv().await {
+            Some(m) if m["action"] == 6 => {
+                assert_eq!(m["error"]["code"], 80003);
+                disconnected = true;
+                break;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    assert!(disconnected, "slow subscriber got DISCONNECTED 80003");
+    assert!(got_marker || fast.closes().await);
+}
