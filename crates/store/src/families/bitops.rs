@@ -612,3 +612,184 @@ fn bitfield_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, ro: bool) -> CmdResu
     }
     Ok(Reply::Array(replies))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    #[test]
+    fn setbit_getbit() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["SETBIT", "b", "7", "1"]), int(0));
+        assert_eq!(t.run(&["GET", "b"]), bulk("\u{1}"));
+        assert_eq!(t.run(&["SETBIT", "b", "7", "0"]), int(1));
+        assert_eq!(t.run(&["GETBIT", "b", "7"]), int(0));
+        assert_eq!(t.run(&["SETBIT", "b", "1", "1"]), int(0));
+        assert_eq!(t.run(&["GETBIT", "b", "1"]), int(1));
+        assert_eq!(t.run(&["GETBIT", "b", "1000"]), int(0));
+        assert_eq!(t.run(&["GETBIT", "nokey", "0"]), int(0));
+        assert_eq!(
+            t.run(&["SETBIT", "b", "-1", "1"]),
+            err("ERR bit offset is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["SETBIT", "b", "4294967296", "1"]),
+            err("ERR bit offset is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["SETBIT", "b", "0", "2"]),
+            err("ERR bit is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["SETBIT", "b", "0", "x"]),
+            err("ERR bit is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["GETBIT", "b", "x"]),
+            err("ERR bit offset is not an integer or out of range")
+        );
+    }
+
+    #[test]
+    fn bitcount_bitpos() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "s", "foobar"]);
+        assert_eq!(t.run(&["BITCOUNT", "s"]), int(26));
+        assert_eq!(t.run(&["BITCOUNT", "s", "0", "0"]), int(4));
+        assert_eq!(t.run(&["BITCOUNT", "s", "1", "1"]), int(6));
+        assert_eq!(t.run(&["BITCOUNT", "s", "1", "1", "BYTE"]), int(6));
+        assert_eq!(t.run(&["BITCOUNT", "s", "5", "30", "BIT"]), int(17));
+        assert_eq!(t.run(&["BITCOUNT", "s", "-1", "-2"]), int(0));
+        assert_eq!(t.run(&["BITCOUNT", "s", "0"]), err("ERR syntax error"));
+        assert_eq!(
+            t.run(&["BITCOUNT", "s", "0", "1", "FOO"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["BITCOUNT", "nokey", "0", "1"]), int(0));
+        t.run(&["SET", "p", "\u{0}\u{ff}\u{f0}"]);
+        // "\xff\xf0\x00" via raw bytes
+        t.run_bytes(vec![
+            "SET".into(),
+            "p".into(),
+            vec![0xffu8, 0xf0, 0x00].into(),
+        ]);
+        assert_eq!(t.run(&["BITPOS", "p", "0"]), int(12));
+        t.run_bytes(vec![
+            "SET".into(),
+            "p".into(),
+            vec![0x00u8, 0xff, 0xf0].into(),
+        ]);
+        assert_eq!(t.run(&["BITPOS", "p", "1", "0"]), int(8));
+        assert_eq!(t.run(&["BITPOS", "p", "1", "2"]), int(16));
+        t.run_bytes(vec![
+            "SET".into(),
+            "p".into(),
+            vec![0x00u8, 0x00, 0x00].into(),
+        ]);
+        assert_eq!(t.run(&["BITPOS", "p", "1"]), int(-1));
+        t.run_bytes(vec![
+            "SET".into(),
+            "p".into(),
+            vec![0xffu8, 0xff, 0xff].into(),
+        ]);
+        assert_eq!(t.run(&["BITPOS", "p", "0"]), int(24));
+        assert_eq!(t.run(&["BITPOS", "p", "0", "0"]), int(24));
+        assert_eq!(t.run(&["BITPOS", "p", "0", "0", "-1"]), int(-1));
+        assert_eq!(t.run(&["BITPOS", "p", "1", "7", "15", "BIT"]), int(7));
+        assert_eq!(t.run(&["BITPOS", "nokey", "1"]), int(-1));
+        assert_eq!(t.run(&["BITPOS", "nokey", "0"]), int(0));
+        assert_eq!(
+            t.run(&["BITPOS", "p", "2"]),
+            err("ERR The bit argument must be 1 or 0.")
+        );
+        assert_eq!(
+            t.run(&["BITPOS", "p", "1", "0", "1", "FOO"]),
+            err("ERR syntax error")
+        );
+    }
+
+    #[test]
+    fn bitop() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "a", "abc"]);
+        t.run(&["SET", "b", "a"]);
+        assert_eq!(t.run(&["BITOP", "AND", "d", "a", "b"]), int(3));
+        assert_eq!(t.run(&["GET", "d"]), bulk("a\0\0"));
+        assert_eq!(t.run(&["BITOP", "OR", "d", "a", "b"]), int(3));
+        assert_eq!(t.run(&["GET", "d"]), bulk("abc"));
+        assert_eq!(t.run(&["BITOP", "XOR", "d", "a", "b"]), int(3));
+        assert_eq!(t.run(&["GET", "d"]), bulk("\0bc"));
+        t.run_bytes(vec!["SET".into(), "n".into(), vec![0x0fu8].into()]);
+        assert_eq!(t.run(&["BITOP", "NOT", "d", "n"]), int(1));
+        assert_eq!(t.run(&["GETBIT", "d", "0"]), int(1));
+        assert_eq!(
+            t.run(&["BITOP", "NOT", "d", "a", "b"]),
+            err("ERR BITOP NOT must be called with a single source key.")
+        );
+        assert_eq!(t.run(&["BITOP", "NAND", "d", "a"]), err("ERR syntax error"));
+        assert_eq!(t.run(&["BITOP", "OR", "d", "nokey"]), int(0));
+        assert_eq!(t.run(&["EXISTS", "d"]), int(0));
+    }
+
+    #[test]
+    fn bitfield() {
+        let mut t = TestClient::new();
+        assert_eq!(
+            t.run(&["BITFIELD", "bf", "SET", "i8", "0", "-100", "GET", "i8", "0"]),
+            Reply::Array(vec![int(0), int(-100)])
+        );
+        assert_eq!(
+            t.run(&[
+                "BITFIELD", "bf", "INCRBY", "u2", "100", "1", "OVERFLOW", "SAT", "INCRBY", "u2",
+                "102", "1"
+            ]),
+            Reply::Array(vec![int(1), int(1)])
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf2", "SET", "u8", "#1", "255", "GET", "u8", "8"]),
+            Reply::Array(vec![int(0), int(255)])
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf3", "OVERFLOW", "FAIL", "INCRBY", "u2", "0", "5"]),
+            Reply::Array(vec![Reply::Null])
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf3", "OVERFLOW", "WRAP", "INCRBY", "i8", "0", "130"]),
+            Reply::Array(vec![int(-126)])
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf3", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "-300"]),
+            Reply::Array(vec![int(-128)])
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf", "GET", "u64", "0"]),
+            err("ERR Invalid bitfield type. Use something like i16 u8. Note that u64 is not supported but i64 is.")
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf", "OVERFLOW", "FOO"]),
+            err("ERR Invalid OVERFLOW type specified")
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf", "GET", "u8"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "bf", "SET", "u8", "-1", "1"]),
+            err("ERR bit offset is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["BITFIELD_RO", "bf", "SET", "u8", "0", "1"]),
+            err("ERR BITFIELD_RO only supports the GET subcommand")
+        );
+        assert_eq!(
+            t.run(&["BITFIELD_RO", "bf2", "GET", "u8", "8"]),
+            Reply::Array(vec![int(255)])
+        );
+        assert_eq!(
+            t.run(&["BITFIELD", "nokey", "GET", "i8", "0"]),
+            Reply::Array(vec![int(0)])
+        );
+        assert_eq!(t.run(&["EXISTS", "nokey"]), int(0));
+    }
+}

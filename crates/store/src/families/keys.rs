@@ -665,3 +665,284 @@ fn object_refcount(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         None => Reply::Null,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    fn sorted(r: Reply) -> Vec<String> {
+        let Reply::Array(items) = r else {
+            panic!("not an array: {r:?}")
+        };
+        let mut v: Vec<String> = items
+            .into_iter()
+            .map(|i| match i {
+                Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+                other => panic!("not a bulk: {other:?}"),
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn keys_pattern_and_empty_key() {
+        let mut t = TestClient::new();
+        t.run(&["MSET", "foo_a", "1", "foo_b", "2", "bar", "3", "", "4"]);
+        assert_eq!(sorted(t.run(&["KEYS", "foo*"])), ["foo_a", "foo_b"]);
+        assert_eq!(sorted(t.run(&["KEYS", "*"])), ["", "bar", "foo_a", "foo_b"]);
+        assert_eq!(sorted(t.run(&["KEYS", "b?r"])), ["bar"]);
+    }
+
+    #[test]
+    fn scan_returns_every_key_once_and_filters() {
+        let mut t = TestClient::new();
+        for i in 0..500 {
+            t.run(&["SET", &format!("key:{i}"), "v"]);
+        }
+        let mut cursor = "0".to_string();
+        let mut seen = Vec::new();
+        for _ in 0..10_000 {
+            let Reply::Array(r) = t.run(&["SCAN", &cursor, "COUNT", "7"]) else {
+                panic!()
+            };
+            let Reply::Bulk(c) = &r[0] else { panic!() };
+            cursor = String::from_utf8_lossy(c).into_owned();
+            seen.extend(sorted(r[1].clone()));
+            if cursor == "0" {
+                break;
+            }
+        }
+        assert_eq!(cursor, "0");
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 500);
+        let Reply::Array(r) = t.run(&["SCAN", "0", "MATCH", "key:1?", "COUNT", "1000"]) else {
+            panic!()
+        };
+        assert_eq!(sorted(r[1].clone()).len(), 10);
+        let Reply::Array(r) = t.run(&["SCAN", "0", "TYPE", "list", "COUNT", "1000"]) else {
+            panic!()
+        };
+        assert_eq!(r[1], Reply::Array(vec![]));
+        assert_eq!(t.run(&["SCAN", "x"]), err("ERR invalid cursor"));
+        assert_eq!(t.run(&["SCAN", "0", "COUNT", "0"]), err("ERR syntax error"));
+        assert_eq!(
+            t.run(&["SCAN", "0", "COUNT", "x"]),
+            err("ERR value is not an integer or out of range")
+        );
+        assert_eq!(t.run(&["SCAN", "0", "MATCH"]), err("ERR syntax error"));
+    }
+
+    #[test]
+    fn scan_survives_deletes_during_scan() {
+        let mut t = TestClient::new();
+        for i in 0..300 {
+            t.run(&["SET", &format!("k{i}"), "v"]);
+        }
+        let mut cursor = "0".to_string();
+        let mut seen = Vec::new();
+        let mut deleted = 0;
+        for _ in 0..10_000 {
+            let Reply::Array(r) = t.run(&["SCAN", &cursor, "COUNT", "5"]) else {
+                panic!()
+            };
+            let Reply::Bulk(c) = &r[0] else { panic!() };
+            cursor = String::from_utf8_lossy(c).into_owned();
+            seen.extend(sorted(r[1].clone()));
+            // Delete keys with an odd number, some before they are seen.
+            if deleted < 150 {
+                t.run(&["DEL", &format!("k{}", deleted * 2 + 1)]);
+                deleted += 1;
+            }
+            if cursor == "0" {
+                break;
+            }
+        }
+        for i in (0..300).step_by(2) {
+            assert!(seen.contains(&format!("k{i}")), "k{i} missed");
+        }
+    }
+
+    #[test]
+    fn randomkey() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["RANDOMKEY"]), Reply::Null);
+        t.run(&["SET", "a", "1"]);
+        t.run(&["SET", "b", "1"]);
+        let r = t.run(&["RANDOMKEY"]);
+        assert!(r == bulk("a") || r == bulk("b"));
+    }
+
+    #[test]
+    fn rename_family() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["RENAME", "nokey", "x"]), err("ERR no such key"));
+        assert_eq!(t.run(&["RENAMENX", "nokey", "x"]), err("ERR no such key"));
+        assert_eq!(t.run(&["RENAME", "nokey", "nokey"]), err("ERR no such key"));
+        t.run(&["SET", "a", "1", "EX", "100"]);
+        assert_eq!(t.run(&["RENAME", "a", "a"]), ok());
+        assert_eq!(t.run(&["RENAMENX", "a", "a"]), int(0));
+        assert_eq!(t.run(&["RENAME", "a", "b"]), ok());
+        assert_eq!(t.run(&["EXISTS", "a"]), int(0));
+        assert_eq!(t.run(&["GET", "b"]), bulk("1"));
+        assert_eq!(t.run(&["TTL", "b"]), int(100));
+        t.run(&["SET", "c", "2"]);
+        assert_eq!(t.run(&["RENAMENX", "b", "c"]), int(0));
+        assert_eq!(t.run(&["RENAMENX", "b", "d"]), int(1));
+        t.run(&["SET", "e", "3", "EX", "50"]);
+        assert_eq!(t.run(&["RENAME", "c", "e"]), ok());
+        assert_eq!(t.run(&["TTL", "e"]), int(-1));
+        assert_eq!(t.run(&["GET", "e"]), bulk("2"));
+    }
+
+    #[test]
+    fn copy_and_move() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "a", "v", "EX", "100"]);
+        assert_eq!(t.run(&["COPY", "a", "b"]), int(1));
+        assert_eq!(t.run(&["TTL", "b"]), int(100));
+        t.run(&["SET", "b", "other"]);
+        assert_eq!(t.run(&["COPY", "a", "b"]), int(0));
+        assert_eq!(t.run(&["COPY", "a", "b", "REPLACE"]), int(1));
+        assert_eq!(t.run(&["GET", "b"]), bulk("v"));
+        assert_eq!(t.run(&["COPY", "nokey", "b"]), int(0));
+        assert_eq!(
+            t.run(&["COPY", "a", "a"]),
+            err("ERR source and destination objects are the same")
+        );
+        assert_eq!(t.run(&["COPY", "a", "a", "DB", "1"]), int(1));
+        assert_eq!(
+            t.run(&["COPY", "a", "b", "DB", "x"]),
+            err("ERR value is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["COPY", "a", "b", "DB", "16"]),
+            err("ERR DB index is out of range")
+        );
+        assert_eq!(t.run(&["COPY", "a", "b", "FOO"]), err("ERR syntax error"));
+        assert_eq!(t.run(&["COPY", "a", "b", "DB"]), err("ERR syntax error"));
+        t.run(&["SELECT", "1"]);
+        assert_eq!(t.run(&["GET", "a"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "a"]), int(100));
+        t.run(&["SELECT", "0"]);
+
+        t.run(&["SET", "m", "1", "EX", "100"]);
+        assert_eq!(
+            t.run(&["MOVE", "m", "0"]),
+            err("ERR source and destination objects are the same")
+        );
+        assert_eq!(
+            t.run(&["MOVE", "m", "x"]),
+            err("ERR value is not an integer or out of range")
+        );
+        assert_eq!(
+            t.run(&["MOVE", "m", "99"]),
+            err("ERR DB index is out of range")
+        );
+        assert_eq!(t.run(&["MOVE", "m", "2"]), int(1));
+        assert_eq!(t.run(&["EXISTS", "m"]), int(0));
+        assert_eq!(t.run(&["MOVE", "nokey", "2"]), int(0));
+        t.run(&["SET", "m", "2"]);
+        assert_eq!(t.run(&["MOVE", "m", "2"]), int(0));
+        t.run(&["SELECT", "2"]);
+        assert_eq!(t.run(&["GET", "m"]), bulk("1"));
+        assert_eq!(t.run(&["TTL", "m"]), int(100));
+    }
+
+    #[test]
+    fn swapdb_and_watch() {
+        let mut t = TestClient::new();
+        let mut other = t.other();
+        t.run(&["SET", "x", "db0"]);
+        t.run(&["SELECT", "1"]);
+        t.run(&["SET", "x", "db1"]);
+        assert_eq!(t.run(&["WATCH", "x"]), ok());
+        assert_eq!(other.run(&["SWAPDB", "0", "1"]), ok());
+        t.run(&["MULTI"]);
+        t.run(&["GET", "x"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::NullArray);
+        assert_eq!(t.run(&["GET", "x"]), bulk("db0"));
+        assert_eq!(
+            t.run(&["SWAPDB", "a", "1"]),
+            err("ERR invalid first DB index")
+        );
+        assert_eq!(
+            t.run(&["SWAPDB", "1", "b"]),
+            err("ERR invalid second DB index")
+        );
+        assert_eq!(
+            t.run(&["SWAPDB", "1", "100"]),
+            err("ERR DB index is out of range")
+        );
+    }
+
+    #[test]
+    fn touch_object_and_type() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "a", "1"]);
+        t.run(&["SET", "s", "hello"]);
+        t.run(&["SET", "l", &"x".repeat(50)]);
+        assert_eq!(t.run(&["TOUCH", "a", "nokey", "s"]), int(2));
+        assert_eq!(t.run(&["OBJECT", "ENCODING", "a"]), bulk("int"));
+        assert_eq!(t.run(&["OBJECT", "ENCODING", "s"]), bulk("embstr"));
+        assert_eq!(t.run(&["OBJECT", "ENCODING", "l"]), bulk("raw"));
+        assert_eq!(t.run(&["OBJECT", "ENCODING", "nokey"]), Reply::Null);
+        assert_eq!(t.run(&["OBJECT", "IDLETIME", "s"]), int(0));
+        assert_eq!(t.run(&["OBJECT", "REFCOUNT", "a"]), int(2147483647));
+        assert_eq!(t.run(&["OBJECT", "REFCOUNT", "s"]), int(1));
+        assert_eq!(t.run(&["OBJECT", "FREQ", "s"]), err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
+        t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
+        assert!(matches!(t.run(&["OBJECT", "FREQ", "s"]), Reply::Int(_)));
+        assert_eq!(t.run(&["OBJECT", "IDLETIME", "s"]), err("ERR An LRU maxmemory policy is not selected, access time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
+        assert_eq!(
+            t.run(&["OBJECT", "NOPE", "s"]),
+            err("ERR unknown subcommand 'NOPE'. Try OBJECT HELP.")
+        );
+        assert!(matches!(t.run(&["OBJECT", "HELP"]), Reply::Array(v) if v.len() == 15));
+        assert_eq!(t.run(&["TYPE", "s"]), Reply::Status("string"));
+        assert_eq!(t.run(&["TYPE", "nokey"]), Reply::Status("none"));
+    }
+
+    #[test]
+    fn expire_options_and_errors() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "k", "v"]);
+        assert_eq!(t.run(&["EXPIRE", "k", "100", "XX"]), int(0));
+        assert_eq!(t.run(&["EXPIRE", "k", "100", "GT"]), int(0));
+        assert_eq!(t.run(&["EXPIRE", "k", "100", "NX"]), int(1));
+        assert_eq!(t.run(&["EXPIRE", "k", "200", "NX"]), int(0));
+        assert_eq!(t.run(&["EXPIRE", "k", "50", "GT"]), int(0));
+        assert_eq!(t.run(&["EXPIRE", "k", "200", "GT"]), int(1));
+        assert_eq!(t.run(&["EXPIRE", "k", "300", "LT"]), int(0));
+        assert_eq!(t.run(&["TTL", "k"]), int(200));
+        assert_eq!(
+            t.run(&["EXPIRE", "k", "100", "NX", "XX"]),
+            err("ERR NX and XX, GT or LT options at the same time are not compatible")
+        );
+        assert_eq!(
+            t.run(&["EXPIRE", "k", "100", "GT", "LT"]),
+            err("ERR GT and LT options at the same time are not compatible")
+        );
+        assert_eq!(
+            t.run(&["EXPIRE", "k", "100", "FOO"]),
+            err("ERR Unsupported option FOO")
+        );
+        assert_eq!(
+            t.run(&["EXPIRE", "k", "9223372036854775807"]),
+            err("ERR invalid expire time in 'expire' command")
+        );
+        assert_eq!(
+            t.run(&["EXPIRE", "k", "x"]),
+            err("ERR value is not an integer or out of range")
+        );
+        assert_eq!(t.run(&["PERSIST", "k"]), int(1));
+        assert_eq!(t.run(&["PERSIST", "k"]), int(0));
+        assert_eq!(t.run(&["TTL", "k"]), int(-1));
+        assert_eq!(t.run(&["TTL", "nokey"]), int(-2));
+        assert_eq!(t.run(&["EXPIRE", "k", "-1"]), int(1));
+        assert_eq!(t.run(&["EXISTS", "k"]), int(0));
+        assert_eq!(t.run(&["EXPIRE", "nokey", "10"]), int(0));
+    }
+}

@@ -914,4 +914,197 @@ mod tests {
         );
         assert_eq!(t.run(&["EXEC"]), err("ERR EXEC without MULTI"));
     }
+
+    #[test]
+    fn set_variants() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["SETNX", "k", "1"]), int(1));
+        assert_eq!(t.run(&["SETNX", "k", "2"]), int(0));
+        assert_eq!(t.run(&["GET", "k"]), bulk("1"));
+        assert_eq!(t.run(&["SETEX", "k", "100", "v"]), ok());
+        assert_eq!(t.run(&["TTL", "k"]), int(100));
+        assert_eq!(
+            t.run(&["SETEX", "k", "0", "v"]),
+            err("ERR invalid expire time in 'setex' command")
+        );
+        assert_eq!(
+            t.run(&["PSETEX", "k", "-5", "v"]),
+            err("ERR invalid expire time in 'psetex' command")
+        );
+        assert_eq!(t.run(&["PSETEX", "k", "100000", "w"]), ok());
+        assert_eq!(t.run(&["TTL", "k"]), int(100));
+        assert_eq!(t.run(&["SET", "k", "v", "EX", "10", "EX", "20"]), ok());
+        assert_eq!(t.run(&["TTL", "k"]), int(20));
+        assert_eq!(
+            t.run(&["SET", "k", "v", "EX", "10", "KEEPTTL"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(
+            t.run(&["SET", "k", "v", "PERSIST"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["SET", "k", "v", "EX"]), err("ERR syntax error"));
+        assert_eq!(t.run(&["SET", "n", "v", "NX", "GET"]), Reply::Null);
+        assert_eq!(t.run(&["SET", "n", "w", "NX", "GET"]), bulk("v"));
+        assert_eq!(t.run(&["GET", "n"]), bulk("v"));
+    }
+
+    #[test]
+    fn get_variants() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["GETSET", "k", "1"]), Reply::Null);
+        t.run(&["EXPIRE", "k", "100"]);
+        assert_eq!(t.run(&["GETSET", "k", "2"]), bulk("1"));
+        assert_eq!(t.run(&["TTL", "k"]), int(-1));
+        assert_eq!(t.run(&["GETDEL", "k"]), bulk("2"));
+        assert_eq!(t.run(&["GETDEL", "k"]), Reply::Null);
+        t.run(&["SET", "k", "v"]);
+        assert_eq!(t.run(&["GETEX", "k", "EX", "100"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(100));
+        assert_eq!(t.run(&["GETEX", "k", "PERSIST"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(-1));
+        assert_eq!(t.run(&["GETEX", "k", "PX", "5000"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(5));
+        assert_eq!(t.run(&["GETEX", "k"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(5));
+        assert_eq!(
+            t.run(&["GETEX", "k", "EX", "-1"]),
+            err("ERR invalid expire time in 'getex' command")
+        );
+        assert_eq!(
+            t.run(&["GETEX", "k", "EX", "10", "PERSIST"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["GETEX", "k", "KEEPTTL"]), err("ERR syntax error"));
+        assert_eq!(t.run(&["GETEX", "nokey", "EX", "0"]), Reply::Null);
+        assert_eq!(t.run(&["GETEX", "k", "EXAT", "1"]), bulk("v"));
+        assert_eq!(t.run(&["EXISTS", "k"]), int(0));
+    }
+
+    #[test]
+    fn msetnx_append_strlen_ranges() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["MSETNX", "a", "1", "b", "2"]), int(1));
+        assert_eq!(t.run(&["MSETNX", "b", "3", "c", "4"]), int(0));
+        assert_eq!(t.run(&["EXISTS", "c"]), int(0));
+        assert_eq!(
+            t.run(&["MSETNX", "a", "1", "b"]),
+            err("ERR wrong number of arguments for 'msetnx' command")
+        );
+        assert_eq!(t.run(&["APPEND", "s", "hello"]), int(5));
+        assert_eq!(t.run(&["APPEND", "s", " world"]), int(11));
+        assert_eq!(t.run(&["STRLEN", "s"]), int(11));
+        assert_eq!(t.run(&["STRLEN", "nokey"]), int(0));
+        assert_eq!(t.run(&["GETRANGE", "s", "0", "4"]), bulk("hello"));
+        assert_eq!(t.run(&["GETRANGE", "s", "-5", "-1"]), bulk("world"));
+        assert_eq!(t.run(&["GETRANGE", "s", "-1", "-5"]), bulk(""));
+        assert_eq!(t.run(&["GETRANGE", "s", "5", "100"]), bulk(" world"));
+        assert_eq!(t.run(&["SUBSTR", "s", "0", "0"]), bulk("h"));
+        assert_eq!(t.run(&["GETRANGE", "nokey", "0", "1"]), bulk(""));
+        assert_eq!(t.run(&["SETRANGE", "s", "6", "WORLD"]), int(11));
+        assert_eq!(t.run(&["GET", "s"]), bulk("hello WORLD"));
+        assert_eq!(t.run(&["SETRANGE", "z", "3", "x"]), int(4));
+        assert_eq!(t.run(&["GET", "z"]), bulk("\0\0\0x"));
+        assert_eq!(t.run(&["SETRANGE", "nokey", "3", ""]), int(0));
+        assert_eq!(t.run(&["EXISTS", "nokey"]), int(0));
+        assert_eq!(t.run(&["SETRANGE", "s", "100", ""]), int(11));
+        assert_eq!(
+            t.run(&["SETRANGE", "s", "-1", "x"]),
+            err("ERR offset is out of range")
+        );
+        assert_eq!(
+            t.run(&["SETRANGE", "s", "536870911", "xx"]),
+            err("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        );
+    }
+
+    #[test]
+    fn incrbyfloat() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "1"]), bulk("1"));
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.25"]), bulk("1.25"));
+        t.run(&["SET", "f", "0.1"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.2"]), bulk("0.3"));
+        t.run(&["SET", "f", "10.50"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.1"]), bulk("10.6"));
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "-5"]), bulk("5.6"));
+        t.run(&["SET", "f", "5.0e3"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "2.0e2"]), bulk("5200"));
+        t.run(&["SET", "f", "1"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "-1.1"]), bulk("-0.1"));
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.1"]), bulk("0"));
+        t.run(&["SET", "f", "17179869184"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "1.5"]), bulk("17179869185.5"));
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "+inf"]),
+            err("ERR increment would produce NaN or Infinity")
+        );
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "abc"]),
+            err("ERR value is not a valid float")
+        );
+        t.run(&["SET", "f", "1 "]);
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "1"]),
+            err("ERR value is not a valid float")
+        );
+        t.run(&["SET", "f", "1", "EX", "100"]);
+        t.run(&["INCRBYFLOAT", "f", "1"]);
+        assert_eq!(t.run(&["TTL", "f"]), int(100));
+    }
+
+    #[test]
+    fn lcs() {
+        let mut t = TestClient::new();
+        t.run(&["MSET", "key1", "ohmytext", "key2", "mynewtext"]);
+        assert_eq!(t.run(&["LCS", "key1", "key2"]), bulk("mytext"));
+        assert_eq!(t.run(&["LCS", "key1", "key2", "LEN"]), int(6));
+        let r = t.run(&[
+            "LCS",
+            "key1",
+            "key2",
+            "IDX",
+            "MINMATCHLEN",
+            "4",
+            "WITHMATCHLEN",
+        ]);
+        assert_eq!(
+            r,
+            Reply::Map(vec![
+                (
+                    bulk("matches"),
+                    Reply::Array(vec![Reply::Array(vec![
+                        Reply::Array(vec![int(4), int(7)]),
+                        Reply::Array(vec![int(5), int(8)]),
+                        int(4)
+                    ])])
+                ),
+                (bulk("len"), int(6))
+            ])
+        );
+        let r = t.run(&["LCS", "key1", "key2", "IDX"]);
+        let Reply::Map(m) = r else { panic!() };
+        assert_eq!(
+            m[0].1,
+            Reply::Array(vec![
+                Reply::Array(vec![
+                    Reply::Array(vec![int(4), int(7)]),
+                    Reply::Array(vec![int(5), int(8)])
+                ]),
+                Reply::Array(vec![
+                    Reply::Array(vec![int(2), int(3)]),
+                    Reply::Array(vec![int(0), int(1)])
+                ])
+            ])
+        );
+        assert_eq!(
+            t.run(&["LCS", "key1", "key2", "IDX", "LEN"]),
+            err("ERR If you want both the length and indexes, please just use IDX.")
+        );
+        assert_eq!(
+            t.run(&["LCS", "key1", "key2", "FOO"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["LCS", "key1", "nokey"]), bulk(""));
+    }
 }
