@@ -10,7 +10,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
-use crate::families::strings::{edit_bytes, str_bytes, string_mut};
+use crate::families::strings::{edit_bytes, store_key, str_bytes, string_mut};
 use crate::num;
 use crate::value::{Entry, Value};
 
@@ -67,9 +67,10 @@ fn grow_for_bit(ctx: &mut Ctx<'_>, key: &[u8], max_bit: u64) -> Result<bool, Cmd
         }
         None => {
             let db = ctx.db();
-            ctx.ks.insert(
+            store_key(
+                ctx,
                 db,
-                Bytes::copy_from_slice(key),
+                key,
                 Entry::new(Value::Str(Bytes::from(vec![0u8; need]))),
             );
             Ok(true)
@@ -330,11 +331,7 @@ fn bitop(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         }
         *o = acc;
     }
-    ctx.ks.insert(
-        db,
-        Bytes::copy_from_slice(dest),
-        Entry::new(Value::Str(out.into())),
-    );
+    store_key(ctx, db, dest, Entry::new(Value::Str(out.into())));
     ctx.dirty(1);
     ctx.notify(notify::STRING, "set", dest);
     Ok(Reply::Int(maxlen as i64))

@@ -11,6 +11,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec, NO_KEYS};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
+use crate::families::strings::{notify_in, store_key};
 use crate::glob::glob_match;
 use crate::keyspace::NUM_DBS;
 use crate::num;
@@ -86,17 +87,6 @@ pub fn commands() -> Vec<CommandSpec> {
                     .summary("Returns helpful text about the different subcommands."),
             ])),
     ]
-}
-
-/// Raises a keyspace notification in database `db` (MOVE and COPY … DB notify in
-/// the destination database, not the client's).
-fn notify_in(ctx: &mut Ctx<'_>, db: usize, class: u32, event: &'static str, key: &[u8]) {
-    let flags = ctx.store.config.notify_flags();
-    if flags & class != 0 && flags & (notify::KEYSPACE | notify::KEYEVENT) != 0 {
-        ctx.ev
-            .notifications
-            .push((class, event, db, Bytes::copy_from_slice(key)));
-    }
 }
 
 /// Blocked clients may wait on a list or sorted set that a key move creates.
@@ -462,7 +452,7 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, nx: bool) -> CmdResult
     }
     let entry = ctx.ks.remove(db, src).expect("checked above");
     signal_if_blocking_type(ctx, db, dst, &entry.value);
-    ctx.ks.insert(db, Bytes::copy_from_slice(dst), entry);
+    store_key(ctx, db, dst, entry);
     ctx.notify(notify::GENERIC, "rename_from", src);
     ctx.notify(notify::GENERIC, "rename_to", dst);
     ctx.dirty(1);
@@ -512,7 +502,7 @@ fn copy(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         ctx.ks.remove(dst_db, dst);
     }
     signal_if_blocking_type(ctx, dst_db, dst, &copied.value);
-    ctx.ks.insert(dst_db, Bytes::copy_from_slice(dst), copied);
+    store_key(ctx, dst_db, dst, copied);
     if dst_db != src_db {
         ctx.touch(dst_db, dst);
     }
@@ -537,7 +527,7 @@ fn move_(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     let entry = ctx.ks.remove(src_db, key).expect("checked above");
     signal_if_blocking_type(ctx, dst_db, key, &entry.value);
-    ctx.ks.insert(dst_db, Bytes::copy_from_slice(key), entry);
+    store_key(ctx, dst_db, key, entry);
     ctx.touch(dst_db, key);
     notify_in(ctx, src_db, notify::GENERIC, "move_from", key);
     notify_in(ctx, dst_db, notify::GENERIC, "move_to", key);
@@ -626,30 +616,30 @@ fn object_encoding(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 fn object_idletime(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    if maxmemory_policy_is_lfu(ctx) {
-        return Err(CmdError::err("An LRU maxmemory policy is not selected, access time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
-    }
+    let lfu = maxmemory_policy_is_lfu(ctx);
     let clock = crate::clock::lru_clock();
-    Ok(match object_lookup(ctx, args)? {
-        Some(e) => Reply::Int(clock.saturating_sub(e.access) as i64),
-        None => Reply::Null,
-    })
+    let Some(e) = object_lookup(ctx, args)? else {
+        return Ok(Reply::Null);
+    };
+    if lfu {
+        return Err(CmdError::err("An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
+    }
+    Ok(Reply::Int(clock.saturating_sub(e.access) as i64))
 }
 
 fn object_freq(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    if !maxmemory_policy_is_lfu(ctx) {
+    let lfu = maxmemory_policy_is_lfu(ctx);
+    let clock = crate::clock::lru_clock();
+    let Some(e) = object_lookup(ctx, args)? else {
+        return Ok(Reply::Null);
+    };
+    if !lfu {
         return Err(CmdError::err("An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
     }
     // No per-key LFU counter is kept: report Redis's initial counter (5) decayed by
     // one per idle minute, as a key that is not accessed would show.
-    let clock = crate::clock::lru_clock();
-    Ok(match object_lookup(ctx, args)? {
-        Some(e) => {
-            let idle_min = clock.saturating_sub(e.access) / 60;
-            Reply::Int(5u32.saturating_sub(idle_min) as i64)
-        }
-        None => Reply::Null,
-    })
+    let idle_min = clock.saturating_sub(e.access) / 60;
+    Ok(Reply::Int(5u32.saturating_sub(idle_min) as i64))
 }
 
 fn object_refcount(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -892,10 +882,12 @@ mod tests {
         assert_eq!(t.run(&["OBJECT", "IDLETIME", "s"]), int(0));
         assert_eq!(t.run(&["OBJECT", "REFCOUNT", "a"]), int(2147483647));
         assert_eq!(t.run(&["OBJECT", "REFCOUNT", "s"]), int(1));
+        assert_eq!(t.run(&["OBJECT", "FREQ", "nokey"]), Reply::Null);
         assert_eq!(t.run(&["OBJECT", "FREQ", "s"]), err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
         t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
         assert!(matches!(t.run(&["OBJECT", "FREQ", "s"]), Reply::Int(_)));
-        assert_eq!(t.run(&["OBJECT", "IDLETIME", "s"]), err("ERR An LRU maxmemory policy is not selected, access time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
+        assert_eq!(t.run(&["OBJECT", "IDLETIME", "s"]), err("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
+        assert_eq!(t.run(&["OBJECT", "IDLETIME", "nokey"]), Reply::Null);
         assert_eq!(
             t.run(&["OBJECT", "NOPE", "s"]),
             err("ERR unknown subcommand 'NOPE'. Try OBJECT HELP.")

@@ -77,6 +77,29 @@ pub fn expire_arg(
     Ok(at as u64)
 }
 
+/// Raises a keyspace notification in database `db` (MOVE and COPY … DB notify in
+/// the destination database, not the client's).
+pub fn notify_in(ctx: &mut Ctx<'_>, db: usize, class: u32, event: &'static str, key: &[u8]) {
+    let flags = ctx.store.config.notify_flags();
+    if flags & class != 0 && flags & (notify::KEYSPACE | notify::KEYEVENT) != 0 {
+        ctx.ev
+            .notifications
+            .push((class, event, db, Bytes::copy_from_slice(key)));
+    }
+}
+
+/// Stores `entry` under an owned copy of `key` (never a slice of the read buffer),
+/// raising Redis's `new` event when the key did not exist.
+pub fn store_key(ctx: &mut Ctx<'_>, db: usize, key: &[u8], entry: Entry) {
+    if ctx
+        .ks
+        .insert(db, Bytes::copy_from_slice(key), entry)
+        .is_none()
+    {
+        notify_in(ctx, db, notify::NEW, "new", key);
+    }
+}
+
 /// The largest string Redis lets a command build (`proto-max-bulk-len`).
 pub fn check_string_length(ctx: &Ctx<'_>, size: u64, append: u64) -> Result<(), CmdError> {
     let max = ctx
@@ -225,9 +248,10 @@ fn set_generic(
         ExpireOpt::KeepTtl => old.as_ref().map_or(0, |(_, e)| *e),
         _ => 0,
     };
-    ctx.ks.insert(
+    store_key(
+        ctx,
         db,
-        Bytes::copy_from_slice(key),
+        key,
         Entry::with_expiry(Value::Str(Bytes::copy_from_slice(value)), expire_at),
     );
     ctx.dirty(1);
@@ -366,9 +390,10 @@ pub fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
         },
     };
     let new = current.checked_add(delta).ok_or(CmdError::Overflow)?;
-    ctx.ks.insert(
+    store_key(
+        ctx,
         db,
-        Bytes::copy_from_slice(key),
+        key,
         Entry::with_expiry(Value::Str(num::i64_to_bytes(new)), expire_at),
     );
     ctx.dirty(1);
@@ -515,9 +540,10 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         },
     };
     let new = Bytes::from(add_float_strings(&current, incr)?);
-    ctx.ks.insert(
+    store_key(
+        ctx,
         db,
-        Bytes::copy_from_slice(key),
+        key,
         Entry::with_expiry(Value::Str(new.clone()), expire_at),
     );
     ctx.dirty(1);
@@ -558,9 +584,10 @@ fn mset_pairs<'a>(ctx: &Ctx<'_>, args: &mut Args<'a>) -> Result<&'a [Bytes], Cmd
 fn mset_all(ctx: &mut Ctx<'_>, pairs: &[Bytes]) {
     let db = ctx.db();
     for kv in pairs.chunks(2) {
-        ctx.ks.insert(
+        store_key(
+            ctx,
             db,
-            Bytes::copy_from_slice(&kv[0]),
+            &kv[0],
             Entry::new(Value::Str(Bytes::copy_from_slice(&kv[1]))),
         );
         ctx.notify(notify::STRING, "set", &kv[0]);
@@ -594,9 +621,10 @@ fn append(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let new_len = match current_len {
         None => {
             let db = ctx.db();
-            ctx.ks.insert(
+            store_key(
+                ctx,
                 db,
-                Bytes::copy_from_slice(key),
+                key,
                 Entry::new(Value::Str(Bytes::copy_from_slice(tail))),
             );
             tail.len()
@@ -667,11 +695,7 @@ fn setrange(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         let mut buf = vec![0u8; offset as usize + value.len()];
         buf[offset as usize..].copy_from_slice(value);
         let db = ctx.db();
-        ctx.ks.insert(
-            db,
-            Bytes::copy_from_slice(key),
-            Entry::new(Value::Str(buf.into())),
-        );
+        store_key(ctx, db, key, Entry::new(Value::Str(buf.into())));
         ctx.dirty(1);
         ctx.notify(notify::STRING, "setrange", key);
         return Ok(Reply::Int((offset as usize + value.len()) as i64));
