@@ -277,6 +277,69 @@ impl Locked {
     pub fn is_empty(&mut self, db: usize) -> bool {
         self.len(db) == 0
     }
+
+    /// Swaps two databases in every shard (SWAPDB; all shards must be held).
+    pub fn swap_dbs(&mut self, a: usize, b: usize) {
+        assert!(self.all, "SWAPDB needs every shard");
+        for (_, g) in self.guards.iter_mut() {
+            g.dbs.swap(a, b);
+        }
+    }
+
+    /// One SCAN step over database `db` (all shards must be held): visits about
+    /// `count` positions starting at `cursor` (0 starts a scan) and returns the cursor
+    /// to continue from (0 when done). Live keys are passed to `visit`; expired keys
+    /// met on the way are deleted instead. See [`cursor`] for why every key present
+    /// for the whole scan is returned.
+    pub fn scan(
+        &mut self,
+        db: usize,
+        start: u64,
+        count: usize,
+        now: u64,
+        mut visit: impl FnMut(&Bytes, &Entry),
+    ) -> u64 {
+        assert!(self.all, "SCAN needs every shard");
+        let (mut shard, mut remaining) = if start == 0 {
+            (0, u64::MAX)
+        } else {
+            cursor::split(start)
+        };
+        let mut visited = 0;
+        let mut expired = Vec::new();
+        while shard < NUM_SHARDS {
+            let part = &self.guards[shard].1.dbs[db];
+            let len = part.map.len() as u64;
+            if visited >= count {
+                // Resume this shard from its current end next time.
+                if len > 0 {
+                    return cursor::join(shard, remaining.min(len));
+                }
+            } else {
+                let mut pos = remaining.min(len);
+                while pos > 0 && visited < count {
+                    pos -= 1;
+                    visited += 1;
+                    let (k, e) = part.map.get_index(pos as usize).expect("in range");
+                    if e.is_expired(now) {
+                        expired.push(k.clone());
+                    } else {
+                        visit(k, e);
+                    }
+                }
+                // Removing visited keys only moves other visited keys (the last ones).
+                for k in expired.drain(..) {
+                    self.expire_now(db, &k);
+                }
+                if pos > 0 {
+                    return cursor::join(shard, pos);
+                }
+            }
+            shard += 1;
+            remaining = u64::MAX;
+        }
+        0
+    }
 }
 
 /// SCAN cursors: the high bits name the shard, the low 40 bits how many positions of

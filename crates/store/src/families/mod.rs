@@ -1,6 +1,7 @@
 //! Command families, one module each, in the spirit of Redis's `t_string.c`. Each
 //! exports `commands()`, its part of the command table; `all()` gathers them.
 
+pub mod bitops;
 pub mod connection;
 pub mod hashes;
 pub mod hyperloglog;
@@ -26,6 +27,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(connection::commands());
     v.extend(keys::commands());
     v.extend(strings::commands());
+    v.extend(bitops::commands());
     v.extend(server::commands());
     v.extend(pubsub::commands());
     v.extend(transactions::commands());

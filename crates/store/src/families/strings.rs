@@ -1,6 +1,7 @@
-//! String commands: GET/SET and options, counters, multi-key get/set.
+//! String commands: GET/SET and their variants, counters, ranges, LCS and multi-key
+//! get/set. Bit-level commands live in `bitops.rs`.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tidewire_resp::Reply;
 
 use crate::args::Args;
@@ -16,12 +17,26 @@ pub fn commands() -> Vec<CommandSpec> {
     vec![
         s(cmd("get", 2, READONLY | FAST, keys(1, 1, 1), get).summary("Returns the string value of a key.")),
         s(cmd("set", -3, WRITE | DENYOOM, keys(1, 1, 1), set).summary("Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.")),
+        s(cmd("setnx", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), setnx).summary("Set the string value of a key only when the key doesn't exist.")),
+        s(cmd("setex", 4, WRITE | DENYOOM, keys(1, 1, 1), setex).summary("Sets the string value and expiration time of a key. Creates the key if it doesn't exist.")),
+        s(cmd("psetex", 4, WRITE | DENYOOM, keys(1, 1, 1), psetex).summary("Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.")),
+        s(cmd("getset", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), getset).summary("Returns the previous string value of a key after setting it to a new value.")),
+        s(cmd("getdel", 2, WRITE | FAST, keys(1, 1, 1), getdel).summary("Returns the string value of a key after deleting the key.")),
+        s(cmd("getex", -2, WRITE | FAST, keys(1, 1, 1), getex).summary("Returns the string value of a key after setting its expiration time.")),
         s(cmd("incr", 2, WRITE | DENYOOM | FAST, keys(1, 1, 1), incr).summary("Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.")),
         s(cmd("decr", 2, WRITE | DENYOOM | FAST, keys(1, 1, 1), decr).summary("Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.")),
         s(cmd("incrby", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), incrby).summary("Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.")),
         s(cmd("decrby", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), decrby).summary("Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.")),
+        s(cmd("incrbyfloat", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), incrbyfloat).summary("Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.")),
         s(cmd("mget", -2, READONLY | FAST, keys(1, -1, 1), mget).summary("Atomically returns the string values of one or more keys.")),
         s(cmd("mset", -3, WRITE | DENYOOM, keys(1, -1, 2), mset).summary("Atomically creates or modifies the string values of one or more keys.")),
+        s(cmd("msetnx", -3, WRITE | DENYOOM, keys(1, -1, 2), msetnx).summary("Atomically modifies the string values of one or more keys only when all keys don't exist.")),
+        s(cmd("append", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), append).summary("Appends a string to the value of a key. Creates the key if it doesn't exist.")),
+        s(cmd("strlen", 2, READONLY | FAST, keys(1, 1, 1), strlen).summary("Returns the length of a string value.")),
+        s(cmd("getrange", 4, READONLY, keys(1, 1, 1), getrange).summary("Returns a substring of the string stored at a key.")),
+        s(cmd("substr", 4, READONLY, keys(1, 1, 1), getrange).summary("Returns a substring from a string value.")),
+        s(cmd("setrange", 4, WRITE | DENYOOM, keys(1, 1, 1), setrange).summary("Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.")),
+        s(cmd("lcs", -3, READONLY, keys(1, 2, 1), lcs).summary("Finds the longest common substring.")),
     ]
 }
 
@@ -62,32 +77,157 @@ pub fn expire_arg(
     Ok(at as u64)
 }
 
-fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    let key = args.next_bytes()?;
-    let value = args.next_bytes()?;
-    let (mut nx, mut xx, mut want_get) = (false, false, false);
-    let mut expire = ExpireOpt::None;
+/// Raises a keyspace notification in database `db` (MOVE and COPY … DB notify in
+/// the destination database, not the client's).
+pub fn notify_in(ctx: &mut Ctx<'_>, db: usize, class: u32, event: &'static str, key: &[u8]) {
+    let flags = ctx.store.config.notify_flags();
+    if flags & class != 0 && flags & (notify::KEYSPACE | notify::KEYEVENT) != 0 {
+        ctx.ev
+            .notifications
+            .push((class, event, db, Bytes::copy_from_slice(key)));
+    }
+}
+
+/// Stores `entry` under an owned copy of `key` (never a slice of the read buffer),
+/// raising Redis's `new` event when the key did not exist.
+pub fn store_key(ctx: &mut Ctx<'_>, db: usize, key: &[u8], entry: Entry) {
+    if ctx
+        .ks
+        .insert(db, Bytes::copy_from_slice(key), entry)
+        .is_none()
+    {
+        notify_in(ctx, db, notify::NEW, "new", key);
+    }
+}
+
+/// The largest string Redis lets a command build (`proto-max-bulk-len`).
+pub fn check_string_length(ctx: &Ctx<'_>, size: u64, append: u64) -> Result<(), CmdError> {
+    let max = ctx
+        .store
+        .config
+        .proto_max_bulk_len
+        .load(std::sync::atomic::Ordering::Relaxed);
+    match size.checked_add(append) {
+        Some(total) if total <= max => Ok(()),
+        _ => Err(CmdError::err(
+            "string exceeds maximum allowed size (proto-max-bulk-len)",
+        )),
+    }
+}
+
+/// Runs `f` on a string value in place: the buffer is reused when nothing else
+/// shares it (a reply still being written may), otherwise copied once.
+pub fn edit_bytes<R>(b: &mut Bytes, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    let mut m = BytesMut::from(std::mem::take(b));
+    let r = f(&mut m);
+    *b = m.freeze();
+    r
+}
+
+/// The string stored at `key` for modification: `Ok(None)` if absent, WRONGTYPE if
+/// it holds another type.
+pub fn string_mut<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c mut Entry>, CmdError> {
+    let db = ctx.db();
+    let now = ctx.now;
+    match ctx.ks.get_mut(db, key, now) {
+        None => Ok(None),
+        Some(e) => match e.value {
+            Value::Str(_) => Ok(Some(e)),
+            #[allow(unreachable_patterns)]
+            _ => Err(CmdError::WrongType),
+        },
+    }
+}
+
+/// The bytes of a string entry (callers have checked the type).
+pub fn str_bytes(e: &mut Entry) -> &mut Bytes {
+    match &mut e.value {
+        Value::Str(b) => b,
+        #[allow(unreachable_patterns)]
+        _ => unreachable!("checked by string_mut"),
+    }
+}
+
+/// SET's and GETEX's options, as Redis's `parseExtendedStringArgumentsOrReply` reads
+/// them: conflicting options are a syntax error; repeating the same one is not.
+struct StrOpts<'a> {
+    nx: bool,
+    xx: bool,
+    get: bool,
+    keepttl: bool,
+    persist: bool,
+    /// (option name upper-cased, its argument)
+    expire: Option<(&'static str, &'a Bytes)>,
+}
+
+fn parse_str_opts<'a>(args: &mut Args<'a>, for_set: bool) -> Result<StrOpts<'a>, CmdError> {
+    let mut o = StrOpts {
+        nx: false,
+        xx: false,
+        get: false,
+        keepttl: false,
+        persist: false,
+        expire: None,
+    };
     while let Some(opt) = args.peek() {
         args.next_bytes()?;
         let upper = opt.to_ascii_uppercase();
+        let other_expire = |name: &str| o.expire.is_some_and(|(n, _)| n != name);
         match upper.as_slice() {
-            b"NX" if !xx => nx = true,
-            b"XX" if !nx => xx = true,
-            b"GET" => want_get = true,
-            b"KEEPTTL" if expire == ExpireOpt::None => expire = ExpireOpt::KeepTtl,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" if expire == ExpireOpt::None => {
-                let arg = args.next_bytes()?;
-                let (unit, abs) = match upper.as_slice() {
-                    b"EX" => (1000, false),
-                    b"PX" => (1, false),
-                    b"EXAT" => (1000, true),
-                    _ => (1, true),
+            b"NX" if for_set && !o.xx => o.nx = true,
+            b"XX" if for_set && !o.nx => o.xx = true,
+            b"GET" if for_set => o.get = true,
+            b"KEEPTTL" if for_set && !o.persist && o.expire.is_none() => o.keepttl = true,
+            b"PERSIST" if !for_set && o.expire.is_none() && !o.keepttl => o.persist = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
+                let name = match upper.as_slice() {
+                    b"EX" => "EX",
+                    b"PX" => "PX",
+                    b"EXAT" => "EXAT",
+                    _ => "PXAT",
                 };
-                expire = ExpireOpt::At(expire_arg(ctx, arg, unit, abs)?);
+                if o.keepttl || o.persist || other_expire(name) || args.is_empty() {
+                    return Err(CmdError::Syntax);
+                }
+                o.expire = Some((name, args.next_bytes()?));
             }
             _ => return Err(CmdError::Syntax),
         }
     }
+    Ok(o)
+}
+
+/// Resolves an EX/PX/EXAT/PXAT option to absolute unix milliseconds.
+fn resolve_expire(ctx: &Ctx<'_>, opt: Option<(&str, &Bytes)>) -> Result<Option<u64>, CmdError> {
+    let Some((name, arg)) = opt else {
+        return Ok(None);
+    };
+    let (unit, abs) = match name {
+        "EX" => (1000, false),
+        "PX" => (1, false),
+        "EXAT" => (1000, true),
+        _ => (1, true),
+    };
+    expire_arg(ctx, arg, unit, abs).map(Some)
+}
+
+/// What SET and its variants did.
+enum SetOutcome {
+    /// Not set because of NX/XX; carries the old value when GET was asked.
+    Skipped(Option<Bytes>),
+    Done(Option<Bytes>),
+}
+
+/// The core of SET, SETNX, SETEX, PSETEX: `expire` is absolute ms or KEEPTTL.
+fn set_generic(
+    ctx: &mut Ctx<'_>,
+    key: &Bytes,
+    value: &Bytes,
+    nx: bool,
+    xx: bool,
+    want_get: bool,
+    expire: ExpireOpt,
+) -> Result<SetOutcome, CmdError> {
     let db = ctx.db();
     let now = ctx.now;
     let old = match ctx.ks.get(db, key, now) {
@@ -99,23 +239,19 @@ fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             _ => Some((Bytes::new(), e.expire_at)),
         },
     };
-    let old_reply = || -> Reply {
-        match &old {
-            Some((b, _)) => Reply::Bulk(b.clone()),
-            None => Reply::Null,
-        }
-    };
+    let old_value = old.as_ref().map(|(b, _)| b.clone());
     if (nx && old.is_some()) || (xx && old.is_none()) {
-        return Ok(if want_get { old_reply() } else { Reply::Null });
+        return Ok(SetOutcome::Skipped(old_value));
     }
     let expire_at = match expire {
         ExpireOpt::At(t) => t,
         ExpireOpt::KeepTtl => old.as_ref().map_or(0, |(_, e)| *e),
         _ => 0,
     };
-    ctx.ks.insert(
+    store_key(
+        ctx,
         db,
-        Bytes::copy_from_slice(key),
+        key,
         Entry::with_expiry(Value::Str(Bytes::copy_from_slice(value)), expire_at),
     );
     ctx.dirty(1);
@@ -137,7 +273,108 @@ fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         }
         ctx.propagate(p);
     }
-    Ok(if want_get { old_reply() } else { Reply::ok() })
+    Ok(SetOutcome::Done(old_value))
+}
+
+fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let value = args.next_bytes()?;
+    let o = parse_str_opts(args, true)?;
+    let expire = match resolve_expire(ctx, o.expire)? {
+        Some(at) => ExpireOpt::At(at),
+        None if o.keepttl => ExpireOpt::KeepTtl,
+        None => ExpireOpt::None,
+    };
+    Ok(
+        match set_generic(ctx, key, value, o.nx, o.xx, o.get, expire)? {
+            SetOutcome::Skipped(old) | SetOutcome::Done(old) if o.get => old.into(),
+            SetOutcome::Skipped(_) => Reply::Null,
+            SetOutcome::Done(_) => Reply::ok(),
+        },
+    )
+}
+
+fn setnx(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let value = args.next_bytes()?;
+    Ok(
+        match set_generic(ctx, key, value, true, false, false, ExpireOpt::None)? {
+            SetOutcome::Skipped(_) => Reply::Int(0),
+            SetOutcome::Done(_) => Reply::Int(1),
+        },
+    )
+}
+
+fn setex_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, unit_ms: i64) -> CmdResult {
+    let key = args.next_bytes()?;
+    let at = expire_arg(ctx, args.next_bytes()?, unit_ms, false)?;
+    let value = args.next_bytes()?;
+    set_generic(ctx, key, value, false, false, false, ExpireOpt::At(at))?;
+    Ok(Reply::ok())
+}
+
+fn setex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    setex_generic(ctx, args, 1000)
+}
+
+fn psetex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    setex_generic(ctx, args, 1)
+}
+
+fn getset(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let value = args.next_bytes()?;
+    let old = read_string(ctx, key)?;
+    set_generic(ctx, key, value, false, false, false, ExpireOpt::None)?;
+    Ok(old.into())
+}
+
+fn getdel(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let old = read_string(ctx, key)?;
+    if old.is_some() {
+        let db = ctx.db();
+        ctx.ks.remove(db, key);
+        ctx.dirty(1);
+        ctx.notify(notify::GENERIC, "del", key);
+        ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
+    }
+    Ok(old.into())
+}
+
+fn getex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let o = parse_str_opts(args, false)?;
+    let Some(value) = read_string(ctx, key)? else {
+        return Ok(Reply::Null);
+    };
+    let at = resolve_expire(ctx, o.expire)?;
+    let db = ctx.db();
+    let now = ctx.now;
+    if let Some(at) = at {
+        if at <= now {
+            // An EXAT/PXAT in the past deletes the key (relative times are > now).
+            ctx.ks.remove(db, key);
+            ctx.dirty(1);
+            ctx.notify(notify::GENERIC, "del", key);
+            ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
+        } else {
+            ctx.ks.set_expire(db, key, at);
+            ctx.dirty(1);
+            ctx.notify(notify::GENERIC, "expire", key);
+            ctx.propagate(vec![
+                Bytes::from_static(b"PEXPIREAT"),
+                key.clone(),
+                num::i64_to_bytes(at as i64),
+            ]);
+        }
+    } else if o.persist && ctx.ks.get(db, key, now).is_some_and(|e| e.expire_at != 0) {
+        ctx.ks.set_expire(db, key, 0);
+        ctx.dirty(1);
+        ctx.notify(notify::GENERIC, "persist", key);
+        ctx.propagate(vec![Bytes::from_static(b"PERSIST"), key.clone()]);
+    }
+    Ok(Reply::Bulk(value))
 }
 
 /// Adds `delta` to the integer stored at `key`, keeping its TTL.
@@ -153,9 +390,10 @@ pub fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
         },
     };
     let new = current.checked_add(delta).ok_or(CmdError::Overflow)?;
-    ctx.ks.insert(
+    store_key(
+        ctx,
         db,
-        Bytes::copy_from_slice(key),
+        key,
         Entry::with_expiry(Value::Str(num::i64_to_bytes(new)), expire_at),
     );
     ctx.dirty(1);
@@ -188,6 +426,138 @@ fn decrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     incr_by(ctx, key, -delta)
 }
 
+/// A plain decimal `[-]digits[.digits][e[+-]digits]` as (mantissa, decimals), when
+/// it fits exactly in an i128 with at most 17 decimals.
+fn parse_decimal(s: &[u8]) -> Option<(i128, u32)> {
+    let (neg, rest) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (num_part, exp) = match rest.iter().position(|c| *c == b'e' || *c == b'E') {
+        Some(i) => (
+            &rest[..i],
+            std::str::from_utf8(&rest[i + 1..])
+                .ok()?
+                .parse::<i32>()
+                .ok()?,
+        ),
+        None => (rest, 0),
+    };
+    let (int_part, frac_part) = match num_part.iter().position(|c| *c == b'.') {
+        Some(i) => (&num_part[..i], &num_part[i + 1..]),
+        None => (num_part, &num_part[num_part.len()..]),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if int_part.len() + frac_part.len() > 36 {
+        return None;
+    }
+    let mut m: i128 = 0;
+    for d in int_part.iter().chain(frac_part) {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        m = m * 10 + (d - b'0') as i128;
+    }
+    let mut scale = frac_part.len() as i32 - exp;
+    while scale < 0 {
+        m = m.checked_mul(10)?;
+        scale += 1;
+    }
+    // Drop trailing zero decimals so "1.50000000000000000000" still fits.
+    while scale > 0 && m % 10 == 0 {
+        m /= 10;
+        scale -= 1;
+    }
+    if scale > 17 {
+        return None;
+    }
+    Some((if neg { -m } else { m }, scale as u32))
+}
+
+/// INCRBYFLOAT's sum, printed like Redis's `%.17Lf` with trailing zeros removed.
+/// Redis adds in long double, which for everyday decimals gives the exact decimal
+/// result; we compute that exactly when both numbers are short decimals, and fall
+/// back to binary doubles otherwise.
+fn add_float_strings(a: &[u8], b: &[u8]) -> Result<String, CmdError> {
+    let fa = num::parse_f64(a).ok_or(CmdError::NotFloat)?;
+    let fb = num::parse_f64(b).ok_or(CmdError::NotFloat)?;
+    let sum = fa + fb;
+    if !sum.is_finite() {
+        return Err(CmdError::err("increment would produce NaN or Infinity"));
+    }
+    if let (Some((ma, sa)), Some((mb, sb))) = (parse_decimal(a), parse_decimal(b)) {
+        let scale = sa.max(sb);
+        let (ma, mb) = (
+            ma.checked_mul(10i128.pow(scale - sa)),
+            mb.checked_mul(10i128.pow(scale - sb)),
+        );
+        if let Some(m) = ma.zip(mb).and_then(|(x, y)| x.checked_add(y)) {
+            // Long double holds ~19 significant digits: beyond that Redis prints
+            // binary noise we do not try to imitate.
+            if m.unsigned_abs() < 10u128.pow(18) {
+                return Ok(format_decimal(m, scale));
+            }
+        }
+    }
+    Ok(num::format_float_plain(sum))
+}
+
+fn format_decimal(m: i128, scale: u32) -> String {
+    let div = 10u128.pow(scale);
+    let abs = m.unsigned_abs();
+    let (int, mut frac) = (abs / div, abs % div);
+    let mut s = String::new();
+    if m < 0 {
+        s.push('-');
+    }
+    s.push_str(&int.to_string());
+    if frac != 0 {
+        let mut digits = scale;
+        while frac % 10 == 0 {
+            frac /= 10;
+            digits -= 1;
+        }
+        s.push('.');
+        s.push_str(&format!("{:0width$}", frac, width = digits as usize));
+    }
+    s
+}
+
+fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let incr = args.next_bytes()?;
+    let db = ctx.db();
+    let now = ctx.now;
+    let (current, expire_at) = match ctx.ks.get(db, key, now) {
+        None => (Bytes::from_static(b"0"), 0),
+        Some(e) => match &e.value {
+            Value::Str(b) => (b.clone(), e.expire_at),
+            #[allow(unreachable_patterns)]
+            _ => return Err(CmdError::WrongType),
+        },
+    };
+    let new = Bytes::from(add_float_strings(&current, incr)?);
+    store_key(
+        ctx,
+        db,
+        key,
+        Entry::with_expiry(Value::Str(new.clone()), expire_at),
+    );
+    ctx.dirty(1);
+    ctx.notify(notify::STRING, "incrbyfloat", key);
+    // Logged as the final value so float formatting can never make a replay differ.
+    ctx.propagate(vec![
+        Bytes::from_static(b"SET"),
+        key.clone(),
+        new.clone(),
+        Bytes::from_static(b"KEEPTTL"),
+    ]);
+    Ok(Reply::Bulk(new))
+}
+
 fn mget(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let db = ctx.db();
     let now = ctx.now;
@@ -204,22 +574,276 @@ fn mget(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Array(out))
 }
 
-fn mset(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+fn mset_pairs<'a>(ctx: &Ctx<'_>, args: &mut Args<'a>) -> Result<&'a [Bytes], CmdError> {
     if !args.remaining().is_multiple_of(2) {
         return Err(CmdError::WrongArity(ctx.cmd.full_name.clone()));
     }
+    Ok(args.rest())
+}
+
+fn mset_all(ctx: &mut Ctx<'_>, pairs: &[Bytes]) {
     let db = ctx.db();
-    let pairs = args.rest();
     for kv in pairs.chunks(2) {
-        ctx.ks.insert(
+        store_key(
+            ctx,
             db,
-            Bytes::copy_from_slice(&kv[0]),
+            &kv[0],
             Entry::new(Value::Str(Bytes::copy_from_slice(&kv[1]))),
         );
         ctx.notify(notify::STRING, "set", &kv[0]);
     }
     ctx.dirty(pairs.len() as u64 / 2);
+}
+
+fn mset(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let pairs = mset_pairs(ctx, args)?;
+    mset_all(ctx, pairs);
     Ok(Reply::ok())
+}
+
+fn msetnx(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let pairs = mset_pairs(ctx, args)?;
+    let db = ctx.db();
+    let now = ctx.now;
+    for kv in pairs.chunks(2) {
+        if ctx.ks.get(db, &kv[0], now).is_some() {
+            return Ok(Reply::Int(0));
+        }
+    }
+    mset_all(ctx, pairs);
+    Ok(Reply::Int(1))
+}
+
+fn append(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let tail = args.next_bytes()?;
+    let current_len = string_mut(ctx, key)?.map(|e| str_bytes(e).len() as u64);
+    let new_len = match current_len {
+        None => {
+            let db = ctx.db();
+            store_key(
+                ctx,
+                db,
+                key,
+                Entry::new(Value::Str(Bytes::copy_from_slice(tail))),
+            );
+            tail.len()
+        }
+        Some(len) => {
+            check_string_length(ctx, len, tail.len() as u64)?;
+            let e = string_mut(ctx, key)?.expect("present");
+            edit_bytes(str_bytes(e), |m| {
+                m.extend_from_slice(tail);
+                m.len()
+            })
+        }
+    };
+    ctx.dirty(1);
+    ctx.notify(notify::STRING, "append", key);
+    Ok(Reply::Int(new_len as i64))
+}
+
+fn strlen(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    Ok(Reply::Int(
+        read_string(ctx, key)?.map_or(0, |b| b.len() as i64),
+    ))
+}
+
+fn getrange(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let mut start = args.next_i64()?;
+    let mut end = args.next_i64()?;
+    let Some(s) = read_string(ctx, key)? else {
+        return Ok(Reply::Bulk(Bytes::new()));
+    };
+    let len = s.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return Ok(Reply::Bulk(Bytes::new()));
+    }
+    if start < 0 {
+        start += len;
+    }
+    if end < 0 {
+        end += len;
+    }
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end || len == 0 {
+        return Ok(Reply::Bulk(Bytes::new()));
+    }
+    Ok(Reply::Bulk(s.slice(start as usize..=end as usize)))
+}
+
+fn setrange(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let offset = args.next_i64()?;
+    let value = args.next_bytes()?;
+    if offset < 0 {
+        return Err(CmdError::err("offset is out of range"));
+    }
+    let offset = offset as u64;
+    let current_len = string_mut(ctx, key)?.map(|e| str_bytes(e).len());
+    let Some(len) = current_len else {
+        if value.is_empty() {
+            return Ok(Reply::Int(0));
+        }
+        check_string_length(ctx, offset, value.len() as u64)?;
+        let mut buf = vec![0u8; offset as usize + value.len()];
+        buf[offset as usize..].copy_from_slice(value);
+        let db = ctx.db();
+        store_key(ctx, db, key, Entry::new(Value::Str(buf.into())));
+        ctx.dirty(1);
+        ctx.notify(notify::STRING, "setrange", key);
+        return Ok(Reply::Int((offset as usize + value.len()) as i64));
+    };
+    if value.is_empty() {
+        return Ok(Reply::Int(len as i64));
+    }
+    check_string_length(ctx, offset, value.len() as u64)?;
+    let e = string_mut(ctx, key)?.expect("present");
+    let new_len = edit_bytes(str_bytes(e), |m| {
+        let end = offset as usize + value.len();
+        if m.len() < end {
+            m.resize(end, 0);
+        }
+        m[offset as usize..end].copy_from_slice(value);
+        m.len()
+    });
+    ctx.dirty(1);
+    ctx.notify(notify::STRING, "setrange", key);
+    Ok(Reply::Int(new_len as i64))
+}
+
+fn lcs(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let ka = args.next_bytes()?;
+    let kb = args.next_bytes()?;
+    let db = ctx.db();
+    let now = ctx.now;
+    let mut strings = [Bytes::new(), Bytes::new()];
+    for (slot, key) in strings.iter_mut().zip([ka, kb]) {
+        match ctx.ks.lookup_read(db, key, now) {
+            None => {}
+            Some(Entry {
+                value: Value::Str(b),
+                ..
+            }) => *slot = b.clone(),
+            #[allow(unreachable_patterns)]
+            Some(_) => {
+                return Err(CmdError::err(
+                    "The specified keys must contain string values",
+                ))
+            }
+        }
+    }
+    let (mut getidx, mut getlen, mut withmatchlen, mut minmatchlen) = (false, false, false, 0u64);
+    while let Some(opt) = args.peek() {
+        args.next_bytes()?;
+        let upper = opt.to_ascii_uppercase();
+        match upper.as_slice() {
+            b"IDX" => getidx = true,
+            b"LEN" => getlen = true,
+            b"WITHMATCHLEN" => withmatchlen = true,
+            b"MINMATCHLEN" if !args.is_empty() => minmatchlen = args.next_i64()?.max(0) as u64,
+            _ => return Err(CmdError::Syntax),
+        }
+    }
+    if getidx && getlen {
+        return Err(CmdError::err(
+            "If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let [a, b] = strings;
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen as u64 + 1) * (blen as u64 + 1);
+    let max = ctx
+        .store
+        .config
+        .proto_max_bulk_len
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if cells.saturating_mul(4) > max {
+        return Err(CmdError::err(
+            "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    // table[i][j] = LCS length of a[..i] and b[..j].
+    let w = blen + 1;
+    let mut table = vec![0u32; cells as usize];
+    for i in 1..=alen {
+        for j in 1..=blen {
+            table[i * w + j] = if a[i - 1] == b[j - 1] {
+                table[(i - 1) * w + j - 1] + 1
+            } else {
+                table[(i - 1) * w + j].max(table[i * w + j - 1])
+            };
+        }
+    }
+    let total = table[alen * w + blen];
+    if getlen {
+        return Ok(Reply::Int(total as i64));
+    }
+    // Walk back from the end, collecting the common string and the matching ranges
+    // (from the end of the strings towards the start, as Redis reports them).
+    let mut result = vec![0u8; total as usize];
+    let mut idx = total as usize;
+    let mut matches = Vec::new();
+    let (mut i, mut j) = (alen, blen);
+    // Current range: (a_start, a_end, b_start, b_end), None when not in a range.
+    let mut range: Option<(usize, usize, usize, usize)> = None;
+    while i > 0 && j > 0 {
+        let mut emit = false;
+        if a[i - 1] == b[j - 1] {
+            result[idx - 1] = a[i - 1];
+            range = Some(match range {
+                None => (i - 1, i - 1, j - 1, j - 1),
+                Some((as_, ae, bs, be)) if as_ == i && bs == j => (as_ - 1, ae, bs - 1, be),
+                Some(r) => {
+                    emit = true;
+                    r
+                }
+            });
+            if let Some((as_, _, bs, _)) = range {
+                if as_ == 0 || bs == 0 {
+                    emit = true;
+                }
+            }
+            idx -= 1;
+            i -= 1;
+            j -= 1;
+        } else {
+            if table[(i - 1) * w + j] > table[i * w + j - 1] {
+                i -= 1;
+            } else {
+                j -= 1;
+            }
+            emit = range.is_some();
+        }
+        if emit {
+            if let Some((as_, ae, bs, be)) = range.take() {
+                let len = (ae - as_ + 1) as u64;
+                if minmatchlen == 0 || len >= minmatchlen {
+                    let mut m = vec![
+                        Reply::Array(vec![Reply::Int(as_ as i64), Reply::Int(ae as i64)]),
+                        Reply::Array(vec![Reply::Int(bs as i64), Reply::Int(be as i64)]),
+                    ];
+                    if withmatchlen {
+                        m.push(Reply::Int(len as i64));
+                    }
+                    matches.push(Reply::Array(m));
+                }
+            }
+        }
+    }
+    if getidx {
+        return Ok(Reply::Map(vec![
+            (Reply::bulk_str("matches"), Reply::Array(matches)),
+            (Reply::bulk_str("len"), Reply::Int(total as i64)),
+        ]));
+    }
+    Ok(Reply::Bulk(result.into()))
 }
 
 #[cfg(test)]
@@ -313,5 +937,198 @@ mod tests {
             err("EXECABORT Transaction discarded because of previous errors.")
         );
         assert_eq!(t.run(&["EXEC"]), err("ERR EXEC without MULTI"));
+    }
+
+    #[test]
+    fn set_variants() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["SETNX", "k", "1"]), int(1));
+        assert_eq!(t.run(&["SETNX", "k", "2"]), int(0));
+        assert_eq!(t.run(&["GET", "k"]), bulk("1"));
+        assert_eq!(t.run(&["SETEX", "k", "100", "v"]), ok());
+        assert_eq!(t.run(&["TTL", "k"]), int(100));
+        assert_eq!(
+            t.run(&["SETEX", "k", "0", "v"]),
+            err("ERR invalid expire time in 'setex' command")
+        );
+        assert_eq!(
+            t.run(&["PSETEX", "k", "-5", "v"]),
+            err("ERR invalid expire time in 'psetex' command")
+        );
+        assert_eq!(t.run(&["PSETEX", "k", "100000", "w"]), ok());
+        assert_eq!(t.run(&["TTL", "k"]), int(100));
+        assert_eq!(t.run(&["SET", "k", "v", "EX", "10", "EX", "20"]), ok());
+        assert_eq!(t.run(&["TTL", "k"]), int(20));
+        assert_eq!(
+            t.run(&["SET", "k", "v", "EX", "10", "KEEPTTL"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(
+            t.run(&["SET", "k", "v", "PERSIST"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["SET", "k", "v", "EX"]), err("ERR syntax error"));
+        assert_eq!(t.run(&["SET", "n", "v", "NX", "GET"]), Reply::Null);
+        assert_eq!(t.run(&["SET", "n", "w", "NX", "GET"]), bulk("v"));
+        assert_eq!(t.run(&["GET", "n"]), bulk("v"));
+    }
+
+    #[test]
+    fn get_variants() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["GETSET", "k", "1"]), Reply::Null);
+        t.run(&["EXPIRE", "k", "100"]);
+        assert_eq!(t.run(&["GETSET", "k", "2"]), bulk("1"));
+        assert_eq!(t.run(&["TTL", "k"]), int(-1));
+        assert_eq!(t.run(&["GETDEL", "k"]), bulk("2"));
+        assert_eq!(t.run(&["GETDEL", "k"]), Reply::Null);
+        t.run(&["SET", "k", "v"]);
+        assert_eq!(t.run(&["GETEX", "k", "EX", "100"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(100));
+        assert_eq!(t.run(&["GETEX", "k", "PERSIST"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(-1));
+        assert_eq!(t.run(&["GETEX", "k", "PX", "5000"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(5));
+        assert_eq!(t.run(&["GETEX", "k"]), bulk("v"));
+        assert_eq!(t.run(&["TTL", "k"]), int(5));
+        assert_eq!(
+            t.run(&["GETEX", "k", "EX", "-1"]),
+            err("ERR invalid expire time in 'getex' command")
+        );
+        assert_eq!(
+            t.run(&["GETEX", "k", "EX", "10", "PERSIST"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["GETEX", "k", "KEEPTTL"]), err("ERR syntax error"));
+        assert_eq!(t.run(&["GETEX", "nokey", "EX", "0"]), Reply::Null);
+        assert_eq!(t.run(&["GETEX", "k", "EXAT", "1"]), bulk("v"));
+        assert_eq!(t.run(&["EXISTS", "k"]), int(0));
+    }
+
+    #[test]
+    fn msetnx_append_strlen_ranges() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["MSETNX", "a", "1", "b", "2"]), int(1));
+        assert_eq!(t.run(&["MSETNX", "b", "3", "c", "4"]), int(0));
+        assert_eq!(t.run(&["EXISTS", "c"]), int(0));
+        assert_eq!(
+            t.run(&["MSETNX", "a", "1", "b"]),
+            err("ERR wrong number of arguments for 'msetnx' command")
+        );
+        assert_eq!(t.run(&["APPEND", "s", "hello"]), int(5));
+        assert_eq!(t.run(&["APPEND", "s", " world"]), int(11));
+        assert_eq!(t.run(&["STRLEN", "s"]), int(11));
+        assert_eq!(t.run(&["STRLEN", "nokey"]), int(0));
+        assert_eq!(t.run(&["GETRANGE", "s", "0", "4"]), bulk("hello"));
+        assert_eq!(t.run(&["GETRANGE", "s", "-5", "-1"]), bulk("world"));
+        assert_eq!(t.run(&["GETRANGE", "s", "-1", "-5"]), bulk(""));
+        assert_eq!(t.run(&["GETRANGE", "s", "5", "100"]), bulk(" world"));
+        assert_eq!(t.run(&["SUBSTR", "s", "0", "0"]), bulk("h"));
+        assert_eq!(t.run(&["GETRANGE", "nokey", "0", "1"]), bulk(""));
+        assert_eq!(t.run(&["SETRANGE", "s", "6", "WORLD"]), int(11));
+        assert_eq!(t.run(&["GET", "s"]), bulk("hello WORLD"));
+        assert_eq!(t.run(&["SETRANGE", "z", "3", "x"]), int(4));
+        assert_eq!(t.run(&["GET", "z"]), bulk("\0\0\0x"));
+        assert_eq!(t.run(&["SETRANGE", "nokey", "3", ""]), int(0));
+        assert_eq!(t.run(&["EXISTS", "nokey"]), int(0));
+        assert_eq!(t.run(&["SETRANGE", "s", "100", ""]), int(11));
+        assert_eq!(
+            t.run(&["SETRANGE", "s", "-1", "x"]),
+            err("ERR offset is out of range")
+        );
+        assert_eq!(
+            t.run(&["SETRANGE", "s", "536870911", "xx"]),
+            err("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        );
+    }
+
+    #[test]
+    fn incrbyfloat() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "1"]), bulk("1"));
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.25"]), bulk("1.25"));
+        t.run(&["SET", "f", "0.1"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.2"]), bulk("0.3"));
+        t.run(&["SET", "f", "10.50"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.1"]), bulk("10.6"));
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "-5"]), bulk("5.6"));
+        t.run(&["SET", "f", "5.0e3"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "2.0e2"]), bulk("5200"));
+        t.run(&["SET", "f", "1"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "-1.1"]), bulk("-0.1"));
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.1"]), bulk("0"));
+        t.run(&["SET", "f", "17179869184"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "1.5"]), bulk("17179869185.5"));
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "+inf"]),
+            err("ERR increment would produce NaN or Infinity")
+        );
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "abc"]),
+            err("ERR value is not a valid float")
+        );
+        t.run(&["SET", "f", "1 "]);
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "1"]),
+            err("ERR value is not a valid float")
+        );
+        t.run(&["SET", "f", "1", "EX", "100"]);
+        t.run(&["INCRBYFLOAT", "f", "1"]);
+        assert_eq!(t.run(&["TTL", "f"]), int(100));
+    }
+
+    #[test]
+    fn lcs() {
+        let mut t = TestClient::new();
+        t.run(&["MSET", "key1", "ohmytext", "key2", "mynewtext"]);
+        assert_eq!(t.run(&["LCS", "key1", "key2"]), bulk("mytext"));
+        assert_eq!(t.run(&["LCS", "key1", "key2", "LEN"]), int(6));
+        let r = t.run(&[
+            "LCS",
+            "key1",
+            "key2",
+            "IDX",
+            "MINMATCHLEN",
+            "4",
+            "WITHMATCHLEN",
+        ]);
+        assert_eq!(
+            r,
+            Reply::Map(vec![
+                (
+                    bulk("matches"),
+                    Reply::Array(vec![Reply::Array(vec![
+                        Reply::Array(vec![int(4), int(7)]),
+                        Reply::Array(vec![int(5), int(8)]),
+                        int(4)
+                    ])])
+                ),
+                (bulk("len"), int(6))
+            ])
+        );
+        let r = t.run(&["LCS", "key1", "key2", "IDX"]);
+        let Reply::Map(m) = r else { panic!() };
+        assert_eq!(
+            m[0].1,
+            Reply::Array(vec![
+                Reply::Array(vec![
+                    Reply::Array(vec![int(4), int(7)]),
+                    Reply::Array(vec![int(5), int(8)])
+                ]),
+                Reply::Array(vec![
+                    Reply::Array(vec![int(2), int(3)]),
+                    Reply::Array(vec![int(0), int(1)])
+                ])
+            ])
+        );
+        assert_eq!(
+            t.run(&["LCS", "key1", "key2", "IDX", "LEN"]),
+            err("ERR If you want both the length and indexes, please just use IDX.")
+        );
+        assert_eq!(
+            t.run(&["LCS", "key1", "key2", "FOO"]),
+            err("ERR syntax error")
+        );
+        assert_eq!(t.run(&["LCS", "key1", "nokey"]), bulk(""));
     }
 }
