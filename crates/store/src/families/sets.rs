@@ -320,6 +320,9 @@ fn smove(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         return Ok(Reply::Int(0));
     }
     write_set(ctx, src)?.expect("checked").remove(m);
+    // Watchers of the destination are told only if the member was really added.
+    ctx.own_touches();
+    ctx.touch(db, src);
     ctx.notify(notify::SET, "srem", src);
     drop_if_empty(ctx, src);
     let lim = limits(ctx);
@@ -331,6 +334,7 @@ fn smove(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         );
     }
     if write_set(ctx, dst)?.expect("exists").add(m, lim) {
+        ctx.touch(db, dst);
         ctx.notify(notify::SET, "sadd", dst);
     }
     ctx.dirty(1);
@@ -610,6 +614,20 @@ mod tests {
         assert_eq!(t.run(&["SMOVE", "a", "b", "y"]), int(1));
         assert_eq!(t.run(&["EXISTS", "a"]), int(0));
         assert_eq!(sorted(t.run(&["SMEMBERS", "b"])), vec!["x", "y"]);
+        // A move into a set that already has the member leaves its watchers alone.
+        t.run(&["SADD", "src", "x"]);
+        let mut other = t.other();
+        assert_eq!(t.run(&["WATCH", "b"]), ok());
+        assert_eq!(other.run(&["SMOVE", "src", "b", "x"]), int(1));
+        t.run(&["MULTI"]);
+        t.run(&["SCARD", "b"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![int(2)]));
+        t.run(&["SADD", "src", "z"]);
+        assert_eq!(t.run(&["WATCH", "b"]), ok());
+        assert_eq!(other.run(&["SMOVE", "src", "b", "z"]), int(1));
+        t.run(&["MULTI"]);
+        t.run(&["SCARD", "b"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::NullArray);
     }
 
     #[test]
