@@ -18,6 +18,7 @@ pub fn commands() -> Vec<CommandSpec> {
         h(cmd("pfadd", -2, WRITE | DENYOOM | FAST, keys(1, 1, 1), pfadd).summary("Adds elements to a HyperLogLog key. Creates the key if it doesn't exist.")),
         h(cmd("pfcount", -2, READONLY, keys(1, -1, 1), pfcount).summary("Returns the approximated cardinality of the set(s) observed by the HyperLogLog key(s).")),
         h(cmd("pfmerge", -2, WRITE | DENYOOM, keys(1, -1, 1), pfmerge).summary("Merges one or more HyperLogLog values into a single key.")),
+        h(cmd("pfdebug", 3, WRITE | DENYOOM | ADMIN, keys(2, 2, 1), pfdebug).summary("Internal commands for debugging HyperLogLog values.")),
         h(cmd("pfselftest", 1, ADMIN | NO_KEYSPACE, NO_KEYS, pfselftest).summary("An internal command for testing HyperLogLog values.")),
     ]
 }
@@ -141,6 +142,47 @@ fn pfmerge(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::ok())
 }
 
+/// PFDEBUG GETREG|ENCODING|TODENSE|DECODE key, as Redis (GETREG and TODENSE
+/// convert a sparse value to dense).
+fn pfdebug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let sub = args.next_bytes()?;
+    let key = args.next_bytes()?;
+    let Some(s) = read_hll(ctx, key)? else {
+        return Err(CmdError::err("The specified key does not exist"));
+    };
+    let dense = hll::check(&s).map_err(hll_err)?;
+    let lower = sub.to_ascii_lowercase();
+    match lower.as_slice() {
+        b"getreg" | b"todense" => {
+            let regs = hll::registers(&s).map_err(hll_err)?;
+            if !dense {
+                let mut v = hll::encode_dense(&regs, None);
+                v[8..16].copy_from_slice(&s[8..16]);
+                store(ctx, key, v);
+                ctx.dirty(1);
+            }
+            if lower == b"todense" {
+                return Ok(Reply::Int(!dense as i64));
+            }
+            Ok(Reply::Array(
+                regs.into_iter().map(|r| Reply::Int(r as i64)).collect(),
+            ))
+        }
+        b"encoding" => Ok(Reply::Status(if dense { "dense" } else { "sparse" })),
+        b"decode" => {
+            if dense {
+                return Err(CmdError::err("HLL encoding is not sparse"));
+            }
+            let text = hll::decode_sparse(&s).map_err(hll_err)?;
+            Ok(Reply::SimpleString(text))
+        }
+        _ => Err(CmdError::err(format!(
+            "Unknown PFDEBUG subcommand '{}'",
+            String::from_utf8_lossy(sub)
+        ))),
+    }
+}
+
 /// A quick consistency check of the implementation (Redis's runs much longer):
 /// register packing, sparse/dense agreement and the estimator's error bound.
 fn pfselftest(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -171,16 +213,14 @@ fn pfselftest(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use crate::testkit::*;
+    use tidewire_resp::Reply;
 
     #[test]
     fn pfadd_pfcount_pfmerge() {
         let mut t = TestClient::new();
         assert_eq!(t.run(&["PFADD", "h"]), int(1));
         assert_eq!(t.run(&["PFADD", "h"]), int(0));
-        assert_eq!(
-            t.run(&["TYPE", "h"]),
-            tidewire_resp::Reply::Status("string")
-        );
+        assert_eq!(t.run(&["TYPE", "h"]), Reply::Status("string"));
         assert_eq!(t.run(&["PFCOUNT", "h"]), int(0));
         assert_eq!(t.run(&["PFADD", "h", "a", "b", "c", "foo"]), int(1));
         assert_eq!(t.run(&["PFADD", "h", "a"]), int(0));
@@ -203,5 +243,39 @@ mod tests {
             err("WRONGTYPE Operation against a key holding the wrong kind of value")
         );
         assert_eq!(t.run(&["PFSELFTEST"]), ok());
+    }
+
+    #[test]
+    fn pfdebug() {
+        let mut t = TestClient::new();
+        t.run(&["PFADD", "h", "a"]);
+        assert_eq!(
+            t.run(&["PFDEBUG", "ENCODING", "h"]),
+            Reply::Status("sparse")
+        );
+        let Reply::SimpleString(d) = t.run(&["PFDEBUG", "DECODE", "h"]) else {
+            panic!()
+        };
+        assert!(d.starts_with("Z:") && d.contains("v:"), "{d}");
+        assert_eq!(t.run(&["PFDEBUG", "TODENSE", "h"]), int(1));
+        assert_eq!(t.run(&["PFDEBUG", "TODENSE", "h"]), int(0));
+        assert_eq!(t.run(&["PFDEBUG", "ENCODING", "h"]), Reply::Status("dense"));
+        assert_eq!(t.run(&["PFCOUNT", "h"]), int(1));
+        let Reply::Array(regs) = t.run(&["PFDEBUG", "GETREG", "h"]) else {
+            panic!()
+        };
+        assert_eq!(regs.len(), 16384);
+        assert_eq!(
+            t.run(&["PFDEBUG", "DECODE", "h"]),
+            err("ERR HLL encoding is not sparse")
+        );
+        assert_eq!(
+            t.run(&["PFDEBUG", "NOPE", "h"]),
+            err("ERR Unknown PFDEBUG subcommand 'NOPE'")
+        );
+        assert_eq!(
+            t.run(&["PFDEBUG", "ENCODING", "nokey"]),
+            err("ERR The specified key does not exist")
+        );
     }
 }

@@ -151,6 +151,30 @@ pub fn registers(s: &[u8]) -> Result<Vec<u8>, HllError> {
     Ok(out)
 }
 
+/// PFDEBUG DECODE's text for a sparse value: `Z:<n>` (XZERO), `z:<n>` (ZERO),
+/// `v:<value>,<n>` (VAL), space separated.
+pub fn decode_sparse(s: &[u8]) -> Result<String, HllError> {
+    registers(s)?;
+    let body = &s[HDR_SIZE..];
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p < body.len() {
+        let op = body[p];
+        if op & 0xc0 == 0 {
+            out.push(format!("z:{}", (op & 0x3f) as usize + 1));
+            p += 1;
+        } else if op & 0xc0 == 0x40 {
+            let n = ((((op & 0x3f) as usize) << 8) | body[p + 1] as usize) + 1;
+            out.push(format!("Z:{n}"));
+            p += 2;
+        } else {
+            out.push(format!("v:{},{}", ((op >> 2) & 0x1f) + 1, (op & 0x3) + 1));
+            p += 1;
+        }
+    }
+    Ok(out.join(" "))
+}
+
 fn header(encoding: u8, card: Option<u64>) -> Vec<u8> {
     let mut h = Vec::with_capacity(DENSE_SIZE);
     h.extend_from_slice(b"HYLL");
