@@ -33,6 +33,10 @@ pub struct Events {
     pub ready: Vec<(usize, Bytes)>,
     /// Keys whose watchers must be told (beyond the command's declared keys).
     pub touched: Vec<(usize, Bytes)>,
+    /// Set by a handler that reports the keys it changed itself with `Ctx::touch`
+    /// (SMOVE leaves its destination untouched when the member was already there);
+    /// then the declared keys are not all touched. Reset after every command.
+    pub own_touches: bool,
     /// Databases changed as a whole (FLUSHDB …); `None` = all of them.
     pub touched_dbs: Vec<Option<usize>>,
     /// Replies to send before the command's own (SUBSCRIBE a b c).
@@ -125,6 +129,12 @@ impl Ctx<'_> {
     /// Tells watchers of a key that is not among the command's declared keys.
     pub fn touch(&mut self, db: usize, key: &[u8]) {
         self.ev.touched.push((db, Bytes::copy_from_slice(key)));
+    }
+
+    /// This command will `touch` the keys it changed itself instead of having all
+    /// its declared keys touched.
+    pub fn own_touches(&mut self) {
+        self.ev.own_touches = true;
     }
 
     /// Asks to block on `keys` (only when blocking is allowed: check `no_block`).
@@ -385,9 +395,10 @@ impl Store {
         // Keys lazily expired during the command are logged before its own effects.
         self.reap_expired(ks, ev);
         let changed = ev.dirty - dirty_before;
+        let own_touches = std::mem::take(&mut ev.own_touches);
         if changed > 0 {
             self.stats.dirty.fetch_add(changed, Ordering::Relaxed);
-            if self.watches.any() {
+            if self.watches.any() && !own_touches {
                 for p in cmd.spec.keys.positions(argv) {
                     self.watches.touch(client.db, &argv[p]);
                 }

@@ -220,6 +220,24 @@ impl Locked {
         self.get_mut(db, key, now).map(|e| &*e)
     }
 
+    /// A shared read of a key without lazy expiry, so that several values can be
+    /// borrowed at once (SINTER, SORT … BY/GET). Call `get`/`lookup_read` on each key
+    /// first: that is what deletes an expired key.
+    pub fn peek(&self, db: usize, key: &[u8]) -> Option<&Entry> {
+        let idx = shard_index(key);
+        let guard = if self.all {
+            &self.guards[idx].1
+        } else {
+            &self
+                .guards
+                .iter()
+                .find(|(i, _)| *i == idx)
+                .expect("command touched a key whose shard it did not declare")
+                .1
+        };
+        guard.dbs[db].map.get(key)
+    }
+
     /// A read lookup: also counts keyspace hits/misses and refreshes the access clock.
     pub fn lookup_read(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
         let shard = shard_index(key);

@@ -1,6 +1,8 @@
 //! Value types, one module each, with their own unit tests.
 
 pub mod hash;
+pub mod hll;
 pub mod list;
+pub mod pack;
 pub mod set;
 pub mod zset;
