@@ -533,12 +533,11 @@ fn rpoplpush(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(move_elem(ctx, src, dst, false, true)?.into())
 }
 
-/// numkeys parsing shared by LMPOP/ZMPOP/ZUNION…: Redis's message on <= 0.
+/// numkeys parsing shared by LMPOP/ZMPOP: Redis's message for anything but n > 0.
 pub fn parse_numkeys(arg: &[u8], msg: &str) -> Result<usize, CmdError> {
     match num::parse_i64(arg) {
-        None => Err(CmdError::NotInteger),
-        Some(n) if n <= 0 => Err(CmdError::err(msg)),
-        Some(n) => Ok(n as usize),
+        Some(n) if n > 0 => Ok(n as usize),
+        _ => Err(CmdError::err(msg)),
     }
 }
 
