@@ -49,6 +49,22 @@ for (const useBinaryProtocol of [true, false]) {
       } finally { await close(c); }
     });
 
+    it('reads history until attach', async () => {
+      const name = `until-attach-${mode}`;
+      const r = rest(server.port, useBinaryProtocol, { key: FULL_KEY });
+      const c = realtime(server.port, useBinaryProtocol, { key: FULL_KEY });
+      try {
+        for (let i = 0; i < 3; i++) await r.channels.get(name).publish('n', `before${i}`);
+        const ch = c.channels.get(name);
+        const live = [];
+        await ch.subscribe((m) => live.push(m.data));
+        for (let i = 0; i < 2; i++) await r.channels.get(name).publish('n', `after${i}`);
+        for (let i = 0; i < 100 && live.length < 2; i++) await sleep(50);
+        const page = await ch.history({ untilAttach: true });
+        assert.deepEqual(page.items.map((m) => m.data), ['before2', 'before1', 'before0']);
+      } finally { await close(c); }
+    });
+
     it('reports channel status with occupancy', async () => {
       const name = `status-${mode}`;
       const c = realtime(server.port, useBinaryProtocol, { key: FULL_KEY });

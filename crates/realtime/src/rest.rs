@@ -370,11 +370,24 @@ fn history_query(q: &HashMap<String, String>) -> Result<HistoryQuery, AblyError>
             format!("limit must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    let from_serial = match q.get("fromSerial") {
-        None => None,
-        Some(s) => Some(crate::channel::parse_serial(s).ok_or_else(|| {
-            AblyError::new(ErrorCode::InvalidParameterValue, "Invalid fromSerial")
-        })?),
+    let serial_param = |k: &str| -> Result<Option<u64>, AblyError> {
+        q.get(k)
+            .map(|s| {
+                crate::channel::parse_serial(s).ok_or_else(|| {
+                    AblyError::new(ErrorCode::InvalidParameterValue, format!("Invalid {k}"))
+                })
+            })
+            .transpose()
+    };
+    // `cursor` is our pagination cursor (exclusive); `from_serial` is what SDKs send
+    // for `untilAttach` (the attach serial, inclusive).
+    let from_serial = match (serial_param("cursor")?, serial_param("from_serial")?) {
+        (Some(c), _) => Some(c),
+        (None, Some(f)) => match direction {
+            Direction::Backwards => Some(f.saturating_add(1)),
+            Direction::Forwards => f.checked_sub(1),
+        },
+        (None, None) => None,
     };
     let start = parse_num::<i64>(q, "start")?;
     let end = parse_num::<i64>(q, "end")?;
@@ -413,10 +426,7 @@ fn next_link(q: &HistoryQuery, next: u64) -> String {
         }
     ));
     let first = parts.join("&");
-    parts.push(format!(
-        "fromSerial={}",
-        crate::channel::format_serial(next)
-    ));
+    parts.push(format!("cursor={}", crate::channel::format_serial(next)));
     format!(
         "<./messages?{first}>; rel=\"first\", <./messages?{}>; rel=\"next\"",
         parts.join("&")
@@ -680,6 +690,11 @@ mod tests {
             ..Default::default()
         };
         let l = next_link(&hq, 255);
-        assert!(l.contains("<./messages?limit=2&direction=backwards&fromSerial=00000000000000ff>; rel=\"next\""), "{l}");
+        assert!(
+            l.contains(
+                "<./messages?limit=2&direction=backwards&cursor=00000000000000ff>; rel=\"next\""
+            ),
+            "{l}"
+        );
     }
 }
