@@ -63,6 +63,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
         server.http_addr,
         config.data_dir.display()
     );
+    eprintln!(
+        "Upstash REST: UPSTASH_REDIS_REST_URL=http://{}{}  UPSTASH_REDIS_REST_TOKEN={}{}",
+        server.http_addr,
+        config.upstash.mount,
+        server.rest.tokens.primary(),
+        match &server.rest.token_source {
+            tidewire_server::upstash::auth::TokenSource::DataDir(p) =>
+                format!("  (kept in {})", p.display()),
+            tidewire_server::upstash::auth::TokenSource::Configured => String::new(),
+        }
+    );
     if config.print_ports {
         println!(
             "LISTENING resp={} http={}",
