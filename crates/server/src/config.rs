@@ -2,6 +2,7 @@
 //! environment variables, then command-line flags — each later source wins.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
@@ -51,6 +52,17 @@ pub struct ServerFlags {
     /// Log filter, e.g. `info` or `tidewire=debug`.
     #[arg(long, env = "TIDEWIRE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Upstash REST read-write token(s), comma-separated. Without one, a random token
+    /// is generated on first start and kept in `<data-dir>/rest-token`.
+    #[arg(long, env = "TIDEWIRE_REST_TOKEN", value_delimiter = ',')]
+    pub rest_token: Vec<String>,
+    /// Upstash REST read-only token(s), comma-separated.
+    #[arg(long, env = "TIDEWIRE_REST_READONLY_TOKEN", value_delimiter = ',')]
+    pub rest_readonly_token: Vec<String>,
+    /// Also serve the Upstash REST API at the root (`/`) of this extra port, for
+    /// clients that cannot take a path prefix; 0 picks a free port.
+    #[arg(long, env = "TIDEWIRE_UPSTASH_PORT")]
+    pub upstash_port: Option<u16>,
     /// Print `LISTENING resp=<port> http=<port>` on stdout once bound (for scripts
     /// and tests that start the server on port 0).
     #[arg(long, hide = true)]
@@ -81,6 +93,77 @@ struct FileConfig {
     redis: std::collections::BTreeMap<String, toml::Value>,
     /// The realtime layer: API keys, limits, history retention.
     realtime: Option<tidewire_realtime::RealtimeConfig>,
+    #[serde(default)]
+    http: FileHttp,
+    #[serde(default)]
+    upstash: FileUpstash,
+}
+
+/// `[http]`: limits and CORS shared by everything on the HTTP listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHttp {
+    max_body_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+}
+
+/// `[upstash]`: the Upstash-compatible REST API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstash {
+    mount: Option<String>,
+    port: Option<u16>,
+    tokens: Option<Vec<String>>,
+    readonly_tokens: Option<Vec<String>>,
+    max_pipeline: Option<usize>,
+}
+
+/// Limits and CORS of the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// A request still running after this long gets 504.
+    pub request_timeout: Duration,
+    /// Origins allowed by CORS; empty = CORS off, `*` = any origin.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// The Upstash-compatible REST API.
+#[derive(Debug, Clone)]
+pub struct UpstashConfig {
+    /// Path prefix on the HTTP listener (`/redis`).
+    pub mount: String,
+    /// Extra port serving the API at `/`, if set.
+    pub port: Option<u16>,
+    /// Read-write tokens. Empty: one is generated and kept in the data dir.
+    pub tokens: Vec<String>,
+    pub readonly_tokens: Vec<String>,
+    /// Most commands in one `/pipeline` or `/multi-exec` request.
+    pub max_pipeline: usize,
+}
+
+impl Default for UpstashConfig {
+    fn default() -> Self {
+        UpstashConfig {
+            mount: "/redis".into(),
+            port: None,
+            tokens: Vec::new(),
+            readonly_tokens: Vec::new(),
+            max_pipeline: 10_000,
+        }
+    }
 }
 
 /// The effective configuration.
@@ -97,6 +180,8 @@ pub struct Config {
     /// Redis CONFIG parameters from the file, applied at start.
     pub redis: Vec<(String, String)>,
     pub realtime: tidewire_realtime::RealtimeConfig,
+    pub http: HttpConfig,
+    pub upstash: UpstashConfig,
 }
 
 impl Default for Config {
@@ -112,6 +197,8 @@ impl Default for Config {
             print_ports: false,
             redis: Vec::new(),
             realtime: Default::default(),
+            http: HttpConfig::default(),
+            upstash: UpstashConfig::default(),
         }
     }
 }
@@ -158,6 +245,25 @@ impl Config {
             print_ports: flags.print_ports,
             redis,
             realtime: file.realtime.unwrap_or_default(),
+            http: HttpConfig {
+                max_body_bytes: file.http.max_body_bytes.unwrap_or(d.http.max_body_bytes),
+                request_timeout: file
+                    .http
+                    .request_timeout_ms
+                    .map_or(d.http.request_timeout, Duration::from_millis),
+                cors_origins: file.http.cors_origins.unwrap_or_default(),
+            },
+            upstash: UpstashConfig {
+                mount: normalize_mount(&file.upstash.mount.unwrap_or(d.upstash.mount)),
+                port: flags.upstash_port.or(file.upstash.port),
+                tokens: non_empty(&flags.rest_token)
+                    .or(file.upstash.tokens)
+                    .unwrap_or_default(),
+                readonly_tokens: non_empty(&flags.rest_readonly_token)
+                    .or(file.upstash.readonly_tokens)
+                    .unwrap_or_default(),
+                max_pipeline: file.upstash.max_pipeline.unwrap_or(d.upstash.max_pipeline),
+            },
         })
     }
 
@@ -165,6 +271,27 @@ impl Config {
     pub fn is_loopback(&self) -> bool {
         matches!(self.bind.as_str(), "127.0.0.1" | "localhost" | "::1")
             || self.bind.starts_with("127.")
+    }
+}
+
+/// Tokens given as flags or environment: blanks dropped; `None` if none is left, so
+/// the file's list applies.
+fn non_empty(tokens: &[String]) -> Option<Vec<String>> {
+    let v: Vec<String> = tokens
+        .iter()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    (!v.is_empty()).then_some(v)
+}
+
+/// `redis/` → `/redis`; `/` → `` (the root).
+pub fn normalize_mount(m: &str) -> String {
+    let t = m.trim().trim_matches('/');
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("/{t}")
     }
 }
 
@@ -197,6 +324,31 @@ mod tests {
         assert_eq!(c.port, 7100);
         assert_eq!(c.http_port, 7001);
         assert_eq!(c.redis, vec![("maxmemory".to_string(), "1mb".to_string())]);
+    }
+
+    #[test]
+    fn upstash_tokens_flags_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(
+            &path,
+            "[http]\nmax_body_bytes = 100\ncors_origins = [\"*\"]\n[upstash]\nmount = \"api/\"\ntokens = [\"file\"]\nreadonly_tokens = [\"ro\"]\n",
+        )
+        .unwrap();
+        let mut flags = ServerFlags {
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = Config::resolve(&flags).unwrap();
+        assert_eq!(c.upstash.tokens, vec!["file"]);
+        assert_eq!(c.upstash.readonly_tokens, vec!["ro"]);
+        assert_eq!(c.upstash.mount, "/api");
+        assert_eq!(c.http.max_body_bytes, 100);
+        assert_eq!(c.http.cors_origins, vec!["*"]);
+        flags.rest_token = vec!["flag".into(), " ".into()];
+        let c = Config::resolve(&flags).unwrap();
+        assert_eq!(c.upstash.tokens, vec!["flag"]);
+        assert_eq!(normalize_mount("/"), "");
     }
 
     #[test]

@@ -8,8 +8,10 @@
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod metrics;
 pub mod realtime;
 pub mod secrets;
+pub mod upstash;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +32,10 @@ pub struct Server {
     pub realtime_root_key: Option<String>,
     pub resp_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The Upstash REST API at `/` of its own port, if configured.
+    pub upstash_addr: Option<SocketAddr>,
+    /// The REST API's tokens and where the read-write one came from (banner, tests).
+    pub rest: Arc<upstash::RestState>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -101,29 +107,50 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(store.clone(), resp, shutdown_rx.clone()));
     tasks.spawn(cron(store.clone(), shutdown_rx.clone()));
+    metrics::install();
+    let rest = upstash::RestState::new(store.clone(), &config, http_addr, shutdown_rx.clone())?;
     let bridge = realtime::connect_bridge(&store, &hub, shutdown_rx.clone());
     tasks.spawn(async move {
         let _ = bridge.await;
     });
-    let app = http::router(store.clone()).merge(tidewire_realtime::router(hub.clone()));
-    let mut http_shutdown = shutdown_rx.clone();
-    tasks.spawn(async move {
-        let serve = axum::serve(http, app).with_graceful_shutdown(async move {
-            let _ = http_shutdown.changed().await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP listener failed");
+    // The realtime layer owns the root of the HTTP port; the Upstash API is mounted
+    // under its own prefix, health and metrics beside it.
+    let app = http::router(store.clone(), rest.clone(), &config.upstash.mount, &config.http)
+        .merge(tidewire_realtime::router(hub.clone()));
+    tasks.spawn(serve_http(http, app, shutdown_rx.clone()));
+    let upstash_addr = match config.upstash.port {
+        Some(port) => {
+            let l = TcpListener::bind((config.bind.as_str(), port))
+                .await
+                .with_context(|| format!("cannot bind Upstash port {}:{port}", config.bind))?;
+            let addr = l.local_addr()?;
+            let app = http::with_cors(upstash::routes(rest.clone(), ""), &config.http);
+            tasks.spawn(serve_http(l, app, shutdown_rx.clone()));
+            Some(addr)
         }
-    });
+        None => None,
+    };
     Ok(Server {
         store,
         hub,
         realtime_root_key,
         resp_addr,
         http_addr,
+        upstash_addr,
+        rest,
         shutdown_tx,
         tasks,
     })
+}
+
+async fn serve_http(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = shutdown.changed().await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "HTTP listener failed");
+    }
 }
 
 async fn accept_loop(

@@ -70,6 +70,17 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.data_dir.join("realtime-root-key").display()
         );
     }
+    eprintln!(
+        "Upstash REST: UPSTASH_REDIS_REST_URL=http://{}{}  UPSTASH_REDIS_REST_TOKEN={}{}",
+        server.http_addr,
+        config.upstash.mount,
+        server.rest.tokens.primary(),
+        match &server.rest.token_source {
+            tidewire_server::upstash::auth::TokenSource::DataDir(p) =>
+                format!("  (kept in {})", p.display()),
+            tidewire_server::upstash::auth::TokenSource::Configured => String::new(),
+        }
+    );
     if config.print_ports {
         println!(
             "LISTENING resp={} http={}",

@@ -18,6 +18,10 @@ use crate::error::CmdError;
 use crate::keyspace::{shard_index, Locked};
 use crate::Store;
 
+/// Called with each command's run time in microseconds (the binary feeds its
+/// latency histogram from here). Set once per process.
+pub static LATENCY_OBSERVER: std::sync::OnceLock<fn(&Command, u64)> = std::sync::OnceLock::new();
+
 /// Side effects a command produced, applied by the dispatcher after the handler.
 #[derive(Default)]
 pub struct Events {
@@ -384,6 +388,9 @@ impl Store {
             cmd.stats.calls.fetch_add(1, Ordering::Relaxed);
         }
         cmd.stats.usec.fetch_add(elapsed_us, Ordering::Relaxed);
+        if let Some(observe) = LATENCY_OBSERVER.get() {
+            observe(cmd, elapsed_us);
+        }
         let reply = match result {
             Ok(r) => r,
             Err(e) => {

@@ -50,17 +50,6 @@ impl ListValue {
         self.items.is_empty()
     }
 
-    /// Elements head to tail. (Same signature as the list work's, which replaces
-    /// this stub; SORT uses it.)
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Bytes> + ExactSizeIterator + '_ {
-        self.items.iter()
-    }
-
-    /// (Same signature as the list work's; SORT … STORE uses it.)
-    pub fn push_back(&mut self, v: Bytes) {
-        self.items.push(v);
-    }
-
     pub fn encoding(&self) -> &'static str {
         if self.quicklist {
             "quicklist"

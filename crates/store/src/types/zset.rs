@@ -74,12 +74,6 @@ impl ZSetValue {
         self.dict.is_empty()
     }
 
-    /// Members with their scores in score order. (Stub with the same signature as
-    /// the sorted-set work's, which replaces this file; SORT uses it.)
-    pub fn iter(&self) -> impl Iterator<Item = (&Bytes, f64)> + '_ {
-        self.items.iter().map(|m| (m, 0.0))
-    }
-
     pub fn encoding(&self) -> &'static str {
         if self.skiplist {
             "skiplist"

@@ -1,0 +1,199 @@
+//! `GET /metrics`: Prometheus text exposition (via `prometheus-client`).
+//!
+//! Most figures are read at scrape time from what the store already counts (command
+//! table statistics, client registry, keyspace, pub/sub, allocator) and so need no
+//! bookkeeping on the hot path. Two are recorded as they happen: REST responses by
+//! status, and command latency per command family (a histogram fed by the store's
+//! latency observer, installed once per process).
+
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tidewire_store::command::{registry, Command};
+use tidewire_store::keyspace::NUM_DBS;
+use tidewire_store::pubsub::Kind;
+use tidewire_store::Store;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabel {
+    family: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CmdLabel {
+    cmd: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoorLabel {
+    door: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DbLabel {
+    db: String,
+}
+
+type HistogramFamily = Family<FamilyLabel, Histogram, fn() -> Histogram>;
+
+/// What is recorded as it happens (process-wide, like the command table).
+struct Live {
+    rest_requests: Family<StatusLabel, Counter>,
+    latency: HistogramFamily,
+}
+
+fn latency_histogram() -> Histogram {
+    // 5 µs … ~1.3 s: in-memory commands sit at the low end, KEYS on a big keyspace
+    // or a long EXEC at the high end.
+    Histogram::new(exponential_buckets(5e-6, 4.0, 10))
+}
+
+fn live() -> &'static Live {
+    static LIVE: OnceLock<Live> = OnceLock::new();
+    LIVE.get_or_init(|| Live {
+        rest_requests: Family::default(),
+        latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+    })
+}
+
+/// Starts feeding the latency histogram from every command the store runs.
+pub fn install() {
+    let _ = tidewire_store::exec::LATENCY_OBSERVER.set(observe);
+}
+
+fn observe(cmd: &Command, usec: u64) {
+    live()
+        .latency
+        .get_or_create(&FamilyLabel {
+            family: cmd.spec.group,
+        })
+        .observe(usec as f64 / 1e6);
+}
+
+/// Counts one REST response.
+pub fn rest_request(status: u16) {
+    live()
+        .rest_requests
+        .get_or_create(&StatusLabel { status })
+        .inc();
+}
+
+/// The exposition text for one scrape.
+pub fn render(store: &Store) -> String {
+    let mut reg = Registry::with_prefix("tidewire");
+    let l = live();
+    reg.register(
+        "rest_requests",
+        "Upstash REST responses by HTTP status",
+        l.rest_requests.clone(),
+    );
+    reg.register(
+        "command_duration_seconds",
+        "Command execution time by command family",
+        l.latency.clone(),
+    );
+
+    let processed = Family::<CmdLabel, Counter>::default();
+    let failed = Family::<CmdLabel, Counter>::default();
+    for c in registry().all() {
+        let calls = c.stats.calls.load(Ordering::Relaxed);
+        if calls > 0 {
+            let label = CmdLabel {
+                cmd: c.full_name.clone(),
+            };
+            processed.get_or_create(&label).inc_by(calls);
+            let f = c.stats.failed_calls.load(Ordering::Relaxed)
+                + c.stats.rejected_calls.load(Ordering::Relaxed);
+            if f > 0 {
+                failed.get_or_create(&label).inc_by(f);
+            }
+        }
+    }
+    reg.register("commands_processed", "Commands run, by command", processed);
+    reg.register(
+        "commands_failed",
+        "Commands that failed or were rejected, by command",
+        failed,
+    );
+
+    let clients = Family::<DoorLabel, Gauge>::default();
+    for door in ["resp", "http"] {
+        clients
+            .get_or_create(&DoorLabel { door })
+            .set(store.connected_clients(door) as i64);
+    }
+    reg.register(
+        "connected_clients",
+        "Connected clients by front door (http: requests and SSE streams in flight)",
+        clients,
+    );
+
+    let keys = Family::<DbLabel, Gauge>::default();
+    let expiring = Family::<DbLabel, Gauge>::default();
+    {
+        let mut ks = store.keyspace.lock_all();
+        for db in 0..NUM_DBS {
+            let (mut n, mut e) = (0usize, 0usize);
+            for part in ks.db_parts(db) {
+                n += part.map.len();
+                e += part.expires.len();
+            }
+            if n > 0 || db == 0 {
+                let label = DbLabel { db: db.to_string() };
+                keys.get_or_create(&label).set(n as i64);
+                expiring.get_or_create(&label).set(e as i64);
+            }
+        }
+    }
+    reg.register("keyspace_keys", "Keys by database", keys);
+    reg.register(
+        "keyspace_expiring_keys",
+        "Keys with a TTL by database",
+        expiring,
+    );
+
+    let (_, _, expired) = store.keyspace_counters();
+    let expired_c = Counter::<u64>::default();
+    expired_c.inc_by(expired);
+    reg.register(
+        "expired_keys",
+        "Keys removed because their TTL passed",
+        expired_c,
+    );
+    let evicted = Counter::<u64>::default();
+    evicted.inc_by(store.stats.evicted_keys.load(Ordering::Relaxed));
+    reg.register("evicted_keys", "Keys evicted under maxmemory", evicted);
+
+    let (allocated, resident) = tidewire_store::families::server_info::MEMORY_PROBE
+        .get()
+        .map_or((0, 0), |f| f());
+    let g = Gauge::<i64>::default();
+    g.set(allocated as i64);
+    reg.register("memory_allocated_bytes", "Bytes allocated (jemalloc)", g);
+    let g = Gauge::<i64>::default();
+    g.set(resident as i64);
+    reg.register("memory_resident_bytes", "Resident bytes (jemalloc)", g);
+
+    let g = Gauge::<i64>::default();
+    g.set(store.pubsub.len(Kind::Channel) as i64);
+    reg.register("pubsub_channels", "Channels with subscribers", g);
+    let g = Gauge::<i64>::default();
+    g.set(store.pubsub.len(Kind::Pattern) as i64);
+    reg.register("pubsub_patterns", "Patterns with subscribers", g);
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    out
+}

@@ -1,0 +1,452 @@
+//! The Upstash-compatible REST API, mounted at `/redis` on the HTTP listener (and
+//! optionally at `/` of its own port).
+//!
+//! One request, one [`Client`]: authenticate the token ([`auth`]), read the body
+//! (bounded), turn it into argument vectors, refuse what REST does not run
+//! ([`policy`]), execute through [`Store::execute`] exactly as the RESP listener
+//! does, and encode the replies ([`encode`]). Routes under the mount:
+//!
+//! - `POST /` with `["SET","k","v"]` — one command, `{"result":…}` / 400 `{"error":…}`;
+//! - `GET|POST /set/k/v` — the path form; a POST body is the last argument;
+//! - `POST /pipeline` — `[[…],[…]]`, not atomic, one envelope per command;
+//! - `POST /multi-exec` — the same, atomic (MULTI … EXEC on one client);
+//! - `GET|POST /subscribe/<ch>`, `/psubscribe/<pattern>`, `/monitor` — Server-Sent
+//!   Events ([`sse`]).
+//!
+//! Tidewire is one node, so every request already sees every earlier write:
+//! `upstash-sync-token` is answered with a growing number only so that clients that
+//! track it keep working.
+
+pub mod auth;
+pub mod encode;
+pub mod policy;
+pub mod sse;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tidewire_resp::Reply;
+use tidewire_store::{Client, Outcome, Store};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use auth::{Access, TokenSource, Tokens};
+use encode::Format;
+
+/// Shared by every REST request.
+pub struct RestState {
+    pub store: Arc<Store>,
+    pub tokens: Tokens,
+    pub token_source: TokenSource,
+    pub max_body: usize,
+    pub max_pipeline: usize,
+    pub timeout: Duration,
+    sync: AtomicU64,
+    /// Ends SSE streams on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+    local_addr: String,
+}
+
+impl RestState {
+    pub fn new(
+        store: Arc<Store>,
+        config: &Config,
+        local_addr: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Arc<RestState>> {
+        let (tokens, token_source) = Tokens::resolve(
+            &config.upstash.tokens,
+            &config.upstash.readonly_tokens,
+            &config.data_dir,
+        )?;
+        Ok(Arc::new(RestState {
+            store,
+            tokens,
+            token_source,
+            max_body: config.http.max_body_bytes,
+            max_pipeline: config.upstash.max_pipeline,
+            timeout: config.http.request_timeout,
+            sync: AtomicU64::new(0),
+            shutdown,
+            local_addr: local_addr.to_string(),
+        }))
+    }
+
+    /// A client for one request: never blocks, authenticated by its token.
+    fn client(&self, peer: &str) -> RequestClient<'_> {
+        let mut client = self
+            .store
+            .new_client(peer.to_string(), self.local_addr.clone(), "http");
+        client.no_block = true;
+        client.authenticated = true;
+        RequestClient {
+            store: &self.store,
+            client,
+        }
+    }
+}
+
+/// Unregisters the request's client however the request ends.
+struct RequestClient<'a> {
+    store: &'a Store,
+    client: Client,
+}
+
+impl RequestClient<'_> {
+    /// Runs one command that passed the policy check.
+    fn execute(&mut self, argv: &[Bytes]) -> Reply {
+        let mut out = Vec::with_capacity(1);
+        match self.store.execute(&mut self.client, argv, &mut out) {
+            Outcome::Replies => out.pop().unwrap_or(Reply::Null),
+            // REST clients have `no_block` set, so handlers answer at once; should one
+            // still ask to block, answer as if its timeout had passed.
+            Outcome::Blocked(b) => {
+                self.store.blocking.unregister(&b.waiter, &b.keys);
+                b.timeout_reply
+            }
+        }
+    }
+
+    fn run(&mut self, argv: &[Bytes], access: Access) -> Reply {
+        match policy::check(argv, access) {
+            Ok(()) => self.execute(argv),
+            Err(e) => e,
+        }
+    }
+}
+
+impl Drop for RequestClient<'_> {
+    fn drop(&mut self) {
+        self.store.drop_client(&mut self.client);
+    }
+}
+
+/// A mount of the API: the shared state and the path prefix it answers under.
+#[derive(Clone)]
+struct Mounted {
+    st: Arc<RestState>,
+    mount: Arc<str>,
+}
+
+/// The API's routes under `mount` (`""` = the root, for the separate port).
+pub fn routes(state: Arc<RestState>, mount: &str) -> Router {
+    let m = Mounted {
+        st: state,
+        mount: mount.into(),
+    };
+    let r = if mount.is_empty() {
+        Router::new()
+            .route("/", any(handle))
+            .route("/{*rest}", any(handle))
+    } else {
+        Router::new()
+            .route(mount, any(handle))
+            .route(&format!("{mount}/"), any(handle))
+            .route(&format!("{mount}/{{*rest}}"), any(handle))
+    };
+    r.with_state(m)
+}
+
+async fn handle(State(m): State<Mounted>, req: Request) -> Response {
+    let resp = match tokio::time::timeout(m.st.timeout, serve(&m.st, &m.mount, req)).await {
+        Ok(r) => r,
+        Err(_) => json_error(StatusCode::GATEWAY_TIMEOUT, "ERR request timed out"),
+    };
+    crate::metrics::rest_request(resp.status().as_u16());
+    resp
+}
+
+async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::GET && parts.method != Method::POST {
+        let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return r;
+    }
+    let Some(access) = st.tokens.check(&parts.headers, parts.uri.query()) else {
+        return json_error(StatusCode::UNAUTHORIZED, "Unauthorized");
+    };
+    let segments = match path_segments(parts.uri.path(), mount) {
+        Some(s) => s,
+        None => return json_error(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    let format = format_of(&parts.headers);
+    let body = if parts.method == Method::POST {
+        match read_body(body, &parts.headers, st.max_body).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    } else {
+        Bytes::new()
+    };
+    let endpoint = segments.first().map(|s| s.to_ascii_lowercase());
+    let mut resp = match endpoint.as_deref() {
+        None => match parse_command(&body) {
+            Ok(argv) => single(st, &peer, &argv, access, format),
+            Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
+        },
+        Some(b"pipeline") => pipeline(st, &peer, &body, access, format).await,
+        Some(b"multi-exec") => multi_exec(st, &peer, &body, access, format),
+        Some(b"subscribe") => sse::serve(st, &peer, sse::Kind::Channel, &segments[1..], access),
+        Some(b"psubscribe") => sse::serve(st, &peer, sse::Kind::Pattern, &segments[1..], access),
+        Some(b"monitor") => sse::serve(st, &peer, sse::Kind::Monitor, &[], access),
+        Some(_) => {
+            let mut argv = segments;
+            if !body.is_empty() {
+                argv.push(body);
+            }
+            single(st, &peer, &argv, access, format)
+        }
+    };
+    let token = st.sync.fetch_add(1, Ordering::Relaxed) + 1;
+    resp.headers_mut()
+        .insert("upstash-sync-token", HeaderValue::from(token));
+    resp
+}
+
+fn format_of(headers: &HeaderMap) -> Format {
+    let is = |name: &str, value: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(value))
+    };
+    if is("upstash-response-format", "resp2") {
+        Format::Resp2
+    } else if is("upstash-encoding", "base64") {
+        Format::Base64
+    } else {
+        Format::Json
+    }
+}
+
+/// The URL-decoded path segments after the mount; `None` if the path is not under it.
+fn path_segments(path: &str, mount: &str) -> Option<Vec<Bytes>> {
+    let rest = path.strip_prefix(mount)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let rest = rest.trim_start_matches('/');
+    if rest.is_empty() {
+        return Some(Vec::new());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    Some(
+        rest.split('/')
+            .map(|s| Bytes::from(percent_encoding::percent_decode_str(s).collect::<Vec<u8>>()))
+            .collect(),
+    )
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, Response> {
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("ERR max request size exceeded ({max} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("ERR bad body: {e}")))?;
+        let have = first.as_ref().map_or(0, |f| f.len()) + buf.len();
+        if have + chunk.len() > max {
+            return Err(too_large());
+        }
+        // The usual single-chunk body is kept as is; only more chunks are copied.
+        match first.take() {
+            None if buf.is_empty() => first = Some(chunk),
+            None => buf.extend_from_slice(&chunk),
+            Some(f) => {
+                buf.reserve(f.len() + chunk.len());
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+/// A JSON command: an array of strings, numbers and booleans.
+fn parse_command(body: &[u8]) -> Result<Vec<Bytes>, String> {
+    let v: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|_| {
+        "ERR failed to parse command: expected a JSON array such as [\"SET\",\"k\",\"v\"]"
+            .to_string()
+    })?;
+    to_argv(v)
+}
+
+fn to_argv(v: Vec<serde_json::Value>) -> Result<Vec<Bytes>, String> {
+    if v.is_empty() {
+        return Err("ERR empty command".into());
+    }
+    v.into_iter()
+        .map(|a| match a {
+            serde_json::Value::String(s) => Ok(Bytes::from(s)),
+            serde_json::Value::Number(n) => Ok(Bytes::from(n.to_string())),
+            serde_json::Value::Bool(b) => {
+                Ok(Bytes::from_static(if b { b"true" } else { b"false" }))
+            }
+            _ => Err(
+                "ERR failed to parse command: arguments must be strings, numbers or booleans"
+                    .into(),
+            ),
+        })
+        .collect()
+}
+
+fn parse_pipeline(body: &[u8], max: usize) -> Result<Vec<Vec<Bytes>>, String> {
+    let cmds: Vec<Vec<serde_json::Value>> = serde_json::from_slice(body).map_err(|_| {
+        "ERR failed to parse pipeline: expected a JSON array of commands such as [[\"SET\",\"k\",\"v\"],[\"GET\",\"k\"]]"
+            .to_string()
+    })?;
+    if cmds.len() > max {
+        return Err(format!(
+            "ERR pipeline too long: {} commands, at most {max} allowed",
+            cmds.len()
+        ));
+    }
+    cmds.into_iter().map(to_argv).collect()
+}
+
+fn single(st: &RestState, peer: &str, argv: &[Bytes], access: Access, format: Format) -> Response {
+    let reply = st.client(peer).run(argv, access);
+    let status = if reply.is_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    respond(status, encode::body(&reply, format), format)
+}
+
+/// Commands run in order on one client; between batches the task yields so the
+/// request timeout and other requests get their turn.
+async fn pipeline(
+    st: &RestState,
+    peer: &str,
+    body: &[u8],
+    access: Access,
+    format: Format,
+) -> Response {
+    let cmds = match parse_pipeline(body, st.max_pipeline) {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let mut replies = Vec::with_capacity(cmds.len());
+    {
+        let mut client = st.client(peer);
+        for (i, argv) in cmds.iter().enumerate() {
+            if i > 0 && i % 256 == 0 {
+                // No lock is held here: each command locked and unlocked its shards.
+                tokio::task::yield_now().await;
+            }
+            replies.push(client.run(argv, access));
+        }
+    }
+    respond(StatusCode::OK, encode::many(&replies, format), format)
+}
+
+fn multi_exec(st: &RestState, peer: &str, body: &[u8], access: Access, format: Format) -> Response {
+    let cmds = match parse_pipeline(body, st.max_pipeline) {
+        Ok(c) => c,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+    };
+    for argv in &cmds {
+        if let Err(Reply::Error(e)) = policy::check(argv, access) {
+            return error_reply(&e, format);
+        }
+    }
+    let mut client = st.client(peer);
+    client.execute(&[Bytes::from_static(b"MULTI")]);
+    for argv in &cmds {
+        // QUEUED, or an error that makes EXEC answer EXECABORT.
+        client.execute(argv);
+    }
+    match client.execute(&[Bytes::from_static(b"EXEC")]) {
+        Reply::Array(replies) => respond(StatusCode::OK, encode::many(&replies, format), format),
+        Reply::Error(e) => error_reply(&e, format),
+        _ => error_reply("EXECABORT Transaction discarded.", format),
+    }
+}
+
+fn error_reply(msg: &str, format: Format) -> Response {
+    respond(
+        StatusCode::BAD_REQUEST,
+        encode::body(&Reply::Error(msg.to_string()), format),
+        format,
+    )
+}
+
+fn respond(status: StatusCode, body: Vec<u8>, format: Format) -> Response {
+    let ct = match format {
+        Format::Resp2 => "application/octet-stream",
+        _ => "application/json",
+    };
+    (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+pub(crate) fn json_error(status: StatusCode, msg: &str) -> Response {
+    respond(status, encode::error_body(msg), Format::Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments() {
+        let s = path_segments("/redis/set/a%2Fb/%F0%9F%98%80/", "/redis").unwrap();
+        assert_eq!(
+            s,
+            vec![Bytes::from("set"), Bytes::from("a/b"), Bytes::from("😀")]
+        );
+        assert_eq!(
+            path_segments("/redis", "/redis").unwrap(),
+            Vec::<Bytes>::new()
+        );
+        assert!(path_segments("/redisx/get", "/redis").is_none());
+        assert_eq!(path_segments("/get/k", "").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn json_arguments() {
+        assert_eq!(
+            parse_command(br#"["SET","k",1.5,true,100]"#).unwrap(),
+            vec![
+                Bytes::from("SET"),
+                Bytes::from("k"),
+                Bytes::from("1.5"),
+                Bytes::from("true"),
+                Bytes::from("100")
+            ]
+        );
+        assert!(parse_command(br#"["SET",null]"#).is_err());
+        assert!(parse_command(br#"[]"#).is_err());
+        assert!(parse_pipeline(br#"[["PING"],["PING"]]"#, 1).is_err());
+    }
+}
