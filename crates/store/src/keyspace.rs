@@ -7,6 +7,7 @@
 //! command, MULTI/EXEC or a script holds all its shards for its whole run, which is
 //! what makes it atomic. Locks are `parking_lot` mutexes: never held across `.await`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use indexmap::{IndexMap, IndexSet};
 use parking_lot::ArcMutexGuard;
 use parking_lot::{Mutex, RawMutex};
 
+use crate::persistence::capture::Capture;
 use crate::value::Entry;
 
 pub const NUM_DBS: usize = 16;
@@ -101,6 +103,9 @@ impl Shard {
 
 pub struct Keyspace {
     shards: Box<[Arc<Mutex<Shard>>]>,
+    /// A snapshot in progress: shards are copied on their first lock after the cut.
+    capture: parking_lot::RwLock<Option<Arc<Capture>>>,
+    capturing: AtomicBool,
 }
 
 impl Default for Keyspace {
@@ -109,6 +114,8 @@ impl Default for Keyspace {
             shards: (0..NUM_SHARDS)
                 .map(|_| Arc::new(Mutex::new(Shard::new())))
                 .collect(),
+            capture: Default::default(),
+            capturing: AtomicBool::new(false),
         }
     }
 }
@@ -127,6 +134,7 @@ impl Keyspace {
             .into_iter()
             .map(|i| (i, self.shards[i].lock_arc()))
             .collect();
+        self.after_lock(&guards);
         Locked {
             guards,
             all: false,
@@ -139,13 +147,15 @@ impl Keyspace {
     }
 
     pub fn lock_all(&self) -> Locked {
+        let guards = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.lock_arc()))
+            .collect();
+        self.after_lock(&guards);
         Locked {
-            guards: self
-                .shards
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i, s.lock_arc()))
-                .collect(),
+            guards,
             all: true,
             expired: Vec::new(),
         }
@@ -158,6 +168,24 @@ impl Keyspace {
             all: false,
             expired: Vec::new(),
         }
+    }
+
+    /// Copy-on-first-lock for a snapshot in progress (see `persistence::capture`).
+    fn after_lock(&self, guards: &Vec<(usize, Guard)>) {
+        if !self.capturing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(cap) = self.capture.read().clone() {
+            for (i, g) in guards {
+                cap.on_locked(*i, g);
+            }
+        }
+    }
+
+    /// Installs (with every shard locked) or removes the snapshot capture.
+    pub fn install_capture(&self, cap: Option<Arc<Capture>>) {
+        self.capturing.store(cap.is_some(), Ordering::Release);
+        *self.capture.write() = cap;
     }
 
     /// Locks one shard by index, for background work (active expiry, eviction).
@@ -231,7 +259,7 @@ impl Locked {
             s.misses += 1;
         }
         let e = s.dbs[db].map.get_mut(key)?;
-        e.access = crate::clock::lru_clock();
+        crate::evict::touch(&mut e.access);
         Some(e)
     }
 
