@@ -177,7 +177,7 @@ pub fn memory(store: &Store) -> (u64, u64) {
 
 /// (keys, approximate dataset bytes) over all databases.
 pub fn dataset(store: &Store) -> (u64, u64) {
-    let mut ks = store.keyspace.lock_all();
+    let mut ks = store.keyspace.lock_all_readonly();
     let (mut keys, mut bytes) = (0u64, 0u64);
     for db in 0..NUM_DBS {
         for part in ks.db_parts(db) {

@@ -337,10 +337,16 @@ impl Store {
 
     /// Locks what a command needs: nothing, its keys' shards, or everything.
     pub fn lock_for(&self, cmd: &Command, argv: &[Bytes]) -> Locked {
+        // Reads need not wait for a snapshot in progress to copy their shards.
+        let ro = cmd.has(flag::READONLY) && !cmd.has(flag::WRITE);
         if cmd.has(flag::NO_KEYSPACE) {
             self.keyspace.lock_none()
         } else if cmd.has(flag::ALL_KEYS) {
-            self.keyspace.lock_all()
+            if ro {
+                self.keyspace.lock_all_readonly()
+            } else {
+                self.keyspace.lock_all()
+            }
         } else {
             let shards: Vec<usize> = cmd
                 .spec
@@ -351,6 +357,8 @@ impl Store {
                 .collect();
             if shards.is_empty() {
                 self.keyspace.lock_none()
+            } else if ro {
+                self.keyspace.lock_readonly(shards)
             } else {
                 self.keyspace.lock(shards)
             }

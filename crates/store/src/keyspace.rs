@@ -124,17 +124,30 @@ type Guard = ArcMutexGuard<RawMutex, Shard>;
 
 impl Keyspace {
     /// Locks the given shards (any order, duplicates allowed) in ascending order.
-    pub fn lock(&self, mut shards: Vec<usize>) -> Locked {
+    pub fn lock(&self, shards: Vec<usize>) -> Locked {
+        self.lock_inner(shards, true)
+    }
+
+    /// Like [`Keyspace::lock`] for commands that change nothing but lazily expire
+    /// keys: a snapshot in progress need not copy these shards first (a key that
+    /// expired after the cut may be missing from the copy, which loads the same).
+    pub fn lock_readonly(&self, shards: Vec<usize>) -> Locked {
+        self.lock_inner(shards, false)
+    }
+
+    fn lock_inner(&self, mut shards: Vec<usize>, capture: bool) -> Locked {
         shards.sort_unstable();
         shards.dedup();
         if shards.len() == NUM_SHARDS {
-            return self.lock_all();
+            return self.lock_all_inner(capture);
         }
         let guards = shards
             .into_iter()
             .map(|i| (i, self.shards[i].lock_arc()))
             .collect();
-        self.after_lock(&guards);
+        if capture {
+            self.after_lock(&guards);
+        }
         Locked {
             guards,
             all: false,
@@ -147,13 +160,24 @@ impl Keyspace {
     }
 
     pub fn lock_all(&self) -> Locked {
+        self.lock_all_inner(true)
+    }
+
+    /// Every shard, for reads (INFO, DBSIZE, KEYS, SCAN): see [`Keyspace::lock_readonly`].
+    pub fn lock_all_readonly(&self) -> Locked {
+        self.lock_all_inner(false)
+    }
+
+    fn lock_all_inner(&self, capture: bool) -> Locked {
         let guards = self
             .shards
             .iter()
             .enumerate()
             .map(|(i, s)| (i, s.lock_arc()))
             .collect();
-        self.after_lock(&guards);
+        if capture {
+            self.after_lock(&guards);
+        }
         Locked {
             guards,
             all: true,

@@ -234,7 +234,7 @@ impl Store {
 
     /// Sums keyspace hit/miss/expired counters over shards.
     pub fn keyspace_counters(&self) -> (u64, u64, u64) {
-        let l = self.keyspace.lock_all();
+        let l = self.keyspace.lock_all_readonly();
         let mut t = (0, 0, 0);
         let mut l = l;
         for i in 0..keyspace::NUM_SHARDS {

@@ -178,7 +178,7 @@ fn section(store: &Store, name: &str, o: &mut String) {
         }
         "keyspace" => {
             o.push_str("# Keyspace\r\n");
-            let mut ks = store.keyspace.lock_all();
+            let mut ks = store.keyspace.lock_all_readonly();
             for db in 0..NUM_DBS {
                 let (mut keys, mut expires) = (0, 0);
                 for part in ks.db_parts(db) {

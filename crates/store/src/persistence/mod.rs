@@ -204,7 +204,7 @@ fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
 }
 
 fn total_keys(store: &Store) -> usize {
-    let mut ks = store.keyspace.lock_all();
+    let mut ks = store.keyspace.lock_all_readonly();
     (0..crate::keyspace::NUM_DBS).map(|db| ks.len(db)).sum()
 }
 
