@@ -167,3 +167,73 @@ async fn always_shares_fsyncs_between_clients() {
     drop(c);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appendonly_can_be_turned_on_and_off_at_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let off = [("appendonly", "no"), ("save", "")];
+    let s = boot(tmp.path(), &off).await;
+    let mut c = conn(&s).await;
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("before:{i}"))
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut on = false;
+    for _ in 0..500 {
+        if info_field(&mut c, "aof_enabled").await == "1"
+            && info_field(&mut c, "aof_rewrite_in_progress").await == "0"
+            && tmp
+                .path()
+                .join("appendonlydir/appendonly.aof.manifest")
+                .exists()
+        {
+            on = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(on, "AOF did not turn on");
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("after:{i}"))
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    drop(c);
+    s.shutdown().await;
+    // No snapshot was written (save ""): everything comes from the new log.
+    assert!(!tmp.path().join("dump.tw").exists());
+    let s = boot(tmp.path(), &[("appendonly", "yes"), ("save", "")]).await;
+    let mut c = conn(&s).await;
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 2000);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("no")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if info_field(&mut c, "aof_enabled").await == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(info_field(&mut c, "aof_enabled").await, "0");
+    drop(c);
+    s.shutdown().await;
+}

@@ -140,6 +140,11 @@ impl Store {
         *self.write_log.write() = Some(log);
     }
 
+    /// Stops handing writes to a log (`appendonly no` at runtime).
+    pub fn clear_write_log(&self) {
+        *self.write_log.write() = None;
+    }
+
     pub fn write_log(&self) -> Option<Arc<dyn WriteLog>> {
         self.write_log.read().clone()
     }

@@ -169,6 +169,37 @@ impl Aof {
             manifest.incrs.push(name);
             manifest.save(&dir, &format!("{stem}{MANIFEST_SUFFIX}"))?;
         }
+        Aof::start(dir, stem, manifest, policy)
+    }
+
+    /// A new log whose manifest is not written yet (turning `appendonly` on at
+    /// runtime: the manifest names it only once its base exists). File numbers
+    /// continue after those of `previous`, whose files stay until then.
+    pub fn open_unlisted(
+        dir: PathBuf,
+        stem: String,
+        previous: &Manifest,
+        policy: u8,
+    ) -> std::io::Result<Arc<Aof>> {
+        std::fs::create_dir_all(&dir)?;
+        let mut m = Manifest {
+            base: None,
+            incrs: Vec::new(),
+            next: previous.next.max(1),
+        };
+        let name = format!("{stem}.{}.incr.aof", m.next);
+        m.next += 1;
+        File::create(dir.join(&name))?.sync_all()?;
+        m.incrs.push(name);
+        Aof::start(dir, stem, m, policy)
+    }
+
+    fn start(
+        dir: PathBuf,
+        stem: String,
+        manifest: Manifest,
+        policy: u8,
+    ) -> std::io::Result<Arc<Aof>> {
         let current = manifest.incrs.last().cloned().unwrap_or_default();
         let file = OpenOptions::new()
             .append(true)

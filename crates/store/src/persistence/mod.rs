@@ -441,10 +441,101 @@ fn do_rewrite(store: &Store) -> Result<(), String> {
     result
 }
 
+/// `CONFIG SET appendonly yes` at runtime: a new log starts at a cut (the write log
+/// is installed with every shard locked), its base is written from the capture, and
+/// only then does the manifest name it — until that moment a crash restarts from
+/// whatever was there before (snapshot, or the previous log).
+pub fn enable_aof(store: &Store) -> Result<(), String> {
+    if !claim(store, Job::Rewrite) {
+        return Err("a background job is running".into());
+    }
+    let r = enable_aof_inner(store);
+    release(store);
+    r
+}
+
+fn enable_aof_inner(store: &Store) -> Result<(), String> {
+    let t = Instant::now();
+    let dir = aof_dir(store);
+    let stem = aof_stem(store);
+    let previous = load::read_manifest(&dir, &stem)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let aof = Aof::open_unlisted(
+        dir.clone(),
+        stem.clone(),
+        &previous,
+        aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
+    )
+    .map_err(|e| e.to_string())?;
+    let (cap, held) = capture::begin(&store.keyspace, || {
+        *store.persist.aof.write() = Some(aof.clone());
+        store.set_write_log(aof.clone());
+    });
+    let result = (|| {
+        let base_name = {
+            let mut m = aof.manifest.lock();
+            let n = m.next;
+            m.next += 1;
+            format!("{stem}.{n}.base.tws")
+        };
+        let (_, bytes) = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name))
+            .map_err(|e| e.to_string())?;
+        let mut m = aof.manifest.lock();
+        let mut next = m.clone();
+        next.base = Some(base_name);
+        next.save(&dir, &aof.manifest_name())
+            .map_err(|e| e.to_string())?;
+        *m = next;
+        aof.base_size.store(bytes, Ordering::Relaxed);
+        aof.size_at_rewrite
+            .store(aof.total_size(), Ordering::Relaxed);
+        Ok::<_, String>(())
+    })();
+    capture::end(&store.keyspace);
+    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
+    match result {
+        Ok(()) => {
+            for f in previous.base.iter().chain(previous.incrs.iter()) {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "AOF turned on");
+            Ok(())
+        }
+        Err(e) => {
+            disable_aof(store);
+            Err(e)
+        }
+    }
+}
+
+/// `CONFIG SET appendonly no` at runtime: stop logging, flush what was logged.
+pub fn disable_aof(store: &Store) {
+    let Some(aof) = store.persist.aof.write().take() else {
+        return;
+    };
+    store.clear_write_log();
+    aof.shutdown();
+    tracing::info!("AOF turned off");
+}
+
 /// Background duties, called by the server's cron (10 Hz): scheduled rewrites,
 /// `save` points, auto-rewrite, fsync policy changes.
 pub fn cron(store: &Store) {
     crate::evict::sync_config(store);
+    let want_aof = store.config.get_bool("appendonly");
+    if want_aof != store.persist.aof().is_some() && store.persist.job().is_none() {
+        if want_aof {
+            if let Err(e) = enable_aof(store) {
+                tracing::error!(error = %e, "could not turn the AOF on");
+            }
+        } else {
+            disable_aof(store);
+        }
+        return;
+    }
     if let Some(aof) = store.persist.aof() {
         let p = aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default());
         if p != aof.policy() {
@@ -570,5 +661,81 @@ fn secs(ms: i64) -> i64 {
         -1
     } else {
         (ms + 999) / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+
+    fn temp_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tidewire-persist-{}", crate::random_hex(12)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn loading_refuses_commands_but_not_the_loader() {
+        let mut t = TestClient::new();
+        t.store.loading.store(true, Ordering::SeqCst);
+        assert_eq!(
+            t.run(&["GET", "k"]),
+            err("LOADING Redis is loading the dataset in memory")
+        );
+        let info = t.resp(&["INFO", "persistence"]);
+        assert!(info.contains("loading:1"), "{info}");
+        let mut loader = load::Loader::new(&t.store);
+        let mut buf = Vec::new();
+        format::encode(&mut buf, &["SET", "k", "v"]);
+        let (end, stopped) = loader.replay(&buf, 0..buf.len());
+        assert_eq!((end, stopped), (buf.len(), None));
+        loader.finish();
+        t.store.loading.store(false, Ordering::SeqCst);
+        assert_eq!(t.run(&["GET", "k"]), bulk("v"));
+    }
+
+    #[test]
+    fn replay_drops_a_multi_without_exec() {
+        let t = TestClient::new();
+        let mut buf = Vec::new();
+        format::encode(&mut buf, &["SET", "a", "1"]);
+        let ok_end = buf.len();
+        format::encode(&mut buf, &["MULTI"]);
+        format::encode(&mut buf, &["SET", "b", "2"]);
+        let mut loader = load::Loader::new(&t.store);
+        let (end, stopped) = loader.replay(&buf, 0..buf.len());
+        loader.finish();
+        assert_eq!(end, ok_end);
+        assert_eq!(stopped.map(|s| s.1), Some(format::Bad::Truncated));
+        let mut t = t;
+        assert_eq!(t.run(&["GET", "a"]), bulk("1"));
+        assert_eq!(t.run(&["GET", "b"]), tidewire_resp::Reply::Null);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_values_ttls_and_databases() {
+        let dir = temp_dir();
+        let mut t = TestClient::new();
+        t.store.config.set("dir", dir.to_str().unwrap()).unwrap();
+        t.store.config.set("appendonly", "no").unwrap();
+        t.run(&["SET", "a", "1"]);
+        t.run(&["SET", "t", "x", "PX", "100000"]);
+        let exp = t.run(&["PEXPIRETIME", "t"]);
+        t.run(&["SELECT", "5"]);
+        t.run(&["SET", "b", "bin\r\n\0"]);
+        assert_eq!(t.run(&["SAVE"]), ok());
+
+        let store = Store::new();
+        store.config.set("dir", dir.to_str().unwrap()).unwrap();
+        store.config.set("appendonly", "no").unwrap();
+        startup(&store).unwrap();
+        let mut u = TestClient::with_store(store);
+        assert_eq!(u.run(&["GET", "a"]), bulk("1"));
+        assert_eq!(u.run(&["PEXPIRETIME", "t"]), exp);
+        assert_eq!(u.run(&["GET", "b"]), tidewire_resp::Reply::Null);
+        u.run(&["SELECT", "5"]);
+        assert_eq!(u.run(&["GET", "b"]), bulk("bin\r\n\0"));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
