@@ -24,6 +24,14 @@ pub struct Cli {
 pub enum Sub {
     /// Print the effective configuration and exit.
     ShowConfig,
+    /// Check an AOF file (incremental, base/snapshot, or a manifest and all its
+    /// files); with --fix, truncate an incremental file to its last valid entry.
+    CheckAof {
+        /// Truncate the file to its last valid entry.
+        #[arg(long)]
+        fix: bool,
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug, Default, Clone)]

@@ -41,6 +41,7 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         inbuf: BytesMut::with_capacity(16 * 1024),
         out: BytesMut::with_capacity(16 * 1024),
         replies: Vec::new(),
+        write_seq: 0,
     };
     loop {
         tokio::select! {
@@ -90,6 +91,9 @@ struct Conn {
     inbuf: BytesMut,
     out: BytesMut,
     replies: Vec<Reply>,
+    /// Write-log sequence of this connection's writes whose replies are buffered:
+    /// with `appendfsync always` they are sent only once it is on disk.
+    write_seq: u64,
 }
 
 impl Conn {
@@ -97,9 +101,26 @@ impl Conn {
         reply.encode(&mut self.out, client.proto);
     }
 
+    /// Runs one command, remembering the log sequence of any write it made.
+    fn execute(&mut self, client: &mut Client, argv: &[Bytes]) -> Outcome {
+        // Drop a sequence another front door may have left on this thread.
+        tidewire_store::exec::take_write_seq();
+        let outcome = self.store.execute(client, argv, &mut self.replies);
+        self.write_seq = self.write_seq.max(tidewire_store::exec::take_write_seq());
+        outcome
+    }
+
     async fn flush(&mut self) -> bool {
         if self.out.is_empty() {
             return true;
+        }
+        if self.write_seq > 0 {
+            // appendfsync always: acknowledge only what is on disk. Batches of many
+            // clients share one fsync (the AOF writer's group commit).
+            let seq = std::mem::take(&mut self.write_seq);
+            if let Some(mut durable) = self.store.durable_watch() {
+                let _ = durable.wait_for(|s| *s >= seq).await;
+            }
         }
         self.store
             .stats
@@ -128,7 +149,7 @@ impl Conn {
                     return false;
                 }
             };
-            let outcome = self.store.execute(client, &argv, &mut self.replies);
+            let outcome = self.execute(client, &argv);
             if let Outcome::Blocked(blocked) = outcome {
                 if !self.flush().await {
                     return false;
@@ -193,7 +214,7 @@ impl Conn {
                     blocked.waiter.take_wakeup();
                     // Run the command again; it may be served or find nothing (another
                     // client got there first).
-                    let again = self.store.execute(client, argv, &mut self.replies);
+                    let again = self.execute(client, argv);
                     match again {
                         Outcome::Replies => {
                             self.store.blocking.unregister(&blocked.waiter, &blocked.keys);

@@ -53,6 +53,11 @@ impl Server {
                 _ = &mut deadline => { self.tasks.abort_all(); break }
             }
         }
+        // No connection runs any more: save (if save points are set), then flush
+        // and fsync the AOF.
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || tidewire_store::persistence::shutdown(&store))
+            .await;
     }
 
     /// Resolves when something asked the server to stop (SHUTDOWN).
@@ -64,6 +69,8 @@ impl Server {
 /// Applies the configuration to a new store.
 pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
     let store = Store::new();
+    // Embedded default: nothing acknowledged is lost (the config may turn it off).
+    store.config.set("appendonly", "yes")?;
     store.config.set("port", &config.port.to_string())?;
     store.config.set("bind", &config.bind)?;
     store
@@ -130,6 +137,19 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         }
         None => None,
     };
+    // Load persisted data while the listeners already answer (-LOADING, /readyz 503).
+    let loading = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || tidewire_store::persistence::startup(&store)).await
+    };
+    match loading {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = shutdown_tx.send(true);
+            anyhow::bail!("cannot load the dataset: {e}");
+        }
+        Err(e) => anyhow::bail!("loading panicked: {e}"),
+    }
     Ok(Server {
         store,
         hub,
@@ -197,7 +217,12 @@ async fn cron(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
             _ = tick.tick() => {
                 tidewire_store::clock::refresh_lru_clock();
                 let s = store.clone();
-                let _ = tokio::task::spawn_blocking(move || tidewire_store::expire::active_expire_cycle(&s)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    tidewire_store::expire::active_expire_cycle(&s);
+                    if !s.loading.load(std::sync::atomic::Ordering::Relaxed) {
+                        tidewire_store::persistence::cron(&s);
+                    }
+                }).await;
             }
         }
     }

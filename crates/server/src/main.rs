@@ -29,6 +29,18 @@ fn init_logging(config: &Config) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Sub::CheckAof { fix, file }) = &cli.command {
+        match tidewire_store::persistence::check::check_aof(file, *fix) {
+            Ok(msg) => {
+                println!("{msg}");
+                return Ok(());
+            }
+            Err(msg) => {
+                eprintln!("{msg}");
+                std::process::exit(1);
+            }
+        }
+    }
     let config = Config::resolve(&cli.server)?;
     if let Some(Sub::ShowConfig) = cli.command {
         println!("{config:#?}");

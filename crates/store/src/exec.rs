@@ -22,6 +22,21 @@ use crate::Store;
 /// latency histogram from here). Set once per process.
 pub static LATENCY_OBSERVER: std::sync::OnceLock<fn(&Command, u64)> = std::sync::OnceLock::new();
 
+thread_local! {
+    /// The highest write-log sequence number handed out on this thread since the
+    /// last [`take_write_seq`]. `execute` is synchronous, so a connection that calls
+    /// `take_write_seq` right after it gets the sequence of its own writes (EXEC,
+    /// blocking retries and scripts included) without a field on every client.
+    static LAST_WRITE_SEQ: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Returns and clears the write-log sequence of the writes executed on this thread
+/// since the last call (0: none). Connections wait for it to be durable before
+/// sending replies when `appendfsync always`.
+pub fn take_write_seq() -> u64 {
+    LAST_WRITE_SEQ.with(|s| s.replace(0))
+}
+
 /// Side effects a command produced, applied by the dispatcher after the handler.
 #[derive(Default)]
 pub struct Events {
@@ -251,6 +266,17 @@ impl Store {
             out.push(e.into());
             return Outcome::Replies;
         }
+        if client.info.kind != "loader" {
+            if let Err(e) = crate::evict::check(self, cmd) {
+                cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = client.multi.as_mut() {
+                    m.aborted = true;
+                }
+                self.count_error();
+                out.push(e.into());
+                return Outcome::Replies;
+            }
+        }
         if let Some(multi) = client.multi.as_mut() {
             if !cmd.has(flag::TX_CONTROL) {
                 multi.queue.push((cmd, argv.to_vec()));
@@ -309,7 +335,10 @@ impl Store {
             }
             client.authenticated = true;
         }
-        if self.loading.load(Ordering::Relaxed) && !cmd.has(flag::LOADING) {
+        if self.loading.load(Ordering::Relaxed)
+            && !cmd.has(flag::LOADING)
+            && client.info.kind != "loader"
+        {
             return Err(CmdError::raw(
                 "LOADING Redis is loading the dataset in memory",
             ));
@@ -331,10 +360,16 @@ impl Store {
 
     /// Locks what a command needs: nothing, its keys' shards, or everything.
     pub fn lock_for(&self, cmd: &Command, argv: &[Bytes]) -> Locked {
+        // Reads need not wait for a snapshot in progress to copy their shards.
+        let ro = cmd.has(flag::READONLY) && !cmd.has(flag::WRITE);
         if cmd.has(flag::NO_KEYSPACE) {
             self.keyspace.lock_none()
         } else if cmd.has(flag::ALL_KEYS) {
-            self.keyspace.lock_all()
+            if ro {
+                self.keyspace.lock_all_readonly()
+            } else {
+                self.keyspace.lock_all()
+            }
         } else {
             let shards: Vec<usize> = cmd
                 .spec
@@ -345,6 +380,8 @@ impl Store {
                 .collect();
             if shards.is_empty() {
                 self.keyspace.lock_none()
+            } else if ro {
+                self.keyspace.lock_readonly(shards)
             } else {
                 self.keyspace.lock(shards)
             }
@@ -453,7 +490,8 @@ impl Store {
         self.reap_expired(ks, ev);
         if !ev.propagated.is_empty() {
             if let Some(log) = self.write_log() {
-                log.append(&ev.propagated);
+                let seq = log.append(&ev.propagated);
+                LAST_WRITE_SEQ.with(|s| s.set(s.get().max(seq)));
             }
         }
         for (db, key) in ev.touched.drain(..) {

@@ -7,6 +7,7 @@
 //! command, MULTI/EXEC or a script holds all its shards for its whole run, which is
 //! what makes it atomic. Locks are `parking_lot` mutexes: never held across `.await`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use indexmap::{IndexMap, IndexSet};
 use parking_lot::ArcMutexGuard;
 use parking_lot::{Mutex, RawMutex};
 
+use crate::persistence::capture::Capture;
 use crate::value::Entry;
 
 pub const NUM_DBS: usize = 16;
@@ -101,6 +103,9 @@ impl Shard {
 
 pub struct Keyspace {
     shards: Box<[Arc<Mutex<Shard>>]>,
+    /// A snapshot in progress: shards are copied on their first lock after the cut.
+    capture: parking_lot::RwLock<Option<Arc<Capture>>>,
+    capturing: AtomicBool,
 }
 
 impl Default for Keyspace {
@@ -109,6 +114,8 @@ impl Default for Keyspace {
             shards: (0..NUM_SHARDS)
                 .map(|_| Arc::new(Mutex::new(Shard::new())))
                 .collect(),
+            capture: Default::default(),
+            capturing: AtomicBool::new(false),
         }
     }
 }
@@ -117,16 +124,30 @@ type Guard = ArcMutexGuard<RawMutex, Shard>;
 
 impl Keyspace {
     /// Locks the given shards (any order, duplicates allowed) in ascending order.
-    pub fn lock(&self, mut shards: Vec<usize>) -> Locked {
+    pub fn lock(&self, shards: Vec<usize>) -> Locked {
+        self.lock_inner(shards, true)
+    }
+
+    /// Like [`Keyspace::lock`] for commands that change nothing but lazily expire
+    /// keys: a snapshot in progress need not copy these shards first (a key that
+    /// expired after the cut may be missing from the copy, which loads the same).
+    pub fn lock_readonly(&self, shards: Vec<usize>) -> Locked {
+        self.lock_inner(shards, false)
+    }
+
+    fn lock_inner(&self, mut shards: Vec<usize>, capture: bool) -> Locked {
         shards.sort_unstable();
         shards.dedup();
         if shards.len() == NUM_SHARDS {
-            return self.lock_all();
+            return self.lock_all_inner(capture);
         }
         let guards = shards
             .into_iter()
             .map(|i| (i, self.shards[i].lock_arc()))
             .collect();
+        if capture {
+            self.after_lock(&guards);
+        }
         Locked {
             guards,
             all: false,
@@ -139,13 +160,26 @@ impl Keyspace {
     }
 
     pub fn lock_all(&self) -> Locked {
+        self.lock_all_inner(true)
+    }
+
+    /// Every shard, for reads (INFO, DBSIZE, KEYS, SCAN): see [`Keyspace::lock_readonly`].
+    pub fn lock_all_readonly(&self) -> Locked {
+        self.lock_all_inner(false)
+    }
+
+    fn lock_all_inner(&self, capture: bool) -> Locked {
+        let guards = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.lock_arc()))
+            .collect();
+        if capture {
+            self.after_lock(&guards);
+        }
         Locked {
-            guards: self
-                .shards
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i, s.lock_arc()))
-                .collect(),
+            guards,
             all: true,
             expired: Vec::new(),
         }
@@ -158,6 +192,24 @@ impl Keyspace {
             all: false,
             expired: Vec::new(),
         }
+    }
+
+    /// Copy-on-first-lock for a snapshot in progress (see `persistence::capture`).
+    fn after_lock(&self, guards: &Vec<(usize, Guard)>) {
+        if !self.capturing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(cap) = self.capture.read().clone() {
+            for (i, g) in guards {
+                cap.on_locked(*i, g);
+            }
+        }
+    }
+
+    /// Installs (with every shard locked) or removes the snapshot capture.
+    pub fn install_capture(&self, cap: Option<Arc<Capture>>) {
+        self.capturing.store(cap.is_some(), Ordering::Release);
+        *self.capture.write() = cap;
     }
 
     /// Locks one shard by index, for background work (active expiry, eviction).
@@ -249,7 +301,7 @@ impl Locked {
             s.misses += 1;
         }
         let e = s.dbs[db].map.get_mut(key)?;
-        e.access = crate::clock::lru_clock();
+        crate::evict::touch(&mut e.access);
         Some(e)
     }
 

@@ -16,12 +16,14 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod evict;
 pub mod exec;
 pub mod expire;
 pub mod families;
 pub mod glob;
 pub mod keyspace;
 pub mod num;
+pub mod persistence;
 pub mod pubsub;
 pub mod slowlog;
 #[doc(hidden)]
@@ -52,6 +54,13 @@ pub trait WriteLog: Send + Sync {
     /// replay, each tagged with its database. Returns a sequence number that
     /// [`WriteLog::durable`] can wait for.
     fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64;
+
+    /// With `appendfsync always`: a watch of the highest sequence number known to be
+    /// on disk. A connection holds the replies of a batch until it covers the batch's
+    /// writes. `None` when replies need not wait.
+    fn durable_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Server-wide counters for INFO.
@@ -89,6 +98,8 @@ pub struct Store {
     /// Server-level hooks the binary installs (SHUTDOWN, BGSAVE …).
     pub hooks: Mutex<Hooks>,
     pub run_id: String,
+    /// AOF, snapshots, background jobs (`persistence`).
+    pub persist: persistence::Persistence,
 }
 
 /// Callbacks for commands whose work belongs to the server binary, not the store.
@@ -100,7 +111,7 @@ pub struct Hooks {
 impl Store {
     pub fn new() -> Arc<Store> {
         let now = clock::now_ms();
-        Arc::new(Store {
+        let store = Arc::new(Store {
             keyspace: Default::default(),
             pubsub: Default::default(),
             config: Default::default(),
@@ -119,15 +130,28 @@ impl Store {
             last_save_secs: AtomicU64::new(now / 1000),
             hooks: Mutex::new(Hooks::default()),
             run_id: random_hex(40),
-        })
+            persist: Default::default(),
+        });
+        store.persist.init(Arc::downgrade(&store));
+        store
     }
 
     pub fn set_write_log(&self, log: Arc<dyn WriteLog>) {
         *self.write_log.write() = Some(log);
     }
 
+    /// Stops handing writes to a log (`appendonly no` at runtime).
+    pub fn clear_write_log(&self) {
+        *self.write_log.write() = None;
+    }
+
     pub fn write_log(&self) -> Option<Arc<dyn WriteLog>> {
         self.write_log.read().clone()
+    }
+
+    /// See [`WriteLog::durable_watch`].
+    pub fn durable_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.write_log.read().as_ref()?.durable_watch()
     }
 
     /// Creates a client for a new connection and registers it for CLIENT LIST.
@@ -215,7 +239,7 @@ impl Store {
 
     /// Sums keyspace hit/miss/expired counters over shards.
     pub fn keyspace_counters(&self) -> (u64, u64, u64) {
-        let l = self.keyspace.lock_all();
+        let l = self.keyspace.lock_all_readonly();
         let mut t = (0, 0, 0);
         let mut l = l;
         for i in 0..keyspace::NUM_SHARDS {

@@ -76,7 +76,8 @@ pub struct Entry {
     pub value: Value,
     /// Absolute expiry in unix milliseconds; 0 means no expiry.
     pub expire_at: u64,
-    /// Seconds-resolution access clock for OBJECT IDLETIME and LRU eviction.
+    /// Access data for eviction and OBJECT IDLETIME/FREQ: the seconds LRU clock, or
+    /// under an LFU policy minutes (16 bits) + log counter (8 bits); see `evict`.
     pub access: u32,
 }
 
@@ -85,7 +86,7 @@ impl Entry {
         Entry {
             value,
             expire_at: 0,
-            access: crate::clock::lru_clock(),
+            access: crate::evict::initial_access(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
+pub mod persistence;
 pub mod pubsub;
 pub mod server;
 pub mod server_info;
@@ -37,5 +38,6 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(lists::commands());
     v.extend(hyperloglog::commands());
     v.extend(sort::commands());
+    v.extend(persistence::commands());
     v
 }

@@ -93,7 +93,12 @@ fn section(store: &Store, name: &str, o: &mut String) {
             );
         }
         "memory" => {
-            let (used, rss) = MEMORY_PROBE.get().map_or((0, 0), |f| f());
+            let (used, rss) = crate::evict::memory(store);
+            let peak = store
+                .persist
+                .peak_memory
+                .fetch_max(used, Ordering::Relaxed)
+                .max(used);
             let frag = if used > 0 {
                 rss as f64 / used as f64
             } else {
@@ -101,21 +106,16 @@ fn section(store: &Store, name: &str, o: &mut String) {
             };
             let _ = write!(
                 o,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nmaxmemory:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:jemalloc\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_peak:{peak}\r\nmaxmemory:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:jemalloc\r\nevicted_keys:{}\r\n",
                 used as f64 / 1048576.0,
                 store.config.get_u64("maxmemory"),
-                store.config.get("maxmemory-policy").unwrap_or_default()
+                store.config.get("maxmemory-policy").unwrap_or_default(),
+                store.stats.evicted_keys.load(Ordering::Relaxed)
             );
         }
         "persistence" => {
-            let _ = write!(
-                o,
-                "# Persistence\r\nloading:{}\r\nrdb_changes_since_last_save:{}\r\nrdb_last_save_time:{}\r\naof_enabled:{}\r\n",
-                store.loading.load(Ordering::Relaxed) as u8,
-                store.stats.dirty.load(Ordering::Relaxed),
-                store.last_save_secs.load(Ordering::Relaxed),
-                store.config.get_bool("appendonly") as u8
-            );
+            o.push_str("# Persistence\r\n");
+            crate::persistence::info(store, o);
         }
         "stats" => {
             let (hits, misses, expired_lazy) = store.keyspace_counters();
@@ -178,7 +178,7 @@ fn section(store: &Store, name: &str, o: &mut String) {
         }
         "keyspace" => {
             o.push_str("# Keyspace\r\n");
-            let mut ks = store.keyspace.lock_all();
+            let mut ks = store.keyspace.lock_all_readonly();
             for db in 0..NUM_DBS {
                 let (mut keys, mut expires) = (0, 0);
                 for part in ks.db_parts(db) {

@@ -1,0 +1,239 @@
+//! The AOF in-process: a rewrite while clients write applies every write exactly
+//! once after a restart (no loss, no double application), and `appendfsync always`
+//! shares fsyncs between clients (group commit).
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use tidewire_server::{Config, Server};
+
+async fn boot(dir: &std::path::Path, params: &[(&str, &str)]) -> Server {
+    let config = Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.to_path_buf(),
+        redis: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Config::default()
+    };
+    tidewire_server::start(config).await.unwrap()
+}
+
+async fn conn(s: &Server) -> MultiplexedConnection {
+    redis::Client::open(format!("redis://{}/", s.resp_addr))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn info_field(c: &mut MultiplexedConnection, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg("all").query_async(c).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO"))
+        .trim()
+        .to_string()
+}
+
+const PARAMS: &[(&str, &str)] = &[
+    ("appendonly", "yes"),
+    ("appendfsync", "always"),
+    ("save", ""),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_during_writes_applies_each_write_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = boot(tmp.path(), PARAMS).await;
+    let mut c = conn(&s).await;
+    let mut p = redis::pipe();
+    for i in 0..100_000 {
+        p.cmd("SET").arg(format!("pre:{i}")).arg(i).ignore();
+    }
+    let _: () = p.query_async(&mut c).await.unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let mut wc = conn(&s).await;
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last = 0i64;
+            for _ in 0..100_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                last = redis::cmd("INCR")
+                    .arg(format!("n{t}"))
+                    .query_async(&mut wc)
+                    .await
+                    .unwrap();
+            }
+            last
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r: String = redis::cmd("BGREWRITEAOF")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(r, "Background append only file rewriting started");
+    let mut done = false;
+    for _ in 0..3000 {
+        if info_field(&mut c, "aof_rewrites").await == "1"
+            && info_field(&mut c, "aof_rewrite_in_progress").await == "0"
+        {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(done, "rewrite did not finish");
+    assert_eq!(info_field(&mut c, "aof_last_bgrewrite_status").await, "ok");
+    let pause: f64 = info_field(&mut c, "aof_rewrite_max_pause_ms")
+        .await
+        .parse()
+        .unwrap();
+    eprintln!("aof_rewrite_max_pause_ms: {pause}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut finals = Vec::new();
+    for t in tasks {
+        finals.push(t.await.unwrap());
+    }
+    drop(c);
+    s.shutdown().await;
+
+    // The old files are gone: one base, one incremental file.
+    let dir = tmp.path().join("appendonlydir");
+    let manifest = std::fs::read_to_string(dir.join("appendonly.aof.manifest")).unwrap();
+    assert_eq!(manifest.lines().count(), 2, "{manifest}");
+    assert!(
+        manifest.contains("type b") && manifest.contains("type i"),
+        "{manifest}"
+    );
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert_eq!(files, 3, "manifest + base + incr");
+
+    let s = boot(tmp.path(), PARAMS).await;
+    let mut c = conn(&s).await;
+    for (t, want) in finals.iter().enumerate() {
+        let got: i64 = redis::cmd("GET")
+            .arg(format!("n{t}"))
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(got, *want, "counter n{t}");
+    }
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 100_004);
+    drop(c);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_shares_fsyncs_between_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = boot(tmp.path(), PARAMS).await;
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        // One connection per client (a multiplexed connection per task).
+        let mut c = conn(&s).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let _: () = redis::cmd("SET")
+                    .arg(format!("g{t}:{i}"))
+                    .arg(i)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut c = conn(&s).await;
+    let fsyncs: u64 = info_field(&mut c, "aof_fsyncs").await.parse().unwrap();
+    eprintln!("1000 writes from 20 clients, {fsyncs} fsyncs");
+    assert!(
+        fsyncs < 1000,
+        "no group commit: {fsyncs} fsyncs for 1000 writes"
+    );
+    assert!(fsyncs > 0);
+    drop(c);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appendonly_can_be_turned_on_and_off_at_runtime() {
+    let tmp = tempfile::tempdir().unwrap();
+    let off = [("appendonly", "no"), ("save", "")];
+    let s = boot(tmp.path(), &off).await;
+    let mut c = conn(&s).await;
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("before:{i}"))
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("yes")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut on = false;
+    for _ in 0..500 {
+        if info_field(&mut c, "aof_enabled").await == "1"
+            && info_field(&mut c, "aof_rewrite_in_progress").await == "0"
+            && tmp
+                .path()
+                .join("appendonlydir/appendonly.aof.manifest")
+                .exists()
+        {
+            on = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(on, "AOF did not turn on");
+    for i in 0..1000 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("after:{i}"))
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    drop(c);
+    s.shutdown().await;
+    // No snapshot was written (save ""): everything comes from the new log.
+    assert!(!tmp.path().join("dump.tw").exists());
+    let s = boot(tmp.path(), &[("appendonly", "yes"), ("save", "")]).await;
+    let mut c = conn(&s).await;
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 2000);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("no")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    for _ in 0..500 {
+        if info_field(&mut c, "aof_enabled").await == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(info_field(&mut c, "aof_enabled").await, "0");
+    drop(c);
+    s.shutdown().await;
+}

@@ -1,0 +1,222 @@
+//! Recovery from damaged logs: a truncated last entry is dropped with a warning;
+//! corruption in the middle stops startup with the file and byte offset, and
+//! `tidewire check-aof --fix` repairs it. Plus snapshots: SAVE/BGSAVE/LASTSAVE, a
+//! crash during BGSAVE, and the snapshot written on shutdown.
+
+mod persistence_support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use persistence_support::*;
+
+const AOF: &[(&str, &str)] = &[
+    ("appendonly", "yes"),
+    ("appendfsync", "always"),
+    ("save", ""),
+];
+
+fn fill(node: &Node, prefix: &str, n: u64) {
+    let mut c = node.conn();
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap();
+    }
+}
+
+fn count(c: &mut redis::Connection, prefix: &str, n: u64) -> u64 {
+    let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let vals: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(c).unwrap();
+    vals.iter().filter(|v| v.is_some()).count() as u64
+}
+
+#[test]
+fn truncated_tail_is_dropped_with_a_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(tmp.path(), AOF);
+    fill(&node, "k", 100);
+    let data = node.dir.clone();
+    node.kill9();
+    let incr = incr_files(&data).pop().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr)
+        .unwrap();
+    f.write_all(b"*3\r\n$3\r\nSET\r\n$5\r\nhalf").unwrap();
+    drop(f);
+    let node = start(tmp.path(), AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", 100), 100);
+    // The file was cut back, so new writes follow a valid entry.
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    node.kill9();
+    let node = start(tmp.path(), AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", 100), 100);
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("after")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "1"
+    );
+}
+
+#[test]
+fn truncated_tail_refused_when_aof_load_truncated_is_no() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = [
+        ("appendonly", "yes"),
+        ("save", ""),
+        ("aof-load-truncated", "no"),
+    ];
+    let node = start(tmp.path(), &params);
+    fill(&node, "k", 10);
+    let data = node.dir.clone();
+    node.stop();
+    let incr = incr_files(&data).pop().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&incr)
+        .unwrap();
+    f.write_all(b"*2\r\n$3\r\nDEL").unwrap();
+    drop(f);
+    let err = try_start(tmp.path(), &params)
+        .err()
+        .expect("must refuse to start");
+    assert!(err.contains("byte offset"), "{err}");
+}
+
+#[test]
+fn corruption_mid_file_names_file_and_offset_and_check_aof_fixes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(tmp.path(), AOF);
+    fill(&node, "k", 200);
+    let data = node.dir.clone();
+    node.kill9();
+    let incr = incr_files(&data).pop().unwrap();
+    let mut bytes = std::fs::read(&incr).unwrap();
+    // Find the entry of k150 and break its array header.
+    let needle = b"\r\n$4\r\nk150\r\n";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let entry = bytes[..at].iter().rposition(|b| *b == b'*').unwrap();
+    bytes[entry] = b'?';
+    std::fs::write(&incr, &bytes).unwrap();
+
+    let err = try_start(tmp.path(), AOF)
+        .err()
+        .expect("must refuse to start");
+    let file_name = incr.file_name().unwrap().to_string_lossy().to_string();
+    assert!(err.contains(&file_name), "{err}");
+    assert!(err.contains(&format!("byte offset {entry}")), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .arg("check-aof")
+        .arg(&incr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("byte offset {entry}")));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .arg("check-aof")
+        .arg("--fix")
+        .arg(&incr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::metadata(&incr).unwrap().len(), entry as u64);
+
+    let node = start(tmp.path(), AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", 150), 150);
+    assert_eq!(count(&mut c, "k", 200), 150);
+}
+
+#[test]
+fn snapshot_save_bgsave_lastsave_and_shutdown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = [("appendonly", "no"), ("save", "3600 1")];
+    let node = start(tmp.path(), &params);
+    let mut c = node.conn();
+    fill(&node, "a", 100);
+    let before: i64 = redis::cmd("LASTSAVE").query(&mut c).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let after: i64 = redis::cmd("LASTSAVE").query(&mut c).unwrap();
+    assert!(after > before);
+    assert_eq!(
+        node.info_field(&mut c, "rdb_changes_since_last_save")
+            .as_deref(),
+        Some("0")
+    );
+    fill(&node, "b", 100);
+    let r: String = redis::cmd("BGSAVE").query(&mut c).unwrap();
+    assert_eq!(r, "Background saving started");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.info_field(&mut c, "rdb_bgsave_in_progress").as_deref() != Some("0") {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        node.info_field(&mut c, "rdb_last_bgsave_status").as_deref(),
+        Some("ok")
+    );
+    // Written after the BGSAVE: only the shutdown snapshot keeps it.
+    fill(&node, "c", 10);
+    node.stop();
+    let node = start(tmp.path(), &params);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "a", 100), 100);
+    assert_eq!(count(&mut c, "b", 100), 100);
+    assert_eq!(count(&mut c, "c", 10), 10);
+}
+
+/// A crash during BGSAVE leaves the previous snapshot or the new one, never a
+/// broken file, and the snapshot is one point in time.
+#[test]
+fn crash_during_bgsave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = [("appendonly", "no"), ("save", "")];
+    let mut rng = Rng(seed());
+    for round in 0..4u64 {
+        let node = start(tmp.path(), &params);
+        let mut c = node.conn();
+        // Every earlier round's batch is there in full or not at all.
+        for r in 0..round {
+            let n = count(&mut c, &format!("r{r}:"), 5000);
+            assert!(n == 0 || n == 5000, "round {r}: {n} of 5000 keys");
+        }
+        let mut p = redis::pipe();
+        for i in 0..5000 {
+            p.cmd("SET").arg(format!("r{round}:{i}")).arg(i).ignore();
+        }
+        let _: () = p.query(&mut c).unwrap();
+        let _: String = redis::cmd("BGSAVE").query(&mut c).unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(200)));
+        node.kill9();
+    }
+    let node = start(tmp.path(), &params);
+    drop(node);
+    // Temp files of interrupted saves are cleaned up at startup.
+    let leftovers: Vec<String> = std::fs::read_dir(tmp.path().join("data"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("temp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,384 @@
+//! Memory accounting and eviction (`maxmemory`, `maxmemory-policy`), after Redis's
+//! `evict.c`.
+//!
+//! Measure: the binary installs a probe of jemalloc's allocated bytes
+//! (`server_info::MEMORY_PROBE`); it is read at most once per millisecond. Without a
+//! probe (the store embedded or tested in-process) the measure is an approximate
+//! walk of the dataset ([`entry_size`] per key), refreshed at most every 100 ms.
+//!
+//! Before a write runs, [`check`] compares the measure with `maxmemory`; if over, it
+//! evicts by the policy until the estimated bytes freed cover the excess, sampling
+//! `maxmemory-samples` keys per shard visited (keys with a TTL only for `volatile-*`).
+//! If nothing can be evicted (noeviction, or no volatile key) a command flagged
+//! DENYOOM is refused with `-OOM …`; reads and deletes always run. An evicted key is
+//! logged as DEL, notified as `evicted` and counted in `evicted_keys`.
+//!
+//! Access data lives in `Entry::access`: the LRU clock (seconds) under LRU and other
+//! policies, or under LFU policies Redis's 24-bit layout — minutes (16 bits) of the
+//! last decrement and a logarithmic counter (8 bits) incremented with probability
+//! `1/((counter-5)*lfu-log-factor+1)` and decayed by one per `lfu-decay-time`
+//! minutes. OBJECT FREQ/IDLETIME read it through [`freq`] and [`idle_secs`].
+
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+
+use crate::command::{flag, Command};
+use crate::config::notify;
+use crate::error::CmdError;
+use crate::exec::Events;
+use crate::keyspace::{NUM_DBS, NUM_SHARDS};
+use crate::value::Entry;
+use crate::Store;
+
+/// Fixed per-key overhead added to MEMORY USAGE and the approximate accounting
+/// (dict entry, key header, value header), close to what Redis reports.
+pub const KEY_OVERHEAD: usize = 48;
+pub const LFU_INIT_VAL: u32 = 5;
+const EVICT_BUDGET: Duration = Duration::from_millis(50);
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Policy {
+    NoEviction,
+    AllKeysLru,
+    AllKeysLfu,
+    AllKeysRandom,
+    VolatileLru,
+    VolatileLfu,
+    VolatileRandom,
+    VolatileTtl,
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Policy {
+        match s {
+            "allkeys-lru" => Policy::AllKeysLru,
+            "allkeys-lfu" => Policy::AllKeysLfu,
+            "allkeys-random" => Policy::AllKeysRandom,
+            "volatile-lru" => Policy::VolatileLru,
+            "volatile-lfu" => Policy::VolatileLfu,
+            "volatile-random" => Policy::VolatileRandom,
+            "volatile-ttl" => Policy::VolatileTtl,
+            _ => Policy::NoEviction,
+        }
+    }
+
+    fn volatile(self) -> bool {
+        matches!(
+            self,
+            Policy::VolatileLru
+                | Policy::VolatileLfu
+                | Policy::VolatileRandom
+                | Policy::VolatileTtl
+        )
+    }
+
+    pub fn lfu(self) -> bool {
+        matches!(self, Policy::AllKeysLfu | Policy::VolatileLfu)
+    }
+}
+
+/// Mirrors of the policy settings read on the access path (set by [`sync_config`]).
+static LFU_MODE: AtomicU8 = AtomicU8::new(0);
+static LFU_LOG_FACTOR: AtomicU32 = AtomicU32::new(10);
+static LFU_DECAY_TIME: AtomicU32 = AtomicU32::new(1);
+
+/// Reads the eviction settings into the access-path mirrors. Returns the policy.
+pub fn sync_config(store: &Store) -> Policy {
+    let policy = Policy::parse(&store.config.get("maxmemory-policy").unwrap_or_default());
+    LFU_MODE.store(policy.lfu() as u8, Ordering::Relaxed);
+    LFU_LOG_FACTOR.store(
+        store.config.get_u64("lfu-log-factor") as u32,
+        Ordering::Relaxed,
+    );
+    LFU_DECAY_TIME.store(
+        store.config.get_u64("lfu-decay-time") as u32,
+        Ordering::Relaxed,
+    );
+    policy
+}
+
+pub fn lfu_mode() -> bool {
+    LFU_MODE.load(Ordering::Relaxed) != 0
+}
+
+fn lfu_minutes() -> u32 {
+    (crate::clock::lru_clock() / 60) & 0xFFFF
+}
+
+/// The access data of a new key.
+pub fn initial_access() -> u32 {
+    if lfu_mode() {
+        (lfu_minutes() << 8) | LFU_INIT_VAL
+    } else {
+        crate::clock::lru_clock()
+    }
+}
+
+/// The LFU counter after decay (Redis's `LFUDecrAndReturn`).
+fn lfu_decayed(access: u32) -> u32 {
+    let last = (access >> 8) & 0xFFFF;
+    let counter = access & 0xFF;
+    let now = lfu_minutes();
+    let elapsed = if now >= last {
+        now - last
+    } else {
+        65535 - last + now
+    };
+    let period = LFU_DECAY_TIME.load(Ordering::Relaxed);
+    let periods = elapsed.checked_div(period).unwrap_or(0);
+    counter.saturating_sub(periods)
+}
+
+/// Records an access (reads call it through the keyspace's `lookup_read`).
+pub fn touch(access: &mut u32) {
+    if !lfu_mode() {
+        *access = crate::clock::lru_clock();
+        return;
+    }
+    let mut counter = lfu_decayed(*access);
+    if counter < 255 {
+        let base = counter.saturating_sub(LFU_INIT_VAL) as f64;
+        let p = 1.0 / (base * LFU_LOG_FACTOR.load(Ordering::Relaxed) as f64 + 1.0);
+        if rand::thread_rng().gen::<f64>() < p {
+            counter += 1;
+        }
+    }
+    *access = (lfu_minutes() << 8) | counter;
+}
+
+/// OBJECT FREQ: the decayed LFU counter (meaningful under an LFU policy).
+pub fn freq(e: &Entry) -> u32 {
+    lfu_decayed(e.access)
+}
+
+/// OBJECT IDLETIME: seconds since the last access (meaningful under non-LFU policies).
+pub fn idle_secs(e: &Entry) -> u64 {
+    crate::clock::lru_clock().saturating_sub(e.access) as u64
+}
+
+/// Approximate bytes one key and its value hold.
+pub fn entry_size(key: &[u8], e: &Entry) -> usize {
+    KEY_OVERHEAD + key.len() + e.value.mem_usage()
+}
+
+/// (used, rss): the allocator's figures, or the approximate dataset size.
+pub fn memory(store: &Store) -> (u64, u64) {
+    match crate::families::server_info::MEMORY_PROBE.get() {
+        Some(f) => f(),
+        None => {
+            let (_, bytes) = dataset(store);
+            (bytes, bytes)
+        }
+    }
+}
+
+/// (keys, approximate dataset bytes) over all databases.
+pub fn dataset(store: &Store) -> (u64, u64) {
+    let mut ks = store.keyspace.lock_all_readonly();
+    let (mut keys, mut bytes) = (0u64, 0u64);
+    for db in 0..NUM_DBS {
+        for part in ks.db_parts(db) {
+            keys += part.map.len() as u64;
+            bytes += part
+                .map
+                .iter()
+                .map(|(k, e)| entry_size(k, e) as u64)
+                .sum::<u64>();
+        }
+    }
+    (keys, bytes)
+}
+
+/// Used memory for the limit check, cached briefly (the probe is not free).
+pub fn used_memory(store: &Store) -> u64 {
+    let probe = crate::families::server_info::MEMORY_PROBE.get();
+    let max_age_us = if probe.is_some() { 1_000 } else { 100_000 };
+    let now = crate::clock::now_us();
+    let p = &store.persist;
+    let at = p.mem_cache_at_us.load(Ordering::Relaxed);
+    if at != 0 && now.saturating_sub(at) < max_age_us {
+        return p.mem_cache_used.load(Ordering::Relaxed);
+    }
+    let used = memory(store).0;
+    p.mem_cache_used.store(used, Ordering::Relaxed);
+    p.mem_cache_at_us.store(now, Ordering::Relaxed);
+    used
+}
+
+fn invalidate_cache(store: &Store) {
+    store.persist.mem_cache_at_us.store(0, Ordering::Relaxed);
+}
+
+fn oom() -> CmdError {
+    CmdError::raw("OOM command not allowed when used memory > 'maxmemory'.")
+}
+
+/// Called by the dispatcher before a command runs (no locks held): evicts if over
+/// `maxmemory`; refuses DENYOOM commands if memory cannot be brought under it.
+pub fn check(store: &Store, cmd: &Command) -> Result<(), CmdError> {
+    let max = store.config.maxmemory.load(Ordering::Relaxed);
+    if max == 0 || !(cmd.has(flag::WRITE) || cmd.has(flag::DENYOOM)) {
+        return Ok(());
+    }
+    let used = used_memory(store);
+    if used <= max {
+        return Ok(());
+    }
+    let policy = sync_config(store);
+    let ok = evict(store, policy, used - max);
+    if !ok && cmd.has(flag::DENYOOM) {
+        return Err(oom());
+    }
+    Ok(())
+}
+
+/// Evicts keys until about `to_free` bytes are freed. False if it could not.
+pub fn evict(store: &Store, policy: Policy, to_free: u64) -> bool {
+    if policy == Policy::NoEviction {
+        return false;
+    }
+    let samples = store.config.get_u64("maxmemory-samples").clamp(1, 64) as usize;
+    let start = Instant::now();
+    let mut freed = 0u64;
+    let mut rng = rand::thread_rng();
+    while freed < to_free {
+        let Some((shard, db, key)) = pick(store, policy, samples, &mut rng) else {
+            invalidate_cache(store);
+            return false;
+        };
+        let mut ks = store.keyspace.lock_shard(shard);
+        let mut ev = Events::default();
+        if let Some(e) = ks.remove(db, &key) {
+            freed += entry_size(&key, &e) as u64;
+            store.stats.evicted_keys.fetch_add(1, Ordering::Relaxed);
+            let flags = store.config.notify_flags();
+            if flags & notify::EVICTED != 0 && flags & (notify::KEYSPACE | notify::KEYEVENT) != 0 {
+                ev.notifications
+                    .push((notify::EVICTED, "evicted", db, key.clone()));
+            }
+            ev.touched.push((db, key.clone()));
+            ev.propagated
+                .push((db, vec![Bytes::from_static(b"DEL"), key]));
+            drop(e);
+        }
+        store.finish_locked(&mut ks, &mut ev);
+        drop(ks);
+        store.after_unlock(&mut ev);
+        if start.elapsed() > EVICT_BUDGET {
+            break;
+        }
+    }
+    invalidate_cache(store);
+    freed >= to_free
+}
+
+/// The best candidate among `samples` keys from each of a few random shards.
+fn pick(
+    store: &Store,
+    policy: Policy,
+    samples: usize,
+    rng: &mut impl Rng,
+) -> Option<(usize, usize, Bytes)> {
+    let mut best: Option<(u64, usize, usize, Bytes)> = None;
+    let mut visited = 0;
+    let first = rng.gen_range(0..NUM_SHARDS);
+    let now_ms = crate::clock::now_ms();
+    for step in 0..NUM_SHARDS {
+        // Two non-empty shards give 2 × samples candidates per database.
+        if visited >= 2 {
+            break;
+        }
+        let shard = (first + step * 37) % NUM_SHARDS;
+        let mut ks = store.keyspace.lock_shard(shard);
+        let s = ks.shard_mut(shard);
+        let mut any = false;
+        for db in 0..NUM_DBS {
+            let part = &s.dbs[db];
+            let n = if policy.volatile() {
+                part.expires.len()
+            } else {
+                part.map.len()
+            };
+            if n == 0 {
+                continue;
+            }
+            any = true;
+            for _ in 0..samples.min(n) {
+                let i = rng.gen_range(0..n);
+                let (key, entry) = if policy.volatile() {
+                    let Some(k) = part.expires.get_index(i) else {
+                        continue;
+                    };
+                    let Some(e) = part.map.get(k) else {
+                        continue;
+                    };
+                    (k, e)
+                } else {
+                    let Some((k, e)) = part.map.get_index(i) else {
+                        continue;
+                    };
+                    (k, e)
+                };
+                let score = match policy {
+                    Policy::AllKeysLru | Policy::VolatileLru => idle_secs(entry),
+                    Policy::AllKeysLfu | Policy::VolatileLfu => 255 - freq(entry).min(255) as u64,
+                    Policy::VolatileTtl => u64::MAX - entry.expire_at,
+                    _ => rng.gen(),
+                };
+                // An already expired key is the best victim of all.
+                let score = if entry.is_expired(now_ms) {
+                    u64::MAX
+                } else {
+                    score
+                };
+                if best.as_ref().is_none_or(|b| score > b.0) {
+                    best = Some((score, shard, db, key.clone()));
+                }
+            }
+        }
+        if any {
+            visited += 1;
+        }
+    }
+    best.map(|(_, s, d, k)| (s, d, k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+
+    #[test]
+    fn lfu_counter_grows_logarithmically_and_decays() {
+        LFU_MODE.store(1, Ordering::Relaxed);
+        let mut a = initial_access();
+        assert_eq!(a & 0xFF, LFU_INIT_VAL);
+        for _ in 0..1000 {
+            touch(&mut a);
+        }
+        let c = a & 0xFF;
+        assert!(c > LFU_INIT_VAL && c < 60, "counter {c}");
+        // Ten minutes ago, decay 1 per minute.
+        let old = (((lfu_minutes() + 65536 - 10) & 0xFFFF) << 8) | 20;
+        assert_eq!(lfu_decayed(old), 10);
+        LFU_MODE.store(0, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn noeviction_refuses_denyoom_but_serves_reads_and_deletes() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "a", "x"]);
+        t.store.config.set("maxmemory", "1").unwrap();
+        invalidate_cache(&t.store);
+        assert_eq!(
+            t.run(&["SET", "b", "y"]),
+            err("OOM command not allowed when used memory > 'maxmemory'.")
+        );
+        assert_eq!(t.run(&["GET", "a"]), bulk("x"));
+        assert_eq!(t.run(&["DEL", "a"]), int(1));
+        t.store.config.set("maxmemory", "0").unwrap();
+    }
+}

@@ -1,0 +1,93 @@
+//! A point-in-time copy of the keyspace without stopping the world.
+//!
+//! `begin` holds every shard lock only long enough to install a [`Capture`] (and,
+//! for an AOF rewrite, to mark the log position), so the cut is one instant for all
+//! shards. From then on each shard is copied exactly once, under its own lock,
+//! *before* anything else touches it: the keyspace calls [`Capture::on_locked`]
+//! whenever a shard is locked while a capture is active (copy-on-first-lock), and
+//! the background writer locks the shards not yet copied one at a time. So the copy
+//! is the state at the cut, and no command waits longer than one shard's copy.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::keyspace::{Keyspace, Shard, NUM_SHARDS};
+use crate::value::Entry;
+
+/// One shard's keys at the cut, per database.
+pub type ShardCopy = Vec<Vec<(Bytes, Entry)>>;
+
+pub struct Capture {
+    pending: Vec<AtomicBool>,
+    slots: Vec<Mutex<Option<ShardCopy>>>,
+    /// Unix ms of the cut: keys already expired then are left out.
+    pub cut_ms: u64,
+    /// Longest time one shard lock was held for copying (µs).
+    pub max_copy_us: AtomicU64,
+}
+
+impl Capture {
+    fn new(cut_ms: u64) -> Capture {
+        Capture {
+            pending: (0..NUM_SHARDS).map(|_| AtomicBool::new(true)).collect(),
+            slots: (0..NUM_SHARDS).map(|_| Mutex::new(None)).collect(),
+            cut_ms,
+            max_copy_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Called by the keyspace with shard `idx` locked: copies it if not done yet.
+    pub fn on_locked(&self, idx: usize, shard: &Shard) {
+        // Only a holder of the shard's lock flips its flag, so this cannot race.
+        if !self.pending[idx].load(Ordering::Acquire) {
+            return;
+        }
+        self.pending[idx].store(false, Ordering::Release);
+        let t = Instant::now();
+        let copy: ShardCopy = shard
+            .dbs
+            .iter()
+            .map(|d| {
+                d.map
+                    .iter()
+                    .filter(|(_, e)| !e.is_expired(self.cut_ms))
+                    .map(|(k, e)| (k.clone(), e.clone()))
+                    .collect()
+            })
+            .collect();
+        *self.slots[idx].lock() = Some(copy);
+        self.max_copy_us
+            .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The copy of shard `idx`, locking it briefly if nobody did since the cut.
+    pub fn take(&self, ks: &Keyspace, idx: usize) -> ShardCopy {
+        if self.pending[idx].load(Ordering::Acquire) {
+            drop(ks.lock_shard(idx));
+        }
+        self.slots[idx].lock().take().unwrap_or_default()
+    }
+}
+
+/// Starts a capture. `at_cut` runs while every shard is locked (the AOF rewrite
+/// switches to a new incremental file there). Returns the capture and how long the
+/// shards were held.
+pub fn begin(ks: &Keyspace, at_cut: impl FnOnce()) -> (Arc<Capture>, u64) {
+    let all = ks.lock_all();
+    let t = Instant::now();
+    let cap = Arc::new(Capture::new(crate::clock::now_ms()));
+    ks.install_capture(Some(cap.clone()));
+    at_cut();
+    let held = t.elapsed().as_micros() as u64;
+    drop(all);
+    (cap, held)
+}
+
+/// Ends a capture (all shards taken, or abandoned).
+pub fn end(ks: &Keyspace) {
+    ks.install_capture(None);
+}

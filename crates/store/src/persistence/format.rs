@@ -1,0 +1,210 @@
+//! On-disk encodings shared by the append-only log and snapshots.
+//!
+//! Both are streams of RESP arrays of bulk strings (`*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n`),
+//! the form Redis's AOF uses. A snapshot (and an AOF base file) wraps the stream in a
+//! header line `TIDEWIRE-SNAP v1\r\n` and a trailer `!END <crc32 hex>\r\n`, the CRC-32
+//! covering every byte before the trailer; see docs/persistence.md.
+
+use bytes::Bytes;
+
+pub const SNAP_HEADER: &[u8] = b"TIDEWIRE-SNAP v1\r\n";
+const TRAILER_TAG: &[u8] = b"!END ";
+
+/// Appends one command as a RESP array of bulk strings.
+pub fn encode<A: AsRef<[u8]>>(out: &mut Vec<u8>, argv: &[A]) {
+    out.push(b'*');
+    out.extend_from_slice(itoa::Buffer::new().format(argv.len()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for a in argv {
+        let a = a.as_ref();
+        out.push(b'$');
+        out.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Why a stream stops being readable at some byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// The file ends in the middle of an entry (a crash during a write).
+    Truncated,
+    /// Bytes that cannot be an entry.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bad::Truncated => f.write_str("unexpected end of file (truncated entry)"),
+            Bad::Corrupt(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Reads the decimal number ending at the next `\r\n` from `pos`; returns it and the
+/// offset after the line.
+fn number_line(buf: &[u8], pos: usize) -> Result<(usize, usize), Bad> {
+    let mut n: usize = 0;
+    let mut i = pos;
+    loop {
+        let Some(&c) = buf.get(i) else {
+            return Err(Bad::Truncated);
+        };
+        match c {
+            b'0'..=b'9' => {
+                n = n
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add((c - b'0') as usize))
+                    .ok_or_else(|| Bad::Corrupt("length out of range".into()))?;
+                if i - pos > 12 {
+                    return Err(Bad::Corrupt("length out of range".into()));
+                }
+            }
+            b'\r' => {
+                if i == pos {
+                    return Err(Bad::Corrupt("empty length".into()));
+                }
+                return match buf.get(i + 1) {
+                    None => Err(Bad::Truncated),
+                    Some(b'\n') => Ok((n, i + 2)),
+                    Some(_) => Err(Bad::Corrupt("expected \\n".into())),
+                };
+            }
+            _ => return Err(Bad::Corrupt(format!("unexpected byte 0x{c:02x} in length"))),
+        }
+        i += 1;
+    }
+}
+
+/// One parsed command and the offset after it; or where and why parsing failed.
+pub type Parsed = Result<Option<(Vec<Bytes>, usize)>, (usize, Bad)>;
+
+/// Parses the command starting at `pos`. `Ok(None)` at the exact end of `buf`; on
+/// failure, the offset of the entry's first byte and why.
+pub fn parse(buf: &[u8], pos: usize) -> Parsed {
+    if pos >= buf.len() {
+        return Ok(None);
+    }
+    let fail = |b: Bad| (pos, b);
+    if buf[pos] != b'*' {
+        return Err(fail(Bad::Corrupt(format!(
+            "expected '*', found byte 0x{:02x}",
+            buf[pos]
+        ))));
+    }
+    let (n, mut i) = number_line(buf, pos + 1).map_err(fail)?;
+    if n == 0 || n > 1 << 24 {
+        return Err(fail(Bad::Corrupt(format!("invalid argument count {n}"))));
+    }
+    let mut argv = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        match buf.get(i) {
+            None => return Err(fail(Bad::Truncated)),
+            Some(b'$') => {}
+            Some(c) => {
+                return Err(fail(Bad::Corrupt(format!(
+                    "expected '$', found byte 0x{c:02x}"
+                ))))
+            }
+        }
+        let (len, start) = number_line(buf, i + 1).map_err(fail)?;
+        let end = start.checked_add(len).ok_or_else(|| fail(Bad::Truncated))?;
+        if end + 2 > buf.len() {
+            return Err(fail(Bad::Truncated));
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Err(fail(Bad::Corrupt(
+                "bulk string not followed by \\r\\n".into(),
+            )));
+        }
+        argv.push(Bytes::copy_from_slice(&buf[start..end]));
+        i = end + 2;
+    }
+    Ok(Some((argv, i)))
+}
+
+/// Ends a snapshot stream: the trailer with the CRC-32 of everything before it.
+pub fn finish_snapshot(hasher: crc32fast::Hasher) -> Vec<u8> {
+    let crc = hasher.finalize();
+    format!("!END {crc:08x}\r\n").into_bytes()
+}
+
+/// Checks a whole snapshot file and returns the byte range of its command stream.
+pub fn snapshot_body(buf: &[u8]) -> Result<std::ops::Range<usize>, (usize, Bad)> {
+    if buf.len() < SNAP_HEADER.len() {
+        if SNAP_HEADER.starts_with(buf) {
+            return Err((0, Bad::Truncated));
+        }
+        return Err((
+            0,
+            Bad::Corrupt("not a Tidewire snapshot (bad header)".into()),
+        ));
+    }
+    if &buf[..SNAP_HEADER.len()] != SNAP_HEADER {
+        return Err((
+            0,
+            Bad::Corrupt("not a Tidewire snapshot (bad header)".into()),
+        ));
+    }
+    // The trailer is the last line: "!END xxxxxxxx\r\n" (15 bytes).
+    let tlen = TRAILER_TAG.len() + 8 + 2;
+    if buf.len() < SNAP_HEADER.len() + tlen
+        || &buf[buf.len() - tlen..][..TRAILER_TAG.len()] != TRAILER_TAG
+    {
+        return Err((buf.len(), Bad::Truncated));
+    }
+    let tstart = buf.len() - tlen;
+    let hex = std::str::from_utf8(&buf[tstart + TRAILER_TAG.len()..buf.len() - 2]).unwrap_or("");
+    let want = u32::from_str_radix(hex, 16)
+        .map_err(|_| (tstart, Bad::Corrupt("bad checksum trailer".into())))?;
+    let got = crc32fast::hash(&buf[..tstart]);
+    if got != want {
+        return Err((
+            tstart,
+            Bad::Corrupt(format!(
+                "checksum mismatch (stored {want:08x}, computed {got:08x})"
+            )),
+        ));
+    }
+    Ok(SNAP_HEADER.len()..tstart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_truncation() {
+        let mut out = Vec::new();
+        encode(&mut out, &["SET", "k", "v\r\n"]);
+        encode(&mut out, &["DEL", "k"]);
+        let (a, p) = parse(&out, 0).unwrap().unwrap();
+        assert_eq!(a, vec!["SET", "k", "v\r\n"]);
+        let (b, q) = parse(&out, p).unwrap().unwrap();
+        assert_eq!(b, vec!["DEL", "k"]);
+        assert_eq!(parse(&out, q).unwrap(), None);
+        for cut in p + 1..q {
+            assert_eq!(parse(&out[..cut], p).unwrap_err(), (p, Bad::Truncated));
+        }
+        let mut bad = out.clone();
+        bad[p + 1] = b'x';
+        assert!(matches!(parse(&bad, p), Err((_, Bad::Corrupt(_)))));
+    }
+
+    #[test]
+    fn snapshot_checksum() {
+        let mut body = SNAP_HEADER.to_vec();
+        encode(&mut body, &["SET", "a", "1"]);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&body);
+        body.extend(finish_snapshot(h));
+        let r = snapshot_body(&body).unwrap();
+        assert!(parse(&body[..r.end], r.start).unwrap().is_some());
+        let mut bad = body.clone();
+        bad[SNAP_HEADER.len() + 10] ^= 1;
+        assert!(snapshot_body(&bad).is_err());
+        assert!(snapshot_body(&body[..body.len() - 3]).is_err());
+    }
+}

@@ -1,0 +1,741 @@
+//! Persistence: the append-only log ([`aof`]), snapshots ([`snapshot`]) taken from a
+//! point-in-time [`capture`] of the keyspace, loading at startup ([`load`]) and
+//! `check-aof` ([`check`]). Formats and guarantees: docs/persistence.md.
+//!
+//! Data flow: the dispatcher hands each executed write to [`aof::Aof`] (a
+//! [`crate::WriteLog`]) under its shard locks; a writer thread writes and fsyncs.
+//! Background jobs (BGSAVE, BGREWRITEAOF) run on their own threads, one at a time,
+//! from a capture that costs each shard one copy under its own lock.
+
+pub mod aof;
+pub mod capture;
+pub mod check;
+pub mod format;
+pub mod load;
+pub mod snapshot;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::Store;
+use aof::Aof;
+
+/// Which background job runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Job {
+    Save,
+    Rewrite,
+}
+
+/// Persistence state kept in the store (`store.persist`).
+#[derive(Default)]
+pub struct Persistence {
+    me: OnceLock<Weak<Store>>,
+    pub aof: RwLock<Option<Arc<Aof>>>,
+    job: Mutex<Option<Job>>,
+    pub rewrite_scheduled: AtomicBool,
+    pub save_scheduled: AtomicBool,
+    pub last_save_try_secs: AtomicU64,
+    pub peak_memory: AtomicU64,
+    /// `evict::used_memory`'s cache.
+    pub mem_cache_used: AtomicU64,
+    pub mem_cache_at_us: AtomicU64,
+    /// `stats.dirty` at the last successful save's cut.
+    pub dirty_at_save: AtomicU64,
+    pub last_bgsave_ok: AtomicBool,
+    pub bgsave_in_progress: AtomicBool,
+    pub rewrite_in_progress: AtomicBool,
+    pub last_rewrite_ok: AtomicBool,
+    pub rewrites: AtomicU64,
+    pub saves: AtomicU64,
+    /// Longest time a rewrite or save held shard locks (cut or one shard's copy), µs.
+    pub max_pause_us: AtomicU64,
+    pub last_pause_us: AtomicU64,
+    pub last_save_duration_ms: AtomicI64,
+    pub last_rewrite_duration_ms: AtomicI64,
+    pub loading_started_ms: AtomicU64,
+    pub loaded_commands: AtomicU64,
+}
+
+impl Persistence {
+    pub(crate) fn init(&self, me: Weak<Store>) {
+        let _ = self.me.set(me);
+        self.last_bgsave_ok.store(true, Ordering::Relaxed);
+        self.last_rewrite_ok.store(true, Ordering::Relaxed);
+        self.last_save_duration_ms.store(-1, Ordering::Relaxed);
+        self.last_rewrite_duration_ms.store(-1, Ordering::Relaxed);
+    }
+
+    fn store(&self) -> Option<Arc<Store>> {
+        self.me.get().and_then(|w| w.upgrade())
+    }
+
+    pub fn aof(&self) -> Option<Arc<Aof>> {
+        self.aof.read().clone()
+    }
+
+    pub fn job(&self) -> Option<Job> {
+        *self.job.lock()
+    }
+}
+
+pub fn data_dir(store: &Store) -> PathBuf {
+    PathBuf::from(store.config.get("dir").unwrap_or_else(|| ".".into()))
+}
+
+pub fn snapshot_path(store: &Store) -> PathBuf {
+    data_dir(store).join(
+        store
+            .config
+            .get("dbfilename")
+            .unwrap_or_else(|| "dump.tw".into()),
+    )
+}
+
+fn aof_dir(store: &Store) -> PathBuf {
+    data_dir(store).join(
+        store
+            .config
+            .get("appenddirname")
+            .unwrap_or_else(|| "appendonlydir".into()),
+    )
+}
+
+fn aof_stem(store: &Store) -> String {
+    store
+        .config
+        .get("appendfilename")
+        .unwrap_or_else(|| "appendonly.aof".into())
+}
+
+/// Loads persisted data (the AOF if `appendonly yes` and present, else the snapshot)
+/// with `store.loading` set, then opens the AOF for appending. Blocking: call from a
+/// blocking thread.
+pub fn startup(store: &Arc<Store>) -> Result<(), load::LoadError> {
+    let started = Instant::now();
+    store.loading.store(true, Ordering::SeqCst);
+    store
+        .persist
+        .loading_started_ms
+        .store(crate::clock::now_ms(), Ordering::Relaxed);
+    let result = startup_inner(store);
+    store.loading.store(false, Ordering::SeqCst);
+    if result.is_ok() {
+        let n = store.persist.loaded_commands.load(Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(
+                commands = n,
+                seconds = started.elapsed().as_secs_f64(),
+                "dataset loaded from disk"
+            );
+        }
+    }
+    result
+}
+
+/// Removes temp files of saves and rewrites a crash interrupted.
+fn remove_temp_files(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("temp-") {
+                tracing::info!(file = %e.path().display(), "removing temp file of an interrupted save");
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
+    let appendonly = store.config.get_bool("appendonly");
+    let dir = aof_dir(store);
+    remove_temp_files(&[data_dir(store), dir.clone()]);
+    let stem = aof_stem(store);
+    let manifest = if appendonly {
+        load::read_manifest(&dir, &stem)?
+    } else {
+        None
+    };
+    let mut loader = load::Loader::new(store);
+    let from_aof = manifest.is_some();
+    let result = match &manifest {
+        Some(m) => load::load_aof(
+            &mut loader,
+            &dir,
+            m,
+            store.config.get_bool("aof-load-truncated"),
+        ),
+        None => load::load_snapshot(&mut loader, &snapshot_path(store)).map(|_| ()),
+    };
+    store
+        .persist
+        .loaded_commands
+        .store(loader.commands, Ordering::Relaxed);
+    loader.finish();
+    result?;
+    store
+        .persist
+        .dirty_at_save
+        .store(store.stats.dirty.load(Ordering::Relaxed), Ordering::Relaxed);
+    if appendonly {
+        let aof = Aof::open(
+            dir.clone(),
+            stem,
+            manifest.unwrap_or_default(),
+            aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
+        )
+        .map_err(|e| load::LoadError(format!("cannot open the AOF in {}: {e}", dir.display())))?;
+        *store.persist.aof.write() = Some(aof.clone());
+        store.set_write_log(aof);
+        if !from_aof && total_keys(store) > 0 {
+            // Data came from a snapshot: make it part of the log right away.
+            rewrite_now(store)
+                .map_err(|e| load::LoadError(format!("initial AOF rewrite failed: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn total_keys(store: &Store) -> usize {
+    let mut ks = store.keyspace.lock_all_readonly();
+    (0..crate::keyspace::NUM_DBS).map(|db| ks.len(db)).sum()
+}
+
+/// Claims the single background-job slot.
+fn claim(store: &Store, job: Job) -> bool {
+    let mut j = store.persist.job.lock();
+    if j.is_some() {
+        return false;
+    }
+    *j = Some(job);
+    match job {
+        Job::Save => store
+            .persist
+            .bgsave_in_progress
+            .store(true, Ordering::Relaxed),
+        Job::Rewrite => store
+            .persist
+            .rewrite_in_progress
+            .store(true, Ordering::Relaxed),
+    }
+    true
+}
+
+fn release(store: &Store) {
+    *store.persist.job.lock() = None;
+    store
+        .persist
+        .bgsave_in_progress
+        .store(false, Ordering::Relaxed);
+    store
+        .persist
+        .rewrite_in_progress
+        .store(false, Ordering::Relaxed);
+}
+
+fn note_pause(store: &Store, us: u64) {
+    store.persist.last_pause_us.store(us, Ordering::Relaxed);
+    store.persist.max_pause_us.fetch_max(us, Ordering::Relaxed);
+}
+
+/// Writes a snapshot now, in this thread (SAVE, shutdown). Error if a job runs.
+pub fn save_now(store: &Store) -> Result<(), String> {
+    if !claim(store, Job::Save) {
+        return Err("Background save already in progress".into());
+    }
+    let r = do_save(store);
+    release(store);
+    r
+}
+
+fn do_save(store: &Store) -> Result<(), String> {
+    let t = Instant::now();
+    store
+        .persist
+        .last_save_try_secs
+        .store(crate::clock::now_ms() / 1000, Ordering::Relaxed);
+    let dirty = store.stats.dirty.load(Ordering::Relaxed);
+    let (cap, held) = capture::begin(&store.keyspace, || {});
+    let r = snapshot::write_file(&store.keyspace, &cap, &snapshot_path(store));
+    capture::end(&store.keyspace);
+    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
+    store
+        .persist
+        .last_save_duration_ms
+        .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
+    match r {
+        Ok((keys, bytes)) => {
+            store.persist.dirty_at_save.store(dirty, Ordering::Relaxed);
+            store
+                .last_save_secs
+                .store(crate::clock::now_ms() / 1000, Ordering::Relaxed);
+            store.persist.last_bgsave_ok.store(true, Ordering::Relaxed);
+            store.persist.saves.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                keys,
+                bytes,
+                ms = t.elapsed().as_millis() as u64,
+                "DB saved on disk"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            store.persist.last_bgsave_ok.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e, "snapshot failed");
+            Err(format!("snapshot failed: {e}"))
+        }
+    }
+}
+
+/// Starts BGSAVE on a background thread.
+pub fn bgsave(store: &Store) -> Result<(), String> {
+    let Some(me) = store.persist.store() else {
+        return Err("store not shared".into());
+    };
+    if !claim(store, Job::Save) {
+        return Err(match store.persist.job() {
+            Some(Job::Rewrite) => "Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.".into(),
+            _ => "Background save already in progress".into(),
+        });
+    }
+    std::thread::Builder::new()
+        .name("tidewire-bgsave".into())
+        .spawn(move || {
+            let _ = do_save(&me);
+            release(&me);
+        })
+        .map(|_| ())
+        .map_err(|e| {
+            release(store);
+            e.to_string()
+        })
+}
+
+/// What BGREWRITEAOF did.
+pub enum RewriteStart {
+    Started,
+    Scheduled,
+}
+
+/// Starts an AOF rewrite in the background (or schedules it behind a BGSAVE).
+pub fn bgrewrite(store: &Store) -> Result<RewriteStart, String> {
+    let Some(me) = store.persist.store() else {
+        return Err("store not shared".into());
+    };
+    if store.persist.aof().is_none() {
+        return Err("AOF is disabled (appendonly no)".into());
+    }
+    if !claim(store, Job::Rewrite) {
+        return match store.persist.job() {
+            Some(Job::Rewrite) => {
+                Err("Background append only file rewriting already in progress".into())
+            }
+            _ => {
+                store
+                    .persist
+                    .rewrite_scheduled
+                    .store(true, Ordering::Relaxed);
+                Ok(RewriteStart::Scheduled)
+            }
+        };
+    }
+    std::thread::Builder::new()
+        .name("tidewire-rewrite".into())
+        .spawn(move || {
+            let _ = do_rewrite(&me);
+            release(&me);
+        })
+        .map(|_| RewriteStart::Started)
+        .map_err(|e| {
+            release(store);
+            e.to_string()
+        })
+}
+
+/// Rewrites in this thread (startup after loading a snapshot).
+pub fn rewrite_now(store: &Store) -> Result<(), String> {
+    if !claim(store, Job::Rewrite) {
+        return Err("a background job is running".into());
+    }
+    let r = do_rewrite(store);
+    release(store);
+    r
+}
+
+fn do_rewrite(store: &Store) -> Result<(), String> {
+    let t = Instant::now();
+    let Some(aof) = store.persist.aof() else {
+        return Err("AOF is disabled".into());
+    };
+    let (cap, held) = capture::begin(&store.keyspace, || aof.rotate_here());
+    let result = (|| {
+        let new_incr = aof
+            .wait_rotated(Duration::from_secs(30))
+            .filter(|n| !n.is_empty())
+            .ok_or("the AOF writer did not switch to a new file")?;
+        let base_name = {
+            let mut m = aof.manifest.lock();
+            let n = m.next;
+            m.next += 1;
+            format!("{}.{n}.base.tws", aof.stem)
+        };
+        let (_keys, bytes) = snapshot::write_file(&store.keyspace, &cap, &aof.dir.join(&base_name))
+            .map_err(|e| e.to_string())?;
+        // Swap the manifest: new base + the files from the cut on.
+        let (old, incr_size) = {
+            let mut m = aof.manifest.lock();
+            let pos = m
+                .incrs
+                .iter()
+                .position(|n| *n == new_incr)
+                .ok_or("new incremental file missing from the manifest")?;
+            let mut next = m.clone();
+            let mut old: Vec<String> = next.incrs.drain(..pos).collect();
+            old.extend(next.base.replace(base_name.clone()));
+            next.save(&aof.dir, &aof.manifest_name())
+                .map_err(|e| e.to_string())?;
+            *m = next;
+            let incr_size: u64 = m
+                .incrs
+                .iter()
+                .map(|n| std::fs::metadata(aof.dir.join(n)).map_or(0, |md| md.len()))
+                .sum();
+            (old, incr_size)
+        };
+        for f in old {
+            let _ = std::fs::remove_file(aof.dir.join(f));
+        }
+        aof.base_size.store(bytes, Ordering::Relaxed);
+        aof.incr_size.store(incr_size, Ordering::Relaxed);
+        aof.size_at_rewrite
+            .store(bytes + incr_size, Ordering::Relaxed);
+        Ok::<_, String>(())
+    })();
+    capture::end(&store.keyspace);
+    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
+    store
+        .persist
+        .last_rewrite_duration_ms
+        .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
+    store
+        .persist
+        .last_rewrite_ok
+        .store(result.is_ok(), Ordering::Relaxed);
+    match &result {
+        Ok(()) => {
+            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                ms = t.elapsed().as_millis() as u64,
+                "background AOF rewrite finished successfully"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "AOF rewrite failed"),
+    }
+    result
+}
+
+/// `CONFIG SET appendonly yes` at runtime: a new log starts at a cut (the write log
+/// is installed with every shard locked), its base is written from the capture, and
+/// only then does the manifest name it — until that moment a crash restarts from
+/// whatever was there before (snapshot, or the previous log).
+pub fn enable_aof(store: &Store) -> Result<(), String> {
+    if !claim(store, Job::Rewrite) {
+        return Err("a background job is running".into());
+    }
+    let r = enable_aof_inner(store);
+    release(store);
+    r
+}
+
+fn enable_aof_inner(store: &Store) -> Result<(), String> {
+    let t = Instant::now();
+    let dir = aof_dir(store);
+    let stem = aof_stem(store);
+    let previous = load::read_manifest(&dir, &stem)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let aof = Aof::open_unlisted(
+        dir.clone(),
+        stem.clone(),
+        &previous,
+        aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
+    )
+    .map_err(|e| e.to_string())?;
+    let (cap, held) = capture::begin(&store.keyspace, || {
+        *store.persist.aof.write() = Some(aof.clone());
+        store.set_write_log(aof.clone());
+    });
+    let result = (|| {
+        let base_name = {
+            let mut m = aof.manifest.lock();
+            let n = m.next;
+            m.next += 1;
+            format!("{stem}.{n}.base.tws")
+        };
+        let (_, bytes) = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name))
+            .map_err(|e| e.to_string())?;
+        let mut m = aof.manifest.lock();
+        let mut next = m.clone();
+        next.base = Some(base_name);
+        next.save(&dir, &aof.manifest_name())
+            .map_err(|e| e.to_string())?;
+        *m = next;
+        aof.base_size.store(bytes, Ordering::Relaxed);
+        aof.size_at_rewrite
+            .store(aof.total_size(), Ordering::Relaxed);
+        Ok::<_, String>(())
+    })();
+    capture::end(&store.keyspace);
+    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
+    match result {
+        Ok(()) => {
+            for f in previous.base.iter().chain(previous.incrs.iter()) {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "AOF turned on");
+            Ok(())
+        }
+        Err(e) => {
+            disable_aof(store);
+            Err(e)
+        }
+    }
+}
+
+/// `CONFIG SET appendonly no` at runtime: stop logging, flush what was logged.
+pub fn disable_aof(store: &Store) {
+    let Some(aof) = store.persist.aof.write().take() else {
+        return;
+    };
+    store.clear_write_log();
+    aof.shutdown();
+    tracing::info!("AOF turned off");
+}
+
+/// Background duties, called by the server's cron (10 Hz): scheduled rewrites,
+/// `save` points, auto-rewrite, fsync policy changes.
+pub fn cron(store: &Store) {
+    crate::evict::sync_config(store);
+    let want_aof = store.config.get_bool("appendonly");
+    if want_aof != store.persist.aof().is_some() && store.persist.job().is_none() {
+        if want_aof {
+            if let Err(e) = enable_aof(store) {
+                tracing::error!(error = %e, "could not turn the AOF on");
+            }
+        } else {
+            disable_aof(store);
+        }
+        return;
+    }
+    if let Some(aof) = store.persist.aof() {
+        let p = aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default());
+        if p != aof.policy() {
+            aof.set_policy(p);
+        }
+    }
+    if store.persist.job().is_some() {
+        return;
+    }
+    if store
+        .persist
+        .rewrite_scheduled
+        .swap(false, Ordering::Relaxed)
+    {
+        let _ = bgrewrite(store);
+        return;
+    }
+    if store.persist.save_scheduled.swap(false, Ordering::Relaxed) {
+        let _ = bgsave(store);
+        return;
+    }
+    // save <seconds> <changes> …
+    let changes = store
+        .stats
+        .dirty
+        .load(Ordering::Relaxed)
+        .saturating_sub(store.persist.dirty_at_save.load(Ordering::Relaxed));
+    if changes > 0 {
+        let since = (crate::clock::now_ms() / 1000)
+            .saturating_sub(store.last_save_secs.load(Ordering::Relaxed));
+        let points = store.config.get("save").unwrap_or_default();
+        let nums: Vec<u64> = points
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        if nums
+            .chunks(2)
+            .any(|p| p.len() == 2 && since >= p[0] && changes >= p[1])
+        {
+            // A failed save is retried only after a pause, as Redis does.
+            let now = crate::clock::now_ms() / 1000;
+            let last_try = store.persist.last_save_try_secs.load(Ordering::Relaxed);
+            if store.persist.last_bgsave_ok.load(Ordering::Relaxed) || now >= last_try + 5 {
+                tracing::info!(changes, seconds = since, "save point reached, saving");
+                let _ = bgsave(store);
+                return;
+            }
+        }
+    }
+    if let Some(aof) = store.persist.aof() {
+        let pct = store.config.get_u64("auto-aof-rewrite-percentage");
+        let min = store.config.get_u64("auto-aof-rewrite-min-size");
+        let size = aof.total_size();
+        let base = aof.size_at_rewrite.load(Ordering::Relaxed).max(1);
+        if pct > 0 && size >= min && (size.saturating_sub(base)) * 100 / base >= pct {
+            tracing::info!(size, base, "starting automatic AOF rewrite");
+            let _ = bgrewrite(store);
+        }
+    }
+}
+
+/// Graceful shutdown: wait for a background job, save if save points are configured,
+/// then flush and fsync the AOF and stop its writer.
+pub fn shutdown(store: &Store) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.persist.job().is_some() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let save_points = store.config.get("save").unwrap_or_default();
+    if !save_points.trim().is_empty() {
+        if let Err(e) = save_now(store) {
+            tracing::error!(error = %e, "could not save the snapshot on shutdown");
+        }
+    }
+    if let Some(aof) = store.persist.aof.write().take() {
+        aof.shutdown();
+    }
+}
+
+/// INFO persistence fields.
+pub fn info(store: &Store, o: &mut String) {
+    use std::fmt::Write;
+    let p = &store.persist;
+    let aof = p.aof();
+    let changes = store
+        .stats
+        .dirty
+        .load(Ordering::Relaxed)
+        .saturating_sub(p.dirty_at_save.load(Ordering::Relaxed));
+    let _ = write!(
+        o,
+        "loading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:{changes}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_saves:{}\r\naof_enabled:{}\r\naof_rewrite_in_progress:{}\r\naof_rewrite_scheduled:{}\r\naof_last_rewrite_time_sec:{}\r\naof_last_bgrewrite_status:{}\r\naof_rewrites:{}\r\naof_last_write_status:{}\r\naof_rewrite_max_pause_ms:{:.3}\r\naof_rewrite_last_pause_ms:{:.3}\r\n",
+        store.loading.load(Ordering::Relaxed) as u8,
+        p.bgsave_in_progress.load(Ordering::Relaxed) as u8,
+        store.last_save_secs.load(Ordering::Relaxed),
+        if p.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
+        secs(p.last_save_duration_ms.load(Ordering::Relaxed)),
+        p.saves.load(Ordering::Relaxed),
+        aof.is_some() as u8,
+        p.rewrite_in_progress.load(Ordering::Relaxed) as u8,
+        p.rewrite_scheduled.load(Ordering::Relaxed) as u8,
+        secs(p.last_rewrite_duration_ms.load(Ordering::Relaxed)),
+        if p.last_rewrite_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
+        p.rewrites.load(Ordering::Relaxed),
+        if aof.as_ref().is_none_or(|a| a.last_write_ok.load(Ordering::Relaxed)) { "ok" } else { "err" },
+        p.max_pause_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        p.last_pause_us.load(Ordering::Relaxed) as f64 / 1000.0,
+    );
+    if let Some(a) = aof {
+        let _ = write!(
+            o,
+            "aof_current_size:{}\r\naof_base_size:{}\r\naof_fsyncs:{}\r\naof_write_errors:{}\r\n",
+            a.total_size(),
+            a.base_size.load(Ordering::Relaxed),
+            a.fsyncs.load(Ordering::Relaxed),
+            a.write_errors.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn secs(ms: i64) -> i64 {
+    if ms < 0 {
+        -1
+    } else {
+        (ms + 999) / 1000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::*;
+
+    fn temp_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tidewire-persist-{}", crate::random_hex(12)));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn loading_refuses_commands_but_not_the_loader() {
+        let mut t = TestClient::new();
+        t.store.loading.store(true, Ordering::SeqCst);
+        assert_eq!(
+            t.run(&["GET", "k"]),
+            err("LOADING Redis is loading the dataset in memory")
+        );
+        let info = t.resp(&["INFO", "persistence"]);
+        assert!(info.contains("loading:1"), "{info}");
+        let mut loader = load::Loader::new(&t.store);
+        let mut buf = Vec::new();
+        format::encode(&mut buf, &["SET", "k", "v"]);
+        let (end, stopped) = loader.replay(&buf, 0..buf.len());
+        assert_eq!((end, stopped), (buf.len(), None));
+        loader.finish();
+        t.store.loading.store(false, Ordering::SeqCst);
+        assert_eq!(t.run(&["GET", "k"]), bulk("v"));
+    }
+
+    #[test]
+    fn replay_drops_a_multi_without_exec() {
+        let t = TestClient::new();
+        let mut buf = Vec::new();
+        format::encode(&mut buf, &["SET", "a", "1"]);
+        let ok_end = buf.len();
+        format::encode(&mut buf, &["MULTI"]);
+        format::encode(&mut buf, &["SET", "b", "2"]);
+        let mut loader = load::Loader::new(&t.store);
+        let (end, stopped) = loader.replay(&buf, 0..buf.len());
+        loader.finish();
+        assert_eq!(end, ok_end);
+        assert_eq!(stopped.map(|s| s.1), Some(format::Bad::Truncated));
+        let mut t = t;
+        assert_eq!(t.run(&["GET", "a"]), bulk("1"));
+        assert_eq!(t.run(&["GET", "b"]), tidewire_resp::Reply::Null);
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_values_ttls_and_databases() {
+        let dir = temp_dir();
+        let mut t = TestClient::new();
+        t.store.config.set("dir", dir.to_str().unwrap()).unwrap();
+        t.store.config.set("appendonly", "no").unwrap();
+        t.run(&["SET", "a", "1"]);
+        t.run(&["SET", "t", "x", "PX", "100000"]);
+        let exp = t.run(&["PEXPIRETIME", "t"]);
+        t.run(&["SELECT", "5"]);
+        t.run(&["SET", "b", "bin\r\n\0"]);
+        assert_eq!(t.run(&["SAVE"]), ok());
+
+        let store = Store::new();
+        store.config.set("dir", dir.to_str().unwrap()).unwrap();
+        store.config.set("appendonly", "no").unwrap();
+        startup(&store).unwrap();
+        let mut u = TestClient::with_store(store);
+        assert_eq!(u.run(&["GET", "a"]), bulk("1"));
+        assert_eq!(u.run(&["PEXPIRETIME", "t"]), exp);
+        assert_eq!(u.run(&["GET", "b"]), tidewire_resp::Reply::Null);
+        u.run(&["SELECT", "5"]);
+        assert_eq!(u.run(&["GET", "b"]), bulk("bin\r\n\0"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
