@@ -630,6 +630,9 @@ impl Session {
         if self.attached.remove(&name).is_some() {
             self.detach_channel(&name);
         }
+        // Presence needs an attachment: detaching leaves implicitly, as in Ably.
+        self.hub
+            .remove_presence(&self.conn.connection_id, std::slice::from_ref(&name));
         self.push(ProtocolMessage {
             action: Action::Detached,
             channel: Some(name),

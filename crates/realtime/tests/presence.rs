@@ -105,6 +105,18 @@ async fn presence_refusals() {
     assert_eq!(c.expect(1).await["msgSerial"], 1);
     let ch = s.hub.existing_channel("room2");
     assert!(ch.map_or(true, |c| c.members(None, None).is_empty()));
+
+    // Detaching leaves implicitly.
+    let (mut watcher, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    watcher.attach("room3").await;
+    c.attach("room3").await;
+    assert_eq!(enter(&mut c, "room3", 2, "b").await["action"], 1);
+    assert_eq!(watcher.expect(14).await["presence"][0]["action"], 2);
+    c.send(json!({"action": 12, "channel": "room3"})).await;
+    c.expect(13).await;
+    let ev = watcher.expect(14).await;
+    assert_eq!(ev["presence"][0]["action"], 3);
+    assert_eq!(ev["presence"][0]["clientId"], "carol");
 }
 
 #[tokio::test]
