@@ -97,6 +97,8 @@ pub struct HistoryPage {
 /// - `last_serial` returns the highest serial ever appended and still retained, so a
 ///   channel re-created after idling continues its sequence.
 /// - No method may block on I/O for long or await: they run under a channel lock.
+///
+/// [`contract_suite`] checks these promises; run it against every implementation.
 pub trait HistoryStore: Send + Sync {
     /// Appends one message to `channel`'s history, kept for `retention`.
     fn append(&self, channel: &str, msg: StoredMessage, retention: Duration);
@@ -262,83 +264,129 @@ impl HistoryStore for MemoryHistoryStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
+/// The [`HistoryStore`] contract as executable checks, for every implementation
+/// (the server crate runs it against its keyspace-backed store). Give it a fresh,
+/// empty store; it panics at the first violation. Uses channels `contract:c` and
+/// `contract:other` and synthetic times around 1_000 ms.
+pub fn contract_suite(store: &dyn HistoryStore) {
     fn msg(serial: u64, t: i64) -> StoredMessage {
         StoredMessage {
             serial,
             received_ms: t,
             message: Message {
+                id: Some(format!("id:{serial}:0")),
                 name: Some(format!("m{serial}")),
+                data: Some(crate::protocol::MessageData::Binary(bytes::Bytes::from(
+                    vec![0, 255, serial as u8],
+                ))),
+                encoding: Some("cipher+aes-128-cbc".into()),
+                timestamp: Some(t),
                 ..Default::default()
             },
         }
     }
-
-    /// Contract suite, meant to run against every implementation.
-    pub fn contract(store: &dyn HistoryStore) {
-        let keep = Duration::from_secs(60);
-        for i in 1..=25u64 {
-            store.append("c", msg(i, 1_000 + i as i64), keep);
-        }
-        store.append("other", msg(1, 1_000), keep);
-        assert_eq!(store.last_serial("c"), Some(25));
-        assert_eq!(store.last_serial("none"), None);
-
-        // Backwards pagination covers everything exactly once, newest first.
-        let mut seen = Vec::new();
-        let mut q = HistoryQuery {
-            limit: 10,
-            ..Default::default()
-        };
-        for _ in 0..10 {
-            let page = store.query("c", &q, 2_000);
-            seen.extend(page.messages.iter().map(|m| m.serial));
-            match page.next {
-                Some(n) => q.from_serial = Some(n),
-                None => break,
-            }
-        }
-        assert_eq!(seen, (1..=25).rev().collect::<Vec<_>>());
-
-        // Forwards with a time window.
-        let q = HistoryQuery {
-            start: Some(1_005),
-            end: Some(1_009),
-            direction: Direction::Forwards,
-            limit: 3,
-            from_serial: None,
-        };
-        let page = store.query("c", &q, 2_000);
-        assert_eq!(
-            page.messages.iter().map(|m| m.serial).collect::<Vec<_>>(),
-            vec![5, 6, 7]
-        );
-        assert_eq!(page.next, Some(7));
-        let page = store.query(
-            "c",
-            &HistoryQuery {
-                from_serial: Some(7),
-                ..q
-            },
-            2_000,
-        );
-        assert_eq!(
-            page.messages.iter().map(|m| m.serial).collect::<Vec<_>>(),
-            vec![8, 9]
-        );
-        assert_eq!(page.next, None);
-
-        // Retention: everything is gone a minute later.
-        let page = store.query("c", &HistoryQuery::default(), 1_000 + 61_000 + 25);
-        assert!(page.messages.is_empty());
+    let (c, other) = ("contract:c", "contract:other");
+    let keep = Duration::from_secs(60);
+    for i in 1..=25u64 {
+        store.append(c, msg(i, 1_000 + i as i64), keep);
     }
+    store.append(other, msg(1, 1_000), keep);
+    assert_eq!(store.last_serial(c), Some(25), "last_serial");
+    assert_eq!(store.last_serial("contract:none"), None, "unknown channel");
+
+    // Messages come back exactly as stored (binary data, encoding, ids).
+    let newest = store.query(
+        c,
+        &HistoryQuery {
+            limit: 1,
+            ..Default::default()
+        },
+        2_000,
+    );
+    assert_eq!(
+        newest.messages,
+        vec![msg(25, 1_025)],
+        "stored message round trip"
+    );
+
+    // Backwards pagination covers everything exactly once, newest first.
+    let mut seen = Vec::new();
+    let mut q = HistoryQuery {
+        limit: 10,
+        ..Default::default()
+    };
+    for _ in 0..10 {
+        let page = store.query(c, &q, 2_000);
+        seen.extend(page.messages.iter().map(|m| m.serial));
+        match page.next {
+            Some(n) => q.from_serial = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=25).rev().collect::<Vec<_>>(), "backwards pages");
+
+    // Forwards within a time window, continued from a cursor.
+    let q = HistoryQuery {
+        start: Some(1_005),
+        end: Some(1_009),
+        direction: Direction::Forwards,
+        limit: 3,
+        from_serial: None,
+    };
+    let page = store.query(c, &q, 2_000);
+    let serials: Vec<u64> = page.messages.iter().map(|m| m.serial).collect();
+    assert_eq!(serials, vec![5, 6, 7], "forwards window");
+    assert_eq!(page.next, Some(7), "forwards cursor");
+    let page = store.query(
+        c,
+        &HistoryQuery {
+            from_serial: Some(7),
+            ..q
+        },
+        2_000,
+    );
+    let serials: Vec<u64> = page.messages.iter().map(|m| m.serial).collect();
+    assert_eq!(serials, vec![8, 9], "forwards continuation");
+    assert_eq!(page.next, None, "last page has no cursor");
+
+    // Reading from a serial (what resume does): strictly after it.
+    let after = store.query(
+        c,
+        &HistoryQuery {
+            direction: Direction::Forwards,
+            from_serial: Some(22),
+            limit: 100,
+            ..Default::default()
+        },
+        2_000,
+    );
+    let serials: Vec<u64> = after.messages.iter().map(|m| m.serial).collect();
+    assert_eq!(serials, vec![23, 24, 25], "from_serial is exclusive");
+
+    // Channels are independent.
+    let page = store.query(other, &HistoryQuery::default(), 2_000);
+    assert_eq!(page.messages.len(), 1, "channel isolation");
+
+    // Retention: everything is gone once older than the retention.
+    let page = store.query(c, &HistoryQuery::default(), 1_000 + 61_000 + 25);
+    assert!(page.messages.is_empty(), "retention");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn memory_store_meets_contract() {
-        contract(&MemoryHistoryStore::default());
+        contract_suite(&MemoryHistoryStore::default());
+    }
+
+    fn msg(serial: u64, t: i64) -> StoredMessage {
+        StoredMessage {
+            serial,
+            received_ms: t,
+            message: Message::default(),
+        }
     }
 
     #[test]
