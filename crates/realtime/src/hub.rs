@@ -44,7 +44,7 @@ pub struct Hub {
 }
 
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
-/// idempotent REST publishing. Kept at hub level because channels without
+/// idempotent publishing. Kept at hub level because channels without
 /// subscribers are released between publishes.
 #[derive(Default)]
 struct IdCache {
@@ -293,9 +293,10 @@ impl Hub {
     ) -> Published {
         let proto_id = proto_id.unwrap_or_else(|| self.next_publish_id());
         let now = now_ms();
-        // REST ids make publishes idempotent: drop messages whose id was seen recently.
+        // Client-supplied ids make publishes idempotent (REST and realtime alike):
+        // drop messages whose id was seen on this channel recently.
         let mut fresh_mask = vec![true; messages.len()];
-        let messages = if origin == Origin::Rest && messages.iter().any(|m| m.id.is_some()) {
+        let messages = if origin != Origin::Backend && messages.iter().any(|m| m.id.is_some()) {
             let mut cache = self.recent_ids.lock().unwrap_or_else(|p| p.into_inner());
             let mut kept = Vec::with_capacity(messages.len());
             for (i, m) in messages.into_iter().enumerate() {

@@ -627,3 +627,38 @@ async fn slow_subscriber_is_disconnected_without_stalling_the_channel() {
     assert!(disconnected, "slow subscriber got DISCONNECTED 80003");
     assert!(got_marker || fast.closes().await);
 }
+
+#[tokio::test]
+async fn client_supplied_ids_are_idempotent_across_rest_and_realtime() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("idem-rt").await;
+    for serial in 0..2 {
+        c.send(
+            json!({"action": 15, "channel": "idem-rt", "msgSerial": serial,
+            "messages": [{"id": "app-chosen:0", "data": "once"}]}),
+        )
+        .await;
+    }
+    let r = http()
+        .post(s.http("/channels/idem-rt/messages"))
+        .header("authorization", basic(FULL_KEY))
+        .json(&json!({"id": "app-chosen:0", "data": "once"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    c.send(json!({"action": 0, "id": "fence"})).await;
+    let mut delivered = 0;
+    loop {
+        let m = c.recv().await.expect("frame");
+        if m["action"] == 15 {
+            delivered += 1;
+            assert_eq!(m["messages"][0]["id"], "app-chosen:0");
+        }
+        if m["action"] == 0 && m["id"] == "fence" {
+            break;
+        }
+    }
+    assert_eq!(delivered, 1);
+}
