@@ -5,7 +5,7 @@
 //! session authenticates from the connect query, sends CONNECTED, then runs one
 //! `select!` loop over: inbound frames, the connection's outbound queue (fan-out from
 //! channels), the heartbeat timer and the token-expiry timer. Per-action logic lives
-//! in [`Session::on_message`], an exhaustive `match` over [`Action`]. Frames that
+//! in `Session::on_message`, an exhaustive `match` over [`Action`]. Frames that
 //! arrive together are handled as a batch so consecutive ACKs collapse into one
 //! `ACK{msgSerial, count}`. States and transitions are described in `LIFECYCLE.md`.
 

@@ -10,8 +10,14 @@
 //!   publishes go to [`Hub::publish`] → [`channel::Channel::publish`], which assigns the
 //!   channel serial, appends to history and queues the message for every attached
 //!   connection under the channel's lock (the per-channel ordering point).
+//! - Presence ([`presence`]) lives beside the subscribers in each channel and changes
+//!   under the same lock; attaching returns the set for SYNC.
+//! - Connections are registered in [`registry`] by connectionId/connectionKey; a lost
+//!   transport leaves the connection resumable for `connectionStateTtl`, and
+//!   re-attaching with a `channelSerial` replays what was missed from history.
 //! - Access control: [`auth`] turns keys and tokens ([`token`]) into a principal with a
-//!   [`capability::Capability`], checked on attach, publish, subscribe and history.
+//!   [`capability::Capability`], checked on attach, publish, subscribe, presence and
+//!   history.
 //! - Bridge to the Redis side: [`Hub::publish_from_backend`] injects messages and
 //!   [`Hub::subscribe_all`] observes every message (see docs/realtime.md).
 //! - Errors: every client-visible failure is an [`AblyError`] from the single

@@ -1,7 +1,7 @@
 //! Ably REST: publish, history, channel metadata, batch publish, token requests, time.
 //!
-//! Each handler authenticates ([`RestCtx`]), checks the capability, calls the
-//! [`Hub`], and answers through [`RestCtx::reply`], which picks JSON or msgpack from
+//! Each handler authenticates (`RestCtx`), checks the capability, calls the
+//! [`Hub`], and answers through `RestCtx::reply`, which picks JSON or msgpack from
 //! `Accept`, wraps in `{statusCode, response, headers}` for `envelope=json`, and turns
 //! errors into Ably error bodies (the one place REST errors are shaped).
 
