@@ -41,6 +41,7 @@ pub struct Hub {
     next_publish: AtomicU64,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     recent_ids: Mutex<IdCache>,
+    sweeper_started: std::sync::atomic::AtomicBool,
 }
 
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
@@ -155,6 +156,7 @@ impl Hub {
             next_publish: AtomicU64::new(1),
             observers,
             recent_ids: Mutex::new(IdCache::default()),
+            sweeper_started: std::sync::atomic::AtomicBool::new(false),
         });
         hub.spawn_sweeper();
         Ok(hub)
@@ -162,10 +164,19 @@ impl Hub {
 
     /// Periodically expires history, when built inside a tokio runtime. Holds only a
     /// weak reference so that dropping the last `Arc<Hub>` stops it.
+    ///
+    /// Also called on every new connection, so a hub built outside a runtime gets
+    /// its sweeper as soon as it serves anyone.
     fn spawn_sweeper(self: &Arc<Self>) {
+        if self.sweeper_started.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        if self.sweeper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let weak = Arc::downgrade(self);
         rt.spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -211,6 +222,7 @@ impl Hub {
 
     /// Reserves a connection slot, refusing past `max_connections` (40111).
     pub fn open_connection(self: &Arc<Self>) -> Result<ConnectionSlot, AblyError> {
+        self.spawn_sweeper();
         let prev = self.connection_count.fetch_add(1, Ordering::Relaxed);
         let slot = ConnectionSlot {
             hub: self.clone(),
@@ -539,6 +551,20 @@ mod tests {
             h.history_page("d", &HistoryQuery::default()).messages.len(),
             1
         );
+    }
+
+    #[test]
+    fn sweeper_starts_lazily_for_hubs_built_outside_a_runtime() {
+        let h = hub();
+        assert!(!h.sweeper_started.load(Ordering::Relaxed));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let _slot = h.open_connection().expect("slot");
+        });
+        assert!(h.sweeper_started.load(Ordering::Relaxed));
     }
 
     #[test]
