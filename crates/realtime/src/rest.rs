@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/channels/{channel}/presence", get(presence))
         .route("/channels/{channel}/presence/history", get(empty_list))
         .route("/messages", post(batch_publish))
+        .route("/presence", get(batch_presence))
         .route("/keys/{key_name}/requestToken", post(request_token))
         .route("/stats", get(empty_list))
 }
@@ -631,6 +632,52 @@ async fn batch_publish(
             Payload::Value(serde_json::Value::Array(out)),
             None,
         ))
+    })();
+    ctx.finish(r)
+}
+
+/// `GET /presence?channels=a,b`: members of several channels in one call.
+async fn batch_presence(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        let names = q.get("channels").map(String::as_str).unwrap_or("");
+        let (mut ok, mut failed) = (0, 0);
+        let mut results = Vec::new();
+        for name in names.split(',').filter(|n| !n.is_empty()) {
+            let check =
+                validate_channel_name(name).and_then(|()| require(&p, name, ops::SUBSCRIBE));
+            match check {
+                Ok(()) => {
+                    ok += 1;
+                    let members: Vec<_> = hub
+                        .existing_channel(name)
+                        .map(|c| c.members(None, None))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|mut m| {
+                            codec::presence_to_json_wire(&mut m);
+                            m
+                        })
+                        .collect();
+                    results.push(serde_json::json!({"channel": name, "presence": members}));
+                }
+                Err(e) => {
+                    failed += 1;
+                    results.push(serde_json::json!({"channel": name, "error": e.to_info()}));
+                }
+            }
+        }
+        let body = serde_json::json!({
+            "successCount": ok,
+            "failureCount": failed,
+            "results": results,
+        });
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(body), None))
     })();
     ctx.finish(r)
 }
