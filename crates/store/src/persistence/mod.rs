@@ -39,6 +39,9 @@ pub struct Persistence {
     job: Mutex<Option<Job>>,
     pub rewrite_scheduled: AtomicBool,
     pub save_scheduled: AtomicBool,
+    /// Set once `startup` loaded the data and opened the log: until then the cron
+    /// must not start jobs or turn the AOF on.
+    pub ready: AtomicBool,
     pub last_save_try_secs: AtomicU64,
     pub peak_memory: AtomicU64,
     /// `evict::used_memory`'s cache.
@@ -124,6 +127,7 @@ pub fn startup(store: &Arc<Store>) -> Result<(), load::LoadError> {
         .store(crate::clock::now_ms(), Ordering::Relaxed);
     let result = startup_inner(store);
     store.loading.store(false, Ordering::SeqCst);
+    store.persist.ready.store(result.is_ok(), Ordering::SeqCst);
     if result.is_ok() {
         let n = store.persist.loaded_commands.load(Ordering::Relaxed);
         if n > 0 {
@@ -525,6 +529,9 @@ pub fn disable_aof(store: &Store) {
 /// `save` points, auto-rewrite, fsync policy changes.
 pub fn cron(store: &Store) {
     crate::evict::sync_config(store);
+    if !store.persist.ready.load(Ordering::SeqCst) {
+        return;
+    }
     let want_aof = store.config.get_bool("appendonly");
     if want_aof != store.persist.aof().is_some() && store.persist.job().is_none() {
         if want_aof {
@@ -600,6 +607,10 @@ pub fn cron(store: &Store) {
 /// Graceful shutdown: wait for a background job, save if save points are configured,
 /// then flush and fsync the AOF and stop its writer.
 pub fn shutdown(store: &Store) {
+    // Never save over the files of a dataset that was not (fully) loaded.
+    if !store.persist.ready.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.persist.job().is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
