@@ -525,6 +525,34 @@ pub fn disable_aof(store: &Store) {
     tracing::info!("AOF turned off");
 }
 
+/// Writes are refused (`-MISCONF`, as Redis) while the AOF cannot be written, or
+/// when the last background save failed with save points and
+/// `stop-writes-on-bgsave-error yes`.
+pub fn write_refusal(store: &Store) -> Option<crate::error::CmdError> {
+    if let Some(aof) = store.persist.aof() {
+        if !aof.last_write_ok.load(Ordering::Relaxed) {
+            return Some(crate::error::CmdError::raw(format!(
+                "MISCONF Errors writing to the AOF file: {}",
+                aof.last_error.lock()
+            )));
+        }
+    }
+    if !store.persist.last_bgsave_ok.load(Ordering::Relaxed)
+        && store.config.get_bool("stop-writes-on-bgsave-error")
+        && !store
+            .config
+            .get("save")
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    {
+        return Some(crate::error::CmdError::raw(
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.",
+        ));
+    }
+    None
+}
+
 /// Background duties, called by the server's cron (10 Hz): scheduled rewrites,
 /// `save` points, auto-rewrite, fsync policy changes.
 pub fn cron(store: &Store) {
