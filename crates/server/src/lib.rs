@@ -81,6 +81,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store = build_store(&config)?;
+    // Until the dataset is loaded, commands get -LOADING (set before any listener).
+    store
+        .loading
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let resp = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("cannot bind RESP port {}:{}", config.bind, config.port))?;
