@@ -71,6 +71,11 @@ fn do_save(store: &Store) -> Result<(), String> {
         .persist
         .last_save_duration_ms
         .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
+    store
+        .persist
+        .last_bgsave_ok
+        .store(r.is_ok(), Ordering::Relaxed);
+    super::update_refusal(store);
     match r {
         Ok((keys, bytes)) => {
             store.persist.dirty_at_save.store(dirty, Ordering::Relaxed);

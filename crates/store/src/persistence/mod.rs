@@ -41,6 +41,8 @@ pub struct Persistence {
     job: Mutex<Option<Job>>,
     pub rewrite_scheduled: AtomicBool,
     pub save_scheduled: AtomicBool,
+    /// Writes get -MISCONF (see `write_refusal`).
+    pub refuse_writes: AtomicBool,
     /// Set once `startup` loaded the data and opened the log: until then the cron
     /// must not start jobs or turn the AOF on.
     pub ready: AtomicBool,
@@ -216,8 +218,16 @@ fn total_keys(store: &Store) -> usize {
 
 /// Writes are refused (`-MISCONF`, as Redis) while the AOF cannot be written, or
 /// when the last background save failed with save points and
-/// `stop-writes-on-bgsave-error yes`.
+/// `stop-writes-on-bgsave-error yes`. Checked on every write: the common case is one
+/// relaxed load of a flag kept by [`update_refusal`].
 pub fn write_refusal(store: &Store) -> Option<crate::error::CmdError> {
+    if !store.persist.refuse_writes.load(Ordering::Relaxed) {
+        return None;
+    }
+    refusal(store)
+}
+
+fn refusal(store: &Store) -> Option<crate::error::CmdError> {
     if let Some(aof) = store.persist.aof() {
         if !aof.last_write_ok.load(Ordering::Relaxed) {
             return Some(crate::error::CmdError::raw(format!(
@@ -242,6 +252,14 @@ pub fn write_refusal(store: &Store) -> Option<crate::error::CmdError> {
     None
 }
 
+/// Recomputes the flag [`write_refusal`] reads (cron, and after every save).
+pub fn update_refusal(store: &Store) {
+    store
+        .persist
+        .refuse_writes
+        .store(refusal(store).is_some(), Ordering::Relaxed);
+}
+
 /// Background duties, called by the server's cron (10 Hz): scheduled rewrites,
 /// `save` points, auto-rewrite, fsync policy changes.
 pub fn cron(store: &Store) {
@@ -249,6 +267,7 @@ pub fn cron(store: &Store) {
     if !store.persist.ready.load(Ordering::SeqCst) {
         return;
     }
+    update_refusal(store);
     let want_aof = store.config.get_bool("appendonly");
     if want_aof != store.persist.aof().is_some() && store.persist.job().is_none() {
         if want_aof {
