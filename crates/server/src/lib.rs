@@ -95,6 +95,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut realtime_config = config.realtime.clone();
     let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
     let hub = realtime::build_hub(realtime_config)?;
+    // Until the dataset is loaded, commands get -LOADING (set before any listener).
+    store
+        .loading
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     let resp = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("cannot bind RESP port {}:{}", config.bind, config.port))?;

@@ -220,3 +220,51 @@ fn crash_during_bgsave() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A failed background save with save points set stops writes (`-MISCONF`, as
+/// Redis with `stop-writes-on-bgsave-error yes`) until a save succeeds.
+#[test]
+fn failed_bgsave_stops_writes_until_a_save_succeeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = [("appendonly", "no"), ("save", "3600 1")];
+    let node = start(tmp.path(), &params);
+    let mut c = node.conn();
+    let _: () = redis::cmd("SET").arg("a").arg("1").query(&mut c).unwrap();
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let good: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("dir")
+        .arg(blocker.join("sub").to_string_lossy().to_string())
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("BGSAVE").query(&mut c).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while node.info_field(&mut c, "rdb_last_bgsave_status").as_deref() != Some("err") {
+        assert!(Instant::now() < deadline, "BGSAVE did not fail");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e = redis::cmd("SET")
+        .arg("b")
+        .arg("2")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("MISCONF"), "{e}");
+    assert_eq!(
+        redis::cmd("GET").arg("a").query::<String>(&mut c).unwrap(),
+        "1"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("dir")
+        .arg(&good[1])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET").arg("b").arg("2").query(&mut c).unwrap();
+}

@@ -249,7 +249,7 @@ pub fn evict(store: &Store, policy: Policy, to_free: u64) -> bool {
             invalidate_cache(store);
             return false;
         };
-        let mut ks = store.keyspace.lock_shard(shard);
+        let mut ks = store.keyspace.lock(vec![shard]);
         let mut ev = Events::default();
         if let Some(e) = ks.remove(db, &key) {
             freed += entry_size(&key, &e) as u64;
@@ -292,7 +292,7 @@ fn pick(
             break;
         }
         let shard = (first + step * 37) % NUM_SHARDS;
-        let mut ks = store.keyspace.lock_shard(shard);
+        let mut ks = store.keyspace.lock_readonly(vec![shard]);
         let s = ks.shard_mut(shard);
         let mut any = false;
         for db in 0..NUM_DBS {

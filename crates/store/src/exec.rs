@@ -267,7 +267,12 @@ impl Store {
             return Outcome::Replies;
         }
         if client.info.kind != "loader" {
-            if let Err(e) = crate::evict::check(self, cmd) {
+            let refused = if cmd.has(flag::WRITE) || cmd.has(flag::DENYOOM) {
+                crate::persistence::write_refusal(self)
+            } else {
+                None
+            };
+            if let Err(e) = refused.map_or_else(|| crate::evict::check(self, cmd), Err) {
                 cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
                 if let Some(m) = client.multi.as_mut() {
                     m.aborted = true;

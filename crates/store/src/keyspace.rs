@@ -44,7 +44,13 @@ pub struct DbShard {
 }
 
 impl DbShard {
-    pub fn insert(&mut self, key: Bytes, entry: Entry) -> Option<Entry> {
+    pub fn insert(&mut self, key: Bytes, mut entry: Entry) -> Option<Entry> {
+        if crate::evict::lfu_mode() {
+            // An overwritten key keeps its access frequency, as in Redis.
+            if let Some(old) = self.map.get(&key) {
+                entry.access = old.access;
+            }
+        }
         if entry.expire_at != 0 {
             self.expires.insert(key.clone());
         } else if !self.expires.is_empty() {
@@ -212,9 +218,12 @@ impl Keyspace {
         *self.capture.write() = cap;
     }
 
-    /// Locks one shard by index, for background work (active expiry, eviction).
+    /// Locks one shard by index for the active expiry cycle, which only deletes
+    /// expired keys: like [`Keyspace::lock_readonly`], it does not make a snapshot in
+    /// progress copy the shard first. Background work that changes live keys must
+    /// use [`Keyspace::lock`] (eviction does).
     pub fn lock_shard(&self, idx: usize) -> Locked {
-        self.lock(vec![idx])
+        self.lock_readonly(vec![idx])
     }
 }
 

@@ -149,6 +149,7 @@ pub struct Aof {
     pub size_at_rewrite: AtomicU64,
     pub write_errors: AtomicU64,
     pub last_write_ok: AtomicBool,
+    pub last_error: Mutex<String>,
     pub fsyncs: AtomicU64,
 }
 
@@ -231,6 +232,7 @@ impl Aof {
             size_at_rewrite: AtomicU64::new(base_size + incr_size),
             write_errors: AtomicU64::new(0),
             last_write_ok: AtomicBool::new(true),
+            last_error: Mutex::new(String::new()),
             fsyncs: AtomicU64::new(0),
         });
         let a = aof.clone();
@@ -295,6 +297,9 @@ impl Aof {
 
     fn writer(self: Arc<Self>, mut file: File) {
         let mut last_fsync = Instant::now();
+        // Length of the current file: a failed write is cut back to it before the
+        // retry, so a partial write never leaves half an entry in the middle.
+        let mut len = file.metadata().map_or(0, |m| m.len());
         let mut unsynced_seq = 0u64;
         let mut synced_seq = 0u64;
         let mut scratch: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -327,18 +332,21 @@ impl Aof {
                     Some(at) => scratch.split_at(at),
                     None => (&scratch[..], &[][..]),
                 };
-                self.write_all(&mut file, before);
+                self.write_all(&mut file, &mut len, before);
                 if rotate_at.is_some() {
                     // Everything before the cut is on disk before the switch.
                     self.fsync(&mut file);
                     match self.rotate() {
-                        Ok(f) => file = f,
+                        Ok(f) => {
+                            file = f;
+                            len = 0;
+                        }
                         Err(e) => {
                             tracing::error!(error = %e, "cannot start a new AOF file; staying on the current one");
                             *self.rotated_to.lock() = Some(String::new());
                         }
                     }
-                    self.write_all(&mut file, after);
+                    self.write_all(&mut file, &mut len, after);
                 }
                 scratch.clear();
                 if scratch.capacity() > 8 << 20 {
@@ -369,7 +377,7 @@ impl Aof {
         }
     }
 
-    fn write_all(&self, file: &mut File, data: &[u8]) {
+    fn write_all(&self, file: &mut File, len: &mut u64, data: &[u8]) {
         if data.is_empty() {
             return;
         }
@@ -377,6 +385,7 @@ impl Aof {
         loop {
             match file.write_all(data) {
                 Ok(()) => {
+                    *len += data.len() as u64;
                     self.last_write_ok.store(true, Ordering::Relaxed);
                     self.incr_size
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -387,6 +396,10 @@ impl Aof {
                     // `always` mode wait meanwhile; nothing acknowledged is lost).
                     self.write_errors.fetch_add(1, Ordering::Relaxed);
                     self.last_write_ok.store(false, Ordering::Relaxed);
+                    *self.last_error.lock() = e.to_string();
+                    // Drop whatever part of the batch made it (the file is in
+                    // append mode, so the retry then continues from `len`).
+                    let _ = file.set_len(*len);
                     if attempt % 50 == 0 {
                         tracing::error!(error = %e, "error writing the AOF; retrying");
                     }
@@ -404,11 +417,13 @@ impl Aof {
         match file.sync_data() {
             Ok(()) => {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
+                self.last_write_ok.store(true, Ordering::Relaxed);
                 true
             }
             Err(e) => {
                 tracing::error!(error = %e, "AOF fsync failed");
                 self.last_write_ok.store(false, Ordering::Relaxed);
+                *self.last_error.lock() = e.to_string();
                 false
             }
         }

@@ -66,6 +66,7 @@ pub fn check_aof(path: &Path, fix: bool) -> Result<String, String> {
                     valid = pos;
                 }
             }
+            Err((at, Bad::Truncated)) => break Some((at, format::confirm_truncation(&buf, at))),
             Err((at, why)) => break Some((at, why)),
         }
     };

@@ -125,6 +125,24 @@ pub fn parse(buf: &[u8], pos: usize) -> Parsed {
     Ok(Some((argv, i)))
 }
 
+/// A crash can only cut the stream short, so a "truncated" entry must be the last
+/// thing in the file. If a complete entry can be parsed after it, the entry's
+/// length field is damaged instead: corruption, which must not be repaired by
+/// silently dropping the rest of the file.
+pub fn confirm_truncation(buf: &[u8], at: usize) -> Bad {
+    let mut i = at + 1;
+    while i + 3 < buf.len() {
+        if &buf[i..i + 3] == b"\r\n*" && matches!(parse(buf, i + 2), Ok(Some(_))) {
+            return Bad::Corrupt(format!(
+                "entry length runs past the end of the file but complete entries follow at byte {}",
+                i + 2
+            ));
+        }
+        i += 1;
+    }
+    Bad::Truncated
+}
+
 /// Ends a snapshot stream: the trailer with the CRC-32 of everything before it.
 pub fn finish_snapshot(hasher: crc32fast::Hasher) -> Vec<u8> {
     let crc = hasher.finalize();
@@ -191,6 +209,18 @@ mod tests {
         let mut bad = out.clone();
         bad[p + 1] = b'x';
         assert!(matches!(parse(&bad, p), Err((_, Bad::Corrupt(_)))));
+        // A damaged length that reaches past the end looks truncated, but the
+        // complete entry after it gives it away.
+        let mut long = Vec::new();
+        encode(&mut long, &["SET", "k", "v"]);
+        let second = long.len();
+        encode(&mut long, &["DEL", "k"]);
+        long[14] = b'9'; // "$1\r\nk" -> "$99\r\nk": runs past the end
+        long.insert(14, b'9');
+        let (at, why) = parse(&long, 0).unwrap_err();
+        assert_eq!(why, Bad::Truncated);
+        assert!(matches!(confirm_truncation(&long, at), Bad::Corrupt(_)));
+        assert_eq!(confirm_truncation(&long[..second], 0), Bad::Truncated);
     }
 
     #[test]

@@ -79,6 +79,10 @@ impl Loader {
                     }
                 }
                 Err((at, why)) => {
+                    let why = match why {
+                        Bad::Truncated => format::confirm_truncation(body, at),
+                        other => other,
+                    };
                     self.abandon_multi();
                     return (
                         committed,

@@ -11,6 +11,7 @@ pub mod aof;
 pub mod capture;
 pub mod check;
 pub mod format;
+pub mod jobs;
 pub mod load;
 pub mod snapshot;
 
@@ -23,6 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::Store;
 use aof::Aof;
+pub use jobs::{bgrewrite, bgsave, disable_aof, enable_aof, rewrite_now, save_now, RewriteStart};
 
 /// Which background job runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -39,6 +41,11 @@ pub struct Persistence {
     job: Mutex<Option<Job>>,
     pub rewrite_scheduled: AtomicBool,
     pub save_scheduled: AtomicBool,
+    /// Writes get -MISCONF (see `write_refusal`).
+    pub refuse_writes: AtomicBool,
+    /// Set once `startup` loaded the data and opened the log: until then the cron
+    /// must not start jobs or turn the AOF on.
+    pub ready: AtomicBool,
     pub last_save_try_secs: AtomicU64,
     pub peak_memory: AtomicU64,
     /// `evict::used_memory`'s cache.
@@ -124,6 +131,7 @@ pub fn startup(store: &Arc<Store>) -> Result<(), load::LoadError> {
         .store(crate::clock::now_ms(), Ordering::Relaxed);
     let result = startup_inner(store);
     store.loading.store(false, Ordering::SeqCst);
+    store.persist.ready.store(result.is_ok(), Ordering::SeqCst);
     if result.is_ok() {
         let n = store.persist.loaded_commands.load(Ordering::Relaxed);
         if n > 0 {
@@ -208,323 +216,58 @@ fn total_keys(store: &Store) -> usize {
     (0..crate::keyspace::NUM_DBS).map(|db| ks.len(db)).sum()
 }
 
-/// Claims the single background-job slot.
-fn claim(store: &Store, job: Job) -> bool {
-    let mut j = store.persist.job.lock();
-    if j.is_some() {
-        return false;
+/// Writes are refused (`-MISCONF`, as Redis) while the AOF cannot be written, or
+/// when the last background save failed with save points and
+/// `stop-writes-on-bgsave-error yes`. Checked on every write: the common case is one
+/// relaxed load of a flag kept by [`update_refusal`].
+pub fn write_refusal(store: &Store) -> Option<crate::error::CmdError> {
+    if !store.persist.refuse_writes.load(Ordering::Relaxed) {
+        return None;
     }
-    *j = Some(job);
-    match job {
-        Job::Save => store
-            .persist
-            .bgsave_in_progress
-            .store(true, Ordering::Relaxed),
-        Job::Rewrite => store
-            .persist
-            .rewrite_in_progress
-            .store(true, Ordering::Relaxed),
-    }
-    true
+    refusal(store)
 }
 
-fn release(store: &Store) {
-    *store.persist.job.lock() = None;
-    store
-        .persist
-        .bgsave_in_progress
-        .store(false, Ordering::Relaxed);
-    store
-        .persist
-        .rewrite_in_progress
-        .store(false, Ordering::Relaxed);
-}
-
-fn note_pause(store: &Store, us: u64) {
-    store.persist.last_pause_us.store(us, Ordering::Relaxed);
-    store.persist.max_pause_us.fetch_max(us, Ordering::Relaxed);
-}
-
-/// Writes a snapshot now, in this thread (SAVE, shutdown). Error if a job runs.
-pub fn save_now(store: &Store) -> Result<(), String> {
-    if !claim(store, Job::Save) {
-        return Err("Background save already in progress".into());
-    }
-    let r = do_save(store);
-    release(store);
-    r
-}
-
-fn do_save(store: &Store) -> Result<(), String> {
-    let t = Instant::now();
-    store
-        .persist
-        .last_save_try_secs
-        .store(crate::clock::now_ms() / 1000, Ordering::Relaxed);
-    let dirty = store.stats.dirty.load(Ordering::Relaxed);
-    let (cap, held) = capture::begin(&store.keyspace, || {});
-    let r = snapshot::write_file(&store.keyspace, &cap, &snapshot_path(store));
-    capture::end(&store.keyspace);
-    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
-    store
-        .persist
-        .last_save_duration_ms
-        .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
-    match r {
-        Ok((keys, bytes)) => {
-            store.persist.dirty_at_save.store(dirty, Ordering::Relaxed);
-            store
-                .last_save_secs
-                .store(crate::clock::now_ms() / 1000, Ordering::Relaxed);
-            store.persist.last_bgsave_ok.store(true, Ordering::Relaxed);
-            store.persist.saves.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                keys,
-                bytes,
-                ms = t.elapsed().as_millis() as u64,
-                "DB saved on disk"
-            );
-            Ok(())
-        }
-        Err(e) => {
-            store.persist.last_bgsave_ok.store(false, Ordering::Relaxed);
-            tracing::error!(error = %e, "snapshot failed");
-            Err(format!("snapshot failed: {e}"))
+fn refusal(store: &Store) -> Option<crate::error::CmdError> {
+    if let Some(aof) = store.persist.aof() {
+        if !aof.last_write_ok.load(Ordering::Relaxed) {
+            return Some(crate::error::CmdError::raw(format!(
+                "MISCONF Errors writing to the AOF file: {}",
+                aof.last_error.lock()
+            )));
         }
     }
-}
-
-/// Starts BGSAVE on a background thread.
-pub fn bgsave(store: &Store) -> Result<(), String> {
-    let Some(me) = store.persist.store() else {
-        return Err("store not shared".into());
-    };
-    if !claim(store, Job::Save) {
-        return Err(match store.persist.job() {
-            Some(Job::Rewrite) => "Another child process is active (AOF?): can't BGSAVE right now. Use BGSAVE SCHEDULE in order to schedule a BGSAVE whenever possible.".into(),
-            _ => "Background save already in progress".into(),
-        });
+    if !store.persist.last_bgsave_ok.load(Ordering::Relaxed)
+        && store.config.get_bool("stop-writes-on-bgsave-error")
+        && !store
+            .config
+            .get("save")
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    {
+        return Some(crate::error::CmdError::raw(
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk. Commands that may modify the data set are disabled, because this instance is configured to report errors during writes if RDB snapshotting fails (stop-writes-on-bgsave-error option). Please check the Redis logs for details about the RDB error.",
+        ));
     }
-    std::thread::Builder::new()
-        .name("tidewire-bgsave".into())
-        .spawn(move || {
-            let _ = do_save(&me);
-            release(&me);
-        })
-        .map(|_| ())
-        .map_err(|e| {
-            release(store);
-            e.to_string()
-        })
+    None
 }
 
-/// What BGREWRITEAOF did.
-pub enum RewriteStart {
-    Started,
-    Scheduled,
-}
-
-/// Starts an AOF rewrite in the background (or schedules it behind a BGSAVE).
-pub fn bgrewrite(store: &Store) -> Result<RewriteStart, String> {
-    let Some(me) = store.persist.store() else {
-        return Err("store not shared".into());
-    };
-    if store.persist.aof().is_none() {
-        return Err("AOF is disabled (appendonly no)".into());
-    }
-    if !claim(store, Job::Rewrite) {
-        return match store.persist.job() {
-            Some(Job::Rewrite) => {
-                Err("Background append only file rewriting already in progress".into())
-            }
-            _ => {
-                store
-                    .persist
-                    .rewrite_scheduled
-                    .store(true, Ordering::Relaxed);
-                Ok(RewriteStart::Scheduled)
-            }
-        };
-    }
-    std::thread::Builder::new()
-        .name("tidewire-rewrite".into())
-        .spawn(move || {
-            let _ = do_rewrite(&me);
-            release(&me);
-        })
-        .map(|_| RewriteStart::Started)
-        .map_err(|e| {
-            release(store);
-            e.to_string()
-        })
-}
-
-/// Rewrites in this thread (startup after loading a snapshot).
-pub fn rewrite_now(store: &Store) -> Result<(), String> {
-    if !claim(store, Job::Rewrite) {
-        return Err("a background job is running".into());
-    }
-    let r = do_rewrite(store);
-    release(store);
-    r
-}
-
-fn do_rewrite(store: &Store) -> Result<(), String> {
-    let t = Instant::now();
-    let Some(aof) = store.persist.aof() else {
-        return Err("AOF is disabled".into());
-    };
-    let (cap, held) = capture::begin(&store.keyspace, || aof.rotate_here());
-    let result = (|| {
-        let new_incr = aof
-            .wait_rotated(Duration::from_secs(30))
-            .filter(|n| !n.is_empty())
-            .ok_or("the AOF writer did not switch to a new file")?;
-        let base_name = {
-            let mut m = aof.manifest.lock();
-            let n = m.next;
-            m.next += 1;
-            format!("{}.{n}.base.tws", aof.stem)
-        };
-        let (_keys, bytes) = snapshot::write_file(&store.keyspace, &cap, &aof.dir.join(&base_name))
-            .map_err(|e| e.to_string())?;
-        // Swap the manifest: new base + the files from the cut on.
-        let (old, incr_size) = {
-            let mut m = aof.manifest.lock();
-            let pos = m
-                .incrs
-                .iter()
-                .position(|n| *n == new_incr)
-                .ok_or("new incremental file missing from the manifest")?;
-            let mut next = m.clone();
-            let mut old: Vec<String> = next.incrs.drain(..pos).collect();
-            old.extend(next.base.replace(base_name.clone()));
-            next.save(&aof.dir, &aof.manifest_name())
-                .map_err(|e| e.to_string())?;
-            *m = next;
-            let incr_size: u64 = m
-                .incrs
-                .iter()
-                .map(|n| std::fs::metadata(aof.dir.join(n)).map_or(0, |md| md.len()))
-                .sum();
-            (old, incr_size)
-        };
-        for f in old {
-            let _ = std::fs::remove_file(aof.dir.join(f));
-        }
-        aof.base_size.store(bytes, Ordering::Relaxed);
-        aof.incr_size.store(incr_size, Ordering::Relaxed);
-        aof.size_at_rewrite
-            .store(bytes + incr_size, Ordering::Relaxed);
-        Ok::<_, String>(())
-    })();
-    capture::end(&store.keyspace);
-    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
+/// Recomputes the flag [`write_refusal`] reads (cron, and after every save).
+pub fn update_refusal(store: &Store) {
     store
         .persist
-        .last_rewrite_duration_ms
-        .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
-    store
-        .persist
-        .last_rewrite_ok
-        .store(result.is_ok(), Ordering::Relaxed);
-    match &result {
-        Ok(()) => {
-            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                ms = t.elapsed().as_millis() as u64,
-                "background AOF rewrite finished successfully"
-            );
-        }
-        Err(e) => tracing::error!(error = %e, "AOF rewrite failed"),
-    }
-    result
-}
-
-/// `CONFIG SET appendonly yes` at runtime: a new log starts at a cut (the write log
-/// is installed with every shard locked), its base is written from the capture, and
-/// only then does the manifest name it — until that moment a crash restarts from
-/// whatever was there before (snapshot, or the previous log).
-pub fn enable_aof(store: &Store) -> Result<(), String> {
-    if !claim(store, Job::Rewrite) {
-        return Err("a background job is running".into());
-    }
-    let r = enable_aof_inner(store);
-    release(store);
-    r
-}
-
-fn enable_aof_inner(store: &Store) -> Result<(), String> {
-    let t = Instant::now();
-    let dir = aof_dir(store);
-    let stem = aof_stem(store);
-    let previous = load::read_manifest(&dir, &stem)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let aof = Aof::open_unlisted(
-        dir.clone(),
-        stem.clone(),
-        &previous,
-        aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
-    )
-    .map_err(|e| e.to_string())?;
-    let (cap, held) = capture::begin(&store.keyspace, || {
-        *store.persist.aof.write() = Some(aof.clone());
-        store.set_write_log(aof.clone());
-    });
-    let result = (|| {
-        let base_name = {
-            let mut m = aof.manifest.lock();
-            let n = m.next;
-            m.next += 1;
-            format!("{stem}.{n}.base.tws")
-        };
-        let (_, bytes) = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name))
-            .map_err(|e| e.to_string())?;
-        let mut m = aof.manifest.lock();
-        let mut next = m.clone();
-        next.base = Some(base_name);
-        next.save(&dir, &aof.manifest_name())
-            .map_err(|e| e.to_string())?;
-        *m = next;
-        aof.base_size.store(bytes, Ordering::Relaxed);
-        aof.size_at_rewrite
-            .store(aof.total_size(), Ordering::Relaxed);
-        Ok::<_, String>(())
-    })();
-    capture::end(&store.keyspace);
-    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
-    match result {
-        Ok(()) => {
-            for f in previous.base.iter().chain(previous.incrs.iter()) {
-                let _ = std::fs::remove_file(dir.join(f));
-            }
-            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(ms = t.elapsed().as_millis() as u64, "AOF turned on");
-            Ok(())
-        }
-        Err(e) => {
-            disable_aof(store);
-            Err(e)
-        }
-    }
-}
-
-/// `CONFIG SET appendonly no` at runtime: stop logging, flush what was logged.
-pub fn disable_aof(store: &Store) {
-    let Some(aof) = store.persist.aof.write().take() else {
-        return;
-    };
-    store.clear_write_log();
-    aof.shutdown();
-    tracing::info!("AOF turned off");
+        .refuse_writes
+        .store(refusal(store).is_some(), Ordering::Relaxed);
 }
 
 /// Background duties, called by the server's cron (10 Hz): scheduled rewrites,
 /// `save` points, auto-rewrite, fsync policy changes.
 pub fn cron(store: &Store) {
     crate::evict::sync_config(store);
+    if !store.persist.ready.load(Ordering::SeqCst) {
+        return;
+    }
+    update_refusal(store);
     let want_aof = store.config.get_bool("appendonly");
     if want_aof != store.persist.aof().is_some() && store.persist.job().is_none() {
         if want_aof {
@@ -600,6 +343,10 @@ pub fn cron(store: &Store) {
 /// Graceful shutdown: wait for a background job, save if save points are configured,
 /// then flush and fsync the AOF and stop its writer.
 pub fn shutdown(store: &Store) {
+    // Never save over the files of a dataset that was not (fully) loaded.
+    if !store.persist.ready.swap(false, Ordering::SeqCst) {
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while store.persist.job().is_some() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
