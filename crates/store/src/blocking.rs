@@ -1,8 +1,19 @@
 //! Clients blocked on keys (BLPOP and friends). A blocked command registers a waiter
 //! on each of its keys while still holding the keys' shard locks, so a push that
-//! happens afterwards always finds it; pushes signal "ready" keys after releasing
-//! their locks, waking the oldest waiter of each key (FIFO). The woken client simply
-//! runs its command again.
+//! happens afterwards always finds it.
+//!
+//! Serving works as in Redis: the command that made a key ready (a push, ZADD,
+//! LMOVE, EXEC …) serves that key's waiters itself, oldest first, right after
+//! releasing its locks and before its connection runs anything else
+//! (`Store::serve_ready` in `exec.rs`). It re-runs each waiter's command on the
+//! waiter's behalf and hands the reply over; keys made ready by that run are served
+//! next, in order. So service is FIFO per key, a pipelined `LPUSH k x; BLPOP k 0`
+//! cannot overtake a client already waiting, and chains (BRPOPLPUSH into a list
+//! another client waits on) resolve in Redis's order.
+//!
+//! A waiter is in one of four states: waiting, being served, served (reply ready),
+//! gone (timed out, unblocked or disconnected). The waiting connection and a serving
+//! pusher race only through that state, so a timeout never loses a served element.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +22,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tidewire_resp::{Protocol, Reply};
 use tokio::sync::Notify;
+
+use crate::client::ClientInfo;
 
 use crate::error::CmdError;
 
@@ -38,15 +52,113 @@ pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
     Ok(Some(Duration::from_millis(ms as u64)))
 }
 
+/// Which value type can serve a waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    List,
+    ZSet,
+}
+
+impl BlockKind {
+    /// From the blocking command's name: BZ* wait for sorted sets, the rest for lists.
+    pub fn of_command(name: &[u8]) -> BlockKind {
+        if name.len() >= 2 && name[..2].eq_ignore_ascii_case(b"bz") {
+            BlockKind::ZSet
+        } else {
+            BlockKind::List
+        }
+    }
+}
+
+/// What a pusher needs to run a blocked command on its client's behalf.
+pub struct Job {
+    pub argv: Vec<Bytes>,
+    pub db: usize,
+    pub proto: Protocol,
+    pub info: Arc<ClientInfo>,
+    pub kind: BlockKind,
+    pub keys: Vec<(usize, Bytes)>,
+}
+
+enum State {
+    Waiting,
+    Serving,
+    Served(Vec<Reply>),
+    Gone,
+}
+
 pub struct Waiter {
     pub client_id: u64,
     pub notify: Notify,
     woken: AtomicBool,
+    registered: AtomicBool,
+    job: Option<Job>,
+    state: Mutex<State>,
 }
 
 impl Waiter {
     pub fn take_wakeup(&self) -> bool {
         self.woken.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn job(&self) -> Option<&Job> {
+        self.job.as_ref()
+    }
+
+    /// Pusher side: claims a waiting waiter for serving.
+    pub fn begin_serving(&self) -> bool {
+        let mut s = self.state.lock();
+        if matches!(*s, State::Waiting) {
+            *s = State::Serving;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Pusher side: the command found nothing after all; the waiter keeps waiting
+    /// (and keeps its place in every queue).
+    pub fn not_served(&self) {
+        let mut s = self.state.lock();
+        if matches!(*s, State::Serving) {
+            *s = State::Waiting;
+        }
+    }
+
+    /// Pusher side: hands the replies over and wakes the connection.
+    pub fn finish_served(&self, replies: Vec<Reply>) {
+        *self.state.lock() = State::Served(replies);
+        self.woken.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Connection side: the replies, if a pusher served this waiter.
+    pub fn take_served(&self) -> Option<Vec<Reply>> {
+        let mut s = self.state.lock();
+        if let State::Served(_) = &*s {
+            if let State::Served(r) = std::mem::replace(&mut *s, State::Gone) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// Connection side: is a pusher running the command right now?
+    pub fn is_serving(&self) -> bool {
+        matches!(*self.state.lock(), State::Serving)
+    }
+
+    /// Connection side: stops waiting (timeout, CLIENT UNBLOCK, disconnect). False
+    /// when a pusher is serving or has served the waiter: its reply must be used.
+    pub fn abandon(&self) -> bool {
+        let mut s = self.state.lock();
+        match *s {
+            State::Waiting | State::Gone => {
+                *s = State::Gone;
+                true
+            }
+            State::Serving | State::Served(_) => false,
+        }
     }
 }
 
@@ -60,11 +172,20 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub fn register(&self, client_id: u64, keys: &[(usize, Bytes)]) -> Arc<Waiter> {
+    /// Parks a client on `keys`; `job` lets pushers serve it directly.
+    pub fn register(
+        &self,
+        client_id: u64,
+        keys: &[(usize, Bytes)],
+        job: Option<Job>,
+    ) -> Arc<Waiter> {
         let waiter = Arc::new(Waiter {
             client_id,
             notify: Notify::new(),
             woken: AtomicBool::new(false),
+            registered: AtomicBool::new(true),
+            job,
+            state: Mutex::new(State::Waiting),
         });
         let mut map = self.waiters.lock();
         for k in keys {
@@ -75,10 +196,11 @@ impl Blocking {
     }
 
     /// Removes a waiter from every key (served, timed out, or disconnected).
-    /// A waiter that was woken but leaves without having run its command again
-    /// (disconnect, timeout, CLIENT UNBLOCK racing the wake-up) passes its wake-up
-    /// on, so the data it was woken for does not wait for the next push.
+    /// Idempotent: the pusher that serves a waiter and its connection may both call it.
     pub fn unregister(&self, waiter: &Arc<Waiter>, keys: &[(usize, Bytes)]) {
+        if !waiter.registered.swap(false, Ordering::SeqCst) {
+            return;
+        }
         {
             let mut map = self.waiters.lock();
             for k in keys {
@@ -91,14 +213,27 @@ impl Blocking {
             }
         }
         self.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-        if waiter.take_wakeup() {
+        // A legacy wake-up this waiter took but never used goes to the next one.
+        if waiter.take_wakeup() && waiter.job.is_none() {
             for (db, key) in keys {
                 self.signal(*db, key);
             }
         }
     }
 
-    /// Wakes the oldest not-yet-woken waiter on the key.
+    /// The waiters of a key, oldest first (a snapshot: serving happens unlocked).
+    pub fn queue(&self, db: usize, key: &[u8]) -> Vec<Arc<Waiter>> {
+        let map = self.waiters.lock();
+        if map.is_empty() {
+            return Vec::new();
+        }
+        map.get(&(db, Bytes::copy_from_slice(key)))
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Wakes the oldest not-yet-woken waiter on the key, which then runs its command
+    /// again itself (used for waiters registered without a job).
     pub fn signal(&self, db: usize, key: &[u8]) {
         let map = self.waiters.lock();
         if map.is_empty() {
