@@ -29,10 +29,49 @@ use crate::client::ClientInfo;
 
 use crate::error::CmdError;
 
+/// `strtold` also reads hexadecimal (`0x1F`, `0x1.8p3`); Redis's timeout parsing
+/// inherits that, so `0x7FFFFFFFFFFFFF` is "out of range" rather than "not a float".
+fn parse_hex_float(arg: &[u8]) -> Option<f64> {
+    let (neg, rest) = match arg.first()? {
+        b'-' => (true, &arg[1..]),
+        b'+' => (false, &arg[1..]),
+        _ => (false, arg),
+    };
+    let rest = rest
+        .strip_prefix(b"0x")
+        .or_else(|| rest.strip_prefix(b"0X"))?;
+    let (mant, exp) = match rest.iter().position(|c| *c == b'p' || *c == b'P') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (int, frac) = match mant.iter().position(|c| *c == b'.') {
+        Some(i) => (&mant[..i], &mant[i + 1..]),
+        None => (mant, &mant[..0]),
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let mut v = 0f64;
+    for c in int {
+        v = v * 16.0 + (*c as char).to_digit(16)? as f64;
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in frac {
+        v += (*c as char).to_digit(16)? as f64 * scale;
+        scale /= 16.0;
+    }
+    if let Some(e) = exp {
+        let e: i32 = std::str::from_utf8(e).ok()?.parse().ok()?;
+        v *= 2f64.powi(e);
+    }
+    Some(if neg { -v } else { v })
+}
+
 /// A blocking command's timeout argument: float seconds with millisecond resolution
 /// (rounded up, as Redis does), `None` for 0 = forever. Redis's error texts.
 pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
     let secs = crate::num::parse_f64(arg)
+        .or_else(|| parse_hex_float(arg))
         .ok_or_else(|| CmdError::err("timeout is not a float or out of range"))?;
     let ms = secs * 1000.0;
     if ms > i64::MAX as f64 {
@@ -253,5 +292,43 @@ impl Blocking {
 
     pub fn blocked_clients(&self) -> usize {
         self.blocked_clients.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout(b"0").unwrap(), None);
+        assert_eq!(
+            parse_timeout(b"0.0001").unwrap(),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            parse_timeout(b"1.5").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_timeout(b"0x10").unwrap(),
+            Some(Duration::from_millis(16000))
+        );
+        assert_eq!(
+            parse_timeout(b"0x7FFFFFFFFFFFFF").unwrap_err().text(),
+            "ERR timeout is out of range"
+        );
+        assert_eq!(
+            parse_timeout(b"inf").unwrap_err().text(),
+            "ERR timeout is out of range"
+        );
+        assert_eq!(
+            parse_timeout(b"-0.5").unwrap_err().text(),
+            "ERR timeout is negative"
+        );
+        assert_eq!(
+            parse_timeout(b"1x").unwrap_err().text(),
+            "ERR timeout is not a float or out of range"
+        );
     }
 }

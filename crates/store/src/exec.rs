@@ -522,10 +522,7 @@ impl Store {
 
     /// Runs a blocked client's command on its behalf. `None` if it would block
     /// again; otherwise its replies and the keys it made ready in turn.
-    fn run_for_waiter(
-        &self,
-        job: &crate::blocking::Job,
-    ) -> Option<Served> {
+    fn run_for_waiter(&self, job: &crate::blocking::Job) -> Option<Served> {
         let cmd = resolve(&job.argv).ok()?;
         let mut proxy = Client::new(job.info.clone(), true);
         proxy.db = job.db;
