@@ -189,6 +189,11 @@ impl Conn {
 
     /// Parks the client until a key it waits on gets data, its timeout passes, it is
     /// unblocked or killed, or it disconnects. Pushes keep flowing meanwhile.
+    ///
+    /// Normally the client that pushed serves this one (see `tidewire_store::blocking`)
+    /// and the reply is waiting when the notification arrives. A timeout or CLIENT
+    /// UNBLOCK racing such a push loses: once a pusher has started serving, its reply
+    /// is the one sent, so no popped element is ever dropped.
     async fn wait_blocked(
         &mut self,
         client: &mut Client,
@@ -209,37 +214,53 @@ impl Conn {
             };
             tokio::select! {
                 biased;
-                _ = info.killed() => break false,
+                _ = info.killed() => {
+                    blocked.waiter.abandon();
+                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    break false;
+                }
                 _ = blocked.waiter.notify.notified() => {
                     blocked.waiter.take_wakeup();
-                    // Run the command again; it may be served or find nothing (another
-                    // client got there first).
+                    if let Some(replies) = blocked.waiter.take_served() {
+                        self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                        self.replies.extend(replies);
+                        break true;
+                    }
+                    if blocked.waiter.is_serving() {
+                        continue;
+                    }
+                    // A plain wake-up (no reply handed over): run the command again.
                     let again = self.execute(client, argv);
                     match again {
                         Outcome::Replies => {
+                            blocked.waiter.abandon();
                             self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
-                            // Others may wait on what is left.
-                            for (db, key) in &blocked.keys {
-                                self.store.blocking.signal(*db, key);
-                            }
                             break true;
                         }
                         Outcome::Blocked(next) => {
                             // Nothing for us after all: keep our original place in each
-                            // key's queue (FIFO) and drop the new registration, which
-                            // went to the back.
+                            // key's queue (FIFO) and drop the new registration.
+                            next.waiter.abandon();
                             self.store.blocking.unregister(&next.waiter, &next.keys);
                             continue;
                         }
                     }
                 }
                 _ = sleep => {
+                    if !blocked.waiter.abandon() {
+                        // Being served right now: the reply is on its way.
+                        blocked.deadline = None;
+                        continue;
+                    }
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                     self.store.account_unblocked(argv);
                     self.replies.push(blocked.timeout_reply.clone());
                     break true;
                 }
                 _ = info.unblock_notify.notified() => {
+                    if !blocked.waiter.abandon() {
+                        continue;
+                    }
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                     self.store.account_unblocked(argv);
                     let reply = if info.unblock.load(Ordering::Relaxed) == 2 {
@@ -255,6 +276,7 @@ impl Conn {
                     let ok = self.flush().await;
                     info.pushed(size);
                     if !ok {
+                        blocked.waiter.abandon();
                         self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                         break false;
                     }
@@ -263,6 +285,7 @@ impl Conn {
                     // Commands sent while blocked wait their turn; a closed socket ends
                     // the wait so no waiter is left behind.
                     if matches!(read, Ok(0) | Err(_)) {
+                        blocked.waiter.abandon();
                         self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                         break false;
                     }

@@ -1,8 +1,19 @@
 //! Clients blocked on keys (BLPOP and friends). A blocked command registers a waiter
 //! on each of its keys while still holding the keys' shard locks, so a push that
-//! happens afterwards always finds it; pushes signal "ready" keys after releasing
-//! their locks, waking the oldest waiter of each key (FIFO). The woken client simply
-//! runs its command again.
+//! happens afterwards always finds it.
+//!
+//! Serving works as in Redis: the command that made a key ready (a push, ZADD,
+//! LMOVE, EXEC …) serves that key's waiters itself, oldest first, right after
+//! releasing its locks and before its connection runs anything else
+//! (`Store::serve_ready` in `exec.rs`). It re-runs each waiter's command on the
+//! waiter's behalf and hands the reply over; keys made ready by that run are served
+//! next, in order. So service is FIFO per key, a pipelined `LPUSH k x; BLPOP k 0`
+//! cannot overtake a client already waiting, and chains (BRPOPLPUSH into a list
+//! another client waits on) resolve in Redis's order.
+//!
+//! A waiter is in one of four states: waiting, being served, served (reply ready),
+//! gone (timed out, unblocked or disconnected). The waiting connection and a serving
+//! pusher race only through that state, so a timeout never loses a served element.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,14 +22,56 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tidewire_resp::{Protocol, Reply};
 use tokio::sync::Notify;
 
+use crate::client::ClientInfo;
+
 use crate::error::CmdError;
+
+/// `strtold` also reads hexadecimal (`0x1F`, `0x1.8p3`); Redis's timeout parsing
+/// inherits that, so `0x7FFFFFFFFFFFFF` is "out of range" rather than "not a float".
+fn parse_hex_float(arg: &[u8]) -> Option<f64> {
+    let (neg, rest) = match arg.first()? {
+        b'-' => (true, &arg[1..]),
+        b'+' => (false, &arg[1..]),
+        _ => (false, arg),
+    };
+    let rest = rest
+        .strip_prefix(b"0x")
+        .or_else(|| rest.strip_prefix(b"0X"))?;
+    let (mant, exp) = match rest.iter().position(|c| *c == b'p' || *c == b'P') {
+        Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+        None => (rest, None),
+    };
+    let (int, frac) = match mant.iter().position(|c| *c == b'.') {
+        Some(i) => (&mant[..i], &mant[i + 1..]),
+        None => (mant, &mant[..0]),
+    };
+    if int.is_empty() && frac.is_empty() {
+        return None;
+    }
+    let mut v = 0f64;
+    for c in int {
+        v = v * 16.0 + (*c as char).to_digit(16)? as f64;
+    }
+    let mut scale = 1.0 / 16.0;
+    for c in frac {
+        v += (*c as char).to_digit(16)? as f64 * scale;
+        scale /= 16.0;
+    }
+    if let Some(e) = exp {
+        let e: i32 = std::str::from_utf8(e).ok()?.parse().ok()?;
+        v *= 2f64.powi(e);
+    }
+    Some(if neg { -v } else { v })
+}
 
 /// A blocking command's timeout argument: float seconds with millisecond resolution
 /// (rounded up, as Redis does), `None` for 0 = forever. Redis's error texts.
 pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
     let secs = crate::num::parse_f64(arg)
+        .or_else(|| parse_hex_float(arg))
         .ok_or_else(|| CmdError::err("timeout is not a float or out of range"))?;
     let ms = secs * 1000.0;
     if ms > i64::MAX as f64 {
@@ -38,15 +91,113 @@ pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
     Ok(Some(Duration::from_millis(ms as u64)))
 }
 
+/// Which value type can serve a waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    List,
+    ZSet,
+}
+
+impl BlockKind {
+    /// From the blocking command's name: BZ* wait for sorted sets, the rest for lists.
+    pub fn of_command(name: &[u8]) -> BlockKind {
+        if name.len() >= 2 && name[..2].eq_ignore_ascii_case(b"bz") {
+            BlockKind::ZSet
+        } else {
+            BlockKind::List
+        }
+    }
+}
+
+/// What a pusher needs to run a blocked command on its client's behalf.
+pub struct Job {
+    pub argv: Vec<Bytes>,
+    pub db: usize,
+    pub proto: Protocol,
+    pub info: Arc<ClientInfo>,
+    pub kind: BlockKind,
+    pub keys: Vec<(usize, Bytes)>,
+}
+
+enum State {
+    Waiting,
+    Serving,
+    Served(Vec<Reply>),
+    Gone,
+}
+
 pub struct Waiter {
     pub client_id: u64,
     pub notify: Notify,
     woken: AtomicBool,
+    registered: AtomicBool,
+    job: Option<Job>,
+    state: Mutex<State>,
 }
 
 impl Waiter {
     pub fn take_wakeup(&self) -> bool {
         self.woken.swap(false, Ordering::SeqCst)
+    }
+
+    pub fn job(&self) -> Option<&Job> {
+        self.job.as_ref()
+    }
+
+    /// Pusher side: claims a waiting waiter for serving.
+    pub fn begin_serving(&self) -> bool {
+        let mut s = self.state.lock();
+        if matches!(*s, State::Waiting) {
+            *s = State::Serving;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Pusher side: the command found nothing after all; the waiter keeps waiting
+    /// (and keeps its place in every queue).
+    pub fn not_served(&self) {
+        let mut s = self.state.lock();
+        if matches!(*s, State::Serving) {
+            *s = State::Waiting;
+        }
+    }
+
+    /// Pusher side: hands the replies over and wakes the connection.
+    pub fn finish_served(&self, replies: Vec<Reply>) {
+        *self.state.lock() = State::Served(replies);
+        self.woken.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    /// Connection side: the replies, if a pusher served this waiter.
+    pub fn take_served(&self) -> Option<Vec<Reply>> {
+        let mut s = self.state.lock();
+        if let State::Served(_) = &*s {
+            if let State::Served(r) = std::mem::replace(&mut *s, State::Gone) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// Connection side: is a pusher running the command right now?
+    pub fn is_serving(&self) -> bool {
+        matches!(*self.state.lock(), State::Serving)
+    }
+
+    /// Connection side: stops waiting (timeout, CLIENT UNBLOCK, disconnect). False
+    /// when a pusher is serving or has served the waiter: its reply must be used.
+    pub fn abandon(&self) -> bool {
+        let mut s = self.state.lock();
+        match *s {
+            State::Waiting | State::Gone => {
+                *s = State::Gone;
+                true
+            }
+            State::Serving | State::Served(_) => false,
+        }
     }
 }
 
@@ -60,11 +211,20 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub fn register(&self, client_id: u64, keys: &[(usize, Bytes)]) -> Arc<Waiter> {
+    /// Parks a client on `keys`; `job` lets pushers serve it directly.
+    pub fn register(
+        &self,
+        client_id: u64,
+        keys: &[(usize, Bytes)],
+        job: Option<Job>,
+    ) -> Arc<Waiter> {
         let waiter = Arc::new(Waiter {
             client_id,
             notify: Notify::new(),
             woken: AtomicBool::new(false),
+            registered: AtomicBool::new(true),
+            job,
+            state: Mutex::new(State::Waiting),
         });
         let mut map = self.waiters.lock();
         for k in keys {
@@ -75,10 +235,11 @@ impl Blocking {
     }
 
     /// Removes a waiter from every key (served, timed out, or disconnected).
-    /// A waiter that was woken but leaves without having run its command again
-    /// (disconnect, timeout, CLIENT UNBLOCK racing the wake-up) passes its wake-up
-    /// on, so the data it was woken for does not wait for the next push.
+    /// Idempotent: the pusher that serves a waiter and its connection may both call it.
     pub fn unregister(&self, waiter: &Arc<Waiter>, keys: &[(usize, Bytes)]) {
+        if !waiter.registered.swap(false, Ordering::SeqCst) {
+            return;
+        }
         {
             let mut map = self.waiters.lock();
             for k in keys {
@@ -91,14 +252,27 @@ impl Blocking {
             }
         }
         self.blocked_clients.fetch_sub(1, Ordering::Relaxed);
-        if waiter.take_wakeup() {
+        // A legacy wake-up this waiter took but never used goes to the next one.
+        if waiter.take_wakeup() && waiter.job.is_none() {
             for (db, key) in keys {
                 self.signal(*db, key);
             }
         }
     }
 
-    /// Wakes the oldest not-yet-woken waiter on the key.
+    /// The waiters of a key, oldest first (a snapshot: serving happens unlocked).
+    pub fn queue(&self, db: usize, key: &[u8]) -> Vec<Arc<Waiter>> {
+        let map = self.waiters.lock();
+        if map.is_empty() {
+            return Vec::new();
+        }
+        map.get(&(db, Bytes::copy_from_slice(key)))
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Wakes the oldest not-yet-woken waiter on the key, which then runs its command
+    /// again itself (used for waiters registered without a job).
     pub fn signal(&self, db: usize, key: &[u8]) {
         let map = self.waiters.lock();
         if map.is_empty() {
@@ -118,5 +292,43 @@ impl Blocking {
 
     pub fn blocked_clients(&self) -> usize {
         self.blocked_clients.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(parse_timeout(b"0").unwrap(), None);
+        assert_eq!(
+            parse_timeout(b"0.0001").unwrap(),
+            Some(Duration::from_millis(1))
+        );
+        assert_eq!(
+            parse_timeout(b"1.5").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            parse_timeout(b"0x10").unwrap(),
+            Some(Duration::from_millis(16000))
+        );
+        assert_eq!(
+            parse_timeout(b"0x7FFFFFFFFFFFFF").unwrap_err().text(),
+            "ERR timeout is out of range"
+        );
+        assert_eq!(
+            parse_timeout(b"inf").unwrap_err().text(),
+            "ERR timeout is out of range"
+        );
+        assert_eq!(
+            parse_timeout(b"-0.5").unwrap_err().text(),
+            "ERR timeout is negative"
+        );
+        assert_eq!(
+            parse_timeout(b"1x").unwrap_err().text(),
+            "ERR timeout is not a float or out of range"
+        );
     }
 }

@@ -85,6 +85,10 @@ pub enum Outcome {
     Blocked(Blocked),
 }
 
+/// A blocked command run on its client's behalf: its replies, and the keys it made
+/// ready in turn.
+type Served = (Vec<Reply>, Vec<(usize, Bytes)>);
+
 /// Everything a handler may use.
 pub struct Ctx<'a> {
     pub store: &'a Store,
@@ -298,7 +302,15 @@ impl Store {
         let reply = self.run_locked(client, &mut ks, &mut ev, cmd, argv, now, no_block);
         let blocked = ev.block.take().map(|spec| {
             let keys: Vec<(usize, Bytes)> = spec.keys.into_iter().map(|k| (client.db, k)).collect();
-            let waiter = self.blocking.register(client.id(), &keys);
+            let job = crate::blocking::Job {
+                argv: argv.to_vec(),
+                db: client.db,
+                proto: client.proto,
+                info: client.info.clone(),
+                kind: crate::blocking::BlockKind::of_command(&argv[0]),
+                keys: keys.clone(),
+            };
+            let waiter = self.blocking.register(client.id(), &keys, Some(job));
             Blocked {
                 waiter,
                 keys,
@@ -507,8 +519,93 @@ impl Store {
         }
     }
 
-    /// Work done after the locks are released: notifications and wake-ups.
+    /// Work done after the locks are released: notifications, then serving the
+    /// clients blocked on keys this command made ready.
     pub fn after_unlock(&self, ev: &mut Events) {
+        self.publish_notifications(ev);
+        if !ev.ready.is_empty() && self.blocking.has_waiters() {
+            let ready: Vec<(usize, Bytes)> = ev.ready.drain(..).collect();
+            self.serve_ready(ready);
+        }
+        ev.ready.clear();
+    }
+
+    /// Serves blocked clients from ready keys, Redis's `handleClientsBlockedOnKeys`:
+    /// per key, oldest waiter first, while the key holds the type the waiter wants;
+    /// keys made ready by a served command (BLMOVE's destination) are served after.
+    fn serve_ready(&self, ready: Vec<(usize, Bytes)>) {
+        let mut queue: std::collections::VecDeque<(usize, Bytes)> = ready.into();
+        while let Some((db, key)) = queue.pop_front() {
+            for w in self.blocking.queue(db, &key) {
+                let Some(job) = w.job() else {
+                    self.blocking.signal(db, &key);
+                    continue;
+                };
+                if !self.key_serves(db, &key, job.kind) {
+                    break;
+                }
+                if !w.begin_serving() {
+                    continue;
+                }
+                match self.run_for_waiter(job) {
+                    Some((replies, more)) => {
+                        self.blocking.unregister(&w, &job.keys);
+                        w.finish_served(replies);
+                        queue.extend(more);
+                    }
+                    None => {
+                        w.not_served();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `key` currently holds a live value of the kind a waiter needs.
+    fn key_serves(&self, db: usize, key: &[u8], kind: crate::blocking::BlockKind) -> bool {
+        let mut ks = self.keyspace.lock_keys([key]);
+        let now = crate::clock::now_ms();
+        match ks.db(db, key).map.get(key) {
+            Some(e) if !e.is_expired(now) => matches!(
+                (&e.value, kind),
+                (
+                    crate::value::Value::List(_),
+                    crate::blocking::BlockKind::List
+                ) | (
+                    crate::value::Value::ZSet(_),
+                    crate::blocking::BlockKind::ZSet
+                )
+            ),
+            _ => false,
+        }
+    }
+
+    /// Runs a blocked client's command on its behalf. `None` if it would block
+    /// again; otherwise its replies and the keys it made ready in turn.
+    fn run_for_waiter(&self, job: &crate::blocking::Job) -> Option<Served> {
+        let cmd = resolve(&job.argv).ok()?;
+        let mut proxy = Client::new(job.info.clone(), true);
+        proxy.db = job.db;
+        proxy.proto = job.proto;
+        let now = crate::clock::now_ms();
+        let mut ks = self.lock_for(cmd, &job.argv);
+        let mut ev = Events::default();
+        let reply = self.run_locked(&mut proxy, &mut ks, &mut ev, cmd, &job.argv, now, false);
+        let blocked = ev.block.take().is_some();
+        self.finish_locked(&mut ks, &mut ev);
+        drop(ks);
+        self.publish_notifications(&mut ev);
+        if blocked {
+            return None;
+        }
+        let mut replies = std::mem::take(&mut ev.extra_replies);
+        replies.push(reply);
+        Some((replies, ev.ready.drain(..).collect()))
+    }
+
+    /// Keyspace notifications gathered by a command, published after unlocking.
+    fn publish_notifications(&self, ev: &mut Events) {
         let limit = self.config.pubsub_output_limit.load(Ordering::Relaxed);
         let flags = self.config.notify_flags();
         for (_class, event, db, key) in ev.notifications.drain(..) {
@@ -521,9 +618,6 @@ impl Store {
                 let ch = format!("__keyevent@{db}__:{event}");
                 self.pubsub.publish(ch.as_bytes(), &key, limit);
             }
-        }
-        for (db, key) in ev.ready.drain(..) {
-            self.blocking.signal(db, &key);
         }
     }
 
