@@ -1,4 +1,5 @@
-//! The list type. (Skeleton: the collections work fills this in.)
+//! The list type. (Skeleton. MERGE NOTE: take the list work's version of this file
+//! whole; it has the `iter`/`push_back` added here for SORT, same signatures.)
 
 use bytes::Bytes;
 

@@ -1,4 +1,5 @@
-//! The zset type. (Skeleton: the collections work fills this in.)
+//! The zset type. (Skeleton. MERGE NOTE: take the sorted-set work's version of this
+//! file whole; it has the `iter` added here for SORT, same signature.)
 
 use bytes::Bytes;
 
