@@ -718,4 +718,116 @@ mod tests {
         t.run(&["SADD", "s", "1000"]);
         assert_eq!(enc(&mut t, "s"), "hashtable");
     }
+
+    /// Records keyevent notifications through the pub/sub bridge.
+    struct Recorder(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::pubsub::PublishBridge for Recorder {
+        fn on_publish(&self, channel: &[u8], message: &[u8]) -> usize {
+            let ch = String::from_utf8_lossy(channel);
+            if let Some(ev) = ch.strip_prefix("__keyevent@0__:") {
+                self.0
+                    .lock()
+                    .push(format!("{ev} {}", String::from_utf8_lossy(message)));
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn keyspace_events_of_hashes_sets_sort_hll() {
+        let mut t = TestClient::new();
+        let rec = std::sync::Arc::new(Recorder(Default::default()));
+        t.store.pubsub.set_bridge(rec.clone());
+        assert_eq!(
+            t.run(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]),
+            ok()
+        );
+        t.run(&["HSET", "h", "a", "1", "b", "2"]);
+        t.run(&["HINCRBY", "h", "a", "1"]);
+        t.run(&["HINCRBYFLOAT", "h", "a", "1.5"]);
+        t.run(&["HDEL", "h", "zz"]);
+        t.run(&["HDEL", "h", "a", "b"]);
+        t.run(&["SADD", "s", "x", "y"]);
+        t.run(&["SADD", "s", "x"]);
+        t.run(&["SREM", "s", "x"]);
+        t.run(&["SMOVE", "s", "d", "y"]);
+        t.run(&["SADD", "s", "1"]);
+        t.run(&["SPOP", "s"]);
+        t.run(&["SINTERSTORE", "i", "d", "d"]);
+        t.run(&["SUNIONSTORE", "u", "d"]);
+        t.run(&["SDIFFSTORE", "u", "d", "d"]);
+        t.run(&["SORT", "d", "ALPHA", "STORE", "l"]);
+        t.run(&["PFADD", "p", "a"]);
+        let got = rec.0.lock().clone();
+        let want = [
+            "hset h",
+            "hincrby h",
+            "hincrbyfloat h",
+            "hdel h",
+            "del h",
+            "sadd s",
+            "srem s",
+            "srem s",
+            "del s",
+            "sadd d",
+            "sadd s",
+            "spop s",
+            "del s",
+            "sinterstore i",
+            "sunionstore u",
+            "del u",
+            "sortstore l",
+            "pfadd p",
+        ];
+        assert_eq!(got, want);
+    }
+
+    struct Log(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::WriteLog for Log {
+        fn append(&self, cmds: &[(usize, Vec<bytes::Bytes>)]) -> u64 {
+            let mut l = self.0.lock();
+            for (_, argv) in cmds {
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                l.push(words.join(" "));
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn propagation_of_random_and_float_commands() {
+        let mut t = TestClient::new();
+        let log = std::sync::Arc::new(Log(Default::default()));
+        t.store.set_write_log(log.clone());
+        t.run(&["SADD", "s", "only"]);
+        t.run(&["SPOP", "s"]);
+        t.run(&["SADD", "s", "a", "b", "c"]);
+        t.run(&["SPOP", "s", "5"]);
+        t.run(&["HINCRBYFLOAT", "h", "f", "1.5"]);
+        t.run(&["SREM", "nokey", "x"]);
+        t.run(&["SINTERSTORE", "d", "nokey"]);
+        let got = log.0.lock().clone();
+        assert_eq!(
+            got,
+            vec![
+                "SADD s only",
+                "SREM s only",
+                "SADD s a b c",
+                "DEL s",
+                "HSET h f 1.5",
+            ]
+        );
+        t.run(&["SADD", "s", "1", "2", "3"]);
+        t.run(&["SPOP", "s", "2"]);
+        let last = log.0.lock().last().unwrap().clone();
+        assert!(
+            last.starts_with("SREM s ") && last.split(' ').count() == 4,
+            "{last}"
+        );
+    }
 }
