@@ -320,7 +320,10 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let l = num::parse_i64(count_arg).ok_or(CmdError::NotInteger)?;
     // Redis takes the count in -LONG_MAX..LONG_MAX, and half that with values (the
     // reply would hold twice as many elements).
-    if l == i64::MIN || (withvalues && l < -(i64::MAX / 2)) {
+    if l == i64::MIN {
+        return Err(CmdError::err(RANGE_LONG));
+    }
+    if withvalues && l < -(i64::MAX / 2) {
         return Err(CmdError::err("value is out of range"));
     }
     let resp3 = ctx.resp3();
@@ -373,6 +376,10 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     Ok(Reply::Array(out))
 }
+
+/// Redis's `getRangeLongFromObjectOrReply` text for -LONG_MAX..LONG_MAX.
+pub(crate) const RANGE_LONG: &str =
+    "value is out of range, value must between -9223372036854775807 and 9223372036854775807";
 
 /// SCAN-family options after the cursor: `MATCH pattern`, `COUNT n`.
 pub(crate) struct ScanOpts<'a> {
@@ -558,7 +565,7 @@ mod tests {
         assert_eq!(t.run(&["HRANDFIELD", "h", "0"]), Reply::Array(vec![]));
         assert_eq!(
             t.run(&["HRANDFIELD", "h", "-9223372036854775808"]),
-            err("ERR value is out of range")
+            err("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
         );
         assert_eq!(
             t.run(&["HRANDFIELD", "h", "-9223372036854770000", "WITHVALUES"]),

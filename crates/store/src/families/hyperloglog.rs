@@ -178,7 +178,7 @@ fn pfdebug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 return Err(CmdError::err("HLL encoding is not sparse"));
             }
             let text = hll::decode_sparse(&s).map_err(hll_err)?;
-            Ok(Reply::SimpleString(text))
+            Ok(Reply::Bulk(Bytes::from(text)))
         }
         _ => Err(CmdError::err(format!(
             "Unknown PFDEBUG subcommand '{}'",
@@ -257,9 +257,10 @@ mod tests {
             t.run(&["PFDEBUG", "ENCODING", "h"]),
             Reply::Status("sparse")
         );
-        let Reply::SimpleString(d) = t.run(&["PFDEBUG", "DECODE", "h"]) else {
+        let Reply::Bulk(d) = t.run(&["PFDEBUG", "DECODE", "h"]) else {
             panic!()
         };
+        let d = String::from_utf8(d.to_vec()).unwrap();
         assert!(d.starts_with("Z:") && d.contains("v:"), "{d}");
         assert_eq!(t.run(&["PFDEBUG", "TODENSE", "h"]), int(1));
         assert_eq!(t.run(&["PFDEBUG", "TODENSE", "h"]), int(0));

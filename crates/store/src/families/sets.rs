@@ -12,7 +12,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
-use crate::families::hashes::{parse_scan, scan_reply};
+use crate::families::hashes::{parse_scan, scan_reply, RANGE_LONG};
 use crate::num;
 use crate::types::set::{member_bytes, SetLimits, SetValue};
 use crate::value::{Entry, Value};
@@ -267,7 +267,7 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let l = args.next_i64()?;
     args.finish()?;
     if l == i64::MIN {
-        return Err(CmdError::err("value is out of range"));
+        return Err(CmdError::err(RANGE_LONG));
     }
     let Some(set) = read_set(ctx, key)? else {
         return Ok(Reply::Array(Vec::new()));
@@ -595,7 +595,7 @@ mod tests {
         assert_eq!(t.run(&["EXISTS", "s"]), int(0));
         assert_eq!(
             t.run(&["SRANDMEMBER", "s", "-9223372036854775808"]),
-            err("ERR value is out of range")
+            err("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
         );
     }
 
