@@ -12,6 +12,7 @@ use crate::exec::Ctx;
 use crate::glob::glob_match;
 use crate::num;
 use crate::types::hash::{HashLimits, HashValue};
+use crate::types::long_double;
 use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -264,26 +265,32 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
+    let incr_arg = args.peek().ok_or(CmdError::Syntax)?;
     let incr = args.next_f64()?;
     if incr.is_infinite() {
         return Err(CmdError::err("value is NaN or Infinity"));
     }
-    let current = if check_hash(ctx, key)? {
+    let (current, current_text) = if check_hash(ctx, key)? {
         match read_hash(ctx, key)?.and_then(|h| h.get(field)) {
             Some(v) => match num::parse_f64(v) {
-                Some(f) if f.is_finite() => f,
+                Some(f) if f.is_finite() => (f, Bytes::copy_from_slice(v)),
                 _ => return Err(CmdError::err("hash value is not a float")),
             },
-            None => 0.0,
+            None => (0.0, Bytes::from_static(b"0")),
         }
     } else {
-        0.0
+        (0.0, Bytes::from_static(b"0"))
     };
     let new = current + incr;
     if !new.is_finite() {
         return Err(CmdError::err("increment would produce NaN or Infinity"));
     }
-    let text = Bytes::from(num::format_float_plain(new));
+    // Redis adds in long double and prints 17 decimals; the software long double
+    // reproduces its text (0.1 + 0.2 = "0.3"), f64 is the fallback for odd inputs.
+    let text = Bytes::from(
+        long_double::add_text(&current_text, incr_arg)
+            .unwrap_or_else(|| num::format_float_plain(new)),
+    );
     let lim = limits(ctx);
     hash_for_write(ctx, key)?.set(field, &text, lim);
     ctx.dirty(1);
@@ -523,6 +530,9 @@ mod tests {
         );
         assert_eq!(t.run(&["HINCRBYFLOAT", "h", "f", "10.5"]), bulk("10.5"));
         assert_eq!(t.run(&["HINCRBYFLOAT", "h", "f", "0.1"]), bulk("10.6"));
+        assert_eq!(t.run(&["HINCRBYFLOAT", "h", "p", "0.1"]), bulk("0.1"));
+        assert_eq!(t.run(&["HINCRBYFLOAT", "h", "p", "0.2"]), bulk("0.3"));
+        assert_eq!(t.run(&["HINCRBYFLOAT", "h", "p", "-0.3"]), bulk("0"));
         assert_eq!(t.run(&["HINCRBYFLOAT", "h", "n", "2"]), bulk("0"));
         assert_eq!(
             t.run(&["HINCRBYFLOAT", "h", "s", "1"]),
