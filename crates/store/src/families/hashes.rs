@@ -52,6 +52,20 @@ fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValu
     }
 }
 
+/// The hash at `key` as a write command sees it (no hit/miss counting, as Redis's
+/// `lookupKeyWrite`).
+fn write_view<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValue>, CmdError> {
+    let db = ctx.db();
+    match ctx.ks.get(db, key, ctx.now) {
+        None => Ok(None),
+        Some(Entry {
+            value: Value::Hash(h),
+            ..
+        }) => Ok(Some(h)),
+        Some(_) => Err(CmdError::WrongType),
+    }
+}
+
 /// Checks that `key` is absent or a hash (before any change is made).
 fn check_hash(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<bool, CmdError> {
     let db = ctx.db();
@@ -130,7 +144,7 @@ fn hsetnx(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
     let value = args.next_bytes()?;
-    if check_hash(ctx, key)? && read_hash(ctx, key)?.is_some_and(|h| h.contains(field)) {
+    if check_hash(ctx, key)? && write_view(ctx, key)?.is_some_and(|h| h.contains(field)) {
         return Ok(Reply::Int(0));
     }
     let lim = limits(ctx);
@@ -244,7 +258,7 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let field = args.next_bytes()?;
     let incr = args.next_i64()?;
     let current = if check_hash(ctx, key)? {
-        match read_hash(ctx, key)?.and_then(|h| h.get(field)) {
+        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
             Some(v) => {
                 num::parse_i64(v).ok_or_else(|| CmdError::err("hash value is not an integer"))?
             }
@@ -271,7 +285,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         return Err(CmdError::err("value is NaN or Infinity"));
     }
     let (current, current_text) = if check_hash(ctx, key)? {
-        match read_hash(ctx, key)?.and_then(|h| h.get(field)) {
+        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
             Some(v) => match num::parse_f64(v) {
                 Some(f) if f.is_finite() => (f, Bytes::copy_from_slice(v)),
                 _ => return Err(CmdError::err("hash value is not a float")),
