@@ -110,11 +110,15 @@ fn sadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let set = match write_set(ctx, key)? {
         Some(s) => s,
         None => {
-            let fresh = if members.len() > lim.max_intset.max(lim.max_listpack_entries) {
-                // Redis sizes a new set for the members it is about to receive.
-                SetValue::Map(Default::default())
-            } else {
+            // Redis's setTypeCreate: the encoding is chosen from the first member
+            // and the number of members about to be added.
+            let n = members.len();
+            let fresh = if num::parse_i64(&members[0]).is_some() && n <= lim.max_intset {
                 SetValue::default()
+            } else if n <= lim.max_listpack_entries {
+                SetValue::Pack(Default::default())
+            } else {
+                SetValue::Map(Default::default())
             };
             ctx.ks.insert(
                 db,
