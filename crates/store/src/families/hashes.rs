@@ -12,6 +12,7 @@ use crate::exec::Ctx;
 use crate::glob::glob_match;
 use crate::num;
 use crate::types::hash::{HashLimits, HashValue};
+use crate::types::long_double;
 use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -42,6 +43,20 @@ pub fn commands() -> Vec<CommandSpec> {
 fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValue>, CmdError> {
     let db = ctx.db();
     match ctx.ks.lookup_read(db, key, ctx.now) {
+        None => Ok(None),
+        Some(Entry {
+            value: Value::Hash(h),
+            ..
+        }) => Ok(Some(h)),
+        Some(_) => Err(CmdError::WrongType),
+    }
+}
+
+/// The hash at `key` as a write command sees it (no hit/miss counting, as Redis's
+/// `lookupKeyWrite`).
+fn write_view<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValue>, CmdError> {
+    let db = ctx.db();
+    match ctx.ks.get(db, key, ctx.now) {
         None => Ok(None),
         Some(Entry {
             value: Value::Hash(h),
@@ -129,7 +144,7 @@ fn hsetnx(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
     let value = args.next_bytes()?;
-    if check_hash(ctx, key)? && read_hash(ctx, key)?.is_some_and(|h| h.contains(field)) {
+    if check_hash(ctx, key)? && write_view(ctx, key)?.is_some_and(|h| h.contains(field)) {
         return Ok(Reply::Int(0));
     }
     let lim = limits(ctx);
@@ -243,7 +258,7 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let field = args.next_bytes()?;
     let incr = args.next_i64()?;
     let current = if check_hash(ctx, key)? {
-        match read_hash(ctx, key)?.and_then(|h| h.get(field)) {
+        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
             Some(v) => {
                 num::parse_i64(v).ok_or_else(|| CmdError::err("hash value is not an integer"))?
             }
@@ -264,26 +279,32 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
+    let incr_arg = args.peek().ok_or(CmdError::Syntax)?;
     let incr = args.next_f64()?;
     if incr.is_infinite() {
         return Err(CmdError::err("value is NaN or Infinity"));
     }
-    let current = if check_hash(ctx, key)? {
-        match read_hash(ctx, key)?.and_then(|h| h.get(field)) {
+    let (current, current_text) = if check_hash(ctx, key)? {
+        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
             Some(v) => match num::parse_f64(v) {
-                Some(f) if f.is_finite() => f,
+                Some(f) if f.is_finite() => (f, Bytes::copy_from_slice(v)),
                 _ => return Err(CmdError::err("hash value is not a float")),
             },
-            None => 0.0,
+            None => (0.0, Bytes::from_static(b"0")),
         }
     } else {
-        0.0
+        (0.0, Bytes::from_static(b"0"))
     };
     let new = current + incr;
     if !new.is_finite() {
         return Err(CmdError::err("increment would produce NaN or Infinity"));
     }
-    let text = Bytes::from(num::format_float_plain(new));
+    // Redis adds in long double and prints 17 decimals; the software long double
+    // reproduces its text (0.1 + 0.2 = "0.3"), f64 is the fallback for odd inputs.
+    let text = Bytes::from(
+        long_double::add_text(&current_text, incr_arg)
+            .unwrap_or_else(|| num::format_float_plain(new)),
+    );
     let lim = limits(ctx);
     hash_for_write(ctx, key)?.set(field, &text, lim);
     ctx.dirty(1);
@@ -320,7 +341,10 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let l = num::parse_i64(count_arg).ok_or(CmdError::NotInteger)?;
     // Redis takes the count in -LONG_MAX..LONG_MAX, and half that with values (the
     // reply would hold twice as many elements).
-    if l == i64::MIN || (withvalues && l < -(i64::MAX / 2)) {
+    if l == i64::MIN {
+        return Err(CmdError::err(RANGE_LONG));
+    }
+    if withvalues && l < -(i64::MAX / 2) {
         return Err(CmdError::err("value is out of range"));
     }
     let resp3 = ctx.resp3();
@@ -373,6 +397,10 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     Ok(Reply::Array(out))
 }
+
+/// Redis's `getRangeLongFromObjectOrReply` text for -LONG_MAX..LONG_MAX.
+pub(crate) const RANGE_LONG: &str =
+    "value is out of range, value must between -9223372036854775807 and 9223372036854775807";
 
 /// SCAN-family options after the cursor: `MATCH pattern`, `COUNT n`.
 pub(crate) struct ScanOpts<'a> {
@@ -516,6 +544,9 @@ mod tests {
         );
         assert_eq!(t.run(&["HINCRBYFLOAT", "h", "f", "10.5"]), bulk("10.5"));
         assert_eq!(t.run(&["HINCRBYFLOAT", "h", "f", "0.1"]), bulk("10.6"));
+        assert_eq!(t.run(&["HINCRBYFLOAT", "h", "p", "0.1"]), bulk("0.1"));
+        assert_eq!(t.run(&["HINCRBYFLOAT", "h", "p", "0.2"]), bulk("0.3"));
+        assert_eq!(t.run(&["HINCRBYFLOAT", "h", "p", "-0.3"]), bulk("0"));
         assert_eq!(t.run(&["HINCRBYFLOAT", "h", "n", "2"]), bulk("0"));
         assert_eq!(
             t.run(&["HINCRBYFLOAT", "h", "s", "1"]),
@@ -558,7 +589,7 @@ mod tests {
         assert_eq!(t.run(&["HRANDFIELD", "h", "0"]), Reply::Array(vec![]));
         assert_eq!(
             t.run(&["HRANDFIELD", "h", "-9223372036854775808"]),
-            err("ERR value is out of range")
+            err("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
         );
         assert_eq!(
             t.run(&["HRANDFIELD", "h", "-9223372036854770000", "WITHVALUES"]),

@@ -1,6 +1,8 @@
 //! HyperLogLog commands (Redis's `hyperloglog.c`): PFADD, PFCOUNT, PFMERGE and
 //! PFSELFTEST. Values are strings in Redis's `HYLL` layout ([`crate::types::hll`]).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use tidewire_resp::Reply;
 
@@ -70,21 +72,23 @@ fn sparse_max(ctx: &Ctx<'_>) -> usize {
 fn pfadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let elements = args.rest();
-    let (current, created) = match read_hll(ctx, key)? {
-        Some(s) => (s.to_vec(), false),
+    let existing = read_hll(ctx, key)?;
+    let created = existing.is_none();
+    let base: Cow<'_, [u8]> = match &existing {
+        Some(s) => Cow::Borrowed(&s[..]),
         None => {
             let mut v = hll::new_empty();
             v[15] |= 0x80;
-            (v, true)
+            Cow::Owned(v)
         }
     };
     let max = sparse_max(ctx);
-    let updated = hll::add(&current, elements.iter().map(|e| &e[..]), max).map_err(hll_err)?;
-    let changed = updated.is_some() || created;
-    if !changed {
+    let updated = hll::add(&base, elements.iter().map(|e| &e[..]), max).map_err(hll_err)?;
+    if updated.is_none() && !created {
         return Ok(Reply::Int(0));
     }
-    store(ctx, key, updated.unwrap_or(current));
+    let v = updated.unwrap_or_else(|| base.into_owned());
+    store(ctx, key, v);
     ctx.dirty(1);
     ctx.notify(notify::STRING, "pfadd", key);
     Ok(Reply::Int(1))
@@ -174,7 +178,7 @@ fn pfdebug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 return Err(CmdError::err("HLL encoding is not sparse"));
             }
             let text = hll::decode_sparse(&s).map_err(hll_err)?;
-            Ok(Reply::SimpleString(text))
+            Ok(Reply::Bulk(Bytes::from(text)))
         }
         _ => Err(CmdError::err(format!(
             "Unknown PFDEBUG subcommand '{}'",
@@ -253,9 +257,10 @@ mod tests {
             t.run(&["PFDEBUG", "ENCODING", "h"]),
             Reply::Status("sparse")
         );
-        let Reply::SimpleString(d) = t.run(&["PFDEBUG", "DECODE", "h"]) else {
+        let Reply::Bulk(d) = t.run(&["PFDEBUG", "DECODE", "h"]) else {
             panic!()
         };
+        let d = String::from_utf8(d.to_vec()).unwrap();
         assert!(d.starts_with("Z:") && d.contains("v:"), "{d}");
         assert_eq!(t.run(&["PFDEBUG", "TODENSE", "h"]), int(1));
         assert_eq!(t.run(&["PFDEBUG", "TODENSE", "h"]), int(0));

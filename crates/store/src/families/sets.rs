@@ -12,7 +12,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
-use crate::families::hashes::{parse_scan, scan_reply};
+use crate::families::hashes::{parse_scan, scan_reply, RANGE_LONG};
 use crate::num;
 use crate::types::set::{member_bytes, SetLimits, SetValue};
 use crate::value::{Entry, Value};
@@ -110,11 +110,15 @@ fn sadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let set = match write_set(ctx, key)? {
         Some(s) => s,
         None => {
-            let fresh = if members.len() > lim.max_intset.max(lim.max_listpack_entries) {
-                // Redis sizes a new set for the members it is about to receive.
-                SetValue::Map(Default::default())
-            } else {
+            // Redis's setTypeCreate: the encoding is chosen from the first member
+            // and the number of members about to be added.
+            let n = members.len();
+            let fresh = if num::parse_i64(&members[0]).is_some() && n <= lim.max_intset {
                 SetValue::default()
+            } else if n <= lim.max_listpack_entries {
+                SetValue::Pack(Default::default())
+            } else {
+                SetValue::Map(Default::default())
             };
             ctx.ks.insert(
                 db,
@@ -267,7 +271,7 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let l = args.next_i64()?;
     args.finish()?;
     if l == i64::MIN {
-        return Err(CmdError::err("value is out of range"));
+        return Err(CmdError::err(RANGE_LONG));
     }
     let Some(set) = read_set(ctx, key)? else {
         return Ok(Reply::Array(Vec::new()));
@@ -595,7 +599,7 @@ mod tests {
         assert_eq!(t.run(&["EXISTS", "s"]), int(0));
         assert_eq!(
             t.run(&["SRANDMEMBER", "s", "-9223372036854775808"]),
-            err("ERR value is out of range")
+            err("ERR value is out of range, value must between -9223372036854775807 and 9223372036854775807")
         );
     }
 
@@ -717,5 +721,117 @@ mod tests {
         t.run(&["CONFIG", "SET", "set-max-intset-entries", "100"]);
         t.run(&["SADD", "s", "1000"]);
         assert_eq!(enc(&mut t, "s"), "hashtable");
+    }
+
+    /// Records keyevent notifications through the pub/sub bridge.
+    struct Recorder(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::pubsub::PublishBridge for Recorder {
+        fn on_publish(&self, channel: &[u8], message: &[u8]) -> usize {
+            let ch = String::from_utf8_lossy(channel);
+            if let Some(ev) = ch.strip_prefix("__keyevent@0__:") {
+                self.0
+                    .lock()
+                    .push(format!("{ev} {}", String::from_utf8_lossy(message)));
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn keyspace_events_of_hashes_sets_sort_hll() {
+        let mut t = TestClient::new();
+        let rec = std::sync::Arc::new(Recorder(Default::default()));
+        t.store.pubsub.set_bridge(rec.clone());
+        assert_eq!(
+            t.run(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]),
+            ok()
+        );
+        t.run(&["HSET", "h", "a", "1", "b", "2"]);
+        t.run(&["HINCRBY", "h", "a", "1"]);
+        t.run(&["HINCRBYFLOAT", "h", "a", "1.5"]);
+        t.run(&["HDEL", "h", "zz"]);
+        t.run(&["HDEL", "h", "a", "b"]);
+        t.run(&["SADD", "s", "x", "y"]);
+        t.run(&["SADD", "s", "x"]);
+        t.run(&["SREM", "s", "x"]);
+        t.run(&["SMOVE", "s", "d", "y"]);
+        t.run(&["SADD", "s", "1"]);
+        t.run(&["SPOP", "s"]);
+        t.run(&["SINTERSTORE", "i", "d", "d"]);
+        t.run(&["SUNIONSTORE", "u", "d"]);
+        t.run(&["SDIFFSTORE", "u", "d", "d"]);
+        t.run(&["SORT", "d", "ALPHA", "STORE", "l"]);
+        t.run(&["PFADD", "p", "a"]);
+        let got = rec.0.lock().clone();
+        let want = [
+            "hset h",
+            "hincrby h",
+            "hincrbyfloat h",
+            "hdel h",
+            "del h",
+            "sadd s",
+            "srem s",
+            "srem s",
+            "del s",
+            "sadd d",
+            "sadd s",
+            "spop s",
+            "del s",
+            "sinterstore i",
+            "sunionstore u",
+            "del u",
+            "sortstore l",
+            "pfadd p",
+        ];
+        assert_eq!(got, want);
+    }
+
+    struct Log(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::WriteLog for Log {
+        fn append(&self, cmds: &[(usize, Vec<bytes::Bytes>)]) -> u64 {
+            let mut l = self.0.lock();
+            for (_, argv) in cmds {
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                l.push(words.join(" "));
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn propagation_of_random_and_float_commands() {
+        let mut t = TestClient::new();
+        let log = std::sync::Arc::new(Log(Default::default()));
+        t.store.set_write_log(log.clone());
+        t.run(&["SADD", "s", "only"]);
+        t.run(&["SPOP", "s"]);
+        t.run(&["SADD", "s", "a", "b", "c"]);
+        t.run(&["SPOP", "s", "5"]);
+        t.run(&["HINCRBYFLOAT", "h", "f", "1.5"]);
+        t.run(&["SREM", "nokey", "x"]);
+        t.run(&["SINTERSTORE", "d", "nokey"]);
+        let got = log.0.lock().clone();
+        assert_eq!(
+            got,
+            vec![
+                "SADD s only",
+                "SREM s only",
+                "SADD s a b c",
+                "DEL s",
+                "HSET h f 1.5",
+            ]
+        );
+        t.run(&["SADD", "s", "1", "2", "3"]);
+        t.run(&["SPOP", "s", "2"]);
+        let last = log.0.lock().last().unwrap().clone();
+        assert!(
+            last.starts_with("SREM s ") && last.split(' ').count() == 4,
+            "{last}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -21,9 +21,42 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let g = |c: CommandSpec| c.group("generic");
     vec![
-        g(cmd("sort", -2, WRITE | DENYOOM | ALL_KEYS, keys(1, 1, 1), sort).summary("Sorts the elements in a list, a set, or a sorted set, optionally storing the result.")),
-        g(cmd("sort_ro", -2, READONLY | ALL_KEYS, keys(1, 1, 1), sort_ro).summary("Returns the sorted elements of a list, a set, or a sorted set.")),
+        g(cmd(
+            "sort",
+            -2,
+            WRITE | DENYOOM | ALL_KEYS,
+            Keys::Custom(sort_keys),
+            sort,
+        )
+        .summary(
+            "Sorts the elements in a list, a set, or a sorted set, optionally storing the result.",
+        )),
+        g(
+            cmd("sort_ro", -2, READONLY | ALL_KEYS, keys(1, 1, 1), sort_ro)
+                .summary("Returns the sorted elements of a list, a set, or a sorted set."),
+        ),
     ]
+}
+
+/// The sorted key and the (last) STORE destination, as Redis's `sortGetKeys`:
+/// LIMIT skips two arguments, GET and BY one.
+fn sort_keys(argv: &[Bytes]) -> Vec<usize> {
+    let mut keys = vec![1];
+    let mut store = None;
+    let mut i = 2;
+    while i < argv.len() {
+        let a = &argv[i];
+        if a.eq_ignore_ascii_case(b"limit") {
+            i += 2;
+        } else if a.eq_ignore_ascii_case(b"get") || a.eq_ignore_ascii_case(b"by") {
+            i += 1;
+        } else if a.eq_ignore_ascii_case(b"store") && i + 1 < argv.len() {
+            store = Some(i + 1);
+        }
+        i += 1;
+    }
+    keys.extend(store);
+    keys
 }
 
 fn sort(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -375,6 +408,25 @@ mod tests {
             t.run(&["SORT", "ids", "GET", "x_*->", "LIMIT", "0", "1"]),
             bulks(&["v"])
         );
+    }
+
+    #[test]
+    fn sort_key_positions() {
+        let argv = |s: &str| -> Vec<bytes::Bytes> {
+            s.split(' ')
+                .map(|a| bytes::Bytes::from(a.to_string()))
+                .collect()
+        };
+        assert_eq!(super::sort_keys(&argv("sort abc store def")), vec![1, 3]);
+        assert_eq!(
+            super::sort_keys(&argv("sort abc store invalid store stillbad store def")),
+            vec![1, 7]
+        );
+        assert_eq!(
+            super::sort_keys(&argv("sort abc get store limit store 1 by x")),
+            vec![1]
+        );
+        assert_eq!(super::sort_keys(&argv("sort abc")), vec![1]);
     }
 
     #[test]

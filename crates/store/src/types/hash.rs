@@ -42,7 +42,8 @@ impl Default for HashLimits {
 pub enum HashValue {
     /// field, value, field, value …
     Pack(Pack),
-    Map(Map),
+    /// Boxed so that small hashes (the common case) stay one pointer-sized enum.
+    Map(Box<Map>),
 }
 
 impl Default for HashValue {
@@ -140,7 +141,7 @@ impl HashValue {
             while let (Some(f), Some(v)) = (it.next(), it.next()) {
                 m.insert(Bytes::copy_from_slice(f), Bytes::copy_from_slice(v));
             }
-            *self = HashValue::Map(m);
+            *self = HashValue::Map(Box::new(m));
         }
     }
 
@@ -324,6 +325,13 @@ mod tests {
         assert!(h.remove(b"a"));
         assert!(!h.remove(b"a"));
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn small_hash_is_small() {
+        // The value is boxed in `Value`; keep the common compact case to one Vec.
+        assert!(std::mem::size_of::<HashValue>() <= 32);
+        assert!(std::mem::size_of::<super::super::set::SetValue>() <= 32);
     }
 
     #[test]

@@ -115,8 +115,12 @@ pub fn registers(s: &[u8]) -> Result<Vec<u8>, HllError> {
     let body = &s[HDR_SIZE..];
     let mut out = vec![0u8; REGISTERS];
     if dense {
-        for (i, r) in out.iter_mut().enumerate() {
-            *r = dense_get(body, i);
+        // 6-bit registers, least significant bits first: 3 bytes hold 4 registers.
+        for (regs, b) in out.chunks_exact_mut(4).zip(body.chunks_exact(3)) {
+            regs[0] = b[0] & REGISTER_MAX;
+            regs[1] = ((b[0] >> 6) | (b[1] << 2)) & REGISTER_MAX;
+            regs[2] = ((b[1] >> 4) | (b[2] << 4)) & REGISTER_MAX;
+            regs[3] = b[2] >> 2;
         }
         return Ok(out);
     }
@@ -404,6 +408,10 @@ mod tests {
         for i in 0..REGISTERS {
             assert_eq!(dense_get(&body, i), (i % 64) as u8);
         }
+        let mut v = header(DENSE, None);
+        v.extend_from_slice(&body);
+        let regs = registers(&v).unwrap();
+        assert!(regs.iter().enumerate().all(|(i, r)| *r == (i % 64) as u8));
     }
 
     #[test]

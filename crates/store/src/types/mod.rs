@@ -3,6 +3,7 @@
 pub mod hash;
 pub mod hll;
 pub mod list;
+pub mod long_double;
 pub mod pack;
 pub mod set;
 pub mod zset;

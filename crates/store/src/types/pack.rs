@@ -52,7 +52,9 @@ impl Pack {
     }
 
     pub fn push(&mut self, s: &[u8]) {
-        self.buf.reserve(s.len() + encoded_len(s.len()));
+        // Exact growth, as a listpack reallocates: small collections are the
+        // common case and doubling would waste up to half of each one.
+        self.buf.reserve_exact(s.len() + encoded_len(s.len()));
         put_len(&mut self.buf, s.len());
         self.buf.extend_from_slice(s);
         self.len += 1;

@@ -49,7 +49,8 @@ impl Default for SetLimits {
 pub enum SetValue {
     Ints(Vec<i64>),
     Pack(Pack),
-    Map(Members),
+    /// Boxed so that small sets stay small.
+    Map(Box<Members>),
 }
 
 impl Default for SetValue {
@@ -147,7 +148,7 @@ impl SetValue {
         for m in self.iter() {
             s.insert(member_bytes(m));
         }
-        *self = SetValue::Map(s);
+        *self = SetValue::Map(Box::new(s));
     }
 
     fn convert_to_pack(&mut self) {
