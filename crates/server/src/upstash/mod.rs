@@ -292,38 +292,62 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
     Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
-/// A JSON command: an array of strings, numbers and booleans.
-fn parse_command(body: &[u8]) -> Result<Vec<Bytes>, String> {
-    let v: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|_| {
-        "ERR failed to parse command: expected a JSON array such as [\"SET\",\"k\",\"v\"]"
-            .to_string()
-    })?;
-    to_argv(v)
+/// One JSON argument: a string, or a number or boolean sent as its text. Parsed
+/// straight into bytes, without an intermediate `serde_json::Value`.
+struct Arg(Bytes);
+
+impl<'de> serde::Deserialize<'de> for Arg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Arg, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Arg;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Arg, E> {
+                Ok(Arg(Bytes::copy_from_slice(v.as_bytes())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Arg, E> {
+                Ok(Arg(Bytes::from(v)))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Arg, E> {
+                Ok(Arg(Bytes::from_static(if v { b"true" } else { b"false" })))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Arg, E> {
+                Ok(Arg(Bytes::from(v.to_string())))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Arg, E> {
+                Ok(Arg(Bytes::from(v.to_string())))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Arg, E> {
+                // The text serde_json itself would print for this number.
+                let text = serde_json::Number::from_f64(v)
+                    .map_or_else(|| v.to_string(), |n| n.to_string());
+                Ok(Arg(Bytes::from(text)))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
-fn to_argv(v: Vec<serde_json::Value>) -> Result<Vec<Bytes>, String> {
-    if v.is_empty() {
+fn to_argv(args: Vec<Arg>) -> Result<Vec<Bytes>, String> {
+    if args.is_empty() {
         return Err("ERR empty command".into());
     }
-    v.into_iter()
-        .map(|a| match a {
-            serde_json::Value::String(s) => Ok(Bytes::from(s)),
-            serde_json::Value::Number(n) => Ok(Bytes::from(n.to_string())),
-            serde_json::Value::Bool(b) => {
-                Ok(Bytes::from_static(if b { b"true" } else { b"false" }))
-            }
-            _ => Err(
-                "ERR failed to parse command: arguments must be strings, numbers or booleans"
-                    .into(),
-            ),
-        })
-        .collect()
+    Ok(args.into_iter().map(|a| a.0).collect())
+}
+
+/// A JSON command: an array of strings, numbers and booleans.
+fn parse_command(body: &[u8]) -> Result<Vec<Bytes>, String> {
+    let args: Vec<Arg> = serde_json::from_slice(body).map_err(|e| {
+        format!("ERR failed to parse command: expected a JSON array such as [\"SET\",\"k\",\"v\"] ({e})")
+    })?;
+    to_argv(args)
 }
 
 fn parse_pipeline(body: &[u8], max: usize) -> Result<Vec<Vec<Bytes>>, String> {
-    let cmds: Vec<Vec<serde_json::Value>> = serde_json::from_slice(body).map_err(|_| {
-        "ERR failed to parse pipeline: expected a JSON array of commands such as [[\"SET\",\"k\",\"v\"],[\"GET\",\"k\"]]"
-            .to_string()
+    let cmds: Vec<Vec<Arg>> = serde_json::from_slice(body).map_err(|e| {
+        format!("ERR failed to parse pipeline: expected a JSON array of commands such as [[\"SET\",\"k\",\"v\"],[\"GET\",\"k\"]] ({e})")
     })?;
     if cmds.len() > max {
         return Err(format!(
