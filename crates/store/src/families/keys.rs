@@ -269,7 +269,8 @@ fn pttl(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 fn expiretime(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    ttl_generic(ctx, args, |at, _| (at / 1000) as i64)
+    // Rounded to the nearest second, as Redis does for TTL too.
+    ttl_generic(ctx, args, |at, _| ((at + 500) / 1000) as i64)
 }
 
 fn pexpiretime(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -933,8 +934,62 @@ mod tests {
         assert_eq!(t.run(&["PERSIST", "k"]), int(0));
         assert_eq!(t.run(&["TTL", "k"]), int(-1));
         assert_eq!(t.run(&["TTL", "nokey"]), int(-2));
+        assert_eq!(t.run(&["PEXPIREAT", "k", "4000000000600"]), int(1));
+        assert_eq!(t.run(&["EXPIRETIME", "k"]), int(4000000001));
+        assert_eq!(t.run(&["PEXPIRETIME", "k"]), int(4000000000600));
         assert_eq!(t.run(&["EXPIRE", "k", "-1"]), int(1));
         assert_eq!(t.run(&["EXISTS", "k"]), int(0));
         assert_eq!(t.run(&["EXPIRE", "nokey", "10"]), int(0));
+    }
+
+    /// Subscribes another client to every keyevent channel; returns a drain function.
+    fn keyevents(t: &mut TestClient) -> impl FnMut() -> Vec<String> {
+        t.run(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+        let mut sub = t.other();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        sub.client.info.set_push_channel(tx);
+        sub.run(&["PSUBSCRIBE", "__keyevent@*"]);
+        move || {
+            let _keep = &sub;
+            let mut out = Vec::new();
+            while let Ok((r, _)) = rx.try_recv() {
+                if let Reply::Push(v) = r {
+                    if let (Some(Reply::Bulk(ch)), Some(Reply::Bulk(msg))) = (v.get(2), v.get(3)) {
+                        out.push(format!(
+                            "{} {}",
+                            String::from_utf8_lossy(ch),
+                            String::from_utf8_lossy(msg)
+                        ));
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn move_copy_rename_events() {
+        let mut t = TestClient::new();
+        let mut drain = keyevents(&mut t);
+        t.run(&["SET", "a", "1"]);
+        t.run(&["RENAME", "a", "b"]);
+        t.run(&["COPY", "b", "c", "DB", "3"]);
+        t.run(&["MOVE", "b", "5"]);
+        assert_eq!(
+            drain(),
+            [
+                "__keyevent@0__:set a",
+                "__keyevent@0__:rename_from a",
+                "__keyevent@0__:rename_to b",
+                "__keyevent@3__:copy_to c",
+                "__keyevent@0__:move_from b",
+                "__keyevent@5__:move_to b",
+            ]
+        );
+        t.run(&["CONFIG", "SET", "notify-keyspace-events", "En"]);
+        t.run(&["SET", "x", "1"]);
+        t.run(&["SET", "x", "2"]);
+        t.run(&["SETBIT", "y", "1", "1"]);
+        assert_eq!(drain(), ["__keyevent@0__:new x", "__keyevent@0__:new y"]);
     }
 }
