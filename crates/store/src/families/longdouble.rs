@@ -276,6 +276,9 @@ impl LongDouble {
             b'+' => (false, &s[1..]),
             _ => (false, s),
         };
+        if rest.len() > 2 && rest[0] == b'0' && (rest[1] == b'x' || rest[1] == b'X') {
+            return Self::parse_hex(neg, &rest[2..]);
+        }
         let (num, exp) = match rest.iter().position(|c| *c == b'e' || *c == b'E') {
             Some(i) => {
                 let e = std::str::from_utf8(&rest[i + 1..]).ok()?;
@@ -332,6 +335,46 @@ impl LongDouble {
             // Flushed to zero: strtold reports ERANGE and Redis rejects the value.
             (r.mant != 0).then_some(r)
         }
+    }
+
+    /// `strtold`'s hexadecimal form: `hexdigits[.hexdigits][(p|P)[+-]digits]`.
+    fn parse_hex(neg: bool, s: &[u8]) -> Option<LongDouble> {
+        let (num, exp) = match s.iter().position(|c| *c == b'p' || *c == b'P') {
+            Some(i) => {
+                let e = std::str::from_utf8(&s[i + 1..]).ok()?;
+                if e.is_empty() || e.starts_with("+-") {
+                    return None;
+                }
+                (&s[..i], e.parse::<i64>().ok()?)
+            }
+            None => (s, 0),
+        };
+        let (int, frac) = match num.iter().position(|c| *c == b'.') {
+            Some(i) => (&num[..i], &num[i + 1..]),
+            None => (num, &num[num.len()..]),
+        };
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let mut h = Big::zero();
+        for c in int.iter().chain(frac) {
+            let d = (*c as char).to_digit(16)?;
+            h.mul_small(16);
+            h.add_small(d);
+            h.trim();
+        }
+        let e2 = exp.checked_sub(4 * frac.len() as i64)?;
+        if h.is_zero() {
+            return Some(LongDouble {
+                neg,
+                mant: 0,
+                exp: 0,
+            });
+        }
+        if e2 + h.bits() as i64 > MAX_EXP || e2 + (h.bits() as i64) < MIN_EXP {
+            return None;
+        }
+        round_to_ld(neg, &h, e2, false)
     }
 
     /// The correctly rounded sum; `None` if it overflows.
@@ -438,6 +481,9 @@ mod tests {
         assert_eq!(add("1e-17", "0"), "0.00000000000000001");
         assert_eq!(add("5e-18", "0"), "0");
         assert_eq!(add("1.23456789e-5", "0"), "0.0000123456789");
+        assert_eq!(add("0x10", "0.2"), "16.2");
+        assert_eq!(add("-0.681733e-10", "0x10"), "15.9999999999318267");
+        assert_eq!(add("0x1.8p1", "0"), "3");
     }
 
     #[test]
