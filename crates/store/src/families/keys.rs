@@ -69,9 +69,9 @@ pub fn commands() -> Vec<CommandSpec> {
             .summary("Copies the value of a key to a new key.")),
         g(cmd("move", 3, WRITE | FAST, keys(1, 1, 1), move_)
             .summary("Moves a key to another database.")),
-        g(cmd("swapdb", 3, WRITE | FAST | ALL_KEYS, NO_KEYS, swapdb)
+        cmd("swapdb", 3, WRITE | FAST | ALL_KEYS, NO_KEYS, swapdb)
             .group("server")
-            .summary("Swaps two Redis databases.")),
+            .summary("Swaps two Redis databases."),
         g(cmd("object", -2, READONLY, NO_KEYS, object_help)
             .summary("A container for object introspection commands.")
             .subs(vec![
@@ -991,5 +991,44 @@ mod tests {
         t.run(&["SET", "x", "2"]);
         t.run(&["SETBIT", "y", "1", "1"]);
         assert_eq!(drain(), ["__keyevent@0__:new x", "__keyevent@0__:new y"]);
+    }
+
+    #[test]
+    fn moving_a_list_wakes_clients_blocked_on_the_destination() {
+        use crate::value::{Entry, Value};
+        use bytes::Bytes;
+        let mut t = TestClient::new();
+        let put = |t: &TestClient, db: usize, key: &'static str| {
+            let mut ks = t.store.keyspace.lock_all();
+            ks.insert(
+                db,
+                Bytes::from_static(key.as_bytes()),
+                Entry::new(Value::List(Box::default())),
+            );
+        };
+        let wait = |t: &TestClient, db: usize, key: &'static str| {
+            t.store
+                .blocking
+                .register(99, &[(db, Bytes::from_static(key.as_bytes()))])
+        };
+        put(&t, 0, "l");
+        let w = wait(&t, 0, "dst");
+        assert_eq!(t.run(&["RENAME", "l", "dst"]), ok());
+        assert!(w.take_wakeup());
+        let w = wait(&t, 4, "dst");
+        assert_eq!(t.run(&["COPY", "dst", "dst", "DB", "4"]), int(1));
+        assert!(w.take_wakeup());
+        let w = wait(&t, 6, "dst");
+        assert_eq!(t.run(&["MOVE", "dst", "6"]), int(1));
+        assert!(w.take_wakeup());
+        put(&t, 7, "s");
+        let w = wait(&t, 8, "s");
+        assert_eq!(t.run(&["SWAPDB", "7", "8"]), ok());
+        assert!(w.take_wakeup());
+        // A string does not wake anyone.
+        t.run(&["SET", "str", "v"]);
+        let w = wait(&t, 0, "str2");
+        t.run(&["RENAME", "str", "str2"]);
+        assert!(!w.take_wakeup());
     }
 }
