@@ -1031,4 +1031,24 @@ mod tests {
         t.run(&["RENAME", "str", "str2"]);
         assert!(!w.take_wakeup());
     }
+
+    #[test]
+    fn del_unlink_exists_pttl() {
+        let mut t = TestClient::new();
+        t.run(&["MSET", "a", "1", "b", "2", "c", "3"]);
+        assert_eq!(t.run(&["EXISTS", "a", "a", "nokey", "b"]), int(3));
+        assert_eq!(t.run(&["DEL", "a", "a", "nokey"]), int(1));
+        assert_eq!(t.run(&["UNLINK", "b", "c"]), int(2));
+        assert_eq!(t.run(&["EXISTS", "a", "b", "c"]), int(0));
+        assert_eq!(t.run(&["PTTL", "nokey"]), int(-2));
+        t.run(&["SET", "a", "1", "PX", "100000"]);
+        let Reply::Int(ms) = t.run(&["PTTL", "a"]) else {
+            panic!()
+        };
+        assert!(ms > 99_000 && ms <= 100_000);
+        assert_eq!(
+            t.run(&["DEL"]),
+            err("ERR wrong number of arguments for 'del' command")
+        );
+    }
 }

@@ -1065,4 +1065,50 @@ mod tests {
         );
         assert_eq!(t.run(&["LCS", "key1", "nokey"]), bulk(""));
     }
+
+    #[test]
+    fn wrong_type_everywhere() {
+        use crate::value::{Entry, Value};
+        use bytes::Bytes;
+        let mut t = TestClient::new();
+        t.store.keyspace.lock_all().insert(
+            0,
+            Bytes::from_static(b"l"),
+            Entry::new(Value::List(Box::default())),
+        );
+        t.run(&["SET", "s", "abc"]);
+        let wrongtype = err("WRONGTYPE Operation against a key holding the wrong kind of value");
+        for cmd in [
+            &["GET", "l"][..],
+            &["GETSET", "l", "x"],
+            &["GETDEL", "l"],
+            &["GETEX", "l", "PERSIST"],
+            &["SET", "l", "x", "GET"],
+            &["APPEND", "l", "x"],
+            &["STRLEN", "l"],
+            &["GETRANGE", "l", "0", "1"],
+            &["SETRANGE", "l", "0", "x"],
+            &["INCR", "l"],
+            &["INCRBYFLOAT", "l", "1"],
+            &["SETBIT", "l", "0", "1"],
+            &["GETBIT", "l", "0"],
+            &["BITCOUNT", "l"],
+            &["BITPOS", "l", "1"],
+            &["BITOP", "AND", "d", "s", "l"],
+            &["BITFIELD", "l", "GET", "u8", "0"],
+            &["BITFIELD_RO", "l"],
+        ] {
+            assert_eq!(t.run(cmd), wrongtype, "{cmd:?}");
+        }
+        assert_eq!(
+            t.run(&["LCS", "s", "l"]),
+            err("ERR The specified keys must contain string values")
+        );
+        assert_eq!(
+            t.run(&["MGET", "l", "s"]),
+            Reply::Array(vec![Reply::Null, bulk("abc")])
+        );
+        assert_eq!(t.run(&["SET", "l", "x"]), ok());
+        assert_eq!(t.run(&["GET", "l"]), bulk("x"));
+    }
 }
