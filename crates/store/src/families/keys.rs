@@ -547,6 +547,7 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     let (a, b) = (a as usize, b as usize);
     if a != b {
+        touch_watchers_for_swap(ctx, a, b);
         ctx.ks.swap_dbs(a, b);
         // Clients blocked in either database may now find their list or zset.
         if ctx.store.blocking.has_waiters() {
@@ -563,10 +564,43 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             }
         }
     }
-    ctx.ev.touched_dbs.push(Some(a));
-    ctx.ev.touched_dbs.push(Some(b));
     ctx.dirty(1);
     Ok(Reply::ok())
+}
+
+/// Above this many keys SWAPDB touches every watched key of both databases instead
+/// of working out which ones really change (a spurious EXEC failure is allowed;
+/// walking millions of keys under every shard lock is not).
+const SWAPDB_PRECISE_TOUCH_LIMIT: usize = 100_000;
+
+/// As Redis: a key watched in either database counts as changed if it is live in
+/// either of them (it appears, disappears or gets another value); a key absent or
+/// expired in both does not.
+fn touch_watchers_for_swap(ctx: &mut Ctx<'_>, a: usize, b: usize) {
+    if !ctx.store.watches.any() {
+        return;
+    }
+    if ctx.ks.len(a) + ctx.ks.len(b) > SWAPDB_PRECISE_TOUCH_LIMIT {
+        ctx.ev.touched_dbs.push(Some(a));
+        ctx.ev.touched_dbs.push(Some(b));
+        return;
+    }
+    let now = ctx.now;
+    let mut live = Vec::new();
+    for db in [a, b] {
+        for part in ctx.ks.db_parts(db) {
+            live.extend(
+                part.map
+                    .iter()
+                    .filter(|(_, e)| !e.is_expired(now))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+    }
+    for k in live {
+        ctx.touch(a, &k);
+        ctx.touch(b, &k);
+    }
 }
 
 fn object_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -855,6 +889,21 @@ mod tests {
         t.run(&["GET", "x"]);
         assert_eq!(t.run(&["EXEC"]), Reply::NullArray);
         assert_eq!(t.run(&["GET", "x"]), bulk("db0"));
+        // A watched key absent from both databases is not touched.
+        assert_eq!(t.run(&["WATCH", "absent"]), ok());
+        assert_eq!(other.run(&["SWAPDB", "0", "1"]), ok());
+        t.run(&["MULTI"]);
+        t.run(&["PING"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![Reply::Status("PONG")]));
+        // Nor one replaced by a key that only exists expired.
+        other.run(&["SELECT", "0"]);
+        other.run(&["SET", "stale", "v", "PX", "1"]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(t.run(&["WATCH", "stale"]), ok());
+        assert_eq!(other.run(&["SWAPDB", "0", "1"]), ok());
+        t.run(&["MULTI"]);
+        t.run(&["PING"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![Reply::Status("PONG")]));
         assert_eq!(
             t.run(&["SWAPDB", "a", "1"]),
             err("ERR invalid first DB index")
