@@ -1100,4 +1100,46 @@ mod tests {
             err("ERR wrong number of arguments for 'del' command")
         );
     }
+
+    #[test]
+    fn scan_guarantee_under_random_writes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut t = TestClient::new();
+        // Keys 0..400 stay for the whole scan; 400.. come and go.
+        for i in 0..400 {
+            t.run(&["SET", &format!("stable{i}"), "v"]);
+        }
+        for round in 0..5 {
+            let mut cursor = "0".to_string();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..100_000 {
+                let count = rng.gen_range(1..20).to_string();
+                let Reply::Array(r) = t.run(&["SCAN", &cursor, "COUNT", &count]) else {
+                    panic!()
+                };
+                let Reply::Bulk(c) = &r[0] else { panic!() };
+                cursor = String::from_utf8_lossy(c).into_owned();
+                seen.extend(sorted(r[1].clone()));
+                for _ in 0..rng.gen_range(0..10) {
+                    let k = format!("volatile{}", rng.gen_range(0..300));
+                    if rng.gen_bool(0.5) {
+                        t.run(&["SET", &k, "v"]);
+                    } else {
+                        t.run(&["DEL", &k]);
+                    }
+                }
+                if cursor == "0" {
+                    break;
+                }
+            }
+            assert_eq!(cursor, "0", "round {round} did not finish");
+            for i in 0..400 {
+                assert!(
+                    seen.contains(&format!("stable{i}")),
+                    "round {round}: stable{i} missed"
+                );
+            }
+        }
+    }
 }
