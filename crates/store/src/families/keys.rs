@@ -69,9 +69,9 @@ pub fn commands() -> Vec<CommandSpec> {
             .summary("Copies the value of a key to a new key.")),
         g(cmd("move", 3, WRITE | FAST, keys(1, 1, 1), move_)
             .summary("Moves a key to another database.")),
-        g(cmd("swapdb", 3, WRITE | FAST | ALL_KEYS, NO_KEYS, swapdb)
+        cmd("swapdb", 3, WRITE | FAST | ALL_KEYS, NO_KEYS, swapdb)
             .group("server")
-            .summary("Swaps two Redis databases.")),
+            .summary("Swaps two Redis databases."),
         g(cmd("object", -2, READONLY, NO_KEYS, object_help)
             .summary("A container for object introspection commands.")
             .subs(vec![
@@ -269,7 +269,8 @@ fn pttl(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 fn expiretime(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    ttl_generic(ctx, args, |at, _| (at / 1000) as i64)
+    // Rounded to the nearest second, as Redis does for TTL too.
+    ttl_generic(ctx, args, |at, _| ((at + 500) / 1000) as i64)
 }
 
 fn pexpiretime(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -546,6 +547,7 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     let (a, b) = (a as usize, b as usize);
     if a != b {
+        touch_watchers_for_swap(ctx, a, b);
         ctx.ks.swap_dbs(a, b);
         // Clients blocked in either database may now find their list or zset.
         if ctx.store.blocking.has_waiters() {
@@ -562,10 +564,43 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             }
         }
     }
-    ctx.ev.touched_dbs.push(Some(a));
-    ctx.ev.touched_dbs.push(Some(b));
     ctx.dirty(1);
     Ok(Reply::ok())
+}
+
+/// Above this many keys SWAPDB touches every watched key of both databases instead
+/// of working out which ones really change (a spurious EXEC failure is allowed;
+/// walking millions of keys under every shard lock is not).
+const SWAPDB_PRECISE_TOUCH_LIMIT: usize = 100_000;
+
+/// As Redis: a key watched in either database counts as changed if it is live in
+/// either of them (it appears, disappears or gets another value); a key absent or
+/// expired in both does not.
+fn touch_watchers_for_swap(ctx: &mut Ctx<'_>, a: usize, b: usize) {
+    if !ctx.store.watches.any() {
+        return;
+    }
+    if ctx.ks.len(a) + ctx.ks.len(b) > SWAPDB_PRECISE_TOUCH_LIMIT {
+        ctx.ev.touched_dbs.push(Some(a));
+        ctx.ev.touched_dbs.push(Some(b));
+        return;
+    }
+    let now = ctx.now;
+    let mut live = Vec::new();
+    for db in [a, b] {
+        for part in ctx.ks.db_parts(db) {
+            live.extend(
+                part.map
+                    .iter()
+                    .filter(|(_, e)| !e.is_expired(now))
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+    }
+    for k in live {
+        ctx.touch(a, &k);
+        ctx.touch(b, &k);
+    }
 }
 
 fn object_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -854,6 +889,21 @@ mod tests {
         t.run(&["GET", "x"]);
         assert_eq!(t.run(&["EXEC"]), Reply::NullArray);
         assert_eq!(t.run(&["GET", "x"]), bulk("db0"));
+        // A watched key absent from both databases is not touched.
+        assert_eq!(t.run(&["WATCH", "absent"]), ok());
+        assert_eq!(other.run(&["SWAPDB", "0", "1"]), ok());
+        t.run(&["MULTI"]);
+        t.run(&["PING"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![Reply::Status("PONG")]));
+        // Nor one replaced by a key that only exists expired.
+        other.run(&["SELECT", "0"]);
+        other.run(&["SET", "stale", "v", "PX", "1"]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(t.run(&["WATCH", "stale"]), ok());
+        assert_eq!(other.run(&["SWAPDB", "0", "1"]), ok());
+        t.run(&["MULTI"]);
+        t.run(&["PING"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![Reply::Status("PONG")]));
         assert_eq!(
             t.run(&["SWAPDB", "a", "1"]),
             err("ERR invalid first DB index")
@@ -933,8 +983,163 @@ mod tests {
         assert_eq!(t.run(&["PERSIST", "k"]), int(0));
         assert_eq!(t.run(&["TTL", "k"]), int(-1));
         assert_eq!(t.run(&["TTL", "nokey"]), int(-2));
+        assert_eq!(t.run(&["PEXPIREAT", "k", "4000000000600"]), int(1));
+        assert_eq!(t.run(&["EXPIRETIME", "k"]), int(4000000001));
+        assert_eq!(t.run(&["PEXPIRETIME", "k"]), int(4000000000600));
         assert_eq!(t.run(&["EXPIRE", "k", "-1"]), int(1));
         assert_eq!(t.run(&["EXISTS", "k"]), int(0));
         assert_eq!(t.run(&["EXPIRE", "nokey", "10"]), int(0));
+    }
+
+    /// Subscribes another client to every keyevent channel; returns a drain function.
+    fn keyevents(t: &mut TestClient) -> impl FnMut() -> Vec<String> {
+        t.run(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+        let mut sub = t.other();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        sub.client.info.set_push_channel(tx);
+        sub.run(&["PSUBSCRIBE", "__keyevent@*"]);
+        move || {
+            let _keep = &sub;
+            let mut out = Vec::new();
+            while let Ok((r, _)) = rx.try_recv() {
+                if let Reply::Push(v) = r {
+                    if let (Some(Reply::Bulk(ch)), Some(Reply::Bulk(msg))) = (v.get(2), v.get(3)) {
+                        out.push(format!(
+                            "{} {}",
+                            String::from_utf8_lossy(ch),
+                            String::from_utf8_lossy(msg)
+                        ));
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn move_copy_rename_events() {
+        let mut t = TestClient::new();
+        let mut drain = keyevents(&mut t);
+        t.run(&["SET", "a", "1"]);
+        t.run(&["RENAME", "a", "b"]);
+        t.run(&["COPY", "b", "c", "DB", "3"]);
+        t.run(&["MOVE", "b", "5"]);
+        assert_eq!(
+            drain(),
+            [
+                "__keyevent@0__:set a",
+                "__keyevent@0__:rename_from a",
+                "__keyevent@0__:rename_to b",
+                "__keyevent@3__:copy_to c",
+                "__keyevent@0__:move_from b",
+                "__keyevent@5__:move_to b",
+            ]
+        );
+        t.run(&["CONFIG", "SET", "notify-keyspace-events", "En"]);
+        t.run(&["SET", "x", "1"]);
+        t.run(&["SET", "x", "2"]);
+        t.run(&["SETBIT", "y", "1", "1"]);
+        assert_eq!(drain(), ["__keyevent@0__:new x", "__keyevent@0__:new y"]);
+    }
+
+    #[test]
+    fn moving_a_list_wakes_clients_blocked_on_the_destination() {
+        use crate::value::{Entry, Value};
+        use bytes::Bytes;
+        let mut t = TestClient::new();
+        let put = |t: &TestClient, db: usize, key: &'static str| {
+            let mut ks = t.store.keyspace.lock_all();
+            ks.insert(
+                db,
+                Bytes::from_static(key.as_bytes()),
+                Entry::new(Value::List(Box::default())),
+            );
+        };
+        let wait = |t: &TestClient, db: usize, key: &'static str| {
+            t.store
+                .blocking
+                .register(99, &[(db, Bytes::from_static(key.as_bytes()))])
+        };
+        put(&t, 0, "l");
+        let w = wait(&t, 0, "dst");
+        assert_eq!(t.run(&["RENAME", "l", "dst"]), ok());
+        assert!(w.take_wakeup());
+        let w = wait(&t, 4, "dst");
+        assert_eq!(t.run(&["COPY", "dst", "dst", "DB", "4"]), int(1));
+        assert!(w.take_wakeup());
+        let w = wait(&t, 6, "dst");
+        assert_eq!(t.run(&["MOVE", "dst", "6"]), int(1));
+        assert!(w.take_wakeup());
+        put(&t, 7, "s");
+        let w = wait(&t, 8, "s");
+        assert_eq!(t.run(&["SWAPDB", "7", "8"]), ok());
+        assert!(w.take_wakeup());
+        // A string does not wake anyone.
+        t.run(&["SET", "str", "v"]);
+        let w = wait(&t, 0, "str2");
+        t.run(&["RENAME", "str", "str2"]);
+        assert!(!w.take_wakeup());
+    }
+
+    #[test]
+    fn del_unlink_exists_pttl() {
+        let mut t = TestClient::new();
+        t.run(&["MSET", "a", "1", "b", "2", "c", "3"]);
+        assert_eq!(t.run(&["EXISTS", "a", "a", "nokey", "b"]), int(3));
+        assert_eq!(t.run(&["DEL", "a", "a", "nokey"]), int(1));
+        assert_eq!(t.run(&["UNLINK", "b", "c"]), int(2));
+        assert_eq!(t.run(&["EXISTS", "a", "b", "c"]), int(0));
+        assert_eq!(t.run(&["PTTL", "nokey"]), int(-2));
+        t.run(&["SET", "a", "1", "PX", "100000"]);
+        let Reply::Int(ms) = t.run(&["PTTL", "a"]) else {
+            panic!()
+        };
+        assert!(ms > 99_000 && ms <= 100_000);
+        assert_eq!(
+            t.run(&["DEL"]),
+            err("ERR wrong number of arguments for 'del' command")
+        );
+    }
+
+    #[test]
+    fn scan_guarantee_under_random_writes() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut t = TestClient::new();
+        // Keys 0..400 stay for the whole scan; 400.. come and go.
+        for i in 0..400 {
+            t.run(&["SET", &format!("stable{i}"), "v"]);
+        }
+        for round in 0..5 {
+            let mut cursor = "0".to_string();
+            let mut seen = std::collections::HashSet::new();
+            for _ in 0..100_000 {
+                let count = rng.gen_range(1..20).to_string();
+                let Reply::Array(r) = t.run(&["SCAN", &cursor, "COUNT", &count]) else {
+                    panic!()
+                };
+                let Reply::Bulk(c) = &r[0] else { panic!() };
+                cursor = String::from_utf8_lossy(c).into_owned();
+                seen.extend(sorted(r[1].clone()));
+                for _ in 0..rng.gen_range(0..10) {
+                    let k = format!("volatile{}", rng.gen_range(0..300));
+                    if rng.gen_bool(0.5) {
+                        t.run(&["SET", &k, "v"]);
+                    } else {
+                        t.run(&["DEL", &k]);
+                    }
+                }
+                if cursor == "0" {
+                    break;
+                }
+            }
+            assert_eq!(cursor, "0", "round {round} did not finish");
+            for i in 0..400 {
+                assert!(
+                    seen.contains(&format!("stable{i}")),
+                    "round {round}: stable{i} missed"
+                );
+            }
+        }
     }
 }

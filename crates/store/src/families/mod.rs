@@ -7,6 +7,7 @@ pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
 pub mod lists;
+pub mod longdouble;
 pub mod persistence;
 pub mod pubsub;
 pub mod server;

@@ -9,6 +9,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
+use crate::families::longdouble::LongDouble;
 use crate::num;
 use crate::value::{Entry, Value};
 
@@ -426,104 +427,30 @@ fn decrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     incr_by(ctx, key, -delta)
 }
 
-/// A plain decimal `[-]digits[.digits][e[+-]digits]` as (mantissa, decimals), when
-/// it fits exactly in an i128 with at most 17 decimals.
-fn parse_decimal(s: &[u8]) -> Option<(i128, u32)> {
-    let (neg, rest) = match s.first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let (num_part, exp) = match rest.iter().position(|c| *c == b'e' || *c == b'E') {
-        Some(i) => (
-            &rest[..i],
-            std::str::from_utf8(&rest[i + 1..])
-                .ok()?
-                .parse::<i32>()
-                .ok()?,
-        ),
-        None => (rest, 0),
-    };
-    let (int_part, frac_part) = match num_part.iter().position(|c| *c == b'.') {
-        Some(i) => (&num_part[..i], &num_part[i + 1..]),
-        None => (num_part, &num_part[num_part.len()..]),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    if int_part.len() + frac_part.len() > 36 {
-        return None;
-    }
-    let mut m: i128 = 0;
-    for d in int_part.iter().chain(frac_part) {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        m = m * 10 + (d - b'0') as i128;
-    }
-    let mut scale = frac_part.len() as i32 - exp;
-    while scale < 0 {
-        m = m.checked_mul(10)?;
-        scale += 1;
-    }
-    // Drop trailing zero decimals so "1.50000000000000000000" still fits.
-    while scale > 0 && m % 10 == 0 {
-        m /= 10;
-        scale -= 1;
-    }
-    if scale > 17 {
-        return None;
-    }
-    Some((if neg { -m } else { m }, scale as u32))
-}
+/// Redis reads at most this many characters as a long double.
+const MAX_LONG_DOUBLE_CHARS: usize = 5 * 1024;
 
-/// INCRBYFLOAT's sum, printed like Redis's `%.17Lf` with trailing zeros removed.
-/// Redis adds in long double, which for everyday decimals gives the exact decimal
-/// result; we compute that exactly when both numbers are short decimals, and fall
-/// back to binary doubles otherwise.
-fn add_float_strings(a: &[u8], b: &[u8]) -> Result<String, CmdError> {
-    let fa = num::parse_f64(a).ok_or(CmdError::NotFloat)?;
-    let fb = num::parse_f64(b).ok_or(CmdError::NotFloat)?;
-    let sum = fa + fb;
-    if !sum.is_finite() {
-        return Err(CmdError::err("increment would produce NaN or Infinity"));
-    }
-    if let (Some((ma, sa)), Some((mb, sb))) = (parse_decimal(a), parse_decimal(b)) {
-        let scale = sa.max(sb);
-        let (ma, mb) = (
-            ma.checked_mul(10i128.pow(scale - sa)),
-            mb.checked_mul(10i128.pow(scale - sb)),
-        );
-        if let Some(m) = ma.zip(mb).and_then(|(x, y)| x.checked_add(y)) {
-            // Long double holds ~19 significant digits: beyond that Redis prints
-            // binary noise we do not try to imitate.
-            if m.unsigned_abs() < 10u128.pow(18) {
-                return Ok(format_decimal(m, scale));
-            }
+/// INCRBYFLOAT's sum exactly as Redis computes and prints it (long double
+/// arithmetic, `%.17Lf`): see [`LongDouble`].
+pub fn add_float_strings(a: &[u8], b: &[u8]) -> Result<String, CmdError> {
+    let parse = |s: &[u8]| -> Result<Option<LongDouble>, CmdError> {
+        if s.len() > MAX_LONG_DOUBLE_CHARS {
+            return Err(CmdError::NotFloat);
         }
-    }
-    Ok(num::format_float_plain(sum))
-}
-
-fn format_decimal(m: i128, scale: u32) -> String {
-    let div = 10u128.pow(scale);
-    let abs = m.unsigned_abs();
-    let (int, mut frac) = (abs / div, abs % div);
-    let mut s = String::new();
-    if m < 0 {
-        s.push('-');
-    }
-    s.push_str(&int.to_string());
-    if frac != 0 {
-        let mut digits = scale;
-        while frac % 10 == 0 {
-            frac /= 10;
-            digits -= 1;
+        match LongDouble::parse(s) {
+            Some(v) => Ok(Some(v)),
+            // Only infinities are valid floats the emulation does not represent.
+            None => match num::parse_f64(s) {
+                Some(f) if f.is_infinite() => Ok(None),
+                _ => Err(CmdError::NotFloat),
+            },
         }
-        s.push('.');
-        s.push_str(&format!("{:0width$}", frac, width = digits as usize));
+    };
+    let nan_or_inf = || CmdError::err("increment would produce NaN or Infinity");
+    match (parse(a)?, parse(b)?) {
+        (Some(x), Some(y)) => Ok(x.checked_add(y).ok_or_else(nan_or_inf)?.to_human()),
+        _ => Err(nan_or_inf()),
     }
-    s
 }
 
 fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -1057,6 +984,13 @@ mod tests {
         t.run(&["SET", "f", "1"]);
         assert_eq!(t.run(&["INCRBYFLOAT", "f", "-1.1"]), bulk("-0.1"));
         assert_eq!(t.run(&["INCRBYFLOAT", "f", "0.1"]), bulk("0"));
+        t.run(&["SET", "f", "1000"]);
+        assert_eq!(
+            t.run(&["INCRBYFLOAT", "f", "0.1"]),
+            bulk("1000.09999999999999998")
+        );
+        t.run(&["SET", "f", "1e308"]);
+        assert_eq!(t.run(&["INCRBYFLOAT", "f", "1e308"]), bulk("199999999999999999993371759311691291321120199694831134415594095989843469737676123744200253843777078640893494450108026446304269499187921167194841628860392837535918200039206381557326219209014213335878306791577877829121087126122536729803237260434173178506889763247582601711514636284849020905456510092687857156096"));
         t.run(&["SET", "f", "17179869184"]);
         assert_eq!(t.run(&["INCRBYFLOAT", "f", "1.5"]), bulk("17179869185.5"));
         assert_eq!(
@@ -1130,5 +1064,51 @@ mod tests {
             err("ERR syntax error")
         );
         assert_eq!(t.run(&["LCS", "key1", "nokey"]), bulk(""));
+    }
+
+    #[test]
+    fn wrong_type_everywhere() {
+        use crate::value::{Entry, Value};
+        use bytes::Bytes;
+        let mut t = TestClient::new();
+        t.store.keyspace.lock_all().insert(
+            0,
+            Bytes::from_static(b"l"),
+            Entry::new(Value::List(Box::default())),
+        );
+        t.run(&["SET", "s", "abc"]);
+        let wrongtype = err("WRONGTYPE Operation against a key holding the wrong kind of value");
+        for cmd in [
+            &["GET", "l"][..],
+            &["GETSET", "l", "x"],
+            &["GETDEL", "l"],
+            &["GETEX", "l", "PERSIST"],
+            &["SET", "l", "x", "GET"],
+            &["APPEND", "l", "x"],
+            &["STRLEN", "l"],
+            &["GETRANGE", "l", "0", "1"],
+            &["SETRANGE", "l", "0", "x"],
+            &["INCR", "l"],
+            &["INCRBYFLOAT", "l", "1"],
+            &["SETBIT", "l", "0", "1"],
+            &["GETBIT", "l", "0"],
+            &["BITCOUNT", "l"],
+            &["BITPOS", "l", "1"],
+            &["BITOP", "AND", "d", "s", "l"],
+            &["BITFIELD", "l", "GET", "u8", "0"],
+            &["BITFIELD_RO", "l"],
+        ] {
+            assert_eq!(t.run(cmd), wrongtype, "{cmd:?}");
+        }
+        assert_eq!(
+            t.run(&["LCS", "s", "l"]),
+            err("ERR The specified keys must contain string values")
+        );
+        assert_eq!(
+            t.run(&["MGET", "l", "s"]),
+            Reply::Array(vec![Reply::Null, bulk("abc")])
+        );
+        assert_eq!(t.run(&["SET", "l", "x"]), ok());
+        assert_eq!(t.run(&["GET", "l"]), bulk("x"));
     }
 }
