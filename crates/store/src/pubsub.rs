@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tidewire_resp::Reply;
 
-use crate::client::ClientInfo;
+use crate::client::{ClientInfo, OutputLimit};
 use crate::glob::glob_match;
 
 type Subscribers = HashMap<u64, Arc<ClientInfo>>;
@@ -67,7 +67,8 @@ impl PubSub {
     }
 
     /// Delivers `message` and returns the number of receivers, as PUBLISH replies.
-    pub fn publish(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+    pub fn publish(&self, channel: &[u8], message: &[u8], limit: impl Into<OutputLimit>) -> usize {
+        let limit = limit.into();
         let mut receivers = 0;
         let size = channel.len() + message.len() + 32;
         let channel_b = Bytes::copy_from_slice(channel);
@@ -79,7 +80,7 @@ impl PubSub {
                     Reply::Bulk(channel_b.clone()),
                     Reply::Bulk(message_b.clone()),
                 ]);
-                if c.push(reply, size, limit) {
+                if c.push_limited(reply, size, limit) {
                     receivers += 1;
                 }
             }
@@ -95,7 +96,7 @@ impl PubSub {
                     Reply::Bulk(channel_b.clone()),
                     Reply::Bulk(message_b.clone()),
                 ]);
-                if c.push(reply, size + pattern.len(), limit) {
+                if c.push_limited(reply, size + pattern.len(), limit) {
                     receivers += 1;
                 }
             }
@@ -107,7 +108,8 @@ impl PubSub {
         receivers
     }
 
-    pub fn spublish(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+    pub fn spublish(&self, channel: &[u8], message: &[u8], limit: impl Into<OutputLimit>) -> usize {
+        let limit = limit.into();
         let mut receivers = 0;
         let size = channel.len() + message.len() + 32;
         if let Some(subs) = self.shard_channels.read().get(channel) {
@@ -117,7 +119,7 @@ impl PubSub {
                     Reply::bulk(Bytes::copy_from_slice(channel)),
                     Reply::bulk(Bytes::copy_from_slice(message)),
                 ]);
-                if c.push(reply, size, limit) {
+                if c.push_limited(reply, size, limit) {
                     receivers += 1;
                 }
             }
