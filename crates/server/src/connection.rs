@@ -1,7 +1,12 @@
 //! One RESP connection: read, parse every complete command in the buffer, execute,
 //! and write all replies with one write. Out-of-band pushes (pub/sub, MONITOR)
 //! arrive on a channel and are interleaved between batches. A framing error gets
-//! Redis's `-ERR Protocol error: …` and closes only this connection.
+//! Redis's `-ERR Protocol error: …` and closes only this connection; so does a query
+//! buffer over `client-query-buffer-limit` (without a reply, as Redis).
+//!
+//! A write never outlives a kill: a client that stops reading while others publish
+//! to it is killed by the output-buffer limit (`ClientInfo::push`), and its pending
+//! write is abandoned so the task ends and its memory is freed.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,7 +14,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tidewire_resp::{Limits, Reply, RequestParser};
 use tidewire_store::client::ReplyMode;
-use tidewire_store::{Blocked, Client, Outcome, Store};
+use tidewire_store::{Blocked, Client, ClientInfo, Outcome, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -36,6 +41,7 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
     let info = client.info.clone();
     let mut conn = Conn {
         store: store.clone(),
+        info: info.clone(),
         stream,
         parser: RequestParser::new(limits(&store)),
         inbuf: BytesMut::with_capacity(16 * 1024),
@@ -69,6 +75,10 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
                         if !conn.process(&mut client, &mut push_rx).await {
                             break;
                         }
+                        if conn.inbuf.len() as u64 > store.config.query_buf_limit.load(Ordering::Relaxed) {
+                            tracing::warn!(client = client.id(), "closing client that reached max query buffer length");
+                            break;
+                        }
                     }
                 }
             }
@@ -86,6 +96,7 @@ fn limits(store: &Store) -> Limits {
 
 struct Conn {
     store: Arc<Store>,
+    info: Arc<ClientInfo>,
     stream: TcpStream,
     parser: RequestParser,
     inbuf: BytesMut,
@@ -126,7 +137,13 @@ impl Conn {
             .stats
             .total_net_output_bytes
             .fetch_add(self.out.len() as u64, Ordering::Relaxed);
-        let ok = self.stream.write_all(&self.out).await.is_ok();
+        // Writing first: a reply due before a kill (CLIENT KILL SKIPME NO) still goes
+        // out; a write stuck on a client that does not read ends with the kill.
+        let ok = tokio::select! {
+            biased;
+            r = self.stream.write_all(&self.out) => r.is_ok(),
+            _ = self.info.killed() => false,
+        };
         self.out.clear();
         ok
     }
@@ -176,13 +193,25 @@ impl Conn {
         self.flush().await
     }
 
+    /// Encodes the replies of the command just run, honouring CLIENT REPLY. Pub/sub
+    /// frames (push replies, arrays in RESP2) are always sent, as in Redis.
     fn take_replies(&mut self, client: &mut Client) {
         let replies = std::mem::take(&mut self.replies);
+        let silent = match client.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                client.reply_mode = ReplyMode::On;
+                true
+            }
+            ReplyMode::SkipNext => {
+                client.reply_mode = ReplyMode::Skip;
+                true
+            }
+        };
         for r in replies {
-            match client.reply_mode {
-                ReplyMode::On => self.encode(client, r),
-                ReplyMode::Off => {}
-                ReplyMode::Skip => client.reply_mode = ReplyMode::On,
+            if !silent || matches!(r, Reply::Push(_)) {
+                self.encode(client, r);
             }
         }
     }
@@ -230,7 +259,9 @@ impl Conn {
                         continue;
                     }
                     // A plain wake-up (no reply handed over): run the command again.
+                    client.retrying = true;
                     let again = self.execute(client, argv);
+                    client.retrying = false;
                     match again {
                         Outcome::Replies => {
                             blocked.waiter.abandon();

@@ -34,6 +34,10 @@ pub struct ClientInfo {
     pub is_monitor: AtomicBool,
     pub blocked: AtomicBool,
     pub no_evict: AtomicBool,
+    pub no_touch: AtomicBool,
+    /// When the pushes pending for this client first went over the soft output
+    /// limit (unix ms; 0 = not over it).
+    soft_since_ms: AtomicU64,
     /// Bytes queued for this client by others (pub/sub, monitor) but not yet written.
     pub pending_push_bytes: AtomicUsize,
     killed: AtomicBool,
@@ -67,6 +71,8 @@ impl ClientInfo {
             is_monitor: AtomicBool::new(false),
             blocked: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
+            no_touch: AtomicBool::new(false),
+            soft_since_ms: AtomicU64::new(0),
             pending_push_bytes: AtomicUsize::new(0),
             killed: AtomicBool::new(false),
             kill_notify: Notify::new(),
@@ -103,21 +109,46 @@ impl ClientInfo {
     }
 
     /// Queues an out-of-band reply. `size` is its approximate wire size, counted
-    /// against the output-buffer limit: a client over `limit` bytes of unwritten
-    /// pushes is disconnected rather than allowed to grow memory without bound.
+    /// against the output-buffer limits (`client-output-buffer-limit pubsub`): a client
+    /// over the hard limit, or over the soft limit for longer than its seconds, is
+    /// disconnected rather than allowed to grow memory without bound.
     pub fn push(&self, reply: Reply, size: usize, limit: usize) -> bool {
+        self.push_limited(reply, size, OutputLimit::hard(limit))
+    }
+
+    /// As [`ClientInfo::push`] with the full hard/soft limit.
+    pub fn push_limited(&self, reply: Reply, size: usize, limit: OutputLimit) -> bool {
         if self.is_killed() {
             return false;
         }
         let pending = self.pending_push_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if limit > 0 && pending > limit {
+        if limit.hard > 0 && pending > limit.hard {
             tracing::warn!(
                 client = self.id,
                 pending,
-                "client output buffer limit reached, closing"
+                "client output buffer hard limit reached, closing"
             );
             self.kill();
             return false;
+        }
+        if limit.soft > 0 {
+            if pending > limit.soft {
+                let now = crate::clock::now_ms();
+                let since = self.soft_since_ms.load(Ordering::Relaxed);
+                if since == 0 {
+                    self.soft_since_ms.store(now, Ordering::Relaxed);
+                } else if now.saturating_sub(since) > limit.soft_secs * 1000 {
+                    tracing::warn!(
+                        client = self.id,
+                        pending,
+                        "client output buffer soft limit exceeded for too long, closing"
+                    );
+                    self.kill();
+                    return false;
+                }
+            } else {
+                self.soft_since_ms.store(0, Ordering::Relaxed);
+            }
         }
         match self.push_tx.lock().as_ref() {
             Some(tx) => tx.send((reply, size)).is_ok(),
@@ -163,8 +194,34 @@ pub enum ReplyMode {
     #[default]
     On,
     Off,
-    /// Skip the next reply only.
+    /// Drop the replies of the command being run, then back to `On`.
     Skip,
+    /// Set by CLIENT REPLY SKIP: drop its own reply, then `Skip` the next command's.
+    SkipNext,
+}
+
+/// An output-buffer limit: `hard` bytes at once, or `soft` bytes for longer than
+/// `soft_secs` seconds; 0 disables either.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutputLimit {
+    pub hard: usize,
+    pub soft: usize,
+    pub soft_secs: u64,
+}
+
+impl From<usize> for OutputLimit {
+    fn from(hard: usize) -> Self {
+        OutputLimit::hard(hard)
+    }
+}
+
+impl OutputLimit {
+    pub fn hard(hard: usize) -> Self {
+        OutputLimit {
+            hard,
+            ..Default::default()
+        }
+    }
 }
 
 /// A connection's private state, owned by the task serving it.
@@ -183,6 +240,9 @@ pub struct Client {
     pub close_after_reply: bool,
     /// True for clients that must never block (HTTP, scripts).
     pub no_block: bool,
+    /// Set by the connection while it re-runs a blocked command (MONITOR shows a
+    /// blocked command once).
+    pub retrying: bool,
 }
 
 impl Client {
@@ -200,6 +260,7 @@ impl Client {
             reply_mode: ReplyMode::On,
             close_after_reply: false,
             no_block: false,
+            retrying: false,
         }
     }
 

@@ -215,6 +215,17 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ),
     ("lua-replicate-commands", "yes", YES_NO),
     ("oom-score-adj", "no", Kind::Str),
+    ("latency-tracking-info-percentiles", "50 99 99.9", Kind::Str),
+    ("masterauth", "", Kind::Str),
+    ("masteruser", "", Kind::Str),
+    ("shutdown-on-sigterm", "default", Kind::Str),
+    ("shutdown-on-sigint", "default", Kind::Str),
+    ("shutdown-timeout", "10", Kind::Int),
+    ("repl-ping-replica-period", "10", Kind::Int),
+    ("repl-timeout", "60", Kind::Int),
+    ("rdb-key-save-delay", "0", Kind::Int),
+    ("replica-serve-stale-data", "yes", YES_NO),
+    ("maxmemory-clients", "0", Kind::Str),
 ];
 
 pub struct Config {
@@ -223,6 +234,11 @@ pub struct Config {
     pub notify_flags: AtomicU32,
     pub proto_max_bulk_len: AtomicU64,
     pub pubsub_output_limit: AtomicUsize,
+    pub pubsub_output_soft: AtomicUsize,
+    pub pubsub_output_soft_secs: AtomicU64,
+    /// `client-query-buffer-limit`: a connection whose unparsed input grows past
+    /// this is closed.
+    pub query_buf_limit: AtomicU64,
     pub slowlog_slower_than: AtomicU64,
     pub slowlog_max_len: AtomicUsize,
     pub maxmemory: AtomicU64,
@@ -238,6 +254,9 @@ impl Default for Config {
             notify_flags: AtomicU32::new(0),
             proto_max_bulk_len: AtomicU64::new(512 * 1024 * 1024),
             pubsub_output_limit: AtomicUsize::new(32 * 1024 * 1024),
+            pubsub_output_soft: AtomicUsize::new(8 * 1024 * 1024),
+            pubsub_output_soft_secs: AtomicU64::new(60),
+            query_buf_limit: AtomicU64::new(1 << 30),
             slowlog_slower_than: AtomicU64::new(10_000),
             slowlog_max_len: AtomicUsize::new(128),
             maxmemory: AtomicU64::new(0),
@@ -384,6 +403,7 @@ impl Config {
                         "Wrong number of arguments in buffer limit configuration.",
                     ));
                 }
+                let mut parsed = Vec::new();
                 for chunk in parts.chunks(4) {
                     if !matches!(chunk[0], "normal" | "slave" | "replica" | "pubsub") {
                         return Err(set_failed(
@@ -391,12 +411,34 @@ impl Config {
                             "Invalid client class specified in buffer limit configuration.",
                         ));
                     }
-                    let hard = parse_memory(chunk[1]).ok_or_else(|| set_failed(name, "Error in hard, soft or soft_seconds setting in buffer limit configuration."))?;
-                    if chunk[0] == "pubsub" {
+                    let bad = || {
+                        set_failed(name, "Error in hard, soft or soft_seconds setting in buffer limit configuration.")
+                    };
+                    let hard = parse_memory(chunk[1]).ok_or_else(bad)?;
+                    let soft = parse_memory(chunk[2]).ok_or_else(bad)?;
+                    let secs: u64 = chunk[3].parse().map_err(|_| bad())?;
+                    parsed.push((chunk[0], hard, soft, secs));
+                }
+                // Validate everything before applying anything.
+                for (class, hard, soft, secs) in parsed {
+                    if class == "pubsub" {
                         self.pubsub_output_limit
                             .store(hard as usize, Ordering::Relaxed);
+                        self.pubsub_output_soft
+                            .store(soft as usize, Ordering::Relaxed);
+                        self.pubsub_output_soft_secs.store(secs, Ordering::Relaxed);
                     }
                 }
+            }
+            "client-query-buffer-limit" => {
+                let v: u64 = value.parse().unwrap_or(0);
+                if v < 1024 * 1024 {
+                    return Err(set_failed(
+                        name,
+                        "argument must be between 1048576 and 9223372036854775807 inclusive",
+                    ));
+                }
+                self.query_buf_limit.store(v, Ordering::Relaxed);
             }
             "slowlog-log-slower-than" => {
                 let v: i64 = value.parse().unwrap_or(10_000);
@@ -414,6 +456,15 @@ impl Config {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The `pubsub` class of `client-output-buffer-limit`, applied to every push.
+    pub fn pubsub_limit(&self) -> crate::client::OutputLimit {
+        crate::client::OutputLimit {
+            hard: self.pubsub_output_limit.load(Ordering::Relaxed),
+            soft: self.pubsub_output_soft.load(Ordering::Relaxed),
+            soft_secs: self.pubsub_output_soft_secs.load(Ordering::Relaxed),
+        }
     }
 
     pub fn notify_flags(&self) -> u32 {

@@ -216,7 +216,8 @@ pub fn resolve(argv: &[Bytes]) -> Result<&'static Command, Reply> {
     if !cmd.arity_ok(argv.len()) {
         return Err(CmdError::WrongArity(cmd.full_name.clone()).into());
     }
-    if cmd.subs.is_empty() {
+    // A container called alone (COMMAND) runs its own handler.
+    if cmd.subs.is_empty() || argv.len() < 2 {
         return Ok(cmd);
     }
     let Some(sub) = cmd.sub(&argv[1]) else {
@@ -255,7 +256,7 @@ impl Store {
                 if let Some(m) = client.multi.as_mut() {
                     m.aborted = true;
                 }
-                self.count_error();
+                self.count_error(&e);
                 out.push(e);
                 return Outcome::Replies;
             }
@@ -266,8 +267,9 @@ impl Store {
             if let Some(m) = client.multi.as_mut() {
                 m.aborted = true;
             }
-            self.count_error();
-            out.push(e.into());
+            let e: Reply = e.into();
+            self.count_error(&e);
+            out.push(e);
             return Outcome::Replies;
         }
         if client.info.kind != "loader" {
@@ -281,8 +283,9 @@ impl Store {
                 if let Some(m) = client.multi.as_mut() {
                     m.aborted = true;
                 }
-                self.count_error();
-                out.push(e.into());
+                let e: Reply = e.into();
+                self.count_error(&e);
+                out.push(e);
                 return Outcome::Replies;
             }
         }
@@ -293,9 +296,9 @@ impl Store {
                 return Outcome::Replies;
             }
         }
-        if !cmd.has(flag::SKIP_MONITOR) {
-            self.feed_monitors(client, argv);
-        }
+        // Like Redis, admin commands (CONFIG, MONITOR …) are not shown to monitors,
+        // and a blocked command is shown once, not again when it is retried.
+        let feed = !cmd.has(flag::SKIP_MONITOR) && !cmd.has(flag::ADMIN) && !client.retrying;
         let mut ks = self.lock_for(cmd, argv);
         let mut ev = Events::default();
         let no_block = client.no_block;
@@ -322,6 +325,10 @@ impl Store {
         self.finish_locked(&mut ks, &mut ev);
         drop(ks);
         self.after_unlock(&mut ev);
+        // Monitors see a command after it ran, so EXEC follows its commands.
+        if feed {
+            self.feed_monitors(client, argv);
+        }
         if let Some(b) = blocked {
             return Outcome::Blocked(b);
         }
@@ -338,10 +345,10 @@ impl Store {
         }
     }
 
-    fn count_error(&self) {
-        self.stats
-            .total_error_replies
-            .fetch_add(1, Ordering::Relaxed);
+    fn count_error(&self, reply: &Reply) {
+        if let Reply::Error(text) = reply {
+            self.stats.count_error(text);
+        }
     }
 
     /// Checks that may refuse a command before it runs or is queued.
@@ -449,8 +456,9 @@ impl Store {
             Ok(r) => r,
             Err(e) => {
                 cmd.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
-                self.count_error();
-                e.into()
+                let e: Reply = e.into();
+                self.count_error(&e);
+                e
             }
         };
         // Keys lazily expired during the command are logged before its own effects.
@@ -606,7 +614,7 @@ impl Store {
 
     /// Keyspace notifications gathered by a command, published after unlocking.
     fn publish_notifications(&self, ev: &mut Events) {
-        let limit = self.config.pubsub_output_limit.load(Ordering::Relaxed);
+        let limit = self.config.pubsub_limit();
         let flags = self.config.notify_flags();
         for (_class, event, db, key) in ev.notifications.drain(..) {
             if flags & notify::KEYSPACE != 0 {

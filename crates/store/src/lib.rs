@@ -75,6 +75,42 @@ pub struct Stats {
     pub total_error_replies: AtomicU64,
     pub unexpected_error_replies: AtomicU64,
     pub dirty: AtomicU64,
+    /// INFO errorstats: error replies counted by their prefix (`ERR`, `WRONGTYPE`).
+    pub error_codes: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+/// Redis tracks at most this many distinct error prefixes.
+const MAX_ERROR_CODES: usize = 128;
+
+impl Stats {
+    /// Counts one error reply under its prefix (the text up to the first space).
+    pub fn count_error(&self, text: &str) {
+        self.total_error_replies.fetch_add(1, Ordering::Relaxed);
+        let code = text.split(' ').next().unwrap_or("ERR");
+        let mut codes = self.error_codes.lock();
+        if let Some(n) = codes.get_mut(code) {
+            *n += 1;
+        } else if codes.len() < MAX_ERROR_CODES {
+            codes.insert(code.to_string(), 1);
+        }
+    }
+
+    /// CONFIG RESETSTAT.
+    pub fn reset(&self) {
+        for c in [
+            &self.total_connections_received,
+            &self.rejected_connections,
+            &self.expired_keys_active,
+            &self.evicted_keys,
+            &self.total_net_input_bytes,
+            &self.total_net_output_bytes,
+            &self.total_error_replies,
+            &self.unexpected_error_replies,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.error_codes.lock().clear();
+    }
 }
 
 /// The whole state layer. Shared by every front door as `Arc<Store>`.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tidewire_resp::Reply;
 
-use crate::client::ClientInfo;
+use crate::client::{ClientInfo, OutputLimit};
 use crate::glob::glob_match;
 
 type Subscribers = HashMap<u64, Arc<ClientInfo>>;
@@ -68,7 +68,7 @@ impl PubSub {
 
     /// Delivers `message` to Redis subscribers and to the bridge (the realtime layer);
     /// returns the number of receivers, as PUBLISH replies.
-    pub fn publish(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+    pub fn publish(&self, channel: &[u8], message: &[u8], limit: impl Into<OutputLimit>) -> usize {
         let mut receivers = self.publish_local(channel, message, limit);
         let bridge = self.bridge.read().clone();
         if let Some(bridge) = bridge {
@@ -79,7 +79,8 @@ impl PubSub {
 
     /// Delivers `message` to Redis subscribers only: used for messages that came from
     /// the bridge, so they do not loop back into it.
-    pub fn publish_local(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+    pub fn publish_local(&self, channel: &[u8], message: &[u8], limit: impl Into<OutputLimit>) -> usize {
+        let limit = limit.into();
         let mut receivers = 0;
         let size = channel.len() + message.len() + 32;
         let channel_b = Bytes::copy_from_slice(channel);
@@ -91,7 +92,7 @@ impl PubSub {
                     Reply::Bulk(channel_b.clone()),
                     Reply::Bulk(message_b.clone()),
                 ]);
-                if c.push(reply, size, limit) {
+                if c.push_limited(reply, size, limit) {
                     receivers += 1;
                 }
             }
@@ -107,7 +108,7 @@ impl PubSub {
                     Reply::Bulk(channel_b.clone()),
                     Reply::Bulk(message_b.clone()),
                 ]);
-                if c.push(reply, size + pattern.len(), limit) {
+                if c.push_limited(reply, size + pattern.len(), limit) {
                     receivers += 1;
                 }
             }
@@ -115,7 +116,8 @@ impl PubSub {
         receivers
     }
 
-    pub fn spublish(&self, channel: &[u8], message: &[u8], limit: usize) -> usize {
+    pub fn spublish(&self, channel: &[u8], message: &[u8], limit: impl Into<OutputLimit>) -> usize {
+        let limit = limit.into();
         let mut receivers = 0;
         let size = channel.len() + message.len() + 32;
         if let Some(subs) = self.shard_channels.read().get(channel) {
@@ -125,7 +127,7 @@ impl PubSub {
                     Reply::bulk(Bytes::copy_from_slice(channel)),
                     Reply::bulk(Bytes::copy_from_slice(message)),
                 ]);
-                if c.push(reply, size, limit) {
+                if c.push_limited(reply, size, limit) {
                     receivers += 1;
                 }
             }

@@ -56,6 +56,19 @@ impl Watches {
         }
     }
 
+    /// Every watched key of database `db` (FLUSHDB touches those that exist).
+    pub fn keys_in_db(&self, db: usize) -> Vec<Bytes> {
+        if !self.any() {
+            return Vec::new();
+        }
+        self.keys
+            .lock()
+            .keys()
+            .filter(|(d, _)| *d == db)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+
     /// A whole database changed (FLUSHDB, SWAPDB); `None` means every database.
     pub fn touch_db(&self, db: Option<usize>) {
         if !self.any() {

@@ -2,6 +2,8 @@
 //! exports `commands()`, its part of the command table; `all()` gathers them.
 
 pub mod bitops;
+pub mod client;
+pub mod command_docs;
 pub mod connection;
 pub mod hashes;
 pub mod hyperloglog;
@@ -27,6 +29,8 @@ pub const TIDEWIRE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn all() -> Vec<CommandSpec> {
     let mut v = Vec::new();
     v.extend(connection::commands());
+    v.extend(client::commands());
+    v.extend(command_docs::commands());
     v.extend(keys::commands());
     v.extend(strings::commands());
     v.extend(bitops::commands());

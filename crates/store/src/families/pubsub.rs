@@ -170,7 +170,7 @@ pub fn unsubscribe_all(store: &Store, client: &mut Client) {
 fn publish(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let channel = args.next_bytes()?;
     let message = args.next_bytes()?;
-    let limit = ctx.store.config.pubsub_output_limit.load(Ordering::Relaxed);
+    let limit = ctx.store.config.pubsub_limit();
     Ok(Reply::Int(
         ctx.store.pubsub.publish(channel, message, limit) as i64,
     ))
@@ -179,7 +179,7 @@ fn publish(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn spublish(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let channel = args.next_bytes()?;
     let message = args.next_bytes()?;
-    let limit = ctx.store.config.pubsub_output_limit.load(Ordering::Relaxed);
+    let limit = ctx.store.config.pubsub_limit();
     Ok(Reply::Int(
         ctx.store.pubsub.spublish(channel, message, limit) as i64,
     ))

@@ -1,5 +1,6 @@
-//! Server commands: FLUSHDB/FLUSHALL, DBSIZE, CONFIG, INFO, CLIENT, TIME, FUNCTION
-//! FLUSH, DEBUG SLEEP.
+//! Server commands: FLUSHDB/FLUSHALL, DBSIZE, CONFIG, INFO, TIME, LASTSAVE, SLOWLOG,
+//! MONITOR, SHUTDOWN, FUNCTION FLUSH, DEBUG SLEEP. (CLIENT is in `client.rs`,
+//! COMMAND in `command_docs.rs`.)
 
 use std::sync::atomic::Ordering;
 
@@ -57,6 +58,82 @@ pub fn commands() -> Vec<CommandSpec> {
                     config_resetstat,
                 )
                 .summary("Resets the server's statistics."),
+                cmd(
+                    "rewrite",
+                    2,
+                    ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE,
+                    NO_KEYS,
+                    config_rewrite,
+                )
+                .summary("Persists the effective configuration to file."),
+                cmd(
+                    "help",
+                    2,
+                    LOADING | STALE | NO_KEYSPACE,
+                    NO_KEYS,
+                    config_help,
+                )
+                .summary("Returns helpful text about the different subcommands."),
+            ])),
+        s(cmd(
+            "lastsave",
+            1,
+            LOADING | STALE | FAST | NO_KEYSPACE,
+            NO_KEYS,
+            lastsave,
+        )
+        .summary("Returns the Unix timestamp of the last successful save to disk.")),
+        s(cmd(
+            "monitor",
+            1,
+            ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE | NO_MULTI,
+            NO_KEYS,
+            monitor,
+        )
+        .summary("Listens for all requests received by the server in real-time.")),
+        s(cmd(
+            "shutdown",
+            -1,
+            ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE | NO_MULTI,
+            NO_KEYS,
+            shutdown,
+        )
+        .summary("Synchronously saves the database(s) to disk and shuts down the Redis server.")),
+        s(cmd("slowlog", -2, NO_KEYSPACE, NO_KEYS, slowlog_help)
+            .summary("A container for slow log commands.")
+            .subs(vec![
+                cmd(
+                    "get",
+                    -2,
+                    ADMIN | LOADING | STALE | NO_KEYSPACE,
+                    NO_KEYS,
+                    slowlog_get,
+                )
+                .summary("Returns the slow log's entries."),
+                cmd(
+                    "len",
+                    2,
+                    ADMIN | LOADING | STALE | NO_KEYSPACE,
+                    NO_KEYS,
+                    slowlog_len,
+                )
+                .summary("Returns the number of entries in the slow log."),
+                cmd(
+                    "reset",
+                    2,
+                    ADMIN | LOADING | STALE | NO_KEYSPACE,
+                    NO_KEYS,
+                    slowlog_reset,
+                )
+                .summary("Clears all entries from the slow log."),
+                cmd(
+                    "help",
+                    2,
+                    LOADING | STALE | NO_KEYSPACE,
+                    NO_KEYS,
+                    slowlog_help,
+                )
+                .summary("Show helpful text about the different subcommands"),
             ])),
         s(
             cmd("info", -1, LOADING | STALE | NO_KEYSPACE, NO_KEYS, info)
@@ -65,14 +142,18 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd("function", -2, NO_KEYSPACE, NO_KEYS, help_stub)
             .summary("A container for function commands.")
             .group("scripting")
-            .subs(vec![cmd(
-                "flush",
-                -2,
-                WRITE | NOSCRIPT | NO_KEYSPACE,
-                NO_KEYS,
-                function_flush,
-            )
-            .summary("Deletes all libraries and functions.")])),
+            .subs(vec![
+                cmd(
+                    "flush",
+                    -2,
+                    WRITE | NOSCRIPT | NO_KEYSPACE,
+                    NO_KEYS,
+                    function_flush,
+                )
+                .summary("Deletes all libraries and functions."),
+                cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, help_stub)
+                    .summary("Returns helpful text about the different subcommands."),
+            ])),
         s(cmd(
             "debug",
             -2,
@@ -82,6 +163,17 @@ pub fn commands() -> Vec<CommandSpec> {
         )
         .summary("A container for debugging commands.")),
     ]
+}
+
+/// A HELP reply in Redis's shape: a title line, then the given lines, then HELP.
+pub fn help_lines(name: &str, lines: &[&str]) -> Reply {
+    let mut v = vec![Reply::SimpleString(format!(
+        "{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
+    ))];
+    v.extend(lines.iter().map(|l| Reply::SimpleString(l.to_string())));
+    v.push(Reply::SimpleString("HELP".into()));
+    v.push(Reply::SimpleString("    Print this help.".into()));
+    Reply::Array(v)
 }
 
 fn help_stub(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -108,9 +200,26 @@ fn flush_mode(args: &mut Args<'_>) -> Result<(), CmdError> {
     args.finish()
 }
 
+/// FLUSHDB/FLUSHALL break the WATCH of keys that exist, and only of those (Redis 7).
+fn touch_watched_existing(ctx: &mut Ctx<'_>, db: usize) {
+    let now = ctx.now;
+    for key in ctx.store.watches.keys_in_db(db) {
+        let live = ctx
+            .ks
+            .db(db, &key)
+            .map
+            .get(&key[..])
+            .is_some_and(|e| !e.is_expired(now));
+        if live {
+            ctx.touch(db, &key);
+        }
+    }
+}
+
 fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     flush_mode(args)?;
     let db = ctx.db();
+    touch_watched_existing(ctx, db);
     let n: usize = ctx
         .ks
         .db_parts(db)
@@ -120,7 +229,6 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             n
         })
         .sum();
-    ctx.ev.touched_dbs.push(Some(db));
     ctx.dirty(n.max(1) as u64);
     Ok(Reply::ok())
 }
@@ -129,6 +237,7 @@ fn flushall(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     flush_mode(args)?;
     let mut n = 0;
     for db in 0..crate::keyspace::NUM_DBS {
+        touch_watched_existing(ctx, db);
         n += ctx
             .ks
             .db_parts(db)
@@ -139,7 +248,6 @@ fn flushall(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             })
             .sum::<usize>();
     }
-    ctx.ev.touched_dbs.push(None);
     ctx.dirty(n.max(1) as u64);
     Ok(Reply::ok())
 }
@@ -179,11 +287,156 @@ fn config_set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if !rest.len().is_multiple_of(2) {
         return Err(CmdError::WrongArity("config|set".into()));
     }
-    for pair in rest.chunks(2) {
-        let name = String::from_utf8_lossy(&pair[0]);
-        let value = String::from_utf8_lossy(&pair[1]);
-        ctx.store.config.set(&name, &value)?;
+    let pairs: Vec<(String, String)> = rest
+        .chunks(2)
+        .map(|p| {
+            (
+                String::from_utf8_lossy(&p[0]).to_ascii_lowercase(),
+                String::from_utf8_lossy(&p[1]).into_owned(),
+            )
+        })
+        .collect();
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return Err(CmdError::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - duplicate parameter"
+            )));
+        }
     }
+    // All or nothing: on the first failure, put back what was already changed.
+    let mut applied: Vec<(String, String)> = Vec::new();
+    for (name, value) in &pairs {
+        let old = ctx.store.config.get(name);
+        if let Err(e) = ctx.store.config.set(name, value) {
+            for (n, v) in applied.into_iter().rev() {
+                let _ = ctx.store.config.set(&n, &v);
+            }
+            return Err(e);
+        }
+        if let Some(old) = old {
+            applied.push((name.clone(), old));
+        }
+    }
+    Ok(Reply::ok())
+}
+
+fn config_rewrite(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Err(CmdError::err("The server is running without a config file"))
+}
+
+fn config_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(help_lines(
+        "CONFIG",
+        &[
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "REWRITE",
+            "    Rewrite the configuration file.",
+        ],
+    ))
+}
+
+fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Int(
+        ctx.store.last_save_secs.load(Ordering::Relaxed) as i64
+    ))
+}
+
+fn monitor(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    if ctx.client.no_block {
+        return Err(CmdError::err(
+            "MONITOR isn't allowed for DENY BLOCKING client",
+        ));
+    }
+    if !ctx.client.info.is_monitor.load(Ordering::Relaxed) {
+        ctx.store.add_monitor(ctx.client.info.clone());
+    }
+    Ok(Reply::ok())
+}
+
+fn shutdown(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    while !args.is_empty() {
+        let opt = args.next_upper()?;
+        match opt.as_str() {
+            "NOSAVE" | "SAVE" | "NOW" | "FORCE" => {}
+            "ABORT" => return Err(CmdError::err("No shutdown in progress.")),
+            _ => return Err(CmdError::Syntax),
+        }
+    }
+    let hooks = ctx.store.hooks.lock();
+    let Some(hook) = hooks.shutdown.as_ref() else {
+        return Err(CmdError::err("Errors trying to SHUTDOWN. Check logs."));
+    };
+    tracing::info!(client = ctx.client.id(), "SHUTDOWN requested by a client");
+    hook();
+    // Like Redis, no reply: the connection just closes.
+    ctx.client.reply_mode = crate::client::ReplyMode::Skip;
+    ctx.client.close_after_reply = true;
+    Ok(Reply::ok())
+}
+
+fn slowlog_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(help_lines(
+        "SLOWLOG",
+        &[
+            "GET [<count>]",
+            "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+            "    Entries are made of:",
+            "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+            "    client name",
+            "LEN",
+            "    Return the length of the slowlog.",
+            "RESET",
+            "    Reset the slowlog.",
+        ],
+    ))
+}
+
+fn slowlog_get(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let count = if args.is_empty() {
+        10
+    } else {
+        match crate::num::parse_i64(args.next_bytes()?) {
+            Some(n) if n >= -1 => n,
+            _ => return Err(CmdError::err("count should be greater than or equal to -1")),
+        }
+    };
+    args.finish()?;
+    let take = if count < 0 {
+        usize::MAX
+    } else {
+        count as usize
+    };
+    Ok(ctx.store.slowlog.with_entries(|entries| {
+        Reply::Array(
+            entries
+                .iter()
+                .take(take)
+                .map(|e| {
+                    Reply::Array(vec![
+                        Reply::Int(e.id as i64),
+                        Reply::Int(e.time_secs as i64),
+                        Reply::Int(e.duration_us as i64),
+                        Reply::Array(e.argv.iter().cloned().map(Reply::Bulk).collect()),
+                        Reply::bulk_str(&e.addr),
+                        Reply::bulk_str(&e.name),
+                    ])
+                })
+                .collect(),
+        )
+    }))
+}
+
+fn slowlog_len(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Int(ctx.store.slowlog.len() as i64))
+}
+
+fn slowlog_reset(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    ctx.store.slowlog.reset();
     Ok(Reply::ok())
 }
 
@@ -191,10 +444,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     for c in crate::command::registry().all() {
         c.stats.reset();
     }
-    ctx.store
-        .stats
-        .total_error_replies
-        .store(0, Ordering::Relaxed);
+    ctx.store.stats.reset();
     ctx.store.slowlog.reset();
     Ok(Reply::ok())
 }
@@ -224,6 +474,13 @@ fn debug(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             }
             Ok(Reply::ok())
         }
+        "HELP" => Ok(help_lines(
+            "DEBUG",
+            &[
+                "SLEEP <seconds>",
+                "    Stop the server for <seconds>. Decimals allowed.",
+            ],
+        )),
         _ => Err(CmdError::err(format!(
             "unknown subcommand '{}'. Try DEBUG HELP.",
             sub.to_ascii_lowercase()

@@ -26,30 +26,70 @@ const ALL: &[&str] = &[
     "stats",
     "replication",
     "cpu",
+    "modules",
     "commandstats",
     "errorstats",
+    "cluster",
     "keyspace",
 ];
+/// Sections that `all` does not include but can be asked for by name.
+const EXTRA: &[&str] = &["latencystats", "keysizes"];
 
 /// Memory figures come from the binary (it owns the allocator); the store only asks.
 pub static MEMORY_PROBE: std::sync::OnceLock<fn() -> (u64, u64)> = std::sync::OnceLock::new();
 
+/// Keys with a TTL looked at per shard part to estimate `avg_ttl`.
+const TTL_SAMPLE: usize = 16;
+
+/// Commands per second over the last sampling window (Redis samples every 100 ms
+/// over 1.6 s; one window of at least a second is close enough for a gauge).
+fn ops_per_sec(calls: u64) -> u64 {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<(std::time::Instant, u64, u64)>> = Mutex::new(None);
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    match *last {
+        Some((t, _, rate)) if now.duration_since(t).as_secs_f64() < 1.0 => rate,
+        Some((t, c, _)) => {
+            let rate =
+                (calls.saturating_sub(c) as f64 / now.duration_since(t).as_secs_f64()) as u64;
+            *last = Some((now, calls, rate));
+            rate
+        }
+        None => {
+            *last = Some((now, calls, 0));
+            0
+        }
+    }
+}
+
 pub fn render(store: &Store, requested: &[String]) -> String {
     let mut sections: Vec<&str> = Vec::new();
+    let add = |s: &'static str, v: &mut Vec<&str>| {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    };
     if requested.is_empty() {
-        sections.extend(DEFAULT);
+        for s in DEFAULT {
+            add(s, &mut sections);
+        }
     }
     for r in requested {
         match r.as_str() {
-            "all" | "everything" => sections.extend(ALL),
-            "default" => sections.extend(DEFAULT),
+            "all" => ALL.iter().for_each(|s| add(s, &mut sections)),
+            "everything" => ALL.iter().chain(EXTRA).for_each(|s| add(s, &mut sections)),
+            "default" => DEFAULT.iter().for_each(|s| add(s, &mut sections)),
             s => {
-                if let Some(known) = ALL.iter().find(|k| **k == s) {
-                    sections.push(known);
+                if let Some(known) = ALL.iter().chain(EXTRA).find(|k| **k == s) {
+                    add(known, &mut sections);
                 }
             }
         }
     }
+    // Sections keep Redis's order whatever order they were asked in.
+    let order: Vec<&str> = ALL.iter().chain(EXTRA).copied().collect();
+    sections.sort_by_key(|s| order.iter().position(|o| o == s));
     let mut out = String::new();
     for (i, s) in sections.iter().enumerate() {
         if i > 0 {
@@ -60,13 +100,28 @@ pub fn render(store: &Store, requested: &[String]) -> String {
     out
 }
 
+/// Process CPU times (user, system) in seconds, from /proc on Linux.
+fn cpu_times() -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return (0.0, 0.0);
+    };
+    // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = 100.0;
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / tick;
+    (get(11), get(12))
+}
+
 fn section(store: &Store, name: &str, o: &mut String) {
     let uptime = store.started.elapsed().as_secs();
     match name {
         "server" => {
             let _ = write!(
                 o,
-                "# Server\r\nredis_version:{}\r\ntidewire_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:10\r\nexecutable:tidewire\r\n",
+                "# Server\r\nredis_version:{}\r\ntidewire_version:{}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nmonotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\natomicvar_api:c11-builtin\r\ngcc_version:0.0.0\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:10\r\nconfigured_hz:10\r\nlru_clock:{}\r\nexecutable:tidewire\r\nconfig_file:\r\nio_threads_active:0\r\nlistener0:name=tcp,bind={},port={}\r\n",
                 super::REDIS_VERSION,
                 super::TIDEWIRE_VERSION,
                 std::env::consts::OS,
@@ -75,21 +130,31 @@ fn section(store: &Store, name: &str, o: &mut String) {
                 store.config.get("port").unwrap_or_default(),
                 crate::clock::now_us(),
                 uptime,
-                uptime / 86400
+                uptime / 86400,
+                crate::clock::lru_clock(),
+                store.config.get("bind").unwrap_or_default(),
+                store.config.get("port").unwrap_or_default(),
             );
         }
         "clients" => {
+            let clients = store.clients();
+            let pubsub = clients
+                .iter()
+                .filter(|c| {
+                    c.subscriptions.load(Ordering::Relaxed)
+                        + c.psubscriptions.load(Ordering::Relaxed)
+                        + c.ssubscriptions.load(Ordering::Relaxed)
+                        > 0
+                })
+                .count();
             let _ = write!(
                 o,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\npubsub_clients:{}\r\n",
+                "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\npubsub_clients:{}\r\nclients_in_timeout_table:{}\r\ntotal_blocking_keys:0\r\ntotal_blocking_keys_on_nokey:0\r\n",
                 store.connected_clients("resp"),
                 store.config.get_u64("maxclients"),
                 store.blocking.blocked_clients(),
-                store
-                    .clients()
-                    .iter()
-                    .filter(|c| c.subscriptions.load(Ordering::Relaxed) + c.psubscriptions.load(Ordering::Relaxed) + c.ssubscriptions.load(Ordering::Relaxed) > 0)
-                    .count()
+                pubsub,
+                store.blocking.blocked_clients(),
             );
         }
         "memory" => {
@@ -106,8 +171,9 @@ fn section(store: &Store, name: &str, o: &mut String) {
             };
             let _ = write!(
                 o,
-                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_peak:{peak}\r\nmaxmemory:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:jemalloc\r\nevicted_keys:{}\r\n",
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{:.2}M\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{:.2}M\r\nused_memory_peak:{peak}\r\nused_memory_lua:31744\r\nused_memory_scripts:0\r\nmaxmemory:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{frag:.2}\r\nmem_allocator:jemalloc\r\nlazyfree_pending_objects:0\r\nevicted_keys:{}\r\n",
                 used as f64 / 1048576.0,
+                rss as f64 / 1048576.0,
                 store.config.get_u64("maxmemory"),
                 store.config.get("maxmemory-policy").unwrap_or_default(),
                 store.stats.evicted_keys.load(Ordering::Relaxed)
@@ -123,20 +189,25 @@ fn section(store: &Store, name: &str, o: &mut String) {
                 .all()
                 .map(|c| c.stats.calls.load(Ordering::Relaxed))
                 .sum();
+            let st = &store.stats;
             let _ = write!(
                 o,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\ntotal_error_replies:{}\r\n",
-                store.stats.total_connections_received.load(Ordering::Relaxed),
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\ninstantaneous_input_kbps:0.00\r\ninstantaneous_output_kbps:0.00\r\nrejected_connections:{}\r\nsync_full:0\r\nsync_partial_ok:0\r\nsync_partial_err:0\r\nexpired_keys:{}\r\nexpired_stale_perc:0.00\r\nexpired_time_cap_reached_count:0\r\nexpire_cycle_cpu_milliseconds:0\r\nevicted_keys:{}\r\nevicted_clients:0\r\ntotal_eviction_exceeded_time:0\r\ncurrent_eviction_exceeded_time:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\npubsub_channels:{}\r\npubsub_patterns:{}\r\npubsubshard_channels:{}\r\nlatest_fork_usec:0\r\ntotal_forks:0\r\nmigrate_cached_sockets:0\r\nslave_expires_tracked_keys:0\r\nactive_defrag_hits:0\r\nactive_defrag_misses:0\r\nactive_defrag_key_hits:0\r\nactive_defrag_key_misses:0\r\ntotal_active_defrag_time:0\r\ncurrent_active_defrag_time:0\r\ntracking_total_keys:0\r\ntracking_total_items:0\r\ntracking_total_prefixes:0\r\nunexpected_error_replies:{}\r\ntotal_error_replies:{}\r\ndump_payload_sanitizations:0\r\ntotal_reads_processed:0\r\ntotal_writes_processed:0\r\nio_threaded_reads_processed:0\r\nio_threaded_writes_processed:0\r\nreply_buffer_shrinks:0\r\nreply_buffer_expands:0\r\neventloop_cycles:0\r\neventloop_duration_sum:0\r\neventloop_duration_cmd_sum:0\r\ninstantaneous_eventloop_cycles_per_sec:0\r\ninstantaneous_eventloop_duration_usec:0\r\nacl_access_denied_auth:0\r\nacl_access_denied_cmd:0\r\nacl_access_denied_key:0\r\nacl_access_denied_channel:0\r\n",
+                st.total_connections_received.load(Ordering::Relaxed),
                 calls,
-                store.stats.rejected_connections.load(Ordering::Relaxed),
-                expired_lazy,
-                store.stats.evicted_keys.load(Ordering::Relaxed),
+                ops_per_sec(calls),
+                st.total_net_input_bytes.load(Ordering::Relaxed),
+                st.total_net_output_bytes.load(Ordering::Relaxed),
+                st.rejected_connections.load(Ordering::Relaxed),
+                expired_lazy + st.expired_keys_active.load(Ordering::Relaxed),
+                st.evicted_keys.load(Ordering::Relaxed),
                 hits,
                 misses,
                 store.pubsub.len(crate::pubsub::Kind::Channel),
                 store.pubsub.len(crate::pubsub::Kind::Pattern),
                 store.pubsub.len(crate::pubsub::Kind::Shard),
-                store.stats.total_error_replies.load(Ordering::Relaxed)
+                st.unexpected_error_replies.load(Ordering::Relaxed),
+                st.total_error_replies.load(Ordering::Relaxed)
             );
         }
         "replication" => {
@@ -145,8 +216,16 @@ fn section(store: &Store, name: &str, o: &mut String) {
             );
         }
         "cpu" => {
-            o.push_str("# CPU\r\n");
+            let (user, sys) = cpu_times();
+            let _ = write!(
+                o,
+                "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\nused_cpu_sys_main_thread:{sys:.6}\r\nused_cpu_user_main_thread:{user:.6}\r\n"
+            );
         }
+        "modules" => o.push_str("# Modules\r\n"),
+        "cluster" => o.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
+        "latencystats" => o.push_str("# Latencystats\r\n"),
+        "keysizes" => o.push_str("# Keysizes\r\n"),
         "commandstats" => {
             o.push_str("# Commandstats\r\n");
             let mut cmds: Vec<_> = registry()
@@ -175,18 +254,33 @@ fn section(store: &Store, name: &str, o: &mut String) {
         }
         "errorstats" => {
             o.push_str("# Errorstats\r\n");
+            for (code, n) in store.stats.error_codes.lock().iter() {
+                let _ = write!(o, "errorstat_{code}:count={n}\r\n");
+            }
         }
         "keyspace" => {
             o.push_str("# Keyspace\r\n");
+            let now = crate::clock::now_ms();
             let mut ks = store.keyspace.lock_all_readonly();
             for db in 0..NUM_DBS {
                 let (mut keys, mut expires) = (0, 0);
+                // avg_ttl from a bounded sample of each part's keys with a TTL.
+                let (mut ttl_sum, mut ttl_n) = (0u64, 0u64);
                 for part in ks.db_parts(db) {
                     keys += part.map.len();
                     expires += part.expires.len();
+                    for k in part.expires.iter().take(TTL_SAMPLE) {
+                        if let Some(e) = part.map.get(k) {
+                            if e.expire_at > now {
+                                ttl_sum += e.expire_at - now;
+                                ttl_n += 1;
+                            }
+                        }
+                    }
                 }
                 if keys > 0 {
-                    let _ = write!(o, "db{db}:keys={keys},expires={expires},avg_ttl=0\r\n");
+                    let avg = ttl_sum.checked_div(ttl_n).unwrap_or(0);
+                    let _ = write!(o, "db{db}:keys={keys},expires={expires},avg_ttl={avg}\r\n");
                 }
             }
         }

@@ -1,0 +1,428 @@
+//! COMMAND: the command table as clients see it (COMMAND, COUNT, INFO, DOCS, LIST,
+//! GETKEYS, GETKEYSANDFLAGS), in Redis 7's reply shapes, built from `command.rs`.
+
+use bytes::Bytes;
+use tidewire_resp::Reply;
+
+use crate::args::Args;
+use crate::command::{cmd, flag, flag::*, registry, Command, CommandSpec, Keys, NO_KEYS};
+use crate::error::{CmdError, CmdResult};
+use crate::exec::Ctx;
+use crate::glob::glob_match;
+
+pub fn commands() -> Vec<CommandSpec> {
+    let f = LOADING | STALE | NO_KEYSPACE;
+    vec![cmd("command", -1, f, NO_KEYS, all_info)
+        .group("server")
+        .summary("Returns detailed information about all commands.")
+        .subs(vec![
+            cmd("count", 2, f, NO_KEYS, count).summary("Returns a count of commands."),
+            cmd("info", -2, f, NO_KEYS, info)
+                .summary("Returns information about one, multiple or all commands."),
+            cmd("docs", -2, f, NO_KEYS, docs)
+                .summary("Returns documentary information about one, multiple or all commands."),
+            cmd("list", -2, f, NO_KEYS, list).summary("Returns a list of command names."),
+            cmd("getkeys", -3, f, NO_KEYS, getkeys)
+                .summary("Extracts the key names from an arbitrary command."),
+            cmd("getkeysandflags", -3, f, NO_KEYS, getkeysandflags)
+                .summary("Extracts the key names and access flags for an arbitrary command."),
+            cmd("help", 2, f, NO_KEYS, help).summary("Returns helpful text about commands."),
+        ])]
+}
+
+fn s(v: &str) -> Reply {
+    Reply::SimpleString(v.to_string())
+}
+
+fn b(v: &str) -> Reply {
+    Reply::bulk_str(v)
+}
+
+/// ACL categories as Redis derives them from flags and the command's group.
+fn acl_categories(c: &Command) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let fl = c.spec.flags;
+    if fl & flag::WRITE != 0 {
+        v.push("@write");
+    }
+    if fl & flag::READONLY != 0 {
+        v.push("@read");
+    }
+    if fl & flag::ADMIN != 0 {
+        v.push("@admin");
+        v.push("@dangerous");
+    }
+    if fl & flag::PUBSUB != 0 {
+        v.push("@pubsub");
+    }
+    if fl & flag::FAST != 0 {
+        v.push("@fast");
+    } else {
+        v.push("@slow");
+    }
+    if fl & flag::BLOCKING != 0 {
+        v.push("@blocking");
+    }
+    let group = match c.spec.group {
+        "string" => Some("@string"),
+        "list" => Some("@list"),
+        "hash" => Some("@hash"),
+        "set" => Some("@set"),
+        "sorted-set" | "sorted_set" | "zset" => Some("@sortedset"),
+        "hyperloglog" => Some("@hyperloglog"),
+        "generic" => Some("@keyspace"),
+        "connection" => Some("@connection"),
+        "transactions" => Some("@transaction"),
+        "scripting" => Some("@scripting"),
+        "stream" => Some("@stream"),
+        "geo" => Some("@geo"),
+        "bitmap" => Some("@bitmap"),
+        _ => None,
+    };
+    if let Some(g) = group {
+        if !v.contains(&g) {
+            v.push(g);
+        }
+    }
+    v
+}
+
+fn flag_names(c: &Command) -> Vec<Reply> {
+    let mut v: Vec<Reply> = flag::NAMES
+        .iter()
+        .filter(|(f, _)| c.spec.flags & f != 0)
+        .map(|(_, n)| s(n))
+        .collect();
+    if matches!(c.spec.keys, Keys::Custom(_)) {
+        v.push(s("movablekeys"));
+    }
+    v
+}
+
+fn key_flags(c: &Command) -> Vec<&'static str> {
+    if c.is_write() {
+        vec!["RW", "UPDATE"]
+    } else {
+        vec!["RO", "ACCESS"]
+    }
+}
+
+fn key_specs(c: &Command) -> Reply {
+    let flags = || Reply::Set(key_flags(c).into_iter().map(s).collect());
+    match c.spec.keys {
+        Keys::None => Reply::Array(vec![]),
+        Keys::Range { first, last, step } => {
+            let lastkey = if last < 0 { last } else { last - first };
+            Reply::Array(vec![Reply::Map(vec![
+                (b("flags"), flags()),
+                (
+                    b("begin_search"),
+                    Reply::Map(vec![
+                        (b("type"), b("index")),
+                        (
+                            b("spec"),
+                            Reply::Map(vec![(b("index"), Reply::Int(first as i64))]),
+                        ),
+                    ]),
+                ),
+                (
+                    b("find_keys"),
+                    Reply::Map(vec![
+                        (b("type"), b("range")),
+                        (
+                            b("spec"),
+                            Reply::Map(vec![
+                                (b("lastkey"), Reply::Int(lastkey as i64)),
+                                (b("keystep"), Reply::Int(step as i64)),
+                                (b("limit"), Reply::Int(0)),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ])])
+        }
+        Keys::Custom(_) => Reply::Array(vec![Reply::Map(vec![
+            (b("flags"), flags()),
+            (
+                b("begin_search"),
+                Reply::Map(vec![
+                    (b("type"), b("unknown")),
+                    (b("spec"), Reply::Map(vec![])),
+                ]),
+            ),
+            (
+                b("find_keys"),
+                Reply::Map(vec![
+                    (b("type"), b("unknown")),
+                    (b("spec"), Reply::Map(vec![])),
+                ]),
+            ),
+        ])]),
+    }
+}
+
+fn sorted_subs(c: &Command) -> Vec<&Command> {
+    let mut v: Vec<&Command> = c.subs.values().collect();
+    v.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+    v
+}
+
+/// One COMMAND INFO entry: name, arity, flags, first, last, step, ACL categories,
+/// tips, key specs, subcommands.
+fn info_entry(c: &Command) -> Reply {
+    let (first, last, step) = c.spec.keys.legacy_triple();
+    Reply::Array(vec![
+        b(&c.full_name),
+        Reply::Int(c.spec.arity as i64),
+        Reply::Set(flag_names(c)),
+        Reply::Int(first),
+        Reply::Int(last),
+        Reply::Int(step),
+        Reply::Set(acl_categories(c).into_iter().map(s).collect()),
+        Reply::Array(vec![]),
+        key_specs(c),
+        Reply::Array(sorted_subs(c).into_iter().map(info_entry).collect()),
+    ])
+}
+
+fn doc_entry(c: &Command) -> Reply {
+    let mut m = vec![
+        (b("summary"), b(c.spec.summary)),
+        (b("since"), b("1.0.0")),
+        (b("group"), b(c.spec.group)),
+    ];
+    if !c.subs.is_empty() {
+        m.push((
+            b("subcommands"),
+            Reply::Map(
+                sorted_subs(c)
+                    .into_iter()
+                    .map(|sc| (b(&sc.full_name), doc_entry(sc)))
+                    .collect(),
+            ),
+        ));
+    }
+    Reply::Map(m)
+}
+
+fn sorted_top() -> Vec<&'static Command> {
+    let mut v: Vec<&Command> = registry().commands.values().collect();
+    v.sort_by(|a, b| a.full_name.cmp(&b.full_name));
+    v
+}
+
+/// Finds `get` or `config|get` (COMMAND INFO and DOCS accept both).
+fn lookup(name: &[u8]) -> Option<&'static Command> {
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+    match name.split_once('|') {
+        Some((parent, sub)) => registry().get(parent.as_bytes())?.subs.get(sub),
+        None => registry().get(name.as_bytes()),
+    }
+}
+
+fn all_info(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Array(
+        sorted_top().into_iter().map(info_entry).collect(),
+    ))
+}
+
+fn count(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Int(registry().commands.len() as i64))
+}
+
+fn info(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let names = args.rest();
+    if names.is_empty() {
+        return Ok(Reply::Array(
+            sorted_top().into_iter().map(info_entry).collect(),
+        ));
+    }
+    Ok(Reply::Array(
+        names
+            .iter()
+            .map(|n| lookup(n).map_or(Reply::NullArray, info_entry))
+            .collect(),
+    ))
+}
+
+fn docs(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let names = args.rest();
+    let pairs: Vec<(Reply, Reply)> = if names.is_empty() {
+        sorted_top()
+            .into_iter()
+            .map(|c| (b(&c.full_name), doc_entry(c)))
+            .collect()
+    } else {
+        names
+            .iter()
+            .filter_map(|n| lookup(n).map(|c| (b(&c.full_name), doc_entry(c))))
+            .collect()
+    };
+    Ok(Reply::Map(pairs))
+}
+
+fn list(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    enum Filter {
+        None,
+        Module,
+        AclCat(String),
+        Pattern(Bytes),
+    }
+    let filter = if args.is_empty() {
+        Filter::None
+    } else {
+        if !args.flag("FILTERBY") || args.remaining() != 2 {
+            return Err(CmdError::Syntax);
+        }
+        let kind = args.next_upper()?;
+        let value = args.next_bytes()?;
+        match kind.as_str() {
+            "MODULE" => Filter::Module,
+            "ACLCAT" => Filter::AclCat(format!(
+                "@{}",
+                String::from_utf8_lossy(value).to_ascii_lowercase()
+            )),
+            "PATTERN" => Filter::Pattern(value.clone()),
+            _ => return Err(CmdError::Syntax),
+        }
+    };
+    let mut out = Vec::new();
+    for c in sorted_top() {
+        for c in std::iter::once(c).chain(sorted_subs(c)) {
+            let keep = match &filter {
+                Filter::None => true,
+                Filter::Module => false,
+                Filter::AclCat(cat) => acl_categories(c).contains(&cat.as_str()),
+                Filter::Pattern(p) => glob_match(p, c.full_name.as_bytes(), true),
+            };
+            if keep {
+                out.push(b(&c.full_name));
+            }
+        }
+    }
+    Ok(Reply::Array(out))
+}
+
+/// Resolves the command given to GETKEYS and finds its keys, with Redis's errors.
+fn keys_of(args: &mut Args<'_>) -> Result<(&'static Command, Vec<Bytes>), CmdError> {
+    let argv: Vec<Bytes> = args.rest().to_vec();
+    let top = registry()
+        .get(&argv[0])
+        .ok_or_else(|| CmdError::err("Invalid command specified"))?;
+    let c = if !top.subs.is_empty() && argv.len() >= 2 {
+        top.sub(&argv[1])
+            .ok_or_else(|| CmdError::err("Invalid command specified"))?
+    } else {
+        top
+    };
+    if !c.arity_ok(argv.len()) {
+        return Err(CmdError::err(
+            "Invalid number of arguments specified for command",
+        ));
+    }
+    let keys: Vec<Bytes> = c
+        .spec
+        .keys
+        .positions(&argv)
+        .into_iter()
+        .map(|p| argv[p].clone())
+        .collect();
+    if keys.is_empty() {
+        return Err(CmdError::err("The command has no key arguments"));
+    }
+    Ok((c, keys))
+}
+
+fn getkeys(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (_, keys) = keys_of(args)?;
+    Ok(Reply::Array(keys.into_iter().map(Reply::Bulk).collect()))
+}
+
+fn getkeysandflags(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (c, keys) = keys_of(args)?;
+    Ok(Reply::Array(
+        keys.into_iter()
+            .map(|k| {
+                Reply::Array(vec![
+                    Reply::Bulk(k),
+                    Reply::Set(key_flags(c).into_iter().map(s).collect()),
+                ])
+            })
+            .collect(),
+    ))
+}
+
+fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(super::server::help_lines(
+        "COMMAND",
+        &[
+            "(no subcommand)",
+            "    Return details about all Redis commands.",
+            "COUNT",
+            "    Return the total number of commands in this Redis server.",
+            "LIST",
+            "    Return a list of all commands in this Redis server.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple Redis commands.",
+            "    If no command names are given, documentation details for all",
+            "    commands are returned.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about multiple Redis commands.",
+            "    If no command names are given, documentation details for all",
+            "    commands are returned.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full Redis command.",
+            "GETKEYSANDFLAGS <full-command>",
+            "    Return the keys and the access flags from a full Redis command.",
+            "LIST [FILTERBY (MODULE <module-name>|ACLCAT <category>|PATTERN <pattern>)]",
+            "    Return a list of all commands in this Redis server.",
+        ],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    #[test]
+    fn info_shape_and_getkeys() {
+        let mut t = TestClient::new();
+        let Reply::Array(v) = t.run(&["COMMAND", "INFO", "get", "nosuch"]) else {
+            panic!()
+        };
+        assert_eq!(v[1], Reply::NullArray);
+        let Reply::Array(get) = &v[0] else { panic!() };
+        assert_eq!(get.len(), 10);
+        assert_eq!(get[0], bulk("get"));
+        assert_eq!(get[1], Reply::Int(2));
+        assert_eq!(&get[3..6], &[Reply::Int(1), Reply::Int(1), Reply::Int(1)]);
+        assert_eq!(
+            t.run(&["COMMAND", "GETKEYS", "set", "a", "b"]),
+            bulks(&["a"])
+        );
+        assert_eq!(
+            t.run(&["COMMAND", "GETKEYS", "nosuch", "a"]),
+            err("ERR Invalid command specified")
+        );
+        assert_eq!(
+            t.run(&["COMMAND", "GETKEYS", "get"]),
+            err("ERR Invalid number of arguments specified for command")
+        );
+        assert_eq!(
+            t.run(&["COMMAND", "GETKEYS", "ping", "x"]),
+            err("ERR The command has no key arguments")
+        );
+        let Reply::Int(n) = t.run(&["COMMAND", "COUNT"]) else {
+            panic!()
+        };
+        let Reply::Array(all) = t.run(&["COMMAND"]) else {
+            panic!()
+        };
+        assert_eq!(all.len() as i64, n);
+        let Reply::Array(l) = t.run(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "client|*"]) else {
+            panic!()
+        };
+        assert!(l.contains(&bulk("client|list")));
+    }
+}
