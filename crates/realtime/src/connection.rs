@@ -74,6 +74,8 @@ struct Session {
     /// Whether the connection may be resumed when this transport ends: true unless
     /// the client closed it or it failed fatally.
     resumable: bool,
+    /// Whether this transport took over an existing connection (resume/recover).
+    resumed_connection: bool,
     pending_ack: Option<(i64, u64)>,
     out: Vec<Outgoing>,
     renew_at: Option<Instant>,
@@ -203,6 +205,7 @@ pub async fn run_session<S, R, E>(
         attached: HashMap::new(),
         link,
         resumable: true,
+        resumed_connection: params.resume.is_some() && resume_error.is_none(),
         pending_ack: None,
         out: Vec::new(),
         renew_at: None,
@@ -582,8 +585,11 @@ impl Session {
         } else if resuming {
             // Presence removed while parked also breaks continuity: without RESUMED
             // the client re-enters its members.
+            // RESUMED promises connection-level continuity too (presence kept): only a
+            // resumed connection can make it. A new connection still gets the missed
+            // messages, but the SDK is told to re-enter its presence.
             let presence_lost = self.link.take_presence_lost(&name);
-            if att.continuous && !presence_lost {
+            if att.continuous && !presence_lost && self.resumed_connection {
                 attached_flags |= flags::RESUMED;
             } else if !att.continuous {
                 error = Some(AblyError::of(ErrorCode::ChannelContinuityLost).to_info());

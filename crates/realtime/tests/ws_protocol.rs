@@ -562,6 +562,21 @@ async fn resume_refusals_and_continuity_loss() {
     let a = c.expect(11).await;
     assert_eq!(a["flags"].as_u64().unwrap() & 4, 0);
     assert_eq!(a["error"]["code"], 90003);
+
+    // A new connection presenting a retained channelSerial gets the missed messages,
+    // but not RESUMED: only a resumed connection keeps presence.
+    let serial = a["channelSerial"].as_str().unwrap().to_owned();
+    s.hub
+        .publish_from_backend("gap", None, "later", None)
+        .unwrap();
+    let (mut fresh, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    fresh
+        .send(json!({"action": 10, "channel": "gap", "channelSerial": serial}))
+        .await;
+    let a = fresh.expect(11).await;
+    assert_eq!(a["flags"].as_u64().unwrap() & 4, 0);
+    assert!(a.get("error").is_none());
+    assert_eq!(fresh.expect(15).await["messages"][0]["data"], "later");
 }
 
 #[tokio::test]
