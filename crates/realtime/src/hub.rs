@@ -284,7 +284,17 @@ impl Hub {
     /// Forgets `name` if nobody is attached and nobody else holds it. Holding the
     /// write lock while checking the reference count makes this race-free: new users
     /// must take the lock to obtain the channel.
+    ///
+    /// Lock order is always map, then channel; channel code never takes the map.
     pub fn release_channel(&self, name: &str) {
+        // Busy channels (the common case on every publish) need no write lock.
+        {
+            let map = self.channels.read().unwrap_or_else(|p| p.into_inner());
+            match map.get(name) {
+                Some(c) if c.is_idle() => {}
+                _ => return,
+            }
+        }
         let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = map.get(name) {
             if Arc::strong_count(c) == 1 && c.is_idle() {
