@@ -5,7 +5,7 @@
 //! its connectionKey in `resume=`/`recover=` takes it over and keeps the
 //! connectionId and the msgSerial sequence (so re-sent publishes are not duplicated).
 //! Channel continuity is restored separately, from history, when the client
-//! re-attaches with its last `channelSerial` (see `Channel::attach_from_serial`).
+//! re-attaches with its last `channelSerial` (see `Backlog::FromSerial` in `channel.rs`).
 //!
 //! Each registration carries a *generation* (the transport's slot id) so that a stale
 //! transport finishing late cannot clobber the entry a newer one took over.
