@@ -1058,7 +1058,7 @@ mod tests {
         let wait = |t: &TestClient, db: usize, key: &'static str| {
             t.store
                 .blocking
-                .register(99, &[(db, Bytes::from_static(key.as_bytes()))])
+                .register(99, &[(db, Bytes::from_static(key.as_bytes()))], None)
         };
         put(&t, 0, "l");
         let w = wait(&t, 0, "dst");

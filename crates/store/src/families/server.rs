@@ -76,14 +76,6 @@ pub fn commands() -> Vec<CommandSpec> {
                 .summary("Returns helpful text about the different subcommands."),
             ])),
         s(cmd(
-            "lastsave",
-            1,
-            LOADING | STALE | FAST | NO_KEYSPACE,
-            NO_KEYS,
-            lastsave,
-        )
-        .summary("Returns the Unix timestamp of the last successful save to disk.")),
-        s(cmd(
             "monitor",
             1,
             ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE | NO_MULTI,
@@ -337,12 +329,6 @@ fn config_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
             "REWRITE",
             "    Rewrite the configuration file.",
         ],
-    ))
-}
-
-fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    Ok(Reply::Int(
-        ctx.store.last_save_secs.load(Ordering::Relaxed) as i64
     ))
 }
 
