@@ -126,8 +126,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     });
     // The realtime layer owns the root of the HTTP port; the Upstash API is mounted
     // under its own prefix, health and metrics beside it.
-    let app = http::router(store.clone(), rest.clone(), &config.upstash.mount, &config.http)
-        .merge(tidewire_realtime::router(hub.clone()));
+    let app = http::router(
+        store.clone(),
+        rest.clone(),
+        &config.upstash.mount,
+        &config.http,
+    )
+    .merge(tidewire_realtime::router(hub.clone()));
     tasks.spawn(serve_http(http, app, shutdown_rx.clone()));
     let upstash_addr = match config.upstash.port {
         Some(port) => {

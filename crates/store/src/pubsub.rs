@@ -79,7 +79,12 @@ impl PubSub {
 
     /// Delivers `message` to Redis subscribers only: used for messages that came from
     /// the bridge, so they do not loop back into it.
-    pub fn publish_local(&self, channel: &[u8], message: &[u8], limit: impl Into<OutputLimit>) -> usize {
+    pub fn publish_local(
+        &self,
+        channel: &[u8],
+        message: &[u8],
+        limit: impl Into<OutputLimit>,
+    ) -> usize {
         let limit = limit.into();
         let mut receivers = 0;
         let size = channel.len() + message.len() + 32;
