@@ -417,10 +417,7 @@ impl ScanOpts<'_> {
 
 pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdError> {
     let cursor_arg = args.next_bytes()?;
-    let cursor = std::str::from_utf8(cursor_arg)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| CmdError::err("invalid cursor"))?;
+    let cursor = parse_cursor(cursor_arg).ok_or_else(|| CmdError::err("invalid cursor"))?;
     let mut opts = ScanOpts {
         cursor,
         pattern: None,
@@ -441,6 +438,29 @@ pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdErr
         }
     }
     Ok(opts)
+}
+
+/// A cursor as Redis reads it with `strtoul`: optional sign (a negative value
+/// wraps), decimal digits, no leading space or trailing garbage, no overflow; the
+/// empty string is 0.
+fn parse_cursor(s: &[u8]) -> Option<u64> {
+    let (neg, digits) = match s.first() {
+        None => return Some(0),
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        Some(_) => (false, s),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    Some(if neg { n.wrapping_neg() } else { n })
 }
 
 /// The SCAN-family reply: `[cursor, [items…]]`.
@@ -635,6 +655,12 @@ mod tests {
         let Reply::Array(r) = r else { panic!() };
         assert!(matches!(&r[1], Reply::Array(items) if items.len() == 22));
         assert_eq!(t.run(&["HSCAN", "h", "x"]), err("ERR invalid cursor"));
+        assert_eq!(t.run(&["HSCAN", "h", " 1"]), err("ERR invalid cursor"));
+        assert_eq!(
+            t.run(&["HSCAN", "h", "18446744073709551616"]),
+            err("ERR invalid cursor")
+        );
+        assert!(matches!(t.run(&["HSCAN", "h", "-1"]), Reply::Array(_)));
         assert_eq!(
             t.run(&["HSCAN", "h", "0", "COUNT", "0"]),
             err("ERR syntax error")
