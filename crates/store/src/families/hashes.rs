@@ -79,8 +79,8 @@ fn check_hash(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<bool, CmdError> {
     }
 }
 
-/// The hash at `key`, created empty if absent. Callers check the type first (with
-/// [`check_hash`]) and must leave it non-empty.
+/// The hash at `key`, created empty if absent; WRONGTYPE (and nothing created) for
+/// another type. Callers must leave it non-empty.
 fn hash_for_write<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut HashValue, CmdError> {
     let db = ctx.db();
     let now = ctx.now;
@@ -117,7 +117,6 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<i64, CmdError> {
     if !pairs.len().is_multiple_of(2) {
         return Err(CmdError::WrongArity(ctx.cmd.full_name.clone()));
     }
-    check_hash(ctx, key)?;
     let lim = limits(ctx);
     let h = hash_for_write(ctx, key)?;
     let mut added = 0;
@@ -144,7 +143,7 @@ fn hsetnx(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
     let value = args.next_bytes()?;
-    if check_hash(ctx, key)? && write_view(ctx, key)?.is_some_and(|h| h.contains(field)) {
+    if write_view(ctx, key)?.is_some_and(|h| h.contains(field)) {
         return Ok(Reply::Int(0));
     }
     let lim = limits(ctx);
@@ -257,15 +256,11 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
     let incr = args.next_i64()?;
-    let current = if check_hash(ctx, key)? {
-        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
-            Some(v) => {
-                num::parse_i64(v).ok_or_else(|| CmdError::err("hash value is not an integer"))?
-            }
-            None => 0,
+    let current = match write_view(ctx, key)?.and_then(|h| h.get(field)) {
+        Some(v) => {
+            num::parse_i64(v).ok_or_else(|| CmdError::err("hash value is not an integer"))?
         }
-    } else {
-        0
+        None => 0,
     };
     let new = current.checked_add(incr).ok_or(CmdError::Overflow)?;
     let lim = limits(ctx);
@@ -284,17 +279,13 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if incr.is_infinite() {
         return Err(CmdError::err("value is NaN or Infinity"));
     }
-    let (current, current_text) = if check_hash(ctx, key)? {
-        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
-            // A stored "inf" is a float (the sum below then reports it).
-            Some(v) => match num::parse_f64(v) {
-                Some(f) => (f, Bytes::copy_from_slice(v)),
-                None => return Err(CmdError::err("hash value is not a float")),
-            },
-            None => (0.0, Bytes::from_static(b"0")),
-        }
-    } else {
-        (0.0, Bytes::from_static(b"0"))
+    let (current, current_text) = match write_view(ctx, key)?.and_then(|h| h.get(field)) {
+        // A stored "inf" is a float (the sum below then reports it).
+        Some(v) => match num::parse_f64(v) {
+            Some(f) => (f, Bytes::copy_from_slice(v)),
+            None => return Err(CmdError::err("hash value is not a float")),
+        },
+        None => (0.0, Bytes::from_static(b"0")),
     };
     let new = current + incr;
     if !new.is_finite() {
