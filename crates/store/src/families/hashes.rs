@@ -79,8 +79,8 @@ fn check_hash(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<bool, CmdError> {
     }
 }
 
-/// The hash at `key`, created empty if absent. Callers check the type first (with
-/// [`check_hash`]) and must leave it non-empty.
+/// The hash at `key`, created empty if absent; WRONGTYPE (and nothing created) for
+/// another type. Callers must leave it non-empty.
 fn hash_for_write<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut HashValue, CmdError> {
     let db = ctx.db();
     let now = ctx.now;
@@ -117,7 +117,6 @@ fn set_pairs(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> Result<i64, CmdError> {
     if !pairs.len().is_multiple_of(2) {
         return Err(CmdError::WrongArity(ctx.cmd.full_name.clone()));
     }
-    check_hash(ctx, key)?;
     let lim = limits(ctx);
     let h = hash_for_write(ctx, key)?;
     let mut added = 0;
@@ -144,7 +143,7 @@ fn hsetnx(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
     let value = args.next_bytes()?;
-    if check_hash(ctx, key)? && write_view(ctx, key)?.is_some_and(|h| h.contains(field)) {
+    if write_view(ctx, key)?.is_some_and(|h| h.contains(field)) {
         return Ok(Reply::Int(0));
     }
     let lim = limits(ctx);
@@ -257,15 +256,11 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let field = args.next_bytes()?;
     let incr = args.next_i64()?;
-    let current = if check_hash(ctx, key)? {
-        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
-            Some(v) => {
-                num::parse_i64(v).ok_or_else(|| CmdError::err("hash value is not an integer"))?
-            }
-            None => 0,
+    let current = match write_view(ctx, key)?.and_then(|h| h.get(field)) {
+        Some(v) => {
+            num::parse_i64(v).ok_or_else(|| CmdError::err("hash value is not an integer"))?
         }
-    } else {
-        0
+        None => 0,
     };
     let new = current.checked_add(incr).ok_or(CmdError::Overflow)?;
     let lim = limits(ctx);
@@ -284,16 +279,13 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if incr.is_infinite() {
         return Err(CmdError::err("value is NaN or Infinity"));
     }
-    let (current, current_text) = if check_hash(ctx, key)? {
-        match write_view(ctx, key)?.and_then(|h| h.get(field)) {
-            Some(v) => match num::parse_f64(v) {
-                Some(f) if f.is_finite() => (f, Bytes::copy_from_slice(v)),
-                _ => return Err(CmdError::err("hash value is not a float")),
-            },
-            None => (0.0, Bytes::from_static(b"0")),
-        }
-    } else {
-        (0.0, Bytes::from_static(b"0"))
+    let (current, current_text) = match write_view(ctx, key)?.and_then(|h| h.get(field)) {
+        // A stored "inf" is a float (the sum below then reports it).
+        Some(v) => match num::parse_f64(v) {
+            Some(f) => (f, Bytes::copy_from_slice(v)),
+            None => return Err(CmdError::err("hash value is not a float")),
+        },
+        None => (0.0, Bytes::from_static(b"0")),
     };
     let new = current + incr;
     if !new.is_finite() {
@@ -417,10 +409,7 @@ impl ScanOpts<'_> {
 
 pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdError> {
     let cursor_arg = args.next_bytes()?;
-    let cursor = std::str::from_utf8(cursor_arg)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| CmdError::err("invalid cursor"))?;
+    let cursor = parse_cursor(cursor_arg).ok_or_else(|| CmdError::err("invalid cursor"))?;
     let mut opts = ScanOpts {
         cursor,
         pattern: None,
@@ -441,6 +430,29 @@ pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdErr
         }
     }
     Ok(opts)
+}
+
+/// A cursor as Redis reads it with `strtoul`: optional sign (a negative value
+/// wraps), decimal digits, no leading space or trailing garbage, no overflow; the
+/// empty string is 0.
+fn parse_cursor(s: &[u8]) -> Option<u64> {
+    let (neg, digits) = match s.first() {
+        None => return Some(0),
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        Some(_) => (false, s),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
+    }
+    Some(if neg { n.wrapping_neg() } else { n })
 }
 
 /// The SCAN-family reply: `[cursor, [items…]]`.
@@ -552,6 +564,11 @@ mod tests {
             t.run(&["HINCRBYFLOAT", "h", "s", "1"]),
             err("ERR hash value is not a float")
         );
+        t.run(&["HSET", "h", "i", "inf"]);
+        assert_eq!(
+            t.run(&["HINCRBYFLOAT", "h", "i", "1"]),
+            err("ERR increment would produce NaN or Infinity")
+        );
         assert_eq!(
             t.run(&["HINCRBYFLOAT", "h", "f", "x"]),
             err("ERR value is not a valid float")
@@ -635,6 +652,12 @@ mod tests {
         let Reply::Array(r) = r else { panic!() };
         assert!(matches!(&r[1], Reply::Array(items) if items.len() == 22));
         assert_eq!(t.run(&["HSCAN", "h", "x"]), err("ERR invalid cursor"));
+        assert_eq!(t.run(&["HSCAN", "h", " 1"]), err("ERR invalid cursor"));
+        assert_eq!(
+            t.run(&["HSCAN", "h", "18446744073709551616"]),
+            err("ERR invalid cursor")
+        );
+        assert!(matches!(t.run(&["HSCAN", "h", "-1"]), Reply::Array(_)));
         assert_eq!(
             t.run(&["HSCAN", "h", "0", "COUNT", "0"]),
             err("ERR syntax error")

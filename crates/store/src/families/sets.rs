@@ -278,9 +278,12 @@ fn srandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     };
     let len = set.len();
     let out = if l < 0 {
-        (0..l.unsigned_abs())
-            .map(|_| bulk(set.random(&mut rng).expect("non-empty")))
-            .collect()
+        // Grown as filled: an absurd count must not be one giant allocation.
+        let mut out = Vec::new();
+        for _ in 0..l.unsigned_abs() {
+            out.push(bulk(set.random(&mut rng).expect("non-empty")));
+        }
+        out
     } else if l as usize >= len {
         set.iter().map(bulk).collect()
     } else {

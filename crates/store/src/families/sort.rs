@@ -67,21 +67,20 @@ fn sort_ro(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     sort_generic(ctx, args, true)
 }
 
-/// The elements to sort, in the value's own order. For a sorted set read without
-/// sorting, `desc` walks it from the highest score.
-fn sort_input(v: &Value, zset_desc: bool) -> Result<Vec<Bytes>, CmdError> {
-    Ok(match v {
+/// The elements to sort, in the value's own order. A list or sorted set read
+/// without sorting is walked from its end when `reverse` (DESC with BY nosort), as
+/// Redis does; a set has no order to reverse.
+fn sort_input(v: &Value, reverse: bool) -> Result<Vec<Bytes>, CmdError> {
+    let mut out: Vec<Bytes> = match v {
         Value::List(l) => l.iter().cloned().collect(),
-        Value::Set(s) => s.iter().map(member_bytes).collect(),
-        Value::ZSet(z) => {
-            let mut out: Vec<Bytes> = z.iter().map(|(m, _)| m.clone()).collect();
-            if zset_desc {
-                out.reverse();
-            }
-            out
-        }
+        Value::Set(s) => return Ok(s.iter().map(member_bytes).collect()),
+        Value::ZSet(z) => z.iter().map(|(m, _)| m.clone()).collect(),
         Value::Str(_) | Value::Hash(_) => return Err(CmdError::WrongType),
-    })
+    };
+    if reverse {
+        out.reverse();
+    }
+    Ok(out)
 }
 
 /// Redis's `lookupKeyByPattern`: `#` is the element itself; otherwise the first `*`
