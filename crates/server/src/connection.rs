@@ -41,6 +41,7 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         inbuf: BytesMut::with_capacity(16 * 1024),
         out: BytesMut::with_capacity(16 * 1024),
         replies: Vec::new(),
+        shutdown: shutdown.clone(),
     };
     loop {
         tokio::select! {
@@ -90,6 +91,8 @@ struct Conn {
     inbuf: BytesMut,
     out: BytesMut,
     replies: Vec<Reply>,
+    /// Seen by a blocked client's wait, so shutdown does not wait for its timeout.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -194,6 +197,11 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = info.killed() => {
+                    blocked.waiter.abandon();
+                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    break false;
+                }
+                _ = self.shutdown.changed() => {
                     blocked.waiter.abandon();
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                     break false;
