@@ -359,6 +359,50 @@ mod tests {
         assert_eq!(p.run(&["EXISTS", "k"]), int(0));
     }
 
+    #[derive(Default)]
+    struct Log(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::WriteLog for Log {
+        fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64 {
+            let mut v = self.0.lock();
+            for (_, argv) in cmds {
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                v.push(words.join(" "));
+            }
+            v.len() as u64
+        }
+    }
+
+    #[test]
+    fn blocking_pops_propagate_as_plain_pops() {
+        let mut a = TestClient::new();
+        let log = Arc::new(Log::default());
+        a.store.set_write_log(log.clone());
+        let mut p = a.other();
+        p.run(&["RPUSH", "l", "x"]);
+        a.run(&["BLPOP", "l", "0"]);
+        let wa = parked(exec(&mut a, &["BRPOPLPUSH", "l", "d", "0"]));
+        p.run(&["RPUSH", "l", "y"]);
+        assert_eq!(wa.waiter.take_served(), Some(vec![bulk("y")]));
+        p.run(&["ZADD", "z", "1", "m", "2", "n"]);
+        a.run(&["BZMPOP", "0", "1", "z", "MAX", "COUNT", "5"]);
+        a.run(&["BLPOP", "nothing", "0"]);
+        assert_eq!(
+            *log.0.lock(),
+            vec![
+                "RPUSH l x",
+                "LPOP l",
+                "RPUSH l y",
+                "RPOPLPUSH l d",
+                "ZADD z 1 m 2 n",
+                "ZPOPMAX z 2",
+            ]
+        );
+    }
+
     #[test]
     fn timeouts() {
         assert_eq!(parse_timeout(b"0").unwrap(), None);

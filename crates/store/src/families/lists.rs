@@ -640,13 +640,18 @@ fn bmove(
 ) -> CmdResult {
     let timeout = parse_timeout(timeout)?;
     if let Some(v) = move_elem(ctx, src, dst, from, to)? {
-        ctx.propagate(vec![
-            b("LMOVE"),
-            src.clone(),
-            dst.clone(),
-            b(if from { "LEFT" } else { "RIGHT" }),
-            b(if to { "LEFT" } else { "RIGHT" }),
-        ]);
+        let plain = if ctx.argv[0].eq_ignore_ascii_case(b"brpoplpush") {
+            vec![b("RPOPLPUSH"), src.clone(), dst.clone()]
+        } else {
+            vec![
+                b("LMOVE"),
+                src.clone(),
+                dst.clone(),
+                b(if from { "LEFT" } else { "RIGHT" }),
+                b(if to { "LEFT" } else { "RIGHT" }),
+            ]
+        };
+        ctx.propagate(plain);
         return Ok(Reply::Bulk(v));
     }
     if ctx.no_block {
