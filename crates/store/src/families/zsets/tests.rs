@@ -386,3 +386,29 @@ fn randmember_scan_encoding() {
     assert_eq!(cursor, "0");
     assert_eq!(seen.len(), 50);
 }
+
+#[test]
+fn keyspace_events() {
+    assert_eq!(
+        crate::families::lists::tests::events_of(&[
+            &["ZADD", "z", "1", "a", "2", "b", "3", "c", "4", "d"],
+            &["ZADD", "z", "1", "a"],
+            &["ZINCRBY", "z", "1", "a"],
+            &["ZREM", "z", "a", "nope"],
+            &["ZREMRANGEBYSCORE", "z", "2", "2"],
+            &["ZPOPMIN", "z"],
+            &["ZUNIONSTORE", "u", "1", "z"],
+            &["BZPOPMAX", "z", "0"],
+        ]),
+        vec![
+            "zadd z",
+            "zincr z",
+            "zrem z",
+            "zremrangebyscore z",
+            "zpopmin z",
+            "zunionstore u",
+            "zpopmax z",
+            "del z",
+        ]
+    );
+}
