@@ -319,9 +319,7 @@ fn lset(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let limit = list_limit(ctx);
     let l = list_mut(ctx, key)?.ok_or(CmdError::NoSuchKey)?;
     let i = index_of(index, l.len()).ok_or(CmdError::IndexOutOfRange)?;
-    if let Some(slot) = l.get_mut(i) {
-        *slot = value;
-    }
+    l.set(i, value);
     l.update_encoding(limit);
     ctx.dirty(1);
     ctx.notify(notify::LIST, "lset", key);
