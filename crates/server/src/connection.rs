@@ -48,6 +48,7 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         out: BytesMut::with_capacity(16 * 1024),
         replies: Vec::new(),
         write_seq: 0,
+        shutdown: shutdown.clone(),
     };
     loop {
         tokio::select! {
@@ -105,6 +106,8 @@ struct Conn {
     /// Write-log sequence of this connection's writes whose replies are buffered:
     /// with `appendfsync always` they are sent only once it is on disk.
     write_seq: u64,
+    /// Seen by a blocked client's wait, so shutdown does not wait for its timeout.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Conn {
@@ -244,6 +247,11 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = info.killed() => {
+                    blocked.waiter.abandon();
+                    self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    break false;
+                }
+                _ = self.shutdown.changed() => {
                     blocked.waiter.abandon();
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                     break false;

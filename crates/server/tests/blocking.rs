@@ -310,3 +310,18 @@ async fn bzpopmin_and_bzmpop() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_blocked_clients() {
+    let (server, _dir) = server().await;
+    let h = spawn_cmd(connect(&server), &["BLPOP", "q", "0"]);
+    wait_blocked(&server, 1);
+    let store = server.store.clone();
+    // Bounded: shutdown itself gives up after 10 s; a blocked client must not make
+    // it wait that long (checked loosely: it must simply finish and free the waiter).
+    tokio::time::timeout(Duration::from_secs(30), server.shutdown())
+        .await
+        .unwrap();
+    assert_eq!(store.blocking.blocked_clients(), 0);
+    assert!(join(h).1.is_err());
+}

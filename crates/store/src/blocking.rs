@@ -299,6 +299,110 @@ impl Blocking {
 mod tests {
     use super::*;
 
+    use crate::testkit::*;
+    use crate::Outcome;
+    use tidewire_resp::Reply;
+
+    fn exec(t: &mut TestClient, args: &[&str]) -> Outcome {
+        let argv: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let mut out = Vec::new();
+        t.store.execute(&mut t.client, &argv, &mut out)
+    }
+
+    fn parked(o: Outcome) -> crate::Blocked {
+        match o {
+            Outcome::Blocked(b) => b,
+            Outcome::Replies => panic!("expected to block"),
+        }
+    }
+
+    #[test]
+    fn pusher_serves_waiters_in_order() {
+        let mut a = TestClient::new();
+        let mut b = a.other();
+        let mut c = a.other();
+        let wa = parked(exec(&mut a, &["BLPOP", "q", "0"]));
+        let wb = parked(exec(&mut b, &["BRPOPLPUSH", "q", "dst", "0"]));
+        let wc = parked(exec(&mut c, &["BLPOP", "dst", "0"]));
+        assert_eq!(a.store.blocking.blocked_clients(), 3);
+        // One push, two elements: a then b, and b's move serves c.
+        let mut p = a.other();
+        assert_eq!(p.run(&["RPUSH", "q", "x", "y"]), int(2));
+        assert_eq!(wa.waiter.take_served(), Some(vec![bulks(&["q", "x"])]));
+        assert_eq!(wb.waiter.take_served(), Some(vec![bulk("y")]));
+        assert_eq!(wc.waiter.take_served(), Some(vec![bulks(&["dst", "y"])]));
+        assert_eq!(a.store.blocking.blocked_clients(), 0);
+        assert!(!a.store.blocking.has_waiters());
+        // A push followed by a pop from the pusher cannot overtake a waiter.
+        let wa = parked(exec(&mut a, &["BZPOPMIN", "z", "0"]));
+        assert_eq!(p.run(&["ZADD", "z", "1", "m"]), int(1));
+        assert_eq!(p.run(&["ZPOPMIN", "z"]), Reply::Array(vec![]));
+        assert_eq!(
+            wa.waiter.take_served(),
+            Some(vec![Reply::Array(vec![
+                bulk("z"),
+                bulk("m"),
+                Reply::Double(1.0)
+            ])])
+        );
+        // A waiter that gave up (timeout) is skipped; the next one is served.
+        let wa = parked(exec(&mut a, &["BLPOP", "k", "0"]));
+        let wb = parked(exec(&mut b, &["BLPOP", "k", "0"]));
+        assert!(wa.waiter.abandon());
+        a.store.blocking.unregister(&wa.waiter, &wa.keys);
+        p.run(&["LPUSH", "k", "v"]);
+        assert_eq!(wa.waiter.take_served(), None);
+        assert_eq!(wb.waiter.take_served(), Some(vec![bulks(&["k", "v"])]));
+        assert_eq!(p.run(&["EXISTS", "k"]), int(0));
+    }
+
+    #[derive(Default)]
+    struct Log(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::WriteLog for Log {
+        fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64 {
+            let mut v = self.0.lock();
+            for (_, argv) in cmds {
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                v.push(words.join(" "));
+            }
+            v.len() as u64
+        }
+    }
+
+    #[test]
+    fn blocking_pops_propagate_as_plain_pops() {
+        let mut a = TestClient::new();
+        let log = Arc::new(Log::default());
+        a.store.set_write_log(log.clone());
+        let mut p = a.other();
+        p.run(&["RPUSH", "l", "x"]);
+        a.run(&["BLPOP", "l", "0"]);
+        let wa = parked(exec(&mut a, &["BRPOPLPUSH", "l", "d", "0"]));
+        p.run(&["RPUSH", "l", "y"]);
+        assert_eq!(wa.waiter.take_served(), Some(vec![bulk("y")]));
+        p.run(&["ZADD", "z", "1", "m", "2", "n"]);
+        a.run(&["BZMPOP", "0", "1", "z", "MAX", "COUNT", "5"]);
+        a.run(&["BLPOP", "nothing", "0"]);
+        assert_eq!(
+            *log.0.lock(),
+            vec![
+                "RPUSH l x",
+                "LPOP l",
+                "RPUSH l y",
+                "RPOPLPUSH l d",
+                "ZADD z 1 m 2 n",
+                "ZPOPMAX z 2",
+            ]
+        );
+    }
+
     #[test]
     fn timeouts() {
         assert_eq!(parse_timeout(b"0").unwrap(), None);

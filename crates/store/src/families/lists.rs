@@ -319,9 +319,7 @@ fn lset(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let limit = list_limit(ctx);
     let l = list_mut(ctx, key)?.ok_or(CmdError::NoSuchKey)?;
     let i = index_of(index, l.len()).ok_or(CmdError::IndexOutOfRange)?;
-    if let Some(slot) = l.get_mut(i) {
-        *slot = value;
-    }
+    l.set(i, value);
     l.update_encoding(limit);
     ctx.dirty(1);
     ctx.notify(notify::LIST, "lset", key);
@@ -640,13 +638,18 @@ fn bmove(
 ) -> CmdResult {
     let timeout = parse_timeout(timeout)?;
     if let Some(v) = move_elem(ctx, src, dst, from, to)? {
-        ctx.propagate(vec![
-            b("LMOVE"),
-            src.clone(),
-            dst.clone(),
-            b(if from { "LEFT" } else { "RIGHT" }),
-            b(if to { "LEFT" } else { "RIGHT" }),
-        ]);
+        let plain = if ctx.argv[0].eq_ignore_ascii_case(b"brpoplpush") {
+            vec![b("RPOPLPUSH"), src.clone(), dst.clone()]
+        } else {
+            vec![
+                b("LMOVE"),
+                src.clone(),
+                dst.clone(),
+                b(if from { "LEFT" } else { "RIGHT" }),
+                b(if to { "LEFT" } else { "RIGHT" }),
+            ]
+        };
+        ctx.propagate(plain);
         return Ok(Reply::Bulk(v));
     }
     if ctx.no_block {
@@ -684,7 +687,7 @@ fn blmpop(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use crate::testkit::*;
     use tidewire_resp::{Protocol, Reply};
 
@@ -850,6 +853,61 @@ mod tests {
             bulk("1")
         );
         assert_eq!(t.run(&["LRANGE", "c", "0", "-1"]), bulks(&["1"]));
+    }
+
+    /// Keyspace events (`__keyevent@0__:<event>` messages) raised by `cmds`.
+    pub(crate) fn events_of(cmds: &[&[&str]]) -> Vec<String> {
+        let mut t = TestClient::new();
+        t.run(&["CONFIG", "SET", "notify-keyspace-events", "KEA"]);
+        let mut sub = t.other();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        sub.client.info.set_push_channel(tx);
+        sub.run(&["PSUBSCRIBE", "__keyevent@0__:*"]);
+        for c in cmds {
+            t.run(c);
+        }
+        let mut out = Vec::new();
+        while let Ok((msg, _)) = rx.try_recv() {
+            if let Reply::Push(parts) | Reply::Array(parts) = msg {
+                if let (Some(Reply::Bulk(ch)), Some(Reply::Bulk(key))) =
+                    (parts.get(2), parts.get(3))
+                {
+                    let ch = String::from_utf8_lossy(ch);
+                    let event = ch.rsplit(':').next().unwrap_or_default().to_string();
+                    out.push(format!("{event} {}", String::from_utf8_lossy(key)));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn keyspace_events() {
+        assert_eq!(
+            events_of(&[
+                &["RPUSH", "a", "1", "2"],
+                &["LMOVE", "a", "b", "LEFT", "RIGHT"],
+                &["LSET", "a", "0", "x"],
+                &["LINSERT", "a", "BEFORE", "x", "y"],
+                &["LREM", "a", "0", "y"],
+                &["LTRIM", "a", "0", "-1"],
+                &["RPOP", "a"],
+                &["BLPOP", "b", "0"],
+            ]),
+            vec![
+                "rpush a",
+                "rpush b",
+                "lpop a",
+                "lset a",
+                "linsert a",
+                "lrem a",
+                "ltrim a",
+                "rpop a",
+                "del a",
+                "lpop b",
+                "del b",
+            ]
+        );
     }
 
     #[test]

@@ -1032,17 +1032,13 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
-    let cursor = args.next_bytes()?;
-    if cursor.is_empty()
-        || !cursor.iter().all(u8::is_ascii_digit)
-        || std::str::from_utf8(cursor)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .is_none()
-    {
-        return Err(CmdError::err("invalid cursor"));
-    }
+    let cursor = std::str::from_utf8(args.next_bytes()?)
+        .ok()
+        .filter(|c| !c.is_empty() && c.bytes().all(|d| d.is_ascii_digit()))
+        .and_then(|c| c.parse::<u64>().ok())
+        .ok_or_else(|| CmdError::err("invalid cursor"))?;
     let mut pattern: Option<&Bytes> = None;
+    let mut count = 10usize;
     while let Some(opt) = args.peek() {
         args.next_bytes()?;
         if opt.eq_ignore_ascii_case(b"MATCH") && !args.is_empty() {
@@ -1052,22 +1048,31 @@ fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             if n < 1 {
                 return Err(CmdError::Syntax);
             }
+            count = n as usize;
         } else {
             return Err(CmdError::Syntax);
         }
     }
-    // The whole set in one reply, cursor 0 (what Redis does for small encodings):
-    // trivially meets SCAN's guarantees.
     let mut out = Vec::new();
+    let mut next = 0;
     if let Some(z) = zset_read(ctx, key)? {
-        for (m, s) in z.iter() {
+        let mut emit = |m: &Bytes, s: f64| {
             if pattern.is_none_or(|p| crate::glob::glob_match(p, m, false)) {
                 out.push(Reply::Bulk(m.clone()));
                 out.push(Reply::Bulk(Bytes::from(tidewire_resp::format_double(s))));
             }
+        };
+        if z.encoding() == "listpack" {
+            // Small sets come back whole and in order, as Redis does for listpacks.
+            z.iter().for_each(|(m, s)| emit(m, s));
+        } else {
+            next = z.scan(cursor, count, emit);
         }
     }
-    Ok(Reply::Array(vec![Reply::Bulk(b("0")), Reply::Array(out)]))
+    Ok(Reply::Array(vec![
+        Reply::Bulk(num::i64_to_bytes(next as i64)),
+        Reply::Array(out),
+    ]))
 }
 
 // ---------------------------------------------------------------- set algebra

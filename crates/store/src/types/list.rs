@@ -7,10 +7,19 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ListValue {
     items: VecDeque<Bytes>,
+    /// Sum of the element lengths, kept up to date so encoding checks are O(1).
+    bytes: usize,
     quicklist: bool,
+}
+
+/// Equal content is equal, whatever encoding each would report.
+impl PartialEq for ListValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.items == other.items
+    }
 }
 
 /// `list-max-listpack-size`: positive = max entries per node, negative = max bytes
@@ -36,8 +45,10 @@ impl ListValue {
     }
 
     pub fn from_items(items: impl IntoIterator<Item = Bytes>) -> Self {
+        let items: VecDeque<Bytes> = items.into_iter().collect();
         ListValue {
-            items: items.into_iter().collect(),
+            bytes: items.iter().map(|b| b.len()).sum(),
+            items,
             quicklist: false,
         }
     }
@@ -60,14 +71,13 @@ impl ListValue {
 
     /// Re-evaluates the reported encoding against `list-max-listpack-size`.
     pub fn update_encoding(&mut self, limit: i64) {
-        let bytes = || self.items.iter().map(|b| b.len()).sum::<usize>();
         if !self.quicklist {
-            if !fits_listpack(self.items.len(), bytes(), limit) {
+            if !fits_listpack(self.items.len(), self.bytes, limit) {
                 self.quicklist = true;
             }
         } else {
             // Redis 7.2 converts back only when well under the limit (half of it).
-            let (n, b) = (self.items.len(), bytes());
+            let (n, b) = (self.items.len(), self.bytes);
             let back = if limit >= 0 {
                 n <= (limit.max(1) as usize) / 2
             } else {
@@ -80,7 +90,7 @@ impl ListValue {
     }
 
     pub fn mem_usage(&self) -> usize {
-        self.items.iter().map(|b| b.len() + 16).sum()
+        self.bytes + 16 * self.items.len()
     }
 
     /// Elements head to tail.
@@ -89,30 +99,45 @@ impl ListValue {
     }
 
     pub fn push_front(&mut self, v: Bytes) {
+        self.bytes += v.len();
         self.items.push_front(v);
     }
 
     pub fn push_back(&mut self, v: Bytes) {
+        self.bytes += v.len();
         self.items.push_back(v);
     }
 
     pub fn pop_front(&mut self) -> Option<Bytes> {
-        self.items.pop_front()
+        let v = self.items.pop_front()?;
+        self.bytes -= v.len();
+        Some(v)
     }
 
     pub fn pop_back(&mut self) -> Option<Bytes> {
-        self.items.pop_back()
+        let v = self.items.pop_back()?;
+        self.bytes -= v.len();
+        Some(v)
     }
 
     pub fn get(&self, i: usize) -> Option<&Bytes> {
         self.items.get(i)
     }
 
-    pub fn get_mut(&mut self, i: usize) -> Option<&mut Bytes> {
-        self.items.get_mut(i)
+    /// Replaces the element at `i`; false if out of range.
+    pub fn set(&mut self, i: usize, v: Bytes) -> bool {
+        match self.items.get_mut(i) {
+            Some(slot) => {
+                self.bytes = self.bytes - slot.len() + v.len();
+                *slot = v;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn insert(&mut self, i: usize, v: Bytes) {
+        self.bytes += v.len();
         self.items.insert(i, v);
     }
 
@@ -125,10 +150,16 @@ impl ListValue {
     pub fn trim(&mut self, start: usize, end: usize) {
         if start > end || start >= self.items.len() {
             self.items.clear();
+            self.bytes = 0;
             return;
         }
-        self.items.truncate(end + 1);
-        self.items.drain(..start);
+        let end = end.min(self.items.len() - 1);
+        for v in self.items.drain(end + 1..) {
+            self.bytes -= v.len();
+        }
+        for v in self.items.drain(..start) {
+            self.bytes -= v.len();
+        }
     }
 
     /// Removes up to `count` elements equal to `v` (0 = all), from the head when
@@ -141,6 +172,7 @@ impl ListValue {
             while i < self.items.len() && removed < limit {
                 if self.items[i] == v {
                     self.items.remove(i);
+                    self.bytes -= v.len();
                     removed += 1;
                 } else {
                     i += 1;
@@ -152,6 +184,7 @@ impl ListValue {
                 i -= 1;
                 if self.items[i] == v {
                     self.items.remove(i);
+                    self.bytes -= v.len();
                     removed += 1;
                 }
             }
@@ -195,6 +228,11 @@ mod tests {
         assert_eq!(l.remove_matching(b"a", 0, true), 2);
         l.trim(1, 5);
         assert_eq!(l.iter().cloned().collect::<Vec<_>>(), [b("c")]);
+        assert_eq!(l.bytes, 1);
+        assert!(l.set(0, b("long")));
+        assert_eq!(l.bytes, 4);
+        l.trim(1, 0);
+        assert_eq!(l.bytes, 0);
         let big = ListValue::from_items((0..130).map(|i| b(&i.to_string())));
         let cmds = big.rewrite_commands(&b("k"));
         assert_eq!(cmds.len(), 3);

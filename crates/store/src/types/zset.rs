@@ -6,7 +6,6 @@
 //! the zset commands update.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -31,7 +30,9 @@ pub fn cmp_entry(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
 
 #[derive(Debug, Clone)]
 pub struct ZSetValue {
-    dict: HashMap<Bytes, f64, ahash::RandomState>,
+    /// member → score. An `IndexMap` (removal by swap) so ZSCAN can walk it by
+    /// position with SCAN's guarantees.
+    dict: indexmap::IndexMap<Bytes, f64, ahash::RandomState>,
     nodes: Vec<Node>,
     free: Vec<u32>,
     root: u32,
@@ -44,7 +45,7 @@ pub struct ZSetValue {
 impl Default for ZSetValue {
     fn default() -> Self {
         ZSetValue {
-            dict: HashMap::default(),
+            dict: Default::default(),
             nodes: Vec::new(),
             free: Vec::new(),
             root: NIL,
@@ -103,6 +104,25 @@ impl ZSetValue {
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
         self.dict.get(member).copied()
+    }
+
+    /// One ZSCAN step: visits up to `count` members (in no particular order) and
+    /// returns the next cursor, 0 when done. The walk goes from the last position
+    /// down; removal swaps the last member into the hole, which was either visited
+    /// already or is still ahead, so every member present for the whole scan is
+    /// visited at least once.
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, f64)) -> u64 {
+        let len = self.dict.len() as u64;
+        let mut pos = if cursor == 0 { len } else { cursor.min(len) };
+        let mut n = 0;
+        while pos > 0 && n < count {
+            pos -= 1;
+            if let Some((m, s)) = self.dict.get_index(pos as usize) {
+                f(m, *s);
+            }
+            n += 1;
+        }
+        pos
     }
 
     /// Members with their scores in score order.
@@ -252,7 +272,7 @@ impl ZSetValue {
     }
 
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
-        let score = self.dict.remove(member)?;
+        let score = self.dict.swap_remove(member)?;
         self.tree_remove(score, member);
         if self.dict.is_empty() {
             self.nodes.clear();
@@ -463,6 +483,33 @@ mod tests {
         }
         assert!(z.is_empty());
         assert_eq!(z.iter().count(), 0);
+    }
+
+    #[test]
+    fn scan_survives_removals() {
+        let mut z = ZSetValue::new();
+        for i in 0..100 {
+            z.insert(b(&format!("m{i}")), i as f64);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = z.scan(0, 10, |m, _| {
+            seen.insert(m.clone());
+        });
+        let mut rounds = 0;
+        while cursor != 0 {
+            // Remove some members (even ones) between steps.
+            for i in (rounds * 10..rounds * 10 + 10).filter(|i| i % 2 == 0) {
+                z.remove(format!("m{i}").as_bytes());
+            }
+            cursor = z.scan(cursor, 10, |m, _| {
+                seen.insert(m.clone());
+            });
+            rounds += 1;
+            assert!(rounds < 100);
+        }
+        for (m, _) in z.iter() {
+            assert!(seen.contains(m), "{m:?} missed");
+        }
     }
 
     #[test]

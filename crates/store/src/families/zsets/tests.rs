@@ -355,7 +355,60 @@ fn randmember_scan_encoding() {
     assert_eq!(t.run(&["ZRANDMEMBER", "z", "0"]), arr(vec![]));
     assert_eq!(
         t.run(&["ZSCAN", "z", "0", "MATCH", "[ab]"]),
-        arr(vec![bulk("0"), bulks(&["a", "1", "b", "2"])])
+        // skiplist-encoded: walked by position (last inserted first).
+        arr(vec![bulk("0"), bulks(&["b", "2", "a", "1"])])
     );
     assert_eq!(t.run(&["ZSCAN", "z", "x"]), err("ERR invalid cursor"));
+    // Past the listpack limit: paged by COUNT, every member exactly once here.
+    for i in 0..50 {
+        t.run(&["ZADD", "big", &i.to_string(), &format!("m{i}")]);
+    }
+    let mut cursor = "0".to_string();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let Reply::Array(parts) = t.run(&["ZSCAN", "big", &cursor, "COUNT", "7"]) else {
+            panic!()
+        };
+        let (Reply::Bulk(c), Reply::Array(items)) = (&parts[0], &parts[1]) else {
+            panic!()
+        };
+        assert!(items.len() <= 14);
+        for pair in items.chunks(2) {
+            if let Reply::Bulk(m) = &pair[0] {
+                seen.insert(m.clone());
+            }
+        }
+        cursor = String::from_utf8(c.to_vec()).unwrap();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(cursor, "0");
+    assert_eq!(seen.len(), 50);
+}
+
+#[test]
+fn keyspace_events() {
+    assert_eq!(
+        crate::families::lists::tests::events_of(&[
+            &["ZADD", "z", "1", "a", "2", "b", "3", "c", "4", "d"],
+            &["ZADD", "z", "1", "a"],
+            &["ZINCRBY", "z", "1", "a"],
+            &["ZREM", "z", "a", "nope"],
+            &["ZREMRANGEBYSCORE", "z", "2", "2"],
+            &["ZPOPMIN", "z"],
+            &["ZUNIONSTORE", "u", "1", "z"],
+            &["BZPOPMAX", "z", "0"],
+        ]),
+        vec![
+            "zadd z",
+            "zincr z",
+            "zrem z",
+            "zremrangebyscore z",
+            "zpopmin z",
+            "zunionstore u",
+            "zpopmax z",
+            "del z",
+        ]
+    );
 }
