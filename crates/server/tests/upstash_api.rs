@@ -144,6 +144,40 @@ async fn base64_and_binary_values() {
         .await
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"$2\r\nOK\r\n");
+    let r = t
+        .http
+        .post(format!("{}/pipeline", t.base))
+        .bearer_auth(&t.token)
+        .header("Upstash-Response-Format", "resp2")
+        .json(&json!([["GET", "s"], ["INCR", "s"], ["MGET", "s", "none"]]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &b"$2\r\nOK\r\n-ERR value is not an integer or out of range\r\n*2\r\n$2\r\nOK\r\n$-1\r\n"[..]
+    );
+    // A pipeline in base64: every envelope's strings are encoded.
+    let r: serde_json::Value = t
+        .http
+        .post(format!("{}/pipeline", t.base))
+        .bearer_auth(&t.token)
+        .header("Upstash-Encoding", "base64")
+        .json(&json!([["GET", "s"], ["SET", "s", "OK"], ["INCR", "s"]]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        json!([
+            {"result": "T0s="},
+            {"result": "OK"},
+            {"error": "ERR value is not an integer or out of range"}
+        ])
+    );
     t.stop().await;
 }
 
