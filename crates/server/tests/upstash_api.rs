@@ -532,3 +532,30 @@ async fn cors_off_by_default_and_configurable() {
     );
     t.stop().await;
 }
+
+#[tokio::test]
+async fn slow_request_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start_with(|c| c.http.request_timeout = std::time::Duration::from_millis(200)).await;
+    // Promise a body and never send it: the request cannot finish in time.
+    let mut s = tokio::net::TcpStream::connect(t.server().http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /redis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\n",
+        t.token
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(
+        text.contains("{\"error\":\"ERR request timed out\"}"),
+        "{text}"
+    );
+    t.stop().await;
+}
