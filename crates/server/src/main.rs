@@ -82,16 +82,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.data_dir.join("realtime-root-key").display()
         );
     }
+    // A generated token is shown (the user has no other way to learn it); a
+    // configured one is not repeated into logs.
+    let rest_token = match &server.rest.token_source {
+        tidewire_server::upstash::auth::TokenSource::DataDir(p) => format!(
+            "{}  (generated, kept in {})",
+            server.rest.tokens.primary(),
+            p.display()
+        ),
+        tidewire_server::upstash::auth::TokenSource::Configured => "<configured>".into(),
+    };
     eprintln!(
-        "Upstash REST: UPSTASH_REDIS_REST_URL=http://{}{}  UPSTASH_REDIS_REST_TOKEN={}{}",
-        server.http_addr,
-        config.upstash.mount,
-        server.rest.tokens.primary(),
-        match &server.rest.token_source {
-            tidewire_server::upstash::auth::TokenSource::DataDir(p) =>
-                format!("  (kept in {})", p.display()),
-            tidewire_server::upstash::auth::TokenSource::Configured => String::new(),
-        }
+        "Upstash REST: UPSTASH_REDIS_REST_URL=http://{}{}  UPSTASH_REDIS_REST_TOKEN={}",
+        server.http_addr, config.upstash.mount, rest_token
     );
     if config.print_ports {
         println!(

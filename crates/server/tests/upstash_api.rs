@@ -144,6 +144,40 @@ async fn base64_and_binary_values() {
         .await
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"$2\r\nOK\r\n");
+    let r = t
+        .http
+        .post(format!("{}/pipeline", t.base))
+        .bearer_auth(&t.token)
+        .header("Upstash-Response-Format", "resp2")
+        .json(&json!([["GET", "s"], ["INCR", "s"], ["MGET", "s", "none"]]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &b"$2\r\nOK\r\n-ERR value is not an integer or out of range\r\n*2\r\n$2\r\nOK\r\n$-1\r\n"[..]
+    );
+    // A pipeline in base64: every envelope's strings are encoded.
+    let r: serde_json::Value = t
+        .http
+        .post(format!("{}/pipeline", t.base))
+        .bearer_auth(&t.token)
+        .header("Upstash-Encoding", "base64")
+        .json(&json!([["GET", "s"], ["SET", "s", "OK"], ["INCR", "s"]]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        json!([
+            {"result": "T0s="},
+            {"result": "OK"},
+            {"error": "ERR value is not an integer or out of range"}
+        ])
+    );
     t.stop().await;
 }
 
@@ -495,6 +529,33 @@ async fn cors_off_by_default_and_configurable() {
     assert_eq!(
         r.headers()["access-control-allow-origin"],
         "https://app.example"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn slow_request_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start_with(|c| c.http.request_timeout = std::time::Duration::from_millis(200)).await;
+    // Promise a body and never send it: the request cannot finish in time.
+    let mut s = tokio::net::TcpStream::connect(t.server().http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /redis HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 10\r\n\r\n",
+        t.token
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(
+        text.contains("{\"error\":\"ERR request timed out\"}"),
+        "{text}"
     );
     t.stop().await;
 }
