@@ -92,6 +92,7 @@ impl RestState {
         RequestClient {
             store: &self.store,
             client,
+            write_seq: 0,
         }
     }
 }
@@ -100,13 +101,21 @@ impl RestState {
 struct RequestClient<'a> {
     store: &'a Store,
     client: Client,
+    /// Write-log sequence of this request's writes: with `appendfsync always` the
+    /// response waits until it is on disk, as RESP replies do.
+    write_seq: u64,
 }
 
 impl RequestClient<'_> {
     /// Runs one command that passed the policy check.
     fn execute(&mut self, argv: &[Bytes]) -> Reply {
         let mut out = Vec::with_capacity(1);
-        match self.store.execute(&mut self.client, argv, &mut out) {
+        // `execute` is synchronous: the sequence taken right after it is this
+        // request's own (see `tidewire_store::exec::take_write_seq`).
+        tidewire_store::exec::take_write_seq();
+        let outcome = self.store.execute(&mut self.client, argv, &mut out);
+        self.write_seq = self.write_seq.max(tidewire_store::exec::take_write_seq());
+        match outcome {
             Outcome::Replies => out.pop().unwrap_or(Reply::Null),
             // REST clients have `no_block` set, so handlers answer at once; should one
             // still ask to block, answer as if its timeout had passed.
@@ -196,16 +205,22 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
         Bytes::new()
     };
     let endpoint = segments.first().map(|s| s.to_ascii_lowercase());
-    let mut resp = match endpoint.as_deref() {
+    let (mut resp, write_seq) = match endpoint.as_deref() {
         None => match parse_command(&body) {
             Ok(argv) => single(st, &peer, &argv, access, format),
-            Err(e) => json_error(StatusCode::BAD_REQUEST, &e),
+            Err(e) => (json_error(StatusCode::BAD_REQUEST, &e), 0),
         },
         Some(b"pipeline") => pipeline(st, &peer, &body, access, format).await,
         Some(b"multi-exec") => multi_exec(st, &peer, &body, access, format),
-        Some(b"subscribe") => sse::serve(st, &peer, sse::Kind::Channel, &segments[1..], access),
-        Some(b"psubscribe") => sse::serve(st, &peer, sse::Kind::Pattern, &segments[1..], access),
-        Some(b"monitor") => sse::serve(st, &peer, sse::Kind::Monitor, &[], access),
+        Some(b"subscribe") => (
+            sse::serve(st, &peer, sse::Kind::Channel, &segments[1..], access),
+            0,
+        ),
+        Some(b"psubscribe") => (
+            sse::serve(st, &peer, sse::Kind::Pattern, &segments[1..], access),
+            0,
+        ),
+        Some(b"monitor") => (sse::serve(st, &peer, sse::Kind::Monitor, &[], access), 0),
         Some(_) => {
             let mut argv = segments;
             if !body.is_empty() {
@@ -214,6 +229,12 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
             single(st, &peer, &argv, access, format)
         }
     };
+    if write_seq > 0 {
+        // appendfsync always: answer only once the writes are on disk.
+        if let Some(mut durable) = st.store.durable_watch() {
+            let _ = durable.wait_for(|s| *s >= write_seq).await;
+        }
+    }
     let token = st.sync.fetch_add(1, Ordering::Relaxed) + 1;
     resp.headers_mut()
         .insert("upstash-sync-token", HeaderValue::from(token));
@@ -358,14 +379,21 @@ fn parse_pipeline(body: &[u8], max: usize) -> Result<Vec<Vec<Bytes>>, String> {
     cmds.into_iter().map(to_argv).collect()
 }
 
-fn single(st: &RestState, peer: &str, argv: &[Bytes], access: Access, format: Format) -> Response {
-    let reply = st.client(peer).run(argv, access);
+fn single(
+    st: &RestState,
+    peer: &str,
+    argv: &[Bytes],
+    access: Access,
+    format: Format,
+) -> (Response, u64) {
+    let mut client = st.client(peer);
+    let reply = client.run(argv, access);
     let status = if reply.is_error() {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    respond(status, encode::body(&reply, format), format)
+    (respond(status, encode::body(&reply, format), format), client.write_seq)
 }
 
 /// Commands run in order on one client; between batches the task yields so the
@@ -376,12 +404,13 @@ async fn pipeline(
     body: &[u8],
     access: Access,
     format: Format,
-) -> Response {
+) -> (Response, u64) {
     let cmds = match parse_pipeline(body, st.max_pipeline) {
         Ok(c) => c,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return (json_error(StatusCode::BAD_REQUEST, &e), 0),
     };
     let mut replies = Vec::with_capacity(cmds.len());
+    let write_seq;
     {
         let mut client = st.client(peer);
         for (i, argv) in cmds.iter().enumerate() {
@@ -391,18 +420,25 @@ async fn pipeline(
             }
             replies.push(client.run(argv, access));
         }
+        write_seq = client.write_seq;
     }
-    respond(StatusCode::OK, encode::many(&replies, format), format)
+    (respond(StatusCode::OK, encode::many(&replies, format), format), write_seq)
 }
 
-fn multi_exec(st: &RestState, peer: &str, body: &[u8], access: Access, format: Format) -> Response {
+fn multi_exec(
+    st: &RestState,
+    peer: &str,
+    body: &[u8],
+    access: Access,
+    format: Format,
+) -> (Response, u64) {
     let cmds = match parse_pipeline(body, st.max_pipeline) {
         Ok(c) => c,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return (json_error(StatusCode::BAD_REQUEST, &e), 0),
     };
     for argv in &cmds {
         if let Err(Reply::Error(e)) = policy::check(argv, access) {
-            return error_reply(&e, format);
+            return (error_reply(&e, format), 0);
         }
     }
     let mut client = st.client(peer);
@@ -411,11 +447,12 @@ fn multi_exec(st: &RestState, peer: &str, body: &[u8], access: Access, format: F
         // QUEUED, or an error that makes EXEC answer EXECABORT.
         client.execute(argv);
     }
-    match client.execute(&[Bytes::from_static(b"EXEC")]) {
+    let resp = match client.execute(&[Bytes::from_static(b"EXEC")]) {
         Reply::Array(replies) => respond(StatusCode::OK, encode::many(&replies, format), format),
         Reply::Error(e) => error_reply(&e, format),
         _ => error_reply("EXECABORT Transaction discarded.", format),
-    }
+    };
+    (resp, client.write_seq)
 }
 
 fn error_reply(msg: &str, format: Format) -> Response {
