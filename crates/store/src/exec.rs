@@ -351,6 +351,23 @@ impl Store {
         let dirty_before = ev.dirty;
         let first_arg = if cmd.is_sub { 2 } else { 1 };
         let mut args = Args::new(argv, first_arg);
+        // `notify-keyspace-events n`: keys this write creates raise a `new` event,
+        // before the command's own events (as Redis's dbAdd does).
+        let flags = self.config.notify_flags();
+        let notes_before = ev.notifications.len();
+        let absent: Vec<usize> = if cmd.is_write()
+            && flags & notify::NEW != 0
+            && flags & (notify::KEYSPACE | notify::KEYEVENT) != 0
+        {
+            cmd.spec
+                .keys
+                .positions(argv)
+                .into_iter()
+                .filter(|p| !ks.exists(client.db, &argv[*p], now))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let result = {
             let mut ctx = Ctx {
                 store: self,
@@ -376,6 +393,15 @@ impl Store {
                 e
             }
         };
+        if !absent.is_empty() {
+            let db = client.db;
+            let created: Vec<_> = absent
+                .into_iter()
+                .filter(|p| ks.exists(db, &argv[*p], now))
+                .map(|p| (notify::NEW, "new", db, argv[p].clone()))
+                .collect();
+            ev.notifications.splice(notes_before..notes_before, created);
+        }
         // Keys lazily expired during the command are logged before its own effects.
         self.reap_expired(ks, ev);
         let changed = ev.dirty - dirty_before;
