@@ -705,3 +705,51 @@ async fn shutdown_command_stops_the_server_gracefully() {
         .expect("shutdown completes");
     assert!(other.closed().await);
 }
+
+#[tokio::test]
+async fn requirepass_and_unauthenticated_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = tidewire_server::Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        requirepass: Some("s3cret".into()),
+        ..tidewire_server::Config::default()
+    };
+    let server = tidewire_server::start(config).await.unwrap();
+    let mut c = Raw::connect(&server).await;
+    assert_eq!(
+        c.cmd(&["GET", "k"]).await,
+        V::Err("NOAUTH Authentication required.".into())
+    );
+    assert_eq!(
+        c.cmd(&["AUTH", "wrong"]).await,
+        V::Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    assert_eq!(c.cmd(&["AUTH", "s3cret"]).await, V::Simple("OK".into()));
+    assert_eq!(c.cmd(&["GET", "k"]).await, V::Nil);
+
+    // Before AUTH, requests stay small, as in Redis.
+    let mut u = Raw::connect(&server).await;
+    u.send_raw(b"*100\r\n").await;
+    assert_eq!(
+        u.read().await,
+        V::Err("ERR Protocol error: unauthenticated multibulk length".into())
+    );
+    assert!(u.closed().await);
+    let mut u = Raw::connect(&server).await;
+    u.send_raw(b"*1\r\n$100000000\r\n").await;
+    assert_eq!(
+        u.read().await,
+        V::Err("ERR Protocol error: unauthenticated bulk length".into())
+    );
+    assert!(u.closed().await);
+    // Once authenticated, the same request is accepted.
+    let mut pipeline = encode(&["AUTH", "s3cret"]);
+    let big = "x".repeat(100_000);
+    pipeline.extend_from_slice(&encode(&["SET", "big", &big]));
+    c.send_raw(&pipeline).await;
+    assert_eq!(c.read().await, V::Simple("OK".into()));
+    assert_eq!(c.read().await, V::Simple("OK".into()));
+    server.shutdown().await;
+}

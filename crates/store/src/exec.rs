@@ -223,6 +223,15 @@ impl Store {
                 if let Some(m) = client.multi.as_mut() {
                     m.aborted = true;
                 }
+                // A known command refused for its arity counts as a rejected call.
+                // (An unknown subcommand is not a call of anything.)
+                let found = registry().get(&argv[0]).and_then(|c| match argv.get(1) {
+                    Some(sub) if !c.subs.is_empty() => c.sub(sub),
+                    _ => Some(c),
+                });
+                if let Some(c) = found {
+                    c.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
+                }
                 self.count_error(&e);
                 out.push(e);
                 return Outcome::Replies;
