@@ -52,8 +52,9 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         replies: Vec::new(),
     };
     loop {
+        // Not biased: under a constant stream of pushes the client's own commands
+        // (UNSUBSCRIBE …) must still be read.
         tokio::select! {
-            biased;
             _ = info.killed() => break,
             _ = shutdown.changed() => break,
             Some((push, size)) = push_rx.recv() => {

@@ -487,6 +487,14 @@ impl Config {
                 }
                 self.query_buf_limit.store(v, Ordering::Relaxed);
             }
+            "latency-tracking-info-percentiles" => {
+                let ok = value
+                    .split_whitespace()
+                    .all(|p| p.parse::<f64>().is_ok_and(|f| (0.0..=100.0).contains(&f)));
+                if !ok {
+                    return Err(set_failed(name, "latency-tracking-info-percentiles parameter should be between 0.0 and 100.0"));
+                }
+            }
             "slowlog-log-slower-than" => {
                 let v: i64 = value.parse().unwrap_or(10_000);
                 self.slowlog_slower_than
