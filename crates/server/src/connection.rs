@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, watch};
 /// Replies are flushed once this much is buffered even mid-pipeline, so a huge
 /// pipeline does not buffer all its replies in memory.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
+/// Request size limits before AUTH (Redis's values).
+const UNAUTH_MAX_ARGS: i64 = 10;
+const UNAUTH_MAX_BULK: usize = 16 * 1024;
 /// Pushes written per wake-up before looking at the socket again.
 const PUSH_BATCH: usize = 256;
 
@@ -51,8 +54,9 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         shutdown: shutdown.clone(),
     };
     loop {
+        // Not biased: under a constant stream of pushes the client's own commands
+        // (UNSUBSCRIBE …) must still be read.
         tokio::select! {
-            biased;
             _ = info.killed() => break,
             _ = shutdown.changed() => break,
             Some((push, size)) = push_rx.recv() => {
@@ -159,9 +163,29 @@ impl Conn {
     ) -> bool {
         self.parser.set_limits(limits(&self.store));
         loop {
+            if let Some(e) = self.unauthenticated_limit(client) {
+                self.encode(client, Reply::Error(format!("ERR Protocol error: {e}")));
+                self.flush().await;
+                return false;
+            }
             let argv = match self.parser.next_command(&mut self.inbuf) {
                 Ok(Some(argv)) => argv,
-                Ok(None) => break,
+                Ok(None) => {
+                    if !client.authenticated
+                        && self
+                            .parser
+                            .pending_bulk_len()
+                            .is_some_and(|n| n > UNAUTH_MAX_BULK)
+                    {
+                        self.encode(
+                            client,
+                            Reply::Error("ERR Protocol error: unauthenticated bulk length".into()),
+                        );
+                        self.flush().await;
+                        return false;
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!(client = client.id(), error = %e, "protocol error");
                     self.encode(client, Reply::Error(format!("ERR {e}")));
@@ -194,6 +218,21 @@ impl Conn {
             }
         }
         self.flush().await
+    }
+
+    /// Before AUTH, requests are kept small (as Redis: at most 10 arguments of at
+    /// most 16 KB), so an unauthenticated peer cannot make the server buffer much.
+    fn unauthenticated_limit(&self, client: &Client) -> Option<&'static str> {
+        if client.authenticated || self.parser.is_mid_request() {
+            return None;
+        }
+        let buf = &self.inbuf[..];
+        if buf.first() != Some(&b'*') {
+            return None;
+        }
+        let end = buf.iter().position(|b| *b == b'\r')?;
+        let n: i64 = std::str::from_utf8(&buf[1..end]).ok()?.parse().ok()?;
+        (n > UNAUTH_MAX_ARGS).then_some("unauthenticated multibulk length")
     }
 
     /// Encodes the replies of the command just run, honouring CLIENT REPLY. Pub/sub

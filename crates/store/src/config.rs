@@ -99,6 +99,8 @@ enum Kind {
     Bool,
     Enum(&'static [&'static str]),
     Special,
+    /// A memory value or a percentage (`maxmemory-clients`).
+    MemoryOrPercent,
 }
 
 const YES_NO: Kind = Kind::Bool;
@@ -225,8 +227,21 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ("repl-timeout", "60", Kind::Int),
     ("rdb-key-save-delay", "0", Kind::Int),
     ("replica-serve-stale-data", "yes", YES_NO),
-    ("maxmemory-clients", "0", Kind::Str),
+    ("maxmemory-clients", "0", Kind::MemoryOrPercent),
+    ("repl-backlog-size", "1048576", Kind::Memory),
+    ("repl-backlog-ttl", "3600", Kind::Int),
+    ("replicaof", "", Kind::Str),
+    ("slaveof", "", Kind::Str),
+    ("daemonize", "no", YES_NO),
+    ("key-load-delay", "0", Kind::Int),
+    ("rdb-del-sync-files", "no", YES_NO),
 ];
+
+/// Parameters `CONFIG GET` lists only when asked for by exact name.
+const HIDDEN: &[&str] = &["key-load-delay"];
+
+/// Parameters that cannot change at run time (`CONFIG SET` refuses them).
+pub const IMMUTABLE: &[&str] = &["daemonize", "databases", "io-threads", "cluster-enabled"];
 
 pub struct Config {
     values: RwLock<BTreeMap<&'static str, String>>,
@@ -311,7 +326,13 @@ impl Config {
         self.values
             .read()
             .iter()
-            .filter(|(n, _)| glob_match(pattern, n.as_bytes(), true))
+            .filter(|(n, _)| {
+                if HIDDEN.contains(n) {
+                    pattern.eq_ignore_ascii_case(n.as_bytes())
+                } else {
+                    glob_match(pattern, n.as_bytes(), true)
+                }
+            })
             .map(|(n, v)| (n.to_string(), v.clone()))
             .collect()
     }
@@ -362,6 +383,32 @@ impl Config {
                     ));
                 }
                 v
+            }
+            Kind::MemoryOrPercent => {
+                if let Some(p) = value.strip_suffix('%') {
+                    let n: i64 = p.parse().map_err(|_| {
+                        set_failed(pname, "argument must be a memory or percent value")
+                    })?;
+                    if n > 100 {
+                        return Err(set_failed(
+                            pname,
+                            "percentage argument must be less or equal to 100",
+                        ));
+                    }
+                    if n < 0 {
+                        return Err(set_failed(
+                            pname,
+                            "argument must be a memory or percent value",
+                        ));
+                    }
+                    format!("{n}%")
+                } else {
+                    parse_memory(value)
+                        .ok_or_else(|| {
+                            set_failed(pname, "argument must be a memory or percent value")
+                        })?
+                        .to_string()
+                }
             }
             Kind::Special => {
                 let flags = notify::parse(value).ok_or_else(|| {
@@ -439,6 +486,14 @@ impl Config {
                     ));
                 }
                 self.query_buf_limit.store(v, Ordering::Relaxed);
+            }
+            "latency-tracking-info-percentiles" => {
+                let ok = value
+                    .split_whitespace()
+                    .all(|p| p.parse::<f64>().is_ok_and(|f| (0.0..=100.0).contains(&f)));
+                if !ok {
+                    return Err(set_failed(name, "latency-tracking-info-percentiles parameter should be between 0.0 and 100.0"));
+                }
             }
             "slowlog-log-slower-than" => {
                 let v: i64 = value.parse().unwrap_or(10_000);

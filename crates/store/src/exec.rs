@@ -256,6 +256,15 @@ impl Store {
                 if let Some(m) = client.multi.as_mut() {
                     m.aborted = true;
                 }
+                // A known command refused for its arity counts as a rejected call.
+                // (An unknown subcommand is not a call of anything.)
+                let found = registry().get(&argv[0]).and_then(|c| match argv.get(1) {
+                    Some(sub) if !c.subs.is_empty() => c.sub(sub),
+                    _ => Some(c),
+                });
+                if let Some(c) = found {
+                    c.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
+                }
                 self.count_error(&e);
                 out.push(e);
                 return Outcome::Replies;
@@ -429,6 +438,23 @@ impl Store {
         let dirty_before = ev.dirty;
         let first_arg = if cmd.is_sub { 2 } else { 1 };
         let mut args = Args::new(argv, first_arg);
+        // `notify-keyspace-events n`: keys this write creates raise a `new` event,
+        // before the command's own events (as Redis's dbAdd does).
+        let flags = self.config.notify_flags();
+        let notes_before = ev.notifications.len();
+        let absent: Vec<usize> = if cmd.is_write()
+            && flags & notify::NEW != 0
+            && flags & (notify::KEYSPACE | notify::KEYEVENT) != 0
+        {
+            cmd.spec
+                .keys
+                .positions(argv)
+                .into_iter()
+                .filter(|p| !ks.exists(client.db, &argv[*p], now))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let result = {
             let mut ctx = Ctx {
                 store: self,
@@ -461,6 +487,15 @@ impl Store {
                 e
             }
         };
+        if !absent.is_empty() {
+            let db = client.db;
+            let created: Vec<_> = absent
+                .into_iter()
+                .filter(|p| ks.exists(db, &argv[*p], now))
+                .map(|p| (notify::NEW, "new", db, argv[p].clone()))
+                .collect();
+            ev.notifications.splice(notes_before..notes_before, created);
+        }
         // Keys lazily expired during the command are logged before its own effects.
         self.reap_expired(ks, ev);
         let changed = ev.dirty - dirty_before;

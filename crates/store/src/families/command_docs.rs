@@ -99,11 +99,25 @@ fn flag_names(c: &Command) -> Vec<Reply> {
     v
 }
 
+/// Key-spec flags (Redis 7 names: RO/RW/OW/RM, then access/update/insert/delete).
+/// The table has no per-key flags, so these follow the command: exact for the common
+/// commands listed, a reasonable default for the rest.
 fn key_flags(c: &Command) -> Vec<&'static str> {
-    if c.is_write() {
-        vec!["RW", "UPDATE"]
-    } else {
-        vec!["RO", "ACCESS"]
+    match c.full_name.as_str() {
+        "set" | "mset" | "msetnx" | "setex" | "psetex" | "restore" | "rename" => {
+            vec!["OW", "update"]
+        }
+        "del" | "unlink" => vec!["RM", "delete"],
+        "getdel" | "lpop" | "rpop" | "spop" | "zpopmin" | "zpopmax" | "srem" | "hdel" | "zrem"
+        | "lrem" => vec!["RW", "access", "delete"],
+        "lpush" | "rpush" | "lpushx" | "rpushx" | "sadd" | "append" | "linsert" | "pfadd"
+        | "xadd" | "hsetnx" => vec!["RW", "insert"],
+        "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "hincrby" | "hincrbyfloat"
+        | "zincrby" | "getset" | "setrange" | "getex" | "setnx" => {
+            vec!["RW", "access", "update"]
+        }
+        _ if c.is_write() => vec!["RW", "update"],
+        _ => vec!["RO", "access"],
     }
 }
 

@@ -251,6 +251,10 @@ fn reset(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         .info
         .no_evict
         .store(false, std::sync::atomic::Ordering::Relaxed);
+    ctx.client
+        .info
+        .no_touch
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     if ctx.store.requires_auth() {
         ctx.client.authenticated = false;
     }

@@ -295,6 +295,22 @@ fn config_set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             )));
         }
     }
+    for (name, value) in &pairs {
+        if crate::config::IMMUTABLE.contains(&name.as_str()) {
+            return Err(CmdError::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - can't set immutable config"
+            )));
+        }
+        // The listeners are bound by the server at start; re-binding at run time is
+        // not supported, so only the current value is accepted.
+        if (name == "port" || name == "bind")
+            && ctx.store.config.get(name).as_deref() != Some(value)
+        {
+            return Err(CmdError::err(format!(
+                "CONFIG SET failed (possibly related to argument '{name}') - Unable to listen on this port: changing the listeners at run time is not supported"
+            )));
+        }
+    }
     // All or nothing: on the first failure, put back what was already changed.
     let mut applied: Vec<(String, String)> = Vec::new();
     for (name, value) in &pairs {
