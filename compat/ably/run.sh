@@ -7,7 +7,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-realtime}"
 
-if [[ -z "${TIDEWIRE_REALTIME_BIN:-}" ]]; then
+if [[ -z "${TIDEWIRE_REALTIME_BIN:-}" && -z "${TIDEWIRE_BIN:-}" ]]; then
   (cd "$root" && cargo build -q -p tidewire-realtime --example realtime_test_server)
   export TIDEWIRE_REALTIME_BIN="$CARGO_TARGET_DIR/debug/examples/realtime_test_server"
 fi

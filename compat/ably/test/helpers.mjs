@@ -1,5 +1,7 @@
 // Spawns Tidewire's realtime test server and builds ably clients pointed at it.
 import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createHmac } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -21,8 +23,59 @@ export const CONFIG = {
   ],
 };
 
-/** Starts the server binary; resolves to { port, stop }. */
+/** Renders a realtime config object as the `[realtime]` table of a tidewire.toml. */
+function realtimeToml(config) {
+  const lines = ['[realtime]'];
+  for (const [k, v] of Object.entries(config)) {
+    if (k !== 'keys') lines.push(`${k} = ${JSON.stringify(v)}`);
+  }
+  for (const key of config.keys ?? []) {
+    lines.push('[[realtime.keys]]', `key = ${JSON.stringify(key.key)}`);
+    if (key.capability) lines.push(`capability = ${JSON.stringify(JSON.stringify(key.capability))}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Starts the real `tidewire` binary (TIDEWIRE_BIN) with the config's keys. */
+async function startTidewire(bin, config) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tidewire-ably-'));
+  const cfg = path.join(dir, 'tidewire.toml');
+  writeFileSync(cfg, realtimeToml(config));
+  const child = spawn(bin, ['--config', cfg, '--port', '0', '--http-port', '0', '--print-ports', '--data-dir', path.join(dir, 'data')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, TIDEWIRE_LOG_LEVEL: 'warn' },
+  });
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('tidewire did not print LISTENING in time')), 60_000);
+    const rl = readline.createInterface({ input: child.stdout });
+    rl.on('line', (line) => {
+      const m = /LISTENING resp=\d+ http=(\d+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tidewire exited early with ${code}`));
+    });
+  });
+  return {
+    port,
+    stop: () => new Promise((resolve) => {
+      const done = () => { rmSync(dir, { recursive: true, force: true }); resolve(); };
+      if (child.exitCode !== null) return done();
+      child.once('exit', done);
+      child.kill('SIGTERM');
+    }),
+  };
+}
+
+/** Starts the server: the real `tidewire` binary when TIDEWIRE_BIN is set (as
+ * ./test.sh does), otherwise the realtime crate's test server; resolves to
+ * { port, stop }. */
 export async function startServer(config = CONFIG) {
+  if (process.env.TIDEWIRE_BIN) return startTidewire(process.env.TIDEWIRE_BIN, config);
   const bin = process.env.TIDEWIRE_REALTIME_BIN;
   const arg = JSON.stringify(config);
   const [cmd, args] = bin

@@ -40,8 +40,14 @@ async fn rest_write_reply_waits_for_durability() {
     let http = reqwest::Client::new();
 
     // A read needs no disk: it answers at once.
-    let read = http.post(&url).bearer_auth(token.trim()).json(&serde_json::json!(["GET", "k"])).send();
-    let read = tokio::time::timeout(Duration::from_secs(10), read).await.expect("read not held");
+    let read = http
+        .post(&url)
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!(["GET", "k"]))
+        .send();
+    let read = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("read not held");
     assert!(read.unwrap().status().is_success());
 
     // A write is held while its log entry is not durable…
@@ -58,7 +64,10 @@ async fn rest_write_reply_waits_for_durability() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!write.is_finished(), "REST acknowledged a write before it was durable");
+    assert!(
+        !write.is_finished(),
+        "REST acknowledged a write before it was durable"
+    );
 
     // …and answered once it is.
     release.send(u64::MAX).unwrap();

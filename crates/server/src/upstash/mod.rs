@@ -393,7 +393,10 @@ fn single(
     } else {
         StatusCode::OK
     };
-    (respond(status, encode::body(&reply, format), format), client.write_seq)
+    (
+        respond(status, encode::body(&reply, format), format),
+        client.write_seq,
+    )
 }
 
 /// Commands run in order on one client; between batches the task yields so the
@@ -422,7 +425,10 @@ async fn pipeline(
         }
         write_seq = client.write_seq;
     }
-    (respond(StatusCode::OK, encode::many(&replies, format), format), write_seq)
+    (
+        respond(StatusCode::OK, encode::many(&replies, format), format),
+        write_seq,
+    )
 }
 
 fn multi_exec(

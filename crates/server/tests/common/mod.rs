@@ -210,3 +210,12 @@ where
     }
     false
 }
+
+/// A `redis` crate connection to the server.
+pub async fn redis_conn(server: &Server) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url(server)).expect("client");
+    client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}
