@@ -237,3 +237,40 @@ async fn appendonly_can_be_turned_on_and_off_at_runtime() {
     drop(c);
     s.shutdown().await;
 }
+
+/// Restarting a snapshot-only server with `appendonly yes` starts the log from the
+/// snapshot's data (as a base), so the next restart loads it from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_the_aof_on_across_a_restart_keeps_the_snapshot_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = boot(tmp.path(), &[("appendonly", "no"), ("save", "3600 1")]).await;
+    let mut c = conn(&s).await;
+    for i in 0..500 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    drop(c);
+    s.shutdown().await;
+    let on = [("appendonly", "yes"), ("save", "")];
+    let s = boot(tmp.path(), &on).await;
+    let mut c = conn(&s).await;
+    let _: () = redis::cmd("SET")
+        .arg("more")
+        .arg("1")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    drop(c);
+    s.shutdown().await;
+    std::fs::remove_file(tmp.path().join("dump.tw")).unwrap();
+    let s = boot(tmp.path(), &on).await;
+    let mut c = conn(&s).await;
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 501);
+    drop(c);
+    s.shutdown().await;
+}

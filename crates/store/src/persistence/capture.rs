@@ -24,7 +24,7 @@ pub type ShardCopy = Vec<Vec<(Bytes, Entry)>>;
 pub struct Capture {
     pending: Vec<AtomicBool>,
     slots: Vec<Mutex<Option<ShardCopy>>>,
-    /// Unix ms of the cut: keys already expired then are left out.
+    /// Unix ms of the cut: keys already expired then are left out (by the writer).
     pub cut_ms: u64,
     /// Longest time one shard lock was held for copying (µs).
     pub max_copy_us: AtomicU64,
@@ -48,15 +48,16 @@ impl Capture {
         }
         self.pending[idx].store(false, Ordering::Release);
         let t = Instant::now();
+        // As little as possible under the lock: clones (reference counts for keys
+        // and strings) into exactly sized vectors; expired keys are skipped later,
+        // by the writer.
         let copy: ShardCopy = shard
             .dbs
             .iter()
             .map(|d| {
-                d.map
-                    .iter()
-                    .filter(|(_, e)| !e.is_expired(self.cut_ms))
-                    .map(|(k, e)| (k.clone(), e.clone()))
-                    .collect()
+                let mut v = Vec::with_capacity(d.map.len());
+                v.extend(d.map.iter().map(|(k, e)| (k.clone(), e.clone())));
+                v
             })
             .collect();
         *self.slots[idx].lock() = Some(copy);

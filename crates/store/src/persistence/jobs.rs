@@ -165,16 +165,6 @@ pub fn bgrewrite(store: &Store) -> Result<RewriteStart, String> {
         })
 }
 
-/// Rewrites in this thread (startup after loading a snapshot).
-pub fn rewrite_now(store: &Store) -> Result<(), String> {
-    if !claim(store, Job::Rewrite) {
-        return Err("a background job is running".into());
-    }
-    let r = do_rewrite(store);
-    release(store);
-    r
-}
-
 fn do_rewrite(store: &Store) -> Result<(), String> {
     let t = Instant::now();
     let Some(aof) = store.persist.aof() else {

@@ -24,7 +24,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::Store;
 use aof::Aof;
-pub use jobs::{bgrewrite, bgsave, disable_aof, enable_aof, rewrite_now, save_now, RewriteStart};
+pub use jobs::{bgrewrite, bgsave, disable_aof, enable_aof, save_now, RewriteStart};
 
 /// Which background job runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -193,19 +193,23 @@ fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
         .dirty_at_save
         .store(store.stats.dirty.load(Ordering::Relaxed), Ordering::Relaxed);
     if appendonly {
-        let aof = Aof::open(
-            dir.clone(),
-            stem,
-            manifest.unwrap_or_default(),
-            aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
-        )
-        .map_err(|e| load::LoadError(format!("cannot open the AOF in {}: {e}", dir.display())))?;
-        *store.persist.aof.write() = Some(aof.clone());
-        store.set_write_log(aof);
         if !from_aof && total_keys(store) > 0 {
-            // Data came from a snapshot: make it part of the log right away.
-            rewrite_now(store)
-                .map_err(|e| load::LoadError(format!("initial AOF rewrite failed: {e}")))?;
+            // Data came from a snapshot: start the log from a base of it. The manifest
+            // names the new log only once that base is on disk, so a crash meanwhile
+            // restarts from the snapshot again.
+            enable_aof(store).map_err(|e| load::LoadError(format!("cannot start the AOF: {e}")))?;
+        } else {
+            let aof = Aof::open(
+                dir.clone(),
+                stem,
+                manifest.unwrap_or_default(),
+                aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
+            )
+            .map_err(|e| {
+                load::LoadError(format!("cannot open the AOF in {}: {e}", dir.display()))
+            })?;
+            *store.persist.aof.write() = Some(aof.clone());
+            store.set_write_log(aof);
         }
     }
     Ok(())

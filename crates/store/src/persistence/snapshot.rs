@@ -57,6 +57,9 @@ pub fn write_capture<W: Write>(ks: &Keyspace, cap: &Capture, w: W) -> std::io::R
             }
             out.cmd(&["SELECT", db.to_string().as_str()])?;
             for (key, entry) in entries {
+                if entry.is_expired(cap.cut_ms) {
+                    continue;
+                }
                 let cmds = entry.value.rewrite_commands(&key);
                 if cmds.is_empty() {
                     continue;
