@@ -65,12 +65,15 @@ impl Capture {
             .fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 
-    /// The copy of shard `idx`, locking it briefly if nobody did since the cut.
+    /// The copy of shard `idx`. Always takes the shard's lock first: a command may
+    /// be copying it right now (the flag is already cleared but the slot not yet
+    /// filled), and that copy runs under the lock, so once we hold it the slot is
+    /// filled — or, if nobody locked the shard since the cut, our lock copies it.
     pub fn take(&self, ks: &Keyspace, idx: usize) -> ShardCopy {
-        if self.pending[idx].load(Ordering::Acquire) {
-            drop(ks.lock(vec![idx]));
-        }
-        self.slots[idx].lock().take().unwrap_or_default()
+        drop(ks.lock(vec![idx]));
+        let copy = self.slots[idx].lock().take();
+        debug_assert!(copy.is_some(), "shard {idx} copy missing after its lock");
+        copy.unwrap_or_default()
     }
 }
 
