@@ -19,7 +19,7 @@ use crate::persistence::capture::Capture;
 use crate::value::Entry;
 
 pub const NUM_DBS: usize = 16;
-pub const NUM_SHARDS: usize = 64;
+pub const NUM_SHARDS: usize = 256;
 const SHARD_BITS: u32 = NUM_SHARDS.trailing_zeros();
 
 pub type Map = IndexMap<Bytes, Entry, ahash::RandomState>;

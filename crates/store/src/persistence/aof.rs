@@ -327,6 +327,7 @@ impl Aof {
                 (b.seq, b.rotate_at.take(), self.stop.load(Ordering::Acquire))
             };
             let policy = self.policy();
+            let scratch_was_empty = scratch.is_empty();
             if !scratch.is_empty() || rotate_at.is_some() {
                 let (before, after) = match rotate_at {
                     Some(at) => scratch.split_at(at),
@@ -373,6 +374,12 @@ impl Aof {
                 self.fsync(&mut file);
                 self.durable_tx.send_replace(seq);
                 return;
+            }
+            if policy != FSYNC_ALWAYS && !stopping && !scratch_was_empty {
+                // Nobody waits for this write: let a millisecond of appends gather
+                // into one write() instead of waking this thread for each (appends
+                // only wake a writer parked on an empty buffer).
+                std::thread::sleep(Duration::from_millis(1));
             }
         }
     }

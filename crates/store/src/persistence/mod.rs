@@ -188,6 +188,9 @@ fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
         .store(loader.commands, Ordering::Relaxed);
     loader.finish();
     result?;
+    // Replaying is not serving: SLOWLOG starts empty. (Command statistics are
+    // process-wide, shared by every store, so they are left alone.)
+    store.slowlog.reset();
     store
         .persist
         .dirty_at_save

@@ -62,7 +62,13 @@ pub fn write_capture<W: Write>(ks: &Keyspace, cap: &Capture, w: W) -> std::io::R
                 }
                 let cmds = entry.value.rewrite_commands(&key);
                 if cmds.is_empty() {
-                    continue;
+                    // Collections are never empty in the keyspace: a type that cannot
+                    // rewrite itself yet must fail the save, not lose the key.
+                    return Err(std::io::Error::other(format!(
+                        "no rewrite commands for the {} value of key {:?}",
+                        entry.value.type_name(),
+                        String::from_utf8_lossy(&key)
+                    )));
                 }
                 for c in &cmds {
                     out.cmd(c)?;
