@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod realtime;
@@ -94,7 +95,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let store = build_store(&config)?;
     let mut realtime_config = config.realtime.clone();
     let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
-    let hub = realtime::build_hub(realtime_config)?;
+    let hub = realtime::build_hub(realtime_config, &store)?;
     // Until the dataset is loaded, commands get -LOADING (set before any listener).
     store
         .loading

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rand::distributions::{Alphanumeric, DistString};
-use tidewire_realtime::{Hub, KeyConfig, MemoryHistoryStore, Origin, RealtimeConfig};
+use tidewire_realtime::{Hub, KeyConfig, Origin, RealtimeConfig};
 use tidewire_store::pubsub::PublishBridge;
 use tidewire_store::Store;
 use tokio::sync::{broadcast, watch};
@@ -52,10 +52,15 @@ pub fn ensure_keys(config: &mut RealtimeConfig, data_dir: &Path) -> anyhow::Resu
     Ok(Some(key))
 }
 
-pub fn build_hub(config: RealtimeConfig) -> anyhow::Result<Arc<Hub>> {
-    // History: in memory, bounded per channel. (The keyspace-backed store that makes
-    // history persistent is wired by `history_store` once sorted sets exist.)
-    let history = Arc::new(MemoryHistoryStore::new(10_000));
+/// Database that holds realtime channel history (see `history.rs`).
+pub const HISTORY_DB: usize = 15;
+
+/// The hub, with channel history kept in the keyspace (persisted with it).
+pub fn build_hub(config: RealtimeConfig, store: &Arc<Store>) -> anyhow::Result<Arc<Hub>> {
+    let history = Arc::new(crate::history::KeyspaceHistory::new(
+        store.clone(),
+        HISTORY_DB,
+    ));
     Hub::try_new(config, history).map_err(|e| anyhow::anyhow!("realtime config: {e}"))
 }
 
