@@ -38,7 +38,7 @@ run_suite() {
 export TIDEWIRE_BIN="$root/target/debug/tidewire"
 export CARGO_TARGET_DIR="$root/target"
 
-run_suite "rust: cargo test" cargo test --workspace
+run_suite "rust: cargo test" cargo test --workspace --no-fail-fast
 run_suite "compat: redis-cli" bash compat/redis-cli/test.sh
 run_suite "compat: ioredis" bash compat/ioredis/run.sh
 run_suite "compat: redis-py" bash compat/python/run.sh

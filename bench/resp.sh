@@ -32,7 +32,7 @@ for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break;
 
 # One CSV line per test: "test","rps","avg","min","p50","p95","p99","max"
 bench() { # port pipeline test
-  redis-benchmark -p "$1" -n "$N" -c "$C" -P "$2" -t "$3" --csv -q 2>/dev/null | tail -n +2
+  redis-benchmark -p "$1" -n "$N" -c "$C" -P "$2" -t "$3" --csv -q 2>/dev/null | tail -n 1
 }
 zrange() { # port pipeline
   redis-cli -p "$1" del tw:bench:z >/dev/null

@@ -260,8 +260,10 @@ pub fn evict(store: &Store, policy: Policy, to_free: u64) -> bool {
                     .push((notify::EVICTED, "evicted", db, key.clone()));
             }
             ev.touched.push((db, key.clone()));
-            ev.propagated
-                .push((db, vec![Bytes::from_static(b"DEL"), key]));
+            if store.logging() {
+                ev.propagated
+                    .push((db, vec![Bytes::from_static(b"DEL"), key]));
+            }
             drop(e);
         }
         store.finish_locked(&mut ks, &mut ev);

@@ -130,6 +130,11 @@ impl Ctx<'_> {
     /// Logs these commands instead of the command as received (EXPIRE → PEXPIREAT,
     /// SPOP → SREM …). May be called several times; all are kept in order.
     pub fn propagate(&mut self, argv: Vec<Bytes>) {
+        if !self.store.logging() {
+            // Nothing consumes log records: keep the write path allocation-free.
+            self.ev.rewritten.get_or_insert_with(Vec::new);
+            return;
+        }
         let db = self.client.db;
         self.ev
             .rewritten
@@ -489,9 +494,16 @@ impl Store {
         };
         if !absent.is_empty() {
             let db = client.db;
+            // Handlers that create keys themselves (`store_key`, also for other
+            // databases) already raised `new`: don't raise it twice.
+            let reported = |key: &[u8]| {
+                ev.notifications[notes_before..]
+                    .iter()
+                    .any(|(c, _, d, k)| *c == notify::NEW && *d == db && k[..] == *key)
+            };
             let created: Vec<_> = absent
                 .into_iter()
-                .filter(|p| ks.exists(db, &argv[*p], now))
+                .filter(|p| ks.exists(db, &argv[*p], now) && !reported(&argv[*p]))
                 .map(|p| (notify::NEW, "new", db, argv[p].clone()))
                 .collect();
             ev.notifications.splice(notes_before..notes_before, created);
@@ -509,7 +521,9 @@ impl Store {
             }
             match ev.rewritten.take() {
                 Some(cmds) => ev.propagated.extend(cmds),
-                None if cmd.is_write() => ev.propagated.push((client.db, argv.to_vec())),
+                None if cmd.is_write() && self.logging() => {
+                    ev.propagated.push((client.db, argv.to_vec()))
+                }
                 None => {}
             }
         } else if let Some(cmds) = ev.rewritten.take() {
@@ -540,8 +554,10 @@ impl Store {
                 ev.notifications
                     .push((notify::EXPIRED, "expired", db, key.clone()));
             }
-            ev.propagated
-                .push((db, vec![Bytes::from_static(b"DEL"), key]));
+            if self.logging() {
+                ev.propagated
+                    .push((db, vec![Bytes::from_static(b"DEL"), key]));
+            }
         }
     }
 

@@ -59,6 +59,31 @@ impl DbShard {
         self.map.insert(key, entry)
     }
 
+    /// Inserts or replaces by a borrowed key: an existing key is updated in place, so
+    /// overwriting (the common SET) allocates no new key.
+    pub fn upsert(&mut self, key: &[u8], mut entry: Entry) -> Option<Entry> {
+        if let Some((_, k, slot)) = self.map.get_full_mut(key) {
+            if crate::evict::lfu_mode() {
+                entry.access = slot.access;
+            }
+            let had_ttl = slot.expire_at != 0;
+            let has_ttl = entry.expire_at != 0;
+            let new_ttl_key = (has_ttl && !had_ttl).then(|| k.clone());
+            let old = std::mem::replace(slot, entry);
+            if let Some(k) = new_ttl_key {
+                self.expires.insert(k);
+            } else if had_ttl && !has_ttl {
+                self.expires.swap_remove(key);
+            }
+            return Some(old);
+        }
+        let owned = Bytes::copy_from_slice(key);
+        if entry.expire_at != 0 {
+            self.expires.insert(owned.clone());
+        }
+        self.map.insert(owned, entry)
+    }
+
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let old = self.map.swap_remove(key)?;
         if old.expire_at != 0 {
@@ -322,6 +347,11 @@ impl Locked {
     pub fn insert(&mut self, db: usize, key: Bytes, entry: Entry) -> Option<Entry> {
         let idx = shard_index(&key);
         self.shard_mut(idx).dbs[db].insert(key, entry)
+    }
+
+    /// Like [`Locked::insert`] with a borrowed key (copied only if new).
+    pub fn upsert(&mut self, db: usize, key: &[u8], entry: Entry) -> Option<Entry> {
+        self.db(db, key).upsert(key, entry)
     }
 
     pub fn remove(&mut self, db: usize, key: &[u8]) -> Option<Entry> {

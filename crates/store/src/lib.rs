@@ -127,6 +127,9 @@ pub struct Store {
     has_monitors: AtomicBool,
     next_client_id: AtomicU64,
     write_log: RwLock<Option<Arc<dyn WriteLog>>>,
+    /// Mirrors `write_log.is_some()` so the write path can skip building log
+    /// records (and touching the lock) when nothing consumes them.
+    logging: AtomicBool,
     pub loading: AtomicBool,
     pub started: Instant,
     pub started_ms: u64,
@@ -160,6 +163,7 @@ impl Store {
             has_monitors: AtomicBool::new(false),
             next_client_id: AtomicU64::new(1),
             write_log: RwLock::new(None),
+            logging: AtomicBool::new(false),
             loading: AtomicBool::new(false),
             started: Instant::now(),
             started_ms: now,
@@ -174,11 +178,18 @@ impl Store {
 
     pub fn set_write_log(&self, log: Arc<dyn WriteLog>) {
         *self.write_log.write() = Some(log);
+        self.logging.store(true, Ordering::SeqCst);
     }
 
     /// Stops handing writes to a log (`appendonly no` at runtime).
     pub fn clear_write_log(&self) {
         *self.write_log.write() = None;
+        self.logging.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether executed writes are being logged (a [`WriteLog`] is installed).
+    pub fn logging(&self) -> bool {
+        self.logging.load(Ordering::SeqCst)
     }
 
     pub fn write_log(&self) -> Option<Arc<dyn WriteLog>> {

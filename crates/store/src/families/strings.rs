@@ -92,11 +92,7 @@ pub fn notify_in(ctx: &mut Ctx<'_>, db: usize, class: u32, event: &'static str, 
 /// Stores `entry` under an owned copy of `key` (never a slice of the read buffer),
 /// raising Redis's `new` event when the key did not exist.
 pub fn store_key(ctx: &mut Ctx<'_>, db: usize, key: &[u8], entry: Entry) {
-    if ctx
-        .ks
-        .insert(db, Bytes::copy_from_slice(key), entry)
-        .is_none()
-    {
+    if ctx.ks.upsert(db, key, entry).is_none() {
         notify_in(ctx, db, notify::NEW, "new", key);
     }
 }
