@@ -105,7 +105,8 @@ enum Kind {
 
 const YES_NO: Kind = Kind::Bool;
 
-/// (name, default, kind). Aliases (the `ziplist` names) are separate entries.
+/// (name, default, kind). Aliases (the `ziplist` names) are entries of their own kept
+/// equal to their `listpack` partner (see [`ALIASES`]).
 const PARAMS: &[(&str, &str, Kind)] = &[
     ("requirepass", "", Kind::Str),
     ("bind", "127.0.0.1", Kind::Str),
@@ -242,6 +243,27 @@ const HIDDEN: &[&str] = &["key-load-delay"];
 
 /// Parameters that cannot change at run time (`CONFIG SET` refuses them).
 pub const IMMUTABLE: &[&str] = &["daemonize", "databases", "io-threads", "cluster-enabled"];
+
+/// Redis 7's old names for the listpack settings: setting either name sets both.
+const ALIASES: &[(&str, &str)] = &[
+    ("hash-max-ziplist-entries", "hash-max-listpack-entries"),
+    ("hash-max-ziplist-value", "hash-max-listpack-value"),
+    ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
+    ("zset-max-ziplist-value", "zset-max-listpack-value"),
+    ("list-max-ziplist-size", "list-max-listpack-size"),
+];
+
+fn alias_of(name: &str) -> Option<&'static str> {
+    ALIASES.iter().find_map(|(a, b)| {
+        if *a == name {
+            Some(*b)
+        } else if *b == name {
+            Some(*a)
+        } else {
+            None
+        }
+    })
+}
 
 pub struct Config {
     values: RwLock<BTreeMap<&'static str, String>>,
@@ -422,7 +444,11 @@ impl Config {
             }
         };
         self.apply_hot(pname, &normalised)?;
-        self.values.write().insert(pname, normalised);
+        let mut values = self.values.write();
+        if let Some(partner) = alias_of(pname) {
+            values.insert(partner, normalised.clone());
+        }
+        values.insert(pname, normalised);
         Ok(())
     }
 
@@ -541,6 +567,10 @@ mod tests {
         assert!(c.set("nope", "1").is_err());
         assert!(c.set("appendfsync", "sometimes").is_err());
         c.set("hash-max-ziplist-entries", "5").unwrap();
+        // The old ziplist names are aliases of the listpack ones, both ways.
+        assert_eq!(c.get("hash-max-listpack-entries").unwrap(), "5");
+        c.set("zset-max-listpack-value", "32").unwrap();
+        assert_eq!(c.get("zset-max-ziplist-value").unwrap(), "32");
         assert_eq!(c.matching(b"hash-max-*-entries").len(), 2);
     }
 

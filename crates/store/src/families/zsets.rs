@@ -1150,8 +1150,14 @@ fn parse_algebra(
                 value: Value::ZSet(z),
                 ..
             }) => z.iter().map(|(m, s)| (m.clone(), s)).collect(),
-            // Plain sets count as zsets with score 1 once the set type exposes an
-            // iterator; until then they are refused.
+            // A plain set counts as a sorted set whose members all score 1, as in Redis.
+            Some(Entry {
+                value: Value::Set(set),
+                ..
+            }) => set
+                .iter()
+                .map(|m| (Bytes::copy_from_slice(&m), 1.0))
+                .collect(),
             Some(_) => return Err(CmdError::WrongType),
         });
     }
@@ -1330,3 +1336,26 @@ fn zintercard(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod set_input_tests {
+    use crate::testkit::*;
+
+    #[test]
+    fn union_and_inter_accept_plain_sets_with_score_one() {
+        let mut t = TestClient::new();
+        t.run(&["SADD", "s", "a", "b"]);
+        t.run(&["ZADD", "z", "2", "b", "5", "c"]);
+        assert_eq!(
+            t.resp(&["ZUNION", "2", "s", "z", "WITHSCORES"]),
+            "*6\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n3\r\n$1\r\nc\r\n$1\r\n5\r\n"
+        );
+        assert_eq!(t.run(&["ZINTERSTORE", "d", "2", "s", "z"]), int(1));
+        assert_eq!(t.resp(&["ZSCORE", "d", "b"]), "$1\r\n3\r\n");
+        t.run(&["SET", "str", "x"]);
+        assert_eq!(
+            t.run(&["ZUNION", "2", "s", "str"]),
+            err("WRONGTYPE Operation against a key holding the wrong kind of value")
+        );
+    }
+}
