@@ -325,3 +325,37 @@ async fn shutdown_does_not_wait_for_blocked_clients() {
     assert_eq!(store.blocking.blocked_clients(), 0);
     assert!(join(h).1.is_err());
 }
+
+/// Keys created whole by another command (SORT … STORE, RENAME) wake blocked clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn woken_by_sort_store_and_rename() {
+    let (server, _dir) = server().await;
+    let mut ctl = connect(&server);
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("src")
+        .arg("3")
+        .arg("1")
+        .arg("2")
+        .query(&mut ctl)
+        .unwrap();
+    // A 10 s timeout bounds the test: without the wake-up it gets nil and fails.
+    let h = spawn_cmd(connect(&server), &["BLPOP", "sorted", "10"]);
+    wait_blocked(&server, 1);
+    let n: i64 = redis::cmd("SORT")
+        .arg("src")
+        .arg("STORE")
+        .arg("sorted")
+        .query(&mut ctl)
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(join(h).1.unwrap(), pair("sorted", "1"));
+    let h = spawn_cmd(connect(&server), &["BLPOP", "renamed", "10"]);
+    wait_blocked(&server, 1);
+    let _: () = redis::cmd("RENAME")
+        .arg("src")
+        .arg("renamed")
+        .query(&mut ctl)
+        .unwrap();
+    assert_eq!(join(h).1.unwrap(), pair("renamed", "3"));
+    server.shutdown().await;
+}

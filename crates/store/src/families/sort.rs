@@ -302,6 +302,8 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, readonly: bool) -> CmdRe
         ctx.dirty(n as u64);
         ctx.touch(db, dest);
         ctx.notify(notify::LIST, "sortstore", dest);
+        // A client blocked on the destination list can be served now.
+        ctx.signal_ready(dest);
     } else if ctx.ks.get(db, dest, now).is_some() {
         ctx.ks.remove(db, dest);
         ctx.dirty(1);
