@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Sub {
     /// Print the effective configuration and exit.
     ShowConfig,
+    /// Mint a realtime TokenRequest, token (JWT) or TokenDetails for a capability,
+    /// clientId and TTL.
+    Token(crate::token_cli::TokenArgs),
     /// Check an AOF file (incremental, base/snapshot, or a manifest and all its
     /// files); with --fix, truncate an incremental file to its last valid entry.
     CheckAof {

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod realtime;
 pub mod secrets;
+pub mod token_cli;
 pub mod upstash;
 
 use std::net::SocketAddr;

@@ -46,6 +46,19 @@ fn main() -> anyhow::Result<()> {
         println!("{config:#?}");
         return Ok(());
     }
+    if let Some(Sub::Token(args)) = &cli.command {
+        let key = match args.key.clone().or_else(|| config.realtime.keys.first().map(|k| k.key.clone())) {
+            Some(k) => k,
+            None => std::fs::read_to_string(config.data_dir.join("realtime-root-key"))
+                .map(|k| k.trim().to_string())
+                .map_err(|_| anyhow::anyhow!("no key: pass --key, set TIDEWIRE_REALTIME_KEY, configure [[realtime.keys]], or start the server once to generate the root key"))?,
+        };
+        println!(
+            "{}",
+            tidewire_server::token_cli::mint(args, &key, tidewire_realtime::auth::now_ms())?
+        );
+        return Ok(());
+    }
     init_logging(&config);
     let _ = tidewire_store::families::server_info::MEMORY_PROBE.set(memory_probe);
     let runtime = tokio::runtime::Builder::new_multi_thread()
