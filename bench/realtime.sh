@@ -128,20 +128,28 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$
 
 echo
 echo "Realtime fan-out, one channel, R=$RATE msg/s for ${DURATION}s, format=$FORMAT, $(nproc) cores, $(date -u +%Y-%m-%d)"
-printf '%-9s %6s %7s | %12s %9s %9s %9s | %12s %12s\n' peer N ready deliveries/s p50_ms p99_ms max_ms RSS/conn_KiB "load KiB/c"
-printf '%s\n' "--------------------------------------------------------------------------------------------------"
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else printf "na" }'; }
+row='%-9s %6s %6s | %10s %6s %9s %9s %9s | %8s %8s | %7s %7s\n'
+printf "$row" peer N ready deliv/s deliv% p50_ms p99_ms max_ms KiB/conn "load" srv_cpu gen_cpu
+printf '%s\n' "-----------------------------------------------------------------------------------------------------------"
 for n in $NS; do
   for peer in tidewire nats; do
-    printf '%-9s %6s %7s | %12s %9s %9s %9s | %12s %12s\n' "$peer" "$n" "$(get n $peer $n)" \
-      "$(get deliveries_per_s $peer $n)" "$(get p50_ms $peer $n)" "$(get p99_ms $peer $n)" \
-      "$(get max_ms $peer $n)" "$(get rss_per_conn_kib $peer $n)" "$(get rss_per_conn_load_kib $peer $n)"
+    printf "$row" "$peer" "$n" "$(get n $peer $n)" \
+      "$(get deliveries_per_s $peer $n)" "$(pct "$(get delivered $peer $n)" "$(get expected $peer $n)")" \
+      "$(get p50_ms $peer $n)" "$(get p99_ms $peer $n)" "$(get max_ms $peer $n)" \
+      "$(get rss_per_conn_kib $peer $n)" "$(get rss_per_conn_load_kib $peer $n)" \
+      "$(get server_cpu_s $peer $n)" "$(get loadgen_cpu_s $peer $n)"
   done
-  printf '%-9s %6s %7s | %12s %9s %9s %9s | %12s %12s\n' "tw/nats" "$n" "" \
-    "$(ratio "$(get deliveries_per_s tidewire $n)" "$(get deliveries_per_s nats $n)")" \
+  printf "$row" "tw/nats" "$n" "" \
+    "$(ratio "$(get deliveries_per_s tidewire $n)" "$(get deliveries_per_s nats $n)")" "" \
     "$(ratio "$(get p50_ms tidewire $n)" "$(get p50_ms nats $n)")" \
     "$(ratio "$(get p99_ms tidewire $n)" "$(get p99_ms nats $n)")" "" \
-    "$(ratio "$(get rss_per_conn_kib tidewire $n)" "$(get rss_per_conn_kib nats $n)")" ""
+    "$(ratio "$(get rss_per_conn_kib tidewire $n)" "$(get rss_per_conn_kib nats $n)")" "" \
+    "$(ratio "$(get server_cpu_s tidewire $n)" "$(get server_cpu_s nats $n)")" ""
 done
+echo "deliv% = deliveries received / (messages sent x subscribers), within ${DURATION}s + 5s drain."
+echo "KiB/conn = (server RSS with N idle subscribers - RSS before) / N; load = same with peak RSS under load."
+echo "srv_cpu / gen_cpu = CPU seconds used by the server / the load generator during publish + drain."
 echo
 echo "Targets (issue 6, at the largest N):"
 big="$(echo $NS | tr ' ' '\n' | sort -n | tail -1)"

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -172,13 +173,14 @@ pub async fn connect_ws(url: &str) -> anyhow::Result<Ws> {
 
 /// Next data frame's bytes (text or binary), answering WebSocket pings; `None` when
 /// the connection ended.
-pub async fn next_data(ws: &mut Ws) -> anyhow::Result<Option<Vec<u8>>> {
+pub async fn next_data(ws: &mut Ws) -> anyhow::Result<Option<Bytes>> {
     loop {
         match ws.next().await {
             None => return Ok(None),
             Some(Err(e)) => return Err(e.into()),
-            Some(Ok(Message::Text(t))) => return Ok(Some(t.as_bytes().to_vec())),
-            Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                return Ok(Some(m.into_data()))
+            }
             Some(Ok(Message::Ping(p))) => ws.send(Message::Pong(p)).await?,
             Some(Ok(Message::Close(_))) => return Ok(None),
             Some(Ok(_)) => {}
@@ -194,6 +196,16 @@ fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU time of a process, seconds (`self` for this process).
+fn cpu_secs(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at state.
+    let after = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -315,6 +327,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Publish phase.
+    let server_pid = args.pid.to_string();
+    let cpu_start = (cpu_secs(&server_pid), cpu_secs("self"));
     let pub_start_us = shared.now_us();
     let total = u64::from(args.rate) * args.duration;
     let publish_limit = Duration::from_secs(args.duration + args.connect_timeout + 10);
@@ -332,6 +346,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_end = (cpu_secs(&server_pid), cpu_secs("self"));
     let _ = load_tx.send(true);
     let _ = sampler.await;
     let _ = stop_tx.send(true);
@@ -370,12 +385,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (Some(b), Some(l)) if ready > 0 => Some((l.saturating_sub(b)) as f64 / ready as f64),
         _ => None,
     };
+    let cpu_used = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:.1}", b - a),
+        _ => "na".to_string(),
+    };
+    let server_cpu = if args.pid == 0 {
+        "na".to_string()
+    } else {
+        cpu_used(cpu_start.0, cpu_end.0)
+    };
+    let own_cpu = cpu_used(cpu_start.1, cpu_end.1);
+    let window_s = (shared.now_us().saturating_sub(pub_start_us)) as f64 / 1e6;
     let opt = |v: Option<u64>| v.map_or("na".to_string(), |v| v.to_string());
     let optf = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.2}"));
     eprintln!(
         "[{label}] n={ready} sent={sent} acked={acked} delivered={delivered}/{expected} \
          deliveries/s={dps:.0} p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms \
-         rss before/idle/load={}/{}/{} KiB, per conn idle={} load={} KiB, errors={}",
+         rss before/idle/load={}/{}/{} KiB, per conn idle={} load={} KiB, errors={}, \
+         cpu server/loadgen={server_cpu}/{own_cpu}s in {window_s:.1}s",
         opt(rss_before),
         opt(rss_idle),
         opt(rss_load),
@@ -388,7 +415,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
          rate={} duration={} sent={sent} acked={acked} expected={expected} \
          delivered={delivered} deliveries_per_s={dps:.0} p50_ms={p50:.2} p99_ms={p99:.2} \
          max_ms={max:.2} rss_before_kib={} rss_idle_kib={} rss_load_kib={} \
-         rss_per_conn_kib={} rss_per_conn_load_kib={} errors={}",
+         rss_per_conn_kib={} rss_per_conn_load_kib={} errors={} \
+         server_cpu_s={server_cpu} loadgen_cpu_s={own_cpu} window_s={window_s:.1}",
         args.subscribers,
         shared.failed.load(Ordering::Relaxed),
         args.rate,
