@@ -9,6 +9,8 @@
 #
 # Env: NS="1000 10000" RATE=100 DURATION=10 FORMAT=json|msgpack CONCURRENCY=200
 #      PAYLOAD=0 (extra data bytes) OUT=<file for RESULT lines>
+#      PIN=1: server on CPU 0, load generator on CPU 1 (taskset), so they do not
+#      compete for the same core (default: no pinning).
 # Everything listens on 127.0.0.1. Needs root only to apt-get install nats-server
 # when it is missing and to raise the open-files limit.
 set -euo pipefail
@@ -20,6 +22,8 @@ FORMAT="${FORMAT:-json}"
 CONCURRENCY="${CONCURRENCY:-200}"
 PAYLOAD="${PAYLOAD:-0}"
 KEY="bench.key:secret"
+SRV_PIN=(); GEN_PIN=()
+if [ "${PIN:-0}" = 1 ] && command -v taskset >/dev/null; then SRV_PIN=(taskset -c 0); GEN_PIN=(taskset -c 1); fi
 
 # 10,000 subscribers are 10,000 sockets in the load generator and as many in the
 # server: the usual soft limit (1024) is far too low. Raise it for this shell and
@@ -73,7 +77,7 @@ EOF
 
 start_tidewire() { # sets srv_pid, url
   rm -rf "$work/tw"; : > "$work/tw.out"
-  ./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports \
+  "${SRV_PIN[@]}" ./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports \
     --data-dir "$work/tw" --log-level warn >"$work/tw.out" 2>"$work/tw.err" &
   srv_pid=$!
   for _ in $(seq 1 100); do grep -q LISTENING "$work/tw.out" && break; sleep 0.1; done
@@ -95,7 +99,7 @@ websocket {
   no_tls: true
 }
 EOF
-  nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
+  "${SRV_PIN[@]}" nats-server -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
   srv_pid=$!
   for _ in $(seq 1 100); do
     ss -Hltn "sport = :$wport" 2>/dev/null | grep -q . && break; sleep 0.1
@@ -108,7 +112,7 @@ run_one() { # peer N
   local peer=$1 n=$2 url mode
   if [ "$peer" = tidewire ]; then start_tidewire; mode=ably; else start_nats; mode=nats; fi
   echo "== $peer N=$n R=$RATE D=$DURATION ($url)" >&2
-  if ! "$LOADGEN" --mode "$mode" --url "$url" --key "$KEY" --format "$FORMAT" \
+  if ! "${GEN_PIN[@]}" "$LOADGEN" --mode "$mode" --url "$url" --key "$KEY" --format "$FORMAT" \
       -n "$n" -r "$RATE" -d "$DURATION" --payload-bytes "$PAYLOAD" \
       --concurrency "$CONCURRENCY" --pid "$srv_pid" --label "$peer" >>"$OUT"; then
     echo "RESULT peer=$peer n=0 requested=$n failed=$n deliveries_per_s=0 p50_ms=na p99_ms=na rss_per_conn_kib=na" >>"$OUT"

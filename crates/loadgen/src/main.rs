@@ -353,15 +353,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut lat: Vec<u32> = Vec::with_capacity(expected as usize);
     let mut last_us = pub_end_us;
-    for h in handles {
-        match tokio::time::timeout(Duration::from_secs(10), h).await {
+    // One deadline for all joins: tasks still stuck (e.g. mid-handshake) are aborted.
+    let join_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut stuck = 0usize;
+    for mut h in handles {
+        match tokio::time::timeout_at(join_deadline, &mut h).await {
             Ok(Ok(r)) => {
                 last_us = last_us.max(r.last_us);
                 lat.extend_from_slice(&r.latencies_us);
             }
             Ok(Err(e)) => eprintln!("subscriber task failed: {e}"),
-            Err(_) => eprintln!("subscriber task did not stop"),
+            Err(_) => {
+                h.abort();
+                stuck += 1;
+            }
         }
+    }
+    if stuck > 0 {
+        eprintln!("{stuck} subscriber tasks did not stop in time and were aborted");
     }
     lat.sort_unstable();
     let delivered = lat.len() as u64;
