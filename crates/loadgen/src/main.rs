@@ -202,7 +202,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 fn cpu_secs(pid: &str) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at state.
-    let after = &s[s.rfind(')')? + 2..];
+    let after = s.get(s.rfind(')')? + 2..)?;
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
@@ -351,7 +351,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = sampler.await;
     let _ = stop_tx.send(true);
 
-    let mut lat: Vec<u32> = Vec::with_capacity(expected as usize);
+    let mut lat: Vec<u32> = Vec::with_capacity(expected.min(50_000_000) as usize);
     let mut last_us = pub_end_us;
     // One deadline for all joins: tasks still stuck (e.g. mid-handshake) are aborted.
     let join_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
