@@ -74,6 +74,11 @@ pub struct Subscriber {
     pub presence: bool,
     /// Whether the connection wants its own publishes back.
     pub echo: bool,
+    /// Whether the attachment may publish (counted as a publisher in occupancy).
+    pub publish: bool,
+    /// Whether `[meta]occupancy` events are delivered (the `occupancy` channel param,
+    /// granted only with the channel-metadata capability).
+    pub occupancy: bool,
 }
 
 /// Who published a message.
@@ -117,6 +122,8 @@ pub(crate) struct State {
     pub(crate) subscribers: HashMap<u64, Subscriber>,
     /// Presence set: (connectionId, clientId) → latest PRESENT message.
     pub(crate) members: BTreeMap<(String, String), PresenceMessage>,
+    /// A debounced occupancy event is scheduled (see `Channel::occupancy_changed`).
+    pub(crate) occupancy_pending: bool,
 }
 
 /// What an attaching connection wants replayed.
@@ -196,6 +203,7 @@ impl Channel {
                 last_serial,
                 subscribers: HashMap::new(),
                 members: BTreeMap::new(),
+                occupancy_pending: false,
             }),
         }
     }

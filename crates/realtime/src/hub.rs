@@ -32,6 +32,8 @@ const OBSERVER_CAPACITY: usize = 4096;
 /// Shared realtime state. Create with [`Hub::new`], serve with [`crate::router`].
 pub struct Hub {
     config: RealtimeConfig,
+    /// `config.history_retention` in matching order, resolved once.
+    retention_rules: Vec<crate::config::RetentionRule>,
     keyring: Keyring,
     history: Arc<dyn HistoryStore>,
     channels: RwLock<HashMap<String, Arc<Channel>>>,
@@ -145,7 +147,9 @@ impl Hub {
     ) -> Result<Arc<Hub>, String> {
         let keyring = Keyring::from_config(&config)?;
         let (observers, _) = broadcast::channel(OBSERVER_CAPACITY);
+        let retention_rules = config.history_retention.ordered();
         let hub = Arc::new(Hub {
+            retention_rules,
             config,
             keyring,
             history,
@@ -339,7 +343,7 @@ impl Hub {
                 proto_id: &proto_id,
                 now_ms: now,
                 history: self.history.as_ref(),
-                retention: Duration::from_secs(self.config.history_retention_secs),
+                retention: self.retention_for(channel),
                 origin,
                 observers: &self.observers,
             },
@@ -360,6 +364,22 @@ impl Hub {
                 .collect();
         }
         published
+    }
+
+    /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.
+    pub fn occupancy_debounce(&self) -> Duration {
+        Duration::from_millis(self.config.occupancy_debounce_ms)
+    }
+
+    /// How long `channel`'s history is kept: the first matching namespace rule, else
+    /// `history_retention_secs`.
+    pub fn retention_for(&self, channel: &str) -> Duration {
+        let secs = self
+            .retention_rules
+            .iter()
+            .find(|r| crate::capability::resource_matches(&r.pattern, channel))
+            .map_or(self.config.history_retention_secs, |r| r.secs);
+        Duration::from_secs(secs)
     }
 
     fn next_publish_id(&self) -> String {
@@ -421,6 +441,7 @@ impl Hub {
             now_ms(),
             self.config.max_presence_members,
         );
+        ch.occupancy_changed(self.occupancy_debounce());
         drop(ch);
         self.release_channel(channel);
         result
@@ -431,7 +452,9 @@ impl Hub {
         let now = now_ms();
         for name in channels {
             if let Some(ch) = self.existing_channel(name) {
-                ch.remove_connection_members(connection_id, now);
+                if ch.remove_connection_members(connection_id, now) > 0 {
+                    ch.occupancy_changed(self.occupancy_debounce());
+                }
                 drop(ch);
                 self.release_channel(name);
             }
@@ -492,6 +515,8 @@ mod tests {
                 receive: true,
                 presence: true,
                 echo: true,
+                publish: true,
+                occupancy: false,
             },
             crate::channel::Backlog::None,
             h.history(),
@@ -563,6 +588,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn realtime_ids_are_idempotent_too() {
+        let h = hub();
+        let mut rx = subscribe(&h, "d", 1);
+        let m = Message {
+            id: Some("client:0".into()),
+            ..Default::default()
+        };
+        let publisher = Publisher {
+            conn: Some(2),
+            connection_id: Some("c2".into()),
+            client_id: None,
+        };
+        for serial in 0..2 {
+            h.publish(
+                "d",
+                vec![m.clone()],
+                &publisher,
+                Some(format!("c2:{serial}")),
+                Origin::Realtime,
+            );
+        }
+        assert!(rx.recv().await.is_some());
+        assert!(rx.try_recv().is_err(), "duplicate id delivered once");
+    }
+
     #[test]
     fn sweeper_starts_lazily_for_hubs_built_outside_a_runtime() {
         let h = hub();
@@ -575,6 +626,48 @@ mod tests {
             let _slot = h.open_connection().expect("slot");
         });
         assert!(h.sweeper_started.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn retention_follows_namespace_rules() {
+        let h = Hub::new(
+            serde_json::from_str(r#"{"history_retention":{"stream:*":259200,"stream:hot:*":10}}"#)
+                .unwrap(),
+            Arc::new(MemoryHistoryStore::default()),
+        );
+        assert_eq!(h.retention_for("stream:a"), Duration::from_secs(259200));
+        assert_eq!(h.retention_for("stream:hot:x"), Duration::from_secs(10));
+        assert_eq!(h.retention_for("chat"), Duration::from_secs(120));
+    }
+
+    #[tokio::test]
+    async fn history_uses_the_channel_retention() {
+        let h = Hub::new(
+            serde_json::from_str(r#"{"history_retention":[{"pattern":"short","secs":0}]}"#)
+                .unwrap(),
+            Arc::new(MemoryHistoryStore::default()),
+        );
+        for ch in ["short", "long"] {
+            h.publish(
+                ch,
+                vec![Message::default()],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            );
+        }
+        // Zero retention: gone as soon as the clock moves on.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(h
+            .history_page("short", &HistoryQuery::default())
+            .messages
+            .is_empty());
+        assert_eq!(
+            h.history_page("long", &HistoryQuery::default())
+                .messages
+                .len(),
+            1
+        );
     }
 
     #[test]

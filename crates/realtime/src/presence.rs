@@ -30,6 +30,8 @@ const SYNC_PAGE: usize = 100;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Occupancy {
     pub connections: usize,
+    /// Attachments with the publish mode.
+    pub publishers: usize,
     pub subscribers: usize,
     pub presence_connections: usize,
     pub presence_members: usize,
@@ -166,16 +168,95 @@ impl Channel {
 
     /// Occupancy figures.
     pub fn occupancy(&self) -> Occupancy {
-        let st = self.lock();
+        Self::occupancy_of(&self.lock())
+    }
+
+    fn occupancy_of(st: &crate::channel::State) -> Occupancy {
+        // Members are keyed by (connectionId, clientId), so equal connectionIds are
+        // adjacent and dedup counts distinct connections.
         let mut presence_connections: Vec<&String> = st.members.keys().map(|(c, _)| c).collect();
         presence_connections.dedup();
         Occupancy {
             connections: st.subscribers.len(),
+            publishers: st.subscribers.values().filter(|s| s.publish).count(),
             subscribers: st.subscribers.values().filter(|s| s.receive).count(),
             presence_connections: presence_connections.len(),
             presence_members: st.members.len(),
             presence_subscribers: st.subscribers.values().filter(|s| s.presence).count(),
         }
+    }
+
+    /// Schedules a `[meta]occupancy` event `debounce` from now for attachments that
+    /// asked for one, unless one is already scheduled: changes inside the window are
+    /// coalesced, and the event reports the figures at send time. The timer holds
+    /// only a weak reference, so a released channel is not kept alive by it.
+    pub fn occupancy_changed(self: &Arc<Self>, debounce: std::time::Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut st = self.lock();
+            if st.occupancy_pending || !st.subscribers.values().any(|s| s.occupancy) {
+                return;
+            }
+            st.occupancy_pending = true;
+        }
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            tokio::time::sleep(debounce).await;
+            if let Some(ch) = weak.upgrade() {
+                ch.emit_occupancy(crate::auth::now_ms());
+            }
+        });
+    }
+
+    /// Sends the current occupancy to attachments with `occupancy` set, as Ably does:
+    /// a MESSAGE named `[meta]occupancy` whose data is `{"metrics": {...}}`.
+    pub fn emit_occupancy(&self, now_ms: i64) {
+        let mut st = self.lock();
+        st.occupancy_pending = false;
+        let o = Self::occupancy_of(&st);
+        let data = serde_json::json!({ "metrics": o.metrics_json() });
+        let msg = crate::protocol::Message {
+            id: Some(format!("occupancy:{now_ms}:0")),
+            name: Some("[meta]occupancy".to_owned()),
+            data: Some(crate::protocol::MessageData::String(data.to_string())),
+            encoding: Some("json".to_owned()),
+            timestamp: Some(now_ms),
+            ..Default::default()
+        };
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Message,
+            channel: Some(self.name.clone()),
+            id: Some(format!("occupancy:{now_ms}")),
+            timestamp: Some(now_ms),
+            messages: Some(vec![msg]),
+            ..Default::default()
+        });
+        for sub in st.subscribers.values().filter(|s| s.occupancy) {
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                sub.conn.tx.try_send(frame.clone())
+            {
+                sub.conn.overflow.notify_one();
+            }
+        }
+    }
+}
+
+impl Occupancy {
+    /// Ably's `metrics` object (object counts are always 0: objects are not
+    /// implemented).
+    pub fn metrics_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connections": self.connections,
+            "publishers": self.publishers,
+            "subscribers": self.subscribers,
+            "presenceConnections": self.presence_connections,
+            "presenceMembers": self.presence_members,
+            "presenceSubscribers": self.presence_subscribers,
+            "objectPublishers": 0,
+            "objectSubscribers": 0,
+        })
     }
 }
 
@@ -239,6 +320,8 @@ mod tests {
                 receive: true,
                 presence: true,
                 echo: true,
+                publish: true,
+                occupancy: false,
             },
             Backlog::None,
             &history,
@@ -278,6 +361,52 @@ mod tests {
         assert!(leaves.iter().all(
             |m| m.action == Some(actions::LEAVE) && !m.id.as_deref().unwrap().starts_with("c1")
         ));
+    }
+
+    #[tokio::test]
+    async fn occupancy_events_are_debounced_and_counted() {
+        let ch = Arc::new(Channel::new("o", 0));
+        let history = MemoryHistoryStore::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mk = |id: u64, occupancy: bool, tx| Subscriber {
+            conn: ConnHandle {
+                id,
+                connection_id: format!("c{id}"),
+                tx,
+                overflow: Arc::new(Notify::new()),
+            },
+            receive: true,
+            presence: false,
+            echo: true,
+            publish: id == 1,
+            occupancy,
+        };
+        ch.attach(mk(1, true, tx), Backlog::None, &history, 0);
+        let (tx2, _rx2) = mpsc::channel(16);
+        ch.attach(mk(2, false, tx2), Backlog::None, &history, 0);
+        let debounce = std::time::Duration::from_millis(20);
+        // Three changes inside one window make one event.
+        for _ in 0..3 {
+            ch.occupancy_changed(debounce);
+        }
+        ch.presence_update(vec![member("c2", "bob", actions::ENTER)], "c2", 1, 10)
+            .unwrap();
+        let f = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("occupancy event in time")
+            .expect("frame");
+        // The ENTER was sent to presence subscribers only; the first frame here is
+        // the occupancy event.
+        let m = &f.message.messages.as_ref().unwrap()[0];
+        assert_eq!(m.name.as_deref(), Some("[meta]occupancy"));
+        let Some(crate::protocol::MessageData::String(s)) = &m.data else {
+            panic!("json text expected");
+        };
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v["metrics"]["connections"], 2);
+        assert_eq!(v["metrics"]["publishers"], 1);
+        assert_eq!(v["metrics"]["presenceMembers"], 1);
+        assert!(rx.try_recv().is_err(), "coalesced into one event");
     }
 
     #[test]

@@ -465,16 +465,7 @@ fn details(hub: &Hub, name: &str) -> serde_json::Value {
         "status": {
             "isActive": o.connections > 0 || o.presence_members > 0,
             "occupancy": {
-                "metrics": {
-                    "connections": o.connections,
-                    "publishers": o.connections,
-                    "subscribers": o.subscribers,
-                    "presenceConnections": o.presence_connections,
-                    "presenceMembers": o.presence_members,
-                    "presenceSubscribers": o.presence_subscribers,
-                    "objectPublishers": 0,
-                    "objectSubscribers": 0
-                }
+                "metrics": o.metrics_json()
             }
         }
     })
