@@ -41,6 +41,8 @@ pub struct Hub {
     connection_count: AtomicUsize,
     next_conn: AtomicU64,
     next_publish: AtomicU64,
+    /// Last serial given to a presence-history entry (one sequence for all channels).
+    presence_serial: AtomicU64,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     recent_ids: Mutex<IdCache>,
     sweeper_started: std::sync::atomic::AtomicBool,
@@ -158,6 +160,7 @@ impl Hub {
             connection_count: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             next_publish: AtomicU64::new(1),
+            presence_serial: AtomicU64::new(0),
             observers,
             recent_ids: Mutex::new(IdCache::default()),
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
@@ -440,6 +443,7 @@ impl Hub {
             connection_id,
             now_ms(),
             self.config.max_presence_members,
+            &mut |m| self.record_presence(channel, m),
         );
         ch.occupancy_changed(self.occupancy_debounce());
         drop(ch);
@@ -452,13 +456,85 @@ impl Hub {
         let now = now_ms();
         for name in channels {
             if let Some(ch) = self.existing_channel(name) {
-                if ch.remove_connection_members(connection_id, now) > 0 {
+                if ch.remove_connection_members(connection_id, now, &mut |m| {
+                    self.record_presence(name, m)
+                }) > 0
+                {
                     ch.occupancy_changed(self.occupancy_debounce());
                 }
                 drop(ch);
                 self.release_channel(name);
             }
         }
+    }
+
+    /// Appends one presence event to `channel`'s presence history, kept in the same
+    /// store (so persisted alike) under [`presence_history_key`] with the channel's
+    /// retention. The action travels in `name`, which presence messages lack.
+    fn record_presence(&self, channel: &str, m: &crate::protocol::PresenceMessage) {
+        let now = now_ms();
+        // Time-floored like channel serials, so serials keep increasing across restarts.
+        let floor = (now.max(0) as u64).saturating_mul(1000);
+        let serial = loop {
+            let last = self.presence_serial.load(Ordering::Relaxed);
+            let next = (last + 1).max(floor);
+            if self
+                .presence_serial
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                break next;
+            }
+        };
+        let message = Message {
+            id: m.id.clone(),
+            client_id: m.client_id.clone(),
+            connection_id: m.connection_id.clone(),
+            name: Some(m.action.unwrap_or(0).to_string()),
+            data: m.data.clone(),
+            encoding: m.encoding.clone(),
+            extras: m.extras.clone(),
+            timestamp: m.timestamp.or(Some(now)),
+            ..Default::default()
+        };
+        self.history.append(
+            &presence_history_key(channel),
+            crate::history::StoredMessage {
+                serial,
+                received_ms: now,
+                message,
+            },
+            self.retention_for(channel),
+        );
+    }
+
+    /// A page of `channel`'s presence history (REST `/presence/history`).
+    pub fn presence_history_page(
+        &self,
+        channel: &str,
+        q: &HistoryQuery,
+    ) -> (Vec<crate::protocol::PresenceMessage>, Option<u64>) {
+        let page = self
+            .history
+            .query(&presence_history_key(channel), q, now_ms());
+        let members = page
+            .messages
+            .into_iter()
+            .map(|s| {
+                let m = s.message;
+                crate::protocol::PresenceMessage {
+                    id: m.id,
+                    action: m.name.and_then(|n| n.parse().ok()),
+                    client_id: m.client_id,
+                    connection_id: m.connection_id,
+                    data: m.data,
+                    encoding: m.encoding,
+                    extras: m.extras,
+                    timestamp: m.timestamp,
+                }
+            })
+            .collect();
+        (members, page.next)
     }
 
     /// Whether a transport currently serves `connection_id`.
@@ -472,6 +548,12 @@ impl Hub {
     pub fn history_page(&self, channel: &str, q: &HistoryQuery) -> HistoryPage {
         self.history.query(channel, q, now_ms())
     }
+}
+
+/// History key for a channel's presence events. The control character cannot appear
+/// in a valid channel name, so it never collides with a channel's own history.
+pub fn presence_history_key(channel: &str) -> String {
+    format!("\u{1}presence:{channel}")
 }
 
 /// Longest channel name accepted.
@@ -612,6 +694,38 @@ mod tests {
         }
         assert!(rx.recv().await.is_some());
         assert!(rx.try_recv().is_err(), "duplicate id delivered once");
+    }
+
+    #[tokio::test]
+    async fn presence_events_are_kept_in_presence_history() {
+        use crate::presence::actions;
+        use crate::protocol::PresenceMessage;
+        let h = hub();
+        let _keep = subscribe(&h, "p", 1);
+        let enter = PresenceMessage {
+            id: Some("c9:0:0".into()),
+            action: Some(actions::ENTER),
+            client_id: Some("ann".into()),
+            connection_id: Some("c9".into()),
+            data: Some(MessageData::String("hi".into())),
+            timestamp: Some(1),
+            ..Default::default()
+        };
+        h.presence("p", vec![enter], "c9").unwrap();
+        h.remove_presence("c9", &["p".to_owned()]);
+        let q = HistoryQuery {
+            direction: crate::history::Direction::Forwards,
+            ..Default::default()
+        };
+        let (events, next) = h.presence_history_page("p", &q);
+        assert!(next.is_none());
+        let acts: Vec<_> = events.iter().map(|e| e.action).collect();
+        assert_eq!(acts, vec![Some(actions::ENTER), Some(actions::LEAVE)]);
+        assert_eq!(events[0].data, Some(MessageData::String("hi".into())));
+        assert!(h
+            .history_page("p", &HistoryQuery::default())
+            .messages
+            .is_empty());
     }
 
     #[test]

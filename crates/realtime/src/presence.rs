@@ -48,6 +48,7 @@ impl Channel {
         connection_id: &str,
         now_ms: i64,
         max_members: usize,
+        record: &mut dyn FnMut(&PresenceMessage),
     ) -> Result<(), AblyError> {
         let mut st = self.lock();
         let new_members = msgs
@@ -73,6 +74,8 @@ impl Channel {
             ));
         }
         for m in &msgs {
+            // Under the lock, so presence history has the order subscribers saw.
+            record(m);
             let key = (
                 connection_id.to_owned(),
                 m.client_id.clone().unwrap_or_default(),
@@ -102,7 +105,12 @@ impl Channel {
 
     /// Removes every member entered by `connection_id`, announcing synthesized
     /// LEAVEs. Returns how many left.
-    pub fn remove_connection_members(&self, connection_id: &str, now_ms: i64) -> usize {
+    pub fn remove_connection_members(
+        &self,
+        connection_id: &str,
+        now_ms: i64,
+        record: &mut dyn FnMut(&PresenceMessage),
+    ) -> usize {
         let mut st = self.lock();
         let keys: Vec<(String, String)> = st
             .members
@@ -128,6 +136,7 @@ impl Channel {
                 });
             }
         }
+        leaves.iter().for_each(&mut *record);
         let n = leaves.len();
         let frame = SharedFrame::new(ProtocolMessage {
             action: Action::Presence,
@@ -328,14 +337,38 @@ mod tests {
             0,
         );
         assert!(att.members.is_empty());
-        ch.presence_update(vec![member("c1", "alice", actions::ENTER)], "c1", 1, 10)
-            .unwrap();
-        ch.presence_update(vec![member("c1", "bob", actions::ENTER)], "c1", 1, 10)
-            .unwrap();
-        ch.presence_update(vec![member("c2", "carol", actions::ENTER)], "c2", 1, 10)
-            .unwrap();
-        ch.presence_update(vec![member("c1", "alice", actions::UPDATE)], "c1", 1, 10)
-            .unwrap();
+        ch.presence_update(
+            vec![member("c1", "alice", actions::ENTER)],
+            "c1",
+            1,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
+        ch.presence_update(
+            vec![member("c1", "bob", actions::ENTER)],
+            "c1",
+            1,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
+        ch.presence_update(
+            vec![member("c2", "carol", actions::ENTER)],
+            "c2",
+            1,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
+        ch.presence_update(
+            vec![member("c1", "alice", actions::UPDATE)],
+            "c1",
+            1,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(ch.members(None, None).len(), 3);
         assert!(ch
             .members(None, None)
@@ -343,14 +376,26 @@ mod tests {
             .all(|m| m.action == Some(actions::PRESENT)));
         assert_eq!(ch.occupancy().presence_connections, 2);
         assert_eq!(
-            ch.presence_update(vec![member("c3", "dave", actions::ENTER)], "c3", 1, 3)
-                .unwrap_err()
-                .code,
+            ch.presence_update(
+                vec![member("c3", "dave", actions::ENTER)],
+                "c3",
+                1,
+                3,
+                &mut |_| {}
+            )
+            .unwrap_err()
+            .code,
             ErrorCode::PresenceLimit
         );
-        ch.presence_update(vec![member("c2", "carol", actions::LEAVE)], "c2", 1, 10)
-            .unwrap();
-        assert_eq!(ch.remove_connection_members("c1", 5), 2);
+        ch.presence_update(
+            vec![member("c2", "carol", actions::LEAVE)],
+            "c2",
+            1,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(ch.remove_connection_members("c1", 5, &mut |_| {}), 2);
         assert!(ch.members(None, None).is_empty());
         let mut last = None;
         while let Ok(f) = rx.try_recv() {
@@ -389,8 +434,14 @@ mod tests {
         for _ in 0..3 {
             ch.occupancy_changed(debounce);
         }
-        ch.presence_update(vec![member("c2", "bob", actions::ENTER)], "c2", 1, 10)
-            .unwrap();
+        ch.presence_update(
+            vec![member("c2", "bob", actions::ENTER)],
+            "c2",
+            1,
+            10,
+            &mut |_| {},
+        )
+        .unwrap();
         let f = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
             .await
             .expect("occupancy event in time")
