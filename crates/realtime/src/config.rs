@@ -110,6 +110,12 @@ pub struct RealtimeConfig {
     /// `[meta]occupancy` events are sent at most once per this many ms per channel,
     /// so a burst of attaches costs subscribers one event, not one per change.
     pub occupancy_debounce_ms: u64,
+    /// Channels with at least this many presence members batch presence events
+    /// (0 disables batching): at 10,000 members, per-event frames would cost every
+    /// presence subscriber one frame per change.
+    pub presence_batch_threshold: usize,
+    /// How long a batched presence event may wait for others, ms.
+    pub presence_batch_ms: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -131,6 +137,8 @@ impl Default for RealtimeConfig {
             max_presence_members: 10_000,
             presence_leave_grace_ms: 15_000,
             occupancy_debounce_ms: 1_000,
+            presence_batch_threshold: 500,
+            presence_batch_ms: 50,
         }
     }
 }

@@ -443,6 +443,12 @@ impl Hub {
             connection_id,
             now_ms(),
             self.config.max_presence_members,
+            (self.config.presence_batch_threshold > 0).then(|| {
+                (
+                    self.config.presence_batch_threshold,
+                    Duration::from_millis(self.config.presence_batch_ms),
+                )
+            }),
             &mut |m| self.record_presence(channel, m),
         );
         ch.occupancy_changed(self.occupancy_debounce());

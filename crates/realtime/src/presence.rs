@@ -25,6 +25,8 @@ pub mod actions {
 
 /// Members per SYNC protocol message.
 const SYNC_PAGE: usize = 100;
+/// Most presence events in one batched PRESENCE frame (bounds frame size).
+pub const BATCH_FRAME: usize = 500;
 
 /// Occupancy figures for channel metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,12 +44,20 @@ impl Channel {
     /// Applies presence messages (already stamped with id, connectionId, clientId and
     /// timestamp) and fans them out to presence subscribers. Refuses (91003) an enter
     /// that would take the set past `max_members`.
+    ///
+    /// With `batch = Some((threshold, delay))`, on a channel holding at least
+    /// `threshold` members the events are queued and sent `delay` later in one frame
+    /// together with every other event of that window (at most [`BATCH_FRAME`] per
+    /// frame): a large channel's subscribers get fewer, larger frames. Nothing is
+    /// lost or reordered: the queue is flushed before any message, server-made
+    /// LEAVE or attach on the channel.
     pub fn presence_update(
-        &self,
+        self: &Arc<Self>,
         msgs: Vec<PresenceMessage>,
         connection_id: &str,
         now_ms: i64,
         max_members: usize,
+        batch: Option<(usize, std::time::Duration)>,
         record: &mut dyn FnMut(&PresenceMessage),
     ) -> Result<(), AblyError> {
         let mut st = self.lock();
@@ -91,16 +101,57 @@ impl Channel {
                 }
             }
         }
-        let frame = SharedFrame::new(ProtocolMessage {
-            action: Action::Presence,
-            channel: Some(self.name.clone()),
-            connection_id: Some(connection_id.to_owned()),
-            timestamp: Some(now_ms),
-            presence: Some(msgs),
-            ..Default::default()
-        });
-        Self::fan_out_presence(&st, &frame);
+        let rt = tokio::runtime::Handle::try_current().ok();
+        match (batch, rt) {
+            (Some((threshold, delay)), Some(rt)) if st.members.len() >= threshold => {
+                st.presence_batch.extend(msgs);
+                if !st.presence_flush_pending {
+                    st.presence_flush_pending = true;
+                    let weak = Arc::downgrade(self);
+                    rt.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Some(ch) = weak.upgrade() {
+                            let mut st = ch.lock();
+                            Self::flush_presence_batch(&ch.name, &mut st);
+                        }
+                    });
+                }
+            }
+            _ => {
+                // Earlier queued events go first.
+                Self::flush_presence_batch(&self.name, &mut st);
+                let frame = SharedFrame::new(ProtocolMessage {
+                    action: Action::Presence,
+                    channel: Some(self.name.clone()),
+                    connection_id: Some(connection_id.to_owned()),
+                    timestamp: Some(now_ms),
+                    presence: Some(msgs),
+                    ..Default::default()
+                });
+                Self::fan_out_presence(&st, &frame);
+            }
+        }
         Ok(())
+    }
+
+    /// Sends queued presence events (see [`Channel::presence_update`]), in order, in
+    /// frames of at most [`BATCH_FRAME`] events. Called with the channel locked.
+    pub(crate) fn flush_presence_batch(name: &str, st: &mut crate::channel::State) {
+        st.presence_flush_pending = false;
+        if st.presence_batch.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut st.presence_batch);
+        for chunk in events.chunks(BATCH_FRAME) {
+            let frame = SharedFrame::new(ProtocolMessage {
+                action: Action::Presence,
+                channel: Some(name.to_owned()),
+                timestamp: chunk.last().and_then(|m| m.timestamp),
+                presence: Some(chunk.to_vec()),
+                ..Default::default()
+            });
+            Self::fan_out_presence(st, &frame);
+        }
     }
 
     /// Removes every member entered by `connection_id`, announcing synthesized
@@ -112,6 +163,7 @@ impl Channel {
         record: &mut dyn FnMut(&PresenceMessage),
     ) -> usize {
         let mut st = self.lock();
+        Self::flush_presence_batch(&self.name, &mut st);
         let keys: Vec<(String, String)> = st
             .members
             .keys()
@@ -315,7 +367,7 @@ mod tests {
 
     #[test]
     fn enter_update_leave_and_connection_cleanup() {
-        let ch = Channel::new("p", 0);
+        let ch = Arc::new(Channel::new("p", 0));
         let (tx, mut rx) = mpsc::channel(16);
         let history = MemoryHistoryStore::default();
         let att = ch.attach(
@@ -342,6 +394,7 @@ mod tests {
             "c1",
             1,
             10,
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -350,6 +403,7 @@ mod tests {
             "c1",
             1,
             10,
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -358,6 +412,7 @@ mod tests {
             "c2",
             1,
             10,
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -366,6 +421,7 @@ mod tests {
             "c1",
             1,
             10,
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -381,6 +437,7 @@ mod tests {
                 "c3",
                 1,
                 3,
+                None,
                 &mut |_| {}
             )
             .unwrap_err()
@@ -392,6 +449,7 @@ mod tests {
             "c2",
             1,
             10,
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -439,6 +497,7 @@ mod tests {
             "c2",
             1,
             10,
+            None,
             &mut |_| {},
         )
         .unwrap();
@@ -458,6 +517,75 @@ mod tests {
         assert_eq!(v["metrics"]["publishers"], 1);
         assert_eq!(v["metrics"]["presenceMembers"], 1);
         assert!(rx.try_recv().is_err(), "coalesced into one event");
+    }
+
+    #[tokio::test]
+    async fn large_channels_batch_presence_events_without_losing_or_reordering() {
+        let ch = Arc::new(Channel::new("big", 0));
+        let history = MemoryHistoryStore::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        ch.attach(
+            Subscriber {
+                conn: ConnHandle {
+                    id: 1,
+                    connection_id: "w".into(),
+                    tx,
+                    overflow: Arc::new(Notify::new()),
+                },
+                receive: true,
+                presence: true,
+                echo: true,
+                publish: false,
+                occupancy: false,
+            },
+            Backlog::None,
+            &history,
+            0,
+        );
+        // Threshold 2 members, a long delay: only flushes can send the batch.
+        let batch = Some((2, std::time::Duration::from_secs(3600)));
+        for i in 0..5 {
+            ch.presence_update(
+                vec![member("c", &format!("m{i}"), actions::ENTER)],
+                "c",
+                1,
+                100,
+                batch,
+                &mut |_| {},
+            )
+            .unwrap();
+        }
+        // m0 went out alone (below the threshold); m1..m4 wait.
+        let mut frames = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            frames.push(f);
+        }
+        assert_eq!(frames.len(), 1);
+        // A message publish flushes the batch first, in one frame.
+        ch.publish(
+            vec![crate::protocol::Message::default()],
+            &crate::channel::PublishCtx {
+                publisher: &crate::channel::Publisher::default(),
+                proto_id: "p",
+                now_ms: 1,
+                history: &history,
+                retention: std::time::Duration::from_secs(60),
+                origin: crate::channel::Origin::Rest,
+                observers: &tokio::sync::broadcast::channel(1).0,
+            },
+        );
+        let batched = rx.try_recv().unwrap();
+        let names: Vec<_> = batched
+            .message
+            .presence
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.client_id.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["m1", "m2", "m3", "m4"]);
+        assert_eq!(rx.try_recv().unwrap().message.action, Action::Message);
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
