@@ -1,12 +1,13 @@
 // Continuity and state (issue 7): resume across a real network cut (a TCP proxy),
-// recovery keys, rewind by time, idempotent ids, large presence sync, automatic
+// recovery keys, rewind by time, idempotent ids, large presence sync, `*` clientId
+// tokens entering for others, automatic
 // presence leave after the grace period, occupancy, and history across a restart.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import {
   startServer, realtime, rest, connected, close, sleep, waitFor, tempDir, removeDir,
-  FULL_KEY, CONFIG,
+  makeJwt, FULL_KEY, CONFIG,
 } from './helpers.mjs';
 
 const TEST_CONFIG = {
@@ -197,6 +198,32 @@ for (const useBinaryProtocol of [true, false]) {
       } finally {
         for (const c of enterers) await close(c);
         await close(late);
+      }
+    });
+
+    it('lets a wildcard (*) clientId token enter presence for other clients', async () => {
+      const name = `wildcard-${mode}`;
+      const agent = realtime(server.port, useBinaryProtocol, {
+        authCallback: (_params, cb) => cb(null, makeJwt(FULL_KEY, { clientId: '*' })),
+      });
+      const watcher = realtime(server.port, useBinaryProtocol, { key: FULL_KEY });
+      try {
+        const events = [];
+        await watcher.channels.get(name).presence.subscribe((m) => events.push(
+          m.action === 'leave' ? `leave:${m.clientId}` : `${m.action}:${m.clientId}:${m.data}`,
+        ));
+        const p = agent.channels.get(name).presence;
+        await p.enterClient('alice', 'a');
+        await p.enterClient('bob', 'b');
+        await p.updateClient('alice', 'a2');
+        await p.leaveClient('bob');
+        assert.ok(await waitFor(() => events.length >= 4), `events: ${events}`);
+        assert.deepEqual(events, ['enter:alice:a', 'enter:bob:b', 'update:alice:a2', 'leave:bob']);
+        const members = await watcher.channels.get(name).presence.get();
+        assert.deepEqual(members.map((m) => `${m.clientId}:${m.data}`), ['alice:a2']);
+      } finally {
+        await close(agent);
+        await close(watcher);
       }
     });
 
