@@ -1,7 +1,7 @@
 // Continuity and state (issue 7): resume across a real network cut (a TCP proxy),
 // recovery keys, rewind by time, idempotent ids, large presence sync, `*` clientId
-// tokens entering for others, automatic
-// presence leave after the grace period, occupancy, and history across a restart.
+// tokens entering for others, automatic presence leave after the grace period,
+// occupancy, and history across a restart.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
