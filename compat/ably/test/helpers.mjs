@@ -23,11 +23,20 @@ export const CONFIG = {
   ],
 };
 
+/** A JSON value as a TOML value (objects become inline tables with quoted keys). */
+function tomlValue(v) {
+  if (Array.isArray(v)) return `[${v.map(tomlValue).join(', ')}]`;
+  if (v !== null && typeof v === 'object') {
+    return `{ ${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)} = ${tomlValue(x)}`).join(', ')} }`;
+  }
+  return JSON.stringify(v);
+}
+
 /** Renders a realtime config object as the `[realtime]` table of a tidewire.toml. */
 function realtimeToml(config) {
   const lines = ['[realtime]'];
   for (const [k, v] of Object.entries(config)) {
-    if (k !== 'keys') lines.push(`${k} = ${JSON.stringify(v)}`);
+    if (k !== 'keys') lines.push(`${k} = ${tomlValue(v)}`);
   }
   for (const key of config.keys ?? []) {
     lines.push('[[realtime.keys]]', `key = ${JSON.stringify(key.key)}`);
@@ -36,9 +45,10 @@ function realtimeToml(config) {
   return lines.join('\n') + '\n';
 }
 
-/** Starts the real `tidewire` binary (TIDEWIRE_BIN) with the config's keys. */
-async function startTidewire(bin, config) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'tidewire-ably-'));
+/** Starts the real `tidewire` binary (TIDEWIRE_BIN) with the config's keys. With
+ * `dir` the data directory is that one and is kept on stop (restart tests). */
+async function startTidewire(bin, config, { dir: keepDir } = {}) {
+  const dir = keepDir ?? mkdtempSync(path.join(tmpdir(), 'tidewire-ably-'));
   const cfg = path.join(dir, 'tidewire.toml');
   writeFileSync(cfg, realtimeToml(config));
   const child = spawn(bin, ['--config', cfg, '--port', '0', '--http-port', '0', '--print-ports', '--data-dir', path.join(dir, 'data')], {
@@ -63,7 +73,10 @@ async function startTidewire(bin, config) {
   return {
     port,
     stop: () => new Promise((resolve) => {
-      const done = () => { rmSync(dir, { recursive: true, force: true }); resolve(); };
+      const done = () => {
+        if (!keepDir) rmSync(dir, { recursive: true, force: true });
+        resolve();
+      };
       if (child.exitCode !== null) return done();
       child.once('exit', done);
       child.kill('SIGTERM');
@@ -74,8 +87,8 @@ async function startTidewire(bin, config) {
 /** Starts the server: the real `tidewire` binary when TIDEWIRE_BIN is set (as
  * ./test.sh does), otherwise the realtime crate's test server; resolves to
  * { port, stop }. */
-export async function startServer(config = CONFIG) {
-  if (process.env.TIDEWIRE_BIN) return startTidewire(process.env.TIDEWIRE_BIN, config);
+export async function startServer(config = CONFIG, opts = {}) {
+  if (process.env.TIDEWIRE_BIN) return startTidewire(process.env.TIDEWIRE_BIN, config, opts);
   const bin = process.env.TIDEWIRE_REALTIME_BIN;
   const arg = JSON.stringify(config);
   const [cmd, args] = bin
@@ -193,3 +206,19 @@ export function makeJwt(key, { ttlSeconds = 600, capability = { '*': ['*'] }, cl
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Makes a fresh directory for a server's data that outlives one server process. */
+export function tempDir() {
+  return mkdtempSync(path.join(tmpdir(), 'tidewire-ably-keep-'));
+}
+
+/** Removes a directory made by tempDir. */
+export function removeDir(dir) {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** Polls `cond` every 50 ms for at most `ms`; resolves with its last value. */
+export async function waitFor(cond, ms = 10_000) {
+  for (let i = 0; i < ms / 50 && !cond(); i++) await sleep(50);
+  return cond();
+}

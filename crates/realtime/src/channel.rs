@@ -74,6 +74,11 @@ pub struct Subscriber {
     pub presence: bool,
     /// Whether the connection wants its own publishes back.
     pub echo: bool,
+    /// Whether the attachment may publish (counted as a publisher in occupancy).
+    pub publish: bool,
+    /// Whether `[meta]occupancy` events are delivered (the `occupancy` channel param,
+    /// granted only with the channel-metadata capability).
+    pub occupancy: bool,
 }
 
 /// Who published a message.
@@ -117,6 +122,15 @@ pub(crate) struct State {
     pub(crate) subscribers: HashMap<u64, Subscriber>,
     /// Presence set: (connectionId, clientId) → latest PRESENT message.
     pub(crate) members: BTreeMap<(String, String), PresenceMessage>,
+    /// A debounced occupancy event is scheduled (see `Channel::occupancy_changed`).
+    pub(crate) occupancy_pending: bool,
+    /// Presence events applied to `members` but not yet sent (large channels batch
+    /// them; see `Channel::presence_update`). Flushed before anything else is sent
+    /// or any subscriber attaches, so no subscriber sees events out of order, twice,
+    /// or misses one.
+    pub(crate) presence_batch: Vec<PresenceMessage>,
+    /// A flush of `presence_batch` is scheduled.
+    pub(crate) presence_flush_pending: bool,
 }
 
 /// What an attaching connection wants replayed.
@@ -196,6 +210,9 @@ impl Channel {
                 last_serial,
                 subscribers: HashMap::new(),
                 members: BTreeMap::new(),
+                occupancy_pending: false,
+                presence_batch: Vec::new(),
+                presence_flush_pending: false,
             }),
         }
     }
@@ -220,6 +237,9 @@ impl Channel {
         now_ms: i64,
     ) -> Attachment {
         let mut st = self.lock();
+        // Pending presence events are already in `members`: send them to the current
+        // subscribers now, so the newcomer gets them only through its SYNC.
+        Self::flush_presence_batch(&self.name, &mut st);
         let (messages, continuous) = match backlog {
             Backlog::None => (Vec::new(), true),
             Backlog::Rewind(q) => {
@@ -301,6 +321,8 @@ impl Channel {
     /// respect to other publishes on this channel.
     pub fn publish(&self, mut messages: Vec<Message>, ctx: &PublishCtx<'_>) -> Published {
         let mut st = self.lock();
+        // Keeps presence events and messages in one order for every subscriber.
+        Self::flush_presence_batch(&self.name, &mut st);
         // Serials also advance with the clock so that a channel re-created after its
         // history expired never reuses a serial.
         let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);

@@ -24,15 +24,64 @@ pub enum CapabilityConfig {
     Map(serde_json::Value),
 }
 
+/// One retention rule: channels matching `pattern` keep history for `secs`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub pattern: String,
+    pub secs: u64,
+}
+
+/// Per-namespace history retention, written either as a map
+/// (`{ "stream:*" = 259200 }`; the longest matching pattern wins, so specific
+/// namespaces override broad ones) or as a list of `{pattern, secs}` (first match wins,
+/// for full control).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum RetentionRules {
+    Map(std::collections::BTreeMap<String, u64>),
+    List(Vec<RetentionRule>),
+}
+
+impl Default for RetentionRules {
+    fn default() -> Self {
+        RetentionRules::List(Vec::new())
+    }
+}
+
+impl RetentionRules {
+    /// The rules in matching order (first match wins).
+    pub fn ordered(&self) -> Vec<RetentionRule> {
+        match self {
+            RetentionRules::List(l) => l.clone(),
+            RetentionRules::Map(m) => {
+                let mut v: Vec<RetentionRule> = m
+                    .iter()
+                    .map(|(pattern, secs)| RetentionRule {
+                        pattern: pattern.clone(),
+                        secs: *secs,
+                    })
+                    .collect();
+                // Longest pattern first; BTreeMap order breaks ties deterministically.
+                v.sort_by_key(|r| std::cmp::Reverse(r.pattern.len()));
+                v
+            }
+        }
+    }
+}
+
 /// Realtime layer configuration.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct RealtimeConfig {
     /// API keys accepted by this server.
     pub keys: Vec<KeyConfig>,
-    /// How long channel history is kept, in seconds (Ably's default persistence is 2 min
-    /// of ephemeral history unless persisted).
+    /// How long channel history is kept, in seconds, for channels no
+    /// [`RealtimeConfig::history_retention`] rule matches (Ably keeps 2 min of
+    /// ephemeral history unless persistence is enabled).
     pub history_retention_secs: u64,
+    /// Per-namespace retention, so e.g. `stream:*` can keep 72 h while chat keeps the
+    /// default. Patterns use capability syntax (`stream:*` matches `stream:a:b`).
+    pub history_retention: RetentionRules,
     /// Largest total size of the messages in one publish (Ably default 64 KiB).
     pub max_message_size: usize,
     /// Largest inbound WebSocket frame accepted; bounds per-connection buffering.
@@ -58,6 +107,15 @@ pub struct RealtimeConfig {
     /// How long members of an abruptly disconnected connection stay present
     /// waiting for a resume, ms (Ably: 15000).
     pub presence_leave_grace_ms: u64,
+    /// `[meta]occupancy` events are sent at most once per this many ms per channel,
+    /// so a burst of attaches costs subscribers one event, not one per change.
+    pub occupancy_debounce_ms: u64,
+    /// Channels with at least this many presence members batch presence events
+    /// (0 disables batching): at 10,000 members, per-event frames would cost every
+    /// presence subscriber one frame per change.
+    pub presence_batch_threshold: usize,
+    /// How long a batched presence event may wait for others, ms.
+    pub presence_batch_ms: u64,
 }
 
 impl Default for RealtimeConfig {
@@ -65,6 +123,7 @@ impl Default for RealtimeConfig {
         RealtimeConfig {
             keys: Vec::new(),
             history_retention_secs: 120,
+            history_retention: RetentionRules::default(),
             max_message_size: 65536,
             max_frame_size: 262_144,
             max_channels_per_connection: 200,
@@ -77,6 +136,9 @@ impl Default for RealtimeConfig {
             outbound_queue: 4096,
             max_presence_members: 10_000,
             presence_leave_grace_ms: 15_000,
+            occupancy_debounce_ms: 1_000,
+            presence_batch_threshold: 500,
+            presence_batch_ms: 50,
         }
     }
 }
@@ -106,5 +168,22 @@ mod tests {
         assert_eq!(c.max_inbound_rate, 5);
         assert_eq!(c.max_message_size, 65536);
         assert_eq!(c.history_retention_secs, 120);
+        assert_eq!(c.history_retention, RetentionRules::default());
+    }
+
+    #[test]
+    fn retention_rules_parse_as_map_or_list() {
+        let c: RealtimeConfig =
+            serde_json::from_str(r#"{"history_retention":{"stream:*":259200,"stream:hot:*":10}}"#)
+                .unwrap();
+        let rules = c.history_retention.ordered();
+        assert_eq!(rules[0].pattern, "stream:hot:*");
+        assert_eq!(rules[1].secs, 259200);
+        let c: RealtimeConfig = serde_json::from_str(
+            r#"{"history_retention":[{"pattern":"a:*","secs":5},{"pattern":"*","secs":7}]}"#,
+        )
+        .unwrap();
+        let rules = c.history_retention.ordered();
+        assert_eq!((rules[0].secs, rules[1].secs), (5, 7));
     }
 }

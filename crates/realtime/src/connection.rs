@@ -9,7 +9,7 @@
 //! arrive together are handled as a batch so consecutive ACKs collapse into one
 //! `ACK{msgSerial, count}`. States and transitions are described in `LIFECYCLE.md`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +67,9 @@ struct Session {
     principal: Principal,
     /// Attached channels and their granted mode flags.
     attached: HashMap<String, u64>,
+    /// Attached channels whose ATTACH asked for `occupancy` events (kept so a token
+    /// renewal re-attaches with the same request).
+    wants_occupancy: HashSet<String>,
     bucket: Bucket,
     /// Shared with the registry so a resumed transport continues the msgSerial
     /// sequence (duplicate detection for publishes re-sent after resume).
@@ -203,6 +206,7 @@ pub async fn run_session<S, R, E>(
         client_id,
         principal,
         attached: HashMap::new(),
+        wants_occupancy: HashSet::new(),
         link,
         resumable: true,
         resumed_connection: params.resume.is_some() && resume_error.is_none(),
@@ -553,11 +557,30 @@ impl Session {
             }
             _ => None,
         };
+        // `occupancy=metrics…` asks for [meta]occupancy events; only the
+        // channel-metadata capability grants them (otherwise silently none, as the
+        // attach itself is still allowed).
+        let wants_occupancy = pm
+            .params
+            .as_ref()
+            .and_then(|p| p.get("occupancy"))
+            .is_some_and(|v| v.starts_with("metrics"));
+        if wants_occupancy {
+            self.wants_occupancy.insert(name.clone());
+        } else {
+            self.wants_occupancy.remove(&name);
+        }
         let sub = Subscriber {
             conn: self.conn.clone(),
             receive,
             presence: granted & flags::PRESENCE_SUBSCRIBE != 0,
             echo: self.echo,
+            publish: granted & flags::PUBLISH != 0,
+            occupancy: wants_occupancy
+                && self
+                    .principal
+                    .capability
+                    .allows(&name, ops::CHANNEL_METADATA),
         };
         let backlog = if already {
             // Still attached on this transport: nothing was missed.
@@ -577,6 +600,7 @@ impl Session {
         let rewinding = matches!(backlog, Backlog::Rewind(_));
         let channel = self.hub.channel(&name);
         let att = channel.attach(sub, backlog, self.hub.history(), now_ms());
+        channel.occupancy_changed(self.hub.occupancy_debounce());
         drop(channel);
         let mut attached_flags = granted;
         let mut error = None;
@@ -636,6 +660,7 @@ impl Session {
         if self.attached.remove(&name).is_some() {
             self.detach_channel(&name);
         }
+        self.wants_occupancy.remove(&name);
         // Presence needs an attachment: detaching leaves implicitly, as in Ably.
         self.hub
             .remove_presence(&self.conn.connection_id, std::slice::from_ref(&name));
@@ -649,6 +674,7 @@ impl Session {
     fn detach_channel(&self, name: &str) {
         if let Some(ch) = self.hub.existing_channel(name) {
             ch.detach(self.conn.id);
+            ch.occupancy_changed(self.hub.occupancy_debounce());
             drop(ch);
             self.hub.release_channel(name);
         }

@@ -32,6 +32,8 @@ const OBSERVER_CAPACITY: usize = 4096;
 /// Shared realtime state. Create with [`Hub::new`], serve with [`crate::router`].
 pub struct Hub {
     config: RealtimeConfig,
+    /// `config.history_retention` in matching order, resolved once.
+    retention_rules: Vec<crate::config::RetentionRule>,
     keyring: Keyring,
     history: Arc<dyn HistoryStore>,
     channels: RwLock<HashMap<String, Arc<Channel>>>,
@@ -39,6 +41,8 @@ pub struct Hub {
     connection_count: AtomicUsize,
     next_conn: AtomicU64,
     next_publish: AtomicU64,
+    /// Last serial given to a presence-history entry (one sequence for all channels).
+    presence_serial: AtomicU64,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     recent_ids: Mutex<IdCache>,
     sweeper_started: std::sync::atomic::AtomicBool,
@@ -145,7 +149,9 @@ impl Hub {
     ) -> Result<Arc<Hub>, String> {
         let keyring = Keyring::from_config(&config)?;
         let (observers, _) = broadcast::channel(OBSERVER_CAPACITY);
+        let retention_rules = config.history_retention.ordered();
         let hub = Arc::new(Hub {
+            retention_rules,
             config,
             keyring,
             history,
@@ -154,6 +160,7 @@ impl Hub {
             connection_count: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             next_publish: AtomicU64::new(1),
+            presence_serial: AtomicU64::new(0),
             observers,
             recent_ids: Mutex::new(IdCache::default()),
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
@@ -339,7 +346,7 @@ impl Hub {
                 proto_id: &proto_id,
                 now_ms: now,
                 history: self.history.as_ref(),
-                retention: Duration::from_secs(self.config.history_retention_secs),
+                retention: self.retention_for(channel),
                 origin,
                 observers: &self.observers,
             },
@@ -360,6 +367,22 @@ impl Hub {
                 .collect();
         }
         published
+    }
+
+    /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.
+    pub fn occupancy_debounce(&self) -> Duration {
+        Duration::from_millis(self.config.occupancy_debounce_ms)
+    }
+
+    /// How long `channel`'s history is kept: the first matching namespace rule, else
+    /// `history_retention_secs`.
+    pub fn retention_for(&self, channel: &str) -> Duration {
+        let secs = self
+            .retention_rules
+            .iter()
+            .find(|r| crate::capability::resource_matches(&r.pattern, channel))
+            .map_or(self.config.history_retention_secs, |r| r.secs);
+        Duration::from_secs(secs)
     }
 
     fn next_publish_id(&self) -> String {
@@ -420,7 +443,15 @@ impl Hub {
             connection_id,
             now_ms(),
             self.config.max_presence_members,
+            (self.config.presence_batch_threshold > 0).then(|| {
+                (
+                    self.config.presence_batch_threshold,
+                    Duration::from_millis(self.config.presence_batch_ms),
+                )
+            }),
+            &mut |m| self.record_presence(channel, m),
         );
+        ch.occupancy_changed(self.occupancy_debounce());
         drop(ch);
         self.release_channel(channel);
         result
@@ -431,11 +462,85 @@ impl Hub {
         let now = now_ms();
         for name in channels {
             if let Some(ch) = self.existing_channel(name) {
-                ch.remove_connection_members(connection_id, now);
+                if ch.remove_connection_members(connection_id, now, &mut |m| {
+                    self.record_presence(name, m)
+                }) > 0
+                {
+                    ch.occupancy_changed(self.occupancy_debounce());
+                }
                 drop(ch);
                 self.release_channel(name);
             }
         }
+    }
+
+    /// Appends one presence event to `channel`'s presence history, kept in the same
+    /// store (so persisted alike) under [`presence_history_key`] with the channel's
+    /// retention. The action travels in `name`, which presence messages lack.
+    fn record_presence(&self, channel: &str, m: &crate::protocol::PresenceMessage) {
+        let now = now_ms();
+        // Time-floored like channel serials, so serials keep increasing across restarts.
+        let floor = (now.max(0) as u64).saturating_mul(1000);
+        let serial = loop {
+            let last = self.presence_serial.load(Ordering::Relaxed);
+            let next = (last + 1).max(floor);
+            if self
+                .presence_serial
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                break next;
+            }
+        };
+        let message = Message {
+            id: m.id.clone(),
+            client_id: m.client_id.clone(),
+            connection_id: m.connection_id.clone(),
+            name: Some(m.action.unwrap_or(0).to_string()),
+            data: m.data.clone(),
+            encoding: m.encoding.clone(),
+            extras: m.extras.clone(),
+            timestamp: m.timestamp.or(Some(now)),
+            ..Default::default()
+        };
+        self.history.append(
+            &presence_history_key(channel),
+            crate::history::StoredMessage {
+                serial,
+                received_ms: now,
+                message,
+            },
+            self.retention_for(channel),
+        );
+    }
+
+    /// A page of `channel`'s presence history (REST `/presence/history`).
+    pub fn presence_history_page(
+        &self,
+        channel: &str,
+        q: &HistoryQuery,
+    ) -> (Vec<crate::protocol::PresenceMessage>, Option<u64>) {
+        let page = self
+            .history
+            .query(&presence_history_key(channel), q, now_ms());
+        let members = page
+            .messages
+            .into_iter()
+            .map(|s| {
+                let m = s.message;
+                crate::protocol::PresenceMessage {
+                    id: m.id,
+                    action: m.name.and_then(|n| n.parse().ok()),
+                    client_id: m.client_id,
+                    connection_id: m.connection_id,
+                    data: m.data,
+                    encoding: m.encoding,
+                    extras: m.extras,
+                    timestamp: m.timestamp,
+                }
+            })
+            .collect();
+        (members, page.next)
     }
 
     /// Whether a transport currently serves `connection_id`.
@@ -449,6 +554,12 @@ impl Hub {
     pub fn history_page(&self, channel: &str, q: &HistoryQuery) -> HistoryPage {
         self.history.query(channel, q, now_ms())
     }
+}
+
+/// History key for a channel's presence events. The control character cannot appear
+/// in a valid channel name, so it never collides with a channel's own history.
+pub fn presence_history_key(channel: &str) -> String {
+    format!("\u{1}presence:{channel}")
 }
 
 /// Longest channel name accepted.
@@ -492,6 +603,8 @@ mod tests {
                 receive: true,
                 presence: true,
                 echo: true,
+                publish: true,
+                occupancy: false,
             },
             crate::channel::Backlog::None,
             h.history(),
@@ -563,6 +676,64 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn realtime_ids_are_idempotent_too() {
+        let h = hub();
+        let mut rx = subscribe(&h, "d", 1);
+        let m = Message {
+            id: Some("client:0".into()),
+            ..Default::default()
+        };
+        let publisher = Publisher {
+            conn: Some(2),
+            connection_id: Some("c2".into()),
+            client_id: None,
+        };
+        for serial in 0..2 {
+            h.publish(
+                "d",
+                vec![m.clone()],
+                &publisher,
+                Some(format!("c2:{serial}")),
+                Origin::Realtime,
+            );
+        }
+        assert!(rx.recv().await.is_some());
+        assert!(rx.try_recv().is_err(), "duplicate id delivered once");
+    }
+
+    #[tokio::test]
+    async fn presence_events_are_kept_in_presence_history() {
+        use crate::presence::actions;
+        use crate::protocol::PresenceMessage;
+        let h = hub();
+        let _keep = subscribe(&h, "p", 1);
+        let enter = PresenceMessage {
+            id: Some("c9:0:0".into()),
+            action: Some(actions::ENTER),
+            client_id: Some("ann".into()),
+            connection_id: Some("c9".into()),
+            data: Some(MessageData::String("hi".into())),
+            timestamp: Some(1),
+            ..Default::default()
+        };
+        h.presence("p", vec![enter], "c9").unwrap();
+        h.remove_presence("c9", &["p".to_owned()]);
+        let q = HistoryQuery {
+            direction: crate::history::Direction::Forwards,
+            ..Default::default()
+        };
+        let (events, next) = h.presence_history_page("p", &q);
+        assert!(next.is_none());
+        let acts: Vec<_> = events.iter().map(|e| e.action).collect();
+        assert_eq!(acts, vec![Some(actions::ENTER), Some(actions::LEAVE)]);
+        assert_eq!(events[0].data, Some(MessageData::String("hi".into())));
+        assert!(h
+            .history_page("p", &HistoryQuery::default())
+            .messages
+            .is_empty());
+    }
+
     #[test]
     fn sweeper_starts_lazily_for_hubs_built_outside_a_runtime() {
         let h = hub();
@@ -575,6 +746,48 @@ mod tests {
             let _slot = h.open_connection().expect("slot");
         });
         assert!(h.sweeper_started.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn retention_follows_namespace_rules() {
+        let h = Hub::new(
+            serde_json::from_str(r#"{"history_retention":{"stream:*":259200,"stream:hot:*":10}}"#)
+                .unwrap(),
+            Arc::new(MemoryHistoryStore::default()),
+        );
+        assert_eq!(h.retention_for("stream:a"), Duration::from_secs(259200));
+        assert_eq!(h.retention_for("stream:hot:x"), Duration::from_secs(10));
+        assert_eq!(h.retention_for("chat"), Duration::from_secs(120));
+    }
+
+    #[tokio::test]
+    async fn history_uses_the_channel_retention() {
+        let h = Hub::new(
+            serde_json::from_str(r#"{"history_retention":[{"pattern":"short","secs":0}]}"#)
+                .unwrap(),
+            Arc::new(MemoryHistoryStore::default()),
+        );
+        for ch in ["short", "long"] {
+            h.publish(
+                ch,
+                vec![Message::default()],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            );
+        }
+        // Zero retention: gone as soon as the clock moves on.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(h
+            .history_page("short", &HistoryQuery::default())
+            .messages
+            .is_empty());
+        assert_eq!(
+            h.history_page("long", &HistoryQuery::default())
+                .messages
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -25,11 +25,15 @@ pub mod actions {
 
 /// Members per SYNC protocol message.
 const SYNC_PAGE: usize = 100;
+/// Most presence events in one batched PRESENCE frame (bounds frame size).
+pub const BATCH_FRAME: usize = 500;
 
 /// Occupancy figures for channel metadata.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Occupancy {
     pub connections: usize,
+    /// Attachments with the publish mode.
+    pub publishers: usize,
     pub subscribers: usize,
     pub presence_connections: usize,
     pub presence_members: usize,
@@ -40,12 +44,21 @@ impl Channel {
     /// Applies presence messages (already stamped with id, connectionId, clientId and
     /// timestamp) and fans them out to presence subscribers. Refuses (91003) an enter
     /// that would take the set past `max_members`.
+    ///
+    /// With `batch = Some((threshold, delay))`, on a channel holding at least
+    /// `threshold` members the events are queued and sent `delay` later in one frame
+    /// together with every other event of that window (at most [`BATCH_FRAME`] per
+    /// frame): a large channel's subscribers get fewer, larger frames. Nothing is
+    /// lost or reordered: the queue is flushed before any message, server-made
+    /// LEAVE or attach on the channel.
     pub fn presence_update(
-        &self,
+        self: &Arc<Self>,
         msgs: Vec<PresenceMessage>,
         connection_id: &str,
         now_ms: i64,
         max_members: usize,
+        batch: Option<(usize, std::time::Duration)>,
+        record: &mut dyn FnMut(&PresenceMessage),
     ) -> Result<(), AblyError> {
         let mut st = self.lock();
         let new_members = msgs
@@ -71,6 +84,8 @@ impl Channel {
             ));
         }
         for m in &msgs {
+            // Under the lock, so presence history has the order subscribers saw.
+            record(m);
             let key = (
                 connection_id.to_owned(),
                 m.client_id.clone().unwrap_or_default(),
@@ -86,22 +101,69 @@ impl Channel {
                 }
             }
         }
-        let frame = SharedFrame::new(ProtocolMessage {
-            action: Action::Presence,
-            channel: Some(self.name.clone()),
-            connection_id: Some(connection_id.to_owned()),
-            timestamp: Some(now_ms),
-            presence: Some(msgs),
-            ..Default::default()
-        });
-        Self::fan_out_presence(&st, &frame);
+        let rt = tokio::runtime::Handle::try_current().ok();
+        match (batch, rt) {
+            (Some((threshold, delay)), Some(rt)) if st.members.len() >= threshold => {
+                st.presence_batch.extend(msgs);
+                if !st.presence_flush_pending {
+                    st.presence_flush_pending = true;
+                    let weak = Arc::downgrade(self);
+                    rt.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        if let Some(ch) = weak.upgrade() {
+                            let mut st = ch.lock();
+                            Self::flush_presence_batch(&ch.name, &mut st);
+                        }
+                    });
+                }
+            }
+            _ => {
+                // Earlier queued events go first.
+                Self::flush_presence_batch(&self.name, &mut st);
+                let frame = SharedFrame::new(ProtocolMessage {
+                    action: Action::Presence,
+                    channel: Some(self.name.clone()),
+                    connection_id: Some(connection_id.to_owned()),
+                    timestamp: Some(now_ms),
+                    presence: Some(msgs),
+                    ..Default::default()
+                });
+                Self::fan_out_presence(&st, &frame);
+            }
+        }
         Ok(())
+    }
+
+    /// Sends queued presence events (see [`Channel::presence_update`]), in order, in
+    /// frames of at most [`BATCH_FRAME`] events. Called with the channel locked.
+    pub(crate) fn flush_presence_batch(name: &str, st: &mut crate::channel::State) {
+        st.presence_flush_pending = false;
+        if st.presence_batch.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut st.presence_batch);
+        for chunk in events.chunks(BATCH_FRAME) {
+            let frame = SharedFrame::new(ProtocolMessage {
+                action: Action::Presence,
+                channel: Some(name.to_owned()),
+                timestamp: chunk.last().and_then(|m| m.timestamp),
+                presence: Some(chunk.to_vec()),
+                ..Default::default()
+            });
+            Self::fan_out_presence(st, &frame);
+        }
     }
 
     /// Removes every member entered by `connection_id`, announcing synthesized
     /// LEAVEs. Returns how many left.
-    pub fn remove_connection_members(&self, connection_id: &str, now_ms: i64) -> usize {
+    pub fn remove_connection_members(
+        &self,
+        connection_id: &str,
+        now_ms: i64,
+        record: &mut dyn FnMut(&PresenceMessage),
+    ) -> usize {
         let mut st = self.lock();
+        Self::flush_presence_batch(&self.name, &mut st);
         let keys: Vec<(String, String)> = st
             .members
             .keys()
@@ -126,6 +188,7 @@ impl Channel {
                 });
             }
         }
+        leaves.iter().for_each(&mut *record);
         let n = leaves.len();
         let frame = SharedFrame::new(ProtocolMessage {
             action: Action::Presence,
@@ -166,16 +229,95 @@ impl Channel {
 
     /// Occupancy figures.
     pub fn occupancy(&self) -> Occupancy {
-        let st = self.lock();
+        Self::occupancy_of(&self.lock())
+    }
+
+    fn occupancy_of(st: &crate::channel::State) -> Occupancy {
+        // Members are keyed by (connectionId, clientId), so equal connectionIds are
+        // adjacent and dedup counts distinct connections.
         let mut presence_connections: Vec<&String> = st.members.keys().map(|(c, _)| c).collect();
         presence_connections.dedup();
         Occupancy {
             connections: st.subscribers.len(),
+            publishers: st.subscribers.values().filter(|s| s.publish).count(),
             subscribers: st.subscribers.values().filter(|s| s.receive).count(),
             presence_connections: presence_connections.len(),
             presence_members: st.members.len(),
             presence_subscribers: st.subscribers.values().filter(|s| s.presence).count(),
         }
+    }
+
+    /// Schedules a `[meta]occupancy` event `debounce` from now for attachments that
+    /// asked for one, unless one is already scheduled: changes inside the window are
+    /// coalesced, and the event reports the figures at send time. The timer holds
+    /// only a weak reference, so a released channel is not kept alive by it.
+    pub fn occupancy_changed(self: &Arc<Self>, debounce: std::time::Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut st = self.lock();
+            if st.occupancy_pending || !st.subscribers.values().any(|s| s.occupancy) {
+                return;
+            }
+            st.occupancy_pending = true;
+        }
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            tokio::time::sleep(debounce).await;
+            if let Some(ch) = weak.upgrade() {
+                ch.emit_occupancy(crate::auth::now_ms());
+            }
+        });
+    }
+
+    /// Sends the current occupancy to attachments with `occupancy` set, as Ably does:
+    /// a MESSAGE named `[meta]occupancy` whose data is `{"metrics": {...}}`.
+    pub fn emit_occupancy(&self, now_ms: i64) {
+        let mut st = self.lock();
+        st.occupancy_pending = false;
+        let o = Self::occupancy_of(&st);
+        let data = serde_json::json!({ "metrics": o.metrics_json() });
+        let msg = crate::protocol::Message {
+            id: Some(format!("occupancy:{now_ms}:0")),
+            name: Some("[meta]occupancy".to_owned()),
+            data: Some(crate::protocol::MessageData::String(data.to_string())),
+            encoding: Some("json".to_owned()),
+            timestamp: Some(now_ms),
+            ..Default::default()
+        };
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Message,
+            channel: Some(self.name.clone()),
+            id: Some(format!("occupancy:{now_ms}")),
+            timestamp: Some(now_ms),
+            messages: Some(vec![msg]),
+            ..Default::default()
+        });
+        for sub in st.subscribers.values().filter(|s| s.occupancy) {
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                sub.conn.tx.try_send(frame.clone())
+            {
+                sub.conn.overflow.notify_one();
+            }
+        }
+    }
+}
+
+impl Occupancy {
+    /// Ably's `metrics` object (object counts are always 0: objects are not
+    /// implemented).
+    pub fn metrics_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connections": self.connections,
+            "publishers": self.publishers,
+            "subscribers": self.subscribers,
+            "presenceConnections": self.presence_connections,
+            "presenceMembers": self.presence_members,
+            "presenceSubscribers": self.presence_subscribers,
+            "objectPublishers": 0,
+            "objectSubscribers": 0,
+        })
     }
 }
 
@@ -225,7 +367,7 @@ mod tests {
 
     #[test]
     fn enter_update_leave_and_connection_cleanup() {
-        let ch = Channel::new("p", 0);
+        let ch = Arc::new(Channel::new("p", 0));
         let (tx, mut rx) = mpsc::channel(16);
         let history = MemoryHistoryStore::default();
         let att = ch.attach(
@@ -239,20 +381,50 @@ mod tests {
                 receive: true,
                 presence: true,
                 echo: true,
+                publish: true,
+                occupancy: false,
             },
             Backlog::None,
             &history,
             0,
         );
         assert!(att.members.is_empty());
-        ch.presence_update(vec![member("c1", "alice", actions::ENTER)], "c1", 1, 10)
-            .unwrap();
-        ch.presence_update(vec![member("c1", "bob", actions::ENTER)], "c1", 1, 10)
-            .unwrap();
-        ch.presence_update(vec![member("c2", "carol", actions::ENTER)], "c2", 1, 10)
-            .unwrap();
-        ch.presence_update(vec![member("c1", "alice", actions::UPDATE)], "c1", 1, 10)
-            .unwrap();
+        ch.presence_update(
+            vec![member("c1", "alice", actions::ENTER)],
+            "c1",
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        ch.presence_update(
+            vec![member("c1", "bob", actions::ENTER)],
+            "c1",
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        ch.presence_update(
+            vec![member("c2", "carol", actions::ENTER)],
+            "c2",
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        ch.presence_update(
+            vec![member("c1", "alice", actions::UPDATE)],
+            "c1",
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
         assert_eq!(ch.members(None, None).len(), 3);
         assert!(ch
             .members(None, None)
@@ -260,14 +432,28 @@ mod tests {
             .all(|m| m.action == Some(actions::PRESENT)));
         assert_eq!(ch.occupancy().presence_connections, 2);
         assert_eq!(
-            ch.presence_update(vec![member("c3", "dave", actions::ENTER)], "c3", 1, 3)
-                .unwrap_err()
-                .code,
+            ch.presence_update(
+                vec![member("c3", "dave", actions::ENTER)],
+                "c3",
+                1,
+                3,
+                None,
+                &mut |_| {}
+            )
+            .unwrap_err()
+            .code,
             ErrorCode::PresenceLimit
         );
-        ch.presence_update(vec![member("c2", "carol", actions::LEAVE)], "c2", 1, 10)
-            .unwrap();
-        assert_eq!(ch.remove_connection_members("c1", 5), 2);
+        ch.presence_update(
+            vec![member("c2", "carol", actions::LEAVE)],
+            "c2",
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(ch.remove_connection_members("c1", 5, &mut |_| {}), 2);
         assert!(ch.members(None, None).is_empty());
         let mut last = None;
         while let Ok(f) = rx.try_recv() {
@@ -278,6 +464,128 @@ mod tests {
         assert!(leaves.iter().all(
             |m| m.action == Some(actions::LEAVE) && !m.id.as_deref().unwrap().starts_with("c1")
         ));
+    }
+
+    #[tokio::test]
+    async fn occupancy_events_are_debounced_and_counted() {
+        let ch = Arc::new(Channel::new("o", 0));
+        let history = MemoryHistoryStore::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mk = |id: u64, occupancy: bool, tx| Subscriber {
+            conn: ConnHandle {
+                id,
+                connection_id: format!("c{id}"),
+                tx,
+                overflow: Arc::new(Notify::new()),
+            },
+            receive: true,
+            presence: false,
+            echo: true,
+            publish: id == 1,
+            occupancy,
+        };
+        ch.attach(mk(1, true, tx), Backlog::None, &history, 0);
+        let (tx2, _rx2) = mpsc::channel(16);
+        ch.attach(mk(2, false, tx2), Backlog::None, &history, 0);
+        let debounce = std::time::Duration::from_millis(20);
+        // Three changes inside one window make one event.
+        for _ in 0..3 {
+            ch.occupancy_changed(debounce);
+        }
+        ch.presence_update(
+            vec![member("c2", "bob", actions::ENTER)],
+            "c2",
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+        let f = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("occupancy event in time")
+            .expect("frame");
+        // The ENTER was sent to presence subscribers only; the first frame here is
+        // the occupancy event.
+        let m = &f.message.messages.as_ref().unwrap()[0];
+        assert_eq!(m.name.as_deref(), Some("[meta]occupancy"));
+        let Some(crate::protocol::MessageData::String(s)) = &m.data else {
+            panic!("json text expected");
+        };
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        assert_eq!(v["metrics"]["connections"], 2);
+        assert_eq!(v["metrics"]["publishers"], 1);
+        assert_eq!(v["metrics"]["presenceMembers"], 1);
+        assert!(rx.try_recv().is_err(), "coalesced into one event");
+    }
+
+    #[tokio::test]
+    async fn large_channels_batch_presence_events_without_losing_or_reordering() {
+        let ch = Arc::new(Channel::new("big", 0));
+        let history = MemoryHistoryStore::default();
+        let (tx, mut rx) = mpsc::channel(64);
+        ch.attach(
+            Subscriber {
+                conn: ConnHandle {
+                    id: 1,
+                    connection_id: "w".into(),
+                    tx,
+                    overflow: Arc::new(Notify::new()),
+                },
+                receive: true,
+                presence: true,
+                echo: true,
+                publish: false,
+                occupancy: false,
+            },
+            Backlog::None,
+            &history,
+            0,
+        );
+        // Threshold 2 members, a long delay: only flushes can send the batch.
+        let batch = Some((2, std::time::Duration::from_secs(3600)));
+        for i in 0..5 {
+            ch.presence_update(
+                vec![member("c", &format!("m{i}"), actions::ENTER)],
+                "c",
+                1,
+                100,
+                batch,
+                &mut |_| {},
+            )
+            .unwrap();
+        }
+        // m0 went out alone (below the threshold); m1..m4 wait.
+        let mut frames = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            frames.push(f);
+        }
+        assert_eq!(frames.len(), 1);
+        // A message publish flushes the batch first, in one frame.
+        ch.publish(
+            vec![crate::protocol::Message::default()],
+            &crate::channel::PublishCtx {
+                publisher: &crate::channel::Publisher::default(),
+                proto_id: "p",
+                now_ms: 1,
+                history: &history,
+                retention: std::time::Duration::from_secs(60),
+                origin: crate::channel::Origin::Rest,
+                observers: &tokio::sync::broadcast::channel(1).0,
+            },
+        );
+        let batched = rx.try_recv().unwrap();
+        let names: Vec<_> = batched
+            .message
+            .presence
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.client_id.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["m1", "m2", "m3", "m4"]);
+        assert_eq!(rx.try_recv().unwrap().message.action, Action::Message);
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

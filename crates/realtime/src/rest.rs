@@ -40,7 +40,10 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/channels/{channel}", get(channel_details))
         .route("/channels/{channel}/messages", get(history).post(publish))
         .route("/channels/{channel}/presence", get(presence))
-        .route("/channels/{channel}/presence/history", get(empty_list))
+        .route(
+            "/channels/{channel}/presence/history",
+            get(presence_history),
+        )
         .route("/messages", post(batch_publish))
         .route("/presence", get(batch_presence))
         .route("/keys/{key_name}/requestToken", post(request_token))
@@ -62,6 +65,7 @@ struct RestCtx<'a> {
 enum Payload {
     Value(serde_json::Value),
     Messages(Vec<Message>),
+    Presence(Vec<crate::protocol::PresenceMessage>),
 }
 
 impl<'a> RestCtx<'a> {
@@ -147,6 +151,13 @@ impl<'a> RestCtx<'a> {
                     Some(v) => v,
                     None => return self.error(AblyError::of(ErrorCode::Internal)),
                 },
+                Payload::Presence(mut ps) => {
+                    ps.iter_mut().for_each(codec::presence_to_json_wire);
+                    match serde_json::to_value(&ps) {
+                        Ok(v) => v,
+                        Err(_) => return self.error(AblyError::of(ErrorCode::Internal)),
+                    }
+                }
             };
             let mut hdrs = serde_json::Map::new();
             if let Some(l) = &link {
@@ -161,6 +172,12 @@ impl<'a> RestCtx<'a> {
         }
         let encoded = match (&payload, self.format) {
             (Payload::Messages(ms), f) => codec::encode_messages(ms, f),
+            (Payload::Presence(ps), Format::Json) => {
+                let mut ps = ps.clone();
+                ps.iter_mut().for_each(codec::presence_to_json_wire);
+                serde_json::to_vec(&ps).map_err(|_| AblyError::of(ErrorCode::Internal))
+            }
+            (Payload::Presence(ps), Format::Msgpack) => codec::to_msgpack(ps),
             (Payload::Value(v), Format::Json) => Ok(v.to_string().into_bytes()),
             (Payload::Value(v), Format::Msgpack) => codec::to_msgpack(v),
         };
@@ -454,6 +471,26 @@ async fn history(
     ctx.finish(r)
 }
 
+/// Presence history: the same query parameters and paging as message history.
+async fn presence_history(
+    State(hub): State<Arc<Hub>>,
+    Path(channel): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        require(&p, &channel, ops::HISTORY)?;
+        let hq = history_query(&q)?;
+        let (members, next) = hub.presence_history_page(&channel, &hq);
+        let link = next.map(|n| next_link(&hq, n));
+        Ok(ctx.reply(StatusCode::OK, Payload::Presence(members), link))
+    })();
+    ctx.finish(r)
+}
+
 fn details(hub: &Hub, name: &str) -> serde_json::Value {
     let o = hub
         .existing_channel(name)
@@ -465,16 +502,7 @@ fn details(hub: &Hub, name: &str) -> serde_json::Value {
         "status": {
             "isActive": o.connections > 0 || o.presence_members > 0,
             "occupancy": {
-                "metrics": {
-                    "connections": o.connections,
-                    "publishers": o.connections,
-                    "subscribers": o.subscribers,
-                    "presenceConnections": o.presence_connections,
-                    "presenceMembers": o.presence_members,
-                    "presenceSubscribers": o.presence_subscribers,
-                    "objectPublishers": 0,
-                    "objectSubscribers": 0
-                }
+                "metrics": o.metrics_json()
             }
         }
     })

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use super::{error_message, Flow, Session, RENEW_AHEAD};
 use crate::auth::now_ms;
+use crate::capability::ops;
 use crate::channel::{Backlog, Subscriber};
 use crate::error::{AblyError, ErrorCode};
 use crate::protocol::{flags, Action, ProtocolMessage};
@@ -71,10 +72,16 @@ impl Session {
                     receive: granted & flags::SUBSCRIBE != 0,
                     presence: granted & flags::PRESENCE_SUBSCRIBE != 0,
                     echo: self.echo,
+                    publish: granted & flags::PUBLISH != 0,
+                    occupancy: self.wants_occupancy.contains(&name)
+                        && self
+                            .principal
+                            .capability
+                            .allows(&name, ops::CHANNEL_METADATA),
                 };
-                self.hub
-                    .channel(&name)
-                    .attach(sub, Backlog::None, self.hub.history(), now_ms());
+                let channel = self.hub.channel(&name);
+                channel.attach(sub, Backlog::None, self.hub.history(), now_ms());
+                channel.occupancy_changed(self.hub.occupancy_debounce());
             }
         }
         let connected = self.connected_message();
