@@ -9,6 +9,7 @@ pub mod config;
 pub mod connection;
 pub mod history;
 pub mod http;
+pub mod latency;
 pub mod metrics;
 pub mod realtime;
 pub mod secrets;

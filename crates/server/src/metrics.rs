@@ -3,7 +3,7 @@
 //! Most figures are read at scrape time from what the store already counts (command
 //! table statistics, client registry, keyspace, pub/sub, allocator) and so need no
 //! bookkeeping on the hot path. Two are recorded as they happen: REST responses by
-//! status, and command latency per command family (a histogram fed by the store's
+//! status, and command latency per command family (`latency.rs`, fed by the store's
 //! latency observer, installed once per process).
 
 use std::sync::atomic::Ordering;
@@ -13,9 +13,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tidewire_store::command::{registry, Command};
+use tidewire_store::command::registry;
 use tidewire_store::keyspace::NUM_DBS;
 use tidewire_store::pubsub::Kind;
 use tidewire_store::Store;
@@ -23,11 +22,6 @@ use tidewire_store::Store;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FamilyLabel {
-    family: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,40 +39,21 @@ struct DbLabel {
     db: String,
 }
 
-type HistogramFamily = Family<FamilyLabel, Histogram, fn() -> Histogram>;
-
 /// What is recorded as it happens (process-wide, like the command table).
 struct Live {
     rest_requests: Family<StatusLabel, Counter>,
-    latency: HistogramFamily,
-}
-
-fn latency_histogram() -> Histogram {
-    // 5 µs … ~1.3 s: in-memory commands sit at the low end, KEYS on a big keyspace
-    // or a long EXEC at the high end.
-    Histogram::new(exponential_buckets(5e-6, 4.0, 10))
 }
 
 fn live() -> &'static Live {
     static LIVE: OnceLock<Live> = OnceLock::new();
     LIVE.get_or_init(|| Live {
         rest_requests: Family::default(),
-        latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
     })
 }
 
 /// Starts feeding the latency histogram from every command the store runs.
 pub fn install() {
-    let _ = tidewire_store::exec::LATENCY_OBSERVER.set(observe);
-}
-
-fn observe(cmd: &Command, usec: u64) {
-    live()
-        .latency
-        .get_or_create(&FamilyLabel {
-            family: cmd.spec.group,
-        })
-        .observe(usec as f64 / 1e6);
+    let _ = tidewire_store::exec::LATENCY_OBSERVER.set(crate::latency::observe);
 }
 
 /// Counts one REST response.
@@ -97,11 +72,6 @@ pub fn render(store: &Store) -> String {
         "rest_requests",
         "Upstash REST responses by HTTP status",
         l.rest_requests.clone(),
-    );
-    reg.register(
-        "command_duration_seconds",
-        "Command execution time by command family",
-        l.latency.clone(),
     );
 
     let processed = Family::<CmdLabel, Counter>::default();
@@ -195,5 +165,13 @@ pub fn render(store: &Store) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &reg);
+    // The latency histogram is kept outside the registry (lock-free); it goes before
+    // the OpenMetrics terminator.
+    let mut latency = String::new();
+    crate::latency::render(&mut latency);
+    match out.rfind("# EOF") {
+        Some(at) => out.insert_str(at, &latency),
+        None => out.push_str(&latency),
+    }
     out
 }
