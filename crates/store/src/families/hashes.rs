@@ -12,7 +12,6 @@ use crate::exec::Ctx;
 use crate::glob::glob_match;
 use crate::num;
 use crate::types::hash::{HashLimits, HashValue};
-use crate::types::long_double;
 use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -294,8 +293,8 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     // Redis adds in long double and prints 17 decimals; the software long double
     // reproduces its text (0.1 + 0.2 = "0.3"), f64 is the fallback for odd inputs.
     let text = Bytes::from(
-        long_double::add_text(&current_text, incr_arg)
-            .unwrap_or_else(|| num::format_float_plain(new)),
+        super::strings::add_float_strings(&current_text, incr_arg)
+            .unwrap_or_else(|_| num::format_float_plain(new)),
     );
     let lim = limits(ctx);
     hash_for_write(ctx, key)?.set(field, &text, lim);

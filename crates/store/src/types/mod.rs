@@ -3,7 +3,6 @@
 pub mod hash;
 pub mod hll;
 pub mod list;
-pub mod long_double;
 pub mod pack;
 pub mod set;
 pub mod zset;
