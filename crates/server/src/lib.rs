@@ -88,6 +88,8 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
             .set(k, v)
             .map_err(|e| anyhow::anyhow!("config parameter {k}: {e}"))?;
     }
+    // Access-path eviction settings (LFU counting) apply from the first command.
+    tidewire_store::evict::sync_config(&store);
     Ok(store)
 }
 

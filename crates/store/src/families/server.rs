@@ -325,6 +325,14 @@ fn config_set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             applied.push((name.clone(), old));
         }
     }
+    // Eviction settings read on every key access take effect at once (not at the
+    // next cron tick): an LFU policy must count the very next reads.
+    if pairs
+        .iter()
+        .any(|(n, _)| n.starts_with("maxmemory") || n.starts_with("lfu-"))
+    {
+        crate::evict::sync_config(ctx.store);
+    }
     Ok(Reply::ok())
 }
 
