@@ -147,6 +147,20 @@ impl Ctx<'_> {
         self.ev.rewritten.get_or_insert_with(Vec::new);
     }
 
+    /// Deletes `key` if it holds a collection that became empty, with the `del`
+    /// event, as Redis does after the last element is removed.
+    pub fn remove_if_empty(&mut self, key: &[u8]) {
+        let (db, now) = (self.db(), self.now);
+        let empty = self
+            .ks
+            .get(db, key, now)
+            .is_some_and(|e| e.value.is_empty_collection());
+        if empty {
+            self.ks.remove(db, key);
+            self.notify(notify::GENERIC, "del", key);
+        }
+    }
+
     /// A key got elements a blocked client may be waiting for.
     pub fn signal_ready(&mut self, key: &[u8]) {
         self.ev

@@ -47,6 +47,17 @@ impl Value {
     }
 
     /// Approximate heap bytes held, for MEMORY USAGE and eviction accounting.
+    /// A collection with no elements left (Redis never keeps those: the key goes).
+    pub fn is_empty_collection(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::List(v) => v.is_empty(),
+            Value::Hash(v) => v.is_empty(),
+            Value::Set(v) => v.is_empty(),
+            Value::ZSet(v) => v.is_empty(),
+        }
+    }
+
     pub fn mem_usage(&self) -> usize {
         match self {
             Value::Str(b) => b.len(),

@@ -100,19 +100,6 @@ fn list_read<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<Option<&'a ListValu
     }
 }
 
-/// Deletes `key` if its list became empty (Redis never keeps empty collections).
-fn remove_if_empty(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let (db, now) = (ctx.db(), ctx.now);
-    let empty = matches!(
-        ctx.ks.get(db, key, now),
-        Some(Entry { value: Value::List(l), .. }) if l.is_empty()
-    );
-    if empty {
-        ctx.ks.remove(db, key);
-        ctx.notify(notify::GENERIC, "del", key);
-    }
-}
-
 /// Pushes `elems` onto `key` (creating it unless `only_existing`); returns the new
 /// length, 0 when `only_existing` and absent.
 pub fn push_elems(
@@ -211,7 +198,7 @@ pub fn pop_elems(
     if !out.is_empty() {
         ctx.dirty(out.len() as u64);
         ctx.notify(notify::LIST, if front { "lpop" } else { "rpop" }, key);
-        remove_if_empty(ctx, key);
+        ctx.remove_if_empty(key);
     }
     Ok(Some(out))
 }
@@ -363,7 +350,7 @@ fn lrem(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if removed > 0 {
         ctx.dirty(removed as u64);
         ctx.notify(notify::LIST, "lrem", key);
-        remove_if_empty(ctx, key);
+        ctx.remove_if_empty(key);
     }
     Ok(Reply::Int(removed as i64))
 }
@@ -385,7 +372,7 @@ fn ltrim(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let removed = before - l.len();
     ctx.dirty(removed as u64);
     ctx.notify(notify::LIST, "ltrim", key);
-    remove_if_empty(ctx, key);
+    ctx.remove_if_empty(key);
     Ok(Reply::ok())
 }
 
@@ -513,7 +500,7 @@ fn move_elem(
     push_elems(ctx, dst, std::slice::from_ref(&v), to_left, false)?;
     // push_elems counted one change; the pop is part of the same move.
     ctx.notify(notify::LIST, if from_left { "lpop" } else { "rpop" }, src);
-    remove_if_empty(ctx, src);
+    ctx.remove_if_empty(src);
     Ok(Some(v))
 }
 

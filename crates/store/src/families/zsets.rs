@@ -116,18 +116,6 @@ fn zset_read<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<Option<&'a ZSetValu
     }
 }
 
-fn remove_if_empty(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let (db, now) = (ctx.db(), ctx.now);
-    let empty = matches!(
-        ctx.ks.get(db, key, now),
-        Some(Entry { value: Value::ZSet(z), .. }) if z.is_empty()
-    );
-    if empty {
-        ctx.ks.remove(db, key);
-        ctx.notify(notify::GENERIC, "del", key);
-    }
-}
-
 /// The zset at `key`, created empty if absent (the caller must not leave it empty).
 fn zset_create<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<&'a mut ZSetValue, CmdError> {
     let (db, now) = (ctx.db(), ctx.now);
@@ -341,7 +329,7 @@ fn zrem(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if removed > 0 {
         ctx.dirty(removed as u64);
         ctx.notify(notify::ZSET, "zrem", key);
-        remove_if_empty(ctx, key);
+        ctx.remove_if_empty(key);
     }
     Ok(Reply::Int(removed as i64))
 }
@@ -800,7 +788,7 @@ fn remrange(ctx: &mut Ctx<'_>, key: &[u8], bounds: ParsedRange, event: &'static 
     let removed = z.remove_range(start, end - 1).len();
     ctx.dirty(removed as u64);
     ctx.notify(notify::ZSET, event, key);
-    remove_if_empty(ctx, key);
+    ctx.remove_if_empty(key);
     Ok(Reply::Int(removed as i64))
 }
 
@@ -840,7 +828,7 @@ fn pop_some(
     if !items.is_empty() {
         ctx.dirty(items.len() as u64);
         ctx.notify(notify::ZSET, if max { "zpopmax" } else { "zpopmin" }, key);
-        remove_if_empty(ctx, key);
+        ctx.remove_if_empty(key);
     }
     Ok(Some(items))
 }
