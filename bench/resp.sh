@@ -2,13 +2,18 @@
 # RESP throughput: redis-benchmark against tidewire and redis-server in the same run,
 # same machine, same settings (no persistence on either side), alternating so that
 # neither gets a warmer machine. Prints requests/s, p50 and p99 per test and the
-# ratio tidewire/redis. Usage: bench/resp.sh [-n requests] [-c clients]
+# ratio tidewire/redis. Each test runs ROUNDS times per server (default 3), the two
+# servers taking turns and swapping who goes first each round; the table shows the
+# round with the median requests/s of each server, so one noisy moment on a shared
+# machine does not decide a row. Usage: bench/resp.sh [-n requests] [-c clients]
+# Env: TESTS (redis-benchmark -t list), ROUNDS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=200000
 C=50
 while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
 TESTS="${TESTS:-ping_mbulk,set,get,incr,mset,lpush,rpop,sadd,hset,zadd,lrange_100}"
+ROUNDS="${ROUNDS:-3}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis-server and redis-tools" >&2
@@ -42,17 +47,29 @@ zrange() { # port pipeline
 
 field() { echo "$1" | tr -d '"' | cut -d, -f"$2"; }
 
+# The CSV line of the median round by requests/s, from lines on stdin.
+median() { tr -d '"' | awk 'NF' | sort -t, -k2 -g | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'; }
+
+one() { # port pipeline test
+  if [ "$3" = zrange ]; then zrange "$1" "$2"; else bench "$1" "$2" "$3"; fi
+}
+
 printf '\n%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' test P "tidewire rps" p50 p99 "redis rps" p50 p99 ratio
 printf '%s\n' "-------------------------------------------------------------------------------------------"
 for P in 1 16; do
   for t in ${TESTS//,/ } zrange; do
-    if [ "$t" = zrange ]; then
-      tw="$(zrange "$tw_port" "$P")"; rs="$(zrange "$rs_port" "$P")"
-    else
-      tw="$(bench "$tw_port" "$P" "$t")"; rs="$(bench "$rs_port" "$P" "$t")"
-    fi
+    : > "$work/tw.csv"; : > "$work/rs.csv"
+    for round in $(seq 1 "$ROUNDS"); do
+      if [ $((round % 2)) = 1 ]; then
+        one "$tw_port" "$P" "$t" >> "$work/tw.csv"; one "$rs_port" "$P" "$t" >> "$work/rs.csv"
+      else
+        one "$rs_port" "$P" "$t" >> "$work/rs.csv"; one "$tw_port" "$P" "$t" >> "$work/tw.csv"
+      fi
+    done
+    tw="$(median < "$work/tw.csv")"; rs="$(median < "$work/rs.csv")"
     [ -n "$tw" ] && [ -n "$rs" ] || { echo "$t: no result"; continue; }
     name="$(field "$tw" 1 | cut -d' ' -f1)"
+    [ "$t" = zrange ] && name="ZRANGE_0_9"
     ratio="$(awk -v a="$(field "$tw" 2)" -v b="$(field "$rs" 2)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
     printf '%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' "$name" "$P" \
       "$(field "$tw" 2)" "$(field "$tw" 5)" "$(field "$tw" 7)" \
@@ -60,4 +77,4 @@ for P in 1 16; do
   done
 done
 echo
-echo "clients=$C requests=$N; latencies in ms; ratio = tidewire rps / redis rps (target >= 1.0)"
+echo "clients=$C requests=$N rounds=$ROUNDS (median round shown); latencies in ms; ratio = tidewire rps / redis rps (target >= 1.0)"

@@ -76,7 +76,7 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        store.stats.total_net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                        store.stats.total_net_input_bytes.add(n as u64);
                         if !conn.process(&mut client, &mut push_rx).await {
                             break;
                         }
@@ -143,7 +143,7 @@ impl Conn {
         self.store
             .stats
             .total_net_output_bytes
-            .fetch_add(self.out.len() as u64, Ordering::Relaxed);
+            .add(self.out.len() as u64);
         // Writing first: a reply due before a kill (CLIENT KILL SKIPME NO) still goes
         // out; a write stuck on a client that does not read ends with the kill.
         let ok = tokio::select! {
@@ -238,7 +238,9 @@ impl Conn {
     /// Encodes the replies of the command just run, honouring CLIENT REPLY. Pub/sub
     /// frames (push replies, arrays in RESP2) are always sent, as in Redis.
     fn take_replies(&mut self, client: &mut Client) {
-        let replies = std::mem::take(&mut self.replies);
+        // Drained rather than taken, so the vector's buffer is reused by the next
+        // command instead of being freed and allocated again on every command.
+        let mut replies = std::mem::take(&mut self.replies);
         let silent = match client.reply_mode {
             ReplyMode::On => false,
             ReplyMode::Off => true,
@@ -251,11 +253,12 @@ impl Conn {
                 true
             }
         };
-        for r in replies {
+        for r in replies.drain(..) {
             if !silent || matches!(r, Reply::Push(_)) {
                 self.encode(client, r);
             }
         }
+        self.replies = replies;
     }
 
     /// Parks the client until a key it waits on gets data, its timeout passes, it is

@@ -77,7 +77,7 @@ pub fn render(store: &Store) -> String {
     let processed = Family::<CmdLabel, Counter>::default();
     let failed = Family::<CmdLabel, Counter>::default();
     for c in registry().all() {
-        let calls = c.stats.calls.load(Ordering::Relaxed);
+        let calls = c.stats.calls.get();
         if calls > 0 {
             let label = CmdLabel {
                 cmd: c.full_name.clone(),

@@ -25,7 +25,10 @@ pub struct ClientInfo {
     pub lib_ver: Mutex<Option<Bytes>>,
     pub db: AtomicUsize,
     pub last_interaction_ms: AtomicU64,
-    pub last_cmd: Mutex<&'static str>,
+    /// The last command run, as the address of its registry entry (0: none yet):
+    /// written on every command, so a plain atomic store rather than a lock; read
+    /// back by [`ClientInfo::last_command_name`] for CLIENT LIST.
+    pub last_cmd: AtomicUsize,
     pub resp: AtomicUsize,
     pub subscriptions: AtomicUsize,
     pub psubscriptions: AtomicUsize,
@@ -49,6 +52,24 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// Records `cmd` as this client's last command.
+    pub fn set_last_command(&self, cmd: &'static crate::command::Command) {
+        self.last_cmd.store(
+            cmd as *const crate::command::Command as usize,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The full name of the last command (`NULL` before the first), as CLIENT LIST
+    /// shows it. Rarely called, so a scan of the registry is fine.
+    pub fn last_command_name(&self) -> &'static str {
+        let addr = self.last_cmd.load(Ordering::Relaxed);
+        crate::command::registry()
+            .all()
+            .find(|c| *c as *const crate::command::Command as usize == addr)
+            .map_or("NULL", |c| c.full_name.as_str())
+    }
+
     pub fn new(id: u64, addr: String, laddr: String, kind: &'static str) -> Self {
         let now = crate::clock::now_ms();
         ClientInfo {
@@ -62,7 +83,7 @@ impl ClientInfo {
             lib_ver: Mutex::new(None),
             db: AtomicUsize::new(0),
             last_interaction_ms: AtomicU64::new(now),
-            last_cmd: Mutex::new("NULL"),
+            last_cmd: AtomicUsize::new(0),
             resp: AtomicUsize::new(2),
             subscriptions: AtomicUsize::new(0),
             psubscriptions: AtomicUsize::new(0),

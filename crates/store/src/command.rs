@@ -107,6 +107,19 @@ impl Keys {
         }
     }
 
+    /// The position of the only key, for specs that name exactly one (GET, SET,
+    /// INCR …): lets the dispatcher lock without collecting positions.
+    pub fn single(&self, argv: &[Bytes]) -> Option<usize> {
+        match *self {
+            Keys::Range { first, last, .. }
+                if first > 0 && first == last && (first as usize) < argv.len() =>
+            {
+                Some(first as usize)
+            }
+            _ => None,
+        }
+    }
+
     pub fn legacy_triple(&self) -> (i64, i64, i64) {
         match *self {
             Keys::None => (0, 0, 0),
@@ -171,16 +184,17 @@ impl CommandSpec {
 
 #[derive(Default)]
 pub struct CommandStats {
-    pub calls: AtomicU64,
-    pub usec: AtomicU64,
+    /// Bumped by every worker on every call: spread so cores do not contend.
+    pub calls: crate::counter::SpreadCounter,
+    pub usec: crate::counter::SpreadCounter,
     pub rejected_calls: AtomicU64,
     pub failed_calls: AtomicU64,
 }
 
 impl CommandStats {
     pub fn reset(&self) {
-        self.calls.store(0, Ordering::Relaxed);
-        self.usec.store(0, Ordering::Relaxed);
+        self.calls.reset();
+        self.usec.reset();
         self.rejected_calls.store(0, Ordering::Relaxed);
         self.failed_calls.store(0, Ordering::Relaxed);
     }
@@ -323,5 +337,10 @@ mod tests {
         assert_eq!(keys(1, -1, 2).positions(&argv), vec![1, 3]);
         assert_eq!(keys(1, 1, 1).positions(&argv), vec![1]);
         assert_eq!(keys(1, -1, 1).positions(&argv), vec![1, 2, 3, 4]);
+        assert_eq!(keys(1, 1, 1).single(&argv), Some(1));
+        assert_eq!(keys(2, 2, 1).single(&argv), Some(2));
+        assert_eq!(keys(1, -1, 1).single(&argv), None);
+        assert_eq!(keys(1, 2, 1).single(&argv), None);
+        assert_eq!(keys(9, 9, 1).single(&argv), None);
     }
 }

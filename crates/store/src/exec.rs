@@ -289,7 +289,7 @@ impl Store {
                 return Outcome::Replies;
             }
         };
-        *client.info.last_cmd.lock() = cmd.full_name.as_str();
+        client.info.set_last_command(cmd);
         if let Err(e) = self.admit(client, cmd) {
             cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
             if let Some(m) = client.multi.as_mut() {
@@ -369,7 +369,7 @@ impl Store {
     /// CLIENT UNBLOCK): its blocked runs were not counted.
     pub fn account_unblocked(&self, argv: &[Bytes]) {
         if let Ok(cmd) = resolve(argv) {
-            cmd.stats.calls.fetch_add(1, Ordering::Relaxed);
+            cmd.stats.calls.add(1);
         }
     }
 
@@ -422,6 +422,8 @@ impl Store {
             } else {
                 self.keyspace.lock_all()
             }
+        } else if let Some(p) = cmd.spec.keys.single(argv) {
+            self.keyspace.lock_one(shard_index(&argv[p]), !ro)
         } else {
             let shards: Vec<usize> = cmd
                 .spec
@@ -491,9 +493,9 @@ impl Store {
         // A blocking command is counted once, when it completes: served on a later
         // run, or timed out / unblocked (`account_unblocked`).
         if ev.block.is_none() {
-            cmd.stats.calls.fetch_add(1, Ordering::Relaxed);
+            cmd.stats.calls.add(1);
         }
-        cmd.stats.usec.fetch_add(elapsed_us, Ordering::Relaxed);
+        cmd.stats.usec.add(elapsed_us);
         if let Some(observe) = LATENCY_OBSERVER.get() {
             observe(cmd, elapsed_us);
         }
@@ -527,7 +529,7 @@ impl Store {
         let changed = ev.dirty - dirty_before;
         let own_touches = std::mem::take(&mut ev.own_touches);
         if changed > 0 {
-            self.stats.dirty.fetch_add(changed, Ordering::Relaxed);
+            self.stats.dirty.add(changed);
             if self.watches.any() && !own_touches {
                 for p in cmd.spec.keys.positions(argv) {
                     self.watches.touch(client.db, &argv[p]);

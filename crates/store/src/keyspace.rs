@@ -152,6 +152,8 @@ impl Default for Keyspace {
 }
 
 type Guard = ArcMutexGuard<RawMutex, Shard>;
+/// Most commands hold one or two shards: keep those guards out of the heap.
+type Guards = smallvec::SmallVec<[(usize, Guard); 2]>;
 
 impl Keyspace {
     /// Locks the given shards (any order, duplicates allowed) in ascending order.
@@ -166,13 +168,28 @@ impl Keyspace {
         self.lock_inner(shards, false)
     }
 
+    /// Locks the one shard of a single-key command (the common case), without the
+    /// sorting and collecting of [`Keyspace::lock`]. `capture` as in `lock_inner`.
+    pub fn lock_one(&self, shard: usize, capture: bool) -> Locked {
+        let mut guards = Guards::new();
+        guards.push((shard, self.shards[shard].lock_arc()));
+        if capture {
+            self.after_lock(&guards);
+        }
+        Locked {
+            guards,
+            all: false,
+            expired: Vec::new(),
+        }
+    }
+
     fn lock_inner(&self, mut shards: Vec<usize>, capture: bool) -> Locked {
         shards.sort_unstable();
         shards.dedup();
         if shards.len() == NUM_SHARDS {
             return self.lock_all_inner(capture);
         }
-        let guards = shards
+        let guards: Guards = shards
             .into_iter()
             .map(|i| (i, self.shards[i].lock_arc()))
             .collect();
@@ -200,7 +217,7 @@ impl Keyspace {
     }
 
     fn lock_all_inner(&self, capture: bool) -> Locked {
-        let guards = self
+        let guards: Guards = self
             .shards
             .iter()
             .enumerate()
@@ -219,14 +236,14 @@ impl Keyspace {
     /// Locks nothing: for commands that do not touch keys.
     pub fn lock_none(&self) -> Locked {
         Locked {
-            guards: Vec::new(),
+            guards: Guards::new(),
             all: false,
             expired: Vec::new(),
         }
     }
 
     /// Copy-on-first-lock for a snapshot in progress (see `persistence::capture`).
-    fn after_lock(&self, guards: &Vec<(usize, Guard)>) {
+    fn after_lock(&self, guards: &[(usize, Guard)]) {
         if !self.capturing.load(Ordering::Acquire) {
             return;
         }
@@ -248,14 +265,14 @@ impl Keyspace {
     /// progress copy the shard first. Background work that changes live keys must
     /// use [`Keyspace::lock`] (eviction does).
     pub fn lock_shard(&self, idx: usize) -> Locked {
-        self.lock_readonly(vec![idx])
+        self.lock_one(idx, false)
     }
 }
 
 /// The shards one command holds while it runs, and the keys found expired on the way
 /// (the dispatcher turns those into notifications and log records afterwards).
 pub struct Locked {
-    guards: Vec<(usize, Guard)>,
+    guards: Guards,
     all: bool,
     pub expired: Vec<(usize, Bytes)>,
 }
@@ -283,6 +300,16 @@ impl Locked {
     }
 
     pub fn db(&mut self, db: usize, key: &[u8]) -> &mut DbShard {
+        // One shard held (every single-key command): it is the key's shard, so
+        // skip hashing the key again to find it.
+        if !self.all && self.guards.len() == 1 {
+            debug_assert_eq!(
+                self.guards[0].0,
+                shard_index(key),
+                "command touched a key whose shard it did not declare"
+            );
+            return &mut self.guards[0].1.dbs[db];
+        }
         &mut self.shard_mut(shard_index(key)).dbs[db]
     }
 

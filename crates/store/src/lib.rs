@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod counter;
 pub mod error;
 pub mod evict;
 pub mod exec;
@@ -70,11 +71,12 @@ pub struct Stats {
     pub rejected_connections: AtomicU64,
     pub expired_keys_active: AtomicU64,
     pub evicted_keys: AtomicU64,
-    pub total_net_input_bytes: AtomicU64,
-    pub total_net_output_bytes: AtomicU64,
+    /// Bumped on every read/write by every worker: spread across cache lines.
+    pub total_net_input_bytes: counter::SpreadCounter,
+    pub total_net_output_bytes: counter::SpreadCounter,
     pub total_error_replies: AtomicU64,
     pub unexpected_error_replies: AtomicU64,
-    pub dirty: AtomicU64,
+    pub dirty: counter::SpreadCounter,
     /// INFO errorstats: error replies counted by their prefix (`ERR`, `WRONGTYPE`).
     pub error_codes: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -102,13 +104,13 @@ impl Stats {
             &self.rejected_connections,
             &self.expired_keys_active,
             &self.evicted_keys,
-            &self.total_net_input_bytes,
-            &self.total_net_output_bytes,
             &self.total_error_replies,
             &self.unexpected_error_replies,
         ] {
             c.store(0, Ordering::Relaxed);
         }
+        self.total_net_input_bytes.reset();
+        self.total_net_output_bytes.reset();
         self.error_codes.lock().clear();
     }
 }

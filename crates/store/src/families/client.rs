@@ -265,7 +265,7 @@ fn line(ctx: &Ctx<'_>, c: &ClientInfo, qbuf: usize) -> String {
         if qbuf > 0 { qbuf.saturating_sub(16) } else { 0 },
         c.pending_push_bytes.load(Ordering::Relaxed),
         16384 + c.pending_push_bytes.load(Ordering::Relaxed),
-        c.last_cmd.lock(),
+        c.last_command_name(),
         c.resp.load(Ordering::Relaxed),
         opt(&c.lib_name),
         opt(&c.lib_ver),

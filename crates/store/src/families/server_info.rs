@@ -185,10 +185,7 @@ fn section(store: &Store, name: &str, o: &mut String) {
         }
         "stats" => {
             let (hits, misses, expired_lazy) = store.keyspace_counters();
-            let calls: u64 = registry()
-                .all()
-                .map(|c| c.stats.calls.load(Ordering::Relaxed))
-                .sum();
+            let calls: u64 = registry().all().map(|c| c.stats.calls.get()).sum();
             let st = &store.stats;
             let _ = write!(
                 o,
@@ -196,8 +193,8 @@ fn section(store: &Store, name: &str, o: &mut String) {
                 st.total_connections_received.load(Ordering::Relaxed),
                 calls,
                 ops_per_sec(calls),
-                st.total_net_input_bytes.load(Ordering::Relaxed),
-                st.total_net_output_bytes.load(Ordering::Relaxed),
+                st.total_net_input_bytes.get(),
+                st.total_net_output_bytes.get(),
                 st.rejected_connections.load(Ordering::Relaxed),
                 expired_lazy + st.expired_keys_active.load(Ordering::Relaxed),
                 st.evicted_keys.load(Ordering::Relaxed),
@@ -231,15 +228,13 @@ fn section(store: &Store, name: &str, o: &mut String) {
             let mut cmds: Vec<_> = registry()
                 .all()
                 .filter(|c| {
-                    c.stats.calls.load(Ordering::Relaxed)
-                        + c.stats.rejected_calls.load(Ordering::Relaxed)
-                        > 0
+                    c.stats.calls.get() + c.stats.rejected_calls.load(Ordering::Relaxed) > 0
                 })
                 .collect();
             cmds.sort_by(|a, b| a.full_name.cmp(&b.full_name));
             for c in cmds {
-                let calls = c.stats.calls.load(Ordering::Relaxed);
-                let usec = c.stats.usec.load(Ordering::Relaxed);
+                let calls = c.stats.calls.get();
+                let usec = c.stats.usec.get();
                 let _ = write!(
                     o,
                     "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls={},failed_calls={}\r\n",

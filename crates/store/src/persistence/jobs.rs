@@ -62,7 +62,7 @@ fn do_save(store: &Store) -> Result<(), String> {
         .persist
         .last_save_try_secs
         .store(crate::clock::now_ms() / 1000, Ordering::Relaxed);
-    let dirty = store.stats.dirty.load(Ordering::Relaxed);
+    let dirty = store.stats.dirty.get();
     let (cap, held) = capture::begin(&store.keyspace, || {});
     let r = snapshot::write_file(&store.keyspace, &cap, &snapshot_path(store));
     capture::end(&store.keyspace);

@@ -194,7 +194,7 @@ fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
     store
         .persist
         .dirty_at_save
-        .store(store.stats.dirty.load(Ordering::Relaxed), Ordering::Relaxed);
+        .store(store.stats.dirty.get(), Ordering::Relaxed);
     if appendonly {
         if !from_aof && total_keys(store) > 0 {
             // Data came from a snapshot: start the log from a base of it. The manifest
@@ -311,7 +311,7 @@ pub fn cron(store: &Store) {
     let changes = store
         .stats
         .dirty
-        .load(Ordering::Relaxed)
+        .get()
         .saturating_sub(store.persist.dirty_at_save.load(Ordering::Relaxed));
     if changes > 0 {
         let since = (crate::clock::now_ms() / 1000)
@@ -377,7 +377,7 @@ pub fn info(store: &Store, o: &mut String) {
     let changes = store
         .stats
         .dirty
-        .load(Ordering::Relaxed)
+        .get()
         .saturating_sub(p.dirty_at_save.load(Ordering::Relaxed));
     let _ = write!(
         o,
