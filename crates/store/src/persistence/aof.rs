@@ -127,6 +127,11 @@ struct Buf {
     /// Switch to a new incremental file at this offset of `data` (rewrite start).
     rotate_at: Option<usize>,
     writer_waiting: bool,
+    /// Appends since the writer last took `data` (each is one command batch of one
+    /// connection, so roughly one waiting client under `appendfsync always`).
+    appends: u64,
+    /// A parked writer wants waking once `appends` reaches this (see `linger`).
+    wake_at: u64,
 }
 
 pub struct Aof {
@@ -219,6 +224,8 @@ impl Aof {
                 last_db: usize::MAX,
                 rotate_at: None,
                 writer_waiting: false,
+                appends: 0,
+                wake_at: 1,
             }),
             wake: Condvar::new(),
             durable_tx,
@@ -303,9 +310,14 @@ impl Aof {
         let mut unsynced_seq = 0u64;
         let mut synced_seq = 0u64;
         let mut scratch: Vec<u8> = Vec::with_capacity(64 * 1024);
+        // Group commit under `always`: how many appends the last fsync covered and
+        // how long it took (see `linger`).
+        let mut last_batch_appends = 0u64;
+        let mut last_fsync_time = Duration::ZERO;
         loop {
-            let (seq, rotate_at, stopping) = {
+            let (seq, rotate_at, stopping, appends) = {
                 let mut b = self.buf.lock();
+                b.wake_at = 1;
                 while b.data.is_empty()
                     && b.rotate_at.is_none()
                     && !self.stop.load(Ordering::Acquire)
@@ -323,8 +335,17 @@ impl Aof {
                         break;
                     }
                 }
+                if self.policy() == FSYNC_ALWAYS {
+                    self.linger(&mut b, last_batch_appends, last_fsync_time);
+                }
                 std::mem::swap(&mut b.data, &mut scratch);
-                (b.seq, b.rotate_at.take(), self.stop.load(Ordering::Acquire))
+                let appends = std::mem::take(&mut b.appends);
+                (
+                    b.seq,
+                    b.rotate_at.take(),
+                    self.stop.load(Ordering::Acquire),
+                    appends,
+                )
             };
             let policy = self.policy();
             let scratch_was_empty = scratch.is_empty();
@@ -362,8 +383,11 @@ impl Aof {
                 }
                 _ => false,
             } || (stopping && unsynced_seq > synced_seq);
+            let fsync_started = Instant::now();
             if due && self.fsync(&mut file) {
                 last_fsync = Instant::now();
+                last_fsync_time = last_fsync - fsync_started;
+                last_batch_appends = appends;
                 synced_seq = unsynced_seq;
                 self.durable_tx.send_replace(synced_seq);
             } else if policy != FSYNC_ALWAYS && self.last_write_ok.load(Ordering::Relaxed) {
@@ -382,6 +406,30 @@ impl Aof {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    /// Under `appendfsync always`, waits a little for the clients released by the
+    /// last fsync to send their next writes, so that they share the next fsync
+    /// instead of splitting into two groups that take turns (which halves the
+    /// writes per fsync). Waits until as many appends are buffered as the last
+    /// fsync covered, at most as long as that fsync took (capped at 2 ms): a lone
+    /// client (one append per fsync) never waits, and a client that does not come
+    /// back costs the others at most one fsync's time.
+    fn linger(&self, b: &mut parking_lot::MutexGuard<'_, Buf>, target: u64, fsync_time: Duration) {
+        if target <= 1 || b.data.is_empty() || b.appends >= target || b.rotate_at.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + fsync_time.min(Duration::from_millis(2));
+        b.wake_at = target;
+        while b.appends < target && !self.stop.load(Ordering::Acquire) {
+            b.writer_waiting = true;
+            let timed_out = self.wake.wait_until(b, deadline).timed_out();
+            b.writer_waiting = false;
+            if timed_out || b.rotate_at.is_some() {
+                break;
+            }
+        }
+        b.wake_at = 1;
     }
 
     fn write_all(&self, file: &mut File, len: &mut u64, data: &[u8]) {
@@ -466,8 +514,11 @@ impl WriteLog for Aof {
             format::encode(&mut b.data, argv);
         }
         b.seq += 1;
+        b.appends += 1;
         let seq = b.seq;
-        let wake = b.writer_waiting;
+        // A lingering writer (see `Aof::linger`) is woken once, when enough
+        // appends have gathered, not by each of them.
+        let wake = b.writer_waiting && b.appends >= b.wake_at;
         drop(b);
         if wake {
             self.wake.notify_one();
