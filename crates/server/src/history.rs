@@ -39,7 +39,8 @@ impl KeyspaceHistory {
     pub fn new(store: Arc<Store>, db: usize) -> Self {
         let clients = (0..CLIENTS)
             .map(|_| {
-                let mut c = store.new_client("realtime".into(), "internal".into(), "internal");
+                // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
+                let mut c = store.new_client("realtime".into(), "internal".into(), "history");
                 c.authenticated = true;
                 c.no_block = true;
                 c.select(db);

@@ -81,3 +81,39 @@ async fn history_is_in_the_keyspace_and_survives_restart() {
     assert_eq!(data, vec!["m0", "m1", "m2"]);
     server.shutdown().await;
 }
+
+/// The connections the history store uses internally are not Redis clients: CLIENT
+/// KILL must neither count nor kill them (Redis's harness checks the count against
+/// INFO's connected_clients).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_kill_leaves_history_connections_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in(dir.path()).await;
+    let mut me = common::redis_conn(&server).await;
+    let _other = common::redis_conn(&server).await;
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query_async(&mut me)
+        .await
+        .unwrap();
+    let connected: i64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("connected_clients");
+    let listed: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut me)
+        .await
+        .unwrap();
+    assert_eq!(listed.lines().count() as i64, connected, "{listed}");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut me)
+        .await
+        .unwrap();
+    assert_eq!(killed, connected - 1);
+    server.shutdown().await;
+}

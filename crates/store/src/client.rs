@@ -17,7 +17,9 @@ pub struct ClientInfo {
     pub id: u64,
     pub addr: String,
     pub laddr: String,
-    /// `resp`, `http`, `script`, `internal`: which front door made it.
+    /// `resp`, `http`, `history` (realtime channel history), `loader`, `internal`
+    /// (tests): which front door made it. Only `resp` and `internal` clients are
+    /// listed and killable by CLIENT LIST/KILL.
     pub kind: &'static str,
     pub created_ms: u64,
     pub name: Mutex<Option<Bytes>>,

@@ -264,7 +264,8 @@ impl Store {
         if argv.is_empty() {
             return Outcome::Replies;
         }
-        let now = crate::clock::now_ms();
+        let start = Instant::now();
+        let now = crate::clock::unix_ms_at(start);
         client
             .info
             .last_interaction_ms
@@ -330,7 +331,7 @@ impl Store {
         let mut ks = self.lock_for(cmd, argv);
         let mut ev = Events::default();
         let no_block = client.no_block;
-        let reply = self.run_locked(client, &mut ks, &mut ev, cmd, argv, now, no_block);
+        let reply = self.run_locked(client, &mut ks, &mut ev, cmd, argv, now, start, no_block);
         let blocked = ev.block.take().map(|spec| {
             let keys: Vec<(usize, Bytes)> = spec.keys.into_iter().map(|k| (client.db, k)).collect();
             let job = crate::blocking::Job {
@@ -443,7 +444,8 @@ impl Store {
     }
 
     /// Runs a resolved command against already-locked shards. Used directly by EXEC
-    /// and scripts, which hold their locks across several commands.
+    /// and scripts, which hold their locks across several commands. `start` is when
+    /// the command began (its run time is measured from it).
     #[allow(clippy::too_many_arguments)]
     pub fn run_locked(
         &self,
@@ -453,9 +455,9 @@ impl Store {
         cmd: &'static Command,
         argv: &[Bytes],
         now: u64,
+        start: Instant,
         no_block: bool,
     ) -> Reply {
-        let start = Instant::now();
         let dirty_before = ev.dirty;
         let first_arg = if cmd.is_sub { 2 } else { 1 };
         let mut args = Args::new(argv, first_arg);
@@ -666,7 +668,16 @@ impl Store {
         let now = crate::clock::now_ms();
         let mut ks = self.lock_for(cmd, &job.argv);
         let mut ev = Events::default();
-        let reply = self.run_locked(&mut proxy, &mut ks, &mut ev, cmd, &job.argv, now, false);
+        let reply = self.run_locked(
+            &mut proxy,
+            &mut ks,
+            &mut ev,
+            cmd,
+            &job.argv,
+            now,
+            Instant::now(),
+            false,
+        );
         let blocked = ev.block.take().is_some();
         self.finish_locked(&mut ks, &mut ev);
         drop(ks);
@@ -741,7 +752,16 @@ impl Store {
             for (cmd, argv) in &multi.queue {
                 // SELECT and friends inside MULTI need no keyspace but still run here.
                 self.feed_monitors(client, argv);
-                replies.push(self.run_locked(client, &mut ks, &mut ev, cmd, argv, now, true));
+                replies.push(self.run_locked(
+                    client,
+                    &mut ks,
+                    &mut ev,
+                    cmd,
+                    argv,
+                    now,
+                    Instant::now(),
+                    true,
+                ));
             }
             Reply::Array(replies)
         };
