@@ -4,7 +4,7 @@
 //! not depend on them. The few read on hot paths are mirrored in atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
@@ -265,8 +265,71 @@ fn alias_of(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The encoding thresholds every collection write consults, mirrored from the
+/// config as atomics: looking them up by name under the config lock and parsing
+/// the text cost more than the write itself (SADD did three such lookups).
+pub struct EncodingLimits {
+    slots: [AtomicI64; LIMIT_NAMES.len()],
+}
+
+/// A parameter mirrored in [`EncodingLimits`]; the order of [`LIMIT_NAMES`].
+#[derive(Debug, Clone, Copy)]
+pub enum Limit {
+    HashMaxListpackEntries,
+    HashMaxListpackValue,
+    SetMaxIntsetEntries,
+    SetMaxListpackEntries,
+    SetMaxListpackValue,
+    ZsetMaxListpackEntries,
+    ZsetMaxListpackValue,
+    ListMaxListpackSize,
+    HllSparseMaxBytes,
+}
+
+const LIMIT_NAMES: [&str; 9] = [
+    "hash-max-listpack-entries",
+    "hash-max-listpack-value",
+    "set-max-intset-entries",
+    "set-max-listpack-entries",
+    "set-max-listpack-value",
+    "zset-max-listpack-entries",
+    "zset-max-listpack-value",
+    "list-max-listpack-size",
+    "hll-sparse-max-bytes",
+];
+
+impl EncodingLimits {
+    fn new() -> Self {
+        let slots = LIMIT_NAMES.map(|n| {
+            let default = PARAMS
+                .iter()
+                .find(|(p, _, _)| *p == n)
+                .and_then(|(_, d, _)| d.parse().ok())
+                .unwrap_or(0);
+            AtomicI64::new(default)
+        });
+        EncodingLimits { slots }
+    }
+
+    fn update(&self, name: &str, value: &str) {
+        if let Some(i) = LIMIT_NAMES.iter().position(|n| *n == name) {
+            self.slots[i].store(value.parse().unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, limit: Limit) -> i64 {
+        self.slots[limit as usize].load(Ordering::Relaxed)
+    }
+
+    /// A threshold that is a count or size (never negative for these).
+    pub fn get_usize(&self, limit: Limit) -> usize {
+        self.get(limit).max(0) as usize
+    }
+}
+
 pub struct Config {
     values: RwLock<BTreeMap<&'static str, String>>,
+    pub encoding: EncodingLimits,
     /// Hot values mirrored from `values`.
     pub notify_flags: AtomicU32,
     pub proto_max_bulk_len: AtomicU64,
@@ -288,6 +351,7 @@ impl Default for Config {
 
         Config {
             values: RwLock::new(values),
+            encoding: EncodingLimits::new(),
             notify_flags: AtomicU32::new(0),
             proto_max_bulk_len: AtomicU64::new(512 * 1024 * 1024),
             pubsub_output_limit: AtomicUsize::new(32 * 1024 * 1024),
@@ -446,8 +510,10 @@ impl Config {
         self.apply_hot(pname, &normalised)?;
         let mut values = self.values.write();
         if let Some(partner) = alias_of(pname) {
+            self.encoding.update(partner, &normalised);
             values.insert(partner, normalised.clone());
         }
+        self.encoding.update(pname, &normalised);
         values.insert(pname, normalised);
         Ok(())
     }
@@ -556,6 +622,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoding_limits_follow_config_set_and_aliases() {
+        let c = Config::default();
+        assert_eq!(c.encoding.get(Limit::HashMaxListpackEntries), 128);
+        assert_eq!(c.encoding.get(Limit::ListMaxListpackSize), -2);
+        c.set("hash-max-ziplist-entries", "7").unwrap();
+        assert_eq!(c.encoding.get(Limit::HashMaxListpackEntries), 7);
+        c.set("SET-MAX-INTSET-ENTRIES", "9").unwrap();
+        assert_eq!(c.encoding.get_usize(Limit::SetMaxIntsetEntries), 9);
+        assert!(c.set("zset-max-listpack-value", "x").is_err());
+        assert_eq!(c.encoding.get(Limit::ZsetMaxListpackValue), 64);
+    }
 
     #[test]
     fn set_and_get() {

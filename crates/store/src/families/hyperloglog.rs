@@ -66,7 +66,10 @@ fn store(ctx: &mut Ctx<'_>, key: &[u8], v: Vec<u8>) {
 }
 
 fn sparse_max(ctx: &Ctx<'_>) -> usize {
-    ctx.store.config.get_u64("hll-sparse-max-bytes") as usize
+    ctx.store
+        .config
+        .encoding
+        .get_usize(crate::config::Limit::HllSparseMaxBytes)
 }
 
 fn pfadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {

@@ -69,9 +69,8 @@ fn b(s: &'static str) -> Bytes {
 fn list_limit(ctx: &Ctx<'_>) -> i64 {
     ctx.store
         .config
-        .get("list-max-listpack-size")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-2)
+        .encoding
+        .get(crate::config::Limit::ListMaxListpackSize)
 }
 
 /// The list at `key` for writing: `Ok(None)` if absent, WRONGTYPE if not a list.

@@ -18,6 +18,7 @@ use crate::args::Args;
 use crate::blocking::parse_timeout;
 use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
 use crate::config::notify;
+use crate::config::Limit;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::lists::{numkeys_positions, parse_numkeys};
@@ -87,8 +88,8 @@ fn b(s: &'static str) -> Bytes {
 fn limits(ctx: &Ctx<'_>) -> (usize, usize) {
     let c = &ctx.store.config;
     (
-        c.get_u64("zset-max-listpack-entries") as usize,
-        c.get_u64("zset-max-listpack-value") as usize,
+        c.encoding.get_usize(Limit::ZsetMaxListpackEntries),
+        c.encoding.get_usize(Limit::ZsetMaxListpackValue),
     )
 }
 

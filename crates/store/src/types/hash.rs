@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use rand::Rng;
 
 use super::pack::Pack;
-use crate::config::Config;
+use crate::config::{Config, Limit};
 
 type Map = IndexMap<Bytes, Bytes, ahash::RandomState>;
 
@@ -23,8 +23,8 @@ pub struct HashLimits {
 impl HashLimits {
     pub fn from_config(config: &Config) -> Self {
         HashLimits {
-            max_entries: config.get_u64("hash-max-listpack-entries") as usize,
-            max_value: config.get_u64("hash-max-listpack-value") as usize,
+            max_entries: config.encoding.get_usize(Limit::HashMaxListpackEntries),
+            max_value: config.encoding.get_usize(Limit::HashMaxListpackValue),
         }
     }
 }

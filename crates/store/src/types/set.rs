@@ -13,7 +13,7 @@ use rand::Rng;
 
 use super::hash::scan_positions;
 use super::pack::Pack;
-use crate::config::Config;
+use crate::config::{Config, Limit};
 use crate::num;
 
 type Members = IndexSet<Bytes, ahash::RandomState>;
@@ -28,9 +28,9 @@ pub struct SetLimits {
 impl SetLimits {
     pub fn from_config(config: &Config) -> Self {
         SetLimits {
-            max_intset: config.get_u64("set-max-intset-entries") as usize,
-            max_listpack_entries: config.get_u64("set-max-listpack-entries") as usize,
-            max_listpack_value: config.get_u64("set-max-listpack-value") as usize,
+            max_intset: config.encoding.get_usize(Limit::SetMaxIntsetEntries),
+            max_listpack_entries: config.encoding.get_usize(Limit::SetMaxListpackEntries),
+            max_listpack_value: config.encoding.get_usize(Limit::SetMaxListpackValue),
         }
     }
 }
