@@ -208,6 +208,9 @@ type WaiterQueues = HashMap<(usize, Bytes), VecDeque<Arc<Waiter>>>;
 pub struct Blocking {
     waiters: Mutex<WaiterQueues>,
     blocked_clients: AtomicUsize,
+    /// Keys with waiters, mirrored from `waiters` under its lock, so that every
+    /// push can ask "is anyone blocked at all?" without taking that global lock.
+    keys_waited: AtomicUsize,
 }
 
 impl Blocking {
@@ -230,6 +233,7 @@ impl Blocking {
         for k in keys {
             map.entry(k.clone()).or_default().push_back(waiter.clone());
         }
+        self.keys_waited.store(map.len(), Ordering::Release);
         self.blocked_clients.fetch_add(1, Ordering::Relaxed);
         waiter
     }
@@ -250,6 +254,7 @@ impl Blocking {
                     }
                 }
             }
+            self.keys_waited.store(map.len(), Ordering::Release);
         }
         self.blocked_clients.fetch_sub(1, Ordering::Relaxed);
         // A legacy wake-up this waiter took but never used goes to the next one.
@@ -286,8 +291,10 @@ impl Blocking {
         }
     }
 
+    /// Whether any client is blocked on any key. A client blocks while holding its
+    /// keys' shard locks, so a pusher asking under the same lock cannot miss it.
     pub fn has_waiters(&self) -> bool {
-        !self.waiters.lock().is_empty()
+        self.keys_waited.load(Ordering::Acquire) != 0
     }
 
     pub fn blocked_clients(&self) -> usize {

@@ -163,6 +163,10 @@ impl Ctx<'_> {
 
     /// A key got elements a blocked client may be waiting for.
     pub fn signal_ready(&mut self, key: &[u8]) {
+        // Nobody blocked anywhere (the common case): no need to remember the key.
+        if !self.store.blocking.has_waiters() {
+            return;
+        }
         self.ev
             .ready
             .push((self.client.db, Bytes::copy_from_slice(key)));
