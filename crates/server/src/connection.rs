@@ -119,6 +119,10 @@ impl Conn {
         reply.encode(&mut self.out, client.proto);
     }
 
+    fn encode_ref(&mut self, client: &Client, reply: &Reply) {
+        reply.encode(&mut self.out, client.proto);
+    }
+
     /// Runs one command, remembering the log sequence of any write it made.
     fn execute(&mut self, client: &mut Client, argv: &[Bytes]) -> Outcome {
         // Drop a sequence another front door may have left on this thread.
@@ -238,8 +242,8 @@ impl Conn {
     /// Encodes the replies of the command just run, honouring CLIENT REPLY. Pub/sub
     /// frames (push replies, arrays in RESP2) are always sent, as in Redis.
     fn take_replies(&mut self, client: &mut Client) {
-        // Drained rather than taken, so the vector's buffer is reused by the next
-        // command instead of being freed and allocated again on every command.
+        // Encoded by reference and cleared, so the vector's buffer is reused by the
+        // next command instead of being freed and allocated again on every command.
         let mut replies = std::mem::take(&mut self.replies);
         let silent = match client.reply_mode {
             ReplyMode::On => false,
@@ -253,11 +257,12 @@ impl Conn {
                 true
             }
         };
-        for r in replies.drain(..) {
+        for r in &replies {
             if !silent || matches!(r, Reply::Push(_)) {
-                self.encode(client, r);
+                self.encode_ref(client, r);
             }
         }
+        replies.clear();
         self.replies = replies;
     }
 

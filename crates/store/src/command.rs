@@ -206,7 +206,8 @@ pub struct Command {
     /// `get`, or `client|list` for a subcommand.
     pub full_name: String,
     pub stats: CommandStats,
-    pub subs: HashMap<String, Command, ahash::RandomState>,
+    /// Keyed by the lower-case name's bytes, so a lookup needs no UTF-8 check.
+    pub subs: HashMap<Box<[u8]>, Command, ahash::RandomState>,
     pub is_sub: bool,
 }
 
@@ -218,7 +219,7 @@ impl Command {
         };
         let subs = std::mem::take(&mut spec.subcommands)
             .into_iter()
-            .map(|s| (s.name.to_string(), Command::new(s, Some(spec.name))))
+            .map(|s| (s.name.as_bytes().into(), Command::new(s, Some(spec.name))))
             .collect();
         Command {
             spec,
@@ -249,7 +250,8 @@ impl Command {
 }
 
 pub struct Registry {
-    pub commands: HashMap<String, Command, ahash::RandomState>,
+    /// Keyed by the lower-case name's bytes, so a lookup needs no UTF-8 check.
+    pub commands: HashMap<Box<[u8]>, Command, ahash::RandomState>,
 }
 
 impl Registry {
@@ -257,7 +259,7 @@ impl Registry {
         let mut commands = HashMap::default();
         for spec in specs {
             let name = spec.name.to_string();
-            let prev = commands.insert(name.clone(), Command::new(spec, None));
+            let prev = commands.insert(name.as_bytes().into(), Command::new(spec, None));
             assert!(prev.is_none(), "command {name} registered twice");
         }
         Registry { commands }
@@ -277,18 +279,19 @@ impl Registry {
 
 /// Runs `f` on the lower-cased name without allocating (this is on every command's
 /// path); names longer than any command are not looked up.
-fn with_lower<R>(name: &[u8], f: impl FnOnce(&str) -> R) -> Option<R> {
-    const MAX: usize = 64;
-    if name.len() > MAX {
+fn with_lower<R>(name: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    if name.len() > MAX_NAME_LEN {
         return None;
     }
-    let mut buf = [0u8; MAX];
-    for (dst, src) in buf.iter_mut().zip(name) {
-        *dst = src.to_ascii_lowercase();
-    }
-    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
+    let mut buf = [0u8; MAX_NAME_LEN];
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
     Some(f(lower))
 }
+
+/// Longer than any command or subcommand name (checked by a test).
+const MAX_NAME_LEN: usize = 32;
 
 static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
@@ -325,6 +328,13 @@ mod tests {
             if !c.is_sub && c.subs.is_empty() {
                 assert!(!c.spec.summary.is_empty(), "{} has no summary", c.full_name);
             }
+        }
+    }
+
+    #[test]
+    fn names_fit_the_lookup_buffer() {
+        for c in registry().all() {
+            assert!(c.spec.name.len() <= MAX_NAME_LEN, "{}", c.spec.name);
         }
     }
 

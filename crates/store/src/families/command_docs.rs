@@ -229,7 +229,7 @@ fn sorted_top() -> Vec<&'static Command> {
 fn lookup(name: &[u8]) -> Option<&'static Command> {
     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
     match name.split_once('|') {
-        Some((parent, sub)) => registry().get(parent.as_bytes())?.subs.get(sub),
+        Some((parent, sub)) => registry().get(parent.as_bytes())?.subs.get(sub.as_bytes()),
         None => registry().get(name.as_bytes()),
     }
 }
