@@ -592,11 +592,16 @@ impl Store {
                 LAST_WRITE_SEQ.with(|s| s.set(s.get().max(seq)));
             }
         }
-        for (db, key) in ev.touched.drain(..) {
-            self.watches.touch(db, &key);
+        // (Checked first: this runs for every command and most touch nothing.)
+        if !ev.touched.is_empty() {
+            for (db, key) in ev.touched.drain(..) {
+                self.watches.touch(db, &key);
+            }
         }
-        for db in ev.touched_dbs.drain(..) {
-            self.watches.touch_db(db);
+        if !ev.touched_dbs.is_empty() {
+            for db in ev.touched_dbs.drain(..) {
+                self.watches.touch_db(db);
+            }
         }
     }
 
@@ -608,7 +613,9 @@ impl Store {
             let ready: Vec<(usize, Bytes)> = ev.ready.drain(..).collect();
             self.serve_ready(ready);
         }
-        ev.ready.clear();
+        if !ev.ready.is_empty() {
+            ev.ready.clear();
+        }
     }
 
     /// Serves blocked clients from ready keys, Redis's `handleClientsBlockedOnKeys`:
@@ -696,6 +703,9 @@ impl Store {
 
     /// Keyspace notifications gathered by a command, published after unlocking.
     fn publish_notifications(&self, ev: &mut Events) {
+        if ev.notifications.is_empty() {
+            return;
+        }
         let limit = self.config.pubsub_limit();
         let flags = self.config.notify_flags();
         for (_class, event, db, key) in ev.notifications.drain(..) {
