@@ -53,12 +53,19 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         write_seq: 0,
         shutdown: shutdown.clone(),
     };
+    // Created once, not per loop turn: each creation registers a waiter on a Notify
+    // (the shutdown one is shared by every connection), which cost a lock round trip
+    // per command on unpipelined loads.
+    let killed = info.killed();
+    tokio::pin!(killed);
+    let shutting_down = shutdown.changed();
+    tokio::pin!(shutting_down);
     loop {
         // Not biased: under a constant stream of pushes the client's own commands
         // (UNSUBSCRIBE …) must still be read.
         tokio::select! {
-            _ = info.killed() => break,
-            _ = shutdown.changed() => break,
+            _ = &mut killed => break,
+            _ = &mut shutting_down => break,
             Some((push, size)) = push_rx.recv() => {
                 conn.encode(&client, push);
                 let mut sizes = size;

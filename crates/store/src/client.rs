@@ -108,7 +108,10 @@ impl ClientInfo {
     /// Asks the connection to close (CLIENT KILL, output buffer limit, shutdown).
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        self.kill_notify.notify_one();
+        // Every waiter: a connection may be waiting in its read loop and in a write
+        // at once (`killed` enables its future before checking the flag, so a kill
+        // between the two is not missed).
+        self.kill_notify.notify_waiters();
     }
 
     pub fn is_killed(&self) -> bool {
@@ -118,10 +121,13 @@ impl ClientInfo {
     /// Resolves once the client has been killed.
     pub async fn killed(&self) {
         loop {
+            let notified = self.kill_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             if self.is_killed() {
                 return;
             }
-            self.kill_notify.notified().await;
+            notified.await;
         }
     }
 
