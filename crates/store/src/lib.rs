@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod dense;
 pub mod error;
 pub mod evict;
 pub mod exec;
@@ -26,6 +27,7 @@ pub mod num;
 pub mod persistence;
 pub mod pubsub;
 pub mod slowlog;
+pub mod small_bytes;
 #[doc(hidden)]
 pub mod testkit;
 pub mod types;

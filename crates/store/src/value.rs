@@ -10,8 +10,10 @@ use crate::types::{hash::HashValue, list::ListValue, set::SetValue, zset::ZSetVa
 pub enum Value {
     Str(Bytes),
     List(Box<ListValue>),
-    Hash(Box<HashValue>),
-    Set(Box<SetValue>),
+    /// Unboxed: `Value` is 40 bytes for `Bytes` anyway and a small hash or set fits
+    /// in that, which saves one allocation per key.
+    Hash(HashValue),
+    Set(SetValue),
     ZSet(Box<ZSetValue>),
 }
 
@@ -90,6 +92,15 @@ pub struct Entry {
     /// Access data for eviction and OBJECT IDLETIME/FREQ: the seconds LRU clock, or
     /// under an LFU policy minutes (16 bits) + log counter (8 bits); see `evict`.
     pub access: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn value_and_entry_stay_small() {
+        assert_eq!(std::mem::size_of::<super::Value>(), 40);
+        assert_eq!(std::mem::size_of::<super::Entry>(), 56);
+    }
 }
 
 impl Entry {
