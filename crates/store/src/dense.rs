@@ -26,17 +26,170 @@ pub fn hash_bytes(k: &[u8]) -> u64 {
     HASHER.hash_one(k)
 }
 
-/// Grows a full `Vec` by about a quarter, exactly: doubling would leave up to half of
-/// a large keyspace's entries unused.
-pub fn grow_quarter<T>(v: &mut Vec<T>) {
-    if v.len() == v.capacity() {
-        v.reserve_exact((v.len() / 4).max(4));
+/// Bytes per full chunk of a [`ChunkVec`]: big enough that the chunk pointers are
+/// noise, small enough that the unused tail of the last chunk is too.
+const CHUNK_BYTES: usize = 16 * 1024;
+
+/// A `Vec` in fixed-size chunks (only the first one grows gradually, so small
+/// collections stay small). Why: a big `Vec` grows by reallocation, which leaves
+/// its slack *and* the freed old buffer (dirty pages the allocator keeps resident)
+/// behind; a keyspace shard or a million-member set then holds far more RSS than
+/// data. Here growth allocates one more chunk and nothing is ever copied or freed
+/// while growing.
+#[derive(Clone)]
+pub struct ChunkVec<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for ChunkVec<T> {
+    fn default() -> Self {
+        ChunkVec {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for ChunkVec<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+pub type ChunkIter<'a, T> = std::iter::Flatten<std::slice::Iter<'a, Vec<T>>>;
+
+impl<T> ChunkVec<T> {
+    /// log2 of the elements per chunk: the largest power of two that fits in
+    /// `CHUNK_BYTES` (at least 16).
+    const SHIFT: u32 = {
+        let size = if std::mem::size_of::<T>() == 0 {
+            1
+        } else {
+            std::mem::size_of::<T>()
+        };
+        let n = CHUNK_BYTES / size;
+        let n = if n < 16 { 16 } else { n };
+        usize::BITS - 1 - n.leading_zeros()
+    };
+    const CHUNK: usize = 1 << Self::SHIFT;
+
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Heap bytes held (element storage and the chunk table).
+    pub fn allocation_size(&self) -> usize {
+        self.chunks
+            .iter()
+            .map(|c| c.capacity() * std::mem::size_of::<T>())
+            .sum::<usize>()
+            + self.chunks.capacity() * std::mem::size_of::<Vec<T>>()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&T> {
+        self.chunks
+            .get(i >> Self::SHIFT)?
+            .get(i & (Self::CHUNK - 1))
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.chunks
+            .get_mut(i >> Self::SHIFT)?
+            .get_mut(i & (Self::CHUNK - 1))
+    }
+
+    pub fn push(&mut self, x: T) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < Self::CHUNK => {
+                if last.len() == last.capacity() {
+                    // The first chunk grows by a quarter, exactly, up to a chunk.
+                    let want = (last.len() / 4).max(4).min(Self::CHUNK - last.len());
+                    last.reserve_exact(want);
+                }
+                last.push(x);
+            }
+            _ => {
+                let mut c = if self.chunks.is_empty() {
+                    Vec::with_capacity(4.min(Self::CHUNK))
+                } else {
+                    Vec::with_capacity(Self::CHUNK)
+                };
+                c.push(x);
+                self.chunks.push(c);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Removes element `i`, moving the last element into its place.
+    pub fn swap_remove(&mut self, i: usize) -> T {
+        assert!(
+            i < self.len,
+            "swap_remove index {i} out of range {}",
+            self.len
+        );
+        let last_chunk = self.chunks.last_mut().expect("non-empty");
+        let mut x = last_chunk.pop().expect("chunks are never empty");
+        if last_chunk.is_empty() {
+            self.chunks.pop();
+            if self.chunks.is_empty() {
+                self.chunks = Vec::new();
+            }
+        }
+        self.len -= 1;
+        if i != self.len {
+            std::mem::swap(&mut x, &mut self[i]);
+        }
+        x
+    }
+
+    pub fn iter(&self) -> ChunkIter<'_, T> {
+        self.chunks.iter().flatten()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.chunks.iter_mut().flatten()
+    }
+
+    /// Keeps the elements for which `keep` is true, in order.
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
+        let mut out = ChunkVec::new();
+        for c in std::mem::take(&mut self.chunks) {
+            for mut x in c {
+                if keep(&mut x) {
+                    out.push(x);
+                }
+            }
+        }
+        *self = out;
+    }
+}
+
+impl<T> std::ops::Index<usize> for ChunkVec<T> {
+    type Output = T;
+    fn index(&self, i: usize) -> &T {
+        &self.chunks[i >> Self::SHIFT][i & (Self::CHUNK - 1)]
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for ChunkVec<T> {
+    fn index_mut(&mut self, i: usize) -> &mut T {
+        &mut self.chunks[i >> Self::SHIFT][i & (Self::CHUNK - 1)]
     }
 }
 
 #[derive(Clone)]
 pub struct DenseMap<K, V> {
-    entries: Vec<(K, V)>,
+    entries: ChunkVec<(K, V)>,
     /// Positions into `entries`, hashed by the entry's key.
     table: HashTable<u32>,
 }
@@ -44,7 +197,7 @@ pub struct DenseMap<K, V> {
 impl<K, V> Default for DenseMap<K, V> {
     fn default() -> Self {
         DenseMap {
-            entries: Vec::new(),
+            entries: ChunkVec::new(),
             table: HashTable::new(),
         }
     }
@@ -65,7 +218,7 @@ impl<K: AsRef<[u8]>, V> DenseMap<K, V> {
 
     pub fn with_capacity(n: usize) -> Self {
         DenseMap {
-            entries: Vec::with_capacity(n),
+            entries: ChunkVec::new(),
             table: HashTable::with_capacity(n),
         }
     }
@@ -80,7 +233,7 @@ impl<K: AsRef<[u8]>, V> DenseMap<K, V> {
 
     /// Heap bytes held by the map itself (not by what keys and values point to).
     pub fn allocation_size(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<(K, V)>() + self.table.allocation_size()
+        self.entries.allocation_size() + self.table.allocation_size()
     }
 
     pub fn clear(&mut self) {
@@ -145,7 +298,6 @@ impl<K: AsRef<[u8]>, V> DenseMap<K, V> {
         }
         let pos =
             u32::try_from(self.entries.len()).expect("DenseMap holds at most u32::MAX entries");
-        grow_quarter(&mut self.entries);
         self.entries.push((key, value));
         let entries = &self.entries;
         self.table
@@ -193,24 +345,31 @@ impl<K: AsRef<[u8]>, V> DenseMap<K, V> {
         if self.entries.is_empty() {
             // Give the memory back: an emptied shard or collection may stay so.
             *self = Self::default();
+        } else if self.table.capacity() > 64 && self.entries.len() < self.table.capacity() / 4 {
+            // Mostly deleted (SPOP, HDEL, expiry): the table shrinks too (the
+            // entries give back each chunk as it empties).
+            let entries = &self.entries;
+            self.table.shrink_to(entries.len(), |&q| {
+                hash_bytes(entries[q as usize].0.as_ref())
+            });
         }
         out
     }
 
-    /// The entries in position order (nameable, unlike `iter`).
-    pub fn as_slice(&self) -> &[(K, V)] {
-        &self.entries
+    /// The entries in position order (a nameable iterator type, unlike `iter`).
+    pub fn entries(&self) -> ChunkIter<'_, (K, V)> {
+        self.entries.iter()
     }
 
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + ExactSizeIterator + Clone {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&K, &V)> + Clone {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator + Clone {
+    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + Clone {
         self.entries.iter().map(|(k, _)| k)
     }
 
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator + Clone {
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + Clone {
         self.entries.iter().map(|(_, v)| v)
     }
 
@@ -331,11 +490,55 @@ mod tests {
     }
 
     #[test]
+    fn chunk_vec_matches_vec() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        // 1 KiB elements: 16 per chunk, so chunk boundaries are crossed often.
+        let mut c: ChunkVec<[u64; 128]> = ChunkVec::new();
+        let mut v: Vec<[u64; 128]> = Vec::new();
+        assert_eq!(ChunkVec::<[u64; 128]>::CHUNK, 16);
+        for step in 0..5000u64 {
+            if rng.gen_range(0..3) == 0 && !v.is_empty() {
+                let i = rng.gen_range(0..v.len());
+                assert_eq!(c.swap_remove(i), v.swap_remove(i));
+            } else {
+                c.push([step; 128]);
+                v.push([step; 128]);
+            }
+            assert_eq!(c.len(), v.len());
+            if step % 97 == 0 {
+                assert!(c.iter().eq(v.iter()));
+                assert_eq!(c.get(v.len()), None);
+            }
+        }
+        while !v.is_empty() {
+            assert_eq!(c.swap_remove(0), v.swap_remove(0));
+        }
+        assert_eq!(c.allocation_size(), 0);
+    }
+
+    #[test]
+    fn shrinks_after_mass_removal() {
+        let mut m: DenseSet<SmallBytes> = DenseMap::new();
+        for i in 0..10_000 {
+            m.insert(format!("{i}").as_str().into(), ());
+        }
+        let full = m.allocation_size();
+        for i in 0..9_900 {
+            assert!(m.swap_remove(format!("{i}").as_bytes()).is_some());
+        }
+        assert!(m.allocation_size() < full / 10);
+        for i in 9_900..10_000 {
+            assert!(m.contains_key(format!("{i}").as_bytes()));
+        }
+    }
+
+    #[test]
     fn growth_is_modest() {
         let mut m: DenseSet<SmallBytes> = DenseMap::new();
         for i in 0..10_000 {
             m.insert(format!("{i}").as_str().into(), ());
-            assert!(m.entries.capacity() <= m.len() * 5 / 4 + 4);
+            let cap_bytes = m.entries.allocation_size();
+            assert!(cap_bytes <= (m.len() * 5 / 4 + 4) * 24 + CHUNK_BYTES + 1024);
         }
     }
 }

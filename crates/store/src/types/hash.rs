@@ -61,7 +61,7 @@ impl PartialEq for HashValue {
 
 pub enum HashIter<'a> {
     Pack(super::pack::PackIter<'a>),
-    Map(std::slice::Iter<'a, (SmallBytes, SmallBytes)>),
+    Map(crate::dense::ChunkIter<'a, (SmallBytes, SmallBytes)>),
 }
 
 impl<'a> Iterator for HashIter<'a> {
@@ -113,7 +113,7 @@ impl HashValue {
     pub fn iter(&self) -> HashIter<'_> {
         match self {
             HashValue::Pack(p) => HashIter::Pack(p.iter()),
-            HashValue::Map(m) => HashIter::Map(m.as_slice().iter()),
+            HashValue::Map(m) => HashIter::Map(m.entries()),
         }
     }
 

@@ -69,7 +69,7 @@ impl PartialEq for SetValue {
 pub enum SetIter<'a> {
     Ints(std::slice::Iter<'a, i64>),
     Pack(super::pack::PackIter<'a>),
-    Map(std::slice::Iter<'a, (SmallBytes, ())>),
+    Map(crate::dense::ChunkIter<'a, (SmallBytes, ())>),
 }
 
 impl<'a> Iterator for SetIter<'a> {
@@ -131,7 +131,7 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => SetIter::Ints(v.iter()),
             SetValue::Pack(p) => SetIter::Pack(p.iter()),
-            SetValue::Map(m) => SetIter::Map(m.as_slice().iter()),
+            SetValue::Map(m) => SetIter::Map(m.entries()),
         }
     }
 

@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 use bytes::Bytes;
 use hashbrown::HashTable;
 
-use crate::dense::{grow_quarter, hash_bytes};
+use crate::dense::{hash_bytes, ChunkVec};
 use crate::small_bytes::SmallBytes;
 
 const NIL: u32 = u32::MAX;
@@ -37,10 +37,10 @@ pub fn cmp_entry(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
 pub struct ZSetValue {
     /// member → position in `nodes`, hashed by the node's member.
     dict: HashTable<u32>,
-    /// Dense: removal moves the last node into the hole (repointing its parent and
-    /// its `dict` slot), so ZSCAN can walk positions downwards with SCAN's
-    /// guarantee, as for the other collections.
-    nodes: Vec<Node>,
+    /// Dense (chunked, see `ChunkVec`): removal moves the last node into the hole
+    /// (repointing its parent and its `dict` slot), so ZSCAN can walk positions
+    /// downwards with SCAN's guarantee, as for the other collections.
+    nodes: ChunkVec<Node>,
     root: u32,
     rng: u64,
     skiplist: bool,
@@ -52,7 +52,7 @@ impl Default for ZSetValue {
     fn default() -> Self {
         ZSetValue {
             dict: HashTable::new(),
-            nodes: Vec::new(),
+            nodes: ChunkVec::new(),
             root: NIL,
             rng: 0x9E37_79B9_7F4A_7C15,
             skiplist: false,
@@ -113,7 +113,7 @@ impl ZSetValue {
             .iter()
             .map(|n| n.member.heap_size())
             .sum::<usize>()
-            + self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.nodes.allocation_size()
             + self.dict.allocation_size()
     }
 
@@ -276,7 +276,6 @@ impl ZSetValue {
             .expect("a sorted set holds fewer than u32::MAX members");
         self.max_member_len = self.max_member_len.max(member.len());
         let prio = self.rand();
-        grow_quarter(&mut self.nodes);
         self.nodes.push(Node {
             score,
             member: SmallBytes::from(member),
@@ -316,9 +315,9 @@ impl ZSetValue {
                 max_member_len: self.max_member_len,
                 ..ZSetValue::default()
             };
-        } else if self.nodes.capacity() > 64 && self.nodes.len() < self.nodes.capacity() / 4 {
-            // Give back memory after large removals (ZREMRANGE…, ZPOP).
-            self.nodes.shrink_to(self.nodes.len() * 5 / 4);
+        } else if self.dict.capacity() > 64 && self.nodes.len() < self.dict.capacity() / 4 {
+            // After large removals (ZREMRANGE…, ZPOP) the index shrinks too (the
+            // arena gives back each chunk as it empties).
             let nodes = &self.nodes;
             self.dict
                 .shrink_to(nodes.len(), |&i| hash_bytes(&nodes[i as usize].member));
