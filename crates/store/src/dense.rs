@@ -426,7 +426,7 @@ mod tests {
             // Keys short and long (inline and heap), from a small range so that
             // replacements and removals of present keys are frequent.
             let n: u32 = rng.gen_range(0..500);
-            let key = if n % 3 == 0 {
+            let key = if n.is_multiple_of(3) {
                 format!("a-long-key-that-does-not-fit-inline-{n}").into_bytes()
             } else {
                 format!("k{n}").into_bytes()

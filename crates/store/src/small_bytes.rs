@@ -171,8 +171,9 @@ mod tests {
         let h = ahash::RandomState::with_seeds(1, 2, 3, 4);
         let a = SmallBytes::from(&b"abc"[..]);
         assert_eq!(h.hash_one(&a), h.hash_one(&b"abc"[..]));
-        let long = vec![b'z'; 40];
-        assert!(a < SmallBytes::from(&long[..]));
+        let long = [b'z'; 40];
+        let long_small = SmallBytes::from(&long[..]);
+        assert!(a < long_small);
         assert!(SmallBytes::new() < a);
         assert_eq!(
             h.hash_one(SmallBytes::from(&long[..])),

@@ -94,15 +94,6 @@ pub struct Entry {
     pub access: u32,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn value_and_entry_stay_small() {
-        assert_eq!(std::mem::size_of::<super::Value>(), 40);
-        assert_eq!(std::mem::size_of::<super::Entry>(), 56);
-    }
-}
-
 impl Entry {
     pub fn new(value: Value) -> Self {
         Entry {
@@ -121,5 +112,14 @@ impl Entry {
 
     pub fn is_expired(&self, now: u64) -> bool {
         self.expire_at != 0 && self.expire_at <= now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn value_and_entry_stay_small() {
+        assert_eq!(std::mem::size_of::<super::Value>(), 40);
+        assert_eq!(std::mem::size_of::<super::Entry>(), 56);
     }
 }

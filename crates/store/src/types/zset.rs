@@ -621,7 +621,7 @@ mod tests {
         let mut scores: HashMap<Vec<u8>, i64> = HashMap::new();
         for step in 0..6000 {
             let n: u32 = rng.gen_range(0..300);
-            let m = if n % 4 == 0 {
+            let m = if n.is_multiple_of(4) {
                 format!("a-member-long-enough-for-the-heap-{n}").into_bytes()
             } else {
                 format!("m{n}").into_bytes()
