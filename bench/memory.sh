@@ -49,7 +49,7 @@ start_tidewire() {
   ./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports \
     --data-dir "$work/tw-$1" --log-level warn >"$work/tw-$1.out" 2>/dev/null &
   pids+=($!); TW_PID=$!
-  for _ in $(seq 1 100); do grep -q LISTENING "$work/tw-$1.out" && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -qs LISTENING "$work/tw-$1.out" && break; sleep 0.1; done
   TW_PORT="$(grep -o 'resp=[0-9]*' "$work/tw-$1.out" | cut -d= -f2)"
 }
 start_redis() {

@@ -4,9 +4,10 @@
 //! Why not `IndexMap`: when its entries `Vec` fills up it reserves up to the index
 //! table's capacity, so the entries (the big part: key + value) are as oversized as
 //! the hash table (up to 2.3× at its lowest load), and the table stores a
-//! `usize` plus the full hash per slot. Here the entries grow by 1.25× at a time
-//! and the table holds only a `u32` position per slot (hashes are recomputed from
-//! the keys when the table grows).
+//! `usize` plus the full hash per slot. Here the entries live in a [`ChunkVec`]
+//! (fixed chunks: no slack beyond the last chunk, no reallocation) and the table
+//! holds only a `u32` position per slot (hashes are recomputed from the keys when
+//! the table grows).
 //!
 //! Positions are dense (`0..len`) and `swap_remove` moves the last entry into the
 //! hole, so a cursor that walks positions downwards (SCAN, HSCAN, SSCAN) sees every

@@ -23,7 +23,7 @@ pub const NUM_DBS: usize = 16;
 pub const NUM_SHARDS: usize = 256;
 const SHARD_BITS: u32 = NUM_SHARDS.trailing_zeros();
 
-/// Keys inline when short, entries grown by a quarter: see `dense` and `small_bytes`.
+/// Keys inline when short, entries in fixed chunks: see `dense` and `small_bytes`.
 pub type Map = DenseMap<SmallBytes, Entry>;
 pub type KeySet = DenseSet<SmallBytes>;
 
