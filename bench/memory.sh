@@ -4,8 +4,9 @@
 #   hashes  1M small hashes   HSET h:<i> name <i> age <i%100>
 #   zset    one sorted set of 1M members
 #   set     one set of 1M members
+#   strings 1M plain strings  SET key:<i> value<i>
 # Prints RSS in MiB and the ratio tidewire/redis (target <= 1.2).
-# Usage: bench/memory.sh [count]   (default 1000000)
+# Usage: bench/memory.sh [count]   (default 1000000; KINDS="zset set" picks datasets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT="${1:-1000000}"
@@ -35,6 +36,8 @@ def cmd(*a):
 for i in range(n):
     if kind == "hashes":
         cmd("HSET", "h:%d" % i, "name", "user%d" % i, "age", i % 100)
+    elif kind == "strings":
+        cmd("SET", "key:%d" % i, "value%d" % i)
     elif kind == "zset":
         cmd("ZADD", "z", i, "member:%d" % i)
     else:
@@ -46,7 +49,7 @@ start_tidewire() {
   ./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports \
     --data-dir "$work/tw-$1" --log-level warn >"$work/tw-$1.out" 2>/dev/null &
   pids+=($!); TW_PID=$!
-  for _ in $(seq 1 100); do grep -q LISTENING "$work/tw-$1.out" && break; sleep 0.1; done
+  for _ in $(seq 1 100); do grep -qs LISTENING "$work/tw-$1.out" && break; sleep 0.1; done
   TW_PORT="$(grep -o 'resp=[0-9]*' "$work/tw-$1.out" | cut -d= -f2)"
 }
 start_redis() {
@@ -58,7 +61,7 @@ start_redis() {
 
 printf '\n%-8s %10s | %14s %11s | %7s\n' dataset count "tidewire MiB" "redis MiB" ratio
 printf '%s\n' "------------------------------------------------------------"
-for kind in hashes zset set; do
+for kind in ${KINDS:-hashes zset set strings}; do
   gen "$kind" > "$work/$kind.resp"
   start_tidewire "$kind"; base_tw=$(rss_mib "$TW_PID")
   redis-cli -p "$TW_PORT" --pipe < "$work/$kind.resp" >/dev/null

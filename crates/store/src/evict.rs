@@ -311,7 +311,7 @@ fn pick(
             for _ in 0..samples.min(n) {
                 let i = rng.gen_range(0..n);
                 let (key, entry) = if policy.volatile() {
-                    let Some(k) = part.expires.get_index(i) else {
+                    let Some((k, _)) = part.expires.get_index(i) else {
                         continue;
                     };
                     let Some(e) = part.map.get(k) else {
@@ -337,7 +337,7 @@ fn pick(
                     score
                 };
                 if best.as_ref().is_none_or(|b| score > b.0) {
-                    best = Some((score, shard, db, key.clone()));
+                    best = Some((score, shard, db, key.to_bytes()));
                 }
             }
         }

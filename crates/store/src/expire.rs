@@ -33,7 +33,7 @@ pub fn active_expire_cycle(store: &Store) -> u64 {
                 let mut due = Vec::new();
                 for _ in 0..SAMPLE.min(n) {
                     let i = rng.gen_range(0..n);
-                    if let Some(key) = part.expires.get_index(i) {
+                    if let Some((key, _)) = part.expires.get_index(i) {
                         if part.map.get(key).is_some_and(|e| e.is_expired(now)) {
                             due.push(key.clone());
                         }

@@ -11,19 +11,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use indexmap::{IndexMap, IndexSet};
 use parking_lot::ArcMutexGuard;
 use parking_lot::{Mutex, RawMutex};
 
+use crate::dense::{DenseMap, DenseSet};
 use crate::persistence::capture::Capture;
+use crate::small_bytes::SmallBytes;
 use crate::value::Entry;
 
 pub const NUM_DBS: usize = 16;
 pub const NUM_SHARDS: usize = 256;
 const SHARD_BITS: u32 = NUM_SHARDS.trailing_zeros();
 
-pub type Map = IndexMap<Bytes, Entry, ahash::RandomState>;
-pub type KeySet = IndexSet<Bytes, ahash::RandomState>;
+/// Keys inline when short, entries in fixed chunks: see `dense` and `small_bytes`.
+pub type Map = DenseMap<SmallBytes, Entry>;
+pub type KeySet = DenseSet<SmallBytes>;
 
 /// Fixed seeds: shard placement must not change between runs of the same binary
 /// only for reproducibility of tests; it is never persisted.
@@ -44,19 +46,8 @@ pub struct DbShard {
 }
 
 impl DbShard {
-    pub fn insert(&mut self, key: Bytes, mut entry: Entry) -> Option<Entry> {
-        if crate::evict::lfu_mode() {
-            // An overwritten key keeps its access frequency, as in Redis.
-            if let Some(old) = self.map.get(&key) {
-                entry.access = old.access;
-            }
-        }
-        if entry.expire_at != 0 {
-            self.expires.insert(key.clone());
-        } else if !self.expires.is_empty() {
-            self.expires.swap_remove(&key[..]);
-        }
-        self.map.insert(key, entry)
+    pub fn insert(&mut self, key: Bytes, entry: Entry) -> Option<Entry> {
+        self.upsert(&key, entry)
     }
 
     /// Inserts or replaces by a borrowed key: an existing key is updated in place, so
@@ -71,15 +62,15 @@ impl DbShard {
             let new_ttl_key = (has_ttl && !had_ttl).then(|| k.clone());
             let old = std::mem::replace(slot, entry);
             if let Some(k) = new_ttl_key {
-                self.expires.insert(k);
+                self.expires.insert(k, ());
             } else if had_ttl && !has_ttl {
                 self.expires.swap_remove(key);
             }
             return Some(old);
         }
-        let owned = Bytes::copy_from_slice(key);
+        let owned = SmallBytes::from(key);
         if entry.expire_at != 0 {
-            self.expires.insert(owned.clone());
+            self.expires.insert(owned.clone(), ());
         }
         self.map.insert(owned, entry)
     }
@@ -101,7 +92,7 @@ impl DbShard {
         e.expire_at = at;
         if at != 0 && !had {
             let k = k.clone();
-            self.expires.insert(k);
+            self.expires.insert(k, ());
         } else if at == 0 && had {
             self.expires.swap_remove(key);
         }
@@ -396,7 +387,7 @@ impl Locked {
         if let Some((k, _)) = shard.dbs[db]
             .map
             .get_key_value(key)
-            .map(|(k, v)| (k.clone(), v.expire_at))
+            .map(|(k, v)| (k.to_bytes(), v.expire_at))
         {
             shard.dbs[db].remove(key);
             shard.expired_keys += 1;
@@ -433,7 +424,7 @@ impl Locked {
         start: u64,
         count: usize,
         now: u64,
-        mut visit: impl FnMut(&Bytes, &Entry),
+        mut visit: impl FnMut(&[u8], &Entry),
     ) -> u64 {
         assert!(self.all, "SCAN needs every shard");
         let (mut shard, mut remaining) = if start == 0 {

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod command;
 pub mod config;
 pub mod counter;
+pub mod dense;
 pub mod error;
 pub mod evict;
 pub mod exec;
@@ -27,6 +28,7 @@ pub mod num;
 pub mod persistence;
 pub mod pubsub;
 pub mod slowlog;
+pub mod small_bytes;
 #[doc(hidden)]
 pub mod testkit;
 pub mod types;

@@ -10,8 +10,10 @@ use crate::types::{hash::HashValue, list::ListValue, set::SetValue, zset::ZSetVa
 pub enum Value {
     Str(Bytes),
     List(Box<ListValue>),
-    Hash(Box<HashValue>),
-    Set(Box<SetValue>),
+    /// Unboxed: `Value` is 40 bytes for `Bytes` anyway and a small hash or set fits
+    /// in that, which saves one allocation per key.
+    Hash(HashValue),
+    Set(SetValue),
     ZSet(Box<ZSetValue>),
 }
 
@@ -110,5 +112,14 @@ impl Entry {
 
     pub fn is_expired(&self, now: u64) -> bool {
         self.expire_at != 0 && self.expire_at <= now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn value_and_entry_stay_small() {
+        assert_eq!(std::mem::size_of::<super::Value>(), 40);
+        assert_eq!(std::mem::size_of::<super::Entry>(), 56);
     }
 }

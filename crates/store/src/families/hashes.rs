@@ -87,7 +87,7 @@ fn hash_for_write<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut HashVa
         ctx.ks.insert(
             db,
             Bytes::copy_from_slice(key),
-            Entry::new(Value::Hash(Box::default())),
+            Entry::new(Value::Hash(HashValue::default())),
         );
     }
     match ctx.ks.get_mut(db, key, now) {

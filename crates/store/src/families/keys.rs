@@ -302,7 +302,7 @@ fn keys_(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     for part in ctx.ks.db_parts(db) {
         for (k, e) in part.map.iter() {
             if !e.is_expired(now) && (all || glob_match(pattern, k, false)) {
-                out.push(Reply::Bulk(k.clone()));
+                out.push(Reply::Bulk(k.to_bytes()));
             }
         }
     }
@@ -399,7 +399,7 @@ fn scan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 return;
             }
         }
-        out.push(Reply::Bulk(k.clone()));
+        out.push(Reply::Bulk(Bytes::copy_from_slice(k)));
     });
     Ok(scan_reply(next, out))
 }
@@ -418,7 +418,7 @@ fn randomkey(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         for part in ctx.ks.db_parts(db) {
             if pick < part.map.len() {
                 let (k, e) = part.map.get_index(pick).expect("index in range");
-                found = Some((k.clone(), e.is_expired(now)));
+                found = Some((k.to_bytes(), e.is_expired(now)));
                 break;
             }
             pick -= part.map.len();
@@ -556,7 +556,7 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 for part in ctx.ks.db_parts(db) {
                     for (k, e) in part.map.iter() {
                         if matches!(e.value, Value::List(_) | Value::ZSet(_)) {
-                            ready.push((db, k.clone()));
+                            ready.push((db, k.to_bytes()));
                         }
                     }
                 }
@@ -593,7 +593,7 @@ fn touch_watchers_for_swap(ctx: &mut Ctx<'_>, a: usize, b: usize) {
                 part.map
                     .iter()
                     .filter(|(_, e)| !e.is_expired(now))
-                    .map(|(k, _)| k.clone()),
+                    .map(|(k, _)| k.to_bytes()),
             );
         }
     }

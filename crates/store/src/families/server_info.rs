@@ -264,7 +264,7 @@ fn section(store: &Store, name: &str, o: &mut String) {
                 for part in ks.db_parts(db) {
                     keys += part.map.len();
                     expires += part.expires.len();
-                    for k in part.expires.iter().take(TTL_SAMPLE) {
+                    for k in part.expires.keys().take(TTL_SAMPLE) {
                         if let Some(e) = part.map.get(k) {
                             if e.expire_at > now {
                                 ttl_sum += e.expire_at - now;

@@ -123,7 +123,7 @@ fn sadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             ctx.ks.insert(
                 db,
                 Bytes::copy_from_slice(key),
-                Entry::new(Value::Set(Box::new(fresh))),
+                Entry::new(Value::Set(fresh)),
             );
             write_set(ctx, key)?.expect("just inserted")
         }
@@ -337,7 +337,7 @@ fn smove(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         ctx.ks.insert(
             db,
             Bytes::copy_from_slice(dst),
-            Entry::new(Value::Set(Box::default())),
+            Entry::new(Value::Set(SetValue::default())),
         );
     }
     if write_set(ctx, dst)?.expect("exists").add(m, lim) {
@@ -373,7 +373,7 @@ fn compute(
             Some(Entry {
                 value: Value::Set(s),
                 ..
-            }) => Some(&**s),
+            }) => Some(s),
             _ => None,
         })
         .collect();
@@ -448,11 +448,8 @@ fn algebra_store(ctx: &mut Ctx<'_>, args: &mut Args<'_>, op: Op, event: &'static
     let lim = limits(ctx);
     let set = SetValue::from_members(members.iter().map(|m| &m[..]), lim);
     let n = set.len();
-    ctx.ks.insert(
-        db,
-        Bytes::copy_from_slice(dst),
-        Entry::new(Value::Set(Box::new(set))),
-    );
+    ctx.ks
+        .insert(db, Bytes::copy_from_slice(dst), Entry::new(Value::Set(set)));
     ctx.dirty(1);
     ctx.notify(notify::SET, event, dst);
     Ok(Reply::Int(n as i64))

@@ -74,7 +74,7 @@ fn sort_input(v: &Value, reverse: bool) -> Result<Vec<Bytes>, CmdError> {
     let mut out: Vec<Bytes> = match v {
         Value::List(l) => l.iter().cloned().collect(),
         Value::Set(s) => return Ok(s.iter().map(member_bytes).collect()),
-        Value::ZSet(z) => z.iter().map(|(m, _)| m.clone()).collect(),
+        Value::ZSet(z) => z.iter().map(|(m, _)| Bytes::copy_from_slice(m)).collect(),
         Value::Str(_) | Value::Hash(_) => return Err(CmdError::WrongType),
     };
     if reverse {

@@ -632,7 +632,7 @@ fn select(z: &ZSetValue, r: &RangeReq, bounds: &ParsedRange) -> Vec<(Bytes, f64)
                 return z
                     .iter_from(s, r.rev)
                     .take(e + 1 - s)
-                    .map(|(m, s)| (m.clone(), s))
+                    .map(|(m, s)| (Bytes::copy_from_slice(m), s))
                     .collect()
             }
             None => return Vec::new(),
@@ -660,7 +660,7 @@ fn select(z: &ZSetValue, r: &RangeReq, bounds: &ParsedRange) -> Vec<(Bytes, f64)
     };
     z.iter_from(first, r.rev)
         .take(take)
-        .map(|(m, s)| (m.clone(), s))
+        .map(|(m, s)| (Bytes::copy_from_slice(m), s))
         .collect()
 }
 
@@ -994,7 +994,9 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             return Ok(Reply::Null);
         };
         let r = rand::thread_rng().gen_range(0..z.len());
-        return Ok(z.at(r).map_or(Reply::Null, |(m, _)| Reply::Bulk(m.clone())));
+        return Ok(z
+            .at(r)
+            .map_or(Reply::Null, |(m, _)| Reply::Bulk(Bytes::copy_from_slice(m))));
     };
     if !(-(i64::MAX / 2)..=i64::MAX / 2).contains(&count) {
         return Err(CmdError::err("value is out of range"));
@@ -1006,14 +1008,19 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let mut rng = rand::thread_rng();
     let items: Vec<(Bytes, f64)> = if count < 0 {
         (0..count.unsigned_abs())
-            .filter_map(|_| z.at(rng.gen_range(0..len)).map(|(m, s)| (m.clone(), s)))
+            .filter_map(|_| {
+                z.at(rng.gen_range(0..len))
+                    .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+            })
             .collect()
     } else if count as usize >= len {
-        z.iter().map(|(m, s)| (m.clone(), s)).collect()
+        z.iter()
+            .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+            .collect()
     } else {
         rand::seq::index::sample(&mut rng, len, count as usize)
             .into_iter()
-            .filter_map(|i| z.at(i).map(|(m, s)| (m.clone(), s)))
+            .filter_map(|i| z.at(i).map(|(m, s)| (Bytes::copy_from_slice(m), s)))
             .collect()
     };
     Ok(scored_reply(ctx, items, withscores, resp3))
@@ -1045,9 +1052,9 @@ fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let mut out = Vec::new();
     let mut next = 0;
     if let Some(z) = zset_read(ctx, key)? {
-        let mut emit = |m: &Bytes, s: f64| {
+        let mut emit = |m: &[u8], s: f64| {
             if pattern.is_none_or(|p| crate::glob::glob_match(p, m, false)) {
-                out.push(Reply::Bulk(m.clone()));
+                out.push(Reply::Bulk(Bytes::copy_from_slice(m)));
                 out.push(Reply::Bulk(Bytes::from(tidewire_resp::format_double(s))));
             }
         };
@@ -1138,7 +1145,10 @@ fn parse_algebra(
             Some(Entry {
                 value: Value::ZSet(z),
                 ..
-            }) => z.iter().map(|(m, s)| (m.clone(), s)).collect(),
+            }) => z
+                .iter()
+                .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+                .collect(),
             // A plain set counts as a sorted set whose members all score 1, as in Redis.
             Some(Entry {
                 value: Value::Set(set),
@@ -1224,7 +1234,9 @@ fn compute(req: &AlgebraReq, op: SetOp) -> Vec<(Bytes, f64)> {
                     }
                 }
             }
-            acc.into_iter().map(|(m, s)| (m.clone(), s)).collect()
+            acc.into_iter()
+                .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+                .collect()
         }
         SetOp::Inter => {
             let lookups: Vec<HashMap<&Bytes, f64, ahash::RandomState>> = req

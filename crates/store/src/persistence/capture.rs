@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use crate::small_bytes::SmallBytes;
 use parking_lot::Mutex;
 
 use crate::keyspace::{Keyspace, Shard, NUM_SHARDS};
 use crate::value::Entry;
 
 /// One shard's keys at the cut, per database.
-pub type ShardCopy = Vec<Vec<(Bytes, Entry)>>;
+pub type ShardCopy = Vec<Vec<(SmallBytes, Entry)>>;
 
 pub struct Capture {
     pending: Vec<AtomicBool>,

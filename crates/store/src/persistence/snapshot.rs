@@ -60,6 +60,7 @@ pub fn write_capture<W: Write>(ks: &Keyspace, cap: &Capture, w: W) -> std::io::R
                 if entry.is_expired(cap.cut_ms) {
                     continue;
                 }
+                let key = key.to_bytes();
                 let cmds = entry.value.rewrite_commands(&key);
                 if cmds.is_empty() {
                     // Collections are never empty in the keyspace: a type that cannot

@@ -5,13 +5,14 @@
 //! (`hashtable`), and never go back, as in Redis.
 
 use bytes::Bytes;
-use indexmap::IndexMap;
 use rand::Rng;
 
 use super::pack::Pack;
 use crate::config::{Config, Limit};
+use crate::dense::DenseMap;
+use crate::small_bytes::SmallBytes;
 
-type Map = IndexMap<Bytes, Bytes, ahash::RandomState>;
+type Map = DenseMap<SmallBytes, SmallBytes>;
 
 /// The thresholds that decide between the compact and the map encoding.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +61,7 @@ impl PartialEq for HashValue {
 
 pub enum HashIter<'a> {
     Pack(super::pack::PackIter<'a>),
-    Map(indexmap::map::Iter<'a, Bytes, Bytes>),
+    Map(crate::dense::ChunkIter<'a, (SmallBytes, SmallBytes)>),
 }
 
 impl<'a> Iterator for HashIter<'a> {
@@ -101,8 +102,10 @@ impl HashValue {
         match self {
             HashValue::Pack(p) => p.mem_usage() + 16,
             HashValue::Map(m) => {
-                m.iter().map(|(f, v)| f.len() + v.len()).sum::<usize>()
-                    + m.capacity() * (2 * std::mem::size_of::<Bytes>() + 16)
+                m.iter()
+                    .map(|(f, v)| f.heap_size() + v.heap_size())
+                    .sum::<usize>()
+                    + m.allocation_size()
             }
         }
     }
@@ -110,7 +113,7 @@ impl HashValue {
     pub fn iter(&self) -> HashIter<'_> {
         match self {
             HashValue::Pack(p) => HashIter::Pack(p.iter()),
-            HashValue::Map(m) => HashIter::Map(m.iter()),
+            HashValue::Map(m) => HashIter::Map(m.entries()),
         }
     }
 
@@ -136,10 +139,10 @@ impl HashValue {
 
     fn convert_to_map(&mut self) {
         if let HashValue::Pack(p) = self {
-            let mut m = Map::with_capacity_and_hasher(p.len() / 2 + 1, Default::default());
+            let mut m = Map::with_capacity(p.len() / 2 + 1);
             let mut it = p.iter();
             while let (Some(f), Some(v)) = (it.next(), it.next()) {
-                m.insert(Bytes::copy_from_slice(f), Bytes::copy_from_slice(v));
+                m.insert(SmallBytes::from(f), SmallBytes::from(v));
             }
             *self = HashValue::Map(Box::new(m));
         }
@@ -183,10 +186,10 @@ impl HashValue {
             }
             HashValue::Map(m) => {
                 if let Some(v) = m.get_mut(field) {
-                    *v = Bytes::copy_from_slice(value);
+                    *v = SmallBytes::from(value);
                     false
                 } else {
-                    m.insert(Bytes::copy_from_slice(field), Bytes::copy_from_slice(value));
+                    m.insert(SmallBytes::from(field), SmallBytes::from(value));
                     true
                 }
             }
@@ -329,7 +332,7 @@ mod tests {
 
     #[test]
     fn small_hash_is_small() {
-        // The value is boxed in `Value`; keep the common compact case to one Vec.
+        // Stored unboxed in `Value` (40 bytes): the compact case must fit in 32.
         assert!(std::mem::size_of::<HashValue>() <= 32);
         assert!(std::mem::size_of::<super::super::set::SetValue>() <= 32);
     }

@@ -1,13 +1,45 @@
-//! `Pack`: a compact sequence of byte strings in one allocation, in the spirit of
+//! `Pack`: a compact sequence of byte strings in one buffer, in the spirit of
 //! Redis's listpack. Each entry is a LEB128 length followed by its bytes, so a small
 //! hash or set costs one heap block instead of one per field. Lookups are linear,
 //! which is what Redis does too below its `*-max-listpack-entries` thresholds.
+//! A pack of at most [`INLINE`] bytes lives inside the value itself (no heap block
+//! at all): `Value` is 40 bytes for `Bytes` anyway, and tiny hashes such as
+//! `{name: user1, age: 42}` are a common shape for millions of keys.
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Pack {
-    buf: Vec<u8>,
-    len: u32,
+/// Encoded bytes held inline: what fits beside the counters in 32 bytes.
+pub const INLINE: usize = 29;
+
+#[derive(Debug, Clone)]
+pub enum Pack {
+    Inline {
+        count: u8,
+        used: u8,
+        data: [u8; INLINE],
+    },
+    Heap {
+        buf: Vec<u8>,
+        count: u32,
+    },
 }
+
+impl Default for Pack {
+    fn default() -> Self {
+        Pack::Inline {
+            count: 0,
+            used: 0,
+            data: [0; INLINE],
+        }
+    }
+}
+
+/// Equal content is equal whichever way it is stored.
+impl PartialEq for Pack {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Pack {}
 
 /// One entry's place in the buffer: `start..end` covers the length prefix and data.
 #[derive(Debug, Clone, Copy)]
@@ -16,21 +48,20 @@ pub struct Span {
     pub end: usize,
 }
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
+/// The LEB128 encoding of an entry's length: the buffer and how much of it is used.
+fn len_prefix(mut n: usize) -> ([u8; 10], usize) {
+    let mut out = [0u8; 10];
+    let mut i = 0;
     loop {
         let b = (n & 0x7f) as u8;
         n >>= 7;
         if n == 0 {
-            out.push(b);
-            return;
+            out[i] = b;
+            return (out, i + 1);
         }
-        out.push(b | 0x80);
+        out[i] = b | 0x80;
+        i += 1;
     }
-}
-
-fn encoded_len(n: usize) -> usize {
-    let bits = usize::BITS - n.leading_zeros();
-    (bits.max(1) as usize).div_ceil(7)
 }
 
 impl Pack {
@@ -39,43 +70,105 @@ impl Pack {
     }
 
     pub fn len(&self) -> usize {
-        self.len as usize
+        match self {
+            Pack::Inline { count, .. } => *count as usize,
+            Pack::Heap { count, .. } => *count as usize,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// Bytes held, including the spare capacity.
+    /// The encoded entries.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Pack::Inline { used, data, .. } => &data[..*used as usize],
+            Pack::Heap { buf, .. } => buf,
+        }
+    }
+
+    /// Heap bytes held, including the spare capacity.
     pub fn mem_usage(&self) -> usize {
-        self.buf.capacity()
+        match self {
+            Pack::Inline { .. } => 0,
+            Pack::Heap { buf, .. } => buf.capacity(),
+        }
+    }
+
+    fn set_count(&mut self, n: usize) {
+        match self {
+            Pack::Inline { count, .. } => *count = n as u8,
+            Pack::Heap { count, .. } => *count = n as u32,
+        }
+    }
+
+    /// Replaces `start..end` of the encoded bytes with `prefix` + `data` (one
+    /// entry, or nothing), staying inline while the result fits and moving to an
+    /// exactly sized heap buffer otherwise.
+    fn splice(&mut self, start: usize, end: usize, prefix: &[u8], data: &[u8]) {
+        let add = prefix.len() + data.len();
+        match self {
+            Pack::Inline {
+                count,
+                used,
+                data: inline,
+            } => {
+                let old = *used as usize;
+                let new = old - (end - start) + add;
+                if new <= INLINE {
+                    inline.copy_within(end..old, start + add);
+                    inline[start..start + prefix.len()].copy_from_slice(prefix);
+                    inline[start + prefix.len()..start + add].copy_from_slice(data);
+                    *used = new as u8;
+                    return;
+                }
+                let mut buf = Vec::with_capacity(new);
+                buf.extend_from_slice(&inline[..start]);
+                buf.extend_from_slice(prefix);
+                buf.extend_from_slice(data);
+                buf.extend_from_slice(&inline[end..old]);
+                let count = *count as u32;
+                *self = Pack::Heap { buf, count };
+            }
+            Pack::Heap { buf, .. } => {
+                if end == start && start == buf.len() {
+                    // Exact growth, as a listpack reallocates: small collections
+                    // are the common case and doubling would waste up to half.
+                    buf.reserve_exact(add);
+                    buf.extend_from_slice(prefix);
+                    buf.extend_from_slice(data);
+                } else {
+                    buf.splice(start..end, prefix.iter().chain(data).copied());
+                }
+            }
+        }
     }
 
     pub fn push(&mut self, s: &[u8]) {
-        // Exact growth, as a listpack reallocates: small collections are the
-        // common case and doubling would waste up to half of each one.
-        self.buf.reserve_exact(s.len() + encoded_len(s.len()));
-        put_len(&mut self.buf, s.len());
-        self.buf.extend_from_slice(s);
-        self.len += 1;
+        let (prefix, n) = len_prefix(s.len());
+        let end = self.bytes().len();
+        self.splice(end, end, &prefix[..n], s);
+        self.set_count(self.len() + 1);
     }
 
     pub fn iter(&self) -> PackIter<'_> {
         PackIter {
-            buf: &self.buf,
+            buf: self.bytes(),
             pos: 0,
         }
     }
 
     /// Entries with their spans, for in-place edits.
     pub fn spans(&self) -> impl Iterator<Item = (Span, &[u8])> + '_ {
+        let buf = self.bytes();
         let mut pos = 0;
         std::iter::from_fn(move || {
-            if pos >= self.buf.len() {
+            if pos >= buf.len() {
                 return None;
             }
             let start = pos;
-            let (data, next) = read_at(&self.buf, pos);
+            let (data, next) = read_at(buf, pos);
             pos = next;
             Some((Span { start, end: next }, data))
         })
@@ -87,20 +180,20 @@ impl Pack {
 
     /// Removes the entries covered by `start..end` (whole entries), `count` of them.
     pub fn remove_span(&mut self, start: usize, end: usize, count: usize) {
-        self.buf.drain(start..end);
-        self.len -= count as u32;
+        self.splice(start, end, &[], &[]);
+        self.set_count(self.len() - count);
     }
 
     /// Replaces one entry's bytes.
     pub fn replace(&mut self, span: Span, s: &[u8]) {
-        let mut enc = Vec::with_capacity(s.len() + 4);
-        put_len(&mut enc, s.len());
-        enc.extend_from_slice(s);
-        self.buf.splice(span.start..span.end, enc);
+        let (prefix, n) = len_prefix(s.len());
+        self.splice(span.start, span.end, &prefix[..n], s);
     }
 
     pub fn shrink_to_fit(&mut self) {
-        self.buf.shrink_to_fit();
+        if let Pack::Heap { buf, .. } = self {
+            buf.shrink_to_fit();
+        }
     }
 }
 
@@ -141,6 +234,10 @@ impl<'a> Iterator for PackIter<'a> {
 mod tests {
     use super::*;
 
+    fn encoded_len(n: usize) -> usize {
+        len_prefix(n).1
+    }
+
     #[test]
     fn push_iter_remove_replace() {
         let mut p = Pack::new();
@@ -161,5 +258,47 @@ mod tests {
         assert_eq!(encoded_len(0), 1);
         assert_eq!(encoded_len(127), 1);
         assert_eq!(encoded_len(128), 2);
+    }
+
+    #[test]
+    fn inline_until_full_then_heap() {
+        assert_eq!(std::mem::size_of::<Pack>(), 32);
+        let mut p = Pack::new();
+        p.push(b"name");
+        p.push(b"user123456");
+        p.push(b"age");
+        p.push(b"56");
+        assert_eq!(p.mem_usage(), 0, "23 encoded bytes stay inline");
+        let spans: Vec<Span> = p.spans().map(|(s, _)| s).collect();
+        p.replace(spans[3], b"57");
+        assert_eq!(p.get(3), Some(&b"57"[..]));
+        let before = p.clone();
+        p.push(b"city");
+        p.push(b"Lisbon");
+        assert!(
+            p.mem_usage() > 0,
+            "past INLINE bytes the pack moves to the heap"
+        );
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            vec![
+                &b"name"[..],
+                b"user123456",
+                b"age",
+                b"57",
+                b"city",
+                b"Lisbon"
+            ]
+        );
+        let spans: Vec<Span> = p.spans().map(|(s, _)| s).collect();
+        p.remove_span(spans[4].start, spans[5].end, 2);
+        assert_eq!(p, before);
+        // Growing an inline entry past the limit also moves to the heap.
+        let spans: Vec<Span> = p.spans().map(|(s, _)| s).collect();
+        let mut q = before.clone();
+        q.replace(spans[0], &[b'x'; 40]);
+        assert_eq!(q.len(), 4);
+        assert_eq!(q.get(0), Some(&[b'x'; 40][..]));
+        assert_eq!(q.get(1), Some(&b"user123456"[..]));
     }
 }

@@ -8,15 +8,16 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use indexmap::IndexSet;
 use rand::Rng;
 
 use super::hash::scan_positions;
 use super::pack::Pack;
 use crate::config::{Config, Limit};
+use crate::dense::DenseSet;
 use crate::num;
+use crate::small_bytes::SmallBytes;
 
-type Members = IndexSet<Bytes, ahash::RandomState>;
+type Members = DenseSet<SmallBytes>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SetLimits {
@@ -68,7 +69,7 @@ impl PartialEq for SetValue {
 pub enum SetIter<'a> {
     Ints(std::slice::Iter<'a, i64>),
     Pack(super::pack::PackIter<'a>),
-    Map(indexmap::set::Iter<'a, Bytes>),
+    Map(crate::dense::ChunkIter<'a, (SmallBytes, ())>),
 }
 
 impl<'a> Iterator for SetIter<'a> {
@@ -78,7 +79,7 @@ impl<'a> Iterator for SetIter<'a> {
         match self {
             SetIter::Ints(it) => it.next().map(|n| Cow::Owned(int_bytes(*n))),
             SetIter::Pack(it) => it.next().map(Cow::Borrowed),
-            SetIter::Map(it) => it.next().map(|b| Cow::Borrowed(&b[..])),
+            SetIter::Map(it) => it.next().map(|(b, _)| Cow::Borrowed(&b[..])),
         }
     }
 }
@@ -121,8 +122,7 @@ impl SetValue {
             SetValue::Ints(v) => v.capacity() * 8 + 16,
             SetValue::Pack(p) => p.mem_usage() + 16,
             SetValue::Map(m) => {
-                m.iter().map(|b| b.len()).sum::<usize>()
-                    + m.capacity() * (std::mem::size_of::<Bytes>() + 16)
+                m.keys().map(|b| b.heap_size()).sum::<usize>() + m.allocation_size()
             }
         }
     }
@@ -131,7 +131,7 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => SetIter::Ints(v.iter()),
             SetValue::Pack(p) => SetIter::Pack(p.iter()),
-            SetValue::Map(m) => SetIter::Map(m.iter()),
+            SetValue::Map(m) => SetIter::Map(m.entries()),
         }
     }
 
@@ -139,14 +139,14 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => num::parse_i64(m).is_some_and(|n| v.binary_search(&n).is_ok()),
             SetValue::Pack(p) => p.iter().any(|x| x == m),
-            SetValue::Map(s) => s.contains(m),
+            SetValue::Map(s) => s.contains_key(m),
         }
     }
 
     fn convert_to_map(&mut self, extra: usize) {
-        let mut s = Members::with_capacity_and_hasher(self.len() + extra, Default::default());
+        let mut s = Members::with_capacity(self.len() + extra);
         for m in self.iter() {
-            s.insert(member_bytes(m));
+            s.insert(SmallBytes::from(&m[..]), ());
         }
         *self = SetValue::Map(Box::new(s));
     }
@@ -199,10 +199,10 @@ impl SetValue {
                 self.add(m, limits)
             }
             SetValue::Map(s) => {
-                if s.contains(m) {
+                if s.contains_key(m) {
                     false
                 } else {
-                    s.insert(Bytes::copy_from_slice(m));
+                    s.insert(SmallBytes::from(m), ());
                     true
                 }
             }
@@ -229,7 +229,7 @@ impl SetValue {
                     None => false,
                 }
             }
-            SetValue::Map(s) => s.swap_remove(m),
+            SetValue::Map(s) => s.swap_remove(m).is_some(),
         }
     }
 
@@ -237,7 +237,7 @@ impl SetValue {
         match self {
             SetValue::Ints(v) => v.get(idx).map(|n| Cow::Owned(int_bytes(*n))),
             SetValue::Pack(p) => p.get(idx).map(Cow::Borrowed),
-            SetValue::Map(s) => s.get_index(idx).map(|b| Cow::Borrowed(&b[..])),
+            SetValue::Map(s) => s.get_index(idx).map(|(b, _)| Cow::Borrowed(&b[..])),
         }
     }
 
@@ -262,7 +262,7 @@ impl SetValue {
                 p.remove_span(span.start, span.end, 1);
                 Some(out)
             }
-            SetValue::Map(s) => s.swap_remove_index(idx),
+            SetValue::Map(s) => s.swap_remove_index(idx).map(|(m, _)| m.to_bytes()),
         }
     }
 
@@ -273,7 +273,9 @@ impl SetValue {
             SetValue::Map(s) => {
                 let (idx, next) = scan_positions(s.len(), cursor, count);
                 for i in idx {
-                    f(&s[i]);
+                    if let Some((m, _)) = s.get_index(i) {
+                        f(m);
+                    }
                 }
                 next
             }

@@ -1,20 +1,25 @@
-//! The sorted-set type: a member → score hash map plus an order-statistic treap
-//! over (score, member), so rank, range and count queries are O(log n) + output.
-//! The treap lives in an arena (`Vec` of nodes with a free list): no per-node
-//! allocation and no unsafe. The encoding Redis would report (`listpack` while
-//! within `zset-max-listpack-entries`/`-value`, then `skiplist`) is a flag that
-//! the zset commands update.
+//! The sorted-set type: an order-statistic treap over (score, member), so rank,
+//! range and count queries are O(log n) + output, plus a hash index from member to
+//! node. The treap lives in a dense arena (`Vec` of nodes, no per-node allocation,
+//! no unsafe) and each member is stored once, in its node: the index holds only
+//! the node's `u32` position. The encoding Redis would report (`listpack` while
+//! within `zset-max-listpack-entries`/`-value`, then `skiplist`) is a flag that the
+//! zset commands update.
 
 use std::cmp::Ordering;
 
 use bytes::Bytes;
+use hashbrown::HashTable;
+
+use crate::dense::{hash_bytes, ChunkVec};
+use crate::small_bytes::SmallBytes;
 
 const NIL: u32 = u32::MAX;
 
 #[derive(Debug, Clone)]
 struct Node {
     score: f64,
-    member: Bytes,
+    member: SmallBytes,
     left: u32,
     right: u32,
     prio: u32,
@@ -30,11 +35,12 @@ pub fn cmp_entry(s1: f64, m1: &[u8], s2: f64, m2: &[u8]) -> Ordering {
 
 #[derive(Debug, Clone)]
 pub struct ZSetValue {
-    /// member → score. An `IndexMap` (removal by swap) so ZSCAN can walk it by
-    /// position with SCAN's guarantees.
-    dict: indexmap::IndexMap<Bytes, f64, ahash::RandomState>,
-    nodes: Vec<Node>,
-    free: Vec<u32>,
+    /// member → position in `nodes`, hashed by the node's member.
+    dict: HashTable<u32>,
+    /// Dense (chunked, see `ChunkVec`): removal moves the last node into the hole
+    /// (repointing its parent and its `dict` slot), so ZSCAN can walk positions
+    /// downwards with SCAN's guarantee, as for the other collections.
+    nodes: ChunkVec<Node>,
     root: u32,
     rng: u64,
     skiplist: bool,
@@ -45,9 +51,8 @@ pub struct ZSetValue {
 impl Default for ZSetValue {
     fn default() -> Self {
         ZSetValue {
-            dict: Default::default(),
-            nodes: Vec::new(),
-            free: Vec::new(),
+            dict: HashTable::new(),
+            nodes: ChunkVec::new(),
             root: NIL,
             rng: 0x9E37_79B9_7F4A_7C15,
             skiplist: false,
@@ -58,7 +63,12 @@ impl Default for ZSetValue {
 
 impl PartialEq for ZSetValue {
     fn eq(&self, other: &Self) -> bool {
-        self.dict == other.dict
+        self.len() == other.len()
+            && self.nodes.iter().all(|n| {
+                other
+                    .score(&n.member)
+                    .is_some_and(|s| s == n.score || (s.is_nan() && n.score.is_nan()))
+            })
     }
 }
 
@@ -68,11 +78,11 @@ impl ZSetValue {
     }
 
     pub fn len(&self) -> usize {
-        self.dict.len()
+        self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.dict.is_empty()
+        self.nodes.is_empty()
     }
 
     pub fn encoding(&self) -> &'static str {
@@ -99,27 +109,40 @@ impl ZSetValue {
     }
 
     pub fn mem_usage(&self) -> usize {
-        self.dict.keys().map(|m| 2 * m.len() + 64).sum()
+        self.nodes
+            .iter()
+            .map(|n| n.member.heap_size())
+            .sum::<usize>()
+            + self.nodes.allocation_size()
+            + self.dict.allocation_size()
+    }
+
+    fn find(&self, member: &[u8]) -> Option<u32> {
+        let nodes = &self.nodes;
+        self.dict
+            .find(hash_bytes(member), |&i| {
+                &nodes[i as usize].member[..] == member
+            })
+            .copied()
     }
 
     pub fn score(&self, member: &[u8]) -> Option<f64> {
-        self.dict.get(member).copied()
+        self.find(member).map(|i| self.nodes[i as usize].score)
     }
 
     /// One ZSCAN step: visits up to `count` members (in no particular order) and
     /// returns the next cursor, 0 when done. The walk goes from the last position
-    /// down; removal swaps the last member into the hole, which was either visited
+    /// down; removal moves the last node into the hole, which was either visited
     /// already or is still ahead, so every member present for the whole scan is
     /// visited at least once.
-    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&Bytes, f64)) -> u64 {
-        let len = self.dict.len() as u64;
+    pub fn scan(&self, cursor: u64, count: usize, mut f: impl FnMut(&[u8], f64)) -> u64 {
+        let len = self.nodes.len() as u64;
         let mut pos = if cursor == 0 { len } else { cursor.min(len) };
         let mut n = 0;
         while pos > 0 && n < count {
             pos -= 1;
-            if let Some((m, s)) = self.dict.get_index(pos as usize) {
-                f(m, *s);
-            }
+            let node = &self.nodes[pos as usize];
+            f(&node.member, node.score);
             n += 1;
         }
         pos
@@ -168,20 +191,26 @@ impl ZSetValue {
         self.nodes[n as usize].size = 1 + self.size(l) + self.size(r);
     }
 
-    /// Splits `t` into (< key, >= key) where "< key" is decided by `less`.
-    fn split(&mut self, t: u32, less: &dyn Fn(&Node) -> bool) -> (u32, u32) {
+    /// Splits `t` into (before, rest): `before` holds the nodes ordered before node
+    /// `key` (by score, then member), and `key` itself if `inclusive`. The key is a
+    /// node of the arena, so no member is copied for the comparison.
+    fn split(&mut self, t: u32, key: u32, inclusive: bool) -> (u32, u32) {
         if t == NIL {
             return (NIL, NIL);
         }
-        if less(&self.nodes[t as usize]) {
-            let r = self.nodes[t as usize].right;
-            let (a, b) = self.split(r, less);
+        let node = &self.nodes[t as usize];
+        let k = &self.nodes[key as usize];
+        let ord = cmp_entry(node.score, &node.member, k.score, &k.member);
+        let goes_left = ord == Ordering::Less || (inclusive && ord == Ordering::Equal);
+        if goes_left {
+            let r = node.right;
+            let (a, b) = self.split(r, key, inclusive);
             self.nodes[t as usize].right = a;
             self.fix(t);
             (t, b)
         } else {
-            let l = self.nodes[t as usize].left;
-            let (a, b) = self.split(l, less);
+            let l = node.left;
+            let (a, b) = self.split(l, key, inclusive);
             self.nodes[t as usize].left = b;
             self.fix(t);
             (a, t)
@@ -210,76 +239,132 @@ impl ZSetValue {
         }
     }
 
-    fn tree_insert(&mut self, score: f64, member: Bytes) {
-        let prio = self.rand();
-        let node = Node {
-            score,
-            member,
-            left: NIL,
-            right: NIL,
-            prio,
-            size: 1,
-        };
-        let idx = if let Some(i) = self.free.pop() {
-            self.nodes[i as usize] = node;
-            i
-        } else {
-            self.nodes.push(node);
-            (self.nodes.len() - 1) as u32
-        };
-        let (s, m) = (score, self.nodes[idx as usize].member.clone());
-        let (a, b) = self.split(self.root, &|n| {
-            cmp_entry(n.score, &n.member, s, &m) == Ordering::Less
-        });
+    /// Links node `idx` (not in the tree) into the tree by its score and member.
+    fn attach(&mut self, idx: u32) {
+        let n = &mut self.nodes[idx as usize];
+        n.left = NIL;
+        n.right = NIL;
+        n.size = 1;
+        let (a, b) = self.split(self.root, idx, false);
         let left = self.merge(a, idx);
         self.root = self.merge(left, b);
     }
 
-    fn tree_remove(&mut self, score: f64, member: &[u8]) {
-        let (a, b) = self.split(self.root, &|n| {
-            cmp_entry(n.score, &n.member, score, member) == Ordering::Less
-        });
-        let (mid, c) = self.split(b, &|n| {
-            cmp_entry(n.score, &n.member, score, member) != Ordering::Greater
-        });
-        debug_assert_eq!(self.size(mid), 1);
-        if mid != NIL {
-            self.nodes[mid as usize].member = Bytes::new();
-            self.free.push(mid);
-        }
+    /// Unlinks node `idx` from the tree; the node stays in the arena.
+    fn detach(&mut self, idx: u32) {
+        let (a, b) = self.split(self.root, idx, false);
+        let (mid, c) = self.split(b, idx, true);
+        debug_assert_eq!(mid, idx);
         self.root = self.merge(a, c);
     }
 
     /// Sets `member`'s score; returns the old score if it was present.
-    pub fn insert(&mut self, member: Bytes, score: f64) -> Option<f64> {
-        match self.dict.get_mut(&member) {
-            Some(old) => {
-                let prev = *old;
-                if prev != score || prev.is_sign_negative() != score.is_sign_negative() {
-                    *old = score;
-                    self.tree_remove(prev, &member);
-                    self.tree_insert(score, member);
-                }
-                Some(prev)
+    pub fn insert(&mut self, member: impl AsRef<[u8]>, score: f64) -> Option<f64> {
+        let member = member.as_ref();
+        if let Some(idx) = self.find(member) {
+            let prev = self.nodes[idx as usize].score;
+            if prev != score || prev.is_sign_negative() != score.is_sign_negative() {
+                self.detach(idx);
+                self.nodes[idx as usize].score = score;
+                self.attach(idx);
             }
-            None => {
-                self.max_member_len = self.max_member_len.max(member.len());
-                self.dict.insert(member.clone(), score);
-                self.tree_insert(score, member);
-                None
-            }
+            return Some(prev);
         }
+        let idx = u32::try_from(self.nodes.len())
+            .ok()
+            .filter(|&i| i != NIL)
+            .expect("a sorted set holds fewer than u32::MAX members");
+        self.max_member_len = self.max_member_len.max(member.len());
+        let prio = self.rand();
+        self.nodes.push(Node {
+            score,
+            member: SmallBytes::from(member),
+            left: NIL,
+            right: NIL,
+            prio,
+            size: 1,
+        });
+        let nodes = &self.nodes;
+        self.dict.insert_unique(hash_bytes(member), idx, |&i| {
+            hash_bytes(&nodes[i as usize].member)
+        });
+        self.attach(idx);
+        None
     }
 
     pub fn remove(&mut self, member: &[u8]) -> Option<f64> {
-        let score = self.dict.swap_remove(member)?;
-        self.tree_remove(score, member);
-        if self.dict.is_empty() {
-            self.nodes.clear();
-            self.free.clear();
-            self.root = NIL;
+        let nodes = &self.nodes;
+        let entry = self
+            .dict
+            .find_entry(hash_bytes(member), |&i| {
+                &nodes[i as usize].member[..] == member
+            })
+            .ok()?;
+        let idx = *entry.get();
+        entry.remove();
+        self.detach(idx);
+        let last = (self.nodes.len() - 1) as u32;
+        if idx != last {
+            self.relink_last(last, idx);
         }
-        Some(score)
+        let removed = self.nodes.swap_remove(idx as usize);
+        if self.nodes.is_empty() {
+            *self = ZSetValue {
+                rng: self.rng,
+                skiplist: self.skiplist,
+                max_member_len: self.max_member_len,
+                ..ZSetValue::default()
+            };
+        } else if self.dict.capacity() > 64 && self.nodes.len() < self.dict.capacity() / 4 {
+            // After large removals (ZREMRANGE…, ZPOP) the index shrinks too (the
+            // arena gives back each chunk as it empties).
+            let nodes = &self.nodes;
+            self.dict
+                .shrink_to(nodes.len(), |&i| hash_bytes(&nodes[i as usize].member));
+        }
+        Some(removed.score)
+    }
+
+    /// Points the tree link and the `dict` slot of node `last` at `to`, where
+    /// `Vec::swap_remove` is about to move it.
+    fn relink_last(&mut self, last: u32, to: u32) {
+        let (score, hash) = {
+            let n = &self.nodes[last as usize];
+            (n.score, hash_bytes(&n.member))
+        };
+        if let Some(slot) = self.dict.find_mut(hash, |&i| i == last) {
+            *slot = to;
+        }
+        if self.root == last {
+            self.root = to;
+            return;
+        }
+        let mut n = self.root;
+        while n != NIL {
+            let node = &self.nodes[n as usize];
+            let ord = cmp_entry(
+                score,
+                &self.nodes[last as usize].member,
+                node.score,
+                &node.member,
+            );
+            let child = if ord == Ordering::Less {
+                node.left
+            } else {
+                node.right
+            };
+            if child == last {
+                let node = &mut self.nodes[n as usize];
+                if ord == Ordering::Less {
+                    node.left = to;
+                } else {
+                    node.right = to;
+                }
+                return;
+            }
+            n = child;
+        }
+        debug_assert!(false, "node {last} not found in its tree");
     }
 
     /// Number of elements for which `pred` holds; `pred` must be true on a prefix of
@@ -306,7 +391,7 @@ impl ZSetValue {
     }
 
     /// The element at ascending rank `r`.
-    pub fn at(&self, r: usize) -> Option<(&Bytes, f64)> {
+    pub fn at(&self, r: usize) -> Option<(&[u8], f64)> {
         let mut n = self.root;
         let mut r = r as u32;
         while n != NIL {
@@ -336,7 +421,7 @@ impl ZSetValue {
             } else {
                 0
             };
-            let Some((m, s)) = self.at(r).map(|(m, s)| (m.clone(), s)) else {
+            let Some((m, s)) = self.at(r).map(|(m, s)| (Bytes::copy_from_slice(m), s)) else {
                 break;
             };
             self.remove(&m);
@@ -350,7 +435,7 @@ impl ZSetValue {
         let victims: Vec<Bytes> = self
             .iter_from(start, false)
             .take(end + 1 - start)
-            .map(|(m, _)| m.clone())
+            .map(|(m, _)| Bytes::copy_from_slice(m))
             .collect();
         for m in &victims {
             self.remove(m);
@@ -361,7 +446,7 @@ impl ZSetValue {
     /// Commands that recreate this value under `key` (AOF rewrite): ZADD batches of
     /// at most 64 pairs.
     pub fn rewrite_commands(&self, key: &Bytes) -> Vec<Vec<Bytes>> {
-        let pairs: Vec<(&Bytes, f64)> = self.iter().collect();
+        let pairs: Vec<(&[u8], f64)> = self.iter().collect();
         pairs
             .chunks(64)
             .map(|chunk| {
@@ -370,7 +455,7 @@ impl ZSetValue {
                 c.push(key.clone());
                 for (m, s) in chunk {
                     c.push(Bytes::from(tidewire_resp::format_double(*s)));
-                    c.push((*m).clone());
+                    c.push(Bytes::copy_from_slice(m));
                 }
                 c
             })
@@ -419,7 +504,7 @@ impl ZIter<'_> {
 }
 
 impl<'a> Iterator for ZIter<'a> {
-    type Item = (&'a Bytes, f64);
+    type Item = (&'a [u8], f64);
 
     fn next(&mut self) -> Option<Self::Item> {
         let z = self.z;
@@ -470,10 +555,10 @@ mod tests {
         let rev: Vec<_> = z
             .iter_from(2, true)
             .take(2)
-            .map(|(m, _)| m.clone())
+            .map(|(m, _)| m.to_vec())
             .collect();
         assert_eq!(rev, vec![b("m0997"), b("m0996")]);
-        let fwd: Vec<_> = z.iter_from(998, false).map(|(m, _)| m.clone()).collect();
+        let fwd: Vec<_> = z.iter_from(998, false).map(|(m, _)| m.to_vec()).collect();
         assert_eq!(fwd, vec![b("m0998"), b("m0999")]);
         assert_eq!(z.count_prefix(|s, _| s < 50.0), 500);
         z.insert(b("m0000"), 1000.0);
@@ -493,7 +578,7 @@ mod tests {
         }
         let mut seen = std::collections::HashSet::new();
         let mut cursor = z.scan(0, 10, |m, _| {
-            seen.insert(m.clone());
+            seen.insert(m.to_vec());
         });
         let mut rounds = 0;
         while cursor != 0 {
@@ -502,7 +587,7 @@ mod tests {
                 z.remove(format!("m{i}").as_bytes());
             }
             cursor = z.scan(cursor, 10, |m, _| {
-                seen.insert(m.clone());
+                seen.insert(m.to_vec());
             });
             rounds += 1;
             assert!(rounds < 100);
@@ -523,5 +608,66 @@ mod tests {
             z.rewrite_commands(&b("k")),
             vec![vec![b("ZADD"), b("k"), b("-2"), b("c"), b("1.5"), b("a")]]
         );
+    }
+
+    /// Random inserts, score changes and removals against a sorted model: order,
+    /// ranks, subtree sizes, the member index and the dense arena must all agree.
+    #[test]
+    fn differential_against_btree() {
+        use rand::{Rng, SeedableRng};
+        use std::collections::{BTreeSet, HashMap};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut z = ZSetValue::new();
+        let mut scores: HashMap<Vec<u8>, i64> = HashMap::new();
+        for step in 0..6000 {
+            let n: u32 = rng.gen_range(0..300);
+            let m = if n.is_multiple_of(4) {
+                format!("a-member-long-enough-for-the-heap-{n}").into_bytes()
+            } else {
+                format!("m{n}").into_bytes()
+            };
+            if rng.gen_range(0..3) == 0 {
+                assert_eq!(
+                    z.remove(&m),
+                    scores.remove(&m).map(|s| s as f64),
+                    "step {step}"
+                );
+            } else {
+                let s: i64 = rng.gen_range(-20..20);
+                assert_eq!(
+                    z.insert(&m[..], s as f64),
+                    scores.insert(m.clone(), s).map(|s| s as f64)
+                );
+            }
+            if step % 500 == 0 || step > 5900 {
+                let model: BTreeSet<(i64, Vec<u8>)> =
+                    scores.iter().map(|(m, s)| (*s, m.clone())).collect();
+                let got: Vec<(i64, Vec<u8>)> =
+                    z.iter().map(|(m, s)| (s as i64, m.to_vec())).collect();
+                assert_eq!(got, model.iter().cloned().collect::<Vec<_>>());
+                assert_eq!(z.size(z.root) as usize, z.len());
+                for (r, (_, m)) in model.iter().enumerate() {
+                    assert_eq!(z.rank(m), Some(r));
+                    assert_eq!(z.at(r).map(|(x, _)| x.to_vec()), Some(m.clone()));
+                }
+                let mut scanned = Vec::new();
+                let mut cursor = 0;
+                loop {
+                    cursor = z.scan(cursor, 7, |m, _| scanned.push(m.to_vec()));
+                    if cursor == 0 {
+                        break;
+                    }
+                }
+                scanned.sort();
+                let mut members: Vec<Vec<u8>> = scores.keys().cloned().collect();
+                members.sort();
+                assert_eq!(scanned, members);
+            }
+        }
+    }
+
+    #[test]
+    fn node_is_compact() {
+        assert_eq!(std::mem::size_of::<Node>(), 48);
     }
 }
