@@ -312,12 +312,18 @@ impl Locked {
     /// Looks a key up, deleting it first if its TTL has passed, so that an expired
     /// key is never visible to any command.
     pub fn get_mut(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
-        let expired = self.db(db, key).map.get(key)?.is_expired(now);
+        // One hash lookup: the position found is reused for the mutable borrow.
+        let part = self.db(db, key);
+        let idx = part.map.get_index_of(key)?;
+        let expired = part
+            .map
+            .get_index(idx)
+            .is_some_and(|(_, e)| e.is_expired(now));
         if expired {
             self.expire_now(db, key);
             return None;
         }
-        self.db(db, key).map.get_mut(key)
+        self.db(db, key).map.get_index_mut(idx).map(|(_, e)| e)
     }
 
     pub fn get(&mut self, db: usize, key: &[u8], now: u64) -> Option<&Entry> {
