@@ -257,7 +257,7 @@ impl Channel {
         };
         {
             let mut st = self.lock();
-            if st.occupancy_pending || !st.subscribers.values().any(|s| s.occupancy) {
+            if st.occupancy_pending || st.occupancy_subscribers == 0 {
                 return;
             }
             st.occupancy_pending = true;
