@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::codec::{encode_frame, Format, Frame};
 use crate::history::{Direction, HistoryQuery, HistoryStore, StoredMessage};
@@ -91,7 +91,7 @@ pub struct ConnHandle {
     pub id: u64,
     /// Ably connectionId.
     pub connection_id: String,
-    pub tx: mpsc::Sender<Arc<SharedFrame>>,
+    pub tx: Arc<crate::outbox::Outbox>,
     /// Signalled when the connection fell too far behind and must be dropped.
     pub overflow: Arc<Notify>,
 }
@@ -429,7 +429,7 @@ impl Channel {
             if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = sub.conn.tx.try_send(frame.clone()) {
+            if sub.conn.tx.try_send(frame.clone()).is_err() {
                 // Falling behind loses continuity; drop the connection so the client
                 // reconnects instead of silently missing messages.
                 sub.conn.overflow.notify_one();
@@ -447,7 +447,7 @@ mod tests {
     use super::*;
     use crate::history::MemoryHistoryStore;
 
-    fn sub(id: u64, tx: mpsc::Sender<Arc<SharedFrame>>, occupancy: bool) -> Subscriber {
+    fn sub(id: u64, tx: Arc<crate::outbox::Outbox>, occupancy: bool) -> Subscriber {
         Subscriber {
             conn: ConnHandle {
                 id,
@@ -467,7 +467,7 @@ mod tests {
     fn fan_out_frames_omit_what_the_client_derives_and_history_keeps_it() {
         let ch = Channel::new("c", 0);
         let history = MemoryHistoryStore::default();
-        let (tx, mut rx) = mpsc::channel(4);
+        let (tx, rx) = crate::outbox::channel(4);
         ch.attach(sub(1, tx, false), Backlog::None, &history, 0);
         let (observers, _) = tokio::sync::broadcast::channel(1);
         let publisher = Publisher {
@@ -548,7 +548,7 @@ mod tests {
     fn occupancy_subscriber_count_follows_attach_replace_and_detach() {
         let ch = Channel::new("c", 0);
         let history = MemoryHistoryStore::default();
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = crate::outbox::channel(1);
         ch.attach(sub(1, tx.clone(), true), Backlog::None, &history, 0);
         ch.attach(sub(2, tx.clone(), false), Backlog::None, &history, 0);
         assert_eq!(ch.lock().occupancy_subscribers, 1);

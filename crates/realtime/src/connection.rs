@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{now_ms, Principal};
@@ -191,7 +191,7 @@ pub async fn run_session<S, R, E>(
         },
     };
     let superseded = link.superseded.clone();
-    let (tx, mut rx) = mpsc::channel(hub.config().outbound_queue.max(1));
+    let (tx, rx) = crate::outbox::channel(hub.config().outbound_queue.max(1));
     let overflow = Arc::new(Notify::new());
     let mut s = Session {
         bucket: Bucket::new(hub.config().max_inbound_rate),
@@ -274,12 +274,8 @@ pub async fn run_session<S, R, E>(
                 // Forward everything already queued (up to a bound) in one write: a
                 // subscriber that fell behind catches up with one syscall per batch
                 // instead of one per message.
-                while s.out.len() < OUT_BATCH {
-                    match rx.try_recv() {
-                        Ok(f) => s.out.push(Outgoing::Shared(f)),
-                        Err(_) => break,
-                    }
-                }
+                let room = OUT_BATCH.saturating_sub(s.out.len());
+                rx.drain(room, |f| s.out.push(Outgoing::Shared(f)));
                 flow = s.flush(&mut sink).await;
             }
             _ = heartbeat.tick() => {
