@@ -19,6 +19,11 @@ use futures_util::task::AtomicWaker;
 
 use crate::channel::SharedFrame;
 
+/// Buffer capacity (frames) kept after a drain empties the queue; larger buffers
+/// left by a burst are shrunk back to `SHRINK_TO`.
+const SHRINK_ABOVE: usize = 1024;
+const SHRINK_TO: usize = 16;
+
 /// The queue was at its bound: the connection fell behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
@@ -81,6 +86,11 @@ impl Outbox {
         let mut q = self.lock();
         let n = max.min(q.len());
         q.drain(..n).for_each(&mut f);
+        // A burst may have grown the buffer a lot; do not keep that memory on an
+        // otherwise idle connection.
+        if q.is_empty() && q.capacity() > SHRINK_ABOVE {
+            q.shrink_to(SHRINK_TO);
+        }
     }
 
     /// Waits for the next frame. Single consumer: only the owning connection calls
@@ -138,6 +148,17 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().message.msg_serial, Some(2));
         assert_eq!(rx.try_recv().unwrap().message.msg_serial, Some(4));
         assert_eq!(rx.try_recv().err(), Some(Empty));
+    }
+
+    #[test]
+    fn a_drained_burst_gives_its_memory_back() {
+        let (tx, rx) = channel(10_000);
+        for i in 0..5000 {
+            tx.try_send(frame(i)).unwrap();
+        }
+        rx.drain(usize::MAX, drop);
+        assert!(rx.is_empty());
+        assert!(rx.lock().capacity() <= SHRINK_ABOVE);
     }
 
     #[tokio::test]
