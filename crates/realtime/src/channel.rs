@@ -11,14 +11,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{mpsc, Notify};
+use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::codec::{encode_frame, Format, Frame};
 use crate::history::{Direction, HistoryQuery, HistoryStore, StoredMessage};
 use crate::protocol::{Action, Message, PresenceMessage, ProtocolMessage};
 
 /// An outbound protocol message shared by every recipient, encoded at most once per
-/// format however many connections receive it.
+/// format however many connections receive it. The encoded bytes are reference
+/// counted, so handing them to 10,000 writers copies nothing.
 #[derive(Debug)]
 pub struct SharedFrame {
     pub message: ProtocolMessage,
@@ -36,12 +38,15 @@ impl SharedFrame {
     }
 
     /// The encoded frame for `format`; `None` if encoding failed (logged once).
+    /// JSON comes back as [`Frame::SharedText`], so cloning it is a reference-count
+    /// bump rather than a copy of the text per recipient.
     pub fn frame(&self, format: Format) -> Option<Frame> {
         let cell = match format {
             Format::Json => &self.json,
             Format::Msgpack => &self.msgpack,
         };
         cell.get_or_init(|| match encode_frame(&self.message, format) {
+            Ok(Frame::Text(t)) => Some(Frame::SharedText(Bytes::from(t))),
             Ok(f) => Some(f),
             Err(e) => {
                 tracing::error!(error = %e, "failed to encode outbound message");
@@ -52,6 +57,33 @@ impl SharedFrame {
     }
 }
 
+/// Drops the per-message fields a client derives from the enclosing MESSAGE (`id` =
+/// `<protocol id>:<index>`, its `connectionId` and `timestamp`), as Ably's own
+/// servers do: every fan-out frame is encoded, copied and parsed once per recipient,
+/// so these ~80 redundant bytes per message cost on both sides.
+fn strip_derived_fields(pm: &mut ProtocolMessage) {
+    let Some(msgs) = pm.messages.as_mut() else {
+        return;
+    };
+    for (i, m) in msgs.iter_mut().enumerate() {
+        if let (Some(id), Some(parent)) = (m.id.as_deref(), pm.id.as_deref()) {
+            let derived = id
+                .strip_prefix(parent)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .is_some_and(|idx| idx.parse::<usize>().ok() == Some(i));
+            if derived {
+                m.id = None;
+            }
+        }
+        if m.connection_id.is_some() && m.connection_id == pm.connection_id {
+            m.connection_id = None;
+        }
+        if m.timestamp.is_some() && m.timestamp == pm.timestamp {
+            m.timestamp = None;
+        }
+    }
+}
+
 /// What the hub needs to reach one connection.
 #[derive(Debug, Clone)]
 pub struct ConnHandle {
@@ -59,7 +91,7 @@ pub struct ConnHandle {
     pub id: u64,
     /// Ably connectionId.
     pub connection_id: String,
-    pub tx: mpsc::Sender<Arc<SharedFrame>>,
+    pub tx: Arc<crate::outbox::Outbox>,
     /// Signalled when the connection fell too far behind and must be dropped.
     pub overflow: Arc<Notify>,
 }
@@ -120,6 +152,9 @@ impl ChannelEvent {
 pub(crate) struct State {
     pub(crate) last_serial: u64,
     pub(crate) subscribers: HashMap<u64, Subscriber>,
+    /// How many `subscribers` have `occupancy` set, so that attach/detach need not
+    /// scan all of them (10,000 attaches would otherwise be quadratic).
+    pub(crate) occupancy_subscribers: usize,
     /// Presence set: (connectionId, clientId) → latest PRESENT message.
     pub(crate) members: BTreeMap<(String, String), PresenceMessage>,
     /// A debounced occupancy event is scheduled (see `Channel::occupancy_changed`).
@@ -209,6 +244,7 @@ impl Channel {
             state: Mutex::new(State {
                 last_serial,
                 subscribers: HashMap::new(),
+                occupancy_subscribers: 0,
                 members: BTreeMap::new(),
                 occupancy_pending: false,
                 presence_batch: Vec::new(),
@@ -258,7 +294,11 @@ impl Channel {
         } else {
             Vec::new()
         };
-        st.subscribers.insert(sub.conn.id, sub);
+        let wants_occupancy = sub.occupancy;
+        if let Some(old) = st.subscribers.insert(sub.conn.id, sub) {
+            st.occupancy_subscribers -= usize::from(old.occupancy);
+        }
+        st.occupancy_subscribers += usize::from(wants_occupancy);
         Attachment {
             serial: format_serial(st.last_serial),
             backlog: messages,
@@ -302,7 +342,9 @@ impl Channel {
     /// Removes a subscriber; returns whether the channel has none left.
     pub fn detach(&self, conn: u64) -> bool {
         let mut st = self.lock();
-        st.subscribers.remove(&conn);
+        if let Some(old) = st.subscribers.remove(&conn) {
+            st.occupancy_subscribers -= usize::from(old.occupancy);
+        }
         st.subscribers.is_empty()
     }
 
@@ -371,7 +413,7 @@ impl Channel {
                 channel_serial,
             };
         }
-        let frame = SharedFrame::new(ProtocolMessage {
+        let mut pm = ProtocolMessage {
             action: Action::Message,
             channel: Some(self.name.clone()),
             channel_serial: Some(channel_serial.clone()),
@@ -380,12 +422,14 @@ impl Channel {
             timestamp: Some(ctx.now_ms),
             messages: Some(fresh),
             ..Default::default()
-        });
+        };
+        strip_derived_fields(&mut pm);
+        let frame = SharedFrame::new(pm);
         for sub in st.subscribers.values() {
             if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = sub.conn.tx.try_send(frame.clone()) {
+            if sub.conn.tx.try_send(frame.clone()).is_err() {
                 // Falling behind loses continuity; drop the connection so the client
                 // reconnects instead of silently missing messages.
                 sub.conn.overflow.notify_one();
@@ -395,5 +439,128 @@ impl Channel {
             serials,
             channel_serial,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::MemoryHistoryStore;
+
+    fn sub(id: u64, tx: Arc<crate::outbox::Outbox>, occupancy: bool) -> Subscriber {
+        Subscriber {
+            conn: ConnHandle {
+                id,
+                connection_id: format!("c{id}"),
+                tx,
+                overflow: Arc::new(Notify::new()),
+            },
+            receive: true,
+            presence: false,
+            echo: true,
+            publish: true,
+            occupancy,
+        }
+    }
+
+    #[test]
+    fn fan_out_frames_omit_what_the_client_derives_and_history_keeps_it() {
+        let ch = Channel::new("c", 0);
+        let history = MemoryHistoryStore::default();
+        let (tx, rx) = crate::outbox::channel(4);
+        ch.attach(sub(1, tx, false), Backlog::None, &history, 0);
+        let (observers, _) = tokio::sync::broadcast::channel(1);
+        let publisher = Publisher {
+            conn: Some(9),
+            connection_id: Some("pub".into()),
+            client_id: None,
+        };
+        let mine = Message {
+            data: Some(crate::protocol::MessageData::String("a".into())),
+            ..Default::default()
+        };
+        // Fields that differ from what the client would derive must survive.
+        let foreign = Message {
+            id: Some("custom".into()),
+            connection_id: Some("other".into()),
+            timestamp: Some(5),
+            ..Default::default()
+        };
+        ch.publish(
+            vec![mine, foreign],
+            &PublishCtx {
+                publisher: &publisher,
+                proto_id: "pub:0",
+                now_ms: 1000,
+                history: &history,
+                retention: std::time::Duration::from_secs(60),
+                origin: Origin::Realtime,
+                observers: &observers,
+            },
+        );
+        let f = rx.try_recv().expect("delivered");
+        let Some(Frame::SharedText(text)) = f.frame(Format::Json) else {
+            panic!("shared JSON text expected");
+        };
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(v["id"], "pub:0");
+        assert_eq!(v["connectionId"], "pub");
+        assert_eq!(v["timestamp"], 1000);
+        let m0 = &v["messages"][0];
+        assert!(m0.get("id").is_none() && m0.get("connectionId").is_none());
+        assert!(m0.get("timestamp").is_none());
+        assert_eq!(m0["serial"], format_serial(1_000_000));
+        let m1 = &v["messages"][1];
+        assert_eq!(m1["id"], "custom");
+        assert_eq!(m1["connectionId"], "other");
+        assert_eq!(m1["timestamp"], 5);
+        let q = HistoryQuery::default();
+        let stored = history.query("c", &q, 1000).messages;
+        let first = stored.iter().find(|s| s.serial == 1_000_000).unwrap();
+        assert_eq!(first.message.id.as_deref(), Some("pub:0:0"));
+        assert_eq!(first.message.connection_id.as_deref(), Some("pub"));
+        assert_eq!(first.message.timestamp, Some(1000));
+    }
+
+    #[test]
+    fn a_message_id_is_only_dropped_at_its_own_index() {
+        let mut pm = ProtocolMessage {
+            id: Some("p".into()),
+            messages: Some(vec![
+                Message {
+                    id: Some("p:1".into()),
+                    ..Default::default()
+                },
+                Message {
+                    id: Some("p:1".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        strip_derived_fields(&mut pm);
+        let msgs = pm.messages.unwrap();
+        assert_eq!(msgs[0].id.as_deref(), Some("p:1"));
+        assert_eq!(msgs[1].id, None);
+    }
+
+    #[test]
+    fn occupancy_subscriber_count_follows_attach_replace_and_detach() {
+        let ch = Channel::new("c", 0);
+        let history = MemoryHistoryStore::default();
+        let (tx, _rx) = crate::outbox::channel(1);
+        ch.attach(sub(1, tx.clone(), true), Backlog::None, &history, 0);
+        ch.attach(sub(2, tx.clone(), false), Backlog::None, &history, 0);
+        assert_eq!(ch.lock().occupancy_subscribers, 1);
+        // Re-attaching with different params replaces, not adds.
+        ch.attach(sub(1, tx.clone(), true), Backlog::None, &history, 0);
+        assert_eq!(ch.lock().occupancy_subscribers, 1);
+        ch.attach(sub(1, tx.clone(), false), Backlog::None, &history, 0);
+        assert_eq!(ch.lock().occupancy_subscribers, 0);
+        ch.attach(sub(2, tx, true), Backlog::None, &history, 0);
+        assert_eq!(ch.lock().occupancy_subscribers, 1);
+        ch.detach(2);
+        ch.detach(1);
+        assert_eq!(ch.lock().occupancy_subscribers, 0);
     }
 }

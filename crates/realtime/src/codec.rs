@@ -52,6 +52,9 @@ impl Format {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     Text(String),
+    /// UTF-8 text encoded once and shared by every recipient (see
+    /// [`crate::channel::SharedFrame`]); only ever built from a `String`.
+    SharedText(Bytes),
     Binary(Bytes),
     Ping(Bytes),
     Pong(Bytes),
@@ -63,6 +66,7 @@ pub enum Frame {
 pub fn decode_frame(frame: &Frame) -> Result<Option<ProtocolMessage>, AblyError> {
     let mut pm: ProtocolMessage = match frame {
         Frame::Text(t) => from_json(t.as_bytes())?,
+        Frame::SharedText(b) => from_json(b)?,
         Frame::Binary(b) => from_msgpack(b)?,
         Frame::Ping(_) | Frame::Pong(_) | Frame::Close => return Ok(None),
     };

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{now_ms, Principal};
@@ -39,6 +39,9 @@ use crate::registry::SessionLink;
 const MAX_RESUME_BACKLOG: usize = 1000;
 /// Most frames handled before outbound traffic gets a turn.
 const BATCH: usize = 64;
+/// Most queued fan-out frames written per flush; bounds the time one connection
+/// holds a worker while others wait.
+const OUT_BATCH: usize = 256;
 /// The server asks for a new token this long before expiry (or a quarter of the
 /// remaining lifetime for short tokens).
 const RENEW_AHEAD: Duration = Duration::from_secs(30);
@@ -188,7 +191,7 @@ pub async fn run_session<S, R, E>(
         },
     };
     let superseded = link.superseded.clone();
-    let (tx, mut rx) = mpsc::channel(hub.config().outbound_queue.max(1));
+    let (tx, rx) = crate::outbox::channel(hub.config().outbound_queue.max(1));
     let overflow = Arc::new(Notify::new());
     let mut s = Session {
         bucket: Bucket::new(hub.config().max_inbound_rate),
@@ -226,16 +229,22 @@ pub async fn run_session<S, R, E>(
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let mut superseded_now = false;
+    // Both fire at most once and end the session, so one future each serves the
+    // whole loop (re-creating them per wake-up costs two waiter-list locks per
+    // delivered message).
+    let superseded_fut = superseded.notified();
+    let overflow_fut = overflow.notified();
+    tokio::pin!(superseded_fut, overflow_fut);
     let mut flow = s.flush(&mut sink).await;
     while flow == Flow::Continue {
         let deadline = s.next_deadline();
         tokio::select! {
-            _ = superseded.notified() => {
+            _ = &mut superseded_fut => {
                 // A resume took this connection over; the registry entry is theirs now.
                 superseded_now = true;
                 flow = Flow::Close;
             }
-            _ = overflow.notified() => {
+            _ = &mut overflow_fut => {
                 let e = AblyError::new(ErrorCode::Disconnected, "Connection fell behind; outbound queue full");
                 s.push(ProtocolMessage { action: Action::Disconnected, error: Some(e.to_info()), ..Default::default() });
                 s.flush(&mut sink).await;
@@ -262,13 +271,11 @@ pub async fn run_session<S, R, E>(
             }
             Some(frame) = rx.recv() => {
                 s.out.push(Outgoing::Shared(frame));
-                // Forward more queued fan-out without another trip through select.
-                while s.out.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(f) => s.out.push(Outgoing::Shared(f)),
-                        Err(_) => break,
-                    }
-                }
+                // Forward everything already queued (up to a bound) in one write: a
+                // subscriber that fell behind catches up with one syscall per batch
+                // instead of one per message.
+                let room = OUT_BATCH.saturating_sub(s.out.len());
+                rx.drain(room, |f| s.out.push(Outgoing::Shared(f)));
                 flow = s.flush(&mut sink).await;
             }
             _ = heartbeat.tick() => {
@@ -816,6 +823,7 @@ mod tests {
         loop {
             match tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
                 Ok(Some(Frame::Text(t))) => return serde_json::from_str(&t).unwrap(),
+                Ok(Some(Frame::SharedText(b))) => return serde_json::from_slice(&b).unwrap(),
                 Ok(Some(_)) => continue,
                 other => panic!("no frame: {other:?}"),
             }
@@ -846,14 +854,108 @@ mod tests {
             match m["action"].as_u64() {
                 Some(1) => got_ack = m["msgSerial"] == 0 && m["count"] == 1,
                 Some(15) => {
-                    got_msg = m["messages"][0]["id"]
-                        .as_str()
-                        .is_some_and(|id| id.ends_with(":0:0"))
+                    // The message id is left for the client to derive as
+                    // `<protocol id>:0`, i.e. `<connectionId>:0:0`.
+                    got_msg = m["messages"][0].get("id").is_none()
+                        && m["id"].as_str().is_some_and(|id| id.ends_with(":0"))
                 }
                 _ => panic!("unexpected {m}"),
             }
         }
         assert!(got_ack && got_msg);
+    }
+
+    /// A sink that reports each flush as one batch of the frames fed before it.
+    struct BatchSink {
+        buf: Vec<Frame>,
+        tx: fmpsc::UnboundedSender<Vec<Frame>>,
+    }
+
+    impl Sink<Frame> for BatchSink {
+        type Error = String;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: std::pin::Pin<&mut Self>, f: Frame) -> Result<(), String> {
+            self.buf.push(f);
+            Ok(())
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            if !self.buf.is_empty() {
+                let batch = std::mem::take(&mut self.buf);
+                let _ = self.tx.unbounded_send(batch);
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), String>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    fn batch_json(batch: &[Frame]) -> Vec<serde_json::Value> {
+        batch
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => serde_json::from_str(t).unwrap(),
+                Frame::SharedText(b) => serde_json::from_slice(b).unwrap(),
+                other => panic!("unexpected frame {other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn queued_fan_out_is_written_in_one_batch_in_order() {
+        let hub = hub();
+        let q = [("key", "app.k:s"), ("format", "json")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (to_server, from_client) = fmpsc::unbounded::<Result<Frame, String>>();
+        let (batch_tx, mut batches) = fmpsc::unbounded::<Vec<Frame>>();
+        let sink = BatchSink {
+            buf: Vec::new(),
+            tx: batch_tx,
+        };
+        tokio::spawn(run_session(hub.clone(), q, sink, from_client));
+        let next = |b: Option<Vec<Frame>>| batch_json(&b.expect("batch"));
+        let connected = next(batches.next().await);
+        assert_eq!(connected[0]["action"], 4);
+        send(
+            &to_server,
+            serde_json::json!({"action": 10, "channel": "b"}),
+        );
+        let attached = next(batches.next().await);
+        assert_eq!(attached[0]["action"], 11);
+        // Queue several messages while the session cannot run (no await in between):
+        // they must all leave in one flush, intact and in publish order.
+        const N: usize = 20;
+        let publisher = Publisher::default();
+        for i in 0..N {
+            let msg = crate::protocol::Message {
+                data: Some(crate::protocol::MessageData::String(format!("m{i}"))),
+                ..Default::default()
+            };
+            hub.publish("b", vec![msg], &publisher, None, Origin::Backend);
+        }
+        let batch = next(batches.next().await);
+        assert_eq!(batch.len(), N, "one write for all queued messages");
+        let mut last_serial = String::new();
+        for (i, pm) in batch.iter().enumerate() {
+            assert_eq!(pm["action"], 15);
+            assert_eq!(pm["messages"][0]["data"], format!("m{i}"));
+            let serial = pm["channelSerial"].as_str().unwrap().to_owned();
+            assert!(serial > last_serial, "serials increase");
+            last_serial = serial;
+        }
     }
 
     #[tokio::test]

@@ -581,7 +581,8 @@ mod tests {
     use super::*;
     use crate::channel::{ConnHandle, Subscriber};
     use crate::history::MemoryHistoryStore;
-    use tokio::sync::{mpsc, Notify};
+    use crate::outbox::Outbox;
+    use tokio::sync::Notify;
 
     fn hub() -> Arc<Hub> {
         Hub::new(
@@ -590,8 +591,8 @@ mod tests {
         )
     }
 
-    fn subscribe(h: &Hub, ch: &str, id: u64) -> mpsc::Receiver<Arc<crate::channel::SharedFrame>> {
-        let (tx, rx) = mpsc::channel(16);
+    fn subscribe(h: &Hub, ch: &str, id: u64) -> Arc<Outbox> {
+        let (tx, rx) = crate::outbox::channel(16);
         h.channel(ch).attach(
             Subscriber {
                 conn: ConnHandle {
@@ -616,7 +617,7 @@ mod tests {
     #[tokio::test]
     async fn backend_publish_reaches_subscribers_observers_and_history() {
         let h = hub();
-        let mut rx = subscribe(&h, "news", 1);
+        let rx = subscribe(&h, "news", 1);
         let mut all = h.subscribe_all();
         h.publish_from_backend("news", Some("n".into()), "hello", None)
             .unwrap();
@@ -679,7 +680,7 @@ mod tests {
     #[tokio::test]
     async fn realtime_ids_are_idempotent_too() {
         let h = hub();
-        let mut rx = subscribe(&h, "d", 1);
+        let rx = subscribe(&h, "d", 1);
         let m = Message {
             id: Some("client:0".into()),
             ..Default::default()

@@ -33,6 +33,7 @@ pub mod connection;
 pub mod error;
 pub mod history;
 pub mod hub;
+pub mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod ratelimit;

@@ -203,9 +203,7 @@ impl Channel {
 
     fn fan_out_presence(st: &crate::channel::State, frame: &Arc<SharedFrame>) {
         for sub in st.subscribers.values().filter(|s| s.presence) {
-            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
-                sub.conn.tx.try_send(frame.clone())
-            {
+            if sub.conn.tx.try_send(frame.clone()).is_err() {
                 sub.conn.overflow.notify_one();
             }
         }
@@ -257,7 +255,7 @@ impl Channel {
         };
         {
             let mut st = self.lock();
-            if st.occupancy_pending || !st.subscribers.values().any(|s| s.occupancy) {
+            if st.occupancy_pending || st.occupancy_subscribers == 0 {
                 return;
             }
             st.occupancy_pending = true;
@@ -295,9 +293,7 @@ impl Channel {
             ..Default::default()
         });
         for sub in st.subscribers.values().filter(|s| s.occupancy) {
-            if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
-                sub.conn.tx.try_send(frame.clone())
-            {
+            if sub.conn.tx.try_send(frame.clone()).is_err() {
                 sub.conn.overflow.notify_one();
             }
         }
@@ -352,7 +348,8 @@ mod tests {
     use super::*;
     use crate::channel::{Backlog, ConnHandle, Subscriber};
     use crate::history::MemoryHistoryStore;
-    use tokio::sync::{mpsc, Notify};
+    use crate::outbox;
+    use tokio::sync::Notify;
 
     fn member(conn: &str, client: &str, action: u64) -> PresenceMessage {
         PresenceMessage {
@@ -368,7 +365,7 @@ mod tests {
     #[test]
     fn enter_update_leave_and_connection_cleanup() {
         let ch = Arc::new(Channel::new("p", 0));
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, rx) = outbox::channel(16);
         let history = MemoryHistoryStore::default();
         let att = ch.attach(
             Subscriber {
@@ -470,7 +467,7 @@ mod tests {
     async fn occupancy_events_are_debounced_and_counted() {
         let ch = Arc::new(Channel::new("o", 0));
         let history = MemoryHistoryStore::default();
-        let (tx, mut rx) = mpsc::channel(16);
+        let (tx, rx) = outbox::channel(16);
         let mk = |id: u64, occupancy: bool, tx| Subscriber {
             conn: ConnHandle {
                 id,
@@ -485,7 +482,7 @@ mod tests {
             occupancy,
         };
         ch.attach(mk(1, true, tx), Backlog::None, &history, 0);
-        let (tx2, _rx2) = mpsc::channel(16);
+        let (tx2, _rx2) = outbox::channel(16);
         ch.attach(mk(2, false, tx2), Backlog::None, &history, 0);
         let debounce = std::time::Duration::from_millis(20);
         // Three changes inside one window make one event.
@@ -523,7 +520,7 @@ mod tests {
     async fn large_channels_batch_presence_events_without_losing_or_reordering() {
         let ch = Arc::new(Channel::new("big", 0));
         let history = MemoryHistoryStore::default();
-        let (tx, mut rx) = mpsc::channel(64);
+        let (tx, rx) = outbox::channel(64);
         ch.attach(
             Subscriber {
                 conn: ConnHandle {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::ready;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 
 /// Per-connection read buffer of the WebSocket transport.
 const WS_READ_BUFFER: usize = 4 * 1024;
@@ -37,6 +37,12 @@ fn to_frame(m: WsMessage) -> Frame {
 fn to_ws(f: Frame) -> WsMessage {
     match f {
         Frame::Text(t) => WsMessage::Text(t.into()),
+        // Built from a `String`, so the check passes; it is a linear scan, cheaper
+        // than the per-recipient copy it replaces.
+        Frame::SharedText(b) => match Utf8Bytes::try_from(b.clone()) {
+            Ok(t) => WsMessage::Text(t),
+            Err(_) => WsMessage::Text(String::from_utf8_lossy(&b).into_owned().into()),
+        },
         Frame::Binary(b) => WsMessage::Binary(b),
         Frame::Ping(b) => WsMessage::Ping(b),
         Frame::Pong(b) => WsMessage::Pong(b),
