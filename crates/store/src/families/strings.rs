@@ -227,22 +227,22 @@ fn set_generic(
 ) -> Result<SetOutcome, CmdError> {
     let db = ctx.db();
     let now = ctx.now;
-    let old = match ctx.ks.get(db, key, now) {
-        None => None,
+    // The old value is copied out only for SET … GET: cloning it is not free.
+    let (exists, old_expire, old_value) = match ctx.ks.get(db, key, now) {
+        None => (false, 0, None),
         Some(e) => match &e.value {
-            Value::Str(b) => Some((b.clone(), e.expire_at)),
+            Value::Str(b) => (true, e.expire_at, want_get.then(|| b.clone())),
             #[allow(unreachable_patterns)]
             _ if want_get => return Err(CmdError::WrongType),
-            _ => Some((Bytes::new(), e.expire_at)),
+            _ => (true, e.expire_at, None),
         },
     };
-    let old_value = old.as_ref().map(|(b, _)| b.clone());
-    if (nx && old.is_some()) || (xx && old.is_none()) {
+    if (nx && exists) || (xx && !exists) {
         return Ok(SetOutcome::Skipped(old_value));
     }
     let expire_at = match expire {
         ExpireOpt::At(t) => t,
-        ExpireOpt::KeepTtl => old.as_ref().map_or(0, |(_, e)| *e),
+        ExpireOpt::KeepTtl => old_expire,
         _ => 0,
     };
     store_key(
@@ -253,8 +253,13 @@ fn set_generic(
     );
     ctx.dirty(1);
     ctx.notify(notify::STRING, "set", key);
-    if let ExpireOpt::At(at) = expire {
+    if let ExpireOpt::At(_) = expire {
         ctx.notify(notify::GENERIC, "expire", key);
+    }
+    if !ctx.store.logging() {
+        // Nothing reads log records: skip building one.
+        ctx.propagate_nothing();
+    } else if let ExpireOpt::At(at) = expire {
         // Relative times are logged as absolute so a replay never extends a TTL.
         ctx.propagate(vec![
             Bytes::from_static(b"SET"),
