@@ -8,13 +8,15 @@
 #     hold during that rewrite (aof_rewrite_max_pause_ms).
 #
 # Usage: bench/persistence.sh        (installs redis-server via apt-get if missing)
-# Env:   REQUESTS=200000 CLIENTS=50 KEYS=1000000
+# Env:   REQUESTS=200000 CLIENTS=50 KEYS=1000000 ROUNDS=3 (throughput runs per mode and
+#        server, alternating; medians reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-50}
 KEYS=${KEYS:-1000000}
+ROUNDS=${ROUNDS:-3}
 OUT=bench/out/persistence
 mkdir -p "$OUT"
 
@@ -86,18 +88,29 @@ rps() { # port
 
 printf '\n== SET throughput (redis-benchmark -t set -c %s -n %s) ==\n' "$CLIENTS" "$REQUESTS"
 printf '%-22s %14s %14s %8s\n' mode tidewire_rps redis_rps ratio | tee "$OUT/throughput.txt"
+# ROUNDS runs per mode and server (default 3), the servers taking turns and swapping
+# who goes first each round; the median of each side is reported.
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 for mode in off everysec always; do
   aof=yes; fsync=$mode
   if [ "$mode" = off ]; then aof=no; fsync=everysec; fi
-  d=$(mktemp -d)
-  p=$(free_port); start_tidewire "$d" "$p" "$aof" "$fsync"; wait_ready "$p"
-  tw=$(rps "$p"); stop "$PID"
-  p=$(free_port); start_redis "$d" "$p" "$aof" "$fsync"; wait_ready "$p"
-  rd=$(rps "$p"); stop "$PID"
+  : > "$OUT/tw.$mode"; : > "$OUT/rd.$mode"
+  for round in $(seq 1 "$ROUNDS"); do
+    for who in tidewire redis; do
+      [ $((round % 2)) = 0 ] && who=$([ "$who" = tidewire ] && echo redis || echo tidewire)
+      d=$(mktemp -d)
+      p=$(free_port)
+      if [ "$who" = tidewire ]; then start_tidewire "$d" "$p" "$aof" "$fsync"; else start_redis "$d" "$p" "$aof" "$fsync"; fi
+      wait_ready "$p"
+      r=$(rps "$p"); stop "$PID"
+      if [ "$who" = tidewire ]; then echo "$r" >> "$OUT/tw.$mode"; else echo "$r" >> "$OUT/rd.$mode"; fi
+      rm -rf "$d"
+    done
+  done
+  tw=$(median < "$OUT/tw.$mode"); rd=$(median < "$OUT/rd.$mode")
   ratio=$(awk -v a="$tw" -v b="$rd" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
   label="appendonly $aof"; [ "$aof" = yes ] && label="appendfsync $fsync"
   printf '%-22s %14s %14s %8s\n' "$label" "$tw" "$rd" "$ratio" | tee -a "$OUT/throughput.txt"
-  rm -rf "$d"
 done
 
 # ---- loading 1M keys -------------------------------------------------------

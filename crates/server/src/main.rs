@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(&config);
     let _ = tidewire_store::families::server_info::MEMORY_PROBE.set(memory_probe);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads())
         .enable_all()
         .build()?;
     runtime.block_on(run(config))
