@@ -50,6 +50,7 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         inbuf: BytesMut::with_capacity(16 * 1024),
         out: BytesMut::with_capacity(16 * 1024),
         replies: Vec::new(),
+        batch_clock: false,
         write_seq: 0,
         shutdown: shutdown.clone(),
     };
@@ -114,6 +115,9 @@ struct Conn {
     inbuf: BytesMut,
     out: BytesMut,
     replies: Vec<Reply>,
+    /// Whether the previous command of this batch ran without an await since (its
+    /// end time may then start the next command's clock).
+    batch_clock: bool,
     /// Write-log sequence of this connection's writes whose replies are buffered:
     /// with `appendfsync always` they are sent only once it is on disk.
     write_seq: u64,
@@ -134,12 +138,25 @@ impl Conn {
     fn execute(&mut self, client: &mut Client, argv: &[Bytes]) -> Outcome {
         // Drop a sequence another front door may have left on this thread.
         tidewire_store::exec::take_write_seq();
-        let outcome = self.store.execute(client, argv, &mut self.replies);
+        // Within a batch run without awaiting, the previous command's end is this
+        // one's start (see `Store::execute_at`).
+        let start = if self.batch_clock {
+            client.last_end.take()
+        } else {
+            None
+        };
+        let start = start.unwrap_or_else(std::time::Instant::now);
+        self.batch_clock = true;
+        let outcome = self
+            .store
+            .execute_at(client, argv, &mut self.replies, start);
         self.write_seq = self.write_seq.max(tidewire_store::exec::take_write_seq());
         outcome
     }
 
     async fn flush(&mut self) -> bool {
+        // Time passes while writing: the next command reads the clock afresh.
+        self.batch_clock = false;
         if self.out.is_empty() {
             return true;
         }
@@ -173,6 +190,7 @@ impl Conn {
         push_rx: &mut mpsc::UnboundedReceiver<(Reply, usize)>,
     ) -> bool {
         self.parser.set_limits(limits(&self.store));
+        self.batch_clock = false;
         loop {
             if let Some(e) = self.unauthenticated_limit(client) {
                 self.encode(client, Reply::Error(format!("ERR Protocol error: {e}")));

@@ -272,6 +272,10 @@ pub struct Client {
     /// Set by the connection while it re-runs a blocked command (MONITOR shows a
     /// blocked command once).
     pub retrying: bool,
+    /// When the last command run for this client finished (set by the dispatcher).
+    /// A connection running a pipelined batch starts the next command's clock from
+    /// it instead of reading the clock again (see `Store::execute_at`).
+    pub last_end: Option<std::time::Instant>,
 }
 
 impl Client {
@@ -290,6 +294,7 @@ impl Client {
             close_after_reply: false,
             no_block: false,
             retrying: false,
+            last_end: None,
         }
     }
 
