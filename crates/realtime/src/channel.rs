@@ -113,6 +113,27 @@ pub struct Subscriber {
     pub occupancy: bool,
 }
 
+#[cfg(test)]
+impl Subscriber {
+    /// A subscriber for unit tests: receives, sees presence, echoes and may publish;
+    /// no occupancy events. Tests adjust fields with `..Subscriber::test(…)`.
+    pub(crate) fn test(id: u64, connection_id: &str, tx: Arc<crate::outbox::Outbox>) -> Self {
+        Subscriber {
+            conn: ConnHandle {
+                id,
+                connection_id: connection_id.to_string(),
+                tx,
+                overflow: Arc::new(Notify::new()),
+            },
+            receive: true,
+            presence: true,
+            echo: true,
+            publish: true,
+            occupancy: false,
+        }
+    }
+}
+
 /// Who published a message.
 #[derive(Debug, Clone, Default)]
 pub struct Publisher {
@@ -449,17 +470,9 @@ mod tests {
 
     fn sub(id: u64, tx: Arc<crate::outbox::Outbox>, occupancy: bool) -> Subscriber {
         Subscriber {
-            conn: ConnHandle {
-                id,
-                connection_id: format!("c{id}"),
-                tx,
-                overflow: Arc::new(Notify::new()),
-            },
-            receive: true,
             presence: false,
-            echo: true,
-            publish: true,
             occupancy,
+            ..Subscriber::test(id, &format!("c{id}"), tx)
         }
     }
 

@@ -579,10 +579,9 @@ pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{ConnHandle, Subscriber};
+    use crate::channel::Subscriber;
     use crate::history::MemoryHistoryStore;
     use crate::outbox::Outbox;
-    use tokio::sync::Notify;
 
     fn hub() -> Arc<Hub> {
         Hub::new(
@@ -594,19 +593,7 @@ mod tests {
     fn subscribe(h: &Hub, ch: &str, id: u64) -> Arc<Outbox> {
         let (tx, rx) = crate::outbox::channel(16);
         h.channel(ch).attach(
-            Subscriber {
-                conn: ConnHandle {
-                    id,
-                    connection_id: format!("c{id}"),
-                    tx,
-                    overflow: Arc::new(Notify::new()),
-                },
-                receive: true,
-                presence: true,
-                echo: true,
-                publish: true,
-                occupancy: false,
-            },
+            Subscriber::test(id, &format!("c{id}"), tx),
             crate::channel::Backlog::None,
             h.history(),
             0,

@@ -346,10 +346,9 @@ pub fn sync_messages(channel: &str, members: Vec<PresenceMessage>) -> Vec<Protoc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::{Backlog, ConnHandle, Subscriber};
+    use crate::channel::{Backlog, Subscriber};
     use crate::history::MemoryHistoryStore;
     use crate::outbox;
-    use tokio::sync::Notify;
 
     fn member(conn: &str, client: &str, action: u64) -> PresenceMessage {
         PresenceMessage {
@@ -368,19 +367,7 @@ mod tests {
         let (tx, rx) = outbox::channel(16);
         let history = MemoryHistoryStore::default();
         let att = ch.attach(
-            Subscriber {
-                conn: ConnHandle {
-                    id: 9,
-                    connection_id: "watcher".into(),
-                    tx,
-                    overflow: Arc::new(Notify::new()),
-                },
-                receive: true,
-                presence: true,
-                echo: true,
-                publish: true,
-                occupancy: false,
-            },
+            Subscriber::test(9, "watcher", tx),
             Backlog::None,
             &history,
             0,
@@ -469,17 +456,10 @@ mod tests {
         let history = MemoryHistoryStore::default();
         let (tx, rx) = outbox::channel(16);
         let mk = |id: u64, occupancy: bool, tx| Subscriber {
-            conn: ConnHandle {
-                id,
-                connection_id: format!("c{id}"),
-                tx,
-                overflow: Arc::new(Notify::new()),
-            },
-            receive: true,
             presence: false,
-            echo: true,
             publish: id == 1,
             occupancy,
+            ..Subscriber::test(id, &format!("c{id}"), tx)
         };
         ch.attach(mk(1, true, tx), Backlog::None, &history, 0);
         let (tx2, _rx2) = outbox::channel(16);
@@ -523,17 +503,8 @@ mod tests {
         let (tx, rx) = outbox::channel(64);
         ch.attach(
             Subscriber {
-                conn: ConnHandle {
-                    id: 1,
-                    connection_id: "w".into(),
-                    tx,
-                    overflow: Arc::new(Notify::new()),
-                },
-                receive: true,
-                presence: true,
-                echo: true,
                 publish: false,
-                occupancy: false,
+                ..Subscriber::test(1, "w", tx)
             },
             Backlog::None,
             &history,

@@ -164,12 +164,18 @@ impl Keyspace {
     pub fn lock_one(&self, shard: usize, capture: bool) -> Locked {
         let mut guards = Guards::new();
         guards.push((shard, self.shards[shard].lock_arc()));
+        self.locked(guards, false, capture)
+    }
+
+    /// Wraps freshly taken guards, letting a snapshot in progress copy their shards
+    /// first when `capture` (writes).
+    fn locked(&self, guards: Guards, all: bool, capture: bool) -> Locked {
         if capture {
             self.after_lock(&guards);
         }
         Locked {
             guards,
-            all: false,
+            all,
             expired: Vec::new(),
         }
     }
@@ -184,14 +190,7 @@ impl Keyspace {
             .into_iter()
             .map(|i| (i, self.shards[i].lock_arc()))
             .collect();
-        if capture {
-            self.after_lock(&guards);
-        }
-        Locked {
-            guards,
-            all: false,
-            expired: Vec::new(),
-        }
+        self.locked(guards, false, capture)
     }
 
     pub fn lock_keys<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> Locked {
@@ -214,14 +213,7 @@ impl Keyspace {
             .enumerate()
             .map(|(i, s)| (i, s.lock_arc()))
             .collect();
-        if capture {
-            self.after_lock(&guards);
-        }
-        Locked {
-            guards,
-            all: true,
-            expired: Vec::new(),
-        }
+        self.locked(guards, true, capture)
     }
 
     /// Locks nothing: for commands that do not touch keys.
