@@ -117,19 +117,6 @@ fn zset_read<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<Option<&'a ZSetValu
     }
 }
 
-/// The zset at `key`, created empty if absent (the caller must not leave it empty).
-fn zset_create<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<&'a mut ZSetValue, CmdError> {
-    let (db, now) = (ctx.db(), ctx.now);
-    if ctx.ks.get(db, key, now).is_none() {
-        ctx.ks.insert(
-            db,
-            Bytes::copy_from_slice(key),
-            Entry::new(Value::ZSet(Box::default())),
-        );
-    }
-    Ok(zset_mut(ctx, key)?.expect("just created"))
-}
-
 fn score_arg(arg: &[u8]) -> Result<f64, CmdError> {
     num::parse_f64(arg).ok_or(CmdError::NotFloat)
 }
@@ -234,13 +221,22 @@ fn zadd_generic(ctx: &mut Ctx<'_>, key: &[u8], f: AddFlags, pairs: &[Bytes]) -> 
         .chunks(2)
         .map(|p| score_arg(&p[0]))
         .collect::<Result<Vec<_>, _>>()?;
+    // Two key lookups in all (this check, then the mutable borrow), not four.
     let exists = zset_mut(ctx, key)?.is_some();
     if !exists && f.xx {
         return Ok(if f.incr { Reply::Null } else { Reply::Int(0) });
     }
     let (max_entries, max_value) = limits(ctx);
     let (mut added, mut updated, mut last) = (0i64, 0i64, None);
-    let z = zset_create(ctx, key)?;
+    if !exists {
+        let db = ctx.db();
+        ctx.ks.insert(
+            db,
+            Bytes::copy_from_slice(key),
+            Entry::new(Value::ZSet(Box::default())),
+        );
+    }
+    let z = zset_mut(ctx, key)?.expect("present or just created");
     let mut failure = None;
     for (p, score) in pairs.chunks(2).zip(scores) {
         match add_one(z, f, score, &p[1]) {
@@ -261,12 +257,15 @@ fn zadd_generic(ctx: &mut Ctx<'_>, key: &[u8], f: AddFlags, pairs: &[Bytes]) -> 
         }
     }
     z.update_encoding(max_entries, max_value);
+    let empty = z.is_empty();
     if added + updated > 0 {
         ctx.dirty((added + updated) as u64);
         ctx.notify(notify::ZSET, if f.incr { "zincr" } else { "zadd" }, key);
         ctx.signal_ready(key);
     }
-    remove_if_empty_silent(ctx, key);
+    if empty {
+        remove_if_empty_silent(ctx, key);
+    }
     if let Some(e) = failure {
         return Err(e);
     }
