@@ -407,17 +407,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let window_s = (shared.now_us().saturating_sub(pub_start_us)) as f64 / 1e6;
     let opt = |v: Option<u64>| v.map_or("na".to_string(), |v| v.to_string());
     let optf = |v: Option<f64>| v.map_or("na".to_string(), |v| format!("{v:.2}"));
+    // The same figures go to the human line and the RESULT line.
+    let (rss_before, rss_idle, rss_load) = (opt(rss_before), opt(rss_idle), opt(rss_load));
+    let (per_conn, per_conn_load) = (optf(per_conn), optf(per_conn_load));
+    let errors = shared.errors.load(Ordering::Relaxed);
     eprintln!(
         "[{label}] n={ready} sent={sent} acked={acked} delivered={delivered}/{expected} \
          deliveries/s={dps:.0} p50={p50:.2}ms p99={p99:.2}ms max={max:.2}ms \
          rss before/idle/load={}/{}/{} KiB, per conn idle={} load={} KiB, errors={}, \
          cpu server/loadgen={server_cpu}/{own_cpu}s in {window_s:.1}s",
-        opt(rss_before),
-        opt(rss_idle),
-        opt(rss_load),
-        optf(per_conn),
-        optf(per_conn_load),
-        shared.errors.load(Ordering::Relaxed)
+        rss_before, rss_idle, rss_load, per_conn, per_conn_load, errors
     );
     println!(
         "RESULT peer={label} n={ready} requested={} failed={} connect_s={connect_secs:.1} \
@@ -430,12 +429,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shared.failed.load(Ordering::Relaxed),
         args.rate,
         args.duration,
-        opt(rss_before),
-        opt(rss_idle),
-        opt(rss_load),
-        optf(per_conn),
-        optf(per_conn_load),
-        shared.errors.load(Ordering::Relaxed)
+        rss_before,
+        rss_idle,
+        rss_load,
+        per_conn,
+        per_conn_load,
+        errors
     );
     Ok(())
 }

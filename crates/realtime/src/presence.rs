@@ -361,6 +361,20 @@ mod tests {
         }
     }
 
+    /// One presence action by `client` on connection `conn` (limit 10), which must
+    /// be accepted.
+    fn act(ch: &Arc<Channel>, conn: &str, client: &str, action: u64) {
+        ch.presence_update(
+            vec![member(conn, client, action)],
+            conn,
+            1,
+            10,
+            None,
+            &mut |_| {},
+        )
+        .unwrap();
+    }
+
     #[test]
     fn enter_update_leave_and_connection_cleanup() {
         let ch = Arc::new(Channel::new("p", 0));
@@ -373,42 +387,10 @@ mod tests {
             0,
         );
         assert!(att.members.is_empty());
-        ch.presence_update(
-            vec![member("c1", "alice", actions::ENTER)],
-            "c1",
-            1,
-            10,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
-        ch.presence_update(
-            vec![member("c1", "bob", actions::ENTER)],
-            "c1",
-            1,
-            10,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
-        ch.presence_update(
-            vec![member("c2", "carol", actions::ENTER)],
-            "c2",
-            1,
-            10,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
-        ch.presence_update(
-            vec![member("c1", "alice", actions::UPDATE)],
-            "c1",
-            1,
-            10,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
+        act(&ch, "c1", "alice", actions::ENTER);
+        act(&ch, "c1", "bob", actions::ENTER);
+        act(&ch, "c2", "carol", actions::ENTER);
+        act(&ch, "c1", "alice", actions::UPDATE);
         assert_eq!(ch.members(None, None).len(), 3);
         assert!(ch
             .members(None, None)
@@ -428,15 +410,7 @@ mod tests {
             .code,
             ErrorCode::PresenceLimit
         );
-        ch.presence_update(
-            vec![member("c2", "carol", actions::LEAVE)],
-            "c2",
-            1,
-            10,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
+        act(&ch, "c2", "carol", actions::LEAVE);
         assert_eq!(ch.remove_connection_members("c1", 5, &mut |_| {}), 2);
         assert!(ch.members(None, None).is_empty());
         let mut last = None;
@@ -469,15 +443,7 @@ mod tests {
         for _ in 0..3 {
             ch.occupancy_changed(debounce);
         }
-        ch.presence_update(
-            vec![member("c2", "bob", actions::ENTER)],
-            "c2",
-            1,
-            10,
-            None,
-            &mut |_| {},
-        )
-        .unwrap();
+        act(&ch, "c2", "bob", actions::ENTER);
         let f = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
             .await
             .expect("occupancy event in time")

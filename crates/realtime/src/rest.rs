@@ -457,18 +457,11 @@ async fn history(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
-        let p = ctx.principal()?;
-        validate_channel_name(&channel)?;
-        require(&p, &channel, ops::HISTORY)?;
-        let hq = history_query(&q)?;
-        let page = hub.history_page(&channel, &hq);
-        let link = page.next.map(|n| next_link(&hq, n));
+    history_reply(&hub, &channel, &headers, &q, |hq| {
+        let page = hub.history_page(&channel, hq);
         let msgs = page.messages.into_iter().map(|m| m.message).collect();
-        Ok(ctx.reply(StatusCode::OK, Payload::Messages(msgs), link))
-    })();
-    ctx.finish(r)
+        (Payload::Messages(msgs), page.next)
+    })
 }
 
 /// Presence history: the same query parameters and paging as message history.
@@ -478,15 +471,30 @@ async fn presence_history(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    let ctx = RestCtx::new(&hub, &headers, &q);
+    history_reply(&hub, &channel, &headers, &q, |hq| {
+        let (members, next) = hub.presence_history_page(&channel, hq);
+        (Payload::Presence(members), next)
+    })
+}
+
+/// What both history endpoints share: auth, channel name and HISTORY capability
+/// checks, query parsing, and the `Link` header for the next page of `page`.
+fn history_reply(
+    hub: &Hub,
+    channel: &str,
+    headers: &HeaderMap,
+    q: &HashMap<String, String>,
+    page: impl FnOnce(&HistoryQuery) -> (Payload, Option<u64>),
+) -> Response {
+    let ctx = RestCtx::new(hub, headers, q);
     let r = (|| {
         let p = ctx.principal()?;
-        validate_channel_name(&channel)?;
-        require(&p, &channel, ops::HISTORY)?;
-        let hq = history_query(&q)?;
-        let (members, next) = hub.presence_history_page(&channel, &hq);
+        validate_channel_name(channel)?;
+        require(&p, channel, ops::HISTORY)?;
+        let hq = history_query(q)?;
+        let (payload, next) = page(&hq);
         let link = next.map(|n| next_link(&hq, n));
-        Ok(ctx.reply(StatusCode::OK, Payload::Presence(members), link))
+        Ok(ctx.reply(StatusCode::OK, payload, link))
     })();
     ctx.finish(r)
 }

@@ -68,11 +68,11 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
             _ = &mut killed => break,
             _ = &mut shutting_down => break,
             Some((push, size)) = push_rx.recv() => {
-                conn.encode(&client, push);
+                conn.encode(&client, &push);
                 let mut sizes = size;
                 for _ in 0..PUSH_BATCH {
                     match push_rx.try_recv() {
-                        Ok((p, s)) => { conn.encode(&client, p); sizes += s; }
+                        Ok((p, s)) => { conn.encode(&client, &p); sizes += s; }
                         Err(_) => break,
                     }
                 }
@@ -126,11 +126,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn encode(&mut self, client: &Client, reply: Reply) {
-        reply.encode(&mut self.out, client.proto);
-    }
-
-    fn encode_ref(&mut self, client: &Client, reply: &Reply) {
+    fn encode(&mut self, client: &Client, reply: &Reply) {
         reply.encode(&mut self.out, client.proto);
     }
 
@@ -193,7 +189,7 @@ impl Conn {
         self.batch_clock = false;
         loop {
             if let Some(e) = self.unauthenticated_limit(client) {
-                self.encode(client, Reply::Error(format!("ERR Protocol error: {e}")));
+                self.encode(client, &Reply::Error(format!("ERR Protocol error: {e}")));
                 self.flush().await;
                 return false;
             }
@@ -208,7 +204,7 @@ impl Conn {
                     {
                         self.encode(
                             client,
-                            Reply::Error("ERR Protocol error: unauthenticated bulk length".into()),
+                            &Reply::Error("ERR Protocol error: unauthenticated bulk length".into()),
                         );
                         self.flush().await;
                         return false;
@@ -217,7 +213,7 @@ impl Conn {
                 }
                 Err(e) => {
                     tracing::debug!(client = client.id(), error = %e, "protocol error");
-                    self.encode(client, Reply::Error(format!("ERR {e}")));
+                    self.encode(client, &Reply::Error(format!("ERR {e}")));
                     self.flush().await;
                     return false;
                 }
@@ -284,7 +280,7 @@ impl Conn {
         };
         for r in &replies {
             if !silent || matches!(r, Reply::Push(_)) {
-                self.encode_ref(client, r);
+                self.encode(client, r);
             }
         }
         replies.clear();
@@ -383,7 +379,7 @@ impl Conn {
                     break true;
                 }
                 Some((push, size)) = push_rx.recv() => {
-                    self.encode(client, push);
+                    self.encode(client, &push);
                     let ok = self.flush().await;
                     info.pushed(size);
                     if !ok {
