@@ -14,13 +14,7 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     if digits.is_empty() || (digits[0] == b'0' && (digits.len() > 1 || neg)) {
         return None;
     }
-    let mut n: u64 = 0;
-    for d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
-    }
+    let n = decimal_u64(digits)?;
     if neg {
         if n > i64::MAX as u64 + 1 {
             None
@@ -30,6 +24,31 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     } else {
         i64::try_from(n).ok()
     }
+}
+
+/// Plain decimal digits (at least one) within u64.
+fn decimal_u64(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add((d - b'0') as u64)
+    })
+}
+
+/// A SCAN-family cursor as `strtoul` reads it with nothing left over: optional sign
+/// (a negative value wraps), at least one digit, no spaces, no overflow.
+pub fn parse_cursor(s: &[u8]) -> Option<u64> {
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let n = decimal_u64(digits)?;
+    Some(if neg { n.wrapping_neg() } else { n })
 }
 
 /// A float as Redis accepts it: what `strtod` reads with nothing left over, no

@@ -435,23 +435,10 @@ pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdErr
 /// wraps), decimal digits, no leading space or trailing garbage, no overflow; the
 /// empty string is 0.
 fn parse_cursor(s: &[u8]) -> Option<u64> {
-    let (neg, digits) = match s.first() {
-        None => return Some(0),
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        Some(_) => (false, s),
-    };
-    if digits.is_empty() {
-        return None;
+    if s.is_empty() {
+        return Some(0);
     }
-    let mut n: u64 = 0;
-    for d in digits {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        n = n.checked_mul(10)?.checked_add((d - b'0') as u64)?;
-    }
-    Some(if neg { n.wrapping_neg() } else { n })
+    num::parse_cursor(s)
 }
 
 /// The SCAN-family reply: `[cursor, [items…]]`.

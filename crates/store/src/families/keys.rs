@@ -311,23 +311,7 @@ fn keys_(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 /// SCAN's cursor argument: what `strtoul` reads with nothing left over.
 fn parse_cursor(arg: &[u8]) -> Result<u64, CmdError> {
-    let invalid = || CmdError::err("invalid cursor");
-    let (neg, digits) = match arg.first() {
-        Some(b'-') => (true, &arg[1..]),
-        Some(b'+') => (false, &arg[1..]),
-        _ => (false, arg),
-    };
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(invalid());
-    }
-    let mut n: u64 = 0;
-    for d in digits {
-        n = n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add((d - b'0') as u64))
-            .ok_or_else(invalid)?;
-    }
-    Ok(if neg { n.wrapping_neg() } else { n })
+    crate::num::parse_cursor(arg).ok_or_else(|| CmdError::err("invalid cursor"))
 }
 
 /// The options shared by SCAN and the collection scans (HSCAN, SSCAN, ZSCAN).
