@@ -206,7 +206,7 @@ pub fn read_string(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Bytes>, CmdEr
     match ctx.ks.lookup_read(db, key, ctx.now) {
         None => Ok(None),
         Some(e) => match &e.value {
-            crate::value::Value::Str(b) => Ok(Some(b.clone())),
+            crate::value::Value::Str(b) => Ok(Some(b.to_bytes())),
             #[allow(unreachable_patterns)]
             _ => Err(CmdError::WrongType),
         },

@@ -490,7 +490,7 @@ mod tests {
     use crate::value::Value;
 
     fn entry(v: &str, exp: u64) -> Entry {
-        Entry::with_expiry(Value::Str(Bytes::copy_from_slice(v.as_bytes())), exp)
+        Entry::with_expiry(Value::Str(v.as_bytes().into()), exp)
     }
 
     #[test]

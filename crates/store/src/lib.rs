@@ -29,6 +29,7 @@ pub mod persistence;
 pub mod pubsub;
 pub mod slowlog;
 pub mod small_bytes;
+pub mod str_value;
 #[doc(hidden)]
 pub mod testkit;
 pub mod types;

@@ -4,11 +4,12 @@
 
 use bytes::Bytes;
 
+use crate::str_value::StrValue;
 use crate::types::{hash::HashValue, list::ListValue, set::SetValue, zset::ZSetValue};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    Str(Bytes),
+    Str(StrValue),
     List(Box<ListValue>),
     /// Unboxed: `Value` is 40 bytes for `Bytes` anyway and a small hash or set fits
     /// in that, which saves one allocation per key.
@@ -74,7 +75,7 @@ impl Value {
     /// not included (the caller adds PEXPIREAT).
     pub fn rewrite_commands(&self, key: &Bytes) -> Vec<Vec<Bytes>> {
         match self {
-            Value::Str(b) => vec![vec![Bytes::from_static(b"SET"), key.clone(), b.clone()]],
+            Value::Str(b) => vec![vec![Bytes::from_static(b"SET"), key.clone(), b.to_bytes()]],
             Value::List(v) => v.rewrite_commands(key),
             Value::Hash(v) => v.rewrite_commands(key),
             Value::Set(v) => v.rewrite_commands(key),

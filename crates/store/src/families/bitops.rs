@@ -67,12 +67,7 @@ fn grow_for_bit(ctx: &mut Ctx<'_>, key: &[u8], max_bit: u64) -> Result<bool, Cmd
         }
         None => {
             let db = ctx.db();
-            store_key(
-                ctx,
-                db,
-                key,
-                Entry::new(Value::Str(Bytes::from(vec![0u8; need]))),
-            );
+            store_key(ctx, db, key, Entry::new(Value::Str(vec![0u8; need].into())));
             Ok(true)
         }
     }

@@ -43,7 +43,7 @@ fn read_hll(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Bytes>, CmdError> {
             ..
         }) => {
             hll::check(s).map_err(hll_err)?;
-            Ok(Some(s.clone()))
+            Ok(Some(s.to_bytes()))
         }
         Some(_) => Err(CmdError::WrongType),
     }
@@ -54,12 +54,12 @@ fn store(ctx: &mut Ctx<'_>, key: &[u8], v: Vec<u8>) {
     let db = ctx.db();
     let now = ctx.now;
     match ctx.ks.get_mut(db, key, now) {
-        Some(e) => e.value = Value::Str(Bytes::from(v)),
+        Some(e) => e.value = Value::Str(v.into()),
         None => {
             ctx.ks.insert(
                 db,
                 Bytes::copy_from_slice(key),
-                Entry::new(Value::Str(Bytes::from(v))),
+                Entry::new(Value::Str(v.into())),
             );
         }
     }
@@ -112,7 +112,7 @@ fn pfcount(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         // Keep the cached cardinality in the value, as Redis does, so a GET shows it.
         let db = ctx.db();
         if let Some(e) = ctx.ks.get_mut(db, key, ctx.now) {
-            e.value = Value::Str(Bytes::from(hll::with_cache(&s, c)));
+            e.value = Value::Str(hll::with_cache(&s, c).into());
         }
         return Ok(Reply::Int(c as i64));
     }

@@ -103,7 +103,7 @@ fn lookup_pattern(ctx: &mut Ctx<'_>, pattern: &[u8], ele: &Bytes) -> Option<Byte
     let db = ctx.db();
     let e = ctx.ks.get(db, &key, ctx.now)?;
     match (field, &e.value) {
-        (None, Value::Str(s)) => Some(s.clone()),
+        (None, Value::Str(s)) => Some(s.to_bytes()),
         (Some(f), Value::Hash(h)) => h.get(f).map(Bytes::copy_from_slice),
         _ => None,
     }

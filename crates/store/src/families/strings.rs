@@ -11,6 +11,7 @@ use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
 use crate::families::longdouble::LongDouble;
 use crate::num;
+use crate::str_value::StrValue;
 use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -114,10 +115,13 @@ pub fn check_string_length(ctx: &Ctx<'_>, size: u64, append: u64) -> Result<(), 
 
 /// Runs `f` on a string value in place: the buffer is reused when nothing else
 /// shares it (a reply still being written may), otherwise copied once.
-pub fn edit_bytes<R>(b: &mut Bytes, f: impl FnOnce(&mut BytesMut) -> R) -> R {
-    let mut m = BytesMut::from(std::mem::take(b));
+pub fn edit_bytes<R>(b: &mut StrValue, f: impl FnOnce(&mut BytesMut) -> R) -> R {
+    let mut m = match std::mem::take(b) {
+        StrValue::Shared(shared) => BytesMut::from(shared),
+        inline => BytesMut::from(inline.as_slice()),
+    };
     let r = f(&mut m);
-    *b = m.freeze();
+    *b = StrValue::from(m.freeze());
     r
 }
 
@@ -137,7 +141,7 @@ pub fn string_mut<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c mut
 }
 
 /// The bytes of a string entry (callers have checked the type).
-pub fn str_bytes(e: &mut Entry) -> &mut Bytes {
+pub fn str_bytes(e: &mut Entry) -> &mut StrValue {
     match &mut e.value {
         Value::Str(b) => b,
         #[allow(unreachable_patterns)]
@@ -231,7 +235,7 @@ fn set_generic(
     let (exists, old_expire, old_value) = match ctx.ks.get(db, key, now) {
         None => (false, 0, None),
         Some(e) => match &e.value {
-            Value::Str(b) => (true, e.expire_at, want_get.then(|| b.clone())),
+            Value::Str(b) => (true, e.expire_at, want_get.then(|| b.to_bytes())),
             #[allow(unreachable_patterns)]
             _ if want_get => return Err(CmdError::WrongType),
             _ => (true, e.expire_at, None),
@@ -249,7 +253,7 @@ fn set_generic(
         ctx,
         db,
         key,
-        Entry::with_expiry(Value::Str(Bytes::copy_from_slice(value)), expire_at),
+        Entry::with_expiry(Value::Str(StrValue::copy_from_slice(value)), expire_at),
     );
     ctx.dirty(1);
     ctx.notify(notify::STRING, "set", key);
@@ -383,21 +387,34 @@ fn getex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 pub fn incr_by(ctx: &mut Ctx<'_>, key: &[u8], delta: i64) -> CmdResult {
     let db = ctx.db();
     let now = ctx.now;
-    let (current, expire_at) = match ctx.ks.get(db, key, now) {
-        None => (0, 0),
-        Some(e) => match &e.value {
-            Value::Str(b) => (num::parse_i64(b).ok_or(CmdError::NotInteger)?, e.expire_at),
-            #[allow(unreachable_patterns)]
-            _ => return Err(CmdError::WrongType),
-        },
+    let new = match ctx.ks.get_mut(db, key, now) {
+        // Updated in place: one lookup, and the TTL stays as it is.
+        Some(e) => {
+            let new = match &e.value {
+                Value::Str(b) => num::parse_i64(b)
+                    .ok_or(CmdError::NotInteger)?
+                    .checked_add(delta)
+                    .ok_or(CmdError::Overflow)?,
+                #[allow(unreachable_patterns)]
+                _ => return Err(CmdError::WrongType),
+            };
+            e.value = Value::Str(StrValue::from_i64(new));
+            if !crate::evict::lfu_mode() {
+                // What replacing the entry would have done (LFU keeps its counter).
+                e.access = crate::evict::initial_access();
+            }
+            new
+        }
+        None => {
+            store_key(
+                ctx,
+                db,
+                key,
+                Entry::new(Value::Str(StrValue::from_i64(delta))),
+            );
+            delta
+        }
     };
-    let new = current.checked_add(delta).ok_or(CmdError::Overflow)?;
-    store_key(
-        ctx,
-        db,
-        key,
-        Entry::with_expiry(Value::Str(num::i64_to_bytes(new)), expire_at),
-    );
     ctx.dirty(1);
     ctx.notify(notify::STRING, "incrby", key);
     Ok(Reply::Int(new))
@@ -462,7 +479,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let (current, expire_at) = match ctx.ks.get(db, key, now) {
         None => (Bytes::from_static(b"0"), 0),
         Some(e) => match &e.value {
-            Value::Str(b) => (b.clone(), e.expire_at),
+            Value::Str(b) => (b.to_bytes(), e.expire_at),
             #[allow(unreachable_patterns)]
             _ => return Err(CmdError::WrongType),
         },
@@ -472,7 +489,7 @@ fn incrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         ctx,
         db,
         key,
-        Entry::with_expiry(Value::Str(new.clone()), expire_at),
+        Entry::with_expiry(Value::Str(new.clone().into()), expire_at),
     );
     ctx.dirty(1);
     ctx.notify(notify::STRING, "incrbyfloat", key);
@@ -495,7 +512,7 @@ fn mget(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             Some(Entry {
                 value: Value::Str(b),
                 ..
-            }) => Reply::Bulk(b.clone()),
+            }) => Reply::Bulk(b.to_bytes()),
             _ => Reply::Null,
         });
     }
@@ -516,7 +533,7 @@ fn mset_all(ctx: &mut Ctx<'_>, pairs: &[Bytes]) {
             ctx,
             db,
             &kv[0],
-            Entry::new(Value::Str(Bytes::copy_from_slice(&kv[1]))),
+            Entry::new(Value::Str(StrValue::copy_from_slice(&kv[1]))),
         );
         ctx.notify(notify::STRING, "set", &kv[0]);
     }
@@ -553,7 +570,7 @@ fn append(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 ctx,
                 db,
                 key,
-                Entry::new(Value::Str(Bytes::copy_from_slice(tail))),
+                Entry::new(Value::Str(StrValue::copy_from_slice(tail))),
             );
             tail.len()
         }
@@ -658,7 +675,7 @@ fn lcs(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             Some(Entry {
                 value: Value::Str(b),
                 ..
-            }) => *slot = b.clone(),
+            }) => *slot = b.to_bytes(),
             #[allow(unreachable_patterns)]
             Some(_) => {
                 return Err(CmdError::err(

@@ -125,7 +125,7 @@ mod tests {
         }
         end(&t.store.keyspace);
         assert_eq!(seen.len(), 200);
-        assert!(seen.values().all(|v| v == "old"));
+        assert!(seen.values().all(|v| &v[..] == b"old"));
         assert!(!seen.contains_key(&b"fresh"[..]));
         assert!(seen.contains_key(&b"k150"[..]));
         // Reads during a capture do not force copies; after it, locking is plain.
