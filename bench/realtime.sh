@@ -7,10 +7,19 @@
 # RSS per connection ((RSS with N idle subscribers − RSS before) / N), plus the
 # ratios tidewire/nats and the issue-6 targets.
 #
+# After the two servers, for each N, the machine's fan-out floor: no server and no
+# protocol, one blocking TCP send of a fan-out-sized frame per socket per message,
+# from 1 and from 2 sender threads, to N loopback sockets read by a second process
+# (`tidewire-loadgen --mode floor`, see docs/realtime.md). No server that writes once
+# per subscriber can beat it on this machine.
+#
 # Env: NS="1000 10000" RATE=100 DURATION=10 FORMAT=json|msgpack CONCURRENCY=200
 #      PAYLOAD=0 (extra data bytes) OUT=<file for RESULT lines>
 #      PIN=1: server on CPU 0, load generator on CPU 1 (taskset), so they do not
-#      compete for the same core (default: no pinning).
+#      compete for the same core (default: no pinning). The floor's senders are
+#      pinned like the server, its receiver like the generator.
+#      FLOOR=0: skip the floor runs. FLOOR_RATE=2 FLOOR_DURATION=10: its messages/s
+#      and seconds (the default rate keeps one fan-out from overlapping the next).
 # Everything listens on 127.0.0.1. Needs root only to apt-get install nats-server
 # when it is missing and to raise the open-files limit.
 set -euo pipefail
@@ -21,6 +30,9 @@ DURATION="${DURATION:-10}"
 FORMAT="${FORMAT:-json}"
 CONCURRENCY="${CONCURRENCY:-200}"
 PAYLOAD="${PAYLOAD:-0}"
+FLOOR="${FLOOR:-1}"
+FLOOR_RATE="${FLOOR_RATE:-2}"
+FLOOR_DURATION="${FLOOR_DURATION:-10}"
 KEY="bench.key:secret"
 SRV_PIN=(); GEN_PIN=()
 if [ "${PIN:-0}" = 1 ] && command -v taskset >/dev/null; then SRV_PIN=(taskset -c 0); GEN_PIN=(taskset -c 1); fi
@@ -120,9 +132,27 @@ run_one() { # peer N
   stop_server
 }
 
+floor_label() { if [ "$1" = 1 ]; then echo floor-1thread; else echo "floor-$1threads"; fi; }
+
+run_floor() { # N senders
+  local n=$1 s=$2 label recv=()
+  label="$(floor_label "$s")"
+  if [ "${#GEN_PIN[@]}" -gt 0 ]; then recv=(--recv-cpu 1); fi
+  echo "== $label N=$n R=$FLOOR_RATE D=$FLOOR_DURATION (no server)" >&2
+  if ! "${SRV_PIN[@]}" "$LOADGEN" --mode floor -n "$n" -r "$FLOOR_RATE" -d "$FLOOR_DURATION" \
+      --payload-bytes "$PAYLOAD" --senders "$s" --concurrency "$CONCURRENCY" "${recv[@]}" \
+      --label "$label" >>"$OUT"; then
+    echo "RESULT peer=$label n=0 requested=$n failed=$n deliveries_per_s=0 p50_ms=na p99_ms=na rss_per_conn_kib=na" >>"$OUT"
+  fi
+}
+
 for n in $NS; do
   run_one tidewire "$n"
   run_one nats "$n"
+  if [ "$FLOOR" != 0 ]; then
+    run_floor "$n" 1
+    run_floor "$n" 2
+  fi
 done
 
 get() { # field peer n
@@ -150,10 +180,25 @@ for n in $NS; do
     "$(ratio "$(get p99_ms tidewire $n)" "$(get p99_ms nats $n)")" "" \
     "$(ratio "$(get rss_per_conn_kib tidewire $n)" "$(get rss_per_conn_kib nats $n)")" "" \
     "$(ratio "$(get server_cpu_s tidewire $n)" "$(get server_cpu_s nats $n)")" ""
+  if [ "$FLOOR" != 0 ]; then
+    for s in 1 2; do
+      peer="$(floor_label "$s")"
+      printf "$row" "floor-${s}t" "$n" "$(get n $peer $n)" \
+        "$(get deliveries_per_s $peer $n)" "$(pct "$(get delivered $peer $n)" "$(get expected $peer $n)")" \
+        "$(get p50_ms $peer $n)" "$(get p99_ms $peer $n)" "$(get max_ms $peer $n)" \
+        na na "$(get server_cpu_s $peer $n)" "$(get loadgen_cpu_s $peer $n)"
+    done
+  fi
 done
 echo "deliv% = deliveries received / (messages sent x subscribers), within ${DURATION}s + 5s drain."
 echo "KiB/conn = (server RSS with N idle subscribers - RSS before) / N; load = same with peak RSS under load."
 echo "srv_cpu / gen_cpu = CPU seconds used by the server / the load generator during publish + drain."
+if [ "$FLOOR" != 0 ]; then
+  echo "floor-1t / floor-2t = machine floor, no server: one blocking send of a $((207 + PAYLOAD))-byte frame per socket"
+  echo "  per message from 1 / 2 threads to N loopback TCP sockets read by a 1-thread tokio process,"
+  echo "  R=$FLOOR_RATE msg/s for ${FLOOR_DURATION}s (one fan-out at a time; deliv/s is not comparable with the rows above);"
+  echo "  srv_cpu = the senders, gen_cpu = the receiver."
+fi
 echo
 echo "Targets (issue 6, at the largest N):"
 big="$(echo $NS | tr ' ' '\n' | sort -n | tail -1)"
@@ -165,6 +210,16 @@ verdict() { if [ "$1" = 1 ]; then echo MET; else echo MISSED; fi; }
 echo "  deliveries/s >= nats:   $tw_d vs $na_d  $(verdict "$(awk -v a="$tw_d" -v b="$na_d" 'BEGIN{print (a+0 >= 0.99 * b && a+0 > 0)}')")"
 echo "  p99 < 50 ms:            $tw_p99  $(verdict "$(awk -v a="$tw_p99" 'BEGIN{print (a ~ /^[0-9.]+$/ && a+0 < 50)}')")"
 echo "  RSS/idle conn <= 16 KiB: $tw_rss  $(verdict "$(awk -v a="$tw_rss" 'BEGIN{print (a ~ /^[0-9.]+$/ && a+0 <= 16)}')")"
+if [ "$FLOOR" != 0 ]; then
+  f1="$(get p99_ms floor-1thread $big)"; f2="$(get p99_ms floor-2threads $big)"
+  reach="$(awk -v a="$f1" -v b="$f2" 'BEGIN {
+    n = 0; m = 1e18
+    if (a ~ /^[0-9.]+$/) { n++; if (a + 0 < m) m = a + 0 }
+    if (b ~ /^[0-9.]+$/) { n++; if (b + 0 < m) m = b + 0 }
+    if (n == 0) print "unknown"; else if (m < 50) print "is reachable here"; else print "is NOT reachable here, even with no server"
+  }')"
+  echo "  machine floor p99 (plain send loop, 2 threads): $f2 ms (1 thread: $f1 ms) -> p99 < 50 ms $reach"
+fi
 echo
 echo "Raw results:"
 cat "$OUT"

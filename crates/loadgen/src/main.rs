@@ -8,6 +8,9 @@
 //! - `nats`: the NATS client protocol over nats-server's WebSocket listener
 //!   (INFO, CONNECT, SUB, PUB/MSG, PING/PONG).
 //!
+//! A third mode, `floor`, measures the machine's fan-out floor with no server and no
+//! protocol: one blocking TCP send per subscriber per message (see `floor.rs`).
+//!
 //! Every phase is bounded in time; nothing read from the network is unwrapped. The
 //! publish timestamp travels in the message data (microseconds since the start of
 //! this process, so publisher and subscribers share one monotonic clock).
@@ -15,6 +18,7 @@
 //! Output: a human summary on stderr and one `RESULT key=value …` line on stdout.
 
 mod ably;
+mod floor;
 mod nats;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
@@ -39,6 +44,12 @@ pub enum Mode {
     Ably,
     /// NATS client protocol over WebSocket (nats-server).
     Nats,
+    /// No server: the machine's fan-out floor, one blocking TCP send per subscriber
+    /// per message, to a receiver process started by this one (default rate 2/s).
+    Floor,
+    /// Receiving side of `floor` (started by it).
+    #[value(hide = true)]
+    FloorRecv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -50,14 +61,14 @@ pub enum Format {
 #[derive(Debug, Clone, Parser)]
 #[command(
     version,
-    about = "Realtime fan-out load generator (Ably or NATS over WebSocket)"
+    about = "Realtime fan-out load generator (Ably or NATS over WebSocket, or the machine's floor)"
 )]
 pub struct Args {
-    /// Protocol to speak.
+    /// Protocol to speak, or `floor`.
     #[arg(long, value_enum, default_value = "ably")]
     pub mode: Mode,
-    /// WebSocket base URL, e.g. ws://127.0.0.1:8080
-    #[arg(long)]
+    /// WebSocket base URL, e.g. ws://127.0.0.1:8080 (ably and nats modes).
+    #[arg(long, default_value = "")]
     pub url: String,
     /// Ably API key (`appId.keyId:secret`); ably mode only.
     #[arg(long, default_value = "")]
@@ -101,6 +112,15 @@ pub struct Args {
     /// Label for the RESULT line (peer name).
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Floor mode: sender threads, each owning 1/S of the sockets.
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Floor mode: run the receiver process under `taskset -c CPUS`.
+    #[arg(long)]
+    pub recv_cpu: Option<String>,
+    /// Floor receiver: address to connect to (set by floor mode).
+    #[arg(long, hide = true, default_value = "")]
+    pub connect: String,
 }
 
 /// State shared by all connections of one run.
@@ -216,21 +236,33 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[idx.min(sorted.len() - 1)]) / 1000.0
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => {}
-        Err(e) => {
-            eprintln!("tidewire-loadgen: {e:#}");
-            std::process::exit(1);
-        }
+fn main() {
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if args.mode == Mode::Floor && matches.value_source("rate") == Some(ValueSource::DefaultValue) {
+        args.rate = floor::DEFAULT_RATE;
+    }
+    let result = match args.mode {
+        Mode::Floor => floor::run(&args),
+        Mode::FloorRecv => floor::run_recv(&args),
+        Mode::Ably | Mode::Nats => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("tokio runtime")
+            .and_then(|rt| rt.block_on(run(args))),
+    };
+    if let Err(e) = result {
+        eprintln!("tidewire-loadgen: {e:#}");
+        std::process::exit(1);
     }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.rate == 0 || args.duration == 0 {
         bail!("--rate and --duration must be positive");
+    }
+    if args.url.is_empty() {
+        bail!("--url is required");
     }
     if args.mode == Mode::Ably && args.key.is_empty() {
         bail!("ably mode needs --key");
@@ -444,6 +476,7 @@ async fn subscribe(args: &Args, i: usize) -> anyhow::Result<Ws> {
     match args.mode {
         Mode::Ably => ably::subscribe(args, i).await,
         Mode::Nats => nats::subscribe(args).await,
+        Mode::Floor | Mode::FloorRecv => bail!("not a WebSocket mode"),
     }
 }
 
@@ -460,6 +493,7 @@ async fn sub_loop(args: &Args, shared: &Shared, mut ws: Ws) -> SubResult {
                     let ok = match args.mode {
                         Mode::Ably => ably::on_frame(args, shared, &mut res, &data),
                         Mode::Nats => nats::on_frame(shared, &mut res, &mut nats_buf, &mut ws, &data).await,
+                        Mode::Floor | Mode::FloorRecv => false,
                     };
                     if !ok {
                         shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -484,6 +518,7 @@ async fn publish(args: &Args, shared: &Shared, total: u64) -> anyhow::Result<(u6
     match args.mode {
         Mode::Ably => ably::publish(args, shared, total).await,
         Mode::Nats => nats::publish(args, shared, total).await,
+        Mode::Floor | Mode::FloorRecv => bail!("not a WebSocket mode"),
     }
 }
 
