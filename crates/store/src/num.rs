@@ -39,9 +39,13 @@ fn decimal_u64(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// A SCAN-family cursor as `strtoul` reads it with nothing left over: optional sign
-/// (a negative value wraps), at least one digit, no spaces, no overflow.
+/// A SCAN-family cursor as Redis 7.2 reads it (`strtoul` with nothing left over):
+/// optional sign (a negative value wraps), digits, no spaces, no overflow. The empty
+/// string reads as 0 (strtoul consumes nothing and stops at the end).
 pub fn parse_cursor(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return Some(0);
+    }
     let (neg, digits) = match s.first() {
         Some(b'-') => (true, &s[1..]),
         Some(b'+') => (false, &s[1..]),

@@ -408,7 +408,7 @@ impl ScanOpts<'_> {
 
 pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdError> {
     let cursor_arg = args.next_bytes()?;
-    let cursor = parse_cursor(cursor_arg).ok_or_else(|| CmdError::err("invalid cursor"))?;
+    let cursor = num::parse_cursor(cursor_arg).ok_or_else(|| CmdError::err("invalid cursor"))?;
     let mut opts = ScanOpts {
         cursor,
         pattern: None,
@@ -429,16 +429,6 @@ pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdErr
         }
     }
     Ok(opts)
-}
-
-/// A cursor as Redis reads it with `strtoul`: optional sign (a negative value
-/// wraps), decimal digits, no leading space or trailing garbage, no overflow; the
-/// empty string is 0.
-fn parse_cursor(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return Some(0);
-    }
-    num::parse_cursor(s)
 }
 
 /// The SCAN-family reply: `[cursor, [items…]]`.

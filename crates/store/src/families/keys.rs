@@ -736,6 +736,12 @@ mod tests {
         };
         assert_eq!(r[1], Reply::Array(vec![]));
         assert_eq!(t.run(&["SCAN", "x"]), err("ERR invalid cursor"));
+        assert_eq!(t.run(&["SCAN", "1 "]), err("ERR invalid cursor"));
+        // strtoul reads "" as 0, as for HSCAN/SSCAN/ZSCAN.
+        let Reply::Array(r) = t.run(&["SCAN", "", "COUNT", "1000"]) else {
+            panic!("SCAN \"\" is a full scan from 0")
+        };
+        assert_eq!(r[0], bulk("0"));
         assert_eq!(t.run(&["SCAN", "0", "COUNT", "0"]), err("ERR syntax error"));
         assert_eq!(
             t.run(&["SCAN", "0", "COUNT", "x"]),

@@ -1027,10 +1027,7 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
-    let cursor = std::str::from_utf8(args.next_bytes()?)
-        .ok()
-        .filter(|c| !c.is_empty() && c.bytes().all(|d| d.is_ascii_digit()))
-        .and_then(|c| c.parse::<u64>().ok())
+    let cursor = crate::num::parse_cursor(args.next_bytes()?)
         .ok_or_else(|| CmdError::err("invalid cursor"))?;
     let mut pattern: Option<&Bytes> = None;
     let mut count = 10usize;

@@ -359,6 +359,8 @@ fn randmember_scan_encoding() {
         arr(vec![bulk("0"), bulks(&["b", "2", "a", "1"])])
     );
     assert_eq!(t.run(&["ZSCAN", "z", "x"]), err("ERR invalid cursor"));
+    assert!(matches!(t.run(&["ZSCAN", "z", ""]), Reply::Array(_)));
+    assert!(matches!(t.run(&["ZSCAN", "z", "-1"]), Reply::Array(_)));
     // Past the listpack limit: paged by COUNT, every member exactly once here.
     for i in 0..50 {
         t.run(&["ZADD", "big", &i.to_string(), &format!("m{i}")]);
