@@ -30,6 +30,16 @@ pub fn config_file(dir: &Path, params: &[(&str, &str)]) -> PathBuf {
 
 /// Starts the binary; `Err(stderr)` if it exits before listening.
 pub fn try_start(dir: &Path, params: &[(&str, &str)]) -> Result<Node, String> {
+    try_start_with_env(dir, params, &[])
+}
+
+/// [`try_start`] with extra environment variables for the child (e.g.
+/// `TIDEWIRE_THREADS`, a top-level setting the `[redis]` params cannot carry).
+pub fn try_start_with_env(
+    dir: &Path,
+    params: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Result<Node, String> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
     let cfg = config_file(dir, params);
@@ -46,6 +56,7 @@ pub fn try_start(dir: &Path, params: &[(&str, &str)]) -> Result<Node, String> {
         .arg(&data)
         .arg("--print-ports")
         .env("TIDEWIRE_LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
