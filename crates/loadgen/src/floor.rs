@@ -219,28 +219,26 @@ fn spawn_receiver(args: &Args, addr: SocketAddr) -> anyhow::Result<ChildGuard> {
         }
         None => Command::new(&exe),
     };
-    cmd.arg("--mode")
-        .arg("floor-recv")
-        .arg("--connect")
-        .arg(addr.to_string())
-        .arg("-n")
-        .arg(args.subscribers.to_string())
-        .arg("-r")
-        .arg(args.rate.to_string())
-        .arg("-d")
-        .arg(args.duration.to_string())
-        .arg("--payload-bytes")
-        .arg(args.payload_bytes.to_string())
-        .arg("--concurrency")
-        .arg(args.concurrency.to_string())
-        .arg("--connect-timeout")
-        .arg(args.connect_timeout.to_string())
-        .arg("--connect-phase-timeout")
-        .arg(args.connect_phase_timeout.to_string())
-        .arg("--settle")
-        .arg(args.settle.to_string())
-        .arg("--drain")
-        .arg(args.drain.to_string())
+    let passed = [
+        ("--connect", addr.to_string()),
+        ("-n", args.subscribers.to_string()),
+        ("-r", args.rate.to_string()),
+        ("-d", args.duration.to_string()),
+        ("--payload-bytes", args.payload_bytes.to_string()),
+        ("--concurrency", args.concurrency.to_string()),
+        ("--connect-timeout", args.connect_timeout.to_string()),
+        (
+            "--connect-phase-timeout",
+            args.connect_phase_timeout.to_string(),
+        ),
+        ("--settle", args.settle.to_string()),
+        ("--drain", args.drain.to_string()),
+    ];
+    cmd.args(["--mode", "floor-recv"]);
+    for (flag, value) in &passed {
+        cmd.arg(flag).arg(value);
+    }
+    cmd
         // Closing its stdin tells the receiver that sending is over.
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -157,10 +157,6 @@ impl<T> ChunkVec<T> {
         self.chunks.iter().flatten()
     }
 
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
-        self.chunks.iter_mut().flatten()
-    }
-
     /// Keeps the elements for which `keep` is true, in order.
     pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut T) -> bool) {
         let mut out = ChunkVec::new();
@@ -372,10 +368,6 @@ impl<K: AsRef<[u8]>, V> DenseMap<K, V> {
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + Clone {
         self.entries.iter().map(|(_, v)| v)
-    }
-
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.entries.iter_mut().map(|(_, v)| v)
     }
 
     /// Keeps the entries for which `keep` is true (order of the kept ones is kept).

@@ -608,16 +608,11 @@ impl Store {
                 LAST_WRITE_SEQ.with(|s| s.set(s.get().max(seq)));
             }
         }
-        // (Checked first: this runs for every command and most touch nothing.)
-        if !ev.touched.is_empty() {
-            for (db, key) in ev.touched.drain(..) {
-                self.watches.touch(db, &key);
-            }
+        for (db, key) in ev.touched.drain(..) {
+            self.watches.touch(db, &key);
         }
-        if !ev.touched_dbs.is_empty() {
-            for db in ev.touched_dbs.drain(..) {
-                self.watches.touch_db(db);
-            }
+        for db in ev.touched_dbs.drain(..) {
+            self.watches.touch_db(db);
         }
     }
 
@@ -629,9 +624,7 @@ impl Store {
             let ready: Vec<(usize, Bytes)> = ev.ready.drain(..).collect();
             self.serve_ready(ready);
         }
-        if !ev.ready.is_empty() {
-            ev.ready.clear();
-        }
+        ev.ready.clear();
     }
 
     /// Serves blocked clients from ready keys, Redis's `handleClientsBlockedOnKeys`:

@@ -62,21 +62,6 @@ impl StrValue {
             StrValue::Shared(b) => b.clone(),
         }
     }
-
-    pub fn into_bytes(self) -> Bytes {
-        match self {
-            StrValue::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
-            StrValue::Shared(b) => b,
-        }
-    }
-
-    /// Heap bytes held beyond the entry (for MEMORY USAGE estimates).
-    pub fn heap_size(&self) -> usize {
-        match self {
-            StrValue::Inline { .. } => 0,
-            StrValue::Shared(b) => b.len(),
-        }
-    }
 }
 
 impl Default for StrValue {
@@ -145,14 +130,12 @@ mod tests {
         let short = StrValue::from(Bytes::from_static(b"12345"));
         assert!(matches!(short, StrValue::Inline { len: 5, .. }));
         assert_eq!(&short[..], b"12345");
-        assert_eq!(short.heap_size(), 0);
 
         let edge = StrValue::copy_from_slice(&[7u8; INLINE_CAP]);
         assert!(matches!(edge, StrValue::Inline { .. }));
         let over = StrValue::copy_from_slice(&[7u8; INLINE_CAP + 1]);
         assert!(matches!(over, StrValue::Shared(_)));
         assert_eq!(over.len(), INLINE_CAP + 1);
-        assert_eq!(over.heap_size(), INLINE_CAP + 1);
     }
 
     #[test]
@@ -160,7 +143,6 @@ mod tests {
         let big = Bytes::from(vec![1u8; 1000]);
         let v = StrValue::from(big.clone());
         assert_eq!(v.to_bytes().as_ptr(), big.as_ptr());
-        assert_eq!(v.into_bytes().as_ptr(), big.as_ptr());
     }
 
     #[test]

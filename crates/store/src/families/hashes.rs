@@ -9,7 +9,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
-use crate::glob::glob_match;
+use crate::families::keys::{parse_scan, scan_reply};
 use crate::num;
 use crate::types::hash::{HashLimits, HashValue};
 use crate::value::{Entry, Value};
@@ -393,55 +393,9 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 pub(crate) const RANGE_LONG: &str =
     "value is out of range, value must between -9223372036854775807 and 9223372036854775807";
 
-/// SCAN-family options after the cursor: `MATCH pattern`, `COUNT n`.
-pub(crate) struct ScanOpts<'a> {
-    pub cursor: u64,
-    pub pattern: Option<&'a [u8]>,
-    pub count: usize,
-}
-
-impl ScanOpts<'_> {
-    pub fn matches(&self, s: &[u8]) -> bool {
-        self.pattern.is_none_or(|p| glob_match(p, s, false))
-    }
-}
-
-pub(crate) fn parse_scan<'a>(args: &mut Args<'a>) -> Result<ScanOpts<'a>, CmdError> {
-    let cursor_arg = args.next_bytes()?;
-    let cursor = num::parse_cursor(cursor_arg).ok_or_else(|| CmdError::err("invalid cursor"))?;
-    let mut opts = ScanOpts {
-        cursor,
-        pattern: None,
-        count: 10,
-    };
-    while !args.is_empty() {
-        if args.remaining() >= 2 && args.flag("COUNT") {
-            let n = args.next_i64()?;
-            if n < 1 {
-                return Err(CmdError::Syntax);
-            }
-            opts.count = n as usize;
-        } else if args.remaining() >= 2 && args.flag("MATCH") {
-            let p = args.next_bytes()?;
-            opts.pattern = (p[..] != b"*"[..]).then_some(&p[..]);
-        } else {
-            return Err(CmdError::Syntax);
-        }
-    }
-    Ok(opts)
-}
-
-/// The SCAN-family reply: `[cursor, [items…]]`.
-pub(crate) fn scan_reply(cursor: u64, items: Vec<Reply>) -> Reply {
-    Reply::Array(vec![
-        Reply::Bulk(num::i64_to_bytes(cursor as i64)),
-        Reply::Array(items),
-    ])
-}
-
 fn hscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
-    let opts = parse_scan(args)?;
+    let opts = parse_scan(args, false)?;
     let Some(h) = read_hash(ctx, key)? else {
         return Ok(scan_reply(0, Vec::new()));
     };

@@ -309,24 +309,28 @@ fn keys_(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Array(out))
 }
 
-/// SCAN's cursor argument: what `strtoul` reads with nothing left over.
-fn parse_cursor(arg: &[u8]) -> Result<u64, CmdError> {
-    crate::num::parse_cursor(arg).ok_or_else(|| CmdError::err("invalid cursor"))
-}
-
-/// The options shared by SCAN and the collection scans (HSCAN, SSCAN, ZSCAN).
+/// The arguments shared by SCAN and the collection scans (HSCAN, SSCAN, ZSCAN).
 pub struct ScanOpts<'a> {
+    pub cursor: u64,
     pub pattern: Option<&'a [u8]>,
     pub count: usize,
     pub type_name: Option<String>,
 }
 
-/// Parses `[MATCH pattern] [COUNT count] [TYPE type]` (TYPE only if `allow_type`).
-pub fn parse_scan_opts<'a>(
-    args: &mut Args<'a>,
-    allow_type: bool,
-) -> Result<ScanOpts<'a>, CmdError> {
+impl ScanOpts<'_> {
+    /// Whether `s` passes the MATCH pattern (if any).
+    pub fn matches(&self, s: &[u8]) -> bool {
+        self.pattern.is_none_or(|p| glob_match(p, s, false))
+    }
+}
+
+/// Parses `cursor [MATCH pattern] [COUNT count] [TYPE type]` (TYPE only if
+/// `allow_type`). The cursor follows Redis 7.2's strtoul rules (`num::parse_cursor`).
+pub fn parse_scan<'a>(args: &mut Args<'a>, allow_type: bool) -> Result<ScanOpts<'a>, CmdError> {
+    let cursor =
+        num::parse_cursor(args.next_bytes()?).ok_or_else(|| CmdError::err("invalid cursor"))?;
     let mut opts = ScanOpts {
+        cursor,
         pattern: None,
         count: 10,
         type_name: None,
@@ -367,16 +371,13 @@ pub fn scan_reply(cursor: u64, items: Vec<Reply>) -> Reply {
 }
 
 fn scan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    let cursor = parse_cursor(args.next_bytes()?)?;
-    let opts = parse_scan_opts(args, true)?;
+    let opts = parse_scan(args, true)?;
     let db = ctx.db();
     let now = ctx.now;
     let mut out = Vec::new();
-    let next = ctx.ks.scan(db, cursor, opts.count, now, |k, e| {
-        if let Some(p) = opts.pattern {
-            if !glob_match(p, k, false) {
-                return;
-            }
+    let next = ctx.ks.scan(db, opts.cursor, opts.count, now, |k, e| {
+        if !opts.matches(k) {
+            return;
         }
         if let Some(t) = &opts.type_name {
             if e.value.type_name() != t {

@@ -12,7 +12,8 @@ use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
-use crate::families::hashes::{parse_scan, scan_reply, RANGE_LONG};
+use crate::families::hashes::RANGE_LONG;
+use crate::families::keys::{parse_scan, scan_reply};
 use crate::num;
 use crate::types::set::{member_bytes, SetLimits, SetValue};
 use crate::value::{Entry, Value};
@@ -511,7 +512,7 @@ fn sintercard(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 fn sscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
-    let opts = parse_scan(args)?;
+    let opts = parse_scan(args, false)?;
     let Some(s) = read_set(ctx, key)? else {
         return Ok(scan_reply(0, Vec::new()));
     };

@@ -21,6 +21,7 @@ use crate::config::notify;
 use crate::config::Limit;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
+use crate::families::keys::{parse_scan, scan_reply};
 use crate::families::lists::{numkeys_positions, parse_numkeys};
 use crate::num;
 use crate::types::zset::ZSetValue;
@@ -1027,29 +1028,12 @@ fn zrandmember(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
-    let cursor = crate::num::parse_cursor(args.next_bytes()?)
-        .ok_or_else(|| CmdError::err("invalid cursor"))?;
-    let mut pattern: Option<&Bytes> = None;
-    let mut count = 10usize;
-    while let Some(opt) = args.peek() {
-        args.next_bytes()?;
-        if opt.eq_ignore_ascii_case(b"MATCH") && !args.is_empty() {
-            pattern = Some(args.next_bytes()?);
-        } else if opt.eq_ignore_ascii_case(b"COUNT") && !args.is_empty() {
-            let n = args.next_i64()?;
-            if n < 1 {
-                return Err(CmdError::Syntax);
-            }
-            count = n as usize;
-        } else {
-            return Err(CmdError::Syntax);
-        }
-    }
+    let opts = parse_scan(args, false)?;
     let mut out = Vec::new();
     let mut next = 0;
     if let Some(z) = zset_read(ctx, key)? {
         let mut emit = |m: &[u8], s: f64| {
-            if pattern.is_none_or(|p| crate::glob::glob_match(p, m, false)) {
+            if opts.matches(m) {
                 out.push(Reply::Bulk(Bytes::copy_from_slice(m)));
                 out.push(Reply::Bulk(Bytes::from(tidewire_resp::format_double(s))));
             }
@@ -1058,13 +1042,10 @@ fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             // Small sets come back whole and in order, as Redis does for listpacks.
             z.iter().for_each(|(m, s)| emit(m, s));
         } else {
-            next = z.scan(cursor, count, emit);
+            next = z.scan(opts.cursor, opts.count, emit);
         }
     }
-    Ok(Reply::Array(vec![
-        Reply::Bulk(num::i64_to_bytes(next as i64)),
-        Reply::Array(out),
-    ]))
+    Ok(scan_reply(next, out))
 }
 
 // ---------------------------------------------------------------- set algebra
