@@ -5,8 +5,11 @@
 # ratio tidewire/redis. Each test runs ROUNDS times per server (default 3), the two
 # servers taking turns and swapping who goes first each round; the table shows the
 # round with the median requests/s of each server, so one noisy moment on a shared
-# machine does not decide a row. Usage: bench/resp.sh [-n requests] [-c clients]
-# Env: TESTS (redis-benchmark -t list), ROUNDS.
+# machine does not decide a row. Pipelined runs send ten times as many requests
+# (2M by default): at over a million requests/s, 200k would last a fifth of a second,
+# too short to tell a real difference from a scheduling hiccup.
+# Usage: bench/resp.sh [-n requests] [-c clients]
+# Env: TESTS (redis-benchmark -t list), ROUNDS, PIPELINED_REQUESTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=200000
@@ -36,13 +39,16 @@ rs_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # One CSV line per test: "test","rps","avg","min","p50","p95","p99","max"
+requests() { # pipeline
+  if [ "$1" = 1 ]; then echo "$N"; else echo "${PIPELINED_REQUESTS:-$((N * 10))}"; fi
+}
 bench() { # port pipeline test
-  redis-benchmark -p "$1" -n "$N" -c "$C" -P "$2" -t "$3" --csv -q 2>/dev/null | tail -n 1
+  redis-benchmark -p "$1" -n "$(requests "$2")" -c "$C" -P "$2" -t "$3" --csv -q 2>/dev/null | tail -n 1
 }
 zrange() { # port pipeline
   redis-cli -p "$1" del tw:bench:z >/dev/null
   for i in $(seq 1 100); do echo "ZADD tw:bench:z $i m$i"; done | redis-cli -p "$1" >/dev/null
-  redis-benchmark -p "$1" -n "$N" -c "$C" -P "$2" --csv -q zrange tw:bench:z 0 9 2>/dev/null | tail -n +2 | sed 's/^"[^"]*"/"ZRANGE 0 9"/'
+  redis-benchmark -p "$1" -n "$(requests "$2")" -c "$C" -P "$2" --csv -q zrange tw:bench:z 0 9 2>/dev/null | tail -n +2 | sed 's/^"[^"]*"/"ZRANGE 0 9"/'
 }
 
 field() { echo "$1" | tr -d '"' | cut -d, -f"$2"; }
@@ -77,4 +83,4 @@ for P in 1 16; do
   done
 done
 echo
-echo "clients=$C requests=$N rounds=$ROUNDS (median round shown); latencies in ms; ratio = tidewire rps / redis rps (target >= 1.0)"
+echo "clients=$C requests=$N (pipelined: $(requests 16)) rounds=$ROUNDS (median round shown); latencies in ms; ratio = tidewire rps / redis rps (target >= 1.0)"
