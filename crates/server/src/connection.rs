@@ -156,12 +156,14 @@ impl Conn {
         if self.out.is_empty() {
             return true;
         }
+        let mut waited_for_disk = false;
         if self.write_seq > 0 {
             // appendfsync always: acknowledge only what is on disk. Batches of many
             // clients share one fsync (the AOF writer's group commit).
             let seq = std::mem::take(&mut self.write_seq);
-            if let Some(mut durable) = self.store.durable_watch() {
-                let _ = durable.wait_for(|s| *s >= seq).await;
+            if let Some(mut durable) = self.store.durable_waiter() {
+                durable.wait_for(seq).await;
+                waited_for_disk = true;
             }
         }
         // Write at the end of the worker's turn, not now: the other connections that
@@ -170,8 +172,11 @@ impl Conn {
         // client asleep in epoll_wait costs a wake-up (an IPI on a VM); in a burst only
         // the first write finds it asleep. Interleaving read, run, write per
         // connection cost ~20% of server CPU and ~18% of the client's on pipelined
-        // random-key SETs (bench/resp.sh, docs/ARCHITECTURE.md).
-        tokio::task::yield_now().await;
+        // random-key SETs (bench/resp.sh, docs/ARCHITECTURE.md). After an fsync the
+        // burst is there already: every connection it covered was woken at once.
+        if !waited_for_disk {
+            tokio::task::yield_now().await;
+        }
         self.store
             .stats
             .total_net_output_bytes

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tidewire_store::durable::{DurableRelay, DurableWaiter};
 use tidewire_store::WriteLog;
-use tokio::sync::watch;
 
 struct HeldLog {
     next: AtomicU64,
-    durable: watch::Receiver<u64>,
+    durable: Arc<DurableRelay>,
 }
 
 impl WriteLog for HeldLog {
@@ -22,18 +22,18 @@ impl WriteLog for HeldLog {
         self.next.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    fn durable_watch(&self) -> Option<watch::Receiver<u64>> {
-        Some(self.durable.clone())
+    fn durable_waiter(&self) -> Option<DurableWaiter> {
+        Some(self.durable.waiter())
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_write_reply_waits_for_durability() {
     let (server, dir) = common::start().await;
-    let (release, durable) = watch::channel(0u64);
+    let durable = DurableRelay::new();
     server.store.set_write_log(Arc::new(HeldLog {
         next: AtomicU64::new(0),
-        durable,
+        durable: durable.clone(),
     }));
     let token = std::fs::read_to_string(dir.path().join("rest-token")).expect("generated token");
     let url = format!("http://{}/redis", server.http_addr);
@@ -70,7 +70,7 @@ async fn rest_write_reply_waits_for_durability() {
     );
 
     // …and answered once it is.
-    release.send(u64::MAX).unwrap();
+    durable.publish(u64::MAX);
     let status = tokio::time::timeout(Duration::from_secs(10), write)
         .await
         .expect("write answered after durability")

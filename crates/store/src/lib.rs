@@ -17,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod counter;
 pub mod dense;
+pub mod durable;
 pub mod error;
 pub mod evict;
 pub mod exec;
@@ -59,10 +60,10 @@ pub trait WriteLog: Send + Sync {
     /// [`WriteLog::durable`] can wait for.
     fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64;
 
-    /// With `appendfsync always`: a watch of the highest sequence number known to be
-    /// on disk. A connection holds the replies of a batch until it covers the batch's
-    /// writes. `None` when replies need not wait.
-    fn durable_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    /// With `appendfsync always`: waits for a sequence number to be on disk. A
+    /// connection holds the replies of a batch until it covers the batch's writes.
+    /// `None` when replies need not wait.
+    fn durable_waiter(&self) -> Option<durable::DurableWaiter> {
         None
     }
 }
@@ -201,9 +202,9 @@ impl Store {
         self.write_log.read().clone()
     }
 
-    /// See [`WriteLog::durable_watch`].
-    pub fn durable_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.write_log.read().as_ref()?.durable_watch()
+    /// See [`WriteLog::durable_waiter`].
+    pub fn durable_waiter(&self) -> Option<durable::DurableWaiter> {
+        self.write_log.read().as_ref()?.durable_waiter()
     }
 
     /// Creates a client for a new connection and registers it for CLIENT LIST.

@@ -231,8 +231,8 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
     };
     if write_seq > 0 {
         // appendfsync always: answer only once the writes are on disk.
-        if let Some(mut durable) = st.store.durable_watch() {
-            let _ = durable.wait_for(|s| *s >= write_seq).await;
+        if let Some(mut durable) = st.store.durable_waiter() {
+            durable.wait_for(write_seq).await;
         }
     }
     let token = st.sync.fetch_add(1, Ordering::Relaxed) + 1;

@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::durable::{DurableRelay, DurableWaiter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
 
 use super::format;
 use crate::WriteLog;
@@ -140,7 +140,7 @@ pub struct Aof {
     pub stem: String,
     buf: Mutex<Buf>,
     wake: Condvar,
-    durable_tx: watch::Sender<u64>,
+    durable: Arc<DurableRelay>,
     policy: AtomicU8,
     stop: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -214,7 +214,6 @@ impl Aof {
         let size = |n: &str| std::fs::metadata(dir.join(n)).map_or(0, |m| m.len());
         let base_size = manifest.base.as_deref().map_or(0, size);
         let incr_size: u64 = manifest.incrs.iter().map(|n| size(n)).sum();
-        let (durable_tx, _) = watch::channel(0u64);
         let aof = Arc::new(Aof {
             dir,
             stem,
@@ -228,7 +227,7 @@ impl Aof {
                 wake_at: 1,
             }),
             wake: Condvar::new(),
-            durable_tx,
+            durable: DurableRelay::new(),
             policy: AtomicU8::new(policy),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -389,14 +388,14 @@ impl Aof {
                 last_fsync_time = last_fsync - fsync_started;
                 last_batch_appends = appends;
                 synced_seq = unsynced_seq;
-                self.durable_tx.send_replace(synced_seq);
+                self.durable.publish(synced_seq);
             } else if policy != FSYNC_ALWAYS && self.last_write_ok.load(Ordering::Relaxed) {
                 // Not waited on in these modes; keep the watch moving anyway.
-                self.durable_tx.send_replace(unsynced_seq.max(synced_seq));
+                self.durable.publish(unsynced_seq.max(synced_seq));
             }
             if stopping && self.buf.lock().data.is_empty() {
                 self.fsync(&mut file);
-                self.durable_tx.send_replace(seq);
+                self.durable.publish(seq);
                 return;
             }
             if policy != FSYNC_ALWAYS && !stopping && !scratch_was_empty {
@@ -526,7 +525,7 @@ impl WriteLog for Aof {
         seq
     }
 
-    fn durable_watch(&self) -> Option<watch::Receiver<u64>> {
-        (self.policy() == FSYNC_ALWAYS).then(|| self.durable_tx.subscribe())
+    fn durable_waiter(&self) -> Option<DurableWaiter> {
+        (self.policy() == FSYNC_ALWAYS).then(|| self.durable.waiter())
     }
 }
