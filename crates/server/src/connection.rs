@@ -172,7 +172,7 @@ impl Conn {
         // client asleep in epoll_wait costs a wake-up (an IPI on a VM); in a burst only
         // the first write finds it asleep. Interleaving read, run, write per
         // connection cost ~20% of server CPU and ~18% of the client's on pipelined
-        // random-key SETs (bench/resp.sh, docs/ARCHITECTURE.md). After an fsync the
+        // SETs over 1M random keys (README, Benchmarks). After an fsync the
         // burst is there already: every connection it covered was woken at once.
         if !waited_for_disk {
             tokio::task::yield_now().await;

@@ -2,11 +2,11 @@
 //!
 //! The log's fsync runs on its own thread, and every connection with a write in
 //! the batch waits for it. Waking each of them from that thread costs one
-//! cross-thread wake-up per connection (tokio unparks the runtime through an
-//! eventfd write per remote wake; 50 clients made ~36 writes and ~7 `epoll_wait`s
-//! per fsync). So the fsync thread wakes *one* waiter ([`DurableRelay::publish`]),
-//! and that waiter, running on the runtime, passes the news on to the others through
-//! a watch: local wake-ups, no syscalls.
+//! cross-thread wake-up per connection: tokio unparks the runtime with an eventfd
+//! write per remote wake, ~38 per fsync with 50 clients (132k `write` calls per 100k
+//! SETs, 4.7k with the relay). So the fsync thread wakes *one* waiter
+//! ([`DurableRelay::publish`]), and that waiter, running on the runtime, passes the
+//! news on to the others through a watch: local wake-ups, no syscalls.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -57,7 +57,7 @@ pub use tidewire_resp::{Protocol, Reply};
 pub trait WriteLog: Send + Sync {
     /// Records the effects of one command (or one whole transaction) as commands to
     /// replay, each tagged with its database. Returns a sequence number that
-    /// [`WriteLog::durable`] can wait for.
+    /// [`WriteLog::durable_waiter`] can wait for.
     fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64;
 
     /// With `appendfsync always`: waits for a sequence number to be on disk. A

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::durable::{DurableRelay, DurableWaiter};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use super::format;
+use crate::durable::{DurableRelay, DurableWaiter};
 use crate::WriteLog;
 
 pub const FSYNC_ALWAYS: u8 = 0;
@@ -397,7 +397,7 @@ impl Aof {
                 synced_seq = unsynced_seq;
                 self.durable.publish(synced_seq);
             } else if policy != FSYNC_ALWAYS && self.last_write_ok.load(Ordering::Relaxed) {
-                // Not waited on in these modes; keep the watch moving anyway.
+                // Not waited on in these modes; keep the published sequence moving anyway.
                 self.durable.publish(unsynced_seq.max(synced_seq));
             }
             if stopping && self.buf.lock().data.is_empty() {
