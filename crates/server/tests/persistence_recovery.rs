@@ -146,6 +146,101 @@ fn corruption_mid_file_names_file_and_offset_and_check_aof_fixes_it() {
     assert_eq!(count(&mut c, "k", 200), 150);
 }
 
+/// The log's end: the last byte that is not a zero of the preallocated tail.
+fn log_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}
+
+#[test]
+fn always_writes_into_zeroed_space_and_shutdown_leaves_a_plain_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(tmp.path(), AOF);
+    fill(&node, "k", 100);
+    let data = node.dir.clone();
+    let incr = incr_files(&data).pop().unwrap();
+    // Writes land in space zeroed ahead (one fdatasync flush each, no size change).
+    let bytes = std::fs::read(&incr).unwrap();
+    let end = log_end(&bytes);
+    assert!(
+        bytes.len() >= end + 512 * 1024,
+        "{} bytes, log ends at {end}",
+        bytes.len()
+    );
+    let mut c = node.conn();
+    assert_eq!(
+        node.info_field(&mut c, "aof_current_size").unwrap(),
+        end.to_string()
+    );
+    // A crash leaves the zeros; the restart reads past them and appends at the log's
+    // end, not after the zeros.
+    node.kill9();
+    let node = start(tmp.path(), AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", 100), 100);
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    node.kill9();
+    let node = start(tmp.path(), AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", 100), 100);
+    assert_eq!(
+        redis::cmd("GET")
+            .arg("after")
+            .query::<String>(&mut c)
+            .unwrap(),
+        "1"
+    );
+    // A clean shutdown cuts the zeros off: the file is a plain RESP log again.
+    node.stop();
+    let bytes = std::fs::read(&incr).unwrap();
+    assert!(
+        bytes.ends_with(b"$5\r\nafter\r\n$1\r\n1\r\n"),
+        "{:?}",
+        &bytes[bytes.len().saturating_sub(40)..]
+    );
+    assert_eq!(log_end(&bytes), bytes.len());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .arg("check-aof")
+        .arg(&incr)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_write_that_never_reached_the_disk_is_dropped_at_load() {
+    // A power loss can keep a later page of an unsynced write and lose an earlier
+    // one: an entry beyond a zeroed gap. It was never acknowledged, so the load
+    // drops it (with the truncated-tail warning) instead of refusing to start.
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(tmp.path(), AOF);
+    fill(&node, "k", 50);
+    let data = node.dir.clone();
+    node.kill9();
+    let incr = incr_files(&data).pop().unwrap();
+    let mut bytes = std::fs::read(&incr).unwrap();
+    let end = log_end(&bytes);
+    assert!(bytes.len() > end + 8192, "preallocated");
+    let ghost = b"*3\r\n$3\r\nSET\r\n$5\r\nghost\r\n$1\r\n1\r\n";
+    bytes[end + 4096..end + 4096 + ghost.len()].copy_from_slice(ghost);
+    std::fs::write(&incr, &bytes).unwrap();
+    let node = start(tmp.path(), AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", 50), 50);
+    let ghost: Option<String> = redis::cmd("GET").arg("ghost").query(&mut c).unwrap();
+    assert_eq!(ghost, None);
+    assert!(node.stderr().contains("truncated"), "{}", node.stderr());
+    // Cut back to the last entry: the next write follows it.
+    assert_eq!(std::fs::metadata(&incr).unwrap().len() as usize, end);
+}
+
 #[test]
 fn snapshot_save_bgsave_lastsave_and_shutdown() {
     let tmp = tempfile::tempdir().unwrap();

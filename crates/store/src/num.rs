@@ -61,27 +61,22 @@ pub fn parse_f64(s: &[u8]) -> Option<f64> {
     if s.is_empty() || s[0].is_ascii_whitespace() || s[s.len() - 1].is_ascii_whitespace() {
         return None;
     }
-    let text = std::str::from_utf8(s).ok()?;
-    let lower = text.to_ascii_lowercase();
-    let v = match lower.as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        _ => {
-            if lower.contains("nan") || lower.contains("inf") {
-                return None;
-            }
-            // Rust accepts a few forms strtod does not ("1." is fine in both); reject
-            // hex floats and the like by only allowing the decimal alphabet.
-            if !lower
-                .bytes()
-                .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+'))
-            {
-                return None;
-            }
-            lower.parse::<f64>().ok()?
-        }
-    };
-    (!v.is_nan()).then_some(v)
+    // Rust accepts a few forms strtod does not ("1." is fine in both); reject hex
+    // floats, "nan" and the like by only allowing the decimal alphabet. Checked on
+    // the bytes as they are: no lowercase copy for the common case (every ZADD).
+    if s.iter()
+        .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'-' | b'+'))
+    {
+        let v = std::str::from_utf8(s).ok()?.parse::<f64>().ok()?;
+        return (!v.is_nan()).then_some(v);
+    }
+    // Otherwise only infinity, spelled as strtod takes it, in any case.
+    let lower = std::str::from_utf8(s).ok()?.to_ascii_lowercase();
+    match lower.as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => Some(f64::INFINITY),
+        "-inf" | "-infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
 }
 
 pub fn i64_to_bytes(n: i64) -> bytes::Bytes {
@@ -128,6 +123,12 @@ mod tests {
         assert_eq!(parse_f64(b"nan"), None);
         assert_eq!(parse_f64(b"1.5x"), None);
         assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(parse_f64(b"1E3"), Some(1000.0));
+        assert_eq!(parse_f64(b"+Infinity"), Some(f64::INFINITY));
+        assert_eq!(parse_f64(b"-INF"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"0x1p3"), None);
+        assert_eq!(parse_f64(b"infinit"), None);
+        assert_eq!(parse_f64(b"-"), None);
         assert_eq!(format_float_plain(10.5), "10.5");
         assert_eq!(format_float_plain(3.0), "3");
         assert_eq!(format_float_plain(5.0e3), "5000");

@@ -10,7 +10,7 @@
 //! its replies until that sequence covers its writes — group commit: one fsync
 //! acknowledges every write buffered meanwhile, from all clients.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -22,6 +22,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use super::format;
+use super::log_file::{self, LogFile};
 use crate::durable::{DurableRelay, DurableWaiter};
 use crate::WriteLog;
 
@@ -207,13 +208,16 @@ impl Aof {
         policy: u8,
     ) -> std::io::Result<Arc<Aof>> {
         let current = manifest.incrs.last().cloned().unwrap_or_default();
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(dir.join(&current))?;
-        let size = |n: &str| std::fs::metadata(dir.join(n)).map_or(0, |m| m.len());
-        let base_size = manifest.base.as_deref().map_or(0, size);
-        let incr_size: u64 = manifest.incrs.iter().map(|n| size(n)).sum();
+        let file = LogFile::open(&dir.join(&current))?;
+        let base_size = manifest
+            .base
+            .as_deref()
+            .map_or(0, |n| std::fs::metadata(dir.join(n)).map_or(0, |m| m.len()));
+        let incr_size: u64 = manifest
+            .incrs
+            .iter()
+            .map(|n| log_file::logical_size(&dir.join(n)))
+            .sum();
         let aof = Arc::new(Aof {
             dir,
             stem,
@@ -301,11 +305,8 @@ impl Aof {
         }
     }
 
-    fn writer(self: Arc<Self>, mut file: File) {
+    fn writer(self: Arc<Self>, mut file: LogFile) {
         let mut last_fsync = Instant::now();
-        // Length of the current file: a failed write is cut back to it before the
-        // retry, so a partial write never leaves half an entry in the middle.
-        let mut len = file.metadata().map_or(0, |m| m.len());
         let mut unsynced_seq = 0u64;
         let mut synced_seq = 0u64;
         let mut scratch: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -360,21 +361,25 @@ impl Aof {
                     Some(at) => scratch.split_at(at),
                     None => (&scratch[..], &[][..]),
                 };
-                self.write_all(&mut file, &mut len, before);
+                if policy == FSYNC_ALWAYS {
+                    file.reserve(scratch.len() as u64);
+                }
+                self.write_all(&mut file, before);
                 if rotate_at.is_some() {
-                    // Everything before the cut is on disk before the switch.
+                    // Everything before the cut is on disk before the switch; the
+                    // file it leaves ends with its last entry.
+                    if let Err(e) = file.trim() {
+                        tracing::warn!(error = %e, "cannot cut the zeroed tail off the AOF file");
+                    }
                     self.fsync(&mut file);
                     match self.rotate() {
-                        Ok(f) => {
-                            file = f;
-                            len = 0;
-                        }
+                        Ok(f) => file = f,
                         Err(e) => {
                             tracing::error!(error = %e, "cannot start a new AOF file; staying on the current one");
                             *self.rotated_to.lock() = Some(String::new());
                         }
                     }
-                    self.write_all(&mut file, &mut len, after);
+                    self.write_all(&mut file, after);
                 }
                 scratch.clear();
                 if scratch.capacity() > 8 << 20 {
@@ -396,11 +401,20 @@ impl Aof {
                 last_batch_appends = appends;
                 synced_seq = unsynced_seq;
                 self.durable.publish(synced_seq);
+                if policy == FSYNC_ALWAYS {
+                    // Zero the next chunk now, while the released clients prepare
+                    // their next writes, rather than in front of a batch.
+                    file.reserve(log_file::CHUNK / 2);
+                }
             } else if policy != FSYNC_ALWAYS && self.last_write_ok.load(Ordering::Relaxed) {
                 // Not waited on in these modes; keep the published sequence moving anyway.
                 self.durable.publish(unsynced_seq.max(synced_seq));
             }
             if stopping && self.buf.lock().data.is_empty() {
+                // Without the zeroed tail: a plain log for any reader.
+                if let Err(e) = file.trim() {
+                    tracing::warn!(error = %e, "cannot cut the zeroed tail off the AOF file");
+                }
                 self.fsync(&mut file);
                 self.durable.publish(seq);
                 return;
@@ -441,15 +455,14 @@ impl Aof {
         b.wake_at = 1;
     }
 
-    fn write_all(&self, file: &mut File, len: &mut u64, data: &[u8]) {
+    fn write_all(&self, file: &mut LogFile, data: &[u8]) {
         if data.is_empty() {
             return;
         }
         let mut attempt = 0;
         loop {
-            match file.write_all(data) {
+            match file.append(data) {
                 Ok(()) => {
-                    *len += data.len() as u64;
                     self.last_write_ok.store(true, Ordering::Relaxed);
                     self.incr_size
                         .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -461,9 +474,8 @@ impl Aof {
                     self.write_errors.fetch_add(1, Ordering::Relaxed);
                     self.last_write_ok.store(false, Ordering::Relaxed);
                     *self.last_error.lock() = e.to_string();
-                    // Drop whatever part of the batch made it (the file is in
-                    // append mode, so the retry then continues from `len`).
-                    let _ = file.set_len(*len);
+                    // `append` dropped whatever part of the batch made it; the retry
+                    // writes at the same place.
                     if attempt % 50 == 0 {
                         tracing::error!(error = %e, "error writing the AOF; retrying");
                     }
@@ -477,8 +489,8 @@ impl Aof {
         }
     }
 
-    fn fsync(&self, file: &mut File) -> bool {
-        match file.sync_data() {
+    fn fsync(&self, file: &mut LogFile) -> bool {
+        match file.sync() {
             Ok(()) => {
                 self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 self.last_write_ok.store(true, Ordering::Relaxed);
@@ -494,13 +506,10 @@ impl Aof {
     }
 
     /// Creates the next incremental file and records it in the manifest.
-    fn rotate(&self) -> std::io::Result<File> {
+    fn rotate(&self) -> std::io::Result<LogFile> {
         let mut m = self.manifest.lock();
         let name = format!("{}.{}.incr.aof", self.stem, m.next);
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.dir.join(&name))?;
+        let file = LogFile::open(&self.dir.join(&name))?;
         let mut next = m.clone();
         next.next += 1;
         next.incrs.push(name.clone());

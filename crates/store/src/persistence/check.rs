@@ -47,12 +47,14 @@ pub fn check_aof(path: &Path, fix: bool) -> Result<String, String> {
             )),
         };
     }
+    // Zeros past the last entry are a preallocated tail, not data (see `format::log_end`).
+    let buf = &buf[..format::log_end(&buf)];
     let mut pos = 0;
     let mut valid = 0;
     let mut in_multi = false;
     let mut n = 0u64;
     let problem = loop {
-        match format::parse(&buf, pos) {
+        match format::parse(buf, pos) {
             Ok(None) => break None,
             Ok(Some((argv, next))) => {
                 n += 1;
@@ -66,7 +68,7 @@ pub fn check_aof(path: &Path, fix: bool) -> Result<String, String> {
                     valid = pos;
                 }
             }
-            Err((at, Bad::Truncated)) => break Some((at, format::confirm_truncation(&buf, at))),
+            Err((at, Bad::Truncated)) => break Some((at, format::confirm_truncation(buf, at))),
             Err((at, why)) => break Some((at, why)),
         }
     };

@@ -143,6 +143,31 @@ pub fn confirm_truncation(buf: &[u8], at: usize) -> Bad {
     Bad::Truncated
 }
 
+/// Where the log in `buf` ends: before the zero bytes an incremental file keeps past
+/// its last entry when it was preallocated (`appendfsync always`, see
+/// [`super::aof`]). Every entry ends with CRLF, so trailing zeros are never data.
+pub fn log_end(buf: &[u8]) -> usize {
+    buf.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// A sector: the smallest unit a disk writes whole.
+const SECTOR: usize = 512;
+
+/// Whether `buf[at..]` holds a whole sector of zeros: preallocated space that a
+/// write had not yet reached on disk when the machine went down (a power loss can
+/// keep a later page of an unsynced write and lose an earlier one). An entry that
+/// stops there was never fsynced, so never acknowledged under `always`.
+pub fn unwritten_gap(buf: &[u8], at: usize) -> bool {
+    let mut run = 0;
+    for &b in buf.get(at..).unwrap_or_default() {
+        run = if b == 0 { run + 1 } else { 0 };
+        if run >= SECTOR {
+            return true;
+        }
+    }
+    false
+}
+
 /// Ends a snapshot stream: the trailer with the CRC-32 of everything before it.
 pub fn finish_snapshot(hasher: crc32fast::Hasher) -> Vec<u8> {
     let crc = hasher.finalize();
@@ -221,6 +246,25 @@ mod tests {
         assert_eq!(why, Bad::Truncated);
         assert!(matches!(confirm_truncation(&long, at), Bad::Corrupt(_)));
         assert_eq!(confirm_truncation(&long[..second], 0), Bad::Truncated);
+    }
+
+    #[test]
+    fn preallocated_tail() {
+        let mut log = Vec::new();
+        encode(&mut log, &["SET", "k", "\0\0"]); // a value may end in zeros
+        let end = log.len();
+        assert_eq!(log_end(&log), end);
+        log.resize(end + 4096, 0);
+        assert_eq!(log_end(&log), end);
+        assert_eq!(log_end(&[0, 0]), 0);
+        // A zero sector after the stop point: a write that never reached the disk.
+        assert!(unwritten_gap(&log, end));
+        assert!(!unwritten_gap(&log[..end + 511], end));
+        let mut torn = log[..end].to_vec();
+        torn.extend_from_slice(&[0; 600]);
+        encode(&mut torn, &["SET", "later", "page"]);
+        assert!(unwritten_gap(&torn, end));
+        assert!(!unwritten_gap(&torn, end + 100));
     }
 
     #[test]

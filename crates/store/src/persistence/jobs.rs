@@ -201,7 +201,7 @@ fn do_rewrite(store: &Store) -> Result<(), String> {
             let incr_size: u64 = m
                 .incrs
                 .iter()
-                .map(|n| std::fs::metadata(aof.dir.join(n)).map_or(0, |md| md.len()))
+                .map(|n| super::log_file::logical_size(&aof.dir.join(n)))
                 .sum();
             (old, incr_size)
         };

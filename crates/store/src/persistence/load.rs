@@ -1,8 +1,10 @@
 //! Loading at startup: the snapshot, or the AOF's base and incremental files, replayed
 //! through [`Store::execute`] by an internal `loader` client (the only one served while
 //! `store.loading` is set). A truncated last entry of the last incremental file (a
-//! crash mid-write) is dropped with a warning and the file cut back to its last valid
-//! entry; anything else unreadable stops startup with the file name and byte offset.
+//! crash mid-write, or a preallocated tail the disk never got, see
+//! [`format::unwritten_gap`]) is dropped with a warning and the file cut back to its
+//! last valid entry; anything else unreadable stops startup with the file name and
+//! byte offset.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,11 +175,14 @@ pub fn load_aof(
             }
             Err(e) => return Err(LoadError(format!("cannot read {}: {e}", path.display()))),
         };
-        let len = buf.len();
+        // A preallocated file ends in zeros past its last entry (not data).
+        let len = format::log_end(&buf);
         let (valid, stopped) = loader.replay(&buf, 0..len);
+        let torn =
+            |at: usize, why: &Bad| *why == Bad::Truncated || format::unwritten_gap(&buf[..len], at);
         match stopped {
             None => {}
-            Some((_, Bad::Truncated)) if i + 1 == n && allow_truncated => {
+            Some((at, why)) if i + 1 == n && allow_truncated && torn(at, &why) => {
                 tracing::warn!(
                     file = %path.display(),
                     valid_bytes = valid,

@@ -13,6 +13,7 @@ pub mod check;
 pub mod format;
 pub mod jobs;
 pub mod load;
+pub mod log_file;
 pub mod snapshot;
 
 use std::path::PathBuf;
