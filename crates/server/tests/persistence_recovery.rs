@@ -47,19 +47,25 @@ fn truncated_tail_is_dropped_with_a_warning() {
         .unwrap();
     f.write_all(b"*3\r\n$3\r\nSET\r\n$5\r\nhalf").unwrap();
     drop(f);
-    let node = start(tmp.path(), AOF);
-    let mut c = node.conn();
-    assert_eq!(count(&mut c, "k", 100), 100);
     // The file was cut back, so new writes follow a valid entry.
+    restart_write_and_restart(tmp.path(), 100).kill9();
+}
+
+/// Restarts, checks `k0..k{n}`, writes `after`, crashes, restarts and checks that
+/// both survived: a write after a recovered log lands where the loader reads it.
+fn restart_write_and_restart(dir: &std::path::Path, n: u64) -> Node {
+    let node = start(dir, AOF);
+    let mut c = node.conn();
+    assert_eq!(count(&mut c, "k", n), n);
     let _: () = redis::cmd("SET")
         .arg("after")
         .arg("1")
         .query(&mut c)
         .unwrap();
     node.kill9();
-    let node = start(tmp.path(), AOF);
+    let node = start(dir, AOF);
     let mut c = node.conn();
-    assert_eq!(count(&mut c, "k", 100), 100);
+    assert_eq!(count(&mut c, "k", n), n);
     assert_eq!(
         redis::cmd("GET")
             .arg("after")
@@ -67,6 +73,7 @@ fn truncated_tail_is_dropped_with_a_warning() {
             .unwrap(),
         "1"
     );
+    node
 }
 
 #[test]
@@ -174,25 +181,7 @@ fn always_writes_into_zeroed_space_and_shutdown_leaves_a_plain_log() {
     // A crash leaves the zeros; the restart reads past them and appends at the log's
     // end, not after the zeros.
     node.kill9();
-    let node = start(tmp.path(), AOF);
-    let mut c = node.conn();
-    assert_eq!(count(&mut c, "k", 100), 100);
-    let _: () = redis::cmd("SET")
-        .arg("after")
-        .arg("1")
-        .query(&mut c)
-        .unwrap();
-    node.kill9();
-    let node = start(tmp.path(), AOF);
-    let mut c = node.conn();
-    assert_eq!(count(&mut c, "k", 100), 100);
-    assert_eq!(
-        redis::cmd("GET")
-            .arg("after")
-            .query::<String>(&mut c)
-            .unwrap(),
-        "1"
-    );
+    let node = restart_write_and_restart(tmp.path(), 100);
     // A clean shutdown cuts the zeros off: the file is a plain RESP log again.
     node.stop();
     let bytes = std::fs::read(&incr).unwrap();
