@@ -361,7 +361,10 @@ impl Aof {
                     Some(at) => scratch.split_at(at),
                     None => (&scratch[..], &[][..]),
                 };
-                if policy == FSYNC_ALWAYS {
+                // Usually the zeroed space is there already (see below). A batch
+                // larger than a chunk is appended past it instead: zeroing first
+                // would write it twice.
+                if policy == FSYNC_ALWAYS && scratch.len() as u64 <= log_file::CHUNK {
                     file.reserve(scratch.len() as u64);
                 }
                 self.write_all(&mut file, before);

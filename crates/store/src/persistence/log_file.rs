@@ -192,6 +192,15 @@ mod tests {
         // Zeros inside an entry's value are not mistaken for the tail.
         log.append(b"\0\0\r\n").unwrap();
         assert_eq!(logical_size(&path), 9);
+        // A write longer than the zeroed space runs past it; zeroing resumes after.
+        log.reserve(100);
+        let big = vec![b'x'; (CHUNK * 2) as usize];
+        log.append(&big).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 9 + CHUNK * 2);
+        log.reserve(10);
+        assert_eq!(log.log_len(), 9 + CHUNK * 2);
+        assert_eq!(logical_size(&path), 9 + CHUNK * 2);
+        assert!(std::fs::metadata(&path).unwrap().len() > 9 + CHUNK * 3);
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }
