@@ -165,6 +165,11 @@ fn always_writes_into_zeroed_space_and_shutdown_leaves_a_plain_log() {
     fill(&node, "k", 100);
     let data = node.dir.clone();
     let incr = incr_files(&data).pop().unwrap();
+    // Numbered from 1, as Redis does (its manifest parser refuses `seq 0`).
+    assert!(
+        incr.ends_with("appendonlydir/appendonly.aof.1.incr.aof"),
+        "{incr:?}"
+    );
     // Writes land in space zeroed ahead (one fdatasync flush each, no size change).
     let bytes = std::fs::read(&incr).unwrap();
     let end = log_end(&bytes);

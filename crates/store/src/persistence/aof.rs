@@ -170,6 +170,8 @@ impl Aof {
     ) -> std::io::Result<Arc<Aof>> {
         std::fs::create_dir_all(&dir)?;
         if manifest.incrs.is_empty() {
+            // Redis numbers files from 1 and refuses a manifest line with `seq 0`.
+            manifest.next = manifest.next.max(1);
             let name = format!("{stem}.{}.incr.aof", manifest.next);
             manifest.next += 1;
             File::create(dir.join(&name))?.sync_all()?;
