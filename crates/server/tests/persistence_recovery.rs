@@ -33,14 +33,29 @@ fn count(c: &mut redis::Connection, prefix: &str, n: u64) -> u64 {
     vals.iter().filter(|v| v.is_some()).count() as u64
 }
 
+/// Starts with the AOF, writes `k0..k{n}`, crashes (SIGKILL) and returns the
+/// incremental file the writes went to.
+fn fill_and_crash(dir: &std::path::Path, n: u64) -> std::path::PathBuf {
+    let node = start(dir, AOF);
+    fill(&node, "k", n);
+    let data = node.dir.clone();
+    node.kill9();
+    incr_files(&data).pop().unwrap()
+}
+
+/// Runs `tidewire check-aof` with `args`.
+fn check_aof(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .arg("check-aof")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn truncated_tail_is_dropped_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = start(tmp.path(), AOF);
-    fill(&node, "k", 100);
-    let data = node.dir.clone();
-    node.kill9();
-    let incr = incr_files(&data).pop().unwrap();
+    let incr = fill_and_crash(tmp.path(), 100);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&incr)
@@ -104,11 +119,7 @@ fn truncated_tail_refused_when_aof_load_truncated_is_no() {
 #[test]
 fn corruption_mid_file_names_file_and_offset_and_check_aof_fixes_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let node = start(tmp.path(), AOF);
-    fill(&node, "k", 200);
-    let data = node.dir.clone();
-    node.kill9();
-    let incr = incr_files(&data).pop().unwrap();
+    let incr = fill_and_crash(tmp.path(), 200);
     let mut bytes = std::fs::read(&incr).unwrap();
     // Find the entry of k150 and break its array header.
     let needle = b"\r\n$4\r\nk150\r\n";
@@ -127,19 +138,10 @@ fn corruption_mid_file_names_file_and_offset_and_check_aof_fixes_it() {
     assert!(err.contains(&file_name), "{err}");
     assert!(err.contains(&format!("byte offset {entry}")), "{err}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
-        .arg("check-aof")
-        .arg(&incr)
-        .output()
-        .unwrap();
+    let out = check_aof(&[incr.as_os_str()]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("byte offset {entry}")));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
-        .arg("check-aof")
-        .arg("--fix")
-        .arg(&incr)
-        .output()
-        .unwrap();
+    let out = check_aof(&["--fix".as_ref(), incr.as_os_str()]);
     assert!(
         out.status.success(),
         "{}",
@@ -196,11 +198,7 @@ fn always_writes_into_zeroed_space_and_shutdown_leaves_a_plain_log() {
         &bytes[bytes.len().saturating_sub(40)..]
     );
     assert_eq!(log_end(&bytes), bytes.len());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
-        .arg("check-aof")
-        .arg(&incr)
-        .output()
-        .unwrap();
+    let out = check_aof(&[incr.as_os_str()]);
     assert!(
         out.status.success(),
         "{}",
@@ -214,11 +212,7 @@ fn a_write_that_never_reached_the_disk_is_dropped_at_load() {
     // one: an entry beyond a zeroed gap. It was never acknowledged, so the load
     // drops it (with the truncated-tail warning) instead of refusing to start.
     let tmp = tempfile::tempdir().unwrap();
-    let node = start(tmp.path(), AOF);
-    fill(&node, "k", 50);
-    let data = node.dir.clone();
-    node.kill9();
-    let incr = incr_files(&data).pop().unwrap();
+    let incr = fill_and_crash(tmp.path(), 50);
     let mut bytes = std::fs::read(&incr).unwrap();
     let end = log_end(&bytes);
     assert!(bytes.len() > end + 8192, "preallocated");

@@ -6,7 +6,7 @@
 //! locks, so in execution order per key) only encodes into an in-memory buffer and
 //! returns a sequence number; one writer thread swaps the buffer out, writes it to the
 //! current incremental file and fsyncs per `appendfsync`, then publishes the highest
-//! fsynced sequence on a watch channel. With `appendfsync always` a connection holds
+//! fsynced sequence ([`DurableRelay`]). With `appendfsync always` a connection holds
 //! its replies until that sequence covers its writes — group commit: one fsync
 //! acknowledges every write buffered meanwhile, from all clients.
 

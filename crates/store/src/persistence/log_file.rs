@@ -116,7 +116,8 @@ impl LogFile {
     }
 }
 
-/// The size of `file` without its zeroed tail, reading backwards from `size`.
+/// The size of `file` without its zeroed tail ([`super::format::log_end`] applied
+/// block by block, backwards from `size`: the tail is short, the file may be long).
 fn logical_len(file: &File, size: u64) -> io::Result<u64> {
     let mut block = vec![0u8; 64 * 1024];
     let mut end = size;
@@ -124,10 +125,10 @@ fn logical_len(file: &File, size: u64) -> io::Result<u64> {
         let start = end.saturating_sub(block.len() as u64);
         let chunk = &mut block[..(end - start) as usize];
         file.read_exact_at(chunk, start)?;
-        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
-            return Ok(start + i as u64 + 1);
+        match super::format::log_end(chunk) {
+            0 => end = start,
+            n => return Ok(start + n as u64),
         }
-        end = start;
     }
     Ok(0)
 }
