@@ -155,6 +155,46 @@ fn corruption_mid_file_names_file_and_offset_and_check_aof_fixes_it() {
     assert_eq!(count(&mut c, "k", 200), 150);
 }
 
+#[test]
+fn corruption_before_a_value_of_zeros_is_not_mistaken_for_a_torn_tail() {
+    // A zero sector only means "never reached the disk" where parsing stopped. A
+    // damaged entry far before a value that holds 1 KiB of zeros must still refuse
+    // to start rather than drop everything after it as a torn tail.
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(tmp.path(), AOF);
+    fill(&node, "k", 100);
+    let mut c = node.conn();
+    let _: () = redis::cmd("SET")
+        .arg("blob")
+        .arg(vec![0u8; 1024])
+        .query(&mut c)
+        .unwrap();
+    fill(&node, "m", 10);
+    let data = node.dir.clone();
+    node.kill9();
+    let incr = incr_files(&data).pop().unwrap();
+    // The crashed, still preallocated log is valid as it is.
+    let out = check_aof(&[incr.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut bytes = std::fs::read(&incr).unwrap();
+    let needle = b"\r\n$3\r\nk50\r\n";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    let entry = bytes[..at].iter().rposition(|b| *b == b'*').unwrap();
+    bytes[entry] = b'?';
+    std::fs::write(&incr, &bytes).unwrap();
+    let err = try_start(tmp.path(), AOF)
+        .err()
+        .expect("must refuse to start");
+    assert!(err.contains(&format!("byte offset {entry}")), "{err}");
+}
+
 /// The log's end: the last byte that is not a zero of the preallocated tail.
 fn log_end(bytes: &[u8]) -> usize {
     bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)

@@ -153,14 +153,24 @@ pub fn log_end(buf: &[u8]) -> usize {
 /// A sector: the smallest unit a disk writes whole.
 const SECTOR: usize = 512;
 
-/// Whether `buf[at..]` holds a whole sector of zeros: preallocated space that a
-/// write had not yet reached on disk when the machine went down (a power loss can
-/// keep a later page of an unsynced write and lose an earlier one). An entry that
-/// stops there was never fsynced, so never acknowledged under `always`.
-pub fn unwritten_gap(buf: &[u8], at: usize) -> bool {
+/// Whether the entry that failed to parse, from `entry` to where parsing stopped
+/// (`at`), runs into a whole sector of zeros: preallocated space that a write had not
+/// yet reached on disk when the machine went down (a power loss can keep a later page
+/// of an unsynced write and lose an earlier one). Such an entry was never fsynced, so
+/// never acknowledged under `always`. The run must start inside that entry: a
+/// corruption earlier in the file followed, further on, by a value that happens to
+/// hold 512 zeros is not a torn tail, and loading refuses it.
+pub fn unwritten_gap(buf: &[u8], entry: usize, at: usize) -> bool {
     let mut run = 0;
-    for &b in buf.get(at..).unwrap_or_default() {
-        run = if b == 0 { run + 1 } else { 0 };
+    for (i, &b) in buf.iter().enumerate().skip(entry) {
+        if b != 0 {
+            if i >= at {
+                return false;
+            }
+            run = 0;
+            continue;
+        }
+        run += 1;
         if run >= SECTOR {
             return true;
         }
@@ -257,14 +267,28 @@ mod tests {
         log.resize(end + 4096, 0);
         assert_eq!(log_end(&log), end);
         assert_eq!(log_end(&[0, 0]), 0);
-        // A zero sector after the stop point: a write that never reached the disk.
-        assert!(unwritten_gap(&log, end));
-        assert!(!unwritten_gap(&log[..end + 511], end));
+        // A zero sector where parsing stopped: a write that never reached the disk.
+        assert!(unwritten_gap(&log, end, end));
+        assert!(!unwritten_gap(&log[..end + 511], end, end));
         let mut torn = log[..end].to_vec();
         torn.extend_from_slice(&[0; 600]);
         encode(&mut torn, &["SET", "later", "page"]);
-        assert!(unwritten_gap(&torn, end));
-        assert!(!unwritten_gap(&torn, end + 100));
+        assert!(unwritten_gap(&torn, end, end));
+        // Zeros inside the failed entry, parsing stopped on the data after them.
+        assert!(unwritten_gap(&torn, end, end + 700));
+        // Parsing stopped after the zeros' start, but the entry began past them.
+        assert!(!unwritten_gap(&torn, end + 100, end + 120));
+        // A corrupt entry long before a value that holds a zero sector.
+        let mut corrupt = Vec::new();
+        encode(&mut corrupt, &["SET", "a", "1"]);
+        let bad = corrupt.len();
+        corrupt.extend_from_slice(b"*2\r\n$3\r\nGE");
+        let zeros = vec![0u8; 1024];
+        encode(
+            &mut corrupt,
+            &["SET", "blob", std::str::from_utf8(&zeros).unwrap()],
+        );
+        assert!(!unwritten_gap(&corrupt, bad, bad + 12));
     }
 
     #[test]

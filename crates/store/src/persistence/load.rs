@@ -86,10 +86,9 @@ impl Loader {
                         other => other,
                     };
                     self.abandon_multi();
-                    return (
-                        committed,
-                        Some((if in_multi { committed } else { at }, why)),
-                    );
+                    // Where parsing stopped, even inside a MULTI: the operator is
+                    // pointed at the bad bytes, and a torn tail is judged from there.
+                    return (committed, Some((at, why)));
                 }
             }
         }
@@ -178,8 +177,9 @@ pub fn load_aof(
         // A preallocated file ends in zeros past its last entry (not data).
         let len = format::log_end(&buf);
         let (valid, stopped) = loader.replay(&buf, 0..len);
-        let torn =
-            |at: usize, why: &Bad| *why == Bad::Truncated || format::unwritten_gap(&buf[..len], at);
+        let torn = |at: usize, why: &Bad| {
+            *why == Bad::Truncated || format::unwritten_gap(&buf[..len], valid, at)
+        };
         match stopped {
             None => {}
             Some((at, why)) if i + 1 == n && allow_truncated && torn(at, &why) => {
