@@ -54,20 +54,22 @@ pub async fn serve(store: Arc<Store>, stream: TcpStream, mut shutdown: watch::Re
         write_seq: 0,
         shutdown: shutdown.clone(),
     };
-    // Created once, not per loop turn: each creation registers a waiter on a Notify
-    // (the shutdown one is shared by every connection), which cost a lock round trip
-    // per command on unpipelined loads.
-    let killed = info.killed();
-    tokio::pin!(killed);
-    let shutting_down = shutdown.changed();
-    tokio::pin!(shutting_down);
+    // A kill (CLIENT KILL, output-buffer limit, shutdown: the accept loop kills every
+    // connection) closes the push channel, so the loop waits on two sources only: a
+    // Notify or watch polled each turn cost a lock round trip per unpipelined command.
+    // Registered after the accept loop's sweep: the shutdown flag is set already.
+    if *shutdown.borrow_and_update() {
+        info.kill();
+    }
     loop {
+        if info.is_killed() {
+            break;
+        }
         // Not biased: under a constant stream of pushes the client's own commands
         // (UNSUBSCRIBE …) must still be read.
         tokio::select! {
-            _ = &mut killed => break,
-            _ = &mut shutting_down => break,
-            Some((push, size)) = push_rx.recv() => {
+            push = push_rx.recv() => {
+                let Some((push, size)) = push else { break };
                 conn.encode(&client, &push);
                 let mut sizes = size;
                 for _ in 0..PUSH_BATCH {

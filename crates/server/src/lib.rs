@@ -195,7 +195,12 @@ async fn accept_loop(
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = shutdown.changed() => {
+                // Connections watch only their socket and push channel: a kill closes
+                // the channel. One accepted but not yet registered sees the flag itself.
+                store.kill_clients("resp");
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let maxclients = store.config.get_u64("maxclients") as usize;

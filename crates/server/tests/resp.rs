@@ -691,19 +691,32 @@ async fn slowlog_and_info() {
 async fn shutdown_command_stops_the_server_gracefully() {
     let (server, _dir) = start().await;
     let mut requested = server.shutdown_requested();
+    // Idle, subscribed and blocked connections are all closed by the shutdown itself,
+    // not left to the 10 s deadline after which the server aborts them.
     let mut other = Raw::connect(&server).await;
     other.cmd(&["PING"]).await;
+    let mut subscriber = Raw::connect(&server).await;
+    subscriber.cmd(&["SUBSCRIBE", "news"]).await;
+    let mut blocked = Raw::connect(&server).await;
+    blocked.send(&["BLPOP", "jobs", "0"]).await;
     let mut c = Raw::connect(&server).await;
+    assert!(wait_until!(c
+        .cmd(&["INFO", "clients"])
+        .await
+        .text()
+        .contains("blocked_clients:1")));
     c.send(&["SHUTDOWN", "NOSAVE"]).await;
     assert!(c.closed().await, "SHUTDOWN closes without a reply");
     tokio::time::timeout(WAIT, requested.changed())
         .await
         .expect("shutdown requested")
         .unwrap();
-    tokio::time::timeout(WAIT, server.shutdown())
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
         .await
-        .expect("shutdown completes");
+        .expect("shutdown completes before its forced-abort deadline");
     assert!(other.closed().await);
+    assert!(subscriber.closed().await);
+    assert!(blocked.closed().await);
 }
 
 #[tokio::test]

@@ -108,9 +108,13 @@ impl ClientInfo {
     /// Asks the connection to close (CLIENT KILL, output buffer limit, shutdown).
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        // Every waiter: a connection may be waiting in its read loop and in a write
-        // at once (`killed` enables its future before checking the flag, so a kill
-        // between the two is not missed).
+        // Closing the push channel wakes a connection idle in its read loop: that loop
+        // waits only on the socket and this channel (one wake-up source fewer to poll
+        // per command), and a killed client gets no more pushes anyway.
+        self.push_tx.lock().take();
+        // Every other waiter: a connection may be in a write or a blocking wait
+        // (`killed` enables its future before checking the flag, so a kill between
+        // the two is not missed).
         self.kill_notify.notify_waiters();
     }
 
@@ -133,8 +137,12 @@ impl ClientInfo {
 
     /// Installs the channel on which out-of-band replies (pub/sub, monitor) reach the
     /// connection's writer.
+    /// Closed (the sender dropped) when the client is killed.
     pub fn set_push_channel(&self, tx: mpsc::UnboundedSender<(Reply, usize)>) {
-        *self.push_tx.lock() = Some(tx);
+        let mut slot = self.push_tx.lock();
+        if !self.is_killed() {
+            *slot = Some(tx);
+        }
     }
 
     /// Queues an out-of-band reply. `size` is its approximate wire size, counted

@@ -239,6 +239,13 @@ impl Store {
         v
     }
 
+    /// Asks every connection of `kind` to close (shutdown).
+    pub fn kill_clients(&self, kind: &str) {
+        for c in self.clients.read().values().filter(|c| c.kind == kind) {
+            c.kill();
+        }
+    }
+
     pub fn client_by_id(&self, id: u64) -> Option<Arc<ClientInfo>> {
         self.clients.read().get(&id).cloned()
     }
