@@ -123,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(store.clone(), resp, shutdown_rx.clone()));
     tasks.spawn(cron(store.clone(), shutdown_rx.clone()));
+    tasks.spawn(log_committer(store.clone(), shutdown_rx.clone()));
     metrics::install();
     let rest = upstash::RestState::new(store.clone(), &config, http_addr, shutdown_rx.clone())?;
     let bridge = realtime::connect_bridge(&store, &hub, shutdown_rx.clone());
@@ -225,6 +226,31 @@ async fn accept_loop(
         }
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// The AOF's group commit under `appendfsync always`, on the runtime: signalled by
+/// the first write of a batch, it runs once the connections already queued have run,
+/// so one write and fsync covers them all, as Redis's `beforeSleep` does. It blocks
+/// this thread for the fsync (as Redis's event loop does); the replies it releases
+/// go out right after.
+async fn log_committer(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
+    let signal = store.start_log_committer();
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = signal.notified() => {
+                if multi_thread {
+                    tokio::task::block_in_place(|| store.commit_log_here());
+                } else {
+                    store.commit_log_here();
+                }
+            }
+        }
+    }
+    // Connections still finishing hand their writes to the log's writer thread.
+    store.stop_log_committer();
 }
 
 /// Background work at Redis's default 10 Hz.

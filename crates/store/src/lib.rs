@@ -66,6 +66,13 @@ pub trait WriteLog: Send + Sync {
     fn durable_waiter(&self) -> Option<durable::DurableWaiter> {
         None
     }
+
+    /// Attaches the runtime's committer task (`None` detaches it): see
+    /// [`Store::start_log_committer`].
+    fn attach_committer(&self, _signal: Option<Arc<tokio::sync::Notify>>) {}
+
+    /// Run by the committer task when signalled: the group commit, on its thread.
+    fn commit_here(&self) {}
 }
 
 /// Server-wide counters for INFO.
@@ -133,6 +140,8 @@ pub struct Store {
     has_monitors: AtomicBool,
     next_client_id: AtomicU64,
     write_log: RwLock<Option<Arc<dyn WriteLog>>>,
+    /// The runtime's committer signal, attached to every log installed.
+    log_committer: RwLock<Option<Arc<tokio::sync::Notify>>>,
     /// Mirrors `write_log.is_some()` so the write path can skip building log
     /// records (and touching the lock) when nothing consumes them.
     logging: AtomicBool,
@@ -169,6 +178,7 @@ impl Store {
             has_monitors: AtomicBool::new(false),
             next_client_id: AtomicU64::new(1),
             write_log: RwLock::new(None),
+            log_committer: RwLock::new(None),
             logging: AtomicBool::new(false),
             loading: AtomicBool::new(false),
             started: Instant::now(),
@@ -183,8 +193,40 @@ impl Store {
     }
 
     pub fn set_write_log(&self, log: Arc<dyn WriteLog>) {
+        if let Some(signal) = self.log_committer.read().clone() {
+            log.attach_committer(Some(signal));
+        }
         *self.write_log.write() = Some(log);
         self.logging.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the server's runtime do the log's group commit under `appendfsync
+    /// always` (Redis's `beforeSleep`), rather than a hand-over to the log's writer
+    /// thread and back. The caller runs a task that awaits the returned signal and
+    /// then calls [`Store::commit_log_here`], and calls
+    /// [`Store::stop_log_committer`] when it stops.
+    pub fn start_log_committer(&self) -> Arc<tokio::sync::Notify> {
+        let signal = Arc::new(tokio::sync::Notify::new());
+        *self.log_committer.write() = Some(signal.clone());
+        if let Some(log) = self.write_log() {
+            log.attach_committer(Some(signal.clone()));
+        }
+        signal
+    }
+
+    /// Back to the log's own writer thread (the committer task is ending).
+    pub fn stop_log_committer(&self) {
+        *self.log_committer.write() = None;
+        if let Some(log) = self.write_log() {
+            log.attach_committer(None);
+        }
+    }
+
+    /// See [`Store::start_log_committer`].
+    pub fn commit_log_here(&self) {
+        if let Some(log) = self.write_log() {
+            log.commit_here();
+        }
     }
 
     /// Stops handing writes to a log (`appendonly no` at runtime).

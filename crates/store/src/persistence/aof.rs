@@ -9,6 +9,13 @@
 //! fsynced sequence ([`DurableRelay`]). With `appendfsync always` a connection holds
 //! its replies until that sequence covers its writes — group commit: one fsync
 //! acknowledges every write buffered meanwhile, from all clients.
+//!
+//! Under `always`, when the server runs a committer task ([`Aof::commit_here`]), the
+//! group commit happens on the runtime instead, once the connections that were
+//! ready have run (Redis's `beforeSleep`): no hand-over to the writer thread and
+//! back, two cross-thread wake-ups per fsync. The writer thread then only rotates
+//! files, zeroes space ahead, retries after errors and catches anything left
+//! waiting (see `Aof::writer`).
 
 use std::fs::File;
 use std::io::Write;
@@ -133,6 +140,26 @@ struct Buf {
     appends: u64,
     /// A parked writer wants waking once `appends` reaches this (see `linger`).
     wake_at: u64,
+    /// Counts every time the buffer was taken for writing (the writer's safety net
+    /// tells from it whether the committer is keeping up).
+    taken: u64,
+    /// The committer leaves the buffer to the writer thread: the file was busy, or
+    /// writing or syncing failed.
+    handoff: bool,
+    /// The committer asks the writer thread to zero space ahead (off the runtime).
+    reserve_wanted: bool,
+}
+
+/// The open incremental file and how much of the log it holds. Locked by whoever
+/// writes: the writer thread or the committer. Lock order: `disk`, then `buf`.
+struct Disk {
+    file: LogFile,
+    /// Highest sequence written to the file, and the highest fsynced.
+    written: u64,
+    synced: u64,
+    last_fsync: Instant,
+    /// The batch being written (swapped with the buffer, so both keep capacity).
+    scratch: Vec<u8>,
 }
 
 pub struct Aof {
@@ -140,7 +167,13 @@ pub struct Aof {
     /// `appendfilename`, the stem of every file name.
     pub stem: String,
     buf: Mutex<Buf>,
+    disk: Mutex<Disk>,
     wake: Condvar,
+    /// Wakes the runtime's committer task, when one is attached (`appendfsync always`).
+    committer: parking_lot::RwLock<Option<Arc<tokio::sync::Notify>>>,
+    /// How long a batch may wait for the committer before the writer thread writes
+    /// it itself (a detached or stuck committer). Tests lengthen it.
+    committer_grace: Duration,
     durable: Arc<DurableRelay>,
     policy: AtomicU8,
     stop: AtomicBool,
@@ -209,6 +242,16 @@ impl Aof {
         manifest: Manifest,
         policy: u8,
     ) -> std::io::Result<Arc<Aof>> {
+        Aof::start_with_grace(dir, stem, manifest, policy, Duration::from_millis(100))
+    }
+
+    fn start_with_grace(
+        dir: PathBuf,
+        stem: String,
+        manifest: Manifest,
+        policy: u8,
+        committer_grace: Duration,
+    ) -> std::io::Result<Arc<Aof>> {
         let current = manifest.incrs.last().cloned().unwrap_or_default();
         let file = LogFile::open(&dir.join(&current))?;
         let base_size = manifest
@@ -231,8 +274,20 @@ impl Aof {
                 writer_waiting: false,
                 appends: 0,
                 wake_at: 1,
+                taken: 0,
+                handoff: false,
+                reserve_wanted: false,
+            }),
+            disk: Mutex::new(Disk {
+                file,
+                written: 0,
+                synced: 0,
+                last_fsync: Instant::now(),
+                scratch: Vec::with_capacity(64 * 1024),
             }),
             wake: Condvar::new(),
+            committer: parking_lot::RwLock::new(None),
+            committer_grace,
             durable: DurableRelay::new(),
             policy: AtomicU8::new(policy),
             stop: AtomicBool::new(false),
@@ -250,7 +305,7 @@ impl Aof {
         let a = aof.clone();
         let handle = std::thread::Builder::new()
             .name("tidewire-aof".into())
-            .spawn(move || a.writer(file))?;
+            .spawn(move || a.writer())?;
         *aof.thread.lock() = Some(handle);
         Ok(aof)
     }
@@ -307,123 +362,150 @@ impl Aof {
         }
     }
 
-    fn writer(self: Arc<Self>, mut file: LogFile) {
-        let mut last_fsync = Instant::now();
-        let mut unsynced_seq = 0u64;
-        let mut synced_seq = 0u64;
-        let mut scratch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    /// Whether the runtime's committer does the group commit (see the module doc).
+    fn committed_by_runtime(&self) -> bool {
+        self.policy() == FSYNC_ALWAYS && self.committer.read().is_some()
+    }
+
+    fn writer(self: Arc<Self>) {
         // Group commit under `always`: how many appends the last fsync covered and
         // how long it took (see `linger`).
         let mut last_batch_appends = 0u64;
         let mut last_fsync_time = Duration::ZERO;
         loop {
-            let (seq, rotate_at, stopping, appends) = {
-                let mut b = self.buf.lock();
-                b.wake_at = 1;
-                // Appended while the last batch was being written and fsynced: their
-                // clients wait for the next fsync, beside those it just released.
-                let arrived_meanwhile = b.appends;
-                while b.data.is_empty()
-                    && b.rotate_at.is_none()
-                    && !self.stop.load(Ordering::Acquire)
+            let fsync_pending = {
+                let d = self.disk.lock();
+                d.written > d.synced
+            };
+            let mut b = self.buf.lock();
+            b.wake_at = 1;
+            // Appended while the last batch was being written and fsynced: their
+            // clients wait for the next fsync, beside those it just released.
+            let arrived_meanwhile = b.appends;
+            loop {
+                if b.rotate_at.is_some()
+                    || b.handoff
+                    || b.reserve_wanted
+                    || self.stop.load(Ordering::Acquire)
                 {
-                    // Wake at least once a second for everysec's pending fsync.
-                    b.writer_waiting = true;
-                    let wait = if unsynced_seq > synced_seq {
-                        Duration::from_millis(100)
-                    } else {
-                        Duration::from_secs(1)
-                    };
-                    let timed_out = self.wake.wait_for(&mut b, wait).timed_out();
-                    b.writer_waiting = false;
-                    if timed_out {
-                        break;
-                    }
+                    break;
                 }
-                if self.policy() == FSYNC_ALWAYS {
-                    self.linger(
-                        &mut b,
-                        last_batch_appends + arrived_meanwhile,
-                        last_fsync_time,
-                    );
+                let by_runtime = self.committed_by_runtime();
+                if !b.data.is_empty() && !by_runtime {
+                    break;
                 }
-                std::mem::swap(&mut b.data, &mut scratch);
-                let appends = std::mem::take(&mut b.appends);
+                // With a committer, look again after `committer_grace`: a buffer
+                // nobody took meanwhile (the committer stopped, or the runtime is
+                // stuck) is written here. Otherwise wake at least once a second for
+                // everysec's pending fsync.
+                let taken = b.taken;
+                let had_data = !b.data.is_empty();
+                let wait = if by_runtime {
+                    self.committer_grace
+                } else if fsync_pending {
+                    Duration::from_millis(100)
+                } else {
+                    Duration::from_secs(1)
+                };
+                b.writer_waiting = true;
+                let timed_out = self.wake.wait_for(&mut b, wait).timed_out();
+                b.writer_waiting = false;
+                if timed_out && (!by_runtime || fsync_pending || (had_data && b.taken == taken)) {
+                    break;
+                }
+            }
+            if self.policy() == FSYNC_ALWAYS && !self.committed_by_runtime() {
+                self.linger(
+                    &mut b,
+                    last_batch_appends + arrived_meanwhile,
+                    last_fsync_time,
+                );
+            }
+            drop(b);
+            let mut disk = self.disk.lock();
+            let d = &mut *disk;
+            let (seq, rotate_at, stopping, appends, reserve_wanted) = {
+                let mut b = self.buf.lock();
+                std::mem::swap(&mut b.data, &mut d.scratch);
+                b.taken += 1;
+                b.handoff = false;
                 (
                     b.seq,
                     b.rotate_at.take(),
                     self.stop.load(Ordering::Acquire),
-                    appends,
+                    std::mem::take(&mut b.appends),
+                    std::mem::take(&mut b.reserve_wanted),
                 )
             };
             let policy = self.policy();
-            let scratch_was_empty = scratch.is_empty();
-            if !scratch.is_empty() || rotate_at.is_some() {
+            let scratch_was_empty = d.scratch.is_empty();
+            if !d.scratch.is_empty() || rotate_at.is_some() {
                 let (before, after) = match rotate_at {
-                    Some(at) => scratch.split_at(at),
-                    None => (&scratch[..], &[][..]),
+                    Some(at) => d.scratch.split_at(at),
+                    None => (&d.scratch[..], &[][..]),
                 };
                 // Usually the zeroed space is there already (see below). A batch
                 // larger than a chunk is appended past it instead: zeroing first
                 // would write it twice.
-                if policy == FSYNC_ALWAYS && scratch.len() as u64 <= log_file::CHUNK {
-                    file.reserve(scratch.len() as u64);
+                if policy == FSYNC_ALWAYS && d.scratch.len() as u64 <= log_file::CHUNK {
+                    d.file.reserve(d.scratch.len() as u64);
                 }
-                self.write_all(&mut file, before);
+                self.write_all(&mut d.file, before);
                 if rotate_at.is_some() {
                     // Everything before the cut is on disk before the switch; the
                     // file it leaves ends with its last entry.
-                    if let Err(e) = file.trim() {
+                    if let Err(e) = d.file.trim() {
                         tracing::warn!(error = %e, "cannot cut the zeroed tail off the AOF file");
                     }
-                    self.fsync(&mut file);
+                    self.fsync(&mut d.file);
                     match self.rotate() {
-                        Ok(f) => file = f,
+                        Ok(f) => d.file = f,
                         Err(e) => {
                             tracing::error!(error = %e, "cannot start a new AOF file; staying on the current one");
                             *self.rotated_to.lock() = Some(String::new());
                         }
                     }
-                    self.write_all(&mut file, after);
+                    self.write_all(&mut d.file, after);
                 }
-                scratch.clear();
-                if scratch.capacity() > 8 << 20 {
-                    scratch = Vec::with_capacity(64 * 1024);
+                d.scratch.clear();
+                if d.scratch.capacity() > 8 << 20 {
+                    d.scratch = Vec::with_capacity(64 * 1024);
                 }
-                unsynced_seq = seq;
+                d.written = seq;
             }
             let due = match policy {
-                FSYNC_ALWAYS => unsynced_seq > synced_seq,
+                FSYNC_ALWAYS => d.written > d.synced,
                 FSYNC_EVERYSEC => {
-                    unsynced_seq > synced_seq && last_fsync.elapsed() >= Duration::from_secs(1)
+                    d.written > d.synced && d.last_fsync.elapsed() >= Duration::from_secs(1)
                 }
                 _ => false,
-            } || (stopping && unsynced_seq > synced_seq);
+            } || (stopping && d.written > d.synced);
             let fsync_started = Instant::now();
-            if due && self.fsync(&mut file) {
-                last_fsync = Instant::now();
-                last_fsync_time = last_fsync - fsync_started;
+            if due && self.fsync(&mut d.file) {
+                d.last_fsync = Instant::now();
+                last_fsync_time = d.last_fsync - fsync_started;
                 last_batch_appends = appends;
-                synced_seq = unsynced_seq;
-                self.durable.publish(synced_seq);
-                if policy == FSYNC_ALWAYS {
-                    // Zero the next chunk now, while the released clients prepare
-                    // their next writes, rather than in front of a batch.
-                    file.reserve(log_file::CHUNK / 2);
-                }
+                d.synced = d.written;
+                self.durable.publish(d.synced);
             } else if policy != FSYNC_ALWAYS && self.last_write_ok.load(Ordering::Relaxed) {
                 // Not waited on in these modes; keep the published sequence moving anyway.
-                self.durable.publish(unsynced_seq.max(synced_seq));
+                self.durable.publish(d.written.max(d.synced));
+            }
+            if policy == FSYNC_ALWAYS && (due || reserve_wanted) {
+                // Zero the next chunk now, while the released clients prepare
+                // their next writes, rather than in front of a batch.
+                d.file.reserve(log_file::CHUNK / 2);
             }
             if stopping && self.buf.lock().data.is_empty() {
                 // Without the zeroed tail: a plain log for any reader.
-                if let Err(e) = file.trim() {
+                if let Err(e) = d.file.trim() {
                     tracing::warn!(error = %e, "cannot cut the zeroed tail off the AOF file");
                 }
-                self.fsync(&mut file);
+                self.fsync(&mut d.file);
                 self.durable.publish(seq);
                 return;
             }
+            drop(disk);
             if policy != FSYNC_ALWAYS && !stopping && !scratch_was_empty {
                 // Nobody waits for this write: let a millisecond of appends gather
                 // into one write() instead of waking this thread for each (appends
@@ -431,6 +513,86 @@ impl Aof {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    /// Attaches (or, with `None`, detaches) the runtime's committer task.
+    pub fn attach_committer(&self, signal: Option<Arc<tokio::sync::Notify>>) {
+        *self.committer.write() = signal;
+        // A detached committer leaves the buffer to this thread again.
+        self.wake.notify_one();
+    }
+
+    /// The group commit under `appendfsync always`, run by the committer task on the
+    /// runtime after the ready connections have run, as Redis does in
+    /// `beforeSleep`: writes and fsyncs everything buffered, then releases the
+    /// waiting replies. Anything that cannot be done in one go here (the file busy
+    /// with a rotation or zeroing, a write or fsync error, which are retried) is
+    /// handed to the writer thread, so the runtime never sleeps on a retry.
+    pub fn commit_here(&self) {
+        if self.policy() != FSYNC_ALWAYS {
+            return;
+        }
+        let Some(mut disk) = self.disk.try_lock() else {
+            self.hand_off();
+            return;
+        };
+        let d = &mut *disk;
+        let seq = {
+            let mut b = self.buf.lock();
+            if b.data.is_empty() && d.written == d.synced {
+                return;
+            }
+            if b.rotate_at.is_some() || b.handoff || !self.last_write_ok.load(Ordering::Relaxed) {
+                b.handoff = true;
+                drop(b);
+                self.wake.notify_one();
+                return;
+            }
+            std::mem::swap(&mut b.data, &mut d.scratch);
+            b.taken += 1;
+            b.appends = 0;
+            b.seq
+        };
+        if !d.scratch.is_empty() {
+            if let Err(e) = d.file.append(&d.scratch) {
+                self.write_failed(&e);
+                // Back to the front of the buffer, for the writer thread's retries.
+                let mut b = self.buf.lock();
+                let newer = std::mem::take(&mut b.data);
+                b.data = std::mem::take(&mut d.scratch);
+                let older = b.data.len();
+                if let Some(at) = b.rotate_at.as_mut() {
+                    *at += older;
+                }
+                b.data.extend_from_slice(&newer);
+                b.handoff = true;
+                drop(b);
+                self.wake.notify_one();
+                return;
+            }
+            self.wrote(d.scratch.len());
+            d.scratch.clear();
+            if d.scratch.capacity() > 8 << 20 {
+                d.scratch = Vec::with_capacity(64 * 1024);
+            }
+            d.written = seq;
+        }
+        if !self.fsync(&mut d.file) {
+            self.hand_off();
+            return;
+        }
+        d.last_fsync = Instant::now();
+        d.synced = d.written;
+        self.durable.publish(d.synced);
+        if d.file.wants_zeroing(log_file::CHUNK / 2) {
+            self.buf.lock().reserve_wanted = true;
+            self.wake.notify_one();
+        }
+    }
+
+    fn hand_off(&self) {
+        self.buf.lock().handoff = true;
+        self.wake.notify_one();
     }
 
     /// Under `appendfsync always`, waits a little for the clients released by the
@@ -468,17 +630,13 @@ impl Aof {
         loop {
             match file.append(data) {
                 Ok(()) => {
-                    self.last_write_ok.store(true, Ordering::Relaxed);
-                    self.incr_size
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    self.wrote(data.len());
                     return;
                 }
                 Err(e) => {
                     // Keep the data: retry until the disk accepts it (replies in
                     // `always` mode wait meanwhile; nothing acknowledged is lost).
-                    self.write_errors.fetch_add(1, Ordering::Relaxed);
-                    self.last_write_ok.store(false, Ordering::Relaxed);
-                    *self.last_error.lock() = e.to_string();
+                    self.write_failed(&e);
                     // `append` dropped whatever part of the batch made it; the retry
                     // writes at the same place.
                     if attempt % 50 == 0 {
@@ -492,6 +650,17 @@ impl Aof {
                 }
             }
         }
+    }
+
+    fn wrote(&self, len: usize) {
+        self.last_write_ok.store(true, Ordering::Relaxed);
+        self.incr_size.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    fn write_failed(&self, e: &std::io::Error) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.last_write_ok.store(false, Ordering::Relaxed);
+        *self.last_error.lock() = e.to_string();
     }
 
     fn fsync(&self, file: &mut LogFile) -> bool {
@@ -539,6 +708,16 @@ impl WriteLog for Aof {
         b.seq += 1;
         b.appends += 1;
         let seq = b.seq;
+        if self.policy() == FSYNC_ALWAYS {
+            if let Some(committer) = self.committer.read().as_ref() {
+                // One wake-up per batch: the committer takes all that gathers
+                // until it runs.
+                if b.appends == 1 {
+                    committer.notify_one();
+                }
+                return seq;
+            }
+        }
         // A lingering writer (see `Aof::linger`) is woken once, when enough
         // appends have gathered, not by each of them.
         let wake = b.writer_waiting && b.appends >= b.wake_at;
@@ -551,5 +730,129 @@ impl WriteLog for Aof {
 
     fn durable_waiter(&self) -> Option<DurableWaiter> {
         (self.policy() == FSYNC_ALWAYS).then(|| self.durable.waiter())
+    }
+
+    fn attach_committer(&self, signal: Option<Arc<tokio::sync::Notify>>) {
+        Aof::attach_committer(self, signal)
+    }
+
+    fn commit_here(&self) {
+        Aof::commit_here(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    fn open(grace: Duration) -> (Arc<Aof>, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tidewire-aof-{}", crate::random_hex(12)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = "appendonly.aof.1.incr.aof".to_string();
+        let manifest = Manifest {
+            next: 2,
+            incrs: vec![name.clone()],
+            ..Manifest::default()
+        };
+        let aof = Aof::start_with_grace(
+            dir.clone(),
+            "appendonly.aof".into(),
+            manifest,
+            FSYNC_ALWAYS,
+            grace,
+        )
+        .unwrap();
+        (aof, dir.join(name))
+    }
+
+    fn set(key: &str) -> Vec<(usize, Vec<Bytes>)> {
+        vec![(
+            0,
+            vec![
+                Bytes::from_static(b"SET"),
+                Bytes::copy_from_slice(key.as_bytes()),
+                Bytes::from_static(b"1"),
+            ],
+        )]
+    }
+
+    fn durable_now(aof: &Aof, seq: u64) -> bool {
+        let mut waiter = aof.durable.waiter();
+        let fut = std::pin::pin!(waiter.wait_for(seq));
+        fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    }
+
+    fn durable_soon(aof: &Aof, seq: u64) -> bool {
+        (0..1000).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            durable_now(aof, seq)
+        })
+    }
+
+    fn on_disk(path: &Path, key: &str) -> bool {
+        let bytes = std::fs::read(path).unwrap();
+        let needle = format!("${}\r\n{key}\r\n", key.len());
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn the_committer_writes_and_fsyncs_on_its_own_thread() {
+        // The writer thread would wait an hour: only `commit_here` can have done it.
+        let (aof, file) = open(Duration::from_secs(3600));
+        let signal = Arc::new(tokio::sync::Notify::new());
+        aof.attach_committer(Some(signal.clone()));
+        let first = aof.append(&set("a"));
+        let second = aof.append(&set("b"));
+        assert!(!durable_now(&aof, first));
+        aof.commit_here();
+        assert!(durable_now(&aof, second), "both in one group commit");
+        assert_eq!(aof.fsyncs.load(Ordering::Relaxed), 1);
+        assert!(on_disk(&file, "a") && on_disk(&file, "b"));
+        // Signalled once per batch: the first append of the next batch signals again.
+        let third = aof.append(&set("c"));
+        let fut = std::pin::pin!(signal.notified());
+        assert!(fut.poll(&mut Context::from_waker(Waker::noop())).is_ready());
+        aof.commit_here();
+        // Done here, or handed over if the writer thread is zeroing space ahead (the
+        // first commit asked it to): either way without waiting for the grace.
+        assert!(durable_soon(&aof, third));
+        aof.shutdown();
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
+    #[test]
+    fn a_busy_file_or_a_missing_committer_falls_back_to_the_writer_thread() {
+        let (aof, file) = open(Duration::from_secs(3600));
+        aof.attach_committer(Some(Arc::new(tokio::sync::Notify::new())));
+        // The writer thread holds the file (zeroing, a rotation, a retry): the
+        // runtime must not wait for it, and the batch is handed over.
+        let seq = {
+            let _busy = aof.disk.lock();
+            let seq = aof.append(&set("busy"));
+            aof.commit_here();
+            assert!(!durable_now(&aof, seq));
+            seq
+        };
+        assert!(durable_soon(&aof, seq), "the writer thread took it over");
+        assert!(on_disk(&file, "busy"));
+        // Detached (the committer task ended): appends go to the writer thread.
+        aof.attach_committer(None);
+        let seq = aof.append(&set("after"));
+        assert!(durable_soon(&aof, seq));
+        aof.shutdown();
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
+    #[test]
+    fn a_batch_no_committer_takes_is_written_after_the_grace() {
+        let (aof, file) = open(Duration::from_millis(50));
+        aof.attach_committer(Some(Arc::new(tokio::sync::Notify::new())));
+        let seq = aof.append(&set("stuck"));
+        assert!(durable_soon(&aof, seq));
+        assert!(on_disk(&file, "stuck"));
+        aof.shutdown();
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 }

@@ -72,6 +72,11 @@ impl LogFile {
         }
     }
 
+    /// Whether [`LogFile::reserve`] of `extra` would write zeros now.
+    pub fn wants_zeroing(&self, extra: u64) -> bool {
+        !self.no_zeroing && self.allocated < self.len + extra
+    }
+
     /// Makes sure at least `extra` zeroed bytes follow the log, adding a chunk more
     /// than needed so that this runs once per chunk, not once per write.
     pub fn reserve(&mut self, extra: u64) {
