@@ -316,6 +316,13 @@ impl Aof {
 
     pub fn set_policy(&self, policy: u8) {
         self.policy.store(policy, Ordering::Relaxed);
+        if policy == FSYNC_ALWAYS {
+            // What was buffered before the switch never signalled the committer
+            // (only a batch's first append does).
+            if let Some(committer) = self.committer.read().as_ref() {
+                committer.notify_one();
+            }
+        }
         self.wake.notify_one();
     }
 
@@ -818,6 +825,24 @@ mod tests {
         // Done here, or handed over if the writer thread is zeroing space ahead (the
         // first commit asked it to): either way without waiting for the grace.
         assert!(durable_soon(&aof, third));
+        aof.shutdown();
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
+    #[test]
+    fn switching_to_always_signals_the_committer_for_what_is_buffered() {
+        let (aof, file) = open(Duration::from_secs(3600));
+        aof.set_policy(FSYNC_NO);
+        let signal = Arc::new(tokio::sync::Notify::new());
+        aof.attach_committer(Some(signal.clone()));
+        aof.append(&set("before"));
+        aof.set_policy(FSYNC_ALWAYS);
+        let fut = std::pin::pin!(signal.notified());
+        assert!(fut.poll(&mut Context::from_waker(Waker::noop())).is_ready());
+        let seq = aof.append(&set("after"));
+        aof.commit_here();
+        assert!(durable_soon(&aof, seq));
+        assert!(on_disk(&file, "before") && on_disk(&file, "after"));
         aof.shutdown();
         let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
