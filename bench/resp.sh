@@ -2,12 +2,14 @@
 # RESP throughput: redis-benchmark against tidewire and redis-server in the same run,
 # same machine, same settings (no persistence on either side), alternating so that
 # neither gets a warmer machine. Prints requests/s, p50 and p99 per test and the
-# ratio tidewire/redis. Each test runs ROUNDS times per server (default 3), the two
+# ratio tidewire/redis. Each test runs ROUNDS times per server (default 5), the two
 # servers taking turns and swapping who goes first each round; the table shows the
 # round with the median requests/s of each server, so one noisy moment on a shared
 # machine does not decide a row. Pipelined runs send ten times as many requests
 # (2M by default): at over a million requests/s, 200k would last a fifth of a second,
-# too short to tell a real difference from a scheduling hiccup.
+# too short to tell a real difference from a scheduling hiccup. Five rounds, not
+# three (2026-11-23): with three, single rows still moved ±10 % between runs of one
+# binary (a median of three follows one slow round too easily); the run takes ~13 min.
 # Usage: bench/resp.sh [-n requests] [-c clients]
 # Env: TESTS (redis-benchmark -t list), ROUNDS, PIPELINED_REQUESTS.
 set -euo pipefail
@@ -16,7 +18,7 @@ N=200000
 C=50
 while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
 TESTS="${TESTS:-ping_mbulk,set,get,incr,mset,lpush,rpop,sadd,hset,zadd,lrange_100}"
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
   echo "installing redis-server and redis-tools" >&2
