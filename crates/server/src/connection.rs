@@ -447,3 +447,22 @@ impl std::future::Future for EndOfTurn {
         std::task::Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn end_of_turn_lets_queued_tasks_run_first() {
+        // A task already in the run queue runs before the yielding one resumes.
+        let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let other = {
+            let order = order.clone();
+            tokio::spawn(async move { order.lock().push("queued") })
+        };
+        EndOfTurn::default().await;
+        order.lock().push("resumed");
+        other.await.unwrap();
+        assert_eq!(*order.lock(), ["queued", "resumed"]);
+    }
+}
