@@ -284,6 +284,8 @@ pub struct Client {
     /// A connection running a pipelined batch starts the next command's clock from
     /// it instead of reading the clock again (see `Store::execute_at`).
     pub last_end: Option<std::time::Instant>,
+    /// See [`crate::command::LastCommand`].
+    pub last_command: crate::command::LastCommand,
 }
 
 impl Client {
@@ -303,6 +305,7 @@ impl Client {
             no_block: false,
             retrying: false,
             last_end: None,
+            last_command: Default::default(),
         }
     }
 

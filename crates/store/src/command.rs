@@ -290,6 +290,33 @@ fn with_lower<R>(name: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     Some(f(lower))
 }
 
+/// The last command name a client sent, byte for byte as sent, and the command it
+/// resolved to. Clients mostly repeat a few commands, and a hit skips lower-casing
+/// and hashing the name (~200 instructions of an unpipelined SET's ~6,000). Only
+/// commands without subcommands are kept: for those the name alone decides.
+#[derive(Default)]
+pub struct LastCommand {
+    name: [u8; 16],
+    len: u8,
+    cmd: Option<&'static Command>,
+}
+
+impl LastCommand {
+    pub fn get(&self, name: &[u8]) -> Option<&'static Command> {
+        let cmd = self.cmd?;
+        (name == &self.name[..self.len as usize]).then_some(cmd)
+    }
+
+    pub fn set(&mut self, name: &[u8], cmd: &'static Command) {
+        if cmd.is_sub || !cmd.subs.is_empty() || name.len() > self.name.len() {
+            return;
+        }
+        self.name[..name.len()].copy_from_slice(name);
+        self.len = name.len() as u8;
+        self.cmd = Some(cmd);
+    }
+}
+
 /// Longer than any command or subcommand name (checked by a test).
 const MAX_NAME_LEN: usize = 32;
 
@@ -352,5 +379,35 @@ mod tests {
         assert_eq!(keys(1, -1, 1).single(&argv), None);
         assert_eq!(keys(1, 2, 1).single(&argv), None);
         assert_eq!(keys(9, 9, 1).single(&argv), None);
+    }
+
+    #[test]
+    fn last_command_is_reused_only_where_the_name_alone_decides() {
+        use crate::testkit::{bulk, err, ok, TestClient};
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["SET", "k", "v"]), ok());
+        let set = registry().get(b"set").unwrap();
+        assert!(std::ptr::eq(
+            t.client.last_command.get(b"SET").unwrap(),
+            set
+        ));
+        // Another spelling is looked up (and cached) afresh; the arity still counts.
+        assert!(t.client.last_command.get(b"set").is_none());
+        assert_eq!(t.run(&["set", "k", "w"]), ok());
+        assert_eq!(
+            t.run(&["set", "k"]),
+            err("ERR wrong number of arguments for 'set' command")
+        );
+        assert_eq!(t.run(&["get", "k"]), bulk("w"));
+        // A container is never kept: its subcommand decides.
+        assert!(matches!(
+            t.run(&["CLIENT", "ID"]),
+            tidewire_resp::Reply::Int(_)
+        ));
+        assert!(t.client.last_command.get(b"CLIENT").is_none());
+        assert_eq!(t.run(&["CLIENT", "GETNAME"]), tidewire_resp::Reply::Null);
+        let mut kept = LastCommand::default();
+        kept.set(b"client", registry().get(b"client").unwrap());
+        assert!(kept.get(b"client").is_none());
     }
 }

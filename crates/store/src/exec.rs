@@ -288,7 +288,15 @@ impl Store {
             .info
             .last_interaction_ms
             .store(now, Ordering::Relaxed);
-        let cmd = match resolve(argv) {
+        let cached = client
+            .last_command
+            .get(&argv[0])
+            .filter(|c| c.arity_ok(argv.len()));
+        let resolved = match cached {
+            Some(c) => Ok(c),
+            None => resolve(argv).inspect(|c| client.last_command.set(&argv[0], c)),
+        };
+        let cmd = match resolved {
             Ok(c) => c,
             Err(e) => {
                 if let Some(m) = client.multi.as_mut() {
