@@ -9,6 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use persistence_support::*;
+use tidewire_store::persistence::format::log_end;
 
 const AOF: &[(&str, &str)] = &[
     ("appendonly", "yes"),
@@ -120,16 +121,7 @@ fn truncated_tail_refused_when_aof_load_truncated_is_no() {
 fn corruption_mid_file_names_file_and_offset_and_check_aof_fixes_it() {
     let tmp = tempfile::tempdir().unwrap();
     let incr = fill_and_crash(tmp.path(), 200);
-    let mut bytes = std::fs::read(&incr).unwrap();
-    // Find the entry of k150 and break its array header.
-    let needle = b"\r\n$4\r\nk150\r\n";
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap();
-    let entry = bytes[..at].iter().rposition(|b| *b == b'*').unwrap();
-    bytes[entry] = b'?';
-    std::fs::write(&incr, &bytes).unwrap();
+    let entry = break_entry_of(&incr, "k150");
 
     let err = try_start(tmp.path(), AOF)
         .err()
@@ -180,24 +172,26 @@ fn corruption_before_a_value_of_zeros_is_not_mistaken_for_a_torn_tail() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut bytes = std::fs::read(&incr).unwrap();
-    let needle = b"\r\n$3\r\nk50\r\n";
-    let at = bytes
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .unwrap();
-    let entry = bytes[..at].iter().rposition(|b| *b == b'*').unwrap();
-    bytes[entry] = b'?';
-    std::fs::write(&incr, &bytes).unwrap();
+    let entry = break_entry_of(&incr, "k50");
     let err = try_start(tmp.path(), AOF)
         .err()
         .expect("must refuse to start");
     assert!(err.contains(&format!("byte offset {entry}")), "{err}");
 }
 
-/// The log's end: the last byte that is not a zero of the preallocated tail.
-fn log_end(bytes: &[u8]) -> usize {
-    bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+/// Breaks the array header of the entry that writes `key` in `incr`; returns its
+/// offset.
+fn break_entry_of(incr: &std::path::Path, key: &str) -> usize {
+    let mut bytes = std::fs::read(incr).unwrap();
+    let needle = format!("\r\n${}\r\n{key}\r\n", key.len());
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+        .unwrap();
+    let entry = bytes[..at].iter().rposition(|b| *b == b'*').unwrap();
+    bytes[entry] = b'?';
+    std::fs::write(incr, &bytes).unwrap();
+    entry
 }
 
 #[test]

@@ -798,6 +798,16 @@ mod tests {
         })
     }
 
+    fn signalled(signal: &tokio::sync::Notify) -> bool {
+        let fut = std::pin::pin!(signal.notified());
+        fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
+    }
+
+    fn close(aof: Arc<Aof>, file: PathBuf) {
+        aof.shutdown();
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
     fn on_disk(path: &Path, key: &str) -> bool {
         let bytes = std::fs::read(path).unwrap();
         let needle = format!("${}\r\n{key}\r\n", key.len());
@@ -819,14 +829,12 @@ mod tests {
         assert!(on_disk(&file, "a") && on_disk(&file, "b"));
         // Signalled once per batch: the first append of the next batch signals again.
         let third = aof.append(&set("c"));
-        let fut = std::pin::pin!(signal.notified());
-        assert!(fut.poll(&mut Context::from_waker(Waker::noop())).is_ready());
+        assert!(signalled(&signal));
         aof.commit_here();
         // Done here, or handed over if the writer thread is zeroing space ahead (the
         // first commit asked it to): either way without waiting for the grace.
         assert!(durable_soon(&aof, third));
-        aof.shutdown();
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+        close(aof, file);
     }
 
     #[test]
@@ -837,14 +845,12 @@ mod tests {
         aof.attach_committer(Some(signal.clone()));
         aof.append(&set("before"));
         aof.set_policy(FSYNC_ALWAYS);
-        let fut = std::pin::pin!(signal.notified());
-        assert!(fut.poll(&mut Context::from_waker(Waker::noop())).is_ready());
+        assert!(signalled(&signal));
         let seq = aof.append(&set("after"));
         aof.commit_here();
         assert!(durable_soon(&aof, seq));
         assert!(on_disk(&file, "before") && on_disk(&file, "after"));
-        aof.shutdown();
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+        close(aof, file);
     }
 
     #[test]
@@ -866,8 +872,7 @@ mod tests {
         aof.attach_committer(None);
         let seq = aof.append(&set("after"));
         assert!(durable_soon(&aof, seq));
-        aof.shutdown();
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+        close(aof, file);
     }
 
     #[test]
@@ -877,7 +882,6 @@ mod tests {
         let seq = aof.append(&set("stuck"));
         assert!(durable_soon(&aof, seq));
         assert!(on_disk(&file, "stuck"));
-        aof.shutdown();
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+        close(aof, file);
     }
 }

@@ -80,11 +80,10 @@ impl LogFile {
     /// Makes sure at least `extra` zeroed bytes follow the log, adding a chunk more
     /// than needed so that this runs once per chunk, not once per write.
     pub fn reserve(&mut self, extra: u64) {
-        let want = self.len + extra;
-        if self.no_zeroing || self.allocated >= want {
+        if !self.wants_zeroing(extra) {
             return;
         }
-        let target = want + CHUNK;
+        let target = self.len + extra + CHUNK;
         if let Err(e) = self.zero_to(target) {
             tracing::warn!(error = %e, "cannot preallocate the AOF; appending without it");
             self.no_zeroing = true;
