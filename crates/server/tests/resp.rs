@@ -634,6 +634,60 @@ async fn monitor_shows_commands_of_others() {
     server.shutdown().await;
 }
 
+/// `busy_polls` from INFO stats.
+async fn busy_polls(c: &mut Raw) -> u64 {
+    let info = c.cmd(&["INFO", "stats"]).await.text();
+    info.lines()
+        .find_map(|l| l.strip_prefix("busy_polls:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO stats lacks busy_polls: {info}"))
+}
+
+// The test runtime is single-threaded, as the server's own is on 2 cores: the
+// poller runs (on a machine with one core it is never started).
+#[tokio::test]
+async fn busy_poller_polls_between_requests_and_sleeps_when_idle() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let (server, _dir) = start().await;
+    let mut c = Raw::connect(&server).await;
+    assert_eq!(
+        c.cmd(&["CONFIG", "GET", "busy-poll-us"]).await,
+        bulks(&["busy-poll-us", "50"])
+    );
+    assert_eq!(
+        c.cmd(&["CONFIG", "SET", "busy-poll-us", "1001"]).await,
+        V::Err("ERR CONFIG SET failed (possibly related to argument 'busy-poll-us') - argument must be between 0 and 1000 inclusive".into())
+    );
+    c.cmd(&["CONFIG", "SET", "busy-poll-us", "1000"]).await;
+    for i in 0..200 {
+        c.cmd(&["SET", "k", &i.to_string()]).await;
+    }
+    assert!(busy_polls(&mut c).await > 0, "no polling between requests");
+    // Idle: the poller goes back to sleep within the window (at most 50 µs now, a
+    // few hundred polls at most). Polling on for the 300 ms would be tens of
+    // thousands (one poll is two syscalls).
+    c.cmd(&["CONFIG", "SET", "busy-poll-us", "50"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let busy = busy_polls(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = busy_polls(&mut c).await;
+    assert!(
+        idle - busy < 5_000,
+        "still polling while idle: {busy} -> {idle}"
+    );
+    // Off: requests no longer start any polling.
+    c.cmd(&["CONFIG", "SET", "busy-poll-us", "0"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let off = busy_polls(&mut c).await;
+    for i in 0..50 {
+        c.cmd(&["SET", "k", &i.to_string()]).await;
+    }
+    assert_eq!(busy_polls(&mut c).await, off);
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn slowlog_and_info() {
     let (server, _dir) = start().await;

@@ -202,6 +202,9 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ),
     ("io-threads", "1", Kind::Int),
     ("appendonly-fsync-always-group", "yes", YES_NO),
+    // Tidewire's own: microseconds the event loop keeps polling after the last
+    // request before it sleeps (0: sleep at once). See the server's `busy_poll`.
+    ("busy-poll-us", "50", Kind::Int),
     ("close-on-oom", "no", YES_NO),
     ("enable-debug-command", "no", Kind::Str),
     ("set-proc-title", "yes", YES_NO),
@@ -237,6 +240,10 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ("key-load-delay", "0", Kind::Int),
     ("rdb-del-sync-files", "no", YES_NO),
 ];
+
+/// The longest `busy-poll-us`: a poll window of more than a millisecond saves
+/// nothing a sleep would cost and burns the rest of the core.
+const MAX_BUSY_POLL_US: i64 = 1000;
 
 /// Parameters `CONFIG GET` lists only when asked for by exact name.
 const HIDDEN: &[&str] = &["key-load-delay"];
@@ -342,6 +349,8 @@ pub struct Config {
     pub slowlog_slower_than: AtomicU64,
     pub slowlog_max_len: AtomicUsize,
     pub maxmemory: AtomicU64,
+    /// `busy-poll-us`, read by the server's poller each time it wakes.
+    pub busy_poll_us: AtomicU64,
     requirepass: RwLock<Option<String>>,
 }
 
@@ -361,6 +370,7 @@ impl Default for Config {
             slowlog_slower_than: AtomicU64::new(10_000),
             slowlog_max_len: AtomicUsize::new(128),
             maxmemory: AtomicU64::new(0),
+            busy_poll_us: AtomicU64::new(50),
             requirepass: RwLock::new(None),
         }
     }
@@ -579,6 +589,16 @@ impl Config {
                 }
                 self.query_buf_limit.store(v, Ordering::Relaxed);
             }
+            "busy-poll-us" => {
+                let v: i64 = value.parse().unwrap_or(-1);
+                if !(0..=MAX_BUSY_POLL_US).contains(&v) {
+                    return Err(set_failed(
+                        name,
+                        &format!("argument must be between 0 and {MAX_BUSY_POLL_US} inclusive"),
+                    ));
+                }
+                self.busy_poll_us.store(v as u64, Ordering::Relaxed);
+            }
             "latency-tracking-info-percentiles" => {
                 let ok = value
                     .split_whitespace()
@@ -651,6 +671,20 @@ mod tests {
         c.set("zset-max-listpack-value", "32").unwrap();
         assert_eq!(c.get("zset-max-ziplist-value").unwrap(), "32");
         assert_eq!(c.matching(b"hash-max-*-entries").len(), 2);
+    }
+
+    #[test]
+    fn busy_poll_window_is_bounded_and_mirrored() {
+        let c = Config::default();
+        assert_eq!(c.busy_poll_us.load(Ordering::Relaxed), 50);
+        c.set("busy-poll-us", "0").unwrap();
+        assert_eq!(c.busy_poll_us.load(Ordering::Relaxed), 0);
+        for bad in ["-1", "1001"] {
+            let e = c.set("busy-poll-us", bad).unwrap_err();
+            assert!(e.to_string().contains("between 0 and 1000"), "{e}");
+        }
+        assert!(c.set("busy-poll-us", "soon").is_err());
+        assert_eq!(c.get("busy-poll-us").unwrap(), "0");
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub struct Stats {
     pub total_error_replies: AtomicU64,
     pub unexpected_error_replies: AtomicU64,
     pub dirty: counter::SpreadCounter,
+    /// Non-blocking polls made by the server's busy poller (`busy-poll-us`).
+    pub busy_polls: AtomicU64,
     /// INFO errorstats: error replies counted by their prefix (`ERR`, `WRONGTYPE`).
     pub error_codes: Mutex<std::collections::BTreeMap<String, u64>>,
 }
@@ -117,6 +119,7 @@ impl Stats {
             &self.evicted_keys,
             &self.total_error_replies,
             &self.unexpected_error_replies,
+            &self.busy_polls,
         ] {
             c.store(0, Ordering::Relaxed);
         }
