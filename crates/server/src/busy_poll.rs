@@ -6,9 +6,9 @@
 //! waiting for its reply) the loop otherwise falls asleep between most of them, and
 //! each sleep costs twice. The client's send has to wake the server's thread (the
 //! scheduler and, on a VM, the hypervisor), and the server pays for being scheduled
-//! back in before it can read. Measured on the 2-core VM (README, Benchmarks):
-//! unpinned SET from 50 clients went from 77.6k to 90.7k requests/s against Redis's
-//! 80.6k, with the server using ~90% of a core instead of ~60%. This is the
+//! back in before it can read. Measured on the 2-core VM (docs/benchmarks.md):
+//! unpinned SET from 50 clients went from 79.6k to 89.1k requests/s against Redis's
+//! 79.4k, with the server using ~90% of a core instead of ~60%. This is the
 //! user-space counterpart of Linux's socket busy polling (`net.core.busy_poll`,
 //! which loopback cannot use) and of a VM's halt polling.
 //!

@@ -7,7 +7,7 @@
 
 pub mod busy_poll;
 pub mod config;
-mod connection;
+pub mod connection;
 pub mod history;
 pub mod http;
 pub mod latency;
