@@ -178,20 +178,20 @@ impl Conn {
                 waited_for_disk = true;
             }
         }
+        if let Some(poller) = &self.busy_poll {
+            poller.turn();
+        }
         // Write at the end of the worker's turn, not now: the other connections that
         // became readable together with this one run first, so their replies leave in
         // one burst, as Redis writes every reply in `beforeSleep`. Each write to a
         // client asleep in epoll_wait costs a wake-up (an IPI on a VM); in a burst only
         // the first write finds it asleep. Interleaving read, run, write per
         // connection cost ~20% of server CPU and ~18% of the client's on pipelined
-        // SETs over 1M random keys (README, Benchmarks). After an fsync the
+        // SETs over 1M random keys (docs/benchmarks.md). After an fsync the
         // burst is there already: every connection it covered was woken at once.
         // Not `tokio::task::yield_now`: that defers the task until the runtime has
         // polled the I/O driver, one extra `epoll_wait` per turn (two per turn where
         // Redis makes one, ~8 % of the syscalls of an unpipelined SET).
-        if let Some(poller) = &self.busy_poll {
-            poller.turn();
-        }
         if !waited_for_disk {
             EndOfTurn::default().await;
         }

@@ -193,10 +193,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 /// machine with at least 2. Multi-threaded runtimes have idle workers to pick up
 /// new input; on one core the poller would take the clients' time.
 fn busy_poll_here() -> bool {
-    let single_threaded = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::CurrentThread;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    single_threaded && cores >= 2
+    on_single_threaded_runtime() && cores >= 2
+}
+
+fn on_single_threaded_runtime() -> bool {
+    tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
 }
 
 async fn serve_http(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
@@ -257,8 +260,7 @@ async fn accept_loop(
 /// go out right after.
 async fn log_committer(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
     let signal = store.start_log_committer();
-    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let multi_thread = !on_single_threaded_runtime();
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,

@@ -162,6 +162,17 @@ struct Disk {
     scratch: Vec<u8>,
 }
 
+impl Disk {
+    /// Empties the written batch for the next swap, giving back the memory of an
+    /// unusually large one.
+    fn recycle_scratch(&mut self) {
+        self.scratch.clear();
+        if self.scratch.capacity() > 8 << 20 {
+            self.scratch = Vec::with_capacity(64 * 1024);
+        }
+    }
+}
+
 pub struct Aof {
     pub dir: PathBuf,
     /// `appendfilename`, the stem of every file name.
@@ -474,10 +485,7 @@ impl Aof {
                     }
                     self.write_all(&mut d.file, after);
                 }
-                d.scratch.clear();
-                if d.scratch.capacity() > 8 << 20 {
-                    d.scratch = Vec::with_capacity(64 * 1024);
-                }
+                d.recycle_scratch();
                 d.written = seq;
             }
             let due = match policy {
@@ -578,10 +586,7 @@ impl Aof {
                 return;
             }
             self.wrote(d.scratch.len());
-            d.scratch.clear();
-            if d.scratch.capacity() > 8 << 20 {
-                d.scratch = Vec::with_capacity(64 * 1024);
-            }
+            d.recycle_scratch();
             d.written = seq;
         }
         if !self.fsync(&mut d.file) {
