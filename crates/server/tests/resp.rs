@@ -634,13 +634,53 @@ async fn monitor_shows_commands_of_others() {
     server.shutdown().await;
 }
 
+/// Counters from one INFO stats reply.
+async fn stats<const N: usize>(c: &mut Raw, names: [&str; N]) -> [u64; N] {
+    let info = c.cmd(&["INFO", "stats"]).await.text();
+    names.map(|name| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO stats lacks {name}: {info}"))
+    })
+}
+
 /// `busy_polls` from INFO stats.
 async fn busy_polls(c: &mut Raw) -> u64 {
-    let info = c.cmd(&["INFO", "stats"]).await.text();
-    info.lines()
-        .find_map(|l| l.strip_prefix("busy_polls:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("INFO stats lacks busy_polls: {info}"))
+    let [n] = stats(c, ["busy_polls"]).await;
+    n
+}
+
+/// A pipelined batch is read in one read and answered in one write, as Redis does,
+/// however many batches came before it on the connection. (The input buffer's free
+/// tail used to shrink with every command parsed off its front, until one batch in
+/// a few arrived in two reads and was answered in two writes.)
+#[tokio::test]
+async fn each_pipelined_batch_is_read_once_and_answered_in_one_write() {
+    let (server, _dir) = start().await;
+    let mut c = Raw::connect(&server).await;
+    let value = "v".repeat(60);
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.extend_from_slice(&encode(&["SET", &format!("key:{i:04}"), &value]));
+    }
+    assert!(batch.len() > 3_000, "a batch is {} bytes", batch.len());
+    let counters = ["total_reads_processed", "total_writes_processed"];
+    let [reads, writes] = stats(&mut c, counters).await;
+    let batches = 24;
+    for _ in 0..batches {
+        c.send_raw(&batch).await;
+        for _ in 0..40 {
+            assert_eq!(c.read().await, V::Simple("OK".into()));
+        }
+    }
+    // Plus one each: this INFO's read, and the previous INFO's write.
+    let [reads_after, writes_after] = stats(&mut c, counters).await;
+    assert_eq!(
+        (reads_after - reads, writes_after - writes),
+        (batches + 1, batches + 1)
+    );
+    server.shutdown().await;
 }
 
 // The test runtime is single-threaded, as the server's own is on 2 cores: the

@@ -85,6 +85,10 @@ pub struct Stats {
     /// Bumped on every read/write by every worker: spread across cache lines.
     pub total_net_input_bytes: counter::SpreadCounter,
     pub total_net_output_bytes: counter::SpreadCounter,
+    /// Socket reads and reply writes of RESP connections (Redis's
+    /// `total_reads_processed` / `total_writes_processed`).
+    pub total_reads_processed: counter::SpreadCounter,
+    pub total_writes_processed: counter::SpreadCounter,
     pub total_error_replies: AtomicU64,
     pub unexpected_error_replies: AtomicU64,
     pub dirty: counter::SpreadCounter,
@@ -125,6 +129,8 @@ impl Stats {
         }
         self.total_net_input_bytes.reset();
         self.total_net_output_bytes.reset();
+        self.total_reads_processed.reset();
+        self.total_writes_processed.reset();
         self.error_codes.lock().clear();
     }
 }
