@@ -259,8 +259,8 @@ async fn accept_loop(
 /// this thread for the fsync (as Redis's event loop does); the replies it releases
 /// go out right after.
 async fn log_committer(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
-    let signal = store.start_log_committer();
     let multi_thread = !on_single_threaded_runtime();
+    let signal = store.start_log_committer(!multi_thread);
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,

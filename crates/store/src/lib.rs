@@ -69,10 +69,22 @@ pub trait WriteLog: Send + Sync {
 
     /// Attaches the runtime's committer task (`None` detaches it): see
     /// [`Store::start_log_committer`].
-    fn attach_committer(&self, _signal: Option<Arc<tokio::sync::Notify>>) {}
+    fn attach_committer(&self, _committer: Option<LogCommitter>) {}
 
     /// Run by the committer task when signalled: the group commit, on its thread.
     fn commit_here(&self) {}
+}
+
+/// The runtime's committer task, as a write log sees it (see
+/// [`Store::start_log_committer`]).
+#[derive(Clone)]
+pub struct LogCommitter {
+    /// Wakes the task, which then calls [`Store::commit_log_here`].
+    pub signal: Arc<tokio::sync::Notify>,
+    /// Whether it also writes (without fsync) under `appendfsync everysec` and `no`.
+    /// Only on a single-threaded runtime: elsewhere each call would cost a
+    /// hand-over to a blocking thread, more than the log's writer thread does.
+    pub every_policy: bool,
 }
 
 /// Server-wide counters for INFO.
@@ -149,8 +161,8 @@ pub struct Store {
     has_monitors: AtomicBool,
     next_client_id: AtomicU64,
     write_log: RwLock<Option<Arc<dyn WriteLog>>>,
-    /// The runtime's committer signal, attached to every log installed.
-    log_committer: RwLock<Option<Arc<tokio::sync::Notify>>>,
+    /// The runtime's committer, attached to every log installed.
+    log_committer: RwLock<Option<LogCommitter>>,
     /// Mirrors `write_log.is_some()` so the write path can skip building log
     /// records (and touching the lock) when nothing consumes them.
     logging: AtomicBool,
@@ -202,8 +214,8 @@ impl Store {
     }
 
     pub fn set_write_log(&self, log: Arc<dyn WriteLog>) {
-        if let Some(signal) = self.log_committer.read().clone() {
-            log.attach_committer(Some(signal));
+        if let Some(committer) = self.log_committer.read().clone() {
+            log.attach_committer(Some(committer));
         }
         *self.write_log.write() = Some(log);
         self.logging.store(true, Ordering::SeqCst);
@@ -211,16 +223,20 @@ impl Store {
 
     /// Lets the server's runtime do the log's group commit under `appendfsync
     /// always` (Redis's `beforeSleep`), rather than a hand-over to the log's writer
-    /// thread and back. The caller runs a task that awaits the returned signal and
-    /// then calls [`Store::commit_log_here`], and calls
+    /// thread and back; with `every_policy`, also its plain writes under `everysec`
+    /// and `no` (see [`LogCommitter`]). The caller runs a task that awaits the
+    /// returned signal and then calls [`Store::commit_log_here`], and calls
     /// [`Store::stop_log_committer`] when it stops.
-    pub fn start_log_committer(&self) -> Arc<tokio::sync::Notify> {
-        let signal = Arc::new(tokio::sync::Notify::new());
-        *self.log_committer.write() = Some(signal.clone());
+    pub fn start_log_committer(&self, every_policy: bool) -> Arc<tokio::sync::Notify> {
+        let committer = LogCommitter {
+            signal: Arc::new(tokio::sync::Notify::new()),
+            every_policy,
+        };
+        *self.log_committer.write() = Some(committer.clone());
         if let Some(log) = self.write_log() {
-            log.attach_committer(Some(signal.clone()));
+            log.attach_committer(Some(committer.clone()));
         }
-        signal
+        committer.signal
     }
 
     /// Back to the log's own writer thread (the committer task is ending).

@@ -13,9 +13,13 @@
 //! Under `always`, when the server runs a committer task ([`Aof::commit_here`]), the
 //! group commit happens on the runtime instead, once the connections that were
 //! ready have run (Redis's `beforeSleep`): no hand-over to the writer thread and
-//! back, two cross-thread wake-ups per fsync. The writer thread then only rotates
-//! files, zeroes space ahead, retries after errors and catches anything left
-//! waiting (see `Aof::writer`).
+//! back, two cross-thread wake-ups per fsync. On a single-threaded runtime the
+//! committer also does the plain write under `everysec` and `no`, as Redis's event
+//! loop does, and the writer thread keeps only everysec's fsync: waking that thread
+//! every millisecond to write cost the server ~15k context switches per 500k SETs,
+//! on a machine whose cores busy polling and the clients keep busy. The writer
+//! thread then only fsyncs, rotates files, zeroes space ahead, retries after errors
+//! and catches anything left waiting (see `Aof::writer`).
 
 use std::fs::File;
 use std::io::Write;
@@ -31,7 +35,7 @@ use parking_lot::{Condvar, Mutex};
 use super::format;
 use super::log_file::{self, LogFile};
 use crate::durable::{DurableRelay, DurableWaiter};
-use crate::WriteLog;
+use crate::{LogCommitter, WriteLog};
 
 pub const FSYNC_ALWAYS: u8 = 0;
 pub const FSYNC_EVERYSEC: u8 = 1;
@@ -148,6 +152,9 @@ struct Buf {
     handoff: bool,
     /// The committer asks the writer thread to zero space ahead (off the runtime).
     reserve_wanted: bool,
+    /// The committer wrote to a file with nothing left to fsync: under everysec the
+    /// writer thread now has an fsync to schedule.
+    fsync_wanted: bool,
 }
 
 /// The open incremental file and how much of the log it holds. Locked by whoever
@@ -180,8 +187,8 @@ pub struct Aof {
     buf: Mutex<Buf>,
     disk: Mutex<Disk>,
     wake: Condvar,
-    /// Wakes the runtime's committer task, when one is attached (`appendfsync always`).
-    committer: parking_lot::RwLock<Option<Arc<tokio::sync::Notify>>>,
+    /// The runtime's committer task, when one is attached.
+    committer: parking_lot::RwLock<Option<LogCommitter>>,
     /// How long a batch may wait for the committer before the writer thread writes
     /// it itself (a detached or stuck committer). Tests lengthen it.
     committer_grace: Duration,
@@ -288,6 +295,7 @@ impl Aof {
                 taken: 0,
                 handoff: false,
                 reserve_wanted: false,
+                fsync_wanted: false,
             }),
             disk: Mutex::new(Disk {
                 file,
@@ -331,7 +339,7 @@ impl Aof {
             // What was buffered before the switch never signalled the committer
             // (only a batch's first append does).
             if let Some(committer) = self.committer.read().as_ref() {
-                committer.notify_one();
+                committer.signal.notify_one();
             }
         }
         self.wake.notify_one();
@@ -380,9 +388,13 @@ impl Aof {
         }
     }
 
-    /// Whether the runtime's committer does the group commit (see the module doc).
+    /// Whether the runtime's committer writes the buffer (see the module doc).
     fn committed_by_runtime(&self) -> bool {
-        self.policy() == FSYNC_ALWAYS && self.committer.read().is_some()
+        let policy = self.policy();
+        self.committer
+            .read()
+            .as_ref()
+            .is_some_and(|c| policy == FSYNC_ALWAYS || c.every_policy)
     }
 
     fn writer(self: Arc<Self>) {
@@ -391,9 +403,11 @@ impl Aof {
         let mut last_batch_appends = 0u64;
         let mut last_fsync_time = Duration::ZERO;
         loop {
-            let fsync_pending = {
+            // When everysec's next fsync is due, if one is pending.
+            let fsync_due = {
                 let d = self.disk.lock();
-                d.written > d.synced
+                (d.written > d.synced && self.policy() != FSYNC_NO)
+                    .then(|| d.last_fsync + Duration::from_secs(1))
             };
             let mut b = self.buf.lock();
             b.wake_at = 1;
@@ -404,6 +418,7 @@ impl Aof {
                 if b.rotate_at.is_some()
                     || b.handoff
                     || b.reserve_wanted
+                    || std::mem::take(&mut b.fsync_wanted)
                     || self.stop.load(Ordering::Acquire)
                 {
                     break;
@@ -414,21 +429,24 @@ impl Aof {
                 }
                 // With a committer, look again after `committer_grace`: a buffer
                 // nobody took meanwhile (the committer stopped, or the runtime is
-                // stuck) is written here. Otherwise wake at least once a second for
-                // everysec's pending fsync.
+                // stuck) is written here. Wake for everysec's pending fsync when it
+                // is due, and once a second anyway.
                 let taken = b.taken;
                 let had_data = !b.data.is_empty();
-                let wait = if by_runtime {
+                let mut wait = if by_runtime {
                     self.committer_grace
-                } else if fsync_pending {
-                    Duration::from_millis(100)
                 } else {
                     Duration::from_secs(1)
                 };
+                if let Some(due) = fsync_due {
+                    wait = wait.min(due.saturating_duration_since(Instant::now()));
+                }
                 b.writer_waiting = true;
                 let timed_out = self.wake.wait_for(&mut b, wait).timed_out();
                 b.writer_waiting = false;
-                if timed_out && (!by_runtime || fsync_pending || (had_data && b.taken == taken)) {
+                if timed_out
+                    && (!by_runtime || fsync_due.is_some() || (had_data && b.taken == taken))
+                {
                     break;
                 }
             }
@@ -531,8 +549,8 @@ impl Aof {
     }
 
     /// Attaches (or, with `None`, detaches) the runtime's committer task.
-    pub fn attach_committer(&self, signal: Option<Arc<tokio::sync::Notify>>) {
-        *self.committer.write() = signal;
+    pub fn attach_committer(&self, committer: Option<LogCommitter>) {
+        *self.committer.write() = committer;
         // A detached committer leaves the buffer to this thread again.
         self.wake.notify_one();
     }
@@ -544,17 +562,19 @@ impl Aof {
     /// with a rotation or zeroing, a write or fsync error, which are retried) is
     /// handed to the writer thread, so the runtime never sleeps on a retry.
     pub fn commit_here(&self) {
-        if self.policy() != FSYNC_ALWAYS {
+        if !self.committed_by_runtime() {
             return;
         }
+        let always = self.policy() == FSYNC_ALWAYS;
         let Some(mut disk) = self.disk.try_lock() else {
             self.hand_off();
             return;
         };
         let d = &mut *disk;
+        let was_synced = d.written == d.synced;
         let seq = {
             let mut b = self.buf.lock();
-            if b.data.is_empty() && d.written == d.synced {
+            if b.data.is_empty() && (!always || was_synced) {
                 return;
             }
             if b.rotate_at.is_some() || b.handoff || !self.last_write_ok.load(Ordering::Relaxed) {
@@ -588,6 +608,16 @@ impl Aof {
             self.wrote(d.scratch.len());
             d.recycle_scratch();
             d.written = seq;
+        }
+        if !always {
+            // Nobody waits for it. The writer thread fsyncs everysec's writes, and
+            // is told when a second starts counting.
+            self.durable.publish(d.written.max(d.synced));
+            if was_synced && self.policy() == FSYNC_EVERYSEC {
+                self.buf.lock().fsync_wanted = true;
+                self.wake.notify_one();
+            }
+            return;
         }
         if !self.fsync(&mut d.file) {
             self.hand_off();
@@ -720,12 +750,12 @@ impl WriteLog for Aof {
         b.seq += 1;
         b.appends += 1;
         let seq = b.seq;
-        if self.policy() == FSYNC_ALWAYS {
-            if let Some(committer) = self.committer.read().as_ref() {
+        if let Some(committer) = self.committer.read().as_ref() {
+            if self.policy() == FSYNC_ALWAYS || committer.every_policy {
                 // One wake-up per batch: the committer takes all that gathers
                 // until it runs.
                 if b.appends == 1 {
-                    committer.notify_one();
+                    committer.signal.notify_one();
                 }
                 return seq;
             }
@@ -744,8 +774,8 @@ impl WriteLog for Aof {
         (self.policy() == FSYNC_ALWAYS).then(|| self.durable.waiter())
     }
 
-    fn attach_committer(&self, signal: Option<Arc<tokio::sync::Notify>>) {
-        Aof::attach_committer(self, signal)
+    fn attach_committer(&self, committer: Option<LogCommitter>) {
+        Aof::attach_committer(self, committer)
     }
 
     fn commit_here(&self) {
@@ -803,6 +833,16 @@ mod tests {
         })
     }
 
+    /// Attaches a committer to `aof`, returning its signal.
+    fn attach(aof: &Aof, every_policy: bool) -> Arc<tokio::sync::Notify> {
+        let signal = Arc::new(tokio::sync::Notify::new());
+        aof.attach_committer(Some(LogCommitter {
+            signal: signal.clone(),
+            every_policy,
+        }));
+        signal
+    }
+
     fn signalled(signal: &tokio::sync::Notify) -> bool {
         let fut = std::pin::pin!(signal.notified());
         fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
@@ -823,8 +863,7 @@ mod tests {
     fn the_committer_writes_and_fsyncs_on_its_own_thread() {
         // The writer thread would wait an hour: only `commit_here` can have done it.
         let (aof, file) = open(Duration::from_secs(3600));
-        let signal = Arc::new(tokio::sync::Notify::new());
-        aof.attach_committer(Some(signal.clone()));
+        let signal = attach(&aof, false);
         let first = aof.append(&set("a"));
         let second = aof.append(&set("b"));
         assert!(!durable_now(&aof, first));
@@ -846,8 +885,7 @@ mod tests {
     fn switching_to_always_signals_the_committer_for_what_is_buffered() {
         let (aof, file) = open(Duration::from_secs(3600));
         aof.set_policy(FSYNC_NO);
-        let signal = Arc::new(tokio::sync::Notify::new());
-        aof.attach_committer(Some(signal.clone()));
+        let signal = attach(&aof, false);
         aof.append(&set("before"));
         aof.set_policy(FSYNC_ALWAYS);
         assert!(signalled(&signal));
@@ -861,7 +899,7 @@ mod tests {
     #[test]
     fn a_busy_file_or_a_missing_committer_falls_back_to_the_writer_thread() {
         let (aof, file) = open(Duration::from_secs(3600));
-        aof.attach_committer(Some(Arc::new(tokio::sync::Notify::new())));
+        attach(&aof, false);
         // The writer thread holds the file (zeroing, a rotation, a retry): the
         // runtime must not wait for it, and the batch is handed over.
         let seq = {
@@ -880,10 +918,71 @@ mod tests {
         close(aof, file);
     }
 
+    /// Polls (bounded, ~5 s) for `cond`.
+    fn soon(cond: impl Fn() -> bool) -> bool {
+        (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            cond()
+        })
+    }
+
+    /// Lets the writer thread take in the policy and committer set up just before
+    /// (each wakes it once) and park again.
+    fn settle(aof: &Aof) {
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(soon(|| aof.buf.lock().writer_waiting));
+    }
+
+    #[test]
+    fn under_everysec_the_committer_writes_and_the_writer_thread_fsyncs() {
+        // The writer thread would wait an hour for the committer: only
+        // `commit_here` can write, and only the committer's call can start the
+        // writer thread's one-second fsync clock.
+        let (aof, file) = open(Duration::from_secs(3600));
+        aof.set_policy(FSYNC_EVERYSEC);
+        let signal = attach(&aof, true);
+        settle(&aof);
+        aof.append(&set("a"));
+        aof.append(&set("b"));
+        assert!(signalled(&signal), "the batch's first append signals");
+        assert!(!on_disk(&file, "a"));
+        aof.commit_here();
+        assert!(on_disk(&file, "a") && on_disk(&file, "b"));
+        assert_eq!(
+            aof.fsyncs.load(Ordering::Relaxed),
+            0,
+            "no fsync on the runtime"
+        );
+        assert!(soon(|| aof.fsyncs.load(Ordering::Relaxed) == 1));
+        // Under `no` it writes too, and nothing is fsynced.
+        aof.set_policy(FSYNC_NO);
+        aof.append(&set("c"));
+        assert!(signalled(&signal));
+        aof.commit_here();
+        assert!(on_disk(&file, "c"));
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(aof.fsyncs.load(Ordering::Relaxed), 1);
+        close(aof, file);
+    }
+
+    #[test]
+    fn a_committer_for_always_only_leaves_everysec_to_the_writer_thread() {
+        // A multi-threaded runtime's committer: each call would block a worker.
+        let (aof, file) = open(Duration::from_secs(3600));
+        aof.set_policy(FSYNC_EVERYSEC);
+        let signal = attach(&aof, false);
+        aof.append(&set("plain"));
+        assert!(!signalled(&signal));
+        aof.commit_here();
+        assert!(soon(|| on_disk(&file, "plain")));
+        assert!(soon(|| aof.fsyncs.load(Ordering::Relaxed) == 1));
+        close(aof, file);
+    }
+
     #[test]
     fn a_batch_no_committer_takes_is_written_after_the_grace() {
         let (aof, file) = open(Duration::from_millis(50));
-        aof.attach_committer(Some(Arc::new(tokio::sync::Notify::new())));
+        attach(&aof, false);
         let seq = aof.append(&set("stuck"));
         assert!(durable_soon(&aof, seq));
         assert!(on_disk(&file, "stuck"));
