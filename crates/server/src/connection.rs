@@ -114,12 +114,12 @@ pub async fn serve(
     store.drop_client(&mut client);
 }
 
-/// Gives the next read at least `READ_ROOM` bytes. `read_buf` alone grows a buffer only once
-/// it is full, and every parsed command split off the front shrinks its free tail:
-/// before this, one pipelined batch in ~30 arrived in two reads, so it was run and
-/// answered in two halves, two reply writes where Redis makes one. While nothing is
-/// pending (the usual case) and no split-off command is alive, `reserve` only moves
-/// back to the start of the same allocation.
+/// Gives the next read at least `READ_ROOM` bytes. `read_buf` alone grows a buffer
+/// only once it is full, and every parsed command split off the front shrinks its
+/// free tail: before this, one pipelined batch in ~30 arrived in two reads, so it was
+/// run and answered in two halves, two reply writes where Redis makes one. While
+/// nothing is pending (the usual case) and no split-off command is alive, `reserve`
+/// only moves back to the start of the same allocation.
 fn make_read_room(inbuf: &mut BytesMut) {
     if inbuf.capacity() - inbuf.len() < READ_ROOM {
         inbuf.reserve(READ_ROOM);

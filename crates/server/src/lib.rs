@@ -257,7 +257,8 @@ async fn accept_loop(
 /// the first write of a batch, it runs once the connections already queued have run,
 /// so one write and fsync covers them all, as Redis's `beforeSleep` does. It blocks
 /// this thread for the fsync (as Redis's event loop does); the replies it releases
-/// go out right after.
+/// go out right after. On the single-threaded runtime it also does the plain write
+/// under `everysec` and `no` (the log's writer thread keeps everysec's fsync).
 async fn log_committer(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
     let multi_thread = !on_single_threaded_runtime();
     let signal = store.start_log_committer(!multi_thread);

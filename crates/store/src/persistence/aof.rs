@@ -558,7 +558,8 @@ impl Aof {
     /// The group commit under `appendfsync always`, run by the committer task on the
     /// runtime after the ready connections have run, as Redis does in
     /// `beforeSleep`: writes and fsyncs everything buffered, then releases the
-    /// waiting replies. Anything that cannot be done in one go here (the file busy
+    /// waiting replies. Under `everysec` and `no` (a committer for every policy) it
+    /// only writes, and tells the writer thread when an fsync becomes due. Anything that cannot be done in one go here (the file busy
     /// with a rotation or zeroing, a write or fsync error, which are retried) is
     /// handed to the writer thread, so the runtime never sleeps on a retry.
     pub fn commit_here(&self) {
