@@ -430,7 +430,8 @@ impl Aof {
                 // With a committer, look again after `committer_grace`: a buffer
                 // nobody took meanwhile (the committer stopped, or the runtime is
                 // stuck) is written here. Wake for everysec's pending fsync when it
-                // is due, and once a second anyway.
+                // is due (no sooner than 100 ms from now: a failing fsync is retried
+                // at that pace, not in a loop), and once a second anyway.
                 let taken = b.taken;
                 let had_data = !b.data.is_empty();
                 let mut wait = if by_runtime {
@@ -439,7 +440,8 @@ impl Aof {
                     Duration::from_secs(1)
                 };
                 if let Some(due) = fsync_due {
-                    wait = wait.min(due.saturating_duration_since(Instant::now()));
+                    let until_due = due.saturating_duration_since(Instant::now());
+                    wait = wait.min(until_due.max(Duration::from_millis(100)));
                 }
                 b.writer_waiting = true;
                 let timed_out = self.wake.wait_for(&mut b, wait).timed_out();
@@ -559,9 +561,10 @@ impl Aof {
     /// runtime after the ready connections have run, as Redis does in
     /// `beforeSleep`: writes and fsyncs everything buffered, then releases the
     /// waiting replies. Under `everysec` and `no` (a committer for every policy) it
-    /// only writes, and tells the writer thread when an fsync becomes due. Anything that cannot be done in one go here (the file busy
-    /// with a rotation or zeroing, a write or fsync error, which are retried) is
-    /// handed to the writer thread, so the runtime never sleeps on a retry.
+    /// only writes, and tells the writer thread when an fsync becomes due. Anything
+    /// that cannot be done in one go here (the file busy with a rotation or zeroing,
+    /// a write or fsync error, which are retried) is handed to the writer thread, so
+    /// the runtime never sleeps on a retry.
     pub fn commit_here(&self) {
         if !self.committed_by_runtime() {
             return;
