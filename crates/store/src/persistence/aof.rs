@@ -41,6 +41,12 @@ pub const FSYNC_ALWAYS: u8 = 0;
 pub const FSYNC_EVERYSEC: u8 = 1;
 pub const FSYNC_NO: u8 = 2;
 
+/// What the runtime's committer takes: nothing (none attached), the group commit
+/// under `always`, or the buffer under every policy.
+const COMMITS_NONE: u8 = 0;
+const COMMITS_ALWAYS: u8 = 1;
+const COMMITS_EVERY_POLICY: u8 = 2;
+
 pub fn parse_policy(s: &str) -> u8 {
     match s {
         "always" => FSYNC_ALWAYS,
@@ -189,6 +195,9 @@ pub struct Aof {
     wake: Condvar,
     /// The runtime's committer task, when one is attached.
     committer: parking_lot::RwLock<Option<LogCommitter>>,
+    /// What the attached committer takes (`COMMITS_*`): read by every append, so
+    /// the lock above is taken only to signal, once per batch.
+    commits: AtomicU8,
     /// How long a batch may wait for the committer before the writer thread writes
     /// it itself (a detached or stuck committer). Tests lengthen it.
     committer_grace: Duration,
@@ -306,6 +315,7 @@ impl Aof {
             }),
             wake: Condvar::new(),
             committer: parking_lot::RwLock::new(None),
+            commits: AtomicU8::new(COMMITS_NONE),
             committer_grace,
             durable: DurableRelay::new(),
             policy: AtomicU8::new(policy),
@@ -390,11 +400,11 @@ impl Aof {
 
     /// Whether the runtime's committer writes the buffer (see the module doc).
     fn committed_by_runtime(&self) -> bool {
-        let policy = self.policy();
-        self.committer
-            .read()
-            .as_ref()
-            .is_some_and(|c| policy == FSYNC_ALWAYS || c.every_policy)
+        match self.commits.load(Ordering::Acquire) {
+            COMMITS_EVERY_POLICY => true,
+            COMMITS_ALWAYS => self.policy() == FSYNC_ALWAYS,
+            _ => false,
+        }
     }
 
     fn writer(self: Arc<Self>) {
@@ -552,7 +562,13 @@ impl Aof {
 
     /// Attaches (or, with `None`, detaches) the runtime's committer task.
     pub fn attach_committer(&self, committer: Option<LogCommitter>) {
+        let commits = match &committer {
+            None => COMMITS_NONE,
+            Some(c) if c.every_policy => COMMITS_EVERY_POLICY,
+            Some(_) => COMMITS_ALWAYS,
+        };
         *self.committer.write() = committer;
+        self.commits.store(commits, Ordering::Release);
         // A detached committer leaves the buffer to this thread again.
         self.wake.notify_one();
     }
@@ -754,15 +770,15 @@ impl WriteLog for Aof {
         b.seq += 1;
         b.appends += 1;
         let seq = b.seq;
-        if let Some(committer) = self.committer.read().as_ref() {
-            if self.policy() == FSYNC_ALWAYS || committer.every_policy {
-                // One wake-up per batch: the committer takes all that gathers
-                // until it runs.
-                if b.appends == 1 {
+        if self.committed_by_runtime() {
+            // One wake-up per batch: the committer takes all that gathers until it
+            // runs. (Detached meanwhile: the writer thread's grace catches it.)
+            if b.appends == 1 {
+                if let Some(committer) = self.committer.read().as_ref() {
                     committer.signal.notify_one();
                 }
-                return seq;
             }
+            return seq;
         }
         // A lingering writer (see `Aof::linger`) is woken once, when enough
         // appends have gathered, not by each of them.
@@ -830,11 +846,16 @@ mod tests {
         fut.poll(&mut Context::from_waker(Waker::noop())).is_ready()
     }
 
-    fn durable_soon(aof: &Aof, seq: u64) -> bool {
+    /// Polls (bounded, ~10 s) for `cond`.
+    fn soon(cond: impl Fn() -> bool) -> bool {
         (0..1000).any(|_| {
             std::thread::sleep(Duration::from_millis(10));
-            durable_now(aof, seq)
+            cond()
         })
+    }
+
+    fn durable_soon(aof: &Aof, seq: u64) -> bool {
+        soon(|| durable_now(aof, seq))
     }
 
     /// Attaches a committer to `aof`, returning its signal.
@@ -920,14 +941,6 @@ mod tests {
         let seq = aof.append(&set("after"));
         assert!(durable_soon(&aof, seq));
         close(aof, file);
-    }
-
-    /// Polls (bounded, ~5 s) for `cond`.
-    fn soon(cond: impl Fn() -> bool) -> bool {
-        (0..500).any(|_| {
-            std::thread::sleep(Duration::from_millis(10));
-            cond()
-        })
     }
 
     /// Lets the writer thread take in the policy and committer set up just before
