@@ -6,10 +6,13 @@
 //!   send. Limits are enforced while parsing so a hostile client cannot make the server
 //!   buffer unbounded data; violations come back as [`ProtocolError`] with Redis's text.
 //! - [`reply`]: the [`Reply`] value tree handlers produce, encoded for either protocol
-//!   version (RESP3 types degrade to their RESP2 shapes the way Redis does).
+//!   version (RESP3 types degrade to their RESP2 shapes the way Redis does);
+//!   [`bulk_array`] is its compact form for arrays of strings.
 
+pub mod bulk_array;
 pub mod reply;
 pub mod request;
 
+pub use bulk_array::BulkArray;
 pub use reply::{format_double, Protocol, Reply};
 pub use request::{Limits, ProtocolError, RequestParser};

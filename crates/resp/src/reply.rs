@@ -2,6 +2,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::bulk_array::BulkArray;
+
 /// Protocol version negotiated with `HELLO`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Protocol {
@@ -12,7 +14,7 @@ pub enum Protocol {
 
 /// A reply. RESP3-only shapes (maps, sets, doubles, booleans, pushes) are encoded as
 /// their RESP2 equivalents when the client speaks RESP2, exactly as Redis does.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Reply {
     /// A status known at compile time: `+OK`, `+PONG`, `+QUEUED`.
     Status(&'static str),
@@ -27,6 +29,9 @@ pub enum Reply {
     /// The nil array (`*-1` / `_`), as BLPOP's timeout or EXEC's abort.
     NullArray,
     Array(Vec<Reply>),
+    /// An array of bulk strings in wire form: what range reads answer with. It equals
+    /// the `Array` of the same `Bulk`s, as it is the same on the wire.
+    Bulks(BulkArray),
     Map(Vec<(Reply, Reply)>),
     Set(Vec<Reply>),
     Double(f64),
@@ -70,6 +75,20 @@ impl Reply {
         Reply::Array(items.into_iter().map(|b| Reply::Bulk(b.into())).collect())
     }
 
+    /// The elements of an array reply (either form), for code that reads replies
+    /// itself; `None` for any other shape.
+    pub fn into_array(self) -> Option<Vec<Reply>> {
+        match self {
+            Reply::Array(items) => Some(items),
+            Reply::Bulks(list) => Some(
+                list.iter()
+                    .map(|b| Reply::Bulk(Bytes::copy_from_slice(b)))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Appends the wire form of this reply to `out`.
     pub fn encode(&self, out: &mut BytesMut, proto: Protocol) {
         let resp3 = proto == Protocol::Resp3;
@@ -96,6 +115,10 @@ impl Reply {
             Reply::Array(items) => {
                 int_line(out, b'*', items.len() as i64);
                 items.iter().for_each(|i| i.encode(out, proto));
+            }
+            Reply::Bulks(list) => {
+                int_line(out, b'*', list.len() as i64);
+                out.extend_from_slice(list.wire());
             }
             Reply::Set(items) => {
                 int_line(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
@@ -157,6 +180,34 @@ impl Reply {
         let mut out = BytesMut::new();
         self.encode(&mut out, proto);
         out.freeze()
+    }
+}
+
+impl PartialEq for Reply {
+    fn eq(&self, other: &Self) -> bool {
+        use Reply::*;
+        match (self, other) {
+            (Status(a), Status(b)) => a == b,
+            (SimpleString(a), SimpleString(b)) | (Error(a), Error(b)) => a == b,
+            (BigNumber(a), BigNumber(b)) => a == b,
+            (Int(a), Int(b)) => a == b,
+            (Bulk(a), Bulk(b)) => a == b,
+            (Null, Null) | (NullArray, NullArray) => true,
+            (Array(a), Array(b)) | (Set(a), Set(b)) | (Push(a), Push(b)) => a == b,
+            (Bulks(a), Bulks(b)) => a == b,
+            (Bulks(list), Array(items)) | (Array(items), Bulks(list)) => {
+                list.len() == items.len()
+                    && list
+                        .iter()
+                        .zip(items)
+                        .all(|(x, r)| matches!(r, Bulk(b) if b[..] == *x))
+            }
+            (Map(a), Map(b)) => a == b,
+            (Double(a), Double(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (Verbatim(f, a), Verbatim(g, b)) => f == g && a == b,
+            _ => false,
+        }
     }
 }
 
@@ -311,6 +362,33 @@ mod tests {
         assert_eq!(enc(p, Protocol::Resp3), ">1\r\n$7\r\nmessage\r\n");
         let v = Reply::Verbatim("txt", Bytes::from_static(b"hi"));
         assert_eq!(enc(v, Protocol::Resp3), "=6\r\ntxt:hi\r\n");
+    }
+
+    #[test]
+    fn bulks_are_the_array_of_their_strings_on_the_wire_and_in_comparisons() {
+        let mut list = BulkArray::with_capacity(2, 4);
+        list.push(b"a");
+        list.push(b"bcd");
+        let array = Reply::bulks([&b"a"[..], b"bcd"].map(Bytes::from_static));
+        for p in [Protocol::Resp2, Protocol::Resp3] {
+            assert_eq!(
+                enc(Reply::Bulks(list.clone()), p),
+                "*2\r\n$1\r\na\r\n$3\r\nbcd\r\n"
+            );
+        }
+        assert_eq!(Reply::Bulks(list.clone()), array);
+        assert_eq!(array, Reply::Bulks(list.clone()));
+        assert_eq!(
+            Reply::Bulks(list.clone()).into_array(),
+            array.clone().into_array()
+        );
+        assert_eq!(Reply::Int(1).into_array(), None);
+        let other = Reply::bulks([&b"a"[..], b"bce"].map(Bytes::from_static));
+        assert_ne!(Reply::Bulks(list.clone()), other);
+        assert_ne!(
+            Reply::Bulks(list),
+            Reply::Array(vec![Reply::Int(1), Reply::Int(2)])
+        );
     }
 
     #[test]

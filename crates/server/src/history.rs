@@ -96,7 +96,7 @@ impl KeyspaceHistory {
             Bytes::from_static(b"0"),
             Bytes::from(count.to_string()),
         ];
-        let Reply::Array(items) = self.run(channel, argv) else {
+        let Some(items) = self.run(channel, argv).into_array() else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len() / 2);

@@ -101,6 +101,16 @@ fn value(out: &mut Vec<u8>, reply: &Reply, format: Format) {
             }
             out.push(b']');
         }
+        Reply::Bulks(list) => {
+            out.push(b'[');
+            for (i, b) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, b, format);
+            }
+            out.push(b']');
+        }
         Reply::Map(pairs) => {
             out.push(b'[');
             for (i, (k, v)) in pairs.iter().enumerate() {
@@ -167,6 +177,14 @@ pub fn sse_line(reply: &Reply) -> String {
                     part(r, s);
                 }
             }
+            Reply::Bulks(list) => {
+                for (i, b) in list.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    s.push_str(&String::from_utf8_lossy(b));
+                }
+            }
             Reply::Map(pairs) => {
                 for (i, (k, v)) in pairs.iter().enumerate() {
                     if i > 0 {
@@ -228,6 +246,22 @@ mod tests {
         );
         assert_eq!(json(Reply::Bool(true), Format::Json), r#"{"result":1}"#);
         assert_eq!(json(Reply::Int(5), Format::Resp2), ":5\r\n");
+    }
+
+    #[test]
+    fn bulks_travel_as_an_array_of_strings() {
+        let mut list = tidewire_resp::BulkArray::default();
+        list.push(b"a\"b");
+        list.push(b"\n");
+        assert_eq!(
+            json(Reply::Bulks(list.clone()), Format::Json),
+            r#"{"result":["a\"b","\n"]}"#
+        );
+        assert_eq!(
+            json(Reply::Bulks(list.clone()), Format::Base64),
+            r#"{"result":["YSJi","Cg=="]}"#
+        );
+        assert_eq!(sse_line(&Reply::Bulks(list)), "a\"b,\n");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP) built on `Ctx::block`.
 
 use bytes::Bytes;
-use tidewire_resp::Reply;
+use tidewire_resp::{BulkArray, Reply};
 
 use crate::args::Args;
 use crate::blocking::parse_timeout;
@@ -276,10 +276,14 @@ fn lrange(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let Some(l) = list_read(ctx, key)? else {
         return Ok(Reply::Array(Vec::new()));
     };
-    Ok(Reply::Array(match clamp_range(start, end, l.len()) {
-        Some((s, e)) => l.range(s, e).map(|v| Reply::Bulk(v.clone())).collect(),
-        None => Vec::new(),
-    }))
+    let Some((s, e)) = clamp_range(start, end, l.len()) else {
+        return Ok(Reply::Array(Vec::new()));
+    };
+    // Straight to wire form, sized in one cheap pass over the element lengths.
+    let payload = l.range(s, e).map(|v| v.len()).sum();
+    let mut list = BulkArray::with_capacity(e + 1 - s, payload);
+    l.range(s, e).for_each(|v| list.push(v));
+    Ok(Reply::Bulks(list))
 }
 
 fn index_of(index: i64, len: usize) -> Option<usize> {

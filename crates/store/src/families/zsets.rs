@@ -12,7 +12,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use rand::Rng;
-use tidewire_resp::Reply;
+use tidewire_resp::{format_double, BulkArray, Reply};
 
 use crate::args::Args;
 use crate::blocking::parse_timeout;
@@ -623,30 +623,22 @@ fn parse_bounds(r: &RangeReq) -> Result<ParsedRange, CmdError> {
     })
 }
 
-/// The selected elements, in reply order.
-fn select(z: &ZSetValue, r: &RangeReq, bounds: &ParsedRange) -> Vec<(Bytes, f64)> {
+/// Where the selected elements start in the walk's direction and how many there
+/// are; `None` when the range is empty.
+fn window(z: &ZSetValue, r: &RangeReq, bounds: &ParsedRange) -> Option<(usize, usize)> {
     let len = z.len();
     let (start, end) = match bounds {
-        ParsedRange::Rank(s, e) => match clamp_ranks(*s, *e, len) {
-            Some((s, e)) => {
-                return z
-                    .iter_from(s, r.rev)
-                    .take(e + 1 - s)
-                    .map(|(m, s)| (Bytes::copy_from_slice(m), s))
-                    .collect()
-            }
-            None => return Vec::new(),
-        },
+        ParsedRange::Rank(s, e) => return clamp_ranks(*s, *e, len).map(|(s, e)| (s, e + 1 - s)),
         ParsedRange::Score(sr) => sr.ranks(z),
         ParsedRange::Lex(lr) => lr.ranks(z),
     };
     if r.offset < 0 || start >= end {
-        return Vec::new();
+        return None;
     }
     let n = end - start;
     let offset = r.offset as usize;
     if offset >= n {
-        return Vec::new();
+        return None;
     }
     let take = if r.limit < 0 {
         n - offset
@@ -658,10 +650,17 @@ fn select(z: &ZSetValue, r: &RangeReq, bounds: &ParsedRange) -> Vec<(Bytes, f64)
     } else {
         start + offset
     };
-    z.iter_from(first, r.rev)
-        .take(take)
-        .map(|(m, s)| (Bytes::copy_from_slice(m), s))
-        .collect()
+    Some((first, take))
+}
+
+/// The selected elements, in reply order.
+fn select(z: &ZSetValue, r: &RangeReq, bounds: &ParsedRange) -> Vec<(Bytes, f64)> {
+    window(z, r, bounds).map_or_else(Vec::new, |(first, take)| {
+        z.iter_from(first, r.rev)
+            .take(take)
+            .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+            .collect()
+    })
 }
 
 fn range_generic(
@@ -677,8 +676,27 @@ fn range_generic(
     let Some(z) = zset_read(ctx, key)? else {
         return Ok(Reply::Array(Vec::new()));
     };
-    let items = select(z, &r, &bounds);
-    Ok(scored_reply(ctx, items, r.withscores, resp3))
+    let Some((first, take)) = window(z, &r, &bounds) else {
+        return Ok(Reply::Array(Vec::new()));
+    };
+    let elements = z.iter_from(first, r.rev).take(take);
+    if r.withscores && resp3 {
+        // RESP3 pairs each member with a double: nested arrays, not plain strings.
+        let items = elements
+            .map(|(m, s)| (Bytes::copy_from_slice(m), s))
+            .collect();
+        return Ok(scored_reply(ctx, items, true, true));
+    }
+    // Members (and RESP2's scores, which are strings) written straight to wire form.
+    let strings = if r.withscores { take * 2 } else { take };
+    let mut list = BulkArray::with_capacity(strings, strings * 16);
+    for (member, score) in elements {
+        list.push(member);
+        if r.withscores {
+            list.push(format_double(score).as_bytes());
+        }
+    }
+    Ok(Reply::Bulks(list))
 }
 
 fn zrange(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {

@@ -157,7 +157,8 @@ impl ZSetValue {
     pub fn iter_from(&self, start: usize, rev: bool) -> ZIter<'_> {
         let mut it = ZIter {
             z: self,
-            stack: Vec::new(),
+            // The walk's path: one allocation for any treap of realistic depth.
+            stack: Vec::with_capacity(48),
             rev,
             remaining: self.len().saturating_sub(start),
         };

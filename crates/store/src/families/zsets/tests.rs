@@ -101,8 +101,21 @@ fn ranges() {
     assert_eq!(t.run(&["ZRANGE", "z", "0", "1", "REV"]), bulks(&["e", "d"]));
     assert_eq!(t.run(&["ZREVRANGE", "z", "-2", "-1"]), bulks(&["b", "a"]));
     assert_eq!(
-        t.run(&["ZRANGE", "z", "0", "0", "WITHSCORES"]),
-        arr(vec![bulk("a"), Reply::Double(1.0)])
+        t.resp(&["ZRANGE", "z", "0", "1", "WITHSCORES"]),
+        "*4\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n"
+    );
+    assert_eq!(
+        t.run(&[
+            "ZREVRANGEBYSCORE",
+            "z",
+            "+inf",
+            "-inf",
+            "WITHSCORES",
+            "LIMIT",
+            "1",
+            "1"
+        ]),
+        bulks(&["d", "4"])
     );
     assert_eq!(
         t.run(&["ZRANGEBYSCORE", "z", "(1", "3"]),
