@@ -1053,7 +1053,7 @@ fn zscan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         let mut emit = |m: &[u8], s: f64| {
             if opts.matches(m) {
                 out.push(Reply::Bulk(Bytes::copy_from_slice(m)));
-                out.push(Reply::Bulk(Bytes::from(tidewire_resp::format_double(s))));
+                out.push(Reply::Bulk(Bytes::from(format_double(s))));
             }
         };
         if z.encoding() == "listpack" {
