@@ -93,39 +93,43 @@ fn value(out: &mut Vec<u8>, reply: &Reply, format: Format) {
         Reply::Null | Reply::NullArray => out.extend_from_slice(b"null"),
         Reply::Array(items) | Reply::Set(items) | Reply::Push(items) => {
             out.push(b'[');
-            for (i, r) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                value(out, r, format);
-            }
+            separated(out, b',', items, |out, r| value(out, r, format));
             out.push(b']');
         }
         Reply::Bulks(list) => {
             out.push(b'[');
-            for (i, b) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                string(out, b, format);
-            }
+            separated(out, b',', list.iter(), |out, b| string(out, b, format));
             out.push(b']');
         }
+        // Maps travel flat, as in RESP2: [k1, v1, k2, v2, …].
         Reply::Map(pairs) => {
             out.push(b'[');
-            for (i, (k, v)) in pairs.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            separated(out, b',', pairs, |out, (k, v)| {
                 value(out, k, format);
                 out.push(b',');
                 value(out, v, format);
-            }
+            });
             out.push(b']');
         }
         Reply::Double(d) => string(out, format_double(*d).as_bytes(), format),
         Reply::Bool(b) => out.push(if *b { b'1' } else { b'0' }),
         Reply::BigNumber(n) => string(out, n.as_bytes(), format),
+    }
+}
+
+/// Writes each of `items` with `each`, `sep` between them: the one loop behind
+/// JSON arrays and SSE data lines.
+fn separated<O: Extend<S>, S: Copy, T>(
+    out: &mut O,
+    sep: S,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut O, T),
+) {
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.extend([sep]);
+        }
+        each(out, item);
     }
 }
 
@@ -170,30 +174,19 @@ pub fn sse_line(reply: &Reply) -> String {
             Reply::Bool(b) => s.push(if *b { '1' } else { '0' }),
             Reply::Null | Reply::NullArray => {}
             Reply::Array(items) | Reply::Set(items) | Reply::Push(items) => {
-                for (i, r) in items.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    part(r, s);
-                }
+                separated(s, ',', items, |s, r| part(r, s));
             }
             Reply::Bulks(list) => {
-                for (i, b) in list.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
-                    s.push_str(&String::from_utf8_lossy(b));
-                }
+                separated(s, ',', list.iter(), |s, b| {
+                    s.push_str(&String::from_utf8_lossy(b))
+                });
             }
             Reply::Map(pairs) => {
-                for (i, (k, v)) in pairs.iter().enumerate() {
-                    if i > 0 {
-                        s.push(',');
-                    }
+                separated(s, ',', pairs, |s, (k, v)| {
                     part(k, s);
                     s.push(',');
                     part(v, s);
-                }
+                });
             }
         }
     }
