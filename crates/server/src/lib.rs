@@ -5,6 +5,7 @@
 //! returns a [`Server`] handle whose `shutdown` stops accepting, lets connections
 //! finish the replies in flight, and waits for them.
 
+pub mod alloc;
 pub mod busy_poll;
 pub mod config;
 pub mod connection;

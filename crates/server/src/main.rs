@@ -4,14 +4,15 @@ use clap::Parser;
 use tidewire_server::config::{Cli, Config, LogFormat, Sub};
 
 #[global_allocator]
-static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+static ALLOC: tidewire_server::alloc::CountingJemalloc = tidewire_server::alloc::CountingJemalloc;
 
+/// (bytes in use, as the counting allocator knows them; resident bytes, from
+/// jemalloc's stats).
 fn memory_probe() -> (u64, u64) {
     use tikv_jemalloc_ctl::{epoch, stats};
     let _ = epoch::advance();
-    let allocated = stats::allocated::read().unwrap_or(0) as u64;
     let resident = stats::resident::read().unwrap_or(0) as u64;
-    (allocated, resident)
+    (tidewire_server::alloc::allocated(), resident)
 }
 
 fn init_logging(config: &Config) {
@@ -61,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     }
     init_logging(&config);
     let _ = tidewire_store::families::server_info::MEMORY_PROBE.set(memory_probe);
+    let _ = tidewire_store::families::server_info::ALLOCATED.set(tidewire_server::alloc::allocated);
     let runtime = runtime(config.worker_threads())?;
     runtime.block_on(run(config))
 }

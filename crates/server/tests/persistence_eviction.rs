@@ -274,3 +274,106 @@ fn allkeys_random_evicts_any_key_and_logs_del() {
     let after: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(after, dbsize);
 }
+
+fn used_now(c: &mut redis::Connection) -> u64 {
+    // INFO memory, not all: the reply being built counts as used memory too.
+    let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A server without persistence evicting `allkeys-random`.
+fn random_evicting() -> (Node, redis::Connection, tempfile::TempDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = start(
+        tmp.path(),
+        &[
+            ("appendonly", "no"),
+            ("save", ""),
+            ("maxmemory-policy", "allkeys-random"),
+        ],
+    );
+    let c = node.conn();
+    (node, c, tmp)
+}
+
+fn set_maxmemory(c: &mut redis::Connection, bytes: u64) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(bytes)
+        .query(c)
+        .unwrap();
+}
+
+/// Redis's "is the memory limit honoured" check: 100 KB of headroom filled with
+/// small keys, then as many again; memory ends within 4 KB of the limit because
+/// it is measured exactly (the allocator's count) before every command.
+#[test]
+fn the_limit_holds_within_a_few_kilobytes() {
+    let (node, mut c, _tmp) = random_evicting();
+    let limit = used_now(&mut c) + 100 * 1024;
+    set_maxmemory(&mut c, limit);
+    let setex = |c: &mut redis::Connection, i: usize| {
+        let _: () = redis::cmd("SETEX")
+            .arg(format!("key:{i}"))
+            .arg(10_000)
+            .arg("x")
+            .query(c)
+            .unwrap();
+    };
+    let mut n = 0;
+    while used_now(&mut c) + 4096 <= limit && n < 100_000 {
+        setex(&mut c, n);
+        n += 1;
+    }
+    assert!(n > 10, "only {n} keys fit");
+    for i in n..2 * n {
+        setex(&mut c, i);
+    }
+    let used = used_now(&mut c);
+    assert!(used < limit + 4096, "used {used}, limit {limit}");
+    assert!(evicted(&node, &mut c) > 0);
+}
+
+/// Memory held by clients counts, and any command (here a read) evicts to make
+/// room, as in Redis: 30 clients each leave a 250 KB request unfinished.
+#[test]
+fn memory_held_by_unfinished_requests_makes_a_read_evict() {
+    use std::io::Write;
+    let (node, mut c, _tmp) = random_evicting();
+    let big = "x".repeat(100_000);
+    for i in 0..50 {
+        let _: () = redis::cmd("SET").arg(i).arg(&big).query(&mut c).unwrap();
+    }
+    let limit = used_now(&mut c) + 2 * 1024 * 1024;
+    set_maxmemory(&mut c, limit);
+    let mut chunk = Vec::new();
+    for _ in 0..249 {
+        chunk.extend_from_slice(b"$1000\r\n");
+        chunk.extend_from_slice(&[b'x'; 1000]);
+        chunk.extend_from_slice(b"\r\n");
+    }
+    let idle: Vec<std::net::TcpStream> = (0..30)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", node.port)).unwrap();
+            s.write_all(b"*250\r\n").unwrap();
+            s.write_all(&chunk).unwrap();
+            s
+        })
+        .collect();
+    // The server reads the unfinished requests at its own pace: ask until it has
+    // (bounded), each DBSIZE being a chance to evict.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut keys = 50u64;
+    while keys == 50 && std::time::Instant::now() < deadline {
+        keys = redis::cmd("DBSIZE").query(&mut c).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(keys < 50, "nothing was evicted");
+    assert!(evicted(&node, &mut c) > 0);
+    drop(idle);
+}

@@ -1,17 +1,19 @@
 //! Memory accounting and eviction (`maxmemory`, `maxmemory-policy`), after Redis's
 //! `evict.c`.
 //!
-//! Measure: the binary installs a probe of jemalloc's allocated bytes
-//! (`server_info::MEMORY_PROBE`); it is read at most once per millisecond. Without a
-//! probe (the store embedded or tested in-process) the measure is an approximate
-//! walk of the dataset ([`entry_size`] per key), refreshed at most every 100 ms.
+//! Measure: the binary's allocator counts the bytes it hands out
+//! (`server_info::ALLOCATED`, exact, read before every command, as Redis reads its
+//! `zmalloc` counter). Without it (the store embedded or tested in-process) the
+//! measure is an approximate walk of the dataset ([`entry_size`] per key),
+//! refreshed at most every 100 ms.
 //!
-//! Before a write runs, [`check`] compares the measure with `maxmemory`; if over, it
-//! evicts by the policy until the estimated bytes freed cover the excess, sampling
+//! Before every command, [`check`] compares the measure with `maxmemory`; if over,
+//! it evicts by the policy until the estimated bytes freed cover the excess, sampling
 //! `maxmemory-samples` keys per shard visited (keys with a TTL only for `volatile-*`).
 //! If nothing can be evicted (noeviction, or no volatile key) a command flagged
-//! DENYOOM is refused with `-OOM …`; reads and deletes always run. An evicted key is
-//! logged as DEL, notified as `evicted` and counted in `evicted_keys`.
+//! DENYOOM is refused with `-OOM …` (so is queuing in MULTI, and an EXEC holding a
+//! DENYOOM command); reads and deletes always run. An evicted key is logged as DEL,
+//! notified as `evicted` and counted in `evicted_keys`.
 //!
 //! Access data lives in `Entry::access`: the LRU clock (seconds) under LRU and other
 //! policies, or under LFU policies Redis's 24-bit layout — minutes (16 bits) of the
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 
+use crate::client::MultiState;
 use crate::command::{flag, Command};
 use crate::config::notify;
 use crate::error::CmdError;
@@ -192,8 +195,12 @@ pub fn dataset(store: &Store) -> (u64, u64) {
     (keys, bytes)
 }
 
-/// Used memory for the limit check, cached briefly (the probe is not free).
+/// Used memory for the limit check: the allocator's exact count where the binary
+/// installed it, else the probe or the dataset walk, cached briefly (neither is free).
 pub fn used_memory(store: &Store) -> u64 {
+    if let Some(allocated) = crate::families::server_info::ALLOCATED.get() {
+        return allocated();
+    }
     let probe = crate::families::server_info::MEMORY_PROBE.get();
     let max_age_us = if probe.is_some() { 1_000 } else { 100_000 };
     let now = crate::clock::now_us();
@@ -216,11 +223,32 @@ fn oom() -> CmdError {
     CmdError::raw("OOM command not allowed when used memory > 'maxmemory'.")
 }
 
-/// Called by the dispatcher before a command runs (no locks held): evicts if over
-/// `maxmemory`; refuses DENYOOM commands if memory cannot be brought under it.
-pub fn check(store: &Store, cmd: &Command) -> Result<(), CmdError> {
+/// Whether a command must be refused with `-OOM` when memory cannot be brought under
+/// `maxmemory`: one flagged DENYOOM, an EXEC whose transaction queued one, and
+/// anything being queued in a transaction (queuing itself takes memory) but the
+/// commands that end it.
+pub fn refused_when_full(cmd: &Command, multi: Option<&MultiState>) -> bool {
+    if cmd.has(flag::DENYOOM) {
+        return true;
+    }
+    let Some(multi) = multi else {
+        return false;
+    };
+    match cmd.spec.name {
+        "exec" => multi.queue.iter().any(|(c, _)| c.has(flag::DENYOOM)),
+        "discard" | "quit" | "reset" => false,
+        _ => true,
+    }
+}
+
+/// Called by the dispatcher before every command (no locks held), as Redis's
+/// `processCommand` does: if over `maxmemory`, evicts by the policy, so memory
+/// grown by anything (client buffers, a read's reply) is reclaimed before the
+/// next command runs. If it cannot get under the limit, a command that
+/// [`refused_when_full`] gets `-OOM …`; everything else runs.
+pub fn check(store: &Store, refuse_when_full: bool) -> Result<(), CmdError> {
     let max = store.config.maxmemory.load(Ordering::Relaxed);
-    if max == 0 || !(cmd.has(flag::WRITE) || cmd.has(flag::DENYOOM)) {
+    if max == 0 {
         return Ok(());
     }
     let used = used_memory(store);
@@ -228,23 +256,32 @@ pub fn check(store: &Store, cmd: &Command) -> Result<(), CmdError> {
         return Ok(());
     }
     let policy = sync_config(store);
-    let ok = evict(store, policy, used - max);
-    if !ok && cmd.has(flag::DENYOOM) {
+    let ok = evict(store, policy, max, used);
+    if !ok && refuse_when_full {
         return Err(oom());
     }
     Ok(())
 }
 
-/// Evicts keys until about `to_free` bytes are freed. False if it could not.
-pub fn evict(store: &Store, policy: Policy, to_free: u64) -> bool {
+/// Evicts keys until memory is back under `max` (`used` is the measure that found
+/// it over). With the allocator's exact count that is measured after each key, as
+/// Redis does; otherwise the estimated sizes of the evicted keys must cover the
+/// excess. False if it could not get there.
+pub fn evict(store: &Store, policy: Policy, max: u64, used: u64) -> bool {
     if policy == Policy::NoEviction {
         return false;
     }
+    let exact = crate::families::server_info::ALLOCATED.get();
+    let to_free = used.saturating_sub(max);
     let samples = store.config.get_u64("maxmemory-samples").clamp(1, 64) as usize;
     let start = Instant::now();
     let mut freed = 0u64;
     let mut rng = rand::thread_rng();
-    while freed < to_free {
+    let done = |freed: u64| match exact {
+        Some(allocated) => allocated() <= max,
+        None => freed >= to_free,
+    };
+    while !done(freed) {
         let Some((shard, db, key)) = pick(store, policy, samples, &mut rng) else {
             invalidate_cache(store);
             return false;
@@ -274,7 +311,7 @@ pub fn evict(store: &Store, policy: Policy, to_free: u64) -> bool {
         }
     }
     invalidate_cache(store);
-    freed >= to_free
+    done(freed)
 }
 
 /// The best candidate among `samples` keys from each of a few random shards.
@@ -352,6 +389,7 @@ fn pick(
 mod tests {
     use super::*;
     use crate::testkit::*;
+    use tidewire_resp::Reply;
 
     #[test]
     fn lfu_counter_grows_logarithmically_and_decays() {
@@ -382,5 +420,67 @@ mod tests {
         assert_eq!(t.run(&["GET", "a"]), bulk("x"));
         assert_eq!(t.run(&["DEL", "a"]), int(1));
         t.store.config.set("maxmemory", "0").unwrap();
+    }
+
+    /// Over the limit, a read evicts too (as Redis's processCommand does), so memory
+    /// grown outside writes (client buffers, replies) is reclaimed.
+    #[test]
+    fn a_read_over_the_limit_evicts() {
+        let mut t = TestClient::new();
+        for i in 0..20 {
+            t.run(&["SET", &format!("k{i}"), "x"]);
+        }
+        t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"]);
+        t.store.config.set("maxmemory", "1").unwrap();
+        invalidate_cache(&t.store);
+        assert_eq!(t.run(&["GET", "nokey"]), Reply::Null);
+        assert_eq!(t.run(&["DBSIZE"]), int(0));
+        assert_eq!(t.store.stats.evicted_keys.load(Ordering::Relaxed), 20);
+        t.store.config.set("maxmemory", "0").unwrap();
+    }
+
+    /// With nothing to evict, queuing in MULTI is refused (it takes memory), the
+    /// transaction is then aborted; DISCARD still works; an EXEC holding a write
+    /// queued before the limit was hit is refused and ends the transaction.
+    #[test]
+    fn transactions_over_the_limit() {
+        let oom = "OOM command not allowed when used memory > 'maxmemory'.";
+        let mut t = TestClient::new();
+        t.run(&["SET", "a", "x"]);
+        let over = |t: &TestClient, on: bool| {
+            let max = if on { "1" } else { "0" };
+            t.store.config.set("maxmemory", max).unwrap();
+            invalidate_cache(&t.store);
+        };
+        over(&t, true);
+        assert_eq!(t.run(&["MULTI"]), ok());
+        assert_eq!(t.run(&["GET", "a"]), err(oom));
+        assert_eq!(
+            t.run(&["EXEC"]),
+            err("EXECABORT Transaction discarded because of previous errors.")
+        );
+        assert_eq!(t.run(&["MULTI"]), ok());
+        assert_eq!(t.run(&["DISCARD"]), ok());
+
+        over(&t, false);
+        assert_eq!(t.run(&["MULTI"]), ok());
+        assert_eq!(t.run(&["SET", "b", "y"]), Reply::Status("QUEUED"));
+        over(&t, true);
+        assert_eq!(
+            t.run(&["EXEC"]),
+            err(&format!(
+                "EXECABORT Transaction discarded because of: {oom}"
+            ))
+        );
+        assert_eq!(t.run(&["EXEC"]), err("ERR EXEC without MULTI"));
+        assert_eq!(t.run(&["EXISTS", "b"]), int(0));
+
+        // A read-only transaction still runs when full.
+        over(&t, false);
+        assert_eq!(t.run(&["MULTI"]), ok());
+        assert_eq!(t.run(&["GET", "a"]), Reply::Status("QUEUED"));
+        over(&t, true);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![bulk("x")]));
+        over(&t, false);
     }
 }

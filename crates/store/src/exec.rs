@@ -328,17 +328,42 @@ impl Store {
             return Outcome::Replies;
         }
         if client.info.kind != "loader" {
-            let refused = if cmd.has(flag::WRITE) || cmd.has(flag::DENYOOM) {
+            // An EXEC counts as the writes it holds.
+            let exec_queue = match (cmd.spec.name, client.multi.as_ref()) {
+                ("exec", Some(m)) => Some(m),
+                _ => None,
+            };
+            let writes = cmd.has(flag::WRITE)
+                || cmd.has(flag::DENYOOM)
+                || exec_queue.is_some_and(|m| {
+                    m.queue
+                        .iter()
+                        .any(|(c, _)| c.has(flag::WRITE) || c.has(flag::DENYOOM))
+                });
+            let refused = if writes {
                 crate::persistence::write_refusal(self)
             } else {
                 None
             };
-            if let Err(e) = refused.map_or_else(|| crate::evict::check(self, cmd), Err) {
+            let refuse_when_full = crate::evict::refused_when_full(cmd, client.multi.as_ref());
+            if let Err(e) = refused.map_or_else(|| crate::evict::check(self, refuse_when_full), Err)
+            {
                 cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
-                if let Some(m) = client.multi.as_mut() {
-                    m.aborted = true;
-                }
-                let e: Reply = e.into();
+                let e: Reply = if exec_queue.is_some() {
+                    // As Redis: a refused EXEC ends the transaction.
+                    client.multi = None;
+                    client.info.in_multi.store(false, Ordering::Relaxed);
+                    crate::families::transactions::unwatch_all(self, client);
+                    Reply::Error(format!(
+                        "EXECABORT Transaction discarded because of: {}",
+                        e.text()
+                    ))
+                } else {
+                    if let Some(m) = client.multi.as_mut() {
+                        m.aborted = true;
+                    }
+                    e.into()
+                };
                 self.count_error(&e);
                 out.push(e);
                 return Outcome::Replies;

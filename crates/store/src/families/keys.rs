@@ -2,6 +2,8 @@
 //! walks (KEYS, SCAN, RANDOMKEY), moving values between names and databases
 //! (RENAME, COPY, MOVE, SWAPDB) and OBJECT introspection.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use rand::Rng;
 use tidewire_resp::Reply;
@@ -637,38 +639,38 @@ fn object_encoding(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 fn object_idletime(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let lfu = maxmemory_policy_is_lfu(ctx);
-    let clock = crate::clock::lru_clock();
     let Some(e) = object_lookup(ctx, args)? else {
         return Ok(Reply::Null);
     };
     if lfu {
         return Err(CmdError::err("An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
     }
-    Ok(Reply::Int(clock.saturating_sub(e.access) as i64))
+    Ok(Reply::Int(crate::evict::idle_secs(e) as i64))
 }
 
 fn object_freq(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let lfu = maxmemory_policy_is_lfu(ctx);
-    let clock = crate::clock::lru_clock();
     let Some(e) = object_lookup(ctx, args)? else {
         return Ok(Reply::Null);
     };
     if !lfu {
         return Err(CmdError::err("An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
     }
-    // No per-key LFU counter is kept: report Redis's initial counter (5) decayed by
-    // one per idle minute, as a key that is not accessed would show.
-    let idle_min = clock.saturating_sub(e.access) / 60;
-    Ok(Reply::Int(5u32.saturating_sub(idle_min) as i64))
+    Ok(Reply::Int(crate::evict::freq(e) as i64))
 }
 
 fn object_refcount(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    // Redis shares the integers 0..9999 and reports them as INT_MAX references,
+    // except under a maxmemory limit with an LRU or LFU policy, where each key needs
+    // its own access data and so its own object.
+    let policy = ctx.store.config.get("maxmemory-policy").unwrap_or_default();
+    let per_key_access = ctx.store.config.maxmemory.load(Ordering::Relaxed) != 0
+        && (policy.ends_with("lru") || policy.ends_with("lfu"));
     Ok(match object_lookup(ctx, args)? {
-        // Redis shares the integers 0..9999 and reports them as INT_MAX references.
         Some(Entry {
             value: Value::Str(b),
             ..
-        }) if num::parse_i64(b).is_some_and(|n| (0..10_000).contains(&n)) => {
+        }) if !per_key_access && num::parse_i64(b).is_some_and(|n| (0..10_000).contains(&n)) => {
             Reply::Int(i32::MAX as i64)
         }
         Some(_) => Reply::Int(1),
@@ -926,9 +928,19 @@ mod tests {
         assert_eq!(t.run(&["OBJECT", "FREQ", "nokey"]), Reply::Null);
         assert_eq!(t.run(&["OBJECT", "FREQ", "s"]), err("ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
         t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lfu"]);
-        assert!(matches!(t.run(&["OBJECT", "FREQ", "s"]), Reply::Int(_)));
+        // A key written under LFU starts at Redis's LFU_INIT_VAL; its counter, not
+        // its LRU clock, is what FREQ reads.
+        t.run(&["SET", "f", "x"]);
+        assert_eq!(t.run(&["OBJECT", "FREQ", "f"]), int(5));
         assert_eq!(t.run(&["OBJECT", "IDLETIME", "s"]), err("ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust."));
         assert_eq!(t.run(&["OBJECT", "IDLETIME", "nokey"]), Reply::Null);
+        // Shared integers: not under a limit with an LRU/LFU policy.
+        t.run(&["CONFIG", "SET", "maxmemory", "1gb"]);
+        assert_eq!(t.run(&["OBJECT", "REFCOUNT", "a"]), int(1));
+        t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"]);
+        assert_eq!(t.run(&["OBJECT", "REFCOUNT", "a"]), int(2147483647));
+        t.run(&["CONFIG", "SET", "maxmemory", "0"]);
+        t.run(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
         assert_eq!(
             t.run(&["OBJECT", "NOPE", "s"]),
             err("ERR unknown subcommand 'NOPE'. Try OBJECT HELP.")

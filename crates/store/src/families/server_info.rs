@@ -37,6 +37,9 @@ const EXTRA: &[&str] = &["latencystats", "keysizes"];
 
 /// Memory figures come from the binary (it owns the allocator); the store only asks.
 pub static MEMORY_PROBE: std::sync::OnceLock<fn() -> (u64, u64)> = std::sync::OnceLock::new();
+/// Bytes in use, exact and cheap enough to read before every command (the binary's
+/// counting allocator): what eviction compares with `maxmemory`.
+pub static ALLOCATED: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
 
 /// Keys with a TTL looked at per shard part to estimate `avg_ttl`.
 const TTL_SAMPLE: usize = 16;
