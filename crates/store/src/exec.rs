@@ -509,6 +509,9 @@ impl Store {
         start: Instant,
         no_block: bool,
     ) -> Reply {
+        // CLIENT NO-TOUCH: reads leave the keys' access data alone; TOUCH still
+        // touches, as in Redis.
+        ks.no_touch = client.info.no_touch.load(Ordering::Relaxed) && cmd.spec.name != "touch";
         let dirty_before = ev.dirty;
         let first_arg = if cmd.is_sub { 2 } else { 1 };
         let mut args = Args::new(argv, first_arg);

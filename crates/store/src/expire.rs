@@ -17,6 +17,12 @@ const TICK_BUDGET: Duration = Duration::from_millis(25);
 
 /// One tick of the cycle. Returns the number of keys expired.
 pub fn active_expire_cycle(store: &Store) -> u64 {
+    if !store
+        .active_expire
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return 0;
+    }
     let start = Instant::now();
     let mut expired_total = 0;
     let mut rng = rand::thread_rng();

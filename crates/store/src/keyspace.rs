@@ -177,6 +177,7 @@ impl Keyspace {
             guards,
             all,
             expired: Vec::new(),
+            no_touch: false,
         }
     }
 
@@ -222,6 +223,7 @@ impl Keyspace {
             guards: Guards::new(),
             all: false,
             expired: Vec::new(),
+            no_touch: false,
         }
     }
 
@@ -258,6 +260,8 @@ pub struct Locked {
     guards: Guards,
     all: bool,
     pub expired: Vec<(usize, Bytes)>,
+    /// Reads do not refresh access data (the client asked CLIENT NO-TOUCH).
+    pub no_touch: bool,
 }
 
 impl Locked {
@@ -350,8 +354,11 @@ impl Locked {
         } else {
             s.misses += 1;
         }
-        let e = s.dbs[db].map.get_mut(key)?;
-        crate::evict::touch(&mut e.access);
+        let no_touch = self.no_touch;
+        let e = self.shard_mut(shard).dbs[db].map.get_mut(key)?;
+        if !no_touch {
+            crate::evict::touch(&mut e.access);
+        }
         Some(e)
     }
 

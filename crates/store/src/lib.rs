@@ -167,6 +167,9 @@ pub struct Store {
     /// records (and touching the lock) when nothing consumes them.
     logging: AtomicBool,
     pub loading: AtomicBool,
+    /// Off only by `DEBUG SET-ACTIVE-EXPIRE 0` (Redis's tests use it to see lazy
+    /// expiry alone).
+    pub active_expire: AtomicBool,
     pub started: Instant,
     pub started_ms: u64,
     pub last_save_secs: AtomicU64,
@@ -202,6 +205,7 @@ impl Store {
             log_committer: RwLock::new(None),
             logging: AtomicBool::new(false),
             loading: AtomicBool::new(false),
+            active_expire: AtomicBool::new(true),
             started: Instant::now(),
             started_ms: now,
             last_save_secs: AtomicU64::new(now / 1000),

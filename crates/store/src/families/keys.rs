@@ -912,6 +912,28 @@ mod tests {
     }
 
     #[test]
+    fn no_touch_reads_leave_the_idle_time_alone() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "k", "v"]);
+        let age = |t: &TestClient| {
+            let mut ks = t.store.keyspace.lock_all();
+            let e = ks.get_mut(0, b"k", crate::clock::now_ms()).unwrap();
+            e.access = crate::clock::lru_clock() - 100;
+        };
+        age(&t);
+        assert_eq!(t.run(&["CLIENT", "NO-TOUCH", "on"]), ok());
+        t.run(&["GET", "k"]);
+        assert!(matches!(t.run(&["OBJECT", "IDLETIME", "k"]), Reply::Int(n) if n >= 100));
+        // TOUCH still touches.
+        t.run(&["TOUCH", "k"]);
+        assert_eq!(t.run(&["OBJECT", "IDLETIME", "k"]), int(0));
+        age(&t);
+        assert_eq!(t.run(&["CLIENT", "NO-TOUCH", "off"]), ok());
+        t.run(&["GET", "k"]);
+        assert_eq!(t.run(&["OBJECT", "IDLETIME", "k"]), int(0));
+    }
+
+    #[test]
     fn touch_object_and_type() {
         let mut t = TestClient::new();
         t.run(&["SET", "a", "1"]);

@@ -5,6 +5,7 @@ pub mod bitops;
 pub mod client;
 pub mod command_docs;
 pub mod connection;
+pub mod debug;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
@@ -35,6 +36,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(strings::commands());
     v.extend(bitops::commands());
     v.extend(server::commands());
+    v.extend(debug::commands());
     v.extend(pubsub::commands());
     v.extend(transactions::commands());
     v.extend(hashes::commands());

@@ -1,5 +1,5 @@
 //! Server commands: FLUSHDB/FLUSHALL, DBSIZE, CONFIG, INFO, TIME, LASTSAVE, SLOWLOG,
-//! MONITOR, SHUTDOWN, FUNCTION FLUSH, DEBUG SLEEP. (CLIENT is in `client.rs`,
+//! MONITOR, SHUTDOWN, FUNCTION FLUSH. (CLIENT is in `client.rs`,
 //! COMMAND in `command_docs.rs`.)
 
 use std::sync::atomic::Ordering;
@@ -146,14 +146,6 @@ pub fn commands() -> Vec<CommandSpec> {
                 cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, help_stub)
                     .summary("Returns helpful text about the different subcommands."),
             ])),
-        s(cmd(
-            "debug",
-            -2,
-            ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE,
-            NO_KEYS,
-            debug,
-        )
-        .summary("A container for debugging commands.")),
     ]
 }
 
@@ -472,28 +464,4 @@ fn info(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn function_flush(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     flush_mode(args)?;
     Ok(Reply::ok())
-}
-
-fn debug(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    let sub = args.next_upper()?;
-    match sub.as_str() {
-        "SLEEP" => {
-            let secs = args.next_f64()?;
-            if secs > 0.0 {
-                std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(3600.0)));
-            }
-            Ok(Reply::ok())
-        }
-        "HELP" => Ok(help_lines(
-            "DEBUG",
-            &[
-                "SLEEP <seconds>",
-                "    Stop the server for <seconds>. Decimals allowed.",
-            ],
-        )),
-        _ => Err(CmdError::err(format!(
-            "unknown subcommand '{}'. Try DEBUG HELP.",
-            sub.to_ascii_lowercase()
-        ))),
-    }
 }

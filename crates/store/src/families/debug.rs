@@ -1,0 +1,272 @@
+//! DEBUG: the subcommands Redis's own test suite leans on to look inside the server
+//! (SLEEP, SET-ACTIVE-EXPIRE, OBJECT, DIGEST, DIGEST-VALUE), so that suite can be run
+//! against Tidewire.
+//!
+//! The digest is ours, not Redis's bytes: SHA-1 sized (40 hex digits, all zeros for
+//! an empty dataset), the same for the same data whatever the insertion order of
+//! set members and hash fields, and it changes with any key, value, element order of
+//! a list or sorted set, or expiry. Tests only compare digests with each other.
+
+use std::sync::atomic::Ordering;
+
+use sha1::{Digest, Sha1};
+use tidewire_resp::Reply;
+
+use crate::args::Args;
+use crate::command::{cmd, flag::*, CommandSpec, NO_KEYS};
+use crate::error::{CmdError, CmdResult};
+use crate::exec::Ctx;
+use crate::families::server::help_lines;
+use crate::keyspace::NUM_DBS;
+use crate::value::{Entry, Value};
+
+pub fn commands() -> Vec<CommandSpec> {
+    vec![cmd(
+        "debug",
+        -2,
+        ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE,
+        NO_KEYS,
+        debug,
+    )
+    .group("server")
+    .summary("A container for debugging commands.")]
+}
+
+type Sha = [u8; 20];
+
+fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let sub = args.next_upper()?;
+    match sub.as_str() {
+        "SLEEP" => {
+            let secs = args.next_f64()?;
+            if secs > 0.0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(3600.0)));
+            }
+            Ok(Reply::ok())
+        }
+        "SET-ACTIVE-EXPIRE" => {
+            let on = args.next_i64()? != 0;
+            ctx.store.active_expire.store(on, Ordering::Relaxed);
+            Ok(Reply::ok())
+        }
+        "OBJECT" => object(ctx, args),
+        "DIGEST" => Ok(Reply::bulk_str(&hex(&dataset_digest(ctx)))),
+        "DIGEST-VALUE" => {
+            let now = ctx.now;
+            let db = ctx.db();
+            let ks = ctx.store.keyspace.lock_all_readonly();
+            let digests = args
+                .rest()
+                .iter()
+                .map(|key| {
+                    let d = ks
+                        .peek(db, key)
+                        .filter(|e| !e.is_expired(now))
+                        .map_or([0; 20], |e| value_digest(&e.value));
+                    Reply::bulk_str(&hex(&d))
+                })
+                .collect();
+            drop(ks);
+            Ok(Reply::Array(digests))
+        }
+        "HELP" => Ok(help_lines(
+            "DEBUG",
+            &[
+                "DIGEST",
+                "    Output a hex signature representing the current DB content.",
+                "DIGEST-VALUE <key> [<key> ...]",
+                "    Output a hex signature of the values of all the specified keys.",
+                "OBJECT <key>",
+                "    Show low level info about the value of <key>.",
+                "SET-ACTIVE-EXPIRE <0|1>",
+                "    Setting it to 0 disables expiring keys in background when they are not accessed (otherwise the Redis behavior). Setting it to 1 reenables back the default.",
+                "SLEEP <seconds>",
+                "    Stop the server for <seconds>. Decimals allowed.",
+            ],
+        )),
+        _ => Err(CmdError::err(format!(
+            "unknown subcommand '{}'. Try DEBUG HELP.",
+            sub.to_ascii_lowercase()
+        ))),
+    }
+}
+
+/// Redis's line, with the fields its tests match on (`encoding:`, `lru_seconds_idle:`).
+fn object(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_bytes()?;
+    let db = ctx.db();
+    let now = ctx.now;
+    let ks = ctx.store.keyspace.lock_all_readonly();
+    let Some(e) = ks.peek(db, key).filter(|e| !e.is_expired(now)) else {
+        return Err(CmdError::err("no such key"));
+    };
+    let line = format!(
+        "Value at:{:p} refcount:1 encoding:{} serializedlength:{} lru:{} lru_seconds_idle:{}",
+        e as *const Entry,
+        e.value.encoding(),
+        e.value.mem_usage(),
+        e.access & 0xFF_FFFF,
+        crate::evict::idle_secs(e),
+    );
+    drop(ks);
+    Ok(Reply::SimpleString(line))
+}
+
+/// The XOR of every live key's digest (key, value, expiry, database): independent
+/// of the order keys are stored in.
+fn dataset_digest(ctx: &mut Ctx<'_>) -> Sha {
+    let now = ctx.now;
+    let mut total = [0u8; 20];
+    let mut ks = ctx.store.keyspace.lock_all_readonly();
+    for db in 0..NUM_DBS {
+        for part in ks.db_parts(db) {
+            for (key, e) in part.map.iter() {
+                if e.is_expired(now) {
+                    continue;
+                }
+                let mut h = Sha1::new();
+                h.update((db as u64).to_le_bytes());
+                framed(&mut h, key.as_ref());
+                h.update(value_digest(&e.value));
+                h.update(e.expire_at.to_le_bytes());
+                xor_into(&mut total, &h.finalize().into());
+            }
+        }
+    }
+    total
+}
+
+/// A value's digest: elements in order for strings, lists and sorted sets; XOR of
+/// per-element digests for sets and hashes (whose order means nothing).
+fn value_digest(v: &Value) -> Sha {
+    let mut h = Sha1::new();
+    match v {
+        Value::Str(s) => {
+            h.update(b"string");
+            framed(&mut h, s);
+        }
+        Value::List(l) => {
+            h.update(b"list");
+            for e in l.iter() {
+                framed(&mut h, e);
+            }
+        }
+        Value::ZSet(z) => {
+            h.update(b"zset");
+            for (member, score) in z.iter() {
+                framed(&mut h, member);
+                framed(&mut h, tidewire_resp::format_double(score).as_bytes());
+            }
+        }
+        Value::Set(s) => {
+            let mut acc = [0u8; 20];
+            for member in s.iter() {
+                let mut m = Sha1::new();
+                framed(&mut m, &member);
+                xor_into(&mut acc, &m.finalize().into());
+            }
+            h.update(b"set");
+            h.update(acc);
+        }
+        Value::Hash(hv) => {
+            let mut acc = [0u8; 20];
+            for (field, value) in hv.iter() {
+                let mut m = Sha1::new();
+                framed(&mut m, field);
+                framed(&mut m, value);
+                xor_into(&mut acc, &m.finalize().into());
+            }
+            h.update(b"hash");
+            h.update(acc);
+        }
+    }
+    h.finalize().into()
+}
+
+/// Length-prefixed, so ("ab","c") and ("a","bc") differ.
+fn framed(h: &mut Sha1, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn xor_into(acc: &mut Sha, d: &Sha) {
+    for (a, b) in acc.iter_mut().zip(d) {
+        *a ^= b;
+    }
+}
+
+fn hex(d: &Sha) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    const ZERO: &str = "0000000000000000000000000000000000000000";
+
+    fn digest(t: &mut TestClient) -> String {
+        match t.run(&["DEBUG", "DIGEST"]) {
+            Reply::Bulk(b) => String::from_utf8(b.to_vec()).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn digest_follows_content_not_insertion_order() {
+        let mut t = TestClient::new();
+        assert_eq!(digest(&mut t), ZERO);
+        t.run(&["SADD", "s", "a", "b", "c"]);
+        t.run(&["HSET", "h", "f1", "1", "f2", "2"]);
+        t.run(&["RPUSH", "l", "x", "y"]);
+        t.run(&["ZADD", "z", "1", "m", "2", "n"]);
+        t.run(&["SET", "k", "v", "PX", "100000"]);
+        let first = digest(&mut t);
+        assert_eq!(first.len(), 40);
+        assert_ne!(first, ZERO);
+
+        let mut u = TestClient::new();
+        u.run(&["ZADD", "z", "2", "n", "1", "m"]);
+        u.run(&["HSET", "h", "f2", "2", "f1", "1"]);
+        u.run(&["SADD", "s", "c", "a", "b"]);
+        u.run(&["RPUSH", "l", "x", "y"]);
+        let expire_at = t.run(&["PEXPIRETIME", "k"]);
+        let Reply::Int(at) = expire_at else { panic!() };
+        u.run(&["SET", "k", "v", "PXAT", &at.to_string()]);
+        assert_eq!(digest(&mut u), first, "same data, other order");
+
+        u.run(&["LSET", "l", "0", "y"]);
+        u.run(&["LSET", "l", "1", "x"]);
+        assert_ne!(digest(&mut u), first, "a list's order counts");
+        u.run(&["FLUSHALL"]);
+        assert_eq!(digest(&mut u), ZERO);
+    }
+
+    #[test]
+    fn digest_value_object_and_active_expire() {
+        let mut t = TestClient::new();
+        t.run(&["SADD", "a", "1", "2"]);
+        t.run(&["SADD", "b", "2", "1"]);
+        let Reply::Array(d) = t.run(&["DEBUG", "DIGEST-VALUE", "a", "b", "nokey"]) else {
+            panic!()
+        };
+        assert_eq!(d[0], d[1]);
+        assert_eq!(d[2], bulk(ZERO));
+
+        t.run(&["SET", "s", "hello"]);
+        let Reply::SimpleString(line) = t.run(&["DEBUG", "OBJECT", "s"]) else {
+            panic!()
+        };
+        assert!(line.contains(" encoding:embstr "), "{line}");
+        assert!(line.contains(" lru_seconds_idle:0"), "{line}");
+        assert_eq!(t.run(&["DEBUG", "OBJECT", "nokey"]), err("ERR no such key"));
+
+        assert_eq!(t.run(&["DEBUG", "SET-ACTIVE-EXPIRE", "0"]), ok());
+        t.run(&["SET", "gone", "1", "PX", "1"]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(crate::expire::active_expire_cycle(&t.store), 0);
+        assert_eq!(t.run(&["DEBUG", "SET-ACTIVE-EXPIRE", "1"]), ok());
+        assert_eq!(crate::expire::active_expire_cycle(&t.store), 1);
+    }
+}
