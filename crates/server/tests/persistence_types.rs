@@ -255,3 +255,60 @@ async fn restart_from_rewritten_aof_keeps_every_type() {
 async fn restart_from_snapshot_keeps_every_type() {
     round_trip(&[("appendonly", "no"), ("save", "3600 1")], false).await;
 }
+
+/// DEBUG RELOAD (save, empty, load the snapshot back) keeps every type, and what it
+/// replays is not logged again: the AOF's size is unchanged and a restart from it
+/// gives the same dataset (a doubled log would double the lists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_reload_keeps_every_type_and_logs_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let params = [("appendonly", "yes"), ("save", "")];
+    let s = boot(tmp.path(), &params).await;
+    let mut c = conn(&s).await;
+    populate(&mut c).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = dump(&mut c).await;
+    let digest = |c: &mut MultiplexedConnection| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("DEBUG")
+                .arg("DIGEST")
+                .query_async::<String>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let aof_size = |c: &mut MultiplexedConnection| {
+        let mut c = c.clone();
+        async move {
+            let info: String = redis::cmd("INFO")
+                .arg("persistence")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("aof_current_size:"))
+                .unwrap()
+                .trim()
+                .to_string()
+        }
+    };
+    let digest_before = digest(&mut c).await;
+    let size_before = aof_size(&mut c).await;
+    let r: String = redis::cmd("DEBUG")
+        .arg("RELOAD")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(r, "OK");
+    assert_eq!(dump(&mut c).await, before);
+    assert_eq!(digest(&mut c).await, digest_before);
+    assert_eq!(aof_size(&mut c).await, size_before);
+    drop(c);
+    s.shutdown().await;
+    let s = boot(tmp.path(), &params).await;
+    let mut c = conn(&s).await;
+    assert_eq!(dump(&mut c).await, before);
+    drop(c);
+    s.shutdown().await;
+}

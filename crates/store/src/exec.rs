@@ -402,6 +402,7 @@ impl Store {
                 timeout_reply: spec.timeout_reply,
             }
         });
+        drop_replayed_log(client, &mut ev);
         self.finish_locked(&mut ks, &mut ev);
         drop(ks);
         self.after_unlock(&mut ev);
@@ -832,9 +833,18 @@ impl Store {
             ev.propagated
                 .push((last_db, vec![Bytes::from_static(b"EXEC")]));
         }
+        drop_replayed_log(client, &mut ev);
         self.finish_locked(&mut ks, &mut ev);
         drop(ks);
         self.after_unlock(&mut ev);
         reply
+    }
+}
+
+/// What the loader replays is already in the files it reads: it is not logged
+/// again. (At startup the log is not open yet; DEBUG RELOAD replays while it is.)
+fn drop_replayed_log(client: &Client, ev: &mut Events) {
+    if client.info.kind == "loader" {
+        ev.propagated.clear();
     }
 }

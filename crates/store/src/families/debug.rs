@@ -1,6 +1,6 @@
 //! DEBUG: the subcommands Redis's own test suite leans on to look inside the server
-//! (SLEEP, SET-ACTIVE-EXPIRE, OBJECT, DIGEST, DIGEST-VALUE), so that suite can be run
-//! against Tidewire.
+//! (SLEEP, SET-ACTIVE-EXPIRE, OBJECT, DIGEST, DIGEST-VALUE, RELOAD), so that suite
+//! can be run against Tidewire.
 //!
 //! The digest is ours, not Redis's bytes: SHA-1 sized (40 hex digits, all zeros for
 //! an empty dataset), the same for the same data whatever the insertion order of
@@ -50,6 +50,20 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             Ok(Reply::ok())
         }
         "OBJECT" => object(ctx, args),
+        "RELOAD" => {
+            let mut save = true;
+            for opt in args.rest() {
+                if opt.eq_ignore_ascii_case(b"NOSAVE") {
+                    save = false;
+                } else {
+                    return Err(CmdError::err(
+                        "DEBUG RELOAD supports only the NOSAVE option here",
+                    ));
+                }
+            }
+            crate::persistence::debug_reload(ctx.store, save).map_err(CmdError::err)?;
+            Ok(Reply::ok())
+        }
         "DIGEST" => Ok(Reply::bulk_str(&hex(&dataset_digest(ctx)))),
         "DIGEST-VALUE" => {
             let now = ctx.now;
@@ -78,6 +92,8 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 "    Output a hex signature of the values of all the specified keys.",
                 "OBJECT <key>",
                 "    Show low level info about the value of <key>.",
+                "RELOAD [NOSAVE]",
+                "    Save the snapshot on disk and reload it back to memory. NOSAVE: load the snapshot on disk without saving first.",
                 "SET-ACTIVE-EXPIRE <0|1>",
                 "    Setting it to 0 disables expiring keys in background when they are not accessed (otherwise the Redis behavior). Setting it to 1 reenables back the default.",
                 "SLEEP <seconds>",

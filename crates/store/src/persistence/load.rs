@@ -120,19 +120,43 @@ impl Loader {
     }
 }
 
-/// Loads a snapshot file. Returns false if it does not exist.
-pub fn load_snapshot(loader: &mut Loader, path: &Path) -> Result<bool, LoadError> {
+/// A snapshot file read and checked (header, checksum), ready to replay.
+pub struct CheckedSnapshot {
+    buf: Vec<u8>,
+    body: std::ops::Range<usize>,
+}
+
+/// Reads and checks a snapshot file. `None` if it does not exist.
+pub fn read_snapshot(path: &Path) -> Result<Option<CheckedSnapshot>, LoadError> {
     let buf = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(LoadError(format!("cannot read {}: {e}", path.display()))),
     };
-    let range = format::snapshot_body(&buf).map_err(|(at, why)| bad_file(path, at, why))?;
-    let (_, stopped) = loader.replay(&buf, range);
+    let body = format::snapshot_body(&buf).map_err(|(at, why)| bad_file(path, at, why))?;
+    Ok(Some(CheckedSnapshot { buf, body }))
+}
+
+/// Loads a snapshot file. Returns false if it does not exist.
+pub fn load_snapshot(loader: &mut Loader, path: &Path) -> Result<bool, LoadError> {
+    let Some(snapshot) = read_snapshot(path)? else {
+        return Ok(false);
+    };
+    replay_snapshot(loader, path, snapshot)?;
+    Ok(true)
+}
+
+/// Replays a checked snapshot (`path` names it in errors).
+pub fn replay_snapshot(
+    loader: &mut Loader,
+    path: &Path,
+    snapshot: CheckedSnapshot,
+) -> Result<(), LoadError> {
+    let (_, stopped) = loader.replay(&snapshot.buf, snapshot.body);
     if let Some((at, why)) = stopped {
         return Err(bad_file(path, at, why));
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Reads the manifest in `dir`, if any.

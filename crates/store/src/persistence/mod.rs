@@ -219,6 +219,47 @@ fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
     Ok(())
 }
 
+/// DEBUG RELOAD: saves a snapshot (unless `save` is false), empties every database
+/// and loads the snapshot back, as Redis's does with its RDB; the AOF stays as it
+/// is (it already holds the same data). The file is read and checked before
+/// anything is emptied, so a bad or missing file leaves the dataset alone.
+pub fn debug_reload(store: &Store, save: bool) -> Result<(), String> {
+    let Some(me) = store.persist.store() else {
+        return Err("persistence is not set up".into());
+    };
+    if save {
+        save_now(store)?;
+    }
+    let path = snapshot_path(store);
+    let snapshot = match load::read_snapshot(&path) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err("Error trying to load the RDB dump, check server logs.".into()),
+        Err(e) => {
+            tracing::error!(error = %e, "DEBUG RELOAD");
+            return Err("Error trying to load the RDB dump, check server logs.".into());
+        }
+    };
+    store.loading.store(true, Ordering::SeqCst);
+    {
+        let mut ks = store.keyspace.lock_all();
+        for db in 0..crate::keyspace::NUM_DBS {
+            for part in ks.db_parts(db) {
+                part.clear();
+            }
+        }
+    }
+    let mut loader = load::Loader::new(&me);
+    let result = load::replay_snapshot(&mut loader, &path, snapshot);
+    loader.finish();
+    store.loading.store(false, Ordering::SeqCst);
+    // What was just loaded is what is on disk: no save point is due for it.
+    store
+        .persist
+        .dirty_at_save
+        .store(store.stats.dirty.get(), Ordering::Relaxed);
+    result.map_err(|e| e.to_string())
+}
+
 fn total_keys(store: &Store) -> usize {
     let mut ks = store.keyspace.lock_all_readonly();
     (0..crate::keyspace::NUM_DBS).map(|db| ks.len(db)).sum()
