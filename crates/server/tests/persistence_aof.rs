@@ -274,3 +274,61 @@ async fn turning_the_aof_on_across_a_restart_keeps_the_snapshot_data() {
     drop(c);
     s.shutdown().await;
 }
+
+/// BGREWRITEAOF with `appendonly no`, as Redis allows: the AOF directory gets a base
+/// of the dataset and a manifest naming only it (a second rewrite replaces the
+/// first's files), and a later start with `appendonly yes` loads from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_with_the_aof_off_leaves_a_loadable_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let off = [("appendonly", "no"), ("save", "")];
+    let s = boot(tmp.path(), &off).await;
+    let mut c = conn(&s).await;
+    for round in 1..=2 {
+        let _: () = redis::cmd("RPUSH")
+            .arg("list")
+            .arg(round)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let r: String = redis::cmd("BGREWRITEAOF")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(r, "Background append only file rewriting started");
+        for _ in 0..500 {
+            if info_field(&mut c, "aof_rewrites").await == round.to_string()
+                && info_field(&mut c, "aof_rewrite_in_progress").await == "0"
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(info_field(&mut c, "aof_last_bgrewrite_status").await, "ok");
+    }
+    let dir = tmp.path().join("appendonlydir");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["appendonly.aof.2.base.tws", "appendonly.aof.manifest"],
+        "the second rewrite replaced the first's base"
+    );
+    drop(c);
+    s.shutdown().await;
+    let s = boot(tmp.path(), &[("appendonly", "yes"), ("save", "")]).await;
+    let mut c = conn(&s).await;
+    let list: Vec<String> = redis::cmd("LRANGE")
+        .arg("list")
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(list, ["1", "2"]);
+    drop(c);
+    s.shutdown().await;
+}

@@ -1,6 +1,6 @@
 //! DEBUG: the subcommands Redis's own test suite leans on to look inside the server
-//! (SLEEP, SET-ACTIVE-EXPIRE, OBJECT, DIGEST, DIGEST-VALUE, RELOAD), so that suite
-//! can be run against Tidewire.
+//! (SLEEP, SET-ACTIVE-EXPIRE, OBJECT, DIGEST, DIGEST-VALUE, RELOAD, LOADAOF), so that
+//! suite can be run against Tidewire.
 //!
 //! The digest is ours, not Redis's bytes: SHA-1 sized (40 hex digits, all zeros for
 //! an empty dataset), the same for the same data whatever the insertion order of
@@ -50,6 +50,10 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             Ok(Reply::ok())
         }
         "OBJECT" => object(ctx, args),
+        "LOADAOF" => {
+            crate::persistence::debug_loadaof(ctx.store).map_err(CmdError::err)?;
+            Ok(Reply::ok())
+        }
         "RELOAD" => {
             let mut save = true;
             for opt in args.rest() {
@@ -90,6 +94,8 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 "    Output a hex signature representing the current DB content.",
                 "DIGEST-VALUE <key> [<key> ...]",
                 "    Output a hex signature of the values of all the specified keys.",
+                "LOADAOF",
+                "    Flush the Append Only File buffers on disk and reload the AOF in memory.",
                 "OBJECT <key>",
                 "    Show low level info about the value of <key>.",
                 "RELOAD [NOSAVE]",

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::aof::{self, Aof};
+use super::aof::{self, Aof, Manifest};
 use super::{aof_dir, aof_stem, capture, load, snapshot, snapshot_path, Job};
 use crate::Store;
 
@@ -135,9 +135,6 @@ pub fn bgrewrite(store: &Store) -> Result<RewriteStart, String> {
     let Some(me) = store.persist.store() else {
         return Err("store not shared".into());
     };
-    if store.persist.aof().is_none() {
-        return Err("AOF is disabled (appendonly no)".into());
-    }
     if !claim(store, Job::Rewrite) {
         return match store.persist.job() {
             Some(Job::Rewrite) => {
@@ -167,9 +164,65 @@ pub fn bgrewrite(store: &Store) -> Result<RewriteStart, String> {
 
 fn do_rewrite(store: &Store) -> Result<(), String> {
     let t = Instant::now();
-    let Some(aof) = store.persist.aof() else {
-        return Err("AOF is disabled".into());
+    let result = match store.persist.aof() {
+        Some(aof) => rewrite_open_log(store, &aof),
+        None => rewrite_closed_log(store),
     };
+    store
+        .persist
+        .last_rewrite_duration_ms
+        .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
+    store
+        .persist
+        .last_rewrite_ok
+        .store(result.is_ok(), Ordering::Relaxed);
+    match &result {
+        Ok(()) => {
+            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                ms = t.elapsed().as_millis() as u64,
+                "background AOF rewrite finished successfully"
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "AOF rewrite failed"),
+    }
+    result
+}
+
+/// BGREWRITEAOF with `appendonly no`, which Redis allows too: the AOF directory
+/// gets a base of the dataset and a manifest naming only it (the files it named
+/// before are removed), ready for a later start or `CONFIG SET appendonly yes`.
+fn rewrite_closed_log(store: &Store) -> Result<(), String> {
+    let dir = aof_dir(store);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let stem = aof_stem(store);
+    let old = load::read_manifest(&dir, &stem)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let n = old.next.max(1);
+    let base_name = format!("{stem}.{n}.base.tws");
+    let (cap, held) = capture::begin(&store.keyspace, || {});
+    let written = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name));
+    capture::end(&store.keyspace);
+    note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
+    written.map_err(|e| e.to_string())?;
+    let manifest = Manifest {
+        base: Some(base_name),
+        incrs: Vec::new(),
+        next: n + 1,
+    };
+    manifest
+        .save(&dir, &format!("{stem}{}", aof::MANIFEST_SUFFIX))
+        .map_err(|e| e.to_string())?;
+    for f in old.base.into_iter().chain(old.incrs) {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    Ok(())
+}
+
+/// The rewrite of a log in use: cut it (new writes go to a new incremental file),
+/// write a base of the dataset at the cut, then swap the manifest.
+fn rewrite_open_log(store: &Store, aof: &Aof) -> Result<(), String> {
     let (cap, held) = capture::begin(&store.keyspace, || aof.rotate_here());
     let result = (|| {
         let new_incr = aof
@@ -216,24 +269,6 @@ fn do_rewrite(store: &Store) -> Result<(), String> {
     })();
     capture::end(&store.keyspace);
     note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
-    store
-        .persist
-        .last_rewrite_duration_ms
-        .store(t.elapsed().as_millis() as i64, Ordering::Relaxed);
-    store
-        .persist
-        .last_rewrite_ok
-        .store(result.is_ok(), Ordering::Relaxed);
-    match &result {
-        Ok(()) => {
-            store.persist.rewrites.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                ms = t.elapsed().as_millis() as u64,
-                "background AOF rewrite finished successfully"
-            );
-        }
-        Err(e) => tracing::error!(error = %e, "AOF rewrite failed"),
-    }
     result
 }
 

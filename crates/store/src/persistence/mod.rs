@@ -239,6 +239,43 @@ pub fn debug_reload(store: &Store, save: bool) -> Result<(), String> {
             return Err("Error trying to load the RDB dump, check server logs.".into());
         }
     };
+    replace_dataset(&me, |loader| load::replay_snapshot(loader, &path, snapshot))
+}
+
+/// DEBUG LOADAOF: empties every database and loads them back from the AOF's files,
+/// as Redis's does (also with `appendonly no`, from what a BGREWRITEAOF left). With
+/// the log open, it is cut first under every shard lock: the writer puts everything
+/// appended so far on disk before it switches files. A missing manifest is an error
+/// that leaves the dataset alone (Redis exits there).
+pub fn debug_loadaof(store: &Store) -> Result<(), String> {
+    let Some(me) = store.persist.store() else {
+        return Err("persistence is not set up".into());
+    };
+    let dir = aof_dir(store);
+    let stem = aof_stem(store);
+    if let Some(aof) = store.persist.aof() {
+        {
+            let _every_shard = store.keyspace.lock_all();
+            aof.rotate_here();
+        }
+        aof.wait_rotated(Duration::from_secs(30))
+            .ok_or("the AOF writer did not write the log out in time")?;
+    }
+    let manifest = load::read_manifest(&dir, &stem)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no AOF to load: no manifest in {}", dir.display()))?;
+    let allow_truncated = store.config.get_bool("aof-load-truncated");
+    replace_dataset(&me, |loader| {
+        load::load_aof(loader, &dir, &manifest, allow_truncated)
+    })
+}
+
+/// Empties every database and runs `load` with `loading` set (other clients get
+/// `-LOADING`). What was just loaded is what is on disk: no save point is due for it.
+fn replace_dataset(
+    store: &Arc<Store>,
+    load: impl FnOnce(&mut load::Loader) -> Result<(), load::LoadError>,
+) -> Result<(), String> {
     store.loading.store(true, Ordering::SeqCst);
     {
         let mut ks = store.keyspace.lock_all();
@@ -248,11 +285,10 @@ pub fn debug_reload(store: &Store, save: bool) -> Result<(), String> {
             }
         }
     }
-    let mut loader = load::Loader::new(&me);
-    let result = load::replay_snapshot(&mut loader, &path, snapshot);
+    let mut loader = load::Loader::new(store);
+    let result = load(&mut loader);
     loader.finish();
     store.loading.store(false, Ordering::SeqCst);
-    // What was just loaded is what is on disk: no save point is due for it.
     store
         .persist
         .dirty_at_save
