@@ -439,6 +439,20 @@ mod tests {
         t.store.config.set("maxmemory", "0").unwrap();
     }
 
+    /// Lowering the limit evicts at once, before any other command arrives.
+    #[test]
+    fn config_set_maxmemory_evicts_at_once() {
+        let mut t = TestClient::new();
+        for i in 0..20 {
+            t.run(&["SET", &format!("k{i}"), "x"]);
+        }
+        t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"]);
+        invalidate_cache(&t.store);
+        assert_eq!(t.run(&["CONFIG", "SET", "maxmemory", "1"]), ok());
+        assert_eq!(t.store.stats.evicted_keys.load(Ordering::Relaxed), 20);
+        t.store.config.set("maxmemory", "0").unwrap();
+    }
+
     /// With nothing to evict, queuing in MULTI is refused (it takes memory), the
     /// transaction is then aborted; DISCARD still works; an EXEC holding a write
     /// queued before the limit was hit is refused and ends the transaction.

@@ -324,6 +324,9 @@ fn config_set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         .any(|(n, _)| n.starts_with("maxmemory") || n.starts_with("lfu-"))
     {
         crate::evict::sync_config(ctx.store);
+        // A lowered limit applies now, as in Redis, not at the next command (an
+        // idle server would otherwise stay over it).
+        let _ = crate::evict::check(ctx.store, false);
     }
     Ok(Reply::ok())
 }
