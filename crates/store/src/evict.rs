@@ -8,8 +8,10 @@
 //! refreshed at most every 100 ms.
 //!
 //! Before every command, [`check`] compares the measure with `maxmemory`; if over,
-//! it evicts by the policy until the estimated bytes freed cover the excess, sampling
-//! `maxmemory-samples` keys per shard visited (keys with a TTL only for `volatile-*`).
+//! it evicts by the policy until the measure is back under it (or, without the
+//! allocator's count, until the estimated sizes of the evicted keys cover the
+//! excess), sampling `maxmemory-samples` keys per shard visited (keys with a TTL
+//! only for `volatile-*`).
 //! If nothing can be evicted (noeviction, or no volatile key) a command flagged
 //! DENYOOM is refused with `-OOM …` (so is queuing in MULTI, and an EXEC holding a
 //! DENYOOM command); reads and deletes always run. An evicted key is logged as DEL,
