@@ -105,6 +105,15 @@ pub fn sync_config(store: &Store) -> Policy {
     policy
 }
 
+/// The LRU/LFU mode above is process-wide, and unit tests of one process run in
+/// parallel: those that switch it (any `maxmemory-policy` change) or read access
+/// data take turns through this lock.
+#[cfg(test)]
+pub fn access_mode_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn lfu_mode() -> bool {
     LFU_MODE.load(Ordering::Relaxed) != 0
 }
@@ -395,6 +404,7 @@ mod tests {
 
     #[test]
     fn lfu_counter_grows_logarithmically_and_decays() {
+        let _turn = access_mode_turn();
         LFU_MODE.store(1, Ordering::Relaxed);
         let mut a = initial_access();
         assert_eq!(a & 0xFF, LFU_INIT_VAL);
@@ -411,6 +421,7 @@ mod tests {
 
     #[test]
     fn noeviction_refuses_denyoom_but_serves_reads_and_deletes() {
+        let _turn = access_mode_turn();
         let mut t = TestClient::new();
         t.run(&["SET", "a", "x"]);
         t.store.config.set("maxmemory", "1").unwrap();
@@ -428,6 +439,7 @@ mod tests {
     /// grown outside writes (client buffers, replies) is reclaimed.
     #[test]
     fn a_read_over_the_limit_evicts() {
+        let _turn = access_mode_turn();
         let mut t = TestClient::new();
         for i in 0..20 {
             t.run(&["SET", &format!("k{i}"), "x"]);
@@ -444,6 +456,7 @@ mod tests {
     /// Lowering the limit evicts at once, before any other command arrives.
     #[test]
     fn config_set_maxmemory_evicts_at_once() {
+        let _turn = access_mode_turn();
         let mut t = TestClient::new();
         for i in 0..20 {
             t.run(&["SET", &format!("k{i}"), "x"]);
@@ -460,6 +473,7 @@ mod tests {
     /// queued before the limit was hit is refused and ends the transaction.
     #[test]
     fn transactions_over_the_limit() {
+        let _turn = access_mode_turn();
         let oom = "OOM command not allowed when used memory > 'maxmemory'.";
         let mut t = TestClient::new();
         t.run(&["SET", "a", "x"]);

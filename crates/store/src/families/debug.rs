@@ -267,6 +267,7 @@ mod tests {
 
     #[test]
     fn digest_value_object_and_active_expire() {
+        let _turn = crate::evict::access_mode_turn();
         let mut t = TestClient::new();
         t.run(&["SADD", "a", "1", "2"]);
         t.run(&["SADD", "b", "2", "1"]);

@@ -913,6 +913,7 @@ mod tests {
 
     #[test]
     fn no_touch_reads_leave_the_idle_time_alone() {
+        let _turn = crate::evict::access_mode_turn();
         let mut t = TestClient::new();
         t.run(&["SET", "k", "v"]);
         let age = |t: &TestClient| {
@@ -935,6 +936,7 @@ mod tests {
 
     #[test]
     fn touch_object_and_type() {
+        let _turn = crate::evict::access_mode_turn();
         let mut t = TestClient::new();
         t.run(&["SET", "a", "1"]);
         t.run(&["SET", "s", "hello"]);
