@@ -7,8 +7,9 @@
 //! went over the limit, or evicted too much, by tens of KB. Redis keeps the same
 //! kind of counter (`zmalloc`'s `used_memory`, per thread) for the same reason.
 //!
-//! Each allocation adds its size class (what jemalloc really reserves for it) to one of [`STRIPES`] cache-line-sized counters, chosen per thread, so
-//! worker threads of the multi-threaded runtime never contend on one line. A
+//! Each allocation adds its size class (what jemalloc really reserves for it) to
+//! one of [`STRIPES`] cache-line-sized counters, chosen per thread, so worker
+//! threads of the multi-threaded runtime never contend on one line. A
 //! stripe may go negative (memory freed by another thread than the one that
 //! allocated it); only the sum means anything, and a thread that exits leaves its
 //! stripe's value behind, so the sum stays exact.
