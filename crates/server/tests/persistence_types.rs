@@ -196,6 +196,21 @@ async fn dump(c: &mut MultiplexedConnection) -> BTreeMap<(u8, Vec<u8>), (String,
     out
 }
 
+/// Waits (bounded) until the server's first AOF rewrite has finished.
+async fn first_rewrite_done(c: &mut MultiplexedConnection) {
+    for _ in 0..500 {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(c)
+            .await
+            .unwrap();
+        if info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrites:1") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn round_trip(params: &[(&str, &str)], rewrite: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let s = boot(tmp.path(), params).await;
@@ -211,17 +226,7 @@ async fn round_trip(params: &[(&str, &str)], rewrite: bool) {
             .await
             .unwrap();
         assert_eq!(r, "Background append only file rewriting started");
-        for _ in 0..500 {
-            let info: String = redis::cmd("INFO")
-                .arg("persistence")
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            if info.contains("aof_rewrite_in_progress:0") && info.contains("aof_rewrites:1") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        first_rewrite_done(&mut c).await;
         // Written after the rewrite: lands in the new incremental file.
         let _: () = redis::cmd("SET")
             .arg("after")
@@ -323,4 +328,56 @@ async fn debug_reload_keeps_every_type_and_logs_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_loadaof_keeps_every_type_and_logs_nothing() {
     debug_round_trip("LOADAOF").await;
+}
+
+/// The round trips above would pass if RELOAD or LOADAOF did nothing: here a key
+/// written after the files were made must be gone once they are loaded back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_reload_and_loadaof_load_what_is_on_disk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = boot(tmp.path(), &[("appendonly", "no"), ("save", "")]).await;
+    let mut c = conn(&s).await;
+    let run = |c: &MultiplexedConnection, args: &'static [&'static str]| {
+        let mut c = c.clone();
+        async move {
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            cmd.query_async::<redis::Value>(&mut c).await.unwrap()
+        }
+    };
+    let exists = |c: &MultiplexedConnection, key: &'static str| {
+        let mut c = c.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<i64>(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    run(&c, &["SET", "kept", "1"]).await;
+    run(&c, &["DEBUG", "RELOAD"]).await; // saves the snapshot with `kept`
+    run(&c, &["SET", "after-save", "1"]).await;
+    run(&c, &["DEBUG", "RELOAD", "NOSAVE"]).await;
+    assert_eq!(exists(&c, "kept").await, 1);
+    assert_eq!(
+        exists(&c, "after-save").await,
+        0,
+        "RELOAD NOSAVE loaded the file"
+    );
+
+    run(&c, &["BGREWRITEAOF"]).await;
+    first_rewrite_done(&mut c).await;
+    run(&c, &["SET", "after-rewrite", "1"]).await;
+    run(&c, &["DEBUG", "LOADAOF"]).await;
+    assert_eq!(exists(&c, "kept").await, 1);
+    assert_eq!(
+        exists(&c, "after-rewrite").await,
+        0,
+        "LOADAOF loaded the files"
+    );
+    drop(c);
+    s.shutdown().await;
 }

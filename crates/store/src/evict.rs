@@ -83,6 +83,10 @@ impl Policy {
     pub fn lfu(self) -> bool {
         matches!(self, Policy::AllKeysLfu | Policy::VolatileLfu)
     }
+
+    pub fn lru(self) -> bool {
+        matches!(self, Policy::AllKeysLru | Policy::VolatileLru)
+    }
 }
 
 /// Mirrors of the policy settings read on the access path (set by [`sync_config`]).
@@ -207,13 +211,13 @@ pub fn dataset(store: &Store) -> (u64, u64) {
 }
 
 /// Used memory for the limit check: the allocator's exact count where the binary
-/// installed it, else the probe or the dataset walk, cached briefly (neither is free).
+/// installed it, else [`memory`]'s figure cached for 100 ms (a dataset walk is not
+/// free).
 pub fn used_memory(store: &Store) -> u64 {
     if let Some(allocated) = crate::families::server_info::ALLOCATED.get() {
         return allocated();
     }
-    let probe = crate::families::server_info::MEMORY_PROBE.get();
-    let max_age_us = if probe.is_some() { 1_000 } else { 100_000 };
+    let max_age_us = 100_000;
     let now = crate::clock::now_us();
     let p = &store.persist;
     let at = p.mem_cache_at_us.load(Ordering::Relaxed);
@@ -435,16 +439,22 @@ mod tests {
         t.store.config.set("maxmemory", "0").unwrap();
     }
 
-    /// Over the limit, a read evicts too (as Redis's processCommand does), so memory
-    /// grown outside writes (client buffers, replies) is reclaimed.
-    #[test]
-    fn a_read_over_the_limit_evicts() {
-        let _turn = access_mode_turn();
+    /// Twenty keys under `allkeys-random`, no limit yet.
+    fn twenty_keys_evicting_randomly() -> TestClient {
         let mut t = TestClient::new();
         for i in 0..20 {
             t.run(&["SET", &format!("k{i}"), "x"]);
         }
         t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"]);
+        t
+    }
+
+    /// Over the limit, a read evicts too (as Redis's processCommand does), so memory
+    /// grown outside writes (client buffers, replies) is reclaimed.
+    #[test]
+    fn a_read_over_the_limit_evicts() {
+        let _turn = access_mode_turn();
+        let mut t = twenty_keys_evicting_randomly();
         t.store.config.set("maxmemory", "1").unwrap();
         invalidate_cache(&t.store);
         assert_eq!(t.run(&["GET", "nokey"]), Reply::Null);
@@ -457,11 +467,7 @@ mod tests {
     #[test]
     fn config_set_maxmemory_evicts_at_once() {
         let _turn = access_mode_turn();
-        let mut t = TestClient::new();
-        for i in 0..20 {
-            t.run(&["SET", &format!("k{i}"), "x"]);
-        }
-        t.run(&["CONFIG", "SET", "maxmemory-policy", "allkeys-random"]);
+        let mut t = twenty_keys_evicting_randomly();
         invalidate_cache(&t.store);
         assert_eq!(t.run(&["CONFIG", "SET", "maxmemory", "1"]), ok());
         assert_eq!(t.store.stats.evicted_keys.load(Ordering::Relaxed), 20);

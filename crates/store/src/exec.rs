@@ -351,9 +351,7 @@ impl Store {
                 cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
                 let e: Reply = if exec_queue.is_some() {
                     // As Redis: a refused EXEC ends the transaction.
-                    client.multi = None;
-                    client.info.in_multi.store(false, Ordering::Relaxed);
-                    crate::families::transactions::unwatch_all(self, client);
+                    crate::families::transactions::discard_transaction(self, client);
                     Reply::Error(format!(
                         "EXECABORT Transaction discarded because of: {}",
                         e.text()

@@ -17,7 +17,7 @@ use crate::command::{cmd, flag::*, CommandSpec, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
-use crate::keyspace::NUM_DBS;
+use crate::keyspace::{Locked, NUM_DBS};
 use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -77,10 +77,7 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 .rest()
                 .iter()
                 .map(|key| {
-                    let d = ks
-                        .peek(db, key)
-                        .filter(|e| !e.is_expired(now))
-                        .map_or([0; 20], |e| value_digest(&e.value));
+                    let d = live(&ks, db, key, now).map_or([0; 20], |e| value_digest(&e.value));
                     Reply::bulk_str(&hex(&d))
                 })
                 .collect();
@@ -113,13 +110,18 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
 }
 
+/// A key's entry unless it has expired (read without lazy expiry: DEBUG observes).
+fn live<'k>(ks: &'k Locked, db: usize, key: &[u8], now: u64) -> Option<&'k Entry> {
+    ks.peek(db, key).filter(|e| !e.is_expired(now))
+}
+
 /// Redis's line, with the fields its tests match on (`encoding:`, `lru_seconds_idle:`).
 fn object(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let db = ctx.db();
     let now = ctx.now;
     let ks = ctx.store.keyspace.lock_all_readonly();
-    let Some(e) = ks.peek(db, key).filter(|e| !e.is_expired(now)) else {
+    let Some(e) = live(&ks, db, key, now) else {
         return Err(CmdError::err("no such key"));
     };
     let line = format!(

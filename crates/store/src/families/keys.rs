@@ -12,6 +12,7 @@ use crate::args::Args;
 use crate::command::{cmd, flag::*, keys, CommandSpec, NO_KEYS};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
+use crate::evict::Policy;
 use crate::exec::Ctx;
 use crate::families::strings::{notify_in, store_key};
 use crate::glob::glob_match;
@@ -663,9 +664,9 @@ fn object_refcount(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     // Redis shares the integers 0..9999 and reports them as INT_MAX references,
     // except under a maxmemory limit with an LRU or LFU policy, where each key needs
     // its own access data and so its own object.
-    let policy = ctx.store.config.get("maxmemory-policy").unwrap_or_default();
-    let per_key_access = ctx.store.config.maxmemory.load(Ordering::Relaxed) != 0
-        && (policy.ends_with("lru") || policy.ends_with("lfu"));
+    let policy = Policy::parse(&ctx.store.config.get("maxmemory-policy").unwrap_or_default());
+    let per_key_access =
+        ctx.store.config.maxmemory.load(Ordering::Relaxed) != 0 && (policy.lru() || policy.lfu());
     Ok(match object_lookup(ctx, args)? {
         Some(Entry {
             value: Value::Str(b),

@@ -90,12 +90,19 @@ fn exec(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 }
 
 fn discard(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    if ctx.client.multi.take().is_none() {
+    if discard_transaction(ctx.store, ctx.client).is_none() {
         return Err(CmdError::err("DISCARD without MULTI"));
     }
-    ctx.client.info.in_multi.store(false, Ordering::Relaxed);
-    unwatch_all(ctx.store, ctx.client);
     Ok(Reply::ok())
+}
+
+/// Leaves MULTI without running anything (DISCARD, a refused EXEC): the queue goes
+/// and the watched keys are forgotten. Returns the queue, if there was one.
+pub fn discard_transaction(store: &Store, client: &mut Client) -> Option<MultiState> {
+    let multi = client.multi.take()?;
+    client.info.in_multi.store(false, Ordering::Relaxed);
+    unwatch_all(store, client);
+    Some(multi)
 }
 
 fn watch(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {

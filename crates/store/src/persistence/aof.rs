@@ -66,6 +66,21 @@ pub struct Manifest {
 
 pub const MANIFEST_SUFFIX: &str = ".manifest";
 
+/// The manifest's file name for the log named `stem` (`appendonly.aof.manifest`).
+pub fn manifest_file(stem: &str) -> String {
+    format!("{stem}{MANIFEST_SUFFIX}")
+}
+
+/// A base file's name: number `n` in the manifest's sequence.
+pub fn base_file(stem: &str, n: u64) -> String {
+    format!("{stem}.{n}.base.tws")
+}
+
+/// An incremental file's name: number `n` in the manifest's sequence.
+pub fn incr_file(stem: &str, n: u64) -> String {
+    format!("{stem}.{n}.incr.aof")
+}
+
 impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let mut m = Manifest::default();
@@ -232,11 +247,11 @@ impl Aof {
         if manifest.incrs.is_empty() {
             // Redis numbers files from 1 and refuses a manifest line with `seq 0`.
             manifest.next = manifest.next.max(1);
-            let name = format!("{stem}.{}.incr.aof", manifest.next);
+            let name = incr_file(&stem, manifest.next);
             manifest.next += 1;
             File::create(dir.join(&name))?.sync_all()?;
             manifest.incrs.push(name);
-            manifest.save(&dir, &format!("{stem}{MANIFEST_SUFFIX}"))?;
+            manifest.save(&dir, &manifest_file(&stem))?;
         }
         Aof::start(dir, stem, manifest, policy)
     }
@@ -256,7 +271,7 @@ impl Aof {
             incrs: Vec::new(),
             next: previous.next.max(1),
         };
-        let name = format!("{stem}.{}.incr.aof", m.next);
+        let name = incr_file(&stem, m.next);
         m.next += 1;
         File::create(dir.join(&name))?.sync_all()?;
         m.incrs.push(name);
@@ -340,7 +355,7 @@ impl Aof {
     }
 
     pub fn manifest_name(&self) -> String {
-        format!("{}{MANIFEST_SUFFIX}", self.stem)
+        manifest_file(&self.stem)
     }
 
     pub fn set_policy(&self, policy: u8) {
@@ -744,7 +759,7 @@ impl Aof {
     /// Creates the next incremental file and records it in the manifest.
     fn rotate(&self) -> std::io::Result<LogFile> {
         let mut m = self.manifest.lock();
-        let name = format!("{}.{}.incr.aof", self.stem, m.next);
+        let name = incr_file(&self.stem, m.next);
         let file = LogFile::open(&self.dir.join(&name))?;
         let mut next = m.clone();
         next.next += 1;

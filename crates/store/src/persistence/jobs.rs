@@ -200,7 +200,7 @@ fn rewrite_closed_log(store: &Store) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .unwrap_or_default();
     let n = old.next.max(1);
-    let base_name = format!("{stem}.{n}.base.tws");
+    let base_name = aof::base_file(&stem, n);
     let (cap, held) = capture::begin(&store.keyspace, || {});
     let written = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name));
     capture::end(&store.keyspace);
@@ -212,7 +212,7 @@ fn rewrite_closed_log(store: &Store) -> Result<(), String> {
         next: n + 1,
     };
     manifest
-        .save(&dir, &format!("{stem}{}", aof::MANIFEST_SUFFIX))
+        .save(&dir, &aof::manifest_file(&stem))
         .map_err(|e| e.to_string())?;
     for f in old.base.into_iter().chain(old.incrs) {
         let _ = std::fs::remove_file(dir.join(f));
@@ -233,7 +233,7 @@ fn rewrite_open_log(store: &Store, aof: &Aof) -> Result<(), String> {
             let mut m = aof.manifest.lock();
             let n = m.next;
             m.next += 1;
-            format!("{}.{n}.base.tws", aof.stem)
+            aof::base_file(&aof.stem, n)
         };
         let (_keys, bytes) = snapshot::write_file(&store.keyspace, &cap, &aof.dir.join(&base_name))
             .map_err(|e| e.to_string())?;
@@ -309,7 +309,7 @@ fn enable_aof_inner(store: &Store) -> Result<(), String> {
             let mut m = aof.manifest.lock();
             let n = m.next;
             m.next += 1;
-            format!("{stem}.{n}.base.tws")
+            aof::base_file(&stem, n)
         };
         let (_, bytes) = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name))
             .map_err(|e| e.to_string())?;

@@ -161,7 +161,7 @@ pub fn replay_snapshot(
 
 /// Reads the manifest in `dir`, if any.
 pub fn read_manifest(dir: &Path, stem: &str) -> Result<Option<Manifest>, LoadError> {
-    let path = dir.join(format!("{stem}{}", super::aof::MANIFEST_SUFFIX));
+    let path = dir.join(super::aof::manifest_file(stem));
     match std::fs::read_to_string(&path) {
         Ok(text) => Manifest::parse(&text)
             .map(Some)

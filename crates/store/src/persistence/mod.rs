@@ -233,9 +233,10 @@ pub fn debug_reload(store: &Store, save: bool) -> Result<(), String> {
     let path = snapshot_path(store);
     let snapshot = match load::read_snapshot(&path) {
         Ok(Some(s)) => s,
-        Ok(None) => return Err("Error trying to load the RDB dump, check server logs.".into()),
-        Err(e) => {
-            tracing::error!(error = %e, "DEBUG RELOAD");
+        missing_or_bad => {
+            if let Err(e) = missing_or_bad {
+                tracing::error!(error = %e, "DEBUG RELOAD");
+            }
             return Err("Error trying to load the RDB dump, check server logs.".into());
         }
     };
