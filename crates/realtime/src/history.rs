@@ -202,8 +202,7 @@ impl HistoryStore for MemoryHistoryStore {
         };
         log.prune(now_ms, self.max_per_channel);
         let in_range = |m: &&StoredMessage| {
-            q.start.is_none_or(|s| m.received_ms >= s)
-                && q.end.is_none_or(|e| m.received_ms <= e)
+            q.start.is_none_or(|s| m.received_ms >= s) && q.end.is_none_or(|e| m.received_ms <= e)
         };
         let limit = q.limit.max(1);
         let mut picked: Vec<StoredMessage> = Vec::with_capacity(limit.min(1000));

@@ -243,3 +243,48 @@ fn a_second_server_on_a_data_dir_in_use_refuses_to_start() {
     let got: Vec<String> = redis::cmd("MGET").arg("k").arg("k2").query(&mut c).unwrap();
     assert_eq!(got, ["first", "still"]);
 }
+
+#[test]
+fn an_sse_subscriber_that_never_reads_is_dropped_at_its_output_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(
+        dir.path(),
+        &[("client-output-buffer-limit", "pubsub 4mb 1mb 60")],
+    );
+    let pid = node.child.id();
+    let token = std::fs::read_to_string(node.dir.join("rest-token")).unwrap();
+    let mut sub = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
+    sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "GET /redis/subscribe/feed HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token.trim()
+    );
+    sub.write_all(head.as_bytes()).unwrap();
+    assert!(!read_until(&mut sub, b"subscribe,feed,1").is_empty());
+    let mut c = node.conn();
+    let before = rss(pid);
+    // 64 MB published to a subscriber that reads nothing more.
+    let message = vec![b'm'; 64 * 1024];
+    let mut receivers = Vec::new();
+    for _ in 0..1024 {
+        let n: i64 = redis::cmd("PUBLISH")
+            .arg("feed")
+            .arg(&message)
+            .query(&mut c)
+            .unwrap();
+        receivers.push(n);
+    }
+    assert_eq!(receivers[0], 1);
+    assert_eq!(*receivers.last().unwrap(), 0, "the subscriber was dropped");
+    let numsub: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("feed")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(numsub.1, 0);
+    let grown = rss(pid).saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "RSS grew by {grown} bytes for 64 MB published"
+    );
+}
