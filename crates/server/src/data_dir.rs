@@ -71,6 +71,19 @@ impl DataDirLock {
         Ok(DataDirLock { _file: file, path })
     }
 
+    /// The lock of the data dir holding `file` (its AOF lives one level down, in
+    /// `appendonlydir`), if one of the two folders above it is a data dir.
+    pub fn acquire_enclosing(file: &Path) -> anyhow::Result<Option<DataDirLock>> {
+        let file = std::path::absolute(file)
+            .with_context(|| format!("cannot resolve {}", file.display()))?;
+        for dir in file.ancestors().skip(1).take(2) {
+            if dir.join(LOCK_FILE).exists() {
+                return DataDirLock::acquire(dir).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -93,5 +106,27 @@ mod tests {
         drop(first);
         let again = DataDirLock::acquire(dir.path()).unwrap();
         assert!(again.path().ends_with(LOCK_FILE));
+    }
+
+    #[test]
+    fn a_repair_inside_a_data_dir_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let aof = dir
+            .path()
+            .join("appendonlydir")
+            .join("appendonly.aof.1.incr.aof");
+        let held = DataDirLock::acquire(dir.path()).unwrap();
+        let err = DataDirLock::acquire_enclosing(&aof)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is in use by another tidewire"), "{err}");
+        drop(held);
+        assert!(DataDirLock::acquire_enclosing(&aof).unwrap().is_some());
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(
+            DataDirLock::acquire_enclosing(&elsewhere.path().join("x.aof"))
+                .unwrap()
+                .is_none()
+        );
     }
 }
