@@ -22,7 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::auth::{now_ms, Principal};
 use crate::capability::ops;
 use crate::channel::{Backlog, ConnHandle, Origin, Publisher, SharedFrame, Subscriber};
-use crate::codec::{decode_frame, encode_frame, Format, Frame};
+use crate::codec::{check_frame_format, decode_frame, encode_frame, Format, Frame};
 use crate::connect::{authenticate, parse_rewind, ConnectParams};
 use crate::error::{AblyError, ErrorCode};
 use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
@@ -443,7 +443,7 @@ impl Session {
         if frame == Frame::Close {
             return Flow::Close;
         }
-        match decode_frame(&frame) {
+        match check_frame_format(&frame, self.format).and_then(|()| decode_frame(&frame)) {
             Ok(Some(pm)) => self.on_message(pm),
             Ok(None) => Flow::Continue,
             Err(e) => {

@@ -266,3 +266,116 @@ async fn subscribers_that_stop_reading_are_cut_off_and_resume_from_history() {
 async fn heavy_slow_subscribers_keep_memory_bounded() {
     slow_subscribers_are_cut_off(3, 1000, 160 * 1024).await;
 }
+
+/// Opens a WebSocket by hand (so that frames can be written byte by byte) and
+/// returns the socket once the server has switched protocols.
+async fn raw_websocket(node: &Node) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.http_port))
+        .await
+        .expect("tcp connect");
+    let req = format!(
+        "GET /?key={}&format=json HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        urlencode(&node.realtime_key())
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert!(head.len() < 4096, "oversized handshake response");
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+            .await
+            .expect("handshake response")
+            .unwrap();
+        assert_eq!(n, 1, "connection closed during handshake");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
+}
+
+/// Memory follows the bytes a client sends, not the lengths its frame headers
+/// declare: many connections each announce a text frame just under the limit and
+/// then trickle a few bytes of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_frame_lengths_do_not_reserve_memory() {
+    use tokio::io::AsyncWriteExt;
+    const CONNECTIONS: usize = 200;
+    // Under the transport limit (2 x max_frame_size = 512 KiB), so not refused.
+    const DECLARED: u64 = 500_000;
+    let (node, _dir) = start("");
+    let before = node.rss_kib();
+    let mut sockets = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut s = raw_websocket(&node).await;
+        // FIN + text, masked, 64-bit length, mask key, then 16 of the bytes.
+        let mut frame = vec![0x81, 0x80 | 127];
+        frame.extend_from_slice(&DECLARED.to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4]);
+        frame.extend_from_slice(&[b'{' ^ 1; 16]);
+        s.write_all(&frame).await.unwrap();
+        sockets.push(s);
+    }
+    // Every connection still open and waiting for the rest of its frame: a
+    // connection that answered and closed would not hold anything.
+    let probe = occupancy_probe(&node).await;
+    assert!(probe, "server still serves requests");
+    let after = node.rss_kib();
+    let declared_kib = CONNECTIONS as u64 * DECLARED / 1024;
+    eprintln!("RSS KiB: before {before}, after {after}; declared {declared_kib} KiB in total");
+    assert!(
+        after.saturating_sub(before) < declared_kib / 4,
+        "RSS grew {} KiB for {declared_kib} KiB declared",
+        after - before
+    );
+    drop(sockets);
+}
+
+/// Whether the REST side answers (used as a barrier after raw socket writes).
+async fn occupancy_probe(node: &Node) -> bool {
+    occupancy(node, "probe").await == 0
+}
+
+/// A signed TokenRequest from before a restart cannot be exchanged again after
+/// it (the nonce memory does not survive; the timestamp is refused instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_request_cannot_be_replayed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = try_start_with_toml(dir.path(), "").expect("start");
+    let key = node.realtime_key();
+    let minted = std::process::Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .args(["token", "--format", "request", "--key", &key])
+        .output()
+        .expect("tidewire token");
+    assert!(minted.status.success(), "{minted:?}");
+    let request = String::from_utf8(minted.stdout).unwrap();
+    let key_name = key.split_once(':').unwrap().0.to_owned();
+    let exchange = |node: &Node| {
+        reqwest::Client::new()
+            .post(format!("{}/keys/{key_name}/requestToken", node.http_base()))
+            .header("Content-Type", "application/json")
+            .body(request.trim().to_owned())
+            .send()
+    };
+    let first = exchange(&node).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let again = exchange(&node).await.unwrap();
+    assert_eq!(again.status(), 401, "replay before the restart");
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 40105);
+
+    node.stop();
+    let node = try_start_with_toml(dir.path(), "").expect("restart");
+    let replay = exchange(&node).await.unwrap();
+    assert_eq!(replay.status(), 401, "replay after the restart");
+    let body: Value = replay.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 40104, "{body}");
+    assert_eq!(body["error"]["statusCode"], 401);
+    assert_eq!(body["error"]["message"], "Timestamp not current");
+}
