@@ -9,6 +9,10 @@ use super::convert::fmt_g;
 use super::env::{check_bytes, raw_fn, LibErr};
 use mlua::{LightUserData, Lua, MultiValue, Table, Value};
 
+/// Nesting bound whatever the configuration says: the encoder and decoder recurse
+/// on the Rust stack, which must stay within a 2 MiB thread stack.
+const HARD_DEPTH: i64 = 200;
+
 #[derive(Clone, Copy)]
 struct Cfg {
     encode_max_depth: i64,
@@ -146,7 +150,7 @@ fn encode(out: &mut Vec<u8>, cfg: &Cfg, v: &Value, depth: i64) -> Result<(), Lib
         v if is_null(v) => out.extend_from_slice(b"null"),
         Value::Table(t) => {
             let depth = depth + 1;
-            if depth > cfg.encode_max_depth {
+            if depth > cfg.encode_max_depth.min(HARD_DEPTH) {
                 return Err(LibErr::Msg(format!(
                     "Cannot serialise, excessive nesting ({depth})"
                 )));
@@ -240,7 +244,7 @@ impl Parser<'_> {
         match self.s.get(self.p) {
             Some(b'{') | Some(b'[') => {
                 self.depth += 1;
-                if self.depth > self.cfg.decode_max_depth {
+                if self.depth > self.cfg.decode_max_depth.min(HARD_DEPTH) {
                     return Err(LibErr::Msg(format!(
                         "Found too many nested data structures ({}) at character {}",
                         self.depth,

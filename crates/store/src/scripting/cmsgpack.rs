@@ -7,7 +7,7 @@ use mlua::{Lua, MultiValue, Table, Value};
 /// Tables nested deeper than this are packed as nil (lua-cmsgpack's MAX_NESTING).
 const MAX_NESTING: usize = 16;
 /// Decoding recursion bound (the C version is bounded by its C stack).
-const MAX_DECODE_DEPTH: usize = 1000;
+const MAX_DECODE_DEPTH: usize = 200;
 
 fn is_int64_equivalent(n: f64) -> bool {
     n.is_finite() && n >= -9.223_372_036_854_776e18 && n < 9.223_372_036_854_776e18 && (n as i64) as f64 == n

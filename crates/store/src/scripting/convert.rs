@@ -7,7 +7,7 @@ use tidewire_resp::{format_double, Protocol, Reply};
 
 /// Nesting bound for both directions: deeper levels become the error Redis emits
 /// when it runs out of Lua stack.
-pub(crate) const MAX_DEPTH: usize = 1000;
+pub(crate) const MAX_DEPTH: usize = 200;
 pub(crate) const STACK_LIMIT_ERR: &str = "ERR reached lua stack limit";
 
 /// Splits an error line into Redis's `{err=...}` text: "CODE msg" kept, a line
