@@ -1,6 +1,6 @@
 //! LuaBitOp (`bit.*`): 32-bit operations on Lua numbers, results as signed 32-bit.
 
-use super::env::{arg_type_name, check_num, raw_fn, LibErr};
+use super::env::{check_num, raw_fn, LibErr};
 use mlua::{Lua, MultiValue, Table, Value};
 
 /// LuaBitOp's normalisation: the number's value modulo 2^32 after rounding, taken
@@ -21,7 +21,10 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set("tobit", raw_fn(lua, |_, a| ret(barg(&a, 1, "tobit")?))?)?;
     t.set("bnot", raw_fn(lua, |_, a| ret(!barg(&a, 1, "bnot")?))?)?;
-    fn fold(name: &'static str, f: fn(u32, u32) -> u32) -> impl Fn(&Lua, MultiValue) -> Result<MultiValue, LibErr> {
+    fn fold(
+        name: &'static str,
+        f: fn(u32, u32) -> u32,
+    ) -> impl Fn(&Lua, MultiValue) -> Result<MultiValue, LibErr> {
         move |_, a| {
             let mut acc = barg(&a, 1, name)?;
             for i in 2..=a.len() {
@@ -33,7 +36,10 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
     t.set("band", raw_fn(lua, fold("band", |x, y| x & y))?)?;
     t.set("bor", raw_fn(lua, fold("bor", |x, y| x | y))?)?;
     t.set("bxor", raw_fn(lua, fold("bxor", |x, y| x ^ y))?)?;
-    fn shift(name: &'static str, f: fn(u32, u32) -> u32) -> impl Fn(&Lua, MultiValue) -> Result<MultiValue, LibErr> {
+    fn shift(
+        name: &'static str,
+        f: fn(u32, u32) -> u32,
+    ) -> impl Fn(&Lua, MultiValue) -> Result<MultiValue, LibErr> {
         move |_, a| {
             let b = barg(&a, 1, name)?;
             let n = barg(&a, 2, name)? & 31;
@@ -42,15 +48,21 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
     }
     t.set("lshift", raw_fn(lua, shift("lshift", |b, n| b << n))?)?;
     t.set("rshift", raw_fn(lua, shift("rshift", |b, n| b >> n))?)?;
-    t.set("arshift", raw_fn(lua, shift("arshift", |b, n| ((b as i32) >> n) as u32))?)?;
+    t.set(
+        "arshift",
+        raw_fn(lua, shift("arshift", |b, n| ((b as i32) >> n) as u32))?,
+    )?;
     t.set("rol", raw_fn(lua, shift("rol", |b, n| b.rotate_left(n)))?)?;
     t.set("ror", raw_fn(lua, shift("ror", |b, n| b.rotate_right(n)))?)?;
-    t.set("bswap", raw_fn(lua, |_, a| ret(barg(&a, 1, "bswap")?.swap_bytes()))?)?;
+    t.set(
+        "bswap",
+        raw_fn(lua, |_, a| ret(barg(&a, 1, "bswap")?.swap_bytes()))?,
+    )?;
     t.set(
         "tohex",
         raw_fn(lua, |lua, a| {
             let mut b = barg(&a, 1, "tohex")?;
-            let mut n: i32 = if a.len() < 2 || matches!(a.get(1), None) {
+            let mut n: i32 = if a.len() < 2 || a.get(1).is_none() {
                 8
             } else {
                 barg(&a, 2, "tohex")? as i32
@@ -68,7 +80,6 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
                 *slot = digits[(b & 15) as usize];
                 b >>= 4;
             }
-            let _ = arg_type_name;
             Ok(MultiValue::from_vec(vec![Value::String(
                 lua.create_string(&buf).map_err(LibErr::Lua)?,
             )]))

@@ -132,9 +132,14 @@ fn array_length(cfg: &Cfg, t: &Table) -> Result<Option<usize>, LibErr> {
             _ => return Ok(None),
         }
     }
-    if cfg.sparse_ratio > 0 && max > items as f64 * cfg.sparse_ratio as f64 && max > cfg.sparse_safe as f64 {
+    if cfg.sparse_ratio > 0
+        && max > items as f64 * cfg.sparse_ratio as f64
+        && max > cfg.sparse_safe as f64
+    {
         if !cfg.sparse_convert {
-            return Err(LibErr::Msg("Cannot serialise table: excessively sparse array".into()));
+            return Err(LibErr::Msg(
+                "Cannot serialise table: excessively sparse array".into(),
+            ));
         }
         return Ok(None);
     }
@@ -144,7 +149,9 @@ fn array_length(cfg: &Cfg, t: &Table) -> Result<Option<usize>, LibErr> {
 fn encode(out: &mut Vec<u8>, cfg: &Cfg, v: &Value, depth: i64) -> Result<(), LibErr> {
     match v {
         Value::String(s) => append_string(out, &s.as_bytes()),
-        Value::Integer(_) | Value::Number(_) => append_number(out, cfg, v, num_of(v).unwrap_or(0.0))?,
+        Value::Integer(_) | Value::Number(_) => {
+            append_number(out, cfg, v, num_of(v).unwrap_or(0.0))?
+        }
         Value::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Nil => out.extend_from_slice(b"null"),
         v if is_null(v) => out.extend_from_slice(b"null"),
@@ -251,7 +258,11 @@ impl Parser<'_> {
                         self.p + 1
                     )));
                 }
-                let r = if self.s[self.p] == b'{' { self.object(lua) } else { self.array(lua) };
+                let r = if self.s[self.p] == b'{' {
+                    self.object(lua)
+                } else {
+                    self.array(lua)
+                };
                 self.depth -= 1;
                 r
             }
@@ -428,15 +439,19 @@ impl Parser<'_> {
 fn parse_number(tok: &str, allow_invalid: bool) -> Option<f64> {
     let lower = tok.to_ascii_lowercase();
     let body = lower.trim_start_matches('-');
-    if body.starts_with("0x") {
-        let v = i64::from_str_radix(&body[2..], 16).ok()? as f64;
+    if let Some(h) = body.strip_prefix("0x") {
+        let v = i64::from_str_radix(h, 16).ok()? as f64;
         return Some(if lower.starts_with('-') { -v } else { v });
     }
     if matches!(body, "inf" | "infinity" | "nan") {
         if !allow_invalid {
             return None;
         }
-        let v = if body == "nan" { f64::NAN } else { f64::INFINITY };
+        let v = if body == "nan" {
+            f64::NAN
+        } else {
+            f64::INFINITY
+        };
         return Some(if lower.starts_with('-') { -v } else { v });
     }
     if !body.starts_with(|c: char| c.is_ascii_digit()) {
@@ -510,7 +525,12 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
                 ));
             }
             let s = check_bytes(&a, 1, "decode")?;
-            let mut p = Parser { s: &s, p: 0, cfg: *c.lock(), depth: 0 };
+            let mut p = Parser {
+                s: &s,
+                p: 0,
+                cfg: *c.lock(),
+                depth: 0,
+            };
             let v = p.value(lua)?;
             p.ws();
             if p.p < s.len() {
@@ -528,7 +548,9 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
             if let Some(n) = opt_int(&a, 1, "encode_max_depth", 1, i32::MAX as i64)? {
                 g.encode_max_depth = n;
             }
-            Ok(MultiValue::from_vec(vec![Value::Number(g.encode_max_depth as f64)]))
+            Ok(MultiValue::from_vec(vec![Value::Number(
+                g.encode_max_depth as f64,
+            )]))
         })?,
     )?;
     let c = cfg.clone();
@@ -539,7 +561,9 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
             if let Some(n) = opt_int(&a, 1, "decode_max_depth", 1, i32::MAX as i64)? {
                 g.decode_max_depth = n;
             }
-            Ok(MultiValue::from_vec(vec![Value::Number(g.decode_max_depth as f64)]))
+            Ok(MultiValue::from_vec(vec![Value::Number(
+                g.decode_max_depth as f64,
+            )]))
         })?,
     )?;
     let c = cfg.clone();
@@ -550,7 +574,9 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
             if let Some(n) = opt_int(&a, 1, "encode_number_precision", 1, 14)? {
                 g.precision = n as usize;
             }
-            Ok(MultiValue::from_vec(vec![Value::Number(g.precision as f64)]))
+            Ok(MultiValue::from_vec(vec![Value::Number(
+                g.precision as f64,
+            )]))
         })?,
     )?;
     let c = cfg.clone();
@@ -590,7 +616,9 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
             if let Some(b) = opt_bool(&a, 1) {
                 g.decode_invalid_numbers = b;
             }
-            Ok(MultiValue::from_vec(vec![Value::Boolean(g.decode_invalid_numbers)]))
+            Ok(MultiValue::from_vec(vec![Value::Boolean(
+                g.decode_invalid_numbers,
+            )]))
         })?,
     )?;
     let c = cfg;

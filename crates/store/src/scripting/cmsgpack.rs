@@ -10,7 +10,9 @@ const MAX_NESTING: usize = 16;
 const MAX_DECODE_DEPTH: usize = 200;
 
 fn is_int64_equivalent(n: f64) -> bool {
-    n.is_finite() && n >= -9.223_372_036_854_776e18 && n < 9.223_372_036_854_776e18 && (n as i64) as f64 == n
+    n.is_finite()
+        && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&n)
+        && (n as i64) as f64 == n
 }
 
 fn encode_int(out: &mut Vec<u8>, n: i64) {
@@ -45,7 +47,15 @@ fn encode_int(out: &mut Vec<u8>, n: i64) {
     }
 }
 
-fn encode_len(out: &mut Vec<u8>, len: usize, fix: u8, fixmax: usize, b8: Option<u8>, b16: u8, b32: u8) {
+fn encode_len(
+    out: &mut Vec<u8>,
+    len: usize,
+    fix: u8,
+    fixmax: usize,
+    b8: Option<u8>,
+    b16: u8,
+    b32: u8,
+) {
     if len < fixmax {
         out.push(fix | len as u8);
     } else if let (Some(b8), true) = (b8, len <= 0xff) {
@@ -108,12 +118,18 @@ fn encode(out: &mut Vec<u8>, v: &Value, level: usize) -> mlua::Result<()> {
                     encode(out, &t.raw_get::<Value>(i)?, level + 1)?;
                 }
             } else {
-                let pairs: Vec<(Value, Value)> =
-                    t.pairs::<Value, Value>().collect::<mlua::Result<_>>()?;
-                encode_len(out, pairs.len(), 0x80, 16, None, 0xde, 0xdf);
-                for (k, v) in &pairs {
-                    encode(out, k, level + 1)?;
-                    encode(out, v, level + 1)?;
+                // Count first, then stream: holding every pair at once would
+                // exhaust mlua's reference slots on big maps.
+                let mut n = 0usize;
+                for pair in t.pairs::<Value, Value>() {
+                    pair?;
+                    n += 1;
+                }
+                encode_len(out, n, 0x80, 16, None, 0xde, 0xdf);
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    encode(out, &k, level + 1)?;
+                    encode(out, &v, level + 1)?;
                 }
             }
         }
@@ -158,7 +174,10 @@ impl Cur<'_> {
         Ok(r)
     }
     fn be(&mut self, n: usize) -> Result<u64, DecErr> {
-        Ok(self.take(n)?.iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
+        Ok(self
+            .take(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
     }
 }
 
@@ -257,7 +276,10 @@ fn unpack_full(lua: &Lua, s: &[u8], limit: i64, offset: i64) -> Result<MultiValu
         )));
     }
     let limit = if decode_all { i64::MAX } else { limit };
-    let mut c = Cur { s, p: offset as usize };
+    let mut c = Cur {
+        s,
+        p: offset as usize,
+    };
     let mut out = Vec::new();
     let mut cnt = 0;
     while c.p < s.len() && cnt < limit {
@@ -281,7 +303,9 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
     t.set("pack", raw_fn(lua, pack)?)?;
     t.set(
         "unpack",
-        raw_fn(lua, |lua, a| unpack_full(lua, &check_bytes(&a, 1, "unpack")?, 0, 0))?,
+        raw_fn(lua, |lua, a| {
+            unpack_full(lua, &check_bytes(&a, 1, "unpack")?, 0, 0)
+        })?,
     )?;
     t.set(
         "unpack_one",

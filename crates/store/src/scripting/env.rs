@@ -10,7 +10,7 @@ use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use parking_lot::Mutex;
 
-use super::convert::{self, error_table, error_table_text, lua_number_string};
+use super::convert::{self, error_table, lua_number_string};
 use super::{bit, cjson, cmsgpack, parse_shebang, structlib, Protocol, Reply, ScriptHost};
 
 /// The host's `interrupt` is polled every this many VM instructions (Redis: 100k).
@@ -84,7 +84,10 @@ pub(crate) fn str_to_num(s: &[u8]) -> Option<f64> {
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return u64::from_str_radix(h, 16).ok().map(|v| v as f64);
     }
-    if s.is_empty() || s.chars().any(|c| c.is_ascii_alphabetic() && !matches!(c, 'e' | 'E')) {
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_ascii_alphabetic() && !matches!(c, 'e' | 'E'))
+    {
         return None;
     }
     s.parse::<f64>().ok()
@@ -151,7 +154,7 @@ fn number_arg(n: f64) -> String {
 /// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
 fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
     if args.is_empty() {
-        return Err("Please specify at least one argument for this redis lib call");
+        return Err("ERR Please specify at least one argument for this redis lib call");
     }
     let mut argv = Vec::with_capacity(args.len());
     for v in args.iter() {
@@ -159,7 +162,7 @@ fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
             Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
             Value::Number(n) => Bytes::from(number_arg(*n)),
             Value::Integer(n) => Bytes::from(n.to_string()),
-            _ => return Err("Lua redis lib command arguments must be strings or integers"),
+            _ => return Err("ERR Lua redis lib command arguments must be strings or integers"),
         });
     }
     Ok(argv)
@@ -191,7 +194,7 @@ fn build_redis_table(lua: &Lua) -> mlua::Result<Table> {
         "sha1hex",
         raw_fn(lua, |lua, a| {
             if a.len() != 1 {
-                return Err(raise_err(lua, "wrong number of arguments"));
+                return Err(raise_err(lua, "ERR wrong number of arguments"));
             }
             let s = check_bytes(&a, 1, "sha1hex").unwrap_or_default();
             Ok(MultiValue::from_vec(vec![Value::String(
@@ -231,10 +234,16 @@ fn build_redis_table(lua: &Lua) -> mlua::Result<Table> {
         "log",
         raw_fn(lua, |lua, a| {
             if a.len() < 2 {
-                return Err(raise_err(lua, "ERR redis.log() requires two arguments or more."));
+                return Err(raise_err(
+                    lua,
+                    "ERR redis.log() requires two arguments or more.",
+                ));
             }
             let Some(level) = a.front().and_then(to_num) else {
-                return Err(raise_err(lua, "ERR First argument must be a number (log level)."));
+                return Err(raise_err(
+                    lua,
+                    "ERR First argument must be a number (log level).",
+                ));
             };
             let level = level as i64;
             if !(0..=3).contains(&level) {
@@ -263,17 +272,32 @@ fn build_redis_table(lua: &Lua) -> mlua::Result<Table> {
     )?;
     t.set(
         "replicate_commands",
-        raw_fn(lua, |_, _| Ok(MultiValue::from_vec(vec![Value::Boolean(true)])))?,
+        raw_fn(lua, |_, _| {
+            Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
+        })?,
     )?;
     t.set(
         "breakpoint",
-        raw_fn(lua, |_, _| Ok(MultiValue::from_vec(vec![Value::Boolean(false)])))?,
+        raw_fn(lua, |_, _| {
+            Ok(MultiValue::from_vec(vec![Value::Boolean(false)]))
+        })?,
     )?;
     t.set("debug", raw_fn(lua, |_, _| Ok(MultiValue::new()))?)?;
-    for (k, v) in [("LOG_DEBUG", 0), ("LOG_VERBOSE", 1), ("LOG_NOTICE", 2), ("LOG_WARNING", 3)] {
+    for (k, v) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
         t.set(k, v)?;
     }
-    for (k, v) in [("REPL_NONE", 0), ("REPL_AOF", 1), ("REPL_SLAVE", 2), ("REPL_REPLICA", 2), ("REPL_ALL", 3)] {
+    for (k, v) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
         t.set(k, v)?;
     }
     t.set("REDIS_VERSION", REDIS_VERSION)?;
@@ -292,7 +316,9 @@ fn build_math_random(lua: &Lua) -> mlua::Result<(Function, Function)> {
             1 => {
                 let u = check_num(&a, 1, "random")? as i32;
                 if u < 1 {
-                    return Err(LibErr::Msg("bad argument #1 to 'random' (interval is empty)".into()));
+                    return Err(LibErr::Msg(
+                        "bad argument #1 to 'random' (interval is empty)".into(),
+                    ));
                 }
                 (r * u as f64).floor() + 1.0
             }
@@ -300,7 +326,9 @@ fn build_math_random(lua: &Lua) -> mlua::Result<(Function, Function)> {
                 let l = check_num(&a, 1, "random")? as i32;
                 let u = check_num(&a, 2, "random")? as i32;
                 if l > u {
-                    return Err(LibErr::Msg("bad argument #2 to 'random' (interval is empty)".into()));
+                    return Err(LibErr::Msg(
+                        "bad argument #2 to 'random' (interval is empty)".into(),
+                    ));
                 }
                 (r * (u as f64 - l as f64 + 1.0)).floor() + l as f64
             }
@@ -646,7 +674,9 @@ impl Default for LuaEnv {
 
 impl std::fmt::Debug for LuaEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LuaEnv").field("scripts", &self.scripts.len()).finish()
+        f.debug_struct("LuaEnv")
+            .field("scripts", &self.scripts.len())
+            .finish()
     }
 }
 
@@ -660,7 +690,11 @@ impl LuaEnv {
     pub fn with_memory_limit(bytes: usize) -> LuaEnv {
         // Building the state runs only our own code; failing here is a bug.
         let state = new_state(bytes).expect("building the Lua environment");
-        LuaEnv { state, scripts: HashMap::new(), memory_limit: bytes }
+        LuaEnv {
+            state,
+            scripts: HashMap::new(),
+            memory_limit: bytes,
+        }
     }
 
     /// Changes the Lua heap limit (0: none). Takes effect at once and survives `flush`.
@@ -699,7 +733,10 @@ impl LuaEnv {
                     mlua::Error::MemoryError(m) => m.clone(),
                     other => other.to_string(),
                 };
-                format!("ERR Error compiling script (new function): {}", msg.replace(['\r', '\n'], " "))
+                format!(
+                    "ERR Error compiling script (new function): {}",
+                    msg.replace(['\r', '\n'], " ")
+                )
             })?;
         self.scripts.insert(sha.to_ascii_lowercase(), f);
         Ok(())
@@ -756,7 +793,11 @@ impl LuaEnv {
                 Ok(v) => v,
                 Err(line) => {
                     let t = Value::Table(error_table(lua, line)?);
-                    return if raise { Err(LibErr::Raise(t)) } else { Ok(MultiValue::from_vec(vec![t])) };
+                    return if raise {
+                        Err(LibErr::Raise(t))
+                    } else {
+                        Ok(MultiValue::from_vec(vec![t]))
+                    };
                 }
             };
             let reply = match host.try_borrow_mut() {
@@ -852,7 +893,10 @@ impl LuaEnv {
                 mlua::Error::MemoryError(m) => m.clone(),
                 other => other.to_string(),
             };
-            Reply::Error(format!("ERR Error running script {sha}, {}", first_line(&msg)))
+            Reply::Error(format!(
+                "ERR Error running script {sha}, {}",
+                first_line(&msg)
+            ))
         });
         if reply.is_error() {
             let _ = st.lua.gc_collect();
@@ -883,14 +927,10 @@ fn error_reply(err: &Value, sha: &str) -> Reply {
                 Value::String(s) => s.to_string_lossy(),
                 _ => "execution failure".into(),
             };
-            Reply::Error(format!("ERR Error running script {sha}, {}", first_line(&msg)))
+            Reply::Error(format!(
+                "ERR Error running script {sha}, {}",
+                first_line(&msg)
+            ))
         }
     }
-}
-
-#[allow(dead_code)]
-fn _unused(lua: &Lua) -> mlua::Result<()> {
-    let _ = error_table_text("");
-    let _ = lua;
-    Ok(())
 }

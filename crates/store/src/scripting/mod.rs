@@ -16,7 +16,7 @@ mod structlib;
 #[cfg(test)]
 mod tests;
 
-pub use env::LuaEnv;
+pub use env::{LuaEnv, DEFAULT_MEMORY_LIMIT, HOOK_INSTRUCTIONS, REDIS_VERSION, REDIS_VERSION_NUM};
 pub use shebang::parse_shebang;
 pub use tidewire_resp::{Protocol, Reply};
 
@@ -49,10 +49,9 @@ pub fn sha1_hex(body: &[u8]) -> String {
 pub trait ScriptHost {
     /// Runs one command for redis.call / redis.pcall (argv[0] is the command name, as
     /// given). The reply's errors come back as `Reply::Error(full line without '-')`.
-    /// The reply must be in the protocol the script selected (see [`ScriptHost::call`]'s
-    /// caller: `LuaEnv::run` passes it as `resp` through [`ScriptHost::set_resp`]).
+    /// The reply must be in the protocol the script selected (last `set_resp`).
     fn call(&mut self, argv: &[bytes::Bytes]) -> Reply;
-    /// Polled from an instruction-count hook (every [`env::HOOK_INSTRUCTIONS`] VM
+    /// Polled from an instruction-count hook (every [`HOOK_INSTRUCTIONS`] VM
     /// instructions). `Some(err)` aborts the script with that error line (SCRIPT KILL /
     /// shutdown); it is also where the host notices the script became slow (BUSY).
     fn interrupt(&mut self) -> Option<String>;

@@ -15,7 +15,10 @@ struct Header {
 
 impl Default for Header {
     fn default() -> Self {
-        Header { little: true, align: 1 }
+        Header {
+            little: true,
+            align: 1,
+        }
     }
 }
 
@@ -124,12 +127,20 @@ fn pack(lua: &Lua, a: MultiValue) -> Result<MultiValue, LibErr> {
             b'f' => {
                 let v = check_num(&a, arg, "pack")? as f32;
                 arg += 1;
-                out.extend_from_slice(&if h.little { v.to_le_bytes() } else { v.to_be_bytes() });
+                out.extend_from_slice(&if h.little {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                });
             }
             b'd' => {
                 let v = check_num(&a, arg, "pack")?;
                 arg += 1;
-                out.extend_from_slice(&if h.little { v.to_le_bytes() } else { v.to_be_bytes() });
+                out.extend_from_slice(&if h.little {
+                    v.to_le_bytes()
+                } else {
+                    v.to_be_bytes()
+                });
             }
             b'c' | b's' => {
                 let s = check_bytes(&a, arg, "pack")?;
@@ -186,7 +197,11 @@ fn unpack(lua: &Lua, a: MultiValue) -> Result<MultiValue, LibErr> {
                 let bytes = &data[pos..pos + size];
                 let mut l: u64 = 0;
                 for k in 0..size {
-                    let b = if h.little { bytes[size - 1 - k] } else { bytes[k] };
+                    let b = if h.little {
+                        bytes[size - 1 - k]
+                    } else {
+                        bytes[k]
+                    };
                     l = l.checked_shl(8).unwrap_or(0) | b as u64;
                 }
                 let v = if opt.is_ascii_lowercase() {
@@ -204,22 +219,28 @@ fn unpack(lua: &Lua, a: MultiValue) -> Result<MultiValue, LibErr> {
             b'f' => {
                 let mut b = [0u8; 4];
                 b.copy_from_slice(&data[pos..pos + 4]);
-                let v = if h.little { f32::from_le_bytes(b) } else { f32::from_be_bytes(b) };
+                let v = if h.little {
+                    f32::from_le_bytes(b)
+                } else {
+                    f32::from_be_bytes(b)
+                };
                 out.push(Value::Number(v as f64));
             }
             b'd' => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&data[pos..pos + 8]);
-                let v = if h.little { f64::from_le_bytes(b) } else { f64::from_be_bytes(b) };
+                let v = if h.little {
+                    f64::from_le_bytes(b)
+                } else {
+                    f64::from_be_bytes(b)
+                };
                 out.push(Value::Number(v));
             }
             b'c' => {
                 if size == 0 {
                     let prev = match out.last() {
                         Some(Value::Number(n)) => *n,
-                        _ => {
-                            return Err(LibErr::Msg("format 'c0' needs a previous size".into()))
-                        }
+                        _ => return Err(LibErr::Msg("format 'c0' needs a previous size".into())),
                     };
                     out.pop();
                     size = if prev > 0.0 { prev as usize } else { 0 };
@@ -228,7 +249,8 @@ fn unpack(lua: &Lua, a: MultiValue) -> Result<MultiValue, LibErr> {
                     }
                 }
                 out.push(Value::String(
-                    lua.create_string(&data[pos..pos + size]).map_err(LibErr::Lua)?,
+                    lua.create_string(&data[pos..pos + size])
+                        .map_err(LibErr::Lua)?,
                 ));
             }
             b's' => {
@@ -236,7 +258,8 @@ fn unpack(lua: &Lua, a: MultiValue) -> Result<MultiValue, LibErr> {
                     return Err(LibErr::Msg("unfinished string in data".into()));
                 };
                 out.push(Value::String(
-                    lua.create_string(&data[pos..pos + e]).map_err(LibErr::Lua)?,
+                    lua.create_string(&data[pos..pos + e])
+                        .map_err(LibErr::Lua)?,
                 ));
                 size = e + 1;
             }
