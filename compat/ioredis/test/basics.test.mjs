@@ -106,3 +106,20 @@ test('SCAN returns every key', async () => {
   for await (const batch of stream) for (const k of batch) seen.add(k);
   assert.equal(seen.size, 300);
 });
+
+test('defineCommand: a lock released only by its owner (EVALSHA, EVAL on NOSCRIPT)', async () => {
+  redis.defineCommand('releaseLock', {
+    numberOfKeys: 1,
+    lua: "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+  });
+  assert.equal(await redis.set('lock:payout', 'owner-a', 'NX', 'PX', 30000), 'OK');
+  assert.equal(await redis.releaseLock('lock:payout', 'owner-b'), 0);
+  assert.equal(await redis.get('lock:payout'), 'owner-a');
+  await redis.script('FLUSH');
+  assert.equal(await redis.releaseLock('lock:payout', 'owner-a'), 1);
+  assert.equal(await redis.exists('lock:payout'), 0);
+  // Scripts inside MULTI, as classic Bull sends them.
+  const res = await redis.multi().releaseLock('lock:none', 'x').set('after', '1').exec();
+  assert.deepEqual(res, [[null, 0], [null, 'OK']]);
+  await assert.rejects(redis.eval('return redis.call("nosuch")', 0), /Unknown Redis command called from script/);
+});

@@ -84,3 +84,20 @@ def test_resp3_hello(r3):
 def test_client_name(r):
     r.client_setname("worker-1")
     assert r.client_getname() == "worker-1"
+
+
+def test_register_script_and_script_errors(r):
+    incr_by = r.register_script(
+        "local v = redis.call('incrby', KEYS[1], ARGV[1]) "
+        "redis.call('expire', KEYS[1], ARGV[2]) return v"
+    )
+    assert incr_by(keys=["hits"], args=[5, 100]) == 5
+    r.script_flush()
+    assert incr_by(keys=["hits"], args=[2, 100]) == 7  # NOSCRIPT, then loaded again
+    assert 90 < r.ttl("hits") <= 100
+    assert r.eval("return {1, 'two', {3}}", 0) == [1, "two", [3]]
+    assert r.eval("return redis.status_reply('FINE')", 0) == "FINE"
+    with pytest.raises(redis.ResponseError, match="my failure"):
+        r.eval("return redis.error_reply('my failure')", 0)
+    with pytest.raises(redis.exceptions.NoScriptError):
+        r.evalsha("f" * 40, 0)

@@ -56,6 +56,9 @@ pub struct Events {
     /// (SMOVE leaves its destination untouched when the member was already there);
     /// then the declared keys are not all touched. Reset after every command.
     pub own_touches: bool,
+    /// Running inside EXEC, which wraps everything logged in MULTI/EXEC itself (a
+    /// script inside it must not open a second block).
+    pub in_transaction: bool,
     /// Databases changed as a whole (FLUSHDB …); `None` = all of them.
     pub touched_dbs: Vec<Option<usize>>,
     /// Replies to send before the command's own (SUBSCRIBE a b c).
@@ -438,6 +441,19 @@ impl Store {
             }
             client.authenticated = true;
         }
+        // One relaxed load on the common path: the threshold is read only while a
+        // script runs on another thread.
+        if !cmd.has(flag::ALLOW_BUSY)
+            && self.scripts.running.is_running()
+            && self
+                .scripts
+                .running
+                .busy(self.config.get_u64("busy-reply-threshold"))
+        {
+            return Err(CmdError::raw(
+                "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            ));
+        }
         if self.loading.load(Ordering::Relaxed)
             && !cmd.has(flag::LOADING)
             && client.info.kind != "loader"
@@ -802,7 +818,10 @@ impl Store {
             }
         }
         let dirty = client.watch.dirty.load(Ordering::SeqCst) || expired_watched;
-        let mut ev = Events::default();
+        let mut ev = Events {
+            in_transaction: true,
+            ..Events::default()
+        };
         let reply = if dirty {
             Reply::NullArray
         } else {

@@ -179,6 +179,8 @@ pub struct Store {
     pub run_id: String,
     /// AOF, snapshots, background jobs (`persistence`).
     pub persist: persistence::Persistence,
+    /// EVAL's script cache and the script running now.
+    pub scripts: scripting::cache::ScriptCache,
 }
 
 /// Callbacks for commands whose work belongs to the server binary, not the store.
@@ -213,6 +215,7 @@ impl Store {
             hooks: Mutex::new(Hooks::default()),
             run_id: random_hex(40),
             persist: Default::default(),
+            scripts: Default::default(),
         });
         store.persist.init(Arc::downgrade(&store));
         store
@@ -337,6 +340,20 @@ impl Store {
     }
 
     pub(crate) fn feed_monitors(&self, client: &Client, argv: &[Bytes]) {
+        let source = if client.info.kind == "resp" {
+            client.info.addr.as_str()
+        } else {
+            client.info.kind
+        };
+        self.feed_monitors_as(client, source, argv);
+    }
+
+    /// A command a script ran, shown as Redis shows it: `[<db> lua] …`.
+    pub(crate) fn feed_monitors_from_script(&self, client: &Client, argv: &[Bytes]) {
+        self.feed_monitors_as(client, "lua", argv);
+    }
+
+    fn feed_monitors_as(&self, client: &Client, source: &str, argv: &[Bytes]) {
         if !self.has_monitors.load(Ordering::Relaxed) {
             return;
         }
@@ -346,11 +363,7 @@ impl Store {
             us / 1_000_000,
             us % 1_000_000,
             client.db,
-            if client.info.kind == "resp" {
-                client.info.addr.as_str()
-            } else {
-                client.info.kind
-            }
+            source
         );
         for a in argv {
             line.push(' ');

@@ -13,6 +13,7 @@ pub mod lists;
 pub mod longdouble;
 pub mod persistence;
 pub mod pubsub;
+pub mod scripting;
 pub mod server;
 pub mod server_info;
 pub mod sets;
@@ -46,5 +47,6 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(hyperloglog::commands());
     v.extend(sort::commands());
     v.extend(persistence::commands());
+    v.extend(scripting::commands());
     v
 }

@@ -7,10 +7,12 @@
 //! them with a [`ScriptHost`] that executes `redis.call` commands.
 
 mod bit;
+pub mod cache;
 mod cjson;
 mod cmsgpack;
 mod convert;
 mod env;
+pub mod host;
 mod shebang;
 mod structlib;
 #[cfg(test)]

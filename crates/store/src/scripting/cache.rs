@@ -1,0 +1,147 @@
+//! The EVAL script cache: script bodies by SHA-1 and the one Lua state that runs
+//! them, as in Redis.
+//!
+//! One state behind a mutex is enough: a script holds every shard of the keyspace
+//! while it runs (see `families::scripting`), so scripts never run at the same
+//! time anyway, and the state is never entered twice from one thread because a
+//! script cannot call EVAL or SCRIPT (both are `noscript`). The bodies are kept
+//! beside the state so that SCRIPT EXISTS and EVALSHA's lookup never wait for a
+//! running script.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+
+use super::{parse_shebang, sha1_hex, LuaEnv, ScriptFlags};
+
+/// A script as loaded: its text and the flags of its shebang line.
+#[derive(Debug)]
+pub struct Script {
+    pub body: Bytes,
+    pub flags: ScriptFlags,
+}
+
+/// The script running now, seen from other threads: SCRIPT KILL, and the BUSY
+/// reply once it has run past `busy-reply-threshold`. (Only a multi-threaded
+/// server has another thread free to see it: with one worker, the script has it.)
+#[derive(Default)]
+pub struct RunState {
+    /// Unix ms when the running script started; 0 when none runs.
+    since_ms: AtomicU64,
+    /// SCRIPT KILL asked the running script to stop.
+    pub kill: AtomicBool,
+    /// The running script has written: it can no longer be killed.
+    pub wrote: AtomicBool,
+}
+
+impl RunState {
+    pub fn begin(&self) {
+        self.kill.store(false, Ordering::SeqCst);
+        self.wrote.store(false, Ordering::SeqCst);
+        self.since_ms
+            .store(crate::clock::now_ms().max(1), Ordering::SeqCst);
+    }
+
+    pub fn end(&self) {
+        self.since_ms.store(0, Ordering::SeqCst);
+        self.kill.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.since_ms.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether a script has been running for more than `threshold_ms`.
+    pub fn busy(&self, threshold_ms: u64) -> bool {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        since != 0 && crate::clock::now_ms().saturating_sub(since) > threshold_ms
+    }
+}
+
+#[derive(Default)]
+pub struct ScriptCache {
+    pub running: RunState,
+    scripts: RwLock<HashMap<String, Arc<Script>>>,
+    env: Mutex<LuaEnv>,
+    /// Bytes of script text held (`used_memory_scripts_eval`).
+    body_bytes: AtomicU64,
+}
+
+impl ScriptCache {
+    /// Checks the shebang, compiles the body (so a syntax error is reported now, as
+    /// Redis does) and keeps it. Returns its SHA-1.
+    pub fn load(&self, body: &Bytes) -> Result<(String, Arc<Script>), String> {
+        let sha = sha1_hex(body);
+        if let Some(s) = self.get(&sha) {
+            return Ok((sha, s));
+        }
+        let flags = parse_shebang(body)?;
+        self.env.lock().compile(&sha, body)?;
+        let script = Arc::new(Script {
+            body: body.clone(),
+            flags,
+        });
+        let mut scripts = self.scripts.write();
+        if scripts.insert(sha.clone(), script.clone()).is_none() {
+            self.body_bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+        }
+        Ok((sha, script))
+    }
+
+    /// The script with this SHA-1 (any case, as Redis compares them).
+    pub fn get(&self, sha: &str) -> Option<Arc<Script>> {
+        let scripts = self.scripts.read();
+        match scripts.get(sha) {
+            Some(s) => Some(s.clone()),
+            None => scripts.get(&sha.to_ascii_lowercase()).cloned(),
+        }
+    }
+
+    pub fn contains(&self, sha: &str) -> bool {
+        self.get(sha).is_some()
+    }
+
+    /// Forgets every script and starts a fresh Lua state.
+    pub fn flush(&self) {
+        let mut env = self.env.lock();
+        self.scripts.write().clear();
+        self.body_bytes.store(0, Ordering::Relaxed);
+        env.flush();
+    }
+
+    pub fn len(&self) -> usize {
+        self.scripts.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn body_bytes(&self) -> u64 {
+        self.body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Memory of the Lua state (`used_memory_lua`); 0 while a script runs and
+    /// holds it, rather than waiting for the script.
+    pub fn lua_memory(&self) -> usize {
+        self.env.try_lock().map_or(0, |env| env.memory_used())
+    }
+
+    /// Runs `f` on the Lua state, with `sha` compiled in it.
+    pub fn with_script<T>(
+        &self,
+        sha: &str,
+        script: &Script,
+        f: impl FnOnce(&mut LuaEnv) -> T,
+    ) -> Result<T, String> {
+        let mut env = self.env.lock();
+        if !env.contains(sha) {
+            env.compile(sha, &script.body)?;
+        }
+        Ok(f(&mut env))
+    }
+}

@@ -1,0 +1,153 @@
+//! What `redis.call` runs: a command from a script, checked by Redis's script
+//! rules and run against the shards the script already holds.
+//!
+//! The script runs as its caller's client (its database, its name in CLIENT LIST),
+//! with the protocol the script chose (`redis.setresp`), and a `SELECT` inside it
+//! does not outlast it (the caller's database is restored afterwards, as Redis 7).
+//! Each command's writes reach the log as their own records; the family wraps
+//! them in MULTI/EXEC, so a replay applies a script whole or not at all.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tidewire_resp::{Protocol, Reply};
+
+use super::ScriptHost;
+use crate::command::{flag, registry};
+use crate::exec::{resolve, Ctx};
+
+/// The rules a running script is held to.
+pub struct Rules {
+    /// EVAL_RO / EVALSHA_RO, or a `no-writes` shebang: no write command may run.
+    pub read_only: bool,
+    /// `allow-oom` (or `no-writes`): writes run even over `maxmemory`.
+    pub allow_oom: bool,
+}
+
+pub struct CommandHost<'c, 'a> {
+    ctx: &'c mut Ctx<'a>,
+    rules: Rules,
+    /// Whether a write command already ran: from then on the script cannot be
+    /// refused half-way for memory, as in Redis.
+    wrote: bool,
+}
+
+impl<'c, 'a> CommandHost<'c, 'a> {
+    pub fn new(ctx: &'c mut Ctx<'a>, rules: Rules) -> Self {
+        CommandHost {
+            ctx,
+            rules,
+            wrote: false,
+        }
+    }
+
+    pub fn wrote(&self) -> bool {
+        self.wrote
+    }
+
+    /// Redis's checks before a script's command runs; the error line on refusal.
+    fn admit(&self, argv: &[Bytes]) -> Result<&'static crate::command::Command, String> {
+        let cmd = resolve(argv).map_err(|_| {
+            if registry().get(&argv[0]).is_some() {
+                "ERR Wrong number of args calling Redis command from script".to_string()
+            } else {
+                "ERR Unknown Redis command called from script".to_string()
+            }
+        })?;
+        if cmd.has(flag::NOSCRIPT) {
+            return Err("ERR This Redis command is not allowed from script".into());
+        }
+        let writes = cmd.has(flag::WRITE);
+        if self.rules.read_only && writes {
+            return Err("ERR Write commands are not allowed from read-only scripts.".into());
+        }
+        if writes && !self.wrote {
+            if let Some(e) = crate::persistence::write_refusal(self.ctx.store) {
+                return Err(e.text());
+            }
+        }
+        if cmd.has(flag::DENYOOM) && !self.wrote && !self.rules.allow_oom {
+            crate::evict::check(self.ctx.store, true).map_err(|e| e.text())?;
+        }
+        Ok(cmd)
+    }
+}
+
+impl ScriptHost for CommandHost<'_, '_> {
+    fn call(&mut self, argv: &[Bytes]) -> Reply {
+        if argv.is_empty() {
+            return Reply::Error(
+                "ERR Please specify at least one argument for this redis lib call".into(),
+            );
+        }
+        let cmd = match self.admit(argv) {
+            Ok(cmd) => cmd,
+            Err(e) => return Reply::Error(e),
+        };
+        if cmd.has(flag::WRITE) && !self.wrote {
+            self.wrote = true;
+            self.ctx
+                .store
+                .scripts
+                .running
+                .wrote
+                .store(true, Ordering::SeqCst);
+        }
+        let ctx = &mut *self.ctx;
+        ctx.store.feed_monitors_from_script(ctx.client, argv);
+        ctx.store.run_locked(
+            ctx.client,
+            ctx.ks,
+            ctx.ev,
+            cmd,
+            argv,
+            ctx.now,
+            Instant::now(),
+            true,
+        )
+    }
+
+    fn set_resp(&mut self, resp: Protocol) {
+        self.ctx.client.proto = resp;
+    }
+
+    fn interrupt(&mut self) -> Option<String> {
+        let running = &self.ctx.store.scripts.running;
+        running
+            .kill
+            .load(Ordering::SeqCst)
+            .then(|| "ERR Script killed by user with SCRIPT KILL...".to_string())
+    }
+
+    fn acl_check(&mut self, argv: &[Bytes]) -> Result<bool, String> {
+        match resolve(argv) {
+            Ok(_) => Ok(true),
+            Err(_) if registry().get(&argv[0]).is_some() => Ok(true),
+            Err(_) => Err("ERR Invalid command passed to redis.acl_check_cmd()".into()),
+        }
+    }
+}
+
+/// Sets the client up to run a script and puts it back afterwards: the protocol
+/// the script's commands see is chosen by the script (RESP2 unless
+/// `redis.setresp(3)`), which the environment handles; the database a `SELECT`
+/// picks inside the script is the script's own.
+pub struct ClientState {
+    db: usize,
+    proto: Protocol,
+}
+
+impl ClientState {
+    pub fn save(ctx: &Ctx<'_>) -> Self {
+        ClientState {
+            db: ctx.client.db,
+            proto: ctx.client.proto,
+        }
+    }
+
+    pub fn restore(self, ctx: &mut Ctx<'_>) {
+        ctx.client.db = self.db;
+        ctx.client.proto = self.proto;
+    }
+}
