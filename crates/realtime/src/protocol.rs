@@ -235,11 +235,12 @@ impl<'de> Deserialize<'de> for MessageData {
                 Ok(MessageData::Json(v.into()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<MessageData, E> {
-                Ok(MessageData::Json(
-                    serde_json::Number::from_f64(v)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::Null),
-                ))
+                // NaN and infinities (msgpack only) have no JSON form; turning them into
+                // `null` made the payload vanish on the next hop (`data: null` reads as
+                // no data), as the ably_msgpack fuzz target found.
+                serde_json::Number::from_f64(v)
+                    .map(|n| MessageData::Json(serde_json::Value::Number(n)))
+                    .ok_or_else(|| E::custom("data is a non-finite number"))
             }
             fn visit_unit<E: de::Error>(self) -> Result<MessageData, E> {
                 Ok(MessageData::Json(serde_json::Value::Null))
