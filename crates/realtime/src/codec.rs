@@ -420,7 +420,7 @@ mod tests {
         deep_mp.extend_from_slice(b"messages");
         deep_mp.extend_from_slice(&[0x91, 0x81, 0xa6]);
         deep_mp.extend_from_slice(b"extras");
-        deep_mp.extend(std::iter::repeat(0x91).take(100_000));
+        deep_mp.extend(std::iter::repeat_n(0x91, 100_000));
         deep_mp.push(0xc0);
         assert!(decode_frame(&Frame::Binary(Bytes::from(deep_mp))).is_err());
     }

@@ -202,8 +202,7 @@ impl HistoryStore for MemoryHistoryStore {
         };
         log.prune(now_ms, self.max_per_channel);
         let in_range = |m: &&StoredMessage| {
-            q.start.map_or(true, |s| m.received_ms >= s)
-                && q.end.map_or(true, |e| m.received_ms <= e)
+            q.start.is_none_or(|s| m.received_ms >= s) && q.end.is_none_or(|e| m.received_ms <= e)
         };
         let limit = q.limit.max(1);
         let mut picked: Vec<StoredMessage> = Vec::with_capacity(limit.min(1000));
@@ -214,7 +213,7 @@ impl HistoryStore for MemoryHistoryStore {
                 for m in log
                     .items
                     .iter()
-                    .filter(|m| from.map_or(true, |f| m.serial > f))
+                    .filter(|m| from.is_none_or(|f| m.serial > f))
                     .filter(in_range)
                 {
                     if picked.len() == limit {
@@ -230,7 +229,7 @@ impl HistoryStore for MemoryHistoryStore {
                     .items
                     .iter()
                     .rev()
-                    .filter(|m| from.map_or(true, |f| m.serial < f))
+                    .filter(|m| from.is_none_or(|f| m.serial < f))
                     .filter(in_range)
                 {
                     if picked.len() == limit {

@@ -219,7 +219,7 @@ impl Channel {
             .members
             .iter()
             .filter(|((c, k), _)| {
-                connection_id.map_or(true, |x| x == c) && client_id.map_or(true, |x| x == k)
+                connection_id.is_none_or(|x| x == c) && client_id.is_none_or(|x| x == k)
             })
             .map(|(_, m)| m.clone())
             .collect()

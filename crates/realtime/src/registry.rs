@@ -214,7 +214,7 @@ impl Registry {
         self.lock().retain(|_, e| {
             e.record
                 .disconnected_ms
-                .map_or(true, |t| now_ms - t <= ttl_ms)
+                .is_none_or(|t| now_ms - t <= ttl_ms)
         });
     }
 

@@ -104,7 +104,7 @@ async fn presence_refusals() {
         .await;
     assert_eq!(c.expect(1).await["msgSerial"], 1);
     let ch = s.hub.existing_channel("room2");
-    assert!(ch.map_or(true, |c| c.members(None, None).is_empty()));
+    assert!(ch.is_none_or(|c| c.members(None, None).is_empty()));
 
     // Detaching leaves implicitly.
     let (mut watcher, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;

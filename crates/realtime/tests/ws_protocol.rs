@@ -174,7 +174,7 @@ fn deep_msgpack() -> Vec<u8> {
     b.extend_from_slice(b"messages");
     b.extend_from_slice(&[0x91, 0x81, 0xa6]);
     b.extend_from_slice(b"extras");
-    b.extend(std::iter::repeat(0x91).take(100_000));
+    b.extend(std::iter::repeat_n(0x91, 100_000));
     b.push(0xc0);
     b
 }

@@ -229,7 +229,14 @@ impl RequestParser {
     }
 
     fn inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-        let Some(nl) = buf.iter().position(|b| *b == b'\n') else {
+        // Redis finds the line end with `strchr`, which stops at a NUL byte: a NUL
+        // before the newline leaves the request incomplete until the inline limit
+        // refuses it. Same here, byte for byte, and the scan stops at the NUL too.
+        let nl = match buf.iter().position(|b| *b == b'\n' || *b == 0) {
+            Some(at) if buf[at] == b'\n' => Some(at),
+            _ => None,
+        };
+        let Some(nl) = nl else {
             if buf.len() > self.limits.max_inline_len {
                 return Err(ProtocolError::new("too big inline request"));
             }
@@ -298,11 +305,17 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
 /// Splits an inline line into arguments the way Redis's `sdssplitargs` does: spaces
 /// separate, `"..."` understands `\n \r \t \b \a \\ \" \xHH`, `'...'` understands `\'`.
 /// A closing quote must be followed by a space or the end. `None` means unbalanced.
+/// As in Redis, which reads the line as a C string, a NUL byte ends the line: what
+/// follows it is not seen, and a quote still open there is unbalanced.
 pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    let line = match line.iter().position(|b| *b == 0) {
+        Some(nul) => &line[..nul],
+        None => line,
+    };
     let mut args = Vec::new();
     let mut i = 0;
     loop {
-        while i < line.len() && line[i].is_ascii_whitespace() {
+        while i < line.len() && is_c_space(line[i]) {
             i += 1;
         }
         if i >= line.len() {
@@ -333,7 +346,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < line.len() && !is_c_space(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -347,7 +360,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                     i += 1;
                     current.push(b'\'');
                 } else if c == b'\'' {
-                    if i + 1 < line.len() && !line[i + 1].is_ascii_whitespace() {
+                    if i + 1 < line.len() && !is_c_space(line[i + 1]) {
                         return None;
                     }
                     i += 1;
@@ -358,7 +371,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
             } else {
                 match line.get(i) {
                     None => break,
-                    Some(b' ' | b'\n' | b'\r' | b'\t' | 0) => break,
+                    Some(b' ' | b'\n' | b'\r' | b'\t') => break,
                     Some(b'"') => in_double = true,
                     Some(b'\'') => in_single = true,
                     Some(c) => current.push(*c),
@@ -368,6 +381,12 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
         }
         args.push(Bytes::from(current));
     }
+}
+
+/// C's `isspace`, which Redis's splitter uses: Rust's `is_ascii_whitespace` leaves
+/// out the vertical tab.
+fn is_c_space(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 fn is_hex(c: u8) -> bool {
@@ -516,6 +535,54 @@ mod tests {
         assert_eq!(err.0, "Protocol error: unbalanced quotes in request");
         let err = parse_all(b"set \"abc\"x\r\n").unwrap_err();
         assert_eq!(err.0, "Protocol error: unbalanced quotes in request");
+    }
+
+    #[test]
+    fn nul_before_newline_leaves_the_request_incomplete() {
+        // Redis's strchr stops at the NUL: no reply, until the inline limit.
+        for input in [
+            &b"PING\x00\n"[..],
+            b"\x00\n",
+            b"GET a\x00b\r\n",
+            b"PING\x00\nPING\r\n",
+        ] {
+            let mut p = RequestParser::new(Limits::default());
+            let mut buf = BytesMut::from(input);
+            assert_eq!(p.next_command(&mut buf), Ok(None), "{input:?}");
+            assert_eq!(&buf[..], input, "nothing consumed");
+        }
+        let mut input = b"PING\x00\n".to_vec();
+        input.resize(INLINE_MAX_SIZE + 1, b'x');
+        assert_eq!(
+            parse_all(&input).unwrap_err().0,
+            "Protocol error: too big inline request"
+        );
+        // A NUL after the newline belongs to the next request.
+        let mut p = RequestParser::new(Limits::default());
+        let mut buf = BytesMut::from(&b"PING\r\n\x00\n"[..]);
+        assert_eq!(
+            strs(vec![p.next_command(&mut buf).unwrap().unwrap()]),
+            vec![vec!["PING"]]
+        );
+        assert_eq!(p.next_command(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn split_args_ends_at_nul_and_always_terminates() {
+        let s = |line: &[u8]| split_args(line).map(|v| strs(vec![v]).remove(0));
+        assert_eq!(s(b"PING\x00"), Some(vec!["PING".to_string()]));
+        assert_eq!(s(b"\x00"), Some(vec![]));
+        assert_eq!(s(b"GET a\x00b"), Some(vec!["GET".into(), "a".into()]));
+        assert_eq!(s(b"\"PI\x00NG\""), None, "the quote is open at the NUL");
+        assert_eq!(s(b"\x0bPING\x0c"), Some(vec!["PING\x0c".to_string()]));
+        // Every byte value alone and between words ends with a bounded result.
+        for b in 0..=255u8 {
+            for line in [vec![b], vec![b'a', b, b'b'], vec![b, b, b]] {
+                if let Some(args) = split_args(&line) {
+                    assert!(args.len() <= line.len(), "{line:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -126,6 +126,20 @@ fn make_read_room(inbuf: &mut BytesMut) {
     }
 }
 
+/// Room for a large argument whose `$len` header has arrived (`total` counts its
+/// CRLF), grown with the bytes that really came: at most as much again as is
+/// buffered, so a client declaring 512 MB and sending a few bytes costs a few
+/// bytes, not an allocation of the declared size that would count against
+/// `maxmemory` and evict other clients' keys. Doubling keeps the copies of a real
+/// large value linear in its size.
+fn grow_for_bulk(inbuf: &mut BytesMut, total: usize) {
+    let missing = total.saturating_sub(inbuf.len());
+    let free = inbuf.capacity() - inbuf.len();
+    if missing > free {
+        inbuf.reserve(missing.min(inbuf.len().max(READ_ROOM)));
+    }
+}
+
 fn limits(store: &Store) -> Limits {
     Limits {
         max_bulk_len: store.config.proto_max_bulk_len.load(Ordering::Relaxed),
@@ -285,10 +299,7 @@ impl Conn {
             }
         }
         if let Some(need) = self.parser.pending_bulk_len() {
-            // Reserve for a large value in one go rather than growing repeatedly.
-            if need > self.inbuf.capacity() - self.inbuf.len() {
-                self.inbuf.reserve(need.min(64 * 1024 * 1024) + 2);
-            }
+            grow_for_bulk(&mut self.inbuf, need + 2);
         }
         self.flush().await
     }
@@ -483,6 +494,24 @@ impl std::future::Future for EndOfTurn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_room_follows_received_bytes_not_the_declared_length() {
+        let declared = 512 * 1024 * 1024 + 2;
+        let mut inbuf = BytesMut::new();
+        grow_for_bulk(&mut inbuf, declared);
+        assert!(inbuf.capacity() < 64 * 1024, "{}", inbuf.capacity());
+        // Fed 1 MB in 16 KB reads, capacity stays within a small multiple of it.
+        for _ in 0..64 {
+            grow_for_bulk(&mut inbuf, declared);
+            inbuf.extend_from_slice(&[b'x'; 16 * 1024]);
+            assert!(inbuf.capacity() <= 4 * inbuf.len() + 64 * 1024);
+        }
+        // Near the end, the room is exactly what is missing.
+        let mut inbuf = BytesMut::from(&[b'x'; 100_000][..]);
+        grow_for_bulk(&mut inbuf, 100_010);
+        assert!(inbuf.capacity() >= 100_010);
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn end_of_turn_lets_queued_tasks_run_first() {

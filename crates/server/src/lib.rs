@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod busy_poll;
 pub mod config;
 pub mod connection;
+pub mod data_dir;
 pub mod history;
 pub mod http;
 pub mod latency;
@@ -43,6 +44,8 @@ pub struct Server {
     pub rest: Arc<upstash::RestState>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Released when the server is dropped, after shutdown's last flush.
+    _data_dir_lock: data_dir::DataDirLock,
 }
 
 impl Server {
@@ -98,6 +101,8 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    // Before anything in the directory is read or written.
+    let data_dir_lock = data_dir::DataDirLock::acquire(&config.data_dir)?;
     let store = build_store(&config)?;
     let mut realtime_config = config.realtime.clone();
     let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
@@ -186,6 +191,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         rest,
         shutdown_tx,
         tasks,
+        _data_dir_lock: data_dir_lock,
     })
 }
 

@@ -31,6 +31,11 @@ fn init_logging(config: &Config) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Sub::CheckAof { fix, file }) = &cli.command {
+        // Repairing a log a running server appends to would cut its writes.
+        let _lock = match fix {
+            true => tidewire_server::data_dir::DataDirLock::acquire_enclosing(file)?,
+            false => None,
+        };
         match tidewire_store::persistence::check::check_aof(file, *fix) {
             Ok(msg) => {
                 println!("{msg}");

@@ -3,10 +3,12 @@
 //! formats it: `data: subscribe,<channel>,1`, `data: message,<channel>,<message>`,
 //! `data: pmessage,<pattern>,<channel>,<message>`; MONITOR lines as they are.
 //!
-//! The stream owns its [`Client`]. When the HTTP client goes away hyper drops the
-//! response body, and with it the stream, whose drop runs `drop_client`: the
-//! subscriptions (or the MONITOR slot) are gone at once. Shutdown and CLIENT KILL end
-//! the stream from the server side.
+//! A pump task owns the [`Client`] and feeds the response body through a short
+//! queue. When the HTTP client goes away hyper drops the body, the pump sees its
+//! queue closed and ends, and the subscription's drop runs `drop_client`: the
+//! subscriptions (or the MONITOR slot) are gone at once. Shutdown, CLIENT KILL and
+//! the pub/sub output buffer limit end the pump from the server side, even while
+//! the client reads nothing.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -102,21 +104,17 @@ pub fn serve(
             sub.pending.extend(out);
         }
     }
-    let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-        if let Some(r) = sub.pending.pop_front() {
-            return Some((Ok::<_, Infallible>(event(&r)), sub));
-        }
-        let info = sub.client.info.clone();
-        tokio::select! {
-            biased;
-            _ = info.killed() => None,
-            _ = sub.shutdown.changed() => None,
-            msg = sub.rx.recv() => {
-                let (reply, size) = msg?;
-                info.pushed(size);
-                Some((Ok(event(&reply)), sub))
-            }
-        }
+    // A pump task owns the subscription and hands events to the body through a
+    // short queue. hyper polls the body only while the socket takes data, so a
+    // subscription living inside the body would outlive a CLIENT KILL or an output
+    // limit, still subscribed and holding its backlog, for as long as a client that
+    // never reads keeps the connection open. The pump sees the kill at once and
+    // drops the subscription, which unsubscribes it and frees what was queued.
+    let (events_tx, events_rx) = mpsc::channel::<Event>(BODY_QUEUE);
+    tokio::spawn(pump(sub, events_tx));
+    let stream = futures_util::stream::unfold(events_rx, |mut rx| async move {
+        let event = rx.recv().await?;
+        Some((Ok::<_, Infallible>(event), rx))
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
@@ -127,6 +125,42 @@ pub fn serve(
         axum::http::HeaderValue::from_static("no"),
     );
     resp
+}
+
+/// Events encoded ahead of the socket: what stays stuck in the body when the
+/// subscription is dropped, at most this many messages.
+const BODY_QUEUE: usize = 16;
+
+/// Moves a subscription's pushes into the response body until the HTTP client goes
+/// away, the client is killed (CLIENT KILL, output buffer limit) or the server stops.
+async fn pump(mut sub: Subscription, events: mpsc::Sender<Event>) {
+    while let Some(r) = sub.pending.pop_front() {
+        if events.send(event(&r)).await.is_err() {
+            return;
+        }
+    }
+    let info = sub.client.info.clone();
+    loop {
+        let reply = tokio::select! {
+            biased;
+            _ = info.killed() => return,
+            _ = sub.shutdown.changed() => return,
+            _ = events.closed() => return,
+            msg = sub.rx.recv() => match msg {
+                Some((reply, size)) => {
+                    info.pushed(size);
+                    reply
+                }
+                None => return,
+            },
+        };
+        tokio::select! {
+            biased;
+            _ = info.killed() => return,
+            _ = sub.shutdown.changed() => return,
+            sent = events.send(event(&reply)) => if sent.is_err() { return },
+        }
+    }
 }
 
 fn event(reply: &Reply) -> Event {
