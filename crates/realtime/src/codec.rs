@@ -233,6 +233,11 @@ pub fn normalize_message(m: &mut Message) {
 }
 
 fn normalize_data(data: &mut Option<MessageData>, encoding: &mut Option<String>) {
+    // An empty encoding is no encoding; kept, it read differently after a JSON hop
+    // with binary data (`""` became `base64`, then nothing).
+    if encoding.as_deref() == Some("") {
+        *encoding = None;
+    }
     let Some(enc) = encoding.as_deref() else {
         return;
     };
@@ -468,6 +473,17 @@ mod tests {
         frame.extend_from_slice(&f64::NAN.to_be_bytes());
         let e = decode_frame(&Frame::Binary(Bytes::from(frame))).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn an_empty_encoding_is_no_encoding() {
+        let f = Frame::Text(r#"{"action":15,"messages":[{"data":"x","encoding":""}]}"#.into());
+        let pm = decode_frame(&f).unwrap().unwrap();
+        assert_eq!(pm.messages.as_ref().unwrap()[0].encoding, None);
+        let binary = publish_with(MessageData::Binary(Bytes::from_static(&[1])), None);
+        for f in [Format::Json, Format::Msgpack] {
+            assert_eq!(roundtrip(&binary, f), binary);
+        }
     }
 
     #[test]
