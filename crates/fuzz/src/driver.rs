@@ -39,7 +39,7 @@ impl Target {
 /// How long and how hard to run, from the environment (see docs/fuzzing.md).
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `TIDEWIRE_FUZZ_CASES`: inputs per target (default 2000).
+    /// `TIDEWIRE_FUZZ_CASES`: inputs per target (default 5000).
     pub cases: u64,
     /// `TIDEWIRE_FUZZ_SEED`: the random seed (default fixed, so runs repeat).
     pub seed: u64,
@@ -70,7 +70,7 @@ impl Settings {
             }
         }
         Settings {
-            cases: num("TIDEWIRE_FUZZ_CASES", 2000),
+            cases: num("TIDEWIRE_FUZZ_CASES", 5000),
             seed: num("TIDEWIRE_FUZZ_SEED", DEFAULT_SEED),
             slow_after: Duration::from_millis(num("TIDEWIRE_FUZZ_SLOW_MS", 2000)),
             hang_after: Duration::from_millis(num("TIDEWIRE_FUZZ_HANG_MS", 10_000)),
