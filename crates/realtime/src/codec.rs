@@ -461,7 +461,7 @@ mod tests {
     }
 
     #[test]
-    fn non_finite_msgpack_data_is_refused_not_turned_into_no_data() {
+    fn non_finite_msgpack_data_is_refused_and_extras_dropped_not_turned_into_null() {
         // {"action":15,"messages":[{"data":NaN}]}
         let mut frame = vec![0x82, 0xa6];
         frame.extend_from_slice(b"action");
@@ -473,6 +473,19 @@ mod tests {
         frame.extend_from_slice(&f64::NAN.to_be_bytes());
         let e = decode_frame(&Frame::Binary(Bytes::from(frame))).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
+        // {"action":15,"messages":[{"extras":NaN}]}: no extras, as `null` would be.
+        let mut frame = vec![0x82, 0xa6];
+        frame.extend_from_slice(b"action");
+        frame.extend_from_slice(&[0x0f, 0xa8]);
+        frame.extend_from_slice(b"messages");
+        frame.extend_from_slice(&[0x91, 0x81, 0xa6]);
+        frame.extend_from_slice(b"extras");
+        frame.push(0xcb);
+        frame.extend_from_slice(&f64::NAN.to_be_bytes());
+        let pm = decode_frame(&Frame::Binary(Bytes::from(frame)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pm.messages.unwrap()[0].extras, None);
     }
 
     #[test]

@@ -276,7 +276,11 @@ pub struct Message {
     pub data: Option<MessageData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
     pub extras: Option<serde_json::Value>,
     #[serde(
         default,
@@ -318,7 +322,11 @@ pub struct PresenceMessage {
     pub data: Option<MessageData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
     pub extras: Option<serde_json::Value>,
     #[serde(
         default,
@@ -392,6 +400,13 @@ impl ProtocolMessage {
     pub fn has_flag(&self, flag: u64) -> bool {
         self.flags.unwrap_or(0) & flag != 0
     }
+}
+
+/// An optional JSON value where `null` means absent. A msgpack NaN or infinity reads
+/// as JSON `null`; kept as `Some(null)` it was written as `null` and so read back as
+/// absent, a change on the next hop (found by the ably_msgpack fuzz target).
+fn non_null_json<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    Ok(Option::<serde_json::Value>::deserialize(d)?.filter(|v| !v.is_null()))
 }
 
 /// Integer deserializers that also accept integral floats and (for params) strings,
