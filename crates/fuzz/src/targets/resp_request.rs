@@ -277,7 +277,7 @@ fn arbitrary_commands(u: &mut Unstructured) -> arbitrary::Result<Vec<Vec<Vec<u8>
 /// and (as a first word) not starting with `*`, which would make it multibulk.
 fn can_be_bare(arg: &[u8], first: bool) -> bool {
     !arg.is_empty()
-        && !(first && arg[0] == b'*')
+        && (!first || arg[0] != b'*')
         && arg
             .iter()
             .all(|&b| !b.is_ascii_whitespace() && !matches!(b, b'"' | b'\'' | 0 | 0x0b))

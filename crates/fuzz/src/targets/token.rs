@@ -120,7 +120,7 @@ fn check_jwt(input: &[u8]) -> Result<(), String> {
         if token::verify_jwt(token, &key.secret).is_err() {
             return Err("accepted, yet does not verify with its key's secret".into());
         }
-        if p.method != AuthMethod::Token || p.expires_ms.map_or(true, |e| e <= NOW_MS) {
+        if p.method != AuthMethod::Token || !matches!(p.expires_ms, Some(e) if e > NOW_MS) {
             return Err(format!("accepted expired or untimed: {:?}", p.expires_ms));
         }
         is_within(&p.capability, &[&key.capability])?;
