@@ -20,6 +20,9 @@ use crate::token::{self, TokenClaims, TokenDetails, TokenRequest};
 const CLOCK_WINDOW_MS: i64 = 120_000;
 /// Longest token lifetime we mint (Ably: 24 h).
 const MAX_TOKEN_TTL_MS: i64 = 86_400_000;
+/// How far in the future a JWT's `iat` may be (issuer and server clocks differ a
+/// little); a token issued later than that was minted with a wrong or forged clock.
+const JWT_CLOCK_SKEW_MS: i64 = 30_000;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -78,6 +81,10 @@ pub struct Keyring {
     /// (keyName, nonce) → timestamp, pruned past the clock window: replaying a signed
     /// TokenRequest inside its validity window is refused (40105).
     nonces: Mutex<HashMap<(String, String), i64>>,
+    /// When this keyring was built (server start), ms. The nonce memory starts
+    /// empty, so a TokenRequest timestamped before it may have been used already:
+    /// it is refused (40104) rather than remembered across restarts.
+    started_ms: i64,
 }
 
 impl Keyring {
@@ -111,6 +118,7 @@ impl Keyring {
             keys,
             default_ttl_ms: config.default_token_ttl_ms,
             nonces: Mutex::new(HashMap::new()),
+            started_ms: now_ms(),
         })
     }
 
@@ -153,6 +161,17 @@ impl Keyring {
         let claims = token::verify_jwt(token, &key.secret)?;
         if claims.expires_ms <= now {
             return Err(AblyError::new(ErrorCode::TokenExpired, "Token expired"));
+        }
+        // Ably's limits hold for JWTs minted elsewhere too: at most 24 h of life,
+        // and not issued in the future.
+        if claims.expires_ms.saturating_sub(claims.issued_ms) > MAX_TOKEN_TTL_MS {
+            return Err(AblyError::new(
+                ErrorCode::InvalidParameterValue,
+                "Excessive value for TTL",
+            ));
+        }
+        if claims.issued_ms > now.saturating_add(JWT_CLOCK_SKEW_MS) {
+            return Err(AblyError::of(ErrorCode::TimestampNotCurrent));
         }
         let capability = match &claims.capability {
             None => key.capability.clone(),
@@ -201,7 +220,7 @@ impl Keyring {
                     "TokenRequest has no timestamp",
                 )
             })?;
-            if ts.saturating_sub(now).saturating_abs() > CLOCK_WINDOW_MS {
+            if ts.saturating_sub(now).saturating_abs() > CLOCK_WINDOW_MS || ts < self.started_ms {
                 return Err(AblyError::of(ErrorCode::TimestampNotCurrent));
             }
             let nonce = req.nonce.as_deref().unwrap_or("");

@@ -5,14 +5,13 @@
 //! message for every subscriber. That lock is the ordering point: every subscriber and
 //! the history see one channel's messages in the same order. Nothing under it awaits;
 //! delivery is a non-blocking `try_send` into each connection's bounded queue, and a
-//! connection whose queue is full is told to disconnect rather than slowing the
-//! channel down.
+//! connection past its output limits is evicted (see [`crate::outbox`]) rather than
+//! slowing the channel down.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
-use tokio::sync::Notify;
 
 use crate::codec::{encode_frame, Format, Frame};
 use crate::history::{Direction, HistoryQuery, HistoryStore, StoredMessage};
@@ -24,6 +23,8 @@ use crate::protocol::{Action, Message, PresenceMessage, ProtocolMessage};
 #[derive(Debug)]
 pub struct SharedFrame {
     pub message: ProtocolMessage,
+    /// Approximate encoded size, counted against a connection's output limits.
+    weight: usize,
     json: OnceLock<Option<Frame>>,
     msgpack: OnceLock<Option<Frame>>,
 }
@@ -31,6 +32,7 @@ pub struct SharedFrame {
 impl SharedFrame {
     pub fn new(message: ProtocolMessage) -> Arc<Self> {
         Arc::new(SharedFrame {
+            weight: approximate_size(&message),
             message,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
@@ -55,6 +57,39 @@ impl SharedFrame {
         })
         .clone()
     }
+
+    /// Approximate encoded size in bytes (see [`approximate_size`]).
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+}
+
+/// Envelope bytes counted per frame on top of its payloads (action, channel,
+/// serials, ids).
+const FRAME_OVERHEAD: usize = 128;
+
+/// A cheap estimate of a frame's encoded size: payload sizes plus a fixed
+/// envelope. Computed once per frame (not per recipient), before it is encoded.
+fn approximate_size(pm: &ProtocolMessage) -> usize {
+    let messages: usize = pm
+        .messages
+        .iter()
+        .flatten()
+        .map(|m| m.size() + FRAME_OVERHEAD)
+        .sum();
+    let presence: usize = pm
+        .presence
+        .iter()
+        .flatten()
+        .map(|p| {
+            p.data
+                .as_ref()
+                .map_or(0, crate::protocol::MessageData::size)
+                + p.client_id.as_ref().map_or(0, String::len)
+                + FRAME_OVERHEAD
+        })
+        .sum();
+    FRAME_OVERHEAD + messages + presence
 }
 
 /// Drops the per-message fields a client derives from the enclosing MESSAGE (`id` =
@@ -91,9 +126,8 @@ pub struct ConnHandle {
     pub id: u64,
     /// Ably connectionId.
     pub connection_id: String,
+    /// Its outbound queue; also how an over-limit connection is evicted.
     pub tx: Arc<crate::outbox::Outbox>,
-    /// Signalled when the connection fell too far behind and must be dropped.
-    pub overflow: Arc<Notify>,
 }
 
 /// A connection's attachment to a channel.
@@ -123,7 +157,6 @@ impl Subscriber {
                 id,
                 connection_id: connection_id.to_string(),
                 tx,
-                overflow: Arc::new(Notify::new()),
             },
             receive: true,
             presence: true,
@@ -450,11 +483,10 @@ impl Channel {
             if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
                 continue;
             }
-            if sub.conn.tx.try_send(frame.clone()).is_err() {
-                // Falling behind loses continuity; drop the connection so the client
-                // reconnects instead of silently missing messages.
-                sub.conn.overflow.notify_one();
-            }
+            // A refused frame means the connection fell behind its output limits:
+            // the outbox has evicted it and its session disconnects it, so the
+            // client resumes from history instead of silently missing messages.
+            let _ = sub.conn.tx.try_send(frame.clone());
         }
         Published {
             serials,

@@ -61,8 +61,25 @@ pub enum Frame {
     Close,
 }
 
-/// Decodes one inbound frame. Text frames are JSON, binary frames msgpack, whatever
-/// the negotiated format (clients are consistent; being liberal costs nothing).
+/// Refuses a data frame of the other format than the connection negotiated (a
+/// binary frame on a JSON connection, text on a msgpack one): Ably clients never
+/// send one, so it is a broken or hostile client, not something to skip silently.
+pub fn check_frame_format(frame: &Frame, format: Format) -> Result<(), AblyError> {
+    let wrong = match (frame, format) {
+        (Frame::Binary(_), Format::Json) => "binary frame on a JSON connection",
+        (Frame::Text(_) | Frame::SharedText(_), Format::Msgpack) => {
+            "text frame on a msgpack connection"
+        }
+        _ => return Ok(()),
+    };
+    Err(AblyError::new(
+        ErrorCode::BadRequest,
+        format!("Unexpected {wrong}"),
+    ))
+}
+
+/// Decodes one inbound frame: text frames as JSON, binary frames as msgpack (the
+/// session first refuses the wrong kind with [`check_frame_format`]).
 pub fn decode_frame(frame: &Frame) -> Result<Option<ProtocolMessage>, AblyError> {
     let mut pm: ProtocolMessage = match frame {
         Frame::Text(t) => from_json(t.as_bytes())?,

@@ -102,6 +102,17 @@ pub struct RealtimeConfig {
     pub default_token_ttl_ms: i64,
     /// Messages queued for a slow subscriber before it is disconnected.
     pub outbound_queue: usize,
+    /// Hard limit, in bytes, on one connection's pending output (queued fan-out
+    /// plus frames its writer has not handed to the socket yet): a subscriber that
+    /// passes it is disconnected at once and its queue freed, so a client that stops
+    /// reading costs the server at most this much. Like Redis's
+    /// `client-output-buffer-limit pubsub 32mb 8mb 60`. 0 disables.
+    pub output_buffer_hard_limit: usize,
+    /// Soft limit, in bytes: a connection that stays above it for
+    /// [`RealtimeConfig::output_buffer_soft_secs`] is disconnected too. 0 disables.
+    pub output_buffer_soft_limit: usize,
+    /// How long a connection may stay above the soft limit, in seconds.
+    pub output_buffer_soft_secs: u64,
     /// Presence members one channel may hold (Ably's default is 200).
     pub max_presence_members: usize,
     /// How long members of an abruptly disconnected connection stay present
@@ -134,11 +145,25 @@ impl Default for RealtimeConfig {
             connection_state_ttl_ms: 120_000,
             default_token_ttl_ms: 3_600_000,
             outbound_queue: 4096,
+            output_buffer_hard_limit: 32 * 1024 * 1024,
+            output_buffer_soft_limit: 8 * 1024 * 1024,
+            output_buffer_soft_secs: 60,
             max_presence_members: 10_000,
             presence_leave_grace_ms: 15_000,
             occupancy_debounce_ms: 1_000,
             presence_batch_threshold: 500,
             presence_batch_ms: 50,
+        }
+    }
+}
+
+impl RealtimeConfig {
+    /// The per-connection output limits these settings describe.
+    pub fn output_limits(&self) -> crate::outbox::OutputLimits {
+        crate::outbox::OutputLimits {
+            hard_bytes: self.output_buffer_hard_limit,
+            soft_bytes: self.output_buffer_soft_limit,
+            soft_for: std::time::Duration::from_secs(self.output_buffer_soft_secs),
         }
     }
 }

@@ -17,13 +17,12 @@ use std::time::Duration;
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{now_ms, Principal};
 use crate::capability::ops;
 use crate::channel::{Backlog, ConnHandle, Origin, Publisher, SharedFrame, Subscriber};
-use crate::codec::{decode_frame, encode_frame, Format, Frame};
+use crate::codec::{check_frame_format, decode_frame, encode_frame, Format, Frame};
 use crate::connect::{authenticate, parse_rewind, ConnectParams};
 use crate::error::{AblyError, ErrorCode};
 use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
@@ -45,6 +44,14 @@ const OUT_BATCH: usize = 256;
 /// The server asks for a new token this long before expiry (or a quarter of the
 /// remaining lifetime for short tokens).
 const RENEW_AHEAD: Duration = Duration::from_secs(30);
+
+/// Longest wait for a peer to take the last frames of a session ending on the
+/// server's initiative (DISCONNECTED, close): one that does not read must not keep
+/// its session, queue and channel attachments alive.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Why a subscriber past its output limits is disconnected.
+const FELL_BEHIND: &str =
+    "Connection disconnected: client not reading fast enough (output buffer limit exceeded)";
 
 /// Whether the session continues after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,8 +198,8 @@ pub async fn run_session<S, R, E>(
         },
     };
     let superseded = link.superseded.clone();
-    let (tx, rx) = crate::outbox::channel(hub.config().outbound_queue.max(1));
-    let overflow = Arc::new(Notify::new());
+    let (tx, rx) =
+        crate::outbox::with_limits(hub.config().outbound_queue, hub.config().output_limits());
     let mut s = Session {
         bucket: Bucket::new(hub.config().max_inbound_rate),
         hub: hub.clone(),
@@ -203,7 +210,6 @@ pub async fn run_session<S, R, E>(
             id: slot.id,
             connection_id,
             tx,
-            overflow: overflow.clone(),
         },
         connection_key,
         client_id,
@@ -233,8 +239,8 @@ pub async fn run_session<S, R, E>(
     // whole loop (re-creating them per wake-up costs two waiter-list locks per
     // delivered message).
     let superseded_fut = superseded.notified();
-    let overflow_fut = overflow.notified();
-    tokio::pin!(superseded_fut, overflow_fut);
+    let evicted_fut = rx.evicted();
+    tokio::pin!(superseded_fut, evicted_fut);
     let mut flow = s.flush(&mut sink).await;
     while flow == Flow::Continue {
         let deadline = s.next_deadline();
@@ -244,10 +250,20 @@ pub async fn run_session<S, R, E>(
                 superseded_now = true;
                 flow = Flow::Close;
             }
-            _ = &mut overflow_fut => {
-                let e = AblyError::new(ErrorCode::Disconnected, "Connection fell behind; outbound queue full");
-                s.push(ProtocolMessage { action: Action::Disconnected, error: Some(e.to_info()), ..Default::default() });
-                s.flush(&mut sink).await;
+            _ = &mut evicted_fut => {
+                // Past its output limits: the outbox already dropped the queue.
+                // Leave the channels first (occupancy must not wait on a peer that
+                // does not read), say why if the socket still takes it, then go.
+                // The connection stays resumable: the client catches up from history.
+                s.detach_all();
+                s.out.clear();
+                s.pending_ack = None;
+                s.push(ProtocolMessage {
+                    action: Action::Disconnected,
+                    error: Some(AblyError::new(ErrorCode::Disconnected, FELL_BEHIND).to_info()),
+                    ..Default::default()
+                });
+                let _ = tokio::time::timeout(GOODBYE_TIMEOUT, s.write_out(&mut sink)).await;
                 flow = Flow::Close;
             }
             frame = stream.next() => {
@@ -294,7 +310,9 @@ pub async fn run_session<S, R, E>(
             }
         }
     }
-    let _ = sink.close().await;
+    // A peer that does not read cannot take a close frame either.
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, sink.close()).await;
+    s.conn.tx.close();
     s.detach_all();
     s.end_presence(superseded_now);
     slot.set_resumable(s.resumable);
@@ -370,12 +388,18 @@ impl Session {
     {
         // A peer that stops reading must not pin this task (and its queue) forever.
         let limit = Duration::from_millis(self.hub.config().max_idle_interval_ms.max(1000) * 2);
-        match tokio::time::timeout(limit, self.write_out(sink)).await {
-            Ok(flow) => flow,
-            Err(_) => {
-                tracing::debug!("realtime transport write timed out");
-                Flow::Close
-            }
+        let outbox = self.conn.tx.clone();
+        tokio::select! {
+            written = tokio::time::timeout(limit, self.write_out(sink)) => match written {
+                Ok(flow) => flow,
+                Err(_) => {
+                    tracing::debug!("realtime transport write timed out");
+                    Flow::Close
+                }
+            },
+            // Evicted while blocked on the socket: stop writing; the session loop
+            // sees the eviction next and says goodbye.
+            () = outbox.evicted() => Flow::Continue,
         }
     }
 
@@ -394,10 +418,15 @@ impl Session {
                         continue;
                     }
                 },
-                Outgoing::Shared(sf) => match sf.frame(self.format) {
-                    Some(f) => f,
-                    None => continue,
-                },
+                Outgoing::Shared(sf) => {
+                    // In the transport's hands from here (it buffers at most about
+                    // one frame before it waits for the socket).
+                    self.conn.tx.release(&sf);
+                    match sf.frame(self.format) {
+                        Some(f) => f,
+                        None => continue,
+                    }
+                }
                 Outgoing::Ping => Frame::Ping(bytes::Bytes::new()),
             };
             if sink.feed(frame).await.is_err() {
@@ -414,7 +443,7 @@ impl Session {
         if frame == Frame::Close {
             return Flow::Close;
         }
-        match decode_frame(&frame) {
+        match check_frame_format(&frame, self.format).and_then(|()| decode_frame(&frame)) {
             Ok(Some(pm)) => self.on_message(pm),
             Ok(None) => Flow::Continue,
             Err(e) => {

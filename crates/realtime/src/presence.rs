@@ -203,9 +203,8 @@ impl Channel {
 
     fn fan_out_presence(st: &crate::channel::State, frame: &Arc<SharedFrame>) {
         for sub in st.subscribers.values().filter(|s| s.presence) {
-            if sub.conn.tx.try_send(frame.clone()).is_err() {
-                sub.conn.overflow.notify_one();
-            }
+            // Refused only for an evicted connection, which is disconnecting.
+            let _ = sub.conn.tx.try_send(frame.clone());
         }
     }
 
@@ -293,9 +292,8 @@ impl Channel {
             ..Default::default()
         });
         for sub in st.subscribers.values().filter(|s| s.occupancy) {
-            if sub.conn.tx.try_send(frame.clone()).is_err() {
-                sub.conn.overflow.notify_one();
-            }
+            // Refused only for an evicted connection, which is disconnecting.
+            let _ = sub.conn.tx.try_send(frame.clone());
         }
     }
 }

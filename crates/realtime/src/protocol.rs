@@ -84,8 +84,25 @@ impl Serialize for Action {
 
 impl<'de> Deserialize<'de> for Action {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = lenient::u64_value(d)?;
+        // Strict, unlike other numeric fields: a string action is a broken frame.
+        let n = d.deserialize_u64(ActionNumber)?;
         Action::try_from(n).map_err(|n| de::Error::custom(format!("unknown action {n}")))
+    }
+}
+
+/// Accepts only an integer `action` (no strings, no fractions).
+struct ActionNumber;
+
+impl Visitor<'_> for ActionNumber {
+    type Value = u64;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an integer action")
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::custom("negative action"))
     }
 }
 
@@ -466,10 +483,6 @@ pub(crate) mod lenient {
 
     fn conv<T: TryFrom<i128>, E: de::Error>(v: i128) -> Result<T, E> {
         T::try_from(v).map_err(|_| E::custom("integer out of range"))
-    }
-
-    pub fn u64_value<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        conv(int(d)?)
     }
 
     pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -250,7 +250,7 @@ pub fn verify_jwt(token: &str, secret: &str) -> Result<TokenClaims, AblyError> {
     let issued_ms = claims
         .issued_ms
         .or(claims.iat.map(|s| s.saturating_mul(1000)))
-        .unwrap_or(0);
+        .ok_or_else(|| bad("JWT has no iat claim"))?;
     let capability = match claims.capability {
         None => None,
         Some(CapabilityClaim::Text(t)) => Some(t),

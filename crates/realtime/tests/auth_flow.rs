@@ -229,3 +229,49 @@ async fn hand_minted_ably_jwt_is_accepted() {
     c.send(json!({"action": 10, "channel": "elsewhere"})).await;
     assert_eq!(c.expect(9).await["error"]["code"], 40160);
 }
+
+/// An HS256 JWT for `test.full` with these `iat`/`exp` (seconds).
+fn jwt_with_times(iat: i64, exp: i64) -> String {
+    use hmac::{Hmac, Mac};
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64url.encode(br#"{"typ":"JWT","alg":"HS256","kid":"test.full"}"#);
+    let claims = b64url.encode(json!({"iat": iat, "exp": exp}).to_string());
+    let input = format!("{header}.{claims}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"fullsecret").unwrap();
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64url.encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn jwts_beyond_ablys_lifetime_or_issued_in_the_future_are_refused() {
+    let s = start(base_config()).await;
+    let now = now_ms() / 1000;
+    let day = 86_400;
+    let cases = [
+        // Ten years of life: Ably tokens live 24 h at most.
+        (jwt_with_times(now, now + 10 * 365 * day), 40003, 400),
+        (jwt_with_times(now - 60, now + day), 40003, 400),
+        // Issued an hour from now: beyond any clock skew.
+        (jwt_with_times(now + 3600, now + 7200), 40104, 401),
+    ];
+    for (jwt, code, status) in cases {
+        let mut c = Client::connect(&s, &format!("access_token={jwt}")).await;
+        let e = c.expect(9).await;
+        assert_eq!(e["error"]["code"], code, "{e}");
+        assert_eq!(e["error"]["statusCode"], status, "{e}");
+        let r = http()
+            .get(s.http("/channels/x/messages"))
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status);
+    }
+    // Within the limits (a full day, a few seconds of skew) is fine.
+    for jwt in [
+        jwt_with_times(now, now + day),
+        jwt_with_times(now + 5, now + 600),
+    ] {
+        Client::connected(&s, &format!("access_token={jwt}")).await;
+    }
+}

@@ -680,3 +680,29 @@ async fn client_supplied_ids_are_idempotent_across_rest_and_realtime() {
     }
     assert_eq!(delivered, 1);
 }
+
+#[tokio::test]
+async fn wrong_kind_of_frame_or_a_string_action_is_a_protocol_error() {
+    let s = start(base_config()).await;
+    let attach = json!({"action": 10, "channel": "kinds"});
+    let msgpack_attach = rmp_serde::to_vec_named(&attach).unwrap();
+    for (query, bad) in [
+        // A string action is not an action, even if it parses as a number.
+        (
+            "",
+            WsMsg::Text(r#"{"action":"10","channel":"kinds"}"#.into()),
+        ),
+        // A well-formed msgpack ATTACH on a JSON connection (explicit and default).
+        ("&format=json", WsMsg::Binary(msgpack_attach.clone().into())),
+        ("", WsMsg::Binary(msgpack_attach.clone().into())),
+        // A well-formed JSON ATTACH on a msgpack connection.
+        ("&format=msgpack", WsMsg::Text(attach.to_string().into())),
+    ] {
+        let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}{query}")).await;
+        c.send_raw(bad).await;
+        let e = c.expect(9).await;
+        assert_eq!(e["error"]["code"], 40000, "{query}: {e}");
+        assert_eq!(e["error"]["statusCode"], 400);
+        assert!(c.closes().await, "{query}: closed after the error");
+    }
+}

@@ -18,16 +18,9 @@ use std::time::{Duration, Instant};
 
 use persistence_support::*;
 
-/// Resident memory of a process, in bytes.
-fn rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS");
-    kb * 1024
+/// Resident memory of the server process, in bytes.
+fn rss(node: &Node) -> u64 {
+    node.rss_kib() * 1024
 }
 
 fn raw(node: &Node) -> TcpStream {
@@ -73,8 +66,7 @@ fn ping(node: &Node) {
 fn nul_in_an_inline_command_costs_nothing_before_auth() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), &[("requirepass", "secret")]);
-    let pid = node.child.id();
-    let before = rss(pid);
+    let before = rss(&node);
     let inputs: [&[u8]; 3] = [b"PING\x00\n", b"\x00\n", b"GET a\x00b\r\n"];
     let mut conns: Vec<TcpStream> = inputs
         .iter()
@@ -89,7 +81,7 @@ fn nul_in_an_inline_command_costs_nothing_before_auth() {
     for c in &mut conns {
         assert_eq!(read_some(c), b"", "no reply to a line cut by a NUL");
     }
-    let grown = rss(pid).saturating_sub(before);
+    let grown = rss(&node).saturating_sub(before);
     assert!(grown < 32 << 20, "RSS grew by {grown} bytes");
     // Everyone else carries on.
     let mut c = raw(&node);
@@ -106,7 +98,7 @@ fn nul_in_an_inline_command_costs_nothing_before_auth() {
         0,
         "closed after the error"
     );
-    let grown = rss(pid).saturating_sub(before);
+    let grown = rss(&node).saturating_sub(before);
     assert!(grown < 32 << 20, "RSS grew by {grown} bytes");
 }
 
@@ -118,7 +110,6 @@ fn a_declared_bulk_length_reserves_nothing_and_evicts_nobody() {
         dir.path(),
         &[("maxmemory", "100mb"), ("maxmemory-policy", "allkeys-lru")],
     );
-    let pid = node.child.id();
     let mut c = node.conn();
     let mut pipe = redis::pipe();
     for i in 0..KEYS {
@@ -132,7 +123,7 @@ fn a_declared_bulk_length_reserves_nothing_and_evicts_nobody() {
         node.info_field(c, "used_memory").unwrap().parse().unwrap()
     };
     let used_before = used(&mut c);
-    let rss_before = rss(pid);
+    let rss_before = rss(&node);
     // Three clients each declare a 512 MB argument and send 4 KB of it.
     let hostile: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -159,7 +150,7 @@ fn a_declared_bulk_length_reserves_nothing_and_evicts_nobody() {
     let used_after = used(&mut c);
     let grown = used_after.saturating_sub(used_before);
     assert!(grown < 4 << 20, "used_memory grew by {grown} bytes");
-    let rss_grown = rss(pid).saturating_sub(rss_before);
+    let rss_grown = rss(&node).saturating_sub(rss_before);
     assert!(rss_grown < 16 << 20, "RSS grew by {rss_grown} bytes");
     let dbsize: usize = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert_eq!(dbsize, KEYS, "nothing was evicted");
@@ -187,8 +178,7 @@ fn a_declared_bulk_length_reserves_nothing_and_evicts_nobody() {
 fn an_http_body_costs_what_arrived_not_its_content_length() {
     let dir = tempfile::tempdir().unwrap();
     let node = start(dir.path(), &[]);
-    let pid = node.child.id();
-    let before = rss(pid);
+    let before = rss(&node);
     // Just under the default 10 MB body limit, from 20 clients at once.
     let declared = 10 * 1024 * 1024 - 1;
     let mut conns = Vec::new();
@@ -205,7 +195,7 @@ fn an_http_body_costs_what_arrived_not_its_content_length() {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    let grown = rss(pid).saturating_sub(before);
+    let grown = rss(&node).saturating_sub(before);
     assert!(
         grown < 32 << 20,
         "RSS grew by {grown} bytes for ~20 KB received"
@@ -251,7 +241,6 @@ fn an_sse_subscriber_that_never_reads_is_dropped_at_its_output_limit() {
         dir.path(),
         &[("client-output-buffer-limit", "pubsub 4mb 1mb 60")],
     );
-    let pid = node.child.id();
     let token = std::fs::read_to_string(node.dir.join("rest-token")).unwrap();
     let mut sub = TcpStream::connect(("127.0.0.1", node.http_port)).unwrap();
     sub.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -262,7 +251,7 @@ fn an_sse_subscriber_that_never_reads_is_dropped_at_its_output_limit() {
     sub.write_all(head.as_bytes()).unwrap();
     assert!(!read_until(&mut sub, b"subscribe,feed,1").is_empty());
     let mut c = node.conn();
-    let before = rss(pid);
+    let before = rss(&node);
     // 64 MB published to a subscriber that reads nothing more.
     let message = vec![b'm'; 64 * 1024];
     let mut receivers = Vec::new();
@@ -282,7 +271,7 @@ fn an_sse_subscriber_that_never_reads_is_dropped_at_its_output_limit() {
         .query(&mut c)
         .unwrap();
     assert_eq!(numsub.1, 0);
-    let grown = rss(pid).saturating_sub(before);
+    let grown = rss(&node).saturating_sub(before);
     assert!(
         grown < 48 << 20,
         "RSS grew by {grown} bytes for 64 MB published"

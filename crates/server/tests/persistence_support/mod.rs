@@ -40,12 +40,25 @@ pub fn try_start_with_env(
     params: &[(&str, &str)],
     env: &[(&str, &str)],
 ) -> Result<Node, String> {
+    let cfg = config_file(dir, params);
+    spawn(dir, &cfg, env)
+}
+
+/// Starts the binary with `toml` as its whole config file (for sections other than
+/// `[redis]`, e.g. `[realtime]`); `Err(stderr)` if it exits before listening.
+pub fn try_start_with_toml(dir: &Path, toml: &str) -> Result<Node, String> {
+    let cfg = dir.join("tidewire-test.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    spawn(dir, &cfg, &[])
+}
+
+/// Runs the binary on `dir/data` with config file `cfg` and waits for its ports.
+fn spawn(dir: &Path, cfg: &Path, env: &[(&str, &str)]) -> Result<Node, String> {
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let cfg = config_file(dir, params);
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidewire"))
         .arg("--config")
-        .arg(&cfg)
+        .arg(cfg)
         .arg("--port")
         .arg("0")
         .arg("--http-port")
@@ -165,6 +178,30 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The child's resident set size in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line")
+    }
+
+    /// The realtime root key the server generated in its data dir.
+    pub fn realtime_key(&self) -> String {
+        std::fs::read_to_string(self.dir.join("realtime-root-key"))
+            .expect("realtime root key file")
+            .trim()
+            .to_string()
+    }
+
+    /// `http://127.0.0.1:<http port>`.
+    pub fn http_base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
     }
 
     pub fn stderr(&self) -> String {
