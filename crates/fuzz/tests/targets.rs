@@ -81,3 +81,26 @@ fn every_target_has_a_test_and_a_corpus() {
         assert!(!seeds.is_empty());
     }
 }
+
+/// The token targets' strongest checks run only on accepted tokens and requests; a
+/// clock or policy change that refused every seed would leave them vacuous.
+#[test]
+fn token_seeds_reach_the_accepting_paths() {
+    use tidewire_fuzz::targets::token::{keyring, NOW_MS};
+    use tidewire_realtime::token::TokenRequest;
+
+    let dir = tidewire_fuzz::corpus::dir("realtime_token_request");
+    let req: TokenRequest =
+        serde_json::from_slice(&std::fs::read(dir.join("signed-replayed")).unwrap()).unwrap();
+    let ring = keyring();
+    assert!(ring.issue_token("app.full", &req, None, NOW_MS).is_ok());
+
+    let dir = tidewire_fuzz::corpus::dir("realtime_jwt");
+    let jwt = std::fs::read_to_string(dir.join("one-hour-sub-key")).unwrap();
+    assert!(ring.principal_for_token(&jwt, NOW_MS).is_ok());
+    // The 10-year and future-iat seeds are refused since the realtime hardening.
+    for name in ["ten-year-lifetime", "future-iat"] {
+        let jwt = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert!(ring.principal_for_token(&jwt, NOW_MS).is_err(), "{name}");
+    }
+}

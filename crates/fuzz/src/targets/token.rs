@@ -4,9 +4,9 @@
 //! - [`JWT`] feeds token text. Invariants: parsing returns; a token that verifies
 //!   with one secret fails with any other, and fails once any character of its claims
 //!   or signature changes; verified claims re-signed verify to the same claims; a
-//!   token the keyring accepts is unexpired, verifies with its key's secret, and
-//!   grants no more than its key's capability; the `Authorization: Bearer` door
-//!   agrees with the direct one.
+//!   token the keyring accepts is unexpired, lives at most 24 h, was not issued more
+//!   than 30 s ahead, verifies with its key's secret, and grants no more than its
+//!   key's capability; the `Authorization: Bearer` door agrees with the direct one.
 //! - [`TOKEN_REQUEST`] feeds TokenRequest JSON. Invariants: without a caller, only a
 //!   request whose mac verifies with the key's secret, inside the clock window, is
 //!   exchanged; exchanging the same request again is refused as a replay; the token
@@ -35,6 +35,8 @@ pub const NOW_MS: i64 = 1_700_000_000_000;
 /// TokenRequest timestamps must be this close to now (the keyring's window).
 const CLOCK_WINDOW_MS: i64 = 120_000;
 const DAY_MS: i64 = 86_400_000;
+/// How far ahead of now a JWT's `iat` may be (the keyring's allowance).
+const JWT_CLOCK_SKEW_MS: i64 = 30_000;
 
 /// The keys of the test keyring: name, secret, capability (`None`: everything).
 pub const KEYS: &[(&str, &str, Option<&str>)] = &[
@@ -99,7 +101,9 @@ pub fn keyring() -> Keyring {
             .collect(),
         ..Default::default()
     };
-    Keyring::from_config(&config).unwrap_or_else(|e| panic!("test keyring: {e}"))
+    // Started well before NOW_MS, so the clock window alone decides.
+    Keyring::from_config_started_at(&config, NOW_MS - DAY_MS)
+        .unwrap_or_else(|e| panic!("test keyring: {e}"))
 }
 
 fn check_jwt(input: &[u8]) -> Result<(), String> {
@@ -117,11 +121,16 @@ fn check_jwt(input: &[u8]) -> Result<(), String> {
         let key = ring
             .key(&p.key_name)
             .ok_or_else(|| format!("accepted for unknown key {}", p.key_name))?;
-        if token::verify_jwt(token, &key.secret).is_err() {
-            return Err("accepted, yet does not verify with its key's secret".into());
-        }
+        let claims = token::verify_jwt(token, &key.secret)
+            .map_err(|e| format!("accepted, yet does not verify with its key's secret: {e:?}"))?;
         if p.method != AuthMethod::Token || !matches!(p.expires_ms, Some(e) if e > NOW_MS) {
             return Err(format!("accepted expired or untimed: {:?}", p.expires_ms));
+        }
+        if claims.expires_ms.saturating_sub(claims.issued_ms) > DAY_MS {
+            return Err(format!("accepted a lifetime over 24 h: {claims:?}"));
+        }
+        if claims.issued_ms > NOW_MS + JWT_CLOCK_SKEW_MS {
+            return Err(format!("accepted a token issued in the future: {claims:?}"));
         }
         is_within(&p.capability, &[&key.capability])?;
         let header = ring
