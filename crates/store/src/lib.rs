@@ -28,6 +28,7 @@ pub mod keyspace;
 pub mod num;
 pub mod persistence;
 pub mod pubsub;
+pub mod scripting;
 pub mod slowlog;
 pub mod small_bytes;
 pub mod str_value;

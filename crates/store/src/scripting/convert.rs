@@ -1,0 +1,261 @@
+//! Reply <-> Lua value conversion, as Redis 7.2's `redisProtocolToLuaType` and
+//! `luaReplyToRedisReply`.
+
+use bytes::Bytes;
+use mlua::{Lua, Table, Value};
+use tidewire_resp::{format_double, Protocol, Reply};
+
+/// Nesting bound for both directions: deeper levels become the error Redis emits
+/// when it runs out of Lua stack.
+pub(crate) const MAX_DEPTH: usize = 200;
+pub(crate) const STACK_LIMIT_ERR: &str = "ERR reached lua stack limit";
+
+/// Splits an error line into Redis's `{err=...}` text: "CODE msg" kept, a line
+/// without a space gets the generic `ERR` code, trailing CR/LF trimmed.
+pub(crate) fn error_table_text(line: &str) -> String {
+    let (code, msg) = match line.split_once(' ') {
+        Some((code, msg)) => (code, msg),
+        None => ("ERR", line),
+    };
+    format!("{code} {}", msg.trim_matches(|c| c == '\r' || c == '\n'))
+}
+
+/// Builds Redis's error table `{err=...}` for an error line without '-'.
+pub(crate) fn error_table(lua: &Lua, line: &str) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("err", error_table_text(line))?;
+    Ok(t)
+}
+
+/// A command's reply as a Lua value. `resp` is the script's protocol: it decides
+/// whether a null is `false` (RESP2) or `nil` (RESP3) and how RESP3-only shapes
+/// arrive (RESP2 sees them as their RESP2 wire forms, as a RESP2 client would).
+pub(crate) fn reply_to_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Result<Value> {
+    reply_to_lua_depth(lua, reply, resp, 0)
+}
+
+fn single(lua: &Lua, key: &str, v: impl mlua::IntoLua) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.raw_set(key, v)?;
+    Ok(Value::Table(t))
+}
+
+fn reply_to_lua_depth(
+    lua: &Lua,
+    reply: &Reply,
+    resp: Protocol,
+    depth: usize,
+) -> mlua::Result<Value> {
+    let resp3 = resp == Protocol::Resp3;
+    if depth > MAX_DEPTH {
+        return Err(mlua::Error::RuntimeError(STACK_LIMIT_ERR.into()));
+    }
+    let array = |items: &mut dyn Iterator<Item = &Reply>| -> mlua::Result<Value> {
+        let t = lua.create_table()?;
+        for (i, item) in items.enumerate() {
+            t.raw_set(i + 1, reply_to_lua_depth(lua, item, resp, depth + 1)?)?;
+        }
+        Ok(Value::Table(t))
+    };
+    Ok(match reply {
+        Reply::Status(s) => single(lua, "ok", *s)?,
+        Reply::SimpleString(s) => single(lua, "ok", s.as_str())?,
+        Reply::Error(line) => {
+            let t = error_table(lua, line)?;
+            t.raw_set("ignore_error_stats_update", true)?;
+            Value::Table(t)
+        }
+        Reply::Int(n) => Value::Number(*n as f64),
+        Reply::Bulk(b) => Value::String(lua.create_string(b)?),
+        Reply::Null | Reply::NullArray => {
+            if resp3 {
+                Value::Nil
+            } else {
+                Value::Boolean(false)
+            }
+        }
+        Reply::Array(items) | Reply::Push(items) => array(&mut items.iter())?,
+        Reply::Bulks(list) => {
+            let t = lua.create_table()?;
+            for (i, b) in list.iter().enumerate() {
+                t.raw_set(i + 1, lua.create_string(b)?)?;
+            }
+            Value::Table(t)
+        }
+        Reply::Set(items) if !resp3 => array(&mut items.iter())?,
+        Reply::Set(items) => {
+            let set = lua.create_table()?;
+            for item in items {
+                set.raw_set(reply_to_lua_depth(lua, item, resp, depth + 1)?, true)?;
+            }
+            single(lua, "set", set)?
+        }
+        Reply::Map(pairs) if !resp3 => {
+            let t = lua.create_table()?;
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                t.raw_set(2 * i + 1, reply_to_lua_depth(lua, k, resp, depth + 1)?)?;
+                t.raw_set(2 * i + 2, reply_to_lua_depth(lua, v, resp, depth + 1)?)?;
+            }
+            Value::Table(t)
+        }
+        Reply::Map(pairs) => {
+            let map = lua.create_table()?;
+            for (k, v) in pairs {
+                let k = reply_to_lua_depth(lua, k, resp, depth + 1)?;
+                let v = reply_to_lua_depth(lua, v, resp, depth + 1)?;
+                if !k.is_nil() {
+                    map.raw_set(k, v)?;
+                }
+            }
+            single(lua, "map", map)?
+        }
+        Reply::Double(d) if !resp3 => Value::String(lua.create_string(format_double(*d))?),
+        Reply::Double(d) => single(lua, "double", *d)?,
+        Reply::Bool(b) if !resp3 => Value::Number(*b as i64 as f64),
+        Reply::Bool(b) => Value::Boolean(*b),
+        Reply::BigNumber(n) if !resp3 => Value::String(lua.create_string(n)?),
+        Reply::BigNumber(n) => single(lua, "big_number", n.as_str())?,
+        Reply::Verbatim(_, body) if !resp3 => Value::String(lua.create_string(body)?),
+        Reply::Verbatim(format, body) => {
+            let inner = lua.create_table()?;
+            inner.raw_set("string", lua.create_string(body)?)?;
+            inner.raw_set("format", *format)?;
+            single(lua, "verbatim_string", inner)?
+        }
+    })
+}
+
+/// Error information of an `{err=...}` table: (message, source, line).
+pub(crate) fn error_info(t: &Table) -> (Option<String>, Option<String>, Option<String>) {
+    let s = |k: &str| -> Option<String> {
+        match t.raw_get::<Value>(k).ok()? {
+            Value::String(s) => Some(s.to_string_lossy()),
+            Value::Number(n) => Some(lua_number_string(n)),
+            Value::Integer(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    (s("err"), s("source"), s("line"))
+}
+
+/// Lua 5.1's `tostring` of a number (`%.14g`).
+pub(crate) fn lua_number_string(n: f64) -> String {
+    fmt_g(n, 14)
+}
+
+/// C's `%.<prec>g`.
+pub(crate) fn fmt_g(n: f64, prec: usize) -> String {
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
+    }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    if n == 0.0 {
+        return if n.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let prec = prec.max(1);
+    let sci = format!("{:.*e}", prec - 1, n);
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if exp < -4 || exp >= prec as i32 {
+        let mant = trim_zeros(mant);
+        format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+    } else {
+        let decimals = (prec as i32 - 1 - exp).max(0) as usize;
+        trim_zeros(&format!("{:.*}", decimals, n)).to_string()
+    }
+}
+
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+fn sanitize_line(s: &[u8]) -> String {
+    String::from_utf8_lossy(s).replace(['\r', '\n'], " ")
+}
+
+/// The script's return value as a reply. `script_resp` is the protocol the script
+/// selected with redis.setresp (booleans depend on it).
+pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol) -> Reply {
+    lua_to_reply_depth(v, script_resp, 0)
+}
+
+fn lua_to_reply_depth(v: &Value, script_resp: Protocol, depth: usize) -> Reply {
+    if depth > MAX_DEPTH {
+        return Reply::Error(STACK_LIMIT_ERR.into());
+    }
+    match v {
+        Value::String(s) => Reply::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
+        Value::Boolean(b) => match script_resp {
+            Protocol::Resp2 if *b => Reply::Int(1),
+            Protocol::Resp2 => Reply::Null,
+            Protocol::Resp3 => Reply::Bool(*b),
+        },
+        Value::Integer(n) => Reply::Int(*n),
+        Value::Number(n) => Reply::Int(*n as i64),
+        Value::Table(t) => table_to_reply(t, script_resp, depth),
+        _ => Reply::Null,
+    }
+}
+
+fn table_to_reply(t: &Table, script_resp: Protocol, depth: usize) -> Reply {
+    let get = |k: &str| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
+    if let Value::String(_) = get("err") {
+        let (msg, _, _) = error_info(t);
+        return Reply::Error(sanitize_line(msg.unwrap_or_default().as_bytes()));
+    }
+    if let Value::String(s) = get("ok") {
+        return Reply::SimpleString(sanitize_line(&s.as_bytes()));
+    }
+    match get("double") {
+        Value::Number(d) => return Reply::Double(d),
+        Value::Integer(d) => return Reply::Double(d as f64),
+        _ => {}
+    }
+    if let Value::String(s) = get("big_number") {
+        return Reply::BigNumber(sanitize_line(&s.as_bytes()));
+    }
+    if let Value::Table(v) = get("verbatim_string") {
+        if let (Ok(Value::String(f)), Ok(Value::String(s))) =
+            (v.raw_get::<Value>("format"), v.raw_get::<Value>("string"))
+        {
+            let format: &'static str = match &f.as_bytes()[..] {
+                b"mkd" => "mkd",
+                _ => "txt",
+            };
+            return Reply::Verbatim(format, Bytes::copy_from_slice(&s.as_bytes()));
+        }
+    }
+    if let Value::Table(m) = get("map") {
+        let mut pairs = Vec::new();
+        for (k, v) in m.pairs::<Value, Value>().flatten() {
+            pairs.push((
+                lua_to_reply_depth(&k, script_resp, depth + 1),
+                lua_to_reply_depth(&v, script_resp, depth + 1),
+            ));
+        }
+        return Reply::Map(pairs);
+    }
+    if let Value::Table(s) = get("set") {
+        let mut items = Vec::new();
+        for (k, _) in s.pairs::<Value, Value>().flatten() {
+            items.push(lua_to_reply_depth(&k, script_resp, depth + 1));
+        }
+        return Reply::Set(items);
+    }
+    let mut items = Vec::new();
+    let mut i = 1;
+    loop {
+        match t.raw_get::<Value>(i) {
+            Ok(Value::Nil) | Err(_) => break,
+            Ok(v) => items.push(lua_to_reply_depth(&v, script_resp, depth + 1)),
+        }
+        i += 1;
+    }
+    Reply::Array(items)
+}

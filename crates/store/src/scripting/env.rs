@@ -1,0 +1,936 @@
+//! The sandboxed Lua state: Redis 7.2's globals, the `redis.*` API, read-only
+//! library tables, protected globals, and script compilation / execution.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use parking_lot::Mutex;
+
+use super::convert::{self, error_table, lua_number_string};
+use super::{bit, cjson, cmsgpack, parse_shebang, structlib, Protocol, Reply, ScriptHost};
+
+/// The host's `interrupt` is polled every this many VM instructions (Redis: 100k).
+pub const HOOK_INSTRUCTIONS: u32 = 100_000;
+/// Default bound on the Lua heap (Redis has none of its own; see [`LuaEnv::set_memory_limit`]).
+pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
+/// Redis version the environment reports (`redis.REDIS_VERSION`).
+pub const REDIS_VERSION: &str = "7.2.4";
+pub const REDIS_VERSION_NUM: u32 = 0x0007_0204;
+
+/// Chunk name of the environment's own Lua code: frames from it are skipped when an
+/// error is given its `@user_script` position.
+const INTERNAL: &str = "=tidewire";
+const INTERRUPT_KEY: &str = "tidewire.interrupt";
+
+/// A library function's failure: a message raised as a Lua error at the caller's
+/// position, a value raised as is (Redis error tables), or an mlua error.
+pub(crate) enum LibErr {
+    Msg(String),
+    Raise(Value),
+    Lua(mlua::Error),
+}
+
+impl From<mlua::Error> for LibErr {
+    fn from(e: mlua::Error) -> Self {
+        LibErr::Lua(e)
+    }
+}
+
+/// Wraps a Rust library function in the `ok, ...` convention that the Lua prelude
+/// turns into ordinary returns or a raised error (see `wrap` in `PRELUDE`).
+pub(crate) fn raw_fn<F>(lua: &Lua, f: F) -> mlua::Result<Function>
+where
+    F: Fn(&Lua, MultiValue) -> Result<MultiValue, LibErr> + Send + 'static,
+{
+    lua.create_function(move |lua, args: MultiValue| finish(lua, f(lua, args)))
+}
+
+fn finish(lua: &Lua, r: Result<MultiValue, LibErr>) -> mlua::Result<MultiValue> {
+    match r {
+        Ok(mut v) => {
+            v.push_front(Value::Boolean(true));
+            Ok(v)
+        }
+        Err(LibErr::Msg(m)) => Ok(MultiValue::from_vec(vec![
+            Value::Boolean(false),
+            Value::String(lua.create_string(m)?),
+        ])),
+        Err(LibErr::Raise(v)) => Ok(MultiValue::from_vec(vec![Value::Boolean(false), v])),
+        Err(LibErr::Lua(e)) => Err(e),
+    }
+}
+
+pub(crate) fn arg_type_name(v: Option<&Value>) -> &'static str {
+    match v {
+        None => "no value",
+        Some(Value::Nil) => "nil",
+        Some(Value::Boolean(_)) => "boolean",
+        Some(Value::Integer(_) | Value::Number(_)) => "number",
+        Some(Value::String(_)) => "string",
+        Some(Value::Table(_)) => "table",
+        Some(Value::Function(_)) => "function",
+        Some(Value::Thread(_)) => "thread",
+        Some(_) => "userdata",
+    }
+}
+
+/// Lua 5.1's string -> number coercion (decimal via strtod, or hex).
+pub(crate) fn str_to_num(s: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(s).ok()?.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u64::from_str_radix(h, 16).ok().map(|v| v as f64);
+    }
+    if s.is_empty()
+        || s.chars()
+            .any(|c| c.is_ascii_alphabetic() && !matches!(c, 'e' | 'E'))
+    {
+        return None;
+    }
+    s.parse::<f64>().ok()
+}
+
+pub(crate) fn to_num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => Some(*n),
+        Value::Integer(n) => Some(*n as f64),
+        Value::String(s) => str_to_num(&s.as_bytes()),
+        _ => None,
+    }
+}
+
+/// `luaL_checknumber` for argument `i` (1-based).
+pub(crate) fn check_num(a: &MultiValue, i: usize, fname: &str) -> Result<f64, LibErr> {
+    let v = a.get(i - 1);
+    v.and_then(to_num).ok_or_else(|| {
+        LibErr::Msg(format!(
+            "bad argument #{i} to '{fname}' (number expected, got {})",
+            arg_type_name(v)
+        ))
+    })
+}
+
+/// `luaL_checklstring` for argument `i` (numbers are converted).
+pub(crate) fn check_bytes(a: &MultiValue, i: usize, fname: &str) -> Result<Vec<u8>, LibErr> {
+    let v = a.get(i - 1);
+    match v {
+        Some(Value::String(s)) => Ok(s.as_bytes().to_vec()),
+        Some(Value::Number(n)) => Ok(lua_number_string(*n).into_bytes()),
+        Some(Value::Integer(n)) => Ok(n.to_string().into_bytes()),
+        _ => Err(LibErr::Msg(format!(
+            "bad argument #{i} to '{fname}' (string expected, got {})",
+            arg_type_name(v)
+        ))),
+    }
+}
+
+/// A Lua number as a command argument: integers in decimal, others in the shortest
+/// round-trip form.
+fn number_arg(n: f64) -> String {
+    if n.fract() == 0.0 && n.abs() < 9.2e18 {
+        return (n as i64).to_string();
+    }
+    if n.is_nan() {
+        return "nan".into();
+    }
+    if n.is_infinite() {
+        return if n > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let a = n.abs();
+    if (1e-5..1e21).contains(&a) {
+        format!("{n}")
+    } else {
+        let s = format!("{n:e}");
+        match s.split_once('e') {
+            Some((m, e)) if !e.starts_with('-') => format!("{m}e+{e}"),
+            _ => s,
+        }
+    }
+}
+
+/// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
+fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
+    if args.is_empty() {
+        return Err("ERR Please specify at least one argument for this redis lib call");
+    }
+    let mut argv = Vec::with_capacity(args.len());
+    for v in args.iter() {
+        argv.push(match v {
+            Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
+            Value::Number(n) => Bytes::from(number_arg(*n)),
+            Value::Integer(n) => Bytes::from(n.to_string()),
+            _ => return Err("ERR Lua redis lib command arguments must be strings or integers"),
+        });
+    }
+    Ok(argv)
+}
+
+fn raise_err(lua: &Lua, line: &str) -> LibErr {
+    match error_table(lua, line) {
+        Ok(t) => LibErr::Raise(Value::Table(t)),
+        Err(e) => LibErr::Lua(e),
+    }
+}
+
+/// Redis's PRNG for math.random (`redisLrand48`), shared across runs of one state.
+struct Rand48(u64);
+
+impl Rand48 {
+    fn next(&mut self) -> u32 {
+        self.0 = (self.0.wrapping_mul(0x5_DEEC_E66D).wrapping_add(0xB)) & ((1u64 << 48) - 1);
+        (self.0 >> 17) as u32
+    }
+    fn seed(&mut self, s: i32) {
+        self.0 = (((s as u32 as u64) << 16) | 0x330E) & ((1u64 << 48) - 1);
+    }
+}
+
+fn build_redis_table(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "sha1hex",
+        raw_fn(lua, |lua, a| {
+            if a.len() != 1 {
+                return Err(raise_err(lua, "ERR wrong number of arguments"));
+            }
+            let s = check_bytes(&a, 1, "sha1hex").unwrap_or_default();
+            Ok(MultiValue::from_vec(vec![Value::String(
+                lua.create_string(super::sha1_hex(&s))?,
+            )]))
+        })?,
+    )?;
+    t.set(
+        "error_reply",
+        raw_fn(lua, |lua, a| {
+            let t = match (a.len(), a.front()) {
+                (1, Some(Value::String(s))) => {
+                    let s = s.to_string_lossy();
+                    let line = s.strip_prefix('-').unwrap_or(&s);
+                    error_table(lua, line)?
+                }
+                _ => error_table(lua, "ERR wrong number or type of arguments")?,
+            };
+            Ok(MultiValue::from_vec(vec![Value::Table(t)]))
+        })?,
+    )?;
+    t.set(
+        "status_reply",
+        raw_fn(lua, |lua, a| {
+            let t = match (a.len(), a.front()) {
+                (1, Some(Value::String(s))) => {
+                    let t = lua.create_table()?;
+                    t.raw_set("ok", s.clone())?;
+                    t
+                }
+                _ => error_table(lua, "ERR wrong number or type of arguments")?,
+            };
+            Ok(MultiValue::from_vec(vec![Value::Table(t)]))
+        })?,
+    )?;
+    t.set(
+        "log",
+        raw_fn(lua, |lua, a| {
+            if a.len() < 2 {
+                return Err(raise_err(
+                    lua,
+                    "ERR redis.log() requires two arguments or more.",
+                ));
+            }
+            let Some(level) = a.front().and_then(to_num) else {
+                return Err(raise_err(
+                    lua,
+                    "ERR First argument must be a number (log level).",
+                ));
+            };
+            let level = level as i64;
+            if !(0..=3).contains(&level) {
+                return Err(raise_err(lua, "ERR Invalid debug level."));
+            }
+            let mut msg = String::new();
+            for (j, v) in a.iter().enumerate().skip(1) {
+                let s = match v {
+                    Value::String(s) => s.to_string_lossy(),
+                    Value::Number(n) => lua_number_string(*n),
+                    Value::Integer(n) => n.to_string(),
+                    _ => continue,
+                };
+                if j != 1 {
+                    msg.push(' ');
+                }
+                msg.push_str(&s);
+            }
+            match level {
+                0 | 1 => tracing::debug!(target: "lua", "{msg}"),
+                2 => tracing::info!(target: "lua", "{msg}"),
+                _ => tracing::warn!(target: "lua", "{msg}"),
+            }
+            Ok(MultiValue::new())
+        })?,
+    )?;
+    t.set(
+        "replicate_commands",
+        raw_fn(lua, |_, _| {
+            Ok(MultiValue::from_vec(vec![Value::Boolean(true)]))
+        })?,
+    )?;
+    t.set(
+        "breakpoint",
+        raw_fn(lua, |_, _| {
+            Ok(MultiValue::from_vec(vec![Value::Boolean(false)]))
+        })?,
+    )?;
+    t.set("debug", raw_fn(lua, |_, _| Ok(MultiValue::new()))?)?;
+    for (k, v) in [
+        ("LOG_DEBUG", 0),
+        ("LOG_VERBOSE", 1),
+        ("LOG_NOTICE", 2),
+        ("LOG_WARNING", 3),
+    ] {
+        t.set(k, v)?;
+    }
+    for (k, v) in [
+        ("REPL_NONE", 0),
+        ("REPL_AOF", 1),
+        ("REPL_SLAVE", 2),
+        ("REPL_REPLICA", 2),
+        ("REPL_ALL", 3),
+    ] {
+        t.set(k, v)?;
+    }
+    t.set("REDIS_VERSION", REDIS_VERSION)?;
+    t.set("REDIS_VERSION_NUM", REDIS_VERSION_NUM)?;
+    Ok(t)
+}
+
+fn build_math_random(lua: &Lua) -> mlua::Result<(Function, Function)> {
+    let state = Arc::new(Mutex::new(Rand48(0x1234_ABCD_330E)));
+    let s = state.clone();
+    let random = raw_fn(lua, move |_, a| {
+        const MAX: u32 = i32::MAX as u32;
+        let r = (s.lock().next() % MAX) as f64 / MAX as f64;
+        let v = match a.len() {
+            0 => r,
+            1 => {
+                let u = check_num(&a, 1, "random")? as i32;
+                if u < 1 {
+                    return Err(LibErr::Msg(
+                        "bad argument #1 to 'random' (interval is empty)".into(),
+                    ));
+                }
+                (r * u as f64).floor() + 1.0
+            }
+            2 => {
+                let l = check_num(&a, 1, "random")? as i32;
+                let u = check_num(&a, 2, "random")? as i32;
+                if l > u {
+                    return Err(LibErr::Msg(
+                        "bad argument #2 to 'random' (interval is empty)".into(),
+                    ));
+                }
+                (r * (u as f64 - l as f64 + 1.0)).floor() + l as f64
+            }
+            _ => return Err(LibErr::Msg("wrong number of arguments".into())),
+        };
+        Ok(MultiValue::from_vec(vec![Value::Number(v)]))
+    })?;
+    let randomseed = raw_fn(lua, move |_, a| {
+        let seed = check_num(&a, 1, "randomseed")? as i32;
+        state.lock().seed(seed);
+        Ok(MultiValue::new())
+    })?;
+    Ok((random, randomseed))
+}
+
+/// The environment's Lua side, run once per state with the state's globals as its
+/// environment. Everything it needs is captured in locals first, so no function it
+/// creates can reach the real tables through `getfenv`.
+const PRELUDE: &str = r#"
+local G, api = ...
+local rawnext, rawget, rawset, rawequal, type, error, select, unpack, tostring =
+      next, rawget, rawset, rawequal, type, error, select, unpack, tostring
+local rawsetmt, rawgetmt, rawpcall, rawxpcall, rawloadstring =
+      setmetatable, getmetatable, pcall, xpcall, loadstring
+local co_resume, co_wrap = coroutine.resume, coroutine.wrap
+local killed = api.killed
+local RO = 'Attempt to modify a readonly table'
+
+-- ok, ... convention of the Rust functions -> returns or a raised error
+local function fin(ok, ...)
+  if not ok then error((...), 3) end
+  return select('#', ...), {...}
+end
+local function wrap(raw)
+  return function(...)
+    local n, r = fin(raw(...))
+    return unpack(r, 1, n)
+  end
+end
+local function wraplib(t)
+  local out = {}
+  for k, v in rawnext, t do
+    if type(v) == 'function' then out[k] = wrap(v) else out[k] = v end
+  end
+  return out
+end
+
+-- After SCRIPT KILL (or shutdown) nothing may catch the error for good.
+local function check_killed()
+  local k = killed()
+  if k then error(k, 0) end
+end
+
+-- read-only proxies: proxy -> real table
+local targets = rawsetmt({}, {__mode = 'k'})
+local proxies = rawsetmt({}, {__mode = 'k'})
+local metas = {}
+local function ro_newindex() error(RO, 2) end
+local function protect(t)
+  if targets[t] then return t end
+  local p = proxies[t]
+  if p then return p end
+  p = {}
+  proxies[t] = p
+  targets[p] = t
+  for k, v in rawnext, t do
+    if type(v) == 'table' then rawset(t, k, protect(v)) end
+  end
+  rawsetmt(p, {__index = t, __newindex = ro_newindex, __metatable = false})
+  return p
+end
+
+local function typecheck(v, n, fname)
+  if type(v) ~= 'table' then
+    local got = (select('#', v) == 0) and 'no value' or type(v)
+    error("bad argument #" .. n .. " to '" .. fname .. "' (table expected, got " .. type(v) .. ")", 3)
+  end
+end
+
+local H = {}
+for k, v in rawnext, G do H[k] = v end
+for k in rawnext, H do rawset(G, k, nil) end
+for _, name in rawnext, {'dofile', 'loadfile', 'print', 'require', 'module', 'package', 'io', 'os', 'debug'} do
+  H[name] = nil
+end
+
+local function tnext(t, k)
+  typecheck(t, 1, 'next')
+  local r = targets[t]
+  if r then return rawnext(r, k) end
+  return rawnext(t, k)
+end
+H.next = tnext
+H.pairs = function(t)
+  typecheck(t, 1, 'pairs')
+  return tnext, t, nil
+end
+H.rawget = function(t, k)
+  typecheck(t, 1, 'rawget')
+  local r = targets[t]
+  if r then return rawget(r, k) end
+  return rawget(t, k)
+end
+H.rawset = function(t, k, v)
+  typecheck(t, 1, 'rawset')
+  if targets[t] then error(RO, 0) end
+  return rawset(t, k, v)
+end
+H.setmetatable = function(t, mt)
+  typecheck(t, 1, 'setmetatable')
+  if targets[t] then error(RO, 0) end
+  return rawsetmt(t, mt)
+end
+H.getmetatable = function(v)
+  if targets[v] then return metas[v] end
+  return rawgetmt(v)
+end
+-- Redis 7: an error table raised by redis.call reaches pcall's caller as its text.
+local function pcall_fin(ok, ...)
+  check_killed()
+  if ok then return true, ... end
+  local e = ...
+  if type(e) == 'table' then
+    local m = rawget(e, 'err')
+    if type(m) == 'string' or type(m) == 'number' then e = m end
+  end
+  return false, e
+end
+H.pcall = function(...) return pcall_fin(rawpcall(...)) end
+local function xpcall_fin(...) check_killed() return ... end
+H.xpcall = function(f, h) return xpcall_fin(rawxpcall(f, h)) end
+local function binary(s) return type(s) == 'string' and s:byte(1) == 27 end
+H.loadstring = function(s, name)
+  if binary(s) then return nil, 'binary chunks are not allowed' end
+  return rawloadstring(s, name)
+end
+H.load = function(f, name)
+  if type(f) ~= 'function' then return H.loadstring(f, name) end
+  local parts = {}
+  while true do
+    local p = f()
+    if p == nil or p == '' then break end
+    if type(p) ~= 'string' then return nil, 'reader function must return a string' end
+    parts[#parts + 1] = p
+  end
+  return H.loadstring(table.concat(parts), name or '=(load)')
+end
+local co = {}
+for k, v in rawnext, H.coroutine do co[k] = v end
+co.resume = function(...)
+  local r = {co_resume(...)}
+  check_killed()
+  return unpack(r)
+end
+H.coroutine = co
+
+local math = {}
+for k, v in rawnext, H.math do math[k] = v end
+math.random = wrap(api.random)
+math.randomseed = wrap(api.randomseed)
+H.math = math
+
+H.cjson = wraplib(api.cjson)
+H.cmsgpack = wraplib(api.cmsgpack)
+H.bit = wraplib(api.bit)
+H.struct = wraplib(api.struct)
+
+local R = wraplib(api.redis)
+-- per-run functions, bound by the host for the duration of a run
+local call_impl, pcall_impl, acl_impl, setresp_impl, setrepl_impl
+R.call = function(...) local n, r = fin(call_impl(...)) return unpack(r, 1, n) end
+R.pcall = function(...) local n, r = fin(pcall_impl(...)) return unpack(r, 1, n) end
+R.acl_check_cmd = function(...) local n, r = fin(acl_impl(...)) return unpack(r, 1, n) end
+R.setresp = function(...) local n, r = fin(setresp_impl(...)) return unpack(r, 1, n) end
+R.set_repl = function(...) local n, r = fin(setrepl_impl(...)) return unpack(r, 1, n) end
+H.redis = R
+
+H._G = G
+for k, v in rawnext, H do
+  if type(v) == 'table' and v ~= G then H[k] = protect(v) end
+end
+-- strings' metatable: its __index is the (protected) string library
+local smt = rawgetmt('')
+smt.__index = H.string
+smt.__metatable = protect(smt)
+
+local function global_index(_, k)
+  local v = H[k]
+  if v == nil then
+    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+  end
+  return v
+end
+metas[G] = protect({__index = global_index})
+targets[G] = H
+rawsetmt(G, {__index = global_index, __newindex = ro_newindex, __metatable = false})
+
+local control = {}
+control.bind = function(c, p, a, s, r)
+  call_impl, pcall_impl, acl_impl, setresp_impl, setrepl_impl = c, p, a, s, r
+end
+control.set_args = function(keys, argv)
+  H.KEYS = keys
+  H.ARGV = argv
+end
+control.runner = function(f, h) return rawxpcall(f, h) end
+return control
+"#;
+
+/// Per-state data shared with the hook and the error handler.
+#[derive(Default)]
+struct Shared {
+    /// The error line a run was interrupted with, once the host asked for it.
+    killed: Mutex<Option<String>>,
+}
+
+struct State {
+    lua: Lua,
+    bind: Function,
+    set_args: Function,
+    runner: Function,
+    handler: Function,
+    shared: Arc<Shared>,
+}
+
+fn new_state(memory_limit: usize) -> mlua::Result<State> {
+    let lua = Lua::new_with(
+        StdLib::TABLE | StdLib::STRING | StdLib::MATH,
+        LuaOptions::new(),
+    )?;
+    let shared = Arc::new(Shared::default());
+    let api = lua.create_table()?;
+    api.set("redis", build_redis_table(&lua)?)?;
+    api.set("cjson", cjson::build(&lua)?)?;
+    api.set("cmsgpack", cmsgpack::build(&lua)?)?;
+    api.set("bit", bit::build(&lua)?)?;
+    api.set("struct", structlib::build(&lua)?)?;
+    let (random, randomseed) = build_math_random(&lua)?;
+    api.set("random", random)?;
+    api.set("randomseed", randomseed)?;
+    let sh = shared.clone();
+    api.set(
+        "killed",
+        lua.create_function(move |lua, ()| match sh.killed.lock().as_deref() {
+            Some(line) => Ok(Value::Table(error_table(lua, line)?)),
+            None => Ok(Value::Nil),
+        })?,
+    )?;
+    let control: Table = lua
+        .load(PRELUDE)
+        .set_name(INTERNAL)
+        .set_mode(ChunkMode::Text)
+        .call((lua.globals(), api))?;
+
+    // The error handler: Redis's __redis__err__handler, giving the error the position
+    // of the script frame that raised it.
+    let sh = shared.clone();
+    let handler = lua.create_function(move |lua, err: Value| {
+        let t = match err {
+            Value::Table(t) => t,
+            Value::Error(e) => match sh.killed.lock().as_deref() {
+                Some(line) => error_table(lua, line)?,
+                None => error_table(lua, &format!("ERR {e}"))?,
+            },
+            other => {
+                let s = match &other {
+                    Value::String(s) => s.to_string_lossy(),
+                    Value::Number(n) => lua_number_string(*n),
+                    Value::Nil => "nil".into(),
+                    Value::Boolean(b) => b.to_string(),
+                    v => v.to_string().unwrap_or_else(|_| "?".into()),
+                };
+                let t = lua.create_table()?;
+                t.raw_set("err", format!("ERR {s}"))?;
+                t
+            }
+        };
+        let mut level = 1;
+        while let Some((what, source, line)) = lua.inspect_stack(level, |d| {
+            let s = d.source();
+            (
+                s.what.to_string(),
+                s.source.map(|x| x.into_owned()),
+                d.current_line(),
+            )
+        }) {
+            level += 1;
+            if what == "C" || source.as_deref() == Some(INTERNAL) {
+                continue;
+            }
+            if let Some(src) = source {
+                t.raw_set("source", src)?;
+            }
+            if let Some(line) = line {
+                t.raw_set("line", line)?;
+            }
+            break;
+        }
+        Ok(t)
+    })?;
+
+    let sh = shared.clone();
+    lua.set_global_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_INSTRUCTIONS),
+        move |lua, _| {
+            if let Some(line) = sh.killed.lock().clone() {
+                return Err(mlua::Error::RuntimeError(line));
+            }
+            let f: Value = lua.named_registry_value(INTERRUPT_KEY)?;
+            if let Value::Function(f) = f {
+                let r: Option<String> = f.call(())?;
+                if let Some(line) = r {
+                    *sh.killed.lock() = Some(line.clone());
+                    return Err(mlua::Error::RuntimeError(line));
+                }
+            }
+            Ok(VmState::Continue)
+        },
+    )?;
+    lua.set_memory_limit(memory_limit)?;
+    Ok(State {
+        bind: control.get("bind")?,
+        set_args: control.get("set_args")?,
+        runner: control.get("runner")?,
+        handler,
+        lua,
+        shared,
+    })
+}
+
+/// One sandboxed Lua 5.1 state with Redis 7.2's globals, and the scripts compiled in it.
+pub struct LuaEnv {
+    state: State,
+    scripts: HashMap<String, Function>,
+    memory_limit: usize,
+}
+
+impl Default for LuaEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for LuaEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LuaEnv")
+            .field("scripts", &self.scripts.len())
+            .finish()
+    }
+}
+
+impl LuaEnv {
+    /// A fresh sandboxed state with the default memory limit.
+    pub fn new() -> LuaEnv {
+        Self::with_memory_limit(DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// A fresh sandboxed state whose Lua heap may not exceed `bytes` (0: no limit).
+    pub fn with_memory_limit(bytes: usize) -> LuaEnv {
+        // Building the state runs only our own code; failing here is a bug.
+        let state = new_state(bytes).expect("building the Lua environment");
+        LuaEnv {
+            state,
+            scripts: HashMap::new(),
+            memory_limit: bytes,
+        }
+    }
+
+    /// Changes the Lua heap limit (0: none). Takes effect at once and survives `flush`.
+    pub fn set_memory_limit(&mut self, bytes: usize) {
+        self.memory_limit = bytes;
+        let _ = self.state.lua.set_memory_limit(bytes);
+    }
+
+    /// Compiles `body` and keeps it under `sha`. A `#!` shebang line is checked
+    /// (its errors come first) and left out, keeping its line feed so that line
+    /// numbers stay the user's. Errors are full error lines as Redis replies them.
+    pub fn compile(&mut self, sha: &str, body: &[u8]) -> Result<(), String> {
+        if self.scripts.contains_key(sha) {
+            return Ok(());
+        }
+        parse_shebang(body)?;
+        let code = if body.starts_with(b"#!") {
+            let nl = body.iter().position(|&b| b == b'\n').unwrap_or(body.len());
+            &body[nl..]
+        } else {
+            body
+        };
+        if code.first() == Some(&27) {
+            return Err("ERR Error compiling script (new function): user_script: bad binary format (binary chunks are not allowed)".into());
+        }
+        let f = self
+            .state
+            .lua
+            .load(code)
+            .set_name("@user_script")
+            .set_mode(ChunkMode::Text)
+            .into_function()
+            .map_err(|e| {
+                let msg = match &e {
+                    mlua::Error::SyntaxError { message, .. } => message.clone(),
+                    mlua::Error::MemoryError(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                format!(
+                    "ERR Error compiling script (new function): {}",
+                    msg.replace(['\r', '\n'], " ")
+                )
+            })?;
+        self.scripts.insert(sha.to_ascii_lowercase(), f);
+        Ok(())
+    }
+
+    pub fn contains(&self, sha: &str) -> bool {
+        self.scripts.contains_key(&sha.to_ascii_lowercase())
+    }
+
+    /// SCRIPT FLUSH: forgets every script and starts a fresh state.
+    pub fn flush(&mut self) {
+        self.scripts.clear();
+        let limit = self.memory_limit;
+        *self = Self::with_memory_limit(limit);
+    }
+
+    /// Number of cached scripts (`number_of_cached_scripts`).
+    pub fn len(&self) -> usize {
+        self.scripts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scripts.is_empty()
+    }
+
+    /// Bytes the Lua heap uses (`used_memory_lua`).
+    pub fn memory_used(&self) -> usize {
+        self.state.lua.used_memory()
+    }
+
+    /// Runs a compiled script with KEYS/ARGV. `resp` is the caller's protocol (the
+    /// script itself starts in RESP2, as in Redis). Returns the script's result as a
+    /// reply; errors are `Reply::Error` lines in Redis 7's format.
+    pub fn run(
+        &mut self,
+        sha: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        resp: Protocol,
+        host: &mut dyn ScriptHost,
+    ) -> Reply {
+        let _ = resp; // the caller's protocol only matters to the reply's encoder
+        let sha = sha.to_ascii_lowercase();
+        let Some(f) = self.scripts.get(&sha).cloned() else {
+            return Reply::Error("NOSCRIPT No matching script. Please use EVAL.".into());
+        };
+        *self.state.shared.killed.lock() = None;
+        host.set_resp(Protocol::Resp2);
+        let script_resp = Cell::new(Protocol::Resp2);
+        let host = RefCell::new(host);
+        let st = &self.state;
+        let generic = |lua: &Lua, a: MultiValue, raise: bool| -> Result<MultiValue, LibErr> {
+            let argv = match lua_args_to_argv(&a) {
+                Ok(v) => v,
+                Err(line) => {
+                    let t = Value::Table(error_table(lua, line)?);
+                    return if raise {
+                        Err(LibErr::Raise(t))
+                    } else {
+                        Ok(MultiValue::from_vec(vec![t]))
+                    };
+                }
+            };
+            let reply = match host.try_borrow_mut() {
+                Ok(mut h) => h.call(&argv),
+                Err(_) => Reply::Error("ERR redis.call re-entered".into()),
+            };
+            let v = convert::reply_to_lua(lua, &reply, script_resp.get()).map_err(LibErr::Lua)?;
+            if raise && reply.is_error() {
+                return Err(LibErr::Raise(v));
+            }
+            Ok(MultiValue::from_vec(vec![v]))
+        };
+        let result = st.lua.scope(|scope| {
+            let lua = &st.lua;
+            let call = scope.create_function(|lua, a: MultiValue| finish(lua, generic(lua, a, true)))?;
+            let pcall = scope.create_function(|lua, a: MultiValue| finish(lua, generic(lua, a, false)))?;
+            let acl = scope.create_function(|lua, a: MultiValue| {
+                let r = (|| {
+                    let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
+                    let r = match host.try_borrow_mut() {
+                        Ok(mut h) => h.acl_check(&argv),
+                        Err(_) => Err("ERR redis.acl_check_cmd re-entered".into()),
+                    };
+                    match r {
+                        Ok(b) => Ok(MultiValue::from_vec(vec![Value::Boolean(b)])),
+                        Err(line) => Err(raise_err(lua, &line)),
+                    }
+                })();
+                finish(lua, r)
+            })?;
+            let setresp = scope.create_function(|lua, a: MultiValue| {
+                let r = (|| {
+                    if a.len() != 1 {
+                        return Err(raise_err(lua, "ERR redis.setresp() requires one argument."));
+                    }
+                    let p = match a.front().and_then(to_num).map(|n| n as i64) {
+                        Some(2) => Protocol::Resp2,
+                        Some(3) => Protocol::Resp3,
+                        _ => return Err(raise_err(lua, "ERR RESP version must be 2 or 3.")),
+                    };
+                    script_resp.set(p);
+                    if let Ok(mut h) = host.try_borrow_mut() {
+                        h.set_resp(p);
+                    }
+                    Ok(MultiValue::new())
+                })();
+                finish(lua, r)
+            })?;
+            let setrepl = scope.create_function(|lua, a: MultiValue| {
+                let r = (|| {
+                    if a.len() != 1 {
+                        return Err(raise_err(lua, "ERR redis.set_repl() requires one argument."));
+                    }
+                    let flags = a.front().and_then(to_num).unwrap_or(0.0) as i64;
+                    if flags & !3 != 0 {
+                        return Err(raise_err(
+                            lua,
+                            "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+                        ));
+                    }
+                    if let Ok(mut h) = host.try_borrow_mut() {
+                        h.set_repl(flags as u8);
+                    }
+                    Ok(MultiValue::new())
+                })();
+                finish(lua, r)
+            })?;
+            let interrupt = scope.create_function(|_, ()| {
+                Ok(match host.try_borrow_mut() {
+                    Ok(mut h) => h.interrupt(),
+                    Err(_) => None,
+                })
+            })?;
+            lua.set_named_registry_value(INTERRUPT_KEY, interrupt)?;
+            st.bind.call::<()>((call, pcall, acl, setresp, setrepl))?;
+            let keys_t = lua.create_sequence_from(keys.iter().map(|k| lua.create_string(k)).collect::<mlua::Result<Vec<_>>>()?)?;
+            let args_t = lua.create_sequence_from(args.iter().map(|k| lua.create_string(k)).collect::<mlua::Result<Vec<_>>>()?)?;
+            st.set_args.call::<()>((keys_t, args_t))?;
+            let out: MultiValue = st.runner.call((f, st.handler.clone()))?;
+            let mut it = out.into_iter();
+            let ok = matches!(it.next(), Some(Value::Boolean(true)));
+            let v = it.next().unwrap_or(Value::Nil);
+            Ok(if ok {
+                convert::lua_to_reply(&v, script_resp.get())
+            } else {
+                error_reply(&v, &sha)
+            })
+        });
+        let _ = st.lua.set_named_registry_value(INTERRUPT_KEY, Value::Nil);
+        let _ = st.bind.call::<()>(());
+        let reply = result.unwrap_or_else(|e| {
+            let msg = match &e {
+                mlua::Error::MemoryError(m) => m.clone(),
+                other => other.to_string(),
+            };
+            Reply::Error(format!(
+                "ERR Error running script {sha}, {}",
+                first_line(&msg)
+            ))
+        });
+        if reply.is_error() {
+            let _ = st.lua.gc_collect();
+        }
+        reply
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let s: String = s.lines().next().unwrap_or("").chars().take(100).collect();
+    s.trim_end().to_string()
+}
+
+/// The reply for a script that raised `err` (Redis's luaCallFunction error path).
+fn error_reply(err: &Value, sha: &str) -> Reply {
+    match err {
+        Value::Table(t) => {
+            let (msg, source, line) = convert::error_info(t);
+            let msg = msg.unwrap_or_default();
+            let mut out = msg;
+            if let (Some(source), Some(line)) = (source, line) {
+                out.push_str(&format!(" script: {sha}, on {source}:{line}."));
+            }
+            Reply::Error(out.replace(['\r', '\n'], " "))
+        }
+        other => {
+            let msg = match other {
+                Value::String(s) => s.to_string_lossy(),
+                _ => "execution failure".into(),
+            };
+            Reply::Error(format!(
+                "ERR Error running script {sha}, {}",
+                first_line(&msg)
+            ))
+        }
+    }
+}
