@@ -90,6 +90,16 @@ pub struct Keyring {
 impl Keyring {
     /// Builds the keyring; malformed keys or capabilities are configuration errors.
     pub fn from_config(config: &RealtimeConfig) -> Result<Self, String> {
+        Self::from_config_started_at(config, now_ms())
+    }
+
+    /// [`Keyring::from_config`] for a server that started at `started_ms`: tests and
+    /// the fuzz targets run on a fixed clock, and TokenRequests older than the start
+    /// are refused.
+    pub fn from_config_started_at(
+        config: &RealtimeConfig,
+        started_ms: i64,
+    ) -> Result<Self, String> {
         let mut keys = HashMap::new();
         for k in &config.keys {
             let (name, secret) = k
@@ -118,7 +128,7 @@ impl Keyring {
             keys,
             default_ttl_ms: config.default_token_ttl_ms,
             nonces: Mutex::new(HashMap::new()),
-            started_ms: now_ms(),
+            started_ms,
         })
     }
 

@@ -186,6 +186,13 @@ fn pattern_covers(outer: &str, inner: &str) -> bool {
     if inner == "[*]*" {
         return false;
     }
+    // Metachannels are matched only by `[meta]` patterns (see `resource_matches`), so
+    // a `[meta]` pattern is covered only by another one, compared without the prefix.
+    match (outer.strip_prefix("[meta]"), inner.strip_prefix("[meta]")) {
+        (Some(outer), Some(inner)) => return outer == inner || segments_match(outer, inner),
+        (None, Some(_)) | (Some(_), None) => return false,
+        (None, None) => {}
+    }
     if outer == "*" {
         return !inner.starts_with("[meta]");
     }
@@ -259,6 +266,33 @@ mod tests {
             key.intersect(&none).unwrap_err().code,
             ErrorCode::CapabilityDenied
         );
+    }
+
+    #[test]
+    fn intersection_never_reaches_metachannels_the_key_does_not() {
+        // Found by the realtime_capability fuzz target: `*:*` segment-matches
+        // `[meta]a:b`, yet a key holding `*:*` may not touch `[meta]` channels.
+        let key = cap(r#"{"*:*":["subscribe","publish"]}"#);
+        let req = cap(r#"{"[meta]a:b":["subscribe"],"x:y":["subscribe"]}"#);
+        let got = key.intersect(&req).unwrap();
+        assert_eq!(got.to_canonical_json(), r#"{"x:y":["subscribe"]}"#);
+        assert!(!got.allows("[meta]a:b", "subscribe"));
+        // Nor one the request did not ask for.
+        let key = cap(r#"{"[meta]a:b":["subscribe"]}"#);
+        let req = cap(r#"{"*:*":["subscribe"]}"#);
+        assert_eq!(
+            key.intersect(&req).unwrap_err().code,
+            ErrorCode::CapabilityDenied
+        );
+        // `[meta]` patterns still intersect with each other and with `[*]*`.
+        let key = cap(r#"{"[meta]*":["subscribe"]}"#);
+        let req = cap(r#"{"[meta]log":["*"]}"#);
+        assert_eq!(
+            key.intersect(&req).unwrap().to_canonical_json(),
+            r#"{"[meta]log":["subscribe"]}"#
+        );
+        let all = cap(r#"{"[*]*":["*"]}"#);
+        assert_eq!(all.intersect(&req).unwrap(), req);
     }
 
     #[test]

@@ -122,10 +122,77 @@ const MSGPACK_MAX_DEPTH: usize = 64;
 
 /// Decodes a msgpack document (REST body or binary frame).
 pub fn from_msgpack<T: DeserializeOwned>(b: &[u8]) -> Result<T, AblyError> {
+    declared_sizes_fit(b)
+        .map_err(|e| AblyError::new(ErrorCode::BadRequest, format!("Malformed msgpack: {e}")))?;
     let mut de = rmp_serde::Deserializer::from_read_ref(b);
     de.set_max_depth(MSGPACK_MAX_DEPTH);
     T::deserialize(&mut de)
         .map_err(|e| AblyError::new(ErrorCode::BadRequest, format!("Malformed msgpack: {e}")))
+}
+
+/// Checks, in one pass and without allocating, that no array or map count and no
+/// string, binary or extension length in the first msgpack value of `b` exceeds the
+/// bytes left. serde pre-allocates from declared counts (up to 1 MiB per sequence),
+/// so without this a 24-byte frame declaring 2^32 messages cost a megabyte (found by
+/// the ably_msgpack fuzz target). Truncated input passes: the decoder reports it.
+fn declared_sizes_fit(b: &[u8]) -> Result<(), &'static str> {
+    let mut pos = 0usize;
+    // Values still to read: each needs at least one byte.
+    let mut pending = 1usize;
+    while pending > 0 {
+        let Some(&marker) = b.get(pos) else {
+            return Ok(());
+        };
+        pos += 1;
+        pending -= 1;
+        // The big-endian number of `n` bytes after the marker.
+        let number = |n: usize| -> Option<usize> {
+            let bytes = b.get(pos..pos + n)?;
+            Some(bytes.iter().fold(0, |acc, &x| (acc << 8) | usize::from(x)))
+        };
+        // A length of `n` bytes, then that many bytes (plus `extra`, an ext's type).
+        let sized = |n: usize, extra: usize| number(n).map(|len| (n + len + extra, 0));
+        // A count of `n` bytes, then `count * per` values.
+        let items = |n: usize, per: usize| number(n).map(|c| (n, c.saturating_mul(per)));
+        // (bytes after the marker, values inside)
+        let shape = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => Some((0, 0)),
+            0x80..=0x8f => Some((0, 2 * usize::from(marker & 0x0f))),
+            0x90..=0x9f => Some((0, usize::from(marker & 0x0f))),
+            0xa0..=0xbf => Some((usize::from(marker & 0x1f), 0)),
+            0xcc | 0xd0 => Some((1, 0)),
+            0xcd | 0xd1 | 0xd4 => Some((2, 0)),
+            0xd5 => Some((3, 0)),
+            0xca | 0xce | 0xd2 => Some((4, 0)),
+            0xd6 => Some((5, 0)),
+            0xcb | 0xcf | 0xd3 => Some((8, 0)),
+            0xd7 => Some((9, 0)),
+            0xd8 => Some((17, 0)),
+            0xc4 | 0xd9 => sized(1, 0),
+            0xc5 | 0xda => sized(2, 0),
+            0xc6 | 0xdb => sized(4, 0),
+            0xc7 => sized(1, 1),
+            0xc8 => sized(2, 1),
+            0xc9 => sized(4, 1),
+            0xdc => items(2, 1),
+            0xdd => items(4, 1),
+            0xde => items(2, 2),
+            0xdf => items(4, 2),
+            0xc1 => return Err("reserved marker 0xc1"),
+        };
+        let Some((skip, values)) = shape else {
+            return Ok(());
+        };
+        if skip > b.len() - pos {
+            return Err("a declared length exceeds the frame");
+        }
+        pos += skip;
+        pending = pending.saturating_add(values);
+        if pending > b.len() - pos {
+            return Err("a declared count exceeds the frame");
+        }
+    }
+    Ok(())
 }
 
 /// Encodes a value as msgpack with named map keys (what Ably clients expect).
@@ -183,6 +250,11 @@ pub fn normalize_message(m: &mut Message) {
 }
 
 fn normalize_data(data: &mut Option<MessageData>, encoding: &mut Option<String>) {
+    // An empty encoding is no encoding; kept, it read differently after a JSON hop
+    // with binary data (`""` became `base64`, then nothing).
+    if encoding.as_deref() == Some("") {
+        *encoding = None;
+    }
     let Some(enc) = encoding.as_deref() else {
         return;
     };
@@ -373,6 +445,75 @@ mod tests {
         deep_mp.extend(std::iter::repeat_n(0x91, 100_000));
         deep_mp.push(0xc0);
         assert!(decode_frame(&Frame::Binary(Bytes::from(deep_mp))).is_err());
+    }
+
+    #[test]
+    fn declared_counts_and_lengths_beyond_the_frame_are_refused_up_front() {
+        // {"action":15,"messages":<array32 of 2^32-1>} and a bin32 of 4 GB: refused
+        // before serde could reserve room for them.
+        let mut huge_array = vec![0x82, 0xa6];
+        huge_array.extend_from_slice(b"action");
+        huge_array.extend_from_slice(&[0x0f, 0xa8]);
+        huge_array.extend_from_slice(b"messages");
+        let mut huge_bin = huge_array.clone();
+        huge_array.extend_from_slice(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x80]);
+        huge_bin.extend_from_slice(&[0x91, 0x81, 0xa4]);
+        huge_bin.extend_from_slice(b"data");
+        huge_bin.extend_from_slice(&[0xc6, 0xff, 0xff, 0xff, 0xff, b'a']);
+        for frame in [huge_array, huge_bin] {
+            let e = decode_frame(&Frame::Binary(Bytes::from(frame))).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("exceeds the frame"), "{}", e.message);
+        }
+        // Every size at its exact limit still decodes, ext types included.
+        assert_eq!(declared_sizes_fit(&[0x92, 0x01, 0xc4, 0x01, 0x07]), Ok(()));
+        assert_eq!(
+            declared_sizes_fit(&[0xde, 0x00, 0x01, 0xa1, b'k', 0xc0]),
+            Ok(())
+        );
+        assert_eq!(declared_sizes_fit(&[0xc7, 0x02, 0x05, 0xaa, 0xbb]), Ok(()));
+        assert_eq!(declared_sizes_fit(&[0xd6, 0x05, 1, 2, 3, 4]), Ok(()));
+        assert!(declared_sizes_fit(&[0xc7, 0x03, 0x05, 0xaa, 0xbb]).is_err());
+        assert!(declared_sizes_fit(&[0xde, 0x00, 0x02, 0xa1, b'k', 0xc0]).is_err());
+    }
+
+    #[test]
+    fn non_finite_msgpack_data_is_refused_and_extras_dropped_not_turned_into_null() {
+        // {"action":15,"messages":[{"data":NaN}]}
+        let mut frame = vec![0x82, 0xa6];
+        frame.extend_from_slice(b"action");
+        frame.extend_from_slice(&[0x0f, 0xa8]);
+        frame.extend_from_slice(b"messages");
+        frame.extend_from_slice(&[0x91, 0x81, 0xa4]);
+        frame.extend_from_slice(b"data");
+        frame.push(0xcb);
+        frame.extend_from_slice(&f64::NAN.to_be_bytes());
+        let e = decode_frame(&Frame::Binary(Bytes::from(frame))).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        // {"action":15,"messages":[{"extras":NaN}]}: no extras, as `null` would be.
+        let mut frame = vec![0x82, 0xa6];
+        frame.extend_from_slice(b"action");
+        frame.extend_from_slice(&[0x0f, 0xa8]);
+        frame.extend_from_slice(b"messages");
+        frame.extend_from_slice(&[0x91, 0x81, 0xa6]);
+        frame.extend_from_slice(b"extras");
+        frame.push(0xcb);
+        frame.extend_from_slice(&f64::NAN.to_be_bytes());
+        let pm = decode_frame(&Frame::Binary(Bytes::from(frame)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(pm.messages.unwrap()[0].extras, None);
+    }
+
+    #[test]
+    fn an_empty_encoding_is_no_encoding() {
+        let f = Frame::Text(r#"{"action":15,"messages":[{"data":"x","encoding":""}]}"#.into());
+        let pm = decode_frame(&f).unwrap().unwrap();
+        assert_eq!(pm.messages.as_ref().unwrap()[0].encoding, None);
+        let binary = publish_with(MessageData::Binary(Bytes::from_static(&[1])), None);
+        for f in [Format::Json, Format::Msgpack] {
+            assert_eq!(roundtrip(&binary, f), binary);
+        }
     }
 
     #[test]

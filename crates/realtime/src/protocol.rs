@@ -252,11 +252,12 @@ impl<'de> Deserialize<'de> for MessageData {
                 Ok(MessageData::Json(v.into()))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<MessageData, E> {
-                Ok(MessageData::Json(
-                    serde_json::Number::from_f64(v)
-                        .map(serde_json::Value::Number)
-                        .unwrap_or(serde_json::Value::Null),
-                ))
+                // NaN and infinities (msgpack only) have no JSON form; turning them into
+                // `null` made the payload vanish on the next hop (`data: null` reads as
+                // no data), as the ably_msgpack fuzz target found.
+                serde_json::Number::from_f64(v)
+                    .map(|n| MessageData::Json(serde_json::Value::Number(n)))
+                    .ok_or_else(|| E::custom("data is a non-finite number"))
             }
             fn visit_unit<E: de::Error>(self) -> Result<MessageData, E> {
                 Ok(MessageData::Json(serde_json::Value::Null))
@@ -292,7 +293,11 @@ pub struct Message {
     pub data: Option<MessageData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
     pub extras: Option<serde_json::Value>,
     #[serde(
         default,
@@ -334,7 +339,11 @@ pub struct PresenceMessage {
     pub data: Option<MessageData>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
     pub extras: Option<serde_json::Value>,
     #[serde(
         default,
@@ -408,6 +417,13 @@ impl ProtocolMessage {
     pub fn has_flag(&self, flag: u64) -> bool {
         self.flags.unwrap_or(0) & flag != 0
     }
+}
+
+/// An optional JSON value where `null` means absent. A msgpack NaN or infinity reads
+/// as JSON `null`; kept as `Some(null)` it was written as `null` and so read back as
+/// absent, a change on the next hop (found by the ably_msgpack fuzz target).
+fn non_null_json<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    Ok(Option::<serde_json::Value>::deserialize(d)?.filter(|v| !v.is_null()))
 }
 
 /// Integer deserializers that also accept integral floats and (for params) strings,

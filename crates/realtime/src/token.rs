@@ -177,7 +177,8 @@ pub fn sign_token(secret: &str, claims: &TokenClaims) -> String {
     let body = JwtClaims {
         iat: Some(claims.issued_ms / 1000),
         // Round up so the coarse claim never expires before the precise one.
-        exp: Some((claims.expires_ms + 999) / 1000),
+        // (Saturating: `tidewire token` with a huge --ttl saturates expires_ms.)
+        exp: Some(claims.expires_ms.saturating_add(999) / 1000),
         capability: claims.capability.clone().map(CapabilityClaim::Text),
         client_id: claims.client_id.clone(),
         issued_ms: Some(claims.issued_ms),
@@ -330,6 +331,20 @@ mod tests {
         let forged = B64URL.encode(br#"{"exp":99999999999,"x-ably-capability":"{\"*\":[\"*\"]}"}"#);
         parts[1] = &forged;
         assert!(verify_jwt(&parts.join("."), "s3cret").is_err());
+    }
+
+    #[test]
+    fn expiry_at_the_end_of_time_signs_without_overflow() {
+        // Found by the realtime_jwt fuzz target (re-signing verified claims).
+        let claims = TokenClaims {
+            key_name: "app.k1".into(),
+            issued_ms: 0,
+            expires_ms: i64::MAX,
+            capability: None,
+            client_id: None,
+        };
+        let t = sign_token("s", &claims);
+        assert_eq!(verify_jwt(&t, "s").unwrap(), claims);
     }
 
     #[test]

@@ -8,11 +8,16 @@
 //! - [`reply`]: the [`Reply`] value tree handlers produce, encoded for either protocol
 //!   version (RESP3 types degrade to their RESP2 shapes the way Redis does);
 //!   [`bulk_array`] is its compact form for arrays of strings.
+//! - [`decode`]: a strict reader of that wire form back into a [`Reply`], for tests
+//!   and fuzz targets that check the encoder against it (the server never reads
+//!   replies).
 
 pub mod bulk_array;
+pub mod decode;
 pub mod reply;
 pub mod request;
 
 pub use bulk_array::BulkArray;
+pub use decode::{decode, decode_exact, DecodeError};
 pub use reply::{format_double, Protocol, Reply};
 pub use request::{Limits, ProtocolError, RequestParser};

@@ -358,15 +358,18 @@ fn to_argv(args: Vec<Arg>) -> Result<Vec<Bytes>, String> {
     Ok(args.into_iter().map(|a| a.0).collect())
 }
 
-/// A JSON command: an array of strings, numbers and booleans.
-fn parse_command(body: &[u8]) -> Result<Vec<Bytes>, String> {
+/// A JSON command: an array of strings, numbers and booleans. Public for the fuzz
+/// targets (crates/fuzz), which feed it hostile bodies.
+pub fn parse_command(body: &[u8]) -> Result<Vec<Bytes>, String> {
     let args: Vec<Arg> = serde_json::from_slice(body).map_err(|e| {
         format!("ERR failed to parse command: expected a JSON array such as [\"SET\",\"k\",\"v\"] ({e})")
     })?;
     to_argv(args)
 }
 
-fn parse_pipeline(body: &[u8], max: usize) -> Result<Vec<Vec<Bytes>>, String> {
+/// A JSON pipeline (`/pipeline`, `/multi-exec`): an array of at most `max` commands.
+/// Public for the fuzz targets (crates/fuzz).
+pub fn parse_pipeline(body: &[u8], max: usize) -> Result<Vec<Vec<Bytes>>, String> {
     let cmds: Vec<Vec<Arg>> = serde_json::from_slice(body).map_err(|e| {
         format!("ERR failed to parse pipeline: expected a JSON array of commands such as [[\"SET\",\"k\",\"v\"],[\"GET\",\"k\"]] ({e})")
     })?;
