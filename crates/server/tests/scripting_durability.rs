@@ -55,3 +55,67 @@ fn a_scripts_writes_are_logged_as_one_block_and_survive_a_crash() {
     let n: i64 = redis::cmd("GET").arg("counter").query(&mut c).unwrap();
     assert_eq!(n, 5);
 }
+
+#[test]
+fn over_maxmemory_scripts_are_refused_before_they_write_and_never_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[("maxmemory-policy", "allkeys-lru")]);
+    let mut c = node.conn();
+    redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query::<()>(&mut c)
+        .unwrap();
+    // Below what the server itself needs: eviction empties the dataset and
+    // memory stays over the limit.
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query::<()>(&mut c)
+        .unwrap();
+    let err = redis::cmd("EVAL")
+        .arg("#!lua\nreturn redis.call('set', 'a', 'b')")
+        .arg(0)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("allow-oom flag is not set on the script"),
+        "{err}"
+    );
+    let err = redis::cmd("EVAL")
+        .arg("return redis.call('set', 'a', 'b')")
+        .arg(0)
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("command not allowed when used memory"),
+        "{err}"
+    );
+    let one: i64 = redis::cmd("EVAL")
+        .arg("#!lua flags=no-writes\nreturn 1")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(one, 1);
+    let ok: String = redis::cmd("EVAL")
+        .arg("#!lua flags=allow-oom\nreturn redis.call('set', 'a', 'b')")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query::<()>(&mut c)
+        .unwrap();
+    let ok: String = redis::cmd("EVAL")
+        .arg("return redis.call('set', 'c', 'd')")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+}

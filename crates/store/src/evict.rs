@@ -234,7 +234,8 @@ fn invalidate_cache(store: &Store) {
     store.persist.mem_cache_at_us.store(0, Ordering::Relaxed);
 }
 
-fn oom() -> CmdError {
+/// The `-OOM` refusal of a command that would grow memory.
+pub fn oom() -> CmdError {
     CmdError::raw("OOM command not allowed when used memory > 'maxmemory'.")
 }
 
@@ -254,6 +255,24 @@ pub fn refused_when_full(cmd: &Command, multi: Option<&MultiState>) -> bool {
         "discard" | "quit" | "reset" => false,
         _ => true,
     }
+}
+
+/// Whether memory is over `maxmemory` now, without evicting: what a script asks
+/// (Redis's `pre_command_oom_state`). The dispatcher already evicted before the
+/// script's command ran; a script holds every shard, so evicting from inside it
+/// would wait for its own locks.
+pub fn over_limit(store: &Store) -> bool {
+    let max = store.config.maxmemory.load(Ordering::Relaxed);
+    if max == 0 {
+        return false;
+    }
+    // Without the allocator's count, the last measure: a fresh one walks the
+    // dataset under locks the script holds.
+    let used = match crate::families::server_info::ALLOCATED.get() {
+        Some(allocated) => allocated(),
+        None => store.persist.mem_cache_used.load(Ordering::Relaxed),
+    };
+    used > max
 }
 
 /// Called by the dispatcher before every command (no locks held), as Redis's

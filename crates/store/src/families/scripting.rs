@@ -196,7 +196,7 @@ fn prepare(ctx: &Ctx<'_>, script: &Script, ro: bool) -> Result<Rules, CmdError> 
                 "Can not execute a script with write flag using *_ro command.",
             ));
         }
-        if !f.allow_oom && crate::evict::check(ctx.store, true).is_err() {
+        if !f.allow_oom && crate::evict::over_limit(ctx.store) {
             return Err(CmdError::raw(
                 "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
             ));

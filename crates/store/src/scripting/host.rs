@@ -67,8 +67,12 @@ impl<'c, 'a> CommandHost<'c, 'a> {
                 return Err(e.text());
             }
         }
-        if cmd.has(flag::DENYOOM) && !self.wrote && !self.rules.allow_oom {
-            crate::evict::check(self.ctx.store, true).map_err(|e| e.text())?;
+        if cmd.has(flag::DENYOOM)
+            && !self.wrote
+            && !self.rules.allow_oom
+            && crate::evict::over_limit(self.ctx.store)
+        {
+            return Err(crate::evict::oom().text());
         }
         Ok(cmd)
     }
