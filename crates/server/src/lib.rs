@@ -127,6 +127,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             let _ = tx.send(true);
         }));
     }
+    store.scripts.running.no_killer.store(
+        on_single_threaded_runtime(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut tasks = JoinSet::new();
     let busy_poll = busy_poll_here().then(|| Arc::new(busy_poll::BusyPoll::default()));
     if let Some(poller) = &busy_poll {

@@ -119,3 +119,78 @@ fn over_maxmemory_scripts_are_refused_before_they_write_and_never_deadlock() {
         .unwrap();
     assert_eq!(ok, "OK");
 }
+
+/// With one worker thread nothing could answer SCRIPT KILL: an endless script
+/// that wrote nothing is stopped past `busy-reply-threshold`, and every other
+/// client is served again.
+#[test]
+fn an_endless_read_only_script_cannot_stop_a_single_threaded_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = try_start_with_env(
+        dir.path(),
+        &[("busy-reply-threshold", "200")],
+        &[("TIDEWIRE_THREADS", "1")],
+    )
+    .expect("starts");
+    let mut looping = node.conn();
+    let err = redis::cmd("EVAL")
+        .arg("local n = 0 while true do n = n + 1 end")
+        .arg(0)
+        .query::<()>(&mut looping)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Script killed by the server"),
+        "{err}"
+    );
+    let mut other = node.conn();
+    let pong: String = redis::cmd("PING").query(&mut other).unwrap();
+    assert_eq!(pong, "PONG");
+    // A script that wrote is not stopped half-way: its writes stay whole.
+    let n: i64 = redis::cmd("EVAL")
+        .arg("redis.call('set', 'a', 1) local t = redis.call('time') return 1")
+        .arg(0)
+        .query(&mut other)
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+/// With two worker threads another client sees `-BUSY` once a script is past
+/// `busy-reply-threshold`, and SCRIPT KILL stops it.
+#[test]
+fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = try_start_with_env(
+        dir.path(),
+        &[("busy-reply-threshold", "100")],
+        &[("TIDEWIRE_THREADS", "2")],
+    )
+    .expect("starts");
+    let mut looping = node.conn();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("local n = 0 while true do n = n + 1 end")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .unwrap_err()
+            .to_string()
+    });
+    let mut other = node.conn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let busy = loop {
+        match redis::cmd("PING").query::<String>(&mut other) {
+            Err(e) if e.to_string().contains("BUSY") => break true,
+            _ if std::time::Instant::now() > deadline => break false,
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    assert!(busy, "PING never got -BUSY");
+    let ok: String = redis::cmd("SCRIPT").arg("KILL").query(&mut other).unwrap();
+    assert_eq!(ok, "OK");
+    let err = runner.join().unwrap();
+    assert!(
+        err.contains("Script killed by user with SCRIPT KILL"),
+        "{err}"
+    );
+    let pong: String = redis::cmd("PING").query(&mut other).unwrap();
+    assert_eq!(pong, "PONG");
+}

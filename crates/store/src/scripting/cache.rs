@@ -35,6 +35,10 @@ pub struct RunState {
     pub kill: AtomicBool,
     /// The running script has written: it can no longer be killed.
     pub wrote: AtomicBool,
+    /// Set by a server with a single worker thread: nothing else can serve
+    /// SCRIPT KILL while a script runs, so a script past the busy threshold that
+    /// has not written is stopped as if killed.
+    pub no_killer: AtomicBool,
 }
 
 impl RunState {

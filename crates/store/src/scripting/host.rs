@@ -117,11 +117,27 @@ impl ScriptHost for CommandHost<'_, '_> {
     }
 
     fn interrupt(&mut self) -> Option<String> {
-        let running = &self.ctx.store.scripts.running;
-        running
-            .kill
-            .load(Ordering::SeqCst)
-            .then(|| "ERR Script killed by user with SCRIPT KILL...".to_string())
+        let store = self.ctx.store;
+        let running = &store.scripts.running;
+        if running.kill.load(Ordering::SeqCst) {
+            return Some("ERR Script killed by user with SCRIPT KILL...".into());
+        }
+        // Where no other thread can answer SCRIPT KILL (one worker thread), a
+        // script that has written nothing is stopped once it is past the busy
+        // threshold, as SCRIPT KILL would stop it; otherwise one endless loop
+        // would stop the whole server. A script that wrote runs to its end, as an
+        // UNKILLABLE one does in Redis: stopping it would break its atomicity.
+        if !self.wrote
+            && running.no_killer.load(Ordering::Relaxed)
+            && running.busy(store.config.get_u64("busy-reply-threshold"))
+        {
+            return Some(
+                "ERR Script killed by the server: it ran longer than busy-reply-threshold \
+                 and no other worker thread can serve SCRIPT KILL"
+                    .into(),
+            );
+        }
+        None
     }
 
     fn acl_check(&mut self, argv: &[Bytes]) -> Result<bool, String> {
