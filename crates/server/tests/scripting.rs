@@ -270,3 +270,37 @@ async fn scripts_are_atomic_even_with_undeclared_keys() {
     assert_eq!(checker.cmd(&["EVAL", sum_script, "0"]).await, V::Int(8000));
     server.shutdown().await;
 }
+
+/// Scripts that recurse to Lua's limits get an error or a value, and the server
+/// carries on (pcall recursion once aborted a debug build through a Lua API
+/// assertion).
+#[tokio::test]
+async fn runaway_recursion_costs_only_its_script() {
+    let (server, _dir) = start().await;
+    let mut c = Raw::connect(&server).await;
+    let deep = c
+        .cmd(&[
+            "EVAL",
+            "local function f(n) return 1 + f(n) end return f(1)",
+            "0",
+        ])
+        .await;
+    assert!(deep.text().contains("stack overflow"), "{deep:?}");
+    // Its reply is Lua's business (Redis answers 1); the server must survive it.
+    c.cmd(&[
+        "EVAL",
+        "local function f() return pcall(f) end return f()",
+        "0",
+    ])
+    .await;
+    let big = c
+        .cmd(&[
+            "EVAL",
+            "local t = {} for i = 1, 100000 do t[i] = i end return #t",
+            "0",
+        ])
+        .await;
+    assert_eq!(big, V::Int(100000));
+    assert_eq!(c.cmd(&["PING"]).await, V::Simple("PONG".into()));
+    server.shutdown().await;
+}
