@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Scripting throughput: EVALSHA of two client-library-shaped Lua scripts, driven by
+# redis-benchmark against tidewire and redis-server in the same run, same machine,
+# same settings (no persistence on either side). Each script is loaded with
+# SCRIPT LOAD on both servers (same text, same SHA) and called with EVALSHA,
+# unpipelined (-P 1) and pipelined (-P 16), from C clients (default 50).
+#
+#  ratelimit     @upstash/ratelimit's sliding-window limit: GET of the current and the
+#                previous window's counter, the weighted check, INCRBY of the current
+#                window and PEXPIRE the first time it is set; random identifiers
+#                (-r 100000), a limit high enough that every call takes the full path.
+#  move-active   a BullMQ-like moveToActive: HMGET of the queue's meta hash, RPOPLPUSH
+#                wait -> active, SET of the job lock (PX), ZREM from the prioritized
+#                set, HSET processedOn, HINCRBY ats, HGETALL of the job as the reply.
+#                BullMQ adds an "active" event with XADD; Tidewire has no streams yet,
+#                so the script INCRs an events counter instead. All 50 clients work
+#                one queue, as BullMQ's workers do. So that the wait list never runs
+#                dry, the script then puts the job back (LPOP active, LPUSH wait, ZADD
+#                prioritized): 11 commands per call, 8 of them writes.
+#
+# Both scripts start with a bare `#!lua` shebang. @upstash/ratelimit's own scripts
+# say `#!lua flags=allow-key-locking`, an Upstash flag that redis-server rejects
+# (Tidewire parses it and locks the same way with or without it), so it is left
+# out on both sides: both servers run the identical text.
+#
+# Each round starts from the same data: FLUSHALL, SCRIPT LOAD, and for move-active a
+# queue of JOBS jobs (default 1000). Each test runs ROUNDS times per server (default
+# 3), the servers taking turns and swapping who goes first each round; the table shows
+# the round with the median requests/s of each server and the ratio tidewire/redis,
+# then every round's requests/s. Pipelined runs send three times as many requests
+# (300k by default): a script call costs several commands, so even pipelined a round
+# lasts seconds, and the whole run stays within a few minutes.
+# Results (all rounds, CSV) in bench/out/scripting/.
+# Usage: bench/scripting.sh [-n requests] [-c clients]
+# Env: ROUNDS, PIPELINED_REQUESTS, JOBS, TESTS (ratelimit,move-active).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=100000
+C=50
+while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
+ROUNDS="${ROUNDS:-3}"
+JOBS="${JOBS:-1000}"
+TESTS="${TESTS:-ratelimit,move-active}"
+OUT=bench/out/scripting
+mkdir -p "$OUT"
+
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+  echo "installing redis-server and redis-tools" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+cargo build --release -q -p tidewire-server
+TW="${CARGO_TARGET_DIR:-target}/release/tidewire"
+work="$(mktemp -d)"
+cleanup() { kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# Mirrors @upstash/ratelimit's slidingWindowLimitScript (dist/index.js): same keys and
+# arguments, same commands in the same order (optional dynamic-limit GET, GET current,
+# GET previous, INCRBY, PEXPIRE window*2+1000 on first set), same reply.
+cat > "$work/ratelimit.lua" <<'LUA'
+#!lua
+-- KEYS: counter of this window, counter of the previous one, [dynamic limit]
+-- ARGV: limit, now (ms), window (ms), increment
+local cur, prev, limitKey = KEYS[1], KEYS[2], KEYS[3]
+local limit = tonumber(ARGV[1])
+local now, window = ARGV[2], ARGV[3]
+local inc = tonumber(ARGV[4])
+if limitKey and limitKey ~= "" then
+  local dyn = redis.call("GET", limitKey)
+  if dyn then limit = tonumber(dyn) end
+end
+local inCur = redis.call("GET", cur) or 0
+local inPrev = redis.call("GET", prev) or 0
+-- the previous window counts in proportion to how much of it still overlaps
+local elapsed = (now % window) / window
+inPrev = math.floor((1 - elapsed) * inPrev)
+if inc > 0 and inPrev + inCur >= limit then
+  return {-1, limit}
+end
+local n = redis.call("INCRBY", cur, inc)
+if n == inc then
+  redis.call("PEXPIRE", cur, window * 2 + 1000)
+end
+return {limit - (n + inPrev), limit}
+LUA
+
+# BullMQ-like moveToActive (see the header): job keys are built from a prefix inside
+# the script, not declared in KEYS, as BullMQ's are.
+cat > "$work/move-active.lua" <<'LUA'
+#!lua
+-- KEYS: wait, active, prioritized, events counter, meta
+-- ARGV: job key prefix, lock token, lock duration (ms), now (ms)
+local wait, active, prioritized, events, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, token, lockMs, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local m = redis.call("HMGET", meta, "paused", "concurrency")
+if m[1] then return {0, 0} end
+local id = redis.call("RPOPLPUSH", wait, active)
+if not id then return {0, 0} end
+local job = prefix .. id
+redis.call("SET", job .. ":lock", token, "PX", lockMs)
+redis.call("ZREM", prioritized, id)
+redis.call("INCR", events) -- BullMQ: XADD events * event active jobId <id> (no streams yet)
+redis.call("HSET", job, "processedOn", now)
+redis.call("HINCRBY", job, "ats", 1)
+local fields = redis.call("HGETALL", job)
+-- benchmark only: the job goes back to wait so the queue never runs dry
+redis.call("LPOP", active)
+redis.call("LPUSH", wait, id)
+redis.call("ZADD", prioritized, now, id)
+return {fields, id}
+LUA
+
+printf '[redis]\nappendonly = "no"\n' > "$work/tw.toml"
+"$TW" --config "$work/tw.toml" --port 0 --http-port 0 --print-ports --data-dir "$work/tw" --log-level warn >"$work/tw.out" 2>"$work/tw.err" &
+tw_pid=$!
+for _ in $(seq 1 100); do grep -q LISTENING "$work/tw.out" && break; sleep 0.1; done
+tw_port="$(grep -o 'resp=[0-9]*' "$work/tw.out" | cut -d= -f2)"
+rs_port=$(( (tw_port % 20000) + 30000 ))
+redis-server --port "$rs_port" --save "" --appendonly no --daemonize no --dir "$work" --logfile "$work/redis.log" &
+rs_pid=$!
+for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+NOW=1765000030000 # fixed "now" (ms): half way through a 60 s window
+load() { # port test -> sha
+  redis-cli -p "$1" -x SCRIPT LOAD < "$work/$2.lua"
+}
+prepare() { # port test: the same starting data every round
+  redis-cli -p "$1" FLUSHALL >/dev/null
+  if [ "$2" = move-active ]; then
+    awk -v n="$JOBS" -v now="$NOW" 'BEGIN {
+      for (i = 1; i <= n; i++) {
+        printf "HSET bull:q:%d name send-email data \047{\"to\":\"user%d@example.com\",\"subject\":\"Welcome\",\"body\":\"Hello there\"}\047 opts \047{\"attempts\":3,\"backoff\":1000}\047 timestamp %s delay 0 priority 0\n", i, i, now
+        printf "LPUSH bull:q:wait %d\n", i
+        printf "ZADD bull:q:prioritized %s %d\n", now, i
+      }
+      for (i = 1; i <= 10; i++) printf "LPUSH bull:q:active stalled-%d\n", i
+      print "HSET bull:q:meta opts.maxLenEvents 10000"
+    }' | redis-cli -p "$1" >/dev/null
+  fi
+}
+args() { # test -> EVALSHA arguments after the SHA
+  case $1 in
+    ratelimit) echo "2 rl:__rand_int__:29416667 rl:__rand_int__:29416666 1000000000 $NOW 60000 1";;
+    move-active) echo "5 bull:q:wait bull:q:active bull:q:prioritized bull:q:events bull:q:meta bull:q: tok-__rand_int__ 30000 $NOW";;
+  esac
+}
+requests() { # pipeline
+  if [ "$1" = 1 ]; then echo "$N"; else echo "${PIPELINED_REQUESTS:-$((N * 3))}"; fi
+}
+# One CSV line: "test","rps","avg","min","p50","p95","p99","max"
+one() { # port pipeline test
+  prepare "$1" "$3"
+  local sha; sha="$(load "$1" "$3")"
+  # shellcheck disable=SC2046
+  redis-benchmark -p "$1" -n "$(requests "$2")" -c "$C" -P "$2" -r 100000 --csv -q \
+    EVALSHA "$sha" $(args "$3") 2>/dev/null | tail -n +2 | sed "s/^\"[^\"]*\"/\"$3\"/"
+}
+
+# Both servers must load the same SHA and answer one call alike, without an error.
+for t in ${TESTS//,/ }; do
+  for p in "$tw_port" "$rs_port"; do prepare "$p" "$t"; done
+  a="$(load "$tw_port" "$t")"; b="$(load "$rs_port" "$t")"
+  [ "$a" = "$b" ] || { echo "$t: SHA differs: tidewire $a, redis $b" >&2; exit 1; }
+  # shellcheck disable=SC2046
+  ra="$(redis-cli -p "$tw_port" EVALSHA "$a" $(args "$t" | sed 's/__rand_int__/000000000042/g') 2>&1)"
+  # shellcheck disable=SC2046
+  rb="$(redis-cli -p "$rs_port" EVALSHA "$b" $(args "$t" | sed 's/__rand_int__/000000000042/g') 2>&1)"
+  # (sorted: HGETALL's order is the hash's own, and Redis keeps a job hash whose data
+  # is over 64 bytes as a hash table, in no fixed order)
+  [ "$(sort <<< "$ra")" = "$(sort <<< "$rb")" ] || { printf '%s: replies differ\ntidewire: %s\nredis: %s\n' "$t" "$ra" "$rb" >&2; exit 1; }
+  case "$ra" in *ERR*|"") echo "$t: $ra" >&2; exit 1;; esac
+done
+
+field() { echo "$1" | tr -d '"' | cut -d, -f"$2"; }
+# The CSV line of the median round by requests/s, from lines on stdin.
+median() { tr -d '"' | awk 'NF' | sort -t, -k2 -g | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'; }
+rounds() { tr -d '"' | cut -d, -f2 | cut -d. -f1 | paste -sd/ -; }
+
+{
+printf '\n%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' test P "tidewire rps" p50 p99 "redis rps" p50 p99 ratio
+printf '%s\n' "-------------------------------------------------------------------------------------------"
+} | tee "$OUT/table.txt"
+: > "$OUT/rounds.txt"
+for P in 1 16; do
+  for t in ${TESTS//,/ }; do
+    tw_csv="$OUT/tw.$t.P$P.csv"; rs_csv="$OUT/rs.$t.P$P.csv"
+    : > "$tw_csv"; : > "$rs_csv"
+    for round in $(seq 1 "$ROUNDS"); do
+      if [ $((round % 2)) = 1 ]; then
+        one "$tw_port" "$P" "$t" >> "$tw_csv"; one "$rs_port" "$P" "$t" >> "$rs_csv"
+      else
+        one "$rs_port" "$P" "$t" >> "$rs_csv"; one "$tw_port" "$P" "$t" >> "$tw_csv"
+      fi
+    done
+    tw="$(median < "$tw_csv")"; rs="$(median < "$rs_csv")"
+    [ -n "$tw" ] && [ -n "$rs" ] || { echo "$t: no result"; continue; }
+    ratio="$(awk -v a="$(field "$tw" 2)" -v b="$(field "$rs" 2)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
+    printf '%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' "$t" "$P" \
+      "$(field "$tw" 2)" "$(field "$tw" 5)" "$(field "$tw" 7)" \
+      "$(field "$rs" 2)" "$(field "$rs" 5)" "$(field "$rs" 7)" "$ratio" | tee -a "$OUT/table.txt"
+    printf '%-12s %4s   tidewire %s   redis %s\n' "$t" "$P" "$(rounds < "$tw_csv")" "$(rounds < "$rs_csv")" >> "$OUT/rounds.txt"
+  done
+done
+echo
+echo "requests/s of every round (in order):"
+cat "$OUT/rounds.txt"
+echo
+echo "clients=$C requests=$N (pipelined: $(requests 16)) rounds=$ROUNDS (median round shown); latencies in ms; ratio = tidewire rps / redis rps (target >= 1.0)"
+echo "peer: $(redis-server --version | cut -d' ' -f1-3); results in $OUT/"
