@@ -281,3 +281,73 @@ fn script_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         ],
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    fn info_field(t: &mut TestClient, section: &str, field: &str) -> String {
+        let b = match t.run(&["INFO", section]) {
+            Reply::Bulk(b) | Reply::Verbatim(_, b) => b,
+            other => panic!("INFO reply: {other:?}"),
+        };
+        let text = String::from_utf8_lossy(&b).into_owned();
+        let prefix = format!("{field}:");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_else(|| panic!("{field} missing from INFO {section}"))
+    }
+
+    #[test]
+    fn info_memory_counts_cached_scripts() {
+        let mut t = TestClient::new();
+        assert_eq!(
+            info_field(&mut t, "memory", "number_of_cached_scripts"),
+            "0"
+        );
+        for j in 0..3 {
+            t.run(&["SCRIPT", "LOAD", &format!("return {j}")]);
+        }
+        assert_eq!(
+            info_field(&mut t, "memory", "number_of_cached_scripts"),
+            "3"
+        );
+        assert_eq!(
+            info_field(&mut t, "memory", "used_memory_scripts_eval"),
+            "24"
+        );
+        assert_ne!(info_field(&mut t, "memory", "used_memory_lua"), "0");
+        t.run(&["SCRIPT", "FLUSH", "ASYNC"]);
+        assert_eq!(
+            info_field(&mut t, "memory", "number_of_cached_scripts"),
+            "0"
+        );
+    }
+
+    #[test]
+    fn sort_by_constant_is_ordered_inside_scripts() {
+        let mut t = TestClient::new();
+        t.run(&["SADD", "s", "b", "aa", "a", "c", "azz"]);
+        assert_eq!(
+            t.run(&[
+                "EVAL",
+                "return redis.call('sort', KEYS[1], 'by', '_')",
+                "1",
+                "s"
+            ]),
+            bulks(&["a", "aa", "azz", "b", "c"])
+        );
+    }
+
+    #[test]
+    fn redis_call_takes_nearly_8000_arguments() {
+        let mut t = TestClient::new();
+        let body = "local a = {} for i = 1, 7999 do a[i] = 1 end \
+                    return redis.call('lpush', KEYS[1], unpack(a))";
+        assert_eq!(t.run(&["EVAL", body, "1", "l"]), Reply::Int(7999));
+        let body = "local a = {} for i = 1, 7999 do a[i] = 1 end \
+                    return redis.pcall('rpush', KEYS[1], unpack(a))";
+        assert_eq!(t.run(&["EVAL", body, "1", "l"]), Reply::Int(15998));
+    }
+}

@@ -151,6 +151,12 @@ fn number_arg(n: f64) -> String {
     }
 }
 
+/// The `n` arguments the prelude packed into `t` for redis.call / pcall /
+/// acl_check_cmd (nils included, so they are refused as Redis refuses them).
+fn unpack_args(n: usize, t: &Table) -> mlua::Result<MultiValue> {
+    (1..=n).map(|i| t.raw_get::<Value>(i)).collect()
+}
+
 /// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
 fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
     if args.is_empty() {
@@ -499,9 +505,11 @@ H.struct = wraplib(api.struct)
 local R = wraplib(api.redis)
 -- per-run functions, bound by the host for the duration of a run
 local call_impl, pcall_impl, acl_impl, setresp_impl, setrepl_impl
-R.call = function(...) local n, r = fin(call_impl(...)) return unpack(r, 1, n) end
-R.pcall = function(...) local n, r = fin(pcall_impl(...)) return unpack(r, 1, n) end
-R.acl_check_cmd = function(...) local n, r = fin(acl_impl(...)) return unpack(r, 1, n) end
+-- Command arguments travel as a table: a Rust callback's own stack is bounded (8000
+-- slots in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass nearly that.
+R.call = function(...) local n, r = fin(call_impl(select('#', ...), {...})) return unpack(r, 1, n) end
+R.pcall = function(...) local n, r = fin(pcall_impl(select('#', ...), {...})) return unpack(r, 1, n) end
+R.acl_check_cmd = function(...) local n, r = fin(acl_impl(select('#', ...), {...})) return unpack(r, 1, n) end
 R.setresp = function(...) local n, r = fin(setresp_impl(...)) return unpack(r, 1, n) end
 R.set_repl = function(...) local n, r = fin(setrepl_impl(...)) return unpack(r, 1, n) end
 H.redis = R
@@ -812,9 +820,14 @@ impl LuaEnv {
         };
         let result = st.lua.scope(|scope| {
             let lua = &st.lua;
-            let call = scope.create_function(|lua, a: MultiValue| finish(lua, generic(lua, a, true)))?;
-            let pcall = scope.create_function(|lua, a: MultiValue| finish(lua, generic(lua, a, false)))?;
-            let acl = scope.create_function(|lua, a: MultiValue| {
+            let call = scope.create_function(|lua, (n, t): (usize, Table)| {
+                finish(lua, generic(lua, unpack_args(n, &t)?, true))
+            })?;
+            let pcall = scope.create_function(|lua, (n, t): (usize, Table)| {
+                finish(lua, generic(lua, unpack_args(n, &t)?, false))
+            })?;
+            let acl = scope.create_function(|lua, (n, t): (usize, Table)| {
+                let a = unpack_args(n, &t)?;
                 let r = (|| {
                     let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
                     let r = match host.try_borrow_mut() {
