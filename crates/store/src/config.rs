@@ -258,6 +258,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("zset-max-ziplist-entries", "zset-max-listpack-entries"),
     ("zset-max-ziplist-value", "zset-max-listpack-value"),
     ("list-max-ziplist-size", "list-max-listpack-size"),
+    // Redis 7 renamed the script time limit; the old name still sets it.
+    ("lua-time-limit", "busy-reply-threshold"),
 ];
 
 fn alias_of(name: &str) -> Option<&'static str> {
@@ -671,6 +673,15 @@ mod tests {
         c.set("zset-max-listpack-value", "32").unwrap();
         assert_eq!(c.get("zset-max-ziplist-value").unwrap(), "32");
         assert_eq!(c.matching(b"hash-max-*-entries").len(), 2);
+    }
+
+    #[test]
+    fn lua_time_limit_is_busy_reply_threshold() {
+        let c = Config::default();
+        c.set("lua-time-limit", "10").unwrap();
+        assert_eq!(c.get_u64("busy-reply-threshold"), 10);
+        c.set("busy-reply-threshold", "20").unwrap();
+        assert_eq!(c.get("lua-time-limit").unwrap(), "20");
     }
 
     #[test]

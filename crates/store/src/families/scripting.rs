@@ -160,7 +160,8 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
     store.scripts.running.begin();
     let result = store.scripts.with_script(&sha, &script, |env| {
         let mut host = CommandHost::new(ctx, rules);
-        env.run(&sha, keys, argv, caller_proto, &mut host)
+        let reply = env.run(&sha, keys, argv, caller_proto, &mut host);
+        (reply, env.error_counted())
     });
     store.scripts.running.end();
     saved.restore(ctx);
@@ -171,8 +172,14 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
     ctx.own_touches();
     wrap_in_transaction(ctx, log_from);
     match result {
-        Ok(Reply::Error(e)) => Err(CmdError::raw(e)),
-        Ok(reply) => Ok(reply),
+        // A command's error the script passed on was counted when the command
+        // failed: the script's call fails, but the error is not counted twice.
+        Ok((Reply::Error(e), true)) => {
+            ctx.cmd.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
+            Ok(Reply::Error(e))
+        }
+        Ok((Reply::Error(e), false)) => Err(CmdError::raw(e)),
+        Ok((reply, _)) => Ok(reply),
         Err(e) => Err(CmdError::raw(e)),
     }
 }
@@ -280,4 +287,116 @@ fn script_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
             "    Compile a script and keep it in the cache without running it; reply with its SHA1.",
         ],
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    fn info_field(t: &mut TestClient, section: &str, field: &str) -> String {
+        let b = match t.run(&["INFO", section]) {
+            Reply::Bulk(b) | Reply::Verbatim(_, b) => b,
+            other => panic!("INFO reply: {other:?}"),
+        };
+        let text = String::from_utf8_lossy(&b).into_owned();
+        let prefix = format!("{field}:");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+            .unwrap_or_else(|| panic!("{field} missing from INFO {section}"))
+    }
+
+    #[test]
+    fn info_memory_counts_cached_scripts() {
+        let mut t = TestClient::new();
+        assert_eq!(
+            info_field(&mut t, "memory", "number_of_cached_scripts"),
+            "0"
+        );
+        for j in 0..3 {
+            t.run(&["SCRIPT", "LOAD", &format!("return {j}")]);
+        }
+        assert_eq!(
+            info_field(&mut t, "memory", "number_of_cached_scripts"),
+            "3"
+        );
+        assert_eq!(
+            info_field(&mut t, "memory", "used_memory_scripts_eval"),
+            "24"
+        );
+        assert_ne!(info_field(&mut t, "memory", "used_memory_lua"), "0");
+        t.run(&["SCRIPT", "FLUSH", "ASYNC"]);
+        assert_eq!(
+            info_field(&mut t, "memory", "number_of_cached_scripts"),
+            "0"
+        );
+    }
+
+    #[test]
+    fn sort_by_constant_is_ordered_inside_scripts() {
+        let mut t = TestClient::new();
+        t.run(&["SADD", "s", "b", "aa", "a", "c", "azz"]);
+        assert_eq!(
+            t.run(&[
+                "EVAL",
+                "return redis.call('sort', KEYS[1], 'by', '_')",
+                "1",
+                "s"
+            ]),
+            bulks(&["a", "aa", "azz", "b", "c"])
+        );
+    }
+
+    #[test]
+    fn redis_call_takes_nearly_8000_arguments() {
+        let mut t = TestClient::new();
+        let body = "local a = {} for i = 1, 7999 do a[i] = 1 end \
+                    return redis.call('lpush', KEYS[1], unpack(a))";
+        assert_eq!(t.run(&["EVAL", body, "1", "l"]), Reply::Int(7999));
+        let body = "local a = {} for i = 1, 7999 do a[i] = 1 end \
+                    return redis.pcall('rpush', KEYS[1], unpack(a))";
+        assert_eq!(t.run(&["EVAL", body, "1", "l"]), Reply::Int(15998));
+    }
+
+    /// Redis counts a command's error once: when the command inside the script
+    /// fails or is refused, not again when the script passes it on.
+    #[test]
+    fn script_errors_are_counted_once() {
+        let mut t = TestClient::new();
+        t.run(&["CONFIG", "RESETSTAT"]);
+        let r = t.run(&["EVAL_RO", "return redis.call('set','x','y')", "1", "x"]);
+        assert!(
+            matches!(r, Reply::Error(ref e) if e.starts_with("ERR Write commands are not allowed from read-only scripts.")),
+            "{r:?}"
+        );
+        assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
+        assert_eq!(info_field(&mut t, "stats", "total_error_replies"), "1");
+        let set = info_field(&mut t, "commandstats", "cmdstat_set");
+        assert!(
+            set.starts_with("calls=0,") && set.ends_with("rejected_calls=1,failed_calls=0"),
+            "{set}"
+        );
+        let eval = info_field(&mut t, "commandstats", "cmdstat_eval_ro");
+        assert!(
+            eval.starts_with("calls=1,") && eval.ends_with("rejected_calls=0,failed_calls=1"),
+            "{eval}"
+        );
+
+        t.run(&["CONFIG", "RESETSTAT"]);
+        let body = "local t = redis.pcall('select', 99) \
+                    if t['err'] == 'ERR DB index is out of range' then return 1 end return 0";
+        assert_eq!(t.run(&["EVAL", body, "0"]), Reply::Int(1));
+        assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
+        let eval = info_field(&mut t, "commandstats", "cmdstat_eval");
+        assert!(eval.ends_with("rejected_calls=0,failed_calls=0"), "{eval}");
+
+        t.run(&["CONFIG", "RESETSTAT"]);
+        let r = t.run(&["EVAL", "return redis.error_reply('MY_ERR custom')", "0"]);
+        assert_eq!(r, Reply::Error("MY_ERR custom".into()));
+        assert_eq!(
+            info_field(&mut t, "errorstats", "errorstat_MY_ERR"),
+            "count=1"
+        );
+        assert_eq!(info_field(&mut t, "stats", "total_error_replies"), "1");
+    }
 }

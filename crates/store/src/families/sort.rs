@@ -174,9 +174,11 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, readonly: bool) -> CmdRe
         Value::ZSet(_) => 'z',
         _ => 'l',
     });
-    // An unsorted set would come out in an arbitrary order: when storing, sort it so
-    // the stored result (and the log) is deterministic, as Redis does.
-    if dontsort && kind == Some('s') && store.is_some() {
+    // An unsorted set would come out in an arbitrary order: when storing, or when a
+    // script asks (its result must not depend on the set's layout), sort it, as
+    // Redis does. A script holds every shard, so a running script is the caller.
+    let in_script = ctx.store.scripts.running.is_running();
+    if dontsort && kind == Some('s') && (store.is_some() || in_script) {
         dontsort = false;
         alpha = true;
         by = None;

@@ -27,6 +27,18 @@ pub(crate) fn error_table(lua: &Lua, line: &str) -> mlua::Result<Table> {
     Ok(t)
 }
 
+/// Whether `v` is an error table that a command reply produced (marked
+/// `ignore_error_stats_update`, as Redis marks it): its error is already counted.
+pub(crate) fn stats_counted(v: &Value) -> bool {
+    match v {
+        Value::Table(t) => matches!(
+            t.raw_get::<Value>("ignore_error_stats_update"),
+            Ok(Value::Boolean(true))
+        ),
+        _ => false,
+    }
+}
+
 /// A command's reply as a Lua value. `resp` is the script's protocol: it decides
 /// whether a null is `false` (RESP2) or `nil` (RESP3) and how RESP3-only shapes
 /// arrive (RESP2 sees them as their RESP2 wire forms, as a RESP2 client would).

@@ -15,6 +15,10 @@ use super::{bit, cjson, cmsgpack, parse_shebang, structlib, Protocol, Reply, Scr
 
 /// The host's `interrupt` is polled every this many VM instructions (Redis: 100k).
 pub const HOOK_INSTRUCTIONS: u32 = 100_000;
+/// A full collection runs every this many script runs (Redis steps its collector
+/// every 50 calls): each run leaves a little garbage (its KEYS/ARGV tables and
+/// bindings), which the incremental collector alone lets grow to twice the heap.
+const GC_PERIOD: u32 = 50;
 /// Default bound on the Lua heap (Redis has none of its own; see [`LuaEnv::set_memory_limit`]).
 pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
 /// Redis version the environment reports (`redis.REDIS_VERSION`).
@@ -149,6 +153,12 @@ fn number_arg(n: f64) -> String {
             _ => s,
         }
     }
+}
+
+/// The `n` arguments the prelude packed into `t` for redis.call / pcall /
+/// acl_check_cmd (nils included, so they are refused as Redis refuses them).
+fn unpack_args(n: usize, t: &Table) -> mlua::Result<MultiValue> {
+    (1..=n).map(|i| t.raw_get::<Value>(i)).collect()
 }
 
 /// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
@@ -499,9 +509,11 @@ H.struct = wraplib(api.struct)
 local R = wraplib(api.redis)
 -- per-run functions, bound by the host for the duration of a run
 local call_impl, pcall_impl, acl_impl, setresp_impl, setrepl_impl
-R.call = function(...) local n, r = fin(call_impl(...)) return unpack(r, 1, n) end
-R.pcall = function(...) local n, r = fin(pcall_impl(...)) return unpack(r, 1, n) end
-R.acl_check_cmd = function(...) local n, r = fin(acl_impl(...)) return unpack(r, 1, n) end
+-- Command arguments travel as a table: a Rust callback's own stack is bounded (8000
+-- slots in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass nearly that.
+R.call = function(...) local n, r = fin(call_impl(select('#', ...), {...})) return unpack(r, 1, n) end
+R.pcall = function(...) local n, r = fin(pcall_impl(select('#', ...), {...})) return unpack(r, 1, n) end
+R.acl_check_cmd = function(...) local n, r = fin(acl_impl(select('#', ...), {...})) return unpack(r, 1, n) end
 R.setresp = function(...) local n, r = fin(setresp_impl(...)) return unpack(r, 1, n) end
 R.set_repl = function(...) local n, r = fin(setrepl_impl(...)) return unpack(r, 1, n) end
 H.redis = R
@@ -649,6 +661,8 @@ fn new_state(memory_limit: usize) -> mlua::Result<State> {
         },
     )?;
     lua.set_memory_limit(memory_limit)?;
+    // Building the environment leaves garbage (the prelude's copies of the libraries).
+    lua.gc_collect()?;
     Ok(State {
         bind: control.get("bind")?,
         set_args: control.get("set_args")?,
@@ -664,6 +678,11 @@ pub struct LuaEnv {
     state: State,
     scripts: HashMap<String, Function>,
     memory_limit: usize,
+    /// The last run's error reply came from a command `redis.call` / `pcall` ran
+    /// (or refused), which was already counted in the error stats.
+    error_counted: bool,
+    /// Runs since the last periodic collection ([`GC_PERIOD`]).
+    runs_since_gc: u32,
 }
 
 impl Default for LuaEnv {
@@ -694,6 +713,8 @@ impl LuaEnv {
             state,
             scripts: HashMap::new(),
             memory_limit: bytes,
+            error_counted: false,
+            runs_since_gc: 0,
         }
     }
 
@@ -762,6 +783,13 @@ impl LuaEnv {
         self.scripts.is_empty()
     }
 
+    /// Whether the last run's error reply was a command's error that the host
+    /// already counted (Redis's `ignore_error_stats_update`): the caller must not
+    /// count it again as the script's own error.
+    pub fn error_counted(&self) -> bool {
+        self.error_counted
+    }
+
     /// Bytes the Lua heap uses (`used_memory_lua`).
     pub fn memory_used(&self) -> usize {
         self.state.lua.used_memory()
@@ -784,6 +812,8 @@ impl LuaEnv {
             return Reply::Error("NOSCRIPT No matching script. Please use EVAL.".into());
         };
         *self.state.shared.killed.lock() = None;
+        self.error_counted = false;
+        let counted = Cell::new(false);
         host.set_resp(Protocol::Resp2);
         let script_resp = Cell::new(Protocol::Resp2);
         let host = RefCell::new(host);
@@ -812,9 +842,14 @@ impl LuaEnv {
         };
         let result = st.lua.scope(|scope| {
             let lua = &st.lua;
-            let call = scope.create_function(|lua, a: MultiValue| finish(lua, generic(lua, a, true)))?;
-            let pcall = scope.create_function(|lua, a: MultiValue| finish(lua, generic(lua, a, false)))?;
-            let acl = scope.create_function(|lua, a: MultiValue| {
+            let call = scope.create_function(|lua, (n, t): (usize, Table)| {
+                finish(lua, generic(lua, unpack_args(n, &t)?, true))
+            })?;
+            let pcall = scope.create_function(|lua, (n, t): (usize, Table)| {
+                finish(lua, generic(lua, unpack_args(n, &t)?, false))
+            })?;
+            let acl = scope.create_function(|lua, (n, t): (usize, Table)| {
+                let a = unpack_args(n, &t)?;
                 let r = (|| {
                     let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
                     let r = match host.try_borrow_mut() {
@@ -880,6 +915,7 @@ impl LuaEnv {
             let mut it = out.into_iter();
             let ok = matches!(it.next(), Some(Value::Boolean(true)));
             let v = it.next().unwrap_or(Value::Nil);
+            counted.set(convert::stats_counted(&v));
             Ok(if ok {
                 convert::lua_to_reply(&v, script_resp.get())
             } else {
@@ -898,7 +934,12 @@ impl LuaEnv {
                 first_line(&msg)
             ))
         });
+        self.runs_since_gc += 1;
         if reply.is_error() {
+            self.error_counted = counted.get();
+        }
+        if reply.is_error() || self.runs_since_gc >= GC_PERIOD {
+            self.runs_since_gc = 0;
             let _ = st.lua.gc_collect();
         }
         reply

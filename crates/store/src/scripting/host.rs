@@ -87,7 +87,15 @@ impl ScriptHost for CommandHost<'_, '_> {
         }
         let cmd = match self.admit(argv) {
             Ok(cmd) => cmd,
-            Err(e) => return Reply::Error(e),
+            Err(e) => {
+                // As Redis: a refusal is the command's rejected call and an error
+                // reply of its own, whether or not the script then fails with it.
+                if let Some(c) = known_command(argv) {
+                    c.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
+                }
+                self.ctx.store.stats.count_error(&e);
+                return Reply::Error(e);
+            }
         };
         if cmd.has(flag::WRITE) && !self.wrote {
             self.wrote = true;
@@ -146,6 +154,16 @@ impl ScriptHost for CommandHost<'_, '_> {
             Err(_) if registry().get(&argv[0]).is_some() => Ok(true),
             Err(_) => Err("ERR Invalid command passed to redis.acl_check_cmd()".into()),
         }
+    }
+}
+
+/// The command (or subcommand) `argv` names, if there is one, even when its
+/// arguments are wrong.
+fn known_command(argv: &[Bytes]) -> Option<&'static crate::command::Command> {
+    let c = registry().get(argv.first()?)?;
+    match argv.get(1) {
+        Some(sub) if !c.subs.is_empty() => c.sub(sub),
+        _ => Some(c),
     }
 }
 
