@@ -126,6 +126,18 @@ fn make_read_room(inbuf: &mut BytesMut) {
     }
 }
 
+/// While another connection's script runs, waits without holding a worker
+/// thread (a command would otherwise block one on the keyspace lock the script
+/// holds), until the script ends or passes `busy-reply-threshold`: then the
+/// command runs and gets `-BUSY`, or, for SCRIPT KILL and the like, is served.
+async fn wait_for_script(store: &Store) {
+    let running = &store.scripts.running;
+    let threshold = store.config.get_u64("busy-reply-threshold");
+    while running.is_running() && !running.busy(threshold) {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Room for a large argument whose `$len` header has arrived (`total` counts its
 /// CRLF), grown with the bytes that really came: at most as much again as is
 /// buffered, so a client declaring 512 MB and sending a few bytes costs a few
@@ -254,6 +266,9 @@ impl Conn {
                 self.encode(client, &Reply::Error(format!("ERR Protocol error: {e}")));
                 self.flush().await;
                 return false;
+            }
+            if self.store.scripts.running.is_running() {
+                wait_for_script(&self.store).await;
             }
             let argv = match self.parser.next_command(&mut self.inbuf) {
                 Ok(Some(argv)) => argv,

@@ -52,6 +52,13 @@ impl Server {
     /// Graceful shutdown: stop accepting, close connections after their current
     /// batch of replies, stop background work.
     pub async fn shutdown(mut self) {
+        // A script that has not written stops as if killed; one that has runs to
+        // its end (stopping it would break its atomicity).
+        self.store
+            .scripts
+            .running
+            .kill
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.shutdown_tx.send(true);
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);

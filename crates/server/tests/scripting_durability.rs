@@ -174,7 +174,15 @@ fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
             .unwrap_err()
             .to_string()
     });
+    // Connections made while the script runs are accepted and served: a
+    // command on a key waits for the threshold, then gets -BUSY.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let mut other = node.conn();
+    let err = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut other)
+        .unwrap_err();
+    assert!(err.to_string().contains("BUSY"), "{err}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let busy = loop {
         match redis::cmd("PING").query::<String>(&mut other) {

@@ -58,6 +58,15 @@ impl RunState {
         self.since_ms.load(Ordering::Relaxed) != 0
     }
 
+    /// How long the running script has run, in ms (0 when none runs).
+    pub fn elapsed_ms(&self) -> u64 {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        if since == 0 {
+            return 0;
+        }
+        crate::clock::now_ms().saturating_sub(since)
+    }
+
     /// Whether a script has been running for more than `threshold_ms`.
     pub fn busy(&self, threshold_ms: u64) -> bool {
         let since = self.since_ms.load(Ordering::Relaxed);

@@ -31,6 +31,24 @@ pub struct CommandHost<'c, 'a> {
     /// Whether a write command already ran: from then on the script cannot be
     /// refused half-way for memory, as in Redis.
     wrote: bool,
+    /// Whether this script's thread already gave its runtime worker away.
+    handed_off: bool,
+}
+
+/// A script that has run this long gives its worker thread's other tasks to a new
+/// worker: the runtime's accept loop, the connections that would answer -BUSY
+/// and SCRIPT KILL, must not wait behind it.
+const HAND_OFF_AFTER_MS: u64 = 2;
+
+/// On a multi-threaded runtime, moves the tasks queued on this worker to a new
+/// worker thread and lets the script go on here (`block_in_place`; the short
+/// sleep lets the new worker take them before this thread would take them back).
+fn hand_off_worker() {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| std::thread::sleep(std::time::Duration::from_millis(1)));
+    }
 }
 
 impl<'c, 'a> CommandHost<'c, 'a> {
@@ -39,6 +57,7 @@ impl<'c, 'a> CommandHost<'c, 'a> {
             ctx,
             rules,
             wrote: false,
+            handed_off: false,
         }
     }
 
@@ -127,6 +146,10 @@ impl ScriptHost for CommandHost<'_, '_> {
     fn interrupt(&mut self) -> Option<String> {
         let store = self.ctx.store;
         let running = &store.scripts.running;
+        if !self.handed_off && running.elapsed_ms() >= HAND_OFF_AFTER_MS {
+            self.handed_off = true;
+            hand_off_worker();
+        }
         if running.kill.load(Ordering::SeqCst) {
             return Some("ERR Script killed by user with SCRIPT KILL...".into());
         }
