@@ -61,10 +61,6 @@ impl<'c, 'a> CommandHost<'c, 'a> {
         }
     }
 
-    pub fn wrote(&self) -> bool {
-        self.wrote
-    }
-
     /// Redis's checks before a script's command runs; the error line on refusal.
     fn admit(&self, argv: &[Bytes]) -> Result<&'static crate::command::Command, String> {
         let cmd = resolve(argv).map_err(|_| {
