@@ -174,6 +174,8 @@ fn a_declared_bulk_length_reserves_nothing_and_evicts_nobody() {
     ping(&node);
 }
 
+/// A guard: the HTTP front doors already read bodies as they arrive; this keeps
+/// them from starting to trust `Content-Length`.
 #[test]
 fn an_http_body_costs_what_arrived_not_its_content_length() {
     let dir = tempfile::tempdir().unwrap();

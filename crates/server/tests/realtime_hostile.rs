@@ -302,7 +302,7 @@ async fn raw_websocket(node: &Node) -> tokio::net::TcpStream {
 
 /// Memory follows the bytes a client sends, not the lengths its frame headers
 /// declare: many connections each announce a text frame just under the limit and
-/// then trickle a few bytes of it.
+/// then trickle a few bytes of it. A guard: tungstenite already behaves so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declared_frame_lengths_do_not_reserve_memory() {
     use tokio::io::AsyncWriteExt;
