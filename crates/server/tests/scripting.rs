@@ -215,6 +215,15 @@ async fn scripts_are_atomic_even_with_undeclared_keys() {
                       if from < tonumber(ARGV[1]) then return 0 end \
                       redis.call('decrby', f, ARGV[1]) \
                       redis.call('incrby', t, ARGV[1]) return 1";
+    // The same transfer as a function, touching keys it was not given.
+    let lib = "#!lua name=bank\nredis.register_function('transfer', function(keys, args) \
+               local f = 'acct:' .. args[2] local t = 'acct:' .. args[3] \
+               if tonumber(redis.call('get', f)) < tonumber(args[1]) then return 0 end \
+               redis.call('decrby', f, args[1]) redis.call('incrby', t, args[1]) return 1 end)";
+    assert_eq!(
+        setup.cmd(&["FUNCTION", "LOAD", lib]).await,
+        V::Bulk(b"bank".to_vec())
+    );
     let mut tasks = Vec::new();
     for client in 0..CLIENTS {
         let addr = server.resp_addr;
@@ -231,7 +240,17 @@ async fn scripts_are_atomic_even_with_undeclared_keys() {
                 let from = (seed >> 33) as usize % ACCOUNTS;
                 let to = (from + 1 + (seed >> 40) as usize % (ACCOUNTS - 1)) % ACCOUNTS;
                 let amount = ((seed >> 20) % 50 + 1).to_string();
-                let reply = if (client + round) % 2 == 0 {
+                let reply = if (client + round) % 3 == 2 {
+                    c.cmd(&[
+                        "FCALL",
+                        "transfer",
+                        "0",
+                        &amount,
+                        &from.to_string(),
+                        &to.to_string(),
+                    ])
+                    .await
+                } else if (client + round) % 3 == 0 {
                     c.cmd(&[
                         "EVAL",
                         declared,
@@ -260,8 +279,23 @@ async fn scripts_are_atomic_even_with_undeclared_keys() {
     let mut sum_checks = 0;
     let mut checker = Raw::connect(&server).await;
     let sum_script = "local s = 0 for i = 0, 7 do s = s + tonumber(redis.call('get', 'acct:' .. i)) end return s";
+    let accounts: Vec<String> = (0..ACCOUNTS).map(|a| format!("acct:{a}")).collect();
+    let mut mget = vec!["MGET"];
+    mget.extend(accounts.iter().map(String::as_str));
     while tasks.iter().any(|t| !t.is_finished()) && sum_checks < 500 {
         assert_eq!(checker.cmd(&["EVAL", sum_script, "0"]).await, V::Int(8000));
+        // A plain multi-key read never sees half of a transfer either.
+        let V::Array(values) = checker.cmd(&mget).await else {
+            panic!("MGET reply")
+        };
+        let sum: i64 = values
+            .iter()
+            .map(|v| match v {
+                V::Bulk(b) => String::from_utf8_lossy(b).parse::<i64>().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .sum();
+        assert_eq!(sum, 8000);
         sum_checks += 1;
     }
     for t in tasks {

@@ -202,3 +202,168 @@ fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
     let pong: String = redis::cmd("PING").query(&mut other).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+/// A busy function: other clients get the FUNCTION KILL flavour of -BUSY,
+/// FUNCTION STATS names it, SCRIPT KILL refuses it, FUNCTION KILL stops it.
+#[test]
+fn function_kill_stops_a_busy_function_and_script_kill_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = try_start_with_env(
+        dir.path(),
+        &[("busy-reply-threshold", "100")],
+        &[("TIDEWIRE_THREADS", "2")],
+    )
+    .expect("starts");
+    let mut c = node.conn();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=spin\nredis.register_function('spin', function() local n = 0 while true do n = n + 1 end end)")
+        .query(&mut c)
+        .unwrap();
+    let mut looping = node.conn();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("FCALL")
+            .arg("spin")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .unwrap_err()
+            .to_string()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let busy = loop {
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Err(e) if e.to_string().contains("BUSY") => break e.to_string(),
+            _ if std::time::Instant::now() > deadline => panic!("PING never got -BUSY"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    };
+    assert!(
+        busy.contains("You can only call FUNCTION KILL or SHUTDOWN NOSAVE"),
+        "{busy}"
+    );
+    let stats: redis::Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
+    let text = format!("{stats:?}");
+    assert!(
+        text.contains("spin") && text.contains("duration_ms"),
+        "{text}"
+    );
+    let err = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("FUNCTION KILL"), "{err}");
+    let ok: String = redis::cmd("FUNCTION").arg("KILL").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    let err = runner.join().unwrap();
+    assert!(err.contains("Script killed by user"), "{err}");
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+/// Waits (bounded) until INFO persistence shows `done` rewrites/saves finished.
+fn wait_info(node: &Node, c: &mut redis::Connection, field: &str, want: &str) {
+    for _ in 0..500 {
+        if node.info_field(c, field).as_deref() == Some(want) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{field} never became {want}");
+}
+
+fn fcall(c: &mut redis::Connection, f: &str, keys: &[&str]) -> redis::RedisResult<redis::Value> {
+    redis::cmd("FCALL")
+        .arg(f)
+        .arg(keys.len())
+        .arg(keys)
+        .query(c)
+}
+
+fn libraries(c: &mut redis::Connection) -> Vec<String> {
+    let list: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("FUNCTION").arg("LIST").query(c).unwrap();
+    let mut names: Vec<String> = list
+        .iter()
+        .map(|m| redis::from_redis_value(&m["library_name"]).unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+const LIB_A: &str = "#!lua name=liba\nredis.register_function('fa', function(keys) return redis.call('incr', keys[1]) end)";
+const LIB_B: &str = "#!lua name=libb\nredis.register_function{function_name='fb', callback=function() return 'b' end, flags={'no-writes'}}";
+const LIB_C: &str = "#!lua name=libc\nredis.register_function('fc', function() return 'c' end)";
+
+/// Functions are data, as in Redis: the log keeps FUNCTION LOAD / DELETE, a
+/// rewrite's base file keeps the libraries, and a restart (after a crash, after an
+/// AOF rewrite, from a snapshot alone) has them all back.
+#[test]
+fn function_libraries_survive_crashes_rewrites_and_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[("appendfsync", "always")]);
+    let mut c = node.conn();
+    for lib in [LIB_A, LIB_B, LIB_C] {
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(lib)
+            .query(&mut c)
+            .unwrap();
+    }
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("libc")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(fcall(&mut c, "fa", &["n"]).unwrap(), redis::Value::Int(1));
+    node.kill9();
+
+    // After a crash: replayed from the log.
+    let node = start(dir.path(), &[("appendfsync", "always")]);
+    let mut c = node.conn();
+    assert_eq!(libraries(&mut c), ["liba", "libb"]);
+    assert_eq!(fcall(&mut c, "fa", &["n"]).unwrap(), redis::Value::Int(2));
+    let _: () = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    wait_info(&node, &mut c, "aof_rewrite_in_progress", "0");
+    wait_info(&node, &mut c, "aof_rewrites", "1");
+    // Changed after the rewrite's cut: goes to the new incremental file.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIB_C)
+        .query(&mut c)
+        .unwrap();
+    node.kill9();
+
+    let node = start(dir.path(), &[("appendfsync", "always")]);
+    let mut c = node.conn();
+    assert_eq!(libraries(&mut c), ["liba", "libb", "libc"]);
+    let fb: String = redis::cmd("FCALL_RO")
+        .arg("fb")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(fb, "b");
+    assert_eq!(fcall(&mut c, "fa", &["n"]).unwrap(), redis::Value::Int(3));
+    node.stop();
+
+    // A snapshot alone (no AOF) keeps them too.
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[("appendonly", "no")]);
+    let mut c = node.conn();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(LIB_A)
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    node.kill9();
+    let node = start(dir.path(), &[("appendonly", "no")]);
+    let mut c = node.conn();
+    assert_eq!(libraries(&mut c), ["liba"]);
+    // FUNCTION FLUSH is durable as well.
+    let _: () = redis::cmd("FUNCTION").arg("FLUSH").query(&mut c).unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    node.kill9();
+    let node = start(dir.path(), &[("appendonly", "no")]);
+    let mut c = node.conn();
+    assert!(libraries(&mut c).is_empty());
+}

@@ -275,6 +275,93 @@ async fn configured_and_read_only_tokens() {
     t.stop().await;
 }
 
+/// Scripts and functions over REST: EVAL/EVALSHA/FCALL through `/`, `/pipeline`
+/// and `/multi-exec`; a read-only token runs only the `_RO` forms, and those
+/// still may not write.
+#[tokio::test]
+async fn scripts_and_functions_over_rest_and_read_only_tokens() {
+    let t = start_with(|c| c.upstash.readonly_tokens = vec!["ro".into()]).await;
+    let lib = "#!lua name=rest\n\
+               redis.register_function('bump', function(keys, args) return redis.call('incrby', keys[1], args[1]) end)\n\
+               redis.register_function{function_name='peek', callback=function(keys) return redis.call('get', keys[1]) end, flags={'no-writes'}}";
+    assert_eq!(
+        t.cmd(json!(["FUNCTION", "LOAD", lib])).await,
+        (200, json!({"result": "rest"}))
+    );
+    assert_eq!(
+        t.cmd(json!(["FCALL", "bump", 1, "n", 5])).await,
+        (200, json!({"result": 5}))
+    );
+    let (status, body) = t
+        .post_json(
+            "/pipeline",
+            &json!([
+                ["FCALL", "bump", 1, "n", 2],
+                ["EVAL", "return redis.call('get', KEYS[1])", 1, "n"]
+            ]),
+            &t.token,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([{"result": 7}, {"result": "7"}]));
+    let (status, body) = t
+        .post_json(
+            "/multi-exec",
+            &json!([["FCALL", "bump", 1, "n", 1], ["FCALL_RO", "peek", 1, "n"]]),
+            &t.token,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!([{"result": 8}, {"result": "8"}]));
+    let sha = t
+        .cmd(json!([
+            "SCRIPT",
+            "LOAD",
+            "return redis.call('get', KEYS[1])"
+        ]))
+        .await
+        .1["result"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Read-only token: the _RO forms only.
+    assert_eq!(
+        t.post_json("", &json!(["FCALL_RO", "peek", 1, "n"]), "ro")
+            .await,
+        (200, json!({"result": "8"}))
+    );
+    assert_eq!(
+        t.post_json("", &json!(["EVALSHA_RO", sha, 1, "n"]), "ro")
+            .await,
+        (200, json!({"result": "8"}))
+    );
+    for cmd in [
+        json!(["FCALL", "bump", 1, "n", 1]),
+        json!(["EVAL", "return 1", 0]),
+        json!(["EVALSHA", sha, 1, "n"]),
+        json!(["FUNCTION", "LOAD", lib]),
+        json!(["SCRIPT", "LOAD", "return 1"]),
+    ] {
+        let (status, body) = t.post_json("", &cmd, "ro").await;
+        assert_eq!(status, 400, "{cmd}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with("NOPERM"),
+            "{cmd}: {body}"
+        );
+    }
+    // FCALL_RO of a function that writes is refused before it runs.
+    let (status, body) = t
+        .post_json("", &json!(["FCALL_RO", "bump", 1, "n", 1]), "ro")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "ERR Can not execute a script with write flag using *_ro command."})
+    );
+    assert_eq!(t.cmd(json!(["GET", "n"])).await.1, json!({"result": "8"}));
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn body_limit_gives_413() {
     let t = start_with(|c| c.http.max_body_bytes = 1024).await;

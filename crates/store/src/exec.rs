@@ -450,9 +450,7 @@ impl Store {
                 .running
                 .busy(self.config.get_u64("busy-reply-threshold"))
         {
-            return Err(CmdError::raw(
-                "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
-            ));
+            return Err(CmdError::raw(self.scripts.running.busy_error()));
         }
         if self.loading.load(Ordering::Relaxed)
             && !cmd.has(flag::LOADING)
@@ -828,7 +826,10 @@ impl Store {
             let mut replies = Vec::with_capacity(multi.queue.len());
             for (cmd, argv) in &multi.queue {
                 // SELECT and friends inside MULTI need no keyspace but still run here.
-                self.feed_monitors(client, argv);
+                // Scripts show themselves to monitors, before their own commands.
+                if !cmd.has(flag::SKIP_MONITOR) {
+                    self.feed_monitors(client, argv);
+                }
                 replies.push(self.run_locked(
                     client,
                     &mut ks,

@@ -17,6 +17,7 @@ pub mod command;
 pub mod config;
 pub mod counter;
 pub mod dense;
+pub mod dump_payload;
 pub mod durable;
 pub mod error;
 pub mod evict;
@@ -181,6 +182,8 @@ pub struct Store {
     pub persist: persistence::Persistence,
     /// EVAL's script cache and the script running now.
     pub scripts: scripting::cache::ScriptCache,
+    /// Redis Functions: the loaded libraries and their Lua state.
+    pub functions: scripting::functions::Functions,
 }
 
 /// Callbacks for commands whose work belongs to the server binary, not the store.
@@ -216,6 +219,7 @@ impl Store {
             run_id: random_hex(40),
             persist: Default::default(),
             scripts: Default::default(),
+            functions: Default::default(),
         });
         store.persist.init(Arc::downgrade(&store));
         store

@@ -17,8 +17,8 @@ use crate::command::{cmd, flag::*, CommandSpec, Keys, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
-use crate::scripting::cache::Script;
 use crate::scripting::host::{ClientState, CommandHost, Rules};
+use crate::scripting::ScriptFlags;
 
 /// EVAL-family key positions: `numkeys` at 2, the keys after it.
 fn eval_keys(argv: &[Bytes]) -> Vec<usize> {
@@ -56,6 +56,19 @@ pub fn commands() -> Vec<CommandSpec> {
             evalsha_ro,
         )
         .summary("Executes a read-only server-side Lua script by SHA1 digest.")),
+        s(cmd("fcall", -3, eval_flags, Keys::Custom(eval_keys), fcall)
+            .summary("Invokes a function.")),
+        s(cmd(
+            "fcall_ro",
+            -3,
+            eval_flags | READONLY,
+            Keys::Custom(eval_keys),
+            fcall_ro,
+        )
+        .summary("Invokes a read-only function.")),
+        s(cmd("function", -2, NO_KEYSPACE, NO_KEYS, function_help)
+            .summary("A container for function commands.")
+            .subs(function_subcommands())),
         s(cmd("script", -2, NO_KEYSPACE, NO_KEYS, script_help)
             .summary("A container for Lua scripts management commands.")
             .subs(vec![
@@ -97,6 +110,62 @@ pub fn commands() -> Vec<CommandSpec> {
     ]
 }
 
+/// FUNCTION's subcommands. Those that change the libraries hold every shard, so
+/// that a snapshot's cut sees them wholly before or wholly after it.
+fn function_subcommands() -> Vec<CommandSpec> {
+    let info = NOSCRIPT | NO_KEYSPACE;
+    vec![
+        cmd(
+            "load",
+            -3,
+            WRITE | DENYOOM | NOSCRIPT | ALL_KEYS,
+            NO_KEYS,
+            function_load,
+        )
+        .summary("Creates a library."),
+        cmd(
+            "delete",
+            3,
+            WRITE | NOSCRIPT | ALL_KEYS,
+            NO_KEYS,
+            function_delete,
+        )
+        .summary("Deletes a library and its functions."),
+        cmd(
+            "flush",
+            -2,
+            WRITE | NOSCRIPT | ALL_KEYS,
+            NO_KEYS,
+            function_flush,
+        )
+        .summary("Deletes all libraries and functions."),
+        cmd(
+            "restore",
+            -3,
+            WRITE | DENYOOM | NOSCRIPT | ALL_KEYS,
+            NO_KEYS,
+            function_restore,
+        )
+        .summary("Restores all libraries from a payload."),
+        cmd("dump", 2, info, NO_KEYS, function_dump)
+            .summary("Dumps all libraries into a serialized binary payload."),
+        cmd("list", -2, info, NO_KEYS, function_list)
+            .summary("Returns information about all libraries."),
+        cmd("stats", 2, info | ALLOW_BUSY, NO_KEYS, function_stats)
+            .summary("Returns information about a function during execution."),
+        cmd("kill", 2, info | ALLOW_BUSY, NO_KEYS, function_kill)
+            .summary("Terminates a function during execution."),
+        cmd(
+            "help",
+            2,
+            LOADING | STALE | NO_KEYSPACE,
+            NO_KEYS,
+            function_help,
+        )
+        .summary("Returns helpful text about the different subcommands."),
+    ]
+}
+
 fn eval(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     run(ctx, args, By::Body, false)
 }
@@ -123,14 +192,17 @@ fn noscript() -> CmdError {
     CmdError::raw("NOSCRIPT No matching script. Please use EVAL.")
 }
 
-fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
-    let store = ctx.store;
-    let first = args.next_owned()?;
-    // EVALSHA knows at once that a SHA of another length cannot match.
-    if by == By::Sha && first.len() != 40 {
-        return Err(noscript());
-    }
-    let numkeys = args.next_i64()?;
+/// Reads `numkeys` and splits the rest into keys and arguments, with Redis's errors.
+/// `bad_numkeys` replaces the usual not-an-integer error (FCALL has its own).
+fn keys_and_args<'a>(
+    args: &'a mut Args<'_>,
+    bad_numkeys: Option<&str>,
+) -> Result<(&'a [Bytes], &'a [Bytes]), CmdError> {
+    let numkeys = match (args.next_i64(), bad_numkeys) {
+        (Ok(n), _) => n,
+        (Err(_), Some(msg)) => return Err(CmdError::err(msg)),
+        (Err(e), None) => return Err(e),
+    };
     let rest = args.rest();
     if numkeys > rest.len() as i64 {
         return Err(CmdError::err(
@@ -140,7 +212,19 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
     if numkeys < 0 {
         return Err(CmdError::err("Number of keys can't be negative"));
     }
-    let (keys, argv) = rest.split_at(numkeys as usize);
+    Ok(rest.split_at(numkeys as usize))
+}
+
+fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
+    let store = ctx.store;
+    // Shown to monitors before the commands the script runs, as Redis does.
+    store.feed_monitors(ctx.client, ctx.argv);
+    let first = args.next_owned()?;
+    // EVALSHA knows at once that a SHA of another length cannot match.
+    if by == By::Sha && first.len() != 40 {
+        return Err(noscript());
+    }
+    let (keys, argv) = keys_and_args(args, None)?;
     let (sha, script) = match by {
         By::Sha => {
             let sha = String::from_utf8_lossy(&first).to_ascii_lowercase();
@@ -149,20 +233,32 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
         }
         By::Body => store.scripts.load(&first).map_err(CmdError::raw)?,
     };
-    let rules = prepare(ctx, &script, ro)?;
+    let rules = prepare(ctx, script.flags, ro)?;
+    store.scripts.running.begin();
+    execute(ctx, |ctx| {
+        store.scripts.with_script(&sha, &script, |env| {
+            let mut host = CommandHost::new(ctx, rules);
+            let reply = env.run(&sha, keys, argv, Protocol::Resp2, &mut host);
+            (reply, env.error_counted())
+        })
+    })
+}
+
+/// Runs a script or function (`invoke`, which gets the Lua state and runs it with
+/// a [`CommandHost`]) as its caller's client and turns its outcome into the reply.
+/// `store.scripts.running` must have been begun; it is ended here.
+fn execute(
+    ctx: &mut Ctx<'_>,
+    invoke: impl FnOnce(&mut Ctx<'_>) -> Result<(Reply, bool), String>,
+) -> CmdResult {
+    let store = ctx.store;
     // The caller's own protocol shapes the final reply; the script's commands see
     // RESP2 unless it asks for RESP3 (`redis.setresp`).
-    let caller_proto = ctx.client.proto;
     let saved = ClientState::save(ctx);
     ctx.client.proto = Protocol::Resp2;
     let log_from = ctx.ev.propagated.len();
     let dirty_before = ctx.ev.dirty;
-    store.scripts.running.begin();
-    let result = store.scripts.with_script(&sha, &script, |env| {
-        let mut host = CommandHost::new(ctx, rules);
-        let reply = env.run(&sha, keys, argv, caller_proto, &mut host);
-        (reply, env.error_counted())
-    });
+    let result = invoke(ctx);
     store.scripts.running.end();
     saved.restore(ctx);
     // The commands the script ran counted their own changes; the script itself is
@@ -186,8 +282,7 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
 
 /// Redis's checks before a script with a shebang runs (scripts without one are
 /// checked command by command instead, as in Redis's compatibility mode).
-fn prepare(ctx: &Ctx<'_>, script: &Script, ro: bool) -> Result<Rules, CmdError> {
-    let f = script.flags;
+fn prepare(ctx: &Ctx<'_>, f: ScriptFlags, ro: bool) -> Result<Rules, CmdError> {
     if !f.shebang {
         return Ok(Rules {
             read_only: ro,
@@ -230,6 +325,271 @@ fn wrap_in_transaction(ctx: &mut Ctx<'_>, from: usize) {
         .push((last_db, vec![Bytes::from_static(b"EXEC")]));
 }
 
+fn fcall(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    run_function(ctx, args, false)
+}
+
+fn fcall_ro(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    run_function(ctx, args, true)
+}
+
+fn run_function(ctx: &mut Ctx<'_>, args: &mut Args<'_>, ro: bool) -> CmdResult {
+    let store = ctx.store;
+    store.feed_monitors(ctx.client, ctx.argv);
+    let name = args.next_owned()?;
+    let info = store
+        .functions
+        .get(&name)
+        .ok_or_else(|| CmdError::err("Function not found"))?;
+    let (keys, argv) = keys_and_args(args, Some("Bad number of keys provided"))?;
+    let rules = prepare(ctx, info.flags, ro)?;
+    store.scripts.running.begin_function(&info.name, ctx.argv);
+    execute(ctx, |ctx| {
+        Ok(store.functions.with_function(&info, |env, callback| {
+            let mut host = CommandHost::new(ctx, rules);
+            let reply = env.call_function(callback, &info.name, keys, argv, &mut host);
+            (reply, env.error_counted())
+        }))
+    })
+}
+
+/// Redis's `addReplySubcommandSyntaxError`.
+fn subcommand_syntax(ctx: &Ctx<'_>) -> CmdError {
+    let sub: String = String::from_utf8_lossy(&ctx.argv[1])
+        .chars()
+        .take(128)
+        .collect();
+    CmdError::err(format!(
+        "unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
+        String::from_utf8_lossy(&ctx.argv[0]).to_ascii_uppercase()
+    ))
+}
+
+/// Counts a change of the libraries: the command is logged (AOF) as it was given.
+fn functions_changed(ctx: &mut Ctx<'_>) {
+    ctx.ev.dirty += 1;
+}
+
+fn function_load(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let all = args.rest();
+    let (options, code) = all.split_at(all.len() - 1);
+    let mut replace = false;
+    for opt in options {
+        if opt.eq_ignore_ascii_case(b"replace") {
+            replace = true;
+        } else {
+            return Err(CmdError::err(format!(
+                "Unknown option given: {}",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+    }
+    let code = code[0].clone();
+    // Loading from the log or a snapshot has no time limit (as Redis's
+    // `mustObeyClient`): what loaded once must load again.
+    let timeout = if ctx.client.info.kind == "loader" {
+        0
+    } else {
+        crate::scripting::functions::LOAD_TIMEOUT_MS
+    };
+    let name = ctx
+        .store
+        .functions
+        .load(&code, replace, timeout)
+        .map_err(CmdError::err)?;
+    functions_changed(ctx);
+    // Logged with REPLACE, so that replaying it over a snapshot that already has
+    // the library is harmless.
+    ctx.propagate(vec![
+        Bytes::from_static(b"FUNCTION"),
+        Bytes::from_static(b"LOAD"),
+        Bytes::from_static(b"REPLACE"),
+        code,
+    ]);
+    Ok(Reply::Bulk(Bytes::from(name)))
+}
+
+fn function_delete(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let name = args.next_owned()?;
+    ctx.store.functions.delete(&name).map_err(CmdError::err)?;
+    functions_changed(ctx);
+    Ok(Reply::ok())
+}
+
+fn function_flush(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    match args.rest() {
+        [] => {}
+        [mode] if mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async") => {}
+        [_] => {
+            return Err(CmdError::err(
+                "FUNCTION FLUSH only supports SYNC|ASYNC option",
+            ))
+        }
+        _ => return Err(subcommand_syntax(ctx)),
+    }
+    ctx.store.functions.flush();
+    functions_changed(ctx);
+    Ok(Reply::ok())
+}
+
+fn function_restore(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    use crate::scripting::functions::RestorePolicy;
+    let payload = args.next_owned()?;
+    let policy = match args.rest() {
+        [] => RestorePolicy::Append,
+        [p] if p.eq_ignore_ascii_case(b"append") => RestorePolicy::Append,
+        [p] if p.eq_ignore_ascii_case(b"replace") => RestorePolicy::Replace,
+        [p] if p.eq_ignore_ascii_case(b"flush") => RestorePolicy::Flush,
+        [_] => {
+            return Err(CmdError::err(
+                "Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE.",
+            ))
+        }
+        _ => return Err(subcommand_syntax(ctx)),
+    };
+    ctx.store
+        .functions
+        .restore(&payload, policy)
+        .map_err(CmdError::err)?;
+    functions_changed(ctx);
+    Ok(Reply::ok())
+}
+
+fn function_dump(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Bulk(ctx.store.functions.dump()))
+}
+
+fn bulk_str(s: &str) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn function_list(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let mut with_code = false;
+    let mut pattern: Option<Bytes> = None;
+    let rest = args.rest();
+    let mut i = 0;
+    while i < rest.len() {
+        let a = &rest[i];
+        if !with_code && a.eq_ignore_ascii_case(b"withcode") {
+            with_code = true;
+        } else if pattern.is_none() && a.eq_ignore_ascii_case(b"libraryname") {
+            let Some(p) = rest.get(i + 1) else {
+                return Err(CmdError::err("library name argument was not given"));
+            };
+            pattern = Some(p.clone());
+            i += 1;
+        } else {
+            return Err(CmdError::err(format!(
+                "Unknown argument {}",
+                String::from_utf8_lossy(a)
+            )));
+        }
+        i += 1;
+    }
+    let mut out = Vec::new();
+    for lib in ctx.store.functions.libraries() {
+        if let Some(p) = &pattern {
+            if !crate::glob::glob_match(p, lib.name.as_bytes(), true) {
+                continue;
+            }
+        }
+        let functions = lib
+            .functions
+            .iter()
+            .map(|f| {
+                Reply::Map(vec![
+                    (bulk_str("name"), bulk_str(&f.name)),
+                    (
+                        bulk_str("description"),
+                        f.description.clone().map_or(Reply::Null, Reply::Bulk),
+                    ),
+                    (
+                        bulk_str("flags"),
+                        Reply::Set(f.flag_names().into_iter().map(Reply::Status).collect()),
+                    ),
+                ])
+            })
+            .collect();
+        let mut fields = vec![
+            (bulk_str("library_name"), bulk_str(&lib.name)),
+            (bulk_str("engine"), bulk_str("LUA")),
+            (bulk_str("functions"), Reply::Array(functions)),
+        ];
+        if with_code {
+            fields.push((bulk_str("library_code"), Reply::Bulk(lib.code.clone())));
+        }
+        out.push(Reply::Map(fields));
+    }
+    Ok(Reply::Array(out))
+}
+
+fn function_stats(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    let running = &ctx.store.scripts.running;
+    if running.is_running() && !running.is_function() {
+        return Err(CmdError::raw(crate::scripting::cache::BUSY_EVAL));
+    }
+    let script = match running.current_function() {
+        Some((name, argv)) if running.is_running() => Reply::Map(vec![
+            (bulk_str("name"), bulk_str(&name)),
+            (
+                bulk_str("command"),
+                Reply::Array(argv.into_iter().map(Reply::Bulk).collect()),
+            ),
+            (
+                bulk_str("duration_ms"),
+                Reply::Int(running.elapsed_ms() as i64),
+            ),
+        ]),
+        _ => Reply::Null,
+    };
+    let (libraries, functions) = ctx.store.functions.counts();
+    Ok(Reply::Map(vec![
+        (bulk_str("running_script"), script),
+        (
+            bulk_str("engines"),
+            Reply::Map(vec![(
+                bulk_str("LUA"),
+                Reply::Map(vec![
+                    (bulk_str("libraries_count"), Reply::Int(libraries as i64)),
+                    (bulk_str("functions_count"), Reply::Int(functions as i64)),
+                ]),
+            )]),
+        ),
+    ]))
+}
+
+fn function_kill(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    kill(ctx, true)
+}
+
+fn function_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(help_lines(
+        "FUNCTION",
+        &[
+            "LOAD [REPLACE] <FUNCTION CODE>",
+            "    Load a library from its code (starting with '#!lua name=<library>'); REPLACE",
+            "    replaces a library of the same name.",
+            "DELETE <LIBRARY NAME>",
+            "    Delete a library and its functions.",
+            "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+            "    List the libraries (those whose name matches PATTERN), their engine and",
+            "    functions, and with WITHCODE their code.",
+            "STATS",
+            "    Tell which function runs now (name, command, duration in ms), and how many",
+            "    libraries and functions each engine has.",
+            "KILL",
+            "    Stop the function that is running, if it has not written anything yet.",
+            "FLUSH [ASYNC|SYNC]",
+            "    Delete every library.",
+            "DUMP",
+            "    Serialize every library into a payload for FUNCTION RESTORE.",
+            "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+            "    Load the libraries of a payload. APPEND (default) fails if a library exists;",
+            "    REPLACE replaces existing ones; FLUSH deletes all others first.",
+        ],
+    ))
+}
+
 fn script_load(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let body = args.next_owned()?;
     let (sha, _) = ctx.store.scripts.load(&body).map_err(CmdError::raw)?;
@@ -260,6 +620,12 @@ fn script_flush(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 fn script_kill(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    kill(ctx, false)
+}
+
+/// SCRIPT KILL (`function` false) or FUNCTION KILL: each stops only its own kind.
+fn kill(ctx: &mut Ctx<'_>, function: bool) -> CmdResult {
+    use crate::scripting::cache::{BUSY_EVAL, BUSY_FUNCTION};
     let running = &ctx.store.scripts.running;
     if !running.is_running() {
         return Err(CmdError::raw("NOTBUSY No scripts in execution right now."));
@@ -268,6 +634,11 @@ fn script_kill(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         return Err(CmdError::raw(
             "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.",
         ));
+    }
+    match (function, running.is_function()) {
+        (false, true) => return Err(CmdError::raw(BUSY_FUNCTION)),
+        (true, false) => return Err(CmdError::raw(BUSY_EVAL)),
+        _ => {}
     }
     running.kill.store(true, Ordering::SeqCst);
     Ok(Reply::ok())

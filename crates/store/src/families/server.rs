@@ -127,25 +127,16 @@ pub fn commands() -> Vec<CommandSpec> {
                 )
                 .summary("Show helpful text about the different subcommands"),
             ])),
+        s(cmd("cluster", -2, NOSCRIPT | NO_KEYSPACE, NO_KEYS, cluster)
+            .summary("A container for Redis Cluster commands.")
+            .group("cluster")),
+        s(cmd("wait", 3, BLOCKING | NO_KEYSPACE, NO_KEYS, wait).summary(
+            "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
+        ).group("generic")),
         s(
             cmd("info", -1, LOADING | STALE | NO_KEYSPACE, NO_KEYS, info)
                 .summary("Returns information and statistics about the server."),
         ),
-        s(cmd("function", -2, NO_KEYSPACE, NO_KEYS, help_stub)
-            .summary("A container for function commands.")
-            .group("scripting")
-            .subs(vec![
-                cmd(
-                    "flush",
-                    -2,
-                    WRITE | NOSCRIPT | NO_KEYSPACE,
-                    NO_KEYS,
-                    function_flush,
-                )
-                .summary("Deletes all libraries and functions."),
-                cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, help_stub)
-                    .summary("Returns helpful text about the different subcommands."),
-            ])),
     ]
 }
 
@@ -158,6 +149,30 @@ pub fn help_lines(name: &str, lines: &[&str]) -> Reply {
     v.push(Reply::SimpleString("HELP".into()));
     v.push(Reply::SimpleString("    Print this help.".into()));
     Reply::Array(v)
+}
+
+/// Tidewire is not a Redis Cluster node (it scales out on one, see docs): every
+/// CLUSTER subcommand gets the reply of a Redis started without cluster support.
+fn cluster(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Err(CmdError::err("This instance has cluster support disabled"))
+}
+
+/// WAIT numreplicas timeout: a server without replicas has none to acknowledge,
+/// so the answer is 0 — at once when none are asked for or blocking is not allowed
+/// (MULTI, scripts), else when the timeout (ms, 0 = none) passes, as Redis does.
+fn wait(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let replicas = args.next_i64()?;
+    let timeout = args
+        .next_i64()
+        .map_err(|_| CmdError::err("timeout is not an integer or out of range"))?;
+    if timeout < 0 {
+        return Err(CmdError::err("timeout is negative"));
+    }
+    if replicas <= 0 || ctx.no_block {
+        return Ok(Reply::Int(0));
+    }
+    let timeout = (timeout > 0).then(|| std::time::Duration::from_millis(timeout as u64));
+    Ok(ctx.block(Vec::new(), timeout, Reply::Int(0)))
 }
 
 fn help_stub(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -462,9 +477,4 @@ fn info(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         .collect();
     let text = crate::families::server_info::render(ctx.store, &sections);
     Ok(Reply::Verbatim("txt", Bytes::from(text)))
-}
-
-fn function_flush(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    flush_mode(args)?;
-    Ok(Reply::ok())
 }

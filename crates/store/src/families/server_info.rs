@@ -59,17 +59,22 @@ fn bytes_to_human(n: u64) -> String {
     }
 }
 
-/// INFO memory's scripting lines, in Redis 7.2's order. Functions are not
-/// implemented, so their counts and memory are zero.
+/// INFO memory's scripting lines, in Redis 7.2's order: EVAL's Lua state and
+/// script cache, then the functions' Lua state and library code.
 fn scripting_memory(store: &Store) -> String {
     let lua = store.scripts.lua_memory() as u64;
     let bodies = store.scripts.body_bytes();
+    let vm_functions = store.functions.lua_memory() as u64;
+    let (libraries, functions) = store.functions.counts();
+    let code = store.functions.code_bytes() as u64;
+    let vm_total = lua + vm_functions;
+    let scripts = bodies + code;
     format!(
-        "used_memory_lua:{lua}\r\nused_memory_vm_eval:{lua}\r\nused_memory_lua_human:{}\r\nused_memory_scripts_eval:{bodies}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:0\r\nnumber_of_libraries:0\r\nused_memory_vm_functions:0\r\nused_memory_vm_total:{lua}\r\nused_memory_vm_total_human:{}\r\nused_memory_functions:0\r\nused_memory_scripts:{bodies}\r\nused_memory_scripts_human:{}\r\n",
+        "used_memory_lua:{lua}\r\nused_memory_vm_eval:{lua}\r\nused_memory_lua_human:{}\r\nused_memory_scripts_eval:{bodies}\r\nnumber_of_cached_scripts:{}\r\nnumber_of_functions:{functions}\r\nnumber_of_libraries:{libraries}\r\nused_memory_vm_functions:{vm_functions}\r\nused_memory_vm_total:{vm_total}\r\nused_memory_vm_total_human:{}\r\nused_memory_functions:{code}\r\nused_memory_scripts:{scripts}\r\nused_memory_scripts_human:{}\r\n",
         bytes_to_human(lua),
         store.scripts.len(),
-        bytes_to_human(lua),
-        bytes_to_human(bodies),
+        bytes_to_human(vm_total),
+        bytes_to_human(scripts),
     )
 }
 

@@ -28,11 +28,15 @@ pub struct Capture {
     pub cut_ms: u64,
     /// Longest time one shard lock was held for copying (µs).
     pub max_copy_us: AtomicU64,
+    /// The code of every function library at the cut (FUNCTION LOAD holds every
+    /// shard, so it happens wholly before or after the cut).
+    pub functions: Vec<bytes::Bytes>,
 }
 
 impl Capture {
-    fn new(cut_ms: u64) -> Capture {
+    fn new(cut_ms: u64, functions: Vec<bytes::Bytes>) -> Capture {
         Capture {
+            functions,
             pending: (0..NUM_SHARDS).map(|_| AtomicBool::new(true)).collect(),
             slots: (0..NUM_SHARDS).map(|_| Mutex::new(None)).collect(),
             cut_ms,
@@ -80,10 +84,19 @@ impl Capture {
 /// Starts a capture. `at_cut` runs while every shard is locked (the AOF rewrite
 /// switches to a new incremental file there). Returns the capture and how long the
 /// shards were held.
-pub fn begin(ks: &Keyspace, at_cut: impl FnOnce()) -> (Arc<Capture>, u64) {
+pub fn begin(
+    ks: &Keyspace,
+    functions: &crate::scripting::functions::Functions,
+    at_cut: impl FnOnce(),
+) -> (Arc<Capture>, u64) {
     let all = ks.lock_all();
     let t = Instant::now();
-    let cap = Arc::new(Capture::new(crate::clock::now_ms()));
+    let libraries = functions
+        .libraries()
+        .iter()
+        .map(|l| l.code.clone())
+        .collect();
+    let cap = Arc::new(Capture::new(crate::clock::now_ms(), libraries));
     ks.install_capture(Some(cap.clone()));
     at_cut();
     let held = t.elapsed().as_micros() as u64;
@@ -108,7 +121,7 @@ mod tests {
         for i in 0..200 {
             t.run(&["SET", &format!("k{i}"), "old"]);
         }
-        let (cap, _) = begin(&t.store.keyspace, || {});
+        let (cap, _) = begin(&t.store.keyspace, &t.store.functions, || {});
         // Writes after the cut: overwrite, delete, create.
         for i in 0..100 {
             t.run(&["SET", &format!("k{i}"), "new"]);

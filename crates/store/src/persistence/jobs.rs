@@ -63,7 +63,7 @@ fn do_save(store: &Store) -> Result<(), String> {
         .last_save_try_secs
         .store(crate::clock::now_ms() / 1000, Ordering::Relaxed);
     let dirty = store.stats.dirty.get();
-    let (cap, held) = capture::begin(&store.keyspace, || {});
+    let (cap, held) = capture::begin(&store.keyspace, &store.functions, || {});
     let r = snapshot::write_file(&store.keyspace, &cap, &snapshot_path(store));
     capture::end(&store.keyspace);
     note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
@@ -201,7 +201,7 @@ fn rewrite_closed_log(store: &Store) -> Result<(), String> {
         .unwrap_or_default();
     let n = old.next.max(1);
     let base_name = aof::base_file(&stem, n);
-    let (cap, held) = capture::begin(&store.keyspace, || {});
+    let (cap, held) = capture::begin(&store.keyspace, &store.functions, || {});
     let written = snapshot::write_file(&store.keyspace, &cap, &dir.join(&base_name));
     capture::end(&store.keyspace);
     note_pause(store, held.max(cap.max_copy_us.load(Ordering::Relaxed)));
@@ -223,7 +223,7 @@ fn rewrite_closed_log(store: &Store) -> Result<(), String> {
 /// The rewrite of a log in use: cut it (new writes go to a new incremental file),
 /// write a base of the dataset at the cut, then swap the manifest.
 fn rewrite_open_log(store: &Store, aof: &Aof) -> Result<(), String> {
-    let (cap, held) = capture::begin(&store.keyspace, || aof.rotate_here());
+    let (cap, held) = capture::begin(&store.keyspace, &store.functions, || aof.rotate_here());
     let result = (|| {
         let new_incr = aof
             .wait_rotated(Duration::from_secs(30))
@@ -300,7 +300,7 @@ fn enable_aof_inner(store: &Store) -> Result<(), String> {
         aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
     )
     .map_err(|e| e.to_string())?;
-    let (cap, held) = capture::begin(&store.keyspace, || {
+    let (cap, held) = capture::begin(&store.keyspace, &store.functions, || {
         *store.persist.aof.write() = Some(aof.clone());
         store.set_write_log(aof.clone());
     });

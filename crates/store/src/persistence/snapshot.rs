@@ -48,6 +48,11 @@ pub fn write_capture<W: Write>(ks: &Keyspace, cap: &Capture, w: W) -> std::io::R
         bytes: 0,
     };
     out.put(format::SNAP_HEADER)?;
+    // Libraries first: nothing in the keyspace depends on them, and a loader that
+    // stops early has them.
+    for code in &cap.functions {
+        out.cmd(&[&b"FUNCTION"[..], b"LOAD", b"REPLACE", code])?;
+    }
     let mut keys = 0u64;
     for idx in 0..NUM_SHARDS {
         let copy = cap.take(ks, idx);

@@ -39,19 +39,59 @@ pub struct RunState {
     /// SCRIPT KILL while a script runs, so a script past the busy threshold that
     /// has not written is stopped as if killed.
     pub no_killer: AtomicBool,
+    /// The running script is a function (FCALL), not an EVAL script: it is
+    /// stopped with FUNCTION KILL, not SCRIPT KILL.
+    function: AtomicBool,
+    /// The running function's name and the command that called it (FUNCTION STATS).
+    current: Mutex<Option<(String, Vec<Bytes>)>>,
 }
+
+/// The BUSY replies of Redis (`slowevalerr`, `slowscripterr`).
+pub const BUSY_EVAL: &str =
+    "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+pub const BUSY_FUNCTION: &str =
+    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
 
 impl RunState {
     pub fn begin(&self) {
         self.kill.store(false, Ordering::SeqCst);
         self.wrote.store(false, Ordering::SeqCst);
+        self.function.store(false, Ordering::SeqCst);
         self.since_ms
             .store(crate::clock::now_ms().max(1), Ordering::SeqCst);
+    }
+
+    /// A function starts: `argv` is the FCALL that called it.
+    pub fn begin_function(&self, name: &str, argv: &[Bytes]) {
+        *self.current.lock() = Some((name.to_string(), argv.to_vec()));
+        self.begin();
+        self.function.store(true, Ordering::SeqCst);
     }
 
     pub fn end(&self) {
         self.since_ms.store(0, Ordering::SeqCst);
         self.kill.store(false, Ordering::SeqCst);
+        self.function.store(false, Ordering::SeqCst);
+        *self.current.lock() = None;
+    }
+
+    /// Whether the script running now is a function.
+    pub fn is_function(&self) -> bool {
+        self.function.load(Ordering::SeqCst)
+    }
+
+    /// The running function's name and calling command, if a function runs.
+    pub fn current_function(&self) -> Option<(String, Vec<Bytes>)> {
+        self.current.lock().clone()
+    }
+
+    /// What other clients are told while this script is past the busy threshold.
+    pub fn busy_error(&self) -> &'static str {
+        if self.is_function() {
+            BUSY_FUNCTION
+        } else {
+            BUSY_EVAL
+        }
     }
 
     pub fn is_running(&self) -> bool {

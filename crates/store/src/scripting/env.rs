@@ -358,9 +358,10 @@ fn build_math_random(lua: &Lua) -> mlua::Result<(Function, Function)> {
 /// environment. Everything it needs is captured in locals first, so no function it
 /// creates can reach the real tables through `getfenv`.
 const PRELUDE: &str = r#"
-local G, api = ...
+local G, api, functions_mode = ...
 local rawnext, rawget, rawset, rawequal, type, error, select, unpack, tostring =
       next, rawget, rawset, rawequal, type, error, select, unpack, tostring
+local lower, find = string.lower, string.find
 local rawsetmt, rawgetmt, rawpcall, rawxpcall, rawloadstring =
       setmetatable, getmetatable, pcall, xpcall, loadstring
 local co_resume, co_wrap = coroutine.resume, coroutine.wrap
@@ -507,16 +508,124 @@ H.bit = wraplib(api.bit)
 H.struct = wraplib(api.struct)
 
 local R = wraplib(api.redis)
--- per-run functions, bound by the host for the duration of a run
-local call_impl, pcall_impl, acl_impl, setresp_impl, setrepl_impl
--- Command arguments travel as a table: a Rust callback's own stack is bounded (8000
--- slots in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass nearly that.
-R.call = function(...) local n, r = fin(call_impl(select('#', ...), {...})) return unpack(r, 1, n) end
-R.pcall = function(...) local n, r = fin(pcall_impl(select('#', ...), {...})) return unpack(r, 1, n) end
-R.acl_check_cmd = function(...) local n, r = fin(acl_impl(select('#', ...), {...})) return unpack(r, 1, n) end
-R.setresp = function(...) local n, r = fin(setresp_impl(...)) return unpack(r, 1, n) end
-R.set_repl = function(...) local n, r = fin(setrepl_impl(...)) return unpack(r, 1, n) end
+-- The host's one entry point, bound for the duration of a run: dispatch(op, n, args)
+-- with op 1 call, 2 pcall, 3 acl_check_cmd, 4 setresp, 5 set_repl. Command
+-- arguments travel as a table: a Rust callback's own stack is bounded (8000 slots
+-- in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass nearly that.
+local dispatch
+R.call = function(...)
+  local ok, v = dispatch(1, select('#', ...), {...})
+  if not ok then error(v, 2) end
+  return v
+end
+R.pcall = function(...)
+  local ok, v = dispatch(2, select('#', ...), {...})
+  if not ok then error(v, 2) end
+  return v
+end
+R.acl_check_cmd = function(...)
+  local ok, v = dispatch(3, select('#', ...), {...})
+  if not ok then error(v, 2) end
+  return v
+end
+R.setresp = function(...)
+  local ok, v = dispatch(4, select('#', ...), {...})
+  if not ok then error(v, 2) end
+end
+R.set_repl = function(...)
+  local ok, v = dispatch(5, select('#', ...), {...})
+  if not ok then error(v, 2) end
+end
 H.redis = R
+
+-- FUNCTION LOAD: a library's top-level code sees only this API (Redis 7.2's
+-- "library API"): redis.register_function, redis.log, the log levels and the version.
+local registering
+local FLAG_NAMES = {'no-writes', 'allow-oom', 'allow-stale', 'no-cluster', 'allow-cross-slot-keys'}
+local function reg_fail(msg) error({err = 'ERR ' .. msg}) end
+local function isstr(v) local t = type(v) return t == 'string' or t == 'number' end
+local function register(...)
+  local regs = registering
+  if not regs then reg_fail('redis.register_function can only be called on FUNCTION LOAD command') end
+  local n = select('#', ...)
+  if n < 1 or n > 2 then reg_fail('wrong number of arguments to redis.register_function') end
+  local name, desc, cb, flags = nil, nil, nil, {}
+  if n == 1 then
+    local t = ...
+    if type(t) ~= 'table' then
+      reg_fail('calling redis.register_function with a single argument is only applicable to Lua table (representing named arguments).')
+    end
+    for k, v in rawnext, t do
+      if not isstr(k) then reg_fail('named argument key given to redis.register_function is not a string') end
+      local key = lower(tostring(k))
+      if key == 'function_name' then
+        if not isstr(v) then reg_fail('function_name argument given to redis.register_function must be a string') end
+        name = tostring(v)
+      elseif key == 'description' then
+        if not isstr(v) then reg_fail('description argument given to redis.register_function must be a string') end
+        desc = tostring(v)
+      elseif key == 'callback' then
+        if type(v) ~= 'function' then reg_fail('callback argument given to redis.register_function must be a function') end
+        cb = v
+      elseif key == 'flags' then
+        if type(v) ~= 'table' then
+          reg_fail('flags argument to redis.register_function must be a table representing function flags')
+        end
+        local j = 1
+        while true do
+          local f = v[j]
+          if f == nil then break end
+          if not isstr(f) then reg_fail('unknown flag given') end
+          local lf, known = lower(tostring(f)), false
+          for _, name in rawnext, FLAG_NAMES do
+            if name == lf then known = true end
+          end
+          if not known then reg_fail('unknown flag given') end
+          flags[#flags + 1] = lf
+          j = j + 1
+        end
+      else
+        reg_fail('unknown argument given to redis.register_function')
+      end
+    end
+    if not name then reg_fail('redis.register_function must get a function name argument') end
+    if not cb then reg_fail('redis.register_function must get a callback argument') end
+  else
+    local a, b = ...
+    if not isstr(a) then reg_fail('first argument to redis.register_function must be a string') end
+    if type(b) ~= 'function' then reg_fail('second argument to redis.register_function must be a function') end
+    name, cb = tostring(a), b
+  end
+  if #name == 0 or find(name, '[^%w_]') then
+    reg_fail('Library names can only contain letters, numbers, or underscores(_) and must be at least one character long')
+  end
+  local lname = lower(name)
+  for _, r in rawnext, regs do
+    if lower(r[1]) == lname then reg_fail('Function already exists in the library') end
+  end
+  regs[#regs + 1] = {name, desc, cb, flags}
+end
+-- A protected table whose missing fields raise, as Redis's error metatable does.
+local function strict(t)
+  local p = {}
+  targets[p] = t
+  rawsetmt(p, {
+    __index = function(_, k)
+      local v = rawget(t, k)
+      if v == nil then
+        error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
+      end
+      return v
+    end,
+    __newindex = ro_newindex,
+    __metatable = false,
+  })
+  return p
+end
+local LR = {register_function = register, log = R.log,
+            REDIS_VERSION = R.REDIS_VERSION, REDIS_VERSION_NUM = R.REDIS_VERSION_NUM}
+for _, k in rawnext, {'LOG_DEBUG', 'LOG_VERBOSE', 'LOG_NOTICE', 'LOG_WARNING'} do LR[k] = R[k] end
+local L = {redis = strict(LR)}
 
 H._G = G
 for k, v in rawnext, H do
@@ -527,26 +636,50 @@ local smt = rawgetmt('')
 smt.__index = H.string
 smt.__metatable = protect(smt)
 
+-- Global lookups go to H, or to the library API while FUNCTION LOAD runs a library.
+local lookup = H
 local function global_index(_, k)
-  local v = H[k]
+  local v = lookup[k]
   if v == nil then
     error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
   end
   return v
 end
-metas[G] = protect({__index = global_index})
+if functions_mode then
+  -- As Redis's function engine: the globals' metatable leads to the (read-only)
+  -- default globals.
+  local hp = {}
+  targets[hp] = H
+  rawsetmt(hp, {__index = H, __newindex = ro_newindex, __metatable = false})
+  metas[G] = protect({__index = hp})
+else
+  metas[G] = protect({__index = global_index})
+end
 targets[G] = H
 rawsetmt(G, {__index = global_index, __newindex = ro_newindex, __metatable = false})
 
 local control = {}
-control.bind = function(c, p, a, s, r)
-  call_impl, pcall_impl, acl_impl, setresp_impl, setrepl_impl = c, p, a, s, r
-end
+control.bind = function(d) dispatch = d end
 control.set_args = function(keys, argv)
   H.KEYS = keys
   H.ARGV = argv
 end
 control.runner = function(f, h) return rawxpcall(f, h) end
+-- Functions take KEYS and ARGV as their arguments, not as globals.
+control.runner_fn = function(f, h, keys, argv)
+  return rawxpcall(function() return f(keys, argv) end, h)
+end
+-- Runs a library's top-level code with the library API; returns ok, error and
+-- the functions it registered.
+control.load = function(f)
+  registering = {}
+  lookup = L
+  local ok, e = rawpcall(f)
+  lookup = H
+  local regs = registering
+  registering = nil
+  return ok, e, regs
+end
 return control
 "#;
 
@@ -562,11 +695,13 @@ struct State {
     bind: Function,
     set_args: Function,
     runner: Function,
+    runner_fn: Function,
+    load: Function,
     handler: Function,
     shared: Arc<Shared>,
 }
 
-fn new_state(memory_limit: usize) -> mlua::Result<State> {
+fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     let lua = Lua::new_with(
         StdLib::TABLE | StdLib::STRING | StdLib::MATH,
         LuaOptions::new(),
@@ -593,7 +728,7 @@ fn new_state(memory_limit: usize) -> mlua::Result<State> {
         .load(PRELUDE)
         .set_name(INTERNAL)
         .set_mode(ChunkMode::Text)
-        .call((lua.globals(), api))?;
+        .call((lua.globals(), api, functions_mode))?;
 
     // The error handler: Redis's __redis__err__handler, giving the error the position
     // of the script frame that raised it.
@@ -651,7 +786,7 @@ fn new_state(memory_limit: usize) -> mlua::Result<State> {
             }
             let f: Value = lua.named_registry_value(INTERRUPT_KEY)?;
             if let Value::Function(f) = f {
-                let r: Option<String> = f.call(())?;
+                let r: Option<String> = f.call(OP_INTERRUPT)?;
                 if let Some(line) = r {
                     *sh.killed.lock() = Some(line.clone());
                     return Err(mlua::Error::RuntimeError(line));
@@ -667,6 +802,8 @@ fn new_state(memory_limit: usize) -> mlua::Result<State> {
         bind: control.get("bind")?,
         set_args: control.get("set_args")?,
         runner: control.get("runner")?,
+        runner_fn: control.get("runner_fn")?,
+        load: control.get("load")?,
         handler,
         lua,
         shared,
@@ -678,11 +815,39 @@ pub struct LuaEnv {
     state: State,
     scripts: HashMap<String, Function>,
     memory_limit: usize,
+    /// The state runs Redis Functions (library API at load, KEYS/ARGV as arguments)
+    /// rather than EVAL scripts.
+    functions_mode: bool,
     /// The last run's error reply came from a command `redis.call` / `pcall` ran
     /// (or refused), which was already counted in the error stats.
     error_counted: bool,
     /// Runs since the last periodic collection ([`GC_PERIOD`]).
     runs_since_gc: u32,
+}
+
+/// A function a library registered with `redis.register_function` while it loaded.
+pub struct Registered {
+    pub name: String,
+    pub description: Option<Bytes>,
+    /// Flag names as given (lowercase, validated).
+    pub flags: Vec<String>,
+    pub callback: Function,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("name", &self.name)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+/// What a run executes: an EVAL script (KEYS/ARGV as globals) or a registered
+/// function (KEYS/ARGV as its two arguments).
+enum Target {
+    Script(Function),
+    Function(Function),
 }
 
 impl Default for LuaEnv {
@@ -699,20 +864,46 @@ impl std::fmt::Debug for LuaEnv {
     }
 }
 
+/// `dispatch` operations (see `PRELUDE`).
+const OP_CALL: i64 = 1;
+const OP_PCALL: i64 = 2;
+const OP_ACL: i64 = 3;
+const OP_SETRESP: i64 = 4;
+const OP_SETREPL: i64 = 5;
+const OP_INTERRUPT: i64 = 6;
+
+fn int_value(v: Option<&Value>) -> Option<i64> {
+    match v {
+        Some(Value::Integer(i)) => Some(*i),
+        Some(Value::Number(n)) => Some(*n as i64),
+        _ => None,
+    }
+}
+
 impl LuaEnv {
-    /// A fresh sandboxed state with the default memory limit.
+    /// A fresh sandboxed state for EVAL scripts with the default memory limit.
     pub fn new() -> LuaEnv {
-        Self::with_memory_limit(DEFAULT_MEMORY_LIMIT)
+        Self::build(DEFAULT_MEMORY_LIMIT, false)
     }
 
-    /// A fresh sandboxed state whose Lua heap may not exceed `bytes` (0: no limit).
+    /// A fresh sandboxed state for Redis Functions (FUNCTION LOAD / FCALL).
+    pub fn for_functions() -> LuaEnv {
+        Self::build(DEFAULT_MEMORY_LIMIT, true)
+    }
+
+    /// A fresh sandboxed EVAL state whose Lua heap may not exceed `bytes` (0: no limit).
     pub fn with_memory_limit(bytes: usize) -> LuaEnv {
+        Self::build(bytes, false)
+    }
+
+    fn build(bytes: usize, functions_mode: bool) -> LuaEnv {
         // Building the state runs only our own code; failing here is a bug.
-        let state = new_state(bytes).expect("building the Lua environment");
+        let state = new_state(bytes, functions_mode).expect("building the Lua environment");
         LuaEnv {
             state,
             scripts: HashMap::new(),
             memory_limit: bytes,
+            functions_mode,
             error_counted: false,
             runs_since_gc: 0,
         }
@@ -738,14 +929,26 @@ impl LuaEnv {
         } else {
             body
         };
-        if code.first() == Some(&27) {
-            return Err("ERR Error compiling script (new function): user_script: bad binary format (binary chunks are not allowed)".into());
-        }
         let f = self
-            .state
+            .compile_chunk(code, "@user_script")
+            .map_err(|msg| format!("ERR Error compiling script (new function): {msg}"))?;
+        self.scripts.insert(sha.to_ascii_lowercase(), f);
+        Ok(())
+    }
+
+    /// Compiles Lua source text (never a binary chunk) into a function; the error is
+    /// Lua's message on one line.
+    fn compile_chunk(&self, code: &[u8], name: &str) -> Result<Function, String> {
+        if code.first() == Some(&27) {
+            return Err(format!(
+                "{}: bad binary format (binary chunks are not allowed)",
+                name.trim_start_matches('@')
+            ));
+        }
+        self.state
             .lua
             .load(code)
-            .set_name("@user_script")
+            .set_name(name)
             .set_mode(ChunkMode::Text)
             .into_function()
             .map_err(|e| {
@@ -754,24 +957,98 @@ impl LuaEnv {
                     mlua::Error::MemoryError(m) => m.clone(),
                     other => other.to_string(),
                 };
-                format!(
-                    "ERR Error compiling script (new function): {}",
-                    msg.replace(['\r', '\n'], " ")
-                )
+                msg.replace(['\r', '\n'], " ")
+            })
+    }
+
+    /// FUNCTION LOAD: compiles a library's code (its shebang line already removed,
+    /// its line feed kept) and runs it with the library API, collecting the
+    /// functions it registers. `timeout_ms` bounds the run (0: none). Errors are
+    /// Redis's messages without the `ERR ` of the reply.
+    pub fn load_library(
+        &mut self,
+        code: &[u8],
+        timeout_ms: u64,
+    ) -> Result<Vec<Registered>, String> {
+        let f = self
+            .compile_chunk(code, "@user_function")
+            .map_err(|msg| format!("Error compiling function: {msg}"))?;
+        let st = &self.state;
+        *st.shared.killed.lock() = None;
+        let start = std::time::Instant::now();
+        let result = (|| -> mlua::Result<Result<Vec<Registered>, String>> {
+            let timer = st.lua.create_function(move |_, _: MultiValue| {
+                let late = timeout_ms > 0 && start.elapsed().as_millis() as u64 > timeout_ms;
+                Ok(late.then(|| "ERR FUNCTION LOAD timeout".to_string()))
             })?;
-        self.scripts.insert(sha.to_ascii_lowercase(), f);
-        Ok(())
+            st.lua.set_named_registry_value(INTERRUPT_KEY, timer)?;
+            let (ok, err, regs): (bool, Value, Value) = st.load.call(f)?;
+            if !ok {
+                let msg = match err {
+                    Value::String(s) => format!("ERR {}", s.to_string_lossy()),
+                    Value::Table(t) => t
+                        .raw_get::<Option<String>>("err")
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| "ERR unknown error".into()),
+                    other => match st.shared.killed.lock().clone() {
+                        Some(line) => line,
+                        None => format!(
+                            "ERR {}",
+                            other.to_string().unwrap_or_else(|_| "unknown error".into())
+                        ),
+                    },
+                };
+                return Ok(Err(format!(
+                    "Error registering functions: {}",
+                    msg.replace(['\r', '\n'], " ")
+                )));
+            }
+            let Value::Table(regs) = regs else {
+                return Ok(Err("Error registering functions".into()));
+            };
+            let mut out = Vec::new();
+            for entry in regs.sequence_values::<Table>() {
+                let entry = entry?;
+                let name: String = entry.raw_get(1)?;
+                let description: Option<mlua::LuaString> = entry.raw_get(2)?;
+                let callback: Function = entry.raw_get(3)?;
+                let flags: Table = entry.raw_get(4)?;
+                out.push(Registered {
+                    name,
+                    description: description.map(|d| Bytes::copy_from_slice(&d.as_bytes())),
+                    flags: flags
+                        .sequence_values::<String>()
+                        .collect::<mlua::Result<_>>()?,
+                    callback,
+                });
+            }
+            Ok(Ok(out))
+        })();
+        let _ = st.lua.set_named_registry_value(INTERRUPT_KEY, Value::Nil);
+        *st.shared.killed.lock() = None;
+        match result {
+            Ok(r) => r,
+            Err(e) => Err(format!(
+                "Error registering functions: ERR {}",
+                first_line(&e.to_string())
+            )),
+        }
     }
 
     pub fn contains(&self, sha: &str) -> bool {
         self.scripts.contains_key(&sha.to_ascii_lowercase())
     }
 
-    /// SCRIPT FLUSH: forgets every script and starts a fresh state.
+    /// SCRIPT FLUSH / FUNCTION FLUSH: forgets everything and starts a fresh state.
     pub fn flush(&mut self) {
         self.scripts.clear();
-        let limit = self.memory_limit;
-        *self = Self::with_memory_limit(limit);
+        *self = Self::build(self.memory_limit, self.functions_mode);
+    }
+
+    /// Collects garbage now (after libraries were dropped).
+    pub fn collect_garbage(&self) {
+        let _ = self.state.lua.gc_collect();
     }
 
     /// Number of cached scripts (`number_of_cached_scripts`).
@@ -811,6 +1088,30 @@ impl LuaEnv {
         let Some(f) = self.scripts.get(&sha).cloned() else {
             return Reply::Error("NOSCRIPT No matching script. Please use EVAL.".into());
         };
+        self.execute(Target::Script(f), &sha, keys, args, host)
+    }
+
+    /// Runs a registered function (FCALL): `keys` and `args` are its two arguments;
+    /// errors name it as `name`.
+    pub fn call_function(
+        &mut self,
+        callback: &Function,
+        name: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        host: &mut dyn ScriptHost,
+    ) -> Reply {
+        self.execute(Target::Function(callback.clone()), name, keys, args, host)
+    }
+
+    fn execute(
+        &mut self,
+        target: Target,
+        label: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+        host: &mut dyn ScriptHost,
+    ) -> Reply {
         *self.state.shared.killed.lock() = None;
         self.error_counted = false;
         let counted = Cell::new(false);
@@ -840,78 +1141,103 @@ impl LuaEnv {
             }
             Ok(MultiValue::from_vec(vec![v]))
         };
+        let acl = |lua: &Lua, a: MultiValue| -> Result<MultiValue, LibErr> {
+            let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
+            let r = match host.try_borrow_mut() {
+                Ok(mut h) => h.acl_check(&argv),
+                Err(_) => Err("ERR redis.acl_check_cmd re-entered".into()),
+            };
+            match r {
+                Ok(b) => Ok(MultiValue::from_vec(vec![Value::Boolean(b)])),
+                Err(line) => Err(raise_err(lua, &line)),
+            }
+        };
+        let setresp = |lua: &Lua, a: MultiValue| -> Result<MultiValue, LibErr> {
+            if a.len() != 1 {
+                return Err(raise_err(lua, "ERR redis.setresp() requires one argument."));
+            }
+            let p = match a.front().and_then(to_num).map(|n| n as i64) {
+                Some(2) => Protocol::Resp2,
+                Some(3) => Protocol::Resp3,
+                _ => return Err(raise_err(lua, "ERR RESP version must be 2 or 3.")),
+            };
+            script_resp.set(p);
+            if let Ok(mut h) = host.try_borrow_mut() {
+                h.set_resp(p);
+            }
+            Ok(MultiValue::new())
+        };
+        let setrepl = |lua: &Lua, a: MultiValue| -> Result<MultiValue, LibErr> {
+            if a.len() != 1 {
+                return Err(raise_err(
+                    lua,
+                    "ERR redis.set_repl() requires one argument.",
+                ));
+            }
+            let flags = a.front().and_then(to_num).unwrap_or(0.0) as i64;
+            if flags & !3 != 0 {
+                return Err(raise_err(
+                    lua,
+                    "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+                ));
+            }
+            if let Ok(mut h) = host.try_borrow_mut() {
+                h.set_repl(flags as u8);
+            }
+            Ok(MultiValue::new())
+        };
         let result = st.lua.scope(|scope| {
             let lua = &st.lua;
-            let call = scope.create_function(|lua, (n, t): (usize, Table)| {
-                finish(lua, generic(lua, unpack_args(n, &t)?, true))
-            })?;
-            let pcall = scope.create_function(|lua, (n, t): (usize, Table)| {
-                finish(lua, generic(lua, unpack_args(n, &t)?, false))
-            })?;
-            let acl = scope.create_function(|lua, (n, t): (usize, Table)| {
-                let a = unpack_args(n, &t)?;
-                let r = (|| {
-                    let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
+            // One scoped entry point per run (creating a scoped function costs as
+            // much as a short command): the prelude routes every host call here.
+            let dispatch = scope.create_function(|lua, a: MultiValue| {
+                let op = int_value(a.front()).unwrap_or(0);
+                if op == OP_INTERRUPT {
                     let r = match host.try_borrow_mut() {
-                        Ok(mut h) => h.acl_check(&argv),
-                        Err(_) => Err("ERR redis.acl_check_cmd re-entered".into()),
+                        Ok(mut h) => h.interrupt(),
+                        Err(_) => None,
                     };
-                    match r {
-                        Ok(b) => Ok(MultiValue::from_vec(vec![Value::Boolean(b)])),
-                        Err(line) => Err(raise_err(lua, &line)),
-                    }
-                })();
+                    return Ok(MultiValue::from_vec(vec![match r {
+                        Some(line) => Value::String(lua.create_string(line)?),
+                        None => Value::Nil,
+                    }]));
+                }
+                let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
+                let packed = match a.get(2) {
+                    Some(Value::Table(t)) => unpack_args(n, t)?,
+                    _ => MultiValue::new(),
+                };
+                let r = match op {
+                    OP_CALL => generic(lua, packed, true),
+                    OP_PCALL => generic(lua, packed, false),
+                    OP_ACL => acl(lua, packed),
+                    OP_SETRESP => setresp(lua, packed),
+                    OP_SETREPL => setrepl(lua, packed),
+                    _ => Err(LibErr::Msg("unknown host operation".into())),
+                };
                 finish(lua, r)
             })?;
-            let setresp = scope.create_function(|lua, a: MultiValue| {
-                let r = (|| {
-                    if a.len() != 1 {
-                        return Err(raise_err(lua, "ERR redis.setresp() requires one argument."));
-                    }
-                    let p = match a.front().and_then(to_num).map(|n| n as i64) {
-                        Some(2) => Protocol::Resp2,
-                        Some(3) => Protocol::Resp3,
-                        _ => return Err(raise_err(lua, "ERR RESP version must be 2 or 3.")),
-                    };
-                    script_resp.set(p);
-                    if let Ok(mut h) = host.try_borrow_mut() {
-                        h.set_resp(p);
-                    }
-                    Ok(MultiValue::new())
-                })();
-                finish(lua, r)
-            })?;
-            let setrepl = scope.create_function(|lua, a: MultiValue| {
-                let r = (|| {
-                    if a.len() != 1 {
-                        return Err(raise_err(lua, "ERR redis.set_repl() requires one argument."));
-                    }
-                    let flags = a.front().and_then(to_num).unwrap_or(0.0) as i64;
-                    if flags & !3 != 0 {
-                        return Err(raise_err(
-                            lua,
-                            "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
-                        ));
-                    }
-                    if let Ok(mut h) = host.try_borrow_mut() {
-                        h.set_repl(flags as u8);
-                    }
-                    Ok(MultiValue::new())
-                })();
-                finish(lua, r)
-            })?;
-            let interrupt = scope.create_function(|_, ()| {
-                Ok(match host.try_borrow_mut() {
-                    Ok(mut h) => h.interrupt(),
-                    Err(_) => None,
-                })
-            })?;
-            lua.set_named_registry_value(INTERRUPT_KEY, interrupt)?;
-            st.bind.call::<()>((call, pcall, acl, setresp, setrepl))?;
-            let keys_t = lua.create_sequence_from(keys.iter().map(|k| lua.create_string(k)).collect::<mlua::Result<Vec<_>>>()?)?;
-            let args_t = lua.create_sequence_from(args.iter().map(|k| lua.create_string(k)).collect::<mlua::Result<Vec<_>>>()?)?;
-            st.set_args.call::<()>((keys_t, args_t))?;
-            let out: MultiValue = st.runner.call((f, st.handler.clone()))?;
+            lua.set_named_registry_value(INTERRUPT_KEY, &dispatch)?;
+            st.bind.call::<()>(dispatch)?;
+            let keys_t = lua.create_sequence_from(
+                keys.iter()
+                    .map(|k| lua.create_string(k))
+                    .collect::<mlua::Result<Vec<_>>>()?,
+            )?;
+            let args_t = lua.create_sequence_from(
+                args.iter()
+                    .map(|k| lua.create_string(k))
+                    .collect::<mlua::Result<Vec<_>>>()?,
+            )?;
+            let out: MultiValue = match &target {
+                Target::Script(f) => {
+                    st.set_args.call::<()>((keys_t, args_t))?;
+                    st.runner.call((f, st.handler.clone()))?
+                }
+                Target::Function(f) => {
+                    st.runner_fn.call((f, st.handler.clone(), keys_t, args_t))?
+                }
+            };
             let mut it = out.into_iter();
             let ok = matches!(it.next(), Some(Value::Boolean(true)));
             let v = it.next().unwrap_or(Value::Nil);
@@ -919,7 +1245,7 @@ impl LuaEnv {
             Ok(if ok {
                 convert::lua_to_reply(&v, script_resp.get())
             } else {
-                error_reply(&v, &sha)
+                error_reply(&v, label)
             })
         });
         let _ = st.lua.set_named_registry_value(INTERRUPT_KEY, Value::Nil);
@@ -930,7 +1256,7 @@ impl LuaEnv {
                 other => other.to_string(),
             };
             Reply::Error(format!(
-                "ERR Error running script {sha}, {}",
+                "ERR Error running script {label}, {}",
                 first_line(&msg)
             ))
         });

@@ -12,6 +12,7 @@ mod cjson;
 mod cmsgpack;
 mod convert;
 mod env;
+pub mod functions;
 pub mod host;
 mod shebang;
 mod structlib;

@@ -62,7 +62,7 @@ pub fn parse_shebang(body: &[u8]) -> Result<ScriptFlags, String> {
 /// Redis's `sdssplitargs`: whitespace-separated words, with "double" (escapes) and
 /// 'single' quotes. `None` on unbalanced quotes or a closing quote not followed by a
 /// space.
-fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
     let mut i = 0;
     let n = line.len();
