@@ -508,32 +508,39 @@ H.bit = wraplib(api.bit)
 H.struct = wraplib(api.struct)
 
 local R = wraplib(api.redis)
--- The host's one entry point, bound for the duration of a run: dispatch(op, n, args)
--- with op 1 call, 2 pcall, 3 acl_check_cmd, 4 setresp, 5 set_repl. Command
--- arguments travel as a table: a Rust callback's own stack is bounded (8000 slots
--- in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass nearly that.
+-- The host's one entry point, bound for the duration of a run: dispatch(op, ...)
+-- with op 1 call, 2 pcall, 3 acl_check_cmd, 4 setresp, 5 set_repl and the
+-- arguments as given. Long argument lists travel as a table instead (op + 10, n,
+-- table): a Rust callback's own stack is bounded (8000 slots in Lua 5.1), and
+-- `redis.call('lpush', k, unpack(t))` may pass nearly that.
 local dispatch
+local PACK_ABOVE = 64
+local function host(op, ...)
+  local n = select('#', ...)
+  if n > PACK_ABOVE then return dispatch(op + 10, n, {...}) end
+  return dispatch(op, ...)
+end
 R.call = function(...)
-  local ok, v = dispatch(1, select('#', ...), {...})
+  local ok, v = host(1, ...)
   if not ok then error(v, 2) end
   return v
 end
 R.pcall = function(...)
-  local ok, v = dispatch(2, select('#', ...), {...})
+  local ok, v = host(2, ...)
   if not ok then error(v, 2) end
   return v
 end
 R.acl_check_cmd = function(...)
-  local ok, v = dispatch(3, select('#', ...), {...})
+  local ok, v = host(3, ...)
   if not ok then error(v, 2) end
   return v
 end
 R.setresp = function(...)
-  local ok, v = dispatch(4, select('#', ...), {...})
+  local ok, v = host(4, ...)
   if not ok then error(v, 2) end
 end
 R.set_repl = function(...)
-  local ok, v = dispatch(5, select('#', ...), {...})
+  local ok, v = host(5, ...)
   if not ok then error(v, 2) end
 end
 H.redis = R
@@ -636,15 +643,15 @@ local smt = rawgetmt('')
 smt.__index = H.string
 smt.__metatable = protect(smt)
 
--- Global lookups go to H, or to the library API while FUNCTION LOAD runs a library.
-local lookup = H
-local function global_index(_, k)
-  local v = lookup[k]
-  if v == nil then
-    error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
-  end
-  return v
+-- Global lookups go to H, or to the library API while FUNCTION LOAD runs a library,
+-- through __index tables (resolved by the VM itself, no Lua call per lookup); a
+-- name missing there raises.
+local function missing(_, k)
+  error("Script attempted to access nonexistent global variable '" .. tostring(k) .. "'", 2)
 end
+rawsetmt(H, {__index = missing})
+rawsetmt(L, {__index = missing})
+local gmt = {__index = H, __newindex = ro_newindex, __metatable = false}
 if functions_mode then
   -- As Redis's function engine: the globals' metatable leads to the (read-only)
   -- default globals.
@@ -653,10 +660,10 @@ if functions_mode then
   rawsetmt(hp, {__index = H, __newindex = ro_newindex, __metatable = false})
   metas[G] = protect({__index = hp})
 else
-  metas[G] = protect({__index = global_index})
+  metas[G] = protect({__index = missing})
 end
 targets[G] = H
-rawsetmt(G, {__index = global_index, __newindex = ro_newindex, __metatable = false})
+rawsetmt(G, gmt)
 
 local control = {}
 control.bind = function(d) dispatch = d end
@@ -673,9 +680,9 @@ end
 -- the functions it registered.
 control.load = function(f)
   registering = {}
-  lookup = L
+  gmt.__index = L
   local ok, e = rawpcall(f)
-  lookup = H
+  gmt.__index = H
   local regs = registering
   registering = nil
   return ok, e, regs
@@ -871,6 +878,8 @@ const OP_ACL: i64 = 3;
 const OP_SETRESP: i64 = 4;
 const OP_SETREPL: i64 = 5;
 const OP_INTERRUPT: i64 = 6;
+/// Added to an operation whose arguments come packed in a table.
+const OP_PACKED: i64 = 10;
 
 fn int_value(v: Option<&Value>) -> Option<i64> {
     match v {
@@ -1186,36 +1195,51 @@ impl LuaEnv {
             }
             Ok(MultiValue::new())
         };
-        let result = st.lua.scope(|scope| {
-            let lua = &st.lua;
-            // One scoped entry point per run (creating a scoped function costs as
-            // much as a short command): the prelude routes every host call here.
-            let dispatch = scope.create_function(|lua, a: MultiValue| {
-                let op = int_value(a.front()).unwrap_or(0);
-                if op == OP_INTERRUPT {
-                    let r = match host.try_borrow_mut() {
-                        Ok(mut h) => h.interrupt(),
-                        Err(_) => None,
-                    };
-                    return Ok(MultiValue::from_vec(vec![match r {
-                        Some(line) => Value::String(lua.create_string(line)?),
-                        None => Value::Nil,
-                    }]));
-                }
+        let host_op = |lua: &Lua, a: MultiValue| -> mlua::Result<MultiValue> {
+            let op = int_value(a.front()).unwrap_or(0);
+            if op == OP_INTERRUPT {
+                let r = match host.try_borrow_mut() {
+                    Ok(mut h) => h.interrupt(),
+                    Err(_) => None,
+                };
+                return Ok(MultiValue::from_vec(vec![match r {
+                    Some(line) => Value::String(lua.create_string(line)?),
+                    None => Value::Nil,
+                }]));
+            }
+            let (op, packed) = if op > OP_PACKED {
                 let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
                 let packed = match a.get(2) {
                     Some(Value::Table(t)) => unpack_args(n, t)?,
                     _ => MultiValue::new(),
                 };
-                let r = match op {
-                    OP_CALL => generic(lua, packed, true),
-                    OP_PCALL => generic(lua, packed, false),
-                    OP_ACL => acl(lua, packed),
-                    OP_SETRESP => setresp(lua, packed),
-                    OP_SETREPL => setrepl(lua, packed),
-                    _ => Err(LibErr::Msg("unknown host operation".into())),
-                };
-                finish(lua, r)
+                (op - OP_PACKED, packed)
+            } else {
+                let mut a = a;
+                a.pop_front();
+                (op, a)
+            };
+            let r = match op {
+                OP_CALL => generic(lua, packed, true),
+                OP_PCALL => generic(lua, packed, false),
+                OP_ACL => acl(lua, packed),
+                OP_SETRESP => setresp(lua, packed),
+                OP_SETREPL => setrepl(lua, packed),
+                _ => Err(LibErr::Msg("unknown host operation".into())),
+            };
+            finish(lua, r)
+        };
+        let limit = self.memory_limit;
+        lift_limit(&st.lua);
+        let result = st.lua.scope(|scope| {
+            let lua = &st.lua;
+            // One scoped entry point per run (creating a scoped function costs as
+            // much as a short command): the prelude routes every host call here.
+            let dispatch = scope.create_function(|lua, a: MultiValue| {
+                lift_limit(lua);
+                let r = host_op(lua, a);
+                apply_limit(lua, limit);
+                r
             })?;
             lua.set_named_registry_value(INTERRUPT_KEY, &dispatch)?;
             st.bind.call::<()>(dispatch)?;
@@ -1229,15 +1253,20 @@ impl LuaEnv {
                     .map(|k| lua.create_string(k))
                     .collect::<mlua::Result<Vec<_>>>()?,
             )?;
-            let out: MultiValue = match &target {
-                Target::Script(f) => {
-                    st.set_args.call::<()>((keys_t, args_t))?;
-                    st.runner.call((f, st.handler.clone()))?
-                }
+            if let Target::Script(_) = target {
+                st.set_args.call::<()>((keys_t.clone(), args_t.clone()))?;
+            }
+            // The script's own code runs under the memory limit.
+            apply_limit(lua, limit);
+            let out = match &target {
+                Target::Script(f) => st.runner.call::<MultiValue>((f, st.handler.clone())),
                 Target::Function(f) => {
-                    st.runner_fn.call((f, st.handler.clone(), keys_t, args_t))?
+                    st.runner_fn
+                        .call::<MultiValue>((f, st.handler.clone(), keys_t, args_t))
                 }
             };
+            lift_limit(lua);
+            let out = out?;
             let mut it = out.into_iter();
             let ok = matches!(it.next(), Some(Value::Boolean(true)));
             let v = it.next().unwrap_or(Value::Nil);
@@ -1250,6 +1279,7 @@ impl LuaEnv {
         });
         let _ = st.lua.set_named_registry_value(INTERRUPT_KEY, Value::Nil);
         let _ = st.bind.call::<()>(());
+        apply_limit(&st.lua, limit);
         let reply = result.unwrap_or_else(|e| {
             let msg = match &e {
                 mlua::Error::MemoryError(m) => m.clone(),
@@ -1270,6 +1300,19 @@ impl LuaEnv {
         }
         reply
     }
+}
+
+/// mlua guards every API call against Lua memory errors while a memory limit is
+/// set (a protected call, with a new C closure, per table read or string made),
+/// which costs more than the commands a script runs. The limit has to hold while
+/// the script's own Lua code runs; the host's work between (arguments, replies)
+/// is bounded by the data it converts, so it runs with the limit lifted.
+fn lift_limit(lua: &Lua) {
+    let _ = lua.set_memory_limit(0);
+}
+
+fn apply_limit(lua: &Lua, limit: usize) {
+    let _ = lua.set_memory_limit(limit);
 }
 
 fn first_line(s: &str) -> String {
