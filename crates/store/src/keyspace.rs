@@ -358,41 +358,32 @@ impl Locked {
         matches!(self.gate, Gate::All { .. })
     }
 
-    /// The position of shard `idx` in `guards`, locking it first in a lazy
-    /// all-shards lock. `None`: a partial lock that does not hold it.
-    fn position(&mut self, idx: usize) -> Option<usize> {
-        let Gate::All {
-            table,
-            capture,
-            complete,
-        } = &mut self.gate
-        else {
-            return self.guards.iter().position(|(i, _)| *i == idx);
+    /// Locks shard `idx`, not held yet, for a lazy all-shards lock; returns its
+    /// position in `guards`. Out of line: the lookups that find a held shard are
+    /// the hot path.
+    #[inline(never)]
+    fn lock_lazily(&mut self, idx: usize) -> usize {
+        let Gate::All { table, capture, .. } = &mut self.gate else {
+            panic!("command touched a key whose shard it did not declare");
         };
-        if *complete {
-            return Some(idx);
-        }
-        if let Some(pos) = self.guards.iter().position(|(i, _)| *i == idx) {
-            return Some(pos);
-        }
         if self.guards.len() >= LAZY_MAX {
             self.lock_rest();
-            return Some(idx);
+            return idx;
         }
-        if self.guards.spilled() || self.guards.len() == self.guards.inline_size() {
+        if !self.guards.spilled() && self.guards.len() == self.guards.inline_size() {
             self.guards.reserve(8);
         }
         self.guards.push((idx, table.shards[idx].lock_arc()));
+        let pos = self.guards.len() - 1;
         if *capture {
-            table
-                .capture
-                .after_lock(&self.guards[self.guards.len() - 1..]);
+            table.capture.after_lock(&self.guards[pos..]);
         }
-        Some(self.guards.len() - 1)
+        pos
     }
 
     /// In a lazy all-shards lock, locks every shard not held yet (ascending) and
     /// orders the guards by shard, so that `guards[i]` is shard `i`.
+    #[inline(never)]
     fn lock_rest(&mut self) {
         let Gate::All {
             table,
@@ -423,10 +414,15 @@ impl Locked {
         *complete = true;
     }
 
+    #[inline]
     pub fn shard_mut(&mut self, idx: usize) -> &mut Shard {
-        let pos = self
-            .position(idx)
-            .expect("command touched a key whose shard it did not declare");
+        if let Gate::All { complete: true, .. } = self.gate {
+            return &mut self.guards[idx].1;
+        }
+        let pos = match self.guards.iter().position(|(i, _)| *i == idx) {
+            Some(pos) => pos,
+            None => self.lock_lazily(idx),
+        };
         &mut self.guards[pos].1
     }
 
