@@ -72,13 +72,13 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         "DIGEST-VALUE" => {
             let now = ctx.now;
             let db = ctx.db();
+            let keys = args.rest();
             // Only the keys' shards: a `peek` needs them held.
             let ks = ctx
                 .store
                 .keyspace
-                .lock_readonly(args.rest().iter().map(|k| shard_index(k)).collect());
-            let digests = args
-                .rest()
+                .lock_readonly(keys.iter().map(|k| shard_index(k)).collect());
+            let digests = keys
                 .iter()
                 .map(|key| {
                     let d = live(&ks, db, key, now).map_or([0; 20], |e| value_digest(&e.value));
