@@ -447,6 +447,12 @@ impl Locked {
         self.guards.iter_mut().map(move |(_, g)| &mut g.dbs[db])
     }
 
+    /// Every held shard; every shard for an all-shards lock (see `db_parts`).
+    pub fn shards_mut(&mut self) -> impl Iterator<Item = &mut Shard> {
+        self.lock_rest();
+        self.guards.iter_mut().map(|(_, g)| &mut **g)
+    }
+
     /// Looks a key up, deleting it first if its TTL has passed, so that an expired
     /// key is never visible to any command.
     pub fn get_mut(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
