@@ -34,7 +34,7 @@ use crate::command::{flag, Command};
 use crate::config::notify;
 use crate::error::CmdError;
 use crate::exec::Events;
-use crate::keyspace::{NUM_DBS, NUM_SHARDS};
+use crate::keyspace::{Locked, NUM_DBS, NUM_SHARDS};
 use crate::value::Entry;
 use crate::Store;
 
@@ -193,9 +193,25 @@ pub fn memory(store: &Store) -> (u64, u64) {
     }
 }
 
+/// [`memory`] for a command that holds every shard (INFO, MEMORY): measured over
+/// its lock, not a second one, which would wait for the first.
+pub fn memory_in(ks: &mut Locked) -> (u64, u64) {
+    match crate::families::server_info::MEMORY_PROBE.get() {
+        Some(f) => f(),
+        None => {
+            let (_, bytes) = dataset_in(ks);
+            (bytes, bytes)
+        }
+    }
+}
+
 /// (keys, approximate dataset bytes) over all databases.
 pub fn dataset(store: &Store) -> (u64, u64) {
-    let mut ks = store.keyspace.lock_all_readonly();
+    dataset_in(&mut store.keyspace.lock_all_readonly())
+}
+
+/// [`dataset`] over an all-shards lock the caller holds (see [`memory_in`]).
+pub fn dataset_in(ks: &mut Locked) -> (u64, u64) {
     let (mut keys, mut bytes) = (0u64, 0u64);
     for db in 0..NUM_DBS {
         for part in ks.db_parts(db) {

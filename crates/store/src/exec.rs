@@ -783,7 +783,13 @@ impl Store {
     /// whole EXEC, and their writes reach the log as one MULTI … EXEC block.
     pub fn exec_transaction(&self, client: &mut Client, multi: MultiState) -> Reply {
         let now = crate::clock::now_ms();
-        let needs_all = multi.queue.iter().any(|(c, _)| c.has(flag::ALL_KEYS));
+        let needs_all = multi.queue.iter().any(|(c, _)| {
+            // SCRIPT LOAD/FLUSH take the Lua state, which a running script holds
+            // while it locks shards lazily: queued with a single-shard command they
+            // would hold a shard while waiting for it. The exclusive gate keeps
+            // scripts out instead.
+            c.has(flag::ALL_KEYS) || c.full_name.starts_with("script|")
+        });
         let mut ks = if needs_all {
             self.keyspace.lock_all()
         } else {

@@ -6,13 +6,19 @@
 //! (the one global order, so no deadlock), runs, and releases them; a multi-key
 //! command, MULTI/EXEC or a script holds all its shards for its whole run, which is
 //! what makes it atomic. Locks are `parking_lot` mutexes: never held across `.await`.
+//!
+//! A keyspace-wide gate makes "every shard" cheap: a lock of several shards takes it
+//! shared, a lock of all shards exclusively and then locks shards only as they are
+//! touched (a script touching five keys locks five shards, not 256), and a lock of
+//! one shard skips it. A holder never locks anything else in the keyspace while it
+//! holds a `Locked`; see [`Keyspace::lock_all`] for why that makes this deadlock-free.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::ArcMutexGuard;
-use parking_lot::{Mutex, RawMutex};
+use parking_lot::{ArcMutexGuard, ArcRwLockReadGuard, ArcRwLockWriteGuard};
+use parking_lot::{Mutex, RawMutex, RawRwLock, RwLock};
 
 use crate::dense::{DenseMap, DenseSet};
 use crate::persistence::capture::Capture;
@@ -124,20 +130,56 @@ impl Shard {
 }
 
 pub struct Keyspace {
+    /// The shards, reached directly by a lock of one shard (the hot path).
     shards: Box<[Arc<Mutex<Shard>>]>,
+    /// Taken shared by a lock of several shards and exclusively by a lock of all of
+    /// them; it guards the same shard table, which a lazy all-shards lock reaches
+    /// through its guard (see [`Keyspace::lock_all`] for why this cannot deadlock).
+    gate: Arc<RwLock<Table>>,
     /// A snapshot in progress: shards are copied on their first lock after the cut.
-    capture: parking_lot::RwLock<Option<Arc<Capture>>>,
+    capture: Arc<CaptureSlot>,
+}
+
+/// What a lazy all-shards lock needs to lock a shard later: owned, so that
+/// [`Locked`] needs no lifetime.
+struct Table {
+    shards: Box<[Arc<Mutex<Shard>>]>,
+    capture: Arc<CaptureSlot>,
+}
+
+#[derive(Default)]
+struct CaptureSlot {
+    capture: RwLock<Option<Arc<Capture>>>,
     capturing: AtomicBool,
+}
+
+impl CaptureSlot {
+    /// Copy-on-first-lock for a snapshot in progress (see `persistence::capture`).
+    fn after_lock(&self, guards: &[(usize, Guard)]) {
+        if !self.capturing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(cap) = self.capture.read().clone() {
+            for (i, g) in guards {
+                cap.on_locked(*i, g);
+            }
+        }
+    }
 }
 
 impl Default for Keyspace {
     fn default() -> Self {
+        let shards: Box<[Arc<Mutex<Shard>>]> = (0..NUM_SHARDS)
+            .map(|_| Arc::new(Mutex::new(Shard::new())))
+            .collect();
+        let capture = Arc::new(CaptureSlot::default());
         Keyspace {
-            shards: (0..NUM_SHARDS)
-                .map(|_| Arc::new(Mutex::new(Shard::new())))
-                .collect(),
-            capture: Default::default(),
-            capturing: AtomicBool::new(false),
+            gate: Arc::new(RwLock::new(Table {
+                shards: shards.clone(),
+                capture: capture.clone(),
+            })),
+            shards,
+            capture,
         }
     }
 }
@@ -145,6 +187,31 @@ impl Default for Keyspace {
 type Guard = ArcMutexGuard<RawMutex, Shard>;
 /// Most commands hold one or two shards: keep those guards out of the heap.
 type Guards = smallvec::SmallVec<[(usize, Guard); 2]>;
+
+/// A lazy all-shards lock that has locked this many shards locks the rest at once:
+/// finding a shard among the held ones stays a short scan, and a script that
+/// touches many shards costs what an eager lock did.
+const LAZY_MAX: usize = 32;
+
+/// What a [`Locked`] holds besides its shard guards.
+enum Gate {
+    /// No gate: no shard, or one (a holder of one shard waits for nothing else while
+    /// holding it, so it can be in no deadlock cycle).
+    Free,
+    /// Several shards, locked in ascending order under the shared gate.
+    /// (Never read: dropping it releases the gate.)
+    Shared {
+        _held: ArcRwLockReadGuard<RawRwLock, Table>,
+    },
+    /// Every shard: the exclusive gate, shards locked on first access.
+    All {
+        table: ArcRwLockWriteGuard<RawRwLock, Table>,
+        /// Whether a snapshot in progress copies shards as they are locked (writes).
+        capture: bool,
+        /// Every shard is locked and `guards[i]` is shard `i`.
+        complete: bool,
+    },
+}
 
 impl Keyspace {
     /// Locks the given shards (any order, duplicates allowed) in ascending order.
@@ -160,22 +227,23 @@ impl Keyspace {
     }
 
     /// Locks the one shard of a single-key command (the common case), without the
-    /// sorting and collecting of [`Keyspace::lock`]. `capture` as in `lock_inner`.
+    /// sorting and collecting of [`Keyspace::lock`], and without the gate.
+    /// `capture` as in `lock_inner`.
     pub fn lock_one(&self, shard: usize, capture: bool) -> Locked {
         let mut guards = Guards::new();
         guards.push((shard, self.shards[shard].lock_arc()));
-        self.locked(guards, false, capture)
+        self.locked(guards, Gate::Free, capture)
     }
 
     /// Wraps freshly taken guards, letting a snapshot in progress copy their shards
     /// first when `capture` (writes).
-    fn locked(&self, guards: Guards, all: bool, capture: bool) -> Locked {
+    fn locked(&self, guards: Guards, gate: Gate, capture: bool) -> Locked {
         if capture {
-            self.after_lock(&guards);
+            self.capture.after_lock(&guards);
         }
         Locked {
             guards,
-            all,
+            gate,
             expired: Vec::new(),
             no_touch: false,
         }
@@ -187,17 +255,35 @@ impl Keyspace {
         if shards.len() == NUM_SHARDS {
             return self.lock_all_inner(capture);
         }
+        // The shared gate first, and only then shards: a lock of all shards holds
+        // the gate exclusively, so it never meets a holder of several shards.
+        let gate = if shards.len() > 1 {
+            Gate::Shared {
+                _held: self.gate.read_arc(),
+            }
+        } else {
+            Gate::Free
+        };
         let guards: Guards = shards
             .into_iter()
             .map(|i| (i, self.shards[i].lock_arc()))
             .collect();
-        self.locked(guards, false, capture)
+        self.locked(guards, gate, capture)
     }
 
     pub fn lock_keys<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> Locked {
         self.lock(keys.into_iter().map(shard_index).collect())
     }
 
+    /// Every shard, for a command that may touch any key (scripts, MULTI with one,
+    /// FLUSHALL …), locked lazily: the gate is taken exclusively now, each shard on
+    /// its first access, and all are kept until the `Locked` drops (two-phase
+    /// locking, so the command is as atomic as with every shard locked up front).
+    ///
+    /// No deadlock: with the gate held exclusively no holder of several shards
+    /// exists, and another all-shards lock waits at the gate, so the only shard
+    /// holders this one can wait for hold one shard and wait for nothing while
+    /// holding it. A holder must not lock anything else in the keyspace.
     pub fn lock_all(&self) -> Locked {
         self.lock_all_inner(true)
     }
@@ -207,42 +293,45 @@ impl Keyspace {
         self.lock_all_inner(false)
     }
 
+    /// Every shard locked now, for the few callers that need the whole keyspace
+    /// frozen at one instant before they act (installing a snapshot capture, cutting
+    /// the log): no command may be half-way on any shard at that point.
+    pub fn lock_every_shard(&self) -> Locked {
+        let mut l = self.lock_all_inner(true);
+        l.lock_rest();
+        l
+    }
+
     fn lock_all_inner(&self, capture: bool) -> Locked {
-        let guards: Guards = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.lock_arc()))
-            .collect();
-        self.locked(guards, true, capture)
+        Locked {
+            guards: Guards::new(),
+            gate: Gate::All {
+                table: self.gate.write_arc(),
+                capture,
+                complete: false,
+            },
+            expired: Vec::new(),
+            no_touch: false,
+        }
     }
 
     /// Locks nothing: for commands that do not touch keys.
     pub fn lock_none(&self) -> Locked {
         Locked {
             guards: Guards::new(),
-            all: false,
+            gate: Gate::Free,
             expired: Vec::new(),
             no_touch: false,
         }
     }
 
-    /// Copy-on-first-lock for a snapshot in progress (see `persistence::capture`).
-    fn after_lock(&self, guards: &[(usize, Guard)]) {
-        if !self.capturing.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(cap) = self.capture.read().clone() {
-            for (i, g) in guards {
-                cap.on_locked(*i, g);
-            }
-        }
-    }
-
-    /// Installs (with every shard locked) or removes the snapshot capture.
+    /// Installs (with every shard locked, [`Keyspace::lock_every_shard`]) or removes
+    /// the snapshot capture.
     pub fn install_capture(&self, cap: Option<Arc<Capture>>) {
-        self.capturing.store(cap.is_some(), Ordering::Release);
-        *self.capture.write() = cap;
+        self.capture
+            .capturing
+            .store(cap.is_some(), Ordering::Release);
+        *self.capture.capture.write() = cap;
     }
 
     /// Locks one shard by index for the active expiry cycle, which only deletes
@@ -258,7 +347,7 @@ impl Keyspace {
 /// (the dispatcher turns those into notifications and log records afterwards).
 pub struct Locked {
     guards: Guards,
-    all: bool,
+    gate: Gate,
     pub expired: Vec<(usize, Bytes)>,
     /// Reads do not refresh access data (the client asked CLIENT NO-TOUCH).
     pub no_touch: bool,
@@ -266,30 +355,81 @@ pub struct Locked {
 
 impl Locked {
     pub fn holds_all(&self) -> bool {
-        self.all
+        matches!(self.gate, Gate::All { .. })
     }
 
-    /// Indices of the shards held, ascending.
-    pub fn shard_indices(&self) -> impl Iterator<Item = usize> + '_ {
-        self.guards.iter().map(|(i, _)| *i)
+    /// Locks shard `idx`, not held yet, for a lazy all-shards lock; returns its
+    /// position in `guards`. Out of line: the lookups that find a held shard are
+    /// the hot path.
+    #[inline(never)]
+    fn lock_lazily(&mut self, idx: usize) -> usize {
+        let Gate::All { table, capture, .. } = &mut self.gate else {
+            panic!("command touched a key whose shard it did not declare");
+        };
+        if self.guards.len() >= LAZY_MAX {
+            self.lock_rest();
+            return idx;
+        }
+        if !self.guards.spilled() && self.guards.len() == self.guards.inline_size() {
+            self.guards.reserve(8);
+        }
+        self.guards.push((idx, table.shards[idx].lock_arc()));
+        let pos = self.guards.len() - 1;
+        if *capture {
+            table.capture.after_lock(&self.guards[pos..]);
+        }
+        pos
     }
 
+    /// In a lazy all-shards lock, locks every shard not held yet (ascending) and
+    /// orders the guards by shard, so that `guards[i]` is shard `i`.
+    #[inline(never)]
+    fn lock_rest(&mut self) {
+        let Gate::All {
+            table,
+            capture,
+            complete,
+        } = &mut self.gate
+        else {
+            return;
+        };
+        if *complete {
+            return;
+        }
+        let mut held = [false; NUM_SHARDS];
+        for (i, _) in &self.guards {
+            held[*i] = true;
+        }
+        let first_new = self.guards.len();
+        self.guards.reserve(NUM_SHARDS - first_new);
+        for (i, shard) in table.shards.iter().enumerate() {
+            if !held[i] {
+                self.guards.push((i, shard.lock_arc()));
+            }
+        }
+        if *capture {
+            table.capture.after_lock(&self.guards[first_new..]);
+        }
+        self.guards.sort_unstable_by_key(|(i, _)| *i);
+        *complete = true;
+    }
+
+    #[inline]
     pub fn shard_mut(&mut self, idx: usize) -> &mut Shard {
-        if self.all {
+        if let Gate::All { complete: true, .. } = self.gate {
             return &mut self.guards[idx].1;
         }
-        let pos = self
-            .guards
-            .iter()
-            .position(|(i, _)| *i == idx)
-            .expect("command touched a key whose shard it did not declare");
+        let pos = match self.guards.iter().position(|(i, _)| *i == idx) {
+            Some(pos) => pos,
+            None => self.lock_lazily(idx),
+        };
         &mut self.guards[pos].1
     }
 
     pub fn db(&mut self, db: usize, key: &[u8]) -> &mut DbShard {
         // One shard held (every single-key command): it is the key's shard, so
         // skip hashing the key again to find it.
-        if !self.all && self.guards.len() == 1 {
+        if matches!(self.gate, Gate::Free) && self.guards.len() == 1 {
             debug_assert_eq!(
                 self.guards[0].0,
                 shard_index(key),
@@ -300,9 +440,17 @@ impl Locked {
         &mut self.shard_mut(shard_index(key)).dbs[db]
     }
 
-    /// Every held part of database `db`.
+    /// Every held part of database `db`; every part in shard order for an
+    /// all-shards lock (which locks the shards it had not touched yet).
     pub fn db_parts(&mut self, db: usize) -> impl Iterator<Item = &mut DbShard> {
+        self.lock_rest();
         self.guards.iter_mut().map(move |(_, g)| &mut g.dbs[db])
+    }
+
+    /// Every held shard; every shard for an all-shards lock (see `db_parts`).
+    pub fn shards_mut(&mut self) -> impl Iterator<Item = &mut Shard> {
+        self.lock_rest();
+        self.guards.iter_mut().map(|(_, g)| &mut **g)
     }
 
     /// Looks a key up, deleting it first if its TTL has passed, so that an expired
@@ -331,15 +479,16 @@ impl Locked {
     /// first: that is what deletes an expired key.
     pub fn peek(&self, db: usize, key: &[u8]) -> Option<&Entry> {
         let idx = shard_index(key);
-        let guard = if self.all {
-            &self.guards[idx].1
-        } else {
-            &self
-                .guards
-                .iter()
-                .find(|(i, _)| *i == idx)
-                .expect("command touched a key whose shard it did not declare")
-                .1
+        let guard = match self.gate {
+            Gate::All { complete: true, .. } => &self.guards[idx].1,
+            _ => {
+                &self
+                    .guards
+                    .iter()
+                    .find(|(i, _)| *i == idx)
+                    .expect("peek of a key whose shard is not held (declared, or touched first)")
+                    .1
+            }
         };
         guard.dbs[db].map.get(key)
     }
@@ -412,7 +561,8 @@ impl Locked {
 
     /// Swaps two databases in every shard (SWAPDB; all shards must be held).
     pub fn swap_dbs(&mut self, a: usize, b: usize) {
-        assert!(self.all, "SWAPDB needs every shard");
+        assert!(self.holds_all(), "SWAPDB needs every shard");
+        self.lock_rest();
         for (_, g) in self.guards.iter_mut() {
             g.dbs.swap(a, b);
         }
@@ -431,7 +581,7 @@ impl Locked {
         now: u64,
         mut visit: impl FnMut(&[u8], &Entry),
     ) -> u64 {
-        assert!(self.all, "SCAN needs every shard");
+        assert!(self.holds_all(), "SCAN needs every shard");
         let (mut shard, mut remaining) = if start == 0 {
             (0, u64::MAX)
         } else {
@@ -440,7 +590,8 @@ impl Locked {
         let mut visited = 0;
         let mut expired = Vec::new();
         while shard < NUM_SHARDS {
-            let part = &self.guards[shard].1.dbs[db];
+            // Only the shards this step visits are locked.
+            let part = &self.shard_mut(shard).dbs[db];
             let len = part.map.len() as u64;
             if visited >= count {
                 // Resume this shard from its current end next time.
@@ -526,6 +677,141 @@ mod tests {
         assert_eq!(l.db(3, b"k").expires.len(), 1);
         l.remove(3, b"k");
         assert_eq!(l.db(3, b"k").expires.len(), 0);
+    }
+
+    /// Two distinct shards, `lo < hi`.
+    fn two_shards() -> (usize, usize) {
+        (3, NUM_SHARDS - 5)
+    }
+
+    /// Holders of two shards (locked in either key order) against lazy all-shards
+    /// holders that touch the same shards in the reverse order, and holders of one
+    /// shard. Without the gate the lazy holder (holding `hi`, waiting for `lo`) and
+    /// a two-shard holder (holding `lo`, waiting for `hi`) deadlock within a few
+    /// rounds; the watchdog turns a hang into a failure. Every holder also checks
+    /// that a transfer between the two shards is seen whole (atomicity).
+    #[test]
+    fn lazy_all_and_multi_shard_locks_do_not_deadlock() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        const TOTAL: u64 = 1_000_000;
+        const ROUNDS: usize = 2_000;
+        let (lo, hi) = two_shards();
+        let ks = Arc::new(Keyspace::default());
+        ks.lock_all().shard_mut(lo).hits = TOTAL;
+        let (done, finished) = mpsc::channel();
+        let spawn = |f: Box<dyn Fn(&Keyspace) + Send>| {
+            let (ks, done) = (ks.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ROUNDS {
+                    f(&ks);
+                }
+                let _ = done.send(());
+            });
+        };
+        // Lazy all-shards: `hi` first, then `lo`, moving one unit from lo to hi.
+        for _ in 0..2 {
+            spawn(Box::new(move |ks| {
+                let mut l = ks.lock_all();
+                l.shard_mut(hi).hits += 1;
+                std::thread::yield_now();
+                let from = &mut l.shard_mut(lo).hits;
+                *from = from.saturating_sub(1);
+            }));
+        }
+        // Two shards, declared in both orders (locked ascending either way).
+        for order in [vec![lo, hi], vec![hi, lo]] {
+            spawn(Box::new(move |ks| {
+                let mut l = ks.lock(order.clone());
+                let a = l.shard_mut(lo).hits;
+                std::thread::yield_now();
+                let b = l.shard_mut(hi).hits;
+                assert_eq!(a + b, TOTAL, "a transfer was seen half done");
+            }));
+        }
+        // One shard: bypasses the gate.
+        for idx in [lo, hi] {
+            spawn(Box::new(move |ks| {
+                let mut l = ks.lock_one(idx, true);
+                l.shard_mut(idx).misses += 1;
+            }));
+        }
+        drop(done);
+        for _ in 0..6 {
+            finished
+                .recv_timeout(Duration::from_secs(30))
+                .expect("deadlock: a locker did not finish in time");
+        }
+        let mut l = ks.lock_every_shard();
+        assert_eq!(l.shard_mut(lo).hits + l.shard_mut(hi).hits, TOTAL);
+        assert_eq!(l.shard_mut(lo).misses, ROUNDS as u64);
+    }
+
+    /// A lazy all-shards lock locks only what it touches, and every shard once
+    /// anything iterates the whole keyspace.
+    #[test]
+    fn lazy_all_locks_on_first_access() {
+        let (lo, hi) = two_shards();
+        let ks = Keyspace::default();
+        let mut l = ks.lock_all();
+        l.shard_mut(hi).hits = 7;
+        // Untouched shards stay free for single-shard lockers.
+        assert!(ks.shards[lo].try_lock().is_some());
+        assert!(ks.shards[hi].try_lock().is_none());
+        assert_eq!(l.guards.len(), 1);
+        assert_eq!(l.db_parts(0).count(), NUM_SHARDS);
+        assert!(ks.shards[lo].try_lock().is_none());
+        assert_eq!(l.shard_mut(hi).hits, 7);
+        // Past `LAZY_MAX` shards the rest are locked at once.
+        drop(l);
+        let mut l = ks.lock_all();
+        for i in 0..=LAZY_MAX {
+            l.shard_mut(i).misses += 1;
+        }
+        assert!(matches!(l.gate, Gate::All { complete: true, .. }));
+        assert_eq!(l.shard_mut(hi).hits, 7);
+        // A multi-shard lock waits for the gate; a single-shard one does not.
+        assert!(ks.gate.try_read().is_none());
+        drop(l);
+        assert!(ks.gate.try_read().is_some());
+    }
+
+    /// Shards a lazy all-shards lock reaches during a snapshot are copied before
+    /// it changes them, as eagerly locked ones were.
+    #[test]
+    fn lazily_locked_shards_feed_the_capture() {
+        use crate::persistence::capture;
+        let ks = Keyspace::default();
+        let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+        {
+            let mut l = ks.lock_all();
+            for k in &keys {
+                l.insert(0, Bytes::from(k.clone()), entry("old", 0));
+            }
+        }
+        let (cap, _) = capture::begin(
+            &ks,
+            &crate::scripting::functions::Functions::default(),
+            || {},
+        );
+        {
+            let mut l = ks.lock_all();
+            for k in &keys[..32] {
+                l.insert(0, Bytes::from(k.clone()), entry("new", 0));
+            }
+        }
+        let mut seen = 0;
+        for idx in 0..NUM_SHARDS {
+            for (k, e) in cap.take(&ks, idx).remove(0) {
+                let crate::value::Value::Str(v) = e.value else {
+                    panic!("not a string")
+                };
+                assert_eq!(&v[..], b"old", "{k:?} copied after the change");
+                seen += 1;
+            }
+        }
+        capture::end(&ks);
+        assert_eq!(seen, keys.len());
     }
 
     #[test]

@@ -388,17 +388,17 @@ impl Store {
 
     /// Sums keyspace hit/miss/expired counters over shards.
     pub fn keyspace_counters(&self) -> (u64, u64, u64) {
-        let l = self.keyspace.lock_all_readonly();
-        let mut t = (0, 0, 0);
-        let mut l = l;
-        for i in 0..keyspace::NUM_SHARDS {
-            let s = l.shard_mut(i);
-            t.0 += s.hits;
-            t.1 += s.misses;
-            t.2 += s.expired_keys;
-        }
-        t
+        keyspace_counters_in(&mut self.keyspace.lock_all_readonly())
     }
+}
+
+/// [`Store::keyspace_counters`] over an all-shards lock the caller holds: INFO runs
+/// under its own, so that inside a script or MULTI it never locks the keyspace a
+/// second time (which would wait for itself).
+pub fn keyspace_counters_in(ks: &mut keyspace::Locked) -> (u64, u64, u64) {
+    ks.shards_mut().fold((0, 0, 0), |t, s| {
+        (t.0 + s.hits, t.1 + s.misses, t.2 + s.expired_keys)
+    })
 }
 
 /// Quotes an argument as MONITOR and SLOWLOG show it (Redis's `sdscatrepr`).

@@ -17,7 +17,7 @@ use crate::command::{cmd, flag::*, CommandSpec, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
-use crate::keyspace::{Locked, NUM_DBS};
+use crate::keyspace::{shard_index, Locked, NUM_DBS};
 use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -72,9 +72,13 @@ fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         "DIGEST-VALUE" => {
             let now = ctx.now;
             let db = ctx.db();
-            let ks = ctx.store.keyspace.lock_all_readonly();
-            let digests = args
-                .rest()
+            let keys = args.rest();
+            // Only the keys' shards: a `peek` needs them held.
+            let ks = ctx
+                .store
+                .keyspace
+                .lock_readonly(keys.iter().map(|k| shard_index(k)).collect());
+            let digests = keys
                 .iter()
                 .map(|key| {
                     let d = live(&ks, db, key, now).map_or([0; 20], |e| value_digest(&e.value));
@@ -120,7 +124,7 @@ fn object(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let db = ctx.db();
     let now = ctx.now;
-    let ks = ctx.store.keyspace.lock_all_readonly();
+    let ks = ctx.store.keyspace.lock_readonly(vec![shard_index(key)]);
     let Some(e) = live(&ks, db, key, now) else {
         return Err(CmdError::err("no such key"));
     };

@@ -52,11 +52,11 @@ pub fn commands() -> Vec<CommandSpec> {
             .subs(vec![
                 cmd("usage", -3, READONLY, keys(2, 2, 1), memory_usage)
                     .summary("Estimates the memory usage of a key."),
-                cmd("stats", 2, NO_KEYSPACE, NO_KEYS, memory_stats)
+                cmd("stats", 2, ALL_KEYS, NO_KEYS, memory_stats)
                     .summary("Returns details about memory usage."),
-                cmd("doctor", 2, NO_KEYSPACE, NO_KEYS, memory_doctor)
+                cmd("doctor", 2, ALL_KEYS, NO_KEYS, memory_doctor)
                     .summary("Outputs a memory problems report."),
-                cmd("malloc-stats", 2, NO_KEYSPACE, NO_KEYS, memory_malloc_stats)
+                cmd("malloc-stats", 2, ALL_KEYS, NO_KEYS, memory_malloc_stats)
                     .summary("Returns the allocator statistics."),
                 cmd("purge", 2, NO_KEYSPACE, NO_KEYS, memory_purge)
                     .summary("Asks the allocator to release memory."),
@@ -129,8 +129,9 @@ fn memory_usage(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 fn memory_stats(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    let (used, rss) = crate::evict::memory(ctx.store);
-    let (keys, dataset) = crate::evict::dataset(ctx.store);
+    // Over the command's own lock (ALL_KEYS): see `evict::memory_in`.
+    let (used, rss) = crate::evict::memory_in(ctx.ks);
+    let (keys, dataset) = crate::evict::dataset_in(ctx.ks);
     let field = |k: &str, v: Reply| (Reply::bulk(Bytes::from(k.to_string())), v);
     let peak = ctx
         .store
@@ -173,7 +174,7 @@ fn memory_stats(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 }
 
 fn memory_doctor(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    let (used, rss) = crate::evict::memory(ctx.store);
+    let (used, rss) = crate::evict::memory_in(ctx.ks);
     let max = ctx.store.config.maxmemory.load(Ordering::Relaxed);
     let mut notes = Vec::new();
     if used < 5 << 20 {
@@ -196,7 +197,7 @@ fn memory_doctor(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 }
 
 fn memory_malloc_stats(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    let (used, rss) = crate::evict::memory(ctx.store);
+    let (used, rss) = crate::evict::memory_in(ctx.ks);
     Ok(Reply::Verbatim(
         "txt",
         Bytes::from(format!("allocated: {used}\nresident: {rss}\n")),

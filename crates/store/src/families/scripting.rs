@@ -1,7 +1,8 @@
 //! EVAL, EVALSHA, EVAL_RO, EVALSHA_RO and SCRIPT, as Redis 7.2 has them.
 //!
-//! A script is a transaction with a body: it holds every shard of the keyspace
-//! while it runs (`ALL_KEYS`), so no other client's command interleaves with it,
+//! A script is a transaction with a body: it holds the whole keyspace while it
+//! runs (`ALL_KEYS`: the keyspace gate exclusively, and each shard from its first
+//! touch to the script's end), so no other client's command interleaves with it,
 //! and it may touch keys it did not declare (BullMQ's scripts build job keys from
 //! a prefix) without losing atomicity. Its writes are logged as the commands it
 //! ran (effects replication, as Redis 7), wrapped in MULTI/EXEC when there are

@@ -134,7 +134,9 @@ pub fn commands() -> Vec<CommandSpec> {
             "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
         ).group("generic")),
         s(
-            cmd("info", -1, LOADING | STALE | NO_KEYSPACE, NO_KEYS, info)
+            // ALL_KEYS, not NO_KEYSPACE: its keyspace sections read through the
+            // command's own (lazy) lock, also inside a script or MULTI.
+            cmd("info", -1, LOADING | STALE | ALL_KEYS, NO_KEYS, info)
                 .summary("Returns information and statistics about the server."),
         ),
     ]
@@ -475,6 +477,6 @@ fn info(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         .iter()
         .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
         .collect();
-    let text = crate::families::server_info::render(ctx.store, &sections);
+    let text = crate::families::server_info::render(ctx.store, &sections, ctx.ks);
     Ok(Reply::Verbatim("txt", Bytes::from(text)))
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use crate::command::registry;
-use crate::keyspace::NUM_DBS;
+use crate::keyspace::{Locked, NUM_DBS};
 use crate::Store;
 
 const DEFAULT: &[&str] = &[
@@ -100,7 +100,9 @@ fn ops_per_sec(calls: u64) -> u64 {
     }
 }
 
-pub fn render(store: &Store, requested: &[String]) -> String {
+/// `ks`: the command's own all-shards lock (INFO is `ALL_KEYS`), through which the
+/// keyspace is read, so that INFO inside a script or MULTI does not lock it again.
+pub fn render(store: &Store, requested: &[String], ks: &mut Locked) -> String {
     let mut sections: Vec<&str> = Vec::new();
     let add = |s: &'static str, v: &mut Vec<&str>| {
         if !v.contains(&s) {
@@ -132,7 +134,7 @@ pub fn render(store: &Store, requested: &[String]) -> String {
         if i > 0 {
             out.push_str("\r\n");
         }
-        section(store, s, &mut out);
+        section(store, s, &mut out, ks);
     }
     out
 }
@@ -152,7 +154,7 @@ fn cpu_times() -> (f64, f64) {
     (get(11), get(12))
 }
 
-fn section(store: &Store, name: &str, o: &mut String) {
+fn section(store: &Store, name: &str, o: &mut String, ks: &mut Locked) {
     let uptime = store.started.elapsed().as_secs();
     match name {
         "server" => {
@@ -195,7 +197,7 @@ fn section(store: &Store, name: &str, o: &mut String) {
             );
         }
         "memory" => {
-            let (used, rss) = crate::evict::memory(store);
+            let (used, rss) = crate::evict::memory_in(ks);
             let peak = store
                 .persist
                 .peak_memory
@@ -222,7 +224,7 @@ fn section(store: &Store, name: &str, o: &mut String) {
             crate::persistence::info(store, o);
         }
         "stats" => {
-            let (hits, misses, expired_lazy) = store.keyspace_counters();
+            let (hits, misses, expired_lazy) = crate::keyspace_counters_in(ks);
             let calls: u64 = registry().all().map(|c| c.stats.calls.get()).sum();
             let st = &store.stats;
             let _ = write!(
@@ -297,7 +299,6 @@ fn section(store: &Store, name: &str, o: &mut String) {
         "keyspace" => {
             o.push_str("# Keyspace\r\n");
             let now = crate::clock::now_ms();
-            let mut ks = store.keyspace.lock_all_readonly();
             for db in 0..NUM_DBS {
                 let (mut keys, mut expires) = (0, 0);
                 // avg_ttl from a bounded sample of each part's keys with a TTL.
@@ -327,6 +328,40 @@ fn section(store: &Store, name: &str, o: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::bytes_to_human;
+
+    /// INFO and MEMORY STATS read the keyspace through the command's own lock, so
+    /// inside a script or a MULTI holding a key's shard they do not lock it again
+    /// and wait for themselves (they once hung the whole server there).
+    #[test]
+    fn info_and_memory_stats_inside_scripts_and_multi_do_not_hang() {
+        use crate::testkit::*;
+        use std::time::Duration;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut t = TestClient::new();
+            t.run(&["SET", "a", "1"]);
+            let script = "return {redis.call('INFO'), redis.call('MEMORY', 'STATS')}";
+            let r = t.run(&["EVAL", script, "1", "a"]);
+            assert!(
+                matches!(r, tidewire_resp::Reply::Array(ref v) if v.len() == 2),
+                "{r:?}"
+            );
+            t.run(&["MULTI"]);
+            t.run(&["SET", "a", "2"]);
+            t.run(&["INFO", "stats"]);
+            t.run(&["INFO", "keyspace"]);
+            t.run(&["MEMORY", "STATS"]);
+            let r = t.run(&["EXEC"]);
+            assert!(
+                matches!(r, tidewire_resp::Reply::Array(ref v) if v.len() == 4),
+                "{r:?}"
+            );
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(Duration::from_secs(30))
+            .expect("INFO or MEMORY STATS hung inside a script or MULTI");
+    }
 
     #[test]
     fn bytes_to_human_matches_redis() {

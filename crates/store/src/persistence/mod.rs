@@ -256,7 +256,8 @@ pub fn debug_loadaof(store: &Store) -> Result<(), String> {
     let stem = aof_stem(store);
     if let Some(aof) = store.persist.aof() {
         {
-            let _every_shard = store.keyspace.lock_all();
+            // Eager: every write before the cut must be in the old file.
+            let _every_shard = store.keyspace.lock_every_shard();
             aof.rotate_here();
         }
         aof.wait_rotated(Duration::from_secs(30))
