@@ -126,6 +126,11 @@ fn make_read_room(inbuf: &mut BytesMut) {
     }
 }
 
+/// How long a script must have run before other connections wait for it by the
+/// timer instead of queueing on the keyspace lock (the script hands its worker off
+/// after 2 ms: see `scripting::host`).
+const SCRIPT_WAIT_AFTER_MS: u64 = 2;
+
 /// While another connection's script runs, waits without holding a worker
 /// thread (a command would otherwise block one on the keyspace lock the script
 /// holds), until the script ends or passes `busy-reply-threshold`: then the
@@ -267,7 +272,11 @@ impl Conn {
                 self.flush().await;
                 return false;
             }
-            if self.store.scripts.running.is_running() {
+            // A script that has run for a while has handed its worker thread off;
+            // one that only started will release the keyspace in moments, and
+            // waiting for it by the timer would cost more than the lock does.
+            let running = &self.store.scripts.running;
+            if running.is_running() && running.elapsed_ms() >= SCRIPT_WAIT_AFTER_MS {
                 wait_for_script(&self.store).await;
             }
             let argv = match self.parser.next_command(&mut self.inbuf) {

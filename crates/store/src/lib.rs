@@ -184,6 +184,9 @@ pub struct Store {
     pub scripts: scripting::cache::ScriptCache,
     /// Redis Functions: the loaded libraries and their Lua state.
     pub functions: scripting::functions::Functions,
+    /// This store's own `Arc`, for work that must own a handle to it (a running
+    /// script's host lives in the Lua state, which outlives any borrow).
+    me: std::sync::Weak<Store>,
 }
 
 /// Callbacks for commands whose work belongs to the server binary, not the store.
@@ -195,7 +198,8 @@ pub struct Hooks {
 impl Store {
     pub fn new() -> Arc<Store> {
         let now = clock::now_ms();
-        let store = Arc::new(Store {
+        let store = Arc::new_cyclic(|me| Store {
+            me: me.clone(),
             keyspace: Default::default(),
             pubsub: Default::default(),
             config: Default::default(),
@@ -223,6 +227,11 @@ impl Store {
         });
         store.persist.init(Arc::downgrade(&store));
         store
+    }
+
+    /// A counted handle to this store; `None` only while it is being dropped.
+    pub fn handle(&self) -> Option<Arc<Store>> {
+        self.me.upgrade()
     }
 
     pub fn set_write_log(&self, log: Arc<dyn WriteLog>) {

@@ -189,6 +189,11 @@ enum By {
     Sha,
 }
 
+/// A script cannot run while the store itself is being dropped.
+fn shutting_down() -> Reply {
+    Reply::Error("ERR the server is shutting down".into())
+}
+
 fn noscript() -> CmdError {
     CmdError::raw("NOSCRIPT No matching script. Please use EVAL.")
 }
@@ -238,8 +243,11 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
     store.scripts.running.begin();
     execute(ctx, |ctx| {
         store.scripts.with_script(&sha, &script, |env| {
-            let mut host = CommandHost::new(ctx, rules);
-            let reply = env.run(&sha, keys, argv, Protocol::Resp2, &mut host);
+            let Some(host) = CommandHost::lend(ctx, rules) else {
+                return (shutting_down(), false);
+            };
+            let (reply, host) = env.run(&sha, keys, argv, host);
+            host.give_back(ctx);
             (reply, env.error_counted())
         })
     })
@@ -347,8 +355,11 @@ fn run_function(ctx: &mut Ctx<'_>, args: &mut Args<'_>, ro: bool) -> CmdResult {
     store.scripts.running.begin_function(&info.name, ctx.argv);
     execute(ctx, |ctx| {
         Ok(store.functions.with_function(&info, |env, callback| {
-            let mut host = CommandHost::new(ctx, rules);
-            let reply = env.call_function(callback, &info.name, keys, argv, &mut host);
+            let Some(host) = CommandHost::lend(ctx, rules) else {
+                return (shutting_down(), false);
+            };
+            let (reply, host) = env.call_function(callback, &info.name, keys, argv, host);
+            host.give_back(ctx);
             (reply, env.error_counted())
         }))
     })
@@ -761,6 +772,17 @@ mod tests {
         assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
         let eval = info_field(&mut t, "commandstats", "cmdstat_eval");
         assert!(eval.ends_with("rejected_calls=0,failed_calls=0"), "{eval}");
+
+        // A command's error table returned as the script's result: still once.
+        t.run(&["SET", "str", "abc"]);
+        t.run(&["CONFIG", "RESETSTAT"]);
+        let r = t.run(&["EVAL", "return redis.pcall('incr', KEYS[1])", "1", "str"]);
+        assert_eq!(
+            r,
+            Reply::Error("ERR value is not an integer or out of range".into())
+        );
+        assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
+        assert_eq!(info_field(&mut t, "stats", "total_error_replies"), "1");
 
         t.run(&["CONFIG", "RESETSTAT"]);
         let r = t.run(&["EVAL", "return redis.error_reply('MY_ERR custom')", "0"]);

@@ -1,9 +1,10 @@
 //! The sandboxed Lua state: Redis 7.2's globals, the `redis.*` API, read-only
 //! library tables, protected globals, and script compilation / execution.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use mlua::chunk::ChunkMode;
@@ -28,7 +29,6 @@ pub const REDIS_VERSION_NUM: u32 = 0x0007_0204;
 /// Chunk name of the environment's own Lua code: frames from it are skipped when an
 /// error is given its `@user_script` position.
 const INTERNAL: &str = "=tidewire";
-const INTERRUPT_KEY: &str = "tidewire.interrupt";
 
 /// A library function's failure: a message raised as a Lua error at the caller's
 /// position, a value raised as is (Redis error tables), or an mlua error.
@@ -695,11 +695,25 @@ return control
 struct Shared {
     /// The error line a run was interrupted with, once the host asked for it.
     killed: Mutex<Option<String>>,
+    /// The running script's host and protocol, between `execute`'s start and end.
+    /// The host functions the state was built with reach it here, so no function
+    /// is made per run.
+    slot: Mutex<Option<RunSlot>>,
+    /// The Lua heap limit (bytes, 0 = none) applied while script code runs.
+    limit: AtomicUsize,
+    /// While FUNCTION LOAD runs a library's code: when it must have finished.
+    load_deadline: Mutex<Option<Instant>>,
+}
+
+/// What the host functions work with during a run.
+struct RunSlot {
+    host: Box<dyn ScriptHost>,
+    /// The protocol the script chose (`redis.setresp`) for its commands' replies.
+    resp: Protocol,
 }
 
 struct State {
     lua: Lua,
-    bind: Function,
     set_args: Function,
     runner: Function,
     runner_fn: Function,
@@ -736,6 +750,25 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
         .set_name(INTERNAL)
         .set_mode(ChunkMode::Text)
         .call((lua.globals(), api, functions_mode))?;
+    // The one entry point of redis.call & co. into the host (see `PRELUDE`): made
+    // once, it finds the running script's host in the shared slot.
+    let sh = shared.clone();
+    let dispatch = lua.create_function(move |lua, a: MultiValue| {
+        lift_limit(lua);
+        let r = match sh.slot.try_lock() {
+            Some(mut slot) => match slot.as_mut() {
+                Some(run) => host_op(lua, a, run),
+                None => finish(
+                    lua,
+                    Err(LibErr::Msg("the redis API is only available while a script runs".into())),
+                ),
+            },
+            None => finish(lua, Err(LibErr::Msg("redis.call re-entered".into()))),
+        };
+        apply_limit(lua, sh.limit.load(Ordering::Relaxed));
+        r
+    })?;
+    control.get::<Function>("bind")?.call::<()>(dispatch)?;
 
     // The error handler: Redis's __redis__err__handler, giving the error the position
     // of the script frame that raised it.
@@ -791,22 +824,19 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
             if let Some(line) = sh.killed.lock().clone() {
                 return Err(mlua::Error::RuntimeError(line));
             }
-            let f: Value = lua.named_registry_value(INTERRUPT_KEY)?;
-            if let Value::Function(f) = f {
-                let r: Option<String> = f.call(OP_INTERRUPT)?;
-                if let Some(line) = r {
-                    *sh.killed.lock() = Some(line.clone());
-                    return Err(mlua::Error::RuntimeError(line));
-                }
+            let _ = lua;
+            if let Some(line) = poll_interrupt(&sh) {
+                *sh.killed.lock() = Some(line.clone());
+                return Err(mlua::Error::RuntimeError(line));
             }
             Ok(VmState::Continue)
         },
     )?;
+    shared.limit.store(memory_limit, Ordering::Relaxed);
     lua.set_memory_limit(memory_limit)?;
     // Building the environment leaves garbage (the prelude's copies of the libraries).
     lua.gc_collect()?;
     Ok(State {
-        bind: control.get("bind")?,
         set_args: control.get("set_args")?,
         runner: control.get("runner")?,
         runner_fn: control.get("runner_fn")?,
@@ -877,7 +907,6 @@ const OP_PCALL: i64 = 2;
 const OP_ACL: i64 = 3;
 const OP_SETRESP: i64 = 4;
 const OP_SETREPL: i64 = 5;
-const OP_INTERRUPT: i64 = 6;
 /// Added to an operation whose arguments come packed in a table.
 const OP_PACKED: i64 = 10;
 
@@ -921,6 +950,7 @@ impl LuaEnv {
     /// Changes the Lua heap limit (0: none). Takes effect at once and survives `flush`.
     pub fn set_memory_limit(&mut self, bytes: usize) {
         self.memory_limit = bytes;
+        self.state.shared.limit.store(bytes, Ordering::Relaxed);
         let _ = self.state.lua.set_memory_limit(bytes);
     }
 
@@ -984,13 +1014,9 @@ impl LuaEnv {
             .map_err(|msg| format!("Error compiling function: {msg}"))?;
         let st = &self.state;
         *st.shared.killed.lock() = None;
-        let start = std::time::Instant::now();
+        *st.shared.load_deadline.lock() = (timeout_ms > 0)
+            .then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms));
         let result = (|| -> mlua::Result<Result<Vec<Registered>, String>> {
-            let timer = st.lua.create_function(move |_, _: MultiValue| {
-                let late = timeout_ms > 0 && start.elapsed().as_millis() as u64 > timeout_ms;
-                Ok(late.then(|| "ERR FUNCTION LOAD timeout".to_string()))
-            })?;
-            st.lua.set_named_registry_value(INTERRUPT_KEY, timer)?;
             let (ok, err, regs): (bool, Value, Value) = st.load.call(f)?;
             if !ok {
                 let msg = match err {
@@ -1034,7 +1060,7 @@ impl LuaEnv {
             }
             Ok(Ok(out))
         })();
-        let _ = st.lua.set_named_registry_value(INTERRUPT_KEY, Value::Nil);
+        *st.shared.load_deadline.lock() = None;
         *st.shared.killed.lock() = None;
         match result {
             Ok(r) => r,
@@ -1081,168 +1107,60 @@ impl LuaEnv {
         self.state.lua.used_memory()
     }
 
-    /// Runs a compiled script with KEYS/ARGV. `resp` is the caller's protocol (the
-    /// script itself starts in RESP2, as in Redis). Returns the script's result as a
-    /// reply; errors are `Reply::Error` lines in Redis 7's format.
-    pub fn run(
+    /// Runs a compiled script with KEYS/ARGV on `host`, which the run owns and
+    /// hands back. The script starts in RESP2, as in Redis (the caller's protocol
+    /// only matters to the reply's encoder). Returns the script's result as a reply;
+    /// errors are `Reply::Error` lines in Redis 7's format.
+    pub fn run<H: ScriptHost>(
         &mut self,
         sha: &str,
         keys: &[Bytes],
         args: &[Bytes],
-        resp: Protocol,
-        host: &mut dyn ScriptHost,
-    ) -> Reply {
-        let _ = resp; // the caller's protocol only matters to the reply's encoder
+        host: H,
+    ) -> (Reply, H) {
         let sha = sha.to_ascii_lowercase();
         let Some(f) = self.scripts.get(&sha).cloned() else {
-            return Reply::Error("NOSCRIPT No matching script. Please use EVAL.".into());
+            return (
+                Reply::Error("NOSCRIPT No matching script. Please use EVAL.".into()),
+                host,
+            );
         };
         self.execute(Target::Script(f), &sha, keys, args, host)
     }
 
     /// Runs a registered function (FCALL): `keys` and `args` are its two arguments;
     /// errors name it as `name`.
-    pub fn call_function(
+    pub fn call_function<H: ScriptHost>(
         &mut self,
         callback: &Function,
         name: &str,
         keys: &[Bytes],
         args: &[Bytes],
-        host: &mut dyn ScriptHost,
-    ) -> Reply {
+        host: H,
+    ) -> (Reply, H) {
         self.execute(Target::Function(callback.clone()), name, keys, args, host)
     }
 
-    fn execute(
+    fn execute<H: ScriptHost>(
         &mut self,
         target: Target,
         label: &str,
         keys: &[Bytes],
         args: &[Bytes],
-        host: &mut dyn ScriptHost,
-    ) -> Reply {
-        *self.state.shared.killed.lock() = None;
-        self.error_counted = false;
-        let counted = Cell::new(false);
-        host.set_resp(Protocol::Resp2);
-        let script_resp = Cell::new(Protocol::Resp2);
-        let host = RefCell::new(host);
+        mut host: H,
+    ) -> (Reply, H) {
         let st = &self.state;
-        let generic = |lua: &Lua, a: MultiValue, raise: bool| -> Result<MultiValue, LibErr> {
-            let argv = match lua_args_to_argv(&a) {
-                Ok(v) => v,
-                Err(line) => {
-                    let t = Value::Table(error_table(lua, line)?);
-                    return if raise {
-                        Err(LibErr::Raise(t))
-                    } else {
-                        Ok(MultiValue::from_vec(vec![t]))
-                    };
-                }
-            };
-            let reply = match host.try_borrow_mut() {
-                Ok(mut h) => h.call(&argv),
-                Err(_) => Reply::Error("ERR redis.call re-entered".into()),
-            };
-            let v = convert::reply_to_lua(lua, &reply, script_resp.get()).map_err(LibErr::Lua)?;
-            if raise && reply.is_error() {
-                return Err(LibErr::Raise(v));
-            }
-            Ok(MultiValue::from_vec(vec![v]))
-        };
-        let acl = |lua: &Lua, a: MultiValue| -> Result<MultiValue, LibErr> {
-            let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
-            let r = match host.try_borrow_mut() {
-                Ok(mut h) => h.acl_check(&argv),
-                Err(_) => Err("ERR redis.acl_check_cmd re-entered".into()),
-            };
-            match r {
-                Ok(b) => Ok(MultiValue::from_vec(vec![Value::Boolean(b)])),
-                Err(line) => Err(raise_err(lua, &line)),
-            }
-        };
-        let setresp = |lua: &Lua, a: MultiValue| -> Result<MultiValue, LibErr> {
-            if a.len() != 1 {
-                return Err(raise_err(lua, "ERR redis.setresp() requires one argument."));
-            }
-            let p = match a.front().and_then(to_num).map(|n| n as i64) {
-                Some(2) => Protocol::Resp2,
-                Some(3) => Protocol::Resp3,
-                _ => return Err(raise_err(lua, "ERR RESP version must be 2 or 3.")),
-            };
-            script_resp.set(p);
-            if let Ok(mut h) = host.try_borrow_mut() {
-                h.set_resp(p);
-            }
-            Ok(MultiValue::new())
-        };
-        let setrepl = |lua: &Lua, a: MultiValue| -> Result<MultiValue, LibErr> {
-            if a.len() != 1 {
-                return Err(raise_err(
-                    lua,
-                    "ERR redis.set_repl() requires one argument.",
-                ));
-            }
-            let flags = a.front().and_then(to_num).unwrap_or(0.0) as i64;
-            if flags & !3 != 0 {
-                return Err(raise_err(
-                    lua,
-                    "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
-                ));
-            }
-            if let Ok(mut h) = host.try_borrow_mut() {
-                h.set_repl(flags as u8);
-            }
-            Ok(MultiValue::new())
-        };
-        let host_op = |lua: &Lua, a: MultiValue| -> mlua::Result<MultiValue> {
-            let op = int_value(a.front()).unwrap_or(0);
-            if op == OP_INTERRUPT {
-                let r = match host.try_borrow_mut() {
-                    Ok(mut h) => h.interrupt(),
-                    Err(_) => None,
-                };
-                return Ok(MultiValue::from_vec(vec![match r {
-                    Some(line) => Value::String(lua.create_string(line)?),
-                    None => Value::Nil,
-                }]));
-            }
-            let (op, packed) = if op > OP_PACKED {
-                let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
-                let packed = match a.get(2) {
-                    Some(Value::Table(t)) => unpack_args(n, t)?,
-                    _ => MultiValue::new(),
-                };
-                (op - OP_PACKED, packed)
-            } else {
-                let mut a = a;
-                a.pop_front();
-                (op, a)
-            };
-            let r = match op {
-                OP_CALL => generic(lua, packed, true),
-                OP_PCALL => generic(lua, packed, false),
-                OP_ACL => acl(lua, packed),
-                OP_SETRESP => setresp(lua, packed),
-                OP_SETREPL => setrepl(lua, packed),
-                _ => Err(LibErr::Msg("unknown host operation".into())),
-            };
-            finish(lua, r)
-        };
+        *st.shared.killed.lock() = None;
+        self.error_counted = false;
+        host.set_resp(Protocol::Resp2);
+        *st.shared.slot.lock() = Some(RunSlot {
+            host: Box::new(host),
+            resp: Protocol::Resp2,
+        });
         let limit = self.memory_limit;
         lift_limit(&st.lua);
-        let result = st.lua.scope(|scope| {
+        let result = (|| -> mlua::Result<(Reply, bool)> {
             let lua = &st.lua;
-            // One scoped entry point per run (creating a scoped function costs as
-            // much as a short command): the prelude routes every host call here.
-            let dispatch = scope.create_function(|lua, a: MultiValue| {
-                lift_limit(lua);
-                let r = host_op(lua, a);
-                apply_limit(lua, limit);
-                r
-            })?;
-            lua.set_named_registry_value(INTERRUPT_KEY, &dispatch)?;
-            st.bind.call::<()>(dispatch)?;
             let keys_t = lua.create_sequence_from(
                 keys.iter()
                     .map(|k| lua.create_string(k))
@@ -1260,46 +1178,157 @@ impl LuaEnv {
             apply_limit(lua, limit);
             let out = match &target {
                 Target::Script(f) => st.runner.call::<MultiValue>((f, st.handler.clone())),
-                Target::Function(f) => {
-                    st.runner_fn
-                        .call::<MultiValue>((f, st.handler.clone(), keys_t, args_t))
-                }
+                Target::Function(f) => st
+                    .runner_fn
+                    .call::<MultiValue>((f, st.handler.clone(), keys_t, args_t)),
             };
             lift_limit(lua);
-            let out = out?;
-            let mut it = out.into_iter();
+            let mut it = out?.into_iter();
             let ok = matches!(it.next(), Some(Value::Boolean(true)));
             let v = it.next().unwrap_or(Value::Nil);
-            counted.set(convert::stats_counted(&v));
+            let resp = st
+                .shared
+                .slot
+                .lock()
+                .as_ref()
+                .map_or(Protocol::Resp2, |r| r.resp);
+            // An error reply (raised, or an error table returned) that came from a
+            // command was counted when the command failed.
+            let counted = convert::stats_counted(&v);
             Ok(if ok {
-                convert::lua_to_reply(&v, script_resp.get())
+                (convert::lua_to_reply(&v, resp), counted)
             } else {
-                error_reply(&v, label)
+                (error_reply(&v, label), counted)
             })
-        });
-        let _ = st.lua.set_named_registry_value(INTERRUPT_KEY, Value::Nil);
-        let _ = st.bind.call::<()>(());
+        })();
         apply_limit(&st.lua, limit);
-        let reply = result.unwrap_or_else(|e| {
+        let run = st.shared.slot.lock().take();
+        let host: Box<dyn std::any::Any> = run.expect("the run's host stays in its slot").host;
+        let host = *host
+            .downcast::<H>()
+            .unwrap_or_else(|_| unreachable!("the slot holds the host this run put there"));
+        let (reply, counted) = result.unwrap_or_else(|e| {
             let msg = match &e {
                 mlua::Error::MemoryError(m) => m.clone(),
                 other => other.to_string(),
             };
-            Reply::Error(format!(
-                "ERR Error running script {label}, {}",
-                first_line(&msg)
-            ))
+            (
+                Reply::Error(format!(
+                    "ERR Error running script {label}, {}",
+                    first_line(&msg)
+                )),
+                false,
+            )
         });
         self.runs_since_gc += 1;
         if reply.is_error() {
-            self.error_counted = counted.get();
+            self.error_counted = counted;
         }
         if reply.is_error() || self.runs_since_gc >= GC_PERIOD {
             self.runs_since_gc = 0;
             let _ = st.lua.gc_collect();
         }
-        reply
+        (reply, host)
     }
+}
+
+/// What stops a running script or library load, polled from the instruction hook.
+fn poll_interrupt(sh: &Shared) -> Option<String> {
+    if let Some(deadline) = *sh.load_deadline.lock() {
+        return (Instant::now() > deadline).then(|| "ERR FUNCTION LOAD timeout".to_string());
+    }
+    let mut slot = sh.slot.try_lock()?;
+    slot.as_mut()?.host.interrupt()
+}
+
+/// One host operation of `dispatch` (see `PRELUDE`): `a` is (op, arguments...) or
+/// (op + OP_PACKED, n, table).
+fn host_op(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> mlua::Result<MultiValue> {
+    let op = int_value(a.front()).unwrap_or(0);
+    let (op, args) = if op > OP_PACKED {
+        let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
+        let args = match a.get(2) {
+            Some(Value::Table(t)) => unpack_args(n, t)?,
+            _ => MultiValue::new(),
+        };
+        (op - OP_PACKED, args)
+    } else {
+        let mut a = a;
+        a.pop_front();
+        (op, a)
+    };
+    let r = match op {
+        OP_CALL => call_command(lua, args, run, true),
+        OP_PCALL => call_command(lua, args, run, false),
+        OP_ACL => acl_check(lua, args, run),
+        OP_SETRESP => set_resp(lua, args, run),
+        OP_SETREPL => set_repl(lua, args, run),
+        _ => Err(LibErr::Msg("unknown host operation".into())),
+    };
+    finish(lua, r)
+}
+
+/// redis.call (`raise`) and redis.pcall.
+fn call_command(
+    lua: &Lua,
+    a: MultiValue,
+    run: &mut RunSlot,
+    raise: bool,
+) -> Result<MultiValue, LibErr> {
+    let argv = match lua_args_to_argv(&a) {
+        Ok(v) => v,
+        Err(line) => {
+            let t = Value::Table(error_table(lua, line)?);
+            return if raise {
+                Err(LibErr::Raise(t))
+            } else {
+                Ok(MultiValue::from_vec(vec![t]))
+            };
+        }
+    };
+    let reply = run.host.call(&argv);
+    let v = convert::reply_to_lua(lua, &reply, run.resp).map_err(LibErr::Lua)?;
+    if raise && reply.is_error() {
+        return Err(LibErr::Raise(v));
+    }
+    Ok(MultiValue::from_vec(vec![v]))
+}
+
+fn acl_check(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, LibErr> {
+    let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
+    match run.host.acl_check(&argv) {
+        Ok(b) => Ok(MultiValue::from_vec(vec![Value::Boolean(b)])),
+        Err(line) => Err(raise_err(lua, &line)),
+    }
+}
+
+fn set_resp(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, LibErr> {
+    if a.len() != 1 {
+        return Err(raise_err(lua, "ERR redis.setresp() requires one argument."));
+    }
+    let p = match a.front().and_then(to_num).map(|n| n as i64) {
+        Some(2) => Protocol::Resp2,
+        Some(3) => Protocol::Resp3,
+        _ => return Err(raise_err(lua, "ERR RESP version must be 2 or 3.")),
+    };
+    run.resp = p;
+    run.host.set_resp(p);
+    Ok(MultiValue::new())
+}
+
+fn set_repl(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, LibErr> {
+    if a.len() != 1 {
+        return Err(raise_err(lua, "ERR redis.set_repl() requires one argument."));
+    }
+    let flags = a.front().and_then(to_num).unwrap_or(0.0) as i64;
+    if flags & !3 != 0 {
+        return Err(raise_err(
+            lua,
+            "ERR Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+        ));
+    }
+    run.host.set_repl(flags as u8);
+    Ok(MultiValue::new())
 }
 
 /// mlua guards every API call against Lua memory errors while a memory limit is

@@ -8,6 +8,7 @@
 //! them in MULTI/EXEC, so a replay applies a script whole or not at all.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,7 +16,10 @@ use tidewire_resp::{Protocol, Reply};
 
 use super::ScriptHost;
 use crate::command::{flag, registry};
-use crate::exec::{resolve, Ctx};
+use crate::client::Client;
+use crate::exec::{resolve, Ctx, Events};
+use crate::keyspace::Locked;
+use crate::Store;
 
 /// The rules a running script is held to.
 pub struct Rules {
@@ -25,8 +29,18 @@ pub struct Rules {
     pub allow_oom: bool,
 }
 
-pub struct CommandHost<'c, 'a> {
-    ctx: &'c mut Ctx<'a>,
+/// A running script's host. It owns what the script's commands need — the
+/// caller's client, the shards its command holds, the command's side effects — for
+/// the length of the run: the Lua state keeps its host between runs in a slot of
+/// its own (see `scripting::env`), so it cannot borrow them. [`CommandHost::lend`]
+/// takes them from the caller's command context and [`CommandHost::give_back`]
+/// returns them.
+pub struct CommandHost {
+    store: Arc<Store>,
+    client: Client,
+    ks: Locked,
+    ev: Events,
+    now: u64,
     rules: Rules,
     /// Whether a write command already ran: from then on the script cannot be
     /// refused half-way for memory, as in Redis.
@@ -51,14 +65,29 @@ fn hand_off_worker() {
     }
 }
 
-impl<'c, 'a> CommandHost<'c, 'a> {
-    pub fn new(ctx: &'c mut Ctx<'a>, rules: Rules) -> Self {
-        CommandHost {
-            ctx,
+impl CommandHost {
+    /// Takes the client, held shards and events out of `ctx` for a run (leaving
+    /// stand-ins). `None` only while the store is being dropped.
+    pub fn lend(ctx: &mut Ctx<'_>, rules: Rules) -> Option<CommandHost> {
+        let store = ctx.store.handle()?;
+        let stand_in = Client::new(ctx.client.info.clone(), true);
+        Some(CommandHost {
+            client: std::mem::replace(ctx.client, stand_in),
+            ks: std::mem::replace(ctx.ks, store.keyspace.lock_none()),
+            ev: std::mem::take(ctx.ev),
+            now: ctx.now,
+            store,
             rules,
             wrote: false,
             handed_off: false,
-        }
+        })
+    }
+
+    /// Puts the client, shards and events back into `ctx` after the run.
+    pub fn give_back(self, ctx: &mut Ctx<'_>) {
+        *ctx.client = self.client;
+        *ctx.ks = self.ks;
+        *ctx.ev = self.ev;
     }
 
     /// Redis's checks before a script's command runs; the error line on refusal.
@@ -78,14 +107,14 @@ impl<'c, 'a> CommandHost<'c, 'a> {
             return Err("ERR Write commands are not allowed from read-only scripts.".into());
         }
         if writes && !self.wrote {
-            if let Some(e) = crate::persistence::write_refusal(self.ctx.store) {
+            if let Some(e) = crate::persistence::write_refusal(&self.store) {
                 return Err(e.text());
             }
         }
         if cmd.has(flag::DENYOOM)
             && !self.wrote
             && !self.rules.allow_oom
-            && crate::evict::over_limit(self.ctx.store)
+            && crate::evict::over_limit(&self.store)
         {
             return Err(crate::evict::oom().text());
         }
@@ -93,7 +122,7 @@ impl<'c, 'a> CommandHost<'c, 'a> {
     }
 }
 
-impl ScriptHost for CommandHost<'_, '_> {
+impl ScriptHost for CommandHost {
     fn call(&mut self, argv: &[Bytes]) -> Reply {
         if argv.is_empty() {
             return Reply::Error(
@@ -108,39 +137,37 @@ impl ScriptHost for CommandHost<'_, '_> {
                 if let Some(c) = known_command(argv) {
                     c.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
                 }
-                self.ctx.store.stats.count_error(&e);
+                self.store.stats.count_error(&e);
                 return Reply::Error(e);
             }
         };
         if cmd.has(flag::WRITE) && !self.wrote {
             self.wrote = true;
-            self.ctx
-                .store
+            self.store
                 .scripts
                 .running
                 .wrote
                 .store(true, Ordering::SeqCst);
         }
-        let ctx = &mut *self.ctx;
-        ctx.store.feed_monitors_from_script(ctx.client, argv);
-        ctx.store.run_locked(
-            ctx.client,
-            ctx.ks,
-            ctx.ev,
+        self.store.feed_monitors_from_script(&self.client, argv);
+        self.store.run_locked(
+            &mut self.client,
+            &mut self.ks,
+            &mut self.ev,
             cmd,
             argv,
-            ctx.now,
+            self.now,
             Instant::now(),
             true,
         )
     }
 
     fn set_resp(&mut self, resp: Protocol) {
-        self.ctx.client.proto = resp;
+        self.client.proto = resp;
     }
 
     fn interrupt(&mut self) -> Option<String> {
-        let store = self.ctx.store;
+        let store = &*self.store;
         let running = &store.scripts.running;
         if !self.handed_off && running.elapsed_ms() >= HAND_OFF_AFTER_MS {
             self.handed_off = true;

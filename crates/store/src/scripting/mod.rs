@@ -49,7 +49,9 @@ pub fn sha1_hex(body: &[u8]) -> String {
 }
 
 /// What a running script asks of the server. Implemented by the command engine.
-pub trait ScriptHost {
+/// A run owns its host (`'static`): the Lua state keeps it where the functions it
+/// was built with can reach it, so none has to be made per run.
+pub trait ScriptHost: std::any::Any + Send {
     /// Runs one command for redis.call / redis.pcall (argv[0] is the command name, as
     /// given). The reply's errors come back as `Reply::Error(full line without '-')`.
     /// The reply must be in the protocol the script selected (last `set_resp`).

@@ -97,7 +97,9 @@ fn eval_full(env: &mut LuaEnv, host: &mut Fake, body: &str, keys: &[&str], args:
     }
     let keys: Vec<Bytes> = keys.iter().map(|k| b(k)).collect();
     let args: Vec<Bytes> = args.iter().map(|k| b(k)).collect();
-    env.run(&sha, &keys, &args, Protocol::Resp2, host)
+    let (reply, back) = env.run(&sha, &keys, &args, std::mem::take(host));
+    *host = back;
+    reply
 }
 
 fn eval(body: &str) -> Reply {
@@ -200,7 +202,7 @@ fn scripting_compile_errors() {
     assert!(env.contains("abc") && env.len() == 1);
     env.flush();
     assert!(!env.contains("abc") && env.is_empty());
-    let r = env.run("abc", &[], &[], Protocol::Resp2, &mut Fake::default());
+    let (r, _) = env.run("abc", &[], &[], Fake::default());
     assert!(err(r).starts_with("NOSCRIPT"));
 }
 
