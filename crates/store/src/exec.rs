@@ -59,6 +59,9 @@ pub struct Events {
     /// Running inside EXEC, which wraps everything logged in MULTI/EXEC itself (a
     /// script inside it must not open a second block).
     pub in_transaction: bool,
+    /// Running a script's commands: as in Redis, the slow log shows the script
+    /// (EVAL, FCALL), not the commands it ran.
+    pub in_script: bool,
     /// Databases changed as a whole (FLUSHDB …); `None` = all of them.
     pub touched_dbs: Vec<Option<usize>>,
     /// Replies to send before the command's own (SUBSCRIBE a b c).
@@ -617,7 +620,11 @@ impl Store {
             ev.propagated.extend(cmds);
         }
         let slower_than = self.config.slowlog_slower_than.load(Ordering::Relaxed);
-        if elapsed_us >= slower_than && !cmd.has(flag::SKIP_SLOWLOG) && !cmd.has(flag::BLOCKING) {
+        if elapsed_us >= slower_than
+            && !ev.in_script
+            && !cmd.has(flag::SKIP_SLOWLOG)
+            && !cmd.has(flag::BLOCKING)
+        {
             self.slowlog.push(
                 argv,
                 elapsed_us,

@@ -715,6 +715,26 @@ mod tests {
         );
     }
 
+    /// As in Redis, the slow log has the script, not the commands it ran.
+    #[test]
+    fn slowlog_shows_the_script_not_its_commands() {
+        let mut t = TestClient::new();
+        t.run(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]);
+        t.run(&["SLOWLOG", "RESET"]);
+        t.run(&[
+            "EVAL",
+            "return redis.call('set', KEYS[1], 'v')",
+            "1",
+            "slowkey",
+        ]);
+        let log = format!("{:?}", t.run(&["SLOWLOG", "GET", "10"]));
+        assert!(log.contains("return redis.call"), "{log}");
+        assert!(
+            !log.contains("Bulk(b\"set\")"),
+            "a script's command reached the slow log: {log}"
+        );
+    }
+
     #[test]
     fn sort_by_constant_is_ordered_inside_scripts() {
         let mut t = TestClient::new();

@@ -760,7 +760,9 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
                 Some(run) => host_op(lua, a, run),
                 None => finish(
                     lua,
-                    Err(LibErr::Msg("the redis API is only available while a script runs".into())),
+                    Err(LibErr::Msg(
+                        "the redis API is only available while a script runs".into(),
+                    )),
                 ),
             },
             None => finish(lua, Err(LibErr::Msg("redis.call re-entered".into()))),
@@ -1014,8 +1016,8 @@ impl LuaEnv {
             .map_err(|msg| format!("Error compiling function: {msg}"))?;
         let st = &self.state;
         *st.shared.killed.lock() = None;
-        *st.shared.load_deadline.lock() = (timeout_ms > 0)
-            .then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms));
+        *st.shared.load_deadline.lock() =
+            (timeout_ms > 0).then(|| Instant::now() + std::time::Duration::from_millis(timeout_ms));
         let result = (|| -> mlua::Result<Result<Vec<Registered>, String>> {
             let (ok, err, regs): (bool, Value, Value) = st.load.call(f)?;
             if !ok {
@@ -1178,9 +1180,10 @@ impl LuaEnv {
             apply_limit(lua, limit);
             let out = match &target {
                 Target::Script(f) => st.runner.call::<MultiValue>((f, st.handler.clone())),
-                Target::Function(f) => st
-                    .runner_fn
-                    .call::<MultiValue>((f, st.handler.clone(), keys_t, args_t)),
+                Target::Function(f) => {
+                    st.runner_fn
+                        .call::<MultiValue>((f, st.handler.clone(), keys_t, args_t))
+                }
             };
             lift_limit(lua);
             let mut it = out?.into_iter();
@@ -1318,7 +1321,10 @@ fn set_resp(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, L
 
 fn set_repl(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, LibErr> {
     if a.len() != 1 {
-        return Err(raise_err(lua, "ERR redis.set_repl() requires one argument."));
+        return Err(raise_err(
+            lua,
+            "ERR redis.set_repl() requires one argument.",
+        ));
     }
     let flags = a.front().and_then(to_num).unwrap_or(0.0) as i64;
     if flags & !3 != 0 {

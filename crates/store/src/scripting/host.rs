@@ -15,8 +15,8 @@ use bytes::Bytes;
 use tidewire_resp::{Protocol, Reply};
 
 use super::ScriptHost;
-use crate::command::{flag, registry};
 use crate::client::Client;
+use crate::command::{flag, registry};
 use crate::exec::{resolve, Ctx, Events};
 use crate::keyspace::Locked;
 use crate::Store;
@@ -71,10 +71,12 @@ impl CommandHost {
     pub fn lend(ctx: &mut Ctx<'_>, rules: Rules) -> Option<CommandHost> {
         let store = ctx.store.handle()?;
         let stand_in = Client::new(ctx.client.info.clone(), true);
+        let mut ev = std::mem::take(ctx.ev);
+        ev.in_script = true;
         Some(CommandHost {
             client: std::mem::replace(ctx.client, stand_in),
             ks: std::mem::replace(ctx.ks, store.keyspace.lock_none()),
-            ev: std::mem::take(ctx.ev),
+            ev,
             now: ctx.now,
             store,
             rules,
@@ -88,6 +90,7 @@ impl CommandHost {
         *ctx.client = self.client;
         *ctx.ks = self.ks;
         *ctx.ev = self.ev;
+        ctx.ev.in_script = false;
     }
 
     /// Redis's checks before a script's command runs; the error line on refusal.
