@@ -2,7 +2,7 @@
 //! `luaReplyToRedisReply`.
 
 use bytes::Bytes;
-use mlua::{Lua, Table, Value};
+use mlua::{Lua, LuaString, Table, Value};
 use tidewire_resp::{format_double, Protocol, Reply};
 
 /// Nesting bound for both directions: deeper levels become the error Redis emits
@@ -47,9 +47,7 @@ pub(crate) fn reply_to_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Re
 }
 
 fn single(lua: &Lua, key: &str, v: impl mlua::IntoLua) -> mlua::Result<Value> {
-    let t = lua.create_table()?;
-    t.raw_set(key, v)?;
-    Ok(Value::Table(t))
+    Ok(Value::Table(lua.create_table_from([(key, v)])?))
 }
 
 fn reply_to_lua_depth(
@@ -62,12 +60,13 @@ fn reply_to_lua_depth(
     if depth > MAX_DEPTH {
         return Err(mlua::Error::RuntimeError(STACK_LIMIT_ERR.into()));
     }
+    // Arrays are made in one go (`create_sequence_from`): a `raw_set` per element
+    // costs more than the element.
     let array = |items: &mut dyn Iterator<Item = &Reply>| -> mlua::Result<Value> {
-        let t = lua.create_table()?;
-        for (i, item) in items.enumerate() {
-            t.raw_set(i + 1, reply_to_lua_depth(lua, item, resp, depth + 1)?)?;
-        }
-        Ok(Value::Table(t))
+        let values = items
+            .map(|item| reply_to_lua_depth(lua, item, resp, depth + 1))
+            .collect::<mlua::Result<Vec<Value>>>()?;
+        Ok(Value::Table(lua.create_sequence_from(values)?))
     };
     Ok(match reply {
         Reply::Status(s) => single(lua, "ok", *s)?,
@@ -88,11 +87,11 @@ fn reply_to_lua_depth(
         }
         Reply::Array(items) | Reply::Push(items) => array(&mut items.iter())?,
         Reply::Bulks(list) => {
-            let t = lua.create_table()?;
-            for (i, b) in list.iter().enumerate() {
-                t.raw_set(i + 1, lua.create_string(b)?)?;
-            }
-            Value::Table(t)
+            let values = list
+                .iter()
+                .map(|b| lua.create_string(b))
+                .collect::<mlua::Result<Vec<_>>>()?;
+            Value::Table(lua.create_sequence_from(values)?)
         }
         Reply::Set(items) if !resp3 => array(&mut items.iter())?,
         Reply::Set(items) => {
@@ -102,14 +101,7 @@ fn reply_to_lua_depth(
             }
             single(lua, "set", set)?
         }
-        Reply::Map(pairs) if !resp3 => {
-            let t = lua.create_table()?;
-            for (i, (k, v)) in pairs.iter().enumerate() {
-                t.raw_set(2 * i + 1, reply_to_lua_depth(lua, k, resp, depth + 1)?)?;
-                t.raw_set(2 * i + 2, reply_to_lua_depth(lua, v, resp, depth + 1)?)?;
-            }
-            Value::Table(t)
-        }
+        Reply::Map(pairs) if !resp3 => array(&mut pairs.iter().flat_map(|(k, v)| [k, v]))?,
         Reply::Map(pairs) => {
             let map = lua.create_table()?;
             for (k, v) in pairs {
@@ -191,13 +183,39 @@ fn sanitize_line(s: &[u8]) -> String {
     String::from_utf8_lossy(s).replace(['\r', '\n'], " ")
 }
 
-/// The script's return value as a reply. `script_resp` is the protocol the script
-/// selected with redis.setresp (booleans depend on it).
-pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol) -> Reply {
-    lua_to_reply_depth(v, script_resp, 0)
+/// The field names a reply table is probed for, made once per Lua state: a probe
+/// with a ready string skips making (and hashing) the key every time.
+pub(crate) struct ReplyKeys {
+    err: LuaString,
+    ok: LuaString,
+    double: LuaString,
+    big_number: LuaString,
+    verbatim_string: LuaString,
+    map: LuaString,
+    set: LuaString,
 }
 
-fn lua_to_reply_depth(v: &Value, script_resp: Protocol, depth: usize) -> Reply {
+impl ReplyKeys {
+    pub(crate) fn new(lua: &Lua) -> mlua::Result<ReplyKeys> {
+        Ok(ReplyKeys {
+            err: lua.create_string("err")?,
+            ok: lua.create_string("ok")?,
+            double: lua.create_string("double")?,
+            big_number: lua.create_string("big_number")?,
+            verbatim_string: lua.create_string("verbatim_string")?,
+            map: lua.create_string("map")?,
+            set: lua.create_string("set")?,
+        })
+    }
+}
+
+/// The script's return value as a reply. `script_resp` is the protocol the script
+/// selected with redis.setresp (booleans depend on it).
+pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol, keys: &ReplyKeys) -> Reply {
+    lua_to_reply_depth(v, script_resp, keys, 0)
+}
+
+fn lua_to_reply_depth(v: &Value, script_resp: Protocol, keys: &ReplyKeys, depth: usize) -> Reply {
     if depth > MAX_DEPTH {
         return Reply::Error(STACK_LIMIT_ERR.into());
     }
@@ -210,29 +228,30 @@ fn lua_to_reply_depth(v: &Value, script_resp: Protocol, depth: usize) -> Reply {
         },
         Value::Integer(n) => Reply::Int(*n),
         Value::Number(n) => Reply::Int(*n as i64),
-        Value::Table(t) => table_to_reply(t, script_resp, depth),
+        Value::Table(t) => table_to_reply(t, script_resp, keys, depth),
         _ => Reply::Null,
     }
 }
 
-fn table_to_reply(t: &Table, script_resp: Protocol, depth: usize) -> Reply {
-    let get = |k: &str| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
-    if let Value::String(_) = get("err") {
+fn table_to_reply(t: &Table, script_resp: Protocol, keys: &ReplyKeys, depth: usize) -> Reply {
+    let get = |k: &LuaString| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
+    let nested = |v: &Value| lua_to_reply_depth(v, script_resp, keys, depth + 1);
+    if let Value::String(_) = get(&keys.err) {
         let (msg, _, _) = error_info(t);
         return Reply::Error(sanitize_line(msg.unwrap_or_default().as_bytes()));
     }
-    if let Value::String(s) = get("ok") {
+    if let Value::String(s) = get(&keys.ok) {
         return Reply::SimpleString(sanitize_line(&s.as_bytes()));
     }
-    match get("double") {
+    match get(&keys.double) {
         Value::Number(d) => return Reply::Double(d),
         Value::Integer(d) => return Reply::Double(d as f64),
         _ => {}
     }
-    if let Value::String(s) = get("big_number") {
+    if let Value::String(s) = get(&keys.big_number) {
         return Reply::BigNumber(sanitize_line(&s.as_bytes()));
     }
-    if let Value::Table(v) = get("verbatim_string") {
+    if let Value::Table(v) = get(&keys.verbatim_string) {
         if let (Ok(Value::String(f)), Ok(Value::String(s))) =
             (v.raw_get::<Value>("format"), v.raw_get::<Value>("string"))
         {
@@ -243,31 +262,27 @@ fn table_to_reply(t: &Table, script_resp: Protocol, depth: usize) -> Reply {
             return Reply::Verbatim(format, Bytes::copy_from_slice(&s.as_bytes()));
         }
     }
-    if let Value::Table(m) = get("map") {
+    if let Value::Table(m) = get(&keys.map) {
         let mut pairs = Vec::new();
         for (k, v) in m.pairs::<Value, Value>().flatten() {
-            pairs.push((
-                lua_to_reply_depth(&k, script_resp, depth + 1),
-                lua_to_reply_depth(&v, script_resp, depth + 1),
-            ));
+            pairs.push((nested(&k), nested(&v)));
         }
         return Reply::Map(pairs);
     }
-    if let Value::Table(s) = get("set") {
+    if let Value::Table(s) = get(&keys.set) {
         let mut items = Vec::new();
         for (k, _) in s.pairs::<Value, Value>().flatten() {
-            items.push(lua_to_reply_depth(&k, script_resp, depth + 1));
+            items.push(nested(&k));
         }
         return Reply::Set(items);
     }
+    // The array part up to the first nil, as Redis reads it.
     let mut items = Vec::new();
-    let mut i = 1;
-    loop {
-        match t.raw_get::<Value>(i) {
-            Ok(Value::Nil) | Err(_) => break,
-            Ok(v) => items.push(lua_to_reply_depth(&v, script_resp, depth + 1)),
+    for v in t.sequence_values::<Value>() {
+        match v {
+            Ok(v) => items.push(nested(&v)),
+            Err(_) => break,
         }
-        i += 1;
     }
     Reply::Array(items)
 }

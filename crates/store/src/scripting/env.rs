@@ -714,6 +714,7 @@ struct RunSlot {
 
 struct State {
     lua: Lua,
+    reply_keys: convert::ReplyKeys,
     set_args: Function,
     runner: Function,
     runner_fn: Function,
@@ -839,6 +840,7 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     // Building the environment leaves garbage (the prelude's copies of the libraries).
     lua.gc_collect()?;
     Ok(State {
+        reply_keys: convert::ReplyKeys::new(&lua)?,
         set_args: control.get("set_args")?,
         runner: control.get("runner")?,
         runner_fn: control.get("runner_fn")?,
@@ -1199,7 +1201,7 @@ impl LuaEnv {
             // command was counted when the command failed.
             let counted = convert::stats_counted(&v);
             Ok(if ok {
-                (convert::lua_to_reply(&v, resp), counted)
+                (convert::lua_to_reply(&v, resp, &st.reply_keys), counted)
             } else {
                 (error_reply(&v, label), counted)
             })
