@@ -50,8 +50,10 @@ pub struct Server {
 
 impl Server {
     /// Graceful shutdown: stop accepting, close connections after their current
-    /// batch of replies, stop background work.
-    pub async fn shutdown(mut self) {
+    /// batch of replies, stop background work. Returns whether a script was still
+    /// running at the end (SHUTDOWN NOSAVE does not wait for a busy script that has
+    /// written): its thread cannot be stopped, so the process should exit now.
+    pub async fn shutdown(mut self) -> bool {
         // A script that has not written stops as if killed; one that has runs to
         // its end (stopping it would break its atomicity).
         self.store
@@ -62,10 +64,19 @@ impl Server {
         let _ = self.shutdown_tx.send(true);
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
+        let nosave =
+            self.store.persist.shutdown_save() == tidewire_store::persistence::ShutdownSave::NoSave;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
         loop {
             tokio::select! {
                 next = self.tasks.join_next() => if next.is_none() { break },
                 _ = &mut deadline => { self.tasks.abort_all(); break }
+                _ = tick.tick(), if nosave => {
+                    if self.store.scripts.running.is_running() {
+                        self.tasks.abort_all();
+                        break;
+                    }
+                }
             }
         }
         // No connection runs any more: save (if save points are set), then flush
@@ -73,6 +84,7 @@ impl Server {
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || tidewire_store::persistence::shutdown(&store))
             .await;
+        self.store.scripts.running.is_running()
     }
 
     /// Resolves when something asked the server to stop (SHUTDOWN).

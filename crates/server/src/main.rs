@@ -145,7 +145,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("signal received, shutting down"),
         _ = requested.changed() => tracing::info!("shutdown requested"),
     }
-    server.shutdown().await;
+    if server.shutdown().await {
+        // SHUTDOWN NOSAVE during a busy script: its worker thread cannot be
+        // stopped, and the runtime would wait for it. The log is flushed; the
+        // script's effects, never logged, are not applied after a restart.
+        tracing::info!("bye (a busy script was left unfinished)");
+        std::process::exit(0);
+    }
     tracing::info!("bye");
     Ok(())
 }

@@ -429,3 +429,58 @@ fn lazily_locked_scripts_and_single_key_writes_replay_in_their_order() {
         "the replay reordered writes"
     );
 }
+
+/// A busy script that has written can be stopped only by SHUTDOWN NOSAVE (plain
+/// SHUTDOWN gets -BUSY, SCRIPT KILL -UNKILLABLE): the process exits at once, and
+/// after a restart every acknowledged write is there and none of the script's.
+#[test]
+fn shutdown_nosave_stops_the_server_under_a_busy_script_that_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = try_start_with_env(
+        dir.path(),
+        &[("busy-reply-threshold", "100"), ("appendfsync", "always")],
+        &[("TIDEWIRE_THREADS", "2")],
+    )
+    .expect("starts");
+    let mut c = node.conn();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let mut looping = node.conn();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("redis.call('set', 'inscript', 'x') while true do end")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .is_err()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Err(e) if e.to_string().contains("BUSY") => break,
+            _ if std::time::Instant::now() > deadline => panic!("PING never got -BUSY"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+    let err = redis::cmd("SHUTDOWN").query::<()>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("BUSY"), "{err}");
+    let err = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("UNKILLABLE"), "{err}");
+    let _ = redis::cmd("SHUTDOWN").arg("NOSAVE").query::<()>(&mut c);
+    assert!(
+        node.exited_within(std::time::Duration::from_secs(10)),
+        "SHUTDOWN NOSAVE did not stop the server"
+    );
+    assert!(runner.join().unwrap(), "the script's caller got a reply");
+    let node = start(dir.path(), &[]);
+    let mut c = node.conn();
+    let before: Option<String> = redis::cmd("GET").arg("before").query(&mut c).unwrap();
+    assert_eq!(before.as_deref(), Some("1"));
+    let inscript: Option<String> = redis::cmd("GET").arg("inscript").query(&mut c).unwrap();
+    assert_eq!(inscript, None, "half of the script survived");
+}

@@ -86,7 +86,7 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd(
             "shutdown",
             -1,
-            ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE | NO_MULTI,
+            ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE | NO_MULTI | ALLOW_BUSY,
             NO_KEYS,
             shutdown,
         )
@@ -381,14 +381,31 @@ fn monitor(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 }
 
 fn shutdown(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    use crate::persistence::ShutdownSave;
+    let mut choice = ShutdownSave::AsConfigured;
     while !args.is_empty() {
         let opt = args.next_upper()?;
         match opt.as_str() {
-            "NOSAVE" | "SAVE" | "NOW" | "FORCE" => {}
+            "NOSAVE" => choice = ShutdownSave::NoSave,
+            "SAVE" => choice = ShutdownSave::Save,
+            "NOW" | "FORCE" => {}
             "ABORT" => return Err(CmdError::err("No shutdown in progress.")),
             _ => return Err(CmdError::Syntax),
         }
     }
+    // While a script is past the busy threshold, only SHUTDOWN NOSAVE may stop
+    // the server (it leaves the script's unfinished effects out, as Redis does).
+    let running = &ctx.store.scripts.running;
+    if choice != ShutdownSave::NoSave
+        && running.is_running()
+        && running.busy(ctx.store.config.get_u64("busy-reply-threshold"))
+    {
+        return Err(CmdError::raw(running.busy_error()));
+    }
+    ctx.store
+        .persist
+        .shutdown_save
+        .store(choice as u8, Ordering::SeqCst);
     let hooks = ctx.store.hooks.lock();
     let Some(hook) = hooks.shutdown.as_ref() else {
         return Err(CmdError::err("Errors trying to SHUTDOWN. Check logs."));

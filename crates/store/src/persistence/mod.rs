@@ -17,7 +17,7 @@ pub mod log_file;
 pub mod snapshot;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,31 @@ pub struct Persistence {
     pub last_rewrite_duration_ms: AtomicI64,
     pub loading_started_ms: AtomicU64,
     pub loaded_commands: AtomicU64,
+    /// What the SHUTDOWN that stops the server asked for (see [`ShutdownSave`]).
+    pub shutdown_save: AtomicU8,
+}
+
+/// SHUTDOWN's save choice, kept in `Persistence::shutdown_save`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum ShutdownSave {
+    /// As the `save` points say (SIGTERM, plain SHUTDOWN).
+    AsConfigured = 0,
+    /// SHUTDOWN SAVE: save even without save points.
+    Save = 1,
+    /// SHUTDOWN NOSAVE: no snapshot, and nothing waited for (the AOF is still
+    /// flushed and fsynced).
+    NoSave = 2,
+}
+
+impl Persistence {
+    pub fn shutdown_save(&self) -> ShutdownSave {
+        match self.shutdown_save.load(Ordering::SeqCst) {
+            1 => ShutdownSave::Save,
+            2 => ShutdownSave::NoSave,
+            _ => ShutdownSave::AsConfigured,
+        }
+    }
 }
 
 impl Persistence {
@@ -434,14 +459,19 @@ pub fn shutdown(store: &Store) {
     if !store.persist.ready.swap(false, Ordering::SeqCst) {
         return;
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while store.persist.job().is_some() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let save_points = store.config.get("save").unwrap_or_default();
-    if !save_points.trim().is_empty() {
-        if let Err(e) = save_now(store) {
-            tracing::error!(error = %e, "could not save the snapshot on shutdown");
+    let choice = store.persist.shutdown_save();
+    // NOSAVE waits for nothing: a background job may need shards a busy script
+    // holds, and an unfinished job leaves the previous files in place.
+    if choice != ShutdownSave::NoSave {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.persist.job().is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let save_points = store.config.get("save").unwrap_or_default();
+        if choice == ShutdownSave::Save || !save_points.trim().is_empty() {
+            if let Err(e) = save_now(store) {
+                tracing::error!(error = %e, "could not save the snapshot on shutdown");
+            }
         }
     }
     if let Some(aof) = store.persist.aof.write().take() {

@@ -145,12 +145,14 @@ impl ScriptHost for CommandHost {
             }
         };
         if cmd.has(flag::WRITE) && !self.wrote {
+            let running = &self.store.scripts.running;
+            // SCRIPT KILL came between two polls: the first write must not run
+            // (once it has, the script can no longer be stopped).
+            if running.kill.load(Ordering::SeqCst) {
+                return Reply::Error("ERR Script killed by user with SCRIPT KILL...".into());
+            }
             self.wrote = true;
-            self.store
-                .scripts
-                .running
-                .wrote
-                .store(true, Ordering::SeqCst);
+            running.wrote.store(true, Ordering::SeqCst);
         }
         self.store.feed_monitors_from_script(&self.client, argv);
         self.store.run_locked(
@@ -176,7 +178,10 @@ impl ScriptHost for CommandHost {
             self.handed_off = true;
             hand_off_worker();
         }
-        if running.kill.load(Ordering::SeqCst) {
+        // A script that has written is never stopped half-way (SCRIPT KILL
+        // refuses it; a shutdown's kill request passes it by): its effects are
+        // logged when it ends, all together.
+        if !self.wrote && running.kill.load(Ordering::SeqCst) {
             return Some("ERR Script killed by user with SCRIPT KILL...".into());
         }
         // Where no other thread can answer SCRIPT KILL (one worker thread), a
