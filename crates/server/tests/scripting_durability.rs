@@ -154,6 +154,18 @@ fn an_endless_read_only_script_cannot_stop_a_single_threaded_server() {
     assert_eq!(n, 1);
 }
 
+/// PINGs (bounded, 20 s) until the server answers -BUSY; returns that error.
+fn until_busy(c: &mut redis::Connection) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match redis::cmd("PING").query::<String>(c) {
+            Err(e) if e.to_string().contains("BUSY") => return e.to_string(),
+            _ if std::time::Instant::now() > deadline => panic!("PING never got -BUSY"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
 /// With two worker threads another client sees `-BUSY` once a script is past
 /// `busy-reply-threshold`, and SCRIPT KILL stops it.
 #[test]
@@ -183,15 +195,7 @@ fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
         .query::<Option<String>>(&mut other)
         .unwrap_err();
     assert!(err.to_string().contains("BUSY"), "{err}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let busy = loop {
-        match redis::cmd("PING").query::<String>(&mut other) {
-            Err(e) if e.to_string().contains("BUSY") => break true,
-            _ if std::time::Instant::now() > deadline => break false,
-            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    };
-    assert!(busy, "PING never got -BUSY");
+    until_busy(&mut other);
     let ok: String = redis::cmd("SCRIPT").arg("KILL").query(&mut other).unwrap();
     assert_eq!(ok, "OK");
     let err = runner.join().unwrap();
@@ -229,14 +233,7 @@ fn function_kill_stops_a_busy_function_and_script_kill_does_not() {
             .unwrap_err()
             .to_string()
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let busy = loop {
-        match redis::cmd("PING").query::<String>(&mut c) {
-            Err(e) if e.to_string().contains("BUSY") => break e.to_string(),
-            _ if std::time::Instant::now() > deadline => panic!("PING never got -BUSY"),
-            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    };
+    let busy = until_busy(&mut c);
     assert!(
         busy.contains("You can only call FUNCTION KILL or SHUTDOWN NOSAVE"),
         "{busy}"
@@ -456,14 +453,7 @@ fn shutdown_nosave_stops_the_server_under_a_busy_script_that_wrote() {
             .query::<()>(&mut looping)
             .is_err()
     });
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        match redis::cmd("PING").query::<String>(&mut c) {
-            Err(e) if e.to_string().contains("BUSY") => break,
-            _ if std::time::Instant::now() > deadline => panic!("PING never got -BUSY"),
-            _ => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
+    until_busy(&mut c);
     let err = redis::cmd("SHUTDOWN").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("BUSY"), "{err}");
     let err = redis::cmd("SCRIPT")
