@@ -104,3 +104,8 @@ fn token_seeds_reach_the_accepting_paths() {
         assert!(ring.principal_for_token(&jwt, NOW_MS).is_err(), "{name}");
     }
 }
+
+#[test]
+fn dump_payload() {
+    fuzz(&targets::dump_payload::TARGET);
+}

@@ -2,6 +2,7 @@
 
 pub mod ably_codec;
 pub mod capability;
+pub mod dump_payload;
 pub mod resp_reply;
 pub mod resp_request;
 pub mod token;
@@ -21,6 +22,7 @@ pub const ALL: &[&Target] = &[
     &token::JWT,
     &token::TOKEN_REQUEST,
     &capability::TARGET,
+    &dump_payload::TARGET,
 ];
 
 /// The target called `name`.
