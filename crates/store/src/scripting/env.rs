@@ -508,39 +508,40 @@ H.bit = wraplib(api.bit)
 H.struct = wraplib(api.struct)
 
 local R = wraplib(api.redis)
--- The host's one entry point, bound for the duration of a run: dispatch(op, ...)
--- with op 1 call, 2 pcall, 3 acl_check_cmd, 4 setresp, 5 set_repl and the
--- arguments as given. Long argument lists travel as a table instead (op + 10, n,
--- table): a Rust callback's own stack is bounded (8000 slots in Lua 5.1), and
--- `redis.call('lpush', k, unpack(t))` may pass nearly that.
-local dispatch
+-- The host's functions (Rust, made once with the state), called with the
+-- arguments as given. Long argument lists travel as a table instead (h_packed(op,
+-- n, table), op 1 call, 2 pcall, 3 acl_check_cmd): a Rust callback's own stack is
+-- bounded (8000 slots in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass
+-- nearly that.
+local h_call, h_pcall, h_acl, h_setresp, h_setrepl, h_packed
 local PACK_ABOVE = 64
-local function host(op, ...)
-  local n = select('#', ...)
-  if n > PACK_ABOVE then return dispatch(op + 10, n, {...}) end
-  return dispatch(op, ...)
-end
 R.call = function(...)
-  local ok, v = host(1, ...)
+  local ok, v
+  if select('#', ...) > PACK_ABOVE then ok, v = h_packed(1, select('#', ...), {...})
+  else ok, v = h_call(...) end
   if not ok then error(v, 2) end
   return v
 end
 R.pcall = function(...)
-  local ok, v = host(2, ...)
+  local ok, v
+  if select('#', ...) > PACK_ABOVE then ok, v = h_packed(2, select('#', ...), {...})
+  else ok, v = h_pcall(...) end
   if not ok then error(v, 2) end
   return v
 end
 R.acl_check_cmd = function(...)
-  local ok, v = host(3, ...)
+  local ok, v
+  if select('#', ...) > PACK_ABOVE then ok, v = h_packed(3, select('#', ...), {...})
+  else ok, v = h_acl(...) end
   if not ok then error(v, 2) end
   return v
 end
 R.setresp = function(...)
-  local ok, v = host(4, ...)
+  local ok, v = h_setresp(...)
   if not ok then error(v, 2) end
 end
 R.set_repl = function(...)
-  local ok, v = host(5, ...)
+  local ok, v = h_setrepl(...)
   if not ok then error(v, 2) end
 end
 H.redis = R
@@ -666,7 +667,10 @@ targets[G] = H
 rawsetmt(G, gmt)
 
 local control = {}
-control.bind = function(d) dispatch = d end
+control.bind = function(h)
+  h_call, h_pcall, h_acl, h_setresp, h_setrepl, h_packed =
+    h.call, h.pcall, h.acl, h.setresp, h.setrepl, h.packed
+end
 control.set_args = function(keys, argv)
   H.KEYS = keys
   H.ARGV = argv
@@ -751,27 +755,38 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
         .set_name(INTERNAL)
         .set_mode(ChunkMode::Text)
         .call((lua.globals(), api, functions_mode))?;
-    // The one entry point of redis.call & co. into the host (see `PRELUDE`): made
-    // once, it finds the running script's host in the shared slot.
-    let sh = shared.clone();
-    let dispatch = lua.create_function(move |lua, a: MultiValue| {
-        lift_limit(lua);
-        let r = match sh.slot.try_lock() {
-            Some(mut slot) => match slot.as_mut() {
-                Some(run) => host_op(lua, a, run),
-                None => finish(
-                    lua,
-                    Err(LibErr::Msg(
-                        "the redis API is only available while a script runs".into(),
-                    )),
-                ),
-            },
-            None => finish(lua, Err(LibErr::Msg("redis.call re-entered".into()))),
-        };
-        apply_limit(lua, sh.limit.load(Ordering::Relaxed));
-        r
-    })?;
-    control.get::<Function>("bind")?.call::<()>(dispatch)?;
+    // redis.call & co. (see `PRELUDE`): made once, they find the running script's
+    // host in the shared slot.
+    let host = lua.create_table()?;
+    for (name, op) in [
+        ("call", Some(OP_CALL)),
+        ("pcall", Some(OP_PCALL)),
+        ("acl", Some(OP_ACL)),
+        ("setresp", Some(OP_SETRESP)),
+        ("setrepl", Some(OP_SETREPL)),
+        ("packed", None),
+    ] {
+        let sh = shared.clone();
+        let f = lua.create_function(move |lua, a: MultiValue| {
+            lift_limit(lua);
+            let r = match sh.slot.try_lock() {
+                Some(mut slot) => match slot.as_mut() {
+                    Some(run) => host_op(lua, op, a, run),
+                    None => finish(
+                        lua,
+                        Err(LibErr::Msg(
+                            "the redis API is only available while a script runs".into(),
+                        )),
+                    ),
+                },
+                None => finish(lua, Err(LibErr::Msg("redis.call re-entered".into()))),
+            };
+            apply_limit(lua, sh.limit.load(Ordering::Relaxed));
+            r
+        })?;
+        host.set(name, f)?;
+    }
+    control.get::<Function>("bind")?.call::<()>(host)?;
 
     // The error handler: Redis's __redis__err__handler, giving the error the position
     // of the script frame that raised it.
@@ -905,14 +920,12 @@ impl std::fmt::Debug for LuaEnv {
     }
 }
 
-/// `dispatch` operations (see `PRELUDE`).
+/// The host functions' operations (see `PRELUDE`).
 const OP_CALL: i64 = 1;
 const OP_PCALL: i64 = 2;
 const OP_ACL: i64 = 3;
 const OP_SETRESP: i64 = 4;
 const OP_SETREPL: i64 = 5;
-/// Added to an operation whose arguments come packed in a table.
-const OP_PACKED: i64 = 10;
 
 fn int_value(v: Option<&Value>) -> Option<i64> {
     match v {
@@ -1246,21 +1259,25 @@ fn poll_interrupt(sh: &Shared) -> Option<String> {
     slot.as_mut()?.host.interrupt()
 }
 
-/// One host operation of `dispatch` (see `PRELUDE`): `a` is (op, arguments...) or
-/// (op + OP_PACKED, n, table).
-fn host_op(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> mlua::Result<MultiValue> {
-    let op = int_value(a.front()).unwrap_or(0);
-    let (op, args) = if op > OP_PACKED {
-        let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
-        let args = match a.get(2) {
-            Some(Value::Table(t)) => unpack_args(n, t)?,
-            _ => MultiValue::new(),
-        };
-        (op - OP_PACKED, args)
-    } else {
-        let mut a = a;
-        a.pop_front();
-        (op, a)
+/// One call of a host function: `op`, with the arguments as given, or (`None`,
+/// `h_packed`) the operation, the argument count and a table of them.
+fn host_op(
+    lua: &Lua,
+    op: Option<i64>,
+    a: MultiValue,
+    run: &mut RunSlot,
+) -> mlua::Result<MultiValue> {
+    let (op, args) = match op {
+        Some(op) => (op, a),
+        None => {
+            let op = int_value(a.front()).unwrap_or(0);
+            let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
+            let args = match a.get(2) {
+                Some(Value::Table(t)) => unpack_args(n, t)?,
+                _ => MultiValue::new(),
+            };
+            (op, args)
+        }
     };
     let r = match op {
         OP_CALL => call_command(lua, args, run, true),
