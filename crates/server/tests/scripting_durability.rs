@@ -474,3 +474,46 @@ fn shutdown_nosave_stops_the_server_under_a_busy_script_that_wrote() {
     let inscript: Option<String> = redis::cmd("GET").arg("inscript").query(&mut c).unwrap();
     assert_eq!(inscript, None, "half of the script survived");
 }
+
+/// An EXEC that arrives while a script is busy is refused as Redis refuses it:
+/// `-EXECABORT … because of: BUSY …`, none of the transaction runs, and the
+/// connection leaves MULTI.
+#[test]
+fn exec_during_a_busy_script_aborts_the_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = try_start_with_env(
+        dir.path(),
+        &[("busy-reply-threshold", "50")],
+        &[("TIDEWIRE_THREADS", "2")],
+    )
+    .expect("starts");
+    let mut c = node.conn();
+    let _: () = redis::cmd("SET").arg("xx").arg("1").query(&mut c).unwrap();
+    let mut tx = node.conn();
+    let _: () = redis::cmd("MULTI").query(&mut tx).unwrap();
+    let queued: String = redis::cmd("INCR").arg("xx").query(&mut tx).unwrap();
+    assert_eq!(queued, "QUEUED");
+    let mut looping = node.conn();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .is_err()
+    });
+    until_busy(&mut c);
+    let err = redis::cmd("EXEC").query::<()>(&mut tx).unwrap_err();
+    assert_eq!(err.kind(), redis::ErrorKind::ExecAbortError, "{err}");
+    assert!(
+        err.to_string()
+            .contains("Transaction discarded because of: BUSY"),
+        "{err}"
+    );
+    let ok: String = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    assert!(runner.join().unwrap());
+    let xx: String = redis::cmd("GET").arg("xx").query(&mut c).unwrap();
+    assert_eq!(xx, "1", "part of the transaction ran");
+    let pong: String = redis::cmd("PING").arg("asdf").query(&mut tx).unwrap();
+    assert_eq!(pong, "asdf", "the connection is still in MULTI");
+}

@@ -325,10 +325,20 @@ impl Store {
         client.info.set_last_command(cmd);
         if let Err(e) = self.admit(client, cmd) {
             cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
-            if let Some(m) = client.multi.as_mut() {
-                m.aborted = true;
-            }
-            let e: Reply = e.into();
+            let e: Reply = if cmd.spec.name == "exec" && client.multi.is_some() {
+                // As Redis's rejectCommand: a refused EXEC (-BUSY while a script
+                // runs …) ends the transaction, none of it run.
+                crate::families::transactions::discard_transaction(self, client);
+                Reply::Error(format!(
+                    "EXECABORT Transaction discarded because of: {}",
+                    e.text()
+                ))
+            } else {
+                if let Some(m) = client.multi.as_mut() {
+                    m.aborted = true;
+                }
+                e.into()
+            };
             self.count_error(&e);
             out.push(e);
             return Outcome::Replies;
