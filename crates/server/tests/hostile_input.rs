@@ -8,7 +8,9 @@
 //!   declared size, count it against `maxmemory` and evict everyone's keys);
 //! - an HTTP body declaring a large `Content-Length` and sending a little;
 //! - a second server started on a data dir in use (it used to start, and the two
-//!   lost each other's acknowledged writes).
+//!   lost each other's acknowledged writes);
+//! - DEBUG OBJECT / DIGEST / DIGEST-VALUE inside MULTI (each locked the keyspace its
+//!   own EXEC held: the whole server hung).
 
 mod persistence_support;
 
@@ -278,4 +280,44 @@ fn an_sse_subscriber_that_never_reads_is_dropped_at_its_output_limit() {
         grown < 48 << 20,
         "RSS grew by {grown} bytes for 64 MB published"
     );
+}
+
+/// `MULTI; GET k; DEBUG OBJECT k; EXEC` hung the whole server: the DEBUG handler
+/// locked the shard its own EXEC held. Now the dispatcher holds DEBUG's keys, and
+/// the subcommands that reload the dataset are refused inside MULTI.
+#[test]
+fn debug_inside_multi_answers_and_hangs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), &[]);
+    let mut c = node.conn();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (object, digests, digest): (String, Vec<String>, String) = redis::pipe()
+        .atomic()
+        .cmd("GET")
+        .arg("k")
+        .ignore()
+        .cmd("DEBUG")
+        .arg("OBJECT")
+        .arg("k")
+        .cmd("DEBUG")
+        .arg("DIGEST-VALUE")
+        .arg("k")
+        .cmd("DEBUG")
+        .arg("DIGEST")
+        .query(&mut c)
+        .expect("EXEC answered");
+    assert!(object.contains("encoding:embstr"), "{object}");
+    assert_eq!(digests.len(), 1);
+    assert_eq!(digest.len(), 40);
+    ping(&node);
+    let mut s = raw(&node);
+    s.write_all(b"MULTI\r\nDEBUG RELOAD\r\n").unwrap();
+    let reply = read_until(&mut s, b"transaction\r\n");
+    assert!(
+        String::from_utf8_lossy(&reply).contains("ERR Command not allowed inside a transaction"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    ping(&node);
 }

@@ -13,105 +13,136 @@ use sha1::{Digest, Sha1};
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, CommandSpec, NO_KEYS};
+use crate::command::{cmd, flag::*, keys, CommandSpec, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
-use crate::keyspace::{shard_index, Locked, NUM_DBS};
+use crate::keyspace::{Locked, NUM_DBS};
 use crate::value::{Entry, Value};
 
+/// DEBUG's subcommands. Those that read keys declare them (or `ALL_KEYS`), so the
+/// shards they read are the ones their command — or the EXEC around it — already
+/// holds: a handler that locked them itself would wait for its own transaction.
+/// RELOAD and LOADAOF replace the dataset through the loader, which locks shards
+/// itself, so they cannot run inside MULTI.
 pub fn commands() -> Vec<CommandSpec> {
-    vec![cmd(
-        "debug",
-        -2,
-        ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE,
-        NO_KEYS,
-        debug,
-    )
-    .group("server")
-    .summary("A container for debugging commands.")]
+    let base = ADMIN | NOSCRIPT | LOADING | STALE;
+    vec![cmd("debug", -2, base | NO_KEYSPACE, NO_KEYS, help)
+        .group("server")
+        .summary("A container for debugging commands.")
+        .subs(vec![
+            cmd("sleep", 3, base | NO_KEYSPACE, NO_KEYS, sleep)
+                .summary("Blocks the server for the given seconds."),
+            cmd(
+                "set-active-expire",
+                3,
+                base | NO_KEYSPACE,
+                NO_KEYS,
+                set_active_expire,
+            )
+            .summary("Stops or restarts the background expiry of keys."),
+            cmd("object", 3, base | READONLY, keys(2, 2, 1), object)
+                .summary("Internal details of a key's value."),
+            cmd("digest", 2, base | READONLY | ALL_KEYS, NO_KEYS, digest)
+                .summary("A digest of the whole dataset."),
+            cmd(
+                "digest-value",
+                -2,
+                base | READONLY,
+                keys(2, -1, 1),
+                digest_value,
+            )
+            .summary("A digest of each key's value."),
+            cmd("reload", -2, base | NO_KEYSPACE | NO_MULTI, NO_KEYS, reload)
+                .summary("Saves, empties and reloads the dataset from the snapshot."),
+            cmd(
+                "loadaof",
+                2,
+                base | NO_KEYSPACE | NO_MULTI,
+                NO_KEYS,
+                loadaof,
+            )
+            .summary("Empties and reloads the dataset from the AOF."),
+            cmd("help", 2, base | NO_KEYSPACE, NO_KEYS, help)
+                .summary("Returns helpful text about the different subcommands."),
+        ])]
 }
 
 type Sha = [u8; 20];
 
-fn debug(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    let sub = args.next_upper()?;
-    match sub.as_str() {
-        "SLEEP" => {
-            let secs = args.next_f64()?;
-            if secs > 0.0 {
-                std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(3600.0)));
-            }
-            Ok(Reply::ok())
-        }
-        "SET-ACTIVE-EXPIRE" => {
-            let on = args.next_i64()? != 0;
-            ctx.store.active_expire.store(on, Ordering::Relaxed);
-            Ok(Reply::ok())
-        }
-        "OBJECT" => object(ctx, args),
-        "LOADAOF" => {
-            crate::persistence::debug_loadaof(ctx.store).map_err(CmdError::err)?;
-            Ok(Reply::ok())
-        }
-        "RELOAD" => {
-            let mut save = true;
-            for opt in args.rest() {
-                if opt.eq_ignore_ascii_case(b"NOSAVE") {
-                    save = false;
-                } else {
-                    return Err(CmdError::err(
-                        "DEBUG RELOAD supports only the NOSAVE option here",
-                    ));
-                }
-            }
-            crate::persistence::debug_reload(ctx.store, save).map_err(CmdError::err)?;
-            Ok(Reply::ok())
-        }
-        "DIGEST" => Ok(Reply::bulk_str(&hex(&dataset_digest(ctx)))),
-        "DIGEST-VALUE" => {
-            let now = ctx.now;
-            let db = ctx.db();
-            let keys = args.rest();
-            // Only the keys' shards: a `peek` needs them held.
-            let ks = ctx
-                .store
-                .keyspace
-                .lock_readonly(keys.iter().map(|k| shard_index(k)).collect());
-            let digests = keys
-                .iter()
-                .map(|key| {
-                    let d = live(&ks, db, key, now).map_or([0; 20], |e| value_digest(&e.value));
-                    Reply::bulk_str(&hex(&d))
-                })
-                .collect();
-            drop(ks);
-            Ok(Reply::Array(digests))
-        }
-        "HELP" => Ok(help_lines(
-            "DEBUG",
-            &[
-                "DIGEST",
-                "    A 40-digit hex digest of every database (all zeros when empty).",
-                "DIGEST-VALUE <key> [<key> ...]",
-                "    The digest of each key's value (all zeros for a missing key).",
-                "LOADAOF",
-                "    Write out the AOF, empty the databases and load them from the AOF.",
-                "OBJECT <key>",
-                "    Internal details of the key's value: encoding, size, access data.",
-                "RELOAD [NOSAVE]",
-                "    Save the snapshot (unless NOSAVE), empty the databases, load the snapshot.",
-                "SET-ACTIVE-EXPIRE <0|1>",
-                "    0 stops the background expiry of keys nobody reads; 1 restarts it.",
-                "SLEEP <seconds>",
-                "    Block the server for <seconds> (fractions allowed).",
-            ],
-        )),
-        _ => Err(CmdError::err(format!(
-            "unknown subcommand '{}'. Try DEBUG HELP.",
-            sub.to_ascii_lowercase()
-        ))),
+fn sleep(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let secs = args.next_f64()?;
+    if secs > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs.min(3600.0)));
     }
+    Ok(Reply::ok())
+}
+
+fn set_active_expire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let on = args.next_i64()? != 0;
+    ctx.store.active_expire.store(on, Ordering::Relaxed);
+    Ok(Reply::ok())
+}
+
+fn loadaof(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    crate::persistence::debug_loadaof(ctx.store).map_err(CmdError::err)?;
+    Ok(Reply::ok())
+}
+
+fn reload(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let mut save = true;
+    for opt in args.rest() {
+        if opt.eq_ignore_ascii_case(b"NOSAVE") {
+            save = false;
+        } else {
+            return Err(CmdError::err(
+                "DEBUG RELOAD supports only the NOSAVE option here",
+            ));
+        }
+    }
+    crate::persistence::debug_reload(ctx.store, save).map_err(CmdError::err)?;
+    Ok(Reply::ok())
+}
+
+fn digest(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::bulk_str(&hex(&dataset_digest(ctx))))
+}
+
+fn digest_value(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (db, now) = (ctx.db(), ctx.now);
+    let digests = args
+        .rest()
+        .iter()
+        .map(|key| {
+            // Under a lazy all-shards hold (EXEC), the shard is locked here.
+            let _ = ctx.ks.db(db, key);
+            let d = live(ctx.ks, db, key, now).map_or([0; 20], |e| value_digest(&e.value));
+            Reply::bulk_str(&hex(&d))
+        })
+        .collect();
+    Ok(Reply::Array(digests))
+}
+
+fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(help_lines(
+        "DEBUG",
+        &[
+            "DIGEST",
+            "    A 40-digit hex digest of every database (all zeros when empty).",
+            "DIGEST-VALUE <key> [<key> ...]",
+            "    The digest of each key's value (all zeros for a missing key).",
+            "LOADAOF",
+            "    Write out the AOF, empty the databases and load them from the AOF.",
+            "OBJECT <key>",
+            "    Internal details of the key's value: encoding, size, access data.",
+            "RELOAD [NOSAVE]",
+            "    Save the snapshot (unless NOSAVE), empty the databases, load the snapshot.",
+            "SET-ACTIVE-EXPIRE <0|1>",
+            "    0 stops the background expiry of keys nobody reads; 1 restarts it.",
+            "SLEEP <seconds>",
+            "    Block the server for <seconds> (fractions allowed).",
+        ],
+    ))
 }
 
 /// A key's entry unless it has expired (read without lazy expiry: DEBUG observes).
@@ -122,10 +153,10 @@ fn live<'k>(ks: &'k Locked, db: usize, key: &[u8], now: u64) -> Option<&'k Entry
 /// Redis's line, with the fields its tests match on (`encoding:`, `lru_seconds_idle:`).
 fn object(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
-    let db = ctx.db();
-    let now = ctx.now;
-    let ks = ctx.store.keyspace.lock_readonly(vec![shard_index(key)]);
-    let Some(e) = live(&ks, db, key, now) else {
+    let (db, now) = (ctx.db(), ctx.now);
+    // Under a lazy all-shards hold (EXEC), the shard is locked here.
+    let _ = ctx.ks.db(db, key);
+    let Some(e) = live(ctx.ks, db, key, now) else {
         return Err(CmdError::err("no such key"));
     };
     let line = format!(
@@ -136,7 +167,6 @@ fn object(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         e.access & 0xFF_FFFF,
         crate::evict::idle_secs(e),
     );
-    drop(ks);
     Ok(Reply::SimpleString(line))
 }
 
@@ -145,9 +175,8 @@ fn object(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn dataset_digest(ctx: &mut Ctx<'_>) -> Sha {
     let now = ctx.now;
     let mut total = [0u8; 20];
-    let mut ks = ctx.store.keyspace.lock_all_readonly();
     for db in 0..NUM_DBS {
-        for part in ks.db_parts(db) {
+        for part in ctx.ks.db_parts(db) {
             for (key, e) in part.map.iter() {
                 if e.is_expired(now) {
                     continue;
