@@ -298,6 +298,15 @@ fn prepare(ctx: &Ctx<'_>, f: ScriptFlags, ro: bool) -> Result<Rules, CmdError> {
             allow_oom: false,
         });
     }
+    // Upstash's REST API runs an `_RO` call of a script or function without
+    // `no-writes` read-only, refusing its writes as they come, where Redis refuses
+    // the call: @upstash/redis's own tests expect it ("Upstash behavior").
+    if ro && !f.no_writes && ctx.client.info.kind == "http" {
+        return Ok(Rules {
+            read_only: true,
+            allow_oom: true,
+        });
+    }
     if !f.no_writes {
         if let Some(e) = crate::persistence::write_refusal(ctx.store) {
             return Err(e);
