@@ -126,12 +126,7 @@ fn over_maxmemory_scripts_are_refused_before_they_write_and_never_deadlock() {
 #[test]
 fn an_endless_read_only_script_cannot_stop_a_single_threaded_server() {
     let dir = tempfile::tempdir().unwrap();
-    let node = try_start_with_env(
-        dir.path(),
-        &[("busy-reply-threshold", "200")],
-        &[("TIDEWIRE_THREADS", "1")],
-    )
-    .expect("starts");
+    let node = start_with_threads(dir.path(), 1, &[("busy-reply-threshold", "200")]);
     let mut looping = node.conn();
     let err = redis::cmd("EVAL")
         .arg("local n = 0 while true do n = n + 1 end")
@@ -154,6 +149,19 @@ fn an_endless_read_only_script_cannot_stop_a_single_threaded_server() {
     assert_eq!(n, 1);
 }
 
+/// A server with `threads` worker threads and `params` in its config.
+fn start_with_threads(dir: &std::path::Path, threads: u32, params: &[(&str, &str)]) -> Node {
+    let threads = threads.to_string();
+    try_start_with_env(dir, params, &[("TIDEWIRE_THREADS", threads.as_str())]).expect("starts")
+}
+
+/// Sends `cmd` (a script that will be busy) on a connection of its own, in the
+/// background; the handle gives its reply.
+fn in_background(node: &Node, cmd: redis::Cmd) -> std::thread::JoinHandle<redis::RedisResult<()>> {
+    let mut c = node.conn();
+    std::thread::spawn(move || cmd.query::<()>(&mut c))
+}
+
 /// PINGs (bounded, 20 s) until the server answers -BUSY; returns that error.
 fn until_busy(c: &mut redis::Connection) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -171,21 +179,10 @@ fn until_busy(c: &mut redis::Connection) -> String {
 #[test]
 fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
     let dir = tempfile::tempdir().unwrap();
-    let node = try_start_with_env(
-        dir.path(),
-        &[("busy-reply-threshold", "100")],
-        &[("TIDEWIRE_THREADS", "2")],
-    )
-    .expect("starts");
-    let mut looping = node.conn();
-    let runner = std::thread::spawn(move || {
-        redis::cmd("EVAL")
-            .arg("local n = 0 while true do n = n + 1 end")
-            .arg(0)
-            .query::<()>(&mut looping)
-            .unwrap_err()
-            .to_string()
-    });
+    let node = start_with_threads(dir.path(), 2, &[("busy-reply-threshold", "100")]);
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg("local n = 0 while true do n = n + 1 end").arg(0);
+    let runner = in_background(&node, cmd);
     // Connections made while the script runs are accepted and served: a
     // command on a key waits for the threshold, then gets -BUSY.
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -198,7 +195,7 @@ fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
     until_busy(&mut other);
     let ok: String = redis::cmd("SCRIPT").arg("KILL").query(&mut other).unwrap();
     assert_eq!(ok, "OK");
-    let err = runner.join().unwrap();
+    let err = runner.join().unwrap().unwrap_err().to_string();
     assert!(
         err.contains("Script killed by user with SCRIPT KILL"),
         "{err}"
@@ -212,27 +209,16 @@ fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
 #[test]
 fn function_kill_stops_a_busy_function_and_script_kill_does_not() {
     let dir = tempfile::tempdir().unwrap();
-    let node = try_start_with_env(
-        dir.path(),
-        &[("busy-reply-threshold", "100")],
-        &[("TIDEWIRE_THREADS", "2")],
-    )
-    .expect("starts");
+    let node = start_with_threads(dir.path(), 2, &[("busy-reply-threshold", "100")]);
     let mut c = node.conn();
     let _: String = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("#!lua name=spin\nredis.register_function('spin', function() local n = 0 while true do n = n + 1 end end)")
         .query(&mut c)
         .unwrap();
-    let mut looping = node.conn();
-    let runner = std::thread::spawn(move || {
-        redis::cmd("FCALL")
-            .arg("spin")
-            .arg(0)
-            .query::<()>(&mut looping)
-            .unwrap_err()
-            .to_string()
-    });
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("spin").arg(0);
+    let runner = in_background(&node, cmd);
     let busy = until_busy(&mut c);
     assert!(
         busy.contains("You can only call FUNCTION KILL or SHUTDOWN NOSAVE"),
@@ -251,7 +237,7 @@ fn function_kill_stops_a_busy_function_and_script_kill_does_not() {
     assert!(err.to_string().contains("FUNCTION KILL"), "{err}");
     let ok: String = redis::cmd("FUNCTION").arg("KILL").query(&mut c).unwrap();
     assert_eq!(ok, "OK");
-    let err = runner.join().unwrap();
+    let err = runner.join().unwrap().unwrap_err().to_string();
     assert!(err.contains("Script killed by user"), "{err}");
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
@@ -375,8 +361,7 @@ fn lazily_locked_scripts_and_single_key_writes_replay_in_their_order() {
     const COUNTERS: usize = 6;
     let dir = tempfile::tempdir().unwrap();
     let params = [("appendfsync", "everysec")];
-    let node = try_start_with_env(dir.path(), &params, &[("TIDEWIRE_THREADS", "4")])
-        .unwrap_or_else(|e| panic!("tidewire did not start: {e}"));
+    let node = start_with_threads(dir.path(), 4, &params);
     let script = "redis.call('incr', 'side') \
                   for i = 0, tonumber(ARGV[1]) - 1 do redis.call('incrby', 'counter:' .. i, 1) end \
                   return 1";
@@ -433,26 +418,21 @@ fn lazily_locked_scripts_and_single_key_writes_replay_in_their_order() {
 #[test]
 fn shutdown_nosave_stops_the_server_under_a_busy_script_that_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    let mut node = try_start_with_env(
+    let mut node = start_with_threads(
         dir.path(),
+        2,
         &[("busy-reply-threshold", "100"), ("appendfsync", "always")],
-        &[("TIDEWIRE_THREADS", "2")],
-    )
-    .expect("starts");
+    );
     let mut c = node.conn();
     let _: () = redis::cmd("SET")
         .arg("before")
         .arg("1")
         .query(&mut c)
         .unwrap();
-    let mut looping = node.conn();
-    let runner = std::thread::spawn(move || {
-        redis::cmd("EVAL")
-            .arg("redis.call('set', 'inscript', 'x') while true do end")
-            .arg(0)
-            .query::<()>(&mut looping)
-            .is_err()
-    });
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg("redis.call('set', 'inscript', 'x') while true do end")
+        .arg(0);
+    let runner = in_background(&node, cmd);
     until_busy(&mut c);
     let err = redis::cmd("SHUTDOWN").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("BUSY"), "{err}");
@@ -466,7 +446,10 @@ fn shutdown_nosave_stops_the_server_under_a_busy_script_that_wrote() {
         node.exited_within(std::time::Duration::from_secs(10)),
         "SHUTDOWN NOSAVE did not stop the server"
     );
-    assert!(runner.join().unwrap(), "the script's caller got a reply");
+    assert!(
+        runner.join().unwrap().is_err(),
+        "the script's caller got a reply"
+    );
     let node = start(dir.path(), &[]);
     let mut c = node.conn();
     let before: Option<String> = redis::cmd("GET").arg("before").query(&mut c).unwrap();
@@ -481,26 +464,16 @@ fn shutdown_nosave_stops_the_server_under_a_busy_script_that_wrote() {
 #[test]
 fn exec_during_a_busy_script_aborts_the_transaction() {
     let dir = tempfile::tempdir().unwrap();
-    let node = try_start_with_env(
-        dir.path(),
-        &[("busy-reply-threshold", "50")],
-        &[("TIDEWIRE_THREADS", "2")],
-    )
-    .expect("starts");
+    let node = start_with_threads(dir.path(), 2, &[("busy-reply-threshold", "50")]);
     let mut c = node.conn();
     let _: () = redis::cmd("SET").arg("xx").arg("1").query(&mut c).unwrap();
     let mut tx = node.conn();
     let _: () = redis::cmd("MULTI").query(&mut tx).unwrap();
     let queued: String = redis::cmd("INCR").arg("xx").query(&mut tx).unwrap();
     assert_eq!(queued, "QUEUED");
-    let mut looping = node.conn();
-    let runner = std::thread::spawn(move || {
-        redis::cmd("EVAL")
-            .arg("while true do end")
-            .arg(0)
-            .query::<()>(&mut looping)
-            .is_err()
-    });
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg("while true do end").arg(0);
+    let runner = in_background(&node, cmd);
     until_busy(&mut c);
     let err = redis::cmd("EXEC").query::<()>(&mut tx).unwrap_err();
     assert_eq!(err.kind(), redis::ErrorKind::ExecAbortError, "{err}");
@@ -511,7 +484,7 @@ fn exec_during_a_busy_script_aborts_the_transaction() {
     );
     let ok: String = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
     assert_eq!(ok, "OK");
-    assert!(runner.join().unwrap());
+    assert!(runner.join().unwrap().is_err());
     let xx: String = redis::cmd("GET").arg("xx").query(&mut c).unwrap();
     assert_eq!(xx, "1", "part of the transaction ran");
     let pong: String = redis::cmd("PING").arg("asdf").query(&mut tx).unwrap();

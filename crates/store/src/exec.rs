@@ -324,23 +324,7 @@ impl Store {
         };
         client.info.set_last_command(cmd);
         if let Err(e) = self.admit(client, cmd) {
-            cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
-            let e: Reply = if cmd.spec.name == "exec" && client.multi.is_some() {
-                // As Redis's rejectCommand: a refused EXEC (-BUSY while a script
-                // runs …) ends the transaction, none of it run.
-                crate::families::transactions::discard_transaction(self, client);
-                Reply::Error(format!(
-                    "EXECABORT Transaction discarded because of: {}",
-                    e.text()
-                ))
-            } else {
-                if let Some(m) = client.multi.as_mut() {
-                    m.aborted = true;
-                }
-                e.into()
-            };
-            self.count_error(&e);
-            out.push(e);
+            out.push(self.reject(client, cmd, e));
             return Outcome::Replies;
         }
         if client.info.kind != "loader" {
@@ -364,22 +348,7 @@ impl Store {
             let refuse_when_full = crate::evict::refused_when_full(cmd, client.multi.as_ref());
             if let Err(e) = refused.map_or_else(|| crate::evict::check(self, refuse_when_full), Err)
             {
-                cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
-                let e: Reply = if exec_queue.is_some() {
-                    // As Redis: a refused EXEC ends the transaction.
-                    crate::families::transactions::discard_transaction(self, client);
-                    Reply::Error(format!(
-                        "EXECABORT Transaction discarded because of: {}",
-                        e.text()
-                    ))
-                } else {
-                    if let Some(m) = client.multi.as_mut() {
-                        m.aborted = true;
-                    }
-                    e.into()
-                };
-                self.count_error(&e);
-                out.push(e);
+                out.push(self.reject(client, cmd, e));
                 return Outcome::Replies;
             }
         }
@@ -444,6 +413,27 @@ impl Store {
         if let Reply::Error(text) = reply {
             self.stats.count_error(text);
         }
+    }
+
+    /// The reply to a command refused before it ran (Redis's `rejectCommand`): a
+    /// refused EXEC ends its transaction, none of it run; any other refused command
+    /// inside MULTI makes the coming EXEC abort.
+    fn reject(&self, client: &mut Client, cmd: &'static Command, e: CmdError) -> Reply {
+        cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
+        let reply = if cmd.spec.name == "exec" && client.multi.is_some() {
+            crate::families::transactions::discard_transaction(self, client);
+            Reply::Error(format!(
+                "EXECABORT Transaction discarded because of: {}",
+                e.text()
+            ))
+        } else {
+            if let Some(m) = client.multi.as_mut() {
+                m.aborted = true;
+            }
+            e.into()
+        };
+        self.count_error(&reply);
+        reply
     }
 
     /// Checks that may refuse a command before it runs or is queued.

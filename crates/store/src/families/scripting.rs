@@ -736,6 +736,8 @@ mod tests {
             "1",
             "slowkey",
         ]);
+        // SLOWLOG RESET (logged once it has run) and the EVAL, not the SET it ran.
+        assert_eq!(t.run(&["SLOWLOG", "LEN"]), Reply::Int(2));
         let log = format!("{:?}", t.run(&["SLOWLOG", "GET", "10"]));
         assert!(log.contains("return redis.call"), "{log}");
         assert!(

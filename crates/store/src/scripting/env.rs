@@ -516,37 +516,29 @@ local R = wraplib(api.redis)
 -- n, table), op 1 call, 2 pcall, 3 acl_check_cmd): a Rust callback's own stack is
 -- bounded (8000 slots in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass
 -- nearly that.
-local h_call, h_pcall, h_acl, h_setresp, h_setrepl, h_packed
+local h_packed = api.host.packed
 local PACK_ABOVE = 64
-R.call = function(...)
-  local ok, v
-  if select('#', ...) > PACK_ABOVE then ok, v = h_packed(1, select('#', ...), {...})
-  else ok, v = h_call(...) end
-  if not ok then error(v, 2) end
-  return v
+-- redis.call and the like, on host function `h` (code `op` in its packed form).
+local function returning(h, op)
+  return function(...)
+    local ok, v
+    if select('#', ...) > PACK_ABOVE then ok, v = h_packed(op, select('#', ...), {...})
+    else ok, v = h(...) end
+    if not ok then error(v, 2) end
+    return v
+  end
 end
-R.pcall = function(...)
-  local ok, v
-  if select('#', ...) > PACK_ABOVE then ok, v = h_packed(2, select('#', ...), {...})
-  else ok, v = h_pcall(...) end
-  if not ok then error(v, 2) end
-  return v
+local function silent(h)
+  return function(...)
+    local ok, v = h(...)
+    if not ok then error(v, 2) end
+  end
 end
-R.acl_check_cmd = function(...)
-  local ok, v
-  if select('#', ...) > PACK_ABOVE then ok, v = h_packed(3, select('#', ...), {...})
-  else ok, v = h_acl(...) end
-  if not ok then error(v, 2) end
-  return v
-end
-R.setresp = function(...)
-  local ok, v = h_setresp(...)
-  if not ok then error(v, 2) end
-end
-R.set_repl = function(...)
-  local ok, v = h_setrepl(...)
-  if not ok then error(v, 2) end
-end
+R.call = returning(api.host.call, 1)
+R.pcall = returning(api.host.pcall, 2)
+R.acl_check_cmd = returning(api.host.acl, 3)
+R.setresp = silent(api.host.setresp)
+R.set_repl = silent(api.host.setrepl)
 H.redis = R
 
 -- FUNCTION LOAD: a library's top-level code sees only this API (Redis 7.2's
@@ -670,10 +662,6 @@ targets[G] = H
 rawsetmt(G, gmt)
 
 local control = {}
-control.bind = function(h)
-  h_call, h_pcall, h_acl, h_setresp, h_setrepl, h_packed =
-    h.call, h.pcall, h.acl, h.setresp, h.setrepl, h.packed
-end
 control.set_args = function(keys, argv)
   H.KEYS = keys
   H.ARGV = argv
@@ -753,11 +741,6 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
             None => Ok(Value::Nil),
         })?,
     )?;
-    let control: Table = lua
-        .load(PRELUDE)
-        .set_name(INTERNAL)
-        .set_mode(ChunkMode::Text)
-        .call((lua.globals(), api, functions_mode))?;
     // redis.call & co. (see `PRELUDE`): made once, they find the running script's
     // host in the shared slot.
     let host = lua.create_table()?;
@@ -789,7 +772,12 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
         })?;
         host.set(name, f)?;
     }
-    control.get::<Function>("bind")?.call::<()>(host)?;
+    api.set("host", host)?;
+    let control: Table = lua
+        .load(PRELUDE)
+        .set_name(INTERNAL)
+        .set_mode(ChunkMode::Text)
+        .call((lua.globals(), api, functions_mode))?;
 
     // The error handler: Redis's __redis__err__handler, giving the error the position
     // of the script frame that raised it.

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 use super::env::Registered;
-use super::shebang::split_args;
 use super::{LuaEnv, ScriptFlags};
 use crate::dump_payload;
+use tidewire_resp::request::split_args;
 
 /// How long FUNCTION LOAD may run a library's top-level code (Redis's
 /// `LOAD_TIMEOUT_MS`); loading from disk or RESTORE has no limit.

@@ -12,17 +12,12 @@ pub fn parse_shebang(body: &[u8]) -> Result<ScriptFlags, String> {
     let Some(end) = body.iter().position(|&b| b == b'\n') else {
         return Err("ERR Invalid script shebang".into());
     };
-    // Redis works on C strings: a NUL ends the line early.
-    let line = &body[..end];
-    let line = match line.iter().position(|&b| b == 0) {
-        Some(p) => &line[..p],
-        None => line,
-    };
-    let parts = match split_args(line) {
+    // Redis's `sdssplitargs` (which, on a C string, also ends the line at a NUL).
+    let parts = match tidewire_resp::request::split_args(&body[..end]) {
         Some(p) if !p.is_empty() => p,
         _ => return Err("ERR Invalid engine in script shebang".into()),
     };
-    if parts[0] != b"#!lua" {
+    if parts[0][..] != b"#!lua"[..] {
         return Err(format!(
             "ERR Unexpected engine in script shebang: {}",
             String::from_utf8_lossy(&parts[0])
@@ -57,86 +52,4 @@ pub fn parse_shebang(body: &[u8]) -> Result<ScriptFlags, String> {
         }
     }
     Ok(flags)
-}
-
-/// Redis's `sdssplitargs`: whitespace-separated words, with "double" (escapes) and
-/// 'single' quotes. `None` on unbalanced quotes or a closing quote not followed by a
-/// space.
-pub(crate) fn split_args(line: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    let n = line.len();
-    loop {
-        while i < n && line[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        if i >= n {
-            return Some(out);
-        }
-        let mut cur = Vec::new();
-        let mut inq = false;
-        let mut insq = false;
-        loop {
-            if inq {
-                if i >= n {
-                    return None;
-                }
-                if line[i] == b'\\' && i + 3 < n && line[i + 1] == b'x' {
-                    let hex = |c: u8| (c as char).to_digit(16);
-                    if let (Some(a), Some(b)) = (hex(line[i + 2]), hex(line[i + 3])) {
-                        cur.push((a * 16 + b) as u8);
-                        i += 4;
-                        continue;
-                    }
-                }
-                if line[i] == b'\\' && i + 1 < n {
-                    i += 1;
-                    cur.push(match line[i] {
-                        b'n' => b'\n',
-                        b'r' => b'\r',
-                        b't' => b'\t',
-                        b'b' => 8,
-                        b'a' => 7,
-                        c => c,
-                    });
-                } else if line[i] == b'"' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                } else {
-                    cur.push(line[i]);
-                }
-            } else if insq {
-                if i >= n {
-                    return None;
-                }
-                if line[i] == b'\\' && i + 1 < n && line[i + 1] == b'\'' {
-                    i += 1;
-                    cur.push(b'\'');
-                } else if line[i] == b'\'' {
-                    if i + 1 < n && !line[i + 1].is_ascii_whitespace() {
-                        return None;
-                    }
-                    i += 1;
-                    break;
-                } else {
-                    cur.push(line[i]);
-                }
-            } else {
-                if i >= n {
-                    break;
-                }
-                match line[i] {
-                    b' ' | b'\n' | b'\r' | b'\t' | 0 => break,
-                    b'"' => inq = true,
-                    b'\'' => insq = true,
-                    c => cur.push(c),
-                }
-            }
-            i += 1;
-        }
-        out.push(cur);
-    }
 }
