@@ -91,21 +91,26 @@ pub fn parse_timeout(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
     Ok(Some(Duration::from_millis(ms as u64)))
 }
 
-/// Which value type can serve a waiter.
+/// What a blocked command waits for, declared in the command table
+/// (`CommandSpec::blocks_on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockKind {
+    /// Elements in a list (BLPOP …).
     List,
+    /// Members in a sorted set (BZPOPMIN …).
     ZSet,
+    /// Entries in a stream (XREAD).
+    Stream,
+    /// Entries for a consumer group (XREADGROUP); also woken when the key is
+    /// deleted, retyped or loses the group, to reply with the error.
+    StreamGroup,
 }
 
 impl BlockKind {
-    /// From the blocking command's name: BZ* wait for sorted sets, the rest for lists.
-    pub fn of_command(name: &[u8]) -> BlockKind {
-        if name.len() >= 2 && name[..2].eq_ignore_ascii_case(b"bz") {
-            BlockKind::ZSet
-        } else {
-            BlockKind::List
-        }
+    /// Whether serving a waiter takes what it got (pops): then, once one waiter
+    /// finds nothing, the ones behind it would not either.
+    pub fn consumes(self) -> bool {
+        matches!(self, BlockKind::List | BlockKind::ZSet)
     }
 }
 
@@ -289,6 +294,34 @@ impl Blocking {
                 w.notify.notify_one();
             }
         }
+    }
+
+    /// The keys clients wait on in `db` (`None`: every database), for commands
+    /// that change a database as a whole (FLUSHDB, SWAPDB).
+    pub fn waited_keys(&self, db: Option<usize>) -> Vec<(usize, Bytes)> {
+        self.waiters
+            .lock()
+            .keys()
+            .filter(|(d, _)| db.is_none_or(|want| *d == want))
+            .cloned()
+            .collect()
+    }
+
+    /// INFO's `total_blocking_keys` and `total_blocking_keys_on_nokey`: keys with
+    /// waiters, and those with a waiter that must hear of the key's deletion.
+    pub fn key_counts(&self) -> (usize, usize) {
+        let map = self.waiters.lock();
+        let nokey = map
+            .values()
+            .filter(|q| {
+                q.iter().any(|w| {
+                    w.job
+                        .as_ref()
+                        .is_some_and(|j| j.kind == BlockKind::StreamGroup)
+                })
+            })
+            .count();
+        (map.len(), nokey)
     }
 
     /// Whether any client is blocked on any key. A client blocks while holding its

@@ -313,6 +313,11 @@ impl Client {
         self.info.id
     }
 
+    /// The client that replays the AOF and snapshots at startup.
+    pub fn is_loader(&self) -> bool {
+        self.info.kind == "loader"
+    }
+
     pub fn subscription_count(&self) -> usize {
         self.channels.len() + self.patterns.len() + self.shard_channels.len()
     }

@@ -139,6 +139,8 @@ pub struct CommandSpec {
     pub group: &'static str,
     pub summary: &'static str,
     pub subcommands: Vec<CommandSpec>,
+    /// What a BLOCKING command waits for.
+    pub block_kind: crate::blocking::BlockKind,
 }
 
 /// Declares a command in one line: `cmd("get", 2, READONLY | FAST, keys(1, 1, 1), get)`.
@@ -158,6 +160,7 @@ pub fn cmd(
         group: "generic",
         summary: "",
         subcommands: Vec::new(),
+        block_kind: crate::blocking::BlockKind::List,
     }
 }
 
@@ -169,6 +172,12 @@ impl CommandSpec {
 
     pub fn summary(mut self, summary: &'static str) -> Self {
         self.summary = summary;
+        self
+    }
+
+    /// Declares what a BLOCKING command waits for (lists unless told).
+    pub fn blocks_on(mut self, kind: crate::blocking::BlockKind) -> Self {
+        self.block_kind = kind;
         self
     }
 

@@ -293,9 +293,11 @@ pub enum Limit {
     ZsetMaxListpackValue,
     ListMaxListpackSize,
     HllSparseMaxBytes,
+    StreamNodeMaxBytes,
+    StreamNodeMaxEntries,
 }
 
-const LIMIT_NAMES: [&str; 9] = [
+const LIMIT_NAMES: [&str; 11] = [
     "hash-max-listpack-entries",
     "hash-max-listpack-value",
     "set-max-intset-entries",
@@ -305,6 +307,8 @@ const LIMIT_NAMES: [&str; 9] = [
     "zset-max-listpack-value",
     "list-max-listpack-size",
     "hll-sparse-max-bytes",
+    "stream-node-max-bytes",
+    "stream-node-max-entries",
 ];
 
 impl EncodingLimits {

@@ -71,6 +71,9 @@ pub struct Events {
 
 /// What a blocking command asks for when it cannot be served now.
 pub struct BlockSpec {
+    /// The command to run again when a key is ready, when it differs from the one
+    /// received (XREAD's `$` resolved to the id it meant when the client blocked).
+    pub retry_argv: Option<Vec<Bytes>>,
     pub keys: Vec<Bytes>,
     /// `None` blocks forever.
     pub timeout: Option<Duration>,
@@ -197,11 +200,28 @@ impl Ctx<'_> {
         timeout_reply: Reply,
     ) -> Reply {
         self.ev.block = Some(BlockSpec {
+            retry_argv: None,
             keys,
             timeout,
             timeout_reply,
         });
         Reply::Null
+    }
+
+    /// Like [`Ctx::block`], retrying `argv` instead of the command received.
+    pub fn block_with(
+        &mut self,
+        argv: Vec<Bytes>,
+        keys: Vec<Bytes>,
+        timeout: Option<Duration>,
+        timeout_reply: Reply,
+    ) {
+        self.ev.block = Some(BlockSpec {
+            retry_argv: Some(argv),
+            keys,
+            timeout,
+            timeout_reply,
+        });
     }
 }
 
@@ -369,11 +389,11 @@ impl Store {
         let blocked = ev.block.take().map(|spec| {
             let keys: Vec<(usize, Bytes)> = spec.keys.into_iter().map(|k| (client.db, k)).collect();
             let job = crate::blocking::Job {
-                argv: argv.to_vec(),
+                argv: spec.retry_argv.unwrap_or_else(|| argv.to_vec()),
                 db: client.db,
                 proto: client.proto,
                 info: client.info.clone(),
-                kind: crate::blocking::BlockKind::of_command(&argv[0]),
+                kind: cmd.spec.block_kind,
                 keys: keys.clone(),
             };
             let waiter = self.blocking.register(client.id(), &keys, Some(job));
@@ -609,6 +629,17 @@ impl Store {
                     self.watches.touch(client.db, &argv[p]);
                 }
             }
+            // As Redis's signalKeyAsReady / signalDeletedKeyAsReady: a key a
+            // client waits on that was written (renamed over, deleted, restored
+            // …) is looked at again by its waiters.
+            if self.blocking.has_waiters() {
+                for p in cmd.spec.keys.positions(argv) {
+                    let k = (client.db, argv[p].clone());
+                    if !ev.ready.contains(&k) {
+                        ev.ready.push(k);
+                    }
+                }
+            }
             match ev.rewritten.take() {
                 Some(cmds) => ev.propagated.extend(cmds),
                 None if cmd.is_write() && self.logging() => {
@@ -664,11 +695,18 @@ impl Store {
                 LAST_WRITE_SEQ.with(|s| s.set(s.get().max(seq)));
             }
         }
+        let waiting = self.blocking.has_waiters();
         for (db, key) in ev.touched.drain(..) {
             self.watches.touch(db, &key);
+            if waiting && !ev.ready.iter().any(|(d, k)| *d == db && *k == key) {
+                ev.ready.push((db, key));
+            }
         }
         for db in ev.touched_dbs.drain(..) {
             self.watches.touch_db(db);
+            if waiting {
+                ev.ready.extend(self.blocking.waited_keys(db));
+            }
         }
     }
 
@@ -689,13 +727,28 @@ impl Store {
     fn serve_ready(&self, ready: Vec<(usize, Bytes)>) {
         let mut queue: std::collections::VecDeque<(usize, Bytes)> = ready.into();
         while let Some((db, key)) = queue.pop_front() {
+            // Kinds that found nothing to take: the waiters of that kind behind
+            // would not either. Stream readers each wait for their own id.
+            let mut exhausted: Vec<crate::blocking::BlockKind> = Vec::new();
             for w in self.blocking.queue(db, &key) {
                 let Some(job) = w.job() else {
-                    self.blocking.signal(db, &key);
+                    // A job-less waiter retries itself; wake it for poppable data.
+                    use crate::blocking::BlockKind;
+                    if self.key_serves(db, &key, BlockKind::List)
+                        || self.key_serves(db, &key, BlockKind::ZSet)
+                    {
+                        self.blocking.signal(db, &key);
+                    }
                     continue;
                 };
+                if exhausted.contains(&job.kind) {
+                    continue;
+                }
                 if !self.key_serves(db, &key, job.kind) {
-                    break;
+                    if job.kind.consumes() {
+                        exhausted.push(job.kind);
+                    }
+                    continue;
                 }
                 if !w.begin_serving() {
                     continue;
@@ -708,7 +761,9 @@ impl Store {
                     }
                     None => {
                         w.not_served();
-                        break;
+                        if job.kind.consumes() {
+                            exhausted.push(job.kind);
+                        }
                     }
                 }
             }
@@ -719,16 +774,19 @@ impl Store {
     fn key_serves(&self, db: usize, key: &[u8], kind: crate::blocking::BlockKind) -> bool {
         let mut ks = self.keyspace.lock_keys([key]);
         let now = crate::clock::now_ms();
+        use crate::blocking::BlockKind;
+        use crate::value::Value;
+        // A group reader learns of any change: the key deleted or retyped, the
+        // group destroyed (its retry then fails with Redis's error).
+        if kind == BlockKind::StreamGroup {
+            return true;
+        }
         match ks.db(db, key).map.get(key) {
             Some(e) if !e.is_expired(now) => matches!(
                 (&e.value, kind),
-                (
-                    crate::value::Value::List(_),
-                    crate::blocking::BlockKind::List
-                ) | (
-                    crate::value::Value::ZSet(_),
-                    crate::blocking::BlockKind::ZSet
-                )
+                (Value::List(_), BlockKind::List)
+                    | (Value::ZSet(_), BlockKind::ZSet)
+                    | (Value::Stream(_), BlockKind::Stream)
             ),
             _ => false,
         }
@@ -875,7 +933,7 @@ impl Store {
 /// What the loader replays is already in the files it reads: it is not logged
 /// again. (At startup the log is not open yet; DEBUG RELOAD replays while it is.)
 fn drop_replayed_log(client: &Client, ev: &mut Events) {
-    if client.info.kind == "loader" {
+    if client.is_loader() {
         ev.propagated.clear();
     }
 }

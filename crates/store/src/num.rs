@@ -26,6 +26,15 @@ pub fn parse_i64(s: &[u8]) -> Option<i64> {
     }
 }
 
+/// An unsigned decimal as Redis's `string2ull` reads stream ids: digits (leading
+/// zeros allowed) within u64, nothing else.
+pub fn parse_u64_digits(s: &[u8]) -> Option<u64> {
+    if s.len() > 32 {
+        return None;
+    }
+    decimal_u64(s)
+}
+
 /// Plain decimal digits (at least one) within u64.
 fn decimal_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {

@@ -5,7 +5,9 @@
 use bytes::Bytes;
 
 use crate::str_value::StrValue;
-use crate::types::{hash::HashValue, list::ListValue, set::SetValue, zset::ZSetValue};
+use crate::types::{
+    hash::HashValue, list::ListValue, set::SetValue, stream::StreamValue, zset::ZSetValue,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -16,6 +18,7 @@ pub enum Value {
     Hash(HashValue),
     Set(SetValue),
     ZSet(Box<ZSetValue>),
+    Stream(Box<StreamValue>),
 }
 
 impl Value {
@@ -27,6 +30,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -46,6 +50,7 @@ impl Value {
             Value::Hash(v) => v.encoding(),
             Value::Set(v) => v.encoding(),
             Value::ZSet(v) => v.encoding(),
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -58,6 +63,8 @@ impl Value {
             Value::Hash(v) => v.is_empty(),
             Value::Set(v) => v.is_empty(),
             Value::ZSet(v) => v.is_empty(),
+            // An empty stream is still a stream (its ids and groups matter).
+            Value::Stream(_) => false,
         }
     }
 
@@ -68,6 +75,7 @@ impl Value {
             Value::Hash(v) => v.mem_usage(),
             Value::Set(v) => v.mem_usage(),
             Value::ZSet(v) => v.mem_usage(),
+            Value::Stream(v) => v.mem_usage(),
         }
     }
 
@@ -80,6 +88,7 @@ impl Value {
             Value::Hash(v) => v.rewrite_commands(key),
             Value::Set(v) => v.rewrite_commands(key),
             Value::ZSet(v) => v.rewrite_commands(key),
+            Value::Stream(v) => v.rewrite_commands(key),
         }
     }
 }

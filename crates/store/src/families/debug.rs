@@ -18,6 +18,7 @@ use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
 use crate::keyspace::{Locked, NUM_DBS};
+use crate::types::stream::StreamId;
 use crate::value::{Entry, Value};
 
 /// DEBUG's subcommands. Those that read keys declare them (or `ALL_KEYS`), so the
@@ -206,6 +207,23 @@ fn value_digest(v: &Value) -> Sha {
             h.update(b"list");
             for e in l.iter() {
                 framed(&mut h, e);
+            }
+        }
+        Value::Stream(st) => {
+            h.update(b"stream");
+            for (id, fields) in st.range(StreamId::MIN, StreamId::MAX, 0) {
+                framed(&mut h, id.to_string().as_bytes());
+                for f in fields {
+                    framed(&mut h, &f);
+                }
+            }
+            framed(&mut h, st.last_id.to_string().as_bytes());
+            for (name, g) in st.groups().into_iter().flatten() {
+                framed(&mut h, name);
+                framed(&mut h, g.last_id.to_string().as_bytes());
+                for id in g.pel.keys() {
+                    framed(&mut h, id.to_string().as_bytes());
+                }
             }
         }
         Value::ZSet(z) => {

@@ -18,6 +18,7 @@ pub mod server;
 pub mod server_info;
 pub mod sets;
 pub mod sort;
+pub mod streams;
 pub mod strings;
 pub mod transactions;
 pub mod zsets;
@@ -35,6 +36,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(command_docs::commands());
     v.extend(keys::commands());
     v.extend(strings::commands());
+    v.extend(streams::commands());
     v.extend(bitops::commands());
     v.extend(server::commands());
     v.extend(debug::commands());

@@ -201,8 +201,14 @@ fn flush_mode(args: &mut Args<'_>) -> Result<(), CmdError> {
     args.finish()
 }
 
-/// FLUSHDB/FLUSHALL break the WATCH of keys that exist, and only of those (Redis 7).
+/// FLUSHDB/FLUSHALL break the WATCH of keys that exist, and only of those (Redis 7),
+/// and wake the clients blocked on the database's keys (a group reader learns its
+/// stream is gone).
 fn touch_watched_existing(ctx: &mut Ctx<'_>, db: usize) {
+    if ctx.store.blocking.has_waiters() {
+        let waited = ctx.store.blocking.waited_keys(Some(db));
+        ctx.ev.ready.extend(waited);
+    }
     let now = ctx.now;
     for key in ctx.store.watches.keys_in_db(db) {
         let live = ctx

@@ -186,14 +186,17 @@ fn section(store: &Store, name: &str, o: &mut String, ks: &mut Locked) {
                         > 0
                 })
                 .count();
+            let (blocking_keys, blocking_nokey) = store.blocking.key_counts();
             let _ = write!(
                 o,
-                "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\npubsub_clients:{}\r\nclients_in_timeout_table:{}\r\ntotal_blocking_keys:0\r\ntotal_blocking_keys_on_nokey:0\r\n",
+                "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nclient_recent_max_input_buffer:0\r\nclient_recent_max_output_buffer:0\r\nblocked_clients:{}\r\ntracking_clients:0\r\npubsub_clients:{}\r\nclients_in_timeout_table:{}\r\ntotal_blocking_keys:{}\r\ntotal_blocking_keys_on_nokey:{}\r\n",
                 store.connected_clients("resp"),
                 store.config.get_u64("maxclients"),
                 store.blocking.blocked_clients(),
                 pubsub,
                 store.blocking.blocked_clients(),
+                blocking_keys,
+                blocking_nokey,
             );
         }
         "memory" => {

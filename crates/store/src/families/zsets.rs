@@ -16,6 +16,7 @@ use tidewire_resp::{format_double, BulkArray, Reply};
 
 use crate::args::Args;
 use crate::blocking::parse_timeout;
+use crate::blocking::BlockKind;
 use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
 use crate::config::notify;
 use crate::config::Limit;
@@ -53,9 +54,9 @@ pub fn commands() -> Vec<CommandSpec> {
         z(cmd("zpopmin", -2, WRITE | FAST, keys(1, 1, 1), zpopmin).summary("Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
         z(cmd("zpopmax", -2, WRITE | FAST, keys(1, 1, 1), zpopmax).summary("Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
         z(cmd("zmpop", -4, WRITE, Keys::Custom(at1_keys), zmpop).summary("Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin).summary("Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
-        z(cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax).summary("Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.")),
-        z(cmd("bzmpop", -5, WRITE | BLOCKING, Keys::Custom(at2_keys), bzmpop).summary("Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzmpop", -5, WRITE | BLOCKING, Keys::Custom(at2_keys), bzmpop).blocks_on(BlockKind::ZSet).summary("Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
         z(cmd("zrandmember", -2, READONLY, keys(1, 1, 1), zrandmember).summary("Returns one or more random members from a sorted set.")),
         z(cmd("zunion", -3, READONLY, Keys::Custom(at1_keys), zunion).summary("Returns the union of multiple sorted sets.")),
         z(cmd("zinter", -3, READONLY, Keys::Custom(at1_keys), zinter).summary("Returns the intersect of multiple sorted sets.")),

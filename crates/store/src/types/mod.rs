@@ -5,4 +5,5 @@ pub mod hll;
 pub mod list;
 pub mod pack;
 pub mod set;
+pub mod stream;
 pub mod zset;
