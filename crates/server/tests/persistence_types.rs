@@ -51,8 +51,183 @@ async fn known(c: &mut MultiplexedConnection, args: &[&str]) -> bool {
 }
 
 const NAMES: &[&str] = &[
-    "s:plain", "s:bin", "s:ttl", "s:px", "s:n", "s:gone", "h", "h2", "set", "z", "l", "after",
+    "s:plain",
+    "s:bin",
+    "s:ttl",
+    "s:px",
+    "s:n",
+    "s:gone",
+    "h",
+    "h2",
+    "set",
+    "z",
+    "l",
+    "after",
+    "x",
+    "x:empty",
+    "x:trimmed",
 ];
+
+/// Runs a command whose reply does not matter.
+async fn run(c: &mut MultiplexedConnection, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(c).await.unwrap();
+}
+
+/// Streams with groups, consumers, pending entries, deletions and trims.
+async fn populate_streams(c: &mut MultiplexedConnection) {
+    run(c, &["XADD", "x", "1-1", "a", "1"]).await;
+    run(c, &["XADD", "x", "*", "b", "2", "c", "3"]).await;
+    for i in 0..30 {
+        run(c, &["XADD", "x", "*", "n", &i.to_string()]).await;
+    }
+    run(c, &["XDEL", "x", "1-1"]).await;
+    run(c, &["XGROUP", "CREATE", "x", "g", "0"]).await;
+    run(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "alice",
+            "COUNT",
+            "3",
+            "STREAMS",
+            "x",
+            ">",
+        ],
+    )
+    .await;
+    run(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "bob",
+            "COUNT",
+            "2",
+            "STREAMS",
+            "x",
+            ">",
+        ],
+    )
+    .await;
+    run(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "alice",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "x",
+            "0",
+        ],
+    )
+    .await;
+    run(
+        c,
+        &["XAUTOCLAIM", "x", "g", "carol", "0", "0", "COUNT", "1"],
+    )
+    .await;
+    run(
+        c,
+        &["XGROUP", "CREATE", "x", "late", "$", "ENTRIESREAD", "5"],
+    )
+    .await;
+    run(c, &["XGROUP", "CREATECONSUMER", "x", "late", "idle"]).await;
+    run(c, &["XGROUP", "CREATE", "x:empty", "g", "$", "MKSTREAM"]).await;
+    for i in 0..250 {
+        run(
+            c,
+            &[
+                "XADD",
+                "x:trimmed",
+                "MAXLEN",
+                "~",
+                "120",
+                "*",
+                "f",
+                &i.to_string(),
+            ],
+        )
+        .await;
+    }
+    run(c, &["XTRIM", "x:trimmed", "MINID", "0-1"]).await;
+    run(c, &["XSETID", "x:trimmed", "99999999999999-5"]).await;
+}
+
+/// What a stream holds, minus what a restart may legitimately change (idle
+/// times, node layout).
+async fn render_stream(c: &mut MultiplexedConnection, k: &[u8]) -> String {
+    let entries: redis::Value = redis::cmd("XRANGE")
+        .arg(k)
+        .arg("-")
+        .arg("+")
+        .query_async(c)
+        .await
+        .unwrap();
+    let info: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(k)
+        .query_async(c)
+        .await
+        .unwrap();
+    let info: Vec<String> = info
+        .chunks(2)
+        .filter(|kv| !format!("{:?}", kv[0]).contains("radix"))
+        .map(|kv| format!("{kv:?}"))
+        .collect();
+    let groups: redis::Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(k)
+        .query_async(c)
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    let names: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(k)
+        .query_async(c)
+        .await
+        .unwrap();
+    for g in names {
+        let name: String = redis::from_redis_value(&g[1]).unwrap();
+        let p: Vec<(String, String, i64, i64)> = redis::cmd("XPENDING")
+            .arg(k)
+            .arg(&name)
+            .arg("-")
+            .arg("+")
+            .arg(1000)
+            .query_async(c)
+            .await
+            .unwrap();
+        let consumers: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(k)
+            .arg(&name)
+            .query_async(c)
+            .await
+            .unwrap();
+        let consumers: Vec<String> = consumers
+            .iter()
+            .map(|c| format!("{:?} {:?}", c[1], c[3]))
+            .collect();
+        pending.push(format!(
+            "{:?} {consumers:?}",
+            p.into_iter()
+                .map(|(id, who, _, n)| (id, who, n))
+                .collect::<Vec<_>>()
+        ));
+    }
+    format!("{entries:?} {info:?} {groups:?} {pending:?}")
+}
 
 async fn populate(c: &mut MultiplexedConnection) {
     let far = (std::time::SystemTime::now()
@@ -119,6 +294,7 @@ async fn populate(c: &mut MultiplexedConnection) {
             known(c, &["LPUSH", "l", "first"]).await;
             known(c, &["PEXPIREAT", "l", &far]).await;
         }
+        populate_streams(c).await;
     }
     let _: () = redis::cmd("SELECT").arg(0).query_async(c).await.unwrap();
 }
@@ -179,6 +355,7 @@ async fn dump(c: &mut MultiplexedConnection) -> BTreeMap<(u8, Vec<u8>), (String,
                         .unwrap();
                     format!("{m:?}")
                 }
+                "stream" => render_stream(c, &k).await,
                 other => panic!("unexpected type {other}"),
             };
             let exp: i64 = redis::cmd("PEXPIRETIME")

@@ -1769,3 +1769,312 @@ fn xinfo_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         ],
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tidewire_resp::Reply;
+
+    use crate::testkit::*;
+    use crate::Outcome;
+
+    fn exec(t: &mut TestClient, args: &[&str]) -> Outcome {
+        let argv: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let mut out = Vec::new();
+        t.store.execute(&mut t.client, &argv, &mut out)
+    }
+
+    fn parked(o: Outcome) -> crate::Blocked {
+        match o {
+            Outcome::Blocked(b) => b,
+            Outcome::Replies => panic!("expected to block"),
+        }
+    }
+
+    fn entry(id: &str, fields: &[&str]) -> Reply {
+        Reply::Array(vec![bulk(id), bulks(fields)])
+    }
+
+    #[test]
+    fn ids_and_their_errors() {
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["XADD", "s", "5-1", "a", "1"]), bulk("5-1"));
+        assert_eq!(t.run(&["XADD", "s", "5-*", "a", "2"]), bulk("5-2"));
+        assert_eq!(t.run(&["XADD", "s", "7", "a", "3"]), bulk("7-0"));
+        assert_eq!(
+            t.run(&["XADD", "s", "6-0", "a", "1"]),
+            err("ERR The ID specified in XADD is equal or smaller than the target stream top item")
+        );
+        assert_eq!(
+            t.run(&["XADD", "new", "0-0", "a", "1"]),
+            err("ERR The ID specified in XADD must be greater than 0-0")
+        );
+        assert_eq!(
+            t.run(&["XADD", "s", "1-x", "a", "1"]),
+            err("ERR Invalid stream ID specified as stream command argument")
+        );
+        assert_eq!(
+            t.run(&["XADD", "s", "*", "a"]),
+            err("ERR wrong number of arguments for 'xadd' command")
+        );
+        assert_eq!(
+            t.run(&["XADD", "nope", "NOMKSTREAM", "*", "a", "1"]),
+            Reply::Null
+        );
+        assert_eq!(t.run(&["EXISTS", "nope", "new"]), int(0));
+        assert_eq!(
+            t.run(&["XADD", "s", "MAXLEN", "1", "MINID", "1", "*", "a", "1"]),
+            err("ERR syntax error, MAXLEN and MINID options at the same time are not compatible")
+        );
+        assert_eq!(
+            t.run(&["XADD", "s", "MAXLEN", "1", "LIMIT", "5", "*", "a", "1"]),
+            err("ERR syntax error, LIMIT cannot be used without the special ~ option")
+        );
+        assert_eq!(
+            t.run(&["XTRIM", "s", "LIMIT", "5"]),
+            err("ERR syntax error, LIMIT cannot be used without specifying a trimming strategy")
+        );
+        t.run(&["SET", "str", "v"]);
+        assert_eq!(
+            t.run(&["XADD", "str", "*", "a", "1"]),
+            err("WRONGTYPE Operation against a key holding the wrong kind of value")
+        );
+        assert_eq!(t.run(&["TYPE", "s"]), Reply::Status("stream"));
+        assert_eq!(
+            t.run(&["XRANGE", "s", "(5-1", "+"]),
+            Reply::Array(vec![entry("5-2", &["a", "2"]), entry("7-0", &["a", "3"])])
+        );
+        assert_eq!(
+            t.run(&["XREVRANGE", "s", "+", "-", "COUNT", "1"]),
+            Reply::Array(vec![entry("7-0", &["a", "3"])])
+        );
+        assert_eq!(
+            t.run(&["XRANGE", "s", "-", "+", "COUNT", "0"]),
+            Reply::NullArray
+        );
+    }
+
+    #[test]
+    fn blocking_xread_resolves_dollar_when_it_blocks() {
+        let mut a = TestClient::new();
+        let mut p = a.other();
+        p.run(&["XADD", "s", "1-0", "f", "old"]);
+        let w = parked(exec(&mut a, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
+        let mut b = a.other();
+        let w2 = parked(exec(&mut b, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
+        // A write that is not an entry does not serve them.
+        p.run(&["XDEL", "s", "1-0"]);
+        assert_eq!(w.waiter.take_served(), None);
+        p.run(&["XADD", "s", "2-0", "f", "new"]);
+        let want = Some(vec![Reply::Array(vec![Reply::Array(vec![
+            bulk("s"),
+            Reply::Array(vec![entry("2-0", &["f", "new"])]),
+        ])])]);
+        // Readers do not consume: both are served.
+        assert_eq!(w.waiter.take_served(), want);
+        assert_eq!(w2.waiter.take_served(), want);
+        assert_eq!(a.store.blocking.blocked_clients(), 0);
+        // Inside MULTI, BLOCK does not block.
+        a.run(&["MULTI"]);
+        a.run(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
+        assert_eq!(a.run(&["EXEC"]), Reply::Array(vec![Reply::NullArray]));
+    }
+
+    #[test]
+    fn blocked_group_readers_hear_of_deletion_and_destroyed_groups() {
+        let mut a = TestClient::new();
+        let mut p = a.other();
+        p.run(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+        let w = parked(exec(
+            &mut a,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+        ));
+        p.run(&["XADD", "s", "1-0", "f", "v"]);
+        assert_eq!(
+            w.waiter.take_served(),
+            Some(vec![Reply::Array(vec![Reply::Array(vec![
+                bulk("s"),
+                Reply::Array(vec![entry("1-0", &["f", "v"])]),
+            ])])])
+        );
+        let w = parked(exec(
+            &mut a,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+        ));
+        p.run(&["XGROUP", "DESTROY", "s", "g"]);
+        assert_eq!(
+            w.waiter.take_served(),
+            Some(vec![err(
+                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
+            )])
+        );
+        p.run(&["XGROUP", "CREATE", "s", "g", "$"]);
+        let w = parked(exec(
+            &mut a,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+        ));
+        p.run(&["DEL", "s"]);
+        assert_eq!(
+            w.waiter.take_served(),
+            Some(vec![err(
+                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
+            )])
+        );
+        assert_eq!(a.store.blocking.blocked_clients(), 0);
+    }
+
+    #[derive(Default)]
+    struct Log(parking_lot::Mutex<Vec<String>>);
+
+    impl crate::WriteLog for Log {
+        fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64 {
+            let mut v = self.0.lock();
+            for (_, argv) in cmds {
+                let words: Vec<String> = argv
+                    .iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                v.push(words.join(" "));
+            }
+            v.len() as u64
+        }
+    }
+
+    #[test]
+    fn writes_are_logged_deterministically() {
+        let mut t = TestClient::new();
+        let log = Arc::new(Log::default());
+        t.store.set_write_log(log.clone());
+        t.run(&["CONFIG", "SET", "stream-node-max-entries", "2"]);
+        t.run(&["XADD", "s", "1-*", "f", "v"]);
+        for i in 2..=6 {
+            t.run(&["XADD", "s", "MAXLEN", "~", "3", &format!("{i}-0"), "f", "v"]);
+        }
+        t.run(&["XGROUP", "CREATE", "s", "g", "0"]);
+        let Reply::Array(_) = t.run(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "s",
+            ">",
+        ]) else {
+            panic!()
+        };
+        t.run(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "0"]);
+        let log = log.0.lock().clone();
+        let time = log
+            .iter()
+            .find(|l| l.starts_with("XCLAIM"))
+            .and_then(|l| l.split(' ').nth(7))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            log,
+            vec![
+                "XADD s 1-0 f v".to_string(),
+                "XADD s 2-0 f v".into(),
+                "XADD s 3-0 f v".into(),
+                "XADD s 4-0 f v".into(),
+                "XADD s 5-0 f v".into(),
+                "XTRIM s MAXLEN = 3".into(),
+                "XADD s 6-0 f v".into(),
+                "XGROUP CREATE s g 0".into(),
+                "XGROUP CREATECONSUMER s g c".into(),
+                // Whole nodes only: 3-0 … 6-0 are left.
+                format!("XCLAIM s g c 0 3-0 TIME {time} RETRYCOUNT 1 FORCE JUSTID LASTID 3-0"),
+                "XGROUP SETID s g 3-0 ENTRIESREAD 3".into(),
+            ]
+        );
+        assert_eq!(t.run(&["XLEN", "s"]), int(4));
+    }
+
+    #[test]
+    fn claims_and_pending() {
+        let mut t = TestClient::new();
+        for i in 1..=3 {
+            t.run(&["XADD", "s", &format!("{i}-0"), "f", &i.to_string()]);
+        }
+        t.run(&["XGROUP", "CREATE", "s", "g", "0"]);
+        t.run(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", ">"]);
+        assert_eq!(
+            t.run(&["XPENDING", "s", "g"]),
+            Reply::Array(vec![
+                int(3),
+                bulk("1-0"),
+                bulk("3-0"),
+                Reply::Array(vec![bulks(&["alice", "3"])]),
+            ])
+        );
+        assert_eq!(
+            t.run(&["XCLAIM", "s", "g", "bob", "0", "2-0", "JUSTID"]),
+            bulks(&["2-0"])
+        );
+        t.run(&["XDEL", "s", "3-0"]);
+        // A deleted entry is dropped from the PEL and reported.
+        assert_eq!(
+            t.run(&["XAUTOCLAIM", "s", "g", "carol", "0", "0"]),
+            Reply::Array(vec![
+                bulk("0-0"),
+                Reply::Array(vec![entry("1-0", &["f", "1"]), entry("2-0", &["f", "2"])]),
+                bulks(&["3-0"]),
+            ])
+        );
+        assert_eq!(t.run(&["XACK", "s", "g", "1-0", "9-0"]), int(1));
+        assert_eq!(t.run(&["XGROUP", "DELCONSUMER", "s", "g", "carol"]), int(1));
+        assert_eq!(
+            t.run(&["XPENDING", "s", "g", "-", "+", "10"]),
+            Reply::Array(vec![])
+        );
+        assert_eq!(
+            t.run(&["XCLAIM", "s", "nog", "c", "0", "1-0"]),
+            err("NOGROUP No such key 's' or consumer group 'nog'")
+        );
+        assert_eq!(
+            t.run(&["XGROUP", "CREATE", "s", "g", "$"]),
+            err("BUSYGROUP Consumer Group name already exists")
+        );
+        assert_eq!(
+            t.run(&["XGROUP", "CREATE", "missing", "g", "$"]),
+            err("ERR The XGROUP subcommand requires the key to exist. Note that for CREATE you may want to use the MKSTREAM option to create an empty stream automatically.")
+        );
+    }
+}
