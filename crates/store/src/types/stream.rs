@@ -137,13 +137,6 @@ struct Node {
     last: StreamId,
 }
 
-/// An entry decoded from a node: its id and its fields and values, alternating.
-struct RawEntry {
-    deleted: bool,
-    id: StreamId,
-    fields: Vec<Bytes>,
-}
-
 impl Node {
     fn new(fields: &[Bytes]) -> Node {
         let mut buf = Vec::with_capacity(64);
@@ -200,35 +193,27 @@ impl Node {
         self.last = id;
     }
 
-    /// Every entry of the node, deleted ones included, in id order.
-    fn decode(&self, master: StreamId) -> Vec<RawEntry> {
-        let (mut pos, names) = self.master_fields();
-        let mut out = Vec::with_capacity(self.total as usize);
-        while pos < self.buf.len() {
-            let flags = self.buf[pos];
-            pos += 1;
-            let ms = master.ms.wrapping_add(get_varint(&self.buf, &mut pos));
-            let seq = get_varint(&self.buf, &mut pos);
-            let mut fields = Vec::new();
-            if flags & FLAG_SAME_FIELDS != 0 {
-                fields.reserve(names.len() * 2);
-                for name in &names {
-                    fields.push(Bytes::copy_from_slice(name));
-                    fields.push(Bytes::copy_from_slice(get_slice(&self.buf, &mut pos)));
-                }
-            } else {
-                let n = get_varint(&self.buf, &mut pos);
-                for _ in 0..n.saturating_mul(2) {
-                    fields.push(Bytes::copy_from_slice(get_slice(&self.buf, &mut pos)));
-                }
+    /// The fields and values of the entry whose flag byte is at `flag_at`.
+    fn fields_at(&self, flag_at: usize, names: &[&[u8]]) -> Vec<Bytes> {
+        let mut pos = flag_at;
+        let flags = self.buf.get(pos).copied().unwrap_or(0);
+        pos += 1;
+        get_varint(&self.buf, &mut pos);
+        get_varint(&self.buf, &mut pos);
+        let mut fields = Vec::new();
+        if flags & FLAG_SAME_FIELDS != 0 {
+            fields.reserve(names.len() * 2);
+            for name in names {
+                fields.push(Bytes::copy_from_slice(name));
+                fields.push(Bytes::copy_from_slice(get_slice(&self.buf, &mut pos)));
             }
-            out.push(RawEntry {
-                deleted: flags & FLAG_DELETED != 0,
-                id: StreamId::new(ms, seq),
-                fields,
-            });
+        } else {
+            let n = get_varint(&self.buf, &mut pos);
+            for _ in 0..n.saturating_mul(2) {
+                fields.push(Bytes::copy_from_slice(get_slice(&self.buf, &mut pos)));
+            }
         }
-        out
+        fields
     }
 
     /// Ids and flag offsets only (no field copies): for deletion and trimming.
@@ -438,14 +423,15 @@ impl StreamValue {
             if node.last < start || node.live == 0 {
                 continue;
             }
-            for e in node.decode(*master) {
-                if e.id > end {
+            let names = node.master_fields().1;
+            for (at, deleted, id) in node.ids(*master) {
+                if id > end {
                     return out;
                 }
-                if e.deleted || e.id < start {
+                if deleted || id < start {
                     continue;
                 }
-                out.push((e.id, e.fields));
+                out.push((id, node.fields_at(at, &names)));
                 if count != 0 && out.len() >= count {
                     return out;
                 }
@@ -465,14 +451,15 @@ impl StreamValue {
             if node.last < start || node.live == 0 {
                 continue;
             }
-            for e in node.decode(*master).into_iter().rev() {
-                if e.id < start {
+            let names = node.master_fields().1;
+            for (at, deleted, id) in node.ids(*master).into_iter().rev() {
+                if id < start {
                     return out;
                 }
-                if e.deleted || e.id > end {
+                if deleted || id > end {
                     continue;
                 }
-                out.push((e.id, e.fields));
+                out.push((id, node.fields_at(at, &names)));
                 if count != 0 && out.len() >= count {
                     return out;
                 }
@@ -498,9 +485,15 @@ impl StreamValue {
 
     /// The last live id (0-0 when empty).
     pub fn last_live_id(&self) -> StreamId {
-        self.rev_range(StreamId::MIN, StreamId::MAX, 1)
-            .first()
-            .map_or(StreamId::MIN, |e| e.0)
+        for (master, node) in self.nodes.iter().rev() {
+            if node.live == 0 {
+                continue;
+            }
+            if let Some((_, _, id)) = node.ids(*master).into_iter().rev().find(|e| !e.1) {
+                return id;
+            }
+        }
+        StreamId::MIN
     }
 
     fn refresh_first_id(&mut self) {
