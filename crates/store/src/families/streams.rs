@@ -436,12 +436,16 @@ fn xadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let trim_rec = (trimmed > 0).then(|| trim_record(&key, s));
     ctx.dirty(1);
     ctx.notify(notify::STREAM, "xadd", &key);
-    let mut record = Vec::with_capacity(3 + fields.len());
-    record.push(b("XADD"));
-    record.push(key.clone());
-    record.push(new_id.to_bytes());
-    record.extend(fields.iter().cloned());
-    ctx.propagate(record);
+    if ctx.store.logging() {
+        let mut record = Vec::with_capacity(3 + fields.len());
+        record.push(b("XADD"));
+        record.push(key.clone());
+        record.push(new_id.to_bytes());
+        record.extend(fields.iter().cloned());
+        ctx.propagate(record);
+    } else {
+        ctx.propagate_nothing();
+    }
     if let Some(rec) = trim_rec {
         ctx.notify(notify::STREAM, "xtrim", &key);
         ctx.propagate(rec);

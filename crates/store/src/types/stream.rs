@@ -164,30 +164,37 @@ impl Node {
         (pos, names)
     }
 
+    /// Whether `fields` has the master's field names, in order (checked in place).
+    fn has_master_fields(&self, fields: &[Bytes]) -> bool {
+        let mut pos = 0;
+        let n = get_varint(&self.buf, &mut pos);
+        if n as usize * 2 != fields.len() {
+            return false;
+        }
+        fields
+            .iter()
+            .step_by(2)
+            .all(|f| get_slice(&self.buf, &mut pos) == &f[..])
+    }
+
     fn append(&mut self, master: StreamId, id: StreamId, fields: &[Bytes]) {
-        let (_, names) = self.master_fields();
-        let same = names.len() * 2 == fields.len()
-            && names
-                .iter()
-                .zip(fields.iter().step_by(2))
-                .all(|(a, b)| *a == &b[..]);
-        let mut rec = Vec::with_capacity(8 + fields.iter().map(|f| f.len() + 2).sum::<usize>());
-        rec.push(if same { FLAG_SAME_FIELDS } else { 0 });
-        put_varint(&mut rec, id.ms - master.ms);
-        put_varint(&mut rec, id.seq);
+        let same = self.has_master_fields(fields);
+        let buf = &mut self.buf;
+        buf.push(if same { FLAG_SAME_FIELDS } else { 0 });
+        put_varint(buf, id.ms - master.ms);
+        put_varint(buf, id.seq);
         if same {
             for v in fields.iter().skip(1).step_by(2) {
-                put_varint(&mut rec, v.len() as u64);
-                rec.extend_from_slice(v);
+                put_varint(buf, v.len() as u64);
+                buf.extend_from_slice(v);
             }
         } else {
-            put_varint(&mut rec, (fields.len() / 2) as u64);
+            put_varint(buf, (fields.len() / 2) as u64);
             for f in fields {
-                put_varint(&mut rec, f.len() as u64);
-                rec.extend_from_slice(f);
+                put_varint(buf, f.len() as u64);
+                buf.extend_from_slice(f);
             }
         }
-        self.buf.extend_from_slice(&rec);
         self.live += 1;
         self.total += 1;
         self.last = id;
@@ -463,6 +470,28 @@ impl StreamValue {
                 if count != 0 && out.len() >= count {
                     return out;
                 }
+            }
+        }
+        out
+    }
+
+    /// The live entries node by node, each node keyed by its first live id (what
+    /// DUMP writes as Redis's node listpacks).
+    pub fn node_entries(&self) -> Vec<(StreamId, Vec<StreamEntry>)> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        for (master, node) in &self.nodes {
+            if node.live == 0 {
+                continue;
+            }
+            let names = node.master_fields().1;
+            let entries: Vec<StreamEntry> = node
+                .ids(*master)
+                .into_iter()
+                .filter(|(_, deleted, _)| !deleted)
+                .map(|(at, _, id)| (id, node.fields_at(at, &names)))
+                .collect();
+            if let Some(first) = entries.first().map(|e| e.0) {
+                out.push((first, entries));
             }
         }
         out
