@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Runs every Tidewire test on a fresh machine: installs what the suites need
-# (Debian's redis-tools for redis-cli, npm packages, a Python venv with redis-py),
-# builds the workspace, runs the Rust tests, then the compat suites that drive a
-# started tidewire with real, unmodified clients. Exits non-zero if anything failed.
+# (Debian's redis-tools and redis-server, npm packages, a Python venv with
+# redis-py), builds the workspace, runs the Rust tests, then the compat suites that
+# drive a started tidewire with real, unmodified clients. Exits non-zero if
+# anything failed.
 set -uo pipefail
 cd "$(dirname "$0")"
 root="$(pwd)"
 
 log() { printf '\n=== %s\n' "$*"; }
 
-if ! command -v redis-cli >/dev/null 2>&1; then
-  log "installing redis-tools (redis-cli)"
+# redis-cli for its compat suite; redis-server for the DUMP/RESTORE test, which
+# exchanges payloads with a real one (crates/server/tests/dump_restore_redis.rs).
+missing=()
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools >/dev/null
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "redis-cli missing and cannot install it (need root + apt-get); its suite will fail"
+    echo "${missing[*]} missing and cannot install (need root + apt-get); the suites needing them will fail"
   fi
 fi
 

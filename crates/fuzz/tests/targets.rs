@@ -109,3 +109,8 @@ fn token_seeds_reach_the_accepting_paths() {
 fn dump_payload() {
     fuzz(&targets::dump_payload::TARGET);
 }
+
+#[test]
+fn rdb_value() {
+    fuzz(&targets::rdb_value::TARGET);
+}

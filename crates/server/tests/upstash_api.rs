@@ -181,6 +181,58 @@ async fn base64_and_binary_values() {
     t.stop().await;
 }
 
+/// DUMP's binary reply over REST: base64 when asked (the payload exactly), lossy
+/// text otherwise, never a failure; the payload POSTed raw restores.
+#[tokio::test]
+async fn dump_and_restore_over_rest() {
+    use base64::Engine;
+    let t = start().await;
+    t.cmd(json!(["RPUSH", "l", "a", "1", "\u{ff}"])).await;
+    let r: serde_json::Value = t
+        .http
+        .post(&t.base)
+        .bearer_auth(&t.token)
+        .header("Upstash-Encoding", "base64")
+        .json(&json!(["DUMP", "l"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(r["result"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(payload[0], 18, "a quicklist of listpacks");
+    let (status, body) = t.cmd(json!(["DUMP", "l"])).await;
+    assert_eq!(status, 200);
+    assert!(body["result"].is_string());
+    assert_eq!(
+        t.cmd(json!(["DUMP", "none"])).await.1,
+        json!({"result": null})
+    );
+    let r = t
+        .http
+        .post(format!("{}/restore/copy/0", t.base))
+        .bearer_auth(&t.token)
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        t.cmd(json!(["LRANGE", "copy", 0, -1])).await.1,
+        json!({"result": ["a", "1", "\u{ff}"]})
+    );
+    let (status, body) = t.cmd(json!(["RESTORE", "other", 0, "not a payload"])).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "ERR DUMP payload version or checksum are wrong"})
+    );
+    t.stop().await;
+}
+
 #[tokio::test]
 async fn methods_and_auth() {
     let t = start().await;

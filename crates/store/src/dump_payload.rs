@@ -63,6 +63,42 @@ pub fn put_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// Appends an RDB string the way Redis's `rdbSaveRawString` does: a canonical
+/// integer of up to 32 bits as an integer encoding, a longer string LZF-compressed
+/// when `compress` (`rdbcompression`) and that saves at least 4 bytes, otherwise
+/// verbatim.
+pub fn put_string_encoded(out: &mut Vec<u8>, s: &[u8], compress: bool) {
+    if s.len() <= 11 {
+        if let Some(n) = crate::num::parse_i64(s) {
+            if let Ok(b) = i8::try_from(n) {
+                out.extend_from_slice(&[0xc0, b as u8]);
+                return;
+            }
+            if let Ok(v) = i16::try_from(n) {
+                out.push(0xc1);
+                out.extend_from_slice(&v.to_le_bytes());
+                return;
+            }
+            if let Ok(v) = i32::try_from(n) {
+                out.push(0xc2);
+                out.extend_from_slice(&v.to_le_bytes());
+                return;
+            }
+        }
+    }
+    // Under 21 bytes LZF cannot gain its 4 bytes (Redis skips it too).
+    if compress && s.len() > 20 {
+        if let Some(packed) = crate::lzf::compress(s, s.len() - 4) {
+            out.push(0xc3);
+            put_len(out, packed.len() as u64);
+            put_len(out, s.len() as u64);
+            out.extend_from_slice(&packed);
+            return;
+        }
+    }
+    put_string(out, s);
+}
+
 /// Reads RDB items from a payload body. Every read is bounded by the bytes present:
 /// a declared length never allocates more than the input could hold (LZF output
 /// is capped by its 255:1 worst-case ratio).
@@ -84,6 +120,11 @@ impl<'a> Reader<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
+    }
+
+    /// Bytes not read yet: the most items a declared count can really stand for.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
     }
 
     pub fn byte(&mut self) -> Option<u8> {
@@ -121,6 +162,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A double as RDB version 8 and later write it (IEEE 754, little-endian).
+    pub fn binary_double(&mut self) -> Option<f64> {
+        Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    /// A double in the older text form (zset type 3): a length byte, where 253,
+    /// 254 and 255 stand for NaN, +inf and -inf, then that many characters.
+    pub fn text_double(&mut self) -> Option<f64> {
+        match self.byte()? {
+            253 => Some(f64::NAN),
+            254 => Some(f64::INFINITY),
+            255 => Some(f64::NEG_INFINITY),
+            n => crate::num::parse_f64(self.take(n as usize)?),
+        }
+    }
+
     /// An RDB string: raw, integer-encoded or LZF-compressed.
     pub fn string(&mut self) -> Option<Vec<u8>> {
         match self.len_or_encoding()? {
@@ -138,50 +195,11 @@ impl<'a> Reader<'a> {
                 let clen = usize::try_from(self.len()?).ok()?;
                 let len = usize::try_from(self.len()?).ok()?;
                 let compressed = self.take(clen)?;
-                lzf_decompress(compressed, len)
+                crate::lzf::decompress(compressed, len)
             }
             Len::Encoded(_) => None,
         }
     }
-}
-
-/// LZF decompression (the format of Redis's `lzf_d.c`), producing exactly `len`
-/// bytes or `None` for input that does not decode to that.
-fn lzf_decompress(input: &[u8], len: usize) -> Option<Vec<u8>> {
-    // One input byte yields at most 264 output bytes (a back-reference of 2 bytes
-    // copies up to 264): a larger declared length is a lie.
-    if len > input.len().saturating_mul(132).saturating_add(8) {
-        return None;
-    }
-    let mut out = Vec::with_capacity(len);
-    let mut i = 0;
-    while i < input.len() {
-        let ctrl = input[i] as usize;
-        i += 1;
-        if ctrl < 32 {
-            let n = ctrl + 1;
-            let lit = input.get(i..i + n)?;
-            out.extend_from_slice(lit);
-            i += n;
-        } else {
-            let mut n = ctrl >> 5;
-            if n == 7 {
-                n += *input.get(i)? as usize;
-                i += 1;
-            }
-            let back = ((ctrl & 0x1f) << 8) + *input.get(i)? as usize + 1;
-            i += 1;
-            let start = out.len().checked_sub(back)?;
-            for k in 0..n + 2 {
-                let b = out[start + k];
-                out.push(b);
-            }
-        }
-        if out.len() > len {
-            return None;
-        }
-    }
-    (out.len() == len).then_some(out)
 }
 
 #[cfg(test)]

@@ -135,6 +135,20 @@ pub fn initial_access() -> u32 {
     }
 }
 
+/// The access data RESTORE's `FREQ` / `IDLETIME` ask for (Redis's
+/// `objectSetLRUOrLFU`): a frequency counts under an LFU policy, an idle time
+/// (seconds) under any other; `None` keeps a new key's default.
+pub fn restored_access(freq: Option<u8>, idle_secs: Option<u64>) -> Option<u32> {
+    if lfu_mode() {
+        freq.map(|f| (lfu_minutes() << 8) | f as u32)
+    } else {
+        idle_secs.map(|idle| {
+            let idle = u32::try_from(idle).unwrap_or(u32::MAX);
+            crate::clock::lru_clock().saturating_sub(idle)
+        })
+    }
+}
+
 /// The LFU counter after decay (Redis's `LFUDecrAndReturn`).
 fn lfu_decayed(access: u32) -> u32 {
     let last = (access >> 8) & 0xFFFF;

@@ -3,6 +3,7 @@
 pub mod ably_codec;
 pub mod capability;
 pub mod dump_payload;
+pub mod rdb_value;
 pub mod resp_reply;
 pub mod resp_request;
 pub mod token;
@@ -23,6 +24,7 @@ pub const ALL: &[&Target] = &[
     &token::TOKEN_REQUEST,
     &capability::TARGET,
     &dump_payload::TARGET,
+    &rdb_value::TARGET,
 ];
 
 /// The target called `name`.

@@ -38,6 +38,11 @@ fn b(v: &str) -> Reply {
     Reply::bulk_str(v)
 }
 
+/// Commands Redis 7.2 puts in `@dangerous` although they are not admin commands.
+const DANGEROUS: &[&str] = &[
+    "flushall", "flushdb", "info", "keys", "migrate", "restore", "sort", "sort_ro", "swapdb",
+];
+
 /// ACL categories as Redis derives them from flags and the command's group.
 fn acl_categories(c: &Command) -> Vec<&'static str> {
     let mut v = Vec::new();
@@ -50,6 +55,8 @@ fn acl_categories(c: &Command) -> Vec<&'static str> {
     }
     if fl & flag::ADMIN != 0 {
         v.push("@admin");
+        v.push("@dangerous");
+    } else if !c.is_sub && DANGEROUS.contains(&c.spec.name) {
         v.push("@dangerous");
     }
     if fl & flag::PUBSUB != 0 {

@@ -6,6 +6,7 @@ pub mod client;
 pub mod command_docs;
 pub mod connection;
 pub mod debug;
+pub mod dump;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod keys;
@@ -35,6 +36,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(client::commands());
     v.extend(command_docs::commands());
     v.extend(keys::commands());
+    v.extend(dump::commands());
     v.extend(strings::commands());
     v.extend(streams::commands());
     v.extend(bitops::commands());

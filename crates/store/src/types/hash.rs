@@ -137,6 +137,13 @@ impl HashValue {
         self.get(field).is_some()
     }
 
+    /// An empty hash already in the `hashtable` encoding: RESTORE of a hash with
+    /// more fields than `hash-max-listpack-entries` starts there, as Redis's
+    /// loader does.
+    pub fn new_hashtable(capacity: usize) -> Self {
+        HashValue::Map(Box::new(Map::with_capacity(capacity)))
+    }
+
     fn convert_to_map(&mut self) {
         if let HashValue::Pack(p) = self {
             let mut m = Map::with_capacity(p.len() / 2 + 1);

@@ -69,6 +69,12 @@ impl ListValue {
         }
     }
 
+    /// Sets the reported encoding outright: RESTORE gives a list the one Redis's
+    /// loader picks from the payload's node layout.
+    pub fn set_quicklist(&mut self, quicklist: bool) {
+        self.quicklist = quicklist;
+    }
+
     /// Re-evaluates the reported encoding against `list-max-listpack-size`.
     pub fn update_encoding(&mut self, limit: i64) {
         if !self.quicklist {

@@ -143,6 +143,21 @@ impl SetValue {
         }
     }
 
+    /// An empty set already in the `hashtable` encoding: RESTORE of a set too big
+    /// for the compact encodings starts there, as Redis's loader does.
+    pub fn new_hashtable(capacity: usize) -> Self {
+        SetValue::Map(Box::new(Members::with_capacity(capacity)))
+    }
+
+    /// The same members in the `hashtable` encoding (RESTORE of an intset or
+    /// listpack with more members than this server's limits allow).
+    pub fn into_hashtable(mut self) -> Self {
+        if !matches!(self, SetValue::Map(_)) {
+            self.convert_to_map(0);
+        }
+        self
+    }
+
     fn convert_to_map(&mut self, extra: usize) {
         let mut s = Members::with_capacity(self.len() + extra);
         for m in self.iter() {
