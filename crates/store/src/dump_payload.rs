@@ -133,6 +133,11 @@ impl<'a> Reader<'a> {
         Some(b)
     }
 
+    /// `n` raw bytes (stream ids, millisecond times).
+    pub fn raw(&mut self, n: usize) -> Option<&'a [u8]> {
+        self.take(n)
+    }
+
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let s = self.buf.get(self.pos..end)?;

@@ -17,6 +17,7 @@
 
 mod intset;
 pub mod listpack;
+mod stream;
 mod ziplist;
 mod zipmap;
 
@@ -82,6 +83,8 @@ pub struct Limits {
     pub zset_value: usize,
     /// `list-max-listpack-size`.
     pub list_fill: i64,
+    /// `stream-node-max-entries` / `stream-node-max-bytes`.
+    pub stream_nodes: crate::types::stream::NodeLimits,
 }
 
 impl Default for Limits {
@@ -92,6 +95,7 @@ impl Default for Limits {
             zset_entries: 128,
             zset_value: 64,
             list_fill: -2,
+            stream_nodes: Default::default(),
         }
     }
 }
@@ -104,6 +108,10 @@ impl Limits {
             zset_entries: config.encoding.get_usize(Limit::ZsetMaxListpackEntries),
             zset_value: config.encoding.get_usize(Limit::ZsetMaxListpackValue),
             list_fill: config.encoding.get(Limit::ListMaxListpackSize),
+            stream_nodes: crate::types::stream::NodeLimits {
+                max_entries: config.encoding.get_usize(Limit::StreamNodeMaxEntries),
+                max_bytes: config.encoding.get_usize(Limit::StreamNodeMaxBytes),
+            },
         }
     }
 }
@@ -165,6 +173,7 @@ pub fn encode(value: &Value, list_fill: i64, compress: bool) -> Vec<u8> {
         Value::Set(s) => encode_set(&mut o, s),
         Value::Hash(h) => encode_hash(&mut o, h),
         Value::ZSet(z) => encode_zset(&mut o, z),
+        Value::Stream(st) => stream::encode(&mut o.buf, st),
     }
     o.buf
 }
@@ -375,7 +384,10 @@ pub fn decode(body: &[u8], limits: &Limits) -> Option<Value> {
             let blob = r.string()?;
             elems_hash(&listpack::parse(&blob)?, limits)?
         }
-        // Streams (STREAM_LISTPACKS*), modules and unknown types.
+        t @ (STREAM_LISTPACKS | STREAM_LISTPACKS_2 | STREAM_LISTPACKS_3) => {
+            Value::Stream(Box::new(stream::decode(&mut r, t, limits.stream_nodes)?))
+        }
+        // Modules and unknown types.
         _ => return None,
     };
     (r.is_empty() && !value.is_empty_collection()).then_some(value)

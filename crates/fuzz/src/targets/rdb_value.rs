@@ -67,6 +67,10 @@ fn tight() -> Limits {
         zset_entries: 1,
         zset_value: 1,
         list_fill: 1,
+        stream_nodes: tidewire_store::types::stream::NodeLimits {
+            max_entries: 1,
+            max_bytes: 1,
+        },
     }
 }
 

@@ -229,6 +229,7 @@ fn restored_encodings_follow_the_limits() {
         },
         zset_entries: 2,
         zset_value: 64,
+        stream_nodes: Default::default(),
         list_fill: 2,
     };
     let d = Limits::default();
@@ -563,4 +564,56 @@ fn footer_errors() {
         restore(b"short", &Limits::default()),
         Err(RestoreError::Footer)
     );
+}
+
+#[test]
+fn streams_round_trip_with_groups() {
+    use crate::types::stream::{Consumer, Group, NodeLimits, StreamId, StreamValue};
+    let limits = Limits::default();
+    let mut s = StreamValue::default();
+    let nodes = NodeLimits {
+        max_entries: 4,
+        max_bytes: 0,
+    };
+    for i in 1..=10u64 {
+        let fields: Vec<Bytes> = if i % 4 == 0 {
+            vec![Bytes::from_static(b"other"), Bytes::from(i.to_string())]
+        } else {
+            vec![
+                Bytes::from_static(b"n"),
+                Bytes::from(i.to_string()),
+                Bytes::from_static(b"s"),
+                Bytes::from_static(b"text"),
+            ]
+        };
+        s.append(StreamId::new(100 + i, i), &fields, nodes);
+    }
+    assert!(s.delete(StreamId::new(101, 1)));
+    assert!(s.delete(StreamId::new(105, 5)));
+    let mut g = Group::new(StreamId::new(103, 3), 3);
+    g.consumers
+        .insert(Bytes::from_static(b"alice"), Consumer::new(5));
+    g.consumers
+        .insert(Bytes::from_static(b""), Consumer::new(6));
+    for (id, who) in [(102, &b"alice"[..]), (103, b"")] {
+        let who = Bytes::copy_from_slice(who);
+        let n = g.assign(StreamId::new(id, id - 100), &who, 7);
+        n.delivery_count = 2;
+    }
+    assert!(s.create_group(Bytes::from_static(b"g"), g));
+    assert!(s.create_group(Bytes::from_static(b"empty"), Group::new(StreamId::MIN, -1)));
+    let v = Value::Stream(Box::new(s));
+    let body = encode(&v, -2, true);
+    assert_eq!(body[0], rdb_type::STREAM_LISTPACKS_3);
+    assert_eq!(decode(&body, &limits), Some(v.clone()));
+    // Every strict prefix is refused, never a panic.
+    for cut in 0..body.len() {
+        assert_eq!(decode(&body[..cut], &limits), None, "{cut}");
+    }
+    // An empty stream (no entries, a last id) keeps its counters.
+    let mut e = StreamValue::default();
+    e.last_id = StreamId::new(9, 9);
+    e.entries_added = 4;
+    let e = Value::Stream(Box::new(e));
+    assert_eq!(decode(&encode(&e, -2, true), &limits), Some(e));
 }
