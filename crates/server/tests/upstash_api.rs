@@ -707,3 +707,100 @@ async fn slow_request_times_out() {
     );
     t.stop().await;
 }
+
+/// Streams over REST, in the shapes @upstash/redis reads: XREAD and XREADGROUP are
+/// ordinary reads there (BLOCK answers at once), and a read-only token may read a
+/// stream but not add to it or consume it as a group.
+#[tokio::test]
+async fn streams_over_rest() {
+    let t = start_with(|c| c.upstash.readonly_tokens = vec!["ro".into()]).await;
+    assert_eq!(
+        t.cmd(json!(["XADD", "s", "1-1", "f", "v", "n", 1])).await,
+        (200, json!({"result": "1-1"}))
+    );
+    assert_eq!(
+        t.cmd(json!(["XADD", "s", "2-0", "f", "w"])).await,
+        (200, json!({"result": "2-0"}))
+    );
+    assert_eq!(
+        t.cmd(json!(["XRANGE", "s", "-", "+"])).await,
+        (
+            200,
+            json!({"result": [["1-1", ["f", "v", "n", "1"]], ["2-0", ["f", "w"]]]})
+        )
+    );
+    assert_eq!(
+        t.cmd(json!(["XREAD", "COUNT", 1, "STREAMS", "s", "0"]))
+            .await,
+        (
+            200,
+            json!({"result": [["s", [["1-1", ["f", "v", "n", "1"]]]]]})
+        )
+    );
+    // Nothing new: BLOCK answers at once with nil instead of holding the request.
+    assert_eq!(
+        t.cmd(json!(["XREAD", "BLOCK", 1000, "STREAMS", "s", "$"]))
+            .await,
+        (200, json!({"result": null}))
+    );
+    assert_eq!(
+        t.cmd(json!(["XGROUP", "CREATE", "s", "g", "0"])).await.0,
+        200
+    );
+    let (status, body) = t
+        .post_json(
+            "/pipeline",
+            &json!([
+                [
+                    "XREADGROUP",
+                    "GROUP",
+                    "g",
+                    "c",
+                    "COUNT",
+                    1,
+                    "STREAMS",
+                    "s",
+                    ">"
+                ],
+                ["XPENDING", "s", "g"],
+                ["XACK", "s", "g", "1-1"],
+                ["XLEN", "s"]
+            ]),
+            &t.token,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!([
+            {"result": [["s", [["1-1", ["f", "v", "n", "1"]]]]]},
+            {"result": [1, "1-1", "1-1", [["c", "1"]]]},
+            {"result": 1},
+            {"result": 2}
+        ])
+    );
+    assert_eq!(
+        t.post_json("", &json!(["XRANGE", "s", "2", "+"]), "ro")
+            .await,
+        (200, json!({"result": [["2-0", ["f", "w"]]]}))
+    );
+    assert_eq!(
+        t.post_json("", &json!(["XADD", "s", "*", "f", "x"]), "ro")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        t.post_json(
+            "",
+            &json!(["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]),
+            "ro"
+        )
+        .await
+        .0,
+        400
+    );
+    // Commands that always block are still refused.
+    assert_eq!(t.cmd(json!(["BLPOP", "l", 1])).await.0, 400);
+    t.stop().await;
+}

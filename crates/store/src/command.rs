@@ -43,6 +43,9 @@ pub mod flag {
     pub const SUBSCRIBED_OK: u32 = 1 << 22;
     /// Not queued by MULTI: runs immediately (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET).
     pub const TX_CONTROL: u32 = 1 << 23;
+    /// Not a Redis flag: a BLOCKING command that blocks only when asked to (XREAD
+    /// … BLOCK); without the option it is an ordinary read, fine over REST.
+    pub const BLOCKS_ON_OPTION: u32 = 1 << 24;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),

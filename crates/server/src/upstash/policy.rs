@@ -60,7 +60,7 @@ fn refused(cmd: &Command) -> Result<(), Reply> {
             "ERR {} is not supported here: send the transaction's commands to /multi-exec",
             name.to_ascii_uppercase()
         ),
-        _ if cmd.has(flag::BLOCKING) => format!(
+        _ if cmd.has(flag::BLOCKING) && !cmd.has(flag::BLOCKS_ON_OPTION) => format!(
             "ERR blocking command {} is not supported over REST",
             name.to_ascii_uppercase()
         ),

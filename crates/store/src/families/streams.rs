@@ -32,10 +32,10 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd("xdel", -3, WRITE | FAST, keys(1, 1, 1), xdel).summary("Returns the number of messages after removing them from a stream.")),
         s(cmd("xtrim", -4, WRITE, keys(1, 1, 1), xtrim).summary("Deletes messages from the beginning of a stream.")),
         s(cmd("xsetid", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), xsetid).summary("An internal command for replicating stream values.")),
-        s(cmd("xread", -4, READONLY | BLOCKING, Keys::Custom(xread_keys), xread)
+        s(cmd("xread", -4, READONLY | BLOCKING | BLOCKS_ON_OPTION, Keys::Custom(xread_keys), xread)
             .blocks_on(BlockKind::Stream)
             .summary("Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise.")),
-        s(cmd("xreadgroup", -7, WRITE | BLOCKING, Keys::Custom(xread_keys), xreadgroup)
+        s(cmd("xreadgroup", -7, WRITE | BLOCKING | BLOCKS_ON_OPTION, Keys::Custom(xread_keys), xreadgroup)
             .blocks_on(BlockKind::StreamGroup)
             .summary("Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise.")),
         s(cmd("xack", -4, WRITE | FAST, keys(1, 1, 1), xack).summary("Returns the number of messages that were successfully acknowledged by the consumer group member of a stream.")),
