@@ -14,8 +14,11 @@ before(async () => {
 });
 
 after(async () => {
-  await cluster.close();
-  await tidewire.stop();
+  try {
+    await cluster?.close();
+  } finally {
+    await tidewire?.stop();
+  }
 });
 
 test('a broadcast from server A reaches clients on A and B', async () => {

@@ -15,7 +15,7 @@ before(async () => {
 });
 
 after(async () => {
-  await tidewire.stop();
+  await tidewire?.stop();
 });
 
 for (const lib of ['redis', 'ioredis']) {
@@ -29,7 +29,7 @@ for (const lib of ['redis', 'ioredis']) {
     });
 
     after(async () => {
-      await cluster.close();
+      await cluster?.close();
     });
 
     test('a broadcast from server A reaches clients on A and B, through the stream', async () => {
