@@ -5,8 +5,10 @@
 #   zset    one sorted set of 1M members
 #   set     one set of 1M members
 #   strings 1M plain strings  SET key:<i> value<i>
+#   stream  one stream of 1M entries of 3 small fields
+#           XADD events * user u<i%10000> action <one of 4> n <i>
 # Prints RSS in MiB and the ratio tidewire/redis (target <= 1.2).
-# Usage: bench/memory.sh [count]   (default 1000000; KINDS="zset set" picks datasets)
+# Usage: bench/memory.sh [count]   (default 1000000; KINDS="zset stream" picks datasets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT="${1:-1000000}"
@@ -27,6 +29,7 @@ gen() {
   python3 - "$1" "$COUNT" <<'PY'
 import sys
 kind, n = sys.argv[1], int(sys.argv[2])
+ACTIONS = ("view", "click", "buy", "share")
 out = sys.stdout
 def cmd(*a):
     out.write("*%d\r\n" % len(a))
@@ -40,6 +43,8 @@ for i in range(n):
         cmd("SET", "key:%d" % i, "value%d" % i)
     elif kind == "zset":
         cmd("ZADD", "z", i, "member:%d" % i)
+    elif kind == "stream":
+        cmd("XADD", "events", "*", "user", "u%d" % (i % 10000), "action", ACTIONS[i % 4], "n", i)
     else:
         cmd("SADD", "s", "member:%d" % i)
 PY
@@ -61,7 +66,7 @@ start_redis() {
 
 printf '\n%-8s %10s | %14s %11s | %7s\n' dataset count "tidewire MiB" "redis MiB" ratio
 printf '%s\n' "------------------------------------------------------------"
-for kind in ${KINDS:-hashes zset set strings}; do
+for kind in ${KINDS:-hashes zset set strings stream}; do
   gen "$kind" > "$work/$kind.resp"
   start_tidewire "$kind"; base_tw=$(rss_mib "$TW_PID")
   redis-cli -p "$TW_PORT" --pipe < "$work/$kind.resp" >/dev/null

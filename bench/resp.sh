@@ -10,14 +10,18 @@
 # too short to tell a real difference from a scheduling hiccup. Five rounds, not
 # three (2026-11-23): with three, single rows still moved ±10 % between runs of one
 # binary (a median of three follows one slow round too easily); the run takes ~13 min.
+# Custom rows (not redis-benchmark -t tests): zrange (ZRANGE 0 9 of a 100-member zset),
+# xadd (XADD <stream> * field value, the stream deleted before each round) and xrange
+# (XRANGE - + COUNT 10 of a 100-entry stream).
 # Usage: bench/resp.sh [-n requests] [-c clients]
-# Env: TESTS (redis-benchmark -t list), ROUNDS, PIPELINED_REQUESTS.
+# Env: TESTS (comma list of redis-benchmark -t names and the custom rows above, e.g.
+# TESTS=xadd,xrange runs only those), ROUNDS, PIPELINED_REQUESTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=200000
 C=50
 while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
-TESTS="${TESTS:-ping_mbulk,set,get,incr,mset,lpush,rpop,sadd,hset,zadd,lrange_100}"
+TESTS="${TESTS:-ping_mbulk,set,get,incr,mset,lpush,rpop,sadd,hset,zadd,lrange_100,zrange,xadd,xrange}"
 ROUNDS="${ROUNDS:-5}"
 
 if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
@@ -58,14 +62,27 @@ field() { echo "$1" | tr -d '"' | cut -d, -f"$2"; }
 # The CSV line of the median round by requests/s, from lines on stdin.
 median() { tr -d '"' | awk 'NF' | sort -t, -k2 -g | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'; }
 
+xadd() { # port pipeline
+  redis-cli -p "$1" del tw:bench:s >/dev/null
+  redis-benchmark -p "$1" -n "$(requests "$2")" -c "$C" -P "$2" --csv -q xadd tw:bench:s '*' field value 2>/dev/null | tail -n +2 | sed 's/^"[^"]*"/"XADD"/'
+}
+xrange() { # port pipeline
+  redis-cli -p "$1" del tw:bench:xs >/dev/null
+  for i in $(seq 1 100); do echo "XADD tw:bench:xs * f$i v$i"; done | redis-cli -p "$1" >/dev/null
+  redis-benchmark -p "$1" -n "$(requests "$2")" -c "$C" -P "$2" --csv -q xrange tw:bench:xs - + COUNT 10 2>/dev/null | tail -n +2 | sed 's/^"[^"]*"/"XRANGE_10"/'
+}
+
 one() { # port pipeline test
-  if [ "$3" = zrange ]; then zrange "$1" "$2"; else bench "$1" "$2" "$3"; fi
+  case "$3" in
+    zrange|xadd|xrange) "$3" "$1" "$2" ;;
+    *) bench "$1" "$2" "$3" ;;
+  esac
 }
 
 printf '\n%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' test P "tidewire rps" p50 p99 "redis rps" p50 p99 ratio
 printf '%s\n' "-------------------------------------------------------------------------------------------"
 for P in 1 16; do
-  for t in ${TESTS//,/ } zrange; do
+  for t in ${TESTS//,/ }; do
     : > "$work/tw.csv"; : > "$work/rs.csv"
     for round in $(seq 1 "$ROUNDS"); do
       if [ $((round % 2)) = 1 ]; then
@@ -77,7 +94,7 @@ for P in 1 16; do
     tw="$(median < "$work/tw.csv")"; rs="$(median < "$work/rs.csv")"
     [ -n "$tw" ] && [ -n "$rs" ] || { echo "$t: no result"; continue; }
     name="$(field "$tw" 1 | cut -d' ' -f1)"
-    [ "$t" = zrange ] && name="ZRANGE_0_9"
+    case "$t" in zrange) name="ZRANGE_0_9" ;; xadd) name="XADD" ;; xrange) name="XRANGE_10" ;; esac
     ratio="$(awk -v a="$(field "$tw" 2)" -v b="$(field "$rs" 2)" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')"
     printf '%-12s %4s | %12s %7s %7s | %12s %7s %7s | %6s\n' "$name" "$P" \
       "$(field "$tw" 2)" "$(field "$tw" 5)" "$(field "$tw" 7)" \
