@@ -537,18 +537,12 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if a != b {
         touch_watchers_for_swap(ctx, a, b);
         ctx.ks.swap_dbs(a, b);
-        // Clients blocked in either database may now find their list or zset.
+        // Clients blocked in either database look at their keys again: a list,
+        // sorted set or stream may have arrived, or a group reader's stream gone.
         if ctx.store.blocking.has_waiters() {
             for db in [a, b] {
-                let mut ready = Vec::new();
-                for part in ctx.ks.db_parts(db) {
-                    for (k, e) in part.map.iter() {
-                        if matches!(e.value, Value::List(_) | Value::ZSet(_)) {
-                            ready.push((db, k.to_bytes()));
-                        }
-                    }
-                }
-                ctx.ev.ready.extend(ready);
+                let waited = ctx.store.blocking.waited_keys(Some(db));
+                ctx.ev.ready.extend(waited);
             }
         }
     }

@@ -175,6 +175,16 @@ fn entries_reply(entries: Vec<StreamEntry>) -> Reply {
     Reply::Array(entries.into_iter().map(entry_reply).collect())
 }
 
+/// Entries straight from the stream's nodes in reply form (range reads).
+fn wire_reply(entries: Vec<(StreamId, tidewire_resp::BulkArray)>) -> Reply {
+    Reply::Array(
+        entries
+            .into_iter()
+            .map(|(id, fields)| Reply::Array(vec![id_reply(id), Reply::Bulks(fields)]))
+            .collect(),
+    )
+}
+
 // ---- storage helpers ---------------------------------------------------------------
 
 fn limits(ctx: &Ctx<'_>) -> NodeLimits {
@@ -503,12 +513,7 @@ fn range_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, rev: bool) -> CmdResult
         return Ok(Reply::NullArray);
     }
     let count = if count < 0 { 0 } else { count as usize };
-    let entries = if rev {
-        s.rev_range(start, end, count)
-    } else {
-        s.range(start, end, count)
-    };
-    Ok(entries_reply(entries))
+    Ok(wire_reply(s.range_wire(start, end, count, rev)))
 }
 
 fn xrange(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -803,7 +808,12 @@ fn read_plain(
     let Some(start) = after.next() else {
         return Ok(None);
     };
-    Ok(Some(entries_reply(s.range(start, StreamId::MAX, count))))
+    Ok(Some(wire_reply(s.range_wire(
+        start,
+        StreamId::MAX,
+        count,
+        false,
+    ))))
 }
 
 /// XREADGROUP of one stream: new entries (`>`), or the consumer's own pending
@@ -1960,6 +1970,48 @@ mod tests {
             )])
         );
         assert_eq!(a.store.blocking.blocked_clients(), 0);
+    }
+
+    #[test]
+    fn swapdb_wakes_stream_readers() {
+        let mut a = TestClient::new();
+        let mut p = a.other();
+        a.run(&["SELECT", "1"]);
+        let w = parked(exec(&mut a, &["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]));
+        p.run(&["XADD", "s", "1-0", "f", "v"]);
+        p.run(&["XGROUP", "CREATE", "s", "g", "0"]);
+        assert_eq!(w.waiter.take_served(), None);
+        p.run(&["SWAPDB", "0", "1"]);
+        assert_eq!(
+            w.waiter.take_served(),
+            Some(vec![Reply::Array(vec![Reply::Array(vec![
+                bulk("s"),
+                Reply::Array(vec![entry("1-0", &["f", "v"])]),
+            ])])])
+        );
+        // The stream swapped away under a group reader: it hears of it.
+        a.run(&["XGROUP", "SETID", "s", "g", "$"]);
+        let w = parked(exec(
+            &mut a,
+            &[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "BLOCK",
+                "0",
+                "STREAMS",
+                "s",
+                ">",
+            ],
+        ));
+        p.run(&["SWAPDB", "0", "1"]);
+        assert_eq!(
+            w.waiter.take_served(),
+            Some(vec![err(
+                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
+            )])
+        );
     }
 
     #[derive(Default)]

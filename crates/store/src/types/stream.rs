@@ -200,49 +200,54 @@ impl Node {
         self.last = id;
     }
 
-    /// The fields and values of the entry whose flag byte is at `flag_at`.
-    fn fields_at(&self, flag_at: usize, names: &[&[u8]]) -> Vec<Bytes> {
+    /// Calls `f` with each field and value (alternating) of the entry whose flag
+    /// byte is at `flag_at`.
+    fn fields_each(&self, flag_at: usize, names: &[&[u8]], mut f: impl FnMut(&[u8])) {
         let mut pos = flag_at;
         let flags = self.buf.get(pos).copied().unwrap_or(0);
         pos += 1;
         get_varint(&self.buf, &mut pos);
         get_varint(&self.buf, &mut pos);
-        let mut fields = Vec::new();
         if flags & FLAG_SAME_FIELDS != 0 {
-            fields.reserve(names.len() * 2);
             for name in names {
-                fields.push(Bytes::copy_from_slice(name));
-                fields.push(Bytes::copy_from_slice(get_slice(&self.buf, &mut pos)));
+                f(name);
+                f(get_slice(&self.buf, &mut pos));
             }
         } else {
             let n = get_varint(&self.buf, &mut pos);
             for _ in 0..n.saturating_mul(2) {
-                fields.push(Bytes::copy_from_slice(get_slice(&self.buf, &mut pos)));
+                f(get_slice(&self.buf, &mut pos));
             }
         }
+    }
+
+    /// The fields and values of the entry whose flag byte is at `flag_at`.
+    fn fields_at(&self, flag_at: usize, names: &[&[u8]]) -> Vec<Bytes> {
+        let mut fields = Vec::new();
+        self.fields_each(flag_at, names, |f| fields.push(Bytes::copy_from_slice(f)));
         fields
+    }
+
+    /// The node's entries in order, decoded one at a time (a read that stops
+    /// early does not walk the rest).
+    fn cursor(&self, master: StreamId) -> NodeCursor<'_> {
+        let mut pos = 0;
+        let n = get_varint(&self.buf, &mut pos);
+        for _ in 0..n {
+            get_slice(&self.buf, &mut pos);
+        }
+        NodeCursor {
+            buf: &self.buf,
+            pos,
+            names: n,
+            master,
+        }
     }
 
     /// Ids and flag offsets only (no field copies): for deletion and trimming.
     fn ids(&self, master: StreamId) -> Vec<(usize, bool, StreamId)> {
-        let (mut pos, names) = self.master_fields();
         let mut out = Vec::with_capacity(self.total as usize);
-        while pos < self.buf.len() {
-            let flag_at = pos;
-            let flags = self.buf[pos];
-            pos += 1;
-            let ms = master.ms.wrapping_add(get_varint(&self.buf, &mut pos));
-            let seq = get_varint(&self.buf, &mut pos);
-            let skip = if flags & FLAG_SAME_FIELDS != 0 {
-                names.len() as u64
-            } else {
-                get_varint(&self.buf, &mut pos).saturating_mul(2)
-            };
-            for _ in 0..skip {
-                get_slice(&self.buf, &mut pos);
-            }
-            out.push((flag_at, flags & FLAG_DELETED != 0, StreamId::new(ms, seq)));
-        }
+        out.extend(self.cursor(master));
         out
     }
 
@@ -253,6 +258,39 @@ impl Node {
                 self.live -= 1;
             }
         }
+    }
+}
+
+/// Walks a node's entries: (flag offset, deleted, id) each.
+struct NodeCursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Number of master field names (what a same-fields entry has values for).
+    names: u64,
+    master: StreamId,
+}
+
+impl Iterator for NodeCursor<'_> {
+    type Item = (usize, bool, StreamId);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let flag_at = self.pos;
+        let flags = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        let ms = self
+            .master
+            .ms
+            .wrapping_add(get_varint(self.buf, &mut self.pos));
+        let seq = get_varint(self.buf, &mut self.pos);
+        let skip = if flags & FLAG_SAME_FIELDS != 0 {
+            self.names
+        } else {
+            get_varint(self.buf, &mut self.pos).saturating_mul(2)
+        };
+        for _ in 0..skip {
+            get_slice(self.buf, &mut self.pos);
+        }
+        Some((flag_at, flags & FLAG_DELETED != 0, StreamId::new(ms, seq)))
     }
 }
 
@@ -419,59 +457,93 @@ impl StreamValue {
         self.nodes.range(..=id).next_back().map(|(k, _)| *k)
     }
 
+    /// Calls `visit` with each live entry with `start <= id <= end` (its id, its
+    /// node, the entry's offset and the node's master field names), ascending or
+    /// descending, at most `count` (0 = all).
+    fn walk(
+        &self,
+        start: StreamId,
+        end: StreamId,
+        count: usize,
+        rev: bool,
+        mut visit: impl FnMut(StreamId, &Node, usize, &[&[u8]]),
+    ) {
+        if start > end {
+            return;
+        }
+        let first = self.node_key_at_or_before(start).unwrap_or(start);
+        let mut seen = 0;
+        let mut take = |id: StreamId, node: &Node, at: usize, names: &[&[u8]]| {
+            visit(id, node, at, names);
+            seen += 1;
+            count != 0 && seen >= count
+        };
+        if !rev {
+            for (master, node) in self.nodes.range(first..=end) {
+                if node.last < start || node.live == 0 {
+                    continue;
+                }
+                let names = node.master_fields().1;
+                for (at, deleted, id) in node.cursor(*master) {
+                    if id > end {
+                        return;
+                    }
+                    if !deleted && id >= start && take(id, node, at, &names) {
+                        return;
+                    }
+                }
+            }
+        } else {
+            for (master, node) in self.nodes.range(first..=end).rev() {
+                if node.last < start || node.live == 0 {
+                    continue;
+                }
+                let names = node.master_fields().1;
+                for (at, deleted, id) in node.ids(*master).into_iter().rev() {
+                    if id < start {
+                        return;
+                    }
+                    if !deleted && id <= end && take(id, node, at, &names) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Live entries with `start <= id <= end`, ascending; `count` 0 = all.
     pub fn range(&self, start: StreamId, end: StreamId, count: usize) -> Vec<StreamEntry> {
         let mut out = Vec::new();
-        if start > end {
-            return out;
-        }
-        let first = self.node_key_at_or_before(start).unwrap_or(start);
-        for (master, node) in self.nodes.range(first..=end) {
-            if node.last < start || node.live == 0 {
-                continue;
-            }
-            let names = node.master_fields().1;
-            for (at, deleted, id) in node.ids(*master) {
-                if id > end {
-                    return out;
-                }
-                if deleted || id < start {
-                    continue;
-                }
-                out.push((id, node.fields_at(at, &names)));
-                if count != 0 && out.len() >= count {
-                    return out;
-                }
-            }
-        }
+        self.walk(start, end, count, false, |id, node, at, names| {
+            out.push((id, node.fields_at(at, names)))
+        });
         out
     }
 
     /// Live entries with `start <= id <= end`, descending; `count` 0 = all.
     pub fn rev_range(&self, start: StreamId, end: StreamId, count: usize) -> Vec<StreamEntry> {
         let mut out = Vec::new();
-        if start > end {
-            return out;
-        }
-        let first = self.node_key_at_or_before(start).unwrap_or(start);
-        for (master, node) in self.nodes.range(first..=end).rev() {
-            if node.last < start || node.live == 0 {
-                continue;
-            }
-            let names = node.master_fields().1;
-            for (at, deleted, id) in node.ids(*master).into_iter().rev() {
-                if id < start {
-                    return out;
-                }
-                if deleted || id > end {
-                    continue;
-                }
-                out.push((id, node.fields_at(at, &names)));
-                if count != 0 && out.len() >= count {
-                    return out;
-                }
-            }
-        }
+        self.walk(start, end, count, true, |id, node, at, names| {
+            out.push((id, node.fields_at(at, names)))
+        });
+        out
+    }
+
+    /// Like [`StreamValue::range`] / [`StreamValue::rev_range`], each entry's fields
+    /// and values already in reply form (no copy per field).
+    pub fn range_wire(
+        &self,
+        start: StreamId,
+        end: StreamId,
+        count: usize,
+        rev: bool,
+    ) -> Vec<(StreamId, tidewire_resp::BulkArray)> {
+        let mut out = Vec::new();
+        self.walk(start, end, count, rev, |id, node, at, names| {
+            let mut fields = tidewire_resp::BulkArray::with_capacity(names.len() * 2, 64);
+            node.fields_each(at, names, |f| fields.push(f));
+            out.push((id, fields))
+        });
         out
     }
 
