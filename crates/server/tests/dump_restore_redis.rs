@@ -400,14 +400,20 @@ fn version(c: &mut redis::Connection) -> (u32, u32) {
 }
 
 /// `payload` for a server reading RDB versions up to `max`: as is, or re-sealed
-/// as version 10 when nothing in it needs 11 (`None` for a listpack set).
+/// as version 10 when nothing in it needs 11 (`None` for a listpack set). A
+/// stream is re-encoded as Redis 7.0 writes it (type 19: the same node listpacks
+/// and groups, without the consumers' active times).
 fn for_reader(payload: &[u8], max: u16) -> Option<Vec<u8>> {
     if max >= 11 {
         return Some(payload.to_vec());
     }
     let mut body = payload[..payload.len() - 10].to_vec();
-    // Listpack sets and version-3 streams (consumer active times) are 7.2's.
-    if body[0] == 20 || body[0] == 21 {
+    if body[0] == 21 {
+        let value = tidewire_store::rdb_value::restore(payload, &Default::default()).ok()?;
+        body = tidewire_store::rdb_value::encode_stream_v10(&value)?;
+    }
+    // Listpack sets are 7.2's.
+    if body[0] == 20 {
         return None;
     }
     body.extend_from_slice(&10u16.to_le_bytes());
@@ -537,7 +543,7 @@ fn payloads_move_both_ways_between_redis_and_tidewire() {
         assert_eq!(&payload[payload.len() - 10..payload.len() - 8], &[11, 0]);
         let Some(payload) = for_reader(&payload, max_version) else {
             eprintln!(
-                "{key}: a listpack set or a stream, which a redis-server reading RDB {max_version} lacks"
+                "{key}: a listpack set, which a redis-server reading RDB {max_version} lacks"
             );
             continue;
         };
@@ -549,7 +555,7 @@ fn payloads_move_both_ways_between_redis_and_tidewire() {
         assert_eq!(content(&mut r, key), content(&mut t, key), "{key}");
         restored += 1;
     }
-    assert!(restored >= keys.len() - 4, "{restored} of {}", keys.len());
+    assert!(restored >= keys.len() - 1, "{restored} of {}", keys.len());
     // Redis's own checks of what Tidewire wrote: deep sanitization on.
     run(
         &mut r,

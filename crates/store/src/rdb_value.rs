@@ -125,6 +125,18 @@ pub enum RestoreError {
     BadData,
 }
 
+/// A stream as RDB version 10 readers (Redis 7.0) take it: type 19, without the
+/// consumers' active times that version 11 added. For moving streams to an older
+/// server; `None` for any other value.
+pub fn encode_stream_v10(value: &Value) -> Option<Vec<u8>> {
+    let Value::Stream(st) = value else {
+        return None;
+    };
+    let mut buf = Vec::new();
+    stream::encode(&mut buf, st, false);
+    Some(buf)
+}
+
 /// The DUMP payload of `value`: the object, then the version and CRC footer.
 /// `compress` is `rdbcompression`.
 pub fn dump(value: &Value, limits: &Limits, compress: bool) -> Bytes {
@@ -173,7 +185,7 @@ pub fn encode(value: &Value, list_fill: i64, compress: bool) -> Vec<u8> {
         Value::Set(s) => encode_set(&mut o, s),
         Value::Hash(h) => encode_hash(&mut o, h),
         Value::ZSet(z) => encode_zset(&mut o, z),
-        Value::Stream(st) => stream::encode(&mut o.buf, st),
+        Value::Stream(st) => stream::encode(&mut o.buf, st, true),
     }
     o.buf
 }

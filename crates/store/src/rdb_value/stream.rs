@@ -74,9 +74,14 @@ fn node_listpack(master: StreamId, entries: &[StreamEntry]) -> Vec<u8> {
     w.finish()
 }
 
-/// Appends the type byte and the stream, as Redis 7.2 writes it.
-pub fn encode(out: &mut Vec<u8>, s: &StreamValue) {
-    out.push(STREAM_LISTPACKS_3);
+/// Appends the type byte and the stream, as Redis 7.2 writes it (`v3`), or as
+/// Redis 7.0 does (type 19: no consumer active times).
+pub fn encode(out: &mut Vec<u8>, s: &StreamValue, v3: bool) {
+    out.push(if v3 {
+        STREAM_LISTPACKS_3
+    } else {
+        STREAM_LISTPACKS_2
+    });
     let nodes = s.node_entries();
     put_len(out, nodes.len() as u64);
     for (master, entries) in &nodes {
@@ -106,7 +111,9 @@ pub fn encode(out: &mut Vec<u8>, s: &StreamValue) {
         for (cname, c) in &g.consumers {
             put_string(out, cname);
             out.extend_from_slice(&c.seen_time.to_le_bytes());
-            out.extend_from_slice(&c.active_time.to_le_bytes());
+            if v3 {
+                out.extend_from_slice(&c.active_time.to_le_bytes());
+            }
             put_len(out, c.pel.len() as u64);
             for id in &c.pel {
                 out.extend_from_slice(&id_raw(*id));
