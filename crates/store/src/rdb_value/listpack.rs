@@ -137,6 +137,28 @@ fn encode_backlen(out: &mut Vec<u8>, len: usize) {
     }
 }
 
+/// Bytes an integer element takes (encoding, data and back-length).
+pub fn int_size(n: i64) -> usize {
+    let enc = match n {
+        0..=127 => 1,
+        -4096..=4095 => 2,
+        -32768..=32767 => 3,
+        -8_388_608..=8_388_607 => 4,
+        _ if i32::try_from(n).is_ok() => 5,
+        _ => 9,
+    };
+    enc + backlen_size(enc)
+}
+
+/// Bytes an element takes as `lpAppend` stores it: an integer when `s` is one
+/// in canonical form, else a string.
+pub fn elem_size(s: &[u8]) -> usize {
+    match crate::num::parse_i64(s) {
+        Some(n) => int_size(n),
+        None => Writer::entry_size(s),
+    }
+}
+
 /// Builds a listpack blob element by element.
 pub struct Writer {
     buf: Vec<u8>,

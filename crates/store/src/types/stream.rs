@@ -15,6 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
+use crate::rdb_value::listpack;
+
 /// A stream entry id, `<ms>-<seq>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct StreamId {
@@ -135,21 +137,36 @@ struct Node {
     total: u32,
     /// The id of the node's last entry (deleted or not): where appends continue.
     last: StreamId,
+    /// The size Redis's listpack for this node would have: nodes split where
+    /// Redis's split (`stream-node-max-bytes` counts listpack bytes), so that
+    /// approximate trimming (`MAXLEN ~`), which drops whole nodes, keeps what
+    /// Redis keeps.
+    lp_bytes: usize,
 }
+
+/// A listpack's header and terminator.
+const LP_OVERHEAD: usize = 7;
 
 impl Node {
     fn new(fields: &[Bytes]) -> Node {
         let mut buf = Vec::with_capacity(64);
         put_varint(&mut buf, (fields.len() / 2) as u64);
+        let mut lp_bytes = LP_OVERHEAD
+            + listpack::int_size(1)
+            + listpack::int_size(0)
+            + listpack::int_size((fields.len() / 2) as i64)
+            + listpack::int_size(0);
         for f in fields.iter().step_by(2) {
             put_varint(&mut buf, f.len() as u64);
             buf.extend_from_slice(f);
+            lp_bytes += listpack::elem_size(f);
         }
         Node {
             buf,
             live: 0,
             total: 0,
             last: StreamId::MIN,
+            lp_bytes,
         }
     }
 
@@ -179,6 +196,23 @@ impl Node {
 
     fn append(&mut self, master: StreamId, id: StreamId, fields: &[Bytes]) {
         let same = self.has_master_fields(fields);
+        let pairs = (fields.len() / 2) as i64;
+        self.lp_bytes += listpack::int_size(if same { 2 } else { 0 })
+            + listpack::int_size(id.ms.wrapping_sub(master.ms) as i64)
+            + listpack::int_size(id.seq.wrapping_sub(master.seq) as i64);
+        if same {
+            self.lp_bytes += fields
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .map(|v| listpack::elem_size(v))
+                .sum::<usize>()
+                + listpack::int_size(pairs + 3);
+        } else {
+            self.lp_bytes += listpack::int_size(pairs)
+                + fields.iter().map(|f| listpack::elem_size(f)).sum::<usize>()
+                + listpack::int_size(2 * pairs + 4);
+        }
         let buf = &mut self.buf;
         buf.push(if same { FLAG_SAME_FIELDS } else { 0 });
         put_varint(buf, id.ms - master.ms);
@@ -430,10 +464,18 @@ impl StreamValue {
 
     /// Appends an entry with `id`, which the caller checked is above `last_id`.
     pub fn append(&mut self, id: StreamId, fields: &[Bytes], limits: NodeLimits) {
-        let entry_bytes: usize = fields.iter().map(|f| f.len() + 1).sum::<usize>() + 4;
+        // Redis's rule (`streamAppendItem`): a new node once the listpack plus the
+        // new fields' raw bytes would reach the byte limit (0: Redis's 1 GB cap),
+        // or once it holds the maximum number of entries, deleted ones included.
+        const LISTPACK_MAX: usize = 1 << 30;
+        let max_bytes = match limits.max_bytes {
+            0 => LISTPACK_MAX,
+            n => n.min(LISTPACK_MAX),
+        };
+        let raw: usize = fields.iter().map(|f| f.len()).sum();
         let fits = self.nodes.last_key_value().is_some_and(|(_, n)| {
-            (limits.max_entries == 0 || (n.total as usize) < limits.max_entries)
-                && (limits.max_bytes == 0 || n.buf.len() + entry_bytes <= limits.max_bytes)
+            n.lp_bytes + raw < max_bytes
+                && (limits.max_entries == 0 || (n.total as usize) < limits.max_entries)
         });
         if !fits {
             if let Some((_, n)) = self.nodes.iter_mut().next_back() {
@@ -959,6 +1001,42 @@ mod tests {
         assert!(s.is_empty());
         assert_eq!(s.first_id, StreamId::MIN);
         assert_eq!(s.last_id, StreamId::new(10, 0));
+    }
+
+    /// Nodes split where Redis's listpacks split (checked against redis-server
+    /// with the same ids): BullMQ's event mix fills a first node with 92 entries,
+    /// so `MAXLEN ~ 5` drops 92, as Redis does.
+    #[test]
+    fn nodes_split_as_redis_listpacks_do() {
+        let mut s = StreamValue::default();
+        for i in 1..=25u64 {
+            let base = 1_700_000_000_000 + i * 4;
+            let n = i.to_string();
+            let events: [&[&str]; 4] = [
+                &["event", "added", "jobId", &n, "name", "test"],
+                &["event", "waiting", "jobId", &n],
+                &["event", "active", "jobId", &n, "prev", "waiting"],
+                &[
+                    "event",
+                    "completed",
+                    "jobId",
+                    &n,
+                    "returnvalue",
+                    "null",
+                    "prev",
+                    "active",
+                ],
+            ];
+            for (k, e) in events.iter().enumerate() {
+                s.append(
+                    StreamId::new(base + k as u64, 0),
+                    &f(e),
+                    NodeLimits::default(),
+                );
+            }
+        }
+        assert_eq!(s.node_count(), 2);
+        assert_eq!(s.trim(Trim::MaxLen(5), true, 0), 92);
     }
 
     #[test]
