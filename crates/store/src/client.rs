@@ -286,6 +286,12 @@ pub struct Client {
     pub last_end: Option<std::time::Instant>,
     /// See [`crate::command::LastCommand`].
     pub last_command: crate::command::LastCommand,
+    /// `CLIENT TRACKING on` (the options live in `Store::tracking`).
+    pub tracking: bool,
+    /// `CLIENT CACHING yes|no`, for the next command (or the next transaction).
+    pub caching: Option<bool>,
+    /// Set by CLIENT CACHING: the next command is the one `caching` is for.
+    pub caching_fresh: bool,
 }
 
 impl Client {
@@ -306,6 +312,9 @@ impl Client {
             retrying: false,
             last_end: None,
             last_command: Default::default(),
+            tracking: false,
+            caching: None,
+            caching_fresh: false,
         }
     }
 

@@ -66,6 +66,11 @@ pub struct Events {
     pub touched_dbs: Vec<Option<usize>>,
     /// Replies to send before the command's own (SUBSCRIBE a b c).
     pub extra_replies: Vec<Reply>,
+    /// Keys changed, for clients tracking them (`CLIENT TRACKING`), each with the
+    /// id of the client whose command changed it (0: the server).
+    pub invalidated: Vec<(Bytes, u64)>,
+    /// The client whose commands produce these events (NOLOOP tracking).
+    pub origin: u64,
     pub block: Option<BlockSpec>,
 }
 
@@ -309,6 +314,13 @@ impl Store {
         if argv.is_empty() {
             return Outcome::Replies;
         }
+        // CLIENT CACHING applies to the one command after it (a whole MULTI … EXEC).
+        if client.caching.is_some() {
+            if !client.caching_fresh && client.multi.is_none() {
+                client.caching = None;
+            }
+            client.caching_fresh = false;
+        }
         let now = crate::clock::unix_ms_at(start);
         client
             .info
@@ -366,8 +378,18 @@ impl Store {
                 None
             };
             let refuse_when_full = crate::evict::refused_when_full(cmd, client.multi.as_ref());
-            if let Err(e) = refused.map_or_else(|| crate::evict::check(self, refuse_when_full), Err)
-            {
+            // Invalidations of keys evicted to make room reach a tracking client
+            // before its reply, as in Redis (they happen before the command runs).
+            let checked = if client.tracking {
+                let (checked, early) = crate::tracking::capture_for(client.id(), || {
+                    refused.map_or_else(|| crate::evict::check(self, refuse_when_full), Err)
+                });
+                out.extend(early);
+                checked
+            } else {
+                refused.map_or_else(|| crate::evict::check(self, refuse_when_full), Err)
+            };
+            if let Err(e) = checked {
                 out.push(self.reject(client, cmd, e));
                 return Outcome::Replies;
             }
@@ -548,6 +570,7 @@ impl Store {
         // CLIENT NO-TOUCH: reads leave the keys' access data alone; TOUCH still
         // touches, as in Redis.
         ks.no_touch = client.info.no_touch.load(Ordering::Relaxed) && cmd.spec.name != "touch";
+        ev.origin = client.id();
         let dirty_before = ev.dirty;
         let first_arg = if cmd.is_sub { 2 } else { 1 };
         let mut args = Args::new(argv, first_arg);
@@ -629,6 +652,11 @@ impl Store {
                     self.watches.touch(client.db, &argv[p]);
                 }
             }
+            if self.tracking.any() && !own_touches {
+                for p in cmd.spec.keys.positions(argv) {
+                    ev.invalidated.push((argv[p].clone(), client.id()));
+                }
+            }
             // As Redis's signalKeyAsReady / signalDeletedKeyAsReady: a key a
             // client waits on that was written (renamed over, deleted, restored
             // …) is looked at again by its waiters.
@@ -649,6 +677,27 @@ impl Store {
             }
         } else if let Some(cmds) = ev.rewritten.take() {
             ev.propagated.extend(cmds);
+        }
+        // A tracking client's reads: remember their keys (Redis's
+        // trackingRememberKeys), also for the reads a script or EXEC makes.
+        // Not for EVAL_RO / FCALL_RO themselves: a script's reads are its commands'.
+        if client.tracking
+            && cmd.has(flag::READONLY)
+            && !cmd.has(flag::PUBSUB)
+            && !cmd.has(flag::NOSCRIPT)
+        {
+            let positions = cmd.spec.keys.positions(argv);
+            if !positions.is_empty() {
+                let max = self.config.get_u64("tracking-table-max-keys") as usize;
+                let lookup = |id| self.client_by_id(id);
+                self.tracking.remember(
+                    client.id(),
+                    client.caching,
+                    positions.iter().map(|p| &argv[*p]),
+                    max,
+                    &lookup,
+                );
+            }
         }
         let slower_than = self.config.slowlog_slower_than.load(Ordering::Relaxed);
         if elapsed_us >= slower_than
@@ -673,8 +722,12 @@ impl Store {
             return;
         }
         let flags = self.config.notify_flags();
+        let tracking = self.tracking.any();
         for (db, key) in ks.expired.drain(..) {
             self.watches.touch(db, &key);
+            if tracking {
+                ev.invalidated.push((key.clone(), 0));
+            }
             if flags & notify::EXPIRED != 0 {
                 ev.notifications
                     .push((notify::EXPIRED, "expired", db, key.clone()));
@@ -696,8 +749,12 @@ impl Store {
             }
         }
         let waiting = self.blocking.has_waiters();
+        let tracking = self.tracking.any();
         for (db, key) in ev.touched.drain(..) {
             self.watches.touch(db, &key);
+            if tracking {
+                ev.invalidated.push((key.clone(), ev.origin));
+            }
             if waiting && !ev.ready.iter().any(|(d, k)| *d == db && *k == key) {
                 ev.ready.push((db, key));
             }
@@ -713,6 +770,11 @@ impl Store {
     /// Work done after the locks are released: notifications, then serving the
     /// clients blocked on keys this command made ready.
     pub fn after_unlock(&self, ev: &mut Events) {
+        if !ev.invalidated.is_empty() {
+            let lookup = |id| self.client_by_id(id);
+            self.tracking.invalidate(&ev.invalidated, &lookup);
+            ev.invalidated.clear();
+        }
         self.publish_notifications(ev);
         if !ev.ready.is_empty() && self.blocking.has_waiters() {
             let ready: Vec<(usize, Bytes)> = ev.ready.drain(..).collect();
@@ -816,11 +878,20 @@ impl Store {
         self.finish_locked(&mut ks, &mut ev);
         drop(ks);
         self.publish_notifications(&mut ev);
+        // Keys the served command changed: its own client hears of them right
+        // after its reply (Redis: "Unblocked BLMOVE gets notification after
+        // response"), everyone else as usual.
+        let (_, own) = crate::tracking::capture_for(job.info.id, || {
+            let lookup = |id| self.client_by_id(id);
+            self.tracking.invalidate(&ev.invalidated, &lookup);
+        });
+        ev.invalidated.clear();
         if blocked {
             return None;
         }
         let mut replies = std::mem::take(&mut ev.extra_replies);
         replies.push(reply);
+        replies.extend(own);
         Some((replies, ev.ready.drain(..).collect()))
     }
 

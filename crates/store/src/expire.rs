@@ -17,6 +17,12 @@ const TICK_BUDGET: Duration = Duration::from_millis(25);
 
 /// One tick of the cycle. Returns the number of keys expired.
 pub fn active_expire_cycle(store: &Store) -> u64 {
+    // The same periodic task keeps the tracking table within its limit.
+    if store.tracking.any() {
+        let max = store.config.get_u64("tracking-table-max-keys") as usize;
+        let lookup = |id| store.client_by_id(id);
+        store.tracking.enforce_limit(max, &lookup);
+    }
     if !store
         .active_expire
         .load(std::sync::atomic::Ordering::Relaxed)

@@ -37,6 +37,7 @@ pub mod small_bytes;
 pub mod str_value;
 #[doc(hidden)]
 pub mod testkit;
+pub mod tracking;
 pub mod types;
 pub mod value;
 pub mod watch;
@@ -159,6 +160,8 @@ pub struct Store {
     pub stats: Stats,
     pub blocking: blocking::Blocking,
     pub watches: watch::Watches,
+    /// Client-side caching: who tracks which keys (`CLIENT TRACKING`).
+    pub tracking: tracking::Tracking,
     pub slowlog: slowlog::Slowlog,
     clients: RwLock<std::collections::HashMap<u64, Arc<ClientInfo>>>,
     monitors: RwLock<Vec<Arc<ClientInfo>>>,
@@ -208,6 +211,7 @@ impl Store {
             stats: Default::default(),
             blocking: Default::default(),
             watches: Default::default(),
+            tracking: Default::default(),
             slowlog: Default::default(),
             clients: Default::default(),
             monitors: Default::default(),
@@ -315,6 +319,9 @@ impl Store {
     pub fn drop_client(&self, client: &mut Client) {
         families::pubsub::unsubscribe_all(self, client);
         families::transactions::unwatch_all(self, client);
+        if client.tracking {
+            self.tracking.disable(client.id());
+        }
         self.clients.write().remove(&client.id());
         if client.info.is_monitor.load(Ordering::Relaxed) {
             self.monitors.write().retain(|m| m.id != client.id());

@@ -40,6 +40,17 @@ pub fn commands() -> Vec<CommandSpec> {
             cmd("no-touch", 3, c, NO_KEYS, no_touch).summary(
                 "Controls whether commands sent by the client affect the LRU/LFU of accessed keys.",
             ),
+            cmd("tracking", -3, c, NO_KEYS, tracking)
+                .summary("Controls server-assisted client-side caching for the connection."),
+            cmd("caching", 3, c, NO_KEYS, caching).summary(
+                "Instructs the server whether to track the keys in the next request.",
+            ),
+            cmd("getredir", 2, c, NO_KEYS, getredir).summary(
+                "Returns the client ID to which the connection's tracking notifications are redirected.",
+            ),
+            cmd("trackinginfo", 2, c, NO_KEYS, trackinginfo).summary(
+                "Returns information about server-assisted client-side caching for the connection.",
+            ),
             cmd("pause", -3, f, NO_KEYS, pause).summary("Suspends commands processing."),
             cmd("unpause", 2, f, NO_KEYS, unpause)
                 .summary("Resumes processing commands from paused clients."),
@@ -453,6 +464,168 @@ fn unblock(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         }
         _ => Ok(Reply::Int(0)),
     }
+}
+
+/// CLIENT TRACKING on|off [REDIRECT id] [PREFIX p …] [BCAST] [OPTIN] [OPTOUT]
+/// [NOLOOP], with Redis's checks in Redis's order.
+fn tracking(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    use crate::tracking::TrackingOptions;
+    let mode = args.next_bytes()?.clone();
+    let mut opts = TrackingOptions::default();
+    while let Some(opt) = args.peek().cloned() {
+        args.next_bytes()?;
+        let more = !args.is_empty();
+        if opt.eq_ignore_ascii_case(b"redirect") && more {
+            if opts.redirect != 0 {
+                return Err(CmdError::err(
+                    "A client can only redirect to a single other client",
+                ));
+            }
+            let id = args.next_i64()?;
+            if id <= 0 || ctx.store.client_by_id(id as u64).is_none() {
+                return Err(CmdError::err(
+                    "The client ID you want redirect to does not exist",
+                ));
+            }
+            opts.redirect = id as u64;
+        } else if opt.eq_ignore_ascii_case(b"bcast") {
+            opts.bcast = true;
+        } else if opt.eq_ignore_ascii_case(b"optin") {
+            opts.optin = true;
+        } else if opt.eq_ignore_ascii_case(b"optout") {
+            opts.optout = true;
+        } else if opt.eq_ignore_ascii_case(b"noloop") {
+            opts.noloop = true;
+        } else if opt.eq_ignore_ascii_case(b"prefix") && more {
+            opts.prefixes.push(args.next_owned()?);
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let id = ctx.client.id();
+    if mode.eq_ignore_ascii_case(b"on") {
+        if !opts.bcast && !opts.prefixes.is_empty() {
+            return Err(CmdError::err(
+                "PREFIX option requires BCAST mode to be enabled",
+            ));
+        }
+        let current = ctx.store.tracking.options(id).map(|(o, _)| o);
+        if let Some(cur) = &current {
+            if cur.bcast != opts.bcast {
+                return Err(CmdError::err("You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode."));
+            }
+        }
+        if opts.bcast && (opts.optin || opts.optout) {
+            return Err(CmdError::err(
+                "OPTIN and OPTOUT are not compatible with BCAST",
+            ));
+        }
+        if opts.optin && opts.optout {
+            return Err(CmdError::err(
+                "You can't specify both OPTIN mode and OPTOUT mode",
+            ));
+        }
+        if let Some(cur) = &current {
+            if (opts.optin && cur.optout) || (opts.optout && cur.optin) {
+                return Err(CmdError::err("You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode."));
+            }
+        }
+        if opts.bcast {
+            ctx.store
+                .tracking
+                .check_prefixes(id, &opts.prefixes)
+                .map_err(CmdError::Err)?;
+        }
+        ctx.store.tracking.enable(&ctx.client.info, opts);
+        ctx.client.tracking = true;
+    } else if mode.eq_ignore_ascii_case(b"off") {
+        ctx.store.tracking.disable(id);
+        ctx.client.tracking = false;
+        ctx.client.caching = None;
+    } else {
+        return Err(CmdError::Syntax);
+    }
+    Ok(Reply::ok())
+}
+
+/// CLIENT CACHING yes|no: OPTIN / OPTOUT for the next command.
+fn caching(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let Some((opts, _)) = ctx.store.tracking.options(ctx.client.id()) else {
+        return Err(CmdError::err("CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled"));
+    };
+    let v = args.next_bytes()?;
+    let yes = if v.eq_ignore_ascii_case(b"yes") {
+        if !opts.optin {
+            return Err(CmdError::err(
+                "CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.",
+            ));
+        }
+        true
+    } else if v.eq_ignore_ascii_case(b"no") {
+        if !opts.optout {
+            return Err(CmdError::err(
+                "CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.",
+            ));
+        }
+        false
+    } else {
+        return Err(CmdError::Syntax);
+    };
+    ctx.client.caching = Some(yes);
+    ctx.client.caching_fresh = true;
+    Ok(Reply::ok())
+}
+
+fn getredir(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Int(
+        ctx.store
+            .tracking
+            .options(ctx.client.id())
+            .map_or(-1, |(o, _)| o.redirect as i64),
+    ))
+}
+
+fn trackinginfo(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    let s = |v: &'static str| Reply::Bulk(Bytes::from_static(v.as_bytes()));
+    let state = ctx.store.tracking.options(ctx.client.id());
+    let mut flags = vec![s(if state.is_some() { "on" } else { "off" })];
+    let (redirect, prefixes) = match &state {
+        None => (-1, Vec::new()),
+        Some((o, broken)) => {
+            if o.bcast {
+                flags.push(s("bcast"));
+            }
+            if o.optin {
+                flags.push(s("optin"));
+                if ctx.client.caching == Some(true) {
+                    flags.push(s("caching-yes"));
+                }
+            }
+            if o.optout {
+                flags.push(s("optout"));
+                if ctx.client.caching == Some(false) {
+                    flags.push(s("caching-no"));
+                }
+            }
+            if o.noloop {
+                flags.push(s("noloop"));
+            }
+            if *broken {
+                flags.push(s("broken_redirect"));
+            }
+            let prefixes = if o.bcast {
+                o.prefixes.iter().cloned().map(Reply::Bulk).collect()
+            } else {
+                Vec::new()
+            };
+            (o.redirect as i64, prefixes)
+        }
+    };
+    Ok(Reply::Map(vec![
+        (s("flags"), Reply::Set(flags)),
+        (s("redirect"), Reply::Int(redirect)),
+        (s("prefixes"), Reply::Array(prefixes)),
+    ]))
 }
 
 fn on_off(args: &mut Args<'_>) -> Result<bool, CmdError> {

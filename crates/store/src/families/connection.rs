@@ -239,6 +239,11 @@ fn reset(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         .store(false, std::sync::atomic::Ordering::Relaxed);
     super::transactions::unwatch_all(ctx.store, ctx.client);
     super::pubsub::unsubscribe_all(ctx.store, ctx.client);
+    if ctx.client.tracking {
+        ctx.store.tracking.disable(ctx.client.id());
+        ctx.client.tracking = false;
+        ctx.client.caching = None;
+    }
     ctx.client.select(0);
     ctx.client.proto = Protocol::Resp2;
     ctx.client

@@ -223,8 +223,15 @@ fn touch_watched_existing(ctx: &mut Ctx<'_>, db: usize) {
     }
 }
 
+/// Clients caching keys drop everything (Redis's trackingInvalidateKeysOnFlush).
+fn invalidate_tracking(ctx: &Ctx<'_>) {
+    let lookup = |id| ctx.store.client_by_id(id);
+    ctx.store.tracking.flush(&lookup);
+}
+
 fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     flush_mode(args)?;
+    invalidate_tracking(ctx);
     let db = ctx.db();
     touch_watched_existing(ctx, db);
     let n: usize = ctx
@@ -242,6 +249,7 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 
 fn flushall(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     flush_mode(args)?;
+    invalidate_tracking(ctx);
     let mut n = 0;
     for db in 0..crate::keyspace::NUM_DBS {
         touch_watched_existing(ctx, db);
