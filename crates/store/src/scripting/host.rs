@@ -45,14 +45,17 @@ pub struct CommandHost {
     /// Whether a write command already ran: from then on the script cannot be
     /// refused half-way for memory, as in Redis.
     wrote: bool,
-    /// Whether this script's thread already gave its runtime worker away.
-    handed_off: bool,
+    /// Script run time (ms) at which this thread next gives its runtime worker's
+    /// queued tasks away.
+    next_hand_off_ms: u64,
 }
 
 /// A script that has run this long gives its worker thread's other tasks to a new
 /// worker: the runtime's accept loop, the connections that would answer -BUSY
 /// and SCRIPT KILL, must not wait behind it.
 const HAND_OFF_AFTER_MS: u64 = 2;
+/// How often a long script repeats the hand-off (each costs it 1 ms).
+const HAND_OFF_EVERY_MS: u64 = 100;
 
 /// On a multi-threaded runtime, moves the tasks queued on this worker to a new
 /// worker thread and lets the script go on here (`block_in_place`; the short
@@ -81,7 +84,7 @@ impl CommandHost {
             store,
             rules,
             wrote: false,
-            handed_off: false,
+            next_hand_off_ms: 0,
         })
     }
 
@@ -174,8 +177,12 @@ impl ScriptHost for CommandHost {
     fn interrupt(&mut self) -> Option<String> {
         let store = &*self.store;
         let running = &store.scripts.running;
-        if !self.handed_off && running.elapsed_ms() >= HAND_OFF_AFTER_MS {
-            self.handed_off = true;
+        // Again every HAND_OFF_EVERY_MS: on a loaded machine the new worker may not
+        // have taken the queued tasks before this thread took its core back, and
+        // those tasks (SCRIPT KILL among them) must not wait for the script's end.
+        let elapsed = running.elapsed_ms();
+        if elapsed >= HAND_OFF_AFTER_MS && elapsed >= self.next_hand_off_ms {
+            self.next_hand_off_ms = elapsed + HAND_OFF_EVERY_MS;
             hand_off_worker();
         }
         // A script that has written is never stopped half-way (SCRIPT KILL
