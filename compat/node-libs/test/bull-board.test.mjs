@@ -45,9 +45,8 @@ before(async () => {
 });
 
 after(async () => {
-  await worker?.close();
-  await queue?.close();
-  await other?.close();
+  // Stop the server (and remove its data dir) even if a close fails.
+  await Promise.allSettled([worker?.close(), queue?.close(), other?.close()]);
   if (http) await new Promise((r) => http.close(r));
   await server?.close();
 });
