@@ -7,7 +7,7 @@ import { io as ioc } from 'socket.io-client';
 import { createClient } from 'redis';
 import Redis from 'ioredis';
 import { createAdapter as createStreamsAdapter } from '@socket.io/redis-streams-adapter';
-import { createAdapter as createPubSubAdapter } from '@socket.io/redis-adapter';
+import { createAdapter as createPubSubAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -83,6 +83,16 @@ export async function startCluster(kind, respPort, serverOpts = {}) {
       const client = new Redis({ port: respPort, host: '127.0.0.1' });
       redisClients.push(client);
       adapter = createStreamsAdapter(client);
+    } else if (kind === 'sharded-redis') {
+      // Sharded pub/sub (SPUBLISH / SSUBSCRIBE), node-redis clients.
+      const pub = createClient({ url: `redis://127.0.0.1:${respPort}` });
+      pub.on('error', () => {});
+      await pub.connect();
+      const sub = pub.duplicate();
+      sub.on('error', () => {});
+      await sub.connect();
+      redisClients.push(pub, sub);
+      adapter = createShardedAdapter(pub, sub);
     } else {
       const pub = new Redis({ port: respPort, host: '127.0.0.1' });
       const sub = pub.duplicate();
@@ -137,6 +147,9 @@ export async function startCluster(kind, respPort, serverOpts = {}) {
       // XREAD BLOCK on the stream.
       await until(async () => Number((await admin.pubsub('NUMSUB', 'socket.io#/#'))[1]) === 2, 'both servers subscribed');
       await until(async () => (await blockedClients(admin)) >= 2, 'both stream readers blocked in XREAD');
+    } else if (kind === 'sharded-redis') {
+      // SSUBSCRIBE to the namespace's channel, per node.
+      await until(async () => Number((await admin.pubsub('SHARDNUMSUB', 'socket.io#/#'))[1]) === 2, 'both servers subscribed');
     } else {
       // PSUBSCRIBE socket.io#/#* and SUBSCRIBE to the request channel, per node.
       await until(async () => Number((await admin.pubsub('NUMSUB', 'socket.io-request#/#'))[1]) === 2, 'both servers subscribed');
