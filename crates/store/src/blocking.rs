@@ -399,27 +399,10 @@ mod tests {
         assert_eq!(p.run(&["EXISTS", "k"]), int(0));
     }
 
-    #[derive(Default)]
-    struct Log(parking_lot::Mutex<Vec<String>>);
-
-    impl crate::WriteLog for Log {
-        fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64 {
-            let mut v = self.0.lock();
-            for (_, argv) in cmds {
-                let words: Vec<String> = argv
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                v.push(words.join(" "));
-            }
-            v.len() as u64
-        }
-    }
-
     #[test]
     fn blocking_pops_propagate_as_plain_pops() {
         let mut a = TestClient::new();
-        let log = Arc::new(Log::default());
+        let log = Arc::new(LogRecorder::default());
         a.store.set_write_log(log.clone());
         let mut p = a.other();
         p.run(&["RPUSH", "l", "x"]);

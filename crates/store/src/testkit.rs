@@ -95,3 +95,22 @@ pub fn encoding_of(t: &TestClient, key: &str) -> &'static str {
     ks.get(0, key.as_bytes(), crate::clock::now_ms())
         .map_or("none", |e| e.value.encoding())
 }
+
+/// A write log that keeps what the store logs as lines (`"SET k v"`), for tests
+/// of what commands propagate.
+#[derive(Default)]
+pub struct LogRecorder(pub parking_lot::Mutex<Vec<String>>);
+
+impl crate::WriteLog for LogRecorder {
+    fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64 {
+        let mut v = self.0.lock();
+        for (_, argv) in cmds {
+            let words: Vec<String> = argv
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            v.push(words.join(" "));
+        }
+        v.len() as u64
+    }
+}

@@ -2014,27 +2014,10 @@ mod tests {
         );
     }
 
-    #[derive(Default)]
-    struct Log(parking_lot::Mutex<Vec<String>>);
-
-    impl crate::WriteLog for Log {
-        fn append(&self, cmds: &[(usize, Vec<Bytes>)]) -> u64 {
-            let mut v = self.0.lock();
-            for (_, argv) in cmds {
-                let words: Vec<String> = argv
-                    .iter()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
-                v.push(words.join(" "));
-            }
-            v.len() as u64
-        }
-    }
-
     #[test]
     fn writes_are_logged_deterministically() {
         let mut t = TestClient::new();
-        let log = Arc::new(Log::default());
+        let log = Arc::new(LogRecorder::default());
         t.store.set_write_log(log.clone());
         t.run(&["CONFIG", "SET", "stream-node-max-entries", "2"]);
         t.run(&["XADD", "s", "1-*", "f", "v"]);
