@@ -12,8 +12,8 @@
 #  move-active   a BullMQ-like moveToActive: HMGET of the queue's meta hash, RPOPLPUSH
 #                wait -> active, SET of the job lock (PX), ZREM from the prioritized
 #                set, HSET processedOn, HINCRBY ats, HGETALL of the job as the reply.
-#                BullMQ adds an "active" event with XADD; Tidewire has no streams yet,
-#                so the script INCRs an events counter instead. All 50 clients work
+#                XADD of an "active" event to the events stream (MAXLEN ~ 10000), as
+#                BullMQ does. All 50 clients work
 #                one queue, as BullMQ's workers do. So that the wait list never runs
 #                dry, the script then puts the job back (LPOP active, LPUSH wait, ZADD
 #                prioritized): 11 commands per call, 8 of them writes.
@@ -88,7 +88,7 @@ LUA
 # the script, not declared in KEYS, as BullMQ's are.
 cat > "$work/move-active.lua" <<'LUA'
 #!lua
--- KEYS: wait, active, prioritized, events counter, meta
+-- KEYS: wait, active, prioritized, events stream, meta
 -- ARGV: job key prefix, lock token, lock duration (ms), now (ms)
 local wait, active, prioritized, events, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, token, lockMs, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -99,7 +99,7 @@ if not id then return {0, 0} end
 local job = prefix .. id
 redis.call("SET", job .. ":lock", token, "PX", lockMs)
 redis.call("ZREM", prioritized, id)
-redis.call("INCR", events) -- BullMQ: XADD events * event active jobId <id> (no streams yet)
+redis.call("XADD", events, "MAXLEN", "~", 10000, "*", "event", "active", "jobId", id, "prev", "waiting")
 redis.call("HSET", job, "processedOn", now)
 redis.call("HINCRBY", job, "ats", 1)
 local fields = redis.call("HGETALL", job)
