@@ -270,6 +270,12 @@ impl Blocking {
         }
     }
 
+    /// Whether some client waits on this key (no copy of the key is made).
+    pub fn is_waited(&self, db: usize, key: &Bytes) -> bool {
+        let map = self.waiters.lock();
+        !map.is_empty() && map.contains_key(&(db, key.clone()))
+    }
+
     /// The waiters of a key, oldest first (a snapshot: serving happens unlocked).
     pub fn queue(&self, db: usize, key: &[u8]) -> Vec<Arc<Waiter>> {
         let map = self.waiters.lock();

@@ -663,7 +663,7 @@ impl Store {
             if self.blocking.has_waiters() {
                 for p in cmd.spec.keys.positions(argv) {
                     let k = (client.db, argv[p].clone());
-                    if !ev.ready.contains(&k) {
+                    if !ev.ready.contains(&k) && self.blocking.is_waited(k.0, &k.1) {
                         ev.ready.push(k);
                     }
                 }
@@ -755,7 +755,10 @@ impl Store {
             if tracking {
                 ev.invalidated.push((key.clone(), ev.origin));
             }
-            if waiting && !ev.ready.iter().any(|(d, k)| *d == db && *k == key) {
+            if waiting
+                && !ev.ready.iter().any(|(d, k)| *d == db && *k == key)
+                && self.blocking.is_waited(db, &key)
+            {
                 ev.ready.push((db, key));
             }
         }
