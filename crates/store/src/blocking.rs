@@ -302,13 +302,13 @@ impl Blocking {
         }
     }
 
-    /// The keys clients wait on in `db` (`None`: every database), for commands
-    /// that change a database as a whole (FLUSHDB, SWAPDB).
-    pub fn waited_keys(&self, db: Option<usize>) -> Vec<(usize, Bytes)> {
+    /// The keys clients wait on in `db`, for commands that change a database as
+    /// a whole (FLUSHDB, SWAPDB).
+    pub fn waited_keys(&self, db: usize) -> Vec<(usize, Bytes)> {
         self.waiters
             .lock()
             .keys()
-            .filter(|(d, _)| db.is_none_or(|want| *d == want))
+            .filter(|(d, _)| *d == db)
             .cloned()
             .collect()
     }
@@ -346,33 +346,16 @@ mod tests {
     use super::*;
 
     use crate::testkit::*;
-    use crate::Outcome;
     use tidewire_resp::Reply;
-
-    fn exec(t: &mut TestClient, args: &[&str]) -> Outcome {
-        let argv: Vec<Bytes> = args
-            .iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        let mut out = Vec::new();
-        t.store.execute(&mut t.client, &argv, &mut out)
-    }
-
-    fn parked(o: Outcome) -> crate::Blocked {
-        match o {
-            Outcome::Blocked(b) => b,
-            Outcome::Replies => panic!("expected to block"),
-        }
-    }
 
     #[test]
     fn pusher_serves_waiters_in_order() {
         let mut a = TestClient::new();
         let mut b = a.other();
         let mut c = a.other();
-        let wa = parked(exec(&mut a, &["BLPOP", "q", "0"]));
-        let wb = parked(exec(&mut b, &["BRPOPLPUSH", "q", "dst", "0"]));
-        let wc = parked(exec(&mut c, &["BLPOP", "dst", "0"]));
+        let wa = a.block(&["BLPOP", "q", "0"]);
+        let wb = b.block(&["BRPOPLPUSH", "q", "dst", "0"]);
+        let wc = c.block(&["BLPOP", "dst", "0"]);
         assert_eq!(a.store.blocking.blocked_clients(), 3);
         // One push, two elements: a then b, and b's move serves c.
         let mut p = a.other();
@@ -383,7 +366,7 @@ mod tests {
         assert_eq!(a.store.blocking.blocked_clients(), 0);
         assert!(!a.store.blocking.has_waiters());
         // A push followed by a pop from the pusher cannot overtake a waiter.
-        let wa = parked(exec(&mut a, &["BZPOPMIN", "z", "0"]));
+        let wa = a.block(&["BZPOPMIN", "z", "0"]);
         assert_eq!(p.run(&["ZADD", "z", "1", "m"]), int(1));
         assert_eq!(p.run(&["ZPOPMIN", "z"]), Reply::Array(vec![]));
         assert_eq!(
@@ -395,8 +378,8 @@ mod tests {
             ])])
         );
         // A waiter that gave up (timeout) is skipped; the next one is served.
-        let wa = parked(exec(&mut a, &["BLPOP", "k", "0"]));
-        let wb = parked(exec(&mut b, &["BLPOP", "k", "0"]));
+        let wa = a.block(&["BLPOP", "k", "0"]);
+        let wb = b.block(&["BLPOP", "k", "0"]);
         assert!(wa.waiter.abandon());
         a.store.blocking.unregister(&wa.waiter, &wa.keys);
         p.run(&["LPUSH", "k", "v"]);
@@ -413,7 +396,7 @@ mod tests {
         let mut p = a.other();
         p.run(&["RPUSH", "l", "x"]);
         a.run(&["BLPOP", "l", "0"]);
-        let wa = parked(exec(&mut a, &["BRPOPLPUSH", "l", "d", "0"]));
+        let wa = a.block(&["BRPOPLPUSH", "l", "d", "0"]);
         p.run(&["RPUSH", "l", "y"]);
         assert_eq!(wa.waiter.take_served(), Some(vec![bulk("y")]));
         p.run(&["ZADD", "z", "1", "m", "2", "n"]);

@@ -295,9 +295,10 @@ pub enum Limit {
     HllSparseMaxBytes,
     StreamNodeMaxBytes,
     StreamNodeMaxEntries,
+    TrackingTableMaxKeys,
 }
 
-const LIMIT_NAMES: [&str; 11] = [
+const LIMIT_NAMES: [&str; 12] = [
     "hash-max-listpack-entries",
     "hash-max-listpack-value",
     "set-max-intset-entries",
@@ -309,6 +310,7 @@ const LIMIT_NAMES: [&str; 11] = [
     "hll-sparse-max-bytes",
     "stream-node-max-bytes",
     "stream-node-max-entries",
+    "tracking-table-max-keys",
 ];
 
 impl EncodingLimits {

@@ -688,7 +688,10 @@ impl Store {
         {
             let positions = cmd.spec.keys.positions(argv);
             if !positions.is_empty() {
-                let max = self.config.get_u64("tracking-table-max-keys") as usize;
+                let max = self
+                    .config
+                    .encoding
+                    .get_usize(crate::config::Limit::TrackingTableMaxKeys);
                 let lookup = |id| self.client_by_id(id);
                 self.tracking.remember(
                     client.id(),
@@ -764,9 +767,6 @@ impl Store {
         }
         for db in ev.touched_dbs.drain(..) {
             self.watches.touch_db(db);
-            if waiting {
-                ev.ready.extend(self.blocking.waited_keys(db));
-            }
         }
     }
 

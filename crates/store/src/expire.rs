@@ -19,7 +19,10 @@ const TICK_BUDGET: Duration = Duration::from_millis(25);
 pub fn active_expire_cycle(store: &Store) -> u64 {
     // The same periodic task keeps the tracking table within its limit.
     if store.tracking.any() {
-        let max = store.config.get_u64("tracking-table-max-keys") as usize;
+        let max = store
+            .config
+            .encoding
+            .get_usize(crate::config::Limit::TrackingTableMaxKeys);
         let lookup = |id| store.client_by_id(id);
         store.tracking.enforce_limit(max, &lookup);
     }

@@ -23,6 +23,19 @@ impl TestClient {
         TestClient { store, client }
     }
 
+    /// Runs a command that must block, and returns its parked waiter.
+    pub fn block(&mut self, args: &[&str]) -> crate::Blocked {
+        let argv: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let mut out = Vec::new();
+        match self.store.execute(&mut self.client, &argv, &mut out) {
+            Outcome::Blocked(b) => b,
+            Outcome::Replies => panic!("expected {args:?} to block, got {out:?}"),
+        }
+    }
+
     /// Another client on the same store.
     pub fn other(&self) -> Self {
         Self::with_store(self.store.clone())

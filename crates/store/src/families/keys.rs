@@ -541,7 +541,7 @@ fn swapdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         // sorted set or stream may have arrived, or a group reader's stream gone.
         if ctx.store.blocking.has_waiters() {
             for db in [a, b] {
-                let waited = ctx.store.blocking.waited_keys(Some(db));
+                let waited = ctx.store.blocking.waited_keys(db);
                 ctx.ev.ready.extend(waited);
             }
         }

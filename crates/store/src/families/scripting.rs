@@ -18,6 +18,7 @@ use crate::command::{cmd, flag::*, CommandSpec, Keys, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
+use crate::families::server::subcommand_syntax;
 use crate::scripting::host::{ClientState, CommandHost, Rules};
 use crate::scripting::ScriptFlags;
 
@@ -372,18 +373,6 @@ fn run_function(ctx: &mut Ctx<'_>, args: &mut Args<'_>, ro: bool) -> CmdResult {
             (reply, env.error_counted())
         }))
     })
-}
-
-/// Redis's `addReplySubcommandSyntaxError`.
-fn subcommand_syntax(ctx: &Ctx<'_>) -> CmdError {
-    let sub: String = String::from_utf8_lossy(&ctx.argv[1])
-        .chars()
-        .take(128)
-        .collect();
-    CmdError::err(format!(
-        "unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
-        String::from_utf8_lossy(&ctx.argv[0]).to_ascii_uppercase()
-    ))
 }
 
 /// Counts a change of the libraries: the command is logged (AOF) as it was given.

@@ -142,6 +142,19 @@ pub fn commands() -> Vec<CommandSpec> {
     ]
 }
 
+/// Redis's `addReplySubcommandSyntaxError`: a known subcommand with arguments its
+/// handler refuses.
+pub fn subcommand_syntax(ctx: &Ctx<'_>) -> CmdError {
+    let sub: String = String::from_utf8_lossy(ctx.argv.get(1).map_or(&b""[..], |a| a))
+        .chars()
+        .take(128)
+        .collect();
+    CmdError::err(format!(
+        "unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
+        String::from_utf8_lossy(&ctx.argv[0]).to_ascii_uppercase()
+    ))
+}
+
 /// A HELP reply in Redis's shape: a title line, then the given lines, then HELP.
 pub fn help_lines(name: &str, lines: &[&str]) -> Reply {
     let mut v = vec![Reply::SimpleString(format!(
@@ -201,12 +214,12 @@ fn flush_mode(args: &mut Args<'_>) -> Result<(), CmdError> {
     args.finish()
 }
 
-/// FLUSHDB/FLUSHALL break the WATCH of keys that exist, and only of those (Redis 7),
-/// and wake the clients blocked on the database's keys (a group reader learns its
-/// stream is gone).
-fn touch_watched_existing(ctx: &mut Ctx<'_>, db: usize) {
+/// What FLUSHDB/FLUSHALL tell others about database `db` before emptying it: the
+/// WATCH of keys that exist, and only of those, breaks (Redis 7), and clients
+/// blocked on its keys look again (a group reader learns its stream is gone).
+fn before_flush(ctx: &mut Ctx<'_>, db: usize) {
     if ctx.store.blocking.has_waiters() {
-        let waited = ctx.store.blocking.waited_keys(Some(db));
+        let waited = ctx.store.blocking.waited_keys(db);
         ctx.ev.ready.extend(waited);
     }
     let now = ctx.now;
@@ -233,7 +246,7 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     flush_mode(args)?;
     invalidate_tracking(ctx);
     let db = ctx.db();
-    touch_watched_existing(ctx, db);
+    before_flush(ctx, db);
     let n: usize = ctx
         .ks
         .db_parts(db)
@@ -252,7 +265,7 @@ fn flushall(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     invalidate_tracking(ctx);
     let mut n = 0;
     for db in 0..crate::keyspace::NUM_DBS {
-        touch_watched_existing(ctx, db);
+        before_flush(ctx, db);
         n += ctx
             .ks
             .db_parts(db)

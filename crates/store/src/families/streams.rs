@@ -16,6 +16,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec, Keys, NO_KEYS};
 use crate::config::{notify, Limit};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
+use crate::families::server::subcommand_syntax;
 use crate::num;
 use crate::types::stream::{
     Consumer, Group, NodeLimits, StreamEntry, StreamId, StreamValue, Trim, ENTRIES_READ_INVALID,
@@ -75,18 +76,6 @@ fn xread_keys(argv: &[Bytes]) -> Vec<usize> {
 
 fn subcommand_missing(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Err(CmdError::WrongArity(ctx.cmd.full_name.clone()))
-}
-
-/// Redis's `addReplySubcommandSyntaxError`.
-fn subcommand_syntax(ctx: &Ctx<'_>) -> CmdError {
-    let sub: String = String::from_utf8_lossy(ctx.argv.get(1).map_or(&b""[..], |a| a))
-        .chars()
-        .take(128)
-        .collect();
-    CmdError::err(format!(
-        "unknown subcommand or wrong number of arguments for '{sub}'. Try {} HELP.",
-        String::from_utf8_lossy(&ctx.argv[0]).to_ascii_uppercase()
-    ))
 }
 
 // ---- ids -------------------------------------------------------------------------
@@ -857,15 +846,7 @@ fn read_group(
                         let nack = g.assign(*id, consumer, now);
                         nack.delivery_time = now;
                         nack.delivery_count = 1;
-                        records.push(claim_record(
-                            key,
-                            group,
-                            consumer,
-                            *id,
-                            now,
-                            1,
-                            g_last(before.0, *id),
-                        ));
+                        records.push(claim_record(key, group, consumer, *id, now, 1, g.last_id));
                     }
                 }
                 if let Some(c) = g.consumers.get_mut(consumer) {
@@ -908,15 +889,9 @@ fn read_group(
     for rec in records {
         ctx.propagate(rec);
     }
-    if !created && ctx.ev.rewritten.is_none() {
-        ctx.propagate_nothing();
-    }
+    // The records above stand for the read; the command itself is not logged.
+    ctx.propagate_nothing();
     Ok(reply)
-}
-
-/// The group's last id a logged XCLAIM carries: at least the claimed entry.
-fn g_last(before: StreamId, id: StreamId) -> StreamId {
-    before.max(id)
 }
 
 /// A consumer's pending entries from `from` (XREADGROUP with an id): each one
@@ -1343,12 +1318,10 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         let mut next_id = StreamId::MIN;
         while let Some(from) = cursor {
             let Some((&id, nack)) = g.pel.range(from..).next() else {
-                cursor = None;
                 break;
             };
             if attempts == 0 || left == 0 {
                 next_id = id;
-                cursor = None;
                 break;
             }
             attempts -= 1;
@@ -1391,7 +1364,6 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             left -= 1;
             changes += 1;
         }
-        let _ = cursor;
         (created, next_id, claimed, deleted)
     });
     let Some((created, next_id, claimed, deleted)) = result else {
@@ -1788,27 +1760,9 @@ fn xinfo_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 mod tests {
     use std::sync::Arc;
 
-    use bytes::Bytes;
     use tidewire_resp::Reply;
 
     use crate::testkit::*;
-    use crate::Outcome;
-
-    fn exec(t: &mut TestClient, args: &[&str]) -> Outcome {
-        let argv: Vec<Bytes> = args
-            .iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        let mut out = Vec::new();
-        t.store.execute(&mut t.client, &argv, &mut out)
-    }
-
-    fn parked(o: Outcome) -> crate::Blocked {
-        match o {
-            Outcome::Blocked(b) => b,
-            Outcome::Replies => panic!("expected to block"),
-        }
-    }
 
     fn entry(id: &str, fields: &[&str]) -> Reply {
         Reply::Array(vec![bulk(id), bulks(fields)])
@@ -1878,9 +1832,9 @@ mod tests {
         let mut a = TestClient::new();
         let mut p = a.other();
         p.run(&["XADD", "s", "1-0", "f", "old"]);
-        let w = parked(exec(&mut a, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
+        let w = a.block(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
         let mut b = a.other();
-        let w2 = parked(exec(&mut b, &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]));
+        let w2 = b.block(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]);
         // A write that is not an entry does not serve them.
         p.run(&["XDEL", "s", "1-0"]);
         assert_eq!(w.waiter.take_served(), None);
@@ -1904,20 +1858,17 @@ mod tests {
         let mut a = TestClient::new();
         let mut p = a.other();
         p.run(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
-        let w = parked(exec(
-            &mut a,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "g",
-                "c",
-                "BLOCK",
-                "0",
-                "STREAMS",
-                "s",
-                ">",
-            ],
-        ));
+        let w = a.block(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
         p.run(&["XADD", "s", "1-0", "f", "v"]);
         assert_eq!(
             w.waiter.take_served(),
@@ -1926,20 +1877,17 @@ mod tests {
                 Reply::Array(vec![entry("1-0", &["f", "v"])]),
             ])])])
         );
-        let w = parked(exec(
-            &mut a,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "g",
-                "c",
-                "BLOCK",
-                "0",
-                "STREAMS",
-                "s",
-                ">",
-            ],
-        ));
+        let w = a.block(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
         p.run(&["XGROUP", "DESTROY", "s", "g"]);
         assert_eq!(
             w.waiter.take_served(),
@@ -1948,20 +1896,17 @@ mod tests {
             )])
         );
         p.run(&["XGROUP", "CREATE", "s", "g", "$"]);
-        let w = parked(exec(
-            &mut a,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "g",
-                "c",
-                "BLOCK",
-                "0",
-                "STREAMS",
-                "s",
-                ">",
-            ],
-        ));
+        let w = a.block(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
         p.run(&["DEL", "s"]);
         assert_eq!(
             w.waiter.take_served(),
@@ -1977,7 +1922,7 @@ mod tests {
         let mut a = TestClient::new();
         let mut p = a.other();
         a.run(&["SELECT", "1"]);
-        let w = parked(exec(&mut a, &["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]));
+        let w = a.block(&["XREAD", "BLOCK", "0", "STREAMS", "s", "0"]);
         p.run(&["XADD", "s", "1-0", "f", "v"]);
         p.run(&["XGROUP", "CREATE", "s", "g", "0"]);
         assert_eq!(w.waiter.take_served(), None);
@@ -1991,20 +1936,17 @@ mod tests {
         );
         // The stream swapped away under a group reader: it hears of it.
         a.run(&["XGROUP", "SETID", "s", "g", "$"]);
-        let w = parked(exec(
-            &mut a,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "g",
-                "c",
-                "BLOCK",
-                "0",
-                "STREAMS",
-                "s",
-                ">",
-            ],
-        ));
+        let w = a.block(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
         p.run(&["SWAPDB", "0", "1"]);
         assert_eq!(
             w.waiter.take_served(),

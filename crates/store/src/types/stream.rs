@@ -623,7 +623,7 @@ impl StreamValue {
         let Some(node) = self.nodes.get(&key) else {
             return false;
         };
-        node.last >= id && node.ids(key).iter().any(|(_, d, i)| *i == id && !d)
+        node.last >= id && node.cursor(key).any(|(_, d, i)| i == id && !d)
     }
 
     /// The last live id (0-0 when empty).
