@@ -759,6 +759,22 @@ mod tests {
         let body = "local a = {} for i = 1, 7999 do a[i] = 1 end \
                     return redis.pcall('rpush', KEYS[1], unpack(a))";
         assert_eq!(t.run(&["EVAL", body, "1", "l"]), Reply::Int(15998));
+        // Strings (BullMQ deletes in batches of 7000 keys) ...
+        let body = "local a = {} for i = 1, 7000 do a[i] = 'k' .. i end \
+                    return redis.call('rpush', KEYS[1], unpack(a))";
+        assert_eq!(t.run(&["EVAL", body, "1", "s"]), Reply::Int(7000));
+        // ... and past the binding's bound, one line of error, no traceback.
+        let body = "local a = {} for i = 1, 7999 do a[i] = 'k' .. i end \
+                    return redis.call('rpush', KEYS[1], unpack(a))";
+        match t.run(&["EVAL", body, "1", "s"]) {
+            Reply::Error(e) => assert!(
+                e.starts_with("ERR out of Lua stack")
+                    && !e.contains('\n')
+                    && !e.contains("traceback"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// Redis counts a command's error once: when the command inside the script

@@ -2,7 +2,7 @@
 //! `luaReplyToRedisReply`.
 
 use bytes::Bytes;
-use mlua::{Lua, LuaString, Table, Value};
+use mlua::{BString, Either, Lua, Table, Value};
 use tidewire_resp::{format_double, Protocol, Reply};
 
 /// Nesting bound for both directions: deeper levels become the error Redis emits
@@ -44,6 +44,70 @@ pub(crate) fn stats_counted(v: &Value) -> bool {
 /// arrive (RESP2 sees them as their RESP2 wire forms, as a RESP2 client would).
 pub(crate) fn reply_to_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Result<Value> {
     reply_to_lua_depth(lua, reply, resp, 0)
+}
+
+/// A value handed to Lua as a host function's result: a string pushed straight
+/// onto Lua's stack (no intermediate reference, which costs mlua several API
+/// calls), or any other value.
+pub(crate) type Pushed = Either<String, Value>;
+
+/// Bytes for Lua, borrowed: UTF-8 text is pushed straight onto Lua's stack; other
+/// bytes (rare) go through mlua's string reference.
+pub(crate) type Text<'a> = Either<&'a str, BString>;
+
+/// `bytes` as a Lua string (see [`Text`]).
+pub(crate) fn text(bytes: &[u8]) -> Text<'_> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Either::Left(s),
+        Err(_) => Either::Right(BString::from(bytes)),
+    }
+}
+
+/// An element of a flat array reply (see `reply_for_lua`).
+fn element(item: &Reply, resp: Protocol) -> Either<Text<'_>, Value> {
+    match item {
+        Reply::Bulk(b) => Either::Left(text(b)),
+        Reply::Int(n) => Either::Right(Value::Number(*n as f64)),
+        _ if resp == Protocol::Resp3 => Either::Right(Value::Nil),
+        _ => Either::Right(Value::Boolean(false)),
+    }
+}
+
+/// A command's reply for redis.call / redis.pcall: [`reply_to_lua`]'s value, with
+/// the common shapes (strings, integers, nulls, flat arrays of those) made with
+/// the fewest Lua API calls.
+pub(crate) fn reply_for_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Result<Pushed> {
+    let null = || {
+        if resp == Protocol::Resp3 {
+            Value::Nil
+        } else {
+            Value::Boolean(false)
+        }
+    };
+    let flat = |item: &Reply| matches!(item, Reply::Bulk(_) | Reply::Int(_) | Reply::Null);
+    let element = |item| element(item, resp);
+    Ok(match reply {
+        Reply::Bulk(b) => match std::str::from_utf8(b) {
+            Ok(s) => Either::Left(s.to_string()),
+            Err(_) => Either::Right(Value::String(lua.create_string(b)?)),
+        },
+        Reply::Int(n) => Either::Right(Value::Number(*n as f64)),
+        Reply::Null | Reply::NullArray => Either::Right(null()),
+        Reply::Bulks(list) => Either::Right(Value::Table(
+            lua.create_sequence_from(list.iter().map(|b| text(b)))?,
+        )),
+        Reply::Array(items) if items.iter().all(flat) => Either::Right(Value::Table(
+            lua.create_sequence_from(items.iter().map(element))?,
+        )),
+        // RESP2 sees a map as its flat array of keys and values.
+        Reply::Map(pairs)
+            if resp == Protocol::Resp2 && pairs.iter().all(|(k, v)| flat(k) && flat(v)) =>
+        {
+            let values = pairs.iter().flat_map(|(k, v)| [element(k), element(v)]);
+            Either::Right(Value::Table(lua.create_sequence_from(values)?))
+        }
+        other => Either::Right(reply_to_lua(lua, other, resp)?),
+    })
 }
 
 fn single(lua: &Lua, key: &str, v: impl mlua::IntoLua) -> mlua::Result<Value> {
@@ -183,39 +247,13 @@ fn sanitize_line(s: &[u8]) -> String {
     String::from_utf8_lossy(s).replace(['\r', '\n'], " ")
 }
 
-/// The field names a reply table is probed for, made once per Lua state: a probe
-/// with a ready string skips making (and hashing) the key every time.
-pub(crate) struct ReplyKeys {
-    err: LuaString,
-    ok: LuaString,
-    double: LuaString,
-    big_number: LuaString,
-    verbatim_string: LuaString,
-    map: LuaString,
-    set: LuaString,
-}
-
-impl ReplyKeys {
-    pub(crate) fn new(lua: &Lua) -> mlua::Result<ReplyKeys> {
-        Ok(ReplyKeys {
-            err: lua.create_string("err")?,
-            ok: lua.create_string("ok")?,
-            double: lua.create_string("double")?,
-            big_number: lua.create_string("big_number")?,
-            verbatim_string: lua.create_string("verbatim_string")?,
-            map: lua.create_string("map")?,
-            set: lua.create_string("set")?,
-        })
-    }
-}
-
 /// The script's return value as a reply. `script_resp` is the protocol the script
 /// selected with redis.setresp (booleans depend on it).
-pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol, keys: &ReplyKeys) -> Reply {
-    lua_to_reply_depth(v, script_resp, keys, 0)
+pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol) -> Reply {
+    lua_to_reply_depth(v, script_resp, 0)
 }
 
-fn lua_to_reply_depth(v: &Value, script_resp: Protocol, keys: &ReplyKeys, depth: usize) -> Reply {
+fn lua_to_reply_depth(v: &Value, script_resp: Protocol, depth: usize) -> Reply {
     if depth > MAX_DEPTH {
         return Reply::Error(STACK_LIMIT_ERR.into());
     }
@@ -228,30 +266,52 @@ fn lua_to_reply_depth(v: &Value, script_resp: Protocol, keys: &ReplyKeys, depth:
         },
         Value::Integer(n) => Reply::Int(*n),
         Value::Number(n) => Reply::Int(*n as i64),
-        Value::Table(t) => table_to_reply(t, script_resp, keys, depth),
+        Value::Table(t) => table_to_reply(t, script_resp, depth),
         _ => Reply::Null,
     }
 }
 
-fn table_to_reply(t: &Table, script_resp: Protocol, keys: &ReplyKeys, depth: usize) -> Reply {
-    let get = |k: &LuaString| t.raw_get::<Value>(k).unwrap_or(Value::Nil);
-    let nested = |v: &Value| lua_to_reply_depth(v, script_resp, keys, depth + 1);
-    if let Value::String(_) = get(&keys.err) {
+/// The fields that give a returned table a meaning of its own, in the order
+/// Redis checks them.
+const ERR: usize = 0;
+const OK: usize = 1;
+const DOUBLE: usize = 2;
+const BIG_NUMBER: usize = 3;
+const VERBATIM: usize = 4;
+const MAP: usize = 5;
+const SET: usize = 6;
+const SPECIAL: [&str; 7] = [
+    "err",
+    "ok",
+    "double",
+    "big_number",
+    "verbatim_string",
+    "map",
+    "set",
+];
+
+fn table_to_reply(t: &Table, script_resp: Protocol, depth: usize) -> Reply {
+    // The fields Redis checks, then the array part (one walk: `for_each_value`
+    // pushes the table once for all its elements).
+    let special: [Option<Value>; 7] =
+        std::array::from_fn(|i| t.raw_get::<Value>(SPECIAL[i]).ok().filter(|v| !v.is_nil()));
+    let nested = |v: &Value| lua_to_reply_depth(v, script_resp, depth + 1);
+    if let Some(Value::String(_)) = &special[ERR] {
         let (msg, _, _) = error_info(t);
         return Reply::Error(sanitize_line(msg.unwrap_or_default().as_bytes()));
     }
-    if let Value::String(s) = get(&keys.ok) {
+    if let Some(Value::String(s)) = &special[OK] {
         return Reply::SimpleString(sanitize_line(&s.as_bytes()));
     }
-    match get(&keys.double) {
-        Value::Number(d) => return Reply::Double(d),
-        Value::Integer(d) => return Reply::Double(d as f64),
+    match &special[DOUBLE] {
+        Some(Value::Number(d)) => return Reply::Double(*d),
+        Some(Value::Integer(d)) => return Reply::Double(*d as f64),
         _ => {}
     }
-    if let Value::String(s) = get(&keys.big_number) {
+    if let Some(Value::String(s)) = &special[BIG_NUMBER] {
         return Reply::BigNumber(sanitize_line(&s.as_bytes()));
     }
-    if let Value::Table(v) = get(&keys.verbatim_string) {
+    if let Some(Value::Table(v)) = &special[VERBATIM] {
         if let (Ok(Value::String(f)), Ok(Value::String(s))) =
             (v.raw_get::<Value>("format"), v.raw_get::<Value>("string"))
         {
@@ -262,27 +322,25 @@ fn table_to_reply(t: &Table, script_resp: Protocol, keys: &ReplyKeys, depth: usi
             return Reply::Verbatim(format, Bytes::copy_from_slice(&s.as_bytes()));
         }
     }
-    if let Value::Table(m) = get(&keys.map) {
+    if let Some(Value::Table(m)) = &special[MAP] {
         let mut pairs = Vec::new();
         for (k, v) in m.pairs::<Value, Value>().flatten() {
             pairs.push((nested(&k), nested(&v)));
         }
         return Reply::Map(pairs);
     }
-    if let Value::Table(s) = get(&keys.set) {
+    if let Some(Value::Table(s)) = &special[SET] {
         let mut items = Vec::new();
         for (k, _) in s.pairs::<Value, Value>().flatten() {
             items.push(nested(&k));
         }
         return Reply::Set(items);
     }
-    // The array part up to the first nil, as Redis reads it.
+    // The array part up to the first nil, as Redis reads it (t[1], t[2], ...).
     let mut items = Vec::new();
-    for v in t.sequence_values::<Value>() {
-        match v {
-            Ok(v) => items.push(nested(&v)),
-            Err(_) => break,
-        }
-    }
+    let _ = t.for_each_value(|v: Value| {
+        items.push(nested(&v));
+        Ok(())
+    });
     Reply::Array(items)
 }

@@ -1,7 +1,7 @@
 //! The sandboxed Lua state: Redis 7.2's globals, the `redis.*` API, read-only
 //! library tables, protected globals, and script compilation / execution.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -156,12 +156,6 @@ fn number_arg(n: f64) -> String {
             _ => s,
         }
     }
-}
-
-/// The `n` arguments the prelude packed into `t` for redis.call / pcall /
-/// acl_check_cmd (nils included, so they are refused as Redis refuses them).
-fn unpack_args(n: usize, t: &Table) -> mlua::Result<MultiValue> {
-    (1..=n).map(|i| t.raw_get::<Value>(i)).collect()
 }
 
 /// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
@@ -460,11 +454,18 @@ H.getmetatable = function(v)
   if targets[v] then return metas[v] end
   return rawgetmt(v)
 end
+-- redis.call raises its error from Rust, as a userdata that `unwrap` turns into
+-- Redis's error table; everything that catches an error sees the table.
+local unwrap = api.unwrap
+local function caught(e)
+  if type(e) == 'userdata' then return unwrap(e) end
+  return e
+end
 -- Redis 7: an error table raised by redis.call reaches pcall's caller as its text.
 local function pcall_fin(ok, ...)
   check_killed()
   if ok then return true, ... end
-  local e = ...
+  local e = caught((...))
   if type(e) == 'table' then
     local m = rawget(e, 'err')
     if type(m) == 'string' or type(m) == 'number' then e = m end
@@ -473,7 +474,13 @@ local function pcall_fin(ok, ...)
 end
 H.pcall = function(...) return pcall_fin(rawpcall(...)) end
 local function xpcall_fin(...) check_killed() return ... end
-H.xpcall = function(f, h) return xpcall_fin(rawxpcall(f, h)) end
+H.xpcall = function(f, h)
+  if type(h) == 'function' then
+    local user = h
+    h = function(e) return user(caught(e)) end
+  end
+  return xpcall_fin(rawxpcall(f, h))
+end
 local function binary(s) return type(s) == 'string' and s:byte(1) == 27 end
 H.loadstring = function(s, name)
   if binary(s) then return nil, 'binary chunks are not allowed' end
@@ -495,6 +502,7 @@ for k, v in rawnext, H.coroutine do co[k] = v end
 co.resume = function(...)
   local r = {co_resume(...)}
   check_killed()
+  if r[1] == false then r[2] = caught(r[2]) end
   return unpack(r)
 end
 H.coroutine = co
@@ -511,19 +519,13 @@ H.bit = wraplib(api.bit)
 H.struct = wraplib(api.struct)
 
 local R = wraplib(api.redis)
--- The host's functions (Rust, made once with the state), called with the
--- arguments as given. Long argument lists travel as a table instead (h_packed(op,
--- n, table), op 1 call, 2 pcall, 3 acl_check_cmd): a Rust callback's own stack is
--- bounded (8000 slots in Lua 5.1), and `redis.call('lpush', k, unpack(t))` may pass
--- nearly that.
-local h_packed = api.host.packed
-local PACK_ABOVE = 64
--- redis.call and the like, on host function `h` (code `op` in its packed form).
-local function returning(h, op)
+-- redis.call and redis.pcall are the host's Rust functions themselves: no Lua
+-- frame of ours between the script and the command (a tail call
+-- `return redis.call(...)` keeps the script's frame, so errors get its line).
+-- The others return `ok, value`, raised here.
+local function returning(h)
   return function(...)
-    local ok, v
-    if select('#', ...) > PACK_ABOVE then ok, v = h_packed(op, select('#', ...), {...})
-    else ok, v = h(...) end
+    local ok, v = h(...)
     if not ok then error(v, 2) end
     return v
   end
@@ -534,9 +536,9 @@ local function silent(h)
     if not ok then error(v, 2) end
   end
 end
-R.call = returning(api.host.call, 1)
-R.pcall = returning(api.host.pcall, 2)
-R.acl_check_cmd = returning(api.host.acl, 3)
+R.call = api.host.call
+R.pcall = api.host.pcall
+R.acl_check_cmd = returning(api.host.acl)
 R.setresp = silent(api.host.setresp)
 R.set_repl = silent(api.host.setrepl)
 H.redis = R
@@ -662,11 +664,15 @@ targets[G] = H
 rawsetmt(G, gmt)
 
 local control = {}
-control.set_args = function(keys, argv)
+-- Compiled EVAL scripts by SHA, kept here rather than as references held by the
+-- host (the host's reference slots are bounded: ~8000 in Lua 5.1).
+local scripts = {}
+control.store = function(sha, f) scripts[sha] = f end
+control.runner = function(sha, h, keys, argv)
   H.KEYS = keys
   H.ARGV = argv
+  return rawxpcall(scripts[sha], h)
 end
-control.runner = function(f, h) return rawxpcall(f, h) end
 -- Functions take KEYS and ARGV as their arguments, not as globals.
 control.runner_fn = function(f, h, keys, argv)
   return rawxpcall(function() return f(keys, argv) end, h)
@@ -709,8 +715,7 @@ struct RunSlot {
 
 struct State {
     lua: Lua,
-    reply_keys: convert::ReplyKeys,
-    set_args: Function,
+    store: Function,
     runner: Function,
     runner_fn: Function,
     load: Function,
@@ -742,15 +747,32 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
         })?,
     )?;
     // redis.call & co. (see `PRELUDE`): made once, they find the running script's
-    // host in the shared slot.
+    // host in the shared slot. call and pcall answer with the reply itself and
+    // raise their errors (a `CallError`); the others return `ok, value`.
     let host = lua.create_table()?;
+    for (name, raise) in [("call", true), ("pcall", false)] {
+        let sh = shared.clone();
+        let f = lua.create_function(move |lua, a: MultiValue| {
+            lift_limit(lua);
+            let r = match sh.slot.try_lock() {
+                Some(mut slot) => match slot.as_mut() {
+                    Some(run) => call_command(lua, a, run, raise),
+                    None => Err(CallError::raise(
+                        "ERR the redis API is only available while a script runs",
+                        false,
+                    )),
+                },
+                None => Err(CallError::raise("ERR redis.call re-entered", false)),
+            };
+            apply_limit(lua, sh.limit.load(Ordering::Relaxed));
+            r
+        })?;
+        host.set(name, f)?;
+    }
     for (name, op) in [
-        ("call", Some(OP_CALL)),
-        ("pcall", Some(OP_PCALL)),
-        ("acl", Some(OP_ACL)),
-        ("setresp", Some(OP_SETRESP)),
-        ("setrepl", Some(OP_SETREPL)),
-        ("packed", None),
+        ("acl", OP_ACL),
+        ("setresp", OP_SETRESP),
+        ("setrepl", OP_SETREPL),
     ] {
         let sh = shared.clone();
         let f = lua.create_function(move |lua, a: MultiValue| {
@@ -772,6 +794,18 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
         })?;
         host.set(name, f)?;
     }
+    let unwrap = lua.create_function(|lua, e: Value| match &e {
+        Value::Error(err) => match CallError::find(err) {
+            Some(c) => Ok(Value::Table(c.table(lua)?)),
+            None => Ok(e),
+        },
+        _ => Ok(e),
+    })?;
+    // mlua keeps a spare error slot for its Rust functions; the first call of any
+    // of them makes it, and making it needs stack room that a call with nearly
+    // 8000 arguments (`redis.call('lpush', k, unpack(t))`) does not leave.
+    unwrap.call::<Value>(Value::Nil)?;
+    api.set("unwrap", unwrap)?;
     api.set("host", host)?;
     let control: Table = lua
         .load(PRELUDE)
@@ -785,9 +819,10 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     let handler = lua.create_function(move |lua, err: Value| {
         let t = match err {
             Value::Table(t) => t,
-            Value::Error(e) => match sh.killed.lock().as_deref() {
-                Some(line) => error_table(lua, line)?,
-                None => error_table(lua, &format!("ERR {e}"))?,
+            Value::Error(e) => match (CallError::find(&e), sh.killed.lock().as_deref()) {
+                (Some(c), _) => c.table(lua)?,
+                (None, Some(line)) => error_table(lua, line)?,
+                (None, None) => error_table(lua, &format!("ERR {}", root_cause(&e)))?,
             },
             other => {
                 let s = match &other {
@@ -846,8 +881,7 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     // Building the environment leaves garbage (the prelude's copies of the libraries).
     lua.gc_collect()?;
     Ok(State {
-        reply_keys: convert::ReplyKeys::new(&lua)?,
-        set_args: control.get("set_args")?,
+        store: control.get("store")?,
         runner: control.get("runner")?,
         runner_fn: control.get("runner_fn")?,
         load: control.get("load")?,
@@ -860,7 +894,8 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
 /// One sandboxed Lua 5.1 state with Redis 7.2's globals, and the scripts compiled in it.
 pub struct LuaEnv {
     state: State,
-    scripts: HashMap<String, Function>,
+    /// SHAs of the compiled scripts (the functions themselves live in the state).
+    scripts: HashSet<String>,
     memory_limit: usize,
     /// The state runs Redis Functions (library API at load, KEYS/ARGV as arguments)
     /// rather than EVAL scripts.
@@ -890,11 +925,11 @@ impl std::fmt::Debug for Registered {
     }
 }
 
-/// What a run executes: an EVAL script (KEYS/ARGV as globals) or a registered
-/// function (KEYS/ARGV as its two arguments).
-enum Target {
-    Script(Function),
-    Function(Function),
+/// What a run executes: an EVAL script (KEYS/ARGV as globals; found by its SHA
+/// in the state) or a registered function (KEYS/ARGV as its two arguments).
+enum Target<'a> {
+    Script,
+    Function(&'a Function),
 }
 
 impl Default for LuaEnv {
@@ -912,19 +947,9 @@ impl std::fmt::Debug for LuaEnv {
 }
 
 /// The host functions' operations (see `PRELUDE`).
-const OP_CALL: i64 = 1;
-const OP_PCALL: i64 = 2;
 const OP_ACL: i64 = 3;
 const OP_SETRESP: i64 = 4;
 const OP_SETREPL: i64 = 5;
-
-fn int_value(v: Option<&Value>) -> Option<i64> {
-    match v {
-        Some(Value::Integer(i)) => Some(*i),
-        Some(Value::Number(n)) => Some(*n as i64),
-        _ => None,
-    }
-}
 
 impl LuaEnv {
     /// A fresh sandboxed state for EVAL scripts with the default memory limit.
@@ -947,7 +972,7 @@ impl LuaEnv {
         let state = new_state(bytes, functions_mode).expect("building the Lua environment");
         LuaEnv {
             state,
-            scripts: HashMap::new(),
+            scripts: HashSet::new(),
             memory_limit: bytes,
             functions_mode,
             error_counted: false,
@@ -966,7 +991,8 @@ impl LuaEnv {
     /// (its errors come first) and left out, keeping its line feed so that line
     /// numbers stay the user's. Errors are full error lines as Redis replies them.
     pub fn compile(&mut self, sha: &str, body: &[u8]) -> Result<(), String> {
-        if self.scripts.contains_key(sha) {
+        let sha = sha.to_ascii_lowercase();
+        if self.scripts.contains(&sha) {
             return Ok(());
         }
         parse_shebang(body)?;
@@ -979,7 +1005,11 @@ impl LuaEnv {
         let f = self
             .compile_chunk(code, "@user_script")
             .map_err(|msg| format!("ERR Error compiling script (new function): {msg}"))?;
-        self.scripts.insert(sha.to_ascii_lowercase(), f);
+        self.state
+            .store
+            .call::<()>((sha.as_str(), f))
+            .map_err(|e| format!("ERR Error compiling script (new function): {e}"))?;
+        self.scripts.insert(sha);
         Ok(())
     }
 
@@ -1080,7 +1110,7 @@ impl LuaEnv {
     }
 
     pub fn contains(&self, sha: &str) -> bool {
-        self.scripts.contains_key(&sha.to_ascii_lowercase())
+        self.scripts.contains(&sha.to_ascii_lowercase())
     }
 
     /// SCRIPT FLUSH / FUNCTION FLUSH: forgets everything and starts a fresh state.
@@ -1127,13 +1157,13 @@ impl LuaEnv {
         host: H,
     ) -> (Reply, H) {
         let sha = sha.to_ascii_lowercase();
-        let Some(f) = self.scripts.get(&sha).cloned() else {
+        if !self.scripts.contains(&sha) {
             return (
                 Reply::Error("NOSCRIPT No matching script. Please use EVAL.".into()),
                 host,
             );
-        };
-        self.execute(Target::Script(f), &sha, keys, args, host)
+        }
+        self.execute(Target::Script, &sha, keys, args, host)
     }
 
     /// Runs a registered function (FCALL): `keys` and `args` are its two arguments;
@@ -1146,7 +1176,7 @@ impl LuaEnv {
         args: &[Bytes],
         host: H,
     ) -> (Reply, H) {
-        self.execute(Target::Function(callback.clone()), name, keys, args, host)
+        self.execute(Target::Function(callback), name, keys, args, host)
     }
 
     fn execute<H: ScriptHost>(
@@ -1169,32 +1199,22 @@ impl LuaEnv {
         lift_limit(&st.lua);
         let result = (|| -> mlua::Result<(Reply, bool)> {
             let lua = &st.lua;
-            let keys_t = lua.create_sequence_from(
-                keys.iter()
-                    .map(|k| lua.create_string(k))
-                    .collect::<mlua::Result<Vec<_>>>()?,
-            )?;
-            let args_t = lua.create_sequence_from(
-                args.iter()
-                    .map(|k| lua.create_string(k))
-                    .collect::<mlua::Result<Vec<_>>>()?,
-            )?;
-            if let Target::Script(_) = target {
-                st.set_args.call::<()>((keys_t.clone(), args_t.clone()))?;
-            }
+            let keys_t = lua.create_sequence_from(keys.iter().map(|k| convert::text(k)))?;
+            let args_t = lua.create_sequence_from(args.iter().map(|a| convert::text(a)))?;
             // The script's own code runs under the memory limit.
             apply_limit(lua, limit);
-            let out = match &target {
-                Target::Script(f) => st.runner.call::<MultiValue>((f, st.handler.clone())),
+            let out = match target {
+                Target::Script => {
+                    st.runner
+                        .call::<(bool, Value)>((label, &st.handler, keys_t, args_t))
+                }
                 Target::Function(f) => {
                     st.runner_fn
-                        .call::<MultiValue>((f, st.handler.clone(), keys_t, args_t))
+                        .call::<(bool, Value)>((f, &st.handler, keys_t, args_t))
                 }
             };
             lift_limit(lua);
-            let mut it = out?.into_iter();
-            let ok = matches!(it.next(), Some(Value::Boolean(true)));
-            let v = it.next().unwrap_or(Value::Nil);
+            let (ok, v) = out?;
             let resp = st
                 .shared
                 .slot
@@ -1205,7 +1225,7 @@ impl LuaEnv {
             // command was counted when the command failed.
             let counted = convert::stats_counted(&v);
             Ok(if ok {
-                (convert::lua_to_reply(&v, resp, &st.reply_keys), counted)
+                (convert::lua_to_reply(&v, resp), counted)
             } else {
                 (error_reply(&v, label), counted)
             })
@@ -1250,29 +1270,18 @@ fn poll_interrupt(sh: &Shared) -> Option<String> {
     slot.as_mut()?.host.interrupt()
 }
 
-/// One call of a host function: `op`, with the arguments as given, or (`None`,
-/// `h_packed`) the operation, the argument count and a table of them.
-fn host_op(
-    lua: &Lua,
-    op: Option<i64>,
-    a: MultiValue,
-    run: &mut RunSlot,
-) -> mlua::Result<MultiValue> {
-    let (op, args) = match op {
-        Some(op) => (op, a),
-        None => {
-            let op = int_value(a.front()).unwrap_or(0);
-            let n = int_value(a.get(1)).unwrap_or(0).max(0) as usize;
-            let args = match a.get(2) {
-                Some(Value::Table(t)) => unpack_args(n, t)?,
-                _ => MultiValue::new(),
-            };
-            (op, args)
-        }
-    };
+/// The message of the error a Rust function raised, without the traceback mlua
+/// adds to it (a reply is one line).
+fn root_cause(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => root_cause(cause),
+        other => other.to_string(),
+    }
+}
+
+/// One call of redis.acl_check_cmd, redis.setresp or redis.set_repl.
+fn host_op(lua: &Lua, op: i64, args: MultiValue, run: &mut RunSlot) -> mlua::Result<MultiValue> {
     let r = match op {
-        OP_CALL => call_command(lua, args, run, true),
-        OP_PCALL => call_command(lua, args, run, false),
         OP_ACL => acl_check(lua, args, run),
         OP_SETRESP => set_resp(lua, args, run),
         OP_SETREPL => set_repl(lua, args, run),
@@ -1281,30 +1290,72 @@ fn host_op(
     finish(lua, r)
 }
 
-/// redis.call (`raise`) and redis.pcall.
+/// The error redis.call raises: a Rust error (Lua sees a userdata) that the
+/// prelude's `unwrap` and the error handler turn into Redis's `{err=...}` table.
+/// Raised from Rust so that no Lua frame of ours sits between the script and the
+/// command.
+#[derive(Debug)]
+pub(crate) struct CallError {
+    line: String,
+    /// The command's own error reply, already counted in the error stats.
+    counted: bool,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+impl std::error::Error for CallError {}
+
+impl CallError {
+    fn raise(line: &str, counted: bool) -> mlua::Error {
+        mlua::Error::external(CallError {
+            line: line.to_string(),
+            counted,
+        })
+    }
+
+    /// The `CallError` an mlua error carries, if any.
+    fn find(e: &mlua::Error) -> Option<&CallError> {
+        match e {
+            mlua::Error::CallbackError { cause, .. } => Self::find(cause),
+            mlua::Error::ExternalError(x) => x.downcast_ref::<CallError>(),
+            _ => None,
+        }
+    }
+
+    fn table(&self, lua: &Lua) -> mlua::Result<Table> {
+        let t = error_table(lua, &self.line)?;
+        if self.counted {
+            t.raw_set("ignore_error_stats_update", true)?;
+        }
+        Ok(t)
+    }
+}
+
+/// redis.call (`raise`) and redis.pcall: the command's reply as a Lua value (a
+/// string directly when it is one), or the raised `CallError`.
 fn call_command(
     lua: &Lua,
     a: MultiValue,
     run: &mut RunSlot,
     raise: bool,
-) -> Result<MultiValue, LibErr> {
+) -> mlua::Result<convert::Pushed> {
     let argv = match lua_args_to_argv(&a) {
         Ok(v) => v,
-        Err(line) => {
-            let t = Value::Table(error_table(lua, line)?);
-            return if raise {
-                Err(LibErr::Raise(t))
-            } else {
-                Ok(MultiValue::from_vec(vec![t]))
-            };
-        }
+        Err(line) if raise => return Err(CallError::raise(line, false)),
+        Err(line) => return Ok(mlua::Either::Right(Value::Table(error_table(lua, line)?))),
     };
+    drop(a);
     let reply = run.host.call(&argv);
-    let v = convert::reply_to_lua(lua, &reply, run.resp).map_err(LibErr::Lua)?;
-    if raise && reply.is_error() {
-        return Err(LibErr::Raise(v));
+    if raise {
+        if let Reply::Error(line) = &reply {
+            return Err(CallError::raise(line, true));
+        }
     }
-    Ok(MultiValue::from_vec(vec![v]))
+    convert::reply_for_lua(lua, &reply, run.resp)
 }
 
 fn acl_check(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, LibErr> {

@@ -1008,3 +1008,104 @@ fn scripting_runs_do_not_grow_the_heap() {
     }
     assert!(env.memory_used() < 100 * 1024, "{}", env.memory_used());
 }
+
+#[test]
+fn scripting_tail_called_redis_call_errors_keep_the_line() {
+    let mut env = LuaEnv::new();
+    let mut h = Fake::default();
+    h.kv.insert(b"s".to_vec(), b"x".to_vec());
+    // `return redis.call(...)` is a tail call: the script's frame must still name
+    // the line, as in Redis (where redis.call is a C function).
+    let body = "local a = 1\nreturn redis.call('incr', 's')";
+    let sha = sha1_hex(body.as_bytes());
+    assert_eq!(
+        err(eval_full(&mut env, &mut h, body, &[], &[])),
+        format!("ERR value is not an integer or out of range script: {sha}, on @user_script:2.")
+    );
+    let body = "\n\nreturn redis.call('nosuch')";
+    let sha = sha1_hex(body.as_bytes());
+    assert_eq!(
+        err(eval_full(&mut env, &mut h, body, &[], &[])),
+        format!("ERR Unknown Redis command called from script script: {sha}, on @user_script:3.")
+    );
+}
+
+#[test]
+fn scripting_raised_call_errors_reach_handlers_as_tables() {
+    let mut env = LuaEnv::new();
+    let mut h = Fake::default();
+    h.kv.insert(b"s".to_vec(), b"x".to_vec());
+    // xpcall's handler and a coroutine's resume see Redis's error table.
+    let body = "local ok, e = xpcall(function() return redis.call('incr', 's') end, \
+                function(e) return type(e) .. ':' .. e.err end) return {tostring(ok), e}";
+    assert_eq!(
+        eval_full(&mut env, &mut h, body, &[], &[]),
+        Reply::Array(vec![
+            bulk("false"),
+            bulk("table:ERR value is not an integer or out of range")
+        ])
+    );
+    let body = "local co = coroutine.create(function() redis.call('incr', 's') end) \
+                local ok, e = coroutine.resume(co) return {tostring(ok), type(e), e.err}";
+    assert_eq!(
+        eval_full(&mut env, &mut h, body, &[], &[]),
+        Reply::Array(vec![
+            bulk("false"),
+            bulk("table"),
+            bulk("ERR value is not an integer or out of range")
+        ])
+    );
+    // A raised error that a script catches and raises again keeps its text.
+    let body = "local ok, e = pcall(redis.call, 'incr', 's') error(e)";
+    assert!(err(eval_full(&mut env, &mut h, body, &[], &[]))
+        .contains("ERR value is not an integer or out of range"));
+}
+
+#[test]
+fn scripting_many_cached_scripts_leave_the_state_usable() {
+    // Compiled scripts live in the Lua state, not in the host's bounded reference
+    // slots: 10k of them, then a new one still compiles and every one still runs.
+    let mut env = LuaEnv::new();
+    let mut h = Fake::default();
+    for i in 0..10_000 {
+        let body = format!("return {i}");
+        assert_eq!(eval_full(&mut env, &mut h, &body, &[], &[]), Reply::Int(i));
+    }
+    assert_eq!(env.len(), 10_000);
+    assert_eq!(
+        eval_full(&mut env, &mut h, "return 'new'", &[], &[]),
+        bulk("new")
+    );
+    let (r, _) = env.run(&sha1_hex(b"return 17"), &[], &[], Fake::default());
+    assert_eq!(r, Reply::Int(17));
+}
+
+#[test]
+fn scripting_binary_strings_cross_both_ways() {
+    let mut env = LuaEnv::new();
+    let mut h = Fake::default();
+    let bin = Bytes::from_static(b"\xff\x00\xfe");
+    let sha = sha1_hex(
+        b"redis.call('set', KEYS[1], ARGV[1]) return {redis.call('get', KEYS[1]), ARGV[1]}",
+    );
+    env.compile(
+        &sha,
+        b"redis.call('set', KEYS[1], ARGV[1]) return {redis.call('get', KEYS[1]), ARGV[1]}",
+    )
+    .unwrap();
+    let (r, back) = env.run(
+        &sha,
+        std::slice::from_ref(&bin),
+        std::slice::from_ref(&bin),
+        std::mem::take(&mut h),
+    );
+    h = back;
+    assert_eq!(
+        r,
+        Reply::Array(vec![Reply::Bulk(bin.clone()), Reply::Bulk(bin.clone())])
+    );
+    assert_eq!(
+        h.kv.get(&b"\xff\x00\xfe"[..]).map(|v| &v[..]),
+        Some(&b"\xff\x00\xfe"[..])
+    );
+}
