@@ -42,6 +42,8 @@
 # BULLMQ_BENCH_REF (a commit or branch to check out; default the clone's HEAD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 ROUNDS="${ROUNDS:-3}"
 SCALE="${SCALE:-10}"
 SCENARIOS="${SCENARIOS:-queue-add,queue-add-bulk,worker-generic,worker-concurrent}"
@@ -75,15 +77,7 @@ cp bench/queues/package.json bench/queues/package-lock.json "$bb/"
 (cd "$bb" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && ./node_modules/.bin/tsc -p . --noCheck)
 bullmq_version="$(node -p "require('$bb/node_modules/bullmq/package.json').version")"
 
-printf '[redis]\nappendonly = "no"\n' > "$work/tw.toml"
-"$TW" --config "$work/tw.toml" --port 0 --http-port 0 --print-ports --data-dir "$work/tw" --log-level warn >"$work/tw.out" 2>"$work/tw.err" &
-tw_pid=$!
-for _ in $(seq 1 100); do grep -q LISTENING "$work/tw.out" && break; sleep 0.1; done
-tw_port="$(grep -o 'resp=[0-9]*' "$work/tw.out" | cut -d= -f2)"
-rs_port=$(( (tw_port % 20000) + 30000 ))
-redis-server --port "$rs_port" --save "" --appendonly no --daemonize no --dir "$work" --logfile "$work/redis.log" &
-rs_pid=$!
-for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_servers
 tw_err_start="$(wc -l < "$work/tw.err")" # the start-up banner
 
 # One CSV line: scenario,jobs_per_s,time_ms,jobs,rate_upstream,error

@@ -18,6 +18,8 @@
 # TESTS=xadd,xrange runs only those), ROUNDS, PIPELINED_REQUESTS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 N=200000
 C=50
 while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
@@ -33,16 +35,8 @@ work="$(mktemp -d)"
 cleanup() { kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-printf 'appendonly = "no"\n' > "$work/tw.toml"
-sed -i '1s/^/[redis]\n/' "$work/tw.toml"
-./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports --data-dir "$work/tw" --log-level warn >"$work/tw.out" 2>"$work/tw.err" &
-tw_pid=$!
-for _ in $(seq 1 100); do grep -q LISTENING "$work/tw.out" && break; sleep 0.1; done
-tw_port="$(grep -o 'resp=[0-9]*' "$work/tw.out" | cut -d= -f2)"
-rs_port=$(( (tw_port % 20000) + 30000 ))
-redis-server --port "$rs_port" --save "" --appendonly no --daemonize no --dir "$work" --logfile "$work/redis.log" &
-rs_pid=$!
-for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+TW=target/release/tidewire
+start_servers
 
 # One CSV line per test: "test","rps","avg","min","p50","p95","p99","max"
 requests() { # pipeline

@@ -35,6 +35,8 @@
 # Env: ROUNDS, PIPELINED_REQUESTS, JOBS, TESTS (ratelimit,move-active).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 N=100000
 C=50
 while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
@@ -110,15 +112,7 @@ redis.call("ZADD", prioritized, now, id)
 return {fields, id}
 LUA
 
-printf '[redis]\nappendonly = "no"\n' > "$work/tw.toml"
-"$TW" --config "$work/tw.toml" --port 0 --http-port 0 --print-ports --data-dir "$work/tw" --log-level warn >"$work/tw.out" 2>"$work/tw.err" &
-tw_pid=$!
-for _ in $(seq 1 100); do grep -q LISTENING "$work/tw.out" && break; sleep 0.1; done
-tw_port="$(grep -o 'resp=[0-9]*' "$work/tw.out" | cut -d= -f2)"
-rs_port=$(( (tw_port % 20000) + 30000 ))
-redis-server --port "$rs_port" --save "" --appendonly no --daemonize no --dir "$work" --logfile "$work/redis.log" &
-rs_pid=$!
-for _ in $(seq 1 100); do redis-cli -p "$rs_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_servers
 
 NOW=1765000030000 # fixed "now" (ms): half way through a 60 s window
 load() { # port test -> sha

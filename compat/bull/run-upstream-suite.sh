@@ -35,6 +35,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=compat/lib/upstream-suite.sh
+. "$root/compat/lib/upstream-suite.sh"
 
 # --- inner part: runs inside the network namespace (or directly for TARGET=external) -
 if [[ "${_BULL_SUITE_INNER:-}" == 1 ]]; then
@@ -54,19 +56,8 @@ if [[ "${_BULL_SUITE_INNER:-}" == 1 ]]; then
         >"$OUT_DIR/server.out" 2>&1 &
       server_pid=$! ;;
   esac
-  ok=""
-  for _ in $(seq 1 100); do
-    if python3 - <<'PY' 2>/dev/null
-import socket, sys
-s = socket.create_connection(("127.0.0.1", 6379), timeout=1)
-s.sendall(b"PING\r\n")
-sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
-PY
-    then ok=1; break; fi
-    [[ -z "$server_pid" ]] || kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n "$ok" ]] || { echo "server on 127.0.0.1:6379 does not answer PING" >&2; cat "$OUT_DIR"/server.* >&2 2>/dev/null; exit 1; }
+  wait_ping 127.0.0.1 6379 "$server_pid" \
+    || { echo "server on 127.0.0.1:6379 does not answer PING" >&2; cat "$OUT_DIR"/server.* >&2 2>/dev/null; exit 1; }
   set +e
   (cd "$suite" && NODE_ENV=test BULL_SUITE_RESULTS="$OUT_DIR/results.raw.tsv" \
      timeout --kill-after=30 "${SUITE_TIMEOUT:-1800}" node_modules/.bin/mocha 'test/test_*' \
@@ -88,15 +79,7 @@ OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 TARGET="${TARGET:-tidewire}"
 trap 'rm -rf "$OUT_DIR/data"' EXIT
 
-if [[ -z "${YARN:-}" ]]; then
-  if command -v yarn >/dev/null 2>&1; then
-    YARN="$(command -v yarn)"
-  else
-    echo "installing yarn@1 from the npm registry into $OUT_DIR/yarn ..." >&2
-    npm install --prefix "$OUT_DIR/yarn" --no-audit --no-fund --loglevel=error yarn@1 >&2
-    YARN="$OUT_DIR/yarn/node_modules/.bin/yarn"
-  fi
-fi
+ensure_yarn
 if [[ ! -x "$suite/node_modules/.bin/mocha" ]]; then
   echo "yarn install (into $suite/node_modules) ..." >&2
   (cd "$suite" && "$YARN" install --frozen-lockfile --non-interactive --network-timeout 600000 \

@@ -46,6 +46,8 @@ suite="$(cd "$suite" && pwd)"
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
+# shellcheck source=compat/lib/upstream-suite.sh
+. "$root/compat/lib/upstream-suite.sh"
 OUT_DIR="${OUT_DIR:-$(mktemp -d -t tidewire-bullmq-suite.XXXXXX)}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
@@ -53,15 +55,7 @@ TARGET="${TARGET:-tidewire}"
 VITEST_CONFIG="${VITEST_CONFIG:-vitest.config.ts}"
 
 # --- yarn 1 (the checkout pins yarn@1.22 and ships a yarn.lock) ---------------------
-if [[ -z "${YARN:-}" ]]; then
-  if command -v yarn >/dev/null 2>&1; then
-    YARN="$(command -v yarn)"
-  else
-    echo "installing yarn@1 from the npm registry into $OUT_DIR/yarn ..." >&2
-    npm install --prefix "$OUT_DIR/yarn" --no-audit --no-fund --loglevel=error yarn@1 >&2
-    YARN="$OUT_DIR/yarn/node_modules/.bin/yarn"
-  fi
-fi
+ensure_yarn
 
 # --- suite dependencies + build (as upstream CI: install --frozen-lockfile, build) ---
 if [[ ! -x "$suite/node_modules/.bin/vitest" ]]; then
@@ -104,20 +98,6 @@ trap 'exit 130' INT TERM
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-wait_ping() {  # host port
-  for _ in $(seq 1 100); do
-    if python3 - "$1" "$2" <<'PY' 2>/dev/null
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1)
-s.sendall(b"PING\r\n")
-sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
-PY
-    then return 0; fi
-    [[ -z "$server_pid" ]] || kill -0 "$server_pid" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
 
 host=127.0.0.1
 case "$TARGET" in
@@ -153,7 +133,7 @@ case "$TARGET" in
     ;;
   *) echo "error: TARGET must be tidewire, redis-server or HOST:PORT" >&2; exit 2 ;;
 esac
-wait_ping "$host" "$port" || { echo "server at $host:$port does not answer PING" >&2; cat "$OUT_DIR/server."* >&2 || true; exit 1; }
+wait_ping "$host" "$port" "$server_pid" || { echo "server at $host:$port does not answer PING" >&2; cat "$OUT_DIR/server."* >&2 || true; exit 1; }
 export REDIS_HOST="$host" REDIS_PORT="$port"
 unset BULLMQ_TEST_PREFIX
 echo "server: $server_desc at $host:$port" | tee "$OUT_DIR/server.txt" >&2

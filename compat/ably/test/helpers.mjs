@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import readline from 'node:readline';
 import Ably from 'ably';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -205,7 +206,7 @@ export function makeJwt(key, { ttlSeconds = 600, capability = { '*': ['*'] }, cl
   return `${header}.${body}.${sig}`;
 }
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 /** Makes a fresh directory for a server's data that outlives one server process. */
 export function tempDir() {

@@ -1,20 +1,20 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Redis from 'ioredis';
-import { startServer } from './server.mjs';
+import { startServer } from '../../lib/server.mjs';
 
 let server;
 let redis;
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'ioredis' });
   redis = new Redis({ port: server.resp, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 1 });
   await redis.connect();
 });
 
 after(async () => {
   redis.disconnect();
-  await server.stop();
+  await server.close();
 });
 
 test('strings, TTLs and counters', async () => {

@@ -3,7 +3,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Redis from 'ioredis';
-import { startServer } from './server.mjs';
+import { startServer } from '../../lib/server.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 let server;
 let redis;
@@ -26,17 +27,15 @@ function within(ms, promise, what) {
   ]);
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'ioredis' });
   redis = connect();
   await redis.connect();
 });
 
 after(async () => {
   for (const c of extra) c.disconnect();
-  await server.stop();
+  await server.close();
 });
 
 test('XADD ids, XLEN, XRANGE / XREVRANGE with COUNT', async () => {

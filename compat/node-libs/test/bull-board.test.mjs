@@ -11,9 +11,8 @@ import { Queue, Worker } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { startServer, waitFor } from './server.mjs';
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { startServer, waitFor } from '../../lib/server.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 let server;
 let connection;
@@ -26,7 +25,7 @@ let failing = true;
 const processed = [];
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'node-libs' });
   connection = { host: '127.0.0.1', port: server.resp, maxRetriesPerRequest: null };
   queue = new Queue('emails', { connection });
   other = new Queue('reports', { connection });

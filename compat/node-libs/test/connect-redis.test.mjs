@@ -11,11 +11,11 @@ import session from 'express-session';
 import { RedisStore } from 'connect-redis';
 import { createClient as createClientV5 } from 'redis';
 import { createClient as createClientV6 } from 'redis6';
-import { startServer } from './server.mjs';
+import { startServer } from '../../lib/server.mjs';
 
 let server;
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'node-libs' });
 });
 after(async () => {
   await server?.close();

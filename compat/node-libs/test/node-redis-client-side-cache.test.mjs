@@ -10,11 +10,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from 'redis';
-import { startServer, waitFor } from './server.mjs';
+import { startServer, waitFor } from '../../lib/server.mjs';
 
 let server;
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'node-libs' });
 });
 after(async () => {
   await server?.close();

@@ -6,13 +6,12 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import * as v5 from 'redis';
 import * as v6 from 'redis6';
-import { startServer, waitFor } from './server.mjs';
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { startServer, waitFor } from '../../lib/server.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 let server;
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'node-libs' });
 });
 after(async () => {
   await server?.close();

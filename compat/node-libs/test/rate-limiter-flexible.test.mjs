@@ -6,13 +6,12 @@ import assert from 'node:assert/strict';
 import Redis from 'ioredis';
 import { createClient } from 'redis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { startServer } from './server.mjs';
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { startServer } from '../../lib/server.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 let server;
 before(async () => {
-  server = await startServer();
+  server = await startServer({ name: 'node-libs' });
 });
 after(async () => {
   await server?.close();
@@ -27,35 +26,21 @@ const flavours = [
       return { storeClient: c, pttl: (k) => c.pttl(k), get: (k) => c.get(k), close: () => c.quit() };
     },
   ],
-  [
-    'node-redis v5',
-    async () => {
-      const c = createClient({ url: server.url });
-      await c.connect();
-      return {
-        storeClient: c,
-        useRedisPackage: true,
-        pttl: (k) => c.pTTL(k),
-        get: (k) => c.get(k),
-        close: () => c.quit(),
-      };
-    },
-  ],
-  [
-    'node-redis v5 RESP3',
-    async () => {
-      const c = createClient({ url: server.url, RESP: 3 });
-      await c.connect();
-      return {
-        storeClient: c,
-        useRedisPackage: true,
-        pttl: (k) => c.pTTL(k),
-        get: (k) => c.get(k),
-        close: () => c.quit(),
-      };
-    },
-  ],
+  ['node-redis v5', () => nodeRedis({})],
+  ['node-redis v5 RESP3', () => nodeRedis({ RESP: 3 })],
 ];
+
+async function nodeRedis(opts) {
+  const c = createClient({ url: server.url, ...opts });
+  await c.connect();
+  return {
+    storeClient: c,
+    useRedisPackage: true,
+    pttl: (k) => c.pTTL(k),
+    get: (k) => c.get(k),
+    close: () => c.quit(),
+  };
+}
 
 for (const [name, connect] of flavours) {
   describe(name, () => {

@@ -5,9 +5,8 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import Redis from 'ioredis';
 import Redlock, { ExecutionError, ResourceLockedError } from 'redlock';
-import { startServer } from './server.mjs';
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { startServer } from '../../lib/server.mjs';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 function connect(server) {
   const client = new Redis({
@@ -31,7 +30,7 @@ describe('one tidewire', () => {
   let redlock;
   let other;
   before(async () => {
-    server = await startServer();
+    server = await startServer({ name: 'node-libs' });
     client = connect(server);
     await client.connect();
     redlock = new Redlock([client], { retryCount: 3, retryDelay: 50, retryJitter: 10 });
@@ -160,7 +159,7 @@ describe('three tidewires', () => {
   let other;
   before(async () => {
     servers = [];
-    for (let i = 0; i < 3; i++) servers.push(await startServer());
+    for (let i = 0; i < 3; i++) servers.push(await startServer({ name: 'node-libs' }));
     clients = servers.map(connect);
     await Promise.all(clients.map((c) => c.connect()));
     redlock = new Redlock(clients, { retryCount: 2, retryDelay: 50, retryJitter: 10 });

@@ -8,8 +8,9 @@ import { createClient } from 'redis';
 import Redis from 'ioredis';
 import { createAdapter as createStreamsAdapter } from '@socket.io/redis-streams-adapter';
 import { createAdapter as createPubSubAdapter, createShardedAdapter } from '@socket.io/redis-adapter';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+export { sleep };
 
 // Resolves with the event's arguments, rejects if it does not come within ms.
 export function waitFor(emitter, event, ms = 5000) {

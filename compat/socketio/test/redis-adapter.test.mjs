@@ -2,14 +2,14 @@
 // PUBSUB NUMSUB) over ioredis on tidewire, across two Socket.IO servers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer } from './server.mjs';
+import { startServer } from '../../lib/server.mjs';
 import { startCluster, waitFor, within, record } from './helpers.mjs';
 
 let tidewire;
 let cluster;
 
 before(async () => {
-  tidewire = await startServer();
+  tidewire = await startServer({ name: 'socketio' });
   cluster = await startCluster('pubsub-ioredis', tidewire.resp);
 });
 
@@ -17,7 +17,7 @@ after(async () => {
   try {
     await cluster?.close();
   } finally {
-    await tidewire?.stop();
+    await tidewire?.close();
   }
 });
 

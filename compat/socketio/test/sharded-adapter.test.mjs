@@ -3,14 +3,14 @@
 // Socket.IO servers.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer } from './server.mjs';
+import { startServer } from '../../lib/server.mjs';
 import { startCluster, waitFor, within } from './helpers.mjs';
 
 let tidewire;
 let cluster;
 
 before(async () => {
-  tidewire = await startServer();
+  tidewire = await startServer({ name: 'socketio' });
   cluster = await startCluster('sharded-redis', tidewire.resp);
 });
 
@@ -18,7 +18,7 @@ after(async () => {
   try {
     await cluster?.close();
   } finally {
-    await tidewire?.stop();
+    await tidewire?.close();
   }
 });
 

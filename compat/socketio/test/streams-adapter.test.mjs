@@ -4,18 +4,18 @@
 // node-redis client and once with ioredis, the two clients the adapter supports.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer } from './server.mjs';
+import { startServer } from '../../lib/server.mjs';
 import { startCluster, waitFor, until, within, record, sleep } from './helpers.mjs';
 
 const OFFSET = /^\d+-\d+$/;
 let tidewire;
 
 before(async () => {
-  tidewire = await startServer();
+  tidewire = await startServer({ name: 'socketio' });
 });
 
 after(async () => {
-  await tidewire?.stop();
+  await tidewire?.close();
 });
 
 for (const lib of ['redis', 'ioredis']) {

@@ -1,44 +1,18 @@
 // Starts the tidewire binary on free ports with a fresh data dir and known tokens.
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
+import { Ratelimit } from "@upstash/ratelimit";
 import { Redis } from "@upstash/redis";
+import { startServer as startTidewire } from "../../lib/server.mjs";
 
-const here = dirname(fileURLToPath(import.meta.url));
-export const BIN = process.env.TIDEWIRE_BIN ?? resolve(here, "../../../target/debug/tidewire");
+export { BIN } from "../../lib/server.mjs";
 export const TOKEN = "compat-rw-token";
 export const RO_TOKEN = "compat-ro-token";
 
 export async function startServer() {
-  const dataDir = mkdtempSync(join(tmpdir(), "tidewire-upstash-"));
-  const child = spawn(
-    BIN,
-    ["--port", "0", "--http-port", "0", "--print-ports", "--data-dir", dataDir],
-    {
-      env: {
-        ...process.env,
-        TIDEWIRE_REST_TOKEN: TOKEN,
-        TIDEWIRE_REST_READONLY_TOKEN: RO_TOKEN,
-        TIDEWIRE_LOG_LEVEL: "warn",
-      },
-      stdio: ["ignore", "pipe", "inherit"],
-    },
-  );
-  const ports = await new Promise((ok, fail) => {
-    let out = "";
-    const timer = setTimeout(() => fail(new Error(`no LISTENING line: ${out}`)), 20000);
-    child.on("exit", (code) => fail(new Error(`tidewire exited with ${code}`)));
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /LISTENING resp=(\d+) http=(\d+)/.exec(out);
-      if (m) {
-        clearTimeout(timer);
-        ok({ resp: Number(m[1]), http: Number(m[2]) });
-      }
-    });
+  const server = await startTidewire({
+    name: "upstash",
+    env: { TIDEWIRE_REST_TOKEN: TOKEN, TIDEWIRE_REST_READONLY_TOKEN: RO_TOKEN },
   });
+  const ports = { resp: server.resp, http: server.http };
   const url = `http://127.0.0.1:${ports.http}/redis`;
   return {
     url,
@@ -49,10 +23,21 @@ export async function startServer() {
       return new Redis({ url, token: TOKEN, retry: false, enableAutoPipelining: false, ...opts });
     },
     async stop() {
-      const exited = new Promise((r) => child.once("exit", r));
-      child.kill("SIGTERM");
-      await exited;
-      rmSync(dataDir, { recursive: true, force: true });
+      await server.close();
     },
   };
+}
+
+// An @upstash/ratelimit limiter on `redis` under a prefix of its own, with the
+// ephemeral cache, analytics and telemetry off unless `extra` turns them on.
+export function ratelimiter(redis, limiter, extra = {}) {
+  return new Ratelimit({
+    redis,
+    limiter,
+    prefix: `rl-${Math.random().toString(36).slice(2, 8)}`,
+    ephemeralCache: false,
+    analytics: false,
+    enableTelemetry: false,
+    ...extra,
+  });
 }

@@ -8,9 +8,9 @@
 import { test, before, after, describe } from "node:test";
 import assert from "node:assert/strict";
 import { Ratelimit, MultiRegionRatelimit, Analytics, IpDenyList } from "@upstash/ratelimit";
-import { startServer } from "./helpers.mjs";
+import { ratelimiter, startServer } from "./helpers.mjs";
+import { setTimeout as sleep } from "node:timers/promises";
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function waitFor(check, what, ms = 5000) {
   const end = Date.now() + ms;
   while (!(await check())) {
@@ -30,17 +30,7 @@ after(async () => {
   await srv?.stop();
 });
 
-function limiter(limiter, extra = {}) {
-  return new Ratelimit({
-    redis,
-    limiter,
-    prefix: uniq("rlf"),
-    ephemeralCache: false,
-    analytics: false,
-    enableTelemetry: false,
-    ...extra,
-  });
-}
+const limiter = (algorithm, extra) => ratelimiter(redis, algorithm, extra);
 
 const algorithms = [
   ["fixedWindow", (n) => Ratelimit.fixedWindow(n, "60 s")],

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Ratelimit } from "@upstash/ratelimit";
-import { startServer } from "./helpers.mjs";
+import { ratelimiter, startServer } from "./helpers.mjs";
 
 let srv;
 let redis;
@@ -16,16 +16,7 @@ after(async () => {
   await srv?.stop();
 });
 
-function limiter(limiter, extra = {}) {
-  return new Ratelimit({
-    redis,
-    limiter,
-    prefix: `rl:${Math.random().toString(36).slice(2)}`,
-    ephemeralCache: false,
-    analytics: false,
-    ...extra,
-  });
-}
+const limiter = (algorithm, extra) => ratelimiter(redis, algorithm, extra);
 
 async function drain(rl, id, n) {
   const results = [];

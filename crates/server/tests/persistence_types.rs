@@ -77,6 +77,25 @@ async fn run(c: &mut MultiplexedConnection, args: &[&str]) {
     let _: redis::Value = cmd.query_async(c).await.unwrap();
 }
 
+/// XREADGROUP of group `g` on stream `x`.
+async fn read_group(c: &mut MultiplexedConnection, consumer: &str, count: &str, id: &str) {
+    run(
+        c,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            consumer,
+            "COUNT",
+            count,
+            "STREAMS",
+            "x",
+            id,
+        ],
+    )
+    .await;
+}
+
 /// Streams with groups, consumers, pending entries, deletions and trims.
 async fn populate_streams(c: &mut MultiplexedConnection) {
     run(c, &["XADD", "x", "1-1", "a", "1"]).await;
@@ -86,51 +105,9 @@ async fn populate_streams(c: &mut MultiplexedConnection) {
     }
     run(c, &["XDEL", "x", "1-1"]).await;
     run(c, &["XGROUP", "CREATE", "x", "g", "0"]).await;
-    run(
-        c,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "alice",
-            "COUNT",
-            "3",
-            "STREAMS",
-            "x",
-            ">",
-        ],
-    )
-    .await;
-    run(
-        c,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "bob",
-            "COUNT",
-            "2",
-            "STREAMS",
-            "x",
-            ">",
-        ],
-    )
-    .await;
-    run(
-        c,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "alice",
-            "COUNT",
-            "1",
-            "STREAMS",
-            "x",
-            "0",
-        ],
-    )
-    .await;
+    read_group(c, "alice", "3", ">").await;
+    read_group(c, "bob", "2", ">").await;
+    read_group(c, "alice", "1", "0").await;
     run(
         c,
         &["XAUTOCLAIM", "x", "g", "carol", "0", "0", "COUNT", "1"],

@@ -1768,6 +1768,29 @@ mod tests {
         Reply::Array(vec![bulk(id), bulks(fields)])
     }
 
+    /// Consumer `c` of group `g` waiting for new entries of stream `s`.
+    const GROUP_READ: [&str; 9] = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ];
+
+    /// The group reader `w` was served Redis 7.2's error for a vanished group.
+    fn assert_nogroup(w: &crate::Blocked) {
+        assert_eq!(
+            w.waiter.take_served(),
+            Some(vec![err(
+                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
+            )])
+        );
+    }
+
     #[test]
     fn ids_and_their_errors() {
         let mut t = TestClient::new();
@@ -1858,17 +1881,7 @@ mod tests {
         let mut a = TestClient::new();
         let mut p = a.other();
         p.run(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
-        let w = a.block(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ]);
+        let w = a.block(&GROUP_READ);
         p.run(&["XADD", "s", "1-0", "f", "v"]);
         assert_eq!(
             w.waiter.take_served(),
@@ -1877,43 +1890,13 @@ mod tests {
                 Reply::Array(vec![entry("1-0", &["f", "v"])]),
             ])])])
         );
-        let w = a.block(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ]);
+        let w = a.block(&GROUP_READ);
         p.run(&["XGROUP", "DESTROY", "s", "g"]);
-        assert_eq!(
-            w.waiter.take_served(),
-            Some(vec![err(
-                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
-            )])
-        );
+        assert_nogroup(&w);
         p.run(&["XGROUP", "CREATE", "s", "g", "$"]);
-        let w = a.block(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ]);
+        let w = a.block(&GROUP_READ);
         p.run(&["DEL", "s"]);
-        assert_eq!(
-            w.waiter.take_served(),
-            Some(vec![err(
-                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
-            )])
-        );
+        assert_nogroup(&w);
         assert_eq!(a.store.blocking.blocked_clients(), 0);
     }
 
@@ -1936,24 +1919,9 @@ mod tests {
         );
         // The stream swapped away under a group reader: it hears of it.
         a.run(&["XGROUP", "SETID", "s", "g", "$"]);
-        let w = a.block(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ]);
+        let w = a.block(&GROUP_READ);
         p.run(&["SWAPDB", "0", "1"]);
-        assert_eq!(
-            w.waiter.take_served(),
-            Some(vec![err(
-                "NOGROUP No such key 's' or consumer group 'g' in XREADGROUP with GROUP option"
-            )])
-        );
+        assert_nogroup(&w);
     }
 
     #[test]

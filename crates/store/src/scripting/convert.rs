@@ -2,7 +2,7 @@
 //! `luaReplyToRedisReply`.
 
 use bytes::Bytes;
-use mlua::{BString, Either, Lua, Table, Value};
+use mlua::{BString, Either, Lua, LuaString, Table, Value};
 use tidewire_resp::{format_double, Protocol, Reply};
 
 /// Nesting bound for both directions: deeper levels become the error Redis emits
@@ -249,11 +249,16 @@ fn sanitize_line(s: &[u8]) -> String {
 
 /// The script's return value as a reply. `script_resp` is the protocol the script
 /// selected with redis.setresp (booleans depend on it).
-pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol) -> Reply {
-    lua_to_reply_depth(v, script_resp, 0)
+pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol, fields: &ReplyFields) -> Reply {
+    lua_to_reply_depth(v, script_resp, fields, 0)
 }
 
-fn lua_to_reply_depth(v: &Value, script_resp: Protocol, depth: usize) -> Reply {
+fn lua_to_reply_depth(
+    v: &Value,
+    script_resp: Protocol,
+    fields: &ReplyFields,
+    depth: usize,
+) -> Reply {
     if depth > MAX_DEPTH {
         return Reply::Error(STACK_LIMIT_ERR.into());
     }
@@ -266,7 +271,7 @@ fn lua_to_reply_depth(v: &Value, script_resp: Protocol, depth: usize) -> Reply {
         },
         Value::Integer(n) => Reply::Int(*n),
         Value::Number(n) => Reply::Int(*n as i64),
-        Value::Table(t) => table_to_reply(t, script_resp, depth),
+        Value::Table(t) => table_to_reply(t, script_resp, fields, depth),
         _ => Reply::Null,
     }
 }
@@ -290,12 +295,29 @@ const SPECIAL: [&str; 7] = [
     "set",
 ];
 
-fn table_to_reply(t: &Table, script_resp: Protocol, depth: usize) -> Reply {
+/// The names in [`SPECIAL`] as Lua strings, made once per state: a lookup by a
+/// Rust `&str` would intern the name again for every table.
+pub(crate) struct ReplyFields(Vec<LuaString>);
+
+impl ReplyFields {
+    pub(crate) fn new(lua: &Lua) -> mlua::Result<ReplyFields> {
+        SPECIAL
+            .iter()
+            .map(|f| lua.create_string(f))
+            .collect::<mlua::Result<_>>()
+            .map(ReplyFields)
+    }
+}
+
+fn table_to_reply(t: &Table, script_resp: Protocol, fields: &ReplyFields, depth: usize) -> Reply {
     // The fields Redis checks, then the array part (one walk: `for_each_value`
     // pushes the table once for all its elements).
-    let special: [Option<Value>; 7] =
-        std::array::from_fn(|i| t.raw_get::<Value>(SPECIAL[i]).ok().filter(|v| !v.is_nil()));
-    let nested = |v: &Value| lua_to_reply_depth(v, script_resp, depth + 1);
+    let special: [Option<Value>; SPECIAL.len()] = std::array::from_fn(|i| {
+        t.raw_get::<Value>(&fields.0[i])
+            .ok()
+            .filter(|v| !v.is_nil())
+    });
+    let nested = |v: &Value| lua_to_reply_depth(v, script_resp, fields, depth + 1);
     if let Some(Value::String(_)) = &special[ERR] {
         let (msg, _, _) = error_info(t);
         return Reply::Error(sanitize_line(msg.unwrap_or_default().as_bytes()));

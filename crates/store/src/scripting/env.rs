@@ -716,6 +716,7 @@ struct RunSlot {
 struct State {
     lua: Lua,
     store: Function,
+    reply_fields: convert::ReplyFields,
     runner: Function,
     runner_fn: Function,
     load: Function,
@@ -753,19 +754,8 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     for (name, raise) in [("call", true), ("pcall", false)] {
         let sh = shared.clone();
         let f = lua.create_function(move |lua, a: MultiValue| {
-            lift_limit(lua);
-            let r = match sh.slot.try_lock() {
-                Some(mut slot) => match slot.as_mut() {
-                    Some(run) => call_command(lua, a, run, raise),
-                    None => Err(CallError::raise(
-                        "ERR the redis API is only available while a script runs",
-                        false,
-                    )),
-                },
-                None => Err(CallError::raise("ERR redis.call re-entered", false)),
-            };
-            apply_limit(lua, sh.limit.load(Ordering::Relaxed));
-            r
+            with_run(&sh, lua, |run| call_command(lua, a, run, raise))
+                .unwrap_or_else(|m| Err(CallError::raise(&format!("ERR {m}"), false)))
         })?;
         host.set(name, f)?;
     }
@@ -776,21 +766,8 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     ] {
         let sh = shared.clone();
         let f = lua.create_function(move |lua, a: MultiValue| {
-            lift_limit(lua);
-            let r = match sh.slot.try_lock() {
-                Some(mut slot) => match slot.as_mut() {
-                    Some(run) => host_op(lua, op, a, run),
-                    None => finish(
-                        lua,
-                        Err(LibErr::Msg(
-                            "the redis API is only available while a script runs".into(),
-                        )),
-                    ),
-                },
-                None => finish(lua, Err(LibErr::Msg("redis.call re-entered".into()))),
-            };
-            apply_limit(lua, sh.limit.load(Ordering::Relaxed));
-            r
+            with_run(&sh, lua, |run| host_op(lua, op, a, run))
+                .unwrap_or_else(|m| finish(lua, Err(LibErr::Msg(m.into()))))
         })?;
         host.set(name, f)?;
     }
@@ -882,6 +859,7 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
     lua.gc_collect()?;
     Ok(State {
         store: control.get("store")?,
+        reply_fields: convert::ReplyFields::new(&lua)?,
         runner: control.get("runner")?,
         runner_fn: control.get("runner_fn")?,
         load: control.get("load")?,
@@ -1225,7 +1203,7 @@ impl LuaEnv {
             // command was counted when the command failed.
             let counted = convert::stats_counted(&v);
             Ok(if ok {
-                (convert::lua_to_reply(&v, resp), counted)
+                (convert::lua_to_reply(&v, resp, &st.reply_fields), counted)
             } else {
                 (error_reply(&v, label), counted)
             })
@@ -1268,6 +1246,25 @@ fn poll_interrupt(sh: &Shared) -> Option<String> {
     }
     let mut slot = sh.slot.try_lock()?;
     slot.as_mut()?.host.interrupt()
+}
+
+/// Runs `f` on the running script's slot with mlua's memory guards lifted (see
+/// `lift_limit`); the error message when no script runs or the slot is taken.
+fn with_run<R>(
+    sh: &Shared,
+    lua: &Lua,
+    f: impl FnOnce(&mut RunSlot) -> R,
+) -> Result<R, &'static str> {
+    lift_limit(lua);
+    let r = match sh.slot.try_lock() {
+        Some(mut slot) => match slot.as_mut() {
+            Some(run) => Ok(f(run)),
+            None => Err("the redis API is only available while a script runs"),
+        },
+        None => Err("redis.call re-entered"),
+    };
+    apply_limit(lua, sh.limit.load(Ordering::Relaxed));
+    r
 }
 
 /// The message of the error a Rust function raised, without the traceback mlua

@@ -1,18 +1,20 @@
-// Starts a fresh tidewire on free ports (see compat/lib-server.md) and stops it.
-// `restart()` starts it again on the same RESP port, for tests that take a node
-// away and bring it back.
+// Starts a fresh tidewire for one compat test file, on free ports: the binary is
+// `TIDEWIRE_BIN` (default `target/debug/tidewire` at the repo root), started with
+// `--port 0 --http-port 0 --print-ports --data-dir <tmp>`; it prints
+// `LISTENING resp=<port> http=<port>` once both listeners are bound. Node built-ins
+// only, so every compat project (each with its own node_modules) can import it.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = process.env.TIDEWIRE_BIN || join(root, 'target/debug/tidewire');
 
-function launch(dataDir, port) {
+function launch(dataDir, port, env) {
   const child = spawn(BIN, ['--port', String(port), '--http-port', '0', '--print-ports', '--data-dir', dataDir], {
-    env: { ...process.env, TIDEWIRE_LOG_LEVEL: process.env.TIDEWIRE_LOG_LEVEL || 'warn' },
+    env: { ...process.env, TIDEWIRE_LOG_LEVEL: process.env.TIDEWIRE_LOG_LEVEL || 'warn', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const ports = new Promise((ok, fail) => {
@@ -34,9 +36,13 @@ function launch(dataDir, port) {
   return { child, ports };
 }
 
-export async function startServer() {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tidewire-node-libs-'));
-  let { child, ports } = launch(dataDir, 0);
+// `name` names the data dir, `env` adds to the server's environment. `stop()` stops
+// the server and `restart()` starts it again on the same RESP port and data (for
+// tests that take a node away and bring it back); `close()` stops it for good and
+// removes its data.
+export async function startServer({ name = 'compat', env = {} } = {}) {
+  const dataDir = mkdtempSync(join(tmpdir(), `tidewire-${name}-`));
+  let { child, ports } = launch(dataDir, 0, env);
   const first = await ports;
   const server = {
     ...first,
@@ -51,7 +57,7 @@ export async function startServer() {
     },
     async restart() {
       await server.stop();
-      ({ child, ports } = launch(dataDir, first.resp));
+      ({ child, ports } = launch(dataDir, first.resp, env));
       await ports;
       server.running = true;
     },
