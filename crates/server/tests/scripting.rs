@@ -301,6 +301,78 @@ async fn scripts_are_atomic_even_with_undeclared_keys() {
     server.shutdown().await;
 }
 
+/// Sends `args` from several connections at once, each on a task of its own (so
+/// that the worker threads, each with Lua states of its own, all serve some), and
+/// checks every reply.
+async fn on_every_thread(server: &tidewire_server::Server, args: &[&str], want: &V) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let addr = server.resp_addr;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        tasks.push(tokio::spawn(async move {
+            let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut c = Raw {
+                r: tokio::io::BufReader::new(s),
+            };
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut replies = Vec::new();
+            for _ in 0..20 {
+                replies.push(c.cmd(&args).await);
+                tokio::task::yield_now().await;
+            }
+            replies
+        }));
+    }
+    for t in tasks {
+        for reply in t.await.unwrap() {
+            assert_eq!(&reply, want, "{args:?}");
+        }
+    }
+}
+
+/// Each worker thread runs scripts in Lua states of its own: a script loaded on
+/// one connection runs on all, and SCRIPT FLUSH and every change of the libraries
+/// reach every thread's state before its next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn script_and_library_changes_reach_every_worker_thread() {
+    let (server, _dir) = start().await;
+    let mut c = Raw::connect(&server).await;
+    let V::Bulk(sha) = c.cmd(&["SCRIPT", "LOAD", "return 'loaded'"]).await else {
+        panic!("SCRIPT LOAD did not answer a SHA")
+    };
+    let sha = String::from_utf8(sha).unwrap();
+    on_every_thread(&server, &["EVALSHA", &sha, "0"], &V::bulk("loaded")).await;
+    assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]).await, V::Simple("OK".into()));
+    let noscript = V::Err("NOSCRIPT No matching script. Please use EVAL.".into());
+    on_every_thread(&server, &["EVALSHA", &sha, "0"], &noscript).await;
+
+    let lib = |n: u32| {
+        format!("#!lua name=which\nredis.register_function('which', function() return {n} end)")
+    };
+    assert_eq!(
+        c.cmd(&["FUNCTION", "LOAD", &lib(1)]).await,
+        V::bulk("which")
+    );
+    on_every_thread(&server, &["FCALL", "which", "0"], &V::Int(1)).await;
+    let replaced = c.cmd(&["FUNCTION", "LOAD", "REPLACE", &lib(2)]).await;
+    assert_eq!(replaced, V::bulk("which"));
+    on_every_thread(&server, &["FCALL", "which", "0"], &V::Int(2)).await;
+    // A library that fails to load changes nothing on any thread.
+    let broken = "#!lua name=which\nredis.register_function('which', 'x')";
+    assert!(matches!(
+        c.cmd(&["FUNCTION", "LOAD", "REPLACE", broken]).await,
+        V::Err(_)
+    ));
+    on_every_thread(&server, &["FCALL", "which", "0"], &V::Int(2)).await;
+    assert_eq!(
+        c.cmd(&["FUNCTION", "DELETE", "which"]).await,
+        V::Simple("OK".into())
+    );
+    let gone = V::Err("ERR Function not found".into());
+    on_every_thread(&server, &["FCALL", "which", "0"], &gone).await;
+    server.shutdown().await;
+}
+
 /// Scripts that recurse to Lua's limits get an error or a value, and the server
 /// carries on (pcall recursion once aborted a debug build through a Lua API
 /// assertion).

@@ -364,14 +364,14 @@ fn run_function(ctx: &mut Ctx<'_>, args: &mut Args<'_>, ro: bool) -> CmdResult {
     let rules = prepare(ctx, info.flags, ro)?;
     store.scripts.running.begin_function(&info.name, ctx.argv);
     execute(ctx, |ctx| {
-        Ok(store.functions.with_function(&info, |env, callback| {
+        store.functions.with_function(&info, |env, callback| {
             let Some(host) = CommandHost::lend(ctx, rules) else {
                 return (shutting_down(), false);
             };
             let (reply, host) = env.call_function(callback, &info.name, keys, argv, host);
             host.give_back(ctx);
             (reply, env.error_counted())
-        }))
+        })
     })
 }
 

@@ -1,12 +1,11 @@
-//! The EVAL script cache: script bodies by SHA-1 and the one Lua state that runs
-//! them, as in Redis.
+//! The EVAL script cache: script bodies by SHA-1, compiled into the running
+//! thread's Lua state (see `per_thread`) when it first runs them.
 //!
-//! One state behind a mutex is enough: a script holds every shard of the keyspace
-//! while it runs (see `families::scripting`), so scripts never run at the same
-//! time anyway, and the state is never entered twice from one thread because a
-//! script cannot call EVAL or SCRIPT (both are `noscript`). The bodies are kept
-//! beside the state so that SCRIPT EXISTS and EVALSHA's lookup never wait for a
-//! running script.
+//! A script holds every shard of the keyspace while it runs (see
+//! `families::scripting`), so scripts never run at the same time; a state is never
+//! entered twice from one thread because a script cannot call EVAL or SCRIPT (both
+//! are `noscript`). SCRIPT EXISTS and EVALSHA's lookup read the bodies and never
+//! wait for a running script.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
+use super::per_thread::StatePool;
 use super::{parse_shebang, sha1_hex, LuaEnv, ScriptFlags};
 
 /// A script as loaded: its text and the flags of its shebang line.
@@ -114,13 +114,26 @@ impl RunState {
     }
 }
 
-#[derive(Default)]
 pub struct ScriptCache {
     pub running: RunState,
     scripts: RwLock<HashMap<String, Arc<Script>>>,
-    env: Mutex<LuaEnv>,
+    states: StatePool,
+    /// Bumped by SCRIPT FLUSH: every thread's state is then rebuilt empty.
+    generation: AtomicU64,
     /// Bytes of script text held (`used_memory_scripts_eval`).
     body_bytes: AtomicU64,
+}
+
+impl Default for ScriptCache {
+    fn default() -> Self {
+        ScriptCache {
+            running: RunState::default(),
+            scripts: RwLock::default(),
+            states: StatePool::new(false),
+            generation: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ScriptCache {
@@ -132,7 +145,7 @@ impl ScriptCache {
             return Ok((sha, s));
         }
         let flags = parse_shebang(body)?;
-        self.env.lock().compile(&sha, body)?;
+        self.with_state(|env| env.compile(&sha, body))??;
         let script = Arc::new(Script {
             body: body.clone(),
             flags,
@@ -158,12 +171,14 @@ impl ScriptCache {
         self.get(sha).is_some()
     }
 
-    /// Forgets every script and starts a fresh Lua state.
+    /// Forgets every script; every thread's Lua state starts afresh when it next
+    /// runs a script.
     pub fn flush(&self) {
-        let mut env = self.env.lock();
-        self.scripts.write().clear();
+        let mut scripts = self.scripts.write();
+        scripts.clear();
         self.body_bytes.store(0, Ordering::Relaxed);
-        env.flush();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        self.states.new_generation(generation);
     }
 
     pub fn len(&self) -> usize {
@@ -178,23 +193,30 @@ impl ScriptCache {
         self.body_bytes.load(Ordering::Relaxed)
     }
 
-    /// Memory of the Lua state (`used_memory_lua`); 0 while a script runs and
-    /// holds it, rather than waiting for the script.
+    /// Memory of the threads' Lua states (`used_memory_lua`).
     pub fn lua_memory(&self) -> usize {
-        self.env.try_lock().map_or(0, |env| env.memory_used())
+        self.states.memory()
     }
 
-    /// Runs `f` on the Lua state, with `sha` compiled in it.
+    /// Runs `f` on this thread's Lua state.
+    fn with_state<T>(&self, f: impl FnOnce(&mut LuaEnv) -> T) -> Result<T, String> {
+        let generation = self.generation.load(Ordering::Relaxed);
+        self.states
+            .with_current(generation, |_| Ok(()), |st| f(&mut st.env))
+    }
+
+    /// Runs `f` on this thread's Lua state, with `sha` compiled in it.
     pub fn with_script<T>(
         &self,
         sha: &str,
         script: &Script,
         f: impl FnOnce(&mut LuaEnv) -> T,
     ) -> Result<T, String> {
-        let mut env = self.env.lock();
-        if !env.contains(sha) {
-            env.compile(sha, &script.body)?;
-        }
-        Ok(f(&mut env))
+        self.with_state(|env| {
+            if !env.contains(sha) {
+                env.compile(sha, &script.body)?;
+            }
+            Ok(f(env))
+        })?
     }
 }

@@ -1097,11 +1097,6 @@ impl LuaEnv {
         *self = Self::build(self.memory_limit, self.functions_mode);
     }
 
-    /// Collects garbage now (after libraries were dropped).
-    pub fn collect_garbage(&self) {
-        let _ = self.state.lua.gc_collect();
-    }
-
     /// Number of cached scripts (`number_of_cached_scripts`).
     pub fn len(&self) -> usize {
         self.scripts.len()

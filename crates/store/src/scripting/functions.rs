@@ -1,17 +1,21 @@
 //! Redis Functions: libraries loaded with FUNCTION LOAD, the functions they
-//! register, and the Lua state that runs them (separate from EVAL's, as in Redis).
+//! register, and the Lua states that run them (separate from EVAL's, as in Redis).
 //!
 //! The registry is copied on write: a load, delete or restore builds the new set of
 //! libraries beside the current one and swaps it in only when every check passed,
 //! so a failed FUNCTION LOAD REPLACE or RESTORE leaves the old libraries as they were.
+//! Each swap is a new generation: a thread's Lua state (see `per_thread`) loads
+//! the libraries of the current one again before its next FCALL.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use super::env::Registered;
+use super::per_thread::{StatePool, ThreadState};
 use super::{LuaEnv, ScriptFlags};
 use crate::dump_payload;
 use tidewire_resp::request::split_args;
@@ -36,7 +40,6 @@ pub struct FunctionInfo {
     pub flags: ScriptFlags,
     /// The library it belongs to.
     pub library: String,
-    callback: mlua::Function,
 }
 
 impl FunctionInfo {
@@ -68,6 +71,8 @@ pub struct Library {
 
 #[derive(Clone, Default)]
 struct Registry {
+    /// Which set of libraries this is (see the module's doc).
+    generation: u64,
     libraries: BTreeMap<String, Arc<Library>>,
     /// Function names are case-insensitive (`FCALL TEST` calls `test`).
     functions: HashMap<String, Arc<FunctionInfo>>,
@@ -111,14 +116,17 @@ pub enum RestorePolicy {
 
 pub struct Functions {
     registry: RwLock<Registry>,
-    env: Mutex<LuaEnv>,
+    states: StatePool,
+    /// The last generation given to a registry.
+    generations: AtomicU64,
 }
 
 impl Default for Functions {
     fn default() -> Self {
         Functions {
             registry: RwLock::new(Registry::default()),
-            env: Mutex::new(LuaEnv::for_functions()),
+            states: StatePool::new(true),
+            generations: AtomicU64::new(0),
         }
     }
 }
@@ -212,7 +220,6 @@ impl Functions {
                     name: r.name,
                     description: r.description,
                     library: name.clone(),
-                    callback: r.callback,
                 })
             })
             .collect();
@@ -230,33 +237,40 @@ impl Functions {
         if !replace && self.registry.read().libraries.contains_key(&name) {
             return Err(format!("Library '{name}' already exists"));
         }
-        let lib = Self::create(&mut self.env.lock(), code, timeout_ms)?;
+        let lib = self
+            .states
+            .with_scratch(|env| Self::create(env, code, timeout_ms))?;
         let mut registry = self.registry.write();
         let mut next = registry.clone();
         next.unlink(&lib.name);
         next.link(lib)?;
-        *registry = next;
+        self.swap(&mut registry, next);
         Ok(name)
+    }
+
+    /// Makes `next` the current registry, as a new generation.
+    fn swap(&self, registry: &mut Registry, mut next: Registry) {
+        next.generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        self.states.new_generation(next.generation);
+        *registry = next;
     }
 
     /// FUNCTION DELETE.
     pub fn delete(&self, name: &[u8]) -> Result<(), String> {
         let name = std::str::from_utf8(name).map_err(|_| "Library not found".to_string())?;
-        let removed = self.registry.write().unlink(name);
-        match removed {
-            Some(_) => {
-                self.env.lock().collect_garbage();
-                Ok(())
-            }
-            None => Err("Library not found".into()),
+        let mut registry = self.registry.write();
+        let mut next = registry.clone();
+        if next.unlink(name).is_none() {
+            return Err("Library not found".into());
         }
+        self.swap(&mut registry, next);
+        Ok(())
     }
 
-    /// FUNCTION FLUSH: every library goes, and the Lua state starts afresh.
+    /// FUNCTION FLUSH: every library goes, and the Lua states start afresh.
     pub fn flush(&self) {
-        let mut env = self.env.lock();
-        *self.registry.write() = Registry::default();
-        env.flush();
+        let mut registry = self.registry.write();
+        self.swap(&mut registry, Registry::default());
     }
 
     /// The function FCALL names (case-insensitive).
@@ -265,14 +279,46 @@ impl Functions {
         self.registry.read().functions.get(&name).cloned()
     }
 
-    /// Runs `f` with the Lua state and the function's callback.
+    /// Runs `f` with this thread's Lua state and the function's callback, the
+    /// state first loading the current libraries if they changed since it last ran.
     pub fn with_function<T>(
         &self,
         info: &FunctionInfo,
         f: impl FnOnce(&mut LuaEnv, &mlua::Function) -> T,
-    ) -> T {
-        let mut env = self.env.lock();
-        f(&mut env, &info.callback)
+    ) -> Result<T, String> {
+        let generation = self.registry.read().generation;
+        self.states.with_current(
+            generation,
+            |st| self.load_all(st),
+            |st| {
+                let callback = st
+                    .callbacks
+                    .get(&info.name.to_ascii_lowercase())
+                    .cloned()
+                    .ok_or_else(|| "ERR Function not found".to_string())?;
+                Ok(f(&mut st.env, &callback))
+            },
+        )?
+    }
+
+    /// Loads every current library into a fresh state (no time limit: each
+    /// loaded once already).
+    fn load_all(&self, st: &mut ThreadState) -> Result<(), String> {
+        let (generation, libraries) = {
+            let r = self.registry.read();
+            (
+                r.generation,
+                r.libraries.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        for lib in libraries {
+            let (_, body) = metadata(&lib.code)?;
+            for r in st.env.load_library(body, 0)? {
+                st.callbacks.insert(r.name.to_ascii_lowercase(), r.callback);
+            }
+        }
+        st.generation = generation;
+        Ok(())
     }
 
     /// The libraries, by name.
@@ -296,10 +342,9 @@ impl Functions {
             .sum()
     }
 
-    /// Memory of the functions' Lua state (`used_memory_vm_functions`); 0 while a
-    /// function runs and holds it.
+    /// Memory of the threads' functions Lua states (`used_memory_vm_functions`).
     pub fn lua_memory(&self) -> usize {
-        self.env.try_lock().map_or(0, |env| env.memory_used())
+        self.states.memory()
     }
 
     /// FUNCTION DUMP: every library in Redis's payload format.
@@ -318,8 +363,7 @@ impl Functions {
             .ok_or_else(|| "DUMP payload version or checksum are wrong".to_string())?;
         let mut reader = dump_payload::Reader::new(body);
         let mut incoming = Registry::default();
-        {
-            let mut env = self.env.lock();
+        self.states.with_scratch(|env| -> Result<(), String> {
             while !reader.is_empty() {
                 match reader.byte() {
                     Some(dump_payload::OPCODE_FUNCTION2) => {}
@@ -332,16 +376,17 @@ impl Functions {
                 let code = reader
                     .string()
                     .ok_or_else(|| "Failed loading library payload".to_string())?;
-                let lib = Self::create(&mut env, &Bytes::from(code), 0)?;
+                let lib = Self::create(env, &Bytes::from(code), 0)?;
                 if incoming.libraries.contains_key(&lib.name) {
                     return Err(format!("Library '{}' already exists", lib.name));
                 }
                 incoming.link(lib)?;
             }
-        }
+            Ok(())
+        })?;
         let mut registry = self.registry.write();
         if policy == RestorePolicy::Flush {
-            *registry = incoming;
+            self.swap(&mut registry, incoming);
             return Ok(());
         }
         let mut next = registry.clone();
@@ -356,7 +401,7 @@ impl Functions {
         for lib in incoming.libraries.into_values() {
             next.link(lib)?;
         }
-        *registry = next;
+        self.swap(&mut registry, next);
         Ok(())
     }
 }

@@ -1,10 +1,10 @@
-//! Server-side Lua scripting environment (issue #19): one sandboxed Lua 5.1 state
-//! with Redis 7.2's globals, the `redis.*` API, and the bundled libraries
+//! Server-side Lua scripting environment (issue #19): sandboxed Lua 5.1 states
+//! (one per thread, see `per_thread`) with Redis 7.2's globals, the `redis.*` API, and the bundled libraries
 //! (`cjson`, `cmsgpack`, `bit`, `struct`), all reimplemented in Rust on top of
 //! mlua's safe API.
 //!
-//! The command engine owns a [`LuaEnv`], compiles scripts into it by SHA-1 and runs
-//! them with a [`ScriptHost`] that executes `redis.call` commands.
+//! The command engine compiles scripts into a [`LuaEnv`] by SHA-1 and runs them
+//! with a [`ScriptHost`] that executes `redis.call` commands.
 
 mod bit;
 pub mod cache;
@@ -14,6 +14,7 @@ mod convert;
 mod env;
 pub mod functions;
 pub mod host;
+mod per_thread;
 mod shebang;
 mod structlib;
 #[cfg(test)]
