@@ -132,6 +132,13 @@ impl Keyring {
         })
     }
 
+    /// Whether a key of app `app_id` is configured.
+    pub fn has_app(&self, app_id: &str) -> bool {
+        self.keys
+            .keys()
+            .any(|name| name.split_once('.').is_some_and(|(app, _)| app == app_id))
+    }
+
     /// Looks up a key by name.
     pub fn key(&self, name: &str) -> Option<&ApiKey> {
         self.keys.get(name)

@@ -127,6 +127,9 @@ pub struct RealtimeConfig {
     pub presence_batch_threshold: usize,
     /// How long a batched presence event may wait for others, ms.
     pub presence_batch_ms: u64,
+    /// Lets anyone create and delete apps (`POST /apps`, `DELETE /apps/{id}`), as
+    /// Ably's sandbox does for SDK test suites. Never on a server others can reach.
+    pub sandbox: bool,
 }
 
 impl Default for RealtimeConfig {
@@ -153,6 +156,7 @@ impl Default for RealtimeConfig {
             occupancy_debounce_ms: 1_000,
             presence_batch_threshold: 500,
             presence_batch_ms: 50,
+            sandbox: false,
         }
     }
 }

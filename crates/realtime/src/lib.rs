@@ -23,6 +23,7 @@
 //! - Errors: every client-visible failure is an [`AblyError`] from the single
 //!   [`error::ErrorCode`] table.
 
+pub mod apps;
 pub mod auth;
 pub mod capability;
 pub mod channel;
@@ -55,9 +56,15 @@ pub use history::{HistoryQuery, HistoryStore, MemoryHistoryStore, StoredMessage}
 pub use hub::Hub;
 pub use protocol::{Message, MessageData};
 
-/// The realtime HTTP surface: WebSocket at `/`, Ably REST routes, CORS for browsers.
+/// The realtime HTTP surface: WebSocket at `/`, Ably REST routes, CORS for browsers,
+/// for the configured app and (with `sandbox`) the apps made by `POST /apps`.
 /// Merge it at the root of the HTTP port; it claims no path under `/redis`.
 pub fn router(hub: Arc<Hub>) -> axum::Router {
+    apps::router(apps::Apps::new(hub))
+}
+
+/// One app's routes, bound to its hub.
+pub(crate) fn hub_router(hub: Arc<Hub>) -> axum::Router {
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::mirror_request())
         .allow_credentials(true)

@@ -125,6 +125,21 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let store = build_store(&config)?;
     let mut realtime_config = config.realtime.clone();
     let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
+    if realtime_config.sandbox {
+        let loopback = config
+            .bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+            || config.bind == "localhost";
+        if loopback {
+            tracing::warn!("realtime sandbox on: anyone who reaches the HTTP port can create apps (POST /apps)");
+        } else {
+            tracing::warn!(
+                bind = %config.bind,
+                "REALTIME SANDBOX IS ON AND THE SERVER IS BOUND BEYOND LOOPBACK: anyone who reaches the HTTP port can create apps (POST /apps) — meant for SDK test suites on a private machine only"
+            );
+        }
+    }
     let hub = realtime::build_hub(realtime_config, &store)?;
     // Until the dataset is loaded, commands get -LOADING (set before any listener).
     store
