@@ -565,13 +565,39 @@ pub fn presence_history_key(channel: &str) -> String {
 /// Longest channel name accepted.
 const MAX_CHANNEL_NAME: usize = 1024;
 
-/// Rejects empty, oversized or control-character channel names (40010).
+/// Ably's channel naming rules (40010): not empty, no control characters (newlines
+/// included), not starting with `:` or `[` — except for a `[...]` qualifier Ably
+/// knows (`[?params]`, `[meta]`), which must be followed by a name of its own.
 pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
-    if name.is_empty() || name.len() > MAX_CHANNEL_NAME || name.chars().any(char::is_control) {
-        return Err(AblyError::new(
+    let invalid = |why: &str| {
+        Err(AblyError::new(
             ErrorCode::InvalidChannelName,
-            format!("Invalid channel name {name:?}"),
-        ));
+            format!("Invalid channel name {name:?}: {why}"),
+        ))
+    };
+    if name.is_empty() {
+        return invalid("empty");
+    }
+    if name.len() > MAX_CHANNEL_NAME {
+        return invalid("too long");
+    }
+    if name.chars().any(char::is_control) {
+        return invalid("control characters");
+    }
+    let base = match name.strip_prefix('[') {
+        Some(rest) => {
+            let Some((qualifier, base)) = rest.split_once(']') else {
+                return invalid("unterminated qualifier");
+            };
+            if qualifier != "meta" && !qualifier.starts_with('?') {
+                return invalid("unknown qualifier");
+            }
+            base
+        }
+        None => name,
+    };
+    if base.is_empty() || base.starts_with(':') || base.starts_with('[') {
+        return invalid("must not start with ':' or '['");
     }
     Ok(())
 }
@@ -582,6 +608,27 @@ mod tests {
     use crate::channel::Subscriber;
     use crate::history::MemoryHistoryStore;
     use crate::outbox::Outbox;
+
+    #[test]
+    fn channel_names_follow_ablys_rules() {
+        for ok in [
+            "a",
+            "ns:chan",
+            "a:",
+            "[?rewind=1]chan",
+            "[meta]log",
+            "a[b]",
+            "é:x",
+        ] {
+            assert!(validate_channel_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", ":hell", "::", "[invalid", "[x]chan", "[meta]", "[?a=1]:b", "a\nb",
+        ] {
+            let e = validate_channel_name(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidChannelName, "{bad}");
+        }
+    }
 
     fn hub() -> Arc<Hub> {
         Hub::new(
