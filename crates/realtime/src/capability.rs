@@ -19,6 +19,7 @@ pub mod ops {
     pub const PRESENCE: &str = "presence";
     pub const HISTORY: &str = "history";
     pub const CHANNEL_METADATA: &str = "channel-metadata";
+    pub const ANNOTATION_PUBLISH: &str = "annotation-publish";
     pub const ALL: &str = "*";
 }
 

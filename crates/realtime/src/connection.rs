@@ -529,6 +529,18 @@ impl Session {
     }
 
     /// Modes the current capability allows on `channel`.
+    /// An attachment without `mode` (requested at attach, ∩ capability) may not do
+    /// what needs it (40165); a channel not attached is judged by capability alone.
+    pub(super) fn check_mode(&self, channel: &str, mode: u64, what: &str) -> Result<(), AblyError> {
+        match self.attached.get(channel) {
+            Some(granted) if granted & mode == 0 => Err(AblyError::new(
+                ErrorCode::ModeNotRequested,
+                format!("Unable to {what}; mode not requested when attaching to channel {channel}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn allowed_modes(&self, channel: &str) -> u64 {
         let cap = &self.principal.capability;
         let mut m = 0;
@@ -541,6 +553,9 @@ impl Session {
         if cap.allows(channel, ops::PRESENCE) {
             m |= flags::PRESENCE;
         }
+        if cap.allows(channel, ops::ANNOTATION_PUBLISH) {
+            m |= flags::ANNOTATION_PUBLISH;
+        }
         m
     }
 
@@ -551,9 +566,13 @@ impl Session {
         if let Err(e) = validate_channel_name(&name) {
             return self.channel_error(name, &e);
         }
-        let requested = match pm.flags.unwrap_or(0) & flags::MODES {
-            0 => flags::MODES,
-            m => m,
+        // A `modes` param wins over the modes in the flags (Ably's order).
+        let requested = match pm.params.as_ref().and_then(|p| p.get("modes")) {
+            Some(names) => modes_from_names(names),
+            None => match pm.flags.unwrap_or(0) & flags::MODES {
+                0 => flags::MODES,
+                m => m,
+            },
         };
         let granted = requested & self.allowed_modes(&name);
         if granted == 0 {
@@ -662,7 +681,15 @@ impl Session {
             attached_flags |= flags::HAS_PRESENCE;
         }
         self.attached.insert(name.clone(), granted);
-        let params: Option<BTreeMap<String, String>> = pm.params.filter(|p| !p.is_empty());
+        // The channel params Ably knows are echoed; others are dropped, as Ably does.
+        let params: Option<BTreeMap<String, String>> = pm
+            .params
+            .map(|p| {
+                p.into_iter()
+                    .filter(|(k, _)| KNOWN_PARAMS.contains(&k.as_str()))
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .filter(|p| !p.is_empty());
         self.push(ProtocolMessage {
             action: Action::Attached,
             channel: Some(name.clone()),
@@ -774,6 +801,7 @@ impl Session {
                 ),
             ));
         }
+        self.check_mode(channel, flags::PUBLISH, "publish")?;
         let size: usize = msgs.iter().map(|m| m.size()).sum();
         let max = self.hub.config().max_message_size;
         if size > max {
@@ -1002,3 +1030,22 @@ mod tests {
         assert!(closed);
     }
 }
+
+/// Channel modes named in an attach's `modes` param (`"subscribe,presence"`);
+/// names Tidewire has no use for (`object_subscribe` …) grant nothing.
+fn modes_from_names(names: &str) -> u64 {
+    names
+        .split(',')
+        .map(|n| match n.trim().to_ascii_lowercase().as_str() {
+            "presence" => flags::PRESENCE,
+            "publish" => flags::PUBLISH,
+            "subscribe" => flags::SUBSCRIBE,
+            "presence_subscribe" => flags::PRESENCE_SUBSCRIBE,
+            "annotation_publish" => flags::ANNOTATION_PUBLISH,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// Channel params (attach `params`) Ably recognises.
+const KNOWN_PARAMS: [&str; 4] = ["rewind", "delta", "occupancy", "modes"];

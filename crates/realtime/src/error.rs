@@ -70,6 +70,7 @@ error_codes! {
     InvalidTokenFormat = 40145, 401, "Invalid token format";
     CapabilityDenied = 40160, 401, "Operation not permitted with provided capability";
     ClientIdRequired = 40161, 401, "Operation requires an identified client";
+    ModeNotRequested = 40165, 401, "Operation not permitted by the channel modes requested when attaching";
     NotFound = 40400, 404, "Not found";
     MethodNotAllowed = 40500, 405, "Method not allowed";
     RateLimited = 42910, 429, "Rate limit exceeded; request rejected";

@@ -117,8 +117,9 @@ pub mod flags {
     pub const PUBLISH: u64 = 1 << 17;
     pub const SUBSCRIBE: u64 = 1 << 18;
     pub const PRESENCE_SUBSCRIBE: u64 = 1 << 19;
-    /// All channel mode bits.
-    pub const MODES: u64 = PRESENCE | PUBLISH | SUBSCRIBE | PRESENCE_SUBSCRIBE;
+    pub const ANNOTATION_PUBLISH: u64 = 1 << 21;
+    /// All channel mode bits Tidewire grants.
+    pub const MODES: u64 = PRESENCE | PUBLISH | SUBSCRIBE | PRESENCE_SUBSCRIBE | ANNOTATION_PUBLISH;
 }
 
 /// `error` field of protocol messages and REST error bodies.

@@ -706,3 +706,51 @@ async fn wrong_kind_of_frame_or_a_string_action_is_a_protocol_error() {
         assert!(c.closes().await, "{query}: closed after the error");
     }
 }
+
+/// Modes asked for at attach (`params.modes` first, then the flags) are granted
+/// as far as the capability allows, reported in ATTACHED's flags, and enforced:
+/// publishing or entering presence without the mode is refused with 40165.
+#[tokio::test]
+async fn attach_modes_are_granted_reported_and_enforced() {
+    const PRESENCE: u64 = 1 << 16;
+    const PUBLISH: u64 = 1 << 17;
+    const SUBSCRIBE: u64 = 1 << 18;
+    const MODES: u64 = 0xff << 16;
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}&clientId=me")).await;
+    c.send(json!({"action": 10, "channel": "m", "flags": PUBLISH,
+        "params": {"modes": "subscribe,presence", "delta": "vcdiff", "nonexistent": "x"}}))
+        .await;
+    let attached = c.expect(11).await;
+    assert_eq!(
+        attached["flags"].as_u64().unwrap() & MODES,
+        SUBSCRIBE | PRESENCE
+    );
+    assert_eq!(
+        attached["params"],
+        json!({"modes": "subscribe,presence", "delta": "vcdiff"})
+    );
+    c.send(json!({"action": 15, "channel": "m", "msgSerial": 0, "messages": [{"data": "x"}]}))
+        .await;
+    let nack = c.expect(2).await;
+    assert_eq!(nack["error"]["code"], 40165);
+    c.send(json!({"action": 14, "channel": "m", "msgSerial": 1,
+        "presence": [{"action": 2, "clientId": "me"}]}))
+        .await;
+    assert_eq!(
+        c.expect(1).await["msgSerial"],
+        1,
+        "entering presence is allowed"
+    );
+
+    // Modes in the flags alone.
+    c.send(json!({"action": 10, "channel": "n", "flags": SUBSCRIBE}))
+        .await;
+    let attached = c.expect(11).await;
+    assert_eq!(attached["flags"].as_u64().unwrap() & MODES, SUBSCRIBE);
+    c.send(json!({"action": 14, "channel": "n", "msgSerial": 2,
+        "presence": [{"action": 2, "clientId": "me"}]}))
+        .await;
+    let nack = c.expect(2).await;
+    assert_eq!(nack["error"]["code"], 40165);
+}

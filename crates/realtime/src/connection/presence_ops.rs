@@ -89,6 +89,7 @@ impl Session {
                 format!("Unable to enter presence (permission denied); channel = {channel}"),
             ));
         }
+        self.check_mode(&channel, crate::protocol::flags::PRESENCE, "enter presence")?;
         let now = now_ms();
         let mut size = 0;
         for (i, m) in msgs.iter_mut().enumerate() {
