@@ -152,7 +152,15 @@ impl Registry {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<(ConnectionRecord, SessionLink), AblyError> {
-        let Some((_, id)) = key.split_once('!') else {
+        // Keys this server makes are `<12 alphanumerics>!<10 alphanumerics>`; any
+        // other shape was never one of ours (80018), where a well-formed key that
+        // is not known any more has expired (80008).
+        let well_formed =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_alphanumeric());
+        let Some((_, id)) = key
+            .split_once('!')
+            .filter(|(secret, id)| well_formed(secret, 12) && well_formed(id, 10))
+        else {
             return Err(resume_error(
                 ErrorCode::InvalidConnectionKey,
                 "invalid connection key",
@@ -240,7 +248,7 @@ mod tests {
     fn rec(id: &str) -> ConnectionRecord {
         ConnectionRecord {
             connection_id: id.into(),
-            connection_key: format!("s3cr3t!{id}"),
+            connection_key: format!("s3cr3ts3cr3t!{id}"),
             client_id: Some("c".into()),
             key_name: "a.b".into(),
             connected_ms: 0,
@@ -251,56 +259,67 @@ mod tests {
     #[test]
     fn resume_within_ttl_keeps_id_and_msg_serial() {
         let r = Registry::default();
-        let link = r.register(rec("x"), 1);
+        let link = r.register(rec("xxxxxxxxxx"), 1);
         link.set_last_msg_serial(7);
-        r.ended("x", 1, true, 1_000);
+        r.ended("xxxxxxxxxx", 1, true, 1_000);
         let (got, link2) = r
-            .resume("s3cr3t!x", "a.b", Some("c"), 2, 2_000, 120_000)
+            .resume(
+                "s3cr3ts3cr3t!xxxxxxxxxx",
+                "a.b",
+                Some("c"),
+                2,
+                2_000,
+                120_000,
+            )
             .unwrap();
-        assert_eq!(got.connection_id, "x");
+        assert_eq!(got.connection_id, "xxxxxxxxxx");
         assert_eq!(got.disconnected_ms, None);
         assert_eq!(link2.last_msg_serial(), Some(7));
         // The old transport ending late changes nothing.
-        r.ended("x", 1, false, 3_000);
-        assert!(r.get("x").is_some());
+        r.ended("xxxxxxxxxx", 1, false, 3_000);
+        assert!(r.get("xxxxxxxxxx").is_some());
     }
 
     #[test]
     fn resume_refusals() {
         let r = Registry::default();
-        r.register(rec("x"), 1);
-        r.ended("x", 1, true, 0);
+        r.register(rec("xxxxxxxxxx"), 1);
+        r.ended("xxxxxxxxxx", 1, true, 0);
         let code = |res: Result<_, AblyError>| res.map(|_| ()).unwrap_err().code;
         assert_eq!(
             code(r.resume("nobang", "a.b", Some("c"), 2, 0, 10)),
             ErrorCode::InvalidConnectionKey
         );
         assert_eq!(
-            code(r.resume("wrong!x", "a.b", Some("c"), 2, 0, 10)),
+            code(r.resume("_____!ablyjs_test_fake-key____", "a.b", None, 2, 0, 10)),
+            ErrorCode::InvalidConnectionKey
+        );
+        assert_eq!(
+            code(r.resume("wrongwrong00!xxxxxxxxxx", "a.b", Some("c"), 2, 0, 10)),
             ErrorCode::ConnectionExpired
         );
         assert_eq!(
-            code(r.resume("s3cr3t!x", "a.other", Some("c"), 2, 0, 10)),
+            code(r.resume("s3cr3ts3cr3t!xxxxxxxxxx", "a.other", Some("c"), 2, 0, 10)),
             ErrorCode::IncompatibleResumeAuth
         );
         assert_eq!(
-            code(r.resume("s3cr3t!x", "a.b", Some("c"), 2, 100, 10)),
+            code(r.resume("s3cr3ts3cr3t!xxxxxxxxxx", "a.b", Some("c"), 2, 100, 10)),
             ErrorCode::ConnectionExpired
         );
-        assert!(r.get("x").is_none());
+        assert!(r.get("xxxxxxxxxx").is_none());
     }
 
     #[test]
     fn clean_end_forgets_and_sweep_expires() {
         let r = Registry::default();
-        r.register(rec("x"), 1);
-        r.ended("x", 1, false, 0);
-        assert!(r.get("x").is_none());
-        r.register(rec("y"), 2);
-        r.ended("y", 2, true, 0);
+        r.register(rec("xxxxxxxxxx"), 1);
+        r.ended("xxxxxxxxxx", 1, false, 0);
+        assert!(r.get("xxxxxxxxxx").is_none());
+        r.register(rec("yyyyyyyyyy"), 2);
+        r.ended("yyyyyyyyyy", 2, true, 0);
         r.sweep(5, 10);
-        assert!(r.get_by_key("s3cr3t!y").is_some());
+        assert!(r.get_by_key("s3cr3ts3cr3t!yyyyyyyyyy").is_some());
         r.sweep(11, 10);
-        assert!(r.get_by_key("s3cr3t!y").is_none());
+        assert!(r.get_by_key("s3cr3ts3cr3t!yyyyyyyyyy").is_none());
     }
 }
