@@ -101,10 +101,11 @@ impl Apps {
         for k in &spec.keys {
             let name = format!("{app_id}.{}", Alphanumeric.sample_string(&mut rng, 6));
             let secret = Alphanumeric.sample_string(&mut rng, 32);
-            let capability = k
-                .capability
-                .clone()
-                .unwrap_or_else(|| r#"{"*":["*"]}"#.into());
+            // Answered in canonical form, as the tokens made from it will have it.
+            let capability = match &k.capability {
+                Some(text) => crate::capability::Capability::parse(text)?.to_canonical_json(),
+                None => crate::capability::Capability::all().to_canonical_json(),
+            };
             config.keys.push(KeyConfig {
                 key: format!("{name}:{secret}"),
                 capability: Some(CapabilityConfig::Text(capability.clone())),

@@ -23,6 +23,29 @@ pub mod ops {
     pub const ALL: &str = "*";
 }
 
+/// Every operation name Ably's capabilities know (a capability naming another
+/// is refused, as Ably refuses it).
+const KNOWN_OPS: [&str; 18] = [
+    "*",
+    "subscribe",
+    "publish",
+    "presence",
+    "history",
+    "channel-metadata",
+    "push-subscribe",
+    "push-admin",
+    "statistics",
+    "privileged-headers",
+    "object-subscribe",
+    "object-publish",
+    "annotation-subscribe",
+    "annotation-publish",
+    "message-update-own",
+    "message-update-any",
+    "message-delete-own",
+    "message-delete-any",
+];
+
 /// A parsed, canonical capability.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Capability {
@@ -67,6 +90,9 @@ impl Capability {
                 let op = op
                     .as_str()
                     .ok_or_else(|| bad("operations must be strings"))?;
+                if !KNOWN_OPS.contains(&op) {
+                    return Err(bad(&format!("unknown operation {op:?}")));
+                }
                 set.insert(op.to_owned());
             }
             if set.is_empty() {
@@ -298,7 +324,14 @@ mod tests {
 
     #[test]
     fn invalid_forms_rejected() {
-        for s in ["[]", "{}", r#"{"a":"publish"}"#, r#"{"a":[]}"#, "nope"] {
+        for s in [
+            "[]",
+            "{}",
+            r#"{"a":"publish"}"#,
+            r#"{"a":[]}"#,
+            "nope",
+            r#"{"a":["publish_"]}"#,
+        ] {
             assert!(Capability::parse(s).is_err(), "{s}");
         }
     }

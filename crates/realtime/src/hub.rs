@@ -385,7 +385,9 @@ impl Hub {
         Duration::from_secs(secs)
     }
 
-    fn next_publish_id(&self) -> String {
+    /// A fresh id for a publish; its messages are `<id>:<index>` unless they
+    /// carry ids of their own.
+    pub fn next_publish_id(&self) -> String {
         format!(
             "{}:{}",
             self.config.server_id,

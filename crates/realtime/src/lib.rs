@@ -85,6 +85,8 @@ pub(crate) fn hub_router(hub: Arc<Hub>) -> axum::Router {
         ]);
     rest::routes()
         .route("/", get(ws::ws_root))
+        .fallback(rest::not_found)
+        .method_not_allowed_fallback(rest::not_found)
         .layer(cors)
         .with_state(hub)
 }

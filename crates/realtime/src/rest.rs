@@ -52,6 +52,11 @@ pub fn routes() -> Router<Arc<Hub>> {
 
 type Params = Query<HashMap<String, String>>;
 
+/// Any path or method Ably's REST API does not have: Ably's 404 (40400).
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    AblyError::new(ErrorCode::NotFound, format!("Not found: {}", uri.path())).into_response()
+}
+
 /// Per-request view of format, envelope and credentials.
 struct RestCtx<'a> {
     hub: &'a Hub,
@@ -634,6 +639,8 @@ async fn batch_publish(
     let r = (|| {
         let p = ctx.principal()?;
         let specs: OneOrMany<BatchSpec> = codec::decode_body(&body, ctx.body_format())?;
+        // One spec (not in an array) is answered with its channels' results alone.
+        let single = matches!(specs, OneOrMany::One(_));
         let mut out = Vec::new();
         for spec in specs.into_vec() {
             let msgs = spec.messages.into_vec();
@@ -642,12 +649,18 @@ async fn batch_publish(
             for ch in spec.channels.into_vec() {
                 match prepare_messages(&ctx, &p, &ch, msgs.clone()) {
                     Ok((m, publisher)) => {
-                        let first_id = m.first().and_then(|m| m.id.clone());
-                        let published = hub.publish(&ch, m, &publisher, None, Origin::Rest);
+                        // Ably's messageId: the id the messages share (client ids
+                        // of their own win).
+                        let id = m
+                            .first()
+                            .and_then(|m| m.id.clone())
+                            .unwrap_or_else(|| hub.next_publish_id());
+                        let published =
+                            hub.publish(&ch, m, &publisher, Some(id.clone()), Origin::Rest);
                         ok += 1;
                         results.push(serde_json::json!({
                             "channel": ch,
-                            "messageId": first_id.unwrap_or_default(),
+                            "messageId": id,
                             "serials": published.serials,
                         }));
                     }
@@ -656,6 +669,10 @@ async fn batch_publish(
                         results.push(serde_json::json!({"channel": ch, "error": e.to_info()}));
                     }
                 }
+            }
+            if single {
+                out = results;
+                break;
             }
             out.push(serde_json::json!({
                 "successCount": ok,

@@ -315,6 +315,41 @@ async fn batch_publish_reaches_each_channel() {
     assert_eq!(body[0]["successCount"], 1);
     assert_eq!(body[0]["failureCount"], 1);
     assert_eq!(body[0]["results"][1]["error"]["code"], 40160);
+    assert!(!body[0]["results"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .is_empty());
     let m = c.expect(15).await;
     assert_eq!(m["messages"][0]["data"], "batch");
+
+    // One spec, not in an array: the answer is its channels' results alone.
+    let r = http()
+        .post(s.http("/messages"))
+        .header("authorization", basic(SUB_KEY))
+        .json(&json!({"channels": ["chat", "private"], "messages": {"data": "one"}}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body[0]["channel"], "chat");
+    assert_eq!(body[1]["error"]["code"], 40160);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_ablys_404() {
+    let s = start(base_config()).await;
+    for (method, path) in [
+        (reqwest::Method::GET, "/no/such/thing"),
+        (reqwest::Method::GET, "/keys/test.full/requestToken"),
+    ] {
+        let r = http()
+            .request(method, s.http(path))
+            .header("authorization", basic(FULL_KEY))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], 40400, "{path}");
+    }
 }
