@@ -80,6 +80,9 @@ struct Session {
     /// Attached channels whose ATTACH asked for `occupancy` events (kept so a token
     /// renewal re-attaches with the same request).
     wants_occupancy: HashSet<String>,
+    /// The modes each attachment asked for: a re-authentication grants them again
+    /// against the new capability (an upgrade can add what was refused).
+    requested_modes: HashMap<String, u64>,
     bucket: Bucket,
     /// Shared with the registry so a resumed transport continues the msgSerial
     /// sequence (duplicate detection for publishes re-sent after resume).
@@ -216,6 +219,7 @@ pub async fn run_session<S, R, E>(
         principal,
         attached: HashMap::new(),
         wants_occupancy: HashSet::new(),
+        requested_modes: HashMap::new(),
         link,
         resumable: true,
         resumed_connection: params.resume.is_some() && resume_error.is_none(),
@@ -330,7 +334,11 @@ impl Session {
             action: Action::Connected,
             connection_id: Some(self.conn.connection_id.clone()),
             connection_details: Some(ConnectionDetails {
-                client_id: self.client_id.clone(),
+                // A wildcard token without a clientId of the connection's own is
+                // reported as `*` (the SDK's auth.clientId then becomes `*`).
+                client_id: self.client_id.clone().or_else(|| {
+                    (self.principal.client_id.as_deref() == Some("*")).then(|| "*".to_owned())
+                }),
                 connection_key: self.connection_key.clone(),
                 max_message_size: cfg.max_message_size as u64,
                 max_frame_size: cfg.max_frame_size as u64,
@@ -681,6 +689,7 @@ impl Session {
             attached_flags |= flags::HAS_PRESENCE;
         }
         self.attached.insert(name.clone(), granted);
+        self.requested_modes.insert(name.clone(), requested);
         // The channel params Ably knows are echoed; others are dropped, as Ably does.
         let params: Option<BTreeMap<String, String>> = pm
             .params
@@ -724,6 +733,7 @@ impl Session {
             self.detach_channel(&name);
         }
         self.wants_occupancy.remove(&name);
+        self.requested_modes.remove(&name);
         // Presence needs an attachment: detaching leaves implicitly, as in Ably.
         self.hub
             .remove_presence(&self.conn.connection_id, std::slice::from_ref(&name));
@@ -744,6 +754,7 @@ impl Session {
     }
 
     fn detach_all(&mut self) {
+        self.requested_modes.clear();
         for name in std::mem::take(&mut self.attached).into_keys() {
             self.detach_channel(&name);
         }

@@ -275,3 +275,46 @@ async fn jwts_beyond_ablys_lifetime_or_issued_in_the_future_are_refused() {
         Client::connected(&s, &format!("access_token={jwt}")).await;
     }
 }
+
+/// A re-authentication that widens the capability widens the attachments too:
+/// the modes asked for at attach are granted again against the new capability.
+#[tokio::test]
+async fn in_band_auth_capability_upgrade_adds_publish() {
+    let s = start(base_config()).await;
+    let narrow = token(&s, 60_000, Some(r#"{"up":["subscribe"]}"#), Some("erin")).await;
+    let (mut c, _) = Client::connected(
+        &s,
+        &format!("access_token={}", narrow["token"].as_str().unwrap()),
+    )
+    .await;
+    c.attach("up").await;
+    let publish = |serial: u64| json!({"action": 15, "channel": "up", "msgSerial": serial, "messages": [{"data": "x"}]});
+    c.send(publish(0)).await;
+    assert_eq!(c.expect(2).await["error"]["code"], 40160);
+    let wide = token(
+        &s,
+        60_000,
+        Some(r#"{"up":["subscribe","publish"]}"#),
+        Some("erin"),
+    )
+    .await;
+    c.send(json!({"action": 17, "auth": {"accessToken": wide["token"]}}))
+        .await;
+    c.expect(4).await;
+    c.send(publish(1)).await;
+    assert_eq!(c.expect(1).await["msgSerial"], 1);
+}
+
+/// A connection on a wildcard-clientId token without a clientId of its own is
+/// told `*` in CONNECTED (the SDK's auth.clientId becomes `*`).
+#[tokio::test]
+async fn wildcard_token_connection_reports_star_client_id() {
+    let s = start(base_config()).await;
+    let td = token(&s, 60_000, None, Some("*")).await;
+    let (_c, connected) = Client::connected(
+        &s,
+        &format!("access_token={}", td["token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(connected["connectionDetails"]["clientId"], "*");
+}

@@ -50,10 +50,15 @@ impl Session {
         // Capabilities may have narrowed: re-evaluate every attachment.
         let names: Vec<String> = self.attached.keys().cloned().collect();
         for name in names {
-            let granted =
-                self.attached.get(&name).copied().unwrap_or(0) & self.allowed_modes(&name);
+            let requested = self
+                .requested_modes
+                .get(&name)
+                .copied()
+                .unwrap_or(flags::MODES);
+            let granted = requested & self.allowed_modes(&name);
             if granted == 0 {
                 self.attached.remove(&name);
+                self.requested_modes.remove(&name);
                 self.detach_channel(&name);
                 let e = AblyError::new(
                     ErrorCode::CapabilityDenied,
