@@ -134,11 +134,10 @@ impl Apps {
         if let Some(max) = spec.limits.presence.max_members {
             config.max_presence_members = max;
         }
-        let max_members = config.max_presence_members;
         let hub = Hub::try_new(config, Arc::new(MemoryHistoryStore::default()))
             .map_err(|e| AblyError::new(ErrorCode::InvalidRequestBody, e))?;
         for ch in &spec.channels {
-            seed_presence(&hub, ch, max_members)?;
+            seed_presence(&hub, ch)?;
         }
         let namespaces: Vec<Value> = spec
             .namespaces
@@ -199,7 +198,7 @@ const FIXTURE_CONNECTION: &str = "fixture";
 
 /// Puts a channel's fixture members in its presence set, as if a connection of the
 /// server's own had entered them (they stay: no connection of theirs can drop).
-fn seed_presence(hub: &Hub, spec: &ChannelSpec, max_members: usize) -> Result<(), AblyError> {
+fn seed_presence(hub: &Hub, spec: &ChannelSpec) -> Result<(), AblyError> {
     crate::hub::validate_channel_name(&spec.name)?;
     let now = crate::auth::now_ms();
     let members = spec
@@ -217,14 +216,7 @@ fn seed_presence(hub: &Hub, spec: &ChannelSpec, max_members: usize) -> Result<()
             ..Default::default()
         })
         .collect();
-    hub.channel(&spec.name).presence_update(
-        members,
-        FIXTURE_CONNECTION,
-        now,
-        max_members,
-        None,
-        &mut |_| {},
-    )
+    hub.presence(&spec.name, members, FIXTURE_CONNECTION)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -298,6 +298,17 @@ fn prepare_messages(
     let mut size = 0;
     for m in &mut msgs {
         codec::normalize_message(m);
+        // Published on behalf of a realtime connection: the message is that
+        // connection's (its connectionId; its echo rules).
+        if let Some(key) = m.connection_key.take() {
+            let rec = ctx.hub.connection_by_key(&key).ok_or_else(|| {
+                AblyError::new(
+                    ErrorCode::InvalidConnectionKey,
+                    "Invalid connectionKey: no such connection",
+                )
+            })?;
+            m.connection_id = Some(rec.connection_id);
+        }
         if m.client_id.is_some() {
             let ok = match (p.method, default_cid.as_deref(), p.client_id.as_deref()) {
                 (_, _, Some("*")) => true,

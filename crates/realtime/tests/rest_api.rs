@@ -353,3 +353,29 @@ async fn unknown_paths_and_methods_are_ablys_404() {
         assert_eq!(body["error"]["code"], 40400, "{path}");
     }
 }
+
+/// A REST publish may name a realtime connection by its connectionKey: the
+/// message is that connection's (its connectionId).
+#[tokio::test]
+async fn rest_publish_on_behalf_of_a_realtime_connection() {
+    let s = start(base_config()).await;
+    let (mut c, connected) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let key = connected["connectionDetails"]["connectionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.attach("behalf").await;
+    let publish = |key: String| {
+        http()
+            .post(s.http("/channels/behalf/messages"))
+            .header("authorization", basic(FULL_KEY))
+            .json(&json!({"name": "foo", "data": "bar", "connectionKey": key}))
+            .send()
+    };
+    assert_eq!(publish(key).await.unwrap().status(), 201);
+    let m = c.expect(15).await;
+    assert_eq!(m["messages"][0]["connectionId"], connected["connectionId"]);
+    assert!(m["messages"][0].get("connectionKey").is_none());
+    let r = publish("abcdefghijkl!nosuchconn".into()).await.unwrap();
+    assert_eq!(r.status(), 400);
+}

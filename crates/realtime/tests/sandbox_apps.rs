@@ -99,6 +99,15 @@ async fn apps_are_isolated_and_routed_by_their_keys() {
         .collect();
     ids.sort();
     assert_eq!(ids, ["client_bool", "client_json"]);
+    // … and their entering is in the channel's presence history.
+    let r = http()
+        .get(s.http("/channels/persisted:fixtures/presence/history"))
+        .header("authorization", basic(&key))
+        .send()
+        .await
+        .unwrap();
+    let history: Value = r.json().await.unwrap();
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
     let (mut c, connected) = Client::connected(&s, &format!("key={key}")).await;
     assert!(connected["connectionId"].is_string());
     c.attach("room").await;
