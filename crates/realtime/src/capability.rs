@@ -98,6 +98,9 @@ impl Capability {
             if set.is_empty() {
                 return Err(bad("empty operation list"));
             }
+            if set.len() > 1 && set.contains(ops::ALL) {
+                return Err(bad("'*' cannot be combined with other operations"));
+            }
             grants.insert(resource.clone(), set);
         }
         if grants.is_empty() {
@@ -331,6 +334,7 @@ mod tests {
             r#"{"a":[]}"#,
             "nope",
             r#"{"a":["publish_"]}"#,
+            r#"{"a":["*","publish"]}"#,
         ] {
             assert!(Capability::parse(s).is_err(), "{s}");
         }

@@ -850,6 +850,25 @@ impl Session {
     }
 }
 
+/// Channel modes named in an attach's `modes` param (`"subscribe,presence"`);
+/// names Tidewire has no use for (`object_subscribe` …) grant nothing.
+fn modes_from_names(names: &str) -> u64 {
+    names
+        .split(',')
+        .map(|n| match n.trim().to_ascii_lowercase().as_str() {
+            "presence" => flags::PRESENCE,
+            "publish" => flags::PUBLISH,
+            "subscribe" => flags::SUBSCRIBE,
+            "presence_subscribe" => flags::PRESENCE_SUBSCRIBE,
+            "annotation_publish" => flags::ANNOTATION_PUBLISH,
+            _ => 0,
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// Channel params (attach `params`) Ably recognises.
+const KNOWN_PARAMS: [&str; 4] = ["rewind", "delta", "occupancy", "modes"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,22 +1060,3 @@ mod tests {
         assert!(closed);
     }
 }
-
-/// Channel modes named in an attach's `modes` param (`"subscribe,presence"`);
-/// names Tidewire has no use for (`object_subscribe` …) grant nothing.
-fn modes_from_names(names: &str) -> u64 {
-    names
-        .split(',')
-        .map(|n| match n.trim().to_ascii_lowercase().as_str() {
-            "presence" => flags::PRESENCE,
-            "publish" => flags::PUBLISH,
-            "subscribe" => flags::SUBSCRIBE,
-            "presence_subscribe" => flags::PRESENCE_SUBSCRIBE,
-            "annotation_publish" => flags::ANNOTATION_PUBLISH,
-            _ => 0,
-        })
-        .fold(0, |a, b| a | b)
-}
-
-/// Channel params (attach `params`) Ably recognises.
-const KNOWN_PARAMS: [&str; 4] = ["rewind", "delta", "occupancy", "modes"];

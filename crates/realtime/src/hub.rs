@@ -46,6 +46,7 @@ pub struct Hub {
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     recent_ids: Mutex<IdCache>,
     sweeper_started: std::sync::atomic::AtomicBool,
+    stats: crate::stats::Stats,
 }
 
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
@@ -164,6 +165,7 @@ impl Hub {
             observers,
             recent_ids: Mutex::new(IdCache::default()),
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
+            stats: crate::stats::Stats::default(),
         });
         hub.spawn_sweeper();
         Ok(hub)
@@ -201,6 +203,21 @@ impl Hub {
 
     pub fn config(&self) -> &RealtimeConfig {
         &self.config
+    }
+
+    /// The app's statistics (`GET /stats`).
+    pub fn stats(&self) -> &crate::stats::Stats {
+        &self.stats
+    }
+
+    /// The app's id: the `appId` of its keys.
+    pub fn app_id(&self) -> String {
+        self.config
+            .keys
+            .first()
+            .and_then(|k| k.key.split_once('.'))
+            .map(|(app, _)| app.to_owned())
+            .unwrap_or_default()
     }
 
     pub fn keyring(&self) -> &Keyring {
@@ -338,6 +355,15 @@ impl Hub {
         } else {
             messages
         };
+        let transport = match origin {
+            Origin::Realtime => Some("realtime"),
+            Origin::Rest => Some("rest"),
+            Origin::Backend => None,
+        };
+        if let Some(t) = transport.filter(|_| !messages.is_empty()) {
+            let bytes = messages.iter().map(Message::size).sum();
+            self.stats.record_inbound(t, messages.len(), bytes, now);
+        }
         let ch = self.channel(channel);
         let mut published = ch.publish(
             messages,

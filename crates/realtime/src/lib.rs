@@ -40,6 +40,7 @@ pub mod protocol;
 pub mod ratelimit;
 pub mod registry;
 pub mod rest;
+pub mod stats;
 pub mod token;
 pub mod ws;
 

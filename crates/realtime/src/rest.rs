@@ -47,7 +47,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/messages", post(batch_publish))
         .route("/presence", get(batch_presence))
         .route("/keys/{key_name}/requestToken", post(request_token))
-        .route("/stats", get(empty_list))
+        .route("/stats", get(stats).post(post_stats_fixtures))
 }
 
 type Params = Query<HashMap<String, String>>;
@@ -253,11 +253,118 @@ async fn time(State(hub): State<Arc<Hub>>, headers: HeaderMap, Query(q): Params)
     )
 }
 
-async fn empty_list(State(hub): State<Arc<Hub>>, headers: HeaderMap, Query(q): Params) -> Response {
+/// `GET /stats?unit&start&end&direction&limit`: the app's statistics.
+async fn stats(State(hub): State<Arc<Hub>>, headers: HeaderMap, Query(q): Params) -> Response {
+    use crate::stats::{parse_time, StatsQuery, Unit};
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = ctx
-        .principal()
-        .map(|_| ctx.reply(StatusCode::OK, Payload::Value(serde_json::json!([])), None));
+    let r = (|| {
+        ctx.principal()?;
+        // `by` is the older name of `unit`.
+        let unit = q.get("unit").or_else(|| q.get("by"));
+        let unit = Unit::parse(unit.map_or("minute", String::as_str))?;
+        let start = q.get("start").map(|s| parse_time(s, false)).transpose()?;
+        let end = q.get("end").map(|s| parse_time(s, true)).transpose()?;
+        let forwards = match q.get("direction").map(String::as_str) {
+            None | Some("backwards") => false,
+            Some("forwards") => true,
+            Some(other) => {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidParameterValue,
+                    format!("Invalid direction {other:?}"),
+                ))
+            }
+        };
+        let limit = match q.get("limit") {
+            None => DEFAULT_LIMIT,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=MAX_LIMIT).contains(n))
+                .ok_or_else(|| {
+                    AblyError::new(
+                        ErrorCode::InvalidParameterValue,
+                        format!("Invalid limit {l:?}"),
+                    )
+                })?,
+        };
+        let cursor = q
+            .get("cursor")
+            .map(|c| {
+                c.parse::<i64>().map_err(|_| {
+                    AblyError::new(
+                        ErrorCode::InvalidParameterValue,
+                        format!("Invalid cursor {c:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let query = StatsQuery {
+            unit,
+            start,
+            end,
+            forwards,
+            limit,
+            cursor,
+        };
+        let (records, next) = hub.stats().query(&query, &hub.app_id(), now_ms());
+        // Always a link to the first page; one to the next while there is more.
+        let mut params = vec![
+            format!("unit={}", query.unit_name()),
+            format!("limit={limit}"),
+            format!(
+                "direction={}",
+                if forwards { "forwards" } else { "backwards" }
+            ),
+        ];
+        if let Some(s) = start {
+            params.push(format!("start={s}"));
+        }
+        if let Some(e) = end {
+            params.push(format!("end={e}"));
+        }
+        let first = params.join("&");
+        let mut link = format!("<./stats?{first}>; rel=\"first\"");
+        if let Some(n) = next {
+            link.push_str(&format!(", <./stats?{first}&cursor={n}>; rel=\"next\""));
+        }
+        let link = Some(link);
+        Ok(ctx.reply(
+            StatusCode::OK,
+            Payload::Value(serde_json::Value::Array(records)),
+            link,
+        ))
+    })();
+    ctx.finish(r)
+}
+
+/// `POST /stats` (sandbox apps only, with one of the app's keys): stats fixtures,
+/// as Ably's sandbox takes them for SDK test suites.
+async fn post_stats_fixtures(
+    State(hub): State<Arc<Hub>>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        if !hub.config().sandbox {
+            return Err(AblyError::new(ErrorCode::NotFound, "Not found: /stats"));
+        }
+        let p = ctx.principal()?;
+        if p.method != AuthMethod::Basic {
+            return Err(AblyError::new(
+                ErrorCode::Unauthorized,
+                "Stats fixtures need one of the app's keys",
+            ));
+        }
+        let fixtures: serde_json::Value = codec::decode_body(&body, ctx.body_format())?;
+        hub.stats().load_fixtures(&fixtures)?;
+        Ok(ctx.reply(
+            StatusCode::CREATED,
+            Payload::Value(serde_json::json!({})),
+            None,
+        ))
+    })();
     ctx.finish(r)
 }
 

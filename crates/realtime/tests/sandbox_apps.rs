@@ -143,3 +143,80 @@ async fn without_the_setting_apps_cannot_be_created() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// `GET /stats`: the app's own publishes in the current interval, fixtures posted
+/// to a sandbox app, summed by unit, paged with Link headers.
+#[tokio::test]
+async fn stats_from_publishes_and_fixtures() {
+    let s = start(sandbox_config()).await;
+    let app = create_app(&s, json!({"keys": [{}]})).await;
+    let key = app["keys"][0]["keyStr"].as_str().unwrap().to_owned();
+    let get = |query: &str| {
+        let url = s.http(&format!("/stats?{query}"));
+        let key = key.clone();
+        async move {
+            let r = http()
+                .get(url)
+                .header("authorization", basic(&key))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let link = r
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_owned());
+            (r.json::<Value>().await.unwrap(), link)
+        }
+    };
+    http()
+        .post(s.http("/channels/c/messages"))
+        .header("authorization", basic(&key))
+        .json(&json!([{"data": "12345"}, {"data": "678"}]))
+        .send()
+        .await
+        .unwrap();
+    let (now, _) = get("unit=hour").await;
+    assert_eq!(now[0]["entries"]["messages.inbound.rest.messages.count"], 2);
+    assert_eq!(now[0]["entries"]["messages.inbound.all.messages.data"], 8);
+    assert!(now[0]["inProgress"].is_string());
+    assert_eq!(now[0]["appId"], app["appId"]);
+
+    let fixtures = json!([
+        {"intervalId": "2025-02-03:15:03", "inbound": {"realtime": {"messages": {"count": 50, "data": 5000}}}},
+        {"intervalId": "2025-02-03:15:04", "inbound": {"realtime": {"messages": {"count": 60, "data": 6000}}}}
+    ]);
+    let r = http()
+        .post(s.http("/stats"))
+        .header("authorization", basic(&key))
+        .json(&fixtures)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (day, _) = get("unit=day&start=2025-02-03&end=2025-02-03").await;
+    assert_eq!(day.as_array().unwrap().len(), 1);
+    assert_eq!(
+        day[0]["entries"]["messages.inbound.all.messages.count"],
+        110
+    );
+    assert_eq!(day[0]["intervalId"], "2025-02-03");
+    let (page, link) = get("end=2025-02-03:15:04&limit=1").await;
+    assert_eq!(page[0]["intervalId"], "2025-02-03:15:04");
+    let link = link.unwrap();
+    let next = link.split("rel=\"first\", <./stats?").nth(1).unwrap();
+    let next = next.split('>').next().unwrap();
+    let (page, link) = get(next).await;
+    assert_eq!(page[0]["intervalId"], "2025-02-03:15:03");
+    assert!(!link.unwrap().contains("rel=\"next\""));
+    // A server without the sandbox takes no fixtures.
+    let plain = start(base_config()).await;
+    let r = http()
+        .post(plain.http("/stats"))
+        .header("authorization", basic(FULL_KEY))
+        .json(&fixtures)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
