@@ -109,6 +109,7 @@ impl Apps {
             config.keys.push(KeyConfig {
                 key: format!("{name}:{secret}"),
                 capability: Some(CapabilityConfig::Text(capability.clone())),
+                revocable_tokens: k.revocable_tokens,
             });
             keys.push(json!({
                 "id": name.split_once('.').map_or("", |(_, k)| k),

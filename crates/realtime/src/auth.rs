@@ -39,6 +39,8 @@ pub struct ApiKey {
     pub name: String,
     pub secret: String,
     pub capability: Capability,
+    /// Tokens of this key can be revoked (`POST /keys/{name}/revokeTokens`).
+    pub revocable: bool,
 }
 
 /// How a principal authenticated.
@@ -58,6 +60,8 @@ pub struct Principal {
     pub client_id: Option<String>,
     /// Token expiry (ms since epoch); `None` for key auth.
     pub expires_ms: Option<i64>,
+    /// When the token was issued (ms); `None` for key auth.
+    pub issued_ms: Option<i64>,
 }
 
 impl Principal {
@@ -85,7 +89,33 @@ pub struct Keyring {
     /// empty, so a TokenRequest timestamped before it may have been used already:
     /// it is refused (40104) rather than remembered across restarts.
     started_ms: i64,
+    /// Token revocations in force (revocable keys only).
+    revocations: Mutex<Vec<Revocation>>,
+    /// Bumped by every revocation, so live connections check their own token.
+    revoked: tokio::sync::watch::Sender<u64>,
 }
+
+/// Tokens of `key_name` for `target` issued before `issued_before_ms` are
+/// refused from `applies_at_ms` on (40141).
+#[derive(Debug, Clone)]
+struct Revocation {
+    key_name: String,
+    target: RevocationTarget,
+    issued_before_ms: i64,
+    applies_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RevocationTarget {
+    ClientId(String),
+    /// Tidewire's tokens carry no revocation key or channel list of their own:
+    /// accepted, matching no token.
+    Other,
+}
+
+/// With `allowReauthMargin`, a revocation waits this long, so that clients can get
+/// a new token first (Ably: 30 s).
+const REAUTH_MARGIN_MS: i64 = 30_000;
 
 impl Keyring {
     /// Builds the keyring; malformed keys or capabilities are configuration errors.
@@ -121,6 +151,7 @@ impl Keyring {
                     name: name.to_owned(),
                     secret: secret.to_owned(),
                     capability,
+                    revocable: k.revocable_tokens,
                 },
             );
         }
@@ -129,6 +160,8 @@ impl Keyring {
             default_ttl_ms: config.default_token_ttl_ms,
             nonces: Mutex::new(HashMap::new()),
             started_ms,
+            revocations: Mutex::new(Vec::new()),
+            revoked: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -163,6 +196,7 @@ impl Keyring {
             capability: k.capability.clone(),
             client_id: None,
             expires_ms: None,
+            issued_ms: None,
         })
     }
 
@@ -194,13 +228,128 @@ impl Keyring {
             None => key.capability.clone(),
             Some(text) => key.capability.intersect(&Capability::parse(text)?)?,
         };
-        Ok(Principal {
+        let principal = Principal {
             key_name,
             method: AuthMethod::Token,
             capability,
             client_id: claims.client_id,
             expires_ms: Some(claims.expires_ms),
+            issued_ms: Some(claims.issued_ms),
+        };
+        if key.revocable && self.is_revoked(&principal, now) {
+            return Err(AblyError::of(ErrorCode::TokenRevoked));
+        }
+        Ok(principal)
+    }
+
+    /// Whether a revocation in force covers this principal's token.
+    pub fn is_revoked(&self, p: &Principal, now: i64) -> bool {
+        let (Some(issued), AuthMethod::Token) = (p.issued_ms, p.method) else {
+            return false;
+        };
+        let revocations = self.revocations.lock().unwrap_or_else(|e| e.into_inner());
+        revocations.iter().any(|r| {
+            r.key_name == p.key_name
+                && now >= r.applies_at_ms
+                && issued < r.issued_before_ms
+                && match &r.target {
+                    RevocationTarget::ClientId(c) => p.client_id.as_deref() == Some(c.as_str()),
+                    RevocationTarget::Other => false,
+                }
         })
+    }
+
+    /// Changes whenever tokens are revoked: live connections then check theirs.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revoked.subscribe()
+    }
+
+    /// `POST /keys/{keyName}/revokeTokens`: revokes the key's tokens for each
+    /// `type:value` target (`clientId`, `revocationKey`, `channel`) issued before
+    /// `issued_before` (default: now), from now on or, with `reauth_margin`, 30 s
+    /// from now. Answers Ably's batch result.
+    pub fn revoke(
+        &self,
+        key_name: &str,
+        targets: &[String],
+        issued_before: Option<i64>,
+        reauth_margin: bool,
+        now: i64,
+    ) -> Result<serde_json::Value, AblyError> {
+        let key = self.keys.get(key_name).ok_or_else(|| {
+            AblyError::new(ErrorCode::NotFound, format!("No key named {key_name}"))
+        })?;
+        if !key.revocable {
+            return Err(AblyError::new(
+                ErrorCode::BadRequest,
+                format!("Token revocation is not enabled for key {key_name}"),
+            ));
+        }
+        let issued_before_ms = issued_before.unwrap_or(now);
+        let applies_at_ms = if reauth_margin {
+            now + REAUTH_MARGIN_MS
+        } else {
+            now
+        };
+        let mut results = Vec::new();
+        let (mut ok, mut failed) = (0, 0);
+        let mut added = Vec::new();
+        for t in targets {
+            let target = match t.split_once(':') {
+                Some(("clientId", v)) if !v.is_empty() => {
+                    Some(RevocationTarget::ClientId(v.to_owned()))
+                }
+                Some(("revocationKey" | "channel", v)) if !v.is_empty() => {
+                    Some(RevocationTarget::Other)
+                }
+                _ => None,
+            };
+            match target {
+                Some(target) => {
+                    ok += 1;
+                    added.push(Revocation {
+                        key_name: key_name.to_owned(),
+                        target,
+                        issued_before_ms,
+                        applies_at_ms,
+                    });
+                    results.push(serde_json::json!({
+                        "target": t,
+                        "issuedBefore": issued_before_ms,
+                        "appliesAt": applies_at_ms,
+                    }));
+                }
+                None => {
+                    failed += 1;
+                    let e = AblyError::new(
+                        ErrorCode::InvalidParameterValue,
+                        format!("Invalid revocation target {t:?}"),
+                    );
+                    results.push(serde_json::json!({"target": t, "error": e.to_info()}));
+                }
+            }
+        }
+        self.revocations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(added);
+        self.revoked.send_modify(|n| *n += 1);
+        if reauth_margin {
+            // Live connections check again once the revocation applies.
+            let tx = self.revoked.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(REAUTH_MARGIN_MS as u64))
+                        .await;
+                    tx.send_modify(|n| *n += 1);
+                });
+            }
+        }
+        Ok(serde_json::json!({
+            "successCount": ok,
+            "failureCount": failed,
+            "results": results,
+        }))
     }
 
     /// Verifies a signed TokenRequest and mints a token (`POST /keys/{name}/requestToken`).
@@ -352,12 +501,14 @@ mod tests {
                 KeyConfig {
                     key: "app.full:secret".into(),
                     capability: None,
+                    revocable_tokens: false,
                 },
                 KeyConfig {
                     key: "app.sub:s2".into(),
                     capability: Some(CapabilityConfig::Text(
                         r#"{"stream:*":["subscribe"]}"#.into(),
                     )),
+                    revocable_tokens: false,
                 },
             ],
             ..Default::default()

@@ -14,6 +14,9 @@ pub struct KeyConfig {
     /// Capability as a JSON string or an inline map; absent means `{"*":["*"]}`.
     #[serde(default)]
     pub capability: Option<CapabilityConfig>,
+    /// Tokens issued with this key can be revoked (Ably's `revocableTokens`).
+    #[serde(default)]
+    pub revocable_tokens: bool,
 }
 
 /// Capability in either form a config file is likely to use.

@@ -166,6 +166,7 @@ mod tests {
                 keys: vec![KeyConfig {
                     key: "app.k:s".into(),
                     capability: None,
+                    revocable_tokens: false,
                 }],
                 ..Default::default()
             },

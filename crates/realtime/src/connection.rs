@@ -245,6 +245,7 @@ pub async fn run_session<S, R, E>(
     let superseded_fut = superseded.notified();
     let evicted_fut = rx.evicted();
     tokio::pin!(superseded_fut, evicted_fut);
+    let mut revocations = hub.keyring().revocations();
     let mut flow = s.flush(&mut sink).await;
     while flow == Flow::Continue {
         let deadline = s.next_deadline();
@@ -305,6 +306,19 @@ pub async fn run_session<S, R, E>(
                     s.out.push(Outgoing::Ping);
                 }
                 flow = s.flush(&mut sink).await;
+            }
+            Ok(()) = revocations.changed() => {
+                // Tokens were revoked: this connection's own may be among them.
+                if hub.keyring().is_revoked(&s.principal, now_ms()) {
+                    s.push(ProtocolMessage {
+                        action: Action::Disconnected,
+                        error: Some(AblyError::of(ErrorCode::TokenRevoked).to_info()),
+                        ..Default::default()
+                    });
+                    s.resumable = false;
+                    let _ = s.flush(&mut sink).await;
+                    flow = Flow::Close;
+                }
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 flow = s.on_deadline();
@@ -882,6 +896,7 @@ mod tests {
                 keys: vec![KeyConfig {
                     key: "app.k:s".into(),
                     capability: None,
+                    revocable_tokens: false,
                 }],
                 ..Default::default()
             },

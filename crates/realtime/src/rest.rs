@@ -47,6 +47,7 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/messages", post(batch_publish))
         .route("/presence", get(batch_presence))
         .route("/keys/{key_name}/requestToken", post(request_token))
+        .route("/keys/{key_name}/revokeTokens", post(revoke_tokens))
         .route("/stats", get(stats).post(post_stats_fixtures))
 }
 
@@ -878,6 +879,48 @@ async fn request_token(
             .issue_token(&key_name, &req, caller.as_ref(), now_ms())?;
         let v = serde_json::to_value(&td).map_err(|_| AblyError::of(ErrorCode::Internal))?;
         Ok(ctx.reply(StatusCode::OK, Payload::Value(v), None))
+    })();
+    ctx.finish(r)
+}
+
+/// The body of `POST /keys/{keyName}/revokeTokens`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RevokeRequest {
+    targets: Vec<String>,
+    #[serde(default)]
+    issued_before: Option<i64>,
+    #[serde(default)]
+    allow_reauth_margin: bool,
+}
+
+/// `POST /keys/{keyName}/revokeTokens` with that key (Basic): revokes its tokens
+/// by target (see [`crate::auth::Keyring::revoke`]).
+async fn revoke_tokens(
+    State(hub): State<Arc<Hub>>,
+    Path(key_name): Path<String>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        if p.method != AuthMethod::Basic || p.key_name != key_name {
+            return Err(AblyError::new(
+                ErrorCode::Unauthorized,
+                format!("Revoking tokens of {key_name} needs that key"),
+            ));
+        }
+        let req: RevokeRequest = codec::decode_body(&body, ctx.body_format())?;
+        let result = hub.keyring().revoke(
+            &key_name,
+            &req.targets,
+            req.issued_before,
+            req.allow_reauth_margin,
+            now_ms(),
+        )?;
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(result), None))
     })();
     ctx.finish(r)
 }

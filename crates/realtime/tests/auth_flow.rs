@@ -318,3 +318,69 @@ async fn wildcard_token_connection_reports_star_client_id() {
     .await;
     assert_eq!(connected["connectionDetails"]["clientId"], "*");
 }
+
+/// `POST /keys/{name}/revokeTokens` on a key with revocable tokens: the targets'
+/// tokens are refused from then on (40141), live connections using them are
+/// disconnected with 40141, other tokens carry on; invalid targets fail alone.
+#[tokio::test]
+async fn revoked_tokens_are_refused_and_their_connections_dropped() {
+    let mut config = base_config();
+    config.keys[0].revocable_tokens = true;
+    let s = start(config).await;
+    let revoked = token(&s, 60_000, None, Some("mallory")).await;
+    let kept = token(&s, 60_000, None, Some("trent")).await;
+    let (mut victim, _) = Client::connected(
+        &s,
+        &format!("access_token={}", revoked["token"].as_str().unwrap()),
+    )
+    .await;
+    let (mut other, _) = Client::connected(
+        &s,
+        &format!("access_token={}", kept["token"].as_str().unwrap()),
+    )
+    .await;
+    // Issued-before is strict: let the clock pass the tokens' issue time.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let revoke = |auth: String| {
+        http()
+            .post(s.http("/keys/test.full/revokeTokens"))
+            .header("authorization", auth)
+            .json(&json!({"targets": ["clientId:mallory", "invalidType:abc"]}))
+            .send()
+    };
+    assert_eq!(revoke(basic(SUB_KEY)).await.unwrap().status(), 401);
+    let r = revoke(basic(FULL_KEY)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["successCount"], 1);
+    assert_eq!(body["failureCount"], 1);
+    assert_eq!(body["results"][0]["target"], "clientId:mallory");
+    assert!(body["results"][0]["issuedBefore"].is_i64());
+    assert_eq!(body["results"][1]["error"]["statusCode"], 400);
+
+    let gone = victim.expect(6).await;
+    assert_eq!(gone["error"]["code"], 40141);
+    assert!(victim.closes().await);
+    other.attach("still-here").await;
+    let r = http()
+        .get(s.http("/channels/x/messages"))
+        .header(
+            "authorization",
+            format!("Bearer {}", revoked["token"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], 40141);
+    // A key without revocable tokens cannot revoke.
+    let r = http()
+        .post(s.http("/keys/test.sub/revokeTokens"))
+        .header("authorization", basic(SUB_KEY))
+        .json(&json!({"targets": ["clientId:x"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -48,6 +48,7 @@ pub fn ensure_keys(config: &mut RealtimeConfig, data_dir: &Path) -> anyhow::Resu
     config.keys.push(KeyConfig {
         key: key.clone(),
         capability: None,
+        revocable_tokens: false,
     });
     Ok(Some(key))
 }

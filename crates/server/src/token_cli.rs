@@ -110,6 +110,7 @@ mod tests {
             keys: vec![KeyConfig {
                 key: KEY.into(),
                 capability: None,
+                revocable_tokens: false,
             }],
             ..Default::default()
         };

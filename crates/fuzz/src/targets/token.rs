@@ -97,6 +97,7 @@ pub fn keyring() -> Keyring {
             .map(|(name, secret, cap)| KeyConfig {
                 key: format!("{name}:{secret}"),
                 capability: cap.map(|c| CapabilityConfig::Text(c.to_owned())),
+                revocable_tokens: false,
             })
             .collect(),
         ..Default::default()
