@@ -509,6 +509,10 @@ impl Session {
                 Flow::Continue
             }
             Action::Auth => self.on_auth(pm),
+            Action::Sync => {
+                self.on_sync_request(pm);
+                Flow::Continue
+            }
             Action::Presence => {
                 self.on_presence(pm);
                 Flow::Continue
@@ -535,9 +539,39 @@ impl Session {
             | Action::Error
             | Action::Attached
             | Action::Detached
-            | Action::Sync
             | Action::Activate
             | Action::ObjectSync => Flow::Continue,
+        }
+    }
+
+    /// A client's SYNC (`channel.sync()`, RTP19): the channel's whole presence set
+    /// again, to an attachment that receives presence. An empty set is one SYNC
+    /// without members, which ends the client's sync all the same.
+    fn on_sync_request(&mut self, pm: ProtocolMessage) {
+        let Some(name) = pm.channel else {
+            return;
+        };
+        let granted = self.attached.get(&name).copied().unwrap_or(0);
+        if granted & flags::PRESENCE_SUBSCRIBE == 0 {
+            return;
+        }
+        let members = self
+            .hub
+            .existing_channel(&name)
+            .map(|c| c.members(None, None))
+            .unwrap_or_default();
+        let syncs = crate::presence::sync_messages(&name, members);
+        if syncs.is_empty() {
+            self.push(ProtocolMessage {
+                action: Action::Sync,
+                channel: Some(name),
+                channel_serial: Some(format!("{:x}:", now_ms())),
+                presence: Some(Vec::new()),
+                ..Default::default()
+            });
+        }
+        for sync in syncs {
+            self.push(sync);
         }
     }
 

@@ -159,3 +159,27 @@ async fn abrupt_disconnect_leaves_after_grace_unless_resumed() {
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].client_id.as_deref(), Some("back"));
 }
+
+/// A client's SYNC (`channel.sync()`) gets the channel's presence set again; an
+/// attachment without presence_subscribe gets nothing.
+#[tokio::test]
+async fn client_sync_request_gets_the_presence_set_again() {
+    let s = start(base_config()).await;
+    let (mut member, _) = Client::connected(&s, &format!("key={FULL_KEY}&clientId=ann")).await;
+    member.attach("sync-again").await;
+    member
+        .send(
+            json!({"action": 14, "channel": "sync-again", "msgSerial": 0,
+            "presence": [{"action": 2, "clientId": "ann"}]}),
+        )
+        .await;
+    member.expect(1).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("sync-again").await;
+    let first = c.expect(16).await;
+    assert_eq!(first["presence"][0]["clientId"], "ann");
+    c.send(json!({"action": 16, "channel": "sync-again"})).await;
+    let again = c.expect(16).await;
+    assert_eq!(again["presence"][0]["clientId"], "ann");
+    assert!(again["channelSerial"].as_str().unwrap().ends_with(':'));
+}
