@@ -26,7 +26,7 @@ use crate::codec::{check_frame_format, decode_frame, encode_frame, Format, Frame
 use crate::connect::{authenticate, parse_rewind, ConnectParams};
 use crate::error::{AblyError, ErrorCode};
 use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
-use crate::protocol::{flags, Action, ConnectionDetails, ProtocolMessage};
+use crate::protocol::{flags, Action, ConnectionDetails, ProtocolMessage, PublishResult};
 use crate::ratelimit::Bucket;
 
 mod presence_ops;
@@ -92,7 +92,7 @@ struct Session {
     resumable: bool,
     /// Whether this transport took over an existing connection (resume/recover).
     resumed_connection: bool,
-    pending_ack: Option<(i64, u64)>,
+    pending_ack: Option<(i64, u64, Vec<PublishResult>)>,
     out: Vec<Outgoing>,
     renew_at: Option<Instant>,
     expires_at: Option<Instant>,
@@ -372,22 +372,33 @@ impl Session {
     }
 
     fn flush_ack(&mut self) {
-        if let Some((serial, count)) = self.pending_ack.take() {
+        if let Some((serial, count, res)) = self.pending_ack.take() {
             self.out.push(Outgoing::Message(Box::new(ProtocolMessage {
                 action: Action::Ack,
                 msg_serial: Some(serial),
                 count: Some(count),
+                res: Some(res),
                 ..Default::default()
             })));
         }
     }
 
     fn ack(&mut self, serial: i64) {
+        self.ack_with(serial, Vec::new());
+    }
+
+    /// Acknowledges `serial` with the serials its messages got; consecutive
+    /// acknowledgements go out as one ACK with one result each.
+    fn ack_with(&mut self, serial: i64, serials: Vec<String>) {
+        let result = PublishResult { serials };
         match &mut self.pending_ack {
-            Some((start, count)) if start.checked_add(*count as i64) == Some(serial) => *count += 1,
+            Some((start, count, res)) if start.checked_add(*count as i64) == Some(serial) => {
+                *count += 1;
+                res.push(result);
+            }
             _ => {
                 self.flush_ack();
-                self.pending_ack = Some((serial, 1));
+                self.pending_ack = Some((serial, 1, vec![result]));
             }
         }
     }
@@ -833,14 +844,14 @@ impl Session {
             connection_id: Some(self.conn.connection_id.clone()),
             client_id: self.client_id.clone(),
         };
-        self.hub.publish(
+        let published = self.hub.publish(
             &channel,
             messages,
             &publisher,
             Some(proto_id),
             Origin::Realtime,
         );
-        self.ack(serial);
+        self.ack_with(serial, published.serials);
     }
 
     fn check_publish(&mut self, pm: &ProtocolMessage) -> Result<(), AblyError> {

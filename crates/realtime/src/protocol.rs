@@ -354,6 +354,14 @@ pub struct PresenceMessage {
     pub timestamp: Option<i64>,
 }
 
+/// What one acknowledged publish gave its messages: their serials (empty for
+/// presence and resends).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PublishResult {
+    #[serde(default)]
+    pub serials: Vec<String>,
+}
+
 /// The frame unit of the realtime protocol.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -403,6 +411,9 @@ pub struct ProtocolMessage {
     pub connection_details: Option<ConnectionDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<BTreeMap<String, String>>,
+    /// ACK: one publish result per acknowledged message (`{serials: [...]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub res: Option<Vec<PublishResult>>,
 }
 
 impl ProtocolMessage {

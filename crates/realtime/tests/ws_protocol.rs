@@ -754,3 +754,32 @@ async fn attach_modes_are_granted_reported_and_enforced() {
     let nack = c.expect(2).await;
     assert_eq!(nack["error"]["code"], 40165);
 }
+
+/// An ACK carries one publish result per acknowledged message, with the serials
+/// its messages got (what ably-js's `publish()` resolves to).
+#[tokio::test]
+async fn acks_carry_the_published_serials() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("serials").await;
+    c.send(json!({"action": 15, "channel": "serials", "msgSerial": 0,
+        "messages": [{"data": "a"}, {"data": "b"}]}))
+        .await;
+    let ack = loop {
+        let m = c.recv().await.expect("frame");
+        if m["action"] == 1 {
+            break m;
+        }
+    };
+    let serials = ack["res"][0]["serials"].as_array().unwrap();
+    assert_eq!(serials.len(), 2);
+    assert!(serials[0].as_str().unwrap() < serials[1].as_str().unwrap());
+    let h = http()
+        .get(s.http("/channels/serials/messages?direction=forwards"))
+        .header("authorization", basic(FULL_KEY))
+        .send()
+        .await
+        .unwrap();
+    let history: serde_json::Value = h.json().await.unwrap();
+    assert_eq!(history[0]["serial"], serials[0]);
+}
