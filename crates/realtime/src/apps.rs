@@ -132,6 +132,12 @@ impl Apps {
             );
         }
         config.history_retention = RetentionRules::List(rules);
+        config.mutable_messages.extend(
+            spec.namespaces
+                .iter()
+                .filter(|ns| ns.mutable_messages)
+                .map(|ns| format!("{}:*", ns.id)),
+        );
         if let Some(max) = spec.limits.presence.max_members {
             config.max_presence_members = max;
         }
@@ -232,6 +238,7 @@ struct KeySpec {
 struct NamespaceSpec {
     id: String,
     persisted: bool,
+    mutable_messages: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -495,6 +495,61 @@ impl Channel {
     }
 }
 
+impl Channel {
+    /// Publishes a new version of a message (an update, delete or append). The
+    /// version takes the channel's next serial as its own (`version.serial`, with
+    /// `version.timestamp`); the message keeps its serial. History keeps `stored`
+    /// (the whole latest version) at the version serial, so rewind and resume see
+    /// it; subscribers get `sent` (for an append: the appended data alone).
+    /// Returns the version serial.
+    pub fn publish_version(
+        &self,
+        mut stored: Message,
+        mut sent: Message,
+        ctx: &PublishCtx<'_>,
+    ) -> String {
+        let mut st = self.lock();
+        Self::flush_presence_batch(&self.name, &mut st);
+        let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);
+        let serial = (st.last_serial + 1).max(floor);
+        st.last_serial = serial;
+        let rendered = format_serial(serial);
+        for m in [&mut stored, &mut sent] {
+            let mut version = match m.version.take() {
+                Some(serde_json::Value::Object(v)) => v,
+                _ => serde_json::Map::new(),
+            };
+            version.insert("serial".into(), rendered.clone().into());
+            version.insert("timestamp".into(), ctx.now_ms.into());
+            m.version = Some(serde_json::Value::Object(version));
+        }
+        ctx.history.append(
+            &self.name,
+            StoredMessage {
+                serial,
+                received_ms: ctx.now_ms,
+                message: stored,
+            },
+            ctx.retention,
+        );
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Message,
+            channel: Some(self.name.clone()),
+            channel_serial: Some(rendered.clone()),
+            timestamp: Some(ctx.now_ms),
+            messages: Some(vec![sent]),
+            ..Default::default()
+        });
+        for sub in st.subscribers.values() {
+            if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
+                continue;
+            }
+            let _ = sub.conn.tx.try_send(frame.clone());
+        }
+        rendered
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,6 +130,9 @@ pub struct RealtimeConfig {
     pub presence_batch_threshold: usize,
     /// How long a batched presence event may wait for others, ms.
     pub presence_batch_ms: u64,
+    /// Channels whose messages may be updated, deleted and appended to
+    /// (capability-style patterns, e.g. `"mutable:*"`).
+    pub mutable_messages: Vec<String>,
     /// Lets anyone create and delete apps (`POST /apps`, `DELETE /apps/{id}`), as
     /// Ably's sandbox does for SDK test suites. Never on a server others can reach.
     pub sandbox: bool,
@@ -159,6 +162,7 @@ impl Default for RealtimeConfig {
             occupancy_debounce_ms: 1_000,
             presence_batch_threshold: 500,
             presence_batch_ms: 50,
+            mutable_messages: Vec::new(),
             sandbox: false,
         }
     }

@@ -26,7 +26,9 @@ use crate::codec::{check_frame_format, decode_frame, encode_frame, Format, Frame
 use crate::connect::{authenticate, parse_rewind, ConnectParams};
 use crate::error::{AblyError, ErrorCode};
 use crate::hub::{validate_channel_name, ConnectionRecord, Hub};
-use crate::protocol::{flags, Action, ConnectionDetails, ProtocolMessage, PublishResult};
+use crate::protocol::{
+    flags, message_actions, Action, ConnectionDetails, ProtocolMessage, PublishResult,
+};
 use crate::ratelimit::Bucket;
 
 mod presence_ops;
@@ -836,14 +838,25 @@ impl Session {
         let (Some(channel), Some(messages)) = (pm.channel, pm.messages) else {
             return self.ack(serial);
         };
-        let proto_id = pm
-            .id
-            .unwrap_or_else(|| format!("{}:{}", self.conn.connection_id, serial));
         let publisher = Publisher {
             conn: Some(self.conn.id),
             connection_id: Some(self.conn.connection_id.clone()),
             client_id: self.client_id.clone(),
         };
+        if messages.iter().any(|m| {
+            matches!(
+                m.action,
+                Some(message_actions::UPDATE | message_actions::DELETE | message_actions::APPEND)
+            )
+        }) {
+            return match self.mutate(&channel, messages, &publisher) {
+                Ok(versions) => self.ack_with(serial, versions),
+                Err(e) => self.nack(serial, &e),
+            };
+        }
+        let proto_id = pm
+            .id
+            .unwrap_or_else(|| format!("{}:{}", self.conn.connection_id, serial));
         let published = self.hub.publish(
             &channel,
             messages,
@@ -852,6 +865,43 @@ impl Session {
             Origin::Realtime,
         );
         self.ack_with(serial, published.serials);
+    }
+
+    /// New versions of earlier messages (update, delete, append) sent over the
+    /// connection: each names its message by `serial`. Returns the version serials.
+    fn mutate(
+        &mut self,
+        channel: &str,
+        messages: Vec<crate::protocol::Message>,
+        publisher: &Publisher,
+    ) -> Result<Vec<String>, AblyError> {
+        let mut versions = Vec::with_capacity(messages.len());
+        for mut m in messages {
+            let action = m.action.unwrap_or(message_actions::UPDATE);
+            let op = if action == message_actions::DELETE {
+                ops::MESSAGE_DELETE_ANY
+            } else {
+                ops::MESSAGE_UPDATE_ANY
+            };
+            if !self.principal.capability.allows(channel, op) {
+                return Err(AblyError::new(
+                    ErrorCode::CapabilityDenied,
+                    format!("Operation {op} not permitted on channel {channel}"),
+                ));
+            }
+            let serial = m.serial.take().ok_or_else(|| {
+                AblyError::new(
+                    ErrorCode::InvalidParameterValue,
+                    "This message lacks a serial",
+                )
+            })?;
+            crate::codec::normalize_message(&mut m);
+            versions.push(
+                self.hub
+                    .mutate_message(channel, &serial, action, m, publisher)?,
+            );
+        }
+        Ok(versions)
     }
 
     fn check_publish(&mut self, pm: &ProtocolMessage) -> Result<(), AblyError> {

@@ -87,6 +87,7 @@ error_codes! {
     TooManyChannels = 90010, 400, "Maximum number of channels per connection exceeded";
     PresenceNoClientId = 91000, 400, "Unable to enter presence channel (no clientId)";
     PresenceLimit = 91003, 400, "Unable to enter presence channel (maximum member limit exceeded)";
+    MutableMessagesDisabled = 93002, 400, "Message updates and deletes are not enabled for this channel";
 }
 
 /// Documentation link Ably puts in every error.

@@ -47,6 +47,9 @@ pub struct Hub {
     recent_ids: Mutex<IdCache>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
+    /// Later versions of messages (updates, deletes, appends) by channel and
+    /// message serial, oldest first; the original stays in history.
+    versions: Mutex<HashMap<(String, String), Vec<Message>>>,
 }
 
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
@@ -166,6 +169,7 @@ impl Hub {
             recent_ids: Mutex::new(IdCache::default()),
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
+            versions: Mutex::new(HashMap::new()),
         });
         hub.spawn_sweeper();
         Ok(hub)
@@ -393,6 +397,165 @@ impl Hub {
                 .collect();
         }
         published
+    }
+
+    /// Whether messages on `channel` may be updated, deleted and appended to
+    /// (`mutable_messages` patterns).
+    pub fn is_mutable(&self, channel: &str) -> bool {
+        self.config
+            .mutable_messages
+            .iter()
+            .any(|p| crate::capability::resource_matches(p, channel))
+    }
+
+    /// The message `serial` as published on `channel` (from history).
+    fn original_message(&self, channel: &str, serial: &str) -> Option<Message> {
+        let n = crate::channel::parse_serial(serial)?;
+        let q = HistoryQuery {
+            limit: 1,
+            from_serial: Some(n.saturating_add(1)),
+            ..Default::default()
+        };
+        let page = self.history.query(channel, &q, now_ms());
+        page.messages
+            .into_iter()
+            .find(|m| m.serial == n)
+            .map(|m| m.message)
+    }
+
+    /// Every version of message `serial` on `channel`, the original first; empty
+    /// when there is no such message.
+    pub fn message_versions(&self, channel: &str, serial: &str) -> Vec<Message> {
+        let Some(original) = self.original_message(channel, serial) else {
+            return Vec::new();
+        };
+        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = vec![original];
+        if let Some(v) = versions.get(&(channel.to_owned(), serial.to_owned())) {
+            all.extend(v.iter().cloned());
+        }
+        all
+    }
+
+    /// The latest version of message `serial` on `channel`.
+    pub fn latest_message(&self, channel: &str, serial: &str) -> Option<Message> {
+        self.message_versions(channel, serial).pop()
+    }
+
+    /// Makes a new version of message `serial` (`action` update, delete or
+    /// append): the fields `patch` carries replace the latest version's (an
+    /// append adds its data to the latest data), `patch.version` is the operation
+    /// (clientId, description, metadata). Subscribers get the new version; the
+    /// version serial is returned.
+    pub fn mutate_message(
+        &self,
+        channel: &str,
+        serial: &str,
+        action: u64,
+        patch: Message,
+        publisher: &Publisher,
+    ) -> Result<String, AblyError> {
+        use crate::protocol::message_actions::{APPEND, DELETE, UPDATE};
+        if !self.is_mutable(channel) {
+            return Err(AblyError::new(
+                ErrorCode::MutableMessagesDisabled,
+                format!(
+                    "Message updates, deletes and appends are not enabled for channel {channel}"
+                ),
+            ));
+        }
+        let mut next = self.latest_message(channel, serial).ok_or_else(|| {
+            AblyError::new(ErrorCode::NotFound, format!("Message {serial} not found"))
+        })?;
+        // What subscribers are sent: the new version, or for an append the
+        // appended data alone (kept before `patch` is spent).
+        let appended = (action == APPEND).then(|| (patch.data.clone(), patch.encoding.clone()));
+        match action {
+            APPEND => {
+                next.data =
+                    match (next.data.take(), patch.data) {
+                        (Some(MessageData::String(a)), Some(MessageData::String(b))) => {
+                            Some(MessageData::String(a + &b))
+                        }
+                        (Some(MessageData::Binary(a)), Some(MessageData::Binary(b))) => Some(
+                            MessageData::Binary([a.as_ref(), b.as_ref()].concat().into()),
+                        ),
+                        (None, b) => b,
+                        _ => return Err(AblyError::new(
+                            ErrorCode::InvalidMessageData,
+                            "Only string or binary data can be appended to data of the same type",
+                        )),
+                    };
+                // An append reads as an update of the whole message.
+                next.action = Some(UPDATE);
+            }
+            UPDATE | DELETE => {
+                if patch.data.is_some() {
+                    next.data = patch.data;
+                    next.encoding = patch.encoding;
+                }
+                if patch.name.is_some() {
+                    next.name = patch.name;
+                }
+                if patch.extras.is_some() {
+                    next.extras = patch.extras;
+                }
+                next.action = Some(action);
+            }
+            _ => {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidParameterValue,
+                    format!("Invalid message action {action}"),
+                ))
+            }
+        }
+        let mut version = match patch.version {
+            Some(serde_json::Value::Object(v)) => v,
+            _ => serde_json::Map::new(),
+        };
+        if !version.contains_key("clientId") {
+            if let Some(c) = &publisher.client_id {
+                version.insert("clientId".into(), c.clone().into());
+            }
+        }
+        next.version = Some(serde_json::Value::Object(version));
+        next.serial = Some(serial.to_owned());
+        let ch = self.channel(channel);
+        let now = now_ms();
+        next.timestamp.get_or_insert(now);
+        let mut stored = next.clone();
+        let mut sent = next.clone();
+        if let Some((data, encoding)) = appended {
+            sent.data = data;
+            sent.encoding = encoding;
+            sent.action = Some(APPEND);
+        }
+        let version_serial = ch.publish_version(
+            next,
+            sent,
+            &PublishCtx {
+                publisher,
+                proto_id: "",
+                now_ms: now,
+                history: self.history.as_ref(),
+                retention: self.retention_for(channel),
+                origin: Origin::Rest,
+                observers: &self.observers,
+            },
+        );
+        drop(ch);
+        self.release_channel(channel);
+        if let Some(serde_json::Value::Object(v)) = stored.version.as_mut() {
+            v.insert("serial".into(), version_serial.clone().into());
+            v.insert("timestamp".into(), now.into());
+        }
+        self.versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((channel.to_owned(), serial.to_owned()))
+            .or_default()
+            .push(stored);
+        Ok(version_serial)
     }
 
     /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.

@@ -308,6 +308,29 @@ pub struct Message {
     pub timestamp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<String>,
+    /// What the message is: see [`message_actions`] (absent: a create).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub action: Option<u64>,
+    /// For a new version of a message: its serial, timestamp and the operation's
+    /// clientId, description and metadata.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
+    pub version: Option<serde_json::Value>,
+}
+
+/// Ably's message actions (wire numbers).
+pub mod message_actions {
+    pub const CREATE: u64 = 0;
+    pub const UPDATE: u64 = 1;
+    pub const DELETE: u64 = 2;
+    pub const APPEND: u64 = 5;
 }
 
 impl Message {

@@ -39,6 +39,14 @@ pub fn routes() -> Router<Arc<Hub>> {
         .route("/channels", get(list_channels))
         .route("/channels/{channel}", get(channel_details))
         .route("/channels/{channel}/messages", get(history).post(publish))
+        .route(
+            "/channels/{channel}/messages/{serial}",
+            get(get_message).patch(mutate_message),
+        )
+        .route(
+            "/channels/{channel}/messages/{serial}/versions",
+            get(message_versions),
+        )
         .route("/channels/{channel}/presence", get(presence))
         .route(
             "/channels/{channel}/presence/history",
@@ -474,6 +482,104 @@ async fn publish(
             body["messageId"] = id.into();
         }
         Ok(ctx.reply(StatusCode::CREATED, Payload::Value(body), None))
+    })();
+    ctx.finish(r)
+}
+
+/// A message as a REST body value (binary data base64-encoded, as in JSON).
+fn message_value(mut m: Message) -> Result<serde_json::Value, AblyError> {
+    codec::message_to_json_wire(&mut m);
+    serde_json::to_value(&m).map_err(|_| AblyError::of(ErrorCode::Internal))
+}
+
+/// `GET /channels/{channel}/messages/{serial}`: the latest version of a message.
+async fn get_message(
+    State(hub): State<Arc<Hub>>,
+    Path((channel, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        require(&p, &channel, ops::HISTORY)?;
+        let m = hub.latest_message(&channel, &serial).ok_or_else(|| {
+            AblyError::new(ErrorCode::NotFound, format!("Message {serial} not found"))
+        })?;
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(message_value(m)?), None))
+    })();
+    ctx.finish(r)
+}
+
+/// `GET /channels/{channel}/messages/{serial}/versions`: every version, oldest first.
+async fn message_versions(
+    State(hub): State<Arc<Hub>>,
+    Path((channel, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        require(&p, &channel, ops::HISTORY)?;
+        let versions = hub.message_versions(&channel, &serial);
+        if versions.is_empty() {
+            return Err(AblyError::new(
+                ErrorCode::NotFound,
+                format!("Message {serial} not found"),
+            ));
+        }
+        let items = versions
+            .into_iter()
+            .map(message_value)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(items.into()), None))
+    })();
+    ctx.finish(r)
+}
+
+/// `PATCH /channels/{channel}/messages/{serial}`: a new version of the message —
+/// the body's `action` is update (1), delete (2) or append (5), its `version`
+/// the operation's clientId, description and metadata.
+async fn mutate_message(
+    State(hub): State<Arc<Hub>>,
+    Path((channel, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    use crate::protocol::message_actions::{APPEND, DELETE, UPDATE};
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        let mut m: Message = codec::decode_body(&body, ctx.body_format())?;
+        codec::normalize_message(&mut m);
+        let action = m.action.unwrap_or(UPDATE);
+        let op = match action {
+            UPDATE | APPEND => ops::MESSAGE_UPDATE_ANY,
+            DELETE => ops::MESSAGE_DELETE_ANY,
+            other => {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidParameterValue,
+                    format!("Invalid message action {other}"),
+                ))
+            }
+        };
+        require(&p, &channel, op)?;
+        let publisher = Publisher {
+            conn: None,
+            connection_id: None,
+            client_id: p.client_id.clone().filter(|c| c != "*"),
+        };
+        let version_serial = hub.mutate_message(&channel, &serial, action, m, &publisher)?;
+        Ok(ctx.reply(
+            StatusCode::OK,
+            Payload::Value(serde_json::json!({"versionSerial": version_serial})),
+            None,
+        ))
     })();
     ctx.finish(r)
 }

@@ -379,3 +379,109 @@ async fn rest_publish_on_behalf_of_a_realtime_connection() {
     let r = publish("abcdefghijkl!nosuchconn".into()).await.unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// Mutable messages (`mutable_messages` channels): PATCH makes a new version
+/// (update, append, delete) that subscribers receive, GET returns the latest,
+/// `/versions` all of them; elsewhere updates are refused with 93002.
+#[tokio::test]
+async fn message_updates_appends_deletes_and_versions() {
+    let mut config = base_config();
+    config.mutable_messages = vec!["mutable:*".into()];
+    let s = start(config).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.attach("mutable:m").await;
+    let auth = basic(FULL_KEY);
+    let r = http()
+        .post(s.http("/channels/mutable:m/messages"))
+        .header("authorization", &auth)
+        .json(&json!({"name": "greeting", "data": "Hello"}))
+        .send()
+        .await
+        .unwrap();
+    let serial = r.json::<Value>().await.unwrap()["serials"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    c.expect(15).await;
+    let patch = |body: Value| {
+        http()
+            .patch(s.http(&format!("/channels/mutable:m/messages/{serial}")))
+            .header("authorization", &auth)
+            .json(&body)
+            .send()
+    };
+    let r = patch(json!({"action": 5, "data": " World",
+        "version": {"clientId": "ed", "description": "more", "metadata": {"why": "x"}}}))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v1 = r.json::<Value>().await.unwrap()["versionSerial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(v1 > serial);
+    let sent = c.expect(15).await;
+    assert_eq!(sent["messages"][0]["action"], 5);
+    assert_eq!(sent["messages"][0]["data"], " World");
+    assert_eq!(sent["messages"][0]["serial"], serial.as_str());
+    assert_eq!(sent["messages"][0]["version"]["serial"], v1.as_str());
+    let get = |path: String| {
+        let url = s.http(&path);
+        let auth = auth.clone();
+        async move {
+            let r = http()
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, latest) = get(format!("/channels/mutable:m/messages/{serial}")).await;
+    assert_eq!(latest["data"], "Hello World");
+    assert_eq!(latest["action"], 1);
+    assert_eq!(latest["name"], "greeting");
+    assert_eq!(latest["version"]["clientId"], "ed");
+    assert_eq!(latest["version"]["metadata"], json!({"why": "x"}));
+
+    assert_eq!(
+        patch(json!({"action": 2, "data": ""}))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (_, versions) = get(format!("/channels/mutable:m/messages/{serial}/versions")).await;
+    let actions: Vec<&Value> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| &v["action"])
+        .collect();
+    assert_eq!(versions.as_array().unwrap().len(), 3);
+    assert_eq!(actions[1..], [&json!(1), &json!(2)]);
+    let (status, _) = get("/channels/mutable:m/messages/00000000000000ff".into()).await;
+    assert_eq!(status, 404);
+
+    // Not a mutable channel.
+    let r = http()
+        .post(s.http("/channels/plain/messages"))
+        .header("authorization", &auth)
+        .json(&json!({"data": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let plain = r.json::<Value>().await.unwrap()["serials"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = http()
+        .patch(s.http(&format!("/channels/plain/messages/{plain}")))
+        .header("authorization", &auth)
+        .json(&json!({"action": 1, "data": "y"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], 93002);
+}
