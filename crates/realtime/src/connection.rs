@@ -43,9 +43,6 @@ const BATCH: usize = 64;
 /// Most queued fan-out frames written per flush; bounds the time one connection
 /// holds a worker while others wait.
 const OUT_BATCH: usize = 256;
-/// The server asks for a new token this long before expiry (or a quarter of the
-/// remaining lifetime for short tokens).
-const RENEW_AHEAD: Duration = Duration::from_secs(30);
 
 /// Longest wait for a peer to take the last frames of a session ending on the
 /// server's initiative (DISCONNECTED, close): one that does not read must not keep
@@ -96,9 +93,7 @@ struct Session {
     resumed_connection: bool,
     pending_ack: Option<(i64, u64, Vec<PublishResult>)>,
     out: Vec<Outgoing>,
-    renew_at: Option<Instant>,
     expires_at: Option<Instant>,
-    renew_requested: bool,
 }
 
 fn random_id(len: usize) -> String {
@@ -227,9 +222,7 @@ pub async fn run_session<S, R, E>(
         resumed_connection: params.resume.is_some() && resume_error.is_none(),
         pending_ack: None,
         out: Vec::new(),
-        renew_at: None,
         expires_at: None,
-        renew_requested: false,
     };
     s.schedule_renewal();
     let mut connected = s.connected_message();

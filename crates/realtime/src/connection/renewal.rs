@@ -1,11 +1,12 @@
-//! Session handling of tokens over time: in-band AUTH from the client, the server's
-//! renewal request before expiry, and disconnection at expiry.
+//! Session handling of tokens over time: in-band AUTH from the client, and
+//! disconnection at expiry (DISCONNECTED 40142, as Ably: the SDK then gets a new
+//! token and reconnects, resuming the connection).
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{error_message, Flow, Session, RENEW_AHEAD};
+use super::{error_message, Flow, Session};
 use crate::auth::now_ms;
 use crate::capability::ops;
 use crate::channel::{Backlog, Subscriber};
@@ -45,7 +46,6 @@ impl Session {
             return Flow::Close;
         }
         self.principal = principal;
-        self.renew_requested = false;
         self.schedule_renewal();
         // Capabilities may have narrowed: re-evaluate every attachment.
         let names: Vec<String> = self.attached.keys().cloned().collect();
@@ -94,50 +94,35 @@ impl Session {
         Flow::Continue
     }
 
+    /// Arms the expiry timer for the principal's token (none for key auth).
     pub(super) fn schedule_renewal(&mut self) {
         let Some(expires) = self.principal.expires_ms else {
-            self.renew_at = None;
             self.expires_at = None;
             return;
         };
         // Capped so that an absurd expiry cannot overflow `Instant` arithmetic.
         let remaining =
             Duration::from_millis(expires.saturating_sub(now_ms()).clamp(0, MAX_TIMER_MS) as u64);
-        let ahead = RENEW_AHEAD.min(remaining / 4);
-        let now = Instant::now();
-        self.expires_at = Some(now + remaining);
-        self.renew_at = Some(now + remaining - ahead);
+        self.expires_at = Some(Instant::now() + remaining);
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        if self.renew_requested {
-            self.expires_at
-        } else {
-            self.renew_at
-        }
+        self.expires_at
     }
 
     pub(super) fn on_deadline(&mut self) -> Flow {
-        let now = Instant::now();
         let really_expired = self.principal.expires_ms.is_some_and(|e| e <= now_ms());
-        if self.expires_at.is_some_and(|e| now >= e) && !really_expired {
+        if !really_expired {
             // A capped timer fired early: re-arm from the true expiry.
             self.schedule_renewal();
             return Flow::Continue;
         }
-        if self.expires_at.is_some_and(|e| now >= e) {
-            let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
-            self.push(ProtocolMessage {
-                action: Action::Disconnected,
-                error: Some(e.to_info()),
-                ..Default::default()
-            });
-            return Flow::Close;
-        }
-        if !self.renew_requested {
-            self.renew_requested = true;
-            self.push(ProtocolMessage::new(Action::Auth));
-        }
-        Flow::Continue
+        let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
+        self.push(ProtocolMessage {
+            action: Action::Disconnected,
+            error: Some(e.to_info()),
+            ..Default::default()
+        });
+        Flow::Close
     }
 }
