@@ -145,6 +145,12 @@ pub struct Subscriber {
     /// Whether `[meta]occupancy` events are delivered (the `occupancy` channel param,
     /// granted only with the channel-metadata capability).
     pub occupancy: bool,
+    /// Messages go out as VCDIFF deltas (the `delta=vcdiff` channel param) once the
+    /// attachment has had a message to apply them to.
+    pub delta: bool,
+    /// The attachment has received a message since it attached: its SDK holds
+    /// the payload the next delta applies to.
+    pub primed: bool,
 }
 
 #[cfg(test)]
@@ -163,6 +169,8 @@ impl Subscriber {
             echo: true,
             publish: true,
             occupancy: false,
+            delta: false,
+            primed: false,
         }
     }
 }
@@ -220,6 +228,9 @@ pub(crate) struct State {
     pub(crate) presence_batch: Vec<PresenceMessage>,
     /// A flush of `presence_batch` is scheduled.
     pub(crate) presence_flush_pending: bool,
+    /// Id and payload of the last message published, which the next message's
+    /// delta is taken against (`delta=vcdiff` attachments).
+    pub(crate) delta_base: Option<(String, Vec<u8>)>,
 }
 
 /// What an attaching connection wants replayed.
@@ -303,6 +314,7 @@ impl Channel {
                 occupancy_pending: false,
                 presence_batch: Vec::new(),
                 presence_flush_pending: false,
+                delta_base: None,
             }),
         }
     }
@@ -349,6 +361,14 @@ impl Channel {
             Vec::new()
         };
         let wants_occupancy = sub.occupancy;
+        let mut sub = sub;
+        // A replay that ends with the channel's latest message leaves the SDK
+        // holding the payload the next delta applies to: deltas resume at once.
+        sub.primed = messages.last().is_some_and(|m| {
+            st.delta_base
+                .as_ref()
+                .is_some_and(|(id, _)| m.message.id.as_deref() == Some(id.as_str()))
+        });
         if let Some(old) = st.subscribers.insert(sub.conn.id, sub) {
             st.occupancy_subscribers -= usize::from(old.occupancy);
         }
@@ -477,16 +497,38 @@ impl Channel {
             messages: Some(fresh),
             ..Default::default()
         };
+        // Delta attachments get the same messages as deltas, each against the
+        // message before it (made only when such an attachment is primed).
+        let wants_deltas = st.subscribers.values().any(|s| s.delta && s.primed);
+        let base = st.delta_base.take();
+        let delta_pm = wants_deltas.then(|| {
+            let mut dpm = pm.clone();
+            if let Some(msgs) = dpm.messages.as_mut() {
+                crate::delta::encode_messages(base.clone(), msgs);
+            }
+            strip_derived_fields(&mut dpm);
+            SharedFrame::new(dpm)
+        });
+        st.delta_base = pm
+            .messages
+            .as_ref()
+            .and_then(|m| m.last())
+            .and_then(crate::delta::base_of);
         strip_derived_fields(&mut pm);
         let frame = SharedFrame::new(pm);
-        for sub in st.subscribers.values() {
+        for sub in st.subscribers.values_mut() {
             if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
                 continue;
             }
+            let f = match (&delta_pm, sub.delta && sub.primed) {
+                (Some(d), true) => d.clone(),
+                _ => frame.clone(),
+            };
+            sub.primed = true;
             // A refused frame means the connection fell behind its output limits:
             // the outbox has evicted it and its session disconnects it, so the
             // client resumes from history instead of silently missing messages.
-            let _ = sub.conn.tx.try_send(frame.clone());
+            let _ = sub.conn.tx.try_send(f);
         }
         Published {
             serials,

@@ -82,6 +82,8 @@ struct Session {
     /// The modes each attachment asked for: a re-authentication grants them again
     /// against the new capability (an upgrade can add what was refused).
     requested_modes: HashMap<String, u64>,
+    /// Attached channels whose ATTACH asked for `delta=vcdiff`.
+    delta_channels: HashSet<String>,
     bucket: Bucket,
     /// Shared with the registry so a resumed transport continues the msgSerial
     /// sequence (duplicate detection for publishes re-sent after resume).
@@ -217,6 +219,7 @@ pub async fn run_session<S, R, E>(
         attached: HashMap::new(),
         wants_occupancy: HashSet::new(),
         requested_modes: HashMap::new(),
+        delta_channels: HashSet::new(),
         link,
         resumable: true,
         resumed_connection: params.resume.is_some() && resume_error.is_none(),
@@ -267,6 +270,10 @@ pub async fn run_session<S, R, E>(
                 flow = Flow::Close;
             }
             frame = stream.next() => {
+                // What was fanned out before this frame goes out before the answer
+                // to it: a re-ATTACH's ATTACHED and replay must follow the messages
+                // the client will then discard, not precede them.
+                rx.drain(usize::MAX, |f| s.out.push(Outgoing::Shared(f)));
                 flow = match frame {
                     Some(Ok(f)) => s.on_frame(f),
                     _ => Flow::Close,
@@ -687,6 +694,16 @@ impl Session {
         } else {
             self.wants_occupancy.remove(&name);
         }
+        let delta = pm
+            .params
+            .as_ref()
+            .and_then(|p| p.get("delta"))
+            .is_some_and(|d| d == "vcdiff");
+        if delta {
+            self.delta_channels.insert(name.clone());
+        } else {
+            self.delta_channels.remove(&name);
+        }
         let sub = Subscriber {
             conn: self.conn.clone(),
             receive,
@@ -698,12 +715,16 @@ impl Session {
                     .principal
                     .capability
                     .allows(&name, ops::CHANNEL_METADATA),
+            delta,
+            primed: false,
         };
-        let backlog = if already {
+        let backlog = if already && from.is_none() {
             // Still attached on this transport: nothing was missed.
             Backlog::None
         } else if let (Some(from), true) = (from, receive) {
-            // Re-attach after a reconnect: replay from the client's channelSerial.
+            // Re-attach after a reconnect, or a client recovering from a message it
+            // could not decode (a delta without its base): replay from the
+            // client's channelSerial, whole.
             Backlog::FromSerial {
                 from,
                 cap: MAX_RESUME_BACKLOG,
@@ -765,8 +786,12 @@ impl Session {
         for sync in crate::presence::sync_messages(&name, att.members) {
             self.push(sync);
         }
-        for stored in att.backlog {
-            let m = stored.message;
+        // To a delta attachment the replay goes as deltas too, the first whole.
+        let mut replay: Vec<_> = att.backlog.iter().map(|b| b.message.clone()).collect();
+        if delta {
+            crate::delta::encode_messages(None, &mut replay);
+        }
+        for (stored, m) in att.backlog.into_iter().zip(replay) {
             self.push(ProtocolMessage {
                 action: Action::Message,
                 channel: Some(name.clone()),

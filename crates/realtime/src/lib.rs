@@ -31,6 +31,7 @@ pub mod codec;
 pub mod config;
 pub mod connect;
 pub mod connection;
+pub mod delta;
 pub mod error;
 pub mod history;
 pub mod hub;
@@ -42,6 +43,7 @@ pub mod registry;
 pub mod rest;
 pub mod stats;
 pub mod token;
+pub mod vcdiff;
 pub mod ws;
 
 use std::sync::Arc;

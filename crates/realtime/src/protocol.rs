@@ -432,7 +432,11 @@ pub struct ProtocolMessage {
     pub auth: Option<AuthDetails>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_details: Option<ConnectionDetails>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_params"
+    )]
     pub params: Option<BTreeMap<String, String>>,
     /// ACK: one publish result per acknowledged message (`{serials: [...]}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -534,5 +538,36 @@ pub(crate) mod lenient {
 
     pub fn opt_u16<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
         opt_int(d)?.map(conv).transpose()
+    }
+
+    /// A param value: a string, or a number or boolean as SDKs send what the
+    /// application gave (`{rewind: 1}`), kept as its text.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ParamValue {
+        Text(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+    }
+
+    /// Channel params, whose values may come as numbers or booleans.
+    pub fn opt_params<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+        let m: Option<BTreeMap<String, ParamValue>> = Option::deserialize(d)?;
+        Ok(m.map(|m| {
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        ParamValue::Text(s) => s,
+                        ParamValue::Int(n) => n.to_string(),
+                        ParamValue::Float(f) => f.to_string(),
+                        ParamValue::Bool(b) => b.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect()
+        }))
     }
 }

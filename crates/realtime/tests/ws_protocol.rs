@@ -783,3 +783,58 @@ async fn acks_carry_the_published_serials() {
     let history: serde_json::Value = h.json().await.unwrap();
     assert_eq!(history[0]["serial"], serials[0]);
 }
+
+/// Channel params may come as numbers (`{rewind: 1}`, as ably-js sends what the
+/// application gave), over JSON and msgpack alike.
+#[tokio::test]
+async fn numeric_channel_params_are_accepted() {
+    let s = start(base_config()).await;
+    let (mut p, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    p.send(json!({"action": 15, "channel": "num", "msgSerial": 0, "messages": [{"data": "old"}]}))
+        .await;
+    p.expect(1).await;
+    for fmt in ["json", "msgpack"] {
+        let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}&format={fmt}")).await;
+        c.send(json!({"action": 10, "channel": "num", "params": {"rewind": 1}}))
+            .await;
+        let attached = c.expect(11).await;
+        assert_eq!(attached["params"]["rewind"], "1", "{fmt}");
+        let m = c.expect(15).await;
+        assert_eq!(m["messages"][0]["data"], "old", "{fmt}");
+    }
+}
+
+/// `delta=vcdiff`: the first message after attaching goes whole, the next as a
+/// VCDIFF delta against it, naming it in `extras.delta.from`.
+#[tokio::test]
+async fn delta_attachments_get_vcdiff_deltas() {
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.send(json!({"action": 10, "channel": "d", "params": {"delta": "vcdiff"}}))
+        .await;
+    c.expect(11).await;
+    for (i, data) in [r#"{"n":1,"s":"a"}"#, r#"{"n":2,"s":"a"}"#]
+        .iter()
+        .enumerate()
+    {
+        c.send(
+            json!({"action": 15, "channel": "d", "msgSerial": i, "id": format!("pub{i}"),
+            "messages": [{"data": data, "encoding": "json"}]}),
+        )
+        .await;
+    }
+    let first = c.expect(15).await;
+    assert_eq!(first["messages"][0]["encoding"], "json");
+    let second = c.expect(15).await;
+    let m = &second["messages"][0];
+    assert_eq!(m["encoding"], "json/utf-8/vcdiff/base64");
+    assert_eq!(
+        m["extras"]["delta"],
+        json!({"from": "pub0:0", "format": "vcdiff"})
+    );
+    use base64::Engine;
+    let delta = base64::engine::general_purpose::STANDARD
+        .decode(m["data"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(&delta[..4], &[0xD6, 0xC3, 0xC4, 0x00]);
+}

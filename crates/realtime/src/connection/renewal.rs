@@ -83,6 +83,8 @@ impl Session {
                             .principal
                             .capability
                             .allows(&name, ops::CHANNEL_METADATA),
+                    delta: self.delta_channels.contains(&name),
+                    primed: false,
                 };
                 let channel = self.hub.channel(&name);
                 channel.attach(sub, Backlog::None, self.hub.history(), now_ms());
