@@ -20,6 +20,7 @@ pub mod ops {
     pub const HISTORY: &str = "history";
     pub const CHANNEL_METADATA: &str = "channel-metadata";
     pub const ANNOTATION_PUBLISH: &str = "annotation-publish";
+    pub const ANNOTATION_SUBSCRIBE: &str = "annotation-subscribe";
     pub const MESSAGE_UPDATE_ANY: &str = "message-update-any";
     pub const MESSAGE_DELETE_ANY: &str = "message-delete-any";
     pub const ALL: &str = "*";

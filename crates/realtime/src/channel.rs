@@ -151,6 +151,8 @@ pub struct Subscriber {
     /// The attachment has received a message since it attached: its SDK holds
     /// the payload the next delta applies to.
     pub primed: bool,
+    /// Annotations are delivered (the annotation_subscribe mode).
+    pub annotations: bool,
 }
 
 #[cfg(test)]
@@ -171,6 +173,7 @@ impl Subscriber {
             occupancy: false,
             delta: false,
             primed: false,
+            annotations: false,
         }
     }
 }
@@ -587,6 +590,55 @@ impl Channel {
                 continue;
             }
             let _ = sub.conn.tx.try_send(frame.clone());
+        }
+        rendered
+    }
+}
+
+impl Channel {
+    /// Publishes an annotation (stamped but for its serial, which it takes from
+    /// the channel) to the attachments that asked for annotations, then `summary`
+    /// (the annotated message's new summary, made from the serial given) to
+    /// every receiving attachment. Returns the annotation's serial.
+    pub fn publish_annotation(
+        &self,
+        mut ann: crate::protocol::Annotation,
+        summary: impl FnOnce(&crate::protocol::Annotation) -> Option<Message>,
+        ctx: &PublishCtx<'_>,
+    ) -> String {
+        let mut st = self.lock();
+        Self::flush_presence_batch(&self.name, &mut st);
+        let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);
+        let serial = (st.last_serial + 1).max(floor);
+        st.last_serial = serial;
+        let rendered = format_serial(serial);
+        ann.serial = Some(rendered.clone());
+        let summary = summary(&ann);
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Annotation,
+            channel: Some(self.name.clone()),
+            channel_serial: Some(rendered.clone()),
+            timestamp: Some(ctx.now_ms),
+            annotations: Some(vec![ann]),
+            ..Default::default()
+        });
+        let summary_frame = summary.map(|m| {
+            SharedFrame::new(ProtocolMessage {
+                action: Action::Message,
+                channel: Some(self.name.clone()),
+                channel_serial: Some(rendered.clone()),
+                timestamp: Some(ctx.now_ms),
+                messages: Some(vec![m]),
+                ..Default::default()
+            })
+        });
+        for sub in st.subscribers.values() {
+            if sub.annotations {
+                let _ = sub.conn.tx.try_send(frame.clone());
+            }
+            if let (Some(f), true) = (&summary_frame, sub.receive) {
+                let _ = sub.conn.tx.try_send(f.clone());
+            }
         }
         rendered
     }

@@ -530,7 +530,11 @@ impl Session {
                 self.on_presence(pm);
                 Flow::Continue
             }
-            Action::Object | Action::Annotation => {
+            Action::Annotation => {
+                self.on_annotation(pm);
+                Flow::Continue
+            }
+            Action::Object => {
                 if let Some(serial) = pm.msg_serial {
                     self.link.set_last_msg_serial(serial);
                     let e = AblyError::new(
@@ -554,6 +558,52 @@ impl Session {
             | Action::Detached
             | Action::Activate
             | Action::ObjectSync => Flow::Continue,
+        }
+    }
+
+    /// ANNOTATION from the client: annotations of earlier messages (reactions …).
+    fn on_annotation(&mut self, pm: ProtocolMessage) {
+        let last = self.link.last_msg_serial();
+        let serial = pm
+            .msg_serial
+            .unwrap_or_else(|| last.map_or(0, |s| s.saturating_add(1)));
+        if last.is_some_and(|last| serial <= last) {
+            return self.ack(serial);
+        }
+        self.link.set_last_msg_serial(serial);
+        let (Some(channel), Some(annotations)) = (pm.channel, pm.annotations) else {
+            return self.ack(serial);
+        };
+        if let Err(e) = validate_channel_name(&channel).and_then(|()| {
+            if self
+                .principal
+                .capability
+                .allows(&channel, ops::ANNOTATION_PUBLISH)
+            {
+                self.check_mode(&channel, flags::ANNOTATION_PUBLISH, "publish annotations")
+            } else {
+                Err(AblyError::new(
+                    ErrorCode::CapabilityDenied,
+                    format!("Operation annotation-publish not permitted on channel {channel}"),
+                ))
+            }
+        }) {
+            return self.nack(serial, &e);
+        }
+        let publisher = Publisher {
+            conn: Some(self.conn.id),
+            connection_id: Some(self.conn.connection_id.clone()),
+            client_id: self.client_id.clone(),
+        };
+        let proto_id = pm
+            .id
+            .unwrap_or_else(|| format!("{}:{}", self.conn.connection_id, serial));
+        match self
+            .hub
+            .publish_annotations(&channel, annotations, &publisher, &proto_id)
+        {
+            Ok(()) => self.ack(serial),
+            Err(e) => self.nack(serial, &e),
         }
     }
 
@@ -625,6 +675,9 @@ impl Session {
         if cap.allows(channel, ops::ANNOTATION_PUBLISH) {
             m |= flags::ANNOTATION_PUBLISH;
         }
+        if cap.allows(channel, ops::ANNOTATION_SUBSCRIBE) {
+            m |= flags::ANNOTATION_SUBSCRIBE;
+        }
         m
     }
 
@@ -638,7 +691,7 @@ impl Session {
         // A `modes` param wins over the modes in the flags (Ably's order).
         let requested = match pm.params.as_ref().and_then(|p| p.get("modes")) {
             Some(names) => modes_from_names(names),
-            None => match pm.flags.unwrap_or(0) & flags::MODES {
+            None => match pm.flags.unwrap_or(0) & flags::ALL_MODES {
                 0 => flags::MODES,
                 m => m,
             },
@@ -717,6 +770,7 @@ impl Session {
                     .allows(&name, ops::CHANNEL_METADATA),
             delta,
             primed: false,
+            annotations: granted & flags::ANNOTATION_SUBSCRIBE != 0,
         };
         let backlog = if already && from.is_none() {
             // Still attached on this transport: nothing was missed.
@@ -988,6 +1042,7 @@ fn modes_from_names(names: &str) -> u64 {
             "subscribe" => flags::SUBSCRIBE,
             "presence_subscribe" => flags::PRESENCE_SUBSCRIBE,
             "annotation_publish" => flags::ANNOTATION_PUBLISH,
+            "annotation_subscribe" => flags::ANNOTATION_SUBSCRIBE,
             _ => 0,
         })
         .fold(0, |a, b| a | b)

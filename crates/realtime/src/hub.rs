@@ -50,6 +50,8 @@ pub struct Hub {
     /// Later versions of messages (updates, deletes, appends) by channel and
     /// message serial, oldest first; the original stays in history.
     versions: Mutex<HashMap<(String, String), Vec<Message>>>,
+    /// Annotations by channel and annotated message serial, in publish order.
+    annotations: Mutex<HashMap<(String, String), Vec<crate::protocol::Annotation>>>,
 }
 
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
@@ -170,6 +172,7 @@ impl Hub {
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
             versions: Mutex::new(HashMap::new()),
+            annotations: Mutex::new(HashMap::new()),
         });
         hub.spawn_sweeper();
         Ok(hub)
@@ -558,6 +561,87 @@ impl Hub {
         Ok(version_serial)
     }
 
+    /// Publishes annotations of messages on a `mutable_messages` channel (else
+    /// `93002`): each gets an id, a serial from the channel, the publisher's
+    /// clientId and connectionId and a timestamp; attachments with the
+    /// annotation_subscribe mode receive it, and every receiving attachment the
+    /// annotated message's new summary.
+    pub fn publish_annotations(
+        &self,
+        channel: &str,
+        annotations: Vec<crate::protocol::Annotation>,
+        publisher: &Publisher,
+        proto_id: &str,
+    ) -> Result<(), AblyError> {
+        if !self.is_mutable(channel) {
+            return Err(AblyError::new(
+                ErrorCode::MutableMessagesDisabled,
+                format!("Annotations are not enabled for channel {channel}"),
+            ));
+        }
+        let now = now_ms();
+        for (i, mut a) in annotations.into_iter().enumerate() {
+            let Some(target) = a.message_serial.clone() else {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidParameterValue,
+                    "An annotation needs the messageSerial of the message it annotates",
+                ));
+            };
+            if a.kind.as_deref().is_none_or(str::is_empty) {
+                return Err(AblyError::new(
+                    ErrorCode::InvalidParameterValue,
+                    "An annotation needs a type",
+                ));
+            }
+            a.id.get_or_insert_with(|| format!("{proto_id}:{i}"));
+            a.action.get_or_insert(0);
+            a.timestamp.get_or_insert(now);
+            if a.client_id.is_none() {
+                a.client_id.clone_from(&publisher.client_id);
+            }
+            a.connection_id.clone_from(&publisher.connection_id);
+            let key = (channel.to_owned(), target.clone());
+            let ch = self.channel(channel);
+            let ctx = PublishCtx {
+                publisher,
+                proto_id,
+                now_ms: now,
+                history: self.history.as_ref(),
+                retention: self.retention_for(channel),
+                origin: Origin::Rest,
+                observers: &self.observers,
+            };
+            ch.publish_annotation(
+                a,
+                |stamped| {
+                    let mut all = self.annotations.lock().unwrap_or_else(|p| p.into_inner());
+                    let list = all.entry(key).or_default();
+                    list.push(stamped.clone());
+                    Some(Message {
+                        action: Some(crate::protocol::message_actions::SUMMARY),
+                        serial: Some(target.clone()),
+                        annotations: Some(serde_json::json!({"summary": summarise(list)})),
+                        ..Default::default()
+                    })
+                },
+                &ctx,
+            );
+            drop(ch);
+            self.release_channel(channel);
+        }
+        Ok(())
+    }
+
+    /// The annotations of message `serial`, in publish order.
+    pub fn annotations_of(&self, channel: &str, serial: &str) -> Vec<crate::protocol::Annotation> {
+        self.annotations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(channel.to_owned(), serial.to_owned()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.
     pub fn occupancy_debounce(&self) -> Duration {
         Duration::from_millis(self.config.occupancy_debounce_ms)
@@ -791,6 +875,93 @@ pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
         return invalid("must not start with ':' or '['");
     }
     Ok(())
+}
+
+/// A message's annotation summary by type, as Ably aggregates them (by the
+/// type's suffix): `total.v1` counts, `flag.v1` counts distinct clients,
+/// `distinct.v1` / `unique.v1` count distinct clients per name, `multiple.v1`
+/// counts per name and client. Deletes (action 1) take a client's annotation back.
+fn summarise(list: &[crate::protocol::Annotation]) -> serde_json::Value {
+    use std::collections::BTreeMap;
+    // type -> name -> client -> count (creates minus deletes)
+    let mut by_type: BTreeMap<String, BTreeMap<String, BTreeMap<String, i64>>> = BTreeMap::new();
+    for a in list {
+        let kind = a.kind.clone().unwrap_or_default();
+        let name = a.name.clone().unwrap_or_default();
+        let client = a.client_id.clone().unwrap_or_default();
+        let n = by_type
+            .entry(kind)
+            .or_default()
+            .entry(name)
+            .or_default()
+            .entry(client)
+            .or_default();
+        if a.action == Some(1) {
+            *n = 0;
+        } else {
+            *n += a.count.map_or(1, |c| c as i64);
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (kind, names) in by_type {
+        let clients_of = |m: &BTreeMap<String, i64>| -> Vec<String> {
+            m.iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, _)| c.clone())
+                .collect()
+        };
+        let v = if kind.ends_with("total.v1") {
+            let total: i64 = names
+                .values()
+                .flat_map(|m| m.values())
+                .filter(|n| **n > 0)
+                .sum();
+            serde_json::json!({"total": total})
+        } else if kind.ends_with("flag.v1") {
+            let mut all: BTreeMap<String, i64> = BTreeMap::new();
+            for m in names.values() {
+                for (c, n) in m {
+                    *all.entry(c.clone()).or_default() += n;
+                }
+            }
+            let ids = clients_of(&all);
+            serde_json::json!({"total": ids.len(), "clientIds": ids, "clipped": false})
+        } else if kind.ends_with("multiple.v1") {
+            let mut per = serde_json::Map::new();
+            for (name, m) in &names {
+                let counts: serde_json::Map<String, serde_json::Value> = m
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(c, n)| (c.clone(), (*n).into()))
+                    .collect();
+                if counts.is_empty() {
+                    continue;
+                }
+                let total: i64 = m.values().filter(|n| **n > 0).sum();
+                per.insert(
+                    name.clone(),
+                    serde_json::json!({"total": total, "clientIds": counts, "totalUnidentified": 0,
+                        "clipped": false, "totalClientIds": m.values().filter(|n| **n > 0).count()}),
+                );
+            }
+            serde_json::Value::Object(per)
+        } else {
+            let mut per = serde_json::Map::new();
+            for (name, m) in &names {
+                let ids = clients_of(m);
+                if ids.is_empty() {
+                    continue;
+                }
+                per.insert(
+                    name.clone(),
+                    serde_json::json!({"total": ids.len(), "clientIds": ids, "clipped": false}),
+                );
+            }
+            serde_json::Value::Object(per)
+        };
+        out.insert(kind, v);
+    }
+    serde_json::Value::Object(out)
 }
 
 #[cfg(test)]

@@ -118,8 +118,12 @@ pub mod flags {
     pub const SUBSCRIBE: u64 = 1 << 18;
     pub const PRESENCE_SUBSCRIBE: u64 = 1 << 19;
     pub const ANNOTATION_PUBLISH: u64 = 1 << 21;
-    /// All channel mode bits Tidewire grants.
+    pub const ANNOTATION_SUBSCRIBE: u64 = 1 << 22;
+    /// The modes an attach gets when it asks for none (annotations are delivered
+    /// only to attachments that ask for them).
     pub const MODES: u64 = PRESENCE | PUBLISH | SUBSCRIBE | PRESENCE_SUBSCRIBE | ANNOTATION_PUBLISH;
+    /// Every mode bit Tidewire knows.
+    pub const ALL_MODES: u64 = MODES | ANNOTATION_SUBSCRIBE;
 }
 
 /// `error` field of protocol messages and REST error bodies.
@@ -323,6 +327,63 @@ pub struct Message {
         deserialize_with = "non_null_json"
     )]
     pub version: Option<serde_json::Value>,
+    /// A summary message's annotations (`{summary: {<type>: …}}`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
+    pub annotations: Option<serde_json::Value>,
+}
+
+/// An annotation of a message (a reaction, a flag …): `type` names how the
+/// server summarises it (`reaction:distinct.v1`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// 0 create, 1 delete.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub action: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_serial: Option<String>,
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_u64"
+    )]
+    pub count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<MessageData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "non_null_json"
+    )]
+    pub extras: Option<serde_json::Value>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient::opt_i64"
+    )]
+    pub timestamp: Option<i64>,
 }
 
 /// Ably's message actions (wire numbers).
@@ -330,6 +391,7 @@ pub mod message_actions {
     pub const CREATE: u64 = 0;
     pub const UPDATE: u64 = 1;
     pub const DELETE: u64 = 2;
+    pub const SUMMARY: u64 = 4;
     pub const APPEND: u64 = 5;
 }
 
@@ -426,6 +488,8 @@ pub struct ProtocolMessage {
     pub msg_serial: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Vec<Annotation>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<Vec<PresenceMessage>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -47,6 +47,10 @@ pub fn routes() -> Router<Arc<Hub>> {
             "/channels/{channel}/messages/{serial}/versions",
             get(message_versions),
         )
+        .route(
+            "/channels/{channel}/messages/{serial}/annotations",
+            get(list_annotations).post(post_annotations),
+        )
         .route("/channels/{channel}/presence", get(presence))
         .route(
             "/channels/{channel}/presence/history",
@@ -580,6 +584,89 @@ async fn mutate_message(
             Payload::Value(serde_json::json!({"versionSerial": version_serial})),
             None,
         ))
+    })();
+    ctx.finish(r)
+}
+
+/// `POST /channels/{channel}/messages/{serial}/annotations`: one annotation or
+/// an array (see [`Hub::publish_annotations`]).
+async fn post_annotations(
+    State(hub): State<Arc<Hub>>,
+    Path((channel, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        require(&p, &channel, ops::ANNOTATION_PUBLISH)?;
+        let anns: OneOrMany<crate::protocol::Annotation> =
+            codec::decode_body(&body, ctx.body_format())?;
+        let mut anns = anns.into_vec();
+        for a in &mut anns {
+            a.message_serial.get_or_insert_with(|| serial.clone());
+        }
+        let publisher = Publisher {
+            conn: None,
+            connection_id: None,
+            client_id: ctx
+                .header_client_id()
+                .or_else(|| p.client_id.clone().filter(|c| c != "*")),
+        };
+        hub.publish_annotations(&channel, anns, &publisher, &hub.next_publish_id())?;
+        Ok(ctx.reply(
+            StatusCode::CREATED,
+            Payload::Value(serde_json::json!({})),
+            None,
+        ))
+    })();
+    ctx.finish(r)
+}
+
+/// `GET /channels/{channel}/messages/{serial}/annotations?limit`: the message's
+/// annotations, oldest first, paged by a `cursor` (an offset).
+async fn list_annotations(
+    State(hub): State<Arc<Hub>>,
+    Path((channel, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+    Query(q): Params,
+) -> Response {
+    let ctx = RestCtx::new(&hub, &headers, &q);
+    let r = (|| {
+        let p = ctx.principal()?;
+        validate_channel_name(&channel)?;
+        require(&p, &channel, ops::HISTORY)?;
+        let limit = parse_num::<usize>(&q, "limit")?
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, MAX_LIMIT);
+        let from = parse_num::<usize>(&q, "cursor")?.unwrap_or(0);
+        let all = hub.annotations_of(&channel, &serial);
+        let page: Vec<serde_json::Value> = all
+            .iter()
+            .skip(from)
+            .take(limit)
+            .map(|a| {
+                let mut a = a.clone();
+                if let Some(crate::protocol::MessageData::Binary(b)) = &a.data {
+                    a.data = Some(crate::protocol::MessageData::String(B64.encode(b)));
+                    a.encoding = Some(match a.encoding.take() {
+                        Some(e) => format!("{e}/base64"),
+                        None => "base64".into(),
+                    });
+                }
+                serde_json::to_value(&a).unwrap_or_default()
+            })
+            .collect();
+        let mut link = format!("<./annotations?limit={limit}>; rel=\"first\"");
+        if from + limit < all.len() {
+            link.push_str(&format!(
+                ", <./annotations?limit={limit}&cursor={}>; rel=\"next\"",
+                from + limit
+            ));
+        }
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(page.into()), Some(link)))
     })();
     ctx.finish(r)
 }

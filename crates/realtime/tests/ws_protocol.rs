@@ -838,3 +838,58 @@ async fn delta_attachments_get_vcdiff_deltas() {
         .unwrap();
     assert_eq!(&delta[..4], &[0xD6, 0xC3, 0xC4, 0x00]);
 }
+
+/// Annotations on a mutable channel: an attachment with annotation_subscribe
+/// gets each annotation (its own serial, after the message's) and every
+/// attachment the message's new summary; REST lists them in pages.
+#[tokio::test]
+async fn annotations_are_delivered_summarised_and_listed() {
+    let mut config = base_config();
+    config.mutable_messages = vec!["mutable:*".into()];
+    let s = start(config).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}&clientId=amy")).await;
+    c.send(json!({"action": 10, "channel": "mutable:a",
+        "params": {"modes": "publish,subscribe,annotation_publish,annotation_subscribe"}}))
+        .await;
+    let attached = c.expect(11).await;
+    assert_ne!(attached["flags"].as_u64().unwrap() & (1 << 22), 0);
+    c.send(
+        json!({"action": 15, "channel": "mutable:a", "msgSerial": 0, "messages": [{"data": "hi"}]}),
+    )
+    .await;
+    let serial = c.expect(15).await["messages"][0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (i, name) in ["up", "down", "up"].iter().enumerate() {
+        c.send(json!({"action": 21, "channel": "mutable:a", "msgSerial": i + 1,
+            "annotations": [{"action": 0, "messageSerial": serial, "type": "reaction:distinct.v1", "name": name}]}))
+            .await;
+        let ann = c.expect(21).await;
+        let a = &ann["annotations"][0];
+        assert_eq!(a["name"], *name);
+        assert_eq!(a["clientId"], "amy");
+        assert!(a["serial"].as_str().unwrap() > serial.as_str());
+        let summary = c.expect(15).await;
+        let m = &summary["messages"][0];
+        assert_eq!(m["action"], 4);
+        assert_eq!(m["serial"], serial.as_str());
+        assert_eq!(
+            m["annotations"]["summary"]["reaction:distinct.v1"]["up"]["total"],
+            1
+        );
+    }
+    let r = http()
+        .get(s.http(&format!(
+            "/channels/mutable:a/messages/{serial}/annotations?limit=2"
+        )))
+        .header("authorization", basic(FULL_KEY))
+        .send()
+        .await
+        .unwrap();
+    let link = r.headers()["link"].to_str().unwrap().to_owned();
+    let page: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(page.as_array().unwrap().len(), 2);
+    assert_eq!(page[1]["name"], "down");
+    assert!(link.contains("cursor=2>; rel=\"next\""), "{link}");
+}

@@ -85,6 +85,7 @@ impl Session {
                             .allows(&name, ops::CHANNEL_METADATA),
                     delta: self.delta_channels.contains(&name),
                     primed: false,
+                    annotations: granted & flags::ANNOTATION_SUBSCRIBE != 0,
                 };
                 let channel = self.hub.channel(&name);
                 channel.attach(sub, Backlog::None, self.hub.history(), now_ms());
