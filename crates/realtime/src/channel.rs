@@ -541,6 +541,17 @@ impl Channel {
 }
 
 impl Channel {
+    /// Takes the channel's next serial for something sent outside a publish (a
+    /// message version, an annotation), after the presence events queued before
+    /// it. Serials also advance with the clock, as in a publish.
+    fn next_serial(name: &str, st: &mut State, now_ms: i64) -> u64 {
+        Self::flush_presence_batch(name, st);
+        let floor = (now_ms.max(0) as u64).saturating_mul(1000);
+        let serial = (st.last_serial + 1).max(floor);
+        st.last_serial = serial;
+        serial
+    }
+
     /// Publishes a new version of a message (an update, delete or append). The
     /// version takes the channel's next serial as its own (`version.serial`, with
     /// `version.timestamp`); the message keeps its serial. History keeps `stored`
@@ -554,10 +565,7 @@ impl Channel {
         ctx: &PublishCtx<'_>,
     ) -> String {
         let mut st = self.lock();
-        Self::flush_presence_batch(&self.name, &mut st);
-        let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);
-        let serial = (st.last_serial + 1).max(floor);
-        st.last_serial = serial;
+        let serial = Self::next_serial(&self.name, &mut st, ctx.now_ms);
         let rendered = format_serial(serial);
         for m in [&mut stored, &mut sent] {
             let mut version = match m.version.take() {
@@ -607,10 +615,7 @@ impl Channel {
         ctx: &PublishCtx<'_>,
     ) -> String {
         let mut st = self.lock();
-        Self::flush_presence_batch(&self.name, &mut st);
-        let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);
-        let serial = (st.last_serial + 1).max(floor);
-        st.last_serial = serial;
+        let serial = Self::next_serial(&self.name, &mut st, ctx.now_ms);
         let rendered = format_serial(serial);
         ann.serial = Some(rendered.clone());
         let summary = summary(&ann);

@@ -563,14 +563,9 @@ impl Session {
 
     /// ANNOTATION from the client: annotations of earlier messages (reactions …).
     fn on_annotation(&mut self, pm: ProtocolMessage) {
-        let last = self.link.last_msg_serial();
-        let serial = pm
-            .msg_serial
-            .unwrap_or_else(|| last.map_or(0, |s| s.saturating_add(1)));
-        if last.is_some_and(|last| serial <= last) {
-            return self.ack(serial);
-        }
-        self.link.set_last_msg_serial(serial);
+        let Some(serial) = self.take_msg_serial(&pm) else {
+            return;
+        };
         let (Some(channel), Some(annotations)) = (pm.channel, pm.annotations) else {
             return self.ack(serial);
         };
@@ -893,16 +888,26 @@ impl Session {
         }
     }
 
-    fn on_publish(&mut self, pm: ProtocolMessage) {
+    /// The msgSerial of a client's MESSAGE, PRESENCE or ANNOTATION, recorded as
+    /// the latest; `None` (after acknowledging it again) for a resend after resume
+    /// that was already handled.
+    pub(super) fn take_msg_serial(&mut self, pm: &ProtocolMessage) -> Option<i64> {
         let last = self.link.last_msg_serial();
         let serial = pm
             .msg_serial
             .unwrap_or_else(|| last.map_or(0, |s| s.saturating_add(1)));
         if last.is_some_and(|last| serial <= last) {
-            // A resend after resume: already handled, acknowledge again.
-            return self.ack(serial);
+            self.ack(serial);
+            return None;
         }
         self.link.set_last_msg_serial(serial);
+        Some(serial)
+    }
+
+    fn on_publish(&mut self, pm: ProtocolMessage) {
+        let Some(serial) = self.take_msg_serial(&pm) else {
+            return;
+        };
         match self.check_publish(&pm) {
             Ok(()) => {}
             Err(e) => return self.nack(serial, &e),
@@ -950,11 +955,7 @@ impl Session {
         let mut versions = Vec::with_capacity(messages.len());
         for mut m in messages {
             let action = m.action.unwrap_or(message_actions::UPDATE);
-            let op = if action == message_actions::DELETE {
-                ops::MESSAGE_DELETE_ANY
-            } else {
-                ops::MESSAGE_UPDATE_ANY
-            };
+            let op = crate::hub::mutation_op(action)?;
             if !self.principal.capability.allows(channel, op) {
                 return Err(AblyError::new(
                     ErrorCode::CapabilityDenied,

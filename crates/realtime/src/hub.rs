@@ -877,6 +877,19 @@ pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
     Ok(())
 }
 
+/// The capability operation a message action (update, delete, append) needs.
+pub fn mutation_op(action: u64) -> Result<&'static str, AblyError> {
+    use crate::protocol::message_actions::{APPEND, DELETE, UPDATE};
+    match action {
+        UPDATE | APPEND => Ok(crate::capability::ops::MESSAGE_UPDATE_ANY),
+        DELETE => Ok(crate::capability::ops::MESSAGE_DELETE_ANY),
+        other => Err(AblyError::new(
+            ErrorCode::InvalidParameterValue,
+            format!("Invalid message action {other}"),
+        )),
+    }
+}
+
 /// A message's annotation summary by type, as Ably aggregates them (by the
 /// type's suffix): `total.v1` counts, `flag.v1` counts distinct clients,
 /// `distinct.v1` / `unique.v1` count distinct clients per name, `multiple.v1`

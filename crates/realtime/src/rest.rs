@@ -496,6 +496,26 @@ fn message_value(mut m: Message) -> Result<serde_json::Value, AblyError> {
     serde_json::to_value(&m).map_err(|_| AblyError::of(ErrorCode::Internal))
 }
 
+/// The versions of message `serial` on `channel` for a caller allowed `history`
+/// (404 when there is no such message).
+fn readable_versions(
+    ctx: &RestCtx<'_>,
+    channel: &str,
+    serial: &str,
+) -> Result<Vec<Message>, AblyError> {
+    let p = ctx.principal()?;
+    validate_channel_name(channel)?;
+    require(&p, channel, ops::HISTORY)?;
+    let versions = ctx.hub.message_versions(channel, serial);
+    if versions.is_empty() {
+        return Err(AblyError::new(
+            ErrorCode::NotFound,
+            format!("Message {serial} not found"),
+        ));
+    }
+    Ok(versions)
+}
+
 /// `GET /channels/{channel}/messages/{serial}`: the latest version of a message.
 async fn get_message(
     State(hub): State<Arc<Hub>>,
@@ -505,13 +525,11 @@ async fn get_message(
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
     let r = (|| {
-        let p = ctx.principal()?;
-        validate_channel_name(&channel)?;
-        require(&p, &channel, ops::HISTORY)?;
-        let m = hub.latest_message(&channel, &serial).ok_or_else(|| {
-            AblyError::new(ErrorCode::NotFound, format!("Message {serial} not found"))
-        })?;
-        Ok(ctx.reply(StatusCode::OK, Payload::Value(message_value(m)?), None))
+        let mut versions = readable_versions(&ctx, &channel, &serial)?;
+        let latest = versions
+            .pop()
+            .ok_or_else(|| AblyError::of(ErrorCode::Internal))?;
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(message_value(latest)?), None))
     })();
     ctx.finish(r)
 }
@@ -525,17 +543,7 @@ async fn message_versions(
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
     let r = (|| {
-        let p = ctx.principal()?;
-        validate_channel_name(&channel)?;
-        require(&p, &channel, ops::HISTORY)?;
-        let versions = hub.message_versions(&channel, &serial);
-        if versions.is_empty() {
-            return Err(AblyError::new(
-                ErrorCode::NotFound,
-                format!("Message {serial} not found"),
-            ));
-        }
-        let items = versions
+        let items = readable_versions(&ctx, &channel, &serial)?
             .into_iter()
             .map(message_value)
             .collect::<Result<Vec<_>, _>>()?;
@@ -554,25 +562,15 @@ async fn mutate_message(
     Query(q): Params,
     body: Bytes,
 ) -> Response {
-    use crate::protocol::message_actions::{APPEND, DELETE, UPDATE};
+    use crate::protocol::message_actions;
     let ctx = RestCtx::new(&hub, &headers, &q);
     let r = (|| {
         let p = ctx.principal()?;
         validate_channel_name(&channel)?;
         let mut m: Message = codec::decode_body(&body, ctx.body_format())?;
         codec::normalize_message(&mut m);
-        let action = m.action.unwrap_or(UPDATE);
-        let op = match action {
-            UPDATE | APPEND => ops::MESSAGE_UPDATE_ANY,
-            DELETE => ops::MESSAGE_DELETE_ANY,
-            other => {
-                return Err(AblyError::new(
-                    ErrorCode::InvalidParameterValue,
-                    format!("Invalid message action {other}"),
-                ))
-            }
-        };
-        require(&p, &channel, op)?;
+        let action = m.action.unwrap_or(message_actions::UPDATE);
+        require(&p, &channel, crate::hub::mutation_op(action)?)?;
         let publisher = Publisher {
             conn: None,
             connection_id: None,

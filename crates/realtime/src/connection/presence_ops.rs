@@ -41,14 +41,9 @@ impl Session {
     }
 
     pub(super) fn on_presence(&mut self, pm: ProtocolMessage) {
-        let last = self.link.last_msg_serial();
-        let serial = pm
-            .msg_serial
-            .unwrap_or_else(|| last.map_or(0, |s| s.saturating_add(1)));
-        if last.is_some_and(|last| serial <= last) {
-            return self.ack(serial);
-        }
-        self.link.set_last_msg_serial(serial);
+        let Some(serial) = self.take_msg_serial(&pm) else {
+            return;
+        };
         match self.stamp_presence(pm, serial) {
             Ok(None) => self.ack(serial),
             Ok(Some((channel, msgs))) => {
