@@ -175,7 +175,7 @@ pub async fn run_session<S, R, E>(
     };
     let fresh = |slot: &mut crate::hub::ConnectionSlot| {
         let connection_id = random_id(10);
-        let connection_key = format!("{}!{}", random_id(12), connection_id);
+        let connection_key = crate::registry::connection_key_for(&connection_id);
         let link = slot.register(ConnectionRecord {
             connection_id: connection_id.clone(),
             connection_key: connection_key.clone(),

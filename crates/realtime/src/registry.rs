@@ -196,6 +196,9 @@ impl Registry {
         }
         entry.generation = generation;
         entry.record.disconnected_ms = None;
+        // A new key for the same connection (as Ably): the transport this one
+        // replaces can no longer take it back with the old key.
+        entry.record.connection_key = connection_key_for(id);
         entry.link.superseded = Arc::new(Notify::new());
         Ok((entry.record.clone(), entry.link.clone()))
     }
@@ -239,6 +242,15 @@ impl Registry {
             .filter(|e| e.record.connection_key == key)
             .map(|e| e.record.clone())
     }
+}
+
+/// A fresh connectionKey for connection `id`: `<12 alphanumerics>!<id>`.
+pub(crate) fn connection_key_for(id: &str) -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    format!(
+        "{}!{id}",
+        Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+    )
 }
 
 #[cfg(test)]

@@ -484,6 +484,12 @@ async fn resume_keeps_connection_id_and_replays_missed_messages() {
         Client::connected(&s, &format!("key={FULL_KEY}&clientId=res&resume={key}")).await;
     assert_eq!(m["connectionId"], id.as_str());
     assert!(m.get("error").is_none(), "resume succeeded: {m}");
+    // The resumed connection has a new key (as Ably): the old one no longer
+    // takes it over, so a replaced transport cannot take it back.
+    let new_key = m["connectionDetails"]["connectionKey"].as_str().unwrap();
+    assert_ne!(new_key, key);
+    assert_eq!(s.hub.connection_by_key(new_key).unwrap().connection_id, id);
+    assert!(s.hub.connection_by_key(&key).is_none());
     c.send(
         json!({"action": 10, "channel": "resume", "channelSerial": channel_serial, "flags": 32}),
     )
