@@ -220,6 +220,9 @@ pub(crate) struct State {
     /// How many `subscribers` have `occupancy` set, so that attach/detach need not
     /// scan all of them (10,000 attaches would otherwise be quadratic).
     pub(crate) occupancy_subscribers: usize,
+    /// How many `subscribers` have `delta` set: a publish makes delta frames only
+    /// when there is one, without a scan of every subscriber.
+    pub(crate) delta_subscribers: usize,
     /// Presence set: (connectionId, clientId) → latest PRESENT message.
     pub(crate) members: BTreeMap<(String, String), PresenceMessage>,
     /// A debounced occupancy event is scheduled (see `Channel::occupancy_changed`).
@@ -313,6 +316,7 @@ impl Channel {
                 last_serial,
                 subscribers: HashMap::new(),
                 occupancy_subscribers: 0,
+                delta_subscribers: 0,
                 members: BTreeMap::new(),
                 occupancy_pending: false,
                 presence_batch: Vec::new(),
@@ -372,10 +376,13 @@ impl Channel {
                 .as_ref()
                 .is_some_and(|(id, _)| m.message.id.as_deref() == Some(id.as_str()))
         });
+        let wants_delta = sub.delta;
         if let Some(old) = st.subscribers.insert(sub.conn.id, sub) {
             st.occupancy_subscribers -= usize::from(old.occupancy);
+            st.delta_subscribers -= usize::from(old.delta);
         }
         st.occupancy_subscribers += usize::from(wants_occupancy);
+        st.delta_subscribers += usize::from(wants_delta);
         Attachment {
             serial: format_serial(st.last_serial),
             backlog: messages,
@@ -421,6 +428,7 @@ impl Channel {
         let mut st = self.lock();
         if let Some(old) = st.subscribers.remove(&conn) {
             st.occupancy_subscribers -= usize::from(old.occupancy);
+            st.delta_subscribers -= usize::from(old.delta);
         }
         st.subscribers.is_empty()
     }
@@ -502,7 +510,7 @@ impl Channel {
         };
         // Delta attachments get the same messages as deltas, each against the
         // message before it (made only when such an attachment is primed).
-        let wants_deltas = st.subscribers.values().any(|s| s.delta && s.primed);
+        let wants_deltas = st.delta_subscribers > 0;
         let base = st.delta_base.take();
         let delta_pm = wants_deltas.then(|| {
             let mut dpm = pm.clone();
@@ -512,11 +520,15 @@ impl Channel {
             strip_derived_fields(&mut dpm);
             SharedFrame::new(dpm)
         });
-        st.delta_base = pm
-            .messages
-            .as_ref()
-            .and_then(|m| m.last())
-            .and_then(crate::delta::base_of);
+        // Only kept while a delta attachment exists: it costs a copy of the payload.
+        st.delta_base = if wants_deltas {
+            pm.messages
+                .as_ref()
+                .and_then(|m| m.last())
+                .and_then(crate::delta::base_of)
+        } else {
+            None
+        };
         strip_derived_fields(&mut pm);
         let frame = SharedFrame::new(pm);
         for sub in st.subscribers.values_mut() {
