@@ -282,7 +282,12 @@ pub async fn run_session<S, R, E>(
                 let mut n = 1;
                 while flow == Flow::Continue && n < BATCH {
                     match stream.next().now_or_never() {
-                        Some(Some(Ok(f))) => flow = s.on_frame(f),
+                        Some(Some(Ok(f))) => {
+                            // Same order rule as above, frame by frame: an earlier
+                            // frame of this batch may have fanned something out.
+                            rx.drain(usize::MAX, |f| s.out.push(Outgoing::Shared(f)));
+                            flow = s.on_frame(f);
+                        }
                         Some(_) => flow = Flow::Close,
                         None => break,
                     }
