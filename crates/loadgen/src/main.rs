@@ -17,6 +17,8 @@
 //!
 //! Output: a human summary on stderr and one `RESULT key=value …` line on stdout.
 
+#![forbid(unsafe_code)]
+
 mod ably;
 mod floor;
 mod nats;

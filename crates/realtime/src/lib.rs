@@ -23,6 +23,8 @@
 //! - Errors: every client-visible failure is an [`AblyError`] from the single
 //!   [`error::ErrorCode`] table.
 
+#![forbid(unsafe_code)]
+
 pub mod apps;
 pub mod auth;
 pub mod capability;

@@ -12,6 +12,8 @@
 //!   and fuzz targets that check the encoder against it (the server never reads
 //!   replies).
 
+#![forbid(unsafe_code)]
+
 pub mod bulk_array;
 pub mod decode;
 pub mod reply;

@@ -5,6 +5,10 @@
 //! returns a [`Server`] handle whose `shutdown` stops accepting, lets connections
 //! finish the replies in flight, and waits for them.
 
+#![deny(unsafe_code)]
+
+/// The global allocator: the one place with `unsafe` (`GlobalAlloc` forwards to jemalloc).
+#[allow(unsafe_code)]
 pub mod alloc;
 pub mod busy_poll;
 pub mod config;

@@ -1,5 +1,7 @@
 //! `tidewire`: run the server with embedded defaults, or a subcommand.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use tidewire_server::config::{Cli, Config, LogFormat, Sub};
 

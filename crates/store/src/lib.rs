@@ -9,6 +9,8 @@
 //! replication). After unlocking it delivers keyspace notifications ([`pubsub`]),
 //! wakes clients blocked on keys ([`blocking`]) and feeds MONITOR.
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod blocking;
 pub mod client;
