@@ -16,13 +16,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::Router;
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use rand::distributions::{Alphanumeric, DistString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::auth::HeaderCredentials;
 use crate::config::{CapabilityConfig, KeyConfig, RealtimeConfig, RetentionRule, RetentionRules};
 use crate::error::{AblyError, ErrorCode};
 use crate::history::MemoryHistoryStore;
@@ -72,6 +71,10 @@ impl Apps {
     /// The routes of the app a request's credentials name (the default app when
     /// they name none, or one this server does not have).
     fn routes_for(&self, req: &Request) -> Router {
+        // Without the sandbox there is one app: no credentials to read per request.
+        if !self.sandbox {
+            return self.default.routes.clone();
+        }
         if let Some(id) = app_id_of(req) {
             let created = self.created.read().unwrap_or_else(|e| e.into_inner());
             if let Some(app) = created.get(&id) {
@@ -253,13 +256,12 @@ struct PresenceLimits {
     max_members: Option<usize>,
 }
 
-/// The host name and port a client reached us by (`Host` header).
+/// The host name and port a client reached us by (`Host` header; port 80 when
+/// it names none).
 fn split_host(host: &str) -> (String, u16) {
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            (h.to_owned(), p.parse().unwrap_or(80))
-        }
-        _ => (host.to_owned(), 80),
+    match host.parse::<axum::http::uri::Authority>() {
+        Ok(a) => (a.host().to_owned(), a.port_u16().unwrap_or(80)),
+        Err(_) => (host.to_owned(), 80),
     }
 }
 
@@ -277,18 +279,10 @@ fn app_id_of(req: &Request) -> Option<String> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        let (scheme, rest) = value.trim().split_once(' ')?;
-        let decoded = B64
-            .decode(rest.trim().as_bytes())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok());
-        if scheme.eq_ignore_ascii_case("basic") {
-            return key_app(&decoded?);
-        }
-        if scheme.eq_ignore_ascii_case("bearer") {
-            return token_app(decoded.as_deref().unwrap_or(rest.trim()))
-                .or_else(|| token_app(rest.trim()));
-        }
+        return match crate::auth::parse_authorization(value).ok()? {
+            HeaderCredentials::Key(key) => key_app(&key),
+            HeaderCredentials::Token(token) => token_app(&token),
+        };
     }
     let path = req.uri().path();
     if let Some(name) = path
@@ -297,42 +291,15 @@ fn app_id_of(req: &Request) -> Option<String> {
     {
         return key_app(name);
     }
-    for pair in req.uri().query().unwrap_or("").split('&') {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
-        match k {
+    let query = req.uri().query().unwrap_or("");
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
             "key" | "key_name" => return key_app(&v),
             "access_token" | "accessToken" => return token_app(&v),
             _ => {}
         }
     }
     None
-}
-
-/// `%XX` and `+` decoding of a query value.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(c) => {
-                        out.push(c);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The realtime HTTP surface of every app, with the sandbox's provisioning routes
@@ -424,6 +391,8 @@ mod tests {
 
     #[test]
     fn app_ids_from_credentials() {
+        use base64::engine::general_purpose::STANDARD as B64;
+        use base64::Engine;
         let basic = format!("Basic {}", B64.encode("abc.def:secret"));
         assert_eq!(
             app_id_of(&req("/channels/x", Some(&basic))).as_deref(),
@@ -438,7 +407,6 @@ mod tests {
             Some("app2")
         );
         assert_eq!(app_id_of(&req("/time", None)), None);
-        assert_eq!(percent_decode("a%2Fb+c%"), "a/b c%");
     }
 
     #[test]

@@ -450,36 +450,50 @@ impl Keyring {
 
     /// Authenticates an HTTP `Authorization` header value (`Basic` or `Bearer`).
     pub fn principal_for_header(&self, value: &str, now: i64) -> Result<Principal, AblyError> {
-        let (scheme, rest) = value.trim().split_once(' ').ok_or_else(|| {
-            AblyError::new(
-                ErrorCode::InvalidCredentials,
-                "Malformed Authorization header",
-            )
-        })?;
-        let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = B64
-                .decode(rest.as_bytes())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| {
-                    AblyError::new(ErrorCode::InvalidCredentials, "Malformed Basic credentials")
-                })?;
-            self.principal_for_key(&decoded)
-        } else if scheme.eq_ignore_ascii_case("bearer") {
-            // Ably REST clients send base64(token); raw tokens are accepted too.
-            let decoded = B64
-                .decode(rest.as_bytes())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .filter(|t| t.split('.').count() == 3);
-            self.principal_for_token(decoded.as_deref().unwrap_or(rest), now)
-        } else {
-            Err(AblyError::new(
-                ErrorCode::InvalidCredentials,
-                "Unsupported Authorization scheme",
-            ))
+        match parse_authorization(value)? {
+            HeaderCredentials::Key(key) => self.principal_for_key(&key),
+            HeaderCredentials::Token(token) => self.principal_for_token(&token, now),
         }
+    }
+}
+
+/// What an HTTP `Authorization` header carries.
+pub enum HeaderCredentials {
+    /// `Basic base64(appId.keyId:secret)`.
+    Key(String),
+    /// `Bearer <token>`; Ably REST clients send base64(token), raw tokens are
+    /// accepted too.
+    Token(String),
+}
+
+/// Reads an `Authorization` header value (without checking the credentials).
+pub fn parse_authorization(value: &str) -> Result<HeaderCredentials, AblyError> {
+    let (scheme, rest) = value.trim().split_once(' ').ok_or_else(|| {
+        AblyError::new(
+            ErrorCode::InvalidCredentials,
+            "Malformed Authorization header",
+        )
+    })?;
+    let rest = rest.trim();
+    let decoded = B64
+        .decode(rest.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok());
+    if scheme.eq_ignore_ascii_case("basic") {
+        let key = decoded.ok_or_else(|| {
+            AblyError::new(ErrorCode::InvalidCredentials, "Malformed Basic credentials")
+        })?;
+        Ok(HeaderCredentials::Key(key))
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        let token = decoded
+            .filter(|t| t.split('.').count() == 3)
+            .unwrap_or_else(|| rest.to_owned());
+        Ok(HeaderCredentials::Token(token))
+    } else {
+        Err(AblyError::new(
+            ErrorCode::InvalidCredentials,
+            "Unsupported Authorization scheme",
+        ))
     }
 }
 

@@ -178,6 +178,14 @@ impl Subscriber {
     }
 }
 
+impl Subscriber {
+    /// Whether a message from `publisher` is delivered here: the attachment
+    /// receives, and it is not its own connection's publish unless it echoes.
+    fn takes_from(&self, publisher: &Publisher) -> bool {
+        self.receive && (self.echo || publisher.conn != Some(self.conn.id))
+    }
+}
+
 /// Who published a message.
 #[derive(Debug, Clone, Default)]
 pub struct Publisher {
@@ -532,7 +540,7 @@ impl Channel {
         strip_derived_fields(&mut pm);
         let frame = SharedFrame::new(pm);
         for sub in st.subscribers.values_mut() {
-            if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
+            if !sub.takes_from(ctx.publisher) {
                 continue;
             }
             let f = match (&delta_pm, sub.delta && sub.primed) {
@@ -606,7 +614,7 @@ impl Channel {
             ..Default::default()
         });
         for sub in st.subscribers.values() {
-            if !sub.receive || (!sub.echo && ctx.publisher.conn == Some(sub.conn.id)) {
+            if !sub.takes_from(ctx.publisher) {
                 continue;
             }
             let _ = sub.conn.tx.try_send(frame.clone());

@@ -276,7 +276,8 @@ fn normalize_data(data: &mut Option<MessageData>, encoding: &mut Option<String>)
     }
 }
 
-fn to_json_data(data: &mut Option<MessageData>, encoding: &mut Option<String>) {
+/// Rewrites binary data as base64 text (and its encoding) for JSON output.
+pub(crate) fn to_json_data(data: &mut Option<MessageData>, encoding: &mut Option<String>) {
     if let Some(MessageData::Binary(b)) = data.as_ref() {
         let text = B64.encode(b);
         *data = Some(MessageData::String(text));

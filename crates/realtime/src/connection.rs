@@ -227,7 +227,7 @@ pub async fn run_session<S, R, E>(
         out: Vec::new(),
         expires_at: None,
     };
-    s.schedule_renewal();
+    s.schedule_expiry();
     let mut connected = s.connected_message();
     connected.error = resume_error.map(|e| e.to_info());
     s.push(connected);

@@ -363,8 +363,8 @@ impl Hub {
             messages
         };
         let transport = match origin {
-            Origin::Realtime => Some("realtime"),
-            Origin::Rest => Some("rest"),
+            Origin::Realtime => Some(crate::stats::Transport::Realtime),
+            Origin::Rest => Some(crate::stats::Transport::Rest),
             Origin::Backend => None,
         };
         if let Some(t) = transport.filter(|_| !messages.is_empty()) {
@@ -374,15 +374,7 @@ impl Hub {
         let ch = self.channel(channel);
         let mut published = ch.publish(
             messages,
-            &PublishCtx {
-                publisher,
-                proto_id: &proto_id,
-                now_ms: now,
-                history: self.history.as_ref(),
-                retention: self.retention_for(channel),
-                origin,
-                observers: &self.observers,
-            },
+            &self.publish_ctx(channel, publisher, &proto_id, now, origin),
         );
         drop(ch);
         self.release_channel(channel);
@@ -536,15 +528,7 @@ impl Hub {
         let version_serial = ch.publish_version(
             next,
             sent,
-            &PublishCtx {
-                publisher,
-                proto_id: "",
-                now_ms: now,
-                history: self.history.as_ref(),
-                retention: self.retention_for(channel),
-                origin: Origin::Rest,
-                observers: &self.observers,
-            },
+            &self.publish_ctx(channel, publisher, "", now, Origin::Rest),
         );
         drop(ch);
         self.release_channel(channel);
@@ -602,15 +586,7 @@ impl Hub {
             a.connection_id.clone_from(&publisher.connection_id);
             let key = (channel.to_owned(), target.clone());
             let ch = self.channel(channel);
-            let ctx = PublishCtx {
-                publisher,
-                proto_id,
-                now_ms: now,
-                history: self.history.as_ref(),
-                retention: self.retention_for(channel),
-                origin: Origin::Rest,
-                observers: &self.observers,
-            };
+            let ctx = self.publish_ctx(channel, publisher, proto_id, now, Origin::Rest);
             ch.publish_annotation(
                 a,
                 |stamped| {
@@ -640,6 +616,26 @@ impl Hub {
             .get(&(channel.to_owned(), serial.to_owned()))
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// What a channel needs to publish on this hub.
+    fn publish_ctx<'a>(
+        &'a self,
+        channel: &str,
+        publisher: &'a Publisher,
+        proto_id: &'a str,
+        now_ms: i64,
+        origin: Origin,
+    ) -> PublishCtx<'a> {
+        PublishCtx {
+            publisher,
+            proto_id,
+            now_ms,
+            history: self.history.as_ref(),
+            retention: self.retention_for(channel),
+            origin,
+            observers: &self.observers,
+        }
     }
 
     /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.

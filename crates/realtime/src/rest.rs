@@ -647,13 +647,7 @@ async fn list_annotations(
             .take(limit)
             .map(|a| {
                 let mut a = a.clone();
-                if let Some(crate::protocol::MessageData::Binary(b)) = &a.data {
-                    a.data = Some(crate::protocol::MessageData::String(B64.encode(b)));
-                    a.encoding = Some(match a.encoding.take() {
-                        Some(e) => format!("{e}/base64"),
-                        None => "base64".into(),
-                    });
-                }
+                codec::to_json_data(&mut a.data, &mut a.encoding);
                 serde_json::to_value(&a).unwrap_or_default()
             })
             .collect();

@@ -203,19 +203,59 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     )
 }
 
+/// Where a publish came from, for the `messages.inbound.<transport>` entries.
+#[derive(Debug, Clone, Copy)]
+pub enum Transport {
+    Realtime = 0,
+    Rest = 1,
+}
+
+/// The hub's own counts of one minute: [messages, bytes] by [`Transport`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts([[u64; 2]; 2]);
+
+impl Counts {
+    /// The minute as Ably's flat entries.
+    fn entries(&self) -> Entries {
+        let mut e = Entries::new();
+        let mut all = [0u64; 2];
+        for (name, c) in [("realtime", self.0[0]), ("rest", self.0[1])] {
+            if c[0] == 0 {
+                continue;
+            }
+            e.insert(
+                format!("messages.inbound.{name}.messages.count"),
+                c[0] as f64,
+            );
+            e.insert(
+                format!("messages.inbound.{name}.messages.data"),
+                c[1] as f64,
+            );
+            all[0] += c[0];
+            all[1] += c[1];
+        }
+        for prefix in ["messages.inbound.all", "messages.all"] {
+            e.insert(format!("{prefix}.messages.count"), all[0] as f64);
+            e.insert(format!("{prefix}.messages.data"), all[1] as f64);
+        }
+        e
+    }
+}
+
 /// One app's statistics, by minute (start ms).
 #[derive(Default)]
 pub struct Stats {
     /// The hub's own counts, the oldest dropped past [`KEEP_MINUTES`].
-    live: Mutex<BTreeMap<i64, Entries>>,
+    live: Mutex<BTreeMap<i64, Counts>>,
     /// Posted fixtures, kept as they are.
     fixtures: Mutex<BTreeMap<i64, Entries>>,
 }
 
 impl Stats {
-    /// Counts a publish: `count` messages of `bytes` in all, from `transport`
-    /// (`realtime` or `rest`).
-    pub fn record_inbound(&self, transport: &str, count: usize, bytes: usize, now_ms: i64) {
+    /// Counts a publish: `count` messages of `bytes` in all, from `transport`.
+    /// Plain counters (named entries are made only when stats are read): this
+    /// runs on every publish.
+    pub fn record_inbound(&self, transport: Transport, count: usize, bytes: usize, now_ms: i64) {
         let minute = Unit::Minute.floor(now_ms);
         let mut minutes = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if !minutes.contains_key(&minute) {
@@ -228,15 +268,9 @@ impl Stats {
                 minutes.pop_first();
             }
         }
-        let e = minutes.entry(minute).or_default();
-        for scope in [transport, "all"] {
-            *e.entry(format!("messages.inbound.{scope}.messages.count"))
-                .or_default() += count as f64;
-            *e.entry(format!("messages.inbound.{scope}.messages.data"))
-                .or_default() += bytes as f64;
-        }
-        *e.entry("messages.all.messages.count".into()).or_default() += count as f64;
-        *e.entry("messages.all.messages.data".into()).or_default() += bytes as f64;
+        let c = &mut minutes.entry(minute).or_default().0[transport as usize];
+        c[0] += count as u64;
+        c[1] += bytes as u64;
     }
 
     /// Loads Ably sandbox fixtures: an array of `{intervalId: "2025-02-03:15:03",
@@ -281,24 +315,31 @@ impl Stats {
         let start = q.start.unwrap_or(i64::MIN);
         let end = q.end.unwrap_or(now_ms);
         let mut buckets: BTreeMap<i64, Entries> = BTreeMap::new();
-        for source in [&self.live, &self.fixtures] {
-            let minutes = source.lock().unwrap_or_else(|e| e.into_inner());
-            for (&minute, entries) in minutes.iter() {
-                let bucket = q.unit.floor(minute);
-                if bucket < q.unit.floor(start.max(i64::MIN / 2)) || bucket > end {
-                    continue;
-                }
-                match q.cursor {
-                    Some(c) if q.forwards && bucket <= c => continue,
-                    Some(c) if !q.forwards && bucket >= c => continue,
-                    _ => {}
-                }
-                let b = buckets.entry(bucket).or_default();
-                for (k, v) in entries {
-                    *b.entry(k.clone()).or_default() += v;
-                }
+        let live: Vec<(i64, Entries)> = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(&m, c)| (m, c.entries()))
+            .collect();
+        let fixtures = self.fixtures.lock().unwrap_or_else(|e| e.into_inner());
+        let sources = live.iter().map(|(m, e)| (m, e)).chain(fixtures.iter());
+        for (&minute, entries) in sources {
+            let bucket = q.unit.floor(minute);
+            if bucket < q.unit.floor(start.max(i64::MIN / 2)) || bucket > end {
+                continue;
+            }
+            match q.cursor {
+                Some(c) if q.forwards && bucket <= c => continue,
+                Some(c) if !q.forwards && bucket >= c => continue,
+                _ => {}
+            }
+            let b = buckets.entry(bucket).or_default();
+            for (k, v) in entries {
+                *b.entry(k.clone()).or_default() += v;
             }
         }
+        drop(fixtures);
         let ordered: Vec<(i64, Entries)> = if q.forwards {
             buckets.into_iter().collect()
         } else {
@@ -470,7 +511,7 @@ mod tests {
         s.load_fixtures(&json!({"intervalId": "2025-02-03:15:03", "channels": {"peak": 5}}))
             .unwrap();
         let now = parse_time("2026-12-06:15:07", false).unwrap() + 1234;
-        s.record_inbound("rest", 2, 10, now);
+        s.record_inbound(Transport::Rest, 2, 10, now);
         // The hub's own counts never push fixtures out.
         let old = s.query(
             &q(Unit::Month, Some("2025-02"), Some("2025-02"), true, 10),

@@ -46,7 +46,7 @@ impl Session {
             return Flow::Close;
         }
         self.principal = principal;
-        self.schedule_renewal();
+        self.schedule_expiry();
         // Capabilities may have narrowed: re-evaluate every attachment.
         let names: Vec<String> = self.attached.keys().cloned().collect();
         for name in names {
@@ -98,7 +98,7 @@ impl Session {
     }
 
     /// Arms the expiry timer for the principal's token (none for key auth).
-    pub(super) fn schedule_renewal(&mut self) {
+    pub(super) fn schedule_expiry(&mut self) {
         let Some(expires) = self.principal.expires_ms else {
             self.expires_at = None;
             return;
@@ -117,7 +117,7 @@ impl Session {
         let really_expired = self.principal.expires_ms.is_some_and(|e| e <= now_ms());
         if !really_expired {
             // A capped timer fired early: re-arm from the true expiry.
-            self.schedule_renewal();
+            self.schedule_expiry();
             return Flow::Continue;
         }
         let e = AblyError::new(ErrorCode::TokenExpired, "Token expired");
