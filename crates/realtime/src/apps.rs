@@ -2,7 +2,8 @@
 //! (its keys, channels, history, presence, limits), chosen per request by the app id
 //! in the request's credentials (`appId.keyId` key names, a token's `kid`).
 //!
-//! The configured app is the default hub. With `[realtime] sandbox = true` — made
+//! The configured app is the default hub; `[[realtime.apps]]` in the config file
+//! adds more, each with its own keys. With `[realtime] sandbox = true` — made
 //! for SDK test suites such as ably-js's, which provision a fresh app per run — apps
 //! can also be created with `POST /apps` (no authentication, as Ably's sandbox) and
 //! deleted with `DELETE /apps/{appId}`; they live in memory only.
@@ -43,15 +44,30 @@ pub struct Apps {
     sandbox: bool,
     /// Settings sandbox apps start from (the server's own, minus its keys).
     template: RealtimeConfig,
+    /// Apps from the config file, by id.
+    configured: HashMap<String, App>,
     created: RwLock<HashMap<String, App>>,
 }
 
 impl Apps {
-    /// The configured app alone, plus sandbox provisioning when `config.sandbox`.
-    pub fn new(hub: Arc<Hub>) -> Arc<Apps> {
+    /// The configured app and `others` (the config file's further apps), plus
+    /// sandbox provisioning when `config.sandbox`.
+    pub fn new(hub: Arc<Hub>, others: Vec<Arc<Hub>>) -> Arc<Apps> {
         let mut template = hub.config().clone();
         template.keys.clear();
+        template.apps.clear();
+        let configured = others
+            .into_iter()
+            .map(|hub| {
+                let app = App {
+                    routes: crate::hub_router(hub.clone()),
+                    hub,
+                };
+                (app.hub.app_id(), app)
+            })
+            .collect();
         Arc::new(Apps {
+            configured,
             sandbox: template.sandbox,
             default: App {
                 routes: crate::hub_router(hub.clone()),
@@ -62,8 +78,11 @@ impl Apps {
         })
     }
 
-    /// The hub of a sandbox app, if there is one by that id.
+    /// The hub of a further app, if there is one by that id.
     pub fn app(&self, app_id: &str) -> Option<Arc<Hub>> {
+        if let Some(app) = self.configured.get(app_id) {
+            return Some(app.hub.clone());
+        }
         let created = self.created.read().unwrap_or_else(|e| e.into_inner());
         created.get(app_id).map(|a| a.hub.clone())
     }
@@ -71,11 +90,14 @@ impl Apps {
     /// The routes of the app a request's credentials name (the default app when
     /// they name none, or one this server does not have).
     fn routes_for(&self, req: &Request) -> Router {
-        // Without the sandbox there is one app: no credentials to read per request.
-        if !self.sandbox {
+        // With one app there are no credentials to read per request.
+        if !self.sandbox && self.configured.is_empty() {
             return self.default.routes.clone();
         }
         if let Some(id) = app_id_of(req) {
+            if let Some(app) = self.configured.get(&id) {
+                return app.routes.clone();
+            }
             let created = self.created.read().unwrap_or_else(|e| e.into_inner());
             if let Some(app) = created.get(&id) {
                 return app.routes.clone();
@@ -90,6 +112,7 @@ impl Apps {
         let app_id = loop {
             let id = Alphanumeric.sample_string(&mut rng, 6);
             let taken = self.default.hub.keyring().has_app(&id)
+                || self.configured.contains_key(&id)
                 || self
                     .created
                     .read()
@@ -354,7 +377,14 @@ async fn delete_app(
     Path(app_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(hub) = apps.app(&app_id) else {
+    // Apps from the config file stay: only sandbox-made apps are deleted.
+    let made = apps
+        .created
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&app_id)
+        .map(|a| a.hub.clone());
+    let Some(hub) = made else {
         return AblyError::new(ErrorCode::NotFound, format!("No app {app_id}")).into_response();
     };
     let authorised = headers

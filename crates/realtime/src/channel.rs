@@ -9,7 +9,7 @@
 //! slowing the channel down.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
 
@@ -245,6 +245,10 @@ pub(crate) struct State {
     /// Id and payload of the last message published, which the next message's
     /// delta is taken against (`delta=vcdiff` attachments).
     pub(crate) delta_base: Option<(String, Vec<u8>)>,
+    /// Views of this channel (`[?params]name`, `[filter=…]name`) that are live:
+    /// each publish is relayed to them under this channel's lock, so their
+    /// subscribers see the channel's order. The hub adds and removes them.
+    pub(crate) views: Vec<Weak<Channel>>,
 }
 
 /// What an attaching connection wants replayed.
@@ -277,9 +281,13 @@ pub struct Attachment {
     pub members: Vec<PresenceMessage>,
 }
 
-/// One channel.
+/// One channel, or a view of one (see [`crate::qualifier`]).
 pub struct Channel {
     pub(crate) name: String,
+    /// The channel whose history this one reads: its own name, or a view's base.
+    source: String,
+    /// A derived channel's filter: only messages it matches reach the view.
+    filter: Option<crate::filter::Filter>,
     state: Mutex<State>,
 }
 
@@ -318,8 +326,21 @@ pub fn parse_serial(s: &str) -> Option<u64> {
 impl Channel {
     /// A channel whose serials continue after `last_serial`.
     pub fn new(name: &str, last_serial: u64) -> Self {
+        Self::view(name, name, None, last_serial)
+    }
+
+    /// A view named `name` of channel `source` (which relays its messages to it),
+    /// passing only what `filter` matches.
+    pub fn view(
+        name: &str,
+        source: &str,
+        filter: Option<crate::filter::Filter>,
+        last_serial: u64,
+    ) -> Self {
         Channel {
             name: name.to_owned(),
+            source: source.to_owned(),
+            filter,
             state: Mutex::new(State {
                 last_serial,
                 subscribers: HashMap::new(),
@@ -330,6 +351,7 @@ impl Channel {
                 presence_batch: Vec::new(),
                 presence_flush_pending: false,
                 delta_base: None,
+                views: Vec::new(),
             }),
         }
     }
@@ -360,7 +382,7 @@ impl Channel {
         let (messages, continuous) = match backlog {
             Backlog::None => (Vec::new(), true),
             Backlog::Rewind(q) => {
-                let mut msgs = history.query(&self.name, &q, now_ms).messages;
+                let mut msgs = history.query(&self.source, &q, now_ms).messages;
                 if q.direction == Direction::Backwards {
                     msgs.reverse();
                 }
@@ -369,6 +391,13 @@ impl Channel {
             Backlog::FromSerial { from, cap } => {
                 self.read_from_serial(st.last_serial, history, from, cap, now_ms)
             }
+        };
+        let messages = match &self.filter {
+            Some(f) => messages
+                .into_iter()
+                .filter(|m| f.matches(&m.message))
+                .collect(),
+            None => messages,
         };
         let members = if sub.presence {
             st.members.values().cloned().collect()
@@ -418,7 +447,7 @@ impl Channel {
             limit: cap.saturating_add(1),
             ..Default::default()
         };
-        let page = history.query(&self.name, &q, now_ms);
+        let page = history.query(&self.source, &q, now_ms);
         let mut msgs = page.messages;
         let anchored = msgs.first().is_some_and(|m| m.serial == from);
         if anchored {
@@ -444,7 +473,54 @@ impl Channel {
     /// Whether nobody is attached or present (an idle channel may be released).
     pub fn is_idle(&self) -> bool {
         let st = self.lock();
-        st.subscribers.is_empty() && st.members.is_empty()
+        st.subscribers.is_empty() && st.members.is_empty() && st.views.is_empty()
+    }
+
+    /// Adds a view this channel relays its messages to.
+    pub(crate) fn add_view(&self, view: &Arc<Channel>) {
+        self.lock().views.push(Arc::downgrade(view));
+    }
+
+    /// Forgets a view (and any view that is gone).
+    pub(crate) fn remove_view(&self, view: &Arc<Channel>) {
+        let target = Arc::downgrade(view);
+        self.lock()
+            .views
+            .retain(|w| w.strong_count() > 0 && !w.ptr_eq(&target));
+    }
+
+    /// A message frame of the channel this view belongs to, passed on to the
+    /// view's subscribers: filtered, under the view's name, at the channel's serial.
+    fn relay(&self, pm: &ProtocolMessage, publisher: &Publisher) {
+        let mut st = self.lock();
+        if let Some(serial) = pm.channel_serial.as_deref().and_then(parse_serial) {
+            st.last_serial = st.last_serial.max(serial);
+        }
+        if st.subscribers.is_empty() {
+            return;
+        }
+        let mut out = pm.clone();
+        out.channel = Some(self.name.clone());
+        if let (Some(f), Some(msgs)) = (&self.filter, out.messages.as_mut()) {
+            msgs.retain(|m| f.matches(m));
+            if msgs.is_empty() {
+                return;
+            }
+        }
+        // Ids derived from a message's position stay only where it did not move.
+        strip_derived_fields(&mut out);
+        let frame = SharedFrame::new(out);
+        for sub in st.subscribers.values_mut() {
+            if sub.takes_from(publisher) {
+                sub.primed = true;
+                let _ = sub.conn.tx.try_send(frame.clone());
+            }
+        }
+    }
+
+    /// The live views, for a relay under this channel's lock.
+    fn live_views(st: &State) -> Vec<Arc<Channel>> {
+        st.views.iter().filter_map(Weak::upgrade).collect()
     }
 
     /// Current serial, rendered.
@@ -537,6 +613,9 @@ impl Channel {
         } else {
             None
         };
+        for view in Self::live_views(&st) {
+            view.relay(&pm, ctx.publisher);
+        }
         strip_derived_fields(&mut pm);
         let frame = SharedFrame::new(pm);
         for sub in st.subscribers.values_mut() {
@@ -569,6 +648,11 @@ impl Channel {
         let floor = (now_ms.max(0) as u64).saturating_mul(1000);
         let serial = (st.last_serial + 1).max(floor);
         st.last_serial = serial;
+        // Views keep the channel's serial, so that a resume on them stays continuous.
+        for view in Self::live_views(st) {
+            let mut vs = view.lock();
+            vs.last_serial = vs.last_serial.max(serial);
+        }
         serial
     }
 

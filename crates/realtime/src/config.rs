@@ -4,10 +4,10 @@
 //! field has Ably's published default, or a generous one where Ably's would throttle
 //! ordinary benchmarks).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// One API key: `appId.keyId:secret` and what it may do.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct KeyConfig {
     /// The full key, `appId.keyId:secret`.
     pub key: String,
@@ -20,7 +20,7 @@ pub struct KeyConfig {
 }
 
 /// Capability in either form a config file is likely to use.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum CapabilityConfig {
     Text(String),
@@ -28,7 +28,7 @@ pub enum CapabilityConfig {
 }
 
 /// One retention rule: channels matching `pattern` keep history for `secs`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 pub struct RetentionRule {
     pub pattern: String,
     pub secs: u64,
@@ -38,7 +38,7 @@ pub struct RetentionRule {
 /// (`{ "stream:*" = 259200 }`; the longest matching pattern wins, so specific
 /// namespaces override broad ones) or as a list of `{pattern, secs}` (first match wins,
 /// for full control).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum RetentionRules {
     Map(std::collections::BTreeMap<String, u64>),
@@ -73,7 +73,7 @@ impl RetentionRules {
 }
 
 /// Realtime layer configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct RealtimeConfig {
     /// API keys accepted by this server.
@@ -136,6 +136,11 @@ pub struct RealtimeConfig {
     /// Lets anyone create and delete apps (`POST /apps`, `DELETE /apps/{id}`), as
     /// Ably's sandbox does for SDK test suites. Never on a server others can reach.
     pub sandbox: bool,
+    /// Further apps (`[[realtime.apps]]`), each with its own keys, channels,
+    /// history and presence: an entry takes these settings and overrides what it
+    /// names (`keys` it must name). See [`RealtimeConfig::app_configs`].
+    #[serde(skip_serializing)]
+    pub apps: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Default for RealtimeConfig {
@@ -164,11 +169,48 @@ impl Default for RealtimeConfig {
             presence_batch_ms: 50,
             mutable_messages: Vec::new(),
             sandbox: false,
+            apps: Vec::new(),
         }
     }
 }
 
 impl RealtimeConfig {
+    /// The settings of each further app (`apps`), with its id: these settings
+    /// with the entry's on top. Every app needs keys of its own, all of one
+    /// `appId`, used by no other app; the sandbox switch is the server's alone.
+    pub fn app_configs(&self) -> Result<Vec<(String, RealtimeConfig)>, String> {
+        let mut inherited = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        if let Some(map) = inherited.as_object_mut() {
+            map.remove("keys");
+        }
+        let mut taken: Vec<String> = app_ids(&self.keys)?.into_iter().collect();
+        let mut out = Vec::new();
+        for (i, entry) in self.apps.iter().enumerate() {
+            let which = format!("realtime.apps[{i}]");
+            if entry.contains_key("apps") || entry.contains_key("sandbox") {
+                return Err(format!("{which}: `apps` and `sandbox` are server-wide"));
+            }
+            let mut merged = inherited.clone();
+            if let Some(map) = merged.as_object_mut() {
+                map.extend(entry.clone());
+            }
+            let config: RealtimeConfig =
+                serde_json::from_value(merged).map_err(|e| format!("{which}: {e}"))?;
+            let ids = app_ids(&config.keys)?;
+            let id = match ids.as_slice() {
+                [id] => id.clone(),
+                [] => return Err(format!("{which}: an app needs `keys` of its own")),
+                _ => return Err(format!("{which}: keys of several apps: {}", ids.join(", "))),
+            };
+            if taken.contains(&id) {
+                return Err(format!("{which}: app id {id:?} is already used"));
+            }
+            taken.push(id.clone());
+            out.push((id, config));
+        }
+        Ok(out)
+    }
+
     /// The per-connection output limits these settings describe.
     pub fn output_limits(&self) -> crate::outbox::OutputLimits {
         crate::outbox::OutputLimits {
@@ -179,9 +221,57 @@ impl RealtimeConfig {
     }
 }
 
+/// The distinct app ids (`appId` of `appId.keyId:secret`) of `keys`, in order.
+fn app_ids(keys: &[KeyConfig]) -> Result<Vec<String>, String> {
+    let mut ids: Vec<String> = Vec::new();
+    for k in keys {
+        let id = k
+            .key
+            .split_once('.')
+            .map(|(app, _)| app)
+            .filter(|app| !app.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "key {:?} is not appId.keyId:secret",
+                    k.key.split(':').next().unwrap_or("")
+                )
+            })?;
+        if !ids.iter().any(|i| i == id) {
+            ids.push(id.to_owned());
+        }
+    }
+    Ok(ids)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apps_inherit_settings_and_need_keys_of_their_own() {
+        let c: RealtimeConfig = serde_json::from_str(
+            r#"{"keys":[{"key":"main.a:s"}], "max_presence_members": 7,
+                "apps":[{"keys":[{"key":"shop.k:t"},{"key":"shop.j:u"}],
+                         "mutable_messages":["m:*"]}]}"#,
+        )
+        .unwrap();
+        let apps = c.app_configs().unwrap();
+        assert_eq!(apps.len(), 1);
+        let (id, shop) = &apps[0];
+        assert_eq!(id, "shop");
+        assert_eq!(shop.keys.len(), 2);
+        assert_eq!(shop.max_presence_members, 7);
+        assert_eq!(shop.mutable_messages, ["m:*"]);
+        for bad in [
+            r#"{"keys":[{"key":"main.a:s"}], "apps":[{"max_presence_members": 3}]}"#,
+            r#"{"keys":[{"key":"main.a:s"}], "apps":[{"keys":[{"key":"main.b:t"}]}]}"#,
+            r#"{"keys":[{"key":"main.a:s"}], "apps":[{"keys":[{"key":"x.b:t"},{"key":"y.c:u"}]}]}"#,
+            r#"{"keys":[{"key":"main.a:s"}], "apps":[{"keys":[{"key":"x.b:t"}],"sandbox":true}]}"#,
+        ] {
+            let c: RealtimeConfig = serde_json::from_str(bad).unwrap();
+            assert!(c.app_configs().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_both_capability_forms_and_defaults() {

@@ -661,6 +661,8 @@ impl Session {
     }
 
     fn allowed_modes(&self, channel: &str) -> u64 {
+        // A view is judged by the channel it shows.
+        let channel = crate::qualifier::base(channel);
         let cap = &self.principal.capability;
         let mut m = 0;
         if cap.allows(channel, ops::PUBLISH) {
@@ -681,12 +683,22 @@ impl Session {
         m
     }
 
-    fn on_attach(&mut self, pm: ProtocolMessage) {
+    fn on_attach(&mut self, mut pm: ProtocolMessage) {
         let Some(name) = pm.channel.clone() else {
             return;
         };
-        if let Err(e) = validate_channel_name(&name) {
-            return self.channel_error(name, &e);
+        let name_params = match crate::qualifier::parse(&name) {
+            Ok(q) => q.params,
+            Err(e) => return self.channel_error(name, &e),
+        };
+        // Params in the name (`[?rewind=1]chan`) count as given; the ATTACH's own win
+        // (and only they are echoed).
+        let echoed = pm.params.clone();
+        if !name_params.is_empty() {
+            let params = pm.params.get_or_insert_with(Default::default);
+            for (k, v) in name_params {
+                params.entry(k).or_insert(v);
+            }
         }
         // A `modes` param wins over the modes in the flags (Ably's order).
         let requested = match pm.params.as_ref().and_then(|p| p.get("modes")) {
@@ -767,7 +779,7 @@ impl Session {
                 && self
                     .principal
                     .capability
-                    .allows(&name, ops::CHANNEL_METADATA),
+                    .allows(crate::qualifier::base(&name), ops::CHANNEL_METADATA),
             delta,
             primed: false,
             annotations: granted & flags::ANNOTATION_SUBSCRIBE != 0,
@@ -820,8 +832,7 @@ impl Session {
         self.attached.insert(name.clone(), granted);
         self.requested_modes.insert(name.clone(), requested);
         // The channel params Ably knows are echoed; others are dropped, as Ably does.
-        let params: Option<BTreeMap<String, String>> = pm
-            .params
+        let params: Option<BTreeMap<String, String>> = echoed
             .map(|p| {
                 p.into_iter()
                     .filter(|(k, _)| KNOWN_PARAMS.contains(&k.as_str()))

@@ -273,6 +273,8 @@ impl Hub {
     }
 
     /// The channel, created on first use with its serial continuing from history.
+    /// A view (`[?params]name`, `[filter=…]name`) is created with its base channel,
+    /// which relays every message to it.
     pub fn channel(&self, name: &str) -> Arc<Channel> {
         if let Some(c) = self
             .channels
@@ -282,13 +284,34 @@ impl Hub {
         {
             return c.clone();
         }
+        let view = crate::qualifier::parse(name).ok().filter(|q| q.is_view());
         let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(name.to_owned())
-            .or_insert_with(|| {
+        if let Some(c) = map.get(name) {
+            return c.clone();
+        }
+        let channel = match view {
+            Some(q) => {
+                let base = map
+                    .entry(q.base.to_owned())
+                    .or_insert_with(|| {
+                        let last = self.history.last_serial(q.base).unwrap_or(0);
+                        Arc::new(Channel::new(q.base, last))
+                    })
+                    .clone();
+                let last = crate::channel::parse_serial(&base.serial()).unwrap_or(0);
+                let view = Arc::new(Channel::view(name, q.base, q.filter, last));
+                // Under the map's lock (map, then channel): a release of the base
+                // cannot pass between its creation and this.
+                base.add_view(&view);
+                view
+            }
+            None => {
                 let last = self.history.last_serial(name).unwrap_or(0);
                 Arc::new(Channel::new(name, last))
-            })
-            .clone()
+            }
+        };
+        map.insert(name.to_owned(), channel.clone());
+        channel
     }
 
     /// An existing channel, if any connection or publish has it live.
@@ -327,9 +350,23 @@ impl Hub {
             }
         }
         let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = map.get(name) {
-            if Arc::strong_count(c) == 1 && c.is_idle() {
-                map.remove(name);
+        let Some(c) = map.get(name) else {
+            return;
+        };
+        if Arc::strong_count(c) != 1 || !c.is_idle() {
+            return;
+        }
+        let Some(view) = map.remove(name) else {
+            return;
+        };
+        // A view leaves its base, which may then be idle too.
+        let base = crate::qualifier::base(name);
+        if base != name {
+            if let Some(b) = map.get(base) {
+                b.remove_view(&view);
+                if Arc::strong_count(b) == 1 && b.is_idle() {
+                    map.remove(base);
+                }
             }
         }
     }
@@ -344,6 +381,8 @@ impl Hub {
         proto_id: Option<String>,
         origin: Origin,
     ) -> Published {
+        // A message published on a view is the base channel's.
+        let channel = crate::qualifier::base(channel);
         let proto_id = proto_id.unwrap_or_else(|| self.next_publish_id());
         let now = now_ms();
         // Client-supplied ids make publishes idempotent (REST and realtime alike):
@@ -833,44 +872,9 @@ pub fn presence_history_key(channel: &str) -> String {
     format!("\u{1}presence:{channel}")
 }
 
-/// Longest channel name accepted.
-const MAX_CHANNEL_NAME: usize = 1024;
-
-/// Ably's channel naming rules (40010): not empty, no control characters (newlines
-/// included), not starting with `:` or `[` — except for a `[...]` qualifier Ably
-/// knows (`[?params]`, `[meta]`), which must be followed by a name of its own.
+/// Ably's channel naming rules (40010); see [`crate::qualifier::parse`].
 pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
-    let invalid = |why: &str| {
-        Err(AblyError::new(
-            ErrorCode::InvalidChannelName,
-            format!("Invalid channel name {name:?}: {why}"),
-        ))
-    };
-    if name.is_empty() {
-        return invalid("empty");
-    }
-    if name.len() > MAX_CHANNEL_NAME {
-        return invalid("too long");
-    }
-    if name.chars().any(char::is_control) {
-        return invalid("control characters");
-    }
-    let base = match name.strip_prefix('[') {
-        Some(rest) => {
-            let Some((qualifier, base)) = rest.split_once(']') else {
-                return invalid("unterminated qualifier");
-            };
-            if qualifier != "meta" && !qualifier.starts_with('?') {
-                return invalid("unknown qualifier");
-            }
-            base
-        }
-        None => name,
-    };
-    if base.is_empty() || base.starts_with(':') || base.starts_with('[') {
-        return invalid("must not start with ':' or '['");
-    }
-    Ok(())
+    crate::qualifier::parse(name).map(|_| ())
 }
 
 /// The capability operation a message action (update, delete, append) needs.

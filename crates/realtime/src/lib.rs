@@ -35,11 +35,13 @@ pub mod connect;
 pub mod connection;
 pub mod delta;
 pub mod error;
+pub mod filter;
 pub mod history;
 pub mod hub;
 pub mod outbox;
 pub mod presence;
 pub mod protocol;
+pub mod qualifier;
 pub mod ratelimit;
 pub mod registry;
 pub mod rest;
@@ -65,7 +67,13 @@ pub use protocol::{Message, MessageData};
 /// for the configured app and (with `sandbox`) the apps made by `POST /apps`.
 /// Merge it at the root of the HTTP port; it claims no path under `/redis`.
 pub fn router(hub: Arc<Hub>) -> axum::Router {
-    apps::router(apps::Apps::new(hub))
+    router_with_apps(hub, Vec::new())
+}
+
+/// [`router`] for a server with further apps (`[[realtime.apps]]`), each served by
+/// its own hub and chosen per request by the app id in its credentials.
+pub fn router_with_apps(hub: Arc<Hub>, others: Vec<Arc<Hub>>) -> axum::Router {
+    apps::router(apps::Apps::new(hub, others))
 }
 
 /// One app's routes, bound to its hub.

@@ -899,3 +899,110 @@ async fn annotations_are_delivered_summarised_and_listed() {
     assert_eq!(page[1]["name"], "down");
     assert!(link.contains("cursor=2>; rel=\"next\""), "{link}");
 }
+
+/// A derived channel (`channels.getDerived(name, { filter })` attaches
+/// `[filter=<base64>]name`) gets the base channel's messages that its filter
+/// matches, under its own name, beside a plain attachment to the same channel on
+/// the same connection, which gets them all.
+#[tokio::test]
+async fn derived_channel_delivers_filtered_messages_under_its_own_name() {
+    use base64::Engine;
+    let s = start(base_config()).await;
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let filter = "name == `\"filtered\"` && headers.number == `26095`";
+    let derived = format!(
+        "[filter={}]chan",
+        base64::engine::general_purpose::STANDARD.encode(filter)
+    );
+    let att = c.attach(&derived).await;
+    assert_eq!(att["channel"], derived.as_str());
+    c.attach("chan").await;
+    let (mut p, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    let sent = [
+        json!({"name": "filtered", "data": "a", "extras": {"headers": {"number": 26095}}}),
+        json!({"name": "filtered", "data": "b"}),
+        json!({"name": "other", "data": "c", "extras": {"headers": {"number": 26095}}}),
+        json!({"name": "filtered", "data": "d", "extras": {"headers": {"number": 12345}}}),
+        json!({"name": "filtered", "data": "e", "extras": {"headers": {"number": 26095}}}),
+    ];
+    for (i, m) in sent.iter().enumerate() {
+        p.send(json!({"action": 15, "channel": "chan", "msgSerial": i, "messages": [m]}))
+            .await;
+    }
+    let mut plain = Vec::new();
+    let mut filtered = Vec::new();
+    while plain.len() < sent.len() || filtered.len() < 2 {
+        let m = c.expect(15).await;
+        let data = m["messages"][0]["data"].as_str().unwrap().to_owned();
+        match m["channel"].as_str().unwrap() {
+            "chan" => plain.push(data),
+            name => {
+                assert_eq!(name, derived);
+                filtered.push(data);
+            }
+        }
+    }
+    assert_eq!(plain, ["a", "b", "c", "d", "e"]);
+    assert_eq!(filtered, ["a", "e"]);
+    // A filter that does not parse is refused with 40010, as an invalid name.
+    let bad = format!(
+        "[filter={}]chan",
+        base64::engine::general_purpose::STANDARD.encode("name ==")
+    );
+    c.send(json!({"action": 10, "channel": bad})).await;
+    let e = c.expect(9).await;
+    assert_eq!(e["error"]["code"], 40010);
+}
+
+/// `[?rewind=1]chan` is channel `chan` with the `rewind` param: it replays chan's
+/// last message under the qualified name, then gets chan's new ones; a publish
+/// on the qualified name goes to chan.
+#[tokio::test]
+async fn params_in_the_channel_name_apply_to_the_base_channel() {
+    let s = start(base_config()).await;
+    let (mut p, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    p.attach("base").await;
+    for (i, d) in ["old", "last"].iter().enumerate() {
+        p.send(json!({"action": 15, "channel": "base", "msgSerial": i, "messages": [{"data": d}]}))
+            .await;
+        p.expect(1).await;
+    }
+    let (mut c, _) = Client::connected(&s, &format!("key={FULL_KEY}")).await;
+    c.send(json!({"action": 10, "channel": "[?rewind=1]base"}))
+        .await;
+    let att = c.expect(11).await;
+    assert_eq!(att["channel"], "[?rewind=1]base");
+    let replay = c.expect(15).await;
+    assert_eq!(replay["channel"], "[?rewind=1]base");
+    assert_eq!(replay["messages"][0]["data"], "last");
+    c.send(
+        json!({"action": 15, "channel": "[?rewind=1]base", "msgSerial": 0,
+        "messages": [{"data": "via-view"}]}),
+    )
+    .await;
+    c.expect(1).await;
+    // The base channel's subscriber gets it, and so does the view.
+    let on_base = loop {
+        let m = p.expect(15).await;
+        if m["messages"][0]["data"] == "via-view" {
+            break m;
+        }
+    };
+    assert_eq!(on_base["channel"], "base");
+    let on_view = c.expect(15).await;
+    assert_eq!(on_view["channel"], "[?rewind=1]base");
+    assert_eq!(on_view["messages"][0]["data"], "via-view");
+    assert_eq!(
+        s.hub
+            .history_page("base", &Default::default())
+            .messages
+            .len(),
+        3,
+        "one history, the base channel's"
+    );
+    // Detaching the view releases it, then its idle base.
+    c.send(json!({"action": 12, "channel": "[?rewind=1]base"}))
+        .await;
+    c.expect(13).await;
+    assert!(s.hub.existing_channel("[?rewind=1]base").is_none());
+}

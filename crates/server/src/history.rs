@@ -1,7 +1,8 @@
 //! Realtime channel history kept in the Redis keyspace, so it is persisted with it
 //! (AOF, snapshots), survives restarts and can be inspected with redis-cli.
 //!
-//! Layout: channel `ch` is the sorted set `realtime:history:ch` in database
+//! Layout: channel `ch` is the sorted set `realtime:history:ch` (a further app's:
+//! `realtime:<appId>:history:ch`) in database
 //! `history_db` (15 by default, out of the way of applications' database 0).
 //! Score = channel serial; member = 8-byte big-endian expiry time (unix ms) followed
 //! by the message in its compact msgpack form. The key's own TTL is refreshed to the
@@ -33,10 +34,21 @@ const BATCH: usize = 256;
 pub struct KeyspaceHistory {
     store: Arc<Store>,
     clients: Vec<Mutex<Client>>,
+    /// Key prefix of this app's channels.
+    prefix: String,
 }
 
 impl KeyspaceHistory {
     pub fn new(store: Arc<Store>, db: usize) -> Self {
+        Self::with_prefix(store, db, KEY_PREFIX.to_owned())
+    }
+
+    /// History of a further app, under `realtime:<app_id>:history:`.
+    pub fn for_app(store: Arc<Store>, db: usize, app_id: &str) -> Self {
+        Self::with_prefix(store, db, format!("realtime:{app_id}:history:"))
+    }
+
+    fn with_prefix(store: Arc<Store>, db: usize, prefix: String) -> Self {
         let clients = (0..CLIENTS)
             .map(|_| {
                 // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
@@ -47,7 +59,11 @@ impl KeyspaceHistory {
                 Mutex::new(c)
             })
             .collect();
-        KeyspaceHistory { store, clients }
+        KeyspaceHistory {
+            store,
+            clients,
+            prefix,
+        }
     }
 
     fn run(&self, channel: &str, argv: Vec<Bytes>) -> Reply {
@@ -66,8 +82,8 @@ impl KeyspaceHistory {
         }
     }
 
-    fn key(channel: &str) -> Bytes {
-        Bytes::from(format!("{KEY_PREFIX}{channel}"))
+    fn key(&self, channel: &str) -> Bytes {
+        Bytes::from(format!("{}{channel}", self.prefix))
     }
 
     /// Members with scores of `channel` in serial order from `from` (exclusive),
@@ -88,7 +104,7 @@ impl KeyspaceHistory {
         };
         let argv = vec![
             Bytes::from_static(cmd.as_bytes()),
-            Self::key(channel),
+            self.key(channel),
             Bytes::from(min),
             Bytes::from(max),
             Bytes::from_static(b"WITHSCORES"),
@@ -128,7 +144,7 @@ impl KeyspaceHistory {
                 channel,
                 vec![
                     Bytes::from_static(b"ZREMRANGEBYRANK"),
-                    Self::key(channel),
+                    self.key(channel),
                     Bytes::from_static(b"0"),
                     Bytes::from((expired - 1).to_string()),
                 ],
@@ -154,7 +170,7 @@ impl HistoryStore for KeyspaceHistory {
         let expires = msg.received_ms.saturating_add(retention_ms);
         let mut member = expires.to_be_bytes().to_vec();
         member.extend_from_slice(&msg.to_bytes());
-        let key = Self::key(channel);
+        let key = self.key(channel);
         self.run(
             channel,
             vec![

@@ -144,6 +144,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             );
         }
     }
+    let app_hubs = realtime::build_app_hubs(&realtime_config, &store)?;
     let hub = realtime::build_hub(realtime_config, &store)?;
     // Until the dataset is loaded, commands get -LOADING (set before any listener).
     store
@@ -196,7 +197,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &config.upstash.mount,
         &config.http,
     )
-    .merge(tidewire_realtime::router(hub.clone()));
+    .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
     tasks.spawn(serve_http(http, app, shutdown_rx.clone()));
     let upstash_addr = match config.upstash.port {
         Some(port) => {

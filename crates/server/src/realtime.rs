@@ -65,6 +65,27 @@ pub fn build_hub(config: RealtimeConfig, store: &Arc<Store>) -> anyhow::Result<A
     Hub::try_new(config, history).map_err(|e| anyhow::anyhow!("realtime config: {e}"))
 }
 
+/// The hubs of the config file's further apps (`[[realtime.apps]]`), each with its
+/// history under its own key prefix.
+pub fn build_app_hubs(
+    config: &RealtimeConfig,
+    store: &Arc<Store>,
+) -> anyhow::Result<Vec<Arc<Hub>>> {
+    let apps = config
+        .app_configs()
+        .map_err(|e| anyhow::anyhow!("realtime config: {e}"))?;
+    apps.into_iter()
+        .map(|(id, app)| {
+            let history = Arc::new(crate::history::KeyspaceHistory::for_app(
+                store.clone(),
+                HISTORY_DB,
+                &id,
+            ));
+            Hub::try_new(app, history).map_err(|e| anyhow::anyhow!("realtime app {id}: {e}"))
+        })
+        .collect()
+}
+
 /// Redis → realtime: PUBLISH on a channel that realtime clients are attached to.
 struct RedisToRealtime {
     hub: Arc<Hub>,
