@@ -139,7 +139,6 @@ pub struct RealtimeConfig {
     /// Further apps (`[[realtime.apps]]`), each with its own keys, channels,
     /// history and presence: an entry takes these settings and overrides what it
     /// names (`keys` it must name). See [`RealtimeConfig::app_configs`].
-    #[serde(skip_serializing)]
     pub apps: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -182,6 +181,7 @@ impl RealtimeConfig {
         let mut inherited = serde_json::to_value(self).map_err(|e| e.to_string())?;
         if let Some(map) = inherited.as_object_mut() {
             map.remove("keys");
+            map.remove("apps");
         }
         let mut taken: Vec<String> = app_ids(&self.keys)?.into_iter().collect();
         let mut out = Vec::new();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,7 +22,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Sub {
-    /// Print the effective configuration and exit.
+    /// Print the effective configuration as a config file (TOML) and exit.
     ShowConfig,
     /// Mint a realtime TokenRequest, token (JWT) or TokenDetails for a capability,
     /// clientId and TTL.
@@ -42,25 +42,26 @@ pub struct ServerFlags {
     /// Path of a TOML configuration file.
     #[arg(long, short = 'c', env = "TIDEWIRE_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Address the RESP and HTTP listeners bind to.
+    /// Address the RESP and HTTP listeners bind to [default: 127.0.0.1].
     #[arg(long, env = "TIDEWIRE_BIND")]
     pub bind: Option<String>,
-    /// RESP (Redis protocol) port; 0 picks a free port.
+    /// RESP (Redis protocol) port; 0 picks a free port [default: 6379].
     #[arg(long, env = "TIDEWIRE_PORT")]
     pub port: Option<u16>,
-    /// HTTP port (Upstash REST, Ably realtime, health, metrics); 0 picks a free port.
+    /// HTTP port (Upstash REST, Ably realtime, health, metrics); 0 picks a free port
+    /// [default: 8080].
     #[arg(long, env = "TIDEWIRE_HTTP_PORT")]
     pub http_port: Option<u16>,
-    /// Directory for persistent data.
+    /// Directory for persistent data [default: ./data].
     #[arg(long, env = "TIDEWIRE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Password clients must send with AUTH (Redis's `requirepass`).
     #[arg(long, env = "TIDEWIRE_REQUIREPASS")]
     pub requirepass: Option<String>,
-    /// Log output format.
+    /// Log output format [default: text].
     #[arg(long, env = "TIDEWIRE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info` or `tidewire=debug`.
+    /// Log filter, e.g. `info` or `tidewire=debug` [default: info].
     #[arg(long, env = "TIDEWIRE_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Worker threads serving connections (default: one per CPU core, less one
@@ -84,7 +85,7 @@ pub struct ServerFlags {
     pub print_ports: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -93,7 +94,7 @@ pub enum LogFormat {
 }
 
 /// The file form: every field optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     bind: Option<String>,
@@ -116,7 +117,7 @@ struct FileConfig {
 }
 
 /// `[http]`: limits and CORS shared by everything on the HTTP listener.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileHttp {
     max_body_bytes: Option<usize>,
@@ -125,7 +126,7 @@ struct FileHttp {
 }
 
 /// `[upstash]`: the Upstash-compatible REST API.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileUpstash {
     mount: Option<String>,
@@ -305,6 +306,41 @@ impl Config {
         })
     }
 
+    /// The configuration as a config file: fed back with `--config`, it gives
+    /// this configuration again (`tidewire show-config`). Worker threads appear
+    /// only when set (the default follows the machine).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        let file = FileConfig {
+            bind: Some(self.bind.clone()),
+            port: Some(self.port),
+            http_port: Some(self.http_port),
+            data_dir: Some(self.data_dir.clone()),
+            requirepass: self.requirepass.clone(),
+            log_format: Some(self.log_format),
+            log_level: Some(self.log_level.clone()),
+            threads: self.threads,
+            redis: self
+                .redis
+                .iter()
+                .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
+                .collect(),
+            realtime: Some(self.realtime.clone()),
+            http: FileHttp {
+                max_body_bytes: Some(self.http.max_body_bytes),
+                request_timeout_ms: Some(self.http.request_timeout.as_millis() as u64),
+                cors_origins: Some(self.http.cors_origins.clone()),
+            },
+            upstash: FileUpstash {
+                mount: Some(self.upstash.mount.clone()),
+                port: self.upstash.port,
+                tokens: Some(self.upstash.tokens.clone()),
+                readonly_tokens: Some(self.upstash.readonly_tokens.clone()),
+                max_pipeline: Some(self.upstash.max_pipeline),
+            },
+        };
+        Ok(toml::to_string(&file)?)
+    }
+
     /// Whether the listeners are reachable only from this machine.
     pub fn is_loopback(&self) -> bool {
         matches!(self.bind.as_str(), "127.0.0.1" | "localhost" | "::1")
@@ -343,6 +379,58 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `show-config`'s TOML, fed back as the config file, is the same configuration.
+    #[test]
+    fn show_config_round_trips_through_a_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.toml");
+        std::fs::write(
+            &path,
+            r#"port = 7000
+threads = 3
+[redis]
+maxmemory = "1mb"
+appendonly = "no"
+[http]
+cors_origins = ["https://app.example"]
+[upstash]
+readonly_tokens = ["ro"]
+[realtime]
+keys = [{ key = "main.a:s", capability = '{"*":["subscribe"]}' }]
+history_retention = { "stream:*" = 600 }
+mutable_messages = ["m:*"]
+[[realtime.apps]]
+keys = [{ key = "shop.k:t" }]
+max_presence_members = 9
+"#,
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            config: Some(path),
+            http_port: Some(7001),
+            requirepass: Some("pw".into()),
+            ..Default::default()
+        };
+        let first = Config::resolve(&flags).unwrap();
+        let text = first.to_toml().unwrap();
+        let out = dir.path().join("out.toml");
+        std::fs::write(&out, &text).unwrap();
+        let again = Config::resolve(&ServerFlags {
+            config: Some(out),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(format!("{again:?}"), format!("{first:?}"), "{text}");
+        assert!(text.contains("http_port = 7001"), "{text}");
+        // Unknown keys are refused, so every key printed is one the file takes.
+        assert_eq!(
+            again.realtime.app_configs().unwrap()[0]
+                .1
+                .max_presence_members,
+            9
+        );
+    }
 
     #[test]
     fn flags_override_file() {

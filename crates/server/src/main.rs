@@ -51,8 +51,12 @@ fn main() -> anyhow::Result<()> {
     }
     let config = Config::resolve(&cli.server)?;
     if let Some(Sub::ShowConfig) = cli.command {
-        println!("{config:#?}");
-        return Ok(());
+        use std::io::Write;
+        // A reader that stops early (`| head`) is not an error.
+        return match std::io::stdout().write_all(config.to_toml()?.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(()),
+        };
     }
     if let Some(Sub::Token(args)) = &cli.command {
         let key = match args.key.clone().or_else(|| config.realtime.keys.first().map(|k| k.key.clone())) {
