@@ -83,6 +83,70 @@ pub struct ServerFlags {
     /// and tests that start the server on port 0).
     #[arg(long, hide = true)]
     pub print_ports: bool,
+    /// Redis configuration directives given as flags (`--appendonly no`), taken
+    /// out of the command line by [`split_redis_flags`]; they win over the file.
+    #[arg(skip)]
+    pub redis: Vec<(String, String)>,
+}
+
+/// Parses the command line, taking every Redis configuration directive that is not
+/// one of Tidewire's own flags out first, as `redis-server` reads them:
+/// `--maxmemory 100mb`, `--save 900 1 300 10` (the values up to the next `--`),
+/// `--save ""`, or `--name=value`. `--dir` is `--data-dir`.
+pub fn parse_cli(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
+    let (args, redis) = split_redis_flags(args.into_iter().collect());
+    let mut cli = Cli::parse_from(args);
+    cli.server.redis = redis;
+    cli
+}
+
+/// The command line without the Redis directives, and the directives in order.
+pub fn split_redis_flags(
+    args: Vec<std::ffi::OsString>,
+) -> (Vec<std::ffi::OsString>, Vec<(String, String)>) {
+    use clap::CommandFactory;
+    let ours: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .chain(["help".to_owned(), "version".to_owned()])
+        .collect();
+    let mut kept = Vec::with_capacity(args.len());
+    let mut redis = Vec::new();
+    let mut it = args.into_iter().peekable();
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg.to_str().and_then(|a| a.strip_prefix("--")) else {
+            kept.push(arg);
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+            None => (flag.to_owned(), None),
+        };
+        if name == "dir" {
+            kept.push("--data-dir".into());
+            if let Some(v) = inline {
+                kept.push(v.into());
+            }
+            continue;
+        }
+        if flag.is_empty() || ours.contains(&name) || !tidewire_store::config::is_parameter(&name) {
+            kept.push(arg);
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => {
+                let mut values = Vec::new();
+                while let Some(v) = it.next_if(|v| !v.to_str().is_some_and(|v| v.starts_with("--")))
+                {
+                    values.push(v.to_string_lossy().into_owned());
+                }
+                values.join(" ")
+            }
+        };
+        redis.push((name.to_ascii_lowercase(), value));
+    }
+    (kept, redis)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize, Default)]
@@ -255,10 +319,13 @@ impl Config {
             .map(|(k, v)| {
                 let v = match v {
                     toml::Value::String(s) => s.clone(),
+                    // Redis's booleans are yes/no; TOML's are accepted for them.
+                    toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_owned(),
                     other => other.to_string(),
                 };
                 (k.clone(), v)
             })
+            .chain(flags.redis.iter().cloned())
             .collect();
         Ok(Config {
             bind: flags.bind.clone().or(file.bind).unwrap_or(d.bind),
@@ -379,6 +446,77 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_directives_on_the_command_line() {
+        let args = |v: &[&str]| v.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let (kept, redis) = split_redis_flags(args(&[
+            "tidewire",
+            "--port",
+            "7000",
+            "--appendonly",
+            "no",
+            "--save",
+            "900",
+            "1",
+            "300",
+            "10",
+            "--maxmemory=100mb",
+            "--MAXMEMORY-POLICY",
+            "allkeys-lru",
+            "--save",
+            "",
+            "--dir",
+            "/tmp/x",
+            "--threads",
+            "2",
+        ]));
+        assert_eq!(
+            kept,
+            args(&[
+                "tidewire",
+                "--port",
+                "7000",
+                "--data-dir",
+                "/tmp/x",
+                "--threads",
+                "2"
+            ])
+        );
+        let want = [
+            ("appendonly", "no"),
+            ("save", "900 1 300 10"),
+            ("maxmemory", "100mb"),
+            ("maxmemory-policy", "allkeys-lru"),
+            ("save", ""),
+        ];
+        assert_eq!(
+            redis,
+            want.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        );
+        // Not a Redis directive: left for clap to refuse.
+        let (kept, redis) = split_redis_flags(args(&["tidewire", "--no-such-thing", "1"]));
+        assert_eq!(kept.len(), 3);
+        assert!(redis.is_empty());
+        // Directives win over the file; TOML booleans are Redis's yes/no.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "[redis]\nappendonly = true\nmaxmemory = \"1mb\"\n").unwrap();
+        let mut cli = parse_cli(args(&["tidewire", "--maxmemory", "2mb"]));
+        cli.server.config = Some(path);
+        let c = Config::resolve(&cli.server).unwrap();
+        let last = |name: &str| {
+            c.redis
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(last("appendonly").as_deref(), Some("yes"));
+        assert_eq!(last("maxmemory").as_deref(), Some("2mb"));
+    }
 
     /// `show-config`'s TOML, fed back as the config file, is the same configuration.
     #[test]

@@ -2,8 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-use tidewire_server::config::{Cli, Config, LogFormat, Sub};
+use tidewire_server::config::{parse_cli, Config, LogFormat, Sub};
 
 #[global_allocator]
 static ALLOC: tidewire_server::alloc::CountingJemalloc = tidewire_server::alloc::CountingJemalloc;
@@ -31,7 +30,7 @@ fn init_logging(config: &Config) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_cli(std::env::args_os());
     if let Some(Sub::CheckAof { fix, file }) = &cli.command {
         // Repairing a log a running server appends to would cut its writes.
         let _lock = match fix {

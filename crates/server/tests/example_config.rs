@@ -51,3 +51,64 @@ fn show_config_prints_toml_and_survives_a_closed_pipe() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Redis configuration directives work as flags, as with `redis-server --name value`.
+#[test]
+fn redis_directives_as_command_line_flags() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidewire"))
+        .args([
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--print-ports",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["--appendonly", "no", "--maxmemory", "100mb"])
+        .args([
+            "--maxmemory-policy",
+            "allkeys-lru",
+            "--save",
+            "900",
+            "1",
+            "300",
+            "10",
+        ])
+        .env_remove("TIDEWIRE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let stdout = child.stdout.take().unwrap();
+    let port = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("resp=").map(str::to_owned))
+        })
+        .expect("LISTENING line");
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let get = |conn: &mut redis::Connection, name: &str| -> String {
+        let v: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query(conn)
+            .unwrap();
+        v.get(1).cloned().unwrap_or_default()
+    };
+    assert_eq!(get(&mut conn, "appendonly"), "no");
+    assert_eq!(get(&mut conn, "maxmemory"), "104857600");
+    assert_eq!(get(&mut conn, "maxmemory-policy"), "allkeys-lru");
+    assert_eq!(get(&mut conn, "save"), "900 1 300 10");
+    assert_eq!(get(&mut conn, "dir"), dir.path().to_string_lossy());
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -262,6 +262,14 @@ const ALIASES: &[(&str, &str)] = &[
     ("lua-time-limit", "busy-reply-threshold"),
 ];
 
+/// Whether `name` (any case) is a configuration parameter (or an alias of one):
+/// what `CONFIG SET` and the `[redis]` table accept, and `--name value` on the
+/// command line, as `redis-server --name value`.
+pub fn is_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    PARAMS.iter().any(|(n, _, _)| *n == name) || alias_of(&name).is_some()
+}
+
 fn alias_of(name: &str) -> Option<&'static str> {
     ALIASES.iter().find_map(|(a, b)| {
         if *a == name {
