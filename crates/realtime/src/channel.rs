@@ -298,6 +298,8 @@ pub struct Published {
     /// empty string).
     pub serials: Vec<String>,
     pub channel_serial: String,
+    /// Messages handed to subscribers (one per message per receiving attachment).
+    pub delivered: u64,
 }
 
 /// Inputs to [`Channel::publish`] besides the messages.
@@ -491,31 +493,36 @@ impl Channel {
 
     /// A message frame of the channel this view belongs to, passed on to the
     /// view's subscribers: filtered, under the view's name, at the channel's serial.
-    fn relay(&self, pm: &ProtocolMessage, publisher: &Publisher) {
+    /// Returns the messages delivered (per subscriber).
+    fn relay(&self, pm: &ProtocolMessage, publisher: &Publisher) -> u64 {
         let mut st = self.lock();
         if let Some(serial) = pm.channel_serial.as_deref().and_then(parse_serial) {
             st.last_serial = st.last_serial.max(serial);
         }
         if st.subscribers.is_empty() {
-            return;
+            return 0;
         }
         let mut out = pm.clone();
         out.channel = Some(self.name.clone());
         if let (Some(f), Some(msgs)) = (&self.filter, out.messages.as_mut()) {
             msgs.retain(|m| f.matches(m));
             if msgs.is_empty() {
-                return;
+                return 0;
             }
         }
+        let count = out.messages.as_ref().map_or(0, Vec::len) as u64;
         // Ids derived from a message's position stay only where it did not move.
         strip_derived_fields(&mut out);
         let frame = SharedFrame::new(out);
+        let mut delivered = 0;
         for sub in st.subscribers.values_mut() {
             if sub.takes_from(publisher) {
                 sub.primed = true;
+                delivered += count;
                 let _ = sub.conn.tx.try_send(frame.clone());
             }
         }
+        delivered
     }
 
     /// The live views, for a relay under this channel's lock.
@@ -580,6 +587,7 @@ impl Channel {
             return Published {
                 serials,
                 channel_serial,
+                delivered: 0,
             };
         }
         let mut pm = ProtocolMessage {
@@ -613,15 +621,18 @@ impl Channel {
         } else {
             None
         };
+        let mut delivered = 0u64;
         for view in Self::live_views(&st) {
-            view.relay(&pm, ctx.publisher);
+            delivered += view.relay(&pm, ctx.publisher);
         }
+        let count = pm.messages.as_ref().map_or(0, Vec::len) as u64;
         strip_derived_fields(&mut pm);
         let frame = SharedFrame::new(pm);
         for sub in st.subscribers.values_mut() {
             if !sub.takes_from(ctx.publisher) {
                 continue;
             }
+            delivered += count;
             let f = match (&delta_pm, sub.delta && sub.primed) {
                 (Some(d), true) => d.clone(),
                 _ => frame.clone(),
@@ -635,6 +646,7 @@ impl Channel {
         Published {
             serials,
             channel_serial,
+            delivered,
         }
     }
 }

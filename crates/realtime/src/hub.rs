@@ -52,6 +52,20 @@ pub struct Hub {
     versions: Mutex<HashMap<(String, String), Vec<Message>>>,
     /// Annotations by channel and annotated message serial, in publish order.
     annotations: Mutex<HashMap<(String, String), Vec<crate::protocol::Annotation>>>,
+    /// Messages published (after dedupe) and messages delivered to subscribers,
+    /// since start (`/metrics`).
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+}
+
+/// One app's realtime figures (see [`Hub::metrics`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubMetrics {
+    pub connections: u64,
+    pub channels: u64,
+    pub presence_members: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
 }
 
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
@@ -173,6 +187,8 @@ impl Hub {
             stats: crate::stats::Stats::default(),
             versions: Mutex::new(HashMap::new()),
             annotations: Mutex::new(HashMap::new()),
+            messages_in: AtomicU64::new(0),
+            messages_out: AtomicU64::new(0),
         });
         hub.spawn_sweeper();
         Ok(hub)
@@ -314,6 +330,25 @@ impl Hub {
         channel
     }
 
+    /// Figures for `/metrics`: live channels (views included), presence members
+    /// over all channels, messages published and delivered since start.
+    pub fn metrics(&self) -> HubMetrics {
+        let channels: Vec<Arc<Channel>> = self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        HubMetrics {
+            connections: self.connection_count() as u64,
+            channels: channels.len() as u64,
+            presence_members: channels.iter().map(|c| c.member_count() as u64).sum(),
+            messages_in: self.messages_in.load(Ordering::Relaxed),
+            messages_out: self.messages_out.load(Ordering::Relaxed),
+        }
+    }
+
     /// An existing channel, if any connection or publish has it live.
     pub fn existing_channel(&self, name: &str) -> Option<Arc<Channel>> {
         self.channels
@@ -410,11 +445,15 @@ impl Hub {
             let bytes = messages.iter().map(Message::size).sum();
             self.stats.record_inbound(t, messages.len(), bytes, now);
         }
+        self.messages_in
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
         let ch = self.channel(channel);
         let mut published = ch.publish(
             messages,
             &self.publish_ctx(channel, publisher, &proto_id, now, origin),
         );
+        self.messages_out
+            .fetch_add(published.delivered, Ordering::Relaxed);
         drop(ch);
         self.release_channel(channel);
         if fresh_mask.iter().any(|f| !f) {

@@ -208,6 +208,11 @@ impl Channel {
         }
     }
 
+    /// How many members are present.
+    pub fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
     /// Current members, optionally filtered.
     pub fn members(
         &self,

@@ -944,6 +944,9 @@ async fn derived_channel_delivers_filtered_messages_under_its_own_name() {
     }
     assert_eq!(plain, ["a", "b", "c", "d", "e"]);
     assert_eq!(filtered, ["a", "e"]);
+    let m = s.hub.metrics();
+    assert_eq!((m.messages_in, m.messages_out), (5, 7), "{m:?}");
+    assert_eq!((m.connections, m.channels), (2, 2), "{m:?}");
     // A filter that does not parse is refused with 40010, as an invalid name.
     let bad = format!(
         "[filter={}]chan",

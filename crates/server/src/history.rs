@@ -55,6 +55,7 @@ impl KeyspaceHistory {
                 let mut c = store.new_client("realtime".into(), "internal".into(), "history");
                 c.authenticated = true;
                 c.no_block = true;
+                c.internal = true;
                 c.select(db);
                 Mutex::new(c)
             })

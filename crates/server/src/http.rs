@@ -17,14 +17,67 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use crate::config::HttpConfig;
 use crate::upstash::{self, RestState};
 
-pub fn router(store: Arc<Store>, rest: Arc<RestState>, mount: &str, http: &HttpConfig) -> Router {
+/// `hubs`: the realtime apps whose figures `/metrics` reports.
+pub fn router(
+    store: Arc<Store>,
+    rest: Arc<RestState>,
+    mount: &str,
+    http: &HttpConfig,
+    hubs: Vec<Arc<tidewire_realtime::Hub>>,
+) -> Router {
     let ops = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/ready", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(store);
+        .with_state(store.clone())
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .with_state((store, Arc::new(hubs))),
+        );
     with_cors(ops.merge(upstash::routes(rest, mount)), http)
+}
+
+/// Answers an Upstash REST call sent to the root of the HTTP port instead of under
+/// `mount` (a `UPSTASH_REDIS_REST_URL` without `/redis`) with a JSON error that
+/// says so, as `@upstash/redis` shows a response's `error`. The realtime layer,
+/// which owns the root, serves no POST there.
+pub fn with_misplaced_upstash_error(router: Router, mount: &str) -> Router {
+    if mount.is_empty() {
+        return router;
+    }
+    let mount = mount.to_owned();
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let mount = mount.clone();
+            async move {
+                let misplaced = req.method() == Method::POST
+                    && matches!(
+                        req.uri().path().trim_end_matches('/'),
+                        "" | "/pipeline" | "/multi-exec"
+                    );
+                if !misplaced {
+                    return next.run(req).await;
+                }
+                let host = req
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("<host:port>")
+                    .to_owned();
+                let error = format!(
+                    "ERR the Upstash REST API is served under {mount} on this port: \
+                     set UPSTASH_REDIS_REST_URL=http://{host}{mount}"
+                );
+                (
+                    StatusCode::NOT_FOUND,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    serde_json::json!({ "error": error }).to_string(),
+                )
+                    .into_response()
+            }
+        },
+    ))
 }
 
 /// Wraps a router in the configured CORS policy (none by default).
@@ -62,9 +115,11 @@ async fn readyz(State(store): State<Arc<Store>>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn metrics(State(store): State<Arc<Store>>) -> impl IntoResponse {
+type MetricsState = (Arc<Store>, Arc<Vec<Arc<tidewire_realtime::Hub>>>);
+
+async fn metrics(State((store, hubs)): State<MetricsState>) -> impl IntoResponse {
     // The keyspace walk takes every shard lock briefly; keep it off the async workers.
-    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&store))
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&store, &hubs))
         .await
         .unwrap_or_default();
     (

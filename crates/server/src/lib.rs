@@ -191,13 +191,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     });
     // The realtime layer owns the root of the HTTP port; the Upstash API is mounted
     // under its own prefix, health and metrics beside it.
+    let metric_hubs = std::iter::once(hub.clone())
+        .chain(app_hubs.iter().cloned())
+        .collect();
     let app = http::router(
         store.clone(),
         rest.clone(),
         &config.upstash.mount,
         &config.http,
+        metric_hubs,
     )
     .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
+    let app = http::with_misplaced_upstash_error(app, &config.upstash.mount);
     tasks.spawn(serve_http(http, app, shutdown_rx.clone()));
     let upstash_addr = match config.upstash.port {
         Some(port) => {

@@ -35,6 +35,11 @@ struct DoorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabel {
+    app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DbLabel {
     db: String,
 }
@@ -64,8 +69,8 @@ pub fn rest_request(status: u16) {
         .inc();
 }
 
-/// The exposition text for one scrape.
-pub fn render(store: &Store) -> String {
+/// The exposition text for one scrape; `hubs` are the realtime apps.
+pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) -> String {
     let mut reg = Registry::with_prefix("tidewire");
     let l = live();
     reg.register(
@@ -161,6 +166,54 @@ pub fn render(store: &Store) -> String {
     let g = Gauge::<i64>::default();
     g.set(store.pubsub.len(Kind::Pattern) as i64);
     reg.register("pubsub_patterns", "Patterns with subscribers", g);
+
+    let gauges: [(&str, &str, fn(&tidewire_realtime::hub::HubMetrics) -> u64); 3] = [
+        (
+            "realtime_connections",
+            "Realtime connections, by app",
+            |m| m.connections,
+        ),
+        ("realtime_channels", "Live realtime channels, by app", |m| {
+            m.channels
+        }),
+        (
+            "realtime_presence_members",
+            "Presence members over all channels, by app",
+            |m| m.presence_members,
+        ),
+    ];
+    let counters: [(&str, &str, fn(&tidewire_realtime::hub::HubMetrics) -> u64); 2] = [
+        (
+            "realtime_messages_in",
+            "Messages published (REST, WebSocket, Redis bridge), by app",
+            |m| m.messages_in,
+        ),
+        (
+            "realtime_messages_out",
+            "Messages delivered to subscribers (one per receiving attachment), by app",
+            |m| m.messages_out,
+        ),
+    ];
+    let figures: Vec<(String, tidewire_realtime::hub::HubMetrics)> =
+        hubs.iter().map(|h| (h.app_id(), h.metrics())).collect();
+    for (name, help, get) in gauges {
+        let family = Family::<AppLabel, Gauge>::default();
+        for (app, m) in &figures {
+            family
+                .get_or_create(&AppLabel { app: app.clone() })
+                .set(get(m) as i64);
+        }
+        reg.register(name, help, family);
+    }
+    for (name, help, get) in counters {
+        let family = Family::<AppLabel, Counter>::default();
+        for (app, m) in &figures {
+            family
+                .get_or_create(&AppLabel { app: app.clone() })
+                .inc_by(get(m));
+        }
+        reg.register(name, help, family);
+    }
 
     let mut out = String::new();
     // Writing to a String cannot fail.

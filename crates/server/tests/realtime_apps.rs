@@ -109,3 +109,57 @@ async fn an_app_without_keys_of_its_own_is_a_config_error() {
     let err = tidewire_server::start(config).await.err().expect("refused");
     assert!(err.to_string().contains("already used"), "{err}");
 }
+
+/// `/metrics` reports the realtime layer by app, and the history writes the realtime
+/// layer makes in the keyspace are not counted as users' commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_the_realtime_layer_by_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let realtime: tidewire_realtime::RealtimeConfig = serde_json::from_value(serde_json::json!({
+        "keys": [{"key": MAIN}],
+        "apps": [{"keys": [{"key": "metrics.k:s"}]}],
+    }))
+    .unwrap();
+    let config = tidewire_server::Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        realtime,
+        ..tidewire_server::Config::default()
+    };
+    let server = tidewire_server::start(config).await.expect("server starts");
+    let http = reqwest::Client::new();
+    for i in 0..2 {
+        let r = http
+            .post(format!("http://{}/channels/m/messages", server.http_addr))
+            .header("Authorization", basic(MAIN))
+            .json(&serde_json::json!({"data": format!("x{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let text = http
+        .get(format!("http://{}/metrics", server.http_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "tidewire_realtime_messages_in_total{app=\"main\"} 2",
+        "tidewire_realtime_messages_in_total{app=\"metrics\"} 0",
+        "tidewire_realtime_messages_out_total{app=\"main\"} 0",
+        "tidewire_realtime_connections{app=\"main\"} 0",
+        "tidewire_realtime_channels{app=\"metrics\"} 0",
+        "tidewire_realtime_presence_members{app=\"main\"} 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("cmd=\"zadd\""),
+        "history appends counted as user commands:\n{text}"
+    );
+    server.shutdown().await;
+}

@@ -42,3 +42,32 @@ async fn metrics_text() {
     }
     t.stop().await;
 }
+
+/// An Upstash call sent to the root of the HTTP port (a REST URL without `/redis`)
+/// gets a JSON error naming the right URL, which `@upstash/redis` shows.
+#[tokio::test]
+async fn upstash_call_without_the_mount_path_gets_a_json_error() {
+    let t = start().await;
+    let addr = t.server().http_addr;
+    for path in ["", "/", "/pipeline", "/multi-exec"] {
+        let r = t
+            .http
+            .post(format!("http://{addr}{path}"))
+            .header("Authorization", "Bearer whatever")
+            .json(&json!(["GET", "a"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("UPSTASH_REDIS_REST_URL=http://{addr}/redis")),
+            "{path}: {body}"
+        );
+    }
+    // The realtime layer still owns GET / (its WebSocket endpoint).
+    let r = t.http.get(format!("http://{addr}/")).send().await.unwrap();
+    assert_ne!(r.status(), 404);
+    t.stop().await;
+}

@@ -292,6 +292,9 @@ pub struct Client {
     pub caching: Option<bool>,
     /// Set by CLIENT CACHING: the next command is the one `caching` is for.
     pub caching_fresh: bool,
+    /// Tidewire's own client (the realtime layer's history): its commands are not
+    /// users' commands, so they are left out of command statistics and latency.
+    pub internal: bool,
 }
 
 impl Client {
@@ -315,6 +318,7 @@ impl Client {
             tracking: false,
             caching: None,
             caching_fresh: false,
+            internal: false,
         }
     }
 

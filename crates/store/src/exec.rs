@@ -609,12 +609,14 @@ impl Store {
         let elapsed_us = end.saturating_duration_since(start).as_micros() as u64;
         // A blocking command is counted once, when it completes: served on a later
         // run, or timed out / unblocked (`account_unblocked`).
-        if ev.block.is_none() {
-            cmd.stats.calls.add(1);
-        }
-        cmd.stats.usec.add(elapsed_us);
-        if let Some(observe) = LATENCY_OBSERVER.get() {
-            observe(cmd, elapsed_us);
+        if !client.internal {
+            if ev.block.is_none() {
+                cmd.stats.calls.add(1);
+            }
+            cmd.stats.usec.add(elapsed_us);
+            if let Some(observe) = LATENCY_OBSERVER.get() {
+                observe(cmd, elapsed_us);
+            }
         }
         let reply = match result {
             Ok(r) => r,
