@@ -69,6 +69,9 @@ pub fn rest_request(status: u16) {
         .inc();
 }
 
+/// Reads one figure of an app's realtime metrics.
+type Figure = fn(&tidewire_realtime::hub::HubMetrics) -> u64;
+
 /// The exposition text for one scrape; `hubs` are the realtime apps.
 pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) -> String {
     let mut reg = Registry::with_prefix("tidewire");
@@ -167,7 +170,7 @@ pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) ->
     g.set(store.pubsub.len(Kind::Pattern) as i64);
     reg.register("pubsub_patterns", "Patterns with subscribers", g);
 
-    let gauges: [(&str, &str, fn(&tidewire_realtime::hub::HubMetrics) -> u64); 3] = [
+    let gauges: [(&str, &str, Figure); 3] = [
         (
             "realtime_connections",
             "Realtime connections, by app",
@@ -182,7 +185,7 @@ pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) ->
             |m| m.presence_members,
         ),
     ];
-    let counters: [(&str, &str, fn(&tidewire_realtime::hub::HubMetrics) -> u64); 2] = [
+    let counters: [(&str, &str, Figure); 2] = [
         (
             "realtime_messages_in",
             "Messages published (REST, WebSocket, Redis bridge), by app",
