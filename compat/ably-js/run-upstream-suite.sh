@@ -485,7 +485,8 @@ if [[ "${EXCLUDE_ENVIRONMENT:-1}" != 0 && $user_grep == 0 && -f "$exclusions" ]]
     const lines = require("fs").readFileSync(process.argv[1], "utf8").split("\n");
     const titles = lines.filter((l) => l && !l.startsWith("#")).map((l) => l.split("\t")[2]);
     const esc = (t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-    process.stdout.write("^(" + titles.map(esc).join("|") + ")$");
+    // Titles are listed as the reporter writes them: trimmed (some end in a space).
+    process.stdout.write("^(" + titles.map(esc).join("|") + ")\\s*$");
   ' "$exclusions")"
   grep_args=(--grep "$pattern" --invert)
   n_excluded="$(grep -cv '^#' "$exclusions" || true)"
