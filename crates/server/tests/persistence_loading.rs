@@ -36,7 +36,7 @@ fn resp(port: u16, cmd: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "{cmd}\r\n").ok()?;
-    let mut buf = [0u8; 256];
+    let mut buf = [0u8; 8192];
     let n = s.read(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
@@ -99,7 +99,20 @@ fn loading_answers_loading_and_readyz_503_until_done() {
             if r.starts_with("-LOADING") {
                 saw_loading = true;
                 let info = resp(port, "INFO persistence").unwrap_or_default();
-                if !info.contains("\r\nloading:1\r\n") {
+                if info.contains("\r\nloading:1\r\n") {
+                    // Progress as Redis reports it: bytes of the log, how far, ETA.
+                    let field = |name: &str| -> u64 {
+                        info.split("\r\n")
+                            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                            .and_then(|v| v.split('.').next()?.parse().ok())
+                            .unwrap_or_else(|| panic!("{name} missing in {info}"))
+                    };
+                    assert_eq!(field("loading_total_bytes"), log.len() as u64, "{info}");
+                    assert!(field("loading_loaded_bytes") <= log.len() as u64, "{info}");
+                    assert!(field("loading_loaded_perc") <= 100, "{info}");
+                    field("loading_eta_seconds");
+                    assert_eq!(field("aof_enabled"), 1, "{info}");
+                } else {
                     // Loading ended in between: then the data must be all there.
                     assert_eq!(resp(port, "GET k1").unwrap(), "$1\r\n1\r\n", "{info}");
                 }

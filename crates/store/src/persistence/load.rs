@@ -7,6 +7,7 @@
 //! byte offset.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tidewire_resp::Reply;
@@ -40,7 +41,15 @@ pub struct Loader {
     client: Client,
     out: Vec<Reply>,
     pub commands: u64,
+    /// Bytes of the files already replayed (progress counts across files).
+    done_bytes: u64,
+    last_report: std::time::Instant,
 }
+
+/// Replayed commands between updates of the loaded-bytes figure.
+const PROGRESS_EVERY: u64 = 1024;
+/// How often a long load logs its progress.
+const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Loader {
     pub fn new(store: &Arc<Store>) -> Loader {
@@ -50,6 +59,27 @@ impl Loader {
             client,
             out: Vec::new(),
             commands: 0,
+            done_bytes: 0,
+            last_report: std::time::Instant::now(),
+        }
+    }
+
+    /// Publishes how far the load is (`pos` bytes into the current file) and logs
+    /// it every [`LOG_EVERY`].
+    fn progress(&mut self, pos: usize) {
+        let p = &self.store.persist;
+        let loaded = self.done_bytes + pos as u64;
+        p.loading_loaded_bytes.store(loaded, Ordering::Relaxed);
+        if self.last_report.elapsed() >= LOG_EVERY {
+            self.last_report = std::time::Instant::now();
+            let total = p.loading_total_bytes.load(Ordering::Relaxed).max(1);
+            tracing::info!(
+                loaded_bytes = loaded,
+                total_bytes = total,
+                percent = format!("{:.1}", loaded as f64 * 100.0 / total as f64),
+                commands = self.commands,
+                "loading the dataset"
+            );
         }
     }
 
@@ -71,6 +101,9 @@ impl Loader {
                 Ok(Some((argv, next))) => {
                     self.run(&argv);
                     pos = next;
+                    if self.commands.is_multiple_of(PROGRESS_EVERY) {
+                        self.progress(pos);
+                    }
                     if argv[0].eq_ignore_ascii_case(b"MULTI") {
                         in_multi = true;
                     } else if argv[0].eq_ignore_ascii_case(b"EXEC") {
@@ -92,6 +125,10 @@ impl Loader {
                 }
             }
         }
+        // The whole file counts as loaded, up to its end (a snapshot's trailer, a
+        // log's preallocated zeros).
+        self.done_bytes += buf.len() as u64;
+        self.progress(0);
         if in_multi {
             self.abandon_multi();
             return (committed, Some((committed, Bad::Truncated)));

@@ -67,6 +67,10 @@ pub struct Persistence {
     pub last_rewrite_duration_ms: AtomicI64,
     pub loading_started_ms: AtomicU64,
     pub loaded_commands: AtomicU64,
+    /// Bytes of the files a load replays, and how many of them it has replayed
+    /// (INFO's `loading_*` fields while `loading:1`).
+    pub loading_total_bytes: AtomicU64,
+    pub loading_loaded_bytes: AtomicU64,
     /// What the SHUTDOWN that stops the server asked for (see [`ShutdownSave`]).
     pub shutdown_save: AtomicU8,
 }
@@ -197,6 +201,28 @@ fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
     } else {
         None
     };
+    let files: Vec<PathBuf> = match &manifest {
+        Some(m) => m
+            .base
+            .iter()
+            .chain(m.incrs.iter())
+            .map(|name| dir.join(name))
+            .collect(),
+        None => vec![snapshot_path(store)],
+    };
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    store
+        .persist
+        .loading_total_bytes
+        .store(total, Ordering::Relaxed);
+    store
+        .persist
+        .loading_loaded_bytes
+        .store(0, Ordering::Relaxed);
     let mut loader = load::Loader::new(store);
     let from_aof = manifest.is_some();
     let result = match &manifest {
@@ -498,7 +524,8 @@ pub fn info(store: &Store, o: &mut String) {
         if p.last_bgsave_ok.load(Ordering::Relaxed) { "ok" } else { "err" },
         secs(p.last_save_duration_ms.load(Ordering::Relaxed)),
         p.saves.load(Ordering::Relaxed),
-        aof.is_some() as u8,
+        // As Redis: the `appendonly` setting, also while loading (the log opens after).
+        (aof.is_some() || store.config.get_bool("appendonly")) as u8,
         p.rewrite_in_progress.load(Ordering::Relaxed) as u8,
         p.rewrite_scheduled.load(Ordering::Relaxed) as u8,
         secs(p.last_rewrite_duration_ms.load(Ordering::Relaxed)),
@@ -508,6 +535,28 @@ pub fn info(store: &Store, o: &mut String) {
         p.max_pause_us.load(Ordering::Relaxed) as f64 / 1000.0,
         p.last_pause_us.load(Ordering::Relaxed) as f64 / 1000.0,
     );
+    if store.loading.load(Ordering::Relaxed) {
+        let total = p.loading_total_bytes.load(Ordering::Relaxed);
+        let loaded = p.loading_loaded_bytes.load(Ordering::Relaxed).min(total);
+        let started_ms = p.loading_started_ms.load(Ordering::Relaxed);
+        let elapsed_s = crate::clock::now_ms().saturating_sub(started_ms) as f64 / 1000.0;
+        let perc = if total > 0 {
+            loaded as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        // As Redis: the time so far, scaled to what is left; 1 until anything is loaded.
+        let eta = if loaded > 0 {
+            (elapsed_s * (total - loaded) as f64 / loaded as f64) as u64
+        } else {
+            1
+        };
+        let _ = write!(
+            o,
+            "loading_start_time:{}\r\nloading_total_bytes:{total}\r\nloading_rdb_used_mem:0\r\nloading_loaded_bytes:{loaded}\r\nloading_loaded_perc:{perc:.2}\r\nloading_eta_seconds:{eta}\r\n",
+            started_ms / 1000,
+        );
+    }
     if let Some(a) = aof {
         let _ = write!(
             o,
@@ -549,6 +598,20 @@ mod tests {
         );
         let info = t.resp(&["INFO", "persistence"]);
         assert!(info.contains("loading:1"), "{info}");
+        let p = &t.store.persist;
+        p.loading_total_bytes.store(1000, Ordering::Relaxed);
+        p.loading_loaded_bytes.store(250, Ordering::Relaxed);
+        p.loading_started_ms
+            .store(crate::clock::now_ms() - 2000, Ordering::Relaxed);
+        let info = t.resp(&["INFO", "persistence"]);
+        for want in [
+            "loading_total_bytes:1000\r\n",
+            "loading_loaded_bytes:250\r\n",
+            "loading_loaded_perc:25.00\r\n",
+            "loading_eta_seconds:6\r\n",
+        ] {
+            assert!(info.contains(want), "{want:?} in {info}");
+        }
         let mut loader = load::Loader::new(&t.store);
         let mut buf = Vec::new();
         format::encode(&mut buf, &["SET", "k", "v"]);
