@@ -12,8 +12,8 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = process.env.TIDEWIRE_BIN || join(root, 'target/debug/tidewire');
 
-function launch(dataDir, port, env) {
-  const child = spawn(BIN, ['--port', String(port), '--http-port', '0', '--print-ports', '--data-dir', dataDir], {
+function launch(dataDir, port, env, args) {
+  const child = spawn(BIN, ['--port', String(port), '--http-port', '0', '--print-ports', '--data-dir', dataDir, ...args], {
     env: { ...process.env, TIDEWIRE_LOG_LEVEL: process.env.TIDEWIRE_LOG_LEVEL || 'warn', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -36,16 +36,18 @@ function launch(dataDir, port, env) {
   return { child, ports };
 }
 
-// `name` names the data dir, `env` adds to the server's environment. `stop()` stops
+// `name` names the data dir, `env` adds to the server's environment, `args` to its
+// command line (e.g. Redis directives: `--tls-port 7000`). `stop()` stops
 // the server and `restart()` starts it again on the same RESP port and data (for
 // tests that take a node away and bring it back); `close()` stops it for good and
 // removes its data.
-export async function startServer({ name = 'compat', env = {} } = {}) {
+export async function startServer({ name = 'compat', env = {}, args = [] } = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), `tidewire-${name}-`));
-  let { child, ports } = launch(dataDir, 0, env);
+  let { child, ports } = launch(dataDir, 0, env, args);
   const first = await ports;
   const server = {
     ...first,
+    dataDir,
     url: `redis://127.0.0.1:${first.resp}`,
     running: true,
     async stop() {
@@ -57,7 +59,7 @@ export async function startServer({ name = 'compat', env = {} } = {}) {
     },
     async restart() {
       await server.stop();
-      ({ child, ports } = launch(dataDir, first.resp, env));
+      ({ child, ports } = launch(dataDir, first.resp, env, args));
       await ports;
       server.running = true;
     },

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tidewire_resp::{Limits, Reply, RequestParser};
 use tidewire_store::client::ReplyMode;
 use tidewire_store::{Blocked, Client, ClientInfo, Outcome, Store};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
@@ -35,7 +35,7 @@ const READ_ROOM: usize = 8 * 1024;
 pub async fn serve(
     store: Arc<Store>,
     stream: TcpStream,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     busy_poll: Option<Arc<BusyPoll>>,
 ) {
     let peer = stream
@@ -47,6 +47,21 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let _ = stream.set_nodelay(true);
+    serve_stream(store, stream, peer, local, shutdown, busy_poll).await
+}
+
+/// Serves one RESP connection over any byte stream (plain TCP, or TLS on
+/// `tls-port`); `peer` and `local` are its addresses for CLIENT LIST.
+pub async fn serve_stream<S>(
+    store: Arc<Store>,
+    stream: S,
+    peer: String,
+    local: String,
+    mut shutdown: watch::Receiver<bool>,
+    busy_poll: Option<Arc<BusyPoll>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut client = store.new_client(peer, local, "resp");
     let (push_tx, mut push_rx) = mpsc::unbounded_channel::<(Reply, usize)>();
     client.info.set_push_channel(push_tx);
@@ -164,10 +179,10 @@ fn limits(store: &Store) -> Limits {
     }
 }
 
-struct Conn {
+struct Conn<S> {
     store: Arc<Store>,
     info: Arc<ClientInfo>,
-    stream: TcpStream,
+    stream: S,
     parser: RequestParser,
     inbuf: BytesMut,
     out: BytesMut,
@@ -184,7 +199,7 @@ struct Conn {
     busy_poll: Option<Arc<BusyPoll>>,
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     fn encode(&mut self, client: &Client, reply: &Reply) {
         reply.encode(&mut self.out, client.proto);
     }

@@ -20,6 +20,7 @@ pub mod latency;
 pub mod metrics;
 pub mod realtime;
 pub mod secrets;
+pub mod tls;
 pub mod token_cli;
 pub mod upstash;
 
@@ -44,6 +45,10 @@ pub struct Server {
     pub http_addr: SocketAddr,
     /// The Upstash REST API at `/` of its own port, if configured.
     pub upstash_addr: Option<SocketAddr>,
+    /// RESP over TLS (`tls-port`), if configured.
+    pub tls_addr: Option<SocketAddr>,
+    /// The HTTP routes over TLS (`https-port`), if configured.
+    pub https_addr: Option<SocketAddr>,
     /// The REST API's tokens and where the read-write one came from (banner, tests).
     pub rest: Arc<upstash::RestState>,
     shutdown_tx: watch::Sender<bool>,
@@ -180,6 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         resp,
         shutdown_rx.clone(),
         busy_poll.clone(),
+        None,
     ));
     tasks.spawn(cron(store.clone(), shutdown_rx.clone()));
     tasks.spawn(log_committer(store.clone(), shutdown_rx.clone()));
@@ -203,7 +209,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
     let app = http::with_misplaced_upstash_error(app, &config.upstash.mount);
-    tasks.spawn(serve_http(http, app, shutdown_rx.clone()));
+    tasks.spawn(serve_http(http, app.clone(), shutdown_rx.clone()));
     let upstash_addr = match config.upstash.port {
         Some(port) => {
             let l = TcpListener::bind((config.bind.as_str(), port))
@@ -215,6 +221,34 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             Some(addr)
         }
         None => None,
+    };
+    let tls_addr = match store.config.get_u64("tls-port") {
+        0 => None,
+        port => {
+            let tls = tls::Tls::resp(store.clone());
+            tls.check().context("tls-port")?;
+            let l = bind_port(&config.bind, port, "tls-port").await?;
+            let addr = l.local_addr()?;
+            tasks.spawn(accept_loop(
+                store.clone(),
+                l,
+                shutdown_rx.clone(),
+                None,
+                Some(tls),
+            ));
+            Some(addr)
+        }
+    };
+    let https_addr = match store.config.get_u64("https-port") {
+        0 => None,
+        port => {
+            let tls = tls::Tls::http(store.clone());
+            tls.check().context("https-port")?;
+            let l = bind_port(&config.bind, port, "https-port").await?;
+            let addr = l.local_addr()?;
+            tasks.spawn(serve_https(l, app.clone(), tls, shutdown_rx.clone()));
+            Some(addr)
+        }
     };
     // Load persisted data while the listeners already answer (-LOADING, /readyz 503).
     let loading = {
@@ -236,6 +270,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         resp_addr,
         http_addr,
         upstash_addr,
+        tls_addr,
+        https_addr,
         rest,
         shutdown_tx,
         tasks,
@@ -267,11 +303,91 @@ async fn serve_http(listener: TcpListener, app: axum::Router, mut shutdown: watc
     }
 }
 
+/// Binds one of the configured extra ports (`tls-port`, `https-port`).
+async fn bind_port(bind: &str, port: u64, name: &str) -> anyhow::Result<TcpListener> {
+    let port = u16::try_from(port).with_context(|| format!("{name} {port} is not a port"))?;
+    TcpListener::bind((bind, port))
+        .await
+        .with_context(|| format!("cannot bind {name} {bind}:{port}"))
+}
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A RESP connection on `tls-port`: the handshake (bounded, so a silent client
+/// costs only itself), then the same session as plain TCP.
+async fn serve_tls(
+    store: Arc<Store>,
+    stream: tokio::net::TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: watch::Receiver<bool>,
+) {
+    let addr = |a: std::io::Result<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let (peer, local) = (addr(stream.peer_addr()), addr(stream.local_addr()));
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => connection::serve_stream(store, tls, peer, local, shutdown, None).await,
+        Ok(Err(e)) => tracing::debug!(peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(peer, "TLS handshake timed out"),
+    }
+}
+
+/// The HTTP routes over TLS on `https-port` (HTTP/1.1 with WebSocket upgrades, and
+/// HTTP/2 by ALPN).
+async fn serve_https(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Arc<tls::Tls>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt;
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = match tls.acceptor() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot load the TLS certificate");
+                        continue;
+                    }
+                };
+                let app = app.clone();
+                conns.spawn(async move {
+                    let Ok(Ok(stream)) = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        app.clone().oneshot(req)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
+}
+
 async fn accept_loop(
     store: Arc<Store>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     busy_poll: Option<Arc<busy_poll::BusyPoll>>,
+    tls: Option<Arc<tls::Tls>>,
 ) {
     let mut conns = JoinSet::new();
     loop {
@@ -294,7 +410,17 @@ async fn accept_loop(
                         });
                         continue;
                     }
-                    conns.spawn(connection::serve(store.clone(), stream, shutdown.clone(), busy_poll.clone()));
+                    match &tls {
+                        None => {
+                            conns.spawn(connection::serve(store.clone(), stream, shutdown.clone(), busy_poll.clone()));
+                        }
+                        Some(tls) => match tls.acceptor() {
+                            Ok(acceptor) => {
+                                conns.spawn(serve_tls(store.clone(), stream, acceptor, shutdown.clone()));
+                            }
+                            Err(e) => tracing::error!(error = %e, "cannot load the TLS certificate"),
+                        },
+                    }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

@@ -114,6 +114,19 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ("dir", "./data", Kind::Str),
     ("dbfilename", "dump.tw", Kind::Str),
     ("appendonly", "no", YES_NO),
+    // TLS (rustls): the RESP port's and the HTTPS port's certificate, read again when
+    // a file or setting changes. `tls-port` / `https-port` are bound at start only.
+    ("tls-port", "0", Kind::Int),
+    ("https-port", "0", Kind::Int),
+    ("tls-cert-file", "", Kind::Str),
+    ("tls-key-file", "", Kind::Str),
+    ("tls-ca-cert-file", "", Kind::Str),
+    (
+        "tls-auth-clients",
+        "yes",
+        Kind::Enum(&["yes", "no", "optional"]),
+    ),
+    ("tls-protocols", "", Kind::Str),
     ("appendfilename", "appendonly.aof", Kind::Str),
     ("appenddirname", "appendonlydir", Kind::Str),
     (
