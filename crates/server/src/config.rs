@@ -197,7 +197,17 @@ struct FileUpstash {
     port: Option<u16>,
     tokens: Option<Vec<String>>,
     readonly_tokens: Option<Vec<String>>,
+    /// Tokens whose commands run as an ACL user: `[{ token = "…", user = "cache" }]`.
+    acl_tokens: Option<Vec<AclToken>>,
     max_pipeline: Option<usize>,
+}
+
+/// A REST token mapped to an ACL user.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct AclToken {
+    token: String,
+    user: String,
 }
 
 /// Limits and CORS of the HTTP listener.
@@ -231,6 +241,8 @@ pub struct UpstashConfig {
     /// Read-write tokens. Empty: one is generated and kept in the data dir.
     pub tokens: Vec<String>,
     pub readonly_tokens: Vec<String>,
+    /// (token, ACL user): requests with the token run as the user.
+    pub acl_tokens: Vec<(String, String)>,
     /// Most commands in one `/pipeline` or `/multi-exec` request.
     pub max_pipeline: usize,
 }
@@ -242,6 +254,7 @@ impl Default for UpstashConfig {
             port: None,
             tokens: Vec::new(),
             readonly_tokens: Vec::new(),
+            acl_tokens: Vec::new(),
             max_pipeline: 10_000,
         }
     }
@@ -368,6 +381,13 @@ impl Config {
                 readonly_tokens: non_empty(&flags.rest_readonly_token)
                     .or(file.upstash.readonly_tokens)
                     .unwrap_or_default(),
+                acl_tokens: file
+                    .upstash
+                    .acl_tokens
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|t| (t.token, t.user))
+                    .collect(),
                 max_pipeline: file.upstash.max_pipeline.unwrap_or(d.upstash.max_pipeline),
             },
         })
@@ -402,6 +422,16 @@ impl Config {
                 port: self.upstash.port,
                 tokens: Some(self.upstash.tokens.clone()),
                 readonly_tokens: Some(self.upstash.readonly_tokens.clone()),
+                acl_tokens: Some(
+                    self.upstash
+                        .acl_tokens
+                        .iter()
+                        .map(|(token, user)| AclToken {
+                            token: token.clone(),
+                            user: user.clone(),
+                        })
+                        .collect(),
+                ),
                 max_pipeline: Some(self.upstash.max_pipeline),
             },
         };

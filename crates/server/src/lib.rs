@@ -121,6 +121,12 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
             .set(k, v)
             .map_err(|e| anyhow::anyhow!("config parameter {k}: {e}"))?;
     }
+    // ACL users from the ACL file, when one is configured.
+    if let Some(file) = store.config.get("aclfile").filter(|f| !f.is_empty()) {
+        let users = tidewire_store::families::acl::parse_acl_file(&file)
+            .map_err(|e| anyhow::anyhow!("aclfile: {e}"))?;
+        store.acl.replace_all(users);
+    }
     // Access-path eviction settings (LFU counting) apply from the first command.
     tidewire_store::evict::sync_config(&store);
     Ok(store)

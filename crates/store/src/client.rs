@@ -23,6 +23,8 @@ pub struct ClientInfo {
     pub kind: &'static str,
     pub created_ms: u64,
     pub name: Mutex<Option<Bytes>>,
+    /// The ACL user this client is logged in as (`default` until AUTH says otherwise).
+    user: Mutex<Arc<str>>,
     pub lib_name: Mutex<Option<Bytes>>,
     pub lib_ver: Mutex<Option<Bytes>>,
     pub db: AtomicUsize,
@@ -54,6 +56,15 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// The ACL user this client is logged in as.
+    pub fn user(&self) -> Arc<str> {
+        self.user.lock().clone()
+    }
+
+    pub fn set_user(&self, name: &str) {
+        *self.user.lock() = Arc::from(name);
+    }
+
     /// Records `cmd` as this client's last command.
     pub fn set_last_command(&self, cmd: &'static crate::command::Command) {
         self.last_cmd.store(
@@ -81,6 +92,7 @@ impl ClientInfo {
             kind,
             created_ms: now,
             name: Mutex::new(None),
+            user: Mutex::new(Arc::from("default")),
             lib_name: Mutex::new(None),
             lib_ver: Mutex::new(None),
             db: AtomicUsize::new(0),
@@ -295,6 +307,8 @@ pub struct Client {
     /// Tidewire's own client (the realtime layer's history): its commands are not
     /// users' commands, so they are left out of command statistics and latency.
     pub internal: bool,
+    /// The client's ACL user as last looked up, with the ACL generation it is of.
+    pub acl_user: Option<(u64, Arc<crate::acl::User>)>,
 }
 
 impl Client {
@@ -319,6 +333,7 @@ impl Client {
             caching: None,
             caching_fresh: false,
             internal: false,
+            acl_user: None,
         }
     }
 

@@ -144,6 +144,21 @@ pub struct CommandSpec {
     pub subcommands: Vec<CommandSpec>,
     /// What a BLOCKING command waits for.
     pub block_kind: crate::blocking::BlockKind,
+    /// Which arguments are pub/sub channels (ACL channel permissions).
+    pub channels: ChannelArgs,
+}
+
+/// Where a pub/sub command's channels are, for ACL checks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChannelArgs {
+    None,
+    /// The first argument (PUBLISH, SPUBLISH).
+    First,
+    /// Every argument (SUBSCRIBE, SSUBSCRIBE).
+    All,
+    /// Every argument is a pattern, allowed only as one of the user's own
+    /// (PSUBSCRIBE).
+    AllPatterns,
 }
 
 /// Declares a command in one line: `cmd("get", 2, READONLY | FAST, keys(1, 1, 1), get)`.
@@ -164,6 +179,7 @@ pub fn cmd(
         summary: "",
         subcommands: Vec::new(),
         block_kind: crate::blocking::BlockKind::List,
+        channels: ChannelArgs::None,
     }
 }
 
@@ -181,6 +197,12 @@ impl CommandSpec {
     /// Declares what a BLOCKING command waits for (lists unless told).
     pub fn blocks_on(mut self, kind: crate::blocking::BlockKind) -> Self {
         self.block_kind = kind;
+        self
+    }
+
+    /// Declares which arguments are channels (see [`ChannelArgs`]).
+    pub fn channel_args(mut self, channels: ChannelArgs) -> Self {
+        self.channels = channels;
         self
     }
 

@@ -109,6 +109,8 @@ const YES_NO: Kind = Kind::Bool;
 /// equal to their `listpack` partner (see [`ALIASES`]).
 const PARAMS: &[(&str, &str, Kind)] = &[
     ("requirepass", "", Kind::Str),
+    // ACL users file (ACL SAVE / ACL LOAD; loaded at start when set).
+    ("aclfile", "", Kind::Str),
     ("bind", "127.0.0.1", Kind::Str),
     ("port", "6379", Kind::Int),
     ("dir", "./data", Kind::Str),

@@ -355,7 +355,7 @@ impl Store {
             }
         };
         client.info.set_last_command(cmd);
-        if let Err(e) = self.admit(client, cmd) {
+        if let Err(e) = self.admit(client, cmd, argv) {
             out.push(self.reject(client, cmd, e));
             return Outcome::Replies;
         }
@@ -478,13 +478,68 @@ impl Store {
         reply
     }
 
+    /// The client's ACL user, looked up again after any ACL change.
+    pub fn acl_user(&self, client: &mut Client) -> Option<Arc<crate::acl::User>> {
+        let generation = self.acl.generation();
+        match &client.acl_user {
+            Some((g, u)) if *g == generation => Some(u.clone()),
+            _ => {
+                let u = self.acl.user(&client.info.user())?;
+                client.acl_user = Some((generation, u.clone()));
+                Some(u)
+            }
+        }
+    }
+
+    /// ACL check of one command (`context`: toplevel, multi or lua); a refusal is
+    /// logged in ACL LOG and answered with NOPERM.
+    pub fn acl_permit(
+        &self,
+        client: &mut Client,
+        cmd: &'static Command,
+        argv: &[Bytes],
+        context: &'static str,
+    ) -> Result<(), CmdError> {
+        // A user deleted while logged in has no permissions (its clients are
+        // being disconnected).
+        let name = client.info.user();
+        let verdict = match self.acl_user(client) {
+            Some(user) => self.acl.check(&user, cmd, argv),
+            None => Err((crate::acl::Denial::Command, cmd.full_name.clone())),
+        };
+        verdict.map_err(|(denial, object)| {
+            self.acl.log_denial(
+                denial,
+                context,
+                &object,
+                &name,
+                acl_client_info(&client.info),
+                crate::clock::now_ms(),
+            );
+            crate::acl::noperm(denial, &name, &object)
+        })
+    }
+
     /// Checks that may refuse a command before it runs or is queued.
-    fn admit(&self, client: &mut Client, cmd: &'static Command) -> Result<(), CmdError> {
+    fn admit(
+        &self,
+        client: &mut Client,
+        cmd: &'static Command,
+        argv: &[Bytes],
+    ) -> Result<(), CmdError> {
         if !client.authenticated && !cmd.has(flag::NO_AUTH) {
             if self.requires_auth() {
                 return Err(CmdError::NoAuth);
             }
             client.authenticated = true;
+        }
+        if self.acl.restricted() && !cmd.has(flag::NO_AUTH) {
+            let context = if client.multi.is_some() {
+                "multi"
+            } else {
+                "toplevel"
+            };
+            self.acl_permit(client, cmd, argv, context)?;
         }
         // One relaxed load on the common path: the threshold is read only while a
         // script runs on another thread.
@@ -1012,4 +1067,23 @@ fn drop_replayed_log(client: &Client, ev: &mut Events) {
     if client.is_loader() {
         ev.propagated.clear();
     }
+}
+
+/// The client as ACL LOG's `client-info` shows it.
+pub fn acl_client_info(c: &crate::client::ClientInfo) -> String {
+    let name = c
+        .name
+        .lock()
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default();
+    format!(
+        "id={} addr={} laddr={} name={name} db={} user={} resp={}",
+        c.id,
+        c.addr,
+        c.laddr,
+        c.db.load(Ordering::Relaxed),
+        c.user(),
+        c.resp.load(Ordering::Relaxed),
+    )
 }

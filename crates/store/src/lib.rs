@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod args;
 pub mod blocking;
 pub mod client;
@@ -165,6 +166,8 @@ pub struct Store {
     /// Client-side caching: who tracks which keys (`CLIENT TRACKING`).
     pub tracking: tracking::Tracking,
     pub slowlog: slowlog::Slowlog,
+    /// ACL users and the refusal log.
+    pub acl: acl::Acl,
     clients: RwLock<std::collections::HashMap<u64, Arc<ClientInfo>>>,
     monitors: RwLock<Vec<Arc<ClientInfo>>>,
     has_monitors: AtomicBool,
@@ -215,6 +218,7 @@ impl Store {
             watches: Default::default(),
             tracking: Default::default(),
             slowlog: Default::default(),
+            acl: Default::default(),
             clients: Default::default(),
             monitors: Default::default(),
             has_monitors: AtomicBool::new(false),
@@ -313,7 +317,7 @@ impl Store {
                 .total_connections_received
                 .fetch_add(1, Ordering::Relaxed);
         }
-        let authenticated = self.config.requirepass().is_none();
+        let authenticated = !self.requires_auth();
         Client::new(info, authenticated)
     }
 
@@ -402,8 +406,23 @@ impl Store {
     }
 
     /// Whether connections must AUTH before running commands.
+    /// Whether a new connection must authenticate: `requirepass` is set, or the
+    /// `default` user is off or has passwords.
     pub fn requires_auth(&self) -> bool {
         self.config.requirepass().is_some()
+            || self
+                .acl
+                .user("default")
+                .is_none_or(|u| !u.enabled || !u.nopass)
+    }
+
+    /// Clients logged in as one of `users` (ACL DELUSER disconnects them).
+    pub fn kill_clients_of(&self, users: &[&str]) {
+        for info in self.clients.read().values() {
+            if users.contains(&&*info.user()) {
+                info.kill();
+            }
+        }
     }
 
     /// Sums keyspace hit/miss/expired counters over shards.

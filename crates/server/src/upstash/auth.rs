@@ -11,12 +11,17 @@ use subtle::ConstantTimeEq;
 pub enum Access {
     ReadWrite,
     ReadOnly,
+    /// A token mapped to an ACL user (`[upstash] acl_tokens`): its commands run as
+    /// that user, with its permissions.
+    User(usize),
 }
 
 #[derive(Debug, Clone)]
 pub struct Tokens {
     read_write: Vec<String>,
     read_only: Vec<String>,
+    /// (token, ACL user name).
+    users: Vec<(String, String)>,
 }
 
 /// Name of the file in the data dir that keeps the generated token.
@@ -35,7 +40,19 @@ impl Tokens {
         Tokens {
             read_write,
             read_only,
+            users: Vec::new(),
         }
+    }
+
+    /// Adds tokens that run as ACL users.
+    pub fn with_users(mut self, users: Vec<(String, String)>) -> Tokens {
+        self.users = users;
+        self
+    }
+
+    /// The ACL user of an [`Access::User`].
+    pub fn user_name(&self, i: usize) -> &str {
+        self.users.get(i).map_or("default", |(_, u)| u.as_str())
     }
 
     /// Configured tokens, or else the one kept in (or now created in) the data dir.
@@ -94,6 +111,11 @@ impl Tokens {
         for t in &self.read_only {
             if bool::from(t.as_bytes().ct_eq(presented.as_bytes())) && found.is_none() {
                 found = Some(Access::ReadOnly);
+            }
+        }
+        for (i, (t, _)) in self.users.iter().enumerate() {
+            if bool::from(t.as_bytes().ct_eq(presented.as_bytes())) && found.is_none() {
+                found = Some(Access::User(i));
             }
         }
         found

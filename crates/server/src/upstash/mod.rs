@@ -69,6 +69,7 @@ impl RestState {
             &config.upstash.readonly_tokens,
             &config.data_dir,
         )?;
+        let tokens = tokens.with_users(config.upstash.acl_tokens.clone());
         Ok(Arc::new(RestState {
             store,
             tokens,
@@ -82,13 +83,17 @@ impl RestState {
         }))
     }
 
-    /// A client for one request: never blocks, authenticated by its token.
-    fn client(&self, peer: &str) -> RequestClient<'_> {
+    /// A client for one request: never blocks, authenticated by its token (as the
+    /// token's ACL user, if it has one).
+    fn client(&self, peer: &str, access: Access) -> RequestClient<'_> {
         let mut client = self
             .store
             .new_client(peer.to_string(), self.local_addr.clone(), "http");
         client.no_block = true;
         client.authenticated = true;
+        if let Access::User(i) = access {
+            client.info.set_user(self.tokens.user_name(i));
+        }
         RequestClient {
             store: &self.store,
             client,
@@ -389,7 +394,7 @@ fn single(
     access: Access,
     format: Format,
 ) -> (Response, u64) {
-    let mut client = st.client(peer);
+    let mut client = st.client(peer, access);
     let reply = client.run(argv, access);
     let status = if reply.is_error() {
         StatusCode::BAD_REQUEST
@@ -418,7 +423,7 @@ async fn pipeline(
     let mut replies = Vec::with_capacity(cmds.len());
     let write_seq;
     {
-        let mut client = st.client(peer);
+        let mut client = st.client(peer, access);
         for (i, argv) in cmds.iter().enumerate() {
             if i > 0 && i % 256 == 0 {
                 // No lock is held here: each command locked and unlocked its shards.
@@ -450,7 +455,7 @@ fn multi_exec(
             return (error_reply(&e, format), 0);
         }
     }
-    let mut client = st.client(peer);
+    let mut client = st.client(peer, access);
     client.execute(&[Bytes::from_static(b"MULTI")]);
     for argv in &cmds {
         // QUEUED, or an error that makes EXEC answer EXECABORT.

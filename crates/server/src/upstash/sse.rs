@@ -77,6 +77,9 @@ pub fn serve(
         .new_client(peer.to_string(), st.local_addr.clone(), "http");
     client.no_block = true;
     client.authenticated = true;
+    if let Access::User(i) = access {
+        client.info.set_user(st.tokens.user_name(i));
+    }
     client.info.set_push_channel(tx);
     let mut sub = Subscription {
         store: st.store.clone(),

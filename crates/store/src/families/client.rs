@@ -267,7 +267,7 @@ fn line(ctx: &Ctx<'_>, c: &ClientInfo, qbuf: usize) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user=default redir={} resp={} lib-name={} lib-ver={}",
+        "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub={} multi={} qbuf={} qbuf-free={} argv-mem={} multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
         c.id,
         c.addr,
         c.laddr,
@@ -287,6 +287,7 @@ fn line(ctx: &Ctx<'_>, c: &ClientInfo, qbuf: usize) -> String {
         c.pending_push_bytes.load(Ordering::Relaxed),
         16384 + c.pending_push_bytes.load(Ordering::Relaxed),
         c.last_command_name(),
+        c.user(),
         tracking.as_ref().map_or(-1, |(o, _)| o.redirect as i64),
         c.resp.load(Ordering::Relaxed),
         opt(&c.lib_name),

@@ -44,7 +44,7 @@ const DANGEROUS: &[&str] = &[
 ];
 
 /// ACL categories as Redis derives them from flags and the command's group.
-fn acl_categories(c: &Command) -> Vec<&'static str> {
+pub(crate) fn acl_categories(c: &Command) -> Vec<&'static str> {
     let mut v = Vec::new();
     let fl = c.spec.flags;
     if fl & flag::WRITE != 0 {

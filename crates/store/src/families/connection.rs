@@ -130,15 +130,31 @@ fn select(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 fn check_password(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> Result<(), CmdError> {
-    let required = ctx.store.config.requirepass();
-    let ok = match &required {
-        Some(p) => user == b"default" && pass == p.as_bytes(),
-        None => user == b"default",
+    let name = String::from_utf8_lossy(user).into_owned();
+    let ok = match ctx.store.acl.user(&name) {
+        Some(u) if u.enabled => match (name.as_str(), ctx.store.config.requirepass()) {
+            // `requirepass` is the default user's password (Redis keeps them one).
+            ("default", Some(p)) => {
+                pass == p.as_bytes() || u.passwords.contains(&crate::acl::sha256(pass))
+            }
+            _ => u.password_matches(pass),
+        },
+        _ => false,
     };
     if ok {
         ctx.client.authenticated = true;
+        ctx.client.info.set_user(&name);
+        ctx.client.acl_user = None;
         Ok(())
     } else {
+        ctx.store.acl.log_denial(
+            crate::acl::Denial::Auth,
+            "toplevel",
+            "AUTH",
+            &name,
+            crate::exec::acl_client_info(&ctx.client.info),
+            crate::clock::now_ms(),
+        );
         Err(CmdError::raw(
             "WRONGPASS invalid username-password pair or user is disabled.",
         ))
@@ -151,7 +167,8 @@ fn auth(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     if args.remaining() == 1 {
         let pass = args.next_bytes()?;
-        if ctx.store.config.requirepass().is_none() {
+        let default_nopass = ctx.store.acl.user("default").is_some_and(|u| u.nopass);
+        if ctx.store.config.requirepass().is_none() && default_nopass {
             return Err(CmdError::err(
                 "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
             ));

@@ -1,6 +1,7 @@
 //! Command families, one module each, in the spirit of Redis's `t_string.c`. Each
 //! exports `commands()`, its part of the command table; `all()` gathers them.
 
+pub mod acl;
 pub mod bitops;
 pub mod client;
 pub mod command_docs;
@@ -33,6 +34,7 @@ pub const TIDEWIRE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub fn all() -> Vec<CommandSpec> {
     let mut v = Vec::new();
     v.extend(connection::commands());
+    v.extend(acl::commands());
     v.extend(client::commands());
     v.extend(command_docs::commands());
     v.extend(keys::commands());

@@ -9,7 +9,7 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::client::Client;
-use crate::command::{cmd, flag::*, CommandSpec, NO_KEYS};
+use crate::command::{cmd, flag::*, ChannelArgs, CommandSpec, NO_KEYS};
 use crate::error::CmdResult;
 use crate::exec::Ctx;
 use crate::pubsub::Kind;
@@ -19,14 +19,14 @@ pub fn commands() -> Vec<CommandSpec> {
     let p = |c: CommandSpec| c.group("pubsub");
     let sub_flags = PUBSUB | NOSCRIPT | LOADING | STALE | NO_KEYSPACE | SUBSCRIBED_OK;
     vec![
-        p(cmd("subscribe", -2, sub_flags, NO_KEYS, subscribe).summary("Listens for messages published to channels.")),
+        p(cmd("subscribe", -2, sub_flags, NO_KEYS, subscribe).summary("Listens for messages published to channels.").channel_args(ChannelArgs::All)),
         p(cmd("unsubscribe", -1, sub_flags, NO_KEYS, unsubscribe).summary("Stops listening to messages posted to channels.")),
-        p(cmd("psubscribe", -2, sub_flags, NO_KEYS, psubscribe).summary("Listens for messages published to channels that match one or more patterns.")),
+        p(cmd("psubscribe", -2, sub_flags, NO_KEYS, psubscribe).summary("Listens for messages published to channels that match one or more patterns.").channel_args(ChannelArgs::AllPatterns)),
         p(cmd("punsubscribe", -1, sub_flags, NO_KEYS, punsubscribe).summary("Stops listening to messages published to channels that match one or more patterns.")),
-        p(cmd("ssubscribe", -2, sub_flags, NO_KEYS, ssubscribe).summary("Listens for messages published to shard channels.")),
+        p(cmd("ssubscribe", -2, sub_flags, NO_KEYS, ssubscribe).summary("Listens for messages published to shard channels.").channel_args(ChannelArgs::All)),
         p(cmd("sunsubscribe", -1, sub_flags, NO_KEYS, sunsubscribe).summary("Stops listening to messages posted to shard channels.")),
-        p(cmd("publish", 3, PUBSUB | LOADING | STALE | FAST | NO_KEYSPACE, NO_KEYS, publish).summary("Posts a message to a channel.")),
-        p(cmd("spublish", 3, PUBSUB | LOADING | STALE | FAST | NO_KEYSPACE, NO_KEYS, spublish).summary("Post a message to a shard channel")),
+        p(cmd("publish", 3, PUBSUB | LOADING | STALE | FAST | NO_KEYSPACE, NO_KEYS, publish).summary("Posts a message to a channel.").channel_args(ChannelArgs::First)),
+        p(cmd("spublish", 3, PUBSUB | LOADING | STALE | FAST | NO_KEYSPACE, NO_KEYS, spublish).summary("Post a message to a shard channel").channel_args(ChannelArgs::First)),
         p(cmd("pubsub", -2, NO_KEYSPACE, NO_KEYS, pubsub_help).summary("A container for Pub/Sub commands.").subs(vec![
             cmd("channels", -2, PUBSUB | LOADING | STALE | NO_KEYSPACE, NO_KEYS, channels).summary("Returns the active channels."),
             cmd("numsub", -2, PUBSUB | LOADING | STALE | NO_KEYSPACE, NO_KEYS, numsub).summary("Returns a count of subscribers to channels."),

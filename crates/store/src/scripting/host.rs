@@ -97,7 +97,7 @@ impl CommandHost {
     }
 
     /// Redis's checks before a script's command runs; the error line on refusal.
-    fn admit(&self, argv: &[Bytes]) -> Result<&'static crate::command::Command, String> {
+    fn admit(&mut self, argv: &[Bytes]) -> Result<&'static crate::command::Command, String> {
         let cmd = resolve(argv).map_err(|_| {
             if registry().get(&argv[0]).is_some() {
                 "ERR Wrong number of args calling Redis command from script".to_string()
@@ -107,6 +107,12 @@ impl CommandHost {
         })?;
         if cmd.has(flag::NOSCRIPT) {
             return Err("ERR This Redis command is not allowed from script".into());
+        }
+        // A script runs with its caller's permissions.
+        if self.store.acl.restricted() {
+            self.store
+                .acl_permit(&mut self.client, cmd, argv, "lua")
+                .map_err(|e| e.text())?;
         }
         let writes = cmd.has(flag::WRITE);
         if self.rules.read_only && writes {

@@ -1,0 +1,92 @@
+//! ACL users through the real server: an ACL file loaded at start, AUTH as a user
+//! over RESP, and an Upstash REST token that runs as an ACL user.
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_file_users_over_resp_and_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let aclfile = dir.path().join("users.acl");
+    std::fs::write(
+        &aclfile,
+        "user default on nopass ~* &* +@all\nuser cache on >cachepw ~cache:* resetchannels -@all +get +set\n",
+    )
+    .unwrap();
+    let mut config = tidewire_server::Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().join("data"),
+        redis: vec![("aclfile".into(), aclfile.to_string_lossy().into_owned())],
+        ..tidewire_server::Config::default()
+    };
+    config.upstash.tokens = vec!["admin-token".into()];
+    config.upstash.acl_tokens = vec![("cache-token".into(), "cache".into())];
+    let server = tidewire_server::start(config).await.expect("server starts");
+
+    // RESP: AUTH as the file's user, then its permissions hold.
+    let client =
+        redis::Client::open(format!("redis://cache:cachepw@{}/", server.resp_addr)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let who: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    assert_eq!(who, "", "ACL WHOAMI is not among cache's commands");
+    let _: () = redis::cmd("SET")
+        .arg("cache:a")
+        .arg("1")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = redis::cmd("SET")
+        .arg("other")
+        .arg("1")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("No permissions to access a key"),
+        "{err}"
+    );
+    let err = redis::cmd("DEL")
+        .arg("cache:a")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("has no permissions to run the 'del' command"),
+        "{err}"
+    );
+
+    // REST: the mapped token runs as `cache`, the plain token as default.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/redis", server.http_addr);
+    let call = |token: &'static str, cmd: serde_json::Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(&url)
+                .bearer_auth(token)
+                .json(&cmd)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        call("cache-token", serde_json::json!(["GET", "cache:a"])).await["result"],
+        "1"
+    );
+    let denied = call("cache-token", serde_json::json!(["GET", "other"])).await;
+    assert_eq!(denied["error"], "NOPERM No permissions to access a key");
+    assert_eq!(
+        call("admin-token", serde_json::json!(["DEL", "cache:a"])).await["result"],
+        1
+    );
+    drop(conn);
+    server.shutdown().await;
+}

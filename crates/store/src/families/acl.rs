@@ -1,0 +1,429 @@
+//! ACL: SETUSER, GETUSER, DELUSER, LIST, USERS, WHOAMI, CAT, GENPASS, LOG, DRYRUN,
+//! SAVE, LOAD (the users themselves are in `crate::acl`).
+
+use bytes::Bytes;
+use tidewire_resp::Reply;
+
+use crate::acl::{User, CATEGORIES};
+use crate::args::Args;
+use crate::command::{cmd, flag::*, registry, CommandSpec, NO_KEYS};
+use crate::error::{CmdError, CmdResult};
+use crate::exec::Ctx;
+
+pub fn commands() -> Vec<CommandSpec> {
+    let admin = ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE;
+    let plain = NOSCRIPT | LOADING | STALE | NO_KEYSPACE;
+    vec![cmd("acl", -2, NO_KEYSPACE, NO_KEYS, help)
+        .group("server")
+        .summary("A container for Access List Control commands.")
+        .subs(vec![
+            cmd("setuser", -3, admin, NO_KEYS, setuser)
+                .summary("Creates and modifies an ACL user and its rules."),
+            cmd("getuser", 3, admin, NO_KEYS, getuser).summary("Lists the ACL rules of a user."),
+            cmd("deluser", -3, admin, NO_KEYS, deluser)
+                .summary("Deletes ACL users, and terminates their connections."),
+            cmd("list", 2, admin, NO_KEYS, list)
+                .summary("Dumps the effective rules in ACL file format."),
+            cmd("users", 2, admin, NO_KEYS, users).summary("Lists all ACL users."),
+            cmd("whoami", 2, plain, NO_KEYS, whoami)
+                .summary("Returns the authenticated username of the current connection."),
+            cmd("cat", -2, plain, NO_KEYS, cat)
+                .summary("Lists the ACL categories, or the commands inside a category."),
+            cmd("genpass", -2, plain, NO_KEYS, genpass).summary(
+                "Generates a pseudorandom, secure password that can be used to identify ACL users.",
+            ),
+            cmd("log", -2, admin, NO_KEYS, log)
+                .summary("Lists recent security events generated due to ACL rules."),
+            cmd("dryrun", -4, admin, NO_KEYS, dryrun).summary(
+                "Simulates the execution of a command by a user, without executing the command.",
+            ),
+            cmd("save", 2, admin, NO_KEYS, save)
+                .summary("Saves the effective ACL rules in the configured ACL file."),
+            cmd("load", 2, admin, NO_KEYS, load)
+                .summary("Reloads the rules from the configured ACL file."),
+            cmd("help", 2, plain, NO_KEYS, help)
+                .summary("Returns helpful text about the different subcommands."),
+        ])]
+}
+
+fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    let lines = [
+        "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CAT [<category>]",
+        "DELUSER <username> [<username> ...]",
+        "DRYRUN <username> <command> [<arg> ...]",
+        "GETUSER <username>",
+        "LIST",
+        "USERS",
+        "SETUSER <username> <attribs> ...",
+        "SAVE",
+        "LOAD",
+        "LOG [<count> | RESET]",
+        "GENPASS [<bits>]",
+        "WHOAMI",
+        "HELP",
+    ];
+    Ok(Reply::Array(
+        lines
+            .iter()
+            .map(|l| Reply::SimpleString(l.to_string()))
+            .collect(),
+    ))
+}
+
+fn text(s: impl Into<String>) -> Reply {
+    Reply::Bulk(Bytes::from(s.into()))
+}
+
+/// User names: any bytes but spaces and control characters (they would break
+/// ACL LIST and the ACL file).
+fn user_name(b: &[u8]) -> Result<String, CmdError> {
+    let name = String::from_utf8_lossy(b).into_owned();
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CmdError::err(
+            "Usernames can't contain spaces or null characters",
+        ));
+    }
+    Ok(name)
+}
+
+fn setuser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let name = user_name(args.next_bytes()?)?;
+    ctx.store.acl.set_user(&name, args.rest())?;
+    Ok(Reply::ok())
+}
+
+fn getuser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let name = String::from_utf8_lossy(args.next_bytes()?).into_owned();
+    let Some(u) = ctx.store.acl.user(&name) else {
+        return Ok(Reply::Null);
+    };
+    let (nopass, mut passwords) = (u.nopass, u.passwords.clone());
+    // `requirepass` is the default user's password.
+    let requirepass = ctx.store.config.requirepass();
+    if let (true, Some(p)) = (name == "default", requirepass.as_ref()) {
+        let h = crate::acl::sha256(p.as_bytes());
+        if !passwords.contains(&h) {
+            passwords.insert(0, h);
+        }
+    }
+    let mut flags = vec![text(if u.enabled { "on" } else { "off" })];
+    if nopass && passwords.is_empty() {
+        flags.push(text("nopass"));
+    }
+    Ok(Reply::Map(vec![
+        (text("flags"), Reply::Array(flags)),
+        (
+            text("passwords"),
+            Reply::Array(passwords.iter().map(|p| text(crate::acl::hex(p))).collect()),
+        ),
+        (text("commands"), text(u.commands_text())),
+        (text("keys"), text(u.keys_text())),
+        (text("channels"), text(u.channels_text())),
+        (text("selectors"), Reply::Array(Vec::new())),
+    ]))
+}
+
+fn deluser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let names: Vec<String> = args
+        .rest()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    if names.iter().any(|n| n == "default") {
+        return Err(CmdError::err("The 'default' user cannot be removed"));
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let n = ctx.store.acl.del_users(&refs);
+    ctx.store.kill_clients_of(&refs);
+    Ok(Reply::Int(n as i64))
+}
+
+/// ACL LIST's lines; the default user shows `requirepass` as its password.
+fn describe_all(ctx: &Ctx<'_>) -> Vec<String> {
+    let requirepass = ctx.store.config.requirepass();
+    ctx.store
+        .acl
+        .users()
+        .iter()
+        .map(|u| match (u.name.as_str(), requirepass.as_ref()) {
+            ("default", Some(p)) => {
+                let mut shown = (**u).clone();
+                let _ = shown.apply(&format!(">{p}"));
+                shown.describe()
+            }
+            _ => u.describe(),
+        })
+        .collect()
+}
+
+fn list(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Array(
+        describe_all(ctx).into_iter().map(text).collect(),
+    ))
+}
+
+fn users(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Array(
+        ctx.store
+            .acl
+            .users()
+            .iter()
+            .map(|u| text(u.name.clone()))
+            .collect(),
+    ))
+}
+
+fn whoami(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(text(ctx.client.info.user().to_string()))
+}
+
+fn cat(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    if args.is_empty() {
+        return Ok(Reply::Array(CATEGORIES.iter().map(|c| text(*c)).collect()));
+    }
+    if args.remaining() > 1 {
+        return Err(CmdError::Syntax);
+    }
+    let want = String::from_utf8_lossy(args.next_bytes()?).to_ascii_lowercase();
+    let want = want.strip_prefix('@').unwrap_or(&want).to_owned();
+    if !CATEGORIES.contains(&want.as_str()) {
+        return Err(CmdError::err(format!("Unknown category '{want}'")));
+    }
+    let tag = format!("@{want}");
+    let mut names: Vec<String> = registry()
+        .all()
+        .filter(|c| c.subs.is_empty())
+        .filter(|c| crate::families::command_docs::acl_categories(c).contains(&tag.as_str()))
+        .map(|c| c.full_name.clone())
+        .collect();
+    names.sort();
+    Ok(Reply::Array(names.into_iter().map(text).collect()))
+}
+
+fn genpass(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let bits = if args.is_empty() {
+        256
+    } else {
+        let n = args.next_i64()?;
+        if !(1..=4096).contains(&n) {
+            return Err(CmdError::err(
+                "ACL GENPASS argument must be the number of bits for the output password, a positive number up to 4096",
+            ));
+        }
+        n as usize
+    };
+    Ok(text(crate::random_hex(bits.div_ceil(4))))
+}
+
+fn log(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let mut count = 10usize;
+    if let Some(a) = args.peek() {
+        if a.eq_ignore_ascii_case(b"reset") {
+            ctx.store.acl.reset_log();
+            return Ok(Reply::ok());
+        }
+        let n = args.next_i64()?;
+        if n < 0 {
+            return Err(CmdError::err("value is out of range, must be positive"));
+        }
+        count = n as usize;
+    }
+    let now = crate::clock::now_ms();
+    let entries = ctx.store.acl.log_entries(count);
+    Ok(Reply::Array(
+        entries
+            .into_iter()
+            .map(|e| {
+                Reply::Map(vec![
+                    (text("count"), Reply::Int(e.count as i64)),
+                    (text("reason"), text(e.reason_name())),
+                    (text("context"), text(e.context)),
+                    (text("object"), text(e.object.clone())),
+                    (text("username"), text(e.username.clone())),
+                    (
+                        text("age-seconds"),
+                        Reply::Double(now.saturating_sub(e.created_ms) as f64 / 1000.0),
+                    ),
+                    (text("client-info"), text(e.client_info.clone())),
+                    (text("entry-id"), Reply::Int(e.entry_id as i64)),
+                    (text("timestamp-created"), Reply::Int(e.created_ms as i64)),
+                    (
+                        text("timestamp-last-updated"),
+                        Reply::Int(e.updated_ms as i64),
+                    ),
+                ])
+            })
+            .collect(),
+    ))
+}
+
+fn dryrun(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let name = String::from_utf8_lossy(args.next_bytes()?).into_owned();
+    let Some(user) = ctx.store.acl.user(&name) else {
+        return Err(CmdError::err(format!("User '{name}' not found")));
+    };
+    let argv = args.rest();
+    let Ok(cmd) = crate::exec::resolve(argv) else {
+        let c = String::from_utf8_lossy(&argv[0]);
+        return Err(CmdError::err(format!("Command '{c}' not found")));
+    };
+    Ok(match ctx.store.acl.check(&user, cmd, argv) {
+        Ok(()) => Reply::ok(),
+        Err((crate::acl::Denial::Command, object)) => text(format!(
+            "User {name} has no permissions to run the '{object}' command"
+        )),
+        Err((crate::acl::Denial::Key, object)) => text(format!(
+            "User {name} has no permissions to access the '{object}' key"
+        )),
+        Err((_, object)) => text(format!(
+            "User {name} has no permissions to access the '{object}' channel"
+        )),
+    })
+}
+
+fn acl_file(ctx: &Ctx<'_>) -> Result<String, CmdError> {
+    match ctx.store.config.get("aclfile").filter(|f| !f.is_empty()) {
+        Some(f) => Ok(f),
+        None => Err(CmdError::err(
+            "This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
+        )),
+    }
+}
+
+fn save(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    let path = acl_file(ctx)?;
+    let body: String = describe_all(ctx).into_iter().map(|l| l + "\n").collect();
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| CmdError::err(format!("There was an error trying to save the ACLs. Please check the server logs for more information ({e})")))?;
+    Ok(Reply::ok())
+}
+
+fn load(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    let path = acl_file(ctx)?;
+    let users = parse_acl_file(&path).map_err(CmdError::err)?;
+    ctx.store.acl.replace_all(users);
+    Ok(Reply::ok())
+}
+
+/// Reads an ACL file (`user <name> <rules…>` lines; `#` comments), all or nothing.
+pub fn parse_acl_file(path: &str) -> Result<Vec<User>, String> {
+    let body = std::fs::read_to_string(path)
+        .map_err(|e| format!("Error loading ACLs, opening file '{path}': {e}"))?;
+    let mut users: Vec<User> = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        if words.next() != Some("user") {
+            return Err(format!(
+                "/{path}:{}: line should start with user keyword",
+                i + 1
+            ));
+        }
+        let name = words
+            .next()
+            .ok_or_else(|| format!("/{path}:{}: user name missing", i + 1))?;
+        if users.iter().any(|u| u.name == name) {
+            return Err(format!("/{path}:{}: Duplicate user '{name}' found", i + 1));
+        }
+        let mut u = User::new(name);
+        for w in words {
+            u.apply(w)
+                .map_err(|why| format!("/{path}:{}: {why}. ", i + 1))?;
+        }
+        users.push(u);
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testkit::*;
+    use tidewire_resp::Reply;
+
+    #[test]
+    fn users_permissions_and_refusals_as_redis() {
+        let mut admin = TestClient::new();
+        assert_eq!(admin.run(&["ACL", "WHOAMI"]), bulk("default"));
+        assert_eq!(
+            admin.run(&[
+                "ACL", "SETUSER", "alice", "on", ">pw", "~cache:*", "&news", "+get", "+set",
+                "+publish", "+eval"
+            ]),
+            ok()
+        );
+        assert_eq!(
+            admin.run(&["ACL", "SETUSER", "alice", "+nosuch"]),
+            err("ERR Error in ACL SETUSER modifier '+nosuch': Unknown command or category name in ACL")
+        );
+        let mut alice = admin.other();
+        assert_eq!(
+            alice.run(&["AUTH", "alice", "bad"]),
+            err("WRONGPASS invalid username-password pair or user is disabled.")
+        );
+        assert_eq!(alice.run(&["AUTH", "alice", "pw"]), ok());
+        assert_eq!(
+            alice.run(&["ACL", "WHOAMI"]),
+            err("NOPERM User alice has no permissions to run the 'acl|whoami' command")
+        );
+        assert_eq!(alice.run(&["SET", "cache:1", "v"]), ok());
+        assert_eq!(alice.run(&["GET", "cache:1"]), bulk("v"));
+        assert_eq!(
+            alice.run(&["GET", "other"]),
+            err("NOPERM No permissions to access a key")
+        );
+        assert_eq!(
+            alice.run(&["DEL", "cache:1"]),
+            err("NOPERM User alice has no permissions to run the 'del' command")
+        );
+        assert_eq!(alice.run(&["PUBLISH", "news", "hi"]), int(0));
+        assert_eq!(
+            alice.run(&["PUBLISH", "sports", "hi"]),
+            err("NOPERM No permissions to access a channel")
+        );
+        // A script runs with its caller's permissions.
+        let r = alice.run(&["EVAL", "return redis.call('get', 'secret')", "0"]);
+        assert!(
+            matches!(&r, Reply::Error(e) if e.contains("No permissions to access a key")),
+            "{r:?}"
+        );
+        // The refusals are in ACL LOG, newest first.
+        let log = admin.resp(&["ACL", "LOG", "2"]);
+        assert!(log.contains("lua") && log.contains("secret"), "{log}");
+        assert_eq!(admin.run(&["ACL", "USERS"]), bulks(&["alice", "default"]));
+        let list = admin.run(&["ACL", "LIST"]);
+        let Reply::Array(lines) = list else { panic!() };
+        assert_eq!(lines[1], bulk("user default on nopass ~* &* +@all"));
+        // Deleting the user disconnects it.
+        assert_eq!(admin.run(&["ACL", "DELUSER", "alice", "nobody"]), int(1));
+        assert!(alice.client.info.is_killed());
+        assert_eq!(
+            admin.run(&["ACL", "DELUSER", "default"]),
+            err("ERR The 'default' user cannot be removed")
+        );
+        assert_eq!(admin.run(&["ACL", "DRYRUN", "default", "GET", "x"]), ok());
+        let n = admin.run(&["ACL", "GENPASS", "128"]);
+        assert!(matches!(n, Reply::Bulk(b) if b.len() == 32));
+    }
+
+    #[test]
+    fn a_default_user_with_a_password_makes_connections_authenticate() {
+        let mut admin = TestClient::new();
+        assert_eq!(
+            admin.run(&["ACL", "SETUSER", "default", "resetpass", ">secret"]),
+            ok()
+        );
+        let mut fresh = admin.other();
+        assert_eq!(
+            fresh.run(&["GET", "k"]),
+            err("NOAUTH Authentication required.")
+        );
+        assert_eq!(fresh.run(&["AUTH", "secret"]), ok());
+        assert_eq!(fresh.run(&["GET", "k"]), Reply::Null);
+    }
+}
