@@ -105,10 +105,16 @@ pub fn split_redis_flags(
     args: Vec<std::ffi::OsString>,
 ) -> (Vec<std::ffi::OsString>, Vec<(String, String)>) {
     use clap::CommandFactory;
-    let ours: Vec<String> = Cli::command()
+    let command = Cli::command();
+    let ours: Vec<String> = command
         .get_arguments()
         .filter_map(|a| a.get_long().map(str::to_owned))
         .chain(["help".to_owned(), "version".to_owned()])
+        .collect();
+    // A subcommand ends a directive's values (`--maxmemory 1gb show-config`).
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
         .collect();
     let mut kept = Vec::with_capacity(args.len());
     let mut redis = Vec::new();
@@ -137,8 +143,10 @@ pub fn split_redis_flags(
             Some(v) => v,
             None => {
                 let mut values = Vec::new();
-                while let Some(v) = it.next_if(|v| !v.to_str().is_some_and(|v| v.starts_with("--")))
-                {
+                while let Some(v) = it.next_if(|v| {
+                    !v.to_str()
+                        .is_some_and(|v| v.starts_with("--") || subcommands.iter().any(|s| s == v))
+                }) {
                     values.push(v.to_string_lossy().into_owned());
                 }
                 values.join(" ")
@@ -526,6 +534,11 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<Vec<_>>()
         );
+        // A subcommand ends the values.
+        let (kept, redis) =
+            split_redis_flags(args(&["tidewire", "--maxmemory", "1mb", "show-config"]));
+        assert_eq!(kept, args(&["tidewire", "show-config"]));
+        assert_eq!(redis, vec![("maxmemory".to_string(), "1mb".to_string())]);
         // Not a Redis directive: left for clap to refuse.
         let (kept, redis) = split_redis_flags(args(&["tidewire", "--no-such-thing", "1"]));
         assert_eq!(kept.len(), 3);

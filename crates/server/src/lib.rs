@@ -122,9 +122,12 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
             .map_err(|e| anyhow::anyhow!("config parameter {k}: {e}"))?;
     }
     // ACL users from the ACL file, when one is configured.
-    if let Some(file) = store.config.get("aclfile").filter(|f| !f.is_empty()) {
-        let users = tidewire_store::families::acl::parse_acl_file(&file)
-            .map_err(|e| anyhow::anyhow!("aclfile: {e}"))?;
+    if let Some(file) = tidewire_store::families::acl::acl_file_path(&store) {
+        let users = tidewire_store::families::acl::parse_acl_file(
+            &file,
+            tidewire_store::families::acl::pubsub_default_all(&store),
+        )
+        .map_err(|e| anyhow::anyhow!("aclfile: {e}"))?;
         store.acl.replace_all(users);
     }
     // Access-path eviction settings (LFU counting) apply from the first command.

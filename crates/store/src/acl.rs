@@ -63,6 +63,9 @@ pub struct User {
     pub name: String,
     pub enabled: bool,
     pub nopass: bool,
+    /// `sanitize-payload` (the default for every user) or `skip-sanitize-payload`:
+    /// shown as Redis shows it; RESTORE payloads are always checked here.
+    pub sanitize_payload: bool,
     /// SHA-256 of each password, in the order added.
     pub passwords: Vec<[u8; 32]>,
     /// The base of the command rules: `+@all` (true) or `-@all`.
@@ -71,10 +74,15 @@ pub struct User {
     command_rules: Vec<String>,
     /// Full names (`get`, `config|get`) of the commands the rules allow.
     allowed: HashSet<String>,
+    /// First arguments a command is allowed with though the command is not
+    /// (`+select|0`, Redis 7's deprecated first-arg rules), lower case.
+    first_args: BTreeMap<String, Vec<String>>,
     /// `None`: every key (`allkeys`, `~*`).
     keys: Option<Vec<KeyPattern>>,
     /// `None`: every channel (`allchannels`, `&*`).
     channels: Option<Vec<Vec<u8>>>,
+    /// What `reset` (and a new user) starts channels with: `acl-pubsub-default`.
+    pubsub_all_default: bool,
 }
 
 impl User {
@@ -85,13 +93,26 @@ impl User {
             name: name.to_owned(),
             enabled: false,
             nopass: false,
+            sanitize_payload: true,
             passwords: Vec::new(),
             all_commands: false,
             command_rules: Vec::new(),
             allowed: HashSet::new(),
+            first_args: BTreeMap::new(),
             keys: Some(Vec::new()),
             channels: Some(Vec::new()),
+            pubsub_all_default: false,
         }
+    }
+
+    /// A new user under `acl-pubsub-default allchannels` (true) or `resetchannels`.
+    pub fn with_pubsub_default(name: &str, all: bool) -> User {
+        let mut u = User::new(name);
+        u.pubsub_all_default = all;
+        if all {
+            u.channels = None;
+        }
+        u
     }
 
     /// The `default` user as a server starts with it: on, no password, everything.
@@ -135,11 +156,24 @@ impl User {
             "allcommands" => self.set_base(true),
             "nocommands" => self.set_base(false),
             "reset" => {
-                for r in ["resetpass", "resetkeys", "resetchannels", "off", "-@all"] {
+                let channels = if self.pubsub_all_default {
+                    "allchannels"
+                } else {
+                    "resetchannels"
+                };
+                for r in [
+                    "resetpass",
+                    "resetkeys",
+                    channels,
+                    "off",
+                    "-@all",
+                    "sanitize-payload",
+                ] {
                     self.apply(r)?;
                 }
             }
-            "sanitize-payload" | "skip-sanitize-payload" => {}
+            "sanitize-payload" => self.sanitize_payload = true,
+            "skip-sanitize-payload" => self.sanitize_payload = false,
             _ => {
                 if let Some(pass) = rule.strip_prefix('>') {
                     let h = sha256(pass.as_bytes());
@@ -221,21 +255,52 @@ impl User {
                             return Err(UNKNOWN);
                         }
                     } else {
-                        let (name, sub) = match body.split_once('|') {
-                            Some((n, s)) => (n, Some(s)),
-                            None => (body, None),
-                        };
-                        let c = registry().get(name.as_bytes()).ok_or(UNKNOWN)?;
-                        if let Some(sub) = sub {
-                            if c.subs.is_empty() {
-                                return Err("Allowing first-arg of a subcommand is not supported");
+                        const FIRST_ARG: &str =
+                            "Allowing first-arg of a subcommand is not supported";
+                        let parts: Vec<&str> = body.split('|').collect();
+                        let c = registry().get(parts[0].as_bytes()).ok_or(UNKNOWN)?;
+                        let flat = c.subs.is_empty() || c.has(flag::ACL_FIRST_ARG);
+                        match (parts.len(), flat) {
+                            (1, _) => {}
+                            // `+config|get` names a subcommand; more is a first-arg rule.
+                            (2, false) => {
+                                c.sub(parts[1].as_bytes()).ok_or(UNKNOWN)?;
                             }
-                            c.sub(sub.as_bytes()).ok_or(UNKNOWN)?;
+                            (_, false) => return Err(FIRST_ARG),
+                            // Redis 7's first-arg rule: `+select|0` allows SELECT 0.
+                            (2, true) if allow => {
+                                let args = self.first_args.entry(parts[0].to_owned()).or_default();
+                                if !args.iter().any(|a| a == parts[1]) {
+                                    args.push(parts[1].to_owned());
+                                }
+                                if !self.command_rules.contains(&lower) {
+                                    self.command_rules.push(lower.clone());
+                                }
+                                return Ok(());
+                            }
+                            (2, true) => return Err(SYNTAX),
+                            (_, true) => return Err(UNKNOWN),
+                        }
+                        // A rule for the whole command ends its first-arg rules.
+                        if parts.len() == 1 && self.first_args.remove(parts[0]).is_some() {
+                            let prefix = format!("+{}|", parts[0]);
+                            self.command_rules.retain(|r| !r.starts_with(&prefix));
                         }
                     }
-                    // A later rule for the same command replaces an earlier one.
+                    // A subcommand whose whole command a rule already allows needs no
+                    // rule of its own (`+memory +memory|doctor` is `+memory`).
+                    if let (true, Some((parent, _))) = (allow, body.split_once('|')) {
+                        let last = self.command_rules.iter().rev().find(|r| &r[1..] == parent);
+                        if last.is_some_and(|r| r.starts_with('+')) {
+                            return Ok(());
+                        }
+                    }
+                    // A later rule for the same command replaces an earlier one, and a
+                    // rule for a whole command those for its subcommands.
                     let body = body.to_owned();
-                    self.command_rules.retain(|r| r[1..] != body);
+                    let sub_prefix = format!("{body}|");
+                    self.command_rules
+                        .retain(|r| r[1..] != body && !r[1..].starts_with(&sub_prefix));
                     self.command_rules.push(lower.clone());
                     self.resolve();
                 } else {
@@ -249,6 +314,7 @@ impl User {
     fn set_base(&mut self, all: bool) {
         self.all_commands = all;
         self.command_rules.clear();
+        self.first_args.clear();
         self.resolve();
     }
 
@@ -266,6 +332,15 @@ impl User {
         let parent = c.full_name.split('|').next().unwrap_or_default();
         for rule in &self.command_rules {
             let (sign, body) = rule.split_at(1);
+            if self
+                .first_args
+                .contains_key(body.split('|').next().unwrap_or_default())
+                && body.contains('|')
+                && !c.is_sub
+            {
+                // A first-arg rule: checked with the arguments (`may_run`).
+                continue;
+            }
             let hits = match body.strip_prefix('@') {
                 Some(cat) => acl_categories(c).iter().any(|k| k[1..] == *cat),
                 None => body == c.full_name || (c.is_sub && body == parent),
@@ -277,8 +352,15 @@ impl User {
         allowed
     }
 
-    pub fn may_run(&self, c: &Command) -> bool {
+    pub fn may_run(&self, c: &Command, argv: &[Bytes]) -> bool {
+        // First-arg rules are by the command's name (DEBUG's subcommands are its
+        // first arguments).
+        let name = c.full_name.split('|').next().unwrap_or_default();
         self.allowed.contains(&c.full_name)
+            || self.first_args.get(name).is_some_and(|args| {
+                argv.get(1)
+                    .is_some_and(|a| args.iter().any(|x| x.as_bytes().eq_ignore_ascii_case(a)))
+            })
     }
 
     fn key_allowed(&self, key: &[u8], read: bool, write: bool) -> bool {
@@ -288,6 +370,12 @@ impl User {
                 (!read || p.read) && (!write || p.write) && glob_match(&p.pattern, key, false)
             }),
         }
+    }
+
+    /// Whether a subscription the client holds is still allowed (a pattern
+    /// subscription must be one of the user's patterns).
+    pub fn subscription_allowed(&self, kind: crate::pubsub::Kind, name: &[u8]) -> bool {
+        self.channel_allowed(name, kind == crate::pubsub::Kind::Pattern)
     }
 
     fn channel_allowed(&self, channel: &[u8], literal_pattern: bool) -> bool {
@@ -347,6 +435,11 @@ impl User {
         if self.nopass {
             f.push("nopass");
         }
+        f.push(if self.sanitize_payload {
+            "sanitize-payload"
+        } else {
+            "skip-sanitize-payload"
+        });
         f
     }
 
@@ -403,10 +496,10 @@ fn parse_hash(text: &str) -> Option<[u8; 32]> {
 /// Why a command was refused (ACL LOG's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denial {
-    Command,
-    Key,
-    Channel,
-    Auth,
+    Auth = 0,
+    Command = 1,
+    Key = 2,
+    Channel = 3,
 }
 
 impl Denial {
@@ -418,6 +511,16 @@ impl Denial {
             Denial::Auth => "auth",
         }
     }
+}
+
+/// A refusal to record (see [`Acl::log_denial`]).
+pub struct Refusal<'a> {
+    pub reason: Denial,
+    /// `toplevel`, `multi` or `lua`.
+    pub context: &'static str,
+    pub object: &'a str,
+    pub username: &'a str,
+    pub client_info: String,
 }
 
 /// One ACL LOG entry; identical refusals within 60 s are counted on one entry.
@@ -443,10 +546,9 @@ pub struct Acl {
     generation: AtomicU64,
     log: parking_lot::Mutex<VecDeque<LogEntry>>,
     next_entry: AtomicU64,
+    /// Refusals by reason (INFO's `acl_access_denied_*`): auth, command, key, channel.
+    denied: [AtomicU64; 4],
 }
-
-/// ACL LOG keeps at most this many entries (Redis's `acllog-max-len` default).
-const LOG_MAX: usize = 128;
 
 impl Default for Acl {
     fn default() -> Self {
@@ -458,6 +560,7 @@ impl Default for Acl {
             generation: AtomicU64::new(0),
             log: parking_lot::Mutex::new(VecDeque::new()),
             next_entry: AtomicU64::new(0),
+            denied: Default::default(),
         }
     }
 }
@@ -486,12 +589,13 @@ impl Acl {
     }
 
     /// ACL SETUSER: applies `rules` to the user (made if new), all or nothing.
-    pub fn set_user(&self, name: &str, rules: &[Bytes]) -> Result<(), CmdError> {
+    pub fn set_user(&self, name: &str, rules: &[Bytes], pubsub_all: bool) -> Result<(), CmdError> {
         let mut users = self.users.write();
         let mut user = match users.get(name) {
             Some(u) => (**u).clone(),
-            None => User::new(name),
+            None => User::with_pubsub_default(name, pubsub_all),
         };
+        user.pubsub_all_default = pubsub_all;
         for rule in rules {
             let text = String::from_utf8_lossy(rule);
             user.apply(&text).map_err(|why| {
@@ -532,7 +636,7 @@ impl Acl {
         cmd: &Command,
         argv: &[Bytes],
     ) -> Result<(), (Denial, String)> {
-        if !user.may_run(cmd) {
+        if !user.may_run(cmd, argv) {
             return Err((Denial::Command, cmd.full_name.clone()));
         }
         if user.keys.is_some() {
@@ -572,16 +676,16 @@ impl Acl {
         Ok(())
     }
 
-    /// Records a refusal in ACL LOG.
-    pub fn log_denial(
-        &self,
-        reason: Denial,
-        context: &'static str,
-        object: &str,
-        username: &str,
-        client_info: String,
-        now_ms: u64,
-    ) {
+    /// Records a refusal in ACL LOG (the log keeps `max_len` entries).
+    pub fn log_denial(&self, r: Refusal<'_>, now_ms: u64, max_len: usize) {
+        let Refusal {
+            reason,
+            context,
+            object,
+            username,
+            client_info,
+        } = r;
+        self.denied[reason as usize].fetch_add(1, Ordering::Relaxed);
         let mut log = self.log.lock();
         if let Some(e) = log.iter_mut().find(|e| {
             e.reason == reason
@@ -607,7 +711,12 @@ impl Acl {
             entry_id,
             client_info,
         });
-        log.truncate(LOG_MAX);
+        log.truncate(max_len);
+    }
+
+    /// How many refusals of this kind since start.
+    pub fn denied(&self, reason: Denial) -> u64 {
+        self.denied[reason as usize].load(Ordering::Relaxed)
     }
 
     pub fn log_entries(&self, count: usize) -> Vec<LogEntry> {
@@ -660,12 +769,12 @@ mod tests {
         let set = registry().get(b"set").unwrap();
         let hset = registry().get(b"hset").unwrap();
         let hdel = registry().get(b"hdel").unwrap();
-        assert!(u.may_run(get) && u.may_run(hset));
-        assert!(!u.may_run(set) && !u.may_run(hdel));
+        assert!(u.may_run(get, &[]) && u.may_run(hset, &[]));
+        assert!(!u.may_run(set, &[]) && !u.may_run(hdel, &[]));
         assert_eq!(
             u.describe(),
             format!(
-                "user alice on #{} ~cached:* %R~ro:* resetchannels &news -@all +get +@hash -hdel",
+                "user alice on sanitize-payload #{} ~cached:* %R~ro:* resetchannels &news -@all +get +@hash -hdel",
                 hex(&sha256(b"p1"))
             )
         );
@@ -674,17 +783,28 @@ mod tests {
         assert!(u.password_matches(b"p1") && !u.password_matches(b"p2"));
         assert_eq!(
             User::default_user().describe(),
-            "user default on nopass ~* &* +@all"
+            "user default on nopass sanitize-payload ~* &* +@all"
         );
         assert_eq!(
             User::new("bob").describe(),
-            "user bob off resetchannels -@all"
+            "user bob off sanitize-payload resetchannels -@all"
         );
         // Subcommands: by full name, or all of a container.
         let mut c = User::new("c");
         c.apply("+config|get").unwrap();
         let cfg = registry().get(b"config").unwrap();
-        assert!(c.may_run(cfg.sub(b"get").unwrap()) && !c.may_run(cfg.sub(b"set").unwrap()));
+        assert!(
+            c.may_run(cfg.sub(b"get").unwrap(), &[]) && !c.may_run(cfg.sub(b"set").unwrap(), &[])
+        );
+        c.apply("+select|0").unwrap();
+        let select = registry().get(b"select").unwrap();
+        let argv = |a: &str| {
+            vec![
+                Bytes::from_static(b"select"),
+                Bytes::copy_from_slice(a.as_bytes()),
+            ]
+        };
+        assert!(c.may_run(select, &argv("0")) && !c.may_run(select, &argv("1")));
         assert_eq!(
             c.apply("+nosuch"),
             Err("Unknown command or category name in ACL")

@@ -46,6 +46,10 @@ pub mod flag {
     /// Not a Redis flag: a BLOCKING command that blocks only when asked to (XREAD
     /// … BLOCK); without the option it is an ordinary read, fine over REST.
     pub const BLOCKS_ON_OPTION: u32 = 1 << 24;
+    /// A container whose subcommands ACL rules treat as first arguments, as Redis
+    /// does for DEBUG (which has no subcommand table there): `+debug|digest` is
+    /// a first-arg rule, accepted for any word.
+    pub const ACL_FIRST_ARG: u32 = 1 << 25;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),

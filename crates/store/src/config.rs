@@ -111,6 +111,12 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ("requirepass", "", Kind::Str),
     // ACL users file (ACL SAVE / ACL LOAD; loaded at start when set).
     ("aclfile", "", Kind::Str),
+    ("acllog-max-len", "128", Kind::Int),
+    (
+        "acl-pubsub-default",
+        "resetchannels",
+        Kind::Enum(&["allchannels", "resetchannels"]),
+    ),
     ("bind", "127.0.0.1", Kind::Str),
     ("port", "6379", Kind::Int),
     ("dir", "./data", Kind::Str),

@@ -509,12 +509,15 @@ impl Store {
         };
         verdict.map_err(|(denial, object)| {
             self.acl.log_denial(
-                denial,
-                context,
-                &object,
-                &name,
-                acl_client_info(&client.info),
+                crate::acl::Refusal {
+                    reason: denial,
+                    context,
+                    object: &object,
+                    username: &name,
+                    client_info: acl_client_info(&client.info),
+                },
                 crate::clock::now_ms(),
+                self.config.get_u64("acllog-max-len") as usize,
             );
             crate::acl::noperm(denial, &name, &object)
         })
@@ -1078,11 +1081,12 @@ pub fn acl_client_info(c: &crate::client::ClientInfo) -> String {
         .map(|b| String::from_utf8_lossy(b).into_owned())
         .unwrap_or_default();
     format!(
-        "id={} addr={} laddr={} name={name} db={} user={} resp={}",
+        "id={} addr={} laddr={} name={name} db={} cmd={} user={} resp={}",
         c.id,
         c.addr,
         c.laddr,
         c.db.load(Ordering::Relaxed),
+        c.last_command_name(),
         c.user(),
         c.resp.load(Ordering::Relaxed),
     )

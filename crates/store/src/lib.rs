@@ -416,6 +416,24 @@ impl Store {
                 .is_none_or(|u| !u.enabled || !u.nopass)
     }
 
+    /// Disconnects subscribers whose user may no longer use a channel or pattern
+    /// they are subscribed to (after ACL SETUSER or LOAD), as Redis does.
+    pub fn kill_unpermitted_subscribers(&self) {
+        let mut doomed = Vec::new();
+        self.pubsub.for_each_subscription(|kind, name, c| {
+            let allowed = self
+                .acl
+                .user(&c.user())
+                .is_some_and(|u| u.subscription_allowed(kind, name));
+            if !allowed {
+                doomed.push(c.clone());
+            }
+        });
+        for c in doomed {
+            c.kill();
+        }
+    }
+
     /// Clients logged in as one of `users` (ACL DELUSER disconnects them).
     pub fn kill_clients_of(&self, users: &[&str]) {
         for info in self.clients.read().values() {

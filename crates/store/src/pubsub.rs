@@ -44,6 +44,17 @@ impl PubSub {
         }
     }
 
+    /// Calls `f` for every (kind, channel or pattern, subscriber).
+    pub fn for_each_subscription(&self, mut f: impl FnMut(Kind, &[u8], &Arc<ClientInfo>)) {
+        for kind in [Kind::Channel, Kind::Pattern, Kind::Shard] {
+            for (name, subs) in self.table(kind).read().iter() {
+                for c in subs.values() {
+                    f(kind, name, c);
+                }
+            }
+        }
+    }
+
     pub fn set_bridge(&self, bridge: Arc<dyn PublishBridge>) {
         *self.bridge.write() = Some(bridge);
     }

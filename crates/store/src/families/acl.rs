@@ -89,7 +89,9 @@ fn user_name(b: &[u8]) -> Result<String, CmdError> {
 
 fn setuser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let name = user_name(args.next_bytes()?)?;
-    ctx.store.acl.set_user(&name, args.rest())?;
+    let pubsub_all = pubsub_default_all(ctx.store);
+    ctx.store.acl.set_user(&name, args.rest(), pubsub_all)?;
+    ctx.store.kill_unpermitted_subscribers();
     Ok(Reply::ok())
 }
 
@@ -111,6 +113,11 @@ fn getuser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if nopass && passwords.is_empty() {
         flags.push(text("nopass"));
     }
+    flags.push(text(if u.sanitize_payload {
+        "sanitize-payload"
+    } else {
+        "skip-sanitize-payload"
+    }));
     Ok(Reply::Map(vec![
         (text("flags"), Reply::Array(flags)),
         (
@@ -183,12 +190,15 @@ fn cat(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         return Ok(Reply::Array(CATEGORIES.iter().map(|c| text(*c)).collect()));
     }
     if args.remaining() > 1 {
-        return Err(CmdError::Syntax);
+        return Err(CmdError::err(
+            "unknown subcommand or wrong number of arguments for 'CAT'. Try ACL HELP.",
+        ));
     }
-    let want = String::from_utf8_lossy(args.next_bytes()?).to_ascii_lowercase();
+    let given = String::from_utf8_lossy(args.next_bytes()?).into_owned();
+    let want = given.to_ascii_lowercase();
     let want = want.strip_prefix('@').unwrap_or(&want).to_owned();
     if !CATEGORIES.contains(&want.as_str()) {
-        return Err(CmdError::err(format!("Unknown category '{want}'")));
+        return Err(CmdError::err(format!("Unknown category '{given}'")));
     }
     let tag = format!("@{want}");
     let mut names: Vec<String> = registry()
@@ -282,8 +292,24 @@ fn dryrun(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     })
 }
 
+/// The `aclfile`, a relative path being in the data dir (`dir`), as Redis, which
+/// runs in its `dir`, reads it.
+pub fn acl_file_path(store: &crate::Store) -> Option<String> {
+    let file = store.config.get("aclfile").filter(|f| !f.is_empty())?;
+    if std::path::Path::new(&file).is_absolute() {
+        return Some(file);
+    }
+    let dir = store.config.get("dir").unwrap_or_else(|| ".".into());
+    Some(
+        std::path::Path::new(&dir)
+            .join(file)
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
 fn acl_file(ctx: &Ctx<'_>) -> Result<String, CmdError> {
-    match ctx.store.config.get("aclfile").filter(|f| !f.is_empty()) {
+    match acl_file_path(ctx.store) {
         Some(f) => Ok(f),
         None => Err(CmdError::err(
             "This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.",
@@ -301,15 +327,21 @@ fn save(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::ok())
 }
 
+/// `acl-pubsub-default allchannels`: new and reset users may use every channel.
+pub fn pubsub_default_all(store: &crate::Store) -> bool {
+    store.config.get("acl-pubsub-default").as_deref() == Some("allchannels")
+}
+
 fn load(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     let path = acl_file(ctx)?;
-    let users = parse_acl_file(&path).map_err(CmdError::err)?;
+    let users = parse_acl_file(&path, pubsub_default_all(ctx.store)).map_err(CmdError::err)?;
     ctx.store.acl.replace_all(users);
+    ctx.store.kill_unpermitted_subscribers();
     Ok(Reply::ok())
 }
 
 /// Reads an ACL file (`user <name> <rules…>` lines; `#` comments), all or nothing.
-pub fn parse_acl_file(path: &str) -> Result<Vec<User>, String> {
+pub fn parse_acl_file(path: &str, pubsub_all: bool) -> Result<Vec<User>, String> {
     let body = std::fs::read_to_string(path)
         .map_err(|e| format!("Error loading ACLs, opening file '{path}': {e}"))?;
     let mut users: Vec<User> = Vec::new();
@@ -331,7 +363,7 @@ pub fn parse_acl_file(path: &str) -> Result<Vec<User>, String> {
         if users.iter().any(|u| u.name == name) {
             return Err(format!("/{path}:{}: Duplicate user '{name}' found", i + 1));
         }
-        let mut u = User::new(name);
+        let mut u = User::with_pubsub_default(name, pubsub_all);
         for w in words {
             u.apply(w)
                 .map_err(|why| format!("/{path}:{}: {why}. ", i + 1))?;
@@ -398,7 +430,10 @@ mod tests {
         assert_eq!(admin.run(&["ACL", "USERS"]), bulks(&["alice", "default"]));
         let list = admin.run(&["ACL", "LIST"]);
         let Reply::Array(lines) = list else { panic!() };
-        assert_eq!(lines[1], bulk("user default on nopass ~* &* +@all"));
+        assert_eq!(
+            lines[1],
+            bulk("user default on nopass sanitize-payload ~* &* +@all")
+        );
         // Deleting the user disconnects it.
         assert_eq!(admin.run(&["ACL", "DELUSER", "alice", "nobody"]), int(1));
         assert!(alice.client.info.is_killed());

@@ -70,7 +70,13 @@ pub(crate) fn acl_categories(c: &Command) -> Vec<&'static str> {
     if fl & flag::BLOCKING != 0 {
         v.push("@blocking");
     }
-    let group = match c.spec.group {
+    // A subcommand declared without a group of its own is in its container's.
+    let parent_group = (c.is_sub && c.spec.group == "generic")
+        .then(|| c.full_name.split('|').next())
+        .flatten()
+        .and_then(|p| registry().get(p.as_bytes()))
+        .map(|p| p.spec.group);
+    let group = match parent_group.unwrap_or(c.spec.group) {
         "string" => Some("@string"),
         "list" => Some("@list"),
         "hash" => Some("@hash"),

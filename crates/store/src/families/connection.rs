@@ -26,6 +26,30 @@ pub fn commands() -> Vec<CommandSpec> {
         conn(
             cmd("echo", 2, FAST | NO_KEYSPACE, NO_KEYS, echo).summary("Returns the given string."),
         ),
+        // Cluster replica reads: a server without cluster support refuses them, as
+        // Redis does (clients send them when told a node is a cluster replica).
+        conn(
+            cmd(
+                "readonly",
+                1,
+                FAST | LOADING | STALE | NO_KEYSPACE,
+                NO_KEYS,
+                no_cluster,
+            )
+            .summary("Enables read-only queries for a connection to a Redis Cluster replica node."),
+        ),
+        conn(
+            cmd(
+                "readwrite",
+                1,
+                FAST | LOADING | STALE | NO_KEYSPACE,
+                NO_KEYS,
+                no_cluster,
+            )
+            .summary(
+                "Enables read-write queries for a connection to a Redis Cluster replica node.",
+            ),
+        ),
         conn(
             cmd(
                 "select",
@@ -148,17 +172,24 @@ fn check_password(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> Result<(), Cmd
         Ok(())
     } else {
         ctx.store.acl.log_denial(
-            crate::acl::Denial::Auth,
-            "toplevel",
-            "AUTH",
-            &name,
-            crate::exec::acl_client_info(&ctx.client.info),
+            crate::acl::Refusal {
+                reason: crate::acl::Denial::Auth,
+                context: "toplevel",
+                object: "AUTH",
+                username: &name,
+                client_info: crate::exec::acl_client_info(&ctx.client.info),
+            },
             crate::clock::now_ms(),
+            ctx.store.config.get_u64("acllog-max-len") as usize,
         );
         Err(CmdError::raw(
             "WRONGPASS invalid username-password pair or user is disabled.",
         ))
     }
+}
+
+fn no_cluster(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Err(CmdError::err("This instance has cluster support disabled"))
 }
 
 fn auth(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -198,11 +229,11 @@ fn hello(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         };
     }
     let mut setname = None;
+    // With several AUTH options the last one counts, as in Redis.
+    let mut auth = None;
     while !args.is_empty() {
         if args.flag("AUTH") && args.remaining() >= 2 {
-            let user = args.next_bytes()?;
-            let pass = args.next_bytes()?;
-            check_password(ctx, user, pass)?;
+            auth = Some((args.next_bytes()?, args.next_bytes()?));
         } else if args.flag("SETNAME") && args.remaining() >= 1 {
             let name = args.next_bytes()?;
             super::server::validate_client_name(name)?;
@@ -213,6 +244,9 @@ fn hello(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 "Syntax error in HELLO option '{opt}'"
             )));
         }
+    }
+    if let Some((user, pass)) = auth {
+        check_password(ctx, user, pass)?;
     }
     if !ctx.client.authenticated {
         if ctx.store.requires_auth() {

@@ -28,45 +28,51 @@ use crate::value::{Entry, Value};
 /// itself, so they cannot run inside MULTI.
 pub fn commands() -> Vec<CommandSpec> {
     let base = ADMIN | NOSCRIPT | LOADING | STALE;
-    vec![cmd("debug", -2, base | NO_KEYSPACE, NO_KEYS, help)
-        .group("server")
-        .summary("A container for debugging commands.")
-        .subs(vec![
-            cmd("sleep", 3, base | NO_KEYSPACE, NO_KEYS, sleep)
-                .summary("Blocks the server for the given seconds."),
-            cmd(
-                "set-active-expire",
-                3,
-                base | NO_KEYSPACE,
-                NO_KEYS,
-                set_active_expire,
-            )
-            .summary("Stops or restarts the background expiry of keys."),
-            cmd("object", 3, base | READONLY, keys(2, 2, 1), object)
-                .summary("Internal details of a key's value."),
-            cmd("digest", 2, base | READONLY | ALL_KEYS, NO_KEYS, digest)
-                .summary("A digest of the whole dataset."),
-            cmd(
-                "digest-value",
-                -2,
-                base | READONLY,
-                keys(2, -1, 1),
-                digest_value,
-            )
-            .summary("A digest of each key's value."),
-            cmd("reload", -2, base | NO_KEYSPACE | NO_MULTI, NO_KEYS, reload)
-                .summary("Saves, empties and reloads the dataset from the snapshot."),
-            cmd(
-                "loadaof",
-                2,
-                base | NO_KEYSPACE | NO_MULTI,
-                NO_KEYS,
-                loadaof,
-            )
-            .summary("Empties and reloads the dataset from the AOF."),
-            cmd("help", 2, base | NO_KEYSPACE, NO_KEYS, help)
-                .summary("Returns helpful text about the different subcommands."),
-        ])]
+    vec![cmd(
+        "debug",
+        -2,
+        base | NO_KEYSPACE | ACL_FIRST_ARG,
+        NO_KEYS,
+        help,
+    )
+    .group("server")
+    .summary("A container for debugging commands.")
+    .subs(vec![
+        cmd("sleep", 3, base | NO_KEYSPACE, NO_KEYS, sleep)
+            .summary("Blocks the server for the given seconds."),
+        cmd(
+            "set-active-expire",
+            3,
+            base | NO_KEYSPACE,
+            NO_KEYS,
+            set_active_expire,
+        )
+        .summary("Stops or restarts the background expiry of keys."),
+        cmd("object", 3, base | READONLY, keys(2, 2, 1), object)
+            .summary("Internal details of a key's value."),
+        cmd("digest", 2, base | READONLY | ALL_KEYS, NO_KEYS, digest)
+            .summary("A digest of the whole dataset."),
+        cmd(
+            "digest-value",
+            -2,
+            base | READONLY,
+            keys(2, -1, 1),
+            digest_value,
+        )
+        .summary("A digest of each key's value."),
+        cmd("reload", -2, base | NO_KEYSPACE | NO_MULTI, NO_KEYS, reload)
+            .summary("Saves, empties and reloads the dataset from the snapshot."),
+        cmd(
+            "loadaof",
+            2,
+            base | NO_KEYSPACE | NO_MULTI,
+            NO_KEYS,
+            loadaof,
+        )
+        .summary("Empties and reloads the dataset from the AOF."),
+        cmd("help", 2, base | NO_KEYSPACE, NO_KEYS, help)
+            .summary("Returns helpful text about the different subcommands."),
+    ])]
 }
 
 type Sha = [u8; 20];
