@@ -19,7 +19,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
-use crate::command::{flag, registry, ChannelArgs, Command};
+use crate::command::{flag, registry, ChannelArgs, Command, KeyRoles};
 use crate::error::CmdError;
 use crate::families::command_docs::acl_categories;
 use crate::glob::glob_match;
@@ -83,6 +83,10 @@ pub struct User {
     channels: Option<Vec<Vec<u8>>>,
     /// What `reset` (and a new user) starts channels with: `acl-pubsub-default`.
     pubsub_all_default: bool,
+    /// Selectors (`(~key* +get)`): further sets of permissions, each with its own
+    /// commands, keys and channels; a command runs if the user's own or any
+    /// selector allows it whole. Selectors' own user fields are unused.
+    pub selectors: Vec<User>,
 }
 
 impl User {
@@ -102,6 +106,7 @@ impl User {
             keys: Some(Vec::new()),
             channels: Some(Vec::new()),
             pubsub_all_default: false,
+            selectors: Vec::new(),
         }
     }
 
@@ -375,7 +380,12 @@ impl User {
     /// Whether a subscription the client holds is still allowed (a pattern
     /// subscription must be one of the user's patterns).
     pub fn subscription_allowed(&self, kind: crate::pubsub::Kind, name: &[u8]) -> bool {
-        self.channel_allowed(name, kind == crate::pubsub::Kind::Pattern)
+        let literal = kind == crate::pubsub::Kind::Pattern;
+        self.channel_allowed(name, literal)
+            || self
+                .selectors
+                .iter()
+                .any(|s| s.channel_allowed(name, literal))
     }
 
     fn channel_allowed(&self, channel: &[u8], literal_pattern: bool) -> bool {
@@ -448,6 +458,16 @@ impl User {
         let mut parts = vec![format!("user {}", self.name)];
         parts.extend(self.flags().iter().map(|f| f.to_string()));
         parts.extend(self.passwords.iter().map(|p| format!("#{}", hex(p))));
+        parts.push(self.describe_permissions());
+        for sel in &self.selectors {
+            parts.push(format!("({})", sel.describe_permissions()));
+        }
+        parts.join(" ")
+    }
+
+    /// Keys, channels and commands, as ACL LIST shows them for the user or a selector.
+    pub fn describe_permissions(&self) -> String {
+        let mut parts = Vec::new();
         let keys = self.keys_text();
         if !keys.is_empty() {
             parts.push(keys);
@@ -465,8 +485,54 @@ impl User {
         parts.join(" ")
     }
 
+    /// Applies a selector's rules: permissions only.
+    fn apply_in_selector(&mut self, rule: &str) -> Result<(), &'static str> {
+        let lower = rule.to_ascii_lowercase();
+        let user_level = matches!(
+            lower.as_str(),
+            "on" | "off"
+                | "nopass"
+                | "resetpass"
+                | "reset"
+                | "clearselectors"
+                | "sanitize-payload"
+                | "skip-sanitize-payload"
+        ) || rule.starts_with(['>', '<', '#', '!', '(']);
+        if user_level {
+            return Err("Syntax error");
+        }
+        self.apply(rule)
+    }
+
     pub fn password_matches(&self, pass: &[u8]) -> bool {
         self.nopass || self.passwords.contains(&sha256(pass))
+    }
+}
+
+/// Joins a selector written over several arguments (`"(~key1" "+get)"`) into one
+/// rule, as Redis does; an unclosed one is an error.
+fn group_selectors(args: &[String]) -> Result<Vec<String>, CmdError> {
+    let mut out = Vec::new();
+    // (the selector so far, the argument it started with)
+    let mut open: Option<(String, &str)> = None;
+    for a in args {
+        match open.as_mut() {
+            Some((acc, _)) => {
+                acc.push(' ');
+                acc.push_str(a);
+                if a.ends_with(')') {
+                    out.extend(open.take().map(|(acc, _)| acc));
+                }
+            }
+            None if a.starts_with('(') && !a.ends_with(')') => open = Some((a.clone(), a)),
+            None => out.push(a.clone()),
+        }
+    }
+    match open {
+        Some((_, start)) => Err(CmdError::err(format!(
+            "Unmatched parenthesis in acl selector starting at '{start}'."
+        ))),
+        None => Ok(out),
     }
 }
 
@@ -596,11 +662,24 @@ impl Acl {
             None => User::with_pubsub_default(name, pubsub_all),
         };
         user.pubsub_all_default = pubsub_all;
-        for rule in rules {
-            let text = String::from_utf8_lossy(rule);
-            user.apply(&text).map_err(|why| {
-                CmdError::err(format!("Error in ACL SETUSER modifier '{text}': {why}"))
-            })?;
+        let texts: Vec<String> = rules
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect();
+        for rule in group_selectors(&texts)? {
+            let err =
+                |why: &str| CmdError::err(format!("Error in ACL SETUSER modifier '{rule}': {why}"));
+            if let Some(inner) = rule.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+                let mut sel = User::with_pubsub_default("", pubsub_all);
+                for r in inner.split_whitespace() {
+                    sel.apply_in_selector(r).map_err(err)?;
+                }
+                user.selectors.push(sel);
+            } else if rule.eq_ignore_ascii_case("clearselectors") {
+                user.selectors.clear();
+            } else {
+                user.apply(&rule).map_err(err)?;
+            }
         }
         users.insert(name.to_owned(), Arc::new(user));
         self.changed(&users);
@@ -629,25 +708,48 @@ impl Acl {
         self.changed(&users);
     }
 
-    /// Whether `user` may run `cmd` with `argv`; the refusal and what was refused.
+    /// Whether `user` may run `cmd` with `argv` (its own permissions or one of its
+    /// selectors'); the refusal, as the user's own permissions give it.
     pub fn check(
         &self,
         user: &User,
         cmd: &Command,
         argv: &[Bytes],
     ) -> Result<(), (Denial, String)> {
+        let own = Self::check_one(user, cmd, argv);
+        let Err(mut denial) = own else {
+            return Ok(());
+        };
+        // Any selector may allow it; otherwise the most telling refusal is
+        // reported: one that got past the command check (key, channel).
+        for sel in &user.selectors {
+            match Self::check_one(sel, cmd, argv) {
+                Ok(()) => return Ok(()),
+                Err(d) if denial.0 == Denial::Command && d.0 != Denial::Command => denial = d,
+                Err(_) => {}
+            }
+        }
+        Err(denial)
+    }
+
+    fn check_one(user: &User, cmd: &Command, argv: &[Bytes]) -> Result<(), (Denial, String)> {
         if !user.may_run(cmd, argv) {
             return Err((Denial::Command, cmd.full_name.clone()));
         }
         if user.keys.is_some() {
-            let (read, write) = if cmd.has(flag::WRITE) {
+            let by_flags = if cmd.has(flag::WRITE) {
                 (false, true)
             } else if cmd.has(flag::READONLY) {
                 (true, false)
             } else {
                 (true, true)
             };
-            for pos in cmd.spec.keys.positions(argv) {
+            for (i, pos) in cmd.spec.keys.positions(argv).into_iter().enumerate() {
+                let (read, write) = match (cmd.spec.key_roles, i) {
+                    (KeyRoles::ByFlags, _) => by_flags,
+                    (KeyRoles::WriteThenRead, 0) | (KeyRoles::ReadThenWrite, 1..) => (false, true),
+                    (KeyRoles::WriteThenRead, _) | (KeyRoles::ReadThenWrite, 0) => (true, false),
+                };
                 if !user.key_allowed(&argv[pos], read, write) {
                     return Err((
                         Denial::Key,

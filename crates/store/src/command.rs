@@ -150,6 +150,19 @@ pub struct CommandSpec {
     pub block_kind: crate::blocking::BlockKind,
     /// Which arguments are pub/sub channels (ACL channel permissions).
     pub channels: ChannelArgs,
+    /// What the command does to each key, for ACL read/write key permissions.
+    pub key_roles: KeyRoles,
+}
+
+/// What a command does to its keys, for `%R~` / `%W~` ACL patterns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KeyRoles {
+    /// Every key as the command's flags say (write, read-only, or both).
+    ByFlags,
+    /// The first key is written, the others read (`*STORE`, BITOP).
+    WriteThenRead,
+    /// The first key is read, the others written (COPY).
+    ReadThenWrite,
 }
 
 /// Where a pub/sub command's channels are, for ACL checks.
@@ -184,6 +197,7 @@ pub fn cmd(
         subcommands: Vec::new(),
         block_kind: crate::blocking::BlockKind::List,
         channels: ChannelArgs::None,
+        key_roles: KeyRoles::ByFlags,
     }
 }
 
@@ -201,6 +215,12 @@ impl CommandSpec {
     /// Declares what a BLOCKING command waits for (lists unless told).
     pub fn blocks_on(mut self, kind: crate::blocking::BlockKind) -> Self {
         self.block_kind = kind;
+        self
+    }
+
+    /// Declares what the command does to each key (see [`KeyRoles`]).
+    pub fn key_roles(mut self, roles: KeyRoles) -> Self {
+        self.key_roles = roles;
         self
     }
 

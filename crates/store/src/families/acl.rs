@@ -127,7 +127,21 @@ fn getuser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         (text("commands"), text(u.commands_text())),
         (text("keys"), text(u.keys_text())),
         (text("channels"), text(u.channels_text())),
-        (text("selectors"), Reply::Array(Vec::new())),
+        (
+            text("selectors"),
+            Reply::Array(
+                u.selectors
+                    .iter()
+                    .map(|sel| {
+                        Reply::Map(vec![
+                            (text("commands"), text(sel.commands_text())),
+                            (text("keys"), text(sel.keys_text())),
+                            (text("channels"), text(sel.channels_text())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
     ]))
 }
 
@@ -363,11 +377,20 @@ pub fn parse_acl_file(path: &str, pubsub_all: bool) -> Result<Vec<User>, String>
         if users.iter().any(|u| u.name == name) {
             return Err(format!("/{path}:{}: Duplicate user '{name}' found", i + 1));
         }
-        let mut u = User::with_pubsub_default(name, pubsub_all);
-        for w in words {
-            u.apply(w)
-                .map_err(|why| format!("/{path}:{}: {why}. ", i + 1))?;
-        }
+        // Each line describes its user whole: `reset` first (the scratch set's
+        // `default` starts with every permission). Selectors may span words.
+        let rules: Vec<Bytes> = std::iter::once("reset")
+            .chain(words)
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        let scratch = crate::acl::Acl::default();
+        scratch
+            .set_user(name, &rules, pubsub_all)
+            .map_err(|e| format!("/{path}:{}: {}. ", i + 1, e.text()))?;
+        let u = scratch
+            .user(name)
+            .map(|u| (*u).clone())
+            .ok_or_else(|| format!("/{path}:{}: user {name} not made", i + 1))?;
         users.push(u);
     }
     Ok(users)
@@ -460,5 +483,73 @@ mod tests {
         );
         assert_eq!(fresh.run(&["AUTH", "secret"]), ok());
         assert_eq!(fresh.run(&["GET", "k"]), Reply::Null);
+    }
+
+    #[test]
+    fn selectors_and_key_roles() {
+        let mut admin = TestClient::new();
+        assert_eq!(
+            admin.run(&[
+                "ACL",
+                "SETUSER",
+                "sel",
+                "on",
+                "nopass",
+                "-@all",
+                "(+@write ~write::*)",
+                "(+@read",
+                "~read::*)"
+            ]),
+            ok()
+        );
+        let mut sel = admin.other();
+        assert_eq!(sel.run(&["AUTH", "sel", "x"]), ok());
+        assert_eq!(sel.run(&["SET", "write::a", "1"]), ok());
+        assert_eq!(sel.run(&["GET", "read::a"]), Reply::Null);
+        // The command is some selector's, the key is not: the key is reported.
+        assert_eq!(
+            sel.run(&["GET", "write::a"]),
+            err("NOPERM No permissions to access a key")
+        );
+        assert_eq!(
+            sel.run(&["PING"]),
+            err("NOPERM User sel has no permissions to run the 'ping' command")
+        );
+        let list = admin.run(&["ACL", "GETUSER", "sel"]);
+        let text = format!("{list:?}");
+        assert!(
+            text.contains("~write::*") && text.contains("~read::*"),
+            "{text}"
+        );
+        assert_eq!(
+            admin.run(&["ACL", "SETUSER", "bad", "(~a", "+get"]),
+            err("ERR Unmatched parenthesis in acl selector starting at '(~a'.")
+        );
+        // COPY reads its source and writes its destination.
+        assert_eq!(
+            admin.run(&[
+                "ACL",
+                "SETUSER",
+                "rw",
+                "on",
+                "nopass",
+                "+@all",
+                "%R~read*",
+                "%W~write*"
+            ]),
+            ok()
+        );
+        admin.run(&["SET", "read1", "v"]);
+        let mut rw = admin.other();
+        assert_eq!(rw.run(&["AUTH", "rw", "x"]), ok());
+        assert_eq!(rw.run(&["COPY", "read1", "write1"]), int(1));
+        assert_eq!(
+            rw.run(&["COPY", "write1", "read2"]),
+            err("NOPERM No permissions to access a key")
+        );
+        assert_eq!(
+            rw.run(&["SUNIONSTORE", "write2", "read1"]),
+            err("WRONGTYPE Operation against a key holding the wrong kind of value")
+        );
     }
 }

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
@@ -21,7 +21,7 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd("getbit", 3, READONLY | FAST, keys(1, 1, 1), getbit).summary("Returns a bit value by offset.")),
         s(cmd("bitcount", -2, READONLY, keys(1, 1, 1), bitcount).summary("Counts the number of set bits (population counting) in a string.")),
         s(cmd("bitpos", -3, READONLY, keys(1, 1, 1), bitpos).summary("Finds the first set (1) or clear (0) bit in a string.")),
-        s(cmd("bitop", -4, WRITE | DENYOOM, keys(2, -1, 1), bitop).summary("Performs bitwise operations on multiple strings, and stores the result.")),
+        s(cmd("bitop", -4, WRITE | DENYOOM, keys(2, -1, 1), bitop).key_roles(KeyRoles::WriteThenRead).summary("Performs bitwise operations on multiple strings, and stores the result.")),
         s(cmd("bitfield", -2, WRITE | DENYOOM, keys(1, 1, 1), bitfield).summary("Performs arbitrary bitfield integer operations on strings.")),
         s(cmd("bitfield_ro", -2, READONLY | FAST, keys(1, 1, 1), bitfield_ro).summary("Performs arbitrary read-only bitfield integer operations on strings.")),
     ]

@@ -9,7 +9,7 @@ use rand::Rng;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, NO_KEYS};
+use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, NO_KEYS};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::evict::Policy;
@@ -68,7 +68,7 @@ pub fn commands() -> Vec<CommandSpec> {
             .summary("Renames a key and overwrites the destination.")),
         g(cmd("renamenx", 3, WRITE | FAST, keys(1, 2, 1), renamenx)
             .summary("Renames a key only when the target key name doesn't exist.")),
-        g(cmd("copy", -3, WRITE | DENYOOM, keys(1, 2, 1), copy)
+        g(cmd("copy", -3, WRITE | DENYOOM, keys(1, 2, 1), copy).key_roles(KeyRoles::ReadThenWrite)
             .summary("Copies the value of a key to a new key.")),
         g(cmd("move", 3, WRITE | FAST, keys(1, 1, 1), move_)
             .summary("Moves a key to another database.")),

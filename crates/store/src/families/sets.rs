@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
+use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -32,11 +32,11 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd("smove", 4, WRITE | FAST, keys(1, 2, 1), smove).summary("Moves a member from one set to another.")),
         s(cmd("sinter", -2, READONLY, keys(1, -1, 1), sinter).summary("Returns the intersect of multiple sets.")),
         s(cmd("sintercard", -3, READONLY, Keys::Custom(numkeys_positions), sintercard).summary("Returns the number of members of the intersect of multiple sets.")),
-        s(cmd("sinterstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sinterstore).summary("Stores the intersect of multiple sets in a key.")),
+        s(cmd("sinterstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sinterstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the intersect of multiple sets in a key.")),
         s(cmd("sunion", -2, READONLY, keys(1, -1, 1), sunion).summary("Returns the union of multiple sets.")),
-        s(cmd("sunionstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sunionstore).summary("Stores the union of multiple sets in a key.")),
+        s(cmd("sunionstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sunionstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the union of multiple sets in a key.")),
         s(cmd("sdiff", -2, READONLY, keys(1, -1, 1), sdiff).summary("Returns the difference of multiple sets.")),
-        s(cmd("sdiffstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sdiffstore).summary("Stores the difference of multiple sets in a key.")),
+        s(cmd("sdiffstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sdiffstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the difference of multiple sets in a key.")),
         s(cmd("sscan", -3, READONLY, keys(1, 1, 1), sscan).summary("Iterates over members of a set.")),
     ]
 }

@@ -17,7 +17,7 @@ use tidewire_resp::{format_double, BulkArray, Reply};
 use crate::args::Args;
 use crate::blocking::parse_timeout;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
+use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::config::Limit;
 use crate::error::{CmdError, CmdResult};
@@ -42,7 +42,7 @@ pub fn commands() -> Vec<CommandSpec> {
         z(cmd("zcount", 4, READONLY | FAST, keys(1, 1, 1), zcount).summary("Returns the count of members in a sorted set that have scores within a range.")),
         z(cmd("zlexcount", 4, READONLY | FAST, keys(1, 1, 1), zlexcount).summary("Returns the number of members in a sorted set within a lexicographical range.")),
         z(cmd("zrange", -4, READONLY, keys(1, 1, 1), zrange).summary("Returns members in a sorted set within a range of indexes.")),
-        z(cmd("zrangestore", -5, WRITE | DENYOOM, keys(1, 2, 1), zrangestore).summary("Stores a range of members from sorted set in a key.")),
+        z(cmd("zrangestore", -5, WRITE | DENYOOM, keys(1, 2, 1), zrangestore).key_roles(KeyRoles::WriteThenRead).summary("Stores a range of members from sorted set in a key.")),
         z(cmd("zrevrange", -4, READONLY, keys(1, 1, 1), zrevrange).summary("Returns members in a sorted set within a range of indexes in reverse order.")),
         z(cmd("zrangebyscore", -4, READONLY, keys(1, 1, 1), zrangebyscore).summary("Returns members in a sorted set within a range of scores.")),
         z(cmd("zrevrangebyscore", -4, READONLY, keys(1, 1, 1), zrevrangebyscore).summary("Returns members in a sorted set within a range of scores in reverse order.")),
@@ -61,9 +61,9 @@ pub fn commands() -> Vec<CommandSpec> {
         z(cmd("zunion", -3, READONLY, Keys::Custom(at1_keys), zunion).summary("Returns the union of multiple sorted sets.")),
         z(cmd("zinter", -3, READONLY, Keys::Custom(at1_keys), zinter).summary("Returns the intersect of multiple sorted sets.")),
         z(cmd("zdiff", -3, READONLY, Keys::Custom(at1_keys), zdiff).summary("Returns the difference between multiple sorted sets.")),
-        z(cmd("zunionstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zunionstore).summary("Stores the union of multiple sorted sets in a key.")),
-        z(cmd("zinterstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zinterstore).summary("Stores the intersect of multiple sorted sets in a key.")),
-        z(cmd("zdiffstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zdiffstore).summary("Stores the difference of multiple sorted sets in a key.")),
+        z(cmd("zunionstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zunionstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the union of multiple sorted sets in a key.")),
+        z(cmd("zinterstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zinterstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the intersect of multiple sorted sets in a key.")),
+        z(cmd("zdiffstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zdiffstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the difference of multiple sorted sets in a key.")),
         z(cmd("zintercard", -3, READONLY, Keys::Custom(at1_keys), zintercard).summary("Returns the number of members of the intersect of multiple sorted sets.")),
         z(cmd("zscan", -3, READONLY, keys(1, 1, 1), zscan).summary("Iterates over members and scores of a sorted set.")),
     ]
