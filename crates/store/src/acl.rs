@@ -229,13 +229,17 @@ impl User {
                         None => return Err("Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns"),
                         Some(_) if pattern == "*" && read && write => self.keys = None,
                         Some(list) => {
-                            let kp = KeyPattern {
-                                pattern: pattern.as_bytes().to_vec(),
-                                read,
-                                write,
-                            };
-                            if !list.contains(&kp) {
-                                list.push(kp);
+                            // `%R~foo %W~foo` is `~foo`.
+                            match list.iter_mut().find(|p| p.pattern == pattern.as_bytes()) {
+                                Some(p) => {
+                                    p.read |= read;
+                                    p.write |= write;
+                                }
+                                None => list.push(KeyPattern {
+                                    pattern: pattern.as_bytes().to_vec(),
+                                    read,
+                                    write,
+                                }),
                             }
                         }
                     }
@@ -745,8 +749,17 @@ impl Acl {
                 (true, true)
             };
             for (i, pos) in cmd.spec.keys.positions(argv).into_iter().enumerate() {
+                let word_at = |from: usize, words: &[&[u8]]| {
+                    argv.iter()
+                        .skip(from)
+                        .any(|a| words.iter().any(|w| a.eq_ignore_ascii_case(w)))
+                };
                 let (read, write) = match (cmd.spec.key_roles, i) {
                     (KeyRoles::ByFlags, _) => by_flags,
+                    (KeyRoles::WriteAndReadIfGet, _) => (word_at(3, &[b"get"]), true),
+                    (KeyRoles::ReadAndWriteIfChanged, _) => {
+                        (true, word_at(2, &[b"set", b"incrby"]))
+                    }
                     (KeyRoles::WriteThenRead, 0) | (KeyRoles::ReadThenWrite, 1..) => (false, true),
                     (KeyRoles::WriteThenRead, _) | (KeyRoles::ReadThenWrite, 0) => (true, false),
                 };

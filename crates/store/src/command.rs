@@ -163,6 +163,11 @@ pub enum KeyRoles {
     WriteThenRead,
     /// The first key is read, the others written (COPY).
     ReadThenWrite,
+    /// Written, and read too when a `GET` option follows the value (SET).
+    WriteAndReadIfGet,
+    /// Read, and written too when a `SET` or `INCRBY` operation is among the
+    /// arguments (BITFIELD).
+    ReadAndWriteIfChanged,
 }
 
 /// Where a pub/sub command's channels are, for ACL checks.

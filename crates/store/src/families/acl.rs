@@ -551,5 +551,26 @@ mod tests {
             rw.run(&["SUNIONSTORE", "write2", "read1"]),
             err("WRONGTYPE Operation against a key holding the wrong kind of value")
         );
+        // SET … GET reads too; BITFIELD with only GETs only reads.
+        assert_eq!(rw.run(&["SET", "write3", "v"]), ok());
+        assert_eq!(
+            rw.run(&["SET", "write3", "v", "GET"]),
+            err("NOPERM No permissions to access a key")
+        );
+        assert_eq!(
+            rw.run(&["BITFIELD", "read1", "GET", "u4", "0"]),
+            Reply::Array(vec![int(7)])
+        );
+        assert_eq!(
+            rw.run(&["BITFIELD", "read1", "SET", "u4", "0", "1"]),
+            err("NOPERM No permissions to access a key")
+        );
+        // %R~x %W~x is ~x.
+        assert_eq!(
+            admin.run(&["ACL", "SETUSER", "m", "%R~foo", "%W~foo", "~bar"]),
+            ok()
+        );
+        let m = format!("{:?}", admin.run(&["ACL", "GETUSER", "m"]));
+        assert!(m.contains("~foo ~bar"), "{m}");
     }
 }

@@ -22,7 +22,7 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd("bitcount", -2, READONLY, keys(1, 1, 1), bitcount).summary("Counts the number of set bits (population counting) in a string.")),
         s(cmd("bitpos", -3, READONLY, keys(1, 1, 1), bitpos).summary("Finds the first set (1) or clear (0) bit in a string.")),
         s(cmd("bitop", -4, WRITE | DENYOOM, keys(2, -1, 1), bitop).key_roles(KeyRoles::WriteThenRead).summary("Performs bitwise operations on multiple strings, and stores the result.")),
-        s(cmd("bitfield", -2, WRITE | DENYOOM, keys(1, 1, 1), bitfield).summary("Performs arbitrary bitfield integer operations on strings.")),
+        s(cmd("bitfield", -2, WRITE | DENYOOM, keys(1, 1, 1), bitfield).key_roles(KeyRoles::ReadAndWriteIfChanged).summary("Performs arbitrary bitfield integer operations on strings.")),
         s(cmd("bitfield_ro", -2, READONLY | FAST, keys(1, 1, 1), bitfield_ro).summary("Performs arbitrary read-only bitfield integer operations on strings.")),
     ]
 }

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
@@ -18,7 +18,7 @@ pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("string");
     vec![
         s(cmd("get", 2, READONLY | FAST, keys(1, 1, 1), get).summary("Returns the string value of a key.")),
-        s(cmd("set", -3, WRITE | DENYOOM, keys(1, 1, 1), set).summary("Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.")),
+        s(cmd("set", -3, WRITE | DENYOOM, keys(1, 1, 1), set).key_roles(KeyRoles::WriteAndReadIfGet).summary("Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.")),
         s(cmd("setnx", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), setnx).summary("Set the string value of a key only when the key doesn't exist.")),
         s(cmd("setex", 4, WRITE | DENYOOM, keys(1, 1, 1), setex).summary("Sets the string value and expiration time of a key. Creates the key if it doesn't exist.")),
         s(cmd("psetex", 4, WRITE | DENYOOM, keys(1, 1, 1), psetex).summary("Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.")),
