@@ -118,29 +118,9 @@ mod tests {
 
     #[test]
     fn names_and_views() {
-        for ok in [
-            "chan",
-            "a:b",
-            "[?rewind=1]chan",
-            "[meta]log",
-            "name with spaces",
-        ] {
-            assert!(parse(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            ":hell",
-            "::",
-            "[invalid",
-            "[x]chan",
-            "[meta]",
-            "[?a=1]:b",
-            "a\nb",
-            "[filter=!!!]c",
-        ] {
-            let e = parse(bad).unwrap_err();
-            assert_eq!(e.code, ErrorCode::InvalidChannelName, "{bad}");
-        }
+        // (The naming rules themselves: hub's `channel_names_follow_ablys_rules`.)
+        let e = parse("[filter=!!!]c").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidChannelName);
         let q = parse("[?rewind=1&delta=vcdiff]chan").unwrap();
         assert_eq!(q.base, "chan");
         assert_eq!(

@@ -13,6 +13,21 @@ fn basic(key: &str) -> String {
 }
 
 const MAIN: &str = "main.a1:main-secret";
+
+/// A server with these realtime settings, in `dir`.
+async fn start_with(
+    dir: &std::path::Path,
+    realtime: tidewire_realtime::RealtimeConfig,
+) -> anyhow::Result<tidewire_server::Server> {
+    let config = tidewire_server::Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.to_path_buf(),
+        realtime,
+        ..tidewire_server::Config::default()
+    };
+    tidewire_server::start(config).await
+}
 const SHOP: &str = "shop.k1:shop-secret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,14 +41,9 @@ async fn config_file_apps_have_their_own_keys_channels_and_history() {
         .clone()
         .try_into()
         .expect("realtime section");
-    let config = tidewire_server::Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        realtime,
-        ..tidewire_server::Config::default()
-    };
-    let server = tidewire_server::start(config).await.expect("server starts");
+    let server = start_with(dir.path(), realtime)
+        .await
+        .expect("server starts");
     let http = reqwest::Client::new();
     let url = format!("http://{}/channels/orders/messages", server.http_addr);
     let r = http
@@ -99,14 +109,10 @@ async fn an_app_without_keys_of_its_own_is_a_config_error() {
         "apps": [{"keys": [{"key": "main.b2:other"}]}],
     }))
     .unwrap();
-    let config = tidewire_server::Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        realtime,
-        ..tidewire_server::Config::default()
-    };
-    let err = tidewire_server::start(config).await.err().expect("refused");
+    let err = start_with(dir.path(), realtime)
+        .await
+        .err()
+        .expect("refused");
     assert!(err.to_string().contains("already used"), "{err}");
 }
 
@@ -120,14 +126,9 @@ async fn metrics_cover_the_realtime_layer_by_app() {
         "apps": [{"keys": [{"key": "metrics.k:s"}]}],
     }))
     .unwrap();
-    let config = tidewire_server::Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        realtime,
-        ..tidewire_server::Config::default()
-    };
-    let server = tidewire_server::start(config).await.expect("server starts");
+    let server = start_with(dir.path(), realtime)
+        .await
+        .expect("server starts");
     let http = reqwest::Client::new();
     for i in 0..2 {
         let r = http
