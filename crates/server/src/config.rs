@@ -135,7 +135,7 @@ pub fn split_redis_flags(
             }
             continue;
         }
-        if flag.is_empty() || ours.contains(&name) || !tidewire_store::config::is_parameter(&name) {
+        if flag.is_empty() || ours.contains(&name) || !tidewire_store::config::is_directive(&name) {
             kept.push(arg);
             continue;
         }
@@ -337,14 +337,20 @@ impl Config {
         let redis = file
             .redis
             .iter()
-            .map(|(k, v)| {
-                let v = match v {
+            .flat_map(|(k, v)| {
+                let text = |v: &toml::Value| match v {
                     toml::Value::String(s) => s.clone(),
                     // Redis's booleans are yes/no; TOML's are accepted for them.
                     toml::Value::Boolean(b) => if *b { "yes" } else { "no" }.to_owned(),
                     other => other.to_string(),
                 };
-                (k.clone(), v)
+                // A directive given several times (`user = ["alice …", "bob …"]`).
+                match v {
+                    toml::Value::Array(items) => {
+                        items.iter().map(|i| (k.clone(), text(i))).collect()
+                    }
+                    one => vec![(k.clone(), text(one))],
+                }
             })
             .chain(flags.redis.iter().cloned())
             .collect();
@@ -414,11 +420,21 @@ impl Config {
             log_format: Some(self.log_format),
             log_level: Some(self.log_level.clone()),
             threads: self.threads,
-            redis: self
-                .redis
-                .iter()
-                .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
-                .collect(),
+            redis: {
+                // A directive given several times (`user`) becomes an array.
+                let mut map = std::collections::BTreeMap::new();
+                for (k, v) in &self.redis {
+                    let v = toml::Value::String(v.clone());
+                    match map.get_mut(k) {
+                        None => {
+                            map.insert(k.clone(), v);
+                        }
+                        Some(toml::Value::Array(items)) => items.push(v),
+                        Some(first) => *first = toml::Value::Array(vec![first.clone(), v]),
+                    }
+                }
+                map
+            },
             realtime: Some(self.realtime.clone()),
             http: FileHttp {
                 max_body_bytes: Some(self.http.max_body_bytes),
@@ -573,6 +589,7 @@ threads = 3
 [redis]
 maxmemory = "1mb"
 appendonly = "no"
+user = ["alice on >pw ~* +@all", "bob off"]
 [http]
 cors_origins = ["https://app.example"]
 [upstash]

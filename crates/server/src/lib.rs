@@ -115,14 +115,43 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
     if let Some(pass) = &config.requirepass {
         store.config.set("requirepass", pass)?;
     }
+    let mut users = Vec::new();
     for (k, v) in &config.redis {
+        if k.eq_ignore_ascii_case("user") {
+            users.push(v);
+            continue;
+        }
         store
             .config
             .set(k, v)
             .map_err(|e| anyhow::anyhow!("config parameter {k}: {e}"))?;
     }
+    // ACL users from `user` directives, as redis.conf defines them.
+    let pubsub_all = tidewire_store::families::acl::pubsub_default_all(&store);
+    let mut defined: Vec<&str> = Vec::new();
+    for line in &users {
+        let mut words = line.split_whitespace();
+        let name = words
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("user directive without a name"))?;
+        if defined.contains(&name) {
+            anyhow::bail!("Duplicate user '{name}' found in the configuration");
+        }
+        defined.push(name);
+        let rules: Vec<bytes::Bytes> = std::iter::once("reset")
+            .chain(words)
+            .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        store
+            .acl
+            .set_user(name, &rules, pubsub_all)
+            .map_err(|e| anyhow::anyhow!("user {name}: {}", e.text()))?;
+    }
     // ACL users from the ACL file, when one is configured.
     if let Some(file) = tidewire_store::families::acl::acl_file_path(&store) {
+        if !users.is_empty() {
+            anyhow::bail!("Configuring Redis with users defined in redis.conf and at the same setting an ACL file path is invalid. This setup is very likely to lead to configuration errors and security holes, please define either an ACL file or declare users directly in your redis.conf, but not both.");
+        }
         let users = tidewire_store::families::acl::parse_acl_file(
             &file,
             tidewire_store::families::acl::pubsub_default_all(&store),

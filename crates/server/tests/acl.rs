@@ -90,3 +90,63 @@ async fn acl_file_users_over_resp_and_rest() {
     drop(conn);
     server.shutdown().await;
 }
+
+/// `user` directives define ACL users as in redis.conf; a name defined twice, or
+/// users beside an ACL file, refuse to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_directives_define_users_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |redis: Vec<(&'static str, &'static str)>| {
+        let data_dir = dir.path().join(format!("d{}", redis.len()));
+        let redis: Vec<(String, String)> = redis
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        async move {
+            let config = tidewire_server::Config {
+                port: 0,
+                http_port: 0,
+                data_dir,
+                redis,
+                ..tidewire_server::Config::default()
+            };
+            tidewire_server::start(config).await
+        }
+    };
+    let server = start(vec![("user", "app on >apppw ~app:* +@all")])
+        .await
+        .unwrap();
+    let client = redis::Client::open(format!("redis://app:apppw@{}/", server.resp_addr)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("app:1")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = redis::cmd("GET")
+        .arg("other")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("No permissions to access a key"),
+        "{err}"
+    );
+    drop(conn);
+    server.shutdown().await;
+    let err = start(vec![("user", "x on"), ("user", "x off")])
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("Duplicate user 'x'"), "{err}");
+    let err = start(vec![
+        ("user", "x on"),
+        ("user", "y on"),
+        ("aclfile", "users.acl"),
+    ])
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("ACL file"), "{err}");
+}

@@ -226,6 +226,8 @@ impl User {
                         (perms.contains('R'), perms.contains('W'), p)
                     };
                     match &mut self.keys {
+                        // `~*` again is no change.
+                        None if pattern == "*" && read && write => {}
                         None => return Err("Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns"),
                         Some(_) if pattern == "*" && read && write => self.keys = None,
                         Some(list) => {
@@ -245,6 +247,7 @@ impl User {
                     }
                 } else if let Some(pattern) = rule.strip_prefix('&') {
                     match &mut self.channels {
+                        None if pattern == "*" => {}
                         None => return Err("Adding a pattern after the * pattern (or the 'allchannels' flag) is not valid and does not have any effect. Try 'resetchannels' to start with an empty list of channels"),
                         Some(_) if pattern == "*" => self.channels = None,
                         Some(list) => {

@@ -291,6 +291,13 @@ pub fn is_parameter(name: &str) -> bool {
     PARAMS.iter().any(|(n, _, _)| *n == name) || alias_of(&name).is_some()
 }
 
+/// Whether `name` may appear in a configuration (file, flags): a parameter, or a
+/// directive read only at start — `user <name> <rules…>`, an ACL user as
+/// redis.conf defines one.
+pub fn is_directive(name: &str) -> bool {
+    is_parameter(name) || name.eq_ignore_ascii_case("user")
+}
+
 fn alias_of(name: &str) -> Option<&'static str> {
     ALIASES.iter().find_map(|(a, b)| {
         if *a == name {

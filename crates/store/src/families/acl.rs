@@ -349,8 +349,18 @@ pub fn pubsub_default_all(store: &crate::Store) -> bool {
 fn load(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     let path = acl_file(ctx)?;
     let users = parse_acl_file(&path, pubsub_default_all(ctx.store)).map_err(CmdError::err)?;
+    // As Redis: every user is made anew, so the clients logged in as the old ones
+    // (this one too, after its reply) are disconnected.
+    let before: Vec<String> = ctx
+        .store
+        .acl
+        .users()
+        .iter()
+        .map(|u| u.name.clone())
+        .collect();
     ctx.store.acl.replace_all(users);
-    ctx.store.kill_unpermitted_subscribers();
+    let names: Vec<&str> = before.iter().map(String::as_str).collect();
+    ctx.store.kill_clients_of(&names);
     Ok(Reply::ok())
 }
 
