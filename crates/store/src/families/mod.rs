@@ -22,6 +22,7 @@ pub mod sets;
 pub mod sort;
 pub mod streams;
 pub mod strings;
+pub mod throttle;
 pub mod transactions;
 pub mod zsets;
 
@@ -54,5 +55,6 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(sort::commands());
     v.extend(persistence::commands());
     v.extend(scripting::commands());
+    v.extend(throttle::commands());
     v
 }

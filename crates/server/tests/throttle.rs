@@ -1,0 +1,85 @@
+//! CL.THROTTLE and TW.THROTTLE through the real server: over Upstash REST, and
+//! their state kept across a restart (the AOF holds it with absolute expiries).
+
+mod common;
+
+async fn start_in(dir: &std::path::Path) -> tidewire_server::Server {
+    let mut config = tidewire_server::Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.to_path_buf(),
+        ..tidewire_server::Config::default()
+    };
+    config.upstash.tokens = vec!["t0ken".into()];
+    tidewire_server::start(config).await.expect("server starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_over_rest_and_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in(dir.path()).await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/redis", server.http_addr);
+    let call = |body: serde_json::Value| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.post(&url)
+                .bearer_auth("t0ken")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    // 10 per minute, burst 2 (limit 3): three pass, the fourth is limited.
+    for remaining in [2, 1, 0] {
+        let r = call(serde_json::json!(["CL.THROTTLE", "ip:1", "2", "10", "60"])).await;
+        assert_eq!(r["result"][0], 0, "{r}");
+        assert_eq!(r["result"][2], remaining, "{r}");
+    }
+    let r = call(serde_json::json!(["CL.THROTTLE", "ip:1", "2", "10", "60"])).await;
+    assert_eq!(r["result"][0], 1, "{r}");
+    assert!(r["result"][3].as_i64().unwrap() > 0, "retry_after: {r}");
+    let r = call(serde_json::json!([
+        "TW.THROTTLE",
+        "user:7",
+        "TIER",
+        "burst",
+        "4",
+        "10",
+        "1000",
+        "TIER",
+        "minute",
+        "99",
+        "100",
+        "60000"
+    ]))
+    .await;
+    assert_eq!(r["result"][0], 0, "{r}");
+    assert_eq!(r["result"][2][0], "burst", "{r}");
+    server.shutdown().await;
+
+    // The limits are where they were.
+    let server = start_in(dir.path()).await;
+    let mut conn = common::redis_conn(&server).await;
+    let r: Vec<i64> = redis::cmd("CL.THROTTLE")
+        .arg("ip:1")
+        .arg(2)
+        .arg(10)
+        .arg(60)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(r[0], 1, "still limited after the restart: {r:?}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg("user:7")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(pttl > 0, "{pttl}");
+    drop(conn);
+    server.shutdown().await;
+}
