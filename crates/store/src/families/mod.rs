@@ -10,6 +10,7 @@ pub mod debug;
 pub mod dump;
 pub mod hashes;
 pub mod hyperloglog;
+pub mod idempotency;
 pub mod keys;
 pub mod lists;
 pub mod longdouble;
@@ -56,5 +57,6 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(persistence::commands());
     v.extend(scripting::commands());
     v.extend(throttle::commands());
+    v.extend(idempotency::commands());
     v
 }

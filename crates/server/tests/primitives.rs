@@ -1,5 +1,6 @@
-//! CL.THROTTLE and TW.THROTTLE through the real server: over Upstash REST, and
-//! their state kept across a restart (the AOF holds it with absolute expiries).
+//! The native primitives through the real server: CL.THROTTLE and TW.THROTTLE over
+//! Upstash REST, and their state and an idempotency key's stored response kept
+//! across a restart (the AOF holds them with absolute expiries).
 
 mod common;
 
@@ -60,6 +61,17 @@ async fn throttles_over_rest_and_across_a_restart() {
     .await;
     assert_eq!(r["result"][0], 0, "{r}");
     assert_eq!(r["result"][2][0], "burst", "{r}");
+    let r = call(serde_json::json!(["TW.IDEM.BEGIN", "idem:pay:9", "60000"])).await;
+    assert_eq!(r["result"][0], "new", "{r}");
+    let token = r["result"][1].as_str().unwrap().to_owned();
+    let r = call(serde_json::json!([
+        "TW.IDEM.COMPLETE",
+        "idem:pay:9",
+        token,
+        "charged"
+    ]))
+    .await;
+    assert_eq!(r["result"], "OK", "{r}");
     server.shutdown().await;
 
     // The limits are where they were.
