@@ -95,3 +95,55 @@ async fn throttles_over_rest_and_across_a_restart() {
     drop(conn);
     server.shutdown().await;
 }
+
+/// A lock whose holder never releases it goes to the waiter when it expires, and
+/// fences keep rising across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waiters_take_over_at_expiry_and_fences_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in(dir.path()).await;
+    let mut a = common::redis_conn(&server).await;
+    let mut b = common::redis_conn(&server).await;
+    let (_, f1): (String, i64) = redis::cmd("TW.LOCK.ACQUIRE")
+        .arg("job:payout")
+        .arg(300)
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (_, f2): (String, i64) = redis::cmd("TW.LOCK.ACQUIRE")
+        .arg("job:payout")
+        .arg(60000)
+        .arg("WAIT")
+        .arg(5000)
+        .query_async(&mut b)
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(f2 > f1, "{f2} > {f1}");
+    assert!(
+        waited >= std::time::Duration::from_millis(200)
+            && waited < std::time::Duration::from_secs(3),
+        "handed over at the holder's expiry, not at the wait's end: {waited:?}"
+    );
+    drop((a, b));
+    server.shutdown().await;
+    let server = start_in(dir.path()).await;
+    let mut c = common::redis_conn(&server).await;
+    let held: Option<(String, i64)> = redis::cmd("TW.LOCK.ACQUIRE")
+        .arg("job:payout")
+        .arg(1000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(held.is_none(), "b's lock survived the restart");
+    let (_, f3): (String, i64) = redis::cmd("TW.LOCK.ACQUIRE")
+        .arg("job:other")
+        .arg(1000)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(f3 > f2, "fences rise across the restart: {f3} > {f2}");
+    drop(c);
+    server.shutdown().await;
+}

@@ -104,13 +104,16 @@ pub enum BlockKind {
     /// Entries for a consumer group (XREADGROUP); also woken when the key is
     /// deleted, retyped or loses the group, to reply with the error.
     StreamGroup,
+    /// A lock's release (TW.LOCK.ACQUIRE … WAIT): served when the key is gone
+    /// (released, deleted or expired), oldest waiter first.
+    Lock,
 }
 
 impl BlockKind {
     /// Whether serving a waiter takes what it got (pops): then, once one waiter
     /// finds nothing, the ones behind it would not either.
     pub fn consumes(self) -> bool {
-        matches!(self, BlockKind::List | BlockKind::ZSet)
+        matches!(self, BlockKind::List | BlockKind::ZSet | BlockKind::Lock)
     }
 }
 

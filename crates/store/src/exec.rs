@@ -786,8 +786,17 @@ impl Store {
         }
         let flags = self.config.notify_flags();
         let tracking = self.tracking.any();
+        let waiting = self.blocking.has_waiters();
         for (db, key) in ks.expired.drain(..) {
             self.watches.touch(db, &key);
+            // As Redis signals a deleted key: its waiters look again (a lock's
+            // waiters take it over when it expires).
+            if waiting
+                && self.blocking.is_waited(db, &key)
+                && !ev.ready.contains(&(db, key.clone()))
+            {
+                ev.ready.push((db, key.clone()));
+            }
             if tracking {
                 ev.invalidated.push((key.clone(), 0));
             }
@@ -905,6 +914,14 @@ impl Store {
         // group destroyed (its retry then fails with Redis's error).
         if kind == BlockKind::StreamGroup {
             return true;
+        }
+        // A lock is free once its key is gone.
+        if kind == BlockKind::Lock {
+            return ks
+                .db(db, key)
+                .map
+                .get(key)
+                .is_none_or(|e| e.is_expired(now));
         }
         match ks.db(db, key).map.get(key) {
             Some(e) if !e.is_expired(now) => matches!(

@@ -13,6 +13,7 @@ pub mod hyperloglog;
 pub mod idempotency;
 pub mod keys;
 pub mod lists;
+pub mod lock;
 pub mod longdouble;
 pub mod persistence;
 pub mod pubsub;
@@ -58,5 +59,6 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(scripting::commands());
     v.extend(throttle::commands());
     v.extend(idempotency::commands());
+    v.extend(lock::commands());
     v
 }
