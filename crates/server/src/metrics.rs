@@ -35,6 +35,11 @@ struct DoorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabel {
     app: String,
 }
@@ -197,6 +202,19 @@ pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) ->
             |m| m.messages_out,
         ),
     ];
+    let primitives = Family::<DecisionLabel, Counter>::default();
+    for (name, value) in store.stats.primitives.fields() {
+        let label = DecisionLabel {
+            decision: name.trim_start_matches("tw_").to_string(),
+        };
+        primitives.get_or_create(&label).inc_by(value);
+    }
+    reg.register(
+        "primitive_decisions",
+        "Native primitives' decisions (throttle allowed/limited, idempotency new/inflight/replayed, lock acquired/busy)",
+        primitives,
+    );
+
     let figures: Vec<(String, tidewire_realtime::hub::HubMetrics)> =
         hubs.iter().map(|h| (h.app_id(), h.metrics())).collect();
     for (name, help, get) in gauges {

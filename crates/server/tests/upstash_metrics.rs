@@ -36,6 +36,8 @@ async fn metrics_text() {
         "tidewire_evicted_keys_total",
         "tidewire_pubsub_channels 0",
         "tidewire_pubsub_patterns 0",
+        "tidewire_primitive_decisions_total{decision=\"throttle_allowed\"}",
+        "tidewire_primitive_decisions_total{decision=\"lock_busy\"}",
         "# EOF",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -116,6 +116,42 @@ pub struct Stats {
     pub busy_polls: AtomicU64,
     /// INFO errorstats: error replies counted by their prefix (`ERR`, `WRONGTYPE`).
     pub error_codes: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The native primitives' decisions (INFO stats `tw_*`, `/metrics`).
+    pub primitives: PrimitiveStats,
+}
+
+/// What the native primitives decided, since start (or CONFIG RESETSTAT).
+#[derive(Default)]
+pub struct PrimitiveStats {
+    pub throttle_allowed: AtomicU64,
+    pub throttle_limited: AtomicU64,
+    /// TW.IDEM.BEGIN answers: the key taken, found in flight, found done (a replay).
+    pub idem_new: AtomicU64,
+    pub idem_inflight: AtomicU64,
+    pub idem_replayed: AtomicU64,
+    /// TW.LOCK.ACQUIRE: taken at once, found held (then refused or queued).
+    pub lock_acquired: AtomicU64,
+    pub lock_busy: AtomicU64,
+}
+
+impl PrimitiveStats {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (name, value) pairs, in INFO's order.
+    pub fn fields(&self) -> [(&'static str, u64); 7] {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("tw_throttle_allowed", g(&self.throttle_allowed)),
+            ("tw_throttle_limited", g(&self.throttle_limited)),
+            ("tw_idem_new", g(&self.idem_new)),
+            ("tw_idem_inflight", g(&self.idem_inflight)),
+            ("tw_idem_replayed", g(&self.idem_replayed)),
+            ("tw_lock_acquired", g(&self.lock_acquired)),
+            ("tw_lock_busy", g(&self.lock_busy)),
+        ]
+    }
 }
 
 /// Redis tracks at most this many distinct error prefixes.
@@ -144,6 +180,13 @@ impl Stats {
             &self.total_error_replies,
             &self.unexpected_error_replies,
             &self.busy_polls,
+            &self.primitives.throttle_allowed,
+            &self.primitives.throttle_limited,
+            &self.primitives.idem_new,
+            &self.primitives.idem_inflight,
+            &self.primitives.idem_replayed,
+            &self.primitives.lock_acquired,
+            &self.primitives.lock_busy,
         ] {
             c.store(0, Ordering::Relaxed);
         }

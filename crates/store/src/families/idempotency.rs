@@ -143,6 +143,11 @@ fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 "MISMATCH the idempotency key was used for a different request",
             ));
         }
+        let p = &ctx.store.stats.primitives;
+        crate::PrimitiveStats::bump(match r.state {
+            State::InFlight => &p.idem_inflight,
+            State::Done => &p.idem_replayed,
+        });
         return Ok(match r.state {
             State::InFlight => Reply::Array(vec![
                 text("inflight"),
@@ -151,6 +156,7 @@ fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             State::Done => Reply::Array(vec![text("done"), Reply::Bulk(r.response)]),
         });
     }
+    crate::PrimitiveStats::bump(&ctx.store.stats.primitives.idem_new);
     let token = Bytes::from(crate::random_hex(32));
     let record = Record {
         state: State::InFlight,

@@ -107,6 +107,10 @@ fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         }
     }
     if load(ctx, &key)?.is_some() {
+        // (a queued waiter counts once: its retries are not new requests)
+        if !ctx.client.retrying {
+            crate::PrimitiveStats::bump(&ctx.store.stats.primitives.lock_busy);
+        }
         ctx.propagate_nothing();
         return Ok(match wait {
             // Inside MULTI or a script nothing waits.
@@ -118,6 +122,7 @@ fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             _ => Reply::Null,
         });
     }
+    crate::PrimitiveStats::bump(&ctx.store.stats.primitives.lock_acquired);
     let token = Bytes::from(crate::random_hex(32));
     // The clock carries fences across restarts; the process-wide counter keeps
     // them strict within a run.
@@ -232,6 +237,10 @@ mod tests {
         assert_eq!(b.run(&["TW.LOCK.RELEASE", "payout", &tb]), int(1));
         let (_, fc) = held(&wc.waiter.take_served().expect("c was handed the lock")[0]);
         assert!(fc > fb);
+        let stats = a.resp(&["INFO", "stats"]);
+        // a, b (handed over) and c acquired; b's first try and b's and c's queued tries were busy.
+        assert!(stats.contains("tw_lock_acquired:3\r\n"), "{stats}");
+        assert!(stats.contains("tw_lock_busy:3\r\n"), "{stats}");
         // Inside MULTI nothing waits.
         c.run(&["MULTI"]);
         c.run(&["TW.LOCK.ACQUIRE", "payout", "10000", "WAIT", "5000"]);

@@ -261,6 +261,9 @@ fn section(store: &Store, name: &str, o: &mut String, ks: &mut Locked) {
                 store.acl.denied(crate::acl::Denial::Channel),
                 st.busy_polls.load(Ordering::Relaxed)
             );
+            for (name, value) in st.primitives.fields() {
+                let _ = write!(o, "{name}:{value}\r\n");
+            }
         }
         "replication" => {
             o.push_str(

@@ -183,6 +183,12 @@ fn cl_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let limit = Limit::new(max_burst, count, period_s as i128 * NS_PER_S)?;
     let now = ctx.now as i128 * NS_PER_MS;
     let d = decide(limit, stored_tat(ctx, &key)?, now, quantity);
+    let p = &ctx.store.stats.primitives;
+    crate::PrimitiveStats::bump(if d.limited {
+        &p.throttle_limited
+    } else {
+        &p.throttle_allowed
+    });
     if d.limited {
         ctx.propagate_nothing();
     } else {
@@ -263,6 +269,12 @@ fn tw_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         })
         .collect();
     let limited = decisions.iter().any(|d| d.limited);
+    let p = &ctx.store.stats.primitives;
+    crate::PrimitiveStats::bump(if limited {
+        &p.throttle_limited
+    } else {
+        &p.throttle_allowed
+    });
     let retry_after_ms = if limited {
         // Allowed once every limiting tier allows it; never, if one never will.
         let limiting: Vec<Option<i128>> = decisions
@@ -389,6 +401,12 @@ mod tests {
         assert_eq!(
             t.run(&["CL.THROTTLE", "k", "x", "1", "60"]),
             err("ERR value is not an integer or out of range")
+        );
+        let info = t.resp(&["INFO", "stats"]);
+        assert!(
+            info.contains("tw_throttle_allowed:2\r\n")
+                && info.contains("tw_throttle_limited:1\r\n"),
+            "{info}"
         );
         t.run(&["LPUSH", "list", "a"]);
         assert_eq!(
