@@ -138,14 +138,12 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
             anyhow::bail!("Duplicate user '{name}' found in the configuration");
         }
         defined.push(name);
-        let rules: Vec<bytes::Bytes> = std::iter::once("reset")
-            .chain(words)
+        let rules: Vec<bytes::Bytes> = words
             .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
             .collect();
-        store
-            .acl
-            .set_user(name, &rules, pubsub_all)
+        let user = tidewire_store::acl::fresh_user(name, &rules, pubsub_all)
             .map_err(|e| anyhow::anyhow!("user {name}: {}", e.text()))?;
+        store.acl.insert(user);
     }
     // ACL users from the ACL file, when one is configured.
     if let Some(file) = tidewire_store::families::acl::acl_file_path(&store) {

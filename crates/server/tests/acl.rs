@@ -61,22 +61,7 @@ async fn acl_file_users_over_resp_and_rest() {
     );
 
     // REST: the mapped token runs as `cache`, the plain token as default.
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/redis", server.http_addr);
-    let call = |token: &'static str, cmd: serde_json::Value| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.post(&url)
-                .bearer_auth(token)
-                .json(&cmd)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let call = |token: &'static str, cmd: serde_json::Value| common::rest_call(&server, token, cmd);
     assert_eq!(
         call("cache-token", serde_json::json!(["GET", "cache:a"])).await["result"],
         "1"

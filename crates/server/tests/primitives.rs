@@ -19,22 +19,7 @@ async fn start_in(dir: &std::path::Path) -> tidewire_server::Server {
 async fn throttles_over_rest_and_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_in(dir.path()).await;
-    let http = reqwest::Client::new();
-    let url = format!("http://{}/redis", server.http_addr);
-    let call = |body: serde_json::Value| {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            http.post(&url)
-                .bearer_auth("t0ken")
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
+    let call = |body: serde_json::Value| common::rest_call(&server, "t0ken", body);
     // 10 per minute, burst 2 (limit 3): three pass, the fourth is limited.
     for remaining in [2, 1, 0] {
         let r = call(serde_json::json!(["CL.THROTTLE", "ip:1", "2", "10", "60"])).await;

@@ -516,6 +516,41 @@ impl User {
     }
 }
 
+/// A user as `rules` describe it from nothing (an ACL file line, a `user`
+/// directive), with Redis's SETUSER errors.
+pub fn fresh_user(name: &str, rules: &[Bytes], pubsub_all: bool) -> Result<User, CmdError> {
+    apply_rules(
+        User::with_pubsub_default(name, pubsub_all),
+        rules,
+        pubsub_all,
+    )
+}
+
+/// Applies SETUSER's rules to `user`, selectors included; all or nothing.
+fn apply_rules(mut user: User, rules: &[Bytes], pubsub_all: bool) -> Result<User, CmdError> {
+    user.pubsub_all_default = pubsub_all;
+    let texts: Vec<String> = rules
+        .iter()
+        .map(|r| String::from_utf8_lossy(r).into_owned())
+        .collect();
+    for rule in group_selectors(&texts)? {
+        let err =
+            |why: &str| CmdError::err(format!("Error in ACL SETUSER modifier '{rule}': {why}"));
+        if let Some(inner) = rule.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+            let mut sel = User::with_pubsub_default("", pubsub_all);
+            for r in inner.split_whitespace() {
+                sel.apply_in_selector(r).map_err(err)?;
+            }
+            user.selectors.push(sel);
+        } else if rule.eq_ignore_ascii_case("clearselectors") {
+            user.selectors.clear();
+        } else {
+            user.apply(&rule).map_err(err)?;
+        }
+    }
+    Ok(user)
+}
+
 /// Joins a selector written over several arguments (`"(~key1" "+get)"`) into one
 /// rule, as Redis does; an unclosed one is an error.
 fn group_selectors(args: &[String]) -> Result<Vec<String>, CmdError> {
@@ -615,6 +650,9 @@ pub struct Acl {
     users: RwLock<BTreeMap<String, Arc<User>>>,
     /// Whether any user is restricted: when not, nothing is checked.
     restricted: AtomicBool,
+    /// Whether `default` is on without a password: new connections need no AUTH
+    /// (kept here: every REST request makes a client and asks).
+    default_open: AtomicBool,
     /// Bumped on every change, so clients drop their cached user.
     generation: AtomicU64,
     log: parking_lot::Mutex<VecDeque<LogEntry>>,
@@ -630,6 +668,7 @@ impl Default for Acl {
         Acl {
             users: RwLock::new(users),
             restricted: AtomicBool::new(false),
+            default_open: AtomicBool::new(true),
             generation: AtomicU64::new(0),
             log: parking_lot::Mutex::new(VecDeque::new()),
             next_entry: AtomicU64::new(0),
@@ -655,42 +694,37 @@ impl Acl {
         self.users.read().values().cloned().collect()
     }
 
+    /// Whether the `default` user lets a connection in without AUTH.
+    pub fn default_open(&self) -> bool {
+        self.default_open.load(Ordering::Relaxed)
+    }
+
     fn changed(&self, users: &BTreeMap<String, Arc<User>>) {
         let restricted = users.len() > 1 || users.values().any(|u| !u.unrestricted());
         self.restricted.store(restricted, Ordering::Relaxed);
+        let open = users.get("default").is_some_and(|u| u.enabled && u.nopass);
+        self.default_open.store(open, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
     }
 
     /// ACL SETUSER: applies `rules` to the user (made if new), all or nothing.
     pub fn set_user(&self, name: &str, rules: &[Bytes], pubsub_all: bool) -> Result<(), CmdError> {
         let mut users = self.users.write();
-        let mut user = match users.get(name) {
+        let user = match users.get(name) {
             Some(u) => (**u).clone(),
             None => User::with_pubsub_default(name, pubsub_all),
         };
-        user.pubsub_all_default = pubsub_all;
-        let texts: Vec<String> = rules
-            .iter()
-            .map(|r| String::from_utf8_lossy(r).into_owned())
-            .collect();
-        for rule in group_selectors(&texts)? {
-            let err =
-                |why: &str| CmdError::err(format!("Error in ACL SETUSER modifier '{rule}': {why}"));
-            if let Some(inner) = rule.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
-                let mut sel = User::with_pubsub_default("", pubsub_all);
-                for r in inner.split_whitespace() {
-                    sel.apply_in_selector(r).map_err(err)?;
-                }
-                user.selectors.push(sel);
-            } else if rule.eq_ignore_ascii_case("clearselectors") {
-                user.selectors.clear();
-            } else {
-                user.apply(&rule).map_err(err)?;
-            }
-        }
+        let user = apply_rules(user, rules, pubsub_all)?;
         users.insert(name.to_owned(), Arc::new(user));
         self.changed(&users);
         Ok(())
+    }
+
+    /// Adds or replaces a user made whole elsewhere (a `user` directive).
+    pub fn insert(&self, user: User) {
+        let mut users = self.users.write();
+        users.insert(user.name.clone(), Arc::new(user));
+        self.changed(&users);
     }
 
     /// ACL DELUSER; returns how many existed.

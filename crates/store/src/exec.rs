@@ -502,12 +502,12 @@ impl Store {
     ) -> Result<(), CmdError> {
         // A user deleted while logged in has no permissions (its clients are
         // being disconnected).
-        let name = client.info.user();
         let verdict = match self.acl_user(client) {
             Some(user) => self.acl.check(&user, cmd, argv),
             None => Err((crate::acl::Denial::Command, cmd.full_name.clone())),
         };
         verdict.map_err(|(denial, object)| {
+            let name = client.info.user();
             self.acl.log_denial(
                 crate::acl::Refusal {
                     reason: denial,

@@ -452,11 +452,7 @@ impl Store {
     /// Whether a new connection must authenticate: `requirepass` is set, or the
     /// `default` user is off or has passwords.
     pub fn requires_auth(&self) -> bool {
-        self.config.requirepass().is_some()
-            || self
-                .acl
-                .user("default")
-                .is_none_or(|u| !u.enabled || !u.nopass)
+        self.config.requirepass().is_some() || !self.acl.default_open()
     }
 
     /// Disconnects subscribers whose user may no longer use a channel or pattern

@@ -219,3 +219,18 @@ pub async fn redis_conn(server: &Server) -> redis::aio::MultiplexedConnection {
         .await
         .expect("connect")
 }
+
+/// One Upstash REST command (`body`: the command as a JSON array) with `token`;
+/// the JSON answer.
+pub async fn rest_call(server: &Server, token: &str, body: serde_json::Value) -> serde_json::Value {
+    reqwest::Client::new()
+        .post(format!("http://{}/redis", server.http_addr))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON answer")
+}

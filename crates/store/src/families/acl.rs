@@ -387,20 +387,11 @@ pub fn parse_acl_file(path: &str, pubsub_all: bool) -> Result<Vec<User>, String>
         if users.iter().any(|u| u.name == name) {
             return Err(format!("/{path}:{}: Duplicate user '{name}' found", i + 1));
         }
-        // Each line describes its user whole: `reset` first (the scratch set's
-        // `default` starts with every permission). Selectors may span words.
-        let rules: Vec<Bytes> = std::iter::once("reset")
-            .chain(words)
+        let rules: Vec<Bytes> = words
             .map(|w| Bytes::copy_from_slice(w.as_bytes()))
             .collect();
-        let scratch = crate::acl::Acl::default();
-        scratch
-            .set_user(name, &rules, pubsub_all)
+        let u = crate::acl::fresh_user(name, &rules, pubsub_all)
             .map_err(|e| format!("/{path}:{}: {}. ", i + 1, e.text()))?;
-        let u = scratch
-            .user(name)
-            .map(|u| (*u).clone())
-            .ok_or_else(|| format!("/{path}:{}: user {name} not made", i + 1))?;
         users.push(u);
     }
     Ok(users)

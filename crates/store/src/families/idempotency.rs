@@ -19,7 +19,8 @@ use tidewire_resp::Reply;
 use crate::args::Args;
 use crate::command::{cmd, flag::*, keys, CommandSpec};
 use crate::error::{CmdError, CmdResult};
-use crate::exec::{read_string, Ctx};
+use crate::exec::Ctx;
+use crate::families::records;
 use crate::num;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -72,7 +73,7 @@ impl Record {
         Bytes::from(v)
     }
 
-    fn decode(b: &Bytes) -> Option<Record> {
+    fn decode(b: &[u8]) -> Option<Record> {
         let mut rest = b.strip_prefix(b"idem1|")?;
         let mut field = || -> Option<&[u8]> {
             let at = rest.iter().position(|c| *c == b'|')?;
@@ -102,23 +103,8 @@ impl Record {
     }
 }
 
-/// The record under `key`; a key that is not one is an error.
 fn load(ctx: &mut Ctx<'_>, key: &Bytes) -> Result<Option<Record>, CmdError> {
-    match read_string(ctx, key)? {
-        None => Ok(None),
-        Some(v) => Record::decode(&v)
-            .map(Some)
-            .ok_or_else(|| CmdError::err("the key does not hold an idempotency record")),
-    }
-}
-
-fn ttl_arg(args: &mut Args<'_>) -> Result<u64, CmdError> {
-    match args.next_i64()? {
-        n if n > 0 => Ok(n as u64),
-        _ => Err(CmdError::err(
-            "invalid expire time, must be a positive number of milliseconds",
-        )),
-    }
+    records::load(ctx, key, "an idempotency record", Record::decode)
 }
 
 fn text(s: &'static str) -> Reply {
@@ -127,7 +113,7 @@ fn text(s: &'static str) -> Reply {
 
 fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?.clone();
-    let ttl = ttl_arg(args)?;
+    let ttl = records::positive_ms(args)?;
     let mut fingerprint = Bytes::new();
     while !args.is_empty() {
         if args.flag("FINGERPRINT") {
@@ -166,7 +152,7 @@ fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         response: Bytes::new(),
     };
     let at = ctx.now.saturating_add(ttl);
-    super::throttle::store_at(ctx, &key, record.encode(), at);
+    records::store_at(ctx, &key, record.encode(), at);
     Ok(Reply::Array(vec![text("new"), Reply::Bulk(token)]))
 }
 
@@ -177,7 +163,7 @@ fn complete(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let mut ttl = None;
     while !args.is_empty() {
         if args.flag("TTL") {
-            ttl = Some(ttl_arg(args)?);
+            ttl = Some(records::positive_ms(args)?);
         } else {
             return Err(CmdError::Syntax);
         }
@@ -201,7 +187,7 @@ fn complete(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     };
     record.state = State::Done;
     record.response = response;
-    super::throttle::store_at(ctx, &key, record.encode(), at);
+    records::store_at(ctx, &key, record.encode(), at);
     Ok(Reply::ok())
 }
 
@@ -213,11 +199,7 @@ fn abort(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         ctx.propagate_nothing();
         return Ok(Reply::Int(0));
     }
-    let db = ctx.db();
-    ctx.ks.remove(db, &key);
-    ctx.dirty(1);
-    ctx.notify(crate::config::notify::GENERIC, "del", &key);
-    ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+    records::delete(ctx, &key);
     Ok(Reply::Int(1))
 }
 

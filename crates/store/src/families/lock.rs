@@ -20,7 +20,8 @@ use crate::args::Args;
 use crate::blocking::BlockKind;
 use crate::command::{cmd, flag::*, keys, CommandSpec};
 use crate::error::{CmdError, CmdResult};
-use crate::exec::{read_string, Ctx};
+use crate::exec::Ctx;
+use crate::families::records;
 use crate::num;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -68,6 +69,10 @@ struct Held {
     fence: u64,
 }
 
+fn encode(token: &[u8], fence: u64) -> Bytes {
+    Bytes::from(format!("lock1|{}|{fence}", String::from_utf8_lossy(token)))
+}
+
 fn parse(value: &[u8]) -> Option<Held> {
     let rest = value.strip_prefix(b"lock1|")?;
     let at = rest.iter().position(|c| *c == b'|')?;
@@ -78,30 +83,16 @@ fn parse(value: &[u8]) -> Option<Held> {
 }
 
 fn load(ctx: &mut Ctx<'_>, key: &Bytes) -> Result<Option<Held>, CmdError> {
-    match read_string(ctx, key)? {
-        None => Ok(None),
-        Some(v) => parse(&v)
-            .map(Some)
-            .ok_or_else(|| CmdError::err("the key does not hold a lock")),
-    }
-}
-
-fn ms_arg(args: &mut Args<'_>) -> Result<u64, CmdError> {
-    match args.next_i64()? {
-        n if n > 0 => Ok(n as u64),
-        _ => Err(CmdError::err(
-            "invalid expire time, must be a positive number of milliseconds",
-        )),
-    }
+    records::load(ctx, key, "a lock", parse)
 }
 
 fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?.clone();
-    let ttl = ms_arg(args)?;
+    let ttl = records::positive_ms(args)?;
     let mut wait = None;
     while !args.is_empty() {
         if args.flag("WAIT") {
-            wait = Some(ms_arg(args)?);
+            wait = Some(records::positive_ms(args)?);
         } else {
             return Err(CmdError::Syntax);
         }
@@ -127,9 +118,8 @@ fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     // The clock carries fences across restarts; the process-wide counter keeps
     // them strict within a run.
     let fence = next_fence(ctx.now);
-    let value = format!("lock1|{}|{fence}", String::from_utf8_lossy(&token));
     let at = ctx.now.saturating_add(ttl);
-    super::throttle::store_at(ctx, &key, Bytes::from(value), at);
+    records::store_at(ctx, &key, encode(&token, fence), at);
     Ok(Reply::Array(vec![
         Reply::Bulk(token),
         Reply::Int(fence.min(i64::MAX as u64) as i64),
@@ -139,12 +129,11 @@ fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn renew(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?.clone();
     let token = args.next_bytes()?.clone();
-    let ttl = ms_arg(args)?;
+    let ttl = records::positive_ms(args)?;
     match load(ctx, &key)? {
         Some(h) if h.token == token => {
-            let value = format!("lock1|{}|{}", String::from_utf8_lossy(&token), h.fence);
             let at = ctx.now.saturating_add(ttl);
-            super::throttle::store_at(ctx, &key, Bytes::from(value), at);
+            records::store_at(ctx, &key, encode(&token, h.fence), at);
             Ok(Reply::Int(1))
         }
         _ => {
@@ -159,11 +148,7 @@ fn release(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let token = args.next_bytes()?.clone();
     match load(ctx, &key)? {
         Some(h) if h.token == token => {
-            let db = ctx.db();
-            ctx.ks.remove(db, &key);
-            ctx.dirty(1);
-            ctx.notify(crate::config::notify::GENERIC, "del", &key);
-            ctx.propagate(vec![Bytes::from_static(b"DEL"), key]);
+            records::delete(ctx, &key);
             Ok(Reply::Int(1))
         }
         _ => {

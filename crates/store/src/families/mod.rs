@@ -17,6 +17,7 @@ pub mod lock;
 pub mod longdouble;
 pub mod persistence;
 pub mod pubsub;
+pub mod records;
 pub mod scripting;
 pub mod server;
 pub mod server_info;

@@ -14,13 +14,10 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::command::{cmd, flag::*, keys, CommandSpec};
-use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
-use crate::families::strings::store_key;
+use crate::families::records;
 use crate::num;
-use crate::str_value::StrValue;
-use crate::value::{Entry, Value};
 
 pub fn commands() -> Vec<CommandSpec> {
     let flags = WRITE | DENYOOM | FAST;
@@ -130,42 +127,14 @@ fn stored_tat(ctx: &mut Ctx<'_>, key: &Bytes) -> Result<Option<i128>, CmdError> 
 }
 
 /// Stores `value` under `key` until `ttl_ns` from now (rounded up to a
-/// millisecond), logged with an absolute expiry; a TTL of zero removes the key.
+/// millisecond); a TTL of zero removes the key.
 fn store_until(ctx: &mut Ctx<'_>, key: &Bytes, value: Bytes, ttl_ns: i128) {
-    let db = ctx.db();
     if ttl_ns <= 0 {
-        if ctx.ks.remove(db, key).is_some() {
-            ctx.dirty(1);
-            ctx.notify(notify::GENERIC, "del", key);
-            ctx.propagate(vec![Bytes::from_static(b"DEL"), key.clone()]);
-        } else {
-            ctx.propagate_nothing();
-        }
-        return;
+        return records::delete(ctx, key);
     }
     let ttl_ms = (ttl_ns + NS_PER_MS - 1) / NS_PER_MS;
     let at = ctx.now.saturating_add(ttl_ms.min(u64::MAX as i128) as u64);
-    store_at(ctx, key, value, at);
-}
-
-/// Stores the string `value` under `key` until unix ms `at` (0: no expiry), logged
-/// with the absolute time (a replay never extends it).
-pub(crate) fn store_at(ctx: &mut Ctx<'_>, key: &Bytes, value: Bytes, at: u64) {
-    let db = ctx.db();
-    store_key(
-        ctx,
-        db,
-        key,
-        Entry::with_expiry(Value::Str(StrValue::copy_from_slice(&value)), at),
-    );
-    ctx.dirty(1);
-    ctx.notify(notify::STRING, "set", key);
-    let mut record = vec![Bytes::from_static(b"SET"), key.clone(), value];
-    if at > 0 {
-        record.push(Bytes::from_static(b"PXAT"));
-        record.push(num::i64_to_bytes(at as i64));
-    }
-    ctx.propagate(record);
+    records::store_at(ctx, key, value, at);
 }
 
 fn cl_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
