@@ -54,3 +54,14 @@ test('TW.LOCK: a waiter is handed the lock on release, with a higher fence', asy
   const [, next] = await waiting;
   assert.ok(next > fence, `${next} > ${fence}`);
 });
+
+test('TW.FILL: one caller fills, a waiting caller gets its value', async () => {
+  const [kind, token] = await redis.call('TW.FILL.GET', 'cache:profile:1', 5_000);
+  assert.equal(kind, 'fill');
+  const waiting = other.call('TW.FILL.GET', 'cache:profile:1', 5_000, 'WAIT', 5_000);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await redis.get('cache:profile:1'), null, 'no trace while the fill is in flight');
+  assert.equal(await redis.call('TW.FILL.SET', 'cache:profile:1', token, '{"name":"ada"}', 'EX', 60), 1);
+  assert.deepEqual(await waiting, ['hit', '{"name":"ada"}']);
+  assert.equal(await redis.get('cache:profile:1'), '{"name":"ada"}');
+});

@@ -211,7 +211,7 @@ pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) ->
     }
     reg.register(
         "primitive_decisions",
-        "Native primitives' decisions (throttle allowed/limited, idempotency new/inflight/replayed, lock acquired/busy)",
+        "Native primitives' decisions (throttle allowed/limited, idempotency new/inflight/replayed, lock acquired/busy, fill hit/granted/waited)",
         primitives,
     );
 

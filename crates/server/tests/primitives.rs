@@ -1,6 +1,7 @@
 //! The native primitives through the real server: CL.THROTTLE and TW.THROTTLE over
 //! Upstash REST, and their state and an idempotency key's stored response kept
-//! across a restart (the AOF holds them with absolute expiries).
+//! across a restart (the AOF holds them with absolute expiries); TW.LOCK and
+//! TW.FILL waiters handed over when a holder finishes or dies.
 
 mod common;
 
@@ -130,5 +131,92 @@ async fn lock_waiters_take_over_at_expiry_and_fences_survive_restarts() {
         .unwrap();
     assert!(f3 > f2, "fences rise across the restart: {f3} > {f2}");
     drop(c);
+    server.shutdown().await;
+}
+
+/// TW.FILL.GET from a thousand callers at once on one missing key: one fills, the
+/// 999 others wait and get its value; a filler that dies loses its lease and a
+/// waiter takes the fill over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_make_one_fill() {
+    const CALLERS: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_in(dir.path()).await;
+    let mut conns = Vec::with_capacity(CALLERS);
+    for _ in 0..CALLERS {
+        conns.push(common::redis_conn(&server).await);
+    }
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let r: Vec<String> = redis::cmd("TW.FILL.GET")
+                    .arg("profile:1")
+                    .arg(10_000)
+                    .arg("WAIT")
+                    .arg(20_000)
+                    .query_async(&mut c)
+                    .await
+                    .unwrap();
+                if r[0] == "fill" {
+                    // The one filler computes for a while, then stores.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let stored: i64 = redis::cmd("TW.FILL.SET")
+                        .arg("profile:1")
+                        .arg(&r[1])
+                        .arg("ada")
+                        .arg("EX")
+                        .arg(60)
+                        .query_async(&mut c)
+                        .await
+                        .unwrap();
+                    assert_eq!(stored, 1);
+                }
+                r
+            })
+        })
+        .collect();
+    let mut fills = 0;
+    let mut hits = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r[0].as_str() {
+            "fill" => fills += 1,
+            "hit" => {
+                assert_eq!(r[1], "ada");
+                hits += 1;
+            }
+            other => panic!("unexpected reply {other}: {r:?}"),
+        }
+    }
+    assert_eq!((fills, hits), (1, CALLERS - 1));
+
+    // A filler that dies: its lease (300 ms) ends and the waiter fills instead.
+    let mut a = common::redis_conn(&server).await;
+    let mut b = common::redis_conn(&server).await;
+    let r: Vec<String> = redis::cmd("TW.FILL.GET")
+        .arg("profile:2")
+        .arg(300)
+        .query_async(&mut a)
+        .await
+        .unwrap();
+    assert_eq!(r[0], "fill");
+    let started = std::time::Instant::now();
+    let r: Vec<String> = redis::cmd("TW.FILL.GET")
+        .arg("profile:2")
+        .arg(5000)
+        .arg("WAIT")
+        .arg(10_000)
+        .query_async(&mut b)
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(r[0], "fill", "{r:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(200)
+            && waited < std::time::Duration::from_secs(5),
+        "taken over when the lease ended, not at the wait's end: {waited:?}"
+    );
+    drop((a, b));
     server.shutdown().await;
 }

@@ -107,13 +107,19 @@ pub enum BlockKind {
     /// A lock's release (TW.LOCK.ACQUIRE … WAIT): served when the key is gone
     /// (released, deleted or expired), oldest waiter first.
     Lock,
+    /// A single-flight fill (TW.FILL.GET … WAIT): served when the value lands or
+    /// the fill's lease ends (one waiter then becomes the filler).
+    Fill,
 }
 
 impl BlockKind {
     /// Whether serving a waiter takes what it got (pops): then, once one waiter
     /// finds nothing, the ones behind it would not either.
     pub fn consumes(self) -> bool {
-        matches!(self, BlockKind::List | BlockKind::ZSet | BlockKind::Lock)
+        matches!(
+            self,
+            BlockKind::List | BlockKind::ZSet | BlockKind::Lock | BlockKind::Fill
+        )
     }
 }
 

@@ -915,6 +915,15 @@ impl Store {
         if kind == BlockKind::StreamGroup {
             return true;
         }
+        // A fill is over once its value is there or its lease has ended.
+        if kind == BlockKind::Fill {
+            let has_value = ks
+                .db(db, key)
+                .map
+                .get(key)
+                .is_some_and(|e| !e.is_expired(now));
+            return has_value || self.fill_leases.holder(db, key, now).is_none();
+        }
         // A lock is free once its key is gone.
         if kind == BlockKind::Lock {
             return ks

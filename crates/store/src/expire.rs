@@ -26,6 +26,18 @@ pub fn active_expire_cycle(store: &Store) -> u64 {
         let lookup = |id| store.client_by_id(id);
         store.tracking.enforce_limit(max, &lookup);
     }
+    // Fills whose lease ended without a value: a waiter takes each over.
+    let now = crate::clock::now_ms();
+    let ended = store
+        .fill_leases
+        .take_expired(now, |db, key| store.blocking.is_waited(db, key));
+    if !ended.is_empty() {
+        let mut ev = Events {
+            ready: ended,
+            ..Events::default()
+        };
+        store.after_unlock(&mut ev);
+    }
     if !store
         .active_expire
         .load(std::sync::atomic::Ordering::Relaxed)

@@ -132,6 +132,11 @@ pub struct PrimitiveStats {
     /// TW.LOCK.ACQUIRE: taken at once, found held (then refused or queued).
     pub lock_acquired: AtomicU64,
     pub lock_busy: AtomicU64,
+    /// TW.FILL.GET: the value found, the caller made the filler, a fill found in
+    /// flight (then waited for, or not).
+    pub fill_hit: AtomicU64,
+    pub fill_granted: AtomicU64,
+    pub fill_waited: AtomicU64,
 }
 
 impl PrimitiveStats {
@@ -140,7 +145,7 @@ impl PrimitiveStats {
     }
 
     /// (name, value) pairs, in INFO's order.
-    pub fn fields(&self) -> [(&'static str, u64); 7] {
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         [
             ("tw_throttle_allowed", g(&self.throttle_allowed)),
@@ -150,6 +155,9 @@ impl PrimitiveStats {
             ("tw_idem_replayed", g(&self.idem_replayed)),
             ("tw_lock_acquired", g(&self.lock_acquired)),
             ("tw_lock_busy", g(&self.lock_busy)),
+            ("tw_fill_hit", g(&self.fill_hit)),
+            ("tw_fill_granted", g(&self.fill_granted)),
+            ("tw_fill_waited", g(&self.fill_waited)),
         ]
     }
 }
@@ -187,6 +195,9 @@ impl Stats {
             &self.primitives.idem_replayed,
             &self.primitives.lock_acquired,
             &self.primitives.lock_busy,
+            &self.primitives.fill_hit,
+            &self.primitives.fill_granted,
+            &self.primitives.fill_waited,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -235,6 +246,8 @@ pub struct Store {
     pub persist: persistence::Persistence,
     /// EVAL's script cache and the script running now.
     pub scripts: scripting::cache::ScriptCache,
+    /// Single-flight fills in flight (TW.FILL.GET's leases).
+    pub fill_leases: families::fill::Leases,
     /// Redis Functions: the loaded libraries and their Lua state.
     pub functions: scripting::functions::Functions,
     /// This store's own `Arc`, for work that must own a handle to it (a running
@@ -278,6 +291,7 @@ impl Store {
             run_id: random_hex(40),
             persist: Default::default(),
             scripts: Default::default(),
+            fill_leases: Default::default(),
             functions: Default::default(),
         });
         store.persist.init(Arc::downgrade(&store));

@@ -8,6 +8,7 @@ pub mod command_docs;
 pub mod connection;
 pub mod debug;
 pub mod dump;
+pub mod fill;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod idempotency;
@@ -61,5 +62,6 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(throttle::commands());
     v.extend(idempotency::commands());
     v.extend(lock::commands());
+    v.extend(fill::commands());
     v
 }

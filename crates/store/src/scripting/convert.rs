@@ -309,6 +309,24 @@ impl ReplyFields {
     }
 }
 
+/// A Lua value that is not a string (see [`Element`]).
+struct NotString(Value);
+
+impl mlua::FromLua for NotString {
+    fn from_lua(v: Value, _: &Lua) -> mlua::Result<Self> {
+        match v {
+            Value::String(_) => Err(mlua::Error::UserDataTypeMismatch),
+            v => Ok(NotString(v)),
+        }
+    }
+}
+
+/// An element of a returned array as mlua reads it off Lua's stack: a string is
+/// copied out as bytes, which costs mlua one reference (for the type check) where
+/// a `Value` and its `as_bytes` cost two; anything else keeps its type, so numbers
+/// stay integers. (A `BString` alone would accept numbers as Lua's `tostring`.)
+type Element = Either<NotString, BString>;
+
 fn table_to_reply(t: &Table, script_resp: Protocol, fields: &ReplyFields, depth: usize) -> Reply {
     // The fields Redis checks, then the array part (one walk: `for_each_value`
     // pushes the table once for all its elements).
@@ -360,8 +378,11 @@ fn table_to_reply(t: &Table, script_resp: Protocol, fields: &ReplyFields, depth:
     }
     // The array part up to the first nil, as Redis reads it (t[1], t[2], ...).
     let mut items = Vec::new();
-    let _ = t.for_each_value(|v: Value| {
-        items.push(nested(&v));
+    let _ = t.for_each_value(|v: Element| {
+        items.push(match v {
+            Either::Right(s) => Reply::Bulk(Bytes::from(Vec::<u8>::from(s))),
+            Either::Left(NotString(v)) => nested(&v),
+        });
         Ok(())
     });
     Reply::Array(items)

@@ -192,26 +192,22 @@ impl ZSetValue {
         self.nodes[n as usize].size = 1 + self.size(l) + self.size(r);
     }
 
-    /// Splits `t` into (before, rest): `before` holds the nodes ordered before node
-    /// `key` (by score, then member), and `key` itself if `inclusive`. The key is a
-    /// node of the arena, so no member is copied for the comparison.
-    fn split(&mut self, t: u32, key: u32, inclusive: bool) -> (u32, u32) {
+    /// Splits `t` into (before, after): the nodes ordered before node `key` (by
+    /// score, then member) and the others. The key is a node of the arena, so no
+    /// member is copied for the comparison.
+    fn split(&mut self, t: u32, key: u32) -> (u32, u32) {
         if t == NIL {
             return (NIL, NIL);
         }
-        let node = &self.nodes[t as usize];
-        let k = &self.nodes[key as usize];
-        let ord = cmp_entry(node.score, &node.member, k.score, &k.member);
-        let goes_left = ord == Ordering::Less || (inclusive && ord == Ordering::Equal);
-        if goes_left {
-            let r = node.right;
-            let (a, b) = self.split(r, key, inclusive);
+        if self.before(t, key) {
+            let r = self.nodes[t as usize].right;
+            let (a, b) = self.split(r, key);
             self.nodes[t as usize].right = a;
             self.fix(t);
             (t, b)
         } else {
-            let l = node.left;
-            let (a, b) = self.split(l, key, inclusive);
+            let l = self.nodes[t as usize].left;
+            let (a, b) = self.split(l, key);
             self.nodes[t as usize].left = b;
             self.fix(t);
             (a, t)
@@ -240,23 +236,87 @@ impl ZSetValue {
         }
     }
 
-    /// Links node `idx` (not in the tree) into the tree by its score and member.
-    fn attach(&mut self, idx: u32) {
-        let n = &mut self.nodes[idx as usize];
-        n.left = NIL;
-        n.right = NIL;
-        n.size = 1;
-        let (a, b) = self.split(self.root, idx, false);
-        let left = self.merge(a, idx);
-        self.root = self.merge(left, b);
+    /// Test aid: checks that every node's priority is at least its children's and
+    /// its size is right; returns the subtree's size.
+    #[cfg(test)]
+    fn check_heap(&self, t: u32) -> u32 {
+        if t == NIL {
+            return 0;
+        }
+        let n = &self.nodes[t as usize];
+        for c in [n.left, n.right] {
+            assert!(
+                c == NIL || self.nodes[c as usize].prio <= n.prio,
+                "heap order"
+            );
+        }
+        let size = 1 + self.check_heap(n.left) + self.check_heap(n.right);
+        assert_eq!(size, n.size, "subtree size");
+        size
     }
 
-    /// Unlinks node `idx` from the tree; the node stays in the arena.
+    /// Whether node `a` orders before node `b` (members are unique: never equal
+    /// for two nodes).
+    fn before(&self, a: u32, b: u32) -> bool {
+        let (a, b) = (&self.nodes[a as usize], &self.nodes[b as usize]);
+        cmp_entry(a.score, &a.member, b.score, &b.member) == Ordering::Less
+    }
+
+    /// Points the link that held a subtree (the root when `parent` is NIL, else
+    /// `parent`'s left or right child) at `to`.
+    fn set_link(&mut self, parent: u32, left: bool, to: u32) {
+        if parent == NIL {
+            self.root = to;
+        } else if left {
+            self.nodes[parent as usize].left = to;
+        } else {
+            self.nodes[parent as usize].right = to;
+        }
+    }
+
+    /// Links node `idx` (not in the tree) into the tree by its score and member:
+    /// down the search path while the nodes outrank it (each gains one
+    /// descendant), then it takes the place of the subtree there, split around it.
+    /// One pass down, where a split of the whole tree and two merges took three.
+    fn attach(&mut self, idx: u32) {
+        let prio = self.nodes[idx as usize].prio;
+        let (mut parent, mut left) = (NIL, false);
+        let mut t = self.root;
+        while t != NIL && self.nodes[t as usize].prio > prio {
+            self.nodes[t as usize].size += 1;
+            parent = t;
+            left = self.before(idx, t);
+            let n = &self.nodes[t as usize];
+            t = if left { n.left } else { n.right };
+        }
+        let (a, b) = self.split(t, idx);
+        let n = &mut self.nodes[idx as usize];
+        n.left = a;
+        n.right = b;
+        self.fix(idx);
+        self.set_link(parent, left, idx);
+    }
+
+    /// Unlinks node `idx` from the tree (the node stays in the arena): down the
+    /// search path to it (each node on the way loses one descendant), then its two
+    /// subtrees merged in its place.
     fn detach(&mut self, idx: u32) {
-        let (a, b) = self.split(self.root, idx, false);
-        let (mid, c) = self.split(b, idx, true);
-        debug_assert_eq!(mid, idx);
-        self.root = self.merge(a, c);
+        let (mut parent, mut left) = (NIL, false);
+        let mut t = self.root;
+        while t != idx && t != NIL {
+            self.nodes[t as usize].size -= 1;
+            parent = t;
+            left = self.before(idx, t);
+            let n = &self.nodes[t as usize];
+            t = if left { n.left } else { n.right };
+        }
+        debug_assert_eq!(t, idx, "node {idx} not found in its tree");
+        let (l, r) = (
+            self.nodes[idx as usize].left,
+            self.nodes[idx as usize].right,
+        );
+        let merged = self.merge(l, r);
+        self.set_link(parent, left, merged);
     }
 
     /// Sets `member`'s score; returns the old score if it was present.
@@ -647,6 +707,7 @@ mod tests {
                     z.iter().map(|(m, s)| (s as i64, m.to_vec())).collect();
                 assert_eq!(got, model.iter().cloned().collect::<Vec<_>>());
                 assert_eq!(z.size(z.root) as usize, z.len());
+                assert_eq!(z.check_heap(z.root), z.len() as u32, "step {step}");
                 for (r, (_, m)) in model.iter().enumerate() {
                     assert_eq!(z.rank(m), Some(r));
                     assert_eq!(z.at(r).map(|(x, _)| x.to_vec()), Some(m.clone()));
