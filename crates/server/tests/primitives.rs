@@ -58,6 +58,41 @@ async fn throttles_over_rest_and_across_a_restart() {
     ]))
     .await;
     assert_eq!(r["result"], "OK", "{r}");
+    // Locks and fills over REST: WAIT answers at once there (a request never
+    // waits, as XREAD's BLOCK), taken or not.
+    let r = call(serde_json::json!(["TW.LOCK.ACQUIRE", "lock:rest", "60000"])).await;
+    assert!(r["result"][1].as_i64().unwrap() > 0, "{r}");
+    let r = call(serde_json::json!([
+        "TW.LOCK.ACQUIRE",
+        "lock:rest",
+        "60000",
+        "WAIT",
+        "5000"
+    ]))
+    .await;
+    assert!(r["result"].is_null(), "{r}");
+    let r = call(serde_json::json!(["TW.FILL.GET", "cache:rest", "60000"])).await;
+    assert_eq!(r["result"][0], "fill", "{r}");
+    let fill_token = r["result"][1].as_str().unwrap().to_owned();
+    let r = call(serde_json::json!([
+        "TW.FILL.GET",
+        "cache:rest",
+        "60000",
+        "WAIT",
+        "5000"
+    ]))
+    .await;
+    assert_eq!(r["result"], serde_json::json!(["timeout"]), "{r}");
+    let r = call(serde_json::json!([
+        "TW.FILL.SET",
+        "cache:rest",
+        fill_token,
+        "v"
+    ]))
+    .await;
+    assert_eq!(r["result"], 1, "{r}");
+    let r = call(serde_json::json!(["TW.FILL.GET", "cache:rest", "60000"])).await;
+    assert_eq!(r["result"], serde_json::json!(["hit", "v"]), "{r}");
     server.shutdown().await;
 
     // The limits are where they were.

@@ -39,7 +39,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "tw.fill.get",
             -3,
-            WRITE | FAST | BLOCKING,
+            WRITE | FAST | BLOCKING | BLOCKS_ON_OPTION,
             keys(1, 1, 1),
             get,
         )

@@ -29,7 +29,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "tw.lock.acquire",
             -3,
-            WRITE | DENYOOM | FAST | BLOCKING,
+            WRITE | DENYOOM | FAST | BLOCKING | BLOCKS_ON_OPTION,
             keys(1, 1, 1),
             acquire,
         )
