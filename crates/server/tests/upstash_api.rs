@@ -804,3 +804,27 @@ async fn streams_over_rest() {
     assert_eq!(t.cmd(json!(["BLPOP", "l", 1])).await.0, 400);
     t.stop().await;
 }
+
+/// Where only Upstash defines a behaviour, the REST API follows it: `SCAN …
+/// WITHTYPE` pairs each key with its type, and `COPY k k` answers 0 (the client's
+/// `NOT_COPIED`) rather than Redis's error.
+#[tokio::test]
+async fn upstash_only_behaviours() {
+    let t = start().await;
+    t.cmd(json!(["SET", "s", "v"])).await;
+    assert_eq!(
+        t.cmd(json!(["SCAN", "0", "WITHTYPE", "COUNT", 100])).await,
+        (200, json!({"result": ["0", ["s", "string"]]}))
+    );
+    assert_eq!(
+        t.cmd(json!(["COPY", "s", "s"])).await,
+        (200, json!({"result": 0}))
+    );
+    assert_eq!(
+        t.cmd(json!(["BITOP", "DIFF", "d", "s"])).await,
+        (
+            400,
+            json!({"error": "ERR BITOP DIFF must be called with at least two source keys."})
+        )
+    );
+}

@@ -274,18 +274,29 @@ fn find_bit(s: &[u8], first: u64, last: u64, want: bool) -> Option<u64> {
 }
 
 fn bitop(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    /// Redis 8.2 added DIFF (X and none of the others), DIFF1 (any of the others
+    /// but not X), ANDOR (X and any of the others) and ONE (exactly one source).
     #[derive(PartialEq, Clone, Copy)]
     enum Op {
         And,
         Or,
         Xor,
         Not,
+        Diff,
+        Diff1,
+        AndOr,
+        One,
     }
-    let op = match args.next_upper()?.as_str() {
+    let name = args.next_upper()?;
+    let op = match name.as_str() {
         "AND" => Op::And,
         "OR" => Op::Or,
         "XOR" => Op::Xor,
         "NOT" => Op::Not,
+        "DIFF" => Op::Diff,
+        "DIFF1" => Op::Diff1,
+        "ANDOR" => Op::AndOr,
+        "ONE" => Op::One,
         _ => return Err(CmdError::Syntax),
     };
     let dest = args.next_bytes()?;
@@ -294,6 +305,11 @@ fn bitop(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         return Err(CmdError::err(
             "BITOP NOT must be called with a single source key.",
         ));
+    }
+    if matches!(op, Op::Diff | Op::Diff1 | Op::AndOr) && sources.len() < 2 {
+        return Err(CmdError::err(format!(
+            "BITOP {name} must be called with at least two source keys."
+        )));
     }
     let mut values = Vec::with_capacity(sources.len());
     for key in sources {
@@ -311,20 +327,24 @@ fn bitop(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let byte = |v: &Bytes, i: usize| v.get(i).copied().unwrap_or(0);
     let mut out = vec![0u8; maxlen];
     for (i, o) in out.iter_mut().enumerate() {
-        let mut acc = byte(&values[0], i);
-        if op == Op::Not {
-            acc = !acc;
-        }
-        for v in &values[1..] {
-            let b = byte(v, i);
-            match op {
-                Op::And => acc &= b,
-                Op::Or => acc |= b,
-                Op::Xor => acc ^= b,
-                Op::Not => {}
+        let first = byte(&values[0], i);
+        let rest = values[1..].iter().map(|v| byte(v, i));
+        *o = match op {
+            Op::And => rest.fold(first, |a, b| a & b),
+            Op::Or => rest.fold(first, |a, b| a | b),
+            Op::Xor => rest.fold(first, |a, b| a ^ b),
+            Op::Not => !first,
+            Op::Diff => first & !rest.fold(0, |a, b| a | b),
+            Op::Diff1 => !first & rest.fold(0, |a, b| a | b),
+            Op::AndOr => first & rest.fold(0, |a, b| a | b),
+            Op::One => {
+                // Bits seen once so far, and bits seen more than once.
+                let (once, more) = rest.fold((first, 0u8), |(once, more), b| {
+                    (once | b, more | (once & b))
+                });
+                once & !more
             }
-        }
-        *o = acc;
+        };
     }
     store_key(ctx, db, dest, Entry::new(Value::Str(out.into())));
     ctx.dirty(1);
@@ -722,6 +742,42 @@ mod tests {
         assert_eq!(t.run(&["BITOP", "NAND", "d", "a"]), err("ERR syntax error"));
         assert_eq!(t.run(&["BITOP", "OR", "d", "nokey"]), int(0));
         assert_eq!(t.run(&["EXISTS", "d"]), int(0));
+    }
+
+    /// Redis 8.2's forms, bit by bit on one byte each: x = 1100_1010,
+    /// y = 1010_0110, z = 0110_0011 (the shorter w reads as zeros).
+    #[test]
+    fn bitop_redis_8_forms() {
+        let mut t = TestClient::new();
+        for (k, v) in [("x", 0b1100_1010u8), ("y", 0b1010_0110), ("z", 0b0110_0011)] {
+            t.run_bytes(vec!["SET".into(), k.into(), vec![v].into()]);
+        }
+        let byte = |t: &mut TestClient| match t.run(&["GET", "d"]) {
+            Reply::Bulk(b) => b[0],
+            other => panic!("{other:?}"),
+        };
+        // DIFF: in x and in none of y, z.
+        assert_eq!(t.run(&["BITOP", "DIFF", "d", "x", "y", "z"]), int(1));
+        assert_eq!(byte(&mut t), 0b0000_1000);
+        // DIFF1: in y or z, not in x.
+        assert_eq!(t.run(&["BITOP", "diff1", "d", "x", "y", "z"]), int(1));
+        assert_eq!(byte(&mut t), 0b0010_0101);
+        // ANDOR: in x and in y or z.
+        assert_eq!(t.run(&["BITOP", "ANDOR", "d", "x", "y", "z"]), int(1));
+        assert_eq!(byte(&mut t), 0b1100_0010);
+        // ONE: in exactly one of x, y, z.
+        assert_eq!(t.run(&["BITOP", "ONE", "d", "x", "y", "z"]), int(1));
+        assert_eq!(byte(&mut t), 0b0000_1101);
+        assert_eq!(t.run(&["BITOP", "ONE", "d", "x"]), int(1));
+        assert_eq!(byte(&mut t), 0b1100_1010);
+        for op in ["DIFF", "DIFF1", "ANDOR"] {
+            assert_eq!(
+                t.run(&["BITOP", &op.to_lowercase(), "d", "x"]),
+                err(&format!(
+                    "ERR BITOP {op} must be called with at least two source keys."
+                ))
+            );
+        }
     }
 
     #[test]

@@ -318,6 +318,8 @@ pub struct ScanOpts<'a> {
     pub pattern: Option<&'a [u8]>,
     pub count: usize,
     pub type_name: Option<String>,
+    /// Upstash's `WITHTYPE` (SCAN only): each key followed by its type.
+    pub with_type: bool,
 }
 
 impl ScanOpts<'_> {
@@ -337,10 +339,15 @@ pub fn parse_scan<'a>(args: &mut Args<'a>, allow_type: bool) -> Result<ScanOpts<
         pattern: None,
         count: 10,
         type_name: None,
+        with_type: false,
     };
     while let Some(opt) = args.peek() {
         args.next_bytes()?;
         let upper = opt.to_ascii_uppercase();
+        if allow_type && upper == b"WITHTYPE" {
+            opts.with_type = true;
+            continue;
+        }
         if args.is_empty() {
             return Err(CmdError::Syntax);
         }
@@ -388,6 +395,11 @@ fn scan(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             }
         }
         out.push(Reply::Bulk(Bytes::copy_from_slice(k)));
+        if opts.with_type {
+            out.push(Reply::Bulk(Bytes::from_static(
+                e.value.type_name().as_bytes(),
+            )));
+        }
     });
     Ok(scan_reply(next, out))
 }
@@ -477,6 +489,11 @@ fn copy(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         }
     }
     if src_db == dst_db && src == dst {
+        // Upstash's REST API answers 0 (its clients' NOT_COPIED) where Redis
+        // refuses; RESP keeps Redis's error.
+        if ctx.client.info.kind == "http" {
+            return Ok(Reply::Int(0));
+        }
         return Err(CmdError::err("source and destination objects are the same"));
     }
     let now = ctx.now;
@@ -700,6 +717,47 @@ mod tests {
         assert_eq!(sorted(t.run(&["KEYS", "foo*"])), ["foo_a", "foo_b"]);
         assert_eq!(sorted(t.run(&["KEYS", "*"])), ["", "bar", "foo_a", "foo_b"]);
         assert_eq!(sorted(t.run(&["KEYS", "b?r"])), ["bar"]);
+    }
+
+    /// Upstash's SCAN extension: each key followed by its type, with or without
+    /// the TYPE filter; other scans refuse the word.
+    #[test]
+    fn scan_withtype_pairs_keys_with_types() {
+        let mut t = TestClient::new();
+        t.run(&["SET", "s", "1"]);
+        t.run(&["ZADD", "z", "1", "m"]);
+        let Reply::Array(parts) = t.run(&["SCAN", "0", "WITHTYPE", "COUNT", "100"]) else {
+            panic!("not an array");
+        };
+        let mut pairs: Vec<String> = match &parts[1] {
+            Reply::Array(items) => items
+                .chunks(2)
+                .map(|c| format!("{:?}={:?}", c[0], c[1]))
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        pairs.sort();
+        assert_eq!(
+            pairs,
+            [
+                format!("{:?}={:?}", bulk("s"), bulk("string")),
+                format!("{:?}={:?}", bulk("z"), bulk("zset")),
+            ]
+        );
+        let Reply::Array(parts) = t.run(&["SCAN", "0", "TYPE", "zset", "WITHTYPE"]) else {
+            panic!("not an array");
+        };
+        assert_eq!(parts[1], Reply::Array(vec![bulk("z"), bulk("zset")]));
+        t.run(&["HSET", "h", "f", "v"]);
+        assert_eq!(
+            t.run(&["HSCAN", "h", "0", "WITHTYPE"]),
+            err("ERR syntax error")
+        );
+        // RESP keeps Redis's answer to COPY onto itself.
+        assert_eq!(
+            t.run(&["COPY", "s", "s"]),
+            err("ERR source and destination objects are the same")
+        );
     }
 
     #[test]
