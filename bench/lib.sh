@@ -1,4 +1,18 @@
 # Sourced by the bench scripts that compare Tidewire with redis-server.
+# prepare_release_bench: installs redis-server and redis-benchmark if missing, builds
+# the release binary and sets TW to it, makes the run's scratch dir ($work) and
+# stops both servers and removes it on exit.
+prepare_release_bench() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "installing redis-server and redis-tools" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
+  fi
+  cargo build --release -q -p tidewire-server
+  TW="${CARGO_TARGET_DIR:-target}/release/tidewire"
+  work="$(mktemp -d)"
+  trap 'kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 # start_servers: Tidewire ($TW, embedded defaults without the append-only log) and
 # redis-server (no persistence) side by side, their files under $work. Sets
 # tw_pid, tw_port, rs_pid and rs_port; returns once both answer.

@@ -46,15 +46,7 @@ TESTS="${TESTS:-ratelimit,move-active}"
 OUT=bench/out/scripting
 mkdir -p "$OUT"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis-server and redis-tools" >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-cargo build --release -q -p tidewire-server
-TW="${CARGO_TARGET_DIR:-target}/release/tidewire"
-work="$(mktemp -d)"
-cleanup() { kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+prepare_release_bench
 
 # Mirrors @upstash/ratelimit's slidingWindowLimitScript (dist/index.js): same keys and
 # arguments, same commands in the same order (optional dynamic-limit GET, GET current,

@@ -375,6 +375,20 @@ impl User {
             })
     }
 
+    /// Whether this user, or one of its selectors that allows the command, may
+    /// read every key (`allkeys`, `~*` or `%R~*`): what SORT's BY and GET patterns
+    /// need, since the keys they read are not known beforehand.
+    pub fn reads_every_key(&self, c: &Command, argv: &[Bytes]) -> bool {
+        let reads_all = |u: &User| {
+            u.keys
+                .as_ref()
+                .is_none_or(|list| list.iter().any(|p| p.read && p.pattern == b"*"))
+        };
+        std::iter::once(self)
+            .chain(self.selectors.iter())
+            .any(|u| u.may_run(c, argv) && reads_all(u))
+    }
+
     fn key_allowed(&self, key: &[u8], read: bool, write: bool) -> bool {
         match &self.keys {
             None => true,
@@ -762,20 +776,27 @@ impl Acl {
             return Ok(());
         };
         // Any selector may allow it; otherwise the most telling refusal is
-        // reported: one that got past the command check (key, channel).
+        // reported, as Redis picks it: one that got past the command check (key,
+        // channel), and of those the one at the latest argument (the selector that
+        // matched the most).
         for sel in &user.selectors {
             match Self::check_one(sel, cmd, argv) {
                 Ok(()) => return Ok(()),
-                Err(d) if denial.0 == Denial::Command && d.0 != Denial::Command => denial = d,
+                Err(d) if (d.0 as u8, d.2) > (denial.0 as u8, denial.2) => denial = d,
                 Err(_) => {}
             }
         }
-        Err(denial)
+        Err((denial.0, denial.1))
     }
 
-    fn check_one(user: &User, cmd: &Command, argv: &[Bytes]) -> Result<(), (Denial, String)> {
+    /// One set of permissions: the refusal, its object and the argument it is at.
+    fn check_one(
+        user: &User,
+        cmd: &Command,
+        argv: &[Bytes],
+    ) -> Result<(), (Denial, String, usize)> {
         if !user.may_run(cmd, argv) {
-            return Err((Denial::Command, cmd.full_name.clone()));
+            return Err((Denial::Command, cmd.full_name.clone(), 0));
         }
         if user.keys.is_some() {
             let by_flags = if cmd.has(flag::WRITE) {
@@ -793,6 +814,9 @@ impl Acl {
                 };
                 let (read, write) = match (cmd.spec.key_roles, i) {
                     (KeyRoles::ByFlags, _) => by_flags,
+                    (KeyRoles::Each(roles), i) => {
+                        roles.get(i).or(roles.last()).copied().unwrap_or(by_flags)
+                    }
                     (KeyRoles::WriteAndReadIfGet, _) => (word_at(3, &[b"get"]), true),
                     (KeyRoles::ReadAndWriteIfChanged, _) => {
                         (true, word_at(2, &[b"set", b"incrby"]))
@@ -804,6 +828,7 @@ impl Acl {
                     return Err((
                         Denial::Key,
                         String::from_utf8_lossy(&argv[pos]).into_owned(),
+                        pos,
                     ));
                 }
             }
@@ -819,9 +844,13 @@ impl Acl {
                 .iter()
                 .skip(from)
                 .take(if only_first { 1 } else { usize::MAX });
-            for c in chans {
+            for (i, c) in chans.enumerate() {
                 if !user.channel_allowed(c, patterns) {
-                    return Err((Denial::Channel, String::from_utf8_lossy(c).into_owned()));
+                    return Err((
+                        Denial::Channel,
+                        String::from_utf8_lossy(c).into_owned(),
+                        from + i,
+                    ));
                 }
             }
         }

@@ -168,6 +168,20 @@ pub enum KeyRoles {
     /// Read, and written too when a `SET` or `INCRBY` operation is among the
     /// arguments (BITFIELD).
     ReadAndWriteIfChanged,
+    /// Per key position, the last entry repeating: what Redis's key specs say
+    /// (see [`key_access`]).
+    Each(&'static [(bool, bool)]),
+}
+
+/// (read, write) for [`KeyRoles::Each`], as Redis derives them from key-spec
+/// flags: `ACCESS` needs read permission, `INSERT`/`DELETE`/`UPDATE` write.
+pub mod key_access {
+    pub const R: (bool, bool) = (true, false);
+    pub const W: (bool, bool) = (false, true);
+    pub const RW: (bool, bool) = (true, true);
+    /// Neither: the key is only looked at (existence, length, type, TOUCH), and any
+    /// pattern that matches it will do.
+    pub const ANY: (bool, bool) = (false, false);
 }
 
 /// Where a pub/sub command's channels are, for ACL checks.

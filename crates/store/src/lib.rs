@@ -27,6 +27,7 @@ pub mod evict;
 pub mod exec;
 pub mod expire;
 pub mod families;
+pub mod geohash;
 pub mod glob;
 pub mod keyspace;
 pub mod lzf;

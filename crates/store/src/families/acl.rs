@@ -289,6 +289,16 @@ fn dryrun(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     };
     let argv = args.rest();
     let Ok(cmd) = crate::exec::resolve(argv) else {
+        // A known command (or subcommand) with the wrong arguments is told so.
+        let known = crate::command::registry()
+            .get(&argv[0])
+            .and_then(|c| match argv.get(1) {
+                Some(sub) if !c.subs.is_empty() => c.sub(sub),
+                _ => Some(c),
+            });
+        if let Some(c) = known.filter(|c| !c.arity_ok(argv.len())) {
+            return Err(CmdError::WrongArity(c.full_name.clone()));
+        }
         let c = String::from_utf8_lossy(&argv[0]);
         return Err(CmdError::err(format!("Command '{c}' not found")));
     };

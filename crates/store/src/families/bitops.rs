@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles};
+use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
@@ -17,7 +17,7 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("bitmap");
     vec![
-        s(cmd("setbit", 4, WRITE | DENYOOM, keys(1, 1, 1), setbit).summary("Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.")),
+        s(cmd("setbit", 4, WRITE | DENYOOM, keys(1, 1, 1), setbit).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.")),
         s(cmd("getbit", 3, READONLY | FAST, keys(1, 1, 1), getbit).summary("Returns a bit value by offset.")),
         s(cmd("bitcount", -2, READONLY, keys(1, 1, 1), bitcount).summary("Counts the number of set bits (population counting) in a string.")),
         s(cmd("bitpos", -3, READONLY, keys(1, 1, 1), bitpos).summary("Finds the first set (1) or clear (0) bit in a string.")),

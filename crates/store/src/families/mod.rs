@@ -9,6 +9,7 @@ pub mod connection;
 pub mod debug;
 pub mod dump;
 pub mod fill;
+pub mod geo;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod idempotency;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod lists;
 pub mod lock;
 pub mod longdouble;
+pub mod migrate;
 pub mod persistence;
 pub mod pubsub;
 pub mod records;
@@ -63,5 +65,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(idempotency::commands());
     v.extend(lock::commands());
     v.extend(fill::commands());
+    v.extend(geo::commands());
+    v.extend(migrate::commands());
     v
 }

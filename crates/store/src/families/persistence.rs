@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, NO_KEYS};
+use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::persistence::{self, RewriteStart};
@@ -51,6 +51,7 @@ pub fn commands() -> Vec<CommandSpec> {
             .summary("A container for memory diagnostics commands.")
             .subs(vec![
                 cmd("usage", -3, READONLY, keys(2, 2, 1), memory_usage)
+                    .key_roles(KeyRoles::Each(&[key_access::ANY]))
                     .summary("Estimates the memory usage of a key."),
                 cmd("stats", 2, ALL_KEYS, NO_KEYS, memory_stats)
                     .summary("Returns details about memory usage."),

@@ -29,7 +29,12 @@ fn eval_keys(argv: &[Bytes]) -> Vec<usize> {
         .and_then(|n| std::str::from_utf8(n).ok())
         .and_then(|n| n.parse::<usize>().ok())
         .unwrap_or(0);
-    (3..3usize.saturating_add(n).min(argv.len())).collect()
+    // More keys declared than arguments given: no keys (the command itself then
+    // fails), as Redis's key specs read it.
+    if 3usize.saturating_add(n) > argv.len() {
+        return Vec::new();
+    }
+    (3..3 + n).collect()
 }
 
 pub fn commands() -> Vec<CommandSpec> {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, Keys};
+use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -28,6 +28,7 @@ pub fn commands() -> Vec<CommandSpec> {
             Keys::Custom(sort_keys),
             sort,
         )
+        .key_roles(KeyRoles::ReadThenWrite)
         .summary(
             "Sorts the elements in a list, a set, or a sorted set, optionally storing the result.",
         )),
@@ -145,6 +146,18 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, readonly: bool) -> CmdRe
     let mut by: Option<&Bytes> = None;
     let mut dontsort = false;
     let mut gets: Vec<&Bytes> = Vec::new();
+    // BY and GET patterns read keys nobody declared: a user may use them only if
+    // it may read every key, as Redis rules.
+    let reads_every_key = !ctx.store.acl.restricted()
+        || ctx
+            .store
+            .acl_user(ctx.client)
+            .is_some_and(|u| u.reads_every_key(ctx.cmd, ctx.argv));
+    let denied = |option: &str| {
+        CmdError::err(format!(
+            "{option} option of SORT denied due to insufficient ACL permissions."
+        ))
+    };
     while let Some(opt) = args.peek() {
         let left = args.remaining() - 1;
         args.next_bytes()?;
@@ -162,10 +175,17 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, readonly: bool) -> CmdRe
                 // A pattern without '*' names no per-element key: don't sort at all.
                 if !p.contains(&b'*') {
                     dontsort = true;
+                } else if !reads_every_key {
+                    return Err(denied("BY"));
                 }
                 by = Some(p);
             }
-            b"GET" if left >= 1 => gets.push(args.next_bytes()?),
+            b"GET" if left >= 1 => {
+                if !reads_every_key {
+                    return Err(denied("GET"));
+                }
+                gets.push(args.next_bytes()?)
+            }
             _ => return Err(CmdError::Syntax),
         }
     }

@@ -12,14 +12,15 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, keys, CommandSpec, Keys, NO_KEYS};
+use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, Keys, NO_KEYS};
 use crate::config::{notify, Limit};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::subcommand_syntax;
 use crate::num;
 use crate::types::stream::{
-    Consumer, Group, NodeLimits, StreamEntry, StreamId, StreamValue, Trim, ENTRIES_READ_INVALID,
+    Consumer, Group, NodeLimits, RefPolicy, StreamEntry, StreamId, StreamValue, Trim,
+    ENTRIES_READ_INVALID,
 };
 use crate::value::{Entry, Value};
 
@@ -27,10 +28,11 @@ pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("stream");
     vec![
         s(cmd("xadd", -5, WRITE | DENYOOM | FAST, keys(1, 1, 1), xadd).summary("Appends a new message to a stream. Creates the key if it doesn't exist.")),
-        s(cmd("xlen", 2, READONLY | FAST, keys(1, 1, 1), xlen).summary("Return the number of messages in a stream.")),
+        s(cmd("xlen", 2, READONLY | FAST, keys(1, 1, 1), xlen).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Return the number of messages in a stream.")),
         s(cmd("xrange", -4, READONLY, keys(1, 1, 1), xrange).summary("Returns the messages from a stream within a range of IDs.")),
         s(cmd("xrevrange", -4, READONLY, keys(1, 1, 1), xrevrange).summary("Returns the messages from a stream within a range of IDs in reverse order.")),
         s(cmd("xdel", -3, WRITE | FAST, keys(1, 1, 1), xdel).summary("Returns the number of messages after removing them from a stream.")),
+        s(cmd("xdelex", -5, WRITE | FAST, keys(1, 1, 1), xdelex).summary("Deletes one or multiple entries from the stream.")),
         s(cmd("xtrim", -4, WRITE, keys(1, 1, 1), xtrim).summary("Deletes messages from the beginning of a stream.")),
         s(cmd("xsetid", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), xsetid).summary("An internal command for replicating stream values.")),
         s(cmd("xread", -4, READONLY | BLOCKING | BLOCKS_ON_OPTION, Keys::Custom(xread_keys), xread)
@@ -40,6 +42,7 @@ pub fn commands() -> Vec<CommandSpec> {
             .blocks_on(BlockKind::StreamGroup)
             .summary("Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise.")),
         s(cmd("xack", -4, WRITE | FAST, keys(1, 1, 1), xack).summary("Returns the number of messages that were successfully acknowledged by the consumer group member of a stream.")),
+        s(cmd("xackdel", -6, WRITE | FAST, keys(1, 1, 1), xackdel).summary("Acknowledges and conditionally deletes one or multiple entries for a stream consumer group.")),
         s(cmd("xpending", -3, READONLY, keys(1, 1, 1), xpending).summary("Returns the information and entries from a stream consumer group's pending entries list.")),
         s(cmd("xclaim", -6, WRITE | FAST, keys(1, 1, 1), xclaim).summary("Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member.")),
         s(cmd("xautoclaim", -6, WRITE | FAST, keys(1, 1, 1), xautoclaim).summary("Changes, or acquires, ownership of messages in a consumer group, as if the messages were delivered to as consumer group member.")),
@@ -248,6 +251,8 @@ struct TrimArgs {
     /// The id given to XADD (`None` for `*`), and whether its sequence was given.
     id: Option<(StreamId, bool)>,
     nomkstream: bool,
+    /// KEEPREF / DELREF / ACKED: what trimming does about group references.
+    policy: RefPolicy,
 }
 
 /// Parses XADD/XTRIM options from `args` (Redis's `streamParseAddOrTrimArgsOrReply`).
@@ -259,6 +264,7 @@ fn parse_trim_args(ctx: &Ctx<'_>, args: &mut Args<'_>, xadd: bool) -> Result<Tri
         limit: 0,
         id: None,
         nomkstream: false,
+        policy: RefPolicy::KeepRef,
     };
     let mut limit_given = None;
     while let Some(opt) = args.peek() {
@@ -308,6 +314,10 @@ fn parse_trim_args(ctx: &Ctx<'_>, args: &mut Args<'_>, xadd: bool) -> Result<Tri
         } else if xadd && opt.eq_ignore_ascii_case(b"nomkstream") {
             args.next_bytes()?;
             t.nomkstream = true;
+        } else if let Some(policy) = RefPolicy::parse(opt) {
+            // Redis 8.2: one of these anywhere among the options; the last one counts.
+            args.next_bytes()?;
+            t.policy = policy;
         } else if xadd {
             let arg = args.next_bytes()?;
             t.id = Some(parse_id_full(arg, 0, true, true)?);
@@ -352,15 +362,21 @@ fn parse_trim_args(ctx: &Ctx<'_>, args: &mut Args<'_>, xadd: bool) -> Result<Tri
     Ok(t)
 }
 
-/// The exact trim that reproduces what a trim just did.
-fn trim_record(key: &Bytes, s: &StreamValue) -> Vec<Bytes> {
-    vec![
+/// The exact trim that reproduces what a trim just did: the entries a trim
+/// removes are the oldest its policy allows, so trimming to the resulting length
+/// with the same policy removes the same ones (and drops the same references).
+fn trim_record(key: &Bytes, s: &StreamValue, policy: RefPolicy) -> Vec<Bytes> {
+    let mut rec = vec![
         b("XTRIM"),
         key.clone(),
         b("MAXLEN"),
         b("="),
         int_bytes(s.len()),
-    ]
+    ];
+    if policy != RefPolicy::KeepRef {
+        rec.push(b(policy.word()));
+    }
+    rec
 }
 
 fn xadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -429,10 +445,10 @@ fn xadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     }
     s.append(new_id, fields, lim);
     let trimmed = match trim.how {
-        Some(how) => s.trim(how, trim.approx, trim.limit),
+        Some(how) => s.trim_with(how, trim.approx, trim.limit, trim.policy),
         None => 0,
     };
-    let trim_rec = (trimmed > 0).then(|| trim_record(&key, s));
+    let trim_rec = (trimmed > 0).then(|| trim_record(&key, s, trim.policy));
     ctx.dirty(1);
     ctx.notify(notify::STREAM, "xadd", &key);
     if ctx.store.logging() {
@@ -462,9 +478,9 @@ fn xtrim(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let Some(how) = trim.how else {
         return Ok(Reply::Int(0));
     };
-    let deleted = s.trim(how, trim.approx, trim.limit);
+    let deleted = s.trim_with(how, trim.approx, trim.limit, trim.policy);
     if deleted > 0 {
-        let rec = trim_record(&key, s);
+        let rec = trim_record(&key, s, trim.policy);
         ctx.dirty(deleted);
         ctx.notify(notify::STREAM, "xtrim", &key);
         ctx.propagate(rec);
@@ -531,6 +547,144 @@ fn xdel(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         ctx.notify(notify::STREAM, "xdel", &key);
     }
     Ok(Reply::Int(deleted as i64))
+}
+
+// ---- XDELEX / XACKDEL (Redis 8.2) ----------------------------------------------------
+
+/// Per-id replies of XDELEX and XACKDEL.
+const DEL_NO_ID: i64 = -1;
+const DEL_DONE: i64 = 1;
+const DEL_STILL_REFERENCED: i64 = 2;
+
+/// Parses `[KEEPREF | DELREF | ACKED] IDS numids id [id ...]` (the rest of
+/// XDELEX / XACKDEL): at most one policy, on either side of the IDS block, and
+/// exactly `numids` ids. Returns the policy and the ids, parsed before any
+/// change is made so that a bad id fails the whole command.
+fn parse_del_args(args: &mut Args<'_>) -> Result<(RefPolicy, Vec<StreamId>), CmdError> {
+    let mut policy = None;
+    let mut ids: Option<&[Bytes]> = None;
+    let rest = args.rest();
+    let mut i = 0;
+    while let Some(opt) = rest.get(i) {
+        if opt.eq_ignore_ascii_case(b"ids") && i + 1 < rest.len() {
+            let n = num::parse_i64(&rest[i + 1])
+                .filter(|n| *n > 0)
+                .ok_or_else(|| CmdError::err("Number of IDs must be a positive integer"))?;
+            let start = i + 2;
+            let available = (rest.len() - start) as u64;
+            if n as u64 > available {
+                return Err(CmdError::err(
+                    "The `numids` parameter must match the number of arguments",
+                ));
+            }
+            let end = start + n as usize;
+            ids = rest.get(start..end);
+            i = end;
+        } else if let Some(p) = RefPolicy::parse(opt).filter(|_| policy.is_none()) {
+            policy = Some(p);
+            i += 1;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let ids = ids
+        .ok_or(CmdError::Syntax)?
+        .iter()
+        .map(|a| parse_strict_id(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((policy.unwrap_or_default(), ids))
+}
+
+/// One integer per id, all `code`: for a missing stream or group.
+fn codes_reply(n: usize, code: i64) -> Reply {
+    Reply::Array(vec![Reply::Int(code); n])
+}
+
+/// `XDELEX key [KEEPREF | DELREF | ACKED] IDS numids id …`: XDEL with a policy
+/// for group references. Per id: 1 deleted, -1 no such entry, 2 kept because a
+/// group still needs it (ACKED). Logged as received: its effect depends only on
+/// the stream's state.
+fn xdelex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_owned()?;
+    let (policy, ids) = parse_del_args(args)?;
+    let Some(s) = write_stream(ctx, &key)? else {
+        return Ok(codes_reply(ids.len(), DEL_NO_ID));
+    };
+    let (mut deleted, mut changed) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let mut modified = false;
+        let code = match policy {
+            RefPolicy::Acked if s.is_referenced(id) => DEL_STILL_REFERENCED,
+            _ => {
+                // DELREF drops references even to an id no longer in the stream.
+                if policy == RefPolicy::DelRef {
+                    modified = s.drop_refs(id);
+                }
+                if s.delete(id) {
+                    deleted += 1;
+                    modified = true;
+                    DEL_DONE
+                } else {
+                    DEL_NO_ID
+                }
+            }
+        };
+        changed += u64::from(modified);
+        out.push(Reply::Int(code));
+    }
+    ctx.dirty(changed);
+    if deleted > 0 {
+        ctx.notify(notify::STREAM, "xdel", &key);
+    }
+    Ok(Reply::Array(out))
+}
+
+/// `XACKDEL key group [KEEPREF | DELREF | ACKED] IDS numids id …`: XACK, then
+/// XDELEX of what was acknowledged. Per id: -1 not pending in the group, 1
+/// acknowledged and deleted (or already gone), 2 acknowledged but kept because
+/// another group still needs it (ACKED). A missing stream or group answers -1
+/// for every id, as Redis does.
+fn xackdel(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let key = args.next_owned()?;
+    let group = args.next_owned()?;
+    let (policy, ids) = parse_del_args(args)?;
+    let Some(s) = write_stream(ctx, &key)? else {
+        return Ok(codes_reply(ids.len(), DEL_NO_ID));
+    };
+    let Some(g) = s.group_mut(&group) else {
+        return Ok(codes_reply(ids.len(), DEL_NO_ID));
+    };
+    // Acknowledge first: ACKED then asks about the other groups only.
+    let acked: Vec<bool> = ids.iter().map(|id| g.ack(*id)).collect();
+    let (mut deleted, mut changed) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, was_pending) in ids.into_iter().zip(acked) {
+        if !was_pending {
+            out.push(Reply::Int(DEL_NO_ID));
+            continue;
+        }
+        changed += 1;
+        let code = match policy {
+            RefPolicy::Acked if s.is_referenced(id) => DEL_STILL_REFERENCED,
+            _ => {
+                if policy == RefPolicy::DelRef {
+                    s.drop_refs(id);
+                }
+                if s.delete(id) {
+                    deleted += 1;
+                    changed += 1;
+                }
+                DEL_DONE
+            }
+        };
+        out.push(Reply::Int(code));
+    }
+    ctx.dirty(changed);
+    if deleted > 0 {
+        ctx.notify(notify::STREAM, "xdel", &key);
+    }
+    Ok(Reply::Array(out))
 }
 
 fn xsetid(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -2024,6 +2178,336 @@ mod tests {
         assert_eq!(
             t.run(&["XGROUP", "CREATE", "missing", "g", "$"]),
             err("ERR The XGROUP subcommand requires the key to exist. Note that for CREATE you may want to use the MKSTREAM option to create an empty stream automatically.")
+        );
+    }
+
+    fn ints(v: &[i64]) -> Reply {
+        Reply::Array(v.iter().map(|n| int(*n)).collect())
+    }
+
+    const NO_PENDING: fn() -> Reply =
+        || Reply::Array(vec![int(0), Reply::Null, Reply::Null, Reply::NullArray]);
+
+    /// How many entries group `g` of stream `s` has pending.
+    fn pending(t: &mut TestClient, g: &str) -> i64 {
+        match t.run(&["XPENDING", "s", g]) {
+            Reply::Array(v) => match v.first() {
+                Some(Reply::Int(n)) => *n,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Stream `s` with entries 1-0 … n-0, read in full by groups `g1` (consumer
+    /// `c1`) and `g2` (consumer `c2`).
+    fn two_groups(n: u64) -> TestClient {
+        let mut t = TestClient::new();
+        for i in 1..=n {
+            t.run(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+        }
+        for (g, c) in [("g1", "c1"), ("g2", "c2")] {
+            t.run(&["XGROUP", "CREATE", "s", g, "0"]);
+            t.run(&["XREADGROUP", "GROUP", g, c, "STREAMS", "s", ">"]);
+        }
+        t
+    }
+
+    #[test]
+    fn xdelex_policies() {
+        let mut t = two_groups(3);
+        // KEEPREF (the default): deleted, still pending in both groups.
+        assert_eq!(
+            t.run(&["XDELEX", "s", "IDS", "2", "1-0", "9-0"]),
+            ints(&[1, -1])
+        );
+        assert_eq!(
+            t.run(&["XPENDING", "s", "g1"]),
+            Reply::Array(vec![
+                int(3),
+                bulk("1-0"),
+                bulk("3-0"),
+                Reply::Array(vec![bulks(&["c1", "3"])])
+            ])
+        );
+        // ACKED: pending in g2 only still counts.
+        t.run(&["XACK", "s", "g1", "2-0"]);
+        assert_eq!(
+            t.run(&["XDELEX", "s", "ACKED", "IDS", "1", "2-0"]),
+            ints(&[2])
+        );
+        t.run(&["XACK", "s", "g2", "2-0"]);
+        assert_eq!(
+            t.run(&["xdelex", "s", "acked", "IDS", "1", "2-0"]),
+            ints(&[1])
+        );
+        // DELREF: gone from the stream and from every PEL.
+        assert_eq!(
+            t.run(&["XDELEX", "s", "IDS", "1", "3-0", "DELREF"]),
+            ints(&[1])
+        );
+        assert_eq!(
+            t.run(&["XPENDING", "s", "g2"]),
+            Reply::Array(vec![
+                int(1),
+                bulk("1-0"),
+                bulk("1-0"),
+                Reply::Array(vec![bulks(&["c2", "1"])])
+            ])
+        );
+        // DELREF also clears references to an entry already deleted (-1).
+        assert_eq!(
+            t.run(&["XDELEX", "s", "DELREF", "IDS", "1", "1-0"]),
+            ints(&[-1])
+        );
+        assert_eq!(t.run(&["XPENDING", "s", "g1"]), NO_PENDING());
+        assert_eq!(t.run(&["XPENDING", "s", "g2"]), NO_PENDING());
+        assert_eq!(t.run(&["XLEN", "s"]), int(0));
+        // A missing key: -1 for every id.
+        assert_eq!(
+            t.run(&["XDELEX", "nokey", "IDS", "2", "1-0", "2-0"]),
+            ints(&[-1, -1])
+        );
+    }
+
+    #[test]
+    fn xdelex_acked_needs_every_group_to_have_read_past() {
+        let mut t = TestClient::new();
+        for i in 1..=5 {
+            t.run(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+        }
+        t.run(&["XGROUP", "CREATE", "s", "g1", "1-0"]);
+        t.run(&["XGROUP", "CREATE", "s", "g2", "3-0"]);
+        // 1-0 is at or below every group's last id and pending nowhere.
+        assert_eq!(
+            t.run(&["XDELEX", "s", "ACKED", "IDS", "1", "1-0"]),
+            ints(&[1])
+        );
+        // g1 has not been delivered 2-0 yet, nor anyone 9-0.
+        assert_eq!(
+            t.run(&["XDELEX", "s", "ACKED", "IDS", "2", "2-0", "9-0"]),
+            ints(&[2, 2])
+        );
+        t.run(&["XGROUP", "DESTROY", "s", "g1"]);
+        assert_eq!(
+            t.run(&["XDELEX", "s", "ACKED", "IDS", "1", "2-0"]),
+            ints(&[1])
+        );
+        // Without groups nothing is referenced.
+        t.run(&["XGROUP", "DESTROY", "s", "g2"]);
+        assert_eq!(
+            t.run(&["XDELEX", "s", "ACKED", "IDS", "2", "5-0", "9-0"]),
+            ints(&[1, -1])
+        );
+    }
+
+    #[test]
+    fn xackdel_policies() {
+        // ACKED: acknowledged in g1, kept while g2 has it pending.
+        let mut t = two_groups(2);
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g1", "ACKED", "IDS", "2", "1-0", "2-0"]),
+            ints(&[2, 2])
+        );
+        assert_eq!(t.run(&["XLEN", "s"]), int(2));
+        assert_eq!(t.run(&["XPENDING", "s", "g1"]), NO_PENDING());
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g2", "ACKED", "IDS", "2", "1-0", "2-0"]),
+            ints(&[1, 1])
+        );
+        assert_eq!(t.run(&["XLEN", "s"]), int(0));
+        assert_eq!(t.run(&["XPENDING", "s", "g2"]), NO_PENDING());
+
+        // KEEPREF: g2's references stay, and acknowledging them later answers 1.
+        let mut t = two_groups(2);
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g1", "IDS", "2", "1-0", "2-0"]),
+            ints(&[1, 1])
+        );
+        assert_eq!(t.run(&["XLEN", "s"]), int(0));
+        assert_eq!(
+            t.run(&["XPENDING", "s", "g2"]),
+            Reply::Array(vec![
+                int(2),
+                bulk("1-0"),
+                bulk("2-0"),
+                Reply::Array(vec![bulks(&["c2", "2"])])
+            ])
+        );
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g2", "KEEPREF", "IDS", "2", "1-0", "2-0"]),
+            ints(&[1, 1])
+        );
+        assert_eq!(t.run(&["XPENDING", "s", "g2"]), NO_PENDING());
+
+        // DELREF: references go from every group; g2 then has nothing to ack.
+        let mut t = two_groups(2);
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g1", "DELREF", "IDS", "2", "1-0", "2-0"]),
+            ints(&[1, 1])
+        );
+        assert_eq!(t.run(&["XPENDING", "s", "g2"]), NO_PENDING());
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g2", "DELREF", "IDS", "2", "1-0", "2-0"]),
+            ints(&[-1, -1])
+        );
+
+        // A missing key or group answers -1 per id, not NOGROUP.
+        let mut t = TestClient::new();
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g", "IDS", "2", "1-1", "2-2"]),
+            ints(&[-1, -1])
+        );
+        t.run(&["XADD", "s", "1-0", "f", "v"]);
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g", "IDS", "2", "1-1", "2-2"]),
+            ints(&[-1, -1])
+        );
+    }
+
+    #[test]
+    fn xdelex_xackdel_errors() {
+        let mut t = TestClient::new();
+        t.run(&["XADD", "s", "1-0", "f", "v"]);
+        t.run(&["XGROUP", "CREATE", "s", "g", "0"]);
+        t.run(&["SET", "str", "x"]);
+        for pre in [&["XDELEX", "s"][..], &["XACKDEL", "s", "g"][..]] {
+            let run = |t: &mut TestClient, rest: &[&str]| {
+                let argv: Vec<&str> = pre.iter().chain(rest).copied().collect();
+                t.run(&argv)
+            };
+            for n in ["abc", "0", "-5"] {
+                assert_eq!(
+                    run(&mut t, &["IDS", n, "1-1"]),
+                    err("ERR Number of IDs must be a positive integer")
+                );
+            }
+            assert_eq!(
+                run(&mut t, &["IDS", "3", "1-1", "2-2"]),
+                err("ERR The `numids` parameter must match the number of arguments")
+            );
+            assert_eq!(
+                run(&mut t, &["IDS", "1", "1-1", "2-2"]),
+                err("ERR syntax error")
+            );
+            assert_eq!(
+                run(&mut t, &["KEEPREF", "DELREF", "IDS", "1", "1-1"]),
+                err("ERR syntax error")
+            );
+            assert_eq!(
+                run(&mut t, &["ACKED", "IDS", "1", "1-1", "ACKED"]),
+                err("ERR syntax error")
+            );
+            assert_eq!(
+                run(&mut t, &["BOGUS", "IDS", "1", "1-1"]),
+                err("ERR syntax error")
+            );
+            assert_eq!(
+                run(&mut t, &["IDS", "1", "nope"]),
+                err("ERR Invalid stream ID specified as stream command argument")
+            );
+        }
+        assert_eq!(
+            t.run(&["XDELEX", "s", "IDS", "1"]),
+            err("ERR wrong number of arguments for 'xdelex' command")
+        );
+        assert_eq!(
+            t.run(&["XACKDEL", "s", "g", "IDS", "1"]),
+            err("ERR wrong number of arguments for 'xackdel' command")
+        );
+        assert_eq!(
+            t.run(&["XDELEX", "str", "IDS", "1", "1-0"]),
+            err("WRONGTYPE Operation against a key holding the wrong kind of value")
+        );
+        assert_eq!(
+            t.run(&["XACKDEL", "str", "g", "IDS", "1", "1-0"]),
+            err("WRONGTYPE Operation against a key holding the wrong kind of value")
+        );
+        // Nothing was changed by any of the above.
+        assert_eq!(t.run(&["XLEN", "s"]), int(1));
+    }
+
+    #[test]
+    fn trimming_with_ref_policies() {
+        // ACKED skips what a group still needs and goes on past it.
+        let mut t = two_groups(5);
+        t.run(&["XACK", "s", "g1", "1-0", "3-0", "4-0"]);
+        t.run(&["XACK", "s", "g2", "1-0", "3-0", "4-0"]);
+        assert_eq!(t.run(&["XTRIM", "s", "MAXLEN", "2", "ACKED"]), int(3));
+        assert_eq!(
+            t.run(&["XRANGE", "s", "-", "+"]),
+            Reply::Array(vec![entry("2-0", &["f", "v"]), entry("5-0", &["f", "v"])])
+        );
+        // Nothing else is acknowledged: nothing more goes.
+        assert_eq!(t.run(&["XTRIM", "s", "MINID", "9", "ACKED"]), int(0));
+        // KEEPREF leaves the references; DELREF drops them.
+        assert_eq!(t.run(&["XTRIM", "s", "MAXLEN", "1"]), int(1));
+        assert_eq!(pending(&mut t, "g1"), 2);
+        assert_eq!(
+            t.run(&["XADD", "s", "DELREF", "MAXLEN", "0", "6-0", "f", "v"]),
+            bulk("6-0")
+        );
+        assert_eq!(t.run(&["XLEN", "s"]), int(0));
+        // 5-0's references went with it; 2-0's (deleted by KEEPREF) stay.
+        assert_eq!(pending(&mut t, "g2"), 1);
+        assert_eq!(
+            t.run(&["XTRIM", "s", "MAXLEN", "0", "BOGUS"]),
+            err("ERR syntax error")
+        );
+        // Without groups the policies agree.
+        let mut t = TestClient::new();
+        for i in 1..=4 {
+            t.run(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+        }
+        assert_eq!(t.run(&["XTRIM", "s", "MINID", "3", "ACKED"]), int(2));
+        assert_eq!(t.run(&["XLEN", "s"]), int(2));
+    }
+
+    #[test]
+    fn approximate_acked_trim_is_logged_as_the_exact_equivalent() {
+        let mut t = TestClient::new();
+        let log = Arc::new(LogRecorder::default());
+        t.store.set_write_log(log.clone());
+        t.run(&["CONFIG", "SET", "stream-node-max-entries", "2"]);
+        for i in 1..=6 {
+            t.run(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+        }
+        t.run(&["XGROUP", "CREATE", "s", "g", "0"]);
+        t.run(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "6",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
+        t.run(&["XACK", "s", "g", "1-0", "3-0", "4-0"]);
+        // Nodes [1,2] [3,4] [5,6]: ~ 2 takes the first two; 2-0 is pending.
+        assert_eq!(
+            t.run(&["XADD", "s", "ACKED", "MAXLEN", "~", "2", "7-0", "f", "v"]),
+            bulk("7-0")
+        );
+        assert_eq!(t.run(&["XLEN", "s"]), int(4));
+        assert_eq!(
+            t.run(&["XDELEX", "s", "DELREF", "IDS", "1", "2-0"]),
+            ints(&[1])
+        );
+        // Only state changes are logged: this answers -1 and changes nothing.
+        t.run(&["XDELEX", "s", "IDS", "1", "2-0"]);
+        t.run(&["XACKDEL", "s", "g", "IDS", "1", "5-0"]);
+        let log = log.0.lock().clone();
+        let tail: Vec<&str> = log.iter().rev().take(4).rev().map(|l| l.as_str()).collect();
+        assert_eq!(
+            tail,
+            vec![
+                "XADD s 7-0 f v",
+                "XTRIM s MAXLEN = 4 ACKED",
+                "XDELEX s DELREF IDS 1 2-0",
+                "XACKDEL s g IDS 1 5-0",
+            ]
         );
     }
 }

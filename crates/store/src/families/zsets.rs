@@ -17,7 +17,7 @@ use tidewire_resp::{format_double, BulkArray, Reply};
 use crate::args::Args;
 use crate::blocking::parse_timeout;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::config::Limit;
 use crate::error::{CmdError, CmdResult};
@@ -32,9 +32,9 @@ pub fn commands() -> Vec<CommandSpec> {
     let z = |c: CommandSpec| c.group("sorted_set");
     vec![
         z(cmd("zadd", -4, WRITE | DENYOOM | FAST, keys(1, 1, 1), zadd).summary("Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist.")),
-        z(cmd("zincrby", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), zincrby).summary("Increments the score of a member in a sorted set.")),
+        z(cmd("zincrby", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), zincrby).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increments the score of a member in a sorted set.")),
         z(cmd("zrem", -3, WRITE | FAST, keys(1, 1, 1), zrem).summary("Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.")),
-        z(cmd("zcard", 2, READONLY | FAST, keys(1, 1, 1), zcard).summary("Returns the number of members in a sorted set.")),
+        z(cmd("zcard", 2, READONLY | FAST, keys(1, 1, 1), zcard).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the number of members in a sorted set.")),
         z(cmd("zscore", 3, READONLY | FAST, keys(1, 1, 1), zscore).summary("Returns the score of a member in a sorted set.")),
         z(cmd("zmscore", -3, READONLY | FAST, keys(1, 1, 1), zmscore).summary("Returns the score of one or more members in a sorted set.")),
         z(cmd("zrank", -3, READONLY | FAST, keys(1, 1, 1), zrank).summary("Returns the index of a member in a sorted set ordered by ascending scores.")),
@@ -51,12 +51,12 @@ pub fn commands() -> Vec<CommandSpec> {
         z(cmd("zremrangebyrank", 4, WRITE, keys(1, 1, 1), zremrangebyrank).summary("Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.")),
         z(cmd("zremrangebyscore", 4, WRITE, keys(1, 1, 1), zremrangebyscore).summary("Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.")),
         z(cmd("zremrangebylex", 4, WRITE, keys(1, 1, 1), zremrangebylex).summary("Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.")),
-        z(cmd("zpopmin", -2, WRITE | FAST, keys(1, 1, 1), zpopmin).summary("Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("zpopmax", -2, WRITE | FAST, keys(1, 1, 1), zpopmax).summary("Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("zmpop", -4, WRITE, Keys::Custom(at1_keys), zmpop).summary("Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
-        z(cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.")),
-        z(cmd("bzmpop", -5, WRITE | BLOCKING, Keys::Custom(at2_keys), bzmpop).blocks_on(BlockKind::ZSet).summary("Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
+        z(cmd("zpopmin", -2, WRITE | FAST, keys(1, 1, 1), zpopmin).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
+        z(cmd("zpopmax", -2, WRITE | FAST, keys(1, 1, 1), zpopmax).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
+        z(cmd("zmpop", -4, WRITE, Keys::Custom(at1_keys), zmpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.")),
+        z(cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin).key_roles(KeyRoles::Each(&[key_access::RW])).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax).key_roles(KeyRoles::Each(&[key_access::RW])).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzmpop", -5, WRITE | BLOCKING, Keys::Custom(at2_keys), bzmpop).key_roles(KeyRoles::Each(&[key_access::RW])).blocks_on(BlockKind::ZSet).summary("Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
         z(cmd("zrandmember", -2, READONLY, keys(1, 1, 1), zrandmember).summary("Returns one or more random members from a sorted set.")),
         z(cmd("zunion", -3, READONLY, Keys::Custom(at1_keys), zunion).summary("Returns the union of multiple sorted sets.")),
         z(cmd("zinter", -3, READONLY, Keys::Custom(at1_keys), zinter).summary("Returns the intersect of multiple sorted sets.")),

@@ -448,6 +448,37 @@ pub enum Trim {
     MinId(StreamId),
 }
 
+/// What deleting an entry does to consumer-group references to it (Redis 8.2's
+/// KEEPREF / DELREF / ACKED, for XDELEX, XACKDEL, XADD and XTRIM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefPolicy {
+    /// Delete the entry; pending-entry references to it stay (XDEL's behaviour).
+    #[default]
+    KeepRef,
+    /// Delete the entry and drop it from every group's PEL.
+    DelRef,
+    /// Delete the entry only once no group still needs it.
+    Acked,
+}
+
+impl RefPolicy {
+    /// The option word, as the command takes it.
+    pub fn word(self) -> &'static str {
+        match self {
+            RefPolicy::KeepRef => "KEEPREF",
+            RefPolicy::DelRef => "DELREF",
+            RefPolicy::Acked => "ACKED",
+        }
+    }
+
+    /// Parses KEEPREF / DELREF / ACKED, any case.
+    pub fn parse(word: &[u8]) -> Option<RefPolicy> {
+        [RefPolicy::KeepRef, RefPolicy::DelRef, RefPolicy::Acked]
+            .into_iter()
+            .find(|p| word.eq_ignore_ascii_case(p.word().as_bytes()))
+    }
+}
+
 impl StreamValue {
     pub fn len(&self) -> u64 {
         self.length
@@ -679,6 +710,104 @@ impl StreamValue {
             self.refresh_first_id();
         }
         true
+    }
+
+    /// Whether some consumer group still needs entry `id` (Redis's
+    /// `streamEntryIsReferenced`): a group has not been delivered it yet (its
+    /// last-delivered id is below `id`), or it is pending in a group's PEL.
+    pub fn is_referenced(&self, id: StreamId) -> bool {
+        self.groups
+            .values()
+            .any(|g| g.last_id < id || g.pel.contains_key(&id))
+    }
+
+    /// Drops `id` from every group's PEL (and its consumer's); true if any held it.
+    pub fn drop_refs(&mut self, id: StreamId) -> bool {
+        let mut any = false;
+        for g in self.groups.values_mut() {
+            any |= g.ack(id);
+        }
+        any
+    }
+
+    /// Trims as XADD/XTRIM do, handling group references per `policy`. KEEPREF
+    /// (or a stream without groups, where the policies agree) is [`Self::trim`].
+    /// Otherwise entries go one by one, oldest first: DELREF drops each one's
+    /// references, ACKED skips the entries a group still needs and goes on past
+    /// them. `approx` still only touches nodes that could go as a whole, so the
+    /// entries removed are always the oldest eligible ones: the exact trim to the
+    /// resulting length with the same policy removes the same entries.
+    pub fn trim_with(&mut self, how: Trim, approx: bool, limit: u64, policy: RefPolicy) -> u64 {
+        if policy == RefPolicy::KeepRef || self.groups.is_empty() {
+            return self.trim(how, approx, limit);
+        }
+        let mut deleted = 0u64;
+        let mut next = self.nodes.keys().next().copied();
+        while let Some(key) = next {
+            next = self
+                .nodes
+                .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+                .next()
+                .map(|(k, _)| *k);
+            if let Trim::MaxLen(max) = how {
+                if self.length <= max {
+                    break;
+                }
+            }
+            let Some(node) = self.nodes.get(&key) else {
+                break;
+            };
+            let live = node.live as u64;
+            if limit != 0 && deleted + live > limit {
+                break;
+            }
+            let whole = match how {
+                Trim::MaxLen(max) => self.length - live >= max,
+                Trim::MinId(min) => node.last < min,
+            };
+            if approx && !whole {
+                break;
+            }
+            let mut reached = false;
+            for (at, was_deleted, id) in node.ids(key) {
+                if was_deleted {
+                    continue;
+                }
+                reached = match how {
+                    Trim::MaxLen(max) => self.length <= max,
+                    Trim::MinId(min) => id >= min,
+                };
+                if reached {
+                    break;
+                }
+                match policy {
+                    RefPolicy::Acked if self.is_referenced(id) => continue,
+                    RefPolicy::DelRef => {
+                        self.drop_refs(id);
+                    }
+                    _ => {}
+                }
+                if let Some(node) = self.nodes.get_mut(&key) {
+                    node.mark_deleted(at);
+                }
+                self.length -= 1;
+                deleted += 1;
+            }
+            // An emptied node goes, as whole-node trimming removes it.
+            if self.nodes.get(&key).is_some_and(|n| n.live == 0) {
+                self.nodes.remove(&key);
+            }
+            if reached {
+                break;
+            }
+        }
+        if deleted > 0 {
+            self.refresh_first_id();
+        }
+        if self.length == 0 {
+            self.first_id = StreamId::MIN;
+        }
+        deleted
     }
 
     /// Trims as XADD/XTRIM do. `approx` removes whole nodes only; `limit` (0 =
@@ -1037,6 +1166,71 @@ mod tests {
         }
         assert_eq!(s.node_count(), 2);
         assert_eq!(s.trim(Trim::MaxLen(5), true, 0), 92);
+    }
+
+    /// A policy trim removes the oldest entries its policy allows, so the exact
+    /// trim to the resulting length (what the log records) removes the same ones.
+    #[test]
+    fn policy_trims_replay_exactly() {
+        let build = || {
+            let mut s = StreamValue::default();
+            for i in 1..=9u64 {
+                s.append(StreamId::new(i, 0), &f(&["a", "1"]), small());
+            }
+            let mut g = Group::new(StreamId::new(9, 0), 9);
+            g.consumers
+                .insert(Bytes::from_static(b"c"), Consumer::new(0));
+            for i in [2u64, 5, 6] {
+                g.assign(StreamId::new(i, 0), &Bytes::from_static(b"c"), 0);
+            }
+            s.create_group(Bytes::from_static(b"g"), g);
+            s
+        };
+        let live = |s: &StreamValue| -> Vec<u64> {
+            s.range(StreamId::MIN, StreamId::MAX, 0)
+                .iter()
+                .map(|e| e.0.ms)
+                .collect()
+        };
+        for (how, approx) in [
+            (Trim::MaxLen(3), true),
+            (Trim::MaxLen(3), false),
+            (Trim::MinId(StreamId::new(8, 0)), true),
+            (Trim::MinId(StreamId::new(8, 0)), false),
+        ] {
+            for policy in [RefPolicy::Acked, RefPolicy::DelRef] {
+                let mut s = build();
+                let n = s.trim_with(how, approx, 0, policy);
+                let mut replay = build();
+                replay.trim_with(Trim::MaxLen(s.len()), false, 0, policy);
+                assert_eq!(live(&s), live(&replay), "{how:?} {approx} {policy:?}");
+                assert_eq!(s.groups(), replay.groups());
+                assert_eq!(s.len(), 9 - n);
+            }
+        }
+        // ACKED keeps what the group still has pending or was never delivered.
+        let mut s = build();
+        if let Some(g) = s.group_mut(b"g") {
+            g.last_id = StreamId::new(7, 0);
+        }
+        assert_eq!(s.trim_with(Trim::MaxLen(0), false, 0, RefPolicy::Acked), 4);
+        assert_eq!(live(&s), vec![2, 5, 6, 8, 9]);
+        assert_eq!(s.first_id, StreamId::new(2, 0));
+        // DELREF drops the references of what it removes.
+        let mut s = build();
+        assert_eq!(
+            s.trim_with(
+                Trim::MinId(StreamId::new(6, 0)),
+                false,
+                0,
+                RefPolicy::DelRef
+            ),
+            5
+        );
+        let pel: Vec<u64> = s
+            .group(b"g")
+            .map_or(vec![], |g| g.pel.keys().map(|k| k.ms).collect());
+        assert_eq!(pel, vec![6]);
     }
 
     #[test]
