@@ -50,6 +50,9 @@ pub mod flag {
     /// does for DEBUG (which has no subcommand table there): `+debug|digest` is
     /// a first-arg rule, accepted for any word.
     pub const ACL_FIRST_ARG: u32 = 1 << 25;
+    /// May be called with no key at all (EVAL, FCALL with numkeys 0): COMMAND
+    /// GETKEYS answers an empty list instead of an error.
+    pub const NO_MANDATORY_KEYS: u32 = 1 << 26;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -67,6 +70,7 @@ pub mod flag {
         (ALLOW_BUSY, "allow_busy"),
         (SKIP_MONITOR, "skip_monitor"),
         (SKIP_SLOWLOG, "skip_slowlog"),
+        (NO_MANDATORY_KEYS, "no_mandatory_keys"),
     ];
 }
 

@@ -584,4 +584,63 @@ mod tests {
         let m = format!("{:?}", admin.run(&["ACL", "GETUSER", "m"]));
         assert!(m.contains("~foo ~bar"), "{m}");
     }
+
+    /// Redis's key-spec rules: INCR and LPOP read and write, EXISTS and LLEN only
+    /// look (any matching pattern), SORT's BY needs every key readable; and a
+    /// script's redis.acl_check_cmd answers for the script's user.
+    #[test]
+    fn key_specs_decide_read_and_write_and_scripts_check_the_user() {
+        let mut admin = TestClient::new();
+        admin.run(&["RPUSH", "write1", "a"]);
+        assert_eq!(
+            admin.run(&[
+                "ACL",
+                "SETUSER",
+                "ks",
+                "on",
+                "nopass",
+                "+@all",
+                "%R~read*",
+                "%W~write*"
+            ]),
+            ok()
+        );
+        let mut ks = admin.other();
+        assert_eq!(ks.run(&["AUTH", "ks", "x"]), ok());
+        let denied = || err("NOPERM No permissions to access a key");
+        assert_eq!(ks.run(&["INCR", "write2"]), denied());
+        assert_eq!(ks.run(&["LPOP", "write1"]), denied());
+        assert_eq!(ks.run(&["EXISTS", "write1"]), int(1));
+        assert_eq!(ks.run(&["LLEN", "write1"]), int(1));
+        assert_eq!(
+            ks.run(&["SORT", "read1", "BY", "w_*"]),
+            err("ERR BY option of SORT denied due to insufficient ACL permissions.")
+        );
+        assert_eq!(
+            admin.run(&["ACL", "DRYRUN", "ks", "SET", "k"]),
+            err("ERR wrong number of arguments for 'set' command")
+        );
+        assert_eq!(
+            admin.run(&[
+                "ACL",
+                "SETUSER",
+                "bob",
+                "on",
+                ">123",
+                "+@scripting",
+                "+set",
+                "~x*"
+            ]),
+            ok()
+        );
+        let mut bob = admin.other();
+        assert_eq!(bob.run(&["AUTH", "bob", "123"]), ok());
+        let check = "return {redis.acl_check_cmd('set','xx',1) and 1 or 0, \
+                     redis.acl_check_cmd('hset','xx','f',1) and 1 or 0, \
+                     redis.acl_check_cmd('set','yy',1) and 1 or 0}";
+        assert_eq!(
+            bob.run(&["EVAL", check, "1", "xx"]),
+            Reply::Array(vec![int(1), int(0), int(0)])
+        );
+    }
 }

@@ -354,7 +354,7 @@ fn keys_of(args: &mut Args<'_>) -> Result<(&'static Command, Vec<Bytes>), CmdErr
         .into_iter()
         .map(|p| argv[p].clone())
         .collect();
-    if keys.is_empty() {
+    if keys.is_empty() && !c.has(flag::NO_MANDATORY_KEYS) {
         return Err(CmdError::err("The command has no key arguments"));
     }
     Ok((c, keys))

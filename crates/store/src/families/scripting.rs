@@ -39,7 +39,7 @@ fn eval_keys(argv: &[Bytes]) -> Vec<usize> {
 
 pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("scripting");
-    let eval_flags = NOSCRIPT | SKIP_MONITOR | STALE | ALL_KEYS;
+    let eval_flags = NOSCRIPT | SKIP_MONITOR | STALE | ALL_KEYS | NO_MANDATORY_KEYS;
     vec![
         s(cmd("eval", -3, eval_flags, Keys::Custom(eval_keys), eval)
             .summary("Executes a server-side Lua script.")),

@@ -215,12 +215,22 @@ impl ScriptHost for CommandHost {
         None
     }
 
+    /// redis.acl_check_cmd: whether the script's user may run the command with
+    /// these arguments (commands and keys), as Redis checks it — also with an
+    /// argument count the command would refuse.
     fn acl_check(&mut self, argv: &[Bytes]) -> Result<bool, String> {
-        match resolve(argv) {
-            Ok(_) => Ok(true),
-            Err(_) if registry().get(&argv[0]).is_some() => Ok(true),
-            Err(_) => Err("ERR Invalid command passed to redis.acl_check_cmd()".into()),
+        let cmd = match resolve(argv) {
+            Ok(c) => c,
+            Err(_) => known_command(argv)
+                .ok_or_else(|| "ERR Invalid command passed to redis.acl_check_cmd()".to_string())?,
+        };
+        if !self.store.acl.restricted() {
+            return Ok(true);
         }
+        Ok(self
+            .store
+            .acl_user(&mut self.client)
+            .is_some_and(|user| self.store.acl.check(&user, cmd, argv).is_ok()))
     }
 }
 
