@@ -458,7 +458,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         continue;
                     }
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
-                    self.store.account_unblocked(argv);
+                    self.store
+                        .account_unblocked(argv, blocked.waiter.job().map_or(0, |j| j.blocked_us));
                     self.replies.push(blocked.timeout_reply.clone());
                     break true;
                 }
@@ -467,7 +468,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         continue;
                     }
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
-                    self.store.account_unblocked(argv);
+                    self.store
+                        .account_unblocked(argv, blocked.waiter.job().map_or(0, |j| j.blocked_us));
                     let reply = if info.unblock.load(Ordering::Relaxed) == 2 {
                         Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into())
                     } else {

@@ -131,6 +131,8 @@ pub struct Job {
     pub info: Arc<ClientInfo>,
     pub kind: BlockKind,
     pub keys: Vec<(usize, Bytes)>,
+    /// Time (µs) of the run that blocked (see `Events::blocked_us`).
+    pub blocked_us: u64,
 }
 
 enum State {

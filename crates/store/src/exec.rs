@@ -43,6 +43,9 @@ pub struct Events {
     /// Number of changes made (Redis's `server.dirty`): a write with 0 changes is not
     /// propagated.
     pub dirty: u64,
+    /// Time (µs) the run that ended in blocking took: counted with the command's
+    /// time once it completes, and dropped if its retry is refused (as Redis).
+    pub blocked_us: u64,
     /// Replaces the default propagation (the command as received) when set.
     pub rewritten: Option<Vec<(usize, Vec<Bytes>)>>,
     /// Everything to hand to the write log, in order.
@@ -337,6 +340,25 @@ impl Store {
         let cmd = match resolved {
             Ok(c) => c,
             Err(e) => {
+                // A container whose subcommands ACL rules treat as first arguments
+                // (DEBUG) is checked before its unknown subcommand is reported:
+                // `+debug|object` must answer NOPERM for any other DEBUG word.
+                if let Some(c) = registry()
+                    .get(&argv[0])
+                    .filter(|c| c.has(flag::ACL_FIRST_ARG) && c.arity_ok(argv.len()))
+                {
+                    if client.authenticated && self.acl.restricted() {
+                        let context = if client.multi.is_some() {
+                            "multi"
+                        } else {
+                            "toplevel"
+                        };
+                        if let Err(denied) = self.acl_permit(client, c, argv, context) {
+                            out.push(self.reject(client, c, denied));
+                            return Outcome::Replies;
+                        }
+                    }
+                }
                 if let Some(m) = client.multi.as_mut() {
                     m.aborted = true;
                 }
@@ -417,6 +439,7 @@ impl Store {
                 info: client.info.clone(),
                 kind: cmd.spec.block_kind,
                 keys: keys.clone(),
+                blocked_us: ev.blocked_us,
             };
             let waiter = self.blocking.register(client.id(), &keys, Some(job));
             Blocked {
@@ -444,10 +467,11 @@ impl Store {
     }
 
     /// Counts the call of a blocked command that ends without being served (timeout,
-    /// CLIENT UNBLOCK): its blocked runs were not counted.
-    pub fn account_unblocked(&self, argv: &[Bytes]) {
+    /// CLIENT UNBLOCK): its blocked run was not counted (`blocked_us`: its time).
+    pub fn account_unblocked(&self, argv: &[Bytes], blocked_us: u64) {
         if let Ok(cmd) = resolve(argv) {
             cmd.stats.calls.add(1);
+            cmd.stats.usec.add(blocked_us);
         }
     }
 
@@ -500,26 +524,38 @@ impl Store {
         argv: &[Bytes],
         context: &'static str,
     ) -> Result<(), CmdError> {
+        self.acl_verdict(client, cmd, argv, context)
+            .map_err(|(denial, object)| crate::acl::noperm(denial, &client.info.user(), &object))
+    }
+
+    /// [`Store::acl_permit`]'s check and log entry, with the refusal's reason and
+    /// object for callers that word the error themselves (EXEC).
+    fn acl_verdict(
+        &self,
+        client: &mut Client,
+        cmd: &'static Command,
+        argv: &[Bytes],
+        context: &'static str,
+    ) -> Result<(), (crate::acl::Denial, String)> {
         // A user deleted while logged in has no permissions (its clients are
         // being disconnected).
         let verdict = match self.acl_user(client) {
             Some(user) => self.acl.check(&user, cmd, argv),
             None => Err((crate::acl::Denial::Command, cmd.full_name.clone())),
         };
-        verdict.map_err(|(denial, object)| {
+        verdict.inspect_err(|(denial, object)| {
             let name = client.info.user();
             self.acl.log_denial(
                 crate::acl::Refusal {
-                    reason: denial,
+                    reason: *denial,
                     context,
-                    object: &object,
+                    object,
                     username: &name,
                     client_info: acl_client_info(&client.info),
                 },
                 crate::clock::now_ms(),
                 self.config.get_u64("acllog-max-len") as usize,
             );
-            crate::acl::noperm(denial, &name, &object)
         })
     }
 
@@ -670,8 +706,10 @@ impl Store {
         if !client.internal {
             if ev.block.is_none() {
                 cmd.stats.calls.add(1);
+                cmd.stats.usec.add(elapsed_us);
+            } else {
+                ev.blocked_us = elapsed_us;
             }
-            cmd.stats.usec.add(elapsed_us);
             if let Some(observe) = LATENCY_OBSERVER.get() {
                 observe(cmd, elapsed_us);
             }
@@ -950,6 +988,16 @@ impl Store {
         let mut proxy = Client::new(job.info.clone(), true);
         proxy.db = job.db;
         proxy.proto = job.proto;
+        // The command is checked again, as Redis reprocesses it: the user's
+        // permissions may have changed while it waited.
+        if self.acl.restricted() {
+            if let Err(denied) = self.acl_permit(&mut proxy, cmd, &job.argv, "toplevel") {
+                cmd.stats.rejected_calls.fetch_add(1, Ordering::Relaxed);
+                let reply: Reply = denied.into();
+                self.count_error(&reply);
+                return Some((vec![reply], Vec::new()));
+            }
+        }
         let now = crate::clock::now_ms();
         let mut ks = self.lock_for(cmd, &job.argv);
         let mut ev = Events::default();
@@ -978,6 +1026,7 @@ impl Store {
         if blocked {
             return None;
         }
+        cmd.stats.usec.add(job.blocked_us);
         let mut replies = std::mem::take(&mut ev.extra_replies);
         replies.push(reply);
         replies.extend(own);
@@ -1056,6 +1105,29 @@ impl Store {
         } else {
             let mut replies = Vec::with_capacity(multi.queue.len());
             for (cmd, argv) in &multi.queue {
+                // Permissions are checked again at EXEC: they may have changed since
+                // the command was queued (the log shows the client running EXEC).
+                if self.acl.restricted() && !cmd.has(flag::NO_AUTH) {
+                    if let Err((denial, _)) = self.acl_verdict(client, cmd, argv, "multi") {
+                        use crate::acl::Denial;
+                        let reason = match denial {
+                            Denial::Key => "no permission to touch the specified keys",
+                            Denial::Channel => {
+                                "no permission to access one of the channels used as arguments"
+                            }
+                            Denial::Command => "no permission to execute the command or subcommand",
+                            Denial::Auth => "no permission",
+                        };
+                        let line = format!(
+                            "NOPERM ACLs rules changed between the moment the transaction was \
+                             accumulated and the EXEC call. This command is no longer allowed for \
+                             the following reason: {reason}"
+                        );
+                        self.stats.count_error(&line);
+                        replies.push(Reply::Error(line));
+                        continue;
+                    }
+                }
                 // SELECT and friends inside MULTI need no keyspace but still run here.
                 // Scripts show themselves to monitors, before their own commands.
                 if !cmd.has(flag::SKIP_MONITOR) {

@@ -585,6 +585,57 @@ mod tests {
         assert!(m.contains("~foo ~bar"), "{m}");
     }
 
+    /// Permissions are checked again where Redis checks them again: at EXEC for
+    /// queued commands (logged with the client running EXEC), and when a blocked
+    /// command is retried; and DEBUG's first-argument rules refuse an unknown word
+    /// before it is reported as unknown.
+    #[test]
+    fn permissions_changed_after_queueing_or_blocking_are_enforced() {
+        let mut admin = TestClient::new();
+        assert_eq!(
+            admin.run(&[
+                "ACL", "SETUSER", "ant", "on", "nopass", "+incr", "+multi", "+exec", "+blpop", "~*"
+            ]),
+            ok()
+        );
+        let mut ant = admin.other();
+        assert_eq!(ant.run(&["AUTH", "ant", "x"]), ok());
+        ant.run(&["MULTI"]);
+        assert_eq!(ant.run(&["INCR", "n"]), Reply::Status("QUEUED"));
+        admin.run(&["ACL", "SETUSER", "ant", "-incr"]);
+        assert_eq!(
+            ant.run(&["EXEC"]),
+            Reply::Array(vec![err(
+                "NOPERM ACLs rules changed between the moment the transaction was accumulated \
+                 and the EXEC call. This command is no longer allowed for the following reason: \
+                 no permission to execute the command or subcommand"
+            )])
+        );
+        let log = admin.resp(&["ACL", "LOG", "1"]);
+        assert!(log.contains("multi") && log.contains("cmd=exec"), "{log}");
+        let waiting = ant.block(&["BLPOP", "list1", "0"]);
+        admin.run(&["ACL", "SETUSER", "ant", "resetkeys"]);
+        admin.run(&["LPUSH", "list1", "foo"]);
+        let served = waiting.waiter.take_served().expect("retried");
+        assert_eq!(served, vec![err("NOPERM No permissions to access a key")]);
+        assert_eq!(admin.run(&["LLEN", "list1"]), int(1), "nothing popped");
+        admin.run(&[
+            "ACL",
+            "SETUSER",
+            "dbg",
+            "on",
+            "nopass",
+            "+debug|object",
+            "~*",
+        ]);
+        let mut dbg = admin.other();
+        assert_eq!(dbg.run(&["AUTH", "dbg", "x"]), ok());
+        assert_eq!(
+            dbg.run(&["DEBUG", "NOSUCHWORD"]),
+            err("NOPERM User dbg has no permissions to run the 'debug' command")
+        );
+    }
+
     /// Redis's key-spec rules: INCR and LPOP read and write, EXISTS and LLEN only
     /// look (any matching pattern), SORT's BY needs every key readable; and a
     /// script's redis.acl_check_cmd answers for the script's user.
