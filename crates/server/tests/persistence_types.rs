@@ -59,6 +59,8 @@ const NAMES: &[&str] = &[
     "s:gone",
     "h",
     "h2",
+    "h:ttl",
+    "j",
     "set",
     "z",
     "l",
@@ -261,6 +263,22 @@ async fn populate(c: &mut MultiplexedConnection) {
             known(c, &["PEXPIREAT", "h", &far]).await;
             known(c, &["HSET", "h2", "a", "1"]).await;
         }
+        // Hash fields with TTLs (absolute times survive; a field already due is
+        // gone on both sides) and a JSON document.
+        if known(c, &["HSET", "h:ttl", "keep", "1", "ttl", "2", "soon", "3"]).await {
+            known(c, &["HPEXPIREAT", "h:ttl", &far, "FIELDS", "1", "ttl"]).await;
+            known(c, &["HPEXPIRE", "h:ttl", "1", "FIELDS", "1", "soon"]).await;
+        }
+        known(
+            c,
+            &[
+                "JSON.SET",
+                "j",
+                "$",
+                r#"{"a":[1,2.5,"x"],"b":{"c":null,"d":true}}"#,
+            ],
+        )
+        .await;
         if known(c, &["SADD", "set", "a", "b", "c", "1", "2"]).await {
             known(c, &["SREM", "set", "b"]).await;
         }
@@ -303,7 +321,23 @@ async fn dump(c: &mut MultiplexedConnection) -> BTreeMap<(u8, Vec<u8>), (String,
                 "hash" => {
                     let m: BTreeMap<String, String> =
                         redis::cmd("HGETALL").arg(&k).query_async(c).await.unwrap();
-                    format!("{m:?}")
+                    let mut ttls = Vec::new();
+                    for f in m.keys() {
+                        let t: Vec<i64> = redis::cmd("HPEXPIRETIME")
+                            .arg(&k)
+                            .arg("FIELDS")
+                            .arg(1)
+                            .arg(f)
+                            .query_async(c)
+                            .await
+                            .unwrap();
+                        ttls.push(t);
+                    }
+                    format!("{m:?} {ttls:?}")
+                }
+                "ReJSON-RL" => {
+                    let v: String = redis::cmd("JSON.GET").arg(&k).query_async(c).await.unwrap();
+                    v
                 }
                 "set" => {
                     let mut m: Vec<String> =

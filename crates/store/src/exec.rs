@@ -819,6 +819,9 @@ impl Store {
 
     /// Turns keys found expired into DEL records, notifications and watch touches.
     pub fn reap_expired(&self, ks: &mut Locked, ev: &mut Events) {
+        if !ks.expired_fields.is_empty() {
+            self.reap_expired_fields(ks, ev);
+        }
         if ks.expired.is_empty() {
             return;
         }
@@ -845,6 +848,35 @@ impl Store {
             if self.logging() {
                 ev.propagated
                     .push((db, vec![Bytes::from_static(b"DEL"), key]));
+            }
+        }
+    }
+
+    /// Hash fields whose TTL passed (Redis 7.4): logged as HDEL, `hexpired` (and
+    /// `del` when the hash went with them), watchers and tracking told.
+    fn reap_expired_fields(&self, ks: &mut Locked, ev: &mut Events) {
+        let flags = self.config.notify_flags();
+        let tracking = self.tracking.any();
+        for (db, key, fields, emptied) in ks.expired_fields.drain(..) {
+            self.stats
+                .expired_subkeys
+                .fetch_add(fields.len() as u64, Ordering::Relaxed);
+            self.watches.touch(db, &key);
+            if tracking {
+                ev.invalidated.push((key.clone(), 0));
+            }
+            if flags & notify::HASH != 0 {
+                ev.notifications
+                    .push((notify::HASH, "hexpired", db, key.clone()));
+            }
+            if emptied && flags & notify::GENERIC != 0 {
+                ev.notifications
+                    .push((notify::GENERIC, "del", db, key.clone()));
+            }
+            if self.logging() {
+                let mut hdel = vec![Bytes::from_static(b"HDEL"), key];
+                hdel.extend(fields);
+                ev.propagated.push((db, hdel));
             }
         }
     }

@@ -77,6 +77,7 @@ pub fn active_expire_cycle(store: &Store) -> u64 {
                     break;
                 }
             }
+            expire_hash_fields(&mut ks, shard, db, now, &mut rng);
         }
         let mut ev = Events::default();
         store.finish_locked(&mut ks, &mut ev);
@@ -91,4 +92,45 @@ pub fn active_expire_cycle(store: &Store) -> u64 {
         .expired_keys_active
         .fetch_add(expired_total, std::sync::atomic::Ordering::Relaxed);
     expired_total
+}
+
+/// One sample of the hashes with field TTLs in one database part: due fields go
+/// (as a lookup would delete them), and keys that no longer hold such a hash
+/// leave the sample set.
+fn expire_hash_fields(
+    ks: &mut crate::keyspace::Locked,
+    shard: usize,
+    db: usize,
+    now: u64,
+    rng: &mut impl Rng,
+) {
+    let part = &mut ks.shard_mut(shard).dbs[db];
+    let n = part.hash_ttl_keys.len();
+    if n == 0 {
+        return;
+    }
+    let mut due = Vec::new();
+    let mut stale = Vec::new();
+    for _ in 0..SAMPLE.min(n) {
+        let i = rng.gen_range(0..n);
+        let Some((key, _)) = part.hash_ttl_keys.get_index(i) else {
+            continue;
+        };
+        match part.map.get(key).map(|e| &e.value) {
+            Some(crate::value::Value::Hash(h)) if h.has_field_ttls() => {
+                if h.fields_due(now) {
+                    due.push(key.to_bytes());
+                }
+            }
+            _ => stale.push(key.to_bytes()),
+        }
+    }
+    for key in stale {
+        part.hash_ttl_keys.swap_remove(&key[..]);
+    }
+    due.sort_unstable();
+    due.dedup();
+    for key in due {
+        ks.expire_fields(db, &key, now);
+    }
 }

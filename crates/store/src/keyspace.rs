@@ -49,6 +49,9 @@ pub struct DbShard {
     pub map: Map,
     /// Keys with a TTL, for the active expiry cycle's sampling.
     pub expires: KeySet,
+    /// Hashes that have (or had) field TTLs, for the active expiry of fields. A key
+    /// deleted or changed since stays until the cycle samples it.
+    pub hash_ttl_keys: KeySet,
 }
 
 impl DbShard {
@@ -66,7 +69,13 @@ impl DbShard {
             let had_ttl = slot.expire_at != 0;
             let has_ttl = entry.expire_at != 0;
             let new_ttl_key = (has_ttl && !had_ttl).then(|| k.clone());
+            let volatile =
+                matches!(&entry.value, crate::value::Value::Hash(h) if h.has_field_ttls())
+                    .then(|| k.clone());
             let old = std::mem::replace(slot, entry);
+            if let Some(k) = volatile {
+                self.hash_ttl_keys.insert(k, ());
+            }
             if let Some(k) = new_ttl_key {
                 self.expires.insert(k, ());
             } else if had_ttl && !has_ttl {
@@ -78,7 +87,16 @@ impl DbShard {
         if entry.expire_at != 0 {
             self.expires.insert(owned.clone(), ());
         }
+        self.note_field_ttls(&owned, &entry);
         self.map.insert(owned, entry)
+    }
+
+    /// Registers a hash with field TTLs for the active expiry of fields (a hash
+    /// renamed, copied, moved or restored with its TTLs included).
+    pub fn note_field_ttls(&mut self, key: &SmallBytes, entry: &Entry) {
+        if matches!(&entry.value, crate::value::Value::Hash(h) if h.has_field_ttls()) {
+            self.hash_ttl_keys.insert(key.clone(), ());
+        }
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
@@ -108,6 +126,7 @@ impl DbShard {
     pub fn clear(&mut self) {
         self.map = Map::default();
         self.expires = KeySet::default();
+        self.hash_ttl_keys = KeySet::default();
     }
 }
 
@@ -245,6 +264,7 @@ impl Keyspace {
             guards,
             gate,
             expired: Vec::new(),
+            expired_fields: Vec::new(),
             no_touch: false,
         }
     }
@@ -311,6 +331,7 @@ impl Keyspace {
                 complete: false,
             },
             expired: Vec::new(),
+            expired_fields: Vec::new(),
             no_touch: false,
         }
     }
@@ -321,6 +342,7 @@ impl Keyspace {
             guards: Guards::new(),
             gate: Gate::Free,
             expired: Vec::new(),
+            expired_fields: Vec::new(),
             no_touch: false,
         }
     }
@@ -349,6 +371,9 @@ pub struct Locked {
     guards: Guards,
     gate: Gate,
     pub expired: Vec<(usize, Bytes)>,
+    /// Hash fields found expired on the way: (db, key, fields, whether the hash
+    /// went with them).
+    pub expired_fields: Vec<(usize, Bytes, Vec<Bytes>, bool)>,
     /// Reads do not refresh access data (the client asked CLIENT NO-TOUCH).
     pub no_touch: bool,
 }
@@ -459,15 +484,46 @@ impl Locked {
         // One hash lookup: the position found is reused for the mutable borrow.
         let part = self.db(db, key);
         let idx = part.map.get_index_of(key)?;
-        let expired = part
-            .map
-            .get_index(idx)
-            .is_some_and(|(_, e)| e.is_expired(now));
+        // (One look at the entry: its own expiry, and whether a hash field of it
+        // is due — expired hash fields are never seen, they go before anyone looks.)
+        let (expired, fields_due) = part.map.get_index(idx).map_or((false, false), |(_, e)| {
+            (
+                e.is_expired(now),
+                matches!(&e.value, crate::value::Value::Hash(h) if h.fields_due(now)),
+            )
+        });
         if expired {
             self.expire_now(db, key);
             return None;
         }
+        if fields_due && self.expire_fields(db, key, now) {
+            return None;
+        }
         self.db(db, key).map.get_index_mut(idx).map(|(_, e)| e)
+    }
+
+    /// Deletes the hash fields of `key` whose TTL is due (and the hash if it has
+    /// none left), recording them for notifications and the log; whether the key
+    /// is gone.
+    pub fn expire_fields(&mut self, db: usize, key: &[u8], now: u64) -> bool {
+        let part = self.db(db, key);
+        let Some(e) = part.map.get_mut(key) else {
+            return false;
+        };
+        let crate::value::Value::Hash(h) = &mut e.value else {
+            return false;
+        };
+        let fields = h.remove_due_fields(now);
+        if fields.is_empty() {
+            return false;
+        }
+        let emptied = h.is_empty();
+        if emptied {
+            part.remove(key);
+        }
+        self.expired_fields
+            .push((db, Bytes::copy_from_slice(key), fields, emptied));
+        emptied
     }
 
     pub fn get(&mut self, db: usize, key: &[u8], now: u64) -> Option<&Entry> {

@@ -102,6 +102,8 @@ pub struct Stats {
     pub total_connections_received: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub expired_keys_active: AtomicU64,
+    /// Hash fields deleted because their TTL passed (INFO `expired_subkeys`).
+    pub expired_subkeys: AtomicU64,
     pub evicted_keys: AtomicU64,
     /// Bumped on every read/write by every worker: spread across cache lines.
     pub total_net_input_bytes: counter::SpreadCounter,
@@ -185,6 +187,7 @@ impl Stats {
             &self.total_connections_received,
             &self.rejected_connections,
             &self.expired_keys_active,
+            &self.expired_subkeys,
             &self.evicted_keys,
             &self.total_error_replies,
             &self.unexpected_error_replies,

@@ -6,7 +6,8 @@ use bytes::Bytes;
 
 use crate::str_value::StrValue;
 use crate::types::{
-    hash::HashValue, list::ListValue, set::SetValue, stream::StreamValue, zset::ZSetValue,
+    hash::HashValue, json::JsonValue, list::ListValue, set::SetValue, stream::StreamValue,
+    zset::ZSetValue,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +20,8 @@ pub enum Value {
     Set(SetValue),
     ZSet(Box<ZSetValue>),
     Stream(Box<StreamValue>),
+    /// A RedisJSON document (`ReJSON-RL`).
+    Json(Box<JsonValue>),
 }
 
 impl Value {
@@ -31,6 +34,7 @@ impl Value {
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
             Value::Stream(_) => "stream",
+            Value::Json(_) => "ReJSON-RL",
         }
     }
 
@@ -51,6 +55,8 @@ impl Value {
             Value::Set(v) => v.encoding(),
             Value::ZSet(v) => v.encoding(),
             Value::Stream(_) => "stream",
+            // Redis reports module values as "raw".
+            Value::Json(_) => "raw",
         }
     }
 
@@ -65,6 +71,8 @@ impl Value {
             Value::ZSet(v) => v.is_empty(),
             // An empty stream is still a stream (its ids and groups matter).
             Value::Stream(_) => false,
+            // An empty document (`{}`) is still a document.
+            Value::Json(_) => false,
         }
     }
 
@@ -76,6 +84,7 @@ impl Value {
             Value::Set(v) => v.mem_usage(),
             Value::ZSet(v) => v.mem_usage(),
             Value::Stream(v) => v.mem_usage(),
+            Value::Json(v) => v.mem_usage(),
         }
     }
 
@@ -89,6 +98,7 @@ impl Value {
             Value::Set(v) => v.rewrite_commands(key),
             Value::ZSet(v) => v.rewrite_commands(key),
             Value::Stream(v) => v.rewrite_commands(key),
+            Value::Json(v) => v.rewrite_commands(key),
         }
     }
 }

@@ -209,6 +209,10 @@ fn value_digest(v: &Value) -> Sha {
             h.update(b"string");
             framed(&mut h, s);
         }
+        Value::Json(j) => {
+            h.update(b"ReJSON-RL");
+            framed(&mut h, j.to_text().as_bytes());
+        }
         Value::List(l) => {
             h.update(b"list");
             for e in l.iter() {

@@ -38,9 +38,26 @@ fn dump(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let compress = ctx.store.config.get_bool("rdbcompression");
     let (db, now) = (ctx.db(), ctx.now);
     Ok(match ctx.ks.lookup_read(db, key, now) {
+        // RedisJSON's module payload is out of scope: no payload rather than one
+        // that RESTORE would turn into another type.
+        Some(e) if matches!(e.value, crate::value::Value::Json(_)) => {
+            return Err(CmdError::err("DUMP is not supported for JSON keys"))
+        }
+        Some(e) if has_field_ttls(&e.value) => return Err(field_ttls_unsupported()),
         Some(e) => Reply::Bulk(rdb_value::dump(&e.value, &limits, compress)),
         None => Reply::Null,
     })
+}
+
+/// Whether `v` is a hash with field TTLs: Redis 7.4's payload for those (a newer
+/// RDB type) is not written here, and one without the TTLs would make the fields
+/// permanent where it is restored.
+pub fn has_field_ttls(v: &Value) -> bool {
+    matches!(v, Value::Hash(h) if h.has_field_ttls())
+}
+
+pub fn field_ttls_unsupported() -> CmdError {
+    CmdError::err("DUMP of a hash with field TTLs is not supported")
 }
 
 /// RESTORE's options after the payload.

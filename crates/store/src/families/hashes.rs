@@ -39,7 +39,10 @@ pub fn commands() -> Vec<CommandSpec> {
 // ---- storage helpers -------------------------------------------------------------
 
 /// The hash at `key` for reading: `Ok(None)` if absent, WRONGTYPE for another type.
-fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValue>, CmdError> {
+pub(crate) fn read_hash<'c>(
+    ctx: &'c mut Ctx<'_>,
+    key: &[u8],
+) -> Result<Option<&'c HashValue>, CmdError> {
     let db = ctx.db();
     match ctx.ks.lookup_read(db, key, ctx.now) {
         None => Ok(None),
@@ -53,7 +56,10 @@ fn read_hash<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValu
 
 /// The hash at `key` as a write command sees it (no hit/miss counting, as Redis's
 /// `lookupKeyWrite`).
-fn write_view<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<Option<&'c HashValue>, CmdError> {
+pub(crate) fn write_view<'c>(
+    ctx: &'c mut Ctx<'_>,
+    key: &[u8],
+) -> Result<Option<&'c HashValue>, CmdError> {
     let db = ctx.db();
     match ctx.ks.get(db, key, ctx.now) {
         None => Ok(None),
@@ -80,7 +86,10 @@ fn check_hash(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<bool, CmdError> {
 
 /// The hash at `key`, created empty if absent; WRONGTYPE (and nothing created) for
 /// another type. Callers must leave it non-empty.
-fn hash_for_write<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut HashValue, CmdError> {
+pub(crate) fn hash_for_write<'c>(
+    ctx: &'c mut Ctx<'_>,
+    key: &[u8],
+) -> Result<&'c mut HashValue, CmdError> {
     let db = ctx.db();
     let now = ctx.now;
     if ctx.ks.get(db, key, now).is_none() {
@@ -99,7 +108,7 @@ fn hash_for_write<'c>(ctx: &'c mut Ctx<'_>, key: &[u8]) -> Result<&'c mut HashVa
     }
 }
 
-fn limits(ctx: &Ctx<'_>) -> HashLimits {
+pub(crate) fn limits(ctx: &Ctx<'_>) -> HashLimits {
     HashLimits::from_config(&ctx.store.config)
 }
 
@@ -264,7 +273,7 @@ fn hincrby(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let new = current.checked_add(incr).ok_or(CmdError::Overflow)?;
     let lim = limits(ctx);
     let text = num::i64_to_bytes(new);
-    hash_for_write(ctx, key)?.set(field, &text, lim);
+    hash_for_write(ctx, key)?.set_keep_ttl(field, &text, lim);
     ctx.dirty(1);
     ctx.notify(notify::HASH, "hincrby", key);
     Ok(Reply::Int(new))
@@ -297,7 +306,7 @@ fn hincrbyfloat(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             .unwrap_or_else(|_| num::format_float_plain(new)),
     );
     let lim = limits(ctx);
-    hash_for_write(ctx, key)?.set(field, &text, lim);
+    hash_for_write(ctx, key)?.set_keep_ttl(field, &text, lim);
     ctx.dirty(1);
     ctx.notify(notify::HASH, "hincrbyfloat", key);
     // Logged as HSET of the result so a replay never accumulates float error.

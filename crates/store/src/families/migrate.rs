@@ -241,6 +241,12 @@ fn migrate(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let mut moving = Vec::new();
     for k in &o.keys {
         if let Some(e) = ctx.ks.lookup_read(db, k, now) {
+            if matches!(e.value, crate::value::Value::Json(_)) {
+                return Err(CmdError::err("MIGRATE is not supported for JSON keys"));
+            }
+            if crate::families::dump::has_field_ttls(&e.value) {
+                return Err(crate::families::dump::field_ttls_unsupported());
+            }
             let ttl = match e.expire_at {
                 0 => 0,
                 at => at.saturating_sub(now).max(1),

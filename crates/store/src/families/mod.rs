@@ -10,9 +10,11 @@ pub mod debug;
 pub mod dump;
 pub mod fill;
 pub mod geo;
+pub mod hash_ttl;
 pub mod hashes;
 pub mod hyperloglog;
 pub mod idempotency;
+pub mod json;
 pub mod keys;
 pub mod lists;
 pub mod lock;
@@ -67,5 +69,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(fill::commands());
     v.extend(geo::commands());
     v.extend(migrate::commands());
+    v.extend(hash_ttl::commands());
+    v.extend(json::commands());
     v
 }

@@ -76,7 +76,9 @@ fn sort_input(v: &Value, reverse: bool) -> Result<Vec<Bytes>, CmdError> {
         Value::List(l) => l.iter().cloned().collect(),
         Value::Set(s) => return Ok(s.iter().map(member_bytes).collect()),
         Value::ZSet(z) => z.iter().map(|(m, _)| Bytes::copy_from_slice(m)).collect(),
-        Value::Str(_) | Value::Hash(_) | Value::Stream(_) => return Err(CmdError::WrongType),
+        Value::Str(_) | Value::Hash(_) | Value::Stream(_) | Value::Json(_) => {
+            return Err(CmdError::WrongType)
+        }
     };
     if reverse {
         out.reverse();

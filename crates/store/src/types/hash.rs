@@ -4,6 +4,8 @@
 //! `hash-max-listpack-value` bytes they become an insertion-ordered hash map
 //! (`hashtable`), and never go back, as in Redis.
 
+use std::collections::{BTreeSet, HashMap};
+
 use bytes::Bytes;
 use rand::Rng;
 
@@ -45,6 +47,26 @@ pub enum HashValue {
     Pack(Pack),
     /// Boxed so that small hashes (the common case) stay one pointer-sized enum.
     Map(Box<Map>),
+    /// A hash with field TTLs (or that had some): never converted back.
+    Volatile(Box<Volatile>),
+}
+
+/// The fields of a hash with field TTLs and their expiry times.
+#[derive(Debug, Clone, Default)]
+pub struct Volatile {
+    map: Map,
+    /// field → unix ms at which it expires.
+    ttl: HashMap<SmallBytes, u64>,
+    /// (unix ms, field), soonest first: what is due is found without a scan.
+    order: BTreeSet<(u64, SmallBytes)>,
+}
+
+impl Volatile {
+    fn clear_ttl(&mut self, field: &[u8]) -> Option<u64> {
+        let at = self.ttl.remove(field)?;
+        self.order.remove(&(at, SmallBytes::from(field)));
+        Some(at)
+    }
 }
 
 impl Default for HashValue {
@@ -84,6 +106,7 @@ impl HashValue {
         match self {
             HashValue::Pack(p) => p.len() / 2,
             HashValue::Map(m) => m.len(),
+            HashValue::Volatile(v) => v.map.len(),
         }
     }
 
@@ -94,18 +117,21 @@ impl HashValue {
     pub fn encoding(&self) -> &'static str {
         match self {
             HashValue::Pack(_) => "listpack",
-            HashValue::Map(_) => "hashtable",
+            HashValue::Map(_) | HashValue::Volatile(_) => "hashtable",
         }
     }
 
     pub fn mem_usage(&self) -> usize {
         match self {
             HashValue::Pack(p) => p.mem_usage() + 16,
-            HashValue::Map(m) => {
-                m.iter()
-                    .map(|(f, v)| f.heap_size() + v.heap_size())
-                    .sum::<usize>()
-                    + m.allocation_size()
+            HashValue::Map(m) => map_mem(m),
+            HashValue::Volatile(v) => {
+                // Each TTL: the field again in the map and in the order, the time.
+                map_mem(&v.map)
+                    + v.ttl
+                        .keys()
+                        .map(|f| 2 * (f.heap_size() + std::mem::size_of::<SmallBytes>()) + 24)
+                        .sum::<usize>()
             }
         }
     }
@@ -114,6 +140,7 @@ impl HashValue {
         match self {
             HashValue::Pack(p) => HashIter::Pack(p.iter()),
             HashValue::Map(m) => HashIter::Map(m.entries()),
+            HashValue::Volatile(v) => HashIter::Map(v.map.entries()),
         }
     }
 
@@ -130,6 +157,7 @@ impl HashValue {
                 None
             }
             HashValue::Map(m) => m.get(field).map(|v| &v[..]),
+            HashValue::Volatile(v) => v.map.get(field).map(|v| &v[..]),
         }
     }
 
@@ -155,8 +183,17 @@ impl HashValue {
         }
     }
 
-    /// Sets `field` to `value`; true if the field is new.
+    /// Sets `field` to `value`; true if the field is new. A TTL the field had is
+    /// dropped (HSET makes a field persistent, as in Redis).
     pub fn set(&mut self, field: &[u8], value: &[u8], limits: HashLimits) -> bool {
+        if let HashValue::Volatile(v) = self {
+            v.clear_ttl(field);
+        }
+        self.set_keep_ttl(field, value, limits)
+    }
+
+    /// Sets `field` to `value`, keeping its TTL (HINCRBY, HSETEX … KEEPTTL).
+    pub fn set_keep_ttl(&mut self, field: &[u8], value: &[u8], limits: HashLimits) -> bool {
         if let HashValue::Pack(_) = self {
             if field.len() > limits.max_value || value.len() > limits.max_value {
                 self.convert_to_map();
@@ -191,15 +228,8 @@ impl HashValue {
                     }
                 }
             }
-            HashValue::Map(m) => {
-                if let Some(v) = m.get_mut(field) {
-                    *v = SmallBytes::from(value);
-                    false
-                } else {
-                    m.insert(SmallBytes::from(field), SmallBytes::from(value));
-                    true
-                }
-            }
+            HashValue::Map(m) => map_set(m, field, value),
+            HashValue::Volatile(v) => map_set(&mut v.map, field, value),
         }
     }
 
@@ -228,6 +258,10 @@ impl HashValue {
                 }
             }
             HashValue::Map(m) => m.swap_remove(field).is_some(),
+            HashValue::Volatile(v) => {
+                v.clear_ttl(field);
+                v.map.swap_remove(field).is_some()
+            }
         }
     }
 
@@ -236,6 +270,7 @@ impl HashValue {
         match self {
             HashValue::Pack(_) => self.iter().nth(idx),
             HashValue::Map(m) => m.get_index(idx).map(|(f, v)| (&f[..], &v[..])),
+            HashValue::Volatile(v) => v.map.get_index(idx).map(|(f, v)| (&f[..], &v[..])),
         }
     }
 
@@ -258,14 +293,8 @@ impl HashValue {
                 }
                 0
             }
-            HashValue::Map(m) => {
-                let (idx, next) = scan_positions(m.len(), cursor, count);
-                for i in idx {
-                    let (k, v) = m.get_index(i).expect("in range");
-                    f(k, v);
-                }
-                next
-            }
+            HashValue::Map(m) => map_scan(m, cursor, count, f),
+            HashValue::Volatile(v) => map_scan(&v.map, cursor, count, f),
         }
     }
 
@@ -288,8 +317,133 @@ impl HashValue {
         if !cur.is_empty() {
             out.push(cur);
         }
+        // Field TTLs as absolute times, so a replay never extends them.
+        if let HashValue::Volatile(v) = self {
+            let mut by_time: std::collections::BTreeMap<u64, Vec<&SmallBytes>> = Default::default();
+            for (at, f) in &v.order {
+                by_time.entry(*at).or_default().push(f);
+            }
+            for (at, fields) in by_time {
+                let mut cmd = vec![
+                    Bytes::from_static(b"HPEXPIREAT"),
+                    key.clone(),
+                    Bytes::from(at.to_string()),
+                    Bytes::from_static(b"FIELDS"),
+                    Bytes::from(fields.len().to_string()),
+                ];
+                cmd.extend(fields.into_iter().map(|f| Bytes::copy_from_slice(f)));
+                out.push(cmd);
+            }
+        }
         out
     }
+
+    /// Whether any field has a TTL.
+    pub fn has_field_ttls(&self) -> bool {
+        matches!(self, HashValue::Volatile(v) if !v.ttl.is_empty())
+    }
+
+    /// The field's expiry time (unix ms), if it has one.
+    pub fn field_ttl(&self, field: &[u8]) -> Option<u64> {
+        match self {
+            HashValue::Volatile(v) => v.ttl.get(field).copied(),
+            _ => None,
+        }
+    }
+
+    /// Gives an existing field the expiry time `at` (unix ms); false if there is
+    /// no such field.
+    pub fn set_field_ttl(&mut self, field: &[u8], at: u64) -> bool {
+        if !self.contains(field) {
+            return false;
+        }
+        let mut v = match std::mem::take(self) {
+            HashValue::Volatile(v) => v,
+            HashValue::Map(m) => Box::new(Volatile {
+                map: *m,
+                ..Volatile::default()
+            }),
+            HashValue::Pack(p) => {
+                let mut map = Map::with_capacity(p.len() / 2 + 1);
+                let mut it = p.iter();
+                while let (Some(f), Some(v)) = (it.next(), it.next()) {
+                    map.insert(SmallBytes::from(f), SmallBytes::from(v));
+                }
+                Box::new(Volatile {
+                    map,
+                    ..Volatile::default()
+                })
+            }
+        };
+        v.clear_ttl(field);
+        v.ttl.insert(SmallBytes::from(field), at);
+        v.order.insert((at, SmallBytes::from(field)));
+        *self = HashValue::Volatile(v);
+        true
+    }
+
+    /// Removes the field's TTL; whether it had one.
+    pub fn persist_field(&mut self, field: &[u8]) -> bool {
+        match self {
+            HashValue::Volatile(v) => v.clear_ttl(field).is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether a field TTL is due at `now` (unix ms).
+    pub fn fields_due(&self, now: u64) -> bool {
+        match self {
+            HashValue::Volatile(v) => v.order.first().is_some_and(|(at, _)| *at <= now),
+            _ => false,
+        }
+    }
+
+    /// Removes the fields whose TTL is due at `now`; their names.
+    pub fn remove_due_fields(&mut self, now: u64) -> Vec<Bytes> {
+        let HashValue::Volatile(v) = self else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        while let Some((at, _)) = v.order.first() {
+            if *at > now {
+                break;
+            }
+            let Some((_, field)) = v.order.pop_first() else {
+                break;
+            };
+            v.ttl.remove(&field[..]);
+            v.map.swap_remove(&field[..]);
+            gone.push(Bytes::copy_from_slice(&field));
+        }
+        gone
+    }
+}
+
+fn map_mem(m: &Map) -> usize {
+    m.iter()
+        .map(|(f, v)| f.heap_size() + v.heap_size())
+        .sum::<usize>()
+        + m.allocation_size()
+}
+
+fn map_set(m: &mut Map, field: &[u8], value: &[u8]) -> bool {
+    if let Some(v) = m.get_mut(field) {
+        *v = SmallBytes::from(value);
+        false
+    } else {
+        m.insert(SmallBytes::from(field), SmallBytes::from(value));
+        true
+    }
+}
+
+fn map_scan(m: &Map, cursor: u64, count: usize, mut f: impl FnMut(&[u8], &[u8])) -> u64 {
+    let (idx, next) = scan_positions(m.len(), cursor, count);
+    for i in idx {
+        if let Some((k, v)) = m.get_index(i) {
+            f(k, v);
+        }
+    }
+    next
 }
 
 /// Positions visited by one scan step over an indexable collection of `len`

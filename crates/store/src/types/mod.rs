@@ -2,6 +2,8 @@
 
 pub mod hash;
 pub mod hll;
+pub mod json;
+pub mod json_path;
 pub mod list;
 pub mod pack;
 pub mod set;
