@@ -7,6 +7,11 @@
 #   strings 1M plain strings  SET key:<i> value<i>
 #   stream  one stream of 1M entries of 3 small fields
 #           XADD events * user u<i%10000> action <one of 4> n <i>
+#   hfe     1M hash fields with TTLs: hashes of 100 fields (HSET hf:<h> f<j> v<j> …)
+#           each field given a TTL (HPEXPIRE hf:<h> 3600000 FIELDS 100 …). Compared
+#           with redis-server only if it has hash-field expiry (7.4+); otherwise the
+#           row shows Tidewire's figure, the same fields without TTLs, and the
+#           bytes a TTL adds per field.
 # Prints RSS in MiB and the ratio tidewire/redis (target <= 1.2).
 # Usage: bench/memory.sh [count]   (default 1000000; KINDS="zset stream" picks datasets)
 set -euo pipefail
@@ -45,6 +50,15 @@ for i in range(n):
         cmd("ZADD", "z", i, "member:%d" % i)
     elif kind == "stream":
         cmd("XADD", "events", "*", "user", "u%d" % (i % 10000), "action", ACTIONS[i % 4], "n", i)
+    elif kind in ("hfe", "hfe-plain"):
+        if i % 100 == 0:
+            h = i // 100
+            pairs = []
+            for j in range(100):
+                pairs += ["f%d" % j, "v%d" % (i + j)]
+            cmd("HSET", "hf:%d" % h, *pairs)
+            if kind == "hfe":
+                cmd("HPEXPIRE", "hf:%d" % h, 3600000, "FIELDS", 100, *["f%d" % j for j in range(100)])
     else:
         cmd("SADD", "s", "member:%d" % i)
 PY
@@ -66,7 +80,25 @@ start_redis() {
 
 printf '\n%-8s %10s | %14s %11s | %7s\n' dataset count "tidewire MiB" "redis MiB" ratio
 printf '%s\n' "------------------------------------------------------------"
-for kind in ${KINDS:-hashes zset set strings stream}; do
+# Whether redis-server has hash-field expiry (7.4+).
+redis_hfe() { redis-server --version | awk '{ split($3, v, "[=.]"); exit !(v[2] > 7 || (v[2] == 7 && v[3] >= 4)) }'; }
+
+for kind in ${KINDS:-hashes zset set strings stream hfe}; do
+  if [ "$kind" = hfe ] && ! redis_hfe; then
+    # No peer: Tidewire with and without the TTLs.
+    gen hfe > "$work/hfe.resp"; gen hfe-plain > "$work/hfe-plain.resp"
+    start_tidewire hfe; base=$(rss_mib "$TW_PID")
+    redis-cli -p "$TW_PORT" --pipe < "$work/hfe.resp" >/dev/null; sleep 1
+    with=$(rss_mib "$TW_PID"); kill "$TW_PID"; wait "$TW_PID" 2>/dev/null || true
+    start_tidewire hfe-plain; base_plain=$(rss_mib "$TW_PID")
+    redis-cli -p "$TW_PORT" --pipe < "$work/hfe-plain.resp" >/dev/null; sleep 1
+    plain=$(rss_mib "$TW_PID"); kill "$TW_PID"; wait "$TW_PID" 2>/dev/null || true
+    per_ttl=$(awk -v a="$with" -v b="$plain" -v c="$base" -v d="$base_plain" -v n="$COUNT" \
+      'BEGIN { printf "%.0f", ((a - c) - (b - d)) * 1048576 / n }')
+    printf '%-8s %10s | %14s %11s | %7s   (same fields without TTLs: %s MiB; a TTL adds %s bytes per field; redis-server before 7.4 has no field TTLs)\n' \
+      "$kind" "$COUNT" "$with" "n/a" "n/a" "$plain" "$per_ttl"
+    continue
+  fi
   gen "$kind" > "$work/$kind.resp"
   start_tidewire "$kind"; base_tw=$(rss_mib "$TW_PID")
   redis-cli -p "$TW_PORT" --pipe < "$work/$kind.resp" >/dev/null
