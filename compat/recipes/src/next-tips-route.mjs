@@ -4,8 +4,8 @@
 // Idempotency-Key: a retried tip replays the first answer and is never sent twice.
 import { createHash } from 'node:crypto';
 import { overRest } from './tidewire.mjs';
-import { DUAL_TIER, throttle, rateLimitHeaders } from './rate-limit.mjs';
-import { sendTip } from './tips.mjs';
+import { throttle, rateLimitHeaders } from './rate-limit.mjs';
+import { sendTip, tipLimits } from './tips.mjs';
 
 export async function POST(request) {
   const send = overRest();
@@ -13,7 +13,7 @@ export async function POST(request) {
   const env = process.env.APP_ENV ?? 'production';
   let headers = {};
   try {
-    const decision = await throttle(send, `rl:${env}:tips:${user}`, DUAL_TIER);
+    const decision = await throttle(send, `rl:${env}:tips:${user}`, tipLimits.tiers);
     headers = rateLimitHeaders(decision);
     if (decision.limited) return Response.json({ error: 'rate limited' }, { status: 429, headers });
   } catch {
