@@ -26,16 +26,7 @@ while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 
 TESTS="${TESTS:-ping_mbulk,set,get,incr,mset,lpush,rpop,sadd,hset,zadd,lrange_100,zrange,xadd,xrange}"
 ROUNDS="${ROUNDS:-5}"
 
-if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
-  echo "installing redis-server and redis-tools" >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
-cargo build --release -q -p tidewire-server
-work="$(mktemp -d)"
-cleanup() { kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-TW=target/release/tidewire
+prepare_release_bench
 start_servers
 
 # One CSV line per test: "test","rps","avg","min","p50","p95","p99","max"

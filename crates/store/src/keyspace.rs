@@ -43,6 +43,11 @@ pub fn shard_index(key: &[u8]) -> usize {
     (SHARD_HASHER.hash_one(key) >> (64 - SHARD_BITS)) as usize
 }
 
+/// Whether `entry` is a hash with field TTLs (registered in `hash_ttl_keys`).
+fn has_field_ttls(entry: &Entry) -> bool {
+    matches!(&entry.value, crate::value::Value::Hash(h) if h.has_field_ttls())
+}
+
 /// One database's part of one shard.
 #[derive(Default)]
 pub struct DbShard {
@@ -69,9 +74,7 @@ impl DbShard {
             let had_ttl = slot.expire_at != 0;
             let has_ttl = entry.expire_at != 0;
             let new_ttl_key = (has_ttl && !had_ttl).then(|| k.clone());
-            let volatile =
-                matches!(&entry.value, crate::value::Value::Hash(h) if h.has_field_ttls())
-                    .then(|| k.clone());
+            let volatile = has_field_ttls(&entry).then(|| k.clone());
             let old = std::mem::replace(slot, entry);
             if let Some(k) = volatile {
                 self.hash_ttl_keys.insert(k, ());
@@ -87,16 +90,17 @@ impl DbShard {
         if entry.expire_at != 0 {
             self.expires.insert(owned.clone(), ());
         }
-        self.note_field_ttls(&owned, &entry);
+        if has_field_ttls(&entry) {
+            self.hash_ttl_keys.insert(owned.clone(), ());
+        }
         self.map.insert(owned, entry)
     }
 
-    /// Registers a hash with field TTLs for the active expiry of fields (a hash
-    /// renamed, copied, moved or restored with its TTLs included).
-    pub fn note_field_ttls(&mut self, key: &SmallBytes, entry: &Entry) {
-        if matches!(&entry.value, crate::value::Value::Hash(h) if h.has_field_ttls()) {
-            self.hash_ttl_keys.insert(key.clone(), ());
-        }
+    /// Registers `key` (a hash just given a field TTL) for the active expiry of
+    /// fields; a hash stored whole with its TTLs (RENAME, COPY, MOVE, RESTORE) is
+    /// registered by [`DbShard::upsert`].
+    pub fn track_field_ttls(&mut self, key: &[u8]) {
+        self.hash_ttl_keys.insert(SmallBytes::from(key), ());
     }
 
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {

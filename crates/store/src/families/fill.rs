@@ -32,6 +32,7 @@ use crate::command::{cmd, flag::*, keys, CommandSpec};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
 use crate::families::records;
+use crate::keyspace::NUM_DBS;
 use crate::PrimitiveStats;
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -64,29 +65,27 @@ struct Lease {
     until: u64,
 }
 
-/// The fills in flight, per database and key. Locked only briefly, under the
-/// key's shard lock (or by the expiry task, which takes no shard lock with it).
+/// The fills in flight, per database and key (looked up by the borrowed key).
+/// Locked only briefly, under the key's shard lock (or by the expiry task, which
+/// takes no shard lock with it).
 #[derive(Default)]
 pub struct Leases {
-    map: Mutex<HashMap<(usize, Bytes), Lease>>,
+    dbs: Mutex<[HashMap<Bytes, Lease>; NUM_DBS]>,
 }
 
 impl Leases {
     /// The token of the live lease on the key, if there is one.
     pub fn holder(&self, db: usize, key: &[u8], now: u64) -> Option<Bytes> {
-        let map = self.map.lock();
-        if map.is_empty() {
-            return None;
-        }
-        map.get(&(db, Bytes::copy_from_slice(key)))
+        self.dbs.lock()[db]
+            .get(key)
             .filter(|l| l.until > now)
             .map(|l| l.token.clone())
     }
 
     fn grant(&self, db: usize, key: &Bytes, until: u64) -> Bytes {
         let token = Bytes::from(crate::random_hex(32));
-        self.map.lock().insert(
-            (db, key.clone()),
+        self.dbs.lock()[db].insert(
+            key.clone(),
             Lease {
                 token: token.clone(),
                 until,
@@ -95,15 +94,12 @@ impl Leases {
         token
     }
 
-    /// Ends the lease on the key if `token` holds it, live or not; whether it did.
-    fn end(&self, db: usize, key: &Bytes, token: &[u8]) -> bool {
-        let mut map = self.map.lock();
-        let id = (db, key.clone());
-        if map.get(&id).is_some_and(|l| l.token == token) {
-            map.remove(&id);
-            return true;
+    /// Ends the lease on the key if `token` holds it, live or not.
+    fn end(&self, db: usize, key: &[u8], token: &[u8]) {
+        let mut dbs = self.dbs.lock();
+        if dbs[db].get(key).is_some_and(|l| l.token == token) {
+            dbs[db].remove(key);
         }
-        false
     }
 
     /// Drops the leases that ended by `now`; the keys among them that `waited`
@@ -113,30 +109,19 @@ impl Leases {
         now: u64,
         waited: impl Fn(usize, &Bytes) -> bool,
     ) -> Vec<(usize, Bytes)> {
-        let mut map = self.map.lock();
-        if map.is_empty() {
-            return Vec::new();
-        }
         let mut woken = Vec::new();
-        map.retain(|(db, key), l| {
-            if l.until > now {
-                return true;
-            }
-            if waited(*db, key) {
-                woken.push((*db, key.clone()));
-            }
-            false
-        });
+        for (db, map) in self.dbs.lock().iter_mut().enumerate() {
+            map.retain(|key, l| {
+                if l.until > now {
+                    return true;
+                }
+                if waited(db, key) {
+                    woken.push((db, key.clone()));
+                }
+                false
+            });
+        }
         woken
-    }
-
-    /// Fills in flight (INFO).
-    pub fn len(&self) -> usize {
-        self.map.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -14,9 +14,10 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
-use crate::config::{notify, Limit};
+use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
+use crate::families::zsets::{self, zset_read};
 use crate::geohash::{self, Extent, Shape};
 use crate::num;
 use crate::types::zset::ZSetValue;
@@ -57,26 +58,6 @@ fn georadius_keys(argv: &[Bytes]) -> Vec<usize> {
         i += 1;
     }
     std::iter::once(1).chain(store).collect()
-}
-
-fn read_zset<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<Option<&'a ZSetValue>, CmdError> {
-    let (db, now) = (ctx.db(), ctx.now);
-    match ctx.ks.lookup_read(db, key, now) {
-        None => Ok(None),
-        Some(Entry {
-            value: Value::ZSet(z),
-            ..
-        }) => Ok(Some(&**z)),
-        Some(_) => Err(CmdError::WrongType),
-    }
-}
-
-fn zset_limits(ctx: &Ctx<'_>) -> (usize, usize) {
-    let c = &ctx.store.config.encoding;
-    (
-        c.get_usize(Limit::ZsetMaxListpackEntries),
-        c.get_usize(Limit::ZsetMaxListpackValue),
-    )
 }
 
 /// A float as Redis's `string2d` takes it: like `num::parse_f64`, but a number
@@ -215,7 +196,7 @@ fn geoadd(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             Entry::new(Value::ZSet(Box::default())),
         );
     }
-    let (max_entries, max_value) = zset_limits(ctx);
+    let (max_entries, max_value) = zsets::limits(ctx);
     let Some(Entry {
         value: Value::ZSet(z),
         ..
@@ -275,7 +256,7 @@ fn geodist(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         1 => unit(args.next_bytes()?)?,
         _ => return Err(CmdError::Syntax),
     };
-    let Some(z) = read_zset(ctx, key)? else {
+    let Some(z) = zset_read(ctx, key)? else {
         return Ok(Reply::Null);
     };
     let (Some(s1), Some(s2)) = (z.score(m1), z.score(m2)) else {
@@ -291,7 +272,7 @@ fn geodist(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn geohash(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let members = args.rest();
-    let z = read_zset(ctx, key)?;
+    let z = zset_read(ctx, key)?;
     Ok(Reply::Array(
         members
             .iter()
@@ -306,7 +287,7 @@ fn geohash(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 fn geopos(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?;
     let members = args.rest();
-    let scores: Vec<Option<f64>> = match read_zset(ctx, key)? {
+    let scores: Vec<Option<f64>> = match zset_read(ctx, key)? {
         Some(z) => members.iter().map(|m| z.score(m)).collect(),
         None => vec![None; members.len()],
     };
@@ -438,7 +419,7 @@ fn search(ctx: &mut Ctx<'_>, kind: Form) -> CmdResult {
     if kind == Form::SearchStore {
         o.store = Some(argv[1].clone());
     }
-    let z = read_zset(ctx, &argv[src])?;
+    let z = zset_read(ctx, &argv[src])?;
     let mut centre = None;
     let mut extent = None;
     match kind {
@@ -791,7 +772,7 @@ fn store(
         }
         return Ok(Reply::Int(0));
     }
-    let (max_entries, max_value) = zset_limits(ctx);
+    let (max_entries, max_value) = zsets::limits(ctx);
     let mut z = ZSetValue::new();
     for f in found {
         z.insert(&f.member[..], if by_dist { f.dist } else { f.score });

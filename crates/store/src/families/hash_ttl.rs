@@ -19,7 +19,6 @@ use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::hashes::{hash_for_write, limits, read_hash, write_view};
 use crate::num;
-use crate::small_bytes::SmallBytes;
 
 pub fn commands() -> Vec<CommandSpec> {
     let h = |c: CommandSpec| c.group("hash");
@@ -179,8 +178,7 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, base: i64, unit: i64) 
     }
     let emptied = h.is_empty();
     if !set.is_empty() {
-        let part = ctx.ks.db(db, &key);
-        part.hash_ttl_keys.insert(SmallBytes::from(&key[..]), ());
+        ctx.ks.db(db, &key).track_field_ttls(&key);
     }
     finish_ttl_change(ctx, &key, at, &set, &deleted, emptied);
     Ok(Reply::Array(codes))
@@ -449,10 +447,7 @@ fn hgetex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let emptied = h.is_empty();
     if !set.is_empty() {
         let db = ctx.db();
-        ctx.ks
-            .db(db, &key)
-            .hash_ttl_keys
-            .insert(SmallBytes::from(&key[..]), ());
+        ctx.ks.db(db, &key).track_field_ttls(&key);
     }
     let at = match expiry {
         Expiry::At(at) => at,
@@ -536,10 +531,7 @@ fn hsetex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if emptied {
         ctx.ks.remove(db, &key);
     } else if !set.is_empty() {
-        ctx.ks
-            .db(db, &key)
-            .hash_ttl_keys
-            .insert(SmallBytes::from(&key[..]), ());
+        ctx.ks.db(db, &key).track_field_ttls(&key);
     }
     ctx.dirty(pairs.len() as u64 / 2);
     ctx.notify(notify::HASH, "hset", &key);

@@ -20,6 +20,7 @@ use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::num;
+use crate::persistence::format::encode;
 use crate::rdb_value::{self, Limits};
 
 pub fn commands() -> Vec<CommandSpec> {
@@ -100,16 +101,6 @@ fn parse(args: &mut Args<'_>, key: &Bytes) -> Result<Options, CmdError> {
     Ok(o)
 }
 
-/// One command in RESP, appended to `out`.
-fn encode(out: &mut Vec<u8>, parts: &[&[u8]]) {
-    out.extend_from_slice(format!("*{}\r\n", parts.len()).as_bytes());
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// Redis's reply when the target cannot be reached or stops answering.
 fn io_error(what: &str) -> CmdError {
     CmdError::raw(format!("IOERR error or timeout {what} to target instance"))
@@ -170,11 +161,14 @@ fn talk(
     let mut request = Vec::new();
     if let Some((user, pass)) = &o.auth {
         match user {
-            Some(u) => encode(&mut request, &[b"AUTH", u, pass]),
-            None => encode(&mut request, &[b"AUTH", pass]),
+            Some(u) => encode(&mut request, &[&b"AUTH"[..], u, pass]),
+            None => encode(&mut request, &[&b"AUTH"[..], pass]),
         }
     }
-    encode(&mut request, &[b"SELECT", target_db.to_string().as_bytes()]);
+    encode(
+        &mut request,
+        &[&b"SELECT"[..], target_db.to_string().as_bytes()],
+    );
     for (k, ttl, payload) in moving {
         let ttl = ttl.to_string();
         let mut parts: Vec<&[u8]> = vec![b"RESTORE", k, ttl.as_bytes(), payload];

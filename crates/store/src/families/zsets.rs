@@ -87,7 +87,7 @@ fn b(s: &'static str) -> Bytes {
     Bytes::from_static(s.as_bytes())
 }
 
-fn limits(ctx: &Ctx<'_>) -> (usize, usize) {
+pub(crate) fn limits(ctx: &Ctx<'_>) -> (usize, usize) {
     let c = &ctx.store.config;
     (
         c.encoding.get_usize(Limit::ZsetMaxListpackEntries),
@@ -107,7 +107,10 @@ fn zset_mut<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<Option<&'a mut ZSetV
     }
 }
 
-fn zset_read<'a>(ctx: &'a mut Ctx<'_>, key: &[u8]) -> Result<Option<&'a ZSetValue>, CmdError> {
+pub(crate) fn zset_read<'a>(
+    ctx: &'a mut Ctx<'_>,
+    key: &[u8],
+) -> Result<Option<&'a ZSetValue>, CmdError> {
     let (db, now) = (ctx.db(), ctx.now);
     match ctx.ks.lookup_read(db, key, now) {
         None => Ok(None),

@@ -801,11 +801,9 @@ impl StreamValue {
                 break;
             }
         }
-        if deleted > 0 {
+        // (An emptied stream's first id is MIN: `refresh_first_id` says so.)
+        if deleted > 0 || self.length == 0 {
             self.refresh_first_id();
-        }
-        if self.length == 0 {
-            self.first_id = StreamId::MIN;
         }
         deleted
     }
@@ -856,11 +854,9 @@ impl StreamValue {
             }
             break;
         }
-        if deleted > 0 {
+        // (An emptied stream's first id is MIN: `refresh_first_id` says so.)
+        if deleted > 0 || self.length == 0 {
             self.refresh_first_id();
-        }
-        if self.length == 0 {
-            self.first_id = StreamId::MIN;
         }
         deleted
     }
