@@ -281,6 +281,9 @@ pub struct Config {
     /// Worker threads; `None` picks [`default_threads`].
     pub threads: Option<usize>,
     pub print_ports: bool,
+    /// The file the configuration was read from (`--config`): where CONFIG
+    /// REWRITE writes.
+    pub config_file: Option<PathBuf>,
     /// Redis CONFIG parameters from the file, applied at start.
     pub redis: Vec<(String, String)>,
     pub realtime: tidewire_realtime::RealtimeConfig,
@@ -300,6 +303,7 @@ impl Default for Config {
             log_level: "info".into(),
             threads: None,
             print_ports: false,
+            config_file: None,
             redis: Vec::new(),
             realtime: Default::default(),
             http: HttpConfig::default(),
@@ -376,6 +380,7 @@ impl Config {
                 .unwrap_or(d.log_level),
             threads: flags.threads.or(file.threads).filter(|n| *n > 0),
             print_ports: flags.print_ports,
+            config_file: flags.config.clone(),
             redis,
             realtime: file.realtime.unwrap_or_default(),
             http: HttpConfig {

@@ -12,6 +12,7 @@
 pub mod alloc;
 pub mod busy_poll;
 pub mod config;
+pub mod config_rewrite;
 pub mod connection;
 pub mod data_dir;
 pub mod history;
@@ -107,6 +108,8 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
     let store = Store::new();
     // Embedded default: nothing acknowledged is lost (the config may turn it off).
     store.config.set("appendonly", "yes")?;
+    // What CONFIG REWRITE compares with: Tidewire's defaults, before any setting.
+    let defaults = store.config.rewritable();
     store.config.set("port", &config.port.to_string())?;
     store.config.set("bind", &config.bind)?;
     store
@@ -159,6 +162,9 @@ pub fn build_store(config: &Config) -> anyhow::Result<Arc<Store>> {
     }
     // Access-path eviction settings (LFU counting) apply from the first command.
     tidewire_store::evict::sync_config(&store);
+    if let Some(path) = &config.config_file {
+        config_rewrite::install(&store, path.clone(), defaults);
+    }
     Ok(store)
 }
 

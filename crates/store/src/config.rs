@@ -298,6 +298,20 @@ pub fn is_directive(name: &str) -> bool {
     is_parameter(name) || name.eq_ignore_ascii_case("user")
 }
 
+/// The parameters `CONFIG REWRITE` writes, with their current values: every
+/// parameter under its own name, not the old alias names (`hash-max-ziplist-*`,
+/// `lua-time-limit`), which follow their partner anyway.
+impl Config {
+    pub fn rewritable(&self) -> Vec<(&'static str, String)> {
+        let values = self.values.read();
+        PARAMS
+            .iter()
+            .filter(|(n, _, _)| !ALIASES.iter().any(|(old, _)| old == n))
+            .filter_map(|(n, _, _)| values.get(n).map(|v| (*n, v.clone())))
+            .collect()
+    }
+}
+
 fn alias_of(name: &str) -> Option<&'static str> {
     ALIASES.iter().find_map(|(a, b)| {
         if *a == name {

@@ -263,7 +263,15 @@ pub struct Store {
 #[derive(Default)]
 pub struct Hooks {
     pub shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+    /// CONFIG REWRITE: writes the running configuration into the file the server
+    /// was started with (the file's format is the binary's). The flag asks for
+    /// every parameter, not only those that differ from the defaults
+    /// (`DEBUG CONFIG-REWRITE-FORCE-ALL`). `Err` is the reason, for the reply.
+    pub config_rewrite: Option<ConfigRewrite>,
 }
+
+/// See [`Hooks::config_rewrite`].
+pub type ConfigRewrite = Box<dyn Fn(bool) -> Result<(), String> + Send + Sync>;
 
 impl Store {
     pub fn new() -> Arc<Store> {

@@ -52,6 +52,15 @@ pub fn try_start_with_toml(dir: &Path, toml: &str) -> Result<Node, String> {
     spawn(dir, &cfg, &[])
 }
 
+/// Starts the binary with the config file already at `dir/tidewire-test.toml`
+/// (left there by an earlier start, perhaps rewritten by CONFIG REWRITE).
+pub fn start_with_existing_config(dir: &Path) -> Node {
+    match spawn(dir, &dir.join("tidewire-test.toml"), &[]) {
+        Ok(n) => n,
+        Err(e) => panic!("tidewire did not start: {e}"),
+    }
+}
+
 /// Runs the binary on `dir/data` with config file `cfg` and waits for its ports.
 fn spawn(dir: &Path, cfg: &Path, env: &[(&str, &str)]) -> Result<Node, String> {
     let data = dir.join("data");

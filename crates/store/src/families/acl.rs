@@ -160,6 +160,25 @@ fn deluser(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Int(n as i64))
 }
 
+/// The users as `user` directives (ACL LIST lines without the leading `user `),
+/// for CONFIG REWRITE; `None` when an ACL file keeps them (ACL SAVE writes that).
+pub fn user_directives(store: &crate::Store) -> Option<Vec<String>> {
+    if acl_file_path(store).is_some() {
+        return None;
+    }
+    Some(
+        store
+            .acl
+            .users()
+            .iter()
+            .map(|u| {
+                let line = u.describe();
+                line.strip_prefix("user ").unwrap_or(&line).to_string()
+            })
+            .collect(),
+    )
+}
+
 /// ACL LIST's lines; the default user shows `requirepass` as its password.
 fn describe_all(ctx: &Ctx<'_>) -> Vec<String> {
     let requirepass = ctx.store.config.requirepass();

@@ -70,6 +70,14 @@ pub fn commands() -> Vec<CommandSpec> {
             loadaof,
         )
         .summary("Empties and reloads the dataset from the AOF."),
+        cmd(
+            "config-rewrite-force-all",
+            2,
+            base | NO_KEYSPACE,
+            NO_KEYS,
+            config_rewrite_force_all,
+        )
+        .summary("Writes every configuration parameter into the config file."),
         cmd("help", 2, base | NO_KEYSPACE, NO_KEYS, help)
             .summary("Returns helpful text about the different subcommands."),
     ])]
@@ -89,6 +97,10 @@ fn set_active_expire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let on = args.next_i64()? != 0;
     ctx.store.active_expire.store(on, Ordering::Relaxed);
     Ok(Reply::ok())
+}
+
+fn config_rewrite_force_all(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    super::server::rewrite_config_file(ctx.store, true)
 }
 
 fn loadaof(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -134,6 +146,8 @@ fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Ok(help_lines(
         "DEBUG",
         &[
+            "CONFIG-REWRITE-FORCE-ALL",
+            "    Like CONFIG REWRITE, writing every parameter, defaults too.",
             "DIGEST",
             "    A 40-digit hex digest of every database (all zeros when empty).",
             "DIGEST-VALUE <key> [<key> ...]",

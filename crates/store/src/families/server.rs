@@ -375,8 +375,24 @@ fn config_set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::ok())
 }
 
-fn config_rewrite(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    Err(CmdError::err("The server is running without a config file"))
+fn config_rewrite(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    rewrite_config_file(ctx.store, false)
+}
+
+/// CONFIG REWRITE and DEBUG CONFIG-REWRITE-FORCE-ALL: the binary's hook writes the
+/// file; without one the server was started without a config file.
+pub(crate) fn rewrite_config_file(store: &crate::Store, force_all: bool) -> CmdResult {
+    let hooks = store.hooks.lock();
+    let Some(rewrite) = hooks.config_rewrite.as_ref() else {
+        return Err(CmdError::err("The server is running without a config file"));
+    };
+    match rewrite(force_all) {
+        Ok(()) => Ok(Reply::ok()),
+        Err(why) => {
+            tracing::warn!("CONFIG REWRITE failed: {why}");
+            Err(CmdError::err(format!("Rewriting config file: {why}")))
+        }
+    }
 }
 
 fn config_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
