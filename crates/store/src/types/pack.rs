@@ -152,6 +152,30 @@ impl Pack {
         self.set_count(self.len() + 1);
     }
 
+    /// A pack of `entries` built in one buffer: converting a whole hash costs one
+    /// allocation instead of one exact-size growth per entry.
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut buf = Vec::new();
+        let mut count = 0u32;
+        for s in entries {
+            let (prefix, n) = len_prefix(s.len());
+            buf.extend_from_slice(&prefix[..n]);
+            buf.extend_from_slice(s);
+            count += 1;
+        }
+        if buf.len() <= INLINE {
+            let mut data = [0; INLINE];
+            data[..buf.len()].copy_from_slice(&buf);
+            return Pack::Inline {
+                count: count as u8,
+                used: buf.len() as u8,
+                data,
+            };
+        }
+        buf.shrink_to_fit();
+        Pack::Heap { buf, count }
+    }
+
     pub fn iter(&self) -> PackIter<'_> {
         PackIter {
             buf: self.bytes(),
@@ -258,6 +282,20 @@ mod tests {
         assert_eq!(encoded_len(0), 1);
         assert_eq!(encoded_len(127), 1);
         assert_eq!(encoded_len(128), 2);
+    }
+
+    #[test]
+    fn from_entries_matches_pushes() {
+        let items: [&[u8]; 4] = [b"a", b"", b"bb", &[b'x'; 200]];
+        for n in 0..=items.len() {
+            let mut pushed = Pack::new();
+            for s in &items[..n] {
+                pushed.push(s);
+            }
+            let built = Pack::from_entries(items[..n].iter().copied());
+            assert_eq!(built, pushed);
+            assert_eq!(built.mem_usage() == 0, pushed.mem_usage() == 0);
+        }
     }
 
     #[test]
