@@ -9,14 +9,14 @@
 //! Redis's `listpackex`), a bigger one becomes [`Volatile`] (a map plus the times
 //! in order). Neither goes back to the TTL-less encodings.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use rand::Rng;
 
 use super::pack::{Pack, Span};
 use crate::config::{Config, Limit};
-use crate::dense::DenseMap;
+use crate::dense::{ChunkVec, DenseMap};
 use crate::small_bytes::SmallBytes;
 
 type Map = DenseMap<SmallBytes, SmallBytes>;
@@ -63,23 +63,82 @@ pub enum HashValue {
 #[derive(Debug, Clone, Default)]
 pub struct Volatile {
     map: Map,
-    /// field → unix ms at which it expires.
-    ttl: HashMap<SmallBytes, u64>,
+    /// Each field's expiry (unix ms, 0: none) at the field's position in `map`,
+    /// moved with it by `swap_remove`: 8 bytes a field instead of a field→time map
+    /// holding every field with a TTL once more.
+    ttl: ChunkVec<u64>,
     /// (unix ms, field), soonest first: what is due is found without a scan.
     order: BTreeSet<(u64, SmallBytes)>,
 }
 
 impl Volatile {
+    fn from_map(map: Map) -> Self {
+        let mut ttl = ChunkVec::new();
+        for _ in 0..map.len() {
+            ttl.push(0);
+        }
+        Volatile {
+            map,
+            ttl,
+            order: BTreeSet::new(),
+        }
+    }
+
+    fn field_ttl(&self, field: &[u8]) -> Option<u64> {
+        let i = self.map.get_index_of(field)?;
+        self.ttl.get(i).copied().filter(|at| *at != 0)
+    }
+
     fn clear_ttl(&mut self, field: &[u8]) -> Option<u64> {
-        let at = self.ttl.remove(field)?;
+        let i = self.map.get_index_of(field)?;
+        let at = std::mem::take(self.ttl.get_mut(i)?);
+        if at == 0 {
+            return None;
+        }
         self.order.remove(&(at, SmallBytes::from(field)));
         Some(at)
     }
 
+    /// Gives an existing field the expiry `at`.
     fn set_ttl(&mut self, field: &[u8], at: u64) {
-        self.clear_ttl(field);
-        self.ttl.insert(SmallBytes::from(field), at);
+        let Some(slot) = self
+            .map
+            .get_index_of(field)
+            .and_then(|i| self.ttl.get_mut(i))
+        else {
+            return;
+        };
+        let old = std::mem::replace(slot, at);
+        if old != 0 {
+            self.order.remove(&(old, SmallBytes::from(field)));
+        }
         self.order.insert((at, SmallBytes::from(field)));
+    }
+
+    fn set(&mut self, field: &[u8], value: &[u8]) -> bool {
+        let new = map_set(&mut self.map, field, value);
+        if new {
+            self.ttl.push(0);
+        }
+        new
+    }
+
+    /// Takes the field out of the map and its time out of `ttl` (not `order`);
+    /// the time it had (0: none).
+    fn take(&mut self, field: &[u8]) -> Option<u64> {
+        let (i, _, _) = self.map.swap_remove_full(field)?;
+        Some(self.ttl.swap_remove(i))
+    }
+
+    fn remove(&mut self, field: &[u8]) -> bool {
+        match self.take(field) {
+            Some(0) => true,
+            Some(at) => {
+                self.order.remove(&(at, SmallBytes::from(field)));
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -209,12 +268,9 @@ impl PackEx {
 
     /// The same fields and TTLs as a map: past the compact limits.
     fn to_volatile(&self) -> Volatile {
-        let mut v = Volatile {
-            map: Map::with_capacity(self.len() + 1),
-            ..Volatile::default()
-        };
+        let mut v = Volatile::from_map(Map::with_capacity(self.len() + 1));
         for (f, val, t) in self.entries() {
-            v.map.insert(SmallBytes::from(f), SmallBytes::from(val));
+            v.set(f, val);
             let at = ttl_of(t);
             if at != 0 {
                 v.set_ttl(f, at);
@@ -292,11 +348,14 @@ impl HashValue {
             HashValue::PackEx(px) => px.pack.mem_usage() + std::mem::size_of::<PackEx>() + 16,
             HashValue::Map(m) => map_mem(m),
             HashValue::Volatile(v) => {
-                // Each TTL: the field again in the map and in the order, the time.
+                // Each TTL: the field again in the order with its time (and the
+                // B-tree's spare room, about a quarter).
+                let entry = std::mem::size_of::<(u64, SmallBytes)>();
                 map_mem(&v.map)
-                    + v.ttl
-                        .keys()
-                        .map(|f| 2 * (f.heap_size() + std::mem::size_of::<SmallBytes>()) + 24)
+                    + v.ttl.allocation_size()
+                    + v.order
+                        .iter()
+                        .map(|(_, f)| f.heap_size() + entry + entry / 4)
                         .sum::<usize>()
             }
         }
@@ -417,7 +476,7 @@ impl HashValue {
                 }
             },
             HashValue::Map(m) => map_set(m, field, value),
-            HashValue::Volatile(v) => map_set(&mut v.map, field, value),
+            HashValue::Volatile(v) => v.set(field, value),
         }
     }
 
@@ -447,10 +506,7 @@ impl HashValue {
             }
             HashValue::PackEx(px) => px.remove(field),
             HashValue::Map(m) => m.swap_remove(field).is_some(),
-            HashValue::Volatile(v) => {
-                v.clear_ttl(field);
-                v.map.swap_remove(field).is_some()
-            }
+            HashValue::Volatile(v) => v.remove(field),
         }
     }
 
@@ -541,7 +597,7 @@ impl HashValue {
     /// Whether any field has a TTL.
     pub fn has_field_ttls(&self) -> bool {
         match self {
-            HashValue::Volatile(v) => !v.ttl.is_empty(),
+            HashValue::Volatile(v) => !v.order.is_empty(),
             HashValue::PackEx(px) => px.min != 0,
             HashValue::Pack(_) | HashValue::Map(_) => false,
         }
@@ -550,7 +606,7 @@ impl HashValue {
     /// The field's expiry time (unix ms), if it has one.
     pub fn field_ttl(&self, field: &[u8]) -> Option<u64> {
         match self {
-            HashValue::Volatile(v) => v.ttl.get(field).copied(),
+            HashValue::Volatile(v) => v.field_ttl(field),
             HashValue::PackEx(px) => px.slot(field).map(|s| s.at).filter(|at| *at != 0),
             HashValue::Pack(_) | HashValue::Map(_) => None,
         }
@@ -579,20 +635,14 @@ impl HashValue {
         let mut v = match std::mem::take(self) {
             HashValue::Volatile(v) => v,
             HashValue::PackEx(px) => Box::new(px.to_volatile()),
-            HashValue::Map(m) => Box::new(Volatile {
-                map: *m,
-                ..Volatile::default()
-            }),
+            HashValue::Map(m) => Box::new(Volatile::from_map(*m)),
             HashValue::Pack(p) => {
                 let mut map = Map::with_capacity(p.len() / 2 + 1);
                 let mut it = p.iter();
                 while let (Some(f), Some(v)) = (it.next(), it.next()) {
                     map.insert(SmallBytes::from(f), SmallBytes::from(v));
                 }
-                Box::new(Volatile {
-                    map,
-                    ..Volatile::default()
-                })
+                Box::new(Volatile::from_map(map))
             }
         };
         v.set_ttl(field, at);
@@ -654,8 +704,7 @@ impl HashValue {
             let Some((_, field)) = v.order.pop_first() else {
                 break;
             };
-            v.ttl.remove(&field[..]);
-            v.map.swap_remove(&field[..]);
+            v.take(&field[..]);
             gone.push(Bytes::copy_from_slice(&field));
         }
         gone
@@ -1066,6 +1115,67 @@ mod tests {
                 assert_eq!(x, y);
             }
         }
+    }
+
+    /// The map form's times follow their fields through swap-removals (across
+    /// chunk boundaries of the time column): checked against a plain model.
+    #[test]
+    fn volatile_times_follow_their_fields() {
+        use rand::SeedableRng;
+        use std::collections::HashMap;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let lim = limits(4, 64);
+        let mut h = HashValue::default();
+        let mut model: HashMap<Vec<u8>, (Vec<u8>, u64)> = HashMap::new();
+        for step in 0..30_000u64 {
+            let f = format!("field{}", rng.gen_range(0..3000)).into_bytes();
+            let now = step / 40;
+            match rng.gen_range(0..10) {
+                0..=3 => {
+                    let v = step.to_string().into_bytes();
+                    assert_eq!(h.set(&f, &v, lim), !model.contains_key(&f));
+                    model.insert(f, (v, 0));
+                }
+                4..=6 => {
+                    let at = now + rng.gen_range(1..400);
+                    let had = model.get_mut(&f).map(|e| e.1 = at).is_some();
+                    assert_eq!(h.set_field_ttl(&f, at, lim), had);
+                }
+                7 => assert_eq!(h.remove(&f), model.remove(&f).is_some()),
+                8 => {
+                    let had = model.get_mut(&f).map(|e| std::mem::take(&mut e.1));
+                    assert_eq!(h.persist_field(&f), had.is_some_and(|at| at != 0));
+                }
+                _ => {
+                    let mut due: Vec<(u64, Vec<u8>)> = model
+                        .iter()
+                        .filter(|(_, (_, at))| *at != 0 && *at <= now)
+                        .map(|(f, (_, at))| (*at, f.clone()))
+                        .collect();
+                    due.sort();
+                    for (_, f) in &due {
+                        model.remove(f);
+                    }
+                    let gone: Vec<Vec<u8>> = due.into_iter().map(|(_, f)| f).collect();
+                    let got: Vec<Vec<u8>> = h
+                        .remove_due_fields(now)
+                        .iter()
+                        .map(|b| b.to_vec())
+                        .collect();
+                    assert_eq!(got, gone);
+                }
+            }
+            if step % 1000 == 999 {
+                assert_eq!(h.len(), model.len());
+                for (f, (v, at)) in &model {
+                    assert_eq!(h.get(f), Some(&v[..]));
+                    assert_eq!(h.field_ttl(f), (*at != 0).then_some(*at));
+                }
+                assert_eq!(h.has_field_ttls(), model.values().any(|(_, at)| *at != 0));
+            }
+        }
+        assert_eq!(h.encoding(), "hashtable");
+        assert!(h.len() > 1000);
     }
 
     #[test]
