@@ -139,6 +139,12 @@ impl Pack {
                     buf.extend_from_slice(prefix);
                     buf.extend_from_slice(data);
                 } else {
+                    // Exact here too: a hash given TTLs field by field grows every
+                    // expiry entry in place, and doubling left a third unused.
+                    let grow = add.saturating_sub(end - start);
+                    if buf.len() + grow > buf.capacity() {
+                        buf.reserve_exact(grow);
+                    }
                     buf.splice(start..end, prefix.iter().chain(data).copied());
                 }
             }
@@ -338,5 +344,17 @@ mod tests {
         assert_eq!(q.len(), 4);
         assert_eq!(q.get(0), Some(&[b'x'; 40][..]));
         assert_eq!(q.get(1), Some(&b"user123456"[..]));
+    }
+
+    #[test]
+    fn growing_an_entry_in_place_allocates_exactly() {
+        let mut p = Pack::from_entries((0..100).map(|_| &b""[..]));
+        let before = p.mem_usage();
+        for i in 0..100 {
+            let span = p.spans().nth(i).map(|(s, _)| s).expect("entry");
+            p.replace(span, b"123456");
+        }
+        assert_eq!(p.len(), 100);
+        assert_eq!(p.mem_usage(), before + 100 * 6);
     }
 }
