@@ -60,6 +60,7 @@ const NAMES: &[&str] = &[
     "h",
     "h2",
     "h:ttl",
+    "h:ttlbig",
     "j",
     "set",
     "z",
@@ -268,6 +269,25 @@ async fn populate(c: &mut MultiplexedConnection) {
         if known(c, &["HSET", "h:ttl", "keep", "1", "ttl", "2", "soon", "3"]).await {
             known(c, &["HPEXPIREAT", "h:ttl", &far, "FIELDS", "1", "ttl"]).await;
             known(c, &["HPEXPIRE", "h:ttl", "1", "FIELDS", "1", "soon"]).await;
+            // Past hash-max-listpack-entries (128): the map form, TTLs at two times.
+            let mut big = vec!["HSET".to_string(), "h:ttlbig".to_string()];
+            for i in 0..130 {
+                big.push(format!("f{i}"));
+                big.push(format!("v{i}"));
+            }
+            let big: Vec<&str> = big.iter().map(String::as_str).collect();
+            known(c, &big).await;
+            let later = (far.parse::<u64>().unwrap() + 1000).to_string();
+            known(
+                c,
+                &["HPEXPIREAT", "h:ttlbig", &far, "FIELDS", "2", "f0", "f7"],
+            )
+            .await;
+            known(
+                c,
+                &["HPEXPIREAT", "h:ttlbig", &later, "FIELDS", "1", "f129"],
+            )
+            .await;
         }
         known(
             c,
@@ -333,7 +353,15 @@ async fn dump(c: &mut MultiplexedConnection) -> BTreeMap<(u8, Vec<u8>), (String,
                             .unwrap();
                         ttls.push(t);
                     }
-                    format!("{m:?} {ttls:?}")
+                    // The encoding too: a restart must bring a hash back compact
+                    // (`listpack`, `listpackex`) or not as it was.
+                    let enc: String = redis::cmd("OBJECT")
+                        .arg("ENCODING")
+                        .arg(&k)
+                        .query_async(c)
+                        .await
+                        .unwrap();
+                    format!("{enc} {m:?} {ttls:?}")
                 }
                 "ReJSON-RL" => {
                     let v: String = redis::cmd("JSON.GET").arg(&k).query_async(c).await.unwrap();
@@ -399,6 +427,19 @@ async fn first_rewrite_done(c: &mut MultiplexedConnection) {
     }
 }
 
+/// A small hash with field TTLs is compact (`listpackex`, as Redis 7.4), one past
+/// `hash-max-listpack-entries` a `hashtable`; both keep their TTLs.
+fn assert_hash_ttl_encodings(data: &BTreeMap<(u8, Vec<u8>), (String, String, i64)>) {
+    for db in [0, 3] {
+        let small = &data[&(db, b"h:ttl".to_vec())].1;
+        assert!(small.starts_with("listpackex "), "{small}");
+        assert!(!small.contains("soon"), "a due field is gone: {small}");
+        let big = &data[&(db, b"h:ttlbig".to_vec())].1;
+        assert!(big.starts_with("hashtable "), "{big}");
+        assert_eq!(big.matches("[-1]").count(), 127, "{big}");
+    }
+}
+
 async fn round_trip(params: &[(&str, &str)], rewrite: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let s = boot(tmp.path(), params).await;
@@ -408,6 +449,7 @@ async fn round_trip(params: &[(&str, &str)], rewrite: bool) {
     let before = dump(&mut c).await;
     assert!(before.len() >= 10, "{before:?}");
     assert!(!before.contains_key(&(0, b"s:gone".to_vec())));
+    assert_hash_ttl_encodings(&before);
     if rewrite {
         let r: String = redis::cmd("BGREWRITEAOF")
             .query_async(&mut c)
@@ -430,6 +472,7 @@ async fn round_trip(params: &[(&str, &str)], rewrite: bool) {
     let mut c = conn(&s).await;
     let after = dump(&mut c).await;
     assert_eq!(before, after);
+    assert_hash_ttl_encodings(&after);
     drop(c);
     s.shutdown().await;
 }

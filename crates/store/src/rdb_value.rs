@@ -287,12 +287,17 @@ fn encode_set(o: &mut Out, s: &SetValue) {
 }
 
 fn encode_hash(o: &mut Out, h: &HashValue) {
-    if let HashValue::Pack(p) = h {
-        if let Some(lp) = listpack_of(p.iter().map(Cow::Borrowed)) {
-            o.byte(HASH_LISTPACK);
-            o.string(&lp);
-            return;
-        }
+    // A compact hash whose TTLs are all gone (DUMP refuses those with TTLs) is a
+    // plain listpack hash to any reader.
+    let pairs = match h {
+        HashValue::Pack(p) => listpack_of(p.iter().map(Cow::Borrowed)),
+        HashValue::PackEx(_) => listpack_of(h.iter().flat_map(|(f, v)| [f, v]).map(Cow::Borrowed)),
+        HashValue::Map(_) | HashValue::Volatile(_) => None,
+    };
+    if let Some(lp) = pairs {
+        o.byte(HASH_LISTPACK);
+        o.string(&lp);
+        return;
     }
     o.byte(HASH);
     o.len(h.len());

@@ -147,6 +147,7 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, base: i64, unit: i64) 
     }
     let at = at as u64;
     let (now, db) = (ctx.now, ctx.db());
+    let lim = limits(ctx);
     let h = hash_for_write(ctx, &key)?;
     let mut codes = Vec::with_capacity(list.len());
     let (mut set, mut deleted) = (Vec::new(), Vec::new());
@@ -171,7 +172,7 @@ fn expire_generic(ctx: &mut Ctx<'_>, args: &mut Args<'_>, base: i64, unit: i64) 
             deleted.push(f.clone());
             codes.push(Reply::Int(2));
         } else {
-            h.set_field_ttl(f, at);
+            h.set_field_ttl(f, at, lim);
             set.push(f.clone());
             codes.push(Reply::Int(1));
         }
@@ -422,6 +423,7 @@ fn hgetex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         return Ok(Reply::Array(vec![Reply::Null; list.len()]));
     }
     let now = ctx.now;
+    let lim = limits(ctx);
     let h = hash_for_write(ctx, &key)?;
     let mut values = Vec::with_capacity(list.len());
     let (mut set, mut deleted, mut persisted) = (Vec::new(), Vec::new(), Vec::new());
@@ -437,7 +439,7 @@ fn hgetex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 deleted.push(f.clone());
             }
             Expiry::At(at) => {
-                h.set_field_ttl(f, at);
+                h.set_field_ttl(f, at, lim);
                 set.push(f.clone());
             }
             Expiry::Persist if h.persist_field(f) => persisted.push(f.clone()),
@@ -519,7 +521,7 @@ fn hsetex(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             }
             Expiry::At(at) => {
                 h.set(&p[0], &p[1], lim);
-                h.set_field_ttl(&p[0], at);
+                h.set_field_ttl(&p[0], at, lim);
                 set.push(p[0].clone());
             }
             _ => {
@@ -716,6 +718,57 @@ mod tests {
             Reply::Array(vec![bulk("7")])
         );
         assert_eq!(t.run(&["EXISTS", "h"]), int(0));
+    }
+
+    /// Small hashes with field TTLs stay compact (`listpackex`) until a limit is
+    /// passed; DUMP refuses them while a TTL is left, as it does the map form.
+    #[test]
+    fn small_hashes_with_ttls_are_listpackex() {
+        let mut t = TestClient::new();
+        let enc = |t: &mut TestClient, k: &str| t.run(&["OBJECT", "ENCODING", k]);
+        t.run(&["CONFIG", "SET", "hash-max-listpack-entries", "3"]);
+        t.run(&["HSET", "h", "a", "1", "b", "2"]);
+        assert_eq!(enc(&mut t, "h"), bulk("listpack"));
+        assert_eq!(
+            t.run(&["HEXPIRE", "h", "100", "FIELDS", "2", "a", "zz"]),
+            ints(&[1, -2])
+        );
+        assert_eq!(enc(&mut t, "h"), bulk("listpackex"));
+        t.run(&["HSETEX", "g", "EX", "100", "FIELDS", "1", "x", "1"]);
+        assert_eq!(enc(&mut t, "g"), bulk("listpackex"));
+        assert_eq!(
+            t.run(&["DUMP", "h"]),
+            err("ERR DUMP of a hash with field TTLs is not supported")
+        );
+        t.run(&["HSET", "h", "c", "3"]);
+        assert_eq!(enc(&mut t, "h"), bulk("listpackex"));
+        let Reply::Array(picked) = t.run(&["HRANDFIELD", "h", "2"]) else {
+            panic!("no fields")
+        };
+        assert_eq!(picked.len(), 2);
+        t.run(&["HSET", "h", "d", "4"]);
+        assert_eq!(enc(&mut t, "h"), bulk("hashtable"));
+        assert_eq!(
+            t.run(&["HTTL", "h", "FIELDS", "2", "a", "d"]),
+            ints(&[100, -1])
+        );
+        // Without TTLs left it dumps as a plain small hash.
+        assert_eq!(t.run(&["HPERSIST", "g", "FIELDS", "1", "x"]), ints(&[1]));
+        let Reply::Bulk(payload) = t.run(&["DUMP", "g"]) else {
+            panic!("no payload")
+        };
+        let mut argv: Vec<_> = ["RESTORE", "g2", "0"]
+            .iter()
+            .map(|a| bytes::Bytes::from_static(a.as_bytes()))
+            .collect();
+        argv.push(payload);
+        assert_eq!(t.run_bytes(argv), Reply::Status("OK"));
+        assert_eq!(enc(&mut t, "g2"), bulk("listpack"));
+        assert_eq!(t.run(&["HGET", "g2", "x"]), bulk("1"));
+        // Due fields go at the next lookup, the hash with its last one.
+        t.run(&["HPEXPIRE", "g", "20", "FIELDS", "1", "x"]);
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        assert_eq!(t.run(&["EXISTS", "g"]), int(0));
     }
 
     /// What the log and a rewrite hold brings the same fields and TTLs back.

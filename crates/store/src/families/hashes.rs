@@ -378,7 +378,7 @@ fn hrandfield(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         let count = l as usize;
         let picked = rand::seq::index::sample(&mut rng, len, count);
         let mut picked: Vec<usize> = picked.into_vec();
-        if matches!(h, HashValue::Pack(_)) {
+        if matches!(h, HashValue::Pack(_) | HashValue::PackEx(_)) {
             // One linear pass instead of one per pick.
             picked.sort_unstable();
             let mut next = picked.iter().peekable();

@@ -139,6 +139,12 @@ impl Pack {
                     buf.extend_from_slice(prefix);
                     buf.extend_from_slice(data);
                 } else {
+                    // Exact here too: a hash given TTLs field by field grows every
+                    // expiry entry in place, and doubling left a third unused.
+                    let grow = add.saturating_sub(end - start);
+                    if buf.len() + grow > buf.capacity() {
+                        buf.reserve_exact(grow);
+                    }
                     buf.splice(start..end, prefix.iter().chain(data).copied());
                 }
             }
@@ -150,6 +156,30 @@ impl Pack {
         let end = self.bytes().len();
         self.splice(end, end, &prefix[..n], s);
         self.set_count(self.len() + 1);
+    }
+
+    /// A pack of `entries` built in one buffer: converting a whole hash costs one
+    /// allocation instead of one exact-size growth per entry.
+    pub fn from_entries<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut buf = Vec::new();
+        let mut count = 0u32;
+        for s in entries {
+            let (prefix, n) = len_prefix(s.len());
+            buf.extend_from_slice(&prefix[..n]);
+            buf.extend_from_slice(s);
+            count += 1;
+        }
+        if buf.len() <= INLINE {
+            let mut data = [0; INLINE];
+            data[..buf.len()].copy_from_slice(&buf);
+            return Pack::Inline {
+                count: count as u8,
+                used: buf.len() as u8,
+                data,
+            };
+        }
+        buf.shrink_to_fit();
+        Pack::Heap { buf, count }
     }
 
     pub fn iter(&self) -> PackIter<'_> {
@@ -261,6 +291,20 @@ mod tests {
     }
 
     #[test]
+    fn from_entries_matches_pushes() {
+        let items: [&[u8]; 4] = [b"a", b"", b"bb", &[b'x'; 200]];
+        for n in 0..=items.len() {
+            let mut pushed = Pack::new();
+            for s in &items[..n] {
+                pushed.push(s);
+            }
+            let built = Pack::from_entries(items[..n].iter().copied());
+            assert_eq!(built, pushed);
+            assert_eq!(built.mem_usage() == 0, pushed.mem_usage() == 0);
+        }
+    }
+
+    #[test]
     fn inline_until_full_then_heap() {
         assert_eq!(std::mem::size_of::<Pack>(), 32);
         let mut p = Pack::new();
@@ -300,5 +344,17 @@ mod tests {
         assert_eq!(q.len(), 4);
         assert_eq!(q.get(0), Some(&[b'x'; 40][..]));
         assert_eq!(q.get(1), Some(&b"user123456"[..]));
+    }
+
+    #[test]
+    fn growing_an_entry_in_place_allocates_exactly() {
+        let mut p = Pack::from_entries((0..100).map(|_| &b""[..]));
+        let before = p.mem_usage();
+        for i in 0..100 {
+            let span = p.spans().nth(i).map(|(s, _)| s).expect("entry");
+            p.replace(span, b"123456");
+        }
+        assert_eq!(p.len(), 100);
+        assert_eq!(p.mem_usage(), before + 100 * 6);
     }
 }
