@@ -54,6 +54,9 @@ pub struct Server {
     pub rest: Arc<upstash::RestState>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The HTTP listeners' own runtime, when RESP runs single-threaded (see
+    /// [`HttpRuntime`]). Declared before the data-dir lock: dropped first.
+    _http_runtime: HttpRuntime,
     /// Released when the server is dropped, after shutdown's last flush.
     _data_dir_lock: data_dir::DataDirLock,
 }
@@ -251,7 +254,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     )
     .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
     let app = http::with_misplaced_upstash_error(app, &config.upstash.mount);
-    tasks.spawn(serve_http(http, app.clone(), shutdown_rx.clone()));
+    let http_runtime = HttpRuntime::for_this_runtime()?;
+    http_runtime.spawn(
+        &mut tasks,
+        serve_http(http.into_std()?, app.clone(), shutdown_rx.clone()),
+    );
     let upstash_addr = match config.upstash.port {
         Some(port) => {
             let l = TcpListener::bind((config.bind.as_str(), port))
@@ -259,7 +266,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
                 .with_context(|| format!("cannot bind Upstash port {}:{port}", config.bind))?;
             let addr = l.local_addr()?;
             let app = http::with_cors(upstash::routes(rest.clone(), ""), &config.http);
-            tasks.spawn(serve_http(l, app, shutdown_rx.clone()));
+            http_runtime.spawn(
+                &mut tasks,
+                serve_http(l.into_std()?, app, shutdown_rx.clone()),
+            );
             Some(addr)
         }
         None => None,
@@ -288,7 +298,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             tls.check().context("https-port")?;
             let l = bind_port(&config.bind, port, "https-port").await?;
             let addr = l.local_addr()?;
-            tasks.spawn(serve_https(l, app.clone(), tls, shutdown_rx.clone()));
+            http_runtime.spawn(
+                &mut tasks,
+                serve_https(l.into_std()?, app.clone(), tls, shutdown_rx.clone()),
+            );
             Some(addr)
         }
     };
@@ -317,6 +330,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         rest,
         shutdown_tx,
         tasks,
+        _http_runtime: http_runtime,
         _data_dir_lock: data_dir_lock,
     })
 }
@@ -335,7 +349,77 @@ fn on_single_threaded_runtime() -> bool {
         == tokio::runtime::RuntimeFlavor::CurrentThread
 }
 
-async fn serve_http(listener: TcpListener, app: axum::Router, mut shutdown: watch::Receiver<bool>) {
+/// A listener bound on the main runtime, registered with the runtime of the task
+/// that serves it (connections it accepts then belong to that runtime too).
+fn on_this_runtime(listener: std::net::TcpListener) -> Option<TcpListener> {
+    match TcpListener::from_std(listener) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the HTTP listener");
+            None
+        }
+    }
+}
+
+/// Where the HTTP listeners (realtime WebSockets, the Upstash REST API, health and
+/// metrics) run. With one worker thread RESP runs on a single-threaded runtime, in
+/// arrival order as Redis does; the realtime layer's fan-out (one write per
+/// subscriber) would then have one core, so it gets a multi-threaded runtime of
+/// its own with a worker per core. With several worker threads everything shares
+/// the main runtime.
+pub struct HttpRuntime(Option<tokio::runtime::Runtime>);
+
+impl HttpRuntime {
+    fn for_this_runtime() -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if !on_single_threaded_runtime() || cores < 2 {
+            return Ok(HttpRuntime(None));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("tidewire-http")
+            .enable_all()
+            .build()?;
+        Ok(HttpRuntime(Some(rt)))
+    }
+
+    /// Runs `fut` on this runtime (or the main one), joined through `tasks`.
+    fn spawn<F>(&self, tasks: &mut JoinSet<()>, fut: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match &self.0 {
+            Some(rt) => {
+                let handle = rt.spawn(fut);
+                tasks.spawn(async move {
+                    let _ = handle.await;
+                });
+            }
+            None => {
+                tasks.spawn(fut);
+            }
+        }
+    }
+}
+
+impl Drop for HttpRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which an async context forbids; its listeners
+        // have stopped by now (shutdown), what is left is cut off.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn serve_http(
+    listener: std::net::TcpListener,
+    app: axum::Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(listener) = on_this_runtime(listener) else {
+        return;
+    };
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = shutdown.changed().await;
@@ -377,13 +461,16 @@ async fn serve_tls(
 /// The HTTP routes over TLS on `https-port` (HTTP/1.1 with WebSocket upgrades, and
 /// HTTP/2 by ALPN).
 async fn serve_https(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     app: axum::Router,
     tls: Arc<tls::Tls>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use tower::ServiceExt;
+    let Some(listener) = on_this_runtime(listener) else {
+        return;
+    };
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
