@@ -619,11 +619,14 @@ max_presence_members = 9
         let text = first.to_toml().unwrap();
         let out = dir.path().join("out.toml");
         std::fs::write(&out, &text).unwrap();
-        let again = Config::resolve(&ServerFlags {
-            config: Some(out),
+        let mut again = Config::resolve(&ServerFlags {
+            config: Some(out.clone()),
             ..Default::default()
         })
         .unwrap();
+        assert_eq!(again.config_file.as_deref(), Some(out.as_path()));
+        // Everything else is the same; only the file it was read from differs.
+        again.config_file = first.config_file.clone();
         assert_eq!(format!("{again:?}"), format!("{first:?}"), "{text}");
         assert!(text.contains("http_port = 7001"), "{text}");
         // Unknown keys are refused, so every key printed is one the file takes.
