@@ -1327,8 +1327,8 @@ impl CallError {
     }
 }
 
-/// redis.call (`raise`) and redis.pcall: the command's reply as a Lua value (a
-/// string directly when it is one), or the raised `CallError`.
+/// redis.call (`raise`) and redis.pcall: the command's reply as a Lua value, or
+/// the raised `CallError`.
 fn call_command(
     lua: &Lua,
     a: MultiValue,
@@ -1338,7 +1338,7 @@ fn call_command(
     let argv = match lua_args_to_argv(&a) {
         Ok(v) => v,
         Err(line) if raise => return Err(CallError::raise(line, false)),
-        Err(line) => return Ok(mlua::Either::Right(Value::Table(error_table(lua, line)?))),
+        Err(line) => return Ok(Value::Table(error_table(lua, line)?)),
     };
     drop(a);
     let reply = run.host.call(&argv);
