@@ -111,9 +111,10 @@ test('overview, keys of every type, a hash edit, the console', async () => {
   for (const label of ['hit rate', 'memory used', 'RESP clients', 'REST requests', 'realtime connections', 'messages in / out']) {
     await page.locator('.card .label', { hasText: label }).waitFor();
   }
-  // Traffic for the chart to show.
-  for (let i = 0; i < 6; i++) {
-    await Promise.all(Array.from({ length: 50 }, (_, j) => rest('GET', `demo:${j % 2 ? 'string' : 'missing'}`)));
+  // Traffic, in waves, for the chart to show.
+  for (let i = 0; i < 16; i++) {
+    const n = 20 + 15 * (i % 5);
+    await Promise.all(Array.from({ length: n }, (_, j) => rest('GET', `demo:${j % 2 ? 'string' : 'missing'}`)));
     await page.waitForTimeout(500);
   }
   const ops = await page.locator('.card', { hasText: 'ops/s' }).locator('.value').textContent();

@@ -64,8 +64,10 @@ pub struct DashState {
     rest: Arc<RestState>,
     hubs: Vec<Arc<tidewire_realtime::Hub>>,
     sessions: Mutex<HashMap<String, Session>>,
-    /// The last (time, commands processed) sample, for ops/s between two calls.
-    sample: Mutex<Option<(Instant, u64)>>,
+    /// The last (time, commands processed) sample and the rate it gave: ops/s
+    /// between two calls, shared by every open page (one closer than 200 ms to the
+    /// last sample gets that sample's rate).
+    sample: Mutex<Option<(Instant, u64, Option<f64>)>>,
 }
 
 /// The dashboard's routes (`/dashboard`, `/dashboard/…`). Merged beside the
@@ -428,16 +430,19 @@ async fn overview(State(st): State<Arc<DashState>>, headers: HeaderMap) -> Respo
     let now = Instant::now();
     let ops_per_sec = {
         let mut sample = st.sample.lock();
-        let rate = match *sample {
-            Some((at, n)) if now.duration_since(at) >= Duration::from_millis(200) => {
-                Some(ops_total.saturating_sub(n) as f64 / now.duration_since(at).as_secs_f64())
+        match *sample {
+            Some((at, n, _)) if now.duration_since(at) >= Duration::from_millis(200) => {
+                let rate =
+                    ops_total.saturating_sub(n) as f64 / now.duration_since(at).as_secs_f64();
+                *sample = Some((now, ops_total, Some(rate)));
+                Some(rate)
             }
-            _ => None,
-        };
-        if rate.is_some() || sample.is_none() {
-            *sample = Some((now, ops_total));
+            Some((_, _, last)) => last,
+            None => {
+                *sample = Some((now, ops_total, None));
+                None
+            }
         }
-        rate
     };
     let (allocated, resident) = tidewire_store::families::server_info::MEMORY_PROBE
         .get()
