@@ -2,7 +2,8 @@
 # Drives the web dashboard of the real tidewire binary in headless Chromium:
 # Debian's chromium (installed with apt-get when /usr/bin/chromium is missing),
 # driven by the pinned playwright-core through `node --test`. Saves screenshots of
-# the views to docs/dashboard/. Exits 77 (skipped) when Chromium cannot be had.
+# the views to compat/dashboard/out/ (SHOTS_DIR=docs/dashboard refreshes the
+# docs' pictures). Exits 77 (skipped) when Chromium cannot be had.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"

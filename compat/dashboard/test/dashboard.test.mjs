@@ -1,7 +1,7 @@
 // The dashboard in a real browser: Debian's chromium, headless, driven by
 // playwright-core, against the real tidewire binary (TIDEWIRE_BIN). Logs in,
 // browses one key of every type, edits a hash field (checked through the REST
-// API), runs commands in the console, and saves screenshots to docs/dashboard/.
+// API), runs commands in the console, and saves screenshots (see SHOTS below).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -15,7 +15,11 @@ import { chromium } from 'playwright-core';
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BIN = process.env.TIDEWIRE_BIN || path.join(repoRoot, 'target', 'debug', 'tidewire');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const SHOTS = path.join(repoRoot, 'docs', 'dashboard');
+// Screenshots go to SHOTS_DIR (docs/dashboard refreshes the docs' pictures); by
+// default to compat/dashboard/out, so a test run leaves tracked files alone.
+const SHOTS = process.env.SHOTS_DIR
+  ? path.resolve(repoRoot, process.env.SHOTS_DIR)
+  : path.join(repoRoot, 'compat', 'dashboard', 'out');
 const TOKEN = 'dashboard-compat-token';
 const RO_TOKEN = 'dashboard-compat-readonly';
 
