@@ -14,6 +14,7 @@ pub mod busy_poll;
 pub mod config;
 pub mod config_rewrite;
 pub mod connection;
+pub mod dashboard;
 pub mod data_dir;
 pub mod history;
 pub mod http;
@@ -241,10 +242,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         let _ = bridge.await;
     });
     // The realtime layer owns the root of the HTTP port; the Upstash API is mounted
-    // under its own prefix, health and metrics beside it.
-    let metric_hubs = std::iter::once(hub.clone())
+    // under its own prefix, health, metrics and the dashboard beside it (their
+    // static paths outrank the realtime layer's fallback).
+    let metric_hubs: Vec<_> = std::iter::once(hub.clone())
         .chain(app_hubs.iter().cloned())
         .collect();
+    let dashboard = dashboard::routes(rest.clone(), metric_hubs.clone());
     let app = http::router(
         store.clone(),
         rest.clone(),
@@ -252,6 +255,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         &config.http,
         metric_hubs,
     )
+    .merge(dashboard)
     .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
     let app = http::with_misplaced_upstash_error(app, &config.upstash.mount);
     let http_runtime = HttpRuntime::for_this_runtime()?;

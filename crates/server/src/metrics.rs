@@ -66,8 +66,17 @@ pub fn install() {
     let _ = tidewire_store::exec::LATENCY_OBSERVER.set(crate::latency::observe);
 }
 
+/// REST responses of every status, for the dashboard's per-second figure.
+static REST_TOTAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// REST responses since start, all statuses together.
+pub fn rest_requests_total() -> u64 {
+    REST_TOTAL.load(Ordering::Relaxed)
+}
+
 /// Counts one REST response.
 pub fn rest_request(status: u16) {
+    REST_TOTAL.fetch_add(1, Ordering::Relaxed);
     live()
         .rest_requests
         .get_or_create(&StatusLabel { status })

@@ -86,13 +86,23 @@ impl RestState {
     /// A client for one request: never blocks, authenticated by its token (as the
     /// token's ACL user, if it has one).
     fn client(&self, peer: &str, access: Access) -> RequestClient<'_> {
+        let user = match access {
+            Access::User(i) => Some(self.tokens.user_name(i)),
+            _ => None,
+        };
+        self.client_as(peer, user)
+    }
+
+    /// A request client running as `user` (`None`: the default user), shared with
+    /// the dashboard so that its commands take exactly the REST API's path.
+    pub(crate) fn client_as(&self, peer: &str, user: Option<&str>) -> RequestClient<'_> {
         let mut client = self
             .store
             .new_client(peer.to_string(), self.local_addr.clone(), "http");
         client.no_block = true;
         client.authenticated = true;
-        if let Access::User(i) = access {
-            client.info.set_user(self.tokens.user_name(i));
+        if let Some(name) = user {
+            client.info.set_user(name);
         }
         RequestClient {
             store: &self.store,
@@ -103,17 +113,17 @@ impl RestState {
 }
 
 /// Unregisters the request's client however the request ends.
-struct RequestClient<'a> {
+pub(crate) struct RequestClient<'a> {
     store: &'a Store,
-    client: Client,
+    pub(crate) client: Client,
     /// Write-log sequence of this request's writes: with `appendfsync always` the
     /// response waits until it is on disk, as RESP replies do.
-    write_seq: u64,
+    pub(crate) write_seq: u64,
 }
 
 impl RequestClient<'_> {
     /// Runs one command that passed the policy check.
-    fn execute(&mut self, argv: &[Bytes]) -> Reply {
+    pub(crate) fn execute(&mut self, argv: &[Bytes]) -> Reply {
         let mut out = Vec::with_capacity(1);
         // `execute` is synchronous: the sequence taken right after it is this
         // request's own (see `tidewire_store::exec::take_write_seq`).

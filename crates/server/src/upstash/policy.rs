@@ -70,11 +70,14 @@ fn refused(cmd: &Command) -> Result<(), Reply> {
 }
 
 fn readonly_allowed(cmd: &Command) -> bool {
-    let name = top_name(cmd);
-    if READONLY_EXTRA.contains(&name) {
-        return true;
-    }
-    cmd.has(flag::READONLY) && !READONLY_DENIED.contains(&name)
+    reads_only(cmd) && !READONLY_DENIED.contains(&top_name(cmd))
+}
+
+/// Whether a command only reads (flagged `readonly`, or PING/ECHO/TIME): what the
+/// dashboard lets a read-only session run, SCAN and KEYS included since browsing
+/// keys is the point there.
+pub fn reads_only(cmd: &Command) -> bool {
+    READONLY_EXTRA.contains(&top_name(cmd)) || cmd.has(flag::READONLY)
 }
 
 #[cfg(test)]

@@ -1,0 +1,219 @@
+// The dashboard in a real browser: Debian's chromium, headless, driven by
+// playwright-core, against the real tidewire binary (TIDEWIRE_BIN). Logs in,
+// browses one key of every type, edits a hash field (checked through the REST
+// API), runs commands in the console, and saves screenshots (see SHOTS below).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const BIN = process.env.TIDEWIRE_BIN || path.join(repoRoot, 'target', 'debug', 'tidewire');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+// Screenshots go to SHOTS_DIR (docs/dashboard refreshes the docs' pictures); by
+// default to compat/dashboard/out, so a test run leaves tracked files alone.
+const SHOTS = process.env.SHOTS_DIR
+  ? path.resolve(repoRoot, process.env.SHOTS_DIR)
+  : path.join(repoRoot, 'compat', 'dashboard', 'out');
+const TOKEN = 'dashboard-compat-token';
+const RO_TOKEN = 'dashboard-compat-readonly';
+
+let server, dir, base, browser;
+
+async function startTidewire() {
+  dir = mkdtempSync(path.join(tmpdir(), 'tidewire-dashboard-'));
+  const cfg = path.join(dir, 'tidewire.toml');
+  writeFileSync(cfg, `[upstash]\ntokens = ["${TOKEN}"]\nreadonly_tokens = ["${RO_TOKEN}"]\n`);
+  const child = spawn(BIN, ['--config', cfg, '--port', '0', '--http-port', '0', '--print-ports', '--data-dir', path.join(dir, 'data')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, TIDEWIRE_LOG_LEVEL: 'warn' },
+  });
+  const port = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('tidewire did not print LISTENING in time')), 60_000);
+    readline.createInterface({ input: child.stdout }).on('line', (line) => {
+      const m = /LISTENING resp=\d+ http=(\d+)/.exec(line);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    });
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`tidewire exited early with ${code}`)); });
+  });
+  return { child, port };
+}
+
+/** One command over the Upstash REST API. */
+async function rest(...args) {
+  const res = await fetch(`${base}/redis`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(args),
+  });
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.error);
+  return body.result;
+}
+
+before(async () => {
+  server = await startTidewire();
+  base = `http://127.0.0.1:${server.port}`;
+  // One key of every type.
+  await rest('SET', 'demo:string', '{"user":{"id":7,"tags":["a","b"]},"active":true}');
+  await rest('HSET', 'demo:hash', 'name', 'Ada', 'plan', 'pro');
+  await rest('RPUSH', 'demo:list', 'first', 'second', 'third');
+  await rest('SADD', 'demo:set', 'red', 'green', 'blue');
+  await rest('ZADD', 'demo:zset', '10', 'alice', '25', 'bob');
+  await rest('XADD', 'demo:stream', '*', 'event', 'signup', 'user', '7');
+  await rest('XGROUP', 'CREATE', 'demo:stream', 'mailers', '0');
+  await rest('EXPIRE', 'demo:string', '3600');
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
+  mkdirSync(SHOTS, { recursive: true });
+});
+
+after(async () => {
+  await browser?.close();
+  if (server && server.child.exitCode === null) {
+    const exited = new Promise((resolve) => server.child.once('exit', resolve));
+    server.child.kill('SIGTERM');
+    await exited;
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function loggedIn(credential) {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  // Every request the page makes stays on this server (nothing from a CDN).
+  const foreign = [];
+  page.on('request', (r) => { if (!r.url().startsWith(base)) foreign.push(r.url()); });
+  await page.goto(`${base}/dashboard`);
+  await page.locator('#credential').fill(credential);
+  await page.locator('#login-form button').click();
+  await page.locator('#app').waitFor({ state: 'visible' });
+  return { page, errors, foreign };
+}
+
+test('a bad credential is refused on the login form', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/dashboard/`);
+  await page.locator('#credential').fill('wrong');
+  await page.locator('#login-form button').click();
+  await page.locator('#login-error', { hasText: 'invalid credential' }).waitFor();
+  assert.equal(await page.locator('#app').isVisible(), false);
+  await page.close();
+});
+
+test('overview, keys of every type, a hash edit, the console', async () => {
+  const { page, errors, foreign } = await loggedIn(TOKEN);
+  assert.match(await page.locator('#who').textContent(), /admin/);
+
+  // Overview: figures and a live chart fed every second.
+  await page.locator('.card .label', { hasText: 'ops/s' }).waitFor();
+  for (const label of ['hit rate', 'memory used', 'RESP clients', 'REST requests', 'realtime connections', 'messages in / out']) {
+    await page.locator('.card .label', { hasText: label }).waitFor();
+  }
+  // Traffic, in waves, for the chart to show.
+  for (let i = 0; i < 16; i++) {
+    const n = 20 + 15 * (i % 5);
+    await Promise.all(Array.from({ length: n }, (_, j) => rest('GET', `demo:${j % 2 ? 'string' : 'missing'}`)));
+    await page.waitForTimeout(500);
+  }
+  const ops = await page.locator('.card', { hasText: 'ops/s' }).locator('.value').textContent();
+  assert.match(ops, /^\d+$/);
+  await page.screenshot({ path: path.join(SHOTS, 'overview.png') });
+
+  // Keys: every type listed, each one's viewer.
+  await page.locator('.tab[data-view=keys]').click();
+  await page.locator('#key-pattern').fill('demo:*');
+  await page.locator('#key-search button').click();
+  const types = { string: 'string', hash: 'hash', list: 'list', set: 'set', zset: 'zset', stream: 'stream' };
+  for (const t of Object.keys(types)) {
+    await page.locator(`#keys li[data-key="demo:${t}"]`).waitFor();
+  }
+  const detail = page.locator('#key-detail');
+  const open = async (t) => {
+    await page.locator(`#keys li[data-key="demo:${t}"]`).click();
+    await detail.locator('h2', { hasText: `demo:${t}` }).waitFor();
+    await detail.locator('#key-meta', { hasText: t }).waitFor();
+  };
+  await open('string');
+  // JSON is pretty-printed.
+  assert.match(await page.locator('#string-value').inputValue(), /\{\n {2}"user": \{\n {4}"id": 7/);
+  assert.match(await detail.locator('#key-meta').textContent(), /TTL \d+\.\d s/);
+  await open('list');
+  await detail.locator('td', { hasText: 'second' }).waitFor();
+  await open('set');
+  await detail.locator('td', { hasText: 'green' }).waitFor();
+  await open('zset');
+  await detail.locator('td', { hasText: 'bob' }).waitFor();
+  await detail.locator('td', { hasText: '25' }).waitFor();
+  await open('stream');
+  await detail.locator('td', { hasText: 'event=signup' }).waitFor();
+  await detail.locator('td', { hasText: 'mailers' }).waitFor();
+  await open('hash');
+  await detail.locator('td', { hasText: 'Ada' }).waitFor();
+
+  // Edit a hash field; the change is in the store.
+  await detail.locator('.hash-field').fill('plan');
+  await detail.locator('.hash-value').fill('enterprise');
+  await detail.getByRole('button', { name: 'Set field' }).click();
+  await detail.locator('td', { hasText: 'enterprise' }).waitFor();
+  assert.equal(await rest('HGET', 'demo:hash', 'plan'), 'enterprise');
+  await page.screenshot({ path: path.join(SHOTS, 'keys.png') });
+
+  // Console: a command, history with the up arrow, completion with Tab.
+  await page.locator('.tab[data-view=console]').click();
+  const input = page.locator('#console-in');
+  await input.fill('HGET demo:hash plan');
+  await input.press('Enter');
+  await page.locator('#console-out div', { hasText: '"enterprise"' }).waitFor();
+  await input.fill('INCRBY visits 5');
+  await input.press('Enter');
+  await page.locator('#console-out div', { hasText: '(integer) 5' }).waitFor();
+  await input.press('ArrowUp');
+  assert.equal(await input.inputValue(), 'INCRBY visits 5');
+  await input.press('ArrowUp');
+  assert.equal(await input.inputValue(), 'HGET demo:hash plan');
+  await input.fill('hgeta');
+  await input.press('Tab');
+  assert.equal(await input.inputValue(), 'HGETALL ');
+  await input.fill('HGETALL demo:hash');
+  await input.press('Enter');
+  await page.locator('#console-out div', { hasText: 'enterprise' }).nth(1).waitFor();
+  await page.screenshot({ path: path.join(SHOTS, 'console.png') });
+
+  // Slowlog renders (every command is slow at threshold 0).
+  await rest('CONFIG', 'SET', 'slowlog-log-slower-than', '0');
+  await rest('SET', 'slow:one', 'x');
+  await page.locator('.tab[data-view=slowlog]').click();
+  await page.locator('#slowlog td', { hasText: 'SET slow:one x' }).waitFor();
+  await page.screenshot({ path: path.join(SHOTS, 'slowlog.png') });
+
+  assert.deepEqual(errors, []);
+  assert.deepEqual(foreign, []);
+  await page.close();
+});
+
+test('a read-only session sees no edit controls and the server refuses writes', async () => {
+  const { page } = await loggedIn(RO_TOKEN);
+  assert.match(await page.locator('#who').textContent(), /read-only/);
+  await page.locator('.tab[data-view=keys]').click();
+  await page.locator('#keys li[data-key="demo:hash"]').click();
+  await page.locator('#key-detail td', { hasText: 'Ada' }).waitFor();
+  assert.equal(await page.locator('#key-detail .write:visible').count(), 0);
+  // Even a request made by hand from the page is refused.
+  const status = await page.evaluate(async () => (await fetch('api/key', {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ op: 'hset', key: 'demo:hash', field: 'plan', value: 'free' }),
+  })).status);
+  assert.equal(status, 403);
+  await page.locator('.tab[data-view=console]').click();
+  await page.locator('#console-in').fill('DEL demo:hash');
+  await page.locator('#console-in').press('Enter');
+  await page.locator('#console-out .error', { hasText: 'read-only' }).waitFor();
+  assert.equal(await rest('HGET', 'demo:hash', 'name'), 'Ada');
+  await page.close();
+});

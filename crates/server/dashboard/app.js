@@ -1,0 +1,373 @@
+// Tidewire dashboard: plain script, no libraries. Talks to /dashboard/api/* with
+// the session cookie the login sets; the server enforces read-only sessions, the
+// page only hides what they cannot do.
+"use strict";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { session: null, view: "overview", cursor: "0", selected: null, timer: null, ops: [], history: [], histPos: 0, commands: [] };
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick" || k === "onsubmit") e[k] = v;
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c != null) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+async function api(path, body) {
+  const opts = body === undefined ? {} : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+  const res = await fetch("api/" + path, { credentials: "same-origin", ...opts });
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* not JSON */ }
+  if (res.status === 401 && path !== "login") { showLogin(); }
+  if (!res.ok) throw new Error((data && data.error) || res.statusText);
+  return data;
+}
+
+const readOnly = () => !state.session || state.session.role !== "admin";
+
+// ---- login ----------------------------------------------------------------
+function showLogin() {
+  stopTimer();
+  $("#app").hidden = true;
+  $("#login").hidden = false;
+  $("#credential").focus();
+}
+
+function showApp() {
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#who").textContent = `${state.session.user} · ${state.session.role}`;
+  document.body.classList.toggle("read-only", readOnly());
+  api("commands").then((names) => {
+    state.commands = names;
+    const list = $("#command-names");
+    list.replaceChildren(...names.filter((n) => !n.includes(" ")).map((n) => el("option", { value: n })));
+  }).catch(() => {});
+  show(state.view);
+}
+
+$("#login-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  $("#login-error").textContent = "";
+  try {
+    state.session = await api("login", { credential: $("#credential").value });
+    $("#credential").value = "";
+    showApp();
+  } catch (e) {
+    $("#login-error").textContent = e.message;
+  }
+};
+
+$("#logout").onclick = async () => {
+  await api("logout", {}).catch(() => {});
+  state.session = null;
+  showLogin();
+};
+
+// ---- tabs -----------------------------------------------------------------
+function stopTimer() {
+  if (state.timer) clearInterval(state.timer);
+  state.timer = null;
+}
+
+function show(view) {
+  state.view = view;
+  stopTimer();
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.view === view));
+  document.querySelectorAll(".view").forEach((v) => { v.hidden = v.id !== "view-" + view; });
+  if (view === "overview") { refreshOverview(); state.timer = setInterval(refreshOverview, 1000); }
+  if (view === "keys") scanKeys(true);
+  if (view === "console") $("#console-in").focus();
+  if (view === "slowlog") refreshSlowlog();
+}
+document.querySelectorAll(".tab").forEach((t) => { t.onclick = () => show(t.dataset.view); });
+
+// ---- overview -------------------------------------------------------------
+function bytes(n) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function refreshOverview() {
+  let o;
+  try { o = await api("overview"); } catch (_) { return; }
+  if (o.ops_per_sec != null) {
+    state.ops.push(o.ops_per_sec);
+    if (state.ops.length > 120) state.ops.shift();
+  }
+  const hit = o.hit_rate == null ? "–" : (o.hit_rate * 100).toFixed(1) + " %";
+  const cards = [
+    ["ops/s", o.ops_per_sec == null ? "…" : o.ops_per_sec.toFixed(0)],
+    ["commands", o.ops_total],
+    ["keys", o.keys],
+    ["memory used", bytes(o.used_memory)],
+    ["memory resident", bytes(o.used_memory_rss)],
+    ["hit rate", hit],
+    ["evicted keys", o.evicted_keys],
+    ["RESP clients", o.clients.resp],
+    ["REST requests", o.clients.rest_requests_total],
+    ["realtime connections", o.clients.realtime],
+    ["realtime channels", o.realtime.channels],
+    ["messages in / out", `${o.realtime.messages_in} / ${o.realtime.messages_out}`],
+  ];
+  $("#cards").replaceChildren(...cards.map(([label, value]) =>
+    el("div", { class: "card" }, el("div", { class: "label", text: label }), el("div", { class: "value", text: String(value) }))));
+  drawChart();
+}
+
+function drawChart() {
+  const c = $("#chart");
+  const dpr = window.devicePixelRatio || 1;
+  const w = c.clientWidth || 900, h = c.clientHeight || 220;
+  c.width = w * dpr; c.height = h * dpr;
+  const g = c.getContext("2d");
+  g.scale(dpr, dpr);
+  g.clearRect(0, 0, w, h);
+  const data = state.ops;
+  const max = Math.max(10, ...data) * 1.15;
+  g.strokeStyle = "#2a3644"; g.fillStyle = "#8796a5"; g.font = "11px sans-serif"; g.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const y = 8 + (h - 24) * i / 4;
+    g.beginPath(); g.moveTo(40, y); g.lineTo(w - 4, y); g.stroke();
+    g.fillText(Math.round(max * (1 - i / 4)), 2, y + 4);
+  }
+  if (data.length < 2) return;
+  const x = (i) => 40 + (w - 44) * i / 119;
+  const y = (v) => 8 + (h - 24) * (1 - v / max);
+  const off = 120 - data.length;
+  g.strokeStyle = "#3fb6a8"; g.lineWidth = 2;
+  g.beginPath();
+  data.forEach((v, i) => { i ? g.lineTo(x(i + off), y(v)) : g.moveTo(x(i + off), y(v)); });
+  g.stroke();
+}
+
+// ---- keys -----------------------------------------------------------------
+async function scanKeys(fresh) {
+  if (fresh) { state.cursor = "0"; $("#keys").replaceChildren(); }
+  const q = new URLSearchParams({ cursor: state.cursor, match: $("#key-pattern").value || "*", type: $("#key-type").value, count: "200" });
+  let page;
+  try { page = await api("keys?" + q); } catch (e) { $("#keys").append(el("li", { class: "error", text: e.message })); return; }
+  for (const k of page.keys) {
+    const li = el("li", { "data-key": k.key }, el("span", { class: "mono", text: k.key }), el("span", { class: "t", text: k.type }));
+    li.onclick = () => openKey(k.key);
+    $("#keys").append(li);
+  }
+  state.cursor = String(page.cursor);
+  $("#keys-more").hidden = state.cursor === "0";
+  // A filtered SCAN may return empty pages before the end: keep going a little.
+  if (page.keys.length === 0 && state.cursor !== "0" && fresh) scanKeys(false);
+}
+$("#key-search").onsubmit = (ev) => { ev.preventDefault(); scanKeys(true); };
+$("#keys-more").onclick = () => scanKeys(false);
+
+function pretty(s) {
+  const t = (s || "").trim();
+  if (t.startsWith("{") || t.startsWith("[")) {
+    try { return JSON.stringify(JSON.parse(t), null, 2); } catch (_) { /* not JSON */ }
+  }
+  return s;
+}
+
+function ttlText(pttl) {
+  if (pttl === -1) return "no TTL";
+  if (pttl < 0) return "–";
+  return (pttl / 1000).toFixed(1) + " s";
+}
+
+async function edit(body, reopen = true) {
+  try {
+    await api("key", body);
+    if (reopen) await openKey(body.key);
+  } catch (e) {
+    alert(e.message);
+  }
+}
+
+function table(headers, rows) {
+  return el("table", {}, el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, c))))));
+}
+
+function button(text, onclick, cls) {
+  const b = el("button", { text, class: (cls || "") + " write" });
+  b.onclick = onclick;
+  if (readOnly()) b.hidden = true;
+  return b;
+}
+
+function writeRow(...children) {
+  const r = el("div", { class: "row write" }, ...children);
+  if (readOnly()) r.hidden = true;
+  return r;
+}
+
+function input(placeholder, cls) { return el("input", { placeholder, class: cls || "" }); }
+
+async function openKey(key) {
+  state.selected = key;
+  document.querySelectorAll("#keys li").forEach((li) => li.classList.toggle("selected", li.dataset.key === key));
+  const d = $("#key-detail");
+  let k;
+  try { k = await api("key?" + new URLSearchParams({ key })); } catch (e) { d.replaceChildren(el("p", { class: "error", text: e.message })); return; }
+  const ttlIn = input("seconds");
+  const head = [
+    el("h2", { class: "mono", text: k.key }),
+    el("div", { class: "muted", id: "key-meta", text: `${k.type} · length ${k.length ?? "–"} · TTL ${ttlText(k.pttl)}` }),
+    writeRow(ttlIn,
+      button("Set TTL", () => edit({ op: "expire", key, seconds: parseInt(ttlIn.value, 10) })),
+      button("Persist", () => edit({ op: "persist", key })),
+      button("Delete key", async () => {
+        if (!confirm(`Delete ${key}?`)) return;
+        await edit({ op: "del", key }, false);
+        d.replaceChildren(el("p", { class: "muted", text: `${key} deleted.` }));
+        document.querySelector(`#keys li[data-key="${CSS.escape(key)}"]`)?.remove();
+      }, "danger")),
+  ];
+  const body = [];
+  if (k.type === "string") {
+    const ta = el("textarea", { id: "string-value", class: "mono" });
+    ta.value = pretty(k.value);
+    ta.readOnly = readOnly();
+    body.push(ta, writeRow(button("Save", () => edit({ op: "set", key, value: ta.value }))));
+  } else if (k.type === "hash") {
+    // HGETALL answers a map (an object); an HSCAN page a flat array.
+    const pairs = [];
+    if (Array.isArray(k.value)) for (let i = 0; i + 1 < k.value.length; i += 2) pairs.push([k.value[i], k.value[i + 1]]);
+    else pairs.push(...Object.entries(k.value));
+    body.push(table(["field", "value", ""], pairs.map(([f, v]) => [el("span", { class: "mono", text: f }), el("span", { class: "mono", text: v }), button("✕", () => edit({ op: "hdel", key, field: f }))])));
+    const f = input("field", "hash-field"), v = input("value", "hash-value");
+    body.push(writeRow(f, v, button("Set field", () => edit({ op: "hset", key, field: f.value, value: v.value }))));
+  } else if (k.type === "list") {
+    body.push(table(["index", "value", ""], k.value.map((v, i) => {
+      const idx = k.start + i;
+      return [String(idx), el("span", { class: "mono", text: v }), button("Edit", () => {
+        const nv = prompt(`New value at ${idx}`, v);
+        if (nv != null) edit({ op: "lset", key, index: idx, value: nv });
+      })];
+    })));
+    const v = input("value");
+    body.push(writeRow(v, button("LPUSH", () => edit({ op: "lpush", key, value: v.value })), button("RPUSH", () => edit({ op: "rpush", key, value: v.value })), button("LREM", () => edit({ op: "lrem", key, value: v.value }))));
+  } else if (k.type === "set") {
+    body.push(table(["member", ""], k.value.map((m) => [el("span", { class: "mono", text: m }), button("✕", () => edit({ op: "srem", key, value: m }))])));
+    const v = input("member");
+    body.push(writeRow(v, button("SADD", () => edit({ op: "sadd", key, value: v.value }))));
+  } else if (k.type === "zset") {
+    const rows = [];
+    for (let i = 0; i + 1 < k.value.length; i += 2) {
+      const m = k.value[i];
+      rows.push([el("span", { class: "mono", text: m }), String(k.value[i + 1]), button("✕", () => edit({ op: "zrem", key, value: m }))]);
+    }
+    body.push(table(["member", "score", ""], rows));
+    const m = input("member"), s = input("score");
+    body.push(writeRow(m, s, button("ZADD", () => edit({ op: "zadd", key, value: m.value, score: parseFloat(s.value) }))));
+  } else if (k.type === "stream") {
+    body.push(table(["id", "fields"], (k.value || []).map(([id, fields]) => {
+      const parts = [];
+      for (let i = 0; i + 1 < fields.length; i += 2) parts.push(`${fields[i]}=${fields[i + 1]}`);
+      return [el("span", { class: "mono", text: id }), el("span", { class: "mono", text: parts.join("  ") })];
+    })));
+    const groups = (k.groups || []).map((g) => {
+      let o = g;
+      if (Array.isArray(g)) { o = {}; for (let i = 0; i + 1 < g.length; i += 2) o[g[i]] = g[i + 1]; }
+      return [o.name, String(o.consumers), String(o.pending), String(o["last-delivered-id"])];
+    });
+    body.push(el("h3", { text: "Consumer groups" }), table(["group", "consumers", "pending", "last delivered"], groups));
+    const f = input("field"), v = input("value");
+    body.push(writeRow(f, v, button("XADD", () => edit({ op: "xadd", key, fields: [[f.value, v.value]] }))));
+  } else {
+    body.push(el("p", { class: "muted", text: `No viewer for ${k.type} yet; use the console.` }));
+  }
+  d.replaceChildren(...head, ...body);
+}
+
+// ---- console --------------------------------------------------------------
+/** Splits a command line like redis-cli: spaces separate, quotes group. */
+function splitArgs(line) {
+  const out = [];
+  const re = /"((?:\\.|[^"\\])*)"|'([^']*)'|(\S+)/g;
+  let m;
+  while ((m = re.exec(line))) {
+    if (m[1] !== undefined) out.push(m[1].replace(/\\(.)/g, (_, c) => ({ n: "\n", t: "\t", r: "\r" })[c] || c));
+    else if (m[2] !== undefined) out.push(m[2]);
+    else out.push(m[3]);
+  }
+  return out;
+}
+
+function format(v, indent = "") {
+  if (v === null) return "(nil)";
+  if (Array.isArray(v)) {
+    if (!v.length) return "(empty array)";
+    return v.map((x, i) => `${indent}${i + 1}) ${format(x, indent + "   ").trimStart()}`).join("\n");
+  }
+  if (typeof v === "number") return `(integer) ${v}`;
+  if (typeof v === "object") return JSON.stringify(v, null, 2);
+  return `"${v}"`;
+}
+
+function print(text, cls) {
+  const out = $("#console-out");
+  out.append(el("div", { class: cls || "", text }));
+  out.scrollTop = out.scrollHeight;
+}
+
+$("#console-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const line = $("#console-in").value.trim();
+  if (!line) return;
+  state.history.push(line);
+  state.histPos = state.history.length;
+  $("#console-in").value = "";
+  print("> " + line, "muted");
+  try {
+    const r = await api("command", { args: splitArgs(line) });
+    print(format(r.result));
+  } catch (e) {
+    print("(error) " + e.message, "error");
+  }
+};
+
+$("#console-in").addEventListener("keydown", (ev) => {
+  const inp = ev.target;
+  if (ev.key === "ArrowUp" && state.histPos > 0) {
+    state.histPos--; inp.value = state.history[state.histPos]; ev.preventDefault();
+  } else if (ev.key === "ArrowDown") {
+    state.histPos = Math.min(state.history.length, state.histPos + 1);
+    inp.value = state.history[state.histPos] || ""; ev.preventDefault();
+  } else if (ev.key === "Tab") {
+    const word = inp.value.trimStart().toUpperCase();
+    if (!word) return;
+    const hits = state.commands.filter((n) => n.startsWith(word));
+    ev.preventDefault();
+    if (hits.length === 1) inp.value = hits[0] + " ";
+    else if (hits.length > 1) {
+      let p = hits[0];
+      for (const h of hits) while (!h.startsWith(p)) p = p.slice(0, -1);
+      inp.value = p;
+      print(hits.slice(0, 40).join("  "), "muted");
+    }
+  }
+});
+
+// ---- slowlog --------------------------------------------------------------
+async function refreshSlowlog() {
+  const tbody = $("#slowlog tbody");
+  try {
+    const rows = await api("slowlog");
+    tbody.replaceChildren(...rows.map((r) => el("tr", {},
+      el("td", { text: r.id }), el("td", { text: new Date(r.time * 1000).toLocaleString() }), el("td", { text: r.micros }),
+      el("td", { class: "mono", text: (r.args || []).join(" ") }), el("td", { text: r.client || "" }))));
+  } catch (e) {
+    tbody.replaceChildren(el("tr", {}, el("td", { class: "error", colspan: "5", text: e.message })));
+  }
+}
+$("#slowlog-refresh").onclick = refreshSlowlog;
+
+// ---- start ----------------------------------------------------------------
+api("session").then((s) => { state.session = s; showApp(); }).catch(() => showLogin());

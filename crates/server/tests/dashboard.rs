@@ -1,0 +1,481 @@
+//! The web dashboard (`/dashboard`): its embedded assets, the login with each kind
+//! of credential, read-only sessions refused writes on the server, and the JSON
+//! API the page uses, over a real server on port 0.
+
+mod common;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use tidewire_server::{Config, Server};
+
+const RW: &str = "dash-rw-token";
+const RO: &str = "dash-ro-token";
+const ACL_TOKEN: &str = "dash-acl-token";
+
+async fn start() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.upstash.tokens = vec![RW.into()];
+    config.upstash.readonly_tokens = vec![RO.into()];
+    config.upstash.acl_tokens = vec![(ACL_TOKEN.into(), "reader".into())];
+    let server = tidewire_server::start(config).await.expect("server starts");
+    let mut raw = common::Raw::connect(&server).await;
+    for rules in [
+        &[
+            "ACL", "SETUSER", "boss", "on", ">bosspw", "+@all", "~*", "&*",
+        ][..],
+        &["ACL", "SETUSER", "reader", "on", ">readpw", "+@read", "~*"][..],
+        &["ACL", "SETUSER", "open", "on", "nopass", "+@all", "~*"][..],
+    ] {
+        assert_eq!(raw.cmd(rules).await, common::V::Simple("OK".into()));
+    }
+    (server, dir)
+}
+
+fn base(server: &Server) -> String {
+    format!("http://{}/dashboard", server.http_addr)
+}
+
+/// A logged-in browser: the session cookie from the login's Set-Cookie.
+struct Session {
+    http: Client,
+    base: String,
+    cookie: String,
+}
+
+async fn login(server: &Server, credential: &str) -> Result<(Session, Value), StatusCode> {
+    let http = Client::new();
+    let res = http
+        .post(format!("{}/api/login", base(server)))
+        .json(&json!({ "credential": credential }))
+        .send()
+        .await
+        .expect("login request");
+    if res.status() != StatusCode::OK {
+        return Err(res.status());
+    }
+    let set_cookie = res
+        .headers()
+        .get("set-cookie")
+        .expect("session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let info: Value = res.json().await.unwrap();
+    Ok((
+        Session {
+            http,
+            base: base(server),
+            cookie,
+        },
+        info,
+    ))
+}
+
+impl Session {
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}/api/{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}/api/{path}", self.base))
+            .header("cookie", &self.cookie)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (res.status(), res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn cmd(&self, args: &[&str]) -> (StatusCode, Value) {
+        self.post("command", json!({ "args": args })).await
+    }
+
+    async fn key(&self, key: &str) -> Value {
+        let (status, v) = self.get(&format!("key?key={key}")).await;
+        assert_eq!(status, StatusCode::OK, "{key}: {v}");
+        v
+    }
+}
+
+#[tokio::test]
+async fn assets_are_embedded_and_self_contained() {
+    let (server, _dir) = start().await;
+    let http = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = http.get(base(&server)).send().await.unwrap();
+    assert!(res.status().is_redirection());
+    assert_eq!(res.headers()["location"], "/dashboard/");
+    for (path, ct) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/app.css", "text/css; charset=utf-8"),
+    ] {
+        let res = http
+            .get(format!("{}{path}", base(&server)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(res.headers()["content-type"], ct, "{path}");
+        assert!(res.headers().contains_key("content-security-policy"));
+        let body = res.text().await.unwrap();
+        assert!(body.len() > 500, "{path} looks empty");
+        // No CDN, no fonts, no analytics: nothing but same-origin references.
+        assert!(
+            !body.contains("http://") && !body.contains("https://") && !body.contains("//cdn"),
+            "{path} references another host"
+        );
+    }
+    // The realtime layer, which owns the root, still answers beside it.
+    let res = http
+        .get(format!("http://{}/time", server.http_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    // The API wants a session.
+    let res = http
+        .get(format!("{}/api/overview", base(&server)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn login_with_each_credential_kind() {
+    let (server, _dir) = start().await;
+    let role = |v: &Value| {
+        (
+            v["role"].as_str().unwrap().to_string(),
+            v["user"].as_str().unwrap().to_string(),
+        )
+    };
+    let (_, info) = login(&server, RW).await.unwrap();
+    assert_eq!(role(&info), ("admin".into(), "default".into()));
+    let (_, info) = login(&server, RO).await.unwrap();
+    assert_eq!(role(&info), ("read-only".into(), "default".into()));
+    let (_, info) = login(&server, ACL_TOKEN).await.unwrap();
+    assert_eq!(role(&info), ("read-only".into(), "reader".into()));
+    let (s, info) = login(&server, "boss:bosspw").await.unwrap();
+    assert_eq!(role(&info), ("admin".into(), "boss".into()));
+    assert_eq!(s.get("session").await.1, info);
+    let (_, info) = login(&server, "reader:readpw").await.unwrap();
+    assert_eq!(role(&info), ("read-only".into(), "reader".into()));
+
+    for bad in [
+        "nope",
+        "",
+        "boss:wrong",
+        "ghost:pw",
+        // A nopass user takes any password: not good enough for the dashboard.
+        "open:anything",
+        "dash-rw-toke",
+    ] {
+        assert_eq!(
+            login(&server, bad).await.err(),
+            Some(StatusCode::UNAUTHORIZED),
+            "{bad:?}"
+        );
+    }
+    // A forged or logged-out cookie is no session.
+    let (s, _) = login(&server, RW).await.unwrap();
+    assert_eq!(s.get("overview").await.0, StatusCode::OK);
+    assert_eq!(s.post("logout", json!({})).await.0, StatusCode::OK);
+    assert_eq!(s.get("overview").await.0, StatusCode::UNAUTHORIZED);
+    let forged = Session {
+        cookie: "tw_dashboard=forged".into(),
+        ..s
+    };
+    assert_eq!(forged.get("keys").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn read_only_sessions_read_but_never_write() {
+    let (server, _dir) = start().await;
+    let (admin, _) = login(&server, RW).await.unwrap();
+    assert_eq!(admin.cmd(&["SET", "k", "v"]).await.0, StatusCode::OK);
+    for cred in [RO, ACL_TOKEN, "reader:readpw"] {
+        let (s, _) = login(&server, cred).await.unwrap();
+        assert_eq!(
+            s.cmd(&["GET", "k"]).await,
+            (StatusCode::OK, json!({"result": "v"}))
+        );
+        let (status, body) = s.cmd(&["SET", "k", "w"]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cred}: {body}");
+        let (status, _) = s.cmd(&["FLUSHALL"]).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cred}");
+        let (status, _) = s
+            .post("key", json!({"op": "set", "key": "k", "value": "w"}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cred}");
+        let (status, _) = s.post("key", json!({"op": "del", "key": "k"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cred}");
+        // Browsing works.
+        let (status, page) = s.get("keys?match=*").await;
+        assert_eq!(status, StatusCode::OK, "{cred}");
+        assert_eq!(page["keys"], json!([{"key": "k", "type": "string"}]));
+        assert_eq!(s.key("k").await["value"], "v");
+        assert_eq!(s.get("overview").await.0, StatusCode::OK);
+    }
+    assert_eq!(admin.cmd(&["GET", "k"]).await.1, json!({"result": "v"}));
+}
+
+#[tokio::test]
+async fn acl_applies_to_the_session_user() {
+    let (server, _dir) = start().await;
+    let mut raw = common::Raw::connect(&server).await;
+    raw.cmd(&[
+        "ACL", "SETUSER", "limited", "on", ">pw", "+@all", "-@admin", "~app:*",
+    ])
+    .await;
+    raw.cmd(&["SET", "secret", "x"]).await;
+    // Not admin (no ACL SETUSER), so a read-only session; and its key patterns hold.
+    let (s, info) = login(&server, "limited:pw").await.unwrap();
+    assert_eq!(info["role"], "read-only");
+    let (status, body) = s.cmd(&["GET", "secret"]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        body["error"].as_str().unwrap().starts_with("NOPERM"),
+        "{body}"
+    );
+    let (status, _) = s.get("key?key=secret").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn keys_and_editing_for_every_type() {
+    let (server, _dir) = start().await;
+    let (s, _) = login(&server, "boss:bosspw").await.unwrap();
+    for c in [
+        &["SET", "t:string", "{\"a\":[1,2]}"][..],
+        &["HSET", "t:hash", "f1", "v1", "f2", "v2"],
+        &["RPUSH", "t:list", "a", "b", "c"],
+        &["SADD", "t:set", "m1", "m2"],
+        &["ZADD", "t:zset", "1.5", "a", "2", "b"],
+        &["XADD", "t:stream", "1-1", "f", "v"],
+        &["XGROUP", "CREATE", "t:stream", "g1", "0"],
+        &["SET", "other", "x"],
+    ] {
+        let (status, body) = s.cmd(c).await;
+        assert_eq!(status, StatusCode::OK, "{c:?}: {body}");
+    }
+
+    // SCAN with a pattern, then with a type filter, walked to the end.
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let (status, page) = s
+            .get(&format!("keys?match=t:*&count=2&cursor={cursor}"))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        for k in page["keys"].as_array().unwrap() {
+            seen.push((
+                k["key"].as_str().unwrap().to_string(),
+                k["type"].as_str().unwrap().to_string(),
+            ));
+        }
+        cursor = page["cursor"].as_str().unwrap().to_string();
+        if cursor == "0" {
+            break;
+        }
+    }
+    seen.sort();
+    let want: Vec<(String, String)> = ["hash", "list", "set", "stream", "string", "zset"]
+        .iter()
+        .map(|t| (format!("t:{t}"), t.to_string()))
+        .collect();
+    assert_eq!(seen, want);
+    let (_, page) = s.get("keys?match=*&type=zset&count=1000").await;
+    assert_eq!(page["keys"], json!([{"key": "t:zset", "type": "zset"}]));
+
+    // Every type's view.
+    let v = s.key("t:string").await;
+    assert_eq!(
+        (v["type"].clone(), v["value"].clone(), v["pttl"].clone()),
+        (json!("string"), json!("{\"a\":[1,2]}"), json!(-1))
+    );
+    let v = s.key("t:hash").await;
+    assert_eq!(v["value"], json!({"f1": "v1", "f2": "v2"}));
+    let v = s.key("t:list").await;
+    assert_eq!(
+        (v["length"].clone(), v["value"].clone()),
+        (json!(3), json!(["a", "b", "c"]))
+    );
+    let mut members: Vec<String> =
+        serde_json::from_value(s.key("t:set").await["value"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, ["m1", "m2"]);
+    assert_eq!(
+        s.key("t:zset").await["value"],
+        json!(["a", "1.5", "b", "2"])
+    );
+    let v = s.key("t:stream").await;
+    assert_eq!(v["value"], json!([["1-1", ["f", "v"]]]));
+    assert_eq!(v["groups"][0]["name"], "g1");
+    assert_eq!(s.get("key?key=missing").await.0, StatusCode::NOT_FOUND);
+
+    // Edits.
+    let edits = [
+        json!({"op": "set", "key": "t:string", "value": "plain"}),
+        json!({"op": "hset", "key": "t:hash", "field": "f3", "value": "v3"}),
+        json!({"op": "hdel", "key": "t:hash", "field": "f1"}),
+        json!({"op": "lset", "key": "t:list", "index": 1, "value": "B"}),
+        json!({"op": "lpush", "key": "t:list", "value": "z"}),
+        json!({"op": "lrem", "key": "t:list", "value": "c"}),
+        json!({"op": "sadd", "key": "t:set", "value": "m3"}),
+        json!({"op": "srem", "key": "t:set", "value": "m1"}),
+        json!({"op": "zadd", "key": "t:zset", "value": "c", "score": 0.5}),
+        json!({"op": "zrem", "key": "t:zset", "value": "b"}),
+        json!({"op": "xadd", "key": "t:stream", "fields": [["g", "w"]]}),
+        json!({"op": "expire", "key": "other", "seconds": 100}),
+    ];
+    for e in edits {
+        let (status, body) = s.post("key", e.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{e}: {body}");
+    }
+    assert_eq!(s.key("t:string").await["value"], "plain");
+    assert_eq!(
+        s.key("t:hash").await["value"],
+        json!({"f2": "v2", "f3": "v3"})
+    );
+    assert_eq!(s.key("t:list").await["value"], json!(["z", "a", "B"]));
+    let mut members: Vec<String> =
+        serde_json::from_value(s.key("t:set").await["value"].clone()).unwrap();
+    members.sort();
+    assert_eq!(members, ["m2", "m3"]);
+    assert_eq!(
+        s.key("t:zset").await["value"],
+        json!(["c", "0.5", "a", "1.5"])
+    );
+    assert_eq!(s.key("t:stream").await["length"], 2);
+    let pttl = s.key("other").await["pttl"].as_i64().unwrap();
+    assert!(pttl > 90_000 && pttl <= 100_000, "{pttl}");
+    assert_eq!(
+        s.post("key", json!({"op": "persist", "key": "other"}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(s.key("other").await["pttl"], -1);
+    assert_eq!(
+        s.post("key", json!({"op": "del", "key": "other"})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(s.get("key?key=other").await.0, StatusCode::NOT_FOUND);
+    // Bad edits are 400s, not panics.
+    for bad in [
+        json!({"op": "hset", "key": "t:hash"}),
+        json!({"op": "zadd", "key": "t:zset", "value": "x"}),
+        json!({"op": "explode", "key": "k"}),
+        json!({"key": "k"}),
+        json!({"op": "lset", "key": "t:list", "index": 99, "value": "x"}),
+    ] {
+        assert_eq!(
+            s.post("key", bad.clone()).await.0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    // A wrong-type edit is Redis's WRONGTYPE.
+    let (status, body) = s
+        .post("key", json!({"op": "sadd", "key": "t:hash", "value": "x"}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().starts_with("WRONGTYPE"));
+}
+
+#[tokio::test]
+async fn console_overview_and_slowlog() {
+    let (server, _dir) = start().await;
+    let (s, _) = login(&server, RW).await.unwrap();
+    assert_eq!(
+        s.cmd(&["PING"]).await,
+        (StatusCode::OK, json!({"result": "PONG"}))
+    );
+    assert_eq!(s.cmd(&["SET", "a", "1"]).await.0, StatusCode::OK);
+    assert_eq!(s.cmd(&["INCR", "a"]).await.1, json!({"result": 2}));
+    assert_eq!(
+        s.cmd(&["MGET", "a", "nope"]).await.1,
+        json!({"result": ["2", null]})
+    );
+    let (status, body) = s.cmd(&["NOPE"]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .starts_with("ERR unknown command"));
+    assert_eq!(s.cmd(&[]).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.cmd(&["BLPOP", "l", "0"]).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(s.cmd(&["SUBSCRIBE", "c"]).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        s.post("command", json!({"nope": 1})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (status, names) = s.get("commands").await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<String> = serde_json::from_value(names).unwrap();
+    assert!(names.iter().any(|n| n == "GET") && names.iter().any(|n| n == "CONFIG SET"));
+
+    // Overview: totals, hit rate, front doors; ops/s from the second sample on.
+    let _ = s.cmd(&["GET", "nope"]).await;
+    let (status, o) = s.get("overview").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(o["ops_total"].as_u64().unwrap() >= 4, "{o}");
+    // The memory probe is the binary's (jemalloc); in-process tests report 0.
+    assert!(o["used_memory"].is_u64());
+    let rate = o["hit_rate"].as_f64().unwrap();
+    assert!(rate > 0.0 && rate < 1.0, "{o}");
+    assert_eq!(o["keys"], 1);
+    for f in ["resp", "rest_requests_total", "realtime", "http_in_flight"] {
+        assert!(o["clients"][f].is_u64(), "{f}: {o}");
+    }
+    for f in ["messages_in", "messages_out", "channels"] {
+        assert!(o["realtime"][f].is_u64(), "{f}: {o}");
+    }
+    assert!(o["evicted_keys"].is_u64());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, o) = s.get("overview").await;
+    assert!(o["ops_per_sec"].is_number(), "{o}");
+
+    // A slow command lands in SLOWLOG.
+    assert_eq!(
+        s.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(s.cmd(&["SET", "slow", "1"]).await.0, StatusCode::OK);
+    let (status, log) = s.get("slowlog").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["args"] == json!(["SET", "slow", "1"])),
+        "{log}"
+    );
+    let (ro, _) = login(&server, RO).await.unwrap();
+    assert_eq!(ro.get("slowlog").await.0, StatusCode::OK);
+}
