@@ -93,9 +93,7 @@ pub(crate) fn reply_for_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::R
         Reply::Bulk(b) => Value::String(lua.create_string(b)?),
         Reply::Int(n) => Value::Number(*n as f64),
         Reply::Null | Reply::NullArray => null(),
-        Reply::Bulks(list) => {
-            Value::Table(lua.create_sequence_from(list.iter().map(|b| text(b)))?)
-        }
+        Reply::Bulks(list) => Value::Table(lua.create_sequence_from(list.iter().map(|b| text(b)))?),
         Reply::Array(items) if items.iter().all(flat) => {
             Value::Table(lua.create_sequence_from(items.iter().map(element))?)
         }
