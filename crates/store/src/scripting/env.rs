@@ -1174,12 +1174,15 @@ impl LuaEnv {
             let lua = &st.lua;
             let keys_t = lua.create_sequence_from(keys.iter().map(|k| convert::text(k)))?;
             let args_t = lua.create_sequence_from(args.iter().map(|a| convert::text(a)))?;
+            // Made now, as the tables are: once the limit is back, mlua would make
+            // it through a protected call of its own.
+            let label_s = lua.create_string(label)?;
             // The script's own code runs under the memory limit.
             apply_limit(lua, limit);
             let out = match target {
                 Target::Script => {
                     st.runner
-                        .call::<(bool, Value)>((label, &st.handler, keys_t, args_t))
+                        .call::<(bool, Value)>((&label_s, &st.handler, keys_t, args_t))
                 }
                 Target::Function(f) => {
                     st.runner_fn
