@@ -1,7 +1,8 @@
 // The dashboard in a real browser: Debian's chromium, headless, driven by
 // playwright-core, against the real tidewire binary (TIDEWIRE_BIN). Logs in,
 // browses one key of every type, edits a hash field (checked through the REST
-// API), runs commands in the console, and saves screenshots (see SHOTS below).
+// API), runs commands in the console, watches a realtime channel (live tail,
+// presence, a disconnect), and saves screenshots (see SHOTS below).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -22,13 +23,14 @@ const SHOTS = process.env.SHOTS_DIR
   : path.join(repoRoot, 'compat', 'dashboard', 'out');
 const TOKEN = 'dashboard-compat-token';
 const RO_TOKEN = 'dashboard-compat-readonly';
+const RT_KEY = 'compat.dash:dashboardcompatsecret0123';
 
 let server, dir, base, browser;
 
 async function startTidewire() {
   dir = mkdtempSync(path.join(tmpdir(), 'tidewire-dashboard-'));
   const cfg = path.join(dir, 'tidewire.toml');
-  writeFileSync(cfg, `[upstash]\ntokens = ["${TOKEN}"]\nreadonly_tokens = ["${RO_TOKEN}"]\n`);
+  writeFileSync(cfg, `[upstash]\ntokens = ["${TOKEN}"]\nreadonly_tokens = ["${RO_TOKEN}"]\n[realtime]\nkeys = [{ key = "${RT_KEY}" }]\n`);
   const child = spawn(BIN, ['--config', cfg, '--port', '0', '--http-port', '0', '--print-ports', '--data-dir', path.join(dir, 'data')], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, TIDEWIRE_LOG_LEVEL: 'warn' },
@@ -215,5 +217,83 @@ test('a read-only session sees no edit controls and the server refuses writes', 
   await page.locator('#console-in').press('Enter');
   await page.locator('#console-out .error', { hasText: 'read-only' }).waitFor();
   assert.equal(await rest('HGET', 'demo:hash', 'name'), 'Ada');
+  await page.close();
+});
+
+/** Publishes one message over the realtime (Ably) REST API. */
+async function publish(channel, name, data) {
+  const res = await fetch(`${base}/channels/${encodeURIComponent(channel)}/messages`, {
+    method: 'POST',
+    headers: { authorization: `Basic ${Buffer.from(RT_KEY).toString('base64')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name, data }),
+  });
+  assert.ok(res.ok, `publish: ${res.status}`);
+}
+
+test('realtime: channels, a live tail, presence, connections and a disconnect', async () => {
+  // A realtime client in its own page (the browser's WebSocket, Ably's wire
+  // protocol by hand): attaches to demo-room and enters presence as ada.
+  const client = await browser.newPage();
+  await client.goto(`${base}/dashboard/`);
+  const connectionId = await client.evaluate(async ({ key }) => {
+    const ws = new WebSocket(`ws://${location.host}/?key=${encodeURIComponent(key)}&clientId=ada&format=json&v=5`);
+    window.frames_ = [];
+    const next = (action) => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no action ${action}`)), 10_000);
+      const check = () => {
+        const i = window.frames_.findIndex((f) => f.action === action);
+        if (i >= 0) { clearTimeout(timer); resolve(window.frames_.splice(i, 1)[0]); } else setTimeout(check, 20);
+      };
+      check();
+    });
+    ws.onmessage = (ev) => window.frames_.push(JSON.parse(ev.data));
+    window.ws_ = ws;
+    window.next_ = next;
+    const connected = await next(4);
+    ws.send(JSON.stringify({ action: 10, channel: 'demo-room' }));
+    await next(11);
+    ws.send(JSON.stringify({ action: 14, channel: 'demo-room', msgSerial: 0, presence: [{ action: 2, data: 'reading' }] }));
+    await next(1);
+    return connected.connectionId;
+  }, { key: RT_KEY });
+
+  const { page, errors, foreign } = await loggedIn(TOKEN);
+  await page.locator('.tab[data-view=realtime]').click();
+  const row = page.locator('#rt-apps tr.channel[data-channel="demo-room"]');
+  await row.waitFor();
+  await row.click();
+  await page.locator('#rt-tail .note', { hasText: 'tail open' }).waitFor();
+  await publish('demo-room', 'order:new', 'first order');
+  await publish('demo-room', 'order:paid', 'paid in full');
+  await page.locator('#rt-tail div', { hasText: 'paid in full' }).waitFor();
+  await page.locator('#rt-tail div', { hasText: 'order:new' }).waitFor();
+  // Presence and history from the 2 s refresh.
+  await page.locator('#rt-info td', { hasText: 'ada' }).first().waitFor();
+  await page.locator('#rt-info td', { hasText: 'first order' }).waitFor();
+  const conn = page.locator(`#rt-conns tr[data-connection="${connectionId}"]`);
+  await conn.locator('td', { hasText: 'demo-room' }).waitFor();
+  await page.screenshot({ path: path.join(SHOTS, 'realtime.png') });
+
+  // Disconnect: the client is told DISCONNECTED and its row goes.
+  page.once('dialog', (d) => d.accept());
+  await conn.getByRole('button', { name: 'Disconnect' }).click();
+  const disconnected = await client.evaluate(() => window.next_(6));
+  assert.equal(disconnected.error.code, 80003);
+  await conn.waitFor({ state: 'detached' });
+  assert.deepEqual(errors, []);
+  assert.deepEqual(foreign, []);
+  await page.close();
+  await client.close();
+});
+
+test('a read-only session watches realtime but cannot disconnect', async () => {
+  const { page } = await loggedIn(RO_TOKEN);
+  await page.locator('.tab[data-view=realtime]').click();
+  await page.locator('#rt-conns tbody tr').first().waitFor();
+  assert.equal(await page.locator('#rt-conns .write:visible').count(), 0);
+  const status = await page.evaluate(async () => (await fetch('api/realtime/disconnect', {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'any' }),
+  })).status);
+  assert.equal(status, 403);
   await page.close();
 });

@@ -200,6 +200,7 @@ pub async fn run_session<S, R, E>(
         },
     };
     let superseded = link.superseded.clone();
+    let kicked = link.kicked.clone();
     let (tx, rx) =
         crate::outbox::with_limits(hub.config().outbound_queue, hub.config().output_limits());
     let mut s = Session {
@@ -242,7 +243,8 @@ pub async fn run_session<S, R, E>(
     // delivered message).
     let superseded_fut = superseded.notified();
     let evicted_fut = rx.evicted();
-    tokio::pin!(superseded_fut, evicted_fut);
+    let kicked_fut = kicked.notified();
+    tokio::pin!(superseded_fut, evicted_fut, kicked_fut);
     let mut revocations = hub.keyring().revocations();
     let mut flow = s.flush(&mut sink).await;
     while flow == Flow::Continue {
@@ -251,6 +253,21 @@ pub async fn run_session<S, R, E>(
             _ = &mut superseded_fut => {
                 // A resume took this connection over; the registry entry is theirs now.
                 superseded_now = true;
+                flow = Flow::Close;
+            }
+            _ = &mut kicked_fut => {
+                // Closed by an operator: say so, not resumable (its presence
+                // members leave now), then go.
+                s.push(ProtocolMessage {
+                    action: Action::Disconnected,
+                    error: Some(
+                        AblyError::new(ErrorCode::Disconnected, "Connection closed by the server")
+                            .to_info(),
+                    ),
+                    ..Default::default()
+                });
+                s.resumable = false;
+                let _ = tokio::time::timeout(GOODBYE_TIMEOUT, s.flush(&mut sink)).await;
                 flow = Flow::Close;
             }
             _ = &mut evicted_fut => {
@@ -1150,6 +1167,40 @@ mod tests {
             }
         }
         assert!(got_ack && got_msg);
+    }
+
+    #[tokio::test]
+    async fn server_side_disconnect_says_so_and_ends_the_session() {
+        let hub = hub();
+        let (tx, mut rx) = start(hub.clone(), &[("key", "app.k:s"), ("clientId", "c1")]);
+        let c = next_json(&mut rx).await;
+        let id = c["connectionId"].as_str().unwrap().to_string();
+        send(&tx, serde_json::json!({"action": 10, "channel": "a"}));
+        assert_eq!(next_json(&mut rx).await["action"], 11);
+        let listed = hub.connections();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].record.client_id.as_deref(), Some("c1"));
+        assert_eq!(listed[0].channels, vec!["a".to_string()]);
+        assert!(hub.disconnect(&id));
+        let d = next_json(&mut rx).await;
+        assert_eq!(d["action"], 6);
+        assert_eq!(d["error"]["code"], 80003);
+        // The session ends, not resumable: the registry forgets the connection.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.next()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(_) => panic!("session did not end"),
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while hub.connection(&id).is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("connection forgotten");
+        assert!(!hub.disconnect(&id));
     }
 
     /// A sink that reports each flush as one batch of the frames fed before it.

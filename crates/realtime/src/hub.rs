@@ -68,6 +68,14 @@ pub struct HubMetrics {
     pub messages_out: u64,
 }
 
+/// One connection as listed by [`Hub::connections`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub record: ConnectionRecord,
+    /// Channels it is attached to, sorted (empty while parked).
+    pub channels: Vec<String>,
+}
+
 /// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
 /// idempotent publishing. Kept at hub level because channels without
 /// subscribers are released between publishes.
@@ -260,6 +268,48 @@ impl Hub {
     /// `resume=`/`recover=`.
     pub fn connection_by_key(&self, connection_key: &str) -> Option<ConnectionRecord> {
         self.registry.get_by_key(connection_key)
+    }
+
+    /// Every registered connection with the channels it is attached to, for
+    /// operators' views (the dashboard); read-only. Takes the channel map's read
+    /// lock and each channel's lock briefly, one at a time.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut by_generation: HashMap<u64, Vec<String>> = HashMap::new();
+        let channels: Vec<Arc<Channel>> = self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for ch in channels {
+            for id in ch.lock().subscribers.keys() {
+                by_generation
+                    .entry(*id)
+                    .or_default()
+                    .push(ch.name().to_owned());
+            }
+        }
+        self.registry
+            .list()
+            .into_iter()
+            .map(|(record, generation)| {
+                let mut channels = if record.disconnected_ms.is_none() {
+                    by_generation.remove(&generation).unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                channels.sort();
+                ConnectionInfo { record, channels }
+            })
+            .collect()
+    }
+
+    /// Closes a connection from the server side (the dashboard's disconnect): its
+    /// transport sends DISCONNECTED (80003) and ends, not resumable; a parked one
+    /// is forgotten. False if no such connection.
+    pub fn disconnect(&self, connection_id: &str) -> bool {
+        self.registry.kick(connection_id)
     }
 
     /// Number of live WebSocket connections.

@@ -40,6 +40,11 @@ pub struct SessionLink {
     /// Signalled when a resume takes the connection over from a transport that has
     /// not noticed its own loss yet.
     pub superseded: Arc<Notify>,
+    /// Signalled when an operator closes the connection (the dashboard's
+    /// disconnect): the transport serving it says DISCONNECTED and ends, not
+    /// resumable. A stored permit means a transport that is between wake-ups
+    /// still sees it.
+    pub kicked: Arc<Notify>,
     /// Channels where this connection has entered presence members.
     presence_channels: Arc<Mutex<HashSet<String>>>,
     /// Channels whose members were removed while the connection was parked: the
@@ -52,6 +57,7 @@ impl SessionLink {
         SessionLink {
             msg_serial: Arc::new(AtomicI64::new(i64::MIN)),
             superseded: Arc::new(Notify::new()),
+            kicked: Arc::new(Notify::new()),
             presence_channels: Arc::default(),
             presence_lost: Arc::default(),
         }
@@ -229,6 +235,34 @@ impl Registry {
         });
     }
 
+    /// Every connection (live or resumable) with the transport generation serving
+    /// it: read-only, for operators' views (the dashboard), which have no other
+    /// way to enumerate connections.
+    pub fn list(&self) -> Vec<(ConnectionRecord, u64)> {
+        let mut v: Vec<(ConnectionRecord, u64)> = self
+            .lock()
+            .values()
+            .map(|e| (e.record.clone(), e.generation))
+            .collect();
+        v.sort_by(|a, b| a.0.connection_id.cmp(&b.0.connection_id));
+        v
+    }
+
+    /// Asks the transport serving a live connection to close it, or forgets a
+    /// parked (resumable) one so it cannot be resumed. False if unknown.
+    pub fn kick(&self, connection_id: &str) -> bool {
+        let mut map = self.lock();
+        let Some(entry) = map.get(connection_id) else {
+            return false;
+        };
+        if entry.record.disconnected_ms.is_some() {
+            map.remove(connection_id);
+        } else {
+            entry.link.kicked.notify_one();
+        }
+        true
+    }
+
     /// Snapshot of one connection.
     pub fn get(&self, connection_id: &str) -> Option<ConnectionRecord> {
         self.lock().get(connection_id).map(|e| e.record.clone())
@@ -319,6 +353,24 @@ mod tests {
             ErrorCode::ConnectionExpired
         );
         assert!(r.get("xxxxxxxxxx").is_none());
+    }
+
+    #[tokio::test]
+    async fn kick_signals_live_and_forgets_parked() {
+        let r = Registry::default();
+        let link = r.register(rec("xxxxxxxxxx"), 1);
+        r.register(rec("yyyyyyyyyy"), 2);
+        r.ended("yyyyyyyyyy", 2, true, 0);
+        assert_eq!(r.list().len(), 2);
+        assert!(r.kick("xxxxxxxxxx"));
+        // The permit is kept for a transport that is not waiting right now.
+        tokio::time::timeout(std::time::Duration::from_secs(1), link.kicked.notified())
+            .await
+            .expect("kick signalled");
+        assert!(r.get("xxxxxxxxxx").is_some());
+        assert!(r.kick("yyyyyyyyyy"));
+        assert!(r.get("yyyyyyyyyy").is_none());
+        assert!(!r.kick("zzzzzzzzzz"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ const readOnly = () => !state.session || state.session.role !== "admin";
 // ---- login ----------------------------------------------------------------
 function showLogin() {
   stopTimer();
+  closeTail();
   $("#app").hidden = true;
   $("#login").hidden = false;
   $("#credential").focus();
@@ -83,6 +84,8 @@ function show(view) {
   if (view === "keys") scanKeys(true);
   if (view === "console") $("#console-in").focus();
   if (view === "slowlog") refreshSlowlog();
+  if (view === "realtime") { refreshRealtime(); state.timer = setInterval(refreshRealtime, 2000); }
+  else closeTail();
 }
 document.querySelectorAll(".tab").forEach((t) => { t.onclick = () => show(t.dataset.view); });
 
@@ -368,6 +371,111 @@ async function refreshSlowlog() {
   }
 }
 $("#slowlog-refresh").onclick = refreshSlowlog;
+
+// ---- realtime -------------------------------------------------------------
+// Channels and connections are polled every 2 s; the selected channel's messages
+// arrive over an EventSource (the tail), closed when another channel is picked or
+// the tab is left.
+const rt = { app: null, name: null, tail: null };
+const TAIL_LINES = 200;
+
+function closeTail() {
+  if (rt.tail) rt.tail.close();
+  rt.tail = null;
+}
+
+const q = (params) => new URLSearchParams(params).toString();
+
+async function refreshRealtime() {
+  let data;
+  try { data = await api("realtime/channels"); } catch (e) {
+    $("#rt-apps").replaceChildren(el("p", { class: "error", text: e.message }));
+    return;
+  }
+  $("#rt-apps").replaceChildren(...data.apps.map((a) => {
+    const rows = a.channels.map((c) => {
+      const tr = el("tr", { class: "channel" + (a.app === rt.app && c.name === rt.name ? " selected" : ""), "data-channel": c.name },
+        el("td", { class: "mono", text: c.name }), el("td", { text: c.connections }), el("td", { text: c.subscribers }),
+        el("td", { text: c.publishers }), el("td", { text: c.presence_members }));
+      tr.onclick = () => openChannel(a.app, c.name);
+      return tr;
+    });
+    if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "5", text: "no active channels" })));
+    return el("div", {},
+      el("p", {}, el("strong", { text: a.app }), el("span", { class: "muted", text: ` · ${a.connections} connections · ${a.total_channels} channels · ${a.presence_members} members · messages in/out ${a.messages_in} / ${a.messages_out}` })),
+      el("table", {}, el("thead", {}, el("tr", {}, ...["channel", "connections", "subscribers", "publishers", "members"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...rows)));
+  }));
+  const rows = [];
+  for (const a of data.apps) {
+    let c;
+    try { c = await api("realtime/connections?" + q({ app: a.app })); } catch (_) { continue; }
+    for (const conn of c.connections) {
+      rows.push(el("tr", { "data-connection": conn.id },
+        el("td", { text: a.app }), el("td", { class: "mono", text: conn.id + (conn.disconnected_ms ? " (parked)" : "") }),
+        el("td", { text: conn.clientId || "" }), el("td", { class: "mono", text: conn.channels.join(", ") }),
+        el("td", {}, button("Disconnect", () => disconnect(a.app, conn.id), "danger"))));
+    }
+  }
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "5", text: "no connections" })));
+  $("#rt-conns tbody").replaceChildren(...rows);
+  if (rt.name) loadChannel();
+}
+
+async function disconnect(app, id) {
+  if (!confirm(`Disconnect ${id}?`)) return;
+  try { await api("realtime/disconnect", { app, id }); } catch (e) { alert(e.message); }
+  refreshRealtime();
+}
+
+function tailLine(text, cls) {
+  const out = $("#rt-tail");
+  if (!out) return;
+  out.append(el("div", { class: cls || "", text }));
+  while (out.childNodes.length > TAIL_LINES) out.firstChild.remove();
+  out.scrollTop = out.scrollHeight;
+}
+
+function openChannel(app, name) {
+  rt.app = app;
+  rt.name = name;
+  closeTail();
+  $("#rt-channel").replaceChildren(
+    el("h2", { class: "mono", text: name }), el("div", { id: "rt-info" }),
+    el("h3", { text: "Live tail" }), el("pre", { id: "rt-tail" }));
+  const src = new EventSource("api/realtime/tail?" + q({ app, name }));
+  src.addEventListener("message", (ev) => {
+    let m;
+    try { m = JSON.parse(ev.data); } catch (_) { m = { data: ev.data }; }
+    const data = typeof m.data === "string" ? m.data : JSON.stringify(m.data);
+    tailLine(`${new Date(m.timestamp || Date.now()).toLocaleTimeString()}  ${m.name || "(no name)"}  ${data}${m.clientId ? "  · " + m.clientId : ""}`);
+  });
+  src.addEventListener("note", (ev) => tailLine(ev.data, "note"));
+  src.onopen = () => tailLine("tail open: waiting for messages…", "note");
+  rt.tail = src;
+  document.querySelectorAll("#rt-apps tr.channel").forEach((tr) => tr.classList.toggle("selected", tr.dataset.channel === name));
+  loadChannel();
+}
+
+async function loadChannel() {
+  const { app, name } = rt;
+  let c;
+  try { c = await api("realtime/channel?" + q({ app, name })); } catch (e) {
+    $("#rt-info").replaceChildren(el("p", { class: "error", text: e.message }));
+    return;
+  }
+  if (rt.name !== name || !$("#rt-info")) return;
+  const str = (v) => (v == null ? "" : typeof v === "string" ? v : JSON.stringify(v));
+  const members = c.members.map((m) => [el("span", { class: "mono", text: m.clientId }), el("span", { class: "mono", text: m.connectionId }), str(m.data)]);
+  const history = c.history.map((m) => [String(m.serial), new Date(m.timestamp).toLocaleTimeString(), el("span", { class: "mono", text: m.name || "" }), el("span", { class: "mono", text: str(m.data) })]);
+  const o = c.occupancy;
+  $("#rt-info").replaceChildren(
+    el("p", { class: "muted", text: o ? `${o.connections} connections · ${o.subscribers} subscribers · ${o.publishers} publishers · ${o.presence_members} members` : "not active (history only)" }),
+    el("h3", { text: `Presence (${members.length})` }),
+    members.length ? table(["clientId", "connection", "data"], members) : el("p", { class: "muted", text: "nobody present" }),
+    el("h3", { text: "Recent history" }),
+    history.length ? table(["serial", "time", "name", "data"], history) : el("p", { class: "muted", text: "no history" }));
+}
 
 // ---- start ----------------------------------------------------------------
 api("session").then((s) => { state.session = s; showApp(); }).catch(() => showLogin());

@@ -94,6 +94,11 @@ pub fn routes(rest: Arc<RestState>, hubs: Vec<Arc<tidewire_realtime::Hub>>) -> R
         .route("/dashboard/api/command", post(command))
         .route("/dashboard/api/commands", get(command_names))
         .route("/dashboard/api/slowlog", get(slowlog))
+        .route("/dashboard/api/realtime/channels", get(rt_channels))
+        .route("/dashboard/api/realtime/channel", get(rt_channel))
+        .route("/dashboard/api/realtime/tail", get(rt_tail))
+        .route("/dashboard/api/realtime/connections", get(rt_connections))
+        .route("/dashboard/api/realtime/disconnect", post(rt_disconnect))
         .with_state(st)
 }
 
@@ -783,6 +788,247 @@ async fn slowlog(
         })
         .collect();
     ok(json!(out))
+}
+
+// ---- Realtime ----------------------------------------------------------------
+
+/// Most history entries the channel view shows.
+const RT_HISTORY: usize = 50;
+
+#[derive(Deserialize)]
+struct AppQuery {
+    app: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChannelQuery {
+    app: Option<String>,
+    name: String,
+}
+
+impl DashState {
+    /// The hub of `app`, the default app's when none is named.
+    fn hub(&self, app: Option<&str>) -> Option<&Arc<tidewire_realtime::Hub>> {
+        match app.filter(|a| !a.is_empty()) {
+            None => self.hubs.first(),
+            Some(a) => self.hubs.iter().find(|h| h.app_id() == a),
+        }
+    }
+}
+
+macro_rules! hub_or_404 {
+    ($st:expr, $app:expr) => {
+        match $st.hub($app) {
+            Some(h) => h.clone(),
+            None => return api_error(StatusCode::NOT_FOUND, "no such app"),
+        }
+    };
+}
+
+/// A message in Ably's JSON wire form, as a value.
+fn message_value(m: &tidewire_realtime::Message) -> Value {
+    let mut m = m.clone();
+    tidewire_realtime::codec::message_to_json_wire(&mut m);
+    serde_json::to_value(&m).unwrap_or(Value::Null)
+}
+
+/// Every app with its live channels and their occupancy.
+async fn rt_channels(State(st): State<Arc<DashState>>, headers: HeaderMap) -> Response {
+    let _s = session_or_401!(st, headers);
+    let apps: Vec<Value> = st
+        .hubs
+        .iter()
+        .map(|h| {
+            let m = h.metrics();
+            let names = h.channel_names("");
+            let total = names.len();
+            let channels: Vec<Value> = names
+                .into_iter()
+                .take(MAX_ITEMS as usize)
+                .filter_map(|n| {
+                    let o = h.existing_channel(&n)?.occupancy();
+                    Some(json!({
+                        "name": n,
+                        "connections": o.connections,
+                        "publishers": o.publishers,
+                        "subscribers": o.subscribers,
+                        "presence_members": o.presence_members,
+                    }))
+                })
+                .collect();
+            json!({
+                "app": h.app_id(),
+                "connections": m.connections,
+                "messages_in": m.messages_in,
+                "messages_out": m.messages_out,
+                "presence_members": m.presence_members,
+                "total_channels": total,
+                "channels": channels,
+            })
+        })
+        .collect();
+    ok(json!({ "apps": apps }))
+}
+
+/// One channel: occupancy, presence members and the latest history page. Reads
+/// only: a channel that is not live is not created.
+async fn rt_channel(
+    State(st): State<Arc<DashState>>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelQuery>,
+) -> Response {
+    let _s = session_or_401!(st, headers);
+    let hub = hub_or_404!(st, q.app.as_deref());
+    if let Err(e) = tidewire_realtime::hub::validate_channel_name(&q.name) {
+        return api_error(StatusCode::BAD_REQUEST, &e.message);
+    }
+    let live = hub.existing_channel(&q.name);
+    let (occupancy, members) = match &live {
+        Some(c) => {
+            let o = c.occupancy();
+            let members: Vec<Value> = c
+                .members(None, None)
+                .into_iter()
+                .take(MAX_ITEMS as usize)
+                .map(|mut p| {
+                    tidewire_realtime::codec::presence_to_json_wire(&mut p);
+                    serde_json::to_value(&p).unwrap_or(Value::Null)
+                })
+                .collect();
+            (
+                json!({
+                    "connections": o.connections,
+                    "publishers": o.publishers,
+                    "subscribers": o.subscribers,
+                    "presence_members": o.presence_members,
+                }),
+                members,
+            )
+        }
+        None => (Value::Null, Vec::new()),
+    };
+    let page = hub.history_page(
+        &q.name,
+        &tidewire_realtime::HistoryQuery {
+            limit: RT_HISTORY,
+            ..Default::default()
+        },
+    );
+    let history: Vec<Value> = page
+        .messages
+        .iter()
+        .map(|m| {
+            let mut v = message_value(&m.message);
+            v["serial"] = json!(m.serial);
+            v
+        })
+        .collect();
+    ok(json!({
+        "app": hub.app_id(),
+        "name": q.name,
+        "live": live.is_some(),
+        "occupancy": occupancy,
+        "members": members,
+        "history": history,
+    }))
+}
+
+/// A live tail of one channel's messages as Server-Sent Events (`message` events
+/// carrying the message's JSON; a `note` when the tail fell behind and skipped
+/// some). Ends when the client goes away: the stream is dropped with the response.
+/// What a slow tail can hold back is bounded by the hub's observer broadcast.
+async fn rt_tail(
+    State(st): State<Arc<DashState>>,
+    headers: HeaderMap,
+    Query(q): Query<ChannelQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let _s = session_or_401!(st, headers);
+    let hub = hub_or_404!(st, q.app.as_deref());
+    if let Err(e) = tidewire_realtime::hub::validate_channel_name(&q.name) {
+        return api_error(StatusCode::BAD_REQUEST, &e.message);
+    }
+    let rx = hub.subscribe_all();
+    // Only the hub's observer handle is kept, not the hub: a tail holds no channel.
+    drop(hub);
+    let stream = futures_util::stream::unfold((rx, q.name), |(mut rx, name)| async move {
+        loop {
+            let event = match rx.recv().await {
+                Ok(ev) if ev.channel == name => Event::default()
+                    .event("message")
+                    .id(ev.serial.to_string())
+                    .data(ev.message_json()),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => Event::default()
+                    .event("note")
+                    .data(format!("the tail fell behind: {n} messages skipped")),
+                Err(RecvError::Closed) => return None,
+            };
+            return Some((Ok::<_, std::convert::Infallible>(event), (rx, name)));
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+/// An app's connections (live and resumable) with clientId and channels.
+async fn rt_connections(
+    State(st): State<Arc<DashState>>,
+    headers: HeaderMap,
+    Query(q): Query<AppQuery>,
+) -> Response {
+    let _s = session_or_401!(st, headers);
+    let hub = hub_or_404!(st, q.app.as_deref());
+    let all = hub.connections();
+    let total = all.len();
+    let list: Vec<Value> = all
+        .into_iter()
+        .take(MAX_ITEMS as usize)
+        .map(|c| {
+            json!({
+                "id": c.record.connection_id,
+                "clientId": c.record.client_id,
+                "key": c.record.key_name,
+                "connected_ms": c.record.connected_ms,
+                "disconnected_ms": c.record.disconnected_ms,
+                "channels": c.channels,
+            })
+        })
+        .collect();
+    ok(json!({ "app": hub.app_id(), "total": total, "connections": list }))
+}
+
+#[derive(Deserialize)]
+struct DisconnectBody {
+    app: Option<String>,
+    id: String,
+}
+
+/// Closes one connection from the server side (admin sessions only): the client
+/// gets DISCONNECTED and its presence members leave.
+async fn rt_disconnect(
+    State(st): State<Arc<DashState>>,
+    headers: HeaderMap,
+    body: BodyBytes,
+) -> Response {
+    let s = session_or_401!(st, headers);
+    if !s.admin {
+        return api_error(StatusCode::FORBIDDEN, "this dashboard session is read-only");
+    }
+    let Ok(b) = serde_json::from_slice::<DisconnectBody>(&body) else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"id\": \"connectionId\"}",
+        );
+    };
+    let hub = hub_or_404!(st, b.app.as_deref());
+    if hub.disconnect(&b.id) {
+        ok(json!({ "ok": true }))
+    } else {
+        api_error(StatusCode::NOT_FOUND, "no such connection")
+    }
 }
 
 #[cfg(test)]

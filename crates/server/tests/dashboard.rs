@@ -479,3 +479,210 @@ async fn console_overview_and_slowlog() {
     let (ro, _) = login(&server, RO).await.unwrap();
     assert_eq!(ro.get("slowlog").await.0, StatusCode::OK);
 }
+
+// ---- Realtime ----------------------------------------------------------------
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The next frame with `action`, within 10 s; `None` if the socket ended first.
+async fn next_action(ws: &mut Ws, action: u64) -> Option<Value> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out waiting for frame");
+        match frame {
+            Some(Ok(WsMessage::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("json frame");
+                if v["action"].as_u64() == Some(action) {
+                    return Some(v);
+                }
+            }
+            Some(Ok(_)) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// A realtime WebSocket client as `client_id`, attached to `channel` and present.
+async fn present(server: &Server, client_id: &str, channel: &str) -> (Ws, String) {
+    let key = server.realtime_root_key.clone().expect("root key");
+    let url = format!(
+        "ws://{}/?key={}&clientId={client_id}&format=json&v=5",
+        server.http_addr,
+        urlencode(&key)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws");
+    let connected = next_action(&mut ws, 4).await.expect("CONNECTED");
+    let id = connected["connectionId"].as_str().unwrap().to_string();
+    let attach = json!({"action": 10, "channel": channel});
+    ws.send(WsMessage::Text(attach.to_string().into()))
+        .await
+        .unwrap();
+    next_action(&mut ws, 11).await.expect("ATTACHED");
+    let enter = json!({"action": 14, "channel": channel, "msgSerial": 0,
+        "presence": [{"action": 2, "data": "here"}]});
+    ws.send(WsMessage::Text(enter.to_string().into()))
+        .await
+        .unwrap();
+    next_action(&mut ws, 1).await.expect("ACK");
+    (ws, id)
+}
+
+async fn rest_publish(server: &Server, channel: &str, name: &str, data: &str) {
+    use base64::Engine;
+    let key = server.realtime_root_key.clone().expect("root key");
+    let auth = base64::engine::general_purpose::STANDARD.encode(&key);
+    let res = Client::new()
+        .post(format!(
+            "http://{}/channels/{channel}/messages",
+            server.http_addr
+        ))
+        .header("Authorization", format!("Basic {auth}"))
+        .json(&json!({"name": name, "data": data}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_channels_history_and_live_tail() {
+    let (server, _dir) = start().await;
+    let (s, _) = login(&server, RO).await.unwrap();
+    let (_ws, _) = present(&server, "alice", "room").await;
+
+    // The tail is open before the publish and sees it arrive.
+    let mut tail = s
+        .http
+        .get(format!("{}/api/realtime/tail?name=room", s.base))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), StatusCode::OK);
+    assert!(tail.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    rest_publish(&server, "other", "skip", "not this one").await;
+    rest_publish(&server, "room", "greet", "hello tail").await;
+    let mut seen = String::new();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(Some(chunk)) = tail.chunk().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("hello tail") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true), "{seen}");
+    assert!(seen.contains("event: message"), "{seen}");
+    assert!(!seen.contains("not this one"), "{seen}");
+    drop(tail);
+
+    let (status, v) = s.get("realtime/channels").await;
+    assert_eq!(status, StatusCode::OK);
+    let app = &v["apps"][0];
+    let room = app["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "room")
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(room["connections"], 1, "{v}");
+    assert_eq!(room["presence_members"], 1, "{v}");
+
+    let (status, v) = s.get("realtime/channel?name=room").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(v["live"], true);
+    assert_eq!(v["members"][0]["clientId"], "alice", "{v}");
+    assert_eq!(v["history"][0]["name"], "greet", "{v}");
+    assert_eq!(v["history"][0]["data"], "hello tail", "{v}");
+
+    assert_eq!(
+        s.get("realtime/channel?name=room&app=nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.get("realtime/channel?name=").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let anon = Client::new()
+        .get(format!("{}/api/realtime/tail?name=room", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_connections_and_disconnect() {
+    let (server, _dir) = start().await;
+    let (ws, id) = present(&server, "bob", "lobby").await;
+    let mut ws = ws;
+    let (ro, _) = login(&server, RO).await.unwrap();
+    let (status, v) = ro.get("realtime/connections").await;
+    assert_eq!(status, StatusCode::OK);
+    let conn = v["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(conn["clientId"], "bob");
+    assert_eq!(conn["channels"], json!(["lobby"]));
+
+    // Read-only sessions may look, not disconnect.
+    let (status, _) = ro
+        .post("realtime/disconnect", json!({ "id": id.as_str() }))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let (admin, _) = login(&server, RW).await.unwrap();
+    assert_eq!(
+        admin
+            .post("realtime/disconnect", json!({ "id": "nosuchconn" }))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        admin.post("realtime/disconnect", json!({"x": 1})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, _) = admin
+        .post("realtime/disconnect", json!({ "id": id.as_str() }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let disconnected = next_action(&mut ws, 6).await.expect("DISCONNECTED");
+    assert_eq!(disconnected["error"]["code"], 80003, "{disconnected}");
+    // Then the socket ends, and the connection and its member are gone.
+    assert!(next_action(&mut ws, 4).await.is_none());
+    assert!(
+        common::eventually(|| async {
+            let (_, v) = admin.get("realtime/connections").await;
+            let (_, c) = admin.get("realtime/channel?name=lobby").await;
+            v["connections"].as_array().is_some_and(|a| a.is_empty())
+                && c["members"].as_array().is_some_and(|m| m.is_empty())
+        })
+        .await
+    );
+}
