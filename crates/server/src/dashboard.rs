@@ -582,10 +582,8 @@ async fn key_get(
             out["value"] = if len.as_i64().unwrap_or(0) <= MAX_ITEMS {
                 cmd!(b"HGETALL", k)
             } else {
-                {
-                    let mut page = cmd!(b"HSCAN", k, b"0", b"COUNT", max.as_bytes());
-                    page[1].take()
-                }
+                // Too many to show: the first SCAN page (its reply is [cursor, items]).
+                cmd!(b"HSCAN", k, b"0", b"COUNT", max.as_bytes())[1].take()
             };
         }
         "list" => {
@@ -599,10 +597,8 @@ async fn key_get(
             out["value"] = if len.as_i64().unwrap_or(0) <= MAX_ITEMS {
                 cmd!(b"SMEMBERS", k)
             } else {
-                {
-                    let mut page = cmd!(b"SSCAN", k, b"0", b"COUNT", max.as_bytes());
-                    page[1].take()
-                }
+                // Too many to show: the first SCAN page (its reply is [cursor, items]).
+                cmd!(b"SSCAN", k, b"0", b"COUNT", max.as_bytes())[1].take()
             };
         }
         "zset" => {
