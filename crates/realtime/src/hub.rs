@@ -275,13 +275,7 @@ impl Hub {
     /// lock and each channel's lock briefly, one at a time.
     pub fn connections(&self) -> Vec<ConnectionInfo> {
         let mut by_generation: HashMap<u64, Vec<String>> = HashMap::new();
-        let channels: Vec<Arc<Channel>> = self
-            .channels
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let channels = self.channel_snapshot();
         for ch in channels {
             for id in ch.lock().subscribers.keys() {
                 by_generation
@@ -380,16 +374,21 @@ impl Hub {
         channel
     }
 
-    /// Figures for `/metrics`: live channels (views included), presence members
-    /// over all channels, messages published and delivered since start.
-    pub fn metrics(&self) -> HubMetrics {
-        let channels: Vec<Arc<Channel>> = self
-            .channels
+    /// The channels now in the map, taken under its read lock only for the copy, so
+    /// that walking them (each under its own lock) never holds the map.
+    fn channel_snapshot(&self) -> Vec<Arc<Channel>> {
+        self.channels
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .cloned()
-            .collect();
+            .collect()
+    }
+
+    /// Figures for `/metrics`: live channels (views included), presence members
+    /// over all channels, messages published and delivered since start.
+    pub fn metrics(&self) -> HubMetrics {
+        let channels = self.channel_snapshot();
         HubMetrics {
             connections: self.connection_count() as u64,
             channels: channels.len() as u64,

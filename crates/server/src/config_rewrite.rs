@@ -70,7 +70,7 @@ pub fn rewritten(
     let mut written: Vec<&str> = Vec::new();
     for key in &named {
         let lower = key.to_ascii_lowercase();
-        let canonical = canonical_name(&lower);
+        let canonical = tidewire_store::config::canonical_name(&lower);
         if let Some((name, value)) = current.iter().find(|(n, _)| *n == canonical) {
             set_value(&mut redis, key, value);
             written.push(name);
@@ -128,19 +128,6 @@ fn take_redis_table(doc: &mut DocumentMut) -> Result<Table, String> {
         // An inline `redis = { … }` becomes a section, so keys can be added.
         Some(Item::Value(Value::InlineTable(t))) => Ok(t.into_table()),
         Some(_) => Err("`redis` in the config file is not a table".into()),
-    }
-}
-
-/// A parameter's own name for an old alias (`hash-max-ziplist-entries`).
-fn canonical_name(name: &str) -> &str {
-    match name {
-        "hash-max-ziplist-entries" => "hash-max-listpack-entries",
-        "hash-max-ziplist-value" => "hash-max-listpack-value",
-        "zset-max-ziplist-entries" => "zset-max-listpack-entries",
-        "zset-max-ziplist-value" => "zset-max-listpack-value",
-        "list-max-ziplist-size" => "list-max-listpack-size",
-        "lua-time-limit" => "busy-reply-threshold",
-        other => other,
     }
 }
 

@@ -302,12 +302,7 @@ impl DashState {
             let reply = client.execute(argv);
             (reply, client.write_seq)
         };
-        if write_seq > 0 {
-            // appendfsync always: answer once the write is on disk, as REST does.
-            if let Some(mut durable) = self.rest.store.durable_waiter() {
-                durable.wait_for(write_seq).await;
-            }
-        }
+        self.rest.wait_durable(write_seq).await;
         match reply {
             Reply::Error(e) if e.starts_with("NOPERM") => Err((StatusCode::FORBIDDEN, e)),
             Reply::Error(e) => Err((StatusCode::BAD_REQUEST, e)),
@@ -576,30 +571,25 @@ async fn key_get(
             let end = (MAX_STRING - 1).to_string();
             out["value"] = cmd!(b"GETRANGE", k, b"0", end.as_bytes());
         }
-        "hash" => {
-            let len = cmd!(b"HLEN", k);
+        "hash" | "set" => {
+            let (count, all, scan): (&[u8], &[u8], &[u8]) = if kind == "hash" {
+                (b"HLEN", b"HGETALL", b"HSCAN")
+            } else {
+                (b"SCARD", b"SMEMBERS", b"SSCAN")
+            };
+            let len = cmd!(count, k);
             out["length"] = len.clone();
             out["value"] = if len.as_i64().unwrap_or(0) <= MAX_ITEMS {
-                cmd!(b"HGETALL", k)
+                cmd!(all, k)
             } else {
                 // Too many to show: the first SCAN page (its reply is [cursor, items]).
-                cmd!(b"HSCAN", k, b"0", b"COUNT", max.as_bytes())[1].take()
+                cmd!(scan, k, b"0", b"COUNT", max.as_bytes())[1].take()
             };
         }
         "list" => {
             out["length"] = cmd!(b"LLEN", k);
             out["start"] = json!(start);
             out["value"] = cmd!(b"LRANGE", k, start_s.as_bytes(), stop_s.as_bytes());
-        }
-        "set" => {
-            let len = cmd!(b"SCARD", k);
-            out["length"] = len.clone();
-            out["value"] = if len.as_i64().unwrap_or(0) <= MAX_ITEMS {
-                cmd!(b"SMEMBERS", k)
-            } else {
-                // Too many to show: the first SCAN page (its reply is [cursor, items]).
-                cmd!(b"SSCAN", k, b"0", b"COUNT", max.as_bytes())[1].take()
-            };
         }
         "zset" => {
             out["length"] = cmd!(b"ZCARD", k);

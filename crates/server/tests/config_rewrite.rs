@@ -82,6 +82,9 @@ fn force_all_rewrite_restarts_with_every_value_unchanged() {
         .unwrap();
     assert_eq!(ok, "OK");
     node.stop();
+    // Defaults the file never named are in it now.
+    let text = std::fs::read_to_string(dir.path().join("tidewire-test.toml")).unwrap();
+    assert!(text.contains("maxmemory-policy = \"noeviction\""), "{text}");
     let node = start_with_existing_config(dir.path());
     let mut c = node.conn();
     for (name, value) in before {

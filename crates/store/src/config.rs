@@ -298,18 +298,27 @@ pub fn is_directive(name: &str) -> bool {
     is_parameter(name) || name.eq_ignore_ascii_case("user")
 }
 
-/// The parameters `CONFIG REWRITE` writes, with their current values: every
-/// parameter under its own name, not the old alias names (`hash-max-ziplist-*`,
-/// `lua-time-limit`), which follow their partner anyway.
 impl Config {
+    /// The parameters `CONFIG REWRITE` writes, with their current values: every
+    /// parameter under its own name, not the old alias names (`hash-max-ziplist-*`,
+    /// `lua-time-limit`), which follow their partner anyway.
     pub fn rewritable(&self) -> Vec<(&'static str, String)> {
         let values = self.values.read();
         PARAMS
             .iter()
-            .filter(|(n, _, _)| !ALIASES.iter().any(|(old, _)| old == n))
+            .filter(|(n, _, _)| canonical_name(n) == *n)
             .filter_map(|(n, _, _)| values.get(n).map(|v| (*n, v.clone())))
             .collect()
     }
+}
+
+/// A parameter's own name for one of its old alias names (`hash-max-ziplist-entries`
+/// → `hash-max-listpack-entries`); any other name as it is.
+pub fn canonical_name(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find_map(|(old, new)| (*old == name).then_some(*new))
+        .unwrap_or(name)
 }
 
 fn alias_of(name: &str) -> Option<&'static str> {

@@ -83,6 +83,16 @@ impl RestState {
         }))
     }
 
+    /// Under `appendfsync always`, returns once the writes up to `write_seq` (0:
+    /// none) are on disk, so a request is answered only then, as RESP replies are.
+    pub(crate) async fn wait_durable(&self, write_seq: u64) {
+        if write_seq > 0 {
+            if let Some(mut durable) = self.store.durable_waiter() {
+                durable.wait_for(write_seq).await;
+            }
+        }
+    }
+
     /// A client for one request: never blocks, authenticated by its token (as the
     /// token's ACL user, if it has one).
     fn client(&self, peer: &str, access: Access) -> RequestClient<'_> {
@@ -244,12 +254,7 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
             single(st, &peer, &argv, access, format)
         }
     };
-    if write_seq > 0 {
-        // appendfsync always: answer only once the writes are on disk.
-        if let Some(mut durable) = st.store.durable_waiter() {
-            durable.wait_for(write_seq).await;
-        }
-    }
+    st.wait_durable(write_seq).await;
     let token = st.sync.fetch_add(1, Ordering::Relaxed) + 1;
     resp.headers_mut()
         .insert("upstash-sync-token", HeaderValue::from(token));

@@ -46,14 +46,6 @@ pub(crate) fn reply_to_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Re
     reply_to_lua_depth(lua, reply, resp, 0)
 }
 
-/// A value handed to Lua as a host function's result. Strings are made into Lua
-/// strings here, while the host runs with mlua's memory guard lifted (see
-/// `env::with_run`): mlua pushes the result only after the guard is back, and a
-/// string it makes then goes through a protected call of its own (~1.7k
-/// instructions each on the move-active benchmark, against a few hundred for
-/// making it now and pushing the reference).
-pub(crate) type Pushed = Value;
-
 /// Bytes for Lua, borrowed: UTF-8 text is pushed straight onto Lua's stack; other
 /// bytes (rare) go through mlua's string reference.
 pub(crate) type Text<'a> = Either<&'a str, BString>;
@@ -78,8 +70,12 @@ fn element(item: &Reply, resp: Protocol) -> Either<Text<'_>, Value> {
 
 /// A command's reply for redis.call / redis.pcall: [`reply_to_lua`]'s value, with
 /// the common shapes (strings, integers, nulls, flat arrays of those) made with
-/// the fewest Lua API calls.
-pub(crate) fn reply_for_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Result<Pushed> {
+/// the fewest Lua API calls. Strings become Lua strings here, while the host runs
+/// with mlua's memory guard lifted (see `env::with_run`): mlua pushes the result
+/// only after the guard is back, and a string it makes then goes through a
+/// protected call of its own (~1.7k instructions each on the move-active
+/// benchmark, against a few hundred for making it now and pushing the reference).
+pub(crate) fn reply_for_lua(lua: &Lua, reply: &Reply, resp: Protocol) -> mlua::Result<Value> {
     let null = || {
         if resp == Protocol::Resp3 {
             Value::Nil

@@ -1332,12 +1332,7 @@ impl CallError {
 
 /// redis.call (`raise`) and redis.pcall: the command's reply as a Lua value, or
 /// the raised `CallError`.
-fn call_command(
-    lua: &Lua,
-    a: MultiValue,
-    run: &mut RunSlot,
-    raise: bool,
-) -> mlua::Result<convert::Pushed> {
+fn call_command(lua: &Lua, a: MultiValue, run: &mut RunSlot, raise: bool) -> mlua::Result<Value> {
     let argv = match lua_args_to_argv(&a) {
         Ok(v) => v,
         Err(line) if raise => return Err(CallError::raise(line, false)),
