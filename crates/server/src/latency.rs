@@ -82,14 +82,15 @@ pub fn observe(cmd: &Command, usec: u64) {
     let Some(&family) = h.by_command.get(&(cmd as *const Command as usize)) else {
         return;
     };
-    let slot = &h.families[family].slots[thread_slot()];
+    let me = thread_slot();
+    let slot = &h.families[family].slots[me.index()];
     let bucket = BOUNDS_US
         .iter()
         .position(|b| usec <= *b)
         .unwrap_or(BOUNDS_US.len());
-    slot.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-    slot.sum_us.fetch_add(usec, Ordering::Relaxed);
-    slot.count.fetch_add(1, Ordering::Relaxed);
+    me.add(&slot.buckets[bucket], 1);
+    me.add(&slot.sum_us, usec);
+    me.add(&slot.count, 1);
 }
 
 pub fn render(out: &mut String) {

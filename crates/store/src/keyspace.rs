@@ -456,17 +456,8 @@ impl Locked {
     }
 
     pub fn db(&mut self, db: usize, key: &[u8]) -> &mut DbShard {
-        // One shard held (every single-key command): it is the key's shard, so
-        // skip hashing the key again to find it.
-        if matches!(self.gate, Gate::Free) && self.guards.len() == 1 {
-            debug_assert_eq!(
-                self.guards[0].0,
-                shard_index(key),
-                "command touched a key whose shard it did not declare"
-            );
-            return &mut self.guards[0].1.dbs[db];
-        }
-        &mut self.shard_mut(shard_index(key)).dbs[db]
+        let shard = self.shard_of(key);
+        &mut self.shard_mut(shard).dbs[db]
     }
 
     /// Every held part of database `db`; every part in shard order for an
@@ -485,8 +476,33 @@ impl Locked {
     /// Looks a key up, deleting it first if its TTL has passed, so that an expired
     /// key is never visible to any command.
     pub fn get_mut(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
-        // One hash lookup: the position found is reused for the mutable borrow.
-        let part = self.db(db, key);
+        let shard = self.shard_of(key);
+        let idx = self.live_index(shard, db, key, now)?;
+        self.shard_mut(shard).dbs[db]
+            .map
+            .get_index_mut(idx)
+            .map(|(_, e)| e)
+    }
+
+    /// The shard of `key`, without hashing it when the command holds one shard
+    /// (every single-key command): that is the key's shard.
+    fn shard_of(&self, key: &[u8]) -> usize {
+        if matches!(self.gate, Gate::Free) && self.guards.len() == 1 {
+            debug_assert_eq!(
+                self.guards[0].0,
+                shard_index(key),
+                "command touched a key whose shard it did not declare"
+            );
+            return self.guards[0].0;
+        }
+        shard_index(key)
+    }
+
+    /// Where `key` lives in `shard`'s part of `db`, unless it is missing or has
+    /// expired (then it is expired now). One hash lookup: callers reach the entry
+    /// again by its position.
+    fn live_index(&mut self, shard: usize, db: usize, key: &[u8], now: u64) -> Option<usize> {
+        let part = &self.shard_mut(shard).dbs[db];
         let idx = part.map.get_index_of(key)?;
         // (One look at the entry: its own expiry, and whether a hash field of it
         // is due — expired hash fields are never seen, they go before anyone looks.)
@@ -500,10 +516,12 @@ impl Locked {
             self.expire_now(db, key);
             return None;
         }
+        // Removing due fields leaves the entry where it is unless the hash empties
+        // (and goes).
         if fields_due && self.expire_fields(db, key, now) {
             return None;
         }
-        self.db(db, key).map.get_index_mut(idx).map(|(_, e)| e)
+        Some(idx)
     }
 
     /// Deletes the hash fields of `key` whose TTL is due (and the hash if it has
@@ -555,16 +573,16 @@ impl Locked {
 
     /// A read lookup: also counts keyspace hits/misses and refreshes the access clock.
     pub fn lookup_read(&mut self, db: usize, key: &[u8], now: u64) -> Option<&mut Entry> {
-        let shard = shard_index(key);
-        let found = self.get_mut(db, key, now).is_some();
-        let s = self.shard_mut(shard);
-        if found {
-            s.hits += 1;
-        } else {
-            s.misses += 1;
-        }
+        let shard = self.shard_of(key);
+        let idx = self.live_index(shard, db, key, now);
         let no_touch = self.no_touch;
-        let e = self.shard_mut(shard).dbs[db].map.get_mut(key)?;
+        let s = self.shard_mut(shard);
+        let Some(idx) = idx else {
+            s.misses += 1;
+            return None;
+        };
+        s.hits += 1;
+        let (_, e) = s.dbs[db].map.get_index_mut(idx)?;
         if !no_touch {
             crate::evict::touch(&mut e.access);
         }

@@ -2,7 +2,7 @@
 //! `luaReplyToRedisReply`.
 
 use bytes::Bytes;
-use mlua::{BString, Either, Lua, LuaString, Table, Value};
+use mlua::{BString, Either, Function, Lua, LuaString, Table, Value};
 use tidewire_resp::{format_double, Protocol, Reply};
 
 /// Nesting bound for both directions: deeper levels become the error Redis emits
@@ -265,20 +265,24 @@ fn lua_to_reply_depth(
         },
         Value::Integer(n) => Reply::Int(*n),
         Value::Number(n) => Reply::Int(*n as i64),
-        Value::Table(t) => table_to_reply(t, script_resp, fields, depth),
+        Value::Table(t) => {
+            let shape = fields.shape.call::<u8>(t).unwrap_or(0);
+            table_to_reply(t, shape, script_resp, fields, depth)
+        }
         _ => Reply::Null,
     }
 }
 
 /// The fields that give a returned table a meaning of its own, in the order
-/// Redis checks them.
-const ERR: usize = 0;
-const OK: usize = 1;
-const DOUBLE: usize = 2;
-const BIG_NUMBER: usize = 3;
-const VERBATIM: usize = 4;
-const MAP: usize = 5;
-const SET: usize = 6;
+/// Redis checks them; the environment's `shape` answers 1 + the index of the
+/// first one a table has with the right type, or 0.
+const ERR: u8 = 1;
+const OK: u8 = 2;
+const DOUBLE: u8 = 3;
+const BIG_NUMBER: u8 = 4;
+const VERBATIM: u8 = 5;
+const MAP: u8 = 6;
+const SET: u8 = 7;
 const SPECIAL: [&str; 7] = [
     "err",
     "ok",
@@ -289,17 +293,34 @@ const SPECIAL: [&str; 7] = [
     "set",
 ];
 
-/// The names in [`SPECIAL`] as Lua strings, made once per state: a lookup by a
-/// Rust `&str` would intern the name again for every table.
-pub(crate) struct ReplyFields(Vec<LuaString>);
+/// What converting returned tables needs from the state, made once per state: the
+/// special field names as Lua strings (a lookup by a Rust `&str` would intern the
+/// name again each time), and the environment's `shape`, which finds which of
+/// them a table carries in one call (seven lookups through the binding cost more
+/// than the rest of a short script's reply).
+pub(crate) struct ReplyFields {
+    names: Vec<LuaString>,
+    shape: Function,
+}
 
 impl ReplyFields {
-    pub(crate) fn new(lua: &Lua) -> mlua::Result<ReplyFields> {
-        SPECIAL
+    pub(crate) fn new(lua: &Lua, shape: Function) -> mlua::Result<ReplyFields> {
+        let names = SPECIAL
             .iter()
             .map(|f| lua.create_string(f))
-            .collect::<mlua::Result<_>>()
-            .map(ReplyFields)
+            .collect::<mlua::Result<_>>()?;
+        Ok(ReplyFields { names, shape })
+    }
+
+    /// The table's special field `shape` (1-based, as `shape` answers); nil for
+    /// none (0) or for the error field, which `error_info` reads.
+    fn get_if(&self, t: &Table, shape: u8) -> Value {
+        match shape {
+            OK..=SET => t
+                .raw_get::<Value>(&self.names[usize::from(shape - 1)])
+                .unwrap_or(Value::Nil),
+            _ => Value::Nil,
+        }
     }
 }
 
@@ -321,54 +342,52 @@ impl mlua::FromLua for NotString {
 /// stay integers. (A `BString` alone would accept numbers as Lua's `tostring`.)
 type Element = Either<NotString, BString>;
 
-fn table_to_reply(t: &Table, script_resp: Protocol, fields: &ReplyFields, depth: usize) -> Reply {
-    // The fields Redis checks, then the array part (one walk: `for_each_value`
-    // pushes the table once for all its elements).
-    let special: [Option<Value>; SPECIAL.len()] = std::array::from_fn(|i| {
-        t.raw_get::<Value>(&fields.0[i])
-            .ok()
-            .filter(|v| !v.is_nil())
-    });
+fn table_to_reply(
+    t: &Table,
+    shape: u8,
+    script_resp: Protocol,
+    fields: &ReplyFields,
+    depth: usize,
+) -> Reply {
+    if depth > MAX_DEPTH {
+        return Reply::Error(STACK_LIMIT_ERR.into());
+    }
     let nested = |v: &Value| lua_to_reply_depth(v, script_resp, fields, depth + 1);
-    if let Some(Value::String(_)) = &special[ERR] {
-        let (msg, _, _) = error_info(t);
-        return Reply::Error(sanitize_line(msg.unwrap_or_default().as_bytes()));
-    }
-    if let Some(Value::String(s)) = &special[OK] {
-        return Reply::SimpleString(sanitize_line(&s.as_bytes()));
-    }
-    match &special[DOUBLE] {
-        Some(Value::Number(d)) => return Reply::Double(*d),
-        Some(Value::Integer(d)) => return Reply::Double(*d as f64),
+    match (shape, fields.get_if(t, shape)) {
+        (ERR, _) => {
+            let (msg, _, _) = error_info(t);
+            return Reply::Error(sanitize_line(msg.unwrap_or_default().as_bytes()));
+        }
+        (OK, Value::String(s)) => return Reply::SimpleString(sanitize_line(&s.as_bytes())),
+        (DOUBLE, Value::Number(d)) => return Reply::Double(d),
+        (DOUBLE, Value::Integer(d)) => return Reply::Double(d as f64),
+        (BIG_NUMBER, Value::String(s)) => return Reply::BigNumber(sanitize_line(&s.as_bytes())),
+        (VERBATIM, Value::Table(v)) => {
+            if let (Ok(Value::String(f)), Ok(Value::String(s))) =
+                (v.raw_get::<Value>("format"), v.raw_get::<Value>("string"))
+            {
+                let format: &'static str = match &f.as_bytes()[..] {
+                    b"mkd" => "mkd",
+                    _ => "txt",
+                };
+                return Reply::Verbatim(format, Bytes::copy_from_slice(&s.as_bytes()));
+            }
+        }
+        (MAP, Value::Table(m)) => {
+            let mut pairs = Vec::new();
+            for (k, v) in m.pairs::<Value, Value>().flatten() {
+                pairs.push((nested(&k), nested(&v)));
+            }
+            return Reply::Map(pairs);
+        }
+        (SET, Value::Table(s)) => {
+            let mut items = Vec::new();
+            for (k, _) in s.pairs::<Value, Value>().flatten() {
+                items.push(nested(&k));
+            }
+            return Reply::Set(items);
+        }
         _ => {}
-    }
-    if let Some(Value::String(s)) = &special[BIG_NUMBER] {
-        return Reply::BigNumber(sanitize_line(&s.as_bytes()));
-    }
-    if let Some(Value::Table(v)) = &special[VERBATIM] {
-        if let (Ok(Value::String(f)), Ok(Value::String(s))) =
-            (v.raw_get::<Value>("format"), v.raw_get::<Value>("string"))
-        {
-            let format: &'static str = match &f.as_bytes()[..] {
-                b"mkd" => "mkd",
-                _ => "txt",
-            };
-            return Reply::Verbatim(format, Bytes::copy_from_slice(&s.as_bytes()));
-        }
-    }
-    if let Some(Value::Table(m)) = &special[MAP] {
-        let mut pairs = Vec::new();
-        for (k, v) in m.pairs::<Value, Value>().flatten() {
-            pairs.push((nested(&k), nested(&v)));
-        }
-        return Reply::Map(pairs);
-    }
-    if let Some(Value::Table(s)) = &special[SET] {
-        let mut items = Vec::new();
-        for (k, _) in s.pairs::<Value, Value>().flatten() {
-            items.push(nested(&k));
-        }
-        return Reply::Set(items);
     }
     // The array part up to the first nil, as Redis reads it (t[1], t[2], ...).
     let mut items = Vec::new();
