@@ -526,7 +526,7 @@ async function loadQueue() {
     return;
   }
   document.querySelectorAll("#queues tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.queue === qkey(q)));
-  const tabs = Object.entries(page.counts).map(([st, n]) => {
+  const tabs = (page.states || Object.keys(page.counts)).map((st) => [st, page.counts[st]]).map(([st, n]) => {
     const b = el("button", { class: st === qs.state ? "active" : "", "data-state": st, text: `${st} (${n})` });
     b.onclick = () => { qs.state = st; qs.start = 0; loadQueue(); };
     return b;
@@ -613,6 +613,13 @@ async function refreshPrimitives() {
 }
 
 // ---- memory ---------------------------------------------------------------
+/** A bar `px` wide (set through the CSSOM: the CSP refuses inline style attributes). */
+function bar(px) {
+  const b = el("div", { class: "bar" });
+  b.style.width = px + "px";
+  return b;
+}
+
 async function refreshMemory() {
   const meta = $("#memory-meta");
   meta.textContent = "analysing…";
@@ -623,7 +630,7 @@ async function refreshMemory() {
     : `Sampled ${m.sampled} of ${m.dbsize} keys (${bytes(m.sampled_bytes)}); estimated total ${bytes(m.est_total_bytes)} (sample × ${m.factor.toFixed(2)}). ${m.total_prefixes} prefixes.`;
   const top = m.prefixes.length ? m.prefixes[0].share : 1;
   fill("#memory", m.prefixes.map((p) => [el("span", { class: "mono", text: p.prefix }), String(p.keys), bytes(p.bytes), (p.share * 100).toFixed(1) + " %",
-    el("div", { class: "bar", style: `width: ${Math.max(1, Math.round(120 * p.share / (top || 1)))}px` }), String(p.est_keys), bytes(p.est_bytes)]), 7, "no keys");
+    bar(Math.max(1, Math.round(120 * p.share / (top || 1)))), String(p.est_keys), bytes(p.est_bytes)]), 7, "no keys");
 }
 $("#memory-form").onsubmit = (ev) => { ev.preventDefault(); refreshMemory(); };
 

@@ -713,7 +713,15 @@ async fn seed_queues(s: &Session) {
                 "version",
                 "bullmq:5.0.0",
             ],
-            &["XADD", "bull:mail:events", "*", "event", "added", "jobId", "1"],
+            &[
+                "XADD",
+                "bull:mail:events",
+                "*",
+                "event",
+                "added",
+                "jobId",
+                "1",
+            ],
             &[
                 "HSET",
                 "bull:mail:1",
@@ -879,7 +887,9 @@ async fn queues_are_discovered_with_counts_and_jobs() {
     assert_eq!(job["failedReason"], "smtp down");
     assert_eq!(job["attemptsMade"], "1");
     assert_eq!(job["score"], "1700000000200");
-    let (_, page) = ro.get("queue?prefix=legacy&name=reports&state=failed&count=1").await;
+    let (_, page) = ro
+        .get("queue?prefix=legacy&name=reports&state=failed&count=1")
+        .await;
     assert_eq!(page["total"], 2);
     assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
     // Newest failure first.
@@ -892,7 +902,10 @@ async fn queues_are_discovered_with_counts_and_jobs() {
     assert_eq!(j["state"], "failed");
     assert_eq!(j["fields"]["data"], json!({"to": "ada@example.com"}));
     assert_eq!(j["fields"]["opts"], json!({"attempts": 1}));
-    assert_eq!(j["fields"]["stacktrace"][0], "Error: smtp down\n    at send");
+    assert_eq!(
+        j["fields"]["stacktrace"][0],
+        "Error: smtp down\n    at send"
+    );
     let (_, j) = ro.get("queue/job?prefix=bull&name=mail&id=3").await;
     assert_eq!(
         (j["state"].clone(), j["fields"]["returnvalue"].clone()),
@@ -984,18 +997,28 @@ async fn queue_actions_leave_the_keyspace_as_the_libraries_do() {
         ])
     );
     assert_eq!(
-        result(&admin, &["ZRANGE", "bull:mail:marker", "0", "-1", "WITHSCORES"]).await,
+        result(
+            &admin,
+            &["ZRANGE", "bull:mail:marker", "0", "-1", "WITHSCORES"]
+        )
+        .await,
         json!(["0", "0"])
     );
-    let last = result(&admin, &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"]).await;
+    let last = result(
+        &admin,
+        &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"],
+    )
+    .await;
     assert_eq!(
         last[0][1],
         json!(["event", "waiting", "jobId", "1", "prev", "failed"])
     );
     // Not failed any more: a second retry is refused, and so is an unknown job.
-    let (status, _) = act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "1"})).await;
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "1"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "77"})).await;
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "77"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A job with a priority is retried into `prioritized`, and a paused queue
@@ -1003,83 +1026,138 @@ async fn queue_actions_leave_the_keyspace_as_the_libraries_do() {
     setup(
         &admin,
         &[
-            &["HSET", "bull:mail:5", "name", "vip", "data", "{}", "priority", "3"],
+            &[
+                "HSET",
+                "bull:mail:5",
+                "name",
+                "vip",
+                "data",
+                "{}",
+                "priority",
+                "3",
+            ],
             &["ZADD", "bull:mail:failed", "1700000000500", "5"],
             &["HSET", "bull:mail:meta", "paused", "1"],
             &["DEL", "bull:mail:marker"],
         ],
     )
     .await;
-    let (status, _) = act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "5"})).await;
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "5"})).await;
     assert_eq!(status, StatusCode::OK);
     let scored = result(&admin, &["ZSCORE", "bull:mail:prioritized", "5"]).await;
     let score = scored
         .as_f64()
         .or_else(|| scored.as_str().and_then(|t| t.parse().ok()))
         .unwrap_or_else(|| panic!("{scored}"));
-    assert!(score >= 3.0 * 4294967296.0 && score < 4.0 * 4294967296.0, "{score}");
-    assert_eq!(result(&admin, &["EXISTS", "bull:mail:marker"]).await, json!(0));
+    assert!(
+        (3.0 * 4294967296.0..4.0 * 4294967296.0).contains(&score),
+        "{score}"
+    );
+    assert_eq!(
+        result(&admin, &["EXISTS", "bull:mail:marker"]).await,
+        json!(0)
+    );
     setup(&admin, &[&["HDEL", "bull:mail:meta", "paused"]]).await;
 
     // BullMQ promote: delayed → wait, delay zeroed, event.
-    let (status, _) = act(json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"})).await;
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(result(&admin, &["ZCARD", "bull:mail:delayed"]).await, json!(0));
+    assert_eq!(
+        result(&admin, &["ZCARD", "bull:mail:delayed"]).await,
+        json!(0)
+    );
     assert_eq!(
         result(&admin, &["LRANGE", "bull:mail:wait", "0", "0"]).await,
         json!(["2"])
     );
-    assert_eq!(result(&admin, &["HGET", "bull:mail:2", "delay"]).await, json!("0"));
-    let last = result(&admin, &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"]).await;
+    assert_eq!(
+        result(&admin, &["HGET", "bull:mail:2", "delay"]).await,
+        json!("0")
+    );
+    let last = result(
+        &admin,
+        &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"],
+    )
+    .await;
     assert_eq!(
         last[0][1],
         json!(["event", "waiting", "jobId", "2", "prev", "delayed"])
     );
-    let (status, _) = act(json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"})).await;
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
 
     // Clean: the finished jobs go, with their hashes; a `cleaned` event.
-    let (status, body) = act(json!({"prefix": "bull", "name": "mail", "action": "clean", "state": "completed"})).await;
-    assert_eq!((status, body["removed"].clone()), (StatusCode::OK, json!(1)));
-    assert_eq!(result(&admin, &["ZCARD", "bull:mail:completed"]).await, json!(0));
+    let (status, body) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "clean", "state": "completed"}))
+            .await;
+    assert_eq!(
+        (status, body["removed"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    assert_eq!(
+        result(&admin, &["ZCARD", "bull:mail:completed"]).await,
+        json!(0)
+    );
     assert_eq!(result(&admin, &["EXISTS", "bull:mail:3"]).await, json!(0));
-    let last = result(&admin, &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"]).await;
+    let last = result(
+        &admin,
+        &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"],
+    )
+    .await;
     assert_eq!(last[0][1], json!(["event", "cleaned", "count", "1"]));
     // A grace period keeps recent ones.
-    setup(&admin, &[
-        &["HSET", "bull:mail:6", "name", "x"],
-        &["ZADD", "bull:mail:completed", &format!("{}", now_ms()), "6"],
-    ]).await;
+    setup(
+        &admin,
+        &[
+            &["HSET", "bull:mail:6", "name", "x"],
+            &["ZADD", "bull:mail:completed", &format!("{}", now_ms()), "6"],
+        ],
+    )
+    .await;
     let (_, body) = act(json!({"prefix": "bull", "name": "mail", "action": "clean",
-        "state": "completed", "grace_ms": 60000})).await;
+        "state": "completed", "grace_ms": 60000}))
+    .await;
     assert_eq!(body["removed"], 0);
     assert_eq!(result(&admin, &["EXISTS", "bull:mail:6"]).await, json!(1));
 
     // Classic Bull: retry onto `wait`, refused while a worker holds the lock.
-    let (status, body) = act(json!({"prefix": "legacy", "name": "reports", "action": "retry", "id": "1"})).await;
+    let (status, body) =
+        act(json!({"prefix": "legacy", "name": "reports", "action": "retry", "id": "1"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         result(&admin, &["LRANGE", "legacy:reports:wait", "0", "0"]).await,
         json!(["1"])
     );
     assert_eq!(
-        result(&admin, &["HMGET", "legacy:reports:1", "failedReason", "attemptsMade"]).await,
+        result(
+            &admin,
+            &["HMGET", "legacy:reports:1", "failedReason", "attemptsMade"]
+        )
+        .await,
         json!([null, "1"])
     );
-    let (status, _) = act(json!({"prefix": "legacy", "name": "reports", "action": "retry", "id": "2"})).await;
+    let (status, _) =
+        act(json!({"prefix": "legacy", "name": "reports", "action": "retry", "id": "2"})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
         result(&admin, &["ZRANGE", "legacy:reports:failed", "0", "-1"]).await,
         json!(["2"])
     );
     // Bull promote with a priority: taken after job 10 (priority 1), before 11 (5).
-    let (status, _) = act(json!({"prefix": "legacy", "name": "reports", "action": "promote", "id": "3"})).await;
+    let (status, _) =
+        act(json!({"prefix": "legacy", "name": "reports", "action": "promote", "id": "3"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         result(&admin, &["LRANGE", "legacy:reports:wait", "0", "-1"]).await,
         json!(["1", "11", "3", "10"])
     );
-    assert_eq!(result(&admin, &["ZSCORE", "legacy:reports:priority", "3"]).await, json!(2.0));
+    assert_eq!(
+        result(&admin, &["ZSCORE", "legacy:reports:priority", "3"]).await,
+        json!(2.0)
+    );
     // Bad actions.
     for body in [
         json!({"prefix": "bull", "name": "mail", "action": "retry"}),
@@ -1090,7 +1168,9 @@ async fn queue_actions_leave_the_keyspace_as_the_libraries_do() {
         assert_eq!(act(body.clone()).await.0, StatusCode::BAD_REQUEST, "{body}");
     }
     assert_eq!(
-        act(json!({"prefix": "no", "name": "such", "action": "retry", "id": "1"})).await.0,
+        act(json!({"prefix": "no", "name": "such", "action": "retry", "id": "1"}))
+            .await
+            .0,
         StatusCode::NOT_FOUND
     );
 }
@@ -1114,10 +1194,26 @@ async fn primitives_are_listed() {
             &["CL.THROTTLE", "rl:light", "10", "10", "60"],
             &["CL.THROTTLE", "rl:heavy", "10", "10", "60", "8"],
             &[
-                "TW.THROTTLE", "rl:tiers", "TIER", "second", "5", "5", "1000", "TIER", "hour",
-                "100", "100", "3600000",
+                "TW.THROTTLE",
+                "rl:tiers",
+                "TIER",
+                "second",
+                "5",
+                "5",
+                "1000",
+                "TIER",
+                "hour",
+                "100",
+                "100",
+                "3600000",
             ],
-            &["TW.IDEM.BEGIN", "idem:pay-1", "60000", "FINGERPRINT", "fp-abc"],
+            &[
+                "TW.IDEM.BEGIN",
+                "idem:pay-1",
+                "60000",
+                "FINGERPRINT",
+                "fp-abc",
+            ],
             &["TW.IDEM.BEGIN", "idem:pay-2", "60000"],
             &["TW.LOCK.ACQUIRE", "lock:payout", "30000"],
             &["TW.FILL.GET", "cache:report", "30000"],
@@ -1131,7 +1227,11 @@ async fn primitives_are_listed() {
     assert_eq!(token[0], "inflight");
     let begun = result(&admin, &["TW.IDEM.BEGIN", "idem:done", "60000"]).await;
     let tok = begun[1].as_str().unwrap().to_string();
-    setup(&admin, &[&["TW.IDEM.COMPLETE", "idem:done", &tok, "{\"ok\":1}"]]).await;
+    setup(
+        &admin,
+        &[&["TW.IDEM.COMPLETE", "idem:done", &tok, "{\"ok\":1}"]],
+    )
+    .await;
 
     let (ro, _) = login(&server, RO).await.unwrap();
     let (status, p) = ro.get("primitives").await;
@@ -1209,7 +1309,10 @@ async fn memory_by_prefix_sampled_and_whole() {
     let (ro, _) = login(&server, RO).await.unwrap();
     let (status, m) = ro.get("memory?sample=1000").await;
     assert_eq!(status, StatusCode::OK, "{m}");
-    assert_eq!((m["sampled"].clone(), m["dbsize"].clone()), (json!(81), json!(81)));
+    assert_eq!(
+        (m["sampled"].clone(), m["dbsize"].clone()),
+        (json!(81), json!(81))
+    );
     assert_eq!(m["complete"], true);
     let prefixes = m["prefixes"].as_array().unwrap();
     // The biggest first: 20 large sessions outweigh 60 small names.
@@ -1302,11 +1405,18 @@ async fn realtime_keys_and_token_minting() {
 
     for (body, want) in [
         (json!({"key": "nope.nope"}), StatusCode::NOT_FOUND),
-        (json!({"key": name, "capability": "not json"}), StatusCode::BAD_REQUEST),
+        (
+            json!({"key": name, "capability": "not json"}),
+            StatusCode::BAD_REQUEST,
+        ),
         (json!({"key": name, "ttl": -5}), StatusCode::BAD_REQUEST),
         (json!({"nokey": 1}), StatusCode::BAD_REQUEST),
         (json!({"key": name, "app": "nope"}), StatusCode::NOT_FOUND),
     ] {
-        assert_eq!(admin.post("realtime/token", body.clone()).await.0, want, "{body}");
+        assert_eq!(
+            admin.post("realtime/token", body.clone()).await.0,
+            want,
+            "{body}"
+        );
     }
 }

@@ -127,6 +127,8 @@ impl QueueInfo {
             "kind": self.kind.name(),
             "paused": self.paused,
             "counts": counts,
+            // The states in the libraries' own order (`counts` is sorted by name).
+            "states": self.states.iter().map(|(st, ..)| *st).collect::<Vec<_>>(),
         })
     }
 
@@ -329,7 +331,11 @@ pub(super) async fn jobs(
         };
         let items: Vec<String> = page
             .as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if kind == "zset" {
             ids = items

@@ -33,9 +33,8 @@ pub(super) async fn keys(State(st): State<Arc<DashState>>, headers: HeaderMap) -
                 .keys()
                 .into_iter()
                 .map(|k| {
-                    let capability: Value =
-                        serde_json::from_str(&k.capability.to_canonical_json())
-                            .unwrap_or(Value::Null);
+                    let capability: Value = serde_json::from_str(&k.capability.to_canonical_json())
+                        .unwrap_or(Value::Null);
                     json!({
                         "name": k.name,
                         "capability": capability,
