@@ -2,7 +2,9 @@
 // playwright-core, against the real tidewire binary (TIDEWIRE_BIN). Logs in,
 // browses one key of every type, edits a hash field (checked through the REST
 // API), runs commands in the console, watches a realtime channel (live tail,
-// presence, a disconnect), and saves screenshots (see SHOTS below).
+// presence, a disconnect), retries a failed BullMQ job from the Queues view (a
+// real Queue and Worker), lists the primitives and memory by prefix, mints a
+// realtime token, and saves screenshots (see SHOTS below).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -12,6 +14,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { Queue, Worker, Job } from 'bullmq';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BIN = process.env.TIDEWIRE_BIN || path.join(repoRoot, 'target', 'debug', 'tidewire');
@@ -25,7 +28,7 @@ const TOKEN = 'dashboard-compat-token';
 const RO_TOKEN = 'dashboard-compat-readonly';
 const RT_KEY = 'compat.dash:dashboardcompatsecret0123';
 
-let server, dir, base, browser;
+let server, dir, base, browser, respPort;
 
 async function startTidewire() {
   dir = mkdtempSync(path.join(tmpdir(), 'tidewire-dashboard-'));
@@ -38,8 +41,8 @@ async function startTidewire() {
   const port = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('tidewire did not print LISTENING in time')), 60_000);
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
-      const m = /LISTENING resp=\d+ http=(\d+)/.exec(line);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      const m = /LISTENING resp=(\d+) http=(\d+)/.exec(line);
+      if (m) { clearTimeout(timer); respPort = Number(m[1]); resolve(Number(m[2])); }
     });
     child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`tidewire exited early with ${code}`)); });
   });
@@ -296,4 +299,142 @@ test('a read-only session watches realtime but cannot disconnect', async () => {
   })).status);
   assert.equal(status, 403);
   await page.close();
+});
+
+// ---- queues, primitives, memory, realtime keys --------------------------------
+
+test('queues: a failed BullMQ job is retried from the page and then processed', async () => {
+  const connection = { host: '127.0.0.1', port: respPort, maxRetriesPerRequest: null };
+  const queue = new Queue('emails', { connection });
+  let failNext = true;
+  const worker = new Worker('emails', async (job) => {
+    if (job.name === 'welcome' && failNext) { failNext = false; throw new Error('smtp down'); }
+    return { sent: true, to: job.data.to };
+  }, { connection });
+  try {
+    const failed = new Promise((resolve) => worker.once('failed', (job) => resolve(job)));
+    const job = await queue.add('welcome', { to: 'ada@example.com' }, { attempts: 1 });
+    assert.equal((await failed).id, job.id);
+    await queue.add('digest', { week: 12 }, { delay: 3_600_000 });
+    await queue.add('receipt', { order: 7 });
+
+    const { page, errors, foreign } = await loggedIn(TOKEN);
+    await page.locator('.tab[data-view=queues]').click();
+    const row = page.locator('#queues tr[data-queue="bull:emails"]');
+    await row.locator('td', { hasText: 'bullmq' }).waitFor();
+    await row.click();
+    await page.locator('#queue-detail .states button[data-state=failed]', { hasText: 'failed (1)' }).waitFor();
+    await page.locator('#queue-detail .states button[data-state=delayed]', { hasText: 'delayed (1)' }).waitFor();
+    const jobRow = page.locator(`#queue-jobs tr[data-job="${job.id}"]`);
+    await jobRow.locator('td', { hasText: 'smtp down' }).waitFor();
+    await jobRow.click();
+    const detail = page.locator('#job-detail');
+    await detail.locator('#job-meta', { hasText: 'failed' }).waitFor();
+    await detail.locator('pre[data-field=data]', { hasText: 'ada@example.com' }).waitFor();
+    await detail.locator('pre[data-field=stacktrace]', { hasText: 'smtp down' }).waitFor();
+    await page.screenshot({ path: path.join(SHOTS, 'queues.png') });
+
+    // Retry: the worker, blocked on the queue's marker, takes the job and completes it.
+    const completed = new Promise((resolve) => worker.on('completed', (j) => { if (j.id === job.id) resolve(j); }));
+    await detail.getByRole('button', { name: 'Retry' }).click();
+    const done = await Promise.race([completed, new Promise((_, reject) => setTimeout(() => reject(new Error('the retried job was not processed')), 20_000))]);
+    assert.deepEqual(done.returnvalue, { sent: true, to: 'ada@example.com' });
+    const after = await Job.fromId(queue, job.id);
+    assert.equal(await after.getState(), 'completed');
+    assert.ok(!after.failedReason, `failedReason: ${after.failedReason}`);
+    assert.equal(await queue.getFailedCount(), 0);
+    await page.locator('#queue-detail .states button[data-state=failed]', { hasText: 'failed (0)' }).waitFor();
+
+    // Promote the delayed one from its row; BullMQ sees it waiting or done.
+    await page.locator('#queue-detail .states button[data-state=delayed]').click();
+    const delayedRow = page.locator('#queue-jobs tbody tr', { hasText: 'digest' });
+    await delayedRow.getByRole('button', { name: 'Promote' }).click();
+    await page.locator('#queue-detail .states button[data-state=delayed]', { hasText: 'delayed (0)' }).waitFor();
+    assert.equal(await queue.getDelayedCount(), 0);
+    assert.deepEqual(errors, []);
+    assert.deepEqual(foreign, []);
+    await page.close();
+
+    // Read-only: the buttons are hidden and the server refuses.
+    const ro = await loggedIn(RO_TOKEN);
+    await ro.page.locator('.tab[data-view=queues]').click();
+    await ro.page.locator('#queues tr[data-queue="bull:emails"]').click();
+    await ro.page.locator('#queue-detail .states').waitFor();
+    assert.equal(await ro.page.locator('#queue-detail .write:visible').count(), 0);
+    const status = await ro.page.evaluate(async () => (await fetch('api/queue/action', {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prefix: 'bull', name: 'emails', action: 'clean', state: 'completed' }),
+    })).status);
+    assert.equal(status, 403);
+    await ro.page.close();
+  } finally {
+    await worker.close().catch(() => {});
+    await queue.close().catch(() => {});
+  }
+});
+
+test('primitives and memory by prefix', async () => {
+  await rest('CL.THROTTLE', 'ratelimit:api:alice', '10', '10', '60', '9');
+  await rest('CL.THROTTLE', 'ratelimit:api:bob', '10', '10', '60', '2');
+  await rest('TW.THROTTLE', 'ratelimit:tiered:carol', 'TIER', 'second', '5', '5', '1000', 'TIER', 'hour', '100', '100', '3600000');
+  await rest('TW.LOCK.ACQUIRE', 'lock:payouts', '60000');
+  await rest('TW.IDEM.BEGIN', 'idem:checkout-41', '60000', 'FINGERPRINT', 'sha256:4f1c');
+  await rest('TW.FILL.GET', 'cache:report:2026', '60000');
+  for (let i = 0; i < 40; i++) await rest('SET', `session:${i}`, 'x'.repeat(200 + i * 10));
+
+  const { page, errors } = await loggedIn(TOKEN);
+  await page.locator('.tab[data-view=primitives]').click();
+  await page.locator('#prim-throttles td', { hasText: 'ratelimit:api:alice' }).waitFor();
+  await page.locator('#prim-throttles td', { hasText: 'second:' }).waitFor();
+  await page.locator('#prim-locks td', { hasText: 'lock:payouts' }).waitFor();
+  await page.locator('#prim-idem td', { hasText: 'idem:checkout-41' }).waitFor();
+  await page.locator('#prim-fills td', { hasText: 'cache:report:2026' }).waitFor();
+  // The most loaded first.
+  assert.match(await page.locator('#prim-throttles tbody tr').first().textContent(), /alice/);
+  await page.screenshot({ path: path.join(SHOTS, 'primitives.png') });
+
+  await page.locator('.tab[data-view=memory]').click();
+  await page.locator('#memory td', { hasText: 'session:' }).waitFor();
+  assert.match(await page.locator('#memory-meta').textContent(), /All \d+ keys analysed/);
+  await page.locator('#memory-sample').fill('20');
+  await page.locator('#memory-form button').click();
+  await page.locator('#memory-meta', { hasText: 'Sampled 20 of' }).waitFor();
+  await page.locator('#memory-sample').fill('2000');
+  await page.locator('#memory-form button').click();
+  await page.locator('#memory-meta', { hasText: 'All' }).waitFor();
+  await page.screenshot({ path: path.join(SHOTS, 'memory.png') });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('realtime keys: listed without secrets, a token minted in the page works', async () => {
+  const { page, errors } = await loggedIn(TOKEN);
+  await page.locator('.tab[data-view=rtkeys]').click();
+  const [keyName, secret] = RT_KEY.split(':');
+  await page.locator('#rt-keys td', { hasText: keyName }).waitFor();
+  assert.ok(!(await page.content()).includes(secret), 'the secret is on the page');
+  await page.locator('#mint-capability').fill('{"orders:*": ["publish", "subscribe"]}');
+  await page.locator('#mint-client').fill('checkout-service');
+  await page.locator('#mint-form button').click();
+  await page.locator('#mint-out', { hasText: '"token"' }).waitFor();
+  const details = JSON.parse(await page.locator('#mint-out').textContent());
+  assert.equal(details.clientId, 'checkout-service');
+  assert.equal(details.keyName, keyName);
+  await page.screenshot({ path: path.join(SHOTS, 'realtime-keys.png') });
+  const send = (channel) => fetch(`${base}/channels/${encodeURIComponent(channel)}/messages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${details.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'paid', data: 'order 7' }),
+  });
+  assert.ok((await send('orders:7')).ok);
+  assert.equal((await send('billing')).status, 401);
+  assert.deepEqual(errors, []);
+  await page.close();
+
+  // Read-only sessions get neither the tab nor the API.
+  const ro = await loggedIn(RO_TOKEN);
+  assert.equal(await ro.page.locator('.tab[data-view=rtkeys]').isVisible(), false);
+  const status = await ro.page.evaluate(async () => (await fetch('api/realtime/keys')).status);
+  assert.equal(status, 403);
+  await ro.page.close();
 });

@@ -172,6 +172,14 @@ impl Keyring {
             .any(|name| name.split_once('.').is_some_and(|(app, _)| app == app_id))
     }
 
+    /// Every configured key, by name: for listings (the dashboard shows names and
+    /// capabilities, never the secrets).
+    pub fn keys(&self) -> Vec<&ApiKey> {
+        let mut keys: Vec<&ApiKey> = self.keys.values().collect();
+        keys.sort_by(|a, b| a.name.cmp(&b.name));
+        keys
+    }
+
     /// Looks up a key by name.
     pub fn key(&self, name: &str) -> Option<&ApiKey> {
         self.keys.get(name)

@@ -86,6 +86,10 @@ function show(view) {
   if (view === "slowlog") refreshSlowlog();
   if (view === "realtime") { refreshRealtime(); state.timer = setInterval(refreshRealtime, 2000); }
   else closeTail();
+  if (view === "queues") refreshQueues();
+  if (view === "primitives") refreshPrimitives();
+  if (view === "memory") refreshMemory();
+  if (view === "rtkeys") refreshKeys();
 }
 document.querySelectorAll(".tab").forEach((t) => { t.onclick = () => show(t.dataset.view); });
 
@@ -476,6 +480,193 @@ async function loadChannel() {
     el("h3", { text: "Recent history" }),
     history.length ? table(["serial", "time", "name", "data"], history) : el("p", { class: "muted", text: "no history" }));
 }
+
+// ---- queues ---------------------------------------------------------------
+// Bull and BullMQ queues: counts per state, a page of jobs per state, a job's
+// details, and retry / promote / clean (admin sessions; the server checks too).
+const qs = { queue: null, state: "failed", start: 0, job: null };
+const PAGE = 25;
+const when = (ms) => (ms == null || ms === "" ? "" : new Date(Number(ms)).toLocaleString());
+const qkey = (q) => `${q.prefix}:${q.name}`;
+
+async function refreshQueues() {
+  let data;
+  try { data = await api("queues"); } catch (e) {
+    $("#queues tbody").replaceChildren(el("tr", {}, el("td", { class: "error", colspan: "7", text: e.message })));
+    return;
+  }
+  const rows = data.queues.map((q) => {
+    const c = q.counts;
+    const tr = el("tr", { "data-queue": qkey(q), class: qs.queue && qkey(qs.queue) === qkey(q) ? "selected" : "" },
+      el("td", { class: "mono", text: qkey(q) + (q.paused ? " (paused)" : "") }), el("td", { text: q.kind }),
+      el("td", { text: (c.wait || 0) + (c.paused || 0) + (c.prioritized || 0) }), el("td", { text: c.active || 0 }),
+      el("td", { text: c.delayed || 0 }), el("td", { text: c.completed || 0 }), el("td", { text: c.failed || 0 }));
+    tr.onclick = () => { qs.queue = q; qs.start = 0; loadQueue(); };
+    return tr;
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "7", text: "no queues found" })));
+  $("#queues tbody").replaceChildren(...rows);
+  if (qs.queue) loadQueue();
+}
+$("#queues-refresh").onclick = refreshQueues;
+
+async function queueAction(body, what) {
+  try {
+    const r = await api("queue/action", { prefix: qs.queue.prefix, name: qs.queue.name, ...body });
+    if (r.removed != null) alert(`${r.removed} jobs removed`);
+  } catch (e) { alert(`${what}: ${e.message}`); }
+  await refreshQueues();
+}
+
+async function loadQueue() {
+  const q = qs.queue;
+  let page;
+  try { page = await api("queue?" + new URLSearchParams({ prefix: q.prefix, name: q.name, state: qs.state, start: qs.start, count: PAGE })); } catch (e) {
+    $("#queue-detail").replaceChildren(el("p", { class: "error", text: e.message }));
+    return;
+  }
+  document.querySelectorAll("#queues tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.queue === qkey(q)));
+  const tabs = (page.states || Object.keys(page.counts)).map((st) => [st, page.counts[st]]).map(([st, n]) => {
+    const b = el("button", { class: st === qs.state ? "active" : "", "data-state": st, text: `${st} (${n})` });
+    b.onclick = () => { qs.state = st; qs.start = 0; loadQueue(); };
+    return b;
+  });
+  const rows = page.jobs.map((j) => {
+    const actions = [];
+    if (qs.state === "failed") actions.push(button("Retry", (ev) => { ev.stopPropagation(); queueAction({ action: "retry", id: j.id, reset_attempts: true }, "retry"); }));
+    if (qs.state === "delayed") actions.push(button("Promote", (ev) => { ev.stopPropagation(); queueAction({ action: "promote", id: j.id }, "promote"); }));
+    const tr = el("tr", { "data-job": j.id, class: qs.job === j.id ? "selected" : "" },
+      el("td", { class: "mono", text: j.id }), el("td", { text: j.name || "" }), el("td", { text: when(j.timestamp) }),
+      el("td", { text: j.attemptsMade ?? "" }), el("td", { class: "mono", text: j.failedReason || (j.data || "").slice(0, 80) }),
+      el("td", {}, ...actions));
+    tr.onclick = () => openJob(j.id);
+    return tr;
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted", colspan: "6", text: `no ${qs.state} jobs` })));
+  const pager = el("div", { class: "row" });
+  if (qs.start > 0) { const b = el("button", { text: "← Newer" }); b.onclick = () => { qs.start = Math.max(0, qs.start - PAGE); loadQueue(); }; pager.append(b); }
+  if (qs.start + PAGE < page.total) { const b = el("button", { text: "Older →" }); b.onclick = () => { qs.start += PAGE; loadQueue(); }; pager.append(b); }
+  pager.append(el("span", { class: "muted", text: `${page.total ? qs.start + 1 : 0}–${Math.min(qs.start + PAGE, page.total)} of ${page.total}` }));
+  const tools = [];
+  if (qs.state === "completed" || qs.state === "failed") {
+    tools.push(writeRow(button(`Clean ${qs.state}`, () => {
+      if (confirm(`Remove every ${qs.state} job of ${qkey(q)}?`)) queueAction({ action: "clean", state: qs.state }, "clean");
+    }, "danger")));
+  }
+  $("#queue-detail").replaceChildren(
+    el("h3", { class: "mono", text: `${qkey(q)} · ${page.kind}${page.paused ? " · paused" : ""}` }),
+    el("div", { class: "states" }, ...tabs), ...tools,
+    el("table", { id: "queue-jobs" }, el("thead", {}, el("tr", {}, ...["id", "name", "added", "attempts", "failed reason / data", ""].map((h) => el("th", { text: h })))),
+      el("tbody", {}, ...rows)),
+    pager);
+}
+
+async function openJob(id) {
+  qs.job = id;
+  const q = qs.queue;
+  const d = $("#job-detail");
+  let j;
+  try { j = await api("queue/job?" + new URLSearchParams({ prefix: q.prefix, name: q.name, id })); } catch (e) {
+    d.replaceChildren(el("p", { class: "error", text: e.message }));
+    return;
+  }
+  document.querySelectorAll("#queue-jobs tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.job === id));
+  const f = j.fields;
+  const show = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
+  const parts = [
+    el("h2", { class: "mono", text: `${f.name || "job"} #${j.id}` }),
+    el("div", { class: "muted", id: "job-meta", text: `${j.state || "no state"} · added ${when(f.timestamp)}${f.processedOn ? " · processed " + when(f.processedOn) : ""}${f.finishedOn ? " · finished " + when(f.finishedOn) : ""} · attempts ${f.atm ?? f.attemptsMade ?? 0}` }),
+  ];
+  const acts = [];
+  if (j.state === "failed") acts.push(button("Retry", () => queueAction({ action: "retry", id, reset_attempts: true }, "retry").then(() => openJob(id))));
+  if (j.state === "delayed") acts.push(button("Promote", () => queueAction({ action: "promote", id }, "promote").then(() => openJob(id))));
+  if (acts.length) parts.push(writeRow(...acts));
+  for (const [label, field] of [["Data", "data"], ["Options", "opts"], ["Return value", "returnvalue"], ["Failed reason", "failedReason"], ["Stack trace", "stacktrace"]]) {
+    const v = f[field];
+    if (v == null || v === "" || (Array.isArray(v) && !v.length)) continue;
+    const text = field === "stacktrace" && Array.isArray(v) ? v.join("\n\n") : show(v);
+    parts.push(el("h3", { text: label }), el("pre", { class: "job-json", "data-field": field, text }));
+  }
+  if (Array.isArray(j.logs) && j.logs.length) parts.push(el("h3", { text: "Logs" }), el("pre", { class: "job-json", text: j.logs.join("\n") }));
+  d.replaceChildren(...parts);
+}
+
+// ---- primitives -----------------------------------------------------------
+const ms = (n) => (n == null || n < 0 ? "–" : n >= 1000 ? (n / 1000).toFixed(1) + " s" : n + " ms");
+
+function fill(sel, rows, cols, empty) {
+  const body = rows.length ? rows.map((r) => el("tr", {}, ...r.map((c) => el("td", {}, c))))
+    : [el("tr", {}, el("td", { class: "muted", colspan: String(cols), text: empty }))];
+  $(sel + " tbody").replaceChildren(...body);
+}
+
+async function refreshPrimitives() {
+  let p;
+  try { p = await api("primitives"); } catch (e) { $("#prim-meta").textContent = e.message; return; }
+  $("#prim-meta").textContent = `${p.sampled} string keys sampled${p.complete ? " (the whole keyspace)" : " (a sample)"} · ${p.throttles.count} throttle keys · ${p.locks.count} locks · ${p.idempotency.in_flight_count} idempotency keys in flight, ${p.idempotency.done_count} done · ${p.fills.count} fills in flight`;
+  const mono = (t) => el("span", { class: "mono", text: t });
+  fill("#prim-throttles", p.throttles.top.map((t) => [mono(t.key), t.kind, ms(t.reset_ms),
+    t.tiers.filter((x) => x.tier).map((x) => `${x.tier}: ${ms(x.reset_ms)}`).join(", ")]), 4, "no throttle keys");
+  fill("#prim-locks", p.locks.held.map((l) => [mono(l.key), mono(l.holder), String(l.fence), ms(l.ttl_ms), String(l.waiters)]), 5, "no locks held");
+  fill("#prim-idem", p.idempotency.in_flight.map((i) => [mono(i.key), ms(i.age_ms), ms(i.ttl_ms), mono(i.fingerprint)]), 4, "none in flight");
+  fill("#prim-fills", p.fills.in_flight.map((f) => [mono(f.key), ms(f.lease_ms), String(f.waiters)]), 3, "none in flight");
+}
+
+// ---- memory ---------------------------------------------------------------
+/** A bar `px` wide (set through the CSSOM: the CSP refuses inline style attributes). */
+function bar(px) {
+  const b = el("div", { class: "bar" });
+  b.style.width = px + "px";
+  return b;
+}
+
+async function refreshMemory() {
+  const meta = $("#memory-meta");
+  meta.textContent = "analysing…";
+  let m;
+  try { m = await api("memory?" + new URLSearchParams({ sample: $("#memory-sample").value, depth: $("#memory-depth").value })); } catch (e) { meta.textContent = e.message; return; }
+  meta.textContent = m.complete
+    ? `All ${m.sampled} keys analysed: ${bytes(m.sampled_bytes)} in ${m.total_prefixes} prefixes.`
+    : `Sampled ${m.sampled} of ${m.dbsize} keys (${bytes(m.sampled_bytes)}); estimated total ${bytes(m.est_total_bytes)} (sample × ${m.factor.toFixed(2)}). ${m.total_prefixes} prefixes.`;
+  const top = m.prefixes.length ? m.prefixes[0].share : 1;
+  fill("#memory", m.prefixes.map((p) => [el("span", { class: "mono", text: p.prefix }), String(p.keys), bytes(p.bytes), (p.share * 100).toFixed(1) + " %",
+    bar(Math.max(1, Math.round(120 * p.share / (top || 1)))), String(p.est_keys), bytes(p.est_bytes)]), 7, "no keys");
+}
+$("#memory-form").onsubmit = (ev) => { ev.preventDefault(); refreshMemory(); };
+
+// ---- realtime keys and tokens -----------------------------------------------
+async function refreshKeys() {
+  let data;
+  try { data = await api("realtime/keys"); } catch (e) { fill("#rt-keys", [], 4, e.message); return; }
+  const rows = [];
+  const options = [];
+  for (const a of data.apps) {
+    for (const k of a.keys) {
+      rows.push([a.app, el("span", { class: "mono", text: k.name }), el("span", { class: "mono", text: JSON.stringify(k.capability) }), k.revocable ? "yes" : "no"]);
+      options.push(el("option", { value: JSON.stringify({ app: a.app, key: k.name }), text: k.name }));
+    }
+  }
+  fill("#rt-keys", rows, 4, "no keys configured");
+  $("#mint-key").replaceChildren(...options);
+}
+
+$("#mint-form").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const out = $("#mint-out");
+  out.classList.remove("error");
+  let pick;
+  try { pick = JSON.parse($("#mint-key").value); } catch (_) { out.textContent = "pick a key"; return; }
+  const body = { app: pick.app, key: pick.key, capability: $("#mint-capability").value, clientId: $("#mint-client").value };
+  const ttl = parseInt($("#mint-ttl").value, 10);
+  if (ttl > 0) body.ttl = ttl;
+  try {
+    const t = await api("realtime/token", body);
+    out.textContent = JSON.stringify(t, null, 2);
+  } catch (e) {
+    out.classList.add("error");
+    out.textContent = e.message;
+  }
+};
 
 // ---- start ----------------------------------------------------------------
 api("session").then((s) => { state.session = s; showApp(); }).catch(() => showLogin());

@@ -99,6 +99,14 @@ pub fn routes(rest: Arc<RestState>, hubs: Vec<Arc<tidewire_realtime::Hub>>) -> R
         .route("/dashboard/api/realtime/tail", get(rt_tail))
         .route("/dashboard/api/realtime/connections", get(rt_connections))
         .route("/dashboard/api/realtime/disconnect", post(rt_disconnect))
+        .route("/dashboard/api/realtime/keys", get(tokens::keys))
+        .route("/dashboard/api/realtime/token", post(tokens::mint))
+        .route("/dashboard/api/queues", get(queues::list))
+        .route("/dashboard/api/queue", get(queues::jobs))
+        .route("/dashboard/api/queue/job", get(queues::job))
+        .route("/dashboard/api/queue/action", post(queues::action))
+        .route("/dashboard/api/primitives", get(primitives::list))
+        .route("/dashboard/api/memory", get(memory::by_prefix))
         .with_state(st)
 }
 
@@ -358,6 +366,96 @@ macro_rules! session_or_401 {
 
 fn run_err((status, msg): (StatusCode, String)) -> Response {
     api_error(status, &msg)
+}
+
+/// An error from [`DashState::read_many`] as a response: `403` for NOPERM.
+fn read_err(e: &str) -> Response {
+    let status = if e.starts_with("NOPERM") {
+        StatusCode::FORBIDDEN
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    api_error(status, e)
+}
+
+/// Refuses a read-only session with `403`.
+macro_rules! admin_or_403 {
+    ($s:expr) => {
+        if !$s.admin {
+            return api_error(StatusCode::FORBIDDEN, "this dashboard session is read-only");
+        }
+    };
+}
+
+mod memory;
+mod primitives;
+mod queues;
+mod tokens;
+
+/// Most SCAN calls one sampled walk makes (each asks for 1000 keys), so that a
+/// walk with a rare MATCH over a huge keyspace still ends.
+const MAX_SCAN_CALLS: usize = 1000;
+
+impl DashState {
+    /// Runs commands that only read (flagged `readonly`), back to back with one
+    /// client as the session's user, for the views that read many keys at once
+    /// (queues, primitives, memory). One reply per command, errors included; a
+    /// command that would write is answered with an error, not run.
+    fn read_many(&self, s: &Session, peer: &str, cmds: &[Vec<Bytes>]) -> Vec<Reply> {
+        let mut client = self.rest.client_as(peer, s.user.as_deref());
+        cmds.iter()
+            .map(|argv| match resolve(argv) {
+                Ok(cmd) if policy::reads_only(cmd) => client.execute(argv),
+                Ok(_) => Reply::Error("ERR the dashboard only reads here".into()),
+                Err(e) => e,
+            })
+            .collect()
+    }
+
+    /// One read command's reply as JSON (`Err` with the error text).
+    fn read_one(&self, s: &Session, peer: &str, argv: Vec<Bytes>) -> Result<Value, String> {
+        match self.read_many(s, peer, &[argv]).pop() {
+            Some(Reply::Error(e)) => Err(e),
+            Some(r) => Ok(reply_json(&r)),
+            None => Err("ERR no reply".into()),
+        }
+    }
+
+    /// Walks SCAN (optionally with MATCH and TYPE) until `limit` keys or the end of
+    /// the keyspace: the keys, and whether the walk reached the end.
+    fn scan_sample(
+        &self,
+        s: &Session,
+        peer: &str,
+        pattern: Option<&str>,
+        kind: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), String> {
+        let mut cursor = "0".to_string();
+        let mut keys = Vec::new();
+        for _ in 0..MAX_SCAN_CALLS {
+            let mut argv = args(&[b"SCAN", cursor.as_bytes(), b"COUNT", b"1000"]);
+            if let Some(p) = pattern {
+                argv.extend(args(&[b"MATCH", p.as_bytes()]));
+            }
+            if let Some(t) = kind {
+                argv.extend(args(&[b"TYPE", t.as_bytes()]));
+            }
+            let page = self.read_one(s, peer, argv)?;
+            cursor = page[0].as_str().unwrap_or("0").to_string();
+            if let Some(found) = page[1].as_array() {
+                keys.extend(found.iter().filter_map(|k| k.as_str().map(String::from)));
+            }
+            if keys.len() >= limit {
+                keys.truncate(limit);
+                return Ok((keys, false));
+            }
+            if cursor == "0" {
+                return Ok((keys, true));
+            }
+        }
+        Ok((keys, false))
+    }
 }
 
 #[derive(Deserialize)]

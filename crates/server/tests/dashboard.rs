@@ -686,3 +686,737 @@ async fn realtime_connections_and_disconnect() {
         .await
     );
 }
+
+// ---- Queues ------------------------------------------------------------------
+
+/// Runs each command through the console as `s`, asserting it succeeds.
+async fn setup(s: &Session, cmds: &[&[&str]]) {
+    for c in cmds {
+        let (status, body) = s.cmd(c).await;
+        assert_eq!(status, StatusCode::OK, "{c:?}: {body}");
+    }
+}
+
+/// A BullMQ queue `bull:mail` as BullMQ 5 leaves it (job 1 failed, 2 delayed, 3
+/// completed, 4 waiting), and a classic Bull queue under the prefix `legacy`
+/// (job 1 failed, 2 failed and locked by a worker, 3 delayed with a priority).
+async fn seed_queues(s: &Session) {
+    setup(
+        s,
+        &[
+            &["SET", "bull:mail:id", "4"],
+            &[
+                "HSET",
+                "bull:mail:meta",
+                "opts.maxLenEvents",
+                "10000",
+                "version",
+                "bullmq:5.0.0",
+            ],
+            &[
+                "XADD",
+                "bull:mail:events",
+                "*",
+                "event",
+                "added",
+                "jobId",
+                "1",
+            ],
+            &[
+                "HSET",
+                "bull:mail:1",
+                "name",
+                "welcome",
+                "data",
+                "{\"to\":\"ada@example.com\"}",
+                "opts",
+                "{\"attempts\":1}",
+                "timestamp",
+                "1700000000000",
+                "processedOn",
+                "1700000000100",
+                "finishedOn",
+                "1700000000200",
+                "failedReason",
+                "smtp down",
+                "stacktrace",
+                "[\"Error: smtp down\\n    at send\"]",
+                "atm",
+                "1",
+                "ats",
+                "1",
+                "priority",
+                "0",
+            ],
+            &["ZADD", "bull:mail:failed", "1700000000200", "1"],
+            &[
+                "HSET",
+                "bull:mail:2",
+                "name",
+                "reminder",
+                "data",
+                "{}",
+                "opts",
+                "{\"delay\":60000}",
+                "timestamp",
+                "1700000000000",
+                "delay",
+                "60000",
+                "priority",
+                "0",
+            ],
+            &["ZADD", "bull:mail:delayed", "7300000000000", "2"],
+            &[
+                "HSET",
+                "bull:mail:3",
+                "name",
+                "welcome",
+                "data",
+                "{}",
+                "returnvalue",
+                "{\"sent\":true}",
+                "finishedOn",
+                "1700000000300",
+            ],
+            &["ZADD", "bull:mail:completed", "1700000000300", "3"],
+            &["HSET", "bull:mail:4", "name", "welcome", "data", "{}"],
+            &["LPUSH", "bull:mail:wait", "4"],
+            // Classic Bull, own prefix.
+            &["SET", "legacy:reports:id", "3"],
+            &[
+                "HSET",
+                "legacy:reports:1",
+                "name",
+                "__default__",
+                "data",
+                "{\"month\":3}",
+                "opts",
+                "{\"attempts\":1}",
+                "failedReason",
+                "timeout",
+                "finishedOn",
+                "1700000000000",
+                "attemptsMade",
+                "1",
+            ],
+            &["HSET", "legacy:reports:2", "data", "{}", "opts", "{}"],
+            &["SET", "legacy:reports:2:lock", "worker-token"],
+            &[
+                "ZADD",
+                "legacy:reports:failed",
+                "1700000000000",
+                "1",
+                "1700000000001",
+                "2",
+            ],
+            &[
+                "HSET",
+                "legacy:reports:3",
+                "data",
+                "{}",
+                "opts",
+                "{}",
+                "priority",
+                "2",
+                "delay",
+                "5000",
+            ],
+            &["ZADD", "legacy:reports:delayed", "7300000000000", "3"],
+            // Bull's workers take from the right: 10 (priority 1) goes first.
+            &["RPUSH", "legacy:reports:wait", "11", "10"],
+            &["ZADD", "legacy:reports:priority", "1", "10", "5", "11"],
+            // Look-alikes that are no queues.
+            &["SET", "user:42:id", "7"],
+            &["HSET", "app:config:meta", "owner", "ops"],
+        ],
+    )
+    .await;
+}
+
+async fn result(s: &Session, args: &[&str]) -> Value {
+    let (status, body) = s.cmd(args).await;
+    assert_eq!(status, StatusCode::OK, "{args:?}: {body}");
+    body["result"].clone()
+}
+
+#[tokio::test]
+async fn queues_are_discovered_with_counts_and_jobs() {
+    let (server, _dir) = start().await;
+    let (admin, _) = login(&server, RW).await.unwrap();
+    seed_queues(&admin).await;
+    let (ro, _) = login(&server, RO).await.unwrap();
+
+    let (status, v) = ro.get("queues").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let queues = v["queues"].as_array().unwrap();
+    let names: Vec<(String, String, String)> = queues
+        .iter()
+        .map(|q| {
+            (
+                q["prefix"].as_str().unwrap().into(),
+                q["name"].as_str().unwrap().into(),
+                q["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("bull".into(), "mail".into(), "bullmq".into()),
+            ("legacy".into(), "reports".into(), "bull".into())
+        ],
+        "{v}"
+    );
+    assert_eq!(
+        queues[0]["counts"],
+        json!({"wait": 1, "paused": 0, "prioritized": 0, "waiting-children": 0,
+               "active": 0, "delayed": 1, "completed": 1, "failed": 1})
+    );
+    assert_eq!(
+        queues[1]["counts"],
+        json!({"wait": 2, "paused": 0, "active": 0, "delayed": 1, "completed": 0, "failed": 2})
+    );
+    assert_eq!(queues[0]["paused"], false);
+
+    let (status, page) = ro.get("queue?prefix=bull&name=mail&state=failed").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 1);
+    let job = &page["jobs"][0];
+    assert_eq!(job["id"], "1");
+    assert_eq!(job["name"], "welcome");
+    assert_eq!(job["failedReason"], "smtp down");
+    assert_eq!(job["attemptsMade"], "1");
+    assert_eq!(job["score"], "1700000000200");
+    let (_, page) = ro
+        .get("queue?prefix=legacy&name=reports&state=failed&count=1")
+        .await;
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    // Newest failure first.
+    assert_eq!(page["jobs"][0]["id"], "2");
+    let (_, page) = ro.get("queue?prefix=bull&name=mail&state=wait").await;
+    assert_eq!(page["jobs"][0]["id"], "4");
+
+    let (status, j) = ro.get("queue/job?prefix=bull&name=mail&id=1").await;
+    assert_eq!(status, StatusCode::OK, "{j}");
+    assert_eq!(j["state"], "failed");
+    assert_eq!(j["fields"]["data"], json!({"to": "ada@example.com"}));
+    assert_eq!(j["fields"]["opts"], json!({"attempts": 1}));
+    assert_eq!(
+        j["fields"]["stacktrace"][0],
+        "Error: smtp down\n    at send"
+    );
+    let (_, j) = ro.get("queue/job?prefix=bull&name=mail&id=3").await;
+    assert_eq!(
+        (j["state"].clone(), j["fields"]["returnvalue"].clone()),
+        (json!("completed"), json!({"sent": true}))
+    );
+    let (_, j) = ro.get("queue/job?prefix=bull&name=mail&id=4").await;
+    assert_eq!(j["state"], "wait");
+
+    for bad in [
+        "queue?prefix=bull&name=nope&state=failed",
+        "queue?prefix=user&name=42",
+        "queue/job?prefix=bull&name=mail&id=99",
+    ] {
+        assert_eq!(ro.get(bad).await.0, StatusCode::NOT_FOUND, "{bad}");
+    }
+    assert_eq!(
+        ro.get("queue?prefix=legacy&name=reports&state=prioritized")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Read-only sessions cannot act, and nothing changed.
+    for body in [
+        json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "1"}),
+        json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"}),
+        json!({"prefix": "bull", "name": "mail", "action": "clean", "state": "completed"}),
+    ] {
+        assert_eq!(ro.post("queue/action", body).await.0, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        result(&admin, &["ZRANGE", "bull:mail:failed", "0", "-1"]).await,
+        json!(["1"])
+    );
+    assert_eq!(
+        result(&admin, &["ZCARD", "bull:mail:completed"]).await,
+        json!(1)
+    );
+}
+
+#[tokio::test]
+async fn queue_actions_leave_the_keyspace_as_the_libraries_do() {
+    let (server, _dir) = start().await;
+    let (admin, _) = login(&server, RW).await.unwrap();
+    seed_queues(&admin).await;
+    let act = |body: Value| {
+        let admin = &admin;
+        async move { admin.post("queue/action", body).await }
+    };
+
+    // BullMQ retry: failed → wait, failure fields and attempts cleared, marker
+    // set, a `waiting` event.
+    let (status, body) = act(json!({"prefix": "bull", "name": "mail", "action": "retry",
+        "id": "1", "reset_attempts": true}))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        result(&admin, &["ZCARD", "bull:mail:failed"]).await,
+        json!(0)
+    );
+    assert_eq!(
+        result(&admin, &["LRANGE", "bull:mail:wait", "0", "-1"]).await,
+        json!(["1", "4"])
+    );
+    assert_eq!(
+        result(
+            &admin,
+            &[
+                "HMGET",
+                "bull:mail:1",
+                "failedReason",
+                "finishedOn",
+                "processedOn",
+                "atm",
+                "ats",
+                "name",
+                "stacktrace"
+            ]
+        )
+        .await,
+        json!([
+            null,
+            null,
+            null,
+            null,
+            null,
+            "welcome",
+            "[\"Error: smtp down\\n    at send\"]"
+        ])
+    );
+    assert_eq!(
+        result(
+            &admin,
+            &["ZRANGE", "bull:mail:marker", "0", "-1", "WITHSCORES"]
+        )
+        .await,
+        json!(["0", "0"])
+    );
+    let last = result(
+        &admin,
+        &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"],
+    )
+    .await;
+    assert_eq!(
+        last[0][1],
+        json!(["event", "waiting", "jobId", "1", "prev", "failed"])
+    );
+    // Not failed any more: a second retry is refused, and so is an unknown job.
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "1"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "77"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A job with a priority is retried into `prioritized`, and a paused queue
+    // gets no marker.
+    setup(
+        &admin,
+        &[
+            &[
+                "HSET",
+                "bull:mail:5",
+                "name",
+                "vip",
+                "data",
+                "{}",
+                "priority",
+                "3",
+            ],
+            &["ZADD", "bull:mail:failed", "1700000000500", "5"],
+            &["HSET", "bull:mail:meta", "paused", "1"],
+            &["DEL", "bull:mail:marker"],
+        ],
+    )
+    .await;
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "retry", "id": "5"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let scored = result(&admin, &["ZSCORE", "bull:mail:prioritized", "5"]).await;
+    let score = scored
+        .as_f64()
+        .or_else(|| scored.as_str().and_then(|t| t.parse().ok()))
+        .unwrap_or_else(|| panic!("{scored}"));
+    assert!(
+        (3.0 * 4294967296.0..4.0 * 4294967296.0).contains(&score),
+        "{score}"
+    );
+    assert_eq!(
+        result(&admin, &["EXISTS", "bull:mail:marker"]).await,
+        json!(0)
+    );
+    setup(&admin, &[&["HDEL", "bull:mail:meta", "paused"]]).await;
+
+    // BullMQ promote: delayed → wait, delay zeroed, event.
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        result(&admin, &["ZCARD", "bull:mail:delayed"]).await,
+        json!(0)
+    );
+    assert_eq!(
+        result(&admin, &["LRANGE", "bull:mail:wait", "0", "0"]).await,
+        json!(["2"])
+    );
+    assert_eq!(
+        result(&admin, &["HGET", "bull:mail:2", "delay"]).await,
+        json!("0")
+    );
+    let last = result(
+        &admin,
+        &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"],
+    )
+    .await;
+    assert_eq!(
+        last[0][1],
+        json!(["event", "waiting", "jobId", "2", "prev", "delayed"])
+    );
+    let (status, _) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "promote", "id": "2"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Clean: the finished jobs go, with their hashes; a `cleaned` event.
+    let (status, body) =
+        act(json!({"prefix": "bull", "name": "mail", "action": "clean", "state": "completed"}))
+            .await;
+    assert_eq!(
+        (status, body["removed"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    assert_eq!(
+        result(&admin, &["ZCARD", "bull:mail:completed"]).await,
+        json!(0)
+    );
+    assert_eq!(result(&admin, &["EXISTS", "bull:mail:3"]).await, json!(0));
+    let last = result(
+        &admin,
+        &["XREVRANGE", "bull:mail:events", "+", "-", "COUNT", "1"],
+    )
+    .await;
+    assert_eq!(last[0][1], json!(["event", "cleaned", "count", "1"]));
+    // A grace period keeps recent ones.
+    setup(
+        &admin,
+        &[
+            &["HSET", "bull:mail:6", "name", "x"],
+            &["ZADD", "bull:mail:completed", &format!("{}", now_ms()), "6"],
+        ],
+    )
+    .await;
+    let (_, body) = act(json!({"prefix": "bull", "name": "mail", "action": "clean",
+        "state": "completed", "grace_ms": 60000}))
+    .await;
+    assert_eq!(body["removed"], 0);
+    assert_eq!(result(&admin, &["EXISTS", "bull:mail:6"]).await, json!(1));
+
+    // Classic Bull: retry onto `wait`, refused while a worker holds the lock.
+    let (status, body) =
+        act(json!({"prefix": "legacy", "name": "reports", "action": "retry", "id": "1"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        result(&admin, &["LRANGE", "legacy:reports:wait", "0", "0"]).await,
+        json!(["1"])
+    );
+    assert_eq!(
+        result(
+            &admin,
+            &["HMGET", "legacy:reports:1", "failedReason", "attemptsMade"]
+        )
+        .await,
+        json!([null, "1"])
+    );
+    let (status, _) =
+        act(json!({"prefix": "legacy", "name": "reports", "action": "retry", "id": "2"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        result(&admin, &["ZRANGE", "legacy:reports:failed", "0", "-1"]).await,
+        json!(["2"])
+    );
+    // Bull promote with a priority: taken after job 10 (priority 1), before 11 (5).
+    let (status, _) =
+        act(json!({"prefix": "legacy", "name": "reports", "action": "promote", "id": "3"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        result(&admin, &["LRANGE", "legacy:reports:wait", "0", "-1"]).await,
+        json!(["1", "11", "3", "10"])
+    );
+    assert_eq!(
+        result(&admin, &["ZSCORE", "legacy:reports:priority", "3"]).await,
+        json!(2.0)
+    );
+    // Bad actions.
+    for body in [
+        json!({"prefix": "bull", "name": "mail", "action": "retry"}),
+        json!({"prefix": "bull", "name": "mail", "action": "explode", "id": "1"}),
+        json!({"prefix": "bull", "name": "mail", "action": "clean", "state": "wait"}),
+        json!({"prefix": "bull"}),
+    ] {
+        assert_eq!(act(body.clone()).await.0, StatusCode::BAD_REQUEST, "{body}");
+    }
+    assert_eq!(
+        act(json!({"prefix": "no", "name": "such", "action": "retry", "id": "1"}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+// ---- Primitives, memory, realtime keys ----------------------------------------
+
+#[tokio::test]
+async fn primitives_are_listed() {
+    let (server, _dir) = start().await;
+    let (admin, _) = login(&server, RW).await.unwrap();
+    setup(
+        &admin,
+        &[
+            &["CL.THROTTLE", "rl:light", "10", "10", "60"],
+            &["CL.THROTTLE", "rl:heavy", "10", "10", "60", "8"],
+            &[
+                "TW.THROTTLE",
+                "rl:tiers",
+                "TIER",
+                "second",
+                "5",
+                "5",
+                "1000",
+                "TIER",
+                "hour",
+                "100",
+                "100",
+                "3600000",
+            ],
+            &[
+                "TW.IDEM.BEGIN",
+                "idem:pay-1",
+                "60000",
+                "FINGERPRINT",
+                "fp-abc",
+            ],
+            &["TW.IDEM.BEGIN", "idem:pay-2", "60000"],
+            &["TW.LOCK.ACQUIRE", "lock:payout", "30000"],
+            &["TW.FILL.GET", "cache:report", "30000"],
+            // A counter is no throttle.
+            &["SET", "counter", "1700000000000000000"],
+            &["INCR", "visits"],
+        ],
+    )
+    .await;
+    let token = result(&admin, &["TW.IDEM.BEGIN", "idem:pay-2", "60000"]).await;
+    assert_eq!(token[0], "inflight");
+    let begun = result(&admin, &["TW.IDEM.BEGIN", "idem:done", "60000"]).await;
+    let tok = begun[1].as_str().unwrap().to_string();
+    setup(
+        &admin,
+        &[&["TW.IDEM.COMPLETE", "idem:done", &tok, "{\"ok\":1}"]],
+    )
+    .await;
+
+    let (ro, _) = login(&server, RO).await.unwrap();
+    let (status, p) = ro.get("primitives").await;
+    assert_eq!(status, StatusCode::OK, "{p}");
+    assert_eq!(p["complete"], true);
+    let top = p["throttles"]["top"].as_array().unwrap();
+    let keys: Vec<&str> = top.iter().map(|t| t["key"].as_str().unwrap()).collect();
+    // The most loaded first: 48 s of schedule, then the hour tier's 36 s, then 6 s.
+    assert_eq!(keys, ["rl:heavy", "rl:tiers", "rl:light"], "{p}");
+    assert_eq!(top[0]["kind"], "CL.THROTTLE");
+    assert_eq!(top[1]["kind"], "TW.THROTTLE");
+    let tiers: Vec<&str> = top[1]["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tier"].as_str().unwrap())
+        .collect();
+    assert_eq!(tiers, ["second", "hour"]);
+    let reset = top[0]["reset_ms"].as_i64().unwrap();
+    // 8 of an emission of 6 s each: 48 s until the burst is whole again.
+    assert!(reset > 46_000 && reset <= 48_000, "{reset}");
+
+    let idem = &p["idempotency"];
+    assert_eq!(idem["in_flight_count"], 2, "{p}");
+    assert_eq!(idem["done_count"], 1, "{p}");
+    let pay1 = idem["in_flight"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == "idem:pay-1")
+        .unwrap();
+    assert_eq!(pay1["fingerprint"], "fp-abc");
+    assert!(pay1["ttl_ms"].as_i64().unwrap() > 50_000);
+
+    let lock = &p["locks"]["held"][0];
+    assert_eq!(lock["key"], "lock:payout", "{p}");
+    assert!(lock["fence"].as_u64().unwrap() > 0);
+    assert!(lock["holder"].as_str().unwrap().ends_with('…'));
+    assert_eq!(lock["waiters"], 0);
+    let ttl = lock["ttl_ms"].as_i64().unwrap();
+    assert!(ttl > 25_000 && ttl <= 30_000, "{ttl}");
+
+    let fill = &p["fills"]["in_flight"][0];
+    assert_eq!(fill["key"], "cache:report", "{p}");
+    assert!(fill["lease_ms"].as_u64().unwrap() > 25_000);
+    assert_eq!(p["fills"]["count"], 1);
+    // A lock's waiter shows (over RESP: the REST path does not block).
+    let mut raw = common::Raw::connect(&server).await;
+    raw.send(&["TW.LOCK.ACQUIRE", "lock:payout", "1000", "WAIT", "5000"])
+        .await;
+    assert!(
+        common::eventually(|| async {
+            ro.get("primitives").await.1["locks"]["held"][0]["waiters"] == 1
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn memory_by_prefix_sampled_and_whole() {
+    let (server, _dir) = start().await;
+    let (admin, _) = login(&server, RW).await.unwrap();
+    let mut cmds: Vec<Vec<String>> = Vec::new();
+    for i in 0..60 {
+        cmds.push(vec!["SET".into(), format!("user:{i}:name"), "x".repeat(20)]);
+    }
+    for i in 0..20 {
+        cmds.push(vec!["SET".into(), format!("session:{i}"), "y".repeat(2000)]);
+    }
+    cmds.push(vec!["SET".into(), "plain".into(), "z".into()]);
+    for c in &cmds {
+        let c: Vec<&str> = c.iter().map(String::as_str).collect();
+        setup(&admin, &[&c]).await;
+    }
+    let (ro, _) = login(&server, RO).await.unwrap();
+    let (status, m) = ro.get("memory?sample=1000").await;
+    assert_eq!(status, StatusCode::OK, "{m}");
+    assert_eq!(
+        (m["sampled"].clone(), m["dbsize"].clone()),
+        (json!(81), json!(81))
+    );
+    assert_eq!(m["complete"], true);
+    let prefixes = m["prefixes"].as_array().unwrap();
+    // The biggest first: 20 large sessions outweigh 60 small names.
+    assert_eq!(prefixes[0]["prefix"], "session:");
+    assert_eq!(prefixes[0]["keys"], 20);
+    assert!(prefixes[0]["bytes"].as_u64().unwrap() >= 20 * 2000);
+    let user = prefixes.iter().find(|p| p["prefix"] == "user:").unwrap();
+    assert_eq!(user["keys"], 60);
+    assert_eq!(user["est_keys"], 60);
+    assert!(prefixes.iter().any(|p| p["prefix"] == "(no prefix)"));
+    let sum: u64 = prefixes.iter().map(|p| p["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(sum, m["sampled_bytes"].as_u64().unwrap());
+    assert_eq!(m["est_total_bytes"], m["sampled_bytes"]);
+
+    let (_, m) = ro.get("memory?depth=2&sample=1000").await;
+    assert!(m["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["prefix"] == "user:7:"));
+
+    // A sample: scaled up to the keyspace.
+    let (_, m) = ro.get("memory?sample=10").await;
+    assert_eq!(m["sampled"], 10, "{m}");
+    assert_eq!(m["complete"], false);
+    let factor = m["factor"].as_f64().unwrap();
+    assert!((factor - 8.1).abs() < 1e-9, "{factor}");
+    let est: u64 = m["prefixes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["est_keys"].as_u64().unwrap())
+        .sum();
+    assert!((75..=87).contains(&est), "{est}");
+}
+
+#[tokio::test]
+async fn realtime_keys_and_token_minting() {
+    let (server, _dir) = start().await;
+    let root = server.realtime_root_key.clone().expect("root key");
+    let (name, secret) = root.split_once(':').unwrap();
+    let (ro, _) = login(&server, RO).await.unwrap();
+    assert_eq!(ro.get("realtime/keys").await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        ro.post("realtime/token", json!({"key": name})).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let (admin, _) = login(&server, RW).await.unwrap();
+    let (status, v) = admin.get("realtime/keys").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!v.to_string().contains(secret), "the secret leaked: {v}");
+    let key = &v["apps"][0]["keys"][0];
+    assert_eq!(key["name"], name);
+    assert_eq!(key["capability"], json!({"*": ["*"]}));
+
+    let (status, t) = admin
+        .post(
+            "realtime/token",
+            json!({"key": name, "capability": "{\"orders\":[\"publish\"]}", "clientId": "minted", "ttl": 60000}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{t}");
+    assert_eq!(t["keyName"], name);
+    assert_eq!(t["clientId"], "minted");
+    assert_eq!(t["capability"], "{\"orders\":[\"publish\"]}");
+    let life = t["expires"].as_i64().unwrap() - t["issued"].as_i64().unwrap();
+    assert_eq!(life, 60000);
+    let token = t["token"].as_str().unwrap();
+
+    // The token works for what it grants, and only that.
+    let publish = |channel: &'static str| {
+        let url = format!("http://{}/channels/{channel}/messages", server.http_addr);
+        let token = token.to_string();
+        async move {
+            Client::new()
+                .post(url)
+                .header("Authorization", format!("Bearer {token}"))
+                .json(&json!({"name": "n", "data": "d"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert!(publish("orders").await.is_success());
+    assert_eq!(publish("other").await, StatusCode::UNAUTHORIZED);
+    let (_, c) = admin.get("realtime/channel?name=orders").await;
+    assert_eq!(c["history"][0]["clientId"], "minted", "{c}");
+
+    for (body, want) in [
+        (json!({"key": "nope.nope"}), StatusCode::NOT_FOUND),
+        (
+            json!({"key": name, "capability": "not json"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (json!({"key": name, "ttl": -5}), StatusCode::BAD_REQUEST),
+        (json!({"nokey": 1}), StatusCode::BAD_REQUEST),
+        (json!({"key": name, "app": "nope"}), StatusCode::NOT_FOUND),
+    ] {
+        assert_eq!(
+            admin.post("realtime/token", body.clone()).await.0,
+            want,
+            "{body}"
+        );
+    }
+}

@@ -82,6 +82,21 @@ impl Leases {
             .map(|l| l.token.clone())
     }
 
+    /// The live leases of database `db` as `(key, unix ms the lease ends)`: what
+    /// the dashboard lists as fills in flight (they are not in the keyspace).
+    pub fn in_flight(&self, db: usize, now: u64) -> Vec<(Bytes, u64)> {
+        self.dbs
+            .lock()
+            .get(db)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, l)| l.until > now)
+                    .map(|(k, l)| (k.clone(), l.until))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn grant(&self, db: usize, key: &Bytes, until: u64) -> Bytes {
         let token = Bytes::from(crate::random_hex(32));
         self.dbs.lock()[db].insert(

@@ -103,6 +103,29 @@ impl Record {
     }
 }
 
+/// What a read-only tool (the dashboard) shows of an idempotency record, without
+/// its token (which would let a viewer complete or abort it) or its response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    /// Still owned by the request that began it (not yet completed).
+    pub in_flight: bool,
+    /// Unix ms at which the owner began.
+    pub started_ms: u64,
+    pub fingerprint: Bytes,
+    /// Length of the stored response (0 while in flight).
+    pub response_len: usize,
+}
+
+/// Reads an idempotency record's value; `None` for any other value.
+pub fn inspect(value: &[u8]) -> Option<RecordView> {
+    Record::decode(value).map(|r| RecordView {
+        in_flight: r.state == State::InFlight,
+        started_ms: r.started_ms,
+        fingerprint: r.fingerprint,
+        response_len: r.response.len(),
+    })
+}
+
 fn load(ctx: &mut Ctx<'_>, key: &Bytes) -> Result<Option<Record>, CmdError> {
     records::load(ctx, key, "an idempotency record", Record::decode)
 }

@@ -82,6 +82,13 @@ fn parse(value: &[u8]) -> Option<Held> {
     })
 }
 
+/// The holder's token and fence in a lock record's value; `None` for any other
+/// value. For tools that list locks without taking part in them (the dashboard
+/// reads the value with GET, then the waiters with TW.LOCK.INFO).
+pub fn inspect(value: &[u8]) -> Option<(Bytes, u64)> {
+    parse(value).map(|h| (h.token, h.fence))
+}
+
 fn load(ctx: &mut Ctx<'_>, key: &Bytes) -> Result<Option<Held>, CmdError> {
     records::load(ctx, key, "a lock", parse)
 }

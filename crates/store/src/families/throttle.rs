@@ -185,6 +185,25 @@ fn parse_tiers(value: &[u8]) -> Vec<(Vec<u8>, i128)> {
         .collect()
 }
 
+/// A throttle key's schedule, for read-only tools (the dashboard): one `(tier,
+/// TAT in unix ns)` per tier, the tier empty for CL.THROTTLE's single TAT; `None`
+/// when the value is neither shape. A bare integer is also what any counter holds:
+/// callers should check that the TAT agrees with the key's TTL (a throttle key
+/// expires when its schedule catches up with the clock).
+pub fn inspect(value: &[u8]) -> Option<Vec<(Bytes, i128)>> {
+    if let Some(tat) = num::parse_i64(value) {
+        return Some(vec![(Bytes::new(), tat as i128)]);
+    }
+    let tiers = parse_tiers(value);
+    let lines = value.split(|b| *b == b'\n').count();
+    (!tiers.is_empty() && tiers.len() == lines).then(|| {
+        tiers
+            .into_iter()
+            .map(|(name, tat)| (Bytes::from(name), tat))
+            .collect()
+    })
+}
+
 fn tw_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let key = args.next_bytes()?.clone();
     let mut quantity = 1i64;
