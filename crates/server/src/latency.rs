@@ -5,7 +5,6 @@
 //! lock per observation, which cost measurable throughput on pipelined loads). The
 //! buckets are rendered as an OpenMetrics histogram at scrape time.
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -44,9 +43,6 @@ impl FamilyHistogram {
 
 struct Histograms {
     families: Vec<FamilyHistogram>,
-    /// Command (by address: commands live in the static registry) → family index,
-    /// so recording does not compare family names.
-    by_command: HashMap<usize, usize, ahash::RandomState>,
 }
 
 fn histograms() -> &'static Histograms {
@@ -55,13 +51,12 @@ fn histograms() -> &'static Histograms {
         let mut families: Vec<&'static str> = registry().all().map(|c| c.spec.group).collect();
         families.sort_unstable();
         families.dedup();
-        let by_command = registry()
-            .all()
-            .filter_map(|c| {
-                let i = families.iter().position(|f| *f == c.spec.group)?;
-                Some((c as *const Command as usize, i))
-            })
-            .collect();
+        // Each command learns its family's place, so recording a call is an index.
+        for c in registry().all() {
+            if let Some(i) = families.iter().position(|f| *f == c.spec.group) {
+                c.stats.latency_family.store(i as u32, Ordering::Relaxed);
+            }
+        }
         let families = families
             .into_iter()
             .map(|family| FamilyHistogram {
@@ -69,21 +64,19 @@ fn histograms() -> &'static Histograms {
                 slots: Default::default(),
             })
             .collect();
-        Histograms {
-            families,
-            by_command,
-        }
+        Histograms { families }
     })
 }
 
 /// Records one command's run time. Registered as the store's latency observer.
 pub fn observe(cmd: &Command, usec: u64) {
     let h = histograms();
-    let Some(&family) = h.by_command.get(&(cmd as *const Command as usize)) else {
+    let family = cmd.stats.latency_family.load(Ordering::Relaxed) as usize;
+    let Some(family) = h.families.get(family) else {
         return;
     };
     let me = thread_slot();
-    let slot = &h.families[family].slots[me.index()];
+    let slot = &family.slots[me.index()];
     let bucket = BOUNDS_US
         .iter()
         .position(|b| usec <= *b)

@@ -5,7 +5,7 @@
 //! answered from the same data.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
@@ -270,6 +270,10 @@ pub struct CommandStats {
     pub usec: crate::counter::SpreadCounter,
     pub rejected_calls: AtomicU64,
     pub failed_calls: AtomicU64,
+    /// Where the server's latency histograms keep this command's family, set when
+    /// they are made (before they record anything), so recording a call needs no
+    /// lookup.
+    pub latency_family: AtomicU32,
 }
 
 impl CommandStats {

@@ -240,6 +240,8 @@ pub struct Store {
     /// Off only by `DEBUG SET-ACTIVE-EXPIRE 0` (Redis's tests use it to see lazy
     /// expiry alone).
     pub active_expire: AtomicBool,
+    /// The first shard the next active expiry tick visits (see `expire`).
+    pub expire_cursor: std::sync::atomic::AtomicUsize,
     pub started: Instant,
     pub started_ms: u64,
     pub last_save_secs: AtomicU64,
@@ -296,6 +298,7 @@ impl Store {
             logging: AtomicBool::new(false),
             loading: AtomicBool::new(false),
             active_expire: AtomicBool::new(true),
+            expire_cursor: std::sync::atomic::AtomicUsize::new(0),
             started: Instant::now(),
             started_ms: now,
             last_save_secs: AtomicU64::new(now / 1000),
