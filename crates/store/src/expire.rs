@@ -8,14 +8,15 @@
 //! busy server whose keys all have TTLs (and took every shard's lock ten times a
 //! second). So each tick visits the next `1 / SWEEP_TICKS` of the shards: every
 //! shard is looked at every `SWEEP_TICKS` ticks (0.8 s at 10 Hz), and a shard found
-//! with many expired keys is still drained while the tick's budget lasts.
+//! with many expired keys is still drained while the tick's budget lasts. Keys
+//! that clients wait on are looked at every tick.
 
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::exec::Events;
-use crate::keyspace::{NUM_DBS, NUM_SHARDS};
+use crate::keyspace::{shard_index, NUM_DBS, NUM_SHARDS};
 use crate::Store;
 
 const SAMPLE: usize = 20;
@@ -54,6 +55,7 @@ pub fn active_expire_cycle(store: &Store) -> u64 {
     {
         return 0;
     }
+    expire_waited_keys(store);
     let start = Instant::now();
     let mut expired_total = 0;
     let mut rng = rand::thread_rng();
@@ -107,6 +109,26 @@ pub fn active_expire_cycle(store: &Store) -> u64 {
     expired_total
 }
 
+/// Looks at the keys clients wait on every tick, not once a sweep: a lock whose
+/// holder died goes to its waiter (`TW.LOCK.ACQUIRE … WAIT`) when its key expires,
+/// and that must not wait for the key's shard to come round.
+fn expire_waited_keys(store: &Store) {
+    if !store.blocking.has_waiters() {
+        return;
+    }
+    for db in 0..NUM_DBS {
+        for (_, key) in store.blocking.waited_keys(db) {
+            let mut ks = store.keyspace.lock_shard(shard_index(&key));
+            // A lookup expires the key if it is due (and logs and announces it).
+            ks.exists(db, &key, crate::clock::now_ms());
+            let mut ev = Events::default();
+            store.finish_locked(&mut ks, &mut ev);
+            drop(ks);
+            store.after_unlock(&mut ev);
+        }
+    }
+}
+
 /// One sample of the hashes with field TTLs in one database part: due fields go
 /// (as a lookup would delete them), and keys that no longer hold such a hash
 /// leave the sample set.
@@ -145,5 +167,55 @@ fn expire_hash_fields(
     due.dedup();
     for key in due {
         ks.expire_fields(db, &key, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
+    use tidewire_resp::Reply;
+
+    use super::*;
+    use crate::testkit::TestClient;
+
+    /// A tick visits an eighth of the shards, but a key some client waits on (a
+    /// lock's waiter) is expired on the next tick wherever it lives.
+    #[test]
+    fn waited_keys_expire_on_the_next_tick_whatever_the_sweep_visits() {
+        let mut t = TestClient::new();
+        let window = |first: usize, key: &[u8]| {
+            (shard_index(key) + NUM_SHARDS - first) % NUM_SHARDS < SHARDS_PER_TICK
+        };
+        // A tick that visits neither key's shard.
+        let first = (shard_index(b"locked") + SHARDS_PER_TICK) % NUM_SHARDS;
+        let plain = (0..)
+            .map(|i| format!("plain{i}"))
+            .find(|k| !window(first, k.as_bytes()) && !window(shard_index(b"locked"), k.as_bytes()))
+            .unwrap();
+        t.run(&["SET", &plain, "1", "PX", "1"]);
+        t.run(&["SET", "locked", "1", "PX", "1"]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let keys = [(0, Bytes::from_static(b"locked"))];
+
+        // Unwaited, both keys wait for their shards' turn (DBSIZE counts expired
+        // keys not reaped yet, as Redis's does).
+        t.store.expire_cursor.store(first, Ordering::Relaxed);
+        active_expire_cycle(&t.store);
+        assert_eq!(t.run(&["DBSIZE"]), Reply::Int(2));
+
+        // Waited on, the key goes on the next tick.
+        let waiter = t.store.blocking.register(999, &keys, None);
+        t.store.expire_cursor.store(first, Ordering::Relaxed);
+        active_expire_cycle(&t.store);
+        t.store.blocking.unregister(&waiter, &keys);
+        assert_eq!(t.run(&["DBSIZE"]), Reply::Int(1));
+
+        t.store
+            .expire_cursor
+            .store(shard_index(plain.as_bytes()), Ordering::Relaxed);
+        active_expire_cycle(&t.store);
+        assert_eq!(t.run(&["DBSIZE"]), Reply::Int(0));
     }
 }

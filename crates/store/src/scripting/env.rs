@@ -20,8 +20,8 @@ pub const HOOK_INSTRUCTIONS: u32 = 100_000;
 /// every 50 calls): each run leaves a little garbage (its KEYS/ARGV tables and
 /// strings, ~150 bytes for a one-command script), which the incremental collector
 /// alone lets grow to twice the heap. At 100 runs the heap stays under Redis's
-/// test bound (100 KB for a ~72 KB environment) while a collection, which walks the
-/// whole environment, costs a tenth of a short script's run.
+/// test bound (100 KB for a ~72 KB environment) while a cycle, which walks the
+/// whole environment, costs ~5 % of a short script's run.
 const GC_PERIOD: u32 = 100;
 /// Default bound on the Lua heap (Redis has none of its own; see [`LuaEnv::set_memory_limit`]).
 pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;
