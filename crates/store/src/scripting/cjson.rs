@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::convert::fmt_g;
 use super::env::{check_bytes, raw_fn, LibErr};
-use mlua::{LightUserData, Lua, MultiValue, Table, Value};
+use mlua::{BString, Either, IntoLua, LightUserData, Lua, MultiValue, Table, Value};
 
 /// Nesting bound whatever the configuration says: the encoder and decoder recurse
 /// on the Rust stack, which must stay within a 2 MiB thread stack.
@@ -41,6 +41,22 @@ impl Default for Cfg {
             keep_buffer: true,
         }
     }
+}
+
+/// A decoded value as it goes onto Lua's stack: strings are pushed as they are,
+/// with no reference slot of the binding's own (which cost more than the rest of
+/// decoding); tables are made whole, from their decoded elements.
+type Item = Either<Value, Either<String, BString>>;
+
+fn text(s: Vec<u8>) -> Item {
+    match String::from_utf8(s) {
+        Ok(s) => Either::Right(Either::Left(s)),
+        Err(e) => Either::Right(Either::Right(BString::from(e.into_bytes()))),
+    }
+}
+
+fn table(t: mlua::Result<Table>) -> Result<Item, LibErr> {
+    Ok(Either::Left(Value::Table(t.map_err(LibErr::Lua)?)))
 }
 
 pub(crate) fn null() -> Value {
@@ -245,7 +261,7 @@ impl Parser<'_> {
         ))
     }
 
-    fn value(&mut self, lua: &Lua) -> Result<Value, LibErr> {
+    fn value(&mut self, lua: &Lua) -> Result<Item, LibErr> {
         self.ws();
         let start = self.p;
         match self.s.get(self.p) {
@@ -266,21 +282,18 @@ impl Parser<'_> {
                 self.depth -= 1;
                 r
             }
-            Some(b'"') => {
-                let s = self.string()?;
-                Ok(Value::String(lua.create_string(&s).map_err(LibErr::Lua)?))
-            }
+            Some(b'"') => Ok(text(self.string()?)),
             Some(b't') if self.s[self.p..].starts_with(b"true") => {
                 self.p += 4;
-                Ok(Value::Boolean(true))
+                Ok(Either::Left(Value::Boolean(true)))
             }
             Some(b'f') if self.s[self.p..].starts_with(b"false") => {
                 self.p += 5;
-                Ok(Value::Boolean(false))
+                Ok(Either::Left(Value::Boolean(false)))
             }
             Some(b'n') if self.s[self.p..].starts_with(b"null") => {
                 self.p += 4;
-                Ok(null())
+                Ok(Either::Left(null()))
             }
             Some(b'-' | b'0'..=b'9' | b'i' | b'I' | b'n' | b'N') => {
                 let mut end = self.p;
@@ -294,7 +307,7 @@ impl Parser<'_> {
                 match n {
                     Some(n) => {
                         self.p = end;
-                        Ok(Value::Number(n))
+                        Ok(Either::Left(Value::Number(n)))
                     }
                     None => Err(LibErr::Msg(format!(
                         "Expected value but found invalid number at character {}",
@@ -306,59 +319,55 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, lua: &Lua) -> Result<Value, LibErr> {
+    fn object(&mut self, lua: &Lua) -> Result<Item, LibErr> {
         self.p += 1;
-        let t = lua.create_table().map_err(LibErr::Lua)?;
+        let mut pairs = Vec::new();
         self.ws();
         if self.s.get(self.p) == Some(&b'}') {
             self.p += 1;
-            return Ok(Value::Table(t));
+            return table(lua.create_table_from(pairs));
         }
         loop {
             self.ws();
             if self.s.get(self.p) != Some(&b'"') {
                 return Err(self.err("object key string"));
             }
-            let k = self.string()?;
+            let k = text(self.string()?);
             self.ws();
             if self.s.get(self.p) != Some(&b':') {
                 return Err(self.err("colon"));
             }
             self.p += 1;
             let v = self.value(lua)?;
-            t.raw_set(lua.create_string(&k).map_err(LibErr::Lua)?, v)
-                .map_err(LibErr::Lua)?;
+            pairs.push((k, v));
             self.ws();
             match self.s.get(self.p) {
                 Some(b',') => self.p += 1,
                 Some(b'}') => {
                     self.p += 1;
-                    return Ok(Value::Table(t));
+                    return table(lua.create_table_from(pairs));
                 }
                 _ => return Err(self.err("comma or object end")),
             }
         }
     }
 
-    fn array(&mut self, lua: &Lua) -> Result<Value, LibErr> {
+    fn array(&mut self, lua: &Lua) -> Result<Item, LibErr> {
         self.p += 1;
-        let t = lua.create_table().map_err(LibErr::Lua)?;
+        let mut items = Vec::new();
         self.ws();
         if self.s.get(self.p) == Some(&b']') {
             self.p += 1;
-            return Ok(Value::Table(t));
+            return table(lua.create_sequence_from(items));
         }
-        let mut i = 1;
         loop {
-            let v = self.value(lua)?;
-            t.raw_set(i, v).map_err(LibErr::Lua)?;
-            i += 1;
+            items.push(self.value(lua)?);
             self.ws();
             match self.s.get(self.p) {
                 Some(b',') => self.p += 1,
                 Some(b']') => {
                     self.p += 1;
-                    return Ok(Value::Table(t));
+                    return table(lua.create_sequence_from(items));
                 }
                 _ => return Err(self.err("comma or array end")),
             }
@@ -536,7 +545,7 @@ pub(crate) fn build(lua: &Lua) -> mlua::Result<Table> {
             if p.p < s.len() {
                 return Err(p.err("the end"));
             }
-            Ok(MultiValue::from_vec(vec![v]))
+            Ok(MultiValue::from_vec(vec![v.into_lua(lua)?]))
         })?,
     )?;
     t.set("null", null())?;

@@ -2,7 +2,7 @@
 //! `unpack_one(s [, offset])`, `unpack_limit(s, limit [, offset])`.
 
 use super::env::{check_bytes, check_num, raw_fn, LibErr};
-use mlua::{Lua, MultiValue, Table, Value};
+use mlua::{BString, Either, IntoLua, Lua, MultiValue, Table, Value};
 
 /// Tables nested deeper than this are packed as nil (lua-cmsgpack's MAX_NESTING).
 const MAX_NESTING: usize = 16;
@@ -164,8 +164,8 @@ struct Cur<'a> {
     p: usize,
 }
 
-impl Cur<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecErr> {
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecErr> {
         if self.s.len() - self.p < n {
             return Err(DecErr::Eof);
         }
@@ -181,63 +181,88 @@ impl Cur<'_> {
     }
 }
 
-fn decode(lua: &Lua, c: &mut Cur, depth: usize) -> Result<Value, DecErr> {
+/// A decoded value as it goes onto Lua's stack: UTF-8 strings, numbers, booleans
+/// and nil are pushed as they are, with no reference slot of the binding's own
+/// (which cost more than the rest of decoding); only tables and other bytes take
+/// one. Tables are made whole, from their decoded elements.
+type Item<'a> = Either<Option<Either<bool, f64>>, Either<&'a str, Either<Table, BString>>>;
+
+fn num<'a>(n: f64) -> Item<'a> {
+    Either::Left(Some(Either::Right(n)))
+}
+
+fn boolean<'a>(b: bool) -> Item<'a> {
+    Either::Left(Some(Either::Left(b)))
+}
+
+fn bytes(b: &[u8]) -> Item<'_> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Either::Right(Either::Left(s)),
+        Err(_) => Either::Right(Either::Right(Either::Right(BString::from(b)))),
+    }
+}
+
+fn table<'a>(t: Table) -> Item<'a> {
+    Either::Right(Either::Right(Either::Left(t)))
+}
+
+/// A key Lua cannot index by (nil, NaN): msgpack allows it, Redis's decoder skips it.
+fn bad_key(k: &Item) -> bool {
+    matches!(k, Either::Left(None))
+        || matches!(k, Either::Left(Some(Either::Right(n))) if n.is_nan())
+}
+
+fn decode<'a>(lua: &Lua, c: &mut Cur<'a>, depth: usize) -> Result<Item<'a>, DecErr> {
     if depth > MAX_DECODE_DEPTH {
         return Err(DecErr::BadFmt);
     }
     let tag = c.take(1)?[0];
-    let lerr = DecErr::Lua;
-    let string = |lua: &Lua, c: &mut Cur, n: usize| -> Result<Value, DecErr> {
-        let b = c.take(n)?;
-        Ok(Value::String(lua.create_string(b).map_err(lerr)?))
+    let string = |c: &mut Cur<'a>, n: usize| -> Result<Item<'a>, DecErr> { Ok(bytes(c.take(n)?)) };
+    let array = |lua: &Lua, c: &mut Cur<'a>, n: usize| -> Result<Item<'a>, DecErr> {
+        let items = (0..n)
+            .map(|_| decode(lua, c, depth + 1))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(table(lua.create_sequence_from(items).map_err(DecErr::Lua)?))
     };
-    let array = |lua: &Lua, c: &mut Cur, n: usize| -> Result<Value, DecErr> {
-        let t = lua.create_table().map_err(DecErr::Lua)?;
-        for i in 1..=n {
-            let v = decode(lua, c, depth + 1)?;
-            t.raw_set(i, v).map_err(DecErr::Lua)?;
-        }
-        Ok(Value::Table(t))
-    };
-    let map = |lua: &Lua, c: &mut Cur, n: usize| -> Result<Value, DecErr> {
-        let t = lua.create_table().map_err(DecErr::Lua)?;
+    let map = |lua: &Lua, c: &mut Cur<'a>, n: usize| -> Result<Item<'a>, DecErr> {
+        let mut pairs = Vec::new();
         for _ in 0..n {
             let k = decode(lua, c, depth + 1)?;
             let v = decode(lua, c, depth + 1)?;
-            if !k.is_nil() && !matches!(k, Value::Number(n) if n.is_nan()) {
-                t.raw_set(k, v).map_err(DecErr::Lua)?;
+            if !bad_key(&k) {
+                pairs.push((k, v));
             }
         }
-        Ok(Value::Table(t))
+        Ok(table(lua.create_table_from(pairs).map_err(DecErr::Lua)?))
     };
     Ok(match tag {
-        0x00..=0x7f => Value::Number(tag as f64),
-        0xe0..=0xff => Value::Number(tag as i8 as f64),
-        0xc0 => Value::Nil,
-        0xc2 => Value::Boolean(false),
-        0xc3 => Value::Boolean(true),
-        0xcc => Value::Number(c.be(1)? as f64),
-        0xcd => Value::Number(c.be(2)? as f64),
-        0xce => Value::Number(c.be(4)? as f64),
-        0xcf => Value::Number(c.be(8)? as f64),
-        0xd0 => Value::Number(c.be(1)? as u8 as i8 as f64),
-        0xd1 => Value::Number(c.be(2)? as u16 as i16 as f64),
-        0xd2 => Value::Number(c.be(4)? as u32 as i32 as f64),
-        0xd3 => Value::Number(c.be(8)? as i64 as f64),
-        0xca => Value::Number(f32::from_bits(c.be(4)? as u32) as f64),
-        0xcb => Value::Number(f64::from_bits(c.be(8)?)),
-        0xa0..=0xbf => string(lua, c, (tag & 0x1f) as usize)?,
+        0x00..=0x7f => num(tag as f64),
+        0xe0..=0xff => num(tag as i8 as f64),
+        0xc0 => Either::Left(None),
+        0xc2 => boolean(false),
+        0xc3 => boolean(true),
+        0xcc => num(c.be(1)? as f64),
+        0xcd => num(c.be(2)? as f64),
+        0xce => num(c.be(4)? as f64),
+        0xcf => num(c.be(8)? as f64),
+        0xd0 => num(c.be(1)? as u8 as i8 as f64),
+        0xd1 => num(c.be(2)? as u16 as i16 as f64),
+        0xd2 => num(c.be(4)? as u32 as i32 as f64),
+        0xd3 => num(c.be(8)? as i64 as f64),
+        0xca => num(f32::from_bits(c.be(4)? as u32) as f64),
+        0xcb => num(f64::from_bits(c.be(8)?)),
+        0xa0..=0xbf => string(c, (tag & 0x1f) as usize)?,
         0xd9 | 0xc4 => {
             let n = c.be(1)? as usize;
-            string(lua, c, n)?
+            string(c, n)?
         }
         0xda | 0xc5 => {
             let n = c.be(2)? as usize;
-            string(lua, c, n)?
+            string(c, n)?
         }
         0xdb | 0xc6 => {
             let n = c.be(4)? as usize;
-            string(lua, c, n)?
+            string(c, n)?
         }
         0x90..=0x9f => array(lua, c, (tag & 0x0f) as usize)?,
         0xdc => {
@@ -284,7 +309,7 @@ fn unpack_full(lua: &Lua, s: &[u8], limit: i64, offset: i64) -> Result<MultiValu
     let mut cnt = 0;
     while c.p < s.len() && cnt < limit {
         match decode(lua, &mut c, 0) {
-            Ok(v) => out.push(v),
+            Ok(v) => out.push(v.into_lua(lua).map_err(LibErr::Lua)?),
             Err(DecErr::Eof) => return Err(LibErr::Msg("Missing bytes in input.".into())),
             Err(DecErr::BadFmt) => return Err(LibErr::Msg("Bad data format in input.".into())),
             Err(DecErr::Lua(e)) => return Err(LibErr::Lua(e)),
