@@ -342,6 +342,8 @@ impl mlua::FromLua for NotString {
 /// stay integers. (A `BString` alone would accept numbers as Lua's `tostring`.)
 type Element = Either<NotString, BString>;
 
+/// A table as a reply (`lua_to_reply_depth` has checked the depth); `shape` as
+/// the environment's `shape` answered for it.
 fn table_to_reply(
     t: &Table,
     shape: u8,
@@ -349,9 +351,6 @@ fn table_to_reply(
     fields: &ReplyFields,
     depth: usize,
 ) -> Reply {
-    if depth > MAX_DEPTH {
-        return Reply::Error(STACK_LIMIT_ERR.into());
-    }
     let nested = |v: &Value| lua_to_reply_depth(v, script_resp, fields, depth + 1);
     match (shape, fields.get_if(t, shape)) {
         (ERR, _) => {
