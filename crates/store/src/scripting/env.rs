@@ -61,11 +61,31 @@ where
     F: Fn(&Lua, MultiValue) -> Result<MultiValue, LibErr> + Send + 'static,
 {
     lua.create_function(move |lua, args: MultiValue| {
-        let limit = lua.set_memory_limit(0).unwrap_or(0);
+        let lifted = LimitLifted::new(lua);
         let r = f(lua, args);
-        let _ = lua.set_memory_limit(limit);
+        drop(lifted);
         finish(lua, r)
     })
+}
+
+/// The Lua heap limit, lifted for as long as this lives (put back when it is
+/// dropped, also if the library function panics and mlua turns that into an error).
+struct LimitLifted<'a> {
+    lua: &'a Lua,
+    limit: usize,
+}
+
+impl<'a> LimitLifted<'a> {
+    fn new(lua: &'a Lua) -> Self {
+        let limit = lua.set_memory_limit(0).unwrap_or(0);
+        LimitLifted { lua, limit }
+    }
+}
+
+impl Drop for LimitLifted<'_> {
+    fn drop(&mut self) {
+        let _ = self.lua.set_memory_limit(self.limit);
+    }
 }
 
 fn finish(lua: &Lua, r: Result<MultiValue, LibErr>) -> mlua::Result<MultiValue> {

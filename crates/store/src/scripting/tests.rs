@@ -743,6 +743,41 @@ fn scripting_cjson() {
     assert_eq!(eval(smoke), bulk("ok"));
 }
 
+/// Decoded tables are built whole: nil and NaN map keys are skipped, binary
+/// strings survive, nested tables and array holes land where they were.
+#[test]
+fn scripting_cmsgpack_and_cjson_decode_edges() {
+    let r = eval(
+        "local nilkey = cmsgpack.unpack(string.char(0x82, 0xc0, 0x01, 0xa1, 0x6b, 0x02)) \
+         local nan = cmsgpack.unpack(string.char(0x81, 0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0, 0x03)) \
+         local bin = cmsgpack.unpack(string.char(0xc4, 0x02, 0xff, 0x00)) \
+         local holes = cmsgpack.unpack(string.char(0x93, 0x01, 0xc0, 0x03)) \
+         local nested = cmsgpack.unpack(cmsgpack.pack({a = {b = {1, 'x'}}})) \
+         local j = cjson.decode([=[{\"a\":[1,\"\\u00ff\",{\"b\":null}],\"a\":[2]}]=]) \
+         local jb = cjson.decode([=[[\"\\u0000z\"]]=]) \
+         return {nilkey.k, next(nan) == nil and 1 or 0, #bin, string.byte(bin, 1), \
+                 holes[1], holes[2] == nil and 1 or 0, holes[3], nested.a.b[2], \
+                 j.a[1], #j, #jb[1], string.byte(jb[1], 1)}",
+    );
+    assert_eq!(
+        r,
+        Reply::Array(vec![
+            Reply::Int(2),
+            Reply::Int(1),
+            Reply::Int(2),
+            Reply::Int(255),
+            Reply::Int(1),
+            Reply::Int(1),
+            Reply::Int(3),
+            bulk("x"),
+            Reply::Int(2),
+            Reply::Int(0),
+            Reply::Int(2),
+            Reply::Int(0),
+        ])
+    );
+}
+
 #[test]
 fn scripting_cmsgpack() {
     let hex = "local function hex(s) local h = '' for i = 1, #s do h = h .. string.format('%02x', string.byte(s, i)) end return h end ";
@@ -975,6 +1010,21 @@ fn scripting_tail_called_error_keeps_message() {
         e.starts_with("ERR Please specify at least one argument for this redis lib call"),
         "{e}"
     );
+}
+
+/// The libraries run with the heap limit lifted; it is back when they return.
+#[test]
+fn scripting_memory_limit_is_back_after_library_calls() {
+    let mut env = LuaEnv::with_memory_limit(32 << 20);
+    let r = eval_full(
+        &mut env,
+        &mut Fake::default(),
+        "local d = cjson.decode('[1, {\"a\": \"b\"}]') local m = cmsgpack.unpack(cmsgpack.pack(d)) \
+         local t = {} local s = string.rep('x', 1024) for i = 1, 1e5 do t[i] = s .. i end return #t",
+        &[],
+        &[],
+    );
+    assert!(err(r).contains("not enough memory"));
 }
 
 #[test]
