@@ -7,17 +7,15 @@
 // realtime token, and saves screenshots (see SHOTS below).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { Queue, Worker, Job } from 'bullmq';
+import { startServer } from '../../lib/server.mjs';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-const BIN = process.env.TIDEWIRE_BIN || path.join(repoRoot, 'target', 'debug', 'tidewire');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 // Screenshots go to SHOTS_DIR (docs/dashboard refreshes the docs' pictures); by
 // default to compat/dashboard/out, so a test run leaves tracked files alone.
@@ -30,23 +28,12 @@ const RT_KEY = 'compat.dash:dashboardcompatsecret0123';
 
 let server, dir, base, browser, respPort;
 
+/** The real binary (compat/lib/server.mjs) with REST tokens and a realtime key. */
 async function startTidewire() {
-  dir = mkdtempSync(path.join(tmpdir(), 'tidewire-dashboard-'));
+  dir = mkdtempSync(path.join(tmpdir(), 'tidewire-dashboard-conf-'));
   const cfg = path.join(dir, 'tidewire.toml');
   writeFileSync(cfg, `[upstash]\ntokens = ["${TOKEN}"]\nreadonly_tokens = ["${RO_TOKEN}"]\n[realtime]\nkeys = [{ key = "${RT_KEY}" }]\n`);
-  const child = spawn(BIN, ['--config', cfg, '--port', '0', '--http-port', '0', '--print-ports', '--data-dir', path.join(dir, 'data')], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, TIDEWIRE_LOG_LEVEL: 'warn' },
-  });
-  const port = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('tidewire did not print LISTENING in time')), 60_000);
-    readline.createInterface({ input: child.stdout }).on('line', (line) => {
-      const m = /LISTENING resp=(\d+) http=(\d+)/.exec(line);
-      if (m) { clearTimeout(timer); respPort = Number(m[1]); resolve(Number(m[2])); }
-    });
-    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`tidewire exited early with ${code}`)); });
-  });
-  return { child, port };
+  return startServer({ name: 'dashboard', args: ['--config', cfg] });
 }
 
 /** One command over the Upstash REST API. */
@@ -63,7 +50,8 @@ async function rest(...args) {
 
 before(async () => {
   server = await startTidewire();
-  base = `http://127.0.0.1:${server.port}`;
+  respPort = server.resp;
+  base = `http://127.0.0.1:${server.http}`;
   // One key of every type.
   await rest('SET', 'demo:string', '{"user":{"id":7,"tags":["a","b"]},"active":true}');
   await rest('HSET', 'demo:hash', 'name', 'Ada', 'plan', 'pro');
@@ -79,11 +67,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (server && server.child.exitCode === null) {
-    const exited = new Promise((resolve) => server.child.once('exit', resolve));
-    server.child.kill('SIGTERM');
-    await exited;
-  }
+  await server?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

@@ -222,6 +222,19 @@ impl DashState {
             states,
         })
     }
+
+    /// The queue a request names, inspected (`None`: no such queue).
+    fn find_queue(
+        &self,
+        s: &Session,
+        peer: &str,
+        prefix: String,
+        name: String,
+    ) -> Option<(QueueRef, QueueInfo)> {
+        let queue = QueueRef { prefix, name };
+        let info = self.inspect_queue(s, peer, &queue)?;
+        Some((queue, info))
+    }
 }
 
 /// Every queue found: `{"queues": [{prefix, name, kind, paused, counts}], "complete"}`.
@@ -285,11 +298,7 @@ pub(super) async fn jobs(
     Query(q): Query<JobsQuery>,
 ) -> Response {
     let s = session_or_401!(st, headers);
-    let queue = QueueRef {
-        prefix: q.prefix,
-        name: q.name,
-    };
-    let Some(info) = st.inspect_queue(&s, &peer, &queue) else {
+    let Some((queue, info)) = st.find_queue(&s, &peer, q.prefix, q.name) else {
         return api_error(StatusCode::NOT_FOUND, "no such queue");
     };
     let state = q.state.unwrap_or_else(|| "failed".into());
@@ -422,11 +431,7 @@ pub(super) async fn job(
     Query(q): Query<JobQuery>,
 ) -> Response {
     let s = session_or_401!(st, headers);
-    let queue = QueueRef {
-        prefix: q.prefix,
-        name: q.name,
-    };
-    let Some(info) = st.inspect_queue(&s, &peer, &queue) else {
+    let Some((queue, info)) = st.find_queue(&s, &peer, q.prefix, q.name) else {
         return api_error(StatusCode::NOT_FOUND, "no such queue");
     };
     let job_key = format!("{}{}", queue.job_prefix(), q.id);
@@ -709,11 +714,7 @@ pub(super) async fn action(
         Ok(b) => b,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, &format!("bad action: {e}")),
     };
-    let queue = QueueRef {
-        prefix: b.prefix.clone(),
-        name: b.name.clone(),
-    };
-    let Some(info) = st.inspect_queue(&s, &peer, &queue) else {
+    let Some((queue, info)) = st.find_queue(&s, &peer, b.prefix.clone(), b.name.clone()) else {
         return api_error(StatusCode::NOT_FOUND, "no such queue");
     };
     let k = |suffix: &str| queue.key(suffix);

@@ -2,7 +2,6 @@
 //! library tables, protected globals, and script compilation / execution.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -763,8 +762,6 @@ struct Shared {
     /// The host functions the state was built with reach it here, so no function
     /// is made per run.
     slot: Mutex<Option<RunSlot>>,
-    /// The Lua heap limit (bytes, 0 = none) applied while script code runs.
-    limit: AtomicUsize,
     /// While FUNCTION LOAD runs a library's code: when it must have finished.
     load_deadline: Mutex<Option<Instant>>,
 }
@@ -916,7 +913,6 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
             Ok(VmState::Continue)
         },
     )?;
-    shared.limit.store(memory_limit, Ordering::Relaxed);
     lua.set_memory_limit(memory_limit)?;
     // Building the environment leaves garbage (the prelude's copies of the libraries).
     lua.gc_collect()?;
@@ -1024,7 +1020,6 @@ impl LuaEnv {
     /// Changes the Lua heap limit (0: none). Takes effect at once and survives `flush`.
     pub fn set_memory_limit(&mut self, bytes: usize) {
         self.memory_limit = bytes;
-        self.state.shared.limit.store(bytes, Ordering::Relaxed);
         let _ = self.state.lua.set_memory_limit(bytes);
     }
 
@@ -1332,22 +1327,21 @@ fn poll_interrupt(sh: &Shared) -> Option<String> {
 }
 
 /// Runs `f` on the running script's slot with mlua's memory guards lifted (see
-/// `lift_limit`); the error message when no script runs or the slot is taken.
+/// `lift_limit`; the limit in force before is put back); the error message when no
+/// script runs or the slot is taken.
 fn with_run<R>(
     sh: &Shared,
     lua: &Lua,
     f: impl FnOnce(&mut RunSlot) -> R,
 ) -> Result<R, &'static str> {
-    lift_limit(lua);
-    let r = match sh.slot.try_lock() {
+    let _lifted = LimitLifted::new(lua);
+    match sh.slot.try_lock() {
         Some(mut slot) => match slot.as_mut() {
             Some(run) => Ok(f(run)),
             None => Err("the redis API is only available while a script runs"),
         },
         None => Err("redis.call re-entered"),
-    };
-    apply_limit(lua, sh.limit.load(Ordering::Relaxed));
-    r
+    }
 }
 
 /// The message of the error a Rust function raised, without the traceback mlua
