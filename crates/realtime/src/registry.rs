@@ -268,6 +268,13 @@ impl Registry {
         self.lock().get(connection_id).map(|e| e.record.clone())
     }
 
+    /// Snapshot of one connection with its last msgSerial (what the engine keeps).
+    pub fn state(&self, connection_id: &str) -> Option<(ConnectionRecord, Option<i64>)> {
+        self.lock()
+            .get(connection_id)
+            .map(|e| (e.record.clone(), e.link.last_msg_serial()))
+    }
+
     /// Snapshot of the connection named by a connectionKey.
     pub fn get_by_key(&self, key: &str) -> Option<ConnectionRecord> {
         let (_, id) = key.split_once('!')?;
