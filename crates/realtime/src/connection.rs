@@ -191,7 +191,10 @@ pub async fn run_session<S, R, E>(
             let (id, key, link) = fresh(&mut slot);
             (id, key, link, None)
         }
-        Some(key) => match slot.resume(key, &principal.key_name, client_id.as_deref()) {
+        Some(key) => match slot
+            .resume(key, &principal.key_name, client_id.as_deref())
+            .await
+        {
             Ok((rec, link)) => (rec.connection_id, rec.connection_key, link, None),
             Err(e) => {
                 let (id, key, link) = fresh(&mut slot);

@@ -128,19 +128,31 @@ impl ConnectionSlot {
         link
     }
 
-    /// Takes over the connection named by `key` (resume/recover).
-    pub fn resume(
+    /// Takes over the connection named by `key` (resume/recover): one this hub
+    /// registered, or one another node served, read from the engine's connection
+    /// state. Of several transports (on any nodes) presenting one key, one wins.
+    pub async fn resume(
         &mut self,
         key: &str,
         key_name: &str,
         client_id: Option<&str>,
     ) -> Result<(ConnectionRecord, SessionLink), AblyError> {
         let ttl = self.hub.config.connection_state_ttl_ms as i64;
-        let (rec, link) =
-            self.hub
+        let resume = |slot: &Self| {
+            slot.hub
                 .registry
-                .resume(key, key_name, client_id, self.id, now_ms(), ttl)?;
-        self.connection_id = Some(rec.connection_id.clone());
+                .resume(key, key_name, client_id, slot.id, now_ms(), ttl)
+        };
+        let (rec, link) = match resume(self) {
+            Err(e) if e.code == ErrorCode::ConnectionExpired => {
+                // Unknown here: another node may have served it.
+                if !self.hub.adopt_connection(key).await? {
+                    return Err(e);
+                }
+                resume(self)?
+            }
+            other => other?,
+        };
         // The engine's copy changes hands only from the key presented, so that two
         // nodes resuming one connection cannot both have it.
         let state = ConnectionState {
@@ -148,16 +160,35 @@ impl ConnectionSlot {
             msg_serial: link.last_msg_serial(),
             node: self.hub.node_id.clone(),
         };
-        let store = self.hub.engine.connections.clone();
-        let key = key.to_owned();
-        crate::engine::now_or_spawn(Box::pin(async move {
-            match store.take_over(&key, state.clone()).await {
-                Ok(true) => {}
+        let store = &self.hub.engine.connections;
+        let taken_elsewhere = match store.take_over(key, state.clone()).await {
+            Ok(true) => false,
+            Ok(false) => match store.load(&rec.connection_id).await {
                 // Not in the engine (made before it, or expired there): ours now.
-                Ok(false) => log_engine_error(store.save(state).await),
-                Err(e) => log_engine_error::<()>(Err(e)),
+                Ok(None) => {
+                    log_engine_error(store.save(state).await);
+                    false
+                }
+                // Under another key: a transport on another node took it first.
+                Ok(Some(_)) => true,
+                Err(e) => {
+                    log_engine_error::<()>(Err(e));
+                    false
+                }
+            },
+            Err(e) => {
+                log_engine_error::<()>(Err(e));
+                false
             }
-        }));
+        };
+        if taken_elsewhere {
+            self.hub.registry.forget(&rec.connection_id);
+            return Err(AblyError::new(
+                ErrorCode::ConnectionExpired,
+                "Unable to resume connection (resumed elsewhere); a new connection was created",
+            ));
+        }
+        self.connection_id = Some(rec.connection_id.clone());
         Ok((rec, link))
     }
 
@@ -1202,6 +1233,23 @@ impl Hub {
             .collect())
     }
 
+    /// Registers here, parked, a connection another node served, if the engine
+    /// keeps one under `key`; whether it did. A connection this node served is
+    /// never adopted back (the registry is its authority here).
+    async fn adopt_connection(&self, key: &str) -> Result<bool, AblyError> {
+        let Some((_, id)) = key.split_once('!') else {
+            return Ok(false);
+        };
+        let Some(state) = self.engine.connections.load(id).await? else {
+            return Ok(false);
+        };
+        if state.node == self.node_id || state.record.connection_key != key {
+            return Ok(false);
+        }
+        self.registry.adopt(state.record, state.msg_serial);
+        Ok(true)
+    }
+
     /// Writes what the registry holds of `connection_id` to the engine, or forgets
     /// it there when the registry did.
     fn store_connection_state(&self, connection_id: &str) {
@@ -1582,6 +1630,95 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Two hubs on one in-process engine: two nodes of one deployment.
+    fn two_nodes() -> (Arc<Hub>, Arc<Hub>) {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine::in_process(history.clone());
+        let node = || {
+            Hub::try_with_engine(RealtimeConfig::default(), history.clone(), engine.clone())
+                .expect("hub")
+        };
+        (node(), node())
+    }
+
+    #[tokio::test]
+    async fn a_publish_on_one_node_reaches_the_others_once_in_order() {
+        let (a, b) = two_nodes();
+        let on_b = subscribe(&b, "x", 1);
+        let on_a = subscribe(&a, "x", 2);
+        let m = |id: &str| Message {
+            id: Some(id.into()),
+            ..Default::default()
+        };
+        let first = a
+            .publish_async(
+                "x",
+                vec![m("i1")],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            )
+            .await
+            .expect("publish");
+        let again = b
+            .publish_async(
+                "x",
+                vec![m("i1"), m("i2")],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            )
+            .await
+            .expect("publish");
+        assert_eq!(
+            again.serials[0], "",
+            "an id seen on node a is a duplicate on b"
+        );
+        assert!(
+            again.serials[1] > first.serials[0],
+            "one sequence for both nodes"
+        );
+        for rx in [&on_a, &on_b] {
+            let got: Vec<_> = (0..2)
+                .map(|_| rx.try_recv().expect("delivered"))
+                .map(|f| f.message.messages.as_ref().expect("messages")[0].id.clone())
+                .collect();
+            assert_eq!(got, vec![Some("i1".to_owned()), Some("i2".to_owned())]);
+            assert!(rx.try_recv().is_err(), "nothing twice");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_parked_on_one_node_resumes_on_another() {
+        let (a, b) = two_nodes();
+        let id = "abcdefghij";
+        let key = crate::registry::connection_key_for(id);
+        let mut slot = a.open_connection().expect("slot");
+        let link = slot.register(ConnectionRecord {
+            connection_id: id.into(),
+            connection_key: key.clone(),
+            client_id: Some("ann".into()),
+            key_name: "app.key".into(),
+            connected_ms: now_ms(),
+            disconnected_ms: None,
+        });
+        link.set_last_msg_serial(41);
+        // The transport drops (resumable): node a parks the connection.
+        drop(slot);
+        let mut taker = b.open_connection().expect("slot");
+        let (rec, link) = taker
+            .resume(&key, "app.key", Some("ann"))
+            .await
+            .expect("resumed on node b");
+        assert_eq!(rec.connection_id, id);
+        assert_eq!(link.last_msg_serial(), Some(41), "msgSerial carried over");
+        assert_ne!(rec.connection_key, key, "a new key, as on one node");
+        // The old key is spent everywhere.
+        let mut late = a.open_connection().expect("slot");
+        let e = late.resume(&key, "app.key", Some("ann")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::ConnectionExpired);
     }
 
     #[test]

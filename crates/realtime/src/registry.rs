@@ -209,6 +209,33 @@ impl Registry {
         Ok((entry.record.clone(), entry.link.clone()))
     }
 
+    /// Registers a connection another node served, parked (since that node lost
+    /// its transport, or since now if that node died serving it), with its
+    /// msgSerial, so that [`Registry::resume`] can take it over. Generation 0 is
+    /// never a transport's.
+    pub fn adopt(&self, mut record: ConnectionRecord, msg_serial: Option<i64>) {
+        let link = SessionLink::new();
+        if let Some(n) = msg_serial {
+            link.set_last_msg_serial(n);
+        }
+        record
+            .disconnected_ms
+            .get_or_insert_with(crate::auth::now_ms);
+        self.lock().insert(
+            record.connection_id.clone(),
+            Entry {
+                record,
+                generation: 0,
+                link,
+            },
+        );
+    }
+
+    /// Forgets a connection (an adopted one another node took over first).
+    pub fn forget(&self, connection_id: &str) {
+        self.lock().remove(connection_id);
+    }
+
     /// Transport `generation` ended. A resumable end keeps the entry for resume; any
     /// other end forgets it. Ignored if a newer transport owns the entry.
     pub fn ended(&self, connection_id: &str, generation: u64, resumable: bool, now_ms: i64) {
