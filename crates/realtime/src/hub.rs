@@ -571,6 +571,7 @@ impl Hub {
         // Client-supplied ids make publishes idempotent (REST and realtime alike):
         // drop messages whose id was seen on this channel recently.
         let mut fresh_mask = vec![true; messages.len()];
+        let mut recorded_ids: Vec<String> = Vec::new();
         let mut messages = if origin != Origin::Backend && messages.iter().any(|m| m.id.is_some()) {
             let ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
             let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -586,6 +587,7 @@ impl Hub {
                 if m.id.is_some() && !fresh.next().unwrap_or(true) {
                     fresh_mask[i] = false;
                 } else {
+                    recorded_ids.extend(m.id.clone());
                     kept.push(m);
                 }
             }
@@ -644,6 +646,11 @@ impl Hub {
         };
         drop(ch);
         self.release_channel(channel);
+        if published.is_err() && !recorded_ids.is_empty() {
+            // Not published: a retry with these ids is not a duplicate.
+            let ids: Vec<&str> = recorded_ids.iter().map(String::as_str).collect();
+            log_engine_error(self.engine.dedupe.release(channel, &ids).await);
+        }
         if let Ok(published) = published.as_mut() {
             if fresh_mask.iter().any(|f| !f) {
                 let mut assigned = std::mem::take(&mut published.serials).into_iter();
@@ -1719,6 +1726,61 @@ mod tests {
         let mut late = a.open_connection().expect("slot");
         let e = late.resume(&key, "app.key", Some("ann")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::ConnectionExpired);
+    }
+
+    /// A broker whose engine is unreachable.
+    struct DownBroker;
+
+    impl crate::engine::Broker for DownBroker {
+        fn register(&self, _: Weak<dyn BrokerHandler>) {}
+        fn publish(
+            &self,
+            _: Publication,
+        ) -> BoxFuture<'_, crate::engine::EngineResult<Publication>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn read<'a>(
+            &'a self,
+            _: &'a str,
+            _: HistoryQuery,
+            _: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<crate::engine::Snapshot>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn position<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Option<u64>>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn expire(&self, _: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {
+            crate::engine::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_the_engine_refused_fails_and_its_ids_stay_unseen() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine {
+            broker: Arc::new(DownBroker),
+            ..Engine::in_process(history.clone())
+        };
+        let h =
+            Hub::try_with_engine(RealtimeConfig::default(), history, engine.clone()).expect("hub");
+        let m = Message {
+            id: Some("retry-me".into()),
+            ..Default::default()
+        };
+        let e = h
+            .publish_async("d", vec![m], &Publisher::default(), None, Origin::Rest)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(
+            engine.dedupe.first_seen("d", &["retry-me"], now_ms()).await,
+            Ok(vec![true]),
+            "the retry is not a duplicate"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub const ABLY_DEDUPE_WINDOW_MS: i64 = 120_000;
 /// - An id is forgotten once the window has passed since it was first recorded;
 ///   offering it again is then `true` (and starts a new window).
 /// - Channels are independent: the same id on two channels is two ids.
+/// - [`DedupeStore::release`] forgets ids at once (a publish that failed after
+///   its ids were recorded), so that offering them again is `true`.
 ///
 /// [`contract_suite`] checks these promises; run it against every implementation.
 pub trait DedupeStore: Send + Sync {
@@ -31,6 +33,14 @@ pub trait DedupeStore: Send + Sync {
         ids: &'a [&'a str],
         now_ms: i64,
     ) -> BoxFuture<'a, EngineResult<Vec<bool>>>;
+
+    /// Forgets `ids` on `channel`, recorded by a [`DedupeStore::first_seen`] whose
+    /// publish then failed: the client's retry must not count as a duplicate.
+    fn release<'a>(
+        &'a self,
+        channel: &'a str,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, EngineResult<()>>;
 }
 
 /// The in-process dedupe cache: ids by (channel, id) with an expiry queue, under
@@ -93,6 +103,20 @@ impl DedupeStore for MemoryDedupeStore {
             .collect();
         ready(Ok(fresh))
     }
+
+    fn release<'a>(
+        &'a self,
+        channel: &'a str,
+        ids: &'a [&'a str],
+    ) -> BoxFuture<'a, EngineResult<()>> {
+        let mut cache = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            // Its place in the expiry queue stays; pruning skips entries it no
+            // longer matches.
+            cache.seen.remove(&(channel.to_owned(), (*id).to_owned()));
+        }
+        ready(Ok(()))
+    }
 }
 
 /// The [`DedupeStore`] contract as executable checks. `a` and `b` are two nodes'
@@ -135,6 +159,19 @@ pub async fn contract_suite(
         a.first_seen(c, &["x"], t + window_ms + 2).await,
         Ok(vec![false]),
         "seen again starts a new window"
+    );
+
+    // Released ids are new again, through either node; others stay seen.
+    assert_eq!(
+        a.first_seen(c, &["r1", "r2"], t + window_ms + 3).await,
+        Ok(vec![true, true]),
+        "first sight"
+    );
+    b.release(c, &["r1"]).await.expect("release");
+    assert_eq!(
+        a.first_seen(c, &["r1", "r2"], t + window_ms + 4).await,
+        Ok(vec![true, false]),
+        "a released id is new again"
     );
 
     // Concurrent offers of one id from both nodes: exactly one wins.
