@@ -1115,8 +1115,24 @@ impl Hub {
     }
 
     /// Reads a page of `channel`'s history.
+    /// Straight from the history store, for callers that cannot wait (the
+    /// dashboard) and tests; REST reads [`Hub::read_history`].
     pub fn history_page(&self, channel: &str, q: &HistoryQuery) -> HistoryPage {
         self.history.query(channel, q, now_ms())
+    }
+
+    /// Reads a page of `channel`'s history from the broker (REST history).
+    pub async fn read_history(
+        &self,
+        channel: &str,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, AblyError> {
+        let snapshot = self
+            .engine
+            .broker
+            .read(channel, q.clone(), now_ms())
+            .await?;
+        Ok(snapshot.page)
     }
 }
 

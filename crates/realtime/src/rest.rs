@@ -774,11 +774,7 @@ async fn history(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    history_reply(&hub, &channel, &headers, &q, |hq| {
-        let page = hub.history_page(&channel, hq);
-        let msgs = page.messages.into_iter().map(|m| m.message).collect();
-        (Payload::Messages(msgs), page.next)
-    })
+    history_reply(&hub, &channel, &headers, &q, HistoryKind::Messages).await
 }
 
 /// Presence history: the same query parameters and paging as message history.
@@ -788,31 +784,47 @@ async fn presence_history(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    history_reply(&hub, &channel, &headers, &q, |hq| {
-        let (members, next) = hub.presence_history_page(&channel, hq);
-        (Payload::Presence(members), next)
-    })
+    history_reply(&hub, &channel, &headers, &q, HistoryKind::Presence).await
+}
+
+/// Which history a history endpoint reads.
+enum HistoryKind {
+    /// The channel's messages, from the broker.
+    Messages,
+    /// The channel's presence events, from the history store.
+    Presence,
 }
 
 /// What both history endpoints share: auth, channel name and HISTORY capability
 /// checks, query parsing, and the `Link` header for the next page of `page`.
-fn history_reply(
+async fn history_reply(
     hub: &Hub,
     channel: &str,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
-    page: impl FnOnce(&HistoryQuery) -> (Payload, Option<u64>),
+    kind: HistoryKind,
 ) -> Response {
     let ctx = RestCtx::new(hub, headers, q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(channel)?;
         require(&p, channel, ops::HISTORY)?;
         let hq = history_query(q)?;
-        let (payload, next) = page(&hq);
+        let (payload, next) = match kind {
+            HistoryKind::Messages => {
+                let page = hub.read_history(channel, &hq).await?;
+                let msgs = page.messages.into_iter().map(|m| m.message).collect();
+                (Payload::Messages(msgs), page.next)
+            }
+            HistoryKind::Presence => {
+                let (members, next) = hub.presence_history_page(channel, &hq);
+                (Payload::Presence(members), next)
+            }
+        };
         let link = next.map(|n| next_link(&hq, n));
         Ok(ctx.reply(StatusCode::OK, payload, link))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
