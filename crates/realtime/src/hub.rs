@@ -1744,6 +1744,41 @@ mod tests {
         assert_eq!(e.code, ErrorCode::ConnectionExpired);
     }
 
+    #[tokio::test]
+    async fn a_dead_nodes_members_leave_after_the_grace_period() {
+        use crate::presence::actions;
+        use crate::protocol::PresenceMessage;
+        let (a, b) = two_nodes();
+        let _keep = subscribe(&a, "p", 1);
+        let now = now_ms();
+        let enter = PresenceMessage {
+            id: Some("c9:0:0".into()),
+            action: Some(actions::ENTER),
+            client_id: Some("ann".into()),
+            connection_id: Some("c9".into()),
+            timestamp: Some(now),
+            ..Default::default()
+        };
+        a.presence("p", vec![enter], "c9").expect("enter");
+        let seen = b.presence_members("p", None, None).await.expect("members");
+        assert_eq!(seen.len(), 1, "node b sees node a's member");
+        assert_eq!(seen[0].action, Some(actions::PRESENT));
+        // Node b keeps beating; node a has stopped (it died).
+        let ttl = 120_000;
+        b.sweep_engine(now + PRESENCE_NODE_GRACE_MS, ttl).await;
+        assert_eq!(
+            b.presence_members("p", None, None).await.map(|m| m.len()),
+            Ok(1),
+            "within the grace period"
+        );
+        b.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, ttl).await;
+        assert_eq!(
+            b.presence_members("p", None, None).await.map(|m| m.len()),
+            Ok(0),
+            "gone after it"
+        );
+    }
+
     /// A broker whose engine is unreachable.
     struct DownBroker;
 
