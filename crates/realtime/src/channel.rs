@@ -289,6 +289,9 @@ pub struct Channel {
     /// A derived channel's filter: only messages it matches reach the view.
     filter: Option<crate::filter::Filter>,
     state: Mutex<State>,
+    /// This channel object holds a [`crate::engine::Broker::subscribe`] of
+    /// `source`, given back when the hub releases it.
+    pub(crate) engine_subscribed: std::sync::atomic::AtomicBool,
 }
 
 /// Outcome of a publish.
@@ -355,11 +358,17 @@ impl Channel {
                 delta_base: None,
                 views: Vec::new(),
             }),
+            engine_subscribed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The channel whose messages this one carries: its own name, or a view's base.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {

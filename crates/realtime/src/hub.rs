@@ -508,14 +508,32 @@ impl Hub {
         };
         // A view leaves its base, which may then be idle too.
         let base = crate::qualifier::base(name);
+        let mut base_released = None;
         if base != name {
             if let Some(b) = map.get(base) {
                 b.remove_view(&view);
                 if Arc::strong_count(b) == 1 && b.is_idle() {
-                    map.remove(base);
+                    base_released = map.remove(base);
                 }
             }
         }
+        drop(map);
+        self.unsubscribe_engine(&view);
+        if let Some(b) = base_released {
+            self.unsubscribe_engine(&b);
+        }
+    }
+
+    /// Gives back the broker subscription `ch` took on its first attach, if any.
+    fn unsubscribe_engine(&self, ch: &Channel) {
+        if !ch.engine_subscribed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let broker = self.engine.broker.clone();
+        let source = ch.source().to_owned();
+        crate::engine::now_or_spawn(Box::pin(async move {
+            log_engine_error(broker.unsubscribe(&source).await);
+        }));
     }
 
     /// Publishes `messages` on `channel` and returns its outcome, for callers that
@@ -1200,10 +1218,18 @@ impl Hub {
         mut sub: Subscriber,
         backlog: Backlog,
     ) -> Result<Attachment, AblyError> {
-        let source = crate::qualifier::base(channel.name()).to_owned();
+        let source = channel.source();
+        // Interest first, then the read: what is positioned after the read is
+        // delivered here.
+        if !channel.engine_subscribed.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.engine.broker.subscribe(source).await {
+                channel.engine_subscribed.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+        }
         for attempt in 1..=ATTACH_READS {
             let read = match channel.backlog_query(&backlog) {
-                Some(q) => Some(self.engine.broker.read(&source, q, now_ms()).await?),
+                Some(q) => Some(self.engine.broker.read(source, q, now_ms()).await?),
                 None => None,
             };
             match channel.attach_after_read(sub, &backlog, read, attempt == ATTACH_READS) {
@@ -1779,11 +1805,110 @@ mod tests {
         );
     }
 
+    /// The in-process broker, counting each channel's subscriptions.
+    struct CountingBroker {
+        inner: crate::engine::MemoryBroker,
+        interest: Mutex<HashMap<String, i64>>,
+    }
+
+    impl CountingBroker {
+        fn count(&self, channel: &str, by: i64) {
+            *self
+                .interest
+                .lock()
+                .unwrap()
+                .entry(channel.to_owned())
+                .or_default() += by;
+        }
+    }
+
+    impl crate::engine::Broker for CountingBroker {
+        fn register(&self, h: Weak<dyn BrokerHandler>) {
+            self.inner.register(h)
+        }
+        fn subscribe<'a>(&'a self, c: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.count(c, 1);
+            self.inner.subscribe(c)
+        }
+        fn unsubscribe<'a>(&'a self, c: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.count(c, -1);
+            self.inner.unsubscribe(c)
+        }
+        fn publish(
+            &self,
+            p: Publication,
+        ) -> BoxFuture<'_, crate::engine::EngineResult<Publication>> {
+            self.inner.publish(p)
+        }
+        fn read<'a>(
+            &'a self,
+            c: &'a str,
+            q: HistoryQuery,
+            now: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<crate::engine::Snapshot>> {
+            self.inner.read(c, q, now)
+        }
+        fn position<'a>(
+            &'a self,
+            c: &'a str,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Option<u64>>> {
+            self.inner.position(c)
+        }
+        fn expire(&self, now: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {
+            self.inner.expire(now)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_channel_holds_one_broker_subscription_while_live() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let broker = Arc::new(CountingBroker {
+            inner: crate::engine::MemoryBroker::new(history.clone()),
+            interest: Mutex::new(HashMap::new()),
+        });
+        let engine = Engine {
+            broker: broker.clone(),
+            ..Engine::in_process(history.clone())
+        };
+        let h = Hub::try_with_engine(RealtimeConfig::default(), history, engine).expect("hub");
+        let interest = |c: &str| broker.interest.lock().unwrap().get(c).copied();
+        for (name, base) in [("plain", "plain"), ("[?rewind=1]base", "base")] {
+            let ch = h.channel(name);
+            for id in [1, 2] {
+                let (tx, _rx) = crate::outbox::channel(4);
+                h.attach(&ch, Subscriber::test(id, "c", tx), Backlog::None)
+                    .await
+                    .expect("attach");
+            }
+            assert_eq!(interest(base), Some(1), "{name}: subscribed once");
+            // Publishing without subscribers takes no interest.
+            h.publish(
+                "idle",
+                vec![Message::default()],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            );
+            assert_eq!(interest("idle"), None, "{name}: no interest in idle");
+            ch.detach(1);
+            ch.detach(2);
+            drop(ch);
+            h.release_channel(name);
+            assert_eq!(interest(base), Some(0), "{name}: given back on release");
+        }
+    }
+
     /// A broker whose engine is unreachable.
     struct DownBroker;
 
     impl crate::engine::Broker for DownBroker {
         fn register(&self, _: Weak<dyn BrokerHandler>) {}
+        fn subscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn unsubscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            crate::engine::ready(Ok(()))
+        }
         fn publish(
             &self,
             _: Publication,

@@ -174,6 +174,17 @@ pub trait Broker: Send + Sync {
     /// receiving.
     fn register(&self, handler: Weak<dyn BrokerHandler>);
 
+    /// Asks for `channel`'s publications at this node's handler from the moment
+    /// the returned future completes. A node subscribes before it reads history
+    /// for an attach, so that nothing positioned after the read is missed. Calls
+    /// for one channel nest: it takes as many unsubscribes as subscribes to end
+    /// the interest. A broker may also deliver channels nobody subscribed to (the
+    /// in-process one delivers all); handlers ignore what they have no use for.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<()>>;
+
+    /// Gives back one [`Broker::subscribe`] of `channel`.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<()>>;
+
     /// Positions, appends and fans out `publication`; returns it stamped.
     fn publish(&self, publication: Publication) -> BoxFuture<'_, EngineResult<Publication>>;
 
@@ -324,6 +335,15 @@ impl Broker for MemoryBroker {
         hs.push(handler);
     }
 
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, EngineResult<()>> {
+        // Every handler receives every channel: nothing to ask for.
+        ready(Ok(()))
+    }
+
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, EngineResult<()>> {
+        ready(Ok(()))
+    }
+
     fn publish(&self, publication: Publication) -> BoxFuture<'_, EngineResult<Publication>> {
         ready(Ok(self.publish_now(publication)))
     }
@@ -424,6 +444,11 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
     b.register(weak_b);
 
     let c = "contract:broker";
+    let (hot, other) = ("contract:broker:hot", "contract:broker:other");
+    for ch in [c, hot, other] {
+        a.subscribe(ch).await.expect("subscribe");
+        b.subscribe(ch).await.expect("subscribe");
+    }
     assert_eq!(
         a.position(c).await,
         Ok(None),
@@ -578,7 +603,6 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
 
     // Atomic position + append under concurrent publishers on both nodes: no
     // duplicate or lost position, history and fan-out in the same order.
-    let hot = "contract:broker:hot";
     let mut tasks = Vec::new();
     for i in 0..16 {
         let broker = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -643,7 +667,6 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
     }
 
     // Channels are independent.
-    let other = "contract:broker:other";
     let o = a
         .publish(publication(other, &["o"], now_ms))
         .await
@@ -654,6 +677,19 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
         a.position(c).await,
         Ok(an.last_position()),
         "other channel untouched"
+    );
+
+    // Subscriptions nest: b gives one of two back and still receives.
+    b.subscribe(other).await.expect("subscribe");
+    b.unsubscribe(other).await.expect("unsubscribe");
+    let before_b = node_b.positions(other).len();
+    a.publish(publication(other, &["nested"], now_ms))
+        .await
+        .expect("publish");
+    assert_eq!(
+        node_b.positions(other).len(),
+        before_b + 1,
+        "a node subscribed twice, unsubscribed once, still receives"
     );
 
     // A node that is gone stops receiving; the others carry on.
@@ -667,6 +703,10 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
         before + 1,
         "live node still receives"
     );
+    for ch in [c, hot, other] {
+        a.unsubscribe(ch).await.expect("unsubscribe");
+        b.unsubscribe(ch).await.expect("unsubscribe");
+    }
 }
 
 #[cfg(test)]
