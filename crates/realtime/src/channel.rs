@@ -410,8 +410,8 @@ impl Channel {
         self.finish_attach(&mut st, sub, messages, continuous)
     }
 
-    /// The history read an attach with `backlog` needs, if any, given that the
-    /// channel is at serial `last` (see [`Channel::attach_after_read`]).
+    /// The history read an attach with `backlog` needs, if any, given the serial
+    /// this channel is at now (see [`Channel::attach_after_read`]).
     pub fn backlog_query(&self, backlog: &Backlog) -> Option<HistoryQuery> {
         match backlog {
             Backlog::None => None,

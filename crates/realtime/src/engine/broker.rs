@@ -158,8 +158,9 @@ pub trait BrokerHandler: Send + Sync {
 ///   [`Publication::history_entries`] appended as one step: no reader, on any
 ///   node, sees a position without its history entry, and concurrent publishers
 ///   on one channel never get interleaved or duplicate positions.
-/// - **Fan-out in order.** Every registered handler (every node) receives every
-///   publication once, in position order, after its history is appended.
+/// - **Fan-out in order.** Every registered handler subscribed to the channel
+///   (every node with an interest in it) receives every publication once, in
+///   position order, after its history is appended.
 /// - **Since P.** [`Broker::read`] answers from history as of one moment, with the
 ///   channel's position at that moment ([`Snapshot`]); a forwards query from
 ///   serial P is "everything since position P".
