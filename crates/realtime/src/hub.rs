@@ -110,10 +110,17 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.connection_count.fetch_sub(1, Ordering::Relaxed);
         if let Some(cid) = &self.connection_id {
+            let before = self.hub.registry.state(cid);
             self.hub
                 .registry
                 .ended(cid, self.id, self.resumable, now_ms());
-            self.hub.store_connection_state(cid);
+            // Only the transport that owned it speaks for it (a newer one took over
+            // otherwise, and writes its own state).
+            if let Some((record, _, generation)) = before {
+                if generation == self.id {
+                    self.hub.store_connection_change(&record);
+                }
+            }
         }
     }
 }
@@ -122,9 +129,17 @@ impl ConnectionSlot {
     /// Registers a new connection served by this transport.
     pub fn register(&mut self, rec: ConnectionRecord) -> SessionLink {
         self.connection_id = Some(rec.connection_id.clone());
-        let id = rec.connection_id.clone();
+        let state = ConnectionState {
+            record: rec.clone(),
+            msg_serial: None,
+            node: self.hub.node_id.clone(),
+        };
         let link = self.hub.registry.register(rec, self.id);
-        self.hub.store_connection_state(&id);
+        // A new connectionId: nobody else can hold it.
+        let store = self.hub.engine.connections.clone();
+        crate::engine::now_or_spawn(Box::pin(async move {
+            log_engine_error(store.save(state).await);
+        }));
         link
     }
 
@@ -363,9 +378,14 @@ impl Hub {
     /// transport sends DISCONNECTED (80003) and ends, not resumable; a parked one
     /// is forgotten. False if no such connection.
     pub fn disconnect(&self, connection_id: &str) -> bool {
+        let before = self.registry.state(connection_id);
         let known = self.registry.kick(connection_id);
         // A parked connection is forgotten now; a live one when its transport ends.
-        self.store_connection_state(connection_id);
+        if let Some((record, ..)) = before {
+            if record.disconnected_ms.is_some() {
+                self.store_connection_change(&record);
+            }
+        }
         known
     }
 
@@ -1299,23 +1319,41 @@ impl Hub {
         Ok(true)
     }
 
-    /// Writes what the registry holds of `connection_id` to the engine, or forgets
-    /// it there when the registry did.
-    fn store_connection_state(&self, connection_id: &str) {
+    /// Writes what the registry now holds of the connection `before` was (parked)
+    /// to the engine, or forgets it there when the registry did; both only under
+    /// the key this node knew, so that a node that lost the connection to a resume
+    /// elsewhere leaves the new owner's state alone (and forgets its own copy).
+    fn store_connection_change(&self, before: &ConnectionRecord) {
         let store = self.engine.connections.clone();
-        let id = connection_id.to_owned();
+        let id = before.connection_id.clone();
+        let key = before.connection_key.clone();
         let state = self
             .registry
-            .state(connection_id)
-            .map(|(record, msg_serial)| ConnectionState {
+            .state(&id)
+            .map(|(record, msg_serial, _)| ConnectionState {
                 record,
                 msg_serial,
                 node: self.node_id.clone(),
             });
+        let hub = self.me.clone();
         crate::engine::now_or_spawn(Box::pin(async move {
-            match state {
-                Some(s) => log_engine_error(store.save(s).await),
-                None => log_engine_error(store.remove(&id).await),
+            let Some(state) = state else {
+                return log_engine_error(store.remove(&id, &key).await);
+            };
+            match store.take_over(&key, state.clone()).await {
+                Ok(true) => {}
+                Ok(false) => match store.load(&id).await {
+                    // Not in the engine (made before it, or expired there).
+                    Ok(None) => log_engine_error(store.save(state).await),
+                    // Resumed on another node: it is theirs.
+                    Ok(Some(_)) => {
+                        if let Some(hub) = hub.upgrade() {
+                            hub.registry.forget_if_key(&id, &key);
+                        }
+                    }
+                    Err(e) => log_engine_error::<()>(Err(e)),
+                },
+                Err(e) => log_engine_error::<()>(Err(e)),
             }
         }));
     }
@@ -1768,6 +1806,47 @@ mod tests {
         let mut late = a.open_connection().expect("slot");
         let e = late.resume(&key, "app.key", Some("ann")).await.unwrap_err();
         assert_eq!(e.code, ErrorCode::ConnectionExpired);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_lost_a_connection_to_another_leaves_its_state_alone() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine::in_process(history.clone());
+        let node = || {
+            Hub::try_with_engine(RealtimeConfig::default(), history.clone(), engine.clone())
+                .expect("hub")
+        };
+        let (a, b) = (node(), node());
+        let id = "klmnopqrst";
+        let key = crate::registry::connection_key_for(id);
+        let mut slot = a.open_connection().expect("slot");
+        slot.register(ConnectionRecord {
+            connection_id: id.into(),
+            connection_key: key.clone(),
+            client_id: None,
+            key_name: "app.key".into(),
+            connected_ms: now_ms(),
+            disconnected_ms: None,
+        });
+        // Node b takes the connection over before node a noticed its transport
+        // was gone (node a still thinks it live).
+        let mut taker = b.open_connection().expect("slot");
+        let (rec, _) = taker.resume(&key, "app.key", None).await.expect("resumed");
+        // Node a's transport ends late, resumable: it must not park b's connection.
+        drop(slot);
+        let kept = engine
+            .connections
+            .load(id)
+            .await
+            .expect("load")
+            .expect("kept");
+        assert_eq!(kept.record.connection_key, rec.connection_key, "b's key");
+        assert_eq!(kept.record.disconnected_ms, None, "b's transport is live");
+        assert!(a.connection(id).is_none(), "node a forgot its copy");
+        // Node b's transport ends for good: forgotten everywhere.
+        taker.set_resumable(false);
+        drop(taker);
+        assert_eq!(engine.connections.load(id).await, Ok(None));
     }
 
     #[tokio::test]

@@ -236,6 +236,18 @@ impl Registry {
         self.lock().remove(connection_id);
     }
 
+    /// Forgets a connection if it still has connectionKey `key` (one another node
+    /// took over while this one kept it parked).
+    pub fn forget_if_key(&self, connection_id: &str, key: &str) {
+        let mut map = self.lock();
+        if map
+            .get(connection_id)
+            .is_some_and(|e| e.record.connection_key == key)
+        {
+            map.remove(connection_id);
+        }
+    }
+
     /// Transport `generation` ended. A resumable end keeps the entry for resume; any
     /// other end forgets it. Ignored if a newer transport owns the entry.
     pub fn ended(&self, connection_id: &str, generation: u64, resumable: bool, now_ms: i64) {
@@ -295,11 +307,12 @@ impl Registry {
         self.lock().get(connection_id).map(|e| e.record.clone())
     }
 
-    /// Snapshot of one connection with its last msgSerial (what the engine keeps).
-    pub fn state(&self, connection_id: &str) -> Option<(ConnectionRecord, Option<i64>)> {
+    /// Snapshot of one connection with its last msgSerial (what the engine keeps)
+    /// and the transport generation serving it.
+    pub fn state(&self, connection_id: &str) -> Option<(ConnectionRecord, Option<i64>, u64)> {
         self.lock()
             .get(connection_id)
-            .map(|e| (e.record.clone(), e.link.last_msg_serial()))
+            .map(|e| (e.record.clone(), e.link.last_msg_serial(), e.generation))
     }
 
     /// Snapshot of the connection named by a connectionKey.

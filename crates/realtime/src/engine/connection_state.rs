@@ -26,7 +26,11 @@ pub struct ConnectionState {
 ///   later [`ConnectionStateStore::load`] on any node returns it (or a later save).
 /// - [`ConnectionStateStore::take_over`] replaces the state only if its current
 ///   connectionKey is the one given, as one step: of concurrent takeovers with the
-///   same key (two nodes resuming one connection) exactly one succeeds.
+///   same key (two nodes resuming one connection) exactly one succeeds. A node
+///   also writes a connection it serves (parked, say) this way, so that a node
+///   that lost it to a resume elsewhere cannot overwrite the new owner's state.
+/// - [`ConnectionStateStore::remove`] likewise forgets a connection only under the
+///   key given.
 /// - [`ConnectionStateStore::expire`] forgets connections disconnected for more than
 ///   the TTL, never a live one (`disconnected_ms` is `None`).
 ///
@@ -49,8 +53,12 @@ pub trait ConnectionStateStore: Send + Sync {
         state: ConnectionState,
     ) -> BoxFuture<'a, EngineResult<bool>>;
 
-    /// Forgets `connection_id`.
-    fn remove<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, EngineResult<()>>;
+    /// Forgets `connection_id` if its connectionKey is `key`; whether it did.
+    fn remove<'a>(
+        &'a self,
+        connection_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, EngineResult<bool>>;
 
     /// Forgets connections disconnected for more than `ttl_ms` at `now_ms`; how many.
     fn expire(&self, now_ms: i64, ttl_ms: i64) -> BoxFuture<'_, EngineResult<usize>>;
@@ -98,9 +106,19 @@ impl ConnectionStateStore for MemoryConnectionStateStore {
         ready(Ok(matches))
     }
 
-    fn remove<'a>(&'a self, connection_id: &'a str) -> BoxFuture<'a, EngineResult<()>> {
-        self.lock().remove(connection_id);
-        ready(Ok(()))
+    fn remove<'a>(
+        &'a self,
+        connection_id: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, EngineResult<bool>> {
+        let mut map = self.lock();
+        let matches = map
+            .get(connection_id)
+            .is_some_and(|s| s.record.connection_key == key);
+        if matches {
+            map.remove(connection_id);
+        }
+        ready(Ok(matches))
     }
 
     fn expire(&self, now_ms: i64, ttl_ms: i64) -> BoxFuture<'_, EngineResult<usize>> {
@@ -199,7 +217,18 @@ pub async fn contract_suite(a: Arc<dyn ConnectionStateStore>, b: Arc<dyn Connect
             winners += usize::from(task.await.expect("task"));
         }
         assert_eq!(winners, 1, "exactly one takeover of {id}");
-        a.remove(&id).await.expect("remove");
+        assert_eq!(
+            a.remove(&id, &key).await,
+            Ok(false),
+            "removed only under its key"
+        );
+        assert!(b.load(&id).await.expect("load").is_some(), "still kept");
+        let owner = b.load(&id).await.expect("load").expect("kept");
+        assert_eq!(
+            a.remove(&id, &owner.record.connection_key).await,
+            Ok(true),
+            "removed under the winner's key"
+        );
         assert_eq!(b.load(&id).await, Ok(None), "removed");
     }
 
