@@ -191,16 +191,16 @@ pub async fn run_session<S, R, E>(
             let (id, key, link) = fresh(&mut slot);
             (id, key, link, None)
         }
-        Some(key) => match slot
-            .resume(key, &principal.key_name, client_id.as_deref())
-            .await
-        {
-            Ok((rec, link)) => (rec.connection_id, rec.connection_key, link, None),
-            Err(e) => {
-                let (id, key, link) = fresh(&mut slot);
-                (id, key, link, Some(e))
+        // Boxed, as the frame handlers' engine calls are (see `on_message`).
+        Some(key) => {
+            match Box::pin(slot.resume(key, &principal.key_name, client_id.as_deref())).await {
+                Ok((rec, link)) => (rec.connection_id, rec.connection_key, link, None),
+                Err(e) => {
+                    let (id, key, link) = fresh(&mut slot);
+                    (id, key, link, Some(e))
+                }
             }
-        },
+        }
     };
     let superseded = link.superseded.clone();
     let kicked = link.kicked.clone();
@@ -534,8 +534,10 @@ impl Session {
                 self.push(ProtocolMessage::new(Action::Disconnected));
                 Flow::Close
             }
+            // The engine calls behind these awaits are boxed: inlined, their state
+            // would sit in every connection's task, idle or not (+5 KiB each).
             Action::Attach => {
-                self.on_attach(pm).await;
+                Box::pin(self.on_attach(pm)).await;
                 Flow::Continue
             }
             Action::Detach => {
@@ -543,7 +545,7 @@ impl Session {
                 Flow::Continue
             }
             Action::Message => {
-                self.on_publish(pm).await;
+                Box::pin(self.on_publish(pm)).await;
                 Flow::Continue
             }
             Action::Auth => self.on_auth(pm),
@@ -556,7 +558,7 @@ impl Session {
                 Flow::Continue
             }
             Action::Annotation => {
-                self.on_annotation(pm).await;
+                Box::pin(self.on_annotation(pm)).await;
                 Flow::Continue
             }
             Action::Object => {
