@@ -1,0 +1,375 @@
+//! Routing by slot. A request goes to the master that owns its slot (any master
+//! when it has no key); `-MOVED` updates the slot map and goes where it says, `-ASK`
+//! goes there once, preceded by `ASKING`; a connection that cannot be made, and
+//! `-TRYAGAIN` / `-CLUSTERDOWN`, refresh the map and retry after a short pause. All
+//! of it is bounded: past [`MAX_ATTEMPTS`] the caller gets an error.
+//!
+//! Locks guard only the slot map and the connection table, and are never held
+//! across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use tidewire_resp::{Protocol, Reply};
+
+use crate::connection::NodeConnection;
+use crate::error::EngineError;
+use crate::seed::{Credentials, Seed};
+use crate::topology::{join_addr, split_addr, SlotMap};
+
+/// Tries of one request: redirects and retries together.
+pub const MAX_ATTEMPTS: usize = 16;
+/// Connecting (and the handshake) must not take longer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A request not answered by then counts as a lost connection.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Full topology reads are at least this far apart.
+const REFRESH_INTERVAL_MS: u64 = 100;
+/// Pause before retrying after TRYAGAIN, CLUSTERDOWN or a connection failure;
+/// doubled on every retry up to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_millis(20);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// What a node said about where a request belongs.
+#[derive(Debug, PartialEq, Eq)]
+enum Redirect {
+    Moved {
+        slot: u16,
+        addr: String,
+    },
+    Ask {
+        addr: String,
+    },
+    /// TRYAGAIN (a multi-key request during a migration) or CLUSTERDOWN.
+    Wait,
+}
+
+/// The engine: its seeds, slot map and one connection per node and protocol.
+pub struct Cluster {
+    seeds: Vec<String>,
+    credentials: Option<Credentials>,
+    slots: RwLock<SlotMap>,
+    connections: Mutex<HashMap<(Arc<str>, bool), NodeConnection>>,
+    started: Instant,
+    last_refresh_ms: AtomicU64,
+}
+
+impl Cluster {
+    /// Connects to the first seed that answers and reads the topology. Fails if
+    /// none does, or if the credentials are refused, so a misconfigured node does
+    /// not start.
+    pub async fn connect(seeds: Vec<Seed>) -> Result<Arc<Cluster>, EngineError> {
+        let credentials = seeds.first().and_then(|s| s.credentials.clone());
+        let cluster = Arc::new(Cluster {
+            seeds: seeds.into_iter().map(|s| s.addr).collect(),
+            credentials,
+            slots: RwLock::new(SlotMap::default()),
+            connections: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            last_refresh_ms: AtomicU64::new(0),
+        });
+        cluster.read_topology().await?;
+        Ok(cluster)
+    }
+
+    /// The masters known now.
+    pub fn masters(&self) -> Vec<Arc<str>> {
+        self.slots.read().masters().to_vec()
+    }
+
+    /// Runs `commands` back to back on the master owning `slot` (any master for
+    /// `None`) and returns one reply per command. `retry_if_lost`: the commands
+    /// may run twice (reads), so a connection lost after sending is retried.
+    pub async fn run(
+        &self,
+        proto: Protocol,
+        slot: Option<u16>,
+        commands: &[Vec<Bytes>],
+        retry_if_lost: bool,
+    ) -> Result<Vec<Reply>, EngineError> {
+        let mut addr = self.route(slot).await?;
+        let mut asking = false;
+        let mut pause = FIRST_PAUSE;
+        let mut last_error = EngineError::GaveUp("no attempt made".into());
+        for _ in 0..MAX_ATTEMPTS {
+            let sent = if asking {
+                self.send_asking(&addr, proto, commands).await
+            } else {
+                self.send(&addr, proto, commands).await
+            };
+            asking = false;
+            let replies = match sent {
+                Ok(replies) => replies,
+                Err(e @ EngineError::Lost(_)) if !retry_if_lost => return Err(e),
+                Err(e @ (EngineError::Unreachable(_) | EngineError::Lost(_))) => {
+                    tracing::debug!(node = %addr, error = %e, "engine node failed, retrying");
+                    last_error = e;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    let _ = self.read_topology().await;
+                    addr = self.route(slot).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match find_redirect(&replies) {
+                None => return Ok(replies),
+                Some(Redirect::Moved {
+                    slot: moved,
+                    addr: to,
+                }) => {
+                    let to = resolve_host(&to, &addr);
+                    self.slots.write().moved(moved, &to);
+                    last_error = EngineError::GaveUp(format!("moved to {to}"));
+                    addr = to.into();
+                }
+                Some(Redirect::Ask { addr: to }) => {
+                    let to = resolve_host(&to, &addr);
+                    last_error = EngineError::GaveUp(format!("asked to go to {to}"));
+                    addr = to.into();
+                    asking = true;
+                }
+                Some(Redirect::Wait) => {
+                    last_error = EngineError::GaveUp(first_error(&replies).to_string());
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    let _ = self.read_topology().await;
+                    addr = self.route(slot).await?;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Runs one command on every master, in turn; the replies in master order.
+    pub async fn run_on_every_master(
+        &self,
+        proto: Protocol,
+        argv: &[Bytes],
+    ) -> Result<Vec<Reply>, EngineError> {
+        let mut replies = Vec::new();
+        for addr in self.masters() {
+            let mut reply = self.send(&addr, proto, &[argv.to_vec()]).await?;
+            replies.push(reply.pop().unwrap_or(Reply::Null));
+        }
+        Ok(replies)
+    }
+
+    /// The owner of `slot`, or any master; reads the topology once if none is
+    /// known.
+    async fn route(&self, slot: Option<u16>) -> Result<Arc<str>, EngineError> {
+        for _ in 0..2 {
+            {
+                let map = self.slots.read();
+                let owner = match slot {
+                    Some(s) => map.owner(s),
+                    None => None,
+                };
+                if let Some(addr) = owner.or_else(|| map.masters().first().cloned()) {
+                    return Ok(addr);
+                }
+            }
+            self.read_topology().await?;
+        }
+        Err(EngineError::Unreachable(
+            "the engine has no master serving this slot".into(),
+        ))
+    }
+
+    /// Commands preceded each by `ASKING`, which admits the next command for a slot
+    /// being imported; the `ASKING` replies are dropped.
+    async fn send_asking(
+        &self,
+        addr: &str,
+        proto: Protocol,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Reply>, EngineError> {
+        let asking = vec![Bytes::from_static(b"ASKING")];
+        let mut with_asking = Vec::with_capacity(commands.len() * 2);
+        for argv in commands {
+            with_asking.push(asking.clone());
+            with_asking.push(argv.clone());
+        }
+        let replies = self.send(addr, proto, &with_asking).await?;
+        Ok(replies.into_iter().skip(1).step_by(2).collect())
+    }
+
+    async fn send(
+        &self,
+        addr: &str,
+        proto: Protocol,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Reply>, EngineError> {
+        let conn = self.connection(addr, proto).await?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, conn.send(commands)).await {
+            Ok(result) => result,
+            Err(_) => {
+                conn.abandon();
+                Err(EngineError::Lost(format!("{addr}: no reply in time")))
+            }
+        }
+    }
+
+    /// The live connection to `addr` for `proto`, opened if there is none.
+    async fn connection(&self, addr: &str, proto: Protocol) -> Result<NodeConnection, EngineError> {
+        let resp3 = proto == Protocol::Resp3;
+        let key: (Arc<str>, bool) = (addr.into(), resp3);
+        if let Some(conn) = self.connections.lock().get(&key).filter(|c| c.is_alive()) {
+            return Ok(conn.clone());
+        }
+        let conn =
+            NodeConnection::open(addr, self.credentials.as_ref(), proto, CONNECT_TIMEOUT).await?;
+        self.connections.lock().insert(key, conn.clone());
+        Ok(conn)
+    }
+
+    /// Reads the slot map from a known master or a seed, unless that was done a
+    /// moment ago.
+    async fn read_topology(&self) -> Result<(), EngineError> {
+        let now = self.started.elapsed().as_millis() as u64 + REFRESH_INTERVAL_MS;
+        let last = self.last_refresh_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < REFRESH_INTERVAL_MS {
+            return Ok(());
+        }
+        self.last_refresh_ms.store(now, Ordering::Relaxed);
+        let mut candidates: Vec<String> = self.masters().iter().map(|m| m.to_string()).collect();
+        for seed in &self.seeds {
+            if !candidates.contains(seed) {
+                candidates.push(seed.clone());
+            }
+        }
+        let slots_command = vec![Bytes::from_static(b"CLUSTER"), Bytes::from_static(b"SLOTS")];
+        let mut last_error = EngineError::Unreachable("no seed node".into());
+        for addr in candidates {
+            let reply = match self
+                .send(&addr, Protocol::Resp2, std::slice::from_ref(&slots_command))
+                .await
+            {
+                Ok(mut replies) => replies.pop().unwrap_or(Reply::Null),
+                Err(e @ EngineError::Config(_)) => return Err(e),
+                Err(e) => {
+                    last_error = e;
+                    continue;
+                }
+            };
+            let map = match &reply {
+                Reply::Error(e) if e.contains("cluster support disabled") => {
+                    SlotMap::standalone(&addr)
+                }
+                Reply::Error(e) => {
+                    last_error = EngineError::Protocol(format!("{addr}: CLUSTER SLOTS: {e}"));
+                    continue;
+                }
+                other => match SlotMap::from_cluster_slots(other, &addr) {
+                    Some(map) if !map.masters().is_empty() => map,
+                    _ => {
+                        last_error =
+                            EngineError::Protocol(format!("{addr}: no slots in CLUSTER SLOTS"));
+                        continue;
+                    }
+                },
+            };
+            *self.slots.write() = map;
+            return Ok(());
+        }
+        Err(last_error)
+    }
+}
+
+/// The first redirect among the replies (a transaction's queued commands each
+/// answer for themselves).
+fn find_redirect(replies: &[Reply]) -> Option<Redirect> {
+    replies.iter().find_map(|r| match r {
+        Reply::Error(e) => parse_redirect(e),
+        _ => None,
+    })
+}
+
+fn parse_redirect(error: &str) -> Option<Redirect> {
+    let mut words = error.split(' ');
+    match words.next()? {
+        "MOVED" => {
+            let slot = words.next()?.parse().ok()?;
+            let addr = words.next()?.to_owned();
+            Some(Redirect::Moved { slot, addr })
+        }
+        "ASK" => {
+            let _slot = words.next()?;
+            let addr = words.next()?.to_owned();
+            Some(Redirect::Ask { addr })
+        }
+        "TRYAGAIN" | "CLUSTERDOWN" => Some(Redirect::Wait),
+        _ => None,
+    }
+}
+
+fn first_error(replies: &[Reply]) -> &str {
+    replies
+        .iter()
+        .find_map(|r| match r {
+            Reply::Error(e) => Some(e.as_str()),
+            _ => None,
+        })
+        .unwrap_or("")
+}
+
+/// A redirect to `:port` (a node that does not know its own address) means the
+/// host of the node that answered.
+fn resolve_host(to: &str, from: &str) -> String {
+    let (host, port) = split_addr(to);
+    if !host.is_empty() {
+        return to.to_owned();
+    }
+    let port: i64 = port.parse().unwrap_or(0);
+    join_addr(split_addr(from).0, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects() {
+        assert_eq!(
+            parse_redirect("MOVED 3999 127.0.0.1:6381"),
+            Some(Redirect::Moved {
+                slot: 3999,
+                addr: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(
+            parse_redirect("ASK 3999 127.0.0.1:6381"),
+            Some(Redirect::Ask {
+                addr: "127.0.0.1:6381".into()
+            })
+        );
+        assert_eq!(
+            parse_redirect("TRYAGAIN Multiple keys request during rehashing of slot"),
+            Some(Redirect::Wait)
+        );
+        assert_eq!(
+            parse_redirect("CLUSTERDOWN The cluster is down"),
+            Some(Redirect::Wait)
+        );
+        assert_eq!(parse_redirect("ERR MOVED"), None);
+        assert_eq!(parse_redirect("MOVED notaslot h:1"), None);
+        let replies = [Reply::ok(), Reply::Error("MOVED 1 h:2".into())];
+        assert!(matches!(
+            find_redirect(&replies),
+            Some(Redirect::Moved { slot: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn hostless_redirects_use_the_answering_host() {
+        assert_eq!(resolve_host(":7001", "10.0.0.1:7000"), "10.0.0.1:7001");
+        assert_eq!(
+            resolve_host("10.0.0.2:7001", "10.0.0.1:7000"),
+            "10.0.0.2:7001"
+        );
+    }
+}
