@@ -502,6 +502,21 @@ impl Store {
         reply
     }
 
+    /// The checks a front door makes before it forwards a command to another
+    /// engine instead of running it here: the command exists with its arity, and
+    /// the client may run it now (AUTH, ACL, busy script, loading). A refusal comes
+    /// back as the reply, counted as the dispatcher counts it.
+    pub fn admit_forwarded(
+        &self,
+        client: &mut Client,
+        argv: &[Bytes],
+    ) -> Result<&'static Command, Reply> {
+        let cmd = resolve(argv).inspect_err(|e| self.count_error(e))?;
+        self.admit(client, cmd, argv)
+            .map_err(|e| self.reject(client, cmd, e))?;
+        Ok(cmd)
+    }
+
     /// The client's ACL user, looked up again after any ACL change.
     pub fn acl_user(&self, client: &mut Client) -> Option<Arc<crate::acl::User>> {
         let generation = self.acl.generation();

@@ -1,0 +1,307 @@
+//! Two Tidewire nodes over one real Redis Cluster (`--engine`): they serve one
+//! keyspace over RESP and REST, route by slot across all three masters, answer
+//! CROSSSLOT as a cluster does, run MULTI/EXEC and EVAL on the slot's master, and
+//! follow a slot migrated between masters (ASK while it moves, MOVED after)
+//! without the client seeing an error. Also: a standalone redis-server as the
+//! engine, and a clear startup error for what is not supported.
+//!
+//! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
+
+mod common;
+mod redis_support;
+
+use common::{bulks, Raw, V};
+use redis_support::{RedisCluster, Standalone};
+use serde_json::json;
+use tidewire_engine::key_slot;
+use tidewire_server::{Config, Server};
+
+const TOKEN: &str = "engine-test-token";
+const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+async fn node(engine: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        engine: Some(engine.to_string()),
+        ..Config::default()
+    };
+    config.upstash.tokens = vec![TOKEN.into()];
+    let server = tidewire_server::start(config)
+        .await
+        .expect("node starts on the engine");
+    (server, dir)
+}
+
+async fn rest(server: &Server, path: &str, body: serde_json::Value) -> serde_json::Value {
+    common::rest_post(server, TOKEN, path, body).await
+}
+
+fn err(text: &str) -> V {
+    V::Err(text.into())
+}
+
+fn ok() -> V {
+    V::Simple("OK".into())
+}
+
+/// A key that hashes into the slot range of each master, one per master.
+fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
+    cluster
+        .masters
+        .iter()
+        .map(|m| {
+            (0..10_000)
+                .map(|i| format!("k{i}"))
+                .find(|k| cluster.owner_of(key_slot(k.as_bytes())).port == m.port)
+                .expect("a key for every master")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_one_cluster_keyspace() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let seed = cluster.masters[0].url();
+    let (a, _da) = node(&seed).await;
+    let (b, _db) = node(&seed).await;
+    let mut ra = Raw::connect(&a).await;
+    let mut rb = Raw::connect(&b).await;
+
+    // A write through A is read through B, over RESP and over REST.
+    assert_eq!(ra.cmd(&["SET", "foo", "bar"]).await, ok());
+    assert_eq!(rb.cmd(&["GET", "foo"]).await, V::bulk("bar"));
+    assert_eq!(
+        rest(&b, "", json!(["GET", "foo"])).await,
+        json!({"result": "bar"})
+    );
+    assert_eq!(
+        rest(&a, "", json!(["SET", "viarest", "1"])).await,
+        json!({"result": "OK"})
+    );
+    assert_eq!(rb.cmd(&["GET", "viarest"]).await, V::bulk("1"));
+
+    // Keys in every master's slots, each stored on its own master.
+    let keys = key_per_master(&cluster);
+    for (key, master) in keys.iter().zip(&cluster.masters) {
+        assert_eq!(ra.cmd(&["SET", key, "v"]).await, ok());
+        assert_eq!(rb.cmd(&["GET", key]).await, V::bulk("v"));
+        let direct: Option<String> = master.cmd(&["GET", key]);
+        assert_eq!(direct.as_deref(), Some("v"), "{key} is on its master");
+    }
+
+    // Connection commands stay local; keyspace-wide ones fan out.
+    assert_eq!(ra.cmd(&["PING"]).await, V::Simple("PONG".into()));
+    assert_eq!(ra.cmd(&["SELECT", "0"]).await, ok());
+    assert_eq!(
+        ra.cmd(&["SELECT", "1"]).await,
+        err("ERR SELECT is not allowed in cluster mode")
+    );
+    let total: i64 = cluster
+        .masters
+        .iter()
+        .map(|m| m.cmd::<i64>(&["DBSIZE"]))
+        .sum();
+    assert_eq!(rb.cmd(&["DBSIZE"]).await, V::Int(total));
+    match rb.cmd(&["KEYS", "*"]).await {
+        V::Array(found) => assert_eq!(found.len() as i64, total),
+        other => panic!("KEYS: {other:?}"),
+    }
+
+    // Multi-key commands: one slot or CROSSSLOT, exactly as a cluster says.
+    assert_eq!(ra.cmd(&["MSET", "a", "1", "b", "2"]).await, err(CROSSSLOT));
+    assert_eq!(ra.cmd(&["MSET", "{t}a", "1", "{t}b", "2"]).await, ok());
+    assert_eq!(rb.cmd(&["MGET", "{t}a", "{t}b"]).await, bulks(&["1", "2"]));
+
+    // RESP3 replies keep their RESP3 shapes; RESP2 gets the RESP2 ones.
+    assert_eq!(ra.cmd(&["HSET", "h", "f", "v"]).await, V::Int(1));
+    assert_eq!(rb.cmd(&["HGETALL", "h"]).await, bulks(&["f", "v"]));
+    assert_eq!(ra.cmd(&["ZADD", "z", "1.5", "m"]).await, V::Int(1));
+    assert_eq!(rb.cmd(&["ZSCORE", "z", "m"]).await, V::bulk("1.5"));
+    let mut r3 = Raw::connect(&b).await;
+    assert!(matches!(r3.cmd(&["HELLO", "3"]).await, V::Map(_)));
+    assert_eq!(
+        r3.cmd(&["HGETALL", "h"]).await,
+        V::Map(vec![(V::bulk("f"), V::bulk("v"))])
+    );
+    assert_eq!(r3.cmd(&["ZSCORE", "z", "m"]).await, V::Double("1.5".into()));
+    assert_eq!(r3.cmd(&["GET", "nokey"]).await, V::Nil);
+
+    // MULTI/EXEC on one slot; across slots EXEC answers CROSSSLOT; a refused
+    // command makes EXEC abort.
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(ra.cmd(&["INCR", "{t}n"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(ra.cmd(&["INCR", "{t}n"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(ra.cmd(&["GET", "{t}a"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(
+        ra.cmd(&["EXEC"]).await,
+        V::Array(vec![V::Int(1), V::Int(2), V::bulk("1")])
+    );
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(ra.cmd(&["SET", "a", "1"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(ra.cmd(&["SET", "b", "1"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(ra.cmd(&["EXEC"]).await, err(CROSSSLOT));
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(ra.cmd(&["MSET", "a", "1", "b", "2"]).await, err(CROSSSLOT));
+    assert_eq!(
+        ra.cmd(&["EXEC"]).await,
+        err("EXECABORT Transaction discarded because of previous errors.")
+    );
+    assert_eq!(ra.cmd(&["EXEC"]).await, err("ERR EXEC without MULTI"));
+    let exec = rest(
+        &b,
+        "/multi-exec",
+        json!([["SET", "{u}x", "1"], ["INCR", "{u}x"]]),
+    )
+    .await;
+    assert_eq!(exec, json!([{"result": "OK"}, {"result": 2}]));
+    let pipeline = rest(&b, "/pipeline", json!([["GET", "{u}x"], ["GET", "foo"]])).await;
+    assert_eq!(pipeline, json!([{"result": "2"}, {"result": "bar"}]));
+
+    // Scripts run where their declared keys live.
+    let script = "return redis.call('SET', KEYS[1], ARGV[1])";
+    assert_eq!(
+        ra.cmd(&["EVAL", script, "1", "foo", "scripted"]).await,
+        ok()
+    );
+    assert_eq!(rb.cmd(&["GET", "foo"]).await, V::bulk("scripted"));
+    assert_eq!(
+        ra.cmd(&["EVAL", "return 1", "2", "a", "b"]).await,
+        err(CROSSSLOT)
+    );
+    assert_eq!(ra.cmd(&["EVAL", "return 7", "0"]).await, V::Int(7));
+    let sha = match ra.cmd(&["SCRIPT", "LOAD", "return KEYS[1]"]).await {
+        V::Bulk(sha) => String::from_utf8(sha).expect("hex"),
+        other => panic!("SCRIPT LOAD: {other:?}"),
+    };
+    for key in &keys {
+        assert_eq!(rb.cmd(&["EVALSHA", &sha, "1", key]).await, V::bulk(key));
+    }
+
+    // What is not served yet says so.
+    for (args, start) in [
+        (
+            &["BLPOP", "q", "1"][..],
+            "ERR BLPOP is not supported with --engine yet",
+        ),
+        (
+            &["SUBSCRIBE", "c"],
+            "ERR SUBSCRIBE is not supported with --engine yet",
+        ),
+        (
+            &["SCAN", "0"],
+            "ERR SCAN is not supported with --engine yet",
+        ),
+        (
+            &["WATCH", "foo"],
+            "ERR WATCH is not supported with --engine yet",
+        ),
+    ] {
+        match ra.cmd(args).await {
+            V::Err(e) => assert!(e.starts_with(start), "{args:?}: {e}"),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+
+    // A slot moves between masters while both nodes keep using it.
+    let slot = key_slot(b"foo");
+    let source = cluster.owner_of(slot);
+    let target = cluster
+        .masters
+        .iter()
+        .find(|m| m.port != source.port)
+        .expect("another master");
+    let slot_text = slot.to_string();
+    target.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source.id()]);
+    source.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target.id()]);
+    // A new key of the migrating slot belongs to the target already (ASK).
+    assert_eq!(ra.cmd(&["SET", "{foo}new", "fresh"]).await, ok());
+    assert_eq!(rb.cmd(&["GET", "{foo}new"]).await, V::bulk("fresh"));
+    let on_target: Option<String> = target.conn_get_asking("{foo}new");
+    assert_eq!(on_target.as_deref(), Some("fresh"));
+    // The old keys move; reads follow them.
+    let moving: Vec<String> = source.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
+    assert!(!moving.is_empty());
+    let mut migrate = vec![
+        "MIGRATE".to_string(),
+        "127.0.0.1".into(),
+        target.port.to_string(),
+        String::new(),
+        "0".into(),
+        "5000".into(),
+        "KEYS".into(),
+    ];
+    migrate.extend(moving);
+    let migrate: Vec<&str> = migrate.iter().map(String::as_str).collect();
+    source.cmd::<()>(&migrate);
+    assert_eq!(ra.cmd(&["GET", "foo"]).await, V::bulk("scripted"));
+    assert_eq!(rb.cmd(&["INCR", "{foo}count"]).await, V::Int(1));
+    // The move ends: every master learns the new owner; the nodes follow MOVED.
+    for m in &cluster.masters {
+        m.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &target.id()]);
+    }
+    assert_eq!(ra.cmd(&["GET", "foo"]).await, V::bulk("scripted"));
+    assert_eq!(rb.cmd(&["GET", "{foo}new"]).await, V::bulk("fresh"));
+    assert_eq!(rb.cmd(&["INCR", "{foo}count"]).await, V::Int(2));
+    assert_eq!(
+        rest(&a, "", json!(["GET", "foo"])).await,
+        json!({"result": "scripted"})
+    );
+    let direct: Option<String> = target.cmd(&["GET", "foo"]);
+    assert_eq!(direct.as_deref(), Some("scripted"));
+
+    // FLUSHALL empties every master.
+    assert_eq!(ra.cmd(&["FLUSHALL"]).await, ok());
+    assert_eq!(rb.cmd(&["DBSIZE"]).await, V::Int(0));
+
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_server_is_one_node_owning_every_slot() {
+    let redis = tokio::task::spawn_blocking(redis_support::standalone)
+        .await
+        .expect("redis-server starts");
+    let Standalone {
+        node: redis_node, ..
+    } = &redis;
+    let (a, _da) = node(&redis_node.url()).await;
+    let mut r = Raw::connect(&a).await;
+    assert_eq!(r.cmd(&["MSET", "{t}a", "1", "{t}b", "2"]).await, ok());
+    // A cluster's rules hold even on one server: every node of a deployment
+    // answers alike whatever the engine's size.
+    assert_eq!(r.cmd(&["MSET", "a", "1", "b", "2"]).await, err(CROSSSLOT));
+    assert_eq!(r.cmd(&["SET", "a", "x"]).await, ok());
+    let direct: Option<String> = redis_node.cmd(&["GET", "a"]);
+    assert_eq!(direct.as_deref(), Some("x"));
+    assert_eq!(r.cmd(&["DBSIZE"]).await, V::Int(3));
+    a.shutdown().await;
+}
+
+#[tokio::test]
+async fn unsupported_or_unreachable_engines_stop_the_start() {
+    for (engine, expect) in [
+        ("rediss://127.0.0.1:1", "not supported"),
+        ("http://127.0.0.1:1", "expected redis://"),
+        ("redis://127.0.0.1:1", "cannot reach the engine"),
+    ] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config {
+            port: 0,
+            http_port: 0,
+            data_dir: dir.path().to_path_buf(),
+            engine: Some(engine.into()),
+            ..Config::default()
+        };
+        let error = match tidewire_server::start(config).await {
+            Ok(_) => panic!("{engine}: started"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(error.contains(expect), "{engine}: {error}");
+    }
+}
