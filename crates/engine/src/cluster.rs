@@ -153,10 +153,22 @@ impl Cluster {
     ) -> Result<Vec<Reply>, EngineError> {
         let mut replies = Vec::new();
         for addr in self.masters() {
-            let mut reply = self.send(&addr, proto, &[argv.to_vec()]).await?;
-            replies.push(reply.pop().unwrap_or(Reply::Null));
+            replies.push(self.run_on_master(&addr, proto, argv).await?);
         }
         Ok(replies)
+    }
+
+    /// Runs one command on the master at `addr` (one of [`Cluster::masters`]),
+    /// with no redirect followed: for commands about that master's own keys
+    /// (SCAN).
+    pub async fn run_on_master(
+        &self,
+        addr: &str,
+        proto: Protocol,
+        argv: &[Bytes],
+    ) -> Result<Reply, EngineError> {
+        let mut replies = self.send(addr, proto, &[argv.to_vec()]).await?;
+        Ok(replies.pop().unwrap_or(Reply::Null))
     }
 
     /// The owner of `slot`, or any master; reads the topology once if none is

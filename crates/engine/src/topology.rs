@@ -80,7 +80,7 @@ impl SlotMap {
         self.owners.get(slot as usize).cloned().flatten()
     }
 
-    /// Every master, each once.
+    /// Every master, each once, in address order (stable while the topology is).
     pub fn masters(&self) -> &[Arc<str>] {
         &self.masters
     }
@@ -98,7 +98,8 @@ impl SlotMap {
             return known.clone();
         }
         let addr: Arc<str> = addr.into();
-        self.masters.push(addr.clone());
+        let at = self.masters.partition_point(|m| **m < *addr);
+        self.masters.insert(at, addr.clone());
         addr
     }
 }

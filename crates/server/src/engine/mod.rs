@@ -12,6 +12,7 @@
 
 mod fan_out;
 mod route;
+mod scan;
 mod session;
 
 use std::sync::Arc;

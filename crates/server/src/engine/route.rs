@@ -23,6 +23,8 @@ pub enum Route {
     Slot(Option<u16>),
     /// To every master, the replies merged.
     EveryMaster(Merge),
+    /// SCAN: one master after the other, behind one cursor.
+    ScanMasters,
     /// Not served with an engine: this error.
     Refused(String),
 }
@@ -90,13 +92,16 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
             cmd.spec.name.to_ascii_uppercase()
         ));
     }
+    if name == "scan" {
+        return Route::ScanMasters;
+    }
     // EVAL / FCALL with no key: any master runs it, as in a cluster (here they
     // count as keyspace-wide, since a script may touch undeclared keys).
     if cmd.has(flag::NO_MANDATORY_KEYS) {
         return Route::Slot(None);
     }
-    // Whole-keyspace commands without a merge (SCAN): INFO, MEMORY and DEBUG
-    // describe this node and stay local.
+    // Whole-keyspace commands without a merge: INFO, MEMORY and DEBUG describe
+    // this node and stay local.
     if cmd.has(flag::ALL_KEYS) && cmd.spec.group != "server" {
         return not_yet(cmd, "the keyspace is spread over the engine's masters");
     }
@@ -204,8 +209,7 @@ mod tests {
             route_of(&["SCRIPT", "LOAD", "return 1"]),
             Route::EveryMaster(Merge::First)
         );
-        assert!(refused(route_of(&["SCAN", "0"]))
-            .starts_with("ERR SCAN is not supported with --engine yet"));
+        assert_eq!(route_of(&["SCAN", "0", "MATCH", "k*"]), Route::ScanMasters);
         assert_eq!(
             refused(route_of(&["SELECT", "1"])),
             "ERR SELECT is not allowed in cluster mode"

@@ -12,6 +12,7 @@ use tidewire_store::{Client, Command, Store};
 
 use super::fan_out::merge;
 use super::route::{route, Route, TxControl, CROSSSLOT};
+use super::scan;
 
 pub struct EngineSession {
     cluster: Arc<Cluster>,
@@ -90,8 +91,46 @@ impl EngineSession {
                     Err(e) => engine_error(&e),
                 })
             }
+            Route::ScanMasters => Some(self.scan(client, argv).await),
             Route::Refused(error) => Some(Reply::Error(error)),
             Route::Transaction(_) => None,
+        }
+    }
+
+    /// One page of a SCAN over every master (see [`scan`]).
+    async fn scan(&self, client: &Client, argv: &[Bytes]) -> Reply {
+        let invalid = || Reply::error("ERR invalid cursor");
+        let Some(cursor) = parse_u64(&argv[1]) else {
+            return invalid();
+        };
+        let masters = self.cluster.masters();
+        let (index, master_cursor) = scan::split(cursor);
+        let Some(master) = masters.get(index) else {
+            return invalid();
+        };
+        let mut forwarded = argv.to_vec();
+        forwarded[1] = Bytes::from(master_cursor.to_string());
+        let reply = match self
+            .cluster
+            .run_on_master(master, client.proto, &forwarded)
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => return engine_error(&e),
+        };
+        let Reply::Array(mut page) = reply else {
+            return reply;
+        };
+        let next = match page.first() {
+            Some(Reply::Bulk(next)) => parse_u64(next),
+            _ => None,
+        };
+        match next.and_then(|n| scan::next_cursor(index, masters.len(), n)) {
+            Some(next) => {
+                page[0] = Reply::Bulk(Bytes::from(next.to_string()));
+                Reply::Array(page)
+            }
+            None => Reply::error("ERR engine protocol error: unexpected SCAN reply"),
         }
     }
 
@@ -173,7 +212,7 @@ impl Transaction {
                 self.aborted = true;
                 Reply::Error(error)
             }
-            Route::Local | Route::EveryMaster(_) | Route::Transaction(_) => {
+            Route::Local | Route::EveryMaster(_) | Route::ScanMasters | Route::Transaction(_) => {
                 self.aborted = true;
                 Reply::Error(format!(
                     "ERR {} inside MULTI is not supported with --engine",
@@ -188,6 +227,10 @@ impl Transaction {
 /// with its connection may be sent again.
 fn reads_only(cmd: &Command) -> bool {
     cmd.has(flag::READONLY) && !cmd.has(flag::WRITE)
+}
+
+fn parse_u64(text: &[u8]) -> Option<u64> {
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 fn engine_error(e: &tidewire_engine::EngineError) -> Reply {
