@@ -32,7 +32,7 @@ const REFRESH_INTERVAL_MS: u64 = 100;
 /// Pause before retrying after TRYAGAIN, CLUSTERDOWN or a connection failure;
 /// doubled on every retry up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(20);
-const MAX_PAUSE: Duration = Duration::from_millis(500);
+const MAX_PAUSE: Duration = Duration::from_millis(1000);
 
 /// What a node said about where a request belongs.
 #[derive(Debug, PartialEq, Eq)]

@@ -23,6 +23,12 @@ impl Drop for Node {
 }
 
 impl Node {
+    /// Kills the process at once (SIGKILL), as a crashed machine would stop.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -77,17 +83,18 @@ fn free_port() -> u16 {
     panic!("no free port pair for a cluster node");
 }
 
-fn start_node(dir: &std::path::Path, cluster: bool) -> Node {
+/// `cluster`: the node timeout (ms) of a cluster node; `None`: a standalone server.
+fn start_node(dir: &std::path::Path, cluster: Option<u32>) -> Node {
     let port = free_port();
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .arg("--dir")
         .arg(dir);
-    if cluster {
+    if let Some(node_timeout) = cluster {
         cmd.args(["--cluster-enabled", "yes"])
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-            .args(["--cluster-node-timeout", "5000"]);
+            .args(["--cluster-node-timeout", &node_timeout.to_string()]);
     }
     let child = cmd
         .stdout(Stdio::null())
@@ -119,7 +126,7 @@ pub struct Standalone {
 pub fn standalone() -> Standalone {
     let dir = tempfile::tempdir().expect("temp dir");
     Standalone {
-        node: start_node(dir.path(), false),
+        node: start_node(dir.path(), None),
         _dir: dir,
     }
 }
@@ -127,17 +134,36 @@ pub fn standalone() -> Standalone {
 /// Three masters, slots split by `redis-cli --cluster create`.
 pub struct RedisCluster {
     pub masters: Vec<Node>,
+    /// One per master when started [`RedisCluster::with_replicas`].
+    pub replicas: Vec<Node>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
+    /// Three masters, no replica.
     pub fn start() -> RedisCluster {
+        RedisCluster::create(false)
+    }
+
+    /// Three masters and a replica of each, with a short node timeout so that a
+    /// killed master's replica takes over within seconds.
+    pub fn with_replicas() -> RedisCluster {
+        RedisCluster::create(true)
+    }
+
+    fn create(replicas: bool) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let masters: Vec<Node> = (0..3).map(|_| start_node(dir.path(), true)).collect();
+        let (count, node_timeout) = if replicas { (6, 2000) } else { (3, 5000) };
+        let nodes: Vec<Node> = (0..count)
+            .map(|_| start_node(dir.path(), Some(node_timeout)))
+            .collect();
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
-        for m in &masters {
-            create.arg(m.addr());
+        for n in &nodes {
+            create.arg(n.addr());
+        }
+        if replicas {
+            create.args(["--cluster-replicas", "1"]);
         }
         let out = create
             .arg("--cluster-yes")
@@ -151,11 +177,22 @@ impl RedisCluster {
             "redis-cli --cluster create failed: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let cluster = RedisCluster { masters, _dir: dir };
+        let (masters, replicas): (Vec<Node>, Vec<Node>) = nodes.into_iter().partition(|n| {
+            let role: Vec<redis::Value> = n.cmd(&["ROLE"]);
+            matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+        });
+        let cluster = RedisCluster {
+            masters,
+            replicas,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster.masters.iter().all(|m| {
+        while !cluster.masters.iter().chain(&cluster.replicas).all(|m| {
             m.cmd::<String>(&["CLUSTER", "INFO"])
                 .contains("cluster_state:ok")
+        }) || !cluster.replicas.iter().all(|r| {
+            r.cmd::<String>(&["INFO", "replication"])
+                .contains("master_link_status:up")
         }) {
             assert!(
                 Instant::now() < deadline,
