@@ -192,22 +192,25 @@ impl Cluster {
         ))
     }
 
-    /// Commands preceded each by `ASKING`, which admits the next command for a slot
-    /// being imported; the `ASKING` replies are dropped.
+    /// The commands preceded by `ASKING`, which admits the next command for a slot
+    /// being imported, or a whole `MULTI … EXEC` (the flag lasts through a
+    /// transaction); its reply is dropped. Requests are one command or one
+    /// transaction, so one `ASKING` covers them.
     async fn send_asking(
         &self,
         addr: &str,
         proto: Protocol,
         commands: &[Vec<Bytes>],
     ) -> Result<Vec<Reply>, EngineError> {
-        let asking = vec![Bytes::from_static(b"ASKING")];
-        let mut with_asking = Vec::with_capacity(commands.len() * 2);
-        for argv in commands {
-            with_asking.push(asking.clone());
-            with_asking.push(argv.clone());
+        let mut with_asking = Vec::with_capacity(commands.len() + 1);
+        with_asking.push(vec![Bytes::from_static(b"ASKING")]);
+        with_asking.extend_from_slice(commands);
+        let mut replies = self.send(addr, proto, &with_asking).await?;
+        if replies.is_empty() {
+            return Err(EngineError::Protocol("no reply to ASKING".into()));
         }
-        let replies = self.send(addr, proto, &with_asking).await?;
-        Ok(replies.into_iter().skip(1).step_by(2).collect())
+        replies.remove(0);
+        Ok(replies)
     }
 
     async fn send(

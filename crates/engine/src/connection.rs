@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tidewire_resp::{decode, Protocol, Reply};
+use tidewire_resp::{decode_lossy as decode, Protocol, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -268,6 +268,15 @@ mod tests {
             ],
         );
         assert_eq!(&out[..], b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+    }
+
+    #[test]
+    fn an_error_line_that_is_not_utf8_is_still_a_reply() {
+        // A script's error_reply can carry any bytes; one such reply must not
+        // break the connection every client of the node shares.
+        let (reply, used) = decode(b"-ERR bad \xff byte\r\n").unwrap().unwrap();
+        assert_eq!(used, 17);
+        assert!(matches!(reply, Reply::Error(e) if e.starts_with("ERR bad ")));
     }
 
     #[tokio::test]

@@ -197,6 +197,16 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         err(CROSSSLOT)
     );
     assert_eq!(ra.cmd(&["EVAL", "return 7", "0"]).await, V::Int(7));
+    // An error line that is not UTF-8 is passed on, and the connection the node
+    // shares with its other clients survives it.
+    match ra
+        .cmd(&["EVAL", "return redis.error_reply('bad \\255')", "1", "foo"])
+        .await
+    {
+        V::Err(e) => assert!(e.starts_with("bad "), "{e}"),
+        other => panic!("error_reply: {other:?}"),
+    }
+    assert_eq!(rb.cmd(&["GET", "{t}a"]).await, V::bulk("1"));
     let sha = match ra.cmd(&["SCRIPT", "LOAD", "return KEYS[1]"]).await {
         V::Bulk(sha) => String::from_utf8(sha).expect("hex"),
         other => panic!("SCRIPT LOAD: {other:?}"),
@@ -240,6 +250,17 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     // A new key of the migrating slot belongs to the target already (ASK).
     assert_eq!(ra.cmd(&["SET", "{foo}new", "fresh"]).await, ok());
     assert_eq!(rb.cmd(&["GET", "{foo}new"]).await, V::bulk("fresh"));
+    // So does a transaction on new keys of that slot: one ASKING before MULTI.
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(
+        ra.cmd(&["SET", "{foo}tx", "t"]).await,
+        V::Simple("QUEUED".into())
+    );
+    assert_eq!(
+        ra.cmd(&["GET", "{foo}tx"]).await,
+        V::Simple("QUEUED".into())
+    );
+    assert_eq!(ra.cmd(&["EXEC"]).await, V::Array(vec![ok(), V::bulk("t")]));
     let on_target: Option<String> = target.conn_get_asking("{foo}new");
     assert_eq!(on_target.as_deref(), Some("fresh"));
     // The old keys move; reads follow them.
