@@ -91,15 +91,43 @@ impl Cluster {
         commands: &[Vec<Bytes>],
         retry_if_lost: bool,
     ) -> Result<Vec<Reply>, EngineError> {
+        self.run_via(None, proto, slot, commands, retry_if_lost)
+            .await
+    }
+
+    /// [`Cluster::run`] on a client's own connection, for commands that block
+    /// (BLPOP …): they would hold up every other client on a shared one, and
+    /// their reply may take as long as they ask, so no reply timeout applies. A
+    /// lost connection is not retried (the command may have popped something).
+    pub async fn run_dedicated(
+        &self,
+        own: &mut DedicatedConnection,
+        proto: Protocol,
+        slot: Option<u16>,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Reply>, EngineError> {
+        self.run_via(Some(own), proto, slot, commands, false).await
+    }
+
+    async fn run_via(
+        &self,
+        mut own: Option<&mut DedicatedConnection>,
+        proto: Protocol,
+        slot: Option<u16>,
+        commands: &[Vec<Bytes>],
+        retry_if_lost: bool,
+    ) -> Result<Vec<Reply>, EngineError> {
         let mut addr = self.route(slot).await?;
         let mut asking = false;
         let mut pause = FIRST_PAUSE;
         let mut last_error = EngineError::GaveUp("no attempt made".into());
         for _ in 0..MAX_ATTEMPTS {
             let sent = if asking {
-                self.send_asking(&addr, proto, commands).await
+                self.send_asking(own.as_deref_mut(), &addr, proto, commands)
+                    .await
             } else {
-                self.send(&addr, proto, commands).await
+                self.send_via(own.as_deref_mut(), &addr, proto, commands)
+                    .await
             };
             asking = false;
             let replies = match sent {
@@ -198,6 +226,7 @@ impl Cluster {
     /// transaction, so one `ASKING` covers them.
     async fn send_asking(
         &self,
+        own: Option<&mut DedicatedConnection>,
         addr: &str,
         proto: Protocol,
         commands: &[Vec<Bytes>],
@@ -205,12 +234,29 @@ impl Cluster {
         let mut with_asking = Vec::with_capacity(commands.len() + 1);
         with_asking.push(vec![Bytes::from_static(b"ASKING")]);
         with_asking.extend_from_slice(commands);
-        let mut replies = self.send(addr, proto, &with_asking).await?;
+        let mut replies = self.send_via(own, addr, proto, &with_asking).await?;
         if replies.is_empty() {
             return Err(EngineError::Protocol("no reply to ASKING".into()));
         }
         replies.remove(0);
         Ok(replies)
+    }
+
+    /// On the client's own connection if it has one, else the shared one.
+    async fn send_via(
+        &self,
+        own: Option<&mut DedicatedConnection>,
+        addr: &str,
+        proto: Protocol,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Reply>, EngineError> {
+        match own {
+            None => self.send(addr, proto, commands).await,
+            Some(own) => {
+                own.send(addr, proto, self.credentials.as_ref(), commands)
+                    .await
+            }
+        }
     }
 
     async fn send(
@@ -292,6 +338,35 @@ impl Cluster {
             return Ok(());
         }
         Err(last_error)
+    }
+}
+
+/// One client's own engine connection (see [`Cluster::run_dedicated`]), kept
+/// while it goes to the same master with the same protocol.
+#[derive(Default)]
+pub struct DedicatedConnection {
+    current: Option<(Arc<str>, Protocol, NodeConnection)>,
+}
+
+impl DedicatedConnection {
+    async fn send(
+        &mut self,
+        addr: &str,
+        proto: Protocol,
+        credentials: Option<&Credentials>,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Reply>, EngineError> {
+        // Taken out while a request is in flight: a caller that gives up on it
+        // (its client left) drops the future and with it the connection, so a
+        // reply meant for the abandoned command never answers a later one, and
+        // the engine, seeing the connection close, stops blocking for it.
+        let conn = match self.current.take() {
+            Some((a, p, c)) if &*a == addr && p == proto && c.is_alive() => c,
+            _ => NodeConnection::open(addr, credentials, proto, CONNECT_TIMEOUT).await?,
+        };
+        let replies = conn.send(commands).await?;
+        self.current = Some((addr.into(), proto, conn));
+        Ok(replies)
     }
 }
 

@@ -20,7 +20,7 @@ pub mod seed;
 pub mod slot;
 pub mod topology;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, DedicatedConnection};
 pub use error::EngineError;
 pub use seed::{parse_seeds, Credentials, Seed};
 pub use slot::{key_slot, SLOT_COUNT};

@@ -330,7 +330,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 // Time passes while the engine answers: the next command reads the
                 // clock afresh.
                 self.batch_clock = false;
-                if let Some(reply) = engine.execute(&self.store, client, &argv).await {
+                // A kill, shutdown or the client leaving ends the wait (a BLPOP on
+                // the engine may last); dropping it closes any connection of the
+                // client's own, which makes the engine stop blocking for it.
+                let forwarded = {
+                    let execute = engine.execute(&self.store, client, &argv);
+                    tokio::pin!(execute);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = self.info.killed() => return false,
+                            _ = self.shutdown.changed() => return false,
+                            reply = &mut execute => break reply,
+                            read = self.stream.read_buf(&mut self.inbuf), if self.inbuf.len() < 1024 * 1024 => {
+                                let Ok(n @ 1..) = read else { return false };
+                                self.store.stats.total_net_input_bytes.add(n as u64);
+                                self.store.stats.total_reads_processed.add(1);
+                            }
+                        }
+                    }
+                };
+                if let Some(reply) = forwarded {
                     self.replies.push(reply);
                     self.take_replies(client);
                     if self.out.len() >= FLUSH_THRESHOLD && !self.flush().await {

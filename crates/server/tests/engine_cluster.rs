@@ -215,11 +215,51 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         assert_eq!(rb.cmd(&["EVALSHA", &sha, "1", key]).await, V::bulk(key));
     }
 
+    // Blocking commands wait on the client's own engine connection: a push
+    // through the other node wakes them; a timeout answers nil.
+    ra.send(&["BLPOP", "{q}jobs", "5"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(rb.cmd(&["RPUSH", "{q}jobs", "job1"]).await, V::Int(1));
+    assert_eq!(ra.read().await, bulks(&["{q}jobs", "job1"]));
+    assert_eq!(ra.cmd(&["BLPOP", "{q}none", "0.1"]).await, V::Nil);
+    assert_eq!(ra.cmd(&["BLPOP", "a", "b", "1"]).await, err(CROSSSLOT));
+    // A client that leaves while blocked leaves nothing blocked on the engine,
+    // so a later push is not popped for nobody.
+    let queue_owner = cluster.owner_of(key_slot(b"{q}gone"));
+    let blocked = || queue_owner.cmd::<String>(&["INFO", "clients"]);
+    {
+        let mut leaving = Raw::connect(&a).await;
+        leaving.send(&["BLPOP", "{q}gone", "0"]).await;
+        assert!(
+            common::eventually(|| async { blocked().contains("blocked_clients:1") }).await,
+            "the BLPOP blocks on the engine"
+        );
+    }
+    assert!(
+        common::eventually(|| async { blocked().contains("blocked_clients:0") }).await,
+        "the engine stops blocking once the client left"
+    );
+    assert_eq!(rb.cmd(&["RPUSH", "{q}gone", "kept"]).await, V::Int(1));
+    assert_eq!(rb.cmd(&["LLEN", "{q}gone"]).await, V::Int(1));
+    // Inside MULTI a blocking command does not block, as in Redis.
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(
+        ra.cmd(&["BLPOP", "{q}none", "0"]).await,
+        V::Simple("QUEUED".into())
+    );
+    assert_eq!(ra.cmd(&["EXEC"]).await, V::Array(vec![V::Nil]));
+    // REST requests never wait.
+    let over_rest = rest(&b, "", json!(["XREAD", "BLOCK", "0", "STREAMS", "s", "$"])).await;
+    assert_eq!(
+        over_rest,
+        json!({"error": "ERR blocking command XREAD is not supported over REST"})
+    );
+
     // What is not served yet says so.
     for (args, start) in [
         (
-            &["BLPOP", "q", "1"][..],
-            "ERR BLPOP is not supported with --engine yet",
+            &["WAIT", "1", "0"][..],
+            "ERR WAIT is not supported with --engine yet",
         ),
         (
             &["SUBSCRIBE", "c"],

@@ -51,12 +51,21 @@ impl Engine {
         Ok(Engine::Redis(cluster))
     }
 
-    /// A front door's per-client session: `None` on the embedded engine, where
-    /// the store serves every command itself.
+    /// A RESP connection's session: `None` on the embedded engine, where the
+    /// store serves every command itself.
     pub fn session(&self) -> Option<EngineSession> {
         match self {
             Engine::Embedded => None,
-            Engine::Redis(cluster) => Some(EngineSession::new(cluster.clone())),
+            Engine::Redis(cluster) => Some(EngineSession::new(cluster.clone(), true)),
+        }
+    }
+
+    /// A REST request's session: as [`Engine::session`], but commands that
+    /// would block are refused (a request never waits).
+    pub fn request_session(&self) -> Option<EngineSession> {
+        match self {
+            Engine::Embedded => None,
+            Engine::Redis(cluster) => Some(EngineSession::new(cluster.clone(), false)),
         }
     }
 }

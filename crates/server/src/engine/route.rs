@@ -21,6 +21,9 @@ pub enum Route {
     Transaction(TxControl),
     /// To the master owning this slot (`None`: the command has no key, any master).
     Slot(Option<u16>),
+    /// A command that blocks (BLPOP …), to the master owning this slot on the
+    /// client's own engine connection.
+    Blocking(u16),
     /// To every master, the replies merged.
     EveryMaster(Merge),
     /// SCAN: one master after the other, behind one cursor.
@@ -72,16 +75,20 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
     }
     let blocks =
         cmd.has(flag::BLOCKING) && (!cmd.has(flag::BLOCKS_ON_OPTION) || asks_to_block(argv));
-    if blocks {
-        return not_yet(cmd, "blocking commands need a dedicated engine connection");
-    }
     let positions = cmd.spec.keys.positions(argv);
     if let Some((first, rest)) = positions.split_first() {
         let slot = key_slot(&argv[*first]);
         if rest.iter().any(|p| key_slot(&argv[*p]) != slot) {
             return Route::Refused(CROSSSLOT.into());
         }
-        return Route::Slot(Some(slot));
+        return if blocks {
+            Route::Blocking(slot)
+        } else {
+            Route::Slot(Some(slot))
+        };
+    }
+    if blocks {
+        return not_yet(cmd, "it waits on the node's own replicas");
     }
     if let Some((_, merge)) = FAN_OUT.iter().find(|(n, _)| *n == name) {
         return Route::EveryMaster(*merge);
@@ -221,12 +228,20 @@ mod tests {
     }
 
     #[test]
-    fn blocking_and_pubsub_are_refused_for_now() {
-        assert!(refused(route_of(&["BLPOP", "q", "0"])).starts_with("ERR BLPOP is not supported"));
-        assert!(
-            refused(route_of(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]))
-                .starts_with("ERR XREAD is not supported")
+    fn blocking_commands_go_to_their_slot_and_pubsub_is_refused_for_now() {
+        assert_eq!(
+            route_of(&["BLPOP", "q", "0"]),
+            Route::Blocking(key_slot(b"q"))
         );
+        assert_eq!(
+            route_of(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            Route::Blocking(key_slot(b"s"))
+        );
+        assert_eq!(
+            route_of(&["BLPOP", "a", "b", "0"]),
+            Route::Refused(CROSSSLOT.into())
+        );
+        assert!(refused(route_of(&["WAIT", "1", "0"])).starts_with("ERR WAIT is not supported"));
         assert!(refused(route_of(&["SUBSCRIBE", "c"])).starts_with("ERR SUBSCRIBE"));
         assert!(refused(route_of(&["PUBLISH", "c", "m"])).starts_with("ERR PUBLISH"));
     }

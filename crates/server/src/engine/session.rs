@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tidewire_engine::Cluster;
+use tidewire_engine::{Cluster, DedicatedConnection};
 use tidewire_resp::Reply;
 use tidewire_store::command::flag;
 use tidewire_store::{Client, Command, Store};
@@ -17,6 +17,10 @@ use super::scan;
 pub struct EngineSession {
     cluster: Arc<Cluster>,
     transaction: Option<Transaction>,
+    /// Whether the front door can wait (RESP); a REST request never waits.
+    may_block: bool,
+    /// The client's own engine connection, for the commands that block.
+    own: DedicatedConnection,
 }
 
 /// Commands queued since MULTI.
@@ -34,10 +38,12 @@ struct Transaction {
 }
 
 impl EngineSession {
-    pub fn new(cluster: Arc<Cluster>) -> EngineSession {
+    pub fn new(cluster: Arc<Cluster>, may_block: bool) -> EngineSession {
         EngineSession {
             cluster,
             transaction: None,
+            may_block,
+            own: DedicatedConnection::default(),
         }
     }
 
@@ -91,6 +97,18 @@ impl EngineSession {
                     Err(e) => engine_error(&e),
                 })
             }
+            Route::Blocking(slot) if self.may_block => {
+                let reply = self
+                    .cluster
+                    .run_dedicated(&mut self.own, proto, Some(slot), &[argv.to_vec()])
+                    .await
+                    .map(|mut replies| replies.pop().unwrap_or(Reply::Null));
+                Some(reply.unwrap_or_else(|e| engine_error(&e)))
+            }
+            Route::Blocking(_) => Some(Reply::Error(format!(
+                "ERR blocking command {} is not supported over REST",
+                cmd.full_name.to_ascii_uppercase()
+            ))),
             Route::ScanMasters => Some(self.scan(client, argv).await),
             Route::Refused(error) => Some(Reply::Error(error)),
             Route::Transaction(_) => None,
@@ -197,6 +215,11 @@ impl EngineSession {
 impl Transaction {
     /// Queues a command, or refuses it (and the transaction with it).
     fn queue(&mut self, cmd: &Command, argv: &[Bytes], route: Route) -> Reply {
+        // Inside a transaction a blocking command does not block (as in Redis).
+        let route = match route {
+            Route::Blocking(slot) => Route::Slot(Some(slot)),
+            other => other,
+        };
         match route {
             Route::Slot(slot) => {
                 match (self.slot, slot) {
@@ -212,7 +235,11 @@ impl Transaction {
                 self.aborted = true;
                 Reply::Error(error)
             }
-            Route::Local | Route::EveryMaster(_) | Route::ScanMasters | Route::Transaction(_) => {
+            Route::Local
+            | Route::EveryMaster(_)
+            | Route::ScanMasters
+            | Route::Blocking(_)
+            | Route::Transaction(_) => {
                 self.aborted = true;
                 Reply::Error(format!(
                     "ERR {} inside MULTI is not supported with --engine",

@@ -123,7 +123,7 @@ impl RestState {
             store: &self.store,
             client,
             write_seq: 0,
-            engine: self.engine.session(),
+            engine: self.engine.request_session(),
         }
     }
 }
