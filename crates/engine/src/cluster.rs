@@ -349,6 +349,28 @@ pub struct DedicatedConnection {
 }
 
 impl DedicatedConnection {
+    /// The master this connection is on, if it is open.
+    pub fn addr(&self) -> Option<&str> {
+        self.current.as_ref().map(|(addr, _, _)| &**addr)
+    }
+
+    /// Sends on the connection as it is: no new connection, no redirect followed.
+    /// For a transaction guarded by WATCH, which only the connection that
+    /// watched can run.
+    pub async fn send_here(&mut self, commands: &[Vec<Bytes>]) -> Result<Vec<Reply>, EngineError> {
+        let Some((addr, proto, conn)) = self.current.take() else {
+            return Err(EngineError::Lost("the watching connection is gone".into()));
+        };
+        let replies = conn.send(commands).await?;
+        self.current = Some((addr, proto, conn));
+        Ok(replies)
+    }
+
+    /// Closes the connection (RESET).
+    pub fn close(&mut self) {
+        self.current = None;
+    }
+
     async fn send(
         &mut self,
         addr: &str,
@@ -368,6 +390,12 @@ impl DedicatedConnection {
         self.current = Some((addr.into(), proto, conn));
         Ok(replies)
     }
+}
+
+/// Whether a reply says the request belongs elsewhere or later (MOVED, ASK,
+/// TRYAGAIN, CLUSTERDOWN).
+pub fn is_redirect(reply: &Reply) -> bool {
+    matches!(reply, Reply::Error(e) if parse_redirect(e).is_some())
 }
 
 /// The first redirect among the replies (a transaction's queued commands each

@@ -215,6 +215,42 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         assert_eq!(rb.cmd(&["EVALSHA", &sha, "1", key]).await, V::bulk(key));
     }
 
+    // WATCH guards a transaction on the client's own engine connection: a
+    // change through the other node makes EXEC answer nil.
+    assert_eq!(ra.cmd(&["WATCH", "{w}k"]).await, ok());
+    assert_eq!(rb.cmd(&["SET", "{w}k", "theirs"]).await, ok());
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(
+        ra.cmd(&["SET", "{w}k", "mine"]).await,
+        V::Simple("QUEUED".into())
+    );
+    assert_eq!(ra.cmd(&["EXEC"]).await, V::Nil);
+    assert_eq!(rb.cmd(&["GET", "{w}k"]).await, V::bulk("theirs"));
+    assert_eq!(ra.cmd(&["WATCH", "{w}k"]).await, ok());
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(
+        ra.cmd(&["SET", "{w}k", "mine"]).await,
+        V::Simple("QUEUED".into())
+    );
+    assert_eq!(ra.cmd(&["EXEC"]).await, V::Array(vec![ok()]));
+    // DISCARD and UNWATCH forget the watch on the engine too.
+    assert_eq!(ra.cmd(&["WATCH", "{w}k"]).await, ok());
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(ra.cmd(&["DISCARD"]).await, ok());
+    assert_eq!(rb.cmd(&["SET", "{w}k", "again"]).await, ok());
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(ra.cmd(&["GET", "{w}k"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(ra.cmd(&["EXEC"]).await, V::Array(vec![V::bulk("again")]));
+    assert_eq!(ra.cmd(&["WATCH", "a", "b"]).await, err(CROSSSLOT));
+    assert_eq!(ra.cmd(&["WATCH", "{w}k"]).await, ok());
+    assert_eq!(ra.cmd(&["MULTI"]).await, ok());
+    assert_eq!(ra.cmd(&["SET", "a", "1"]).await, V::Simple("QUEUED".into()));
+    assert_eq!(
+        ra.cmd(&["EXEC"]).await,
+        err(CROSSSLOT),
+        "another slot than the watched one"
+    );
+
     // Blocking commands wait on the client's own engine connection: a push
     // through the other node wakes them; a timeout answers nil.
     ra.send(&["BLPOP", "{q}jobs", "5"]).await;
@@ -264,10 +300,6 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         (
             &["SUBSCRIBE", "c"],
             "ERR SUBSCRIBE is not supported with --engine yet",
-        ),
-        (
-            &["WATCH", "foo"],
-            "ERR WATCH is not supported with --engine yet",
         ),
     ] {
         match ra.cmd(args).await {

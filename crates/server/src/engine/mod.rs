@@ -14,6 +14,7 @@ mod fan_out;
 mod route;
 mod scan;
 mod session;
+mod transaction;
 
 use std::sync::Arc;
 

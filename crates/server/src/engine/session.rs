@@ -5,36 +5,31 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tidewire_engine::{Cluster, DedicatedConnection};
+use tidewire_engine::cluster::is_redirect;
+use tidewire_engine::{key_slot, Cluster, DedicatedConnection};
 use tidewire_resp::Reply;
-use tidewire_store::command::flag;
 use tidewire_store::{Client, Command, Store};
 
 use super::fan_out::merge;
 use super::route::{route, Route, TxControl, CROSSSLOT};
 use super::scan;
+use super::transaction::{reads_only, Transaction};
 
 pub struct EngineSession {
     cluster: Arc<Cluster>,
     transaction: Option<Transaction>,
     /// Whether the front door can wait (RESP); a REST request never waits.
     may_block: bool,
-    /// The client's own engine connection, for the commands that block.
+    /// The client's own engine connection, for the commands that block and for
+    /// WATCH with the transaction it guards.
     own: DedicatedConnection,
+    /// Keys watched, all in one slot, on the master `own` was on then.
+    watching: Option<Watching>,
 }
 
-/// Commands queued since MULTI.
-#[derive(Default)]
-struct Transaction {
-    commands: Vec<Vec<Bytes>>,
-    /// The slot of every key queued so far, once there is one.
-    slot: Option<u16>,
-    /// Keys of different commands in different slots: EXEC answers CROSSSLOT.
-    cross_slot: bool,
-    /// A command was refused while queued: EXEC answers EXECABORT.
-    aborted: bool,
-    /// Every queued command only reads, so a lost connection may retry it.
-    reads_only: bool,
+struct Watching {
+    slot: u16,
+    addr: String,
 }
 
 impl EngineSession {
@@ -44,6 +39,7 @@ impl EngineSession {
             transaction: None,
             may_block,
             own: DedicatedConnection::default(),
+            watching: None,
         }
     }
 
@@ -69,7 +65,7 @@ impl EngineSession {
         };
         let route = route(cmd, argv);
         if let Route::Transaction(step) = route {
-            return Some(self.transaction_step(client, step).await);
+            return Some(self.transaction_step(client, cmd, argv, step).await);
         }
         if let Some(tx) = self.transaction.as_mut() {
             return Some(tx.queue(cmd, argv, route));
@@ -79,6 +75,8 @@ impl EngineSession {
             Route::Local => {
                 if cmd.full_name == "reset" {
                     self.transaction = None;
+                    self.watching = None;
+                    self.own.close();
                 }
                 None
             }
@@ -152,108 +150,161 @@ impl EngineSession {
         }
     }
 
-    async fn transaction_step(&mut self, client: &Client, step: TxControl) -> Reply {
+    async fn transaction_step(
+        &mut self,
+        client: &Client,
+        cmd: &Command,
+        argv: &[Bytes],
+        step: TxControl,
+    ) -> Reply {
         match step {
             TxControl::Multi if self.transaction.is_some() => {
                 Reply::error("ERR MULTI calls can not be nested")
             }
             TxControl::Multi => {
-                self.transaction = Some(Transaction {
-                    reads_only: true,
-                    ..Transaction::default()
-                });
+                self.transaction = Some(Transaction::new());
                 Reply::ok()
             }
             TxControl::Discard => match self.transaction.take() {
-                Some(_) => Reply::ok(),
+                Some(_) => {
+                    self.unwatch().await;
+                    Reply::ok()
+                }
                 None => Reply::error("ERR DISCARD without MULTI"),
             },
             TxControl::Watch if self.transaction.is_some() => {
                 Reply::error("ERR WATCH inside MULTI is not allowed")
             }
-            TxControl::Watch => Reply::error(
-                "ERR WATCH is not supported with --engine yet: it needs a dedicated engine connection",
-            ),
-            // Nothing is ever watched, so there is nothing to forget.
-            TxControl::Unwatch => Reply::ok(),
+            TxControl::Watch => self.watch(client, cmd, argv).await,
+            TxControl::Unwatch => {
+                self.unwatch().await;
+                Reply::ok()
+            }
             TxControl::Exec => {
                 let Some(tx) = self.transaction.take() else {
                     return Reply::error("ERR EXEC without MULTI");
                 };
-                self.exec(client, tx).await
+                match self.watching.take() {
+                    None => self.exec(client, tx).await,
+                    Some(watching) => self.exec_watched(tx, watching).await,
+                }
             }
+        }
+    }
+
+    /// WATCH on the client's own connection to the keys' master. Every watched
+    /// key must be in one slot, the one the transaction will use.
+    async fn watch(&mut self, client: &Client, cmd: &Command, argv: &[Bytes]) -> Reply {
+        if !self.may_block {
+            return Reply::error("ERR WATCH is not supported over REST");
+        }
+        let positions = cmd.spec.keys.positions(argv);
+        let Some(first) = positions.first() else {
+            return Reply::error("ERR wrong number of arguments for 'watch' command");
+        };
+        let slot = key_slot(&argv[*first]);
+        let same_slot = positions.iter().all(|p| key_slot(&argv[*p]) == slot)
+            && self.watching.as_ref().is_none_or(|w| w.slot == slot);
+        if !same_slot {
+            return Reply::error(CROSSSLOT);
+        }
+        let reply = self
+            .cluster
+            .run_dedicated(&mut self.own, client.proto, Some(slot), &[argv.to_vec()])
+            .await
+            .map(|mut replies| replies.pop().unwrap_or(Reply::Null));
+        match (reply, self.own.addr()) {
+            (Ok(reply), Some(addr)) if !reply.is_error() => {
+                self.watching = Some(Watching {
+                    slot,
+                    addr: addr.to_owned(),
+                });
+                reply
+            }
+            (Ok(reply), _) => reply,
+            (Err(e), _) => engine_error(&e),
+        }
+    }
+
+    /// Forgets the watched keys, on the engine too.
+    async fn unwatch(&mut self) {
+        if self.watching.take().is_some() {
+            let _ = self
+                .own
+                .send_here(&[vec![Bytes::from_static(b"UNWATCH")]])
+                .await;
         }
     }
 
     /// Sends MULTI, the queued commands and EXEC to the master owning their slot,
     /// in one write; EXEC's reply is the answer.
     async fn exec(&self, client: &Client, tx: Transaction) -> Reply {
-        if tx.aborted {
-            return Reply::error("EXECABORT Transaction discarded because of previous errors.");
-        }
-        if tx.cross_slot {
-            return Reply::error(CROSSSLOT);
+        if let Some(refusal) = refusal(&tx) {
+            return refusal;
         }
         if tx.commands.is_empty() {
             return Reply::Array(Vec::new());
         }
-        let mut batch = Vec::with_capacity(tx.commands.len() + 2);
-        batch.push(vec![Bytes::from_static(b"MULTI")]);
-        batch.extend(tx.commands);
-        batch.push(vec![Bytes::from_static(b"EXEC")]);
         match self
             .cluster
-            .run(client.proto, tx.slot, &batch, tx.reads_only)
+            .run(
+                client.proto,
+                tx.slot,
+                &with_multi_exec(tx.commands),
+                tx.reads_only,
+            )
             .await
         {
             Ok(mut replies) => replies.pop().unwrap_or(Reply::NullArray),
             Err(e) => engine_error(&e),
         }
     }
-}
 
-impl Transaction {
-    /// Queues a command, or refuses it (and the transaction with it).
-    fn queue(&mut self, cmd: &Command, argv: &[Bytes], route: Route) -> Reply {
-        // Inside a transaction a blocking command does not block (as in Redis).
-        let route = match route {
-            Route::Blocking(slot) => Route::Slot(Some(slot)),
-            other => other,
-        };
-        match route {
-            Route::Slot(slot) => {
-                match (self.slot, slot) {
-                    (Some(queued), Some(this)) if queued != this => self.cross_slot = true,
-                    (None, Some(this)) => self.slot = Some(this),
-                    _ => {}
-                }
-                self.reads_only &= reads_only(cmd);
-                self.commands.push(argv.to_vec());
-                Reply::Status("QUEUED")
+    /// A transaction guarded by WATCH runs on the connection that watched, or not
+    /// at all: if that connection moved to another master, or the slot moved
+    /// meanwhile, the watched keys count as changed and EXEC answers nil, so the
+    /// client's optimistic loop tries again.
+    async fn exec_watched(&mut self, tx: Transaction, watching: Watching) -> Reply {
+        let unwatch = vec![Bytes::from_static(b"UNWATCH")];
+        if let Some(refusal) = refusal(&tx) {
+            let _ = self.own.send_here(&[unwatch]).await;
+            return refusal;
+        }
+        if tx.slot.is_some_and(|s| s != watching.slot) {
+            let _ = self.own.send_here(&[unwatch]).await;
+            return Reply::error(CROSSSLOT);
+        }
+        if self.own.addr() != Some(watching.addr.as_str()) {
+            return Reply::NullArray;
+        }
+        match self.own.send_here(&with_multi_exec(tx.commands)).await {
+            Ok(replies) if replies.iter().any(is_redirect) => {
+                let _ = self.own.send_here(&[unwatch]).await;
+                Reply::NullArray
             }
-            Route::Refused(error) => {
-                self.aborted = true;
-                Reply::Error(error)
-            }
-            Route::Local
-            | Route::EveryMaster(_)
-            | Route::ScanMasters
-            | Route::Blocking(_)
-            | Route::Transaction(_) => {
-                self.aborted = true;
-                Reply::Error(format!(
-                    "ERR {} inside MULTI is not supported with --engine",
-                    cmd.full_name.to_ascii_uppercase().replace('|', " ")
-                ))
-            }
+            Ok(mut replies) => replies.pop().unwrap_or(Reply::NullArray),
+            Err(e) => engine_error(&e),
         }
     }
 }
 
-/// Whether running the command twice is harmless (a read), so a request lost
-/// with its connection may be sent again.
-fn reads_only(cmd: &Command) -> bool {
-    cmd.has(flag::READONLY) && !cmd.has(flag::WRITE)
+/// EXEC's answer for a transaction that must not run: a command refused while
+/// queued, or keys in several slots.
+fn refusal(tx: &Transaction) -> Option<Reply> {
+    if tx.aborted {
+        return Some(Reply::error(
+            "EXECABORT Transaction discarded because of previous errors.",
+        ));
+    }
+    tx.cross_slot.then(|| Reply::error(CROSSSLOT))
+}
+
+fn with_multi_exec(commands: Vec<Vec<Bytes>>) -> Vec<Vec<Bytes>> {
+    let mut batch = Vec::with_capacity(commands.len() + 2);
+    batch.push(vec![Bytes::from_static(b"MULTI")]);
+    batch.extend(commands);
+    batch.push(vec![Bytes::from_static(b"EXEC")]);
+    batch
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
