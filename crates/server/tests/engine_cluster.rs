@@ -214,6 +214,22 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     for key in &keys {
         assert_eq!(rb.cmd(&["EVALSHA", &sha, "1", key]).await, V::bulk(key));
     }
+    assert_eq!(
+        rb.cmd(&["SCRIPT", "EXISTS", &sha]).await,
+        V::Array(vec![V::Int(1)])
+    );
+    let library = "#!lua name=enginelib\nredis.register_function('keyname', function(keys, args) return keys[1] end)";
+    assert_eq!(
+        ra.cmd(&["FUNCTION", "LOAD", library]).await,
+        V::bulk("enginelib")
+    );
+    for key in &keys {
+        assert_eq!(rb.cmd(&["FCALL", "keyname", "1", key]).await, V::bulk(key));
+    }
+    match rb.cmd(&["FUNCTION", "LIST"]).await {
+        V::Array(libraries) => assert_eq!(libraries.len(), 1, "the engine's libraries"),
+        other => panic!("FUNCTION LIST: {other:?}"),
+    }
 
     // WATCH guards a transaction on the client's own engine connection: a
     // change through the other node makes EXEC answer nil.

@@ -102,6 +102,12 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
     if name == "scan" {
         return Route::ScanMasters;
     }
+    // The engine's scripts and functions, not the node's: what FAN_OUT does not
+    // send everywhere (FUNCTION LIST, SCRIPT EXISTS …) any master answers, as
+    // every master got the same loads.
+    if name.starts_with("script|") || name.starts_with("function|") {
+        return Route::Slot(None);
+    }
     // EVAL / FCALL with no key: any master runs it, as in a cluster (here they
     // count as keyspace-wide, since a script may touch undeclared keys).
     if cmd.has(flag::NO_MANDATORY_KEYS) {
@@ -217,6 +223,8 @@ mod tests {
             Route::EveryMaster(Merge::First)
         );
         assert_eq!(route_of(&["SCAN", "0", "MATCH", "k*"]), Route::ScanMasters);
+        assert_eq!(route_of(&["FUNCTION", "LIST"]), Route::Slot(None));
+        assert_eq!(route_of(&["SCRIPT", "EXISTS", "abc"]), Route::Slot(None));
         assert_eq!(
             refused(route_of(&["SELECT", "1"])),
             "ERR SELECT is not allowed in cluster mode"
