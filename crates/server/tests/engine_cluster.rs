@@ -20,8 +20,8 @@ use tidewire_server::{Config, Server};
 const TOKEN: &str = "engine-test-token";
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
-async fn node(engine: &str) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A node's configuration on `engine`, with its data in `dir`.
+fn engine_config(engine: &str, dir: &tempfile::TempDir) -> Config {
     let mut config = Config {
         port: 0,
         http_port: 0,
@@ -30,6 +30,12 @@ async fn node(engine: &str) -> (Server, tempfile::TempDir) {
         ..Config::default()
     };
     config.upstash.tokens = vec![TOKEN.into()];
+    config
+}
+
+async fn node(engine: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = engine_config(engine, &dir);
     let server = tidewire_server::start(config)
         .await
         .expect("node starts on the engine");
@@ -409,6 +415,17 @@ async fn a_standalone_server_is_one_node_owning_every_slot() {
     assert_eq!(direct.as_deref(), Some("x"));
     assert_eq!(r.cmd(&["DBSIZE"]).await, V::Int(3));
     a.shutdown().await;
+
+    // Credentials the engine refuses stop the start, without showing them.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wrong = format!("redis://app:s3cret@127.0.0.1:{}", redis_node.port);
+    let config = engine_config(&wrong, &dir);
+    let error = match tidewire_server::start(config).await {
+        Ok(_) => panic!("started with refused credentials"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("refused AUTH"), "{error}");
+    assert!(!error.contains("s3cret"), "{error}");
 }
 
 #[tokio::test]
@@ -419,13 +436,7 @@ async fn unsupported_or_unreachable_engines_stop_the_start() {
         ("redis://127.0.0.1:1", "cannot reach the engine"),
     ] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let config = Config {
-            port: 0,
-            http_port: 0,
-            data_dir: dir.path().to_path_buf(),
-            engine: Some(engine.into()),
-            ..Config::default()
-        };
+        let config = engine_config(engine, &dir);
         let error = match tidewire_server::start(config).await {
             Ok(_) => panic!("{engine}: started"),
             Err(e) => format!("{e:#}"),
