@@ -122,13 +122,9 @@ impl Cluster {
         let mut pause = FIRST_PAUSE;
         let mut last_error = EngineError::GaveUp("no attempt made".into());
         for _ in 0..MAX_ATTEMPTS {
-            let sent = if asking {
-                self.send_asking(own.as_deref_mut(), &addr, proto, commands)
-                    .await
-            } else {
-                self.send_via(own.as_deref_mut(), &addr, proto, commands)
-                    .await
-            };
+            let sent = self
+                .send_via(own.as_deref_mut(), &addr, proto, commands, asking)
+                .await;
             asking = false;
             let replies = match sent {
                 Ok(replies) => replies,
@@ -220,43 +216,40 @@ impl Cluster {
         ))
     }
 
-    /// The commands preceded by `ASKING`, which admits the next command for a slot
-    /// being imported, or a whole `MULTI … EXEC` (the flag lasts through a
-    /// transaction); its reply is dropped. Requests are one command or one
-    /// transaction, so one `ASKING` covers them.
-    async fn send_asking(
-        &self,
-        own: Option<&mut DedicatedConnection>,
-        addr: &str,
-        proto: Protocol,
-        commands: &[Vec<Bytes>],
-    ) -> Result<Vec<Reply>, EngineError> {
-        let mut with_asking = Vec::with_capacity(commands.len() + 1);
-        with_asking.push(vec![Bytes::from_static(b"ASKING")]);
-        with_asking.extend_from_slice(commands);
-        let mut replies = self.send_via(own, addr, proto, &with_asking).await?;
-        if replies.is_empty() {
-            return Err(EngineError::Protocol("no reply to ASKING".into()));
-        }
-        replies.remove(0);
-        Ok(replies)
-    }
-
-    /// On the client's own connection if it has one, else the shared one.
+    /// Sends on the client's own connection if it has one, else the shared one.
+    /// `asking`: the commands are preceded by `ASKING`, which admits the next
+    /// command for a slot being imported, or a whole `MULTI … EXEC` (the flag
+    /// lasts through a transaction); its reply is dropped. Requests are one
+    /// command or one transaction, so one `ASKING` covers them.
     async fn send_via(
         &self,
         own: Option<&mut DedicatedConnection>,
         addr: &str,
         proto: Protocol,
         commands: &[Vec<Bytes>],
+        asking: bool,
     ) -> Result<Vec<Reply>, EngineError> {
-        match own {
-            None => self.send(addr, proto, commands).await,
+        let with_asking;
+        let commands = if asking {
+            with_asking = [vec![vec![Bytes::from_static(b"ASKING")]], commands.to_vec()].concat();
+            &with_asking[..]
+        } else {
+            commands
+        };
+        let mut replies = match own {
+            None => self.send(addr, proto, commands).await?,
             Some(own) => {
                 own.send(addr, proto, self.credentials.as_ref(), commands)
-                    .await
+                    .await?
             }
+        };
+        if asking {
+            if replies.is_empty() {
+                return Err(EngineError::Protocol("no reply to ASKING".into()));
+            }
+            replies.remove(0);
         }
+        Ok(replies)
     }
 
     async fn send(
