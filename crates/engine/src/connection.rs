@@ -20,6 +20,9 @@ use crate::seed::Credentials;
 
 /// Bytes gathered from queued requests before one write.
 const WRITE_BATCH: usize = 256 * 1024;
+/// Read buffer room kept between replies; more, grown for a large reply, is
+/// given back once that reply is decoded.
+const KEPT_READ_BUFFER: usize = 1024 * 1024;
 
 /// A request on its way: its commands in wire form and how many replies end it.
 struct Request {
@@ -195,6 +198,9 @@ async fn write_loop(
             break;
         }
         out.clear();
+        if out.capacity() > KEPT_READ_BUFFER {
+            out = BytesMut::with_capacity(16 * 1024);
+        }
     }
     alive.store(false, Ordering::Relaxed);
 }
@@ -232,7 +238,10 @@ async fn read_loop(
                 }
             }
         }
-        if inbuf.capacity() - inbuf.len() < 8 * 1024 {
+        if inbuf.is_empty() && inbuf.capacity() > KEPT_READ_BUFFER {
+            // A large reply is gone: its room is not kept for the connection's life.
+            inbuf = BytesMut::with_capacity(16 * 1024);
+        } else if inbuf.capacity() - inbuf.len() < 8 * 1024 {
             // Large replies read in growing chunks, so they are decoded few times.
             inbuf.reserve(inbuf.len().max(16 * 1024));
         }

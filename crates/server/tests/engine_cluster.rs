@@ -92,6 +92,12 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     );
     assert_eq!(rb.cmd(&["GET", "viarest"]).await, V::bulk("1"));
 
+    // A value larger than the engine connection's read buffer, both ways.
+    let big = "x".repeat(3 * 1024 * 1024);
+    assert_eq!(ra.cmd(&["SET", "big", &big]).await, ok());
+    assert_eq!(rb.cmd(&["GET", "big"]).await, V::bulk(&big));
+    assert_eq!(rb.cmd(&["DEL", "big"]).await, V::Int(1));
+
     // Keys in every master's slots, each stored on its own master.
     let keys = key_per_master(&cluster);
     for (key, master) in keys.iter().zip(&cluster.masters) {
