@@ -16,7 +16,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tidewire_resp::{Protocol, Reply};
 
-use crate::connection::NodeConnection;
+use crate::connection::{NodeConnection, PushSink};
 use crate::error::EngineError;
 use crate::seed::{Credentials, Seed};
 use crate::topology::{join_addr, split_addr, SlotMap};
@@ -193,6 +193,14 @@ impl Cluster {
     ) -> Result<Reply, EngineError> {
         let mut replies = self.send(addr, proto, &[argv.to_vec()]).await?;
         Ok(replies.pop().unwrap_or(Reply::Null))
+    }
+
+    /// A subscriber connection (see [`NodeConnection::open_subscriber`]) to any
+    /// master: a cluster passes every PUBLISH to every node.
+    pub async fn open_subscriber(&self, pushes: PushSink) -> Result<NodeConnection, EngineError> {
+        let addr = self.route(None).await?;
+        NodeConnection::open_subscriber(&addr, self.credentials.as_ref(), CONNECT_TIMEOUT, pushes)
+            .await
     }
 
     /// The owner of `slot`, or any master; reads the topology once if none is

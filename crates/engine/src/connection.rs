@@ -37,6 +37,11 @@ struct Waiting {
     done: oneshot::Sender<Result<Vec<Reply>, EngineError>>,
 }
 
+/// Where a subscriber connection's out-of-band data goes: `Some(push)` for each
+/// message or subscription change, `None` once when the connection is gone (its
+/// subscriptions with it).
+pub type PushSink = Arc<dyn Fn(Option<Reply>) + Send + Sync>;
+
 /// A handle on one node connection; clones share it.
 #[derive(Clone)]
 pub struct NodeConnection {
@@ -51,6 +56,28 @@ impl NodeConnection {
         credentials: Option<&Credentials>,
         proto: Protocol,
         timeout: Duration,
+    ) -> Result<NodeConnection, EngineError> {
+        NodeConnection::open_with(addr, credentials, proto, timeout, None).await
+    }
+
+    /// A RESP3 connection for SUBSCRIBE and the like: what the engine pushes
+    /// (confirmations and messages alike) goes to `pushes`; requests sent with
+    /// [`NodeConnection::send_without_reply`] get no reply of their own.
+    pub async fn open_subscriber(
+        addr: &str,
+        credentials: Option<&Credentials>,
+        timeout: Duration,
+        pushes: PushSink,
+    ) -> Result<NodeConnection, EngineError> {
+        NodeConnection::open_with(addr, credentials, Protocol::Resp3, timeout, Some(pushes)).await
+    }
+
+    async fn open_with(
+        addr: &str,
+        credentials: Option<&Credentials>,
+        proto: Protocol,
+        timeout: Duration,
+        pushes: Option<PushSink>,
     ) -> Result<NodeConnection, EngineError> {
         let unreachable = |e: String| EngineError::Unreachable(format!("{addr}: {e}"));
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -94,7 +121,7 @@ impl NodeConnection {
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (waiting_tx, waiting_rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, request_rx, waiting_tx, alive.clone()));
-        tokio::spawn(read_loop(reader, inbuf, waiting_rx, alive.clone()));
+        tokio::spawn(read_loop(reader, inbuf, waiting_rx, alive.clone(), pushes));
         Ok(NodeConnection { requests, alive })
     }
 
@@ -110,6 +137,20 @@ impl NodeConnection {
 
     /// Sends `commands` back to back and returns one reply per command.
     pub async fn send(&self, commands: &[Vec<Bytes>]) -> Result<Vec<Reply>, EngineError> {
+        self.send_expecting(commands, commands.len()).await
+    }
+
+    /// Sends commands whose answers are pushes (SUBSCRIBE … on a subscriber
+    /// connection); returns once they are written.
+    pub async fn send_without_reply(&self, commands: &[Vec<Bytes>]) -> Result<(), EngineError> {
+        self.send_expecting(commands, 0).await.map(drop)
+    }
+
+    async fn send_expecting(
+        &self,
+        commands: &[Vec<Bytes>],
+        replies: usize,
+    ) -> Result<Vec<Reply>, EngineError> {
         let mut wire = BytesMut::new();
         for argv in commands {
             encode_command(&mut wire, argv);
@@ -117,7 +158,7 @@ impl NodeConnection {
         let (done, answer) = oneshot::channel();
         let request = Request {
             wire,
-            replies: commands.len(),
+            replies,
             done,
         };
         if self.requests.send(request).is_err() {
@@ -177,8 +218,17 @@ async fn write_loop(
     let mut out = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = requests.recv().await {
         let mut next = Some(first);
+        let mut written = Vec::new();
         while let Some(request) = next.take() {
             out.extend_from_slice(&request.wire);
+            if request.replies == 0 {
+                // Nothing will answer it: done once written.
+                written.push(request.done);
+                if out.len() < WRITE_BATCH {
+                    next = requests.try_recv().ok();
+                }
+                continue;
+            }
             // Handed to the reader before the bytes leave, so a reply never
             // arrives ahead of the request it answers.
             let entry = Waiting {
@@ -197,6 +247,9 @@ async fn write_loop(
         if writer.write_all(&out).await.is_err() {
             break;
         }
+        for done in written {
+            let _ = done.send(Ok(Vec::new()));
+        }
         out.clear();
         if out.capacity() > KEPT_READ_BUFFER {
             out = BytesMut::with_capacity(16 * 1024);
@@ -210,6 +263,7 @@ async fn read_loop(
     mut inbuf: BytesMut,
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
     alive: Arc<AtomicBool>,
+    pushes: Option<PushSink>,
 ) {
     let mut queue: VecDeque<Waiting> = VecDeque::new();
     let mut replies: Vec<Reply> = Vec::new();
@@ -221,8 +275,11 @@ async fn read_loop(
                 Err(e) => break 'read EngineError::Protocol(e.to_string()),
             };
             inbuf.advance(used);
-            // Out-of-band data (none is asked for) is not an answer to anything.
+            // Out-of-band data is not an answer to anything.
             if matches!(reply, Reply::Push(_)) {
+                if let Some(sink) = &pushes {
+                    sink(Some(reply));
+                }
                 continue;
             }
             while let Ok(entry) = waiting.try_recv() {
@@ -252,6 +309,9 @@ async fn read_loop(
         }
     };
     alive.store(false, Ordering::Relaxed);
+    if let Some(sink) = &pushes {
+        sink(None);
+    }
     waiting.close();
     while let Ok(entry) = waiting.try_recv() {
         queue.push_back(entry);

@@ -21,6 +21,7 @@ pub mod slot;
 pub mod topology;
 
 pub use cluster::{Cluster, DedicatedConnection};
+pub use connection::{NodeConnection, PushSink};
 pub use error::EngineError;
 pub use seed::{parse_seeds, Credentials, Seed};
 pub use slot::{key_slot, SLOT_COUNT};

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::busy_poll::BusyPoll;
-use crate::engine::{Engine, EngineSession};
+use crate::engine::{Engine, EngineSession, Forwarded};
 
 /// Replies are flushed once this much is buffered even mid-pipeline, so a huge
 /// pipeline does not buffer all its replies in memory.
@@ -350,13 +350,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         }
                     }
                 };
-                if let Some(reply) = forwarded {
-                    self.replies.push(reply);
-                    self.take_replies(client);
-                    if self.out.len() >= FLUSH_THRESHOLD && !self.flush().await {
-                        return false;
+                match forwarded {
+                    Forwarded::Local => {}
+                    // Its answers come through the push channel.
+                    Forwarded::Pushed => continue,
+                    Forwarded::Reply(reply) => {
+                        self.replies.push(reply);
+                        self.take_replies(client);
+                        if self.out.len() >= FLUSH_THRESHOLD && !self.flush().await {
+                            return false;
+                        }
+                        continue;
                     }
-                    continue;
                 }
             }
             let outcome = self.execute(client, &argv);

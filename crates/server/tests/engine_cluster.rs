@@ -319,6 +319,50 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         json!({"error": "ERR blocking command XREAD is not supported over REST"})
     );
 
+    // Pub/sub across nodes: a subscriber on A hears a PUBLISH through B, in
+    // RESP2 (arrays) and RESP3 (pushes); patterns too.
+    let mut sub2 = Raw::connect(&a).await;
+    assert_eq!(
+        sub2.cmd(&["SUBSCRIBE", "news"]).await,
+        V::Array(vec![V::bulk("subscribe"), V::bulk("news"), V::Int(1)])
+    );
+    assert_eq!(
+        sub2.cmd(&["PSUBSCRIBE", "n*"]).await,
+        V::Array(vec![V::bulk("psubscribe"), V::bulk("n*"), V::Int(2)])
+    );
+    let mut sub3 = Raw::connect(&a).await;
+    assert!(matches!(sub3.cmd(&["HELLO", "3"]).await, V::Map(_)));
+    assert_eq!(
+        sub3.cmd(&["SUBSCRIBE", "news"]).await,
+        V::Push(vec![V::bulk("subscribe"), V::bulk("news"), V::Int(1)])
+    );
+    assert!(matches!(
+        rb.cmd(&["PUBLISH", "news", "hello"]).await,
+        V::Int(_)
+    ));
+    let message = [V::bulk("message"), V::bulk("news"), V::bulk("hello")];
+    let pmessage = [
+        V::bulk("pmessage"),
+        V::bulk("n*"),
+        V::bulk("news"),
+        V::bulk("hello"),
+    ];
+    let mut heard = vec![sub2.read().await, sub2.read().await];
+    heard.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(
+        heard,
+        vec![V::Array(message.to_vec()), V::Array(pmessage.to_vec())]
+    );
+    assert_eq!(sub3.read().await, V::Push(message.to_vec()));
+    assert_eq!(
+        sub3.cmd(&["UNSUBSCRIBE", "news"]).await,
+        V::Push(vec![V::bulk("unsubscribe"), V::bulk("news"), V::Int(0)])
+    );
+    // RESET lets the subscriber connection go without closing the client's.
+    assert_eq!(sub2.cmd(&["RESET"]).await, V::Simple("RESET".into()));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(sub2.cmd(&["PING"]).await, V::Simple("PONG".into()));
+
     // What is not served yet says so.
     for (args, start) in [
         (
@@ -326,8 +370,8 @@ async fn two_nodes_serve_one_cluster_keyspace() {
             "ERR WAIT is not supported with --engine yet",
         ),
         (
-            &["SUBSCRIBE", "c"],
-            "ERR SUBSCRIBE is not supported with --engine yet",
+            &["SSUBSCRIBE", "c"],
+            "ERR SSUBSCRIBE is not supported with --engine yet",
         ),
     ] {
         match ra.cmd(args).await {
@@ -456,20 +500,25 @@ async fn a_killed_master_s_replica_takes_over_without_client_errors() {
     let mut cluster = tokio::task::spawn_blocking(RedisCluster::with_replicas)
         .await
         .expect("cluster with replicas starts");
-    let seed = cluster.masters[0].url();
+    // The victim is the master nodes subscribe on (the first by address); the
+    // seed is another.
+    let victim = (0..cluster.masters.len())
+        .min_by_key(|i| cluster.masters[*i].addr())
+        .expect("masters");
+    let seed = cluster.masters[(victim + 1) % cluster.masters.len()].url();
     let (a, _da) = node(&seed).await;
     let mut r = Raw::connect(&a).await;
     let keys = key_per_master(&cluster);
     for key in &keys {
         assert_eq!(r.cmd(&["SET", key, "kept"]).await, ok());
     }
+    let mut subscriber = Raw::connect(&a).await;
+    assert_eq!(
+        subscriber.cmd(&["SUBSCRIBE", "news"]).await,
+        V::Array(vec![V::bulk("subscribe"), V::bulk("news"), V::Int(1)])
+    );
     // The victim's writes are on its replica before it dies (replication is
     // asynchronous: docs/scale-out.md says what an unlucky moment loses).
-    let victim = cluster
-        .masters
-        .iter()
-        .position(|m| m.port != cluster.masters[0].port)
-        .expect("a master that is not the seed");
     let replicas: i64 = cluster.masters[victim].cmd(&["WAIT", "1", "5000"]);
     assert_eq!(replicas, 1);
     let victim_key = keys[victim].clone();
@@ -481,5 +530,24 @@ async fn a_killed_master_s_replica_takes_over_without_client_errors() {
     }
     assert_eq!(r.cmd(&["SET", &victim_key, "after"]).await, ok());
     assert_eq!(r.cmd(&["GET", &victim_key]).await, V::bulk("after"));
+    // Its subscriptions died with the master: the subscriber is disconnected so
+    // that it reconnects and subscribes again, and then hears publications.
+    assert!(
+        subscriber.closed().await,
+        "the subscriber is told by a close"
+    );
+    let mut again = Raw::connect(&a).await;
+    assert_eq!(
+        again.cmd(&["SUBSCRIBE", "news"]).await,
+        V::Array(vec![V::bulk("subscribe"), V::bulk("news"), V::Int(1)])
+    );
+    assert!(matches!(
+        r.cmd(&["PUBLISH", "news", "back"]).await,
+        V::Int(_)
+    ));
+    assert_eq!(
+        again.read().await,
+        V::Array(vec![V::bulk("message"), V::bulk("news"), V::bulk("back")])
+    );
     a.shutdown().await;
 }

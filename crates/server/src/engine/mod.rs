@@ -22,7 +22,7 @@ use anyhow::Context;
 use tidewire_engine::Cluster;
 
 pub use route::CROSSSLOT;
-pub use session::EngineSession;
+pub use session::{EngineSession, Forwarded};
 
 /// Where keyspace commands run.
 #[derive(Clone, Default)]

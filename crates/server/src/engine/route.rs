@@ -28,6 +28,9 @@ pub enum Route {
     EveryMaster(Merge),
     /// SCAN: one master after the other, behind one cursor.
     ScanMasters,
+    /// SUBSCRIBE, PSUBSCRIBE and their UNSUBSCRIBEs: on the client's subscriber
+    /// connection, answered by pushes.
+    Subscription,
     /// Not served with an engine: this error.
     Refused(String),
 }
@@ -71,7 +74,18 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
         return Route::Transaction(*step);
     }
     if cmd.has(flag::PUBSUB) {
-        return not_yet(cmd, "pub/sub runs per node until the broker work lands");
+        return match name {
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" => Route::Subscription,
+            // A cluster passes PUBLISH to every node; SPUBLISH belongs to the
+            // channel's slot. PUBSUB CHANNELS/NUMSUB … answer for the master the
+            // nodes subscribe on.
+            "spublish" => Route::Slot(Some(key_slot(&argv[1]))),
+            _ if name.starts_with("pubsub|") || name == "publish" => Route::Slot(None),
+            _ => not_yet(
+                cmd,
+                "shard channels need a subscriber connection per slot owner",
+            ),
+        };
     }
     let blocks =
         cmd.has(flag::BLOCKING) && (!cmd.has(flag::BLOCKS_ON_OPTION) || asks_to_block(argv));
@@ -250,8 +264,15 @@ mod tests {
             Route::Refused(CROSSSLOT.into())
         );
         assert!(refused(route_of(&["WAIT", "1", "0"])).starts_with("ERR WAIT is not supported"));
-        assert!(refused(route_of(&["SUBSCRIBE", "c"])).starts_with("ERR SUBSCRIBE"));
-        assert!(refused(route_of(&["PUBLISH", "c", "m"])).starts_with("ERR PUBLISH"));
+        assert_eq!(route_of(&["SUBSCRIBE", "c"]), Route::Subscription);
+        assert_eq!(route_of(&["PUNSUBSCRIBE"]), Route::Subscription);
+        assert_eq!(route_of(&["PUBLISH", "c", "m"]), Route::Slot(None));
+        assert_eq!(
+            route_of(&["SPUBLISH", "c", "m"]),
+            Route::Slot(Some(key_slot(b"c")))
+        );
+        assert_eq!(route_of(&["PUBSUB", "NUMSUB", "c"]), Route::Slot(None));
+        assert!(refused(route_of(&["SSUBSCRIBE", "c"])).starts_with("ERR SSUBSCRIBE"));
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //! keeps its MULTI queue until EXEC sends the whole transaction to the one master
 //! owning every queued key.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tidewire_engine::cluster::is_redirect;
-use tidewire_engine::{key_slot, Cluster, DedicatedConnection};
+use tidewire_engine::{key_slot, Cluster, DedicatedConnection, NodeConnection, PushSink};
 use tidewire_resp::Reply;
 use tidewire_store::{Client, Command, Store};
 
@@ -25,6 +26,39 @@ pub struct EngineSession {
     own: DedicatedConnection,
     /// Keys watched, all in one slot, on the master `own` was on then.
     watching: Option<Watching>,
+    /// The client's subscriber connection to the engine, once it subscribed.
+    subscriber: Option<Subscriber>,
+}
+
+struct Subscriber {
+    connection: NodeConnection,
+    /// Cleared when the session lets the connection go (RESET, the client
+    /// leaving): its end then means nothing for the client.
+    wanted: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    fn release(&self) {
+        self.wanted.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for EngineSession {
+    fn drop(&mut self) {
+        if let Some(subscriber) = &self.subscriber {
+            subscriber.release();
+        }
+    }
+}
+
+/// What became of a command given to the session.
+pub enum Forwarded {
+    /// Not the engine's: the local store runs it.
+    Local,
+    /// The engine's answer.
+    Reply(Reply),
+    /// Answered out of band (SUBSCRIBE: its confirmations arrive as pushes).
+    Pushed,
 }
 
 struct Watching {
@@ -40,19 +74,20 @@ impl EngineSession {
             may_block,
             own: DedicatedConnection::default(),
             watching: None,
+            subscriber: None,
         }
     }
 
-    /// Runs `argv` on the engine and returns its reply; `None` when it is the
-    /// connection's or this node's own business and the local store runs it.
+    /// Runs `argv` on the engine, unless it is the connection's or this node's
+    /// own business.
     pub async fn execute(
         &mut self,
         store: &Store,
         client: &mut Client,
         argv: &[Bytes],
-    ) -> Option<Reply> {
+    ) -> Forwarded {
         if argv.is_empty() {
-            return None;
+            return Forwarded::Local;
         }
         let cmd = match store.admit_forwarded(client, argv) {
             Ok(cmd) => cmd,
@@ -60,16 +95,37 @@ impl EngineSession {
                 if let Some(tx) = self.transaction.as_mut() {
                     tx.aborted = true;
                 }
-                return Some(refusal);
+                return Forwarded::Reply(refusal);
             }
         };
         let route = route(cmd, argv);
         if let Route::Transaction(step) = route {
-            return Some(self.transaction_step(client, cmd, argv, step).await);
+            return Forwarded::Reply(self.transaction_step(client, cmd, argv, step).await);
         }
         if let Some(tx) = self.transaction.as_mut() {
-            return Some(tx.queue(cmd, argv, route));
+            return Forwarded::Reply(tx.queue(cmd, argv, route));
         }
+        if route == Route::Subscription && self.may_block {
+            return match self.subscription(store, client, argv).await {
+                Ok(()) => Forwarded::Pushed,
+                Err(e) => Forwarded::Reply(engine_error(&e)),
+            };
+        }
+        match self.run_route(cmd, client, argv, route).await {
+            Some(reply) => Forwarded::Reply(reply),
+            None => Forwarded::Local,
+        }
+    }
+
+    /// Sends a command outside a transaction where its route says; `None` for
+    /// the local store.
+    async fn run_route(
+        &mut self,
+        cmd: &Command,
+        client: &Client,
+        argv: &[Bytes],
+        route: Route,
+    ) -> Option<Reply> {
         let proto = client.proto;
         match route {
             Route::Local => {
@@ -77,6 +133,9 @@ impl EngineSession {
                     self.transaction = None;
                     self.watching = None;
                     self.own.close();
+                    if let Some(subscriber) = self.subscriber.take() {
+                        subscriber.release();
+                    }
                 }
                 None
             }
@@ -109,8 +168,54 @@ impl EngineSession {
             ))),
             Route::ScanMasters => Some(self.scan(client, argv).await),
             Route::Refused(error) => Some(Reply::Error(error)),
+            Route::Subscription => Some(Reply::Error(format!(
+                "ERR {} is not supported over REST: use the Server-Sent Events endpoints",
+                cmd.full_name.to_ascii_uppercase()
+            ))),
             Route::Transaction(_) => None,
         }
+    }
+
+    /// SUBSCRIBE and the like on the client's subscriber connection to the
+    /// engine, opened on first use; what the engine pushes back (confirmations,
+    /// messages) reaches the client as its pushes. If that connection breaks,
+    /// its subscriptions are gone: the client is disconnected, so that it
+    /// reconnects and subscribes again, as after a server restart.
+    async fn subscription(
+        &mut self,
+        store: &Store,
+        client: &Client,
+        argv: &[Bytes],
+    ) -> Result<(), tidewire_engine::EngineError> {
+        let open = self
+            .subscriber
+            .as_ref()
+            .map(|s| s.connection.clone())
+            .filter(NodeConnection::is_alive);
+        let connection = match open {
+            Some(connection) => connection,
+            None => {
+                let info = client.info.clone();
+                let limit = store.config.pubsub_limit();
+                let wanted = Arc::new(AtomicBool::new(true));
+                let still_wanted = wanted.clone();
+                let pushes: PushSink = Arc::new(move |push| match push {
+                    Some(push) => {
+                        let size = push_size(&push);
+                        info.push_limited(push, size, limit);
+                    }
+                    None if still_wanted.load(Ordering::Relaxed) => info.kill(),
+                    None => {}
+                });
+                let connection = self.cluster.open_subscriber(pushes).await?;
+                self.subscriber = Some(Subscriber {
+                    connection: connection.clone(),
+                    wanted,
+                });
+                connection
+            }
+        };
+        connection.send_without_reply(&[argv.to_vec()]).await
     }
 
     /// One page of a SCAN over every master (see [`scan`]).
@@ -305,6 +410,15 @@ fn with_multi_exec(commands: Vec<Vec<Bytes>>) -> Vec<Vec<Bytes>> {
     batch.extend(commands);
     batch.push(vec![Bytes::from_static(b"EXEC")]);
     batch
+}
+
+/// About the wire size of a push, counted against the output-buffer limit.
+fn push_size(push: &Reply) -> usize {
+    match push {
+        Reply::Push(items) => items.iter().map(push_size).sum::<usize>() + 16,
+        Reply::Bulk(b) => b.len() + 16,
+        _ => 16,
+    }
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {

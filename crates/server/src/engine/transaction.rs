@@ -54,6 +54,7 @@ impl Transaction {
             Route::Local
             | Route::EveryMaster(_)
             | Route::ScanMasters
+            | Route::Subscription
             | Route::Blocking(_)
             | Route::Transaction(_) => {
                 self.aborted = true;

@@ -40,7 +40,7 @@ use tidewire_store::{Client, Outcome, Store};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineSession};
+use crate::engine::{Engine, EngineSession, Forwarded};
 use auth::{Access, TokenSource, Tokens};
 use encode::Format;
 
@@ -163,8 +163,11 @@ impl RequestClient<'_> {
     /// one and the command is for it, else here.
     async fn execute_routed(&mut self, argv: &[Bytes]) -> Reply {
         if let Some(engine) = self.engine.as_mut() {
-            if let Some(reply) = engine.execute(self.store, &mut self.client, argv).await {
-                return reply;
+            match engine.execute(self.store, &mut self.client, argv).await {
+                Forwarded::Local => {}
+                Forwarded::Reply(reply) => return reply,
+                // Never for a request session (it does not subscribe).
+                Forwarded::Pushed => return Reply::Null,
             }
         }
         self.execute(argv)
