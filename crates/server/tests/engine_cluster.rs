@@ -438,6 +438,16 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     let direct: Option<String> = target.cmd(&["GET", "foo"]);
     assert_eq!(direct.as_deref(), Some("scripted"));
 
+    // Forwarded commands count in the node's INFO like its own.
+    match ra.cmd(&["INFO", "commandstats"]).await {
+        V::Bulk(info) => {
+            let info = String::from_utf8_lossy(&info).into_owned();
+            assert!(info.contains("cmdstat_get:calls="), "{info}");
+            assert!(info.contains("cmdstat_mset:calls="), "{info}");
+        }
+        other => panic!("INFO: {other:?}"),
+    }
+
     // FLUSHALL empties every master.
     assert_eq!(ra.cmd(&["FLUSHALL"]).await, ok());
     assert_eq!(rb.cmd(&["DBSIZE"]).await, V::Int(0));

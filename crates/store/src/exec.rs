@@ -466,6 +466,26 @@ impl Store {
         Outcome::Replies
     }
 
+    /// Counts a command another engine answered (INFO commandstats, latency,
+    /// error stats), as a call run here is counted.
+    pub fn account_forwarded(
+        &self,
+        cmd: &'static Command,
+        elapsed: std::time::Duration,
+        reply: &Reply,
+    ) {
+        let elapsed_us = elapsed.as_micros() as u64;
+        cmd.stats.calls.add(1);
+        cmd.stats.usec.add(elapsed_us);
+        if let Some(observe) = LATENCY_OBSERVER.get() {
+            observe(cmd, elapsed_us);
+        }
+        if reply.is_error() {
+            cmd.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
+            self.count_error(reply);
+        }
+    }
+
     /// Counts the call of a blocked command that ends without being served (timeout,
     /// CLIENT UNBLOCK): its blocked run was not counted (`blocked_us`: its time).
     pub fn account_unblocked(&self, argv: &[Bytes], blocked_us: u64) {

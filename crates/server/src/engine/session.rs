@@ -98,6 +98,21 @@ impl EngineSession {
                 return Forwarded::Reply(refusal);
             }
         };
+        let start = std::time::Instant::now();
+        let forwarded = self.dispatch(store, client, cmd, argv).await;
+        if let Forwarded::Reply(reply) = &forwarded {
+            store.account_forwarded(cmd, start.elapsed(), reply);
+        }
+        forwarded
+    }
+
+    async fn dispatch(
+        &mut self,
+        store: &Store,
+        client: &Client,
+        cmd: &'static Command,
+        argv: &[Bytes],
+    ) -> Forwarded {
         let route = route(cmd, argv);
         if let Route::Transaction(step) = route {
             return Forwarded::Reply(self.transaction_step(client, cmd, argv, step).await);
