@@ -438,6 +438,34 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     let direct: Option<String> = target.cmd(&["GET", "foo"]);
     assert_eq!(direct.as_deref(), Some("scripted"));
 
+    // The dashboard's console works on the engine too.
+    let http = reqwest::Client::new();
+    let dashboard = format!("http://{}/dashboard/api", b.http_addr);
+    let login = http
+        .post(format!("{dashboard}/login"))
+        .json(&json!({ "credential": TOKEN }))
+        .send()
+        .await
+        .expect("login");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let console: serde_json::Value = http
+        .post(format!("{dashboard}/command"))
+        .header("cookie", cookie)
+        .json(&json!({ "args": ["GET", "foo"] }))
+        .send()
+        .await
+        .expect("command")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(console, json!({"result": "scripted"}));
+
     // Forwarded commands count in the node's INFO like its own.
     match ra.cmd(&["INFO", "commandstats"]).await {
         V::Bulk(info) => {

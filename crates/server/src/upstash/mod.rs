@@ -161,7 +161,7 @@ impl RequestClient<'_> {
 
     /// Runs one command that passed the policy check on the engine, if there is
     /// one and the command is for it, else here.
-    async fn execute_routed(&mut self, argv: &[Bytes]) -> Reply {
+    pub(crate) async fn execute_routed(&mut self, argv: &[Bytes]) -> Reply {
         if let Some(engine) = self.engine.as_mut() {
             match engine.execute(self.store, &mut self.client, argv).await {
                 Forwarded::Local => {}
