@@ -197,10 +197,26 @@ impl Cluster {
 
     /// A subscriber connection (see [`NodeConnection::open_subscriber`]) to any
     /// master: a cluster passes every PUBLISH to every node.
-    pub async fn open_subscriber(&self, pushes: PushSink) -> Result<NodeConnection, EngineError> {
-        let addr = self.route(None).await?;
-        NodeConnection::open_subscriber(&addr, self.credentials.as_ref(), CONNECT_TIMEOUT, pushes)
-            .await
+    /// `slot`: to the master owning it (SSUBSCRIBE: shard channels live there).
+    pub async fn open_subscriber(
+        &self,
+        slot: Option<u16>,
+        pushes: PushSink,
+    ) -> Result<(Arc<str>, NodeConnection), EngineError> {
+        let addr = self.route(slot).await?;
+        let conn = NodeConnection::open_subscriber(
+            &addr,
+            self.credentials.as_ref(),
+            CONNECT_TIMEOUT,
+            pushes,
+        )
+        .await?;
+        Ok((addr, conn))
+    }
+
+    /// The master serving `slot` now (any master for `None`).
+    pub async fn owner(&self, slot: Option<u16>) -> Result<Arc<str>, EngineError> {
+        self.route(slot).await
     }
 
     /// The owner of `slot`, or any master; reads the topology once if none is

@@ -286,6 +286,12 @@ async fn read_loop(
                 queue.push_back(entry);
             }
             let Some(front) = queue.front() else {
+                // On a subscriber connection an error can come unasked (a refused
+                // SSUBSCRIBE): it is the client's to see.
+                if let Some(sink) = pushes.as_ref().filter(|_| reply.is_error()) {
+                    sink(Some(reply));
+                    continue;
+                }
                 break 'read EngineError::Protocol("a reply nobody asked for".into());
             };
             replies.push(reply);

@@ -31,6 +31,9 @@ pub enum Route {
     /// SUBSCRIBE, PSUBSCRIBE and their UNSUBSCRIBEs: on the client's subscriber
     /// connection, answered by pushes.
     Subscription,
+    /// SSUBSCRIBE / SUNSUBSCRIBE of channels in this slot, on a subscriber
+    /// connection to its owner; `None`: SUNSUBSCRIBE of them all.
+    ShardSubscription(Option<u16>),
     /// Not served with an engine: this error.
     Refused(String),
 }
@@ -76,15 +79,23 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
     if cmd.has(flag::PUBSUB) {
         return match name {
             "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" => Route::Subscription,
+            "ssubscribe" | "sunsubscribe" => match argv.get(1) {
+                None => Route::ShardSubscription(None),
+                Some(first) => {
+                    let slot = key_slot(first);
+                    if argv[2..].iter().any(|c| key_slot(c) != slot) {
+                        Route::Refused(CROSSSLOT.into())
+                    } else {
+                        Route::ShardSubscription(Some(slot))
+                    }
+                }
+            },
             // A cluster passes PUBLISH to every node; SPUBLISH belongs to the
             // channel's slot. PUBSUB CHANNELS/NUMSUB … answer for the master the
             // nodes subscribe on.
             "spublish" => Route::Slot(Some(key_slot(&argv[1]))),
             _ if name.starts_with("pubsub|") || name == "publish" => Route::Slot(None),
-            _ => not_yet(
-                cmd,
-                "shard channels need a subscriber connection per slot owner",
-            ),
+            _ => not_yet(cmd, "not forwarded"),
         };
     }
     let blocks =
@@ -272,7 +283,15 @@ mod tests {
             Route::Slot(Some(key_slot(b"c")))
         );
         assert_eq!(route_of(&["PUBSUB", "NUMSUB", "c"]), Route::Slot(None));
-        assert!(refused(route_of(&["SSUBSCRIBE", "c"])).starts_with("ERR SSUBSCRIBE"));
+        assert_eq!(
+            route_of(&["SSUBSCRIBE", "{c}1", "{c}2"]),
+            Route::ShardSubscription(Some(key_slot(b"c")))
+        );
+        assert_eq!(
+            route_of(&["SSUBSCRIBE", "a", "b"]),
+            Route::Refused(CROSSSLOT.into())
+        );
+        assert_eq!(route_of(&["SUNSUBSCRIBE"]), Route::ShardSubscription(None));
     }
 
     #[test]

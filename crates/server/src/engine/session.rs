@@ -26,12 +26,17 @@ pub struct EngineSession {
     own: DedicatedConnection,
     /// Keys watched, all in one slot, on the master `own` was on then.
     watching: Option<Watching>,
-    /// The client's subscriber connection to the engine, once it subscribed.
-    subscriber: Option<Subscriber>,
+    /// The client's subscriber connections to the engine, one per master it
+    /// subscribed on (SUBSCRIBE's master, and the owners of its shard channels).
+    subscribers: Vec<Subscriber>,
 }
 
 struct Subscriber {
+    addr: Arc<str>,
     connection: NodeConnection,
+    /// SSUBSCRIBE went through it: SUNSUBSCRIBE of every shard channel goes
+    /// there (and only there, or masters without any would answer too).
+    shard_channels: bool,
     /// Cleared when the session lets the connection go (RESET, the client
     /// leaving): its end then means nothing for the client.
     wanted: Arc<AtomicBool>,
@@ -45,7 +50,7 @@ impl Subscriber {
 
 impl Drop for EngineSession {
     fn drop(&mut self) {
-        if let Some(subscriber) = &self.subscriber {
+        for subscriber in &self.subscribers {
             subscriber.release();
         }
     }
@@ -74,7 +79,7 @@ impl EngineSession {
             may_block,
             own: DedicatedConnection::default(),
             watching: None,
-            subscriber: None,
+            subscribers: Vec::new(),
         }
     }
 
@@ -120,9 +125,23 @@ impl EngineSession {
         if let Some(tx) = self.transaction.as_mut() {
             return Forwarded::Reply(tx.queue(cmd, argv, route));
         }
-        if route == Route::Subscription && self.may_block {
-            return match self.subscription(store, client, argv).await {
-                Ok(()) => Forwarded::Pushed,
+        let subscription = match route {
+            Route::Subscription => Some(None),
+            Route::ShardSubscription(slot) => Some(slot),
+            _ => None,
+        };
+        if let (Some(slot), true) = (subscription, self.may_block) {
+            let subscribed = match (route, slot) {
+                // SUNSUBSCRIBE of every shard channel: wherever there are some.
+                (Route::ShardSubscription(_), None) => self.unsubscribe_every_shard(argv).await,
+                (Route::ShardSubscription(_), Some(_)) => {
+                    self.subscription(store, client, argv, slot, true).await
+                }
+                _ => self.subscription(store, client, argv, slot, false).await,
+            };
+            return match subscribed {
+                Ok(None) => Forwarded::Pushed,
+                Ok(Some(reply)) => Forwarded::Reply(reply),
                 Err(e) => Forwarded::Reply(engine_error(&e)),
             };
         }
@@ -148,7 +167,7 @@ impl EngineSession {
                     self.transaction = None;
                     self.watching = None;
                     self.own.close();
-                    if let Some(subscriber) = self.subscriber.take() {
+                    for subscriber in self.subscribers.drain(..) {
                         subscriber.release();
                     }
                 }
@@ -183,7 +202,7 @@ impl EngineSession {
             ))),
             Route::ScanMasters => Some(self.scan(client, argv).await),
             Route::Refused(error) => Some(Reply::Error(error)),
-            Route::Subscription => Some(Reply::Error(format!(
+            Route::Subscription | Route::ShardSubscription(_) => Some(Reply::Error(format!(
                 "ERR {} is not supported over REST: use the Server-Sent Events endpoints",
                 cmd.full_name.to_ascii_uppercase()
             ))),
@@ -192,19 +211,29 @@ impl EngineSession {
     }
 
     /// SUBSCRIBE and the like on the client's subscriber connection to the
-    /// engine, opened on first use; what the engine pushes back (confirmations,
-    /// messages) reaches the client as its pushes. If that connection breaks,
-    /// its subscriptions are gone: the client is disconnected, so that it
-    /// reconnects and subscribes again, as after a server restart.
+    /// master owning `slot` (the first master for `None`), opened on first use;
+    /// what the engine pushes back (confirmations, messages) reaches the client
+    /// as its pushes. If that connection breaks, its subscriptions are gone: the
+    /// client is disconnected, so that it reconnects and subscribes again, as
+    /// after a server restart.
     async fn subscription(
         &mut self,
         store: &Store,
         client: &Client,
         argv: &[Bytes],
-    ) -> Result<(), tidewire_engine::EngineError> {
+        slot: Option<u16>,
+        shard: bool,
+    ) -> Result<Option<Reply>, tidewire_engine::EngineError> {
+        let addr = self.cluster.owner(slot).await?;
+        if shard {
+            if let Some(s) = self.subscribers.iter_mut().find(|s| s.addr == addr) {
+                s.shard_channels = true;
+            }
+        }
         let open = self
-            .subscriber
-            .as_ref()
+            .subscribers
+            .iter()
+            .find(|s| s.addr == addr)
             .map(|s| s.connection.clone())
             .filter(NodeConnection::is_alive);
         let connection = match open {
@@ -222,15 +251,44 @@ impl EngineSession {
                     None if still_wanted.load(Ordering::Relaxed) => info.kill(),
                     None => {}
                 });
-                let connection = self.cluster.open_subscriber(pushes).await?;
-                self.subscriber = Some(Subscriber {
+                let (addr, connection) = self.cluster.open_subscriber(slot, pushes).await?;
+                self.subscribers.retain(|s| s.addr != addr);
+                self.subscribers.push(Subscriber {
+                    addr,
                     connection: connection.clone(),
+                    shard_channels: shard,
                     wanted,
                 });
                 connection
             }
         };
-        connection.send_without_reply(&[argv.to_vec()]).await
+        connection.send_without_reply(&[argv.to_vec()]).await?;
+        Ok(None)
+    }
+
+    /// SUNSUBSCRIBE without channels, on every subscriber connection; Redis's
+    /// answer for a client with none.
+    async fn unsubscribe_every_shard(
+        &mut self,
+        argv: &[Bytes],
+    ) -> Result<Option<Reply>, tidewire_engine::EngineError> {
+        let mut live = Vec::new();
+        for subscriber in &mut self.subscribers {
+            if std::mem::take(&mut subscriber.shard_channels) && subscriber.connection.is_alive() {
+                live.push(subscriber.connection.clone());
+            }
+        }
+        if live.is_empty() {
+            return Ok(Some(Reply::Push(vec![
+                Reply::bulk_str("sunsubscribe"),
+                Reply::Null,
+                Reply::Int(0),
+            ])));
+        }
+        for connection in live {
+            connection.send_without_reply(&[argv.to_vec()]).await?;
+        }
+        Ok(None)
     }
 
     /// One page of a SCAN over every master (see [`scan`]).

@@ -55,6 +55,7 @@ impl Transaction {
             | Route::EveryMaster(_)
             | Route::ScanMasters
             | Route::Subscription
+            | Route::ShardSubscription(_)
             | Route::Blocking(_)
             | Route::Transaction(_) => {
                 self.aborted = true;
