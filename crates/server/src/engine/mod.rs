@@ -14,6 +14,7 @@ mod fan_out;
 mod route;
 mod scan;
 mod session;
+mod subscriptions;
 mod transaction;
 
 use std::sync::Arc;

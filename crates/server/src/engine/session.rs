@@ -1,19 +1,20 @@
-//! One client's session on the Redis engine: forwards its keyspace commands, and
+//! One client's session on the Redis engine: forwards its keyspace commands,
 //! keeps its MULTI queue until EXEC sends the whole transaction to the one master
-//! owning every queued key.
+//! owning every queued key, and holds the client's own engine connections (for
+//! blocking commands and WATCH, and for its subscriptions).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tidewire_engine::cluster::is_redirect;
-use tidewire_engine::{key_slot, Cluster, DedicatedConnection, NodeConnection, PushSink};
+use tidewire_engine::{key_slot, Cluster, DedicatedConnection};
 use tidewire_resp::Reply;
 use tidewire_store::{Client, Command, Store};
 
 use super::fan_out::merge;
 use super::route::{route, Route, TxControl, CROSSSLOT};
 use super::scan;
+use super::subscriptions::{Pushes, Subscriptions};
 use super::transaction::{reads_only, Transaction};
 
 pub struct EngineSession {
@@ -26,34 +27,8 @@ pub struct EngineSession {
     own: DedicatedConnection,
     /// Keys watched, all in one slot, on the master `own` was on then.
     watching: Option<Watching>,
-    /// The client's subscriber connections to the engine, one per master it
-    /// subscribed on (SUBSCRIBE's master, and the owners of its shard channels).
-    subscribers: Vec<Subscriber>,
-}
-
-struct Subscriber {
-    addr: Arc<str>,
-    connection: NodeConnection,
-    /// SSUBSCRIBE went through it: SUNSUBSCRIBE of every shard channel goes
-    /// there (and only there, or masters without any would answer too).
-    shard_channels: bool,
-    /// Cleared when the session lets the connection go (RESET, the client
-    /// leaving): its end then means nothing for the client.
-    wanted: Arc<AtomicBool>,
-}
-
-impl Subscriber {
-    fn release(&self) {
-        self.wanted.store(false, Ordering::Relaxed);
-    }
-}
-
-impl Drop for EngineSession {
-    fn drop(&mut self) {
-        for subscriber in &self.subscribers {
-            subscriber.release();
-        }
-    }
+    /// The client's subscriber connections to the engine.
+    subscriptions: Subscriptions,
 }
 
 /// What became of a command given to the session.
@@ -79,7 +54,7 @@ impl EngineSession {
             may_block,
             own: DedicatedConnection::default(),
             watching: None,
-            subscribers: Vec::new(),
+            subscriptions: Subscriptions::default(),
         }
     }
 
@@ -133,11 +108,16 @@ impl EngineSession {
         if let (Some(slot), true) = (subscription, self.may_block) {
             let subscribed = match (route, slot) {
                 // SUNSUBSCRIBE of every shard channel: wherever there are some.
-                (Route::ShardSubscription(_), None) => self.unsubscribe_every_shard(argv).await,
-                (Route::ShardSubscription(_), Some(_)) => {
-                    self.subscription(store, client, argv, slot, true).await
+                (Route::ShardSubscription(_), None) => {
+                    self.subscriptions.unsubscribe_every_shard(argv).await
                 }
-                _ => self.subscription(store, client, argv, slot, false).await,
+                (route, slot) => {
+                    let shard = matches!(route, Route::ShardSubscription(_));
+                    let pushes = Pushes::new(store, client);
+                    self.subscriptions
+                        .send(&self.cluster, pushes, argv, slot, shard)
+                        .await
+                }
             };
             return match subscribed {
                 Ok(None) => Forwarded::Pushed,
@@ -167,9 +147,7 @@ impl EngineSession {
                     self.transaction = None;
                     self.watching = None;
                     self.own.close();
-                    for subscriber in self.subscribers.drain(..) {
-                        subscriber.release();
-                    }
+                    self.subscriptions.release_all();
                 }
                 None
             }
@@ -208,87 +186,6 @@ impl EngineSession {
             ))),
             Route::Transaction(_) => None,
         }
-    }
-
-    /// SUBSCRIBE and the like on the client's subscriber connection to the
-    /// master owning `slot` (the first master for `None`), opened on first use;
-    /// what the engine pushes back (confirmations, messages) reaches the client
-    /// as its pushes. If that connection breaks, its subscriptions are gone: the
-    /// client is disconnected, so that it reconnects and subscribes again, as
-    /// after a server restart.
-    async fn subscription(
-        &mut self,
-        store: &Store,
-        client: &Client,
-        argv: &[Bytes],
-        slot: Option<u16>,
-        shard: bool,
-    ) -> Result<Option<Reply>, tidewire_engine::EngineError> {
-        let addr = self.cluster.owner(slot).await?;
-        if shard {
-            if let Some(s) = self.subscribers.iter_mut().find(|s| s.addr == addr) {
-                s.shard_channels = true;
-            }
-        }
-        let open = self
-            .subscribers
-            .iter()
-            .find(|s| s.addr == addr)
-            .map(|s| s.connection.clone())
-            .filter(NodeConnection::is_alive);
-        let connection = match open {
-            Some(connection) => connection,
-            None => {
-                let info = client.info.clone();
-                let limit = store.config.pubsub_limit();
-                let wanted = Arc::new(AtomicBool::new(true));
-                let still_wanted = wanted.clone();
-                let pushes: PushSink = Arc::new(move |push| match push {
-                    Some(push) => {
-                        let size = push_size(&push);
-                        info.push_limited(push, size, limit);
-                    }
-                    None if still_wanted.load(Ordering::Relaxed) => info.kill(),
-                    None => {}
-                });
-                let (addr, connection) = self.cluster.open_subscriber(slot, pushes).await?;
-                self.subscribers.retain(|s| s.addr != addr);
-                self.subscribers.push(Subscriber {
-                    addr,
-                    connection: connection.clone(),
-                    shard_channels: shard,
-                    wanted,
-                });
-                connection
-            }
-        };
-        connection.send_without_reply(&[argv.to_vec()]).await?;
-        Ok(None)
-    }
-
-    /// SUNSUBSCRIBE without channels, on every subscriber connection; Redis's
-    /// answer for a client with none.
-    async fn unsubscribe_every_shard(
-        &mut self,
-        argv: &[Bytes],
-    ) -> Result<Option<Reply>, tidewire_engine::EngineError> {
-        let mut live = Vec::new();
-        for subscriber in &mut self.subscribers {
-            if std::mem::take(&mut subscriber.shard_channels) && subscriber.connection.is_alive() {
-                live.push(subscriber.connection.clone());
-            }
-        }
-        if live.is_empty() {
-            return Ok(Some(Reply::Push(vec![
-                Reply::bulk_str("sunsubscribe"),
-                Reply::Null,
-                Reply::Int(0),
-            ])));
-        }
-        for connection in live {
-            connection.send_without_reply(&[argv.to_vec()]).await?;
-        }
-        Ok(None)
     }
 
     /// One page of a SCAN over every master (see [`scan`]).
@@ -483,15 +380,6 @@ fn with_multi_exec(commands: Vec<Vec<Bytes>>) -> Vec<Vec<Bytes>> {
     batch.extend(commands);
     batch.push(vec![Bytes::from_static(b"EXEC")]);
     batch
-}
-
-/// About the wire size of a push, counted against the output-buffer limit.
-fn push_size(push: &Reply) -> usize {
-    match push {
-        Reply::Push(items) => items.iter().map(push_size).sum::<usize>() + 16,
-        Reply::Bulk(b) => b.len() + 16,
-        _ => 16,
-    }
 }
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
