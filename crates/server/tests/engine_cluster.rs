@@ -387,6 +387,13 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(sub3.cmd(&["PING"]).await, V::Simple("PONG".into()));
 
+    // A RESP2 subscriber is in subscribed mode, as on Redis.
+    assert_eq!(
+        sub2.cmd(&["GET", "foo"]).await,
+        err("ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+    );
+    assert_eq!(sub2.cmd(&["PING"]).await, bulks(&["pong", ""]));
+
     // RESET lets the subscriber connection go without closing the client's.
     assert_eq!(sub2.cmd(&["RESET"]).await, V::Simple("RESET".into()));
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -9,12 +9,13 @@ use bytes::Bytes;
 use tidewire_engine::cluster::is_redirect;
 use tidewire_engine::{key_slot, Cluster, DedicatedConnection};
 use tidewire_resp::Reply;
-use tidewire_store::{Client, Command, Store};
+use tidewire_store::command::{flag, ChannelArgs};
+use tidewire_store::{Client, Command, Protocol, Store};
 
 use super::fan_out::merge;
 use super::route::{route, Route, TxControl, CROSSSLOT};
 use super::scan;
-use super::subscriptions::{Pushes, Subscriptions};
+use super::subscriptions::{Kind, Pushes, Subscriptions};
 use super::transaction::{reads_only, Transaction};
 
 pub struct EngineSession {
@@ -78,6 +79,21 @@ impl EngineSession {
                 return Forwarded::Reply(refusal);
             }
         };
+        // A RESP2 client holding subscriptions is in subscribed mode, as in Redis.
+        if client.proto == Protocol::Resp2 && self.subscriptions.active() {
+            if !cmd.has(flag::SUBSCRIBED_OK) {
+                return Forwarded::Reply(Reply::Error(format!(
+                    "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                    cmd.full_name
+                )));
+            }
+            if cmd.full_name == "ping" {
+                return Forwarded::Reply(Reply::Array(vec![
+                    Reply::bulk_str("pong"),
+                    Reply::Bulk(argv.get(1).cloned().unwrap_or_default()),
+                ]));
+            }
+        }
         let start = std::time::Instant::now();
         let forwarded = self.dispatch(store, client, cmd, argv).await;
         if let Forwarded::Reply(reply) = &forwarded {
@@ -112,10 +128,14 @@ impl EngineSession {
                     self.subscriptions.unsubscribe_every_shard(argv).await
                 }
                 (route, slot) => {
-                    let shard = matches!(route, Route::ShardSubscription(_));
+                    let kind = Kind {
+                        shard: matches!(route, Route::ShardSubscription(_)),
+                        // The subscribing commands name channels for ACL checks.
+                        subscribing: cmd.spec.channels != ChannelArgs::None,
+                    };
                     let pushes = Pushes::new(store, client);
                     self.subscriptions
-                        .send(&self.cluster, pushes, argv, slot, shard)
+                        .send(&self.cluster, pushes, argv, slot, kind)
                         .await
                 }
             };

@@ -2,7 +2,7 @@
 //! it subscribed on (SUBSCRIBE's master, the owners of its shard channels), whose
 //! pushes reach the client as its own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,12 +25,54 @@ struct Subscriber {
     /// Cleared when the session lets the connection go (RESET, the client
     /// leaving): its end then means nothing for the client.
     wanted: Arc<AtomicBool>,
+    /// The connection's subscriptions (channels and patterns, shard channels)
+    /// as the engine's last confirmation counted them.
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    plain: AtomicI64,
+    shard: AtomicI64,
+}
+
+impl Counts {
+    /// Takes the count a subscribe or unsubscribe confirmation carries.
+    fn update(&self, push: &Reply) {
+        let Reply::Push(items) = push else {
+            return;
+        };
+        let (Some(Reply::Bulk(kind)), Some(Reply::Int(count))) = (items.first(), items.get(2))
+        else {
+            return;
+        };
+        match &kind[..] {
+            b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" => {
+                self.plain.store(*count, Ordering::Relaxed)
+            }
+            b"ssubscribe" | b"sunsubscribe" => self.shard.store(*count, Ordering::Relaxed),
+            _ => {}
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.plain.load(Ordering::Relaxed) > 0 || self.shard.load(Ordering::Relaxed) > 0
+    }
 }
 
 impl Subscriber {
     fn release(&self) {
         self.wanted.store(false, Ordering::Relaxed);
     }
+}
+
+/// What a subscription command does.
+#[derive(Clone, Copy)]
+pub struct Kind {
+    /// On shard channels (SSUBSCRIBE, SUNSUBSCRIBE).
+    pub shard: bool,
+    /// Adds subscriptions (SUBSCRIBE, PSUBSCRIBE, SSUBSCRIBE).
+    pub subscribing: bool,
 }
 
 /// Where a new subscriber connection's pushes go: the client, within the pubsub
@@ -62,8 +104,9 @@ impl Subscriptions {
         pushes: Pushes,
         argv: &[Bytes],
         slot: Option<u16>,
-        shard: bool,
+        kind: Kind,
     ) -> Result<Option<Reply>, EngineError> {
+        let Kind { shard, subscribing } = kind;
         let addr = cluster.owner(slot).await?;
         if shard {
             if let Some(s) = self.subscribers.iter_mut().find(|s| s.addr == addr) {
@@ -82,8 +125,11 @@ impl Subscriptions {
                 let Pushes { info, limit } = pushes;
                 let wanted = Arc::new(AtomicBool::new(true));
                 let still_wanted = wanted.clone();
+                let counts = Arc::new(Counts::default());
+                let counted = counts.clone();
                 let sink: PushSink = Arc::new(move |push| match push {
                     Some(push) => {
+                        counted.update(&push);
                         let size = push_size(&push);
                         info.push_limited(push, size, limit);
                     }
@@ -97,12 +143,30 @@ impl Subscriptions {
                     connection: connection.clone(),
                     shard_channels: shard,
                     wanted,
+                    counts,
                 });
                 connection
             }
         };
+        if subscribing {
+            // Subscribed from now on, before the confirmation comes back.
+            if let Some(s) = self.subscribers.iter().find(|s| s.addr == addr) {
+                let count = if shard {
+                    &s.counts.shard
+                } else {
+                    &s.counts.plain
+                };
+                count.fetch_max(1, Ordering::Relaxed);
+            }
+        }
         connection.send_without_reply(&[argv.to_vec()]).await?;
         Ok(None)
+    }
+
+    /// Whether the client holds any subscription (a RESP2 client is then in
+    /// subscribed mode).
+    pub fn active(&self) -> bool {
+        self.subscribers.iter().any(|s| s.counts.any())
     }
 
     /// SUNSUBSCRIBE without channels, on every subscriber connection; Redis's
