@@ -289,6 +289,9 @@ pub struct Channel {
     /// A derived channel's filter: only messages it matches reach the view.
     filter: Option<crate::filter::Filter>,
     state: Mutex<State>,
+    /// This channel object holds a [`crate::engine::Broker::subscribe`] of
+    /// `source`, given back when the hub releases it.
+    pub(crate) engine_subscribed: std::sync::atomic::AtomicBool,
 }
 
 /// Outcome of a publish.
@@ -355,11 +358,17 @@ impl Channel {
                 delta_base: None,
                 views: Vec::new(),
             }),
+            engine_subscribed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The channel whose messages this one carries: its own name, or a view's base.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -370,6 +379,10 @@ impl Channel {
     /// Adds or replaces a subscriber and, atomically with that (no message or
     /// presence event can fall between, nor appear twice), reads what the connection
     /// needs to start from: a message backlog per `backlog`, and the presence set.
+    ///
+    /// Reads `history` under the channel's lock, so only for a history that answers
+    /// at once; the hub attaches through [`crate::Hub::attach`], which reads its
+    /// broker first and calls [`Channel::attach_after_read`].
     pub fn attach(
         &self,
         sub: Subscriber,
@@ -394,6 +407,89 @@ impl Channel {
                 self.read_from_serial(st.last_serial, history, from, cap, now_ms)
             }
         };
+        self.finish_attach(&mut st, sub, messages, continuous)
+    }
+
+    /// The history read an attach with `backlog` needs, if any, given the serial
+    /// this channel is at now (see [`Channel::attach_after_read`]).
+    pub fn backlog_query(&self, backlog: &Backlog) -> Option<HistoryQuery> {
+        match backlog {
+            Backlog::None => None,
+            Backlog::Rewind(q) => Some(q.clone()),
+            Backlog::FromSerial { from, .. } if *from >= self.lock().last_serial => None,
+            Backlog::FromSerial { from, cap } => Some(HistoryQuery {
+                direction: Direction::Forwards,
+                from_serial: from.checked_sub(1),
+                limit: cap.saturating_add(1),
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// [`Channel::attach`] with the history read beforehand (outside the lock) from
+    /// the broker, for [`Channel::backlog_query`]'s query. The read holds what the
+    /// broker had positioned when it was made; messages positioned after it are
+    /// still to be delivered here, so the backlog stops at what this channel has
+    /// delivered. If this channel delivered more since the read (or needs a read it
+    /// was not given), the subscriber comes back as `Err` to read again, unless
+    /// `last_try`, when the attach goes ahead without claiming continuity it
+    /// cannot show.
+    pub fn attach_after_read(
+        &self,
+        sub: Subscriber,
+        backlog: &Backlog,
+        read: Option<crate::engine::Snapshot>,
+        last_try: bool,
+    ) -> Result<Attachment, Subscriber> {
+        let mut st = self.lock();
+        Self::flush_presence_batch(&self.name, &mut st);
+        let last = st.last_serial;
+        // The read must cover everything delivered here, or subscribers that were
+        // attached then saw messages this one would miss.
+        let covers = |r: &crate::engine::Snapshot| r.position >= last;
+        let (messages, continuous) = match (backlog, read) {
+            (Backlog::None, _) => (Vec::new(), true),
+            (Backlog::FromSerial { from, .. }, _) if *from >= last => (Vec::new(), *from == last),
+            (_, Some(r)) if !covers(&r) && !last_try => return Err(sub),
+            (_, None) if !last_try => return Err(sub),
+            (Backlog::Rewind(q), r) => {
+                let mut msgs = r.map(|r| r.page.messages).unwrap_or_default();
+                msgs.retain(|m| m.serial <= last);
+                if q.direction == Direction::Backwards {
+                    msgs.reverse();
+                }
+                (msgs, true)
+            }
+            (Backlog::FromSerial { from, cap }, Some(r)) if covers(&r) => {
+                let page = r.page;
+                let complete =
+                    page.next.is_none() || page.messages.last().is_some_and(|m| m.serial >= last);
+                let mut msgs = page.messages;
+                msgs.retain(|m| m.serial <= last);
+                let anchored = msgs.first().is_some_and(|m| m.serial == *from);
+                if anchored {
+                    msgs.remove(0);
+                }
+                if (anchored || *from == 0) && complete && msgs.len() <= *cap {
+                    (msgs, true)
+                } else {
+                    (Vec::new(), false)
+                }
+            }
+            (Backlog::FromSerial { .. }, _) => (Vec::new(), false),
+        };
+        Ok(self.finish_attach(&mut st, sub, messages, continuous))
+    }
+
+    /// The rest of an attach, under the lock: the view's filter, the presence set,
+    /// the subscriber itself.
+    fn finish_attach(
+        &self,
+        st: &mut State,
+        sub: Subscriber,
+        messages: Vec<StoredMessage>,
+        continuous: bool,
+    ) -> Attachment {
         let messages = match &self.filter {
             Some(f) => messages
                 .into_iter()
@@ -536,28 +632,18 @@ impl Channel {
     }
 
     /// Assigns serials, records history and fans `messages` out, atomically with
-    /// respect to other publishes on this channel.
+    /// respect to other publishes on this channel, with no engine: the channel's
+    /// own counter gives the serials and `ctx.history` keeps them. For tests and
+    /// tools; the hub publishes through its [`crate::engine::Broker`], which calls
+    /// [`Channel::deliver`]. The fan-out is the same code either way.
     pub fn publish(&self, mut messages: Vec<Message>, ctx: &PublishCtx<'_>) -> Published {
         let mut st = self.lock();
         // Keeps presence events and messages in one order for every subscriber.
         Self::flush_presence_batch(&self.name, &mut st);
-        // Serials also advance with the clock so that a channel re-created after its
-        // history expired never reuses a serial.
         let floor = (ctx.now_ms.max(0) as u64).saturating_mul(1000);
         let mut serials = Vec::with_capacity(messages.len());
-        let mut fresh = Vec::with_capacity(messages.len());
-        for (i, mut m) in messages.drain(..).enumerate() {
-            if m.id.is_none() {
-                m.id = Some(format!("{}:{}", ctx.proto_id, i));
-            }
-            m.timestamp.get_or_insert(ctx.now_ms);
-            if m.connection_id.is_none() {
-                m.connection_id.clone_from(&ctx.publisher.connection_id);
-            }
-            if m.client_id.is_none() {
-                m.client_id.clone_from(&ctx.publisher.client_id);
-            }
-            m.connection_key = None;
+        for (i, m) in messages.iter_mut().enumerate() {
+            stamp_message(m, i, ctx.proto_id, ctx.now_ms, ctx.publisher);
             let serial = (st.last_serial + 1).max(floor);
             st.last_serial = serial;
             let rendered = format_serial(serial);
@@ -580,23 +666,125 @@ impl Channel {
                     message: m.clone(),
                 }));
             }
-            fresh.push(m);
         }
-        let channel_serial = format_serial(st.last_serial);
+        let last = st.last_serial;
+        let delivered = self.deliver_messages(
+            &mut st,
+            messages,
+            last,
+            ctx.proto_id,
+            ctx.publisher,
+            ctx.now_ms,
+        );
+        Published {
+            serials,
+            channel_serial: format_serial(last),
+            delivered,
+        }
+    }
+
+    /// Fans out a publication the broker positioned (see
+    /// [`crate::engine::BrokerHandler`]) to this channel's subscribers and views;
+    /// `summary` is an annotation's message summary. Returns the messages
+    /// delivered (per receiving attachment). Called in position order.
+    pub fn deliver(
+        &self,
+        p: &crate::engine::Publication,
+        publisher: &Publisher,
+        summary: Option<Message>,
+    ) -> u64 {
+        use crate::engine::Payload;
+        let Some(last) = p.last_position() else {
+            return 0;
+        };
+        let mut st = self.lock();
+        match &p.payload {
+            Payload::Messages(msgs) => {
+                Self::flush_presence_batch(&self.name, &mut st);
+                st.last_serial = st.last_serial.max(last);
+                self.deliver_messages(
+                    &mut st,
+                    msgs.clone(),
+                    last,
+                    &p.proto_id,
+                    publisher,
+                    p.timestamp,
+                )
+            }
+            Payload::Version { sent, .. } => {
+                Self::advance(&self.name, &mut st, last);
+                let frame = SharedFrame::new(ProtocolMessage {
+                    action: Action::Message,
+                    channel: Some(self.name.clone()),
+                    channel_serial: Some(format_serial(last)),
+                    timestamp: Some(p.timestamp),
+                    messages: Some(vec![sent.as_ref().clone()]),
+                    ..Default::default()
+                });
+                for sub in st.subscribers.values() {
+                    if !sub.takes_from(publisher) {
+                        continue;
+                    }
+                    let _ = sub.conn.tx.try_send(frame.clone());
+                }
+                0
+            }
+            Payload::Annotation(ann) => {
+                Self::advance(&self.name, &mut st, last);
+                let rendered = format_serial(last);
+                let frame = SharedFrame::new(ProtocolMessage {
+                    action: Action::Annotation,
+                    channel: Some(self.name.clone()),
+                    channel_serial: Some(rendered.clone()),
+                    timestamp: Some(p.timestamp),
+                    annotations: Some(vec![ann.as_ref().clone()]),
+                    ..Default::default()
+                });
+                let summary_frame = summary.map(|m| {
+                    SharedFrame::new(ProtocolMessage {
+                        action: Action::Message,
+                        channel: Some(self.name.clone()),
+                        channel_serial: Some(rendered.clone()),
+                        timestamp: Some(p.timestamp),
+                        messages: Some(vec![m]),
+                        ..Default::default()
+                    })
+                });
+                for sub in st.subscribers.values() {
+                    if sub.annotations {
+                        let _ = sub.conn.tx.try_send(frame.clone());
+                    }
+                    if let (Some(f), true) = (&summary_frame, sub.receive) {
+                        let _ = sub.conn.tx.try_send(f.clone());
+                    }
+                }
+                0
+            }
+        }
+    }
+
+    /// Builds the MESSAGE frame for stamped `fresh` messages (the last at serial
+    /// `last`) and queues it for every view and receiving subscriber, as deltas
+    /// where asked. Called with the channel locked, after the serials were taken.
+    fn deliver_messages(
+        &self,
+        st: &mut State,
+        fresh: Vec<Message>,
+        last: u64,
+        proto_id: &str,
+        publisher: &Publisher,
+        now_ms: i64,
+    ) -> u64 {
         if fresh.is_empty() {
-            return Published {
-                serials,
-                channel_serial,
-                delivered: 0,
-            };
+            return 0;
         }
         let mut pm = ProtocolMessage {
             action: Action::Message,
             channel: Some(self.name.clone()),
-            channel_serial: Some(channel_serial.clone()),
-            id: Some(ctx.proto_id.to_owned()),
-            connection_id: ctx.publisher.connection_id.clone(),
-            timestamp: Some(ctx.now_ms),
+            channel_serial: Some(format_serial(last)),
+            id: Some(proto_id.to_owned()),
+            connection_id: publisher.connection_id.clone(),
+            timestamp: Some(now_ms),
             messages: Some(fresh),
             ..Default::default()
         };
@@ -622,14 +810,14 @@ impl Channel {
             None
         };
         let mut delivered = 0u64;
-        for view in Self::live_views(&st) {
-            delivered += view.relay(&pm, ctx.publisher);
+        for view in Self::live_views(st) {
+            delivered += view.relay(&pm, publisher);
         }
         let count = pm.messages.as_ref().map_or(0, Vec::len) as u64;
         strip_derived_fields(&mut pm);
         let frame = SharedFrame::new(pm);
         for sub in st.subscribers.values_mut() {
-            if !sub.takes_from(ctx.publisher) {
+            if !sub.takes_from(publisher) {
                 continue;
             }
             delivered += count;
@@ -643,126 +831,49 @@ impl Channel {
             // client resumes from history instead of silently missing messages.
             let _ = sub.conn.tx.try_send(f);
         }
-        Published {
-            serials,
-            channel_serial,
-            delivered,
-        }
+        delivered
     }
-}
 
-impl Channel {
-    /// Takes the channel's next serial for something sent outside a publish (a
-    /// message version, an annotation), after the presence events queued before
-    /// it. Serials also advance with the clock, as in a publish.
-    fn next_serial(name: &str, st: &mut State, now_ms: i64) -> u64 {
+    /// Moves the channel to `serial`, taken for something sent outside a publish (a
+    /// message version, an annotation), after the presence events queued before it.
+    fn advance(name: &str, st: &mut State, serial: u64) {
         Self::flush_presence_batch(name, st);
-        let floor = (now_ms.max(0) as u64).saturating_mul(1000);
-        let serial = (st.last_serial + 1).max(floor);
-        st.last_serial = serial;
+        st.last_serial = st.last_serial.max(serial);
         // Views keep the channel's serial, so that a resume on them stays continuous.
         for view in Self::live_views(st) {
             let mut vs = view.lock();
             vs.last_serial = vs.last_serial.max(serial);
         }
-        serial
     }
 
-    /// Publishes a new version of a message (an update, delete or append). The
-    /// version takes the channel's next serial as its own (`version.serial`, with
-    /// `version.timestamp`); the message keeps its serial. History keeps `stored`
-    /// (the whole latest version) at the version serial, so rewind and resume see
-    /// it; subscribers get `sent` (for an append: the appended data alone).
-    /// Returns the version serial.
-    pub fn publish_version(
-        &self,
-        mut stored: Message,
-        mut sent: Message,
-        ctx: &PublishCtx<'_>,
-    ) -> String {
+    /// Sends presence events queued for a batch now (what a publish does first).
+    pub(crate) fn flush_presence(&self) {
         let mut st = self.lock();
-        let serial = Self::next_serial(&self.name, &mut st, ctx.now_ms);
-        let rendered = format_serial(serial);
-        for m in [&mut stored, &mut sent] {
-            let mut version = match m.version.take() {
-                Some(serde_json::Value::Object(v)) => v,
-                _ => serde_json::Map::new(),
-            };
-            version.insert("serial".into(), rendered.clone().into());
-            version.insert("timestamp".into(), ctx.now_ms.into());
-            m.version = Some(serde_json::Value::Object(version));
-        }
-        ctx.history.append(
-            &self.name,
-            StoredMessage {
-                serial,
-                received_ms: ctx.now_ms,
-                message: stored,
-            },
-            ctx.retention,
-        );
-        let frame = SharedFrame::new(ProtocolMessage {
-            action: Action::Message,
-            channel: Some(self.name.clone()),
-            channel_serial: Some(rendered.clone()),
-            timestamp: Some(ctx.now_ms),
-            messages: Some(vec![sent]),
-            ..Default::default()
-        });
-        for sub in st.subscribers.values() {
-            if !sub.takes_from(ctx.publisher) {
-                continue;
-            }
-            let _ = sub.conn.tx.try_send(frame.clone());
-        }
-        rendered
+        Self::flush_presence_batch(&self.name, &mut st);
     }
 }
 
-impl Channel {
-    /// Publishes an annotation (stamped but for its serial, which it takes from
-    /// the channel) to the attachments that asked for annotations, then `summary`
-    /// (the annotated message's new summary, made from the serial given) to
-    /// every receiving attachment. Returns the annotation's serial.
-    pub fn publish_annotation(
-        &self,
-        mut ann: crate::protocol::Annotation,
-        summary: impl FnOnce(&crate::protocol::Annotation) -> Option<Message>,
-        ctx: &PublishCtx<'_>,
-    ) -> String {
-        let mut st = self.lock();
-        let serial = Self::next_serial(&self.name, &mut st, ctx.now_ms);
-        let rendered = format_serial(serial);
-        ann.serial = Some(rendered.clone());
-        let summary = summary(&ann);
-        let frame = SharedFrame::new(ProtocolMessage {
-            action: Action::Annotation,
-            channel: Some(self.name.clone()),
-            channel_serial: Some(rendered.clone()),
-            timestamp: Some(ctx.now_ms),
-            annotations: Some(vec![ann]),
-            ..Default::default()
-        });
-        let summary_frame = summary.map(|m| {
-            SharedFrame::new(ProtocolMessage {
-                action: Action::Message,
-                channel: Some(self.name.clone()),
-                channel_serial: Some(rendered.clone()),
-                timestamp: Some(ctx.now_ms),
-                messages: Some(vec![m]),
-                ..Default::default()
-            })
-        });
-        for sub in st.subscribers.values() {
-            if sub.annotations {
-                let _ = sub.conn.tx.try_send(frame.clone());
-            }
-            if let (Some(f), true) = (&summary_frame, sub.receive) {
-                let _ = sub.conn.tx.try_send(f.clone());
-            }
-        }
-        rendered
+/// Fills in what a published message carries from its publish: its id
+/// (`<proto_id>:<index>` unless it has one), timestamp, connectionId and clientId;
+/// drops a connectionKey (never relayed).
+pub fn stamp_message(
+    m: &mut Message,
+    index: usize,
+    proto_id: &str,
+    now_ms: i64,
+    publisher: &Publisher,
+) {
+    if m.id.is_none() {
+        m.id = Some(format!("{proto_id}:{index}"));
     }
+    m.timestamp.get_or_insert(now_ms);
+    if m.connection_id.is_none() {
+        m.connection_id.clone_from(&publisher.connection_id);
+    }
+    if m.client_id.is_none() {
+        m.client_id.clone_from(&publisher.client_id);
+    }
+    m.connection_key = None;
 }
 
 #[cfg(test)]

@@ -191,7 +191,10 @@ pub async fn run_session<S, R, E>(
             let (id, key, link) = fresh(&mut slot);
             (id, key, link, None)
         }
-        Some(key) => match slot.resume(key, &principal.key_name, client_id.as_deref()) {
+        Some(key) => match slot
+            .resume(key, &principal.key_name, client_id.as_deref())
+            .await
+        {
             Ok((rec, link)) => (rec.connection_id, rec.connection_key, link, None),
             Err(e) => {
                 let (id, key, link) = fresh(&mut slot);
@@ -292,7 +295,7 @@ pub async fn run_session<S, R, E>(
                 // the client will then discard, not precede them.
                 rx.drain(usize::MAX, |f| s.out.push(Outgoing::Shared(f)));
                 flow = match frame {
-                    Some(Ok(f)) => s.on_frame(f),
+                    Some(Ok(f)) => s.on_frame(f).await,
                     _ => Flow::Close,
                 };
                 // Drain whatever else already arrived so ACKs can be coalesced.
@@ -303,7 +306,7 @@ pub async fn run_session<S, R, E>(
                             // Same order rule as above, frame by frame: an earlier
                             // frame of this batch may have fanned something out.
                             rx.drain(usize::MAX, |f| s.out.push(Outgoing::Shared(f)));
-                            flow = s.on_frame(f);
+                            flow = s.on_frame(f).await;
                         }
                         Some(_) => flow = Flow::Close,
                         None => break,
@@ -496,12 +499,12 @@ impl Session {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame) -> Flow {
+    async fn on_frame(&mut self, frame: Frame) -> Flow {
         if frame == Frame::Close {
             return Flow::Close;
         }
         match check_frame_format(&frame, self.format).and_then(|()| decode_frame(&frame)) {
-            Ok(Some(pm)) => self.on_message(pm),
+            Ok(Some(pm)) => self.on_message(pm).await,
             Ok(None) => Flow::Continue,
             Err(e) => {
                 // Broken framing: say why, then close; other connections are untouched.
@@ -512,7 +515,7 @@ impl Session {
         }
     }
 
-    fn on_message(&mut self, pm: ProtocolMessage) -> Flow {
+    async fn on_message(&mut self, pm: ProtocolMessage) -> Flow {
         match pm.action {
             Action::Heartbeat => {
                 self.push(ProtocolMessage {
@@ -532,7 +535,7 @@ impl Session {
                 Flow::Close
             }
             Action::Attach => {
-                self.on_attach(pm);
+                self.on_attach(pm).await;
                 Flow::Continue
             }
             Action::Detach => {
@@ -540,7 +543,7 @@ impl Session {
                 Flow::Continue
             }
             Action::Message => {
-                self.on_publish(pm);
+                self.on_publish(pm).await;
                 Flow::Continue
             }
             Action::Auth => self.on_auth(pm),
@@ -553,7 +556,7 @@ impl Session {
                 Flow::Continue
             }
             Action::Annotation => {
-                self.on_annotation(pm);
+                self.on_annotation(pm).await;
                 Flow::Continue
             }
             Action::Object => {
@@ -584,7 +587,7 @@ impl Session {
     }
 
     /// ANNOTATION from the client: annotations of earlier messages (reactions …).
-    fn on_annotation(&mut self, pm: ProtocolMessage) {
+    async fn on_annotation(&mut self, pm: ProtocolMessage) {
         let Some(serial) = self.take_msg_serial(&pm) else {
             return;
         };
@@ -618,6 +621,7 @@ impl Session {
         match self
             .hub
             .publish_annotations(&channel, annotations, &publisher, &proto_id)
+            .await
         {
             Ok(()) => self.ack(serial),
             Err(e) => self.nack(serial, &e),
@@ -700,7 +704,7 @@ impl Session {
         m
     }
 
-    fn on_attach(&mut self, mut pm: ProtocolMessage) {
+    async fn on_attach(&mut self, mut pm: ProtocolMessage) {
         let Some(name) = pm.channel.clone() else {
             return;
         };
@@ -820,7 +824,14 @@ impl Session {
         let resuming = matches!(backlog, Backlog::FromSerial { .. });
         let rewinding = matches!(backlog, Backlog::Rewind(_));
         let channel = self.hub.channel(&name);
-        let att = channel.attach(sub, backlog, self.hub.history(), now_ms());
+        let att = match self.hub.attach(&channel, sub, backlog).await {
+            Ok(att) => att,
+            Err(e) => {
+                drop(channel);
+                self.hub.release_channel(&name);
+                return self.channel_error(name, &e);
+            }
+        };
         channel.occupancy_changed(self.hub.occupancy_debounce());
         drop(channel);
         let mut attached_flags = granted;
@@ -937,7 +948,7 @@ impl Session {
         Some(serial)
     }
 
-    fn on_publish(&mut self, pm: ProtocolMessage) {
+    async fn on_publish(&mut self, pm: ProtocolMessage) {
         let Some(serial) = self.take_msg_serial(&pm) else {
             return;
         };
@@ -959,7 +970,7 @@ impl Session {
                 Some(message_actions::UPDATE | message_actions::DELETE | message_actions::APPEND)
             )
         }) {
-            return match self.mutate(&channel, messages, &publisher) {
+            return match self.mutate(&channel, messages, &publisher).await {
                 Ok(versions) => self.ack_with(serial, versions),
                 Err(e) => self.nack(serial, &e),
             };
@@ -967,19 +978,25 @@ impl Session {
         let proto_id = pm
             .id
             .unwrap_or_else(|| format!("{}:{}", self.conn.connection_id, serial));
-        let published = self.hub.publish(
-            &channel,
-            messages,
-            &publisher,
-            Some(proto_id),
-            Origin::Realtime,
-        );
-        self.ack_with(serial, published.serials);
+        let published = self
+            .hub
+            .publish_async(
+                &channel,
+                messages,
+                &publisher,
+                Some(proto_id),
+                Origin::Realtime,
+            )
+            .await;
+        match published {
+            Ok(p) => self.ack_with(serial, p.serials),
+            Err(e) => self.nack(serial, &e),
+        }
     }
 
     /// New versions of earlier messages (update, delete, append) sent over the
     /// connection: each names its message by `serial`. Returns the version serials.
-    fn mutate(
+    async fn mutate(
         &mut self,
         channel: &str,
         messages: Vec<crate::protocol::Message>,
@@ -1004,7 +1021,8 @@ impl Session {
             crate::codec::normalize_message(&mut m);
             versions.push(
                 self.hub
-                    .mutate_message(channel, &serial, action, m, publisher)?,
+                    .mutate_message(channel, &serial, action, m, publisher)
+                    .await?,
             );
         }
         Ok(versions)

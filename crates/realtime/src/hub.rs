@@ -1,20 +1,30 @@
 //! The [`Hub`]: channels, the connection registry, publishing and the backend bridge.
 //!
 //! Everything that publishes (WebSocket sessions, REST, the Redis bridge) goes through
-//! [`Hub::publish`], which finds or creates the [`Channel`] and lets it order, store
-//! and fan out. The channel map and registry are std mutexes held only for map
-//! operations, never across an await.
+//! [`Hub::publish_async`] (or its synchronous face [`Hub::publish`]): ids are checked
+//! against the engine's [`DedupeStore`](crate::engine::DedupeStore), then the engine's
+//! [`Broker`](crate::engine::Broker) positions, stores and fans the publication out to
+//! every node; on this node it arrives at [`Hub::on_publication`](BrokerHandler), which
+//! hands it to the local [`Channel`] for its subscribers. Presence changes and
+//! connection state are written through to the engine's
+//! [`PresenceStore`](crate::engine::PresenceStore) and
+//! [`ConnectionStateStore`](crate::engine::ConnectionStateStore). The channel map and
+//! registry are std mutexes held only for map operations, never across an await.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
 
 use crate::auth::{now_ms, Keyring};
-use crate::channel::{Channel, ChannelEvent, Origin, PublishCtx, Published, Publisher};
+use crate::channel::{
+    format_serial, Attachment, Backlog, Channel, ChannelEvent, Origin, Published, Publisher,
+    Subscriber,
+};
 use crate::config::RealtimeConfig;
+use crate::engine::{BoxFuture, BrokerHandler, ConnectionState, Engine, Payload, Publication};
 use crate::error::{AblyError, ErrorCode};
 use crate::history::{HistoryPage, HistoryQuery, HistoryStore};
 use crate::protocol::{Message, MessageData};
@@ -22,12 +32,15 @@ use crate::registry::{Registry, SessionLink};
 
 pub use crate::registry::ConnectionRecord;
 
-/// Window in which REST message ids are deduplicated (Ably: 2 minutes).
-const DEDUPE_MS: i64 = 120_000;
 /// How often expired history is swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// Capacity of the [`Hub::subscribe_all`] broadcast; slower observers see `Lagged`.
 const OBSERVER_CAPACITY: usize = 4096;
+/// How long a node may go without a heartbeat before its presence members are made
+/// to leave (three sweeps: one missed sweep is not a death).
+const PRESENCE_NODE_GRACE_MS: i64 = 3 * SWEEP_EVERY.as_millis() as i64;
+/// How often an attach re-reads the broker when publishes keep overtaking its read.
+const ATTACH_READS: usize = 8;
 
 /// Shared realtime state. Create with [`Hub::new`], serve with [`crate::router`].
 pub struct Hub {
@@ -36,6 +49,13 @@ pub struct Hub {
     retention_rules: Vec<crate::config::RetentionRule>,
     keyring: Keyring,
     history: Arc<dyn HistoryStore>,
+    /// Where channel positions, presence, connection state and recent ids live.
+    engine: Engine,
+    /// This hub's name among the engine's nodes (echo suppression, presence
+    /// ownership, connection state).
+    node_id: String,
+    /// The hub itself, for work handed to the runtime from `&self` methods.
+    me: Weak<Hub>,
     channels: RwLock<HashMap<String, Arc<Channel>>>,
     registry: Registry,
     connection_count: AtomicUsize,
@@ -44,7 +64,6 @@ pub struct Hub {
     /// Last serial given to a presence-history entry (one sequence for all channels).
     presence_serial: AtomicU64,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
-    recent_ids: Mutex<IdCache>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
     /// Later versions of messages (updates, deletes, appends) by channel and
@@ -76,38 +95,6 @@ pub struct ConnectionInfo {
     pub channels: Vec<String>,
 }
 
-/// Client-supplied message ids seen in the last [`DEDUPE_MS`], per channel, for
-/// idempotent publishing. Kept at hub level because channels without
-/// subscribers are released between publishes.
-#[derive(Default)]
-struct IdCache {
-    seen: HashMap<(String, String), i64>,
-    order: VecDeque<(i64, (String, String))>,
-}
-
-impl IdCache {
-    /// Records `id` on `channel`; false if it was already seen inside the window.
-    fn insert(&mut self, channel: &str, id: &str, now: i64) -> bool {
-        while let Some((t, _)) = self.order.front() {
-            if *t >= now - DEDUPE_MS {
-                break;
-            }
-            if let Some((t, k)) = self.order.pop_front() {
-                if self.seen.get(&k) == Some(&t) {
-                    self.seen.remove(&k);
-                }
-            }
-        }
-        let k = (channel.to_owned(), id.to_owned());
-        if self.seen.contains_key(&k) {
-            return false;
-        }
-        self.seen.insert(k.clone(), now);
-        self.order.push_back((now, k));
-        true
-    }
-}
-
 /// A transport's slot in the hub: counts toward `max_connections` and, once the
 /// connection is registered, reports the transport's end to the registry on drop
 /// (so a panicking session still leaves a consistent registry).
@@ -123,9 +110,17 @@ impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.hub.connection_count.fetch_sub(1, Ordering::Relaxed);
         if let Some(cid) = &self.connection_id {
+            let before = self.hub.registry.state(cid);
             self.hub
                 .registry
                 .ended(cid, self.id, self.resumable, now_ms());
+            // Only the transport that owned it speaks for it (a newer one took over
+            // otherwise, and writes its own state).
+            if let Some((record, _, generation)) = before {
+                if generation == self.id {
+                    self.hub.store_connection_change(&record);
+                }
+            }
         }
     }
 }
@@ -134,21 +129,80 @@ impl ConnectionSlot {
     /// Registers a new connection served by this transport.
     pub fn register(&mut self, rec: ConnectionRecord) -> SessionLink {
         self.connection_id = Some(rec.connection_id.clone());
-        self.hub.registry.register(rec, self.id)
+        let state = ConnectionState {
+            record: rec.clone(),
+            msg_serial: None,
+            node: self.hub.node_id.clone(),
+        };
+        let link = self.hub.registry.register(rec, self.id);
+        // A new connectionId: nobody else can hold it.
+        let store = self.hub.engine.connections.clone();
+        crate::engine::now_or_spawn(Box::pin(async move {
+            log_engine_error(store.save(state).await);
+        }));
+        link
     }
 
-    /// Takes over the connection named by `key` (resume/recover).
-    pub fn resume(
+    /// Takes over the connection named by `key` (resume/recover): one this hub
+    /// registered, or one another node served, read from the engine's connection
+    /// state. Of several transports (on any nodes) presenting one key, one wins.
+    pub async fn resume(
         &mut self,
         key: &str,
         key_name: &str,
         client_id: Option<&str>,
     ) -> Result<(ConnectionRecord, SessionLink), AblyError> {
         let ttl = self.hub.config.connection_state_ttl_ms as i64;
-        let (rec, link) =
-            self.hub
+        let resume = |slot: &Self| {
+            slot.hub
                 .registry
-                .resume(key, key_name, client_id, self.id, now_ms(), ttl)?;
+                .resume(key, key_name, client_id, slot.id, now_ms(), ttl)
+        };
+        let (rec, link) = match resume(self) {
+            Err(e) if e.code == ErrorCode::ConnectionExpired => {
+                // Unknown here: another node may have served it.
+                if !self.hub.adopt_connection(key).await? {
+                    return Err(e);
+                }
+                resume(self)?
+            }
+            other => other?,
+        };
+        // The engine's copy changes hands only from the key presented, so that two
+        // nodes resuming one connection cannot both have it.
+        let state = ConnectionState {
+            record: rec.clone(),
+            msg_serial: link.last_msg_serial(),
+            node: self.hub.node_id.clone(),
+        };
+        let store = &self.hub.engine.connections;
+        let taken_elsewhere = match store.take_over(key, state.clone()).await {
+            Ok(true) => false,
+            Ok(false) => match store.load(&rec.connection_id).await {
+                // Not in the engine (made before it, or expired there): ours now.
+                Ok(None) => {
+                    log_engine_error(store.save(state).await);
+                    false
+                }
+                // Under another key: a transport on another node took it first.
+                Ok(Some(_)) => true,
+                Err(e) => {
+                    log_engine_error::<()>(Err(e));
+                    false
+                }
+            },
+            Err(e) => {
+                log_engine_error::<()>(Err(e));
+                false
+            }
+        };
+        if taken_elsewhere {
+            self.hub.registry.forget(&rec.connection_id);
+            return Err(AblyError::new(
+                ErrorCode::ConnectionExpired,
+                "Unable to resume connection (resumed elsewhere); a new connection was created",
+            ));
+        }
         self.connection_id = Some(rec.connection_id.clone());
         Ok((rec, link))
     }
@@ -175,14 +229,34 @@ impl Hub {
         config: RealtimeConfig,
         history: Arc<dyn HistoryStore>,
     ) -> Result<Arc<Hub>, String> {
+        let engine = Engine::in_process(history.clone());
+        Hub::try_with_engine(config, history, engine)
+    }
+
+    /// Builds a hub on `engine`, whose broker keeps channel history in `history`
+    /// (REST history pages and presence history read it directly).
+    pub fn try_with_engine(
+        config: RealtimeConfig,
+        history: Arc<dyn HistoryStore>,
+        engine: Engine,
+    ) -> Result<Arc<Hub>, String> {
+        use rand::distributions::{Alphanumeric, DistString};
         let keyring = Keyring::from_config(&config)?;
         let (observers, _) = broadcast::channel(OBSERVER_CAPACITY);
         let retention_rules = config.history_retention.ordered();
-        let hub = Arc::new(Hub {
+        let node_id = format!(
+            "{}-{}",
+            config.server_id,
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 12)
+        );
+        let hub = Arc::new_cyclic(|me| Hub {
             retention_rules,
             config,
             keyring,
             history,
+            engine,
+            node_id,
+            me: me.clone(),
             channels: RwLock::new(HashMap::new()),
             registry: Registry::default(),
             connection_count: AtomicUsize::new(0),
@@ -190,7 +264,6 @@ impl Hub {
             next_publish: AtomicU64::new(1),
             presence_serial: AtomicU64::new(0),
             observers,
-            recent_ids: Mutex::new(IdCache::default()),
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
             versions: Mutex::new(HashMap::new()),
@@ -198,6 +271,8 @@ impl Hub {
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
         });
+        let handler: Weak<dyn BrokerHandler> = Arc::downgrade(&hub) as Weak<Hub>;
+        hub.engine.broker.register(handler);
         hub.spawn_sweeper();
         Ok(hub)
     }
@@ -225,9 +300,9 @@ impl Hub {
                 tick.tick().await;
                 let Some(hub) = weak.upgrade() else { break };
                 let now = now_ms();
-                hub.history.expire(now);
-                hub.registry
-                    .sweep(now, hub.config.connection_state_ttl_ms as i64);
+                let ttl = hub.config.connection_state_ttl_ms as i64;
+                hub.registry.sweep(now, ttl);
+                hub.sweep_engine(now, ttl).await;
             }
         });
     }
@@ -303,7 +378,15 @@ impl Hub {
     /// transport sends DISCONNECTED (80003) and ends, not resumable; a parked one
     /// is forgotten. False if no such connection.
     pub fn disconnect(&self, connection_id: &str) -> bool {
-        self.registry.kick(connection_id)
+        let before = self.registry.state(connection_id);
+        let known = self.registry.kick(connection_id);
+        // A parked connection is forgotten now; a live one when its transport ends.
+        if let Some((record, ..)) = before {
+            if record.disconnected_ms.is_some() {
+                self.store_connection_change(&record);
+            }
+        }
+        known
     }
 
     /// Number of live WebSocket connections.
@@ -445,18 +528,38 @@ impl Hub {
         };
         // A view leaves its base, which may then be idle too.
         let base = crate::qualifier::base(name);
+        let mut base_released = None;
         if base != name {
             if let Some(b) = map.get(base) {
                 b.remove_view(&view);
                 if Arc::strong_count(b) == 1 && b.is_idle() {
-                    map.remove(base);
+                    base_released = map.remove(base);
                 }
             }
         }
+        drop(map);
+        self.unsubscribe_engine(&view);
+        if let Some(b) = base_released {
+            self.unsubscribe_engine(&b);
+        }
     }
 
-    /// Publishes `messages` on `channel`: orders, stores, fans out, notifies observers.
-    /// `proto_id` defaults to a hub-unique id.
+    /// Gives back the broker subscription `ch` took on its first attach, if any.
+    fn unsubscribe_engine(&self, ch: &Channel) {
+        if !ch.engine_subscribed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let broker = self.engine.broker.clone();
+        let source = ch.source().to_owned();
+        crate::engine::now_or_spawn(Box::pin(async move {
+            log_engine_error(broker.unsubscribe(&source).await);
+        }));
+    }
+
+    /// Publishes `messages` on `channel` and returns its outcome, for callers that
+    /// cannot wait (the Redis `PUBLISH` bridge) and tests. The in-process engine
+    /// completes at once; an engine that must wait finishes the publish on the
+    /// runtime and this reports no serials. Errors are logged.
     pub fn publish(
         &self,
         channel: &str,
@@ -465,6 +568,40 @@ impl Hub {
         proto_id: Option<String>,
         origin: Origin,
     ) -> Published {
+        let unfinished = Published {
+            serials: Vec::new(),
+            channel_serial: String::new(),
+            delivered: 0,
+        };
+        let Some(hub) = self.me.upgrade() else {
+            return unfinished;
+        };
+        let (channel, publisher) = (channel.to_owned(), publisher.clone());
+        let fut: BoxFuture<'static, Result<Published, AblyError>> = Box::pin(async move {
+            hub.publish_async(&channel, messages, &publisher, proto_id, origin)
+                .await
+        });
+        match crate::engine::now_or_spawn(fut) {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                tracing::error!(error = %e.message, "publish failed");
+                unfinished
+            }
+            None => unfinished,
+        }
+    }
+
+    /// Publishes `messages` on `channel`: drops ids seen recently, then the broker
+    /// orders, stores and fans them out (to observers too). `proto_id` defaults to
+    /// a hub-unique id. Fails only when the engine does.
+    pub async fn publish_async(
+        &self,
+        channel: &str,
+        messages: Vec<Message>,
+        publisher: &Publisher,
+        proto_id: Option<String>,
+        origin: Origin,
+    ) -> Result<Published, AblyError> {
         // A message published on a view is the base channel's.
         let channel = crate::qualifier::base(channel);
         let proto_id = proto_id.unwrap_or_else(|| self.next_publish_id());
@@ -472,13 +609,24 @@ impl Hub {
         // Client-supplied ids make publishes idempotent (REST and realtime alike):
         // drop messages whose id was seen on this channel recently.
         let mut fresh_mask = vec![true; messages.len()];
-        let messages = if origin != Origin::Backend && messages.iter().any(|m| m.id.is_some()) {
-            let mut cache = self.recent_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recorded_ids: Vec<String> = Vec::new();
+        let mut messages = if origin != Origin::Backend && messages.iter().any(|m| m.id.is_some()) {
+            let ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
+            let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let fresh = self
+                .engine
+                .dedupe
+                .first_seen(channel, &id_refs, now)
+                .await?;
+            let mut fresh = fresh.into_iter();
             let mut kept = Vec::with_capacity(messages.len());
             for (i, m) in messages.into_iter().enumerate() {
-                match &m.id {
-                    Some(id) if !cache.insert(channel, id, now) => fresh_mask[i] = false,
-                    _ => kept.push(m),
+                // An id the store did not answer for counts as new.
+                if m.id.is_some() && !fresh.next().unwrap_or(true) {
+                    fresh_mask[i] = false;
+                } else {
+                    recorded_ids.extend(m.id.clone());
+                    kept.push(m);
                 }
             }
             kept
@@ -496,29 +644,91 @@ impl Hub {
         }
         self.messages_in
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        // Held while publishing: the channel (and its views) stay live to receive it.
         let ch = self.channel(channel);
-        let mut published = ch.publish(
-            messages,
-            &self.publish_ctx(channel, publisher, &proto_id, now, origin),
-        );
-        self.messages_out
-            .fetch_add(published.delivered, Ordering::Relaxed);
+        let mut published = if messages.is_empty() {
+            // Nothing to position: the channel's serial as it stands.
+            ch.flush_presence();
+            Ok(Published {
+                serials: Vec::new(),
+                channel_serial: ch.serial(),
+                delivered: 0,
+            })
+        } else {
+            for (i, m) in messages.iter_mut().enumerate() {
+                crate::channel::stamp_message(m, i, &proto_id, now, publisher);
+            }
+            let publication = self.publication(
+                channel,
+                publisher,
+                proto_id,
+                now,
+                origin,
+                Payload::Messages(messages),
+            );
+            let before = self.messages_out.load(Ordering::Relaxed);
+            self.engine
+                .broker
+                .publish(publication)
+                .await
+                .map(|p| Published {
+                    serials: p.positions.iter().map(|s| format_serial(*s)).collect(),
+                    channel_serial: p.last_position().map(format_serial).unwrap_or_default(),
+                    // On this node; exact when the engine delivers during the publish
+                    // and nothing else publishes meanwhile (a figure for tests).
+                    delivered: self
+                        .messages_out
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(before),
+                })
+        };
         drop(ch);
         self.release_channel(channel);
-        if fresh_mask.iter().any(|f| !f) {
-            let mut assigned = std::mem::take(&mut published.serials).into_iter();
-            published.serials = fresh_mask
-                .iter()
-                .map(|fresh| {
-                    if *fresh {
-                        assigned.next().unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
-                .collect();
+        if published.is_err() && !recorded_ids.is_empty() {
+            // Not published: a retry with these ids is not a duplicate.
+            let ids: Vec<&str> = recorded_ids.iter().map(String::as_str).collect();
+            log_engine_error(self.engine.dedupe.release(channel, &ids).await);
         }
-        published
+        if let Ok(published) = published.as_mut() {
+            if fresh_mask.iter().any(|f| !f) {
+                let mut assigned = std::mem::take(&mut published.serials).into_iter();
+                published.serials = fresh_mask
+                    .iter()
+                    .map(|fresh| {
+                        if *fresh {
+                            assigned.next().unwrap_or_default()
+                        } else {
+                            String::new()
+                        }
+                    })
+                    .collect();
+            }
+        }
+        Ok(published?)
+    }
+
+    /// A publication of `payload` on `channel` from this node.
+    fn publication(
+        &self,
+        channel: &str,
+        publisher: &Publisher,
+        proto_id: String,
+        now: i64,
+        origin: Origin,
+        payload: Payload,
+    ) -> Publication {
+        Publication {
+            channel: channel.to_owned(),
+            proto_id,
+            connection_id: publisher.connection_id.clone(),
+            node: self.node_id.clone(),
+            publisher_conn: publisher.conn,
+            timestamp: now,
+            origin,
+            retention: self.retention_for(channel),
+            payload,
+            positions: Vec::new(),
+        }
     }
 
     /// Whether messages on `channel` may be updated, deleted and appended to
@@ -569,7 +779,7 @@ impl Hub {
     /// append adds its data to the latest data), `patch.version` is the operation
     /// (clientId, description, metadata). Subscribers get the new version; the
     /// version serial is returned.
-    pub fn mutate_message(
+    pub async fn mutate_message(
         &self,
         channel: &str,
         serial: &str,
@@ -645,30 +855,43 @@ impl Hub {
         let ch = self.channel(channel);
         let now = now_ms();
         next.timestamp.get_or_insert(now);
-        let mut stored = next.clone();
         let mut sent = next.clone();
         if let Some((data, encoding)) = appended {
             sent.data = data;
             sent.encoding = encoding;
             sent.action = Some(APPEND);
         }
-        let version_serial = ch.publish_version(
-            next,
-            sent,
-            &self.publish_ctx(channel, publisher, "", now, Origin::Rest),
+        let publication = self.publication(
+            channel,
+            publisher,
+            String::new(),
+            now,
+            Origin::Rest,
+            Payload::Version {
+                stored: Box::new(next),
+                sent: Box::new(sent),
+            },
         );
+        let published = self.engine.broker.publish(publication).await;
         drop(ch);
         self.release_channel(channel);
-        if let Some(serde_json::Value::Object(v)) = stored.version.as_mut() {
-            v.insert("serial".into(), version_serial.clone().into());
-            v.insert("timestamp".into(), now.into());
-        }
+        let published = published?;
+        let version_serial = published
+            .last_position()
+            .map(format_serial)
+            .unwrap_or_default();
+        let Payload::Version { stored, .. } = published.payload else {
+            return Err(AblyError::new(
+                ErrorCode::Internal,
+                "the engine changed a publication's kind",
+            ));
+        };
         self.versions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry((channel.to_owned(), serial.to_owned()))
             .or_default()
-            .push(stored);
+            .push(*stored);
         Ok(version_serial)
     }
 
@@ -677,7 +900,7 @@ impl Hub {
     /// clientId and connectionId and a timestamp; attachments with the
     /// annotation_subscribe mode receive it, and every receiving attachment the
     /// annotated message's new summary.
-    pub fn publish_annotations(
+    pub async fn publish_annotations(
         &self,
         channel: &str,
         annotations: Vec<crate::protocol::Annotation>,
@@ -692,7 +915,7 @@ impl Hub {
         }
         let now = now_ms();
         for (i, mut a) in annotations.into_iter().enumerate() {
-            let Some(target) = a.message_serial.clone() else {
+            let Some(_) = a.message_serial else {
                 return Err(AblyError::new(
                     ErrorCode::InvalidParameterValue,
                     "An annotation needs the messageSerial of the message it annotates",
@@ -711,26 +934,19 @@ impl Hub {
                 a.client_id.clone_from(&publisher.client_id);
             }
             a.connection_id.clone_from(&publisher.connection_id);
-            let key = (channel.to_owned(), target.clone());
             let ch = self.channel(channel);
-            let ctx = self.publish_ctx(channel, publisher, proto_id, now, Origin::Rest);
-            ch.publish_annotation(
-                a,
-                |stamped| {
-                    let mut all = self.annotations.lock().unwrap_or_else(|p| p.into_inner());
-                    let list = all.entry(key).or_default();
-                    list.push(stamped.clone());
-                    Some(Message {
-                        action: Some(crate::protocol::message_actions::SUMMARY),
-                        serial: Some(target.clone()),
-                        annotations: Some(serde_json::json!({"summary": summarise(list)})),
-                        ..Default::default()
-                    })
-                },
-                &ctx,
+            let publication = self.publication(
+                channel,
+                publisher,
+                proto_id.to_owned(),
+                now,
+                Origin::Rest,
+                Payload::Annotation(Box::new(a)),
             );
+            let published = self.engine.broker.publish(publication).await;
             drop(ch);
             self.release_channel(channel);
+            published?;
         }
         Ok(())
     }
@@ -743,26 +959,6 @@ impl Hub {
             .get(&(channel.to_owned(), serial.to_owned()))
             .cloned()
             .unwrap_or_default()
-    }
-
-    /// What a channel needs to publish on this hub.
-    fn publish_ctx<'a>(
-        &'a self,
-        channel: &str,
-        publisher: &'a Publisher,
-        proto_id: &'a str,
-        now_ms: i64,
-        origin: Origin,
-    ) -> PublishCtx<'a> {
-        PublishCtx {
-            publisher,
-            proto_id,
-            now_ms,
-            history: self.history.as_ref(),
-            retention: self.retention_for(channel),
-            origin,
-            observers: &self.observers,
-        }
     }
 
     /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.
@@ -836,6 +1032,7 @@ impl Hub {
         connection_id: &str,
     ) -> Result<(), AblyError> {
         let ch = self.channel(channel);
+        let mut changes = Vec::new();
         let result = ch.presence_update(
             msgs,
             connection_id,
@@ -847,8 +1044,12 @@ impl Hub {
                     Duration::from_millis(self.config.presence_batch_ms),
                 )
             }),
-            &mut |m| self.record_presence(channel, m),
+            &mut |m| {
+                self.record_presence(channel, m);
+                changes.push(m.clone());
+            },
         );
+        self.store_presence(channel, changes);
         ch.occupancy_changed(self.occupancy_debounce());
         drop(ch);
         self.release_channel(channel);
@@ -860,12 +1061,15 @@ impl Hub {
         let now = now_ms();
         for name in channels {
             if let Some(ch) = self.existing_channel(name) {
+                let mut leaves = Vec::new();
                 if ch.remove_connection_members(connection_id, now, &mut |m| {
-                    self.record_presence(name, m)
+                    self.record_presence(name, m);
+                    leaves.push(m.clone());
                 }) > 0
                 {
                     ch.occupancy_changed(self.occupancy_debounce());
                 }
+                self.store_presence(name, leaves);
                 drop(ch);
                 self.release_channel(name);
             }
@@ -949,8 +1153,235 @@ impl Hub {
     }
 
     /// Reads a page of `channel`'s history.
+    /// Straight from the history store, for callers that cannot wait (the
+    /// dashboard) and tests; REST reads [`Hub::read_history`].
     pub fn history_page(&self, channel: &str, q: &HistoryQuery) -> HistoryPage {
         self.history.query(channel, q, now_ms())
+    }
+
+    /// Reads a page of `channel`'s history from the broker (REST history).
+    pub async fn read_history(
+        &self,
+        channel: &str,
+        q: &HistoryQuery,
+    ) -> Result<HistoryPage, AblyError> {
+        let snapshot = self
+            .engine
+            .broker
+            .read(channel, q.clone(), now_ms())
+            .await?;
+        Ok(snapshot.page)
+    }
+}
+
+impl BrokerHandler for Hub {
+    /// A publication of this node or another reaches this node's subscribers and
+    /// observers, in the channel's position order.
+    fn on_publication(&self, p: &Publication) {
+        let summary = match &p.payload {
+            Payload::Messages(msgs) => {
+                if self.observers.receiver_count() > 0 {
+                    for (m, serial) in msgs.iter().zip(&p.positions) {
+                        let _ = self.observers.send(Arc::new(ChannelEvent {
+                            channel: p.channel.clone(),
+                            serial: *serial,
+                            origin: p.origin,
+                            message: m.clone(),
+                        }));
+                    }
+                }
+                None
+            }
+            Payload::Version { .. } => None,
+            Payload::Annotation(ann) => self.record_annotation(&p.channel, ann),
+        };
+        let Some(ch) = self.existing_channel(&p.channel) else {
+            return;
+        };
+        // Echo suppression names transports of the node that took the publish.
+        let publisher = Publisher {
+            conn: p.publisher_conn.filter(|_| p.node == self.node_id),
+            connection_id: p.connection_id.clone(),
+            client_id: None,
+        };
+        let delivered = ch.deliver(p, &publisher, summary);
+        self.messages_out.fetch_add(delivered, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    /// Keeps a delivered annotation and makes the annotated message's new summary.
+    fn record_annotation(
+        &self,
+        channel: &str,
+        ann: &crate::protocol::Annotation,
+    ) -> Option<Message> {
+        let target = ann.message_serial.clone()?;
+        let mut all = self.annotations.lock().unwrap_or_else(|p| p.into_inner());
+        let list = all.entry((channel.to_owned(), target.clone())).or_default();
+        list.push(ann.clone());
+        Some(Message {
+            action: Some(crate::protocol::message_actions::SUMMARY),
+            serial: Some(target),
+            annotations: Some(serde_json::json!({"summary": summarise(list)})),
+            ..Default::default()
+        })
+    }
+
+    /// Attaches `sub` to `channel` with `backlog` replayed: reads the broker (for a
+    /// rewind or resume), then attaches under the channel's lock with what it read
+    /// (see [`Channel::attach_after_read`]), reading again if publishes overtook
+    /// the read. Fails only when the engine does.
+    pub async fn attach(
+        &self,
+        channel: &Arc<Channel>,
+        mut sub: Subscriber,
+        backlog: Backlog,
+    ) -> Result<Attachment, AblyError> {
+        let source = channel.source();
+        // Interest first, then the read: what is positioned after the read is
+        // delivered here.
+        if !channel.engine_subscribed.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.engine.broker.subscribe(source).await {
+                channel.engine_subscribed.store(false, Ordering::Release);
+                return Err(e.into());
+            }
+        }
+        for attempt in 1..=ATTACH_READS {
+            let read = match channel.backlog_query(&backlog) {
+                Some(q) => Some(self.engine.broker.read(source, q, now_ms()).await?),
+                None => None,
+            };
+            match channel.attach_after_read(sub, &backlog, read, attempt == ATTACH_READS) {
+                Ok(att) => return Ok(att),
+                Err(again) => sub = again,
+            }
+        }
+        // The last attempt never asks for another read.
+        Err(AblyError::of(ErrorCode::Internal))
+    }
+
+    /// Writes presence changes (in the order the channel applied them) to the
+    /// engine's presence store, owned by this node.
+    fn store_presence(&self, channel: &str, changes: Vec<crate::protocol::PresenceMessage>) {
+        if changes.is_empty() {
+            return;
+        }
+        let store = self.engine.presence.clone();
+        let (channel, node) = (channel.to_owned(), self.node_id.clone());
+        crate::engine::now_or_spawn(Box::pin(async move {
+            for m in changes {
+                let connection_id = m.connection_id.clone().unwrap_or_default();
+                let client_id = m.client_id.clone().unwrap_or_default();
+                if m.action == Some(crate::presence::actions::LEAVE) {
+                    log_engine_error(store.leave(&channel, &connection_id, &client_id).await);
+                } else {
+                    let mut present = m;
+                    present.action = Some(crate::presence::actions::PRESENT);
+                    let now = now_ms();
+                    log_engine_error(store.enter(&channel, &node, present, now).await);
+                }
+            }
+        }));
+    }
+
+    /// `channel`'s presence members on every node, optionally filtered (REST).
+    pub async fn presence_members(
+        &self,
+        channel: &str,
+        client_id: Option<&str>,
+        connection_id: Option<&str>,
+    ) -> Result<Vec<crate::protocol::PresenceMessage>, AblyError> {
+        let members = self.engine.presence.members(channel).await?;
+        Ok(members
+            .into_iter()
+            .filter(|m| {
+                connection_id.is_none_or(|x| m.connection_id.as_deref() == Some(x))
+                    && client_id.is_none_or(|x| m.client_id.as_deref().unwrap_or("") == x)
+            })
+            .collect())
+    }
+
+    /// Registers here, parked, a connection another node served, if the engine
+    /// keeps one under `key`; whether it did. A connection this node served is
+    /// never adopted back (the registry is its authority here).
+    async fn adopt_connection(&self, key: &str) -> Result<bool, AblyError> {
+        let Some((_, id)) = key.split_once('!') else {
+            return Ok(false);
+        };
+        let Some(state) = self.engine.connections.load(id).await? else {
+            return Ok(false);
+        };
+        if state.node == self.node_id || state.record.connection_key != key {
+            return Ok(false);
+        }
+        self.registry.adopt(state.record, state.msg_serial);
+        Ok(true)
+    }
+
+    /// Writes what the registry now holds of the connection `before` was (parked)
+    /// to the engine, or forgets it there when the registry did; both only under
+    /// the key this node knew, so that a node that lost the connection to a resume
+    /// elsewhere leaves the new owner's state alone (and forgets its own copy).
+    fn store_connection_change(&self, before: &ConnectionRecord) {
+        let store = self.engine.connections.clone();
+        let id = before.connection_id.clone();
+        let key = before.connection_key.clone();
+        let state = self
+            .registry
+            .state(&id)
+            .map(|(record, msg_serial, _)| ConnectionState {
+                record,
+                msg_serial,
+                node: self.node_id.clone(),
+            });
+        let hub = self.me.clone();
+        crate::engine::now_or_spawn(Box::pin(async move {
+            let Some(state) = state else {
+                return log_engine_error(store.remove(&id, &key).await);
+            };
+            match store.take_over(&key, state.clone()).await {
+                Ok(true) => {}
+                Ok(false) => match store.load(&id).await {
+                    // Not in the engine (made before it, or expired there).
+                    Ok(None) => log_engine_error(store.save(state).await),
+                    // Resumed on another node: it is theirs.
+                    Ok(Some(_)) => {
+                        if let Some(hub) = hub.upgrade() {
+                            hub.registry.forget_if_key(&id, &key);
+                        }
+                    }
+                    Err(e) => log_engine_error::<()>(Err(e)),
+                },
+                Err(e) => log_engine_error::<()>(Err(e)),
+            }
+        }));
+    }
+
+    /// The periodic part of the engine: expiry of history, positions and
+    /// connection state; this node's heartbeat; dead nodes' presence members
+    /// leaving.
+    async fn sweep_engine(&self, now: i64, connection_ttl_ms: i64) {
+        log_engine_error(self.engine.broker.expire(now).await);
+        log_engine_error(self.engine.connections.expire(now, connection_ttl_ms).await);
+        log_engine_error(self.engine.presence.heartbeat(&self.node_id, now).await);
+        let reaped = match self.engine.presence.reap(now, PRESENCE_NODE_GRACE_MS).await {
+            Ok(r) => r,
+            Err(e) => return log_engine_error::<()>(Err(e)),
+        };
+        for (channel, member) in reaped {
+            // Leaves of a dead node's members, where this node shows them.
+            if let Some(cid) = member.connection_id {
+                self.remove_presence(&cid, std::slice::from_ref(&channel));
+            }
+        }
+    }
+}
+
+/// Logs a failed engine call the caller cannot report to a client.
+fn log_engine_error<T>(r: Result<T, crate::engine::EngineError>) {
+    if let Err(e) = r {
+        tracing::error!(error = %e, "realtime engine call failed");
     }
 }
 
@@ -1285,6 +1716,325 @@ mod tests {
                 .messages
                 .len(),
             1
+        );
+    }
+
+    /// Two hubs on one in-process engine: two nodes of one deployment.
+    fn two_nodes() -> (Arc<Hub>, Arc<Hub>) {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine::in_process(history.clone());
+        let node = || {
+            Hub::try_with_engine(RealtimeConfig::default(), history.clone(), engine.clone())
+                .expect("hub")
+        };
+        (node(), node())
+    }
+
+    #[tokio::test]
+    async fn a_publish_on_one_node_reaches_the_others_once_in_order() {
+        let (a, b) = two_nodes();
+        let on_b = subscribe(&b, "x", 1);
+        let on_a = subscribe(&a, "x", 2);
+        let m = |id: &str| Message {
+            id: Some(id.into()),
+            ..Default::default()
+        };
+        let first = a
+            .publish_async(
+                "x",
+                vec![m("i1")],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            )
+            .await
+            .expect("publish");
+        let again = b
+            .publish_async(
+                "x",
+                vec![m("i1"), m("i2")],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            )
+            .await
+            .expect("publish");
+        assert_eq!(
+            again.serials[0], "",
+            "an id seen on node a is a duplicate on b"
+        );
+        assert!(
+            again.serials[1] > first.serials[0],
+            "one sequence for both nodes"
+        );
+        for rx in [&on_a, &on_b] {
+            let got: Vec<_> = (0..2)
+                .map(|_| rx.try_recv().expect("delivered"))
+                .map(|f| f.message.messages.as_ref().expect("messages")[0].id.clone())
+                .collect();
+            assert_eq!(got, vec![Some("i1".to_owned()), Some("i2".to_owned())]);
+            assert!(rx.try_recv().is_err(), "nothing twice");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_parked_on_one_node_resumes_on_another() {
+        let (a, b) = two_nodes();
+        let id = "abcdefghij";
+        let key = crate::registry::connection_key_for(id);
+        let mut slot = a.open_connection().expect("slot");
+        let link = slot.register(ConnectionRecord {
+            connection_id: id.into(),
+            connection_key: key.clone(),
+            client_id: Some("ann".into()),
+            key_name: "app.key".into(),
+            connected_ms: now_ms(),
+            disconnected_ms: None,
+        });
+        link.set_last_msg_serial(41);
+        // The transport drops (resumable): node a parks the connection.
+        drop(slot);
+        let mut taker = b.open_connection().expect("slot");
+        let (rec, link) = taker
+            .resume(&key, "app.key", Some("ann"))
+            .await
+            .expect("resumed on node b");
+        assert_eq!(rec.connection_id, id);
+        assert_eq!(link.last_msg_serial(), Some(41), "msgSerial carried over");
+        assert_ne!(rec.connection_key, key, "a new key, as on one node");
+        // The old key is spent everywhere.
+        let mut late = a.open_connection().expect("slot");
+        let e = late.resume(&key, "app.key", Some("ann")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::ConnectionExpired);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_lost_a_connection_to_another_leaves_its_state_alone() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine::in_process(history.clone());
+        let node = || {
+            Hub::try_with_engine(RealtimeConfig::default(), history.clone(), engine.clone())
+                .expect("hub")
+        };
+        let (a, b) = (node(), node());
+        let id = "klmnopqrst";
+        let key = crate::registry::connection_key_for(id);
+        let mut slot = a.open_connection().expect("slot");
+        slot.register(ConnectionRecord {
+            connection_id: id.into(),
+            connection_key: key.clone(),
+            client_id: None,
+            key_name: "app.key".into(),
+            connected_ms: now_ms(),
+            disconnected_ms: None,
+        });
+        // Node b takes the connection over before node a noticed its transport
+        // was gone (node a still thinks it live).
+        let mut taker = b.open_connection().expect("slot");
+        let (rec, _) = taker.resume(&key, "app.key", None).await.expect("resumed");
+        // Node a's transport ends late, resumable: it must not park b's connection.
+        drop(slot);
+        let kept = engine
+            .connections
+            .load(id)
+            .await
+            .expect("load")
+            .expect("kept");
+        assert_eq!(kept.record.connection_key, rec.connection_key, "b's key");
+        assert_eq!(kept.record.disconnected_ms, None, "b's transport is live");
+        assert!(a.connection(id).is_none(), "node a forgot its copy");
+        // Node b's transport ends for good: forgotten everywhere.
+        taker.set_resumable(false);
+        drop(taker);
+        assert_eq!(engine.connections.load(id).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_dead_nodes_members_leave_after_the_grace_period() {
+        use crate::presence::actions;
+        use crate::protocol::PresenceMessage;
+        let (a, b) = two_nodes();
+        let _keep = subscribe(&a, "p", 1);
+        let now = now_ms();
+        let enter = PresenceMessage {
+            id: Some("c9:0:0".into()),
+            action: Some(actions::ENTER),
+            client_id: Some("ann".into()),
+            connection_id: Some("c9".into()),
+            timestamp: Some(now),
+            ..Default::default()
+        };
+        a.presence("p", vec![enter], "c9").expect("enter");
+        let seen = b.presence_members("p", None, None).await.expect("members");
+        assert_eq!(seen.len(), 1, "node b sees node a's member");
+        assert_eq!(seen[0].action, Some(actions::PRESENT));
+        // Node b keeps beating; node a has stopped (it died).
+        let ttl = 120_000;
+        b.sweep_engine(now + PRESENCE_NODE_GRACE_MS, ttl).await;
+        assert_eq!(
+            b.presence_members("p", None, None).await.map(|m| m.len()),
+            Ok(1),
+            "within the grace period"
+        );
+        b.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, ttl).await;
+        assert_eq!(
+            b.presence_members("p", None, None).await.map(|m| m.len()),
+            Ok(0),
+            "gone after it"
+        );
+    }
+
+    /// The in-process broker, counting each channel's subscriptions.
+    struct CountingBroker {
+        inner: crate::engine::MemoryBroker,
+        interest: Mutex<HashMap<String, i64>>,
+    }
+
+    impl CountingBroker {
+        fn count(&self, channel: &str, by: i64) {
+            *self
+                .interest
+                .lock()
+                .unwrap()
+                .entry(channel.to_owned())
+                .or_default() += by;
+        }
+    }
+
+    impl crate::engine::Broker for CountingBroker {
+        fn register(&self, h: Weak<dyn BrokerHandler>) {
+            self.inner.register(h)
+        }
+        fn subscribe<'a>(&'a self, c: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.count(c, 1);
+            self.inner.subscribe(c)
+        }
+        fn unsubscribe<'a>(&'a self, c: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.count(c, -1);
+            self.inner.unsubscribe(c)
+        }
+        fn publish(
+            &self,
+            p: Publication,
+        ) -> BoxFuture<'_, crate::engine::EngineResult<Publication>> {
+            self.inner.publish(p)
+        }
+        fn read<'a>(
+            &'a self,
+            c: &'a str,
+            q: HistoryQuery,
+            now: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<crate::engine::Snapshot>> {
+            self.inner.read(c, q, now)
+        }
+        fn position<'a>(
+            &'a self,
+            c: &'a str,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Option<u64>>> {
+            self.inner.position(c)
+        }
+        fn expire(&self, now: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {
+            self.inner.expire(now)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_channel_holds_one_broker_subscription_while_live() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let broker = Arc::new(CountingBroker {
+            inner: crate::engine::MemoryBroker::new(history.clone()),
+            interest: Mutex::new(HashMap::new()),
+        });
+        let engine = Engine {
+            broker: broker.clone(),
+            ..Engine::in_process(history.clone())
+        };
+        let h = Hub::try_with_engine(RealtimeConfig::default(), history, engine).expect("hub");
+        let interest = |c: &str| broker.interest.lock().unwrap().get(c).copied();
+        for (name, base) in [("plain", "plain"), ("[?rewind=1]base", "base")] {
+            let ch = h.channel(name);
+            for id in [1, 2] {
+                let (tx, _rx) = crate::outbox::channel(4);
+                h.attach(&ch, Subscriber::test(id, "c", tx), Backlog::None)
+                    .await
+                    .expect("attach");
+            }
+            assert_eq!(interest(base), Some(1), "{name}: subscribed once");
+            // Publishing without subscribers takes no interest.
+            h.publish(
+                "idle",
+                vec![Message::default()],
+                &Publisher::default(),
+                None,
+                Origin::Rest,
+            );
+            assert_eq!(interest("idle"), None, "{name}: no interest in idle");
+            ch.detach(1);
+            ch.detach(2);
+            drop(ch);
+            h.release_channel(name);
+            assert_eq!(interest(base), Some(0), "{name}: given back on release");
+        }
+    }
+
+    /// A broker whose engine is unreachable.
+    struct DownBroker;
+
+    impl crate::engine::Broker for DownBroker {
+        fn register(&self, _: Weak<dyn BrokerHandler>) {}
+        fn subscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn unsubscribe<'a>(&'a self, _: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            crate::engine::ready(Ok(()))
+        }
+        fn publish(
+            &self,
+            _: Publication,
+        ) -> BoxFuture<'_, crate::engine::EngineResult<Publication>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn read<'a>(
+            &'a self,
+            _: &'a str,
+            _: HistoryQuery,
+            _: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<crate::engine::Snapshot>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn position<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Option<u64>>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn expire(&self, _: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {
+            crate::engine::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_the_engine_refused_fails_and_its_ids_stay_unseen() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine {
+            broker: Arc::new(DownBroker),
+            ..Engine::in_process(history.clone())
+        };
+        let h =
+            Hub::try_with_engine(RealtimeConfig::default(), history, engine.clone()).expect("hub");
+        let m = Message {
+            id: Some("retry-me".into()),
+            ..Default::default()
+        };
+        let e = h
+            .publish_async("d", vec![m], &Publisher::default(), None, Origin::Rest)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(
+            engine.dedupe.first_seen("d", &["retry-me"], now_ms()).await,
+            Ok(vec![true]),
+            "the retry is not a duplicate"
         );
     }
 

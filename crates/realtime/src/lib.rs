@@ -1,17 +1,23 @@
 //! Tidewire's Ably-compatible realtime layer.
 //!
 //! Key types and data flow:
-//! - [`Hub`] (shared as `Arc<Hub>`) owns the channels, the connection registry, the
-//!   [`auth::Keyring`] and a [`HistoryStore`]. Build it with [`Hub::new`] from a
-//!   [`RealtimeConfig`].
+//! - [`Hub`] (shared as `Arc<Hub>`) owns the local channels, the connection registry,
+//!   the [`auth::Keyring`], a [`HistoryStore`] and an [`engine::Engine`]: the
+//!   interfaces ([`engine::Broker`], [`engine::PresenceStore`],
+//!   [`engine::ConnectionStateStore`], [`engine::DedupeStore`]) behind which the state
+//!   several nodes would share lives, in-process by default. Build it with
+//!   [`Hub::new`] from a [`RealtimeConfig`].
 //! - [`router`] serves the WebSocket endpoint at `/` ([`ws`] → [`connection`]) and the
 //!   Ably REST routes ([`rest`]). A WebSocket frame is decoded by [`codec`] into a
 //!   [`protocol::ProtocolMessage`], handled by the session in [`connection`], and
-//!   publishes go to [`Hub::publish`] → [`channel::Channel::publish`], which assigns the
-//!   channel serial, appends to history and queues the message for every attached
-//!   connection under the channel's lock (the per-channel ordering point).
+//!   publishes go to [`Hub::publish_async`] → the engine's broker, which assigns the
+//!   channel serial and appends to history (atomically per channel, the ordering
+//!   point) and hands the publication to every node's hub →
+//!   [`channel::Channel::deliver`], which queues it for every attached connection
+//!   under the channel's lock.
 //! - Presence ([`presence`]) lives beside the subscribers in each channel and changes
-//!   under the same lock; attaching returns the set for SYNC.
+//!   under the same lock; attaching returns the set for SYNC. Changes are written
+//!   through to the engine's presence store, which REST reads.
 //! - Connections are registered in [`registry`] by connectionId/connectionKey; a lost
 //!   transport leaves the connection resumable for `connectionStateTtl`, and
 //!   re-attaching with a `channelSerial` replays what was missed from history.
@@ -34,6 +40,7 @@ pub mod config;
 pub mod connect;
 pub mod connection;
 pub mod delta;
+pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod history;

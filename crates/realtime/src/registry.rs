@@ -209,6 +209,45 @@ impl Registry {
         Ok((entry.record.clone(), entry.link.clone()))
     }
 
+    /// Registers a connection another node served, parked (since that node lost
+    /// its transport, or since now if that node died serving it), with its
+    /// msgSerial, so that [`Registry::resume`] can take it over. Generation 0 is
+    /// never a transport's.
+    pub fn adopt(&self, mut record: ConnectionRecord, msg_serial: Option<i64>) {
+        let link = SessionLink::new();
+        if let Some(n) = msg_serial {
+            link.set_last_msg_serial(n);
+        }
+        record
+            .disconnected_ms
+            .get_or_insert_with(crate::auth::now_ms);
+        self.lock().insert(
+            record.connection_id.clone(),
+            Entry {
+                record,
+                generation: 0,
+                link,
+            },
+        );
+    }
+
+    /// Forgets a connection (an adopted one another node took over first).
+    pub fn forget(&self, connection_id: &str) {
+        self.lock().remove(connection_id);
+    }
+
+    /// Forgets a connection if it still has connectionKey `key` (one another node
+    /// took over while this one kept it parked).
+    pub fn forget_if_key(&self, connection_id: &str, key: &str) {
+        let mut map = self.lock();
+        if map
+            .get(connection_id)
+            .is_some_and(|e| e.record.connection_key == key)
+        {
+            map.remove(connection_id);
+        }
+    }
+
     /// Transport `generation` ended. A resumable end keeps the entry for resume; any
     /// other end forgets it. Ignored if a newer transport owns the entry.
     pub fn ended(&self, connection_id: &str, generation: u64, resumable: bool, now_ms: i64) {
@@ -266,6 +305,14 @@ impl Registry {
     /// Snapshot of one connection.
     pub fn get(&self, connection_id: &str) -> Option<ConnectionRecord> {
         self.lock().get(connection_id).map(|e| e.record.clone())
+    }
+
+    /// Snapshot of one connection with its last msgSerial (what the engine keeps)
+    /// and the transport generation serving it.
+    pub fn state(&self, connection_id: &str) -> Option<(ConnectionRecord, Option<i64>, u64)> {
+        self.lock()
+            .get(connection_id)
+            .map(|e| (e.record.clone(), e.link.last_msg_serial(), e.generation))
     }
 
     /// Snapshot of the connection named by a connectionKey.

@@ -472,12 +472,14 @@ async fn publish(
     body: Bytes,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         let msgs: OneOrMany<Message> = codec::decode_body(&body, ctx.body_format())?;
         let (msgs, publisher) = prepare_messages(&ctx, &p, &channel, msgs.into_vec())?;
         let first_id = msgs.first().and_then(|m| m.id.clone());
-        let published = hub.publish(&channel, msgs, &publisher, None, Origin::Rest);
+        let published = hub
+            .publish_async(&channel, msgs, &publisher, None, Origin::Rest)
+            .await?;
         let mut body = serde_json::json!({
             "channel": channel,
             "serials": published.serials,
@@ -486,7 +488,8 @@ async fn publish(
             body["messageId"] = id.into();
         }
         Ok(ctx.reply(StatusCode::CREATED, Payload::Value(body), None))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -564,7 +567,7 @@ async fn mutate_message(
 ) -> Response {
     use crate::protocol::message_actions;
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(&channel)?;
         let mut m: Message = codec::decode_body(&body, ctx.body_format())?;
@@ -576,13 +579,16 @@ async fn mutate_message(
             connection_id: None,
             client_id: p.client_id.clone().filter(|c| c != "*"),
         };
-        let version_serial = hub.mutate_message(&channel, &serial, action, m, &publisher)?;
+        let version_serial = hub
+            .mutate_message(&channel, &serial, action, m, &publisher)
+            .await?;
         Ok(ctx.reply(
             StatusCode::OK,
             Payload::Value(serde_json::json!({"versionSerial": version_serial})),
             None,
         ))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -596,7 +602,7 @@ async fn post_annotations(
     body: Bytes,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(&channel)?;
         require(&p, &channel, ops::ANNOTATION_PUBLISH)?;
@@ -613,13 +619,15 @@ async fn post_annotations(
                 .header_client_id()
                 .or_else(|| p.client_id.clone().filter(|c| c != "*")),
         };
-        hub.publish_annotations(&channel, anns, &publisher, &hub.next_publish_id())?;
+        hub.publish_annotations(&channel, anns, &publisher, &hub.next_publish_id())
+            .await?;
         Ok(ctx.reply(
             StatusCode::CREATED,
             Payload::Value(serde_json::json!({})),
             None,
         ))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -766,11 +774,7 @@ async fn history(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    history_reply(&hub, &channel, &headers, &q, |hq| {
-        let page = hub.history_page(&channel, hq);
-        let msgs = page.messages.into_iter().map(|m| m.message).collect();
-        (Payload::Messages(msgs), page.next)
-    })
+    history_reply(&hub, &channel, &headers, &q, HistoryKind::Messages).await
 }
 
 /// Presence history: the same query parameters and paging as message history.
@@ -780,31 +784,47 @@ async fn presence_history(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    history_reply(&hub, &channel, &headers, &q, |hq| {
-        let (members, next) = hub.presence_history_page(&channel, hq);
-        (Payload::Presence(members), next)
-    })
+    history_reply(&hub, &channel, &headers, &q, HistoryKind::Presence).await
+}
+
+/// Which history a history endpoint reads.
+enum HistoryKind {
+    /// The channel's messages, from the broker.
+    Messages,
+    /// The channel's presence events, from the history store.
+    Presence,
 }
 
 /// What both history endpoints share: auth, channel name and HISTORY capability
 /// checks, query parsing, and the `Link` header for the next page of `page`.
-fn history_reply(
+async fn history_reply(
     hub: &Hub,
     channel: &str,
     headers: &HeaderMap,
     q: &HashMap<String, String>,
-    page: impl FnOnce(&HistoryQuery) -> (Payload, Option<u64>),
+    kind: HistoryKind,
 ) -> Response {
     let ctx = RestCtx::new(hub, headers, q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(channel)?;
         require(&p, channel, ops::HISTORY)?;
         let hq = history_query(q)?;
-        let (payload, next) = page(&hq);
+        let (payload, next) = match kind {
+            HistoryKind::Messages => {
+                let page = hub.read_history(channel, &hq).await?;
+                let msgs = page.messages.into_iter().map(|m| m.message).collect();
+                (Payload::Messages(msgs), page.next)
+            }
+            HistoryKind::Presence => {
+                let (members, next) = hub.presence_history_page(channel, &hq);
+                (Payload::Presence(members), next)
+            }
+        };
         let link = next.map(|n| next_link(&hq, n));
         Ok(ctx.reply(StatusCode::OK, payload, link))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -832,7 +852,7 @@ async fn presence(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(&channel)?;
         require(&p, &channel, ops::SUBSCRIBE)?;
@@ -840,14 +860,12 @@ async fn presence(
             .unwrap_or(DEFAULT_LIMIT)
             .clamp(1, MAX_LIMIT);
         let members: Vec<_> = hub
-            .existing_channel(&channel)
-            .map(|c| {
-                c.members(
-                    q.get("clientId").map(String::as_str),
-                    q.get("connectionId").map(String::as_str),
-                )
-            })
-            .unwrap_or_default()
+            .presence_members(
+                &channel,
+                q.get("clientId").map(String::as_str),
+                q.get("connectionId").map(String::as_str),
+            )
+            .await?
             .into_iter()
             .take(limit)
             .map(|mut m| {
@@ -874,7 +892,8 @@ async fn presence(
             HeaderValue::from_static(ctx.format.content_type()),
         );
         Ok(resp)
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -940,7 +959,7 @@ async fn batch_publish(
     body: Bytes,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         let specs: OneOrMany<BatchSpec> = codec::decode_body(&body, ctx.body_format())?;
         // One spec (not in an array) is answered with its channels' results alone.
@@ -959,8 +978,18 @@ async fn batch_publish(
                             .first()
                             .and_then(|m| m.id.clone())
                             .unwrap_or_else(|| hub.next_publish_id());
-                        let published =
-                            hub.publish(&ch, m, &publisher, Some(id.clone()), Origin::Rest);
+                        let published = match hub
+                            .publish_async(&ch, m, &publisher, Some(id.clone()), Origin::Rest)
+                            .await
+                        {
+                            Ok(p) => p,
+                            Err(e) => {
+                                failed += 1;
+                                results
+                                    .push(serde_json::json!({"channel": ch, "error": e.to_info()}));
+                                continue;
+                            }
+                        };
                         ok += 1;
                         results.push(serde_json::json!({
                             "channel": ch,
@@ -989,7 +1018,8 @@ async fn batch_publish(
             Payload::Value(serde_json::Value::Array(out)),
             None,
         ))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -1000,7 +1030,7 @@ async fn batch_presence(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         let names = q.get("channels").map(String::as_str).unwrap_or("");
         let (mut ok, mut failed) = (0, 0);
@@ -1012,9 +1042,8 @@ async fn batch_presence(
                 Ok(()) => {
                     ok += 1;
                     let members: Vec<_> = hub
-                        .existing_channel(name)
-                        .map(|c| c.members(None, None))
-                        .unwrap_or_default()
+                        .presence_members(name, None, None)
+                        .await?
                         .into_iter()
                         .map(|mut m| {
                             codec::presence_to_json_wire(&mut m);
@@ -1035,7 +1064,8 @@ async fn batch_presence(
             "results": results,
         });
         Ok(ctx.reply(StatusCode::OK, Payload::Value(body), None))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 

@@ -248,4 +248,14 @@ mod tests {
         let h = KeyspaceHistory::new(store, 15);
         tidewire_realtime::history::contract_suite(&h);
     }
+
+    /// The in-process broker keeps its promises (atomic position + append under
+    /// concurrent publishers, since P) with history on the keyspace too.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keeps_the_broker_contract_over_keyspace_history() {
+        use tidewire_realtime::engine::{broker, Broker, MemoryBroker};
+        let h = Arc::new(KeyspaceHistory::new(Store::new(), 15));
+        let b: Arc<dyn Broker> = Arc::new(MemoryBroker::new(h));
+        broker::contract_suite(b.clone(), b, tidewire_realtime::auth::now_ms()).await;
+    }
 }

@@ -1,0 +1,751 @@
+//! The [`Broker`]: the per-channel ordering point of every publish, and its
+//! in-process implementation [`MemoryBroker`].
+//!
+//! A publish reaches the broker as a [`Publication`] (messages, a new version of a
+//! message, or an annotation) without positions. The broker gives it the channel's
+//! next positions (the Ably channel serials), appends what history keeps, and hands
+//! it to every node's [`BrokerHandler`], which fans it out to that node's
+//! subscribers. Resume and rewind read "everything since position P" back as a
+//! [`Snapshot`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use super::{ready, BoxFuture, EngineResult};
+use crate::channel::{format_serial, Origin};
+use crate::history::{Direction, HistoryPage, HistoryQuery, HistoryStore, StoredMessage};
+use crate::protocol::{Annotation, Message};
+
+/// What a publication carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// Messages, stamped (id, timestamp, connectionId, clientId) but without
+    /// serials; each takes one position and is kept in history.
+    Messages(Vec<Message>),
+    /// A new version of a message (update, delete, append): takes one position
+    /// (its `version.serial`); history keeps `stored` (the whole latest version),
+    /// subscribers get `sent` (for an append, the appended data alone).
+    Version {
+        stored: Box<Message>,
+        sent: Box<Message>,
+    },
+    /// An annotation: takes one position, not kept in history.
+    Annotation(Box<Annotation>),
+}
+
+/// One publish on one channel, as it travels from the node that took it, through
+/// the broker, to every node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publication {
+    pub channel: String,
+    /// The publish's protocol message id (the fan-out envelope's `id`).
+    pub proto_id: String,
+    /// The publishing connection's connectionId, if a connection published.
+    pub connection_id: Option<String>,
+    /// The node that took the publish and the publishing transport there: echo
+    /// suppression (`echoMessages=false`) applies on that node only.
+    pub node: String,
+    pub publisher_conn: Option<u64>,
+    /// Server receive time (ms since epoch): history time, envelope timestamp,
+    /// and the floor of the positions (see [`Broker`]).
+    pub timestamp: i64,
+    pub origin: Origin,
+    /// How long history keeps what this publication appends.
+    pub retention: Duration,
+    pub payload: Payload,
+    /// The positions the broker assigned, ascending, one per
+    /// [`Publication::positions_needed`]; empty before the publish.
+    pub positions: Vec<u64>,
+}
+
+impl Publication {
+    /// How many positions the publication takes.
+    pub fn positions_needed(&self) -> usize {
+        match &self.payload {
+            Payload::Messages(m) => m.len(),
+            Payload::Version { .. } | Payload::Annotation(_) => 1,
+        }
+    }
+
+    /// The last position assigned (the channel serial after this publication).
+    pub fn last_position(&self) -> Option<u64> {
+        self.positions.last().copied()
+    }
+
+    /// Records the assigned `positions` and writes them into the payload as Ably
+    /// serials: each message's `serial`, a version's `version.serial` and
+    /// `version.timestamp`, an annotation's `serial`. Every broker calls this
+    /// (so the stamps are the same whichever engine runs).
+    pub fn stamp(&mut self, positions: Vec<u64>) {
+        match &mut self.payload {
+            Payload::Messages(msgs) => {
+                for (m, p) in msgs.iter_mut().zip(&positions) {
+                    m.serial = Some(format_serial(*p));
+                }
+            }
+            Payload::Version { stored, sent } => {
+                if let Some(p) = positions.first() {
+                    for m in [stored, sent] {
+                        let mut version = match m.version.take() {
+                            Some(serde_json::Value::Object(v)) => v,
+                            _ => serde_json::Map::new(),
+                        };
+                        version.insert("serial".into(), format_serial(*p).into());
+                        version.insert("timestamp".into(), self.timestamp.into());
+                        m.version = Some(serde_json::Value::Object(version));
+                    }
+                }
+            }
+            Payload::Annotation(a) => {
+                a.serial = positions.first().map(|p| format_serial(*p));
+            }
+        }
+        self.positions = positions;
+    }
+
+    /// What history keeps of a stamped publication, in position order.
+    pub fn history_entries(&self) -> Vec<StoredMessage> {
+        let entry = |serial: u64, message: &Message| StoredMessage {
+            serial,
+            received_ms: self.timestamp,
+            message: message.clone(),
+        };
+        match &self.payload {
+            Payload::Messages(msgs) => msgs
+                .iter()
+                .zip(&self.positions)
+                .map(|(m, p)| entry(*p, m))
+                .collect(),
+            Payload::Version { stored, .. } => self
+                .positions
+                .first()
+                .map(|p| vec![entry(*p, stored.as_ref())])
+                .unwrap_or_default(),
+            Payload::Annotation(_) => Vec::new(),
+        }
+    }
+}
+
+/// A read of a channel's history together with the channel's position at the
+/// moment of the read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Snapshot {
+    pub page: HistoryPage,
+    /// The channel's last assigned position when the page was read (0: none):
+    /// every message at or below it that the query matches is in `page` (up to
+    /// the page's limit), nothing above it is.
+    pub position: u64,
+}
+
+/// A node's receiver of publications.
+pub trait BrokerHandler: Send + Sync {
+    /// One publication of `channel`, stamped. Called once per publication per
+    /// node, in position order per channel, never concurrently for one channel.
+    /// Must not block: it runs inside the broker's ordering of the channel.
+    fn on_publication(&self, publication: &Publication);
+}
+
+/// The ordering point of every channel: positions, history and fan-out.
+///
+/// Promises, per channel:
+/// - **Positions.** [`Broker::publish`] gives a publication
+///   [`Publication::positions_needed`] positions, strictly greater than every
+///   position the channel had before and never below `timestamp * 1000` (so a
+///   channel whose state and history were both lost never reuses a serial), and
+///   stamps them with [`Publication::stamp`].
+/// - **Atomic position + append.** The positions are taken and
+///   [`Publication::history_entries`] appended as one step: no reader, on any
+///   node, sees a position without its history entry, and concurrent publishers
+///   on one channel never get interleaved or duplicate positions.
+/// - **Fan-out in order.** Every registered handler subscribed to the channel
+///   (every node with an interest in it) receives every publication once, in
+///   position order, after its history is appended.
+/// - **Since P.** [`Broker::read`] answers from history as of one moment, with the
+///   channel's position at that moment ([`Snapshot`]); a forwards query from
+///   serial P is "everything since position P".
+/// - Different channels are independent and may be published concurrently.
+///
+/// A caller that needs publications of its own in order (one connection's
+/// publishes on one channel) awaits each publish before the next.
+///
+/// [`contract_suite`] checks these promises; run it against every implementation.
+pub trait Broker: Send + Sync {
+    /// Registers a node's handler. Held weakly: a node that is gone stops
+    /// receiving.
+    fn register(&self, handler: Weak<dyn BrokerHandler>);
+
+    /// Asks for `channel`'s publications at this node's handler from the moment
+    /// the returned future completes. A node subscribes before it reads history
+    /// for an attach, so that nothing positioned after the read is missed. Calls
+    /// for one channel nest: it takes as many unsubscribes as subscribes to end
+    /// the interest. A broker may also deliver channels nobody subscribed to (the
+    /// in-process one delivers all); handlers ignore what they have no use for.
+    fn subscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<()>>;
+
+    /// Gives back one [`Broker::subscribe`] of `channel`.
+    fn unsubscribe<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<()>>;
+
+    /// Positions, appends and fans out `publication`; returns it stamped.
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, EngineResult<Publication>>;
+
+    /// One page of `channel`'s history as of now, with the channel's position.
+    fn read<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Snapshot>>;
+
+    /// The channel's last assigned position, `None` if it has none (retained).
+    fn position<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<Option<u64>>>;
+
+    /// Drops expired state; the hub calls it periodically.
+    fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>>;
+
+    /// Everything on `channel` after position `after`, oldest first, at most
+    /// `limit` messages (resume).
+    fn since<'a>(
+        &'a self,
+        channel: &'a str,
+        after: u64,
+        limit: usize,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Snapshot>> {
+        let q = HistoryQuery {
+            direction: Direction::Forwards,
+            from_serial: Some(after),
+            limit,
+            ..Default::default()
+        };
+        self.read(channel, q, now_ms)
+    }
+}
+
+/// A channel's place in the [`MemoryBroker`].
+struct Position {
+    /// Last assigned position; `None` until first used (then read from history).
+    last: Option<u64>,
+    /// When it was last used, for [`Broker::expire`].
+    touched_ms: i64,
+}
+
+/// How long the memory broker remembers an idle channel's position; after that
+/// the position is read from history again (as it was before the broker existed).
+const IDLE_POSITION_MS: i64 = 60_000;
+
+/// The in-process broker: a mutex per channel as the ordering point, history in a
+/// [`HistoryStore`], fan-out by calling the handlers directly (on the publishing
+/// task, so one node's fan-out costs what it did before there was a broker). Every
+/// call completes before it returns.
+pub struct MemoryBroker {
+    history: Arc<dyn HistoryStore>,
+    channels: RwLock<HashMap<String, Arc<Mutex<Position>>>>,
+    handlers: RwLock<Vec<Weak<dyn BrokerHandler>>>,
+}
+
+impl MemoryBroker {
+    pub fn new(history: Arc<dyn HistoryStore>) -> Self {
+        MemoryBroker {
+            history,
+            channels: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// The history the broker appends to.
+    pub fn history(&self) -> &Arc<dyn HistoryStore> {
+        &self.history
+    }
+
+    fn channel(&self, name: &str) -> Arc<Mutex<Position>> {
+        if let Some(p) = self
+            .channels
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return p.clone();
+        }
+        self.channels
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Position {
+                    last: None,
+                    touched_ms: 0,
+                }))
+            })
+            .clone()
+    }
+
+    fn handlers(&self) -> Vec<Arc<dyn BrokerHandler>> {
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    fn publish_now(&self, mut p: Publication) -> Publication {
+        let slot = self.channel(&p.channel);
+        // Held through append and fan-out: this is the channel's ordering point.
+        let mut pos = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = match pos.last {
+            Some(l) => l,
+            None => self.history.last_serial(&p.channel).unwrap_or(0),
+        };
+        let floor = (p.timestamp.max(0) as u64).saturating_mul(1000);
+        let positions: Vec<u64> = (0..p.positions_needed())
+            .map(|_| {
+                last = (last + 1).max(floor);
+                last
+            })
+            .collect();
+        pos.last = Some(last);
+        pos.touched_ms = p.timestamp;
+        p.stamp(positions);
+        for entry in p.history_entries() {
+            self.history.append(&p.channel, entry, p.retention);
+        }
+        for h in self.handlers() {
+            h.on_publication(&p);
+        }
+        p
+    }
+
+    fn read_now(&self, channel: &str, q: &HistoryQuery, now_ms: i64) -> Snapshot {
+        let slot = self.channel(channel);
+        // Under the channel's lock: no publish is half done while we read.
+        let pos = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let page = self.history.query(channel, q, now_ms);
+        let position = pos
+            .last
+            .or_else(|| self.history.last_serial(channel))
+            .unwrap_or(0);
+        Snapshot { page, position }
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn register(&self, handler: Weak<dyn BrokerHandler>) {
+        let mut hs = self.handlers.write().unwrap_or_else(|p| p.into_inner());
+        hs.retain(|h| h.strong_count() > 0);
+        hs.push(handler);
+    }
+
+    fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, EngineResult<()>> {
+        // Every handler receives every channel: nothing to ask for.
+        ready(Ok(()))
+    }
+
+    fn unsubscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, EngineResult<()>> {
+        ready(Ok(()))
+    }
+
+    fn publish(&self, publication: Publication) -> BoxFuture<'_, EngineResult<Publication>> {
+        ready(Ok(self.publish_now(publication)))
+    }
+
+    fn read<'a>(
+        &'a self,
+        channel: &'a str,
+        query: HistoryQuery,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Snapshot>> {
+        ready(Ok(self.read_now(channel, &query, now_ms)))
+    }
+
+    fn position<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<Option<u64>>> {
+        let slot = self.channel(channel);
+        let pos = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let last = pos.last.or_else(|| self.history.last_serial(channel));
+        ready(Ok(last))
+    }
+
+    fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>> {
+        self.history.expire(now_ms);
+        let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, slot| {
+            // In use right now (a publish holds it): keep.
+            Arc::strong_count(slot) > 1
+                || slot
+                    .lock()
+                    .map(|p| now_ms - p.touched_ms < IDLE_POSITION_MS)
+                    .unwrap_or(false)
+        });
+        ready(Ok(()))
+    }
+}
+
+/// The [`Broker`] contract as executable checks, for every implementation. `a` and
+/// `b` are two nodes' handles on one fresh, empty broker (the in-process broker
+/// passes itself twice). Panics at the first violation. Uses channels under
+/// `contract:` and times around `now_ms` (pass the current time: engines may
+/// expire by the clock). Needs a multi-threaded tokio runtime.
+pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64) {
+    /// A node that records what it receives.
+    #[derive(Default)]
+    struct Node {
+        seen: Mutex<Vec<(String, Vec<u64>, Payload)>>,
+    }
+    impl BrokerHandler for Node {
+        fn on_publication(&self, p: &Publication) {
+            self.seen.lock().unwrap_or_else(|e| e.into_inner()).push((
+                p.channel.clone(),
+                p.positions.clone(),
+                p.payload.clone(),
+            ));
+        }
+    }
+    impl Node {
+        fn positions(&self, channel: &str) -> Vec<u64> {
+            let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.iter()
+                .filter(|(c, _, _)| c == channel)
+                .flat_map(|(_, p, _)| p.clone())
+                .collect()
+        }
+    }
+
+    fn publication(channel: &str, names: &[&str], t: i64) -> Publication {
+        Publication {
+            channel: channel.to_owned(),
+            proto_id: "p:0".into(),
+            connection_id: Some("conn".into()),
+            node: "n".into(),
+            publisher_conn: None,
+            timestamp: t,
+            origin: Origin::Rest,
+            retention: Duration::from_secs(600),
+            payload: Payload::Messages(
+                names
+                    .iter()
+                    .map(|n| Message {
+                        name: Some((*n).to_owned()),
+                        id: Some(format!("id-{n}")),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            positions: Vec::new(),
+        }
+    }
+    fn serials(s: &Snapshot) -> Vec<u64> {
+        s.page.messages.iter().map(|m| m.serial).collect()
+    }
+
+    let node_a = Arc::new(Node::default());
+    let node_b = Arc::new(Node::default());
+    let weak_a: Weak<dyn BrokerHandler> = Arc::downgrade(&node_a) as Weak<Node>;
+    let weak_b: Weak<dyn BrokerHandler> = Arc::downgrade(&node_b) as Weak<Node>;
+    a.register(weak_a);
+    b.register(weak_b);
+
+    let c = "contract:broker";
+    let (hot, other) = ("contract:broker:hot", "contract:broker:other");
+    for ch in [c, hot, other] {
+        a.subscribe(ch).await.expect("subscribe");
+        b.subscribe(ch).await.expect("subscribe");
+    }
+    assert_eq!(
+        a.position(c).await,
+        Ok(None),
+        "a new channel has no position"
+    );
+
+    // Positions: stamped, increasing, floored by the time.
+    let p1 = a
+        .publish(publication(c, &["one", "two"], now_ms))
+        .await
+        .expect("publish");
+    let floor = (now_ms as u64) * 1000;
+    assert_eq!(p1.positions.len(), 2, "one position per message");
+    assert!(p1.positions[0] >= floor, "positions floored by time");
+    assert!(p1.positions[0] < p1.positions[1], "positions increase");
+    match &p1.payload {
+        Payload::Messages(m) => assert_eq!(
+            m.iter().map(|m| m.serial.clone()).collect::<Vec<_>>(),
+            p1.positions
+                .iter()
+                .map(|p| Some(format_serial(*p)))
+                .collect::<Vec<_>>(),
+            "messages stamped with their serials"
+        ),
+        other => panic!("payload changed kind: {other:?}"),
+    }
+    // From the other node: same position, same history.
+    assert_eq!(
+        b.position(c).await,
+        Ok(p1.last_position()),
+        "position seen from b"
+    );
+    let p2 = b
+        .publish(publication(c, &["three"], now_ms))
+        .await
+        .expect("publish");
+    assert!(
+        p2.positions[0] > p1.positions[1],
+        "b continues a's sequence"
+    );
+
+    // Fan-out: both nodes got both publications, in order.
+    let all: Vec<u64> = p1.positions.iter().chain(&p2.positions).copied().collect();
+    assert_eq!(
+        node_a.positions(c),
+        all,
+        "node a receives every publication in order"
+    );
+    assert_eq!(
+        node_b.positions(c),
+        all,
+        "node b receives every publication in order"
+    );
+
+    // Since P: exclusive, oldest first, same from either node.
+    let since = a
+        .since(c, p1.positions[0], 100, now_ms)
+        .await
+        .expect("since");
+    assert_eq!(serials(&since), all[1..].to_vec(), "since P is exclusive");
+    assert_eq!(since.position, p2.positions[0], "snapshot position");
+    assert_eq!(
+        since.page.messages[0].message.name.as_deref(),
+        Some("two"),
+        "history keeps the message"
+    );
+    assert_eq!(
+        since.page.messages[0].message.serial,
+        Some(format_serial(p1.positions[1])),
+        "history keeps the stamped serial"
+    );
+    let from_b = b.since(c, 0, 100, now_ms).await.expect("since");
+    assert_eq!(serials(&from_b), all, "since 0 from b");
+    let limited = b.since(c, 0, 1, now_ms).await.expect("since");
+    assert_eq!(serials(&limited), all[..1].to_vec(), "limit");
+    assert!(
+        limited.page.next.is_some(),
+        "a limited read says there is more"
+    );
+    let nothing = a
+        .since(c, p2.positions[0], 100, now_ms)
+        .await
+        .expect("since");
+    assert!(
+        nothing.page.messages.is_empty(),
+        "nothing after the last position"
+    );
+    let back = a
+        .read(
+            c,
+            HistoryQuery {
+                limit: 2,
+                ..Default::default()
+            },
+            now_ms,
+        )
+        .await
+        .expect("read");
+    assert_eq!(
+        serials(&back),
+        vec![all[2], all[1]],
+        "a backwards read (rewind) is newest first"
+    );
+
+    // A version takes a position and is kept; an annotation takes one, not kept.
+    let mut version = publication(c, &[], now_ms);
+    version.payload = Payload::Version {
+        stored: Box::new(Message {
+            name: Some("v-stored".into()),
+            ..Default::default()
+        }),
+        sent: Box::new(Message {
+            name: Some("v-sent".into()),
+            ..Default::default()
+        }),
+    };
+    let v = a.publish(version).await.expect("version");
+    assert_eq!(v.positions.len(), 1, "a version takes one position");
+    if let Payload::Version { stored, sent } = &v.payload {
+        for m in [stored, sent] {
+            assert_eq!(
+                m.version
+                    .as_ref()
+                    .and_then(|v| v.get("serial"))
+                    .and_then(|s| s.as_str()),
+                Some(format_serial(v.positions[0]).as_str()),
+                "version serial stamped"
+            );
+        }
+    }
+    let mut annotation = publication(c, &[], now_ms);
+    annotation.payload = Payload::Annotation(Box::default());
+    let an = a.publish(annotation).await.expect("annotation");
+    assert!(an.positions[0] > v.positions[0], "annotation after version");
+    let tail = a
+        .since(c, p2.positions[0], 100, now_ms)
+        .await
+        .expect("since");
+    assert_eq!(
+        serials(&tail),
+        v.positions,
+        "versions kept, annotations not"
+    );
+    assert_eq!(
+        tail.page.messages[0].message.name.as_deref(),
+        Some("v-stored")
+    );
+    assert_eq!(
+        tail.position, an.positions[0],
+        "position counts the annotation"
+    );
+
+    // Atomic position + append under concurrent publishers on both nodes: no
+    // duplicate or lost position, history and fan-out in the same order.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let broker = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for j in 0..20 {
+                let name = format!("{i}-{j}");
+                let p = broker
+                    .publish(publication(hot, &[name.as_str(), "x"], now_ms))
+                    .await
+                    .expect("publish");
+                got.extend(p.positions);
+            }
+            got
+        }));
+    }
+    let mut assigned = Vec::new();
+    for t in tasks {
+        assigned.extend(t.await.expect("publisher task"));
+    }
+    assigned.sort_unstable();
+    let total = 16 * 20 * 2;
+    assert_eq!(assigned.len(), total, "every message got a position");
+    assigned.dedup();
+    assert_eq!(assigned.len(), total, "no position given twice");
+    let stored = a.since(hot, 0, total + 1, now_ms).await.expect("since");
+    for (what, got) in [
+        ("node a receives in position order", node_a.positions(hot)),
+        ("node b receives in position order", node_b.positions(hot)),
+        (
+            "history holds exactly what was positioned, in order",
+            serials(&stored),
+        ),
+    ] {
+        let first_difference = got.iter().zip(&assigned).position(|(g, a)| g != a);
+        assert!(
+            got.len() == assigned.len() && first_difference.is_none(),
+            "{what}: {} of {} positions, first difference at index {first_difference:?}",
+            got.len(),
+            assigned.len()
+        );
+    }
+    assert_eq!(
+        stored.position,
+        *assigned.last().unwrap_or(&0),
+        "position is the last"
+    );
+    // A publication's messages stay together (atomic per publication).
+    let seen = node_a
+        .seen
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for (ch, positions, _) in seen.iter().filter(|(ch, _, _)| ch == hot) {
+        assert_eq!(ch, hot);
+        assert_eq!(positions.len(), 2, "a publication is delivered whole");
+        assert_eq!(
+            positions[0] + 1,
+            positions[1],
+            "a publication's positions are adjacent"
+        );
+    }
+
+    // Channels are independent.
+    let o = a
+        .publish(publication(other, &["o"], now_ms))
+        .await
+        .expect("publish");
+    let mine = a.since(other, 0, 100, now_ms).await.expect("since");
+    assert_eq!(serials(&mine), o.positions, "channel isolation");
+    assert_eq!(
+        a.position(c).await,
+        Ok(an.last_position()),
+        "other channel untouched"
+    );
+
+    // Subscriptions nest: b gives one of two back and still receives.
+    b.subscribe(other).await.expect("subscribe");
+    b.unsubscribe(other).await.expect("unsubscribe");
+    let before_b = node_b.positions(other).len();
+    a.publish(publication(other, &["nested"], now_ms))
+        .await
+        .expect("publish");
+    assert_eq!(
+        node_b.positions(other).len(),
+        before_b + 1,
+        "a node subscribed twice, unsubscribed once, still receives"
+    );
+
+    // A node that is gone stops receiving; the others carry on.
+    let before = node_a.positions(other).len();
+    drop(node_b);
+    a.publish(publication(other, &["after"], now_ms))
+        .await
+        .expect("publish");
+    assert_eq!(
+        node_a.positions(other).len(),
+        before + 1,
+        "live node still receives"
+    );
+    for ch in [c, hot, other] {
+        a.unsubscribe(ch).await.expect("unsubscribe");
+        b.unsubscribe(ch).await.expect("unsubscribe");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::MemoryHistoryStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_broker_meets_contract() {
+        let broker: Arc<dyn Broker> =
+            Arc::new(MemoryBroker::new(Arc::new(MemoryHistoryStore::default())));
+        contract_suite(broker.clone(), broker, crate::auth::now_ms()).await;
+    }
+
+    #[tokio::test]
+    async fn positions_continue_from_history() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let first = MemoryBroker::new(history.clone());
+        let now = crate::auth::now_ms();
+        let p = Publication {
+            channel: "c".into(),
+            proto_id: "x:0".into(),
+            connection_id: None,
+            node: "n".into(),
+            publisher_conn: None,
+            timestamp: now,
+            origin: Origin::Rest,
+            retention: Duration::from_secs(60),
+            payload: Payload::Messages(vec![Message::default()]),
+            positions: Vec::new(),
+        };
+        let a = first.publish(p.clone()).await.unwrap();
+        // A broker that forgot the channel (a restart) continues after history.
+        let second = MemoryBroker::new(history);
+        let b = second
+            .publish(Publication { timestamp: 0, ..p })
+            .await
+            .unwrap();
+        assert_eq!(b.positions, vec![a.positions[0] + 1]);
+    }
+}
