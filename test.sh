@@ -11,7 +11,9 @@ root="$(pwd)"
 log() { printf '\n=== %s\n' "$*"; }
 
 # redis-cli for its compat suite; redis-server for the DUMP/RESTORE test, which
-# exchanges payloads with a real one (crates/server/tests/dump_restore_redis.rs).
+# exchanges payloads with a real one (crates/server/tests/dump_restore_redis.rs),
+# and both for the engine test, which builds a Redis Cluster
+# (crates/server/tests/engine_cluster.rs).
 missing=()
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -36,7 +36,19 @@ impl std::error::Error for DecodeError {}
 /// [`Reply::Null`], `*-1` as [`Reply::NullArray`], status lines as
 /// [`Reply::SimpleString`].
 pub fn decode(buf: &[u8]) -> Result<Option<(Reply, usize)>, DecodeError> {
-    let mut reader = Reader { buf, pos: 0 };
+    decode_with(buf, false)
+}
+
+/// [`decode`] for replies from another server (the engine a Tidewire node
+/// forwards to): status and error lines that are not UTF-8 (a script's
+/// `error_reply` may carry any bytes) are read with their invalid bytes replaced
+/// instead of failing the whole connection.
+pub fn decode_lossy(buf: &[u8]) -> Result<Option<(Reply, usize)>, DecodeError> {
+    decode_with(buf, true)
+}
+
+fn decode_with(buf: &[u8], lossy: bool) -> Result<Option<(Reply, usize)>, DecodeError> {
+    let mut reader = Reader { buf, pos: 0, lossy };
     match reader.value(0) {
         Ok(reply) => Ok(Some((reply, reader.pos))),
         Err(Stop::Incomplete) => Ok(None),
@@ -65,6 +77,8 @@ fn invalid<T>(what: &str) -> Result<T, Stop> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Text lines that are not UTF-8 are read lossily instead of refused.
+    lossy: bool,
 }
 
 impl Reader<'_> {
@@ -170,7 +184,11 @@ impl Reader<'_> {
     }
 
     fn text_line(&mut self) -> Result<String, Stop> {
+        let lossy = self.lossy;
         let line = self.line()?;
+        if lossy {
+            return Ok(String::from_utf8_lossy(line).into_owned());
+        }
         String::from_utf8(line.to_vec()).map_err(|_| Stop::Invalid("line is not UTF-8".into()))
     }
 

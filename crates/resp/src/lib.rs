@@ -20,6 +20,6 @@ pub mod reply;
 pub mod request;
 
 pub use bulk_array::BulkArray;
-pub use decode::{decode, decode_exact, DecodeError};
+pub use decode::{decode, decode_exact, decode_lossy, DecodeError};
 pub use reply::{format_double, Protocol, Reply};
 pub use request::{Limits, ProtocolError, RequestParser};

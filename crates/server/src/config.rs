@@ -79,6 +79,11 @@ pub struct ServerFlags {
     /// clients that cannot take a path prefix; 0 picks a free port.
     #[arg(long, env = "TIDEWIRE_UPSTASH_PORT")]
     pub upstash_port: Option<u16>,
+    /// Keep the keyspace on a Redis/Valkey Cluster shared with other Tidewire nodes:
+    /// seed URLs, comma-separated (`redis://[user:pass@]host:port`). Without it the
+    /// keyspace is embedded in this process.
+    #[arg(long, env = "TIDEWIRE_ENGINE")]
+    pub engine: Option<String>,
     /// Print `LISTENING resp=<port> http=<port>` on stdout once bound (for scripts
     /// and tests that start the server on port 0).
     #[arg(long, hide = true)]
@@ -177,6 +182,8 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     threads: Option<usize>,
+    /// Seed URLs of the Redis/Valkey Cluster the keyspace lives on.
+    engine: Option<String>,
     /// Any Redis CONFIG parameter (`maxmemory = "1gb"`, `notify-keyspace-events = "Ex"`).
     #[serde(default)]
     redis: std::collections::BTreeMap<String, toml::Value>,
@@ -280,6 +287,9 @@ pub struct Config {
     pub log_level: String,
     /// Worker threads; `None` picks [`default_threads`].
     pub threads: Option<usize>,
+    /// Seed URLs of the Redis/Valkey Cluster holding the keyspace; `None`: the
+    /// embedded store.
+    pub engine: Option<String>,
     pub print_ports: bool,
     /// The file the configuration was read from (`--config`): where CONFIG
     /// REWRITE writes.
@@ -302,6 +312,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             threads: None,
+            engine: None,
             print_ports: false,
             config_file: None,
             redis: Vec::new(),
@@ -379,6 +390,11 @@ impl Config {
                 .or(file.log_level)
                 .unwrap_or(d.log_level),
             threads: flags.threads.or(file.threads).filter(|n| *n > 0),
+            engine: flags
+                .engine
+                .clone()
+                .or(file.engine)
+                .filter(|e| !e.trim().is_empty()),
             print_ports: flags.print_ports,
             config_file: flags.config.clone(),
             redis,
@@ -425,6 +441,7 @@ impl Config {
             log_format: Some(self.log_format),
             log_level: Some(self.log_level.clone()),
             threads: self.threads,
+            engine: self.engine.clone(),
             redis: {
                 // A directive given several times (`user`) becomes an array.
                 let mut map = std::collections::BTreeMap::new();

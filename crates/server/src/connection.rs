@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::busy_poll::BusyPoll;
+use crate::engine::{Engine, EngineSession, Forwarded};
 
 /// Replies are flushed once this much is buffered even mid-pipeline, so a huge
 /// pipeline does not buffer all its replies in memory.
@@ -34,6 +35,7 @@ const READ_ROOM: usize = 8 * 1024;
 
 pub async fn serve(
     store: Arc<Store>,
+    engine: Engine,
     stream: TcpStream,
     shutdown: watch::Receiver<bool>,
     busy_poll: Option<Arc<BusyPoll>>,
@@ -47,13 +49,14 @@ pub async fn serve(
         .map(|a| a.to_string())
         .unwrap_or_default();
     let _ = stream.set_nodelay(true);
-    serve_stream(store, stream, peer, local, shutdown, busy_poll).await
+    serve_stream(store, engine, stream, peer, local, shutdown, busy_poll).await
 }
 
 /// Serves one RESP connection over any byte stream (plain TCP, or TLS on
 /// `tls-port`); `peer` and `local` are its addresses for CLIENT LIST.
 pub async fn serve_stream<S>(
     store: Arc<Store>,
+    engine: Engine,
     stream: S,
     peer: String,
     local: String,
@@ -78,6 +81,7 @@ pub async fn serve_stream<S>(
         write_seq: 0,
         shutdown: shutdown.clone(),
         busy_poll,
+        engine: engine.session(),
     };
     // A kill (CLIENT KILL, output-buffer limit, shutdown: the accept loop kills every
     // connection) closes the push channel, so the loop waits on two sources only: a
@@ -197,6 +201,9 @@ struct Conn<S> {
     shutdown: watch::Receiver<bool>,
     /// Told of every turn, so the event loop keeps polling while turns keep coming.
     busy_poll: Option<Arc<BusyPoll>>,
+    /// With `--engine`: where keyspace commands go. `None` (embedded): the store
+    /// runs everything, as it always did.
+    engine: Option<EngineSession>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
@@ -319,6 +326,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     return false;
                 }
             };
+            if let Some(engine) = self.engine.as_mut() {
+                // Time passes while the engine answers: the next command reads the
+                // clock afresh.
+                self.batch_clock = false;
+                // A kill, shutdown or the client leaving ends the wait (a BLPOP on
+                // the engine may last); dropping it closes any connection of the
+                // client's own, which makes the engine stop blocking for it.
+                let forwarded = {
+                    let execute = engine.execute(&self.store, client, &argv);
+                    tokio::pin!(execute);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = self.info.killed() => return false,
+                            _ = self.shutdown.changed() => return false,
+                            reply = &mut execute => break reply,
+                            read = self.stream.read_buf(&mut self.inbuf), if self.inbuf.len() < 1024 * 1024 => {
+                                let Ok(n @ 1..) = read else { return false };
+                                self.store.stats.total_net_input_bytes.add(n as u64);
+                                self.store.stats.total_reads_processed.add(1);
+                            }
+                        }
+                    }
+                };
+                match forwarded {
+                    Forwarded::Local => {}
+                    // Its answers come through the push channel.
+                    Forwarded::Pushed => continue,
+                    Forwarded::Reply(reply) => {
+                        self.replies.push(reply);
+                        self.take_replies(client);
+                        if self.out.len() >= FLUSH_THRESHOLD && !self.flush().await {
+                            return false;
+                        }
+                        continue;
+                    }
+                }
+            }
             let outcome = self.execute(client, &argv);
             if let Outcome::Blocked(blocked) = outcome {
                 if !self.flush().await {

@@ -307,7 +307,8 @@ impl DashState {
         }
         let (reply, write_seq) = {
             let mut client = self.rest.client_as(peer, s.user.as_deref());
-            let reply = client.execute(argv);
+            // With `--engine`, on the engine, as the REST API runs it.
+            let reply = client.execute_routed(argv).await;
             (reply, client.write_seq)
         };
         self.rest.wait_durable(write_seq).await;

@@ -16,6 +16,7 @@ pub mod config_rewrite;
 pub mod connection;
 pub mod dashboard;
 pub mod data_dir;
+pub mod engine;
 pub mod history;
 pub mod http;
 pub mod latency;
@@ -178,6 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Before anything in the directory is read or written.
     let data_dir_lock = data_dir::DataDirLock::acquire(&config.data_dir)?;
     let store = build_store(&config)?;
+    let engine = engine::Engine::connect(config.engine.as_deref()).await?;
     let mut realtime_config = config.realtime.clone();
     let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
     if realtime_config.sandbox {
@@ -228,6 +230,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     }
     tasks.spawn(accept_loop(
         store.clone(),
+        engine.clone(),
         resp,
         shutdown_rx.clone(),
         busy_poll.clone(),
@@ -236,7 +239,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     tasks.spawn(cron(store.clone(), shutdown_rx.clone()));
     tasks.spawn(log_committer(store.clone(), shutdown_rx.clone()));
     metrics::install();
-    let rest = upstash::RestState::new(store.clone(), &config, http_addr, shutdown_rx.clone())?;
+    let rest = upstash::RestState::new(
+        store.clone(),
+        engine.clone(),
+        &config,
+        http_addr,
+        shutdown_rx.clone(),
+    )?;
     let bridge = realtime::connect_bridge(&store, &hub, shutdown_rx.clone());
     tasks.spawn(async move {
         let _ = bridge.await;
@@ -287,6 +296,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             let addr = l.local_addr()?;
             tasks.spawn(accept_loop(
                 store.clone(),
+                engine.clone(),
                 l,
                 shutdown_rx.clone(),
                 None,
@@ -448,6 +458,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// costs only itself), then the same session as plain TCP.
 async fn serve_tls(
     store: Arc<Store>,
+    engine: engine::Engine,
     stream: tokio::net::TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
     shutdown: watch::Receiver<bool>,
@@ -456,7 +467,9 @@ async fn serve_tls(
     let (peer, local) = (addr(stream.peer_addr()), addr(stream.local_addr()));
     let _ = stream.set_nodelay(true);
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => connection::serve_stream(store, tls, peer, local, shutdown, None).await,
+        Ok(Ok(tls)) => {
+            connection::serve_stream(store, engine, tls, peer, local, shutdown, None).await
+        }
         Ok(Err(e)) => tracing::debug!(peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(peer, "TLS handshake timed out"),
     }
@@ -517,6 +530,7 @@ async fn serve_https(
 
 async fn accept_loop(
     store: Arc<Store>,
+    engine: engine::Engine,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     busy_poll: Option<Arc<busy_poll::BusyPoll>>,
@@ -545,11 +559,11 @@ async fn accept_loop(
                     }
                     match &tls {
                         None => {
-                            conns.spawn(connection::serve(store.clone(), stream, shutdown.clone(), busy_poll.clone()));
+                            conns.spawn(connection::serve(store.clone(), engine.clone(), stream, shutdown.clone(), busy_poll.clone()));
                         }
                         Some(tls) => match tls.acceptor() {
                             Ok(acceptor) => {
-                                conns.spawn(serve_tls(store.clone(), stream, acceptor, shutdown.clone()));
+                                conns.spawn(serve_tls(store.clone(), engine.clone(), stream, acceptor, shutdown.clone()));
                             }
                             Err(e) => tracing::error!(error = %e, "cannot load the TLS certificate"),
                         },

@@ -12,78 +12,11 @@
 //! leaves out listpack sets, which that server cannot hold.
 
 mod persistence_support;
+mod redis_support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use persistence_support as ps;
-
-/// A redis-server child on a free port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "redis-server must be on the PATH for this test (./test.sh installs it): {e}"
-                )
-            });
-        let server = RedisServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ping = redis::Client::open(server.url())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if ping.is_ok() {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn conn(&self) -> redis::Connection {
-        let c = redis::Client::open(self.url())
-            .unwrap()
-            .get_connection_with_timeout(Duration::from_secs(10))
-            .unwrap();
-        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        c
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn run(c: &mut redis::Connection, args: &[&[u8]]) -> redis::Value {
     let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
@@ -446,8 +379,8 @@ fn crc64_matches_redis_check_value() {
 
 #[test]
 fn payloads_move_both_ways_between_redis_and_tidewire() {
-    let redis_server = RedisServer::start();
-    let mut r = redis_server.conn();
+    let redis_server = redis_support::standalone();
+    let mut r = redis_server.node.conn();
     let dir = tempfile::tempdir().unwrap();
     let node = ps::start(dir.path(), &[]);
     let mut t = node.conn();

@@ -466,6 +466,26 @@ impl Store {
         Outcome::Replies
     }
 
+    /// Counts a command another engine answered (INFO commandstats, latency,
+    /// error stats), as a call run here is counted.
+    pub fn account_forwarded(
+        &self,
+        cmd: &'static Command,
+        elapsed: std::time::Duration,
+        reply: &Reply,
+    ) {
+        let elapsed_us = elapsed.as_micros() as u64;
+        cmd.stats.calls.add(1);
+        cmd.stats.usec.add(elapsed_us);
+        if let Some(observe) = LATENCY_OBSERVER.get() {
+            observe(cmd, elapsed_us);
+        }
+        if reply.is_error() {
+            cmd.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
+            self.count_error(reply);
+        }
+    }
+
     /// Counts the call of a blocked command that ends without being served (timeout,
     /// CLIENT UNBLOCK): its blocked run was not counted (`blocked_us`: its time).
     pub fn account_unblocked(&self, argv: &[Bytes], blocked_us: u64) {
@@ -500,6 +520,21 @@ impl Store {
         };
         self.count_error(&reply);
         reply
+    }
+
+    /// The checks a front door makes before it forwards a command to another
+    /// engine instead of running it here: the command exists with its arity, and
+    /// the client may run it now (AUTH, ACL, busy script, loading). A refusal comes
+    /// back as the reply, counted as the dispatcher counts it.
+    pub fn admit_forwarded(
+        &self,
+        client: &mut Client,
+        argv: &[Bytes],
+    ) -> Result<&'static Command, Reply> {
+        let cmd = resolve(argv).inspect_err(|e| self.count_error(e))?;
+        self.admit(client, cmd, argv)
+            .map_err(|e| self.reject(client, cmd, e))?;
+        Ok(cmd)
     }
 
     /// The client's ACL user, looked up again after any ACL change.

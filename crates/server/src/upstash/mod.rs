@@ -40,12 +40,15 @@ use tidewire_store::{Client, Outcome, Store};
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::engine::{Engine, EngineSession, Forwarded};
 use auth::{Access, TokenSource, Tokens};
 use encode::Format;
 
 /// Shared by every REST request.
 pub struct RestState {
     pub store: Arc<Store>,
+    /// Where keyspace commands run (see [`crate::engine`]).
+    pub engine: Engine,
     pub tokens: Tokens,
     pub token_source: TokenSource,
     pub max_body: usize,
@@ -60,6 +63,7 @@ pub struct RestState {
 impl RestState {
     pub fn new(
         store: Arc<Store>,
+        engine: Engine,
         config: &Config,
         local_addr: SocketAddr,
         shutdown: watch::Receiver<bool>,
@@ -72,6 +76,7 @@ impl RestState {
         let tokens = tokens.with_users(config.upstash.acl_tokens.clone());
         Ok(Arc::new(RestState {
             store,
+            engine,
             tokens,
             token_source,
             max_body: config.http.max_body_bytes,
@@ -118,6 +123,7 @@ impl RestState {
             store: &self.store,
             client,
             write_seq: 0,
+            engine: self.engine.request_session(),
         }
     }
 }
@@ -129,6 +135,8 @@ pub(crate) struct RequestClient<'a> {
     /// Write-log sequence of this request's writes: with `appendfsync always` the
     /// response waits until it is on disk, as RESP replies do.
     pub(crate) write_seq: u64,
+    /// With `--engine`: where keyspace commands go.
+    engine: Option<EngineSession>,
 }
 
 impl RequestClient<'_> {
@@ -151,9 +159,23 @@ impl RequestClient<'_> {
         }
     }
 
-    fn run(&mut self, argv: &[Bytes], access: Access) -> Reply {
+    /// Runs one command that passed the policy check on the engine, if there is
+    /// one and the command is for it, else here.
+    pub(crate) async fn execute_routed(&mut self, argv: &[Bytes]) -> Reply {
+        if let Some(engine) = self.engine.as_mut() {
+            match engine.execute(self.store, &mut self.client, argv).await {
+                Forwarded::Local => {}
+                Forwarded::Reply(reply) => return reply,
+                // Never for a request session (it does not subscribe).
+                Forwarded::Pushed => return Reply::Null,
+            }
+        }
+        self.execute(argv)
+    }
+
+    async fn run(&mut self, argv: &[Bytes], access: Access) -> Reply {
         match policy::check(argv, access) {
-            Ok(()) => self.execute(argv),
+            Ok(()) => self.execute_routed(argv).await,
             Err(e) => e,
         }
     }
@@ -232,11 +254,11 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
     let endpoint = segments.first().map(|s| s.to_ascii_lowercase());
     let (mut resp, write_seq) = match endpoint.as_deref() {
         None => match parse_command(&body) {
-            Ok(argv) => single(st, &peer, &argv, access, format),
+            Ok(argv) => single(st, &peer, &argv, access, format).await,
             Err(e) => (json_error(StatusCode::BAD_REQUEST, &e), 0),
         },
         Some(b"pipeline") => pipeline(st, &peer, &body, access, format).await,
-        Some(b"multi-exec") => multi_exec(st, &peer, &body, access, format),
+        Some(b"multi-exec") => multi_exec(st, &peer, &body, access, format).await,
         Some(b"subscribe") => (
             sse::serve(st, &peer, sse::Kind::Channel, &segments[1..], access),
             0,
@@ -251,7 +273,7 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
             if !body.is_empty() {
                 argv.push(body);
             }
-            single(st, &peer, &argv, access, format)
+            single(st, &peer, &argv, access, format).await
         }
     };
     st.wait_durable(write_seq).await;
@@ -402,7 +424,7 @@ pub fn parse_pipeline(body: &[u8], max: usize) -> Result<Vec<Vec<Bytes>>, String
     cmds.into_iter().map(to_argv).collect()
 }
 
-fn single(
+async fn single(
     st: &RestState,
     peer: &str,
     argv: &[Bytes],
@@ -410,7 +432,7 @@ fn single(
     format: Format,
 ) -> (Response, u64) {
     let mut client = st.client(peer, access);
-    let reply = client.run(argv, access);
+    let reply = client.run(argv, access).await;
     let status = if reply.is_error() {
         StatusCode::BAD_REQUEST
     } else {
@@ -444,7 +466,7 @@ async fn pipeline(
                 // No lock is held here: each command locked and unlocked its shards.
                 tokio::task::yield_now().await;
             }
-            replies.push(client.run(argv, access));
+            replies.push(client.run(argv, access).await);
         }
         write_seq = client.write_seq;
     }
@@ -454,7 +476,7 @@ async fn pipeline(
     )
 }
 
-fn multi_exec(
+async fn multi_exec(
     st: &RestState,
     peer: &str,
     body: &[u8],
@@ -471,12 +493,12 @@ fn multi_exec(
         }
     }
     let mut client = st.client(peer, access);
-    client.execute(&[Bytes::from_static(b"MULTI")]);
+    client.execute_routed(&[Bytes::from_static(b"MULTI")]).await;
     for argv in &cmds {
         // QUEUED, or an error that makes EXEC answer EXECABORT.
-        client.execute(argv);
+        client.execute_routed(argv).await;
     }
-    let resp = match client.execute(&[Bytes::from_static(b"EXEC")]) {
+    let resp = match client.execute_routed(&[Bytes::from_static(b"EXEC")]).await {
         Reply::Array(replies) => respond(StatusCode::OK, encode::many(&replies, format), format),
         Reply::Error(e) => error_reply(&e, format),
         _ => error_reply("EXECABORT Transaction discarded.", format),

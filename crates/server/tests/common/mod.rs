@@ -223,8 +223,19 @@ pub async fn redis_conn(server: &Server) -> redis::aio::MultiplexedConnection {
 /// One Upstash REST command (`body`: the command as a JSON array) with `token`;
 /// the JSON answer.
 pub async fn rest_call(server: &Server, token: &str, body: serde_json::Value) -> serde_json::Value {
+    rest_post(server, token, "", body).await
+}
+
+/// A POST to `path` under the REST mount (`""`, `/pipeline`, `/multi-exec`) with
+/// `token`; the JSON answer.
+pub async fn rest_post(
+    server: &Server,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
     reqwest::Client::new()
-        .post(format!("http://{}/redis", server.http_addr))
+        .post(format!("http://{}/redis{path}", server.http_addr))
         .bearer_auth(token)
         .json(&body)
         .send()

@@ -1,0 +1,81 @@
+//! Merging the replies of a keyspace-wide command sent to every master.
+
+use tidewire_resp::Reply;
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Merge {
+    /// Counts add up (DBSIZE).
+    Sum,
+    /// Every master did the same thing (FLUSHALL, SCRIPT LOAD): the first reply.
+    First,
+    /// Arrays joined (KEYS).
+    Concat,
+    /// Any master's answer that is not nil (RANDOMKEY).
+    AnyNonNull,
+}
+
+/// One reply from the masters' replies; the first error wins over everything.
+pub fn merge(how: Merge, replies: Vec<Reply>) -> Reply {
+    if let Some(error) = replies.iter().find(|r| r.is_error()) {
+        return error.clone();
+    }
+    match how {
+        Merge::Sum => Reply::Int(
+            replies
+                .iter()
+                .map(|r| match r {
+                    Reply::Int(n) => *n,
+                    _ => 0,
+                })
+                .sum(),
+        ),
+        Merge::First => replies.into_iter().next().unwrap_or(Reply::Null),
+        Merge::Concat => Reply::Array(
+            replies
+                .into_iter()
+                .flat_map(|r| match r {
+                    Reply::Set(items) => items,
+                    other => other.into_array().unwrap_or_default(),
+                })
+                .collect(),
+        ),
+        Merge::AnyNonNull => replies
+            .into_iter()
+            .find(|r| !matches!(r, Reply::Null | Reply::NullArray))
+            .unwrap_or(Reply::Null),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merges() {
+        assert!(matches!(
+            merge(Merge::Sum, vec![Reply::Int(2), Reply::Int(3)]),
+            Reply::Int(5)
+        ));
+        let keys = merge(
+            Merge::Concat,
+            vec![
+                Reply::bulks(["a"]),
+                Reply::Array(vec![]),
+                Reply::bulks(["b", "c"]),
+            ],
+        );
+        assert_eq!(keys.into_array().map(|k| k.len()), Some(3));
+        assert!(matches!(
+            merge(Merge::AnyNonNull, vec![Reply::Null, Reply::bulk_str("k")]),
+            Reply::Bulk(_)
+        ));
+        assert!(matches!(
+            merge(Merge::AnyNonNull, vec![Reply::Null]),
+            Reply::Null
+        ));
+        assert!(matches!(
+            merge(Merge::First, vec![Reply::ok(), Reply::error("ERR x")]),
+            Reply::Error(e) if e == "ERR x"
+        ));
+    }
+}

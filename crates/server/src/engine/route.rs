@@ -1,0 +1,306 @@
+//! Where a command goes when the keyspace lives on the Redis engine. Decided from
+//! the command table (flags, key positions); names are looked at only where the
+//! table has nothing to say: how a keyspace-wide reply is merged, the transaction
+//! commands, and the database commands a Redis Cluster refuses.
+
+use bytes::Bytes;
+use tidewire_engine::key_slot;
+use tidewire_store::command::flag;
+use tidewire_store::Command;
+
+use super::fan_out::Merge;
+
+/// Redis Cluster's reply to keys in more than one slot.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    /// About this connection or this node: the local store answers.
+    Local,
+    /// MULTI, EXEC, DISCARD, WATCH, UNWATCH: the session's own transaction.
+    Transaction(TxControl),
+    /// To the master owning this slot (`None`: the command has no key, any master).
+    Slot(Option<u16>),
+    /// A command that blocks (BLPOP …), to the master owning this slot on the
+    /// client's own engine connection.
+    Blocking(u16),
+    /// To every master, the replies merged.
+    EveryMaster(Merge),
+    /// SCAN: one master after the other, behind one cursor.
+    ScanMasters,
+    /// SUBSCRIBE, PSUBSCRIBE and their UNSUBSCRIBEs: on the client's subscriber
+    /// connection, answered by pushes.
+    Subscription,
+    /// SSUBSCRIBE / SUNSUBSCRIBE of channels in this slot, on a subscriber
+    /// connection to its owner; `None`: SUNSUBSCRIBE of them all.
+    ShardSubscription(Option<u16>),
+    /// Not served with an engine: this error.
+    Refused(String),
+}
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum TxControl {
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
+}
+
+/// Keyspace-wide commands that have a well-defined merge over the masters.
+const FAN_OUT: &[(&str, Merge)] = &[
+    ("dbsize", Merge::Sum),
+    ("flushall", Merge::First),
+    ("flushdb", Merge::First),
+    ("keys", Merge::Concat),
+    ("randomkey", Merge::AnyNonNull),
+    ("script|load", Merge::First),
+    ("script|flush", Merge::First),
+    ("function|load", Merge::First),
+    ("function|delete", Merge::First),
+    ("function|flush", Merge::First),
+    ("function|restore", Merge::First),
+];
+
+const TRANSACTION: &[(&str, TxControl)] = &[
+    ("multi", TxControl::Multi),
+    ("exec", TxControl::Exec),
+    ("discard", TxControl::Discard),
+    ("watch", TxControl::Watch),
+    ("unwatch", TxControl::Unwatch),
+];
+
+/// Decides where `argv` (already resolved to `cmd`, arity checked) goes.
+pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
+    let name = cmd.full_name.as_str();
+    if let Some((_, step)) = TRANSACTION.iter().find(|(n, _)| *n == name) {
+        return Route::Transaction(*step);
+    }
+    if cmd.has(flag::PUBSUB) {
+        return match name {
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" => Route::Subscription,
+            "ssubscribe" | "sunsubscribe" => match argv.get(1) {
+                None => Route::ShardSubscription(None),
+                Some(first) => {
+                    let slot = key_slot(first);
+                    if argv[2..].iter().any(|c| key_slot(c) != slot) {
+                        Route::Refused(CROSSSLOT.into())
+                    } else {
+                        Route::ShardSubscription(Some(slot))
+                    }
+                }
+            },
+            // A cluster passes PUBLISH to every node; SPUBLISH belongs to the
+            // channel's slot. PUBSUB CHANNELS/NUMSUB … answer for the master the
+            // nodes subscribe on.
+            "spublish" => Route::Slot(Some(key_slot(&argv[1]))),
+            _ if name.starts_with("pubsub|") || name == "publish" => Route::Slot(None),
+            _ => not_yet(cmd, "not forwarded"),
+        };
+    }
+    let blocks =
+        cmd.has(flag::BLOCKING) && (!cmd.has(flag::BLOCKS_ON_OPTION) || asks_to_block(argv));
+    let positions = cmd.spec.keys.positions(argv);
+    if let Some((first, rest)) = positions.split_first() {
+        let slot = key_slot(&argv[*first]);
+        if rest.iter().any(|p| key_slot(&argv[*p]) != slot) {
+            return Route::Refused(CROSSSLOT.into());
+        }
+        return if blocks {
+            Route::Blocking(slot)
+        } else {
+            Route::Slot(Some(slot))
+        };
+    }
+    if blocks {
+        return not_yet(cmd, "it waits on the node's own replicas");
+    }
+    if let Some((_, merge)) = FAN_OUT.iter().find(|(n, _)| *n == name) {
+        return Route::EveryMaster(*merge);
+    }
+    if name == "swapdb" || (name == "select" && argv.get(1).is_some_and(|db| &db[..] != b"0")) {
+        return Route::Refused(format!(
+            "ERR {} is not allowed in cluster mode",
+            cmd.spec.name.to_ascii_uppercase()
+        ));
+    }
+    if name == "scan" {
+        return Route::ScanMasters;
+    }
+    // The engine's scripts and functions, not the node's: what FAN_OUT does not
+    // send everywhere (FUNCTION LIST, SCRIPT EXISTS …) any master answers, as
+    // every master got the same loads.
+    if name.starts_with("script|") || name.starts_with("function|") {
+        return Route::Slot(None);
+    }
+    // EVAL / FCALL with no key: any master runs it, as in a cluster (here they
+    // count as keyspace-wide, since a script may touch undeclared keys).
+    if cmd.has(flag::NO_MANDATORY_KEYS) {
+        return Route::Slot(None);
+    }
+    // Whole-keyspace commands without a merge: INFO, MEMORY and DEBUG describe
+    // this node and stay local.
+    if cmd.has(flag::ALL_KEYS) && cmd.spec.group != "server" {
+        return not_yet(cmd, "the keyspace is spread over the engine's masters");
+    }
+    Route::Local
+}
+
+fn not_yet(cmd: &Command, why: &str) -> Route {
+    Route::Refused(format!(
+        "ERR {} is not supported with --engine yet: {why}",
+        cmd.full_name.to_ascii_uppercase().replace('|', " ")
+    ))
+}
+
+/// Whether a command that blocks only on request (XREAD … BLOCK ms) asks to: a
+/// `BLOCK` option before `STREAMS` (what follows are keys and IDs).
+fn asks_to_block(argv: &[Bytes]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+        .any(|a| a.eq_ignore_ascii_case(b"block"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidewire_store::exec::resolve;
+
+    fn route_of(args: &[&str]) -> Route {
+        let argv: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let cmd = resolve(&argv).unwrap_or_else(|_| panic!("{args:?} does not resolve"));
+        route(cmd, &argv)
+    }
+
+    fn refused(r: Route) -> String {
+        match r {
+            Route::Refused(e) => e,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keyed_commands_go_to_their_slot() {
+        assert_eq!(route_of(&["GET", "foo"]), Route::Slot(Some(12182)));
+        assert_eq!(route_of(&["set", "{foo}.x", "1"]), Route::Slot(Some(12182)));
+        assert_eq!(
+            route_of(&["MSET", "{t}a", "1", "{t}b", "2"]),
+            Route::Slot(Some(key_slot(b"t")))
+        );
+        assert_eq!(
+            route_of(&["MSET", "a", "1", "b", "2"]),
+            Route::Refused(CROSSSLOT.into())
+        );
+        assert_eq!(
+            route_of(&["EVAL", "return 1", "2", "a", "b"]),
+            Route::Refused(CROSSSLOT.into())
+        );
+        assert_eq!(
+            route_of(&["EVAL", "return 1", "1", "foo"]),
+            Route::Slot(Some(12182))
+        );
+        assert_eq!(route_of(&["EVAL", "return 1", "0"]), Route::Slot(None));
+        assert_eq!(
+            route_of(&["XINFO", "STREAM", "foo"]),
+            Route::Slot(Some(12182))
+        );
+        assert_eq!(
+            route_of(&["XREAD", "COUNT", "1", "STREAMS", "foo", "0"]),
+            Route::Slot(Some(12182))
+        );
+    }
+
+    #[test]
+    fn connection_and_node_commands_stay_local() {
+        for args in [
+            &["PING"][..],
+            &["ECHO", "x"],
+            &["HELLO", "3"],
+            &["AUTH", "pw"],
+            &["SELECT", "0"],
+            &["CLIENT", "SETNAME", "n"],
+            &["CLIENT", "ID"],
+            &["COMMAND"],
+            &["INFO"],
+            &["QUIT"],
+            &["RESET"],
+            &["CONFIG", "GET", "maxmemory"],
+        ] {
+            assert_eq!(route_of(args), Route::Local, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn keyspace_wide_commands_fan_out_or_are_refused() {
+        assert_eq!(route_of(&["DBSIZE"]), Route::EveryMaster(Merge::Sum));
+        assert_eq!(route_of(&["KEYS", "*"]), Route::EveryMaster(Merge::Concat));
+        assert_eq!(route_of(&["FLUSHALL"]), Route::EveryMaster(Merge::First));
+        assert_eq!(
+            route_of(&["RANDOMKEY"]),
+            Route::EveryMaster(Merge::AnyNonNull)
+        );
+        assert_eq!(
+            route_of(&["SCRIPT", "LOAD", "return 1"]),
+            Route::EveryMaster(Merge::First)
+        );
+        assert_eq!(route_of(&["SCAN", "0", "MATCH", "k*"]), Route::ScanMasters);
+        assert_eq!(route_of(&["FUNCTION", "LIST"]), Route::Slot(None));
+        assert_eq!(route_of(&["SCRIPT", "EXISTS", "abc"]), Route::Slot(None));
+        assert_eq!(
+            refused(route_of(&["SELECT", "1"])),
+            "ERR SELECT is not allowed in cluster mode"
+        );
+        assert_eq!(
+            refused(route_of(&["SWAPDB", "0", "1"])),
+            "ERR SWAPDB is not allowed in cluster mode"
+        );
+    }
+
+    #[test]
+    fn blocking_commands_go_to_their_slot_and_pubsub_is_refused_for_now() {
+        assert_eq!(
+            route_of(&["BLPOP", "q", "0"]),
+            Route::Blocking(key_slot(b"q"))
+        );
+        assert_eq!(
+            route_of(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]),
+            Route::Blocking(key_slot(b"s"))
+        );
+        assert_eq!(
+            route_of(&["BLPOP", "a", "b", "0"]),
+            Route::Refused(CROSSSLOT.into())
+        );
+        assert!(refused(route_of(&["WAIT", "1", "0"])).starts_with("ERR WAIT is not supported"));
+        assert_eq!(route_of(&["SUBSCRIBE", "c"]), Route::Subscription);
+        assert_eq!(route_of(&["PUNSUBSCRIBE"]), Route::Subscription);
+        assert_eq!(route_of(&["PUBLISH", "c", "m"]), Route::Slot(None));
+        assert_eq!(
+            route_of(&["SPUBLISH", "c", "m"]),
+            Route::Slot(Some(key_slot(b"c")))
+        );
+        assert_eq!(route_of(&["PUBSUB", "NUMSUB", "c"]), Route::Slot(None));
+        assert_eq!(
+            route_of(&["SSUBSCRIBE", "{c}1", "{c}2"]),
+            Route::ShardSubscription(Some(key_slot(b"c")))
+        );
+        assert_eq!(
+            route_of(&["SSUBSCRIBE", "a", "b"]),
+            Route::Refused(CROSSSLOT.into())
+        );
+        assert_eq!(route_of(&["SUNSUBSCRIBE"]), Route::ShardSubscription(None));
+    }
+
+    #[test]
+    fn transaction_commands_are_the_session_s() {
+        assert_eq!(route_of(&["MULTI"]), Route::Transaction(TxControl::Multi));
+        assert_eq!(route_of(&["exec"]), Route::Transaction(TxControl::Exec));
+        assert_eq!(
+            route_of(&["WATCH", "k"]),
+            Route::Transaction(TxControl::Watch)
+        );
+    }
+}
