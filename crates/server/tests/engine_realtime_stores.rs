@@ -10,8 +10,12 @@ use std::sync::Arc;
 
 use redis_support::RedisCluster;
 use tidewire_engine::{parse_seeds, Cluster};
-use tidewire_realtime::engine::{connection_state, dedupe, ConnectionStateStore, DedupeStore};
-use tidewire_server::engine::realtime::{RedisConnectionStateStore, RedisDedupeStore};
+use tidewire_realtime::engine::{
+    connection_state, dedupe, presence_store, ConnectionStateStore, DedupeStore, PresenceStore,
+};
+use tidewire_server::engine::realtime::{
+    RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
+};
 
 /// The parked connections' Redis TTL in these tests: longer than a run, so that
 /// only the contract's own clock decides.
@@ -41,6 +45,11 @@ async fn run_contract_suites(url: &str) {
         Arc::new(RedisConnectionStateStore::new(c.clone(), PARKED_TTL_MS))
     };
     connection_state::contract_suite(connections(&a), connections(&b)).await;
+
+    let presence = |c: &Arc<Cluster>| -> Arc<dyn PresenceStore> {
+        Arc::new(RedisPresenceStore::new(c.clone()))
+    };
+    presence_store::contract_suite(presence(&a), presence(&b), now).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@
 //! - `tw:rt:parked-connections` — sorted set: parked connectionIds by when they
 //!   were disconnected, the index [`ConnectionStateStore::expire`] walks.
 //! - `tw:rt:presence:{<len>:<channel>}:members` / `…:owners` — hashes by member
-//!   identity: the member (msgpack) and the node that owns it (the presence store, next).
+//!   identity: the member (msgpack) and the node that owns it ([`presence`]).
 //! - `tw:rt:presence:{nodes}:beats` — sorted set: every node by its last
 //!   heartbeat; `tw:rt:presence:{nodes}:channels:<node>` — set: the channels a
 //!   node has entered members on (one slot with the beats, so a heartbeat and
@@ -29,6 +29,7 @@
 
 pub mod connection_state;
 pub mod dedupe;
+pub mod presence;
 
 use std::sync::Arc;
 
@@ -39,6 +40,7 @@ use tidewire_resp::{Protocol, Reply};
 
 pub use connection_state::RedisConnectionStateStore;
 pub use dedupe::RedisDedupeStore;
+pub use presence::RedisPresenceStore;
 
 /// Every realtime key starts with this.
 pub const PREFIX: &str = "tw:rt:";
