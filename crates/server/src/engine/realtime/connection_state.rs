@@ -129,17 +129,18 @@ impl RedisConnectionStateStore {
         parked_since: Option<i64>,
     ) -> EngineResult<()> {
         let index = Self::index();
-        let slot = Some(tidewire_engine::key_slot(index.as_bytes()));
         let argv = match parked_since {
             Some(since) => vec![
                 arg("ZADD"),
-                arg(index),
+                arg(index.as_str()),
                 arg(since.to_string()),
                 arg(connection_id),
             ],
-            None => vec![arg("ZREM"), arg(index), arg(connection_id)],
+            None => vec![arg("ZREM"), arg(index.as_str()), arg(connection_id)],
         };
-        run_one(&self.cluster, slot, argv, true).await.map(drop)
+        run_one(&self.cluster, Some(&index), argv, true)
+            .await
+            .map(drop)
     }
 }
 
@@ -197,8 +198,13 @@ impl ConnectionStateStore for RedisConnectionStateStore {
     ) -> BoxFuture<'a, EngineResult<Option<ConnectionState>>> {
         Box::pin(async move {
             let key = Self::key(connection_id);
-            let slot = Some(tidewire_engine::key_slot(key.as_bytes()));
-            let reply = run_one(&self.cluster, slot, vec![arg("HGETALL"), arg(key)], true).await?;
+            let reply = run_one(
+                &self.cluster,
+                Some(&key),
+                vec![arg("HGETALL"), arg(key.as_str())],
+                true,
+            )
+            .await?;
             let fields = array(reply)?;
             if fields.is_empty() {
                 return Ok(None);
@@ -235,7 +241,6 @@ impl ConnectionStateStore for RedisConnectionStateStore {
         Box::pin(async move {
             let cutoff = now_ms.saturating_sub(ttl_ms);
             let index = Self::index();
-            let index_slot = Some(tidewire_engine::key_slot(index.as_bytes()));
             let mut expired = 0;
             loop {
                 let argv = vec![
@@ -247,7 +252,7 @@ impl ConnectionStateStore for RedisConnectionStateStore {
                     arg("0"),
                     arg(EXPIRE_BATCH.to_string()),
                 ];
-                let ids = array(run_one(&self.cluster, index_slot, argv, true).await?)?;
+                let ids = array(run_one(&self.cluster, Some(&index), argv, true).await?)?;
                 let ids: Vec<String> =
                     ids.into_iter().map(super::text).collect::<Result<_, _>>()?;
                 if ids.is_empty() {
@@ -263,7 +268,7 @@ impl ConnectionStateStore for RedisConnectionStateStore {
                 }
                 let mut forget = vec![arg("ZREM"), arg(index.as_str())];
                 forget.extend(ids.iter().map(|id| arg(id.as_str())));
-                run_one(&self.cluster, index_slot, forget, true).await?;
+                run_one(&self.cluster, Some(&index), forget, true).await?;
                 if ids.len() < EXPIRE_BATCH {
                     return Ok(expired);
                 }

@@ -84,10 +84,11 @@ impl DedupeStore for RedisDedupeStore {
             let Some(first) = keys.first() else {
                 return Ok(());
             };
-            let slot = Some(tidewire_engine::key_slot(first.as_bytes()));
             let mut argv = vec![Bytes::from_static(b"DEL")];
             argv.extend(keys.iter().map(|k| arg(k.as_str())));
-            run_one(&self.cluster, slot, argv, true).await.map(drop)
+            run_one(&self.cluster, Some(first), argv, true)
+                .await
+                .map(drop)
         })
     }
 }

@@ -65,23 +65,30 @@ async fn eval(
     args: Vec<Bytes>,
     retry_if_lost: bool,
 ) -> EngineResult<Reply> {
-    let slot = keys.first().map(|k| key_slot(k.as_bytes()));
     let mut argv = Vec::with_capacity(3 + keys.len() + args.len());
     argv.push(Bytes::from_static(b"EVAL"));
     argv.push(Bytes::from_static(script.as_bytes()));
     argv.push(arg(keys.len().to_string()));
     argv.extend(keys.iter().map(|k| arg(k.as_str())));
     argv.extend(args);
-    run_one(cluster, slot, argv, retry_if_lost).await
+    run_one(
+        cluster,
+        keys.first().map(String::as_str),
+        argv,
+        retry_if_lost,
+    )
+    .await
 }
 
-/// Runs one command on the master owning `slot`; an error reply is an error.
+/// Runs one command on the master owning `key`'s slot; an error reply is an
+/// error.
 async fn run_one(
     cluster: &Cluster,
-    slot: Option<u16>,
+    key: Option<&str>,
     argv: Vec<Bytes>,
     retry_if_lost: bool,
 ) -> EngineResult<Reply> {
+    let slot = key.map(|k| key_slot(k.as_bytes()));
     let mut replies = cluster
         .run(Protocol::Resp2, slot, &[argv], retry_if_lost)
         .await

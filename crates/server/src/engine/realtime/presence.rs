@@ -12,6 +12,7 @@
 use bytes::Bytes;
 use tidewire_realtime::engine::{BoxFuture, EngineError, EngineResult, PresenceStore};
 use tidewire_realtime::protocol::PresenceMessage;
+use tidewire_resp::Reply;
 
 use super::{arg, array, bulk, channel_tag, eval, int, run_one, text, Shared, PREFIX};
 
@@ -107,22 +108,21 @@ impl RedisPresenceStore {
     /// Nodes whose last beat is before `cutoff`.
     async fn dead_nodes(&self, cutoff: i64) -> EngineResult<Vec<String>> {
         let beats = Self::node_keys("").swap_remove(0);
-        let slot = Some(tidewire_engine::key_slot(beats.as_bytes()));
         let argv = vec![
             arg("ZRANGEBYSCORE"),
-            arg(beats),
+            arg(beats.as_str()),
             arg("-inf"),
             arg(format!("({cutoff}")),
         ];
-        let reply = run_one(&self.cluster, slot, argv, true).await?;
+        let reply = run_one(&self.cluster, Some(&beats), argv, true).await?;
         array(reply)?.into_iter().map(text).collect()
     }
 
     /// The channels `node` entered members on.
     async fn channels_of(&self, node: &str) -> EngineResult<Vec<String>> {
         let set = Self::node_keys(node).swap_remove(1);
-        let slot = Some(tidewire_engine::key_slot(set.as_bytes()));
-        let reply = run_one(&self.cluster, slot, vec![arg("SMEMBERS"), arg(set)], true).await?;
+        let argv = vec![arg("SMEMBERS"), arg(set.as_str())];
+        let reply = run_one(&self.cluster, Some(&set), argv, true).await?;
         array(reply)?.into_iter().map(text).collect()
     }
 }
@@ -140,8 +140,10 @@ fn order_key(m: &PresenceMessage) -> (String, String) {
     )
 }
 
-fn decode_member(value: &[u8]) -> EngineResult<PresenceMessage> {
-    rmp_serde::from_slice(value).map_err(|e| {
+/// A member as the engine keeps it (msgpack), from a script's or HVALS's reply.
+fn decode_member(reply: Reply) -> EngineResult<PresenceMessage> {
+    let value = bulk(reply)?.ok_or_else(|| EngineError("a nil presence member".into()))?;
+    rmp_serde::from_slice(&value).map_err(|e| {
         EngineError(format!(
             "a presence member the engine keeps is unreadable: {e}"
         ))
@@ -203,15 +205,17 @@ impl PresenceStore for RedisPresenceStore {
     ) -> BoxFuture<'a, EngineResult<Vec<PresenceMessage>>> {
         Box::pin(async move {
             let members = Self::channel_keys(channel).swap_remove(0);
-            let slot = Some(tidewire_engine::key_slot(members.as_bytes()));
-            let reply =
-                run_one(&self.cluster, slot, vec![arg("HVALS"), arg(members)], true).await?;
-            let mut list = Vec::new();
-            for value in array(reply)? {
-                let value =
-                    bulk(value)?.ok_or_else(|| EngineError("a nil presence member".into()))?;
-                list.push(decode_member(&value)?);
-            }
+            let reply = run_one(
+                &self.cluster,
+                Some(&members),
+                vec![arg("HVALS"), arg(members.as_str())],
+                true,
+            )
+            .await?;
+            let mut list = array(reply)?
+                .into_iter()
+                .map(decode_member)
+                .collect::<EngineResult<Vec<_>>>()?;
             list.sort_by_key(order_key);
             Ok(list)
         })
@@ -243,9 +247,7 @@ impl PresenceStore for RedisPresenceStore {
                     )
                     .await?;
                     for value in array(reply)? {
-                        let value = bulk(value)?
-                            .ok_or_else(|| EngineError("a nil presence member".into()))?;
-                        reaped.push((channel.clone(), decode_member(&value)?));
+                        reaped.push((channel.clone(), decode_member(value)?));
                     }
                 }
                 let args = vec![arg(node.as_str()), arg(cutoff.to_string())];
