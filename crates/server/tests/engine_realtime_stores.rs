@@ -1,6 +1,7 @@
 //! The realtime hub's engine interfaces on a real Redis Cluster (3 masters) and
 //! on a standalone redis-server: each store's `contract_suite` from the realtime
-//! crate, unchanged, with two engine clients as two nodes.
+//! crate, unchanged, with two engine clients as two nodes; and the Redis TTLs
+//! the stores set, which no contract can see.
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
 
@@ -11,8 +12,10 @@ use std::sync::Arc;
 use redis_support::RedisCluster;
 use tidewire_engine::{parse_seeds, Cluster};
 use tidewire_realtime::engine::{
-    connection_state, dedupe, presence_store, ConnectionStateStore, DedupeStore, PresenceStore,
+    connection_state, dedupe, presence_store, ConnectionState, ConnectionStateStore, DedupeStore,
+    PresenceStore,
 };
+use tidewire_realtime::registry::ConnectionRecord;
 use tidewire_server::engine::realtime::{
     RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
 };
@@ -66,4 +69,54 @@ async fn stores_meet_their_contracts_on_a_standalone_redis() {
         .await
         .expect("redis-server starts");
     run_contract_suites(&redis.node.url()).await;
+}
+
+/// What the contracts cannot see: the Redis TTLs that clean up after the stores.
+/// A dedupe id lives for the window; a parked connection for the parked TTL; a
+/// live one has none, so the engine never forgets a served connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_carry_the_ttls_the_module_docs_promise() {
+    let redis = tokio::task::spawn_blocking(redis_support::standalone)
+        .await
+        .expect("redis-server starts");
+    let (a, _) = two_nodes(&redis.node.url()).await;
+    let ttl_of = |key: &str| -> i64 { redis.node.cmd(&["PTTL", key]) };
+
+    let dedupe = RedisDedupeStore::new(a.clone(), 120_000);
+    let seen = dedupe.first_seen("ttl", &["m1"], 1).await;
+    assert_eq!(seen, Ok(vec![true]));
+    let dedupe_ttl = ttl_of("tw:rt:dedupe:{3:ttl}:m1");
+    assert!(
+        (1..=120_000).contains(&dedupe_ttl),
+        "dedupe id expires after the window: {dedupe_ttl}"
+    );
+
+    let connections = RedisConnectionStateStore::new(a.clone(), PARKED_TTL_MS);
+    let mut state = ConnectionState {
+        record: ConnectionRecord {
+            connection_id: "c1".into(),
+            connection_key: "k!c1".into(),
+            client_id: None,
+            key_name: "app.key".into(),
+            connected_ms: 1,
+            disconnected_ms: Some(2),
+        },
+        msg_serial: None,
+        node: "n1".into(),
+    };
+    connections.save(state.clone()).await.expect("save parked");
+    let parked_ttl = ttl_of("tw:rt:connection:c1");
+    assert!(
+        (1..=PARKED_TTL_MS).contains(&parked_ttl),
+        "parked state expires: {parked_ttl}"
+    );
+    assert_eq!(connections.load("c1").await, Ok(Some(state.clone())));
+    state.record.disconnected_ms = None;
+    connections.save(state.clone()).await.expect("save live");
+    assert_eq!(
+        ttl_of("tw:rt:connection:c1"),
+        -1,
+        "live state does not expire"
+    );
+    assert_eq!(connections.load("c1").await, Ok(Some(state)));
 }
