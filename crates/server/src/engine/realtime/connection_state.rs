@@ -24,10 +24,16 @@ use super::{arg, array, eval, int, run_one, Shared, PREFIX};
 
 /// Writes a connection's hash whole: unconditionally (`save`) or only if its
 /// current connectionKey is the one expected (`take`). ARGV: mode, expected key,
-/// Redis TTL in ms (0: none, a live connection), then the fields.
+/// Redis TTL in ms (0: none, a live connection), then the fields, `key` and the
+/// new connectionKey first (ARGV[4], ARGV[5]). A takeover whose new key is
+/// already there is its own retry (after a lost reply) and succeeds again:
+/// connectionKeys are unique per takeover, so no other writer has that key.
 const WRITE: &str = r#"
-if ARGV[1] == 'take' and redis.call('HGET', KEYS[1], 'key') ~= ARGV[2] then
-  return 0
+if ARGV[1] == 'take' then
+  local current = redis.call('HGET', KEYS[1], 'key')
+  if current ~= ARGV[2] and current ~= ARGV[5] then
+    return 0
+  end
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
@@ -100,6 +106,7 @@ impl RedisConnectionStateStore {
             args.push(Bytes::from_static(name.as_bytes()));
             args.push(arg(value));
         };
+        // `key` first: the script reads the new connectionKey at ARGV[5].
         field("key", record.connection_key.clone());
         field("key_name", record.key_name.clone());
         field("connected", record.connected_ms.to_string());
@@ -228,8 +235,10 @@ impl ConnectionStateStore for RedisConnectionStateStore {
     ) -> BoxFuture<'a, EngineResult<bool>> {
         Box::pin(async move {
             let keys = [Self::key(connection_id)];
+            // Not retried: after a lost reply a retry would find nothing and
+            // say "not removed" of what was.
             let removed =
-                int(&eval(&self.cluster, REMOVE, &keys, vec![arg(key)], true).await?)? == 1;
+                int(&eval(&self.cluster, REMOVE, &keys, vec![arg(key)], false).await?)? == 1;
             if removed {
                 self.index_update(connection_id, None).await?;
             }
