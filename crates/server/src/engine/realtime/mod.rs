@@ -144,3 +144,36 @@ fn unexpected(wanted: &str, got: &Reply) -> EngineError {
 
 /// The engine these stores share, as each store holds it.
 type Shared = Arc<Cluster>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any channel name, even one with braces, keeps all its keys in one slot,
+    /// and the key names stay distinct.
+    #[test]
+    fn a_channels_keys_share_a_slot_whatever_its_name() {
+        for channel in ["plain", "}starts", "mid}dle", "{braced}", "", "a{b}c"] {
+            let tag = channel_tag(channel);
+            let slots: Vec<u16> = ["dedupe", "presence"]
+                .iter()
+                .flat_map(|kind| {
+                    [
+                        format!("{PREFIX}{kind}:{tag}:members"),
+                        format!("{PREFIX}{kind}:{tag}:x}}y"),
+                    ]
+                })
+                .map(|k| key_slot(k.as_bytes()))
+                .collect();
+            assert!(
+                slots.iter().all(|s| *s == slots[0]),
+                "{channel:?}: {slots:?}"
+            );
+        }
+        assert_ne!(
+            channel_tag("a}:b"),
+            channel_tag("a"),
+            "the length sets them apart"
+        );
+    }
+}
