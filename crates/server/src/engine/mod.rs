@@ -11,6 +11,7 @@
 //! store, which also keeps Tidewire's users and their permissions.
 
 mod fan_out;
+pub mod realtime;
 mod route;
 mod scan;
 mod session;

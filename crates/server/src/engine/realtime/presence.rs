@@ -1,0 +1,266 @@
+//! [`RedisPresenceStore`]: presence members on the engine, per channel in two
+//! hashes (member, owner) of one slot, with node heartbeats in one sorted set.
+//!
+//! Reaping, and why it announces each member once: a reaper reads the dead
+//! nodes (beats older than the grace) and the channels they entered members on,
+//! then removes each channel's members owned by a dead node with one script on
+//! that channel's slot, which returns what it removed. Concurrent reapers on
+//! any nodes run the same scripts; each member is removed, so returned, by
+//! exactly one of them. A dead node is forgotten last, and only if it has not
+//! beaten since (an enter beats first, so a node that comes back is not lost).
+
+use bytes::Bytes;
+use tidewire_realtime::engine::{BoxFuture, EngineError, EngineResult, PresenceStore};
+use tidewire_realtime::protocol::PresenceMessage;
+use tidewire_resp::Reply;
+
+use super::{arg, array, bulk, channel_tag, eval, int, run_one, text, Shared, PREFIX};
+
+/// Records a heartbeat at ARGV[2] for node ARGV[1] unless a later one is kept,
+/// and, given ARGV[3], that the node has members on that channel.
+const BEAT: &str = r#"
+local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not last or tonumber(last) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+if ARGV[3] then
+  redis.call('SADD', KEYS[2], ARGV[3])
+end
+return 1
+"#;
+
+/// Stores member ARGV[2] under identity ARGV[1], owned by node ARGV[3].
+const ENTER: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"#;
+
+/// Removes the member with identity ARGV[1]; 1 if it was there.
+const LEAVE: &str = r#"
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+"#;
+
+/// Removes and returns every member of the channel owned by node ARGV[1].
+const REAP_CHANNEL: &str = r#"
+local owners = redis.call('HGETALL', KEYS[2])
+local reaped = {}
+for i = 1, #owners, 2 do
+  if owners[i + 1] == ARGV[1] then
+    local member = redis.call('HGET', KEYS[1], owners[i])
+    redis.call('HDEL', KEYS[1], owners[i])
+    redis.call('HDEL', KEYS[2], owners[i])
+    if member then
+      reaped[#reaped + 1] = member
+    end
+  end
+end
+return reaped
+"#;
+
+/// Forgets node ARGV[1] and its channels if its last beat is still before ARGV[2].
+const FORGET_NODE: &str = r#"
+local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if last and tonumber(last) < tonumber(ARGV[2]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"#;
+
+/// Presence members per channel with node ownership, on the engine (see the
+/// module docs).
+pub struct RedisPresenceStore {
+    cluster: Shared,
+}
+
+impl RedisPresenceStore {
+    pub fn new(cluster: Shared) -> Self {
+        RedisPresenceStore { cluster }
+    }
+
+    /// The channel's member and owner hashes (one slot).
+    fn channel_keys(channel: &str) -> Vec<String> {
+        let tag = channel_tag(channel);
+        vec![
+            format!("{PREFIX}presence:{tag}:members"),
+            format!("{PREFIX}presence:{tag}:owners"),
+        ]
+    }
+
+    /// The heartbeats and `node`'s channel set (one slot).
+    fn node_keys(node: &str) -> Vec<String> {
+        vec![
+            format!("{PREFIX}presence:{{nodes}}:beats"),
+            format!("{PREFIX}presence:{{nodes}}:channels:{node}"),
+        ]
+    }
+
+    async fn beat(&self, node: &str, now_ms: i64, channel: Option<&str>) -> EngineResult<()> {
+        let mut args = vec![arg(node), arg(now_ms.to_string())];
+        args.extend(channel.map(arg));
+        eval(&self.cluster, BEAT, &Self::node_keys(node), args, true)
+            .await
+            .map(drop)
+    }
+
+    /// Nodes whose last beat is before `cutoff`.
+    async fn dead_nodes(&self, cutoff: i64) -> EngineResult<Vec<String>> {
+        let beats = Self::node_keys("").swap_remove(0);
+        let argv = vec![
+            arg("ZRANGEBYSCORE"),
+            arg(beats.as_str()),
+            arg("-inf"),
+            arg(format!("({cutoff}")),
+        ];
+        let reply = run_one(&self.cluster, Some(&beats), argv, true).await?;
+        array(reply)?.into_iter().map(text).collect()
+    }
+
+    /// The channels `node` entered members on.
+    async fn channels_of(&self, node: &str) -> EngineResult<Vec<String>> {
+        let set = Self::node_keys(node).swap_remove(1);
+        let argv = vec![arg("SMEMBERS"), arg(set.as_str())];
+        let reply = run_one(&self.cluster, Some(&set), argv, true).await?;
+        array(reply)?.into_iter().map(text).collect()
+    }
+}
+
+/// A member's identity on its channel, unambiguous for any two strings.
+fn identity(connection_id: &str, client_id: &str) -> String {
+    format!("{}:{connection_id}{client_id}", connection_id.len())
+}
+
+/// The order [`PresenceStore::members`] promises: (connectionId, clientId).
+fn order_key(m: &PresenceMessage) -> (String, String) {
+    (
+        m.connection_id.clone().unwrap_or_default(),
+        m.client_id.clone().unwrap_or_default(),
+    )
+}
+
+/// A member as the engine keeps it (msgpack), from a script's or HVALS's reply.
+fn decode_member(reply: Reply) -> EngineResult<PresenceMessage> {
+    let value = bulk(reply)?.ok_or_else(|| EngineError("a nil presence member".into()))?;
+    rmp_serde::from_slice(&value).map_err(|e| {
+        EngineError(format!(
+            "a presence member the engine keeps is unreadable: {e}"
+        ))
+    })
+}
+
+impl PresenceStore for RedisPresenceStore {
+    fn enter<'a>(
+        &'a self,
+        channel: &'a str,
+        node: &'a str,
+        member: PresenceMessage,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<()>> {
+        Box::pin(async move {
+            let value = rmp_serde::to_vec_named(&member)
+                .map_err(|e| EngineError(format!("cannot encode a presence member: {e}")))?;
+            let (conn, client) = order_key(&member);
+            // The beat and the channel index first: a reaper that finds the
+            // member then also finds the node alive, or the channel indexed.
+            self.beat(node, now_ms, Some(channel)).await?;
+            let args = vec![arg(identity(&conn, &client)), Bytes::from(value), arg(node)];
+            eval(
+                &self.cluster,
+                ENTER,
+                &Self::channel_keys(channel),
+                args,
+                true,
+            )
+            .await
+            .map(drop)
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        channel: &'a str,
+        connection_id: &'a str,
+        client_id: &'a str,
+    ) -> BoxFuture<'a, EngineResult<bool>> {
+        Box::pin(async move {
+            let args = vec![arg(identity(connection_id, client_id))];
+            // Not retried: a retry after a lost reply would say "was not there".
+            let reply = eval(
+                &self.cluster,
+                LEAVE,
+                &Self::channel_keys(channel),
+                args,
+                false,
+            )
+            .await?;
+            Ok(int(&reply)? == 1)
+        })
+    }
+
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, EngineResult<Vec<PresenceMessage>>> {
+        Box::pin(async move {
+            let members = Self::channel_keys(channel).swap_remove(0);
+            let reply = run_one(
+                &self.cluster,
+                Some(&members),
+                vec![arg("HVALS"), arg(members.as_str())],
+                true,
+            )
+            .await?;
+            let mut list = array(reply)?
+                .into_iter()
+                .map(decode_member)
+                .collect::<EngineResult<Vec<_>>>()?;
+            list.sort_by_key(order_key);
+            Ok(list)
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, node: &'a str, now_ms: i64) -> BoxFuture<'a, EngineResult<()>> {
+        Box::pin(self.beat(node, now_ms, None))
+    }
+
+    fn reap(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> BoxFuture<'_, EngineResult<Vec<(String, PresenceMessage)>>> {
+        Box::pin(async move {
+            let cutoff = now_ms.saturating_sub(grace_ms);
+            let mut reaped = Vec::new();
+            for node in self.dead_nodes(cutoff).await? {
+                for channel in self.channels_of(&node).await? {
+                    let keys = Self::channel_keys(&channel);
+                    // Not retried: what a lost reply held is gone, and a retry
+                    // would return nothing for it (the price of "at most once").
+                    let reply = eval(
+                        &self.cluster,
+                        REAP_CHANNEL,
+                        &keys,
+                        vec![arg(node.as_str())],
+                        false,
+                    )
+                    .await?;
+                    for value in array(reply)? {
+                        reaped.push((channel.clone(), decode_member(value)?));
+                    }
+                }
+                let args = vec![arg(node.as_str()), arg(cutoff.to_string())];
+                eval(
+                    &self.cluster,
+                    FORGET_NODE,
+                    &Self::node_keys(&node),
+                    args,
+                    true,
+                )
+                .await?;
+            }
+            Ok(reaped)
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! The realtime hub's engine interfaces on a real Redis Cluster (3 masters) and
+//! on a standalone redis-server: each store's `contract_suite` from the realtime
+//! crate, unchanged, with two engine clients as two nodes; and the Redis TTLs
+//! the stores set, which no contract can see.
+//!
+//! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
+
+mod redis_support;
+
+use std::sync::Arc;
+
+use redis_support::RedisCluster;
+use tidewire_engine::{parse_seeds, Cluster};
+use tidewire_realtime::engine::{
+    connection_state, dedupe, presence_store, ConnectionState, ConnectionStateStore, DedupeStore,
+    PresenceStore,
+};
+use tidewire_realtime::registry::ConnectionRecord;
+use tidewire_server::engine::realtime::{
+    RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
+};
+
+/// The parked connections' Redis TTL in these tests: longer than a run, so that
+/// only the contract's own clock decides.
+const PARKED_TTL_MS: i64 = 600_000;
+
+/// Two engine clients on the engine at `url`: two nodes.
+async fn two_nodes(url: &str) -> (Arc<Cluster>, Arc<Cluster>) {
+    let connect = || async {
+        Cluster::connect(parse_seeds(url).expect("seed URL"))
+            .await
+            .expect("engine client connects")
+    };
+    (connect().await, connect().await)
+}
+
+/// Every store's contract suite, a and b on the two clients.
+async fn run_contract_suites(url: &str) {
+    let (a, b) = two_nodes(url).await;
+    let window = 120_000;
+    let now = 1_800_000_000_000;
+    let dedupe = |c: &Arc<Cluster>| -> Arc<dyn DedupeStore> {
+        Arc::new(RedisDedupeStore::new(c.clone(), window))
+    };
+    dedupe::contract_suite(dedupe(&a), dedupe(&b), window, now).await;
+
+    let connections = |c: &Arc<Cluster>| -> Arc<dyn ConnectionStateStore> {
+        Arc::new(RedisConnectionStateStore::new(c.clone(), PARKED_TTL_MS))
+    };
+    connection_state::contract_suite(connections(&a), connections(&b)).await;
+
+    let presence = |c: &Arc<Cluster>| -> Arc<dyn PresenceStore> {
+        Arc::new(RedisPresenceStore::new(c.clone()))
+    };
+    presence_store::contract_suite(presence(&a), presence(&b), now).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_meet_their_contracts_on_a_redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    run_contract_suites(&cluster.masters[0].url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_meet_their_contracts_on_a_standalone_redis() {
+    let redis = tokio::task::spawn_blocking(redis_support::standalone)
+        .await
+        .expect("redis-server starts");
+    run_contract_suites(&redis.node.url()).await;
+}
+
+/// What the contracts cannot see: the Redis TTLs that clean up after the stores.
+/// A dedupe id lives for the window; a parked connection for the parked TTL; a
+/// live one has none, so the engine never forgets a served connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_carry_the_ttls_the_module_docs_promise() {
+    let redis = tokio::task::spawn_blocking(redis_support::standalone)
+        .await
+        .expect("redis-server starts");
+    let (a, _) = two_nodes(&redis.node.url()).await;
+    let ttl_of = |key: &str| -> i64 { redis.node.cmd(&["PTTL", key]) };
+
+    let dedupe = RedisDedupeStore::new(a.clone(), 120_000);
+    let seen = dedupe.first_seen("ttl", &["m1"], 1).await;
+    assert_eq!(seen, Ok(vec![true]));
+    let dedupe_ttl = ttl_of("tw:rt:dedupe:{3:ttl}:m1");
+    assert!(
+        (1..=120_000).contains(&dedupe_ttl),
+        "dedupe id expires after the window: {dedupe_ttl}"
+    );
+
+    let connections = RedisConnectionStateStore::new(a.clone(), PARKED_TTL_MS);
+    let mut state = ConnectionState {
+        record: ConnectionRecord {
+            connection_id: "c1".into(),
+            connection_key: "k!c1".into(),
+            client_id: None,
+            key_name: "app.key".into(),
+            connected_ms: 1,
+            disconnected_ms: Some(2),
+        },
+        msg_serial: None,
+        node: "n1".into(),
+    };
+    connections.save(state.clone()).await.expect("save parked");
+    let parked_ttl = ttl_of("tw:rt:connection:c1");
+    assert!(
+        (1..=PARKED_TTL_MS).contains(&parked_ttl),
+        "parked state expires: {parked_ttl}"
+    );
+    assert_eq!(connections.load("c1").await, Ok(Some(state.clone())));
+    state.record.disconnected_ms = None;
+    connections.save(state.clone()).await.expect("save live");
+    assert_eq!(
+        ttl_of("tw:rt:connection:c1"),
+        -1,
+        "live state does not expire"
+    );
+    assert_eq!(connections.load("c1").await, Ok(Some(state)));
+}
