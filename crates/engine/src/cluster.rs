@@ -53,7 +53,9 @@ pub struct Cluster {
     seeds: Vec<String>,
     credentials: Option<Credentials>,
     slots: RwLock<SlotMap>,
-    connections: Mutex<HashMap<(Arc<str>, bool), NodeConnection>>,
+    /// Shared connections by address: `[RESP2, RESP3]`. Looked up by `&str`, so
+    /// finding one allocates nothing.
+    connections: Mutex<[HashMap<Arc<str>, NodeConnection>; 2]>,
     started: Instant,
     last_refresh_ms: AtomicU64,
 }
@@ -68,7 +70,7 @@ impl Cluster {
             seeds: seeds.into_iter().map(|s| s.addr).collect(),
             credentials,
             slots: RwLock::new(SlotMap::default()),
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new([HashMap::new(), HashMap::new()]),
             started: Instant::now(),
             last_refresh_ms: AtomicU64::new(0),
         });
@@ -294,14 +296,16 @@ impl Cluster {
 
     /// The live connection to `addr` for `proto`, opened if there is none.
     async fn connection(&self, addr: &str, proto: Protocol) -> Result<NodeConnection, EngineError> {
-        let resp3 = proto == Protocol::Resp3;
-        let key: (Arc<str>, bool) = (addr.into(), resp3);
-        if let Some(conn) = self.connections.lock().get(&key).filter(|c| c.is_alive()) {
+        let table = usize::from(proto == Protocol::Resp3);
+        if let Some(conn) = self.connections.lock()[table]
+            .get(addr)
+            .filter(|c| c.is_alive())
+        {
             return Ok(conn.clone());
         }
         let conn =
             NodeConnection::open(addr, self.credentials.as_ref(), proto, CONNECT_TIMEOUT).await?;
-        self.connections.lock().insert(key, conn.clone());
+        self.connections.lock()[table].insert(addr.into(), conn.clone());
         Ok(conn)
     }
 

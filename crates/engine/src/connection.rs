@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tidewire_resp::{decode_lossy as decode, Protocol, Reply};
+use bytes::{Buf, Bytes, BytesMut};
+use tidewire_resp::{decode_lossy as decode, encode_command, Protocol, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -168,21 +168,6 @@ impl NodeConnection {
         answer
             .await
             .unwrap_or_else(|_| Err(EngineError::Lost("connection closed".into())))
-    }
-}
-
-/// A command in RESP's multibulk form.
-pub fn encode_command(out: &mut BytesMut, argv: &[Bytes]) {
-    let mut number = itoa::Buffer::new();
-    out.put_u8(b'*');
-    out.put_slice(number.format(argv.len()).as_bytes());
-    out.put_slice(b"\r\n");
-    for arg in argv {
-        out.put_u8(b'$');
-        out.put_slice(number.format(arg.len()).as_bytes());
-        out.put_slice(b"\r\n");
-        out.put_slice(arg);
-        out.put_slice(b"\r\n");
     }
 }
 

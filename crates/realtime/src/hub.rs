@@ -608,9 +608,11 @@ impl Hub {
         let now = now_ms();
         // Client-supplied ids make publishes idempotent (REST and realtime alike):
         // drop messages whose id was seen on this channel recently.
-        let mut fresh_mask = vec![true; messages.len()];
+        // Per message, whether it was new; left empty (all new) without client ids.
+        let mut fresh_mask: Vec<bool> = Vec::new();
         let mut recorded_ids: Vec<String> = Vec::new();
         let mut messages = if origin != Origin::Backend && messages.iter().any(|m| m.id.is_some()) {
+            fresh_mask = vec![true; messages.len()];
             let ids: Vec<String> = messages.iter().filter_map(|m| m.id.clone()).collect();
             let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             let fresh = self

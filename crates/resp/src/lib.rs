@@ -8,9 +8,9 @@
 //! - [`reply`]: the [`Reply`] value tree handlers produce, encoded for either protocol
 //!   version (RESP3 types degrade to their RESP2 shapes the way Redis does);
 //!   [`bulk_array`] is its compact form for arrays of strings.
-//! - [`decode`]: a strict reader of that wire form back into a [`Reply`], for tests
-//!   and fuzz targets that check the encoder against it (the server never reads
-//!   replies).
+//! - [`decode`]: a reader of that wire form back into a [`Reply`]: strict for the
+//!   tests and fuzz targets that check the encoder against it, lossy
+//!   ([`decode_lossy`]) for the engine client, which reads another server's replies.
 
 #![forbid(unsafe_code)]
 
@@ -22,4 +22,4 @@ pub mod request;
 pub use bulk_array::BulkArray;
 pub use decode::{decode, decode_exact, decode_lossy, DecodeError};
 pub use reply::{format_double, Protocol, Reply};
-pub use request::{Limits, ProtocolError, RequestParser};
+pub use request::{encode_command, Limits, ProtocolError, RequestParser};

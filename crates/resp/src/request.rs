@@ -4,7 +4,7 @@
 //! argument by argument, so each byte is looked at once. Arguments are zero-copy slices
 //! (`Bytes`) of the read buffer.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Inline requests and the header lines of multibulk requests may not exceed this
 /// without a newline (Redis's `PROTO_INLINE_MAX_SIZE`).
@@ -300,6 +300,24 @@ fn parse_i64(s: &[u8]) -> Option<i64> {
         n = n.checked_mul(10)?.checked_add((d - b'0') as i64)?;
     }
     Some(if neg { -n } else { n })
+}
+
+/// Appends one command in the multibulk form the parser reads (an array of bulk
+/// strings): what a client sends, what the append-only log stores, what MIGRATE
+/// and the engine client send to another server.
+pub fn encode_command<A: AsRef<[u8]>>(out: &mut impl BufMut, argv: &[A]) {
+    let mut number = itoa::Buffer::new();
+    out.put_u8(b'*');
+    out.put_slice(number.format(argv.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    for arg in argv {
+        let arg = arg.as_ref();
+        out.put_u8(b'$');
+        out.put_slice(number.format(arg.len()).as_bytes());
+        out.put_slice(b"\r\n");
+        out.put_slice(arg);
+        out.put_slice(b"\r\n");
+    }
 }
 
 /// Splits an inline line into arguments the way Redis's `sdssplitargs` does: spaces

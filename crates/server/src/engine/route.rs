@@ -261,7 +261,7 @@ mod tests {
     }
 
     #[test]
-    fn blocking_commands_go_to_their_slot_and_pubsub_is_refused_for_now() {
+    fn blocking_and_pubsub_commands_go_to_their_slot_or_connection() {
         assert_eq!(
             route_of(&["BLPOP", "q", "0"]),
             Route::Blocking(key_slot(b"q"))

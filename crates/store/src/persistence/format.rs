@@ -11,19 +11,7 @@ pub const SNAP_HEADER: &[u8] = b"TIDEWIRE-SNAP v1\r\n";
 const TRAILER_TAG: &[u8] = b"!END ";
 
 /// Appends one command as a RESP array of bulk strings.
-pub fn encode<A: AsRef<[u8]>>(out: &mut Vec<u8>, argv: &[A]) {
-    out.push(b'*');
-    out.extend_from_slice(itoa::Buffer::new().format(argv.len()).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for a in argv {
-        let a = a.as_ref();
-        out.push(b'$');
-        out.extend_from_slice(itoa::Buffer::new().format(a.len()).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-}
+pub use tidewire_resp::encode_command as encode;
 
 /// Why a stream stops being readable at some byte offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
