@@ -760,6 +760,8 @@ impl Channel {
                 }
                 0
             }
+            // Positionless: the hub hands these to `Channel::remote_presence`.
+            Payload::Presence(_) => 0,
         }
     }
 

@@ -24,6 +24,7 @@
 pub mod broker;
 pub mod connection_state;
 pub mod dedupe;
+pub mod ordered;
 pub mod presence_store;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use std::sync::Arc;
 pub use broker::{Broker, BrokerHandler, MemoryBroker, Payload, Publication, Snapshot};
 pub use connection_state::{ConnectionState, ConnectionStateStore, MemoryConnectionStateStore};
 pub use dedupe::{DedupeStore, MemoryDedupeStore};
+pub use ordered::OrderedCalls;
 pub use presence_store::{MemoryPresenceStore, PresenceStore};
 
 use crate::history::HistoryStore;

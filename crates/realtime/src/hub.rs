@@ -63,6 +63,9 @@ pub struct Hub {
     next_publish: AtomicU64,
     /// Last serial given to a presence-history entry (one sequence for all channels).
     presence_serial: AtomicU64,
+    /// Presence changes on their way to the engine (store, then the other
+    /// nodes), in each channel's order.
+    presence_out: crate::engine::OrderedCalls,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
@@ -263,6 +266,7 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             next_publish: AtomicU64::new(1),
             presence_serial: AtomicU64::new(0),
+            presence_out: crate::engine::OrderedCalls::default(),
             observers,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
@@ -1196,6 +1200,15 @@ impl BrokerHandler for Hub {
             }
             Payload::Version { .. } => None,
             Payload::Annotation(ann) => self.record_annotation(&p.channel, ann),
+            Payload::Presence(events) => {
+                // This node's own events reached its subscribers when applied.
+                if p.node != self.node_id {
+                    if let Some(ch) = self.existing_channel(&p.channel) {
+                        ch.remote_presence(events.clone(), p.timestamp);
+                    }
+                }
+                return;
+            }
         };
         let Some(ch) = self.existing_channel(&p.channel) else {
             return;
@@ -1241,6 +1254,7 @@ impl Hub {
         backlog: Backlog,
     ) -> Result<Attachment, AblyError> {
         let source = channel.source();
+        let wants_presence = sub.presence;
         // Interest first, then the read: what is positioned after the read is
         // delivered here.
         if !channel.engine_subscribed.swap(true, Ordering::AcqRel) {
@@ -1255,6 +1269,9 @@ impl Hub {
                 None => None,
             };
             match channel.attach_after_read(sub, &backlog, read, attempt == ATTACH_READS) {
+                Ok(att) if wants_presence => {
+                    return self.with_other_nodes_members(channel, att).await
+                }
                 Ok(att) => return Ok(att),
                 Err(again) => sub = again,
             }
@@ -1263,28 +1280,82 @@ impl Hub {
         Err(AblyError::of(ErrorCode::Internal))
     }
 
+    /// Adds to an attachment's presence set (this node's members) the members
+    /// other nodes entered, from the engine's presence store. Read after the
+    /// attach: an event another node announces from then on reaches the new
+    /// subscriber too, so it ends with the right set whichever comes first.
+    async fn with_other_nodes_members(
+        &self,
+        channel: &Channel,
+        mut att: Attachment,
+    ) -> Result<Attachment, AblyError> {
+        let owned = self.engine.presence.owned_members(&channel.name).await?;
+        let key = |m: &crate::protocol::PresenceMessage| {
+            (
+                m.connection_id.clone(),
+                m.client_id.clone().unwrap_or_default(),
+            )
+        };
+        let local: std::collections::HashSet<_> = att.members.iter().map(key).collect();
+        att.members.extend(
+            owned
+                .into_iter()
+                .filter(|(node, m)| *node != self.node_id && !local.contains(&key(m)))
+                .map(|(_, m)| m),
+        );
+        Ok(att)
+    }
+
     /// Writes presence changes (in the order the channel applied them) to the
-    /// engine's presence store, owned by this node.
+    /// engine's presence store, owned by this node, then hands them to the other
+    /// nodes through the broker for their presence subscribers. In the channel's
+    /// order (see [`crate::engine::OrderedCalls`]).
     fn store_presence(&self, channel: &str, changes: Vec<crate::protocol::PresenceMessage>) {
         if changes.is_empty() {
             return;
         }
         let store = self.engine.presence.clone();
-        let (channel, node) = (channel.to_owned(), self.node_id.clone());
-        crate::engine::now_or_spawn(Box::pin(async move {
-            for m in changes {
-                let connection_id = m.connection_id.clone().unwrap_or_default();
-                let client_id = m.client_id.clone().unwrap_or_default();
-                if m.action == Some(crate::presence::actions::LEAVE) {
-                    log_engine_error(store.leave(&channel, &connection_id, &client_id).await);
-                } else {
-                    let mut present = m;
-                    present.action = Some(crate::presence::actions::PRESENT);
-                    let now = now_ms();
-                    log_engine_error(store.enter(&channel, &node, present, now).await);
+        let broker = self.engine.broker.clone();
+        let (name, node) = (channel.to_owned(), self.node_id.clone());
+        let announce = self.presence_publication(channel, changes.clone());
+        self.presence_out.run(
+            channel,
+            Box::pin(async move {
+                for m in changes {
+                    let connection_id = m.connection_id.clone().unwrap_or_default();
+                    let client_id = m.client_id.clone().unwrap_or_default();
+                    if m.action == Some(crate::presence::actions::LEAVE) {
+                        log_engine_error(store.leave(&name, &connection_id, &client_id).await);
+                    } else {
+                        let mut present = m;
+                        present.action = Some(crate::presence::actions::PRESENT);
+                        let now = now_ms();
+                        log_engine_error(store.enter(&name, &node, present, now).await);
+                    }
                 }
-            }
-        }));
+                log_engine_error(broker.publish(announce).await);
+            }),
+        );
+    }
+
+    /// Presence events of this node as a broker publication (no position).
+    fn presence_publication(
+        &self,
+        channel: &str,
+        events: Vec<crate::protocol::PresenceMessage>,
+    ) -> Publication {
+        Publication {
+            channel: channel.to_owned(),
+            proto_id: String::new(),
+            connection_id: None,
+            node: self.node_id.clone(),
+            publisher_conn: None,
+            timestamp: now_ms(),
+            origin: Origin::Realtime,
+            retention: Duration::ZERO,
+            payload: Payload::Presence(events),
+            positions: Vec::new(),
+        }
     }
 
     /// `channel`'s presence members on every node, optionally filtered (REST).
@@ -1371,11 +1442,38 @@ impl Hub {
             Ok(r) => r,
             Err(e) => return log_engine_error::<()>(Err(e)),
         };
-        for (channel, member) in reaped {
-            // Leaves of a dead node's members, where this node shows them.
-            if let Some(cid) = member.connection_id {
-                self.remove_presence(&cid, std::slice::from_ref(&channel));
+        // A dead node's members leave: announced here and, through the broker,
+        // on every other node (each member is reaped by one node only).
+        let mut by_channel: HashMap<String, Vec<crate::protocol::PresenceMessage>> = HashMap::new();
+        for (i, (channel, member)) in reaped.into_iter().enumerate() {
+            let connection_id = member.connection_id.clone().unwrap_or_default();
+            by_channel
+                .entry(channel)
+                .or_default()
+                .push(crate::protocol::PresenceMessage {
+                    id: Some(format!("synthetic-leave-{connection_id}:{now}:{i}")),
+                    action: Some(crate::presence::actions::LEAVE),
+                    timestamp: Some(now),
+                    extras: None,
+                    ..member
+                });
+        }
+        for (channel, leaves) in by_channel {
+            for m in &leaves {
+                self.record_presence(&channel, m);
             }
+            if let Some(ch) = self.existing_channel(&channel) {
+                ch.remote_presence(leaves.clone(), now);
+                ch.occupancy_changed(self.occupancy_debounce());
+            }
+            let announce = self.presence_publication(&channel, leaves);
+            let broker = self.engine.broker.clone();
+            self.presence_out.run(
+                &channel,
+                Box::pin(async move {
+                    log_engine_error(broker.publish(announce).await);
+                }),
+            );
         }
     }
 }
@@ -1883,6 +1981,125 @@ mod tests {
             b.presence_members("p", None, None).await.map(|m| m.len()),
             Ok(0),
             "gone after it"
+        );
+    }
+
+    /// A presence subscriber attached to `ch` on `h` through the hub (as a
+    /// connection attaches), with the SYNC set it got.
+    async fn presence_subscriber(
+        h: &Hub,
+        ch: &str,
+        id: u64,
+    ) -> (Arc<Outbox>, Vec<crate::protocol::PresenceMessage>) {
+        let (tx, rx) = crate::outbox::channel(16);
+        let channel = h.channel(ch);
+        let att = h
+            .attach(
+                &channel,
+                Subscriber::test(id, &format!("sub{id}"), tx),
+                Backlog::None,
+            )
+            .await
+            .expect("attach");
+        (rx, att.members)
+    }
+
+    /// The presence events of every PRESENCE frame queued on `rx`, as (action,
+    /// clientId).
+    fn presence_events(rx: &Outbox) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        while let Ok(f) = rx.try_recv() {
+            if f.message.action == crate::protocol::Action::Presence {
+                for m in f.message.presence.iter().flatten() {
+                    out.push((
+                        m.action.unwrap_or(0),
+                        m.client_id.clone().unwrap_or_default(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn enter(client: &str, connection: &str) -> crate::protocol::PresenceMessage {
+        crate::protocol::PresenceMessage {
+            id: Some(format!("{connection}:0:0")),
+            action: Some(crate::presence::actions::ENTER),
+            client_id: Some(client.into()),
+            connection_id: Some(connection.into()),
+            timestamp: Some(now_ms()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn presence_events_of_one_node_reach_presence_subscribers_on_another() {
+        use crate::presence::actions::{ENTER, LEAVE};
+        let (a, b) = two_nodes();
+        let (on_b, synced) = presence_subscriber(&b, "room", 1).await;
+        assert!(synced.is_empty());
+        let (on_a, _) = presence_subscriber(&a, "room", 2).await;
+        a.presence("room", vec![enter("ann", "c1")], "c1")
+            .expect("enter");
+        assert_eq!(presence_events(&on_b), vec![(ENTER, "ann".to_owned())]);
+        assert_eq!(
+            presence_events(&on_a),
+            vec![(ENTER, "ann".to_owned())],
+            "the entering node's subscribers get it once, not again from the broker"
+        );
+        a.remove_presence("c1", &["room".to_owned()]);
+        assert_eq!(presence_events(&on_b), vec![(LEAVE, "ann".to_owned())]);
+        assert_eq!(presence_events(&on_a), vec![(LEAVE, "ann".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn an_attach_on_one_node_syncs_the_members_other_nodes_entered() {
+        let (a, b) = two_nodes();
+        a.presence("room", vec![enter("ann", "c1")], "c1")
+            .expect("enter on a");
+        b.presence("room", vec![enter("bob", "c2")], "c2")
+            .expect("enter on b");
+        let (_on_b, synced) = presence_subscriber(&b, "room", 1).await;
+        let mut clients: Vec<String> = synced.iter().filter_map(|m| m.client_id.clone()).collect();
+        clients.sort();
+        assert_eq!(
+            clients,
+            vec!["ann", "bob"],
+            "each member once, from both nodes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_nodes_members_leave_on_every_live_node() {
+        use crate::presence::actions::LEAVE;
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine::in_process(history.clone());
+        let node = || {
+            Hub::try_with_engine(RealtimeConfig::default(), history.clone(), engine.clone())
+                .expect("hub")
+        };
+        let (dead, b, c) = (node(), node(), node());
+        let (on_b, _) = presence_subscriber(&b, "room", 1).await;
+        let (on_c, _) = presence_subscriber(&c, "room", 2).await;
+        dead.presence("room", vec![enter("ann", "c9")], "c9")
+            .expect("enter");
+        presence_events(&on_b);
+        presence_events(&on_c);
+        let now = now_ms();
+        // b and c keep beating; the node that entered ann does not.
+        c.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, 120_000)
+            .await;
+        b.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, 120_000)
+            .await;
+        assert_eq!(
+            presence_events(&on_c),
+            vec![(LEAVE, "ann".to_owned())],
+            "the reaping node announces the leave"
+        );
+        assert_eq!(
+            presence_events(&on_b),
+            vec![(LEAVE, "ann".to_owned())],
+            "and so does every other node, once"
         );
     }
 

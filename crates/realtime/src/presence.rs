@@ -201,6 +201,25 @@ impl Channel {
         n
     }
 
+    /// Passes presence events another node applied to its members to this node's
+    /// presence subscribers (after any queued here). The members themselves stay
+    /// in the engine's presence store: this node's set holds its own only.
+    pub fn remote_presence(&self, events: Vec<PresenceMessage>, timestamp: i64) {
+        if events.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        Self::flush_presence_batch(&self.name, &mut st);
+        let frame = SharedFrame::new(ProtocolMessage {
+            action: Action::Presence,
+            channel: Some(self.name.clone()),
+            timestamp: Some(timestamp),
+            presence: Some(events),
+            ..Default::default()
+        });
+        Self::fan_out_presence(&st, &frame);
+    }
+
     fn fan_out_presence(st: &crate::channel::State, frame: &Arc<SharedFrame>) {
         for sub in st.subscribers.values().filter(|s| s.presence) {
             // Refused only for an evicted connection, which is disconnecting.

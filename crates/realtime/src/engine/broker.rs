@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::{ready, BoxFuture, EngineResult};
 use crate::channel::{format_serial, Origin};
 use crate::history::{Direction, HistoryPage, HistoryQuery, HistoryStore, StoredMessage};
-use crate::protocol::{Annotation, Message};
+use crate::protocol::{Annotation, Message, PresenceMessage};
 
 /// What a publication carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,11 @@ pub enum Payload {
     },
     /// An annotation: takes one position, not kept in history.
     Annotation(Box<Annotation>),
+    /// Presence events one node applied to its members (enters, updates, leaves,
+    /// in that node's order): no position, not kept in history. The other nodes
+    /// pass them to their presence subscribers; the members themselves are in
+    /// the [`super::PresenceStore`].
+    Presence(Vec<PresenceMessage>),
 }
 
 /// One publish on one channel, as it travels from the node that took it, through
@@ -65,6 +70,7 @@ impl Publication {
         match &self.payload {
             Payload::Messages(m) => m.len(),
             Payload::Version { .. } | Payload::Annotation(_) => 1,
+            Payload::Presence(_) => 0,
         }
     }
 
@@ -100,6 +106,7 @@ impl Publication {
             Payload::Annotation(a) => {
                 a.serial = positions.first().map(|p| format_serial(*p));
             }
+            Payload::Presence(_) => {}
         }
         self.positions = positions;
     }
@@ -122,7 +129,7 @@ impl Publication {
                 .first()
                 .map(|p| vec![entry(*p, stored.as_ref())])
                 .unwrap_or_default(),
-            Payload::Annotation(_) => Vec::new(),
+            Payload::Annotation(_) | Payload::Presence(_) => Vec::new(),
         }
     }
 }
@@ -601,6 +608,43 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
         tail.position, an.positions[0],
         "position counts the annotation"
     );
+
+    // Presence events take no position, are not kept, and reach every node.
+    let mut presence = publication(c, &[], now_ms);
+    let event = crate::protocol::PresenceMessage {
+        action: Some(crate::presence::actions::ENTER),
+        client_id: Some("ann".into()),
+        connection_id: Some("conn".into()),
+        ..Default::default()
+    };
+    presence.payload = Payload::Presence(vec![event.clone()]);
+    let pr = b.publish(presence).await.expect("presence");
+    assert!(pr.positions.is_empty(), "presence takes no position");
+    assert_eq!(
+        a.position(c).await,
+        Ok(an.last_position()),
+        "presence leaves the position alone"
+    );
+    for (who, node) in [("a", &node_a), ("b", &node_b)] {
+        let got: Vec<Payload> = node
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(ch, _, p)| ch == c && matches!(p, Payload::Presence(_)))
+            .map(|(_, _, p)| p.clone())
+            .collect();
+        assert_eq!(
+            got,
+            vec![Payload::Presence(vec![event.clone()])],
+            "node {who} receives the presence events once"
+        );
+    }
+    let after = a
+        .since(c, an.positions[0], 100, now_ms)
+        .await
+        .expect("since");
+    assert!(after.page.messages.is_empty(), "presence is not in history");
 
     // Atomic position + append under concurrent publishers on both nodes: no
     // duplicate or lost position, history and fan-out in the same order.

@@ -39,9 +39,24 @@ pub trait PresenceStore: Send + Sync {
         client_id: &'a str,
     ) -> BoxFuture<'a, EngineResult<bool>>;
 
+    /// `channel`'s members with the node owning each, ordered by (connectionId,
+    /// clientId). A node's SYNC takes the other nodes' members from here (its own
+    /// are in its channels, changed under their locks).
+    fn owned_members<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, EngineResult<Vec<(String, PresenceMessage)>>>;
+
     /// `channel`'s members, ordered by (connectionId, clientId).
-    fn members<'a>(&'a self, channel: &'a str)
-        -> BoxFuture<'a, EngineResult<Vec<PresenceMessage>>>;
+    fn members<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, EngineResult<Vec<PresenceMessage>>> {
+        Box::pin(async move {
+            let owned = self.owned_members(channel).await?;
+            Ok(owned.into_iter().map(|(_, m)| m).collect())
+        })
+    }
 
     /// Records that `node` is alive at `now_ms`.
     fn heartbeat<'a>(&'a self, node: &'a str, now_ms: i64) -> BoxFuture<'a, EngineResult<()>>;
@@ -123,15 +138,15 @@ impl PresenceStore for MemoryPresenceStore {
         ready(Ok(gone))
     }
 
-    fn members<'a>(
+    fn owned_members<'a>(
         &'a self,
         channel: &'a str,
-    ) -> BoxFuture<'a, EngineResult<Vec<PresenceMessage>>> {
+    ) -> BoxFuture<'a, EngineResult<Vec<(String, PresenceMessage)>>> {
         let m = self.lock();
         let list = m
             .channels
             .get(channel)
-            .map(|ms| ms.values().map(|(_, p)| p.clone()).collect())
+            .map(|ms| ms.values().cloned().collect())
             .unwrap_or_default();
         ready(Ok(list))
     }
@@ -226,7 +241,37 @@ pub async fn contract_suite(a: Arc<dyn PresenceStore>, b: Arc<dyn PresenceStore>
         "same from either node"
     );
 
-    // Entering again replaces.
+    let owners: Vec<(String, (String, String))> = b
+        .owned_members(c)
+        .await
+        .expect("owned members")
+        .iter()
+        .map(|(node, m)| (node.clone(), key_of(m)))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![
+            ("n2".to_owned(), ("c1".to_owned(), "amy".to_owned())),
+            ("n1".to_owned(), ("c1".to_owned(), "zed".to_owned())),
+            ("n1".to_owned(), ("c2".to_owned(), "bob".to_owned())),
+        ],
+        "each member with the node that entered it"
+    );
+
+    // Entering again replaces (and the new enterer owns it).
+    b.enter(c, "n2", member("c2", "bob", "w"), t)
+        .await
+        .expect("enter");
+    assert_eq!(
+        a.owned_members(c)
+            .await
+            .expect("owned members")
+            .iter()
+            .find(|(_, m)| key_of(m) == ("c2".to_owned(), "bob".to_owned()))
+            .map(|(node, _)| node.as_str()),
+        Some("n2"),
+        "entering again takes ownership"
+    );
     a.enter(c, "n1", member("c2", "bob", "y"), t)
         .await
         .expect("enter");

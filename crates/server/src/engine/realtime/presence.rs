@@ -42,6 +42,18 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('HDEL', KEYS[1], ARGV[1])
 "#;
 
+/// Every member of the channel with its owner, as owner, member, owner, member…
+/// (one script: the two hashes read at one moment).
+const OWNED_MEMBERS: &str = r#"
+local members = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #members, 2 do
+  out[#out + 1] = redis.call('HGET', KEYS[2], members[i]) or ''
+  out[#out + 1] = members[i + 1]
+end
+return out
+"#;
+
 /// Removes and returns every member of the channel owned by node ARGV[1].
 const REAP_CHANNEL: &str = r#"
 local owners = redis.call('HGETALL', KEYS[2])
@@ -140,7 +152,7 @@ fn order_key(m: &PresenceMessage) -> (String, String) {
     )
 }
 
-/// A member as the engine keeps it (msgpack), from a script's or HVALS's reply.
+/// A member as the engine keeps it (msgpack), from a script's reply.
 fn decode_member(reply: Reply) -> EngineResult<PresenceMessage> {
     let value = bulk(reply)?.ok_or_else(|| EngineError("a nil presence member".into()))?;
     rmp_serde::from_slice(&value).map_err(|e| {
@@ -199,24 +211,25 @@ impl PresenceStore for RedisPresenceStore {
         })
     }
 
-    fn members<'a>(
+    fn owned_members<'a>(
         &'a self,
         channel: &'a str,
-    ) -> BoxFuture<'a, EngineResult<Vec<PresenceMessage>>> {
+    ) -> BoxFuture<'a, EngineResult<Vec<(String, PresenceMessage)>>> {
         Box::pin(async move {
-            let members = Self::channel_keys(channel).swap_remove(0);
-            let reply = run_one(
+            let reply = eval(
                 &self.cluster,
-                Some(&members),
-                vec![arg("HVALS"), arg(members.as_str())],
+                OWNED_MEMBERS,
+                &Self::channel_keys(channel),
+                Vec::new(),
                 true,
             )
             .await?;
-            let mut list = array(reply)?
-                .into_iter()
-                .map(decode_member)
-                .collect::<EngineResult<Vec<_>>>()?;
-            list.sort_by_key(order_key);
+            let mut flat = array(reply)?.into_iter();
+            let mut list = Vec::new();
+            while let (Some(owner), Some(member)) = (flat.next(), flat.next()) {
+                list.push((text(owner)?, decode_member(member)?));
+            }
+            list.sort_by_key(|(_, m)| order_key(m));
             Ok(list)
         })
     }
