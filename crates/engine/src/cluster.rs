@@ -408,6 +408,11 @@ impl Cluster {
                     self.standalone.store(true, Ordering::Relaxed);
                     SlotMap::standalone(&addr)
                 }
+                Reply::Error(e) if e.starts_with("NOAUTH") => {
+                    return Err(EngineError::Config(format!(
+                        "{addr}: {e} (the engine URL needs redis://[user]:password@…)"
+                    )));
+                }
                 Reply::Error(e) => {
                     last_error = EngineError::Protocol(format!("{addr}: CLUSTER SLOTS: {e}"));
                     continue;

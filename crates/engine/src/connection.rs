@@ -101,9 +101,7 @@ impl NodeConnection {
     ) -> Result<NodeConnection, EngineError> {
         let unreachable = |e: String| EngineError::Unreachable(format!("{addr}: {e}"));
         let (mut reader, mut writer) =
-            tokio::time::timeout(timeout, connect_stream(addr, connector.tls.as_ref()))
-                .await
-                .map_err(|_| unreachable("connect timed out".into()))??;
+            connect_stream(addr, connector.tls.as_ref(), timeout).await?;
         let credentials = connector.credentials.as_ref();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut handshake: Vec<Vec<Bytes>> = Vec::new();
@@ -202,14 +200,18 @@ impl NodeConnection {
     }
 }
 
-/// The stream to `addr`, TLS over TCP when `tls` is given, in halves.
+/// The stream to `addr`, TLS over TCP when `tls` is given, in halves; the
+/// connect and the TLS handshake each within `timeout`.
 async fn connect_stream(
     addr: &str,
     tls: Option<&EngineTls>,
+    timeout: Duration,
 ) -> Result<(ReadHalf, WriteHalf), EngineError> {
-    let stream = TcpStream::connect(addr)
+    let unreachable = |e: String| EngineError::Unreachable(format!("{addr}: {e}"));
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|e| EngineError::Unreachable(format!("{addr}: {e}")))?;
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     Ok(match tls {
         None => {
@@ -217,7 +219,11 @@ async fn connect_stream(
             (Box::new(r), Box::new(w))
         }
         Some(tls) => {
-            let (r, w) = tokio::io::split(tls.handshake(addr, stream).await?);
+            // A plain port never answers a ClientHello: it waits for a line.
+            let stream = tokio::time::timeout(timeout, tls.handshake(addr, stream))
+                .await
+                .map_err(|_| unreachable("TLS handshake timed out (is it a TLS port?)".into()))??;
+            let (r, w) = tokio::io::split(stream);
             (Box::new(r), Box::new(w))
         }
     })
