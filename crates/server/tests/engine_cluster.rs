@@ -550,7 +550,10 @@ async fn a_standalone_server_is_one_node_owning_every_slot() {
 #[tokio::test]
 async fn unsupported_or_unreachable_engines_stop_the_start() {
     for (engine, expect) in [
-        ("rediss://127.0.0.1:1,redis://127.0.0.1:2", "mix redis:// and rediss://"),
+        (
+            "rediss://127.0.0.1:1,redis://127.0.0.1:2",
+            "mix redis:// and rediss://",
+        ),
         ("http://127.0.0.1:1", "expected redis://"),
         ("redis://127.0.0.1:1", "cannot reach the engine"),
     ] {

@@ -143,6 +143,38 @@ async fn a_tls_engine_is_verified_against_the_given_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_cluster_s_masters_are_reached_over_tls() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let tls = pki(certs.path(), "cluster");
+    let ca = tls.2.clone();
+    let cluster = tokio::task::spawn_blocking(move || RedisCluster::with_tls(tls))
+        .await
+        .expect("TLS cluster starts");
+    // One TLS seed: the other masters come from CLUSTER SLOTS, with TLS ports.
+    let seed = format!(
+        "rediss://127.0.0.1:{}",
+        cluster.masters[0].tls_port.expect("a TLS port")
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = tidewire_server::start(config(&seed, Some(&ca), &dir))
+        .await
+        .expect("starts on the TLS cluster");
+    let mut r = Raw::connect(&node).await;
+    for i in 0..40 {
+        let key = format!("tk{i}");
+        assert_eq!(r.cmd(&["SET", &key, "v"]).await, V::Simple("OK".into()));
+        assert_eq!(r.cmd(&["GET", &key]).await, V::bulk("v"));
+    }
+    // Every master got some of them, read over its plain port.
+    for master in &cluster.masters {
+        let keys: i64 = master.cmd(&["DBSIZE"]);
+        assert!(keys > 0, "{} holds none of the keys", master.addr());
+    }
+    assert_eq!(r.cmd(&["DBSIZE"]).await, V::Int(40));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_cluster_authenticates_every_connection() {
     let cluster = tokio::task::spawn_blocking(|| RedisCluster::with_password("cl-pass"))
         .await

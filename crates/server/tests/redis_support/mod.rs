@@ -128,6 +128,9 @@ fn start_node_with(dir: &std::path::Path, cluster: Option<u32>, extra: &Extra) -
         cmd.args(["--tls-port", &p.to_string()])
             .args(["--tls-cert-file", cert, "--tls-key-file", key])
             .args(["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]);
+        if cluster.is_some() {
+            cmd.args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
     }
     let child = cmd
         .stdout(Stdio::null())
@@ -197,6 +200,16 @@ impl RedisCluster {
         RedisCluster::create(false, &extra)
     }
 
+    /// Three masters speaking TLS to clients and to each other (`tls-cluster
+    /// yes`), with `(cert, key, ca)`; each keeps a plain port for the tests.
+    pub fn with_tls(tls: (String, String, String)) -> RedisCluster {
+        let extra = Extra {
+            tls: Some(tls),
+            ..Extra::default()
+        };
+        RedisCluster::create(false, &extra)
+    }
+
     /// Three masters and a replica of each, with a short node timeout so that a
     /// killed master's replica takes over within seconds.
     pub fn with_replicas() -> RedisCluster {
@@ -213,9 +226,15 @@ impl RedisCluster {
         if let Some(p) = &extra.password {
             create.args(["--no-auth-warning", "-a", p]);
         }
+        if let Some((_, _, ca)) = &extra.tls {
+            create.args(["--tls", "--cacert", ca]);
+        }
         create.arg("--cluster").arg("create");
         for n in &nodes {
-            create.arg(n.addr());
+            match n.tls_port {
+                Some(p) => create.arg(format!("127.0.0.1:{p}")),
+                None => create.arg(n.addr()),
+            };
         }
         if replicas {
             create.args(["--cluster-replicas", "1"]);
