@@ -418,6 +418,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_close_by_the_engine_is_reported_and_a_drop_here_is_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            // The first connection is closed by the "engine"…
+            let (first, _) = listener.accept().await.unwrap();
+            drop(first);
+            // …the second by us: the engine sees EOF and closes in turn.
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            while second.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let lost = Arc::new(Notify::new());
+        let connector = Connector {
+            lost: Some(lost.clone()),
+            ..Connector::default()
+        };
+        let wait = Duration::from_secs(5);
+        let first = NodeConnection::open(&addr, &connector, Protocol::Resp2, wait)
+            .await
+            .unwrap();
+        tokio::time::timeout(wait, lost.notified())
+            .await
+            .expect("the engine's close is reported");
+        assert!(!first.is_alive());
+        let second = NodeConnection::open(&addr, &connector, Protocol::Resp2, wait)
+            .await
+            .unwrap();
+        drop(second);
+        tokio::time::timeout(wait, server)
+            .await
+            .expect("a dropped connection is closed")
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), lost.notified()).await;
+        assert!(quiet.is_err(), "a connection dropped here is no loss");
+    }
+
+    #[tokio::test]
     async fn replies_reach_their_requests_in_order_and_a_close_fails_the_rest() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
