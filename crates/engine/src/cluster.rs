@@ -61,7 +61,8 @@ pub struct ConnectOptions {
     /// For `rediss://`: the CA (PEM) the nodes' certificates must chain to;
     /// `None`: the webpki roots.
     pub tls_ca: Option<PathBuf>,
-    /// How often a cluster's slot map is read in the background.
+    /// How often a cluster's slot map is read in the background; periods
+    /// under 250 ms count as 250 ms.
     pub refresh_every: Duration,
 }
 

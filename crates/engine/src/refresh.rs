@@ -24,6 +24,9 @@ const QUICK_READS: u32 = 40;
 
 /// Starts the refresh of `cluster`; it stops once the cluster is dropped.
 pub(crate) fn spawn(cluster: &Arc<Cluster>, lost: Arc<Notify>, every: Duration) {
+    // Reads closer together than this would be skipped anyway (see
+    // `Cluster::read_topology`); a zero period would spin.
+    let every = every.max(QUICK_EVERY);
     let weak: Weak<Cluster> = Arc::downgrade(cluster);
     tokio::spawn(async move {
         let mut quick_left = 0u32;
