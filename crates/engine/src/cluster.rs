@@ -105,9 +105,11 @@ impl Cluster {
         options: ConnectOptions,
     ) -> Result<Arc<Cluster>, EngineError> {
         let first = seeds.first();
-        let tls = match first.is_some_and(|s| s.tls) {
-            true => Some(EngineTls::new(options.tls_ca.as_deref())?),
-            false => None,
+        // The seeds share one scheme (`parse_seeds` checks), so the first tells.
+        let tls = if first.is_some_and(|s| s.tls) {
+            Some(EngineTls::new(options.tls_ca.as_deref())?)
+        } else {
+            None
         };
         let lost = Arc::new(tokio::sync::Notify::new());
         let connector = Connector {
