@@ -4,11 +4,17 @@
 //! `-TRYAGAIN` / `-CLUSTERDOWN`, refresh the map and retry after a short pause. All
 //! of it is bounded: past [`MAX_ATTEMPTS`] the caller gets an error.
 //!
+//! Besides redirects, the map is read again in the background (see
+//! [`crate::refresh`]): every few seconds, and promptly after a connection is
+//! lost, so a failover or a resharding is noticed before a request hits it, and
+//! connections to nodes that stopped being masters are closed.
+//!
 //! Locks guard only the slot map and the connection table, and are never held
 //! across an `.await`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,9 +22,10 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tidewire_resp::{Protocol, Reply};
 
-use crate::connection::{NodeConnection, PushSink};
+use crate::connection::{Connector, NodeConnection, PushSink};
 use crate::error::EngineError;
-use crate::seed::{Credentials, Seed};
+use crate::seed::Seed;
+use crate::tls::EngineTls;
 use crate::topology::{join_addr, split_addr, SlotMap};
 
 /// Tries of one request: redirects and retries together.
@@ -48,10 +55,33 @@ enum Redirect {
     Wait,
 }
 
+/// How to reach the engine beyond what the seed URLs say.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// For `rediss://`: the CA (PEM) the nodes' certificates must chain to;
+    /// `None`: the webpki roots.
+    pub tls_ca: Option<PathBuf>,
+    /// How often a cluster's slot map is read in the background; periods
+    /// under 250 ms count as 250 ms.
+    pub refresh_every: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            tls_ca: None,
+            refresh_every: crate::refresh::DEFAULT_EVERY,
+        }
+    }
+}
+
 /// The engine: its seeds, slot map and one connection per node and protocol.
 pub struct Cluster {
     seeds: Vec<String>,
-    credentials: Option<Credentials>,
+    /// Credentials, TLS and the lost-connection signal, for every connection.
+    connector: Connector,
+    /// The engine answered as a standalone server: its map never changes.
+    standalone: AtomicBool,
     slots: RwLock<SlotMap>,
     /// Shared connections by address: `[RESP2, RESP3]`. Looked up by `&str`, so
     /// finding one allocates nothing.
@@ -65,16 +95,41 @@ impl Cluster {
     /// none does, or if the credentials are refused, so a misconfigured node does
     /// not start.
     pub async fn connect(seeds: Vec<Seed>) -> Result<Arc<Cluster>, EngineError> {
-        let credentials = seeds.first().and_then(|s| s.credentials.clone());
+        Cluster::connect_with(seeds, ConnectOptions::default()).await
+    }
+
+    /// [`Cluster::connect`] with options; a cluster (not a standalone server)
+    /// gets its background topology refresh.
+    pub async fn connect_with(
+        seeds: Vec<Seed>,
+        options: ConnectOptions,
+    ) -> Result<Arc<Cluster>, EngineError> {
+        let first = seeds.first();
+        // The seeds share one scheme (`parse_seeds` checks), so the first tells.
+        let tls = if first.is_some_and(|s| s.tls) {
+            Some(EngineTls::new(options.tls_ca.as_deref())?)
+        } else {
+            None
+        };
+        let lost = Arc::new(tokio::sync::Notify::new());
+        let connector = Connector {
+            credentials: first.and_then(|s| s.credentials.clone()),
+            tls,
+            lost: Some(lost.clone()),
+        };
         let cluster = Arc::new(Cluster {
             seeds: seeds.into_iter().map(|s| s.addr).collect(),
-            credentials,
+            connector,
+            standalone: AtomicBool::new(false),
             slots: RwLock::new(SlotMap::default()),
             connections: Mutex::new([HashMap::new(), HashMap::new()]),
             started: Instant::now(),
             last_refresh_ms: AtomicU64::new(0),
         });
         cluster.read_topology().await?;
+        if !cluster.standalone.load(Ordering::Relaxed) {
+            crate::refresh::spawn(&cluster, lost, options.refresh_every);
+        }
         Ok(cluster)
     }
 
@@ -206,13 +261,8 @@ impl Cluster {
         pushes: PushSink,
     ) -> Result<(Arc<str>, NodeConnection), EngineError> {
         let addr = self.route(slot).await?;
-        let conn = NodeConnection::open_subscriber(
-            &addr,
-            self.credentials.as_ref(),
-            CONNECT_TIMEOUT,
-            pushes,
-        )
-        .await?;
+        let conn = NodeConnection::open_subscriber(&addr, &self.connector, CONNECT_TIMEOUT, pushes)
+            .await?;
         Ok((addr, conn))
     }
 
@@ -264,10 +314,7 @@ impl Cluster {
         };
         let mut replies = match own {
             None => self.send(addr, proto, commands).await?,
-            Some(own) => {
-                own.send(addr, proto, self.credentials.as_ref(), commands)
-                    .await?
-            }
+            Some(own) => own.send(addr, proto, &self.connector, commands).await?,
         };
         if asking {
             if replies.is_empty() {
@@ -303,14 +350,30 @@ impl Cluster {
         {
             return Ok(conn.clone());
         }
-        let conn =
-            NodeConnection::open(addr, self.credentials.as_ref(), proto, CONNECT_TIMEOUT).await?;
+        let conn = NodeConnection::open(addr, &self.connector, proto, CONNECT_TIMEOUT).await?;
         self.connections.lock()[table].insert(addr.into(), conn.clone());
         Ok(conn)
     }
 
+    /// The nodes this engine client holds shared connections to (diagnostics,
+    /// tests): the masters it has sent to, never a node that stopped being one.
+    pub fn connected_nodes(&self) -> Vec<Arc<str>> {
+        let tables = self.connections.lock();
+        let mut nodes: Vec<Arc<str>> = tables.iter().flat_map(|t| t.keys().cloned()).collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Reads the slot map again (the background refresh).
+    pub(crate) async fn refresh(&self) -> Result<(), EngineError> {
+        self.read_topology().await
+    }
+
     /// Reads the slot map from a known master or a seed, unless that was done a
-    /// moment ago.
+    /// moment ago; masters already connected are asked first (they answer
+    /// without a new connection), and shared connections to nodes the new map
+    /// does not name as masters are closed.
     async fn read_topology(&self) -> Result<(), EngineError> {
         let now = self.started.elapsed().as_millis() as u64 + REFRESH_INTERVAL_MS;
         let last = self.last_refresh_ms.load(Ordering::Relaxed);
@@ -319,6 +382,11 @@ impl Cluster {
         }
         self.last_refresh_ms.store(now, Ordering::Relaxed);
         let mut candidates: Vec<String> = self.masters().iter().map(|m| m.to_string()).collect();
+        {
+            let tables = self.connections.lock();
+            let live = |m: &String| tables[0].get(m.as_str()).is_some_and(|c| c.is_alive());
+            candidates.sort_by_key(|m| !live(m));
+        }
         for seed in &self.seeds {
             if !candidates.contains(seed) {
                 candidates.push(seed.clone());
@@ -340,7 +408,13 @@ impl Cluster {
             };
             let map = match &reply {
                 Reply::Error(e) if e.contains("cluster support disabled") => {
+                    self.standalone.store(true, Ordering::Relaxed);
                     SlotMap::standalone(&addr)
+                }
+                Reply::Error(e) if e.starts_with("NOAUTH") => {
+                    return Err(EngineError::Config(format!(
+                        "{addr}: {e} (the engine URL needs redis://[user]:password@…)"
+                    )));
                 }
                 Reply::Error(e) => {
                     last_error = EngineError::Protocol(format!("{addr}: CLUSTER SLOTS: {e}"));
@@ -355,7 +429,11 @@ impl Cluster {
                     }
                 },
             };
+            let masters = map.masters().to_vec();
             *self.slots.write() = map;
+            for table in self.connections.lock().iter_mut() {
+                table.retain(|node, _| masters.contains(node));
+            }
             return Ok(());
         }
         Err(last_error)
@@ -396,7 +474,7 @@ impl DedicatedConnection {
         &mut self,
         addr: &str,
         proto: Protocol,
-        credentials: Option<&Credentials>,
+        connector: &Connector,
         commands: &[Vec<Bytes>],
     ) -> Result<Vec<Reply>, EngineError> {
         // Taken out while a request is in flight: a caller that gives up on it
@@ -405,7 +483,7 @@ impl DedicatedConnection {
         // the engine, seeing the connection close, stops blocking for it.
         let conn = match self.current.take() {
             Some((a, p, c)) if &*a == addr && p == proto && c.is_alive() => c,
-            _ => NodeConnection::open(addr, credentials, proto, CONNECT_TIMEOUT).await?,
+            _ => NodeConnection::open(addr, connector, proto, CONNECT_TIMEOUT).await?,
         };
         let replies = conn.send(commands).await?;
         self.current = Some((addr.into(), proto, conn));

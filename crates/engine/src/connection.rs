@@ -1,7 +1,8 @@
 //! One pipelined connection to one engine node. Requests from every client of a
 //! Tidewire node share it: a writer task sends them in order, a reader task hands
 //! each its replies in the same order (RESP answers in order on one connection).
-//! Neither task holds a lock; they talk through channels.
+//! Neither task holds a lock; they talk through channels. The stream is TCP, or
+//! TLS over TCP for `rediss://` engines.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,13 +11,31 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tidewire_resp::{decode_lossy as decode, encode_command, Protocol, Reply};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::error::EngineError;
 use crate::seed::Credentials;
+use crate::tls::EngineTls;
+
+/// Either half of a plain or TLS stream: the loops do not care which.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What every connection to the engine's nodes is opened with: the seeds'
+/// credentials and scheme (nodes learned later are reached the same way), and
+/// whom to tell when one breaks.
+#[derive(Clone, Default, Debug)]
+pub struct Connector {
+    /// Sent with `AUTH` first thing on every connection.
+    pub credentials: Option<Credentials>,
+    /// `Some` for `rediss://`.
+    pub tls: Option<EngineTls>,
+    /// Notified when a connection is lost on the engine's side (not when it is
+    /// dropped here): the topology may have changed.
+    pub lost: Option<Arc<Notify>>,
+}
 
 /// Bytes gathered from queued requests before one write.
 const WRITE_BATCH: usize = 256 * 1024;
@@ -50,14 +69,15 @@ pub struct NodeConnection {
 }
 
 impl NodeConnection {
-    /// Connects, authenticates and (for RESP3) says `HELLO 3`, within `timeout`.
+    /// Connects (TLS first for `rediss://`), authenticates and (for RESP3) says
+    /// `HELLO 3`, within `timeout`.
     pub async fn open(
         addr: &str,
-        credentials: Option<&Credentials>,
+        connector: &Connector,
         proto: Protocol,
         timeout: Duration,
     ) -> Result<NodeConnection, EngineError> {
-        NodeConnection::open_with(addr, credentials, proto, timeout, None).await
+        NodeConnection::open_with(addr, connector, proto, timeout, None).await
     }
 
     /// A RESP3 connection for SUBSCRIBE and the like: what the engine pushes
@@ -65,27 +85,24 @@ impl NodeConnection {
     /// [`NodeConnection::send_without_reply`] get no reply of their own.
     pub async fn open_subscriber(
         addr: &str,
-        credentials: Option<&Credentials>,
+        connector: &Connector,
         timeout: Duration,
         pushes: PushSink,
     ) -> Result<NodeConnection, EngineError> {
-        NodeConnection::open_with(addr, credentials, Protocol::Resp3, timeout, Some(pushes)).await
+        NodeConnection::open_with(addr, connector, Protocol::Resp3, timeout, Some(pushes)).await
     }
 
     async fn open_with(
         addr: &str,
-        credentials: Option<&Credentials>,
+        connector: &Connector,
         proto: Protocol,
         timeout: Duration,
         pushes: Option<PushSink>,
     ) -> Result<NodeConnection, EngineError> {
         let unreachable = |e: String| EngineError::Unreachable(format!("{addr}: {e}"));
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| unreachable("connect timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) =
+            connect_stream(addr, connector.tls.as_ref(), timeout).await?;
+        let credentials = connector.credentials.as_ref();
         let mut inbuf = BytesMut::with_capacity(16 * 1024);
         let mut handshake: Vec<Vec<Bytes>> = Vec::new();
         if let Some(c) = credentials {
@@ -118,10 +135,22 @@ impl NodeConnection {
             .await
             .map_err(|_| unreachable("handshake timed out".into()))??;
         let alive = Arc::new(AtomicBool::new(true));
+        let dropped = Arc::new(AtomicBool::new(false));
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (waiting_tx, waiting_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_loop(writer, request_rx, waiting_tx, alive.clone()));
-        tokio::spawn(read_loop(reader, inbuf, waiting_rx, alive.clone(), pushes));
+        tokio::spawn(write_loop(
+            writer,
+            request_rx,
+            waiting_tx,
+            alive.clone(),
+            dropped.clone(),
+        ));
+        let ending = Ending {
+            alive: alive.clone(),
+            dropped,
+            lost: connector.lost.clone(),
+        };
+        tokio::spawn(read_loop(reader, inbuf, waiting_rx, ending, pushes));
         Ok(NodeConnection { requests, alive })
     }
 
@@ -171,9 +200,46 @@ impl NodeConnection {
     }
 }
 
+/// The stream to `addr`, TLS over TCP when `tls` is given, in halves; the
+/// connect and the TLS handshake each within `timeout`.
+async fn connect_stream(
+    addr: &str,
+    tls: Option<&EngineTls>,
+    timeout: Duration,
+) -> Result<(ReadHalf, WriteHalf), EngineError> {
+    let unreachable = |e: String| EngineError::Unreachable(format!("{addr}: {e}"));
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| unreachable("connect timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    Ok(match tls {
+        None => {
+            let (r, w) = stream.into_split();
+            (Box::new(r), Box::new(w))
+        }
+        Some(tls) => {
+            // A plain port never answers a ClientHello: it waits for a line.
+            let stream = tokio::time::timeout(timeout, tls.handshake(addr, stream))
+                .await
+                .map_err(|_| unreachable("TLS handshake timed out (is it a TLS port?)".into()))??;
+            let (r, w) = tokio::io::split(stream);
+            (Box::new(r), Box::new(w))
+        }
+    })
+}
+
+/// How a connection's reader learns how it ended: `dropped` is set when every
+/// handle was dropped here, so the close that follows is not a loss to report.
+struct Ending {
+    alive: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
+    lost: Option<Arc<Notify>>,
+}
+
 /// Reads one reply during the handshake.
 async fn read_one(
-    reader: &mut OwnedReadHalf,
+    reader: &mut ReadHalf,
     inbuf: &mut BytesMut,
     addr: &str,
 ) -> Result<Reply, EngineError> {
@@ -195,10 +261,11 @@ async fn read_one(
 }
 
 async fn write_loop(
-    mut writer: OwnedWriteHalf,
+    mut writer: WriteHalf,
     mut requests: mpsc::UnboundedReceiver<Request>,
     waiting: mpsc::UnboundedSender<Waiting>,
     alive: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
 ) {
     let mut out = BytesMut::with_capacity(16 * 1024);
     while let Some(first) = requests.recv().await {
@@ -230,7 +297,8 @@ async fn write_loop(
             }
         }
         if writer.write_all(&out).await.is_err() {
-            break;
+            alive.store(false, Ordering::Relaxed);
+            return;
         }
         for done in written {
             let _ = done.send(Ok(Vec::new()));
@@ -240,14 +308,19 @@ async fn write_loop(
             out = BytesMut::with_capacity(16 * 1024);
         }
     }
+    // Every handle is gone: close our side (a TLS close_notify, then FIN), so
+    // the engine closes too and the reader ends; a TLS read half would keep the
+    // stream open otherwise.
     alive.store(false, Ordering::Relaxed);
+    dropped.store(true, Ordering::Relaxed);
+    let _ = writer.shutdown().await;
 }
 
 async fn read_loop(
-    mut reader: OwnedReadHalf,
+    mut reader: ReadHalf,
     mut inbuf: BytesMut,
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
-    alive: Arc<AtomicBool>,
+    ending: Ending,
     pushes: Option<PushSink>,
 ) {
     let mut queue: VecDeque<Waiting> = VecDeque::new();
@@ -299,7 +372,12 @@ async fn read_loop(
             Err(e) => break EngineError::Lost(e.to_string()),
         }
     };
-    alive.store(false, Ordering::Relaxed);
+    ending.alive.store(false, Ordering::Relaxed);
+    if !ending.dropped.load(Ordering::Relaxed) {
+        if let Some(lost) = &ending.lost {
+            lost.notify_one();
+        }
+    }
     if let Some(sink) = &pushes {
         sink(None);
     }
@@ -340,6 +418,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_close_by_the_engine_is_reported_and_a_drop_here_is_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move {
+            // The first connection is closed by the "engine"…
+            let (first, _) = listener.accept().await.unwrap();
+            drop(first);
+            // …the second by us: the engine sees EOF and closes in turn.
+            let (mut second, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            while second.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        });
+        let lost = Arc::new(Notify::new());
+        let connector = Connector {
+            lost: Some(lost.clone()),
+            ..Connector::default()
+        };
+        let wait = Duration::from_secs(5);
+        let first = NodeConnection::open(&addr, &connector, Protocol::Resp2, wait)
+            .await
+            .unwrap();
+        tokio::time::timeout(wait, lost.notified())
+            .await
+            .expect("the engine's close is reported");
+        assert!(!first.is_alive());
+        let second = NodeConnection::open(&addr, &connector, Protocol::Resp2, wait)
+            .await
+            .unwrap();
+        drop(second);
+        tokio::time::timeout(wait, server)
+            .await
+            .expect("a dropped connection is closed")
+            .unwrap();
+        let quiet = tokio::time::timeout(Duration::from_millis(300), lost.notified()).await;
+        assert!(quiet.is_err(), "a connection dropped here is no loss");
+    }
+
+    #[tokio::test]
     async fn replies_reach_their_requests_in_order_and_a_close_fails_the_rest() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -354,9 +470,14 @@ mod tests {
             }
             s.write_all(b"+one\r\n:2\r\n").await.unwrap();
         });
-        let conn = NodeConnection::open(&addr, None, Protocol::Resp2, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let conn = NodeConnection::open(
+            &addr,
+            &Connector::default(),
+            Protocol::Resp2,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         let ping = vec![Bytes::from_static(b"PING")];
         let (a, b) = tokio::join!(conn.send(std::slice::from_ref(&ping)), async {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,5 +1,7 @@
-//! Seed URLs: `redis://[user:pass@]host:port`, comma-separated. The seeds are only
-//! where discovery starts; the cluster itself says which nodes own which slots.
+//! Seed URLs: `redis://[user:pass@]host:port` (`rediss://` for TLS),
+//! comma-separated. The seeds are only where discovery starts; the cluster itself
+//! says which nodes own which slots, and those nodes are reached with the seeds'
+//! scheme and credentials.
 
 use crate::error::EngineError;
 
@@ -26,13 +28,15 @@ pub struct Seed {
     /// `host:port`, as given to `TcpStream::connect`.
     pub addr: String,
     pub credentials: Option<Credentials>,
+    /// `rediss://`: TLS to this node (and so to every node of the engine).
+    pub tls: bool,
 }
 
 const DEFAULT_PORT: u16 = 6379;
 
 /// Parses a comma-separated list of seed URLs. Every seed must name the same
-/// credentials (they are the cluster's), and `rediss://` is refused until TLS to
-/// the engine is supported.
+/// credentials and the same scheme: they are the cluster's, and nodes learned
+/// later get them too.
 pub fn parse_seeds(list: &str) -> Result<Vec<Seed>, EngineError> {
     let seeds: Vec<Seed> = list
         .split(',')
@@ -48,19 +52,22 @@ pub fn parse_seeds(list: &str) -> Result<Vec<Seed>, EngineError> {
             "every engine URL must carry the same user and password".into(),
         ));
     }
+    if seeds.iter().any(|s| s.tls != first.tls) {
+        return Err(EngineError::Config(
+            "engine URLs mix redis:// and rediss://: the nodes of one engine are all reached with TLS or all without".into(),
+        ));
+    }
     Ok(seeds)
 }
 
 fn parse_seed(url: &str) -> Result<Seed, EngineError> {
     let bad = |why: &str| EngineError::Config(format!("{}: {why}", redact(url)));
-    let rest = if let Some(rest) = url.strip_prefix("redis://") {
-        rest
-    } else if url.starts_with("rediss://") {
-        return Err(bad(
-            "TLS to the engine (rediss://) is not supported yet; use redis:// on a trusted network",
-        ));
+    let (rest, tls) = if let Some(rest) = url.strip_prefix("redis://") {
+        (rest, false)
+    } else if let Some(rest) = url.strip_prefix("rediss://") {
+        (rest, true)
     } else {
-        return Err(bad("expected redis://host:port"));
+        return Err(bad("expected redis://host:port or rediss://host:port"));
     };
     // A path (`/0`) may only name database 0: a cluster has no other.
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -91,6 +98,7 @@ fn parse_seed(url: &str) -> Result<Seed, EngineError> {
     Ok(Seed {
         addr: format!("{host}:{port}"),
         credentials,
+        tls,
     })
 }
 
@@ -160,17 +168,21 @@ mod tests {
         let seeds = parse_seeds("redis://:secret@h:1").unwrap();
         let c = seeds[0].credentials.clone().unwrap();
         assert_eq!((c.user, c.password.as_str()), (None, "secret"));
+        assert!(!seeds[0].tls);
+        let seeds = parse_seeds("rediss://:secret@h:1,rediss://:secret@h2:2").unwrap();
+        assert!(seeds.iter().all(|s| s.tls));
+        assert_eq!(seeds[1].addr, "h2:2");
     }
 
     #[test]
     fn refusals_are_clear_and_hide_the_password() {
-        let e = parse_seeds("rediss://u:secret@h:1")
+        let e = parse_seeds("rediss://u:secret@h:1,redis://u:secret@h:2")
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("rediss://") && e.contains("not supported"),
-            "{e}"
-        );
+        assert!(e.contains("mix redis:// and rediss://"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let e = parse_seeds("http://u:secret@h:1").unwrap_err().to_string();
+        assert!(e.contains("expected redis://"), "{e}");
         assert!(!e.contains("secret"), "{e}");
         assert!(parse_seeds("http://h:1").is_err());
         assert!(parse_seeds("redis://h:1/3").is_err());

@@ -80,10 +80,14 @@ pub struct ServerFlags {
     #[arg(long, env = "TIDEWIRE_UPSTASH_PORT")]
     pub upstash_port: Option<u16>,
     /// Keep the keyspace on a Redis/Valkey Cluster shared with other Tidewire nodes:
-    /// seed URLs, comma-separated (`redis://[user:pass@]host:port`). Without it the
-    /// keyspace is embedded in this process.
+    /// seed URLs, comma-separated (`redis://[user:pass@]host:port`, `rediss://…`
+    /// for TLS). Without it the keyspace is embedded in this process.
     #[arg(long, env = "TIDEWIRE_ENGINE")]
     pub engine: Option<String>,
+    /// CA certificate file (PEM) that a `rediss://` engine's certificates must
+    /// chain to [default: the webpki roots, i.e. public CAs].
+    #[arg(long, env = "TIDEWIRE_ENGINE_TLS_CA")]
+    pub engine_tls_ca: Option<PathBuf>,
     /// Print `LISTENING resp=<port> http=<port>` on stdout once bound (for scripts
     /// and tests that start the server on port 0).
     #[arg(long, hide = true)]
@@ -184,6 +188,8 @@ struct FileConfig {
     threads: Option<usize>,
     /// Seed URLs of the Redis/Valkey Cluster the keyspace lives on.
     engine: Option<String>,
+    /// The CA file a `rediss://` engine's certificates chain to.
+    engine_tls_ca: Option<PathBuf>,
     /// Any Redis CONFIG parameter (`maxmemory = "1gb"`, `notify-keyspace-events = "Ex"`).
     #[serde(default)]
     redis: std::collections::BTreeMap<String, toml::Value>,
@@ -290,6 +296,9 @@ pub struct Config {
     /// Seed URLs of the Redis/Valkey Cluster holding the keyspace; `None`: the
     /// embedded store.
     pub engine: Option<String>,
+    /// The CA (PEM file) trusted for a `rediss://` engine; `None`: the webpki
+    /// roots.
+    pub engine_tls_ca: Option<PathBuf>,
     pub print_ports: bool,
     /// The file the configuration was read from (`--config`): where CONFIG
     /// REWRITE writes.
@@ -313,6 +322,7 @@ impl Default for Config {
             log_level: "info".into(),
             threads: None,
             engine: None,
+            engine_tls_ca: None,
             print_ports: false,
             config_file: None,
             redis: Vec::new(),
@@ -395,6 +405,11 @@ impl Config {
                 .clone()
                 .or(file.engine)
                 .filter(|e| !e.trim().is_empty()),
+            engine_tls_ca: flags
+                .engine_tls_ca
+                .clone()
+                .or(file.engine_tls_ca)
+                .filter(|p| !p.as_os_str().is_empty()),
             print_ports: flags.print_ports,
             config_file: flags.config.clone(),
             redis,
@@ -442,6 +457,7 @@ impl Config {
             log_level: Some(self.log_level.clone()),
             threads: self.threads,
             engine: self.engine.clone(),
+            engine_tls_ca: self.engine_tls_ca.clone(),
             redis: {
                 // A directive given several times (`user`) becomes an array.
                 let mut map = std::collections::BTreeMap::new();
@@ -608,6 +624,8 @@ mod tests {
             &path,
             r#"port = 7000
 threads = 3
+engine = "rediss://:pw@10.0.0.5:7000"
+engine_tls_ca = "/etc/tidewire/engine-ca.crt"
 [redis]
 maxmemory = "1mb"
 appendonly = "no"
@@ -646,6 +664,10 @@ max_presence_members = 9
         again.config_file = first.config_file.clone();
         assert_eq!(format!("{again:?}"), format!("{first:?}"), "{text}");
         assert!(text.contains("http_port = 7001"), "{text}");
+        assert!(
+            text.contains(r#"engine_tls_ca = "/etc/tidewire/engine-ca.crt""#),
+            "{text}"
+        );
         // Unknown keys are refused, so every key printed is one the file takes.
         assert_eq!(
             again.realtime.app_configs().unwrap()[0]
@@ -672,6 +694,7 @@ max_presence_members = 9
         let c = Config::resolve(&flags).unwrap();
         assert_eq!(c.port, 7100);
         assert_eq!(c.http_port, 7001);
+        assert_eq!(c.engine_tls_ca, None);
         assert_eq!(c.redis, vec![("maxmemory".to_string(), "1mb".to_string())]);
     }
 

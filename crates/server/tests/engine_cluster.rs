@@ -4,7 +4,8 @@
 //! follow a slot migrated between masters (ASK while it moves, MOVED after)
 //! without the client seeing an error; a killed master's replica takes over with
 //! no error seen by the client. Also: a standalone redis-server as the engine,
-//! and a clear startup error for what is not supported.
+//! and a clear startup error for what is not supported. TLS, passwords and the
+//! background topology refresh: `engine_security.rs`.
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
 
@@ -549,7 +550,10 @@ async fn a_standalone_server_is_one_node_owning_every_slot() {
 #[tokio::test]
 async fn unsupported_or_unreachable_engines_stop_the_start() {
     for (engine, expect) in [
-        ("rediss://127.0.0.1:1", "not supported"),
+        (
+            "rediss://127.0.0.1:1,redis://127.0.0.1:2",
+            "mix redis:// and rediss://",
+        ),
         ("http://127.0.0.1:1", "expected redis://"),
         ("redis://127.0.0.1:1", "cannot reach the engine"),
     ] {

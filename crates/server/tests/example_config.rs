@@ -16,6 +16,29 @@ fn example_config_parses() {
     tidewire_server::build_store(&config).expect("its redis parameters are accepted");
 }
 
+/// The engine settings the example shows commented out are keys the file takes.
+#[test]
+fn example_engine_settings_parse_when_uncommented() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tidewire.example.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let engine: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# engine"))
+        .map(|rest| format!("engine{rest}\n"))
+        .collect();
+    assert!(engine.contains("engine_tls_ca"), "{engine}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("engine.toml");
+    std::fs::write(&file, &engine).expect("write");
+    let config = Config::resolve(&ServerFlags {
+        config: Some(file),
+        ..Default::default()
+    })
+    .expect("the example's engine keys are valid");
+    assert!(config.engine.is_some());
+    assert!(config.engine_tls_ca.is_some());
+}
+
 /// `tidewire show-config` prints TOML, and a reader that stops early (`| head -1`)
 /// does not make it panic.
 #[test]

@@ -18,10 +18,11 @@ mod session;
 mod subscriptions;
 mod transaction;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tidewire_engine::Cluster;
+use tidewire_engine::{Cluster, ConnectOptions};
 
 pub use route::CROSSSLOT;
 pub use session::{EngineSession, Forwarded};
@@ -38,13 +39,23 @@ pub enum Engine {
 
 impl Engine {
     /// The engine the configuration names: connects and reads the topology, so a
-    /// wrong URL or password stops the start with a clear error.
-    pub async fn connect(urls: Option<&str>) -> anyhow::Result<Engine> {
+    /// wrong URL, password or certificate stops the start with a clear error.
+    /// `tls_ca`: the CA a `rediss://` engine's certificates chain to.
+    pub async fn connect(urls: Option<&str>, tls_ca: Option<&Path>) -> anyhow::Result<Engine> {
         let Some(urls) = urls.filter(|u| !u.trim().is_empty()) else {
             return Ok(Engine::Embedded);
         };
         let seeds = tidewire_engine::parse_seeds(urls)?;
-        let cluster = Cluster::connect(seeds)
+        if tls_ca.is_some() && !seeds.iter().any(|s| s.tls) {
+            tracing::warn!(
+                "engine-tls-ca is set but the engine URLs are redis://, not rediss://: no TLS"
+            );
+        }
+        let options = ConnectOptions {
+            tls_ca: tls_ca.map(Path::to_path_buf),
+            ..ConnectOptions::default()
+        };
+        let cluster = Cluster::connect_with(seeds, options)
             .await
             .context("cannot reach the engine (--engine)")?;
         tracing::info!(

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 pub struct Node {
     child: Child,
     pub port: u16,
+    /// `requirepass`, when started with one.
+    pub password: Option<String>,
+    /// The TLS port, when started with one (`port` stays plain).
+    pub tls_port: Option<u16>,
 }
 
 impl Drop for Node {
@@ -33,8 +37,12 @@ impl Node {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Its URL, with the password if it has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     /// A direct connection to this node (no cluster routing).
@@ -83,8 +91,22 @@ fn free_port() -> u16 {
     panic!("no free port pair for a cluster node");
 }
 
+/// How a node is started beyond the defaults.
+#[derive(Default, Clone)]
+pub struct Extra {
+    /// `requirepass` (and `masterauth`, so replicas can follow).
+    pub password: Option<String>,
+    /// `(cert, key, ca)` files: a TLS port beside the plain one, no client
+    /// certificate asked for.
+    pub tls: Option<(String, String, String)>,
+}
+
 /// `cluster`: the node timeout (ms) of a cluster node; `None`: a standalone server.
 fn start_node(dir: &std::path::Path, cluster: Option<u32>) -> Node {
+    start_node_with(dir, cluster, &Extra::default())
+}
+
+fn start_node_with(dir: &std::path::Path, cluster: Option<u32>, extra: &Extra) -> Node {
     let port = free_port();
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -96,6 +118,20 @@ fn start_node(dir: &std::path::Path, cluster: Option<u32>) -> Node {
             .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
             .args(["--cluster-node-timeout", &node_timeout.to_string()]);
     }
+    if let Some(p) = &extra.password {
+        cmd.args(["--requirepass", p, "--masterauth", p]);
+    }
+    let mut tls_port = None;
+    if let Some((cert, key, ca)) = &extra.tls {
+        let p = free_port();
+        tls_port = Some(p);
+        cmd.args(["--tls-port", &p.to_string()])
+            .args(["--tls-cert-file", cert, "--tls-key-file", key])
+            .args(["--tls-ca-cert-file", ca, "--tls-auth-clients", "no"]);
+        if cluster.is_some() {
+            cmd.args(["--tls-cluster", "yes", "--tls-replication", "yes"]);
+        }
+    }
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -103,7 +139,12 @@ fn start_node(dir: &std::path::Path, cluster: Option<u32>) -> Node {
         .unwrap_or_else(|e| {
             panic!("redis-server must be on the PATH for this test (./test.sh installs it): {e}")
         });
-    let node = Node { child, port };
+    let node = Node {
+        child,
+        port,
+        password: extra.password.clone(),
+        tls_port,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let ping = redis::Client::open(format!("{}/", node.url()))
@@ -124,9 +165,14 @@ pub struct Standalone {
 }
 
 pub fn standalone() -> Standalone {
+    standalone_with(&Extra::default())
+}
+
+/// A standalone redis-server with a password or a TLS port.
+pub fn standalone_with(extra: &Extra) -> Standalone {
     let dir = tempfile::tempdir().expect("temp dir");
     Standalone {
-        node: start_node(dir.path(), None),
+        node: start_node_with(dir.path(), None, extra),
         _dir: dir,
     }
 }
@@ -142,25 +188,53 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Three masters, no replica.
     pub fn start() -> RedisCluster {
-        RedisCluster::create(false)
+        RedisCluster::create(false, &Extra::default())
+    }
+
+    /// Three masters that require `password` (clients and the cluster tooling).
+    pub fn with_password(password: &str) -> RedisCluster {
+        let extra = Extra {
+            password: Some(password.into()),
+            ..Extra::default()
+        };
+        RedisCluster::create(false, &extra)
+    }
+
+    /// Three masters speaking TLS to clients and to each other (`tls-cluster
+    /// yes`), with `(cert, key, ca)`; each keeps a plain port for the tests.
+    pub fn with_tls(tls: (String, String, String)) -> RedisCluster {
+        let extra = Extra {
+            tls: Some(tls),
+            ..Extra::default()
+        };
+        RedisCluster::create(false, &extra)
     }
 
     /// Three masters and a replica of each, with a short node timeout so that a
     /// killed master's replica takes over within seconds.
     pub fn with_replicas() -> RedisCluster {
-        RedisCluster::create(true)
+        RedisCluster::create(true, &Extra::default())
     }
 
-    fn create(replicas: bool) -> RedisCluster {
+    fn create(replicas: bool, extra: &Extra) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let (count, node_timeout) = if replicas { (6, 2000) } else { (3, 5000) };
         let nodes: Vec<Node> = (0..count)
-            .map(|_| start_node(dir.path(), Some(node_timeout)))
+            .map(|_| start_node_with(dir.path(), Some(node_timeout), extra))
             .collect();
         let mut create = Command::new("redis-cli");
+        if let Some(p) = &extra.password {
+            create.args(["--no-auth-warning", "-a", p]);
+        }
+        if let Some((_, _, ca)) = &extra.tls {
+            create.args(["--tls", "--cacert", ca]);
+        }
         create.arg("--cluster").arg("create");
         for n in &nodes {
-            create.arg(n.addr());
+            match n.tls_port {
+                Some(p) => create.arg(format!("127.0.0.1:{p}")),
+                None => create.arg(n.addr()),
+            };
         }
         if replicas {
             create.args(["--cluster-replicas", "1"]);
