@@ -20,6 +20,12 @@
 #      pinned like the server, its receiver like the generator.
 #      FLOOR=0: skip the floor runs. FLOOR_RATE=2 FLOOR_DURATION=10: its messages/s
 #      and seconds (the default rate keeps one fan-out from overlapping the next).
+#      ENGINE_NODES="1 2 3": after the embedded rows, the same run on the Redis
+#      Cluster engine (--engine, a 3-master redis-server cluster started here)
+#      with 1, 2 and 3 Tidewire nodes; subscribers spread over the nodes in
+#      turn, the publisher on the first (rows engine-1n …; RSS and CPU are the
+#      first node's). ENGINE_NODES="" skips them; they need redis-server and
+#      redis-cli (skipped with a note when missing).
 # Everything listens on 127.0.0.1. Needs root only to apt-get install nats-server
 # when it is missing and to raise the open-files limit.
 set -euo pipefail
@@ -33,6 +39,11 @@ PAYLOAD="${PAYLOAD:-0}"
 FLOOR="${FLOOR:-1}"
 FLOOR_RATE="${FLOOR_RATE:-2}"
 FLOOR_DURATION="${FLOOR_DURATION:-10}"
+ENGINE_NODES="${ENGINE_NODES-1 2 3}"
+if [ -n "$ENGINE_NODES" ] && ! { command -v redis-server && command -v redis-cli; } >/dev/null; then
+  echo "redis-server/redis-cli missing: no engine rows" >&2
+  ENGINE_NODES=""
+fi
 KEY="bench.key:secret"
 SRV_PIN=(); GEN_PIN=()
 if [ "${PIN:-0}" = 1 ] && command -v taskset >/dev/null; then SRV_PIN=(taskset -c 0); GEN_PIN=(taskset -c 1); fi
@@ -61,7 +72,18 @@ stop_server() {
     srv_pid=""
   fi
 }
-cleanup() { stop_server; rm -rf "$work"; }
+engine_pids=()
+stop_engine_nodes() {
+  for p in "${engine_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${engine_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  engine_pids=()
+}
+redis_pids=()
+cleanup() {
+  stop_server; stop_engine_nodes
+  for p in "${redis_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -132,6 +154,57 @@ run_one() { # peer N
   stop_server
 }
 
+start_redis_cluster() { # sets engine_url
+  local ports=() p
+  for _ in 1 2 3; do
+    p="$(free_port)"; ports+=("$p")
+    mkdir -p "$work/redis-$p"
+    (cd "$work/redis-$p" && exec redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file nodes.conf --save '' --appendonly no >"$work/redis-$p/log" 2>&1) &
+    redis_pids+=($!)
+  done
+  for p in "${ports[@]}"; do
+    for _ in $(seq 1 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-yes >/dev/null
+  for _ in $(seq 1 100); do
+    redis-cli -p "${ports[0]}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1
+  done
+  engine_url="redis://127.0.0.1:${ports[0]}"
+}
+
+start_engine_nodes() { # k: sets srv_pid (the first node), url (every node, comma-separated)
+  local k=$1 i http urls=()
+  for i in $(seq 1 "$k"); do
+    rm -rf "$work/tw$i"; : > "$work/tw$i.out"
+    "${SRV_PIN[@]}" ./target/release/tidewire --config "$work/tw.toml" --port 0 --http-port 0 --print-ports \
+      --data-dir "$work/tw$i" --engine "$engine_url" --log-level warn >"$work/tw$i.out" 2>"$work/tw$i.err" &
+    engine_pids+=($!)
+  done
+  for i in $(seq 1 "$k"); do
+    for _ in $(seq 1 100); do grep -q LISTENING "$work/tw$i.out" && break; sleep 0.1; done
+    http="$(grep -o 'http=[0-9]*' "$work/tw$i.out" | cut -d= -f2)"
+    [ -n "$http" ] || { echo "tidewire node $i did not start:" >&2; cat "$work/tw$i.err" >&2; exit 1; }
+    urls+=("ws://127.0.0.1:$http")
+  done
+  srv_pid="${engine_pids[0]}"
+  url="$(IFS=,; echo "${urls[*]}")"
+}
+
+run_engine() { # nodes N
+  local k=$1 n=$2 url label="engine-${1}n"
+  redis-cli --cluster call "127.0.0.1:${engine_url##*:}" FLUSHALL >/dev/null 2>&1 || true
+  start_engine_nodes "$k"
+  echo "== $label N=$n R=$RATE D=$DURATION ($url)" >&2
+  if ! "${GEN_PIN[@]}" "$LOADGEN" --mode ably --url "$url" --key "$KEY" --format "$FORMAT" \
+      -n "$n" -r "$RATE" -d "$DURATION" --payload-bytes "$PAYLOAD" \
+      --concurrency "$CONCURRENCY" --pid "$srv_pid" --label "$label" >>"$OUT"; then
+    echo "RESULT peer=$label n=0 requested=$n failed=$n deliveries_per_s=0 p50_ms=na p99_ms=na rss_per_conn_kib=na" >>"$OUT"
+  fi
+  srv_pid=""
+  stop_engine_nodes
+}
+
 floor_label() { if [ "$1" = 1 ]; then echo floor-1thread; else echo "floor-$1threads"; fi; }
 
 run_floor() { # N senders
@@ -154,6 +227,12 @@ for n in $NS; do
     run_floor "$n" 2
   fi
 done
+if [ -n "$ENGINE_NODES" ]; then
+  start_redis_cluster
+  for n in $NS; do
+    for k in $ENGINE_NODES; do run_engine "$k" "$n"; done
+  done
+fi
 
 get() { # field peer n
   grep "^RESULT peer=$2 .*requested=$3 " "$OUT" | tail -1 | tr ' ' '\n' | grep "^$1=" | cut -d= -f2
@@ -180,6 +259,14 @@ for n in $NS; do
     "$(ratio "$(get p99_ms tidewire $n)" "$(get p99_ms nats $n)")" "" \
     "$(ratio "$(get rss_per_conn_kib tidewire $n)" "$(get rss_per_conn_kib nats $n)")" "" \
     "$(ratio "$(get server_cpu_s tidewire $n)" "$(get server_cpu_s nats $n)")" ""
+  for k in $ENGINE_NODES; do
+    peer="engine-${k}n"
+    printf "$row" "$peer" "$n" "$(get n $peer $n)" \
+      "$(get deliveries_per_s $peer $n)" "$(pct "$(get delivered $peer $n)" "$(get expected $peer $n)")" \
+      "$(get p50_ms $peer $n)" "$(get p99_ms $peer $n)" "$(get max_ms $peer $n)" \
+      "$(get rss_per_conn_kib $peer $n)" "$(get rss_per_conn_load_kib $peer $n)" \
+      "$(get server_cpu_s $peer $n)" "$(get loadgen_cpu_s $peer $n)"
+  done
   if [ "$FLOOR" != 0 ]; then
     for s in 1 2; do
       peer="$(floor_label "$s")"
@@ -193,6 +280,11 @@ done
 echo "deliv% = deliveries received / (messages sent x subscribers), within ${DURATION}s + 5s drain."
 echo "KiB/conn = (server RSS with N idle subscribers - RSS before) / N; load = same with peak RSS under load."
 echo "srv_cpu / gen_cpu = CPU seconds used by the server / the load generator during publish + drain."
+if [ -n "$ENGINE_NODES" ]; then
+  echo "engine-Kn = K Tidewire nodes on a 3-master Redis Cluster engine (--engine), subscribers spread over"
+  echo "  the nodes, publisher on the first; KiB/conn and srv_cpu are the first node's (the cluster's own"
+  echo "  processes share the same cores)."
+fi
 if [ "$FLOOR" != 0 ]; then
   echo "floor-1t / floor-2t = machine floor, no server: one blocking send of a $((207 + PAYLOAD))-byte frame per socket"
   echo "  per message from 1 / 2 threads to N loopback TCP sockets read by a 1-thread tokio process,"

@@ -74,12 +74,15 @@ fn encode(format: Format, out: &Out<'_>) -> anyhow::Result<Message> {
     })
 }
 
-fn url(args: &Args, client: &str) -> String {
+/// The URL of client `i` (the publisher is 0): `--url` may list several nodes
+/// of one deployment, comma-separated, and clients take them in turn.
+fn url(args: &Args, client: &str, i: usize) -> String {
     let fmt = match args.format {
         Format::Json => "json",
         Format::Msgpack => "msgpack",
     };
-    let base = args.url.trim_end_matches('/');
+    let nodes: Vec<&str> = args.url.split(',').map(str::trim).collect();
+    let base = nodes[i % nodes.len()].trim_end_matches('/');
     format!(
         "{base}/?key={}&format={fmt}&v=5&heartbeats=false&clientId={client}",
         encode_component(&args.key)
@@ -115,7 +118,7 @@ async fn expect(ws: &mut Ws, format: Format, action: u64) -> anyhow::Result<()> 
 }
 
 pub async fn subscribe(args: &Args, i: usize) -> anyhow::Result<Ws> {
-    let mut ws = connect_ws(&url(args, &format!("sub{i}"))).await?;
+    let mut ws = connect_ws(&url(args, &format!("sub{i}"), i)).await?;
     expect(&mut ws, args.format, CONNECTED).await?;
     let attach = Out {
         action: ATTACH,
@@ -165,7 +168,7 @@ pub fn on_frame(args: &Args, shared: &Shared, res: &mut SubResult, data: &[u8]) 
 pub async fn publish(args: &Args, shared: &Shared, total: u64) -> anyhow::Result<(u64, u64)> {
     let limit = std::time::Duration::from_secs(args.connect_timeout);
     let mut ws = tokio::time::timeout(limit, async {
-        let mut ws = connect_ws(&url(args, "publisher")).await?;
+        let mut ws = connect_ws(&url(args, "publisher", 0)).await?;
         expect(&mut ws, args.format, CONNECTED).await?;
         Ok::<_, anyhow::Error>(ws)
     })

@@ -69,7 +69,9 @@ pub struct Args {
     /// Protocol to speak, or `floor`.
     #[arg(long, value_enum, default_value = "ably")]
     pub mode: Mode,
-    /// WebSocket base URL, e.g. ws://127.0.0.1:8080 (ably and nats modes).
+    /// WebSocket base URL, e.g. ws://127.0.0.1:8080 (ably and nats modes). Ably
+    /// mode takes several nodes of one deployment, comma-separated: subscriber i
+    /// connects to node i mod k, the publisher to the first.
     #[arg(long, default_value = "")]
     pub url: String,
     /// Ably API key (`appId.keyId:secret`); ably mode only.
