@@ -5,7 +5,8 @@
 //! - [`slot`]: Redis Cluster's hash slots (CRC16 of the key or its `{tag}`);
 //! - [`topology`]: which master owns which slot, read with `CLUSTER SLOTS`;
 //! - [`connection`]: one pipelined connection to one node;
-//! - [`cluster`]: routing by slot, `MOVED`/`ASK` redirects, bounded retries.
+//! - [`cluster`]: routing by slot, `MOVED`/`ASK` redirects, bounded retries;
+//! - [`batch`]: a client's pipeline sent together, one write per master.
 //!
 //! Replies come back as [`tidewire_resp::Reply`] values decoded from the node's own
 //! protocol: the caller picks RESP2 or RESP3 per request, so a client's reply has
@@ -13,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod cluster;
 pub mod connection;
 pub mod error;
@@ -20,6 +22,7 @@ pub mod seed;
 pub mod slot;
 pub mod topology;
 
+pub use batch::Batched;
 pub use cluster::{Cluster, DedicatedConnection};
 pub use connection::{NodeConnection, PushSink};
 pub use error::EngineError;
