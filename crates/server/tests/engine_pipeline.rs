@@ -77,6 +77,16 @@ fn keys_per_master(cluster: &RedisCluster, count: usize) -> Vec<Vec<String>> {
     found
 }
 
+/// GET's call count in the node's INFO commandstats.
+async fn get_calls(r: &mut Raw) -> i64 {
+    let info = r.cmd(&["INFO", "commandstats"]).await.text();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn total_reads(node: &redis_support::Node) -> i64 {
     let info: String = node.cmd(&["INFO", "stats"]);
     info.lines()
@@ -186,6 +196,75 @@ async fn a_pipeline_across_masters_answers_in_order() {
     assert!(replies.iter().all(|reply| *reply == ok()));
     let reads = total_reads(master) - before;
     assert!(reads < 25, "{reads} reads for 50 pipelined commands");
+
+    // Admission stays per command: a command the user may not run is refused
+    // in the middle of a batch, the others run; each counts in INFO.
+    let mut limited = Raw::connect(&a).await;
+    assert_eq!(
+        r.cmd(&["ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-get"])
+            .await,
+        ok()
+    );
+    assert_eq!(limited.cmd(&["AUTH", "limited", "pw"]).await, ok());
+    let calls_before = get_calls(&mut r).await;
+    let replies = pipeline(
+        &mut limited,
+        &[
+            c(&["SET", k0, "a"]),
+            c(&["GET", k0]),
+            c(&["APPEND", k0, "b"]),
+            c(&["GET", k1]),
+            c(&["STRLEN", k0]),
+        ],
+    )
+    .await;
+    assert_eq!(replies[0], ok());
+    assert!(
+        matches!(&replies[1], V::Err(e) if e.starts_with("NOPERM")),
+        "{:?}",
+        replies[1]
+    );
+    assert_eq!(replies[2], V::Int(2));
+    assert!(matches!(&replies[3], V::Err(e) if e.starts_with("NOPERM")));
+    assert_eq!(replies[4], V::Int(2));
+    assert_eq!(
+        get_calls(&mut r).await,
+        calls_before,
+        "refused GETs never ran"
+    );
+    // RESP3 replies keep their shapes in a batch.
+    assert!(matches!(limited.cmd(&["HELLO", "3"]).await, V::Map(_)));
+    let replies = pipeline(
+        &mut limited,
+        &[
+            c(&["HSET", k2, "f", "v"]),
+            c(&["HGETALL", k2]),
+            c(&["HGETALL", k1]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        replies[0],
+        V::Err("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+    );
+    assert_eq!(
+        replies[1],
+        V::Err("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+    );
+    assert_eq!(
+        replies[2],
+        V::Err("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+    );
+    let hash = format!("{{{k2}}}h");
+    let replies = pipeline(
+        &mut limited,
+        &[c(&["HSET", &hash, "f", "v"]), c(&["HGETALL", &hash])],
+    )
+    .await;
+    assert_eq!(
+        replies,
+        vec![V::Int(1), V::Map(vec![(V::bulk("f"), V::bulk("v"))])]
+    );
 
     a.shutdown().await;
 }
