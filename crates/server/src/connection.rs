@@ -338,9 +338,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 // Time passes while the engine answers: the next command reads the
                 // clock afresh.
                 self.batch_clock = false;
-                // A kill, shutdown or the client leaving ends the wait (a BLPOP on
-                // the engine may last); dropping it closes any connection of the
-                // client's own, which makes the engine stop blocking for it.
                 // A pipeline's next commands may go with this one.
                 let gathered = engine.gather(
                     client,
@@ -349,6 +346,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     &mut self.inbuf,
                     &mut self.held,
                 );
+                // A kill, shutdown or the client leaving ends the wait (a BLPOP on
+                // the engine may last); dropping it closes any connection of the
+                // client's own, which makes the engine stop blocking for it.
                 let answers = {
                     let execute = engine.execute_pipelined(&self.store, client, &argv, gathered);
                     tokio::pin!(execute);
