@@ -173,3 +173,29 @@ async fn run_batch(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn several(args: &[&str]) -> bool {
+        let argv: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let cmd = resolve(&argv).unwrap_or_else(|_| panic!("{args:?} does not resolve"));
+        several_keys(cmd, &argv)
+    }
+
+    #[test]
+    fn commands_that_may_touch_several_keys_end_their_slot_in_a_batch() {
+        assert!(!several(&["GET", "k"]));
+        assert!(!several(&["SET", "k", "v", "EX", "10"]));
+        assert!(!several(&["DEL", "k"]));
+        assert!(several(&["DEL", "{t}a", "{t}b"]));
+        assert!(several(&["MSET", "{t}a", "1", "{t}b", "2"]));
+        assert!(several(&["RENAME", "{t}a", "{t}b"]));
+        assert!(several(&["EVAL", "return 1", "1", "k"]));
+        assert!(several(&["FCALL", "f", "1", "k"]));
+    }
+}
