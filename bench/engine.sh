@@ -6,8 +6,9 @@
 # (default 50), random keys (-r 100000). Each test runs ROUNDS times per path
 # (default 3), the two taking turns and swapping who goes first each round; the
 # table shows the median round's requests/s and the ratio node/direct.
-# There is no target: the numbers say what the extra hop costs (every forwarded
-# command is one round trip to the engine; a client's pipeline is not batched).
+# There is no target: the numbers say what the extra hop costs (an unpipelined
+# command is one round trip to the engine; a client's pipeline goes to the
+# engine in one write per master, see crates/server/src/engine/pipeline.rs).
 # Results (all rounds, CSV) in bench/out/engine/.
 # Usage: bench/engine.sh [-n requests] [-c clients]
 # Env: ROUNDS.

@@ -273,7 +273,7 @@ impl Cluster {
 
     /// The owner of `slot`, or any master; reads the topology once if none is
     /// known.
-    async fn route(&self, slot: Option<u16>) -> Result<Arc<str>, EngineError> {
+    pub(crate) async fn route(&self, slot: Option<u16>) -> Result<Arc<str>, EngineError> {
         for _ in 0..2 {
             {
                 let map = self.slots.read();
@@ -325,7 +325,7 @@ impl Cluster {
         Ok(replies)
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         addr: &str,
         proto: Protocol,

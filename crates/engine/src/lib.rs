@@ -7,7 +7,8 @@
 //! - [`connection`]: one pipelined connection to one node, authenticated, over
 //!   TCP or (`rediss://`) [`tls`];
 //! - [`cluster`]: routing by slot, `MOVED`/`ASK` redirects, bounded retries;
-//! - [`refresh`]: the slot map read again in the background.
+//! - [`refresh`]: the slot map read again in the background;
+//! - [`batch`]: a client's pipeline sent together, one write per master.
 //!
 //! Replies come back as [`tidewire_resp::Reply`] values decoded from the node's own
 //! protocol: the caller picks RESP2 or RESP3 per request, so a client's reply has
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod cluster;
 pub mod connection;
 pub mod error;
@@ -24,6 +26,7 @@ pub mod slot;
 pub mod tls;
 pub mod topology;
 
+pub use batch::Batched;
 pub use cluster::{Cluster, ConnectOptions, DedicatedConnection};
 pub use connection::{Connector, NodeConnection, PushSink};
 pub use error::EngineError;

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tidewire_resp::{Limits, Reply, RequestParser};
+use tidewire_resp::{Limits, ProtocolError, Reply, RequestParser};
 use tidewire_store::client::ReplyMode;
 use tidewire_store::{Blocked, Client, ClientInfo, Outcome, Store};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::busy_poll::BusyPoll;
-use crate::engine::{Engine, EngineSession, Forwarded};
+use crate::engine::{Answers, Engine, EngineSession, Forwarded};
 
 /// Replies are flushed once this much is buffered even mid-pipeline, so a huge
 /// pipeline does not buffer all its replies in memory.
@@ -82,6 +82,7 @@ pub async fn serve_stream<S>(
         shutdown: shutdown.clone(),
         busy_poll,
         engine: engine.session(),
+        held: None,
     };
     // A kill (CLIENT KILL, output-buffer limit, shutdown: the accept loop kills every
     // connection) closes the push channel, so the loop waits on two sources only: a
@@ -204,6 +205,9 @@ struct Conn<S> {
     /// With `--engine`: where keyspace commands go. `None` (embedded): the store
     /// runs everything, as it always did.
     engine: Option<EngineSession>,
+    /// A command parsed while gathering a pipeline for the engine that did not
+    /// join the batch (or the protocol error met): the next to run.
+    held: Option<Result<Vec<Bytes>, ProtocolError>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
@@ -301,7 +305,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             if running.is_running() && running.elapsed_ms() >= SCRIPT_WAIT_AFTER_MS {
                 wait_for_script(&self.store).await;
             }
-            let argv = match self.parser.next_command(&mut self.inbuf) {
+            let next = match self.held.take() {
+                Some(held) => held.map(Some),
+                None => self.parser.next_command(&mut self.inbuf),
+            };
+            let argv = match next {
                 Ok(Some(argv)) => argv,
                 Ok(None) => {
                     if !client.authenticated
@@ -330,11 +338,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                 // Time passes while the engine answers: the next command reads the
                 // clock afresh.
                 self.batch_clock = false;
+                // A pipeline's next commands may go with this one.
+                let gathered = engine.gather(
+                    client,
+                    &argv,
+                    &mut self.parser,
+                    &mut self.inbuf,
+                    &mut self.held,
+                );
                 // A kill, shutdown or the client leaving ends the wait (a BLPOP on
                 // the engine may last); dropping it closes any connection of the
                 // client's own, which makes the engine stop blocking for it.
-                let forwarded = {
-                    let execute = engine.execute(&self.store, client, &argv);
+                let answers = {
+                    let execute = engine.execute_pipelined(&self.store, client, &argv, gathered);
                     tokio::pin!(execute);
                     loop {
                         tokio::select! {
@@ -348,6 +364,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                                 self.store.stats.total_reads_processed.add(1);
                             }
                         }
+                    }
+                };
+                let forwarded = match answers {
+                    Answers::One(forwarded) => forwarded,
+                    Answers::Many(replies) => {
+                        for reply in replies {
+                            self.replies.push(reply);
+                            self.take_replies(client);
+                            if self.out.len() >= FLUSH_THRESHOLD && !self.flush().await {
+                                return false;
+                            }
+                        }
+                        continue;
                     }
                 };
                 match forwarded {

@@ -156,6 +156,43 @@ pub struct CommandSpec {
     pub channels: ChannelArgs,
     /// What the command does to each key, for ACL read/write key permissions.
     pub key_roles: KeyRoles,
+    /// Where a cluster front sends the command without keys, and how it merges
+    /// the answers (Redis's `request_policy` / `response_policy` tips).
+    pub policy: Policy,
+}
+
+/// Redis's request and response policy tips, which tell a cluster client what
+/// to do with a command that has no key: a node on a Redis Cluster
+/// (`--engine`) routes by them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Policy {
+    pub request: RequestPolicy,
+    pub response: ResponsePolicy,
+}
+
+/// `request_policy`: which shards run a keyless command.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum RequestPolicy {
+    /// Any one shard (or the slot's owner, for a command with keys).
+    #[default]
+    Default,
+    /// Every master (`all_shards`; `all_nodes` too, as a front talks to masters).
+    AllShards,
+}
+
+/// `response_policy`: how the shards' answers make one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum ResponsePolicy {
+    /// Arrays joined, as Redis's default for keyless commands (KEYS).
+    #[default]
+    Default,
+    /// Integers added up (`agg_sum`: DBSIZE).
+    AggSum,
+    /// The same answer from every shard unless one fails (`all_succeeded`).
+    AllSucceeded,
+    /// Any shard's answer that is not nil: what Redis leaves `special` for
+    /// RANDOMKEY.
+    AnyNonNil,
 }
 
 /// What a command does to its keys, for `%R~` / `%W~` ACL patterns.
@@ -221,6 +258,10 @@ pub fn cmd(
         block_kind: crate::blocking::BlockKind::List,
         channels: ChannelArgs::None,
         key_roles: KeyRoles::ByFlags,
+        policy: Policy {
+            request: RequestPolicy::Default,
+            response: ResponsePolicy::Default,
+        },
     }
 }
 
@@ -250,6 +291,12 @@ impl CommandSpec {
     /// Declares which arguments are channels (see [`ChannelArgs`]).
     pub fn channel_args(mut self, channels: ChannelArgs) -> Self {
         self.channels = channels;
+        self
+    }
+
+    /// Declares Redis's request and response policy tips (see [`Policy`]).
+    pub fn policy(mut self, request: RequestPolicy, response: ResponsePolicy) -> Self {
+        self.policy = Policy { request, response };
         self
     }
 

@@ -11,6 +11,7 @@
 //! store, which also keeps Tidewire's users and their permissions.
 
 mod fan_out;
+mod pipeline;
 pub mod realtime;
 mod route;
 mod scan;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidewire_engine::{Cluster, ConnectOptions};
 
+pub use pipeline::{Answers, Gathered};
 pub use route::CROSSSLOT;
 pub use session::{EngineSession, Forwarded};
 

@@ -1,11 +1,13 @@
 //! Where a command goes when the keyspace lives on the Redis engine. Decided from
-//! the command table (flags, key positions); names are looked at only where the
-//! table has nothing to say: how a keyspace-wide reply is merged, the transaction
-//! commands, and the database commands a Redis Cluster refuses.
+//! the command table: flags, key positions, and Redis's request/response policy
+//! tips for the keyless commands every master runs. Names are looked at only
+//! where Redis itself tells commands apart by their handler, each place saying
+//! so: the transaction commands, shard pub/sub, SCAN, the database commands a
+//! cluster refuses, and the engine's SCRIPT / FUNCTION containers.
 
 use bytes::Bytes;
 use tidewire_engine::key_slot;
-use tidewire_store::command::flag;
+use tidewire_store::command::{flag, RequestPolicy, ResponsePolicy};
 use tidewire_store::Command;
 
 use super::fan_out::Merge;
@@ -47,21 +49,9 @@ pub enum TxControl {
     Unwatch,
 }
 
-/// Keyspace-wide commands that have a well-defined merge over the masters.
-const FAN_OUT: &[(&str, Merge)] = &[
-    ("dbsize", Merge::Sum),
-    ("flushall", Merge::First),
-    ("flushdb", Merge::First),
-    ("keys", Merge::Concat),
-    ("randomkey", Merge::AnyNonNull),
-    ("script|load", Merge::First),
-    ("script|flush", Merge::First),
-    ("function|load", Merge::First),
-    ("function|delete", Merge::First),
-    ("function|flush", Merge::First),
-    ("function|restore", Merge::First),
-];
-
+/// The transaction commands, by name because Redis's `processCommand` tells
+/// them apart by handler too (MULTI, EXEC, DISCARD and WATCH are the ones it
+/// does not queue); UNWATCH is the session's as well, since WATCH is.
 const TRANSACTION: &[(&str, TxControl)] = &[
     ("multi", TxControl::Multi),
     ("exec", TxControl::Exec),
@@ -77,26 +67,7 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
         return Route::Transaction(*step);
     }
     if cmd.has(flag::PUBSUB) {
-        return match name {
-            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" => Route::Subscription,
-            "ssubscribe" | "sunsubscribe" => match argv.get(1) {
-                None => Route::ShardSubscription(None),
-                Some(first) => {
-                    let slot = key_slot(first);
-                    if argv[2..].iter().any(|c| key_slot(c) != slot) {
-                        Route::Refused(CROSSSLOT.into())
-                    } else {
-                        Route::ShardSubscription(Some(slot))
-                    }
-                }
-            },
-            // A cluster passes PUBLISH to every node; SPUBLISH belongs to the
-            // channel's slot. PUBSUB CHANNELS/NUMSUB … answer for the master the
-            // nodes subscribe on.
-            "spublish" => Route::Slot(Some(key_slot(&argv[1]))),
-            _ if name.starts_with("pubsub|") || name == "publish" => Route::Slot(None),
-            _ => not_yet(cmd, "not forwarded"),
-        };
+        return pubsub(cmd, argv);
     }
     let blocks =
         cmd.has(flag::BLOCKING) && (!cmd.has(flag::BLOCKS_ON_OPTION) || asks_to_block(argv));
@@ -115,21 +86,32 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
     if blocks {
         return not_yet(cmd, "it waits on the node's own replicas");
     }
-    if let Some((_, merge)) = FAN_OUT.iter().find(|(n, _)| *n == name) {
-        return Route::EveryMaster(*merge);
+    if cmd.spec.policy.request == RequestPolicy::AllShards {
+        return Route::EveryMaster(match cmd.spec.policy.response {
+            ResponsePolicy::AggSum => Merge::Sum,
+            ResponsePolicy::AllSucceeded => Merge::First,
+            ResponsePolicy::Default => Merge::Concat,
+            ResponsePolicy::AnyNonNil => Merge::AnyNonNull,
+        });
     }
+    // Redis's SELECT and SWAPDB refuse other databases themselves when cluster
+    // mode is on (in their handlers, not by a flag).
     if name == "swapdb" || (name == "select" && argv.get(1).is_some_and(|db| &db[..] != b"0")) {
         return Route::Refused(format!(
             "ERR {} is not allowed in cluster mode",
             cmd.spec.name.to_ascii_uppercase()
         ));
     }
+    // Redis's tip for SCAN is `request_policy:special`: cluster clients walk
+    // the masters with code written for SCAN by name.
     if name == "scan" {
         return Route::ScanMasters;
     }
-    // The engine's scripts and functions, not the node's: what FAN_OUT does not
-    // send everywhere (FUNCTION LIST, SCRIPT EXISTS …) any master answers, as
-    // every master got the same loads.
+    // The engine's scripts and functions, not the node's: what the policy does
+    // not send everywhere (FUNCTION LIST, SCRIPT EXISTS …) any master answers,
+    // as every master got the same loads. The table has no flag for "about the
+    // script cache" (Redis's subcommands carry none either), so the containers
+    // are named.
     if name.starts_with("script|") || name.starts_with("function|") {
         return Route::Slot(None);
     }
@@ -144,6 +126,41 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
         return not_yet(cmd, "the keyspace is spread over the engine's masters");
     }
     Route::Local
+}
+
+/// Pub/sub commands: subscribing ones (allowed in subscribed mode) on the
+/// client's subscriber connection, the others forwarded.
+fn pubsub(cmd: &Command, argv: &[Bytes]) -> Route {
+    // Shard channels by name, as Redis Cluster's own routing does
+    // (`getNodeByQuery` compares the handlers of SSUBSCRIBE, SUNSUBSCRIBE and
+    // SPUBLISH): a channel is not a key in the table.
+    let shard = matches!(
+        cmd.full_name.as_str(),
+        "ssubscribe" | "sunsubscribe" | "spublish"
+    );
+    if !cmd.has(flag::SUBSCRIBED_OK) {
+        // A cluster passes PUBLISH to every node; SPUBLISH belongs to the
+        // channel's slot. PUBSUB CHANNELS/NUMSUB … answer for the master the
+        // nodes subscribe on.
+        return match argv.get(1) {
+            Some(channel) if shard => Route::Slot(Some(key_slot(channel))),
+            _ => Route::Slot(None),
+        };
+    }
+    if !shard {
+        return Route::Subscription;
+    }
+    match argv.get(1) {
+        None => Route::ShardSubscription(None),
+        Some(first) => {
+            let slot = key_slot(first);
+            if argv[2..].iter().any(|c| key_slot(c) != slot) {
+                Route::Refused(CROSSSLOT.into())
+            } else {
+                Route::ShardSubscription(Some(slot))
+            }
+        }
+    }
 }
 
 fn not_yet(cmd: &Command, why: &str) -> Route {
@@ -245,6 +262,15 @@ mod tests {
         );
         assert_eq!(
             route_of(&["SCRIPT", "LOAD", "return 1"]),
+            Route::EveryMaster(Merge::First)
+        );
+        assert_eq!(route_of(&["FLUSHDB"]), Route::EveryMaster(Merge::First));
+        assert_eq!(
+            route_of(&["FUNCTION", "DELETE", "lib"]),
+            Route::EveryMaster(Merge::First)
+        );
+        assert_eq!(
+            route_of(&["SCRIPT", "FLUSH"]),
             Route::EveryMaster(Merge::First)
         );
         assert_eq!(route_of(&["SCAN", "0", "MATCH", "k*"]), Route::ScanMasters);

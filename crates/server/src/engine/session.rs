@@ -19,8 +19,8 @@ use super::subscriptions::{Kind, Pushes, Subscriptions};
 use super::transaction::{reads_only, Transaction};
 
 pub struct EngineSession {
-    cluster: Arc<Cluster>,
-    transaction: Option<Transaction>,
+    pub(super) cluster: Arc<Cluster>,
+    pub(super) transaction: Option<Transaction>,
     /// Whether the front door can wait (RESP); a REST request never waits.
     may_block: bool,
     /// The client's own engine connection, for the commands that block and for
@@ -29,7 +29,7 @@ pub struct EngineSession {
     /// Keys watched, all in one slot, on the master `own` was on then.
     watching: Option<Watching>,
     /// The client's subscriber connections to the engine.
-    subscriptions: Subscriptions,
+    pub(super) subscriptions: Subscriptions,
 }
 
 /// What became of a command given to the session.
@@ -406,6 +406,6 @@ fn parse_u64(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
-fn engine_error(e: &tidewire_engine::EngineError) -> Reply {
+pub(super) fn engine_error(e: &tidewire_engine::EngineError) -> Reply {
     Reply::Error(format!("ERR {e}"))
 }

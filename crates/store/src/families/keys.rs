@@ -9,7 +9,9 @@ use rand::Rng;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, NO_KEYS};
+use crate::command::{
+    cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, RequestPolicy, ResponsePolicy, NO_KEYS,
+};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::evict::Policy;
@@ -59,11 +61,13 @@ pub fn commands() -> Vec<CommandSpec> {
         g(cmd("persist", 2, WRITE | FAST, keys(1, 1, 1), persist)
             .summary("Removes the expiration time of a key.")),
         g(cmd("keys", 2, READONLY | ALL_KEYS, NO_KEYS, keys_)
-            .summary("Returns all key names that match a pattern.")),
+            .summary("Returns all key names that match a pattern.")
+            .policy(RequestPolicy::AllShards, ResponsePolicy::Default)),
         g(cmd("scan", -2, READONLY | ALL_KEYS, NO_KEYS, scan)
             .summary("Iterates over the key names in the database.")),
         g(cmd("randomkey", 1, READONLY | ALL_KEYS, NO_KEYS, randomkey)
-            .summary("Returns a random key name from the database.")),
+            .summary("Returns a random key name from the database.")
+            .policy(RequestPolicy::AllShards, ResponsePolicy::AnyNonNil)),
         g(cmd("rename", 3, WRITE, keys(1, 2, 1), rename).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W]))
             .summary("Renames a key and overwrites the destination.")),
         g(cmd("renamenx", 3, WRITE | FAST, keys(1, 2, 1), renamenx).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W]))

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tidewire_resp::{Protocol, Reply};
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, CommandSpec, Keys, NO_KEYS};
+use crate::command::{cmd, flag::*, CommandSpec, Keys, RequestPolicy, ResponsePolicy, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::server::help_lines;
@@ -86,7 +86,8 @@ pub fn commands() -> Vec<CommandSpec> {
                     NO_KEYS,
                     script_load,
                 )
-                .summary("Loads a server-side Lua script to the script cache."),
+                .summary("Loads a server-side Lua script to the script cache.")
+                .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
                 cmd(
                     "exists",
                     -3,
@@ -96,7 +97,8 @@ pub fn commands() -> Vec<CommandSpec> {
                 )
                 .summary("Determines whether server-side Lua scripts exist in the script cache."),
                 cmd("flush", -2, NOSCRIPT | NO_KEYSPACE, NO_KEYS, script_flush)
-                    .summary("Removes all server-side Lua scripts from the script cache."),
+                    .summary("Removes all server-side Lua scripts from the script cache.")
+                    .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
                 cmd(
                     "kill",
                     2,
@@ -129,7 +131,8 @@ fn function_subcommands() -> Vec<CommandSpec> {
             NO_KEYS,
             function_load,
         )
-        .summary("Creates a library."),
+        .summary("Creates a library.")
+        .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
         cmd(
             "delete",
             3,
@@ -137,7 +140,8 @@ fn function_subcommands() -> Vec<CommandSpec> {
             NO_KEYS,
             function_delete,
         )
-        .summary("Deletes a library and its functions."),
+        .summary("Deletes a library and its functions.")
+        .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
         cmd(
             "flush",
             -2,
@@ -145,7 +149,8 @@ fn function_subcommands() -> Vec<CommandSpec> {
             NO_KEYS,
             function_flush,
         )
-        .summary("Deletes all libraries and functions."),
+        .summary("Deletes all libraries and functions.")
+        .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
         cmd(
             "restore",
             -3,
@@ -153,7 +158,8 @@ fn function_subcommands() -> Vec<CommandSpec> {
             NO_KEYS,
             function_restore,
         )
-        .summary("Restores all libraries from a payload."),
+        .summary("Restores all libraries from a payload.")
+        .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
         cmd("dump", 2, info, NO_KEYS, function_dump)
             .summary("Dumps all libraries into a serialized binary payload."),
         cmd("list", -2, info, NO_KEYS, function_list)

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, CommandSpec, NO_KEYS};
+use crate::command::{cmd, flag::*, CommandSpec, RequestPolicy, ResponsePolicy, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 
@@ -16,12 +16,13 @@ pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("server");
     vec![
         s(cmd("flushdb", -1, WRITE | ALL_KEYS, NO_KEYS, flushdb)
-            .summary("Removes all keys from the current database.")),
+            .summary("Removes all keys from the current database.").policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded)),
         s(cmd("flushall", -1, WRITE | ALL_KEYS, NO_KEYS, flushall)
-            .summary("Removes all keys from all databases.")),
+            .summary("Removes all keys from all databases.").policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded)),
         s(
             cmd("dbsize", 1, READONLY | FAST | ALL_KEYS, NO_KEYS, dbsize)
-                .summary("Returns the number of keys in the database."),
+                .summary("Returns the number of keys in the database.")
+                .policy(RequestPolicy::AllShards, ResponsePolicy::AggSum),
         ),
         s(cmd(
             "time",
