@@ -12,12 +12,12 @@ use std::sync::Arc;
 use redis_support::RedisCluster;
 use tidewire_engine::{parse_seeds, Cluster};
 use tidewire_realtime::engine::{
-    connection_state, dedupe, presence_store, ConnectionState, ConnectionStateStore, DedupeStore,
-    PresenceStore,
+    broker, connection_state, dedupe, presence_store, Broker, ConnectionState,
+    ConnectionStateStore, DedupeStore, PresenceStore,
 };
 use tidewire_realtime::registry::ConnectionRecord;
 use tidewire_server::engine::realtime::{
-    RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
+    Fanout, RedisBroker, RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
 };
 
 /// The parked connections' Redis TTL in these tests: longer than a run, so that
@@ -53,6 +53,16 @@ async fn run_contract_suites(url: &str) {
         Arc::new(RedisPresenceStore::new(c.clone()))
     };
     presence_store::contract_suite(presence(&a), presence(&b), now).await;
+
+    // Positions and history through each node's own client; the fan-out through
+    // one process's subscriber connections, as every hub of a process shares
+    // them (so both handlers have received a publication when it returns).
+    // Fan-out between processes: tests/engine_realtime.rs.
+    let fanout = Fanout::new(a.clone());
+    let broker = |c: &Arc<Cluster>| -> Arc<dyn Broker> {
+        Arc::new(RedisBroker::new(c.clone(), fanout.clone(), "contract-app"))
+    };
+    broker::contract_suite(broker(&a), broker(&b), tidewire_realtime::auth::now_ms()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

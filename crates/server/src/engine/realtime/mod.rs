@@ -27,9 +27,12 @@
 //!
 //! [`ConnectionStateStore::expire`]: tidewire_realtime::engine::ConnectionStateStore::expire
 
+pub mod broker;
 pub mod connection_state;
 pub mod dedupe;
+pub mod fanout;
 pub mod presence;
+mod publication;
 
 use std::sync::Arc;
 
@@ -38,8 +41,10 @@ use tidewire_engine::{key_slot, Cluster};
 use tidewire_realtime::engine::{EngineError, EngineResult};
 use tidewire_resp::{Protocol, Reply};
 
+pub use broker::RedisBroker;
 pub use connection_state::RedisConnectionStateStore;
 pub use dedupe::RedisDedupeStore;
+pub use fanout::Fanout;
 pub use presence::RedisPresenceStore;
 
 /// Every realtime key starts with this.
@@ -49,6 +54,17 @@ pub const PREFIX: &str = "tw:rt:";
 /// `<len>:<channel>` up to the first `}`, the same for every key of the channel.
 fn channel_tag(channel: &str) -> String {
     format!("{{{}:{channel}}}", channel.len())
+}
+
+/// The key segment after [`PREFIX`] that keeps one realtime app's keys apart
+/// from another's: empty for none, else `app:<len>:<id>:` (the length keeps it
+/// unambiguous whatever the id holds).
+fn scope(namespace: &str) -> String {
+    if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("app:{}:{namespace}:", namespace.len())
+    }
 }
 
 /// A key argument or value as a command argument.
