@@ -31,8 +31,11 @@ struct Wire {
 #[derive(Serialize, Deserialize)]
 enum WirePayload {
     Messages(Vec<Message>),
-    Version { stored: Message, sent: Message },
-    Annotation(Annotation),
+    Version {
+        stored: Box<Message>,
+        sent: Box<Message>,
+    },
+    Annotation(Box<Annotation>),
 }
 
 fn origin_code(origin: Origin) -> u8 {
@@ -56,10 +59,10 @@ pub fn encode(p: &Publication) -> Vec<u8> {
     let payload = match &p.payload {
         Payload::Messages(m) => WirePayload::Messages(m.clone()),
         Payload::Version { stored, sent } => WirePayload::Version {
-            stored: stored.as_ref().clone(),
-            sent: sent.as_ref().clone(),
+            stored: stored.clone(),
+            sent: sent.clone(),
         },
-        Payload::Annotation(a) => WirePayload::Annotation(a.as_ref().clone()),
+        Payload::Annotation(a) => WirePayload::Annotation(a.clone()),
     };
     let wire = Wire {
         channel: p.channel.clone(),
@@ -81,11 +84,8 @@ pub fn decode(bytes: &[u8], first: u64) -> Option<Publication> {
     let wire: Wire = tidewire_realtime::codec::from_msgpack(bytes).ok()?;
     let payload = match wire.payload {
         WirePayload::Messages(m) => Payload::Messages(m),
-        WirePayload::Version { stored, sent } => Payload::Version {
-            stored: Box::new(stored),
-            sent: Box::new(sent),
-        },
-        WirePayload::Annotation(a) => Payload::Annotation(Box::new(a)),
+        WirePayload::Version { stored, sent } => Payload::Version { stored, sent },
+        WirePayload::Annotation(a) => Payload::Annotation(a),
     };
     let mut p = Publication {
         channel: wire.channel,
