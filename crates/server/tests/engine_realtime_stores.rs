@@ -130,3 +130,77 @@ async fn keys_carry_the_ttls_the_module_docs_promise() {
     );
     assert_eq!(connections.load("c1").await, Ok(Some(state)));
 }
+
+/// A node whose subscriber connection the engine drops subscribes again on its
+/// own: publications after that reach its handler again (those in between are
+/// not redelivered; the module docs say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_subscribes_again_after_its_connection_is_killed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Weak;
+    use std::time::Duration;
+    use tidewire_realtime::channel::Origin;
+    use tidewire_realtime::engine::{BrokerHandler, Payload, Publication};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl BrokerHandler for Count {
+        fn on_publication(&self, _: &Publication) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let redis = tokio::task::spawn_blocking(redis_support::standalone)
+        .await
+        .expect("redis-server starts");
+    let (a, _) = two_nodes(&redis.node.url()).await;
+    let broker = RedisBroker::new(a.clone(), Fanout::new(a.clone()), "app");
+    let seen = Arc::new(Count::default());
+    let weak: Weak<dyn BrokerHandler> = Arc::downgrade(&seen) as Weak<Count>;
+    broker.register(weak);
+    broker.subscribe("room").await.expect("subscribe");
+    let publication = || Publication {
+        channel: "room".into(),
+        proto_id: "p:0".into(),
+        connection_id: None,
+        node: "n".into(),
+        publisher_conn: None,
+        timestamp: tidewire_realtime::auth::now_ms(),
+        origin: Origin::Rest,
+        retention: Duration::from_secs(60),
+        payload: Payload::Messages(vec![Default::default()]),
+        positions: Vec::new(),
+    };
+    broker.publish(publication()).await.expect("publish");
+    assert_eq!(
+        seen.0.load(Ordering::SeqCst),
+        1,
+        "delivered before the kill"
+    );
+
+    let killed: i64 = redis.node.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed, 1, "the fan-out's one subscriber connection");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = seen.0.load(Ordering::SeqCst);
+        broker.publish(publication()).await.expect("publish");
+        if seen.0.load(Ordering::SeqCst) > before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publications reach the node again after its connection was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subscribers: Vec<redis::Value> = redis.node.cmd(&[
+        "PUBSUB",
+        "SHARDNUMSUB",
+        "tw:rt:app:3:app:broker:{4:room}:fanout",
+    ]);
+    assert_eq!(
+        subscribers.get(1),
+        Some(&redis::Value::Int(1)),
+        "subscribed once again, under the documented key"
+    );
+}
