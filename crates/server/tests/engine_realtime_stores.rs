@@ -204,3 +204,77 @@ async fn the_fan_out_subscribes_again_after_its_connection_is_killed() {
         "subscribed once again, under the documented key"
     );
 }
+
+/// Two realtime apps on one engine may name the same channel: positions, history
+/// and fan-out stay apart (each app's keys carry its id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_sharing_a_channel_name_stay_apart() {
+    use std::sync::Mutex;
+    use std::sync::Weak;
+    use std::time::Duration;
+    use tidewire_realtime::channel::Origin;
+    use tidewire_realtime::engine::{BrokerHandler, Payload, Publication};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<u64>>);
+    impl BrokerHandler for Seen {
+        fn on_publication(&self, p: &Publication) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(&p.positions);
+        }
+    }
+
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let (c, _) = two_nodes(&cluster.masters[0].url()).await;
+    let fanout = Fanout::new(c.clone());
+    let one = RedisBroker::new(c.clone(), fanout.clone(), "one");
+    let two = RedisBroker::new(c.clone(), fanout, "two");
+    let (seen_one, seen_two) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    one.register(Arc::downgrade(&seen_one) as Weak<Seen>);
+    two.register(Arc::downgrade(&seen_two) as Weak<Seen>);
+    one.subscribe("room").await.expect("subscribe");
+    two.subscribe("room").await.expect("subscribe");
+    let p = one
+        .publish(Publication {
+            channel: "room".into(),
+            proto_id: "p:0".into(),
+            connection_id: None,
+            node: "n".into(),
+            publisher_conn: None,
+            timestamp: tidewire_realtime::auth::now_ms(),
+            origin: Origin::Rest,
+            retention: Duration::from_secs(60),
+            payload: Payload::Messages(vec![Default::default()]),
+            positions: Vec::new(),
+        })
+        .await
+        .expect("publish");
+    let now = tidewire_realtime::auth::now_ms();
+    assert_eq!(one.position("room").await, Ok(p.last_position()));
+    assert_eq!(
+        two.position("room").await,
+        Ok(None),
+        "the other app's channel"
+    );
+    let history = two.since("room", 0, 10, now).await.expect("since");
+    assert!(
+        history.page.messages.is_empty(),
+        "no history in the other app"
+    );
+    assert_eq!(
+        *seen_one.0.lock().unwrap_or_else(|e| e.into_inner()),
+        p.positions
+    );
+    assert!(
+        seen_two
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty(),
+        "the other app's hub is not handed it"
+    );
+}
