@@ -39,6 +39,7 @@ async fn node(engine: &str) -> (Server, tempfile::TempDir) {
         capability: None,
         revocable_tokens: false,
     }];
+    config.realtime.mutable_messages = vec!["scale:mutable".into()];
     let server = tidewire_server::start(config)
         .await
         .expect("node starts on the engine");
@@ -248,6 +249,26 @@ async fn three_nodes_are_one_realtime_deployment() {
         vec!["once", "end"],
         "and kept once"
     );
+
+    // A message published through node 1 can be updated through node 2 (its
+    // original is in the shared history).
+    let doc = "scale:mutable";
+    post_messages(&n1, doc, json!({"name": "doc", "data": "draft"})).await;
+    let page = get(&n2, &format!("/channels/{doc}/messages")).await;
+    let serial = page[0]["serial"].as_str().expect("a serial").to_owned();
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "http://{}/channels/{doc}/messages/{serial}",
+            n2.http_addr
+        ))
+        .header("Authorization", auth())
+        .json(&json!({"action": 1, "data": "final"}))
+        .send()
+        .await
+        .expect("REST update");
+    assert!(r.status().is_success(), "update on node 2: {}", r.status());
+    let latest = get(&n2, &format!("/channels/{doc}/messages/{serial}")).await;
+    assert_eq!(latest["data"], "final", "node 2 reads its update");
 
     // Nothing left over on node 2's subscriber.
     let extra = tokio::time::timeout(Duration::from_millis(200), on2.next()).await;
