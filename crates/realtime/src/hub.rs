@@ -233,8 +233,10 @@ impl Hub {
         Hub::try_with_engine(config, history, engine)
     }
 
-    /// Builds a hub on `engine`, whose broker keeps channel history in `history`
-    /// (REST history pages and presence history read it directly).
+    /// Builds a hub on `engine`. `history` is what the hub reads and writes
+    /// directly (presence history, the dashboard's pages); the in-process
+    /// broker keeps channel history there too, a shared engine's broker keeps it
+    /// itself.
     pub fn try_with_engine(
         config: RealtimeConfig,
         history: Arc<dyn HistoryStore>,

@@ -2,7 +2,8 @@
 //! deployment: a REST publish on one node reaches WebSocket subscribers on the
 //! others in order; history reads the same from every node; presence entered on
 //! one node is listed on another; an idempotent publish offered on two nodes is
-//! delivered once.
+//! delivered once; a message published through one node is updated through
+//! another.
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
 

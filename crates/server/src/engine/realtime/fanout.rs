@@ -286,27 +286,24 @@ impl Inner {
         }
     }
 
-    /// A subscribe could not be sent: its waiters fail; a channel still wanted
-    /// (a resubscribe nobody waits for) is tried again after a pause.
+    /// A subscribe could not be sent: its waiters fail (and give their interest
+    /// back); whoever else still wants the channel (a node resubscribing after a
+    /// loss) gets another try after a pause.
     fn failed(self: &Arc<Self>, channel: &str, e: EngineError) {
-        let retry = {
+        {
             let mut st = self.state.lock();
             let Some(sub) = st.channels.get_mut(channel) else {
                 return;
             };
             sub.on = None;
             sub.confirmed = false;
-            let waiters = std::mem::take(&mut sub.waiting);
-            let nobody_waits = waiters.is_empty();
-            for w in waiters {
+            for w in sub.waiting.drain(..) {
                 let _ = w.send(Err(e.clone()));
             }
-            nobody_waits
-        };
-        if retry {
-            tracing::warn!(channel, error = %e, "realtime fan-out: subscribing again shortly");
-            self.resubscribe_later(channel.to_owned());
         }
+        tracing::warn!(channel, error = %e, "realtime fan-out: subscribe failed, trying again shortly while the channel is wanted");
+        // A no-op by then if the waiters were the only interest.
+        self.resubscribe_later(channel.to_owned());
     }
 
     fn resubscribe_later(self: &Arc<Self>, channel: String) {
