@@ -1268,6 +1268,14 @@ impl Hub {
                 channel.engine_subscribed.store(false, Ordering::Release);
                 return Err(e.into());
             }
+            // The channel object started at this node's own history (empty on
+            // a shared engine): from now on it is at the broker's position, so a
+            // resume from a serial another node delivered reads what it missed.
+            match self.engine.broker.position(source).await {
+                Ok(Some(position)) => channel.catch_up(position),
+                Ok(None) => {}
+                Err(e) => log_engine_error::<()>(Err(e)),
+            }
         }
         for attempt in 1..=ATTACH_READS {
             let read = match channel.backlog_query(&backlog) {

@@ -3,7 +3,7 @@
 //! others in order; history reads the same from every node; presence entered on
 //! one node is listed on another; an idempotent publish offered on two nodes is
 //! delivered once; a message published through one node is updated through
-//! another.
+//! another; a connection resumes on another node with what it missed.
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
 
@@ -276,6 +276,79 @@ async fn three_nodes_are_one_realtime_deployment() {
     assert!(
         !matches!(extra, Ok(Some(Ok(WsMessage::Text(ref t)))) if t.contains("\"action\":15")),
         "no message delivered twice: {extra:?}"
+    );
+    for s in [n1, n2, n3] {
+        s.shutdown().await;
+    }
+}
+
+/// A connection served by node 1 resumes on node 3 after its transport dropped:
+/// same connectionId, and the messages published meanwhile (through node 2) are
+/// replayed from the shared history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_resumes_on_another_node() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let seed = cluster.masters[0].url();
+    let (n1, _d1) = node(&seed).await;
+    let (n2, _d2) = node(&seed).await;
+    let (n3, _d3) = node(&seed).await;
+    let channel = "scale:resume";
+
+    let mut url = format!(
+        "ws://{}/?key={}&format=json&v=5&clientId=res",
+        n1.http_addr,
+        KEY.replace(':', "%3A")
+    );
+    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    let connected = next_action(&mut ws, 4).await;
+    let id = connected["connectionId"].as_str().expect("id").to_owned();
+    let key = connected["connectionDetails"]["connectionKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    attach(&mut ws, channel).await;
+    post_messages(&n1, channel, json!({"data": "seen"})).await;
+    let seen = next_action(&mut ws, 15).await;
+    let channel_serial = seen["channelSerial"].as_str().expect("serial").to_owned();
+    drop(ws);
+    for i in 0..3 {
+        post_messages(&n2, channel, json!({"data": format!("missed{i}")})).await;
+    }
+
+    url = format!(
+        "ws://{}/?key={}&format=json&v=5&clientId=res&resume={}",
+        n3.http_addr,
+        KEY.replace(':', "%3A"),
+        key.replace('!', "%21")
+    );
+    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    let resumed = next_action(&mut ws, 4).await;
+    assert!(resumed.get("error").is_none(), "resumed: {resumed}");
+    assert_eq!(resumed["connectionId"], id.as_str(), "same connection");
+    send(
+        &mut ws,
+        json!({"action": 10, "channel": channel, "channelSerial": channel_serial, "flags": 32}),
+    )
+    .await;
+    let attached = next_action(&mut ws, 11).await;
+    assert_ne!(
+        attached["flags"].as_u64().unwrap_or(0) & 4,
+        0,
+        "RESUMED on node 3: {attached}"
+    );
+    let got = messages_until(&mut ws, "missed2").await;
+    assert_eq!(
+        data_of(&got),
+        vec!["missed0", "missed1", "missed2"],
+        "what was published meanwhile, once, in order"
     );
     for s in [n1, n2, n3] {
         s.shutdown().await;
