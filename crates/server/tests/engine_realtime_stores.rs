@@ -278,3 +278,91 @@ async fn apps_sharing_a_channel_name_stay_apart() {
         "the other app's hub is not handed it"
     );
 }
+
+/// A channel whose slot moves to another master (the old owner unsubscribes its
+/// shard channel) is subscribed again on the new owner: later publications reach
+/// the node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_follows_a_moved_slot() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Weak;
+    use std::time::Duration;
+    use tidewire_engine::key_slot;
+    use tidewire_realtime::channel::Origin;
+    use tidewire_realtime::engine::{BrokerHandler, Payload, Publication};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl BrokerHandler for Count {
+        fn on_publication(&self, _: &Publication) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let (c, _) = two_nodes(&cluster.masters[0].url()).await;
+    let broker = RedisBroker::new(c.clone(), Fanout::new(c.clone()), "app");
+    let seen = Arc::new(Count::default());
+    broker.register(Arc::downgrade(&seen) as Weak<Count>);
+    broker.subscribe("moving").await.expect("subscribe");
+    let publication = || Publication {
+        channel: "moving".into(),
+        proto_id: "p:0".into(),
+        connection_id: None,
+        node: "n".into(),
+        publisher_conn: None,
+        timestamp: tidewire_realtime::auth::now_ms(),
+        origin: Origin::Rest,
+        retention: Duration::from_secs(60),
+        payload: Payload::Messages(vec![Default::default()]),
+        positions: Vec::new(),
+    };
+    let first = broker.publish(publication()).await.expect("publish");
+    assert_eq!(
+        seen.0.load(Ordering::SeqCst),
+        1,
+        "delivered before the move"
+    );
+
+    let shard = "tw:rt:app:3:app:broker:{6:moving}:fanout";
+    let slot = key_slot(shard.as_bytes());
+    let source = cluster.owner_of(slot);
+    let target = cluster
+        .masters
+        .iter()
+        .find(|m| m.port != source.port)
+        .expect("another master");
+    let slot_text = slot.to_string();
+    target.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source.id()]);
+    source.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target.id()]);
+    let moving: Vec<String> = source.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
+    assert_eq!(moving.len(), 2, "the channel's position and history");
+    let port = target.port.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(moving.iter().map(String::as_str));
+    source.cmd::<()>(&migrate);
+    for m in &cluster.masters {
+        m.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &target.id()]);
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = first.last_position().unwrap_or(0);
+    loop {
+        let before = seen.0.load(Ordering::SeqCst);
+        let p = broker.publish(publication()).await.expect("publish");
+        assert!(p.positions[0] > last, "positions continue on the new owner");
+        last = p.positions[0];
+        if seen.0.load(Ordering::SeqCst) > before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publications reach the node again after the slot moved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let on_target: Vec<redis::Value> = target.cmd(&["PUBSUB", "SHARDNUMSUB", shard]);
+    assert_eq!(on_target.get(1), Some(&redis::Value::Int(1)));
+}
