@@ -836,6 +836,15 @@ impl Channel {
         delivered
     }
 
+    /// Moves the channel to `position`, the broker's when this node's interest in
+    /// the channel began: publications at or before it are not coming here, so
+    /// the channel counts as having delivered them (a resume from one of them
+    /// then reads history instead of claiming there is nothing to replay).
+    pub(crate) fn catch_up(&self, position: u64) {
+        let mut st = self.lock();
+        Self::advance(&self.name, &mut st, position);
+    }
+
     /// Moves the channel to `serial`, taken for something sent outside a publish (a
     /// message version, an annotation), after the presence events queued before it.
     fn advance(name: &str, st: &mut State, serial: u64) {

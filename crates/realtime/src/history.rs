@@ -83,6 +83,50 @@ pub struct HistoryPage {
     pub next: Option<u64>,
 }
 
+/// The page `q` asks for out of `ascending`, one channel's retained messages in
+/// serial order: the query semantics of every [`HistoryStore`] in one place, so
+/// that a store that can only narrow its candidates (a Redis script) answers
+/// exactly as the in-memory one. `ascending` must hold every retained message
+/// the query could pick up to one past the page, in its direction.
+pub fn page_of(ascending: &[StoredMessage], q: &HistoryQuery) -> HistoryPage {
+    let in_range = |m: &&StoredMessage| {
+        q.start.is_none_or(|s| m.received_ms >= s) && q.end.is_none_or(|e| m.received_ms <= e)
+    };
+    let limit = q.limit.max(1);
+    let from = q.from_serial;
+    let candidates: Box<dyn Iterator<Item = &StoredMessage>> = match q.direction {
+        Direction::Forwards => Box::new(
+            ascending
+                .iter()
+                .filter(move |m| from.is_none_or(|f| m.serial > f)),
+        ),
+        Direction::Backwards => Box::new(
+            ascending
+                .iter()
+                .rev()
+                .filter(move |m| from.is_none_or(|f| m.serial < f)),
+        ),
+    };
+    let mut picked: Vec<StoredMessage> = Vec::with_capacity(limit.min(1000));
+    let mut more = false;
+    for m in candidates.filter(in_range) {
+        if picked.len() == limit {
+            more = true;
+            break;
+        }
+        picked.push(m.clone());
+    }
+    let next = if more {
+        picked.last().map(|m| m.serial)
+    } else {
+        None
+    };
+    HistoryPage {
+        messages: picked,
+        next,
+    }
+}
+
 /// Where channel history lives.
 ///
 /// Contract:
@@ -201,54 +245,7 @@ impl HistoryStore for MemoryHistoryStore {
             return HistoryPage::default();
         };
         log.prune(now_ms, self.max_per_channel);
-        let in_range = |m: &&StoredMessage| {
-            q.start.is_none_or(|s| m.received_ms >= s) && q.end.is_none_or(|e| m.received_ms <= e)
-        };
-        let limit = q.limit.max(1);
-        let mut picked: Vec<StoredMessage> = Vec::with_capacity(limit.min(1000));
-        let mut more = false;
-        match q.direction {
-            Direction::Forwards => {
-                let from = q.from_serial;
-                for m in log
-                    .items
-                    .iter()
-                    .filter(|m| from.is_none_or(|f| m.serial > f))
-                    .filter(in_range)
-                {
-                    if picked.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    picked.push(m.clone());
-                }
-            }
-            Direction::Backwards => {
-                let from = q.from_serial;
-                for m in log
-                    .items
-                    .iter()
-                    .rev()
-                    .filter(|m| from.is_none_or(|f| m.serial < f))
-                    .filter(in_range)
-                {
-                    if picked.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    picked.push(m.clone());
-                }
-            }
-        }
-        let next = if more {
-            picked.last().map(|m| m.serial)
-        } else {
-            None
-        };
-        HistoryPage {
-            messages: picked,
-            next,
-        }
+        page_of(log.items.make_contiguous(), q)
     }
 
     fn expire(&self, now_ms: i64) {

@@ -236,8 +236,10 @@ impl Hub {
         Hub::try_with_engine(config, history, engine)
     }
 
-    /// Builds a hub on `engine`, whose broker keeps channel history in `history`
-    /// (REST history pages and presence history read it directly).
+    /// Builds a hub on `engine`. `history` is what the hub reads and writes
+    /// directly (presence history, the dashboard's pages); the in-process
+    /// broker keeps channel history there too, a shared engine's broker keeps it
+    /// itself.
     pub fn try_with_engine(
         config: RealtimeConfig,
         history: Arc<dyn HistoryStore>,
@@ -746,38 +748,56 @@ impl Hub {
             .any(|p| crate::capability::resource_matches(p, channel))
     }
 
-    /// The message `serial` as published on `channel` (from history).
-    fn original_message(&self, channel: &str, serial: &str) -> Option<Message> {
-        let n = crate::channel::parse_serial(serial)?;
+    /// The message `serial` as published on `channel`, from the broker's history
+    /// (so on a shared engine a message published through any node).
+    async fn original_message(
+        &self,
+        channel: &str,
+        serial: &str,
+    ) -> Result<Option<Message>, AblyError> {
+        let Some(n) = crate::channel::parse_serial(serial) else {
+            return Ok(None);
+        };
         let q = HistoryQuery {
             limit: 1,
             from_serial: Some(n.saturating_add(1)),
             ..Default::default()
         };
-        let page = self.history.query(channel, &q, now_ms());
-        page.messages
+        let snapshot = self.engine.broker.read(channel, q, now_ms()).await?;
+        Ok(snapshot
+            .page
+            .messages
             .into_iter()
             .find(|m| m.serial == n)
-            .map(|m| m.message)
+            .map(|m| m.message))
     }
 
     /// Every version of message `serial` on `channel`, the original first; empty
-    /// when there is no such message.
-    pub fn message_versions(&self, channel: &str, serial: &str) -> Vec<Message> {
-        let Some(original) = self.original_message(channel, serial) else {
-            return Vec::new();
+    /// when there is no such message. Later versions are those made through
+    /// this node.
+    pub async fn message_versions(
+        &self,
+        channel: &str,
+        serial: &str,
+    ) -> Result<Vec<Message>, AblyError> {
+        let Some(original) = self.original_message(channel, serial).await? else {
+            return Ok(Vec::new());
         };
         let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = vec![original];
         if let Some(v) = versions.get(&(channel.to_owned(), serial.to_owned())) {
             all.extend(v.iter().cloned());
         }
-        all
+        Ok(all)
     }
 
     /// The latest version of message `serial` on `channel`.
-    pub fn latest_message(&self, channel: &str, serial: &str) -> Option<Message> {
-        self.message_versions(channel, serial).pop()
+    pub async fn latest_message(
+        &self,
+        channel: &str,
+        serial: &str,
+    ) -> Result<Option<Message>, AblyError> {
+        Ok(self.message_versions(channel, serial).await?.pop())
     }
 
     /// Makes a new version of message `serial` (`action` update, delete or
@@ -802,7 +822,7 @@ impl Hub {
                 ),
             ));
         }
-        let mut next = self.latest_message(channel, serial).ok_or_else(|| {
+        let mut next = self.latest_message(channel, serial).await?.ok_or_else(|| {
             AblyError::new(ErrorCode::NotFound, format!("Message {serial} not found"))
         })?;
         // What subscribers are sent: the new version, or for an append the
@@ -1261,6 +1281,14 @@ impl Hub {
             if let Err(e) = self.engine.broker.subscribe(source).await {
                 channel.engine_subscribed.store(false, Ordering::Release);
                 return Err(e.into());
+            }
+            // The channel object started at this node's own history (empty on
+            // a shared engine): from now on it is at the broker's position, so a
+            // resume from a serial another node delivered reads what it missed.
+            match self.engine.broker.position(source).await {
+                Ok(Some(position)) => channel.catch_up(position),
+                Ok(None) => {}
+                Err(e) => log_engine_error::<()>(Err(e)),
             }
         }
         for attempt in 1..=ATTACH_READS {

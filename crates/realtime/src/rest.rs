@@ -501,7 +501,7 @@ fn message_value(mut m: Message) -> Result<serde_json::Value, AblyError> {
 
 /// The versions of message `serial` on `channel` for a caller allowed `history`
 /// (404 when there is no such message).
-fn readable_versions(
+async fn readable_versions(
     ctx: &RestCtx<'_>,
     channel: &str,
     serial: &str,
@@ -509,7 +509,7 @@ fn readable_versions(
     let p = ctx.principal()?;
     validate_channel_name(channel)?;
     require(&p, channel, ops::HISTORY)?;
-    let versions = ctx.hub.message_versions(channel, serial);
+    let versions = ctx.hub.message_versions(channel, serial).await?;
     if versions.is_empty() {
         return Err(AblyError::new(
             ErrorCode::NotFound,
@@ -527,13 +527,14 @@ async fn get_message(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
-        let mut versions = readable_versions(&ctx, &channel, &serial)?;
+    let r = async {
+        let mut versions = readable_versions(&ctx, &channel, &serial).await?;
         let latest = versions
             .pop()
             .ok_or_else(|| AblyError::of(ErrorCode::Internal))?;
         Ok(ctx.reply(StatusCode::OK, Payload::Value(message_value(latest)?), None))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -545,13 +546,15 @@ async fn message_versions(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
-        let items = readable_versions(&ctx, &channel, &serial)?
+    let r = async {
+        let items = readable_versions(&ctx, &channel, &serial)
+            .await?
             .into_iter()
             .map(message_value)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ctx.reply(StatusCode::OK, Payload::Value(items.into()), None))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 

@@ -198,8 +198,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             );
         }
     }
-    let app_hubs = realtime::build_app_hubs(&realtime_config, &store)?;
-    let hub = realtime::build_hub(realtime_config, &store)?;
+    let realtime_engine = realtime::RealtimeEngine::of(&engine);
+    let app_hubs = realtime::build_app_hubs(&realtime_config, &store, &realtime_engine)?;
+    let hub = realtime::build_hub(realtime_config, &store, &realtime_engine)?;
     // Until the dataset is loaded, commands get -LOADING (set before any listener).
     store
         .loading

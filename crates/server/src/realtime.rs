@@ -17,10 +17,17 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rand::distributions::{Alphanumeric, DistString};
-use tidewire_realtime::{Hub, KeyConfig, Origin, RealtimeConfig};
+use tidewire_engine::Cluster;
+use tidewire_realtime::engine::dedupe::ABLY_DEDUPE_WINDOW_MS;
+use tidewire_realtime::engine::Engine;
+use tidewire_realtime::{HistoryStore, Hub, KeyConfig, Origin, RealtimeConfig};
 use tidewire_store::pubsub::PublishBridge;
 use tidewire_store::Store;
 use tokio::sync::{broadcast, watch};
+
+use crate::engine::realtime::{
+    Fanout, RedisBroker, RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
+};
 
 const ROOT_KEY_FILE: &str = "realtime-root-key";
 
@@ -56,13 +63,89 @@ pub fn ensure_keys(config: &mut RealtimeConfig, data_dir: &Path) -> anyhow::Resu
 /// Database that holds realtime channel history (see `history.rs`).
 pub const HISTORY_DB: usize = 15;
 
+/// What the hubs run on: in-process (the embedded engine), or the Redis engine
+/// that every node shares, with this process's one [`Fanout`] for all its hubs.
+pub enum RealtimeEngine {
+    InProcess,
+    Redis {
+        cluster: Arc<Cluster>,
+        fanout: Fanout,
+    },
+}
+
+impl RealtimeEngine {
+    /// The realtime side of the keyspace engine (starts the fan-out's control
+    /// task on the Redis engine, so call it inside the runtime).
+    pub fn of(engine: &crate::engine::Engine) -> RealtimeEngine {
+        match engine {
+            crate::engine::Engine::Embedded => RealtimeEngine::InProcess,
+            crate::engine::Engine::Redis(cluster) => RealtimeEngine::Redis {
+                cluster: cluster.clone(),
+                fanout: Fanout::new(cluster.clone()),
+            },
+        }
+    }
+
+    /// A hub for the app `app_id`. In-process: exactly the hub of a single node.
+    /// On Redis: broker, presence and dedupe under the app's own keys (two apps
+    /// may name the same channel), connection state shared (connectionIds are
+    /// unique across apps); `history` is then only what the hub reads directly
+    /// (presence history, a message's earlier versions), not channel history.
+    fn hub(
+        &self,
+        config: RealtimeConfig,
+        history: Arc<dyn HistoryStore>,
+        app_id: &str,
+    ) -> Result<Arc<Hub>, String> {
+        match self {
+            RealtimeEngine::InProcess => Hub::try_new(config, history),
+            RealtimeEngine::Redis { cluster, fanout } => {
+                let parked_ttl_ms =
+                    i64::try_from(config.connection_state_ttl_ms).unwrap_or(i64::MAX);
+                let engine = Engine {
+                    broker: Arc::new(RedisBroker::new(cluster.clone(), fanout.clone(), app_id)),
+                    presence: Arc::new(RedisPresenceStore::scoped(cluster.clone(), app_id)),
+                    connections: Arc::new(RedisConnectionStateStore::new(
+                        cluster.clone(),
+                        parked_ttl_ms,
+                    )),
+                    dedupe: Arc::new(RedisDedupeStore::scoped(
+                        cluster.clone(),
+                        ABLY_DEDUPE_WINDOW_MS,
+                        app_id,
+                    )),
+                };
+                Hub::try_with_engine(config, history, engine)
+            }
+        }
+    }
+}
+
+/// The app id of a config's keys (`<appId>.<keyName>:<secret>`), as the hub
+/// reports it.
+fn app_id_of(config: &RealtimeConfig) -> String {
+    config
+        .keys
+        .first()
+        .and_then(|k| k.key.split_once('.'))
+        .map(|(app, _)| app.to_owned())
+        .unwrap_or_default()
+}
+
 /// The hub, with channel history kept in the keyspace (persisted with it).
-pub fn build_hub(config: RealtimeConfig, store: &Arc<Store>) -> anyhow::Result<Arc<Hub>> {
+pub fn build_hub(
+    config: RealtimeConfig,
+    store: &Arc<Store>,
+    engine: &RealtimeEngine,
+) -> anyhow::Result<Arc<Hub>> {
     let history = Arc::new(crate::history::KeyspaceHistory::new(
         store.clone(),
         HISTORY_DB,
     ));
-    Hub::try_new(config, history).map_err(|e| anyhow::anyhow!("realtime config: {e}"))
+    let app_id = app_id_of(&config);
+    engine
+        .hub(config, history, &app_id)
+        .map_err(|e| anyhow::anyhow!("realtime config: {e}"))
 }
 
 /// The hubs of the config file's further apps (`[[realtime.apps]]`), each with its
@@ -70,6 +153,7 @@ pub fn build_hub(config: RealtimeConfig, store: &Arc<Store>) -> anyhow::Result<A
 pub fn build_app_hubs(
     config: &RealtimeConfig,
     store: &Arc<Store>,
+    engine: &RealtimeEngine,
 ) -> anyhow::Result<Vec<Arc<Hub>>> {
     let apps = config
         .app_configs()
@@ -81,7 +165,9 @@ pub fn build_app_hubs(
                 HISTORY_DB,
                 &id,
             ));
-            Hub::try_new(app, history).map_err(|e| anyhow::anyhow!("realtime app {id}: {e}"))
+            engine
+                .hub(app, history, &id)
+                .map_err(|e| anyhow::anyhow!("realtime app {id}: {e}"))
         })
         .collect()
 }

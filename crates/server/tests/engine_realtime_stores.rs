@@ -12,12 +12,12 @@ use std::sync::Arc;
 use redis_support::RedisCluster;
 use tidewire_engine::{parse_seeds, Cluster};
 use tidewire_realtime::engine::{
-    connection_state, dedupe, presence_store, ConnectionState, ConnectionStateStore, DedupeStore,
-    PresenceStore,
+    broker, connection_state, dedupe, presence_store, Broker, ConnectionState,
+    ConnectionStateStore, DedupeStore, PresenceStore,
 };
 use tidewire_realtime::registry::ConnectionRecord;
 use tidewire_server::engine::realtime::{
-    RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
+    Fanout, RedisBroker, RedisConnectionStateStore, RedisDedupeStore, RedisPresenceStore,
 };
 
 /// The parked connections' Redis TTL in these tests: longer than a run, so that
@@ -53,6 +53,16 @@ async fn run_contract_suites(url: &str) {
         Arc::new(RedisPresenceStore::new(c.clone()))
     };
     presence_store::contract_suite(presence(&a), presence(&b), now).await;
+
+    // Positions and history through each node's own client; the fan-out through
+    // one process's subscriber connections, as every hub of a process shares
+    // them (so both handlers have received a publication when it returns).
+    // Fan-out between processes: tests/engine_realtime.rs.
+    let fanout = Fanout::new(a.clone());
+    let broker = |c: &Arc<Cluster>| -> Arc<dyn Broker> {
+        Arc::new(RedisBroker::new(c.clone(), fanout.clone(), "contract-app"))
+    };
+    broker::contract_suite(broker(&a), broker(&b), tidewire_realtime::auth::now_ms()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,4 +129,240 @@ async fn keys_carry_the_ttls_the_module_docs_promise() {
         "live state does not expire"
     );
     assert_eq!(connections.load("c1").await, Ok(Some(state)));
+}
+
+/// A node whose subscriber connection the engine drops subscribes again on its
+/// own: publications after that reach its handler again (those in between are
+/// not redelivered; the module docs say so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_subscribes_again_after_its_connection_is_killed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Weak;
+    use std::time::Duration;
+    use tidewire_realtime::channel::Origin;
+    use tidewire_realtime::engine::{BrokerHandler, Payload, Publication};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl BrokerHandler for Count {
+        fn on_publication(&self, _: &Publication) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let redis = tokio::task::spawn_blocking(redis_support::standalone)
+        .await
+        .expect("redis-server starts");
+    let (a, _) = two_nodes(&redis.node.url()).await;
+    let broker = RedisBroker::new(a.clone(), Fanout::new(a.clone()), "app");
+    let seen = Arc::new(Count::default());
+    let weak: Weak<dyn BrokerHandler> = Arc::downgrade(&seen) as Weak<Count>;
+    broker.register(weak);
+    broker.subscribe("room").await.expect("subscribe");
+    let publication = || Publication {
+        channel: "room".into(),
+        proto_id: "p:0".into(),
+        connection_id: None,
+        node: "n".into(),
+        publisher_conn: None,
+        timestamp: tidewire_realtime::auth::now_ms(),
+        origin: Origin::Rest,
+        retention: Duration::from_secs(60),
+        payload: Payload::Messages(vec![Default::default()]),
+        positions: Vec::new(),
+    };
+    broker.publish(publication()).await.expect("publish");
+    assert_eq!(
+        seen.0.load(Ordering::SeqCst),
+        1,
+        "delivered before the kill"
+    );
+
+    let killed: i64 = redis.node.cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_eq!(killed, 1, "the fan-out's one subscriber connection");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = seen.0.load(Ordering::SeqCst);
+        broker.publish(publication()).await.expect("publish");
+        if seen.0.load(Ordering::SeqCst) > before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publications reach the node again after its connection was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subscribers: Vec<redis::Value> = redis.node.cmd(&[
+        "PUBSUB",
+        "SHARDNUMSUB",
+        "tw:rt:app:3:app:broker:{4:room}:fanout",
+    ]);
+    assert_eq!(
+        subscribers.get(1),
+        Some(&redis::Value::Int(1)),
+        "subscribed once again, under the documented key"
+    );
+}
+
+/// Two realtime apps on one engine may name the same channel: positions, history
+/// and fan-out stay apart (each app's keys carry its id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_sharing_a_channel_name_stay_apart() {
+    use std::sync::Mutex;
+    use std::sync::Weak;
+    use std::time::Duration;
+    use tidewire_realtime::channel::Origin;
+    use tidewire_realtime::engine::{BrokerHandler, Payload, Publication};
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<u64>>);
+    impl BrokerHandler for Seen {
+        fn on_publication(&self, p: &Publication) {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(&p.positions);
+        }
+    }
+
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let (c, _) = two_nodes(&cluster.masters[0].url()).await;
+    let fanout = Fanout::new(c.clone());
+    let one = RedisBroker::new(c.clone(), fanout.clone(), "one");
+    let two = RedisBroker::new(c.clone(), fanout, "two");
+    let (seen_one, seen_two) = (Arc::new(Seen::default()), Arc::new(Seen::default()));
+    one.register(Arc::downgrade(&seen_one) as Weak<Seen>);
+    two.register(Arc::downgrade(&seen_two) as Weak<Seen>);
+    one.subscribe("room").await.expect("subscribe");
+    two.subscribe("room").await.expect("subscribe");
+    let p = one
+        .publish(Publication {
+            channel: "room".into(),
+            proto_id: "p:0".into(),
+            connection_id: None,
+            node: "n".into(),
+            publisher_conn: None,
+            timestamp: tidewire_realtime::auth::now_ms(),
+            origin: Origin::Rest,
+            retention: Duration::from_secs(60),
+            payload: Payload::Messages(vec![Default::default()]),
+            positions: Vec::new(),
+        })
+        .await
+        .expect("publish");
+    let now = tidewire_realtime::auth::now_ms();
+    assert_eq!(one.position("room").await, Ok(p.last_position()));
+    assert_eq!(
+        two.position("room").await,
+        Ok(None),
+        "the other app's channel"
+    );
+    let history = two.since("room", 0, 10, now).await.expect("since");
+    assert!(
+        history.page.messages.is_empty(),
+        "no history in the other app"
+    );
+    assert_eq!(
+        *seen_one.0.lock().unwrap_or_else(|e| e.into_inner()),
+        p.positions
+    );
+    assert!(
+        seen_two
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty(),
+        "the other app's hub is not handed it"
+    );
+}
+
+/// A channel whose slot moves to another master (the old owner unsubscribes its
+/// shard channel) is subscribed again on the new owner: later publications reach
+/// the node again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_follows_a_moved_slot() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Weak;
+    use std::time::Duration;
+    use tidewire_engine::key_slot;
+    use tidewire_realtime::channel::Origin;
+    use tidewire_realtime::engine::{BrokerHandler, Payload, Publication};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl BrokerHandler for Count {
+        fn on_publication(&self, _: &Publication) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let (c, _) = two_nodes(&cluster.masters[0].url()).await;
+    let broker = RedisBroker::new(c.clone(), Fanout::new(c.clone()), "app");
+    let seen = Arc::new(Count::default());
+    broker.register(Arc::downgrade(&seen) as Weak<Count>);
+    broker.subscribe("moving").await.expect("subscribe");
+    let publication = || Publication {
+        channel: "moving".into(),
+        proto_id: "p:0".into(),
+        connection_id: None,
+        node: "n".into(),
+        publisher_conn: None,
+        timestamp: tidewire_realtime::auth::now_ms(),
+        origin: Origin::Rest,
+        retention: Duration::from_secs(60),
+        payload: Payload::Messages(vec![Default::default()]),
+        positions: Vec::new(),
+    };
+    let first = broker.publish(publication()).await.expect("publish");
+    assert_eq!(
+        seen.0.load(Ordering::SeqCst),
+        1,
+        "delivered before the move"
+    );
+
+    let shard = "tw:rt:app:3:app:broker:{6:moving}:fanout";
+    let slot = key_slot(shard.as_bytes());
+    let source = cluster.owner_of(slot);
+    let target = cluster
+        .masters
+        .iter()
+        .find(|m| m.port != source.port)
+        .expect("another master");
+    let slot_text = slot.to_string();
+    target.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &source.id()]);
+    source.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &target.id()]);
+    let moving: Vec<String> = source.cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_text, "100"]);
+    assert_eq!(moving.len(), 2, "the channel's position and history");
+    let port = target.port.to_string();
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(moving.iter().map(String::as_str));
+    source.cmd::<()>(&migrate);
+    for m in &cluster.masters {
+        m.cmd::<()>(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &target.id()]);
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut last = first.last_position().unwrap_or(0);
+    loop {
+        let before = seen.0.load(Ordering::SeqCst);
+        let p = broker.publish(publication()).await.expect("publish");
+        assert!(p.positions[0] > last, "positions continue on the new owner");
+        last = p.positions[0];
+        if seen.0.load(Ordering::SeqCst) > before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "publications reach the node again after the slot moved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let on_target: Vec<redis::Value> = target.cmd(&["PUBSUB", "SHARDNUMSUB", shard]);
+    assert_eq!(on_target.get(1), Some(&redis::Value::Int(1)));
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use tidewire_realtime::engine::{BoxFuture, DedupeStore, EngineResult};
 
-use super::{arg, array, channel_tag, eval, int, run_one, Shared, PREFIX};
+use super::{arg, array, channel_tag, eval, int, run_one, scope, Shared, PREFIX};
 
 /// Checks and records every id of one call in one step, in order. The key holds
 /// when the id was recorded, and the check compares that with the caller's
@@ -32,18 +32,29 @@ return fresh
 pub struct RedisDedupeStore {
     cluster: Shared,
     window_ms: i64,
+    /// [`PREFIX`] and the app's scope.
+    prefix: String,
 }
 
 impl RedisDedupeStore {
     /// A store forgetting ids `window_ms` after they were recorded.
     pub fn new(cluster: Shared, window_ms: i64) -> Self {
-        RedisDedupeStore { cluster, window_ms }
+        Self::scoped(cluster, window_ms, "")
     }
 
-    fn keys(channel: &str, ids: &[&str]) -> Vec<String> {
-        let tag = channel_tag(channel);
+    /// [`RedisDedupeStore::new`] for the app `namespace` (see [`scope`]).
+    pub fn scoped(cluster: Shared, window_ms: i64, namespace: &str) -> Self {
+        RedisDedupeStore {
+            cluster,
+            window_ms,
+            prefix: format!("{PREFIX}{}", scope(namespace)),
+        }
+    }
+
+    fn keys(&self, channel: &str, ids: &[&str]) -> Vec<String> {
+        let (prefix, tag) = (&self.prefix, channel_tag(channel));
         ids.iter()
-            .map(|id| format!("{PREFIX}dedupe:{tag}:{id}"))
+            .map(|id| format!("{prefix}dedupe:{tag}:{id}"))
             .collect()
     }
 }
@@ -65,7 +76,7 @@ impl DedupeStore for RedisDedupeStore {
             let reply = eval(
                 &self.cluster,
                 FIRST_SEEN,
-                &Self::keys(channel, ids),
+                &self.keys(channel, ids),
                 args,
                 false,
             )
@@ -80,7 +91,7 @@ impl DedupeStore for RedisDedupeStore {
         ids: &'a [&'a str],
     ) -> BoxFuture<'a, EngineResult<()>> {
         Box::pin(async move {
-            let keys = Self::keys(channel, ids);
+            let keys = self.keys(channel, ids);
             let Some(first) = keys.first() else {
                 return Ok(());
             };

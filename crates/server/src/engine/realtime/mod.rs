@@ -1,15 +1,25 @@
 //! The realtime hub's engine interfaces ([`tidewire_realtime::engine`]) kept on
 //! the Redis/Valkey Cluster engine, so that several nodes share them.
 //!
-//! Not wired into the hub yet: with `--engine` the realtime layer is still per
-//! node (its channels, presence and connection recovery stay in the node's
-//! process). The Redis `Broker` (positions, history and fan-out over sharded
-//! pub/sub) comes next; the hub then takes these stores for an engine deployment.
+//! With `--engine`, every hub of the node runs on them
+//! ([`crate::realtime::RealtimeEngine`]): [`RedisBroker`] (positions, history and
+//! fan-out over sharded pub/sub, through the process's one [`Fanout`]),
+//! [`RedisPresenceStore`], [`RedisConnectionStateStore`] and [`RedisDedupeStore`].
+//! Without it the hub keeps its in-process engine. docs/scale-out.md says what
+//! stays per node.
 //!
-//! Key layout, all under [`PREFIX`] (`tw:rt:`). A channel's keys carry
+//! Key layout, all under [`PREFIX`] (`tw:rt:`), then the app's [`scope`]
+//! (`app:<len>:<appId>:`; empty for a store built with `new`, as the contract
+//! tests do) for the per-app stores (broker, presence, dedupe: two apps may name
+//! the same channel); connection state is not scoped (connectionIds are unique).
+//! A channel's keys carry
 //! `{<len>:<channel>}` as their hash tag, so that they share one slot (one script
 //! may touch them all) whatever characters the channel name holds; the length
 //! keeps the tag non-empty and the key names unambiguous.
+//! - `…broker:{<len>:<channel>}:position` — string: the last position; TTL the
+//!   retention, at least a minute. `…:history` — sorted set by position, members
+//!   the entries (see `publication.rs`), TTL the retention. `…:fanout` — the shard
+//!   channel publications are `SPUBLISH`ed on ([`broker`], [`fanout`]).
 //! - `tw:rt:dedupe:{<len>:<channel>}:<id>` — string: when the id was first
 //!   recorded (ms), with a Redis TTL of the window so it cleans itself up
 //!   ([`dedupe`]).
@@ -27,9 +37,12 @@
 //!
 //! [`ConnectionStateStore::expire`]: tidewire_realtime::engine::ConnectionStateStore::expire
 
+pub mod broker;
 pub mod connection_state;
 pub mod dedupe;
+pub mod fanout;
 pub mod presence;
+mod publication;
 
 use std::sync::Arc;
 
@@ -38,8 +51,10 @@ use tidewire_engine::{key_slot, Cluster};
 use tidewire_realtime::engine::{EngineError, EngineResult};
 use tidewire_resp::{Protocol, Reply};
 
+pub use broker::RedisBroker;
 pub use connection_state::RedisConnectionStateStore;
 pub use dedupe::RedisDedupeStore;
+pub use fanout::Fanout;
 pub use presence::RedisPresenceStore;
 
 /// Every realtime key starts with this.
@@ -49,6 +64,17 @@ pub const PREFIX: &str = "tw:rt:";
 /// `<len>:<channel>` up to the first `}`, the same for every key of the channel.
 fn channel_tag(channel: &str) -> String {
     format!("{{{}:{channel}}}", channel.len())
+}
+
+/// The key segment after [`PREFIX`] that keeps one realtime app's keys apart
+/// from another's: empty for none, else `app:<len>:<id>:` (the length keeps it
+/// unambiguous whatever the id holds).
+fn scope(namespace: &str) -> String {
+    if namespace.is_empty() {
+        String::new()
+    } else {
+        format!("app:{}:{namespace}:", namespace.len())
+    }
 }
 
 /// A key argument or value as a command argument.

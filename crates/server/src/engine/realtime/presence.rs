@@ -14,7 +14,7 @@ use tidewire_realtime::engine::{BoxFuture, EngineError, EngineResult, PresenceSt
 use tidewire_realtime::protocol::PresenceMessage;
 use tidewire_resp::Reply;
 
-use super::{arg, array, bulk, channel_tag, eval, int, run_one, text, Shared, PREFIX};
+use super::{arg, array, bulk, channel_tag, eval, int, run_one, scope, text, Shared, PREFIX};
 
 /// Records a heartbeat at ARGV[2] for node ARGV[1] unless a later one is kept,
 /// and, given ARGV[3], that the node has members on that channel.
@@ -85,41 +85,53 @@ return 1
 /// module docs).
 pub struct RedisPresenceStore {
     cluster: Shared,
+    /// [`PREFIX`] and the app's scope: every key of the store starts with it.
+    prefix: String,
 }
 
 impl RedisPresenceStore {
     pub fn new(cluster: Shared) -> Self {
-        RedisPresenceStore { cluster }
+        Self::scoped(cluster, "")
+    }
+
+    /// The store of the app `namespace` (see [`scope`]): its members, nodes and
+    /// reaping apart from every other app's.
+    pub fn scoped(cluster: Shared, namespace: &str) -> Self {
+        RedisPresenceStore {
+            cluster,
+            prefix: format!("{PREFIX}{}", scope(namespace)),
+        }
     }
 
     /// The channel's member and owner hashes (one slot).
-    fn channel_keys(channel: &str) -> Vec<String> {
-        let tag = channel_tag(channel);
+    fn channel_keys(&self, channel: &str) -> Vec<String> {
+        let (prefix, tag) = (&self.prefix, channel_tag(channel));
         vec![
-            format!("{PREFIX}presence:{tag}:members"),
-            format!("{PREFIX}presence:{tag}:owners"),
+            format!("{prefix}presence:{tag}:members"),
+            format!("{prefix}presence:{tag}:owners"),
         ]
     }
 
     /// The heartbeats and `node`'s channel set (one slot).
-    fn node_keys(node: &str) -> Vec<String> {
+    fn node_keys(&self, node: &str) -> Vec<String> {
+        let prefix = &self.prefix;
         vec![
-            format!("{PREFIX}presence:{{nodes}}:beats"),
-            format!("{PREFIX}presence:{{nodes}}:channels:{node}"),
+            format!("{prefix}presence:{{nodes}}:beats"),
+            format!("{prefix}presence:{{nodes}}:channels:{node}"),
         ]
     }
 
     async fn beat(&self, node: &str, now_ms: i64, channel: Option<&str>) -> EngineResult<()> {
         let mut args = vec![arg(node), arg(now_ms.to_string())];
         args.extend(channel.map(arg));
-        eval(&self.cluster, BEAT, &Self::node_keys(node), args, true)
+        eval(&self.cluster, BEAT, &self.node_keys(node), args, true)
             .await
             .map(drop)
     }
 
     /// Nodes whose last beat is before `cutoff`.
     async fn dead_nodes(&self, cutoff: i64) -> EngineResult<Vec<String>> {
-        let beats = Self::node_keys("").swap_remove(0);
+        let beats = self.node_keys("").swap_remove(0);
         let argv = vec![
             arg("ZRANGEBYSCORE"),
             arg(beats.as_str()),
@@ -132,7 +144,7 @@ impl RedisPresenceStore {
 
     /// The channels `node` entered members on.
     async fn channels_of(&self, node: &str) -> EngineResult<Vec<String>> {
-        let set = Self::node_keys(node).swap_remove(1);
+        let set = self.node_keys(node).swap_remove(1);
         let argv = vec![arg("SMEMBERS"), arg(set.as_str())];
         let reply = run_one(&self.cluster, Some(&set), argv, true).await?;
         array(reply)?.into_iter().map(text).collect()
@@ -181,7 +193,7 @@ impl PresenceStore for RedisPresenceStore {
             eval(
                 &self.cluster,
                 ENTER,
-                &Self::channel_keys(channel),
+                &self.channel_keys(channel),
                 args,
                 true,
             )
@@ -202,7 +214,7 @@ impl PresenceStore for RedisPresenceStore {
             let reply = eval(
                 &self.cluster,
                 LEAVE,
-                &Self::channel_keys(channel),
+                &self.channel_keys(channel),
                 args,
                 false,
             )
@@ -219,7 +231,7 @@ impl PresenceStore for RedisPresenceStore {
             let reply = eval(
                 &self.cluster,
                 OWNED_MEMBERS,
-                &Self::channel_keys(channel),
+                &self.channel_keys(channel),
                 Vec::new(),
                 true,
             )
@@ -248,7 +260,7 @@ impl PresenceStore for RedisPresenceStore {
             let mut reaped = Vec::new();
             for node in self.dead_nodes(cutoff).await? {
                 for channel in self.channels_of(&node).await? {
-                    let keys = Self::channel_keys(&channel);
+                    let keys = self.channel_keys(&channel);
                     // Not retried: what a lost reply held is gone, and a retry
                     // would return nothing for it (the price of "at most once").
                     let reply = eval(
@@ -267,7 +279,7 @@ impl PresenceStore for RedisPresenceStore {
                 eval(
                     &self.cluster,
                     FORGET_NODE,
-                    &Self::node_keys(&node),
+                    &self.node_keys(&node),
                     args,
                     true,
                 )

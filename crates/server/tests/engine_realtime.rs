@@ -1,0 +1,356 @@
+//! Three Tidewire nodes on one Redis Cluster (`--engine`) behave as one realtime
+//! deployment: a REST publish on one node reaches WebSocket subscribers on the
+//! others in order; history reads the same from every node; presence entered on
+//! one node is listed on another; an idempotent publish offered on two nodes is
+//! delivered once; a message published through one node is updated through
+//! another; a connection resumes on another node with what it missed.
+//!
+//! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
+
+mod common;
+mod redis_support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use redis_support::RedisCluster;
+use serde_json::{json, Value};
+use tidewire_realtime::KeyConfig;
+use tidewire_server::{Config, Server};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The API key every node shares (one app on every node).
+const KEY: &str = "scaleapp.k1:0123456789abcdef0123456789abcdef";
+
+async fn node(engine: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        engine: Some(engine.to_string()),
+        ..Config::default()
+    };
+    config.realtime.keys = vec![KeyConfig {
+        key: KEY.into(),
+        capability: None,
+        revocable_tokens: false,
+    }];
+    config.realtime.mutable_messages = vec!["scale:mutable".into()];
+    let server = tidewire_server::start(config)
+        .await
+        .expect("node starts on the engine");
+    (server, dir)
+}
+
+fn auth() -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(KEY)
+    )
+}
+
+async fn post_messages(server: &Server, channel: &str, body: Value) {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://{}/channels/{channel}/messages",
+            server.http_addr
+        ))
+        .header("Authorization", auth())
+        .json(&body)
+        .send()
+        .await
+        .expect("REST publish");
+    assert!(r.status().is_success(), "publish: {}", r.status());
+}
+
+async fn get(server: &Server, path: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("http://{}{path}", server.http_addr))
+        .header("Authorization", auth())
+        .send()
+        .await
+        .expect("REST read");
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.expect("JSON body")
+}
+
+/// A WebSocket client of `server`, connected (optionally with a clientId).
+async fn connect(server: &Server, client_id: Option<&str>) -> Ws {
+    let mut url = format!(
+        "ws://{}/?key={}&format=json&v=5",
+        server.http_addr,
+        KEY.replace(':', "%3A")
+    );
+    if let Some(id) = client_id {
+        url.push_str(&format!("&clientId={id}"));
+    }
+    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    next_action(&mut ws, 4).await; // CONNECTED
+    ws
+}
+
+async fn attach(ws: &mut Ws, channel: &str) {
+    send(ws, json!({"action": 10, "channel": channel})).await;
+    next_action(ws, 11).await; // ATTACHED
+}
+
+async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(WsMessage::Text(frame.to_string().into()))
+        .await
+        .expect("ws send");
+}
+
+/// The next frame with `action`, within the bounded wait.
+async fn next_action(ws: &mut Ws, action: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out waiting for a frame")
+            .expect("stream ended")
+            .expect("ws error");
+        if let WsMessage::Text(t) = frame {
+            let v: Value = serde_json::from_str(&t).expect("json frame");
+            if v["action"].as_u64() == Some(action) {
+                return v;
+            }
+        }
+    }
+}
+
+/// The `data` of every message received until one whose data is `until`.
+async fn messages_until(ws: &mut Ws, until: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let frame = next_action(ws, 15).await;
+        for m in frame["messages"].as_array().cloned().unwrap_or_default() {
+            let last = m["data"] == until;
+            got.push(m);
+            if last {
+                return got;
+            }
+        }
+    }
+}
+
+fn data_of(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["data"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_are_one_realtime_deployment() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let seed = cluster.masters[0].url();
+    let (n1, _d1) = node(&seed).await;
+    let (n2, _d2) = node(&seed).await;
+    let (n3, _d3) = node(&seed).await;
+
+    // Fan-out: a REST publish on node 1 reaches subscribers on nodes 2 and 3,
+    // in order.
+    let channel = "scale:orders";
+    let mut on2 = connect(&n2, None).await;
+    let mut on3 = connect(&n3, None).await;
+    attach(&mut on2, channel).await;
+    attach(&mut on3, channel).await;
+    let sent: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    for data in &sent {
+        post_messages(&n1, channel, json!({"name": "order", "data": data})).await;
+    }
+    for (ws, node) in [(&mut on2, "node 2"), (&mut on3, "node 3")] {
+        let got = messages_until(ws, "m4").await;
+        assert_eq!(
+            data_of(&got),
+            sent,
+            "{node} receives node 1's publishes in order"
+        );
+        let serials: Vec<&str> = got.iter().filter_map(|m| m["serial"].as_str()).collect();
+        let mut sorted = serials.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            serials.len(),
+            sent.len(),
+            "{node}: every message has a serial"
+        );
+        assert_eq!(serials, sorted, "{node}: serials increase");
+    }
+
+    // History: the same page from every node.
+    let path = format!("/channels/{channel}/messages?direction=forwards");
+    let from1 = get(&n1, &path).await;
+    assert_eq!(
+        data_of(from1.as_array().expect("a page")),
+        sent,
+        "node 1's history"
+    );
+    assert_eq!(
+        get(&n2, &path).await,
+        from1,
+        "node 2 reads the same history"
+    );
+    assert_eq!(
+        get(&n3, &path).await,
+        from1,
+        "node 3 reads the same history"
+    );
+
+    // Presence: entered on node 1, listed on node 2.
+    let room = "scale:room";
+    let mut alice = connect(&n1, Some("alice")).await;
+    attach(&mut alice, room).await;
+    send(
+        &mut alice,
+        json!({"action": 14, "channel": room, "msgSerial": 0,
+               "presence": [{"action": 2, "data": "hello"}]}),
+    )
+    .await;
+    next_action(&mut alice, 1).await; // ACK
+    let listed = common::eventually(|| async {
+        let members = get(&n2, &format!("/channels/{room}/presence")).await;
+        members
+            .as_array()
+            .is_some_and(|m| m.len() == 1 && m[0]["clientId"] == "alice")
+    })
+    .await;
+    assert!(listed, "node 2 lists the member entered on node 1");
+
+    // Idempotent publish: the same message id on nodes 1 and 2 is delivered once.
+    let idem = "scale:idem";
+    attach(&mut on3, idem).await;
+    let once = json!({"id": "order-42", "name": "order", "data": "once"});
+    post_messages(&n1, idem, once.clone()).await;
+    post_messages(&n2, idem, once).await;
+    post_messages(&n2, idem, json!({"name": "order", "data": "end"})).await;
+    let got = messages_until(&mut on3, "end").await;
+    assert_eq!(
+        data_of(&got),
+        vec!["once", "end"],
+        "an id offered on two nodes is delivered once"
+    );
+    let history = get(
+        &n3,
+        &format!("/channels/{idem}/messages?direction=forwards"),
+    )
+    .await;
+    assert_eq!(
+        data_of(history.as_array().expect("a page")),
+        vec!["once", "end"],
+        "and kept once"
+    );
+
+    // A message published through node 1 can be updated through node 2 (its
+    // original is in the shared history).
+    let doc = "scale:mutable";
+    post_messages(&n1, doc, json!({"name": "doc", "data": "draft"})).await;
+    let page = get(&n2, &format!("/channels/{doc}/messages")).await;
+    let serial = page[0]["serial"].as_str().expect("a serial").to_owned();
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "http://{}/channels/{doc}/messages/{serial}",
+            n2.http_addr
+        ))
+        .header("Authorization", auth())
+        .json(&json!({"action": 1, "data": "final"}))
+        .send()
+        .await
+        .expect("REST update");
+    assert!(r.status().is_success(), "update on node 2: {}", r.status());
+    let latest = get(&n2, &format!("/channels/{doc}/messages/{serial}")).await;
+    assert_eq!(latest["data"], "final", "node 2 reads its update");
+
+    // Nothing left over on node 2's subscriber.
+    let extra = tokio::time::timeout(Duration::from_millis(200), on2.next()).await;
+    assert!(
+        !matches!(extra, Ok(Some(Ok(WsMessage::Text(ref t)))) if t.contains("\"action\":15")),
+        "no message delivered twice: {extra:?}"
+    );
+    for s in [n1, n2, n3] {
+        s.shutdown().await;
+    }
+}
+
+/// A connection served by node 1 resumes on node 3 after its transport dropped:
+/// same connectionId, and the messages published meanwhile (through node 2) are
+/// replayed from the shared history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_resumes_on_another_node() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let seed = cluster.masters[0].url();
+    let (n1, _d1) = node(&seed).await;
+    let (n2, _d2) = node(&seed).await;
+    let (n3, _d3) = node(&seed).await;
+    let channel = "scale:resume";
+
+    let mut url = format!(
+        "ws://{}/?key={}&format=json&v=5&clientId=res",
+        n1.http_addr,
+        KEY.replace(':', "%3A")
+    );
+    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    let connected = next_action(&mut ws, 4).await;
+    let id = connected["connectionId"].as_str().expect("id").to_owned();
+    let key = connected["connectionDetails"]["connectionKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    attach(&mut ws, channel).await;
+    post_messages(&n1, channel, json!({"data": "seen"})).await;
+    let seen = next_action(&mut ws, 15).await;
+    let channel_serial = seen["channelSerial"].as_str().expect("serial").to_owned();
+    drop(ws);
+    for i in 0..3 {
+        post_messages(&n2, channel, json!({"data": format!("missed{i}")})).await;
+    }
+
+    url = format!(
+        "ws://{}/?key={}&format=json&v=5&clientId=res&resume={}",
+        n3.http_addr,
+        KEY.replace(':', "%3A"),
+        key.replace('!', "%21")
+    );
+    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    let resumed = next_action(&mut ws, 4).await;
+    assert!(resumed.get("error").is_none(), "resumed: {resumed}");
+    assert_eq!(resumed["connectionId"], id.as_str(), "same connection");
+    send(
+        &mut ws,
+        json!({"action": 10, "channel": channel, "channelSerial": channel_serial, "flags": 32}),
+    )
+    .await;
+    let attached = next_action(&mut ws, 11).await;
+    assert_ne!(
+        attached["flags"].as_u64().unwrap_or(0) & 4,
+        0,
+        "RESUMED on node 3: {attached}"
+    );
+    let got = messages_until(&mut ws, "missed2").await;
+    assert_eq!(
+        data_of(&got),
+        vec!["missed0", "missed1", "missed2"],
+        "what was published meanwhile, once, in order"
+    );
+    for s in [n1, n2, n3] {
+        s.shutdown().await;
+    }
+}
