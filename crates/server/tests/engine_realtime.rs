@@ -1,7 +1,8 @@
 //! Three Tidewire nodes on one Redis Cluster (`--engine`) behave as one realtime
 //! deployment: a REST publish on one node reaches WebSocket subscribers on the
 //! others in order; history reads the same from every node; presence entered on
-//! one node is listed on another; an idempotent publish offered on two nodes is
+//! one node is listed on another, its events reach presence subscribers on
+//! the others and an attach there syncs it; an idempotent publish offered on two nodes is
 //! delivered once; a message published through one node is updated through
 //! another; a connection resumes on another node with what it missed.
 //!
@@ -207,8 +208,11 @@ async fn three_nodes_are_one_realtime_deployment() {
         "node 3 reads the same history"
     );
 
-    // Presence: entered on node 1, listed on node 2.
+    // Presence: entered on node 1, listed on node 2; its event reaches a
+    // presence subscriber on node 3; an attach on node 2 syncs it.
     let room = "scale:room";
+    let mut watcher = connect(&n3, None).await;
+    attach(&mut watcher, room).await;
     let mut alice = connect(&n1, Some("alice")).await;
     attach(&mut alice, room).await;
     send(
@@ -226,6 +230,26 @@ async fn three_nodes_are_one_realtime_deployment() {
     })
     .await;
     assert!(listed, "node 2 lists the member entered on node 1");
+    let event = next_action(&mut watcher, 14).await;
+    assert_eq!(
+        (
+            event["presence"][0]["action"].as_u64(),
+            event["presence"][0]["clientId"].as_str()
+        ),
+        (Some(2), Some("alice")),
+        "node 3's presence subscriber gets node 1's ENTER: {event}"
+    );
+    let mut late = connect(&n2, None).await;
+    send(&mut late, json!({"action": 10, "channel": room})).await;
+    let sync = next_action(&mut late, 16).await;
+    assert_eq!(
+        sync["presence"].as_array().map(|m| m
+            .iter()
+            .filter_map(|p| p["clientId"].as_str())
+            .collect::<Vec<_>>()),
+        Some(vec!["alice"]),
+        "an attach on node 2 syncs the member node 1 holds: {sync}"
+    );
 
     // Idempotent publish: the same message id on nodes 1 and 2 is delivered once.
     let idem = "scale:idem";
