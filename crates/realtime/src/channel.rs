@@ -211,6 +211,10 @@ pub struct ChannelEvent {
     pub serial: u64,
     pub origin: Origin,
     pub message: Message,
+    /// Published through this node (not delivered here from another node by the
+    /// engine): what a node bridges to the shared engine's Redis subscribers, so
+    /// that each message reaches them once.
+    pub local: bool,
 }
 
 impl ChannelEvent {
@@ -664,6 +668,7 @@ impl Channel {
                     serial,
                     origin: ctx.origin,
                     message: m.clone(),
+                    local: true,
                 }));
             }
         }

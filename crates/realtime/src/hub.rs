@@ -679,6 +679,11 @@ impl Hub {
                 .broker
                 .publish(publication)
                 .await
+                .inspect(|p| {
+                    if !self.engine.broker.delivers_before_returning() {
+                        self.tell_observers(p);
+                    }
+                })
                 .map(|p| Published {
                     serials: p.positions.iter().map(|s| format_serial(*s)).collect(),
                     channel_serial: p.last_position().map(format_serial).unwrap_or_default(),
@@ -1013,6 +1018,64 @@ impl Hub {
         )
     }
 
+    /// A message produced by the Redis side, checked as a publish would be.
+    fn backend_message(
+        &self,
+        channel: &str,
+        name: Option<String>,
+        data: MessageData,
+        encoding: Option<String>,
+    ) -> Result<Message, AblyError> {
+        validate_channel_name(channel)?;
+        let m = Message {
+            name,
+            data: Some(data),
+            encoding,
+            ..Default::default()
+        };
+        if m.size() > self.config.max_message_size {
+            return Err(AblyError::of(ErrorCode::MessageTooLarge));
+        }
+        Ok(m)
+    }
+
+    /// [`Hub::publish_from_backend`], waiting for the engine: for the bridge on a
+    /// shared engine, which runs it in the channel's order.
+    pub async fn publish_from_backend_async(
+        &self,
+        channel: &str,
+        name: Option<String>,
+        data: impl Into<MessageData>,
+        encoding: Option<String>,
+    ) -> Result<String, AblyError> {
+        let m = self.backend_message(channel, name, data.into(), encoding)?;
+        let p = self
+            .publish_async(
+                channel,
+                vec![m],
+                &Publisher::default(),
+                None,
+                Origin::Backend,
+            )
+            .await?;
+        Ok(p.channel_serial)
+    }
+
+    /// Whether `channel` is attached anywhere: on this node, or (asking the
+    /// engine) on another. An engine that cannot tell counts as "no".
+    pub async fn is_attached_anywhere(&self, channel: &str) -> bool {
+        if self.existing_channel(channel).is_some() {
+            return true;
+        }
+        match self.engine.broker.has_interest(channel).await {
+            Ok(any) => any,
+            Err(e) => {
+                log_engine_error::<()>(Err(e));
+                false
+            }
+        }
+    }
+
     /// Bridge entry point: delivers a message produced by the Redis side (e.g.
     /// `PUBLISH`) to realtime subscribers of `channel`, and records it in history.
     /// See docs/realtime.md for the name/data/encoding mapping.
@@ -1023,16 +1086,7 @@ impl Hub {
         data: impl Into<MessageData>,
         encoding: Option<String>,
     ) -> Result<String, AblyError> {
-        validate_channel_name(channel)?;
-        let m = Message {
-            name,
-            data: Some(data.into()),
-            encoding,
-            ..Default::default()
-        };
-        if m.size() > self.config.max_message_size {
-            return Err(AblyError::of(ErrorCode::MessageTooLarge));
-        }
+        let m = self.backend_message(channel, name, data.into(), encoding)?;
         let p = self.publish(
             channel,
             vec![m],
@@ -1205,16 +1259,11 @@ impl BrokerHandler for Hub {
     /// observers, in the channel's position order.
     fn on_publication(&self, p: &Publication) {
         let summary = match &p.payload {
-            Payload::Messages(msgs) => {
-                if self.observers.receiver_count() > 0 {
-                    for (m, serial) in msgs.iter().zip(&p.positions) {
-                        let _ = self.observers.send(Arc::new(ChannelEvent {
-                            channel: p.channel.clone(),
-                            serial: *serial,
-                            origin: p.origin,
-                            message: m.clone(),
-                        }));
-                    }
+            Payload::Messages(_) => {
+                // Another node's publication, or ours when the broker delivers it
+                // before returning (else `publish_async` tells of ours).
+                if p.node != self.node_id || self.engine.broker.delivers_before_returning() {
+                    self.tell_observers(p);
                 }
                 None
             }
@@ -1245,6 +1294,25 @@ impl BrokerHandler for Hub {
 }
 
 impl Hub {
+    /// Hands a publication's messages to [`Hub::subscribe_all`]'s receivers.
+    fn tell_observers(&self, p: &Publication) {
+        let Payload::Messages(msgs) = &p.payload else {
+            return;
+        };
+        if self.observers.receiver_count() == 0 {
+            return;
+        }
+        for (m, serial) in msgs.iter().zip(&p.positions) {
+            let _ = self.observers.send(Arc::new(ChannelEvent {
+                channel: p.channel.clone(),
+                serial: *serial,
+                origin: p.origin,
+                message: m.clone(),
+                local: p.node == self.node_id,
+            }));
+        }
+    }
+
     /// Keeps a delivered annotation and makes the annotated message's new summary.
     fn record_annotation(
         &self,
@@ -2151,6 +2219,9 @@ mod tests {
     impl crate::engine::Broker for CountingBroker {
         fn register(&self, h: Weak<dyn BrokerHandler>) {
             self.inner.register(h)
+        }
+        fn delivers_before_returning(&self) -> bool {
+            self.inner.delivers_before_returning()
         }
         fn subscribe<'a>(&'a self, c: &'a str) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
             self.count(c, 1);

@@ -248,7 +248,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         http_addr,
         shutdown_rx.clone(),
     )?;
-    let bridge = realtime::connect_bridge(&store, &hub, shutdown_rx.clone());
+    let bridge = realtime::connect_bridge(&store, &hub, &engine, shutdown_rx.clone());
     tasks.spawn(async move {
         let _ = bridge.await;
     });

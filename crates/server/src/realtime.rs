@@ -10,6 +10,9 @@
 //!   when it is UTF-8, binary otherwise) with no name.
 //! - Every realtime message (from WebSocket or REST publishers) is published to Redis
 //!   subscribers of the same channel name as its Ably JSON wire form.
+//! - On a shared engine (`--engine`), "attached" means on any node (the engine
+//!   is asked), and Redis subscribers are the engine's: the node a realtime
+//!   message was published through publishes it there.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -19,7 +22,7 @@ use bytes::Bytes;
 use rand::distributions::{Alphanumeric, DistString};
 use tidewire_engine::Cluster;
 use tidewire_realtime::engine::dedupe::ABLY_DEDUPE_WINDOW_MS;
-use tidewire_realtime::engine::Engine;
+use tidewire_realtime::engine::{Engine, OrderedCalls};
 use tidewire_realtime::{HistoryStore, Hub, KeyConfig, Origin, RealtimeConfig};
 use tidewire_store::pubsub::PublishBridge;
 use tidewire_store::Store;
@@ -175,6 +178,10 @@ pub fn build_app_hubs(
 /// Redis → realtime: PUBLISH on a channel that realtime clients are attached to.
 struct RedisToRealtime {
     hub: Arc<Hub>,
+    /// On a shared engine: "attached" means on any node, which takes asking
+    /// the engine, so the publish finishes on the runtime, in each channel's
+    /// order. `None`: the embedded engine, where this node is everyone.
+    shared: Option<OrderedCalls>,
 }
 
 impl PublishBridge for RedisToRealtime {
@@ -182,17 +189,39 @@ impl PublishBridge for RedisToRealtime {
         let Ok(channel) = std::str::from_utf8(channel) else {
             return 0;
         };
-        if channel.starts_with("__key") || self.hub.existing_channel(channel).is_none() {
+        if channel.starts_with("__key") {
             return 0;
         }
         let (name, data, encoding) = decode_envelope(message);
-        match self.hub.publish_from_backend(channel, name, data, encoding) {
-            Ok(_) => 1,
-            Err(e) => {
-                tracing::debug!(channel, error = %e.message, "bridge publish refused");
-                0
+        let Some(lanes) = &self.shared else {
+            if self.hub.existing_channel(channel).is_none() {
+                return 0;
             }
-        }
+            return match self.hub.publish_from_backend(channel, name, data, encoding) {
+                Ok(_) => 1,
+                Err(e) => {
+                    tracing::debug!(channel, error = %e.message, "bridge publish refused");
+                    0
+                }
+            };
+        };
+        let (hub, channel_name) = (self.hub.clone(), channel.to_owned());
+        lanes.run(
+            channel,
+            Box::pin(async move {
+                if !hub.is_attached_anywhere(&channel_name).await {
+                    return;
+                }
+                if let Err(e) = hub
+                    .publish_from_backend_async(&channel_name, name, data, encoding)
+                    .await
+                {
+                    tracing::debug!(channel = %channel_name, error = %e.message, "bridge publish refused");
+                }
+            }),
+        );
+        // Not known yet: the realtime side counts no receiver in PUBLISH's reply.
+        0
     }
 }
 
@@ -235,15 +264,23 @@ fn decode_envelope(
 }
 
 /// Connects both directions of the bridge; the realtime → Redis half runs as a task
-/// until shutdown.
+/// until shutdown. On a shared engine, Redis subscribers are the engine's: each
+/// node publishes there the messages published through it (once each), instead
+/// of to its own store's subscribers.
 pub fn connect_bridge(
     store: &Arc<Store>,
     hub: &Arc<Hub>,
+    engine: &crate::engine::Engine,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    store
-        .pubsub
-        .set_bridge(Arc::new(RedisToRealtime { hub: hub.clone() }));
+    let cluster = match engine {
+        crate::engine::Engine::Embedded => None,
+        crate::engine::Engine::Redis(cluster) => Some(cluster.clone()),
+    };
+    store.pubsub.set_bridge(Arc::new(RedisToRealtime {
+        hub: hub.clone(),
+        shared: cluster.is_some().then(OrderedCalls::default),
+    }));
     let mut events = hub.subscribe_all();
     let store = store.clone();
     tokio::spawn(async move {
@@ -255,8 +292,14 @@ pub fn connect_bridge(
                         if ev.origin == Origin::Backend {
                             continue;
                         }
-                        let limit = store.config.pubsub_output_limit.load(Ordering::Relaxed);
-                        store.pubsub.publish_local(ev.channel.as_bytes(), ev.message_json().as_bytes(), limit);
+                        match &cluster {
+                            None => {
+                                let limit = store.config.pubsub_output_limit.load(Ordering::Relaxed);
+                                store.pubsub.publish_local(ev.channel.as_bytes(), ev.message_json().as_bytes(), limit);
+                            }
+                            Some(cluster) if ev.local => publish_on_engine(cluster, &ev).await,
+                            Some(_) => {}
+                        }
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(skipped = n, "realtime → Redis bridge fell behind");
@@ -266,6 +309,23 @@ pub fn connect_bridge(
             }
         }
     })
+}
+
+/// A realtime message to the engine's Redis subscribers of its channel (awaited,
+/// so that one channel's messages reach them in order).
+async fn publish_on_engine(cluster: &Cluster, ev: &tidewire_realtime::ChannelEvent) {
+    let argv = vec![
+        Bytes::from_static(b"PUBLISH"),
+        Bytes::copy_from_slice(ev.channel.as_bytes()),
+        Bytes::from(ev.message_json()),
+    ];
+    // Not retried: a retry after a lost reply could deliver it twice.
+    if let Err(e) = cluster
+        .run(tidewire_resp::Protocol::Resp2, None, &[argv], false)
+        .await
+    {
+        tracing::warn!(channel = %ev.channel, error = %e, "realtime → Redis bridge: the engine refused a publish");
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! one node is listed on another, its events reach presence subscribers on
 //! the others and an attach there syncs it; an idempotent publish offered on two nodes is
 //! delivered once; a message published through one node is updated through
-//! another; a connection resumes on another node with what it missed.
+//! another; a connection resumes on another node with what it missed; the
+//! Redis pub/sub bridge spans the nodes.
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
 
@@ -375,6 +376,101 @@ async fn a_connection_resumes_on_another_node() {
         "what was published meanwhile, once, in order"
     );
     for s in [n1, n2, n3] {
+        s.shutdown().await;
+    }
+}
+
+/// The bridge between Redis pub/sub and realtime channels spans the nodes: a
+/// realtime message published through node 1 reaches a Redis subscriber
+/// connected to node 2 once (no node has the channel attached), and a Redis
+/// `PUBLISH` sent to node 1 reaches a WebSocket subscriber attached on node 2,
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_bridge_spans_the_nodes() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let seed = cluster.masters[0].url();
+    let (n1, _d1) = node(&seed).await;
+    let (n2, _d2) = node(&seed).await;
+
+    // Realtime → Redis.
+    let redis2 = redis::Client::open(format!("redis://{}/", n2.resp_addr)).expect("client");
+    let mut pubsub = redis2.get_async_pubsub().await.expect("pubsub");
+    pubsub.subscribe("scale:to-redis").await.expect("subscribe");
+    post_messages(
+        &n1,
+        "scale:to-redis",
+        json!({"name": "greet", "data": "hi"}),
+    )
+    .await;
+    post_messages(
+        &n1,
+        "scale:to-redis",
+        json!({"name": "greet", "data": "again"}),
+    )
+    .await;
+    let mut stream = pubsub.on_message();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(common::WAIT, stream.next())
+            .await
+            .expect("the Redis subscriber on node 2 gets the realtime message")
+            .expect("stream open");
+        let payload: String = m.get_payload().expect("text payload");
+        let v: Value = serde_json::from_str(&payload).expect("JSON");
+        got.push(v["data"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(got, vec!["hi", "again"], "in order");
+    let extra = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(extra.is_err(), "delivered once: {extra:?}");
+    drop(stream);
+
+    // Redis → realtime.
+    let channel = "scale:from-redis";
+    let mut on2 = connect(&n2, None).await;
+    attach(&mut on2, channel).await;
+    let redis1 = redis::Client::open(format!("redis://{}/", n1.resp_addr)).expect("client");
+    let mut conn = redis1
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    for data in ["r1", "r2", "r3"] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(data)
+            .query_async(&mut conn)
+            .await
+            .expect("PUBLISH");
+    }
+    let got = messages_until(&mut on2, "r3").await;
+    assert_eq!(
+        data_of(&got),
+        vec!["r1", "r2", "r3"],
+        "node 2's subscriber gets node 1's PUBLISHes once, in order"
+    );
+    let history = get(
+        &n1,
+        &format!("/channels/{channel}/messages?direction=forwards"),
+    )
+    .await;
+    assert_eq!(
+        data_of(history.as_array().expect("a page")),
+        vec!["r1", "r2", "r3"],
+        "kept once in the shared history"
+    );
+    // A channel nobody attached anywhere stays on the Redis side.
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("scale:nobody")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .expect("PUBLISH");
+    // (The bridge decides after asking the engine: give it the time it takes.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let nobody = get(&n2, "/channels/scale:nobody/messages").await;
+    assert_eq!(nobody, json!([]), "not bridged: {nobody}");
+    for s in [n1, n2] {
         s.shutdown().await;
     }
 }

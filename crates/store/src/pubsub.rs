@@ -88,6 +88,14 @@ impl PubSub {
         receivers
     }
 
+    /// Hands a `PUBLISH` that another engine delivered to Redis subscribers (a
+    /// shared Redis engine, `--engine`) to the bridge alone; returns the bridge's
+    /// receivers.
+    pub fn publish_to_bridge(&self, channel: &[u8], message: &[u8]) -> usize {
+        let bridge = self.bridge.read().clone();
+        bridge.map_or(0, |b| b.on_publish(channel, message))
+    }
+
     /// Delivers `message` to Redis subscribers only: used for messages that came from
     /// the bridge, so they do not loop back into it.
     pub fn publish_local(

@@ -210,6 +210,23 @@ pub trait Broker: Send + Sync {
     /// Drops expired state; the hub calls it periodically.
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>>;
 
+    /// Whether every publication reaches this process's handlers before
+    /// [`Broker::publish`] returns (the in-process broker). The hub then tells
+    /// its observers of its own publications as they are delivered, in position
+    /// order; otherwise (this node may not be subscribed) when they are
+    /// published.
+    fn delivers_before_returning(&self) -> bool {
+        false
+    }
+
+    /// Whether any node has subscribed to `channel`, for bridging publishes
+    /// from outside the realtime layer only where someone listens. A broker
+    /// that serves this process alone answers no: the hub knows its own
+    /// channels.
+    fn has_interest<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, EngineResult<bool>> {
+        ready(Ok(false))
+    }
+
     /// Everything on `channel` after position `after`, oldest first, at most
     /// `limit` messages (resume).
     fn since<'a>(
@@ -341,6 +358,10 @@ impl Broker for MemoryBroker {
         let mut hs = self.handlers.write().unwrap_or_else(|p| p.into_inner());
         hs.retain(|h| h.strong_count() > 0);
         hs.push(handler);
+    }
+
+    fn delivers_before_returning(&self) -> bool {
+        true
     }
 
     fn subscribe<'a>(&'a self, _channel: &'a str) -> BoxFuture<'a, EngineResult<()>> {

@@ -95,9 +95,10 @@ impl EngineSession {
             }
         }
         let start = std::time::Instant::now();
-        let forwarded = self.dispatch(store, client, cmd, argv).await;
-        if let Forwarded::Reply(reply) = &forwarded {
+        let mut forwarded = self.dispatch(store, client, cmd, argv).await;
+        if let Forwarded::Reply(reply) = &mut forwarded {
             store.account_forwarded(cmd, start.elapsed(), reply);
+            bridge_publish(store, cmd, argv, reply);
         }
         forwarded
     }
@@ -404,6 +405,20 @@ fn with_multi_exec(commands: Vec<Vec<Bytes>>) -> Vec<Vec<Bytes>> {
 
 fn parse_u64(text: &[u8]) -> Option<u64> {
     std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// A `PUBLISH` the engine took also reaches the realtime layer, as the
+/// embedded store's `PUBLISH` does (the store's handler calls the bridge; on the
+/// engine that handler never runs, so the name is what tells). The bridge's
+/// receivers count in the reply as they do there.
+fn bridge_publish(store: &Store, cmd: &Command, argv: &[Bytes], reply: &mut Reply) {
+    if cmd.full_name != "publish" {
+        return;
+    }
+    if let (Reply::Int(n), Some(channel), Some(message)) = (&*reply, argv.get(1), argv.get(2)) {
+        let bridged = store.pubsub.publish_to_bridge(channel, message);
+        *reply = Reply::Int(n + bridged as i64);
+    }
 }
 
 pub(super) fn engine_error(e: &tidewire_engine::EngineError) -> Reply {

@@ -292,6 +292,18 @@ impl Broker for RedisBroker {
         })
     }
 
+    fn has_interest<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<bool>> {
+        Box::pin(async move {
+            // Every node attached to the channel holds one SSUBSCRIBE of its
+            // shard channel on the master that owns it.
+            let shard = self.keys(channel).fanout;
+            let argv = vec![arg("PUBSUB"), arg("SHARDNUMSUB"), arg(shard.as_str())];
+            let reply = super::run_one(&self.cluster, Some(&shard), argv, true).await?;
+            let counts = array(reply)?;
+            Ok(counts.get(1).map(int).transpose()?.unwrap_or(0) > 0)
+        })
+    }
+
     fn expire(&self, _now_ms: i64) -> BoxFuture<'_, EngineResult<()>> {
         // Every publish trims its channel's expired entries, reads skip them, and
         // the keys of an idle channel carry TTLs: nothing to sweep.
