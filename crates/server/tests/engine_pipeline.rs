@@ -380,3 +380,84 @@ async fn a_pipeline_follows_a_slot_migrated_under_it() {
 
     a.shutdown().await;
 }
+
+/// Upstash REST `/pipeline` on the engine: its commands go to the masters in
+/// batches too, with replies in order (errors, a refused command and a local
+/// command in the middle) and far fewer reads on a master than commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_pipeline_is_batched_and_answers_in_order() {
+    const TOKEN: &str = "engine-pipeline-token";
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        engine: Some(cluster.masters[0].url()),
+        ..Config::default()
+    };
+    config.upstash.tokens = vec![TOKEN.into()];
+    let server = tidewire_server::start(config)
+        .await
+        .expect("node starts on the engine");
+    let keys = keys_per_master(&cluster, 2);
+    let (a, b, c0) = (&keys[0][0], &keys[1][0], &keys[2][0]);
+    let body = serde_json::json!([
+        ["SET", a, "v1"],
+        ["GET", a],
+        ["SET", b, "w"],
+        ["SET", a, "v2"],
+        ["INCR", a],
+        ["GET", a],
+        ["PING"],
+        ["RPUSH", c0, "x", "y"],
+        ["LRANGE", c0, "0", "-1"],
+        ["GET", b],
+    ]);
+    let replies = common::rest_post(&server, TOKEN, "/pipeline", body).await;
+    let results: Vec<serde_json::Value> = replies
+        .as_array()
+        .expect("an array of results")
+        .iter()
+        .map(|r| {
+            r.get("result")
+                .cloned()
+                .unwrap_or_else(|| r["error"].clone())
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            serde_json::json!("OK"),
+            serde_json::json!("v1"),
+            serde_json::json!("OK"),
+            serde_json::json!("OK"),
+            serde_json::json!("ERR value is not an integer or out of range"),
+            serde_json::json!("v2"),
+            serde_json::json!("PONG"),
+            serde_json::json!(2),
+            serde_json::json!(["x", "y"]),
+            serde_json::json!("w"),
+        ],
+        "every result in the request's order"
+    );
+
+    let master = &cluster.masters[1];
+    let before = total_reads(master);
+    let sets: Vec<serde_json::Value> = (0..60)
+        .map(|i| serde_json::json!(["SET", &keys[1][i % 2], i.to_string()]))
+        .collect();
+    let replies = common::rest_post(&server, TOKEN, "/pipeline", serde_json::json!(sets)).await;
+    assert_eq!(replies.as_array().map(Vec::len), Some(60));
+    assert!(replies
+        .as_array()
+        .is_some_and(|r| r.iter().all(|r| r["result"] == "OK")));
+    let reads = total_reads(master) - before;
+    assert!(
+        reads < 20,
+        "{reads} reads for 60 commands of one REST pipeline"
+    );
+    server.shutdown().await;
+}

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidewire_engine::{Cluster, ConnectOptions};
 
-pub use pipeline::{Answers, Gathered};
+pub use pipeline::{Answers, Gathered, MAX_BATCH};
 pub use route::CROSSSLOT;
 pub use session::{EngineSession, Forwarded};
 

@@ -28,7 +28,7 @@ use super::transaction::reads_only;
 
 /// Commands in one batch at most: all of a batch's replies are held before the
 /// first is written.
-const MAX_BATCH: usize = 128;
+pub const MAX_BATCH: usize = 128;
 
 /// The commands read after a first one, to be forwarded with it.
 pub struct Gathered {
@@ -108,6 +108,56 @@ impl EngineSession {
             .chain(rest.iter().map(|(slot, argv)| (*slot, &argv[..])))
             .collect();
         Answers::Many(run_batch(&self.cluster, store, client, &commands).await)
+    }
+
+    /// How many of `commands`, from the first, go to the engine together, by the
+    /// rules [`EngineSession::gather`] applies to a RESP pipeline (a REST
+    /// `/pipeline`'s commands are all there at once); 0 or 1: the first runs
+    /// alone.
+    pub fn batch_len(&self, client: &Client, commands: &[Vec<Bytes>]) -> usize {
+        let mut last_of_slot: Vec<u16> = Vec::new();
+        let mut len = 0;
+        for argv in commands.iter().take(MAX_BATCH) {
+            match self.batch_slot(client, argv) {
+                Some((slot, several)) if !last_of_slot.contains(&slot) => {
+                    if several {
+                        last_of_slot.push(slot);
+                    }
+                    len += 1;
+                }
+                _ => break,
+            }
+        }
+        len
+    }
+
+    /// Forwards `commands` (a run [`EngineSession::batch_len`] accepted) as one
+    /// batch: one reply per command, in order.
+    pub async fn execute_batch(
+        &mut self,
+        store: &Store,
+        client: &mut Client,
+        commands: &[Vec<Bytes>],
+    ) -> Vec<Reply> {
+        let slotted: Vec<(u16, &[Bytes])> = commands
+            .iter()
+            .filter_map(|argv| Some((self.batch_slot(client, argv)?.0, &argv[..])))
+            .collect();
+        if slotted.len() != commands.len() {
+            // Not a batch after all (cannot happen for a run batch_len gave):
+            // one by one, as the client sent them.
+            let mut replies = Vec::with_capacity(commands.len());
+            for argv in commands {
+                replies.push(match self.execute(store, client, argv).await {
+                    Forwarded::Reply(reply) => reply,
+                    Forwarded::Local | Forwarded::Pushed => {
+                        Reply::error("ERR engine protocol error: not a batch")
+                    }
+                });
+            }
+            return replies;
+        }
+        run_batch(&self.cluster, store, client, &slotted).await
     }
 
     /// The slot of a command that may join a batch, and whether it must be the

@@ -173,6 +173,32 @@ impl RequestClient<'_> {
         self.execute(argv)
     }
 
+    /// How many of `commands`, from the first, the engine takes as one batch
+    /// (each allowed by the policy); 0 without an engine.
+    fn engine_batch_len(&self, commands: &[Vec<Bytes>], access: Access) -> usize {
+        let Some(engine) = self.engine.as_ref() else {
+            return 0;
+        };
+        let allowed = commands
+            .iter()
+            .take(crate::engine::MAX_BATCH)
+            .take_while(|argv| policy::check(argv, access).is_ok())
+            .count();
+        engine.batch_len(&self.client, &commands[..allowed])
+    }
+
+    /// Runs a run [`RequestClient::engine_batch_len`] accepted on the engine.
+    async fn run_engine_batch(&mut self, commands: &[Vec<Bytes>]) -> Vec<Reply> {
+        match self.engine.as_mut() {
+            Some(engine) => {
+                engine
+                    .execute_batch(self.store, &mut self.client, commands)
+                    .await
+            }
+            None => commands.iter().map(|argv| self.execute(argv)).collect(),
+        }
+    }
+
     async fn run(&mut self, argv: &[Bytes], access: Access) -> Reply {
         match policy::check(argv, access) {
             Ok(()) => self.execute_routed(argv).await,
@@ -461,12 +487,21 @@ async fn pipeline(
     let write_seq;
     {
         let mut client = st.client(peer, access);
-        for (i, argv) in cmds.iter().enumerate() {
+        let mut i = 0;
+        while i < cmds.len() {
             if i > 0 && i % 256 == 0 {
                 // No lock is held here: each command locked and unlocked its shards.
                 tokio::task::yield_now().await;
             }
-            replies.push(client.run(argv, access).await);
+            // On the engine, a run of plain keyed commands goes together.
+            let batch = client.engine_batch_len(&cmds[i..], access);
+            if batch > 1 {
+                replies.extend(client.run_engine_batch(&cmds[i..i + batch]).await);
+                i += batch;
+                continue;
+            }
+            replies.push(client.run(&cmds[i], access).await);
+            i += 1;
         }
         write_seq = client.write_seq;
     }
