@@ -4,7 +4,8 @@
 //!   served resumes on another node with its connectionKey and last channelSerial
 //!   and gets exactly what was published meanwhile, in order, once;
 //! - its presence members leave on the other nodes after the node grace (three
-//!   sweeps; `sweep_interval_ms` is short here);
+//!   sweeps; `sweep_interval_ms` is short here), and a client of it that resumes
+//!   elsewhere is told (no RESUMED on the attach) to enter its members again;
 //! - a killed Redis master whose replica is promoted interrupts publishing only
 //!   briefly: publishes succeed again, reach subscribers on the other nodes, and
 //!   are in history read from every node.
@@ -256,10 +257,17 @@ async fn a_client_of_a_killed_node_resumes_on_another_losing_nothing() {
     )
     .await;
     let attached = next_action(&mut ws, 11).await;
-    assert_ne!(
+    // The messages continue (no error); RESUMED is not claimed, as the
+    // connection's presence members (if any) are node 1's: the client enters
+    // them again here.
+    assert!(
+        attached.get("error").is_none(),
+        "continuous on node 3: {attached}"
+    );
+    assert_eq!(
         attached["flags"].as_u64().unwrap_or(0) & 4,
         0,
-        "RESUMED on node 3: {attached}"
+        "not RESUMED: {attached}"
     );
     assert_eq!(
         messages_until(&mut ws, "missed3").await,
@@ -352,6 +360,83 @@ async fn a_killed_node_s_presence_members_leave_after_the_grace() {
     )
     .await;
     assert!(again.is_none(), "one LEAVE only: {again:?}");
+    for s in [n2, n3] {
+        s.shutdown().await;
+    }
+}
+
+/// A client that had entered presence through a node that dies resumes on
+/// another node: the attach there does not claim continuity (RESUMED), so the
+/// client (as an SDK does) enters its member again, now owned by the new node,
+/// and it stays present after the dead node's members are reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_client_of_a_killed_node_keeps_its_presence_by_entering_again() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+        .await
+        .expect("cluster starts");
+    let seed = cluster.masters[0].url();
+    let d1 = tempfile::tempdir().expect("temp dir");
+    let (n1, h1) = killable_node(&seed, d1.path()).await;
+    let (n2, h2, _d2) = node(&seed).await;
+    let (n3, h3, _d3) = node(&seed).await;
+    let room = "fail:lobby";
+    let members_path = format!("/channels/{room}/presence");
+
+    let (mut alice, connected) = connect(&h1, "&clientId=alice").await;
+    let key = connected["connectionDetails"]["connectionKey"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    send(&mut alice, json!({"action": 10, "channel": room})).await;
+    let attached = next_action(&mut alice, 11).await;
+    let channel_serial = attached["channelSerial"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let enter = json!({"action": 14, "channel": room, "msgSerial": 0,
+                       "presence": [{"action": 2, "data": "hello"}]});
+    send(&mut alice, enter).await;
+    next_action(&mut alice, 1).await; // ACK
+    tokio::task::spawn_blocking(move || n1.kill9())
+        .await
+        .expect("killed");
+    drop(alice);
+
+    let (mut ws, resumed) = connect(
+        &h3,
+        &format!("&clientId=alice&resume={}", key.replace('!', "%21")),
+    )
+    .await;
+    assert!(resumed.get("error").is_none(), "resumed: {resumed}");
+    send(
+        &mut ws,
+        json!({"action": 10, "channel": room, "channelSerial": channel_serial, "flags": 32}),
+    )
+    .await;
+    let attached = next_action(&mut ws, 11).await;
+    assert_eq!(
+        attached["flags"].as_u64().unwrap_or(0) & 4,
+        0,
+        "no RESUMED: the member entered on node 1 is not kept by node 3: {attached}"
+    );
+    // What an SDK does on an ATTACHED without RESUMED: enter its members again.
+    let again = json!({"action": 14, "channel": room, "msgSerial": 1,
+                       "presence": [{"action": 2, "data": "hello"}]});
+    send(&mut ws, again).await;
+    next_action(&mut ws, 1).await; // ACK
+
+    // Past the dead node's grace (three sweeps) and a few sweeps more, alice is
+    // still listed everywhere.
+    tokio::time::sleep(Duration::from_millis(6 * SWEEP_MS)).await;
+    for http in [&h2, &h3] {
+        let members = get(http, &members_path).await;
+        assert!(
+            members
+                .as_array()
+                .is_some_and(|m| m.len() == 1 && m[0]["clientId"] == "alice"),
+            "{http} lists alice after node 1's members were reaped: {members}"
+        );
+    }
     for s in [n2, n3] {
         s.shutdown().await;
     }
