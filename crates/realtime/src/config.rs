@@ -101,6 +101,12 @@ pub struct RealtimeConfig {
     pub max_idle_interval_ms: u64,
     /// How long connection state is kept for resume, ms (Ably: 120000).
     pub connection_state_ttl_ms: u64,
+    /// How often the hub sweeps, ms (at least 50): expired history and
+    /// connection state go and, on a shared engine (`--engine`), the node
+    /// renews its heartbeat. A node silent for three sweeps counts as dead and
+    /// its presence members leave, so give every node of a deployment the same
+    /// value.
+    pub sweep_interval_ms: u64,
     /// Default token lifetime when a TokenRequest gives none, ms (Ably: 60 min).
     pub default_token_ttl_ms: i64,
     /// Messages queued for a slow subscriber before it is disconnected.
@@ -156,6 +162,7 @@ impl Default for RealtimeConfig {
             server_id: "tidewire".to_owned(),
             max_idle_interval_ms: 15_000,
             connection_state_ttl_ms: 120_000,
+            sweep_interval_ms: 10_000,
             default_token_ttl_ms: 3_600_000,
             outbound_queue: 4096,
             output_buffer_hard_limit: 32 * 1024 * 1024,

@@ -32,13 +32,13 @@ use crate::registry::{Registry, SessionLink};
 
 pub use crate::registry::ConnectionRecord;
 
-/// How often expired history is swept.
-const SWEEP_EVERY: Duration = Duration::from_secs(10);
+/// The shortest sweep period [`RealtimeConfig::sweep_interval_ms`] may set.
+const MIN_SWEEP_MS: u64 = 50;
 /// Capacity of the [`Hub::subscribe_all`] broadcast; slower observers see `Lagged`.
 const OBSERVER_CAPACITY: usize = 4096;
-/// How long a node may go without a heartbeat before its presence members are made
-/// to leave (three sweeps: one missed sweep is not a death).
-const PRESENCE_NODE_GRACE_MS: i64 = 3 * SWEEP_EVERY.as_millis() as i64;
+/// How many sweeps a node may go without a heartbeat before its presence members
+/// are made to leave (one missed sweep is not a death).
+const PRESENCE_NODE_GRACE_SWEEPS: i64 = 3;
 /// How often an attach re-reads the broker when publishes keep overtaking its read.
 const ATTACH_READS: usize = 8;
 
@@ -299,8 +299,9 @@ impl Hub {
             return;
         }
         let weak = Arc::downgrade(self);
+        let every = self.sweep_every();
         rt.spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -315,6 +316,19 @@ impl Hub {
 
     pub fn config(&self) -> &RealtimeConfig {
         &self.config
+    }
+
+    /// How often the sweeper runs ([`RealtimeConfig::sweep_interval_ms`], at
+    /// least [`MIN_SWEEP_MS`]).
+    fn sweep_every(&self) -> Duration {
+        Duration::from_millis(self.config.sweep_interval_ms.max(MIN_SWEEP_MS))
+    }
+
+    /// How long a node may go without a heartbeat before its presence members
+    /// are made to leave: [`PRESENCE_NODE_GRACE_SWEEPS`] sweeps.
+    fn presence_node_grace_ms(&self) -> i64 {
+        let sweep = i64::try_from(self.sweep_every().as_millis()).unwrap_or(i64::MAX);
+        sweep.saturating_mul(PRESENCE_NODE_GRACE_SWEEPS)
     }
 
     /// The app's statistics (`GET /stats`).
@@ -1534,7 +1548,12 @@ impl Hub {
         log_engine_error(self.engine.broker.expire(now).await);
         log_engine_error(self.engine.connections.expire(now, connection_ttl_ms).await);
         log_engine_error(self.engine.presence.heartbeat(&self.node_id, now).await);
-        let reaped = match self.engine.presence.reap(now, PRESENCE_NODE_GRACE_MS).await {
+        let reaped = match self
+            .engine
+            .presence
+            .reap(now, self.presence_node_grace_ms())
+            .await
+        {
             Ok(r) => r,
             Err(e) => return log_engine_error::<()>(Err(e)),
         };
@@ -2066,13 +2085,14 @@ mod tests {
         assert_eq!(seen[0].action, Some(actions::PRESENT));
         // Node b keeps beating; node a has stopped (it died).
         let ttl = 120_000;
-        b.sweep_engine(now + PRESENCE_NODE_GRACE_MS, ttl).await;
+        b.sweep_engine(now + b.presence_node_grace_ms(), ttl).await;
         assert_eq!(
             b.presence_members("p", None, None).await.map(|m| m.len()),
             Ok(1),
             "within the grace period"
         );
-        b.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, ttl).await;
+        b.sweep_engine(now + 2 * b.presence_node_grace_ms(), ttl)
+            .await;
         assert_eq!(
             b.presence_members("p", None, None).await.map(|m| m.len()),
             Ok(0),
@@ -2183,9 +2203,9 @@ mod tests {
         presence_events(&on_c);
         let now = now_ms();
         // b and c keep beating; the node that entered ann does not.
-        c.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, 120_000)
+        c.sweep_engine(now + 2 * b.presence_node_grace_ms(), 120_000)
             .await;
-        b.sweep_engine(now + 2 * PRESENCE_NODE_GRACE_MS, 120_000)
+        b.sweep_engine(now + 2 * b.presence_node_grace_ms(), 120_000)
             .await;
         assert_eq!(
             presence_events(&on_c),

@@ -50,6 +50,11 @@ pub struct SessionLink {
     /// Channels whose members were removed while the connection was parked: the
     /// next re-attach must not claim continuity, so the client re-enters.
     presence_lost: Arc<Mutex<HashSet<String>>>,
+    /// For a connection taken over from another node ([`Registry::adopt`]): the
+    /// channels re-attached here since. Its members are that node's, which
+    /// removes them (after its grace, or when reaped as dead), so each channel's
+    /// first re-attach here must not claim continuity either. `None` otherwise.
+    adopted: Arc<Mutex<Option<HashSet<String>>>>,
 }
 
 impl SessionLink {
@@ -60,6 +65,7 @@ impl SessionLink {
             kicked: Arc::new(Notify::new()),
             presence_channels: Arc::default(),
             presence_lost: Arc::default(),
+            adopted: Arc::default(),
         }
     }
 
@@ -89,10 +95,19 @@ impl SessionLink {
         set.extend(channels.iter().cloned());
     }
 
-    /// Whether members on `channel` were removed while parked (clears the mark).
+    /// Whether members on `channel` were removed while parked (clears the mark),
+    /// or may be removed by the node the connection was taken over from (true
+    /// once per channel after [`Registry::adopt`]).
     pub fn take_presence_lost(&self, channel: &str) -> bool {
-        let mut set = self.presence_lost.lock().unwrap_or_else(|p| p.into_inner());
-        set.remove(channel)
+        let lost = {
+            let mut set = self.presence_lost.lock().unwrap_or_else(|p| p.into_inner());
+            set.remove(channel)
+        };
+        let mut adopted = self.adopted.lock().unwrap_or_else(|p| p.into_inner());
+        let first_here = adopted
+            .as_mut()
+            .is_some_and(|reattached| reattached.insert(channel.to_owned()));
+        lost || first_here
     }
 
     /// Last processed msgSerial.
@@ -212,12 +227,16 @@ impl Registry {
     /// Registers a connection another node served, parked (since that node lost
     /// its transport, or since now if that node died serving it), with its
     /// msgSerial, so that [`Registry::resume`] can take it over. Generation 0 is
-    /// never a transport's.
+    /// never a transport's. Its presence members stay the other node's: each
+    /// channel's first re-attach here reports them lost
+    /// ([`SessionLink::take_presence_lost`]), so that the client enters them
+    /// again, here.
     pub fn adopt(&self, mut record: ConnectionRecord, msg_serial: Option<i64>) {
         let link = SessionLink::new();
         if let Some(n) = msg_serial {
             link.set_last_msg_serial(n);
         }
+        *link.adopted.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
         record
             .disconnected_ms
             .get_or_insert_with(crate::auth::now_ms);
@@ -371,6 +390,25 @@ mod tests {
         // The old transport ending late changes nothing.
         r.ended("xxxxxxxxxx", 1, false, 3_000);
         assert!(r.get("xxxxxxxxxx").is_some());
+    }
+
+    #[test]
+    fn an_adopted_connection_claims_no_presence_continuity_on_first_reattach() {
+        let r = Registry::default();
+        r.adopt(rec("xxxxxxxxxx"), Some(3));
+        let (_, link) = r
+            .resume("s3cr3ts3cr3t!xxxxxxxxxx", "a.b", Some("c"), 2, 0, 120_000)
+            .unwrap();
+        assert_eq!(link.last_msg_serial(), Some(3));
+        // The other node's members may be gone: re-enter, once per channel.
+        assert!(link.take_presence_lost("a"));
+        assert!(!link.take_presence_lost("a"), "re-attached here since");
+        assert!(link.take_presence_lost("b"));
+        // A connection this node registered keeps the usual rule.
+        let own = r.register(rec("yyyyyyyyyy"), 3);
+        assert!(!own.take_presence_lost("a"));
+        own.mark_presence_lost(&["a".to_owned()]);
+        assert!(own.take_presence_lost("a"));
     }
 
     #[test]
