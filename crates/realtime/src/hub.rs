@@ -1239,6 +1239,40 @@ impl Hub {
         (members, page.next)
     }
 
+    /// The end of a lost transport's presence grace: `connection_id`'s members
+    /// on `channels` leave, unless a transport serves it here again, or another
+    /// node took the connection over (a resume there). Then that node owns its
+    /// presence (the client enters again there): the members are dropped here
+    /// without a LEAVE, and the engine's presence store is left to the new owner.
+    /// Returns whether they left.
+    pub async fn end_presence_grace(&self, connection_id: &str, channels: &[String]) -> bool {
+        if self.is_connection_live(connection_id) {
+            return false;
+        }
+        let taken = match self.engine.connections.load(connection_id).await {
+            Ok(Some(state)) => state.node != self.node_id,
+            Ok(None) => false,
+            Err(e) => {
+                log_engine_error::<()>(Err(e));
+                false
+            }
+        };
+        if taken {
+            for name in channels {
+                if let Some(ch) = self.existing_channel(name) {
+                    if ch.forget_connection_members(connection_id) > 0 {
+                        ch.occupancy_changed(self.occupancy_debounce());
+                    }
+                    drop(ch);
+                    self.release_channel(name);
+                }
+            }
+            return false;
+        }
+        self.remove_presence(connection_id, channels);
+        true
+    }
+
     /// Whether a transport currently serves `connection_id`.
     pub fn is_connection_live(&self, connection_id: &str) -> bool {
         self.registry
@@ -1990,6 +2024,56 @@ mod tests {
             assert_eq!(got, vec![Some("i1".to_owned()), Some("i2".to_owned())]);
             assert!(rx.try_recv().is_err(), "nothing twice");
         }
+    }
+
+    #[tokio::test]
+    async fn members_of_a_connection_resumed_elsewhere_do_not_leave_when_the_old_grace_ends() {
+        use crate::presence::actions::{ENTER, LEAVE};
+        let (a, b) = two_nodes();
+        let id = "uvwxyzabcd";
+        let key = crate::registry::connection_key_for(id);
+        let mut slot = a.open_connection().expect("slot");
+        slot.register(ConnectionRecord {
+            connection_id: id.into(),
+            connection_key: key.clone(),
+            client_id: Some("ann".into()),
+            key_name: "app.key".into(),
+            connected_ms: now_ms(),
+            disconnected_ms: None,
+        });
+        a.presence("room", vec![enter("ann", id)], id)
+            .expect("enter on a");
+        let (watch_a, _) = presence_subscriber(&a, "room", 7).await;
+        let (watch_b, _) = presence_subscriber(&b, "room", 8).await;
+        // The transport drops (resumable) and the client resumes on node b,
+        // where it enters again (the new node owns its presence).
+        drop(slot);
+        let mut taker = b.open_connection().expect("slot");
+        taker
+            .resume(&key, "app.key", Some("ann"))
+            .await
+            .expect("resumed on b");
+        b.presence("room", vec![enter("ann", id)], id)
+            .expect("enter on b");
+        assert_eq!(presence_events(&watch_a), vec![(ENTER, "ann".to_owned())]);
+        presence_events(&watch_b);
+        // Node a's grace for its lost transport ends: nothing leaves anywhere.
+        let left = a.end_presence_grace(id, &["room".to_owned()]).await;
+        assert!(!left, "taken over: not a leave");
+        assert!(presence_events(&watch_a).is_empty(), "no LEAVE on node a");
+        assert!(presence_events(&watch_b).is_empty(), "no LEAVE on node b");
+        let members = b
+            .presence_members("room", None, None)
+            .await
+            .expect("members");
+        assert_eq!(members.len(), 1, "still present, owned by node b");
+        // A connection nobody took over does leave.
+        let other = "klmnopqrsz";
+        a.presence("room", vec![enter("bob", other)], other)
+            .expect("enter");
+        presence_events(&watch_b);
+        assert!(a.end_presence_grace(other, &["room".to_owned()]).await);
+        assert_eq!(presence_events(&watch_b), vec![(LEAVE, "bob".to_owned())]);
     }
 
     #[tokio::test]

@@ -154,6 +154,16 @@ impl Channel {
         }
     }
 
+    /// Removes every member entered by `connection_id` without a word: for a
+    /// connection another node took over, whose members that node owns now
+    /// (their events reach subscribers from there). Returns how many.
+    pub fn forget_connection_members(&self, connection_id: &str) -> usize {
+        let mut st = self.lock();
+        let before = st.members.len();
+        st.members.retain(|(c, _), _| c != connection_id);
+        before - st.members.len()
+    }
+
     /// Removes every member entered by `connection_id`, announcing synthesized
     /// LEAVEs. Returns how many left.
     pub fn remove_connection_members(

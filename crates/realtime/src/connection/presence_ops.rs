@@ -35,7 +35,8 @@ impl Session {
                 return;
             }
             let channels = link.take_presence_channels();
-            hub.remove_presence(&id, &channels);
+            hub.end_presence_grace(&id, &channels).await;
+            // Gone from this node either way: a resume here re-enters them.
             link.mark_presence_lost(&channels);
         });
     }
