@@ -14,24 +14,22 @@
 //! in-process. Needs `redis-server` and `redis-cli` on the PATH (`./test.sh`
 //! installs them).
 
+mod ably_support;
 mod common;
 mod persistence_support;
 mod redis_support;
 
 use std::time::Duration;
 
-use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use ably_support::{
+    action_before, assert_no_more_messages, attach, data_of, next_action, send, Ws,
+};
 use redis_support::RedisCluster;
 use serde_json::{json, Value};
 use tidewire_engine::key_slot;
 use tidewire_realtime::KeyConfig;
 use tidewire_server::{Config, Server};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The API key every node shares (one app on every node).
 const KEY: &str = "failapp.k1:0123456789abcdef0123456789abcdef";
@@ -80,122 +78,29 @@ async fn killable_node(engine: &str, dir: &std::path::Path) -> (persistence_supp
     (child, http)
 }
 
-fn auth() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(KEY)
-    )
-}
-
-/// A REST publish; whether the node acknowledged it (within `timeout`).
 async fn try_post(http: &str, channel: &str, body: Value, timeout: Duration) -> bool {
-    let sent = reqwest::Client::new()
-        .post(format!("http://{http}/channels/{channel}/messages"))
-        .header("Authorization", auth())
-        .timeout(timeout)
-        .json(&body)
-        .send()
-        .await;
-    matches!(sent, Ok(r) if r.status().is_success())
+    ably_support::try_post(http, KEY, channel, body, timeout).await
 }
 
 async fn post(http: &str, channel: &str, body: Value) {
-    assert!(
-        try_post(http, channel, body, common::WAIT).await,
-        "REST publish on {http} acknowledged"
-    );
+    ably_support::post(http, KEY, channel, body).await
 }
 
 async fn get(http: &str, path: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("http://{http}{path}"))
-        .header("Authorization", auth())
-        .timeout(common::WAIT)
-        .send()
-        .await
-        .expect("REST read");
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.expect("JSON body")
+    ably_support::get(http, KEY, path).await
 }
 
-/// A WebSocket client of the node at `http` (`query`: further parameters); the
-/// connection and its CONNECTED frame.
 async fn connect(http: &str, query: &str) -> (Ws, Value) {
-    let url = format!(
-        "ws://{http}/?key={}&format=json&v=5{query}",
-        KEY.replace(':', "%3A")
-    );
-    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(url))
-        .await
-        .expect("ws connect in time")
-        .expect("ws connect");
-    let connected = next_action(&mut ws, 4).await;
-    (ws, connected)
-}
-
-async fn attach(ws: &mut Ws, channel: &str) {
-    send(ws, json!({"action": 10, "channel": channel})).await;
-    next_action(ws, 11).await; // ATTACHED
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(WsMessage::Text(frame.to_string().into()))
-        .await
-        .expect("ws send");
-}
-
-/// The next frame with `action` before `deadline`, `None` past it.
-async fn action_before(ws: &mut Ws, action: u64, deadline: Instant) -> Option<Value> {
-    loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .ok()?
-            .expect("stream ended")
-            .expect("ws error");
-        if let WsMessage::Text(t) = frame {
-            let v: Value = serde_json::from_str(&t).expect("json frame");
-            if v["action"].as_u64() == Some(action) {
-                return Some(v);
-            }
-        }
-    }
-}
-
-/// The next frame with `action`, within the bounded wait.
-async fn next_action(ws: &mut Ws, action: u64) -> Value {
-    action_before(ws, action, Instant::now() + common::WAIT)
-        .await
-        .unwrap_or_else(|| panic!("timed out waiting for action {action}"))
+    ably_support::connect(http, KEY, query).await
 }
 
 /// The `data` of every message received until one whose data is `until`.
 async fn messages_until(ws: &mut Ws, until: &str) -> Vec<String> {
-    let mut got = Vec::new();
-    loop {
-        let frame = next_action(ws, 15).await;
-        for m in frame["messages"].as_array().cloned().unwrap_or_default() {
-            let data = m["data"].as_str().unwrap_or_default().to_owned();
-            let last = data == until;
-            got.push(data);
-            if last {
-                return got;
-            }
-        }
-    }
-}
-
-/// Nothing more arrives on `ws` for a short while.
-async fn assert_no_more_messages(ws: &mut Ws, who: &str) {
-    let extra = action_before(ws, 15, Instant::now() + Duration::from_millis(300)).await;
-    assert!(extra.is_none(), "{who}: nothing delivered twice: {extra:?}");
+    data_of(&ably_support::messages_until(ws, until).await)
 }
 
 fn history_data(page: &Value) -> Vec<String> {
-    page.as_array()
-        .expect("a history page")
-        .iter()
-        .map(|m| m["data"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    data_of(page.as_array().expect("a history page"))
 }
 
 /// A node is SIGKILLed while serving a connection (it never parks it): the

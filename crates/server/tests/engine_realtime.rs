@@ -9,21 +9,19 @@
 //!
 //! Needs `redis-server` and `redis-cli` on the PATH (`./test.sh` installs them).
 
+mod ably_support;
 mod common;
 mod redis_support;
 
 use std::time::Duration;
 
-use base64::Engine;
-use futures_util::{SinkExt, StreamExt};
+use ably_support::{attach, data_of, messages_until, next_action, send, Ws};
+use futures_util::StreamExt;
 use redis_support::RedisCluster;
 use serde_json::{json, Value};
 use tidewire_realtime::KeyConfig;
 use tidewire_server::{Config, Server};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The API key every node shares (one app on every node).
 const KEY: &str = "scaleapp.k1:0123456789abcdef0123456789abcdef";
@@ -50,104 +48,25 @@ async fn node(engine: &str) -> (Server, tempfile::TempDir) {
 }
 
 fn auth() -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(KEY)
-    )
+    ably_support::auth(KEY)
 }
 
 async fn post_messages(server: &Server, channel: &str, body: Value) {
-    let r = reqwest::Client::new()
-        .post(format!(
-            "http://{}/channels/{channel}/messages",
-            server.http_addr
-        ))
-        .header("Authorization", auth())
-        .json(&body)
-        .send()
-        .await
-        .expect("REST publish");
-    assert!(r.status().is_success(), "publish: {}", r.status());
+    ably_support::post(&server.http_addr.to_string(), KEY, channel, body).await
 }
 
 async fn get(server: &Server, path: &str) -> Value {
-    let r = reqwest::Client::new()
-        .get(format!("http://{}{path}", server.http_addr))
-        .header("Authorization", auth())
-        .send()
-        .await
-        .expect("REST read");
-    assert!(r.status().is_success(), "{path}: {}", r.status());
-    r.json().await.expect("JSON body")
+    ably_support::get(&server.http_addr.to_string(), KEY, path).await
 }
 
 /// A WebSocket client of `server`, connected (optionally with a clientId).
 async fn connect(server: &Server, client_id: Option<&str>) -> Ws {
-    let mut url = format!(
-        "ws://{}/?key={}&format=json&v=5",
-        server.http_addr,
-        KEY.replace(':', "%3A")
-    );
-    if let Some(id) = client_id {
-        url.push_str(&format!("&clientId={id}"));
-    }
-    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(url))
+    let query = client_id
+        .map(|id| format!("&clientId={id}"))
+        .unwrap_or_default();
+    ably_support::connect(&server.http_addr.to_string(), KEY, &query)
         .await
-        .expect("ws connect in time")
-        .expect("ws connect");
-    next_action(&mut ws, 4).await; // CONNECTED
-    ws
-}
-
-async fn attach(ws: &mut Ws, channel: &str) {
-    send(ws, json!({"action": 10, "channel": channel})).await;
-    next_action(ws, 11).await; // ATTACHED
-}
-
-async fn send(ws: &mut Ws, frame: Value) {
-    ws.send(WsMessage::Text(frame.to_string().into()))
-        .await
-        .expect("ws send");
-}
-
-/// The next frame with `action`, within the bounded wait.
-async fn next_action(ws: &mut Ws, action: u64) -> Value {
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    loop {
-        let frame = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("timed out waiting for a frame")
-            .expect("stream ended")
-            .expect("ws error");
-        if let WsMessage::Text(t) = frame {
-            let v: Value = serde_json::from_str(&t).expect("json frame");
-            if v["action"].as_u64() == Some(action) {
-                return v;
-            }
-        }
-    }
-}
-
-/// The `data` of every message received until one whose data is `until`.
-async fn messages_until(ws: &mut Ws, until: &str) -> Vec<Value> {
-    let mut got = Vec::new();
-    loop {
-        let frame = next_action(ws, 15).await;
-        for m in frame["messages"].as_array().cloned().unwrap_or_default() {
-            let last = m["data"] == until;
-            got.push(m);
-            if last {
-                return got;
-            }
-        }
-    }
-}
-
-fn data_of(messages: &[Value]) -> Vec<String> {
-    messages
-        .iter()
-        .map(|m| m["data"].as_str().unwrap_or_default().to_owned())
-        .collect()
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,16 +240,8 @@ async fn a_connection_resumes_on_another_node() {
     let (n3, _d3) = node(&seed).await;
     let channel = "scale:resume";
 
-    let mut url = format!(
-        "ws://{}/?key={}&format=json&v=5&clientId=res",
-        n1.http_addr,
-        KEY.replace(':', "%3A")
-    );
-    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(&url))
-        .await
-        .expect("ws connect in time")
-        .expect("ws connect");
-    let connected = next_action(&mut ws, 4).await;
+    let (mut ws, connected) =
+        ably_support::connect(&n1.http_addr.to_string(), KEY, "&clientId=res").await;
     let id = connected["connectionId"].as_str().expect("id").to_owned();
     let key = connected["connectionDetails"]["connectionKey"]
         .as_str()
@@ -345,17 +256,12 @@ async fn a_connection_resumes_on_another_node() {
         post_messages(&n2, channel, json!({"data": format!("missed{i}")})).await;
     }
 
-    url = format!(
-        "ws://{}/?key={}&format=json&v=5&clientId=res&resume={}",
-        n3.http_addr,
-        KEY.replace(':', "%3A"),
-        key.replace('!', "%21")
-    );
-    let (mut ws, _) = tokio::time::timeout(common::WAIT, tokio_tungstenite::connect_async(&url))
-        .await
-        .expect("ws connect in time")
-        .expect("ws connect");
-    let resumed = next_action(&mut ws, 4).await;
+    let (mut ws, resumed) = ably_support::connect(
+        &n3.http_addr.to_string(),
+        KEY,
+        &format!("&clientId=res&resume={}", key.replace('!', "%21")),
+    )
+    .await;
     assert!(resumed.get("error").is_none(), "resumed: {resumed}");
     assert_eq!(resumed["connectionId"], id.as_str(), "same connection");
     send(

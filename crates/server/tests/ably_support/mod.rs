@@ -1,0 +1,146 @@
+//! A raw Ably-protocol client for the multi-node realtime tests: REST calls
+//! with a key's basic auth and WebSocket frames in JSON, every wait bounded by
+//! `common::WAIT` (the including test crate declares `mod common;` first).
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::common::WAIT;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The HTTP Basic header of an API key.
+pub fn auth(key: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// A REST publish to the node at `http`; whether it was acknowledged within
+/// `timeout`.
+pub async fn try_post(
+    http: &str,
+    key: &str,
+    channel: &str,
+    body: Value,
+    timeout: Duration,
+) -> bool {
+    let sent = reqwest::Client::new()
+        .post(format!("http://{http}/channels/{channel}/messages"))
+        .header("Authorization", auth(key))
+        .timeout(timeout)
+        .json(&body)
+        .send()
+        .await;
+    matches!(sent, Ok(r) if r.status().is_success())
+}
+
+/// A REST publish that must be acknowledged.
+pub async fn post(http: &str, key: &str, channel: &str, body: Value) {
+    assert!(
+        try_post(http, key, channel, body, WAIT).await,
+        "REST publish on {http} acknowledged"
+    );
+}
+
+/// A REST GET that must succeed, as JSON.
+pub async fn get(http: &str, key: &str, path: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!("http://{http}{path}"))
+        .header("Authorization", auth(key))
+        .timeout(WAIT)
+        .send()
+        .await
+        .expect("REST read");
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.expect("JSON body")
+}
+
+/// A WebSocket client of the node at `http` (`query`: further parameters,
+/// each starting with `&`); the connection and its CONNECTED frame.
+pub async fn connect(http: &str, key: &str, query: &str) -> (Ws, Value) {
+    let url = format!(
+        "ws://{http}/?key={}&format=json&v=5{query}",
+        key.replace(':', "%3A")
+    );
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("ws connect in time")
+        .expect("ws connect");
+    let connected = next_action(&mut ws, 4).await;
+    (ws, connected)
+}
+
+/// ATTACH, waiting for ATTACHED.
+pub async fn attach(ws: &mut Ws, channel: &str) {
+    send(ws, json!({"action": 10, "channel": channel})).await;
+    next_action(ws, 11).await;
+}
+
+pub async fn send(ws: &mut Ws, frame: Value) {
+    ws.send(WsMessage::Text(frame.to_string().into()))
+        .await
+        .expect("ws send");
+}
+
+/// The next frame with `action` before `deadline`, `None` past it.
+pub async fn action_before(ws: &mut Ws, action: u64, deadline: Instant) -> Option<Value> {
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .ok()?
+            .expect("stream ended")
+            .expect("ws error");
+        if let WsMessage::Text(t) = frame {
+            let v: Value = serde_json::from_str(&t).expect("json frame");
+            if v["action"].as_u64() == Some(action) {
+                return Some(v);
+            }
+        }
+    }
+}
+
+/// The next frame with `action`, within the bounded wait.
+pub async fn next_action(ws: &mut Ws, action: u64) -> Value {
+    action_before(ws, action, Instant::now() + WAIT)
+        .await
+        .unwrap_or_else(|| panic!("timed out waiting for action {action}"))
+}
+
+/// Every message received until one whose data is `until` (included).
+pub async fn messages_until(ws: &mut Ws, until: &str) -> Vec<Value> {
+    let mut got = Vec::new();
+    loop {
+        let frame = next_action(ws, 15).await;
+        for m in frame["messages"].as_array().cloned().unwrap_or_default() {
+            let last = m["data"] == until;
+            got.push(m);
+            if last {
+                return got;
+            }
+        }
+    }
+}
+
+/// The `data` of messages (a history page's or received ones), as text.
+pub fn data_of(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["data"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Nothing more arrives on `ws` for a short while.
+pub async fn assert_no_more_messages(ws: &mut Ws, who: &str) {
+    let extra = action_before(ws, 15, Instant::now() + Duration::from_millis(300)).await;
+    assert!(extra.is_none(), "{who}: nothing delivered twice: {extra:?}");
+}
