@@ -149,31 +149,15 @@ async fn a_client_of_a_killed_node_resumes_on_another_losing_nothing() {
     }
     drop(ws);
 
-    let (mut ws, resumed) = connect(
+    let mut ws = ably_support::resume_on(
         &h3,
-        &format!("&clientId=res&resume={}", key.replace('!', "%21")),
+        KEY,
+        "res",
+        (id.as_str(), key.as_str()),
+        channel,
+        &channel_serial,
     )
     .await;
-    assert!(resumed.get("error").is_none(), "resumed: {resumed}");
-    assert_eq!(resumed["connectionId"], id.as_str(), "same connection");
-    send(
-        &mut ws,
-        json!({"action": 10, "channel": channel, "channelSerial": channel_serial, "flags": 32}),
-    )
-    .await;
-    let attached = next_action(&mut ws, 11).await;
-    // The messages continue (no error); RESUMED is not claimed, as the
-    // connection's presence members (if any) are node 1's: the client enters
-    // them again here.
-    assert!(
-        attached.get("error").is_none(),
-        "continuous on node 3: {attached}"
-    );
-    assert_eq!(
-        attached["flags"].as_u64().unwrap_or(0) & 4,
-        0,
-        "not RESUMED: {attached}"
-    );
     assert_eq!(
         messages_until(&mut ws, "missed3").await,
         missed,

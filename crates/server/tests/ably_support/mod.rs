@@ -144,3 +144,41 @@ pub async fn assert_no_more_messages(ws: &mut Ws, who: &str) {
     let extra = action_before(ws, 15, Instant::now() + Duration::from_millis(300)).await;
     assert!(extra.is_none(), "{who}: nothing delivered twice: {extra:?}");
 }
+
+/// Resumes connection `id` (its `connection_key`, with clientId `client`) on
+/// the node at `http` and re-attaches `channel` from `channel_serial`: checks
+/// it is the same connection and that the attach is continuous but does not
+/// claim RESUMED (its presence members were the old node's: the client enters
+/// them again here). Returns the connection, ready for the replay.
+pub async fn resume_on(
+    http: &str,
+    key: &str,
+    client: &str,
+    (id, connection_key): (&str, &str),
+    channel: &str,
+    channel_serial: &str,
+) -> Ws {
+    let query = format!(
+        "&clientId={client}&resume={}",
+        connection_key.replace('!', "%21")
+    );
+    let (mut ws, resumed) = connect(http, key, &query).await;
+    assert!(resumed.get("error").is_none(), "resumed: {resumed}");
+    assert_eq!(resumed["connectionId"], id, "same connection");
+    send(
+        &mut ws,
+        json!({"action": 10, "channel": channel, "channelSerial": channel_serial, "flags": 32}),
+    )
+    .await;
+    let attached = next_action(&mut ws, 11).await;
+    assert!(
+        attached.get("error").is_none(),
+        "continuous on {http}: {attached}"
+    );
+    assert_eq!(
+        attached["flags"].as_u64().unwrap_or(0) & 4,
+        0,
+        "not RESUMED: {attached}"
+    );
+    ws
+}
