@@ -11,8 +11,12 @@
 //! - [`DedupeStore`]: client-supplied message ids seen recently, for idempotent
 //!   publishing across nodes.
 //!
-//! [`Engine::in_process`] bundles the in-process implementations, the default (and
-//! today the only) engine. Each interface states its ordering and atomicity
+//! - [`OrderedCalls`]: engine calls the hub cannot wait for, kept in each
+//!   channel's order.
+//!
+//! [`Engine::in_process`] bundles the in-process implementations, the default
+//! engine; the server's `engine::realtime` module has the Redis/Valkey Cluster
+//! ones (`--engine`). Each interface states its ordering and atomicity
 //! promises in its docs and has one contract suite (`contract_suite` in its
 //! module) that every implementation must pass.
 //!
