@@ -16,15 +16,18 @@ use common::{Raw, V};
 use redis_support::RedisCluster;
 use tidewire_server::{Config, Server};
 
+const TOKEN: &str = "engine-primitives-token";
+
 async fn engine_node(engine: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
+    let mut config = Config {
         port: 0,
         http_port: 0,
         data_dir: dir.path().to_path_buf(),
         engine: Some(engine.to_string()),
         ..Config::default()
     };
+    config.upstash.tokens = vec![TOKEN.into()];
     let server = tidewire_server::start(config)
         .await
         .expect("node starts on the engine");
@@ -447,6 +450,11 @@ async fn nodes_on_one_engine_share_the_primitives() {
     }
     let r = rb.cmd(&["CL.THROTTLE", "ip:1", "2", "10", "60"]).await;
     assert_eq!(at(&r, 0), V::Int(1), "{r:?}");
+    // Each node counts its own decisions (INFO is the node's).
+    let stats = ra.cmd(&["INFO", "stats"]).await.text();
+    assert!(stats.contains("tw_throttle_allowed:3\r\n"), "{stats}");
+    let stats = rb.cmd(&["INFO", "stats"]).await.text();
+    assert!(stats.contains("tw_throttle_limited:1\r\n"), "{stats}");
 
     // One idempotency record.
     let r = ra.cmd(&["TW.IDEM.BEGIN", "idem:1", "60000"]).await;
@@ -485,6 +493,12 @@ async fn nodes_on_one_engine_share_the_primitives() {
         released.elapsed()
     );
     assert!(int(&at(&got, 1)) > fence, "{got:?}");
+    // B found it held twice (once without WAIT, once queued) and got it once.
+    let stats = rb.cmd(&["INFO", "stats"]).await.text();
+    assert!(
+        stats.contains("tw_lock_busy:2\r\n") && stats.contains("tw_lock_acquired:1\r\n"),
+        "{stats}"
+    );
 
     // A holder that dies (its TTL ends) lets B's waiter in: expiry wakes nobody,
     // the waiter's bound does.
@@ -516,4 +530,24 @@ async fn nodes_on_one_engine_share_the_primitives() {
     let got = rb.read().await;
     assert_eq!(got, V::Array(vec![V::bulk("hit"), V::bulk("value")]));
     assert!(stored.elapsed() < Duration::from_millis(1500));
+
+    // Over REST a request never waits: WAIT answers at once, as embedded.
+    let held = ra.cmd(&["TW.LOCK.ACQUIRE", "lock:3", "30000"]).await;
+    assert!(matches!(held, V::Array(_)), "{held:?}");
+    let start = Instant::now();
+    let r = common::rest_call(
+        &b,
+        TOKEN,
+        serde_json::json!(["TW.LOCK.ACQUIRE", "lock:3", "1000", "WAIT", "5000"]),
+    )
+    .await;
+    assert_eq!(r, serde_json::json!({"result": null}));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    let r = common::rest_call(
+        &b,
+        TOKEN,
+        serde_json::json!(["CL.THROTTLE", "ip:1", "2", "10", "60"]),
+    )
+    .await;
+    assert_eq!(r["result"][0], 1, "{r}");
 }

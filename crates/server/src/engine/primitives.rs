@@ -32,7 +32,7 @@ use tidewire_engine::{key_slot, Cluster, DedicatedConnection, SLOT_COUNT};
 use tidewire_resp::Reply;
 use tidewire_store::args::Args;
 use tidewire_store::families::{fill, idempotency, lock, records, throttle};
-use tidewire_store::{CmdError, Command, Protocol};
+use tidewire_store::{CmdError, Command, PrimitiveStats, Protocol};
 
 use super::session::engine_error;
 
@@ -715,14 +715,28 @@ pub fn queued(cmd: &Command, argv: &[Bytes]) -> (Vec<Bytes>, Finish) {
 }
 
 /// Runs a call on the master of `slot`, waiting (on the client's own
-/// connection `own`) if it asked to.
+/// connection `own`) if it asked to; also whether it waited.
 pub async fn run(
+    cluster: &Cluster,
+    own: &mut DedicatedConnection,
+    proto: Protocol,
+    slot: u16,
+    call: Call,
+    retry_if_lost: bool,
+) -> (Reply, bool) {
+    let mut waited = false;
+    let reply = run_waiting(cluster, own, proto, slot, call, retry_if_lost, &mut waited).await;
+    (reply, waited)
+}
+
+async fn run_waiting(
     cluster: &Cluster,
     own: &mut DedicatedConnection,
     proto: Protocol,
     slot: u16,
     mut call: Call,
     retry_if_lost: bool,
+    waited: &mut bool,
 ) -> Reply {
     let Some(wait) = call.wait.take() else {
         let reply = eval(cluster, proto, slot, &call, retry_if_lost).await;
@@ -740,6 +754,7 @@ pub async fn run(
             Reply::Int(ttl) => ttl,
             other => return (call.finish)(other),
         };
+        *waited = true;
         if left.is_zero() {
             forget(cluster, proto, slot, &wait, &call).await;
             return (wait.timeout)();
@@ -768,6 +783,56 @@ pub async fn run(
                 return engine_error(&e);
             }
         }
+    }
+}
+
+/// Counts a decision in INFO's `tw_*` statistics as the embedded command does:
+/// a caller that found the lock held or the fill in flight counts once as
+/// such, however long it then waited, and again for what it got in the end.
+pub fn count(stats: &PrimitiveStats, cmd: &Command, reply: &Reply, waited: bool) {
+    let bump = PrimitiveStats::bump;
+    let first = match reply {
+        Reply::Array(items) => items.first(),
+        _ => None,
+    };
+    let word = match first {
+        Some(Reply::Bulk(word)) => &word[..],
+        _ => b"",
+    };
+    match cmd.full_name.as_str() {
+        "cl.throttle" | "tw.throttle" => match first {
+            Some(Reply::Int(0)) => bump(&stats.throttle_allowed),
+            Some(Reply::Int(_)) => bump(&stats.throttle_limited),
+            _ => {}
+        },
+        "tw.idem.begin" => match word {
+            b"new" => bump(&stats.idem_new),
+            b"inflight" => bump(&stats.idem_inflight),
+            b"done" => bump(&stats.idem_replayed),
+            _ => {}
+        },
+        "tw.lock.acquire" => match reply {
+            Reply::Array(_) => {
+                if waited {
+                    bump(&stats.lock_busy);
+                }
+                bump(&stats.lock_acquired);
+            }
+            Reply::Null => bump(&stats.lock_busy),
+            _ => {}
+        },
+        "tw.fill.get" => {
+            if waited && word != b"timeout" {
+                bump(&stats.fill_waited);
+            }
+            match word {
+                b"hit" => bump(&stats.fill_hit),
+                b"fill" => bump(&stats.fill_granted),
+                b"timeout" => bump(&stats.fill_waited),
+                _ => {}
+            }
+        }
+        _ => {}
     }
 }
 

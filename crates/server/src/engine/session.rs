@@ -147,7 +147,7 @@ impl EngineSession {
                 Err(e) => Forwarded::Reply(engine_error(&e)),
             };
         }
-        match self.run_route(cmd, client, argv, route).await {
+        match self.run_route(store, cmd, client, argv, route).await {
             Some(reply) => Forwarded::Reply(reply),
             None => Forwarded::Local,
         }
@@ -157,6 +157,7 @@ impl EngineSession {
     /// the local store.
     async fn run_route(
         &mut self,
+        store: &Store,
         cmd: &Command,
         client: &Client,
         argv: &[Bytes],
@@ -208,7 +209,7 @@ impl EngineSession {
                 };
                 Some(match primitives::translate(cmd, argv, waiting) {
                     Ok(call) => {
-                        primitives::run(
+                        let (reply, waited) = primitives::run(
                             &self.cluster,
                             &mut self.own,
                             proto,
@@ -216,7 +217,9 @@ impl EngineSession {
                             call,
                             reads_only(cmd),
                         )
-                        .await
+                        .await;
+                        primitives::count(&store.stats.primitives, cmd, &reply, waited);
+                        reply
                     }
                     Err(e) => e.into(),
                 })
