@@ -334,6 +334,30 @@ async fn lock_scenario(c: &mut Raw) -> Vec<V> {
         }
         other => panic!("{other:?}"),
     }
+    // A WAIT no clock could count to is accepted; the holder's TTL ends it.
+    r.cmd(&["TW.LOCK.ACQUIRE", "brief", "300"]).await;
+    let start = Instant::now();
+    let far = r
+        .cmd(&[
+            "TW.LOCK.ACQUIRE",
+            "brief",
+            "1000",
+            "WAIT",
+            "9223372036854775807",
+        ])
+        .await;
+    assert!(matches!(far, V::Array(_)), "{far:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // RESP3: INFO is a map.
+    r.c.cmd(&["HELLO", "3"]).await;
+    let info = r.cmd(&["TW.LOCK.INFO", "payout"]).await;
+    match normalize(info) {
+        V::Map(mut pairs) => {
+            pairs[1].1 = seconds(&pairs[1].1);
+            r.replace_last(V::Map(pairs));
+        }
+        other => panic!("{other:?}"),
+    }
     r.out
 }
 

@@ -441,6 +441,10 @@ return 1
 /// EXEC's answer for that command, as embedded, not a refusal of the queue.
 static ERROR: Script = Script::new("return redis.error_reply(ARGV[1])");
 
+/// The longest `WAIT` honoured (about 30 years): keeps the deadline, the
+/// waiters' scores and their set's expiry within what the clock and Redis take.
+const MAX_WAIT_MS: u64 = 1_000_000_000_000;
+
 /// Makes a script's reply the command's.
 pub type Finish = fn(Reply) -> Reply;
 
@@ -742,7 +746,9 @@ async fn run_waiting(
         let reply = eval(cluster, proto, slot, &call, retry_if_lost).await;
         return (call.finish)(reply);
     };
-    let deadline = Instant::now() + Duration::from_millis(wait.ms);
+    // (a WAIT of any size is accepted; past a few decades it is as good as forever)
+    let wait_for = Duration::from_millis(wait.ms.min(MAX_WAIT_MS));
+    let deadline = Instant::now() + wait_for;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if let Some(arg) = call.args.get_mut(1) {
