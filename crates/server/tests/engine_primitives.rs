@@ -334,6 +334,13 @@ async fn lock_scenario(c: &mut Raw) -> Vec<V> {
         }
         other => panic!("{other:?}"),
     }
+    // A transaction guarded by WATCH runs on the watching connection.
+    r.cmd(&["WATCH", "payout"]).await;
+    r.cmd(&["MULTI"]).await;
+    r.cmd(&["TW.LOCK.RENEW", "payout", "nope", "100"]).await;
+    // (a key of the same slot: the engine's transactions stay in one)
+    r.cmd(&["TW.LOCK.INFO", "x{payout}"]).await;
+    r.cmd(&["EXEC"]).await;
     // A WAIT no clock could count to is accepted; the holder's TTL ends it.
     r.cmd(&["TW.LOCK.ACQUIRE", "brief", "300"]).await;
     let start = Instant::now();
@@ -574,4 +581,47 @@ async fn nodes_on_one_engine_share_the_primitives() {
     )
     .await;
     assert_eq!(r["result"][0], 1, "{r}");
+}
+
+/// Six clients, three on each of two nodes, contend for one lock with WAIT:
+/// each gets it in turn (no lost wake-up, no two holders), with rising fences.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_two_nodes_each_get_the_lock_in_turn() {
+    let cluster = cluster().await;
+    let seed = cluster.masters[0].url();
+    let (a, _da) = engine_node(&seed).await;
+    let (b, _db) = engine_node(&seed).await;
+    let holders = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let mut c = Raw::connect(server).await;
+        let holders = holders.clone();
+        tasks.push(tokio::spawn(async move {
+            let got = c
+                .cmd(&["TW.LOCK.ACQUIRE", "contended", "5000", "WAIT", "8000"])
+                .await;
+            let (token, fence) = (at(&got, 0).text(), int(&at(&got, 1)));
+            let now = holders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(now, 0, "one holder at a time");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            holders.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let released = c.cmd(&["TW.LOCK.RELEASE", "contended", &token]).await;
+            assert_eq!(released, V::Int(1));
+            fence
+        }));
+    }
+    let start = Instant::now();
+    let mut fences = Vec::new();
+    for t in tasks {
+        fences.push(t.await.expect("a waiter got the lock"));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
+    fences.sort_unstable();
+    fences.dedup();
+    assert_eq!(fences.len(), 6, "every acquisition has its own fence");
 }
