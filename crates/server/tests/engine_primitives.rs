@@ -562,6 +562,21 @@ async fn nodes_on_one_engine_share_the_primitives() {
     assert_eq!(got, V::Array(vec![V::bulk("hit"), V::bulk("value")]));
     assert!(stored.elapsed() < Duration::from_millis(1500));
 
+    // A filler that gives up hands the fill to B's waiter.
+    let fill = ra.cmd(&["TW.FILL.GET", "cache:2", "10000"]).await;
+    rb.send(&["TW.FILL.GET", "cache:2", "10000", "WAIT", "8000"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let aborted = Instant::now();
+    assert_eq!(
+        ra.cmd(&["TW.FILL.ABORT", "cache:2", &at(&fill, 1).text()])
+            .await,
+        V::Int(1)
+    );
+    let got = rb.read().await;
+    assert_eq!(at(&got, 0), V::bulk("fill"), "{got:?}");
+    assert!(aborted.elapsed() < Duration::from_millis(1500));
+
     // Over REST a request never waits: WAIT answers at once, as embedded.
     let held = ra.cmd(&["TW.LOCK.ACQUIRE", "lock:3", "30000"]).await;
     assert!(matches!(held, V::Array(_)), "{held:?}");
