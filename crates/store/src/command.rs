@@ -53,6 +53,10 @@ pub mod flag {
     /// May be called with no key at all (EVAL, FCALL with numkeys 0): COMMAND
     /// GETKEYS answers an empty list instead of an error.
     pub const NO_MANDATORY_KEYS: u32 = 1 << 26;
+    /// Not a Redis flag: a Tidewire-native command (CL.THROTTLE, TW.*) that a
+    /// Redis engine does not have; with `--engine` a node runs it there as a
+    /// script of its own instead of forwarding it.
+    pub const NATIVE: u32 = 1 << 27;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),

@@ -12,6 +12,7 @@
 
 mod fan_out;
 mod pipeline;
+mod primitives;
 pub mod realtime;
 mod route;
 mod scan;

@@ -36,6 +36,9 @@ pub enum Route {
     /// SSUBSCRIBE / SUNSUBSCRIBE of channels in this slot, on a subscriber
     /// connection to its owner; `None`: SUNSUBSCRIBE of them all.
     ShardSubscription(Option<u16>),
+    /// A Tidewire-native command (flag `NATIVE`), run as a script on the master
+    /// owning this slot (see `primitives`).
+    Native(u16),
     /// Not served with an engine: this error.
     Refused(String),
 }
@@ -76,6 +79,11 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
         let slot = key_slot(&argv[*first]);
         if rest.iter().any(|p| key_slot(&argv[*p]) != slot) {
             return Route::Refused(CROSSSLOT.into());
+        }
+        // The engine has no such command: the node runs it as a script there
+        // (waiting, if asked, on the client's own connection).
+        if cmd.has(flag::NATIVE) {
+            return Route::Native(slot);
         }
         return if blocks {
             Route::Blocking(slot)
@@ -318,6 +326,22 @@ mod tests {
             Route::Refused(CROSSSLOT.into())
         );
         assert_eq!(route_of(&["SUNSUBSCRIBE"]), Route::ShardSubscription(None));
+    }
+
+    #[test]
+    fn native_primitives_run_as_scripts_on_their_slot() {
+        let slot = key_slot(b"k");
+        for args in [
+            &["CL.THROTTLE", "k", "1", "1", "1"][..],
+            &["TW.THROTTLE", "k", "TIER", "a", "1", "1", "1000"],
+            &["TW.IDEM.BEGIN", "k", "1000"],
+            &["TW.LOCK.ACQUIRE", "k", "1000", "WAIT", "10"],
+            &["TW.LOCK.INFO", "k"],
+            &["TW.FILL.GET", "k", "1000", "WAIT", "10"],
+            &["TW.FILL.SET", "k", "t", "v"],
+        ] {
+            assert_eq!(route_of(args), Route::Native(slot), "{args:?}");
+        }
     }
 
     #[test]

@@ -13,10 +13,11 @@ use tidewire_store::command::{flag, ChannelArgs};
 use tidewire_store::{Client, Command, Protocol, Store};
 
 use super::fan_out::merge;
+use super::primitives;
 use super::route::{route, Route, TxControl, CROSSSLOT};
 use super::scan;
 use super::subscriptions::{Kind, Pushes, Subscriptions};
-use super::transaction::{reads_only, Transaction};
+use super::transaction::{self, reads_only, Transaction};
 
 pub struct EngineSession {
     pub(super) cluster: Arc<Cluster>,
@@ -146,7 +147,7 @@ impl EngineSession {
                 Err(e) => Forwarded::Reply(engine_error(&e)),
             };
         }
-        match self.run_route(cmd, client, argv, route).await {
+        match self.run_route(store, cmd, client, argv, route).await {
             Some(reply) => Forwarded::Reply(reply),
             None => Forwarded::Local,
         }
@@ -156,6 +157,7 @@ impl EngineSession {
     /// the local store.
     async fn run_route(
         &mut self,
+        store: &Store,
         cmd: &Command,
         client: &Client,
         argv: &[Bytes],
@@ -199,6 +201,29 @@ impl EngineSession {
                 "ERR blocking command {} is not supported over REST",
                 cmd.full_name.to_ascii_uppercase()
             ))),
+            Route::Native(slot) => {
+                let waiting = if self.may_block {
+                    primitives::Waiting::Allowed
+                } else {
+                    primitives::Waiting::Never
+                };
+                Some(match primitives::translate(cmd, argv, waiting) {
+                    Ok(call) => {
+                        let (reply, waited) = primitives::run(
+                            &self.cluster,
+                            &mut self.own,
+                            proto,
+                            slot,
+                            call,
+                            reads_only(cmd),
+                        )
+                        .await;
+                        primitives::count(&store.stats.primitives, cmd, &reply, waited);
+                        reply
+                    }
+                    Err(e) => e.into(),
+                })
+            }
             Route::ScanMasters => Some(self.scan(client, argv).await),
             Route::Refused(error) => Some(Reply::Error(error)),
             Route::Subscription | Route::ShardSubscription(_) => Some(Reply::Error(format!(
@@ -341,7 +366,8 @@ impl EngineSession {
         if tx.commands.is_empty() {
             return Reply::Array(Vec::new());
         }
-        match self
+        let finishers = tx.finishers;
+        let reply = match self
             .cluster
             .run(
                 client.proto,
@@ -353,7 +379,8 @@ impl EngineSession {
         {
             Ok(mut replies) => replies.pop().unwrap_or(Reply::NullArray),
             Err(e) => engine_error(&e),
-        }
+        };
+        transaction::finish(reply, &finishers)
     }
 
     /// A transaction guarded by WATCH runs on the connection that watched, or not
@@ -373,12 +400,15 @@ impl EngineSession {
         if self.own.addr() != Some(watching.addr.as_str()) {
             return Reply::NullArray;
         }
+        let finishers = tx.finishers;
         match self.own.send_here(&with_multi_exec(tx.commands)).await {
             Ok(replies) if replies.iter().any(is_redirect) => {
                 let _ = self.own.send_here(&[unwatch]).await;
                 Reply::NullArray
             }
-            Ok(mut replies) => replies.pop().unwrap_or(Reply::NullArray),
+            Ok(mut replies) => {
+                transaction::finish(replies.pop().unwrap_or(Reply::NullArray), &finishers)
+            }
             Err(e) => engine_error(&e),
         }
     }

@@ -5,6 +5,7 @@ use tidewire_resp::Reply;
 use tidewire_store::command::flag;
 use tidewire_store::Command;
 
+use super::primitives::{self, Finish};
 use super::route::Route;
 
 /// Commands queued since MULTI.
@@ -19,6 +20,9 @@ pub struct Transaction {
     pub aborted: bool,
     /// Every queued command only reads, so a lost connection may retry it.
     pub reads_only: bool,
+    /// Native commands queued as scripts: their index among `commands` and what
+    /// turns the script's part of EXEC's reply into the command's.
+    pub finishers: Vec<(usize, Finish)>,
 }
 
 impl Transaction {
@@ -34,6 +38,19 @@ impl Transaction {
         // Inside a transaction a blocking command does not block (as in Redis).
         let route = match route {
             Route::Blocking(slot) => Route::Slot(Some(slot)),
+            other => other,
+        };
+        let mut argv = argv;
+        let script;
+        let route = match route {
+            // Sent as its script inside the transaction; nothing waits there.
+            Route::Native(slot) => {
+                let (eval, finish) = primitives::queued(cmd, argv);
+                script = eval;
+                argv = &script;
+                self.finishers.push((self.commands.len(), finish));
+                Route::Slot(Some(slot))
+            }
             other => other,
         };
         match route {
@@ -57,6 +74,7 @@ impl Transaction {
             | Route::Subscription
             | Route::ShardSubscription(_)
             | Route::Blocking(_)
+            | Route::Native(_)
             | Route::Transaction(_) => {
                 self.aborted = true;
                 Reply::Error(format!(
@@ -72,4 +90,19 @@ impl Transaction {
 /// with its connection may be sent again.
 pub fn reads_only(cmd: &Command) -> bool {
     cmd.has(flag::READONLY) && !cmd.has(flag::WRITE)
+}
+
+/// EXEC's reply with each native command's part made into the command's reply.
+pub fn finish(reply: Reply, finishers: &[(usize, Finish)]) -> Reply {
+    match reply {
+        Reply::Array(mut items) if !finishers.is_empty() => {
+            for (at, finish) in finishers {
+                if let Some(item) = items.get_mut(*at) {
+                    *item = finish(std::mem::replace(item, Reply::Null));
+                }
+            }
+            Reply::Array(items)
+        }
+        other => other,
+    }
 }

@@ -40,7 +40,7 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "tw.fill.get",
             -3,
-            WRITE | FAST | BLOCKING | BLOCKS_ON_OPTION,
+            WRITE | FAST | BLOCKING | BLOCKS_ON_OPTION | NATIVE,
             keys(1, 1, 1),
             get,
         )
@@ -49,12 +49,24 @@ pub fn commands() -> Vec<CommandSpec> {
         .summary(
             "Reads a cached value, or makes the caller its one filler, or waits for the filler.",
         ),
-        cmd("tw.fill.set", -4, WRITE | DENYOOM, keys(1, 1, 1), set)
-            .group("string")
-            .summary("Stores the value of a fill and hands it to the callers waiting for it."),
-        cmd("tw.fill.abort", 3, WRITE | FAST, keys(1, 1, 1), abort)
-            .group("string")
-            .summary("Gives up a fill's lease, so that a waiting caller fills instead."),
+        cmd(
+            "tw.fill.set",
+            -4,
+            WRITE | DENYOOM | NATIVE,
+            keys(1, 1, 1),
+            set,
+        )
+        .group("string")
+        .summary("Stores the value of a fill and hands it to the callers waiting for it."),
+        cmd(
+            "tw.fill.abort",
+            3,
+            WRITE | FAST | NATIVE,
+            keys(1, 1, 1),
+            abort,
+        )
+        .group("string")
+        .summary("Gives up a fill's lease, so that a waiting caller fills instead."),
     ]
 }
 
@@ -144,7 +156,9 @@ fn word(s: &'static str) -> Reply {
     Reply::Bulk(Bytes::from_static(s.as_bytes()))
 }
 
-fn get(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `TW.FILL.GET`'s arguments after the name: key, lease (ms) and `WAIT` (ms) if
+/// given; shared with the Redis engine's script.
+pub fn parse_get(args: &mut Args<'_>) -> Result<(Bytes, u64, Option<u64>), CmdError> {
     let key = args.next_bytes()?.clone();
     let lease = records::positive_ms(args)?;
     let mut wait = None;
@@ -155,6 +169,11 @@ fn get(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
+    Ok((key, lease, wait))
+}
+
+fn get(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, lease, wait) = parse_get(args)?;
     ctx.propagate_nothing();
     let store = ctx.store;
     let stats = &store.stats.primitives;
@@ -184,11 +203,13 @@ fn get(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     })
 }
 
-fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `TW.FILL.SET`'s arguments after the name: key, token, value and the expiry
+/// (ms from now) if `EX`/`PX` gave one; shared with the Redis engine's script.
+pub fn parse_set(args: &mut Args<'_>) -> Result<(Bytes, Bytes, Bytes, Option<u64>), CmdError> {
     let key = args.next_bytes()?.clone();
     let token = args.next_bytes()?.clone();
     let value = args.next_bytes()?.clone();
-    let mut at = 0;
+    let mut expiry = None;
     while !args.is_empty() {
         let unit = if args.flag("EX") {
             1000
@@ -197,7 +218,7 @@ fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         } else {
             return Err(CmdError::Syntax);
         };
-        if at != 0 {
+        if expiry.is_some() {
             return Err(CmdError::Syntax);
         }
         let n = args.next_i64()?;
@@ -206,8 +227,14 @@ fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
                 "invalid expire time in 'tw.fill.set' command",
             ));
         }
-        at = ctx.now.saturating_add((n as u64).saturating_mul(unit));
+        expiry = Some((n as u64).saturating_mul(unit));
     }
+    Ok((key, token, value, expiry))
+}
+
+fn set(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, token, value, expiry) = parse_set(args)?;
+    let at = expiry.map_or(0, |ms| ctx.now.saturating_add(ms));
     let db = ctx.db();
     let leases = &ctx.store.fill_leases;
     if leases.holder(db, &key, ctx.now).is_some_and(|t| t != token) {

@@ -24,7 +24,7 @@ use crate::families::records;
 use crate::num;
 
 pub fn commands() -> Vec<CommandSpec> {
-    let flags = WRITE | DENYOOM | FAST;
+    let flags = WRITE | DENYOOM | FAST | NATIVE;
     vec![
         cmd("tw.idem.begin", -3, flags, keys(1, 1, 1), begin)
             .group("generic")
@@ -34,9 +34,15 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd("tw.idem.complete", -4, flags, keys(1, 1, 1), complete)
             .group("generic")
             .summary("Stores the response of the request that owns an idempotency key."),
-        cmd("tw.idem.abort", 3, WRITE | FAST, keys(1, 1, 1), abort)
-            .group("generic")
-            .summary("Gives up an idempotency key its owner could not complete."),
+        cmd(
+            "tw.idem.abort",
+            3,
+            WRITE | FAST | NATIVE,
+            keys(1, 1, 1),
+            abort,
+        )
+        .group("generic")
+        .summary("Gives up an idempotency key its owner could not complete."),
     ]
 }
 
@@ -134,7 +140,9 @@ fn text(s: &'static str) -> Reply {
     Reply::Bulk(Bytes::from_static(s.as_bytes()))
 }
 
-fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `TW.IDEM.BEGIN`'s arguments after the name: key, TTL (ms) and fingerprint
+/// (empty without one); shared with the Redis engine's script.
+pub fn parse_begin(args: &mut Args<'_>) -> Result<(Bytes, u64, Bytes), CmdError> {
     let key = args.next_bytes()?.clone();
     let ttl = records::positive_ms(args)?;
     let mut fingerprint = Bytes::new();
@@ -145,6 +153,11 @@ fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
+    Ok((key, ttl, fingerprint))
+}
+
+fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, ttl, fingerprint) = parse_begin(args)?;
     if let Some(r) = load(ctx, &key)? {
         ctx.propagate_nothing();
         if !fingerprint.is_empty() && !r.fingerprint.is_empty() && r.fingerprint != fingerprint {
@@ -179,7 +192,9 @@ fn begin(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Array(vec![text("new"), Reply::Bulk(token)]))
 }
 
-fn complete(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `TW.IDEM.COMPLETE`'s arguments after the name: key, token, response and the
+/// TTL (ms) if given; shared with the Redis engine's script.
+pub fn parse_complete(args: &mut Args<'_>) -> Result<(Bytes, Bytes, Bytes, Option<u64>), CmdError> {
     let key = args.next_bytes()?.clone();
     let token = args.next_bytes()?.clone();
     let response = args.next_bytes()?.clone();
@@ -191,6 +206,11 @@ fn complete(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
+    Ok((key, token, response, ttl))
+}
+
+fn complete(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, token, response, ttl) = parse_complete(args)?;
     let owned = load(ctx, &key)?.filter(|r| r.state == State::InFlight && r.token == token);
     let Some(mut record) = owned else {
         ctx.propagate_nothing();

@@ -29,22 +29,40 @@ pub fn commands() -> Vec<CommandSpec> {
         cmd(
             "tw.lock.acquire",
             -3,
-            WRITE | DENYOOM | FAST | BLOCKING | BLOCKS_ON_OPTION,
+            WRITE | DENYOOM | FAST | BLOCKING | BLOCKS_ON_OPTION | NATIVE,
             keys(1, 1, 1),
             acquire,
         )
         .blocks_on(BlockKind::Lock)
         .group("generic")
         .summary("Takes a lock with a fencing number, waiting for it if asked."),
-        cmd("tw.lock.renew", 4, WRITE | FAST, keys(1, 1, 1), renew)
-            .group("generic")
-            .summary("Extends a lock its holder still has."),
-        cmd("tw.lock.release", 3, WRITE | FAST, keys(1, 1, 1), release)
-            .group("generic")
-            .summary("Releases a lock, handing it to the oldest waiter."),
-        cmd("tw.lock.info", 2, READONLY | FAST, keys(1, 1, 1), info)
-            .group("generic")
-            .summary("Reports a lock's fence, remaining time and waiters."),
+        cmd(
+            "tw.lock.renew",
+            4,
+            WRITE | FAST | NATIVE,
+            keys(1, 1, 1),
+            renew,
+        )
+        .group("generic")
+        .summary("Extends a lock its holder still has."),
+        cmd(
+            "tw.lock.release",
+            3,
+            WRITE | FAST | NATIVE,
+            keys(1, 1, 1),
+            release,
+        )
+        .group("generic")
+        .summary("Releases a lock, handing it to the oldest waiter."),
+        cmd(
+            "tw.lock.info",
+            2,
+            READONLY | FAST | NATIVE,
+            keys(1, 1, 1),
+            info,
+        )
+        .group("generic")
+        .summary("Reports a lock's fence, remaining time and waiters."),
     ]
 }
 
@@ -93,7 +111,9 @@ fn load(ctx: &mut Ctx<'_>, key: &Bytes) -> Result<Option<Held>, CmdError> {
     records::load(ctx, key, "a lock", parse)
 }
 
-fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `TW.LOCK.ACQUIRE`'s arguments after the name: name, TTL (ms) and `WAIT` (ms)
+/// if given; shared with the Redis engine's script.
+pub fn parse_acquire(args: &mut Args<'_>) -> Result<(Bytes, u64, Option<u64>), CmdError> {
     let key = args.next_bytes()?.clone();
     let ttl = records::positive_ms(args)?;
     let mut wait = None;
@@ -104,6 +124,11 @@ fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             return Err(CmdError::Syntax);
         }
     }
+    Ok((key, ttl, wait))
+}
+
+fn acquire(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, ttl, wait) = parse_acquire(args)?;
     if load(ctx, &key)?.is_some() {
         // (a queued waiter counts once: its retries are not new requests)
         if !ctx.client.retrying {

@@ -20,7 +20,7 @@ use crate::families::records;
 use crate::num;
 
 pub fn commands() -> Vec<CommandSpec> {
-    let flags = WRITE | DENYOOM | FAST;
+    let flags = WRITE | DENYOOM | FAST | NATIVE;
     vec![
         cmd("cl.throttle", -5, flags, keys(1, 1, 1), cl_throttle)
             .group("generic")
@@ -35,15 +35,16 @@ const NS_PER_MS: i128 = 1_000_000;
 const NS_PER_S: i128 = 1_000_000_000;
 
 /// One limit: a request of `quantity` costs `emission * quantity` of schedule,
-/// and the schedule may run `tolerance` ahead of now.
-#[derive(Clone, Copy)]
-struct Limit {
+/// and the schedule may run `tolerance` ahead of now. Public so that the Redis
+/// engine's script (tidewire-server) decides with the very same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
     /// Nanoseconds between requests at the sustained rate.
-    emission: i128,
+    pub emission: i128,
     /// How far ahead of now the schedule may run: `emission * (max_burst + 1)`.
-    tolerance: i128,
+    pub tolerance: i128,
     /// `max_burst + 1`.
-    limit: i64,
+    pub limit: i64,
 }
 
 impl Limit {
@@ -137,7 +138,9 @@ fn store_until(ctx: &mut Ctx<'_>, key: &Bytes, value: Bytes, ttl_ns: i128) {
     records::store_at(ctx, key, value, at);
 }
 
-fn cl_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `CL.THROTTLE`'s arguments after the name: the key, its limit and the quantity
+/// (also what the Redis engine's script is given, so errors are the same there).
+pub fn parse_cl_throttle(args: &mut Args<'_>) -> Result<(Bytes, Limit, i64), CmdError> {
     let key = args.next_bytes()?.clone();
     let max_burst = args.next_i64()?;
     let count = args.next_i64()?;
@@ -150,6 +153,11 @@ fn cl_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
         return Err(CmdError::err("value is out of range, must be positive"));
     }
     let limit = Limit::new(max_burst, count, period_s as i128 * NS_PER_S)?;
+    Ok((key, limit, quantity))
+}
+
+fn cl_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, limit, quantity) = parse_cl_throttle(args)?;
     let now = ctx.now as i128 * NS_PER_MS;
     let d = decide(limit, stored_tat(ctx, &key)?, now, quantity);
     let p = &ctx.store.stats.primitives;
@@ -204,7 +212,12 @@ pub fn inspect(value: &[u8]) -> Option<Vec<(Bytes, i128)>> {
     })
 }
 
-fn tw_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+/// `TW.THROTTLE`'s tiers by name, in the order given.
+pub type Tiers = Vec<(Bytes, Limit)>;
+
+/// `TW.THROTTLE`'s arguments after the name: the key, the quantity and the
+/// tiers in the order given (shared with the Redis engine's script).
+pub fn parse_tw_throttle(args: &mut Args<'_>) -> Result<(Bytes, i64, Tiers), CmdError> {
     let key = args.next_bytes()?.clone();
     let mut quantity = 1i64;
     let mut tiers: Vec<(Bytes, Limit)> = Vec::new();
@@ -241,6 +254,11 @@ fn tw_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if tiers.is_empty() {
         return Err(CmdError::Syntax);
     }
+    Ok((key, quantity, tiers))
+}
+
+fn tw_throttle(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let (key, quantity, tiers) = parse_tw_throttle(args)?;
     let stored = match read_string(ctx, &key)? {
         Some(v) => parse_tiers(&v),
         None => Vec::new(),
