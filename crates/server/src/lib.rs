@@ -198,9 +198,16 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
             );
         }
     }
-    let realtime_engine = realtime::RealtimeEngine::of(&engine);
-    let app_hubs = realtime::build_app_hubs(&realtime_config, &store, &realtime_engine)?;
-    let hub = realtime::build_hub(realtime_config, &store, &realtime_engine)?;
+    let http_runtime = HttpRuntime::for_this_runtime()?;
+    // The realtime engine's tasks (the fan-out's subscriber connections, which
+    // deliver to every WebSocket) run where the realtime layer does.
+    let (app_hubs, hub) = {
+        let _realtime_context = http_runtime.enter();
+        let realtime_engine = realtime::RealtimeEngine::of(&engine);
+        let app_hubs = realtime::build_app_hubs(&realtime_config, &store, &realtime_engine)?;
+        let hub = realtime::build_hub(realtime_config, &store, &realtime_engine)?;
+        (app_hubs, hub)
+    };
     // Until the dataset is loaded, commands get -LOADING (set before any listener).
     store
         .loading
@@ -269,7 +276,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     .merge(dashboard)
     .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
     let app = http::with_misplaced_upstash_error(app, &config.upstash.mount);
-    let http_runtime = HttpRuntime::for_this_runtime()?;
     http_runtime.spawn(
         &mut tasks,
         serve_http(http.into_std()?, app.clone(), shutdown_rx.clone()),
@@ -397,6 +403,12 @@ impl HttpRuntime {
             .enable_all()
             .build()?;
         Ok(HttpRuntime(Some(rt)))
+    }
+
+    /// Makes this runtime (if it is not the main one) the one `tokio::spawn`
+    /// uses until the guard is dropped.
+    fn enter(&self) -> Option<tokio::runtime::EnterGuard<'_>> {
+        self.0.as_ref().map(|rt| rt.enter())
     }
 
     /// Runs `fut` on this runtime (or the main one), joined through `tasks`.
