@@ -23,13 +23,7 @@ const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 /// A node's configuration on `engine`, with its data in `dir`.
 fn engine_config(engine: &str, dir: &tempfile::TempDir) -> Config {
-    let mut config = Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        engine: Some(engine.to_string()),
-        ..Config::default()
-    };
+    let mut config = common::engine_config(engine, dir);
     config.upstash.tokens = vec![TOKEN.into()];
     config
 }
@@ -71,9 +65,7 @@ fn key_per_master(cluster: &RedisCluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_serve_one_cluster_keyspace() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let (a, _da) = node(&seed).await;
     let (b, _db) = node(&seed).await;
@@ -569,9 +561,7 @@ async fn unsupported_or_unreachable_engines_stop_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_s_replica_takes_over_without_client_errors() {
-    let mut cluster = tokio::task::spawn_blocking(RedisCluster::with_replicas)
-        .await
-        .expect("cluster with replicas starts");
+    let mut cluster = RedisCluster::started_with_replicas().await;
     // The victim is the master nodes subscribe on (the first by address); the
     // seed is another.
     let victim = (0..cluster.masters.len())

@@ -28,7 +28,7 @@ use redis_support::RedisCluster;
 use serde_json::{json, Value};
 use tidewire_engine::key_slot;
 use tidewire_realtime::KeyConfig;
-use tidewire_server::{Config, Server};
+use tidewire_server::Server;
 use tokio::time::Instant;
 
 /// The API key every node shares (one app on every node).
@@ -40,13 +40,7 @@ const SWEEP_MS: u64 = 300;
 /// An in-process node on `engine`; `http` is its HTTP address.
 async fn node(engine: &str) -> (Server, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        engine: Some(engine.to_string()),
-        ..Config::default()
-    };
+    let mut config = common::engine_config(engine, &dir);
     config.realtime.keys = vec![KeyConfig {
         key: KEY.into(),
         capability: None,
@@ -108,9 +102,7 @@ fn history_data(page: &Value) -> Vec<String> {
 /// channelSerial it saw, and gets exactly what was published meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_a_killed_node_resumes_on_another_losing_nothing() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let d1 = tempfile::tempdir().expect("temp dir");
     let (n1, h1) = killable_node(&seed, d1.path()).await;
@@ -176,9 +168,7 @@ async fn a_client_of_a_killed_node_resumes_on_another_losing_nothing() {
 /// once its heartbeat is older than the grace (three sweeps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_s_presence_members_leave_after_the_grace() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let d1 = tempfile::tempdir().expect("temp dir");
     let (n1, h1) = killable_node(&seed, d1.path()).await;
@@ -262,9 +252,7 @@ async fn a_killed_node_s_presence_members_leave_after_the_grace() {
 /// and it stays present after the dead node's members are reaped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_client_of_a_killed_node_keeps_its_presence_by_entering_again() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let d1 = tempfile::tempdir().expect("temp dir");
     let (n1, h1) = killable_node(&seed, d1.path()).await;
@@ -339,9 +327,7 @@ async fn a_resumed_client_of_a_killed_node_keeps_its_presence_by_entering_again(
 /// history from every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_master_interrupts_realtime_only_briefly() {
-    let mut cluster = tokio::task::spawn_blocking(RedisCluster::with_replicas)
-        .await
-        .expect("cluster with replicas starts");
+    let mut cluster = RedisCluster::started_with_replicas().await;
     let victim = 0;
     let channel = (0..10_000)
         .map(|i| format!("fail:hot{i}"))

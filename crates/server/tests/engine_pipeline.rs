@@ -18,13 +18,7 @@ const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 
 async fn node(engine: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        engine: Some(engine.to_string()),
-        ..Config::default()
-    };
+    let config = common::engine_config(engine, &dir);
     let server = tidewire_server::start(config)
         .await
         .expect("node starts on the engine");
@@ -97,9 +91,7 @@ fn total_reads(node: &redis_support::Node) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_across_masters_answers_in_order() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let (a, _da) = node(&cluster.masters[0].url()).await;
     let mut r = Raw::connect(&a).await;
     let keys = keys_per_master(&cluster, 4);
@@ -271,9 +263,7 @@ async fn a_pipeline_across_masters_answers_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_follows_a_slot_migrated_under_it() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let (a, _da) = node(&cluster.masters[0].url()).await;
     let mut r = Raw::connect(&a).await;
     let keys = keys_per_master(&cluster, 1);
@@ -387,9 +377,7 @@ async fn a_pipeline_follows_a_slot_migrated_under_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rest_pipeline_is_batched_and_answers_in_order() {
     const TOKEN: &str = "engine-pipeline-token";
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config {
         port: 0,

@@ -14,19 +14,13 @@ use std::time::{Duration, Instant};
 
 use common::{Raw, V};
 use redis_support::RedisCluster;
-use tidewire_server::{Config, Server};
+use tidewire_server::Server;
 
 const TOKEN: &str = "engine-primitives-token";
 
 async fn engine_node(engine: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        engine: Some(engine.to_string()),
-        ..Config::default()
-    };
+    let mut config = common::engine_config(engine, &dir);
     config.upstash.tokens = vec![TOKEN.into()];
     let server = tidewire_server::start(config)
         .await
@@ -35,9 +29,7 @@ async fn engine_node(engine: &str) -> (Server, tempfile::TempDir) {
 }
 
 async fn cluster() -> RedisCluster {
-    tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts")
+    RedisCluster::started().await
 }
 
 /// What differs between runs made comparable: tokens (32 hex digits), fences

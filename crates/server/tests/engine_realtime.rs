@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use redis_support::RedisCluster;
 use serde_json::{json, Value};
 use tidewire_realtime::KeyConfig;
-use tidewire_server::{Config, Server};
+use tidewire_server::Server;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// The API key every node shares (one app on every node).
@@ -28,13 +28,7 @@ const KEY: &str = "scaleapp.k1:0123456789abcdef0123456789abcdef";
 
 async fn node(engine: &str) -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        port: 0,
-        http_port: 0,
-        data_dir: dir.path().to_path_buf(),
-        engine: Some(engine.to_string()),
-        ..Config::default()
-    };
+    let mut config = common::engine_config(engine, &dir);
     config.realtime.keys = vec![KeyConfig {
         key: KEY.into(),
         capability: None,
@@ -71,9 +65,7 @@ async fn connect(server: &Server, client_id: Option<&str>) -> Ws {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_are_one_realtime_deployment() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let (n1, _d1) = node(&seed).await;
     let (n2, _d2) = node(&seed).await;
@@ -231,9 +223,7 @@ async fn three_nodes_are_one_realtime_deployment() {
 /// replayed from the shared history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_resumes_on_another_node() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let (n1, _d1) = node(&seed).await;
     let (n2, _d2) = node(&seed).await;
@@ -283,9 +273,7 @@ async fn a_connection_resumes_on_another_node() {
 /// once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_bridge_spans_the_nodes() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let (n1, _d1) = node(&seed).await;
     let (n2, _d2) = node(&seed).await;

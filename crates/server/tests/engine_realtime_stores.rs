@@ -67,9 +67,7 @@ async fn run_contract_suites(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stores_meet_their_contracts_on_a_redis_cluster() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     run_contract_suites(&cluster.masters[0].url()).await;
 }
 
@@ -226,9 +224,7 @@ async fn apps_sharing_a_channel_name_stay_apart() {
         }
     }
 
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let (c, _) = two_nodes(&cluster.masters[0].url()).await;
     let fanout = Fanout::new(c.clone());
     let one = RedisBroker::new(c.clone(), fanout.clone(), "one");
@@ -299,9 +295,7 @@ async fn the_fan_out_follows_a_moved_slot() {
         }
     }
 
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let (c, _) = two_nodes(&cluster.masters[0].url()).await;
     let broker = RedisBroker::new(c.clone(), Fanout::new(c.clone()), "app");
     let seen = Arc::new(Count::default());

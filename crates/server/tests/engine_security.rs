@@ -227,9 +227,7 @@ async fn a_password_cluster_authenticates_every_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_refresh_sees_moved_slots_without_a_redirect() {
-    let cluster = tokio::task::spawn_blocking(RedisCluster::start)
-        .await
-        .expect("cluster starts");
+    let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
     let options = ConnectOptions {
         refresh_every: Duration::from_millis(200),

@@ -13,6 +13,18 @@ use tokio::net::TcpStream;
 /// Every single wait in these tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// A node's configuration on the engine at `engine` (`--engine`), ports 0 on
+/// 127.0.0.1, its data in `dir`.
+pub fn engine_config(engine: &str, dir: &tempfile::TempDir) -> Config {
+    Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        engine: Some(engine.to_string()),
+        ..Config::default()
+    }
+}
+
 pub async fn start() -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {

@@ -216,6 +216,21 @@ impl RedisCluster {
         RedisCluster::create(true, &Extra::default())
     }
 
+    /// [`RedisCluster::start`] from async code (it blocks while the cluster
+    /// forms).
+    pub async fn started() -> RedisCluster {
+        tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("cluster starts")
+    }
+
+    /// [`RedisCluster::with_replicas`] from async code.
+    pub async fn started_with_replicas() -> RedisCluster {
+        tokio::task::spawn_blocking(RedisCluster::with_replicas)
+            .await
+            .expect("cluster starts")
+    }
+
     fn create(replicas: bool, extra: &Extra) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let (count, node_timeout) = if replicas { (6, 2000) } else { (3, 5000) };
