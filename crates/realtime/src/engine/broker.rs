@@ -317,20 +317,24 @@ impl MemoryBroker {
         let slot = self.channel(&p.channel);
         // Held through append and fan-out: this is the channel's ordering point.
         let mut pos = slot.lock().unwrap_or_else(|e| e.into_inner());
-        let mut last = match pos.last {
-            Some(l) => l,
-            None => self.history.last_serial(&p.channel).unwrap_or(0),
-        };
-        let floor = (p.timestamp.max(0) as u64).saturating_mul(1000);
-        let positions: Vec<u64> = (0..p.positions_needed())
-            .map(|_| {
-                last = (last + 1).max(floor);
-                last
-            })
-            .collect();
-        pos.last = Some(last);
-        pos.touched_ms = p.timestamp;
-        p.stamp(positions);
+        // A positionless publication (presence events) leaves the position and
+        // its history lookup alone.
+        if p.positions_needed() > 0 {
+            let mut last = match pos.last {
+                Some(l) => l,
+                None => self.history.last_serial(&p.channel).unwrap_or(0),
+            };
+            let floor = (p.timestamp.max(0) as u64).saturating_mul(1000);
+            let positions: Vec<u64> = (0..p.positions_needed())
+                .map(|_| {
+                    last = (last + 1).max(floor);
+                    last
+                })
+                .collect();
+            pos.last = Some(last);
+            pos.touched_ms = p.timestamp;
+            p.stamp(positions);
+        }
         for entry in p.history_entries() {
             self.history.append(&p.channel, entry, p.retention);
         }
