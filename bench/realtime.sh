@@ -26,6 +26,7 @@
 #      turn, the publisher on the first (rows engine-1n …; RSS and CPU are the
 #      first node's). ENGINE_NODES="" skips them; they need redis-server and
 #      redis-cli (skipped with a note when missing).
+#      EMBEDDED=0: only the engine rows (no embedded Tidewire, NATS or floor runs).
 # Everything listens on 127.0.0.1. Needs root only to apt-get install nats-server
 # when it is missing and to raise the open-files limit.
 set -euo pipefail
@@ -40,6 +41,7 @@ FLOOR="${FLOOR:-1}"
 FLOOR_RATE="${FLOOR_RATE:-2}"
 FLOOR_DURATION="${FLOOR_DURATION:-10}"
 ENGINE_NODES="${ENGINE_NODES-1 2 3}"
+EMBEDDED="${EMBEDDED:-1}"
 if [ -n "$ENGINE_NODES" ] && ! { command -v redis-server && command -v redis-cli; } >/dev/null; then
   echo "redis-server/redis-cli missing: no engine rows" >&2
   ENGINE_NODES=""
@@ -219,7 +221,9 @@ run_floor() { # N senders
   fi
 }
 
+if [ "$EMBEDDED" = 0 ]; then FLOOR=0; fi
 for n in $NS; do
+  [ "$EMBEDDED" = 0 ] && continue
   run_one tidewire "$n"
   run_one nats "$n"
   if [ "$FLOOR" != 0 ]; then

@@ -167,7 +167,8 @@ pub trait BrokerHandler: Send + Sync {
 ///   on one channel never get interleaved or duplicate positions.
 /// - **Fan-out in order.** Every registered handler subscribed to the channel
 ///   (every node with an interest in it) receives every publication once, in
-///   position order, after its history is appended.
+///   position order, after its history is appended. Publishing does not wait
+///   for that unless [`Broker::delivers_before_returning`] says so.
 /// - **Since P.** [`Broker::read`] answers from history as of one moment, with the
 ///   channel's position at that moment ([`Snapshot`]); a forwards query from
 ///   serial P is "everything since position P".
@@ -440,6 +441,19 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
                 .flat_map(|(_, p, _)| p.clone())
                 .collect()
         }
+
+        /// `channel`'s positions once at least `count` have arrived, or after a
+        /// bounded wait (5 s): a publish may return before the fan-out reaches
+        /// a node.
+        async fn positions_once(&self, channel: &str, count: usize) -> Vec<u64> {
+            for _ in 0..200 {
+                if self.positions(channel).len() >= count {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            self.positions(channel)
+        }
     }
 
     fn publication(channel: &str, names: &[&str], t: i64) -> Publication {
@@ -526,12 +540,12 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
     // Fan-out: both nodes got both publications, in order.
     let all: Vec<u64> = p1.positions.iter().chain(&p2.positions).copied().collect();
     assert_eq!(
-        node_a.positions(c),
+        node_a.positions_once(c, all.len()).await,
         all,
         "node a receives every publication in order"
     );
     assert_eq!(
-        node_b.positions(c),
+        node_b.positions_once(c, all.len()).await,
         all,
         "node b receives every publication in order"
     );
@@ -710,8 +724,14 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
     assert_eq!(assigned.len(), total, "no position given twice");
     let stored = a.since(hot, 0, total + 1, now_ms).await.expect("since");
     for (what, got) in [
-        ("node a receives in position order", node_a.positions(hot)),
-        ("node b receives in position order", node_b.positions(hot)),
+        (
+            "node a receives in position order",
+            node_a.positions_once(hot, total).await,
+        ),
+        (
+            "node b receives in position order",
+            node_b.positions_once(hot, total).await,
+        ),
         (
             "history holds exactly what was positioned, in order",
             serials(&stored),
@@ -762,24 +782,27 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
     // Subscriptions nest: b gives one of two back and still receives.
     b.subscribe(other).await.expect("subscribe");
     b.unsubscribe(other).await.expect("unsubscribe");
-    let before_b = node_b.positions(other).len();
+    let before_b = node_b.positions_once(other, o.positions.len()).await.len();
     a.publish(publication(other, &["nested"], now_ms))
         .await
         .expect("publish");
     assert_eq!(
-        node_b.positions(other).len(),
+        node_b.positions_once(other, before_b + 1).await.len(),
         before_b + 1,
         "a node subscribed twice, unsubscribed once, still receives"
     );
 
     // A node that is gone stops receiving; the others carry on.
-    let before = node_a.positions(other).len();
+    let before = node_a
+        .positions_once(other, o.positions.len() + 1)
+        .await
+        .len();
     drop(node_b);
     a.publish(publication(other, &["after"], now_ms))
         .await
         .expect("publish");
     assert_eq!(
-        node_a.positions(other).len(),
+        node_a.positions_once(other, before + 1).await.len(),
         before + 1,
         "live node still receives"
     );

@@ -33,8 +33,16 @@ use tidewire_resp::Reply;
 use super::fanout::{Fanout, Listener};
 use super::{arg, array, channel_tag, eval, int, publication, scope, text, Shared, PREFIX};
 
-/// How long a publisher waits for its own node's fan-out before returning.
-const ECHO_WAIT: Duration = Duration::from_secs(2);
+/// How far (in positions, about microseconds of publishing: a position is at
+/// least its publish time in µs) this node's fan-out of a channel may trail a
+/// publish made here before the publish waits for it. Within it a publish
+/// returns once positioned, so one connection's publishes do not wait in turn
+/// for each other's fan-out; past it publishers are held back to the speed this
+/// node delivers at, which also bounds what the engine buffers for this node's
+/// subscriber connection.
+const FANOUT_LAG: u64 = 1_000_000;
+/// The longest a publish waits for this node's fan-out to catch up.
+const FANOUT_WAIT: Duration = Duration::from_secs(2);
 /// History kept per channel at most (as the in-memory store), whatever the
 /// retention.
 const MAX_ENTRIES: usize = 100_000;
@@ -197,7 +205,10 @@ impl RedisBroker {
         let positions: Vec<u64> = (0..n as u64).map(|i| first + i).collect();
         p.stamp(positions);
         if let Some(last) = p.last_position() {
-            self.fanout.delivered(&keys.fanout, last, ECHO_WAIT).await;
+            let behind = last.saturating_sub(FANOUT_LAG);
+            self.fanout
+                .delivered(&keys.fanout, behind, FANOUT_WAIT)
+                .await;
         }
         Ok(p)
     }

@@ -94,7 +94,8 @@ struct Sub {
     on: Option<u64>,
     confirmed: bool,
     waiting: Vec<oneshot::Sender<EngineResult<()>>>,
-    /// The last position delivered here, for publishers waiting on their echo.
+    /// The last position delivered here, for publishers held back while this
+    /// node's fan-out trails (see [`Fanout::delivered`]).
     delivered: watch::Sender<u64>,
 }
 
@@ -201,14 +202,14 @@ impl Fanout {
     }
 
     /// Waits (a bounded time) until `position` of `channel` has been delivered
-    /// here, if this process is subscribed to it: a publisher's own node has
-    /// then fanned out its publication when the publish returns, as with the
-    /// in-process broker.
+    /// here, if this process is subscribed to it; at once if it has been.
     pub async fn delivered(&self, channel: &str, position: u64, wait: Duration) {
         let mut seen = {
             let st = self.inner.state.lock();
             match st.channels.get(channel) {
-                Some(sub) if sub.confirmed => sub.delivered.subscribe(),
+                Some(sub) if sub.confirmed && *sub.delivered.borrow() < position => {
+                    sub.delivered.subscribe()
+                }
                 _ => return,
             }
         };
@@ -217,7 +218,7 @@ impl Fanout {
             tracing::warn!(
                 channel,
                 position,
-                "a publication had not come back from the engine in time"
+                "realtime fan-out: this node's delivery of the channel trails its publishes; publishing on"
             );
         }
     }
