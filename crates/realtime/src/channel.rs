@@ -253,6 +253,18 @@ pub(crate) struct State {
     /// each publish is relayed to them under this channel's lock, so their
     /// subscribers see the channel's order. The hub adds and removes them.
     pub(crate) views: Vec<Weak<Channel>>,
+    /// While the publications this node missed are read back from history
+    /// ([`Channel::begin_recovery`]): the ones that arrive meanwhile, held so
+    /// that subscribers get everything in position order. `None` otherwise.
+    pub(crate) held: Option<Vec<Held>>,
+}
+
+/// A publication held during a recovery, with what [`Channel::deliver`] was
+/// given for it.
+pub(crate) struct Held {
+    publication: crate::engine::Publication,
+    publisher: Publisher,
+    summary: Option<Message>,
 }
 
 /// What an attaching connection wants replayed.
@@ -361,6 +373,7 @@ impl Channel {
                 presence_flush_pending: false,
                 delta_base: None,
                 views: Vec::new(),
+                held: None,
             }),
             engine_subscribed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -698,26 +711,84 @@ impl Channel {
         publisher: &Publisher,
         summary: Option<Message>,
     ) -> u64 {
+        if p.last_position().is_none() {
+            return 0;
+        }
+        let mut st = self.lock();
+        if let Some(held) = st.held.as_mut() {
+            held.push(Held {
+                publication: p.clone(),
+                publisher: publisher.clone(),
+                summary,
+            });
+            return 0;
+        }
+        self.deliver_locked(&mut st, p, publisher, summary)
+    }
+
+    /// Starts a recovery: publications delivered from now on are held until
+    /// [`Channel::finish_recovery`]. Returns the channel's serial, after which
+    /// the missed ones are to be read; `None` if a recovery is under way.
+    pub fn begin_recovery(&self) -> Option<u64> {
+        let mut st = self.lock();
+        if st.held.is_some() {
+            return None;
+        }
+        st.held = Some(Vec::new());
+        Some(st.last_serial)
+    }
+
+    /// Ends a recovery begun at serial `from`: delivers `missed` (read from
+    /// history, in position order) after `from`, then the publications held
+    /// meanwhile that were not among them. Returns the messages delivered.
+    pub fn finish_recovery(
+        &self,
+        from: u64,
+        missed: Vec<(crate::engine::Publication, Publisher)>,
+    ) -> u64 {
+        let mut st = self.lock();
+        let held = st.held.take().unwrap_or_default();
+        let mut reached = from;
+        let mut delivered = 0;
+        for (p, publisher) in missed {
+            match (p.positions.first(), p.last_position()) {
+                (Some(first), Some(last)) if *first > reached => {
+                    delivered += self.deliver_locked(&mut st, &p, &publisher, None);
+                    reached = last;
+                }
+                _ => {}
+            }
+        }
+        for h in held {
+            let p = &h.publication;
+            if p.positions.first().is_some_and(|first| *first <= reached) {
+                continue; // recovered from history already
+            }
+            delivered += self.deliver_locked(&mut st, p, &h.publisher, h.summary);
+        }
+        delivered
+    }
+
+    /// [`Channel::deliver`] with the channel locked and no recovery under way.
+    fn deliver_locked(
+        &self,
+        st: &mut State,
+        p: &crate::engine::Publication,
+        publisher: &Publisher,
+        summary: Option<Message>,
+    ) -> u64 {
         use crate::engine::Payload;
         let Some(last) = p.last_position() else {
             return 0;
         };
-        let mut st = self.lock();
         match &p.payload {
             Payload::Messages(msgs) => {
-                Self::flush_presence_batch(&self.name, &mut st);
+                Self::flush_presence_batch(&self.name, st);
                 st.last_serial = st.last_serial.max(last);
-                self.deliver_messages(
-                    &mut st,
-                    msgs.clone(),
-                    last,
-                    &p.proto_id,
-                    publisher,
-                    p.timestamp,
-                )
+                self.deliver_messages(st, msgs.clone(), last, &p.proto_id, publisher, p.timestamp)
             }
             Payload::Version { sent, .. } => {
-                Self::advance(&self.name, &mut st, last);
+                Self::advance(&self.name, st, last);
                 let frame = SharedFrame::new(ProtocolMessage {
                     action: Action::Message,
                     channel: Some(self.name.clone()),
@@ -735,7 +806,7 @@ impl Channel {
                 0
             }
             Payload::Annotation(ann) => {
-                Self::advance(&self.name, &mut st, last);
+                Self::advance(&self.name, st, last);
                 let rendered = format_serial(last);
                 let frame = SharedFrame::new(ProtocolMessage {
                     action: Action::Annotation,
@@ -984,6 +1055,60 @@ mod tests {
         let msgs = pm.messages.unwrap();
         assert_eq!(msgs[0].id.as_deref(), Some("p:1"));
         assert_eq!(msgs[1].id, None);
+    }
+
+    /// A recovery delivers what was missed, then what arrived meanwhile, in
+    /// position order, each once.
+    #[test]
+    fn a_recovery_delivers_the_missed_then_the_held_once_in_order() {
+        let ch = Channel::new("c", 0);
+        let history = MemoryHistoryStore::default();
+        let (tx, rx) = crate::outbox::channel(16);
+        ch.attach(sub(1, tx, false), Backlog::None, &history, 0);
+        let publication = |positions: Vec<u64>| crate::engine::Publication {
+            channel: "c".into(),
+            proto_id: format!("p{}", positions[0]),
+            connection_id: None,
+            node: "other".into(),
+            publisher_conn: None,
+            timestamp: 1,
+            origin: Origin::Rest,
+            retention: std::time::Duration::from_secs(60),
+            payload: crate::engine::Payload::Messages(
+                positions.iter().map(|_| Message::default()).collect(),
+            ),
+            positions,
+        };
+        let publisher = Publisher::default();
+        ch.deliver(&publication(vec![1]), &publisher, None);
+        let from = ch.begin_recovery().expect("a recovery starts");
+        assert_eq!(from, 1, "from the last position delivered");
+        assert_eq!(ch.begin_recovery(), None, "one recovery at a time");
+        // Arrive live during the read: held.
+        ch.deliver(&publication(vec![4]), &publisher, None);
+        ch.deliver(&publication(vec![5]), &publisher, None);
+        let serial_of = |f: Arc<SharedFrame>| f.message.channel_serial.clone();
+        assert_eq!(
+            rx.try_recv().map(serial_of).ok(),
+            Some(Some(format_serial(1)))
+        );
+        assert!(rx.try_recv().is_err(), "nothing goes out while recovering");
+        // History had 2-3 and 4 (it was stored before the read).
+        let missed = vec![
+            (publication(vec![2, 3]), publisher.clone()),
+            (publication(vec![4]), publisher.clone()),
+        ];
+        assert_eq!(ch.finish_recovery(from, missed), 4, "2, 3, 4, 5 once each");
+        let got: Vec<Option<String>> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(serial_of)
+            .collect();
+        assert_eq!(
+            got,
+            [3, 4, 5].map(|p| Some(format_serial(p))).to_vec(),
+            "the missed publish (2-3), then 4 once, then 5"
+        );
+        ch.deliver(&publication(vec![6]), &publisher, None);
+        assert!(rx.try_recv().is_ok(), "delivered live again");
     }
 
     #[test]

@@ -1339,6 +1339,98 @@ impl BrokerHandler for Hub {
         let delivered = ch.deliver(p, &publisher, summary);
         self.messages_out.fetch_add(delivered, Ordering::Relaxed);
     }
+
+    /// Reads what this node missed of `channel` from history and delivers it,
+    /// holding later publications back until then (see
+    /// [`Channel::begin_recovery`]).
+    fn on_gap(&self, channel: &str) {
+        let Some(ch) = self.existing_channel(channel) else {
+            return;
+        };
+        let (Some(from), Some(hub)) = (ch.begin_recovery(), self.me.upgrade()) else {
+            return;
+        };
+        let channel = channel.to_owned();
+        crate::engine::now_or_spawn(Box::pin(async move {
+            let missed = match hub
+                .engine
+                .broker
+                .since(&channel, from, MAX_RECOVERED, now_ms())
+                .await
+            {
+                Ok(snapshot) => {
+                    if snapshot.page.messages.len() >= MAX_RECOVERED {
+                        tracing::warn!(
+                            channel,
+                            recovered = MAX_RECOVERED,
+                            "realtime: more publications missed than recovered; attached clients lose the rest"
+                        );
+                    }
+                    hub.recovered_publications(&channel, snapshot.page.messages)
+                }
+                Err(e) => {
+                    tracing::warn!(channel, error = %e.0, "realtime: missed publications not recovered");
+                    Vec::new()
+                }
+            };
+            let delivered = ch.finish_recovery(from, missed);
+            hub.messages_out.fetch_add(delivered, Ordering::Relaxed);
+        }));
+    }
+}
+
+/// Most publications read back from history after a fan-out gap.
+const MAX_RECOVERED: usize = 1000;
+
+impl Hub {
+    /// Publications rebuilt from history entries, in position order: one per
+    /// run of entries one publish made (adjacent positions, one protocol id), so
+    /// they go out in the frames they first went out in.
+    fn recovered_publications(
+        &self,
+        channel: &str,
+        entries: Vec<crate::history::StoredMessage>,
+    ) -> Vec<(Publication, Publisher)> {
+        let mut out: Vec<(Publication, Publisher)> = Vec::new();
+        for e in entries {
+            let id = e.message.id.clone().unwrap_or_default();
+            let proto_id = id
+                .rsplit_once(':')
+                .map_or(id.as_str(), |(p, _)| p)
+                .to_owned();
+            if let Some((p, _)) = out.last_mut() {
+                let joins = p.proto_id == proto_id
+                    && p.timestamp == e.received_ms
+                    && p.last_position().is_some_and(|l| l + 1 == e.serial);
+                if let (true, Payload::Messages(msgs)) = (joins, &mut p.payload) {
+                    msgs.push(e.message);
+                    p.positions.push(e.serial);
+                    continue;
+                }
+            }
+            let publisher = Publisher {
+                conn: None,
+                connection_id: e.message.connection_id.clone(),
+                client_id: None,
+            };
+            out.push((
+                Publication {
+                    channel: channel.to_owned(),
+                    proto_id,
+                    connection_id: e.message.connection_id.clone(),
+                    node: String::new(),
+                    publisher_conn: None,
+                    timestamp: e.received_ms,
+                    origin: Origin::Backend,
+                    retention: self.retention_for(channel),
+                    payload: Payload::Messages(vec![e.message]),
+                    positions: vec![e.serial],
+                },
+                publisher,
+            ));
+        }
+        out
+    }
 }
 
 impl Hub {

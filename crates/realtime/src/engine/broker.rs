@@ -151,6 +151,12 @@ pub trait BrokerHandler: Send + Sync {
     /// node, in position order per channel, never concurrently for one channel.
     /// Must not block: it runs inside the broker's ordering of the channel.
     fn on_publication(&self, publication: &Publication);
+
+    /// Publications of `channel` may have been missed here (the broker lost
+    /// and regained its subscription): the handler reads them from history.
+    /// Called in the channel's order: after every publication delivered before
+    /// the gap, before any delivered after it. Must not block.
+    fn on_gap(&self, _channel: &str) {}
 }
 
 /// The ordering point of every channel: positions, history and fan-out.

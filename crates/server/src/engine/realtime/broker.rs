@@ -265,7 +265,9 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             let shard = self.keys(channel).fanout;
             let slot = key_slot(shard.as_bytes());
-            self.fanout.subscribe(&self.listener, &shard, slot).await
+            self.fanout
+                .subscribe(&self.listener, &shard, channel, slot)
+                .await
         })
     }
 

@@ -12,8 +12,10 @@
 //! them in the order they were asked; a subscribe completes when the engine has
 //! confirmed it. A lost subscriber connection, or a shard channel whose slot moved
 //! to another master (the engine then unsubscribes it), is subscribed again on the
-//! slot's owner: publications positioned in between are not delivered (gap
-//! recovery is not done here; a client that resumes reads them from history).
+//! slot's owner. Publications positioned in between did not come through it:
+//! once the new subscription is confirmed, the handlers are told of the gap
+//! ([`BrokerHandler::on_gap`]) before any later publication of the channel, and
+//! read what they missed from history.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,12 +89,16 @@ struct Conn {
 
 /// One shard channel's subscription.
 struct Sub {
+    /// The realtime channel it carries (what handlers are told of a gap in).
+    name: String,
     slot: u16,
     /// Subscribe counts by listener; the subscription lives while any is > 0.
     interest: HashMap<u64, usize>,
     /// The connection SSUBSCRIBE was sent on; `None`: not (yet, or no longer).
     on: Option<u64>,
     confirmed: bool,
+    /// Confirmed at least once: a later confirmation follows a gap.
+    ever_confirmed: bool,
     waiting: Vec<oneshot::Sender<EngineResult<()>>>,
     /// The last position delivered here, for publishers held back while this
     /// node's fan-out trails (see [`Fanout::delivered`]).
@@ -130,12 +136,14 @@ impl Fanout {
         listener
     }
 
-    /// One more subscribe of `channel` (in `slot`) by `listener`; completes once
-    /// the engine confirmed the shard channel's subscription.
+    /// One more subscribe of the shard channel `channel` (in `slot`, carrying the
+    /// realtime channel `name`) by `listener`; completes once the engine
+    /// confirmed the shard channel's subscription.
     pub async fn subscribe(
         &self,
         listener: &Listener,
         channel: &str,
+        name: &str,
         slot: u16,
     ) -> EngineResult<()> {
         let (answer, ask) = {
@@ -144,10 +152,12 @@ impl Fanout {
                 .channels
                 .entry(channel.to_owned())
                 .or_insert_with(|| Sub {
+                    name: name.to_owned(),
                     slot,
                     interest: HashMap::new(),
                     on: None,
                     confirmed: false,
+                    ever_confirmed: false,
                     waiting: Vec::new(),
                     delivered: watch::Sender::new(0),
                 });
@@ -399,18 +409,50 @@ impl Inner {
                     self.deliver(channel, &payload);
                 }
             }
-            b"ssubscribe" => {
-                let mut st = self.state.lock();
-                if let Some(sub) = st.channels.get_mut(channel).filter(|s| s.on == Some(conn)) {
-                    sub.confirmed = true;
-                    for w in sub.waiting.drain(..) {
-                        let _ = w.send(Ok(()));
-                    }
-                }
-            }
+            b"ssubscribe" => self.confirmed(conn, channel),
             b"sunsubscribe" => self.unsubscribed(conn, channel),
             _ => {}
         }
+    }
+
+    /// The engine confirmed `channel`'s SSUBSCRIBE on `conn`. A channel that was
+    /// subscribed before lost what was published in between: its handlers hear
+    /// of the gap here, on the read task, so before any later publication.
+    fn confirmed(&self, conn: u64, channel: &str) {
+        let (name, handlers) = {
+            let mut st = self.state.lock();
+            let Some(sub) = st.channels.get_mut(channel).filter(|s| s.on == Some(conn)) else {
+                return;
+            };
+            sub.confirmed = true;
+            for w in sub.waiting.drain(..) {
+                let _ = w.send(Ok(()));
+            }
+            if !std::mem::replace(&mut sub.ever_confirmed, true) {
+                return;
+            }
+            let name = sub.name.clone();
+            (name, Self::handlers_of(&st, channel))
+        };
+        tracing::info!(
+            channel = name,
+            "realtime fan-out: subscribed again; reading what was published meanwhile from history"
+        );
+        for h in handlers {
+            h.on_gap(&name);
+        }
+    }
+
+    /// The live handlers of every listener interested in `channel`.
+    fn handlers_of(st: &State, channel: &str) -> Vec<Arc<dyn BrokerHandler>> {
+        let Some(sub) = st.channels.get(channel) else {
+            return Vec::new();
+        };
+        sub.interest
+            .keys()
+            .filter_map(|id| st.listeners.get(id).and_then(Weak::upgrade))
+            .flat_map(|l| l.live())
+            .collect()
     }
 
     /// An error pushed unasked: a refused SSUBSCRIBE (the slot moved). Every
@@ -453,7 +495,7 @@ impl Inner {
         drop(st);
         tracing::warn!(
             channel,
-            "realtime fan-out: the engine moved a channel; subscribing again (publications in between are not delivered here)"
+            "realtime fan-out: the engine moved a channel; subscribing again"
         );
         self.resubscribe_later(channel.to_owned());
     }
@@ -476,7 +518,7 @@ impl Inner {
         if !again.is_empty() {
             tracing::warn!(
                 channels = again.len(),
-                "realtime fan-out: a subscriber connection to the engine was lost; subscribing again (publications in between are not delivered here)"
+                "realtime fan-out: a subscriber connection to the engine was lost; subscribing again"
             );
         }
         for channel in again {
@@ -505,13 +547,7 @@ impl Inner {
             let Some(sub) = st.channels.get(channel) else {
                 return;
             };
-            let handlers: Vec<Arc<dyn BrokerHandler>> = sub
-                .interest
-                .keys()
-                .filter_map(|id| st.listeners.get(id).and_then(Weak::upgrade))
-                .flat_map(|l| l.live())
-                .collect();
-            (handlers, sub.delivered.clone())
+            (Self::handlers_of(&st, channel), sub.delivered.clone())
         };
         for h in handlers {
             h.on_publication(&p);
