@@ -507,6 +507,86 @@ async fn two_nodes_serve_one_cluster_keyspace() {
     b.shutdown().await;
 }
 
+/// REST's Server-Sent Events subscriptions listen on the engine: a `PUBLISH`
+/// through another node (RESP or REST) reaches a `/subscribe` or `/psubscribe`
+/// stream, and the stream's subscription ends with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_subscriptions_hear_every_node() {
+    let cluster = RedisCluster::started().await;
+    let seed = cluster.masters[0].url();
+    let (n1, _d1) = node(&seed).await;
+    let (n2, _d2) = node(&seed).await;
+    let http = reqwest::Client::new();
+    let open = |path: &str| {
+        http.get(format!("http://{}/redis{path}", n2.http_addr))
+            .bearer_auth(TOKEN)
+            .header("Accept", "text/event-stream")
+            .send()
+    };
+    let mut plain = open("/subscribe/news").await.expect("subscribe stream");
+    let mut pattern = open("/psubscribe/new*").await.expect("psubscribe stream");
+    assert_eq!(plain.status(), 200);
+    assert_eq!(pattern.status(), 200);
+    let mut seen_plain = String::new();
+    let mut seen_pattern = String::new();
+    read_until(&mut plain, &mut seen_plain, "data: subscribe,news,1\n").await;
+    read_until(&mut pattern, &mut seen_pattern, "data: psubscribe,new*,1\n").await;
+
+    let mut resp1 = Raw::connect(&n1).await;
+    // A cluster passes PUBLISH to every node; the count is the receiving
+    // master's subscribers (both streams hold theirs on the first master).
+    assert_eq!(
+        resp1.cmd(&["PUBLISH", "news", "from resp"]).await,
+        V::Int(2),
+        "both streams are subscribed on the engine"
+    );
+    rest(&n1, "/", json!(["PUBLISH", "news", "from rest"])).await;
+    read_until(
+        &mut plain,
+        &mut seen_plain,
+        "data: message,news,from rest\n",
+    )
+    .await;
+    assert!(
+        seen_plain.contains("data: message,news,from resp\n"),
+        "{seen_plain}"
+    );
+    read_until(
+        &mut pattern,
+        &mut seen_pattern,
+        "data: pmessage,new*,news,from rest\n",
+    )
+    .await;
+
+    // The stream's end gives its subscription back on the engine.
+    drop(plain);
+    let gone = common::eventually(|| async {
+        rest(&n2, "/", json!(["PUBSUB", "NUMSUB", "news"])).await["result"][1] == 0
+    })
+    .await;
+    assert!(
+        gone,
+        "the closed stream's subscription is gone from the engine"
+    );
+    drop(pattern);
+    for s in [n1, n2] {
+        s.shutdown().await;
+    }
+}
+
+/// Reads an event stream until `want` appears (bounded in time).
+async fn read_until(resp: &mut reqwest::Response, seen: &mut String, want: &str) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while !seen.contains(want) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {want:?} in {seen:?}"))
+            .expect("stream readable")
+            .expect("stream open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_server_is_one_node_owning_every_slot() {
     let redis = tokio::task::spawn_blocking(redis_support::standalone)

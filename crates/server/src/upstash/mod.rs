@@ -286,14 +286,17 @@ async fn serve(st: &Arc<RestState>, mount: &str, req: Request) -> Response {
         Some(b"pipeline") => pipeline(st, &peer, &body, access, format).await,
         Some(b"multi-exec") => multi_exec(st, &peer, &body, access, format).await,
         Some(b"subscribe") => (
-            sse::serve(st, &peer, sse::Kind::Channel, &segments[1..], access),
+            sse::serve(st, &peer, sse::Kind::Channel, &segments[1..], access).await,
             0,
         ),
         Some(b"psubscribe") => (
-            sse::serve(st, &peer, sse::Kind::Pattern, &segments[1..], access),
+            sse::serve(st, &peer, sse::Kind::Pattern, &segments[1..], access).await,
             0,
         ),
-        Some(b"monitor") => (sse::serve(st, &peer, sse::Kind::Monitor, &[], access), 0),
+        Some(b"monitor") => (
+            sse::serve(st, &peer, sse::Kind::Monitor, &[], access).await,
+            0,
+        ),
         Some(_) => {
             let mut argv = segments;
             if !body.is_empty() {

@@ -9,6 +9,11 @@
 //! subscriptions (or the MONITOR slot) are gone at once. Shutdown, CLIENT KILL and
 //! the pub/sub output buffer limit end the pump from the server side, even while
 //! the client reads nothing.
+//!
+//! With `--engine`, `/subscribe` and `/psubscribe` subscribe on the engine
+//! through an engine session of the subscription's own (its subscriber
+//! connections live as long as the stream), so they hear every node's
+//! `PUBLISH`; the engine's confirmations and messages arrive as pushes.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -25,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::auth::Access;
 use super::{encode, json_error, RestState};
+use crate::engine::Forwarded;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -40,6 +46,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 struct Subscription {
     store: Arc<Store>,
     client: Client,
+    /// With `--engine`: holds the subscriber connections to the engine.
+    _engine: Option<crate::engine::EngineSession>,
     rx: mpsc::UnboundedReceiver<(Reply, usize)>,
     /// Replies to send before any push (the subscribe confirmations).
     pending: VecDeque<Reply>,
@@ -52,7 +60,7 @@ impl Drop for Subscription {
     }
 }
 
-pub fn serve(
+pub async fn serve(
     st: &Arc<RestState>,
     peer: &str,
     kind: Kind,
@@ -81,9 +89,14 @@ pub fn serve(
         client.info.set_user(st.tokens.user_name(i));
     }
     client.info.set_push_channel(tx);
+    let engine = match kind {
+        Kind::Monitor => None,
+        Kind::Channel | Kind::Pattern => st.engine.session(),
+    };
     let mut sub = Subscription {
         store: st.store.clone(),
         client,
+        _engine: None,
         rx,
         pending: VecDeque::new(),
         shutdown: st.shutdown.clone(),
@@ -100,7 +113,18 @@ pub fn serve(
             argv.push(Bytes::from_static(word));
             argv.extend(names.iter().cloned());
             let mut out = Vec::new();
-            st.store.execute(&mut sub.client, &argv, &mut out);
+            if let Some(mut engine) = engine {
+                match engine.execute(&st.store, &mut sub.client, &argv).await {
+                    Forwarded::Pushed => {}
+                    Forwarded::Reply(reply) => out.push(reply),
+                    Forwarded::Local => {
+                        st.store.execute(&mut sub.client, &argv, &mut out);
+                    }
+                }
+                sub._engine = Some(engine);
+            } else {
+                st.store.execute(&mut sub.client, &argv, &mut out);
+            }
             if let Some(Reply::Error(e)) = out.iter().find(|r| r.is_error()) {
                 return json_error(StatusCode::BAD_REQUEST, e);
             }
