@@ -69,9 +69,6 @@ pub struct Hub {
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
-    /// Later versions of messages (updates, deletes, appends) by channel and
-    /// message serial, oldest first; the original stays in history.
-    versions: Mutex<HashMap<(String, String), Vec<Message>>>,
     /// Annotations by channel and annotated message serial, in publish order.
     annotations: Mutex<HashMap<(String, String), Vec<crate::protocol::Annotation>>>,
     /// Messages published (after dedupe) and messages delivered to subscribers,
@@ -272,7 +269,6 @@ impl Hub {
             observers,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
-            versions: Mutex::new(HashMap::new()),
             annotations: Mutex::new(HashMap::new()),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
@@ -792,8 +788,8 @@ impl Hub {
     }
 
     /// Every version of message `serial` on `channel`, the original first; empty
-    /// when there is no such message. Later versions are those made through
-    /// this node.
+    /// when there is no such message. From the broker, so on a shared engine
+    /// the versions made through any node.
     pub async fn message_versions(
         &self,
         channel: &str,
@@ -802,11 +798,16 @@ impl Hub {
         let Some(original) = self.original_message(channel, serial).await? else {
             return Ok(Vec::new());
         };
-        let versions = self.versions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(position) = crate::channel::parse_serial(serial) else {
+            return Ok(Vec::new());
+        };
+        let later = self
+            .engine
+            .broker
+            .versions(channel, position, now_ms())
+            .await?;
         let mut all = vec![original];
-        if let Some(v) = versions.get(&(channel.to_owned(), serial.to_owned())) {
-            all.extend(v.iter().cloned());
-        }
+        all.extend(later.into_iter().map(|v| v.message));
         Ok(all)
     }
 
@@ -925,18 +926,6 @@ impl Hub {
             .last_position()
             .map(format_serial)
             .unwrap_or_default();
-        let Payload::Version { stored, .. } = published.payload else {
-            return Err(AblyError::new(
-                ErrorCode::Internal,
-                "the engine changed a publication's kind",
-            ));
-        };
-        self.versions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((channel.to_owned(), serial.to_owned()))
-            .or_default()
-            .push(*stored);
         Ok(version_serial)
     }
 
@@ -2447,6 +2436,15 @@ mod tests {
         ) -> BoxFuture<'a, crate::engine::EngineResult<Option<u64>>> {
             self.inner.position(c)
         }
+        fn versions<'a>(
+            &'a self,
+            c: &'a str,
+            serial: u64,
+            now: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Vec<crate::history::StoredMessage>>>
+        {
+            self.inner.versions(c, serial, now)
+        }
         fn expire(&self, now: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {
             self.inner.expire(now)
         }
@@ -2520,6 +2518,15 @@ mod tests {
             &'a self,
             _: &'a str,
         ) -> BoxFuture<'a, crate::engine::EngineResult<Option<u64>>> {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn versions<'a>(
+            &'a self,
+            _: &'a str,
+            _: u64,
+            _: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Vec<crate::history::StoredMessage>>>
+        {
             crate::engine::ready(Err(crate::engine::EngineError("down".into())))
         }
         fn expire(&self, _: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {

@@ -207,6 +207,32 @@ async fn three_nodes_are_one_realtime_deployment() {
     assert!(r.status().is_success(), "update on node 2: {}", r.status());
     let latest = get(&n2, &format!("/channels/{doc}/messages/{serial}")).await;
     assert_eq!(latest["data"], "final", "node 2 reads its update");
+    // An append through node 1 builds on node 2's update, and every node lists
+    // every version.
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "http://{}/channels/{doc}/messages/{serial}",
+            n1.http_addr
+        ))
+        .header("Authorization", auth())
+        .json(&json!({"action": 5, "data": "!"}))
+        .send()
+        .await
+        .expect("REST append");
+    assert!(r.status().is_success(), "append on node 1: {}", r.status());
+    for (n, who) in [(&n1, "node 1"), (&n3, "node 3")] {
+        let latest = get(n, &format!("/channels/{doc}/messages/{serial}")).await;
+        assert_eq!(
+            latest["data"], "final!",
+            "{who} reads the append on node 2's update"
+        );
+        let versions = get(n, &format!("/channels/{doc}/messages/{serial}/versions")).await;
+        assert_eq!(
+            data_of(versions.as_array().expect("a page of versions")),
+            vec!["draft", "final", "final!"],
+            "{who} lists every version: {versions}"
+        );
+    }
 
     // Nothing left over on node 2's subscriber.
     let extra = tokio::time::timeout(Duration::from_millis(200), on2.next()).await;

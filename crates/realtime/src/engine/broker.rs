@@ -74,6 +74,18 @@ impl Publication {
         }
     }
 
+    /// The position of the message a [`Payload::Version`] is a version of
+    /// (`stored.serial`); `None` for any other payload.
+    pub fn version_of(&self) -> Option<u64> {
+        match &self.payload {
+            Payload::Version { stored, .. } => stored
+                .serial
+                .as_deref()
+                .and_then(crate::channel::parse_serial),
+            _ => None,
+        }
+    }
+
     /// The last position assigned (the channel serial after this publication).
     pub fn last_position(&self) -> Option<u64> {
         self.positions.last().copied()
@@ -214,6 +226,18 @@ pub trait Broker: Send + Sync {
     /// The channel's last assigned position, `None` if it has none (retained).
     fn position<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, EngineResult<Option<u64>>>;
 
+    /// The later versions of the message at position `serial` (what its
+    /// [`Payload::Version`] publications stored, stamped), oldest first, from
+    /// every node, for as long as their channel's history keeps them. Kept
+    /// apart from history so that an update finds the latest version without
+    /// reading the channel's messages since the original.
+    fn versions<'a>(
+        &'a self,
+        channel: &'a str,
+        serial: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Vec<StoredMessage>>>;
+
     /// Drops expired state; the hub calls it periodically.
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>>;
 
@@ -273,7 +297,13 @@ pub struct MemoryBroker {
     history: Arc<dyn HistoryStore>,
     channels: RwLock<HashMap<String, Arc<Mutex<Position>>>>,
     handlers: RwLock<Vec<Weak<dyn BrokerHandler>>>,
+    /// Later versions by (channel, original position), each with when it
+    /// expires (ms), as history keeps it.
+    versions: Mutex<HashMap<(String, u64), Vec<ExpiringVersion>>>,
 }
+
+/// A later version of a message with when it expires (ms).
+type ExpiringVersion = (i64, StoredMessage);
 
 impl MemoryBroker {
     pub fn new(history: Arc<dyn HistoryStore>) -> Self {
@@ -281,6 +311,7 @@ impl MemoryBroker {
             history,
             channels: RwLock::new(HashMap::new()),
             handlers: RwLock::new(Vec::new()),
+            versions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -343,6 +374,17 @@ impl MemoryBroker {
             p.stamp(positions);
         }
         for entry in p.history_entries() {
+            if let Some(original) = p.version_of() {
+                let expires = p
+                    .timestamp
+                    .saturating_add(i64::try_from(p.retention.as_millis()).unwrap_or(i64::MAX));
+                self.versions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((p.channel.clone(), original))
+                    .or_default()
+                    .push((expires, entry.clone()));
+            }
             self.history.append(&p.channel, entry, p.retention);
         }
         for h in self.handlers() {
@@ -404,8 +446,34 @@ impl Broker for MemoryBroker {
         ready(Ok(last))
     }
 
+    fn versions<'a>(
+        &'a self,
+        channel: &'a str,
+        serial: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Vec<StoredMessage>>> {
+        let all = self.versions.lock().unwrap_or_else(|e| e.into_inner());
+        let live = all
+            .get(&(channel.to_owned(), serial))
+            .map(|v| {
+                v.iter()
+                    .filter(|(expires, _)| *expires > now_ms)
+                    .map(|(_, m)| m.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ready(Ok(live))
+    }
+
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>> {
         self.history.expire(now_ms);
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, v| {
+                v.retain(|(expires, _)| *expires > now_ms);
+                !v.is_empty()
+            });
         let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, slot| {
             // In use right now (a publish holds it): keep.
@@ -769,6 +837,62 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
             positions[0] + 1,
             positions[1],
             "a publication's positions are adjacent"
+        );
+    }
+
+    // Versions: made through either node, listed from either node, oldest
+    // first, apart from other messages' versions.
+    let versioned = "contract:broker:versions";
+    let original = a
+        .publish(publication(versioned, &["original", "other"], now_ms))
+        .await
+        .expect("publish");
+    let (of, other_of) = (original.positions[0], original.positions[1]);
+    let version = |name: &str| {
+        let m = Message {
+            name: Some(name.to_owned()),
+            serial: Some(format_serial(of)),
+            action: Some(crate::protocol::message_actions::UPDATE),
+            ..Default::default()
+        };
+        Publication {
+            payload: Payload::Version {
+                stored: Box::new(m.clone()),
+                sent: Box::new(m),
+            },
+            ..publication(versioned, &[], now_ms)
+        }
+    };
+    let v1 = a.publish(version("v1")).await.expect("version");
+    let v2 = b.publish(version("v2")).await.expect("version");
+    for (who, broker) in [("a", &a), ("b", &b)] {
+        let listed = broker
+            .versions(versioned, of, now_ms)
+            .await
+            .expect("versions");
+        assert_eq!(
+            listed
+                .iter()
+                .map(|v| (v.serial, v.message.name.clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (v1.positions[0], Some("v1".to_owned())),
+                (v2.positions[0], Some("v2".to_owned()))
+            ],
+            "node {who} lists both versions, oldest first"
+        );
+        assert_eq!(
+            listed[0].message.serial,
+            Some(format_serial(of)),
+            "a version keeps the serial of the message it is a version of"
+        );
+        assert!(
+            broker
+                .versions(versioned, other_of, now_ms)
+                .await
+                .expect("versions")
+                .is_empty(),
+            "another message has no versions"
         );
     }
 

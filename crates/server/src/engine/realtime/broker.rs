@@ -50,7 +50,8 @@ const MAX_ENTRIES: usize = 100_000;
 /// (longer with its history); after that the time floor keeps positions new.
 const POSITION_TTL_MS: i64 = 60_000;
 
-/// KEYS: position, history. ARGV: shard channel, positions needed, time floor
+/// KEYS: position, history, and for a new version of a message its versions
+/// list. ARGV: shard channel, positions needed, time floor
 /// (ms * 1000), now (ms), history TTL (ms), max entries, position TTL (ms),
 /// fan-out body, history bodies… Returns the first position (0 for a
 /// publication that takes none, presence events: fanned out, nothing kept).
@@ -85,6 +86,10 @@ if #ARGV >= 9 then
   local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
   if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
   if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+  if KEYS[3] then
+    redis.call('RPUSH', KEYS[3], string.format('%016.0f', first) .. ARGV[9])
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
 end
 redis.call('SPUBLISH', ARGV[1], string.format('%.0f', first) .. '\n' .. ARGV[8])
 return first
@@ -131,6 +136,17 @@ end
 return {string.format('%.0f', pos), out}
 "#;
 
+/// KEYS: a message's versions list. ARGV: now (ms). Returns the versions that
+/// have not expired, oldest first (each kept as long as history keeps it).
+const VERSIONS: &str = r#"
+local now = tonumber(ARGV[1])
+local out = {}
+for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if tonumber(string.sub(m, 17, 31)) > now then out[#out + 1] = m end
+end
+return out
+"#;
+
 /// KEYS: position, history. Returns the channel's last position (0: none).
 const POSITION: &str = r#"
 local pos = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -173,6 +189,16 @@ impl RedisBroker {
         }
     }
 
+    /// The list of the later versions of the message at `serial` on `channel`
+    /// (in the channel's slot).
+    fn versions_key(&self, channel: &str, serial: u64) -> String {
+        format!(
+            "{}broker:{}:versions:{serial}",
+            self.prefix,
+            channel_tag(channel)
+        )
+    }
+
     fn keys(&self, channel: &str) -> Keys {
         let (prefix, tag) = (&self.prefix, channel_tag(channel));
         Keys {
@@ -198,8 +224,10 @@ impl RedisBroker {
             Bytes::from(publication::encode(&p)),
         ];
         args.extend(publication::history_bodies(&p).into_iter().map(Bytes::from));
+        let mut script_keys = keys.both();
+        script_keys.extend(p.version_of().map(|of| self.versions_key(&p.channel, of)));
         // Not retried if the reply is lost: a retry would publish twice.
-        let reply = eval(&self.cluster, PUBLISH, &keys.both(), args, false).await?;
+        let reply = eval(&self.cluster, PUBLISH, &script_keys, args, false).await?;
         let first =
             u64::try_from(int(&reply)?).map_err(|_| EngineError("a negative position".into()))?;
         let positions: Vec<u64> = (0..n as u64).map(|i| first + i).collect();
@@ -302,6 +330,32 @@ impl Broker for RedisBroker {
             .await?;
             let position = parse_position(text(reply)?)?;
             Ok((position > 0).then_some(position))
+        })
+    }
+
+    fn versions<'a>(
+        &'a self,
+        channel: &'a str,
+        serial: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Vec<StoredMessage>>> {
+        Box::pin(async move {
+            let key = self.versions_key(channel, serial);
+            let reply = eval(
+                &self.cluster,
+                VERSIONS,
+                &[key],
+                vec![arg(now_ms.to_string())],
+                true,
+            )
+            .await?;
+            Ok(array(reply)?
+                .into_iter()
+                .filter_map(|m| match m {
+                    Reply::Bulk(b) => publication::history_entry(&b),
+                    _ => None,
+                })
+                .collect())
         })
     }
 
