@@ -62,7 +62,6 @@ pub struct Hub {
     next_conn: AtomicU64,
     next_publish: AtomicU64,
     /// Last serial given to a presence-history entry (one sequence for all channels).
-    presence_serial: AtomicU64,
     /// Presence changes on their way to the engine (store, then the other
     /// nodes), in each channel's order.
     presence_out: crate::engine::OrderedCalls,
@@ -264,7 +263,6 @@ impl Hub {
             connection_count: AtomicUsize::new(0),
             next_conn: AtomicU64::new(1),
             next_publish: AtomicU64::new(1),
-            presence_serial: AtomicU64::new(0),
             presence_out: crate::engine::OrderedCalls::default(),
             observers,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
@@ -1127,10 +1125,7 @@ impl Hub {
                     Duration::from_millis(self.config.presence_batch_ms),
                 )
             }),
-            &mut |m| {
-                self.record_presence(channel, m);
-                changes.push(m.clone());
-            },
+            &mut |m| changes.push(m.clone()),
         );
         self.store_presence(channel, changes);
         ch.occupancy_changed(self.occupancy_debounce());
@@ -1146,7 +1141,6 @@ impl Hub {
             if let Some(ch) = self.existing_channel(name) {
                 let mut leaves = Vec::new();
                 if ch.remove_connection_members(connection_id, now, &mut |m| {
-                    self.record_presence(name, m);
                     leaves.push(m.clone());
                 }) > 0
                 {
@@ -1159,55 +1153,20 @@ impl Hub {
         }
     }
 
-    /// Appends one presence event to `channel`'s presence history, kept in the same
-    /// store (so persisted alike) under [`presence_history_key`] with the channel's
-    /// retention. The action travels in `name`, which presence messages lack.
-    fn record_presence(&self, channel: &str, m: &crate::protocol::PresenceMessage) {
-        let now = now_ms();
-        // Time-floored like channel serials, so serials keep increasing across restarts.
-        let floor = (now.max(0) as u64).saturating_mul(1000);
-        let serial = loop {
-            let last = self.presence_serial.load(Ordering::Relaxed);
-            let next = (last + 1).max(floor);
-            if self
-                .presence_serial
-                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-            {
-                break next;
-            }
-        };
-        let message = Message {
-            id: m.id.clone(),
-            client_id: m.client_id.clone(),
-            connection_id: m.connection_id.clone(),
-            name: Some(m.action.unwrap_or(0).to_string()),
-            data: m.data.clone(),
-            encoding: m.encoding.clone(),
-            extras: m.extras.clone(),
-            timestamp: m.timestamp.or(Some(now)),
-            ..Default::default()
-        };
-        self.history.append(
-            &presence_history_key(channel),
-            crate::history::StoredMessage {
-                serial,
-                received_ms: now,
-                message,
-            },
-            self.retention_for(channel),
-        );
-    }
-
-    /// A page of `channel`'s presence history (REST `/presence/history`).
-    pub fn presence_history_page(
+    /// A page of `channel`'s presence history (REST `/presence/history`): the
+    /// events of every node, which the broker keeps with their publication
+    /// (see [`Publication::presence_history_messages`]).
+    pub async fn presence_history_page(
         &self,
         channel: &str,
         q: &HistoryQuery,
-    ) -> (Vec<crate::protocol::PresenceMessage>, Option<u64>) {
+    ) -> Result<(Vec<crate::protocol::PresenceMessage>, Option<u64>), AblyError> {
         let page = self
-            .history
-            .query(&presence_history_key(channel), q, now_ms());
+            .engine
+            .broker
+            .read(&presence_history_key(channel), q.clone(), now_ms())
+            .await?
+            .page;
         let members = page
             .messages
             .into_iter()
@@ -1225,7 +1184,7 @@ impl Hub {
                 }
             })
             .collect();
-        (members, page.next)
+        Ok((members, page.next))
     }
 
     /// The end of a lost transport's presence grace: `connection_id`'s members
@@ -1577,7 +1536,8 @@ impl Hub {
             publisher_conn: None,
             timestamp: now_ms(),
             origin: Origin::Realtime,
-            retention: Duration::ZERO,
+            // How long its events stay in the channel's presence history.
+            retention: self.retention_for(channel),
             payload: Payload::Presence(events),
             positions: Vec::new(),
         }
@@ -1689,9 +1649,6 @@ impl Hub {
                 });
         }
         for (channel, leaves) in by_channel {
-            for m in &leaves {
-                self.record_presence(&channel, m);
-            }
             if let Some(ch) = self.existing_channel(&channel) {
                 ch.remote_presence(leaves.clone(), now);
                 ch.occupancy_changed(self.occupancy_debounce());
@@ -1718,8 +1675,11 @@ fn log_engine_error<T>(r: Result<T, crate::engine::EngineError>) {
 /// History key for a channel's presence events. The control character cannot appear
 /// in a valid channel name, so it never collides with a channel's own history.
 pub fn presence_history_key(channel: &str) -> String {
-    format!("\u{1}presence:{channel}")
+    format!("{PRESENCE_HISTORY_PREFIX}{channel}")
 }
+
+/// What [`presence_history_key`] puts before the channel's name.
+pub const PRESENCE_HISTORY_PREFIX: &str = "\u{1}presence:";
 
 /// Ably's channel naming rules (40010); see [`crate::qualifier::parse`].
 pub fn validate_channel_name(name: &str) -> Result<(), AblyError> {
@@ -1982,7 +1942,7 @@ mod tests {
             direction: crate::history::Direction::Forwards,
             ..Default::default()
         };
-        let (events, next) = h.presence_history_page("p", &q);
+        let (events, next) = h.presence_history_page("p", &q).await.expect("read");
         assert!(next.is_none());
         let acts: Vec<_> = events.iter().map(|e| e.action).collect();
         assert_eq!(acts, vec![Some(actions::ENTER), Some(actions::LEAVE)]);

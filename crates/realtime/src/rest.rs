@@ -794,7 +794,7 @@ async fn presence_history(
 enum HistoryKind {
     /// The channel's messages, from the broker.
     Messages,
-    /// The channel's presence events, from the history store.
+    /// The channel's presence events, from the broker.
     Presence,
 }
 
@@ -820,7 +820,7 @@ async fn history_reply(
                 (Payload::Messages(msgs), page.next)
             }
             HistoryKind::Presence => {
-                let (members, next) = hub.presence_history_page(channel, &hq);
+                let (members, next) = hub.presence_history_page(channel, &hq).await?;
                 (Payload::Presence(members), next)
             }
         };

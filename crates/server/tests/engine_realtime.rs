@@ -2,7 +2,8 @@
 //! deployment: a REST publish on one node reaches WebSocket subscribers on the
 //! others in order; history reads the same from every node; presence entered on
 //! one node is listed on another, its events reach presence subscribers on
-//! the others and an attach there syncs it; an idempotent publish offered on two nodes is
+//! the others, an attach there syncs it and its presence history reads the
+//! same there; an idempotent publish offered on two nodes is
 //! delivered once; a message published through one node is updated through
 //! another; a connection resumes on another node with what it missed; a node
 //! whose subscriber connection to the engine was lost delivers what was
@@ -151,6 +152,20 @@ async fn three_nodes_are_one_realtime_deployment() {
         ),
         (Some(2), Some("alice")),
         "node 3's presence subscriber gets node 1's ENTER: {event}"
+    );
+    // Presence history: node 1's ENTER, read from node 2.
+    let history = get(&n2, &format!("/channels/{room}/presence/history")).await;
+    assert_eq!(
+        history.as_array().map(|events| events
+            .iter()
+            .map(|e| (
+                e["action"].as_u64(),
+                e["clientId"].as_str(),
+                e["data"].as_str()
+            ))
+            .collect::<Vec<_>>()),
+        Some(vec![(Some(2), Some("alice"), Some("hello"))]),
+        "node 2 reads the presence history node 1 made: {history}"
     );
     let mut late = connect(&n2, None).await;
     send(&mut late, json!({"action": 10, "channel": room})).await;

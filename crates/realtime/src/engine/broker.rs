@@ -123,6 +123,30 @@ impl Publication {
         self.positions = positions;
     }
 
+    /// What a channel's presence history keeps of presence events, in order, as
+    /// messages (the action in `name`, which presence messages lack), without
+    /// serials: the broker gives them positions of the presence history's own
+    /// ([`crate::hub::presence_history_key`]). Empty for other payloads.
+    pub fn presence_history_messages(&self) -> Vec<Message> {
+        let Payload::Presence(events) = &self.payload else {
+            return Vec::new();
+        };
+        events
+            .iter()
+            .map(|m| Message {
+                id: m.id.clone(),
+                client_id: m.client_id.clone(),
+                connection_id: m.connection_id.clone(),
+                name: Some(m.action.unwrap_or(0).to_string()),
+                data: m.data.clone(),
+                encoding: m.encoding.clone(),
+                extras: m.extras.clone(),
+                timestamp: m.timestamp.or(Some(self.timestamp)),
+                ..Default::default()
+            })
+            .collect()
+    }
+
     /// What history keeps of a stamped publication, in position order.
     pub fn history_entries(&self) -> Vec<StoredMessage> {
         let entry = |serial: u64, message: &Message| StoredMessage {
@@ -351,27 +375,56 @@ impl MemoryBroker {
             .collect()
     }
 
+    /// The next `count` positions of `pos` (a channel or a channel's presence
+    /// history, kept in history under `key`), floored by `timestamp`.
+    fn take_positions(
+        &self,
+        pos: &mut Position,
+        key: &str,
+        count: usize,
+        timestamp: i64,
+    ) -> Vec<u64> {
+        let mut last = match pos.last {
+            Some(l) => l,
+            None => self.history.last_serial(key).unwrap_or(0),
+        };
+        let floor = (timestamp.max(0) as u64).saturating_mul(1000);
+        let positions = (0..count)
+            .map(|_| {
+                last = (last + 1).max(floor);
+                last
+            })
+            .collect();
+        pos.last = Some(last);
+        pos.touched_ms = timestamp;
+        positions
+    }
+
     fn publish_now(&self, mut p: Publication) -> Publication {
         let slot = self.channel(&p.channel);
         // Held through append and fan-out: this is the channel's ordering point.
         let mut pos = slot.lock().unwrap_or_else(|e| e.into_inner());
         // A positionless publication (presence events) leaves the position and
-        // its history lookup alone.
+        // its history lookup alone; its events go to the presence history.
         if p.positions_needed() > 0 {
-            let mut last = match pos.last {
-                Some(l) => l,
-                None => self.history.last_serial(&p.channel).unwrap_or(0),
-            };
-            let floor = (p.timestamp.max(0) as u64).saturating_mul(1000);
-            let positions: Vec<u64> = (0..p.positions_needed())
-                .map(|_| {
-                    last = (last + 1).max(floor);
-                    last
-                })
-                .collect();
-            pos.last = Some(last);
-            pos.touched_ms = p.timestamp;
+            let positions =
+                self.take_positions(&mut pos, &p.channel, p.positions_needed(), p.timestamp);
             p.stamp(positions);
+        }
+        let presence = p.presence_history_messages();
+        if !presence.is_empty() {
+            let key = crate::hub::presence_history_key(&p.channel);
+            let slot = self.channel(&key);
+            let mut ppos = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let positions = self.take_positions(&mut ppos, &key, presence.len(), p.timestamp);
+            for (message, serial) in presence.into_iter().zip(positions) {
+                let entry = StoredMessage {
+                    serial,
+                    received_ms: p.timestamp,
+                    message,
+                };
+                self.history.append(&key, entry, p.retention);
+            }
         }
         for entry in p.history_entries() {
             if let Some(original) = p.version_of() {
@@ -768,6 +821,23 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
         .await
         .expect("since");
     assert!(after.page.messages.is_empty(), "presence is not in history");
+    // ... but in the channel's presence history, from either node.
+    let presence_history = crate::hub::presence_history_key(c);
+    for (who, broker) in [("a", &a), ("b", &b)] {
+        let page = broker
+            .read(&presence_history, HistoryQuery::default(), now_ms)
+            .await
+            .expect("presence history")
+            .page;
+        assert_eq!(
+            page.messages
+                .iter()
+                .map(|m| (m.message.client_id.as_deref(), m.message.name.as_deref()))
+                .collect::<Vec<_>>(),
+            vec![(Some("ann"), Some("2"))],
+            "node {who} reads the presence event in the presence history"
+        );
+    }
 
     // Atomic position + append under concurrent publishers on both nodes: no
     // duplicate or lost position, history and fan-out in the same order.

@@ -25,9 +25,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tidewire_engine::key_slot;
 use tidewire_realtime::engine::{
-    BoxFuture, Broker, BrokerHandler, EngineError, EngineResult, Publication, Snapshot,
+    BoxFuture, Broker, BrokerHandler, EngineError, EngineResult, Payload, Publication, Snapshot,
 };
 use tidewire_realtime::history::{self, Direction, HistoryQuery, StoredMessage};
+use tidewire_realtime::hub::{presence_history_key, PRESENCE_HISTORY_PREFIX};
 use tidewire_resp::Reply;
 
 use super::fanout::{Fanout, Listener};
@@ -51,45 +52,53 @@ const MAX_ENTRIES: usize = 100_000;
 const POSITION_TTL_MS: i64 = 60_000;
 
 /// KEYS: position, history, and for a new version of a message its versions
-/// list. ARGV: shard channel, positions needed, time floor
+/// list, for presence events the presence history's position and history.
+/// ARGV: shard channel, positions needed, time floor
 /// (ms * 1000), now (ms), history TTL (ms), max entries, position TTL (ms),
 /// fan-out body, history bodies… Returns the first position (0 for a
 /// publication that takes none, presence events: fanned out, nothing kept).
 const PUBLISH: &str = r#"
 local n = tonumber(ARGV[2])
+-- Presence events take no position of the channel's: their entries go to the
+-- channel's presence history (KEYS[3], KEYS[4]), numbered on its own.
+local count, pos, hist = n, KEYS[1], KEYS[2]
+if n == 0 then count, pos, hist = #ARGV - 8, KEYS[3], KEYS[4] end
+local first = 0
+if count > 0 then
+  local last = tonumber(redis.call('GET', pos) or '0')
+  if last == 0 then
+    local top = redis.call('ZRANGE', hist, -1, -1, 'WITHSCORES')
+    if top[2] then last = tonumber(top[2]) end
+  end
+  first = math.max(last + 1, tonumber(ARGV[3]))
+  local final = first + count - 1
+  local ttl = tonumber(ARGV[5])
+  redis.call('SET', pos, string.format('%.0f', final), 'PX', math.max(ttl, tonumber(ARGV[7])))
+  for i = 9, #ARGV do
+    local at = first + i - 9
+    redis.call('ZADD', hist, string.format('%.0f', at), string.format('%016.0f', at) .. ARGV[i])
+  end
+  if #ARGV >= 9 then
+    local now = tonumber(ARGV[4])
+    local oldest = redis.call('ZRANGE', hist, 0, 99)
+    local expired = 0
+    for _, m in ipairs(oldest) do
+      if tonumber(string.sub(m, 17, 31)) > now then break end
+      expired = expired + 1
+    end
+    if expired > 0 then redis.call('ZREMRANGEBYRANK', hist, 0, expired - 1) end
+    local over = redis.call('ZCARD', hist) - tonumber(ARGV[6])
+    if over > 0 then redis.call('ZREMRANGEBYRANK', hist, 0, over - 1) end
+    if redis.call('PTTL', hist) < ttl then redis.call('PEXPIRE', hist, ttl) end
+    if n > 0 and KEYS[3] then
+      redis.call('RPUSH', KEYS[3], string.format('%016.0f', first) .. ARGV[9])
+      redis.call('PEXPIRE', KEYS[3], ttl)
+    end
+  end
+end
 if n == 0 then
   redis.call('SPUBLISH', ARGV[1], '0\n' .. ARGV[8])
   return 0
-end
-local last = tonumber(redis.call('GET', KEYS[1]) or '0')
-if last == 0 then
-  local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-  if top[2] then last = tonumber(top[2]) end
-end
-local first = math.max(last + 1, tonumber(ARGV[3]))
-local final = first + n - 1
-local ttl = tonumber(ARGV[5])
-redis.call('SET', KEYS[1], string.format('%.0f', final), 'PX', math.max(ttl, tonumber(ARGV[7])))
-for i = 9, #ARGV do
-  local pos = first + i - 9
-  redis.call('ZADD', KEYS[2], string.format('%.0f', pos), string.format('%016.0f', pos) .. ARGV[i])
-end
-if #ARGV >= 9 then
-  local now = tonumber(ARGV[4])
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 99)
-  local expired = 0
-  for _, m in ipairs(oldest) do
-    if tonumber(string.sub(m, 17, 31)) > now then break end
-    expired = expired + 1
-  end
-  if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, expired - 1) end
-  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
-  if over > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1) end
-  if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
-  if KEYS[3] then
-    redis.call('RPUSH', KEYS[3], string.format('%016.0f', first) .. ARGV[9])
-    redis.call('PEXPIRE', KEYS[3], ttl)
-  end
 end
 redis.call('SPUBLISH', ARGV[1], string.format('%.0f', first) .. '\n' .. ARGV[8])
 return first
@@ -199,11 +208,18 @@ impl RedisBroker {
         )
     }
 
+    /// A channel's keys. A channel's presence history (read as the channel
+    /// [`presence_history_key`] names) is kept beside the channel, in its slot,
+    /// so that the publish of its presence events appends to it in one script.
     fn keys(&self, channel: &str) -> Keys {
-        let (prefix, tag) = (&self.prefix, channel_tag(channel));
+        let (base, part) = match channel.strip_prefix(PRESENCE_HISTORY_PREFIX) {
+            Some(base) => (base, "presence-"),
+            None => (channel, ""),
+        };
+        let (prefix, tag) = (&self.prefix, channel_tag(base));
         Keys {
-            position: format!("{prefix}broker:{tag}:position"),
-            history: format!("{prefix}broker:{tag}:history"),
+            position: format!("{prefix}broker:{tag}:{part}position"),
+            history: format!("{prefix}broker:{tag}:{part}history"),
             fanout: format!("{prefix}broker:{tag}:fanout"),
         }
     }
@@ -226,6 +242,9 @@ impl RedisBroker {
         args.extend(publication::history_bodies(&p).into_iter().map(Bytes::from));
         let mut script_keys = keys.both();
         script_keys.extend(p.version_of().map(|of| self.versions_key(&p.channel, of)));
+        if matches!(p.payload, Payload::Presence(_)) {
+            script_keys.extend(self.keys(&presence_history_key(&p.channel)).both());
+        }
         // Not retried if the reply is lost: a retry would publish twice.
         let reply = eval(&self.cluster, PUBLISH, &script_keys, args, false).await?;
         let first =

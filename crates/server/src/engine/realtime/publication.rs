@@ -137,7 +137,13 @@ pub fn history_bodies(p: &Publication) -> Vec<Vec<u8>> {
     match &p.payload {
         Payload::Messages(msgs) => msgs.iter().map(|m| body(MESSAGE, m)).collect(),
         Payload::Version { stored, .. } => vec![body(VERSION, stored)],
-        Payload::Annotation(_) | Payload::Presence(_) => Vec::new(),
+        // Kept in the channel's presence history (see `RedisBroker`).
+        Payload::Presence(_) => p
+            .presence_history_messages()
+            .iter()
+            .map(|m| body(MESSAGE, m))
+            .collect(),
+        Payload::Annotation(_) => Vec::new(),
     }
 }
 
