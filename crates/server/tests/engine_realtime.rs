@@ -366,8 +366,8 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
 /// The bridge between Redis pub/sub and realtime channels spans the nodes: a
 /// realtime message published through node 1 reaches a Redis subscriber
 /// connected to node 2 once (no node has the channel attached), and a Redis
-/// `PUBLISH` sent to node 1 reaches a WebSocket subscriber attached on node 2,
-/// once, in order.
+/// `PUBLISH` sent to node 1 (alone or inside MULTI) reaches a WebSocket
+/// subscriber attached on node 2, once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_bridge_spans_the_nodes() {
     let cluster = RedisCluster::started().await;
@@ -430,6 +430,18 @@ async fn the_redis_bridge_spans_the_nodes() {
         vec!["r1", "r2", "r3"],
         "node 2's subscriber gets node 1's PUBLISHes once, in order"
     );
+    // A PUBLISH inside MULTI is bridged too, once EXEC ran it.
+    let (published,): (i64,) = redis::pipe()
+        .atomic()
+        .cmd("PUBLISH")
+        .arg(channel)
+        .arg("t1")
+        .query_async(&mut conn)
+        .await
+        .expect("MULTI/PUBLISH/EXEC");
+    assert!(published >= 0, "EXEC answers PUBLISH's count");
+    let got = messages_until(&mut on2, "t1").await;
+    assert_eq!(data_of(&got), vec!["t1"], "bridged from inside MULTI");
     let history = get(
         &n1,
         &format!("/channels/{channel}/messages?direction=forwards"),
@@ -437,7 +449,7 @@ async fn the_redis_bridge_spans_the_nodes() {
     .await;
     assert_eq!(
         data_of(history.as_array().expect("a page")),
-        vec!["r1", "r2", "r3"],
+        vec!["r1", "r2", "r3", "t1"],
         "kept once in the shared history"
     );
     // A channel nobody attached anywhere stays on the Redis side.

@@ -113,7 +113,7 @@ impl EngineSession {
     ) -> Forwarded {
         let route = route(cmd, argv);
         if let Route::Transaction(step) = route {
-            return Forwarded::Reply(self.transaction_step(client, cmd, argv, step).await);
+            return Forwarded::Reply(self.transaction_step(store, client, cmd, argv, step).await);
         }
         if let Some(tx) = self.transaction.as_mut() {
             return Forwarded::Reply(tx.queue(cmd, argv, route));
@@ -273,6 +273,7 @@ impl EngineSession {
 
     async fn transaction_step(
         &mut self,
+        store: &Store,
         client: &Client,
         cmd: &Command,
         argv: &[Bytes],
@@ -302,13 +303,16 @@ impl EngineSession {
                 Reply::ok()
             }
             TxControl::Exec => {
-                let Some(tx) = self.transaction.take() else {
+                let Some(mut tx) = self.transaction.take() else {
                     return Reply::error("ERR EXEC without MULTI");
                 };
-                match self.watching.take() {
+                let publishes = std::mem::take(&mut tx.publishes);
+                let mut reply = match self.watching.take() {
                     None => self.exec(client, tx).await,
                     Some(watching) => self.exec_watched(tx, watching).await,
-                }
+                };
+                bridge_transaction(store, &publishes, &mut reply);
+                reply
             }
         }
     }
@@ -442,12 +446,30 @@ fn parse_u64(text: &[u8]) -> Option<u64> {
 /// engine that handler never runs, so the name is what tells). The bridge's
 /// receivers count in the reply as they do there.
 fn bridge_publish(store: &Store, cmd: &Command, argv: &[Bytes], reply: &mut Reply) {
-    if cmd.full_name != "publish" {
+    if !is_publish(cmd) {
         return;
     }
     if let (Reply::Int(n), Some(channel), Some(message)) = (&*reply, argv.get(1), argv.get(2)) {
         let bridged = store.pubsub.publish_to_bridge(channel, message);
         *reply = Reply::Int(n + bridged as i64);
+    }
+}
+
+/// Whether `cmd` is `PUBLISH`, which the node bridges to the realtime layer.
+pub(super) fn is_publish(cmd: &Command) -> bool {
+    cmd.full_name == "publish"
+}
+
+/// The `PUBLISH`es of a transaction that ran reach the realtime layer too,
+/// each counted in its own part of EXEC's reply.
+fn bridge_transaction(store: &Store, publishes: &[(usize, Bytes, Bytes)], reply: &mut Reply) {
+    let Reply::Array(items) = reply else {
+        return;
+    };
+    for (at, channel, message) in publishes {
+        if let Some(Reply::Int(n)) = items.get_mut(*at) {
+            *n += store.pubsub.publish_to_bridge(channel, message) as i64;
+        }
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Transaction {
     /// Native commands queued as scripts: their index among `commands` and what
     /// turns the script's part of EXEC's reply into the command's.
     pub finishers: Vec<(usize, Finish)>,
+    /// `PUBLISH`es queued: their index among `commands`, channel and message,
+    /// bridged to the realtime layer once EXEC ran them.
+    pub publishes: Vec<(usize, Bytes, Bytes)>,
 }
 
 impl Transaction {
@@ -61,6 +64,12 @@ impl Transaction {
                     _ => {}
                 }
                 self.reads_only &= reads_only(cmd);
+                if let (true, Some(channel), Some(message)) =
+                    (super::session::is_publish(cmd), argv.get(1), argv.get(2))
+                {
+                    self.publishes
+                        .push((self.commands.len(), channel.clone(), message.clone()));
+                }
                 self.commands.push(argv.to_vec());
                 Reply::Status("QUEUED")
             }
