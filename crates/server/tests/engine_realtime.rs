@@ -1,6 +1,6 @@
 //! Three Tidewire nodes on one Redis Cluster (`--engine`) behave as one realtime
 //! deployment: a REST publish on one node reaches WebSocket subscribers on the
-//! others in order; history reads the same from every node; presence entered on
+//! others in order (JSON and msgpack); history reads the same from every node; presence entered on
 //! one node is listed on another, its events reach presence subscribers on
 //! the others, an attach there syncs it and its presence history reads the
 //! same there; an idempotent publish offered on two nodes is
@@ -78,13 +78,20 @@ async fn three_nodes_are_one_realtime_deployment() {
     let channel = "scale:orders";
     let mut on2 = connect(&n2, None).await;
     let mut on3 = connect(&n3, None).await;
+    let (mut packed3, _) =
+        ably_support::connect_as(&n3.http_addr.to_string(), KEY, "msgpack", "").await;
     attach(&mut on2, channel).await;
     attach(&mut on3, channel).await;
+    ably_support::attach_msgpack(&mut packed3, channel).await;
     let sent: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
     for data in &sent {
         post_messages(&n1, channel, json!({"name": "order", "data": data})).await;
     }
-    for (ws, node) in [(&mut on2, "node 2"), (&mut on3, "node 3")] {
+    for (ws, node) in [
+        (&mut on2, "node 2"),
+        (&mut on3, "node 3"),
+        (&mut packed3, "node 3 (msgpack)"),
+    ] {
         let got = messages_until(ws, "m4").await;
         assert_eq!(
             data_of(&got),

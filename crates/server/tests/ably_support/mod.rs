@@ -1,5 +1,6 @@
 //! A raw Ably-protocol client for the multi-node realtime tests: REST calls
-//! with a key's basic auth and WebSocket frames in JSON, every wait bounded by
+//! with a key's basic auth and WebSocket frames in JSON (or msgpack, read back
+//! through the realtime crate's types as JSON), every wait bounded by
 //! `common::WAIT` (the including test crate declares `mod common;` first).
 
 #![allow(dead_code)]
@@ -68,14 +69,35 @@ pub async fn get(http: &str, key: &str, path: &str) -> Value {
 /// A WebSocket client of the node at `http` (`query`: further parameters,
 /// each starting with `&`); the connection and its CONNECTED frame.
 pub async fn connect(http: &str, key: &str, query: &str) -> (Ws, Value) {
+    connect_as(http, key, "json", query).await
+}
+
+/// [`connect`] with frames in `format` (`json` or `msgpack`); what is sent is
+/// JSON either way (the server takes both).
+pub async fn connect_as(http: &str, key: &str, format: &str, query: &str) -> (Ws, Value) {
     let url = format!(
-        "ws://{http}/?key={}&format=json&v=5{query}",
+        "ws://{http}/?key={}&format={format}&v=5{query}",
         key.replace(':', "%3A")
     );
     let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
         .await
         .expect("ws connect in time")
         .expect("ws connect");
+    if format == "msgpack" {
+        let first = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("CONNECTED in time")
+            .expect("a frame")
+            .expect("ws read");
+        let WsMessage::Binary(b) = first else {
+            panic!("a msgpack connection's frames are binary: {first:?}");
+        };
+        let pm: tidewire_realtime::protocol::ProtocolMessage =
+            rmp_serde::from_slice(&b).expect("msgpack frame");
+        let connected = serde_json::to_value(pm).expect("as JSON");
+        assert_eq!(connected["action"], 4, "CONNECTED first: {connected}");
+        return (ws, connected);
+    }
     let connected = next_action(&mut ws, 4).await;
     (ws, connected)
 }
@@ -84,6 +106,22 @@ pub async fn connect(http: &str, key: &str, query: &str) -> (Ws, Value) {
 pub async fn attach(ws: &mut Ws, channel: &str) {
     send(ws, json!({"action": 10, "channel": channel})).await;
     next_action(ws, 11).await;
+}
+
+/// ATTACH on a msgpack connection, waiting for ATTACHED.
+pub async fn attach_msgpack(ws: &mut Ws, channel: &str) {
+    send_msgpack(ws, json!({"action": 10, "channel": channel})).await;
+    next_action(ws, 11).await;
+}
+
+/// Sends `frame` as a msgpack protocol message.
+pub async fn send_msgpack(ws: &mut Ws, frame: Value) {
+    let pm: tidewire_realtime::protocol::ProtocolMessage =
+        serde_json::from_value(frame).expect("a protocol message");
+    let bytes = rmp_serde::to_vec_named(&pm).expect("msgpack");
+    ws.send(WsMessage::Binary(bytes.into()))
+        .await
+        .expect("ws send");
 }
 
 pub async fn send(ws: &mut Ws, frame: Value) {
@@ -100,11 +138,17 @@ pub async fn action_before(ws: &mut Ws, action: u64, deadline: Instant) -> Optio
             .ok()?
             .expect("stream ended")
             .expect("ws error");
-        if let WsMessage::Text(t) = frame {
-            let v: Value = serde_json::from_str(&t).expect("json frame");
-            if v["action"].as_u64() == Some(action) {
-                return Some(v);
+        let v: Value = match frame {
+            WsMessage::Text(t) => serde_json::from_str(&t).expect("json frame"),
+            WsMessage::Binary(b) => {
+                let pm: tidewire_realtime::protocol::ProtocolMessage =
+                    rmp_serde::from_slice(&b).expect("msgpack frame");
+                serde_json::to_value(pm).expect("as JSON")
             }
+            _ => continue,
+        };
+        if v["action"].as_u64() == Some(action) {
+            return Some(v);
         }
     }
 }
