@@ -51,6 +51,26 @@ async fn post_messages(server: &Server, channel: &str, body: Value) {
     ably_support::post(&server.http_addr.to_string(), KEY, channel, body).await
 }
 
+/// A REST update, delete or append (`body.action`) of message `serial`.
+async fn patch_message(server: &Server, channel: &str, serial: &str, body: Value) {
+    let r = reqwest::Client::new()
+        .patch(format!(
+            "http://{}/channels/{channel}/messages/{serial}",
+            server.http_addr
+        ))
+        .header("Authorization", auth())
+        .json(&body)
+        .send()
+        .await
+        .expect("REST PATCH");
+    assert!(
+        r.status().is_success(),
+        "{body} on {}: {}",
+        server.http_addr,
+        r.status()
+    );
+}
+
 async fn get(server: &Server, path: &str) -> Value {
     ably_support::get(&server.http_addr.to_string(), KEY, path).await
 }
@@ -216,32 +236,12 @@ async fn three_nodes_are_one_realtime_deployment() {
     post_messages(&n1, doc, json!({"name": "doc", "data": "draft"})).await;
     let page = get(&n2, &format!("/channels/{doc}/messages")).await;
     let serial = page[0]["serial"].as_str().expect("a serial").to_owned();
-    let r = reqwest::Client::new()
-        .patch(format!(
-            "http://{}/channels/{doc}/messages/{serial}",
-            n2.http_addr
-        ))
-        .header("Authorization", auth())
-        .json(&json!({"action": 1, "data": "final"}))
-        .send()
-        .await
-        .expect("REST update");
-    assert!(r.status().is_success(), "update on node 2: {}", r.status());
+    patch_message(&n2, doc, &serial, json!({"action": 1, "data": "final"})).await;
     let latest = get(&n2, &format!("/channels/{doc}/messages/{serial}")).await;
     assert_eq!(latest["data"], "final", "node 2 reads its update");
     // An append through node 1 builds on node 2's update, and every node lists
     // every version.
-    let r = reqwest::Client::new()
-        .patch(format!(
-            "http://{}/channels/{doc}/messages/{serial}",
-            n1.http_addr
-        ))
-        .header("Authorization", auth())
-        .json(&json!({"action": 5, "data": "!"}))
-        .send()
-        .await
-        .expect("REST append");
-    assert!(r.status().is_success(), "append on node 1: {}", r.status());
+    patch_message(&n1, doc, &serial, json!({"action": 5, "data": "!"})).await;
     for (n, who) in [(&n1, "node 1"), (&n3, "node 3")] {
         let latest = get(n, &format!("/channels/{doc}/messages/{serial}")).await;
         assert_eq!(
