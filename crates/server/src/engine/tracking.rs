@@ -37,6 +37,10 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// the moment between a `CLIENT TRACKING on` making sure of the listener and
 /// the store turning tracking on for it.
 const IDLE_BEFORE_CLOSE: Duration = Duration::from_secs(5);
+/// After a master could not be listened to, reads go on without trying again
+/// for this long (the periodic check tries): a refusing engine costs a
+/// connection attempt per second, not one per read.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The node's listener for changes on the engine (see the module docs). One
 /// per process; clones share it.
@@ -80,6 +84,8 @@ struct State {
     gap: bool,
     /// When a tracking client last needed the listener.
     last_wanted: Option<Instant>,
+    /// When a master last could not be listened to.
+    failed_at: Option<Instant>,
     /// The periodic check runs.
     checking: bool,
 }
@@ -108,7 +114,11 @@ impl Invalidations {
         }
         let _opening = inner.opening.lock().await;
         let missing = inner.missing();
-        if missing.is_empty() {
+        let paused = {
+            let st = inner.state.lock();
+            st.failed_at.is_some_and(|t| t.elapsed() < RETRY_PAUSE)
+        };
+        if missing.is_empty() || paused {
             return;
         }
         let mut complete = true;
@@ -119,11 +129,17 @@ impl Invalidations {
             }
         }
         if !complete {
+            // Reads go on meanwhile: once every master is listened to, the
+            // tracking clients drop what they cached.
+            let mut st = inner.state.lock();
+            st.failed_at = Some(Instant::now());
+            st.gap = true;
             return;
         }
         let gap = {
             let mut st = inner.state.lock();
             st.covered = true;
+            st.failed_at = None;
             std::mem::take(&mut st.gap)
         };
         if gap {
@@ -289,6 +305,7 @@ async fn check_loop(inner: Weak<Inner>) {
             st.conns.clear();
             st.covered = false;
             st.gap = false;
+            st.failed_at = None;
             st.checking = false;
             return;
         }
