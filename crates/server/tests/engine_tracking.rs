@@ -171,3 +171,42 @@ async fn tracking_clients_hear_of_changes_on_the_engine() {
         ])
     );
 }
+
+/// The id (on `node`) of the node's listening connection there: the one
+/// client with tracking on.
+fn listener_id(node: &redis_support::Node) -> String {
+    let list: String = node.cmd(&["CLIENT", "LIST"]);
+    list.lines()
+        .find(|line| {
+            line.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .and_then(|line| line.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .expect("a client with tracking on")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_makes_tracking_clients_drop_their_caches() {
+    let cluster = RedisCluster::started().await;
+    let (a, _da) = node(&cluster.masters[0].url()).await;
+    let mut writer = Raw::connect(&a).await;
+    let mut t = resp3(&a).await;
+    assert_eq!(t.cmd(&["CLIENT", "TRACKING", "ON"]).await, ok());
+    assert_eq!(t.cmd(&["GET", "k"]).await, V::Nil);
+    let owner = cluster.owner_of(key_slot(b"k"));
+    let _: i64 = owner.cmd(&["CLIENT", "KILL", "ID", &listener_id(owner)]);
+    let flushed = V::Push(vec![V::bulk("invalidate"), V::Nil]);
+    assert_eq!(t.read().await, flushed, "changes may have been missed");
+
+    // Listened to again (by the periodic check or before this read), with one
+    // more nil then; after it, reads are announced as before.
+    t.send(&["GET", "k"]).await;
+    let mut seen = Vec::new();
+    while !seen.contains(&V::Nil) || !seen.contains(&flushed) {
+        seen.push(t.read().await);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(writer.cmd(&["SET", "k", "1"]).await, ok());
+    assert_eq!(t.read().await, invalidate(&["k"]));
+}
