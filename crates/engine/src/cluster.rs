@@ -266,6 +266,17 @@ impl Cluster {
         Ok((addr, conn))
     }
 
+    /// A subscriber connection to the master at `addr` (one of
+    /// [`Cluster::masters`]): for what that master announces about its own keys
+    /// (`CLIENT TRACKING … BCAST` invalidations).
+    pub async fn open_subscriber_at(
+        &self,
+        addr: &str,
+        pushes: PushSink,
+    ) -> Result<NodeConnection, EngineError> {
+        NodeConnection::open_subscriber(addr, &self.connector, CONNECT_TIMEOUT, pushes).await
+    }
+
     /// The master serving `slot` now (any master for `None`).
     pub async fn owner(&self, slot: Option<u16>) -> Result<Arc<str>, EngineError> {
         self.route(slot).await

@@ -179,8 +179,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Before anything in the directory is read or written.
     let data_dir_lock = data_dir::DataDirLock::acquire(&config.data_dir)?;
     let store = build_store(&config)?;
-    let engine =
-        engine::Engine::connect(config.engine.as_deref(), config.engine_tls_ca.as_deref()).await?;
+    let engine = engine::Engine::connect(
+        config.engine.as_deref(),
+        config.engine_tls_ca.as_deref(),
+        &store,
+    )
+    .await?;
     let mut realtime_config = config.realtime.clone();
     let realtime_root_key = realtime::ensure_keys(&mut realtime_config, &config.data_dir)?;
     if realtime_config.sandbox {

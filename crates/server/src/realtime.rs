@@ -82,7 +82,7 @@ impl RealtimeEngine {
     pub fn of(engine: &crate::engine::Engine) -> RealtimeEngine {
         match engine {
             crate::engine::Engine::Embedded => RealtimeEngine::InProcess,
-            crate::engine::Engine::Redis(cluster) => RealtimeEngine::Redis {
+            crate::engine::Engine::Redis(cluster, _) => RealtimeEngine::Redis {
                 cluster: cluster.clone(),
                 fanout: Fanout::new(cluster.clone()),
             },
@@ -275,7 +275,7 @@ pub fn connect_bridge(
 ) -> tokio::task::JoinHandle<()> {
     let cluster = match engine {
         crate::engine::Engine::Embedded => None,
-        crate::engine::Engine::Redis(cluster) => Some(cluster.clone()),
+        crate::engine::Engine::Redis(cluster, _) => Some(cluster.clone()),
     };
     store.pubsub.set_bridge(Arc::new(RedisToRealtime {
         hub: hub.clone(),

@@ -337,6 +337,17 @@ impl Client {
         }
     }
 
+    /// Before each command: `CLIENT CACHING` applies to the one command after
+    /// it, or to the whole MULTI … EXEC that follows (`in_transaction`).
+    pub fn caching_turn(&mut self, in_transaction: bool) {
+        if self.caching.is_some() {
+            if !self.caching_fresh && !in_transaction {
+                self.caching = None;
+            }
+            self.caching_fresh = false;
+        }
+    }
+
     pub fn id(&self) -> u64 {
         self.info.id
     }

@@ -317,13 +317,8 @@ impl Store {
         if argv.is_empty() {
             return Outcome::Replies;
         }
-        // CLIENT CACHING applies to the one command after it (a whole MULTI … EXEC).
-        if client.caching.is_some() {
-            if !client.caching_fresh && client.multi.is_none() {
-                client.caching = None;
-            }
-            client.caching_fresh = false;
-        }
+        let in_multi = client.multi.is_some();
+        client.caching_turn(in_multi);
         let now = crate::clock::unix_ms_at(start);
         client
             .info
@@ -484,6 +479,59 @@ impl Store {
             cmd.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
             self.count_error(reply);
         }
+    }
+
+    /// A tracking client's read: remember its keys (Redis's
+    /// trackingRememberKeys). Not for EVAL_RO / FCALL_RO themselves: a script's
+    /// reads are its commands'. With `--engine`, called before a read is
+    /// forwarded, so an invalidation racing its reply finds the keys.
+    pub fn remember_reads(&self, client: &Client, cmd: &Command, argv: &[Bytes]) {
+        if !client.tracking
+            || !cmd.has(flag::READONLY)
+            || cmd.has(flag::PUBSUB)
+            || cmd.has(flag::NOSCRIPT)
+        {
+            return;
+        }
+        let positions = cmd.spec.keys.positions(argv);
+        if positions.is_empty() {
+            return;
+        }
+        let max = self
+            .config
+            .encoding
+            .get_usize(crate::config::Limit::TrackingTableMaxKeys);
+        let lookup = |id| self.client_by_id(id);
+        self.tracking.remember(
+            client.id(),
+            client.caching,
+            positions.iter().map(|p| &argv[*p]),
+            max,
+            &lookup,
+        );
+    }
+
+    /// Keys changed outside this process (on the engine, by any node or any of
+    /// its direct clients): tracking clients are told as for a local change.
+    /// Who changed them is not known here, so NOLOOP does not hold them back.
+    pub fn invalidate_changed_elsewhere(&self, keys: Vec<Bytes>) {
+        if keys.is_empty() || !self.tracking.any() {
+            return;
+        }
+        let changed: Vec<(Bytes, u64)> = keys.into_iter().map(|k| (k, 0)).collect();
+        let lookup = |id| self.client_by_id(id);
+        self.tracking.invalidate(&changed, &lookup);
+    }
+
+    /// Everything may have changed elsewhere (a flush on the engine, or
+    /// announcements that could have been missed): every tracking client drops
+    /// its whole cache, as after a local FLUSHALL.
+    pub fn invalidate_all_elsewhere(&self) {
+        if !self.tracking.any() {
+            return;
+        }
+        let lookup = |id| self.client_by_id(id);
+        self.tracking.flush(&lookup);
     }
 
     /// Counts the call of a blocked command that ends without being served (timeout,
@@ -811,30 +859,8 @@ impl Store {
         } else if let Some(cmds) = ev.rewritten.take() {
             ev.propagated.extend(cmds);
         }
-        // A tracking client's reads: remember their keys (Redis's
-        // trackingRememberKeys), also for the reads a script or EXEC makes.
-        // Not for EVAL_RO / FCALL_RO themselves: a script's reads are its commands'.
-        if client.tracking
-            && cmd.has(flag::READONLY)
-            && !cmd.has(flag::PUBSUB)
-            && !cmd.has(flag::NOSCRIPT)
-        {
-            let positions = cmd.spec.keys.positions(argv);
-            if !positions.is_empty() {
-                let max = self
-                    .config
-                    .encoding
-                    .get_usize(crate::config::Limit::TrackingTableMaxKeys);
-                let lookup = |id| self.client_by_id(id);
-                self.tracking.remember(
-                    client.id(),
-                    client.caching,
-                    positions.iter().map(|p| &argv[*p]),
-                    max,
-                    &lookup,
-                );
-            }
-        }
+        // Also for the reads a script or EXEC makes.
+        self.remember_reads(client, cmd, argv);
         let slower_than = self.config.slowlog_slower_than.load(Ordering::Relaxed);
         if elapsed_us >= slower_than
             && !ev.in_script

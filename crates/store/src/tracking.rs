@@ -347,7 +347,7 @@ impl Tracking {
                 Reply::Bulk(Bytes::from_static(b"invalidate")),
                 payload,
             ])
-        } else if redirected && target.subscriptions.load(Ordering::Relaxed) > 0 {
+        } else if redirected && subscribed(&target) {
             Reply::Push(vec![
                 Reply::Bulk(Bytes::from_static(b"message")),
                 Reply::Bulk(Bytes::from_static(CHANNEL)),
@@ -360,6 +360,15 @@ impl Tracking {
             target.push(msg, size, 0);
         }
     }
+}
+
+/// In subscribed mode (any channel, pattern or shard channel): where Redis
+/// sends a RESP2 redirect target its invalidations as pub/sub messages.
+fn subscribed(info: &ClientInfo) -> bool {
+    info.subscriptions.load(Ordering::Relaxed)
+        + info.psubscriptions.load(Ordering::Relaxed)
+        + info.ssubscriptions.load(Ordering::Relaxed)
+        > 0
 }
 
 fn resp3(info: &ClientInfo) -> bool {

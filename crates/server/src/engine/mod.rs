@@ -18,6 +18,7 @@ mod route;
 mod scan;
 mod session;
 mod subscriptions;
+mod tracking;
 mod transaction;
 
 use std::path::Path;
@@ -25,10 +26,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use tidewire_engine::{Cluster, ConnectOptions};
+use tidewire_store::Store;
 
 pub use pipeline::{Answers, Gathered, MAX_BATCH};
 pub use route::CROSSSLOT;
 pub use session::{EngineSession, Forwarded};
+pub use tracking::Invalidations;
 
 /// Where keyspace commands run.
 #[derive(Clone, Default)]
@@ -36,15 +39,21 @@ pub enum Engine {
     /// In this process's store.
     #[default]
     Embedded,
-    /// On a Redis/Valkey Cluster (or one standalone server).
-    Redis(Arc<Cluster>),
+    /// On a Redis/Valkey Cluster (or one standalone server), with the node's
+    /// listener for changes there (`CLIENT TRACKING`).
+    Redis(Arc<Cluster>, Invalidations),
 }
 
 impl Engine {
     /// The engine the configuration names: connects and reads the topology, so a
     /// wrong URL, password or certificate stops the start with a clear error.
-    /// `tls_ca`: the CA a `rediss://` engine's certificates chain to.
-    pub async fn connect(urls: Option<&str>, tls_ca: Option<&Path>) -> anyhow::Result<Engine> {
+    /// `tls_ca`: the CA a `rediss://` engine's certificates chain to. `store`:
+    /// the node's, whose tracking clients hear of changes on the engine.
+    pub async fn connect(
+        urls: Option<&str>,
+        tls_ca: Option<&Path>,
+        store: &Arc<Store>,
+    ) -> anyhow::Result<Engine> {
         let Some(urls) = urls.filter(|u| !u.trim().is_empty()) else {
             return Ok(Engine::Embedded);
         };
@@ -65,7 +74,8 @@ impl Engine {
             masters = cluster.masters().len(),
             "keyspace on the redis engine"
         );
-        Ok(Engine::Redis(cluster))
+        let invalidations = Invalidations::new(cluster.clone(), store);
+        Ok(Engine::Redis(cluster, invalidations))
     }
 
     /// A RESP connection's session: `None` on the embedded engine, where the
@@ -73,7 +83,11 @@ impl Engine {
     pub fn session(&self) -> Option<EngineSession> {
         match self {
             Engine::Embedded => None,
-            Engine::Redis(cluster) => Some(EngineSession::new(cluster.clone(), true)),
+            Engine::Redis(cluster, invalidations) => Some(EngineSession::new(
+                cluster.clone(),
+                invalidations.clone(),
+                true,
+            )),
         }
     }
 
@@ -82,7 +96,11 @@ impl Engine {
     pub fn request_session(&self) -> Option<EngineSession> {
         match self {
             Engine::Embedded => None,
-            Engine::Redis(cluster) => Some(EngineSession::new(cluster.clone(), false)),
+            Engine::Redis(cluster, invalidations) => Some(EngineSession::new(
+                cluster.clone(),
+                invalidations.clone(),
+                false,
+            )),
         }
     }
 }

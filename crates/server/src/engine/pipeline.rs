@@ -16,7 +16,7 @@
 //! command with several keys, or a script, is the last of its slot in a batch.
 
 use bytes::{Bytes, BytesMut};
-use tidewire_engine::{Batched, Cluster};
+use tidewire_engine::Batched;
 use tidewire_resp::{Protocol, ProtocolError, Reply, RequestParser};
 use tidewire_store::command::flag;
 use tidewire_store::exec::resolve;
@@ -107,7 +107,7 @@ impl EngineSession {
         let commands: Vec<(u16, &[Bytes])> = std::iter::once((first_slot, first))
             .chain(rest.iter().map(|(slot, argv)| (*slot, &argv[..])))
             .collect();
-        Answers::Many(run_batch(&self.cluster, store, client, &commands).await)
+        Answers::Many(run_batch(self, store, client, &commands).await)
     }
 
     /// How many of `commands`, from the first, go to the engine together, by the
@@ -157,7 +157,7 @@ impl EngineSession {
             }
             return replies;
         }
-        run_batch(&self.cluster, store, client, &slotted).await
+        run_batch(self, store, client, &slotted).await
     }
 
     /// The slot of a command that may join a batch, and whether it must be the
@@ -184,7 +184,7 @@ fn several_keys(cmd: &Command, argv: &[Bytes]) -> bool {
 }
 
 async fn run_batch(
-    cluster: &Cluster,
+    session: &EngineSession,
     store: &Store,
     client: &mut Client,
     commands: &[(u16, &[Bytes])],
@@ -194,6 +194,8 @@ async fn run_batch(
         .iter()
         .map(|(_, argv)| store.admit_forwarded(client, argv))
         .collect();
+    track(session, store, client, commands, &admitted).await;
+    let cluster = &session.cluster;
     let batch: Vec<Batched<'_>> = commands
         .iter()
         .zip(&admitted)
@@ -222,6 +224,35 @@ async fn run_batch(
             }
         })
         .collect()
+}
+
+/// `CLIENT TRACKING` for a batch, as for a command alone (see
+/// `EngineSession::track`): each command takes `CLIENT CACHING`'s turn in
+/// order, and a tracking client's reads are remembered before the batch goes,
+/// once the node listens to every master.
+async fn track(
+    session: &EngineSession,
+    store: &Store,
+    client: &mut Client,
+    commands: &[(u16, &[Bytes])],
+    admitted: &[Result<&'static Command, Reply>],
+) {
+    if !client.tracking && client.caching.is_none() {
+        return;
+    }
+    let reads = client.tracking
+        && admitted
+            .iter()
+            .any(|a| a.as_ref().is_ok_and(|cmd| cmd.has(flag::READONLY)));
+    if reads {
+        session.invalidations.ensure().await;
+    }
+    for ((_, argv), admitted) in commands.iter().zip(admitted) {
+        if let Ok(cmd) = admitted {
+            client.caching_turn(false);
+            store.remember_reads(client, cmd, argv);
+        }
+    }
 }
 
 #[cfg(test)]

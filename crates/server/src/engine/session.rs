@@ -10,6 +10,7 @@ use tidewire_engine::cluster::is_redirect;
 use tidewire_engine::{key_slot, Cluster, DedicatedConnection};
 use tidewire_resp::Reply;
 use tidewire_store::command::{flag, ChannelArgs};
+use tidewire_store::exec::resolve;
 use tidewire_store::{Client, Command, Protocol, Store};
 
 use super::fan_out::merge;
@@ -17,6 +18,7 @@ use super::primitives;
 use super::route::{route, Route, TxControl, CROSSSLOT};
 use super::scan;
 use super::subscriptions::{Kind, Pushes, Subscriptions};
+use super::tracking::Invalidations;
 use super::transaction::{self, reads_only, Transaction};
 
 pub struct EngineSession {
@@ -31,6 +33,8 @@ pub struct EngineSession {
     watching: Option<Watching>,
     /// The client's subscriber connections to the engine.
     pub(super) subscriptions: Subscriptions,
+    /// The node's listener for changes on the engine (`CLIENT TRACKING`).
+    pub(super) invalidations: Invalidations,
 }
 
 /// What became of a command given to the session.
@@ -49,9 +53,14 @@ struct Watching {
 }
 
 impl EngineSession {
-    pub fn new(cluster: Arc<Cluster>, may_block: bool) -> EngineSession {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        invalidations: Invalidations,
+        may_block: bool,
+    ) -> EngineSession {
         EngineSession {
             cluster,
+            invalidations,
             transaction: None,
             may_block,
             own: DedicatedConnection::default(),
@@ -95,13 +104,67 @@ impl EngineSession {
                 ]));
             }
         }
+        let route = route(cmd, argv);
+        if client.tracking || client.caching.is_some() || cmd.full_name == "client|tracking" {
+            self.track(store, client, cmd, argv, &route).await;
+        }
         let start = std::time::Instant::now();
-        let mut forwarded = self.dispatch(store, client, cmd, argv).await;
+        let mut forwarded = self.dispatch(store, client, cmd, argv, route).await;
         if let Forwarded::Reply(reply) = &mut forwarded {
             store.account_forwarded(cmd, start.elapsed(), reply);
             bridge_publish(store, cmd, argv, reply);
         }
         forwarded
+    }
+
+    /// `CLIENT TRACKING` on the engine (see [`super::tracking`]), before the
+    /// command is forwarded: `CLIENT CACHING`'s turn, and a tracking client's
+    /// reads remembered (EXEC's: those it queued) once the node listens to
+    /// every master, so a change racing the reply is announced.
+    async fn track(
+        &mut self,
+        store: &Store,
+        client: &mut Client,
+        cmd: &Command,
+        argv: &[Bytes],
+        route: &Route,
+    ) {
+        if *route == Route::Local {
+            // The listener is up before the store turns tracking on. By name:
+            // Redis's tracking lives in this command's handler, the table has
+            // no flag for it.
+            let on = argv.get(2).is_some_and(|a| a.eq_ignore_ascii_case(b"on"));
+            if cmd.full_name == "client|tracking" && on {
+                self.invalidations.ensure().await;
+            }
+            // The store takes CLIENT CACHING's turn for what it runs.
+            return;
+        }
+        client.caching_turn(self.transaction.is_some());
+        if !client.tracking {
+            return;
+        }
+        match (route, &self.transaction) {
+            (Route::Transaction(TxControl::Exec), Some(tx)) => {
+                let queued: Vec<(&'static Command, &Vec<Bytes>)> = tx
+                    .commands
+                    .iter()
+                    .filter_map(|argv| Some((resolve(argv).ok()?, argv)))
+                    .filter(|(cmd, _)| cmd.has(flag::READONLY))
+                    .collect();
+                if !queued.is_empty() {
+                    self.invalidations.ensure().await;
+                    for (cmd, argv) in queued {
+                        store.remember_reads(client, cmd, argv);
+                    }
+                }
+            }
+            (_, None) if cmd.has(flag::READONLY) => {
+                self.invalidations.ensure().await;
+                store.remember_reads(client, cmd, argv);
+            }
+            _ => {}
+        }
     }
 
     async fn dispatch(
@@ -110,8 +173,8 @@ impl EngineSession {
         client: &Client,
         cmd: &'static Command,
         argv: &[Bytes],
+        route: Route,
     ) -> Forwarded {
-        let route = route(cmd, argv);
         if let Route::Transaction(step) = route {
             return Forwarded::Reply(self.transaction_step(store, client, cmd, argv, step).await);
         }

@@ -2,7 +2,7 @@
 //! it subscribed on (SUBSCRIBE's master, the owners of its shard channels), whose
 //! pushes reach the client as its own.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,14 +30,31 @@ struct Subscriber {
     counts: Arc<Counts>,
 }
 
-#[derive(Default)]
 struct Counts {
     plain: AtomicI64,
     shard: AtomicI64,
+    /// The client, whose own counters (CLIENT LIST, INFO, and whether it is in
+    /// subscribed mode as a tracking REDIRECT target) include these.
+    info: Arc<ClientInfo>,
+    /// What the confirmations added to those counters so far.
+    mirrored_plain: AtomicI64,
+    mirrored_shard: AtomicI64,
 }
 
 impl Counts {
-    /// Takes the count a subscribe or unsubscribe confirmation carries.
+    fn new(info: Arc<ClientInfo>) -> Counts {
+        Counts {
+            plain: AtomicI64::new(0),
+            shard: AtomicI64::new(0),
+            info,
+            mirrored_plain: AtomicI64::new(0),
+            mirrored_shard: AtomicI64::new(0),
+        }
+    }
+
+    /// Takes the count a subscribe or unsubscribe confirmation carries (the
+    /// engine counts channels and patterns together: the client's channel
+    /// counter carries both).
     fn update(&self, push: &Reply) {
         let Reply::Push(items) = push else {
             return;
@@ -48,11 +65,21 @@ impl Counts {
         };
         match &kind[..] {
             b"subscribe" | b"psubscribe" | b"unsubscribe" | b"punsubscribe" => {
-                self.plain.store(*count, Ordering::Relaxed)
+                self.plain.store(*count, Ordering::Relaxed);
+                mirror(&self.info.subscriptions, &self.mirrored_plain, *count);
             }
-            b"ssubscribe" | b"sunsubscribe" => self.shard.store(*count, Ordering::Relaxed),
+            b"ssubscribe" | b"sunsubscribe" => {
+                self.shard.store(*count, Ordering::Relaxed);
+                mirror(&self.info.ssubscriptions, &self.mirrored_shard, *count);
+            }
             _ => {}
         }
+    }
+
+    /// The connection is let go, its subscriptions with it.
+    fn clear(&self) {
+        mirror(&self.info.subscriptions, &self.mirrored_plain, 0);
+        mirror(&self.info.ssubscriptions, &self.mirrored_shard, 0);
     }
 
     fn any(&self) -> bool {
@@ -63,6 +90,7 @@ impl Counts {
 impl Subscriber {
     fn release(&self) {
         self.wanted.store(false, Ordering::Relaxed);
+        self.counts.clear();
     }
 }
 
@@ -125,7 +153,7 @@ impl Subscriptions {
                 let Pushes { info, limit } = pushes;
                 let wanted = Arc::new(AtomicBool::new(true));
                 let still_wanted = wanted.clone();
-                let counts = Arc::new(Counts::default());
+                let counts = Arc::new(Counts::new(info.clone()));
                 let counted = counts.clone();
                 let sink: PushSink = Arc::new(move |push| match push {
                     Some(push) => {
@@ -206,6 +234,15 @@ impl Drop for Subscriptions {
     fn drop(&mut self) {
         self.release_all();
     }
+}
+
+/// Moves the client's `counter` by the change from what `mirrored` says was
+/// added to it to `count`.
+fn mirror(counter: &AtomicUsize, mirrored: &AtomicI64, count: i64) {
+    let by = count - mirrored.swap(count, Ordering::Relaxed);
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+        Some(usize::try_from(n as i64 + by).unwrap_or(0))
+    });
 }
 
 /// About the wire size of a push, counted against the output-buffer limit.
