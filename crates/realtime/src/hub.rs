@@ -1093,16 +1093,16 @@ impl Hub {
                 };
                 hub.other_nodes_occupancy(ch.name().to_owned())
             };
-            let others = {
+            let (others, scheduled) = {
                 use futures_util::FutureExt;
                 let mut read = read;
                 match (&mut read).now_or_never() {
-                    Some(others) => others,
+                    Some(others) => (others, true),
                     None => {
                         if let Some(ch) = channel.upgrade() {
                             ch.occupancy_event_reading();
                         }
-                        read.await
+                        (read.await, false)
                     }
                 }
             };
@@ -1110,9 +1110,11 @@ impl Hub {
                 return;
             };
             match others {
-                Ok(others) => ch.emit_occupancy_with(now_ms(), others),
+                Ok(others) => ch.send_occupancy(now_ms(), others, scheduled),
                 Err(e) => {
-                    ch.occupancy_event_reading();
+                    if scheduled {
+                        ch.occupancy_event_reading();
+                    }
                     log_engine_error::<()>(Err(e));
                 }
             }
@@ -1131,8 +1133,12 @@ impl Hub {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if !self.lock_share().pending.insert(name.to_owned()) {
-            return;
+        {
+            let mut share = self.lock_share();
+            if share.pending.contains(name) {
+                return;
+            }
+            share.pending.insert(name.to_owned());
         }
         let (hub, name) = (self.me.clone(), name.to_owned());
         let debounce = self.occupancy_debounce();

@@ -304,7 +304,7 @@ impl Channel {
 
     /// Marks a debounced `[meta]occupancy` event as scheduled, if one is due: an
     /// attachment wants events and none is scheduled yet. Whoever gets `true`
-    /// sends it ([`Channel::emit_occupancy_with`]) or calls
+    /// sends it ([`Channel::send_occupancy`]) or calls
     /// [`Channel::occupancy_event_reading`].
     pub(crate) fn occupancy_event_due(&self) -> bool {
         let mut st = self.lock();
@@ -324,14 +324,18 @@ impl Channel {
     /// Sends the current occupancy to attachments with `occupancy` set, as Ably does:
     /// a MESSAGE named `[meta]occupancy` whose data is `{"metrics": {...}}`.
     pub fn emit_occupancy(&self, now_ms: i64) {
-        self.emit_occupancy_with(now_ms, Occupancy::default());
+        self.send_occupancy(now_ms, Occupancy::default(), true);
     }
 
     /// [`Channel::emit_occupancy`] with `others` (the other nodes' counts of the
-    /// channel) added to this node's.
-    pub fn emit_occupancy_with(&self, now_ms: i64, others: Occupancy) {
+    /// channel) added to this node's. `scheduled`: this is the scheduled event,
+    /// which ends with it (not when [`Channel::occupancy_event_reading`] ended
+    /// it before: a later change may have scheduled the next one since).
+    pub(crate) fn send_occupancy(&self, now_ms: i64, others: Occupancy, scheduled: bool) {
         let mut st = self.lock();
-        st.occupancy_pending = false;
+        if scheduled {
+            st.occupancy_pending = false;
+        }
         let o = Self::occupancy_of(&st).plus(&others);
         let data = serde_json::json!({ "metrics": o.metrics_json() });
         let msg = crate::protocol::Message {
