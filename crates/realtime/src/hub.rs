@@ -12,7 +12,7 @@
 //! registry are std mutexes held only for map operations, never across an await.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -72,6 +72,8 @@ pub struct Hub {
     occupancy_share: Mutex<OccupancyShare>,
     /// Their writes and the notifications after them, in each channel's order.
     occupancy_out: crate::engine::OrderedCalls,
+    /// When this node's last heartbeat reached the engine (0: none yet).
+    last_beat_ms: AtomicI64,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
@@ -287,6 +289,7 @@ impl Hub {
             presence_out: crate::engine::OrderedCalls::default(),
             occupancy_share: Mutex::new(OccupancyShare::default()),
             occupancy_out: crate::engine::OrderedCalls::default(),
+            last_beat_ms: AtomicI64::new(0),
             observers,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
@@ -1198,6 +1201,22 @@ impl Hub {
         );
     }
 
+    /// Writes every channel's counts this node has in the engine again (as if
+    /// unknown there), debounced like any change.
+    fn share_all_occupancy_again(&self) {
+        let names: Vec<String> = {
+            let mut share = self.lock_share();
+            let names: Vec<String> = share.written.keys().cloned().collect();
+            for name in &names {
+                share.written.insert(name.clone(), None);
+            }
+            names
+        };
+        for name in names {
+            self.share_occupancy(&name);
+        }
+    }
+
     /// A dead node's counts of `name` were reaped here: the event on this node,
     /// and the notification to the others (each channel is reaped by one node).
     fn occupancy_reaped(&self, name: &str) {
@@ -1811,7 +1830,18 @@ impl Hub {
     async fn sweep_engine(&self, now: i64, connection_ttl_ms: i64) {
         log_engine_error(self.engine.broker.expire(now).await);
         log_engine_error(self.engine.connections.expire(now, connection_ttl_ms).await);
-        log_engine_error(self.engine.presence.heartbeat(&self.node_id, now).await);
+        match self.engine.presence.heartbeat(&self.node_id, now).await {
+            Ok(()) => {
+                // Silent for longer than the grace (stalled, or the engine was
+                // out of reach): other nodes may have taken this one for dead
+                // and reaped its counts, so they are written again.
+                let before = self.last_beat_ms.swap(now, Ordering::Relaxed);
+                if before != 0 && now.saturating_sub(before) > self.presence_node_grace_ms() {
+                    self.share_all_occupancy_again();
+                }
+            }
+            Err(e) => log_engine_error::<()>(Err(e)),
+        }
         // Counts before members (either order is safe; see PresenceStore).
         match self
             .engine
@@ -2597,6 +2627,18 @@ mod tests {
             "reaped on b, the event on a leaves the dead node out"
         );
         assert_eq!(a.occupancy("room").await.map(|o| o.connections), Ok(3));
+
+        // b goes silent past the grace and a reaps its counts; when b beats
+        // again it writes them again.
+        let later = t + 2 * a.presence_node_grace_ms();
+        a.sweep_engine(later, 120_000).await;
+        assert_eq!(wait_for_event(&on_a, 1).await, Some(1), "b taken for dead");
+        b.sweep_engine(later, 120_000).await;
+        assert_eq!(
+            wait_for_event(&on_a, 3).await,
+            Some(3),
+            "b counts again once it beats"
+        );
     }
 
     #[tokio::test]
