@@ -8,7 +8,9 @@
 //! hands it to the local [`Channel`] for its subscribers. Presence changes and
 //! connection state are written through to the engine's
 //! [`PresenceStore`](crate::engine::PresenceStore) and
-//! [`ConnectionStateStore`](crate::engine::ConnectionStateStore). The channel map and
+//! [`ConnectionStateStore`](crate::engine::ConnectionStateStore), and this node's
+//! occupancy counts to the presence store, debounced (see
+//! [`Hub::occupancy_changed`]). The channel map and
 //! registry are std mutexes held only for map operations, never across an await.
 
 use std::collections::{HashMap, HashSet};
