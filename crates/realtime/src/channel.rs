@@ -836,8 +836,9 @@ impl Channel {
                 }
                 0
             }
-            // Positionless: the hub hands these to `Channel::remote_presence`.
-            Payload::Presence(_) => 0,
+            // Positionless: the hub hands these to `Channel::remote_presence`,
+            // or reads the occupancy totals again.
+            Payload::Presence(_) | Payload::Occupancy(_) => 0,
         }
     }
 

@@ -834,7 +834,7 @@ impl Session {
                 return self.channel_error(name, &e);
             }
         };
-        channel.occupancy_changed(self.hub.occupancy_debounce());
+        self.hub.occupancy_changed(&channel);
         drop(channel);
         let mut attached_flags = granted;
         let mut error = None;
@@ -921,7 +921,7 @@ impl Session {
     fn detach_channel(&self, name: &str) {
         if let Some(ch) = self.hub.existing_channel(name) {
             ch.detach(self.conn.id);
-            ch.occupancy_changed(self.hub.occupancy_debounce());
+            self.hub.occupancy_changed(&ch);
             drop(ch);
             self.hub.release_channel(name);
         }

@@ -5,7 +5,8 @@
 //! - [`Broker`]: channel positions, history appends and fan-out to every node,
 //!   atomic per channel; "everything since position P" for resume and rewind.
 //! - [`PresenceStore`]: presence members per channel, owned by a node, reaped when
-//!   their node stops heartbeating.
+//!   their node stops heartbeating; and each node's occupancy counts per
+//!   channel, summed by readers and reaped alike.
 //! - [`ConnectionStateStore`]: what a resume or recover needs of a connection, so
 //!   that a node other than the one that served it can take it over.
 //! - [`DedupeStore`]: client-supplied message ids seen recently, for idempotent

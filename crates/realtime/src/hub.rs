@@ -8,11 +8,13 @@
 //! hands it to the local [`Channel`] for its subscribers. Presence changes and
 //! connection state are written through to the engine's
 //! [`PresenceStore`](crate::engine::PresenceStore) and
-//! [`ConnectionStateStore`](crate::engine::ConnectionStateStore). The channel map and
+//! [`ConnectionStateStore`](crate::engine::ConnectionStateStore), and this node's
+//! occupancy counts to the presence store, debounced (see
+//! [`Hub::occupancy_changed`]). The channel map and
 //! registry are std mutexes held only for map operations, never across an await.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -27,6 +29,7 @@ use crate::config::RealtimeConfig;
 use crate::engine::{BoxFuture, BrokerHandler, ConnectionState, Engine, Payload, Publication};
 use crate::error::{AblyError, ErrorCode};
 use crate::history::{HistoryPage, HistoryQuery, HistoryStore};
+use crate::presence::Occupancy;
 use crate::protocol::{Message, MessageData};
 use crate::registry::{Registry, SessionLink};
 
@@ -65,6 +68,13 @@ pub struct Hub {
     /// Presence changes on their way to the engine (store, then the other
     /// nodes), in each channel's order.
     presence_out: crate::engine::OrderedCalls,
+    /// This node's occupancy counts on their way to the engine (see
+    /// [`Hub::occupancy_changed`]).
+    occupancy_share: Mutex<OccupancyShare>,
+    /// Their writes and the notifications after them, in each channel's order.
+    occupancy_out: crate::engine::OrderedCalls,
+    /// When this node's last heartbeat reached the engine (0: none yet).
+    last_beat_ms: AtomicI64,
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
@@ -74,6 +84,16 @@ pub struct Hub {
     /// since start (`/metrics`).
     messages_in: AtomicU64,
     messages_out: AtomicU64,
+}
+
+/// What this node has told the engine of its occupancy counts.
+#[derive(Default)]
+struct OccupancyShare {
+    /// Channels whose counts are written once the debounce has passed.
+    pending: HashSet<String>,
+    /// The counts last written per channel (absent: zero, which the engine does
+    /// not keep; `None`: unknown after a failed write, so written whatever they are).
+    written: HashMap<String, Option<Occupancy>>,
 }
 
 /// One app's realtime figures (see [`Hub::metrics`]).
@@ -264,6 +284,9 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             next_publish: AtomicU64::new(1),
             presence_out: crate::engine::OrderedCalls::default(),
+            occupancy_share: Mutex::new(OccupancyShare::default()),
+            occupancy_out: crate::engine::OrderedCalls::default(),
+            last_beat_ms: AtomicI64::new(0),
             observers,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
@@ -998,6 +1021,225 @@ impl Hub {
         Duration::from_millis(self.config.occupancy_debounce_ms)
     }
 
+    /// `channel`'s occupancy over the deployment: this node's counts, read
+    /// now, and the other nodes' from the engine (channel status REST).
+    pub async fn occupancy(&self, channel: &str) -> Result<Occupancy, AblyError> {
+        let others = self.other_nodes_occupancy(channel.to_owned()).await?;
+        let here = self
+            .existing_channel(channel)
+            .map(|c| c.occupancy())
+            .unwrap_or_default();
+        Ok(here.plus(&others))
+    }
+
+    /// The sum of every other node's counts of `channel` in the engine. Owns
+    /// what it needs, so that nothing holds the hub or a channel while it waits.
+    fn other_nodes_occupancy(
+        &self,
+        channel: String,
+    ) -> BoxFuture<'static, crate::engine::EngineResult<Occupancy>> {
+        let store = self.engine.presence.clone();
+        let node = self.node_id.clone();
+        Box::pin(async move {
+            let counts = store.occupancy(&channel).await?;
+            Ok(counts
+                .iter()
+                .filter(|(n, _)| *n != node)
+                .fold(Occupancy::default(), |sum, (_, o)| sum.plus(o)))
+        })
+    }
+
+    /// `ch`'s occupancy changed on this node (an attach, a detach, a presence
+    /// change): its `[meta]occupancy` event here, and this node's counts to the
+    /// engine, from where the other nodes send theirs. Both debounced.
+    ///
+    /// Why the counts go through the engine rather than with the notification:
+    /// the channel status REST endpoint reads them on any node at any time, and
+    /// a dead node's counts must go when it does, which the presence store's
+    /// node heartbeats already decide.
+    pub fn occupancy_changed(&self, ch: &Arc<Channel>) {
+        self.schedule_occupancy_event(ch);
+        self.share_occupancy(ch.name());
+    }
+
+    /// Schedules `ch`'s `[meta]occupancy` event (if an attachment wants one and
+    /// none is scheduled): after the debounce, the other nodes' counts are read
+    /// and the event carries them added to this node's, counted at send time.
+    /// A read that does not complete at once (a shared engine) lets later
+    /// changes schedule another event, so that a notification arriving while
+    /// it is under way is not lost. Holds the channel only weakly.
+    fn schedule_occupancy_event(&self, ch: &Arc<Channel>) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !ch.occupancy_event_due() {
+            return;
+        }
+        let (channel, hub) = (Arc::downgrade(ch), self.me.clone());
+        let debounce = self.occupancy_debounce();
+        rt.spawn(async move {
+            tokio::time::sleep(debounce).await;
+            let read = {
+                let (Some(ch), Some(hub)) = (channel.upgrade(), hub.upgrade()) else {
+                    return;
+                };
+                hub.other_nodes_occupancy(ch.name().to_owned())
+            };
+            let (others, scheduled) = {
+                use futures_util::FutureExt;
+                let mut read = read;
+                match (&mut read).now_or_never() {
+                    Some(others) => (others, true),
+                    None => {
+                        if let Some(ch) = channel.upgrade() {
+                            ch.occupancy_event_reading();
+                        }
+                        (read.await, false)
+                    }
+                }
+            };
+            let Some(ch) = channel.upgrade() else {
+                return;
+            };
+            match others {
+                Ok(others) => ch.send_occupancy(now_ms(), others, scheduled),
+                Err(e) => {
+                    if scheduled {
+                        ch.occupancy_event_reading();
+                    }
+                    log_engine_error::<()>(Err(e));
+                }
+            }
+        });
+    }
+
+    fn lock_share(&self) -> std::sync::MutexGuard<'_, OccupancyShare> {
+        self.occupancy_share
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Schedules writing this node's counts of `name` to the engine, once the
+    /// debounce has passed (one write per window, of the counts at its end).
+    fn share_occupancy(&self, name: &str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        {
+            let mut share = self.lock_share();
+            if share.pending.contains(name) {
+                return;
+            }
+            share.pending.insert(name.to_owned());
+        }
+        let (hub, name) = (self.me.clone(), name.to_owned());
+        let debounce = self.occupancy_debounce();
+        rt.spawn(async move {
+            tokio::time::sleep(debounce).await;
+            if let Some(hub) = hub.upgrade() {
+                hub.write_occupancy(&name);
+            }
+        });
+    }
+
+    /// Writes this node's counts of `name` to the engine if they differ from
+    /// what it wrote last, then tells the other nodes (positionless, through
+    /// the broker) to read the totals again. Counts are taken when the write is
+    /// queued, in the channel's lane: writes land in the order they were
+    /// counted. A released channel counts zero, which forgets this node's.
+    fn write_occupancy(&self, name: &str) {
+        let counts = self
+            .existing_channel(name)
+            .map(|c| c.occupancy())
+            .unwrap_or_default();
+        {
+            let mut share = self.lock_share();
+            share.pending.remove(name);
+            let last = share
+                .written
+                .get(name)
+                .copied()
+                .unwrap_or(Some(Occupancy::default()));
+            if last == Some(counts) {
+                return;
+            }
+            if counts.is_zero() {
+                share.written.remove(name);
+            } else {
+                share.written.insert(name.to_owned(), Some(counts));
+            }
+        }
+        let store = self.engine.presence.clone();
+        let broker = self.engine.broker.clone();
+        let (node, hub, owned) = (self.node_id.clone(), self.me.clone(), name.to_owned());
+        let announce = self.occupancy_publication(name);
+        self.occupancy_out.run(
+            name,
+            Box::pin(async move {
+                if let Err(e) = store.set_occupancy(&owned, &node, counts, now_ms()).await {
+                    log_engine_error::<()>(Err(e));
+                    // Unknown now: written again (whatever they are) shortly.
+                    if let Some(hub) = hub.upgrade() {
+                        hub.lock_share().written.insert(owned.clone(), None);
+                        hub.share_occupancy(&owned);
+                    }
+                    return;
+                }
+                log_engine_error(broker.publish(announce).await);
+            }),
+        );
+    }
+
+    /// Writes every channel's counts this node has in the engine again (as if
+    /// unknown there), debounced like any change.
+    fn share_all_occupancy_again(&self) {
+        let names: Vec<String> = {
+            let mut share = self.lock_share();
+            let names: Vec<String> = share.written.keys().cloned().collect();
+            for name in &names {
+                share.written.insert(name.clone(), None);
+            }
+            names
+        };
+        for name in names {
+            self.share_occupancy(&name);
+        }
+    }
+
+    /// A dead node's counts of `name` were reaped here: the event on this node,
+    /// and the notification to the others (each channel is reaped by one node).
+    fn occupancy_reaped(&self, name: &str) {
+        if let Some(ch) = self.existing_channel(name) {
+            self.schedule_occupancy_event(&ch);
+        }
+        let broker = self.engine.broker.clone();
+        let announce = self.occupancy_publication(name);
+        self.occupancy_out.run(
+            name,
+            Box::pin(async move {
+                log_engine_error(broker.publish(announce).await);
+            }),
+        );
+    }
+
+    /// "This node's counts of `name` changed" as a broker publication (no
+    /// position), on the channel `name` is (or is a view of), which every node
+    /// with an attachment on either listens to.
+    fn occupancy_publication(&self, name: &str) -> Publication {
+        Publication {
+            channel: crate::qualifier::base(name).to_owned(),
+            proto_id: String::new(),
+            connection_id: None,
+            node: self.node_id.clone(),
+            publisher_conn: None,
+            timestamp: now_ms(),
+            origin: Origin::Realtime,
+            retention: Duration::ZERO,
+            payload: Payload::Occupancy(name.to_owned()),
+            positions: Vec::new(),
+        }
+    }
+
     /// How long `channel`'s history is kept: the first matching namespace rule, else
     /// `history_retention_secs`.
     pub fn retention_for(&self, channel: &str) -> Duration {
@@ -1128,7 +1370,7 @@ impl Hub {
             &mut |m| changes.push(m.clone()),
         );
         self.store_presence(channel, changes);
-        ch.occupancy_changed(self.occupancy_debounce());
+        self.occupancy_changed(&ch);
         drop(ch);
         self.release_channel(channel);
         result
@@ -1144,7 +1386,7 @@ impl Hub {
                     leaves.push(m.clone());
                 }) > 0
                 {
-                    ch.occupancy_changed(self.occupancy_debounce());
+                    self.occupancy_changed(&ch);
                 }
                 self.store_presence(name, leaves);
                 drop(ch);
@@ -1209,7 +1451,7 @@ impl Hub {
             for name in channels {
                 if let Some(ch) = self.existing_channel(name) {
                     if ch.forget_connection_members(connection_id) > 0 {
-                        ch.occupancy_changed(self.occupancy_debounce());
+                        self.occupancy_changed(&ch);
                     }
                     drop(ch);
                     self.release_channel(name);
@@ -1270,6 +1512,15 @@ impl BrokerHandler for Hub {
                 if p.node != self.node_id {
                     if let Some(ch) = self.existing_channel(&p.channel) {
                         ch.remote_presence(events.clone(), p.timestamp);
+                    }
+                }
+                return;
+            }
+            Payload::Occupancy(name) => {
+                // This node scheduled its own event when its counts changed.
+                if p.node != self.node_id {
+                    if let Some(ch) = self.existing_channel(name) {
+                        self.schedule_occupancy_event(&ch);
                     }
                 }
                 return;
@@ -1622,7 +1873,32 @@ impl Hub {
     async fn sweep_engine(&self, now: i64, connection_ttl_ms: i64) {
         log_engine_error(self.engine.broker.expire(now).await);
         log_engine_error(self.engine.connections.expire(now, connection_ttl_ms).await);
-        log_engine_error(self.engine.presence.heartbeat(&self.node_id, now).await);
+        match self.engine.presence.heartbeat(&self.node_id, now).await {
+            Ok(()) => {
+                // Silent for longer than the grace (stalled, or the engine was
+                // out of reach): other nodes may have taken this one for dead
+                // and reaped its counts, so they are written again.
+                let before = self.last_beat_ms.swap(now, Ordering::Relaxed);
+                if before != 0 && now.saturating_sub(before) > self.presence_node_grace_ms() {
+                    self.share_all_occupancy_again();
+                }
+            }
+            Err(e) => log_engine_error::<()>(Err(e)),
+        }
+        // Counts before members (either order is safe; see PresenceStore).
+        match self
+            .engine
+            .presence
+            .reap_occupancy(now, self.presence_node_grace_ms())
+            .await
+        {
+            Ok(channels) => {
+                for name in channels {
+                    self.occupancy_reaped(&name);
+                }
+            }
+            Err(e) => log_engine_error::<()>(Err(e)),
+        }
         let reaped = match self
             .engine
             .presence
@@ -1651,7 +1927,7 @@ impl Hub {
         for (channel, leaves) in by_channel {
             if let Some(ch) = self.existing_channel(&channel) {
                 ch.remote_presence(leaves.clone(), now);
-                ch.occupancy_changed(self.occupancy_debounce());
+                self.schedule_occupancy_event(&ch);
             }
             let announce = self.presence_publication(&channel, leaves);
             let broker = self.engine.broker.clone();
@@ -2307,6 +2583,104 @@ mod tests {
             clients,
             vec!["ann", "bob"],
             "each member once, from both nodes"
+        );
+    }
+
+    #[tokio::test]
+    async fn occupancy_counts_every_node_and_a_dead_ones_stop_counting() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let engine = Engine::in_process(history.clone());
+        let config = RealtimeConfig {
+            occupancy_debounce_ms: 10,
+            ..Default::default()
+        };
+        let node =
+            || Hub::try_with_engine(config.clone(), history.clone(), engine.clone()).expect("hub");
+        let (a, b, dead) = (node(), node(), node());
+        let (tx, on_a) = crate::outbox::channel(64);
+        let room = a.channel("room");
+        let watcher = Subscriber {
+            occupancy: true,
+            ..Subscriber::test(1, "a1", tx)
+        };
+        a.attach(&room, watcher, Backlog::None)
+            .await
+            .expect("attach");
+        a.occupancy_changed(&room);
+        let mut queues = Vec::new();
+        for (h, id) in [(&b, 2), (&b, 3), (&dead, 4)] {
+            let (tx, rx) = crate::outbox::channel(16);
+            queues.push(rx);
+            let ch = h.channel("room");
+            h.attach(
+                &ch,
+                Subscriber::test(id, &format!("c{id}"), tx),
+                Backlog::None,
+            )
+            .await
+            .expect("attach");
+            h.occupancy_changed(&ch);
+        }
+        // The connections of the last `[meta]occupancy` event on `rx`, once one
+        // says `want` (bounded wait).
+        async fn wait_for_event(rx: &Outbox, want: u64) -> Option<u64> {
+            let mut last = None;
+            for _ in 0..500 {
+                while let Ok(f) = rx.try_recv() {
+                    let m = &f.message.messages.as_ref().expect("messages")[0];
+                    assert_eq!(m.name.as_deref(), Some("[meta]occupancy"));
+                    let Some(MessageData::String(json)) = &m.data else {
+                        panic!("json text expected");
+                    };
+                    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+                    last = v["metrics"]["connections"].as_u64();
+                }
+                if last == Some(want) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            last
+        }
+        assert_eq!(
+            wait_for_event(&on_a, 4).await,
+            Some(4),
+            "an event on a counts the attachments on b and the other node"
+        );
+        for h in [&a, &b] {
+            assert_eq!(
+                h.occupancy("room").await.map(|o| o.connections),
+                Ok(4),
+                "the status counts every node"
+            );
+        }
+        // `dead` stops beating; a and b go on.
+        let t = now_ms() + 2 * a.presence_node_grace_ms();
+        for h in [&a, &b] {
+            h.engine
+                .presence
+                .heartbeat(&h.node_id, t)
+                .await
+                .expect("heartbeat");
+        }
+        b.sweep_engine(t, 120_000).await;
+        assert_eq!(
+            wait_for_event(&on_a, 3).await,
+            Some(3),
+            "reaped on b, the event on a leaves the dead node out"
+        );
+        assert_eq!(a.occupancy("room").await.map(|o| o.connections), Ok(3));
+
+        // b goes silent past the grace and a reaps its counts; when b beats
+        // again it writes them again.
+        let later = t + 2 * a.presence_node_grace_ms();
+        a.sweep_engine(later, 120_000).await;
+        assert_eq!(wait_for_event(&on_a, 1).await, Some(1), "b taken for dead");
+        b.sweep_engine(later, 120_000).await;
+        assert_eq!(
+            wait_for_event(&on_a, 3).await,
+            Some(3),
+            "b counts again once it beats"
         );
     }
 

@@ -302,12 +302,41 @@ impl Channel {
         });
     }
 
+    /// Marks a debounced `[meta]occupancy` event as scheduled, if one is due: an
+    /// attachment wants events and none is scheduled yet. Whoever gets `true`
+    /// sends it ([`Channel::send_occupancy`]) or calls
+    /// [`Channel::occupancy_event_reading`].
+    pub(crate) fn occupancy_event_due(&self) -> bool {
+        let mut st = self.lock();
+        if st.occupancy_pending || st.occupancy_subscribers == 0 {
+            return false;
+        }
+        st.occupancy_pending = true;
+        true
+    }
+
+    /// The scheduled event is reading the other nodes' counts (or gave up): a
+    /// change from now on schedules another, so that none is missed.
+    pub(crate) fn occupancy_event_reading(&self) {
+        self.lock().occupancy_pending = false;
+    }
+
     /// Sends the current occupancy to attachments with `occupancy` set, as Ably does:
     /// a MESSAGE named `[meta]occupancy` whose data is `{"metrics": {...}}`.
     pub fn emit_occupancy(&self, now_ms: i64) {
+        self.send_occupancy(now_ms, Occupancy::default(), true);
+    }
+
+    /// [`Channel::emit_occupancy`] with `others` (the other nodes' counts of the
+    /// channel) added to this node's. `scheduled`: this is the scheduled event,
+    /// which ends with it (not when [`Channel::occupancy_event_reading`] ended
+    /// it before: a later change may have scheduled the next one since).
+    pub(crate) fn send_occupancy(&self, now_ms: i64, others: Occupancy, scheduled: bool) {
         let mut st = self.lock();
-        st.occupancy_pending = false;
-        let o = Self::occupancy_of(&st);
+        if scheduled {
+            st.occupancy_pending = false;
+        }
+        let o = Self::occupancy_of(&st).plus(&others);
         let data = serde_json::json!({ "metrics": o.metrics_json() });
         let msg = crate::protocol::Message {
             id: Some(format!("occupancy:{now_ms}:0")),
@@ -333,6 +362,42 @@ impl Channel {
 }
 
 impl Occupancy {
+    /// The figures as a list, in [`Occupancy::metrics_json`]'s order (how an
+    /// engine store keeps them).
+    pub fn to_array(&self) -> [usize; 6] {
+        [
+            self.connections,
+            self.publishers,
+            self.subscribers,
+            self.presence_connections,
+            self.presence_members,
+            self.presence_subscribers,
+        ]
+    }
+
+    /// Inverse of [`Occupancy::to_array`].
+    pub fn from_array(a: [usize; 6]) -> Occupancy {
+        Occupancy {
+            connections: a[0],
+            publishers: a[1],
+            subscribers: a[2],
+            presence_connections: a[3],
+            presence_members: a[4],
+            presence_subscribers: a[5],
+        }
+    }
+
+    /// Both figures summed (two nodes' counts of one channel), saturating.
+    pub fn plus(&self, other: &Occupancy) -> Occupancy {
+        let (a, b) = (self.to_array(), other.to_array());
+        Occupancy::from_array(std::array::from_fn(|i| a[i].saturating_add(b[i])))
+    }
+
+    /// Whether every figure is 0 (nothing on the channel).
+    pub fn is_zero(&self) -> bool {
+        *self == Occupancy::default()
+    }
+
     /// Ably's `metrics` object (object counts are always 0: objects are not
     /// implemented).
     pub fn metrics_json(&self) -> serde_json::Value {

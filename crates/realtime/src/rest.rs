@@ -831,12 +831,10 @@ async fn history_reply(
     ctx.finish(r)
 }
 
-fn details(hub: &Hub, name: &str) -> serde_json::Value {
-    let o = hub
-        .existing_channel(name)
-        .map(|c| c.occupancy())
-        .unwrap_or_default();
-    serde_json::json!({
+/// A channel's status: its occupancy over every node of the deployment.
+async fn details(hub: &Hub, name: &str) -> Result<serde_json::Value, AblyError> {
+    let o = hub.occupancy(name).await?;
+    Ok(serde_json::json!({
         "channelId": name,
         "name": name,
         "status": {
@@ -845,7 +843,7 @@ fn details(hub: &Hub, name: &str) -> serde_json::Value {
                 "metrics": o.metrics_json()
             }
         }
-    })
+    }))
 }
 
 async fn presence(
@@ -907,16 +905,14 @@ async fn channel_details(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(&channel)?;
         require(&p, &channel, ops::CHANNEL_METADATA)?;
-        Ok(ctx.reply(
-            StatusCode::OK,
-            Payload::Value(details(&hub, &channel)),
-            None,
-        ))
-    })();
+        let status = details(&hub, &channel).await?;
+        Ok(ctx.reply(StatusCode::OK, Payload::Value(status), None))
+    }
+    .await;
     ctx.finish(r)
 }
 
@@ -926,7 +922,7 @@ async fn list_channels(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         let prefix = q.get("prefix").map(String::as_str).unwrap_or("");
         let limit = parse_num::<usize>(&q, "limit")?
@@ -941,10 +937,13 @@ async fn list_channels(
         let body = if q.get("by").map(String::as_str) == Some("id") {
             serde_json::json!(names)
         } else {
-            serde_json::Value::Array(names.iter().map(|n| details(&hub, n)).collect())
+            let statuses =
+                futures_util::future::join_all(names.iter().map(|n| details(&hub, n))).await;
+            serde_json::Value::Array(statuses.into_iter().collect::<Result<_, _>>()?)
         };
         Ok(ctx.reply(StatusCode::OK, Payload::Value(body), None))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 

@@ -89,7 +89,7 @@ impl Session {
                 };
                 let channel = self.hub.channel(&name);
                 channel.attach(sub, Backlog::None, self.hub.history(), now_ms());
-                channel.occupancy_changed(self.hub.occupancy_debounce());
+                self.hub.occupancy_changed(&channel);
             }
         }
         let connected = self.connected_message();

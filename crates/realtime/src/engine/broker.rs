@@ -37,6 +37,11 @@ pub enum Payload {
     /// pass them to their presence subscribers; the members themselves are in
     /// the [`super::PresenceStore`].
     Presence(Vec<PresenceMessage>),
+    /// One node's occupancy counts of the named channel (the publication's
+    /// channel, or a view of it) changed, and are in the
+    /// [`super::PresenceStore`]: no position, not kept in history. The other
+    /// nodes read the totals again for their `[meta]occupancy` events.
+    Occupancy(String),
 }
 
 /// One publish on one channel, as it travels from the node that took it, through
@@ -70,7 +75,7 @@ impl Publication {
         match &self.payload {
             Payload::Messages(m) => m.len(),
             Payload::Version { .. } | Payload::Annotation(_) => 1,
-            Payload::Presence(_) => 0,
+            Payload::Presence(_) | Payload::Occupancy(_) => 0,
         }
     }
 
@@ -118,7 +123,7 @@ impl Publication {
             Payload::Annotation(a) => {
                 a.serial = positions.first().map(|p| format_serial(*p));
             }
-            Payload::Presence(_) => {}
+            Payload::Presence(_) | Payload::Occupancy(_) => {}
         }
         self.positions = positions;
     }
@@ -165,7 +170,7 @@ impl Publication {
                 .first()
                 .map(|p| vec![entry(*p, stored.as_ref())])
                 .unwrap_or_default(),
-            Payload::Annotation(_) | Payload::Presence(_) => Vec::new(),
+            Payload::Annotation(_) | Payload::Presence(_) | Payload::Occupancy(_) => Vec::new(),
         }
     }
 }

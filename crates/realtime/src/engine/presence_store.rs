@@ -1,10 +1,17 @@
 //! The [`PresenceStore`]: every channel's presence members, each owned by the node
-//! whose connection entered it, so that a dead node's members can be made to leave.
+//! whose connection entered it, so that a dead node's members can be made to leave;
+//! and every node's occupancy counts of each channel, summed by whoever reads them.
+//!
+//! Why occupancy lives here rather than in a store of its own: its counts belong
+//! to nodes exactly as members do, and a dead node's must stop counting exactly
+//! when its members leave. Sharing the node heartbeats gives one heartbeat and
+//! one liveness rule per node for both, and no further engine call per sweep.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::{ready, BoxFuture, EngineResult};
+use crate::presence::Occupancy;
 use crate::protocol::PresenceMessage;
 
 /// Presence members per channel with node ownership and node liveness.
@@ -19,6 +26,14 @@ use crate::protocol::PresenceMessage;
 ///   removes every member of nodes that are not, and returns them: each reaped
 ///   member is returned by exactly one call (on any node), so exactly one node
 ///   announces its LEAVE. Members of live nodes are never reaped.
+/// - Occupancy: each node keeps its own counts per channel
+///   ([`PresenceStore::set_occupancy`], which also counts as a heartbeat); a
+///   reader gets every node's ([`PresenceStore::occupancy`]) and sums them.
+///   All-zero counts are not kept, so a channel nobody is on keeps nothing.
+///   [`PresenceStore::reap_occupancy`] forgets the counts of nodes that are not
+///   alive (by the rule above) and returns the channels that had some, each
+///   returned by one call only; it and [`PresenceStore::reap`] may run in either
+///   order, on any nodes: neither makes the other miss a dead node.
 ///
 /// [`contract_suite`] checks these promises; run it against every implementation.
 pub trait PresenceStore: Send + Sync {
@@ -68,6 +83,31 @@ pub trait PresenceStore: Send + Sync {
         now_ms: i64,
         grace_ms: i64,
     ) -> BoxFuture<'_, EngineResult<Vec<(String, PresenceMessage)>>>;
+
+    /// Records `node`'s occupancy `counts` of `channel` at `now_ms` (a heartbeat
+    /// too), replacing what it recorded before; all-zero counts forget them.
+    fn set_occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+        node: &'a str,
+        counts: Occupancy,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<()>>;
+
+    /// Every node's counts of `channel`, ordered by node (nodes with none left
+    /// out).
+    fn occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, EngineResult<Vec<(String, Occupancy)>>>;
+
+    /// Forgets the counts of every node not heard from for more than
+    /// `grace_ms`; returns the channels that had some.
+    fn reap_occupancy(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> BoxFuture<'_, EngineResult<Vec<String>>>;
 }
 
 type Key = (String, String);
@@ -78,6 +118,8 @@ struct Members {
     channels: HashMap<String, BTreeMap<Key, (String, PresenceMessage)>>,
     /// node → last heartbeat.
     nodes: HashMap<String, i64>,
+    /// channel → node → its counts (never all zero).
+    occupancy: HashMap<String, BTreeMap<String, Occupancy>>,
 }
 
 /// The in-process presence store: one map under a mutex. (The hub's channels keep
@@ -101,6 +143,13 @@ impl MemoryPresenceStore {
     }
 }
 
+impl Members {
+    fn beat(&mut self, node: &str, now_ms: i64) {
+        let beat = self.nodes.entry(node.to_owned()).or_insert(now_ms);
+        *beat = (*beat).max(now_ms);
+    }
+}
+
 impl PresenceStore for MemoryPresenceStore {
     fn enter<'a>(
         &'a self,
@@ -110,8 +159,7 @@ impl PresenceStore for MemoryPresenceStore {
         now_ms: i64,
     ) -> BoxFuture<'a, EngineResult<()>> {
         let mut m = self.lock();
-        let beat = m.nodes.entry(node.to_owned()).or_insert(now_ms);
-        *beat = (*beat).max(now_ms);
+        m.beat(node, now_ms);
         m.channels
             .entry(channel.to_owned())
             .or_default()
@@ -152,9 +200,7 @@ impl PresenceStore for MemoryPresenceStore {
     }
 
     fn heartbeat<'a>(&'a self, node: &'a str, now_ms: i64) -> BoxFuture<'a, EngineResult<()>> {
-        let mut m = self.lock();
-        let beat = m.nodes.entry(node.to_owned()).or_insert(now_ms);
-        *beat = (*beat).max(now_ms);
+        self.lock().beat(node, now_ms);
         ready(Ok(()))
     }
 
@@ -187,6 +233,67 @@ impl PresenceStore for MemoryPresenceStore {
         for n in &dead {
             m.nodes.remove(n);
         }
+        ready(Ok(reaped))
+    }
+
+    fn set_occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+        node: &'a str,
+        counts: Occupancy,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<()>> {
+        let mut m = self.lock();
+        m.beat(node, now_ms);
+        if counts.is_zero() {
+            if let Some(nodes) = m.occupancy.get_mut(channel) {
+                nodes.remove(node);
+                if nodes.is_empty() {
+                    m.occupancy.remove(channel);
+                }
+            }
+        } else {
+            m.occupancy
+                .entry(channel.to_owned())
+                .or_default()
+                .insert(node.to_owned(), counts);
+        }
+        ready(Ok(()))
+    }
+
+    fn occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, EngineResult<Vec<(String, Occupancy)>>> {
+        let m = self.lock();
+        let list = m
+            .occupancy
+            .get(channel)
+            .map(|nodes| nodes.iter().map(|(n, o)| (n.clone(), *o)).collect())
+            .unwrap_or_default();
+        ready(Ok(list))
+    }
+
+    fn reap_occupancy(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> BoxFuture<'_, EngineResult<Vec<String>>> {
+        let mut m = self.lock();
+        let Members {
+            nodes, occupancy, ..
+        } = &mut *m;
+        // A node with counts but no heartbeat was forgotten by `reap`: dead too.
+        let alive = |node: &String| nodes.get(node).is_some_and(|b| now_ms - *b <= grace_ms);
+        let mut reaped = Vec::new();
+        occupancy.retain(|channel, counts| {
+            let before = counts.len();
+            counts.retain(|node, _| alive(node));
+            if counts.len() != before {
+                reaped.push(channel.clone());
+            }
+            !counts.is_empty()
+        });
         ready(Ok(reaped))
     }
 }
@@ -351,6 +458,120 @@ pub async fn contract_suite(a: Arc<dyn PresenceStore>, b: Arc<dyn PresenceStore>
         Ok(1),
         "only n1's member stays"
     );
+
+    occupancy_contract(&a, &b, t + 10 * grace, grace).await;
+}
+
+/// The occupancy part of [`contract_suite`], from `t` on (later than any time
+/// the members part used).
+async fn occupancy_contract(
+    a: &Arc<dyn PresenceStore>,
+    b: &Arc<dyn PresenceStore>,
+    t: i64,
+    grace: i64,
+) {
+    let counts = |n: usize| Occupancy {
+        connections: n,
+        publishers: 1,
+        subscribers: n,
+        presence_connections: 2,
+        presence_members: n + 1,
+        presence_subscribers: 3,
+    };
+    let list = |l: &[(&str, Occupancy)]| -> Vec<(String, Occupancy)> {
+        l.iter().map(|(n, o)| ((*n).to_owned(), *o)).collect()
+    };
+    let (c, other) = ("contract:occupancy", "contract:occupancy:other");
+    a.set_occupancy(c, "n1", counts(2), t)
+        .await
+        .expect("set occupancy");
+    b.set_occupancy(c, "n4", counts(3), t)
+        .await
+        .expect("set occupancy");
+    b.set_occupancy(other, "n4", counts(1), t)
+        .await
+        .expect("set occupancy");
+    assert_eq!(
+        b.occupancy(c).await,
+        Ok(list(&[("n1", counts(2)), ("n4", counts(3))])),
+        "every node's counts, by node"
+    );
+    assert_eq!(
+        a.occupancy(c).await,
+        b.occupancy(c).await,
+        "same from either node"
+    );
+    b.set_occupancy(c, "n1", counts(5), t)
+        .await
+        .expect("set occupancy");
+    assert_eq!(
+        a.occupancy(c).await,
+        Ok(list(&[("n1", counts(5)), ("n4", counts(3))])),
+        "a node's new counts replace its old ones"
+    );
+    a.set_occupancy(c, "n1", Occupancy::default(), t)
+        .await
+        .expect("set occupancy");
+    assert_eq!(
+        a.occupancy(c).await,
+        Ok(list(&[("n4", counts(3))])),
+        "zero counts are forgotten"
+    );
+    assert_eq!(
+        a.occupancy("contract:occupancy:none").await,
+        Ok(Vec::new()),
+        "unknown channel"
+    );
+
+    // n1 keeps beating, n4 stops. The members' reap may run first: n4's counts
+    // are still reaped after it, once.
+    a.set_occupancy(c, "n1", counts(1), t)
+        .await
+        .expect("set occupancy");
+    a.heartbeat("n1", t + grace).await.expect("heartbeat");
+    assert_eq!(
+        a.reap_occupancy(t + grace, grace).await,
+        Ok(Vec::new()),
+        "within grace"
+    );
+    b.reap(t + grace + 1, grace).await.expect("reap");
+    let mut gone = a
+        .reap_occupancy(t + grace + 1, grace)
+        .await
+        .expect("reap occupancy");
+    gone.sort();
+    assert_eq!(
+        gone,
+        vec![c.to_owned(), other.to_owned()],
+        "a dead node's counts go, on every channel"
+    );
+    assert_eq!(
+        b.reap_occupancy(t + grace + 2, grace).await,
+        Ok(Vec::new()),
+        "reaped once"
+    );
+    assert_eq!(
+        b.occupancy(c).await,
+        Ok(list(&[("n1", counts(1))])),
+        "a live node's counts stay"
+    );
+    assert_eq!(b.occupancy(other).await, Ok(Vec::new()), "none left");
+
+    // A node that comes back counts again.
+    b.set_occupancy(other, "n4", counts(4), t + 2 * grace)
+        .await
+        .expect("set occupancy");
+    assert_eq!(
+        a.occupancy(other).await,
+        Ok(list(&[("n4", counts(4))])),
+        "counted again"
+    );
+    b.set_occupancy(other, "n4", Occupancy::default(), t + 2 * grace)
+        .await
+        .expect("set occupancy");
+    a.set_occupancy(c, "n1", Occupancy::default(), t + 2 * grace)
+        .await
+        .expect("set occupancy");
 }
 
 #[cfg(test)]

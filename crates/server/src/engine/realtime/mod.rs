@@ -10,7 +10,7 @@
 //!
 //! Key layout, all under [`PREFIX`] (`tw:rt:`), then the app's [`scope`]
 //! (`app:<len>:<appId>:`; empty for a store built with `new`, as the contract
-//! tests do) for the per-app stores (broker, presence, dedupe: two apps may name
+//! tests do) for the per-app stores (broker, presence and occupancy, dedupe: two apps may name
 //! the same channel); connection state is not scoped (connectionIds are unique).
 //! A channel's keys carry
 //! `{<len>:<channel>}` as their hash tag, so that they share one slot (one script
@@ -33,7 +33,10 @@
 //! - `tw:rt:presence:{nodes}:beats` — sorted set: every node by its last
 //!   heartbeat; `tw:rt:presence:{nodes}:channels:<node>` — set: the channels a
 //!   node has entered members on (one slot with the beats, so a heartbeat and
-//!   the index change together).
+//!   the index change together); `…:occupancy:<node>` — set: the channels a
+//!   node has occupancy counts on.
+//! - `tw:rt:occupancy:{<len>:<channel>}:counts` — hash: each node's occupancy
+//!   counts of the channel, summed on read ([`occupancy`]).
 //!
 //! [`ConnectionStateStore::expire`]: tidewire_realtime::engine::ConnectionStateStore::expire
 
@@ -41,6 +44,7 @@ pub mod broker;
 pub mod connection_state;
 pub mod dedupe;
 pub mod fanout;
+pub mod occupancy;
 pub mod presence;
 mod publication;
 

@@ -7,18 +7,22 @@
 //! that channel's slot, which returns what it removed. Concurrent reapers on
 //! any nodes run the same scripts; each member is removed, so returned, by
 //! exactly one of them. A dead node is forgotten last, and only if it has not
-//! beaten since (an enter beats first, so a node that comes back is not lost).
+//! beaten since (an enter beats first, so a node that comes back is not lost)
+//! and its occupancy counts are reaped (see [`super::occupancy`], which shares
+//! these heartbeats): whichever reap runs first, the other still finds it dead.
 
 use bytes::Bytes;
 use tidewire_realtime::engine::{BoxFuture, EngineError, EngineResult, PresenceStore};
+use tidewire_realtime::presence::Occupancy;
 use tidewire_realtime::protocol::PresenceMessage;
 use tidewire_resp::Reply;
 
 use super::{arg, array, bulk, channel_tag, eval, int, run_one, scope, text, Shared, PREFIX};
 
 /// Records a heartbeat at ARGV[2] for node ARGV[1] unless a later one is kept,
-/// and, given ARGV[3], that the node has members on that channel.
-const BEAT: &str = r#"
+/// and, given ARGV[3], that the node has members (or counts: KEYS[2] says which)
+/// on that channel.
+pub(super) const BEAT: &str = r#"
 local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not last or tonumber(last) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -71,10 +75,11 @@ end
 return reaped
 "#;
 
-/// Forgets node ARGV[1] and its channels if its last beat is still before ARGV[2].
+/// Forgets node ARGV[1] and its channels if its last beat is still before ARGV[2]
+/// and none of its occupancy counts are left to reap (KEYS[3], their index).
 const FORGET_NODE: &str = r#"
 local last = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if last and tonumber(last) < tonumber(ARGV[2]) then
+if last and tonumber(last) < tonumber(ARGV[2]) and redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[2])
 end
@@ -84,9 +89,9 @@ return 1
 /// Presence members per channel with node ownership, on the engine (see the
 /// module docs).
 pub struct RedisPresenceStore {
-    cluster: Shared,
+    pub(super) cluster: Shared,
     /// [`PREFIX`] and the app's scope: every key of the store starts with it.
-    prefix: String,
+    pub(super) prefix: String,
 }
 
 impl RedisPresenceStore {
@@ -112,12 +117,14 @@ impl RedisPresenceStore {
         ]
     }
 
-    /// The heartbeats and `node`'s channel set (one slot).
-    fn node_keys(&self, node: &str) -> Vec<String> {
+    /// The heartbeats, `node`'s channel set and its occupancy channel set (one
+    /// slot).
+    pub(super) fn node_keys(&self, node: &str) -> Vec<String> {
         let prefix = &self.prefix;
         vec![
             format!("{prefix}presence:{{nodes}}:beats"),
             format!("{prefix}presence:{{nodes}}:channels:{node}"),
+            format!("{prefix}presence:{{nodes}}:occupancy:{node}"),
         ]
     }
 
@@ -130,7 +137,7 @@ impl RedisPresenceStore {
     }
 
     /// Nodes whose last beat is before `cutoff`.
-    async fn dead_nodes(&self, cutoff: i64) -> EngineResult<Vec<String>> {
+    pub(super) async fn dead_nodes(&self, cutoff: i64) -> EngineResult<Vec<String>> {
         let beats = self.node_keys("").swap_remove(0);
         let argv = vec![
             arg("ZRANGEBYSCORE"),
@@ -145,8 +152,13 @@ impl RedisPresenceStore {
     /// The channels `node` entered members on.
     async fn channels_of(&self, node: &str) -> EngineResult<Vec<String>> {
         let set = self.node_keys(node).swap_remove(1);
-        let argv = vec![arg("SMEMBERS"), arg(set.as_str())];
-        let reply = run_one(&self.cluster, Some(&set), argv, true).await?;
+        self.set_members(&set).await
+    }
+
+    /// The members of the set `set`, as text.
+    pub(super) async fn set_members(&self, set: &str) -> EngineResult<Vec<String>> {
+        let argv = vec![arg("SMEMBERS"), arg(set)];
+        let reply = run_one(&self.cluster, Some(set), argv, true).await?;
         array(reply)?.into_iter().map(text).collect()
     }
 }
@@ -287,5 +299,30 @@ impl PresenceStore for RedisPresenceStore {
             }
             Ok(reaped)
         })
+    }
+
+    fn set_occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+        node: &'a str,
+        counts: Occupancy,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<()>> {
+        Box::pin(self.set_occupancy_now(channel, node, counts, now_ms))
+    }
+
+    fn occupancy<'a>(
+        &'a self,
+        channel: &'a str,
+    ) -> BoxFuture<'a, EngineResult<Vec<(String, Occupancy)>>> {
+        Box::pin(self.occupancy_now(channel))
+    }
+
+    fn reap_occupancy(
+        &self,
+        now_ms: i64,
+        grace_ms: i64,
+    ) -> BoxFuture<'_, EngineResult<Vec<String>>> {
+        Box::pin(self.reap_occupancy_now(now_ms, grace_ms))
     }
 }

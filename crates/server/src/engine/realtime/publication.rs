@@ -37,6 +37,7 @@ enum WirePayload {
     },
     Annotation(Box<Annotation>),
     Presence(Vec<PresenceMessage>),
+    Occupancy(String),
 }
 
 fn origin_code(origin: Origin) -> u8 {
@@ -65,6 +66,7 @@ pub fn encode(p: &Publication) -> Vec<u8> {
         },
         Payload::Annotation(a) => WirePayload::Annotation(a.clone()),
         Payload::Presence(events) => WirePayload::Presence(events.clone()),
+        Payload::Occupancy(name) => WirePayload::Occupancy(name.clone()),
     };
     let wire = Wire {
         channel: p.channel.clone(),
@@ -89,6 +91,7 @@ pub fn decode(bytes: &[u8], first: u64) -> Option<Publication> {
         WirePayload::Version { stored, sent } => Payload::Version { stored, sent },
         WirePayload::Annotation(a) => Payload::Annotation(a),
         WirePayload::Presence(events) => Payload::Presence(events),
+        WirePayload::Occupancy(name) => Payload::Occupancy(name),
     };
     let mut p = Publication {
         channel: wire.channel,
@@ -143,7 +146,7 @@ pub fn history_bodies(p: &Publication) -> Vec<Vec<u8>> {
             .iter()
             .map(|m| body(MESSAGE, m))
             .collect(),
-        Payload::Annotation(_) => Vec::new(),
+        Payload::Annotation(_) | Payload::Occupancy(_) => Vec::new(),
     }
 }
 
@@ -233,6 +236,8 @@ mod tests {
                 sent: Box::default(),
             },
             Payload::Annotation(Box::default()),
+            Payload::Presence(vec![PresenceMessage::default()]),
+            Payload::Occupancy("[?rewind=1]c".into()),
         ] {
             let p = publication(payload);
             let first = 1_800_000_000_123_000;
