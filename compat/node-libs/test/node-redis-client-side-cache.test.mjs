@@ -1,12 +1,8 @@
 // node-redis v5's client-side caching (`clientSideCache`, RESP3 only): on connect
 // it sends `CLIENT TRACKING ON`, serves repeated reads from memory and drops an
-// entry when the server pushes an `invalidate` message for its key.
-//
-// SERVER GAP (fails on tidewire as of this commit): tidewire answers
-// `CLIENT TRACKING ON` with `ERR unknown subcommand 'TRACKING'. Try CLIENT HELP.`,
-// so a node-redis client created with `clientSideCache` never finishes
-// connecting (with the default reconnect strategy it retries forever). Passes on
-// redis-server 7.0.15.
+// entry when the server pushes an `invalidate` message for its key. A client
+// that cannot turn tracking on never finishes connecting (with the default
+// reconnect strategy it retries forever), hence the bounded connect below.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from 'redis';
