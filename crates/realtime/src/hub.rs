@@ -539,6 +539,23 @@ impl Hub {
         names
     }
 
+    /// The channels active on any node (attachments or presence members there,
+    /// as the engine's occupancy counts tell), starting with `prefix`, sorted.
+    pub async fn channel_names_everywhere(&self, prefix: &str) -> Result<Vec<String>, AblyError> {
+        let mut names = self.channel_names(prefix);
+        names.extend(
+            self.engine
+                .presence
+                .occupied_channels()
+                .await?
+                .into_iter()
+                .filter(|n| n.starts_with(prefix)),
+        );
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// Forgets `name` if nobody is attached and nobody else holds it. Holding the
     /// write lock while checking the reference count makes this race-free: new users
     /// must take the lock to obtain the channel.

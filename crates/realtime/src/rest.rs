@@ -929,7 +929,8 @@ async fn list_channels(
             .unwrap_or(DEFAULT_LIMIT)
             .clamp(1, MAX_LIMIT);
         let names: Vec<String> = hub
-            .channel_names(prefix)
+            .channel_names_everywhere(prefix)
+            .await?
             .into_iter()
             .filter(|n| p.capability.allows(n, ops::CHANNEL_METADATA))
             .take(limit)

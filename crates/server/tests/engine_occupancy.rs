@@ -197,6 +197,19 @@ async fn occupancy_counts_every_node_and_a_killed_one_stops_counting() {
         "the channel status from every node counts every node"
     );
 
+    // The channel list of a node lists a channel active on another node only.
+    let mut solo = connect(&hb, "").await;
+    attach_with(&mut solo, "occ:only-on-b", None).await;
+    let listed = common::eventually(|| async {
+        let names = ably_support::get(&ha, KEY, "/channels?by=id&prefix=occ:").await;
+        names
+            .as_array()
+            .is_some_and(|n| n.iter().any(|c| c == "occ:only-on-b"))
+    })
+    .await;
+    assert!(listed, "node A lists the channel attached on node B alone");
+    drop(solo);
+
     // C dies without a word: once reaped, it counts no more.
     tokio::task::spawn_blocking(move || nc.kill9())
         .await

@@ -108,6 +108,10 @@ pub trait PresenceStore: Send + Sync {
         now_ms: i64,
         grace_ms: i64,
     ) -> BoxFuture<'_, EngineResult<Vec<String>>>;
+
+    /// Every channel some node has counts on (a dead node's until they are
+    /// reaped), in no particular order: the channels active anywhere.
+    fn occupied_channels(&self) -> BoxFuture<'_, EngineResult<Vec<String>>>;
 }
 
 type Key = (String, String);
@@ -295,6 +299,10 @@ impl PresenceStore for MemoryPresenceStore {
             !counts.is_empty()
         });
         ready(Ok(reaped))
+    }
+
+    fn occupied_channels(&self) -> BoxFuture<'_, EngineResult<Vec<String>>> {
+        ready(Ok(self.lock().occupancy.keys().cloned().collect()))
     }
 }
 
@@ -501,6 +509,15 @@ async fn occupancy_contract(
         b.occupancy(c).await,
         "same from either node"
     );
+    for store in [a, b] {
+        let mut occupied = store.occupied_channels().await.expect("occupied");
+        occupied.sort();
+        assert_eq!(
+            occupied,
+            vec![c.to_owned(), other.to_owned()],
+            "the channels with counts, from either node"
+        );
+    }
     b.set_occupancy(c, "n1", counts(5), t)
         .await
         .expect("set occupancy");

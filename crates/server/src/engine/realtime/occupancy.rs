@@ -140,6 +140,24 @@ impl RedisPresenceStore {
         Ok(list)
     }
 
+    /// The union of every heartbeating node's occupancy index (one slot).
+    pub(super) async fn occupied_channels_now(&self) -> EngineResult<Vec<String>> {
+        let beats = self.node_keys("").swap_remove(0);
+        let argv = vec![arg("ZRANGE"), arg(beats.as_str()), arg("0"), arg("-1")];
+        let nodes = array(run_one(&self.cluster, Some(&beats), argv, true).await?)?;
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut argv = vec![arg("SUNION")];
+        for node in nodes {
+            argv.push(arg(self.occupancy_node_keys(&text(node)?).swap_remove(1)));
+        }
+        array(run_one(&self.cluster, Some(&beats), argv, true).await?)?
+            .into_iter()
+            .map(text)
+            .collect()
+    }
+
     pub(super) async fn reap_occupancy_now(
         &self,
         now_ms: i64,

@@ -325,4 +325,8 @@ impl PresenceStore for RedisPresenceStore {
     ) -> BoxFuture<'_, EngineResult<Vec<String>>> {
         Box::pin(self.reap_occupancy_now(now_ms, grace_ms))
     }
+
+    fn occupied_channels(&self) -> BoxFuture<'_, EngineResult<Vec<String>>> {
+        Box::pin(self.occupied_channels_now())
+    }
 }
