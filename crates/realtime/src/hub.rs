@@ -1560,10 +1560,11 @@ impl BrokerHandler for Hub {
     /// holding later publications back until then (see
     /// [`Channel::begin_recovery`]).
     fn on_gap(&self, channel: &str) {
-        let Some(ch) = self.existing_channel(channel) else {
+        let (Some(ch), Some(hub)) = (self.existing_channel(channel), self.me.upgrade()) else {
             return;
         };
-        let (Some(from), Some(hub)) = (ch.begin_recovery(), self.me.upgrade()) else {
+        // Held from here until the task below finishes the recovery.
+        let Some(from) = ch.begin_recovery() else {
             return;
         };
         let channel = channel.to_owned();
