@@ -805,7 +805,9 @@ impl Channel {
                 }
                 0
             }
-            Payload::Annotation(ann) => {
+            Payload::Annotation {
+                annotation: ann, ..
+            } => {
                 Self::advance(&self.name, st, last);
                 let rendered = format_serial(last);
                 let frame = SharedFrame::new(ProtocolMessage {

@@ -78,8 +78,6 @@ pub struct Hub {
     observers: broadcast::Sender<Arc<ChannelEvent>>,
     sweeper_started: std::sync::atomic::AtomicBool,
     stats: crate::stats::Stats,
-    /// Annotations by channel and annotated message serial, in publish order.
-    annotations: Mutex<HashMap<(String, String), Vec<crate::protocol::Annotation>>>,
     /// Messages published (after dedupe) and messages delivered to subscribers,
     /// since start (`/metrics`).
     messages_in: AtomicU64,
@@ -290,7 +288,6 @@ impl Hub {
             observers,
             sweeper_started: std::sync::atomic::AtomicBool::new(false),
             stats: crate::stats::Stats::default(),
-            annotations: Mutex::new(HashMap::new()),
             messages_in: AtomicU64::new(0),
             messages_out: AtomicU64::new(0),
         });
@@ -1013,7 +1010,10 @@ impl Hub {
                 proto_id.to_owned(),
                 now,
                 Origin::Rest,
-                Payload::Annotation(Box::new(a)),
+                Payload::Annotation {
+                    annotation: Box::new(a),
+                    all: Vec::new(),
+                },
             );
             let published = self.engine.broker.publish(publication).await;
             drop(ch);
@@ -1023,14 +1023,21 @@ impl Hub {
         Ok(())
     }
 
-    /// The annotations of message `serial`, in publish order.
-    pub fn annotations_of(&self, channel: &str, serial: &str) -> Vec<crate::protocol::Annotation> {
-        self.annotations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(channel.to_owned(), serial.to_owned()))
-            .cloned()
-            .unwrap_or_default()
+    /// The annotations of message `serial`, in publish order, from the broker
+    /// (so on a shared engine those published through any node).
+    pub async fn annotations_of(
+        &self,
+        channel: &str,
+        serial: &str,
+    ) -> Result<Vec<crate::protocol::Annotation>, AblyError> {
+        let Some(position) = crate::channel::parse_serial(serial) else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .engine
+            .broker
+            .annotations(channel, position, now_ms())
+            .await?)
     }
 
     /// Delay that coalesces occupancy changes into one `[meta]occupancy` event.
@@ -1523,7 +1530,7 @@ impl BrokerHandler for Hub {
                 None
             }
             Payload::Version { .. } => None,
-            Payload::Annotation(ann) => self.record_annotation(&p.channel, ann),
+            Payload::Annotation { all, .. } => annotation_summary(all),
             Payload::Presence(events) => {
                 // This node's own events reached its subscribers when applied.
                 if p.node != self.node_id {
@@ -1668,24 +1675,6 @@ impl Hub {
                 local: p.node == self.node_id,
             }));
         }
-    }
-
-    /// Keeps a delivered annotation and makes the annotated message's new summary.
-    fn record_annotation(
-        &self,
-        channel: &str,
-        ann: &crate::protocol::Annotation,
-    ) -> Option<Message> {
-        let target = ann.message_serial.clone()?;
-        let mut all = self.annotations.lock().unwrap_or_else(|p| p.into_inner());
-        let list = all.entry((channel.to_owned(), target.clone())).or_default();
-        list.push(ann.clone());
-        Some(Message {
-            action: Some(crate::protocol::message_actions::SUMMARY),
-            serial: Some(target),
-            annotations: Some(serde_json::json!({"summary": summarise(list)})),
-            ..Default::default()
-        })
     }
 
     /// Attaches `sub` to `channel` with `backlog` replayed: reads the broker (for a
@@ -1997,6 +1986,18 @@ pub fn mutation_op(action: u64) -> Result<&'static str, AblyError> {
 /// type's suffix): `total.v1` counts, `flag.v1` counts distinct clients,
 /// `distinct.v1` / `unique.v1` count distinct clients per name, `multiple.v1`
 /// counts per name and client. Deletes (action 1) take a client's annotation back.
+/// The annotated message's summary after a delivered annotation, from every
+/// annotation of the message up to it (the broker's `all`, in position order).
+fn annotation_summary(all: &[crate::protocol::Annotation]) -> Option<Message> {
+    let target = all.last()?.message_serial.clone()?;
+    Some(Message {
+        action: Some(crate::protocol::message_actions::SUMMARY),
+        serial: Some(target),
+        annotations: Some(serde_json::json!({"summary": summarise(all)})),
+        ..Default::default()
+    })
+}
+
 fn summarise(list: &[crate::protocol::Annotation]) -> serde_json::Value {
     use std::collections::BTreeMap;
     // type -> name -> client -> count (creates minus deletes)
@@ -2797,6 +2798,14 @@ mod tests {
         {
             self.inner.versions(c, serial, now)
         }
+        fn annotations<'a>(
+            &'a self,
+            c: &'a str,
+            serial: u64,
+            now: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Vec<crate::protocol::Annotation>>> {
+            self.inner.annotations(c, serial, now)
+        }
         fn expire(&self, now: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {
             self.inner.expire(now)
         }
@@ -2879,6 +2888,14 @@ mod tests {
             _: i64,
         ) -> BoxFuture<'a, crate::engine::EngineResult<Vec<crate::history::StoredMessage>>>
         {
+            crate::engine::ready(Err(crate::engine::EngineError("down".into())))
+        }
+        fn annotations<'a>(
+            &'a self,
+            _: &'a str,
+            _: u64,
+            _: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Vec<crate::protocol::Annotation>>> {
             crate::engine::ready(Err(crate::engine::EngineError("down".into())))
         }
         fn expire(&self, _: i64) -> BoxFuture<'_, crate::engine::EngineResult<()>> {

@@ -643,7 +643,7 @@ async fn list_annotations(
     Query(q): Params,
 ) -> Response {
     let ctx = RestCtx::new(&hub, &headers, &q);
-    let r = (|| {
+    let r: Result<Response, AblyError> = async {
         let p = ctx.principal()?;
         validate_channel_name(&channel)?;
         require(&p, &channel, ops::HISTORY)?;
@@ -651,7 +651,7 @@ async fn list_annotations(
             .unwrap_or(DEFAULT_LIMIT)
             .clamp(1, MAX_LIMIT);
         let from = parse_num::<usize>(&q, "cursor")?.unwrap_or(0);
-        let all = hub.annotations_of(&channel, &serial);
+        let all = hub.annotations_of(&channel, &serial).await?;
         let page: Vec<serde_json::Value> = all
             .iter()
             .skip(from)
@@ -670,7 +670,8 @@ async fn list_annotations(
             ));
         }
         Ok(ctx.reply(StatusCode::OK, Payload::Value(page.into()), Some(link)))
-    })();
+    }
+    .await;
     ctx.finish(r)
 }
 

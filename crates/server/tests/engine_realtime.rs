@@ -5,7 +5,7 @@
 //! the others, an attach there syncs it and its presence history reads the
 //! same there; an idempotent publish offered on two nodes is
 //! delivered once; a message published through one node is updated through
-//! another; a connection resumes on another node with what it missed; a node
+//! another, and annotated through two with one summary; a connection resumes on another node with what it missed; a node
 //! whose subscriber connection to the engine was lost delivers what was
 //! published meanwhile; the Redis pub/sub bridge spans the nodes.
 //!
@@ -254,6 +254,50 @@ async fn three_nodes_are_one_realtime_deployment() {
             vec!["draft", "final", "final!"],
             "{who} lists every version: {versions}"
         );
+    }
+
+    // Annotations through nodes 1 and 2, the first before node 3 has anyone
+    // on the channel: node 3's subscriber gets a summary counting both, and
+    // every node lists both.
+    let mut watcher3 = None;
+    for (n, name) in [(&n1, "like"), (&n2, "love")] {
+        if name == "love" {
+            let mut ws = connect(&n3, None).await;
+            attach(&mut ws, doc).await;
+            watcher3 = Some(ws);
+        }
+        let r = reqwest::Client::new()
+            .post(format!(
+                "http://{}/channels/{doc}/messages/{serial}/annotations",
+                n.http_addr
+            ))
+            .header("Authorization", auth())
+            .json(&json!({"type": "reaction:distinct.v1", "name": name}))
+            .send()
+            .await
+            .expect("REST annotation");
+        assert!(r.status().is_success(), "annotation: {}", r.status());
+    }
+    let mut watcher3 = watcher3.expect("attached on node 3");
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    let mut summary = Value::Null;
+    while summary["like"].is_null() || summary["love"].is_null() {
+        let frame = ably_support::action_before(&mut watcher3, 15, deadline)
+            .await
+            .unwrap_or_else(|| panic!("a summary counting both, last: {summary}"));
+        if let Some(s) =
+            frame["messages"][0]["annotations"]["summary"]["reaction:distinct.v1"].as_object()
+        {
+            summary = Value::Object(s.clone());
+        }
+    }
+    for n in [&n1, &n3] {
+        let listed = get(n, &format!("/channels/{doc}/messages/{serial}/annotations")).await;
+        let names: Vec<&str> = listed
+            .as_array()
+            .map(|l| l.iter().filter_map(|a| a["name"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(names, vec!["like", "love"], "listed from {}", n.http_addr);
     }
 
     // Nothing left over on node 2's subscriber.

@@ -30,8 +30,15 @@ pub enum Payload {
         stored: Box<Message>,
         sent: Box<Message>,
     },
-    /// An annotation: takes one position, not kept in history.
-    Annotation(Box<Annotation>),
+    /// An annotation: takes one position, not kept in history; the broker keeps
+    /// it with its message's other annotations ([`Broker::annotations`]).
+    /// `all` is empty when published; when delivered, the broker has filled it
+    /// with every annotation of the message up to this one (included), in
+    /// position order, so that every node summarises the same list.
+    Annotation {
+        annotation: Box<Annotation>,
+        all: Vec<Annotation>,
+    },
     /// Presence events one node applied to its members (enters, updates, leaves,
     /// in that node's order): no position, not kept in history. The other nodes
     /// pass them to their presence subscribers; the members themselves are in
@@ -74,7 +81,7 @@ impl Publication {
     pub fn positions_needed(&self) -> usize {
         match &self.payload {
             Payload::Messages(m) => m.len(),
-            Payload::Version { .. } | Payload::Annotation(_) => 1,
+            Payload::Version { .. } | Payload::Annotation { .. } => 1,
             Payload::Presence(_) | Payload::Occupancy(_) => 0,
         }
     }
@@ -85,6 +92,18 @@ impl Publication {
         match &self.payload {
             Payload::Version { stored, .. } => stored
                 .serial
+                .as_deref()
+                .and_then(crate::channel::parse_serial),
+            _ => None,
+        }
+    }
+
+    /// The position of the message an annotation annotates; `None` for any
+    /// other payload.
+    pub fn annotation_of(&self) -> Option<u64> {
+        match &self.payload {
+            Payload::Annotation { annotation, .. } => annotation
+                .message_serial
                 .as_deref()
                 .and_then(crate::channel::parse_serial),
             _ => None,
@@ -120,8 +139,8 @@ impl Publication {
                     }
                 }
             }
-            Payload::Annotation(a) => {
-                a.serial = positions.first().map(|p| format_serial(*p));
+            Payload::Annotation { annotation, .. } => {
+                annotation.serial = positions.first().map(|p| format_serial(*p));
             }
             Payload::Presence(_) | Payload::Occupancy(_) => {}
         }
@@ -170,7 +189,7 @@ impl Publication {
                 .first()
                 .map(|p| vec![entry(*p, stored.as_ref())])
                 .unwrap_or_default(),
-            Payload::Annotation(_) | Payload::Presence(_) | Payload::Occupancy(_) => Vec::new(),
+            Payload::Annotation { .. } | Payload::Presence(_) | Payload::Occupancy(_) => Vec::new(),
         }
     }
 }
@@ -267,6 +286,16 @@ pub trait Broker: Send + Sync {
         now_ms: i64,
     ) -> BoxFuture<'a, EngineResult<Vec<StoredMessage>>>;
 
+    /// The annotations of the message at position `serial`, stamped, in
+    /// position order, from every node, for as long as their channel's history
+    /// would keep them.
+    fn annotations<'a>(
+        &'a self,
+        channel: &'a str,
+        serial: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Vec<Annotation>>>;
+
     /// Drops expired state; the hub calls it periodically.
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>>;
 
@@ -329,10 +358,14 @@ pub struct MemoryBroker {
     /// Later versions by (channel, original position), each with when it
     /// expires (ms), as history keeps it.
     versions: Mutex<HashMap<(String, u64), Vec<ExpiringVersion>>>,
+    /// Annotations by (channel, annotated position), each with when it expires.
+    annotations: Mutex<HashMap<(String, u64), Vec<ExpiringAnnotation>>>,
 }
 
 /// A later version of a message with when it expires (ms).
 type ExpiringVersion = (i64, StoredMessage);
+/// An annotation with when it expires (ms).
+type ExpiringAnnotation = (i64, Annotation);
 
 impl MemoryBroker {
     pub fn new(history: Arc<dyn HistoryStore>) -> Self {
@@ -341,6 +374,7 @@ impl MemoryBroker {
             channels: RwLock::new(HashMap::new()),
             handlers: RwLock::new(Vec::new()),
             versions: Mutex::new(HashMap::new()),
+            annotations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -415,6 +449,21 @@ impl MemoryBroker {
             let positions =
                 self.take_positions(&mut pos, &p.channel, p.positions_needed(), p.timestamp);
             p.stamp(positions);
+        }
+        if let Some(of) = p.annotation_of() {
+            let expires = p
+                .timestamp
+                .saturating_add(i64::try_from(p.retention.as_millis()).unwrap_or(i64::MAX));
+            let mut lists = self.annotations.lock().unwrap_or_else(|e| e.into_inner());
+            let list = lists.entry((p.channel.clone(), of)).or_default();
+            if let Payload::Annotation { annotation, all } = &mut p.payload {
+                list.push((expires, annotation.as_ref().clone()));
+                *all = list
+                    .iter()
+                    .filter(|(e, _)| *e > p.timestamp)
+                    .map(|(_, a)| a.clone())
+                    .collect();
+            }
         }
         let presence = p.presence_history_messages();
         if !presence.is_empty() {
@@ -523,8 +572,34 @@ impl Broker for MemoryBroker {
         ready(Ok(live))
     }
 
+    fn annotations<'a>(
+        &'a self,
+        channel: &'a str,
+        serial: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Vec<Annotation>>> {
+        let all = self.annotations.lock().unwrap_or_else(|e| e.into_inner());
+        let live = all
+            .get(&(channel.to_owned(), serial))
+            .map(|v| {
+                v.iter()
+                    .filter(|(expires, _)| *expires > now_ms)
+                    .map(|(_, a)| a.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ready(Ok(live))
+    }
+
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>> {
         self.history.expire(now_ms);
+        self.annotations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, v| {
+                v.retain(|(expires, _)| *expires > now_ms);
+                !v.is_empty()
+            });
         self.versions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -759,7 +834,10 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
         }
     }
     let mut annotation = publication(c, &[], now_ms);
-    annotation.payload = Payload::Annotation(Box::default());
+    annotation.payload = Payload::Annotation {
+        annotation: Box::default(),
+        all: Vec::new(),
+    };
     let an = a.publish(annotation).await.expect("annotation");
     assert!(an.positions[0] > v.positions[0], "annotation after version");
     let tail = a
@@ -969,6 +1047,71 @@ pub async fn contract_suite(a: Arc<dyn Broker>, b: Arc<dyn Broker>, now_ms: i64)
                 .is_empty(),
             "another message has no versions"
         );
+    }
+
+    // Annotations: kept per message, listed from either node in position
+    // order, and each delivered with every annotation of its message so far.
+    for node in [&a, &b] {
+        node.subscribe(versioned).await.expect("subscribe");
+    }
+    let annotate = |name: &str| Publication {
+        payload: Payload::Annotation {
+            annotation: Box::new(Annotation {
+                name: Some(name.to_owned()),
+                kind: Some("reaction:distinct.v1".into()),
+                message_serial: Some(format_serial(of)),
+                ..Default::default()
+            }),
+            all: Vec::new(),
+        },
+        ..publication(versioned, &[], now_ms)
+    };
+    let x1 = a.publish(annotate("x1")).await.expect("annotation");
+    let x2 = b.publish(annotate("x2")).await.expect("annotation");
+    let expected = vec![
+        (Some("x1".to_owned()), Some(format_serial(x1.positions[0]))),
+        (Some("x2".to_owned()), Some(format_serial(x2.positions[0]))),
+    ];
+    for (who, broker) in [("a", &a), ("b", &b)] {
+        let listed = broker
+            .annotations(versioned, of, now_ms)
+            .await
+            .expect("annotations");
+        assert_eq!(
+            listed
+                .iter()
+                .map(|x| (x.name.clone(), x.serial.clone()))
+                .collect::<Vec<_>>(),
+            expected,
+            "node {who} lists both annotations, stamped, in position order"
+        );
+    }
+    for (who, node) in [("a", &node_a), ("b", &node_b)] {
+        let delivered_all = |node: &Node| -> Vec<usize> {
+            node.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter_map(|(ch, _, p)| match p {
+                    Payload::Annotation { all, .. } if ch == versioned => Some(all.len()),
+                    _ => None,
+                })
+                .collect()
+        };
+        for _ in 0..200 {
+            if delivered_all(node).len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            delivered_all(node),
+            vec![1, 2],
+            "node {who} gets each annotation with its message's annotations so far"
+        );
+    }
+    for node in [&a, &b] {
+        node.unsubscribe(versioned).await.expect("unsubscribe");
     }
 
     // Channels are independent.

@@ -29,6 +29,7 @@ use tidewire_realtime::engine::{
 };
 use tidewire_realtime::history::{self, Direction, HistoryQuery, StoredMessage};
 use tidewire_realtime::hub::{presence_history_key, PRESENCE_HISTORY_PREFIX};
+use tidewire_realtime::protocol::Annotation;
 use tidewire_resp::Reply;
 
 use super::fanout::{Fanout, Listener};
@@ -51,18 +52,20 @@ const MAX_ENTRIES: usize = 100_000;
 /// (longer with its history); after that the time floor keeps positions new.
 const POSITION_TTL_MS: i64 = 60_000;
 
-/// KEYS: position, history, and for a new version of a message its versions
-/// list, for presence events the presence history's position and history.
-/// ARGV: shard channel, positions needed, time floor
-/// (ms * 1000), now (ms), history TTL (ms), max entries, position TTL (ms),
-/// fan-out body, history bodies… Returns the first position (0 for a
-/// publication that takes none, presence events: fanned out, nothing kept).
+/// KEYS: position, history, then for a new version of a message or an
+/// annotation the message's versions or annotations list, for presence events
+/// the presence history's position and history. ARGV: shard channel, positions
+/// needed, time floor (ms * 1000), now (ms), history TTL (ms), max entries,
+/// position TTL (ms), fan-out body, list entry ('' for none), whether the
+/// fan-out carries the list ('1'), history bodies… Returns the first position
+/// (0 for a publication that takes none: presence events, kept in the presence
+/// history only, and occupancy changes).
 const PUBLISH: &str = r#"
 local n = tonumber(ARGV[2])
 -- Presence events take no position of the channel's: their entries go to the
 -- channel's presence history (KEYS[3], KEYS[4]), numbered on its own.
 local count, pos, hist = n, KEYS[1], KEYS[2]
-if n == 0 then count, pos, hist = #ARGV - 8, KEYS[3], KEYS[4] end
+if n == 0 then count, pos, hist = #ARGV - 10, KEYS[3], KEYS[4] end
 local first = 0
 if count > 0 then
   local last = tonumber(redis.call('GET', pos) or '0')
@@ -74,11 +77,11 @@ if count > 0 then
   local final = first + count - 1
   local ttl = tonumber(ARGV[5])
   redis.call('SET', pos, string.format('%.0f', final), 'PX', math.max(ttl, tonumber(ARGV[7])))
-  for i = 9, #ARGV do
-    local at = first + i - 9
+  for i = 11, #ARGV do
+    local at = first + i - 11
     redis.call('ZADD', hist, string.format('%.0f', at), string.format('%016.0f', at) .. ARGV[i])
   end
-  if #ARGV >= 9 then
+  if #ARGV >= 11 then
     local now = tonumber(ARGV[4])
     local oldest = redis.call('ZRANGE', hist, 0, 99)
     local expired = 0
@@ -90,17 +93,26 @@ if count > 0 then
     local over = redis.call('ZCARD', hist) - tonumber(ARGV[6])
     if over > 0 then redis.call('ZREMRANGEBYRANK', hist, 0, over - 1) end
     if redis.call('PTTL', hist) < ttl then redis.call('PEXPIRE', hist, ttl) end
-    if n > 0 and KEYS[3] then
-      redis.call('RPUSH', KEYS[3], string.format('%016.0f', first) .. ARGV[9])
-      redis.call('PEXPIRE', KEYS[3], ttl)
-    end
+  end
+  if n > 0 and KEYS[3] and ARGV[9] ~= '' then
+    redis.call('RPUSH', KEYS[3], string.format('%016.0f', first) .. ARGV[9])
+    if redis.call('PTTL', KEYS[3]) < ttl then redis.call('PEXPIRE', KEYS[3], ttl) end
   end
 end
 if n == 0 then
   redis.call('SPUBLISH', ARGV[1], '0\n' .. ARGV[8])
   return 0
 end
-redis.call('SPUBLISH', ARGV[1], string.format('%.0f', first) .. '\n' .. ARGV[8])
+local head = string.format('%.0f', first)
+if ARGV[10] == '1' then
+  local parts = {head, ';', tostring(#ARGV[8]), '\n', ARGV[8]}
+  for _, m in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    parts[#parts + 1] = tostring(#m) .. '\n' .. m
+  end
+  redis.call('SPUBLISH', ARGV[1], table.concat(parts))
+else
+  redis.call('SPUBLISH', ARGV[1], head .. '\n' .. ARGV[8])
+end
 return first
 "#;
 
@@ -145,9 +157,10 @@ end
 return {string.format('%.0f', pos), out}
 "#;
 
-/// KEYS: a message's versions list. ARGV: now (ms). Returns the versions that
-/// have not expired, oldest first (each kept as long as history keeps it).
-const VERSIONS: &str = r#"
+/// KEYS: a message's versions or annotations list. ARGV: now (ms). Returns
+/// the members that have not expired, oldest first (each kept as long as
+/// history keeps what its publication appended).
+const LIST: &str = r#"
 local now = tonumber(ARGV[1])
 local out = {}
 for _, m in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
@@ -198,14 +211,33 @@ impl RedisBroker {
         }
     }
 
-    /// The list of the later versions of the message at `serial` on `channel`
-    /// (in the channel's slot).
-    fn versions_key(&self, channel: &str, serial: u64) -> String {
+    /// The list of the message at `serial` on `channel` named `what`
+    /// (`versions`, `annotations`), in the channel's slot.
+    fn list_key(&self, channel: &str, what: &str, serial: u64) -> String {
         format!(
-            "{}broker:{}:versions:{serial}",
+            "{}broker:{}:{what}:{serial}",
             self.prefix,
             channel_tag(channel)
         )
+    }
+
+    /// The live members of a message's list.
+    async fn list(&self, key: String, now_ms: i64) -> EngineResult<Vec<Bytes>> {
+        let reply = eval(
+            &self.cluster,
+            LIST,
+            &[key],
+            vec![arg(now_ms.to_string())],
+            true,
+        )
+        .await?;
+        Ok(array(reply)?
+            .into_iter()
+            .filter_map(|m| match m {
+                Reply::Bulk(b) => Some(b),
+                _ => None,
+            })
+            .collect())
     }
 
     /// A channel's keys. A channel's presence history (read as the channel
@@ -238,10 +270,23 @@ impl RedisBroker {
             arg(MAX_ENTRIES.to_string()),
             arg(POSITION_TTL_MS.to_string()),
             Bytes::from(publication::encode(&p)),
+            Bytes::from(publication::list_entry(&p)),
+            arg(if p.annotation_of().is_some() {
+                "1"
+            } else {
+                "0"
+            }),
         ];
         args.extend(publication::history_bodies(&p).into_iter().map(Bytes::from));
         let mut script_keys = keys.both();
-        script_keys.extend(p.version_of().map(|of| self.versions_key(&p.channel, of)));
+        script_keys.extend(
+            p.version_of()
+                .map(|of| self.list_key(&p.channel, "versions", of))
+                .or_else(|| {
+                    p.annotation_of()
+                        .map(|of| self.list_key(&p.channel, "annotations", of))
+                }),
+        );
         if matches!(p.payload, Payload::Presence(_)) {
             script_keys.extend(self.keys(&presence_history_key(&p.channel)).both());
         }
@@ -359,21 +404,29 @@ impl Broker for RedisBroker {
         now_ms: i64,
     ) -> BoxFuture<'a, EngineResult<Vec<StoredMessage>>> {
         Box::pin(async move {
-            let key = self.versions_key(channel, serial);
-            let reply = eval(
-                &self.cluster,
-                VERSIONS,
-                &[key],
-                vec![arg(now_ms.to_string())],
-                true,
-            )
-            .await?;
-            Ok(array(reply)?
-                .into_iter()
-                .filter_map(|m| match m {
-                    Reply::Bulk(b) => publication::history_entry(&b),
-                    _ => None,
-                })
+            let key = self.list_key(channel, "versions", serial);
+            Ok(self
+                .list(key, now_ms)
+                .await?
+                .iter()
+                .filter_map(|m| publication::history_entry(m))
+                .collect())
+        })
+    }
+
+    fn annotations<'a>(
+        &'a self,
+        channel: &'a str,
+        serial: u64,
+        now_ms: i64,
+    ) -> BoxFuture<'a, EngineResult<Vec<Annotation>>> {
+        Box::pin(async move {
+            let key = self.list_key(channel, "annotations", serial);
+            Ok(self
+                .list(key, now_ms)
+                .await?
+                .iter()
+                .filter_map(|m| publication::annotation_entry(m, now_ms))
                 .collect())
         })
     }

@@ -528,20 +528,28 @@ impl Inner {
 
     /// Hands one fanned-out publication to every interested listener's handlers.
     fn deliver(&self, channel: &str, payload: &[u8]) {
-        let Some((first, body)) = split_envelope(payload) else {
+        let Some(envelope) = publication::Envelope::parse(payload) else {
             tracing::warn!(
                 channel,
                 "realtime fan-out: a message that is not a publication"
             );
             return;
         };
-        let Some(p) = publication::decode(body, first) else {
+        let Some(mut p) = publication::decode(envelope.body, envelope.first) else {
             tracing::warn!(
                 channel,
                 "realtime fan-out: a publication that does not decode"
             );
             return;
         };
+        if let tidewire_realtime::engine::Payload::Annotation { all, .. } = &mut p.payload {
+            // Expired by the annotation's own time: what the message had then.
+            *all = envelope
+                .list
+                .iter()
+                .filter_map(|m| publication::annotation_entry(m, p.timestamp))
+                .collect();
+        }
         let (handlers, delivered) = {
             let st = self.state.lock();
             let Some(sub) = st.channels.get(channel) else {
@@ -555,28 +563,5 @@ impl Inner {
         if let Some(last) = p.last_position() {
             delivered.send_modify(|d| *d = (*d).max(last));
         }
-    }
-}
-
-/// The fan-out message: the first position in decimal, a newline, then the
-/// publication (see [`publication::encode`]).
-fn split_envelope(payload: &[u8]) -> Option<(u64, &[u8])> {
-    let at = payload.iter().position(|b| *b == b'\n')?;
-    let first = std::str::from_utf8(&payload[..at]).ok()?.parse().ok()?;
-    Some((first, &payload[at + 1..]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelopes_split_into_position_and_body() {
-        assert_eq!(
-            split_envelope(b"1800000000000001\nbody"),
-            Some((1_800_000_000_000_001, &b"body"[..]))
-        );
-        assert_eq!(split_envelope(b"no newline"), None);
-        assert_eq!(split_envelope(b"x\nbody"), None);
     }
 }

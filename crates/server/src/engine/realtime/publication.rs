@@ -64,7 +64,9 @@ pub fn encode(p: &Publication) -> Vec<u8> {
             stored: stored.clone(),
             sent: sent.clone(),
         },
-        Payload::Annotation(a) => WirePayload::Annotation(a.clone()),
+        // Without `all`: the script sends the message's annotations beside the
+        // publication (see [`Envelope`]).
+        Payload::Annotation { annotation, .. } => WirePayload::Annotation(annotation.clone()),
         Payload::Presence(events) => WirePayload::Presence(events.clone()),
         Payload::Occupancy(name) => WirePayload::Occupancy(name.clone()),
     };
@@ -89,7 +91,10 @@ pub fn decode(bytes: &[u8], first: u64) -> Option<Publication> {
     let payload = match wire.payload {
         WirePayload::Messages(m) => Payload::Messages(m),
         WirePayload::Version { stored, sent } => Payload::Version { stored, sent },
-        WirePayload::Annotation(a) => Payload::Annotation(a),
+        WirePayload::Annotation(annotation) => Payload::Annotation {
+            annotation,
+            all: Vec::new(),
+        },
         WirePayload::Presence(events) => Payload::Presence(events),
         WirePayload::Occupancy(name) => Payload::Occupancy(name),
     };
@@ -121,6 +126,8 @@ const TIME_MAX: i64 = 999_999_999_999_999;
 /// Kind of a history entry: a message, or the latest version of one.
 const MESSAGE: u8 = b'm';
 const VERSION: u8 = b'v';
+/// Kind of an annotations-list member.
+const ANNOTATION: u8 = b'a';
 
 /// The history members a publication appends, without their positions (the
 /// script puts the position, [`POSITION_DIGITS`] zero-padded digits, in front,
@@ -128,9 +135,7 @@ const VERSION: u8 = b'v';
 /// the unstamped message as msgpack. The times lead in fixed-width digits so that
 /// the scripts filter by them without decoding anything.
 pub fn history_bodies(p: &Publication) -> Vec<Vec<u8>> {
-    let retention_ms = p.retention.as_millis().min(TIME_MAX as u128) as i64;
-    let received = p.timestamp.clamp(0, TIME_MAX);
-    let expires = received.saturating_add(retention_ms).min(TIME_MAX);
+    let (expires, received) = times(p);
     let body = |kind: u8, m: &Message| {
         let mut out = format!("{expires:015}{received:015}").into_bytes();
         out.push(kind);
@@ -146,8 +151,104 @@ pub fn history_bodies(p: &Publication) -> Vec<Vec<u8>> {
             .iter()
             .map(|m| body(MESSAGE, m))
             .collect(),
-        Payload::Annotation(_) | Payload::Occupancy(_) => Vec::new(),
+        Payload::Annotation { .. } | Payload::Occupancy(_) => Vec::new(),
     }
+}
+
+/// What a publication appends to its message's list (a version to the
+/// message's versions, an annotation to its annotations), in the form of a
+/// history member without its position; empty for none.
+pub fn list_entry(p: &Publication) -> Vec<u8> {
+    match &p.payload {
+        Payload::Version { .. } => history_bodies(p).pop().unwrap_or_default(),
+        Payload::Annotation { annotation, .. } => {
+            let (expires, received) = times(p);
+            let mut out = format!("{expires:015}{received:015}").into_bytes();
+            out.push(ANNOTATION);
+            out.extend(rmp_serde::to_vec_named(annotation.as_ref()).unwrap_or_default());
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// An annotations-list member back as the stamped annotation, `None` if it
+/// expired by `now_ms` or is not one.
+pub fn annotation_entry(member: &[u8], now_ms: i64) -> Option<Annotation> {
+    let digits = |from: usize, len: usize| -> Option<i64> {
+        std::str::from_utf8(member.get(from..from + len)?)
+            .ok()?
+            .parse()
+            .ok()
+    };
+    let position = u64::try_from(digits(0, POSITION_DIGITS)?).ok()?;
+    if digits(POSITION_DIGITS, TIME_DIGITS)? <= now_ms {
+        return None;
+    }
+    let kind_at = POSITION_DIGITS + 2 * TIME_DIGITS;
+    if *member.get(kind_at)? != ANNOTATION {
+        return None;
+    }
+    let mut a: Annotation =
+        tidewire_realtime::codec::from_msgpack(member.get(kind_at + 1..)?).ok()?;
+    a.serial = Some(format_serial(position));
+    Some(a)
+}
+
+/// A fanned-out message: the first position, the publication (see [`encode`])
+/// and, for an annotation, every annotation of its message so far (list
+/// members, see [`annotation_entry`]). On the wire: the position in decimal, a
+/// newline and the publication; or, with the list, the position, `;`, the
+/// publication's length, a newline, the publication, then each member as its
+/// length, a newline and the member.
+pub struct Envelope<'a> {
+    pub first: u64,
+    pub body: &'a [u8],
+    pub list: Vec<&'a [u8]>,
+}
+
+impl<'a> Envelope<'a> {
+    pub fn parse(payload: &'a [u8]) -> Option<Envelope<'a>> {
+        let (head, rest) = split_line(payload)?;
+        let Some((first, len)) = head.split_once(';') else {
+            return Some(Envelope {
+                first: head.parse().ok()?,
+                body: rest,
+                list: Vec::new(),
+            });
+        };
+        let len: usize = len.parse().ok()?;
+        let body = rest.get(..len)?;
+        let mut more = rest.get(len..)?;
+        let mut list = Vec::new();
+        while !more.is_empty() {
+            let (n, tail) = split_line(more)?;
+            let n: usize = n.parse().ok()?;
+            list.push(tail.get(..n)?);
+            more = tail.get(n..)?;
+        }
+        Some(Envelope {
+            first: first.parse().ok()?,
+            body,
+            list,
+        })
+    }
+}
+
+/// The decimal text before the first newline, and what follows it.
+fn split_line(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let at = bytes.iter().position(|b| *b == b'\n')?;
+    Some((std::str::from_utf8(&bytes[..at]).ok()?, &bytes[at + 1..]))
+}
+
+/// When what `p` keeps expires, and when it was received (ms).
+fn times(p: &Publication) -> (i64, i64) {
+    let retention_ms = p.retention.as_millis().min(TIME_MAX as u128) as i64;
+    let received = p.timestamp.clamp(0, TIME_MAX);
+    (
+        received.saturating_add(retention_ms).min(TIME_MAX),
+        received,
+    )
 }
 
 /// A history member back as the entry the in-process broker would have kept.
@@ -235,7 +336,10 @@ mod tests {
                 }),
                 sent: Box::default(),
             },
-            Payload::Annotation(Box::default()),
+            Payload::Annotation {
+                annotation: Box::default(),
+                all: Vec::new(),
+            },
             Payload::Presence(vec![PresenceMessage::default()]),
             Payload::Occupancy("[?rewind=1]c".into()),
         ] {
@@ -247,6 +351,46 @@ mod tests {
             assert_eq!(decode(&encode(&p), first), Some(stamped));
         }
         assert_eq!(decode(b"junk", 1), None);
+    }
+
+    /// An annotations-list member reads back as the stamped annotation, and an
+    /// envelope with a list splits into the publication and the members.
+    #[test]
+    fn annotation_members_and_envelopes_read_back() {
+        let p = publication(Payload::Annotation {
+            annotation: Box::new(Annotation {
+                name: Some("like".into()),
+                ..Default::default()
+            }),
+            all: Vec::new(),
+        });
+        let position = 1_800_000_000_123_005;
+        let mut member = format!("{position:016}").into_bytes();
+        member.extend(list_entry(&p));
+        let read = annotation_entry(&member, p.timestamp).expect("an annotation");
+        assert_eq!(read.name.as_deref(), Some("like"));
+        assert_eq!(read.serial, Some(format_serial(position)));
+        assert_eq!(annotation_entry(&member, i64::MAX / 2), None, "expired");
+
+        let body = encode(&p);
+        let mut wire = format!("{position};{}\n", body.len()).into_bytes();
+        wire.extend(&body);
+        for m in [&member[..], b"x\ny"] {
+            wire.extend(format!("{}\n", m.len()).into_bytes());
+            wire.extend(m);
+        }
+        let e = Envelope::parse(&wire).expect("an envelope");
+        assert_eq!((e.first, e.body), (position, &body[..]));
+        assert_eq!(e.list, vec![&member[..], &b"x\ny"[..]]);
+        let plain = Envelope::parse(b"7\nbody").expect("a plain envelope");
+        assert_eq!(
+            (plain.first, plain.body, plain.list.len()),
+            (7, &b"body"[..], 0)
+        );
+        assert!(
+            Envelope::parse(b"7;99\nshort").is_none(),
+            "a truncated body"
+        );
     }
 
     /// A history member, with the position the script puts in front, reads back
