@@ -18,7 +18,6 @@ use ably_support::{action_before, next_action, send, Ws};
 use redis_support::RedisCluster;
 use serde_json::{json, Value};
 use tidewire_engine::key_slot;
-use tidewire_realtime::KeyConfig;
 use tokio::time::Instant;
 
 /// The API key every node shares (one app on every node).
@@ -30,20 +29,11 @@ const DEBOUNCE_MS: u64 = 50;
 
 /// An in-process node on `engine`; `http` is its HTTP address.
 async fn node(engine: &str) -> (tidewire_server::Server, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = common::engine_config(engine, &dir);
-    config.realtime.keys = vec![KeyConfig {
-        key: KEY.into(),
-        capability: None,
-        revocable_tokens: false,
-    }];
-    config.realtime.sweep_interval_ms = SWEEP_MS;
-    config.realtime.occupancy_debounce_ms = DEBOUNCE_MS;
-    let server = tidewire_server::start(config)
-        .await
-        .expect("node starts on the engine");
-    let http = server.http_addr.to_string();
-    (server, http, dir)
+    ably_support::engine_node(engine, KEY, |config| {
+        config.realtime.sweep_interval_ms = SWEEP_MS;
+        config.realtime.occupancy_debounce_ms = DEBOUNCE_MS;
+    })
+    .await
 }
 
 /// The `tidewire` binary as a child process on `engine`; its HTTP address.
@@ -53,15 +43,7 @@ async fn killable_node(engine: &str, dir: &std::path::Path) -> (persistence_supp
          occupancy_debounce_ms = {DEBOUNCE_MS}\n\
          [[realtime.keys]]\nkey = \"{KEY}\"\n"
     );
-    let dir = dir.to_path_buf();
-    let child = tokio::task::spawn_blocking(move || {
-        persistence_support::try_start_with_toml(&dir, &toml)
-            .unwrap_or_else(|e| panic!("tidewire did not start: {e}"))
-    })
-    .await
-    .expect("spawned");
-    let http = format!("127.0.0.1:{}", child.http_port);
-    (child, http)
+    persistence_support::started_with_toml(dir, toml).await
 }
 
 async fn connect(http: &str, query: &str) -> Ws {

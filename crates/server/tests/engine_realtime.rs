@@ -21,7 +21,6 @@ use ably_support::{attach, data_of, messages_until, next_action, send, Ws};
 use futures_util::StreamExt;
 use redis_support::RedisCluster;
 use serde_json::{json, Value};
-use tidewire_realtime::KeyConfig;
 use tidewire_server::Server;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
@@ -29,17 +28,10 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 const KEY: &str = "scaleapp.k1:0123456789abcdef0123456789abcdef";
 
 async fn node(engine: &str) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = common::engine_config(engine, &dir);
-    config.realtime.keys = vec![KeyConfig {
-        key: KEY.into(),
-        capability: None,
-        revocable_tokens: false,
-    }];
-    config.realtime.mutable_messages = vec!["scale:mutable".into()];
-    let server = tidewire_server::start(config)
-        .await
-        .expect("node starts on the engine");
+    let (server, _, dir) = ably_support::engine_node(engine, KEY, |config| {
+        config.realtime.mutable_messages = vec!["scale:mutable".into()];
+    })
+    .await;
     (server, dir)
 }
 

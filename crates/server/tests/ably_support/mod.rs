@@ -18,6 +18,29 @@ use crate::common::WAIT;
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// An in-process node on `engine` serving the realtime API key `key`, its
+/// configuration adjusted by `tweak`; the node, its HTTP address and its data
+/// directory (kept for the node's life).
+pub async fn engine_node(
+    engine: &str,
+    key: &str,
+    tweak: impl FnOnce(&mut tidewire_server::Config),
+) -> (tidewire_server::Server, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = crate::common::engine_config(engine, &dir);
+    config.realtime.keys = vec![tidewire_realtime::KeyConfig {
+        key: key.into(),
+        capability: None,
+        revocable_tokens: false,
+    }];
+    tweak(&mut config);
+    let server = tidewire_server::start(config)
+        .await
+        .expect("node starts on the engine");
+    let http = server.http_addr.to_string();
+    (server, http, dir)
+}
+
 /// The HTTP Basic header of an API key.
 pub fn auth(key: &str) -> String {
     format!(

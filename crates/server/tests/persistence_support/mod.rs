@@ -44,6 +44,19 @@ pub fn try_start_with_env(
     spawn(dir, &cfg, env)
 }
 
+/// [`try_start_with_toml`] from async code, which must succeed; the node and
+/// its HTTP address.
+pub async fn started_with_toml(dir: &Path, toml: String) -> (Node, String) {
+    let dir = dir.to_path_buf();
+    let child = tokio::task::spawn_blocking(move || {
+        try_start_with_toml(&dir, &toml).unwrap_or_else(|e| panic!("tidewire did not start: {e}"))
+    })
+    .await
+    .expect("spawned");
+    let http = format!("127.0.0.1:{}", child.http_port);
+    (child, http)
+}
+
 /// Starts the binary with `toml` as its whole config file (for sections other than
 /// `[redis]`, e.g. `[realtime]`); `Err(stderr)` if it exits before listening.
 pub fn try_start_with_toml(dir: &Path, toml: &str) -> Result<Node, String> {
