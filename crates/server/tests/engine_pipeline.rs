@@ -12,18 +12,9 @@ mod redis_support;
 use common::{bulks, Raw, V};
 use redis_support::RedisCluster;
 use tidewire_engine::key_slot;
-use tidewire_server::{Config, Server};
+use tidewire_server::Config;
 
 const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
-
-async fn node(engine: &str) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = common::engine_config(engine, &dir);
-    let server = tidewire_server::start(config)
-        .await
-        .expect("node starts on the engine");
-    (server, dir)
-}
 
 fn ok() -> V {
     V::Simple("OK".into())
@@ -92,7 +83,7 @@ fn total_reads(node: &redis_support::Node) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_across_masters_answers_in_order() {
     let cluster = RedisCluster::started().await;
-    let (a, _da) = node(&cluster.masters[0].url()).await;
+    let (a, _da) = common::engine_node(&cluster.masters[0].url()).await;
     let mut r = Raw::connect(&a).await;
     let keys = keys_per_master(&cluster, 4);
     let [k0, k1, k2] = [&keys[0][0], &keys[1][0], &keys[2][0]];
@@ -264,7 +255,7 @@ async fn a_pipeline_across_masters_answers_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_follows_a_slot_migrated_under_it() {
     let cluster = RedisCluster::started().await;
-    let (a, _da) = node(&cluster.masters[0].url()).await;
+    let (a, _da) = common::engine_node(&cluster.masters[0].url()).await;
     let mut r = Raw::connect(&a).await;
     let keys = keys_per_master(&cluster, 1);
     let slot = key_slot(b"mig");

@@ -19,15 +19,6 @@ use redis_support::RedisCluster;
 use tidewire_engine::key_slot;
 use tidewire_server::Server;
 
-async fn node(engine: &str) -> (Server, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = common::engine_config(engine, &dir);
-    let server = tidewire_server::start(config)
-        .await
-        .expect("node starts on the engine");
-    (server, dir)
-}
-
 fn ok() -> V {
     V::Simple("OK".into())
 }
@@ -61,8 +52,8 @@ async fn resp3(server: &Server) -> Raw {
 async fn tracking_clients_hear_of_changes_on_the_engine() {
     let cluster = RedisCluster::started().await;
     let seed = cluster.masters[0].url();
-    let (a, _da) = node(&seed).await;
-    let (b, _db) = node(&seed).await;
+    let (a, _da) = common::engine_node(&seed).await;
+    let (b, _db) = common::engine_node(&seed).await;
     let mut writer = Raw::connect(&a).await;
 
     // Default mode on node B: the keys it read, on every master.
@@ -189,7 +180,7 @@ fn listener_id(node: &redis_support::Node) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_listener_makes_tracking_clients_drop_their_caches() {
     let cluster = RedisCluster::started().await;
-    let (a, _da) = node(&cluster.masters[0].url()).await;
+    let (a, _da) = common::engine_node(&cluster.masters[0].url()).await;
     let mut writer = Raw::connect(&a).await;
     let mut t = resp3(&a).await;
     assert_eq!(t.cmd(&["CLIENT", "TRACKING", "ON"]).await, ok());

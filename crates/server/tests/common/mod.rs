@@ -25,6 +25,16 @@ pub fn engine_config(engine: &str, dir: &tempfile::TempDir) -> Config {
     }
 }
 
+/// A node on the engine at `engine` with [`engine_config`], and its data
+/// directory (kept for the node's life).
+pub async fn engine_node(engine: &str) -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = tidewire_server::start(engine_config(engine, &dir))
+        .await
+        .expect("node starts on the engine");
+    (server, dir)
+}
+
 pub async fn start() -> (Server, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = Config {
