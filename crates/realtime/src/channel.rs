@@ -257,6 +257,8 @@ pub(crate) struct State {
     /// ([`Channel::begin_recovery`]): the ones that arrive meanwhile, held so
     /// that subscribers get everything in position order. `None` otherwise.
     pub(crate) held: Option<Vec<Held>>,
+    /// Another gap was reported during the recovery: read again once it ends.
+    pub(crate) recover_again: bool,
 }
 
 /// A publication held during a recovery, with what [`Channel::deliver`] was
@@ -374,6 +376,7 @@ impl Channel {
                 delta_base: None,
                 views: Vec::new(),
                 held: None,
+                recover_again: false,
             }),
             engine_subscribed: std::sync::atomic::AtomicBool::new(false),
         }
@@ -728,10 +731,12 @@ impl Channel {
 
     /// Starts a recovery: publications delivered from now on are held until
     /// [`Channel::finish_recovery`]. Returns the channel's serial, after which
-    /// the missed ones are to be read; `None` if a recovery is under way.
+    /// the missed ones are to be read; `None` if a recovery is under way (its
+    /// end then asks for another read: the new gap may postdate its read).
     pub fn begin_recovery(&self) -> Option<u64> {
         let mut st = self.lock();
         if st.held.is_some() {
+            st.recover_again = true;
             return None;
         }
         st.held = Some(Vec::new());
@@ -740,12 +745,14 @@ impl Channel {
 
     /// Ends a recovery begun at serial `from`: delivers `missed` (read from
     /// history, in position order) after `from`, then the publications held
-    /// meanwhile that were not among them. Returns the messages delivered.
+    /// meanwhile that were not among them. Returns the messages delivered and,
+    /// if another gap was reported meanwhile, the serial to read from again:
+    /// the recovery then goes on (publications are still held).
     pub fn finish_recovery(
         &self,
         from: u64,
         missed: Vec<(crate::engine::Publication, Publisher)>,
-    ) -> u64 {
+    ) -> (u64, Option<u64>) {
         let mut st = self.lock();
         let held = st.held.take().unwrap_or_default();
         let mut reached = from;
@@ -766,7 +773,11 @@ impl Channel {
             }
             delivered += self.deliver_locked(&mut st, p, &h.publisher, h.summary);
         }
-        delivered
+        if std::mem::take(&mut st.recover_again) {
+            st.held = Some(Vec::new());
+            return (delivered, Some(st.last_serial));
+        }
+        (delivered, None)
     }
 
     /// [`Channel::deliver`] with the channel locked and no recovery under way.
@@ -1086,7 +1097,6 @@ mod tests {
         ch.deliver(&publication(vec![1]), &publisher, None);
         let from = ch.begin_recovery().expect("a recovery starts");
         assert_eq!(from, 1, "from the last position delivered");
-        assert_eq!(ch.begin_recovery(), None, "one recovery at a time");
         // Arrive live during the read: held.
         ch.deliver(&publication(vec![4]), &publisher, None);
         ch.deliver(&publication(vec![5]), &publisher, None);
@@ -1101,7 +1111,11 @@ mod tests {
             (publication(vec![2, 3]), publisher.clone()),
             (publication(vec![4]), publisher.clone()),
         ];
-        assert_eq!(ch.finish_recovery(from, missed), 4, "2, 3, 4, 5 once each");
+        assert_eq!(
+            ch.finish_recovery(from, missed),
+            (4, None),
+            "2, 3, 4, 5 once each"
+        );
         let got: Vec<Option<String>> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(serial_of)
             .collect();
@@ -1112,6 +1126,30 @@ mod tests {
         );
         ch.deliver(&publication(vec![6]), &publisher, None);
         assert!(rx.try_recv().is_ok(), "delivered live again");
+
+        // A second gap during a recovery: its end asks for another read and
+        // keeps holding until that one ends.
+        let from = ch.begin_recovery().expect("a recovery starts");
+        assert_eq!(ch.begin_recovery(), None, "reported during the recovery");
+        ch.deliver(&publication(vec![9]), &publisher, None);
+        let (_, again) = ch.finish_recovery(from, vec![(publication(vec![7]), publisher.clone())]);
+        assert_eq!(again, Some(9), "read again from the last delivered");
+        assert_eq!(
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(serial_of)
+                .collect::<Vec<_>>(),
+            vec![Some(format_serial(7)), Some(format_serial(9))]
+        );
+        ch.deliver(&publication(vec![11]), &publisher, None);
+        assert!(rx.try_recv().is_err(), "still held");
+        let (_, again) = ch.finish_recovery(9, vec![(publication(vec![10]), publisher.clone())]);
+        assert_eq!(again, None);
+        assert_eq!(
+            std::iter::from_fn(|| rx.try_recv().ok())
+                .map(serial_of)
+                .collect::<Vec<_>>(),
+            vec![Some(format_serial(10)), Some(format_serial(11))]
+        );
     }
 
     #[test]

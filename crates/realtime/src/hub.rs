@@ -1576,29 +1576,36 @@ impl BrokerHandler for Hub {
         };
         let channel = channel.to_owned();
         crate::engine::now_or_spawn(Box::pin(async move {
-            let missed = match hub
-                .engine
-                .broker
-                .since(&channel, from, MAX_RECOVERED, now_ms())
-                .await
-            {
-                Ok(snapshot) => {
-                    if snapshot.page.messages.len() >= MAX_RECOVERED {
-                        tracing::warn!(
-                            channel,
-                            recovered = MAX_RECOVERED,
-                            "realtime: more publications missed than recovered; attached clients lose the rest"
-                        );
+            let mut from = from;
+            loop {
+                let missed = match hub
+                    .engine
+                    .broker
+                    .since(&channel, from, MAX_RECOVERED, now_ms())
+                    .await
+                {
+                    Ok(snapshot) => {
+                        if snapshot.page.messages.len() >= MAX_RECOVERED {
+                            tracing::warn!(
+                                channel,
+                                recovered = MAX_RECOVERED,
+                                "realtime: more publications missed than recovered; attached clients lose the rest"
+                            );
+                        }
+                        hub.recovered_publications(&channel, snapshot.page.messages)
                     }
-                    hub.recovered_publications(&channel, snapshot.page.messages)
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e.0, "realtime: missed publications not recovered");
+                        Vec::new()
+                    }
+                };
+                let (delivered, again) = ch.finish_recovery(from, missed);
+                hub.messages_out.fetch_add(delivered, Ordering::Relaxed);
+                match again {
+                    Some(next) => from = next,
+                    None => break,
                 }
-                Err(e) => {
-                    tracing::warn!(channel, error = %e.0, "realtime: missed publications not recovered");
-                    Vec::new()
-                }
-            };
-            let delivered = ch.finish_recovery(from, missed);
-            hub.messages_out.fetch_add(delivered, Ordering::Relaxed);
+            }
         }));
     }
 }
