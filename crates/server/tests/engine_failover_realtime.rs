@@ -163,13 +163,7 @@ async fn a_killed_node_s_presence_members_leave_after_the_grace() {
     attach(&mut watcher, room).await;
     let (mut alice, _) = connect(&h1, "&clientId=alice").await;
     attach(&mut alice, room).await;
-    send(
-        &mut alice,
-        json!({"action": 14, "channel": room, "msgSerial": 0,
-               "presence": [{"action": 2, "data": "hello"}]}),
-    )
-    .await;
-    next_action(&mut alice, 1).await; // ACK
+    ably_support::enter(&mut alice, room, 0, "hello").await;
     let event = next_action(&mut watcher, 14).await;
     assert_eq!(
         event["presence"][0]["action"].as_u64(),
@@ -254,10 +248,7 @@ async fn a_resumed_client_of_a_killed_node_keeps_its_presence_by_entering_again(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let enter = json!({"action": 14, "channel": room, "msgSerial": 0,
-                       "presence": [{"action": 2, "data": "hello"}]});
-    send(&mut alice, enter).await;
-    next_action(&mut alice, 1).await; // ACK
+    ably_support::enter(&mut alice, room, 0, "hello").await;
     tokio::task::spawn_blocking(move || n1.kill9())
         .await
         .expect("killed");
@@ -281,10 +272,7 @@ async fn a_resumed_client_of_a_killed_node_keeps_its_presence_by_entering_again(
         "no RESUMED: the member entered on node 1 is not kept by node 3: {attached}"
     );
     // What an SDK does on an ATTACHED without RESUMED: enter its members again.
-    let again = json!({"action": 14, "channel": room, "msgSerial": 1,
-                       "presence": [{"action": 2, "data": "hello"}]});
-    send(&mut ws, again).await;
-    next_action(&mut ws, 1).await; // ACK
+    ably_support::enter(&mut ws, room, 1, "hello").await;
 
     // Past the dead node's grace (three sweeps) and a few sweeps more, alice is
     // still listed everywhere.

@@ -63,13 +63,7 @@ async fn attach_with(ws: &mut Ws, channel: &str, params: Option<Value>) {
 /// Enters presence on `channel` (as the connection's clientId), waiting for
 /// the ACK.
 async fn enter(ws: &mut Ws, channel: &str) {
-    send(
-        ws,
-        json!({"action": 14, "channel": channel, "msgSerial": 0,
-               "presence": [{"action": 2, "data": "here"}]}),
-    )
-    .await;
-    next_action(ws, 1).await;
+    ably_support::enter(ws, channel, 0, "here").await;
 }
 
 /// The channel status's occupancy metrics, read from `http`.

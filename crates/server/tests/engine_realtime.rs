@@ -148,13 +148,7 @@ async fn three_nodes_are_one_realtime_deployment() {
     attach(&mut watcher, room).await;
     let mut alice = connect(&n1, Some("alice")).await;
     attach(&mut alice, room).await;
-    send(
-        &mut alice,
-        json!({"action": 14, "channel": room, "msgSerial": 0,
-               "presence": [{"action": 2, "data": "hello"}]}),
-    )
-    .await;
-    next_action(&mut alice, 1).await; // ACK
+    ably_support::enter(&mut alice, room, 0, "hello").await;
     let listed = common::eventually(|| async {
         let members = get(&n2, &format!("/channels/{room}/presence")).await;
         members

@@ -355,17 +355,70 @@ pub struct MemoryBroker {
     history: Arc<dyn HistoryStore>,
     channels: RwLock<HashMap<String, Arc<Mutex<Position>>>>,
     handlers: RwLock<Vec<Weak<dyn BrokerHandler>>>,
-    /// Later versions by (channel, original position), each with when it
-    /// expires (ms), as history keeps it.
-    versions: Mutex<HashMap<(String, u64), Vec<ExpiringVersion>>>,
-    /// Annotations by (channel, annotated position), each with when it expires.
-    annotations: Mutex<HashMap<(String, u64), Vec<ExpiringAnnotation>>>,
+    /// Later versions by (channel, original position).
+    versions: MessageLists<StoredMessage>,
+    /// Annotations by (channel, annotated position).
+    annotations: MessageLists<Annotation>,
 }
 
-/// A later version of a message with when it expires (ms).
-type ExpiringVersion = (i64, StoredMessage);
-/// An annotation with when it expires (ms).
-type ExpiringAnnotation = (i64, Annotation);
+/// What the [`MemoryBroker`] keeps per message (its versions, its
+/// annotations), in position order, each item for as long as its channel's
+/// history keeps what its publication appended.
+struct MessageLists<T> {
+    /// By (channel, message position): the items with when each expires (ms).
+    lists: Mutex<HashMap<MessageKey, Vec<Expiring<T>>>>,
+}
+
+/// A message: its channel and position.
+type MessageKey = (String, u64);
+/// An item with when it expires (ms).
+type Expiring<T> = (i64, T);
+
+impl<T: Clone> MessageLists<T> {
+    fn new() -> Self {
+        MessageLists {
+            lists: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Appends `item` of `p` to the list of the message at `of`.
+    fn push(&self, p: &Publication, of: u64, item: T) {
+        let retention = i64::try_from(p.retention.as_millis()).unwrap_or(i64::MAX);
+        let expires = p.timestamp.saturating_add(retention);
+        self.lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((p.channel.clone(), of))
+            .or_default()
+            .push((expires, item));
+    }
+
+    /// The items of the message at `of` on `channel` live at `now_ms`, in
+    /// position order.
+    fn live(&self, channel: &str, of: u64, now_ms: i64) -> Vec<T> {
+        let lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        lists
+            .get(&(channel.to_owned(), of))
+            .map(|list| {
+                list.iter()
+                    .filter(|(expires, _)| *expires > now_ms)
+                    .map(|(_, item)| item.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops what expired by `now_ms`.
+    fn expire(&self, now_ms: i64) {
+        self.lists
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, list| {
+                list.retain(|(expires, _)| *expires > now_ms);
+                !list.is_empty()
+            });
+    }
+}
 
 impl MemoryBroker {
     pub fn new(history: Arc<dyn HistoryStore>) -> Self {
@@ -373,8 +426,8 @@ impl MemoryBroker {
             history,
             channels: RwLock::new(HashMap::new()),
             handlers: RwLock::new(Vec::new()),
-            versions: Mutex::new(HashMap::new()),
-            annotations: Mutex::new(HashMap::new()),
+            versions: MessageLists::new(),
+            annotations: MessageLists::new(),
         }
     }
 
@@ -451,18 +504,12 @@ impl MemoryBroker {
             p.stamp(positions);
         }
         if let Some(of) = p.annotation_of() {
-            let expires = p
-                .timestamp
-                .saturating_add(i64::try_from(p.retention.as_millis()).unwrap_or(i64::MAX));
-            let mut lists = self.annotations.lock().unwrap_or_else(|e| e.into_inner());
-            let list = lists.entry((p.channel.clone(), of)).or_default();
-            if let Payload::Annotation { annotation, all } = &mut p.payload {
-                list.push((expires, annotation.as_ref().clone()));
-                *all = list
-                    .iter()
-                    .filter(|(e, _)| *e > p.timestamp)
-                    .map(|(_, a)| a.clone())
-                    .collect();
+            if let Payload::Annotation { annotation, .. } = &p.payload {
+                self.annotations.push(&p, of, annotation.as_ref().clone());
+            }
+            let listed = self.annotations.live(&p.channel, of, p.timestamp);
+            if let Payload::Annotation { all, .. } = &mut p.payload {
+                *all = listed;
             }
         }
         let presence = p.presence_history_messages();
@@ -482,15 +529,7 @@ impl MemoryBroker {
         }
         for entry in p.history_entries() {
             if let Some(original) = p.version_of() {
-                let expires = p
-                    .timestamp
-                    .saturating_add(i64::try_from(p.retention.as_millis()).unwrap_or(i64::MAX));
-                self.versions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry((p.channel.clone(), original))
-                    .or_default()
-                    .push((expires, entry.clone()));
+                self.versions.push(&p, original, entry.clone());
             }
             self.history.append(&p.channel, entry, p.retention);
         }
@@ -559,17 +598,7 @@ impl Broker for MemoryBroker {
         serial: u64,
         now_ms: i64,
     ) -> BoxFuture<'a, EngineResult<Vec<StoredMessage>>> {
-        let all = self.versions.lock().unwrap_or_else(|e| e.into_inner());
-        let live = all
-            .get(&(channel.to_owned(), serial))
-            .map(|v| {
-                v.iter()
-                    .filter(|(expires, _)| *expires > now_ms)
-                    .map(|(_, m)| m.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        ready(Ok(live))
+        ready(Ok(self.versions.live(channel, serial, now_ms)))
     }
 
     fn annotations<'a>(
@@ -578,35 +607,13 @@ impl Broker for MemoryBroker {
         serial: u64,
         now_ms: i64,
     ) -> BoxFuture<'a, EngineResult<Vec<Annotation>>> {
-        let all = self.annotations.lock().unwrap_or_else(|e| e.into_inner());
-        let live = all
-            .get(&(channel.to_owned(), serial))
-            .map(|v| {
-                v.iter()
-                    .filter(|(expires, _)| *expires > now_ms)
-                    .map(|(_, a)| a.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        ready(Ok(live))
+        ready(Ok(self.annotations.live(channel, serial, now_ms)))
     }
 
     fn expire(&self, now_ms: i64) -> BoxFuture<'_, EngineResult<()>> {
         self.history.expire(now_ms);
-        self.annotations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, v| {
-                v.retain(|(expires, _)| *expires > now_ms);
-                !v.is_empty()
-            });
-        self.versions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, v| {
-                v.retain(|(expires, _)| *expires > now_ms);
-                !v.is_empty()
-            });
+        self.annotations.expire(now_ms);
+        self.versions.expire(now_ms);
         let mut map = self.channels.write().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, slot| {
             // In use right now (a publish holds it): keep.

@@ -131,6 +131,18 @@ pub async fn attach(ws: &mut Ws, channel: &str) {
     next_action(ws, 11).await;
 }
 
+/// Enters a presence member with `data` on `channel` as the connection's
+/// message `msg_serial`, waiting for the ACK.
+pub async fn enter(ws: &mut Ws, channel: &str, msg_serial: u64, data: &str) {
+    send(
+        ws,
+        json!({"action": 14, "channel": channel, "msgSerial": msg_serial,
+               "presence": [{"action": 2, "data": data}]}),
+    )
+    .await;
+    next_action(ws, 1).await;
+}
+
 /// ATTACH on a msgpack connection, waiting for ATTACHED.
 pub async fn attach_msgpack(ws: &mut Ws, channel: &str) {
     send_msgpack(ws, json!({"action": 10, "channel": channel})).await;

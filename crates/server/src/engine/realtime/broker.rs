@@ -271,10 +271,10 @@ impl RedisBroker {
             arg(POSITION_TTL_MS.to_string()),
             Bytes::from(publication::encode(&p)),
             Bytes::from(publication::list_entry(&p)),
-            arg(if p.annotation_of().is_some() {
-                "1"
+            Bytes::from_static(if p.annotation_of().is_some() {
+                b"1"
             } else {
-                "0"
+                b"0"
             }),
         ];
         args.extend(publication::history_bodies(&p).into_iter().map(Bytes::from));

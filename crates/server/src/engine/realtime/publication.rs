@@ -175,24 +175,42 @@ pub fn list_entry(p: &Publication) -> Vec<u8> {
 /// An annotations-list member back as the stamped annotation, `None` if it
 /// expired by `now_ms` or is not one.
 pub fn annotation_entry(member: &[u8], now_ms: i64) -> Option<Annotation> {
-    let digits = |from: usize, len: usize| -> Option<i64> {
-        std::str::from_utf8(member.get(from..from + len)?)
-            .ok()?
-            .parse()
-            .ok()
-    };
-    let position = u64::try_from(digits(0, POSITION_DIGITS)?).ok()?;
-    if digits(POSITION_DIGITS, TIME_DIGITS)? <= now_ms {
+    let head = Head::parse(member)?;
+    if head.expires <= now_ms || head.kind != ANNOTATION {
         return None;
     }
-    let kind_at = POSITION_DIGITS + 2 * TIME_DIGITS;
-    if *member.get(kind_at)? != ANNOTATION {
-        return None;
-    }
-    let mut a: Annotation =
-        tidewire_realtime::codec::from_msgpack(member.get(kind_at + 1..)?).ok()?;
-    a.serial = Some(format_serial(position));
+    let mut a: Annotation = tidewire_realtime::codec::from_msgpack(head.body).ok()?;
+    a.serial = Some(format_serial(head.position));
     Some(a)
+}
+
+/// The fixed-width head of a history or list member (see [`history_bodies`]):
+/// position, expiry, receive time and kind, then the msgpack body.
+struct Head<'a> {
+    position: u64,
+    expires: i64,
+    received: i64,
+    kind: u8,
+    body: &'a [u8],
+}
+
+impl<'a> Head<'a> {
+    fn parse(member: &'a [u8]) -> Option<Head<'a>> {
+        let digits = |from: usize, len: usize| -> Option<i64> {
+            std::str::from_utf8(member.get(from..from + len)?)
+                .ok()?
+                .parse()
+                .ok()
+        };
+        let kind_at = POSITION_DIGITS + 2 * TIME_DIGITS;
+        Some(Head {
+            position: u64::try_from(digits(0, POSITION_DIGITS)?).ok()?,
+            expires: digits(POSITION_DIGITS, TIME_DIGITS)?,
+            received: digits(POSITION_DIGITS + TIME_DIGITS, TIME_DIGITS)?,
+            kind: *member.get(kind_at)?,
+            body: member.get(kind_at + 1..)?,
+        })
+    }
 }
 
 /// A fanned-out message: the first position, the publication (see [`encode`])
@@ -253,18 +271,14 @@ fn times(p: &Publication) -> (i64, i64) {
 
 /// A history member back as the entry the in-process broker would have kept.
 pub fn history_entry(member: &[u8]) -> Option<StoredMessage> {
-    let digits = |from: usize, len: usize| -> Option<i64> {
-        std::str::from_utf8(member.get(from..from + len)?)
-            .ok()?
-            .parse()
-            .ok()
-    };
-    let position = u64::try_from(digits(0, POSITION_DIGITS)?).ok()?;
-    let received = digits(POSITION_DIGITS + TIME_DIGITS, TIME_DIGITS)?;
-    let kind_at = POSITION_DIGITS + 2 * TIME_DIGITS;
-    let kind = *member.get(kind_at)?;
-    let mut message: Message =
-        tidewire_realtime::codec::from_msgpack(member.get(kind_at + 1..)?).ok()?;
+    let Head {
+        position,
+        received,
+        kind,
+        body,
+        ..
+    } = Head::parse(member)?;
+    let mut message: Message = tidewire_realtime::codec::from_msgpack(body).ok()?;
     match kind {
         MESSAGE => message.serial = Some(format_serial(position)),
         VERSION => {
