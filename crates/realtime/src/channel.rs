@@ -259,6 +259,10 @@ pub(crate) struct State {
     pub(crate) held: Option<Vec<Held>>,
     /// Another gap was reported during the recovery: read again once it ends.
     pub(crate) recover_again: bool,
+    /// Frames of other nodes' presence events passed on so far: a resync
+    /// ([`Channel::resync_presence`]) reads the engine's set and sends it only
+    /// if none came while it read.
+    pub(crate) remote_presence_frames: u64,
 }
 
 /// A publication held during a recovery, with what [`Channel::deliver`] was
@@ -377,6 +381,7 @@ impl Channel {
                 views: Vec::new(),
                 held: None,
                 recover_again: false,
+                remote_presence_frames: 0,
             }),
             engine_subscribed: std::sync::atomic::AtomicBool::new(false),
         }

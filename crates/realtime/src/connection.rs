@@ -550,7 +550,7 @@ impl Session {
             }
             Action::Auth => self.on_auth(pm),
             Action::Sync => {
-                self.on_sync_request(pm);
+                Box::pin(self.on_sync_request(pm)).await;
                 Flow::Continue
             }
             Action::Presence => {
@@ -631,9 +631,9 @@ impl Session {
     }
 
     /// A client's SYNC (`channel.sync()`, RTP19): the channel's whole presence set
-    /// again, to an attachment that receives presence. An empty set is one SYNC
+    /// (on every node) again, to an attachment that receives presence. An empty set is one SYNC
     /// without members, which ends the client's sync all the same.
-    fn on_sync_request(&mut self, pm: ProtocolMessage) {
+    async fn on_sync_request(&mut self, pm: ProtocolMessage) {
         let Some(name) = pm.channel else {
             return;
         };
@@ -641,22 +641,14 @@ impl Session {
         if granted & flags::PRESENCE_SUBSCRIBE == 0 {
             return;
         }
-        let members = self
-            .hub
-            .existing_channel(&name)
-            .map(|c| c.members(None, None))
-            .unwrap_or_default();
-        let syncs = crate::presence::sync_messages(&name, members);
-        if syncs.is_empty() {
-            self.push(ProtocolMessage {
-                action: Action::Sync,
-                channel: Some(name),
-                channel_serial: Some(format!("{:x}:", now_ms())),
-                presence: Some(Vec::new()),
-                ..Default::default()
-            });
-        }
-        for sync in syncs {
+        let members = match self.hub.existing_channel(&name) {
+            Some(c) => match self.hub.presence_set(&c).await {
+                Ok(members) => members,
+                Err(e) => return self.channel_error(name, &e),
+            },
+            None => Vec::new(),
+        };
+        for sync in crate::presence::full_sync_messages(&name, members) {
             self.push(sync);
         }
     }

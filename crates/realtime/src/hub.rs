@@ -1606,12 +1606,17 @@ impl BrokerHandler for Hub {
                     None => break,
                 }
             }
+            hub.resync_presence(&ch).await;
         }));
     }
 }
 
 /// Most publications read back from history after a fan-out gap.
 const MAX_RECOVERED: usize = 1000;
+
+/// Reads of the presence store a resync makes while other nodes' presence
+/// events keep overtaking them; the last one is sent regardless.
+const PRESENCE_RESYNC_READS: usize = 3;
 
 impl Hub {
     /// Publications rebuilt from history entries, in position order: one per
@@ -1738,21 +1743,57 @@ impl Hub {
         channel: &Channel,
         mut att: Attachment,
     ) -> Result<Attachment, AblyError> {
-        let owned = self.engine.presence.owned_members(&channel.name).await?;
-        let key = |m: &crate::protocol::PresenceMessage| {
-            (
-                m.connection_id.clone(),
-                m.client_id.clone().unwrap_or_default(),
-            )
-        };
-        let local: std::collections::HashSet<_> = att.members.iter().map(key).collect();
-        att.members.extend(
-            owned
-                .into_iter()
-                .filter(|(node, m)| *node != self.node_id && !local.contains(&key(m)))
-                .map(|(_, m)| m),
-        );
+        let others = self.other_nodes_members(&channel.name).await?;
+        crate::presence::add_members(&mut att.members, others);
         Ok(att)
+    }
+
+    /// The members of `channel` that other nodes own, from the engine's
+    /// presence store (this node's own are in its channel).
+    async fn other_nodes_members(
+        &self,
+        channel: &str,
+    ) -> Result<Vec<crate::protocol::PresenceMessage>, AblyError> {
+        let owned = self.engine.presence.owned_members(channel).await?;
+        Ok(owned
+            .into_iter()
+            .filter(|(node, _)| *node != self.node_id)
+            .map(|(_, m)| m)
+            .collect())
+    }
+
+    /// `channel`'s whole presence set, as a SYNC a client asks for sends it:
+    /// this node's members and the other nodes'.
+    pub async fn presence_set(
+        &self,
+        channel: &Channel,
+    ) -> Result<Vec<crate::protocol::PresenceMessage>, AblyError> {
+        let others = self.other_nodes_members(&channel.name).await?;
+        let mut members = channel.members(None, None);
+        crate::presence::add_members(&mut members, others);
+        Ok(members)
+    }
+
+    /// After a fan-out gap, when `channel` has presence subscribers here: sends
+    /// them the whole presence set again (see [`Channel::resync_presence`]),
+    /// since the other nodes' presence events of the gap did not reach them.
+    async fn resync_presence(&self, channel: &Channel) {
+        for read in 1..=PRESENCE_RESYNC_READS {
+            let (subscribed, seen) = channel.presence_resync_point();
+            if !subscribed {
+                return;
+            }
+            let others = match self.other_nodes_members(&channel.name).await {
+                Ok(others) => others,
+                Err(e) => {
+                    tracing::warn!(channel = %channel.name, error = %e.message, "realtime: presence not synced again after a fan-out gap");
+                    return;
+                }
+            };
+            if channel.resync_presence(others, seen, read == PRESENCE_RESYNC_READS) {
+                return;
+            }
+        }
     }
 
     /// Writes presence changes (in the order the channel applied them) to the

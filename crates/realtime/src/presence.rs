@@ -220,6 +220,7 @@ impl Channel {
         }
         let mut st = self.lock();
         Self::flush_presence_batch(&self.name, &mut st);
+        st.remote_presence_frames += 1;
         let frame = SharedFrame::new(ProtocolMessage {
             action: Action::Presence,
             channel: Some(self.name.clone()),
@@ -228,6 +229,39 @@ impl Channel {
             ..Default::default()
         });
         Self::fan_out_presence(&st, &frame);
+    }
+
+    /// Whether a presence subscriber is attached here, and how many frames of
+    /// other nodes' presence events were passed on so far (see
+    /// [`Channel::resync_presence`]).
+    pub fn presence_resync_point(&self) -> (bool, u64) {
+        let st = self.lock();
+        let subscribed = st.subscribers.values().any(|s| s.presence);
+        (subscribed, st.remote_presence_frames)
+    }
+
+    /// Sends every presence subscriber a SYNC of the whole set (Ably's
+    /// server-initiated sync, RTP18): this node's members and `others`, the
+    /// members other nodes own as the engine's store had them. For a node that
+    /// missed other nodes' presence events (a fan-out gap): a client drops the
+    /// members the SYNC lacks and adds the ones it brings.
+    ///
+    /// `others` was read after [`Channel::presence_resync_point`] answered
+    /// `seen`. If another node's event has been passed on since, it may be
+    /// newer than the read and already sent: then nothing is sent and `false`
+    /// comes back (read again), unless `last`.
+    pub fn resync_presence(&self, others: Vec<PresenceMessage>, seen: u64, last: bool) -> bool {
+        let mut st = self.lock();
+        if st.remote_presence_frames != seen && !last {
+            return false;
+        }
+        Self::flush_presence_batch(&self.name, &mut st);
+        let mut members: Vec<PresenceMessage> = st.members.values().cloned().collect();
+        add_members(&mut members, others);
+        for frame in full_sync_messages(&self.name, members) {
+            Self::fan_out_presence(&st, &SharedFrame::new(frame));
+        }
+        true
     }
 
     fn fan_out_presence(st: &crate::channel::State, frame: &Arc<SharedFrame>) {
@@ -440,6 +474,37 @@ pub fn sync_messages(channel: &str, members: Vec<PresenceMessage>) -> Vec<Protoc
         .collect()
 }
 
+/// Adds to `members` (this node's) those of `others` (other nodes', from the
+/// engine's store) that are not among them: a member this node has is the
+/// latest word on it.
+pub fn add_members(members: &mut Vec<PresenceMessage>, others: Vec<PresenceMessage>) {
+    let key = |m: &PresenceMessage| {
+        (
+            m.connection_id.clone(),
+            m.client_id.clone().unwrap_or_default(),
+        )
+    };
+    let own: std::collections::HashSet<_> = members.iter().map(key).collect();
+    members.extend(others.into_iter().filter(|m| !own.contains(&key(m))));
+}
+
+/// [`sync_messages`] for a sync the client did not start by attaching (its
+/// `channel.sync()`, or a resync): with no members, one SYNC without any, which
+/// still ends the client's sync and empties its set.
+pub fn full_sync_messages(channel: &str, members: Vec<PresenceMessage>) -> Vec<ProtocolMessage> {
+    let mut frames = sync_messages(channel, members);
+    if frames.is_empty() {
+        frames.push(ProtocolMessage {
+            action: Action::Sync,
+            channel: Some(channel.to_owned()),
+            channel_serial: Some(format!("{:x}:", crate::auth::now_ms())),
+            presence: Some(Vec::new()),
+            ..Default::default()
+        });
+    }
+    frames
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +535,59 @@ mod tests {
             &mut |_| {},
         )
         .unwrap();
+    }
+
+    /// A resync sends this node's members and the others' as one SYNC, unless
+    /// another node's event was passed on after the read (then only when told
+    /// it is the last read).
+    #[test]
+    fn a_resync_is_one_full_sync_unless_overtaken() {
+        let ch = Arc::new(Channel::new("p", 0));
+        let (tx, rx) = outbox::channel(16);
+        let history = MemoryHistoryStore::default();
+        ch.attach(
+            Subscriber::test(9, "watcher", tx),
+            Backlog::None,
+            &history,
+            0,
+        );
+        act(&ch, "c1", "alice", actions::ENTER);
+        while rx.try_recv().is_ok() {}
+        let syncs = |rx: &Arc<crate::outbox::Outbox>| {
+            let mut clients = Vec::new();
+            while let Ok(f) = rx.try_recv() {
+                assert_eq!(f.message.action, Action::Sync);
+                assert!(f.message.channel_serial.as_deref().unwrap().ends_with(':'));
+                for m in f.message.presence.iter().flatten() {
+                    clients.push(m.client_id.clone().unwrap_or_default());
+                }
+            }
+            clients
+        };
+
+        let (subscribed, seen) = ch.presence_resync_point();
+        assert!(subscribed);
+        // Another node's member, and a duplicate of ours: ours is kept.
+        let others = vec![
+            member("n2c", "bob", actions::PRESENT),
+            member("c1", "alice", actions::PRESENT),
+        ];
+        assert!(ch.resync_presence(others.clone(), seen, false));
+        assert_eq!(syncs(&rx), vec!["alice", "bob"]);
+
+        let (_, seen) = ch.presence_resync_point();
+        ch.remote_presence(vec![member("n2c", "bob", actions::LEAVE)], 2);
+        while rx.try_recv().is_ok() {}
+        assert!(
+            !ch.resync_presence(others.clone(), seen, false),
+            "overtaken: read again"
+        );
+        assert!(syncs(&rx).is_empty(), "nothing sent");
+        assert!(
+            ch.resync_presence(vec![], seen, true),
+            "the last read is sent"
+        );
+        assert_eq!(syncs(&rx), vec!["alice"]);
     }
 
     #[test]

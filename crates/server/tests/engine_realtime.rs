@@ -347,7 +347,8 @@ async fn a_connection_resumes_on_another_node() {
 
 /// A node whose subscriber connection to the engine is killed subscribes again
 /// and reads what was published in between from history: its attached clients
-/// get every message once, in order, without reattaching.
+/// get every message once, in order, without reattaching, and its presence
+/// subscribers the presence set as it is after the changes they did not hear of.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_fan_out_connection_recovers_what_was_missed() {
     let cluster = RedisCluster::started().await;
@@ -361,6 +362,30 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
     let got = messages_until(&mut on2, "before").await;
     assert_eq!(data_of(&got), vec!["before"], "delivered live");
 
+    // Presence: two members on node 1, a presence subscriber on node 2, whose
+    // own SYNC request lists node 1's members too.
+    let room = "scale:gap-room";
+    let mut stays = connect(&n1, Some("stays")).await;
+    let mut goes = connect(&n1, Some("goes")).await;
+    for ws in [&mut stays, &mut goes] {
+        attach(ws, room).await;
+        ably_support::enter(ws, room, 0, "here").await;
+    }
+    let mut watcher = connect(&n2, None).await;
+    send(&mut watcher, json!({"action": 10, "channel": room})).await;
+    next_action(&mut watcher, 11).await;
+    assert_eq!(
+        sync_members(&mut watcher).await,
+        vec!["goes", "stays"],
+        "attach SYNC"
+    );
+    send(&mut watcher, json!({"action": 16, "channel": room})).await;
+    assert_eq!(
+        sync_members(&mut watcher).await,
+        vec!["goes", "stays"],
+        "a SYNC the client asks node 2 for has node 1's members"
+    );
+
     let killed: i64 = cluster
         .masters
         .iter()
@@ -373,6 +398,16 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
     for data in ["gap2", "gap3"] {
         post_messages(&n1, channel, json!({ "data": data })).await;
     }
+    // Presence changes node 2 does not hear of: one member leaves, one enters.
+    send(
+        &mut goes,
+        json!({"action": 14, "channel": room, "msgSerial": 1, "presence": [{"action": 3}]}),
+    )
+    .await;
+    next_action(&mut goes, 1).await;
+    let mut arrives = connect(&n1, Some("arrives")).await;
+    attach(&mut arrives, room).await;
+    ably_support::enter(&mut arrives, room, 0, "new").await;
     // Node 2 subscribes again half a second after the loss; what follows that
     // is delivered live (either way every message must arrive once, in order).
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -395,9 +430,40 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
         !matches!(extra, Ok(Some(Ok(WsMessage::Text(ref t)))) if t.contains("\"action\":15")),
         "nothing delivered twice: {extra:?}"
     );
+    // Node 2's presence subscriber is sent the whole set again: without the
+    // member that left, with the one that entered.
+    assert_eq!(
+        sync_members(&mut watcher).await,
+        vec!["arrives", "stays"],
+        "presence synced again after the gap"
+    );
     for s in [n1, n2] {
         s.shutdown().await;
     }
+}
+
+/// The clientIds of the next SYNC sequence `ws` gets (every SYNC frame up to
+/// the one whose cursor is empty), sorted.
+async fn sync_members(ws: &mut Ws) -> Vec<String> {
+    let mut members = Vec::new();
+    loop {
+        let sync = next_action(ws, 16).await;
+        members.extend(
+            sync["presence"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["clientId"].as_str().map(str::to_owned)),
+        );
+        if sync["channelSerial"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(':'))
+        {
+            break;
+        }
+    }
+    members.sort();
+    members
 }
 
 /// The bridge between Redis pub/sub and realtime channels spans the nodes: a
