@@ -220,8 +220,26 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         assert_eq!(rb.cmd(&["EVALSHA", &sha, "1", key]).await, V::bulk(key));
     }
     assert_eq!(
-        rb.cmd(&["SCRIPT", "EXISTS", &sha]).await,
-        V::Array(vec![V::Int(1)])
+        rb.cmd(&["SCRIPT", "EXISTS", &sha, "0000"]).await,
+        V::Array(vec![V::Int(1), V::Int(0)])
+    );
+    // SCRIPT EXISTS asks every master (Redis's `agg_logical_and`): a script a
+    // master lacks is not there, whichever master it is.
+    for lacking in 0..cluster.masters.len() {
+        assert_eq!(
+            rb.cmd(&["SCRIPT", "LOAD", "return KEYS[1]"]).await,
+            V::bulk(&sha)
+        );
+        let _: String = cluster.masters[lacking].cmd(&["SCRIPT", "FLUSH"]);
+        assert_eq!(
+            rb.cmd(&["SCRIPT", "EXISTS", &sha]).await,
+            V::Array(vec![V::Int(0)]),
+            "master {lacking} lacks it"
+        );
+    }
+    assert_eq!(
+        ra.cmd(&["SCRIPT", "LOAD", "return KEYS[1]"]).await,
+        V::bulk(&sha)
     );
     let library = "#!lua name=enginelib\nredis.register_function('keyname', function(keys, args) return keys[1] end)";
     assert_eq!(

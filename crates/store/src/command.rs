@@ -197,6 +197,9 @@ pub enum ResponsePolicy {
     /// Any shard's answer that is not nil: what Redis leaves `special` for
     /// RANDOMKEY.
     AnyNonNil,
+    /// Arrays of 0/1 and-ed element by element (`agg_logical_and`: SCRIPT
+    /// EXISTS is 1 only where every shard has the script).
+    AggLogicalAnd,
 }
 
 /// What a command does to its keys, for `%R~` / `%W~` ACL patterns.

@@ -12,6 +12,8 @@ pub enum Merge {
     Concat,
     /// Any master's answer that is not nil (RANDOMKEY).
     AnyNonNull,
+    /// Arrays of 0/1, 1 where every master answered 1 (SCRIPT EXISTS).
+    AllTrue,
 }
 
 /// One reply from the masters' replies; the first error wins over everything.
@@ -43,6 +45,19 @@ pub fn merge(how: Merge, replies: Vec<Reply>) -> Reply {
             .into_iter()
             .find(|r| !matches!(r, Reply::Null | Reply::NullArray))
             .unwrap_or(Reply::Null),
+        Merge::AllTrue => {
+            let answers: Vec<Vec<Reply>> = replies
+                .into_iter()
+                .map(|r| r.into_array().unwrap_or_default())
+                .collect();
+            let len = answers.iter().map(Vec::len).max().unwrap_or(0);
+            let all = |i: usize| {
+                answers
+                    .iter()
+                    .all(|a| matches!(a.get(i), Some(Reply::Int(n)) if *n != 0))
+            };
+            Reply::Array((0..len).map(|i| Reply::Int(all(i) as i64)).collect())
+        }
     }
 }
 
@@ -77,5 +92,8 @@ mod tests {
             merge(Merge::First, vec![Reply::ok(), Reply::error("ERR x")]),
             Reply::Error(e) if e == "ERR x"
         ));
+        let ints = |v: &[i64]| Reply::Array(v.iter().map(|n| Reply::Int(*n)).collect());
+        let exists = merge(Merge::AllTrue, vec![ints(&[1, 1, 0]), ints(&[1, 0, 0])]);
+        assert_eq!(exists, ints(&[1, 0, 0]));
     }
 }

@@ -100,6 +100,7 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
             ResponsePolicy::AllSucceeded => Merge::First,
             ResponsePolicy::Default => Merge::Concat,
             ResponsePolicy::AnyNonNil => Merge::AnyNonNull,
+            ResponsePolicy::AggLogicalAnd => Merge::AllTrue,
         });
     }
     // Redis's SELECT and SWAPDB refuse other databases themselves when cluster
@@ -116,7 +117,7 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
         return Route::ScanMasters;
     }
     // The engine's scripts and functions, not the node's: what the policy does
-    // not send everywhere (FUNCTION LIST, SCRIPT EXISTS …) any master answers,
+    // not send everywhere (FUNCTION LIST, FUNCTION DUMP …) any master answers,
     // as every master got the same loads. The table has no flag for "about the
     // script cache" (Redis's subcommands carry none either), so the containers
     // are named.
@@ -283,7 +284,10 @@ mod tests {
         );
         assert_eq!(route_of(&["SCAN", "0", "MATCH", "k*"]), Route::ScanMasters);
         assert_eq!(route_of(&["FUNCTION", "LIST"]), Route::Slot(None));
-        assert_eq!(route_of(&["SCRIPT", "EXISTS", "abc"]), Route::Slot(None));
+        assert_eq!(
+            route_of(&["SCRIPT", "EXISTS", "abc"]),
+            Route::EveryMaster(Merge::AllTrue)
+        );
         assert_eq!(
             refused(route_of(&["SELECT", "1"])),
             "ERR SELECT is not allowed in cluster mode"

@@ -95,7 +95,8 @@ pub fn commands() -> Vec<CommandSpec> {
                     NO_KEYS,
                     script_exists,
                 )
-                .summary("Determines whether server-side Lua scripts exist in the script cache."),
+                .summary("Determines whether server-side Lua scripts exist in the script cache.")
+                .policy(RequestPolicy::AllShards, ResponsePolicy::AggLogicalAnd),
                 cmd("flush", -2, NOSCRIPT | NO_KEYSPACE, NO_KEYS, script_flush)
                     .summary("Removes all server-side Lua scripts from the script cache.")
                     .policy(RequestPolicy::AllShards, ResponsePolicy::AllSucceeded),
