@@ -252,6 +252,33 @@ impl Cluster {
         Ok(replies.pop().unwrap_or(Reply::Null))
     }
 
+    /// [`Cluster::run_on_master`] on a connection of the caller's own (see
+    /// [`Cluster::run_dedicated`]): `commands` back to back, no redirect
+    /// followed, no reply timeout. For a wait that must not hold up a shared
+    /// connection (WAIT).
+    pub async fn run_at(
+        &self,
+        own: &mut DedicatedConnection,
+        addr: &str,
+        proto: Protocol,
+        commands: &[Vec<Bytes>],
+    ) -> Result<Vec<Reply>, EngineError> {
+        own.send(addr, proto, &self.connector, commands).await
+    }
+
+    /// A key `prefix{n}` in a slot the master at `addr` serves now (the
+    /// smallest such `n`); `None` if it serves none.
+    pub fn key_on_master(&self, addr: &str, prefix: &str) -> Option<Vec<u8>> {
+        let map = self.slots.read();
+        // Each try lands on a slot at random: a master serving a share 1/m of
+        // the slots is found in about m tries.
+        (0..1_000_000u32).find_map(|n| {
+            let key = format!("{prefix}{{{n}}}").into_bytes();
+            let owner = map.owner(crate::key_slot(&key))?;
+            (&*owner == addr).then_some(key)
+        })
+    }
+
     /// A subscriber connection (see [`NodeConnection::open_subscriber`]) to any
     /// master: a cluster passes every PUBLISH to every node.
     /// `slot`: to the master owning it (SSUBSCRIBE: shard channels live there).

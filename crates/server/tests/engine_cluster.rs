@@ -677,10 +677,25 @@ async fn a_killed_master_s_replica_takes_over_without_client_errors() {
         subscriber.cmd(&["SUBSCRIBE", "news"]).await,
         V::Array(vec![V::bulk("subscribe"), V::bulk("news"), V::Int(1)])
     );
+    // WAIT through the node covers the client's writes on every master: with
+    // the replicas stopped none acknowledges them (a wait on a connection
+    // that wrote nothing would answer at once that every replica has).
+    for replica in &cluster.replicas {
+        replica.signal("STOP");
+    }
+    assert_eq!(r.cmd(&["SET", &keys[0], "kept"]).await, ok());
+    let waited = r.cmd(&["WAIT", "1", "300"]).await;
+    for replica in &cluster.replicas {
+        replica.signal("CONT");
+    }
+    assert_eq!(waited, V::Int(0), "no replica acknowledged yet");
     // The victim's writes are on its replica before it dies (replication is
     // asynchronous: docs/scale-out.md says what an unlucky moment loses).
-    let replicas: i64 = cluster.masters[victim].cmd(&["WAIT", "1", "5000"]);
-    assert_eq!(replicas, 1);
+    assert_eq!(r.cmd(&["WAIT", "1", "5000"]).await, V::Int(1));
+    match r.cmd(&["WAIT", "1", "-1"]).await {
+        V::Err(e) => assert_eq!(e, "ERR timeout is negative"),
+        other => panic!("WAIT with a negative timeout: {other:?}"),
+    }
     let victim_key = keys[victim].clone();
     cluster.masters[victim].kill();
     // Reads of the dead master's slots wait inside the node while the replica is

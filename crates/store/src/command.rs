@@ -57,6 +57,11 @@ pub mod flag {
     /// Redis engine does not have; with `--engine` a node runs it there as a
     /// script of its own instead of forwarding it.
     pub const NATIVE: u32 = 1 << 27;
+    /// Not a Redis flag: waits until the connection's earlier writes are
+    /// replicated (WAIT). With `--engine` its client's writes reached each
+    /// master over connections the node shares, so the node writes once more
+    /// over the connection it waits on, which the wait then covers.
+    pub const AFTER_OWN_WRITES: u32 = 1 << 28;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),
@@ -200,6 +205,8 @@ pub enum ResponsePolicy {
     /// Arrays of 0/1 and-ed element by element (`agg_logical_and`: SCRIPT
     /// EXISTS is 1 only where every shard has the script).
     AggLogicalAnd,
+    /// The smallest integer (`agg_min`: WAIT's replicas that acknowledged).
+    AggMin,
 }
 
 /// What a command does to its keys, for `%R~` / `%W~` ACL patterns.

@@ -14,6 +14,8 @@ pub enum Merge {
     AnyNonNull,
     /// Arrays of 0/1, 1 where every master answered 1 (SCRIPT EXISTS).
     AllTrue,
+    /// The smallest integer (WAIT: replicas that acknowledged, on every master).
+    Min,
 }
 
 /// One reply from the masters' replies; the first error wins over everything.
@@ -45,6 +47,14 @@ pub fn merge(how: Merge, replies: Vec<Reply>) -> Reply {
             .into_iter()
             .find(|r| !matches!(r, Reply::Null | Reply::NullArray))
             .unwrap_or(Reply::Null),
+        Merge::Min => replies
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Int(n) => Some(n),
+                _ => None,
+            })
+            .min()
+            .map_or(Reply::Null, Reply::Int),
         Merge::AllTrue => {
             let answers: Vec<Vec<Reply>> = replies
                 .into_iter()
@@ -95,5 +105,9 @@ mod tests {
         let ints = |v: &[i64]| Reply::Array(v.iter().map(|n| Reply::Int(*n)).collect());
         let exists = merge(Merge::AllTrue, vec![ints(&[1, 1, 0]), ints(&[1, 0, 0])]);
         assert_eq!(exists, ints(&[1, 0, 0]));
+        assert_eq!(
+            merge(Merge::Min, vec![Reply::Int(2), Reply::Int(1)]),
+            Reply::Int(1)
+        );
     }
 }

@@ -28,6 +28,10 @@ pub enum Route {
     Blocking(u16),
     /// To every master, the replies merged.
     EveryMaster(Merge),
+    /// A wait for the client's writes to replicate (flag `AFTER_OWN_WRITES`:
+    /// WAIT): on every master, over a connection of the client's own written
+    /// to first, the replies merged.
+    AfterOwnWrites(Merge),
     /// SCAN: one master after the other, behind one cursor.
     ScanMasters,
     /// SUBSCRIBE, PSUBSCRIBE and their UNSUBSCRIBEs: on the client's subscriber
@@ -91,17 +95,22 @@ pub fn route(cmd: &Command, argv: &[Bytes]) -> Route {
             Route::Slot(Some(slot))
         };
     }
+    let merge = match cmd.spec.policy.response {
+        ResponsePolicy::AggSum => Merge::Sum,
+        ResponsePolicy::AllSucceeded => Merge::First,
+        ResponsePolicy::Default => Merge::Concat,
+        ResponsePolicy::AnyNonNil => Merge::AnyNonNull,
+        ResponsePolicy::AggLogicalAnd => Merge::AllTrue,
+        ResponsePolicy::AggMin => Merge::Min,
+    };
+    if cmd.has(flag::AFTER_OWN_WRITES) {
+        return Route::AfterOwnWrites(merge);
+    }
     if blocks {
         return not_yet(cmd, "it waits on the node's own replicas");
     }
     if cmd.spec.policy.request == RequestPolicy::AllShards {
-        return Route::EveryMaster(match cmd.spec.policy.response {
-            ResponsePolicy::AggSum => Merge::Sum,
-            ResponsePolicy::AllSucceeded => Merge::First,
-            ResponsePolicy::Default => Merge::Concat,
-            ResponsePolicy::AnyNonNil => Merge::AnyNonNull,
-            ResponsePolicy::AggLogicalAnd => Merge::AllTrue,
-        });
+        return Route::EveryMaster(merge);
     }
     // Redis's SELECT and SWAPDB refuse other databases themselves when cluster
     // mode is on (in their handlers, not by a flag).
@@ -312,7 +321,10 @@ mod tests {
             route_of(&["BLPOP", "a", "b", "0"]),
             Route::Refused(CROSSSLOT.into())
         );
-        assert!(refused(route_of(&["WAIT", "1", "0"])).starts_with("ERR WAIT is not supported"));
+        assert_eq!(
+            route_of(&["WAIT", "1", "0"]),
+            Route::AfterOwnWrites(Merge::Min)
+        );
         assert_eq!(route_of(&["SUBSCRIBE", "c"]), Route::Subscription);
         assert_eq!(route_of(&["PUNSUBSCRIBE"]), Route::Subscription);
         assert_eq!(route_of(&["PUBLISH", "c", "m"]), Route::Slot(None));

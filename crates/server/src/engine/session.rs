@@ -260,7 +260,10 @@ impl EngineSession {
                     .map(|mut replies| replies.pop().unwrap_or(Reply::Null));
                 Some(reply.unwrap_or_else(|e| engine_error(&e)))
             }
-            Route::Blocking(_) => Some(Reply::Error(format!(
+            Route::AfterOwnWrites(how) if self.may_block => {
+                Some(after_own_writes(&self.cluster, proto, argv, how).await)
+            }
+            Route::Blocking(_) | Route::AfterOwnWrites(_) => Some(Reply::Error(format!(
                 "ERR blocking command {} is not supported over REST",
                 cmd.full_name.to_ascii_uppercase()
             ))),
@@ -517,6 +520,46 @@ fn bridge_publish(store: &Store, cmd: &Command, argv: &[Bytes], reply: &mut Repl
         *reply = Reply::Int(n + bridged as i64);
     }
 }
+
+/// A wait for the client's earlier writes to replicate (WAIT), on every
+/// master at once: each over a connection of its own, first written to (a key
+/// of that master's set and deleted in one `MULTI`, which readers never see),
+/// so that the wait covers everything the master applied before, the client's
+/// writes among them. The replies merged as Redis's tips say (WAIT: the
+/// fewest replicas).
+async fn after_own_writes(
+    cluster: &Cluster,
+    proto: Protocol,
+    argv: &[Bytes],
+    how: super::fan_out::Merge,
+) -> Reply {
+    let waits = cluster.masters().into_iter().map(|addr| async move {
+        let Some(key) = cluster.key_on_master(&addr, WRITE_MARK) else {
+            return Ok(Reply::Error(format!(
+                "ERR engine master {addr} serves no slot"
+            )));
+        };
+        let key = Bytes::from(key);
+        let word = |w: &'static str| Bytes::from_static(w.as_bytes());
+        let commands = vec![
+            vec![word("MULTI")],
+            vec![word("SET"), key.clone(), word("1")],
+            vec![word("DEL"), key],
+            vec![word("EXEC")],
+            argv.to_vec(),
+        ];
+        let mut own = DedicatedConnection::default();
+        let mut replies = cluster.run_at(&mut own, &addr, proto, &commands).await?;
+        Ok(replies.pop().unwrap_or(Reply::Null))
+    });
+    match futures_util::future::try_join_all(waits).await {
+        Ok(replies) => merge(how, replies),
+        Err(e) => engine_error(&e),
+    }
+}
+
+/// The keys [`after_own_writes`] writes and deletes, one per master.
+const WRITE_MARK: &str = "tidewire:wait:";
 
 /// Whether `cmd` is `PUBLISH`, which the node bridges to the realtime layer.
 pub(super) fn is_publish(cmd: &Command) -> bool {

@@ -79,6 +79,7 @@ impl Transaction {
             }
             Route::Local
             | Route::EveryMaster(_)
+            | Route::AfterOwnWrites(_)
             | Route::ScanMasters
             | Route::Subscription
             | Route::ShardSubscription(_)

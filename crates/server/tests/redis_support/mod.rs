@@ -33,6 +33,16 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// Stops (`SIGSTOP`) or continues (`SIGCONT`) the process: a replica
+    /// stopped for a moment acknowledges nothing meanwhile.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

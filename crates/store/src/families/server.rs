@@ -131,9 +131,9 @@ pub fn commands() -> Vec<CommandSpec> {
         s(cmd("cluster", -2, NOSCRIPT | NO_KEYSPACE, NO_KEYS, cluster)
             .summary("A container for Redis Cluster commands.")
             .group("cluster")),
-        s(cmd("wait", 3, BLOCKING | NO_KEYSPACE, NO_KEYS, wait).summary(
+        s(cmd("wait", 3, BLOCKING | NO_KEYSPACE | AFTER_OWN_WRITES, NO_KEYS, wait).summary(
             "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
-        ).group("generic")),
+        ).group("generic").policy(RequestPolicy::AllShards, ResponsePolicy::AggMin)),
         s(
             // ALL_KEYS, not NO_KEYSPACE: its keyspace sections read through the
             // command's own (lazy) lock, also inside a script or MULTI.
