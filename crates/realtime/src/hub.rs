@@ -1578,27 +1578,8 @@ impl BrokerHandler for Hub {
         crate::engine::now_or_spawn(Box::pin(async move {
             let mut from = from;
             loop {
-                let missed = match hub
-                    .engine
-                    .broker
-                    .since(&channel, from, MAX_RECOVERED, now_ms())
-                    .await
-                {
-                    Ok(snapshot) => {
-                        if snapshot.page.messages.len() >= MAX_RECOVERED {
-                            tracing::warn!(
-                                channel,
-                                recovered = MAX_RECOVERED,
-                                "realtime: more publications missed than recovered; attached clients lose the rest"
-                            );
-                        }
-                        hub.recovered_publications(&channel, snapshot.page.messages)
-                    }
-                    Err(e) => {
-                        tracing::warn!(channel, error = %e.0, "realtime: missed publications not recovered");
-                        Vec::new()
-                    }
-                };
+                let missed = hub.missed_since(&channel, from).await;
+                let missed = hub.recovered_publications(&channel, missed);
                 let (delivered, again) = ch.finish_recovery(from, missed);
                 hub.messages_out.fetch_add(delivered, Ordering::Relaxed);
                 match again {
@@ -1611,14 +1592,52 @@ impl BrokerHandler for Hub {
     }
 }
 
-/// Most publications read back from history after a fan-out gap.
-const MAX_RECOVERED: usize = 1000;
+/// Most messages read back from history after a fan-out gap: as many as the
+/// engine's history keeps of a channel.
+const MAX_RECOVERED: usize = 100_000;
+/// Messages per history read while recovering.
+const RECOVERY_PAGE: usize = 1000;
 
 /// Reads of the presence store a resync makes while other nodes' presence
 /// events keep overtaking them; the last one is sent regardless.
 const PRESENCE_RESYNC_READS: usize = 3;
 
 impl Hub {
+    /// What `channel`'s history holds after position `from`, oldest first, read
+    /// page by page (at most [`MAX_RECOVERED`] messages): what a fan-out gap
+    /// made this node miss.
+    async fn missed_since(&self, channel: &str, from: u64) -> Vec<crate::history::StoredMessage> {
+        let mut missed = Vec::new();
+        let mut after = from;
+        loop {
+            let page = match self
+                .engine
+                .broker
+                .since(channel, after, RECOVERY_PAGE, now_ms())
+                .await
+            {
+                Ok(snapshot) => snapshot.page,
+                Err(e) => {
+                    tracing::warn!(channel, error = %e.0, "realtime: missed publications not recovered");
+                    return missed;
+                }
+            };
+            missed.extend(page.messages);
+            match page.next {
+                Some(next) if missed.len() < MAX_RECOVERED => after = next,
+                Some(_) => {
+                    tracing::warn!(
+                        channel,
+                        recovered = missed.len(),
+                        "realtime: more publications missed than recovered; attached clients lose the rest"
+                    );
+                    return missed;
+                }
+                None => return missed,
+            }
+        }
+    }
+
     /// Publications rebuilt from history entries, in position order: one per
     /// run of entries one publish made (adjacent positions, one protocol id), so
     /// they go out in the frames they first went out in.

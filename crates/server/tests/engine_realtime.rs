@@ -398,6 +398,12 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
     for data in ["gap2", "gap3"] {
         post_messages(&n1, channel, json!({ "data": data })).await;
     }
+    // More than one page of history (1,000 messages a read).
+    let bulk: Vec<String> = (0..1200).map(|i| format!("bulk{i}")).collect();
+    for part in bulk.chunks(400) {
+        let body: Vec<Value> = part.iter().map(|d| json!({ "data": d })).collect();
+        post_messages(&n1, channel, Value::Array(body)).await;
+    }
     // Presence changes node 2 does not hear of: one member leaves, one enters.
     send(
         &mut goes,
@@ -415,9 +421,12 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
         post_messages(&n1, channel, json!({ "data": data })).await;
     }
     let got = messages_until(&mut on2, "after1").await;
+    let mut expected: Vec<String> = ["gap0", "gap1", "gap2", "gap3"].map(String::from).into();
+    expected.extend(bulk);
+    expected.extend(["after0", "after1"].map(String::from));
     assert_eq!(
         data_of(&got),
-        vec!["gap0", "gap1", "gap2", "gap3", "after0", "after1"],
+        expected,
         "what was published while the connection was down, then what followed, once, in order"
     );
     let serials: Vec<&str> = got.iter().filter_map(|m| m["serial"].as_str()).collect();
