@@ -748,29 +748,15 @@ impl Channel {
         Some(st.last_serial)
     }
 
-    /// Ends a recovery begun at serial `from`: delivers `missed` (read from
-    /// history, in position order) after `from`, then the publications held
-    /// meanwhile that were not among them. Returns the messages delivered and,
-    /// if another gap was reported meanwhile, the serial to read from again:
-    /// the recovery then goes on (publications are still held).
-    pub fn finish_recovery(
-        &self,
-        from: u64,
-        missed: Vec<(crate::engine::Publication, Publisher)>,
-    ) -> (u64, Option<u64>) {
+    /// Ends a recovery: delivers the publications held meanwhile that come
+    /// after serial `reached` (what [`Channel::deliver_recovered`] got to; the
+    /// others were read back from history already). Returns the messages
+    /// delivered and, if another gap was reported meanwhile, the serial to read
+    /// from again: the recovery then goes on (publications are still held).
+    pub fn finish_recovery(&self, reached: u64) -> (u64, Option<u64>) {
         let mut st = self.lock();
         let held = st.held.take().unwrap_or_default();
-        let mut reached = from;
         let mut delivered = 0;
-        for (p, publisher) in missed {
-            match (p.positions.first(), p.last_position()) {
-                (Some(first), Some(last)) if *first > reached => {
-                    delivered += self.deliver_locked(&mut st, &p, &publisher, None);
-                    reached = last;
-                }
-                _ => {}
-            }
-        }
         for h in held {
             let p = &h.publication;
             if p.positions.first().is_some_and(|first| *first <= reached) {
@@ -783,6 +769,31 @@ impl Channel {
             return (delivered, Some(st.last_serial));
         }
         (delivered, None)
+    }
+
+    /// Delivers part of what a recovery read back (publications after serial
+    /// `from`, in position order) while later ones are still held: a long gap
+    /// is read and delivered a page at a time. Returns the messages delivered
+    /// and the serial reached, to go on from (and, at the end, to give
+    /// [`Channel::finish_recovery`]).
+    pub fn deliver_recovered(
+        &self,
+        from: u64,
+        missed: Vec<(crate::engine::Publication, Publisher)>,
+    ) -> (u64, u64) {
+        let mut st = self.lock();
+        let mut reached = from;
+        let mut delivered = 0;
+        for (p, publisher) in missed {
+            match (p.positions.first(), p.last_position()) {
+                (Some(first), Some(last)) if *first > reached => {
+                    delivered += self.deliver_locked(&mut st, &p, &publisher, None);
+                    reached = last;
+                }
+                _ => {}
+            }
+        }
+        (delivered, reached)
     }
 
     /// [`Channel::deliver`] with the channel locked and no recovery under way.
@@ -1111,25 +1122,29 @@ mod tests {
             Some(Some(format_serial(1)))
         );
         assert!(rx.try_recv().is_err(), "nothing goes out while recovering");
-        // History had 2-3 and 4 (it was stored before the read).
-        let missed = vec![
-            (publication(vec![2, 3]), publisher.clone()),
-            (publication(vec![4]), publisher.clone()),
-        ];
+        // History had 2-3 and 4 (it was stored before the read), read in two
+        // pages.
         assert_eq!(
-            ch.finish_recovery(from, missed),
-            (4, None),
-            "2, 3, 4, 5 once each"
+            ch.deliver_recovered(from, vec![(publication(vec![2, 3]), publisher.clone())]),
+            (2, 3),
+            "the first page"
         );
+        assert_eq!(
+            ch.deliver_recovered(3, vec![(publication(vec![4]), publisher.clone())]),
+            (1, 4),
+            "the second page"
+        );
+        ch.deliver(&publication(vec![6]), &publisher, None);
+        assert_eq!(ch.finish_recovery(4), (2, None), "5 and 6 once each");
         let got: Vec<Option<String>> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(serial_of)
             .collect();
         assert_eq!(
             got,
-            [3, 4, 5].map(|p| Some(format_serial(p))).to_vec(),
-            "the missed publish (2-3), then 4 once, then 5"
+            [3, 4, 5, 6].map(|p| Some(format_serial(p))).to_vec(),
+            "the missed publish (2-3), then 4 once, then 5 and 6"
         );
-        ch.deliver(&publication(vec![6]), &publisher, None);
+        ch.deliver(&publication(vec![7]), &publisher, None);
         assert!(rx.try_recv().is_ok(), "delivered live again");
 
         // A second gap during a recovery: its end asks for another read and
@@ -1137,17 +1152,21 @@ mod tests {
         let from = ch.begin_recovery().expect("a recovery starts");
         assert_eq!(ch.begin_recovery(), None, "reported during the recovery");
         ch.deliver(&publication(vec![9]), &publisher, None);
-        let (_, again) = ch.finish_recovery(from, vec![(publication(vec![7]), publisher.clone())]);
+        let (_, reached) =
+            ch.deliver_recovered(from, vec![(publication(vec![8]), publisher.clone())]);
+        let (_, again) = ch.finish_recovery(reached);
         assert_eq!(again, Some(9), "read again from the last delivered");
         assert_eq!(
             std::iter::from_fn(|| rx.try_recv().ok())
                 .map(serial_of)
                 .collect::<Vec<_>>(),
-            vec![Some(format_serial(7)), Some(format_serial(9))]
+            vec![Some(format_serial(8)), Some(format_serial(9))]
         );
         ch.deliver(&publication(vec![11]), &publisher, None);
         assert!(rx.try_recv().is_err(), "still held");
-        let (_, again) = ch.finish_recovery(9, vec![(publication(vec![10]), publisher.clone())]);
+        let (_, reached) =
+            ch.deliver_recovered(9, vec![(publication(vec![10]), publisher.clone())]);
+        let (_, again) = ch.finish_recovery(reached);
         assert_eq!(again, None);
         assert_eq!(
             std::iter::from_fn(|| rx.try_recv().ok())

@@ -1574,13 +1574,11 @@ impl BrokerHandler for Hub {
         let Some(from) = ch.begin_recovery() else {
             return;
         };
-        let channel = channel.to_owned();
         crate::engine::now_or_spawn(Box::pin(async move {
             let mut from = from;
             loop {
-                let missed = hub.missed_since(&channel, from).await;
-                let missed = hub.recovered_publications(&channel, missed);
-                let (delivered, again) = ch.finish_recovery(from, missed);
+                let reached = hub.deliver_missed(&ch, from).await;
+                let (delivered, again) = ch.finish_recovery(reached);
                 hub.messages_out.fetch_add(delivered, Ordering::Relaxed);
                 match again {
                     Some(next) => from = next,
@@ -1603,37 +1601,42 @@ const RECOVERY_PAGE: usize = 1000;
 const PRESENCE_RESYNC_READS: usize = 3;
 
 impl Hub {
-    /// What `channel`'s history holds after position `from`, oldest first, read
-    /// page by page (at most [`MAX_RECOVERED`] messages): what a fan-out gap
-    /// made this node miss.
-    async fn missed_since(&self, channel: &str, from: u64) -> Vec<crate::history::StoredMessage> {
-        let mut missed = Vec::new();
-        let mut after = from;
+    /// Delivers what `channel`'s history holds after serial `from` (what a
+    /// fan-out gap made this node miss) while its live publications are held,
+    /// read and delivered a page at a time, at most [`MAX_RECOVERED`] messages.
+    /// Returns the serial reached.
+    async fn deliver_missed(&self, channel: &Channel, from: u64) -> u64 {
+        let name = channel.name.as_str();
+        let (mut after, mut reached, mut read) = (from, from, 0);
         loop {
             let page = match self
                 .engine
                 .broker
-                .since(channel, after, RECOVERY_PAGE, now_ms())
+                .since(name, after, RECOVERY_PAGE, now_ms())
                 .await
             {
                 Ok(snapshot) => snapshot.page,
                 Err(e) => {
-                    tracing::warn!(channel, error = %e.0, "realtime: missed publications not recovered");
-                    return missed;
+                    tracing::warn!(channel = name, error = %e.0, "realtime: missed publications not recovered");
+                    return reached;
                 }
             };
-            missed.extend(page.messages);
+            read += page.messages.len();
+            let missed = self.recovered_publications(name, page.messages);
+            let (delivered, now_reached) = channel.deliver_recovered(reached, missed);
+            self.messages_out.fetch_add(delivered, Ordering::Relaxed);
+            reached = now_reached;
             match page.next {
-                Some(next) if missed.len() < MAX_RECOVERED => after = next,
+                Some(next) if read < MAX_RECOVERED => after = next,
                 Some(_) => {
                     tracing::warn!(
-                        channel,
-                        recovered = missed.len(),
+                        channel = name,
+                        recovered = read,
                         "realtime: more publications missed than recovered; attached clients lose the rest"
                     );
-                    return missed;
+                    return reached;
                 }
-                None => return missed,
+                None => return reached,
             }
         }
     }
