@@ -631,8 +631,9 @@ impl Session {
     }
 
     /// A client's SYNC (`channel.sync()`, RTP19): the channel's whole presence set
-    /// (on every node) again, to an attachment that receives presence. An empty set is one SYNC
-    /// without members, which ends the client's sync all the same.
+    /// (every node's members) again, to an attachment that receives presence. An
+    /// empty set is one SYNC without members, which ends the client's sync all
+    /// the same.
     async fn on_sync_request(&mut self, pm: ProtocolMessage) {
         let Some(name) = pm.channel else {
             return;

@@ -3,6 +3,7 @@
 //! owning every queued key, and holds the client's own engine connections (for
 //! blocking commands and WATCH, and for its subscriptions).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +32,9 @@ pub struct EngineSession {
     own: DedicatedConnection,
     /// Keys watched, all in one slot, on the master `own` was on then.
     watching: Option<Watching>,
+    /// The client's own connection to each master that `WAIT` waits on (see
+    /// [`after_own_writes`]), kept from one wait to the next.
+    waits: HashMap<Arc<str>, DedicatedConnection>,
     /// The client's subscriber connections to the engine.
     pub(super) subscriptions: Subscriptions,
     /// The node's listener for changes on the engine (`CLIENT TRACKING`).
@@ -65,6 +69,7 @@ impl EngineSession {
             may_block,
             own: DedicatedConnection::default(),
             watching: None,
+            waits: HashMap::new(),
             subscriptions: Subscriptions::default(),
         }
     }
@@ -233,6 +238,7 @@ impl EngineSession {
                     self.transaction = None;
                     self.watching = None;
                     self.own.close();
+                    self.waits.clear();
                     self.subscriptions.release_all();
                 }
                 None
@@ -261,7 +267,7 @@ impl EngineSession {
                 Some(reply.unwrap_or_else(|e| engine_error(&e)))
             }
             Route::AfterOwnWrites(how) if self.may_block => {
-                Some(after_own_writes(&self.cluster, proto, argv, how).await)
+                Some(after_own_writes(&self.cluster, &mut self.waits, proto, argv, how).await)
             }
             Route::Blocking(_) | Route::AfterOwnWrites(_) => Some(Reply::Error(format!(
                 "ERR blocking command {} is not supported over REST",
@@ -522,19 +528,30 @@ fn bridge_publish(store: &Store, cmd: &Command, argv: &[Bytes], reply: &mut Repl
 }
 
 /// A wait for the client's earlier writes to replicate (WAIT), on every
-/// master at once: each over a connection of its own, first written to (a key
-/// of that master's set and deleted in one `MULTI`, which readers never see),
-/// so that the wait covers everything the master applied before, the client's
-/// writes among them. The replies merged as Redis's tips say (WAIT: the
-/// fewest replicas).
+/// master at once: each over the client's own connection to it (`waits`),
+/// first written to (a key of that master's set and deleted in one `MULTI`,
+/// which readers never see), so that the wait covers everything the master
+/// applied before, the client's writes among them. The replies merged as
+/// Redis's tips say (WAIT: the fewest replicas).
 async fn after_own_writes(
     cluster: &Cluster,
+    waits: &mut HashMap<Arc<str>, DedicatedConnection>,
     proto: Protocol,
     argv: &[Bytes],
     how: super::fan_out::Merge,
 ) -> Reply {
-    let waits = cluster.masters().into_iter().map(|addr| async move {
-        let Some(key) = cluster.key_on_master(&addr, WRITE_MARK) else {
+    // Taken out while in use; only the current masters' are put back.
+    let mut connections: Vec<(Arc<str>, DedicatedConnection)> = cluster
+        .masters()
+        .into_iter()
+        .map(|addr| {
+            let own = waits.remove(&addr).unwrap_or_default();
+            (addr, own)
+        })
+        .collect();
+    waits.clear();
+    let each = connections.iter_mut().map(|(addr, own)| async move {
+        let Some(key) = cluster.key_on_master(addr, WRITE_MARK) else {
             return Ok(Reply::Error(format!(
                 "ERR engine master {addr} serves no slot"
             )));
@@ -548,11 +565,12 @@ async fn after_own_writes(
             vec![word("EXEC")],
             argv.to_vec(),
         ];
-        let mut own = DedicatedConnection::default();
-        let mut replies = cluster.run_at(&mut own, &addr, proto, &commands).await?;
+        let mut replies = cluster.run_at(own, addr, proto, &commands).await?;
         Ok(replies.pop().unwrap_or(Reply::Null))
     });
-    match futures_util::future::try_join_all(waits).await {
+    let replies = futures_util::future::try_join_all(each).await;
+    waits.extend(connections);
+    match replies {
         Ok(replies) => merge(how, replies),
         Err(e) => engine_error(&e),
     }
