@@ -1760,12 +1760,25 @@ impl Hub {
     /// other nodes entered, from the engine's presence store. Read after the
     /// attach: an event another node announces from then on reaches the new
     /// subscriber too, so it ends with the right set whichever comes first.
+    ///
+    /// Another node's event passed on while the store is read may be newer
+    /// than the read and already queued for the new subscriber, ahead of its
+    /// SYNC: the store is then read again (at most [`PRESENCE_RESYNC_READS`]
+    /// times), so that the SYNC never undoes an event sent before it.
     async fn with_other_nodes_members(
         &self,
         channel: &Channel,
         mut att: Attachment,
     ) -> Result<Attachment, AblyError> {
-        let others = self.other_nodes_members(&channel.name).await?;
+        let mut read = 1;
+        let others = loop {
+            let seen = channel.remote_presence_frames();
+            let others = self.other_nodes_members(&channel.name).await?;
+            if read == PRESENCE_RESYNC_READS || channel.remote_presence_frames() == seen {
+                break others;
+            }
+            read += 1;
+        };
         crate::presence::add_members(&mut att.members, others);
         Ok(att)
     }
@@ -2587,6 +2600,131 @@ mod tests {
             b.presence_members("p", None, None).await.map(|m| m.len()),
             Ok(0),
             "gone after it"
+        );
+    }
+
+    /// A presence store whose next members read runs `after_read` once it has
+    /// read and before it answers: another node changing presence right then.
+    struct LateRead {
+        inner: Arc<dyn crate::engine::PresenceStore>,
+        after_read: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl crate::engine::PresenceStore for LateRead {
+        fn enter<'a>(
+            &'a self,
+            channel: &'a str,
+            node: &'a str,
+            member: crate::protocol::PresenceMessage,
+            now_ms: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.inner.enter(channel, node, member, now_ms)
+        }
+        fn leave<'a>(
+            &'a self,
+            channel: &'a str,
+            connection_id: &'a str,
+            client_id: &'a str,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<bool>> {
+            self.inner.leave(channel, connection_id, client_id)
+        }
+        fn owned_members<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> BoxFuture<
+            'a,
+            crate::engine::EngineResult<Vec<(String, crate::protocol::PresenceMessage)>>,
+        > {
+            Box::pin(async move {
+                let read = self.inner.owned_members(channel).await;
+                let hook = self.after_read.lock().ok().and_then(|mut h| h.take());
+                if let Some(hook) = hook {
+                    hook();
+                }
+                read
+            })
+        }
+        fn heartbeat<'a>(
+            &'a self,
+            node: &'a str,
+            now_ms: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.inner.heartbeat(node, now_ms)
+        }
+        fn reap(
+            &self,
+            now_ms: i64,
+            grace_ms: i64,
+        ) -> BoxFuture<
+            '_,
+            crate::engine::EngineResult<Vec<(String, crate::protocol::PresenceMessage)>>,
+        > {
+            self.inner.reap(now_ms, grace_ms)
+        }
+        fn set_occupancy<'a>(
+            &'a self,
+            channel: &'a str,
+            node: &'a str,
+            counts: crate::presence::Occupancy,
+            now_ms: i64,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<()>> {
+            self.inner.set_occupancy(channel, node, counts, now_ms)
+        }
+        fn occupancy<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> BoxFuture<'a, crate::engine::EngineResult<Vec<(String, crate::presence::Occupancy)>>>
+        {
+            self.inner.occupancy(channel)
+        }
+        fn reap_occupancy(
+            &self,
+            now_ms: i64,
+            grace_ms: i64,
+        ) -> BoxFuture<'_, crate::engine::EngineResult<Vec<String>>> {
+            self.inner.reap_occupancy(now_ms, grace_ms)
+        }
+        fn occupied_channels(&self) -> BoxFuture<'_, crate::engine::EngineResult<Vec<String>>> {
+            self.inner.occupied_channels()
+        }
+    }
+
+    /// An attach reads the other nodes' members after the subscriber is in
+    /// place; a LEAVE another node makes just after that read reaches the
+    /// subscriber at once, ahead of its SYNC. The SYNC must not list the member
+    /// again (the client would keep it): the store is read again.
+    #[tokio::test]
+    async fn an_attach_sync_never_undoes_an_event_sent_before_it() {
+        let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistoryStore::default());
+        let mut engine = Engine::in_process(history.clone());
+        let late = Arc::new(LateRead {
+            inner: engine.presence.clone(),
+            after_read: std::sync::Mutex::new(None),
+        });
+        engine.presence = late.clone();
+        let node = || {
+            Hub::try_with_engine(RealtimeConfig::default(), history.clone(), engine.clone())
+                .expect("hub")
+        };
+        let (a, b) = (node(), node());
+        b.presence("p", vec![enter("bob", "cb")], "cb")
+            .expect("enter");
+        let mut leave = enter("bob", "cb");
+        leave.action = Some(crate::presence::actions::LEAVE);
+        leave.id = Some("cb:1:0".into());
+        let b2 = b.clone();
+        *late.after_read.lock().expect("hook") = Some(Box::new(move || {
+            b2.presence("p", vec![leave], "cb").expect("leave");
+        }));
+        let (rx, members) = presence_subscriber(&a, "p", 1).await;
+        assert_eq!(
+            presence_events(&rx),
+            vec![(crate::presence::actions::LEAVE, "bob".to_string())],
+            "the LEAVE went out during the attach"
+        );
+        assert!(
+            members.is_empty(),
+            "the SYNC does not bring bob back: {members:?}"
         );
     }
 

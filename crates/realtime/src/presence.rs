@@ -240,6 +240,13 @@ impl Channel {
         (subscribed, st.remote_presence_frames)
     }
 
+    /// How many frames of other nodes' presence events were passed on so far:
+    /// a read of the engine's presence store that saw this change may be older
+    /// than an event already sent.
+    pub fn remote_presence_frames(&self) -> u64 {
+        self.lock().remote_presence_frames
+    }
+
     /// Sends every presence subscriber a SYNC of the whole set (Ably's
     /// server-initiated sync, RTP18): this node's members and `others`, the
     /// members other nodes own as the engine's store had them. For a node that
