@@ -1760,25 +1760,12 @@ impl Hub {
     /// other nodes entered, from the engine's presence store. Read after the
     /// attach: an event another node announces from then on reaches the new
     /// subscriber too, so it ends with the right set whichever comes first.
-    ///
-    /// Another node's event passed on while the store is read may be newer
-    /// than the read and already queued for the new subscriber, ahead of its
-    /// SYNC: the store is then read again (at most [`PRESENCE_RESYNC_READS`]
-    /// times), so that the SYNC never undoes an event sent before it.
     async fn with_other_nodes_members(
         &self,
         channel: &Channel,
         mut att: Attachment,
     ) -> Result<Attachment, AblyError> {
-        let mut read = 1;
-        let others = loop {
-            let seen = channel.remote_presence_frames();
-            let others = self.other_nodes_members(&channel.name).await?;
-            if read == PRESENCE_RESYNC_READS || channel.remote_presence_frames() == seen {
-                break others;
-            }
-            read += 1;
-        };
+        let others = self.other_nodes_members_for_sync(channel).await?;
         crate::presence::add_members(&mut att.members, others);
         Ok(att)
     }
@@ -1797,13 +1784,33 @@ impl Hub {
             .collect())
     }
 
+    /// [`Hub::other_nodes_members`] for a SYNC to a subscriber already in
+    /// place. Another node's event passed on while the store is read may be
+    /// newer than the read and already queued for the subscriber, ahead of the
+    /// SYNC; the store is then read again (at most [`PRESENCE_RESYNC_READS`]
+    /// times), so that the SYNC never undoes an event sent before it.
+    async fn other_nodes_members_for_sync(
+        &self,
+        channel: &Channel,
+    ) -> Result<Vec<crate::protocol::PresenceMessage>, AblyError> {
+        let mut read = 1;
+        loop {
+            let seen = channel.remote_presence_frames();
+            let others = self.other_nodes_members(&channel.name).await?;
+            if read == PRESENCE_RESYNC_READS || channel.remote_presence_frames() == seen {
+                return Ok(others);
+            }
+            read += 1;
+        }
+    }
+
     /// `channel`'s whole presence set, as a SYNC a client asks for sends it:
     /// this node's members and the other nodes'.
     pub async fn presence_set(
         &self,
         channel: &Channel,
     ) -> Result<Vec<crate::protocol::PresenceMessage>, AblyError> {
-        let others = self.other_nodes_members(&channel.name).await?;
+        let others = self.other_nodes_members_for_sync(channel).await?;
         let mut members = channel.members(None, None);
         crate::presence::add_members(&mut members, others);
         Ok(members)
@@ -2726,6 +2733,19 @@ mod tests {
             members.is_empty(),
             "the SYNC does not bring bob back: {members:?}"
         );
+
+        // The same for a SYNC the client asks for.
+        b.presence("p", vec![enter("carol", "cc")], "cc")
+            .expect("enter");
+        let mut leave = enter("carol", "cc");
+        leave.action = Some(crate::presence::actions::LEAVE);
+        leave.id = Some("cc:1:0".into());
+        let b2 = b.clone();
+        *late.after_read.lock().expect("hook") = Some(Box::new(move || {
+            b2.presence("p", vec![leave], "cc").expect("leave");
+        }));
+        let set = a.presence_set(&a.channel("p")).await.expect("set");
+        assert!(set.is_empty(), "carol is not brought back: {set:?}");
     }
 
     /// A presence subscriber attached to `ch` on `h` through the hub (as a
