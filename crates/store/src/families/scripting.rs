@@ -244,13 +244,20 @@ fn run(ctx: &mut Ctx<'_>, args: &mut Args<'_>, by: By, ro: bool) -> CmdResult {
         return Err(noscript());
     }
     let (keys, argv) = keys_and_args(args, None)?;
-    let (sha, script) = match by {
+    let (sha, script): (std::borrow::Cow<'_, str>, _) = match by {
         By::Sha => {
-            let sha = String::from_utf8_lossy(&first).to_ascii_lowercase();
+            // Lowercase, as the cache keeps them (clients send them so: no copy).
+            let sha: std::borrow::Cow<'_, str> = match std::str::from_utf8(&first) {
+                Ok(s) if !s.bytes().any(|b| b.is_ascii_uppercase()) => s.into(),
+                _ => String::from_utf8_lossy(&first).to_ascii_lowercase().into(),
+            };
             let script = store.scripts.get(&sha).ok_or_else(noscript)?;
             (sha, script)
         }
-        By::Body => store.scripts.load(&first).map_err(CmdError::raw)?,
+        By::Body => {
+            let (sha, script) = store.scripts.load(&first).map_err(CmdError::raw)?;
+            (sha.into(), script)
+        }
     };
     let rules = prepare(ctx, script.flags, ro)?;
     store.scripts.running.begin();

@@ -116,7 +116,9 @@ impl RunState {
 
 pub struct ScriptCache {
     pub running: RunState,
-    scripts: RwLock<HashMap<String, Arc<Script>>>,
+    /// By SHA-1 (looked up on every EVALSHA: ahash, not SipHash; the keys are
+    /// SHA-1s of what clients send, which no one can choose to collide).
+    scripts: RwLock<HashMap<String, Arc<Script>, ahash::RandomState>>,
     states: StatePool,
     /// Bumped by SCRIPT FLUSH: every thread's state is then rebuilt empty.
     generation: AtomicU64,
@@ -163,7 +165,10 @@ impl ScriptCache {
         let scripts = self.scripts.read();
         match scripts.get(sha) {
             Some(s) => Some(s.clone()),
-            None => scripts.get(&sha.to_ascii_lowercase()).cloned(),
+            None if sha.bytes().any(|b| b.is_ascii_uppercase()) => {
+                scripts.get(&sha.to_ascii_lowercase()).cloned()
+            }
+            None => None,
         }
     }
 

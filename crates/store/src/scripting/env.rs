@@ -932,7 +932,7 @@ fn new_state(memory_limit: usize, functions_mode: bool) -> mlua::Result<State> {
 pub struct LuaEnv {
     state: State,
     /// SHAs of the compiled scripts (the functions themselves live in the state).
-    scripts: HashSet<String>,
+    scripts: HashSet<String, ahash::RandomState>,
     memory_limit: usize,
     /// The state runs Redis Functions (library API at load, KEYS/ARGV as arguments)
     /// rather than EVAL scripts.
@@ -1009,7 +1009,7 @@ impl LuaEnv {
         let state = new_state(bytes, functions_mode).expect("building the Lua environment");
         LuaEnv {
             state,
-            scripts: HashSet::new(),
+            scripts: HashSet::default(),
             memory_limit: bytes,
             functions_mode,
             error_counted: false,
@@ -1146,7 +1146,10 @@ impl LuaEnv {
     }
 
     pub fn contains(&self, sha: &str) -> bool {
-        self.scripts.contains(&sha.to_ascii_lowercase())
+        if sha.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.scripts.contains(&sha.to_ascii_lowercase());
+        }
+        self.scripts.contains(sha)
     }
 
     /// SCRIPT FLUSH / FUNCTION FLUSH: forgets everything and starts a fresh state.
