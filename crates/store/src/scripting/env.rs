@@ -167,10 +167,15 @@ pub(crate) fn check_bytes(a: &MultiValue, i: usize, fname: &str) -> Result<Vec<u
 
 /// A Lua number as a command argument: integers in decimal, others in the shortest
 /// round-trip form.
-fn number_arg(n: f64) -> String {
+fn number_arg(n: f64) -> Bytes {
     if n.fract() == 0.0 && n.abs() < 9.2e18 {
-        return (n as i64).to_string();
+        return Bytes::copy_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
     }
+    Bytes::from(fractional_arg(n))
+}
+
+/// [`number_arg`] of a number that is not a 64-bit integer.
+fn fractional_arg(n: f64) -> String {
     if n.is_nan() {
         return "nan".into();
     }
@@ -198,8 +203,8 @@ fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
     for v in args.iter() {
         argv.push(match v {
             Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
-            Value::Number(n) => Bytes::from(number_arg(*n)),
-            Value::Integer(n) => Bytes::from(n.to_string()),
+            Value::Number(n) => number_arg(*n),
+            Value::Integer(n) => Bytes::copy_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
             _ => return Err("ERR Lua redis lib command arguments must be strings or integers"),
         });
     }
