@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use parking_lot::Mutex;
@@ -165,16 +165,17 @@ pub(crate) fn check_bytes(a: &MultiValue, i: usize, fname: &str) -> Result<Vec<u
     }
 }
 
-/// A Lua number as a command argument: integers in decimal, others in the shortest
-/// round-trip form.
-fn number_arg(n: f64) -> Bytes {
+/// Appends a Lua number as a command argument: integers in decimal, others in the
+/// shortest round-trip form.
+fn push_number_arg(buf: &mut BytesMut, n: f64) {
     if n.fract() == 0.0 && n.abs() < 9.2e18 {
-        return Bytes::copy_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
+        buf.extend_from_slice(itoa::Buffer::new().format(n as i64).as_bytes());
+    } else {
+        buf.extend_from_slice(fractional_arg(n).as_bytes());
     }
-    Bytes::from(fractional_arg(n))
 }
 
-/// [`number_arg`] of a number that is not a 64-bit integer.
+/// [`push_number_arg`] of a number that is not a 64-bit integer.
 fn fractional_arg(n: f64) -> String {
     if n.is_nan() {
         return "nan".into();
@@ -194,19 +195,26 @@ fn fractional_arg(n: f64) -> String {
     }
 }
 
+/// Room for a script command's arguments, per argument, before the buffer grows.
+const ARG_ROOM: usize = 24;
+
 /// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
+/// They are slices of one buffer, as a client's are of its read buffer (what the
+/// store keeps, it copies): one allocation per call rather than one per argument.
 fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
     if args.is_empty() {
         return Err("ERR Please specify at least one argument for this redis lib call");
     }
+    let mut buf = BytesMut::with_capacity(args.len() * ARG_ROOM);
     let mut argv = Vec::with_capacity(args.len());
     for v in args.iter() {
-        argv.push(match v {
-            Value::String(s) => Bytes::copy_from_slice(&s.as_bytes()),
-            Value::Number(n) => number_arg(*n),
-            Value::Integer(n) => Bytes::copy_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+        match v {
+            Value::String(s) => buf.extend_from_slice(&s.as_bytes()),
+            Value::Number(n) => push_number_arg(&mut buf, *n),
+            Value::Integer(n) => buf.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
             _ => return Err("ERR Lua redis lib command arguments must be strings or integers"),
-        });
+        }
+        argv.push(buf.split().freeze());
     }
     Ok(argv)
 }
