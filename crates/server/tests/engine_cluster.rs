@@ -418,6 +418,19 @@ async fn two_nodes_serve_one_cluster_keyspace() {
         assert_eq!(ra.cmd(&["SET", "{w}k", "waited"]).await, ok());
         assert_eq!(ra.cmd(&["WAIT", "1", "50"]).await, V::Int(0));
     }
+    // A master that refuses the write WAIT makes first: its error, not a count
+    // that would cover less than the client wrote.
+    for m in &cluster.masters {
+        let _: String = m.cmd(&["CONFIG", "SET", "maxmemory", "1"]);
+    }
+    let refused = ra.cmd(&["WAIT", "0", "0"]).await;
+    for m in &cluster.masters {
+        let _: String = m.cmd(&["CONFIG", "SET", "maxmemory", "0"]);
+    }
+    match refused {
+        V::Err(e) => assert!(e.starts_with("EXECABORT"), "{e}"),
+        other => panic!("WAIT after a refused write: {other:?}"),
+    }
 
     // A slot moves between masters while both nodes keep using it.
     let slot = key_slot(b"foo");

@@ -566,7 +566,16 @@ async fn after_own_writes(
             argv.to_vec(),
         ];
         let mut replies = cluster.run_at(own, addr, proto, &commands).await?;
-        Ok(replies.pop().unwrap_or(Reply::Null))
+        let waited = replies.pop().unwrap_or(Reply::Null);
+        // A write that did not happen (a slot moving, a refusal) leaves the
+        // wait covering less than the client wrote: its error instead.
+        Ok(match replies.pop() {
+            Some(Reply::Array(_)) => waited,
+            Some(Reply::Error(e)) => Reply::Error(e),
+            other => Reply::Error(format!(
+                "ERR engine master {addr} did not take the write WAIT needs: {other:?}"
+            )),
+        })
     });
     let replies = futures_util::future::try_join_all(each).await;
     waits.extend(connections);
