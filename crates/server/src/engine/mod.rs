@@ -33,6 +33,26 @@ pub use route::CROSSSLOT;
 pub use session::{EngineSession, Forwarded};
 pub use tracking::Invalidations;
 
+/// The sink of subscriber connection `id` whose pushes go to `owner` (held
+/// weakly: a connection outliving its owner delivers nowhere): `on_push` for
+/// each push, `on_lost` once the connection is gone.
+pub(crate) fn owner_sink<T: Send + Sync + 'static>(
+    owner: &Arc<T>,
+    id: u64,
+    on_push: fn(&Arc<T>, u64, tidewire_resp::Reply),
+    on_lost: fn(&Arc<T>, u64),
+) -> tidewire_engine::PushSink {
+    let weak = Arc::downgrade(owner);
+    Arc::new(move |push| {
+        if let Some(owner) = weak.upgrade() {
+            match push {
+                Some(push) => on_push(&owner, id, push),
+                None => on_lost(&owner, id),
+            }
+        }
+    })
+}
+
 /// Where keyspace commands run.
 #[derive(Clone, Default)]
 pub enum Engine {

@@ -27,9 +27,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tidewire_engine::{Cluster, NodeConnection, PushSink};
+use tidewire_engine::{Cluster, NodeConnection};
 use tidewire_resp::Reply;
 use tidewire_store::Store;
+
+use crate::engine::owner_sink;
 
 /// How often the listener checks that it is wanted and on every master.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -173,15 +175,12 @@ impl Inner {
     /// Opens the listening connection to `addr`, unless one is there by then.
     async fn open(self: &Arc<Self>, addr: Arc<str>) -> Result<(), tidewire_engine::EngineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let weak = Arc::downgrade(self);
-        let sink: PushSink = Arc::new(move |push| {
-            if let Some(inner) = weak.upgrade() {
-                match push {
-                    Some(push) => inner.on_push(id, push),
-                    None => inner.on_lost(id),
-                }
-            }
-        });
+        let sink = owner_sink(
+            self,
+            id,
+            |i, id, push| i.on_push(id, push),
+            |i, id| i.on_lost(id),
+        );
         let connection = self.cluster.open_subscriber_at(&addr, sink).await?;
         // Known before tracking is on, so no announcement is ignored; counted
         // as listening once the master confirmed.

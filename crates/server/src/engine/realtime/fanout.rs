@@ -24,10 +24,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
-use tidewire_engine::{Cluster, NodeConnection, PushSink};
+use tidewire_engine::{Cluster, NodeConnection};
 use tidewire_realtime::engine::{BrokerHandler, EngineError, EngineResult};
 use tidewire_resp::{Protocol, Reply};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::engine::owner_sink;
 
 use super::publication;
 
@@ -363,15 +365,12 @@ impl Inner {
             return Ok((c.id, c.connection.clone()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let weak = Arc::downgrade(self);
-        let sink: PushSink = Arc::new(move |push| {
-            if let Some(inner) = weak.upgrade() {
-                match push {
-                    Some(push) => inner.on_push(id, push),
-                    None => inner.on_lost(id),
-                }
-            }
-        });
+        let sink = owner_sink(
+            self,
+            id,
+            |i, id, push| i.on_push(id, push),
+            |i, id| i.on_lost(id),
+        );
         let (addr, connection) = self
             .cluster
             .open_subscriber(Some(slot), sink)
