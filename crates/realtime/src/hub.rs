@@ -1596,9 +1596,10 @@ const MAX_RECOVERED: usize = 100_000;
 /// Messages per history read while recovering.
 const RECOVERY_PAGE: usize = 1000;
 
-/// Reads of the presence store a resync makes while other nodes' presence
-/// events keep overtaking them; the last one is sent regardless.
-const PRESENCE_RESYNC_READS: usize = 3;
+/// Reads of the presence store a SYNC (an attach's, a client's, a resync's)
+/// makes while other nodes' presence events keep overtaking them; the last one
+/// is sent regardless.
+const PRESENCE_SYNC_READS: usize = 3;
 
 impl Hub {
     /// Delivers what `channel`'s history holds after serial `from` (what a
@@ -1787,7 +1788,7 @@ impl Hub {
     /// [`Hub::other_nodes_members`] for a SYNC to a subscriber already in
     /// place. Another node's event passed on while the store is read may be
     /// newer than the read and already queued for the subscriber, ahead of the
-    /// SYNC; the store is then read again (at most [`PRESENCE_RESYNC_READS`]
+    /// SYNC; the store is then read again (at most [`PRESENCE_SYNC_READS`]
     /// times), so that the SYNC never undoes an event sent before it.
     async fn other_nodes_members_for_sync(
         &self,
@@ -1797,7 +1798,7 @@ impl Hub {
         loop {
             let seen = channel.remote_presence_frames();
             let others = self.other_nodes_members(&channel.name).await?;
-            if read == PRESENCE_RESYNC_READS || channel.remote_presence_frames() == seen {
+            if read == PRESENCE_SYNC_READS || channel.remote_presence_frames() == seen {
                 return Ok(others);
             }
             read += 1;
@@ -1820,7 +1821,7 @@ impl Hub {
     /// them the whole presence set again (see [`Channel::resync_presence`]),
     /// since the other nodes' presence events of the gap did not reach them.
     async fn resync_presence(&self, channel: &Channel) {
-        for read in 1..=PRESENCE_RESYNC_READS {
+        for read in 1..=PRESENCE_SYNC_READS {
             let (subscribed, seen) = channel.presence_resync_point();
             if !subscribed {
                 return;
@@ -1832,7 +1833,7 @@ impl Hub {
                     return;
                 }
             };
-            if channel.resync_presence(others, seen, read == PRESENCE_RESYNC_READS) {
+            if channel.resync_presence(others, seen, read == PRESENCE_SYNC_READS) {
                 return;
             }
         }
