@@ -371,6 +371,14 @@ async fn a_lost_fan_out_connection_recovers_what_was_missed() {
         attach(ws, room).await;
         ably_support::enter(ws, room, 0, "here").await;
     }
+    // An ENTER is acknowledged once node 1 applied it; the engine's store has
+    // it a moment later.
+    let stored = common::eventually(|| async {
+        let members = get(&n2, &format!("/channels/{room}/presence")).await;
+        members.as_array().is_some_and(|m| m.len() == 2)
+    })
+    .await;
+    assert!(stored, "node 2 lists both members");
     let mut watcher = connect(&n2, None).await;
     send(&mut watcher, json!({"action": 10, "channel": room})).await;
     next_action(&mut watcher, 11).await;
