@@ -241,10 +241,19 @@ fn sanitize_line(s: &[u8]) -> String {
     String::from_utf8_lossy(s).replace(['\r', '\n'], " ")
 }
 
-/// The script's return value as a reply. `script_resp` is the protocol the script
-/// selected with redis.setresp (booleans depend on it).
-pub(crate) fn lua_to_reply(v: &Value, script_resp: Protocol, fields: &ReplyFields) -> Reply {
-    lua_to_reply_depth(v, script_resp, fields, 0)
+/// The script's return value as a reply. `shape` is what the environment's
+/// `shape` answered for it when it is a table (the runner asks it); `script_resp`
+/// is the protocol the script selected with redis.setresp (booleans depend on it).
+pub(crate) fn lua_to_reply(
+    v: &Value,
+    shape: u8,
+    script_resp: Protocol,
+    fields: &ReplyFields,
+) -> Reply {
+    match v {
+        Value::Table(t) => table_to_reply(t, shape, script_resp, fields, 0),
+        v => lua_to_reply_depth(v, script_resp, fields, 0),
+    }
 }
 
 fn lua_to_reply_depth(
@@ -276,7 +285,7 @@ fn lua_to_reply_depth(
 /// The fields that give a returned table a meaning of its own, in the order
 /// Redis checks them; the environment's `shape` answers 1 + the index of the
 /// first one a table has with the right type, or 0.
-const ERR: u8 = 1;
+pub(crate) const ERR: u8 = 1;
 const OK: u8 = 2;
 const DOUBLE: u8 = 3;
 const BIG_NUMBER: u8 = 4;

@@ -743,14 +743,21 @@ control.shape = shape
 -- host (the host's reference slots are bounded: ~8000 in Lua 5.1).
 local scripts = {}
 control.store = function(sha, f) scripts[sha] = f end
+-- A run's outcome for the host: ok, the first value, and the shape of a
+-- returned table (see `shape`; 0 for anything else), found here by the VM so
+-- that the host needs no call back into Lua for it.
+local function outcome(ok, v)
+  if ok and type(v) == 'table' then return ok, v, shape(v) end
+  return ok, v, 0
+end
 control.runner = function(sha, h, keys, argv)
   H.KEYS = keys
   H.ARGV = argv
-  return rawxpcall(scripts[sha], h)
+  return outcome(rawxpcall(scripts[sha], h))
 end
 -- Functions take KEYS and ARGV as their arguments, not as globals.
 control.runner_fn = function(f, h, keys, argv)
-  return rawxpcall(function() return f(keys, argv) end, h)
+  return outcome(rawxpcall(function() return f(keys, argv) end, h))
 end
 -- Runs a library's top-level code with the library API; returns ok, error and
 -- the functions it registered.
@@ -1256,15 +1263,15 @@ impl LuaEnv {
             let out = match target {
                 Target::Script => {
                     st.runner
-                        .call::<(bool, Value)>((&label_s, &st.handler, keys_t, args_t))
+                        .call::<(bool, Value, u8)>((&label_s, &st.handler, keys_t, args_t))
                 }
                 Target::Function(f) => {
                     st.runner_fn
-                        .call::<(bool, Value)>((f, &st.handler, keys_t, args_t))
+                        .call::<(bool, Value, u8)>((f, &st.handler, keys_t, args_t))
                 }
             };
             lift_limit(lua);
-            let (ok, v) = out?;
+            let (ok, v, shape) = out?;
             let resp = st
                 .shared
                 .slot
@@ -1273,9 +1280,12 @@ impl LuaEnv {
                 .map_or(Protocol::Resp2, |r| r.resp);
             // An error reply (raised, or an error table returned) that came from a
             // command was counted when the command failed.
-            let counted = convert::stats_counted(&v);
+            let counted = (!ok || shape == convert::ERR) && convert::stats_counted(&v);
             Ok(if ok {
-                (convert::lua_to_reply(&v, resp, &st.reply_fields), counted)
+                (
+                    convert::lua_to_reply(&v, shape, resp, &st.reply_fields),
+                    counted,
+                )
             } else {
                 (error_reply(&v, label), counted)
             })
