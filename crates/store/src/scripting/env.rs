@@ -199,26 +199,51 @@ fn fractional_arg(n: f64) -> String {
 
 /// Room for a script command's arguments, per argument, before the buffer grows.
 const ARG_ROOM: usize = 24;
+/// A buffer that grew past this for one command's arguments is not kept for the next.
+const ARG_KEEP: usize = 64 << 10;
 
-/// Script arguments for redis.call / pcall / acl_check_cmd, or Redis's error line.
-/// They are slices of one buffer, as a client's are of its read buffer (what the
-/// store keeps, it copies): one allocation per call rather than one per argument.
-fn lua_args_to_argv(args: &MultiValue) -> Result<Vec<Bytes>, &'static str> {
-    if args.is_empty() {
-        return Err("ERR Please specify at least one argument for this redis lib call");
-    }
-    let mut buf = BytesMut::with_capacity(args.len() * ARG_ROOM);
-    let mut argv = Vec::with_capacity(args.len());
-    for v in args.iter() {
-        match v {
-            Value::String(s) => buf.extend_from_slice(&s.as_bytes()),
-            Value::Number(n) => push_number_arg(&mut buf, *n),
-            Value::Integer(n) => buf.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
-            _ => return Err("ERR Lua redis lib command arguments must be strings or integers"),
+/// A state's buffers for the arguments of its scripts' commands (redis.call, pcall,
+/// acl_check_cmd), kept from call to call and run to run: the arguments are slices
+/// of `buf`, as a client's are of its read buffer (what the store keeps, it
+/// copies), and once a command's arguments are dropped the next command's reuse
+/// the same memory, so a call allocates nothing for them.
+#[derive(Default)]
+struct ArgScratch {
+    buf: BytesMut,
+    argv: Vec<Bytes>,
+}
+
+impl ArgScratch {
+    /// Fills `argv` with a call's arguments, or answers Redis's error line.
+    fn fill(&mut self, args: &MultiValue) -> Result<&[Bytes], &'static str> {
+        if args.is_empty() {
+            return Err("ERR Please specify at least one argument for this redis lib call");
         }
-        argv.push(buf.split().freeze());
+        self.argv.clear();
+        // The previous command's arguments are gone: this takes the buffer back.
+        self.buf.reserve(args.len() * ARG_ROOM);
+        for v in args.iter() {
+            match v {
+                Value::String(s) => self.buf.extend_from_slice(&s.as_bytes()),
+                Value::Number(n) => push_number_arg(&mut self.buf, *n),
+                Value::Integer(n) => self
+                    .buf
+                    .extend_from_slice(itoa::Buffer::new().format(*n).as_bytes()),
+                _ => return Err("ERR Lua redis lib command arguments must be strings or integers"),
+            }
+            self.argv.push(self.buf.split().freeze());
+        }
+        Ok(&self.argv)
     }
-    Ok(argv)
+
+    /// Drops the arguments after their command ran, and a buffer grown large.
+    fn release(&mut self) {
+        let large = self.argv.iter().map(Bytes::len).sum::<usize>() > ARG_KEEP;
+        self.argv.clear();
+        if large {
+            self.buf = BytesMut::new();
+        }
+    }
 }
 
 fn raise_err(lua: &Lua, line: &str) -> LibErr {
@@ -790,6 +815,8 @@ struct Shared {
 
 /// What the host functions work with during a run.
 struct RunSlot {
+    /// The state's argument buffers (see [`ArgScratch`]), lent for the run.
+    args: ArgScratch,
     host: Box<dyn ScriptHost>,
     /// The protocol the script chose (`redis.setresp`) for its commands' replies.
     resp: Protocol,
@@ -964,6 +991,8 @@ pub struct LuaEnv {
     error_counted: bool,
     /// Runs since the last periodic collection ([`GC_PERIOD`]).
     runs_since_gc: u32,
+    /// The argument buffers, between runs (see [`ArgScratch`]).
+    args: ArgScratch,
 }
 
 /// A function a library registered with `redis.register_function` while it loaded.
@@ -1036,6 +1065,7 @@ impl LuaEnv {
             functions_mode,
             error_counted: false,
             runs_since_gc: 0,
+            args: ArgScratch::default(),
         }
     }
 
@@ -1248,6 +1278,7 @@ impl LuaEnv {
         self.error_counted = false;
         host.set_resp(Protocol::Resp2);
         *st.shared.slot.lock() = Some(RunSlot {
+            args: std::mem::take(&mut self.args),
             host: Box::new(host),
             resp: Protocol::Resp2,
         });
@@ -1293,8 +1324,14 @@ impl LuaEnv {
             })
         })();
         apply_limit(&st.lua, limit);
-        let run = st.shared.slot.lock().take();
-        let host: Box<dyn std::any::Any> = run.expect("the run's host stays in its slot").host;
+        let run = st
+            .shared
+            .slot
+            .lock()
+            .take()
+            .expect("the run's host stays in its slot");
+        self.args = run.args;
+        let host: Box<dyn std::any::Any> = run.host;
         let host = *host
             .downcast::<H>()
             .unwrap_or_else(|_| unreachable!("the slot holds the host this run put there"));
@@ -1440,13 +1477,14 @@ impl CallError {
 /// redis.call (`raise`) and redis.pcall: the command's reply as a Lua value, or
 /// the raised `CallError`.
 fn call_command(lua: &Lua, a: MultiValue, run: &mut RunSlot, raise: bool) -> mlua::Result<Value> {
-    let argv = match lua_args_to_argv(&a) {
+    let argv = match run.args.fill(&a) {
         Ok(v) => v,
         Err(line) if raise => return Err(CallError::raise(line, false)),
         Err(line) => return Ok(Value::Table(error_table(lua, line)?)),
     };
     drop(a);
-    let reply = run.host.call(&argv);
+    let reply = run.host.call(argv);
+    run.args.release();
     if raise {
         if let Reply::Error(line) = &reply {
             return Err(CallError::raise(line, true));
@@ -1456,8 +1494,10 @@ fn call_command(lua: &Lua, a: MultiValue, run: &mut RunSlot, raise: bool) -> mlu
 }
 
 fn acl_check(lua: &Lua, a: MultiValue, run: &mut RunSlot) -> Result<MultiValue, LibErr> {
-    let argv = lua_args_to_argv(&a).map_err(|line| raise_err(lua, line))?;
-    match run.host.acl_check(&argv) {
+    let argv = run.args.fill(&a).map_err(|line| raise_err(lua, line))?;
+    let allowed = run.host.acl_check(argv);
+    run.args.release();
+    match allowed {
         Ok(b) => Ok(MultiValue::from_vec(vec![Value::Boolean(b)])),
         Err(line) => Err(raise_err(lua, &line)),
     }
