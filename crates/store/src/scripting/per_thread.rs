@@ -59,7 +59,9 @@ pub struct ThreadState {
 }
 
 thread_local! {
-    static STATES: RefCell<Vec<ThreadState>> = const { RefCell::new(Vec::new()) };
+    /// Boxed: every run takes its state out of the list and puts it back, which
+    /// moves a pointer rather than the state.
+    static STATES: RefCell<Vec<Box<ThreadState>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl ThreadState {
@@ -159,7 +161,7 @@ impl StatePool {
 
     /// This thread's state, out of the thread's list while it is in use (so a
     /// command a script runs may use another pool's state on the same thread).
-    fn take(&self) -> ThreadState {
+    fn take(&self) -> Box<ThreadState> {
         let found = STATES.with(|s| {
             let mut states = s.borrow_mut();
             let i = states.iter().position(|t| t.pool == self.id)?;
@@ -168,7 +170,7 @@ impl StatePool {
         found.unwrap_or_else(|| {
             // States of pools whose store is gone are dropped here.
             STATES.with(|s| s.borrow_mut().retain(|t| t.tally.strong_count() > 0));
-            ThreadState {
+            Box::new(ThreadState {
                 pool: self.id,
                 tally: Arc::downgrade(&self.tally),
                 generation: STALE,
@@ -180,11 +182,11 @@ impl StatePool {
                 callbacks: HashMap::new(),
                 fresh: true,
                 reported: (STALE, 0),
-            }
+            })
         })
     }
 
-    fn put_back(&self, mut st: ThreadState) {
+    fn put_back(&self, mut st: Box<ThreadState>) {
         st.report();
         STATES.with(|s| s.borrow_mut().push(st));
     }
