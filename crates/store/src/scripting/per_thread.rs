@@ -60,7 +60,8 @@ pub struct ThreadState {
 
 thread_local! {
     /// Boxed: every run takes its state out of the list and puts it back, which
-    /// moves a pointer rather than the state.
+    /// moves a pointer rather than the state (measured: ~1 % of a short script's run).
+    #[allow(clippy::vec_box)]
     static STATES: RefCell<Vec<Box<ThreadState>>> = const { RefCell::new(Vec::new()) };
 }
 
