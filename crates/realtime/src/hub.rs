@@ -2717,12 +2717,10 @@ mod tests {
         let (a, b) = (node(), node());
         b.presence("p", vec![enter("bob", "cb")], "cb")
             .expect("enter");
-        let mut leave = enter("bob", "cb");
-        leave.action = Some(crate::presence::actions::LEAVE);
-        leave.id = Some("cb:1:0".into());
         let b2 = b.clone();
         *late.after_read.lock().expect("hook") = Some(Box::new(move || {
-            b2.presence("p", vec![leave], "cb").expect("leave");
+            b2.presence("p", vec![leave("bob", "cb")], "cb")
+                .expect("leave");
         }));
         let (rx, members) = presence_subscriber(&a, "p", 1).await;
         assert_eq!(
@@ -2738,12 +2736,10 @@ mod tests {
         // The same for a SYNC the client asks for.
         b.presence("p", vec![enter("carol", "cc")], "cc")
             .expect("enter");
-        let mut leave = enter("carol", "cc");
-        leave.action = Some(crate::presence::actions::LEAVE);
-        leave.id = Some("cc:1:0".into());
         let b2 = b.clone();
         *late.after_read.lock().expect("hook") = Some(Box::new(move || {
-            b2.presence("p", vec![leave], "cc").expect("leave");
+            b2.presence("p", vec![leave("carol", "cc")], "cc")
+                .expect("leave");
         }));
         let set = a.presence_set(&a.channel("p")).await.expect("set");
         assert!(set.is_empty(), "carol is not brought back: {set:?}");
@@ -2794,6 +2790,15 @@ mod tests {
             connection_id: Some(connection.into()),
             timestamp: Some(now_ms()),
             ..Default::default()
+        }
+    }
+
+    /// The LEAVE of a member [`enter`] made.
+    fn leave(client: &str, connection: &str) -> crate::protocol::PresenceMessage {
+        crate::protocol::PresenceMessage {
+            id: Some(format!("{connection}:1:0")),
+            action: Some(crate::presence::actions::LEAVE),
+            ..enter(client, connection)
         }
     }
 

@@ -20,9 +20,9 @@ pub const HOOK_INSTRUCTIONS: u32 = 100_000;
 /// strings, ~145 bytes for a one-command script), which the incremental collector
 /// alone lets grow to twice the heap. A cycle walks the whole ~75 KB environment
 /// (~300k instructions), so the period is as long as Redis's test bound allows: at
-/// 150 runs a one-command script's heap peaks at ~98 KB of the 100 KB
-/// (`scripting_runs_do_not_grow_the_heap`); a cycle then costs ~3 % of a short
-/// script's run (~5 % at 100 runs).
+/// 150 runs a one-command script's heap peaks at ~97,300 bytes of the 102,400
+/// (100 KiB) it allows (`scripting_runs_do_not_grow_the_heap`); a cycle then
+/// costs ~3 % of a short script's run (~5 % at 100 runs).
 const GC_PERIOD: u32 = 150;
 /// Default bound on the Lua heap (Redis has none of its own; see [`LuaEnv::set_memory_limit`]).
 pub const DEFAULT_MEMORY_LIMIT: usize = 256 << 20;

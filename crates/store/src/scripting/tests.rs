@@ -1040,6 +1040,35 @@ fn scripting_memory_bomb_table() {
     assert!(err(r).contains("not enough memory"));
 }
 
+/// A state keeps one buffer for its commands' arguments from call to call and run
+/// to run: each command gets exactly its own arguments, after a call refused
+/// half-way through its arguments and after one too large for the buffer to be
+/// kept.
+#[test]
+fn scripting_command_arguments_are_each_calls_own() {
+    let mut env = LuaEnv::new();
+    let mut host = Fake::default();
+    let body = "local e = redis.pcall('echoargs', 'a', {}) \
+        local one = table.concat(redis.call('echoargs', 'b', 'c'), ',') \
+        local big = #redis.call('echoargs', string.rep('x', 70000))[1] \
+        local two = table.concat(redis.call('echoargs', 'd', 7), ',') \
+        return {e.err, one, big, two}";
+    assert_eq!(
+        eval_full(&mut env, &mut host, body, &[], &[]),
+        Reply::Array(vec![
+            bulk("ERR Lua redis lib command arguments must be strings or integers"),
+            bulk("b,c"),
+            Reply::Int(70000),
+            bulk("d,7"),
+        ])
+    );
+    let body = "return redis.call('echoargs', KEYS[1], ARGV[1])";
+    assert_eq!(
+        eval_full(&mut env, &mut host, body, &["k"], &["v"]),
+        Reply::Array(vec![bulk("k"), bulk("v")])
+    );
+}
+
 /// Redis's unit/scripting runs 10000 scripts and expects the Lua heap under 100 KB
 /// at the end: the garbage each run leaves must be collected, not left to double
 /// the heap. Checked after every run, so the periodic collection must come before
