@@ -3,7 +3,9 @@
 # redis-benchmark against tidewire and redis-server in the same run, same machine,
 # same settings (no persistence on either side). Each script is loaded with
 # SCRIPT LOAD on both servers (same text, same SHA) and called with EVALSHA,
-# unpipelined (-P 1) and pipelined (-P 16), from C clients (default 50).
+# unpipelined (-P 1) and pipelined (-P 16), from C clients (default 50). The
+# scripts are in bench/lua/, their data and arguments in bench/scripting-lib.sh
+# (bench/instructions.sh counts the same calls' instructions).
 #
 #  ratelimit     @upstash/ratelimit's sliding-window limit: GET of the current and the
 #                previous window's counter, the weighted check, INCRBY of the current
@@ -41,91 +43,37 @@ N=100000
 C=50
 while getopts "n:c:" opt; do case $opt in n) N=$OPTARG;; c) C=$OPTARG;; *) exit 2;; esac; done
 ROUNDS="${ROUNDS:-3}"
-JOBS="${JOBS:-1000}"
 TESTS="${TESTS:-ratelimit,move-active}"
 OUT=bench/out/scripting
 mkdir -p "$OUT"
 
 prepare_release_bench
-
-# Mirrors @upstash/ratelimit's slidingWindowLimitScript (dist/index.js): same keys and
-# arguments, same commands in the same order (optional dynamic-limit GET, GET current,
-# GET previous, INCRBY, PEXPIRE window*2+1000 on first set), same reply.
-cp bench/lua/sliding-window.lua "$work/ratelimit.lua"
-
-# BullMQ-like moveToActive (see the header): job keys are built from a prefix inside
-# the script, not declared in KEYS, as BullMQ's are.
-cat > "$work/move-active.lua" <<'LUA'
-#!lua
--- KEYS: wait, active, prioritized, events stream, meta
--- ARGV: job key prefix, lock token, lock duration (ms), now (ms)
-local wait, active, prioritized, events, meta = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, token, lockMs, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local m = redis.call("HMGET", meta, "paused", "concurrency")
-if m[1] then return {0, 0} end
-local id = redis.call("RPOPLPUSH", wait, active)
-if not id then return {0, 0} end
-local job = prefix .. id
-redis.call("SET", job .. ":lock", token, "PX", lockMs)
-redis.call("ZREM", prioritized, id)
-redis.call("XADD", events, "MAXLEN", "~", 10000, "*", "event", "active", "jobId", id, "prev", "waiting")
-redis.call("HSET", job, "processedOn", now)
-redis.call("HINCRBY", job, "ats", 1)
-local fields = redis.call("HGETALL", job)
--- benchmark only: the job goes back to wait so the queue never runs dry
-redis.call("LPOP", active)
-redis.call("LPUSH", wait, id)
-redis.call("ZADD", prioritized, now, id)
-return {fields, id}
-LUA
+# shellcheck source=bench/scripting-lib.sh
+. bench/scripting-lib.sh
 
 start_servers
 
-NOW=1765000030000 # fixed "now" (ms): half way through a 60 s window
-load() { # port test -> sha
-  redis-cli -p "$1" -x SCRIPT LOAD < "$work/$2.lua"
-}
-prepare() { # port test: the same starting data every round
-  redis-cli -p "$1" FLUSHALL >/dev/null
-  if [ "$2" = move-active ]; then
-    awk -v n="$JOBS" -v now="$NOW" 'BEGIN {
-      for (i = 1; i <= n; i++) {
-        printf "HSET bull:q:%d name send-email data \047{\"to\":\"user%d@example.com\",\"subject\":\"Welcome\",\"body\":\"Hello there\"}\047 opts \047{\"attempts\":3,\"backoff\":1000}\047 timestamp %s delay 0 priority 0\n", i, i, now
-        printf "LPUSH bull:q:wait %d\n", i
-        printf "ZADD bull:q:prioritized %s %d\n", now, i
-      }
-      for (i = 1; i <= 10; i++) printf "LPUSH bull:q:active stalled-%d\n", i
-      print "HSET bull:q:meta opts.maxLenEvents 10000"
-    }' | redis-cli -p "$1" >/dev/null
-  fi
-}
-args() { # test -> EVALSHA arguments after the SHA
-  case $1 in
-    ratelimit) echo "2 rl:__rand_int__:29416667 rl:__rand_int__:29416666 1000000000 $NOW 60000 1";;
-    move-active) echo "5 bull:q:wait bull:q:active bull:q:prioritized bull:q:events bull:q:meta bull:q: tok-__rand_int__ 30000 $NOW";;
-  esac
-}
 requests() { # pipeline
   if [ "$1" = 1 ]; then echo "$N"; else echo "${PIPELINED_REQUESTS:-$((N * 3))}"; fi
 }
 # One CSV line: "test","rps","avg","min","p50","p95","p99","max"
 one() { # port pipeline test
-  prepare "$1" "$3"
-  local sha; sha="$(load "$1" "$3")"
+  scripting_prepare "$1" "$3"
+  local sha; sha="$(scripting_load "$1" "$3")"
   # shellcheck disable=SC2046
   redis-benchmark -p "$1" -n "$(requests "$2")" -c "$C" -P "$2" -r 100000 --csv -q \
-    EVALSHA "$sha" $(args "$3") 2>/dev/null | tail -n +2 | sed "s/^\"[^\"]*\"/\"$3\"/"
+    EVALSHA "$sha" $(scripting_args "$3") 2>/dev/null | tail -n +2 | sed "s/^\"[^\"]*\"/\"$3\"/"
 }
 
 # Both servers must load the same SHA and answer one call alike, without an error.
 for t in ${TESTS//,/ }; do
-  for p in "$tw_port" "$rs_port"; do prepare "$p" "$t"; done
-  a="$(load "$tw_port" "$t")"; b="$(load "$rs_port" "$t")"
+  for p in "$tw_port" "$rs_port"; do scripting_prepare "$p" "$t"; done
+  a="$(scripting_load "$tw_port" "$t")"; b="$(scripting_load "$rs_port" "$t")"
   [ "$a" = "$b" ] || { echo "$t: SHA differs: tidewire $a, redis $b" >&2; exit 1; }
   # shellcheck disable=SC2046
-  ra="$(redis-cli -p "$tw_port" EVALSHA "$a" $(args "$t" | sed 's/__rand_int__/000000000042/g') 2>&1)"
+  ra="$(redis-cli -p "$tw_port" EVALSHA "$a" $(scripting_args "$t" | sed 's/__rand_int__/000000000042/g') 2>&1)"
   # shellcheck disable=SC2046
-  rb="$(redis-cli -p "$rs_port" EVALSHA "$b" $(args "$t" | sed 's/__rand_int__/000000000042/g') 2>&1)"
+  rb="$(redis-cli -p "$rs_port" EVALSHA "$b" $(scripting_args "$t" | sed 's/__rand_int__/000000000042/g') 2>&1)"
   # (sorted: HGETALL's order is the hash's own, and Redis keeps a job hash whose data
   # is over 64 bytes as a hash table, in no fixed order)
   [ "$(sort <<< "$ra")" = "$(sort <<< "$rb")" ] || { printf '%s: replies differ\ntidewire: %s\nredis: %s\n' "$t" "$ra" "$rb" >&2; exit 1; }
