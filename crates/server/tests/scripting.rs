@@ -91,6 +91,34 @@ async fn eval_and_evalsha_run_scripts_and_report_redis_errors() {
             .contains("Unknown Redis command called from script"),
         "{unknown:?}"
     );
+    // A command the thread's scripts called before (and so looks up from their
+    // recent names) is still held to its arity, and a container to its
+    // subcommand.
+    let arity = c
+        .cmd(&[
+            "EVAL",
+            "redis.call('set', 'k2', 'v') \
+             local e = redis.pcall('set', 'k2') \
+             return {e.err, redis.call('get', 'k2'), redis.call('object', 'encoding', 'k2')}",
+            "0",
+        ])
+        .await;
+    assert_eq!(
+        arity,
+        V::Array(vec![
+            V::bulk("ERR Wrong number of args calling Redis command from script"),
+            V::bulk("v"),
+            V::bulk("embstr"),
+        ])
+    );
+    let sub = c
+        .cmd(&["EVAL", "return redis.call('object', 'nosuch', 'k2')", "0"])
+        .await;
+    assert!(
+        sub.text()
+            .contains("Unknown Redis command called from script"),
+        "{sub:?}"
+    );
     assert_eq!(c.cmd(&["SCRIPT", "FLUSH"]).await, V::Simple("OK".into()));
     assert_eq!(c.cmd(&["EVALSHA", &sha, "1", "k"]).await, noscript);
     assert_eq!(

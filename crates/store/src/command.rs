@@ -463,6 +463,57 @@ impl LastCommand {
     }
 }
 
+/// The commands a thread's scripts called lately, by name as the script spelt it:
+/// a script calls the same few commands from call to call (a BullMQ-like
+/// move-to-active, eleven), and a hit skips the registry's lower-casing and
+/// hashing. A name of up to 16 bytes is compared as two words; only commands
+/// without subcommands are kept, as in [`LastCommand`].
+pub struct RecentCommands {
+    names: [(u128, u8); RECENT],
+    cmds: [Option<&'static Command>; RECENT],
+    next: usize,
+}
+
+/// How many names [`RecentCommands`] keeps (replaced in turn).
+const RECENT: usize = 16;
+
+impl Default for RecentCommands {
+    fn default() -> Self {
+        RecentCommands {
+            names: [(0, 0); RECENT],
+            cmds: [None; RECENT],
+            next: 0,
+        }
+    }
+}
+
+impl RecentCommands {
+    /// `name` zero-padded to 16 bytes, with its length; `None` when longer.
+    fn key(name: &[u8]) -> Option<(u128, u8)> {
+        let mut buf = [0u8; 16];
+        buf.get_mut(..name.len())?.copy_from_slice(name);
+        Some((u128::from_ne_bytes(buf), name.len() as u8))
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&'static Command> {
+        let key = Self::key(name)?;
+        let at = self.names.iter().position(|k| *k == key)?;
+        self.cmds[at]
+    }
+
+    pub fn set(&mut self, name: &[u8], cmd: &'static Command) {
+        if cmd.is_sub || !cmd.subs.is_empty() {
+            return;
+        }
+        let Some(key) = Self::key(name) else {
+            return;
+        };
+        self.names[self.next] = key;
+        self.cmds[self.next] = Some(cmd);
+        self.next = (self.next + 1) % RECENT;
+    }
+}
+
 /// Longer than any command or subcommand name (checked by a test).
 const MAX_NAME_LEN: usize = 32;
 
@@ -555,5 +606,48 @@ mod tests {
         let mut kept = LastCommand::default();
         kept.set(b"client", registry().get(b"client").unwrap());
         assert!(kept.get(b"client").is_none());
+    }
+
+    #[test]
+    fn recent_commands_keep_sixteen_names_as_spelt() {
+        let reg = registry();
+        let mut recent = RecentCommands::default();
+        let names: Vec<&str> = reg
+            .commands
+            .iter()
+            .filter(|(n, c)| c.subs.is_empty() && n.len() <= 16)
+            .map(|(n, _)| std::str::from_utf8(n).unwrap())
+            .take(17)
+            .collect();
+        assert_eq!(names.len(), 17);
+        for n in &names[..16] {
+            recent.set(n.as_bytes(), reg.get(n.as_bytes()).unwrap());
+        }
+        for n in &names[..16] {
+            let hit = recent.get(n.as_bytes()).unwrap();
+            assert!(std::ptr::eq(hit, reg.get(n.as_bytes()).unwrap()), "{n}");
+            // Only the spelling it was kept under hits.
+            assert!(
+                recent.get(n.to_ascii_uppercase().as_bytes()).is_none(),
+                "{n}"
+            );
+        }
+        // A seventeenth name takes the oldest one's place.
+        recent.set(names[16].as_bytes(), reg.get(names[16].as_bytes()).unwrap());
+        assert!(recent.get(names[0].as_bytes()).is_none());
+        assert!(recent.get(names[16].as_bytes()).is_some());
+        assert!(recent.get(names[1].as_bytes()).is_some());
+        // A prefix, an extension or an empty name is not a hit.
+        let set = reg.get(b"set").unwrap();
+        recent.set(b"set", set);
+        assert!(recent.get(b"se").is_none());
+        assert!(recent.get(b"setx").is_none());
+        assert!(recent.get(b"").is_none());
+        // Containers (their subcommand decides) and names over 16 bytes are not kept.
+        recent.set(b"client", reg.get(b"client").unwrap());
+        assert!(recent.get(b"client").is_none());
+        let long = reg.get(b"georadiusbymember_ro").unwrap();
+        recent.set(b"georadiusbymember_ro", long);
+        assert!(recent.get(b"georadiusbymember_ro").is_none());
     }
 }

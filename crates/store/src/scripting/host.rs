@@ -16,7 +16,7 @@ use tidewire_resp::{Protocol, Reply};
 
 use super::ScriptHost;
 use crate::client::Client;
-use crate::command::{flag, registry};
+use crate::command::{flag, registry, Command, RecentCommands};
 use crate::exec::{resolve, Ctx, Events};
 use crate::keyspace::Locked;
 use crate::Store;
@@ -56,6 +56,11 @@ pub struct CommandHost {
 const HAND_OFF_AFTER_MS: u64 = 2;
 /// How often a long script repeats the hand-off (each costs it 1 ms).
 const HAND_OFF_EVERY_MS: u64 = 100;
+
+thread_local! {
+    /// The commands this thread's scripts called lately (see [`RecentCommands`]).
+    static RECENT: std::cell::RefCell<RecentCommands> = std::cell::RefCell::default();
+}
 
 /// On a multi-threaded runtime, moves the tasks queued on this worker to a new
 /// worker thread and lets the script go on here (`block_in_place`; the short
@@ -97,14 +102,23 @@ impl CommandHost {
     }
 
     /// Redis's checks before a script's command runs; the error line on refusal.
-    fn admit(&mut self, argv: &[Bytes]) -> Result<&'static crate::command::Command, String> {
-        let cmd = resolve(argv).map_err(|_| {
-            if registry().get(&argv[0]).is_some() {
-                "ERR Wrong number of args calling Redis command from script".to_string()
-            } else {
-                "ERR Unknown Redis command called from script".to_string()
+    fn admit(&mut self, argv: &[Bytes]) -> Result<&'static Command, String> {
+        let cmd = match RECENT.with_borrow(|r| r.get(&argv[0])) {
+            Some(cmd) if cmd.arity_ok(argv.len()) => cmd,
+            _ => {
+                // A container with an unknown subcommand is an unknown command,
+                // as Redis's lookup has it.
+                let cmd = resolve(argv).map_err(|_| {
+                    if known_command(argv).is_some() {
+                        "ERR Wrong number of args calling Redis command from script".to_string()
+                    } else {
+                        "ERR Unknown Redis command called from script".to_string()
+                    }
+                })?;
+                RECENT.with_borrow_mut(|r| r.set(&argv[0], cmd));
+                cmd
             }
-        })?;
+        };
         if cmd.has(flag::NOSCRIPT) {
             return Err("ERR This Redis command is not allowed from script".into());
         }
@@ -236,7 +250,7 @@ impl ScriptHost for CommandHost {
 
 /// The command (or subcommand) `argv` names, if there is one, even when its
 /// arguments are wrong.
-fn known_command(argv: &[Bytes]) -> Option<&'static crate::command::Command> {
+fn known_command(argv: &[Bytes]) -> Option<&'static Command> {
     let c = registry().get(argv.first()?)?;
     match argv.get(1) {
         Some(sub) if !c.subs.is_empty() => c.sub(sub),
