@@ -436,58 +436,33 @@ fn with_lower<R>(name: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
     Some(f(lower))
 }
 
-/// The last command name a client sent, byte for byte as sent, and the command it
-/// resolved to. Clients mostly repeat a few commands, and a hit skips lower-casing
-/// and hashing the name (~200 instructions of an unpipelined SET's ~6,000). Only
-/// commands without subcommands are kept: for those the name alone decides.
-#[derive(Default)]
-pub struct LastCommand {
-    name: [u8; 16],
-    len: u8,
-    cmd: Option<&'static Command>,
-}
-
-impl LastCommand {
-    pub fn get(&self, name: &[u8]) -> Option<&'static Command> {
-        let cmd = self.cmd?;
-        (name == &self.name[..self.len as usize]).then_some(cmd)
-    }
-
-    pub fn set(&mut self, name: &[u8], cmd: &'static Command) {
-        if cmd.is_sub || !cmd.subs.is_empty() || name.len() > self.name.len() {
-            return;
-        }
-        self.name[..name.len()].copy_from_slice(name);
-        self.len = name.len() as u8;
-        self.cmd = Some(cmd);
-    }
-}
-
-/// The commands a thread's scripts called lately, by name as the script spelt it:
-/// a script calls the same few commands from call to call (a BullMQ-like
-/// move-to-active, eleven), and a hit skips the registry's lower-casing and
-/// hashing. A name of up to 16 bytes is compared as two words; only commands
-/// without subcommands are kept, as in [`LastCommand`].
-pub struct RecentCommands {
-    names: [(u128, u8); RECENT],
-    cmds: [Option<&'static Command>; RECENT],
+/// Command names as the caller spelt them, byte for byte, with the commands they
+/// resolved to: callers mostly repeat a few commands, and a hit skips lower-casing
+/// and hashing the name (~200 instructions of an unpipelined SET's ~6,000). A
+/// client keeps its last name ([`LastCommand`]); a thread's scripts keep the 16
+/// they used lately (a BullMQ-like move-to-active calls eleven), replaced in turn.
+/// A name of up to 16 bytes is compared as two words. Only commands without
+/// subcommands are kept: for those the name alone decides.
+pub struct RecentCommands<const N: usize = 16> {
+    names: [(u128, u8); N],
+    cmds: [Option<&'static Command>; N],
     next: usize,
 }
 
-/// How many names [`RecentCommands`] keeps (replaced in turn).
-const RECENT: usize = 16;
+/// The last command name a client sent (see [`RecentCommands`]).
+pub type LastCommand = RecentCommands<1>;
 
-impl Default for RecentCommands {
+impl<const N: usize> Default for RecentCommands<N> {
     fn default() -> Self {
         RecentCommands {
-            names: [(0, 0); RECENT],
-            cmds: [None; RECENT],
+            names: [(0, 0); N],
+            cmds: [None; N],
             next: 0,
         }
     }
 }
 
-impl RecentCommands {
+impl<const N: usize> RecentCommands<N> {
     /// `name` zero-padded to 16 bytes, with its length; `None` when longer.
     fn key(name: &[u8]) -> Option<(u128, u8)> {
         let mut buf = [0u8; 16];
@@ -510,7 +485,7 @@ impl RecentCommands {
         };
         self.names[self.next] = key;
         self.cmds[self.next] = Some(cmd);
-        self.next = (self.next + 1) % RECENT;
+        self.next = (self.next + 1) % N;
     }
 }
 
@@ -611,7 +586,7 @@ mod tests {
     #[test]
     fn recent_commands_keep_sixteen_names_as_spelt() {
         let reg = registry();
-        let mut recent = RecentCommands::default();
+        let mut recent: RecentCommands = RecentCommands::default();
         let names: Vec<&str> = reg
             .commands
             .iter()
