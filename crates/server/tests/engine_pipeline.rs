@@ -62,13 +62,32 @@ fn keys_per_master(cluster: &RedisCluster, count: usize) -> Vec<Vec<String>> {
     found
 }
 
-/// GET's call count in the node's INFO commandstats.
-async fn get_calls(r: &mut Raw) -> i64 {
-    let info = r.cmd(&["INFO", "commandstats"]).await.text();
+/// GET's call count summed over the cluster's masters. The node's own
+/// commandstats are process-wide, and the other tests of this file run GETs
+/// in the same process; each test has its own cluster.
+fn master_get_calls(cluster: &RedisCluster) -> i64 {
+    cluster
+        .masters
+        .iter()
+        .map(|node| {
+            let info: String = node.cmd(&["INFO", "commandstats"]);
+            info.lines()
+                .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// The node's count of error replies starting with `code` (per server, unlike
+/// its commandstats).
+async fn error_count(r: &mut Raw, code: &str) -> i64 {
+    let info = r.cmd(&["INFO", "errorstats"]).await.text();
+    let prefix = format!("errorstat_{code}:count=");
     info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0)
 }
 
@@ -181,7 +200,7 @@ async fn a_pipeline_across_masters_answers_in_order() {
     assert!(reads < 25, "{reads} reads for 50 pipelined commands");
 
     // Admission stays per command: a command the user may not run is refused
-    // in the middle of a batch, the others run; each counts in INFO.
+    // in the middle of a batch, the others run; each refusal counts in INFO.
     let mut limited = Raw::connect(&a).await;
     assert_eq!(
         r.cmd(&["ACL", "SETUSER", "limited", "on", ">pw", "~*", "+@all", "-get"])
@@ -189,7 +208,8 @@ async fn a_pipeline_across_masters_answers_in_order() {
         ok()
     );
     assert_eq!(limited.cmd(&["AUTH", "limited", "pw"]).await, ok());
-    let calls_before = get_calls(&mut r).await;
+    let calls_before = master_get_calls(&cluster);
+    let refusals_before = error_count(&mut r, "NOPERM").await;
     let replies = pipeline(
         &mut limited,
         &[
@@ -211,10 +231,11 @@ async fn a_pipeline_across_masters_answers_in_order() {
     assert!(matches!(&replies[3], V::Err(e) if e.starts_with("NOPERM")));
     assert_eq!(replies[4], V::Int(2));
     assert_eq!(
-        get_calls(&mut r).await,
+        master_get_calls(&cluster),
         calls_before,
-        "refused GETs never ran"
+        "refused GETs never reached the engine"
     );
+    assert_eq!(error_count(&mut r, "NOPERM").await, refusals_before + 2);
     // RESP3 replies keep their shapes in a batch.
     assert!(matches!(limited.cmd(&["HELLO", "3"]).await, V::Map(_)));
     let replies = pipeline(
