@@ -62,6 +62,9 @@ pub mod flag {
     /// master over connections the node shares, so the node writes once more
     /// over the connection it waits on, which the wait then covers.
     pub const AFTER_OWN_WRITES: u32 = 1 << 28;
+    /// Reported as `movablekeys` although its keys are at fixed positions: Redis
+    /// finds SORT_RO's key with a procedure of its own, which marks it so.
+    pub const MOVABLE_KEYS: u32 = 1 << 29;
 
     pub const NAMES: &[(u32, &str)] = &[
         (WRITE, "write"),

@@ -106,7 +106,7 @@ fn flag_names(c: &Command) -> Vec<Reply> {
         .filter(|(f, _)| c.spec.flags & f != 0)
         .map(|(_, n)| s(n))
         .collect();
-    if matches!(c.spec.keys, Keys::Custom(_)) {
+    if matches!(c.spec.keys, Keys::Custom(_)) || c.has(flag::MOVABLE_KEYS) {
         v.push(s("movablekeys"));
     }
     v
@@ -451,5 +451,56 @@ mod tests {
             panic!()
         };
         assert!(l.contains(&bulk("client|list")));
+    }
+
+    /// CLUSTER lists Redis 7.2's subcommands (each answered as by a Redis without
+    /// cluster support), and SORT_RO is `movablekeys` with its key at 1, as in
+    /// Redis's COMMAND INFO.
+    #[test]
+    fn cluster_subcommands_and_sort_ro_are_listed_as_in_redis() {
+        let mut t = TestClient::new();
+        let Reply::Array(l) = t.run(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "cl*help"]) else {
+            panic!()
+        };
+        assert!(l.contains(&bulk("client|help")), "{l:?}");
+        assert!(l.contains(&bulk("cluster|help")), "{l:?}");
+        let disabled = err("ERR This instance has cluster support disabled");
+        assert_eq!(t.run(&["CLUSTER", "INFO"]), disabled);
+        assert_eq!(t.run(&["CLUSTER", "HELP"]), disabled);
+        assert_eq!(t.run(&["CLUSTER", "KEYSLOT", "k"]), disabled);
+        assert_eq!(
+            t.run(&["CLUSTER", "NOSUCH"]),
+            err("ERR unknown subcommand 'NOSUCH'. Try CLUSTER HELP.")
+        );
+        assert_eq!(
+            t.run(&["CLUSTER", "INFO", "x"]),
+            err("ERR wrong number of arguments for 'cluster|info' command")
+        );
+
+        let Reply::Array(info) = t.run(&["COMMAND", "INFO", "sort_ro"]) else {
+            panic!()
+        };
+        let Reply::Array(sort_ro) = &info[0] else {
+            panic!("{info:?}")
+        };
+        let Reply::Set(flags) = &sort_ro[2] else {
+            panic!("{sort_ro:?}")
+        };
+        assert!(
+            flags.contains(&Reply::SimpleString("movablekeys".into())),
+            "{flags:?}"
+        );
+        assert_eq!(
+            &sort_ro[3..6],
+            &[Reply::Int(1), Reply::Int(1), Reply::Int(1)]
+        );
+        let Reply::Array(info) = t.run(&["COMMAND", "INFO", "get"]) else {
+            panic!()
+        };
+        let Reply::Array(get) = &info[0] else {
+            panic!()
+        };
+        let Reply::Set(flags) = &get[2] else { panic!() };
+        assert!(!flags.contains(&Reply::SimpleString("movablekeys".into())));
     }
 }

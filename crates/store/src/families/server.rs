@@ -128,8 +128,9 @@ pub fn commands() -> Vec<CommandSpec> {
                 )
                 .summary("Show helpful text about the different subcommands"),
             ])),
-        s(cmd("cluster", -2, NOSCRIPT | NO_KEYSPACE, NO_KEYS, cluster)
+        s(cmd("cluster", -2, NO_KEYSPACE, NO_KEYS, cluster)
             .summary("A container for Redis Cluster commands.")
+            .subs(cluster_subcommands())
             .group("cluster")),
         s(cmd("wait", 3, BLOCKING | NO_KEYSPACE | AFTER_OWN_WRITES, NO_KEYS, wait).summary(
             "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
@@ -165,6 +166,166 @@ pub fn help_lines(name: &str, lines: &[&str]) -> Reply {
     v.push(Reply::SimpleString("HELP".into()));
     v.push(Reply::SimpleString("    Print this help.".into()));
     Reply::Array(v)
+}
+
+/// Redis 7.2's CLUSTER subcommands (name, arity, flags, summary). Tidewire answers
+/// as a Redis without cluster support, to each of them, but lists them as Redis
+/// does (COMMAND, ACL), so an unknown one is an unknown subcommand.
+const CLUSTER_SUBCOMMANDS: &[(&str, i32, u32, &str)] = &[
+    (
+        "addslots",
+        -3,
+        ADMIN | STALE,
+        "Assigns new hash slots to a node.",
+    ),
+    (
+        "addslotsrange",
+        -4,
+        ADMIN | STALE,
+        "Assigns new hash slot ranges to a node.",
+    ),
+    (
+        "bumpepoch",
+        2,
+        ADMIN | STALE,
+        "Advances the cluster config epoch.",
+    ),
+    (
+        "count-failure-reports",
+        3,
+        ADMIN | STALE,
+        "Returns the number of active failure reports active for a node.",
+    ),
+    (
+        "countkeysinslot",
+        3,
+        STALE,
+        "Returns the number of keys in a hash slot.",
+    ),
+    (
+        "delslots",
+        -3,
+        ADMIN | STALE,
+        "Sets hash slots as unbound for a node.",
+    ),
+    (
+        "delslotsrange",
+        -4,
+        ADMIN | STALE,
+        "Sets hash slot ranges as unbound for a node.",
+    ),
+    (
+        "failover",
+        -2,
+        ADMIN | STALE,
+        "Forces a replica to perform a manual failover of its master.",
+    ),
+    (
+        "flushslots",
+        2,
+        ADMIN | STALE,
+        "Deletes all slots information from a node.",
+    ),
+    (
+        "forget",
+        3,
+        ADMIN | STALE,
+        "Removes a node from the nodes table.",
+    ),
+    (
+        "getkeysinslot",
+        4,
+        STALE,
+        "Returns the key names in a hash slot.",
+    ),
+    (
+        "help",
+        2,
+        LOADING | STALE,
+        "Returns helpful text about the different subcommands.",
+    ),
+    (
+        "info",
+        2,
+        STALE,
+        "Returns information about the state of a node.",
+    ),
+    ("keyslot", 3, STALE, "Returns the hash slot for a key."),
+    (
+        "links",
+        2,
+        STALE,
+        "Returns a list of all TCP links to and from peer nodes.",
+    ),
+    (
+        "meet",
+        -4,
+        ADMIN | STALE,
+        "Forces a node to handshake with another node.",
+    ),
+    ("myid", 2, STALE, "Returns the ID of a node."),
+    ("myshardid", 2, STALE, "Returns the shard ID of a node."),
+    (
+        "nodes",
+        2,
+        STALE,
+        "Returns the cluster configuration for a node.",
+    ),
+    (
+        "replicas",
+        3,
+        ADMIN | STALE,
+        "Lists the replica nodes of a master node.",
+    ),
+    (
+        "replicate",
+        3,
+        ADMIN | STALE,
+        "Configure a node as replica of a master node.",
+    ),
+    ("reset", -2, ADMIN | STALE | NOSCRIPT, "Resets a node."),
+    (
+        "saveconfig",
+        2,
+        ADMIN | STALE,
+        "Forces a node to save the cluster configuration to disk.",
+    ),
+    (
+        "set-config-epoch",
+        3,
+        ADMIN | STALE,
+        "Sets the configuration epoch for a new node.",
+    ),
+    ("setslot", -4, ADMIN | STALE, "Binds a hash slot to a node."),
+    (
+        "shards",
+        2,
+        LOADING | STALE,
+        "Returns the mapping of cluster slots to shards.",
+    ),
+    (
+        "slaves",
+        3,
+        ADMIN | STALE,
+        "Lists the replica nodes of a master node.",
+    ),
+    (
+        "slots",
+        2,
+        LOADING | STALE,
+        "Returns the mapping of cluster slots to nodes.",
+    ),
+];
+
+fn cluster_subcommands() -> Vec<CommandSpec> {
+    CLUSTER_SUBCOMMANDS
+        .iter()
+        .map(|&(name, arity, flags, summary)| {
+            cmd(name, arity, flags | NO_KEYSPACE, NO_KEYS, cluster)
+                .summary(summary)
+                .group("cluster")
+        })
+        .collect()
 }
 
 /// Tidewire is not a Redis Cluster node (it scales out on one, see docs): every

@@ -32,10 +32,14 @@ pub fn commands() -> Vec<CommandSpec> {
         .summary(
             "Sorts the elements in a list, a set, or a sorted set, optionally storing the result.",
         )),
-        g(
-            cmd("sort_ro", -2, READONLY | ALL_KEYS, keys(1, 1, 1), sort_ro)
-                .summary("Returns the sorted elements of a list, a set, or a sorted set."),
-        ),
+        g(cmd(
+            "sort_ro",
+            -2,
+            READONLY | ALL_KEYS | MOVABLE_KEYS,
+            keys(1, 1, 1),
+            sort_ro,
+        )
+        .summary("Returns the sorted elements of a list, a set, or a sorted set.")),
     ]
 }
 
