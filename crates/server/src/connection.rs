@@ -532,8 +532,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         continue;
                     }
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
+                    let blocked_us = blocked.waiter.job().map_or(0, |j| j.blocked_us);
                     self.store
-                        .account_unblocked(argv, blocked.waiter.job().map_or(0, |j| j.blocked_us));
+                        .account_unblocked(argv, blocked_us, &blocked.timeout_reply);
                     self.replies.push(blocked.timeout_reply.clone());
                     break true;
                 }
@@ -542,13 +543,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         continue;
                     }
                     self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
-                    self.store
-                        .account_unblocked(argv, blocked.waiter.job().map_or(0, |j| j.blocked_us));
                     let reply = if info.unblock.load(Ordering::Relaxed) == 2 {
                         Reply::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into())
                     } else {
                         blocked.timeout_reply.clone()
                     };
+                    let blocked_us = blocked.waiter.job().map_or(0, |j| j.blocked_us);
+                    self.store.account_unblocked(argv, blocked_us, &reply);
                     self.replies.push(reply);
                     break true;
                 }

@@ -255,6 +255,12 @@ async fn disconnect_and_unblock_leave_no_waiter() {
     info.unblock_notify.notify_one();
     let err = join(h).1.unwrap_err();
     assert_eq!(err.code(), Some("UNBLOCKED"));
+    // The error reply is counted, as Redis counts it.
+    let errors: String = redis::cmd("INFO")
+        .arg("errorstats")
+        .query(&mut ctl)
+        .unwrap();
+    assert!(errors.contains("errorstat_UNBLOCKED:count=1"), "{errors}");
     wait_blocked(&server, 0);
     assert_eq!(info_blocked(&mut ctl), "blocked_clients:0");
     server.shutdown().await;

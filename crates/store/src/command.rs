@@ -338,6 +338,8 @@ pub struct CommandStats {
     /// they are made (before they record anything), so recording a call needs no
     /// lookup.
     pub latency_family: AtomicU32,
+    /// Run times for `INFO latencystats` and `LATENCY HISTOGRAM`.
+    pub latency: crate::latency_histogram::LatencyHistogram,
 }
 
 impl CommandStats {
@@ -346,6 +348,7 @@ impl CommandStats {
         self.usec.reset();
         self.rejected_calls.store(0, Ordering::Relaxed);
         self.failed_calls.store(0, Ordering::Relaxed);
+        self.latency.reset();
     }
 }
 
@@ -416,6 +419,23 @@ impl Registry {
 
     pub fn get(&self, name: &[u8]) -> Option<&Command> {
         with_lower(name, |n| self.commands.get(n)).flatten()
+    }
+
+    /// The command whose statistics show a command's calls: itself, or the
+    /// container of a subcommand that Redis has as arguments of one command
+    /// (DEBUG, `ACL_FIRST_ARG`): `cmdstat_debug`, not `cmdstat_debug|sleep`.
+    pub fn stats_owner<'a>(&'a self, c: &'a Command) -> &'a Command {
+        if !c.is_sub {
+            return c;
+        }
+        match c
+            .full_name
+            .split_once('|')
+            .and_then(|(parent, _)| self.get(parent.as_bytes()))
+        {
+            Some(parent) if parent.has(flag::ACL_FIRST_ARG) => parent,
+            _ => c,
+        }
     }
 
     /// Every command and subcommand, for INFO commandstats and CONFIG RESETSTAT.

@@ -4,7 +4,7 @@
 //! not depend on them. The few read on hot paths are mirrored in atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
@@ -101,6 +101,9 @@ enum Kind {
     Special,
     /// A memory value or a percentage (`maxmemory-clients`).
     MemoryOrPercent,
+    /// Percentiles between 0 and 100, kept in Redis's shortest form
+    /// (`latency-tracking-info-percentiles "50.0 99.0"` reads back `50 99`).
+    Percentiles,
 }
 
 const YES_NO: Kind = Kind::Bool;
@@ -242,7 +245,11 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ),
     ("lua-replicate-commands", "yes", YES_NO),
     ("oom-score-adj", "no", Kind::Str),
-    ("latency-tracking-info-percentiles", "50 99 99.9", Kind::Str),
+    (
+        "latency-tracking-info-percentiles",
+        "50 99 99.9",
+        Kind::Percentiles,
+    ),
     ("masterauth", "", Kind::Str),
     ("masteruser", "", Kind::Str),
     ("shutdown-on-sigterm", "default", Kind::Str),
@@ -418,6 +425,11 @@ pub struct Config {
     pub maxmemory: AtomicU64,
     /// `busy-poll-us`, read by the server's poller each time it wakes.
     pub busy_poll_us: AtomicU64,
+    /// `latency-tracking`: whether commands record their run time in their
+    /// latency histograms.
+    pub latency_tracking: AtomicBool,
+    /// `latency-monitor-threshold` (ms; 0: the latency monitor is off).
+    pub latency_monitor_ms: AtomicU64,
     requirepass: RwLock<Option<String>>,
 }
 
@@ -438,6 +450,8 @@ impl Default for Config {
             slowlog_max_len: AtomicUsize::new(128),
             maxmemory: AtomicU64::new(0),
             busy_poll_us: AtomicU64::new(50),
+            latency_tracking: AtomicBool::new(true),
+            latency_monitor_ms: AtomicU64::new(0),
             requirepass: RwLock::new(None),
         }
     }
@@ -515,6 +529,23 @@ impl Config {
         };
         let normalised = match kind {
             Kind::Str => value.to_string(),
+            Kind::Percentiles => {
+                let parsed: Option<Vec<f64>> = value
+                    .split_whitespace()
+                    .map(|p| p.parse::<f64>().ok().filter(|f| (0.0..=100.0).contains(f)))
+                    .collect();
+                let Some(parsed) = parsed else {
+                    return Err(set_failed(
+                        pname,
+                        &format!("{pname} parameter should be between 0.0 and 100.0"),
+                    ));
+                };
+                parsed
+                    .iter()
+                    .map(|p| crate::num::fmt_percentile(*p))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
             Kind::Int => value
                 .parse::<i64>()
                 .map_err(|_| set_failed(pname, "argument couldn't be parsed into an integer"))?
@@ -666,13 +697,13 @@ impl Config {
                 }
                 self.busy_poll_us.store(v as u64, Ordering::Relaxed);
             }
-            "latency-tracking-info-percentiles" => {
-                let ok = value
-                    .split_whitespace()
-                    .all(|p| p.parse::<f64>().is_ok_and(|f| (0.0..=100.0).contains(&f)));
-                if !ok {
-                    return Err(set_failed(name, "latency-tracking-info-percentiles parameter should be between 0.0 and 100.0"));
-                }
+            "latency-tracking" => {
+                self.latency_tracking
+                    .store(value.eq_ignore_ascii_case("yes"), Ordering::Relaxed);
+            }
+            "latency-monitor-threshold" => {
+                self.latency_monitor_ms
+                    .store(value.parse().unwrap_or(0), Ordering::Relaxed);
             }
             "slowlog-log-slower-than" => {
                 let v: i64 = value.parse().unwrap_or(10_000);

@@ -14,6 +14,7 @@ use crate::blocking::Waiter;
 use crate::client::{Client, MultiState};
 use crate::command::{flag, registry, Command};
 use crate::config::notify;
+use crate::counter::{thread_slot, ThreadSlot};
 use crate::error::CmdError;
 use crate::keyspace::{shard_index, Locked};
 use crate::Store;
@@ -472,6 +473,7 @@ impl Store {
         let elapsed_us = elapsed.as_micros() as u64;
         cmd.stats.calls.add(1);
         cmd.stats.usec.add(elapsed_us);
+        self.track_latency(cmd, thread_slot(), elapsed.as_nanos() as u64);
         if let Some(observe) = LATENCY_OBSERVER.get() {
             observe(cmd, elapsed_us);
         }
@@ -536,10 +538,41 @@ impl Store {
 
     /// Counts the call of a blocked command that ends without being served (timeout,
     /// CLIENT UNBLOCK): its blocked run was not counted (`blocked_us`: its time).
-    pub fn account_unblocked(&self, argv: &[Bytes], blocked_us: u64) {
+    /// An error `reply` (`CLIENT UNBLOCK … ERROR`) is a failed call, counted in
+    /// the error statistics as Redis counts it.
+    pub fn account_unblocked(&self, argv: &[Bytes], blocked_us: u64, reply: &Reply) {
         if let Ok(cmd) = resolve(argv) {
             cmd.stats.calls.add(1);
             cmd.stats.usec.add(blocked_us);
+            if reply.is_error() {
+                cmd.stats.failed_calls.fetch_add(1, Ordering::Relaxed);
+                self.count_error(reply);
+            }
+            self.track_latency(cmd, thread_slot(), blocked_us.saturating_mul(1000));
+        }
+    }
+
+    /// A finished call's run time: its command's latency histogram (unless
+    /// `latency-tracking` is off) and the latency monitor's events.
+    #[inline]
+    fn track_latency(&self, cmd: &Command, slot: ThreadSlot, ns: u64) {
+        if self.config.latency_tracking.load(Ordering::Relaxed) {
+            cmd.stats.latency.record_at(slot, ns);
+        }
+        let event = if cmd.has(flag::FAST) {
+            "fast-command"
+        } else {
+            "command"
+        };
+        self.note_latency(event, ns / 1_000_000);
+    }
+
+    /// A latency monitor sample of `event`, when it took at least
+    /// `latency-monitor-threshold` milliseconds (and the monitor is on).
+    pub fn note_latency(&self, event: &'static str, ms: u64) {
+        let threshold_ms = self.config.latency_monitor_ms.load(Ordering::Relaxed);
+        if threshold_ms > 0 && ms >= threshold_ms {
+            self.latency_events.add(event, ms);
         }
     }
 
@@ -783,13 +816,16 @@ impl Store {
         };
         let end = Instant::now();
         client.last_end = Some(end);
-        let elapsed_us = end.saturating_duration_since(start).as_micros() as u64;
+        let elapsed = end.saturating_duration_since(start);
+        let elapsed_us = elapsed.as_micros() as u64;
         // A blocking command is counted once, when it completes: served on a later
         // run, or timed out / unblocked (`account_unblocked`).
         if !client.internal {
             if ev.block.is_none() {
-                cmd.stats.calls.add(1);
-                cmd.stats.usec.add(elapsed_us);
+                let slot = thread_slot();
+                cmd.stats.calls.add_at(slot, 1);
+                cmd.stats.usec.add_at(slot, elapsed_us);
+                self.track_latency(cmd, slot, elapsed.as_nanos() as u64);
             } else {
                 ev.blocked_us = elapsed_us;
             }

@@ -30,6 +30,8 @@ pub mod families;
 pub mod geohash;
 pub mod glob;
 pub mod keyspace;
+pub mod latency_histogram;
+pub mod latency_monitor;
 pub mod lzf;
 pub mod num;
 pub mod persistence;
@@ -224,6 +226,8 @@ pub struct Store {
     /// Client-side caching: who tracks which keys (`CLIENT TRACKING`).
     pub tracking: tracking::Tracking,
     pub slowlog: slowlog::Slowlog,
+    /// `LATENCY LATEST | HISTORY | RESET`'s events.
+    pub latency_events: latency_monitor::LatencyMonitor,
     /// ACL users and the refusal log.
     pub acl: acl::Acl,
     clients: RwLock<std::collections::HashMap<u64, Arc<ClientInfo>>>,
@@ -288,6 +292,7 @@ impl Store {
             watches: Default::default(),
             tracking: Default::default(),
             slowlog: Default::default(),
+            latency_events: Default::default(),
             acl: Default::default(),
             clients: Default::default(),
             monitors: Default::default(),

@@ -93,6 +93,13 @@ pub fn i64_to_bytes(n: i64) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(buf.format(n).as_bytes())
 }
 
+/// A percentile as Redis prints it in its config and `INFO latencystats`: six
+/// decimals with the trailing zeros (and a bare point) dropped.
+pub fn fmt_percentile(p: f64) -> String {
+    let s = format!("{p:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// INCRBYFLOAT's output: Redis prints with `%.17Lf` and trims trailing zeros, which
 /// never uses an exponent. We print the shortest round-trip digits in plain notation.
 pub fn format_float_plain(v: f64) -> String {

@@ -16,6 +16,7 @@ pub mod hyperloglog;
 pub mod idempotency;
 pub mod json;
 pub mod keys;
+pub mod latency;
 pub mod lists;
 pub mod lock;
 pub mod longdouble;
@@ -52,6 +53,7 @@ pub fn all() -> Vec<CommandSpec> {
     v.extend(streams::commands());
     v.extend(bitops::commands());
     v.extend(server::commands());
+    v.extend(latency::commands());
     v.extend(debug::commands());
     v.extend(pubsub::commands());
     v.extend(transactions::commands());

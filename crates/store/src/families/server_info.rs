@@ -1,6 +1,7 @@
 //! INFO's text, section by section, with Redis's field names (clients such as
 //! ioredis and BullMQ parse `redis_version`, `loading`, `maxmemory_policy`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -29,11 +30,12 @@ const ALL: &[&str] = &[
     "modules",
     "commandstats",
     "errorstats",
+    "latencystats",
     "cluster",
     "keyspace",
 ];
 /// Sections that `all` does not include but can be asked for by name.
-const EXTRA: &[&str] = &["latencystats", "keysizes"];
+const EXTRA: &[&str] = &["keysizes"];
 
 /// Memory figures come from the binary (it owns the allocator); the store only asks.
 pub static MEMORY_PROBE: std::sync::OnceLock<fn() -> (u64, u64)> = std::sync::OnceLock::new();
@@ -97,6 +99,33 @@ fn ops_per_sec(calls: u64) -> u64 {
             *last = Some((now, calls, 0));
             0
         }
+    }
+}
+
+/// `latency_percentiles_usec_<command>:p50=…,p99=…` for each command that ran
+/// since start or CONFIG RESETSTAT, at the percentiles of
+/// `latency-tracking-info-percentiles`, in microseconds with three decimals.
+fn latency_percentiles(store: &Store, o: &mut String) {
+    let percentiles: Vec<(String, f64)> = store
+        .config
+        .get("latency-tracking-info-percentiles")
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| Some((p.to_string(), p.parse().ok()?)))
+        .collect();
+    for (name, counts) in crate::families::latency::histograms(registry().all()) {
+        let values: Vec<String> = percentiles
+            .iter()
+            .map(|(label, p)| {
+                let usec = counts.at_percentile(*p) as f64 / 1000.0;
+                format!("p{label}={usec:.3}")
+            })
+            .collect();
+        let _ = write!(
+            o,
+            "latency_percentiles_usec_{name}:{}\r\n",
+            values.join(",")
+        );
     }
 }
 
@@ -280,29 +309,40 @@ fn section(store: &Store, name: &str, o: &mut String, ks: &mut Locked) {
         }
         "modules" => o.push_str("# Modules\r\n"),
         "cluster" => o.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
-        "latencystats" => o.push_str("# Latencystats\r\n"),
+        "latencystats" => {
+            o.push_str("# Latencystats\r\n");
+            if store.config.latency_tracking.load(Ordering::Relaxed) {
+                latency_percentiles(store, o);
+            }
+        }
         "keysizes" => o.push_str("# Keysizes\r\n"),
         "commandstats" => {
             o.push_str("# Commandstats\r\n");
-            let mut cmds: Vec<_> = registry()
-                .all()
-                .filter(|c| {
-                    c.stats.calls.get() + c.stats.rejected_calls.load(Ordering::Relaxed) > 0
-                })
-                .collect();
-            cmds.sort_by(|a, b| a.full_name.cmp(&b.full_name));
-            for c in cmds {
-                let calls = c.stats.calls.get();
-                let usec = c.stats.usec.get();
+            // (calls, usec, rejected, failed) per line, by name.
+            let mut rows: BTreeMap<&str, [u64; 4]> = BTreeMap::new();
+            for c in registry().all() {
+                let s = &c.stats;
+                let counts = [
+                    s.calls.get(),
+                    s.usec.get(),
+                    s.rejected_calls.load(Ordering::Relaxed),
+                    s.failed_calls.load(Ordering::Relaxed),
+                ];
+                if counts[0] + counts[2] == 0 {
+                    continue;
+                }
+                let row = rows
+                    .entry(registry().stats_owner(c).full_name.as_str())
+                    .or_default();
+                for (sum, n) in row.iter_mut().zip(counts) {
+                    *sum += n;
+                }
+            }
+            for (name, [calls, usec, rejected, failed]) in rows {
                 let _ = write!(
                     o,
-                    "cmdstat_{}:calls={},usec={},usec_per_call={:.2},rejected_calls={},failed_calls={}\r\n",
-                    c.full_name,
-                    calls,
-                    usec,
+                    "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={:.2},rejected_calls={rejected},failed_calls={failed}\r\n",
                     if calls > 0 { usec as f64 / calls as f64 } else { 0.0 },
-                    c.stats.rejected_calls.load(Ordering::Relaxed),
-                    c.stats.failed_calls.load(Ordering::Relaxed)
                 );
             }
         }
