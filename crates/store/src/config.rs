@@ -702,8 +702,13 @@ impl Config {
                     .store(value.eq_ignore_ascii_case("yes"), Ordering::Relaxed);
             }
             "latency-monitor-threshold" => {
-                self.latency_monitor_ms
-                    .store(value.parse().unwrap_or(0), Ordering::Relaxed);
+                let Ok(ms) = value.parse::<u64>() else {
+                    return Err(set_failed(
+                        name,
+                        "argument must be between 0 and 9223372036854775807 inclusive",
+                    ));
+                };
+                self.latency_monitor_ms.store(ms, Ordering::Relaxed);
             }
             "slowlog-log-slower-than" => {
                 let v: i64 = value.parse().unwrap_or(10_000);
@@ -791,6 +796,16 @@ mod tests {
             assert!(e.to_string().contains("between 0 and 1000"), "{e}");
         }
         assert!(c.set("busy-poll-us", "soon").is_err());
+        let e = c.set("latency-monitor-threshold", "-1").unwrap_err();
+        assert!(
+            e.text()
+                .ends_with("argument must be between 0 and 9223372036854775807 inclusive"),
+            "{}",
+            e.text()
+        );
+        assert_eq!(c.get("latency-monitor-threshold").unwrap(), "0");
+        c.set("latency-monitor-threshold", "100").unwrap();
+        assert_eq!(c.latency_monitor_ms.load(Ordering::Relaxed), 100);
         assert_eq!(c.get("busy-poll-us").unwrap(), "0");
     }
 
