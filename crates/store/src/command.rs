@@ -421,6 +421,17 @@ impl Registry {
         with_lower(name, |n| self.commands.get(n)).flatten()
     }
 
+    /// A command by its full name, `get` or `config|get` (COMMAND INFO and DOCS,
+    /// LATENCY HISTOGRAM), in any case.
+    pub fn by_full_name(&self, name: &[u8]) -> Option<&Command> {
+        let mut parts = name.splitn(2, |b| *b == b'|');
+        let top = self.get(parts.next()?)?;
+        match parts.next() {
+            Some(sub) => top.sub(sub),
+            None => Some(top),
+        }
+    }
+
     /// The command whose statistics show a command's calls: itself, or the
     /// container of a subcommand that Redis has as arguments of one command
     /// (DEBUG, `ACL_FIRST_ARG`): `cmdstat_debug`, not `cmdstat_debug|sleep`.

@@ -471,9 +471,10 @@ impl Store {
         reply: &Reply,
     ) {
         let elapsed_us = elapsed.as_micros() as u64;
-        cmd.stats.calls.add(1);
-        cmd.stats.usec.add(elapsed_us);
-        self.track_latency(cmd, thread_slot(), elapsed.as_nanos() as u64);
+        let slot = thread_slot();
+        cmd.stats.calls.add_at(slot, 1);
+        cmd.stats.usec.add_at(slot, elapsed_us);
+        self.track_latency(cmd, slot, elapsed.as_nanos() as u64);
         if let Some(observe) = LATENCY_OBSERVER.get() {
             observe(cmd, elapsed_us);
         }

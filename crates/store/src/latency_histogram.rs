@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use crate::counter::{thread_slot, ThreadSlot, SLOTS};
+use crate::counter::{ThreadSlot, SLOTS};
 
 /// Sub-buckets per power of two, as a power of two.
 const SUB_BITS: u32 = 4;
@@ -53,11 +53,7 @@ pub fn bucket_upper(bucket: usize) -> u64 {
 }
 
 impl LatencyHistogram {
-    pub fn record(&self, ns: u64) {
-        self.record_at(thread_slot(), ns);
-    }
-
-    /// `record` with the thread's slot already looked up.
+    /// Records a run of `ns` nanoseconds in `slot`, the calling thread's.
     #[inline]
     pub fn record_at(&self, slot: ThreadSlot, ns: u64) {
         let buckets = self.slots[slot.index()]
@@ -149,6 +145,7 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::counter::thread_slot;
 
     #[test]
     fn buckets_cover_their_values_in_order() {
@@ -178,10 +175,10 @@ mod tests {
         let h = LatencyHistogram::default();
         assert!(h.counts().is_none());
         for _ in 0..98 {
-            h.record(1_500);
+            h.record_at(thread_slot(), 1_500);
         }
-        h.record(40_000);
-        h.record(2_000_000);
+        h.record_at(thread_slot(), 40_000);
+        h.record_at(thread_slot(), 2_000_000);
         let c = h.counts().expect("recorded");
         assert_eq!(c.total, 100);
         let p50 = c.at_percentile(50.0);

@@ -238,15 +238,6 @@ fn sorted_top() -> Vec<&'static Command> {
     v
 }
 
-/// Finds `get` or `config|get` (COMMAND INFO and DOCS accept both).
-fn lookup(name: &[u8]) -> Option<&'static Command> {
-    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-    match name.split_once('|') {
-        Some((parent, sub)) => registry().get(parent.as_bytes())?.subs.get(sub.as_bytes()),
-        None => registry().get(name.as_bytes()),
-    }
-}
-
 fn all_info(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Array(
         sorted_top().into_iter().map(info_entry).collect(),
@@ -267,7 +258,11 @@ fn info(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Array(
         names
             .iter()
-            .map(|n| lookup(n).map_or(Reply::NullArray, info_entry))
+            .map(|n| {
+                registry()
+                    .by_full_name(n)
+                    .map_or(Reply::NullArray, info_entry)
+            })
             .collect(),
     ))
 }
@@ -282,7 +277,11 @@ fn docs(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     } else {
         names
             .iter()
-            .filter_map(|n| lookup(n).map(|c| (b(&c.full_name), doc_entry(c))))
+            .filter_map(|n| {
+                registry()
+                    .by_full_name(n)
+                    .map(|c| (b(&c.full_name), doc_entry(c)))
+            })
             .collect()
     };
     Ok(Reply::Map(pairs))

@@ -15,33 +15,64 @@ use crate::latency_histogram::Counts;
 
 pub fn commands() -> Vec<CommandSpec> {
     let admin = ADMIN | NOSCRIPT | LOADING | STALE | NO_KEYSPACE;
+    let sub = |name, arity, flags, handler, summary| {
+        cmd(name, arity, flags, NO_KEYS, handler)
+            .summary(summary)
+            .group("server")
+    };
     vec![cmd("latency", -2, NO_KEYSPACE, NO_KEYS, help)
         .summary("A container for latency diagnostics commands.")
         .group("server")
         .subs(vec![
-            cmd("histogram", -2, admin, NO_KEYS, histogram)
-                .summary(
-                    "Returns the cumulative distribution of latencies of a subset or all commands.",
-                )
-                .group("server"),
-            cmd("latest", 2, admin, NO_KEYS, latest)
-                .summary("Returns the latest latency samples for all events.")
-                .group("server"),
-            cmd("history", 3, admin, NO_KEYS, history)
-                .summary("Returns timestamp-latency samples for an event.")
-                .group("server"),
-            cmd("reset", -2, admin, NO_KEYS, reset)
-                .summary("Resets the latency data for one or more events.")
-                .group("server"),
-            cmd("graph", 3, admin, NO_KEYS, graph)
-                .summary("Returns a latency graph for an event.")
-                .group("server"),
-            cmd("doctor", 2, admin, NO_KEYS, doctor)
-                .summary("Returns a human-readable latency analysis report.")
-                .group("server"),
-            cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, help)
-                .summary("Returns helpful text about the different subcommands.")
-                .group("server"),
+            sub(
+                "histogram",
+                -2,
+                admin,
+                histogram,
+                "Returns the cumulative distribution of latencies of a subset or all commands.",
+            ),
+            sub(
+                "latest",
+                2,
+                admin,
+                latest,
+                "Returns the latest latency samples for all events.",
+            ),
+            sub(
+                "history",
+                3,
+                admin,
+                history,
+                "Returns timestamp-latency samples for an event.",
+            ),
+            sub(
+                "reset",
+                -2,
+                admin,
+                reset,
+                "Resets the latency data for one or more events.",
+            ),
+            sub(
+                "graph",
+                3,
+                admin,
+                graph,
+                "Returns a latency graph for an event.",
+            ),
+            sub(
+                "doctor",
+                2,
+                admin,
+                doctor,
+                "Returns a human-readable latency analysis report.",
+            ),
+            sub(
+                "help",
+                2,
+                LOADING | STALE | NO_KEYSPACE,
+                help,
+                "Returns helpful text about the different subcommands.",
+            ),
         ])]
 }
 
@@ -67,27 +98,24 @@ fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     ))
 }
 
-/// A command by its full name (`get`, `client|id`).
-fn lookup(name: &[u8]) -> Option<&'static Command> {
-    let mut parts = name.splitn(2, |b| *b == b'|');
-    let top = registry().get(parts.next()?)?;
-    match parts.next() {
-        Some(sub) => top.sub(sub),
-        None => Some(top),
-    }
-}
-
 /// `name => {calls, histogram_usec => {bound => runs below}}` of each command
 /// (or subcommand of a named container) that ran since start or RESETSTAT.
 fn histogram(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let commands: Vec<&'static Command> = if args.is_empty() {
         registry().all().collect()
     } else {
-        args.rest()
+        let mut named: Vec<&'static Command> = Vec::new();
+        let found = args
+            .rest()
             .iter()
-            .filter_map(|name| lookup(name))
-            .flat_map(|c| std::iter::once(c).chain(c.subs.values()))
-            .collect()
+            .filter_map(|n| registry().by_full_name(n));
+        for c in found.flat_map(|c| std::iter::once(c).chain(c.subs.values())) {
+            // A command named twice (`LATENCY HISTOGRAM set set`) counts once.
+            if !named.iter().any(|n| std::ptr::eq(*n, c)) {
+                named.push(c);
+            }
+        }
+        named
     };
     let mut out = Vec::new();
     for (name, counts) in histograms(commands) {
@@ -97,10 +125,10 @@ fn histogram(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
             .map(|(usec, runs)| (Reply::Int(usec as i64), Reply::Int(runs as i64)))
             .collect();
         out.push((
-            Reply::Bulk(Bytes::copy_from_slice(name.as_bytes())),
+            Reply::bulk(name),
             Reply::Map(vec![
-                (bulk("calls"), Reply::Int(counts.total as i64)),
-                (bulk("histogram_usec"), Reply::Map(cdf)),
+                (Reply::bulk("calls"), Reply::Int(counts.total as i64)),
+                (Reply::bulk("histogram_usec"), Reply::Map(cdf)),
             ]),
         ));
     }
@@ -113,13 +141,7 @@ pub fn histograms(
     commands: impl IntoIterator<Item = &'static Command>,
 ) -> BTreeMap<&'static str, Counts> {
     let mut out: BTreeMap<&'static str, Counts> = BTreeMap::new();
-    let mut seen: Vec<*const Command> = Vec::new();
     for c in commands {
-        // A command named twice (`LATENCY HISTOGRAM set set`) counts once.
-        if seen.contains(&(c as *const Command)) {
-            continue;
-        }
-        seen.push(c);
         let Some(counts) = c.stats.latency.counts() else {
             continue;
         };
@@ -134,10 +156,6 @@ pub fn histograms(
     out
 }
 
-fn bulk(s: &'static str) -> Reply {
-    Reply::Bulk(Bytes::from_static(s.as_bytes()))
-}
-
 /// `[event, time of the last sample, its latency (ms), the highest latency]`
 /// per event.
 fn latest(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
@@ -148,7 +166,7 @@ fn latest(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
             .into_iter()
             .map(|(event, time, latency, max)| {
                 Reply::Array(vec![
-                    bulk(event),
+                    Reply::bulk(event),
                     Reply::Int(time as i64),
                     Reply::Int(latency as i64),
                     Reply::Int(max as i64),
