@@ -213,9 +213,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         (app_hubs, hub)
     };
     // Until the dataset is loaded, commands get -LOADING (set before any listener).
-    store
-        .loading
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let load_plan = tidewire_store::persistence::begin_startup(&store)
+        .map_err(|e| anyhow::anyhow!("cannot load the dataset: {e}"))?;
     let resp = TcpListener::bind((config.bind.as_str(), config.port))
         .await
         .with_context(|| format!("cannot bind RESP port {}:{}", config.bind, config.port))?;
@@ -334,7 +333,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // Load persisted data while the listeners already answer (-LOADING, /readyz 503).
     let loading = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || tidewire_store::persistence::startup(&store)).await
+        tokio::task::spawn_blocking(move || tidewire_store::persistence::startup(&store, load_plan))
+            .await
     };
     match loading {
         Ok(Ok(())) => {}

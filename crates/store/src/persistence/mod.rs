@@ -149,17 +149,59 @@ fn aof_stem(store: &Store) -> String {
         .unwrap_or_else(|| "appendonly.aof".into())
 }
 
-/// Loads persisted data (the AOF if `appendonly yes` and present, else the snapshot)
-/// with `store.loading` set, then opens the AOF for appending. Blocking: call from a
-/// blocking thread.
-pub fn startup(store: &Arc<Store>) -> Result<(), load::LoadError> {
+/// What [`startup`] will load: the AOF's manifest (if `appendonly yes` and one is
+/// on disk) or the snapshot, and how many bytes that is.
+pub struct LoadPlan {
+    manifest: Option<aof::Manifest>,
+    started: Instant,
+}
+
+/// Plans the startup load and enters the loading state: `store.loading` is set
+/// together with INFO's progress totals, so nobody sees `loading:1` without them.
+/// Call before any listener opens (commands get `-LOADING` from then on); cheap: it
+/// reads the manifest and the files' sizes, not their contents.
+pub fn begin_startup(store: &Arc<Store>) -> Result<LoadPlan, load::LoadError> {
     let started = Instant::now();
-    store.loading.store(true, Ordering::SeqCst);
-    store
-        .persist
-        .loading_started_ms
+    remove_temp_files(&[data_dir(store), aof_dir(store)]);
+    let manifest = if store.config.get_bool("appendonly") {
+        load::read_manifest(&aof_dir(store), &aof_stem(store))?
+    } else {
+        None
+    };
+    let total: u64 = plan_files(store, &manifest)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let p = &store.persist;
+    p.loading_total_bytes.store(total, Ordering::Relaxed);
+    p.loading_loaded_bytes.store(0, Ordering::Relaxed);
+    p.loading_started_ms
         .store(crate::clock::now_ms(), Ordering::Relaxed);
-    let result = startup_inner(store);
+    store.loading.store(true, Ordering::SeqCst);
+    Ok(LoadPlan { manifest, started })
+}
+
+/// The files a plan reads, in order.
+fn plan_files(store: &Store, manifest: &Option<aof::Manifest>) -> Vec<PathBuf> {
+    match manifest {
+        Some(m) => {
+            let dir = aof_dir(store);
+            m.base
+                .iter()
+                .chain(m.incrs.iter())
+                .map(|name| dir.join(name))
+                .collect()
+        }
+        None => vec![snapshot_path(store)],
+    }
+}
+
+/// Loads what [`begin_startup`] planned, then leaves the loading state and opens the
+/// AOF for appending. Blocking: call from a blocking thread.
+pub fn startup(store: &Arc<Store>, plan: LoadPlan) -> Result<(), load::LoadError> {
+    let started = plan.started;
+    let result = startup_inner(store, plan.manifest);
     store.loading.store(false, Ordering::SeqCst);
     store.persist.ready.store(result.is_ok(), Ordering::SeqCst);
     if result.is_ok() {
@@ -191,38 +233,13 @@ fn remove_temp_files(dirs: &[PathBuf]) {
     }
 }
 
-fn startup_inner(store: &Arc<Store>) -> Result<(), load::LoadError> {
+fn startup_inner(
+    store: &Arc<Store>,
+    manifest: Option<aof::Manifest>,
+) -> Result<(), load::LoadError> {
     let appendonly = store.config.get_bool("appendonly");
     let dir = aof_dir(store);
-    remove_temp_files(&[data_dir(store), dir.clone()]);
     let stem = aof_stem(store);
-    let manifest = if appendonly {
-        load::read_manifest(&dir, &stem)?
-    } else {
-        None
-    };
-    let files: Vec<PathBuf> = match &manifest {
-        Some(m) => m
-            .base
-            .iter()
-            .chain(m.incrs.iter())
-            .map(|name| dir.join(name))
-            .collect(),
-        None => vec![snapshot_path(store)],
-    };
-    let total: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    store
-        .persist
-        .loading_total_bytes
-        .store(total, Ordering::Relaxed);
-    store
-        .persist
-        .loading_loaded_bytes
-        .store(0, Ordering::Relaxed);
     let mut loader = load::Loader::new(store);
     let from_aof = manifest.is_some();
     let result = match &manifest {
@@ -656,7 +673,8 @@ mod tests {
         let store = Store::new();
         store.config.set("dir", dir.to_str().unwrap()).unwrap();
         store.config.set("appendonly", "no").unwrap();
-        startup(&store).unwrap();
+        let plan = begin_startup(&store).unwrap();
+        startup(&store, plan).unwrap();
         let mut u = TestClient::with_store(store);
         assert_eq!(u.run(&["GET", "a"]), bulk("1"));
         assert_eq!(u.run(&["PEXPIRETIME", "t"]), exp);
