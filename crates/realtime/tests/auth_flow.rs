@@ -158,7 +158,8 @@ async fn expired_token_is_refused_40142_at_connect() {
 #[tokio::test]
 async fn token_expiry_without_renewal_disconnects_40142() {
     let s = start(base_config()).await;
-    let td = token(&s, 800, None, None).await;
+    // (Long enough for CONNECTED to come first on a loaded machine.)
+    let td = token(&s, 3000, None, None).await;
     let (mut c, _) = Client::connected(
         &s,
         &format!("access_token={}", td["token"].as_str().unwrap()),
@@ -175,7 +176,8 @@ async fn token_expiry_without_renewal_disconnects_40142() {
 #[tokio::test]
 async fn in_band_auth_renewal_keeps_connection_and_channels() {
     let s = start(base_config()).await;
-    let td = token(&s, 1500, None, Some("carol")).await;
+    // (Long enough to connect, attach and renew first on a loaded machine.)
+    let td = token(&s, 4000, None, Some("carol")).await;
     let (mut c, first) = Client::connected(
         &s,
         &format!(
@@ -192,7 +194,7 @@ async fn in_band_auth_renewal_keeps_connection_and_channels() {
     assert_eq!(again["connectionId"], first["connectionId"]);
     assert_eq!(again["connectionDetails"]["clientId"], "carol");
     // Well past the first token's expiry, the channel still works.
-    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     c.send(
         json!({"action": 15, "channel": "renew", "msgSerial": 0, "messages": [{"data": "alive"}]}),
     )

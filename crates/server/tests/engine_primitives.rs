@@ -293,6 +293,7 @@ async fn lock_scenario(c: &mut Raw) -> Vec<V> {
         .cmd(&["TW.LOCK.ACQUIRE", "payout", "10000", "WAIT", "1000"])
         .await;
     assert!(int(&at(&third, 1)) > fence2);
+    let third_token = at(&third, 0).text();
     r.cmd(&["TW.LOCK.ACQUIRE", "x", "0"]).await;
     r.cmd(&["TW.LOCK.ACQUIRE", "x", "100", "WAIT"]).await;
     r.cmd(&["TW.LOCK.ACQUIRE", "x", "100", "WAIT", "0"]).await;
@@ -313,7 +314,7 @@ async fn lock_scenario(c: &mut Raw) -> Vec<V> {
     r.cmd(&["TW.LOCK.RENEW", "payout", "nope", "100"]).await;
     let start = Instant::now();
     let exec = r.cmd(&["EXEC"]).await;
-    assert!(start.elapsed() < Duration::from_secs(2), "{exec:?}");
+    assert!(start.elapsed() < Duration::from_secs(4), "{exec:?}");
     r.cmd(&["MULTI"]).await;
     r.cmd(&["TW.LOCK.INFO", "payout"]).await;
     let exec = r.cmd(&["EXEC"]).await;
@@ -347,7 +348,10 @@ async fn lock_scenario(c: &mut Raw) -> Vec<V> {
         .await;
     assert!(matches!(far, V::Array(_)), "{far:?}");
     assert!(start.elapsed() < Duration::from_secs(3));
-    // RESP3: INFO is a map.
+    // RESP3: INFO is a map. (Renewed first: its TTL, shown in whole seconds, must
+    // not depend on how long the steps above took on each side.)
+    r.cmd(&["TW.LOCK.RENEW", "payout", &third_token, "10000"])
+        .await;
     r.c.cmd(&["HELLO", "3"]).await;
     let info = r.cmd(&["TW.LOCK.INFO", "payout"]).await;
     match normalize(info) {
@@ -511,7 +515,7 @@ async fn nodes_on_one_engine_share_the_primitives() {
     );
     let got = rb.read().await;
     assert!(
-        released.elapsed() < Duration::from_millis(1500),
+        released.elapsed() < Duration::from_secs(4),
         "served promptly: {:?}",
         released.elapsed()
     );
@@ -552,7 +556,7 @@ async fn nodes_on_one_engine_share_the_primitives() {
     );
     let got = rb.read().await;
     assert_eq!(got, V::Array(vec![V::bulk("hit"), V::bulk("value")]));
-    assert!(stored.elapsed() < Duration::from_millis(1500));
+    assert!(stored.elapsed() < Duration::from_secs(4));
 
     // A filler that gives up hands the fill to B's waiter.
     let fill = ra.cmd(&["TW.FILL.GET", "cache:2", "10000"]).await;
@@ -567,7 +571,7 @@ async fn nodes_on_one_engine_share_the_primitives() {
     );
     let got = rb.read().await;
     assert_eq!(at(&got, 0), V::bulk("fill"), "{got:?}");
-    assert!(aborted.elapsed() < Duration::from_millis(1500));
+    assert!(aborted.elapsed() < Duration::from_secs(4));
 
     // Over REST a request never waits: WAIT answers at once, as embedded.
     let held = ra.cmd(&["TW.LOCK.ACQUIRE", "lock:3", "30000"]).await;
@@ -580,7 +584,7 @@ async fn nodes_on_one_engine_share_the_primitives() {
     )
     .await;
     assert_eq!(r, serde_json::json!({"result": null}));
-    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(start.elapsed() < Duration::from_secs(4));
     let r = common::rest_call(
         &b,
         TOKEN,

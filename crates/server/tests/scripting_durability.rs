@@ -184,8 +184,10 @@ fn script_kill_stops_a_busy_script_on_a_multi_threaded_server() {
     cmd.arg("local n = 0 while true do n = n + 1 end").arg(0);
     let runner = in_background(&node, cmd);
     // Connections made while the script runs are accepted and served: a
-    // command on a key waits for the threshold, then gets -BUSY.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // command on a key waits for the threshold, then gets -BUSY. (A probe first
+    // makes sure the script is running: the runner's EVAL may still be on its way.)
+    let mut probe = node.conn();
+    until_busy(&mut probe);
     let mut other = node.conn();
     let err = redis::cmd("GET")
         .arg("k")

@@ -80,7 +80,12 @@ mod tests {
         resync();
         let derived = unix_ms_at(Instant::now());
         let wall = now_ms();
-        assert!(derived.abs_diff(wall) <= 5, "derived {derived} wall {wall}");
+        // (A thread preempted between a resync's two clock reads, here or in a
+        // test beside this one, skews the tie by that long: allowed for.)
+        assert!(
+            derived.abs_diff(wall) <= 50,
+            "derived {derived} wall {wall}"
+        );
         let later = unix_ms_at(Instant::now() + std::time::Duration::from_millis(1500));
         assert!(later >= derived + 1500);
     }

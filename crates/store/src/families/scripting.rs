@@ -796,16 +796,46 @@ mod tests {
         }
     }
 
+    /// A command's `calls`, `rejected_calls` and `failed_calls` (zeros when INFO
+    /// does not list it yet).
+    fn command_counts(t: &mut TestClient, name: &str) -> [u64; 3] {
+        let b = match t.run(&["INFO", "commandstats"]) {
+            Reply::Bulk(b) | Reply::Verbatim(_, b) => b,
+            other => panic!("INFO reply: {other:?}"),
+        };
+        let text = String::from_utf8_lossy(&b).into_owned();
+        let prefix = format!("cmdstat_{name}:");
+        let Some(line) = text.lines().find_map(|l| l.strip_prefix(&prefix)) else {
+            return [0; 3];
+        };
+        let field = |f: &str| -> u64 {
+            line.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{f}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{f} missing in {line}"))
+        };
+        [
+            field("calls"),
+            field("rejected_calls"),
+            field("failed_calls"),
+        ]
+    }
+
     /// Redis counts a command's error once: when the command inside the script
     /// fails or is refused, not again when the script passes it on.
     ///
     /// Command statistics are process-wide and the other tests of this crate run
-    /// beside this one: the commands counted here are EVAL_RO and RPUSHX, which
-    /// no other test calls.
+    /// beside this one, so nothing here resets them (CONFIG RESETSTAT would clear
+    /// what those tests count): the commands counted are EVAL_RO and RPUSHX, which
+    /// no other test calls, by their change. Error statistics are per store: each
+    /// case starts from a new one.
     #[test]
     fn script_errors_are_counted_once() {
         let mut t = TestClient::new();
-        t.run(&["CONFIG", "RESETSTAT"]);
+        let (rpushx0, eval0) = (
+            command_counts(&mut t, "rpushx"),
+            command_counts(&mut t, "eval_ro"),
+        );
         let r = t.run(&["EVAL_RO", "return redis.call('rpushx','x','y')", "1", "x"]);
         assert!(
             matches!(r, Reply::Error(ref e) if e.starts_with("ERR Write commands are not allowed from read-only scripts.")),
@@ -813,28 +843,21 @@ mod tests {
         );
         assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
         assert_eq!(info_field(&mut t, "stats", "total_error_replies"), "1");
-        let rpushx = info_field(&mut t, "commandstats", "cmdstat_rpushx");
-        assert!(
-            rpushx.starts_with("calls=0,") && rpushx.ends_with("rejected_calls=1,failed_calls=0"),
-            "{rpushx}"
-        );
-        let eval = info_field(&mut t, "commandstats", "cmdstat_eval_ro");
-        assert!(
-            eval.starts_with("calls=1,") && eval.ends_with("rejected_calls=0,failed_calls=1"),
-            "{eval}"
-        );
+        let delta = |now: [u64; 3], before: [u64; 3]| [0, 1, 2].map(|i| now[i] - before[i]);
+        assert_eq!(delta(command_counts(&mut t, "rpushx"), rpushx0), [0, 1, 0]);
+        let eval1 = command_counts(&mut t, "eval_ro");
+        assert_eq!(delta(eval1, eval0), [1, 0, 1]);
 
-        t.run(&["CONFIG", "RESETSTAT"]);
+        let mut t = TestClient::new();
         let body = "local t = redis.pcall('select', 99) \
                     if t['err'] == 'ERR DB index is out of range' then return 1 end return 0";
         assert_eq!(t.run(&["EVAL_RO", body, "0"]), Reply::Int(1));
         assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
-        let eval = info_field(&mut t, "commandstats", "cmdstat_eval_ro");
-        assert!(eval.ends_with("rejected_calls=0,failed_calls=0"), "{eval}");
+        assert_eq!(delta(command_counts(&mut t, "eval_ro"), eval1), [1, 0, 0]);
 
         // A command's error table returned as the script's result: still once.
+        let mut t = TestClient::new();
         t.run(&["SET", "str", "abc"]);
-        t.run(&["CONFIG", "RESETSTAT"]);
         let r = t.run(&["EVAL", "return redis.pcall('incr', KEYS[1])", "1", "str"]);
         assert_eq!(
             r,
@@ -843,7 +866,7 @@ mod tests {
         assert_eq!(info_field(&mut t, "errorstats", "errorstat_ERR"), "count=1");
         assert_eq!(info_field(&mut t, "stats", "total_error_replies"), "1");
 
-        t.run(&["CONFIG", "RESETSTAT"]);
+        let mut t = TestClient::new();
         let r = t.run(&["EVAL", "return redis.error_reply('MY_ERR custom')", "0"]);
         assert_eq!(r, Reply::Error("MY_ERR custom".into()));
         assert_eq!(
