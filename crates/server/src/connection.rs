@@ -501,6 +501,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                     if let Some(replies) = blocked.waiter.take_served() {
                         self.store.blocking.unregister(&blocked.waiter, &blocked.keys);
                         self.replies.extend(replies);
+                        // Its writes ran on the server's side, logged under another
+                        // client: WAITAOF then waits for everything logged so far.
+                        if let Some(aof) = self.store.persist.aof() {
+                            client.write_seq = client.write_seq.max(aof.appended());
+                        }
                         break true;
                     }
                     if blocked.waiter.is_serving() {
@@ -518,9 +523,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
                         }
                         Outcome::Blocked(next) => {
                             // Nothing for us after all: keep our original place in each
-                            // key's queue (FIFO) and drop the new registration.
+                            // key's queue (FIFO) and drop the new registration. Its
+                            // timeout reply is the newer (WAITAOF's counts move).
                             next.waiter.abandon();
                             self.store.blocking.unregister(&next.waiter, &next.keys);
+                            blocked.timeout_reply = next.timeout_reply;
                             continue;
                         }
                     }

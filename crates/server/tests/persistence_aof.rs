@@ -332,3 +332,98 @@ async fn rewrite_with_the_aof_off_leaves_a_loadable_base() {
     drop(c);
     s.shutdown().await;
 }
+
+/// WAITAOF answers once the client's own writes are fsynced, under each
+/// `appendfsync`; a wait for a replica (there are none) ends at its timeout with
+/// the local count as it then stands; turning the log off ends a local wait with
+/// Redis's error; a log turned on again counts the writes made before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waitaof_waits_for_the_clients_writes_to_be_fsynced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = boot(
+        tmp.path(),
+        &[
+            ("appendonly", "yes"),
+            ("appendfsync", "everysec"),
+            ("save", ""),
+        ],
+    )
+    .await;
+    let mut c = conn(&s).await;
+    let mut admin = conn(&s).await;
+    async fn waitaof(
+        c: &mut MultiplexedConnection,
+        args: [i64; 3],
+    ) -> redis::RedisResult<Vec<i64>> {
+        redis::cmd("WAITAOF").arg(&args[..]).query_async(c).await
+    }
+    async fn incr(c: &mut MultiplexedConnection) {
+        let _: i64 = redis::cmd("INCR").arg("foo").query_async(c).await.unwrap();
+    }
+    // The cron (10 Hz) applies a changed `appendfsync` or `appendonly`.
+    async fn set(c: &mut MultiplexedConnection, name: &str, value: &str) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query_async(c)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    // No write yet: nothing to wait for.
+    assert_eq!(waitaof(&mut c, [1, 0, 0]).await.unwrap(), [1, 0]);
+    // everysec: the next fsync, within about a second, acknowledges it.
+    incr(&mut c).await;
+    let started = std::time::Instant::now();
+    assert_eq!(waitaof(&mut c, [1, 0, 0]).await.unwrap(), [1, 0]);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A replica is asked for: the wait lasts its timeout and says what is local.
+    incr(&mut c).await;
+    let started = std::time::Instant::now();
+    assert_eq!(waitaof(&mut c, [1, 1, 2500]).await.unwrap(), [1, 0]);
+    assert!(started.elapsed() >= Duration::from_millis(2400));
+
+    // `no` never fsyncs: the timeout ends it, nothing local.
+    set(&mut admin, "appendfsync", "no").await;
+    incr(&mut c).await;
+    assert_eq!(waitaof(&mut c, [1, 0, 50]).await.unwrap(), [0, 0]);
+    // `always`: the reply to the write came after its fsync.
+    set(&mut admin, "appendfsync", "always").await;
+    incr(&mut c).await;
+    let started = std::time::Instant::now();
+    assert_eq!(waitaof(&mut c, [1, 0, 0]).await.unwrap(), [1, 0]);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A local wait that cannot end (`no`) ends with the error once the log is off.
+    set(&mut admin, "appendfsync", "no").await;
+    incr(&mut c).await;
+    let mut waiting = c.clone();
+    let wait = tokio::spawn(async move { waitaof(&mut waiting, [1, 0, 0]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!wait.is_finished(), "it waits");
+    set(&mut admin, "appendonly", "no").await;
+    let e = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("released")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        e.detail(),
+        Some("WAITAOF cannot be used when numlocal is set but appendonly is disabled."),
+        "{e}"
+    );
+    let e = waitaof(&mut c, [1, 0, 0]).await.unwrap_err();
+    assert_eq!(e.code(), Some("ERR"), "{e}");
+    assert_eq!(waitaof(&mut c, [0, 0, 0]).await.unwrap(), [0, 0]);
+
+    // On again: the new log's base holds the earlier writes, and its sequence
+    // continues past the old log's, so they count as on disk.
+    set(&mut admin, "appendfsync", "everysec").await;
+    set(&mut admin, "appendonly", "yes").await;
+    assert_eq!(waitaof(&mut c, [1, 0, 3000]).await.unwrap(), [1, 0]);
+    incr(&mut c).await;
+    assert_eq!(waitaof(&mut c, [1, 0, 3000]).await.unwrap(), [1, 0]);
+    drop(s);
+}

@@ -110,6 +110,9 @@ pub enum BlockKind {
     /// A single-flight fill (TW.FILL.GET … WAIT): served when the value lands or
     /// the fill's lease ends (one waiter then becomes the filler).
     Fill,
+    /// The append-only log's fsync (WAITAOF): no key; woken to look again after
+    /// each fsync, when the log is turned off, and by the cron.
+    Fsync,
 }
 
 impl BlockKind {
@@ -158,6 +161,12 @@ impl Waiter {
 
     pub fn job(&self) -> Option<&Job> {
         self.job.as_ref()
+    }
+
+    fn waits_for_fsync(&self) -> bool {
+        self.job
+            .as_ref()
+            .is_some_and(|j| j.kind == BlockKind::Fsync)
     }
 
     /// Pusher side: claims a waiting waiter for serving.
@@ -227,6 +236,10 @@ pub struct Blocking {
     /// Keys with waiters, mirrored from `waiters` under its lock, so that every
     /// push can ask "is anyone blocked at all?" without taking that global lock.
     keys_waited: AtomicUsize,
+    /// Clients in WAITAOF ([`BlockKind::Fsync`]), and how many (read on each fsync
+    /// without the lock).
+    fsync_waiters: Mutex<Vec<Arc<Waiter>>>,
+    fsync_waiting: AtomicUsize,
 }
 
 impl Blocking {
@@ -245,6 +258,11 @@ impl Blocking {
             job,
             state: Mutex::new(State::Waiting),
         });
+        if waiter.waits_for_fsync() {
+            let mut list = self.fsync_waiters.lock();
+            list.push(waiter.clone());
+            self.fsync_waiting.store(list.len(), Ordering::Release);
+        }
         let mut map = self.waiters.lock();
         for k in keys {
             map.entry(k.clone()).or_default().push_back(waiter.clone());
@@ -254,11 +272,28 @@ impl Blocking {
         waiter
     }
 
+    /// Wakes every client in WAITAOF to look at the log again.
+    pub fn wake_fsync_waiters(&self) {
+        if self.fsync_waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for w in self.fsync_waiters.lock().iter() {
+            if !w.woken.swap(true, Ordering::SeqCst) {
+                w.notify.notify_one();
+            }
+        }
+    }
+
     /// Removes a waiter from every key (served, timed out, or disconnected).
     /// Idempotent: the pusher that serves a waiter and its connection may both call it.
     pub fn unregister(&self, waiter: &Arc<Waiter>, keys: &[(usize, Bytes)]) {
         if !waiter.registered.swap(false, Ordering::SeqCst) {
             return;
+        }
+        if waiter.waits_for_fsync() {
+            let mut list = self.fsync_waiters.lock();
+            list.retain(|w| !Arc::ptr_eq(w, waiter));
+            self.fsync_waiting.store(list.len(), Ordering::Release);
         }
         {
             let mut map = self.waiters.lock();

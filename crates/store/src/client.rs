@@ -309,6 +309,9 @@ pub struct Client {
     pub internal: bool,
     /// The client's ACL user as last looked up, with the ACL generation it is of.
     pub acl_user: Option<(u64, Arc<crate::acl::User>)>,
+    /// Write-log sequence of this client's latest write (Redis's `woff`): what
+    /// WAITAOF waits to see fsynced.
+    pub write_seq: u64,
 }
 
 impl Client {
@@ -328,6 +331,7 @@ impl Client {
             no_block: false,
             retrying: false,
             last_end: None,
+            write_seq: 0,
             last_command: Default::default(),
             tracking: false,
             caching: None,

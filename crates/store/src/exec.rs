@@ -450,6 +450,12 @@ impl Store {
         self.finish_locked(&mut ks, &mut ev);
         drop(ks);
         self.after_unlock(&mut ev);
+        // What WAITAOF waits for: this client's writes (and those it ran for the
+        // waiters it served; their own clients take the log's head when served).
+        let seq = LAST_WRITE_SEQ.with(std::cell::Cell::get);
+        if seq > client.write_seq {
+            client.write_seq = seq;
+        }
         // Monitors see a command after it ran, so EXEC follows its commands.
         if feed {
             self.feed_monitors(client, argv);

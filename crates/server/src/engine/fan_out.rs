@@ -14,7 +14,8 @@ pub enum Merge {
     AnyNonNull,
     /// Arrays of 0/1, 1 where every master answered 1 (SCRIPT EXISTS).
     AllTrue,
-    /// The smallest integer (WAIT: replicas that acknowledged, on every master).
+    /// The smallest integer (WAIT: replicas that acknowledged, on every master);
+    /// for arrays, the smallest at each position (WAITAOF: `[local, replicas]`).
     Min,
 }
 
@@ -47,14 +48,19 @@ pub fn merge(how: Merge, replies: Vec<Reply>) -> Reply {
             .into_iter()
             .find(|r| !matches!(r, Reply::Null | Reply::NullArray))
             .unwrap_or(Reply::Null),
-        Merge::Min => replies
-            .into_iter()
-            .filter_map(|r| match r {
-                Reply::Int(n) => Some(n),
-                _ => None,
-            })
-            .min()
-            .map_or(Reply::Null, Reply::Int),
+        Merge::Min if replies.iter().any(|r| matches!(r, Reply::Array(_))) => {
+            let answers: Vec<Vec<Reply>> = replies
+                .into_iter()
+                .map(|r| r.into_array().unwrap_or_default())
+                .collect();
+            let len = answers.iter().map(Vec::len).min().unwrap_or(0);
+            Reply::Array(
+                (0..len)
+                    .map(|i| min_int(answers.iter().map(|a| a[i].clone())))
+                    .collect(),
+            )
+        }
+        Merge::Min => min_int(replies),
         Merge::AllTrue => {
             let answers: Vec<Vec<Reply>> = replies
                 .into_iter()
@@ -69,6 +75,18 @@ pub fn merge(how: Merge, replies: Vec<Reply>) -> Reply {
             Reply::Array((0..len).map(|i| Reply::Int(all(i) as i64)).collect())
         }
     }
+}
+
+/// The smallest of the integer replies (nil when there is none).
+fn min_int(replies: impl IntoIterator<Item = Reply>) -> Reply {
+    replies
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Int(n) => Some(n),
+            _ => None,
+        })
+        .min()
+        .map_or(Reply::Null, Reply::Int)
 }
 
 #[cfg(test)]
@@ -108,6 +126,11 @@ mod tests {
         assert_eq!(
             merge(Merge::Min, vec![Reply::Int(2), Reply::Int(1)]),
             Reply::Int(1)
+        );
+        // WAITAOF: `[local, replicas]` per master, the least of each.
+        assert_eq!(
+            merge(Merge::Min, vec![ints(&[1, 2]), ints(&[0, 3])]),
+            ints(&[0, 2])
         );
     }
 }

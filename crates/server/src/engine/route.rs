@@ -322,6 +322,10 @@ mod tests {
             Route::Refused(CROSSSLOT.into())
         );
         assert_eq!(
+            route_of(&["WAITAOF", "1", "0", "0"]),
+            Route::AfterOwnWrites(Merge::Min)
+        );
+        assert_eq!(
             route_of(&["WAIT", "1", "0"]),
             Route::AfterOwnWrites(Merge::Min)
         );

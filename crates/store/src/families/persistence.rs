@@ -1,4 +1,5 @@
-//! Persistence and memory commands: SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE, MEMORY.
+//! Persistence and memory commands: SAVE, BGSAVE, BGREWRITEAOF, LASTSAVE, WAITAOF,
+//! MEMORY.
 //! The work itself lives in `crate::persistence` and `crate::evict`.
 
 use std::sync::atomic::Ordering;
@@ -7,7 +8,10 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, NO_KEYS};
+use crate::blocking::BlockKind;
+use crate::command::{
+    cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, RequestPolicy, ResponsePolicy, NO_KEYS,
+};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::persistence::{self, RewriteStart};
@@ -47,6 +51,17 @@ pub fn commands() -> Vec<CommandSpec> {
             lastsave,
         )
         .summary("Returns the Unix timestamp of the last successful save to disk.")),
+        s(cmd(
+            "waitaof",
+            4,
+            NOSCRIPT | BLOCKING | NO_KEYSPACE | AFTER_OWN_WRITES,
+            NO_KEYS,
+            waitaof,
+        )
+        .blocks_on(BlockKind::Fsync)
+        .summary("Blocks until all of the preceding write commands sent by the connection are written to the append-only file of the master and/or replicas.")
+        .group("generic")
+        .policy(RequestPolicy::AllShards, ResponsePolicy::AggMin)),
         s(cmd("memory", -2, NO_KEYSPACE, NO_KEYS, memory_help)
             .summary("A container for memory diagnostics commands.")
             .subs(vec![
@@ -111,6 +126,46 @@ fn lastsave(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Int(
         ctx.store.last_save_secs.load(Ordering::Relaxed) as i64
     ))
+}
+
+/// WAITAOF numlocal numreplicas timeout: waits until this client's writes are
+/// fsynced to the local append-only file (`numlocal` 1) and `numreplicas`
+/// replicas (there are none: such a wait ends at its timeout). Replies
+/// `[local, replicas]` as they stand when it ends; without blocking (MULTI) at once.
+fn waitaof(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
+    let numlocal = args.next_i64()?;
+    if !(0..=1).contains(&numlocal) {
+        return Err(CmdError::err(
+            "value is out of range, value must between 0 and 1",
+        ));
+    }
+    let numreplicas = args.next_i64()?;
+    if numreplicas < 0 {
+        return Err(CmdError::err("value is out of range, must be positive"));
+    }
+    let timeout = args
+        .next_i64()
+        .map_err(|_| CmdError::err("timeout is not an integer or out of range"))?;
+    if timeout < 0 {
+        return Err(CmdError::err("timeout is negative"));
+    }
+    if numlocal > 0 && !ctx.store.config.get_bool("appendonly") {
+        return Err(CmdError::err(
+            "WAITAOF cannot be used when numlocal is set but appendonly is disabled.",
+        ));
+    }
+    let local = ctx
+        .store
+        .persist
+        .aof()
+        .and_then(|aof| aof.fsynced())
+        .is_some_and(|synced| synced >= ctx.client.write_seq) as i64;
+    let reply = Reply::Array(vec![Reply::Int(local), Reply::Int(0)]);
+    if (local >= numlocal && numreplicas == 0) || ctx.no_block {
+        return Ok(reply);
+    }
+    let timeout = (timeout > 0).then(|| std::time::Duration::from_millis(timeout as u64));
+    Ok(ctx.block(Vec::new(), timeout, reply))
 }
 
 fn memory_usage(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
@@ -251,6 +306,67 @@ mod tests {
         assert_eq!(
             t.run(&["MEMORY", "NOPE"]),
             err("ERR unknown subcommand 'NOPE'. Try MEMORY HELP.")
+        );
+    }
+
+    #[test]
+    fn waitaof_checks_its_arguments_as_redis() {
+        use tidewire_resp::Reply;
+        let mut t = TestClient::new();
+        let cases = [
+            (
+                ["x", "0", "0"],
+                "ERR value is not an integer or out of range",
+            ),
+            (
+                ["2", "0", "0"],
+                "ERR value is out of range, value must between 0 and 1",
+            ),
+            (
+                ["-1", "0", "0"],
+                "ERR value is out of range, value must between 0 and 1",
+            ),
+            (
+                ["0", "x", "0"],
+                "ERR value is not an integer or out of range",
+            ),
+            (
+                ["0", "-1", "0"],
+                "ERR value is out of range, must be positive",
+            ),
+            (
+                ["0", "0", "x"],
+                "ERR timeout is not an integer or out of range",
+            ),
+            (["0", "0", "-5"], "ERR timeout is negative"),
+            // Every argument is read before the log is looked at.
+            (["1", "0", "-5"], "ERR timeout is negative"),
+            (
+                ["1", "0", "0"],
+                "ERR WAITAOF cannot be used when numlocal is set but appendonly is disabled.",
+            ),
+        ];
+        for (args, e) in cases {
+            let mut argv = vec!["WAITAOF"];
+            argv.extend(args);
+            assert_eq!(t.run(&argv), err(e), "{args:?}");
+        }
+        assert_eq!(
+            t.run(&["WAITAOF", "1", "0"]),
+            err("ERR wrong number of arguments for 'waitaof' command")
+        );
+        // No log and no replicas: nothing to count, nothing to wait for.
+        let none = Reply::Array(vec![Reply::Int(0), Reply::Int(0)]);
+        assert_eq!(t.run(&["WAITAOF", "0", "0", "0"]), none);
+        // Inside MULTI it never waits, even for a replica that does not exist.
+        t.run(&["MULTI"]);
+        t.run(&["WAITAOF", "0", "1", "0"]);
+        assert_eq!(t.run(&["EXEC"]), Reply::Array(vec![none]));
+        // Nor in a script: it is not allowed there.
+        let r = t.run(&["EVAL", "return redis.call('waitaof', 0, 0, 0)", "0"]);
+        assert!(
+            matches!(&r, Reply::Error(e) if e.starts_with("ERR This Redis command is not allowed from script")),
+            "{r:?}"
         );
     }
 }

@@ -43,6 +43,14 @@ pub const FSYNC_NO: u8 = 2;
 
 /// What the runtime's committer takes: nothing (none attached), the group commit
 /// under `always`, or the buffer under every policy.
+/// The highest sequence any log of this process ended at: a log opened later
+/// continues from it, so a client's write sequence (WAITAOF's "offset") never
+/// compares against a restarted count after `appendonly` goes off and on again.
+static SEQ_FLOOR: AtomicU64 = AtomicU64::new(0);
+
+/// Called after each fsync that moved [`Aof::fsynced`] (wakes WAITAOF's clients).
+pub type FsyncListener = Box<dyn Fn() + Send + Sync>;
+
 const COMMITS_NONE: u8 = 0;
 const COMMITS_ALWAYS: u8 = 1;
 const COMMITS_EVERY_POLICY: u8 = 2;
@@ -232,6 +240,12 @@ pub struct Aof {
     pub last_write_ok: AtomicBool,
     pub last_error: Mutex<String>,
     pub fsyncs: AtomicU64,
+    /// Highest sequence known fsynced (under every policy: `no` never moves it).
+    fsynced: AtomicU64,
+    /// Whether the log holds the whole dataset: false for a log turned on at
+    /// runtime until its base is written ([`Aof::mark_complete`]).
+    complete: AtomicBool,
+    on_fsync: parking_lot::RwLock<Option<FsyncListener>>,
 }
 
 impl Aof {
@@ -253,7 +267,9 @@ impl Aof {
             manifest.incrs.push(name);
             manifest.save(&dir, &manifest_file(&stem))?;
         }
-        Aof::start(dir, stem, manifest, policy)
+        let aof = Aof::start(dir, stem, manifest, policy)?;
+        aof.mark_complete();
+        Ok(aof)
     }
 
     /// A new log whose manifest is not written yet (turning `appendonly` on at
@@ -305,12 +321,13 @@ impl Aof {
             .iter()
             .map(|n| log_file::logical_size(&dir.join(n)))
             .sum();
+        let floor = SEQ_FLOOR.load(Ordering::Acquire);
         let aof = Arc::new(Aof {
             dir,
             stem,
             buf: Mutex::new(Buf {
                 data: Vec::with_capacity(64 * 1024),
-                seq: 0,
+                seq: floor,
                 last_db: usize::MAX,
                 rotate_at: None,
                 writer_waiting: false,
@@ -323,8 +340,8 @@ impl Aof {
             }),
             disk: Mutex::new(Disk {
                 file,
-                written: 0,
-                synced: 0,
+                written: floor,
+                synced: floor,
                 last_fsync: Instant::now(),
                 scratch: Vec::with_capacity(64 * 1024),
             }),
@@ -345,6 +362,9 @@ impl Aof {
             last_write_ok: AtomicBool::new(true),
             last_error: Mutex::new(String::new()),
             fsyncs: AtomicU64::new(0),
+            fsynced: AtomicU64::new(floor),
+            complete: AtomicBool::new(false),
+            on_fsync: parking_lot::RwLock::new(None),
         });
         let a = aof.clone();
         let handle = std::thread::Builder::new()
@@ -410,6 +430,47 @@ impl Aof {
         self.wake.notify_one();
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
+        }
+        SEQ_FLOOR.fetch_max(self.buf.lock().seq, Ordering::AcqRel);
+        self.notify_fsync();
+    }
+
+    /// The highest write sequence on disk, for WAITAOF; `None` while the log does
+    /// not hold the whole dataset yet (turned on at runtime, base not written).
+    pub fn fsynced(&self) -> Option<u64> {
+        self.complete
+            .load(Ordering::Acquire)
+            .then(|| self.fsynced.load(Ordering::Acquire))
+    }
+
+    /// The sequence of the latest append.
+    pub fn appended(&self) -> u64 {
+        self.buf.lock().seq
+    }
+
+    /// The log now holds the whole dataset (its base is on disk).
+    pub fn mark_complete(&self) {
+        self.complete.store(true, Ordering::Release);
+        self.notify_fsync();
+    }
+
+    /// Sets what to call after each fsync (see [`FsyncListener`]).
+    pub fn set_fsync_listener(&self, listener: FsyncListener) {
+        *self.on_fsync.write() = Some(listener);
+    }
+
+    fn notify_fsync(&self) {
+        if let Some(f) = &*self.on_fsync.read() {
+            f();
+        }
+    }
+
+    /// Everything up to `seq` is fsynced: tells the waiting replies and WAITAOF.
+    fn synced_to(&self, d: &mut Disk, seq: u64) {
+        d.synced = seq;
+        self.durable.publish(seq);
+        if self.fsynced.fetch_max(seq, Ordering::AcqRel) < seq {
+            self.notify_fsync();
         }
     }
 
@@ -545,8 +606,8 @@ impl Aof {
                 d.last_fsync = Instant::now();
                 last_fsync_time = d.last_fsync - fsync_started;
                 last_batch_appends = appends;
-                d.synced = d.written;
-                self.durable.publish(d.synced);
+                let written = d.written;
+                self.synced_to(d, written);
             } else if policy != FSYNC_ALWAYS && self.last_write_ok.load(Ordering::Relaxed) {
                 // Not waited on in these modes; keep the published sequence moving anyway.
                 self.durable.publish(d.written.max(d.synced));
@@ -561,8 +622,11 @@ impl Aof {
                 if let Err(e) = d.file.trim() {
                     tracing::warn!(error = %e, "cannot cut the zeroed tail off the AOF file");
                 }
-                self.fsync(&mut d.file);
-                self.durable.publish(seq);
+                if self.fsync(&mut d.file) {
+                    self.synced_to(d, seq);
+                } else {
+                    self.durable.publish(seq);
+                }
                 return;
             }
             drop(disk);
@@ -659,8 +723,8 @@ impl Aof {
             return;
         }
         d.last_fsync = Instant::now();
-        d.synced = d.written;
-        self.durable.publish(d.synced);
+        let written = d.written;
+        self.synced_to(d, written);
         if d.file.wants_zeroing(log_file::CHUNK / 2) {
             self.buf.lock().reserve_wanted = true;
             self.wake.notify_one();

@@ -300,6 +300,7 @@ fn enable_aof_inner(store: &Store) -> Result<(), String> {
         aof::parse_policy(&store.config.get("appendfsync").unwrap_or_default()),
     )
     .map_err(|e| e.to_string())?;
+    store.persist.listen_to_fsyncs(&aof);
     let (cap, held) = capture::begin(&store.keyspace, &store.functions, || {
         *store.persist.aof.write() = Some(aof.clone());
         store.set_write_log(aof.clone());
@@ -322,6 +323,9 @@ fn enable_aof_inner(store: &Store) -> Result<(), String> {
         aof.base_size.store(bytes, Ordering::Relaxed);
         aof.size_at_rewrite
             .store(aof.total_size(), Ordering::Relaxed);
+        // The base is on disk (the snapshot writer fsyncs it): WAITAOF may count
+        // this log from now on.
+        aof.mark_complete();
         Ok::<_, String>(())
     })();
     capture::end(&store.keyspace);
@@ -349,5 +353,7 @@ pub fn disable_aof(store: &Store) {
     };
     store.clear_write_log();
     aof.shutdown();
+    // WAITAOF's clients wanting the local copy now get its error.
+    store.blocking.wake_fsync_waiters();
     tracing::info!("AOF turned off");
 }

@@ -115,6 +115,16 @@ impl Persistence {
         self.aof.read().clone()
     }
 
+    /// Has `aof` wake the store's WAITAOF clients after each fsync.
+    fn listen_to_fsyncs(&self, aof: &Aof) {
+        let me = self.me.get().cloned();
+        aof.set_fsync_listener(Box::new(move || {
+            if let Some(store) = me.as_ref().and_then(Weak::upgrade) {
+                store.blocking.wake_fsync_waiters();
+            }
+        }));
+    }
+
     pub fn job(&self) -> Option<Job> {
         *self.job.lock()
     }
@@ -280,6 +290,7 @@ fn startup_inner(
             .map_err(|e| {
                 load::LoadError(format!("cannot open the AOF in {}: {e}", dir.display()))
             })?;
+            store.persist.listen_to_fsyncs(&aof);
             *store.persist.aof.write() = Some(aof.clone());
             store.set_write_log(aof);
         }
@@ -419,6 +430,9 @@ pub fn update_refusal(store: &Store) {
 /// `save` points, auto-rewrite, fsync policy changes.
 pub fn cron(store: &Store) {
     crate::evict::sync_config(store);
+    // WAITAOF's clients also look again on each tick: a wait registered just
+    // after an fsync it missed, or on a log that turned off or on meanwhile.
+    store.blocking.wake_fsync_waiters();
     if !store.persist.ready.load(Ordering::SeqCst) {
         return;
     }
