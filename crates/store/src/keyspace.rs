@@ -57,6 +57,10 @@ pub struct DbShard {
     /// Hashes that have (or had) field TTLs, for the active expiry of fields. A key
     /// deleted or changed since stays until the cycle samples it.
     pub hash_ttl_keys: KeySet,
+    /// No key here is due before this (unix ms; 0: look now): lowered by every
+    /// TTL set, raised by the active expiry cycle when it looks. Lets each tick
+    /// skip the parts with nothing due and reach the others on time.
+    pub next_due: u64,
 }
 
 impl DbShard {
@@ -79,6 +83,9 @@ impl DbShard {
             if let Some(k) = volatile {
                 self.hash_ttl_keys.insert(k, ());
             }
+            if has_ttl {
+                self.next_due = self.next_due.min(slot.expire_at);
+            }
             if let Some(k) = new_ttl_key {
                 self.expires.insert(k, ());
             } else if had_ttl && !has_ttl {
@@ -88,6 +95,7 @@ impl DbShard {
         }
         let owned = SmallBytes::from(key);
         if entry.expire_at != 0 {
+            self.next_due = self.next_due.min(entry.expire_at);
             self.expires.insert(owned.clone(), ());
         }
         if has_field_ttls(&entry) {
@@ -118,6 +126,9 @@ impl DbShard {
         };
         let had = e.expire_at != 0;
         e.expire_at = at;
+        if at != 0 {
+            self.next_due = self.next_due.min(at);
+        }
         if at != 0 && !had {
             let k = k.clone();
             self.expires.insert(k, ());
