@@ -231,6 +231,11 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     ("busy-poll-us", "50", Kind::Int),
     ("close-on-oom", "no", YES_NO),
     ("enable-debug-command", "no", Kind::Str),
+    (
+        "enable-module-command",
+        "no",
+        Kind::Enum(&["no", "yes", "local"]),
+    ),
     ("set-proc-title", "yes", YES_NO),
     ("replica-read-only", "yes", YES_NO),
     ("min-replicas-to-write", "0", Kind::Int),
@@ -277,7 +282,13 @@ const MAX_BUSY_POLL_US: i64 = 1000;
 const HIDDEN: &[&str] = &["key-load-delay"];
 
 /// Parameters that cannot change at run time (`CONFIG SET` refuses them).
-pub const IMMUTABLE: &[&str] = &["daemonize", "databases", "io-threads", "cluster-enabled"];
+pub const IMMUTABLE: &[&str] = &[
+    "daemonize",
+    "databases",
+    "io-threads",
+    "cluster-enabled",
+    "enable-module-command",
+];
 
 /// Redis 7's old names for the listpack settings: setting either name sets both.
 const ALIASES: &[(&str, &str)] = &[

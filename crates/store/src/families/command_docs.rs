@@ -452,6 +452,48 @@ mod tests {
         assert!(l.contains(&bulk("client|list")));
     }
 
+    /// MODULE: no module is loaded (JSON is built in); LOAD, LOADEX and UNLOAD
+    /// are refused unless the config file's `enable-module-command` allows them,
+    /// and then fail as Redis fails on a library it cannot load.
+    #[test]
+    fn module_lists_nothing_and_refuses_loads_as_redis() {
+        let mut t = TestClient::new();
+        let Reply::Array(help) = t.run(&["MODULE", "HELP"]) else {
+            panic!()
+        };
+        assert!(
+            matches!(&help[0], Reply::SimpleString(l) if l.starts_with("MODULE <subcommand> ")),
+            "{help:?}"
+        );
+        assert_eq!(t.run(&["MODULE", "LIST"]), Reply::Array(vec![]));
+        let refused = err("ERR MODULE command not allowed. If the enable-module-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.");
+        assert_eq!(t.run(&["MODULE", "LOAD", "/tmp/x.so"]), refused);
+        assert_eq!(t.run(&["MODULE", "LOADEX", "/tmp/x.so"]), refused);
+        assert_eq!(t.run(&["MODULE", "UNLOAD", "ReJSON"]), refused);
+        assert_eq!(
+            t.run(&["CONFIG", "SET", "enable-module-command", "yes"]),
+            err("ERR CONFIG SET failed (possibly related to argument 'enable-module-command') - can't set immutable config")
+        );
+        assert_eq!(
+            t.run(&["MODULE", "NOPE"]),
+            err("ERR unknown subcommand 'NOPE'. Try MODULE HELP.")
+        );
+        // As the config file would set it.
+        t.store.config.set("enable-module-command", "yes").unwrap();
+        assert_eq!(
+            t.run(&["MODULE", "LOAD", "/tmp/x.so"]),
+            err("ERR Error loading the extension. Please check the server logs.")
+        );
+        assert_eq!(
+            t.run(&["MODULE", "UNLOAD", "ReJSON"]),
+            err("ERR Error unloading module: no such module with that name")
+        );
+        let Reply::Array(l) = t.run(&["COMMAND", "LIST", "FILTERBY", "PATTERN", "module*"]) else {
+            panic!()
+        };
+        assert_eq!(l.len(), 6, "{l:?}");
+    }
+
     /// CLUSTER lists Redis 7.2's subcommands (each answered as by a Redis without
     /// cluster support), and SORT_RO is `movablekeys` with its key at 1, as in
     /// Redis's COMMAND INFO.

@@ -128,6 +128,20 @@ pub fn commands() -> Vec<CommandSpec> {
                 )
                 .summary("Show helpful text about the different subcommands"),
             ])),
+        s(cmd("module", -2, NO_KEYSPACE, NO_KEYS, module_help)
+            .summary("A container for module commands.")
+            .subs(vec![
+                cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, module_help)
+                    .summary("Returns helpful text about the different subcommands."),
+                cmd("list", 2, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_list)
+                    .summary("Returns all loaded modules."),
+                cmd("load", -3, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_load)
+                    .summary("Loads a module."),
+                cmd("loadex", -3, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_load)
+                    .summary("Loads a module using extended parameters."),
+                cmd("unload", 3, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_unload)
+                    .summary("Unloads a module."),
+            ])),
         s(cmd("cluster", -2, NO_KEYSPACE, NO_KEYS, cluster)
             .summary("A container for Redis Cluster commands.")
             .subs(cluster_subcommands())
@@ -332,6 +346,65 @@ fn cluster_subcommands() -> Vec<CommandSpec> {
 /// CLUSTER subcommand gets the reply of a Redis started without cluster support.
 fn cluster(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Err(CmdError::err("This instance has cluster support disabled"))
+}
+
+fn module_help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(help_lines(
+        "MODULE",
+        &[
+            "LIST",
+            "    Return the loaded modules (Tidewire loads none: JSON and its other",
+            "    commands are built in).",
+            "LOAD <path> [<arg> ...]",
+            "    Load a module library from <path>, with optional arguments.",
+            "LOADEX <path> [[CONFIG NAME VALUE] [CONFIG NAME VALUE]] [ARGS ...]",
+            "    Load a module library from <path>, with configurations and arguments.",
+            "UNLOAD <name>",
+            "    Unload a module.",
+        ],
+    ))
+}
+
+/// No module is ever loaded: the commands Redis users add modules for (JSON)
+/// are built in.
+fn module_list(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    Ok(Reply::Array(Vec::new()))
+}
+
+/// Redis refuses MODULE LOAD/LOADEX/UNLOAD unless `enable-module-command` allows
+/// them (a setting of the config file only: `no` by default, `local` for
+/// loopback clients); where it does, a Tidewire has nothing a module could load
+/// into, and answers as Redis does to a library it cannot load.
+fn module_allowed(ctx: &Ctx<'_>) -> Result<(), CmdError> {
+    let allowed = match ctx.store.config.get("enable-module-command").as_deref() {
+        Some("yes") => true,
+        Some("local") => {
+            let host = ctx.client.info.addr.rsplit_once(':').map_or("", |(h, _)| h);
+            host.starts_with("127.") || host == "[::1]" || host == "::1" || host.is_empty()
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(CmdError::err(
+            "MODULE command not allowed. If the enable-module-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
+        ))
+    }
+}
+
+fn module_load(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    module_allowed(ctx)?;
+    Err(CmdError::err(
+        "Error loading the extension. Please check the server logs.",
+    ))
+}
+
+fn module_unload(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
+    module_allowed(ctx)?;
+    Err(CmdError::err(
+        "Error unloading module: no such module with that name",
+    ))
 }
 
 /// WAIT numreplicas timeout: a server without replicas has none to acknowledge,
