@@ -634,10 +634,14 @@ async fn cron(store: Arc<Store>, mut shutdown: watch::Receiver<bool>) {
                 tidewire_store::clock::refresh_lru_clock();
                 let s = store.clone();
                 let _ = tokio::task::spawn_blocking(move || {
+                    let start = std::time::Instant::now();
                     tidewire_store::expire::active_expire_cycle(&s);
                     if !s.loading.load(std::sync::atomic::Ordering::Relaxed) {
                         tidewire_store::persistence::cron(&s);
                     }
+                    let el = &tidewire_store::event_loop::EVENT_LOOP;
+                    el.add_cron(start.elapsed());
+                    el.sample(std::time::Instant::now());
                 }).await;
             }
         }

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use tidewire_server::config::{parse_cli, Config, LogFormat, Sub};
+use tidewire_store::event_loop;
 
 #[global_allocator]
 static ALLOC: tidewire_server::alloc::CountingJemalloc = tidewire_server::alloc::CountingJemalloc;
@@ -87,11 +88,15 @@ fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .on_thread_unpark(event_loop::unparked)
+            .on_thread_park(event_loop::parking)
             .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .enable_all()
+            .on_thread_unpark(event_loop::unparked)
+            .on_thread_park(event_loop::parking)
             .build()
     }
 }

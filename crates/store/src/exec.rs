@@ -318,6 +318,7 @@ impl Store {
         if argv.is_empty() {
             return Outcome::Replies;
         }
+        crate::event_loop::count_command();
         let in_multi = client.multi.is_some();
         client.caching_turn(in_multi);
         let now = crate::clock::unix_ms_at(start);

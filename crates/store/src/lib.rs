@@ -23,6 +23,7 @@ pub mod dense;
 pub mod dump_payload;
 pub mod durable;
 pub mod error;
+pub mod event_loop;
 pub mod evict;
 pub mod exec;
 pub mod expire;
@@ -360,7 +361,9 @@ impl Store {
     /// See [`Store::start_log_committer`].
     pub fn commit_log_here(&self) {
         if let Some(log) = self.write_log() {
+            let start = std::time::Instant::now();
             log.commit_here();
+            event_loop::EVENT_LOOP.add_aof(start.elapsed());
         }
     }
 

@@ -763,6 +763,7 @@ fn config_resetstat(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     }
     ctx.store.stats.reset();
     ctx.store.slowlog.reset();
+    crate::event_loop::EVENT_LOOP.reset();
     Ok(Reply::ok())
 }
 
