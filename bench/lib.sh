@@ -1,14 +1,25 @@
 # Sourced by the bench scripts that compare Tidewire with redis-server.
+# shipped_binary: builds the binary the project ships (packaging/pgo-build.sh, the
+# release build optimised with a training run's profile) and prints its path;
+# BUILD=plain builds and prints plain `cargo build --release` instead.
+shipped_binary() {
+  if [ "${BUILD:-pgo}" = plain ]; then
+    cargo build --release -q -p tidewire-server
+    echo "${CARGO_TARGET_DIR:-target}/release/tidewire"
+  else
+    packaging/pgo-build.sh | tail -n 1
+  fi
+}
+
 # prepare_release_bench: installs redis-server and redis-benchmark if missing, builds
-# the release binary and sets TW to it, makes the run's scratch dir ($work) and
-# stops both servers and removes it on exit.
+# the shipped binary (above) and sets TW to it, makes the run's scratch dir ($work)
+# and stops both servers and removes it on exit.
 prepare_release_bench() {
   if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
     echo "installing redis-server and redis-tools" >&2
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
   fi
-  cargo build --release -q -p tidewire-server
-  TW="${CARGO_TARGET_DIR:-target}/release/tidewire"
+  TW="$(shipped_binary)"
   work="$(mktemp -d)"
   trap 'kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 }

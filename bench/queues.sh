@@ -57,8 +57,7 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are needed" >&2; exit 1; }
-cargo build --release -q -p tidewire-server
-TW="${CARGO_TARGET_DIR:-target}/release/tidewire"
+TW="$(shipped_binary)"
 work="$(mktemp -d)"
 cleanup() {
   kill "${tw_pid:-}" "${rs_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true
