@@ -41,8 +41,6 @@ pub const FSYNC_ALWAYS: u8 = 0;
 pub const FSYNC_EVERYSEC: u8 = 1;
 pub const FSYNC_NO: u8 = 2;
 
-/// What the runtime's committer takes: nothing (none attached), the group commit
-/// under `always`, or the buffer under every policy.
 /// The highest sequence any log of this process ended at: a log opened later
 /// continues from it, so a client's write sequence (WAITAOF's "offset") never
 /// compares against a restarted count after `appendonly` goes off and on again.
@@ -51,6 +49,8 @@ static SEQ_FLOOR: AtomicU64 = AtomicU64::new(0);
 /// Called after each fsync that moved [`Aof::fsynced`] (wakes WAITAOF's clients).
 pub type FsyncListener = Box<dyn Fn() + Send + Sync>;
 
+/// What the runtime's committer takes: nothing (none attached), the group commit
+/// under `always`, or the buffer under every policy.
 const COMMITS_NONE: u8 = 0;
 const COMMITS_ALWAYS: u8 = 1;
 const COMMITS_EVERY_POLICY: u8 = 2;
