@@ -64,7 +64,7 @@ fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
         "CLIENT",
         &[
             "CACHING (YES|NO)",
-            "    Not supported by Tidewire.",
+            "    Whether the next command's keys are tracked (YES under OPTIN, NO under OPTOUT).",
             "GETNAME",
             "    Return the name of the current connection.",
             "ID",

@@ -143,12 +143,7 @@ fn waitaof(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if numreplicas < 0 {
         return Err(CmdError::err("value is out of range, must be positive"));
     }
-    let timeout = args
-        .next_i64()
-        .map_err(|_| CmdError::err("timeout is not an integer or out of range"))?;
-    if timeout < 0 {
-        return Err(CmdError::err("timeout is negative"));
-    }
+    let timeout = super::server::wait_timeout(args)?;
     if numlocal > 0 && !ctx.store.config.get_bool("appendonly") {
         return Err(CmdError::err(
             "WAITAOF cannot be used when numlocal is set but appendonly is disabled.",
@@ -164,7 +159,6 @@ fn waitaof(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     if (local >= numlocal && numreplicas == 0) || ctx.no_block {
         return Ok(reply);
     }
-    let timeout = (timeout > 0).then(|| std::time::Duration::from_millis(timeout as u64));
     Ok(ctx.block(Vec::new(), timeout, reply))
 }
 

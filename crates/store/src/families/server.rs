@@ -412,17 +412,23 @@ fn module_unload(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 /// (MULTI, scripts), else when the timeout (ms, 0 = none) passes, as Redis does.
 fn wait(ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
     let replicas = args.next_i64()?;
-    let timeout = args
-        .next_i64()
-        .map_err(|_| CmdError::err("timeout is not an integer or out of range"))?;
-    if timeout < 0 {
-        return Err(CmdError::err("timeout is negative"));
-    }
+    let timeout = wait_timeout(args)?;
     if replicas <= 0 || ctx.no_block {
         return Ok(Reply::Int(0));
     }
-    let timeout = (timeout > 0).then(|| std::time::Duration::from_millis(timeout as u64));
     Ok(ctx.block(Vec::new(), timeout, Reply::Int(0)))
+}
+
+/// WAIT's and WAITAOF's timeout: integer milliseconds, 0 for none, as Redis
+/// parses it (its own errors, not the generic integer one).
+pub(crate) fn wait_timeout(args: &mut Args<'_>) -> Result<Option<std::time::Duration>, CmdError> {
+    let ms = args
+        .next_i64()
+        .map_err(|_| CmdError::err("timeout is not an integer or out of range"))?;
+    if ms < 0 {
+        return Err(CmdError::err("timeout is negative"));
+    }
+    Ok((ms > 0).then(|| std::time::Duration::from_millis(ms as u64)))
 }
 
 fn help_stub(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {

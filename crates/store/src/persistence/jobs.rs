@@ -352,8 +352,8 @@ pub fn disable_aof(store: &Store) {
         return;
     };
     store.clear_write_log();
+    // (Its last fsync wakes WAITAOF's clients: wanting the local copy, they now
+    // get its error.)
     aof.shutdown();
-    // WAITAOF's clients wanting the local copy now get its error.
-    store.blocking.wake_fsync_waiters();
     tracing::info!("AOF turned off");
 }
