@@ -19,7 +19,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use sha2::{Digest, Sha256};
 
-use crate::command::{flag, registry, ChannelArgs, Command, KeyRoles};
+use crate::command::{flag, key_flag, registry, ChannelArgs, Command};
 use crate::error::CmdError;
 use crate::families::command_docs::acl_categories;
 use crate::glob::glob_match;
@@ -799,31 +799,9 @@ impl Acl {
             return Err((Denial::Command, cmd.full_name.clone(), 0));
         }
         if user.keys.is_some() {
-            let by_flags = if cmd.has(flag::WRITE) {
-                (false, true)
-            } else if cmd.has(flag::READONLY) {
-                (true, false)
-            } else {
-                (true, true)
-            };
             for (i, pos) in cmd.spec.keys.positions(argv).into_iter().enumerate() {
-                let word_at = |from: usize, words: &[&[u8]]| {
-                    argv.iter()
-                        .skip(from)
-                        .any(|a| words.iter().any(|w| a.eq_ignore_ascii_case(w)))
-                };
-                let (read, write) = match (cmd.spec.key_roles, i) {
-                    (KeyRoles::ByFlags, _) => by_flags,
-                    (KeyRoles::Each(roles), i) => {
-                        roles.get(i).or(roles.last()).copied().unwrap_or(by_flags)
-                    }
-                    (KeyRoles::WriteAndReadIfGet, _) => (word_at(3, &[b"get"]), true),
-                    (KeyRoles::ReadAndWriteIfChanged, _) => {
-                        (true, word_at(2, &[b"set", b"incrby"]))
-                    }
-                    (KeyRoles::WriteThenRead, 0) | (KeyRoles::ReadThenWrite, 1..) => (false, true),
-                    (KeyRoles::WriteThenRead, _) | (KeyRoles::ReadThenWrite, 0) => (true, false),
-                };
+                let flags = cmd.spec.key_roles.flags_at(cmd.spec.flags, i, argv);
+                let (read, write) = (key_flag::reads(flags), key_flag::writes(flags));
                 if !user.key_allowed(&argv[pos], read, write) {
                     return Err((
                         Denial::Key,

@@ -171,6 +171,13 @@ pub struct CommandSpec {
     /// Where a cluster front sends the command without keys, and how it merges
     /// the answers (Redis's `request_policy` / `response_policy` tips).
     pub policy: Policy,
+    /// Flags the command runs with that Redis's table does not give it: COMMAND
+    /// INFO and the ACL categories leave them out (WAIT and WAITAOF block, on the
+    /// replicas and the AOF, without being `blocking` commands in Redis).
+    pub unlisted_flags: u32,
+    /// Redis's ACL category for the command when it is not its group's (WAIT and
+    /// WAITAOF are documented in `generic` but are `@connection` commands).
+    pub acl_category: Option<&'static str>,
 }
 
 /// Redis's request and response policy tips, which tell a cluster client what
@@ -212,34 +219,112 @@ pub enum ResponsePolicy {
     AggMin,
 }
 
-/// What a command does to its keys, for `%R~` / `%W~` ACL patterns.
+/// What a command does to its keys: Redis 7's key-spec flags ([`key_flag`]), which
+/// COMMAND INFO's key specs and COMMAND GETKEYSANDFLAGS report and from which the
+/// `%R~` / `%W~` ACL patterns are checked.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum KeyRoles {
-    /// Every key as the command's flags say (write, read-only, or both).
+    /// Every key as the command's flags say: a write command's keys `RW update`, a
+    /// read-only one's `RO access`, any other's `RW access update` (see
+    /// [`KeyRoles::static_flags`]).
     ByFlags,
-    /// The first key is written, the others read (`*STORE`, BITOP).
-    WriteThenRead,
-    /// The first key is read, the others written (COPY).
-    ReadThenWrite,
-    /// Written, and read too when a `GET` option follows the value (SET).
+    /// Per key position, the last entry repeating: Redis's key specs in the order
+    /// the command's keys are found.
+    Each(&'static [u16]),
+    /// `OW update`, or `RW access update` when a `GET` option follows the value
+    /// (SET: Redis's variable flags).
     WriteAndReadIfGet,
-    /// Read, and written too when a `SET` or `INCRBY` operation is among the
-    /// arguments (BITFIELD).
+    /// `RO access`, or `RW access update` when a `SET` or `INCRBY` operation is
+    /// among the arguments (BITFIELD: Redis's variable flags).
     ReadAndWriteIfChanged,
-    /// Per key position, the last entry repeating: what Redis's key specs say
-    /// (see [`key_access`]).
-    Each(&'static [(bool, bool)]),
 }
 
-/// (read, write) for [`KeyRoles::Each`], as Redis derives them from key-spec
-/// flags: `ACCESS` needs read permission, `INSERT`/`DELETE`/`UPDATE` write.
-pub mod key_access {
-    pub const R: (bool, bool) = (true, false);
-    pub const W: (bool, bool) = (false, true);
-    pub const RW: (bool, bool) = (true, true);
-    /// Neither: the key is only looked at (existence, length, type, TOUCH), and any
-    /// pattern that matches it will do.
-    pub const ANY: (bool, bool) = (false, false);
+impl KeyRoles {
+    /// The flags COMMAND INFO declares, per key position (the last repeating).
+    pub fn static_flags(self, command_flags: u32) -> Vec<u16> {
+        use key_flag::*;
+        match self {
+            KeyRoles::ByFlags if command_flags & flag::WRITE != 0 => vec![RW | UPDATE],
+            KeyRoles::ByFlags if command_flags & flag::READONLY != 0 => vec![RO | ACCESS],
+            KeyRoles::ByFlags => vec![RW | ACCESS | UPDATE],
+            KeyRoles::Each(each) => each.to_vec(),
+            KeyRoles::WriteAndReadIfGet | KeyRoles::ReadAndWriteIfChanged => {
+                vec![RW | ACCESS | UPDATE | VARIABLE_FLAGS]
+            }
+        }
+    }
+
+    /// The flags of the key at position `i` among the keys of the call `argv`, its
+    /// variable flags resolved as Redis resolves them for GETKEYSANDFLAGS and ACL.
+    pub fn flags_at(self, command_flags: u32, i: usize, argv: &[Bytes]) -> u16 {
+        use key_flag::*;
+        let word_at = |from: usize, words: &[&[u8]]| {
+            argv.iter()
+                .skip(from)
+                .any(|a| words.iter().any(|w| a.eq_ignore_ascii_case(w)))
+        };
+        match self {
+            KeyRoles::WriteAndReadIfGet if word_at(3, &[b"get"]) => RW | ACCESS | UPDATE,
+            KeyRoles::WriteAndReadIfGet => OW | UPDATE,
+            KeyRoles::ReadAndWriteIfChanged if word_at(2, &[b"set", b"incrby"]) => {
+                RW | ACCESS | UPDATE
+            }
+            KeyRoles::ReadAndWriteIfChanged => RO | ACCESS,
+            KeyRoles::Each(each) => each.get(i).or(each.last()).copied().unwrap_or(RO),
+            KeyRoles::ByFlags => self.static_flags(command_flags)[0],
+        }
+    }
+}
+
+/// Redis 7's key-spec flags. One of `RO`/`RW`/`OW`/`RM` says how the key is opened;
+/// `ACCESS` (the value is read or returned) needs ACL read permission, `UPDATE`,
+/// `INSERT` and `DELETE` write permission, and a key with none of them (EXISTS,
+/// TYPE, TOUCH) passes any pattern that matches it.
+pub mod key_flag {
+    pub const RO: u16 = 1;
+    pub const RW: u16 = 1 << 1;
+    pub const OW: u16 = 1 << 2;
+    pub const RM: u16 = 1 << 3;
+    pub const ACCESS: u16 = 1 << 4;
+    pub const UPDATE: u16 = 1 << 5;
+    pub const INSERT: u16 = 1 << 6;
+    pub const DELETE: u16 = 1 << 7;
+    pub const NOT_KEY: u16 = 1 << 8;
+    pub const INCOMPLETE: u16 = 1 << 9;
+    pub const VARIABLE_FLAGS: u16 = 1 << 10;
+
+    /// Names in the order Redis prints them.
+    pub const NAMES: [(u16, &str); 11] = [
+        (RO, "RO"),
+        (RW, "RW"),
+        (OW, "OW"),
+        (RM, "RM"),
+        (ACCESS, "access"),
+        (UPDATE, "update"),
+        (INSERT, "insert"),
+        (DELETE, "delete"),
+        (NOT_KEY, "not_key"),
+        (INCOMPLETE, "incomplete"),
+        (VARIABLE_FLAGS, "variable_flags"),
+    ];
+
+    /// The names of `flags`, in Redis's order.
+    pub fn names(flags: u16) -> impl Iterator<Item = &'static str> {
+        NAMES
+            .iter()
+            .filter(move |(f, _)| flags & f != 0)
+            .map(|(_, n)| *n)
+    }
+
+    /// Whether a key with these flags needs ACL read permission.
+    pub fn reads(flags: u16) -> bool {
+        flags & ACCESS != 0
+    }
+
+    /// Whether a key with these flags needs ACL write permission.
+    pub fn writes(flags: u16) -> bool {
+        flags & (UPDATE | INSERT | DELETE) != 0
+    }
 }
 
 /// Where a pub/sub command's channels are, for ACL checks.
@@ -279,6 +364,8 @@ pub fn cmd(
             request: RequestPolicy::Default,
             response: ResponsePolicy::Default,
         },
+        unlisted_flags: 0,
+        acl_category: None,
     }
 }
 
@@ -302,6 +389,20 @@ impl CommandSpec {
     /// Declares what the command does to each key (see [`KeyRoles`]).
     pub fn key_roles(mut self, roles: KeyRoles) -> Self {
         self.key_roles = roles;
+        self
+    }
+
+    /// Leaves `flags` out of COMMAND INFO and the ACL categories (see
+    /// [`CommandSpec::unlisted_flags`]).
+    pub fn unlisted(mut self, flags: u32) -> Self {
+        self.unlisted_flags = flags;
+        self
+    }
+
+    /// Declares Redis's ACL category where it is not the group's (see
+    /// [`CommandSpec::acl_category`]).
+    pub fn acl_category(mut self, category: &'static str) -> Self {
+        self.acl_category = Some(category);
         self
     }
 

@@ -655,8 +655,9 @@ mod tests {
         );
     }
 
-    /// Redis's key-spec rules: INCR and LPOP read and write, EXISTS and LLEN only
-    /// look (any matching pattern), SORT's BY needs every key readable; and a
+    /// Redis's key-spec rules: INCR, LPOP and HGETDEL read and write, EXISTS and
+    /// LLEN only look (any matching pattern), XREADGROUP only reads, SORT's BY needs
+    /// every key readable; and a
     /// script's redis.acl_check_cmd answers for the script's user.
     #[test]
     fn key_specs_decide_read_and_write_and_scripts_check_the_user() {
@@ -682,6 +683,19 @@ mod tests {
         assert_eq!(ks.run(&["LPOP", "write1"]), denied());
         assert_eq!(ks.run(&["EXISTS", "write1"]), int(1));
         assert_eq!(ks.run(&["LLEN", "write1"]), int(1));
+        // XREADGROUP only reads its streams (`RO access`), HGETDEL reads too.
+        admin.run(&["XADD", "read:s", "1-1", "f", "v"]);
+        admin.run(&["XGROUP", "CREATE", "read:s", "g", "0"]);
+        let Reply::Array(streams) =
+            ks.run(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "read:s", ">"])
+        else {
+            panic!("XREADGROUP refused a readable stream")
+        };
+        assert_eq!(streams.len(), 1);
+        assert_eq!(
+            ks.run(&["HGETDEL", "write:h", "FIELDS", "1", "f"]),
+            denied()
+        );
         assert_eq!(
             ks.run(&["SORT", "read1", "BY", "w_*"]),
             err("ERR BY option of SORT denied due to insufficient ACL permissions.")

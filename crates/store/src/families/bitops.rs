@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
@@ -17,11 +17,11 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("bitmap");
     vec![
-        s(cmd("setbit", 4, WRITE | DENYOOM, keys(1, 1, 1), setbit).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.")),
+        s(cmd("setbit", 4, WRITE | DENYOOM, keys(1, 1, 1), setbit).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.")),
         s(cmd("getbit", 3, READONLY | FAST, keys(1, 1, 1), getbit).summary("Returns a bit value by offset.")),
         s(cmd("bitcount", -2, READONLY, keys(1, 1, 1), bitcount).summary("Counts the number of set bits (population counting) in a string.")),
         s(cmd("bitpos", -3, READONLY, keys(1, 1, 1), bitpos).summary("Finds the first set (1) or clear (0) bit in a string.")),
-        s(cmd("bitop", -4, WRITE | DENYOOM, keys(2, -1, 1), bitop).key_roles(KeyRoles::WriteThenRead).summary("Performs bitwise operations on multiple strings, and stores the result.")),
+        s(cmd("bitop", -4, WRITE | DENYOOM, keys(2, -1, 1), bitop).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Performs bitwise operations on multiple strings, and stores the result.")),
         s(cmd("bitfield", -2, WRITE | DENYOOM, keys(1, 1, 1), bitfield).key_roles(KeyRoles::ReadAndWriteIfChanged).summary("Performs arbitrary bitfield integer operations on strings.")),
         s(cmd("bitfield_ro", -2, READONLY | FAST, keys(1, 1, 1), bitfield_ro).summary("Performs arbitrary read-only bitfield integer operations on strings.")),
     ]

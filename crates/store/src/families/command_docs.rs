@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag, flag::*, registry, Command, CommandSpec, Keys, NO_KEYS};
+use crate::command::{cmd, flag, flag::*, key_flag, registry, Command, CommandSpec, Keys, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::glob::glob_match;
@@ -46,7 +46,7 @@ const DANGEROUS: &[&str] = &[
 /// ACL categories as Redis derives them from flags and the command's group.
 pub(crate) fn acl_categories(c: &Command) -> Vec<&'static str> {
     let mut v = Vec::new();
-    let fl = c.spec.flags;
+    let fl = c.spec.flags & !c.spec.unlisted_flags;
     if fl & flag::WRITE != 0 {
         v.push("@write");
     }
@@ -76,7 +76,7 @@ pub(crate) fn acl_categories(c: &Command) -> Vec<&'static str> {
         .flatten()
         .and_then(|p| registry().get(p.as_bytes()))
         .map(|p| p.spec.group);
-    let group = match parent_group.unwrap_or(c.spec.group) {
+    let group = match c.spec.acl_category.or(parent_group).unwrap_or(c.spec.group) {
         "string" => Some("@string"),
         "list" => Some("@list"),
         "hash" => Some("@hash"),
@@ -103,7 +103,7 @@ pub(crate) fn acl_categories(c: &Command) -> Vec<&'static str> {
 fn flag_names(c: &Command) -> Vec<Reply> {
     let mut v: Vec<Reply> = flag::NAMES
         .iter()
-        .filter(|(f, _)| c.spec.flags & f != 0)
+        .filter(|(f, _)| c.spec.flags & !c.spec.unlisted_flags & f != 0)
         .map(|(_, n)| s(n))
         .collect();
     if matches!(c.spec.keys, Keys::Custom(_)) || c.has(flag::MOVABLE_KEYS) {
@@ -112,79 +112,76 @@ fn flag_names(c: &Command) -> Vec<Reply> {
     v
 }
 
-/// Key-spec flags (Redis 7 names: RO/RW/OW/RM, then access/update/insert/delete).
-/// The table has no per-key flags, so these follow the command: exact for the common
-/// commands listed, a reasonable default for the rest.
-fn key_flags(c: &Command) -> Vec<&'static str> {
-    match c.full_name.as_str() {
-        "set" | "mset" | "msetnx" | "setex" | "psetex" | "restore" | "rename" => {
-            vec!["OW", "update"]
-        }
-        "del" | "unlink" => vec!["RM", "delete"],
-        "getdel" | "lpop" | "rpop" | "spop" | "zpopmin" | "zpopmax" | "srem" | "hdel" | "zrem"
-        | "lrem" => vec!["RW", "access", "delete"],
-        "lpush" | "rpush" | "lpushx" | "rpushx" | "sadd" | "append" | "linsert" | "pfadd"
-        | "xadd" | "hsetnx" => vec!["RW", "insert"],
-        "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "hincrby" | "hincrbyfloat"
-        | "zincrby" | "getset" | "setrange" | "getex" | "setnx" => {
-            vec!["RW", "access", "update"]
-        }
-        _ if c.is_write() => vec!["RW", "update"],
-        _ => vec!["RO", "access"],
-    }
+/// A set of key-spec flags, as Redis prints them.
+fn flag_set(flags: u16) -> Reply {
+    Reply::Set(key_flag::names(flags).map(s).collect())
 }
 
+/// COMMAND INFO's key specs, one per entry of the command's key flags: with a key
+/// range, each entry but the last finds the one key at its place and the last the
+/// rest of the range (LMOVE: source, destination; SDIFFSTORE: destination, then
+/// every source), as Redis's own specs do.
 fn key_specs(c: &Command) -> Reply {
-    let flags = || Reply::Set(key_flags(c).into_iter().map(s).collect());
+    let flags = c.spec.key_roles.static_flags(c.spec.flags);
+    let spec = |flags: u16, begin: Reply, find: Reply| {
+        Reply::Map(vec![
+            (b("flags"), flag_set(flags)),
+            (b("begin_search"), begin),
+            (b("find_keys"), find),
+        ])
+    };
+    let unknown = || {
+        Reply::Map(vec![
+            (b("type"), b("unknown")),
+            (b("spec"), Reply::Map(vec![])),
+        ])
+    };
     match c.spec.keys {
         Keys::None => Reply::Array(vec![]),
         Keys::Range { first, last, step } => {
-            let lastkey = if last < 0 { last } else { last - first };
-            Reply::Array(vec![Reply::Map(vec![
-                (b("flags"), flags()),
-                (
-                    b("begin_search"),
+            let mut specs = Vec::new();
+            for (i, &f) in flags.iter().enumerate() {
+                let index = first + i as i32 * step;
+                if last >= 0 && index > last {
+                    break;
+                }
+                let (lastkey, keystep) = if i + 1 < flags.len() {
+                    (0, 1)
+                } else if last < 0 {
+                    (last, step)
+                } else {
+                    (last - index, step)
+                };
+                specs.push(spec(
+                    f,
                     Reply::Map(vec![
                         (b("type"), b("index")),
                         (
                             b("spec"),
-                            Reply::Map(vec![(b("index"), Reply::Int(first as i64))]),
+                            Reply::Map(vec![(b("index"), Reply::Int(index as i64))]),
                         ),
                     ]),
-                ),
-                (
-                    b("find_keys"),
                     Reply::Map(vec![
                         (b("type"), b("range")),
                         (
                             b("spec"),
                             Reply::Map(vec![
                                 (b("lastkey"), Reply::Int(lastkey as i64)),
-                                (b("keystep"), Reply::Int(step as i64)),
+                                (b("keystep"), Reply::Int(keystep as i64)),
                                 (b("limit"), Reply::Int(0)),
                             ]),
                         ),
                     ]),
-                ),
-            ])])
+                ));
+            }
+            Reply::Array(specs)
         }
-        Keys::Custom(_) => Reply::Array(vec![Reply::Map(vec![
-            (b("flags"), flags()),
-            (
-                b("begin_search"),
-                Reply::Map(vec![
-                    (b("type"), b("unknown")),
-                    (b("spec"), Reply::Map(vec![])),
-                ]),
-            ),
-            (
-                b("find_keys"),
-                Reply::Map(vec![
-                    (b("type"), b("unknown")),
-                    (b("spec"), Reply::Map(vec![])),
-                ]),
-            ),
-        ])]),
+        Keys::Custom(_) => Reply::Array(
+            flags
+                .iter()
+                .map(|&f| spec(f, unknown(), unknown()))
+                .collect(),
+        ),
     }
 }
 
@@ -330,7 +327,8 @@ fn list(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
 }
 
 /// Resolves the command given to GETKEYS and finds its keys, with Redis's errors.
-fn keys_of(args: &mut Args<'_>) -> Result<(&'static Command, Vec<Bytes>), CmdError> {
+/// The command a GETKEYS call names, its arguments and its keys.
+fn keys_of(args: &mut Args<'_>) -> Result<(&'static Command, Vec<Bytes>, Vec<Bytes>), CmdError> {
     let argv: Vec<Bytes> = args.rest().to_vec();
     let top = registry()
         .get(&argv[0])
@@ -356,23 +354,22 @@ fn keys_of(args: &mut Args<'_>) -> Result<(&'static Command, Vec<Bytes>), CmdErr
     if keys.is_empty() && !c.has(flag::NO_MANDATORY_KEYS) {
         return Err(CmdError::err("The command has no key arguments"));
     }
-    Ok((c, keys))
+    Ok((c, argv, keys))
 }
 
 fn getkeys(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    let (_, keys) = keys_of(args)?;
+    let (_, _, keys) = keys_of(args)?;
     Ok(Reply::Array(keys.into_iter().map(Reply::Bulk).collect()))
 }
 
 fn getkeysandflags(_ctx: &mut Ctx<'_>, args: &mut Args<'_>) -> CmdResult {
-    let (c, keys) = keys_of(args)?;
+    let (c, argv, keys) = keys_of(args)?;
     Ok(Reply::Array(
         keys.into_iter()
-            .map(|k| {
-                Reply::Array(vec![
-                    Reply::Bulk(k),
-                    Reply::Set(key_flags(c).into_iter().map(s).collect()),
-                ])
+            .enumerate()
+            .map(|(i, k)| {
+                let flags = c.spec.key_roles.flags_at(c.spec.flags, i, &argv);
+                Reply::Array(vec![Reply::Bulk(k), flag_set(flags)])
             })
             .collect(),
     ))
@@ -408,6 +405,7 @@ fn help(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
 
 #[cfg(test)]
 mod tests {
+    use super::s;
     use crate::testkit::*;
     use tidewire_resp::Reply;
 
@@ -450,6 +448,171 @@ mod tests {
             panic!()
         };
         assert!(l.contains(&bulk("client|list")));
+    }
+
+    fn flags(names: &[&str]) -> Reply {
+        Reply::Set(
+            names
+                .iter()
+                .map(|n| Reply::SimpleString((*n).into()))
+                .collect(),
+        )
+    }
+
+    fn keyed(pairs: &[(&str, &[&str])]) -> Reply {
+        Reply::Array(
+            pairs
+                .iter()
+                .map(|(k, f)| Reply::Array(vec![bulk(k), flags(f)]))
+                .collect(),
+        )
+    }
+
+    /// GETKEYSANDFLAGS reports each key's own key-spec flags from the command
+    /// table, SET's and BITFIELD's resolved from their arguments, as Redis does.
+    #[test]
+    fn getkeysandflags_reports_each_keys_flags() {
+        let mut t = TestClient::new();
+        let mut gkf = |args: &[&str]| {
+            let mut v = vec!["COMMAND", "GETKEYSANDFLAGS"];
+            v.extend_from_slice(args);
+            t.run(&v)
+        };
+        assert_eq!(
+            gkf(&["set", "k1", "v1"]),
+            keyed(&[("k1", &["OW", "update"])])
+        );
+        assert_eq!(
+            gkf(&["set", "k1", "v1", "get"]),
+            keyed(&[("k1", &["RW", "access", "update"])])
+        );
+        assert_eq!(
+            gkf(&["mset", "k1", "v1", "k2", "v2"]),
+            keyed(&[("k1", &["OW", "update"]), ("k2", &["OW", "update"])])
+        );
+        assert_eq!(
+            gkf(&["LMOVE", "k1", "k2", "left", "right"]),
+            keyed(&[
+                ("k1", &["RW", "access", "delete"]),
+                ("k2", &["RW", "insert"])
+            ])
+        );
+        assert_eq!(
+            gkf(&["sort", "k1", "store", "k2"]),
+            keyed(&[("k1", &["RO", "access"]), ("k2", &["OW", "update"])])
+        );
+        assert_eq!(
+            gkf(&["sdiffstore", "d", "s1", "s2"]),
+            keyed(&[
+                ("d", &["OW", "update"]),
+                ("s1", &["RO", "access"]),
+                ("s2", &["RO", "access"])
+            ])
+        );
+        assert_eq!(
+            gkf(&["bitfield", "b", "get", "u8", "0"]),
+            keyed(&[("b", &["RO", "access"])])
+        );
+        assert_eq!(
+            gkf(&["bitfield", "b", "incrby", "u8", "0", "1"]),
+            keyed(&[("b", &["RW", "access", "update"])])
+        );
+        assert_eq!(
+            gkf(&["exists", "a", "b"]),
+            keyed(&[("a", &["RO"]), ("b", &["RO"])])
+        );
+        assert_eq!(gkf(&["del", "a"]), keyed(&[("a", &["RM", "delete"])]));
+        assert_eq!(
+            gkf(&["eval", "return 1", "1", "a"]),
+            keyed(&[("a", &["RW", "access", "update"])])
+        );
+    }
+
+    /// COMMAND INFO has one key spec per distinct role, as Redis's: LMOVE's source
+    /// and destination, SDIFFSTORE's destination and then its sources.
+    #[test]
+    fn command_info_key_specs_follow_the_keys_roles() {
+        let mut t = TestClient::new();
+        let spec = |f: &[&str], index: i64, lastkey: i64| {
+            Reply::Map(vec![
+                (bulk("flags"), flags(f)),
+                (
+                    bulk("begin_search"),
+                    Reply::Map(vec![
+                        (bulk("type"), bulk("index")),
+                        (bulk("spec"), Reply::Map(vec![(bulk("index"), int(index))])),
+                    ]),
+                ),
+                (
+                    bulk("find_keys"),
+                    Reply::Map(vec![
+                        (bulk("type"), bulk("range")),
+                        (
+                            bulk("spec"),
+                            Reply::Map(vec![
+                                (bulk("lastkey"), int(lastkey)),
+                                (bulk("keystep"), int(1)),
+                                (bulk("limit"), int(0)),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ])
+        };
+        let mut specs_of = |name: &str| {
+            let Reply::Array(v) = t.run(&["COMMAND", "INFO", name]) else {
+                panic!()
+            };
+            let Reply::Array(entry) = &v[0] else { panic!() };
+            entry[8].clone()
+        };
+        assert_eq!(
+            specs_of("lmove"),
+            Reply::Array(vec![
+                spec(&["RW", "access", "delete"], 1, 0),
+                spec(&["RW", "insert"], 2, 0)
+            ])
+        );
+        assert_eq!(
+            specs_of("sdiffstore"),
+            Reply::Array(vec![
+                spec(&["OW", "update"], 1, 0),
+                spec(&["RO", "access"], 2, -1)
+            ])
+        );
+        assert_eq!(
+            specs_of("set"),
+            Reply::Array(vec![spec(
+                &["RW", "access", "update", "variable_flags"],
+                1,
+                0
+            )])
+        );
+    }
+
+    /// WAIT and WAITAOF block, but Redis lists them as `@slow @connection`
+    /// commands without the `blocking` flag: `+@blocking` does not allow them.
+    #[test]
+    fn wait_commands_are_listed_as_in_redis() {
+        let mut t = TestClient::new();
+        for (name, flags) in [("wait", vec![]), ("waitaof", vec![s("noscript")])] {
+            let Reply::Array(v) = t.run(&["COMMAND", "INFO", name]) else {
+                panic!()
+            };
+            let Reply::Array(entry) = &v[0] else { panic!() };
+            assert_eq!(entry[2], Reply::Set(flags), "{name}");
+            assert_eq!(
+                entry[6],
+                Reply::Set(vec![s("@slow"), s("@connection")]),
+                "{name}"
+            );
+        }
+        let Reply::Array(blocking) = t.run(&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "blocking"])
+        else {
+            panic!()
+        };
+        assert!(!blocking.contains(&bulk("wait")), "{blocking:?}");
+        assert!(blocking.contains(&bulk("blpop")), "{blocking:?}");
     }
 
     /// MODULE: no module is loaded (JSON is built in); LOAD, LOADEX and UNLOAD

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -28,6 +28,7 @@ pub fn commands() -> Vec<CommandSpec> {
         g(cmd("dump", 2, READONLY, keys(1, 1, 1), dump)
             .summary("Returns a serialized representation of the value stored at a key.")),
         g(cmd("restore", -4, WRITE | DENYOOM, keys(1, 1, 1), restore)
+            .key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE]))
             .summary("Creates a key from the serialized representation of a value.")),
     ]
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -31,12 +31,12 @@ pub fn commands() -> Vec<CommandSpec> {
         g(cmd("geodist", -4, READONLY, keys(1, 1, 1), geodist).summary("Returns the distance between two members of a geospatial index.")),
         g(cmd("geohash", -2, READONLY, keys(1, 1, 1), geohash).summary("Returns members from a geospatial index as geohash strings.")),
         g(cmd("geopos", -2, READONLY, keys(1, 1, 1), geopos).summary("Returns the longitude and latitude of members from a geospatial index.")),
-        g(cmd("georadius", -6, WRITE | DENYOOM, radius_keys, georadius).key_roles(KeyRoles::ReadThenWrite).summary("Queries a geospatial index for members within a distance from a coordinate, optionally stores the result.")),
+        g(cmd("georadius", -6, WRITE | DENYOOM, radius_keys, georadius).key_roles(KeyRoles::Each(&[kf::RO | kf::ACCESS, kf::OW | kf::UPDATE])).summary("Queries a geospatial index for members within a distance from a coordinate, optionally stores the result.")),
         g(cmd("georadius_ro", -6, READONLY, keys(1, 1, 1), georadius_ro).summary("Returns members from a geospatial index that are within a distance from a coordinate.")),
-        g(cmd("georadiusbymember", -5, WRITE | DENYOOM, radius_keys, georadiusbymember).key_roles(KeyRoles::ReadThenWrite).summary("Queries a geospatial index for members within a distance from a member, optionally stores the result.")),
+        g(cmd("georadiusbymember", -5, WRITE | DENYOOM, radius_keys, georadiusbymember).key_roles(KeyRoles::Each(&[kf::RO | kf::ACCESS, kf::OW | kf::UPDATE])).summary("Queries a geospatial index for members within a distance from a member, optionally stores the result.")),
         g(cmd("georadiusbymember_ro", -5, READONLY, keys(1, 1, 1), georadiusbymember_ro).summary("Returns members from a geospatial index that are within a distance from a member.")),
         g(cmd("geosearch", -7, READONLY, keys(1, 1, 1), geosearch).summary("Queries a geospatial index for members inside an area of a box or a circle.")),
-        g(cmd("geosearchstore", -8, WRITE | DENYOOM, keys(1, 2, 1), geosearchstore).key_roles(KeyRoles::WriteThenRead).summary("Queries a geospatial index for members inside an area of a box or a circle, optionally stores the result.")),
+        g(cmd("geosearchstore", -8, WRITE | DENYOOM, keys(1, 2, 1), geosearchstore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Queries a geospatial index for members inside an area of a box or a circle, optionally stores the result.")),
     ]
 }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -34,8 +34,8 @@ pub fn commands() -> Vec<CommandSpec> {
         h(cmd("hexpiretime", -5, read, keys(1, 1, 1), hexpiretime).summary("Returns the expiration time of a hash field as a Unix timestamp, in seconds.")),
         h(cmd("hpexpiretime", -5, read, keys(1, 1, 1), hpexpiretime).summary("Returns the expiration time of a hash field as a Unix timestamp, in msec.")),
         h(cmd("hpersist", -5, WRITE | FAST, keys(1, 1, 1), hpersist).summary("Removes the expiration time for each specified field")),
-        h(cmd("hgetdel", -5, WRITE | FAST, keys(1, 1, 1), hgetdel).summary("Returns the value of a field and deletes it from the hash.")),
-        h(cmd("hgetex", -5, WRITE | FAST, keys(1, 1, 1), hgetex).summary("Get the value of one or more fields of a given hash key, and optionally set their expiration.")),
+        h(cmd("hgetdel", -5, WRITE | FAST, keys(1, 1, 1), hgetdel).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns the value of a field and deletes it from the hash.")),
+        h(cmd("hgetex", -5, WRITE | FAST, keys(1, 1, 1), hgetex).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Get the value of one or more fields of a given hash key, and optionally set their expiration.")),
         h(cmd("hsetex", -6, set, keys(1, 1, 1), hsetex).summary("Set the value of one or more fields of a given hash key, and optionally set their expiration.")),
     ]
 }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -19,18 +19,18 @@ pub fn commands() -> Vec<CommandSpec> {
     vec![
         h(cmd("hset", -4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hset).summary("Creates or modifies the value of a field in a hash.")),
         h(cmd("hmset", -4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hmset).summary("Sets the values of multiple fields.")),
-        h(cmd("hsetnx", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hsetnx).summary("Sets the value of a field in a hash only when the field doesn't exist.")),
+        h(cmd("hsetnx", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hsetnx).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Sets the value of a field in a hash only when the field doesn't exist.")),
         h(cmd("hget", 3, READONLY | FAST, keys(1, 1, 1), hget).summary("Returns the value of a field in a hash.")),
         h(cmd("hmget", -3, READONLY | FAST, keys(1, 1, 1), hmget).summary("Returns the values of all fields in a hash.")),
         h(cmd("hgetall", 2, READONLY, keys(1, 1, 1), hgetall).summary("Returns all fields and values in a hash.")),
-        h(cmd("hdel", -3, WRITE | FAST, keys(1, 1, 1), hdel).summary("Deletes one or more fields and their values from a hash. Deletes the hash if no fields remain.")),
-        h(cmd("hexists", 3, READONLY | FAST, keys(1, 1, 1), hexists).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Determines whether a field exists in a hash.")),
-        h(cmd("hlen", 2, READONLY | FAST, keys(1, 1, 1), hlen).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the number of fields in a hash.")),
-        h(cmd("hstrlen", 3, READONLY | FAST, keys(1, 1, 1), hstrlen).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the length of the value of a field.")),
+        h(cmd("hdel", -3, WRITE | FAST, keys(1, 1, 1), hdel).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Deletes one or more fields and their values from a hash. Deletes the hash if no fields remain.")),
+        h(cmd("hexists", 3, READONLY | FAST, keys(1, 1, 1), hexists).key_roles(KeyRoles::Each(&[kf::RO])).summary("Determines whether a field exists in a hash.")),
+        h(cmd("hlen", 2, READONLY | FAST, keys(1, 1, 1), hlen).key_roles(KeyRoles::Each(&[kf::RO])).summary("Returns the number of fields in a hash.")),
+        h(cmd("hstrlen", 3, READONLY | FAST, keys(1, 1, 1), hstrlen).key_roles(KeyRoles::Each(&[kf::RO])).summary("Returns the length of the value of a field.")),
         h(cmd("hkeys", 2, READONLY, keys(1, 1, 1), hkeys).summary("Returns all fields in a hash.")),
         h(cmd("hvals", 2, READONLY, keys(1, 1, 1), hvals).summary("Returns all values in a hash.")),
-        h(cmd("hincrby", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hincrby).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increments the integer value of a field in a hash by a number. Uses 0 as initial value if the field doesn't exist.")),
-        h(cmd("hincrbyfloat", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hincrbyfloat).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increments the floating point value of a field by a number. Uses 0 as initial value if the field doesn't exist.")),
+        h(cmd("hincrby", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hincrby).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Increments the integer value of a field in a hash by a number. Uses 0 as initial value if the field doesn't exist.")),
+        h(cmd("hincrbyfloat", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), hincrbyfloat).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Increments the floating point value of a field by a number. Uses 0 as initial value if the field doesn't exist.")),
         h(cmd("hrandfield", -2, READONLY, keys(1, 1, 1), hrandfield).summary("Returns one or more random fields from a hash.")),
         h(cmd("hscan", -3, READONLY, keys(1, 1, 1), hscan).summary("Iterates over fields and values of a hash.")),
     ]

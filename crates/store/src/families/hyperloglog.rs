@@ -7,7 +7,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, NO_KEYS};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, NO_KEYS};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -17,10 +17,10 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let h = |c: CommandSpec| c.group("hyperloglog");
     vec![
-        h(cmd("pfadd", -2, WRITE | DENYOOM | FAST, keys(1, 1, 1), pfadd).summary("Adds elements to a HyperLogLog key. Creates the key if it doesn't exist.")),
-        h(cmd("pfcount", -2, READONLY, keys(1, -1, 1), pfcount).summary("Returns the approximated cardinality of the set(s) observed by the HyperLogLog key(s).")),
-        h(cmd("pfmerge", -2, WRITE | DENYOOM, keys(1, -1, 1), pfmerge).key_roles(KeyRoles::Each(&[key_access::RW, key_access::R])).summary("Merges one or more HyperLogLog values into a single key.")),
-        h(cmd("pfdebug", 3, WRITE | DENYOOM | ADMIN, keys(2, 2, 1), pfdebug).summary("Internal commands for debugging HyperLogLog values.")),
+        h(cmd("pfadd", -2, WRITE | DENYOOM | FAST, keys(1, 1, 1), pfadd).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Adds elements to a HyperLogLog key. Creates the key if it doesn't exist.")),
+        h(cmd("pfcount", -2, READONLY, keys(1, -1, 1), pfcount).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS])).summary("Returns the approximated cardinality of the set(s) observed by the HyperLogLog key(s).")),
+        h(cmd("pfmerge", -2, WRITE | DENYOOM, keys(1, -1, 1), pfmerge).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::INSERT, kf::RO | kf::ACCESS])).summary("Merges one or more HyperLogLog values into a single key.")),
+        h(cmd("pfdebug", 3, WRITE | DENYOOM | ADMIN, keys(2, 2, 1), pfdebug).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS])).summary("Internal commands for debugging HyperLogLog values.")),
         h(cmd("pfselftest", 1, ADMIN | NO_KEYSPACE, NO_KEYS, pfselftest).summary("An internal command for testing HyperLogLog values.")),
     ]
 }

@@ -10,7 +10,8 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::command::{
-    cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, RequestPolicy, ResponsePolicy, NO_KEYS,
+    cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, RequestPolicy, ResponsePolicy,
+    NO_KEYS,
 };
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
@@ -25,14 +26,14 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let g = |c: CommandSpec| c.group("generic");
     vec![
-        g(cmd("del", -2, WRITE, keys(1, -1, 1), del).summary("Deletes one or more keys.")),
-        g(cmd("unlink", -2, WRITE | FAST, keys(1, -1, 1), del)
+        g(cmd("del", -2, WRITE, keys(1, -1, 1), del).key_roles(KeyRoles::Each(&[kf::RM | kf::DELETE])).summary("Deletes one or more keys.")),
+        g(cmd("unlink", -2, WRITE | FAST, keys(1, -1, 1), del).key_roles(KeyRoles::Each(&[kf::RM | kf::DELETE]))
             .summary("Asynchronously deletes one or more keys.")),
-        g(cmd("exists", -2, READONLY | FAST, keys(1, -1, 1), exists).key_roles(KeyRoles::Each(&[key_access::ANY]))
+        g(cmd("exists", -2, READONLY | FAST, keys(1, -1, 1), exists).key_roles(KeyRoles::Each(&[kf::RO]))
             .summary("Determines whether one or more keys exist.")),
-        g(cmd("type", 2, READONLY | FAST, keys(1, 1, 1), type_).key_roles(KeyRoles::Each(&[key_access::ANY]))
+        g(cmd("type", 2, READONLY | FAST, keys(1, 1, 1), type_).key_roles(KeyRoles::Each(&[kf::RO]))
             .summary("Determines the type of value stored at a key.")),
-        g(cmd("touch", -2, READONLY | FAST, keys(1, -1, 1), touch).key_roles(KeyRoles::Each(&[key_access::ANY]))
+        g(cmd("touch", -2, READONLY | FAST, keys(1, -1, 1), touch).key_roles(KeyRoles::Each(&[kf::RO]))
             .summary("Returns the number of existing keys out of those specified after updating the time they were last accessed.")),
         g(cmd("expire", -3, WRITE | FAST, keys(1, 1, 1), expire)
             .summary("Sets the expiration time of a key in seconds.")),
@@ -68,13 +69,13 @@ pub fn commands() -> Vec<CommandSpec> {
         g(cmd("randomkey", 1, READONLY | ALL_KEYS, NO_KEYS, randomkey)
             .summary("Returns a random key name from the database.")
             .policy(RequestPolicy::AllShards, ResponsePolicy::AnyNonNil)),
-        g(cmd("rename", 3, WRITE, keys(1, 2, 1), rename).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W]))
+        g(cmd("rename", 3, WRITE, keys(1, 2, 1), rename).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::OW | kf::UPDATE]))
             .summary("Renames a key and overwrites the destination.")),
-        g(cmd("renamenx", 3, WRITE | FAST, keys(1, 2, 1), renamenx).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W]))
+        g(cmd("renamenx", 3, WRITE | FAST, keys(1, 2, 1), renamenx).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::OW | kf::INSERT]))
             .summary("Renames a key only when the target key name doesn't exist.")),
-        g(cmd("copy", -3, WRITE | DENYOOM, keys(1, 2, 1), copy).key_roles(KeyRoles::ReadThenWrite)
+        g(cmd("copy", -3, WRITE | DENYOOM, keys(1, 2, 1), copy).key_roles(KeyRoles::Each(&[kf::RO | kf::ACCESS, kf::OW | kf::UPDATE]))
             .summary("Copies the value of a key to a new key.")),
-        g(cmd("move", 3, WRITE | FAST, keys(1, 1, 1), move_).key_roles(KeyRoles::Each(&[key_access::RW]))
+        g(cmd("move", 3, WRITE | FAST, keys(1, 1, 1), move_).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE]))
             .summary("Moves a key to another database.")),
         cmd("swapdb", 3, WRITE | FAST | ALL_KEYS, NO_KEYS, swapdb)
             .group("server")
@@ -83,16 +84,16 @@ pub fn commands() -> Vec<CommandSpec> {
             .summary("A container for object introspection commands.")
             .subs(vec![
                 cmd("encoding", 3, READONLY, keys(2, 2, 1), object_encoding)
-                    .key_roles(KeyRoles::Each(&[key_access::ANY]))
+                    .key_roles(KeyRoles::Each(&[kf::RO]))
                     .summary("Returns the internal encoding of a Redis object."),
                 cmd("freq", 3, READONLY, keys(2, 2, 1), object_freq)
-                    .key_roles(KeyRoles::Each(&[key_access::ANY]))
+                    .key_roles(KeyRoles::Each(&[kf::RO]))
                     .summary("Returns the logarithmic access frequency counter of a Redis object."),
                 cmd("idletime", 3, READONLY, keys(2, 2, 1), object_idletime)
-                    .key_roles(KeyRoles::Each(&[key_access::ANY]))
+                    .key_roles(KeyRoles::Each(&[kf::RO]))
                     .summary("Returns the time since the last access to a Redis object."),
                 cmd("refcount", 3, READONLY, keys(2, 2, 1), object_refcount)
-                    .key_roles(KeyRoles::Each(&[key_access::ANY]))
+                    .key_roles(KeyRoles::Each(&[kf::RO]))
                     .summary("Returns the reference count of a value of a key."),
                 cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, object_help)
                     .summary("Returns helpful text about the different subcommands."),

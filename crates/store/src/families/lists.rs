@@ -7,7 +7,7 @@ use tidewire_resp::{BulkArray, Reply};
 
 use crate::args::Args;
 use crate::blocking::parse_timeout;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -18,28 +18,28 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let l = |c: CommandSpec| c.group("list");
     vec![
-        l(cmd("lpush", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), lpush).summary("Prepends one or more elements to a list. Creates the key if it doesn't exist.")),
-        l(cmd("rpush", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), rpush).summary("Appends one or more elements to a list. Creates the key if it doesn't exist.")),
-        l(cmd("lpushx", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), lpushx).summary("Prepends one or more elements to a list only when the list exists.")),
-        l(cmd("rpushx", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), rpushx).summary("Appends an element to a list only when the list exists.")),
-        l(cmd("lpop", -2, WRITE | FAST, keys(1, 1, 1), lpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the first elements in a list after removing it. Deletes the list if the last element was popped.")),
-        l(cmd("rpop", -2, WRITE | FAST, keys(1, 1, 1), rpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns and removes the last elements of a list. Deletes the list if the last element was popped.")),
-        l(cmd("llen", 2, READONLY | FAST, keys(1, 1, 1), llen).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the length of a list.")),
+        l(cmd("lpush", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), lpush).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Prepends one or more elements to a list. Creates the key if it doesn't exist.")),
+        l(cmd("rpush", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), rpush).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Appends one or more elements to a list. Creates the key if it doesn't exist.")),
+        l(cmd("lpushx", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), lpushx).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Prepends one or more elements to a list only when the list exists.")),
+        l(cmd("rpushx", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), rpushx).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Appends an element to a list only when the list exists.")),
+        l(cmd("lpop", -2, WRITE | FAST, keys(1, 1, 1), lpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns the first elements in a list after removing it. Deletes the list if the last element was popped.")),
+        l(cmd("rpop", -2, WRITE | FAST, keys(1, 1, 1), rpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns and removes the last elements of a list. Deletes the list if the last element was popped.")),
+        l(cmd("llen", 2, READONLY | FAST, keys(1, 1, 1), llen).key_roles(KeyRoles::Each(&[kf::RO])).summary("Returns the length of a list.")),
         l(cmd("lrange", 4, READONLY, keys(1, 1, 1), lrange).summary("Returns a range of elements from a list.")),
         l(cmd("lindex", 3, READONLY, keys(1, 1, 1), lindex).summary("Returns an element from a list by its index.")),
         l(cmd("lset", 4, WRITE | DENYOOM, keys(1, 1, 1), lset).summary("Sets the value of an element in a list by its index.")),
-        l(cmd("linsert", 5, WRITE | DENYOOM, keys(1, 1, 1), linsert).summary("Inserts an element before or after another element in a list.")),
-        l(cmd("lrem", 4, WRITE, keys(1, 1, 1), lrem).summary("Removes elements from a list. Deletes the list if the last element was removed.")),
-        l(cmd("ltrim", 4, WRITE, keys(1, 1, 1), ltrim).summary("Removes elements from both ends a list. Deletes the list if all elements were trimmed.")),
+        l(cmd("linsert", 5, WRITE | DENYOOM, keys(1, 1, 1), linsert).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Inserts an element before or after another element in a list.")),
+        l(cmd("lrem", 4, WRITE, keys(1, 1, 1), lrem).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes elements from a list. Deletes the list if the last element was removed.")),
+        l(cmd("ltrim", 4, WRITE, keys(1, 1, 1), ltrim).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes elements from both ends a list. Deletes the list if all elements were trimmed.")),
         l(cmd("lpos", -3, READONLY, keys(1, 1, 1), lpos).summary("Returns the index of matching elements in a list.")),
-        l(cmd("lmove", 5, WRITE | DENYOOM, keys(1, 2, 1), lmove).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W])).summary("Returns an element after popping it from one list and pushing it to another. Deletes the list if the last element was moved.")),
-        l(cmd("rpoplpush", 3, WRITE | DENYOOM, keys(1, 2, 1), rpoplpush).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W])).summary("Returns the last element of a list after removing and pushing it to another list. Deletes the list if the last element was popped.")),
-        l(cmd("lmpop", -4, WRITE, Keys::Custom(lmpop_keys), lmpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.")),
-        l(cmd("blpop", -3, WRITE | BLOCKING, keys(1, -2, 1), blpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.")),
-        l(cmd("brpop", -3, WRITE | BLOCKING, keys(1, -2, 1), brpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.")),
-        l(cmd("blmove", 6, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), blmove).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W])).summary("Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.")),
-        l(cmd("brpoplpush", 4, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), brpoplpush).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W])).summary("Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.")),
-        l(cmd("blmpop", -5, WRITE | BLOCKING, Keys::Custom(blmpop_keys), blmpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.")),
+        l(cmd("lmove", 5, WRITE | DENYOOM, keys(1, 2, 1), lmove).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::RW | kf::INSERT])).summary("Returns an element after popping it from one list and pushing it to another. Deletes the list if the last element was moved.")),
+        l(cmd("rpoplpush", 3, WRITE | DENYOOM, keys(1, 2, 1), rpoplpush).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::RW | kf::INSERT])).summary("Returns the last element of a list after removing and pushing it to another list. Deletes the list if the last element was popped.")),
+        l(cmd("lmpop", -4, WRITE, Keys::Custom(lmpop_keys), lmpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.")),
+        l(cmd("blpop", -3, WRITE | BLOCKING, keys(1, -2, 1), blpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.")),
+        l(cmd("brpop", -3, WRITE | BLOCKING, keys(1, -2, 1), brpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.")),
+        l(cmd("blmove", 6, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), blmove).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::RW | kf::INSERT])).summary("Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.")),
+        l(cmd("brpoplpush", 4, WRITE | DENYOOM | BLOCKING, keys(1, 2, 1), brpoplpush).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::RW | kf::INSERT])).summary("Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.")),
+        l(cmd("blmpop", -5, WRITE | BLOCKING, Keys::Custom(blmpop_keys), blmpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.")),
     ]
 }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_flag as kf, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -26,7 +26,7 @@ use crate::rdb_value::{self, Limits};
 pub fn commands() -> Vec<CommandSpec> {
     vec![
         cmd("migrate", -6, WRITE, Keys::Custom(migrate_keys), migrate)
-            .key_roles(KeyRoles::Each(&[key_access::RW]))
+            .key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE]))
             .group("generic")
             .summary("Atomically transfers a key from one Redis instance to another."),
     ]

@@ -10,7 +10,8 @@ use tidewire_resp::Reply;
 use crate::args::Args;
 use crate::blocking::BlockKind;
 use crate::command::{
-    cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, RequestPolicy, ResponsePolicy, NO_KEYS,
+    cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, RequestPolicy, ResponsePolicy,
+    NO_KEYS,
 };
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -61,12 +62,14 @@ pub fn commands() -> Vec<CommandSpec> {
         .blocks_on(BlockKind::Fsync)
         .summary("Blocks until all of the preceding write commands sent by the connection are written to the append-only file of the master and/or replicas.")
         .group("generic")
+        .acl_category("connection")
+        .unlisted(BLOCKING)
         .policy(RequestPolicy::AllShards, ResponsePolicy::AggMin)),
         s(cmd("memory", -2, NO_KEYSPACE, NO_KEYS, memory_help)
             .summary("A container for memory diagnostics commands.")
             .subs(vec![
                 cmd("usage", -3, READONLY, keys(2, 2, 1), memory_usage)
-                    .key_roles(KeyRoles::Each(&[key_access::ANY]))
+                    .key_roles(KeyRoles::Each(&[kf::RO]))
                     .summary("Estimates the memory usage of a key."),
                 cmd("stats", 2, ALL_KEYS, NO_KEYS, memory_stats)
                     .summary("Returns details about memory usage."),

@@ -148,7 +148,7 @@ pub fn commands() -> Vec<CommandSpec> {
             .group("cluster")),
         s(cmd("wait", 3, BLOCKING | NO_KEYSPACE | AFTER_OWN_WRITES, NO_KEYS, wait).summary(
             "Blocks until the asynchronous replication of all preceding write commands sent by the connection is completed.",
-        ).group("generic").policy(RequestPolicy::AllShards, ResponsePolicy::AggMin)),
+        ).group("generic").acl_category("connection").unlisted(BLOCKING).policy(RequestPolicy::AllShards, ResponsePolicy::AggMin)),
         s(
             // ALL_KEYS, not NO_KEYSPACE: its keyspace sections read through the
             // command's own (lazy) lock, also inside a script or MULTI.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -21,22 +21,22 @@ use crate::value::{Entry, Value};
 pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("set");
     vec![
-        s(cmd("sadd", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), sadd).summary("Adds one or more members to a set. Creates the key if it doesn't exist.")),
-        s(cmd("srem", -3, WRITE | FAST, keys(1, 1, 1), srem).summary("Removes one or more members from a set. Deletes the set if the last member was removed.")),
+        s(cmd("sadd", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), sadd).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Adds one or more members to a set. Creates the key if it doesn't exist.")),
+        s(cmd("srem", -3, WRITE | FAST, keys(1, 1, 1), srem).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes one or more members from a set. Deletes the set if the last member was removed.")),
         s(cmd("smembers", 2, READONLY, keys(1, 1, 1), smembers).summary("Returns all members of a set.")),
-        s(cmd("sismember", 3, READONLY | FAST, keys(1, 1, 1), sismember).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Determines whether a member belongs to a set.")),
+        s(cmd("sismember", 3, READONLY | FAST, keys(1, 1, 1), sismember).key_roles(KeyRoles::Each(&[kf::RO])).summary("Determines whether a member belongs to a set.")),
         s(cmd("smismember", -3, READONLY | FAST, keys(1, 1, 1), smismember).summary("Determines whether multiple members belong to a set.")),
-        s(cmd("scard", 2, READONLY | FAST, keys(1, 1, 1), scard).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the number of members in a set.")),
-        s(cmd("spop", -2, WRITE | FAST, keys(1, 1, 1), spop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns one or more random members from a set after removing them. Deletes the set if the last member was popped.")),
+        s(cmd("scard", 2, READONLY | FAST, keys(1, 1, 1), scard).key_roles(KeyRoles::Each(&[kf::RO])).summary("Returns the number of members in a set.")),
+        s(cmd("spop", -2, WRITE | FAST, keys(1, 1, 1), spop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns one or more random members from a set after removing them. Deletes the set if the last member was popped.")),
         s(cmd("srandmember", -2, READONLY, keys(1, 1, 1), srandmember).summary("Get one or multiple random members from a set")),
-        s(cmd("smove", 4, WRITE | FAST, keys(1, 2, 1), smove).key_roles(KeyRoles::Each(&[key_access::RW, key_access::W])).summary("Moves a member from one set to another.")),
+        s(cmd("smove", 4, WRITE | FAST, keys(1, 2, 1), smove).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE, kf::RW | kf::INSERT])).summary("Moves a member from one set to another.")),
         s(cmd("sinter", -2, READONLY, keys(1, -1, 1), sinter).summary("Returns the intersect of multiple sets.")),
         s(cmd("sintercard", -3, READONLY, Keys::Custom(numkeys_positions), sintercard).summary("Returns the number of members of the intersect of multiple sets.")),
-        s(cmd("sinterstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sinterstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the intersect of multiple sets in a key.")),
+        s(cmd("sinterstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sinterstore).key_roles(KeyRoles::Each(&[kf::RW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores the intersect of multiple sets in a key.")),
         s(cmd("sunion", -2, READONLY, keys(1, -1, 1), sunion).summary("Returns the union of multiple sets.")),
-        s(cmd("sunionstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sunionstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the union of multiple sets in a key.")),
+        s(cmd("sunionstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sunionstore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores the union of multiple sets in a key.")),
         s(cmd("sdiff", -2, READONLY, keys(1, -1, 1), sdiff).summary("Returns the difference of multiple sets.")),
-        s(cmd("sdiffstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sdiffstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the difference of multiple sets in a key.")),
+        s(cmd("sdiffstore", -3, WRITE | DENYOOM, keys(1, -1, 1), sdiffstore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores the difference of multiple sets in a key.")),
         s(cmd("sscan", -3, READONLY, keys(1, 1, 1), sscan).summary("Iterates over members of a set.")),
     ]
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -28,7 +28,7 @@ pub fn commands() -> Vec<CommandSpec> {
             Keys::Custom(sort_keys),
             sort,
         )
-        .key_roles(KeyRoles::ReadThenWrite)
+        .key_roles(KeyRoles::Each(&[kf::RO | kf::ACCESS, kf::OW | kf::UPDATE]))
         .summary(
             "Sorts the elements in a list, a set, or a sorted set, optionally storing the result.",
         )),

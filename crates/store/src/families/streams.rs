@@ -12,7 +12,7 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, Keys, NO_KEYS};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, Keys, NO_KEYS};
 use crate::config::{notify, Limit};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
@@ -28,30 +28,30 @@ pub fn commands() -> Vec<CommandSpec> {
     let s = |c: CommandSpec| c.group("stream");
     vec![
         s(cmd("xadd", -5, WRITE | DENYOOM | FAST, keys(1, 1, 1), xadd).summary("Appends a new message to a stream. Creates the key if it doesn't exist.")),
-        s(cmd("xlen", 2, READONLY | FAST, keys(1, 1, 1), xlen).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Return the number of messages in a stream.")),
+        s(cmd("xlen", 2, READONLY | FAST, keys(1, 1, 1), xlen).key_roles(KeyRoles::Each(&[kf::RO])).summary("Return the number of messages in a stream.")),
         s(cmd("xrange", -4, READONLY, keys(1, 1, 1), xrange).summary("Returns the messages from a stream within a range of IDs.")),
         s(cmd("xrevrange", -4, READONLY, keys(1, 1, 1), xrevrange).summary("Returns the messages from a stream within a range of IDs in reverse order.")),
-        s(cmd("xdel", -3, WRITE | FAST, keys(1, 1, 1), xdel).summary("Returns the number of messages after removing them from a stream.")),
-        s(cmd("xdelex", -5, WRITE | FAST, keys(1, 1, 1), xdelex).summary("Deletes one or multiple entries from the stream.")),
-        s(cmd("xtrim", -4, WRITE, keys(1, 1, 1), xtrim).summary("Deletes messages from the beginning of a stream.")),
+        s(cmd("xdel", -3, WRITE | FAST, keys(1, 1, 1), xdel).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Returns the number of messages after removing them from a stream.")),
+        s(cmd("xdelex", -5, WRITE | FAST, keys(1, 1, 1), xdelex).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Deletes one or multiple entries from the stream.")),
+        s(cmd("xtrim", -4, WRITE, keys(1, 1, 1), xtrim).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Deletes messages from the beginning of a stream.")),
         s(cmd("xsetid", -3, WRITE | DENYOOM | FAST, keys(1, 1, 1), xsetid).summary("An internal command for replicating stream values.")),
         s(cmd("xread", -4, READONLY | BLOCKING | BLOCKS_ON_OPTION, Keys::Custom(xread_keys), xread)
             .blocks_on(BlockKind::Stream)
             .summary("Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise.")),
-        s(cmd("xreadgroup", -7, WRITE | BLOCKING | BLOCKS_ON_OPTION, Keys::Custom(xread_keys), xreadgroup)
+        s(cmd("xreadgroup", -7, WRITE | BLOCKING | BLOCKS_ON_OPTION, Keys::Custom(xread_keys), xreadgroup).key_roles(KeyRoles::Each(&[kf::RO | kf::ACCESS]))
             .blocks_on(BlockKind::StreamGroup)
             .summary("Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise.")),
         s(cmd("xack", -4, WRITE | FAST, keys(1, 1, 1), xack).summary("Returns the number of messages that were successfully acknowledged by the consumer group member of a stream.")),
-        s(cmd("xackdel", -6, WRITE | FAST, keys(1, 1, 1), xackdel).summary("Acknowledges and conditionally deletes one or multiple entries for a stream consumer group.")),
+        s(cmd("xackdel", -6, WRITE | FAST, keys(1, 1, 1), xackdel).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Acknowledges and conditionally deletes one or multiple entries for a stream consumer group.")),
         s(cmd("xpending", -3, READONLY, keys(1, 1, 1), xpending).summary("Returns the information and entries from a stream consumer group's pending entries list.")),
         s(cmd("xclaim", -6, WRITE | FAST, keys(1, 1, 1), xclaim).summary("Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member.")),
-        s(cmd("xautoclaim", -6, WRITE | FAST, keys(1, 1, 1), xautoclaim).summary("Changes, or acquires, ownership of messages in a consumer group, as if the messages were delivered to as consumer group member.")),
+        s(cmd("xautoclaim", -6, WRITE | FAST, keys(1, 1, 1), xautoclaim).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Changes, or acquires, ownership of messages in a consumer group, as if the messages were delivered to as consumer group member.")),
         s(cmd("xgroup", -2, NO_KEYSPACE, NO_KEYS, subcommand_missing).summary("A container for consumer groups commands.").subs(vec![
-            cmd("create", -5, WRITE | DENYOOM, keys(2, 2, 1), xgroup_create).summary("Creates a consumer group."),
+            cmd("create", -5, WRITE | DENYOOM, keys(2, 2, 1), xgroup_create).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Creates a consumer group."),
             cmd("setid", -5, WRITE, keys(2, 2, 1), xgroup_setid).summary("Sets the last-delivered ID of a consumer group."),
-            cmd("destroy", 4, WRITE, keys(2, 2, 1), xgroup_destroy).summary("Destroys a consumer group."),
-            cmd("createconsumer", 5, WRITE | DENYOOM, keys(2, 2, 1), xgroup_createconsumer).summary("Creates a consumer in a consumer group."),
-            cmd("delconsumer", 5, WRITE, keys(2, 2, 1), xgroup_delconsumer).summary("Deletes a consumer from a consumer group."),
+            cmd("destroy", 4, WRITE, keys(2, 2, 1), xgroup_destroy).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Destroys a consumer group."),
+            cmd("createconsumer", 5, WRITE | DENYOOM, keys(2, 2, 1), xgroup_createconsumer).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Creates a consumer in a consumer group."),
+            cmd("delconsumer", 5, WRITE, keys(2, 2, 1), xgroup_delconsumer).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Deletes a consumer from a consumer group."),
             cmd("help", 2, LOADING | STALE | NO_KEYSPACE, NO_KEYS, xgroup_help).summary("Returns helpful text about the different subcommands."),
         ])),
         s(cmd("xinfo", -2, NO_KEYSPACE, NO_KEYS, subcommand_missing).summary("A container for stream introspection commands.").subs(vec![

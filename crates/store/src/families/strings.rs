@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::config::notify;
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
@@ -19,22 +19,22 @@ pub fn commands() -> Vec<CommandSpec> {
     vec![
         s(cmd("get", 2, READONLY | FAST, keys(1, 1, 1), get).summary("Returns the string value of a key.")),
         s(cmd("set", -3, WRITE | DENYOOM, keys(1, 1, 1), set).key_roles(KeyRoles::WriteAndReadIfGet).summary("Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.")),
-        s(cmd("setnx", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), setnx).summary("Set the string value of a key only when the key doesn't exist.")),
-        s(cmd("setex", 4, WRITE | DENYOOM, keys(1, 1, 1), setex).summary("Sets the string value and expiration time of a key. Creates the key if it doesn't exist.")),
-        s(cmd("psetex", 4, WRITE | DENYOOM, keys(1, 1, 1), psetex).summary("Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.")),
-        s(cmd("getset", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), getset).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the previous string value of a key after setting it to a new value.")),
-        s(cmd("getdel", 2, WRITE | FAST, keys(1, 1, 1), getdel).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the string value of a key after deleting the key.")),
-        s(cmd("getex", -2, WRITE | FAST, keys(1, 1, 1), getex).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the string value of a key after setting its expiration time.")),
-        s(cmd("incr", 2, WRITE | DENYOOM | FAST, keys(1, 1, 1), incr).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.")),
-        s(cmd("decr", 2, WRITE | DENYOOM | FAST, keys(1, 1, 1), decr).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.")),
-        s(cmd("incrby", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), incrby).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.")),
-        s(cmd("decrby", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), decrby).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.")),
-        s(cmd("incrbyfloat", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), incrbyfloat).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.")),
+        s(cmd("setnx", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), setnx).key_roles(KeyRoles::Each(&[kf::OW | kf::INSERT])).summary("Set the string value of a key only when the key doesn't exist.")),
+        s(cmd("setex", 4, WRITE | DENYOOM, keys(1, 1, 1), setex).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE])).summary("Sets the string value and expiration time of a key. Creates the key if it doesn't exist.")),
+        s(cmd("psetex", 4, WRITE | DENYOOM, keys(1, 1, 1), psetex).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE])).summary("Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.")),
+        s(cmd("getset", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), getset).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Returns the previous string value of a key after setting it to a new value.")),
+        s(cmd("getdel", 2, WRITE | FAST, keys(1, 1, 1), getdel).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns the string value of a key after deleting the key.")),
+        s(cmd("getex", -2, WRITE | FAST, keys(1, 1, 1), getex).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Returns the string value of a key after setting its expiration time.")),
+        s(cmd("incr", 2, WRITE | DENYOOM | FAST, keys(1, 1, 1), incr).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.")),
+        s(cmd("decr", 2, WRITE | DENYOOM | FAST, keys(1, 1, 1), decr).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.")),
+        s(cmd("incrby", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), incrby).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.")),
+        s(cmd("decrby", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), decrby).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.")),
+        s(cmd("incrbyfloat", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), incrbyfloat).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.")),
         s(cmd("mget", -2, READONLY | FAST, keys(1, -1, 1), mget).summary("Atomically returns the string values of one or more keys.")),
-        s(cmd("mset", -3, WRITE | DENYOOM, keys(1, -1, 2), mset).summary("Atomically creates or modifies the string values of one or more keys.")),
-        s(cmd("msetnx", -3, WRITE | DENYOOM, keys(1, -1, 2), msetnx).summary("Atomically modifies the string values of one or more keys only when all keys don't exist.")),
-        s(cmd("append", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), append).summary("Appends a string to the value of a key. Creates the key if it doesn't exist.")),
-        s(cmd("strlen", 2, READONLY | FAST, keys(1, 1, 1), strlen).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the length of a string value.")),
+        s(cmd("mset", -3, WRITE | DENYOOM, keys(1, -1, 2), mset).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE])).summary("Atomically creates or modifies the string values of one or more keys.")),
+        s(cmd("msetnx", -3, WRITE | DENYOOM, keys(1, -1, 2), msetnx).key_roles(KeyRoles::Each(&[kf::OW | kf::INSERT])).summary("Atomically modifies the string values of one or more keys only when all keys don't exist.")),
+        s(cmd("append", 3, WRITE | DENYOOM | FAST, keys(1, 1, 1), append).key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT])).summary("Appends a string to the value of a key. Creates the key if it doesn't exist.")),
+        s(cmd("strlen", 2, READONLY | FAST, keys(1, 1, 1), strlen).key_roles(KeyRoles::Each(&[kf::RO])).summary("Returns the length of a string value.")),
         s(cmd("getrange", 4, READONLY, keys(1, 1, 1), getrange).summary("Returns a substring of the string stored at a key.")),
         s(cmd("substr", 4, READONLY, keys(1, 1, 1), getrange).summary("Returns a substring from a string value.")),
         s(cmd("setrange", 4, WRITE | DENYOOM, keys(1, 1, 1), setrange).summary("Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.")),

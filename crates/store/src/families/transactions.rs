@@ -10,7 +10,7 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::client::{Client, MultiState};
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, NO_KEYS};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, NO_KEYS};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::Store;
@@ -49,7 +49,7 @@ pub fn commands() -> Vec<CommandSpec> {
             keys(1, -1, 1),
             watch,
         )
-        .key_roles(KeyRoles::Each(&[key_access::ANY]))
+        .key_roles(KeyRoles::Each(&[kf::RO]))
         .summary("Monitors changes to keys to determine the execution of a transaction.")),
         t(cmd(
             "unwatch",

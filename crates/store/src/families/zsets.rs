@@ -17,7 +17,7 @@ use tidewire_resp::{format_double, BulkArray, Reply};
 use crate::args::Args;
 use crate::blocking::parse_timeout;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, key_access, keys, CommandSpec, KeyRoles, Keys};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles, Keys};
 use crate::config::notify;
 use crate::config::Limit;
 use crate::error::{CmdError, CmdResult};
@@ -32,9 +32,9 @@ pub fn commands() -> Vec<CommandSpec> {
     let z = |c: CommandSpec| c.group("sorted_set");
     vec![
         z(cmd("zadd", -4, WRITE | DENYOOM | FAST, keys(1, 1, 1), zadd).summary("Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist.")),
-        z(cmd("zincrby", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), zincrby).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Increments the score of a member in a sorted set.")),
-        z(cmd("zrem", -3, WRITE | FAST, keys(1, 1, 1), zrem).summary("Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.")),
-        z(cmd("zcard", 2, READONLY | FAST, keys(1, 1, 1), zcard).key_roles(KeyRoles::Each(&[key_access::ANY])).summary("Returns the number of members in a sorted set.")),
+        z(cmd("zincrby", 4, WRITE | DENYOOM | FAST, keys(1, 1, 1), zincrby).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE])).summary("Increments the score of a member in a sorted set.")),
+        z(cmd("zrem", -3, WRITE | FAST, keys(1, 1, 1), zrem).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.")),
+        z(cmd("zcard", 2, READONLY | FAST, keys(1, 1, 1), zcard).key_roles(KeyRoles::Each(&[kf::RO])).summary("Returns the number of members in a sorted set.")),
         z(cmd("zscore", 3, READONLY | FAST, keys(1, 1, 1), zscore).summary("Returns the score of a member in a sorted set.")),
         z(cmd("zmscore", -3, READONLY | FAST, keys(1, 1, 1), zmscore).summary("Returns the score of one or more members in a sorted set.")),
         z(cmd("zrank", -3, READONLY | FAST, keys(1, 1, 1), zrank).summary("Returns the index of a member in a sorted set ordered by ascending scores.")),
@@ -42,28 +42,28 @@ pub fn commands() -> Vec<CommandSpec> {
         z(cmd("zcount", 4, READONLY | FAST, keys(1, 1, 1), zcount).summary("Returns the count of members in a sorted set that have scores within a range.")),
         z(cmd("zlexcount", 4, READONLY | FAST, keys(1, 1, 1), zlexcount).summary("Returns the number of members in a sorted set within a lexicographical range.")),
         z(cmd("zrange", -4, READONLY, keys(1, 1, 1), zrange).summary("Returns members in a sorted set within a range of indexes.")),
-        z(cmd("zrangestore", -5, WRITE | DENYOOM, keys(1, 2, 1), zrangestore).key_roles(KeyRoles::WriteThenRead).summary("Stores a range of members from sorted set in a key.")),
+        z(cmd("zrangestore", -5, WRITE | DENYOOM, keys(1, 2, 1), zrangestore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores a range of members from sorted set in a key.")),
         z(cmd("zrevrange", -4, READONLY, keys(1, 1, 1), zrevrange).summary("Returns members in a sorted set within a range of indexes in reverse order.")),
         z(cmd("zrangebyscore", -4, READONLY, keys(1, 1, 1), zrangebyscore).summary("Returns members in a sorted set within a range of scores.")),
         z(cmd("zrevrangebyscore", -4, READONLY, keys(1, 1, 1), zrevrangebyscore).summary("Returns members in a sorted set within a range of scores in reverse order.")),
         z(cmd("zrangebylex", -4, READONLY, keys(1, 1, 1), zrangebylex).summary("Returns members in a sorted set within a lexicographical range.")),
         z(cmd("zrevrangebylex", -4, READONLY, keys(1, 1, 1), zrevrangebylex).summary("Returns members in a sorted set within a lexicographical range in reverse order.")),
-        z(cmd("zremrangebyrank", 4, WRITE, keys(1, 1, 1), zremrangebyrank).summary("Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.")),
-        z(cmd("zremrangebyscore", 4, WRITE, keys(1, 1, 1), zremrangebyscore).summary("Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.")),
-        z(cmd("zremrangebylex", 4, WRITE, keys(1, 1, 1), zremrangebylex).summary("Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.")),
-        z(cmd("zpopmin", -2, WRITE | FAST, keys(1, 1, 1), zpopmin).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("zpopmax", -2, WRITE | FAST, keys(1, 1, 1), zpopmax).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("zmpop", -4, WRITE, Keys::Custom(at1_keys), zmpop).key_roles(KeyRoles::Each(&[key_access::RW])).summary("Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.")),
-        z(cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin).key_roles(KeyRoles::Each(&[key_access::RW])).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
-        z(cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax).key_roles(KeyRoles::Each(&[key_access::RW])).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.")),
-        z(cmd("bzmpop", -5, WRITE | BLOCKING, Keys::Custom(at2_keys), bzmpop).key_roles(KeyRoles::Each(&[key_access::RW])).blocks_on(BlockKind::ZSet).summary("Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
+        z(cmd("zremrangebyrank", 4, WRITE, keys(1, 1, 1), zremrangebyrank).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.")),
+        z(cmd("zremrangebyscore", 4, WRITE, keys(1, 1, 1), zremrangebyscore).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.")),
+        z(cmd("zremrangebylex", 4, WRITE, keys(1, 1, 1), zremrangebylex).key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE])).summary("Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.")),
+        z(cmd("zpopmin", -2, WRITE | FAST, keys(1, 1, 1), zpopmin).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
+        z(cmd("zpopmax", -2, WRITE | FAST, keys(1, 1, 1), zpopmax).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.")),
+        z(cmd("zmpop", -4, WRITE, Keys::Custom(at1_keys), zmpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).summary("Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.")),
+        z(cmd("bzpopmin", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmin).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzpopmax", -3, WRITE | FAST | BLOCKING, keys(1, -2, 1), bzpopmax).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).blocks_on(BlockKind::ZSet).summary("Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.")),
+        z(cmd("bzmpop", -5, WRITE | BLOCKING, Keys::Custom(at2_keys), bzmpop).key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::DELETE])).blocks_on(BlockKind::ZSet).summary("Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.")),
         z(cmd("zrandmember", -2, READONLY, keys(1, 1, 1), zrandmember).summary("Returns one or more random members from a sorted set.")),
         z(cmd("zunion", -3, READONLY, Keys::Custom(at1_keys), zunion).summary("Returns the union of multiple sorted sets.")),
         z(cmd("zinter", -3, READONLY, Keys::Custom(at1_keys), zinter).summary("Returns the intersect of multiple sorted sets.")),
         z(cmd("zdiff", -3, READONLY, Keys::Custom(at1_keys), zdiff).summary("Returns the difference between multiple sorted sets.")),
-        z(cmd("zunionstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zunionstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the union of multiple sorted sets in a key.")),
-        z(cmd("zinterstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zinterstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the intersect of multiple sorted sets in a key.")),
-        z(cmd("zdiffstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zdiffstore).key_roles(KeyRoles::WriteThenRead).summary("Stores the difference of multiple sorted sets in a key.")),
+        z(cmd("zunionstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zunionstore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores the union of multiple sorted sets in a key.")),
+        z(cmd("zinterstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zinterstore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores the intersect of multiple sorted sets in a key.")),
+        z(cmd("zdiffstore", -4, WRITE | DENYOOM, Keys::Custom(store_keys), zdiffstore).key_roles(KeyRoles::Each(&[kf::OW | kf::UPDATE, kf::RO | kf::ACCESS])).summary("Stores the difference of multiple sorted sets in a key.")),
         z(cmd("zintercard", -3, READONLY, Keys::Custom(at1_keys), zintercard).summary("Returns the number of members of the intersect of multiple sorted sets.")),
         z(cmd("zscan", -3, READONLY, keys(1, 1, 1), zscan).summary("Iterates over members and scores of a sorted set.")),
     ]
