@@ -116,7 +116,20 @@ fn start_node(dir: &std::path::Path, cluster: Option<u32>) -> Node {
     start_node_with(dir, cluster, &Extra::default())
 }
 
+/// Starts a node on free ports. The ports are free when chosen but not held, so
+/// another test's server can take one first: then this redis-server exits (it cannot
+/// bind), or the port answers for the other server. The node is used only once it
+/// answers PING with its own `process_id`; otherwise it starts again on new ports.
 fn start_node_with(dir: &std::path::Path, cluster: Option<u32>, extra: &Extra) -> Node {
+    for _ in 0..5 {
+        if let Some(node) = try_start_node(dir, cluster, extra) {
+            return node;
+        }
+    }
+    panic!("redis-server did not start on five pairs of free ports");
+}
+
+fn try_start_node(dir: &std::path::Path, cluster: Option<u32>, extra: &Extra) -> Option<Node> {
     let port = free_port();
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -149,19 +162,29 @@ fn start_node_with(dir: &std::path::Path, cluster: Option<u32>, extra: &Extra) -
         .unwrap_or_else(|e| {
             panic!("redis-server must be on the PATH for this test (./test.sh installs it): {e}")
         });
-    let node = Node {
+    let mut node = Node {
         child,
         port,
         password: extra.password.clone(),
         tls_port,
     };
+    let own_pid = format!("process_id:{}", node.child.id());
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ping = redis::Client::open(format!("{}/", node.url()))
+        if !matches!(node.child.try_wait(), Ok(None)) {
+            return None;
+        }
+        let info = redis::Client::open(format!("{}/", node.url()))
             .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-        if ping.is_ok() {
-            return node;
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        match info {
+            Ok(info) if info.lines().any(|l| l.trim_end() == own_pid) => return Some(node),
+            // Another server holds the port; this one is exiting or about to.
+            Ok(_) => {
+                node.kill();
+                return None;
+            }
+            Err(_) => {}
         }
         assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(50));
