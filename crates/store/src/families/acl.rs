@@ -727,4 +727,24 @@ mod tests {
             Reply::Array(vec![int(1), int(0), int(0)])
         );
     }
+
+    /// The native primitives' keys: a command that returns what a key holds (a
+    /// stored response, a cached value, a limiter's remaining quota) needs read
+    /// permission as well as write; a lock's acquire and release only write.
+    #[test]
+    fn native_primitives_read_what_they_return() {
+        let mut admin = TestClient::new();
+        assert_eq!(
+            admin.run(&["ACL", "SETUSER", "wo", "on", "nopass", "+@all", "%W~w*"]),
+            ok()
+        );
+        let mut wo = admin.other();
+        assert_eq!(wo.run(&["AUTH", "wo", "x"]), ok());
+        let denied = || err("NOPERM No permissions to access a key");
+        assert_eq!(wo.run(&["TW.IDEM.BEGIN", "w:idem", "60000"]), denied());
+        assert_eq!(wo.run(&["TW.FILL.GET", "w:fill", "60000"]), denied());
+        assert_eq!(wo.run(&["CL.THROTTLE", "w:rl", "10", "10", "60"]), denied());
+        assert!(!wo.run(&["TW.LOCK.ACQUIRE", "w:lock", "60000"]).is_error());
+        assert_eq!(wo.run(&["TW.IDEM.ABORT", "w:idem", "token"]), int(0));
+    }
 }

@@ -28,7 +28,7 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
 use crate::families::records;
@@ -44,6 +44,7 @@ pub fn commands() -> Vec<CommandSpec> {
             keys(1, 1, 1),
             get,
         )
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::INSERT]))
         .blocks_on(BlockKind::Fill)
         .group("string")
         .summary(
@@ -65,6 +66,7 @@ pub fn commands() -> Vec<CommandSpec> {
             keys(1, 1, 1),
             abort,
         )
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE]))
         .group("string")
         .summary("Gives up a fill's lease, so that a waiting caller fills instead."),
     ]

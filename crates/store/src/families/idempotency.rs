@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::records;
@@ -27,6 +27,7 @@ pub fn commands() -> Vec<CommandSpec> {
     let flags = WRITE | DENYOOM | FAST | NATIVE;
     vec![
         cmd("tw.idem.begin", -3, flags, keys(1, 1, 1), begin)
+            .key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::INSERT]))
             .group("generic")
             .summary(
                 "Claims an idempotency key, or reports it in flight or done with its response.",
@@ -41,6 +42,7 @@ pub fn commands() -> Vec<CommandSpec> {
             keys(1, 1, 1),
             abort,
         )
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE]))
         .group("generic")
         .summary("Gives up an idempotency key its owner could not complete."),
     ]

@@ -18,7 +18,7 @@ use tidewire_resp::Reply;
 
 use crate::args::Args;
 use crate::blocking::BlockKind;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::Ctx;
 use crate::families::records;
@@ -33,6 +33,7 @@ pub fn commands() -> Vec<CommandSpec> {
             keys(1, 1, 1),
             acquire,
         )
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::INSERT]))
         .blocks_on(BlockKind::Lock)
         .group("generic")
         .summary("Takes a lock with a fencing number, waiting for it if asked."),
@@ -52,6 +53,7 @@ pub fn commands() -> Vec<CommandSpec> {
             keys(1, 1, 1),
             release,
         )
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::DELETE]))
         .group("generic")
         .summary("Releases a lock, handing it to the oldest waiter."),
         cmd(

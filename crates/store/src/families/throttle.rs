@@ -13,7 +13,7 @@ use bytes::Bytes;
 use tidewire_resp::Reply;
 
 use crate::args::Args;
-use crate::command::{cmd, flag::*, keys, CommandSpec};
+use crate::command::{cmd, flag::*, key_flag as kf, keys, CommandSpec, KeyRoles};
 use crate::error::{CmdError, CmdResult};
 use crate::exec::{read_string, Ctx};
 use crate::families::records;
@@ -23,9 +23,11 @@ pub fn commands() -> Vec<CommandSpec> {
     let flags = WRITE | DENYOOM | FAST | NATIVE;
     vec![
         cmd("cl.throttle", -5, flags, keys(1, 1, 1), cl_throttle)
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE]))
             .group("generic")
             .summary("Rate limits a key with the generic cell rate algorithm (redis-cell's CL.THROTTLE)."),
         cmd("tw.throttle", -7, flags, keys(1, 1, 1), tw_throttle)
+        .key_roles(KeyRoles::Each(&[kf::RW | kf::ACCESS | kf::UPDATE]))
             .group("generic")
             .summary("Rate limits a key against several tiers at once, all charged or none."),
     ]
