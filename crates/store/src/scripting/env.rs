@@ -436,14 +436,18 @@ local co_resume, co_wrap = coroutine.resume, coroutine.wrap
 local killed = api.killed
 local RO = 'Attempt to modify a readonly table'
 
--- ok, ... convention of the Rust functions -> returns or a raised error
+-- ok, ... convention of the Rust functions -> returns or a raised error (level 3:
+-- the script's line). One value, the common case, passes through without a table.
 local function fin(ok, ...)
   if not ok then error((...), 3) end
-  return select('#', ...), {...}
+  local n = select('#', ...)
+  if n == 1 then return 1, (...) end
+  return n, {...}
 end
 local function wrap(raw)
   return function(...)
     local n, r = fin(raw(...))
+    if n == 1 then return r end
     return unpack(r, 1, n)
   end
 end
