@@ -69,7 +69,11 @@ fn rewrite_keeps_the_file_and_a_restart_brings_the_settings_back() {
 #[test]
 fn force_all_rewrite_restarts_with_every_value_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let node = try_start_with_toml(dir.path(), "[redis]\nappendonly = \"no\"\n").expect("starts");
+    let node = try_start_with_toml(
+        dir.path(),
+        "[redis]\nappendonly = \"no\"\nenable-debug-command = \"yes\"\n",
+    )
+    .expect("starts");
     let mut c = node.conn();
     let before: Vec<(String, String)> = redis::cmd("CONFIG")
         .arg("GET")

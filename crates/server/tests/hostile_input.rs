@@ -288,7 +288,7 @@ fn an_sse_subscriber_that_never_reads_is_dropped_at_its_output_limit() {
 #[test]
 fn debug_inside_multi_answers_and_hangs_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let node = start(dir.path(), &[]);
+    let node = start(dir.path(), &[("enable-debug-command", "yes")]);
     let mut c = node.conn();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();

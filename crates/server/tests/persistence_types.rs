@@ -498,7 +498,11 @@ async fn restart_from_snapshot_keeps_every_type() {
 /// the same dataset (a doubled log would double the lists).
 async fn debug_round_trip(sub: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let params = [("appendonly", "yes"), ("save", "")];
+    let params = [
+        ("appendonly", "yes"),
+        ("save", ""),
+        ("enable-debug-command", "yes"),
+    ];
     let s = boot(tmp.path(), &params).await;
     let mut c = conn(&s).await;
     populate(&mut c).await;
@@ -566,7 +570,12 @@ async fn debug_loadaof_keeps_every_type_and_logs_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_reload_and_loadaof_load_what_is_on_disk() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = boot(tmp.path(), &[("appendonly", "no"), ("save", "")]).await;
+    let params = [
+        ("appendonly", "no"),
+        ("save", ""),
+        ("enable-debug-command", "yes"),
+    ];
+    let s = boot(tmp.path(), &params).await;
     let mut c = conn(&s).await;
     let run = |c: &MultiplexedConnection, args: &'static [&'static str]| {
         let mut c = c.clone();

@@ -178,6 +178,10 @@ pub struct CommandSpec {
     /// Redis's ACL category for the command when it is not its group's (WAIT and
     /// WAITAOF are documented in `generic` but are `@connection` commands).
     pub acl_category: Option<&'static str>,
+    /// The config that must allow the command (Redis's protected commands: DEBUG
+    /// by `enable-debug-command`, MODULE LOAD by `enable-module-command`): `yes`,
+    /// or `local` for a client on the loopback; `no`, the default, refuses it.
+    pub protected_by: Option<&'static str>,
 }
 
 /// Redis's request and response policy tips, which tell a cluster client what
@@ -366,6 +370,7 @@ pub fn cmd(
         },
         unlisted_flags: 0,
         acl_category: None,
+        protected_by: None,
     }
 }
 
@@ -403,6 +408,13 @@ impl CommandSpec {
     /// [`CommandSpec::acl_category`]).
     pub fn acl_category(mut self, category: &'static str) -> Self {
         self.acl_category = Some(category);
+        self
+    }
+
+    /// Declares the config that must allow the command (see
+    /// [`CommandSpec::protected_by`]).
+    pub fn protected_by(mut self, config: &'static str) -> Self {
+        self.protected_by = Some(config);
         self
     }
 

@@ -230,7 +230,11 @@ const PARAMS: &[(&str, &str, Kind)] = &[
     // request before it sleeps (0: sleep at once). See the server's `busy_poll`.
     ("busy-poll-us", "50", Kind::Int),
     ("close-on-oom", "no", YES_NO),
-    ("enable-debug-command", "no", Kind::Str),
+    (
+        "enable-debug-command",
+        "no",
+        Kind::Enum(&["no", "yes", "local"]),
+    ),
     (
         "enable-module-command",
         "no",
@@ -287,6 +291,7 @@ pub const IMMUTABLE: &[&str] = &[
     "databases",
     "io-threads",
     "cluster-enabled",
+    "enable-debug-command",
     "enable-module-command",
 ];
 

@@ -344,6 +344,10 @@ impl Store {
                     .get(&argv[0])
                     .filter(|c| c.has(flag::ACL_FIRST_ARG) && c.arity_ok(argv.len()))
                 {
+                    if let Err(refused) = self.protection(client, c) {
+                        out.push(self.reject(client, c, refused));
+                        return Outcome::Replies;
+                    }
                     if client.authenticated && self.acl.restricted() {
                         let context = if client.multi.is_some() {
                             "multi"
@@ -626,6 +630,31 @@ impl Store {
         Ok(cmd)
     }
 
+    /// Refuses a protected command its config does not allow for this client
+    /// (see [`crate::command::CommandSpec::protected_by`]); checked before
+    /// authentication, as Redis checks it.
+    fn protection(&self, client: &Client, cmd: &'static Command) -> Result<(), CmdError> {
+        let Some(config) = cmd.spec.protected_by else {
+            return Ok(());
+        };
+        let allowed = match self.config.get(config).as_deref() {
+            Some("yes") => true,
+            Some("local") => {
+                let host = client.info.addr.rsplit_once(':').map_or("", |(h, _)| h);
+                host.starts_with("127.") || host == "[::1]" || host.is_empty()
+            }
+            _ => false,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let name = cmd.full_name.split('|').next().unwrap_or_default();
+        Err(CmdError::err(format!(
+            "{} command not allowed. If the {config} option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
+            name.to_ascii_uppercase()
+        )))
+    }
+
     /// The client's ACL user, looked up again after any ACL change.
     pub fn acl_user(&self, client: &mut Client) -> Option<Arc<crate::acl::User>> {
         let generation = self.acl.generation();
@@ -690,6 +719,7 @@ impl Store {
         cmd: &'static Command,
         argv: &[Bytes],
     ) -> Result<(), CmdError> {
+        self.protection(client, cmd)?;
         if !client.authenticated && !cmd.has(flag::NO_AUTH) {
             if self.requires_auth() {
                 return Err(CmdError::NoAuth);

@@ -18,6 +18,16 @@ impl TestClient {
         Self::with_store(Store::new())
     }
 
+    /// A client of a store whose config allows DEBUG (`enable-debug-command yes`).
+    pub fn with_debug() -> Self {
+        let t = Self::new();
+        t.store
+            .config
+            .set("enable-debug-command", "yes")
+            .expect("enable-debug-command is a config");
+        t
+    }
+
     pub fn with_store(store: Arc<Store>) -> Self {
         let client = store.new_client("127.0.0.1:1".into(), "127.0.0.1:6379".into(), "internal");
         TestClient { store, client }

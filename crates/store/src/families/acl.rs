@@ -610,7 +610,7 @@ mod tests {
     /// before it is reported as unknown.
     #[test]
     fn permissions_changed_after_queueing_or_blocking_are_enforced() {
-        let mut admin = TestClient::new();
+        let mut admin = TestClient::with_debug();
         assert_eq!(
             admin.run(&[
                 "ACL", "SETUSER", "ant", "on", "nopass", "+incr", "+multi", "+exec", "+blpop", "~*"

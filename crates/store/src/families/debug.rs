@@ -37,51 +37,60 @@ pub fn commands() -> Vec<CommandSpec> {
     )
     .group("server")
     .summary("A container for debugging commands.")
-    .subs(vec![
-        cmd("sleep", 3, base | NO_KEYSPACE, NO_KEYS, sleep)
-            .summary("Blocks the server for the given seconds."),
-        cmd(
-            "set-active-expire",
-            3,
-            base | NO_KEYSPACE,
-            NO_KEYS,
-            set_active_expire,
-        )
-        .summary("Stops or restarts the background expiry of keys."),
-        cmd("object", 3, base | READONLY, keys(2, 2, 1), object)
-            .summary("Internal details of a key's value."),
-        cmd("digest", 2, base | READONLY | ALL_KEYS, NO_KEYS, digest)
-            .summary("A digest of the whole dataset."),
-        cmd(
-            "digest-value",
-            -2,
-            base | READONLY,
-            keys(2, -1, 1),
-            digest_value,
-        )
-        .summary("A digest of each key's value."),
-        cmd("reload", -2, base | NO_KEYSPACE | NO_MULTI, NO_KEYS, reload)
-            .summary("Saves, empties and reloads the dataset from the snapshot."),
-        cmd(
-            "loadaof",
-            2,
-            base | NO_KEYSPACE | NO_MULTI,
-            NO_KEYS,
-            loadaof,
-        )
-        .summary("Empties and reloads the dataset from the AOF."),
-        cmd(
-            "config-rewrite-force-all",
-            2,
-            base | NO_KEYSPACE,
-            NO_KEYS,
-            config_rewrite_force_all,
-        )
-        .summary("Writes every configuration parameter into the config file."),
-        cmd("help", 2, base | NO_KEYSPACE, NO_KEYS, help)
-            .summary("Returns helpful text about the different subcommands."),
-    ])]
+    .protected_by(PROTECTION)
+    .subs(
+        vec![
+            cmd("sleep", 3, base | NO_KEYSPACE, NO_KEYS, sleep)
+                .summary("Blocks the server for the given seconds."),
+            cmd(
+                "set-active-expire",
+                3,
+                base | NO_KEYSPACE,
+                NO_KEYS,
+                set_active_expire,
+            )
+            .summary("Stops or restarts the background expiry of keys."),
+            cmd("object", 3, base | READONLY, keys(2, 2, 1), object)
+                .summary("Internal details of a key's value."),
+            cmd("digest", 2, base | READONLY | ALL_KEYS, NO_KEYS, digest)
+                .summary("A digest of the whole dataset."),
+            cmd(
+                "digest-value",
+                -2,
+                base | READONLY,
+                keys(2, -1, 1),
+                digest_value,
+            )
+            .summary("A digest of each key's value."),
+            cmd("reload", -2, base | NO_KEYSPACE | NO_MULTI, NO_KEYS, reload)
+                .summary("Saves, empties and reloads the dataset from the snapshot."),
+            cmd(
+                "loadaof",
+                2,
+                base | NO_KEYSPACE | NO_MULTI,
+                NO_KEYS,
+                loadaof,
+            )
+            .summary("Empties and reloads the dataset from the AOF."),
+            cmd(
+                "config-rewrite-force-all",
+                2,
+                base | NO_KEYSPACE,
+                NO_KEYS,
+                config_rewrite_force_all,
+            )
+            .summary("Writes every configuration parameter into the config file."),
+            cmd("help", 2, base | NO_KEYSPACE, NO_KEYS, help)
+                .summary("Returns helpful text about the different subcommands."),
+        ]
+        .into_iter()
+        .map(|c| c.protected_by(PROTECTION))
+        .collect(),
+    )]
 }
+
+/// DEBUG runs only where `enable-debug-command` allows it, as in Redis 7.
+const PROTECTION: &str = "enable-debug-command";
 
 type Sha = [u8; 20];
 
@@ -312,9 +321,45 @@ mod tests {
         }
     }
 
+    /// DEBUG is refused unless `enable-debug-command` allows it, before
+    /// authentication and inside MULTI too (the transaction is aborted), as in
+    /// Redis 7; `local` allows a loopback client; the setting is the config file's.
+    #[test]
+    fn debug_needs_enable_debug_command() {
+        let refused = err("ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.");
+        let mut t = TestClient::new();
+        assert_eq!(t.run(&["DEBUG", "SLEEP", "0"]), refused);
+        assert_eq!(t.run(&["DEBUG", "NOSUCH"]), refused);
+        assert_eq!(t.run(&["DEBUG", "HELP"]), refused);
+        assert_eq!(t.run(&["MULTI"]), ok());
+        assert_eq!(t.run(&["DEBUG", "DIGEST"]), refused);
+        assert!(matches!(t.run(&["EXEC"]), Reply::Error(e) if e.starts_with("EXECABORT")));
+        assert_eq!(
+            t.run(&["CONFIG", "SET", "enable-debug-command", "yes"]),
+            err("ERR CONFIG SET failed (possibly related to argument 'enable-debug-command') - can't set immutable config")
+        );
+        assert_eq!(
+            t.run(&["CONFIG", "GET", "enable-debug-command"]),
+            Reply::Map(vec![(bulk("enable-debug-command"), bulk("no"))])
+        );
+        // The test client is on 127.0.0.1.
+        t.store.config.set("enable-debug-command", "local").unwrap();
+        assert_eq!(t.run(&["DEBUG", "SLEEP", "0"]), ok());
+        let client =
+            t.store
+                .new_client("10.1.2.3:5000".into(), "127.0.0.1:6379".into(), "internal");
+        let mut remote = TestClient {
+            store: t.store.clone(),
+            client,
+        };
+        assert_eq!(remote.run(&["DEBUG", "SLEEP", "0"]), refused);
+        t.store.config.set("enable-debug-command", "yes").unwrap();
+        assert_eq!(remote.run(&["DEBUG", "SLEEP", "0"]), ok());
+    }
+
     #[test]
     fn digest_follows_content_not_insertion_order() {
-        let mut t = TestClient::new();
+        let mut t = TestClient::with_debug();
         assert_eq!(digest(&mut t), ZERO);
         t.run(&["SADD", "s", "a", "b", "c"]);
         t.run(&["HSET", "h", "f1", "1", "f2", "2"]);
@@ -325,7 +370,7 @@ mod tests {
         assert_eq!(first.len(), 40);
         assert_ne!(first, ZERO);
 
-        let mut u = TestClient::new();
+        let mut u = TestClient::with_debug();
         u.run(&["ZADD", "z", "2", "n", "1", "m"]);
         u.run(&["HSET", "h", "f2", "2", "f1", "1"]);
         u.run(&["SADD", "s", "c", "a", "b"]);
@@ -345,7 +390,7 @@ mod tests {
     #[test]
     fn digest_value_object_and_active_expire() {
         let _turn = crate::evict::access_mode_turn();
-        let mut t = TestClient::new();
+        let mut t = TestClient::with_debug();
         t.run(&["SADD", "a", "1", "2"]);
         t.run(&["SADD", "b", "2", "1"]);
         let Reply::Array(d) = t.run(&["DEBUG", "DIGEST-VALUE", "a", "b", "nokey"]) else {

@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn dump_and_restore_every_type() {
-        let mut t = TestClient::new();
+        let mut t = TestClient::with_debug();
         t.run(&["SET", "str", "hello"]);
         t.run(&["SET", "int", "-42"]);
         t.run(&["RPUSH", "list", "a", "1", "b"]);

@@ -1434,7 +1434,7 @@ mod tests {
 
     #[test]
     fn rewrite_reproduces_the_document_with_its_ttl_kept_on_update() {
-        let mut t = TestClient::new();
+        let mut t = TestClient::with_debug();
         let doc = r#"{"z":1,"a":[1.5,"x\"y",null,{"k":false}],"e":{}}"#;
         setup(&mut t, doc);
         t.run(&["PEXPIRE", "doc", "100000"]);

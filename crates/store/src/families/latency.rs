@@ -441,7 +441,7 @@ mod tests {
 
     #[test]
     fn the_monitor_keeps_calls_over_its_threshold() {
-        let mut t = TestClient::new();
+        let mut t = TestClient::with_debug();
         assert_eq!(t.run(&["LATENCY", "LATEST"]), Reply::Array(vec![]));
         t.run(&["DEBUG", "SLEEP", "0.02"]);
         assert_eq!(

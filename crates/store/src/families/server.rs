@@ -136,10 +136,13 @@ pub fn commands() -> Vec<CommandSpec> {
                 cmd("list", 2, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_list)
                     .summary("Returns all loaded modules."),
                 cmd("load", -3, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_load)
+                    .protected_by("enable-module-command")
                     .summary("Loads a module."),
                 cmd("loadex", -3, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_load)
+                    .protected_by("enable-module-command")
                     .summary("Loads a module using extended parameters."),
                 cmd("unload", 3, ADMIN | NOSCRIPT | NO_KEYSPACE, NO_KEYS, module_unload)
+                    .protected_by("enable-module-command")
                     .summary("Unloads a module."),
             ])),
         s(cmd("cluster", -2, NO_KEYSPACE, NO_KEYS, cluster)
@@ -371,37 +374,13 @@ fn module_list(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Ok(Reply::Array(Vec::new()))
 }
 
-/// Redis refuses MODULE LOAD/LOADEX/UNLOAD unless `enable-module-command` allows
-/// them (a setting of the config file only: `no` by default, `local` for
-/// loopback clients); where it does, a Tidewire has nothing a module could load
-/// into, and answers as Redis does to a library it cannot load.
-fn module_allowed(ctx: &Ctx<'_>) -> Result<(), CmdError> {
-    let allowed = match ctx.store.config.get("enable-module-command").as_deref() {
-        Some("yes") => true,
-        Some("local") => {
-            let host = ctx.client.info.addr.rsplit_once(':').map_or("", |(h, _)| h);
-            host.starts_with("127.") || host == "[::1]" || host == "::1" || host.is_empty()
-        }
-        _ => false,
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(CmdError::err(
-            "MODULE command not allowed. If the enable-module-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.",
-        ))
-    }
-}
-
-fn module_load(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    module_allowed(ctx)?;
+fn module_load(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Err(CmdError::err(
         "Error loading the extension. Please check the server logs.",
     ))
 }
 
-fn module_unload(ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
-    module_allowed(ctx)?;
+fn module_unload(_ctx: &mut Ctx<'_>, _args: &mut Args<'_>) -> CmdResult {
     Err(CmdError::err(
         "Error unloading module: no such module with that name",
     ))
