@@ -248,9 +248,7 @@ impl KeyRoles {
     pub fn static_flags(self, command_flags: u32) -> Vec<u16> {
         use key_flag::*;
         match self {
-            KeyRoles::ByFlags if command_flags & flag::WRITE != 0 => vec![RW | UPDATE],
-            KeyRoles::ByFlags if command_flags & flag::READONLY != 0 => vec![RO | ACCESS],
-            KeyRoles::ByFlags => vec![RW | ACCESS | UPDATE],
+            KeyRoles::ByFlags => vec![Self::by_flags(command_flags)],
             KeyRoles::Each(each) => each.to_vec(),
             KeyRoles::WriteAndReadIfGet | KeyRoles::ReadAndWriteIfChanged => {
                 vec![RW | ACCESS | UPDATE | VARIABLE_FLAGS]
@@ -275,7 +273,19 @@ impl KeyRoles {
             }
             KeyRoles::ReadAndWriteIfChanged => RO | ACCESS,
             KeyRoles::Each(each) => each.get(i).or(each.last()).copied().unwrap_or(RO),
-            KeyRoles::ByFlags => self.static_flags(command_flags)[0],
+            KeyRoles::ByFlags => Self::by_flags(command_flags),
+        }
+    }
+
+    /// [`KeyRoles::ByFlags`]'s flags for a command with these command flags.
+    fn by_flags(command_flags: u32) -> u16 {
+        use key_flag::*;
+        if command_flags & flag::WRITE != 0 {
+            RW | UPDATE
+        } else if command_flags & flag::READONLY != 0 {
+            RO | ACCESS
+        } else {
+            RW | ACCESS | UPDATE
         }
     }
 }
