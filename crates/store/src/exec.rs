@@ -639,10 +639,12 @@ impl Store {
         };
         let allowed = match self.config.get(config).as_deref() {
             Some("yes") => true,
-            Some("local") => {
-                let host = client.info.addr.rsplit_once(':').map_or("", |(h, _)| h);
-                host.starts_with("127.") || host == "[::1]" || host.is_empty()
-            }
+            // An address that is not a socket's is an internal client's.
+            Some("local") => client
+                .info
+                .addr
+                .parse::<std::net::SocketAddr>()
+                .map_or(true, |a| a.ip().is_loopback()),
             _ => false,
         };
         if allowed {
