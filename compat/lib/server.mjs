@@ -60,7 +60,8 @@ export async function startServer({ name = 'compat', env = {}, args = [] } = {})
     async restart() {
       await server.stop();
       ({ child, ports } = launch(dataDir, first.resp, env, args));
-      await ports;
+      // RESP comes back on its port; HTTP on a new free one.
+      Object.assign(server, await ports);
       server.running = true;
     },
     async close() {

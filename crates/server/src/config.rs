@@ -199,6 +199,8 @@ struct FileConfig {
     http: FileHttp,
     #[serde(default)]
     upstash: FileUpstash,
+    /// The QStash-compatible message API.
+    qstash: Option<QstashConfig>,
 }
 
 /// `[http]`: limits and CORS shared by everything on the HTTP listener.
@@ -281,6 +283,48 @@ impl Default for UpstashConfig {
     }
 }
 
+/// `[qstash]`: the QStash-compatible message API (`/v2/…` on the HTTP listener):
+/// messages published to a URL, delivered later by HTTP with retries.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct QstashConfig {
+    /// Serve `/v2/…`. Off: the routes answer 404 and nothing is delivered.
+    pub enabled: bool,
+    /// Bearer tokens (`QSTASH_TOKEN`). Empty: the Upstash REST read-write tokens.
+    pub tokens: Vec<String>,
+    /// `QSTASH_CURRENT_SIGNING_KEY` / `QSTASH_NEXT_SIGNING_KEY`. Empty: generated on
+    /// first start and kept in the data dir (`qstash-signing-keys`).
+    pub current_signing_key: String,
+    pub next_signing_key: String,
+    /// Database the messages, the dead-letter queue and the schedules live in.
+    pub db: usize,
+    /// Retries of a message that names none (`Upstash-Retries`).
+    pub retries: u32,
+    /// Most retries a message may ask for.
+    pub max_retries: u32,
+    /// Seconds a delivery may take unless the message sets `Upstash-Timeout`
+    /// (and the most it may set).
+    pub timeout_secs: u64,
+    /// Deliveries in flight at once.
+    pub parallelism: usize,
+}
+
+impl Default for QstashConfig {
+    fn default() -> Self {
+        QstashConfig {
+            enabled: true,
+            tokens: Vec::new(),
+            current_signing_key: String::new(),
+            next_signing_key: String::new(),
+            db: 14,
+            retries: 3,
+            max_retries: 20,
+            timeout_secs: 60,
+            parallelism: 32,
+        }
+    }
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -308,6 +352,7 @@ pub struct Config {
     pub realtime: tidewire_realtime::RealtimeConfig,
     pub http: HttpConfig,
     pub upstash: UpstashConfig,
+    pub qstash: QstashConfig,
 }
 
 impl Default for Config {
@@ -329,6 +374,7 @@ impl Default for Config {
             realtime: Default::default(),
             http: HttpConfig::default(),
             upstash: UpstashConfig::default(),
+            qstash: QstashConfig::default(),
         }
     }
 }
@@ -440,6 +486,7 @@ impl Config {
                     .collect(),
                 max_pipeline: file.upstash.max_pipeline.unwrap_or(d.upstash.max_pipeline),
             },
+            qstash: file.qstash.unwrap_or_default(),
         })
     }
 
@@ -496,6 +543,7 @@ impl Config {
                 ),
                 max_pipeline: Some(self.upstash.max_pipeline),
             },
+            qstash: Some(self.qstash.clone()),
         };
         Ok(toml::to_string(&file)?)
     }
@@ -634,6 +682,10 @@ user = ["alice on >pw ~* +@all", "bob off"]
 cors_origins = ["https://app.example"]
 [upstash]
 readonly_tokens = ["ro"]
+[qstash]
+tokens = ["qt"]
+db = 3
+max_retries = 5
 [realtime]
 keys = [{ key = "main.a:s", capability = '{"*":["subscribe"]}' }]
 history_retention = { "stream:*" = 600 }

@@ -21,6 +21,7 @@ pub mod history;
 pub mod http;
 pub mod latency;
 pub mod metrics;
+pub mod qstash;
 pub mod realtime;
 pub mod secrets;
 pub mod tls;
@@ -54,6 +55,8 @@ pub struct Server {
     pub https_addr: Option<SocketAddr>,
     /// The REST API's tokens and where the read-write one came from (banner, tests).
     pub rest: Arc<upstash::RestState>,
+    /// The QStash-compatible API (`[qstash] enabled`).
+    pub qstash: Option<Arc<qstash::Qstash>>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
     /// The HTTP listeners' own runtime, when RESP runs single-threaded (see
@@ -269,15 +272,28 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .chain(app_hubs.iter().cloned())
         .collect();
     let dashboard = dashboard::routes(rest.clone(), metric_hubs.clone());
-    let app = http::router(
+    let qstash = if config.qstash.enabled {
+        Some(qstash::Qstash::new(
+            store.clone(),
+            &config,
+            rest.tokens.read_write(),
+        )?)
+    } else {
+        None
+    };
+    let mut app = http::router(
         store.clone(),
         rest.clone(),
         &config.upstash.mount,
         &config.http,
         metric_hubs,
     )
-    .merge(dashboard)
-    .merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
+    .merge(dashboard);
+    if let Some(q) = &qstash {
+        app = app.merge(http::with_cors(qstash::routes(q.clone()), &config.http));
+        http_runtime.spawn(&mut tasks, q.spawn_delivery(shutdown_rx.clone()));
+    }
+    let app = app.merge(tidewire_realtime::router_with_apps(hub.clone(), app_hubs));
     let app = http::with_misplaced_upstash_error(app, &config.upstash.mount);
     http_runtime.spawn(
         &mut tasks,
@@ -354,6 +370,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         tls_addr,
         https_addr,
         rest,
+        qstash,
         shutdown_tx,
         tasks,
         _http_runtime: http_runtime,

@@ -143,6 +143,28 @@ async fn run(config: Config) -> anyhow::Result<()> {
         "Upstash REST: UPSTASH_REDIS_REST_URL=http://{}{}  UPSTASH_REDIS_REST_TOKEN={}",
         server.http_addr, config.upstash.mount, rest_token
     );
+    if let Some(q) = &server.qstash {
+        // The QStash token defaults to the REST one; generated signing keys are
+        // shown like the generated token, configured ones are not repeated.
+        let token = if config.qstash.tokens.is_empty() {
+            "<the REST token>"
+        } else {
+            "<configured>"
+        };
+        let keys = match &q.keys.file {
+            Some(file) => format!(
+                "QSTASH_CURRENT_SIGNING_KEY={}  QSTASH_NEXT_SIGNING_KEY={}  (kept in {})",
+                q.keys.current,
+                q.keys.next,
+                file.display()
+            ),
+            None => "signing keys <configured>".into(),
+        };
+        eprintln!(
+            "QStash: QSTASH_URL=http://{}  QSTASH_TOKEN={token}  {keys}",
+            server.http_addr
+        );
+    }
     if config.print_ports {
         println!(
             "LISTENING resp={} http={}",

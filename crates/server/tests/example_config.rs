@@ -13,6 +13,11 @@ fn example_config_parses() {
     assert_eq!(config.port, 6379);
     assert_eq!(config.http_port, 8080);
     assert_eq!(config.realtime.history_retention_secs, 120);
+    assert_eq!(
+        config.qstash,
+        tidewire_server::config::QstashConfig::default(),
+        "the example shows the QStash defaults"
+    );
     tidewire_server::build_store(&config).expect("its redis parameters are accepted");
 }
 

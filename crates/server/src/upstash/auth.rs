@@ -75,6 +75,11 @@ impl Tokens {
         ))
     }
 
+    /// The read-write tokens (the QStash API's, unless it names its own).
+    pub fn read_write(&self) -> &[String] {
+        &self.read_write
+    }
+
     /// The first read-write token (shown in the banner, used by tests).
     pub fn primary(&self) -> &str {
         self.read_write.first().map_or("", |s| s.as_str())

@@ -1,0 +1,292 @@
+//! The delivery loop: takes due messages from the queue, sends each to its
+//! destination with a fresh `Upstash-Signature`, and on the answer removes it
+//! (2xx), schedules a retry with backoff, or moves it to the dead-letter queue
+//! once its retries are used up. Callbacks are messages too, so they are signed,
+//! retried and persisted the same way.
+//!
+//! At least once: a message stays in the queue until its destination answered
+//! 2xx. While it is being delivered its next attempt is pushed past the
+//! delivery's timeout, so a restart in the middle delivers it again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::json;
+use tokio::sync::{watch, Semaphore};
+
+use super::message::{new_id, Message};
+use super::queue::DeadLetter;
+use super::schedule::next_tick;
+use super::{signature, Qstash};
+
+/// Beyond a delivery's own timeout, how long its lease lasts.
+const LEASE_MARGIN_MS: u64 = 5_000;
+/// Longest the loop sleeps without looking at the queue (a publish wakes it).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Bytes of a destination's response kept for callbacks and the DLQ.
+const MAX_RESPONSE_KEPT: usize = 256 * 1024;
+/// `Upstash-NonRetryable-Error: true` with this status sends a message straight
+/// to the DLQ.
+const NON_RETRYABLE_STATUS: u16 = 489;
+/// Schedules fired per pass of the loop (the rest on the next pass).
+const SCHEDULES_PER_PASS: usize = 100;
+/// How long a firing's deduplication id is kept: past any restart's catch-up.
+const SCHEDULE_DEDUP_SECS: u64 = 86_400;
+
+pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(q.config.parallelism.max(1)));
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = now_ms();
+        fire_schedules(&q, now);
+        let free = slots.available_permits();
+        let mut claimed = 0;
+        if free > 0 {
+            for id in q.queue.claim_due(now, free) {
+                // Only this loop takes slots, so one is free for each id claimed.
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(m) = q.queue.get(&id) else {
+                    // A schedule entry whose message is gone (cancelled meanwhile).
+                    q.queue.cancel(&id);
+                    continue;
+                };
+                q.queue
+                    .reschedule(&id, now + m.timeout_secs * 1000 + LEASE_MARGIN_MS);
+                claimed += 1;
+                let q = q.clone();
+                tokio::spawn(async move {
+                    deliver(&q, m).await;
+                    drop(permit);
+                    q.wake.notify_one();
+                });
+            }
+        }
+        let wait = if claimed > 0 && slots.available_permits() > 0 {
+            Duration::ZERO
+        } else {
+            let next = match (q.queue.next_due(), q.queue.next_schedule_due()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
+                Some(t) if t > now => Duration::from_millis(t - now).min(IDLE_WAIT),
+                // Due now but every slot is busy: a finished delivery wakes us.
+                Some(_) => IDLE_WAIT,
+                None => IDLE_WAIT,
+            }
+        };
+        if wait.is_zero() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = q.wake.notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Publishes the firing of every schedule whose tick has come, and records its
+/// next tick.
+fn fire_schedules(q: &Qstash, now: u64) {
+    for (id, tick) in q.queue.due_schedules(now, SCHEDULES_PER_PASS) {
+        let Some(mut s) = q.queue.schedule(&id) else {
+            q.queue.delete_schedule(&id);
+            continue;
+        };
+        if s.is_paused {
+            // Saving a paused schedule takes it out of the due set.
+            q.queue.save_schedule(&s);
+            continue;
+        }
+        let firing = s.firing(tick, now);
+        let dedup = format!("schedule:{id}:{tick}");
+        let _ = q
+            .queue
+            .enqueue_dedup_for(&firing, Some(&dedup), SCHEDULE_DEDUP_SECS);
+        s.last_schedule_time = Some(tick);
+        match next_tick(&s.cron, now) {
+            Ok(next) => s.next_schedule_time = next,
+            // A pattern with no tick left (its year is past) stops.
+            Err(_) => s.is_paused = true,
+        }
+        q.queue.save_schedule(&s);
+        q.wake.notify_one();
+    }
+}
+
+/// What the destination answered, kept for callbacks and the DLQ.
+struct Answer {
+    status: Option<u16>,
+    header: std::collections::BTreeMap<String, Vec<String>>,
+    body: Vec<u8>,
+    non_retryable: bool,
+}
+
+async fn deliver(q: &Qstash, mut m: Message) {
+    let answer = attempt(q, &m).await;
+    if answer.status.is_some_and(|s| (200..300).contains(&s)) {
+        q.queue.complete(&m.message_id);
+        if let Some(url) = m.callback.clone() {
+            enqueue_callback(q, &m, &url, &answer, None);
+        }
+        return;
+    }
+    m.retried += 1;
+    if m.retried > m.max_retries || answer.non_retryable {
+        let letter = DeadLetter {
+            dlq_id: new_id("dlq_"),
+            failed_at: now_ms(),
+            response_status: answer.status,
+            response_header: answer.header.clone(),
+            response_body: String::from_utf8_lossy(&answer.body).into_owned(),
+            message: m.clone(),
+        };
+        q.queue.bury(&letter);
+        tracing::info!(message = %m.message_id, url = %m.url, status = ?answer.status,
+            "qstash: message moved to the dead-letter queue");
+        if let Some(url) = m.failure_callback.clone() {
+            enqueue_callback(q, &m, &url, &answer, Some(&letter.dlq_id));
+        }
+        return;
+    }
+    q.queue
+        .retry_later(&m, now_ms().saturating_add(m.retry_delay_ms()));
+}
+
+/// One HTTP request to the destination.
+async fn attempt(q: &Qstash, m: &Message) -> Answer {
+    let now = now_ms();
+    let method = reqwest::Method::from_bytes(m.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let signature = signature::sign(
+        &q.keys.current,
+        &m.url,
+        &m.body,
+        now / 1000,
+        &new_id("jwt_"),
+    );
+    let mut req = q
+        .http
+        .request(method, &m.url)
+        .timeout(Duration::from_secs(m.timeout_secs.max(1)))
+        .header("Upstash-Signature", signature)
+        .header("Upstash-Message-Id", &m.message_id)
+        .header("Upstash-Retried", m.retried.to_string())
+        .header("User-Agent", "Upstash-QStash")
+        .body(m.body.clone());
+    if let Some(s) = &m.schedule_id {
+        req = req.header("Upstash-Schedule-Id", s.as_str());
+    }
+    for (name, values) in &m.header {
+        for v in values {
+            req = req.header(name.as_str(), v.as_str());
+        }
+    }
+    match req.send().await {
+        Ok(mut resp) => {
+            let status = resp.status().as_u16();
+            let mut header = std::collections::BTreeMap::<String, Vec<String>>::new();
+            for (k, v) in resp.headers() {
+                if let Ok(v) = v.to_str() {
+                    header
+                        .entry(k.as_str().to_string())
+                        .or_default()
+                        .push(v.to_string());
+                }
+            }
+            let non_retryable = status == NON_RETRYABLE_STATUS
+                && resp
+                    .headers()
+                    .get("upstash-nonretryable-error")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                let room = MAX_RESPONSE_KEPT - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if body.len() >= MAX_RESPONSE_KEPT {
+                    break;
+                }
+            }
+            Answer {
+                status: Some(status),
+                header,
+                body,
+                non_retryable,
+            }
+        }
+        Err(e) => Answer {
+            status: None,
+            header: Default::default(),
+            body: format!("delivery failed: {e}").into_bytes(),
+            non_retryable: false,
+        },
+    }
+}
+
+/// Reports a delivery (or its final failure) to `url`, as QStash's callbacks do:
+/// a JSON body with the response (base64) and the source message.
+fn enqueue_callback(
+    q: &Qstash,
+    source: &Message,
+    url: &str,
+    answer: &Answer,
+    dlq_id: Option<&str>,
+) {
+    let mut body = json!({
+        "status": answer.status.unwrap_or(0),
+        "header": answer.header,
+        "body": STANDARD.encode(&answer.body),
+        "retried": source.retried,
+        "maxRetries": source.max_retries,
+        "sourceMessageId": source.message_id,
+        "url": source.url,
+        "method": source.method,
+        "sourceHeader": source.header,
+        "sourceBody": STANDARD.encode(&source.body),
+        "notBefore": source.not_before,
+        "createdAt": source.created_at,
+        "callerIP": source.caller_ip,
+    });
+    if let Some(id) = dlq_id {
+        body["dlqId"] = id.into();
+    }
+    let now = now_ms();
+    let callback = Message {
+        message_id: new_id("msg_"),
+        url: url.to_string(),
+        method: "POST".into(),
+        header: [(
+            "Content-Type".to_string(),
+            vec!["application/json".to_string()],
+        )]
+        .into(),
+        body: body.to_string().into_bytes(),
+        max_retries: q.config.retries.min(q.config.max_retries),
+        retried: 0,
+        retry_delay: None,
+        not_before: now,
+        created_at: now,
+        callback: None,
+        failure_callback: None,
+        timeout_secs: q.config.timeout_secs,
+        caller_ip: source.caller_ip.clone(),
+        labels: Vec::new(),
+        source_message_id: Some(source.message_id.clone()),
+        schedule_id: None,
+    };
+    let _ = q.queue.enqueue(&callback, None);
+    q.wake.notify_one();
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,668 @@
+//! The QStash-compatible message API under `/v2` on the HTTP listener, so
+//! `@upstash/qstash`'s `Client` (with `QSTASH_URL` pointing here) publishes
+//! messages and its `Receiver` verifies what Tidewire delivers:
+//!
+//! - `POST /v2/publish/<url>`: one message (`Upstash-Delay`, `-Not-Before`,
+//!   `-Retries`, `-Retry-Delay`, `-Method`, `-Timeout`, `-Callback`,
+//!   `-Failure-Callback`, `-Deduplication-Id`, `-Content-Based-Deduplication`,
+//!   `-Forward-*`); 201 `{"messageId","url"}`, 202 with `deduplicated` for a
+//!   repeat;
+//! - `POST /v2/batch`: several, as a JSON array;
+//! - `GET|DELETE /v2/messages/<id>`, `DELETE /v2/messages`: read and cancel;
+//! - `GET|DELETE /v2/dlq[/<id>]`, `POST /v2/dlq/retry`: the dead-letter queue;
+//! - `POST /v2/schedules/<url>` (`Upstash-Cron`), `GET /v2/schedules[/<id>]`,
+//!   `DELETE /v2/schedules/<id>`, `PATCH /v2/schedules/<id>/pause|resume`
+//!   ([`schedule`]);
+//! - `GET /v2/keys`: the signing keys a receiver verifies with.
+//!
+//! Messages live in the keyspace ([`queue`]) and are sent by one delivery loop
+//! ([`delivery`]). URL groups, queues with parallelism and flow control are not
+//! served: a destination must be an http(s) URL.
+
+pub mod delivery;
+pub mod message;
+pub mod queue;
+pub mod retry_delay;
+pub mod schedule;
+pub mod signature;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tidewire_store::Store;
+use tokio::sync::{watch, Notify};
+
+use crate::config::{Config, QstashConfig};
+use message::{Message, Refused};
+use queue::Queue;
+use signature::SigningKeys;
+
+/// Most ids one bulk request names or one page lists.
+const MAX_PAGE: usize = 1000;
+/// A page's size when the request names none.
+const DEFAULT_PAGE: usize = 100;
+
+/// Shared by the routes and the delivery loop.
+pub struct Qstash {
+    pub queue: Queue,
+    pub keys: SigningKeys,
+    tokens: Vec<String>,
+    config: QstashConfig,
+    store: Arc<Store>,
+    http: reqwest::Client,
+    /// Wakes the delivery loop: a message was published or a slot came free.
+    wake: Notify,
+    max_body: usize,
+}
+
+impl Qstash {
+    /// `rest_tokens`: the Upstash REST read-write tokens, used when `[qstash]`
+    /// names none.
+    pub fn new(
+        store: Arc<Store>,
+        config: &Config,
+        rest_tokens: &[String],
+    ) -> anyhow::Result<Arc<Qstash>> {
+        let q = &config.qstash;
+        let tokens = if q.tokens.is_empty() {
+            rest_tokens.to_vec()
+        } else {
+            q.tokens.clone()
+        };
+        let http = reqwest::Client::builder()
+            // A destination's redirect is its answer, as QStash treats it.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Arc::new(Qstash {
+            queue: Queue::new(store.clone(), q.db),
+            keys: SigningKeys::resolve(q, &config.data_dir)?,
+            tokens,
+            config: q.clone(),
+            store,
+            http,
+            wake: Notify::new(),
+            max_body: config.http.max_body_bytes,
+        }))
+    }
+
+    /// The token `QSTASH_TOKEN` should hold (banner, tests).
+    pub fn primary_token(&self) -> &str {
+        self.tokens.first().map_or("", String::as_str)
+    }
+
+    /// Starts the delivery loop.
+    pub fn spawn_delivery(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
+        delivery::run(self.clone(), shutdown)
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+        else {
+            return false;
+        };
+        self.tokens
+            .iter()
+            .any(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())))
+    }
+
+    /// Under `appendfsync always`, returns once the writes up to `seq` are on disk.
+    async fn wait_durable(&self, seq: u64) {
+        if seq > 0 {
+            if let Some(mut durable) = self.store.durable_waiter() {
+                durable.wait_for(seq).await;
+            }
+        }
+    }
+
+    /// Stores a publish and answers as QStash does; the answer is sent once the
+    /// message is durable (under `appendfsync always`).
+    async fn accept(&self, publish: message::Publish) -> (StatusCode, Value) {
+        let m = &publish.message;
+        let (result, seq) = self.queue.enqueue(m, publish.dedup.as_deref());
+        self.wait_durable(seq).await;
+        match result {
+            Ok(()) => {
+                self.wake.notify_one();
+                (
+                    StatusCode::CREATED,
+                    json!({ "messageId": m.message_id, "url": m.url }),
+                )
+            }
+            Err(first) => (
+                StatusCode::ACCEPTED,
+                json!({ "messageId": first, "url": m.url, "deduplicated": true }),
+            ),
+        }
+    }
+}
+
+/// The routes, refusing requests without a valid token.
+pub fn routes(q: Arc<Qstash>) -> Router {
+    Router::new()
+        .route("/v2/publish/{*destination}", post(publish))
+        .route("/v2/batch", post(batch))
+        .route("/v2/messages", axum::routing::delete(cancel_many))
+        .route("/v2/messages/{id}", get(get_message).delete(cancel_one))
+        .route("/v2/dlq", get(list_dlq).delete(delete_dlq_many))
+        .route("/v2/dlq/retry", post(retry_dlq))
+        .route("/v2/dlq/{id}", get(get_dlq).delete(delete_dlq_one))
+        .route("/v2/schedules", get(list_schedules))
+        .route("/v2/schedules/{*rest}", axum::routing::any(schedules))
+        .route("/v2/keys", get(keys))
+        .layer(axum::middleware::from_fn_with_state(
+            q.clone(),
+            require_token,
+        ))
+        .with_state(q)
+}
+
+async fn require_token(
+    State(q): State<Arc<Qstash>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !q.authorized(req.headers()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: invalid or missing QStash token",
+        );
+    }
+    next.run(req).await
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+fn refused(r: Refused) -> Response {
+    error(
+        StatusCode::from_u16(r.0).unwrap_or(StatusCode::BAD_REQUEST),
+        &r.1,
+    )
+}
+
+async fn read_body(q: &Qstash, body: Body) -> Result<Vec<u8>, Response> {
+    axum::body::to_bytes(body, q.max_body)
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("message body larger than {} bytes", q.max_body),
+            )
+        })
+}
+
+fn caller_ip(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// The destination as the client wrote it after `/v2/publish/`, with the query
+/// (the destination's own).
+fn raw_destination(req: &Request) -> String {
+    let path = req.uri().path();
+    let mut dest = decode_destination(path.strip_prefix("/v2/publish/").unwrap_or(path));
+    if let Some(query) = req.uri().query() {
+        dest.push('?');
+        dest.push_str(query);
+    }
+    dest
+}
+
+/// A destination percent-encoded as a whole (`https%3A%2F%2F…`) is decoded;
+/// otherwise it is taken as written.
+fn decode_destination(rest: &str) -> String {
+    let lower = rest.get(..8).unwrap_or(rest).to_ascii_lowercase();
+    if lower.starts_with("http%3a") || lower.starts_with("https%3a") {
+        percent_encoding::percent_decode_str(rest)
+            .decode_utf8_lossy()
+            .into_owned()
+    } else {
+        rest.to_string()
+    }
+}
+
+async fn publish(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let destination = raw_destination(&req);
+    let ip = caller_ip(&req);
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&q, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let publish = match Message::from_publish(
+        &destination,
+        &parts.headers,
+        body,
+        &q.config,
+        delivery::now_ms(),
+        &ip,
+    ) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
+    };
+    let (status, reply) = q.accept(publish).await;
+    (status, axum::Json(reply)).into_response()
+}
+
+/// `[{"destination","headers":{…},"body"}, …]`: each entry as one publish.
+async fn batch(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let ip = caller_ip(&req);
+    let body = match read_body(&q, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(Value::Array(entries)) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "batch body must be a JSON array of messages",
+        );
+    };
+    if entries.len() > MAX_PAGE {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("a batch holds at most {MAX_PAGE} messages"),
+        );
+    }
+    // Every entry is checked before any is stored: a bad one fails the batch.
+    let mut publishes = Vec::with_capacity(entries.len());
+    let now = delivery::now_ms();
+    for entry in &entries {
+        let Some(destination) = entry.get("destination").and_then(Value::as_str) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "every batch entry needs a destination",
+            );
+        };
+        if entry.get("queue").is_some() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "queues are not supported by Tidewire",
+            );
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(map) = entry.get("headers").and_then(Value::as_object) {
+            for (k, v) in map {
+                let (Ok(name), Some(Ok(value))) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    v.as_str().map(HeaderValue::from_str),
+                ) else {
+                    return error(StatusCode::BAD_REQUEST, &format!("invalid header {k:?}"));
+                };
+                headers.append(name, value);
+            }
+        }
+        let body = match entry.get("body") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(other) => other.to_string().into_bytes(),
+        };
+        match Message::from_publish(destination, &headers, body, &q.config, now, &ip) {
+            Ok(p) => publishes.push(p),
+            Err(r) => return refused(r),
+        }
+    }
+    let mut replies = Vec::with_capacity(publishes.len());
+    for p in publishes {
+        replies.push(q.accept(p).await.1);
+    }
+    axum::Json(Value::Array(replies)).into_response()
+}
+
+async fn get_message(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
+    match q.queue.get(&id) {
+        Some(m) => axum::Json(m.to_json()).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("message {id} not found")),
+    }
+}
+
+async fn cancel_one(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
+    if q.queue.cancel(&id) {
+        axum::Json(json!({ "cancelled": 1 })).into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, &format!("message {id} not found"))
+    }
+}
+
+/// Query pairs, percent-decoded, repeated names kept.
+fn query_pairs(req_query: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    req_query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// What a bulk request names: ids, or (none named) a page of everything.
+struct Bulk {
+    ids: Vec<String>,
+    count: usize,
+    cursor: usize,
+    /// Filters on the listed entries (`url`, `messageId`).
+    url: Option<String>,
+    message_id: Option<String>,
+}
+
+fn bulk(query: Option<&str>, ids_name: &str) -> Bulk {
+    let mut b = Bulk {
+        ids: Vec::new(),
+        count: DEFAULT_PAGE,
+        cursor: 0,
+        url: None,
+        message_id: None,
+    };
+    for (k, v) in query_pairs(query) {
+        match k.as_str() {
+            "count" => b.count = v.parse().unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
+            "cursor" => b.cursor = v.parse().unwrap_or(0),
+            "url" => b.url = Some(v),
+            "messageId" => b.message_id = Some(v),
+            k if k == ids_name && b.ids.len() < MAX_PAGE => b.ids.push(v),
+            _ => {}
+        }
+    }
+    b
+}
+
+/// The next page's cursor, when `listed` filled the page.
+fn next_cursor(b: &Bulk, listed: usize) -> Option<String> {
+    (listed == b.count).then(|| (b.cursor + listed).to_string())
+}
+
+async fn cancel_many(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let b = bulk(req.uri().query(), "messageIds");
+    let (ids, cursor) = if b.ids.is_empty() {
+        // Cancelling removes what it lists, so every page starts at the front.
+        let ids = q.queue.scheduled(0, b.count);
+        let more = ids.len() == b.count;
+        (ids, more.then(|| "0".to_string()))
+    } else {
+        (b.ids.clone(), None)
+    };
+    let cancelled = ids
+        .iter()
+        .filter(|id| {
+            let keep = b
+                .url
+                .as_ref()
+                .is_none_or(|u| q.queue.get(id).is_some_and(|m| &m.url == u));
+            keep && q.queue.cancel(id)
+        })
+        .count();
+    let mut reply = json!({ "cancelled": cancelled });
+    if let Some(c) = cursor {
+        reply["cursor"] = c.into();
+    }
+    axum::Json(reply).into_response()
+}
+
+fn dlq_matches(b: &Bulk, l: &queue::DeadLetter) -> bool {
+    b.url.as_ref().is_none_or(|u| &l.message.url == u)
+        && b.message_id
+            .as_ref()
+            .is_none_or(|id| &l.message.message_id == id)
+}
+
+/// The DLQ entries a bulk request names, and the cursor of the next page.
+fn dlq_selection(q: &Qstash, b: &Bulk) -> (Vec<queue::DeadLetter>, Option<String>) {
+    if !b.ids.is_empty() {
+        let letters = b
+            .ids
+            .iter()
+            .filter_map(|id| q.queue.dead_letter(id))
+            .collect();
+        return (letters, None);
+    }
+    let ids = q.queue.dead_letters(b.cursor, b.count);
+    let cursor = next_cursor(b, ids.len());
+    let letters = ids
+        .iter()
+        .filter_map(|id| q.queue.dead_letter(id))
+        .filter(|l| dlq_matches(b, l))
+        .collect();
+    (letters, cursor)
+}
+
+async fn list_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let b = bulk(req.uri().query(), "dlqIds");
+    let (letters, cursor) = dlq_selection(&q, &b);
+    let mut reply = json!({
+        "messages": letters.iter().map(queue::DeadLetter::to_json).collect::<Vec<_>>(),
+    });
+    if let Some(c) = cursor {
+        reply["cursor"] = c.into();
+    }
+    axum::Json(reply).into_response()
+}
+
+async fn get_dlq(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
+    match q.queue.dead_letter(&id) {
+        Some(l) => axum::Json(l.to_json()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("dlq message {id} not found"),
+        ),
+    }
+}
+
+async fn delete_dlq_one(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
+    if q.queue.forget_dead_letter(&id) {
+        axum::Json(json!({ "deleted": 1 })).into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            &format!("dlq message {id} not found"),
+        )
+    }
+}
+
+async fn delete_dlq_many(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let mut b = bulk(req.uri().query(), "dlqIds");
+    // Deleting removes what it lists: every page of "all" starts at the front.
+    b.cursor = 0;
+    let (letters, cursor) = dlq_selection(&q, &b);
+    let deleted = letters
+        .iter()
+        .filter(|l| q.queue.forget_dead_letter(&l.dlq_id))
+        .count();
+    let mut reply = json!({ "deleted": deleted });
+    if let Some(c) = cursor.filter(|_| b.ids.is_empty()) {
+        reply["cursor"] = c.into();
+    }
+    axum::Json(reply).into_response()
+}
+
+/// Publishes each named DLQ entry again as a new message with its retries reset,
+/// and removes it from the DLQ.
+async fn retry_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let mut b = bulk(req.uri().query(), "dlqIds");
+    b.cursor = 0;
+    let (letters, cursor) = dlq_selection(&q, &b);
+    let now = delivery::now_ms();
+    let mut responses = Vec::with_capacity(letters.len());
+    for l in letters {
+        let mut m = l.message.clone();
+        m.message_id = message::new_id("msg_");
+        m.retried = 0;
+        m.not_before = now;
+        m.created_at = now;
+        let (status, reply) = q
+            .accept(message::Publish {
+                message: m,
+                dedup: None,
+            })
+            .await;
+        if status == StatusCode::CREATED {
+            q.queue.forget_dead_letter(&l.dlq_id);
+            responses.push(json!({ "messageId": reply["messageId"] }));
+        }
+    }
+    let mut reply = json!({ "responses": responses });
+    if let Some(c) = cursor.filter(|_| b.ids.is_empty()) {
+        reply["cursor"] = c.into();
+    }
+    axum::Json(reply).into_response()
+}
+
+async fn list_schedules(State(q): State<Arc<Qstash>>) -> Response {
+    let all: Vec<Value> = q
+        .queue
+        .schedules()
+        .iter()
+        .map(schedule::Schedule::to_json)
+        .collect();
+    axum::Json(Value::Array(all)).into_response()
+}
+
+/// `/v2/schedules/<rest>`: one route, as a destination URL (POST) holds slashes
+/// an id (GET, DELETE, PATCH …/pause) does not.
+async fn schedules(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let path = req.uri().path();
+    let rest = path
+        .strip_prefix("/v2/schedules/")
+        .unwrap_or("")
+        .to_string();
+    let method = req.method().clone();
+    let not_found = |id: &str| error(StatusCode::NOT_FOUND, &format!("schedule {id} not found"));
+    match method.as_str() {
+        "POST" => create_schedule(q, req).await,
+        "GET" => match q.queue.schedule(&rest) {
+            Some(s) => axum::Json(s.to_json()).into_response(),
+            None => not_found(&rest),
+        },
+        "DELETE" => match q.queue.delete_schedule(&rest) {
+            (true, seq) => {
+                q.wait_durable(seq).await;
+                StatusCode::OK.into_response()
+            }
+            (false, _) => not_found(&rest),
+        },
+        "PATCH" => {
+            let (id, pause) = match rest.rsplit_once('/') {
+                Some((id, "pause")) => (id, true),
+                Some((id, "resume")) => (id, false),
+                _ => return error(StatusCode::NOT_FOUND, "Not Found"),
+            };
+            let Some(mut s) = q.queue.schedule(id) else {
+                return not_found(id);
+            };
+            if s.is_paused != pause {
+                s.is_paused = pause;
+                if !pause {
+                    match schedule::next_tick(&s.cron, delivery::now_ms()) {
+                        Ok(next) => s.next_schedule_time = next,
+                        Err(r) => return refused(r),
+                    }
+                }
+                let seq = q.queue.save_schedule(&s);
+                q.wait_durable(seq).await;
+                q.wake.notify_one();
+            }
+            StatusCode::OK.into_response()
+        }
+        _ => error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed"),
+    }
+}
+
+/// A schedule from a publish-shaped request with `Upstash-Cron`;
+/// `Upstash-Schedule-Id` names it (replacing the schedule of that id).
+async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let destination = {
+        let rest = path.strip_prefix("/v2/schedules/").unwrap_or("");
+        let mut d = decode_destination(rest);
+        if let Some(query) = req.uri().query() {
+            d.push('?');
+            d.push_str(query);
+        }
+        d
+    };
+    let ip = caller_ip(&req);
+    let (parts, body) = req.into_parts();
+    let Some(cron) = parts
+        .headers
+        .get("upstash-cron")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    else {
+        return error(StatusCode::BAD_REQUEST, "Upstash-Cron header is required");
+    };
+    let body = match read_body(&q, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = delivery::now_ms();
+    let next = match schedule::next_tick(cron, now) {
+        Ok(t) => t,
+        Err(r) => return refused(r),
+    };
+    // Not-before means nothing for a template; its delay applies to each tick.
+    let mut headers = parts.headers.clone();
+    headers.remove("upstash-not-before");
+    let publish = match Message::from_publish(&destination, &headers, body, &q.config, now, &ip) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
+    };
+    let id = match parts
+        .headers
+        .get("upstash-schedule-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        Some(id) if id.len() <= 256 && !id.contains('/') => id.to_string(),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "invalid Upstash-Schedule-Id"),
+        None => message::new_id("scd_"),
+    };
+    let created_at = q.queue.schedule(&id).map_or(now, |old| old.created_at);
+    let template = publish.message;
+    let s = schedule::Schedule {
+        schedule_id: id.clone(),
+        cron: cron.to_string(),
+        delay_ms: template.not_before.saturating_sub(now),
+        template,
+        created_at,
+        is_paused: false,
+        last_schedule_time: None,
+        next_schedule_time: next,
+    };
+    let seq = q.queue.save_schedule(&s);
+    q.wait_durable(seq).await;
+    q.wake.notify_one();
+    axum::Json(json!({ "scheduleId": id })).into_response()
+}
+
+async fn keys(State(q): State<Arc<Qstash>>) -> Response {
+    axum::Json(json!({ "current": q.keys.current, "next": q.keys.next })).into_response()
+}

@@ -1,0 +1,389 @@
+//! Messages kept in the keyspace, so they are persisted with it (AOF, snapshots),
+//! survive restarts, and can be inspected with redis-cli. In database
+//! `[qstash] db` (14 by default):
+//!
+//! - `qstash:message:<id>`: the message as JSON;
+//! - `qstash:due`: sorted set of message ids by the unix ms of their next attempt;
+//!   a message being delivered is pushed to the end of its delivery's timeout, so a
+//!   crash mid-delivery means a new attempt after restart (at least once);
+//! - `qstash:dedup:<id>`: the message id a deduplication id first published;
+//! - `qstash:dlq` / `qstash:dlq:<dlqId>`: the dead-letter queue, by failure time;
+//! - `qstash:schedule:<id>`: a schedule as JSON, `qstash:schedules` its id by
+//!   creation time, `qstash:schedules:due` the active ones by their next tick.
+//!
+//! Every operation runs as ordinary commands through `Store::execute` on an
+//! internal client, so the append-only log records them with everything else.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tidewire_store::{Client, Outcome, Reply, Store};
+
+use super::message::Message;
+use super::schedule::Schedule;
+
+const DUE: &str = "qstash:due";
+const DLQ: &str = "qstash:dlq";
+const SCHEDULES: &str = "qstash:schedules";
+const SCHEDULES_DUE: &str = "qstash:schedules:due";
+/// How long a publisher's deduplication id is remembered (as QStash: 90 days).
+pub const DEDUP_SECS: u64 = 90 * 86_400;
+
+/// A message that used up its retries, with the last response it got.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub dlq_id: String,
+    pub message: Message,
+    /// Unix ms it was moved here.
+    pub failed_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<u16>,
+    #[serde(default)]
+    pub response_header: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub response_body: String,
+}
+
+impl DeadLetter {
+    /// QStash's view of a DLQ entry: the message's fields and the response's.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.message.to_json();
+        v["dlqId"] = self.dlq_id.clone().into();
+        if let Some(s) = self.response_status {
+            v["responseStatus"] = s.into();
+        }
+        v["responseHeader"] = serde_json::json!(self.response_header);
+        v["responseBody"] = self.response_body.clone().into();
+        v
+    }
+}
+
+/// The keyspace side of the message API.
+pub struct Queue {
+    store: Arc<Store>,
+    client: Mutex<Client>,
+}
+
+impl Queue {
+    pub fn new(store: Arc<Store>, db: usize) -> Queue {
+        // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
+        let mut c = store.new_client("qstash".into(), "internal".into(), "qstash");
+        c.authenticated = true;
+        c.no_block = true;
+        c.internal = true;
+        c.select(db);
+        Queue {
+            store,
+            client: Mutex::new(c),
+        }
+    }
+
+    /// Runs commands in order on the internal client; returns their replies and
+    /// the write-log sequence of their writes (to wait on under `appendfsync always`).
+    fn run(&self, commands: &[Vec<Bytes>]) -> (Vec<Reply>, u64) {
+        let mut client = self.client.lock();
+        tidewire_store::exec::take_write_seq();
+        let mut replies = Vec::with_capacity(commands.len());
+        for argv in commands {
+            let mut out = Vec::with_capacity(1);
+            match self.store.execute(&mut client, argv, &mut out) {
+                Outcome::Replies => replies.push(out.pop().unwrap_or(Reply::Null)),
+                Outcome::Blocked(b) => {
+                    self.store.blocking.unregister(&b.waiter, &b.keys);
+                    replies.push(Reply::Null);
+                }
+            }
+        }
+        (replies, tidewire_store::exec::take_write_seq())
+    }
+
+    fn one(&self, argv: Vec<Bytes>) -> Reply {
+        self.run(&[argv]).0.pop().unwrap_or(Reply::Null)
+    }
+
+    /// Stores a new message and schedules it. With a deduplication id already
+    /// seen, stores nothing and returns the first message's id.
+    pub fn enqueue(&self, m: &Message, dedup: Option<&str>) -> (Result<(), String>, u64) {
+        self.enqueue_dedup_for(m, dedup, DEDUP_SECS)
+    }
+
+    /// [`Queue::enqueue`], remembering the deduplication id `dedup_secs`.
+    pub fn enqueue_dedup_for(
+        &self,
+        m: &Message,
+        dedup: Option<&str>,
+        dedup_secs: u64,
+    ) -> (Result<(), String>, u64) {
+        let mut seq = 0;
+        if let Some(d) = dedup {
+            let (mut r, s) = self.run(&[argv(&[
+                "SET",
+                &format!("qstash:dedup:{d}"),
+                &m.message_id,
+                "NX",
+                "GET",
+                "EX",
+                &dedup_secs.max(1).to_string(),
+            ])]);
+            seq = s;
+            if let Some(Reply::Bulk(first)) = r.pop() {
+                return (Err(String::from_utf8_lossy(&first).into_owned()), seq);
+            }
+        }
+        let (_, s) = self.run(&[self.save_cmd(m), zadd(DUE, m.not_before, &m.message_id)]);
+        (Ok(()), seq.max(s))
+    }
+
+    fn save_cmd(&self, m: &Message) -> Vec<Bytes> {
+        let json = serde_json::to_vec(m).unwrap_or_default();
+        vec![
+            Bytes::from_static(b"SET"),
+            Bytes::from(message_key(&m.message_id)),
+            Bytes::from(json),
+        ]
+    }
+
+    pub fn get(&self, id: &str) -> Option<Message> {
+        match self.one(argv(&["GET", &message_key(id)])) {
+            Reply::Bulk(b) => serde_json::from_slice(&b).ok(),
+            _ => None,
+        }
+    }
+
+    /// Ids of messages due by `now_ms`, at most `count`, earliest first. The
+    /// caller leases each ([`Queue::reschedule`]) before delivering it.
+    pub fn claim_due(&self, now_ms: u64, count: usize) -> Vec<String> {
+        let reply = self.one(argv(&[
+            "ZRANGEBYSCORE",
+            DUE,
+            "-inf",
+            &now_ms.to_string(),
+            "LIMIT",
+            "0",
+            &count.to_string(),
+        ]));
+        reply
+            .into_array()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Bulk(b) => String::from_utf8(b.to_vec()).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Pushes `id`'s next attempt to `at_ms` (if it is still scheduled).
+    pub fn reschedule(&self, id: &str, at_ms: u64) {
+        self.one(argv(&["ZADD", DUE, "XX", &at_ms.to_string(), id]));
+    }
+
+    /// The earliest next attempt, if any message is scheduled.
+    pub fn next_due(&self) -> Option<u64> {
+        first_score(self.one(argv(&["ZRANGE", DUE, "0", "0", "WITHSCORES"])))
+    }
+
+    /// A delivered message leaves the queue.
+    pub fn complete(&self, id: &str) {
+        self.run(&[argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])]);
+    }
+
+    /// A failed attempt with retries left: stores the new count, schedules the next.
+    /// XX on both: a message cancelled during its delivery stays cancelled.
+    pub fn retry_later(&self, m: &Message, at_ms: u64) {
+        let mut save = self.save_cmd(m);
+        save.push(Bytes::from_static(b"XX"));
+        self.run(&[
+            save,
+            argv(&["ZADD", DUE, "XX", &at_ms.to_string(), &m.message_id]),
+        ]);
+    }
+
+    /// Cancels a scheduled message; whether it was there.
+    pub fn cancel(&self, id: &str) -> bool {
+        let (r, _) = self.run(&[argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])]);
+        matches!(r.first(), Some(Reply::Int(1)))
+    }
+
+    /// Ids of scheduled messages, in order of their next attempt.
+    pub fn scheduled(&self, from: usize, count: usize) -> Vec<String> {
+        ids(self.one(argv(&[
+            "ZRANGE",
+            DUE,
+            &from.to_string(),
+            &(from + count).saturating_sub(1).to_string(),
+        ])))
+    }
+
+    /// Moves a message that used up its retries to the dead-letter queue.
+    pub fn bury(&self, letter: &DeadLetter) {
+        let json = serde_json::to_vec(letter).unwrap_or_default();
+        let id = &letter.message.message_id;
+        self.run(&[
+            vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from(dlq_key(&letter.dlq_id)),
+                Bytes::from(json),
+            ],
+            zadd(DLQ, letter.failed_at, &letter.dlq_id),
+            argv(&["ZREM", DUE, id]),
+            argv(&["DEL", &message_key(id)]),
+        ]);
+    }
+
+    pub fn dead_letter(&self, dlq_id: &str) -> Option<DeadLetter> {
+        match self.one(argv(&["GET", &dlq_key(dlq_id)])) {
+            Reply::Bulk(b) => serde_json::from_slice(&b).ok(),
+            _ => None,
+        }
+    }
+
+    /// DLQ ids, oldest failure first.
+    pub fn dead_letters(&self, from: usize, count: usize) -> Vec<String> {
+        ids(self.one(argv(&[
+            "ZRANGE",
+            DLQ,
+            &from.to_string(),
+            &(from + count).saturating_sub(1).to_string(),
+        ])))
+    }
+
+    pub fn forget_dead_letter(&self, dlq_id: &str) -> bool {
+        let (r, _) = self.run(&[
+            argv(&["ZREM", DLQ, dlq_id]),
+            argv(&["DEL", &dlq_key(dlq_id)]),
+        ]);
+        matches!(r.first(), Some(Reply::Int(1)))
+    }
+}
+
+impl Queue {
+    /// Stores a schedule (new or replaced), due at its next tick unless paused.
+    pub fn save_schedule(&self, s: &Schedule) -> u64 {
+        let json = serde_json::to_vec(s).unwrap_or_default();
+        let id = &s.schedule_id;
+        let due = if s.is_paused {
+            argv(&["ZREM", SCHEDULES_DUE, id])
+        } else {
+            zadd(SCHEDULES_DUE, s.next_schedule_time, id)
+        };
+        let (_, seq) = self.run(&[
+            vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from(schedule_key(id)),
+                Bytes::from(json),
+            ],
+            argv(&["ZADD", SCHEDULES, "NX", &s.created_at.to_string(), id]),
+            due,
+        ]);
+        seq
+    }
+
+    pub fn schedule(&self, id: &str) -> Option<Schedule> {
+        match self.one(argv(&["GET", &schedule_key(id)])) {
+            Reply::Bulk(b) => serde_json::from_slice(&b).ok(),
+            _ => None,
+        }
+    }
+
+    /// Every schedule, oldest first.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        ids(self.one(argv(&["ZRANGE", SCHEDULES, "0", "-1"])))
+            .iter()
+            .filter_map(|id| self.schedule(id))
+            .collect()
+    }
+
+    /// Active schedules whose next tick is due by `now_ms`: (id, tick).
+    pub fn due_schedules(&self, now_ms: u64, count: usize) -> Vec<(String, u64)> {
+        let items = self
+            .one(argv(&[
+                "ZRANGEBYSCORE",
+                SCHEDULES_DUE,
+                "-inf",
+                &now_ms.to_string(),
+                "WITHSCORES",
+                "LIMIT",
+                "0",
+                &count.to_string(),
+            ]))
+            .into_array()
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(items.len() / 2);
+        let mut it = items.into_iter();
+        while let (Some(id), Some(score)) = (it.next(), it.next()) {
+            if let (Some(id), Some(tick)) = (ids(Reply::Array(vec![id])).pop(), score_of(&score)) {
+                out.push((id, tick));
+            }
+        }
+        out
+    }
+
+    /// The earliest next tick of an active schedule.
+    pub fn next_schedule_due(&self) -> Option<u64> {
+        first_score(self.one(argv(&["ZRANGE", SCHEDULES_DUE, "0", "0", "WITHSCORES"])))
+    }
+
+    pub fn delete_schedule(&self, id: &str) -> (bool, u64) {
+        let (r, seq) = self.run(&[
+            argv(&["DEL", &schedule_key(id)]),
+            argv(&["ZREM", SCHEDULES, id]),
+            argv(&["ZREM", SCHEDULES_DUE, id]),
+        ]);
+        (matches!(r.first(), Some(Reply::Int(1))), seq)
+    }
+}
+
+fn first_score(reply: Reply) -> Option<u64> {
+    score_of(reply.into_array()?.get(1)?)
+}
+
+fn score_of(score: &Reply) -> Option<u64> {
+    match score {
+        Reply::Bulk(s) => std::str::from_utf8(s)
+            .ok()?
+            .parse::<f64>()
+            .ok()
+            .map(|f| f as u64),
+        Reply::Double(d) => Some(*d as u64),
+        _ => None,
+    }
+}
+
+fn schedule_key(id: &str) -> String {
+    format!("qstash:schedule:{id}")
+}
+
+fn message_key(id: &str) -> String {
+    format!("qstash:message:{id}")
+}
+
+fn dlq_key(id: &str) -> String {
+    format!("qstash:dlq:{id}")
+}
+
+fn argv(parts: &[&str]) -> Vec<Bytes> {
+    parts
+        .iter()
+        .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+        .collect()
+}
+
+fn zadd(key: &str, score: u64, member: &str) -> Vec<Bytes> {
+    argv(&["ZADD", key, &score.to_string(), member])
+}
+
+fn ids(reply: Reply) -> Vec<String> {
+    reply
+        .into_array()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| match r {
+            Reply::Bulk(b) => String::from_utf8(b.to_vec()).ok(),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,563 @@
+//! The QStash-compatible API over real HTTP: publish, signed delivery to a local
+//! receiver, delay, retries into the dead-letter queue, callbacks, cancel,
+//! deduplication, limits, and delivery after a restart.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tidewire_server::{Config, Server};
+
+/// A request the receiver got.
+#[derive(Clone, Debug)]
+struct Got {
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+}
+
+/// A local HTTP endpoint that records what it receives and answers with the
+/// statuses it is given, in turn (the last one repeats).
+#[derive(Clone)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Got>>>,
+    statuses: Arc<Mutex<Vec<u16>>>,
+    url: String,
+}
+
+async fn record(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    r.got.lock().push(Got {
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let mut s = r.statuses.lock();
+    let status = if s.len() > 1 { s.remove(0) } else { s[0] };
+    (
+        StatusCode::from_u16(status).unwrap(),
+        format!("answer {status}"),
+    )
+}
+
+async fn receiver(statuses: &[u16]) -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let r = Receiver {
+        got: Arc::default(),
+        statuses: Arc::new(Mutex::new(statuses.to_vec())),
+        url: format!("http://{}/hook", listener.local_addr().unwrap()),
+    };
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::any(record))
+        .with_state(r.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    r
+}
+
+impl Receiver {
+    fn got(&self) -> Vec<Got> {
+        self.got.lock().clone()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<Got> {
+        assert!(
+            common::eventually(|| async { self.got.lock().len() >= n }).await,
+            "{} of {n} deliveries arrived",
+            self.got.lock().len()
+        );
+        self.got()
+    }
+}
+
+struct Q {
+    server: Option<Server>,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut c = Config {
+        port: 0,
+        http_port: 0,
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    c.redis.push(("appendonly".into(), "yes".into()));
+    c
+}
+
+async fn start_in(dir: &std::path::Path) -> Q {
+    let server = tidewire_server::start(config(dir))
+        .await
+        .expect("server starts");
+    Q {
+        base: format!("http://{}/v2", server.http_addr),
+        token: server.rest.tokens.primary().to_string(),
+        server: Some(server),
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Q {
+    fn keys(&self) -> (String, String) {
+        let q = self.server.as_ref().unwrap().qstash.as_ref().unwrap();
+        (q.keys.current.clone(), q.keys.next.clone())
+    }
+
+    async fn publish(&self, url: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/publish/{url}", self.base))
+            .bearer_auth(&self.token)
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Verifies a JWT as a receiver does; returns its claims.
+fn verify(key: &str, token: &str) -> Option<Value> {
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(parts[2]).ok()?)
+        .ok()?;
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).ok()?).ok()
+}
+
+#[tokio::test]
+async fn published_message_arrives_signed_with_forwarded_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let r = receiver(&[200]).await;
+    let (status, reply) = q
+        .publish(
+            &r.url,
+            r#"{"eventId":"evt_123"}"#,
+            &[
+                ("content-type", "application/json"),
+                ("upstash-forward-x-tenant", "t1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let id = reply["messageId"].as_str().unwrap().to_string();
+    assert_eq!(reply["url"], r.url.as_str());
+    let got = r.wait_for(1).await;
+    let h = &got[0].headers;
+    assert_eq!(got[0].body, r#"{"eventId":"evt_123"}"#);
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-tenant"], "t1");
+    assert_eq!(h["upstash-message-id"], id.as_str());
+    assert_eq!(h["upstash-retried"], "0");
+    assert!(
+        h.get("authorization").is_none(),
+        "the QStash token stays with the publisher"
+    );
+    let (current, next) = q.keys();
+    let sig = h["upstash-signature"].to_str().unwrap();
+    let claims = verify(&current, sig).expect("signed with the current key");
+    assert!(verify(&next, sig).is_none());
+    assert_eq!(claims["iss"], "Upstash");
+    assert_eq!(claims["sub"], r.url.as_str());
+    assert_eq!(
+        claims["body"],
+        URL_SAFE
+            .encode(Sha256::digest(br#"{"eventId":"evt_123"}"#))
+            .as_str()
+    );
+    // Delivered: it left the queue.
+    assert!(
+        common::eventually(|| async {
+            q.call(reqwest::Method::GET, &format!("/messages/{id}"))
+                .await
+                .0
+                == 404
+        })
+        .await
+    );
+    let (status, keys) = q.call(reqwest::Method::GET, "/keys").await;
+    assert_eq!(
+        (status, keys),
+        (200, json!({"current": current, "next": next}))
+    );
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn delay_holds_the_message_and_cancel_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let r = receiver(&[200]).await;
+    let sent = Instant::now();
+    let (_, reply) = q.publish(&r.url, "later", &[("upstash-delay", "1s")]).await;
+    let id = reply["messageId"].as_str().unwrap().to_string();
+    let (status, m) = q
+        .call(reqwest::Method::GET, &format!("/messages/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(m["url"], r.url.as_str());
+    assert_eq!(m["body"], "later");
+    assert!(m["notBefore"].as_u64().unwrap() >= m["createdAt"].as_u64().unwrap() + 1000);
+    let got = r.wait_for(1).await;
+    assert!(got[0].at.duration_since(sent) >= Duration::from_millis(900));
+
+    let (_, reply) = q.publish(&r.url, "never", &[("upstash-delay", "1h")]).await;
+    let id = reply["messageId"].as_str().unwrap().to_string();
+    let path = format!("/messages/{id}");
+    assert_eq!(
+        q.call(reqwest::Method::DELETE, &path).await,
+        (200, json!({"cancelled": 1}))
+    );
+    assert_eq!(q.call(reqwest::Method::GET, &path).await.0, 404);
+    assert_eq!(q.call(reqwest::Method::DELETE, &path).await.0, 404);
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn failures_are_retried_then_dead_lettered_with_callbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    // Two failures, then success: three attempts, counted in Upstash-Retried.
+    let flaky = receiver(&[500, 503, 200]).await;
+    let callback = receiver(&[200]).await;
+    let (_, reply) = q
+        .publish(
+            &flaky.url,
+            "x",
+            &[
+                ("upstash-retries", "3"),
+                ("upstash-retry-delay", "50"),
+                ("upstash-callback", &callback.url),
+            ],
+        )
+        .await;
+    let got = flaky.wait_for(3).await;
+    let retried: Vec<_> = got
+        .iter()
+        .map(|g| g.headers["upstash-retried"].clone())
+        .collect();
+    assert_eq!(retried, ["0", "1", "2"]);
+    let cb = callback.wait_for(1).await;
+    let report: Value = serde_json::from_slice(&cb[0].body).unwrap();
+    assert_eq!(report["status"], 200);
+    assert_eq!(report["sourceMessageId"], reply["messageId"]);
+    assert_eq!(
+        report["body"],
+        base64::engine::general_purpose::STANDARD.encode("answer 200")
+    );
+    let (current, _) = q.keys();
+    assert!(verify(
+        &current,
+        cb[0].headers["upstash-signature"].to_str().unwrap()
+    )
+    .is_some());
+
+    // Always failing: 1 + 1 retry, then the DLQ and the failure callback.
+    let down = receiver(&[500]).await;
+    let failure = receiver(&[200]).await;
+    let (_, reply) = q
+        .publish(
+            &down.url,
+            "y",
+            &[
+                ("upstash-retries", "1"),
+                ("upstash-retry-delay", "50"),
+                ("upstash-failure-callback", &failure.url),
+            ],
+        )
+        .await;
+    let cb = failure.wait_for(1).await;
+    assert_eq!(down.got().len(), 2);
+    let report: Value = serde_json::from_slice(&cb[0].body).unwrap();
+    assert_eq!(report["status"], 500);
+    assert_eq!(report["sourceMessageId"], reply["messageId"]);
+    let (status, dlq) = q.call(reqwest::Method::GET, "/dlq").await;
+    assert_eq!(status, 200);
+    let entry = &dlq["messages"][0];
+    assert_eq!(entry["messageId"], reply["messageId"]);
+    assert_eq!(entry["responseStatus"], 500);
+    assert_eq!(entry["responseBody"], "answer 500");
+    assert_eq!(entry["dlqId"], report["dlqId"]);
+    // Retried from the DLQ: a new message, delivered once the endpoint is back.
+    *down.statuses.lock() = vec![200];
+    let dlq_id = entry["dlqId"].as_str().unwrap();
+    let (status, retried) = q
+        .call(
+            reqwest::Method::POST,
+            &format!("/dlq/retry?dlqIds={dlq_id}"),
+        )
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_ne!(retried["responses"][0]["messageId"], reply["messageId"]);
+    down.wait_for(3).await;
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/dlq").await.1["messages"],
+        json!([])
+    );
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn deduplication_and_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let r = receiver(&[200]).await;
+    let h = [("upstash-deduplication-id", "order-1")];
+    let (s1, first) = q.publish(&r.url, "a", &h).await;
+    let (s2, second) = q.publish(&r.url, "a", &h).await;
+    assert_eq!((s1, s2), (201, 202));
+    assert_eq!(first["messageId"], second["messageId"]);
+    assert_eq!(second["deduplicated"], true);
+    let other = receiver(&[200]).await;
+    let batch = json!([
+        {"destination": other.url, "headers": {"Content-Type": "text/plain"}, "body": "b1"},
+        {"destination": other.url, "body": "b2"},
+    ]);
+    let resp = q
+        .http
+        .post(format!("{}/batch", q.base))
+        .bearer_auth(&q.token)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ids: Value = resp.json().await.unwrap();
+    assert_eq!(ids.as_array().unwrap().len(), 2);
+    let got = other.wait_for(2).await;
+    let mut bodies: Vec<_> = got.iter().map(|g| g.body.clone()).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["b1", "b2"]);
+    // The duplicate was never delivered.
+    r.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(r.got().len(), 1);
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_cost_only_their_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let r = receiver(&[200]).await;
+    let unauthorized = q
+        .http
+        .post(format!("{}/publish/{}", q.base, r.url))
+        .bearer_auth("wrong")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let (status, err) = q.publish("my-url-group", "x", &[]).await;
+    assert_eq!(status, 400);
+    assert!(err["error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid destination"));
+    for bad in [
+        ("upstash-delay", "soon"),
+        ("upstash-retries", "1000"),
+        ("upstash-retry-delay", "pow(2,"),
+        ("upstash-callback", "not a url"),
+    ] {
+        assert_eq!(q.publish(&r.url, "x", &[bad]).await.0, 400, "{bad:?}");
+    }
+    // A body over the HTTP listener's limit is refused without being stored.
+    let huge = "x".repeat(11 * 1024 * 1024);
+    assert_eq!(q.publish(&r.url, &huge, &[]).await.0, 413);
+    // The server stops reading the oversized body and closes that connection.
+    q.http = reqwest::Client::new();
+    let batch = q
+        .http
+        .post(format!("{}/batch", q.base))
+        .bearer_auth(&q.token)
+        .json(&json!([{"destination": r.url, "body": "ok"}, {"destination": "nope"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(batch.status(), 400, "a bad entry fails the whole batch");
+    // None of it was queued; a good publish still goes through.
+    assert_eq!(q.publish(&r.url, "fine", &[]).await.0, 201);
+    let got = r.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(r.got().len(), 1, "{got:?}");
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn an_accepted_message_is_delivered_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let r = receiver(&[200]).await;
+    let (status, reply) = q
+        .publish(&r.url, "survives", &[("upstash-delay", "1s")])
+        .await;
+    assert_eq!(status, 201);
+    q.stop().await;
+    assert!(r.got().is_empty());
+    let mut q = start_in(dir.path()).await;
+    let got = r.wait_for(1).await;
+    assert_eq!(got[0].body, "survives");
+    assert_eq!(
+        got[0].headers["upstash-message-id"],
+        reply["messageId"].as_str().unwrap()
+    );
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn schedules_fire_at_their_tick_and_can_be_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let r = receiver(&[200]).await;
+    let resp = q
+        .http
+        .post(format!("{}/schedules/{}", q.base, r.url))
+        .bearer_auth(&q.token)
+        .header("Upstash-Cron", "0 4 * * *")
+        .header("Upstash-Forward-X-Job", "nightly")
+        .body("report")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.json::<Value>().await.unwrap()["scheduleId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, s) = q
+        .call(reqwest::Method::GET, &format!("/schedules/{id}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(s["cron"], "0 4 * * *");
+    assert_eq!(s["destination"], r.url.as_str());
+    assert_eq!(s["isPaused"], false);
+    let next = s["nextScheduleTime"].as_u64().unwrap();
+    assert_eq!(next % 86_400_000, 4 * 3_600_000, "04:00 UTC");
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/schedules").await.1[0]["scheduleId"],
+        id.as_str()
+    );
+
+    // The tick comes: bring it forward in the keyspace instead of waiting a day.
+    let server = q.server.as_ref().unwrap();
+    let mut redis = common::redis_conn(server).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let _: () = redis::pipe()
+        .cmd("SELECT")
+        .arg(14)
+        .ignore()
+        .cmd("ZADD")
+        .arg("qstash:schedules:due")
+        .arg(now)
+        .arg(&id)
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let got = r.wait_for(1).await;
+    assert_eq!(got[0].body, "report");
+    assert_eq!(got[0].headers["x-job"], "nightly");
+    assert_eq!(got[0].headers["upstash-schedule-id"], id.as_str());
+    let (_, s) = q
+        .call(reqwest::Method::GET, &format!("/schedules/{id}"))
+        .await;
+    assert_eq!(
+        s["nextScheduleTime"].as_u64().unwrap() % 86_400_000,
+        4 * 3_600_000
+    );
+    assert!(s["lastScheduleTime"].as_u64().is_some());
+
+    // Paused, a due tick does not fire; resumed, the next tick is computed anew.
+    let pause = format!("/schedules/{id}/pause");
+    assert_eq!(q.call(reqwest::Method::PATCH, &pause).await.0, 200);
+    assert_eq!(
+        q.call(reqwest::Method::GET, &format!("/schedules/{id}"))
+            .await
+            .1["isPaused"],
+        true
+    );
+    let _: () = redis::pipe()
+        .cmd("SELECT")
+        .arg(14)
+        .ignore()
+        .cmd("ZADD")
+        .arg("qstash:schedules:due")
+        .arg(now)
+        .arg(&id)
+        .ignore()
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // The loop looks at least once a second: a paused schedule stays silent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(r.got().len(), 1);
+    assert_eq!(
+        q.call(reqwest::Method::PATCH, &format!("/schedules/{id}/resume"))
+            .await
+            .0,
+        200
+    );
+    let (_, s) = q
+        .call(reqwest::Method::GET, &format!("/schedules/{id}"))
+        .await;
+    assert_eq!(s["isPaused"], false);
+    assert!(s["nextScheduleTime"].as_u64().unwrap() > now);
+
+    let path = format!("/schedules/{id}");
+    assert_eq!(q.call(reqwest::Method::DELETE, &path).await.0, 200);
+    assert_eq!(q.call(reqwest::Method::GET, &path).await.0, 404);
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/schedules").await.1,
+        json!([])
+    );
+    let bad = q
+        .http
+        .post(format!("{}/schedules/{}", q.base, r.url))
+        .bearer_auth(&q.token)
+        .header("Upstash-Cron", "every day")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    q.stop().await;
+}
