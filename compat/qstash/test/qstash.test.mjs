@@ -445,3 +445,41 @@ test("schedules: create, get, list, pause, resume and delete through client.sche
   );
   assert.equal(ep.requests.length, 0, "no tick came during the test");
 });
+
+test("a Next.js route wrapped in verifySignatureAppRouter (docs/qstash.md) accepts Tidewire's deliveries and refuses forged ones", async (t) => {
+  const { verifySignatureAppRouter } = await import("@upstash/qstash/nextjs");
+  const handled = [];
+  // The route as docs/qstash.md writes it: a web Request in, a Response out.
+  const POST = verifySignatureAppRouter(
+    async (req) => {
+      handled.push(await req.json());
+      return new Response("ok");
+    },
+    { currentSigningKey: keys.current, nextSigningKey: keys.next, devMode: false },
+  );
+  // Served by node:http, turning each request into a web Request as Next.js does.
+  const statuses = [];
+  const ep = await endpoint(t, async (entry) => {
+    const res = await POST(
+      new Request(`http://127.0.0.1${entry.path}`, { method: "POST", headers: entry.headers, body: entry.body }),
+    );
+    statuses.push(res.status);
+    return { status: res.status, body: await res.text() };
+  });
+  const url = ep.url("/api/webhooks/stripe");
+  await client.publishJSON({ url, body: { eventId: "evt_123" } });
+  await waitFor(() => handled.length === 1, 10000, "the route handled the delivery");
+  assert.deepEqual(handled, [{ eventId: "evt_123" }]);
+  assert.deepEqual(statuses, [200]);
+
+  // A request that did not come from Tidewire never reaches the handler.
+  const forged = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", "upstash-signature": "eyJhbGciOiJIUzI1NiJ9.e30.x" },
+    body: JSON.stringify({ eventId: "evt_forged" }),
+  });
+  assert.notEqual(forged.status, 200);
+  const unsigned = await fetch(url, { method: "POST", body: "{}" });
+  assert.equal(unsigned.status, 403);
+  assert.equal(handled.length, 1);
+});
