@@ -392,11 +392,34 @@ test("a wrong token is refused with 401 and nothing is published", async (t) => 
   assert.equal(ep.requests.length, 0);
 });
 
-test("a destination that is not an http(s) URL (URL group) is refused with 400", async () => {
-  await assert.rejects(client.publishJSON({ urlGroup: "my-url-group", body: { x: 1 } }), (e) => {
-    assert.equal(e.status, 400, String(e));
-    return true;
-  });
+test("URL groups: urlGroups.addEndpoints / get / list / removeEndpoints / delete, and publishJSON({ urlGroup }) fans out", async (t) => {
+  const [a, b] = [await endpoint(t), await endpoint(t)];
+  const group = uniq("orders");
+  await client.urlGroups.addEndpoints({ name: group, endpoints: [{ name: "billing", url: a.url("/billing") }] });
+  await client.urlGroups.addEndpoints({ name: group, endpoints: [{ name: "shipping", url: b.url("/shipping") }] });
+  const g = await client.urlGroups.get(group);
+  assert.equal(g.name, group);
+  assert.deepEqual(g.endpoints, [
+    { name: "billing", url: a.url("/billing") },
+    { name: "shipping", url: b.url("/shipping") },
+  ]);
+  assert.ok((await client.urlGroups.list()).some((x) => x.name === group));
+
+  const res = await client.publishJSON({ urlGroup: group, body: { order: 7 } });
+  assert.ok(Array.isArray(res) && res.length === 2, JSON.stringify(res));
+  assert.deepEqual(res.map((r) => r.url), [a.url("/billing"), b.url("/shipping")]);
+  const [toA] = await a.got("/billing");
+  const [toB] = await b.got("/shipping");
+  assert.equal(toA.body, JSON.stringify({ order: 7 }));
+  await assertSigned(toA, a.url("/billing"));
+  await assertSigned(toB, b.url("/shipping"));
+
+  await client.urlGroups.removeEndpoints({ name: group, endpoints: [{ name: "shipping" }] });
+  assert.deepEqual((await client.urlGroups.get(group)).endpoints, [{ name: "billing", url: a.url("/billing") }]);
+  await client.urlGroups.delete(group);
+  await assertNotFound(client.urlGroups.get(group));
+  await assertNotFound(client.publishJSON({ urlGroup: group, body: {} }));
+  await assert.rejects(client.publishJSON({ url: "ftp://files.example/x", body: {} }), (e) => e.status === 400);
 });
 
 test("schedules: create, get, list, pause, resume and delete through client.schedules", async (t) => {

@@ -384,12 +384,13 @@ async fn bad_requests_cost_only_their_sender() {
         .await
         .unwrap();
     assert_eq!(unauthorized.status(), 401);
-    let (status, err) = q.publish("my-url-group", "x", &[]).await;
+    let (status, err) = q.publish("ftp://files.example/x", "x", &[]).await;
     assert_eq!(status, 400);
     assert!(err["error"]
         .as_str()
         .unwrap()
         .contains("invalid destination"));
+    assert_eq!(q.publish("no-such-group", "x", &[]).await.0, 404);
     for bad in [
         ("upstash-delay", "soon"),
         ("upstash-retries", "1000"),
@@ -407,7 +408,7 @@ async fn bad_requests_cost_only_their_sender() {
         .http
         .post(format!("{}/batch", q.base))
         .bearer_auth(&q.token)
-        .json(&json!([{"destination": r.url, "body": "ok"}, {"destination": "nope"}]))
+        .json(&json!([{"destination": r.url, "body": "ok"}, {"destination": "ftp://nope"}]))
         .send()
         .await
         .unwrap();
@@ -559,5 +560,95 @@ async fn schedules_fire_at_their_tick_and_can_be_paused() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn a_url_group_fans_a_message_out_to_its_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let (a, b) = (receiver(&[200]).await, receiver(&[500]).await);
+    let add = |eps: Value| {
+        q.http
+            .post(format!("{}/topics/orders/endpoints", q.base))
+            .bearer_auth(&q.token)
+            .json(&json!({ "endpoints": eps }))
+            .send()
+    };
+    assert_eq!(
+        add(json!([{"name": "billing", "url": a.url}]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        add(json!([{"name": "shipping", "url": b.url}]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (status, g) = q.call(reqwest::Method::GET, "/topics/orders").await;
+    assert_eq!(status, 200);
+    assert_eq!(g["name"], "orders");
+    assert_eq!(
+        g["endpoints"],
+        json!([{"name": "billing", "url": a.url}, {"name": "shipping", "url": b.url}])
+    );
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/topics").await.1[0]["name"],
+        "orders"
+    );
+
+    let (status, reply) = q
+        .publish("orders", "order 7", &[("upstash-retries", "0")])
+        .await;
+    assert_eq!(status, 201, "{reply}");
+    let sent = reply.as_array().expect("one answer per endpoint");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["url"], a.url.as_str());
+    assert_eq!(sent[1]["url"], b.url.as_str());
+    assert_eq!(a.wait_for(1).await[0].body, "order 7");
+    assert_eq!(b.wait_for(1).await[0].body, "order 7");
+    // Each endpoint's message fails or succeeds on its own: only shipping's is
+    // dead-lettered, with the group and the endpoint named.
+    assert!(
+        common::eventually(|| async {
+            q.call(reqwest::Method::GET, "/dlq").await.1["messages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1)
+        })
+        .await
+    );
+    let (_, dlq) = q.call(reqwest::Method::GET, "/dlq").await;
+    assert_eq!(dlq["messages"][0]["topicName"], "orders");
+    assert_eq!(dlq["messages"][0]["endpointName"], "shipping");
+    assert_eq!(dlq["messages"][0]["url"], b.url.as_str());
+
+    // Removing by name; the last endpoint removed deletes the group.
+    let remove = |eps: Value| {
+        q.http
+            .delete(format!("{}/topics/orders/endpoints", q.base))
+            .bearer_auth(&q.token)
+            .json(&json!({ "endpoints": eps }))
+            .send()
+    };
+    assert_eq!(
+        remove(json!([{"name": "shipping"}]))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/topics/orders").await.1["endpoints"],
+        json!([{"name": "billing", "url": a.url}])
+    );
+    assert_eq!(remove(json!([{"url": a.url}])).await.unwrap().status(), 200);
+    assert_eq!(q.call(reqwest::Method::GET, "/topics/orders").await.0, 404);
+    let (status, err) = q.publish("orders", "x", &[]).await;
+    assert_eq!(status, 404, "{err}");
+    assert_eq!(q.publish("not a group!", "x", &[]).await.0, 400);
     q.stop().await;
 }

@@ -106,11 +106,17 @@ fn fire_schedules(q: &Qstash, now: u64) {
             q.queue.save_schedule(&s);
             continue;
         }
-        let firing = s.firing(tick, now);
-        let dedup = format!("schedule:{id}:{tick}");
-        let _ = q
-            .queue
-            .enqueue_dedup_for(&firing, Some(&dedup), SCHEDULE_DEDUP_SECS);
+        let group = s
+            .template
+            .url_group
+            .as_deref()
+            .and_then(|g| q.queue.url_group(g));
+        for firing in s.firings(group.as_ref(), tick, now) {
+            let dedup = format!("schedule:{id}:{tick}:{}", firing.url);
+            let _ = q
+                .queue
+                .enqueue_dedup_for(&firing, Some(&dedup), SCHEDULE_DEDUP_SECS);
+        }
         s.last_schedule_time = Some(tick);
         match next_tick(&s.cron, now) {
             Ok(next) => s.next_schedule_time = next,
@@ -253,6 +259,9 @@ fn enqueue_callback(
         "notBefore": source.not_before,
         "createdAt": source.created_at,
         "callerIP": source.caller_ip,
+        "topicName": source.url_group.as_deref().unwrap_or(""),
+        "endpointName": source.endpoint_name.as_deref().unwrap_or(""),
+        "scheduleId": source.schedule_id.as_deref().unwrap_or(""),
     });
     if let Some(id) = dlq_id {
         body["dlqId"] = id.into();
@@ -280,6 +289,8 @@ fn enqueue_callback(
         labels: Vec::new(),
         source_message_id: Some(source.message_id.clone()),
         schedule_id: None,
+        url_group: None,
+        endpoint_name: None,
     };
     let _ = q.queue.enqueue(&callback, None);
     q.wake.notify_one();

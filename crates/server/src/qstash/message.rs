@@ -52,6 +52,11 @@ pub struct Message {
     /// For a schedule's firing: the schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<String>,
+    /// Published to a URL group: the group, and the endpoint's name in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_name: Option<String>,
 }
 
 /// A request QStash refuses: its status and message.
@@ -198,6 +203,8 @@ impl Message {
                 labels,
                 source_message_id: None,
                 schedule_id: None,
+                url_group: None,
+                endpoint_name: None,
             },
             dedup,
         })
@@ -245,12 +252,24 @@ impl Message {
         if let Some(s) = &self.schedule_id {
             v["scheduleId"] = json!(s);
         }
+        if let Some(g) = &self.url_group {
+            v["topicName"] = json!(g);
+        }
+        if let Some(e) = &self.endpoint_name {
+            v["endpointName"] = json!(e);
+        }
         if !self.labels.is_empty() {
             v["label"] = json!(self.labels[0]);
             v["labels"] = json!(self.labels);
         }
         v
     }
+}
+
+/// Whether a destination is meant as a URL (else it names a URL group).
+pub fn is_url(dest: &str) -> bool {
+    let lower = dest.get(..6).unwrap_or(dest).to_ascii_lowercase();
+    lower.starts_with("http:") || lower.starts_with("https:")
 }
 
 /// A destination must be an absolute http(s) URL. A client that builds the
@@ -268,7 +287,7 @@ pub fn destination(url: &str) -> Result<String, Refused> {
     }
     Err(Refused::bad(format!(
         "invalid destination url: {url:?}: Tidewire delivers to http:// and https:// URLs \
-         (URL groups and APIs are not supported)"
+         or the name of a URL group (APIs are not supported)"
     )))
 }
 

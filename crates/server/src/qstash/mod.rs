@@ -13,11 +13,14 @@
 //! - `POST /v2/schedules/<url>` (`Upstash-Cron`), `GET /v2/schedules[/<id>]`,
 //!   `DELETE /v2/schedules/<id>`, `PATCH /v2/schedules/<id>/pause|resume`
 //!   ([`schedule`]);
+//! - `GET|DELETE /v2/topics[/<name>]`, `POST|DELETE /v2/topics/<name>/endpoints`:
+//!   URL groups ([`url_group`]); a publish or schedule to a group's name fans out
+//!   to its endpoints;
 //! - `GET /v2/keys`: the signing keys a receiver verifies with.
 //!
 //! Messages live in the keyspace ([`queue`]) and are sent by one delivery loop
-//! ([`delivery`]). URL groups, queues with parallelism and flow control are not
-//! served: a destination must be an http(s) URL.
+//! ([`delivery`]). Queues with their own parallelism and flow control are not
+//! served.
 
 pub mod delivery;
 pub mod message;
@@ -25,6 +28,7 @@ pub mod queue;
 pub mod retry_delay;
 pub mod schedule;
 pub mod signature;
+pub mod url_group;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -154,6 +158,73 @@ impl Qstash {
     }
 }
 
+impl Qstash {
+    /// The messages a publish to `dest` makes: one for a URL, one per endpoint
+    /// for the name of a URL group (404 if there is no such group).
+    fn expand(
+        &self,
+        dest: &str,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        now: u64,
+        ip: &str,
+    ) -> Result<Vec<message::Publish>, Refused> {
+        if message::is_url(dest) || !url_group::valid_name(dest) {
+            return Ok(vec![Message::from_publish(
+                dest,
+                headers,
+                body,
+                &self.config,
+                now,
+                ip,
+            )?]);
+        }
+        let group = self
+            .queue
+            .url_group(dest)
+            .ok_or_else(|| Refused(404, format!("url group {dest} not found")))?;
+        group
+            .endpoints
+            .iter()
+            .map(|e| {
+                let mut p =
+                    Message::from_publish(&e.url, headers, body.clone(), &self.config, now, ip)?;
+                p.message.url_group = Some(group.name.clone());
+                p.message.endpoint_name = e.name.clone();
+                // One deduplication id covers the publish: each endpoint's message.
+                if let Some(d) = p.dedup.as_mut() {
+                    d.push(':');
+                    d.push_str(&e.url);
+                }
+                Ok(p)
+            })
+            .collect()
+    }
+
+    /// Stores what a publish expanded to: one answer for a URL, an array for a
+    /// group. The status is the first message's (201, or 202 if deduplicated).
+    async fn accept_all(
+        &self,
+        dest: &str,
+        publishes: Vec<message::Publish>,
+    ) -> (StatusCode, Value) {
+        let to_group = !message::is_url(dest);
+        let mut status = StatusCode::CREATED;
+        let mut replies = Vec::with_capacity(publishes.len());
+        for p in publishes {
+            let (s, reply) = self.accept(p).await;
+            if replies.is_empty() {
+                status = s;
+            }
+            replies.push(reply);
+        }
+        match (to_group, replies.len()) {
+            (false, 1) => (status, replies.pop().unwrap_or(Value::Null)),
+            _ => (status, Value::Array(replies)),
+        }
+    }
+}
+
 /// The routes, refusing requests without a valid token.
 pub fn routes(q: Arc<Qstash>) -> Router {
     Router::new()
@@ -166,6 +237,15 @@ pub fn routes(q: Arc<Qstash>) -> Router {
         .route("/v2/dlq/{id}", get(get_dlq).delete(delete_dlq_one))
         .route("/v2/schedules", get(list_schedules))
         .route("/v2/schedules/{*rest}", axum::routing::any(schedules))
+        .route("/v2/topics", get(list_url_groups))
+        .route(
+            "/v2/topics/{name}",
+            get(get_url_group).delete(delete_url_group),
+        )
+        .route(
+            "/v2/topics/{name}/endpoints",
+            post(add_endpoints).delete(remove_endpoints),
+        )
         .route("/v2/keys", get(keys))
         .layer(axum::middleware::from_fn_with_state(
             q.clone(),
@@ -251,18 +331,11 @@ async fn publish(State(q): State<Arc<Qstash>>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let publish = match Message::from_publish(
-        &destination,
-        &parts.headers,
-        body,
-        &q.config,
-        delivery::now_ms(),
-        &ip,
-    ) {
+    let publishes = match q.expand(&destination, &parts.headers, body, delivery::now_ms(), &ip) {
         Ok(p) => p,
         Err(r) => return refused(r),
     };
-    let (status, reply) = q.accept(publish).await;
+    let (status, reply) = q.accept_all(&destination, publishes).await;
     (status, axum::Json(reply)).into_response()
 }
 
@@ -318,14 +391,14 @@ async fn batch(State(q): State<Arc<Qstash>>, req: Request) -> Response {
             Some(Value::String(s)) => s.clone().into_bytes(),
             Some(other) => other.to_string().into_bytes(),
         };
-        match Message::from_publish(destination, &headers, body, &q.config, now, &ip) {
-            Ok(p) => publishes.push(p),
+        match q.expand(destination, &headers, body, now, &ip) {
+            Ok(p) => publishes.push((destination, p)),
             Err(r) => return refused(r),
         }
     }
     let mut replies = Vec::with_capacity(publishes.len());
-    for p in publishes {
-        replies.push(q.accept(p).await.1);
+    for (destination, p) in publishes {
+        replies.push(q.accept_all(destination, p).await.1);
     }
     axum::Json(Value::Array(replies)).into_response()
 }
@@ -630,10 +703,31 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
     // Not-before means nothing for a template; its delay applies to each tick.
     let mut headers = parts.headers.clone();
     headers.remove("upstash-not-before");
-    let publish = match Message::from_publish(&destination, &headers, body, &q.config, now, &ip) {
+    // A group's schedule keeps the group's name and fans out at each tick, to the
+    // endpoints the group has then.
+    let group = if message::is_url(&destination) || !url_group::valid_name(&destination) {
+        None
+    } else {
+        match q.queue.url_group(&destination) {
+            Some(g) => Some(g),
+            None => {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!("url group {destination} not found"),
+                )
+            }
+        }
+    };
+    let template_url = group
+        .as_ref()
+        .and_then(|g| g.endpoints.first())
+        .map_or(destination.as_str(), |e| e.url.as_str());
+    let mut publish = match Message::from_publish(template_url, &headers, body, &q.config, now, &ip)
+    {
         Ok(p) => p,
         Err(r) => return refused(r),
     };
+    publish.message.url_group = group.map(|g| g.name);
     let id = match parts
         .headers
         .get("upstash-schedule-id")
@@ -661,6 +755,117 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
     q.wait_durable(seq).await;
     q.wake.notify_one();
     axum::Json(json!({ "scheduleId": id })).into_response()
+}
+
+async fn list_url_groups(State(q): State<Arc<Qstash>>) -> Response {
+    let all: Vec<Value> = q
+        .queue
+        .url_groups()
+        .iter()
+        .map(url_group::UrlGroup::to_json)
+        .collect();
+    axum::Json(Value::Array(all)).into_response()
+}
+
+async fn get_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
+    match q.queue.url_group(&name) {
+        Some(g) => axum::Json(g.to_json()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("url group {name} not found"),
+        ),
+    }
+}
+
+async fn delete_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
+    match q.queue.delete_url_group(&name) {
+        (true, seq) => {
+            q.wait_durable(seq).await;
+            StatusCode::OK.into_response()
+        }
+        (false, _) => error(
+            StatusCode::NOT_FOUND,
+            &format!("url group {name} not found"),
+        ),
+    }
+}
+
+/// Adds endpoints to a group, creating it; an endpoint with a URL already in the
+/// group replaces it (so its name can change).
+async fn add_endpoints(
+    State(q): State<Arc<Qstash>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    if !url_group::valid_name(&name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a url group name has only letters, digits, '-', '_' and '.' (at most 128)",
+        );
+    }
+    let body = match read_body(&q, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let added = match url_group::parse_endpoints(&body, true) {
+        Ok(e) => e,
+        Err(r) => return refused(r),
+    };
+    let now = delivery::now_ms();
+    let mut g = q.queue.url_group(&name).unwrap_or(url_group::UrlGroup {
+        name: name.clone(),
+        created_at: now,
+        updated_at: now,
+        endpoints: Vec::new(),
+    });
+    for e in added {
+        g.endpoints.retain(|old| old.url != e.url);
+        g.endpoints.push(e);
+    }
+    if g.endpoints.len() > url_group::MAX_ENDPOINTS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "a url group holds at most {} endpoints",
+                url_group::MAX_ENDPOINTS
+            ),
+        );
+    }
+    g.updated_at = now;
+    let seq = q.queue.save_url_group(&g);
+    q.wait_durable(seq).await;
+    StatusCode::OK.into_response()
+}
+
+/// Removes the endpoints matching by name or by URL; a group left empty goes.
+async fn remove_endpoints(
+    State(q): State<Arc<Qstash>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    let body = match read_body(&q, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let removed = match url_group::parse_endpoints(&body, false) {
+        Ok(e) => e,
+        Err(r) => return refused(r),
+    };
+    let Some(mut g) = q.queue.url_group(&name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("url group {name} not found"),
+        );
+    };
+    g.endpoints.retain(|e| {
+        !removed.iter().any(|r| {
+            (!r.url.is_empty() && r.url == e.url) || (r.name.is_some() && r.name == e.name)
+        })
+    });
+    g.updated_at = delivery::now_ms();
+    let seq = q.queue.save_url_group(&g);
+    q.wait_durable(seq).await;
+    StatusCode::OK.into_response()
 }
 
 async fn keys(State(q): State<Arc<Qstash>>) -> Response {

@@ -83,7 +83,7 @@ impl Queue {
 
     /// Runs commands in order on the internal client; returns their replies and
     /// the write-log sequence of their writes (to wait on under `appendfsync always`).
-    fn run(&self, commands: &[Vec<Bytes>]) -> (Vec<Reply>, u64) {
+    pub(super) fn run(&self, commands: &[Vec<Bytes>]) -> (Vec<Reply>, u64) {
         let mut client = self.client.lock();
         tidewire_store::exec::take_write_seq();
         let mut replies = Vec::with_capacity(commands.len());
@@ -100,7 +100,7 @@ impl Queue {
         (replies, tidewire_store::exec::take_write_seq())
     }
 
-    fn one(&self, argv: Vec<Bytes>) -> Reply {
+    pub(super) fn one(&self, argv: Vec<Bytes>) -> Reply {
         self.run(&[argv]).0.pop().unwrap_or(Reply::Null)
     }
 
@@ -365,7 +365,7 @@ fn dlq_key(id: &str) -> String {
     format!("qstash:dlq:{id}")
 }
 
-fn argv(parts: &[&str]) -> Vec<Bytes> {
+pub(super) fn argv(parts: &[&str]) -> Vec<Bytes> {
     parts
         .iter()
         .map(|p| Bytes::copy_from_slice(p.as_bytes()))
@@ -376,7 +376,7 @@ fn zadd(key: &str, score: u64, member: &str) -> Vec<Bytes> {
     argv(&["ZADD", key, &score.to_string(), member])
 }
 
-fn ids(reply: Reply) -> Vec<String> {
+pub(super) fn ids(reply: Reply) -> Vec<String> {
     reply
         .into_array()
         .unwrap_or_default()

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::message::{new_id, Message, Refused};
+use super::url_group::UrlGroup;
 
 /// A schedule as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -63,15 +64,30 @@ pub fn next_tick(cron: &str, after_ms: u64) -> Result<u64, Refused> {
 }
 
 impl Schedule {
-    /// The message the tick at `tick_ms` publishes.
-    pub fn firing(&self, tick_ms: u64, now_ms: u64) -> Message {
-        let mut m = self.template.clone();
-        m.message_id = new_id("msg_");
-        m.created_at = now_ms;
-        m.not_before = tick_ms.max(now_ms) + self.delay_ms;
-        m.retried = 0;
-        m.schedule_id = Some(self.schedule_id.clone());
-        m
+    /// The messages the tick at `tick_ms` publishes: one, or one per endpoint of
+    /// the URL group the schedule targets (`group`: that group as it is now; none
+    /// left, nothing is published).
+    pub fn firings(&self, group: Option<&UrlGroup>, tick_ms: u64, now_ms: u64) -> Vec<Message> {
+        let one = |url: &str, endpoint: Option<&String>| {
+            let mut m = self.template.clone();
+            m.message_id = new_id("msg_");
+            m.created_at = now_ms;
+            m.not_before = tick_ms.max(now_ms) + self.delay_ms;
+            m.retried = 0;
+            m.schedule_id = Some(self.schedule_id.clone());
+            m.url = url.to_string();
+            m.endpoint_name = endpoint.cloned();
+            m
+        };
+        match (&self.template.url_group, group) {
+            (None, _) => vec![one(&self.template.url, None)],
+            (Some(_), Some(g)) => g
+                .endpoints
+                .iter()
+                .map(|e| one(&e.url, e.name.as_ref()))
+                .collect(),
+            (Some(_), None) => Vec::new(),
+        }
     }
 
     /// QStash's view of a schedule.
@@ -81,7 +97,7 @@ impl Schedule {
             "scheduleId": self.schedule_id,
             "cron": self.cron,
             "createdAt": self.created_at,
-            "destination": t.url,
+            "destination": t.url_group.as_deref().unwrap_or(&t.url),
             "method": t.method,
             "header": t.header,
             "retries": t.max_retries,
