@@ -506,3 +506,43 @@ test("a Next.js route wrapped in verifySignatureAppRouter (docs/qstash.md) accep
   assert.equal(unsigned.status, 403);
   assert.equal(handled.length, 1);
 });
+
+test("queues: client.queue({ queueName }).upsert / enqueueJSON / get / list / pause / resume / delete, delivered in order", async (t) => {
+  const ep = await endpoint(t, async () => {
+    await sleep(50);
+    return {};
+  });
+  const queueName = uniq("emails");
+  const queue = client.queue({ queueName });
+  await queue.upsert({ parallelism: 1 });
+  let info = await queue.get();
+  assert.equal(info.name, queueName);
+  assert.equal(info.parallelism, 1);
+  assert.equal(info.paused, false);
+  assert.ok((await queue.list()).some((q) => q.name === queueName));
+
+  const path = `/${uniq("q")}`;
+  for (let i = 0; i < 5; i++) {
+    const { messageId } = await queue.enqueueJSON({ url: ep.url(path), body: { n: i } });
+    assert.match(messageId, /^msg_/);
+  }
+  const got = await ep.got(path, 5);
+  assert.deepEqual(got.map((r) => JSON.parse(r.body).n), [0, 1, 2, 3, 4]);
+  await assertSigned(got[0], ep.url(path));
+
+  // Paused: messages wait (lag counts them); resumed: they are delivered.
+  await queue.pause();
+  const later = `/${uniq("paused")}`;
+  await queue.enqueueJSON({ url: ep.url(later), body: { n: 5 } });
+  await queue.enqueueJSON({ url: ep.url(later), body: { n: 6 } });
+  await sleep(300);
+  assert.equal(ep.at(later).length, 0);
+  info = await queue.get();
+  assert.equal(info.paused, true);
+  assert.equal(info.lag, 2);
+  await queue.resume();
+  assert.deepEqual((await ep.got(later, 2)).map((r) => JSON.parse(r.body).n), [5, 6]);
+
+  await queue.delete();
+  await assertNotFound(queue.get());
+});

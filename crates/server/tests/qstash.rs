@@ -3,6 +3,7 @@
 //! deduplication, limits, and delivery after a restart.
 
 mod common;
+mod persistence_support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +18,9 @@ use parking_lot::Mutex;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tidewire_server::{Config, Server};
+
+/// Bodies a slow endpoint got, with when each request started and ended.
+type Runs = Arc<Mutex<Vec<(String, Instant, Instant)>>>;
 
 /// A request the receiver got.
 #[derive(Clone, Debug)]
@@ -651,4 +655,193 @@ async fn a_url_group_fans_a_message_out_to_its_endpoints() {
     assert_eq!(status, 404, "{err}");
     assert_eq!(q.publish("not a group!", "x", &[]).await.0, 400);
     q.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_delivers_in_order_within_its_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    // A slow endpoint: with parallelism 1 the next message may start only once
+    // the previous one was answered.
+    let got: Runs = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/slow",
+            axum::routing::post(|State(got): State<Runs>, body: String| async move {
+                let start = Instant::now();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                got.lock().push((body, start, Instant::now()));
+                "ok"
+            }),
+        )
+        .with_state(got.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    for i in 0..5 {
+        let r = q
+            .http
+            .post(format!("{}/enqueue/emails/{url}", q.base))
+            .bearer_auth(&q.token)
+            .body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let (status, queue) = q.call(reqwest::Method::GET, "/queues/emails").await;
+    assert_eq!(status, 200);
+    assert_eq!(queue["parallelism"], 1, "made by its first message");
+    assert!(common::eventually(|| async { got.lock().len() == 5 }).await);
+    let done = got.lock().clone();
+    let order: Vec<_> = done.iter().map(|(b, _, _)| b.as_str()).collect();
+    assert_eq!(order, ["m0", "m1", "m2", "m3", "m4"]);
+    for pair in done.windows(2) {
+        assert!(pair[1].1 >= pair[0].2, "one at a time: {:?}", order);
+    }
+
+    // Paused, nothing starts; lag counts what waits. Resumed, it drains.
+    let upsert = |body: Value| {
+        q.http
+            .post(format!("{}/queues", q.base))
+            .bearer_auth(&q.token)
+            .json(&body)
+            .send()
+    };
+    let r = upsert(json!({"queueName": "emails", "parallelism": 3, "paused": true}));
+    assert_eq!(r.await.unwrap().status(), 200);
+    for i in 5..8 {
+        q.http
+            .post(format!("{}/enqueue/emails/{url}", q.base))
+            .bearer_auth(&q.token)
+            .body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(got.lock().len(), 5);
+    let (_, queue) = q.call(reqwest::Method::GET, "/queues/emails").await;
+    assert_eq!(
+        (queue["paused"].clone(), queue["lag"].clone()),
+        (json!(true), json!(3))
+    );
+    assert_eq!(
+        q.call(reqwest::Method::POST, "/queues/emails/resume")
+            .await
+            .0,
+        200
+    );
+    assert!(common::eventually(|| async { got.lock().len() == 8 }).await);
+    // With parallelism 3, the three ran together.
+    let last3: Vec<_> = got.lock()[5..].to_vec();
+    assert!(last3[2].1 < last3[0].2, "{last3:?}");
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/queues").await.1[0]["name"],
+        "emails"
+    );
+    assert_eq!(
+        q.call(reqwest::Method::DELETE, "/queues/emails").await.0,
+        200
+    );
+    assert_eq!(q.call(reqwest::Method::GET, "/queues/emails").await.0, 404);
+    assert_eq!(
+        upsert(json!({"queueName": "x", "parallelism": 0}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    q.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_message_in_flight_at_shutdown_is_delivered_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    // The first attempt hangs past the shutdown; later ones answer at once.
+    let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hang", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route(
+            "/hang",
+            axum::routing::post(
+                |State(calls): State<Arc<Mutex<Vec<String>>>>, body: String| async move {
+                    let first = {
+                        let mut c = calls.lock();
+                        c.push(body);
+                        c.len() == 1
+                    };
+                    if first {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    "ok"
+                },
+            ),
+        )
+        .with_state(calls.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let r = q
+        .http
+        .post(format!("{}/enqueue/jobs/{url}", q.base))
+        .bearer_auth(&q.token)
+        .body("job 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(common::eventually(|| async { calls.lock().len() == 1 }).await);
+    q.stop().await;
+    let mut q = start_in(dir.path()).await;
+    assert!(
+        common::eventually(|| async { calls.lock().len() == 2 }).await,
+        "the interrupted delivery is made again"
+    );
+    assert_eq!(calls.lock()[1], "job 1");
+    q.stop().await;
+}
+
+/// Through the real binary, whose allocator counts memory for `maxmemory`.
+#[tokio::test]
+async fn a_publish_the_store_refuses_is_not_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = persistence_support::start(
+        dir.path(),
+        &[("maxmemory", "1"), ("maxmemory-policy", "noeviction")],
+    );
+    let r = receiver(&[200]).await;
+    let token = std::fs::read_to_string(dir.path().join("data/rest-token")).unwrap();
+    let publish = || {
+        reqwest::Client::new()
+            .post(format!(
+                "http://127.0.0.1:{}/v2/publish/{}",
+                node.http_port, r.url
+            ))
+            .bearer_auth(token.trim())
+            .header("Upstash-Deduplication-Id", "once")
+            .body("x")
+            .send()
+    };
+    let refused = publish().await.unwrap();
+    assert_eq!(refused.status(), 500);
+    let err: Value = refused.json().await.unwrap();
+    assert!(err["error"].as_str().unwrap().starts_with("OOM"), "{err}");
+    let mut redis = redis::Client::open(node.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // Nothing was kept, not even the deduplication id: the retry is a new message.
+    assert_eq!(publish().await.unwrap().status(), 201);
+    assert_eq!(r.wait_for(1).await.len(), 1);
+    node.stop();
 }

@@ -17,8 +17,8 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 
 use super::message::{new_id, Message};
-use super::queue::DeadLetter;
 use super::schedule::next_tick;
+use super::storage::DeadLetter;
 use super::{signature, Qstash};
 
 /// Beyond a delivery's own timeout, how long its lease lasts.
@@ -37,6 +37,18 @@ const SCHEDULE_DEDUP_SECS: u64 = 86_400;
 
 pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(q.config.parallelism.max(1)));
+    // Nothing is there to deliver (and the store refuses commands) until the
+    // dataset is loaded.
+    while q.store.loading.load(std::sync::atomic::Ordering::Acquire) {
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    q.storage.requeue_in_flight();
     loop {
         if *shutdown.borrow() {
             return;
@@ -46,31 +58,32 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
         let free = slots.available_permits();
         let mut claimed = 0;
         if free > 0 {
-            for id in q.queue.claim_due(now, free) {
+            for id in q.storage.claim_due(now, free) {
                 // Only this loop takes slots, so one is free for each id claimed.
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
                 };
-                let Some(m) = q.queue.get(&id) else {
+                let Some(m) = q.storage.get(&id) else {
                     // A schedule entry whose message is gone (cancelled meanwhile).
-                    q.queue.cancel(&id);
+                    q.storage.cancel(&id);
                     continue;
                 };
-                q.queue
+                if let Some(queue) = m.queue_name.as_deref() {
+                    // Its time has come: now it waits for its queue's turn.
+                    q.storage.join_queue(queue, &id);
+                    continue;
+                }
+                q.storage
                     .reschedule(&id, now + m.timeout_secs * 1000 + LEASE_MARGIN_MS);
                 claimed += 1;
-                let q = q.clone();
-                tokio::spawn(async move {
-                    deliver(&q, m).await;
-                    drop(permit);
-                    q.wake.notify_one();
-                });
+                spawn_delivery(&q, m, permit);
             }
+            claimed += start_queued(&q, &slots);
         }
         let wait = if claimed > 0 && slots.available_permits() > 0 {
             Duration::ZERO
         } else {
-            let next = match (q.queue.next_due(), q.queue.next_schedule_due()) {
+            let next = match (q.storage.next_due(), q.storage.next_schedule_due()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
@@ -93,29 +106,70 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+fn spawn_delivery(q: &Arc<Qstash>, m: Message, permit: tokio::sync::OwnedSemaphorePermit) {
+    let q = q.clone();
+    tokio::spawn(async move {
+        deliver(&q, m).await;
+        drop(permit);
+        q.wake.notify_one();
+    });
+}
+
+/// Starts the head of every unpaused queue while it and the loop have free
+/// slots; how many it started.
+fn start_queued(q: &Arc<Qstash>, slots: &Arc<Semaphore>) -> usize {
+    let mut started = 0;
+    for queue in q.storage.queues() {
+        if queue.paused {
+            continue;
+        }
+        while slots.available_permits() > 0 {
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                return started;
+            };
+            let Some(m) = q.storage.start_next(&queue) else {
+                break;
+            };
+            started += 1;
+            spawn_delivery(q, m, permit);
+        }
+    }
+    started
+}
+
 /// Publishes the firing of every schedule whose tick has come, and records its
 /// next tick.
 fn fire_schedules(q: &Qstash, now: u64) {
-    for (id, tick) in q.queue.due_schedules(now, SCHEDULES_PER_PASS) {
-        let Some(mut s) = q.queue.schedule(&id) else {
-            q.queue.delete_schedule(&id);
+    for (id, tick) in q.storage.due_schedules(now, SCHEDULES_PER_PASS) {
+        let Some(mut s) = q.storage.schedule(&id) else {
+            q.storage.delete_schedule(&id);
             continue;
         };
         if s.is_paused {
             // Saving a paused schedule takes it out of the due set.
-            q.queue.save_schedule(&s);
+            let _ = q.storage.save_schedule(&s);
             continue;
         }
         let group = s
             .template
             .url_group
             .as_deref()
-            .and_then(|g| q.queue.url_group(g));
+            .and_then(|g| q.storage.url_group(g));
+        let mut published = true;
         for firing in s.firings(group.as_ref(), tick, now) {
             let dedup = format!("schedule:{id}:{tick}:{}", firing.url);
-            let _ = q
-                .queue
-                .enqueue_dedup_for(&firing, Some(&dedup), SCHEDULE_DEDUP_SECS);
+            if let Err(e) = q
+                .storage
+                .enqueue_dedup_for(&firing, Some(&dedup), SCHEDULE_DEDUP_SECS)
+            {
+                // The tick stays due: the next pass tries again (its deduplication
+                // id keeps the endpoints already published from a second copy).
+                tracing::warn!(schedule = %id, error = %e, "qstash: a schedule's tick could not be published");
+                published = false;
+            }
+        }
+        if !published {
+            continue;
         }
         s.last_schedule_time = Some(tick);
         match next_tick(&s.cron, now) {
@@ -123,7 +177,7 @@ fn fire_schedules(q: &Qstash, now: u64) {
             // A pattern with no tick left (its year is past) stops.
             Err(_) => s.is_paused = true,
         }
-        q.queue.save_schedule(&s);
+        let _ = q.storage.save_schedule(&s);
         q.wake.notify_one();
     }
 }
@@ -139,7 +193,7 @@ struct Answer {
 async fn deliver(q: &Qstash, mut m: Message) {
     let answer = attempt(q, &m).await;
     if answer.status.is_some_and(|s| (200..300).contains(&s)) {
-        q.queue.complete(&m.message_id);
+        q.storage.complete(&m);
         if let Some(url) = m.callback.clone() {
             enqueue_callback(q, &m, &url, &answer, None);
         }
@@ -155,7 +209,7 @@ async fn deliver(q: &Qstash, mut m: Message) {
             response_body: String::from_utf8_lossy(&answer.body).into_owned(),
             message: m.clone(),
         };
-        q.queue.bury(&letter);
+        q.storage.bury(&letter);
         tracing::info!(message = %m.message_id, url = %m.url, status = ?answer.status,
             "qstash: message moved to the dead-letter queue");
         if let Some(url) = m.failure_callback.clone() {
@@ -163,7 +217,7 @@ async fn deliver(q: &Qstash, mut m: Message) {
         }
         return;
     }
-    q.queue
+    q.storage
         .retry_later(&m, now_ms().saturating_add(m.retry_delay_ms()));
 }
 
@@ -291,8 +345,11 @@ fn enqueue_callback(
         schedule_id: None,
         url_group: None,
         endpoint_name: None,
+        queue_name: None,
     };
-    let _ = q.queue.enqueue(&callback, None);
+    if let Err(e) = q.storage.enqueue(&callback, None) {
+        tracing::warn!(source = %source.message_id, error = %e, "qstash: a callback could not be stored");
+    }
     q.wake.notify_one();
 }
 

@@ -57,6 +57,9 @@ pub struct Message {
     pub url_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_name: Option<String>,
+    /// Enqueued: the queue it waits in for its turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
 }
 
 /// A request QStash refuses: its status and message.
@@ -205,6 +208,7 @@ impl Message {
                 schedule_id: None,
                 url_group: None,
                 endpoint_name: None,
+                queue_name: None,
             },
             dedup,
         })
@@ -257,6 +261,9 @@ impl Message {
         }
         if let Some(e) = &self.endpoint_name {
             v["endpointName"] = json!(e);
+        }
+        if let Some(q) = &self.queue_name {
+            v["queueName"] = json!(q);
         }
         if !self.labels.is_empty() {
             v["label"] = json!(self.labels[0]);

@@ -16,18 +16,21 @@
 //! - `GET|DELETE /v2/topics[/<name>]`, `POST|DELETE /v2/topics/<name>/endpoints`:
 //!   URL groups ([`url_group`]); a publish or schedule to a group's name fans out
 //!   to its endpoints;
+//! - `POST /v2/enqueue/<queue>/<url>`, `GET|POST /v2/queues`,
+//!   `GET|DELETE /v2/queues/<name>`, `POST /v2/queues/<name>/pause|resume`:
+//!   queues, delivering in order with a parallelism of their own ([`queues`]);
 //! - `GET /v2/keys`: the signing keys a receiver verifies with.
 //!
-//! Messages live in the keyspace ([`queue`]) and are sent by one delivery loop
-//! ([`delivery`]). Queues with their own parallelism and flow control are not
-//! served.
+//! Messages live in the keyspace ([`storage`]) and are sent by one delivery loop
+//! ([`delivery`]). Flow control is not served.
 
 pub mod delivery;
 pub mod message;
-pub mod queue;
+pub mod queues;
 pub mod retry_delay;
 pub mod schedule;
 pub mod signature;
+pub mod storage;
 pub mod url_group;
 
 use std::net::SocketAddr;
@@ -46,8 +49,8 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, QstashConfig};
 use message::{Message, Refused};
-use queue::Queue;
 use signature::SigningKeys;
+use storage::Storage;
 
 /// Most ids one bulk request names or one page lists.
 const MAX_PAGE: usize = 1000;
@@ -56,11 +59,11 @@ const DEFAULT_PAGE: usize = 100;
 
 /// Shared by the routes and the delivery loop.
 pub struct Qstash {
-    pub queue: Queue,
+    pub storage: Storage,
     pub keys: SigningKeys,
     tokens: Vec<String>,
     config: QstashConfig,
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
     http: reqwest::Client,
     /// Wakes the delivery loop: a message was published or a slot came free.
     wake: Notify,
@@ -86,7 +89,7 @@ impl Qstash {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Arc::new(Qstash {
-            queue: Queue::new(store.clone(), q.db),
+            storage: Storage::new(store.clone(), q.db),
             keys: SigningKeys::resolve(q, &config.data_dir)?,
             tokens,
             config: q.clone(),
@@ -138,23 +141,26 @@ impl Qstash {
 
     /// Stores a publish and answers as QStash does; the answer is sent once the
     /// message is durable (under `appendfsync always`).
-    async fn accept(&self, publish: message::Publish) -> (StatusCode, Value) {
+    async fn accept(&self, publish: message::Publish) -> Result<(StatusCode, Value), Refused> {
         let m = &publish.message;
-        let (result, seq) = self.queue.enqueue(m, publish.dedup.as_deref());
+        let (result, seq) = self
+            .storage
+            .enqueue(m, publish.dedup.as_deref())
+            .map_err(store_refused)?;
         self.wait_durable(seq).await;
-        match result {
-            Ok(()) => {
+        Ok(match result {
+            storage::Enqueued::Stored => {
                 self.wake.notify_one();
                 (
                     StatusCode::CREATED,
                     json!({ "messageId": m.message_id, "url": m.url }),
                 )
             }
-            Err(first) => (
+            storage::Enqueued::Duplicate(first) => (
                 StatusCode::ACCEPTED,
                 json!({ "messageId": first, "url": m.url, "deduplicated": true }),
             ),
-        }
+        })
     }
 }
 
@@ -180,7 +186,7 @@ impl Qstash {
             )?]);
         }
         let group = self
-            .queue
+            .storage
             .url_group(dest)
             .ok_or_else(|| Refused(404, format!("url group {dest} not found")))?;
         group
@@ -201,27 +207,40 @@ impl Qstash {
             .collect()
     }
 
+    /// A queue named by a message that does not exist yet is made with one
+    /// delivery at a time, as QStash does.
+    async fn ensure_queue(&self, name: &str, now: u64) -> Result<(), Refused> {
+        if self.storage.queue(name).is_none() {
+            let seq = self
+                .storage
+                .save_queue(&queues::QueueSettings::new(name, now))
+                .map_err(store_refused)?;
+            self.wait_durable(seq).await;
+        }
+        Ok(())
+    }
+
     /// Stores what a publish expanded to: one answer for a URL, an array for a
     /// group. The status is the first message's (201, or 202 if deduplicated).
     async fn accept_all(
         &self,
         dest: &str,
         publishes: Vec<message::Publish>,
-    ) -> (StatusCode, Value) {
+    ) -> Result<(StatusCode, Value), Refused> {
         let to_group = !message::is_url(dest);
         let mut status = StatusCode::CREATED;
         let mut replies = Vec::with_capacity(publishes.len());
         for p in publishes {
-            let (s, reply) = self.accept(p).await;
+            let (s, reply) = self.accept(p).await?;
             if replies.is_empty() {
                 status = s;
             }
             replies.push(reply);
         }
-        match (to_group, replies.len()) {
+        Ok(match (to_group, replies.len()) {
             (false, 1) => (status, replies.pop().unwrap_or(Value::Null)),
             _ => (status, Value::Array(replies)),
-        }
+        })
     }
 }
 
@@ -246,6 +265,11 @@ pub fn routes(q: Arc<Qstash>) -> Router {
             "/v2/topics/{name}/endpoints",
             post(add_endpoints).delete(remove_endpoints),
         )
+        .route("/v2/enqueue/{queue}/{*destination}", post(enqueue))
+        .route("/v2/queues", get(list_queues).post(upsert_queue))
+        .route("/v2/queues/{name}", get(get_queue).delete(delete_queue))
+        .route("/v2/queues/{name}/pause", post(pause_queue))
+        .route("/v2/queues/{name}/resume", post(resume_queue))
         .route("/v2/keys", get(keys))
         .layer(axum::middleware::from_fn_with_state(
             q.clone(),
@@ -270,6 +294,13 @@ async fn require_token(
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
+}
+
+/// A write the store refused (`OOM` under `maxmemory`, `LOADING` at start):
+/// nothing is acknowledged.
+fn store_refused(e: String) -> Refused {
+    let status = if e.starts_with("LOADING") { 503 } else { 500 };
+    Refused(status, e)
 }
 
 fn refused(r: Refused) -> Response {
@@ -335,8 +366,129 @@ async fn publish(State(q): State<Arc<Qstash>>, req: Request) -> Response {
         Ok(p) => p,
         Err(r) => return refused(r),
     };
-    let (status, reply) = q.accept_all(&destination, publishes).await;
-    (status, axum::Json(reply)).into_response()
+    match q.accept_all(&destination, publishes).await {
+        Ok((status, reply)) => (status, axum::Json(reply)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// `/v2/enqueue/<queue>/<destination>`: a publish whose messages wait their turn
+/// in the queue.
+async fn enqueue(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let rest = path.strip_prefix("/v2/enqueue/").unwrap_or("");
+    let (name, dest) = rest.split_once('/').unwrap_or((rest, ""));
+    if !url_group::valid_name(name) {
+        return error(StatusCode::BAD_REQUEST, "invalid queue name");
+    }
+    let name = name.to_string();
+    let mut destination = decode_destination(dest);
+    if let Some(query) = req.uri().query() {
+        destination.push('?');
+        destination.push_str(query);
+    }
+    let ip = caller_ip(&req);
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&q, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let now = delivery::now_ms();
+    let mut publishes = match q.expand(&destination, &parts.headers, body, now, &ip) {
+        Ok(p) => p,
+        Err(r) => return refused(r),
+    };
+    if let Err(r) = q.ensure_queue(&name, now).await {
+        return refused(r);
+    }
+    for p in &mut publishes {
+        p.message.queue_name = Some(name.clone());
+    }
+    match q.accept_all(&destination, publishes).await {
+        Ok((status, reply)) => (status, axum::Json(reply)).into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+async fn list_queues(State(q): State<Arc<Qstash>>) -> Response {
+    let all: Vec<Value> = q
+        .storage
+        .queues()
+        .iter()
+        .map(|s| s.to_json(q.storage.lag(&s.name)))
+        .collect();
+    axum::Json(Value::Array(all)).into_response()
+}
+
+async fn get_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
+    match q.storage.queue(&name) {
+        Some(s) => axum::Json(s.to_json(q.storage.lag(&name))).into_response(),
+        None => error(StatusCode::NOT_FOUND, &format!("queue {name} not found")),
+    }
+}
+
+/// `{"queueName","parallelism","paused"}`: creates or changes a queue.
+async fn upsert_queue(State(q): State<Arc<Qstash>>, body: Body) -> Response {
+    let body = match read_body(&q, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (name, parallelism, paused) = match queues::parse_upsert(&body) {
+        Ok(u) => u,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+    };
+    let now = delivery::now_ms();
+    let mut s = q
+        .storage
+        .queue(&name)
+        .unwrap_or_else(|| queues::QueueSettings::new(&name, now));
+    if let Some(p) = parallelism {
+        s.parallelism = p;
+    }
+    if let Some(p) = paused {
+        s.paused = p;
+    }
+    s.updated_at = now;
+    let seq = match q.storage.save_queue(&s) {
+        Ok(seq) => seq,
+        Err(e) => return refused(store_refused(e)),
+    };
+    q.wait_durable(seq).await;
+    q.wake.notify_one();
+    StatusCode::OK.into_response()
+}
+
+async fn delete_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
+    match q.storage.delete_queue(&name) {
+        (true, seq) => {
+            q.wait_durable(seq).await;
+            StatusCode::OK.into_response()
+        }
+        (false, _) => error(StatusCode::NOT_FOUND, &format!("queue {name} not found")),
+    }
+}
+
+async fn set_paused(q: &Qstash, name: &str, paused: bool) -> Response {
+    let Some(mut s) = q.storage.queue(name) else {
+        return error(StatusCode::NOT_FOUND, &format!("queue {name} not found"));
+    };
+    s.paused = paused;
+    s.updated_at = delivery::now_ms();
+    let seq = match q.storage.save_queue(&s) {
+        Ok(seq) => seq,
+        Err(e) => return refused(store_refused(e)),
+    };
+    q.wait_durable(seq).await;
+    q.wake.notify_one();
+    StatusCode::OK.into_response()
+}
+
+async fn pause_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
+    set_paused(&q, &name, true).await
+}
+
+async fn resume_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
+    set_paused(&q, &name, false).await
 }
 
 /// `[{"destination","headers":{…},"body"}, …]`: each entry as one publish.
@@ -368,12 +520,11 @@ async fn batch(State(q): State<Arc<Qstash>>, req: Request) -> Response {
                 "every batch entry needs a destination",
             );
         };
-        if entry.get("queue").is_some() {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "queues are not supported by Tidewire",
-            );
-        }
+        let queue = match entry.get("queue") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) if url_group::valid_name(name) => Some(name.as_str()),
+            Some(_) => return error(StatusCode::BAD_REQUEST, "invalid queue name"),
+        };
         let mut headers = HeaderMap::new();
         if let Some(map) = entry.get("headers").and_then(Value::as_object) {
             for (k, v) in map {
@@ -392,26 +543,39 @@ async fn batch(State(q): State<Arc<Qstash>>, req: Request) -> Response {
             Some(other) => other.to_string().into_bytes(),
         };
         match q.expand(destination, &headers, body, now, &ip) {
-            Ok(p) => publishes.push((destination, p)),
+            Ok(mut p) => {
+                if let Some(name) = queue {
+                    if let Err(r) = q.ensure_queue(name, now).await {
+                        return refused(r);
+                    }
+                    for one in &mut p {
+                        one.message.queue_name = Some(name.to_string());
+                    }
+                }
+                publishes.push((destination, p))
+            }
             Err(r) => return refused(r),
         }
     }
     let mut replies = Vec::with_capacity(publishes.len());
     for (destination, p) in publishes {
-        replies.push(q.accept_all(destination, p).await.1);
+        match q.accept_all(destination, p).await {
+            Ok((_, reply)) => replies.push(reply),
+            Err(r) => return refused(r),
+        }
     }
     axum::Json(Value::Array(replies)).into_response()
 }
 
 async fn get_message(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
-    match q.queue.get(&id) {
+    match q.storage.get(&id) {
         Some(m) => axum::Json(m.to_json()).into_response(),
         None => error(StatusCode::NOT_FOUND, &format!("message {id} not found")),
     }
 }
 
 async fn cancel_one(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
-    if q.queue.cancel(&id) {
+    if q.storage.cancel(&id) {
         axum::Json(json!({ "cancelled": 1 })).into_response()
     } else {
         error(StatusCode::NOT_FOUND, &format!("message {id} not found"))
@@ -476,7 +640,7 @@ async fn cancel_many(State(q): State<Arc<Qstash>>, req: Request) -> Response {
     let b = bulk(req.uri().query(), "messageIds");
     let (ids, cursor) = if b.ids.is_empty() {
         // Cancelling removes what it lists, so every page starts at the front.
-        let ids = q.queue.scheduled(0, b.count);
+        let ids = q.storage.scheduled(0, b.count);
         let more = ids.len() == b.count;
         (ids, more.then(|| "0".to_string()))
     } else {
@@ -488,8 +652,8 @@ async fn cancel_many(State(q): State<Arc<Qstash>>, req: Request) -> Response {
             let keep = b
                 .url
                 .as_ref()
-                .is_none_or(|u| q.queue.get(id).is_some_and(|m| &m.url == u));
-            keep && q.queue.cancel(id)
+                .is_none_or(|u| q.storage.get(id).is_some_and(|m| &m.url == u));
+            keep && q.storage.cancel(id)
         })
         .count();
     let mut reply = json!({ "cancelled": cancelled });
@@ -499,7 +663,7 @@ async fn cancel_many(State(q): State<Arc<Qstash>>, req: Request) -> Response {
     axum::Json(reply).into_response()
 }
 
-fn dlq_matches(b: &Bulk, l: &queue::DeadLetter) -> bool {
+fn dlq_matches(b: &Bulk, l: &storage::DeadLetter) -> bool {
     b.url.as_ref().is_none_or(|u| &l.message.url == u)
         && b.message_id
             .as_ref()
@@ -507,20 +671,20 @@ fn dlq_matches(b: &Bulk, l: &queue::DeadLetter) -> bool {
 }
 
 /// The DLQ entries a bulk request names, and the cursor of the next page.
-fn dlq_selection(q: &Qstash, b: &Bulk) -> (Vec<queue::DeadLetter>, Option<String>) {
+fn dlq_selection(q: &Qstash, b: &Bulk) -> (Vec<storage::DeadLetter>, Option<String>) {
     if !b.ids.is_empty() {
         let letters = b
             .ids
             .iter()
-            .filter_map(|id| q.queue.dead_letter(id))
+            .filter_map(|id| q.storage.dead_letter(id))
             .collect();
         return (letters, None);
     }
-    let ids = q.queue.dead_letters(b.cursor, b.count);
+    let ids = q.storage.dead_letters(b.cursor, b.count);
     let cursor = next_cursor(b, ids.len());
     let letters = ids
         .iter()
-        .filter_map(|id| q.queue.dead_letter(id))
+        .filter_map(|id| q.storage.dead_letter(id))
         .filter(|l| dlq_matches(b, l))
         .collect();
     (letters, cursor)
@@ -530,7 +694,7 @@ async fn list_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
     let b = bulk(req.uri().query(), "dlqIds");
     let (letters, cursor) = dlq_selection(&q, &b);
     let mut reply = json!({
-        "messages": letters.iter().map(queue::DeadLetter::to_json).collect::<Vec<_>>(),
+        "messages": letters.iter().map(storage::DeadLetter::to_json).collect::<Vec<_>>(),
     });
     if let Some(c) = cursor {
         reply["cursor"] = c.into();
@@ -539,7 +703,7 @@ async fn list_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
 }
 
 async fn get_dlq(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
-    match q.queue.dead_letter(&id) {
+    match q.storage.dead_letter(&id) {
         Some(l) => axum::Json(l.to_json()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -549,7 +713,7 @@ async fn get_dlq(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Respon
 }
 
 async fn delete_dlq_one(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
-    if q.queue.forget_dead_letter(&id) {
+    if q.storage.forget_dead_letter(&id) {
         axum::Json(json!({ "deleted": 1 })).into_response()
     } else {
         error(
@@ -566,7 +730,7 @@ async fn delete_dlq_many(State(q): State<Arc<Qstash>>, req: Request) -> Response
     let (letters, cursor) = dlq_selection(&q, &b);
     let deleted = letters
         .iter()
-        .filter(|l| q.queue.forget_dead_letter(&l.dlq_id))
+        .filter(|l| q.storage.forget_dead_letter(&l.dlq_id))
         .count();
     let mut reply = json!({ "deleted": deleted });
     if let Some(c) = cursor.filter(|_| b.ids.is_empty()) {
@@ -589,14 +753,18 @@ async fn retry_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
         m.retried = 0;
         m.not_before = now;
         m.created_at = now;
-        let (status, reply) = q
+        let accepted = q
             .accept(message::Publish {
                 message: m,
                 dedup: None,
             })
             .await;
+        let (status, reply) = match accepted {
+            Ok(a) => a,
+            Err(r) => return refused(r),
+        };
         if status == StatusCode::CREATED {
-            q.queue.forget_dead_letter(&l.dlq_id);
+            q.storage.forget_dead_letter(&l.dlq_id);
             responses.push(json!({ "messageId": reply["messageId"] }));
         }
     }
@@ -609,7 +777,7 @@ async fn retry_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
 
 async fn list_schedules(State(q): State<Arc<Qstash>>) -> Response {
     let all: Vec<Value> = q
-        .queue
+        .storage
         .schedules()
         .iter()
         .map(schedule::Schedule::to_json)
@@ -629,11 +797,11 @@ async fn schedules(State(q): State<Arc<Qstash>>, req: Request) -> Response {
     let not_found = |id: &str| error(StatusCode::NOT_FOUND, &format!("schedule {id} not found"));
     match method.as_str() {
         "POST" => create_schedule(q, req).await,
-        "GET" => match q.queue.schedule(&rest) {
+        "GET" => match q.storage.schedule(&rest) {
             Some(s) => axum::Json(s.to_json()).into_response(),
             None => not_found(&rest),
         },
-        "DELETE" => match q.queue.delete_schedule(&rest) {
+        "DELETE" => match q.storage.delete_schedule(&rest) {
             (true, seq) => {
                 q.wait_durable(seq).await;
                 StatusCode::OK.into_response()
@@ -646,7 +814,7 @@ async fn schedules(State(q): State<Arc<Qstash>>, req: Request) -> Response {
                 Some((id, "resume")) => (id, false),
                 _ => return error(StatusCode::NOT_FOUND, "Not Found"),
             };
-            let Some(mut s) = q.queue.schedule(id) else {
+            let Some(mut s) = q.storage.schedule(id) else {
                 return not_found(id);
             };
             if s.is_paused != pause {
@@ -657,7 +825,10 @@ async fn schedules(State(q): State<Arc<Qstash>>, req: Request) -> Response {
                         Err(r) => return refused(r),
                     }
                 }
-                let seq = q.queue.save_schedule(&s);
+                let seq = match q.storage.save_schedule(&s) {
+                    Ok(seq) => seq,
+                    Err(e) => return refused(store_refused(e)),
+                };
                 q.wait_durable(seq).await;
                 q.wake.notify_one();
             }
@@ -708,7 +879,7 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
     let group = if message::is_url(&destination) || !url_group::valid_name(&destination) {
         None
     } else {
-        match q.queue.url_group(&destination) {
+        match q.storage.url_group(&destination) {
             Some(g) => Some(g),
             None => {
                 return error(
@@ -739,7 +910,7 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
         Some(_) => return error(StatusCode::BAD_REQUEST, "invalid Upstash-Schedule-Id"),
         None => message::new_id("scd_"),
     };
-    let created_at = q.queue.schedule(&id).map_or(now, |old| old.created_at);
+    let created_at = q.storage.schedule(&id).map_or(now, |old| old.created_at);
     let template = publish.message;
     let s = schedule::Schedule {
         schedule_id: id.clone(),
@@ -751,7 +922,10 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
         last_schedule_time: None,
         next_schedule_time: next,
     };
-    let seq = q.queue.save_schedule(&s);
+    let seq = match q.storage.save_schedule(&s) {
+        Ok(seq) => seq,
+        Err(e) => return refused(store_refused(e)),
+    };
     q.wait_durable(seq).await;
     q.wake.notify_one();
     axum::Json(json!({ "scheduleId": id })).into_response()
@@ -759,7 +933,7 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
 
 async fn list_url_groups(State(q): State<Arc<Qstash>>) -> Response {
     let all: Vec<Value> = q
-        .queue
+        .storage
         .url_groups()
         .iter()
         .map(url_group::UrlGroup::to_json)
@@ -768,7 +942,7 @@ async fn list_url_groups(State(q): State<Arc<Qstash>>) -> Response {
 }
 
 async fn get_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
-    match q.queue.url_group(&name) {
+    match q.storage.url_group(&name) {
         Some(g) => axum::Json(g.to_json()).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -778,7 +952,7 @@ async fn get_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -
 }
 
 async fn delete_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
-    match q.queue.delete_url_group(&name) {
+    match q.storage.delete_url_group(&name) {
         (true, seq) => {
             q.wait_durable(seq).await;
             StatusCode::OK.into_response()
@@ -812,7 +986,7 @@ async fn add_endpoints(
         Err(r) => return refused(r),
     };
     let now = delivery::now_ms();
-    let mut g = q.queue.url_group(&name).unwrap_or(url_group::UrlGroup {
+    let mut g = q.storage.url_group(&name).unwrap_or(url_group::UrlGroup {
         name: name.clone(),
         created_at: now,
         updated_at: now,
@@ -832,7 +1006,10 @@ async fn add_endpoints(
         );
     }
     g.updated_at = now;
-    let seq = q.queue.save_url_group(&g);
+    let seq = match q.storage.save_url_group(&g) {
+        Ok(seq) => seq,
+        Err(e) => return refused(store_refused(e)),
+    };
     q.wait_durable(seq).await;
     StatusCode::OK.into_response()
 }
@@ -851,7 +1028,7 @@ async fn remove_endpoints(
         Ok(e) => e,
         Err(r) => return refused(r),
     };
-    let Some(mut g) = q.queue.url_group(&name) else {
+    let Some(mut g) = q.storage.url_group(&name) else {
         return error(
             StatusCode::NOT_FOUND,
             &format!("url group {name} not found"),
@@ -863,7 +1040,10 @@ async fn remove_endpoints(
         })
     });
     g.updated_at = delivery::now_ms();
-    let seq = q.queue.save_url_group(&g);
+    let seq = match q.storage.save_url_group(&g) {
+        Ok(seq) => seq,
+        Err(e) => return refused(store_refused(e)),
+    };
     q.wait_durable(seq).await;
     StatusCode::OK.into_response()
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tidewire_store::Reply;
 
 use super::message::{destination, Refused};
-use super::queue::{argv, ids, Queue};
+use super::storage::{argv, ids, Storage};
 
 const GROUPS: &str = "qstash:urlgroups";
 /// Most endpoints one group holds.
@@ -87,7 +87,7 @@ pub fn parse_endpoints(body: &[u8], need_url: bool) -> Result<Vec<Endpoint>, Ref
         .collect()
 }
 
-impl Queue {
+impl Storage {
     pub fn url_group(&self, name: &str) -> Option<UrlGroup> {
         match self.one(argv(&["GET", &key(name)])) {
             Reply::Bulk(b) => serde_json::from_slice(&b).ok(),
@@ -103,20 +103,20 @@ impl Queue {
     }
 
     /// Stores a group; with no endpoints left, deletes it.
-    pub fn save_url_group(&self, g: &UrlGroup) -> u64 {
+    pub fn save_url_group(&self, g: &UrlGroup) -> Result<u64, String> {
         if g.endpoints.is_empty() {
-            return self.delete_url_group(&g.name).1;
+            return Ok(self.delete_url_group(&g.name).1);
         }
         let json = serde_json::to_vec(g).unwrap_or_default();
-        let (_, seq) = self.run(&[
+        self.write(&[
             vec![
                 Bytes::from_static(b"SET"),
                 Bytes::from(key(&g.name)),
                 Bytes::from(json),
             ],
             argv(&["ZADD", GROUPS, "NX", &g.created_at.to_string(), &g.name]),
-        ]);
-        seq
+        ])
+        .map(|(_, seq)| seq)
     }
 
     pub fn delete_url_group(&self, name: &str) -> (bool, u64) {

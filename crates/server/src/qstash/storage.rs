@@ -8,6 +8,8 @@
 //!   crash mid-delivery means a new attempt after restart (at least once);
 //! - `qstash:dedup:<id>`: the message id a deduplication id first published;
 //! - `qstash:dlq` / `qstash:dlq:<dlqId>`: the dead-letter queue, by failure time;
+//! - `qstash:queue:<name>` (settings), `…:waiting` (list, in order) and
+//!   `…:active` (set, in flight): a queue's messages ([`super::queues`]);
 //! - `qstash:schedule:<id>`: a schedule as JSON, `qstash:schedules` its id by
 //!   creation time, `qstash:schedules:due` the active ones by their next tick.
 //!
@@ -24,12 +26,20 @@ use tidewire_store::{Client, Outcome, Reply, Store};
 use super::message::Message;
 use super::schedule::Schedule;
 
-const DUE: &str = "qstash:due";
+pub(super) const DUE: &str = "qstash:due";
 const DLQ: &str = "qstash:dlq";
 const SCHEDULES: &str = "qstash:schedules";
 const SCHEDULES_DUE: &str = "qstash:schedules:due";
 /// How long a publisher's deduplication id is remembered (as QStash: 90 days).
 pub const DEDUP_SECS: u64 = 90 * 86_400;
+
+/// What [`Storage::enqueue`] did.
+#[derive(Debug, PartialEq)]
+pub enum Enqueued {
+    Stored,
+    /// Its deduplication id was seen: nothing stored; the first message's id.
+    Duplicate(String),
+}
 
 /// A message that used up its retries, with the last response it got.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,20 +72,20 @@ impl DeadLetter {
 }
 
 /// The keyspace side of the message API.
-pub struct Queue {
+pub struct Storage {
     store: Arc<Store>,
     client: Mutex<Client>,
 }
 
-impl Queue {
-    pub fn new(store: Arc<Store>, db: usize) -> Queue {
+impl Storage {
+    pub fn new(store: Arc<Store>, db: usize) -> Storage {
         // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
         let mut c = store.new_client("qstash".into(), "internal".into(), "qstash");
         c.authenticated = true;
         c.no_block = true;
         c.internal = true;
         c.select(db);
-        Queue {
+        Storage {
             store,
             client: Mutex::new(c),
         }
@@ -100,26 +110,41 @@ impl Queue {
         (replies, tidewire_store::exec::take_write_seq())
     }
 
+    /// Runs writes a client is answered for: the first error reply (an `OOM`
+    /// under `maxmemory`, `LOADING` while the dataset loads) fails them, so
+    /// nothing is acknowledged that was not stored.
+    pub(super) fn write(&self, commands: &[Vec<Bytes>]) -> Result<(Vec<Reply>, u64), String> {
+        let (replies, seq) = self.run(commands);
+        match replies.iter().find_map(|r| match r {
+            Reply::Error(e) => Some(e.clone()),
+            _ => None,
+        }) {
+            Some(e) => Err(e),
+            None => Ok((replies, seq)),
+        }
+    }
+
     pub(super) fn one(&self, argv: Vec<Bytes>) -> Reply {
         self.run(&[argv]).0.pop().unwrap_or(Reply::Null)
     }
 
     /// Stores a new message and schedules it. With a deduplication id already
-    /// seen, stores nothing and returns the first message's id.
-    pub fn enqueue(&self, m: &Message, dedup: Option<&str>) -> (Result<(), String>, u64) {
+    /// seen, stores nothing and names the first message. `Err`: the store
+    /// refused the write.
+    pub fn enqueue(&self, m: &Message, dedup: Option<&str>) -> Result<(Enqueued, u64), String> {
         self.enqueue_dedup_for(m, dedup, DEDUP_SECS)
     }
 
-    /// [`Queue::enqueue`], remembering the deduplication id `dedup_secs`.
+    /// [`Storage::enqueue`], remembering the deduplication id `dedup_secs`.
     pub fn enqueue_dedup_for(
         &self,
         m: &Message,
         dedup: Option<&str>,
         dedup_secs: u64,
-    ) -> (Result<(), String>, u64) {
+    ) -> Result<(Enqueued, u64), String> {
         let mut seq = 0;
         if let Some(d) = dedup {
-            let (mut r, s) = self.run(&[argv(&[
+            let (mut r, s) = self.write(&[argv(&[
                 "SET",
                 &format!("qstash:dedup:{d}"),
                 &m.message_id,
@@ -127,14 +152,33 @@ impl Queue {
                 "GET",
                 "EX",
                 &dedup_secs.max(1).to_string(),
-            ])]);
+            ])])?;
             seq = s;
             if let Some(Reply::Bulk(first)) = r.pop() {
-                return (Err(String::from_utf8_lossy(&first).into_owned()), seq);
+                let first = String::from_utf8_lossy(&first).into_owned();
+                return Ok((Enqueued::Duplicate(first), seq));
             }
         }
-        let (_, s) = self.run(&[self.save_cmd(m), zadd(DUE, m.not_before, &m.message_id)]);
-        (Ok(()), seq.max(s))
+        // A queue's message due at once joins its queue here, so messages
+        // enqueued together keep the order they were accepted in.
+        let schedule = match m.queue_name.as_deref() {
+            Some(q) if m.not_before <= m.created_at => {
+                argv(&["RPUSH", &waiting_key(q), &m.message_id])
+            }
+            _ => zadd(DUE, m.not_before, &m.message_id),
+        };
+        match self.write(&[self.save_cmd(m), schedule]) {
+            Ok((_, s)) => Ok((Enqueued::Stored, seq.max(s))),
+            Err(e) => {
+                // Not stored: a retried publish with the same id must not be
+                // taken for a duplicate of nothing.
+                if let Some(d) = dedup {
+                    self.run(&[argv(&["DEL", &format!("qstash:dedup:{d}")])]);
+                }
+                self.run(&[argv(&["DEL", &message_key(&m.message_id)])]);
+                Err(e)
+            }
+        }
     }
 
     fn save_cmd(&self, m: &Message) -> Vec<Bytes> {
@@ -154,7 +198,7 @@ impl Queue {
     }
 
     /// Ids of messages due by `now_ms`, at most `count`, earliest first. The
-    /// caller leases each ([`Queue::reschedule`]) before delivering it.
+    /// caller leases each ([`Storage::reschedule`]) before delivering it.
     pub fn claim_due(&self, now_ms: u64, count: usize) -> Vec<String> {
         let reply = self.one(argv(&[
             "ZRANGEBYSCORE",
@@ -187,19 +231,30 @@ impl Queue {
     }
 
     /// A delivered message leaves the queue.
-    pub fn complete(&self, id: &str) {
-        self.run(&[argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])]);
+    pub fn complete(&self, m: &Message) {
+        let id = &m.message_id;
+        let mut cmds = vec![argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])];
+        cmds.extend(m.queue_name.as_deref().map(|q| queue_done(q, id)));
+        self.run(&cmds);
     }
 
-    /// A failed attempt with retries left: stores the new count, schedules the next.
-    /// XX on both: a message cancelled during its delivery stays cancelled.
+    /// A failed attempt with retries left: stores the new count, schedules the
+    /// next (a queue's message then waits for its turn again). A message cancelled
+    /// during its delivery stays cancelled: `SET … XX` finds no message, and
+    /// nothing is scheduled.
     pub fn retry_later(&self, m: &Message, at_ms: u64) {
         let mut save = self.save_cmd(m);
         save.push(Bytes::from_static(b"XX"));
-        self.run(&[
-            save,
-            argv(&["ZADD", DUE, "XX", &at_ms.to_string(), &m.message_id]),
-        ]);
+        let mut first = vec![save];
+        first.extend(
+            m.queue_name
+                .as_deref()
+                .map(|q| queue_done(q, &m.message_id)),
+        );
+        let (r, _) = self.run(&first);
+        if matches!(r.first(), Some(Reply::Status(_) | Reply::SimpleString(_))) {
+            self.run(&[zadd(DUE, at_ms, &m.message_id)]);
+        }
     }
 
     /// Cancels a scheduled message; whether it was there.
@@ -232,6 +287,9 @@ impl Queue {
             argv(&["ZREM", DUE, id]),
             argv(&["DEL", &message_key(id)]),
         ]);
+        if let Some(q) = letter.message.queue_name.as_deref() {
+            self.run(&[queue_done(q, id)]);
+        }
     }
 
     pub fn dead_letter(&self, dlq_id: &str) -> Option<DeadLetter> {
@@ -260,9 +318,9 @@ impl Queue {
     }
 }
 
-impl Queue {
+impl Storage {
     /// Stores a schedule (new or replaced), due at its next tick unless paused.
-    pub fn save_schedule(&self, s: &Schedule) -> u64 {
+    pub fn save_schedule(&self, s: &Schedule) -> Result<u64, String> {
         let json = serde_json::to_vec(s).unwrap_or_default();
         let id = &s.schedule_id;
         let due = if s.is_paused {
@@ -270,7 +328,7 @@ impl Queue {
         } else {
             zadd(SCHEDULES_DUE, s.next_schedule_time, id)
         };
-        let (_, seq) = self.run(&[
+        self.write(&[
             vec![
                 Bytes::from_static(b"SET"),
                 Bytes::from(schedule_key(id)),
@@ -278,8 +336,8 @@ impl Queue {
             ],
             argv(&["ZADD", SCHEDULES, "NX", &s.created_at.to_string(), id]),
             due,
-        ]);
-        seq
+        ])
+        .map(|(_, seq)| seq)
     }
 
     pub fn schedule(&self, id: &str) -> Option<Schedule> {
@@ -357,7 +415,25 @@ fn schedule_key(id: &str) -> String {
     format!("qstash:schedule:{id}")
 }
 
-fn message_key(id: &str) -> String {
+/// The key of a queue's settings; its waiting list and in-flight set follow it.
+pub(super) fn queue_key(name: &str) -> String {
+    format!("qstash:queue:{name}")
+}
+
+pub(super) fn waiting_key(name: &str) -> String {
+    format!("qstash:queue:{name}:waiting")
+}
+
+pub(super) fn active_key(name: &str) -> String {
+    format!("qstash:queue:{name}:active")
+}
+
+/// A queue's message is no longer in flight.
+fn queue_done(queue: &str, id: &str) -> Vec<Bytes> {
+    argv(&["SREM", &active_key(queue), id])
+}
+
+pub(super) fn message_key(id: &str) -> String {
     format!("qstash:message:{id}")
 }
 
@@ -372,14 +448,17 @@ pub(super) fn argv(parts: &[&str]) -> Vec<Bytes> {
         .collect()
 }
 
-fn zadd(key: &str, score: u64, member: &str) -> Vec<Bytes> {
+pub(super) fn zadd(key: &str, score: u64, member: &str) -> Vec<Bytes> {
     argv(&["ZADD", key, &score.to_string(), member])
 }
 
 pub(super) fn ids(reply: Reply) -> Vec<String> {
-    reply
-        .into_array()
-        .unwrap_or_default()
+    // SMEMBERS answers a set, which RESP2 sends as an array.
+    let items = match reply {
+        Reply::Set(items) => items,
+        other => other.into_array().unwrap_or_default(),
+    };
+    items
         .into_iter()
         .filter_map(|r| match r {
             Reply::Bulk(b) => String::from_utf8(b.to_vec()).ok(),
