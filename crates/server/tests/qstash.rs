@@ -741,6 +741,35 @@ async fn a_queue_delivers_in_order_within_its_parallelism() {
         q.call(reqwest::Method::GET, "/queues").await.1[0]["name"],
         "emails"
     );
+    // A paused queue's waiting message can be read and cancelled.
+    let paused = json!({"queueName": "emails", "paused": true});
+    assert_eq!(upsert(paused).await.unwrap().status(), 200);
+    let r = q
+        .http
+        .post(format!("{}/enqueue/emails/{url}", q.base))
+        .bearer_auth(&q.token)
+        .body("m8")
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["messageId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/messages/{id}");
+    assert_eq!(
+        q.call(reqwest::Method::GET, &path).await.1["queueName"],
+        "emails"
+    );
+    assert_eq!(q.call(reqwest::Method::DELETE, &path).await.0, 200);
+    assert_eq!(
+        q.call(reqwest::Method::POST, "/queues/emails/resume")
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(got.lock().len(), 8, "the cancelled message is skipped");
     assert_eq!(
         q.call(reqwest::Method::DELETE, "/queues/emails").await.0,
         200

@@ -69,8 +69,13 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
                     continue;
                 };
                 if let Some(queue) = m.queue_name.as_deref() {
-                    // Its time has come: now it waits for its queue's turn.
-                    q.storage.join_queue(queue, &id);
+                    // Its time has come: now it waits for its queue's turn; a
+                    // deleted queue's messages go with it.
+                    if q.storage.queue(queue).is_some() {
+                        q.storage.join_queue(queue, &id);
+                    } else {
+                        q.storage.cancel(&id);
+                    }
                     continue;
                 }
                 q.storage

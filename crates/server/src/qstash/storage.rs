@@ -257,10 +257,11 @@ impl Storage {
         }
     }
 
-    /// Cancels a scheduled message; whether it was there.
+    /// Cancels a message; whether it was there. One waiting in a queue's list
+    /// leaves its id behind, which the queue skips.
     pub fn cancel(&self, id: &str) -> bool {
         let (r, _) = self.run(&[argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])]);
-        matches!(r.first(), Some(Reply::Int(1)))
+        matches!(r.get(1), Some(Reply::Int(1)))
     }
 
     /// Ids of scheduled messages, in order of their next attempt.
