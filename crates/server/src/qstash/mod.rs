@@ -303,6 +303,11 @@ fn store_refused(e: String) -> Refused {
     Refused(status, e)
 }
 
+/// 404 for the `what` named `id`.
+fn not_found(what: &str, id: &str) -> Response {
+    error(StatusCode::NOT_FOUND, &format!("{what} {id} not found"))
+}
+
 fn refused(r: Refused) -> Response {
     error(
         StatusCode::from_u16(r.0).unwrap_or(StatusCode::BAD_REQUEST),
@@ -423,7 +428,7 @@ async fn list_queues(State(q): State<Arc<Qstash>>) -> Response {
 async fn get_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
     match q.storage.queue(&name) {
         Some(s) => axum::Json(s.to_json(q.storage.lag(&name))).into_response(),
-        None => error(StatusCode::NOT_FOUND, &format!("queue {name} not found")),
+        None => not_found("queue", &name),
     }
 }
 
@@ -464,13 +469,13 @@ async fn delete_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) ->
             q.wait_durable(seq).await;
             StatusCode::OK.into_response()
         }
-        (false, _) => error(StatusCode::NOT_FOUND, &format!("queue {name} not found")),
+        (false, _) => not_found("queue", &name),
     }
 }
 
 async fn set_paused(q: &Qstash, name: &str, paused: bool) -> Response {
     let Some(mut s) = q.storage.queue(name) else {
-        return error(StatusCode::NOT_FOUND, &format!("queue {name} not found"));
+        return not_found("queue", name);
     };
     s.paused = paused;
     s.updated_at = delivery::now_ms();
@@ -570,7 +575,7 @@ async fn batch(State(q): State<Arc<Qstash>>, req: Request) -> Response {
 async fn get_message(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
     match q.storage.get(&id) {
         Some(m) => axum::Json(m.to_json()).into_response(),
-        None => error(StatusCode::NOT_FOUND, &format!("message {id} not found")),
+        None => not_found("message", &id),
     }
 }
 
@@ -578,7 +583,7 @@ async fn cancel_one(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Res
     if q.storage.cancel(&id) {
         axum::Json(json!({ "cancelled": 1 })).into_response()
     } else {
-        error(StatusCode::NOT_FOUND, &format!("message {id} not found"))
+        not_found("message", &id)
     }
 }
 
@@ -705,10 +710,7 @@ async fn list_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
 async fn get_dlq(State(q): State<Arc<Qstash>>, Path(id): Path<String>) -> Response {
     match q.storage.dead_letter(&id) {
         Some(l) => axum::Json(l.to_json()).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("dlq message {id} not found"),
-        ),
+        None => not_found("dlq message", &id),
     }
 }
 
@@ -716,10 +718,7 @@ async fn delete_dlq_one(State(q): State<Arc<Qstash>>, Path(id): Path<String>) ->
     if q.storage.forget_dead_letter(&id) {
         axum::Json(json!({ "deleted": 1 })).into_response()
     } else {
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("dlq message {id} not found"),
-        )
+        not_found("dlq message", &id)
     }
 }
 
@@ -794,19 +793,18 @@ async fn schedules(State(q): State<Arc<Qstash>>, req: Request) -> Response {
         .unwrap_or("")
         .to_string();
     let method = req.method().clone();
-    let not_found = |id: &str| error(StatusCode::NOT_FOUND, &format!("schedule {id} not found"));
     match method.as_str() {
         "POST" => create_schedule(q, req).await,
         "GET" => match q.storage.schedule(&rest) {
             Some(s) => axum::Json(s.to_json()).into_response(),
-            None => not_found(&rest),
+            None => not_found("schedule", &rest),
         },
         "DELETE" => match q.storage.delete_schedule(&rest) {
             (true, seq) => {
                 q.wait_durable(seq).await;
                 StatusCode::OK.into_response()
             }
-            (false, _) => not_found(&rest),
+            (false, _) => not_found("schedule", &rest),
         },
         "PATCH" => {
             let (id, pause) = match rest.rsplit_once('/') {
@@ -815,7 +813,7 @@ async fn schedules(State(q): State<Arc<Qstash>>, req: Request) -> Response {
                 _ => return error(StatusCode::NOT_FOUND, "Not Found"),
             };
             let Some(mut s) = q.storage.schedule(id) else {
-                return not_found(id);
+                return not_found("schedule", id);
             };
             if s.is_paused != pause {
                 s.is_paused = pause;
@@ -881,12 +879,7 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
     } else {
         match q.storage.url_group(&destination) {
             Some(g) => Some(g),
-            None => {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    &format!("url group {destination} not found"),
-                )
-            }
+            None => return not_found("url group", &destination),
         }
     };
     let template_url = group
@@ -944,10 +937,7 @@ async fn list_url_groups(State(q): State<Arc<Qstash>>) -> Response {
 async fn get_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
     match q.storage.url_group(&name) {
         Some(g) => axum::Json(g.to_json()).into_response(),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("url group {name} not found"),
-        ),
+        None => not_found("url group", &name),
     }
 }
 
@@ -957,10 +947,7 @@ async fn delete_url_group(State(q): State<Arc<Qstash>>, Path(name): Path<String>
             q.wait_durable(seq).await;
             StatusCode::OK.into_response()
         }
-        (false, _) => error(
-            StatusCode::NOT_FOUND,
-            &format!("url group {name} not found"),
-        ),
+        (false, _) => not_found("url group", &name),
     }
 }
 
@@ -1029,10 +1016,7 @@ async fn remove_endpoints(
         Err(r) => return refused(r),
     };
     let Some(mut g) = q.storage.url_group(&name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("url group {name} not found"),
-        );
+        return not_found("url group", &name);
     };
     g.endpoints.retain(|e| {
         !removed.iter().any(|r| {
