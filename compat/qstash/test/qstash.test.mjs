@@ -546,3 +546,33 @@ test("queues: client.queue({ queueName }).upsert / enqueueJSON / get / list / pa
   await queue.delete();
   await assertNotFound(queue.get());
 });
+
+test("logs / events: a message's states newest first, by messageIds and by filter", async (t) => {
+  const ok = await endpoint(t);
+  const down = await endpoint(t, () => ({ status: 503, body: "busy" }));
+  const okPath = `/${uniq("logged")}`;
+  const downPath = `/${uniq("failing")}`;
+  const { messageId: delivered } = await client.publishJSON({ url: ok.url(okPath), body: { a: 1 } });
+  const { messageId: failed } = await client.publishJSON({
+    url: down.url(downPath),
+    body: { b: 2 },
+    retries: 1,
+    retryDelay: "50",
+  });
+  const states = async (request) => (await client.logs(request)).logs.map((l) => l.state);
+  await waitFor(async () => (await states({ messageIds: [failed] }))[0] === "FAILED", 10000, "FAILED");
+  assert.deepEqual(await states({ messageIds: [failed] }), ["FAILED", "ACTIVE", "ERROR", "ACTIVE", "CREATED"]);
+  await waitFor(async () => (await states({ filter: { messageId: delivered } }))[0] === "DELIVERED", 10000, "DELIVERED");
+  assert.deepEqual(await states({ filter: { messageId: delivered } }), ["DELIVERED", "ACTIVE", "CREATED"]);
+  const errors = (await client.logs({ filter: { state: "ERROR", url: down.url(downPath) } })).logs;
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].messageId, failed);
+  assert.match(errors[0].error, /^503 busy/);
+  assert.ok(errors[0].nextDeliveryTime > errors[0].time);
+  // `events()` is the older name of the same call; pages carry a cursor.
+  const page = await client.events({ count: 2 });
+  assert.equal(page.events.length, 2);
+  assert.ok(page.cursor);
+  const next = await client.events({ count: 2, cursor: page.cursor });
+  assert.ok(next.events[0].time <= page.events[1].time);
+});

@@ -307,6 +307,8 @@ pub struct QstashConfig {
     pub timeout_secs: u64,
     /// Deliveries in flight at once.
     pub parallelism: usize,
+    /// Entries the events log (`/v2/events`) keeps, newest; 0: no log.
+    pub events: usize,
 }
 
 impl Default for QstashConfig {
@@ -321,6 +323,7 @@ impl Default for QstashConfig {
             max_retries: 20,
             timeout_secs: 60,
             parallelism: 32,
+            events: 10_000,
         }
     }
 }

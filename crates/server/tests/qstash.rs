@@ -874,3 +874,89 @@ async fn a_publish_the_store_refuses_is_not_acknowledged() {
     assert_eq!(r.wait_for(1).await.len(), 1);
     node.stop();
 }
+
+#[tokio::test]
+async fn the_events_log_shows_each_state_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let ok = receiver(&[200]).await;
+    let down = receiver(&[503]).await;
+    let states = |id: String| {
+        let q = &q;
+        async move {
+            let (_, page) = q
+                .call(reqwest::Method::GET, &format!("/events?messageId={id}"))
+                .await;
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["state"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let (_, delivered) = q.publish(&ok.url, "a", &[]).await;
+    let delivered = delivered["messageId"].as_str().unwrap().to_string();
+    let (_, failed) = q
+        .publish(
+            &down.url,
+            "b",
+            &[("upstash-retries", "1"), ("upstash-retry-delay", "50")],
+        )
+        .await;
+    let failed = failed["messageId"].as_str().unwrap().to_string();
+    let (_, canceled) = q.publish(&ok.url, "c", &[("upstash-delay", "1h")]).await;
+    let canceled = canceled["messageId"].as_str().unwrap().to_string();
+    q.call(reqwest::Method::DELETE, &format!("/messages/{canceled}"))
+        .await;
+
+    assert!(
+        common::eventually(|| async {
+            states(failed.clone()).await.first().map(String::as_str) == Some("FAILED")
+        })
+        .await
+    );
+    assert_eq!(
+        states(failed.clone()).await,
+        ["FAILED", "ACTIVE", "ERROR", "ACTIVE", "CREATED"]
+    );
+    assert!(
+        common::eventually(|| async {
+            states(delivered.clone()).await == ["DELIVERED", "ACTIVE", "CREATED"]
+        })
+        .await
+    );
+    assert_eq!(states(canceled.clone()).await, ["CANCELED", "CREATED"]);
+
+    let (_, page) = q
+        .call(reqwest::Method::GET, &format!("/events?messageId={failed}"))
+        .await;
+    let events = page["events"].as_array().unwrap();
+    assert!(events[0]["error"].as_str().unwrap().starts_with("503"));
+    assert!(events[2]["nextDeliveryTime"].as_u64().is_some());
+    assert_eq!(events[4]["url"], down.url.as_str());
+    assert_eq!(
+        events[4]["body"],
+        base64::engine::general_purpose::STANDARD.encode("b")
+    );
+    // Pages: two at a time, each older than the last, until none is left.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..20 {
+        let (_, page) = q
+            .call(
+                reqwest::Method::GET,
+                &format!("/events?count=2&cursor={cursor}"),
+            )
+            .await;
+        let events = page["events"].as_array().unwrap();
+        seen.extend(events.iter().map(|e| e["time"].as_u64().unwrap()));
+        match page["cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 10, "every event once");
+    assert!(seen.windows(2).all(|w| w[0] >= w[1]), "{seen:?}");
+    q.stop().await;
+}

@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
+use super::events::State;
 use super::message::{new_id, Message};
 use super::schedule::next_tick;
 use super::storage::DeadLetter;
@@ -195,10 +196,24 @@ struct Answer {
     non_retryable: bool,
 }
 
+impl Answer {
+    /// What went wrong, as the events log shows it.
+    fn error(&self) -> String {
+        let body = String::from_utf8_lossy(&self.body[..self.body.len().min(1024)]);
+        match self.status {
+            Some(s) => format!("{s} {body}"),
+            None => body.into_owned(),
+        }
+    }
+}
+
 async fn deliver(q: &Qstash, mut m: Message) {
+    q.storage.record(State::Active, &m, now_ms(), Value::Null);
     let answer = attempt(q, &m).await;
     if answer.status.is_some_and(|s| (200..300).contains(&s)) {
         q.storage.complete(&m);
+        q.storage
+            .record(State::Delivered, &m, now_ms(), Value::Null);
         if let Some(url) = m.callback.clone() {
             enqueue_callback(q, &m, &url, &answer, None);
         }
@@ -215,6 +230,12 @@ async fn deliver(q: &Qstash, mut m: Message) {
             message: m.clone(),
         };
         q.storage.bury(&letter);
+        q.storage.record(
+            State::Failed,
+            &m,
+            letter.failed_at,
+            json!({ "error": answer.error(), "dlqId": letter.dlq_id }),
+        );
         tracing::info!(message = %m.message_id, url = %m.url, status = ?answer.status,
             "qstash: message moved to the dead-letter queue");
         if let Some(url) = m.failure_callback.clone() {
@@ -222,8 +243,14 @@ async fn deliver(q: &Qstash, mut m: Message) {
         }
         return;
     }
-    q.storage
-        .retry_later(&m, now_ms().saturating_add(m.retry_delay_ms()));
+    let next = now_ms().saturating_add(m.retry_delay_ms());
+    q.storage.retry_later(&m, next);
+    q.storage.record(
+        State::Error,
+        &m,
+        now_ms(),
+        json!({ "error": answer.error(), "nextDeliveryTime": next }),
+    );
 }
 
 /// One HTTP request to the destination.

@@ -25,6 +25,7 @@
 //! ([`delivery`]). Flow control is not served.
 
 pub mod delivery;
+pub mod events;
 pub mod message;
 pub mod queues;
 pub mod retry_delay;
@@ -89,7 +90,7 @@ impl Qstash {
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Arc::new(Qstash {
-            storage: Storage::new(store.clone(), q.db),
+            storage: Storage::new(store.clone(), q.db, q.events),
             keys: SigningKeys::resolve(q, &config.data_dir)?,
             tokens,
             config: q.clone(),
@@ -270,6 +271,7 @@ pub fn routes(q: Arc<Qstash>) -> Router {
         .route("/v2/queues/{name}", get(get_queue).delete(delete_queue))
         .route("/v2/queues/{name}/pause", post(pause_queue))
         .route("/v2/queues/{name}/resume", post(resume_queue))
+        .route("/v2/events", get(list_events))
         .route("/v2/keys", get(keys))
         .layer(axum::middleware::from_fn_with_state(
             q.clone(),
@@ -1030,6 +1032,36 @@ async fn remove_endpoints(
     };
     q.wait_durable(seq).await;
     StatusCode::OK.into_response()
+}
+
+/// `GET /v2/events`: a page of the events log, newest first.
+async fn list_events(State(q): State<Arc<Qstash>>, req: Request) -> Response {
+    let mut filter = events::Filter::default();
+    let mut count = DEFAULT_PAGE;
+    let mut cursor = None;
+    for (k, v) in query_pairs(req.uri().query()) {
+        match k.as_str() {
+            "count" => count = v.parse().unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
+            "cursor" if !v.is_empty() => cursor = Some(v),
+            "messageId" | "messageIds" if filter.message_ids.len() < MAX_PAGE => {
+                filter.message_ids.push(v)
+            }
+            "state" => filter.state = Some(v),
+            "url" => filter.url = Some(v),
+            "topicName" | "urlGroup" => filter.url_group = Some(v),
+            "queueName" => filter.queue_name = Some(v),
+            "scheduleId" => filter.schedule_id = Some(v),
+            "fromDate" => filter.from = v.parse().ok(),
+            "toDate" => filter.to = v.parse().ok(),
+            _ => {}
+        }
+    }
+    let (events, next) = q.storage.events(&filter, count, cursor.as_deref());
+    let mut reply = json!({ "events": events });
+    if let Some(c) = next {
+        reply["cursor"] = c.into();
+    }
+    axum::Json(reply).into_response()
 }
 
 async fn keys(State(q): State<Arc<Qstash>>) -> Response {

@@ -21,8 +21,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tidewire_store::{Client, Outcome, Reply, Store};
 
+use super::delivery::now_ms;
+use super::events::State;
 use super::message::Message;
 use super::schedule::Schedule;
 
@@ -74,11 +77,13 @@ impl DeadLetter {
 /// The keyspace side of the message API.
 pub struct Storage {
     store: Arc<Store>,
+    /// Entries the events log keeps ([`super::events`]).
+    pub(super) events_kept: usize,
     client: Mutex<Client>,
 }
 
 impl Storage {
-    pub fn new(store: Arc<Store>, db: usize) -> Storage {
+    pub fn new(store: Arc<Store>, db: usize, events_kept: usize) -> Storage {
         // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
         let mut c = store.new_client("qstash".into(), "internal".into(), "qstash");
         c.authenticated = true;
@@ -87,6 +92,7 @@ impl Storage {
         c.select(db);
         Storage {
             store,
+            events_kept,
             client: Mutex::new(c),
         }
     }
@@ -168,7 +174,10 @@ impl Storage {
             _ => zadd(DUE, m.not_before, &m.message_id),
         };
         match self.write(&[self.save_cmd(m), schedule]) {
-            Ok((_, s)) => Ok((Enqueued::Stored, seq.max(s))),
+            Ok((_, s)) => {
+                self.record(State::Created, m, m.created_at, Value::Null);
+                Ok((Enqueued::Stored, seq.max(s)))
+            }
             Err(e) => {
                 // Not stored: a retried publish with the same id must not be
                 // taken for a duplicate of nothing.
@@ -260,8 +269,13 @@ impl Storage {
     /// Cancels a message; whether it was there. One waiting in a queue's list
     /// leaves its id behind, which the queue skips.
     pub fn cancel(&self, id: &str) -> bool {
+        let message = self.get(id);
         let (r, _) = self.run(&[argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])]);
-        matches!(r.get(1), Some(Reply::Int(1)))
+        let gone = matches!(r.get(1), Some(Reply::Int(1)));
+        if let (true, Some(m)) = (gone, message) {
+            self.record(State::Canceled, &m, now_ms(), Value::Null);
+        }
+        gone
     }
 
     /// Ids of scheduled messages, in order of their next attempt.
