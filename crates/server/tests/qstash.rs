@@ -960,3 +960,62 @@ async fn the_events_log_shows_each_state_newest_first() {
     assert!(seen.windows(2).all(|w| w[0] >= w[1]), "{seen:?}");
     q.stop().await;
 }
+
+#[tokio::test]
+async fn cancelling_everything_pages_through_what_is_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let (a, b) = (receiver(&[200]).await, receiver(&[200]).await);
+    let mut kept = Vec::new();
+    for i in 0..6 {
+        let url = if i % 2 == 0 { &a.url } else { &b.url };
+        let (_, reply) = q.publish(url, "later", &[("upstash-delay", "1h")]).await;
+        if i % 2 == 1 {
+            kept.push(reply["messageId"].as_str().unwrap().to_string());
+        }
+    }
+    // A paused queue's waiting messages are pending too.
+    q.http
+        .post(format!("{}/queues", q.base))
+        .bearer_auth(&q.token)
+        .json(&json!({"queueName": "held", "paused": true}))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        q.http
+            .post(format!("{}/enqueue/held/{}", q.base, a.url))
+            .bearer_auth(&q.token)
+            .body("queued")
+            .send()
+            .await
+            .unwrap();
+    }
+    // Only a's, two per page: 3 scheduled and 2 queued, whatever b's sit between.
+    let mut cancelled = 0;
+    let mut cursor = "0".to_string();
+    for _ in 0..10 {
+        let (status, page) = q
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/messages?count=2&cursor={cursor}&url={}", a.url),
+            )
+            .await;
+        assert_eq!(status, 200);
+        cancelled += page["cancelled"].as_u64().unwrap();
+        match page["cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(cancelled, 5);
+    for id in &kept {
+        let (status, _) = q
+            .call(reqwest::Method::GET, &format!("/messages/{id}"))
+            .await;
+        assert_eq!(status, 200, "b's message {id} is still pending");
+    }
+    let (_, held) = q.call(reqwest::Method::GET, "/queues/held").await;
+    assert_eq!(held["lag"], 0);
+    q.stop().await;
+}

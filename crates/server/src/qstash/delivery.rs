@@ -1,10 +1,10 @@
-//! The delivery loop: takes due messages from the queue, sends each to its
+//! The delivery loop: takes due messages from the keyspace, sends each to its
 //! destination with a fresh `Upstash-Signature`, and on the answer removes it
 //! (2xx), schedules a retry with backoff, or moves it to the dead-letter queue
 //! once its retries are used up. Callbacks are messages too, so they are signed,
 //! retried and persisted the same way.
 //!
-//! At least once: a message stays in the queue until its destination answered
+//! At least once: a message stays stored until its destination answered
 //! 2xx. While it is being delivered its next attempt is pushed past the
 //! delivery's timeout, so a restart in the middle delivers it again.
 
@@ -57,9 +57,12 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
         let now = now_ms();
         fire_schedules(&q, now);
         let free = slots.available_permits();
-        let mut claimed = 0;
+        // Due entries handled this pass (delivered, moved into their queue, or
+        // dropped): while there are some, the next pass comes at once.
+        let mut progressed = 0;
         if free > 0 {
             for id in q.storage.claim_due(now, free) {
+                progressed += 1;
                 // Only this loop takes slots, so one is free for each id claimed.
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
@@ -81,12 +84,11 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
                 }
                 q.storage
                     .reschedule(&id, now + m.timeout_secs * 1000 + LEASE_MARGIN_MS);
-                claimed += 1;
                 spawn_delivery(&q, m, permit);
             }
-            claimed += start_queued(&q, &slots);
+            progressed += start_queued(&q, &slots);
         }
-        let wait = if claimed > 0 && slots.available_permits() > 0 {
+        let wait = if progressed > 0 && slots.available_permits() > 0 {
             Duration::ZERO
         } else {
             let next = match (q.storage.next_due(), q.storage.next_schedule_due()) {

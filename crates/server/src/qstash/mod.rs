@@ -80,11 +80,15 @@ impl Qstash {
         rest_tokens: &[String],
     ) -> anyhow::Result<Arc<Qstash>> {
         let q = &config.qstash;
-        let tokens = if q.tokens.is_empty() {
-            rest_tokens.to_vec()
+        let tokens: Vec<String> = if q.tokens.is_empty() {
+            rest_tokens
         } else {
-            q.tokens.clone()
-        };
+            &q.tokens
+        }
+        .iter()
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .collect();
         let http = reqwest::Client::builder()
             // A destination's redirect is its answer, as QStash treats it.
             .redirect(reqwest::redirect::Policy::none())
@@ -99,11 +103,6 @@ impl Qstash {
             wake: Notify::new(),
             max_body: config.http.max_body_bytes,
         }))
-    }
-
-    /// The token `QSTASH_TOKEN` should hold (banner, tests).
-    pub fn primary_token(&self) -> &str {
-        self.tokens.first().map_or("", String::as_str)
     }
 
     /// Starts the delivery loop.
@@ -163,9 +162,7 @@ impl Qstash {
             ),
         })
     }
-}
 
-impl Qstash {
     /// The messages a publish to `dest` makes: one for a URL, one per endpoint
     /// for the name of a URL group (404 if there is no such group).
     fn expand(
@@ -645,27 +642,27 @@ fn next_cursor(b: &Bulk, listed: usize) -> Option<String> {
 
 async fn cancel_many(State(q): State<Arc<Qstash>>, req: Request) -> Response {
     let b = bulk(req.uri().query(), "messageIds");
-    let (ids, cursor) = if b.ids.is_empty() {
-        // Cancelling removes what it lists, so every page starts at the front.
-        let ids = q.storage.scheduled(0, b.count);
-        let more = ids.len() == b.count;
-        (ids, more.then(|| "0".to_string()))
+    let all = b.ids.is_empty();
+    let ids = if all {
+        q.storage.pending(b.cursor, b.count)
     } else {
-        (b.ids.clone(), None)
+        b.ids.clone()
     };
     let cancelled = ids
         .iter()
         .filter(|id| {
-            let keep = b
+            let chosen = b
                 .url
                 .as_ref()
                 .is_none_or(|u| q.storage.get(id).is_some_and(|m| &m.url == u));
-            keep && q.storage.cancel(id)
+            chosen && q.storage.cancel(id)
         })
         .count();
     let mut reply = json!({ "cancelled": cancelled });
-    if let Some(c) = cursor {
-        reply["cursor"] = c.into();
+    // Cancelled messages leave the list, so the next page starts after the
+    // ones this page kept.
+    if all && ids.len() == b.count {
+        reply["cursor"] = (b.cursor + ids.len() - cancelled).to_string().into();
     }
     axum::Json(reply).into_response()
 }

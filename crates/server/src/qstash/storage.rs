@@ -266,11 +266,15 @@ impl Storage {
         }
     }
 
-    /// Cancels a message; whether it was there. One waiting in a queue's list
-    /// leaves its id behind, which the queue skips.
+    /// Cancels a message (scheduled, or waiting in its queue); whether it was
+    /// there.
     pub fn cancel(&self, id: &str) -> bool {
         let message = self.get(id);
-        let (r, _) = self.run(&[argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])]);
+        let mut cmds = vec![argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])];
+        if let Some(q) = message.as_ref().and_then(|m| m.queue_name.as_deref()) {
+            cmds.push(argv(&["LREM", &waiting_key(q), "1", id]));
+        }
+        let (r, _) = self.run(&cmds);
         let gone = matches!(r.get(1), Some(Reply::Int(1)));
         if let (true, Some(m)) = (gone, message) {
             self.record(State::Canceled, &m, now_ms(), Value::Null);
@@ -278,14 +282,38 @@ impl Storage {
         gone
     }
 
-    /// Ids of scheduled messages, in order of their next attempt.
-    pub fn scheduled(&self, from: usize, count: usize) -> Vec<String> {
-        ids(self.one(argv(&[
-            "ZRANGE",
-            DUE,
-            &from.to_string(),
-            &(from + count).saturating_sub(1).to_string(),
-        ])))
+    /// Ids of pending messages, `count` at most from position `from`: scheduled
+    /// ones in order of their next attempt, then those waiting in each queue.
+    pub fn pending(&self, from: usize, count: usize) -> Vec<String> {
+        let mut skip = from;
+        let mut out = Vec::new();
+        let lists = std::iter::once((DUE.to_string(), "ZRANGE", "ZCARD")).chain(
+            self.queues()
+                .into_iter()
+                .map(|q| (waiting_key(&q.name), "LRANGE", "LLEN")),
+        );
+        for (key, range, len) in lists {
+            if out.len() >= count {
+                break;
+            }
+            let n = match self.one(argv(&[len, &key])) {
+                Reply::Int(n) => n.max(0) as usize,
+                _ => 0,
+            };
+            if skip >= n {
+                skip -= n;
+                continue;
+            }
+            let last = skip + (count - out.len()) - 1;
+            out.extend(ids(self.one(argv(&[
+                range,
+                &key,
+                &skip.to_string(),
+                &last.to_string(),
+            ]))));
+            skip = 0;
+        }
+        out
     }
 
     /// Moves a message that used up its retries to the dead-letter queue.
