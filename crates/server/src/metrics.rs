@@ -49,16 +49,32 @@ struct DbLabel {
     db: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
 /// What is recorded as it happens (process-wide, like the command table).
 struct Live {
     rest_requests: Family<StatusLabel, Counter>,
+    qstash_attempts: Family<OutcomeLabel, Counter>,
 }
 
 fn live() -> &'static Live {
     static LIVE: OnceLock<Live> = OnceLock::new();
     LIVE.get_or_init(|| Live {
         rest_requests: Family::default(),
+        qstash_attempts: Family::default(),
     })
+}
+
+/// Counts one QStash delivery attempt: `delivered`, `retrying` (failed, to be
+/// tried again) or `dead_lettered` (failed for the last time).
+pub fn qstash_attempt(outcome: &'static str) {
+    live()
+        .qstash_attempts
+        .get_or_create(&OutcomeLabel { outcome })
+        .inc();
 }
 
 /// Starts feeding the latency histogram from every command the store runs.
@@ -94,6 +110,11 @@ pub fn render(store: &Store, hubs: &[std::sync::Arc<tidewire_realtime::Hub>]) ->
         "rest_requests",
         "Upstash REST responses by HTTP status",
         l.rest_requests.clone(),
+    );
+    reg.register(
+        "qstash_delivery_attempts",
+        "QStash delivery attempts by outcome (delivered, retrying, dead_lettered)",
+        l.qstash_attempts.clone(),
     );
 
     let processed = Family::<CmdLabel, Counter>::default();

@@ -333,6 +333,23 @@ async fn failures_are_retried_then_dead_lettered_with_callbacks() {
         q.call(reqwest::Method::GET, "/dlq").await.1["messages"],
         json!([])
     );
+    // Attempts by outcome on /metrics (process-wide counters: at least these).
+    let metrics = q
+        .http
+        .get(format!(
+            "http://{}/metrics",
+            q.server.as_ref().unwrap().http_addr
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for outcome in ["delivered", "retrying", "dead_lettered"] {
+        let line = format!("tidewire_qstash_delivery_attempts_total{{outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
     q.stop().await;
 }
 

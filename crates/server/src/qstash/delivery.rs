@@ -214,6 +214,7 @@ async fn deliver(q: &Qstash, mut m: Message) {
     let answer = attempt(q, &m).await;
     if answer.status.is_some_and(|s| (200..300).contains(&s)) {
         q.storage.complete(&m);
+        crate::metrics::qstash_attempt("delivered");
         q.storage
             .record(State::Delivered, &m, now_ms(), Value::Null);
         if let Some(url) = m.callback.clone() {
@@ -232,6 +233,7 @@ async fn deliver(q: &Qstash, mut m: Message) {
             message: m.clone(),
         };
         q.storage.bury(&letter);
+        crate::metrics::qstash_attempt("dead_lettered");
         q.storage.record(
             State::Failed,
             &m,
@@ -247,6 +249,7 @@ async fn deliver(q: &Qstash, mut m: Message) {
     }
     let next = now_ms().saturating_add(m.retry_delay_ms());
     q.storage.retry_later(&m, next);
+    crate::metrics::qstash_attempt("retrying");
     q.storage.record(
         State::Error,
         &m,
