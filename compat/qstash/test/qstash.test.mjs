@@ -576,3 +576,44 @@ test("logs / events: a message's states newest first, by messageIds and by filte
   const next = await client.events({ count: 2, cursor: page.cursor });
   assert.ok(next.events[0].time <= page.events[1].time);
 });
+
+test("flow control: publishJSON({ flowControl }) bounds parallelism; client.flowControl get / pause / resume / pin / unpin", async (t) => {
+  let running = 0;
+  let most = 0;
+  const ep = await endpoint(t, async () => {
+    running += 1;
+    most = Math.max(most, running);
+    await sleep(100);
+    running -= 1;
+    return {};
+  });
+  const key = uniq("tenant");
+  const path = `/${uniq("flow")}`;
+  for (let i = 0; i < 5; i++) {
+    await client.publishJSON({ url: ep.url(path), body: { i }, flowControl: { key, parallelism: 2 } });
+  }
+  await ep.got(path, 5);
+  assert.equal(most, 2, "never more than the key's parallelism at once");
+  let info = await client.flowControl.get(key);
+  assert.equal(info.flowControlKey, key);
+  assert.equal(info.parallelismMax, 2);
+  assert.equal(info.isPaused, false);
+
+  await client.flowControl.pin(key, { parallelism: 1 });
+  await client.flowControl.pause(key);
+  const held = `/${uniq("held")}`;
+  await client.publishJSON({ url: ep.url(held), body: {}, flowControl: { key, parallelism: 4 } });
+  await sleep(300);
+  assert.equal(ep.at(held).length, 0);
+  info = await client.flowControl.get(key);
+  assert.equal(info.isPaused, true);
+  assert.equal(info.isPinnedParallelism, true);
+  assert.equal(info.parallelismMax, 1);
+  assert.equal(info.waitListSize, 1);
+  await client.flowControl.resume(key);
+  await ep.got(held, 1);
+  await client.flowControl.unpin(key, { parallelism: true });
+  assert.equal((await client.flowControl.get(key)).isPinnedParallelism, false);
+  const global = await client.flowControl.getGlobalParallelism();
+  assert.ok(global.parallelismMax >= 1);
+});

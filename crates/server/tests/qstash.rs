@@ -1036,3 +1036,125 @@ async fn cancelling_everything_pages_through_what_is_pending() {
     assert_eq!(held["lag"], 0);
     q.stop().await;
 }
+
+/// An endpoint that takes `ms` to answer and records when each request started
+/// and how many were running at once.
+async fn slow_endpoint(ms: u64) -> (String, Arc<Mutex<Vec<Instant>>>, Arc<Mutex<(usize, usize)>>) {
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    // (running now, most running at once)
+    let running: Arc<Mutex<(usize, usize)>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow", listener.local_addr().unwrap());
+    let (s, r) = (starts.clone(), running.clone());
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::post(move || {
+            let (s, r) = (s.clone(), r.clone());
+            async move {
+                s.lock().push(Instant::now());
+                {
+                    let mut r = r.lock();
+                    r.0 += 1;
+                    r.1 = r.1.max(r.0);
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                r.lock().0 -= 1;
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, starts, running)
+}
+
+#[tokio::test]
+async fn flow_control_keys_bound_parallelism_and_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let flow = |value: &'static str| {
+        [
+            ("upstash-flow-control-key", "tenant:7"),
+            ("upstash-flow-control-value", value),
+        ]
+    };
+    // Parallelism 2: never more than two at once.
+    let (url, starts, running) = slow_endpoint(150).await;
+    for _ in 0..6 {
+        assert_eq!(q.publish(&url, "p", &flow("parallelism=2")).await.0, 201);
+    }
+    let (status, info) = q.call(reqwest::Method::GET, "/flowControl/tenant:7").await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["flowControlKey"], "tenant:7");
+    assert_eq!(info["parallelismMax"], 2);
+    assert!(common::eventually(|| async { starts.lock().len() == 6 }).await);
+    assert!(common::eventually(|| async { running.lock().0 == 0 }).await);
+    assert_eq!(running.lock().1, 2, "at most two at once");
+
+    // Rate 2 per second: the third and fourth wait for the next period.
+    let (url, starts, _) = slow_endpoint(0).await;
+    let begin = Instant::now();
+    for _ in 0..4 {
+        assert_eq!(
+            q.publish(&url, "r", &flow("rate=2, period=1s")).await.0,
+            201
+        );
+    }
+    assert!(common::eventually(|| async { starts.lock().len() == 4 }).await);
+    let late: Vec<_> = starts
+        .lock()
+        .iter()
+        .map(|t| t.duration_since(begin))
+        .collect();
+    assert!(late[1] < Duration::from_millis(900), "{late:?}");
+    assert!(late[2] >= Duration::from_millis(900), "{late:?}");
+    let (_, info) = q.call(reqwest::Method::GET, "/flowControl/tenant:7").await;
+    assert_eq!(
+        (info["rateMax"].clone(), info["ratePeriod"].clone()),
+        (json!(2), json!(1))
+    );
+
+    // Pinned, publishes' values do not change it; paused, nothing starts.
+    let pin = "/flowControl/tenant:7/pin?parallelism=1";
+    assert_eq!(q.call(reqwest::Method::POST, pin).await.0, 200);
+    assert_eq!(
+        q.call(reqwest::Method::POST, "/flowControl/tenant:7/pause")
+            .await
+            .0,
+        200
+    );
+    let (url, starts, _) = slow_endpoint(0).await;
+    q.publish(&url, "held", &flow("parallelism=9")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(starts.lock().is_empty());
+    let (_, info) = q.call(reqwest::Method::GET, "/flowControl/tenant:7").await;
+    assert_eq!(info["parallelismMax"], 1);
+    assert_eq!(info["isPinnedParallelism"], true);
+    assert_eq!(info["isPaused"], true);
+    assert_eq!(info["waitListSize"], 1);
+    assert_eq!(
+        q.call(reqwest::Method::POST, "/flowControl/tenant:7/resume")
+            .await
+            .0,
+        200
+    );
+    assert!(common::eventually(|| async { starts.lock().len() == 1 }).await);
+    let unpin = "/flowControl/tenant:7/unpin?parallelism=true";
+    assert_eq!(q.call(reqwest::Method::POST, unpin).await.0, 200);
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/flowControl").await.1[0]["isPinnedParallelism"],
+        false
+    );
+    let (status, global) = q.call(reqwest::Method::GET, "/globalParallelism").await;
+    assert_eq!(status, 200);
+    assert_eq!(global["parallelismMax"], 32);
+    assert_eq!(
+        q.call(reqwest::Method::GET, "/flowControl/nobody").await.0,
+        404
+    );
+    let bad = [
+        ("upstash-flow-control-key", "k"),
+        ("upstash-flow-control-value", "speed=3"),
+    ];
+    assert_eq!(q.publish(&url, "x", &bad).await.0, 400);
+    q.stop().await;
+}

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio::sync::{watch, Semaphore};
 
 use super::events::State;
+use super::lanes::{Lane, Next};
 use super::message::{new_id, Message};
 use super::schedule::next_tick;
 use super::storage::DeadLetter;
@@ -60,6 +61,8 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
         // Due entries handled this pass (delivered, moved into their queue, or
         // dropped): while there are some, the next pass comes at once.
         let mut progressed = 0;
+        // When a lane held back by its rate may start again.
+        let mut rate_free_at = None;
         if free > 0 {
             for id in q.storage.claim_due(now, free) {
                 progressed += 1;
@@ -72,11 +75,11 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
                     q.storage.cancel(&id);
                     continue;
                 };
-                if let Some(queue) = m.queue_name.as_deref() {
-                    // Its time has come: now it waits for its queue's turn; a
+                if let Some(lane) = Lane::of(&m) {
+                    // Its time has come: now it waits for its lane's turn; a
                     // deleted queue's messages go with it.
-                    if q.storage.queue(queue).is_some() {
-                        q.storage.join_queue(queue, &id);
+                    if q.storage.lane(&lane).is_some() {
+                        q.storage.join(&lane, &id);
                     } else {
                         q.storage.cancel(&id);
                     }
@@ -86,15 +89,21 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
                     .reschedule(&id, now + m.timeout_secs * 1000 + LEASE_MARGIN_MS);
                 spawn_delivery(&q, m, permit);
             }
-            progressed += start_queued(&q, &slots);
+            let (started, rate_wait) = start_waiting(&q, &slots);
+            progressed += started;
+            rate_free_at = rate_wait.map(|ms| now + ms);
         }
         let wait = if progressed > 0 && slots.available_permits() > 0 {
             Duration::ZERO
         } else {
-            let next = match (q.storage.next_due(), q.storage.next_schedule_due()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [
+                q.storage.next_due(),
+                q.storage.next_schedule_due(),
+                rate_free_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             match next {
                 Some(t) if t > now => Duration::from_millis(t - now).min(IDLE_WAIT),
                 // Due now but every slot is busy: a finished delivery wakes us.
@@ -116,33 +125,50 @@ pub async fn run(q: Arc<Qstash>, mut shutdown: watch::Receiver<bool>) {
 
 fn spawn_delivery(q: &Arc<Qstash>, m: Message, permit: tokio::sync::OwnedSemaphorePermit) {
     let q = q.clone();
+    q.in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tokio::spawn(async move {
         deliver(&q, m).await;
+        q.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         drop(permit);
         q.wake.notify_one();
     });
 }
 
-/// Starts the head of every unpaused queue while it and the loop have free
-/// slots; how many it started.
-fn start_queued(q: &Arc<Qstash>, slots: &Arc<Semaphore>) -> usize {
+/// Starts the head of every unpaused lane (queues, then flow-control keys) while
+/// it and the loop have free slots: how many it started, and the soonest a lane
+/// held back by its rate may start again (ms from now).
+fn start_waiting(q: &Arc<Qstash>, slots: &Arc<Semaphore>) -> (usize, Option<u64>) {
     let mut started = 0;
-    for queue in q.storage.queues() {
-        if queue.paused {
+    let mut rate_wait: Option<u64> = None;
+    let lanes = q
+        .storage
+        .lanes(false)
+        .into_iter()
+        .chain(q.storage.lanes(true));
+    for (lane, settings) in lanes {
+        if settings.paused {
             continue;
         }
         while slots.available_permits() > 0 {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
-                return started;
+                return (started, rate_wait);
             };
-            let Some(m) = q.storage.start_next(&queue) else {
-                break;
-            };
-            started += 1;
-            spawn_delivery(q, m, permit);
+            match q.storage.start_next(&lane, &settings) {
+                Next::Started(m) => {
+                    started += 1;
+                    spawn_delivery(q, *m, permit);
+                }
+                Next::Idle => break,
+                Next::RateLimited(ms) => {
+                    rate_wait = Some(rate_wait.map_or(ms, |w| w.min(ms)));
+                    break;
+                }
+            }
         }
     }
-    started
+    (started, rate_wait)
 }
 
 /// Publishes the firing of every schedule whose tick has come, and records its
@@ -383,6 +409,7 @@ fn enqueue_callback(
         url_group: None,
         endpoint_name: None,
         queue_name: None,
+        flow_control: None,
     };
     if let Err(e) = q.storage.enqueue(&callback, None) {
         tracing::warn!(source = %source.message_id, error = %e, "qstash: a callback could not be stored");

@@ -60,6 +60,76 @@ pub struct Message {
     /// Enqueued: the queue it waits in for its turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_name: Option<String>,
+    /// `Upstash-Flow-Control-Key` and `-Value`: the key it waits under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<FlowControl>,
+}
+
+/// A flow-control key and the limits a publish gave it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowControl {
+    pub key: String,
+    pub parallelism: Option<u32>,
+    pub rate: Option<u32>,
+    pub period_secs: u64,
+}
+
+/// Longest flow-control key accepted.
+const MAX_FLOW_KEY: usize = 512;
+
+impl FlowControl {
+    /// From `Upstash-Flow-Control-Key` and `-Value` (`parallelism=3, rate=10,
+    /// period=1m`); at least one limit is needed.
+    fn parse(key: &str, value: Option<&str>) -> Result<FlowControl, Refused> {
+        if key.len() > MAX_FLOW_KEY {
+            return Err(Refused::bad(format!(
+                "Upstash-Flow-Control-Key longer than {MAX_FLOW_KEY} bytes"
+            )));
+        }
+        let mut f = FlowControl {
+            key: key.to_string(),
+            parallelism: None,
+            rate: None,
+            period_secs: 1,
+        };
+        let limit = |v: &str| match v.trim().parse::<u32>() {
+            Ok(n) if (1..=super::lanes::MAX_PARALLELISM).contains(&n) => Ok(n),
+            _ => Err(Refused::bad(format!(
+                "invalid Upstash-Flow-Control-Value: {v} (1 to {})",
+                super::lanes::MAX_PARALLELISM
+            ))),
+        };
+        for part in value
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                Refused::bad(format!("invalid Upstash-Flow-Control-Value: {part}"))
+            })?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "parallelism" => f.parallelism = Some(limit(v)?),
+                "rate" | "ratepersecond" => f.rate = Some(limit(v)?),
+                "period" => {
+                    let ms = parse_duration_ms(v, "Upstash-Flow-Control-Value period")?;
+                    f.period_secs = ms.div_ceil(1000).max(1);
+                }
+                _ => {
+                    return Err(Refused::bad(format!(
+                        "invalid Upstash-Flow-Control-Value: {part}"
+                    )))
+                }
+            }
+        }
+        if f.parallelism.is_none() && f.rate.is_none() {
+            return Err(Refused::bad(
+                "Upstash-Flow-Control-Value needs parallelism or rate",
+            ));
+        }
+        Ok(f)
+    }
 }
 
 /// A request QStash refuses: its status and message.
@@ -163,6 +233,10 @@ impl Message {
                 header.entry(delivered).or_default().push(value.to_string());
             }
         }
+        let flow_control = match get("upstash-flow-control-key") {
+            Some(key) => Some(FlowControl::parse(key, get("upstash-flow-control-value"))?),
+            None => None,
+        };
         let labels = get("upstash-label")
             .map(|l| l.split(',').map(|s| s.trim().to_string()).collect())
             .unwrap_or_default();
@@ -209,6 +283,7 @@ impl Message {
                 url_group: None,
                 endpoint_name: None,
                 queue_name: None,
+                flow_control,
             },
             dedup,
         })
@@ -264,6 +339,16 @@ impl Message {
         }
         if let Some(q) = &self.queue_name {
             v["queueName"] = json!(q);
+        }
+        if let Some(f) = &self.flow_control {
+            v["flowControlKey"] = json!(f.key);
+            if let Some(p) = f.parallelism {
+                v["parallelism"] = json!(p);
+            }
+            if let Some(r) = f.rate {
+                v["rate"] = json!(r);
+                v["period"] = json!(f.period_secs);
+            }
         }
         if !self.labels.is_empty() {
             v["label"] = json!(self.labels[0]);
@@ -433,6 +518,39 @@ mod tests {
         );
         assert_eq!(publish(&[("upstash-method", "BREW")]).err().unwrap().0, 400);
         assert_eq!(publish(&[("upstash-delay", "400d")]).err().unwrap().0, 400);
+    }
+
+    #[test]
+    fn flow_control_values() {
+        let f = publish(&[
+            ("upstash-flow-control-key", "user:1"),
+            (
+                "upstash-flow-control-value",
+                "parallelism=3, rate=10, period=1m",
+            ),
+        ])
+        .unwrap()
+        .message
+        .flow_control
+        .unwrap();
+        assert_eq!(
+            (f.key.as_str(), f.parallelism, f.rate, f.period_secs),
+            ("user:1", Some(3), Some(10), 60)
+        );
+        for bad in [
+            "",
+            "period=5s",
+            "parallelism=0",
+            "rate=x",
+            "speed=3",
+            "rate",
+        ] {
+            let r = publish(&[
+                ("upstash-flow-control-key", "k"),
+                ("upstash-flow-control-value", bad),
+            ]);
+            assert_eq!(r.err().map(|e| e.0), Some(400), "{bad:?}");
+        }
     }
 
     #[test]

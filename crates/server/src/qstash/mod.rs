@@ -18,16 +18,20 @@
 //!   to its endpoints;
 //! - `POST /v2/enqueue/<queue>/<url>`, `GET|POST /v2/queues`,
 //!   `GET|DELETE /v2/queues/<name>`, `POST /v2/queues/<name>/pause|resume`:
-//!   queues, delivering in order with a parallelism of their own ([`queues`]);
+//!   queues, delivering in order with a parallelism of their own; and flow
+//!   control (`Upstash-Flow-Control-Key`: parallelism and rate per key;
+//!   `GET /v2/flowControl[/<key>]`, `POST /v2/flowControl/<key>/<action>`,
+//!   `GET /v2/globalParallelism`) ([`lanes`]);
+//! - `GET /v2/events`: the events log ([`events`]);
 //! - `GET /v2/keys`: the signing keys a receiver verifies with.
 //!
 //! Messages live in the keyspace ([`storage`]) and are sent by one delivery loop
-//! ([`delivery`]). Flow control is not served.
+//! ([`delivery`]).
 
 pub mod delivery;
 pub mod events;
+pub mod lanes;
 pub mod message;
-pub mod queues;
 pub mod retry_delay;
 pub mod schedule;
 pub mod signature;
@@ -49,6 +53,7 @@ use tidewire_store::Store;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, QstashConfig};
+use lanes::{Lane, LaneSettings};
 use message::{Message, Refused};
 use signature::SigningKeys;
 use storage::Storage;
@@ -68,6 +73,8 @@ pub struct Qstash {
     http: reqwest::Client,
     /// Wakes the delivery loop: a message was published or a slot came free.
     wake: Notify,
+    /// Deliveries running now (`/v2/globalParallelism`).
+    in_flight: std::sync::atomic::AtomicUsize,
     max_body: usize,
 }
 
@@ -101,6 +108,7 @@ impl Qstash {
             store,
             http,
             wake: Notify::new(),
+            in_flight: Default::default(),
             max_body: config.http.max_body_bytes,
         }))
     }
@@ -143,6 +151,11 @@ impl Qstash {
     /// message is durable (under `appendfsync always`).
     async fn accept(&self, publish: message::Publish) -> Result<(StatusCode, Value), Refused> {
         let m = &publish.message;
+        // A queue's message waits in its queue; its flow-control key is not a
+        // lane of its own then.
+        if let (None, Some(f)) = (&m.queue_name, &m.flow_control) {
+            self.follow_flow(f, m.created_at).await?;
+        }
         let (result, seq) = self
             .storage
             .enqueue(m, publish.dedup.as_deref())
@@ -208,11 +221,29 @@ impl Qstash {
     /// A queue named by a message that does not exist yet is made with one
     /// delivery at a time, as QStash does.
     async fn ensure_queue(&self, name: &str, now: u64) -> Result<(), Refused> {
-        if self.storage.queue(name).is_none() {
+        let lane = Lane::Queue(name.to_string());
+        if self.storage.lane(&lane).is_none() {
             let seq = self
                 .storage
-                .save_queue(&queues::QueueSettings::new(name, now))
+                .save_lane(&lane, &LaneSettings::queue(name, now))
                 .map_err(store_refused)?;
+            self.wait_durable(seq).await;
+        }
+        Ok(())
+    }
+
+    /// A flow-control key takes the limits of its latest publish (unless pinned);
+    /// made by its first.
+    async fn follow_flow(&self, f: &message::FlowControl, now: u64) -> Result<(), Refused> {
+        let lane = Lane::Flow(f.key.clone());
+        let existing = self.storage.lane(&lane);
+        let mut s = existing
+            .clone()
+            .unwrap_or_else(|| LaneSettings::queue(&f.key, now));
+        s.follow(f, now);
+        let limits = |s: &LaneSettings| (s.parallelism, s.rate, s.period_secs);
+        if existing.is_none_or(|e| limits(&e) != limits(&s)) {
+            let seq = self.storage.save_lane(&lane, &s).map_err(store_refused)?;
             self.wait_durable(seq).await;
         }
         Ok(())
@@ -268,6 +299,10 @@ pub fn routes(q: Arc<Qstash>) -> Router {
         .route("/v2/queues/{name}", get(get_queue).delete(delete_queue))
         .route("/v2/queues/{name}/pause", post(pause_queue))
         .route("/v2/queues/{name}/resume", post(resume_queue))
+        .route("/v2/flowControl", get(list_flows))
+        .route("/v2/flowControl/{key}", get(get_flow))
+        .route("/v2/flowControl/{key}/{action}", post(flow_action))
+        .route("/v2/globalParallelism", get(global_parallelism))
         .route("/v2/events", get(list_events))
         .route("/v2/keys", get(keys))
         .layer(axum::middleware::from_fn_with_state(
@@ -417,17 +452,18 @@ async fn enqueue(State(q): State<Arc<Qstash>>, req: Request) -> Response {
 async fn list_queues(State(q): State<Arc<Qstash>>) -> Response {
     let all: Vec<Value> = q
         .storage
-        .queues()
+        .lanes(false)
         .iter()
-        .map(|s| s.to_json(q.storage.lag(&s.name)))
+        .map(|(lane, s)| s.queue_json(q.storage.lag(lane)))
         .collect();
     axum::Json(Value::Array(all)).into_response()
 }
 
 async fn get_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
-    match q.storage.queue(&name) {
-        Some(s) => axum::Json(s.to_json(q.storage.lag(&name))).into_response(),
-        None => not_found("queue", &name),
+    let lane = Lane::Queue(name);
+    match q.storage.lane(&lane) {
+        Some(s) => axum::Json(s.queue_json(q.storage.lag(&lane))).into_response(),
+        None => not_found("queue", lane.name()),
     }
 }
 
@@ -437,15 +473,16 @@ async fn upsert_queue(State(q): State<Arc<Qstash>>, body: Body) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let (name, parallelism, paused) = match queues::parse_upsert(&body) {
+    let (name, parallelism, paused) = match lanes::parse_upsert(&body) {
         Ok(u) => u,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let now = delivery::now_ms();
+    let lane = Lane::Queue(name);
     let mut s = q
         .storage
-        .queue(&name)
-        .unwrap_or_else(|| queues::QueueSettings::new(&name, now));
+        .lane(&lane)
+        .unwrap_or_else(|| LaneSettings::queue(lane.name(), now));
     if let Some(p) = parallelism {
         s.parallelism = p;
     }
@@ -453,17 +490,39 @@ async fn upsert_queue(State(q): State<Arc<Qstash>>, body: Body) -> Response {
         s.paused = p;
     }
     s.updated_at = now;
-    let seq = match q.storage.save_queue(&s) {
-        Ok(seq) => seq,
-        Err(e) => return refused(store_refused(e)),
-    };
-    q.wait_durable(seq).await;
-    q.wake.notify_one();
-    StatusCode::OK.into_response()
+    q.save_lane(&lane, &s).await
+}
+
+impl Qstash {
+    /// Stores a lane's settings (durably), wakes the loop, answers 200.
+    async fn save_lane(&self, lane: &Lane, s: &LaneSettings) -> Response {
+        match self.storage.save_lane(lane, s) {
+            Ok(seq) => {
+                self.wait_durable(seq).await;
+                self.wake.notify_one();
+                StatusCode::OK.into_response()
+            }
+            Err(e) => refused(store_refused(e)),
+        }
+    }
+
+    /// Changes a lane that exists (404 otherwise) and saves it.
+    async fn change_lane(&self, lane: Lane, change: impl FnOnce(&mut LaneSettings)) -> Response {
+        let what = match lane {
+            Lane::Queue(_) => "queue",
+            Lane::Flow(_) => "flow control key",
+        };
+        let Some(mut s) = self.storage.lane(&lane) else {
+            return not_found(what, lane.name());
+        };
+        change(&mut s);
+        s.updated_at = delivery::now_ms();
+        self.save_lane(&lane, &s).await
+    }
 }
 
 async fn delete_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
-    match q.storage.delete_queue(&name) {
+    match q.storage.delete_lane(&Lane::Queue(name.clone())) {
         (true, seq) => {
             q.wait_durable(seq).await;
             StatusCode::OK.into_response()
@@ -472,27 +531,120 @@ async fn delete_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) ->
     }
 }
 
-async fn set_paused(q: &Qstash, name: &str, paused: bool) -> Response {
-    let Some(mut s) = q.storage.queue(name) else {
-        return not_found("queue", name);
-    };
-    s.paused = paused;
-    s.updated_at = delivery::now_ms();
-    let seq = match q.storage.save_queue(&s) {
-        Ok(seq) => seq,
-        Err(e) => return refused(store_refused(e)),
-    };
-    q.wait_durable(seq).await;
-    q.wake.notify_one();
-    StatusCode::OK.into_response()
-}
-
 async fn pause_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
-    set_paused(&q, &name, true).await
+    q.change_lane(Lane::Queue(name), |s| s.paused = true).await
 }
 
 async fn resume_queue(State(q): State<Arc<Qstash>>, Path(name): Path<String>) -> Response {
-    set_paused(&q, &name, false).await
+    q.change_lane(Lane::Queue(name), |s| s.paused = false).await
+}
+
+/// QStash's view of a flow-control key.
+fn flow_json(q: &Qstash, lane: &Lane, s: &LaneSettings) -> Value {
+    let (used, left) = q.storage.rate_used(lane);
+    let period_ms = s.period_secs.max(1) * 1000;
+    json!({
+        "flowControlKey": lane.name(),
+        "waitListSize": q.storage.lag(lane),
+        "parallelismMax": s.parallelism,
+        "parallelismCount": q.storage.in_flight(lane),
+        "rateMax": s.rate,
+        "rateCount": used,
+        "ratePeriod": s.period_secs,
+        "ratePeriodStart": if left > 0 { delivery::now_ms() + left - period_ms } else { 0 },
+        "isPaused": s.paused,
+        "isPinnedParallelism": s.pinned_parallelism,
+        "isPinnedRate": s.pinned_rate,
+    })
+}
+
+async fn list_flows(State(q): State<Arc<Qstash>>) -> Response {
+    let all: Vec<Value> = q
+        .storage
+        .lanes(true)
+        .iter()
+        .map(|(lane, s)| flow_json(&q, lane, s))
+        .collect();
+    axum::Json(Value::Array(all)).into_response()
+}
+
+async fn get_flow(State(q): State<Arc<Qstash>>, Path(key): Path<String>) -> Response {
+    let lane = Lane::Flow(key);
+    match q.storage.lane(&lane) {
+        Some(s) => axum::Json(flow_json(&q, &lane, &s)).into_response(),
+        None => not_found("flow control key", lane.name()),
+    }
+}
+
+/// `POST /v2/flowControl/<key>/pause|resume|pin|unpin|resetRate`.
+async fn flow_action(
+    State(q): State<Arc<Qstash>>,
+    Path((key, action)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let lane = Lane::Flow(key);
+    let pairs = query_pairs(req.uri().query());
+    let number = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<u64>().ok())
+    };
+    let flag = |name: &str| {
+        pairs
+            .iter()
+            .any(|(k, v)| k == name && v.eq_ignore_ascii_case("true"))
+    };
+    match action.as_str() {
+        "pause" => q.change_lane(lane, |s| s.paused = true).await,
+        "resume" => q.change_lane(lane, |s| s.paused = false).await,
+        "pin" => {
+            let limit = |n: u64| n.min(u64::from(lanes::MAX_PARALLELISM)) as u32;
+            let (parallelism, rate, period) =
+                (number("parallelism"), number("rate"), number("period"));
+            q.change_lane(lane, |s| {
+                if let Some(p) = parallelism {
+                    s.parallelism = limit(p);
+                    s.pinned_parallelism = true;
+                }
+                if let Some(r) = rate {
+                    s.rate = limit(r);
+                    s.pinned_rate = true;
+                }
+                if let Some(p) = period {
+                    s.period_secs = p.max(1);
+                    s.pinned_rate = true;
+                }
+            })
+            .await
+        }
+        "unpin" => {
+            let (parallelism, rate) = (flag("parallelism"), flag("rate"));
+            q.change_lane(lane, |s| {
+                s.pinned_parallelism &= !parallelism;
+                s.pinned_rate &= !rate;
+            })
+            .await
+        }
+        "resetRate" => {
+            if q.storage.lane(&lane).is_none() {
+                return not_found("flow control key", lane.name());
+            }
+            q.storage.reset_rate(&lane);
+            q.wake.notify_one();
+            StatusCode::OK.into_response()
+        }
+        _ => error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+/// Deliveries in flight over all lanes and none, against the loop's slots.
+async fn global_parallelism(State(q): State<Arc<Qstash>>) -> Response {
+    axum::Json(json!({
+        "parallelismMax": q.config.parallelism,
+        "parallelismCount": q.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+    }))
+    .into_response()
 }
 
 /// `[{"destination","headers":{…},"body"}, …]`: each entry as one publish.

@@ -8,8 +8,8 @@
 //!   crash mid-delivery means a new attempt after restart (at least once);
 //! - `qstash:dedup:<id>`: the message id a deduplication id first published;
 //! - `qstash:dlq` / `qstash:dlq:<dlqId>`: the dead-letter queue, by failure time;
-//! - `qstash:queue:<name>` (settings), `…:waiting` (list, in order) and
-//!   `…:active` (set, in flight): a queue's messages ([`super::queues`]);
+//! - `qstash:queue:<name>`, `qstash:flow:<hex key>` and their `…:waiting`,
+//!   `…:active`, `…:rate`: queues and flow-control keys ([`super::lanes`]);
 //! - `qstash:schedule:<id>`: a schedule as JSON, `qstash:schedules` its id by
 //!   creation time, `qstash:schedules:due` the active ones by their next tick.
 //!
@@ -26,6 +26,7 @@ use tidewire_store::{Client, Outcome, Reply, Store};
 
 use super::delivery::now_ms;
 use super::events::State;
+use super::lanes::Lane;
 use super::message::Message;
 use super::schedule::Schedule;
 
@@ -167,9 +168,9 @@ impl Storage {
         }
         // A queue's message due at once joins its queue here, so messages
         // enqueued together keep the order they were accepted in.
-        let schedule = match m.queue_name.as_deref() {
-            Some(q) if m.not_before <= m.created_at => {
-                argv(&["RPUSH", &waiting_key(q), &m.message_id])
+        let schedule = match Lane::of(m) {
+            Some(lane) if m.not_before <= m.created_at => {
+                argv(&["RPUSH", &lane.waiting_key(), &m.message_id])
             }
             _ => zadd(DUE, m.not_before, &m.message_id),
         };
@@ -243,7 +244,7 @@ impl Storage {
     pub fn complete(&self, m: &Message) {
         let id = &m.message_id;
         let mut cmds = vec![argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])];
-        cmds.extend(m.queue_name.as_deref().map(|q| queue_done(q, id)));
+        cmds.extend(Lane::of(m).map(|lane| lane.done(id)));
         self.run(&cmds);
     }
 
@@ -255,24 +256,20 @@ impl Storage {
         let mut save = self.save_cmd(m);
         save.push(Bytes::from_static(b"XX"));
         let mut first = vec![save];
-        first.extend(
-            m.queue_name
-                .as_deref()
-                .map(|q| queue_done(q, &m.message_id)),
-        );
+        first.extend(Lane::of(m).map(|lane| lane.done(&m.message_id)));
         let (r, _) = self.run(&first);
         if matches!(r.first(), Some(Reply::Status(_) | Reply::SimpleString(_))) {
             self.run(&[zadd(DUE, at_ms, &m.message_id)]);
         }
     }
 
-    /// Cancels a message (scheduled, or waiting in its queue); whether it was
+    /// Cancels a message (scheduled, or waiting in its lane); whether it was
     /// there.
     pub fn cancel(&self, id: &str) -> bool {
         let message = self.get(id);
         let mut cmds = vec![argv(&["ZREM", DUE, id]), argv(&["DEL", &message_key(id)])];
-        if let Some(q) = message.as_ref().and_then(|m| m.queue_name.as_deref()) {
-            cmds.push(argv(&["LREM", &waiting_key(q), "1", id]));
+        if let Some(lane) = message.as_ref().and_then(Lane::of) {
+            cmds.push(argv(&["LREM", &lane.waiting_key(), "1", id]));
         }
         let (r, _) = self.run(&cmds);
         let gone = matches!(r.get(1), Some(Reply::Int(1)));
@@ -287,11 +284,9 @@ impl Storage {
     pub fn pending(&self, from: usize, count: usize) -> Vec<String> {
         let mut skip = from;
         let mut out = Vec::new();
-        let lists = std::iter::once((DUE.to_string(), "ZRANGE", "ZCARD")).chain(
-            self.queues()
-                .into_iter()
-                .map(|q| (waiting_key(&q.name), "LRANGE", "LLEN")),
-        );
+        let lanes = self.lanes(false).into_iter().chain(self.lanes(true));
+        let lists = std::iter::once((DUE.to_string(), "ZRANGE", "ZCARD"))
+            .chain(lanes.map(|(lane, _)| (lane.waiting_key(), "LRANGE", "LLEN")));
         for (key, range, len) in lists {
             if out.len() >= count {
                 break;
@@ -330,8 +325,8 @@ impl Storage {
             argv(&["ZREM", DUE, id]),
             argv(&["DEL", &message_key(id)]),
         ]);
-        if let Some(q) = letter.message.queue_name.as_deref() {
-            self.run(&[queue_done(q, id)]);
+        if let Some(lane) = Lane::of(&letter.message) {
+            self.run(&[lane.done(id)]);
         }
     }
 
@@ -456,24 +451,6 @@ fn score_of(score: &Reply) -> Option<u64> {
 
 fn schedule_key(id: &str) -> String {
     format!("qstash:schedule:{id}")
-}
-
-/// The key of a queue's settings; its waiting list and in-flight set follow it.
-pub(super) fn queue_key(name: &str) -> String {
-    format!("qstash:queue:{name}")
-}
-
-pub(super) fn waiting_key(name: &str) -> String {
-    format!("qstash:queue:{name}:waiting")
-}
-
-pub(super) fn active_key(name: &str) -> String {
-    format!("qstash:queue:{name}:active")
-}
-
-/// A queue's message is no longer in flight.
-fn queue_done(queue: &str, id: &str) -> Vec<Bytes> {
-    argv(&["SREM", &active_key(queue), id])
 }
 
 pub(super) fn message_key(id: &str) -> String {
