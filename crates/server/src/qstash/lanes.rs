@@ -202,6 +202,22 @@ impl Storage {
         .map(|(_, seq)| seq)
     }
 
+    /// A flow-control key takes the limits of its latest message (unless
+    /// pinned); it is made by its first.
+    pub fn follow_flow(&self, f: &FlowControl, now: u64) -> Result<u64, String> {
+        let lane = Lane::Flow(f.key.clone());
+        let existing = self.lane(&lane);
+        let mut s = existing
+            .clone()
+            .unwrap_or_else(|| LaneSettings::queue(&f.key, now));
+        s.follow(f, now);
+        let limits = |s: &LaneSettings| (s.parallelism, s.rate, s.period_secs);
+        if existing.is_some_and(|e| limits(&e) == limits(&s)) {
+            return Ok(0);
+        }
+        self.save_lane(&lane, &s)
+    }
+
     /// Messages waiting for their turn.
     pub fn lag(&self, lane: &Lane) -> u64 {
         count(self.one(argv(&["LLEN", &lane.waiting_key()])))

@@ -151,11 +151,6 @@ impl Qstash {
     /// message is durable (under `appendfsync always`).
     async fn accept(&self, publish: message::Publish) -> Result<(StatusCode, Value), Refused> {
         let m = &publish.message;
-        // A queue's message waits in its queue; its flow-control key is not a
-        // lane of its own then.
-        if let (None, Some(f)) = (&m.queue_name, &m.flow_control) {
-            self.follow_flow(f, m.created_at).await?;
-        }
         let (result, seq) = self
             .storage
             .enqueue(m, publish.dedup.as_deref())
@@ -227,23 +222,6 @@ impl Qstash {
                 .storage
                 .save_lane(&lane, &LaneSettings::queue(name, now))
                 .map_err(store_refused)?;
-            self.wait_durable(seq).await;
-        }
-        Ok(())
-    }
-
-    /// A flow-control key takes the limits of its latest publish (unless pinned);
-    /// made by its first.
-    async fn follow_flow(&self, f: &message::FlowControl, now: u64) -> Result<(), Refused> {
-        let lane = Lane::Flow(f.key.clone());
-        let existing = self.storage.lane(&lane);
-        let mut s = existing
-            .clone()
-            .unwrap_or_else(|| LaneSettings::queue(&f.key, now));
-        s.follow(f, now);
-        let limits = |s: &LaneSettings| (s.parallelism, s.rate, s.period_secs);
-        if existing.is_none_or(|e| limits(&e) != limits(&s)) {
-            let seq = self.storage.save_lane(&lane, &s).map_err(store_refused)?;
             self.wait_durable(seq).await;
         }
         Ok(())

@@ -150,6 +150,11 @@ impl Storage {
         dedup_secs: u64,
     ) -> Result<(Enqueued, u64), String> {
         let mut seq = 0;
+        // A message under a flow-control key (and in no queue) makes or updates
+        // the key's lane, whichever way it was published (API, schedule, DLQ).
+        if let (None, Some(f)) = (&m.queue_name, &m.flow_control) {
+            seq = seq.max(self.follow_flow(f, m.created_at)?);
+        }
         if let Some(d) = dedup {
             let (mut r, s) = self.write(&[argv(&[
                 "SET",
@@ -160,7 +165,7 @@ impl Storage {
                 "EX",
                 &dedup_secs.max(1).to_string(),
             ])])?;
-            seq = s;
+            seq = seq.max(s);
             if let Some(Reply::Bulk(first)) = r.pop() {
                 let first = String::from_utf8_lossy(&first).into_owned();
                 return Ok((Enqueued::Duplicate(first), seq));
