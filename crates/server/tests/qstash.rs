@@ -474,6 +474,7 @@ async fn schedules_fire_at_their_tick_and_can_be_paused() {
         .bearer_auth(&q.token)
         .header("Upstash-Cron", "0 4 * * *")
         .header("Upstash-Forward-X-Job", "nightly")
+        .header("Upstash-Queue-Name", "reports")
         .body("report")
         .send()
         .await
@@ -490,6 +491,7 @@ async fn schedules_fire_at_their_tick_and_can_be_paused() {
     assert_eq!(s["cron"], "0 4 * * *");
     assert_eq!(s["destination"], r.url.as_str());
     assert_eq!(s["isPaused"], false);
+    assert_eq!(s["queueName"], "reports");
     let next = s["nextScheduleTime"].as_u64().unwrap();
     assert_eq!(next % 86_400_000, 4 * 3_600_000, "04:00 UTC");
     assert_eq!(
@@ -520,6 +522,8 @@ async fn schedules_fire_at_their_tick_and_can_be_paused() {
     assert_eq!(got[0].body, "report");
     assert_eq!(got[0].headers["x-job"], "nightly");
     assert_eq!(got[0].headers["upstash-schedule-id"], id.as_str());
+    // It went through its queue, made with the schedule.
+    assert_eq!(q.call(reqwest::Method::GET, "/queues/reports").await.0, 200);
     let (_, s) = q
         .call(reqwest::Method::GET, &format!("/schedules/{id}"))
         .await;

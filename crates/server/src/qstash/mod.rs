@@ -1021,6 +1021,22 @@ async fn create_schedule(q: Arc<Qstash>, req: Request) -> Response {
         Err(r) => return refused(r),
     };
     publish.message.url_group = group.map(|g| g.name);
+    // `Upstash-Queue-Name`: each tick's messages wait their turn in that queue.
+    if let Some(name) = parts
+        .headers
+        .get("upstash-queue-name")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
+        if !url_group::valid_name(name) {
+            return error(StatusCode::BAD_REQUEST, "invalid Upstash-Queue-Name");
+        }
+        if let Err(r) = q.ensure_queue(name, now).await {
+            return refused(r);
+        }
+        publish.message.queue_name = Some(name.to_string());
+    }
     let id = match parts
         .headers
         .get("upstash-schedule-id")

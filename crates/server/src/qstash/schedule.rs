@@ -128,6 +128,12 @@ impl Schedule {
                 v[name] = json!(value);
             }
         }
+        if let Some(queue) = &t.queue_name {
+            v["queueName"] = json!(queue);
+        }
+        if let Some(f) = &t.flow_control {
+            v["flowControlKey"] = json!(f.key);
+        }
         if !t.labels.is_empty() {
             v["label"] = json!(t.labels[0]);
             v["labels"] = json!(t.labels);
