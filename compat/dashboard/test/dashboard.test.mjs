@@ -391,6 +391,59 @@ test('primitives and memory by prefix', async () => {
   await page.close();
 });
 
+test('qstash: pending messages, the dead-letter queue with retry and delete, schedules', async () => {
+  const qstash = async (path, init = {}) => {
+    const res = await fetch(`${base}/v2/${path}`, { ...init, headers: { authorization: `Bearer ${TOKEN}`, ...(init.headers || {}) } });
+    assert.ok(res.ok, `${path}: ${res.status}`);
+    return res.json().catch(() => null);
+  };
+  // Nothing listens on port 9 here: no retries, so straight to the dead-letter queue.
+  await qstash('publish/http://127.0.0.1:9/hooks/stripe', { method: 'POST', body: '{"eventId":"evt_1"}',
+    headers: { 'content-type': 'application/json', 'upstash-retries': '0' } });
+  const later = await qstash('publish/http://127.0.0.1:9/reminders', { method: 'POST', body: 'remind', headers: { 'upstash-delay': '1h' } });
+  await qstash('schedules/http://127.0.0.1:9/reports', { method: 'POST', headers: { 'upstash-cron': '0 4 * * *' } });
+  await qstash('queues', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ queueName: 'emails', parallelism: 2 }) });
+
+  const { page, errors } = await loggedIn(TOKEN);
+  await page.locator('.tab[data-view=qstash]').click();
+  // The failed delivery reaches the DLQ within moments: refresh until it shows.
+  const dlqRow = page.locator('#qstash-dlq tr', { hasText: '/hooks/stripe' });
+  for (let i = 0; i < 50 && !(await dlqRow.count()); i++) {
+    await page.waitForTimeout(100);
+    await page.locator('#qstash-refresh').click();
+  }
+  await dlqRow.waitFor();
+  await page.locator('#qstash-pending td', { hasText: later.messageId }).waitFor();
+  await page.locator('#qstash-schedules td', { hasText: '0 4 * * *' }).waitFor();
+  await page.locator('#qstash-lanes td', { hasText: 'emails' }).waitFor();
+  await page.getByRole('cell', { name: 'FAILED', exact: true }).first().waitFor();
+  assert.match(await page.locator('#qstash-meta').textContent(), /1 pending .* 1 in the dead-letter queue · 1 schedules/);
+  await page.screenshot({ path: path.join(SHOTS, 'qstash.png') });
+
+  // Retry publishes it again (it fails again, with a new DLQ id); delete empties the DLQ.
+  const firstId = await dlqRow.locator('td').first().textContent();
+  await dlqRow.locator('button', { hasText: 'Retry' }).click();
+  await page.waitForFunction((id) => ![...document.querySelectorAll('#qstash-dlq td')].some((td) => td.textContent === id), firstId);
+  const again = page.locator('#qstash-dlq tr', { hasText: '/hooks/stripe' });
+  for (let i = 0; i < 50 && !(await again.count()); i++) {
+    await page.waitForTimeout(100);
+    await page.locator('#qstash-refresh').click();
+  }
+  assert.notEqual(await again.locator('td').first().textContent(), firstId);
+  await again.locator('button', { hasText: 'Delete' }).click();
+  await page.locator('#qstash-dlq td', { hasText: 'empty' }).waitFor();
+  // Cancel takes the pending message away.
+  await page.locator('#qstash-pending tr', { hasText: later.messageId }).locator('button', { hasText: 'Cancel' }).click();
+  await page.locator('#qstash-pending td', { hasText: 'nothing pending' }).waitFor();
+  assert.deepEqual(errors, []);
+
+  // A read-only session has no QStash tab, and the server refuses it the view.
+  const ro = await loggedIn(RO_TOKEN);
+  assert.equal(await ro.page.locator('.tab[data-view=qstash]').isVisible(), false);
+  const refused = await ro.page.evaluate(async () => (await fetch('api/qstash')).status);
+  assert.equal(refused, 403);
+});
+
 test('realtime keys: listed without secrets, a token minted in the page works', async () => {
   const { page, errors } = await loggedIn(TOKEN);
   await page.locator('.tab[data-view=rtkeys]').click();

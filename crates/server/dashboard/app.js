@@ -89,6 +89,7 @@ function show(view) {
   if (view === "queues") refreshQueues();
   if (view === "primitives") refreshPrimitives();
   if (view === "memory") refreshMemory();
+  if (view === "qstash") refreshQstash();
   if (view === "rtkeys") refreshKeys();
 }
 document.querySelectorAll(".tab").forEach((t) => { t.onclick = () => show(t.dataset.view); });
@@ -611,6 +612,38 @@ async function refreshPrimitives() {
   fill("#prim-idem", p.idempotency.in_flight.map((i) => [mono(i.key), ms(i.age_ms), ms(i.ttl_ms), mono(i.fingerprint)]), 4, "none in flight");
   fill("#prim-fills", p.fills.in_flight.map((f) => [mono(f.key), ms(f.lease_ms), String(f.waiters)]), 3, "none in flight");
 }
+
+// ---- qstash ---------------------------------------------------------------
+
+/** A button that runs a QStash action on `id`, then redraws the view. */
+function qstashButton(label, action, id) {
+  const b = el("button", { text: label });
+  b.onclick = async () => {
+    b.disabled = true;
+    try { await api("qstash/action", { action, id }); } catch (e) { $("#qstash-meta").textContent = e.message; }
+    refreshQstash();
+  };
+  return b;
+}
+
+async function refreshQstash() {
+  let d;
+  try { d = await api("qstash"); } catch (e) { $("#qstash-meta").textContent = e.message; return; }
+  const c = d.counts;
+  $("#qstash-meta").textContent = `${c.pending} pending · ${c.inFlight} being delivered · ${c.dlq} in the dead-letter queue · ${d.schedules.length} schedules`;
+  const mono = (t) => el("span", { class: "mono", text: t == null ? "–" : String(t) });
+  fill("#qstash-pending", d.pending.map((m) => [mono(m.messageId), mono(m.url), when(m.notBefore),
+    `${m.retried} / ${m.maxRetries}`, m.queueName || m.flowControlKey || "–", qstashButton("Cancel", "cancel", m.messageId)]), 6, "nothing pending");
+  fill("#qstash-dlq", d.dlq.map((l) => [mono(l.dlqId), mono(l.url), l.responseStatus == null ? "no answer" : String(l.responseStatus),
+    mono(l.responseBody), el("span", {}, qstashButton("Retry", "retry", l.dlqId), qstashButton("Delete", "delete", l.dlqId))]), 5, "empty");
+  fill("#qstash-schedules", d.schedules.map((s) => [mono(s.scheduleId), mono(s.cron), mono(s.destination),
+    s.isPaused ? "–" : when(s.nextScheduleTime), s.isPaused ? "yes" : "no"]), 5, "no schedules");
+  const lanes = d.queues.map((q) => ["queue", q]).concat(d.flows.map((f) => ["flow key", f]));
+  fill("#qstash-lanes", lanes.map(([kind, l]) => [mono(l.name), kind, l.parallelism || "no limit",
+    l.rate ? `${l.rate} / ${l.periodSecs} s` : "no limit", String(l.waiting), String(l.inFlight), l.paused ? "yes" : "no"]), 7, "none");
+  fill("#qstash-events", d.events.map((e) => [when(e.time), e.state, mono(e.messageId), mono(e.url), mono(e.error || "")]), 5, "no events");
+}
+$("#qstash-refresh").onclick = refreshQstash;
 
 // ---- memory ---------------------------------------------------------------
 /** A bar `px` wide (set through the CSSOM: the CSP refuses inline style attributes). */

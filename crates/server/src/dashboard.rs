@@ -62,6 +62,8 @@ struct Session {
 /// Shared by every dashboard request.
 pub struct DashState {
     rest: Arc<RestState>,
+    /// The QStash API, when enabled (its view).
+    qstash: Option<Arc<crate::qstash::Qstash>>,
     hubs: Vec<Arc<tidewire_realtime::Hub>>,
     sessions: Mutex<HashMap<String, Session>>,
     /// The last (time, commands processed) sample and the rate it gave: ops/s
@@ -72,9 +74,14 @@ pub struct DashState {
 
 /// The dashboard's routes (`/dashboard`, `/dashboard/…`). Merged beside the
 /// realtime router, whose root catch-all these static paths outrank.
-pub fn routes(rest: Arc<RestState>, hubs: Vec<Arc<tidewire_realtime::Hub>>) -> Router {
+pub fn routes(
+    rest: Arc<RestState>,
+    hubs: Vec<Arc<tidewire_realtime::Hub>>,
+    qstash: Option<Arc<crate::qstash::Qstash>>,
+) -> Router {
     let st = Arc::new(DashState {
         rest,
+        qstash,
         hubs,
         sessions: Mutex::new(HashMap::new()),
         sample: Mutex::new(None),
@@ -107,6 +114,8 @@ pub fn routes(rest: Arc<RestState>, hubs: Vec<Arc<tidewire_realtime::Hub>>) -> R
         .route("/dashboard/api/queue/action", post(queues::action))
         .route("/dashboard/api/primitives", get(primitives::list))
         .route("/dashboard/api/memory", get(memory::by_prefix))
+        .route("/dashboard/api/qstash", get(qstash::overview))
+        .route("/dashboard/api/qstash/action", post(qstash::action))
         .with_state(st)
 }
 
@@ -390,6 +399,7 @@ macro_rules! admin_or_403 {
 
 mod memory;
 mod primitives;
+mod qstash;
 mod queues;
 mod tokens;
 

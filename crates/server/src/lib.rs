@@ -271,7 +271,6 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let metric_hubs: Vec<_> = std::iter::once(hub.clone())
         .chain(app_hubs.iter().cloned())
         .collect();
-    let dashboard = dashboard::routes(rest.clone(), metric_hubs.clone());
     let qstash = if config.qstash.enabled {
         Some(qstash::Qstash::new(
             store.clone(),
@@ -281,6 +280,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     } else {
         None
     };
+    let dashboard = dashboard::routes(rest.clone(), metric_hubs.clone(), qstash.clone());
     let mut app = http::router(
         store.clone(),
         rest.clone(),

@@ -347,10 +347,22 @@ async fn attempt(q: &Qstash, m: &Message) -> Answer {
         Err(e) => Answer {
             status: None,
             header: Default::default(),
-            body: format!("delivery failed: {e}").into_bytes(),
+            body: format!("delivery failed: {}", error_chain(&e)).into_bytes(),
             non_retryable: false,
         },
     }
+}
+
+/// An error with its causes (`error sending request …: connection refused`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Reports a delivery (or its final failure) to `url`, as QStash's callbacks do:

@@ -171,6 +171,97 @@ impl Qstash {
         })
     }
 
+    /// Publishes a DLQ entry again as a new message with its retries reset, and
+    /// removes it from the DLQ; the new message's id.
+    pub async fn retry_dead_letter(&self, l: &storage::DeadLetter) -> Result<String, Refused> {
+        let now = delivery::now_ms();
+        let mut m = l.message.clone();
+        m.message_id = message::new_id("msg_");
+        m.retried = 0;
+        m.not_before = now;
+        m.created_at = now;
+        let id = m.message_id.clone();
+        self.accept(message::Publish {
+            message: m,
+            dedup: None,
+        })
+        .await?;
+        self.storage.forget_dead_letter(&l.dlq_id);
+        Ok(id)
+    }
+
+    /// What the dashboard shows: counts, the first pending messages and DLQ
+    /// entries, schedules, queues, flow-control keys and the newest events.
+    pub fn overview(&self) -> Value {
+        const LISTED: usize = 100;
+        let pending: Vec<Value> = self
+            .storage
+            .pending(0, LISTED)
+            .iter()
+            .filter_map(|id| self.storage.get(id))
+            .map(|m| {
+                json!({
+                    "messageId": m.message_id,
+                    "url": m.url,
+                    "method": m.method,
+                    "notBefore": m.not_before,
+                    "retried": m.retried,
+                    "maxRetries": m.max_retries,
+                    "queueName": m.queue_name,
+                    "flowControlKey": m.flow_control.as_ref().map(|f| &f.key),
+                    "scheduleId": m.schedule_id,
+                })
+            })
+            .collect();
+        let dlq: Vec<Value> = self
+            .storage
+            .dead_letters(0, LISTED)
+            .iter()
+            .filter_map(|id| self.storage.dead_letter(id))
+            .map(|l| {
+                json!({
+                    "dlqId": l.dlq_id,
+                    "messageId": l.message.message_id,
+                    "url": l.message.url,
+                    "responseStatus": l.response_status,
+                    "responseBody": l.response_body.chars().take(200).collect::<String>(),
+                    "failedAt": l.failed_at,
+                })
+            })
+            .collect();
+        let lanes = |flows: bool| -> Vec<Value> {
+            self.storage
+                .lanes(flows)
+                .iter()
+                .map(|(lane, s)| {
+                    json!({
+                        "name": lane.name(),
+                        "parallelism": s.parallelism,
+                        "rate": s.rate,
+                        "periodSecs": s.period_secs,
+                        "paused": s.paused,
+                        "waiting": self.storage.lag(lane),
+                        "inFlight": self.storage.in_flight(lane),
+                    })
+                })
+                .collect()
+        };
+        let (events, _) = self.storage.events(&events::Filter::default(), 50, None);
+        json!({
+            "counts": {
+                "pending": self.storage.pending_count(),
+                "dlq": self.storage.dlq_count(),
+                "inFlight": self.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+            },
+            "pending": pending,
+            "dlq": dlq,
+            "schedules": self.storage.schedules().iter().map(schedule::Schedule::to_json).collect::<Vec<_>>(),
+            "queues": lanes(false),
+            "flows": lanes(true),
+            "events": events,
+        })
+    }
+
     /// The messages a publish to `dest` makes: one for a URL, one per endpoint
     /// for the name of a URL group (404 if there is no such group).
     fn expand(
@@ -873,27 +964,11 @@ async fn retry_dlq(State(q): State<Arc<Qstash>>, req: Request) -> Response {
     let mut b = bulk(req.uri().query(), "dlqIds");
     b.cursor = 0;
     let (letters, cursor) = dlq_selection(&q, &b);
-    let now = delivery::now_ms();
     let mut responses = Vec::with_capacity(letters.len());
     for l in letters {
-        let mut m = l.message.clone();
-        m.message_id = message::new_id("msg_");
-        m.retried = 0;
-        m.not_before = now;
-        m.created_at = now;
-        let accepted = q
-            .accept(message::Publish {
-                message: m,
-                dedup: None,
-            })
-            .await;
-        let (status, reply) = match accepted {
-            Ok(a) => a,
+        match q.retry_dead_letter(&l).await {
+            Ok(id) => responses.push(json!({ "messageId": id })),
             Err(r) => return refused(r),
-        };
-        if status == StatusCode::CREATED {
-            q.storage.forget_dead_letter(&l.dlq_id);
-            responses.push(json!({ "messageId": reply["messageId"] }));
         }
     }
     let mut reply = json!({ "responses": responses });

@@ -284,6 +284,25 @@ impl Storage {
         gone
     }
 
+    /// Messages scheduled or waiting in a lane.
+    pub fn pending_count(&self) -> u64 {
+        let lanes = self.lanes(false).into_iter().chain(self.lanes(true));
+        let waiting: u64 = lanes.map(|(lane, _)| self.lag(&lane)).sum();
+        let scheduled = match self.one(argv(&["ZCARD", DUE])) {
+            Reply::Int(n) => n.max(0) as u64,
+            _ => 0,
+        };
+        scheduled + waiting
+    }
+
+    /// Entries in the dead-letter queue.
+    pub fn dlq_count(&self) -> u64 {
+        match self.one(argv(&["ZCARD", DLQ])) {
+            Reply::Int(n) => n.max(0) as u64,
+            _ => 0,
+        }
+    }
+
     /// Ids of pending messages, `count` at most from position `from`: scheduled
     /// ones in order of their next attempt, then those waiting in each queue.
     pub fn pending(&self, from: usize, count: usize) -> Vec<String> {
