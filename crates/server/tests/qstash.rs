@@ -1162,3 +1162,42 @@ async fn flow_control_keys_bound_parallelism_and_rate() {
     assert_eq!(q.publish(&url, "x", &bad).await.0, 400);
     q.stop().await;
 }
+
+#[tokio::test]
+async fn a_non_retryable_answer_goes_to_the_dlq_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = start_in(dir.path()).await;
+    let calls: Arc<Mutex<usize>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/refuse", listener.local_addr().unwrap());
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/refuse",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            async move {
+                *counted.lock() += 1;
+                (
+                    StatusCode::from_u16(489).unwrap(),
+                    [("Upstash-NonRetryable-Error", "true")],
+                    "bad payload",
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (_, reply) = q.publish(&url, "x", &[("upstash-retries", "5")]).await;
+    assert!(
+        common::eventually(|| async {
+            q.call(reqwest::Method::GET, "/dlq").await.1["messages"]
+                .as_array()
+                .is_some_and(|m| m.len() == 1)
+        })
+        .await
+    );
+    let (_, dlq) = q.call(reqwest::Method::GET, "/dlq").await;
+    assert_eq!(dlq["messages"][0]["messageId"], reply["messageId"]);
+    assert_eq!(dlq["messages"][0]["responseStatus"], 489);
+    assert_eq!(*calls.lock(), 1, "no retry after a non-retryable answer");
+    q.stop().await;
+}
