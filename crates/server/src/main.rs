@@ -151,15 +151,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         } else {
             "<configured>"
         };
-        let keys = match &q.keys.file {
-            Some(file) => format!(
-                "QSTASH_CURRENT_SIGNING_KEY={}  QSTASH_NEXT_SIGNING_KEY={}  (kept in {})",
-                q.keys.current,
-                q.keys.next,
-                file.display()
-            ),
-            None => "signing keys <configured>".into(),
+        let shown = |configured: &str, key: &str| {
+            if configured.is_empty() {
+                key.to_string()
+            } else {
+                "<configured>".to_string()
+            }
         };
+        let keys = format!(
+            "QSTASH_CURRENT_SIGNING_KEY={}  QSTASH_NEXT_SIGNING_KEY={}{}",
+            shown(&config.qstash.current_signing_key, &q.keys.current),
+            shown(&config.qstash.next_signing_key, &q.keys.next),
+            q.keys.file.as_ref().map_or(String::new(), |f| format!(
+                "  (generated, kept in {})",
+                f.display()
+            ))
+        );
         eprintln!(
             "QStash: QSTASH_URL=http://{}  QSTASH_TOKEN={token}  {keys}",
             server.http_addr
