@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use tidewire_realtime::history::{
     Direction, HistoryPage, HistoryQuery, HistoryStore, StoredMessage,
 };
-use tidewire_store::{Client, Outcome, Reply, Store};
+use tidewire_store::{Client, Reply, Store};
 
 /// Key prefix of history sorted sets.
 pub const KEY_PREFIX: &str = "realtime:history:";
@@ -50,15 +50,7 @@ impl KeyspaceHistory {
 
     fn with_prefix(store: Arc<Store>, db: usize, prefix: String) -> Self {
         let clients = (0..CLIENTS)
-            .map(|_| {
-                // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
-                let mut c = store.new_client("realtime".into(), "internal".into(), "history");
-                c.authenticated = true;
-                c.no_block = true;
-                c.internal = true;
-                c.select(db);
-                Mutex::new(c)
-            })
+            .map(|_| Mutex::new(store.new_internal_client("realtime", "history", db)))
             .collect();
         KeyspaceHistory {
             store,
@@ -73,14 +65,7 @@ impl KeyspaceHistory {
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
             % CLIENTS;
         let mut client = self.clients[idx].lock();
-        let mut out = Vec::with_capacity(1);
-        match self.store.execute(&mut client, &argv, &mut out) {
-            Outcome::Replies => out.pop().unwrap_or(Reply::Null),
-            Outcome::Blocked(b) => {
-                self.store.blocking.unregister(&b.waiter, &b.keys);
-                Reply::Null
-            }
-        }
+        self.store.execute_now(&mut client, &argv)
     }
 
     fn key(&self, channel: &str) -> Bytes {

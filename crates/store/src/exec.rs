@@ -303,6 +303,20 @@ impl Store {
         self.execute_at(client, argv, out, Instant::now())
     }
 
+    /// Runs one command for a client that never waits (`no_block`: REST requests,
+    /// internal clients) and returns its reply. Should a handler still ask to
+    /// block, the answer is the one its timeout would give.
+    pub fn execute_now(&self, client: &mut Client, argv: &[Bytes]) -> Reply {
+        let mut out = Vec::with_capacity(1);
+        match self.execute(client, argv, &mut out) {
+            Outcome::Replies => out.pop().unwrap_or(Reply::Null),
+            Outcome::Blocked(b) => {
+                self.blocking.unregister(&b.waiter, &b.keys);
+                b.timeout_reply
+            }
+        }
+    }
+
     /// [`Store::execute`] for a command that started at `start`. A connection
     /// running a pipelined batch passes the previous command's end
     /// (`client.last_end`), so each command costs one clock read, not two (clock

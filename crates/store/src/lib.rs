@@ -401,6 +401,19 @@ impl Store {
         Client::new(info, authenticated)
     }
 
+    /// A client for Tidewire's own work on the keyspace (realtime history, the
+    /// QStash API), on database `db`: authenticated, never blocking, left out of
+    /// command statistics, and of a kind of its own so CLIENT LIST/KILL leave it
+    /// alone.
+    pub fn new_internal_client(&self, name: &str, kind: &'static str, db: usize) -> Client {
+        let mut c = self.new_client(name.to_string(), "internal".into(), kind);
+        c.authenticated = true;
+        c.no_block = true;
+        c.internal = true;
+        c.select(db);
+        c
+    }
+
     /// Forgets a closed connection: its subscriptions, watches, monitor slot.
     pub fn drop_client(&self, client: &mut Client) {
         families::pubsub::unsubscribe_all(self, client);

@@ -22,6 +22,7 @@ use super::message::{new_id, Message};
 use super::schedule::next_tick;
 use super::storage::DeadLetter;
 use super::{signature, Qstash};
+pub use tidewire_store::clock::now_ms;
 
 /// Beyond a delivery's own timeout, how long its lease lasts.
 const LEASE_MARGIN_MS: u64 = 5_000;
@@ -136,18 +137,13 @@ fn spawn_delivery(q: &Arc<Qstash>, m: Message, permit: tokio::sync::OwnedSemapho
     });
 }
 
-/// Starts the head of every unpaused lane (queues, then flow-control keys) while
+/// Starts the head of every unpaused lane with messages waiting while
 /// it and the loop have free slots: how many it started, and the soonest a lane
 /// held back by its rate may start again (ms from now).
 fn start_waiting(q: &Arc<Qstash>, slots: &Arc<Semaphore>) -> (usize, Option<u64>) {
     let mut started = 0;
     let mut rate_wait: Option<u64> = None;
-    let lanes = q
-        .storage
-        .lanes(false)
-        .into_iter()
-        .chain(q.storage.lanes(true));
-    for (lane, settings) in lanes {
+    for (lane, settings) in q.storage.ready_lanes() {
         if settings.paused {
             continue;
         }
@@ -160,7 +156,11 @@ fn start_waiting(q: &Arc<Qstash>, slots: &Arc<Semaphore>) -> (usize, Option<u64>
                     started += 1;
                     spawn_delivery(q, *m, permit);
                 }
-                Next::Idle => break,
+                Next::Full => break,
+                Next::Empty => {
+                    q.storage.retire_if_empty(&lane);
+                    break;
+                }
                 Next::RateLimited(ms) => {
                     rate_wait = Some(rate_wait.map_or(ms, |w| w.min(ms)));
                     break;
@@ -427,10 +427,4 @@ fn enqueue_callback(
         tracing::warn!(source = %source.message_id, error = %e, "qstash: a callback could not be stored");
     }
     q.wake.notify_one();
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

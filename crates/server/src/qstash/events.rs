@@ -100,10 +100,7 @@ impl Storage {
                 e[name] = json!(v);
             }
         }
-        if !m.labels.is_empty() {
-            e["label"] = json!(m.labels[0]);
-            e["labels"] = json!(m.labels);
-        }
+        m.put_labels(&mut e);
         if state == State::Created {
             let header: serde_json::Map<String, Value> = m
                 .header

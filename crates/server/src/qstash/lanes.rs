@@ -14,6 +14,9 @@
 //! Keys: `qstash:queue:<name>` / `qstash:flow:<hex of the key>` (settings), with
 //! `…:waiting` (list), `…:active` (set) and, for rates, `…:rate` (starts in the
 //! current period, expiring with it); `qstash:queues` / `qstash:flows` list them.
+//! `qstash:lanes:ready` holds the lanes with messages waiting, so the delivery
+//! loop looks only at those however many flow-control keys there are: every push
+//! onto a waiting list adds its lane there, and a lane found empty leaves it.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -21,7 +24,9 @@ use serde_json::{json, Value};
 use tidewire_store::Reply;
 
 use super::message::{FlowControl, Message};
-use super::storage::{argv, ids, message_key, Storage, DUE};
+use super::storage::{argv, count, ids, message_key, Storage, DUE};
+
+const READY: &str = "qstash:lanes:ready";
 
 /// Most deliveries one lane may run at once, and most starts per period.
 pub const MAX_PARALLELISM: u32 = 1000;
@@ -43,6 +48,32 @@ impl Lane {
         }
     }
 
+    /// The lane as a member of the ready set: `q:<queue>` or `f:<flow key>`.
+    fn id(&self) -> String {
+        match self {
+            Lane::Queue(n) => format!("q:{n}"),
+            Lane::Flow(k) => format!("f:{k}"),
+        }
+    }
+
+    fn from_id(id: &str) -> Option<Lane> {
+        match id.split_at_checked(2)? {
+            ("q:", n) => Some(Lane::Queue(n.to_string())),
+            ("f:", k) => Some(Lane::Flow(k.to_string())),
+            _ => None,
+        }
+    }
+
+    /// Puts message `id` at the end of the waiting list (or, `front`, at its
+    /// head), and the lane among the ready ones.
+    pub fn push(&self, id: &str, front: bool) -> [Vec<Bytes>; 2] {
+        let op = if front { "LPUSH" } else { "RPUSH" };
+        [
+            argv(&[op, &self.waiting_key(), id]),
+            argv(&["SADD", READY, &self.id()]),
+        ]
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Lane::Queue(n) | Lane::Flow(n) => n,
@@ -61,10 +92,7 @@ impl Lane {
     fn base(&self) -> String {
         match self {
             Lane::Queue(n) => format!("qstash:queue:{n}"),
-            Lane::Flow(k) => {
-                let hex: String = k.bytes().map(|b| format!("{b:02x}")).collect();
-                format!("qstash:flow:{hex}")
-            }
+            Lane::Flow(k) => format!("qstash:flow:{}", tidewire_store::acl::hex(k.as_bytes())),
         }
     }
 
@@ -155,8 +183,10 @@ impl LaneSettings {
 /// What [`Storage::start_next`] found.
 pub enum Next {
     Started(Box<Message>),
-    /// Nothing waits, or every slot is taken.
-    Idle,
+    /// Every slot is taken.
+    Full,
+    /// Nothing waits.
+    Empty,
     /// The period's starts are used up: the next period begins in this many ms.
     RateLimited(u64),
 }
@@ -218,6 +248,33 @@ impl Storage {
         self.save_lane(&lane, &s)
     }
 
+    /// The lanes with messages waiting, and their settings; a lane whose
+    /// settings are gone (a deleted queue) leaves the ready set.
+    pub fn ready_lanes(&self) -> Vec<(Lane, LaneSettings)> {
+        let mut ready = Vec::new();
+        for id in ids(self.one(argv(&["SMEMBERS", READY]))) {
+            let lane = Lane::from_id(&id);
+            match lane.as_ref().and_then(|l| self.lane(l)) {
+                Some(s) => ready.extend(lane.map(|l| (l, s))),
+                None => {
+                    self.run(&[argv(&["SREM", READY, &id])]);
+                }
+            }
+        }
+        ready
+    }
+
+    /// Takes the lane out of the ready set if its waiting list is empty. The
+    /// check and the removal are one step for every other QStash operation (they
+    /// all run on this client), so a message pushed meanwhile is never stranded.
+    pub fn retire_if_empty(&self, lane: &Lane) {
+        self.with_client(|exec| {
+            if count(exec(argv(&["LLEN", &lane.waiting_key()]))) == 0 {
+                exec(argv(&["SREM", READY, &lane.id()]));
+            }
+        });
+    }
+
     /// Messages waiting for their turn.
     pub fn lag(&self, lane: &Lane) -> u64 {
         count(self.one(argv(&["LLEN", &lane.waiting_key()])))
@@ -261,6 +318,7 @@ impl Storage {
             argv(&["DEL", &lane.base()]),
             argv(&["ZREM", lane.registry(), lane.name()]),
             argv(&["DEL", &lane.waiting_key(), &lane.rate_key()]),
+            argv(&["SREM", READY, &lane.id()]),
         ];
         for id in &waiting {
             cmds.push(argv(&["DEL", &message_key(id)]));
@@ -273,10 +331,8 @@ impl Storage {
     /// A lane's message whose time has come leaves the due set for the end of
     /// its lane's waiting list.
     pub fn join(&self, lane: &Lane, id: &str) {
-        self.run(&[
-            argv(&["ZREM", DUE, id]),
-            argv(&["RPUSH", &lane.waiting_key(), id]),
-        ]);
+        let [push, ready] = lane.push(id, false);
+        self.run(&[argv(&["ZREM", DUE, id]), push, ready]);
     }
 
     /// The next message of the lane to deliver, now counted in flight (and in
@@ -284,10 +340,10 @@ impl Storage {
     pub fn start_next(&self, lane: &Lane, s: &LaneSettings) -> Next {
         loop {
             if s.parallelism > 0 && self.in_flight(lane) >= u64::from(s.parallelism) {
-                return Next::Idle;
+                return Next::Full;
             }
             if self.lag(lane) == 0 {
-                return Next::Idle;
+                return Next::Empty;
             }
             if s.rate > 0 {
                 let (used, left) = self.rate_used(lane);
@@ -297,7 +353,7 @@ impl Storage {
             }
             let id = match self.one(argv(&["LPOP", &lane.waiting_key()])) {
                 Reply::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
-                _ => return Next::Idle,
+                _ => return Next::Empty,
             };
             let Some(m) = self.get(&id) else {
                 continue;
@@ -319,24 +375,20 @@ impl Storage {
     }
 
     /// After a restart: messages that were in flight go back to the front of
-    /// their lanes, in their order.
+    /// their lanes, in their order, and every lane with messages waiting is
+    /// among the ready ones.
     pub fn requeue_in_flight(&self) {
         for (lane, _) in self.lanes(false).into_iter().chain(self.lanes(true)) {
             let active = ids(self.one(argv(&["SMEMBERS", &lane.active_key()])));
-            if active.is_empty() {
-                continue;
+            let mut cmds = vec![argv(&["DEL", &lane.active_key()])];
+            for id in &active {
+                cmds.extend(lane.push(id, true));
             }
-            let mut push = argv(&["LPUSH", &lane.waiting_key()]);
-            push.extend(active.iter().rev().map(|id| Bytes::from(id.clone())));
-            self.run(&[push, argv(&["DEL", &lane.active_key()])]);
+            self.run(&cmds);
+            if self.lag(&lane) > 0 {
+                self.run(&[argv(&["SADD", READY, &lane.id()])]);
+            }
         }
-    }
-}
-
-fn count(r: Reply) -> u64 {
-    match r {
-        Reply::Int(n) => n.max(0) as u64,
-        _ => 0,
     }
 }
 

@@ -257,7 +257,10 @@ impl Message {
                 }
                 h.update([0]);
                 h.update(&body);
-                Some(format!("content:{}", hex(&h.finalize())))
+                Some(format!(
+                    "content:{}",
+                    tidewire_store::acl::hex(&h.finalize())
+                ))
             }
             None => None,
         };
@@ -315,10 +318,8 @@ impl Message {
             "createdAt": self.created_at,
             "callerIP": self.caller_ip,
         });
-        match std::str::from_utf8(&self.body) {
-            Ok(text) => v["body"] = json!(text),
-            Err(_) => v["bodyBase64"] = json!(STANDARD.encode(&self.body)),
-        }
+        self.put_body(&mut v);
+        self.put_labels(&mut v);
         if let Some(e) = &self.retry_delay {
             v["retryDelayExpression"] = json!(e);
         }
@@ -350,11 +351,23 @@ impl Message {
                 v["period"] = json!(f.period_secs);
             }
         }
-        if !self.labels.is_empty() {
-            v["label"] = json!(self.labels[0]);
+        v
+    }
+
+    /// `body` as text, or `bodyBase64` when it is not UTF-8, as QStash shows it.
+    pub fn put_body(&self, v: &mut Value) {
+        match std::str::from_utf8(&self.body) {
+            Ok(text) => v["body"] = json!(text),
+            Err(_) => v["bodyBase64"] = json!(STANDARD.encode(&self.body)),
+        }
+    }
+
+    /// `labels`, and `label` (the first, QStash's older field), if any.
+    pub fn put_labels(&self, v: &mut Value) {
+        if let Some(first) = self.labels.first() {
+            v["label"] = json!(first);
             v["labels"] = json!(self.labels);
         }
-        v
     }
 }
 
@@ -415,15 +428,17 @@ fn canonical(name: &str) -> String {
         .join("-")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `prefix` and 24 random letters and digits: a message's, schedule's or DLQ
+/// entry's id.
+pub fn new_id(prefix: &str) -> String {
+    random_id(&mut rand::thread_rng(), prefix, 24)
 }
 
-/// `prefix` and 24 random letters and digits.
-pub fn new_id(prefix: &str) -> String {
+/// `prefix` and `len` letters and digits from `rng`, without the look-alikes
+/// (0, O, I, l), as QStash's ids and keys are written.
+pub fn random_id(rng: &mut impl Rng, prefix: &str, len: usize) -> String {
     const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut rng = rand::thread_rng();
-    let tail: String = (0..24)
+    let tail: String = (0..len)
         .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
         .collect();
     format!("{prefix}{tail}")

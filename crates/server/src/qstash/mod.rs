@@ -48,16 +48,17 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use tidewire_store::Store;
 use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, QstashConfig};
+use crate::upstash::auth::Tokens;
+use crate::upstash::json_error as error;
 use dlq_routes::*;
 use lane_routes::*;
 use lanes::{Lane, LaneSettings};
@@ -76,7 +77,8 @@ const DEFAULT_PAGE: usize = 100;
 pub struct Qstash {
     pub storage: Storage,
     pub keys: SigningKeys,
-    tokens: Vec<String>,
+    /// Bearer tokens, checked as the REST API checks its own.
+    tokens: Tokens,
     config: QstashConfig,
     pub(crate) store: Arc<Store>,
     http: reqwest::Client,
@@ -112,7 +114,7 @@ impl Qstash {
         Ok(Arc::new(Qstash {
             storage: Storage::new(store.clone(), q.db, q.events),
             keys: SigningKeys::resolve(q, &config.data_dir)?,
-            tokens,
+            tokens: Tokens::new(tokens, Vec::new()),
             config: q.clone(),
             store,
             http,
@@ -130,21 +132,9 @@ impl Qstash {
         delivery::run(self.clone(), shutdown)
     }
 
+    /// A bearer token only: QStash takes none in the query string.
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(given) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-        else {
-            return false;
-        };
-        self.tokens
-            .iter()
-            .any(|t| bool::from(t.as_bytes().ct_eq(given.as_bytes())))
+        self.tokens.check(headers, None).is_some()
     }
 
     /// Under `appendfsync always`, returns once the writes up to `seq` are on disk.
@@ -402,10 +392,6 @@ async fn require_token(
         );
     }
     next.run(req).await
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
 /// A write the store refused (`OOM` under `maxmemory`, `LOADING` at start):

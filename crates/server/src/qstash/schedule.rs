@@ -10,8 +10,6 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine;
 use chrono::{TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -104,10 +102,8 @@ impl Schedule {
             "isPaused": self.is_paused,
             "callerIP": t.caller_ip,
         });
-        match std::str::from_utf8(&t.body) {
-            Ok(text) => v["body"] = json!(text),
-            Err(_) => v["bodyBase64"] = json!(STANDARD.encode(&t.body)),
-        }
+        t.put_body(&mut v);
+        t.put_labels(&mut v);
         if self.delay_ms > 0 {
             v["delay"] = json!(self.delay_ms / 1000);
         }
@@ -133,10 +129,6 @@ impl Schedule {
         }
         if let Some(f) = &t.flow_control {
             v["flowControlKey"] = json!(f.key);
-        }
-        if !t.labels.is_empty() {
-            v["label"] = json!(t.labels[0]);
-            v["labels"] = json!(t.labels);
         }
         v
     }

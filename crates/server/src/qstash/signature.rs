@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::config::QstashConfig;
@@ -66,14 +65,10 @@ impl SigningKeys {
     }
 }
 
-/// `sig_` and 28 random letters and digits, the shape of QStash's keys.
+/// `sig_` and 28 random letters and digits from the OS, the shape of QStash's
+/// keys.
 fn generate_key() -> String {
-    const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let mut rng = rand::rngs::OsRng;
-    let tail: String = (0..28)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("sig_{tail}")
+    super::message::random_id(&mut rand::rngs::OsRng, "sig_", 28)
 }
 
 /// The signature of a delivery of `body` to `url`, made at `now_secs`.

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tidewire_store::{Client, Outcome, Reply, Store};
+use tidewire_store::{Client, Reply, Store};
 
 use super::delivery::now_ms;
 use super::events::State;
@@ -85,12 +85,7 @@ pub struct Storage {
 
 impl Storage {
     pub fn new(store: Arc<Store>, db: usize, events_kept: usize) -> Storage {
-        // Its own kind: not a user connection, so CLIENT LIST/KILL leave it alone.
-        let mut c = store.new_client("qstash".into(), "internal".into(), "qstash");
-        c.authenticated = true;
-        c.no_block = true;
-        c.internal = true;
-        c.select(db);
+        let c = store.new_internal_client("qstash", "qstash", db);
         Storage {
             store,
             events_kept,
@@ -103,17 +98,10 @@ impl Storage {
     pub(super) fn run(&self, commands: &[Vec<Bytes>]) -> (Vec<Reply>, u64) {
         let mut client = self.client.lock();
         tidewire_store::exec::take_write_seq();
-        let mut replies = Vec::with_capacity(commands.len());
-        for argv in commands {
-            let mut out = Vec::with_capacity(1);
-            match self.store.execute(&mut client, argv, &mut out) {
-                Outcome::Replies => replies.push(out.pop().unwrap_or(Reply::Null)),
-                Outcome::Blocked(b) => {
-                    self.store.blocking.unregister(&b.waiter, &b.keys);
-                    replies.push(Reply::Null);
-                }
-            }
-        }
+        let replies = commands
+            .iter()
+            .map(|argv| self.store.execute_now(&mut client, argv))
+            .collect();
         (replies, tidewire_store::exec::take_write_seq())
     }
 
@@ -129,6 +117,17 @@ impl Storage {
             Some(e) => Err(e),
             None => Ok((replies, seq)),
         }
+    }
+
+    /// Runs `f` with the internal client held: the commands it runs (through
+    /// the function it is given) are one step for every other QStash operation.
+    pub(super) fn with_client<R>(
+        &self,
+        f: impl FnOnce(&mut dyn FnMut(Vec<Bytes>) -> Reply) -> R,
+    ) -> R {
+        let mut client = self.client.lock();
+        let mut exec = |argv: Vec<Bytes>| self.store.execute_now(&mut client, &argv);
+        f(&mut exec)
     }
 
     pub(super) fn one(&self, argv: Vec<Bytes>) -> Reply {
@@ -173,13 +172,14 @@ impl Storage {
         }
         // A queue's message due at once joins its queue here, so messages
         // enqueued together keep the order they were accepted in.
-        let schedule = match Lane::of(m) {
+        let mut cmds = vec![self.save_cmd(m)];
+        match Lane::of(m) {
             Some(lane) if m.not_before <= m.created_at => {
-                argv(&["RPUSH", &lane.waiting_key(), &m.message_id])
+                cmds.extend(lane.push(&m.message_id, false))
             }
-            _ => zadd(DUE, m.not_before, &m.message_id),
-        };
-        match self.write(&[self.save_cmd(m), schedule]) {
+            _ => cmds.push(zadd(DUE, m.not_before, &m.message_id)),
+        }
+        match self.write(&cmds) {
             Ok((_, s)) => {
                 self.record(State::Created, m, m.created_at, Value::Null);
                 Ok((Enqueued::Stored, seq.max(s)))
@@ -215,7 +215,7 @@ impl Storage {
     /// Ids of messages due by `now_ms`, at most `count`, earliest first. The
     /// caller leases each ([`Storage::reschedule`]) before delivering it.
     pub fn claim_due(&self, now_ms: u64, count: usize) -> Vec<String> {
-        let reply = self.one(argv(&[
+        ids(self.one(argv(&[
             "ZRANGEBYSCORE",
             DUE,
             "-inf",
@@ -223,16 +223,7 @@ impl Storage {
             "LIMIT",
             "0",
             &count.to_string(),
-        ]));
-        reply
-            .into_array()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|r| match r {
-                Reply::Bulk(b) => String::from_utf8(b.to_vec()).ok(),
-                _ => None,
-            })
-            .collect()
+        ])))
     }
 
     /// Pushes `id`'s next attempt to `at_ms` (if it is still scheduled).
@@ -286,21 +277,17 @@ impl Storage {
 
     /// Messages scheduled or waiting in a lane.
     pub fn pending_count(&self) -> u64 {
-        let lanes = self.lanes(false).into_iter().chain(self.lanes(true));
-        let waiting: u64 = lanes.map(|(lane, _)| self.lag(&lane)).sum();
-        let scheduled = match self.one(argv(&["ZCARD", DUE])) {
-            Reply::Int(n) => n.max(0) as u64,
-            _ => 0,
-        };
-        scheduled + waiting
+        let waiting: u64 = self
+            .ready_lanes()
+            .iter()
+            .map(|(lane, _)| self.lag(lane))
+            .sum();
+        count(self.one(argv(&["ZCARD", DUE]))) + waiting
     }
 
     /// Entries in the dead-letter queue.
     pub fn dlq_count(&self) -> u64 {
-        match self.one(argv(&["ZCARD", DLQ])) {
-            Reply::Int(n) => n.max(0) as u64,
-            _ => 0,
-        }
+        count(self.one(argv(&["ZCARD", DLQ])))
     }
 
     /// Ids of pending messages, `count` at most from position `from`: scheduled
@@ -308,17 +295,14 @@ impl Storage {
     pub fn pending(&self, from: usize, count: usize) -> Vec<String> {
         let mut skip = from;
         let mut out = Vec::new();
-        let lanes = self.lanes(false).into_iter().chain(self.lanes(true));
+        let lanes = self.ready_lanes().into_iter();
         let lists = std::iter::once((DUE.to_string(), "ZRANGE", "ZCARD"))
             .chain(lanes.map(|(lane, _)| (lane.waiting_key(), "LRANGE", "LLEN")));
         for (key, range, len) in lists {
             if out.len() >= count {
                 break;
             }
-            let n = match self.one(argv(&[len, &key])) {
-                Reply::Int(n) => n.max(0) as usize,
-                _ => 0,
-            };
+            let n = self::count(self.one(argv(&[len, &key]))) as usize;
             if skip >= n {
                 skip -= n;
                 continue;
@@ -494,6 +478,14 @@ pub(super) fn argv(parts: &[&str]) -> Vec<Bytes> {
 
 pub(super) fn zadd(key: &str, score: u64, member: &str) -> Vec<Bytes> {
     argv(&["ZADD", key, &score.to_string(), member])
+}
+
+/// An integer reply as a count (0 for anything else).
+pub(super) fn count(reply: Reply) -> u64 {
+    match reply {
+        Reply::Int(n) => n.max(0) as u64,
+        _ => 0,
+    }
 }
 
 pub(super) fn ids(reply: Reply) -> Vec<String> {

@@ -36,7 +36,7 @@ use axum::Router;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tidewire_resp::Reply;
-use tidewire_store::{Client, Outcome, Store};
+use tidewire_store::{Client, Store};
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -142,21 +142,13 @@ pub(crate) struct RequestClient<'a> {
 impl RequestClient<'_> {
     /// Runs one command that passed the policy check.
     pub(crate) fn execute(&mut self, argv: &[Bytes]) -> Reply {
-        let mut out = Vec::with_capacity(1);
-        // `execute` is synchronous: the sequence taken right after it is this
-        // request's own (see `tidewire_store::exec::take_write_seq`).
+        // `execute_now` is synchronous: the sequence taken right after it is this
+        // request's own (see `tidewire_store::exec::take_write_seq`). REST
+        // clients have `no_block` set, so handlers answer at once.
         tidewire_store::exec::take_write_seq();
-        let outcome = self.store.execute(&mut self.client, argv, &mut out);
+        let reply = self.store.execute_now(&mut self.client, argv);
         self.write_seq = self.write_seq.max(tidewire_store::exec::take_write_seq());
-        match outcome {
-            Outcome::Replies => out.pop().unwrap_or(Reply::Null),
-            // REST clients have `no_block` set, so handlers answer at once; should one
-            // still ask to block, answer as if its timeout had passed.
-            Outcome::Blocked(b) => {
-                self.store.blocking.unregister(&b.waiter, &b.keys);
-                b.timeout_reply
-            }
-        }
+        reply
     }
 
     /// Runs one command that passed the policy check on the engine, if there is
